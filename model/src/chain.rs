@@ -1,0 +1,302 @@
+//! Change chains: which (node, tick) events built an entry's current value.
+//!
+//! A [`Chain`] lists links head first; the head is the most recent change. A
+//! node appears at most once: when node N changes an entry, the new chain is
+//! `(N, tick)` followed by the old chain without N's link (see
+//! [`Chain::attach`]). In memory chains are unbounded; they are cut only when
+//! sent (`nchain`).
+//!
+//! Comparison follows DistKV 0.63.3 (non-strict ticks), see [`supersedes`]
+//! and [`precedes`].
+//!
+//! Wire form: `{node, tick, prev}` maps nested through `prev`; `prev: nil`
+//! means the chain ends there, a missing `prev` means it was cut.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::value::Value;
+
+/// A server's name. Cheap to clone.
+pub type NodeName = Arc<str>;
+
+/// One change event: the node that made it and that node's tick.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// The node that made the change.
+    pub node: NodeName,
+    /// Its tick at the time.
+    pub tick: u64,
+}
+
+/// A non-empty chain of links, head first.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Chain(Arc<[Link]>);
+
+/// A chain that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chain: {0}")]
+pub struct ChainError(pub &'static str);
+
+impl Chain {
+    /// A chain of one link.
+    pub fn single(node: NodeName, tick: u64) -> Chain {
+        Chain(Arc::from(vec![Link { node, tick }]))
+    }
+
+    /// A chain from its links (head first). `None` if empty.
+    pub fn from_links(links: Vec<Link>) -> Option<Chain> {
+        if links.is_empty() {
+            None
+        } else {
+            Some(Chain(Arc::from(links)))
+        }
+    }
+
+    /// The links, head first.
+    pub fn links(&self) -> &[Link] {
+        &self.0
+    }
+
+    /// The most recent change.
+    pub fn head(&self) -> &Link {
+        &self.0[0]
+    }
+
+    /// Number of links.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: chains have at least one link.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The link of `node`, if it is in the chain.
+    pub fn find(&self, node: &str) -> Option<&Link> {
+        self.0.iter().find(|l| &*l.node == node)
+    }
+
+    /// Whether both heads are the same (node, tick): DistKV's chain equality.
+    pub fn same_head(&self, other: &Chain) -> bool {
+        self.head() == other.head()
+    }
+
+    /// The chain of a new change `(node, tick)` on top of `prev`: `prev`
+    /// loses `node`'s old link.
+    pub fn attach(node: NodeName, tick: u64, prev: Option<&Chain>) -> Chain {
+        let mut links = Vec::with_capacity(1 + prev.map_or(0, Chain::len));
+        if let Some(p) = prev {
+            links.extend(p.0.iter().filter(|l| l.node != node).cloned());
+        }
+        links.insert(0, Link { node, tick });
+        Chain(Arc::from(links))
+    }
+
+    /// This chain without `node`'s link (`None` if nothing is left).
+    pub fn without(&self, node: &str) -> Option<Chain> {
+        if self.find(node).is_none() {
+            return Some(self.clone());
+        }
+        Chain::from_links(self.0.iter().filter(|l| &*l.node != node).cloned().collect())
+    }
+
+    /// `self > other`: this chain was built on top of `other` (0.63.3).
+    fn gt(&self, other: &Chain) -> bool {
+        if self.same_head(other) {
+            return false;
+        }
+        let oh = other.head();
+        match self.find(&oh.node) {
+            Some(l) => l.tick >= oh.tick,
+            None => false,
+        }
+    }
+
+    /// Wire form, cut to `nchain` links (`-1` / negative = all). `nchain`
+    /// must not be 0.
+    pub fn to_value(&self, nchain: i64) -> Value {
+        let n = if nchain < 0 {
+            self.0.len()
+        } else {
+            (nchain as usize).min(self.0.len())
+        };
+        let mut out: Option<Value> = None;
+        for (i, l) in self.0[..n].iter().enumerate().rev() {
+            let mut m = Vec::with_capacity(3);
+            m.push((Value::str("node"), Value::Str(l.node.clone())));
+            m.push((Value::str("tick"), Value::uint(l.tick)));
+            match out.take() {
+                Some(prev) => m.push((Value::str("prev"), prev)),
+                // The chain really ends here: say so.
+                None if i + 1 == self.0.len() => m.push((Value::str("prev"), Value::Nil)),
+                None => {}
+            }
+            out = Some(Value::Map(m));
+        }
+        out.unwrap_or(Value::Nil)
+    }
+
+    /// Decodes the wire form. `Ok(None)` for nil or a map without `node`.
+    /// Accepts an entry map (uses its `chain` key if present).
+    pub fn from_value(v: &Value) -> Result<Option<Chain>, ChainError> {
+        let mut links = Vec::new();
+        let mut cur = match v {
+            Value::Map(_) => v.get("chain").unwrap_or(v),
+            Value::Nil => return Ok(None),
+            _ => return Err(ChainError("not a map")),
+        };
+        loop {
+            match cur {
+                Value::Nil => break,
+                Value::Map(_) => {}
+                _ => return Err(ChainError("link is not a map")),
+            }
+            let Some(node) = cur.get("node") else {
+                if links.is_empty() {
+                    return Ok(None);
+                }
+                return Err(ChainError("link without node"));
+            };
+            let node = node.as_str().ok_or(ChainError("node name is not a string"))?;
+            let tick = match cur.get("tick") {
+                None | Some(Value::Nil) => 0,
+                Some(t) => t.as_u64().ok_or(ChainError("tick is not an unsigned integer"))?,
+            };
+            if links.iter().any(|l: &Link| &*l.node == node) {
+                return Err(ChainError("node appears twice"));
+            }
+            if links.len() >= 4096 {
+                return Err(ChainError("chain too long"));
+            }
+            links.push(Link {
+                node: Arc::from(node),
+                tick,
+            });
+            match cur.get("prev") {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        Ok(Chain::from_links(links))
+    }
+}
+
+/// `a > b` with DistKV's treatment of missing chains: `a` supersedes `b`
+/// (an entry whose chain is `a` ignores an update carrying `b`).
+pub fn supersedes(a: Option<&Chain>, b: Option<&Chain>) -> bool {
+    match (a, b) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(a), Some(b)) => a.gt(b),
+    }
+}
+
+/// `a < b`: `b` was built on top of `a` (a normal successor).
+pub fn precedes(a: Option<&Chain>, b: Option<&Chain>) -> bool {
+    match (a, b) {
+        (None, Some(_)) => true,
+        (_, None) => false,
+        (Some(a), Some(b)) => b.gt(a),
+    }
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// DistKV's repr: `<NodeEvent n1:65 n2:3 (65,)>`.
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<NodeEvent ")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}:{}", l.node, l.tick)?;
+        }
+        write!(f, " ({},)>", self.head().tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(links: &[(&str, u64)]) -> Chain {
+        Chain::from_links(
+            links
+                .iter()
+                .map(|(n, t)| Link {
+                    node: Arc::from(*n),
+                    tick: *t,
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn successor_built_on_head_is_recognised_non_strictly() {
+        let old = c(&[("a", 5)]);
+        let new = c(&[("b", 1), ("a", 5)]);
+        // 0.63.3: `old < new` because a:5 <= a:5 (0.57 said no).
+        assert!(precedes(Some(&old), Some(&new)));
+        assert!(supersedes(Some(&new), Some(&old)));
+        assert!(!supersedes(Some(&old), Some(&new)));
+    }
+
+    #[test]
+    fn unrelated_chains_neither_precede_nor_supersede() {
+        let a = c(&[("a", 5)]);
+        let b = c(&[("b", 7)]);
+        assert!(!precedes(Some(&a), Some(&b)));
+        assert!(!supersedes(Some(&a), Some(&b)));
+    }
+
+    #[test]
+    fn equal_heads_are_neither() {
+        let a = c(&[("a", 5), ("b", 2)]);
+        let b = c(&[("a", 5)]);
+        assert!(!precedes(Some(&a), Some(&b)));
+        assert!(!supersedes(Some(&a), Some(&b)));
+    }
+
+    #[test]
+    fn missing_chains_compare_like_python() {
+        let a = c(&[("a", 1)]);
+        assert!(supersedes(Some(&a), None));
+        assert!(!supersedes(None, Some(&a)));
+        assert!(precedes(None, Some(&a)));
+        assert!(!precedes(Some(&a), None));
+    }
+
+    #[test]
+    fn attach_removes_own_old_link() {
+        let old = c(&[("b", 3), ("a", 2), ("c", 9)]);
+        let new = Chain::attach(Arc::from("a"), 7, Some(&old));
+        assert_eq!(new, c(&[("a", 7), ("b", 3), ("c", 9)]));
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_cuts() {
+        let ch = c(&[("n1", 79), ("n2", 2)]);
+        let full = ch.to_value(-1);
+        assert_eq!(Chain::from_value(&full).unwrap(), Some(ch.clone()));
+        let one = ch.to_value(1);
+        assert!(one.get("prev").is_none());
+        let single = c(&[("n1", 63)]);
+        assert_eq!(single.to_value(1).get("prev"), Some(&Value::Nil));
+        assert_eq!(Chain::from_value(&Value::Nil).unwrap(), None);
+        assert_eq!(Chain::from_value(&Value::map([])).unwrap(), None);
+        assert!(Chain::from_value(&Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn display_matches_python_repr() {
+        assert_eq!(c(&[("n1", 65)]).to_string(), "<NodeEvent n1:65 (65,)>");
+    }
+}

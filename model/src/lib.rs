@@ -1,0 +1,22 @@
+//! The DistKV data model, shared by the node, the file formats and the tools.
+//!
+//! Everything here is plain data and pure functions: [`Value`] and [`Path`]
+//! with their msgpack encoding ([`codec`]) and text syntax ([`pathfmt`]),
+//! change [`Chain`]s, tick [`RangeSet`]s and [`UpdateEvent`]s. No I/O, no
+//! clocks, no async.
+
+#![warn(missing_docs)]
+
+pub mod chain;
+pub mod codec;
+pub mod event;
+pub mod path;
+pub mod pathfmt;
+pub mod ranges;
+pub mod value;
+
+pub use chain::{Chain, Link, NodeName};
+pub use event::UpdateEvent;
+pub use path::Path;
+pub use ranges::{NodeSet, RangeSet};
+pub use value::Value;
