@@ -1,1 +1,196 @@
+//! The event log: every change a node applies, in order.
+//!
+//! This crate owns the log's data model and (in a later step) its segment
+//! files. It has no async runtime and no clock.
+//!
+//! [`EventLog`] is the in-memory part: a bounded, sequence-numbered ring of
+//! applied [`UpdateEvent`]s. The state machine appends to it; watchers (and
+//! the file writer and the broadcaster) read from it with their own cursor.
+//! The log never blocks the writer: when it is full, the oldest records are
+//! dropped, and a reader whose cursor points before the oldest record gets
+//! [`Lagged`] — an explicit error, never a silent gap.
 
+#![warn(missing_docs)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use distkv_model::{UpdateEvent, Value};
+
+/// Sequence number of a log record; the first record is 1.
+pub type Seq = u64;
+
+/// A reader asked for records the log no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("event log reader fell behind: wanted record {wanted}, oldest kept is {oldest}")]
+pub struct Lagged {
+    /// The first record the reader wanted.
+    pub wanted: Seq,
+    /// The oldest record still in the log.
+    pub oldest: Seq,
+}
+
+/// Size limits of an [`EventLog`].
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Most records kept.
+    pub max_records: usize,
+    /// Most (approximate) bytes of event data kept.
+    pub max_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            max_records: 1 << 16,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A bounded in-memory log of applied events.
+#[derive(Debug)]
+pub struct EventLog {
+    limits: LogLimits,
+    records: VecDeque<(Arc<UpdateEvent>, usize)>,
+    /// Sequence number of `records[0]`.
+    first: Seq,
+    bytes: usize,
+}
+
+impl EventLog {
+    /// An empty log whose first record will be number 1.
+    pub fn new(limits: LogLimits) -> EventLog {
+        EventLog {
+            limits,
+            records: VecDeque::new(),
+            first: 1,
+            bytes: 0,
+        }
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> Seq {
+        self.first + self.records.len() as Seq
+    }
+
+    /// The oldest record still kept.
+    pub fn oldest_seq(&self) -> Seq {
+        self.first
+    }
+
+    /// Appends an event, dropping the oldest records beyond the limits.
+    /// Returns its sequence number.
+    pub fn push(&mut self, event: Arc<UpdateEvent>) -> Seq {
+        let size = approx_size(&event);
+        let seq = self.next_seq();
+        self.records.push_back((event, size));
+        self.bytes += size;
+        while self.records.len() > self.limits.max_records
+            || (self.bytes > self.limits.max_bytes && self.records.len() > 1)
+        {
+            if let Some((_, s)) = self.records.pop_front() {
+                self.bytes -= s;
+                self.first += 1;
+            }
+        }
+        seq
+    }
+
+    /// Up to `max` records starting at `from`, with their sequence numbers.
+    pub fn read(
+        &self,
+        from: Seq,
+        max: usize,
+    ) -> Result<impl Iterator<Item = (Seq, &Arc<UpdateEvent>)> + '_, Lagged> {
+        if from < self.first {
+            return Err(Lagged {
+                wanted: from,
+                oldest: self.first,
+            });
+        }
+        let skip = (from - self.first) as usize;
+        Ok(self
+            .records
+            .iter()
+            .skip(skip)
+            .take(max)
+            .enumerate()
+            .map(move |(i, (e, _))| (from + i as Seq, e)))
+    }
+}
+
+/// A cheap estimate of the memory an event holds.
+pub fn approx_size(e: &UpdateEvent) -> usize {
+    fn val(v: &Value) -> usize {
+        16 + match v {
+            Value::Str(s) => s.len(),
+            Value::Bin(b) | Value::BigUint(b) | Value::Ext(_, b) => b.len(),
+            Value::Array(a) => a.iter().map(val).sum(),
+            Value::Map(m) => m.iter().map(|(k, v)| val(k) + val(v)).sum(),
+            Value::Path(p) => p.iter().map(val).sum(),
+            _ => 0,
+        }
+    }
+    64 + e.path.iter().map(val).sum::<usize>()
+        + e.value.as_ref().map_or(0, val)
+        + e.chain.len() * 24
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::{path, Chain};
+
+    fn ev(i: u64) -> Arc<UpdateEvent> {
+        Arc::new(UpdateEvent {
+            path: path!["k", i],
+            chain: Chain::single(Arc::from("n"), i),
+            value: Some(Value::uint(i)),
+            tock: i,
+        })
+    }
+
+    #[test]
+    fn readers_see_records_in_order() {
+        let mut log = EventLog::new(LogLimits::default());
+        for i in 1..=5 {
+            assert_eq!(log.push(ev(i)), i);
+        }
+        let got: Vec<_> = log.read(3, 10).unwrap().map(|(s, e)| (s, e.tock)).collect();
+        assert_eq!(got, vec![(3, 3), (4, 4), (5, 5)]);
+        assert_eq!(log.read(6, 10).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_is_told() {
+        let mut log = EventLog::new(LogLimits {
+            max_records: 3,
+            max_bytes: usize::MAX,
+        });
+        for i in 1..=10 {
+            log.push(ev(i));
+        }
+        assert_eq!(log.oldest_seq(), 8);
+        assert_eq!(
+            log.read(2, 1).err(),
+            Some(Lagged {
+                wanted: 2,
+                oldest: 8
+            })
+        );
+    }
+
+    #[test]
+    fn byte_limit_bounds_memory_but_keeps_the_newest() {
+        let mut log = EventLog::new(LogLimits {
+            max_records: 1000,
+            max_bytes: 1,
+        });
+        for i in 1..=10 {
+            log.push(ev(i));
+        }
+        assert_eq!(log.oldest_seq(), 10);
+        assert_eq!(log.next_seq(), 11);
+    }
+}

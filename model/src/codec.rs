@@ -477,11 +477,11 @@ impl<'a> Reader<'a> {
             0xc1 => return Err(DecodeError::Invalid("reserved byte 0xc1")),
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
-            0xc4 | 0xc5 | 0xc6 => {
+            0xc4..=0xc6 => {
                 let n = self.be(1 << (m - 0xc4))? as usize;
                 Value::Bin(Arc::from(self.take(n)?))
             }
-            0xc7 | 0xc8 | 0xc9 => {
+            0xc7..=0xc9 => {
                 let n = self.be(1 << (m - 0xc7))? as usize;
                 let t = self.byte()? as i8;
                 self.ext(t, n, depth)?
@@ -497,7 +497,7 @@ impl<'a> Reader<'a> {
                 let t = self.byte()? as i8;
                 self.ext(t, 1 << (m - 0xd4), depth)?
             }
-            0xd9 | 0xda | 0xdb => {
+            0xd9..=0xdb => {
                 let n = self.be(1 << (m - 0xd9))? as usize;
                 self.str(n)?
             }

@@ -1,0 +1,334 @@
+//! Configuration in DistKV's YAML keys.
+//!
+//! The configuration is a YAML tree: built-in defaults (SPEC-core §6), then
+//! the user's file merged over them (user values win, maps merge
+//! recursively), then `-C key=value` overrides, whose key is a dotted path
+//! (`server.bind_default.port`) and whose value is parsed as a YAML scalar
+//! (`27590` is a number, `[a, b]` a list, `x` a string). A `-C key` without
+//! `=` deletes the key. Typed views ([`ServerSettings`], [`ConnectSettings`])
+//! are read from the merged tree, with clear errors for wrong types.
+
+use std::path::Path as FsPath;
+
+use serde_yaml::{Mapping, Value as Yaml};
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {file}: {source}")]
+    Io {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed.
+    #[error("invalid YAML in {origin}: {source}")]
+    Yaml {
+        /// Where it came from.
+        origin: String,
+        /// Why.
+        source: serde_yaml::Error,
+    },
+    /// A key has a value of the wrong type.
+    #[error("config key {key}: {reason}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+const DEFAULTS: &str = r#"
+connect:
+  host: localhost
+  port: 27586
+  init_timeout: 5
+  auth: null
+  name: null
+server:
+  buffer: 10
+  root: [":distkv"]
+  paranoia: false
+  bind: [{}]
+  bind_default:
+    host: 127.0.0.1
+    port: 27586
+  change:
+    length: 5
+  ping:
+    cycle: 10
+    gap: 2
+  limits:
+    max_frame: 16777216
+    max_depth: 64
+    max_connections: 10000
+    log_records: 65536
+    log_bytes: 67108864
+"#;
+
+/// The merged configuration tree.
+#[derive(Debug, Clone)]
+pub struct Config {
+    tree: Yaml,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            tree: serde_yaml::from_str(DEFAULTS).expect("built-in defaults are valid YAML"),
+        }
+    }
+}
+
+/// Merges `over` into `base`: maps recursively, anything else replaced.
+fn merge(base: &mut Yaml, over: Yaml) {
+    match (base, over) {
+        (Yaml::Mapping(b), Yaml::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl Config {
+    /// Merges a YAML file over the current tree.
+    pub fn merge_file(&mut self, file: &FsPath) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+            file: file.display().to_string(),
+            source,
+        })?;
+        self.merge_str(&text, &file.display().to_string())
+    }
+
+    /// Merges YAML text over the current tree.
+    pub fn merge_str(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let y: Yaml = serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml {
+            origin: origin.to_string(),
+            source,
+        })?;
+        match y {
+            Yaml::Null => Ok(()),
+            y @ Yaml::Mapping(_) => {
+                merge(&mut self.tree, y);
+                Ok(())
+            }
+            _ => Err(ConfigError::Invalid {
+                key: origin.to_string(),
+                reason: "the top level must be a map".into(),
+            }),
+        }
+    }
+
+    /// Applies one `-C key=value` (or `-C key` to delete).
+    pub fn set_override(&mut self, spec: &str) -> Result<(), ConfigError> {
+        let (key, value) = match spec.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (spec, None),
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        if key.is_empty() || parts.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: key.to_string(),
+                reason: "empty key element".into(),
+            });
+        }
+        let (last, parents) = parts.split_last().expect("non-empty");
+        let mut node = &mut self.tree;
+        for p in parents {
+            if !matches!(node, Yaml::Mapping(_)) {
+                *node = Yaml::Mapping(Mapping::new());
+            }
+            let Yaml::Mapping(m) = node else {
+                unreachable!()
+            };
+            node = m
+                .entry(Yaml::String(p.to_string()))
+                .or_insert_with(|| Yaml::Mapping(Mapping::new()));
+        }
+        if !matches!(node, Yaml::Mapping(_)) {
+            *node = Yaml::Mapping(Mapping::new());
+        }
+        let Yaml::Mapping(m) = node else {
+            unreachable!()
+        };
+        let k = Yaml::String(last.to_string());
+        match value {
+            None => {
+                m.remove(&k);
+            }
+            Some(v) => {
+                let parsed: Yaml = serde_yaml::from_str(v).unwrap_or(Yaml::String(v.to_string()));
+                m.insert(k, parsed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value at a dotted key.
+    pub fn get(&self, key: &str) -> Option<&Yaml> {
+        key.split('.').try_fold(&self.tree, |n, p| n.get(p))
+    }
+
+    fn int(&self, key: &str) -> Result<u64, ConfigError> {
+        self.get(key)
+            .and_then(Yaml::as_u64)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: key.into(),
+                reason: "must be a non-negative integer".into(),
+            })
+    }
+
+    fn string(&self, key: &str) -> Result<String, ConfigError> {
+        match self.get(key) {
+            Some(Yaml::String(s)) => Ok(s.clone()),
+            Some(Yaml::Number(n)) => Ok(n.to_string()),
+            _ => Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: "must be a string".into(),
+            }),
+        }
+    }
+
+    /// The server's settings.
+    pub fn server(&self) -> Result<ServerSettings, ConfigError> {
+        // `server.bind[0]` merged over `server.bind_default`, as in DistKV.
+        let first = self
+            .get("server.bind")
+            .and_then(Yaml::as_sequence)
+            .and_then(|s| s.first())
+            .cloned()
+            .unwrap_or(Yaml::Null);
+        let mut bind = self
+            .get("server.bind_default")
+            .cloned()
+            .unwrap_or(Yaml::Null);
+        if first.is_mapping() {
+            merge(&mut bind, first);
+        }
+        let host = match bind.get("host") {
+            Some(Yaml::String(s)) => s.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = bind
+            .get("port")
+            .and_then(Yaml::as_u64)
+            .filter(|p| *p <= u16::MAX as u64)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "server.bind_default.port".into(),
+                reason: "must be a port number".into(),
+            })? as u16;
+        let buffer = self.int("server.buffer")?;
+        if (1..4).contains(&buffer) {
+            return Err(ConfigError::Invalid {
+                key: "server.buffer".into(),
+                reason: "must be 0 or at least 4".into(),
+            });
+        }
+        Ok(ServerSettings {
+            host,
+            port,
+            buffer,
+            max_frame: self.int("server.limits.max_frame")? as usize,
+            max_depth: self.int("server.limits.max_depth")? as usize,
+            max_connections: self.int("server.limits.max_connections")? as usize,
+            log_records: self.int("server.limits.log_records")? as usize,
+            log_bytes: self.int("server.limits.log_bytes")? as usize,
+        })
+    }
+
+    /// The client's connection settings.
+    pub fn connect(&self) -> Result<ConnectSettings, ConfigError> {
+        Ok(ConnectSettings {
+            host: self.string("connect.host")?,
+            port: self.int("connect.port")? as u16,
+            init_timeout: self.int("connect.init_timeout")?,
+        })
+    }
+}
+
+/// What a server listens on and its limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address to bind (`server.bind_default.host`; DistKV ignored it, we
+    /// honour it).
+    pub host: String,
+    /// Client port (`server.bind_default.port`).
+    pub port: u16,
+    /// Flow-control window offered in the greeting (`server.buffer`).
+    pub buffer: u64,
+    /// Largest accepted client message in bytes.
+    pub max_frame: usize,
+    /// Deepest accepted nesting in a client message.
+    pub max_depth: usize,
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+    /// Records kept in the in-memory event log.
+    pub log_records: usize,
+    /// Bytes of event data kept in the in-memory event log.
+    pub log_bytes: usize,
+}
+
+/// Where a client connects.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Seconds to wait for the connection and greeting.
+    pub init_timeout: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_distkv() {
+        let c = Config::default();
+        let s = c.server().unwrap();
+        assert_eq!((s.port, s.buffer), (27586, 10));
+        assert_eq!(c.connect().unwrap().host, "localhost");
+    }
+
+    #[test]
+    fn file_values_merge_over_defaults() {
+        let mut c = Config::default();
+        c.merge_str("server:\n  bind_default:\n    port: 27590\n", "test")
+            .unwrap();
+        let s = c.server().unwrap();
+        assert_eq!(s.port, 27590);
+        assert_eq!(s.host, "127.0.0.1", "siblings survive the merge");
+    }
+
+    #[test]
+    fn overrides_set_and_delete_keys() {
+        let mut c = Config::default();
+        c.set_override("server.bind_default.port=27600").unwrap();
+        c.set_override("server.bind_default.host=0.0.0.0").unwrap();
+        let s = c.server().unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 27600));
+        c.set_override("connect.host").unwrap();
+        assert!(c.connect().is_err());
+        assert!(c.set_override("a..b=1").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_key() {
+        let mut c = Config::default();
+        c.set_override("server.buffer=2").unwrap();
+        let e = c.server().unwrap_err().to_string();
+        assert!(e.contains("server.buffer"), "{e}");
+        assert!(c.merge_str("- a list", "x").is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! One client connection.
+//!
+//! The reader loop owns the socket's read half. It decodes every complete
+//! message already received, answers single-reply requests inline into one
+//! output buffer (so pipelined requests cost one write per batch), spawns a
+//! task per stream request, and routes `ack`s to running streams. A writer
+//! task owns the write half and is fed through a bounded channel: a client
+//! that stops reading eventually stops being read from (back-pressure), and
+//! memory stays bounded.
+//!
+//! Bad input never takes more than this connection down: a message that is
+//! not a map or lacks `seq` gets an error without `seq` and the connection
+//! stays open; an unknown action gets an error **with** its `seq` (DistKV
+//! closed the connection); bytes that are not msgpack, or a message over
+//! the size or nesting limit, get an error and the connection is closed,
+//! since an unframed stream cannot be resynchronised.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distkv_model::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handlers::{self, int_field, req_path, View};
+use super::reply::{put, CmdError, CmdResult, Fields, Shortener};
+use super::stream::{self, Kind, StreamOut, Window};
+use super::{encode_msg, Server, VERSION};
+use crate::wire::{MsgReader, WireError};
+
+/// Encoded reply batches queued for the writer.
+const WRITE_QUEUE: usize = 64;
+/// Most streams one connection may run at once.
+const MAX_STREAMS: usize = 1024;
+
+struct StreamCtl {
+    cancel: CancellationToken,
+    window: Option<Arc<Window>>,
+}
+
+type Streams = Arc<Mutex<HashMap<u64, StreamCtl>>>;
+
+struct Conn {
+    server: Arc<Server>,
+    view: View,
+    qlen: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    streams: Streams,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// Tells a client over the connection limit why it is closed.
+pub(super) async fn refuse(server: &Server, mut sock: TcpStream) {
+    let mut out = Vec::new();
+    encode_msg(
+        server,
+        vec![(
+            Value::str("error"),
+            Value::str("too many connections; try again later"),
+        )],
+        &mut out,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(&out)).await;
+}
+
+/// Serves one connection until the client leaves, it misbehaves beyond
+/// repair, or `shutdown` fires.
+pub(super) async fn run(
+    server: Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    tracing::debug!(%peer, "client connected");
+    let (rd, wr) = sock.into_split();
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let writer = tokio::spawn(write_loop(wr, rx));
+    let mut reader = MsgReader::with_limits(rd, server.opts.limits);
+    let mut conn = Conn {
+        server,
+        view: View::default(),
+        qlen: 0,
+        tx,
+        streams: Arc::default(),
+        tasks: TaskTracker::new(),
+        cancel: shutdown.child_token(),
+    };
+    let reason = conn.serve(&mut reader).await;
+    tracing::debug!(%peer, %reason, "client disconnected");
+    conn.cancel.cancel();
+    conn.tasks.close();
+    conn.tasks.wait().await;
+    drop(conn);
+    let _ = writer.await;
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < (1 << 20) {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        if buf.capacity() > (4 << 20) {
+            buf = Vec::new();
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+impl Conn {
+    async fn serve(&mut self, reader: &mut MsgReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+        let mut out = Vec::new();
+        self.greeting(&mut out);
+        loop {
+            loop {
+                match reader.try_next() {
+                    Ok(Some(msg)) => self.dispatch(msg, &mut out),
+                    Ok(None) => break,
+                    Err(e) => return self.fatal(e, out).await,
+                }
+            }
+            if !out.is_empty() && self.tx.send(std::mem::take(&mut out)).await.is_err() {
+                return "writer closed".into();
+            }
+            let more = tokio::select! {
+                r = reader.fill() => r,
+                _ = self.cancel.cancelled() => return "server shutting down".into(),
+            };
+            match more {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Drain what is left; a partial message is an error.
+                    loop {
+                        match reader.try_next() {
+                            Ok(Some(msg)) => self.dispatch(msg, &mut out),
+                            Ok(None) => break,
+                            Err(e) => return self.fatal(e, out).await,
+                        }
+                    }
+                    if !out.is_empty() {
+                        let _ = self.tx.send(out).await;
+                    }
+                    return "closed by client".into();
+                }
+                Err(e) => return self.fatal(e, out).await,
+            }
+        }
+    }
+
+    /// Reports an unrecoverable input error and ends the connection.
+    async fn fatal(&mut self, e: WireError, mut out: Vec<u8>) -> String {
+        if !matches!(e, WireError::Io(_)) {
+            tracing::info!(error = %e, "closing client connection after bad input");
+            encode_msg(
+                &self.server,
+                vec![(Value::str("error"), Value::str(&e.to_string()))],
+                &mut out,
+            );
+        }
+        if !out.is_empty() {
+            let _ = self.tx.send(out).await;
+        }
+        e.to_string()
+    }
+
+    fn greeting(&self, out: &mut Vec<u8>) {
+        let tick = self.server.state().tick();
+        let m = vec![
+            (Value::str("seq"), Value::Int(0)),
+            (
+                Value::str("version"),
+                Value::Array(VERSION.iter().map(|v| Value::uint(*v)).collect()),
+            ),
+            (Value::str("node"), Value::str(self.server.name())),
+            (Value::str("tick"), tick.map_or(Value::Nil, Value::uint)),
+            (Value::str("tock"), Value::uint(self.server.next_tock())),
+            (Value::str("qlen"), Value::uint(self.server.opts.buffer)),
+        ];
+        encode_msg(&self.server, m, out);
+    }
+
+    fn reply(&self, seq: u64, res: CmdResult<Fields>, out: &mut Vec<u8>) {
+        let m = match res {
+            Ok(mut m) => {
+                put(&mut m, "seq", Value::uint(seq));
+                m
+            }
+            Err(e) => error_fields(Some(seq), &e),
+        };
+        encode_msg(&self.server, m, out);
+    }
+
+    fn dispatch(&mut self, msg: Value, out: &mut Vec<u8>) {
+        if msg.as_map().is_none() {
+            let e = CmdError::Invalid(format!("a request must be a map, not {}", msg.type_name()));
+            return encode_msg(&self.server, error_fields(None, &e), out);
+        }
+        let Some(seq) = msg.get("seq").and_then(Value::as_u64) else {
+            let e = CmdError::Invalid("a request needs a non-negative integer 'seq'".into());
+            return encode_msg(&self.server, error_fields(None, &e), out);
+        };
+        if seq == 0 {
+            return self.hello(&msg, out);
+        }
+        if let Some(window) = self.stream_window(seq) {
+            if let Some(ack) = msg.get("ack").and_then(Value::as_u64) {
+                if let Some(w) = window {
+                    w.ack(ack);
+                }
+            }
+            return;
+        }
+        let Some(action) = msg.get("action").and_then(Value::as_str) else {
+            return self.reply(
+                seq,
+                Err(CmdError::Invalid("missing field 'action'".into())),
+                out,
+            );
+        };
+        if msg.get("state").and_then(Value::as_str) == Some("start") {
+            let e = CmdError::Invalid(format!("action {action:?} does not take a client stream"));
+            return self.reply(seq, Err(e), out);
+        }
+        let s = &*self.server;
+        let res = match action {
+            "get_value" => handlers::get_value(s, &self.view, &msg, false),
+            "get_internal" => handlers::get_value(s, &self.view, &msg, true),
+            "set_value" | "set_internal" => match msg.get("value") {
+                Some(v) => handlers::set_value(
+                    s,
+                    &self.view,
+                    &msg,
+                    Some(v.clone()),
+                    action == "set_internal",
+                ),
+                None => Err(CmdError::Client(
+                    "Call 'delete_value' if you want to clear the value".into(),
+                )),
+            },
+            "delete_value" | "delete_internal" => match msg.get("value") {
+                Some(_) => Err(CmdError::Client(
+                    "A deleted entry can't have a value".into(),
+                )),
+                None => handlers::set_value(s, &self.view, &msg, None, action == "delete_internal"),
+            },
+            "enum" | "enumerate" => handlers::enumerate(s, &self.view, &msg, false),
+            "enum_internal" => handlers::enumerate(s, &self.view, &msg, true),
+            "get_tock" => Ok(handlers::get_tock(s)),
+            "get_state" => handlers::get_state(s, &msg),
+            "update" => handlers::update(s, &self.view, &msg),
+            "enum_node" => handlers::enum_node(s, &msg),
+            "root" => handlers::chroot(s, &mut self.view, &msg),
+            "stop" => Ok(self.stop(&msg)),
+            "delete_tree" => return self.delete_tree(seq, &msg, out),
+            "get_tree" => return self.start_stream(Kind::GetTree, seq, msg, out),
+            "get_tree_internal" => return self.start_stream(Kind::GetTreeInternal, seq, msg, out),
+            "watch" => return self.start_stream(Kind::Watch, seq, msg, out),
+            other => Err(CmdError::Invalid(format!("unknown action {other:?}"))),
+        };
+        self.reply(seq, res, out);
+    }
+
+    /// `{seq: 0, qlen: n}`: the client's flow-control window.
+    fn hello(&mut self, msg: &Value, out: &mut Vec<u8>) {
+        let Some(q) = msg.get("qlen") else { return };
+        match q.as_u64() {
+            Some(n) if n == 0 || n >= 4 => self.qlen = n.min(self.server.opts.buffer),
+            _ => {
+                let e = CmdError::Invalid(format!("qlen must be 0 or at least 4, not {q}"));
+                self.reply(0, Err(e), out);
+            }
+        }
+    }
+
+    /// If `seq` belongs to a running stream, returns its window.
+    fn stream_window(&self, seq: u64) -> Option<Option<Arc<Window>>> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.get(&seq).map(|s| s.window.clone())
+    }
+
+    fn stop(&self, msg: &Value) -> Fields {
+        let task = msg.get("task").and_then(Value::as_u64);
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let found = task
+            .and_then(|t| streams.get(&t))
+            .map(|s| s.cancel.cancel())
+            .is_some();
+        vec![(Value::str("result"), Value::Bool(found))]
+    }
+
+    fn start_stream(&mut self, kind: Kind, seq: u64, msg: Value, out: &mut Vec<u8>) {
+        let qlen = match int_field(&msg, "qlen", 0) {
+            Ok(q) if q > 0 => q as u64,
+            Ok(_) => self.qlen,
+            Err(e) => return self.reply(seq, Err(e), out),
+        };
+        let window = (qlen > 0).then(|| Arc::new(Window::new(qlen)));
+        let cancel = self.cancel.child_token();
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if streams.len() >= MAX_STREAMS {
+                drop(streams);
+                let e =
+                    CmdError::Server(format!("too many concurrent streams (limit {MAX_STREAMS})"));
+                return self.reply(seq, Err(e), out);
+            }
+            streams.insert(
+                seq,
+                StreamCtl {
+                    cancel: cancel.clone(),
+                    window: window.clone(),
+                },
+            );
+        }
+        let sout = StreamOut::new(self.server.clone(), seq, self.tx.clone(), window);
+        let streams = self.streams.clone();
+        let server = self.server.clone();
+        let view = self.view.clone();
+        self.tasks.spawn(async move {
+            stream::run(kind, server, view, msg, sout, cancel).await;
+            streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&seq);
+        });
+    }
+
+    /// `delete_tree`: with `nchain = 0` one reply `{changed: n}`; otherwise
+    /// a stream of the deletion events with their old values.
+    fn delete_tree(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        let res = (|| {
+            let rel = req_path(msg)?;
+            if rel.is_empty() {
+                return Err(CmdError::Client("You can't delete the root node".into()));
+            }
+            let path = self.view.resolve(&rel, false)?;
+            Ok((rel, path, int_field(msg, "nchain", 0)?))
+        })();
+        let (rel, path, nchain) = match res {
+            Ok(x) => x,
+            Err(e) => return self.reply(seq, Err(e), out),
+        };
+        let (events, next) = {
+            let mut st = self.server.state();
+            match st.delete_tree(&path) {
+                Ok(evs) => (evs, st.log().next_seq()),
+                Err(e) => return self.reply(seq, Err(CmdError::Server(e.to_string())), out),
+            }
+        };
+        self.server.announce(next);
+        if nchain == 0 {
+            let m = vec![(Value::str("changed"), Value::uint(events.len() as u64))];
+            return self.reply(seq, Ok(m), out);
+        }
+        let state = |s: &str| vec![(Value::str("state"), Value::str(s))];
+        self.reply(seq, Ok(state("start")), out);
+        let mut shortener = Shortener::new(path.len(), rel.is_empty());
+        for (ev, old) in events {
+            let mut m = match ev.chain.to_value(nchain) {
+                Value::Map(m) => m,
+                _ => Vec::new(),
+            };
+            if let Some(old) = old {
+                put(&mut m, "old_value", old);
+            }
+            put(&mut m, "tock", Value::uint(ev.tock));
+            shortener.apply(&ev.path, &mut m);
+            self.reply(seq, Ok(m), out);
+        }
+        self.reply(seq, Ok(state("end")), out);
+    }
+}
+
+fn error_fields(seq: Option<u64>, e: &CmdError) -> Fields {
+    let mut m = vec![(Value::str("error"), Value::str(&e.to_string()))];
+    if let Some(t) = e.etype() {
+        put(&mut m, "etype", Value::str(t));
+    }
+    if let Some(s) = seq {
+        put(&mut m, "seq", Value::uint(s));
+    }
+    m
+}

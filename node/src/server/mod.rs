@@ -1,0 +1,216 @@
+//! The async shell: a TCP server speaking DistKV's client protocol.
+//!
+//! One [`Server`] holds the node's [`State`] behind a mutex (held only for
+//! short, non-async critical sections) and a watch channel announcing the
+//! event log's newest sequence number, on which watchers wait. [`serve`]
+//! accepts connections — at most `max_connections` at a time, extra ones get
+//! an error message and are closed — and runs each in its own task
+//! ([`conn`]) until the shutdown token fires; then it stops accepting, lets
+//! connections finish their current batch, and returns once all are gone.
+
+mod conn;
+mod handlers;
+mod reply;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use distkv_log::{LogLimits, Seq};
+use distkv_model::codec::{self, Limits};
+use distkv_model::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerSettings;
+use crate::state::{State, StateError, Tock};
+
+/// The protocol version we announce: the DistKV release we are compatible
+/// with.
+pub const VERSION: [u64; 3] = [0, 63, 3];
+
+/// Server-wide settings that the connection code needs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Flow-control window offered to clients (`server.buffer`).
+    pub buffer: u64,
+    /// Decoding limits for client messages.
+    pub limits: Limits,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// In-memory event log limits.
+    pub log: LogLimits,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            buffer: 10,
+            limits: Limits::default(),
+            max_connections: 10_000,
+            log: LogLimits::default(),
+        }
+    }
+}
+
+impl From<&ServerSettings> for ServerOptions {
+    fn from(s: &ServerSettings) -> ServerOptions {
+        ServerOptions {
+            buffer: s.buffer,
+            limits: Limits {
+                max_frame: s.max_frame,
+                max_depth: s.max_depth,
+            },
+            max_connections: s.max_connections,
+            log: LogLimits {
+                max_records: s.log_records,
+                max_bytes: s.log_bytes,
+            },
+        }
+    }
+}
+
+/// A running node: its state and what its connections share.
+#[derive(Debug)]
+pub struct Server {
+    name: String,
+    state: Mutex<State>,
+    tock: Arc<Tock>,
+    changes: watch::Sender<Seq>,
+    opts: ServerOptions,
+}
+
+impl Server {
+    /// A node named `name` with an empty tree.
+    pub fn new(name: &str, opts: ServerOptions) -> Arc<Server> {
+        let state = State::new(name, opts.log);
+        let tock = state.tock().clone();
+        let (changes, _) = watch::channel(state.log().next_seq());
+        Arc::new(Server {
+            name: name.to_string(),
+            state: Mutex::new(state),
+            tock,
+            changes,
+            opts,
+        })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Locks the state. Never hold the guard across an `.await`.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the pure core;
+        // the state is still consistent enough to keep serving reads.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Advances and returns the tock.
+    pub fn next_tock(&self) -> u64 {
+        self.tock.next()
+    }
+
+    /// Tells watchers that the log grew. Call after releasing the lock.
+    pub(crate) fn announce(&self, next_seq: Seq) {
+        self.changes.send_if_modified(|s| {
+            if *s < next_seq {
+                *s = next_seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver that changes whenever the event log grows.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Seq> {
+        self.changes.subscribe()
+    }
+
+    /// Makes the node ready to serve (own tick 0 if it has none).
+    pub fn make_ready(&self) {
+        self.state().make_ready();
+    }
+
+    /// Sets the root value as the first change of a new cluster (`-I`).
+    pub fn init(&self, value: Value) -> Result<(), StateError> {
+        let next = {
+            let mut st = self.state();
+            st.make_ready();
+            st.local_change(&[], Some(value))?;
+            st.log().next_seq()
+        };
+        self.announce(next);
+        Ok(())
+    }
+
+    /// The server options.
+    pub fn options(&self) -> &ServerOptions {
+        &self.opts
+    }
+}
+
+/// Binds `addr` (host name or address, and port) for [`serve`].
+pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
+
+/// Serves clients on `listener` until `shutdown` is cancelled, then waits
+/// for every connection task to end.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(server.opts.max_connections));
+    let tracker = TaskTracker::new();
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(node = %server.name, addr = ?local, "serving clients");
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: keep serving the
+                    // existing clients, try again shortly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = sock.set_nodelay(true);
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let server = server.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    conn::run(server, sock, peer, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "connection limit reached; refusing client");
+                let server = server.clone();
+                tracker.spawn(async move { conn::refuse(&server, sock).await });
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!(node = %server.name, "stopped serving");
+    Ok(())
+}
+
+/// Encodes a message map, adding `tock` if it has none.
+pub(crate) fn encode_msg(server: &Server, mut m: Vec<(Value, Value)>, out: &mut Vec<u8>) {
+    if !m.iter().any(|(k, _)| k.as_str() == Some("tock")) {
+        m.push((Value::str("tock"), Value::uint(server.next_tock())));
+    }
+    codec::encode(&Value::Map(m), out);
+}

@@ -1,0 +1,327 @@
+//! Multi-reply (stream) requests: `get_tree`, `get_tree_internal`, `watch`.
+//!
+//! A stream runs in its own task: `{seq, state:"start"}`, data messages,
+//! optionally `{seq, state:"uptodate"}`, and always `{seq, state:"end"}` —
+//! also after an error or a `stop` (the end is given two seconds, like
+//! DistKV's shielded send). With flow control (`qlen > 0`) every message
+//! carries `wseq` and the task waits while `wseq − acked ≥ qlen`; the
+//! connection's reader feeds acknowledgements into the stream's [`Window`].
+//!
+//! Walks and log reads hold the state lock for one bounded chunk at a time
+//! and never across a send. Watchers read the node's event log with their own
+//! cursor; one that falls so far behind that the log dropped records it has
+//! not sent ends with the error `Aborted. Queue filled?` — never a silent
+//! gap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distkv_model::Value;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::handlers::{bool_field, int_field, req_path, View};
+use super::reply::{entry_fields, put, CmdError, CmdResult, Fields, Shortener};
+use super::{encode_msg, Server};
+use crate::state::{WalkCursor, WalkOpts};
+
+/// Entries collected per lock acquisition.
+const CHUNK: usize = 256;
+
+/// A stream's flow-control window: how far the client has acknowledged.
+#[derive(Debug)]
+pub struct Window {
+    qlen: u64,
+    acked: AtomicU64,
+    notify: Notify,
+}
+
+impl Window {
+    /// A window of `qlen` unacknowledged messages.
+    pub fn new(qlen: u64) -> Window {
+        Window {
+            qlen,
+            acked: AtomicU64::new(0),
+            notify: Notify::new(),
+        }
+    }
+
+    /// The client has read everything up to `wseq`.
+    pub fn ack(&self, wseq: u64) {
+        self.acked.fetch_max(wseq, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until message `wseq` may be sent.
+    async fn admit(&self, wseq: u64) {
+        loop {
+            let woken = self.notify.notified();
+            if wseq.saturating_sub(self.acked.load(Ordering::Acquire)) < self.qlen {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+/// The connection went away.
+#[derive(Debug)]
+pub struct Gone;
+
+/// The sending side of one stream.
+pub struct StreamOut {
+    server: Arc<Server>,
+    seq: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    window: Option<Arc<Window>>,
+    wseq: u64,
+}
+
+impl StreamOut {
+    /// A stream answering request `seq`.
+    pub fn new(
+        server: Arc<Server>,
+        seq: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+        window: Option<Arc<Window>>,
+    ) -> StreamOut {
+        StreamOut {
+            server,
+            seq,
+            tx,
+            window,
+            wseq: 0,
+        }
+    }
+
+    /// Sends one message of the stream, waiting for the window.
+    pub async fn send(&mut self, mut m: Fields) -> Result<(), Gone> {
+        put(&mut m, "seq", Value::uint(self.seq));
+        if let Some(w) = &self.window {
+            self.wseq += 1;
+            w.admit(self.wseq).await;
+            put(&mut m, "wseq", Value::uint(self.wseq));
+        }
+        let mut buf = Vec::new();
+        encode_msg(&self.server, m, &mut buf);
+        self.tx.send(buf).await.map_err(|_| Gone)
+    }
+
+    async fn state(&mut self, state: &str) -> Result<(), Gone> {
+        self.send(vec![(Value::str("state"), Value::str(state))])
+            .await
+    }
+}
+
+/// Which stream command to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `get_tree`.
+    GetTree,
+    /// `get_tree_internal`.
+    GetTreeInternal,
+    /// `watch`.
+    Watch,
+}
+
+/// Runs a stream command to its end: start, body, (error), end.
+pub async fn run(
+    kind: Kind,
+    server: Arc<Server>,
+    view: View,
+    msg: Value,
+    mut out: StreamOut,
+    cancel: CancellationToken,
+) {
+    if out.state("start").await.is_err() {
+        return;
+    }
+    let body = async {
+        match kind {
+            Kind::GetTree => get_tree(&server, &view, &msg, false, &mut out).await,
+            Kind::GetTreeInternal => get_tree(&server, &view, &msg, true, &mut out).await,
+            Kind::Watch => watch(&server, &view, &msg, &mut out).await,
+        }
+    };
+    let res = tokio::select! {
+        r = body => r,
+        _ = cancel.cancelled() => Ok(Ok(())),
+    };
+    match res {
+        Err(Gone) => return,
+        Ok(Err(e)) => {
+            let m = vec![(Value::str("error"), Value::str(&e.to_string()))];
+            if out.send(m).await.is_err() {
+                return;
+            }
+        }
+        Ok(Ok(())) => {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), out.state("end")).await;
+}
+
+fn walk_opts(msg: &Value) -> CmdResult<WalkOpts> {
+    let min = int_field(msg, "min_depth", 0)?.max(0) as usize;
+    let max = int_field(msg, "max_depth", -1)?;
+    Ok(WalkOpts {
+        min_depth: min,
+        max_depth: (max >= 0).then_some(max as usize),
+        empty: bool_field(msg, "empty", false),
+        meta: bool_field(msg, "empty", false),
+    })
+}
+
+/// Sends entries of the subtree at `path`, in chunks, optionally only those
+/// older than `before` (a tock).
+async fn send_walk(
+    server: &Server,
+    path: &distkv_model::Path,
+    opts: &WalkOpts,
+    nchain: i64,
+    shortener: &mut Shortener,
+    before: Option<u64>,
+    out: &mut StreamOut,
+) -> Result<CmdResult<()>, Gone> {
+    let mut cursor = WalkCursor::default();
+    let mut first = true;
+    while !cursor.is_done() {
+        let mut batch = Vec::new();
+        {
+            let st = server.state();
+            let Some(start) = st.entry(path) else {
+                if first {
+                    return Ok(Err(CmdError::NotFound(path.to_string())));
+                }
+                // The subtree vanished during the walk: nothing more to send.
+                break;
+            };
+            first = false;
+            cursor.step(start, opts, CHUNK, |e, _| {
+                if before.is_some_and(|t| e.tock() >= t) {
+                    return;
+                }
+                let mut m = entry_fields(e, nchain);
+                shortener.apply(e.path(), &mut m);
+                batch.push(m);
+            });
+        }
+        for m in batch {
+            out.send(m).await?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+async fn get_tree(
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    meta: bool,
+    out: &mut StreamOut,
+) -> Result<CmdResult<()>, Gone> {
+    let (path, rel_empty, nchain, opts) = match (|| {
+        let rel = req_path(msg)?;
+        Ok::<_, CmdError>((
+            view.resolve(&rel, meta)?,
+            rel.is_empty() && !meta,
+            int_field(msg, "nchain", 0)?,
+            walk_opts(msg)?,
+        ))
+    })() {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut shortener = Shortener::new(path.len(), rel_empty);
+    send_walk(server, &path, &opts, nchain, &mut shortener, None, out).await
+}
+
+async fn watch(
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    out: &mut StreamOut,
+) -> Result<CmdResult<()>, Gone> {
+    let (path, rel_empty, nchain, opts, fetch) = match (|| {
+        let rel = req_path(msg)?;
+        let mut opts = walk_opts(msg)?;
+        opts.meta = false;
+        Ok::<_, CmdError>((
+            view.resolve(&rel, false)?,
+            rel.is_empty(),
+            int_field(msg, "nchain", 0)?,
+            opts,
+            bool_field(msg, "fetch", false),
+        ))
+    })() {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut changes = server.subscribe();
+    let (mut next, tock) = {
+        let mut st = server.state();
+        st.ensure_entry(&path);
+        (st.log().next_seq(), server.next_tock())
+    };
+    let mut shortener = Shortener::new(path.len(), rel_empty);
+    if fetch {
+        match send_walk(
+            server,
+            &path,
+            &opts,
+            nchain,
+            &mut shortener,
+            Some(tock),
+            out,
+        )
+        .await?
+        {
+            Ok(()) => out.state("uptodate").await?,
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let meta_ok = path.first().is_some_and(Value::is_nil);
+    loop {
+        let latest = *changes.borrow_and_update();
+        let mut batch = Vec::new();
+        {
+            let st = server.state();
+            let records = match st.log().read(next, CHUNK) {
+                Ok(r) => r,
+                Err(lag) => {
+                    tracing::info!(%lag, "watcher fell behind");
+                    return Ok(Err(CmdError::Server("Aborted. Queue filled?".into())));
+                }
+            };
+            for (seq, ev) in records {
+                next = seq + 1;
+                if !ev.path.starts_with(&path) {
+                    continue;
+                }
+                if !meta_ok && ev.path.first().is_some_and(Value::is_nil) {
+                    continue;
+                }
+                let depth = ev.path.len() - path.len();
+                if depth < opts.min_depth || opts.max_depth.is_some_and(|m| depth > m) {
+                    continue;
+                }
+                let mut m = Vec::with_capacity(5);
+                if let Some(v) = &ev.value {
+                    put(&mut m, "value", v.clone());
+                }
+                if nchain != 0 {
+                    put(&mut m, "chain", ev.chain.to_value(nchain));
+                }
+                put(&mut m, "tock", Value::uint(ev.tock));
+                shortener.apply(&ev.path, &mut m);
+                batch.push(m);
+            }
+        }
+        for m in batch {
+            out.send(m).await?;
+        }
+        if next >= latest && changes.changed().await.is_err() {
+            return Ok(Ok(()));
+        }
+    }
+}

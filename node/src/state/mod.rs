@@ -1,0 +1,422 @@
+//! The node's pure state machine: the entry tree, tick/tock, and the apply
+//! rules of DistKV 0.63.3.
+//!
+//! Nothing here does I/O, reads a clock or spawns a task; the async server
+//! wraps a [`State`] in a mutex, and `distkv-replay` drives the very same
+//! code offline. Every change that is applied — local or received — goes
+//! through [`State::apply`] and is appended to the in-memory [`EventLog`],
+//! which is what watchers (and later the file writer and the broadcaster)
+//! read.
+//!
+//! Apply rules (SPEC-core §2.2, with 0.63.3's non-strict chain comparison):
+//! 1. an event whose chain head equals the entry's is a no-op (echo);
+//! 2. an event the entry's chain supersedes is stale;
+//! 3. if the entry has data and the event does not descend from it, the
+//!    higher tock wins (equal tock: the newcomer); the loser's ticks are
+//!    recorded as superseded;
+//! 4. otherwise the value is stored, the old chain's other links are
+//!    superseded, deletions mark their ticks deleted, and the new chain's
+//!    ticks become present.
+//!
+//! Deliberate differences from Python, so that every delivery order ends in
+//! the same tree (docs/compat.md): the conflict rule also guards deletion
+//! tombstones (Python skips it when the entry has no data), equal tocks are
+//! broken by the head's (node, tick) instead of arrival order, and a stale
+//! or losing event's ticks are marked superseded instead of staying
+//! "missing" forever.
+
+mod nodes;
+mod tree;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use distkv_log::{EventLog, LogLimits, Seq};
+use distkv_model::chain::{precedes, supersedes};
+use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
+use indexmap::IndexMap;
+
+pub use nodes::NodeInfo;
+pub use tree::{Entry, WalkCursor, WalkOpts};
+
+/// The node's Lamport-like counter. Every read advances it, as in DistKV:
+/// each reply, event and broadcast consumes a value.
+#[derive(Debug, Default)]
+pub struct Tock(AtomicU64);
+
+impl Tock {
+    /// Advances the tock and returns the new value.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Raises the tock to at least `v`.
+    pub fn seen(&self, v: u64) {
+        self.0.fetch_max(v, Ordering::Relaxed);
+    }
+
+    /// The current value, without advancing it.
+    pub fn peek(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What [`State::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored; the log record has this sequence number.
+    Stored(Seq),
+    /// The entry already has this event (same chain head).
+    Same,
+    /// The entry's chain supersedes the event.
+    Stale,
+    /// Conflict lost on tock.
+    Lost,
+}
+
+/// Which parts of the bookkeeping `get_state` reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StateQuery {
+    /// `nodes`: `{name: tick}`.
+    pub nodes: bool,
+    /// `known`: superseded ticks.
+    pub known: bool,
+    /// `present`: ticks in some chain.
+    pub present: bool,
+    /// `deleted`: ticks of deleted entries.
+    pub deleted: bool,
+    /// `missing`: ticks never seen.
+    pub missing: bool,
+    /// `remote_missing`: ticks others reported missing.
+    pub remote_missing: bool,
+}
+
+/// A change request that the state refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// This node has no tick yet and cannot originate changes.
+    #[error("this node is not ready (it has no tick yet)")]
+    NotReady,
+}
+
+/// The whole replicated state of one node.
+#[derive(Debug)]
+pub struct State {
+    me: NodeName,
+    root: Entry,
+    nodes: IndexMap<NodeName, NodeInfo>,
+    tock: Arc<Tock>,
+    log: EventLog,
+    /// Ticks of applied deletions, to be handed to the purge logic.
+    pending_deleted: NodeSet,
+    applied_count: u64,
+}
+
+impl State {
+    /// A new, empty state for the node `me`.
+    pub fn new(me: &str, limits: LogLimits) -> State {
+        let me: NodeName = Arc::from(me);
+        let mut nodes = IndexMap::new();
+        nodes.insert(me.clone(), NodeInfo::default());
+        State {
+            me,
+            root: Entry::new(Path::root(), 0),
+            nodes,
+            tock: Arc::new(Tock::default()),
+            log: EventLog::new(limits),
+            pending_deleted: NodeSet::default(),
+            applied_count: 0,
+        }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &NodeName {
+        &self.me
+    }
+
+    /// The shared tock counter.
+    pub fn tock(&self) -> &Arc<Tock> {
+        &self.tock
+    }
+
+    /// This node's own tick (`None` until it is ready).
+    pub fn tick(&self) -> Option<u64> {
+        self.nodes.get(&self.me).and_then(|n| n.tick)
+    }
+
+    /// Marks this node ready to originate changes (tick 0 if it has none).
+    pub fn make_ready(&mut self) {
+        let n = self.node_mut(&self.me.clone());
+        if n.tick.is_none() {
+            n.tick = Some(0);
+        }
+    }
+
+    /// The root entry.
+    pub fn root(&self) -> &Entry {
+        &self.root
+    }
+
+    /// The entry at `path`, if it exists.
+    pub fn entry(&self, path: &[Value]) -> Option<&Entry> {
+        self.root.follow(path)
+    }
+
+    /// Creates the entry at `path` (and its ancestors) if missing.
+    pub fn ensure_entry(&mut self, path: &[Value]) -> &Entry {
+        self.root.follow_create(path)
+    }
+
+    /// The entry holding `node`'s change `tick`, if it is still present.
+    pub fn entry_by_tick(&self, node: &str, tick: u64) -> Option<&Entry> {
+        let path = self.nodes.get(node)?.entry_path(tick)?;
+        self.root.follow(path)
+    }
+
+    /// Known nodes in order of first sighting.
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeName, &NodeInfo)> {
+        self.nodes.iter()
+    }
+
+    /// One node's bookkeeping.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name)
+    }
+
+    /// The in-memory event log.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Number of events stored so far.
+    pub fn applied_count(&self) -> u64 {
+        self.applied_count
+    }
+
+    /// Ticks of deletions applied since the last call (for purging).
+    pub fn take_pending_deleted(&mut self) -> NodeSet {
+        std::mem::take(&mut self.pending_deleted)
+    }
+
+    fn node_mut(&mut self, name: &NodeName) -> &mut NodeInfo {
+        // Look up by &str first so the common case does not clone the Arc.
+        if !self.nodes.contains_key(&**name) {
+            self.nodes.insert(name.clone(), NodeInfo::default());
+        }
+        self.nodes.get_mut(&**name).expect("just inserted")
+    }
+
+    /// Originates a change at `path`: a new tick of this node, the entry's
+    /// chain with this node's old link moved to the head. `value: None`
+    /// deletes. Returns the applied event.
+    pub fn local_change(
+        &mut self,
+        path: &[Value],
+        value: Option<Value>,
+    ) -> Result<Arc<UpdateEvent>, StateError> {
+        let me = self.me.clone();
+        let tick = {
+            let n = self.node_mut(&me);
+            let t = n.tick.ok_or(StateError::NotReady)? + 1;
+            n.tick = Some(t);
+            t
+        };
+        self.tock.next();
+        let entry = self.root.follow_create(path);
+        let chain = Chain::attach(me, tick, entry.chain.as_ref());
+        let event = UpdateEvent {
+            path: entry.path.clone(),
+            chain,
+            value,
+            tock: self.tock.next(),
+        };
+        let event = Arc::new(event);
+        let outcome = self.apply_arc(event.clone());
+        debug_assert!(matches!(outcome, Applied::Stored(_)), "{outcome:?}");
+        self.tock.next();
+        Ok(event)
+    }
+
+    /// Applies a change from anywhere (a peer, a file, a client `update`).
+    pub fn apply(&mut self, event: UpdateEvent) -> Applied {
+        self.apply_arc(Arc::new(event))
+    }
+
+    fn apply_arc(&mut self, event: Arc<UpdateEvent>) -> Applied {
+        self.tock.seen(event.tock);
+        for l in event.chain.links() {
+            self.node_mut(&l.node).saw_tick(l.tick);
+        }
+        let entry = self.root.follow_create(&event.path);
+        let current = entry.chain.clone();
+
+        if let Some(cur) = &current {
+            if cur.same_head(&event.chain) {
+                return Applied::Same;
+            }
+        }
+        let verdict = match &current {
+            Some(cur) if supersedes(Some(cur), Some(&event.chain)) => Some(Applied::Stale),
+            Some(cur)
+                if !precedes(Some(cur), Some(&event.chain)) && loses(&event, entry.tock, cur) =>
+            {
+                Some(Applied::Lost)
+            }
+            _ => None,
+        };
+        if let Some(v) = verdict {
+            // The incoming links that are not in the current chain are
+            // known now, and not current: superseded.
+            self.drop_links(&event.chain, current.as_ref());
+            return v;
+        }
+
+        entry.data = event.value.clone();
+        entry.tock = event.tock;
+        entry.chain = Some(event.chain.clone());
+        let path = entry.path.clone();
+
+        if let Some(old) = &current {
+            self.drop_links(old, Some(&event.chain));
+        }
+        let deleted = event.value.is_none();
+        for l in event.chain.links() {
+            let n = self.node_mut(&l.node);
+            if deleted {
+                n.deleted.insert(l.tick);
+            }
+            n.seen(l.tick, &path);
+        }
+        if deleted {
+            for l in event.chain.links() {
+                self.pending_deleted.insert(&l.node, l.tick);
+            }
+        }
+        self.applied_count += 1;
+        Applied::Stored(self.log.push(event))
+    }
+
+    /// Supersedes every link of `old` that is not identical in `new`.
+    fn drop_links(&mut self, old: &Chain, new: Option<&Chain>) {
+        for l in old.links() {
+            let keep = new
+                .and_then(|n| n.find(&l.node))
+                .is_some_and(|x| x.tick == l.tick);
+            if !keep {
+                self.node_mut(&l.node).supersede(l.tick);
+            }
+        }
+    }
+
+    /// Deletes every entry with data at or below `path` (parents first),
+    /// each as its own change. Returns the events with the old values.
+    pub fn delete_tree(
+        &mut self,
+        path: &[Value],
+    ) -> Result<Vec<(Arc<UpdateEvent>, Option<Value>)>, StateError> {
+        let Some(start) = self.root.follow(path) else {
+            return Ok(Vec::new());
+        };
+        let mut victims = Vec::new();
+        let mut cursor = WalkCursor::default();
+        let opts = WalkOpts {
+            meta: true,
+            ..WalkOpts::default()
+        };
+        while !cursor.is_done() {
+            cursor.step(start, &opts, usize::MAX, |e, _| {
+                victims.push((e.path.clone(), e.data.clone()));
+            });
+        }
+        let mut out = Vec::with_capacity(victims.len());
+        for (p, old) in victims {
+            out.push((self.local_change(&p, None)?, old));
+        }
+        Ok(out)
+    }
+
+    /// `get_state` as a wire map (without `node`/`tock`, which the server adds).
+    pub fn report(&self, q: StateQuery) -> Vec<(Value, Value)> {
+        let mut out = Vec::new();
+        let per_node = |f: &dyn Fn(&NodeInfo) -> Option<RangeSet>| -> Value {
+            Value::Map(
+                self.nodes
+                    .iter()
+                    .filter_map(|(n, i)| {
+                        f(i).filter(|r| !r.is_empty())
+                            .map(|r| (Value::Str(n.clone()), r.to_value()))
+                    })
+                    .collect(),
+            )
+        };
+        if q.nodes {
+            let m = self
+                .nodes
+                .iter()
+                .map(|(n, i)| {
+                    (
+                        Value::Str(n.clone()),
+                        i.tick.map_or(Value::Nil, Value::uint),
+                    )
+                })
+                .collect();
+            out.push((Value::str("nodes"), Value::Map(m)));
+        }
+        if q.known {
+            out.push((
+                Value::str("known"),
+                per_node(&|i| Some(i.superseded.clone())),
+            ));
+        }
+        if q.present {
+            out.push((Value::str("present"), per_node(&|i| Some(i.present()))));
+        }
+        if q.deleted {
+            out.push((
+                Value::str("deleted"),
+                per_node(&|i| Some(i.deleted.clone())),
+            ));
+        }
+        if q.missing {
+            out.push((Value::str("missing"), per_node(&|i| Some(i.missing()))));
+        }
+        if q.remote_missing {
+            out.push((
+                Value::str("remote_missing"),
+                per_node(&|i| Some(i.reported.clone())),
+            ));
+        }
+        out
+    }
+
+    /// The ticks of `node` that are present (`current`: only where the
+    /// node heads the chain), at most `max` (0 = all).
+    pub fn enum_node(&self, node: &str, max: usize, current: bool) -> Option<Vec<u64>> {
+        let info = self.nodes.get(node)?;
+        let it = info.entries.iter().filter(|(_, p)| {
+            !current
+                || self
+                    .root
+                    .follow(p)
+                    .and_then(|e| e.chain.as_ref())
+                    .is_some_and(|c| &*c.head().node == node)
+        });
+        let ticks = it.map(|(t, _)| *t);
+        Some(if max == 0 {
+            ticks.collect()
+        } else {
+            ticks.take(max).collect()
+        })
+    }
+}
+
+/// Whether a conflicting `event` loses against the entry's current change
+/// (`tock`, `chain`): the higher tock wins, then the higher head node name,
+/// then the higher head tick.
+fn loses(event: &UpdateEvent, tock: u64, chain: &Chain) -> bool {
+    let (e, c) = (event.chain.head(), chain.head());
+    (event.tock, &e.node, e.tick) < (tock, &c.node, c.tick)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Per-node tick bookkeeping.
+//!
+//! For every server name it has heard of, a node tracks the highest tick
+//! seen and which of that server's ticks are
+//! * **present**: in some entry's chain (kept as tick → entry path, so an
+//!   entry can be found by `(node, tick)`),
+//! * **superseded** (wire name `known`): existed but are in no chain any more,
+//! * **deleted**: their entry was deleted, awaiting purge,
+//! * **reported** (`remote_missing`): another server said it lacks them.
+//!
+//! *Missing* is derived: `[1, tick]` minus present minus superseded.
+//! Invariant: a tick is never both present and superseded.
+
+use std::collections::BTreeMap;
+
+use distkv_model::{Path, RangeSet};
+
+/// What this node knows about one server's ticks.
+#[derive(Debug, Default, Clone)]
+pub struct NodeInfo {
+    /// Highest tick seen; `None` = nothing yet.
+    pub(crate) tick: Option<u64>,
+    /// Present ticks and the entry each one is in.
+    pub(crate) entries: BTreeMap<u64, Path>,
+    pub(crate) superseded: RangeSet,
+    pub(crate) deleted: RangeSet,
+    pub(crate) reported: RangeSet,
+}
+
+impl NodeInfo {
+    /// Highest tick seen.
+    pub fn tick(&self) -> Option<u64> {
+        self.tick
+    }
+
+    /// Raises the highest tick seen to at least `t`.
+    pub(crate) fn saw_tick(&mut self, t: u64) {
+        if self.tick.is_none_or(|x| x < t) {
+            self.tick = Some(t);
+        }
+    }
+
+    /// Tick `t` is in the chain of the entry at `path`.
+    pub(crate) fn seen(&mut self, t: u64, path: &Path) {
+        self.reported.remove(t);
+        self.entries.insert(t, path.clone());
+        self.superseded.remove(t);
+    }
+
+    /// Tick `t` left every chain.
+    pub(crate) fn supersede(&mut self, t: u64) {
+        self.entries.remove(&t);
+        self.superseded.insert(t);
+    }
+
+    /// Ticks currently in some chain.
+    pub fn present(&self) -> RangeSet {
+        // `entries` is ordered, so this builds the ranges in one pass.
+        self.entries.keys().copied().collect()
+    }
+
+    /// Ticks known to be gone from every chain.
+    pub fn superseded(&self) -> &RangeSet {
+        &self.superseded
+    }
+
+    /// Ticks of deleted entries awaiting purge.
+    pub fn deleted(&self) -> &RangeSet {
+        &self.deleted
+    }
+
+    /// Ticks others reported missing.
+    pub fn reported(&self) -> &RangeSet {
+        &self.reported
+    }
+
+    /// Ticks up to the highest seen that are neither present nor superseded.
+    pub fn missing(&self) -> RangeSet {
+        let mut r = RangeSet::new();
+        if let Some(t) = self.tick.filter(|&t| t >= 1) {
+            r.insert_range(1, t + 1);
+            for &p in self.entries.keys() {
+                r.remove(p);
+            }
+            r.subtract(&self.superseded);
+        }
+        r
+    }
+
+    /// The entry path of a present tick.
+    pub fn entry_path(&self, t: u64) -> Option<&Path> {
+        self.entries.get(&t)
+    }
+}

@@ -1,0 +1,376 @@
+//! Apply-rule scenarios and merge properties of the state machine.
+
+use super::*;
+use distkv_model::path;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn state(name: &str) -> State {
+    let mut s = State::new(name, LogLimits::default());
+    s.make_ready();
+    s
+}
+
+fn set(s: &mut State, p: &Path, v: i64) -> Arc<UpdateEvent> {
+    s.local_change(p, Some(Value::Int(v))).unwrap()
+}
+
+fn value_at(s: &State, p: &Path) -> Option<Value> {
+    s.entry(p).and_then(|e| e.data().cloned())
+}
+
+/// Everything observable about the tree: path → (value, chain, tock).
+fn snapshot(s: &State) -> BTreeMap<String, (Option<Value>, Option<Chain>)> {
+    let mut out = BTreeMap::new();
+    let mut cur = WalkCursor::default();
+    let opts = WalkOpts {
+        empty: true,
+        meta: true,
+        ..WalkOpts::default()
+    };
+    while !cur.is_done() {
+        cur.step(s.root(), &opts, 100, |e, _| {
+            if e.chain().is_some() {
+                out.insert(
+                    e.path().to_string(),
+                    (e.data().cloned(), e.chain().cloned()),
+                );
+            }
+        });
+    }
+    out
+}
+
+#[test]
+fn local_change_advances_tick_and_tock() {
+    let mut s = state("n1");
+    let p = path!["a", "b"];
+    let e1 = set(&mut s, &p, 1);
+    assert_eq!(e1.chain.head().tick, 1);
+    let e2 = set(&mut s, &p, 2);
+    assert_eq!(e2.chain.head().tick, 2);
+    assert_eq!(e2.chain.len(), 1, "own old link is replaced, not kept");
+    assert!(e2.tock > e1.tock);
+    assert_eq!(s.tick(), Some(2));
+    assert_eq!(value_at(&s, &p), Some(Value::Int(2)));
+    // Tick 1 is superseded, tick 2 present.
+    let n = s.node("n1").unwrap();
+    assert!(n.superseded().contains(1));
+    assert!(n.present().contains(2));
+    assert!(n.missing().is_empty());
+    assert_eq!(s.log().next_seq(), 3);
+}
+
+#[test]
+fn node_without_tick_refuses_changes() {
+    let mut s = State::new("n1", LogLimits::default());
+    assert_eq!(s.local_change(&path!["x"], None), Err(StateError::NotReady));
+}
+
+#[test]
+fn echo_of_own_event_is_a_no_op() {
+    let mut s = state("n1");
+    let e = set(&mut s, &path!["k"], 5);
+    let seq = s.log().next_seq();
+    assert_eq!(s.apply((*e).clone()), Applied::Same);
+    assert_eq!(s.log().next_seq(), seq);
+}
+
+#[test]
+fn descendant_from_other_node_replaces_value_even_with_lower_tock() {
+    let mut a = state("a");
+    let mut b = state("b");
+    let p = path!["k"];
+    let e1 = set(&mut a, &p, 1);
+    b.apply((*e1).clone());
+    let e2 = set(&mut b, &p, 2);
+    assert_eq!(e2.chain.len(), 2);
+    assert!(matches!(a.apply((*e2).clone()), Applied::Stored(_)));
+    assert_eq!(value_at(&a, &p), Some(Value::Int(2)));
+    // a's tick 1 is still in the chain: present, not superseded.
+    assert!(a.node("a").unwrap().present().contains(1));
+}
+
+#[test]
+fn stale_event_never_overwrites_newer() {
+    let mut a = state("a");
+    let p = path!["k"];
+    let old = set(&mut a, &p, 1);
+    set(&mut a, &p, 2);
+    let mut b = state("b");
+    // b got both, in the wrong order.
+    let newer = a.entry(&p).unwrap().chain().unwrap().clone();
+    b.apply(UpdateEvent {
+        path: p.clone(),
+        chain: newer,
+        value: Some(Value::Int(2)),
+        tock: 100,
+    });
+    assert_eq!(b.apply((*old).clone()), Applied::Stale);
+    assert_eq!(value_at(&b, &p), Some(Value::Int(2)));
+    assert!(b.node("a").unwrap().superseded().contains(1));
+    assert!(b.node("a").unwrap().missing().is_empty());
+}
+
+#[test]
+fn concurrent_writes_higher_tock_wins_in_both_orders() {
+    let p = path!["k"];
+    let low = UpdateEvent {
+        path: p.clone(),
+        chain: Chain::single(Arc::from("a"), 1),
+        value: Some(Value::Int(1)),
+        tock: 10,
+    };
+    let high = UpdateEvent {
+        path: p.clone(),
+        chain: Chain::single(Arc::from("b"), 1),
+        value: Some(Value::Int(2)),
+        tock: 12,
+    };
+    for order in [[&low, &high], [&high, &low]] {
+        let mut s = state("c");
+        for e in order {
+            s.apply(e.clone());
+        }
+        assert_eq!(value_at(&s, &p), Some(Value::Int(2)));
+        assert!(s.node("a").unwrap().superseded().contains(1));
+    }
+}
+
+#[test]
+fn equal_tock_is_broken_by_node_name_not_arrival() {
+    let p = path!["k"];
+    let mk = |n: &str, v| UpdateEvent {
+        path: p.clone(),
+        chain: Chain::single(Arc::from(n), 1),
+        value: Some(Value::Int(v)),
+        tock: 7,
+    };
+    let (x, y) = (mk("x", 1), mk("y", 2));
+    for order in [[&x, &y], [&y, &x]] {
+        let mut s = state("c");
+        for e in order {
+            s.apply(e.clone());
+        }
+        assert_eq!(value_at(&s, &p), Some(Value::Int(2)));
+    }
+}
+
+#[test]
+fn later_deletion_wins_over_earlier_concurrent_set_in_both_orders() {
+    let p = path!["k"];
+    let del = UpdateEvent {
+        path: p.clone(),
+        chain: Chain::single(Arc::from("a"), 1),
+        value: None,
+        tock: 20,
+    };
+    let set = UpdateEvent {
+        path: p.clone(),
+        chain: Chain::single(Arc::from("b"), 1),
+        value: Some(Value::Int(1)),
+        tock: 5,
+    };
+    for order in [[&del, &set], [&set, &del]] {
+        let mut s = state("c");
+        for e in order {
+            s.apply(e.clone());
+        }
+        assert_eq!(value_at(&s, &p), None);
+        assert!(s.node("a").unwrap().deleted().contains(1));
+    }
+}
+
+#[test]
+fn deletion_keeps_a_tombstone_and_marks_ticks_deleted() {
+    let mut s = state("n1");
+    let p = path!["k"];
+    set(&mut s, &p, 1);
+    s.local_change(&p, None).unwrap();
+    let e = s.entry(&p).unwrap();
+    assert!(e.data().is_none());
+    assert!(e.chain().is_some());
+    assert!(s.node("n1").unwrap().deleted().contains(2));
+    let pend = s.take_pending_deleted();
+    assert!(pend.0[&Arc::from("n1")].contains(2));
+}
+
+#[test]
+fn entries_are_found_by_node_and_tick() {
+    let mut s = state("n1");
+    set(&mut s, &path!["a"], 1);
+    set(&mut s, &path!["b"], 2);
+    assert_eq!(s.entry_by_tick("n1", 2).unwrap().path(), &path!["b"]);
+    set(&mut s, &path!["b"], 3);
+    assert!(
+        s.entry_by_tick("n1", 2).is_none(),
+        "superseded tick maps to nothing"
+    );
+    assert_eq!(s.enum_node("n1", 0, false).unwrap(), vec![1, 3]);
+}
+
+#[test]
+fn missing_ticks_are_reported_per_node() {
+    let mut s = state("me");
+    s.apply(UpdateEvent {
+        path: path!["x"],
+        chain: Chain::single(Arc::from("other"), 5),
+        value: Some(Value::Int(1)),
+        tock: 3,
+    });
+    let o = s.node("other").unwrap();
+    assert_eq!(o.tick(), Some(5));
+    assert_eq!(o.missing().ranges().collect::<Vec<_>>(), vec![(1, 5)]);
+}
+
+#[test]
+fn walk_visits_depth_first_node_before_children_in_chunks() {
+    let mut s = state("n1");
+    for (p, v) in [
+        (path!["a"], 1),
+        (path!["a", "b"], 2),
+        (path!["a", "b", "c"], 3),
+        (path!["a", "d"], 4),
+        (path!["e"], 5),
+    ] {
+        set(&mut s, &p, v);
+    }
+    for budget in 1..8 {
+        let mut got = Vec::new();
+        let mut cur = WalkCursor::default();
+        while !cur.is_done() {
+            cur.step(s.root(), &WalkOpts::default(), budget, |e, d| {
+                got.push((e.path().to_string(), d))
+            });
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), 1),
+                ("a.b".into(), 2),
+                ("a.b.c".into(), 3),
+                ("a.d".into(), 2),
+                ("e".into(), 1)
+            ],
+            "budget {budget}"
+        );
+    }
+    let mut got = Vec::new();
+    let mut cur = WalkCursor::default();
+    let opts = WalkOpts {
+        min_depth: 1,
+        max_depth: Some(2),
+        ..WalkOpts::default()
+    };
+    while !cur.is_done() {
+        cur.step(s.root(), &opts, 3, |e, _| got.push(e.path().to_string()));
+    }
+    assert_eq!(got, vec!["a", "a.b", "a.d", "e"]);
+}
+
+#[test]
+fn delete_tree_deletes_entries_with_data_parents_first() {
+    let mut s = state("n1");
+    set(&mut s, &path!["t", "a"], 1);
+    set(&mut s, &path!["t", "a", "b"], 2);
+    s.ensure_entry(&path!["t", "c", "d"]);
+    let evs = s.delete_tree(&path!["t"]).unwrap();
+    let paths: Vec<_> = evs.iter().map(|(e, _)| e.path.to_string()).collect();
+    assert_eq!(paths, vec!["t.a", "t.a.b"]);
+    assert_eq!(evs[0].1, Some(Value::Int(1)));
+    assert!(value_at(&s, &path!["t", "a", "b"]).is_none());
+}
+
+// ---------------------------------------------------------------- properties
+
+/// A random history: several nodes write to a few keys and now and then
+/// deliver each other's events. Returns every event made.
+fn history(ops: &[(u8, u8, u8, Option<i8>)]) -> Vec<UpdateEvent> {
+    let names = ["n0", "n1", "n2"];
+    let mut nodes: Vec<State> = names.iter().map(|n| state(n)).collect();
+    let mut all: Vec<UpdateEvent> = Vec::new();
+    for &(who, key, deliver, val) in ops {
+        let who = who as usize % nodes.len();
+        let p = path!["k", (key % 3) as i64];
+        let e = nodes[who]
+            .local_change(&p, val.map(|v| Value::Int(v as i64)))
+            .unwrap();
+        all.push((*e).clone());
+        // Deliver a prefix of everything to one node (possibly out of date).
+        let to = deliver as usize % nodes.len();
+        let upto = (deliver as usize * 7) % (all.len() + 1);
+        for ev in &all[..upto] {
+            nodes[to].apply(ev.clone());
+        }
+    }
+    all
+}
+
+fn apply_all(events: &[UpdateEvent]) -> State {
+    let mut s = state("observer");
+    for e in events {
+        s.apply(e.clone());
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed), ..ProptestConfig::default() })]
+
+    #[test]
+    fn reapplying_an_event_is_a_no_op(ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..40)) {
+        let events = history(&ops);
+        let mut s = apply_all(&events);
+        let before = snapshot(&s);
+        let seq = s.log().next_seq();
+        for e in &events {
+            let out = s.apply(e.clone());
+            prop_assert!(!matches!(out, Applied::Stored(_)), "{:?} stored again", e);
+        }
+        prop_assert_eq!(snapshot(&s), before);
+        prop_assert_eq!(s.log().next_seq(), seq);
+    }
+
+    #[test]
+    fn delivery_order_does_not_change_the_final_tree(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..40),
+        perm_seed in any::<u64>(),
+    ) {
+        let events = history(&ops);
+        let reference = snapshot(&apply_all(&events));
+        // A seeded Fisher-Yates shuffle.
+        let mut shuffled = events.clone();
+        let mut x = perm_seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let s = apply_all(&shuffled);
+        prop_assert_eq!(snapshot(&s), reference);
+        // Everything every node ever did is accounted for.
+        for (_, info) in s.nodes() {
+            prop_assert!(info.missing().is_empty(), "missing {:?}", info.missing());
+        }
+    }
+
+    #[test]
+    fn stale_events_never_overwrite_newer(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..40),
+    ) {
+        let events = history(&ops);
+        let s = apply_all(&events);
+        // The winner of each key is the event with the highest (tock, node, tick).
+        let mut best: BTreeMap<String, &UpdateEvent> = BTreeMap::new();
+        for e in &events {
+            let k = e.path.to_string();
+            let better = best.get(&k).is_none_or(|b| {
+                (e.tock, &e.chain.head().node, e.chain.head().tick) > (b.tock, &b.chain.head().node, b.chain.head().tick)
+            });
+            if better { best.insert(k, e); }
+        }
+        for (k, e) in best {
+            let ent = s.entry(&e.path).unwrap();
+            prop_assert_eq!(ent.data(), e.value.as_ref(), "at {}", k);
+        }
+    }
+}

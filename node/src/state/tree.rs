@@ -1,0 +1,185 @@
+//! The entry tree and resumable walks over it.
+//!
+//! Every [`Entry`] knows its full path, its children (in insertion order, like
+//! Python's dicts), its value (`None` = no data, e.g. an intermediate node or
+//! a deletion tombstone; `Some(Value::Nil)` is a stored nil), its chain and
+//! the tock of its last change. A new child inherits its parent's tock.
+//!
+//! [`WalkCursor`] walks a subtree depth-first, node before children, in
+//! chunks: the caller can release its lock between chunks. The cursor is a
+//! stack of child indices; children are only appended between chunks except
+//! when purged, in which case a walk may skip an entry — a walk is a view of
+//! a changing tree, and watchers get the changes anyway.
+
+use distkv_model::{Chain, Path, Value};
+use indexmap::IndexMap;
+
+/// One node of the tree.
+#[derive(Debug)]
+pub struct Entry {
+    pub(crate) path: Path,
+    pub(crate) children: IndexMap<Value, Entry>,
+    pub(crate) data: Option<Value>,
+    pub(crate) chain: Option<Chain>,
+    pub(crate) tock: u64,
+}
+
+impl Entry {
+    pub(crate) fn new(path: Path, tock: u64) -> Entry {
+        Entry {
+            path,
+            children: IndexMap::new(),
+            data: None,
+            chain: None,
+            tock,
+        }
+    }
+
+    /// The entry's full path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored value, if any.
+    pub fn data(&self) -> Option<&Value> {
+        self.data.as_ref()
+    }
+
+    /// The chain of the last change, if any.
+    pub fn chain(&self) -> Option<&Chain> {
+        self.chain.as_ref()
+    }
+
+    /// The tock of the last change.
+    pub fn tock(&self) -> u64 {
+        self.tock
+    }
+
+    /// The children, in insertion order.
+    pub fn children(&self) -> impl Iterator<Item = (&Value, &Entry)> {
+        self.children.iter()
+    }
+
+    /// A child by name.
+    pub fn child(&self, name: &Value) -> Option<&Entry> {
+        self.children.get(name)
+    }
+
+    /// Follows `rel` from this entry.
+    pub fn follow(&self, rel: &[Value]) -> Option<&Entry> {
+        let mut e = self;
+        for name in rel {
+            e = e.children.get(name)?;
+        }
+        Some(e)
+    }
+
+    /// Follows `rel` from this entry, creating missing entries.
+    pub(crate) fn follow_create(&mut self, rel: &[Value]) -> &mut Entry {
+        let mut e = self;
+        for name in rel {
+            let tock = e.tock;
+            let path = &e.path;
+            e = e
+                .children
+                .entry(name.clone())
+                .or_insert_with(|| Entry::new(path.child(name.clone()), tock));
+        }
+        e
+    }
+
+    fn child_at(&self, idx: &[usize]) -> Option<&Entry> {
+        let mut e = self;
+        for &i in idx {
+            e = e.children.get_index(i)?.1;
+        }
+        Some(e)
+    }
+}
+
+/// What a walk visits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkOpts {
+    /// Depth (relative to the start) from which entries are reported.
+    pub min_depth: usize,
+    /// Depth below which the walk does not descend (`None` = unlimited).
+    pub max_depth: Option<usize>,
+    /// Also report entries without data.
+    pub empty: bool,
+    /// Walk the start entry's `None` child (the meta tree).
+    pub meta: bool,
+}
+
+/// A resumable depth-first walk position.
+#[derive(Debug, Default)]
+pub struct WalkCursor {
+    /// Next child index at each open level.
+    stack: Vec<usize>,
+    started: bool,
+    done: bool,
+}
+
+impl WalkCursor {
+    /// Whether the walk has finished.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Visits up to `budget` entries below (and including) `start`, calling
+    /// `visit(entry, depth)` for each reported one. Returns when the budget
+    /// is used or the walk is done ([`WalkCursor::is_done`]).
+    pub fn step(
+        &mut self,
+        start: &Entry,
+        opts: &WalkOpts,
+        budget: usize,
+        mut visit: impl FnMut(&Entry, usize),
+    ) {
+        let report =
+            |e: &Entry, depth: usize| depth >= opts.min_depth && (opts.empty || e.data.is_some());
+        let mut used = 0;
+        if !self.started {
+            self.started = true;
+            if report(start, 0) {
+                visit(start, 0);
+            }
+            used += 1;
+            if opts.max_depth == Some(0) {
+                self.done = true;
+                return;
+            }
+            self.stack.push(0);
+        }
+        while used < budget {
+            let Some(&idx) = self.stack.last() else {
+                self.done = true;
+                return;
+            };
+            let depth = self.stack.len();
+            let parent = start.child_at(&self.stack[..depth - 1]);
+            let Some((name, child)) = parent.and_then(|p| p.children.get_index(idx)) else {
+                self.stack.pop();
+                if let Some(l) = self.stack.last_mut() {
+                    *l += 1;
+                }
+                continue;
+            };
+            used += 1;
+            if depth == 1 && name.is_nil() && !opts.meta {
+                *self.stack.last_mut().expect("non-empty") += 1;
+                continue;
+            }
+            if report(child, depth) {
+                visit(child, depth);
+            }
+            if opts.max_depth.is_none_or(|m| depth < m) && !child.children.is_empty() {
+                self.stack.push(0);
+            } else {
+                *self.stack.last_mut().expect("non-empty") += 1;
+            }
+        }
+        if self.stack.is_empty() {
+            self.done = true;
+        }
+    }
+}

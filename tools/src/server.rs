@@ -1,0 +1,92 @@
+//! `distkv server`: run a node.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use distkv_model::Value;
+use distkv_node::config::Config;
+use distkv_node::server::{self, Server, ServerOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::eval::parse_value;
+
+/// Run a DistKV node.
+///
+/// The node serves DistKV's client protocol (msgpack over TCP, default port
+/// 27586). A node that is not told to join others serves on its own at once.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// This node's name; unique in the cluster.
+    pub name: String,
+    /// Initial value of the root entry for a new cluster (`-` = nil).
+    #[arg(short = 'I', long = "init", value_name = "VALUE")]
+    pub init: Option<String>,
+    /// Evaluate the init value as an expression (`123`, `(1, 'a')`, `True`).
+    #[arg(short = 'e', long = "eval", requires = "init")]
+    pub eval: bool,
+    /// Address to listen on (overrides `server.bind_default.host`).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Client port (overrides `server.bind_default.port`; 0 = any free port).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+}
+
+pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
+    let mut settings = cfg.server()?;
+    if let Some(b) = args.bind {
+        settings.host = b;
+    }
+    if let Some(p) = args.port {
+        settings.port = p;
+    }
+    let server = Server::new(&args.name, ServerOptions::from(&settings));
+    match args.init {
+        Some(v) => {
+            let value = match (v.as_str(), args.eval) {
+                ("-", _) => Value::Nil,
+                (text, true) => {
+                    parse_value(text).with_context(|| format!("cannot evaluate {text:?}"))?
+                }
+                (text, false) => Value::str(text),
+            };
+            server.init(value)?;
+        }
+        None => server.make_ready(),
+    }
+    let listener = server::bind(&settings.host, settings.port)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let addr = listener.local_addr()?;
+    tracing::warn!(node = %args.name, %addr, "distkv node running");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server::serve(Arc::clone(&server), listener, shutdown).await?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or ctrl-c.
+async fn stop_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::warn!("shutting down");
+    token.cancel();
+}
