@@ -1,5 +1,6 @@
 //! `distkv`: run a node, talk to one, or load-test one.
 
+mod bench;
 mod eval;
 mod server;
 
@@ -14,19 +15,19 @@ use distkv_node::config::Config;
 #[command(name = "distkv", version, propagate_version = true)]
 struct Cli {
     /// More log output (repeatable).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
     /// Less log output (repeatable).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count)]
     quiet: u8,
     /// Configuration file (YAML, DistKV's keys). Default: the first of
     /// ~/config/distkv.cfg, ~/.config/distkv.cfg, ~/.distkv.cfg,
     /// /etc/distkv/distkv.cfg, /etc/distkv.cfg.
-    #[arg(short = 'c', long = "cfg", value_name = "FILE", global = true)]
+    #[arg(short = 'c', long = "cfg", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override a configuration value: `-C server.bind_default.port=27590`;
     /// without `=VALUE` the key is removed.
-    #[arg(short = 'C', long = "conf", value_name = "KEY=VALUE", global = true)]
+    #[arg(short = 'C', long = "conf", value_name = "KEY=VALUE")]
     set: Vec<String>,
     #[command(subcommand)]
     cmd: Command,
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Run a node.
     Server(server::ServerArgs),
+    /// Load-test a running node.
+    Bench(bench::BenchArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.cmd {
             Command::Server(a) => server::run(a, cfg).await,
+            Command::Bench(a) => bench::run(a).await,
         }
     });
     match res {
@@ -110,5 +114,16 @@ fn main() -> ExitCode {
             eprintln!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -225,6 +225,14 @@ impl Conn {
             }
             return;
         }
+        if matches!(
+            msg.get("state").and_then(Value::as_str),
+            Some("ack" | "end")
+        ) {
+            // Flow control for a stream that has already ended: the client
+            // acknowledges what it read after our `end`. Nothing to do.
+            return;
+        }
         let Some(action) = msg.get("action").and_then(Value::as_str) else {
             return self.reply(
                 seq,
