@@ -99,7 +99,13 @@ impl Chain {
         if self.find(node).is_none() {
             return Some(self.clone());
         }
-        Chain::from_links(self.0.iter().filter(|l| &*l.node != node).cloned().collect())
+        Chain::from_links(
+            self.0
+                .iter()
+                .filter(|l| &*l.node != node)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// `self > other`: this chain was built on top of `other` (0.63.3).
@@ -159,10 +165,14 @@ impl Chain {
                 }
                 return Err(ChainError("link without node"));
             };
-            let node = node.as_str().ok_or(ChainError("node name is not a string"))?;
+            let node = node
+                .as_str()
+                .ok_or(ChainError("node name is not a string"))?;
             let tick = match cur.get("tick") {
                 None | Some(Value::Nil) => 0,
-                Some(t) => t.as_u64().ok_or(ChainError("tick is not an unsigned integer"))?,
+                Some(t) => t
+                    .as_u64()
+                    .ok_or(ChainError("tick is not an unsigned integer"))?,
             };
             if links.iter().any(|l: &Link| &*l.node == node) {
                 return Err(ChainError("node appears twice"));

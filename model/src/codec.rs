@@ -714,7 +714,10 @@ mod tests {
             Err(DecodeError::TooLarge { .. })
         ));
         assert!(matches!(decode(&[0xc1]), Err(DecodeError::Invalid(_))));
-        assert!(matches!(decode(&unhex("a2c328")), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decode(&unhex("a2c328")),
+            Err(DecodeError::Invalid(_))
+        ));
         assert_eq!(decode(&unhex("dc0010")), Err(DecodeError::Truncated));
         // A deeply nested path inside ext 3 is caught by the decoder.
         let mut p = Value::Path(Path::root());

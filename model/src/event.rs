@@ -112,7 +112,14 @@ mod tests {
             ("tick", Value::Int(99)),
             ("path", Value::Array(vec![Value::str("a")])),
             ("value", Value::Int(1)),
-            ("chain", Value::map([("node", Value::str("orig")), ("tick", Value::Int(3)), ("prev", Value::Nil)])),
+            (
+                "chain",
+                Value::map([
+                    ("node", Value::str("orig")),
+                    ("tick", Value::Int(3)),
+                    ("prev", Value::Nil),
+                ]),
+            ),
             ("tock", Value::Int(7)),
         ]);
         let ev = UpdateEvent::from_value(&v).unwrap();

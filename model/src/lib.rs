@@ -1,9 +1,9 @@
 //! The DistKV data model, shared by the node, the file formats and the tools.
 //!
 //! Everything here is plain data and pure functions: [`Value`] and [`Path`]
-//! with their msgpack encoding ([`codec`]) and text syntax ([`pathfmt`]),
-//! change [`Chain`]s, tick [`RangeSet`]s and [`UpdateEvent`]s. No I/O, no
-//! clocks, no async.
+//! with their msgpack encoding ([`codec`]), text syntax ([`pathfmt`]) and
+//! YAML rendering ([`yaml`]), change [`Chain`]s, tick [`RangeSet`]s and
+//! [`UpdateEvent`]s. No I/O, no clocks, no async.
 
 #![warn(missing_docs)]
 
@@ -14,6 +14,7 @@ pub mod path;
 pub mod pathfmt;
 pub mod ranges;
 pub mod value;
+pub mod yaml;
 
 pub use chain::{Chain, Link, NodeName};
 pub use event::UpdateEvent;

@@ -170,11 +170,16 @@ impl RangeSet {
         for it in items {
             match it {
                 Value::Array(p) if p.len() == 2 => {
-                    let a = p[0].as_u64().ok_or(RangeError("range start is not a tick"))?;
+                    let a = p[0]
+                        .as_u64()
+                        .ok_or(RangeError("range start is not a tick"))?;
                     let b = p[1].as_u64().ok_or(RangeError("range end is not a tick"))?;
                     out.insert_range(a, b);
                 }
-                _ => out.insert(it.as_u64().ok_or(RangeError("item is not a tick or pair"))?),
+                _ => out.insert(
+                    it.as_u64()
+                        .ok_or(RangeError("item is not a tick or pair"))?,
+                ),
             }
         }
         Ok(out)

@@ -381,8 +381,12 @@ impl fmt::Display for Value {
                 }
                 f.write_str("}")
             }
-            Value::Path(p) => write!(f, "P({:?})", p.to_string()),
-            Value::Ext(t, b) => write!(f, "ExtType(code={t}, data={})", crate::pathfmt::bytes_repr(b)),
+            Value::Path(p) => write!(f, "P({})", crate::pathfmt::str_repr(&p.to_string())),
+            Value::Ext(t, b) => write!(
+                f,
+                "ExtType(code={t}, data={})",
+                crate::pathfmt::bytes_repr(b)
+            ),
         }
     }
 }

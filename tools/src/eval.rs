@@ -5,5 +5,5 @@ use distkv_model::Value;
 /// Evaluates a Python-literal-like expression (`123`, `'x'`, `(1, 2)`,
 /// `True`, `None`) as DistKV's restricted evaluator does.
 pub fn parse_value(text: &str) -> anyhow::Result<Value> {
-    anyhow::bail!("cannot evaluate {text:?} yet")
+    Ok(distkv_model::pathfmt::eval(text)?)
 }
