@@ -443,6 +443,36 @@ pub fn decode_prefix(buf: &[u8], limits: Limits) -> Result<(Value, usize), Decod
     Ok((v, r.pos))
 }
 
+/// Field names and actions that nearly every message carries: decoding
+/// shares one allocation for each instead of allocating per message.
+const COMMON: [&str; 16] = [
+    "seq",
+    "action",
+    "path",
+    "value",
+    "nchain",
+    "tock",
+    "node",
+    "tick",
+    "prev",
+    "chain",
+    "state",
+    "ack",
+    "wseq",
+    "depth",
+    "set_value",
+    "get_value",
+];
+
+fn interned(b: &[u8]) -> Option<&'static Arc<str>> {
+    static SHARED: std::sync::OnceLock<Vec<Arc<str>>> = std::sync::OnceLock::new();
+    if b.len() > 9 {
+        return None;
+    }
+    let i = COMMON.iter().position(|k| k.as_bytes() == b)?;
+    Some(&SHARED.get_or_init(|| COMMON.iter().map(|k| Arc::from(*k)).collect())[i])
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -514,6 +544,9 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, n: usize) -> Result<Value, DecodeError> {
         let b = self.take(n)?;
+        if let Some(s) = interned(b) {
+            return Ok(Value::Str(s.clone()));
+        }
         let s = std::str::from_utf8(b).map_err(|_| DecodeError::Invalid("string is not UTF-8"))?;
         Ok(Value::Str(Arc::from(s)))
     }

@@ -67,6 +67,22 @@ impl RangeSet {
         if a >= b {
             return;
         }
+        // Fast path: appending at (or after) the end, the common case.
+        match self.r.last_entry() {
+            None => {
+                self.r.insert(a, b);
+                return;
+            }
+            Some(mut last) if a >= *last.get() => {
+                if a == *last.get() {
+                    *last.get_mut() = b;
+                } else {
+                    self.r.insert(a, b);
+                }
+                return;
+            }
+            Some(_) => {}
+        }
         // Merge with a range starting at or before `a` that reaches `a`.
         if let Some((&s, &e)) = self.r.range(..=a).next_back() {
             if e >= a {
@@ -92,7 +108,9 @@ impl RangeSet {
 
     /// Removes `[a, b)`.
     pub fn remove_range(&mut self, a: u64, b: u64) {
-        if a >= b {
+        // Nothing to do for an empty range or one above every tick we hold
+        // (the common case: a new tick is higher than all older ones).
+        if a >= b || self.r.last_key_value().is_none_or(|(_, &e)| a >= e) {
             return;
         }
         if let Some((&s, &e)) = self.r.range(..a).next_back() {

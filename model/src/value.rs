@@ -202,6 +202,8 @@ impl PartialEq for Value {
         use Value::*;
         match (self, other) {
             (Nil, Nil) => true,
+            (Int(a), Int(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
             (Str(a), Str(b)) => a == b,
             (Bin(a), Bin(b)) => a == b,
             (BigUint(a), BigUint(b)) => a == b,

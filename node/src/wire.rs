@@ -21,9 +21,13 @@ use distkv_model::codec::{self, DecodeError, FrameScanner, Limits};
 use distkv_model::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bytes asked of the transport per read.
+/// Bytes asked of the transport per read when the peer is quiet: small, so
+/// thousands of idle connections cost little memory.
+const MIN_CHUNK: usize = 4 << 10;
+/// Bytes asked per read at most; a read that fills its space doubles the
+/// next one up to this.
 const READ_CHUNK: usize = 64 << 10;
-/// An idle buffer larger than this is shrunk back to [`READ_CHUNK`]-ish size.
+/// An idle buffer larger than this is shrunk back to [`MIN_CHUNK`].
 const KEEP_BUFFER: usize = 4 * READ_CHUNK;
 
 /// Why a message could not be read or written. Every variant means the
@@ -68,6 +72,8 @@ pub struct MsgReader<R> {
     limits: Limits,
     eof: bool,
     failed: Option<DecodeError>,
+    /// Read space to offer next, between [`MIN_CHUNK`] and [`READ_CHUNK`].
+    chunk: usize,
 }
 
 impl<R: AsyncRead + Unpin> MsgReader<R> {
@@ -87,6 +93,7 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
             limits,
             eof: false,
             failed: None,
+            chunk: MIN_CHUNK,
         }
     }
 
@@ -137,12 +144,16 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
             return Ok(false);
         }
         self.make_room();
+        let space = self.buf.len() - self.end;
         let n = self.inner.read(&mut self.buf[self.end..]).await?;
         if n == 0 {
             self.eof = true;
             return Ok(false);
         }
         self.end += n;
+        if n == space {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
+        }
         Ok(true)
     }
 
@@ -156,17 +167,18 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
         &self.inner
     }
 
-    /// Ensures at least [`READ_CHUNK`] bytes of read space after `end`.
+    /// Ensures at least `chunk` bytes of read space after `end`.
     fn make_room(&mut self) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.chunk = MIN_CHUNK;
             if self.buf.len() > KEEP_BUFFER {
-                self.buf.truncate(READ_CHUNK);
+                self.buf.truncate(MIN_CHUNK);
                 self.buf.shrink_to_fit();
             }
         }
-        if self.buf.len() - self.end >= READ_CHUNK {
+        if self.buf.len() - self.end >= self.chunk {
             return;
         }
         if self.start > 0 {
@@ -176,8 +188,8 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < READ_CHUNK {
-            self.buf.resize(self.end + READ_CHUNK, 0);
+        if self.buf.len() - self.end < self.chunk {
+            self.buf.resize(self.end + self.chunk, 0);
         }
     }
 

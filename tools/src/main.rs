@@ -1,6 +1,7 @@
 //! `distkv`: run a node, talk to one, or load-test one.
 
 mod bench;
+mod client;
 mod eval;
 mod server;
 
@@ -39,6 +40,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Load-test a running node.
     Bench(bench::BenchArgs),
+    /// Talk to a DistKV server.
+    Client(client::ClientArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -92,10 +95,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The load generator runs on one thread, like redis-benchmark, leaving
+    // the other cores to the node it measures.
+    let rt = match &cli.cmd {
+        Command::Bench(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -106,6 +116,7 @@ fn main() -> ExitCode {
         match cli.cmd {
             Command::Server(a) => server::run(a, cfg).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Client(a) => client::run(a, cfg).await,
         }
     });
     match res {

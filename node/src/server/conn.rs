@@ -2,11 +2,13 @@
 //!
 //! The reader loop owns the socket's read half. It decodes every complete
 //! message already received, answers single-reply requests inline into one
-//! output buffer (so pipelined requests cost one write per batch), spawns a
-//! task per stream request, and routes `ack`s to running streams. A writer
-//! task owns the write half and is fed through a bounded channel: a client
-//! that stops reading eventually stops being read from (back-pressure), and
-//! memory stays bounded.
+//! output buffer and writes that buffer itself (one write per batch, no task
+//! hop), spawns a task per stream request, and routes `ack`s to running
+//! streams. Streams send through a bounded channel to a writer task that
+//! coalesces their messages. Both writers share the write half behind an
+//! async mutex, so messages are never interleaved. A client that stops
+//! reading stalls the writes, then the reader (back-pressure); memory stays
+//! bounded.
 //!
 //! Bad input never takes more than this connection down: a message that is
 //! not a map or lacks `seq` gets an error without `seq` and the connection
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handlers::{self, int_field, req_path, View};
-use super::reply::{put, CmdError, CmdResult, Fields, Shortener};
+use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, Server, VERSION};
 use crate::wire::{MsgReader, WireError};
@@ -45,12 +47,14 @@ struct StreamCtl {
 }
 
 type Streams = Arc<Mutex<HashMap<u64, StreamCtl>>>;
+type SharedWriter = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
 
 struct Conn {
     server: Arc<Server>,
     view: View,
     qlen: u64,
     tx: mpsc::Sender<Vec<u8>>,
+    wr: SharedWriter,
     streams: Streams,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -61,10 +65,7 @@ pub(super) async fn refuse(server: &Server, mut sock: TcpStream) {
     let mut out = Vec::new();
     encode_msg(
         server,
-        vec![(
-            Value::str("error"),
-            Value::str("too many connections; try again later"),
-        )],
+        vec![("error", Value::str("too many connections; try again later"))],
         &mut out,
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(&out)).await;
@@ -81,13 +82,15 @@ pub(super) async fn run(
     tracing::debug!(%peer, "client connected");
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-    let writer = tokio::spawn(write_loop(wr, rx));
+    let wr: SharedWriter = Arc::new(tokio::sync::Mutex::new(wr));
+    let writer = tokio::spawn(write_loop(wr.clone(), rx));
     let mut reader = MsgReader::with_limits(rd, server.opts.limits);
     let mut conn = Conn {
         server,
         view: View::default(),
         qlen: 0,
         tx,
+        wr: wr.clone(),
         streams: Arc::default(),
         tasks: TaskTracker::new(),
         cancel: shutdown.child_token(),
@@ -99,9 +102,11 @@ pub(super) async fn run(
     conn.tasks.wait().await;
     drop(conn);
     let _ = writer.await;
+    let _ = wr.lock().await.shutdown().await;
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// Writes the streams' messages, coalescing whatever is queued.
+async fn write_loop(wr: SharedWriter, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
@@ -112,14 +117,13 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
                 Err(_) => break,
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        if wr.lock().await.write_all(&buf).await.is_err() {
             return;
         }
         if buf.capacity() > (4 << 20) {
             buf = Vec::new();
         }
     }
-    let _ = wr.shutdown().await;
 }
 
 impl Conn {
@@ -134,8 +138,14 @@ impl Conn {
                     Err(e) => return self.fatal(e, out).await,
                 }
             }
-            if !out.is_empty() && self.tx.send(std::mem::take(&mut out)).await.is_err() {
-                return "writer closed".into();
+            if !out.is_empty() {
+                if let Err(e) = self.write(&out).await {
+                    return format!("write failed: {e}");
+                }
+                out.clear();
+                if out.capacity() > (1 << 20) {
+                    out = Vec::new();
+                }
             }
             let more = tokio::select! {
                 r = reader.fill() => r,
@@ -152,9 +162,7 @@ impl Conn {
                             Err(e) => return self.fatal(e, out).await,
                         }
                     }
-                    if !out.is_empty() {
-                        let _ = self.tx.send(out).await;
-                    }
+                    let _ = self.write(&out).await;
                     return "closed by client".into();
                 }
                 Err(e) => return self.fatal(e, out).await,
@@ -168,28 +176,33 @@ impl Conn {
             tracing::info!(error = %e, "closing client connection after bad input");
             encode_msg(
                 &self.server,
-                vec![(Value::str("error"), Value::str(&e.to_string()))],
+                vec![("error", Value::str(&e.to_string()))],
                 &mut out,
             );
         }
-        if !out.is_empty() {
-            let _ = self.tx.send(out).await;
-        }
+        let _ = self.write(&out).await;
         e.to_string()
+    }
+
+    async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.wr.lock().await.write_all(bytes).await
     }
 
     fn greeting(&self, out: &mut Vec<u8>) {
         let tick = self.server.state().tick();
         let m = vec![
-            (Value::str("seq"), Value::Int(0)),
+            ("seq", Value::Int(0)),
             (
-                Value::str("version"),
+                "version",
                 Value::Array(VERSION.iter().map(|v| Value::uint(*v)).collect()),
             ),
-            (Value::str("node"), Value::str(self.server.name())),
-            (Value::str("tick"), tick.map_or(Value::Nil, Value::uint)),
-            (Value::str("tock"), Value::uint(self.server.next_tock())),
-            (Value::str("qlen"), Value::uint(self.server.opts.buffer)),
+            ("node", Value::str(self.server.name())),
+            ("tick", tick.map_or(Value::Nil, Value::uint)),
+            ("tock", Value::uint(self.server.next_tock())),
+            ("qlen", Value::uint(self.server.opts.buffer)),
         ];
         encode_msg(&self.server, m, out);
     }
@@ -308,7 +321,7 @@ impl Conn {
             .and_then(|t| streams.get(&t))
             .map(|s| s.cancel.cancel())
             .is_some();
-        vec![(Value::str("result"), Value::Bool(found))]
+        vec![("result", Value::Bool(found))]
     }
 
     fn start_stream(&mut self, kind: Kind, seq: u64, msg: Value, out: &mut Vec<u8>) {
@@ -372,17 +385,14 @@ impl Conn {
         };
         self.server.announce(next);
         if nchain == 0 {
-            let m = vec![(Value::str("changed"), Value::uint(events.len() as u64))];
+            let m = vec![("changed", Value::uint(events.len() as u64))];
             return self.reply(seq, Ok(m), out);
         }
-        let state = |s: &str| vec![(Value::str("state"), Value::str(s))];
+        let state = |s: &str| vec![("state", Value::str(s))];
         self.reply(seq, Ok(state("start")), out);
         let mut shortener = Shortener::new(path.len(), rel.is_empty());
         for (ev, old) in events {
-            let mut m = match ev.chain.to_value(nchain) {
-                Value::Map(m) => m,
-                _ => Vec::new(),
-            };
+            let mut m = chain_fields(&ev.chain, nchain);
             if let Some(old) = old {
                 put(&mut m, "old_value", old);
             }
@@ -395,7 +405,7 @@ impl Conn {
 }
 
 fn error_fields(seq: Option<u64>, e: &CmdError) -> Fields {
-    let mut m = vec![(Value::str("error"), Value::str(&e.to_string()))];
+    let mut m = vec![("error", Value::str(&e.to_string()))];
     if let Some(t) = e.etype() {
         put(&mut m, "etype", Value::str(t));
     }

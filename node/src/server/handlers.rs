@@ -11,7 +11,7 @@ use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
-use crate::state::{Applied, StateQuery};
+use crate::state::{Applied, Entry, StateQuery};
 
 /// A connection's view of the tree.
 #[derive(Debug, Clone, Default)]
@@ -127,62 +127,56 @@ pub fn set_value(
     };
     let (reply, next) = {
         let mut st = server.state();
-        let (data, chain, tock) = match st.entry(&path) {
-            Some(e) => (e.data().cloned(), e.chain().cloned(), e.tock()),
-            None => (None, None, 0),
-        };
-        if bool_field(msg, "idem", false) {
-            if let (Some(v), Some(d)) = (&value, &data) {
-                if v.same_type(d) && v == d {
-                    let mut m = Vec::new();
-                    put(&mut m, "tock", Value::uint(tock));
-                    put(&mut m, "changed", Value::Bool(false));
-                    if nchain > 0 {
-                        if let Some(c) = &chain {
+        let mut m = Vec::new();
+        {
+            let entry = st.entry(&path);
+            let data = entry.and_then(Entry::data);
+            let chain = entry.and_then(Entry::chain);
+            if bool_field(msg, "idem", false) {
+                if let (Some(v), Some(d)) = (&value, data) {
+                    if v.same_type(d) && v == d {
+                        put(&mut m, "tock", Value::uint(entry.map_or(0, Entry::tock)));
+                        put(&mut m, "changed", Value::Bool(false));
+                        if let (true, Some(c)) = (nchain > 0, chain) {
                             put(&mut m, "chain", c.to_value(nchain));
                         }
+                        return Ok(m);
                     }
-                    return Ok(m);
                 }
             }
-        }
-        let mut send_prev = true;
-        if let Some(prev) = msg.get("prev") {
-            if data.as_ref() != Some(prev) {
-                let shown = data
-                    .as_ref()
-                    .map_or("NotGiven".to_string(), Value::to_string);
-                return Err(CmdError::Client(format!(
-                    "Data is {shown} not {prev} at {rel}"
-                )));
+            let mut send_prev = true;
+            if let Some(prev) = msg.get("prev") {
+                if data != Some(prev) {
+                    let shown = data.map_or("NotGiven".to_string(), Value::to_string);
+                    return Err(CmdError::Client(format!(
+                        "Data is {shown} not {prev} at {rel}"
+                    )));
+                }
+                send_prev = false;
             }
-            send_prev = false;
-        }
-        if let Some(want) = &want_chain {
-            match (want, &data, &chain) {
-                (None, Some(_), _) => {
-                    return Err(CmdError::Chain(format!("Entry already exists at {rel}")));
+            if let Some(want) = &want_chain {
+                match (want, data, chain) {
+                    (None, Some(_), _) => {
+                        return Err(CmdError::Chain(format!("Entry already exists at {rel}")));
+                    }
+                    (Some(_), None, _) => {
+                        return Err(CmdError::Chain(format!("Entry is new at {rel}")))
+                    }
+                    (Some(w), Some(_), Some(c)) if !c.same_head(w) => {
+                        return Err(CmdError::Chain(format!("Chain is {c} not {w} for {rel}")));
+                    }
+                    _ => {}
                 }
-                (Some(_), None, _) => {
-                    return Err(CmdError::Chain(format!("Entry is new at {rel}")))
-                }
-                (Some(w), Some(_), Some(c)) if !c.same_head(w) => {
-                    return Err(CmdError::Chain(format!("Chain is {c} not {w} for {rel}")));
-                }
-                _ => {}
+                send_prev = false;
             }
-            send_prev = false;
-        }
-        let mut m = Vec::new();
-        let changed = match (&value, &data) {
-            (None, d) => d.is_some(),
-            (Some(v), Some(d)) => v != d,
-            (Some(_), None) => true,
-        };
-        put(&mut m, "changed", Value::Bool(changed));
-        if send_prev {
-            if let Some(d) = data {
-                put(&mut m, "prev", d);
+            let changed = match (&value, data) {
+                (None, d) => d.is_some(),
+                (Some(v), Some(d)) => v != d,
+                (Some(_), None) => true,
+            };
+            put(&mut m, "changed", Value::Bool(changed));
+            if let (true, Some(d)) = (send_prev, data) {
+                put(&mut m, "prev", d.clone());
             }
         }
         let ev = st
@@ -226,12 +220,12 @@ pub fn enumerate(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
                 .collect(),
         )
     };
-    Ok(vec![(Value::str("result"), result)])
+    Ok(vec![("result", result)])
 }
 
 /// `get_tock`.
 pub fn get_tock(server: &Server) -> Fields {
-    vec![(Value::str("tock"), Value::uint(server.next_tock()))]
+    vec![("tock", Value::uint(server.next_tock()))]
 }
 
 /// `get_state`.
@@ -268,7 +262,7 @@ pub fn update(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
     if let Some(n) = next {
         server.announce(n);
     }
-    Ok(vec![(Value::str("result"), Value::Bool(false))])
+    Ok(vec![("result", Value::Bool(false))])
 }
 
 /// `enum_node`: the ticks of a node that are present.
@@ -284,7 +278,7 @@ pub fn enum_node(server: &Server, msg: &Value) -> CmdResult<Fields> {
         .enum_node(node, max, current)
         .ok_or_else(|| CmdError::NotFound(node.to_string()))?;
     Ok(vec![(
-        Value::str("result"),
+        "result",
         Value::Array(ticks.into_iter().map(Value::uint).collect()),
     )])
 }

@@ -14,7 +14,9 @@ mod reply;
 mod stream;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use distkv_log::{LogLimits, Seq};
 use distkv_model::codec::{self, Limits};
@@ -104,9 +106,7 @@ impl Server {
 
     /// Locks the state. Never hold the guard across an `.await`.
     pub fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug in the pure core;
-        // the state is still consistent enough to keep serving reads.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// Advances and returns the tock.
@@ -208,9 +208,15 @@ pub async fn serve(
 }
 
 /// Encodes a message map, adding `tock` if it has none.
-pub(crate) fn encode_msg(server: &Server, mut m: Vec<(Value, Value)>, out: &mut Vec<u8>) {
-    if !m.iter().any(|(k, _)| k.as_str() == Some("tock")) {
-        m.push((Value::str("tock"), Value::uint(server.next_tock())));
+pub(crate) fn encode_msg(server: &Server, m: reply::Fields, out: &mut Vec<u8>) {
+    let tock = (!m.iter().any(|(k, _)| *k == "tock")).then(|| server.next_tock());
+    codec::write_map_len(out, m.len() + tock.is_some() as usize);
+    for (k, v) in &m {
+        codec::write_str(out, k);
+        codec::encode(v, out);
     }
-    codec::encode(&Value::Map(m), out);
+    if let Some(t) = tock {
+        codec::write_str(out, "tock");
+        codec::write_uint(out, t);
+    }
 }

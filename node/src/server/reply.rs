@@ -9,7 +9,7 @@
 //! * Errors carry Python-style texts (`ClientChainError('…')`); clients only
 //!   test for the presence of `error`, but people read them.
 
-use distkv_model::{Path, Value};
+use distkv_model::{Chain, Path, Value};
 
 use crate::state::Entry;
 
@@ -51,11 +51,30 @@ impl CmdError {
 pub type CmdResult<T> = Result<T, CmdError>;
 
 /// A message map under construction.
-pub type Fields = Vec<(Value, Value)>;
+pub type Fields = Vec<(&'static str, Value)>;
 
 /// Appends `key: value`.
-pub fn put(m: &mut Fields, key: &str, value: Value) {
-    m.push((Value::str(key), value));
+pub fn put(m: &mut Fields, key: &'static str, value: Value) {
+    m.push((key, value));
+}
+
+/// A chain's head at the top level of a message (`node`, `tick`, `prev`),
+/// as update events carry it.
+pub fn chain_fields(c: &Chain, nchain: i64) -> Fields {
+    let Value::Map(m) = c.to_value(nchain) else {
+        return Vec::new();
+    };
+    m.into_iter()
+        .filter_map(|(k, v)| {
+            let k = match k.as_str()? {
+                "node" => "node",
+                "tick" => "tick",
+                "prev" => "prev",
+                _ => return None,
+            };
+            Some((k, v))
+        })
+        .collect()
 }
 
 /// The serialization of an entry (no path).

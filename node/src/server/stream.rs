@@ -109,8 +109,7 @@ impl StreamOut {
     }
 
     async fn state(&mut self, state: &str) -> Result<(), Gone> {
-        self.send(vec![(Value::str("state"), Value::str(state))])
-            .await
+        self.send(vec![("state", Value::str(state))]).await
     }
 }
 
@@ -151,7 +150,7 @@ pub async fn run(
     match res {
         Err(Gone) => return,
         Ok(Err(e)) => {
-            let m = vec![(Value::str("error"), Value::str(&e.to_string()))];
+            let m = vec![("error", Value::str(&e.to_string()))];
             if out.send(m).await.is_err() {
                 return;
             }

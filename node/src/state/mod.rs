@@ -34,10 +34,9 @@ use std::sync::Arc;
 use distkv_log::{EventLog, LogLimits, Seq};
 use distkv_model::chain::{precedes, supersedes};
 use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
-use indexmap::IndexMap;
 
 pub use nodes::NodeInfo;
-pub use tree::{Entry, WalkCursor, WalkOpts};
+pub use tree::{Entry, Map, WalkCursor, WalkOpts};
 
 /// The node's Lamport-like counter. Every read advances it, as in DistKV:
 /// each reply, event and broadcast consumes a value.
@@ -104,7 +103,7 @@ pub enum StateError {
 pub struct State {
     me: NodeName,
     root: Entry,
-    nodes: IndexMap<NodeName, NodeInfo>,
+    nodes: Map<NodeName, NodeInfo>,
     tock: Arc<Tock>,
     log: EventLog,
     /// Ticks of applied deletions, to be handed to the purge logic.
@@ -116,7 +115,7 @@ impl State {
     /// A new, empty state for the node `me`.
     pub fn new(me: &str, limits: LogLimits) -> State {
         let me: NodeName = Arc::from(me);
-        let mut nodes = IndexMap::new();
+        let mut nodes = Map::default();
         nodes.insert(me.clone(), NodeInfo::default());
         State {
             me,
@@ -281,11 +280,20 @@ impl State {
         }
         let deleted = event.value.is_none();
         for l in event.chain.links() {
+            // Links the old chain already had are present and mapped here.
+            let kept = current
+                .as_ref()
+                .and_then(|c| c.find(&l.node))
+                .is_some_and(|x| x.tick == l.tick);
             let n = self.node_mut(&l.node);
             if deleted {
                 n.deleted.insert(l.tick);
             }
-            n.seen(l.tick, &path);
+            if kept {
+                n.reported.remove(l.tick);
+            } else {
+                n.seen(l.tick, &path);
+            }
         }
         if deleted {
             for l in event.chain.links() {
@@ -336,7 +344,7 @@ impl State {
     }
 
     /// `get_state` as a wire map (without `node`/`tock`, which the server adds).
-    pub fn report(&self, q: StateQuery) -> Vec<(Value, Value)> {
+    pub fn report(&self, q: StateQuery) -> Vec<(&'static str, Value)> {
         let mut out = Vec::new();
         let per_node = |f: &dyn Fn(&NodeInfo) -> Option<RangeSet>| -> Value {
             Value::Map(
@@ -360,31 +368,22 @@ impl State {
                     )
                 })
                 .collect();
-            out.push((Value::str("nodes"), Value::Map(m)));
+            out.push(("nodes", Value::Map(m)));
         }
         if q.known {
-            out.push((
-                Value::str("known"),
-                per_node(&|i| Some(i.superseded.clone())),
-            ));
+            out.push(("known", per_node(&|i| Some(i.superseded.clone()))));
         }
         if q.present {
-            out.push((Value::str("present"), per_node(&|i| Some(i.present()))));
+            out.push(("present", per_node(&|i| Some(i.present()))));
         }
         if q.deleted {
-            out.push((
-                Value::str("deleted"),
-                per_node(&|i| Some(i.deleted.clone())),
-            ));
+            out.push(("deleted", per_node(&|i| Some(i.deleted.clone()))));
         }
         if q.missing {
-            out.push((Value::str("missing"), per_node(&|i| Some(i.missing()))));
+            out.push(("missing", per_node(&|i| Some(i.missing()))));
         }
         if q.remote_missing {
-            out.push((
-                Value::str("remote_missing"),
-                per_node(&|i| Some(i.reported.clone())),
-            ));
+            out.push(("remote_missing", per_node(&|i| Some(i.reported.clone()))));
         }
         out
     }

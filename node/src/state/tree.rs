@@ -14,11 +14,15 @@
 use distkv_model::{Chain, Path, Value};
 use indexmap::IndexMap;
 
+/// Insertion-ordered map with a fast, randomly seeded hasher (keys come from
+/// the network, so the seed matters).
+pub type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
+
 /// One node of the tree.
 #[derive(Debug)]
 pub struct Entry {
     pub(crate) path: Path,
-    pub(crate) children: IndexMap<Value, Entry>,
+    pub(crate) children: Map<Value, Entry>,
     pub(crate) data: Option<Value>,
     pub(crate) chain: Option<Chain>,
     pub(crate) tock: u64,
@@ -28,7 +32,7 @@ impl Entry {
     pub(crate) fn new(path: Path, tock: u64) -> Entry {
         Entry {
             path,
-            children: IndexMap::new(),
+            children: Map::default(),
             data: None,
             chain: None,
             tock,
