@@ -17,6 +17,11 @@ use std::sync::Arc;
 
 use crate::value::Value;
 
+/// The largest tick or tock accepted from outside. A node would need 146
+/// years at a billion changes per second to get there; anything larger is
+/// hostile or corrupt and would make the counters overflow.
+pub const MAX_COUNTER: u64 = 1 << 62;
+
 /// A server's name. Cheap to clone.
 pub type NodeName = Arc<str>;
 
@@ -172,7 +177,8 @@ impl Chain {
                 None | Some(Value::Nil) => 0,
                 Some(t) => t
                     .as_u64()
-                    .ok_or(ChainError("tick is not an unsigned integer"))?,
+                    .filter(|&t| t <= MAX_COUNTER)
+                    .ok_or(ChainError("tick is not an unsigned integer up to 2^62"))?,
             };
             if links.iter().any(|l: &Link| &*l.node == node) {
                 return Err(ChainError("node appears twice"));

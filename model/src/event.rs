@@ -8,7 +8,7 @@
 //! the entry form `{path, value?, chain: {...}, tock}`, whose `chain` wins
 //! over any top-level chain fields.
 
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainError, MAX_COUNTER};
 use crate::path::Path;
 use crate::value::Value;
 
@@ -76,6 +76,7 @@ impl UpdateEvent {
         let tock = v
             .get("tock")
             .and_then(Value::as_u64)
+            .filter(|&t| t <= MAX_COUNTER)
             .ok_or(EventError::Field("tock"))?;
         Ok(UpdateEvent {
             path,

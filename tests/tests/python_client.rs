@@ -14,7 +14,10 @@ use distkv_node::server::{self, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// A Python interpreter with DistKV 0.63.3 installed.
@@ -35,9 +38,16 @@ fn python() -> anyhow::Result<PathBuf> {
     }
     let reqs = workspace().join("../shared/reference/requirements-distkv-0.63.3.txt");
     if !reqs.is_file() {
-        bail!("{} not found: cannot install the Python reference client", reqs.display());
+        bail!(
+            "{} not found: cannot install the Python reference client",
+            reqs.display()
+        );
     }
-    let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 -m venv")?;
+    let st = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("python3 -m venv")?;
     if !st.success() {
         bail!("creating the venv failed");
     }

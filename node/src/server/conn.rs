@@ -38,6 +38,8 @@ use crate::wire::{MsgReader, WireError};
 
 /// Encoded reply batches queued for the writer.
 const WRITE_QUEUE: usize = 64;
+/// How long a closing connection waits for its streams and writes.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// Most streams one connection may run at once.
 const MAX_STREAMS: usize = 1024;
 
@@ -99,10 +101,18 @@ pub(super) async fn run(
     tracing::debug!(%peer, %reason, "client disconnected");
     conn.cancel.cancel();
     conn.tasks.close();
-    conn.tasks.wait().await;
+    // Streams end within their two-second grace for `end`; a client that
+    // does not read gets no more than that.
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn.tasks.wait()).await;
     drop(conn);
-    let _ = writer.await;
-    let _ = wr.lock().await.shutdown().await;
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
+        abort.abort();
+    }
+    let closing = wr.try_lock().ok();
+    if let Some(mut w) = closing {
+        let _ = tokio::time::timeout(CLOSE_GRACE, w.shutdown()).await;
+    }
 }
 
 /// Writes the streams' messages, coalescing whatever is queued.
@@ -184,11 +194,16 @@ impl Conn {
         e.to_string()
     }
 
+    /// Writes `bytes`, unless the server shuts down first (a client that
+    /// does not read must not hold up the shutdown).
     async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.wr.lock().await.write_all(bytes).await
+        tokio::select! {
+            r = async { self.wr.lock().await.write_all(bytes).await } => r,
+            _ = self.cancel.cancelled() => Err(std::io::Error::other("server shutting down")),
+        }
     }
 
     fn greeting(&self, out: &mut Vec<u8>) {

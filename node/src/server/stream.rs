@@ -99,9 +99,12 @@ impl StreamOut {
     pub async fn send(&mut self, mut m: Fields) -> Result<(), Gone> {
         put(&mut m, "seq", Value::uint(self.seq));
         if let Some(w) = &self.window {
-            self.wseq += 1;
-            w.admit(self.wseq).await;
-            put(&mut m, "wseq", Value::uint(self.wseq));
+            // Numbered only once admitted: a send cancelled while waiting
+            // must not use up a number.
+            let wseq = self.wseq + 1;
+            w.admit(wseq).await;
+            self.wseq = wseq;
+            put(&mut m, "wseq", Value::uint(wseq));
         }
         let mut buf = Vec::new();
         encode_msg(&self.server, m, &mut buf);

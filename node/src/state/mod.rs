@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use distkv_log::{EventLog, LogLimits, Seq};
-use distkv_model::chain::{precedes, supersedes};
+use distkv_model::chain::{precedes, supersedes, MAX_COUNTER};
 use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
 
 pub use nodes::NodeInfo;
@@ -46,7 +46,15 @@ pub struct Tock(AtomicU64);
 impl Tock {
     /// Advances the tock and returns the new value.
     pub fn next(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
+        // Saturates instead of wrapping; inputs above `MAX_COUNTER` are
+        // refused at decoding, so this is only a last line of defence.
+        let prev = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(1))
+            })
+            .unwrap_or(u64::MAX);
+        prev.saturating_add(1)
     }
 
     /// Raises the tock to at least `v`.
@@ -59,6 +67,9 @@ impl Tock {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// A deletion made by [`State::delete_tree`] and the value it removed.
+pub type Deleted = (Arc<UpdateEvent>, Option<Value>);
 
 /// What [`State::apply`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +107,9 @@ pub enum StateError {
     /// This node has no tick yet and cannot originate changes.
     #[error("this node is not ready (it has no tick yet)")]
     NotReady,
+    /// This node's tick reached the largest allowed value.
+    #[error("this node's tick is exhausted")]
+    TickExhausted,
 }
 
 /// The whole replicated state of one node.
@@ -199,10 +213,11 @@ impl State {
 
     fn node_mut(&mut self, name: &NodeName) -> &mut NodeInfo {
         // Look up by &str first so the common case does not clone the Arc.
-        if !self.nodes.contains_key(&**name) {
-            self.nodes.insert(name.clone(), NodeInfo::default());
-        }
-        self.nodes.get_mut(&**name).expect("just inserted")
+        let idx = match self.nodes.get_index_of(&**name) {
+            Some(i) => i,
+            None => self.nodes.insert_full(name.clone(), NodeInfo::default()).0,
+        };
+        &mut self.nodes[idx]
     }
 
     /// Originates a change at `path`: a new tick of this node, the entry's
@@ -216,7 +231,12 @@ impl State {
         let me = self.me.clone();
         let tick = {
             let n = self.node_mut(&me);
-            let t = n.tick.ok_or(StateError::NotReady)? + 1;
+            let t = n
+                .tick
+                .ok_or(StateError::NotReady)?
+                .checked_add(1)
+                .filter(|&t| t <= MAX_COUNTER)
+                .ok_or(StateError::TickExhausted)?;
             n.tick = Some(t);
             t
         };
@@ -318,10 +338,7 @@ impl State {
 
     /// Deletes every entry with data at or below `path` (parents first),
     /// each as its own change. Returns the events with the old values.
-    pub fn delete_tree(
-        &mut self,
-        path: &[Value],
-    ) -> Result<Vec<(Arc<UpdateEvent>, Option<Value>)>, StateError> {
+    pub fn delete_tree(&mut self, path: &[Value]) -> Result<Vec<Deleted>, StateError> {
         let Some(start) = self.root.follow(path) else {
             return Ok(Vec::new());
         };

@@ -82,12 +82,16 @@ impl Entry {
     pub(crate) fn follow_create(&mut self, rel: &[Value]) -> &mut Entry {
         let mut e = self;
         for name in rel {
-            let tock = e.tock;
-            let path = &e.path;
-            e = e
-                .children
-                .entry(name.clone())
-                .or_insert_with(|| Entry::new(path.child(name.clone()), tock));
+            // Look up before inserting: existing children (the common case)
+            // need no key clone.
+            let idx = match e.children.get_index_of(name) {
+                Some(i) => i,
+                None => {
+                    let child = Entry::new(e.path.child(name.clone()), e.tock);
+                    e.children.insert_full(name.clone(), child).0
+                }
+            };
+            e = &mut e.children[idx];
         }
         e
     }
