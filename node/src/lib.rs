@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod pyfiles;
 pub mod server;
 pub mod state;
 pub mod wire;

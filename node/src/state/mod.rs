@@ -426,6 +426,110 @@ impl State {
     }
 }
 
+impl State {
+    /// Restores one node's bookkeeping from a snapshot or a state record:
+    /// raises its tick, adds superseded (`known`) and deleted ticks.
+    /// Ticks that are present stay present.
+    pub fn restore_node(
+        &mut self,
+        name: &str,
+        tick: Option<u64>,
+        known: &RangeSet,
+        deleted: &RangeSet,
+    ) {
+        let name: NodeName = Arc::from(name);
+        let n = self.node_mut(&name);
+        if let Some(t) = tick {
+            n.saw_tick(t);
+        }
+        for (a, b) in known.ranges() {
+            for t in a..b {
+                if !n.entries.contains_key(&t) {
+                    n.superseded.insert(t);
+                }
+            }
+        }
+        n.deleted.union_with(deleted);
+    }
+
+    /// Restores one entry from a snapshot: value, chain and tock as they
+    /// were, without a new event. Its chain's ticks become present.
+    pub fn restore_entry(
+        &mut self,
+        path: &[Value],
+        value: Option<Value>,
+        chain: Option<Chain>,
+        tock: u64,
+    ) {
+        self.tock.seen(tock);
+        let e = self.root.follow_create(path);
+        e.data = value;
+        e.tock = tock;
+        e.chain = chain.clone();
+        let path = e.path.clone();
+        if let Some(c) = chain {
+            for l in c.links() {
+                let n = self.node_mut(&l.node);
+                n.saw_tick(l.tick);
+                n.seen(l.tick, &path);
+            }
+        }
+    }
+
+    /// An order-independent 128-bit digest of the tree (every entry's path,
+    /// value, full chain and tock) and of each node's tick. Two states with
+    /// the same digest hold the same data, whatever order they got it in.
+    pub fn digest(&self) -> u128 {
+        let mut sum = 0u128;
+        let mut buf = Vec::new();
+        let mut cursor = WalkCursor::default();
+        let opts = WalkOpts {
+            empty: true,
+            meta: true,
+            ..WalkOpts::default()
+        };
+        while !cursor.is_done() {
+            cursor.step(&self.root, &opts, usize::MAX, |e, _| {
+                if e.chain.is_none() && e.data.is_none() {
+                    return;
+                }
+                buf.clear();
+                distkv_model::codec::write_path(&mut buf, &e.path);
+                match &e.data {
+                    Some(v) => distkv_model::codec::encode(v, &mut buf),
+                    None => buf.push(0xc1), // never valid msgpack: "no value"
+                }
+                if let Some(c) = &e.chain {
+                    distkv_model::codec::encode(&c.to_value(-1), &mut buf);
+                }
+                distkv_model::codec::write_uint(&mut buf, e.tock);
+                sum = sum.wrapping_add(hash128(&buf));
+            });
+        }
+        for (name, info) in &self.nodes {
+            buf.clear();
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(0xff);
+            buf.extend_from_slice(&info.tick.map_or(u64::MAX, |t| t).to_le_bytes());
+            sum = sum.wrapping_add(hash128(&buf));
+        }
+        sum
+    }
+}
+
+/// FNV-1a, twice with different offsets, for a 128-bit content hash.
+fn hash128(bytes: &[u8]) -> u128 {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    for &x in bytes {
+        a = (a ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        b = (b ^ x as u64)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(5);
+    }
+    ((a as u128) << 64) | b as u128
+}
+
 /// Whether a conflicting `event` loses against the entry's current change
 /// (`tock`, `chain`): the higher tock wins, then the higher head node name,
 /// then the higher head tick.
