@@ -50,6 +50,7 @@ connect:
   name: null
 server:
   buffer: 10
+  threads: 0
   root: [":distkv"]
   paranoia: false
   bind: [{}]
@@ -243,6 +244,7 @@ impl Config {
             max_connections: self.int("server.limits.max_connections")? as usize,
             log_records: self.int("server.limits.log_records")? as usize,
             log_bytes: self.int("server.limits.log_bytes")? as usize,
+            threads: self.int("server.threads")? as usize,
         })
     }
 
@@ -276,6 +278,8 @@ pub struct ServerSettings {
     pub log_records: usize,
     /// Bytes of event data kept in the in-memory event log.
     pub log_bytes: usize,
+    /// Worker threads (`server.threads`; 0 = one per core).
+    pub threads: usize,
 }
 
 /// Where a client connects.

@@ -31,9 +31,21 @@ pub struct ServerArgs {
     /// Client port (overrides `server.bind_default.port`; 0 = any free port).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+    /// Worker threads (overrides `server.threads`; 0 = one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Worker threads the server's runtime should have (0 = one per core).
+pub fn threads(args: &ServerArgs, cfg: &Config) -> anyhow::Result<usize> {
+    Ok(match args.threads {
+        Some(n) => n,
+        None => cfg.server()?.threads,
+    })
 }
 
 pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
+    raise_fd_limit();
     let mut settings = cfg.server()?;
     if let Some(b) = args.bind {
         settings.host = b;
@@ -64,6 +76,27 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server::serve(Arc::clone(&server), listener, shutdown).await?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so the default
+/// connection cap (10 000) is not cut short by a 1024 soft limit.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    tracing::warn!("cannot raise the open-files limit");
+                }
+            }
+        }
+    }
 }
 
 /// Cancels `token` on SIGTERM or ctrl-c.
