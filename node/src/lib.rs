@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod persist;
 pub mod pyfiles;
 pub mod server;
 pub mod state;

@@ -110,6 +110,12 @@ pub enum StateError {
     /// This node's tick reached the largest allowed value.
     #[error("this node's tick is exhausted")]
     TickExhausted,
+    /// The next tick is beyond the durable reservation: reserve, then retry.
+    #[error("tick {next} is not reserved yet")]
+    TickNotReserved {
+        /// The tick the change needs.
+        next: u64,
+    },
 }
 
 /// The whole replicated state of one node.
@@ -123,6 +129,8 @@ pub struct State {
     /// Ticks of applied deletions, to be handed to the purge logic.
     pending_deleted: NodeSet,
     applied_count: u64,
+    /// Highest own tick that may be used (durable tick reservation).
+    tick_limit: Option<u64>,
 }
 
 impl State {
@@ -139,6 +147,7 @@ impl State {
             log: EventLog::new(limits),
             pending_deleted: NodeSet::default(),
             applied_count: 0,
+            tick_limit: None,
         }
     }
 
@@ -155,6 +164,19 @@ impl State {
     /// This node's own tick (`None` until it is ready).
     pub fn tick(&self) -> Option<u64> {
         self.nodes.get(&self.me).and_then(|n| n.tick)
+    }
+
+    /// Limits this node's own ticks to `limit` (the durable reservation);
+    /// `None` = no limit (a node without a data directory).
+    pub fn set_tick_limit(&mut self, limit: Option<u64>) {
+        self.tick_limit = limit;
+    }
+
+    /// Raises this node's own tick to at least `tick` (after a crash: resume
+    /// above every tick that might have been handed out).
+    pub fn resume_tick_at(&mut self, tick: u64) {
+        let me = self.me.clone();
+        self.node_mut(&me).saw_tick(tick);
     }
 
     /// Marks this node ready to originate changes (tick 0 if it has none).
@@ -229,6 +251,7 @@ impl State {
         value: Option<Value>,
     ) -> Result<Arc<UpdateEvent>, StateError> {
         let me = self.me.clone();
+        let limit = self.tick_limit;
         let tick = {
             let n = self.node_mut(&me);
             let t = n
@@ -237,6 +260,9 @@ impl State {
                 .checked_add(1)
                 .filter(|&t| t <= MAX_COUNTER)
                 .ok_or(StateError::TickExhausted)?;
+            if limit.is_some_and(|l| t > l) {
+                return Err(StateError::TickNotReserved { next: t });
+            }
             n.tick = Some(t);
             t
         };

@@ -423,3 +423,21 @@ fn restored_entries_and_nodes_reproduce_the_state() {
     assert_eq!(na.deleted(), nb.deleted());
     assert_eq!(b.tick(), Some(4));
 }
+
+#[test]
+fn changes_stop_at_the_tick_reservation_until_it_is_raised() {
+    let mut s = state("n1");
+    s.set_tick_limit(Some(2));
+    set(&mut s, &path!["a"], 1);
+    set(&mut s, &path!["a"], 2);
+    assert_eq!(
+        s.local_change(&path!["a"], Some(Value::Int(3))),
+        Err(StateError::TickNotReserved { next: 3 })
+    );
+    assert_eq!(s.tick(), Some(2), "a refused change uses no tick");
+    s.set_tick_limit(Some(10));
+    assert_eq!(set(&mut s, &path!["a"], 3).chain.head().tick, 3);
+    s.resume_tick_at(100);
+    s.set_tick_limit(None);
+    assert_eq!(set(&mut s, &path!["b"], 1).chain.head().tick, 101);
+}
