@@ -1,0 +1,566 @@
+//! Items: the records inside blocks, and their msgpack encoding.
+//!
+//! A snapshot holds, in this order: one [`NodeRecord`] per known node, then
+//! one [`EntryRecord`] per tree entry that has a value or a chain (depth
+//! first, parents before children, as the writer's caller walks the tree),
+//! then one `End` item carrying the number of nodes and entries so a reader
+//! can tell a complete snapshot from one cut at a block boundary.
+//!
+//! Each item is a msgpack array whose first element is a tag:
+//!
+//! * node `[0, name, tick | nil, known, deleted]`: `known` and `deleted` in
+//!   DistKV's range-set wire form (`[[a, b], t, …]`, see
+//!   [`distkv_model::ranges`]).
+//! * entry `[1, depth, rest, chain | nil, tock]` for an entry without data
+//!   (a tombstone, or a data-less node that still has a chain), and
+//!   `[1, depth, rest, chain | nil, tock, value]` for one with a value (a
+//!   nil value is `Some(Nil)`, distinct from no value).
+//! * end `[2, nodes, entries]`.
+//!
+//! **Path shortening** (DistKV's save-file scheme): an entry's path is the
+//! first `depth` elements of the previous entry's path followed by the
+//! elements of the array `rest`; the first entry has `depth = 0`. Elements
+//! are shared only when they are *identical* (same type and bits), not
+//! merely equal in Python's sense, so `1`, `1.0` and `True` round-trip as
+//! written.
+//!
+//! **Chains** are a flat array `[node, tick, node, tick, …]`, head first;
+//! `node` is the index of a node item (in the order written) or, for a node
+//! that has no node item, its name as a string. Referencing nodes by index
+//! keeps a 1 M-entry snapshot from repeating the same names a million times
+//! and lets the reader share one allocation per name.
+//!
+//! Invariants enforced on both sides: node items precede entries and have
+//! unique names; ticks and tocks are at most [`MAX_COUNTER`]; a chain names
+//! each node at most once; values and path elements nest at most
+//! [`MAX_NESTING`] levels; an encoded item is at most
+//! [`crate::MAX_ITEM_LEN`] bytes.
+
+use std::collections::{HashMap, HashSet};
+
+use distkv_model::chain::MAX_COUNTER;
+use distkv_model::codec::{self, Limits};
+use distkv_model::{Chain, Link, NodeName, Path, RangeSet, Value};
+
+use crate::block::MAX_ITEM_LEN;
+
+/// The deepest nesting of arrays, maps and paths accepted in a value or a
+/// path element.
+pub const MAX_NESTING: usize = 256;
+
+const TAG_NODE: u64 = 0;
+const TAG_ENTRY: u64 = 1;
+const TAG_END: u64 = 2;
+
+/// What a snapshot knows about one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// The node's name.
+    pub name: NodeName,
+    /// The highest tick seen from the node (`None`: none yet).
+    pub tick: Option<u64>,
+    /// The node's superseded ticks (DistKV's `known`).
+    pub known: RangeSet,
+    /// The node's deleted ticks.
+    pub deleted: RangeSet,
+}
+
+/// One tree entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryRecord {
+    /// The full path.
+    pub path: Path,
+    /// The value; `None` for a tombstone or a data-less node.
+    pub value: Option<Value>,
+    /// The full chain (uncut), if the entry has one.
+    pub chain: Option<Chain>,
+    /// The entry's tock.
+    pub tock: u64,
+}
+
+/// One record read from a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// A node (all of them come before the first entry).
+    Node(NodeRecord),
+    /// A tree entry.
+    Entry(EntryRecord),
+}
+
+/// What one decoded item is.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A node or an entry.
+    Item(Item),
+    /// The `End` item, whose counts matched.
+    End,
+}
+
+/// Encodes items, keeping the state path shortening and node references
+/// need. A rejected item leaves the state unchanged.
+#[derive(Debug, Default)]
+pub(crate) struct Encoder {
+    nodes: HashMap<NodeName, u64>,
+    prev: Vec<Value>,
+    entries: u64,
+}
+
+impl Encoder {
+    /// Number of node items accepted.
+    pub(crate) fn nodes(&self) -> u64 {
+        self.nodes.len() as u64
+    }
+
+    /// Number of entry items accepted.
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Encodes a node item into `out` (cleared first).
+    pub(crate) fn node(
+        &mut self,
+        out: &mut Vec<u8>,
+        name: &str,
+        tick: Option<u64>,
+        known: &RangeSet,
+        deleted: &RangeSet,
+    ) -> Result<(), String> {
+        if self.entries > 0 {
+            return Err(format!("node {name:?} written after the first entry"));
+        }
+        if self.nodes.contains_key(name) {
+            return Err(format!("node {name:?} written twice"));
+        }
+        if let Some(t) = tick.filter(|&t| t > MAX_COUNTER) {
+            return Err(format!("tick {t} of node {name:?} exceeds 2^62"));
+        }
+        out.clear();
+        codec::write_array_len(out, 5);
+        codec::write_uint(out, TAG_NODE);
+        codec::write_str(out, name);
+        match tick {
+            Some(t) => codec::write_uint(out, t),
+            None => out.push(0xc0),
+        }
+        write_ranges(out, known);
+        write_ranges(out, deleted);
+        check_len(out)?;
+        let index = self.nodes.len() as u64;
+        self.nodes.insert(NodeName::from(name), index);
+        Ok(())
+    }
+
+    /// Encodes an entry item into `out` (cleared first).
+    pub(crate) fn entry(
+        &mut self,
+        out: &mut Vec<u8>,
+        path: &[Value],
+        value: Option<&Value>,
+        chain: Option<&Chain>,
+        tock: u64,
+    ) -> Result<(), String> {
+        if tock > MAX_COUNTER {
+            return Err(format!("tock {tock} exceeds 2^62"));
+        }
+        if let Some(c) = chain {
+            check_chain(c.links())?;
+        }
+        if path.iter().any(|e| too_deep(e, MAX_NESTING)) {
+            return Err(format!("a path element nests deeper than {MAX_NESTING}"));
+        }
+        if value.is_some_and(|v| too_deep(v, MAX_NESTING)) {
+            return Err(format!("the value nests deeper than {MAX_NESTING}"));
+        }
+        let depth = path
+            .iter()
+            .zip(&self.prev)
+            .take_while(|(a, b)| identical(a, b))
+            .count();
+        out.clear();
+        codec::write_array_len(out, if value.is_some() { 6 } else { 5 });
+        codec::write_uint(out, TAG_ENTRY);
+        codec::write_uint(out, depth as u64);
+        codec::write_array_len(out, path.len() - depth);
+        for e in &path[depth..] {
+            codec::encode(e, out);
+        }
+        match chain {
+            None => out.push(0xc0),
+            Some(c) => {
+                codec::write_array_len(out, 2 * c.len());
+                for l in c.links() {
+                    match self.nodes.get(&l.node) {
+                        Some(&i) => codec::write_uint(out, i),
+                        None => codec::write_str(out, &l.node),
+                    }
+                    codec::write_uint(out, l.tick);
+                }
+            }
+        }
+        codec::write_uint(out, tock);
+        if let Some(v) = value {
+            codec::encode(v, out);
+        }
+        check_len(out)?;
+        self.prev.truncate(depth);
+        self.prev.extend_from_slice(&path[depth..]);
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Encodes the `End` item into `out` (cleared first).
+    pub(crate) fn end(&self, out: &mut Vec<u8>) {
+        out.clear();
+        codec::write_array_len(out, 3);
+        codec::write_uint(out, TAG_END);
+        codec::write_uint(out, self.nodes());
+        codec::write_uint(out, self.entries);
+    }
+}
+
+/// Decodes items in file order, checking the order and the `End` counts.
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    names: Vec<NodeName>,
+    seen: HashSet<NodeName>,
+    prev: Vec<Value>,
+    entries: u64,
+}
+
+impl Decoder {
+    /// Number of node items decoded.
+    pub(crate) fn nodes(&self) -> u64 {
+        self.names.len() as u64
+    }
+
+    /// Number of entry items decoded.
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Decodes one item. `Err` says what is wrong with it.
+    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
+        let limits = Limits {
+            max_frame: bytes.len(),
+            // The item array, the `rest` array, then the element itself.
+            max_depth: MAX_NESTING + 3,
+        };
+        let v = codec::decode_with(bytes, limits).map_err(|e| format!("bad item: {e}"))?;
+        let Value::Array(a) = v else {
+            return Err("item is not an array".into());
+        };
+        match a.first().and_then(Value::as_u64) {
+            Some(TAG_NODE) => self.node(a),
+            Some(TAG_ENTRY) => self.entry(a),
+            Some(TAG_END) => self.end(&a),
+            Some(t) => Err(format!("unknown item tag {t}")),
+            None => Err("item has no tag".into()),
+        }
+    }
+
+    fn node(&mut self, a: Vec<Value>) -> Result<Decoded, String> {
+        let [_, name, tick, known, deleted]: [Value; 5] = a
+            .try_into()
+            .map_err(|a: Vec<Value>| format!("node item has {} fields, not 5", a.len()))?;
+        let Value::Str(name) = name else {
+            return Err("node name is not a string".into());
+        };
+        if self.entries > 0 {
+            return Err(format!("node {name:?} after the first entry"));
+        }
+        if !self.seen.insert(name.clone()) {
+            return Err(format!("node {name:?} appears twice"));
+        }
+        let tick = match tick {
+            Value::Nil => None,
+            t => Some(counter(&t).ok_or("node tick is not a counter")?),
+        };
+        let known = RangeSet::from_value(&known).map_err(|e| format!("known: {e}"))?;
+        let deleted = RangeSet::from_value(&deleted).map_err(|e| format!("deleted: {e}"))?;
+        self.names.push(name.clone());
+        Ok(Decoded::Item(Item::Node(NodeRecord {
+            name,
+            tick,
+            known,
+            deleted,
+        })))
+    }
+
+    fn entry(&mut self, a: Vec<Value>) -> Result<Decoded, String> {
+        let n = a.len();
+        if n != 5 && n != 6 {
+            return Err(format!("entry item has {n} fields, not 5 or 6"));
+        }
+        let mut it = a.into_iter().skip(1);
+        let mut next = || it.next().unwrap_or(Value::Nil);
+        let depth = next()
+            .as_u64()
+            .filter(|&d| d <= self.prev.len() as u64)
+            .ok_or_else(|| {
+                format!(
+                    "entry depth is not an integer up to the previous path's {} elements",
+                    self.prev.len()
+                )
+            })? as usize;
+        let Value::Array(rest) = next() else {
+            return Err("entry path rest is not an array".into());
+        };
+        let chain = match next() {
+            Value::Nil => None,
+            Value::Array(flat) => Some(self.chain(flat)?),
+            _ => return Err("entry chain is not an array".into()),
+        };
+        let tock = counter(&next()).ok_or("entry tock is not a counter")?;
+        let value = (n == 6).then(&mut next);
+        self.prev.truncate(depth);
+        self.prev.extend(rest);
+        self.entries += 1;
+        Ok(Decoded::Item(Item::Entry(EntryRecord {
+            path: Path::new(self.prev.clone()),
+            value,
+            chain,
+            tock,
+        })))
+    }
+
+    fn chain(&self, flat: Vec<Value>) -> Result<Chain, String> {
+        if flat.is_empty() || flat.len() % 2 != 0 {
+            return Err(format!(
+                "chain has {} fields, not a positive even number",
+                flat.len()
+            ));
+        }
+        let mut links = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(node), Some(tick)) = (it.next(), it.next()) {
+            let node = match node {
+                Value::Str(s) => s,
+                v => {
+                    let i = v
+                        .as_u64()
+                        .ok_or("chain node is neither a name nor an index")?;
+                    self.names
+                        .get(i as usize)
+                        .cloned()
+                        .ok_or_else(|| format!("chain refers to node #{i}, which does not exist"))?
+                }
+            };
+            let tick = counter(&tick).ok_or("chain tick is not a counter")?;
+            links.push(Link { node, tick });
+        }
+        check_chain(&links)?;
+        Chain::from_links(links).ok_or_else(|| "empty chain".into())
+    }
+
+    fn end(&self, a: &[Value]) -> Result<Decoded, String> {
+        let [_, nodes, entries] = a else {
+            return Err(format!("end item has {} fields, not 3", a.len()));
+        };
+        let (Some(nodes), Some(entries)) = (nodes.as_u64(), entries.as_u64()) else {
+            return Err("end counts are not integers".into());
+        };
+        if (nodes, entries) != (self.nodes(), self.entries) {
+            return Err(format!(
+                "end item counts {nodes} nodes and {entries} entries, but the file holds {} and {}",
+                self.nodes(),
+                self.entries
+            ));
+        }
+        Ok(Decoded::End)
+    }
+}
+
+/// Writes a range set in its wire form without building a [`Value`].
+fn write_ranges(out: &mut Vec<u8>, r: &RangeSet) {
+    codec::write_array_len(out, r.ranges().count());
+    for (a, b) in r.ranges() {
+        if b == a + 1 {
+            codec::write_uint(out, a);
+        } else {
+            codec::write_array_len(out, 2);
+            codec::write_uint(out, a);
+            codec::write_uint(out, b);
+        }
+    }
+}
+
+fn check_len(out: &[u8]) -> Result<(), String> {
+    if out.len() > MAX_ITEM_LEN {
+        return Err(format!(
+            "item of {} bytes exceeds the limit of {MAX_ITEM_LEN}",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Ticks within range, each node at most once.
+fn check_chain(links: &[Link]) -> Result<(), String> {
+    if let Some(l) = links.iter().find(|l| l.tick > MAX_COUNTER) {
+        return Err(format!(
+            "chain tick {} of {:?} exceeds 2^62",
+            l.tick, l.node
+        ));
+    }
+    let dup = if links.len() <= 16 {
+        links
+            .iter()
+            .enumerate()
+            .find(|(i, l)| links[..*i].iter().any(|m| m.node == l.node))
+            .map(|(_, l)| l)
+    } else {
+        let mut seen = HashSet::with_capacity(links.len());
+        links.iter().find(|l| !seen.insert(&l.node))
+    };
+    match dup {
+        Some(l) => Err(format!("chain names node {:?} twice", l.node)),
+        None => Ok(()),
+    }
+}
+
+fn counter(v: &Value) -> Option<u64> {
+    v.as_u64().filter(|&t| t <= MAX_COUNTER)
+}
+
+/// Whether `v` nests arrays, maps and paths more than `budget` levels deep.
+/// Recurses at most `budget + 1` levels.
+fn too_deep(v: &Value, budget: usize) -> bool {
+    let container = matches!(v, Value::Array(_) | Value::Map(_) | Value::Path(_));
+    let Some(rest) = budget.checked_sub(1) else {
+        return container;
+    };
+    match v {
+        Value::Array(a) => a.iter().any(|c| too_deep(c, rest)),
+        Value::Path(p) => p.iter().any(|c| too_deep(c, rest)),
+        Value::Map(m) => m
+            .iter()
+            .any(|(k, x)| too_deep(k, rest) || too_deep(x, rest)),
+        _ => false,
+    }
+}
+
+/// Same type and same bits (unlike `==`, which follows Python: `1 == 1.0`).
+fn identical(a: &Value, b: &Value) -> bool {
+    use Value::*;
+    match (a, b) {
+        (Nil, Nil) => true,
+        (Bool(x), Bool(y)) => x == y,
+        (Int(x), Int(y)) => x == y,
+        (UInt(x), UInt(y)) => x == y,
+        (BigUint(x), BigUint(y)) => x == y,
+        (Float(x), Float(y)) => x.to_bits() == y.to_bits(),
+        (Str(x), Str(y)) => x == y,
+        (Bin(x), Bin(y)) => x == y,
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| identical(p, q)),
+        (Path(x), Path(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| identical(p, q))
+        }
+        (Map(x), Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k, v), (l, w))| identical(k, l) && identical(v, w))
+        }
+        (Ext(t, x), Ext(u, y)) => t == u && x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::path;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn entry_paths_are_shortened_and_chains_refer_to_node_items() -> Result<(), String> {
+        let mut enc = Encoder::default();
+        let mut dec = Decoder::default();
+        let mut out = Vec::new();
+        let none = RangeSet::new();
+        enc.node(
+            &mut out,
+            "n1",
+            Some(5),
+            &[1u64, 2, 3].into_iter().collect(),
+            &none,
+        )?;
+        // [0, "n1", 5, [[1, 4]], []]
+        assert_eq!(hex(&out), "95 00 a26e31 05 91920104 90".replace(' ', ""));
+        assert!(matches!(dec.decode(&out)?, Decoded::Item(Item::Node(_))));
+        let c = Chain::single(NodeName::from("n1"), 5);
+        enc.entry(
+            &mut out,
+            &path!["a", "b"],
+            Some(&Value::Int(7)),
+            Some(&c),
+            6,
+        )?;
+        // [1, 0, ["a", "b"], [0, 5], 6, 7]
+        assert_eq!(
+            hex(&out),
+            "96 01 00 92a161a162 920005 06 07".replace(' ', "")
+        );
+        dec.decode(&out)?;
+        enc.entry(&mut out, &path!["a", "c"], None, Some(&c), 6)?;
+        // [1, 1, ["c"], [0, 5], 6]: one element shared, no value.
+        assert_eq!(hex(&out), "95 01 01 91a163 920005 06".replace(' ', ""));
+        let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
+            return Err("not an entry".into());
+        };
+        assert_eq!(e.path, path!["a", "c"]);
+        assert_eq!(e.value, None);
+        let stranger = Chain::single(NodeName::from("zz"), 1);
+        enc.entry(&mut out, &path!["a"], Some(&Value::Nil), Some(&stranger), 7)?;
+        // [1, 1, [], ["zz", 1], 7, nil]: a node without node item by name.
+        assert_eq!(hex(&out), "96 01 01 90 92a27a7a01 07 c0".replace(' ', ""));
+        let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
+            return Err("not an entry".into());
+        };
+        assert_eq!((e.path, e.value), (path!["a"], Some(Value::Nil)));
+        enc.end(&mut out);
+        assert_eq!(hex(&out), "93020103");
+        assert!(matches!(dec.decode(&out)?, Decoded::End));
+        Ok(())
+    }
+
+    #[test]
+    fn python_equal_elements_are_not_shared() -> Result<(), String> {
+        let mut enc = Encoder::default();
+        let mut dec = Decoder::default();
+        let mut out = Vec::new();
+        for el in [
+            Value::Int(1),
+            Value::Float(1.0),
+            Value::Bool(true),
+            Value::Bool(true),
+        ] {
+            let p = Path::new(vec![el.clone(), Value::str("x")]);
+            enc.entry(&mut out, &p, None, None, 1)?;
+            let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
+                return Err("not an entry".into());
+            };
+            assert!(
+                e.path[0].same_type(&el),
+                "{el:?} came back as {:?}",
+                e.path[0]
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn nesting_is_counted_in_containers() {
+        let mut v = Value::Int(1);
+        for _ in 0..3 {
+            v = Value::Map(vec![(Value::Nil, v)]);
+        }
+        assert!(!too_deep(&v, 3));
+        assert!(too_deep(&v, 2));
+        assert!(too_deep(&Value::Array(vec![]), 0));
+        assert!(!too_deep(&Value::Int(1), 0));
+    }
+}

@@ -1,0 +1,348 @@
+//! Writing a snapshot: stream items in, get a durable file out.
+//!
+//! [`SnapshotWriter`] owns the temporary file `<final>.tmp` until
+//! [`SnapshotWriter::finish`] renames it over the final name, so a file
+//! under the final name is always complete: written, fsynced, then renamed,
+//! then the directory fsynced. Memory stays bounded whatever the state's
+//! size: one uncompressed block being filled, its compressed form, and one
+//! encoded item. Items are validated and encoded before anything is
+//! buffered, so a rejected item ([`SnapshotError::InvalidInput`]) leaves the
+//! writer usable; an I/O failure poisons it (every later call fails) and
+//! dropping it removes the temporary file. One writer per final path at a
+//! time: a second one would share the temporary file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+
+use distkv_model::{Chain, RangeSet, Value};
+
+use crate::block::{block_crc, encode_block_header, DEFAULT_BLOCK_SIZE, MAX_BLOCK_LEN};
+use crate::error::{Result, SnapshotError};
+use crate::header::SnapshotHeader;
+use crate::item::{Encoder, Item};
+
+/// How a snapshot is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// zstd compression level (default 3; zstd accepts 1 to 22, and
+    /// negative levels for faster, weaker compression).
+    pub level: i32,
+    /// Target uncompressed payload size of a block, in bytes (default
+    /// 256 KiB, at most [`MAX_BLOCK_LEN`]). A reader holds one such block
+    /// in memory; larger blocks compress a little better.
+    pub block_size: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> WriteOptions {
+        WriteOptions {
+            level: 3,
+            block_size: DEFAULT_BLOCK_SIZE,
+        }
+    }
+}
+
+/// What a finished (or verified) snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Size of the file in bytes.
+    pub bytes: u64,
+    /// Number of node items.
+    pub nodes: u64,
+    /// Number of entry items.
+    pub entries: u64,
+    /// Number of blocks.
+    pub blocks: u64,
+}
+
+/// Streams nodes and entries into a new snapshot file.
+///
+/// Call [`write_node`](Self::write_node) for every node, then
+/// [`write_entry`](Self::write_entry) for every entry in tree order, then
+/// [`finish`](Self::finish). Nothing appears under the final name before
+/// `finish` returns `Ok`.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    /// `None` once finished (or after `finish` failed).
+    file: Option<File>,
+    enc: Encoder,
+    compressor: Compressor,
+    block_size: usize,
+    /// The block being filled: length-prefixed items.
+    block: Vec<u8>,
+    /// One encoded item.
+    item: Vec<u8>,
+    /// The compressed block.
+    zbuf: Vec<u8>,
+    /// Bytes written to the file so far.
+    offset: u64,
+    blocks: u64,
+    /// An I/O error happened: the file's contents are unknown.
+    poisoned: bool,
+    /// Renamed to the final name: nothing left to clean up.
+    renamed: bool,
+}
+
+/// zstd's compressor lacks `Debug`.
+struct Compressor(zstd::bulk::Compressor<'static>);
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Compressor")
+    }
+}
+
+/// The temporary name of a snapshot being written to `final_path`.
+pub fn temp_path(final_path: &FsPath) -> PathBuf {
+    let mut s = final_path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+impl SnapshotWriter {
+    /// Starts a snapshot that will be named `final_path`, with default
+    /// [`WriteOptions`]. Creates (or truncates) `<final_path>.tmp` and
+    /// writes the header to it.
+    pub fn create(final_path: impl AsRef<FsPath>, header: &SnapshotHeader) -> Result<Self> {
+        Self::create_with(final_path, header, WriteOptions::default())
+    }
+
+    /// Like [`create`](Self::create), with explicit options.
+    pub fn create_with(
+        final_path: impl AsRef<FsPath>,
+        header: &SnapshotHeader,
+        options: WriteOptions,
+    ) -> Result<Self> {
+        if options.block_size == 0 || options.block_size > MAX_BLOCK_LEN {
+            return Err(SnapshotError::InvalidInput(format!(
+                "block size {} is not within 1..={MAX_BLOCK_LEN}",
+                options.block_size
+            )));
+        }
+        let levels = zstd::compression_level_range();
+        if !levels.contains(&options.level) {
+            return Err(SnapshotError::InvalidInput(format!(
+                "zstd level {} is not within {levels:?}",
+                options.level
+            )));
+        }
+        let head = header.encode().map_err(SnapshotError::InvalidInput)?;
+        let final_path = final_path.as_ref().to_path_buf();
+        let tmp_path = temp_path(&final_path);
+        let compressor =
+            zstd::bulk::Compressor::new(options.level).map_err(|e| SnapshotError::Io {
+                file: tmp_path.clone(),
+                source: e,
+            })?;
+        let io = |source| SnapshotError::Io {
+            file: tmp_path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(io)?;
+        // From here on the temporary file exists: build the writer first so
+        // that its `Drop` removes the file if writing the header fails.
+        let mut w = SnapshotWriter {
+            final_path,
+            tmp_path: tmp_path.clone(),
+            file: None,
+            enc: Encoder::default(),
+            compressor: Compressor(compressor),
+            block_size: options.block_size,
+            block: Vec::with_capacity(options.block_size.min(DEFAULT_BLOCK_SIZE) + 1024),
+            item: Vec::new(),
+            zbuf: Vec::new(),
+            offset: 0,
+            blocks: 0,
+            poisoned: false,
+            renamed: false,
+        };
+        file.write_all(&head).map_err(io)?;
+        w.file = Some(file);
+        w.offset = head.len() as u64;
+        Ok(w)
+    }
+
+    /// The name the snapshot gets when finished.
+    pub fn final_path(&self) -> &FsPath {
+        &self.final_path
+    }
+
+    /// The temporary file being written.
+    pub fn temp_path(&self) -> &FsPath {
+        &self.tmp_path
+    }
+
+    /// Adds a node. All nodes must be written before the first entry, each
+    /// name once.
+    pub fn write_node(
+        &mut self,
+        name: &str,
+        tick: Option<u64>,
+        known: &RangeSet,
+        deleted: &RangeSet,
+    ) -> Result<()> {
+        self.usable()?;
+        self.enc
+            .node(&mut self.item, name, tick, known, deleted)
+            .map_err(SnapshotError::InvalidInput)?;
+        self.push_item()
+    }
+
+    /// Adds an entry: its full path, its value (`None` for a tombstone or a
+    /// data-less node with a chain), its full chain and its tock. Entries
+    /// should come depth first, parents before children, so paths share
+    /// prefixes; any order is stored faithfully.
+    pub fn write_entry(
+        &mut self,
+        path: &[Value],
+        value: Option<&Value>,
+        chain: Option<&Chain>,
+        tock: u64,
+    ) -> Result<()> {
+        self.usable()?;
+        self.enc
+            .entry(&mut self.item, path, value, chain, tock)
+            .map_err(SnapshotError::InvalidInput)?;
+        self.push_item()
+    }
+
+    /// Adds an item read from another snapshot (copying, re-compressing).
+    pub fn write_item(&mut self, item: &Item) -> Result<()> {
+        match item {
+            Item::Node(n) => self.write_node(&n.name, n.tick, &n.known, &n.deleted),
+            Item::Entry(e) => self.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock),
+        }
+    }
+
+    /// Number of nodes written so far.
+    pub fn nodes(&self) -> u64 {
+        self.enc.nodes()
+    }
+
+    /// Number of entries written so far.
+    pub fn entries(&self) -> u64 {
+        self.enc.entries()
+    }
+
+    /// Writes the `End` item and the last block, fsyncs the file, renames it
+    /// to the final name and fsyncs the directory.
+    pub fn finish(mut self) -> Result<SnapshotInfo> {
+        self.usable()?;
+        self.enc.end(&mut self.item);
+        self.push_item()?;
+        self.flush_block()?;
+        let Some(file) = self.file.take() else {
+            return Err(SnapshotError::InvalidInput(
+                "writer already finished".into(),
+            ));
+        };
+        file.sync_all().map_err(|e| self.fail(e))?;
+        drop(file);
+        fs::rename(&self.tmp_path, &self.final_path).map_err(|e| self.fail(e))?;
+        self.renamed = true;
+        sync_parent(&self.final_path)?;
+        Ok(SnapshotInfo {
+            bytes: self.offset,
+            nodes: self.enc.nodes(),
+            entries: self.enc.entries(),
+            blocks: self.blocks,
+        })
+    }
+
+    fn usable(&self) -> Result<()> {
+        if self.poisoned || self.file.is_none() {
+            return Err(SnapshotError::InvalidInput(
+                "snapshot writer failed earlier; drop it and start again".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, source: std::io::Error) -> SnapshotError {
+        self.poisoned = true;
+        SnapshotError::Io {
+            file: self.tmp_path.clone(),
+            source,
+        }
+    }
+
+    /// Appends the encoded item, closing the current block first if the
+    /// item would take it past the target size.
+    fn push_item(&mut self) -> Result<()> {
+        let need = 4 + self.item.len();
+        if !self.block.is_empty() && self.block.len() + need > self.block_size {
+            self.flush_block()?;
+        }
+        // `Encoder` bounds items to MAX_ITEM_LEN, so this fits a u32.
+        self.block
+            .extend_from_slice(&(self.item.len() as u32).to_le_bytes());
+        self.block.extend_from_slice(&self.item);
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        self.zbuf.clear();
+        self.zbuf
+            .reserve(zstd::zstd_safe::compress_bound(self.block.len()));
+        if let Err(e) = self
+            .compressor
+            .0
+            .compress_to_buffer(&self.block, &mut self.zbuf)
+        {
+            return Err(self.fail(e));
+        }
+        // Both lengths are bounded by MAX_BLOCK_LEN (items by MAX_ITEM_LEN).
+        let (clen, ulen) = (self.zbuf.len() as u32, self.block.len() as u32);
+        let head = encode_block_header(clen, ulen, block_crc(clen, ulen, &self.zbuf));
+        let res = match self.file.as_mut() {
+            Some(f) => f.write_all(&head).and_then(|()| f.write_all(&self.zbuf)),
+            None => Ok(()),
+        };
+        res.map_err(|e| self.fail(e))?;
+        self.offset += (head.len() + self.zbuf.len()) as u64;
+        self.blocks += 1;
+        self.block.clear();
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.renamed {
+            self.file = None;
+            // Best effort: the file may never have been created.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// fsyncs the directory holding `path`, so a rename into it is durable.
+fn sync_parent(path: &FsPath) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => FsPath::new("."),
+    };
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| SnapshotError::Io {
+                file: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
