@@ -61,10 +61,16 @@ pub struct EventLog {
 impl EventLog {
     /// An empty log whose first record will be number 1.
     pub fn new(limits: LogLimits) -> EventLog {
+        EventLog::starting_at(limits, 1)
+    }
+
+    /// An empty log whose first record will be number `next` (a node that
+    /// recovered records up to `next - 1` from its files).
+    pub fn starting_at(limits: LogLimits, next: Seq) -> EventLog {
         EventLog {
             limits,
             records: VecDeque::new(),
-            first: 1,
+            first: next.max(1),
             bytes: 0,
         }
     }

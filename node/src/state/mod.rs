@@ -136,6 +136,12 @@ pub struct State {
 impl State {
     /// A new, empty state for the node `me`.
     pub fn new(me: &str, limits: LogLimits) -> State {
+        State::with_log(me, EventLog::new(limits))
+    }
+
+    /// A new, empty state whose event log is `log` (e.g. one continuing
+    /// after recovered records).
+    pub fn with_log(me: &str, log: EventLog) -> State {
         let me: NodeName = Arc::from(me);
         let mut nodes = Map::default();
         nodes.insert(me.clone(), NodeInfo::default());
@@ -144,7 +150,7 @@ impl State {
             root: Entry::new(Path::root(), 0),
             nodes,
             tock: Arc::new(Tock::default()),
-            log: EventLog::new(limits),
+            log,
             pending_deleted: NodeSet::default(),
             applied_count: 0,
             tick_limit: None,

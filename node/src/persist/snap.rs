@@ -1,0 +1,136 @@
+//! Snapshots of a [`State`]: writing one, and rebuilding a state from one.
+//!
+//! A snapshot is exact: it holds the state as it was after log record `seq`
+//! and nothing later, so `distkv-replay` can restore any later point by
+//! replaying the log on top of it. To be exact it is written while the state
+//! is locked (about 0.15 s per million entries in release builds); the final
+//! flush, fsync and rename happen after the lock is released.
+//!
+//! Loading never applies a damaged snapshot halfway: items are applied to a
+//! fresh state, which the caller only adopts when the whole file was read and
+//! verified.
+
+use std::path::Path as FsPath;
+
+use distkv_log::{EventLog, LogLimits};
+use distkv_snapshot::{
+    Item, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
+};
+
+use crate::state::{State, WalkCursor, WalkOpts};
+
+/// Writes `state` as a snapshot to `path`. `full = false` leaves out the
+/// meta tree (the root's `None` child), like DistKV's client `save`.
+pub fn write(
+    state: &State,
+    path: &FsPath,
+    full: bool,
+    created_ms: u64,
+) -> Result<SnapshotWriterDone, SnapshotError> {
+    let header = SnapshotHeader {
+        node: state.me().clone(),
+        seq: state.log().next_seq() - 1,
+        created_ms,
+        tock: state.tock().peek(),
+    };
+    let mut w = SnapshotWriter::create(path, &header)?;
+    for (name, info) in state.nodes() {
+        w.write_node(name, info.tick(), info.superseded(), info.deleted())?;
+    }
+    let mut cursor = WalkCursor::default();
+    let opts = WalkOpts {
+        empty: true,
+        meta: full,
+        ..WalkOpts::default()
+    };
+    let mut res = Ok(());
+    while !cursor.is_done() && res.is_ok() {
+        cursor.step(state.root(), &opts, usize::MAX, |e, _| {
+            if res.is_ok() && (e.chain().is_some() || e.data().is_some()) {
+                res = w.write_entry(e.path(), e.data(), e.chain(), e.tock());
+            }
+        });
+    }
+    res?;
+    Ok(SnapshotWriterDone { writer: w, header })
+}
+
+/// A snapshot whose items are all written; [`SnapshotWriterDone::finish`]
+/// makes it durable (call it after releasing the state lock).
+pub struct SnapshotWriterDone {
+    writer: SnapshotWriter,
+    header: SnapshotHeader,
+}
+
+impl SnapshotWriterDone {
+    /// The header written.
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    /// Flushes, fsyncs and renames the snapshot into place.
+    pub fn finish(self) -> Result<SnapshotInfo, SnapshotError> {
+        self.writer.finish()
+    }
+}
+
+/// Reads the snapshot at `path` into a new state for node `me` (whose event
+/// log continues after the snapshot's position). Fails without a partial
+/// result if the file is damaged anywhere.
+pub fn load(
+    path: &FsPath,
+    me: &str,
+    limits: LogLimits,
+) -> Result<(State, SnapshotHeader), SnapshotError> {
+    let mut reader = SnapshotReader::open(path)?;
+    let header = reader.header().clone();
+    let mut st = State::with_log(me, EventLog::starting_at(limits, header.seq + 1));
+    apply_items(&mut st, &mut reader)?;
+    st.tock().seen(header.tock);
+    Ok((st, header))
+}
+
+/// Applies every item of `reader` to `st` (nodes, then entries).
+pub fn apply_items(st: &mut State, reader: &mut SnapshotReader) -> Result<(), SnapshotError> {
+    for item in reader.by_ref() {
+        match item? {
+            Item::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
+            Item::Entry(e) => st.restore_entry(&e.path, e.value, e.chain, e.tock),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::{path, Value};
+
+    #[test]
+    fn snapshot_round_trip_reproduces_the_state_and_log_position() -> Result<(), SnapshotError> {
+        let dir = std::env::temp_dir().join(format!("distkv-snap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.dkvsnap");
+        let mut st = State::new("n1", LogLimits::default());
+        st.make_ready();
+        for i in 0..100i64 {
+            st.local_change(&path!["a", i], Some(Value::Int(i)))
+                .unwrap();
+        }
+        st.local_change(&path!["a", 5i64], None).unwrap();
+        st.local_change(&[Value::Nil, Value::str("meta")], Some(Value::Int(1)))
+            .unwrap();
+        write(&st, &file, true, 0)?.finish()?;
+        let (back, header) = load(&file, "n1", LogLimits::default())?;
+        assert_eq!(header.seq, 102);
+        assert_eq!(back.digest(), st.digest());
+        assert_eq!(back.log().next_seq(), 103);
+        assert_eq!(back.tick(), Some(102));
+        // Without `full`, the meta tree is left out.
+        write(&st, &file, false, 0)?.finish()?;
+        let (back, _) = load(&file, "n1", LogLimits::default())?;
+        assert!(back.entry(&[Value::Nil, Value::str("meta")]).is_none());
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+}
