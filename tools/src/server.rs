@@ -31,6 +31,14 @@ pub struct ServerArgs {
     /// Client port (overrides `server.bind_default.port`; 0 = any free port).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+    /// Load these files before serving: distkv snapshots, or DistKV-py save
+    /// and log files (in order; deletions included).
+    #[arg(short = 'l', long = "load", value_name = "FILE")]
+    pub load: Vec<std::path::PathBuf>,
+    /// The loaded data are complete: ticks still missing afterwards are
+    /// declared superseded.
+    #[arg(short = 'a', long = "authoritative", requires = "load")]
+    pub authoritative: bool,
     /// Worker threads (overrides `server.threads`; 0 = one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -54,6 +62,18 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         settings.port = p;
     }
     let server = Server::new(&args.name, ServerOptions::from(&settings));
+    for file in &args.load {
+        let r = server
+            .load_file(file)
+            .with_context(|| format!("cannot load {}", file.display()))?;
+        tracing::info!(file = %file.display(), applied = r.applied, skipped = r.skipped, states = r.states, "loaded");
+        if r.truncated {
+            tracing::warn!(file = %file.display(), "the file ends inside a record (written during a crash?); loaded what precedes it");
+        }
+    }
+    if args.authoritative {
+        server.state().discard_missing();
+    }
     match args.init {
         Some(v) => {
             let value = match (v.as_str(), args.eval) {
@@ -71,7 +91,7 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let addr = listener.local_addr()?;
-    tracing::warn!(node = %args.name, %addr, "distkv node running");
+    tracing::info!(node = %args.name, %addr, "distkv node running");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server::serve(Arc::clone(&server), listener, shutdown).await?;
@@ -120,6 +140,6 @@ async fn stop_on_signal(token: CancellationToken) {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    tracing::warn!("shutting down");
+    tracing::info!("shutting down");
     token.cancel();
 }

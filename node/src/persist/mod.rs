@@ -2,6 +2,8 @@
 //!
 //! * [`meta`] — identity and tick reservation.
 //! * [`snap`] — snapshots of the state.
+//! * [`load`] — loading files before serving (`-l`).
 
+pub mod load;
 pub mod meta;
 pub mod snap;

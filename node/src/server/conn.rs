@@ -303,6 +303,7 @@ impl Conn {
             "root" => handlers::chroot(s, &mut self.view, &msg),
             "stop" => Ok(self.stop(&msg)),
             "delete_tree" => return self.delete_tree(seq, &msg, out),
+            "save" => return self.save(seq, &msg, out),
             "get_tree" => return self.start_stream(Kind::GetTree, seq, msg, out),
             "get_tree_internal" => return self.start_stream(Kind::GetTreeInternal, seq, msg, out),
             "watch" => return self.start_stream(Kind::Watch, seq, msg, out),
@@ -337,6 +338,39 @@ impl Conn {
             .map(|s| s.cancel.cancel())
             .is_some();
         vec![("result", Value::Bool(found))]
+    }
+
+    /// `save`: writes a snapshot to a path on the server (`full`: with the
+    /// meta tree). Runs on a blocking thread; the reply comes when the file
+    /// is durable.
+    fn save(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        let path = match msg.get("path").and_then(Value::as_str) {
+            Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+            _ => {
+                let e = CmdError::Invalid("field 'path' must be a file name".into());
+                return self.reply(seq, Err(e), out);
+            }
+        };
+        let full = msg.get("full").is_some_and(Value::truthy);
+        let server = self.server.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let srv = server.clone();
+            let res = tokio::task::spawn_blocking(move || srv.save_snapshot(&path, full)).await;
+            let res = match res {
+                Ok(Ok(())) => Ok(vec![("result", Value::Bool(true))]),
+                Ok(Err(e)) => Err(CmdError::Server(e.to_string())),
+                Err(e) => Err(CmdError::Server(format!("snapshot task failed: {e}"))),
+            };
+            let mut m = match res {
+                Ok(m) => m,
+                Err(e) => error_fields(None, &e),
+            };
+            put(&mut m, "seq", Value::uint(seq));
+            let mut buf = Vec::new();
+            encode_msg(&server, m, &mut buf);
+            let _ = tx.send(buf).await;
+        });
     }
 
     fn start_stream(&mut self, kind: Kind, seq: u64, msg: Value, out: &mut Vec<u8>) {

@@ -148,10 +148,46 @@ impl Server {
         Ok(())
     }
 
+    /// Writes a snapshot of the current state to `path` (blocking: call it
+    /// from a blocking thread). `full` includes the meta tree.
+    pub fn save_snapshot(
+        &self,
+        path: &std::path::Path,
+        full: bool,
+    ) -> Result<(), distkv_snapshot::SnapshotError> {
+        let pending = {
+            let st = self.state();
+            crate::persist::snap::write(&st, path, full, now_ms())?
+        };
+        pending.finish()?;
+        Ok(())
+    }
+
+    /// Loads a snapshot or DistKV-py file into the state (before serving).
+    pub fn load_file(
+        &self,
+        file: &std::path::Path,
+    ) -> Result<crate::persist::load::LoadReport, crate::persist::load::LoadError> {
+        let (report, next) = {
+            let mut st = self.state();
+            let r = crate::persist::load::load_file(&mut st, file)?;
+            (r, st.log().next_seq())
+        };
+        self.announce(next);
+        Ok(report)
+    }
+
     /// The server options.
     pub fn options(&self) -> &ServerOptions {
         &self.opts
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Binds `addr` (host name or address, and port) for [`serve`].

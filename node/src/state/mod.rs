@@ -508,6 +508,15 @@ impl State {
         }
     }
 
+    /// Declares every missing tick of every node superseded: the data this
+    /// node has is complete (`distkv server -a`).
+    pub fn discard_missing(&mut self) {
+        for n in self.nodes.values_mut() {
+            let m = n.missing();
+            n.superseded.union_with(&m);
+        }
+    }
+
     /// An order-independent 128-bit digest of the tree (every entry's path,
     /// value, full chain and tock) and of each node's tick. Two states with
     /// the same digest hold the same data, whatever order they got it in.

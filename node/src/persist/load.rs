@@ -1,0 +1,221 @@
+//! Loading files into a node before it serves (`distkv server -l FILE…`).
+//!
+//! The format is recognised by its first bytes: our snapshots (`DKVSNAP\n`)
+//! and DistKV-py save/log files (a msgpack map). Every entry and change goes
+//! through [`State::apply`], so loaded data also reaches the node's own event
+//! log (and with it, its files); state records restore tick bookkeeping.
+//! Deletions are replayed too (Python's loader lost them).
+//! `authoritative` then marks every tick still missing as superseded: the
+//! loaded files are declared complete.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path as FsPath, PathBuf};
+
+use distkv_model::{RangeSet, UpdateEvent};
+use distkv_snapshot::{Item, SnapshotReader};
+
+use crate::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
+use crate::state::{Applied, State};
+
+/// What loading a file did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Events applied (stored).
+    pub applied: u64,
+    /// Events that were already there, stale or lost a conflict.
+    pub skipped: u64,
+    /// State records (or snapshot node records) used.
+    pub states: u64,
+    /// Records not understood.
+    pub unknown: u64,
+    /// The file ended inside a record (a crash while writing it).
+    pub truncated: bool,
+}
+
+/// A file that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is damaged or not in a known format.
+    #[error("{file}: {reason}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(file: &FsPath, reason: impl ToString) -> LoadError {
+    LoadError::Invalid {
+        file: file.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn count(report: &mut LoadReport, outcome: Applied) {
+    match outcome {
+        Applied::Stored(_) => report.applied += 1,
+        _ => report.skipped += 1,
+    }
+}
+
+/// Loads one file into `st`.
+pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError> {
+    let io = |source| LoadError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    let mut head = [0u8; 8];
+    let n = File::open(file)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io)?;
+    let head = &head[..n];
+    if head == distkv_snapshot::MAGIC {
+        return load_snapshot(st, file);
+    }
+    if head.is_empty() || looks_like_pyfile(head) {
+        let bytes = std::fs::read(file).map_err(io)?;
+        return load_pyfile(st, file, &bytes);
+    }
+    Err(invalid(
+        file,
+        "unknown file format (not a distkv snapshot or a DistKV msgpack file)",
+    ))
+}
+
+fn load_snapshot(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError> {
+    // Read everything first: a damaged snapshot must not be half applied.
+    let reader = SnapshotReader::open(file).map_err(|e| invalid(file, e))?;
+    let items: Vec<Item> = reader
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(file, e))?;
+    let mut report = LoadReport::default();
+    for item in items {
+        match item {
+            Item::Node(n) => {
+                st.restore_node(&n.name, n.tick, &n.known, &n.deleted);
+                report.states += 1;
+            }
+            Item::Entry(e) => match e.chain {
+                Some(chain) => {
+                    let ev = UpdateEvent {
+                        path: e.path,
+                        chain,
+                        value: e.value,
+                        tock: e.tock,
+                    };
+                    count(&mut report, st.apply(ev));
+                }
+                None => report.unknown += 1,
+            },
+        }
+    }
+    Ok(report)
+}
+
+fn load_pyfile(st: &mut State, file: &FsPath, bytes: &[u8]) -> Result<LoadReport, LoadError> {
+    let mut report = LoadReport::default();
+    for rec in PyReader::new(bytes) {
+        match rec.map_err(|e| invalid(file, e))? {
+            PyRecord::Event(ev) => count(&mut report, st.apply(ev)),
+            PyRecord::State(s) => {
+                if let Some(t) = s.tock {
+                    st.tock().seen(t);
+                }
+                let empty = RangeSet::new();
+                for (name, tick) in &s.nodes {
+                    st.restore_node(name, *tick, &empty, &empty);
+                }
+                for (name, r) in &s.known.0 {
+                    st.restore_node(name, None, r, &empty);
+                }
+                for (name, r) in &s.deleted.0 {
+                    st.restore_node(name, None, &empty, r);
+                }
+                report.states += 1;
+            }
+            PyRecord::Unknown(_) => report.unknown += 1,
+            PyRecord::Truncated { .. } => report.truncated = true,
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_log::LogLimits;
+    use distkv_model::{codec, path, Value};
+
+    #[test]
+    fn distkv_py_file_with_a_deletion_loads_with_the_deletion() -> Result<(), LoadError> {
+        let dir = std::env::temp_dir().join(format!("distkv-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("py.dkv");
+        let chain = |t: i64| {
+            Value::map([
+                ("node", Value::str("n1")),
+                ("tick", Value::Int(t)),
+                ("prev", Value::Nil),
+            ])
+        };
+        let mut b = Vec::new();
+        for (p, d, t, v) in [(vec!["a"], 0, 1, Some(1)), (vec!["b"], 0, 2, Some(2))] {
+            let mut m = vec![
+                ("chain", chain(t)),
+                ("depth", Value::Int(d)),
+                (
+                    "path",
+                    Value::Path(p.into_iter().map(Value::from).collect::<Vec<_>>().into()),
+                ),
+                ("tock", Value::Int(t * 10)),
+            ];
+            if let Some(v) = v {
+                m.push(("value", Value::Int(v)));
+            }
+            codec::encode(&Value::map(m), &mut b);
+        }
+        // A change record deleting `a`.
+        codec::encode(
+            &Value::map([
+                ("depth", Value::Int(0)),
+                ("node", Value::str("n1")),
+                ("path", Value::Path(path!["a"])),
+                ("prev", Value::Nil),
+                ("tick", Value::Int(3)),
+                ("tock", Value::Int(30)),
+            ]),
+            &mut b,
+        );
+        std::fs::write(&file, &b).unwrap();
+        let mut st = State::new("n1", LogLimits::default());
+        let r = load_file(&mut st, &file)?;
+        assert_eq!((r.applied, r.truncated), (3, false));
+        assert_eq!(st.entry(&path!["a"]).and_then(|e| e.data()), None);
+        assert_eq!(
+            st.entry(&path!["b"]).and_then(|e| e.data()),
+            Some(&Value::Int(2))
+        );
+        assert_eq!(
+            st.tick(),
+            Some(3),
+            "a loaded file naming this node makes it ready"
+        );
+        std::fs::write(&file, b"garbage!").unwrap();
+        assert!(matches!(
+            load_file(&mut st, &file),
+            Err(LoadError::Invalid { .. })
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+}
