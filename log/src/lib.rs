@@ -1,7 +1,7 @@
 //! The event log: every change a node applies, in order.
 //!
-//! This crate owns the log's data model and (in a later step) its segment
-//! files. It has no async runtime and no clock.
+//! This crate owns the log's data model and its segment files. It has no
+//! async runtime and no clock: time is always passed in.
 //!
 //! [`EventLog`] is the in-memory part: a bounded, sequence-numbered ring of
 //! applied [`UpdateEvent`]s. The state machine appends to it; watchers (and
@@ -9,8 +9,42 @@
 //! The log never blocks the writer: when it is full, the oldest records are
 //! dropped, and a reader whose cursor points before the oldest record gets
 //! [`Lagged`] — an explicit error, never a silent gap.
+//!
+//! The on-disk part is a directory of segment files, one layer per module:
+//! [`record`] (a [`LogRecord`]: an event or a state summary, as msgpack) →
+//! [`block`] (one group commit: length, CRC32, flags, records, zstd where it
+//! pays) → [`segment`] (a file: header, blocks; names and listing) →
+//! [`writer`] ([`LogWriter`]: group commit, [`FsyncPolicy`], rotation,
+//! recovery on open) and [`reader`] ([`LogReader`]: every record in seq
+//! order, checked) → [`retention`] ([`retain`]: deleting old closed
+//! segments a snapshot covers). Seqs are the [`EventLog`]'s positions:
+//! events have gap-free seqs within and across segments; a state record
+//! carries the seq of the last event before it. Byte layouts are in
+//! `docs/format.md` ("Event-log segments") and on the types. Errors are one
+//! [`LogError`]; nothing here panics on disk input.
 
 #![warn(missing_docs)]
+
+pub mod block;
+pub mod error;
+pub mod reader;
+pub mod record;
+pub mod retention;
+pub mod segment;
+pub mod writer;
+
+#[cfg(test)]
+mod disk_tests;
+
+pub use block::MAX_BLOCK_LEN;
+pub use error::LogError;
+pub use reader::{LogReader, TornTail};
+pub use record::{LogRecord, RecordError};
+pub use retention::{retain, RemovedSegment, RetentionPolicy};
+pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
+pub use writer::{
+    CommitInfo, FsyncPolicy, LogWriter, RecoveryMode, RecoveryReport, WriterConfig, WriterStats,
+};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -56,6 +90,8 @@ pub struct EventLog {
     /// Sequence number of `records[0]`.
     first: Seq,
     bytes: usize,
+    /// Records from this one on are never dropped (not yet on disk).
+    keep_from: Option<Seq>,
 }
 
 impl EventLog {
@@ -72,7 +108,25 @@ impl EventLog {
             records: VecDeque::new(),
             first: next.max(1),
             bytes: 0,
+            keep_from: None,
         }
+    }
+
+    /// Keeps every record from `from` on, whatever the limits, until the
+    /// pin moves (the file writer pins what it has not written yet);
+    /// `None` releases the pin.
+    pub fn pin(&mut self, from: Option<Seq>) {
+        self.keep_from = from;
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the log holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 
     /// The sequence number the next record will get.
@@ -92,8 +146,9 @@ impl EventLog {
         let seq = self.next_seq();
         self.records.push_back((event, size));
         self.bytes += size;
-        while self.records.len() > self.limits.max_records
-            || (self.bytes > self.limits.max_bytes && self.records.len() > 1)
+        while (self.records.len() > self.limits.max_records
+            || (self.bytes > self.limits.max_bytes && self.records.len() > 1))
+            && self.keep_from.is_none_or(|k| self.first < k)
         {
             if let Some((_, s)) = self.records.pop_front() {
                 self.bytes -= s;
@@ -185,6 +240,25 @@ mod tests {
                 oldest: 8
             })
         );
+    }
+
+    #[test]
+    fn pinned_records_are_kept_beyond_the_limits() {
+        let mut log = EventLog::new(LogLimits {
+            max_records: 2,
+            max_bytes: usize::MAX,
+        });
+        log.pin(Some(1));
+        for i in 1..=5 {
+            log.push(ev(i));
+        }
+        assert_eq!(log.oldest_seq(), 1);
+        log.pin(Some(4));
+        log.push(ev(6));
+        assert_eq!(log.oldest_seq(), 4, "dropped down to the pin, no further");
+        log.pin(None);
+        log.push(ev(7));
+        assert_eq!(log.oldest_seq(), 6);
     }
 
     #[test]

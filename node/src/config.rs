@@ -62,6 +62,16 @@ server:
   ping:
     cycle: 10
     gap: 2
+  data_dir: null
+  persist:
+    fsync: interval
+    fsync_interval: 1.0
+    segment_max_bytes: 67108864
+    segment_max_age: 3600
+    snapshot_records: 1000000
+    snapshot_interval: 600
+    retention_max_age: 604800
+    retention_max_bytes: 10737418240
   limits:
     max_frame: 16777216
     max_depth: 64
@@ -245,6 +255,51 @@ impl Config {
             log_records: self.int("server.limits.log_records")? as usize,
             log_bytes: self.int("server.limits.log_bytes")? as usize,
             threads: self.int("server.threads")? as usize,
+            data_dir: match self.get("server.data_dir") {
+                None | Some(Yaml::Null) => None,
+                Some(Yaml::String(s)) => Some(s.into()),
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        key: "server.data_dir".into(),
+                        reason: "must be a directory name".into(),
+                    })
+                }
+            },
+            persist: self.persist()?,
+        })
+    }
+
+    fn seconds(&self, key: &str) -> Result<std::time::Duration, ConfigError> {
+        self.get(key)
+            .and_then(Yaml::as_f64)
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: key.into(),
+                reason: "must be a number of seconds".into(),
+            })
+    }
+
+    fn persist(&self) -> Result<PersistSettings, ConfigError> {
+        let fsync = match self.string("server.persist.fsync")?.as_str() {
+            "always" => FsyncSetting::Always,
+            "interval" => FsyncSetting::Interval(self.seconds("server.persist.fsync_interval")?),
+            "never" => FsyncSetting::Never,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "server.persist.fsync".into(),
+                    reason: "must be always, interval or never".into(),
+                })
+            }
+        };
+        Ok(PersistSettings {
+            fsync,
+            segment_max_bytes: self.int("server.persist.segment_max_bytes")?,
+            segment_max_age: self.seconds("server.persist.segment_max_age")?,
+            snapshot_records: self.int("server.persist.snapshot_records")?,
+            snapshot_interval: self.seconds("server.persist.snapshot_interval")?,
+            retention_max_age: self.seconds("server.persist.retention_max_age")?,
+            retention_max_bytes: self.int("server.persist.retention_max_bytes")?,
         })
     }
 
@@ -280,6 +335,40 @@ pub struct ServerSettings {
     pub log_bytes: usize,
     /// Worker threads (`server.threads`; 0 = one per core).
     pub threads: usize,
+    /// Data directory (`server.data_dir`; `None`: `./distkv-data/NAME`).
+    pub data_dir: Option<String>,
+    /// How the data directory is kept (`server.persist.*`).
+    pub persist: PersistSettings,
+}
+
+/// When the event log is fsynced (`server.persist.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FsyncSetting {
+    /// Every commit; replies to changes wait for it.
+    Always,
+    /// At most this long after a commit (`server.persist.fsync_interval`).
+    Interval(std::time::Duration),
+    /// Left to the operating system.
+    Never,
+}
+
+/// How the data directory is kept.
+#[derive(Debug, Clone)]
+pub struct PersistSettings {
+    /// fsync policy.
+    pub fsync: FsyncSetting,
+    /// Rotate log segments at this size.
+    pub segment_max_bytes: u64,
+    /// Rotate log segments at this age.
+    pub segment_max_age: std::time::Duration,
+    /// Snapshot after this many changes…
+    pub snapshot_records: u64,
+    /// …or this long.
+    pub snapshot_interval: std::time::Duration,
+    /// Delete segments (covered by a snapshot) older than this…
+    pub retention_max_age: std::time::Duration,
+    /// …or beyond this many bytes in all.
+    pub retention_max_bytes: u64,
 }
 
 /// Where a client connects.

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use distkv_model::Value;
 use distkv_node::config::Config;
+use distkv_node::persist::durable::{self, DurableConfig};
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,18 @@ pub struct ServerArgs {
     /// declared superseded.
     #[arg(short = 'a', long = "authoritative", requires = "load")]
     pub authoritative: bool,
+    /// Keep history in this directory (default `./distkv-data/NAME`, or
+    /// `server.data_dir`).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_data_dir")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep everything in RAM only: no files, nothing survives a restart.
+    #[arg(long)]
+    pub no_data_dir: bool,
+    /// When the event log is fsynced: `always` (replies to changes wait for
+    /// it), `interval` (at most `server.persist.fsync_interval` seconds of
+    /// changes at risk; the default) or `never`.
+    #[arg(long, value_name = "POLICY")]
+    pub fsync: Option<String>,
     /// Worker threads (overrides `server.threads`; 0 = one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -61,7 +74,43 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     if let Some(p) = args.port {
         settings.port = p;
     }
-    let server = Server::new(&args.name, ServerOptions::from(&settings));
+    if let Some(f) = &args.fsync {
+        let mut c = cfg.clone();
+        c.set_override(&format!("server.persist.fsync={f}"))?;
+        settings.persist = c.server()?.persist;
+    }
+    let opts = ServerOptions::from(&settings);
+    let (server, writer) = if args.no_data_dir {
+        (Server::new(&args.name, opts), None)
+    } else {
+        let dir = match (&args.data_dir, &settings.data_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => d.into(),
+            (None, None) => std::path::Path::new("distkv-data").join(&args.name),
+        };
+        let config = DurableConfig::from_settings(&dir, &settings.persist);
+        let rec = tokio::task::block_in_place(|| {
+            durable::recover(&args.name, config, opts.log, server::now_ms())
+        })
+        .with_context(|| format!("cannot recover from {}", dir.display()))?;
+        let (state, info, wr) = rec.split();
+        tracing::info!(
+            dir = %dir.display(),
+            snapshot = ?info.snapshot,
+            events = info.events,
+            states = info.states,
+            torn_bytes = info.torn_bytes,
+            tick = ?info.tick,
+            "recovered"
+        );
+        for (f, why) in &info.bad_snapshots {
+            tracing::warn!(file = %f.display(), %why, "snapshot not used");
+        }
+        let server = Server::with_state(state, opts);
+        let (d, handle) = durable::start(server.clone(), wr)?;
+        server.attach_durability(d);
+        (server, Some(handle))
+    };
     for file in &args.load {
         let r = server
             .load_file(file)
@@ -74,7 +123,12 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     if args.authoritative {
         server.state().discard_missing();
     }
+    let has_data = server.state().tick().is_some_and(|t| t > 0);
     match args.init {
+        Some(_) if has_data => {
+            tracing::warn!("the node already has data: --init ignored");
+            server.make_ready();
+        }
         Some(v) => {
             let value = match (v.as_str(), args.eval) {
                 ("-", _) => Value::Nil,
@@ -95,6 +149,14 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server::serve(Arc::clone(&server), listener, shutdown).await?;
+    if let (Some(d), Some(h)) = (server.durability(), writer) {
+        d.request_stop();
+        match tokio::task::spawn_blocking(move || h.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => anyhow::bail!("writing history failed: {e}"),
+            _ => anyhow::bail!("the log writer thread panicked"),
+        }
+    }
     Ok(())
 }
 

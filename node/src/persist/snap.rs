@@ -12,7 +12,7 @@
 
 use std::path::Path as FsPath;
 
-use distkv_log::{EventLog, LogLimits};
+use distkv_log::LogLimits;
 use distkv_snapshot::{
     Item, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
 };
@@ -21,15 +21,19 @@ use crate::state::{State, WalkCursor, WalkOpts};
 
 /// Writes `state` as a snapshot to `path`. `full = false` leaves out the
 /// meta tree (the root's `None` child), like DistKV's client `save`.
+///
+/// `seq` is the log position the state reflects (the data directory's
+/// disk log position; for a node without one, its in-memory log position).
 pub fn write(
     state: &State,
     path: &FsPath,
     full: bool,
     created_ms: u64,
+    seq: u64,
 ) -> Result<SnapshotWriterDone, SnapshotError> {
     let header = SnapshotHeader {
         node: state.me().clone(),
-        seq: state.log().next_seq() - 1,
+        seq,
         created_ms,
         tock: state.tock().peek(),
     };
@@ -84,7 +88,7 @@ pub fn load(
 ) -> Result<(State, SnapshotHeader), SnapshotError> {
     let mut reader = SnapshotReader::open(path)?;
     let header = reader.header().clone();
-    let mut st = State::with_log(me, EventLog::starting_at(limits, header.seq + 1));
+    let mut st = State::new(me, limits);
     apply_items(&mut st, &mut reader)?;
     st.tock().seen(header.tock);
     Ok((st, header))
@@ -120,14 +124,13 @@ mod tests {
         st.local_change(&path!["a", 5i64], None).unwrap();
         st.local_change(&[Value::Nil, Value::str("meta")], Some(Value::Int(1)))
             .unwrap();
-        write(&st, &file, true, 0)?.finish()?;
+        write(&st, &file, true, 0, 102)?.finish()?;
         let (back, header) = load(&file, "n1", LogLimits::default())?;
         assert_eq!(header.seq, 102);
         assert_eq!(back.digest(), st.digest());
-        assert_eq!(back.log().next_seq(), 103);
         assert_eq!(back.tick(), Some(102));
         // Without `full`, the meta tree is left out.
-        write(&st, &file, false, 0)?.finish()?;
+        write(&st, &file, false, 0, 102)?.finish()?;
         let (back, _) = load(&file, "n1", LogLimits::default())?;
         assert!(back.entry(&[Value::Nil, Value::str("meta")]).is_none());
         std::fs::remove_dir_all(&dir).ok();

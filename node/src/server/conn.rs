@@ -60,6 +60,9 @@ struct Conn {
     streams: Streams,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// The current batch changed the state: under `fsync = always` its
+    /// replies wait until the change is on disk.
+    changed: bool,
 }
 
 /// Tells a client over the connection limit why it is closed.
@@ -96,6 +99,7 @@ pub(super) async fn run(
         streams: Arc::default(),
         tasks: TaskTracker::new(),
         cancel: shutdown.child_token(),
+        changed: false,
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");
@@ -148,6 +152,9 @@ impl Conn {
                     Err(e) => return self.fatal(e, out).await,
                 }
             }
+            if std::mem::take(&mut self.changed) {
+                self.wait_durable().await;
+            }
             if !out.is_empty() {
                 if let Err(e) = self.write(&out).await {
                     return format!("write failed: {e}");
@@ -192,6 +199,22 @@ impl Conn {
         }
         let _ = self.write(&out).await;
         e.to_string()
+    }
+
+    /// Under `fsync = always`, waits until every change made so far is on
+    /// disk (group commit: one wait covers the whole batch).
+    async fn wait_durable(&self) {
+        let Some(d) = self.server.durability() else {
+            return;
+        };
+        if d.fsync() != distkv_log::writer::FsyncPolicy::Always {
+            return;
+        }
+        let target = self.server.state().log().next_seq() - 1;
+        tokio::select! {
+            _ = d.wait_durable(target) => {}
+            _ = self.cancel.cancelled() => {}
+        }
     }
 
     /// Writes `bytes`, unless the server shuts down first (a client that
@@ -271,6 +294,17 @@ impl Conn {
         if msg.get("state").and_then(Value::as_str) == Some("start") {
             let e = CmdError::Invalid(format!("action {action:?} does not take a client stream"));
             return self.reply(seq, Err(e), out);
+        }
+        if matches!(
+            action,
+            "set_value"
+                | "set_internal"
+                | "delete_value"
+                | "delete_internal"
+                | "update"
+                | "delete_tree"
+        ) {
+            self.changed = true;
         }
         let s = &*self.server;
         let res = match action {
@@ -427,7 +461,7 @@ impl Conn {
         };
         let (events, next) = {
             let mut st = self.server.state();
-            match st.delete_tree(&path) {
+            match self.server.change(&mut st, |st| st.delete_tree(&path)) {
                 Ok(evs) => (evs, st.log().next_seq()),
                 Err(e) => return self.reply(seq, Err(CmdError::Server(e.to_string())), out),
             }

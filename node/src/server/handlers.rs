@@ -179,8 +179,8 @@ pub fn set_value(
                 put(&mut m, "prev", d.clone());
             }
         }
-        let ev = st
-            .local_change(&path, value)
+        let ev = server
+            .change(&mut st, |st| st.local_change(&path, value.clone()))
             .map_err(|e| CmdError::Server(e.to_string()))?;
         if nchain != 0 {
             put(&mut m, "chain", ev.chain.to_value(nchain));

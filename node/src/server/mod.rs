@@ -14,7 +14,7 @@ mod reply;
 mod stream;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -27,7 +27,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerSettings;
+use crate::persist::durable::{with_reserved_ticks, Durability, StateHost};
 use crate::state::{State, StateError, Tock};
+
+/// Why a local change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The state machine refused it.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Too many changes are waiting for the disk.
+    #[error("too many changes are waiting to be written to disk; try again later")]
+    Backlog,
+}
+
+impl StateHost for Server {
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state())
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
 
 /// The protocol version we announce: the DistKV release we are compatible
 /// with.
@@ -82,20 +104,27 @@ pub struct Server {
     tock: Arc<Tock>,
     changes: watch::Sender<Seq>,
     opts: ServerOptions,
+    durability: OnceLock<Arc<Durability>>,
 }
 
 impl Server {
-    /// A node named `name` with an empty tree.
+    /// A node named `name` with an empty tree and no files.
     pub fn new(name: &str, opts: ServerOptions) -> Arc<Server> {
-        let state = State::new(name, opts.log);
+        Server::with_state(State::new(name, opts.log), opts)
+    }
+
+    /// A node serving `state` (e.g. one recovered from its files).
+    pub fn with_state(state: State, opts: ServerOptions) -> Arc<Server> {
+        let name = state.me().to_string();
         let tock = state.tock().clone();
         let (changes, _) = watch::channel(state.log().next_seq());
         Arc::new(Server {
-            name: name.to_string(),
+            name,
             state: Mutex::new(state),
             tock,
             changes,
             opts,
+            durability: OnceLock::new(),
         })
     }
 
@@ -114,8 +143,38 @@ impl Server {
         self.tock.next()
     }
 
-    /// Tells watchers that the log grew. Call after releasing the lock.
+    /// Connects the data directory's writer (once).
+    pub fn attach_durability(&self, d: Arc<Durability>) {
+        let _ = self.durability.set(d);
+    }
+
+    /// The data directory's writer, if the node has one.
+    pub fn durability(&self) -> Option<&Arc<Durability>> {
+        self.durability.get()
+    }
+
+    /// Runs a local change: refused while too many changes wait for the
+    /// disk; raises the durable tick reservation when needed.
+    pub(crate) fn change<T>(
+        &self,
+        st: &mut State,
+        f: impl FnMut(&mut State) -> Result<T, StateError>,
+    ) -> Result<T, ChangeError> {
+        let d = self.durability().map(|d| &**d);
+        if let Some(d) = d {
+            if st.log().len() > d.max_backlog() {
+                return Err(ChangeError::Backlog);
+            }
+        }
+        with_reserved_ticks(d, st, f).map_err(ChangeError::State)
+    }
+
+    /// Tells watchers and the file writer that the log grew. Call after
+    /// releasing the lock.
     pub(crate) fn announce(&self, next_seq: Seq) {
+        if let Some(d) = self.durability() {
+            d.wake();
+        }
         self.changes.send_if_modified(|s| {
             if *s < next_seq {
                 *s = next_seq;
@@ -137,11 +196,11 @@ impl Server {
     }
 
     /// Sets the root value as the first change of a new cluster (`-I`).
-    pub fn init(&self, value: Value) -> Result<(), StateError> {
+    pub fn init(&self, value: Value) -> Result<(), ChangeError> {
         let next = {
             let mut st = self.state();
             st.make_ready();
-            st.local_change(&[], Some(value))?;
+            self.change(&mut st, |st| st.local_change(&[], Some(value.clone())))?;
             st.log().next_seq()
         };
         self.announce(next);
@@ -157,7 +216,8 @@ impl Server {
     ) -> Result<(), distkv_snapshot::SnapshotError> {
         let pending = {
             let st = self.state();
-            crate::persist::snap::write(&st, path, full, now_ms())?
+            let seq = st.log().next_seq() - 1;
+            crate::persist::snap::write(&st, path, full, now_ms(), seq)?
         };
         pending.finish()?;
         Ok(())

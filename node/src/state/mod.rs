@@ -229,6 +229,11 @@ impl State {
         &self.log
     }
 
+    /// The in-memory event log, to pin what the file writer still needs.
+    pub fn log_mut(&mut self) -> &mut EventLog {
+        &mut self.log
+    }
+
     /// Number of events stored so far.
     pub fn applied_count(&self) -> u64 {
         self.applied_count

@@ -1,0 +1,428 @@
+//! Blocks: the unit of writing, checksumming and compression.
+//!
+//! After its header, a segment is a sequence of blocks; each holds the
+//! records of one group commit. A block is written with one `write` call and
+//! is valid only as a whole: its CRC covers the flags byte and the payload,
+//! so a block cut short or damaged anywhere is detected.
+//!
+//! Block layout (all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | `len`: payload length in bytes, u32 (1 ..= [`MAX_BLOCK_LEN`]) |
+//! | 4 | 4 | CRC32 (crc32fast / IEEE) of the flags byte followed by the payload |
+//! | 8 | 1 | flags: bit 0 = payload is zstd-compressed ([`FLAG_ZSTD`]); other bits 0 |
+//! | 9 | len | payload |
+//!
+//! The *records area* is a concatenation of `u32 LE length` + record bytes
+//! ([`crate::LogRecord`] msgpack), each length ≥ 1. Uncompressed, the
+//! payload is the records area. Compressed, the payload is `u32 LE length of
+//! the records area` followed by one zstd frame holding the records area.
+//! The writer compresses a records area of at least
+//! [`WriterConfig::compress_min_bytes`](crate::WriterConfig) bytes, and keeps
+//! the compressed form only when it saves at least an eighth.
+//!
+//! Reading classifies damage: a block cut short, longer than the limit or
+//! failing its CRC is *torn* (what a crash mid-write leaves; recovery may cut
+//! it off the newest segment); a block that passes its CRC but cannot be
+//! decoded is *invalid* and always an error.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_err, LogError, Result};
+use crate::segment::{
+    check_name, le_array, read_header_raw, HeaderError, RawHeader, SegmentHeader,
+};
+
+/// The largest block payload, and the largest records area of a compressed
+/// block: 64 MiB.
+pub const MAX_BLOCK_LEN: usize = 64 << 20;
+
+/// Bytes of a block before its payload: length, CRC, flags.
+pub const BLOCK_HEADER_LEN: usize = 9;
+
+/// Flags bit 0: the payload is a zstd frame.
+pub const FLAG_ZSTD: u8 = 1;
+
+/// The 9 bytes before a block's payload.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | `len`: payload length in bytes, u32 LE (1 ..= [`MAX_BLOCK_LEN`]) |
+/// | 4 | 4 | `crc`: CRC32 (crc32fast / IEEE) of the flags byte, then the payload, u32 LE |
+/// | 8 | 1 | `flags`: bit 0 = [`FLAG_ZSTD`], bits 1–7 zero |
+///
+/// The payload (`len` bytes) follows: the records area, or with
+/// [`FLAG_ZSTD`] its length (u32 LE) and a zstd frame of it. The records
+/// area is a run of `u32 LE length (≥ 1)` + record bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockHeader {
+    /// Payload length.
+    pub len: u32,
+    /// CRC32 of the flags byte and the payload.
+    pub crc: u32,
+    /// Flags.
+    pub flags: u8,
+}
+
+impl BlockHeader {
+    /// The header of a block with these flags and payload.
+    pub fn of(flags: u8, payload: &[u8]) -> BlockHeader {
+        BlockHeader {
+            len: payload.len() as u32,
+            crc: BlockHeader::crc_of(flags, payload),
+            flags,
+        }
+    }
+
+    /// The CRC32 a block with these flags and payload must carry.
+    pub fn crc_of(flags: u8, payload: &[u8]) -> u32 {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[flags]);
+        crc.update(payload);
+        crc.finalize()
+    }
+
+    /// The encoded header.
+    pub fn encode(&self) -> [u8; BLOCK_HEADER_LEN] {
+        let mut b = [0u8; BLOCK_HEADER_LEN];
+        b[0..4].copy_from_slice(&self.len.to_le_bytes());
+        b[4..8].copy_from_slice(&self.crc.to_le_bytes());
+        b[8] = self.flags;
+        b
+    }
+
+    /// Decodes the header (any 9 bytes decode; validity is checked against
+    /// the payload).
+    pub fn decode(b: &[u8; BLOCK_HEADER_LEN]) -> BlockHeader {
+        BlockHeader {
+            len: u32::from_le_bytes(le_array(&b[0..4])),
+            crc: u32::from_le_bytes(le_array(&b[4..8])),
+            flags: b[8],
+        }
+    }
+}
+
+/// Encodes blocks, reusing its buffers and zstd context.
+pub(crate) struct BlockEncoder {
+    level: i32,
+    min_compress: usize,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    zbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl BlockEncoder {
+    /// An encoder compressing records areas of at least `min_compress` bytes
+    /// at zstd `level` (`usize::MAX`: never compress).
+    pub(crate) fn new(level: i32, min_compress: usize) -> BlockEncoder {
+        BlockEncoder {
+            level,
+            min_compress,
+            compressor: None,
+            zbuf: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The block holding the records area `raw`, and whether it is
+    /// compressed. Compression failures fall back to a raw block.
+    pub(crate) fn encode(&mut self, raw: &[u8]) -> (&[u8], bool) {
+        let compressed = raw.len() >= self.min_compress && self.compress(raw);
+        let (flags, payload): (u8, &[u8]) = if compressed {
+            (FLAG_ZSTD, &self.zbuf)
+        } else {
+            (0, raw)
+        };
+        self.out.clear();
+        self.out.reserve(BLOCK_HEADER_LEN + payload.len());
+        self.out
+            .extend_from_slice(&BlockHeader::of(flags, payload).encode());
+        self.out.extend_from_slice(payload);
+        (&self.out, compressed)
+    }
+
+    /// Compresses `raw` into `zbuf` (length prefix + frame); true if that
+    /// saves at least an eighth.
+    fn compress(&mut self, raw: &[u8]) -> bool {
+        if self.compressor.is_none() {
+            self.compressor = zstd::bulk::Compressor::new(self.level).ok();
+        }
+        let Some(c) = self.compressor.as_mut() else {
+            return false;
+        };
+        let mut frame = std::mem::take(&mut self.zbuf);
+        frame.clear();
+        frame.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let ok = c.compress_to_buffer(raw, &mut frame).is_ok();
+        let worth = ok && 4 + frame.len() <= raw.len() - raw.len() / 8;
+        if worth {
+            let mut z = Vec::with_capacity(4 + frame.len());
+            z.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            z.extend_from_slice(&frame);
+            self.zbuf = z;
+        } else {
+            self.zbuf = frame;
+        }
+        worth
+    }
+}
+
+/// What is wrong at `offset` of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Start of the damaged header (0) or block.
+    pub offset: u64,
+    /// Whether a crash mid-write explains it (cut short, over-long length,
+    /// checksum mismatch): only such damage may be cut off the newest
+    /// segment.
+    pub torn: bool,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Damage {
+    /// The damage as a `Corrupt` error of `file`.
+    pub(crate) fn corrupt(self, file: &Path) -> LogError {
+        LogError::Corrupt {
+            file: file.to_path_buf(),
+            offset: self.offset,
+            reason: self.reason,
+        }
+    }
+}
+
+/// The outcome of reading the next block.
+pub(crate) enum Next {
+    /// A valid block: its offset and its records area.
+    Block {
+        /// Where the block starts.
+        offset: u64,
+        /// The records area (decompressed).
+        raw: Vec<u8>,
+    },
+    /// The file (as long as it was when opened) ends here, cleanly.
+    End,
+    /// The block at `damage.offset` is damaged; nothing after it is read.
+    Damaged(Damage),
+}
+
+/// Reads the blocks of one segment file, front to back.
+pub(crate) struct BlockReader {
+    path: PathBuf,
+    file: BufReader<File>,
+    header: SegmentHeader,
+    /// Offset of the next block.
+    pos: u64,
+    /// File length when opened; later appends are not read.
+    len: u64,
+    payload: Vec<u8>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl BlockReader {
+    /// Opens `path` and parses its header; `Ok(Err(damage))` when the header
+    /// is damaged. A header whose first seq disagrees with the file name is
+    /// `Corrupt`.
+    pub(crate) fn open(path: &Path) -> Result<std::result::Result<BlockReader, Damage>> {
+        let RawHeader {
+            mut file,
+            len,
+            parsed,
+        } = read_header_raw(path)?;
+        let (header, header_len) = match parsed {
+            Ok(h) => h,
+            Err(HeaderError::Torn(reason)) => {
+                return Ok(Err(Damage {
+                    offset: 0,
+                    torn: true,
+                    reason,
+                }))
+            }
+            Err(HeaderError::Bad(reason)) => {
+                return Ok(Err(Damage {
+                    offset: 0,
+                    torn: false,
+                    reason,
+                }))
+            }
+        };
+        check_name(path, &header)?;
+        file.seek(SeekFrom::Start(header_len as u64))
+            .map_err(io_err(path))?;
+        Ok(Ok(BlockReader {
+            path: path.to_path_buf(),
+            file: BufReader::with_capacity(64 << 10, file),
+            header,
+            pos: header_len as u64,
+            len,
+            payload: Vec::new(),
+            decompressor: None,
+        }))
+    }
+
+    /// The segment's header.
+    pub(crate) fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// Offset of the next block (after a `Block`, the end of that block).
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// The file length when opened.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Reads the next block. After `End` or `Damaged`, calls repeat it.
+    pub(crate) fn next_block(&mut self) -> Result<Next> {
+        let offset = self.pos;
+        let left = self.len - offset;
+        let torn = |reason: String| {
+            Ok(Next::Damaged(Damage {
+                offset,
+                torn: true,
+                reason,
+            }))
+        };
+        if left == 0 {
+            return Ok(Next::End);
+        }
+        if left < BLOCK_HEADER_LEN as u64 {
+            return torn(format!(
+                "block header cut short: {left} of {BLOCK_HEADER_LEN} bytes"
+            ));
+        }
+        let mut head = [0u8; BLOCK_HEADER_LEN];
+        self.file
+            .read_exact(&mut head)
+            .map_err(io_err(&self.path))?;
+        let head = BlockHeader::decode(&head);
+        let (len, flags) = (head.len as usize, head.flags);
+        if len > MAX_BLOCK_LEN {
+            self.rewind(offset)?;
+            return torn(format!(
+                "block length {len} exceeds the limit of {MAX_BLOCK_LEN} bytes"
+            ));
+        }
+        let avail = left - BLOCK_HEADER_LEN as u64;
+        if len as u64 > avail {
+            self.rewind(offset)?;
+            return torn(format!(
+                "block of {len} bytes cut short: {avail} bytes left in the file"
+            ));
+        }
+        self.payload.clear();
+        self.payload.resize(len, 0);
+        self.file
+            .read_exact(&mut self.payload)
+            .map_err(io_err(&self.path))?;
+        if BlockHeader::crc_of(flags, &self.payload) != head.crc {
+            self.rewind(offset)?;
+            return torn("block checksum mismatch".to_string());
+        }
+        match self.decode_payload(flags) {
+            Ok(raw) => {
+                self.pos = offset + (BLOCK_HEADER_LEN + len) as u64;
+                Ok(Next::Block { offset, raw })
+            }
+            Err(reason) => {
+                self.rewind(offset)?;
+                Ok(Next::Damaged(Damage {
+                    offset,
+                    torn: false,
+                    reason,
+                }))
+            }
+        }
+    }
+
+    /// Puts the read position back at `offset` so that the same damage is
+    /// reported again by the next call.
+    fn rewind(&mut self, offset: u64) -> Result<()> {
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .map_err(io_err(&self.path))?;
+        self.pos = offset;
+        Ok(())
+    }
+
+    /// The records area of a block whose CRC matched.
+    fn decode_payload(&mut self, flags: u8) -> std::result::Result<Vec<u8>, String> {
+        if flags & !FLAG_ZSTD != 0 {
+            return Err(format!("unknown block flags {flags:#04x}"));
+        }
+        if self.payload.is_empty() {
+            return Err("empty block".into());
+        }
+        if flags & FLAG_ZSTD == 0 {
+            return Ok(self.payload.clone());
+        }
+        if self.payload.len() < 4 {
+            return Err("compressed block without its length prefix".into());
+        }
+        let raw_len = u32::from_le_bytes(le_array(&self.payload[..4])) as usize;
+        if raw_len == 0 || raw_len > MAX_BLOCK_LEN {
+            return Err(format!(
+                "compressed block announces {raw_len} bytes (allowed: 1 ..= {MAX_BLOCK_LEN})"
+            ));
+        }
+        if self.decompressor.is_none() {
+            self.decompressor = Some(
+                zstd::bulk::Decompressor::new().map_err(|e| format!("cannot set up zstd: {e}"))?,
+            );
+        }
+        let Some(d) = self.decompressor.as_mut() else {
+            return Err("cannot set up zstd".into());
+        };
+        let mut raw = Vec::with_capacity(raw_len);
+        let n = d
+            .decompress_to_buffer(&self.payload[4..], &mut raw)
+            .map_err(|e| format!("zstd: {e}"))?;
+        if n != raw_len || raw.len() != raw_len {
+            return Err(format!(
+                "compressed block holds {n} bytes, its prefix says {raw_len}"
+            ));
+        }
+        Ok(raw)
+    }
+}
+
+/// The next record of a records area, starting at `*pos`; advances `*pos`.
+/// `None` at the end; after an error, `*pos` is at the end.
+pub(crate) fn next_record<'a>(
+    raw: &'a [u8],
+    pos: &mut usize,
+) -> Option<std::result::Result<&'a [u8], String>> {
+    let rest = raw.get(*pos..).unwrap_or_default();
+    if rest.is_empty() {
+        return None;
+    }
+    let fail = |pos: &mut usize, reason: String| {
+        *pos = raw.len();
+        Some(Err(reason))
+    };
+    if rest.len() < 4 {
+        return fail(pos, "record length cut short".into());
+    }
+    let n = u32::from_le_bytes(le_array(&rest[..4])) as usize;
+    let left = rest.len() - 4;
+    if n == 0 || n > left {
+        return fail(
+            pos,
+            format!("record length {n} invalid ({left} bytes left in the block)"),
+        );
+    }
+    *pos += 4 + n;
+    Some(Ok(&rest[4..4 + n]))
+}
+
+/// Appends a record's bytes, length-prefixed, to a records area.
+pub(crate) fn push_record(area: &mut Vec<u8>, record: &[u8]) {
+    area.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    area.extend_from_slice(record);
+}

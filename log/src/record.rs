@@ -1,0 +1,403 @@
+//! Log records: what one entry of a segment file says, and its msgpack form.
+//!
+//! A [`LogRecord`] is either an applied [`UpdateEvent`] or a periodic
+//! [`State`](LogRecord::State) record (the node's ticks and its known and
+//! deleted tick sets).
+//!
+//! Sequence numbers are the node's log positions, the same numbers as the
+//! in-memory [`EventLog`](crate::EventLog) and a snapshot's `seq`. Each
+//! *event* occupies one position: event seqs are gap-free, increasing by one
+//! from event to event, within and across segment files. A *state* record
+//! occupies none: its seq is that of the last event before it (the position
+//! it describes: the state after every event with seq ≤ it, the convention
+//! of snapshots), so it may equal the preceding event's seq, or be the
+//! segment's `first_seq − 1` when no event precedes it in the segment. The
+//! writer enforces this and the reader checks it ([`check_sequence`]).
+//!
+//! The payload is one msgpack map (via [`distkv_model::codec`]) with a type
+//! tag `t`:
+//!
+//! * event: `{t: "e", seq, ms, ev}` where `ev` is the event's wire form with
+//!   its whole chain ([`UpdateEvent::to_value`]`(-1)`);
+//! * state: `{t: "s", seq, ms, nodes: {name: tick | nil}, known, deleted}`
+//!   where `known` and `deleted` are [`NodeSet`] wire forms (nodes with an
+//!   empty set are left out).
+//!
+//! Decoding is total: any byte string yields a record or a [`RecordError`],
+//! never a panic.
+
+use distkv_model::codec;
+use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+
+use crate::Seq;
+
+/// One record of the on-disk event log.
+///
+/// Stored as one msgpack map ([`LogRecord::to_value`]):
+///
+/// | kind | map |
+/// |---|---|
+/// | event | `{"t": "e", "seq": uint, "ms": uint, "ev": UpdateEvent wire form, whole chain}` |
+/// | state | `{"t": "s", "seq": uint, "ms": uint, "nodes": {name: tick or nil}, "known": NodeSet, "deleted": NodeSet}` |
+///
+/// Keys are written in that order; decoding accepts any order and ignores
+/// unknown keys. Inside a block each record is prefixed with its length
+/// (u32 LE), see [`crate::block::BlockHeader`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogRecord {
+    /// An event the node applied.
+    Event {
+        /// The event's log position.
+        seq: Seq,
+        /// Wall-clock time the caller passed in, ms since the Unix epoch.
+        time_ms: u64,
+        /// The event, with its whole chain.
+        event: UpdateEvent,
+    },
+    /// A periodic summary of the node's state after every event up to `seq`.
+    State {
+        /// The seq of the last event before this record (it occupies no
+        /// position of its own).
+        seq: Seq,
+        /// Wall-clock time the caller passed in, ms since the Unix epoch.
+        time_ms: u64,
+        /// Each known node with its last tick (`None`: no tick yet), in the
+        /// caller's order.
+        nodes: Vec<(NodeName, Option<u64>)>,
+        /// Ticks known to have been seen, per node.
+        known: NodeSet,
+        /// Ticks of deletions still remembered, per node.
+        deleted: NodeSet,
+    },
+}
+
+/// Bytes that are not a valid log record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid log record: {0}")]
+pub struct RecordError(pub String);
+
+fn field<'a>(v: &'a Value, name: &'static str) -> Result<&'a Value, RecordError> {
+    v.get(name)
+        .ok_or_else(|| RecordError(format!("field {name:?} is missing")))
+}
+
+fn u64_field(v: &Value, name: &'static str) -> Result<u64, RecordError> {
+    field(v, name)?
+        .as_u64()
+        .ok_or_else(|| RecordError(format!("field {name:?} is not an unsigned integer")))
+}
+
+impl LogRecord {
+    /// The record's seq: an event's position, or for a state record the
+    /// position of the last event it reflects.
+    pub fn seq(&self) -> Seq {
+        match self {
+            LogRecord::Event { seq, .. } | LogRecord::State { seq, .. } => *seq,
+        }
+    }
+
+    /// The wall-clock time stored with the record.
+    pub fn time_ms(&self) -> u64 {
+        match self {
+            LogRecord::Event { time_ms, .. } | LogRecord::State { time_ms, .. } => *time_ms,
+        }
+    }
+
+    /// The msgpack value the record is stored as.
+    pub fn to_value(&self) -> Value {
+        match self {
+            LogRecord::Event {
+                seq,
+                time_ms,
+                event,
+            } => event_value(*seq, *time_ms, event),
+            LogRecord::State {
+                seq,
+                time_ms,
+                nodes,
+                known,
+                deleted,
+            } => Value::map([
+                ("t", Value::str("s")),
+                ("seq", Value::uint(*seq)),
+                ("ms", Value::uint(*time_ms)),
+                (
+                    "nodes",
+                    Value::Map(
+                        nodes
+                            .iter()
+                            .map(|(n, t)| {
+                                (Value::Str(n.clone()), t.map_or(Value::Nil, Value::uint))
+                            })
+                            .collect(),
+                    ),
+                ),
+                ("known", known.to_value()),
+                ("deleted", deleted.to_value()),
+            ]),
+        }
+    }
+
+    /// Decodes the stored value.
+    pub fn from_value(v: &Value) -> Result<LogRecord, RecordError> {
+        if v.as_map().is_none() {
+            return Err(RecordError("record is not a map".into()));
+        }
+        let seq = u64_field(v, "seq")?;
+        let time_ms = u64_field(v, "ms")?;
+        match field(v, "t")?.as_str() {
+            Some("e") => {
+                let event = UpdateEvent::from_value(field(v, "ev")?)
+                    .map_err(|e| RecordError(format!("event: {e}")))?;
+                Ok(LogRecord::Event {
+                    seq,
+                    time_ms,
+                    event,
+                })
+            }
+            Some("s") => {
+                let pairs = field(v, "nodes")?
+                    .as_map()
+                    .ok_or_else(|| RecordError("field \"nodes\" is not a map".into()))?;
+                let mut nodes = Vec::with_capacity(pairs.len());
+                for (k, t) in pairs {
+                    let name = k
+                        .as_str()
+                        .ok_or_else(|| RecordError("a node name is not a string".into()))?;
+                    let tick = match t {
+                        Value::Nil => None,
+                        t => Some(t.as_u64().ok_or_else(|| {
+                            RecordError(format!("tick of node {name:?} is not an unsigned integer"))
+                        })?),
+                    };
+                    nodes.push((NodeName::from(name), tick));
+                }
+                let set = |name: &'static str| {
+                    NodeSet::from_value(field(v, name)?)
+                        .map_err(|e| RecordError(format!("field {name:?}: {e}")))
+                };
+                Ok(LogRecord::State {
+                    seq,
+                    time_ms,
+                    nodes,
+                    known: set("known")?,
+                    deleted: set("deleted")?,
+                })
+            }
+            Some(t) => Err(RecordError(format!("unknown record type {t:?}"))),
+            None => Err(RecordError("field \"t\" is not a string".into())),
+        }
+    }
+
+    /// Appends the record's msgpack bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        codec::encode(&self.to_value(), out);
+    }
+
+    /// Decodes one record from exactly `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<LogRecord, RecordError> {
+        let v = codec::decode(bytes).map_err(|e| RecordError(e.to_string()))?;
+        LogRecord::from_value(&v)
+    }
+}
+
+/// Checks that `rec` continues a log whose next event must have seq
+/// `*next`, and advances `*next` past an event. `Err((expected, found))`
+/// otherwise: an event must have seq `*next`, a state record `*next − 1`.
+pub(crate) fn check_sequence(rec: &LogRecord, next: &mut Seq) -> Result<(), (Seq, Seq)> {
+    match rec {
+        LogRecord::Event { seq, .. } => {
+            if *seq != *next {
+                return Err((*next, *seq));
+            }
+            // An event at u64::MAX leaves no position for the next one.
+            *next = next.checked_add(1).ok_or((*next, *seq))?;
+        }
+        LogRecord::State { seq, .. } => {
+            if next.checked_sub(1) != Some(*seq) {
+                return Err((next.saturating_sub(1), *seq));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stored value of an event record, without building a [`LogRecord`].
+fn event_value(seq: Seq, time_ms: u64, event: &UpdateEvent) -> Value {
+    Value::map([
+        ("t", Value::str("e")),
+        ("seq", Value::uint(seq)),
+        ("ms", Value::uint(time_ms)),
+        ("ev", event.to_value(-1)),
+    ])
+}
+
+/// Appends the bytes of an event record to `out` (same bytes as
+/// [`LogRecord::encode`] of the equivalent record, without cloning the event).
+pub fn encode_event(seq: Seq, time_ms: u64, event: &UpdateEvent, out: &mut Vec<u8>) {
+    codec::encode(&event_value(seq, time_ms, event), out);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use distkv_model::{path, Chain, Path, RangeSet};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(Value::uint),
+            any::<f64>().prop_map(Value::Float),
+            "[a-z0-9 ]{0,12}".prop_map(|s| Value::str(&s)),
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Value::Bin(Arc::from(b))),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z]{1,4}", inner), 0..4).prop_map(|kv| {
+                    Value::Map(kv.into_iter().map(|(k, v)| (Value::str(&k), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn event() -> impl Strategy<Value = UpdateEvent> {
+        (
+            proptest::collection::vec("[a-z]{1,6}", 0..4),
+            proptest::collection::btree_map("[a-z]{1,3}", 0u64..1 << 40, 1..4),
+            proptest::option::of(value()),
+            0u64..1 << 40,
+        )
+            .prop_map(|(p, links, value, tock)| {
+                let mut chain: Option<Chain> = None;
+                for (n, t) in links {
+                    chain = Some(Chain::attach(Arc::from(n.as_str()), t, chain.as_ref()));
+                }
+                UpdateEvent {
+                    path: Path::new(p.iter().map(|s| Value::str(s)).collect()),
+                    chain: chain.expect("at least one link"),
+                    value,
+                    tock,
+                }
+            })
+    }
+
+    fn node_set() -> impl Strategy<Value = NodeSet> {
+        proptest::collection::btree_map(
+            "[a-z]{1,3}",
+            proptest::collection::btree_set(0u64..100, 1..10),
+            0..4,
+        )
+        .prop_map(|m| {
+            NodeSet(
+                m.into_iter()
+                    .map(|(n, s)| {
+                        (
+                            NodeName::from(n.as_str()),
+                            s.into_iter().collect::<RangeSet>(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    pub(crate) fn record() -> impl Strategy<Value = LogRecord> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>(), event()).prop_map(|(seq, time_ms, event)| {
+                LogRecord::Event {
+                    seq,
+                    time_ms,
+                    event,
+                }
+            }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(("[a-z]{1,4}", proptest::option::of(any::<u64>())), 0..4),
+                node_set(),
+                node_set(),
+            )
+                .prop_map(|(seq, time_ms, nodes, known, deleted)| LogRecord::State {
+                    seq,
+                    time_ms,
+                    nodes: nodes
+                        .into_iter()
+                        .map(|(n, t)| (NodeName::from(n.as_str()), t))
+                        .collect(),
+                    known,
+                    deleted,
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(r in record()) {
+            let mut bytes = Vec::new();
+            r.encode(&mut bytes);
+            let back = LogRecord::decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&back, &r);
+            let mut again = Vec::new();
+            back.encode(&mut again);
+            prop_assert_eq!(again, bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = LogRecord::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn event_bytes_match_the_record_encoding() -> Result<(), RecordError> {
+        let event = UpdateEvent {
+            path: path!["a", 1u64],
+            chain: Chain::single(Arc::from("n1"), 7),
+            value: Some(Value::str("x")),
+            tock: 9,
+        };
+        let mut direct = Vec::new();
+        encode_event(5, 1000, &event, &mut direct);
+        let r = LogRecord::Event {
+            seq: 5,
+            time_ms: 1000,
+            event,
+        };
+        let mut via = Vec::new();
+        r.encode(&mut via);
+        assert_eq!(direct, via);
+        assert_eq!(LogRecord::decode(&direct)?, r);
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors_not_panics() {
+        for v in [
+            Value::Nil,
+            Value::map([("t", Value::str("e"))]),
+            Value::map([
+                ("t", Value::str("x")),
+                ("seq", Value::Int(1)),
+                ("ms", Value::Int(1)),
+            ]),
+            Value::map([
+                ("t", Value::str("s")),
+                ("seq", Value::Int(1)),
+                ("ms", Value::Int(1)),
+                ("nodes", Value::Array(vec![])),
+            ]),
+            Value::map([
+                ("t", Value::str("e")),
+                ("seq", Value::Int(-1)),
+                ("ms", Value::Int(1)),
+            ]),
+        ] {
+            assert!(LogRecord::from_value(&v).is_err(), "{v:?}");
+        }
+    }
+}

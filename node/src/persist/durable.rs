@@ -1,0 +1,723 @@
+//! The node's data directory at run time: recovery at start, then a writer
+//! thread that keeps the files up to date.
+//!
+//! Layout of a data directory:
+//! * `meta` — identity and tick reservation ([`super::meta`]),
+//! * `log/` — event-log segments (`distkv_log`),
+//! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
+//!
+//! **Recovery** opens the log (cutting a torn tail off the newest segment),
+//! loads the newest snapshot that reads cleanly, replays every log record
+//! after it through the same [`State::apply`] as at run time, and resumes the
+//! node's own tick above its durable reservation, so a crashed node never
+//! reuses a tick.
+//!
+//! **At run time** the writer thread follows the in-memory event log (which
+//! keeps every record the writer has not taken yet: it is pinned), appends
+//! the new events to the segment writer, commits them as one block (group
+//! commit) and applies the fsync policy; it then publishes how far the log
+//! is durable, which replies wait for under `fsync = always`. Every
+//! `state_every` records or seconds it writes a state record (tick
+//! bookkeeping), every `snapshot_every` records or seconds a snapshot, after
+//! which retention may delete segments the snapshot covers. On shutdown it
+//! writes everything, fsyncs, and records a clean stop.
+//!
+//! The disk log's positions count state records too, so they differ from
+//! the in-memory log's; the writer maps one to the other.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use distkv_log::writer::{FsyncPolicy, LogWriter, RecoveryMode, WriterConfig};
+use distkv_log::{LogError, LogLimits, LogReader, LogRecord, RetentionPolicy, Seq};
+use distkv_model::{NodeSet, RangeSet};
+use distkv_snapshot::SnapshotError;
+use tokio::sync::watch;
+
+use super::meta::{Meta, MetaError, TICK_BLOCK};
+use super::snap;
+use crate::state::{Applied, State, StateError};
+
+/// How a data directory is kept.
+#[derive(Debug, Clone)]
+pub struct DurableConfig {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// When log commits are fsynced.
+    pub fsync: FsyncPolicy,
+    /// Rotate segments at this size.
+    pub segment_bytes: u64,
+    /// Rotate segments at this age.
+    pub segment_age: Duration,
+    /// Take a snapshot after this many events…
+    pub snapshot_records: u64,
+    /// …or after this long with changes.
+    pub snapshot_interval: Duration,
+    /// Write a state record after this many events…
+    pub state_records: u64,
+    /// …or after this long with changes.
+    pub state_interval: Duration,
+    /// Which old segments to delete.
+    pub retention: RetentionPolicy,
+    /// What to do with a damaged end of the newest segment.
+    pub recovery: RecoveryMode,
+    /// Local changes are refused while more than this many events wait for
+    /// the disk (back-pressure instead of unbounded memory).
+    pub max_backlog: usize,
+}
+
+impl DurableConfig {
+    /// Defaults for a data directory `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> DurableConfig {
+        DurableConfig {
+            dir: dir.into(),
+            fsync: FsyncPolicy::default(),
+            segment_bytes: 64 << 20,
+            segment_age: Duration::from_secs(3600),
+            snapshot_records: 1_000_000,
+            snapshot_interval: Duration::from_secs(600),
+            state_records: 1000,
+            state_interval: Duration::from_secs(60),
+            retention: RetentionPolicy {
+                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+                max_total_bytes: Some(10 << 30),
+            },
+            recovery: RecoveryMode::TruncateTail,
+            max_backlog: 1 << 20,
+        }
+    }
+
+    /// The configuration `settings` ask for, for the directory `dir`.
+    pub fn from_settings(
+        dir: impl Into<PathBuf>,
+        settings: &crate::config::PersistSettings,
+    ) -> DurableConfig {
+        use crate::config::FsyncSetting;
+        let mut c = DurableConfig::new(dir);
+        c.fsync = match settings.fsync {
+            FsyncSetting::Always => FsyncPolicy::Always,
+            FsyncSetting::Interval(d) => FsyncPolicy::Interval(d),
+            FsyncSetting::Never => FsyncPolicy::Never,
+        };
+        c.segment_bytes = settings.segment_max_bytes;
+        c.segment_age = settings.segment_max_age;
+        c.snapshot_records = settings.snapshot_records;
+        c.snapshot_interval = settings.snapshot_interval;
+        c.retention = RetentionPolicy {
+            max_age: Some(settings.retention_max_age),
+            max_total_bytes: Some(settings.retention_max_bytes),
+        };
+        c
+    }
+
+    /// The event-log directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The snapshot directory.
+    pub fn snap_dir(&self) -> PathBuf {
+        self.dir.join("snap")
+    }
+}
+
+/// A data-directory problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Metadata.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Event-log segments.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Snapshots.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Other file-system trouble.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file or directory.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryInfo {
+    /// The snapshot recovery started from.
+    pub snapshot: Option<PathBuf>,
+    /// Snapshots that could not be read (skipped), with why.
+    pub bad_snapshots: Vec<(PathBuf, String)>,
+    /// Log events replayed on top of it.
+    pub events: u64,
+    /// Log state records replayed.
+    pub states: u64,
+    /// Bytes cut off a torn log tail.
+    pub torn_bytes: u64,
+    /// The own tick the node resumes at.
+    pub tick: Option<u64>,
+}
+
+/// A recovered data directory, ready to serve from.
+pub struct Recovered {
+    /// The state, as the files say.
+    pub state: State,
+    /// What recovery did.
+    pub info: RecoveryInfo,
+    writer: LogWriter,
+    meta: Meta,
+    config: DurableConfig,
+}
+
+fn io(file: &FsPath) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+    move |source| PersistError::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+/// Snapshot files of `dir`, newest first, with their positions.
+pub fn list_snapshots(dir: &FsPath) -> Result<Vec<(Seq, PathBuf)>, PersistError> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(io(dir))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_suffix(".dkvsnap")
+            .and_then(|s| s.parse::<Seq>().ok())
+        {
+            out.push((seq, ent.path()));
+        }
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(out)
+}
+
+/// The file name of the snapshot covering `seq`.
+pub fn snapshot_name(seq: Seq) -> String {
+    format!("{seq:020}.dkvsnap")
+}
+
+/// Opens (or creates) the data directory of node `me` and rebuilds its
+/// state.
+pub fn recover(
+    me: &str,
+    config: DurableConfig,
+    limits: LogLimits,
+    now_ms: u64,
+) -> Result<Recovered, PersistError> {
+    for d in [config.dir.clone(), config.log_dir(), config.snap_dir()] {
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+    }
+    let mut meta = Meta::open(&config.dir, me)?;
+    let mut wc = WriterConfig::new(me);
+    wc.fsync = config.fsync;
+    wc.max_segment_bytes = config.segment_bytes;
+    wc.max_segment_age = config.segment_age;
+    wc.recovery = config.recovery;
+    let writer = LogWriter::open(config.log_dir(), wc, now_ms)?;
+    let mut info = RecoveryInfo {
+        torn_bytes: writer.recovery().dropped_bytes,
+        ..RecoveryInfo::default()
+    };
+    let log_end = writer.next_seq();
+
+    // The newest snapshot that reads cleanly and that the log continues.
+    let mut start: Option<(State, Seq)> = None;
+    for (seq, path) in list_snapshots(&config.snap_dir())? {
+        if seq >= log_end {
+            info.bad_snapshots.push((
+                path,
+                format!("covers position {seq}, beyond the log's end {log_end}"),
+            ));
+            continue;
+        }
+        match snap::load(&path, me, limits) {
+            Ok((st, _)) => {
+                info.snapshot = Some(path);
+                start = Some((st, seq));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot");
+                info.bad_snapshots.push((path, e.to_string()));
+            }
+        }
+    }
+    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
+
+    for rec in LogReader::open_with(&config.log_dir(), covered + 1, config.recovery)? {
+        match rec? {
+            LogRecord::Event { event, .. } => {
+                if let Applied::Stored(_) = state.apply(event) {
+                    info.events += 1;
+                }
+            }
+            LogRecord::State {
+                nodes,
+                known,
+                deleted,
+                ..
+            } => {
+                restore_state_record(&mut state, &nodes, &known, &deleted);
+                info.states += 1;
+            }
+        }
+    }
+
+    // Never reuse a tick: resume above everything that may have been used.
+    let used = state.tick().unwrap_or(0);
+    if meta.reserved_tick > used {
+        let me_name = state.me().clone();
+        let mut skipped = RangeSet::new();
+        skipped.insert_range(used + 1, meta.reserved_tick + 1);
+        state.restore_node(
+            &me_name,
+            Some(meta.reserved_tick),
+            &skipped,
+            &RangeSet::new(),
+        );
+    }
+    let tick = state.tick().unwrap_or(0);
+    meta.reserve(&config.dir, tick + 1)?;
+    state.set_tick_limit(Some(meta.reserved_tick));
+    if state.tick().is_some_and(|t| t > 0) {
+        info.tick = state.tick();
+    }
+    Ok(Recovered {
+        state,
+        info,
+        writer,
+        meta,
+        config,
+    })
+}
+
+fn restore_state_record(
+    st: &mut State,
+    nodes: &[(distkv_model::NodeName, Option<u64>)],
+    known: &NodeSet,
+    deleted: &NodeSet,
+) {
+    let empty = RangeSet::new();
+    for (n, t) in nodes {
+        st.restore_node(n, *t, &empty, &empty);
+    }
+    for (n, r) in &known.0 {
+        st.restore_node(n, None, r, &empty);
+    }
+    for (n, r) in &deleted.0 {
+        st.restore_node(n, None, &empty, r);
+    }
+}
+
+/// The running side of a data directory, shared with the server.
+pub struct Durability {
+    config: DurableConfig,
+    meta: Mutex<Meta>,
+    /// In-memory log position up to which everything is on disk (and, under
+    /// `fsync = always`, fsynced).
+    durable: watch::Sender<Seq>,
+    wake: Mutex<bool>,
+    wake_cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durability")
+            .field("dir", &self.config.dir)
+            .finish()
+    }
+}
+
+impl Durability {
+    /// The fsync policy.
+    pub fn fsync(&self) -> FsyncPolicy {
+        self.config.fsync
+    }
+
+    /// Most events allowed to wait for the disk.
+    pub fn max_backlog(&self) -> usize {
+        self.config.max_backlog
+    }
+
+    /// Wakes the writer: the in-memory log grew.
+    pub fn wake(&self) {
+        let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        *w = true;
+        self.wake_cv.notify_one();
+    }
+
+    /// Waits until the in-memory log is durable up to `seq`.
+    pub async fn wait_durable(&self, seq: Seq) {
+        let mut rx = self.durable.subscribe();
+        let _ = rx
+            .wait_for(|&d| d >= seq || self.stop.load(Ordering::Acquire))
+            .await;
+    }
+
+    /// Raises the durable tick reservation to cover `tick` (fsyncs).
+    pub fn reserve_ticks(&self, tick: u64) -> Result<u64, MetaError> {
+        let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        m.reserve(&self.config.dir, tick)
+    }
+
+    /// Asks the writer to finish: write and fsync everything, then stop.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+}
+
+/// Access to the state for the writer thread: lock it, and learn how the
+/// clock reads.
+pub trait StateHost: Send + Sync + 'static {
+    /// Runs `f` with the state locked.
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R;
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// Starts the writer thread for a recovered directory. Returns the shared
+/// handle and the thread, which ends after [`Durability::request_stop`].
+pub fn start<H: StateHost>(
+    host: Arc<H>,
+    rec_writer: RecoveredWriter,
+) -> std::io::Result<(
+    Arc<Durability>,
+    std::thread::JoinHandle<Result<(), PersistError>>,
+)> {
+    let RecoveredWriter {
+        writer,
+        meta,
+        config,
+        mem_next,
+    } = rec_writer;
+    let d = Arc::new(Durability {
+        config,
+        meta: Mutex::new(meta),
+        durable: watch::channel(mem_next.saturating_sub(1)).0,
+        wake: Mutex::new(false),
+        wake_cv: Condvar::new(),
+        stop: AtomicBool::new(false),
+    });
+    let d2 = d.clone();
+    let h = std::thread::Builder::new()
+        .name("distkv-log-writer".into())
+        .spawn(move || {
+            let mut w = WriterLoop {
+                host,
+                d: d2.clone(),
+                writer,
+                mem_next,
+                since_state: 0,
+                since_snapshot: 0,
+                last_state_ms: 0,
+                last_snapshot_ms: 0,
+            };
+            let res = w.run();
+            if let Err(e) = &res {
+                tracing::error!(error = %e, "the log writer failed; changes are no longer written to disk");
+            }
+            // Never leave waiters hanging.
+            d2.stop.store(true, Ordering::Release);
+            d2.durable.send_modify(|_| {});
+            res
+        })?;
+    Ok((d, h))
+}
+
+/// The parts of [`Recovered`] the writer thread takes over.
+pub struct RecoveredWriter {
+    writer: LogWriter,
+    meta: Meta,
+    config: DurableConfig,
+    mem_next: Seq,
+}
+
+impl Recovered {
+    /// Splits into the state (for the server) and the writer's part.
+    pub fn split(self) -> (State, RecoveryInfo, RecoveredWriter) {
+        let mut state = self.state;
+        let mem_next = state.log().next_seq();
+        state.log_mut().pin(Some(mem_next));
+        (
+            state,
+            self.info,
+            RecoveredWriter {
+                writer: self.writer,
+                meta: self.meta,
+                config: self.config,
+                mem_next,
+            },
+        )
+    }
+}
+
+struct WriterLoop<H> {
+    host: Arc<H>,
+    d: Arc<Durability>,
+    writer: LogWriter,
+    /// Next in-memory log record to write.
+    mem_next: Seq,
+    since_state: u64,
+    since_snapshot: u64,
+    last_state_ms: u64,
+    last_snapshot_ms: u64,
+}
+
+/// Events taken from the in-memory log per lock.
+const BATCH: usize = 4096;
+
+impl<H: StateHost> WriterLoop<H> {
+    fn run(&mut self) -> Result<(), PersistError> {
+        let now = self.host.now_ms();
+        self.last_state_ms = now;
+        self.last_snapshot_ms = now;
+        loop {
+            let stopping = self.d.stop.load(Ordering::Acquire);
+            let wrote = self.drain()?;
+            let now = self.host.now_ms();
+            if wrote > 0 {
+                // Under `fsync = always` the commit itself fsyncs.
+                self.writer.commit(now)?;
+                self.publish();
+            }
+            self.writer.sync_if_due(now)?;
+            self.housekeeping(now)?;
+            if stopping {
+                return self.finish();
+            }
+            if wrote == 0 {
+                self.sleep(now);
+            }
+        }
+    }
+
+    /// Writes every in-memory record not written yet; returns how many.
+    fn drain(&mut self) -> Result<u64, PersistError> {
+        let mut total = 0;
+        loop {
+            let batch: Vec<_> = self
+                .host
+                .with_state(|st| match st.log().read(self.mem_next, BATCH) {
+                    Ok(it) => Ok(it.map(|(_, e)| e.clone()).collect()),
+                    Err(lag) => Err(lag),
+                })
+                .map_err(|lag| {
+                    PersistError::Log(LogError::InvalidInput(format!(
+                        "in-memory log dropped records the writer had not written ({lag})"
+                    )))
+                })?;
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            let now = self.host.now_ms();
+            for ev in &batch {
+                append_event(&mut self.writer, now, ev)?;
+            }
+            let n = batch.len() as u64;
+            self.mem_next += n;
+            total += n;
+            self.since_state += n;
+            self.since_snapshot += n;
+            if batch.len() < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Tells waiting replies how far the log is on disk, and releases the
+    /// in-memory records written.
+    fn publish(&self) {
+        let upto = self.mem_next - 1;
+        let pin = self.mem_next;
+        self.host.with_state(|st| st.log_mut().pin(Some(pin)));
+        self.d.durable.send_if_modified(|d| {
+            let changed = *d < upto;
+            *d = upto.max(*d);
+            changed
+        });
+    }
+
+    fn housekeeping(&mut self, now: u64) -> Result<(), PersistError> {
+        let d = self.d.clone();
+        let c = &d.config;
+        if self.since_state > 0
+            && (self.since_state >= c.state_records
+                || now.saturating_sub(self.last_state_ms) >= c.state_interval.as_millis() as u64)
+        {
+            self.write_state_record(now)?;
+        }
+        if self.since_snapshot > 0
+            && (self.since_snapshot >= c.snapshot_records
+                || now.saturating_sub(self.last_snapshot_ms)
+                    >= c.snapshot_interval.as_millis() as u64)
+        {
+            self.snapshot(now)?;
+        }
+        Ok(())
+    }
+
+    fn write_state_record(&mut self, now: u64) -> Result<(), PersistError> {
+        let (nodes, known, deleted) = self.host.with_state(|st| {
+            let mut known = NodeSet::default();
+            let mut deleted = NodeSet::default();
+            let mut nodes = Vec::new();
+            for (n, i) in st.nodes() {
+                nodes.push((n.clone(), i.tick()));
+                known.0.insert(n.clone(), i.superseded().clone());
+                deleted.0.insert(n.clone(), i.deleted().clone());
+            }
+            (nodes, known, deleted)
+        });
+        // A state record carries the position of the last event before it.
+        let seq = self.writer.next_seq() - 1;
+        self.writer.append(&LogRecord::State {
+            seq,
+            time_ms: now,
+            nodes,
+            known,
+            deleted,
+        })?;
+        self.writer.commit(now)?;
+        self.since_state = 0;
+        self.last_state_ms = now;
+        Ok(())
+    }
+
+    /// Takes a snapshot at the current log position, then lets retention
+    /// delete what it covers and keeps the two newest snapshots.
+    fn snapshot(&mut self, now: u64) -> Result<(), PersistError> {
+        let dir = self.d.config.snap_dir();
+        // Under the lock: write what is pending, then the state as of that
+        // position, so the snapshot covers exactly up to `covered`.
+        let host = self.host.clone();
+        let res = host.with_state(|st| -> Result<_, PersistError> {
+            let batch: Vec<_> = match st.log().read(self.mem_next, usize::MAX) {
+                Ok(it) => it.map(|(_, e)| e.clone()).collect(),
+                Err(_) => Vec::new(),
+            };
+            for ev in &batch {
+                append_event(&mut self.writer, now, ev)?;
+            }
+            self.mem_next += batch.len() as u64;
+            let covered = self.writer.next_seq() - 1;
+            let path = dir.join(snapshot_name(covered));
+            let pending = snap::write(st, &path, true, now, covered)?;
+            Ok((pending, covered))
+        });
+        let (pending, covered) = res?;
+        self.writer.commit(now)?;
+        self.writer.sync(now)?;
+        self.publish();
+        let info = pending.finish()?;
+        tracing::info!(
+            seq = covered,
+            entries = info.entries,
+            bytes = info.bytes,
+            "snapshot written"
+        );
+        self.since_snapshot = 0;
+        self.last_snapshot_ms = now;
+        let removed = self.writer.retain(&self.d.config.retention, covered, now)?;
+        for r in removed {
+            tracing::info!(file = %r.path.display(), "log segment retired");
+        }
+        for (_, old) in list_snapshots(&dir)?.into_iter().skip(2) {
+            std::fs::remove_file(&old).map_err(io(&old))?;
+        }
+        Ok(())
+    }
+
+    fn sleep(&self, now: u64) {
+        let deadline = self.writer.sync_deadline().map(|t| t.saturating_sub(now));
+        let mut timeout = Duration::from_millis(500);
+        if let Some(ms) = deadline {
+            timeout = timeout.min(Duration::from_millis(ms.max(1)));
+        }
+        let mut w = self.d.wake.lock().unwrap_or_else(|e| e.into_inner());
+        if !*w {
+            w = self
+                .d
+                .wake_cv
+                .wait_timeout(w, timeout)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        *w = false;
+    }
+
+    /// Final flush at shutdown: everything written and fsynced; the tick
+    /// reservation shrinks to what was used, so a clean restart leaves no
+    /// gap in this node's ticks.
+    fn finish(&mut self) -> Result<(), PersistError> {
+        let now = self.host.now_ms();
+        self.drain()?;
+        self.write_state_record(now)?;
+        self.writer.sync(now)?;
+        self.publish();
+        let tick = self.host.with_state(|st| st.tick().unwrap_or(0));
+        let mut m = self.d.meta.lock().unwrap_or_else(|e| e.into_inner());
+        if m.reserved_tick > tick {
+            m.reserved_tick = tick;
+            m.store(&self.d.config.dir)?;
+        }
+        tracing::info!(dir = %self.d.config.dir.display(), "history written and synced");
+        Ok(())
+    }
+}
+
+/// Appends an event, committing the pending group first if it is full.
+fn append_event(
+    w: &mut LogWriter,
+    now: u64,
+    ev: &distkv_model::UpdateEvent,
+) -> Result<(), PersistError> {
+    match w.append_event(now, ev) {
+        Err(LogError::Full { .. }) => {
+            w.commit(now)?;
+            w.append_event(now, ev)?;
+            Ok(())
+        }
+        r => r.map(|_| ()).map_err(PersistError::from),
+    }
+}
+
+/// Runs a state change, raising the durable tick reservation when the
+/// change needs ticks beyond it.
+pub fn with_reserved_ticks<T>(
+    d: Option<&Durability>,
+    st: &mut State,
+    mut f: impl FnMut(&mut State) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    for _ in 0..4 {
+        match f(st) {
+            Err(StateError::TickNotReserved { next }) => {
+                let Some(d) = d else {
+                    return Err(StateError::TickNotReserved { next });
+                };
+                match d.reserve_ticks(next + TICK_BLOCK) {
+                    Ok(limit) => st.set_tick_limit(Some(limit)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reserve ticks");
+                        return Err(StateError::TickNotReserved { next });
+                    }
+                }
+            }
+            other => return other,
+        }
+    }
+    f(st)
+}
