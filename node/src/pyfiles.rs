@@ -196,6 +196,80 @@ impl Iterator for PyReader<'_> {
     }
 }
 
+/// Writes DistKV-py records: state records, snapshot entries and change
+/// records, with DistKV's path shortening (the first path record of a file
+/// has `depth: 0`).
+#[derive(Debug, Default)]
+pub struct PyWriter {
+    last: Vec<distkv_model::Value>,
+}
+
+impl PyWriter {
+    /// A writer for a new file.
+    pub fn new() -> PyWriter {
+        PyWriter::default()
+    }
+
+    fn shorten(&mut self, path: &[Value], m: &mut Vec<(Value, Value)>) {
+        let depth = path
+            .iter()
+            .zip(&self.last)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let rest = path[depth..].to_vec();
+        self.last = path.to_vec();
+        let p = if depth == 0 {
+            Value::Path(Path::new(rest))
+        } else {
+            Value::Array(rest)
+        };
+        m.push((Value::str("path"), p));
+        m.push((Value::str("depth"), Value::uint(depth as u64)));
+    }
+
+    /// A state record `{nodes, known, deleted, node, tock}`.
+    pub fn state(&mut self, st: &crate::state::State, out: &mut Vec<u8>) {
+        let q = crate::state::StateQuery {
+            nodes: true,
+            known: true,
+            deleted: true,
+            ..Default::default()
+        };
+        let mut m: Vec<(Value, Value)> = st
+            .report(q)
+            .into_iter()
+            .map(|(k, v)| (Value::str(k), v))
+            .collect();
+        m.push((Value::str("node"), Value::Str(st.me().clone())));
+        m.push((Value::str("tock"), Value::uint(st.tock().peek())));
+        codec::encode(&Value::Map(m), out);
+    }
+
+    /// A snapshot entry `{path, depth, value, chain, tock}` (entries with a
+    /// value only, as DistKV saves them).
+    pub fn entry(&mut self, e: &crate::state::Entry, out: &mut Vec<u8>) {
+        let (Some(v), Some(c)) = (e.data(), e.chain()) else {
+            return;
+        };
+        let mut m = Vec::with_capacity(5);
+        self.shorten(e.path(), &mut m);
+        m.push((Value::str("value"), v.clone()));
+        m.push((Value::str("chain"), c.to_value(-1)));
+        m.push((Value::str("tock"), Value::uint(e.tock())));
+        codec::encode(&Value::Map(m), out);
+    }
+
+    /// A change record `{path, depth, node, tick, prev, value?, tock}`.
+    pub fn change(&mut self, ev: &UpdateEvent, out: &mut Vec<u8>) {
+        let Value::Map(mut m) = ev.to_value(-1) else {
+            return;
+        };
+        m.retain(|(k, _)| k.as_str() != Some("path"));
+        self.shorten(&ev.path, &mut m);
+        codec::encode(&Value::Map(m), out);
+    }
+}
+
 /// Whether `head` (a file's first bytes) looks like a DistKV-py file: a
 /// msgpack map.
 pub fn looks_like_pyfile(head: &[u8]) -> bool {
@@ -333,6 +407,33 @@ mod tests {
                 Some(_) => assert_eq!(&recs[..], &whole[..recs.len()]),
             }
         }
+    }
+
+    #[test]
+    fn written_records_read_back() {
+        use crate::state::{State, WalkCursor, WalkOpts};
+        let mut st = State::new("n1", distkv_log::LogLimits::default());
+        st.make_ready();
+        let a = st
+            .local_change(&path!["a", "b"], Some(Value::Int(1)))
+            .unwrap();
+        let d = st.local_change(&path!["a", "c"], None).unwrap();
+        let mut w = PyWriter::new();
+        let mut out = Vec::new();
+        w.state(&st, &mut out);
+        let mut cur = WalkCursor::default();
+        while !cur.is_done() {
+            cur.step(st.root(), &WalkOpts::default(), 10, |e, _| {
+                w.entry(e, &mut out)
+            });
+        }
+        w.change(&d, &mut out);
+        let recs: Vec<_> = PyReader::new(&out).collect::<Result<_, _>>().unwrap();
+        assert!(
+            matches!(&recs[0], PyRecord::State(s) if s.nodes == vec![("n1".to_string(), Some(2))])
+        );
+        assert!(matches!(&recs[1], PyRecord::Event(e) if *e == *a));
+        assert!(matches!(&recs[2], PyRecord::Event(e) if *e == *d));
     }
 
     #[test]

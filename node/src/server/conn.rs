@@ -338,6 +338,7 @@ impl Conn {
             "stop" => Ok(self.stop(&msg)),
             "delete_tree" => return self.delete_tree(seq, &msg, out),
             "save" => return self.save(seq, &msg, out),
+            "log" => return self.log(seq, &msg),
             "get_tree" => return self.start_stream(Kind::GetTree, seq, msg, out),
             "get_tree_internal" => return self.start_stream(Kind::GetTreeInternal, seq, msg, out),
             "watch" => return self.start_stream(Kind::Watch, seq, msg, out),
@@ -398,6 +399,37 @@ impl Conn {
             };
             let mut m = match res {
                 Ok(m) => m,
+                Err(e) => error_fields(None, &e),
+            };
+            put(&mut m, "seq", Value::uint(seq));
+            let mut buf = Vec::new();
+            encode_msg(&server, m, &mut buf);
+            let _ = tx.send(buf).await;
+        });
+    }
+
+    /// `log`: starts a change log at `path` (`fetch`: with the full state
+    /// first); without `path`, stops every log.
+    fn log(&mut self, seq: u64, msg: &Value) {
+        let path = msg
+            .get("path")
+            .and_then(Value::as_str)
+            .map(std::path::PathBuf::from);
+        let fetch = msg.get("fetch").is_some_and(Value::truthy);
+        let server = self.server.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let res = match path {
+                Some(p) => super::export::start_log(server.clone(), p, fetch)
+                    .await
+                    .map_err(|e| CmdError::Server(e.to_string())),
+                None => {
+                    super::export::stop_logs(&server);
+                    Ok(())
+                }
+            };
+            let mut m = match res {
+                Ok(()) => vec![("result", Value::Bool(true))],
                 Err(e) => error_fields(None, &e),
             };
             put(&mut m, "seq", Value::uint(seq));

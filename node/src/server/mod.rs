@@ -9,6 +9,7 @@
 //! connections finish their current batch, and returns once all are gone.
 
 mod conn;
+mod export;
 mod handlers;
 mod reply;
 mod stream;
@@ -105,6 +106,7 @@ pub struct Server {
     changes: watch::Sender<Seq>,
     opts: ServerOptions,
     durability: OnceLock<Arc<Durability>>,
+    logs: Mutex<Vec<export::LogExport>>,
 }
 
 impl Server {
@@ -125,6 +127,7 @@ impl Server {
             changes,
             opts,
             durability: OnceLock::new(),
+            logs: Mutex::new(Vec::new()),
         })
     }
 
@@ -208,12 +211,22 @@ impl Server {
     }
 
     /// Writes a snapshot of the current state to `path` (blocking: call it
-    /// from a blocking thread). `full` includes the meta tree.
+    /// from a blocking thread). `full` includes the meta tree. A name ending
+    /// in `.dkv` gets DistKV's plain save format, anything else ours.
     pub fn save_snapshot(
         &self,
         path: &std::path::Path,
         full: bool,
     ) -> Result<(), distkv_snapshot::SnapshotError> {
+        if export::is_distkv_py(path) {
+            let bytes = export::py_save(&self.state(), full);
+            return export::write_file(path, &bytes).map_err(|source| {
+                distkv_snapshot::SnapshotError::Io {
+                    file: path.to_path_buf(),
+                    source,
+                }
+            });
+        }
         let pending = {
             let st = self.state();
             let seq = st.log().next_seq() - 1;
