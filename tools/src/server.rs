@@ -148,6 +148,17 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     tracing::info!(node = %args.name, %addr, "distkv node running");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    #[cfg(unix)]
+    if let Some(d) = server.durability().cloned() {
+        // SIGHUP: start a new log segment (e.g. before copying the files away).
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    d.request_rotate();
+                }
+            });
+        }
+    }
     server::serve(Arc::clone(&server), listener, shutdown).await?;
     if let (Some(d), Some(h)) = (server.durability(), writer) {
         d.request_stop();

@@ -331,6 +331,7 @@ pub struct Durability {
     wake: Mutex<bool>,
     wake_cv: Condvar,
     stop: AtomicBool,
+    rotate: AtomicBool,
 }
 
 impl std::fmt::Debug for Durability {
@@ -373,6 +374,12 @@ impl Durability {
         m.reserve(&self.config.dir, tick)
     }
 
+    /// Asks the writer to start a new log segment at its next commit.
+    pub fn request_rotate(&self) {
+        self.rotate.store(true, Ordering::Release);
+        self.wake();
+    }
+
     /// Asks the writer to finish: write and fsync everything, then stop.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -411,6 +418,7 @@ pub fn start<H: StateHost>(
         wake: Mutex::new(false),
         wake_cv: Condvar::new(),
         stop: AtomicBool::new(false),
+        rotate: AtomicBool::new(false),
     });
     let d2 = d.clone();
     let h = std::thread::Builder::new()
@@ -487,6 +495,10 @@ impl<H: StateHost> WriterLoop<H> {
         self.last_snapshot_ms = now;
         loop {
             let stopping = self.d.stop.load(Ordering::Acquire);
+            if self.d.rotate.swap(false, Ordering::AcqRel) {
+                tracing::info!("log segment rotation requested");
+                self.writer.rotate();
+            }
             let wrote = self.drain()?;
             let now = self.host.now_ms();
             if wrote > 0 {
