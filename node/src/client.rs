@@ -595,8 +595,9 @@ impl TreeOptions {
 pub enum StreamItem {
     /// A data message (the whole map, without `wseq`).
     Data(Value),
-    /// `state: "uptodate"`: the initial state has been sent.
-    UpToDate,
+    /// `state: "uptodate"`: the initial state has been sent (the message,
+    /// without `wseq`).
+    UpToDate(Value),
 }
 
 /// The replies of a streamed request, read with [`Stream::next`].
@@ -701,12 +702,14 @@ impl Stream {
             }
             match state {
                 Kind::End => return Ok(None),
-                Kind::UpToDate => return Ok(Some(StreamItem::UpToDate)),
                 Kind::Skip => continue,
-                Kind::Data => {}
+                Kind::UpToDate | Kind::Data => {}
             }
             if let Value::Map(m) = &mut msg {
                 m.retain(|(k, _)| k.as_str() != Some("wseq"));
+            }
+            if state == Kind::UpToDate {
+                return Ok(Some(StreamItem::UpToDate(msg)));
             }
             if let Some(l) = &mut self.longener {
                 l.apply(&mut msg);
@@ -1218,7 +1221,7 @@ mod tests {
                         assert!(v.get("depth").is_none());
                         items.push(v);
                     }
-                    StreamItem::UpToDate => uptodate = true,
+                    StreamItem::UpToDate(_) => uptodate = true,
                 }
             }
             assert!(uptodate);

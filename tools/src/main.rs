@@ -87,7 +87,9 @@ fn init_logging(verbose: u8, quiet: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    // A server tells what it does (INFO) by default; tools only warn.
+    let base = matches!(cli.cmd, Command::Server(_)) as u8;
+    init_logging(cli.verbose + base, cli.quiet);
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -101,6 +103,20 @@ fn main() -> ExitCode {
         Command::Bench(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
+        Command::Server(a) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            match server::threads(a, &cfg) {
+                Ok(0) => {}
+                Ok(n) => {
+                    b.worker_threads(n);
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+            b.enable_all().build()
+        }
         _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),

@@ -151,7 +151,8 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     #[cfg(unix)]
     if let Some(d) = server.durability().cloned() {
         // SIGHUP: start a new log segment (e.g. before copying the files away).
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     d.request_rotate();
@@ -192,27 +193,38 @@ fn raise_fd_limit() {
     }
 }
 
-/// Cancels `token` on SIGTERM or ctrl-c.
+/// Cancels `token` on SIGTERM or ctrl-c (SIGINT). A signal that cannot be
+/// watched is logged and ignored, never taken for a stop request.
 async fn stop_on_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    let interrupt = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "SIGINT",
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for ctrl-c");
+                std::future::pending().await
             }
         }
-    }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                "SIGTERM"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for SIGTERM");
+                std::future::pending().await
+            }
+        }
+    };
     #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
+    let terminate = std::future::pending::<&str>();
+    let which = tokio::select! {
+        s = interrupt => s,
+        s = terminate => s,
+    };
+    tracing::info!(signal = which, "shutting down");
     token.cancel();
 }

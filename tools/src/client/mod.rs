@@ -1,0 +1,223 @@
+//! `distkv client`: talk to a running node, as DistKV's `distkv client` does.
+//!
+//! Every subcommand runs on a [`Session`]: one connection, opened like the
+//! Python client opens it (greeting, flow control, then a watch on the
+//! dynamic-config subtree, so that the first request of the command carries
+//! `seq` 2 as in DistKV's `-m` output), the `-m` flag and buffered stdout.
+//! Errors go to stderr through `main`: server errors as `ServerError: …`,
+//! a missing entry as `No data at PATH`, both with exit status 1; usage
+//! errors are clap's (exit status 2).
+
+mod attrs;
+mod data;
+mod get;
+mod internal;
+mod monitor;
+mod output;
+
+use std::mem::ManuallyDrop;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::{ArgAction, Args, Subcommand};
+use distkv_model::Path;
+use distkv_node::client::{
+    Client, ClientError, ConnectOptions, Stream, StreamItem, TreeOptions, DEFAULT_QLEN,
+};
+use distkv_node::config::Config;
+
+use output::Output;
+
+/// Talk to a DistKV server.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct ClientArgs {
+    /// Host to use. Default: `connect.host` (localhost).
+    #[arg(short = 'h', long, value_name = "HOST")]
+    host: Option<String>,
+    /// Port to use. Default: `connect.port` (27586).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Include/print metadata: whole replies, with change chains.
+    #[arg(short = 'm', long)]
+    metadata: bool,
+    #[command(flatten)]
+    help: LongHelp,
+    #[command(subcommand)]
+    cmd: ClientCommand,
+}
+
+/// `--help` without `-h`: below `client`, `-h` is the host (clap's
+/// `disable_help_flag` applies to every subcommand, so each adds this).
+#[derive(Debug, Default, Args)]
+pub(crate) struct LongHelp {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Manage data.
+    ///
+    /// Without a command, prints the value at PATH. Run
+    /// `distkv client data --help` for the commands.
+    Data(data::DataArgs),
+    /// Control internal state.
+    Internal(internal::InternalArgs),
+}
+
+/// Runs `distkv client …`.
+pub async fn run(args: ClientArgs, cfg: Config) -> anyhow::Result<()> {
+    // Check the whole command line before connecting.
+    let cmd = match args.cmd {
+        ClientCommand::Data(d) => Checked::Data(d.check().unwrap_or_else(|e| e.exit())),
+        ClientCommand::Internal(i) => Checked::Internal(i),
+    };
+    let mut s = Session::open(args.host, args.port, args.metadata, &cfg).await?;
+    match cmd {
+        Checked::Data(d) => data::run(&mut s, d).await?,
+        Checked::Internal(i) => internal::run(&mut s, i).await?,
+    }
+    s.out.flush()?;
+    Ok(())
+}
+
+enum Checked {
+    Data(data::DataCommand),
+    Internal(internal::InternalArgs),
+}
+
+/// Where DistKV keeps the dynamic client configuration (`config.prefix`).
+const CONFIG_PREFIX: &str = ":.distkv.config";
+
+/// A connected client and what every command needs besides.
+pub(crate) struct Session {
+    pub client: Client,
+    /// `-m`: print whole replies, with change chains.
+    pub meta: bool,
+    pub out: Output,
+    /// The dynamic-config watch, open for the whole command. Never dropped:
+    /// dropping it would send `stop`, and the server's extra reply would
+    /// advance its tock, which Python's client (it just hangs up) does not.
+    _config: ManuallyDrop<Option<Stream>>,
+}
+
+impl Session {
+    async fn open(
+        host: Option<String>,
+        port: Option<u16>,
+        meta: bool,
+        cfg: &Config,
+    ) -> anyhow::Result<Session> {
+        let settings = cfg.connect()?;
+        let host = host.unwrap_or(settings.host);
+        let port = port.unwrap_or(settings.port);
+        let opts = ConnectOptions {
+            timeout: Duration::from_secs(settings.init_timeout),
+            // Python asks for its own `server.buffer`.
+            qlen: cfg
+                .get("server.buffer")
+                .and_then(serde_yaml::Value::as_u64)
+                .unwrap_or(DEFAULT_QLEN),
+            ..ConnectOptions::default()
+        };
+        let client = Client::connect((host.as_str(), port), opts)
+            .await
+            .map_err(|e| match e {
+                ClientError::Connect(io) => anyhow!("cannot connect to {host}:{port}: {io}"),
+                e => anyhow!("cannot connect to {host}:{port}: {e}"),
+            })?;
+        if let Some(method) = client.greeting().auth.first().filter(|m| m.truthy()) {
+            let method = output::py_str(method);
+            anyhow::bail!("ClientAuthRequiredError: You need to log in using: {method}");
+        }
+        let config = watch_config(&client, cfg).await;
+        Ok(Session {
+            client,
+            meta,
+            out: Output::stdout(),
+            _config: ManuallyDrop::new(config),
+        })
+    }
+
+    /// The change-chain length to ask for: 3 with `-m`, else none.
+    pub fn nchain(&self) -> u64 {
+        if self.meta {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// Starts watching the dynamic-config subtree and reads its current state,
+/// as the Python client does on every connection (it is request `seq` 1).
+/// Failures are ignored, as there.
+async fn watch_config(client: &Client, cfg: &Config) -> Option<Stream> {
+    let prefix = cfg
+        .get("config.prefix")
+        .and_then(serde_yaml::Value::as_str)
+        .and_then(|p| Path::parse(p).ok())
+        .unwrap_or_else(|| Path::parse(CONFIG_PREFIX).expect("valid built-in path"));
+    let opts = TreeOptions {
+        nchain: 3,
+        fetch: true,
+        ..TreeOptions::default()
+    };
+    let mut stream = client.watch(&prefix, &opts).await.ok()?;
+    loop {
+        match stream.next().await {
+            Ok(Some(StreamItem::UpToDate(_))) => return Some(stream),
+            Ok(Some(StreamItem::Data(_))) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Parses a command-line path (clap value parser).
+pub(crate) fn parse_path(s: &str) -> Result<Path, String> {
+    Path::parse(s).map_err(|e| e.to_string())
+}
+
+/// A client-library error as DistKV's command line reports it.
+pub(crate) fn api(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Server(text) => anyhow!("ServerError: {text}"),
+        e => anyhow::Error::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cli, Command};
+    use clap::Parser;
+
+    fn client(args: &[&str]) -> Result<super::ClientArgs, clap::Error> {
+        let argv = ["distkv", "client"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.cmd {
+            Command::Client(c) => Ok(c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn h_is_the_host_and_help_stays_long() {
+        let c = client(&["-h", "example.org", "-p", "1234", "-m", "internal", "state"]).unwrap();
+        assert_eq!(c.host.as_deref(), Some("example.org"));
+        assert_eq!(c.port, Some(1234));
+        assert!(c.metadata);
+        let e = client(&["--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        let e = client(&["-p", "x", "internal", "state"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn global_options_come_before_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["distkv", "-c", "/dev/null", "client", "data", ":"]).unwrap();
+        assert!(cli.config.is_some());
+        assert!(matches!(cli.cmd, Command::Client(_)));
+    }
+}

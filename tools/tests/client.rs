@@ -1,0 +1,304 @@
+//! `distkv client …` against an in-process node: the data get / set / list /
+//! delete / internal state sequence of the reference transcript
+//! (`/work/shared/reference/cli_transcript.txt`), error exits and monitor.
+//!
+//! Outputs are compared exactly, except the numbers after `tock:`, which
+//! depend on the server's message count (a line `tock: *` in an expected
+//! output matches any number).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use distkv_model::Value;
+use distkv_node::server::{self, Server, ServerOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Longest any single step may take.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A node `n1` with root value `Testing`, serving on 127.0.0.1.
+struct Node {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Node {
+    fn start() -> Node {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let addr = rt.block_on(async {
+            let server = Server::new("n1", ServerOptions::default());
+            server.init(Value::str("Testing")).unwrap();
+            let listener = server::bind("127.0.0.1", 0).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(server::serve(server, listener, shutdown.clone()));
+            addr
+        });
+        Node {
+            addr,
+            shutdown,
+            _rt: rt,
+        }
+    }
+
+    /// `distkv client -h 127.0.0.1 -p PORT ARGS…`, without any config file.
+    fn command(&self, args: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_distkv"));
+        c.args(["-c", "/dev/null", "client", "-h", "127.0.0.1", "-p"])
+            .arg(self.addr.port().to_string())
+            .args(args.split_whitespace());
+        c
+    }
+
+    fn run(&self, args: &str) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `args`, expecting exit status 0, no stderr and `want` on stdout.
+    fn ok(&self, args: &str, want: &str) {
+        let out = self.run(args);
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(0), "{args}: {stderr}");
+        assert_eq!(stderr, "", "{args}");
+        assert_matches(&stdout, want, args);
+    }
+
+    /// Runs `args`, expecting exit status `code` and stderr starting with
+    /// `want`.
+    fn fails(&self, args: &str, code: i32, want: &str) {
+        let out = self.run(args);
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(code), "{args}: {stderr}");
+        assert!(stderr.starts_with(want), "{args}: {stderr:?}");
+        assert_eq!(stdout, "", "{args}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `got` equals `want`, where a `tock: *` line matches any tock.
+fn assert_matches(got: &str, want: &str, what: &str) {
+    let same = got.lines().count() == want.lines().count()
+        && got.ends_with('\n') == want.ends_with('\n')
+        && got
+            .lines()
+            .zip(want.lines())
+            .all(|(g, w)| match w.strip_suffix('*') {
+                Some(prefix) if w.trim_start().starts_with("tock: ") => g
+                    .strip_prefix(prefix)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+                _ => g == w,
+            });
+    assert!(same, "{what}:\n--- got\n{got}--- want\n{want}");
+}
+
+const FULL_TREE: &str = "\
+_: Testing
+one:
+  two:
+    three:
+      _: 123
+      four:
+        _: 1234
+        five:
+          _:
+            one: 1
+            two: 2
+";
+
+#[test]
+fn transcript_data_and_internal_state() {
+    let n = Node::start();
+    n.ok("data : get", "'Testing'\n");
+    n.ok("data one.two.three set -e : 123", "");
+    n.ok("data one.two.three.four set -e : 1234", "");
+    n.ok("data one.two.three.four.five set -v one XXX -e two 2", "");
+    n.ok("data one.two.three get", "123\n");
+    n.ok("data one.two.three.four.five get", "one: XXX\ntwo: 2\n");
+    n.ok("data one.two.three.four.five set -e one 1", "");
+    n.ok("data one.two.three.four.five get", "one: 1\ntwo: 2\n");
+    n.ok(
+        "data one get -rd_",
+        "two:\n  three:\n    _: 123\n    four:\n      _: 1234\n      five:\n        _:\n          one: 1\n          two: 2\n",
+    );
+    n.ok("data one list", "- !P two\n");
+    n.ok("data one.two.three list", "- !P four\n");
+    n.ok(
+        "-m data one.two.three get",
+        "chain:\n  node: n1\n  prev: null\n  tick: 2\nseq: 2\ntock: *\nvalue: 123\n",
+    );
+    n.ok("data hello set -v : world", "");
+    n.ok("data hello get", "'world'\n");
+    n.ok("data hello set -v : world2 -n", "");
+    n.ok("data hello delete", "");
+    n.fails("data hello get", 1, "No data at hello\n");
+    n.ok("data : get -rd_", FULL_TREE);
+    n.ok("data hello set -v : world", "");
+    // As in DistKV, `--new` does not stop overwriting an existing entry.
+    n.ok("data hello set -v : world2 -n", "");
+    n.ok("data hello get", "'world2'\n");
+    n.ok(
+        "internal state -n -d -m",
+        "deleted:\n  n1:\n  - 8\nmissing: {}\nnode: n1\nnodes:\n  n1: 10\nseq: 2\ntock: *\n",
+    );
+}
+
+#[test]
+fn listing_raw_output_and_metadata() {
+    let n = Node::start();
+    n.ok("data a.b set -v x 1", "");
+    n.ok("data a.b set -p y c.d -e z (1,2)", "");
+    n.ok("data a.b get", "x: '1'\ny: !P c.d\nz:\n- 1\n- 2\n");
+    n.ok("data a.b set -e x - -e y -", "");
+    n.ok("data a.b get -R", "{'z': (1, 2)}");
+    n.ok("data a.c set -v : text", "");
+    n.ok("data a.c get -R", "text");
+    n.ok(
+        "data : get -r",
+        "- !P ':': Testing\n- !P a.b:\n    z:\n    - 1\n    - 2\n- !P a.c: text\n",
+    );
+    // Every client's config watch makes the (empty) `.distkv` entry exist.
+    n.ok("data : list", "- !P :.distkv\n- !P a\n");
+    n.ok("data : list -d_", ".distkv: null\na: null\n");
+    n.ok(
+        "data a list -m 2 -d_",
+        "b:\n  _:\n    z:\n    - 1\n    - 2\nc:\n  _: text\n",
+    );
+    n.ok(
+        "-m data a.c set -v : new",
+        "chain:\n  node: n1\n  prev: null\n  tick: 6\nchanged: true\nseq: 3\ntock: *\n",
+    );
+    n.ok(
+        "-m data a.c delete",
+        "chain:\n  node: n1\n  prev: null\n  tick: 7\nchanged: true\nprev: new\nseq: 2\ntock: *\n",
+    );
+    n.ok("data a.c delete", "");
+    n.ok("data a delete -r", "");
+    n.ok("data : get -rd_", "_: Testing\n");
+}
+
+#[test]
+fn errors_exit_non_zero() {
+    let n = Node::start();
+    n.ok("data x set -e : 1", "");
+    n.fails("data x delete -l n1 99", 1, "ServerError: ");
+    n.fails("data nothing get -R", 1, "No data at nothing\n");
+    n.fails("data x set -n -l n1 2", 2, "error: ");
+    n.fails("data x set -e : (", 2, "error: ");
+    n.fails("data a..b get", 2, "error: ");
+    n.fails("data x frob", 2, "error: ");
+    n.ok("data x get", "1\n");
+    // Nobody listens on port 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_distkv"))
+        .args(["-c", "/dev/null", "client", "-h", "127.0.0.1", "-p", "1"])
+        .args(["data", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(texts(&out).1.starts_with("cannot connect to 127.0.0.1:1"));
+}
+
+/// A child process, killed if the test ends while it runs.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads a child's stdout line by line, each within [`DEADLINE`].
+struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The lines of the next YAML document (up to `---`).
+    fn document(&self) -> Vec<String> {
+        let mut doc = Vec::new();
+        loop {
+            let line = self.0.recv_timeout(DEADLINE).expect("monitor output");
+            if line == "---" {
+                return doc;
+            }
+            doc.push(line);
+        }
+    }
+}
+
+#[test]
+fn monitor_prints_state_then_changes_until_interrupted() {
+    let n = Node::start();
+    n.ok("data m.a set -e : 1", "");
+    // `--only` with `--state` prints the current value and ends.
+    n.ok("data m.a monitor -s -o", "1\n");
+    n.ok("data m.none monitor -s -o", "");
+
+    let mut child = Running(
+        n.command("data m monitor -s")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = Lines::of(&mut child.0);
+    let doc = lines.document();
+    assert_eq!(doc.len(), 3, "{doc:?}");
+    assert_eq!((&*doc[0], &*doc[2]), ("path: !P m.a", "value: 1"));
+    assert!(doc[1].starts_with("tock: "), "{doc:?}");
+    let up = lines.document();
+    // As the Python CLI prints it, `tock` included.
+    assert_eq!(up.len(), 5, "{up:?}");
+    assert!(up[0].starts_with("_time: '20"), "{up:?}");
+    assert_eq!(up[1..3], ["seq: 2", "state: uptodate"]);
+    assert!(up[3].starts_with("time: "), "{up:?}");
+    assert!(up[4].starts_with("tock: "), "{up:?}");
+    // The watch is running now.
+    n.ok("data m.b set -e : 2", "");
+    let doc = lines.document();
+    assert!(doc[0].starts_with("_time: '20"), "{doc:?}");
+    assert_eq!(doc[1], "path: !P m.b");
+    assert!(doc[2].starts_with("time: "), "{doc:?}");
+    assert!(doc[3].starts_with("tock: "), "{doc:?}");
+    assert_eq!(doc[4..], ["value: 2"]);
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "ctrl-c ends monitor cleanly");
+}
