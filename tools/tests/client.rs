@@ -302,3 +302,28 @@ fn monitor_prints_state_then_changes_until_interrupted() {
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "ctrl-c ends monitor cleanly");
 }
+
+#[test]
+fn log_save_dest_and_stop_write_files_on_the_server() {
+    let n = Node::start();
+    n.ok("data l.a set -e : 1", "");
+    let dir = std::env::temp_dir().join(format!("distkv-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("s.dkvsnap");
+    let py = dir.join("s.dkv");
+    let changes = dir.join("c.dkv");
+    n.ok(&format!("log save {}", snap.display()), "");
+    n.ok(&format!("log save -f {}", py.display()), "");
+    n.ok(&format!("log dest {}", changes.display()), "");
+    n.ok("log stop", "");
+    for f in [&snap, &py, &changes] {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(!bytes.is_empty(), "{} is empty", f.display());
+    }
+    assert_eq!(&std::fs::read(&snap).unwrap()[..8], b"DKVSNAP\n");
+    assert!(
+        (0x80..=0x8f).contains(&std::fs::read(&py).unwrap()[0]),
+        "a msgpack map"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -12,6 +12,7 @@ mod attrs;
 mod data;
 mod get;
 mod internal;
+mod log;
 mod monitor;
 mod output;
 
@@ -65,6 +66,8 @@ enum ClientCommand {
     Data(data::DataArgs),
     /// Control internal state.
     Internal(internal::InternalArgs),
+    /// Manage logging (files on the server).
+    Log(log::LogArgs),
 }
 
 /// Runs `distkv client …`.
@@ -73,11 +76,13 @@ pub async fn run(args: ClientArgs, cfg: Config) -> anyhow::Result<()> {
     let cmd = match args.cmd {
         ClientCommand::Data(d) => Checked::Data(d.check().unwrap_or_else(|e| e.exit())),
         ClientCommand::Internal(i) => Checked::Internal(i),
+        ClientCommand::Log(l) => Checked::Log(l),
     };
     let mut s = Session::open(args.host, args.port, args.metadata, &cfg).await?;
     match cmd {
         Checked::Data(d) => data::run(&mut s, d).await?,
         Checked::Internal(i) => internal::run(&mut s, i).await?,
+        Checked::Log(l) => log::run(&mut s, l).await?,
     }
     s.out.flush()?;
     Ok(())
@@ -86,6 +91,7 @@ pub async fn run(args: ClientArgs, cfg: Config) -> anyhow::Result<()> {
 enum Checked {
     Data(data::DataCommand),
     Internal(internal::InternalArgs),
+    Log(log::LogArgs),
 }
 
 /// Where DistKV keeps the dynamic client configuration (`config.prefix`).
