@@ -1,7 +1,9 @@
 //! Loading files into a node before it serves (`distkv server -l FILE…`).
 //!
 //! The format is recognised by its first bytes: our snapshots (`DKVSNAP\n`)
-//! and DistKV-py save/log files (a msgpack map). Every entry and change goes
+//! and DistKV-py save/log files (a msgpack map); a directory is read as
+//! event-log segments, or as a data directory (newest snapshot + the log
+//! after it). Every entry and change goes
 //! through [`State::apply`], so loaded data also reaches the node's own event
 //! log (and with it, its files); state records restore tick bookkeeping.
 //! Deletions are replayed too (Python's loader lost them).
@@ -12,7 +14,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 
-use distkv_model::{RangeSet, UpdateEvent};
+use distkv_model::UpdateEvent;
 use distkv_snapshot::{Item, SnapshotReader};
 
 use crate::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
@@ -68,12 +70,17 @@ fn count(report: &mut LoadReport, outcome: Applied) {
     }
 }
 
-/// Loads one file into `st`.
+/// Loads one file or directory into `st`: a snapshot, a DistKV-py file, a
+/// directory of event-log segments, or a whole data directory (its newest
+/// snapshot and the log after it).
 pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError> {
     let io = |source| LoadError::Io {
         file: file.to_path_buf(),
         source,
     };
+    if file.is_dir() {
+        return load_dir(st, file);
+    }
     let mut head = [0u8; 8];
     let n = File::open(file)
         .and_then(|mut f| f.read(&mut head))
@@ -90,6 +97,40 @@ pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError>
         file,
         "unknown file format (not a distkv snapshot or a DistKV msgpack file)",
     ))
+}
+
+fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
+    let mut report = LoadReport::default();
+    let (log_dir, from) = if dir.join("log").is_dir() {
+        // A data directory: the newest snapshot, then the log after it.
+        let snaps =
+            super::durable::list_snapshots(&dir.join("snap")).map_err(|e| invalid(dir, e))?;
+        match snaps.first() {
+            Some((seq, path)) => {
+                report = load_snapshot(st, path)?;
+                (dir.join("log"), seq + 1)
+            }
+            None => (dir.join("log"), 0),
+        }
+    } else {
+        (dir.to_path_buf(), 0)
+    };
+    let reader = distkv_log::LogReader::open(&log_dir, from).map_err(|e| invalid(&log_dir, e))?;
+    for rec in reader {
+        match rec.map_err(|e| invalid(&log_dir, e))? {
+            distkv_log::LogRecord::Event { event, .. } => count(&mut report, st.apply(event)),
+            distkv_log::LogRecord::State {
+                nodes,
+                known,
+                deleted,
+                ..
+            } => {
+                st.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
+                report.states += 1;
+            }
+        }
+    }
+    Ok(report)
 }
 
 fn load_snapshot(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError> {
@@ -131,16 +172,11 @@ fn load_pyfile(st: &mut State, file: &FsPath, bytes: &[u8]) -> Result<LoadReport
                 if let Some(t) = s.tock {
                     st.tock().seen(t);
                 }
-                let empty = RangeSet::new();
-                for (name, tick) in &s.nodes {
-                    st.restore_node(name, *tick, &empty, &empty);
-                }
-                for (name, r) in &s.known.0 {
-                    st.restore_node(name, None, r, &empty);
-                }
-                for (name, r) in &s.deleted.0 {
-                    st.restore_node(name, None, &empty, r);
-                }
+                st.restore_state(
+                    s.nodes.iter().map(|(n, t)| (n.as_str(), *t)),
+                    &s.known,
+                    &s.deleted,
+                );
                 report.states += 1;
             }
             PyRecord::Unknown(_) => report.unknown += 1,

@@ -489,6 +489,26 @@ impl State {
         n.deleted.union_with(deleted);
     }
 
+    /// Applies a state record (from a log or a DistKV file): node ticks,
+    /// superseded (`known`) and deleted ticks.
+    pub fn restore_state<'a>(
+        &mut self,
+        nodes: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+        known: &NodeSet,
+        deleted: &NodeSet,
+    ) {
+        let empty = RangeSet::new();
+        for (n, t) in nodes {
+            self.restore_node(n, t, &empty, &empty);
+        }
+        for (n, r) in &known.0 {
+            self.restore_node(n, None, r, &empty);
+        }
+        for (n, r) in &deleted.0 {
+            self.restore_node(n, None, &empty, r);
+        }
+    }
+
     /// Restores one entry from a snapshot: value, chain and tock as they
     /// were, without a new event. Its chain's ticks become present.
     pub fn restore_entry(
