@@ -314,6 +314,8 @@ pub struct Durability {
     wake_cv: Condvar,
     stop: AtomicBool,
     rotate: AtomicBool,
+    /// The writer failed: nothing more reaches the disk.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for Durability {
@@ -328,6 +330,11 @@ impl Durability {
     /// The fsync policy.
     pub fn fsync(&self) -> FsyncPolicy {
         self.config.fsync
+    }
+
+    /// Whether the writer failed (changes can no longer be made durable).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Most events allowed to wait for the disk.
@@ -401,6 +408,7 @@ pub fn start<H: StateHost>(
         wake_cv: Condvar::new(),
         stop: AtomicBool::new(false),
         rotate: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
     });
     let d2 = d.clone();
     let h = std::thread::Builder::new()
@@ -418,7 +426,8 @@ pub fn start<H: StateHost>(
             };
             let res = w.run();
             if let Err(e) = &res {
-                tracing::error!(error = %e, "the log writer failed; changes are no longer written to disk");
+                d2.failed.store(true, Ordering::Release);
+                tracing::error!(error = %e, "the log writer failed; the node refuses changes from now on");
             }
             // Never leave waiters hanging.
             d2.stop.store(true, Ordering::Release);

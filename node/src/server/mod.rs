@@ -40,6 +40,9 @@ pub enum ChangeError {
     /// Too many changes are waiting for the disk.
     #[error("too many changes are waiting to be written to disk; try again later")]
     Backlog,
+    /// The data directory can no longer be written.
+    #[error("the node cannot write its history (see its log); changes are refused")]
+    Storage,
 }
 
 impl StateHost for Server {
@@ -165,6 +168,9 @@ impl Server {
     ) -> Result<T, ChangeError> {
         let d = self.durability().map(|d| &**d);
         if let Some(d) = d {
+            if d.failed() {
+                return Err(ChangeError::Storage);
+            }
             if st.log().len() > d.max_backlog() {
                 return Err(ChangeError::Backlog);
             }
