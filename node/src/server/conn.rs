@@ -152,8 +152,10 @@ impl Conn {
                     Err(e) => return self.fatal(e, out).await,
                 }
             }
-            if std::mem::take(&mut self.changed) {
-                self.wait_durable().await;
+            if std::mem::take(&mut self.changed) && !self.wait_durable().await {
+                // Never acknowledge a change that did not reach the disk:
+                // the client sees the connection drop, not a false success.
+                return "the log writer failed; closing without acknowledging".into();
             }
             if !out.is_empty() {
                 if let Err(e) = self.write(&out).await {
@@ -203,18 +205,20 @@ impl Conn {
 
     /// Under `fsync = always`, waits until every change made so far is on
     /// disk (group commit: one wait covers the whole batch).
-    async fn wait_durable(&self) {
+    /// Returns false if the changes can never become durable.
+    async fn wait_durable(&self) -> bool {
         let Some(d) = self.server.durability() else {
-            return;
+            return true;
         };
         if d.fsync() != distkv_log::writer::FsyncPolicy::Always {
-            return;
+            return true;
         }
         let target = self.server.state().log().next_seq() - 1;
         tokio::select! {
             _ = d.wait_durable(target) => {}
             _ = self.cancel.cancelled() => {}
         }
+        !d.failed()
     }
 
     /// Writes `bytes`, unless the server shuts down first (a client that
