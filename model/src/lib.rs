@@ -13,6 +13,8 @@ pub mod event;
 pub mod path;
 pub mod pathfmt;
 pub mod ranges;
+#[cfg(test)]
+mod testutil;
 pub mod value;
 pub mod yaml;
 

@@ -1220,34 +1220,7 @@ mod tests {
 
     use super::*;
 
-    const N: Value = Value::Nil;
-    const T: Value = Value::Bool(true);
-    const F: Value = Value::Bool(false);
-
-    fn s(x: &str) -> Value {
-        Value::str(x)
-    }
-    fn i(x: i64) -> Value {
-        Value::Int(x)
-    }
-    fn f(x: f64) -> Value {
-        Value::Float(x)
-    }
-    fn b(x: &[u8]) -> Value {
-        Value::Bin(Arc::from(x))
-    }
-    fn a(x: Vec<Value>) -> Value {
-        Value::Array(x)
-    }
-    fn m(x: Vec<(Value, Value)>) -> Value {
-        Value::Map(x)
-    }
-    fn p(x: Vec<Value>) -> Value {
-        Value::Path(Path::new(x))
-    }
-    fn big(x: &[u8]) -> Value {
-        Value::BigUint(Arc::from(x))
-    }
+    use crate::testutil::*;
 
     /// Compares element lists exactly, types included (`1 != 1.0 != True`).
     fn assert_elems(input: &str, got: &[Value], want: &[Value]) {
