@@ -78,7 +78,7 @@ impl DurableConfig {
             segment_age: Duration::from_secs(3600),
             snapshot_records: 1_000_000,
             snapshot_interval: Duration::from_secs(600),
-            state_records: 1000,
+            state_records: 100_000,
             state_interval: Duration::from_secs(60),
             retention: RetentionPolicy {
                 max_age: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -310,8 +310,12 @@ pub struct Durability {
     /// In-memory log position up to which everything is on disk (and, under
     /// `fsync = always`, fsynced).
     durable: watch::Sender<Seq>,
-    wake: Mutex<bool>,
+    wake: Mutex<()>,
     wake_cv: Condvar,
+    /// Work arrived since the writer last looked.
+    pending: AtomicBool,
+    /// The writer is (about to be) waiting on `wake_cv`.
+    sleeping: AtomicBool,
     stop: AtomicBool,
     rotate: AtomicBool,
     /// The writer failed: nothing more reaches the disk.
@@ -343,10 +347,17 @@ impl Durability {
     }
 
     /// Wakes the writer: the in-memory log grew.
+    ///
+    /// Cheap when the writer is busy: only a sleeping writer is signalled
+    /// (a notify is a system call, and this runs on every change).
     pub fn wake(&self) {
-        let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
-        *w = true;
-        self.wake_cv.notify_one();
+        self.pending.store(true, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            // The writer holds `wake` from announcing that it sleeps until
+            // it waits, so this notify cannot be lost.
+            let _g = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake_cv.notify_one();
+        }
     }
 
     /// Waits until the in-memory log is durable up to `seq`.
@@ -404,8 +415,10 @@ pub fn start<H: StateHost>(
         config,
         meta: Mutex::new(meta),
         durable: watch::channel(mem_next.saturating_sub(1)).0,
-        wake: Mutex::new(false),
+        wake: Mutex::new(()),
         wake_cv: Condvar::new(),
+        pending: AtomicBool::new(false),
+        sleeping: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         rotate: AtomicBool::new(false),
         failed: AtomicBool::new(false),
@@ -650,16 +663,13 @@ impl<H: StateHost> WriterLoop<H> {
         if let Some(ms) = deadline {
             timeout = timeout.min(Duration::from_millis(ms.max(1)));
         }
-        let mut w = self.d.wake.lock().unwrap_or_else(|e| e.into_inner());
-        if !*w {
-            w = self
-                .d
-                .wake_cv
-                .wait_timeout(w, timeout)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+        let g = self.d.wake.lock().unwrap_or_else(|e| e.into_inner());
+        self.d.sleeping.store(true, Ordering::SeqCst);
+        if !self.d.pending.swap(false, Ordering::SeqCst) {
+            let _ = self.d.wake_cv.wait_timeout(g, timeout);
         }
-        *w = false;
+        self.d.sleeping.store(false, Ordering::SeqCst);
+        self.d.pending.store(false, Ordering::SeqCst);
     }
 
     /// Final flush at shutdown: everything written and fsynced; the tick
