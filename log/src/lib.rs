@@ -38,7 +38,7 @@ mod disk_tests;
 
 pub use block::MAX_BLOCK_LEN;
 pub use error::LogError;
-pub use reader::{LogReader, TornTail};
+pub use reader::{LogReader, SegmentReader, SegmentRecord, TornTail};
 pub use record::{LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};

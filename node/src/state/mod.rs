@@ -446,15 +446,14 @@ impl State {
     /// node heads the chain), at most `max` (0 = all).
     pub fn enum_node(&self, node: &str, max: usize, current: bool) -> Option<Vec<u64>> {
         let info = self.nodes.get(node)?;
-        let it = info.entries.iter().filter(|(_, p)| {
+        let ticks = info.present_ticks().into_iter().filter(|t| {
             !current
-                || self
-                    .root
-                    .follow(p)
+                || info
+                    .entry_path(*t)
+                    .and_then(|p| self.root.follow(p))
                     .and_then(|e| e.chain.as_ref())
                     .is_some_and(|c| &*c.head().node == node)
         });
-        let ticks = it.map(|(t, _)| *t);
         Some(if max == 0 {
             ticks.collect()
         } else {

@@ -11,7 +11,7 @@
 //! *Missing* is derived: `[1, tick]` minus present minus superseded.
 //! Invariant: a tick is never both present and superseded.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use distkv_model::{Path, RangeSet};
 
@@ -20,8 +20,9 @@ use distkv_model::{Path, RangeSet};
 pub struct NodeInfo {
     /// Highest tick seen; `None` = nothing yet.
     pub(crate) tick: Option<u64>,
-    /// Present ticks and the entry each one is in.
-    pub(crate) entries: BTreeMap<u64, Path>,
+    /// Present ticks and the entry each one is in. A hash map: the hot
+    /// path inserts and removes single ticks; ordered views (reports) sort.
+    pub(crate) entries: HashMap<u64, Path, foldhash::fast::RandomState>,
     pub(crate) superseded: RangeSet,
     pub(crate) deleted: RangeSet,
     pub(crate) reported: RangeSet,
@@ -55,8 +56,14 @@ impl NodeInfo {
 
     /// Ticks currently in some chain.
     pub fn present(&self) -> RangeSet {
-        // `entries` is ordered, so this builds the ranges in one pass.
-        self.entries.keys().copied().collect()
+        self.present_ticks().into_iter().collect()
+    }
+
+    /// Present ticks, ascending.
+    pub fn present_ticks(&self) -> Vec<u64> {
+        let mut t: Vec<u64> = self.entries.keys().copied().collect();
+        t.sort_unstable();
+        t
     }
 
     /// Ticks known to be gone from every chain.
@@ -79,7 +86,7 @@ impl NodeInfo {
         let mut r = RangeSet::new();
         if let Some(t) = self.tick.filter(|&t| t >= 1) {
             r.insert_range(1, t + 1);
-            for &p in self.entries.keys() {
+            for p in self.present_ticks() {
                 r.remove(p);
             }
             r.subtract(&self.superseded);

@@ -1,0 +1,641 @@
+//! `audit`: are the files intact and consistent, and which conflicts did
+//! replaying them resolve?
+//!
+//! Checks, each reported as a [`Problem`]:
+//! * **damage** — magic, CRC and framing of every segment (all of them,
+//!   also those a snapshot covers), snapshot and DistKV-py file, with the
+//!   file and the byte offset of the damaged header or block; segments
+//!   that do not follow each other (gaps); a torn tail of a newest segment
+//!   is reported too (a crash explains it; recovery cuts it off);
+//! * **missing** — per node, the ticks nobody has after replaying
+//!   everything: the state machine's own bookkeeping
+//!   ([`distkv_node::state::NodeInfo::missing`]);
+//! * **duplicate** — the same `node:tick` twice with different content
+//!   (path, value or tock; chains may legitimately be cut by the sender);
+//! * **chain** — a link with tick 0, a node twice in a chain (the decoder
+//!   refuses those: they show up as damage), a tick above the node's
+//!   highest tick as recorded by a later state record, by a snapshot's node
+//!   item, or by the data directory's tick reservation;
+//! * **conflict** — every conflict resolved during the replay: an event
+//!   that lost on tock ([`Applied::Lost`]), a concurrent event that won and
+//!   overwrote the stored value, or an event older than the stored value
+//!   with a different value ([`Applied::Stale`]); with the path, both
+//!   chains and tocks, the losing value and where the losing event is. An
+//!   event whose tick the state already knew (present or superseded, e.g.
+//!   from a snapshot's bookkeeping) was resolved before and is not
+//!   reported again.
+//!
+//! The replay starts as early as the files allow ([`Start::Earliest`]).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use distkv_model::chain::precedes;
+use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, UpdateEvent, Value};
+use distkv_node::state::{Applied, State};
+use distkv_snapshot::{Item, SnapshotReader};
+
+use crate::engine::{
+    chain_text, ranges_text, Before, EventCtx, FastMap, Observer, Outcome, Replay, Start, Stats,
+    Target,
+};
+use crate::error::Result;
+use crate::output::Doc;
+use crate::progress::Progress;
+use crate::source::{inventory, Damage, Loc, Pos, Rec};
+
+/// How a conflict was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// The incoming event lost on tock.
+    Lost,
+    /// The incoming event won against a concurrent stored value.
+    Overwritten,
+    /// The incoming event is older than the stored value and differs.
+    Stale,
+}
+
+impl ConflictKind {
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictKind::Lost => "lost",
+            ConflictKind::Overwritten => "overwritten",
+            ConflictKind::Stale => "stale",
+        }
+    }
+}
+
+/// One side of a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// Its value (`None`: a deletion).
+    pub value: Option<Value>,
+    /// Its chain.
+    pub chain: Option<Chain>,
+    /// Its tock.
+    pub tock: u64,
+    /// Where its event is, if known.
+    pub loc: Option<Loc>,
+}
+
+impl Version {
+    fn to_value(&self) -> Value {
+        Doc::new()
+            .opt(
+                "chain",
+                self.chain.as_ref().map(|c| Value::str(&chain_text(c))),
+            )
+            .put("tock", Value::uint(self.tock))
+            .put("value", self.value.clone().unwrap_or(Value::Nil))
+            .put("deleted", self.value.is_none())
+            .opt("at", self.loc.as_ref().map(Loc::to_value))
+            .value()
+    }
+
+    fn to_text(&self) -> String {
+        let v = match &self.value {
+            Some(v) => v.to_string(),
+            None => "<deleted>".into(),
+        };
+        let at = self
+            .loc
+            .as_ref()
+            .map_or("unknown place".into(), Loc::to_text);
+        format!(
+            "{v} [{}] tock {} ({at})",
+            self.chain.as_ref().map_or("-".into(), chain_text),
+            self.tock
+        )
+    }
+}
+
+/// A conflict resolved during replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// How.
+    pub kind: ConflictKind,
+    /// The entry.
+    pub path: KvPath,
+    /// The version kept.
+    pub winner: Version,
+    /// The version that lost (its value is the losing value).
+    pub loser: Version,
+}
+
+/// Something wrong with the files.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// Damaged or missing bytes.
+    Damage(Damage),
+    /// Ticks nobody has.
+    Missing {
+        /// The node.
+        node: NodeName,
+        /// Its missing ticks.
+        ticks: RangeSet,
+    },
+    /// The same `node:tick` with different content.
+    Duplicate {
+        /// The node.
+        node: NodeName,
+        /// The tick.
+        tick: u64,
+        /// Where it was seen first.
+        first: Loc,
+        /// Where it was seen again, different.
+        second: Loc,
+    },
+    /// A chain that cannot be right.
+    Chain {
+        /// Where.
+        loc: Loc,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A conflict resolved during replay.
+    Conflict(Conflict),
+}
+
+impl Problem {
+    /// The problem's kind in reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::Damage(_) => "damage",
+            Problem::Missing { .. } => "missing",
+            Problem::Duplicate { .. } => "duplicate",
+            Problem::Chain { .. } => "chain",
+            Problem::Conflict(_) => "conflict",
+        }
+    }
+
+    /// As a report map.
+    pub fn to_value(&self) -> Value {
+        let d = Doc::new().put("problem", self.kind());
+        match self {
+            Problem::Damage(x) => d
+                .put("damage", x.kind.name())
+                .put("file", x.file.display().to_string().as_str())
+                .opt("offset", x.offset.map(Value::uint))
+                .put("reason", x.reason.as_str()),
+            Problem::Missing { node, ticks } => d
+                .put("node", Value::Str(node.clone()))
+                .put("ticks", ranges_text(ticks).as_str()),
+            Problem::Duplicate {
+                node,
+                tick,
+                first,
+                second,
+            } => d
+                .put("event", format!("{node}:{tick}").as_str())
+                .put("first", first.to_value())
+                .put("second", second.to_value()),
+            Problem::Chain { loc, reason } => {
+                d.put("at", loc.to_value()).put("reason", reason.as_str())
+            }
+            Problem::Conflict(c) => d
+                .put("resolution", c.kind.name())
+                .put("path", Value::Path(c.path.clone()))
+                .put("winner", c.winner.to_value())
+                .put("loser", c.loser.to_value())
+                .put("lost_value", c.loser.value.clone().unwrap_or(Value::Nil)),
+        }
+        .value()
+    }
+
+    /// One line for people.
+    pub fn to_text(&self) -> String {
+        match self {
+            Problem::Damage(d) => format!("damage: {}", d.to_text()),
+            Problem::Missing { node, ticks } => {
+                format!("missing: node {node} ticks {}", ranges_text(ticks))
+            }
+            Problem::Duplicate {
+                node,
+                tick,
+                first,
+                second,
+            } => format!(
+                "duplicate: {node}:{tick} differs between {} and {}",
+                first.to_text(),
+                second.to_text()
+            ),
+            Problem::Chain { loc, reason } => format!("chain: {}: {reason}", loc.to_text()),
+            Problem::Conflict(c) => format!(
+                "conflict ({}): {}: kept {}; lost {}",
+                c.kind.name(),
+                c.path,
+                c.winner.to_text(),
+                c.loser.to_text()
+            ),
+        }
+    }
+}
+
+/// What an audit found.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    /// Histories (nodes) audited, by label.
+    pub histories: Vec<String>,
+    /// Segment, snapshot and DistKV-py files.
+    pub files: (usize, usize, usize),
+    /// Replay counts.
+    pub stats: Stats,
+    /// Everything wrong, in the order found.
+    pub problems: Vec<Problem>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+impl AuditReport {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The conflicts found.
+    pub fn conflicts(&self) -> impl Iterator<Item = &Conflict> {
+        self.problems.iter().filter_map(|p| match p {
+            Problem::Conflict(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// As a report map.
+    pub fn to_value(&self) -> Value {
+        let s = &self.stats;
+        Doc::new()
+            .put(
+                "nodes",
+                Value::Array(self.histories.iter().map(|h| Value::str(h)).collect()),
+            )
+            .put(
+                "files",
+                Doc::new()
+                    .put("segments", Value::uint(self.files.0 as u64))
+                    .put("snapshots", Value::uint(self.files.1 as u64))
+                    .put("distkv_py", Value::uint(self.files.2 as u64)),
+            )
+            .put(
+                "events",
+                Doc::new()
+                    .put("read", Value::uint(s.events))
+                    .put("stored", Value::uint(s.stored))
+                    .put("duplicates", Value::uint(s.duplicates))
+                    .put("covered", Value::uint(s.covered))
+                    .put("stale", Value::uint(s.stale))
+                    .put("lost", Value::uint(s.lost)),
+            )
+            .put("clean", self.is_clean())
+            .put(
+                "problems",
+                Value::Array(self.problems.iter().map(Problem::to_value).collect()),
+            )
+            .put(
+                "notes",
+                Value::Array(self.notes.iter().map(|n| Value::str(n)).collect()),
+            )
+            .value()
+    }
+
+    /// Lines for people.
+    pub fn to_text(&self) -> String {
+        let s = &self.stats;
+        let mut out = format!(
+            "audited {} segment(s), {} snapshot(s), {} DistKV-py file(s) of {}: {} events \
+             ({} stored, {} duplicates, {} covered by a snapshot), {} state records\n",
+            self.files.0,
+            self.files.1,
+            self.files.2,
+            if self.histories.is_empty() {
+                "nothing".into()
+            } else {
+                self.histories.join(", ")
+            },
+            s.events,
+            s.stored,
+            s.duplicates,
+            s.covered,
+            s.states
+        );
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        if self.problems.is_empty() {
+            out.push_str("no problems found\n");
+        } else {
+            out.push_str(&format!("{} problem(s):\n", self.problems.len()));
+            for p in &self.problems {
+                out.push_str("  ");
+                out.push_str(&p.to_text());
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// FNV-1a over the bytes of an event's path, value and tock.
+fn content_hash(ev: &UpdateEvent) -> u64 {
+    let mut buf = Vec::new();
+    codec::write_path(&mut buf, &ev.path);
+    match &ev.value {
+        Some(v) => codec::encode(v, &mut buf),
+        None => buf.push(0xc1),
+    }
+    codec::write_uint(&mut buf, ev.tock);
+    buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => codec::to_vec(a) == codec::to_vec(b),
+        _ => false,
+    }
+}
+
+/// Most chain problems reported per file before summing up.
+const MAX_CHAIN_REPORTS: usize = 20;
+
+struct AuditObserver {
+    /// First sighting of every event: content hash and place.
+    seen: FastMap<(NodeName, u64), (u64, Loc)>,
+    /// Per stream, the highest tick of each node named by its events.
+    max_tick: Vec<FastMap<NodeName, (u64, Loc)>>,
+    /// Per stream, nodes already reported as beyond a state record.
+    reported: Vec<HashSet<NodeName>>,
+    /// Where the base snapshot is (for versions that came from it).
+    base: Option<Loc>,
+    problems: Vec<Problem>,
+    chain_reports: usize,
+}
+
+impl AuditObserver {
+    fn place(&self, chain: Option<&Chain>) -> Option<Loc> {
+        let head = chain?.head();
+        self.seen
+            .get(&(head.node.clone(), head.tick))
+            .map(|(_, l)| l.clone())
+            .or_else(|| self.base.clone())
+    }
+
+    fn chain_problem(&mut self, loc: &Loc, reason: String) {
+        self.chain_reports += 1;
+        if self.chain_reports <= MAX_CHAIN_REPORTS {
+            self.problems.push(Problem::Chain {
+                loc: loc.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn check_links(&mut self, stream: usize, loc: &Loc, chain: &Chain) {
+        for l in chain.links() {
+            if l.tick == 0 {
+                self.chain_problem(loc, format!("link {}:0 has tick 0", l.node));
+            }
+            let m = self.max_tick[stream]
+                .entry(l.node.clone())
+                .or_insert((0, loc.clone()));
+            if l.tick > m.0 {
+                *m = (l.tick, loc.clone());
+            }
+        }
+    }
+
+    fn conflict(&mut self, ctx: &EventCtx<'_>, before: &Before, applied: Applied) {
+        let ev = ctx.event;
+        let incoming = Version {
+            value: ev.value.clone(),
+            chain: Some(ev.chain.clone()),
+            tock: ev.tock,
+            loc: Some(ctx.loc.clone()),
+        };
+        let stored = Version {
+            value: before.value.clone(),
+            chain: before.chain.clone(),
+            tock: before.tock,
+            loc: self.place(before.chain.as_ref()),
+        };
+        let c = match applied {
+            Applied::Lost => Conflict {
+                kind: ConflictKind::Lost,
+                path: ev.path.clone(),
+                winner: stored,
+                loser: incoming,
+            },
+            Applied::Stale if !same_value(before.value.as_ref(), ev.value.as_ref()) => Conflict {
+                kind: ConflictKind::Stale,
+                path: ev.path.clone(),
+                winner: stored,
+                loser: incoming,
+            },
+            Applied::Stored(_)
+                if before.chain.is_some() && !precedes(before.chain.as_ref(), Some(&ev.chain)) =>
+            {
+                Conflict {
+                    kind: ConflictKind::Overwritten,
+                    path: ev.path.clone(),
+                    winner: incoming,
+                    loser: stored,
+                }
+            }
+            _ => return,
+        };
+        self.problems.push(Problem::Conflict(c));
+    }
+}
+
+impl Observer for AuditObserver {
+    fn wants_before(&self, _event: &UpdateEvent) -> bool {
+        true
+    }
+
+    fn record(&mut self, _state: &State, stream: usize, rec: &Rec) {
+        let Rec::State { loc, state, .. } = rec else {
+            return;
+        };
+        for (node, tick) in &state.nodes {
+            let Some((seen, at)) = self.max_tick[stream].get(node).cloned() else {
+                continue;
+            };
+            if tick.is_none_or(|t| seen > t) && self.reported[stream].insert(node.clone()) {
+                self.chain_problem(
+                    &at,
+                    format!(
+                        "names {node}:{seen}, beyond the tick {} the state record at {} gives \
+                         node {node}",
+                        tick.map_or("(none)".into(), |t| t.to_string()),
+                        loc.to_text()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn event(&mut self, _state: &State, ctx: &EventCtx<'_>) {
+        let ev = ctx.event;
+        self.check_links(ctx.stream, ctx.loc, &ev.chain);
+        let head = ev.chain.head();
+        let hash = content_hash(ev);
+        match self.seen.get(&(head.node.clone(), head.tick)) {
+            Some((h, first)) => {
+                if *h != hash {
+                    self.problems.push(Problem::Duplicate {
+                        node: head.node.clone(),
+                        tick: head.tick,
+                        first: first.clone(),
+                        second: ctx.loc.clone(),
+                    });
+                }
+            }
+            None => {
+                self.seen
+                    .insert((head.node.clone(), head.tick), (hash, ctx.loc.clone()));
+            }
+        }
+        if let Outcome::Applied {
+            applied,
+            known_before: false,
+            before: Some(before),
+        } = ctx.outcome
+        {
+            self.conflict(ctx, before, *applied);
+        }
+    }
+}
+
+/// Reads a whole snapshot: damage, and chains beyond the snapshot's own
+/// node ticks or with tick 0.
+fn check_snapshot(path: &PathBuf, problems: &mut Vec<Problem>) -> Result<()> {
+    let reader = match SnapshotReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(Problem::Damage(Damage::from_snapshot(e)?));
+            return Ok(());
+        }
+    };
+    let loc = Loc {
+        file: std::sync::Arc::from(path.as_path()),
+        pos: Pos::Snapshot,
+    };
+    let mut ticks: FastMap<NodeName, Option<u64>> = FastMap::default();
+    let mut reports = 0;
+    for item in reader {
+        match item {
+            Ok(Item::Node(n)) => {
+                ticks.insert(n.name, n.tick);
+            }
+            Ok(Item::Entry(e)) => {
+                let Some(chain) = &e.chain else { continue };
+                for l in chain.links() {
+                    let top = ticks.get(&l.node).copied().flatten();
+                    let why = if l.tick == 0 {
+                        Some(format!("entry {}: link {}:0 has tick 0", e.path, l.node))
+                    } else if ticks.contains_key(&l.node) && top.is_none_or(|t| l.tick > t) {
+                        Some(format!(
+                            "entry {}: names {}:{}, beyond the snapshot's tick {} for {}",
+                            e.path,
+                            l.node,
+                            l.tick,
+                            top.map_or("(none)".into(), |t| t.to_string()),
+                            l.node
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = why {
+                        reports += 1;
+                        if reports <= MAX_CHAIN_REPORTS {
+                            problems.push(Problem::Chain {
+                                loc: loc.clone(),
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                problems.push(Problem::Damage(Damage::from_snapshot(e)?));
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Audits `inputs` (see the module docs).
+pub fn audit(inputs: &[PathBuf], quiet: bool) -> Result<AuditReport> {
+    let inv = inventory(inputs)?;
+    let mut problems = Vec::new();
+    for h in &inv.histories {
+        for s in &h.snapshots {
+            check_snapshot(&s.path, &mut problems)?;
+        }
+    }
+    let mut replay = Replay::prepare(&inv, Target::All, Start::Earliest, true, None)?;
+    let n = inv.histories.len();
+    let mut obs = AuditObserver {
+        seen: FastMap::default(),
+        max_tick: vec![FastMap::default(); n],
+        reported: vec![HashSet::new(); n],
+        base: replay.base.as_ref().map(|b| Loc {
+            file: std::sync::Arc::from(b.path.as_path()),
+            pos: Pos::Snapshot,
+        }),
+        problems: Vec::new(),
+        chain_reports: 0,
+    };
+    let progress = Progress::bytes(replay.total_bytes(), "audit", quiet);
+    replay.run(&mut obs, &progress)?;
+    // The data directory's tick reservation bounds its own node's ticks.
+    for (i, h) in inv.histories.iter().enumerate() {
+        let (Some(node), Some(reserved)) = (&h.node, h.reserved_tick) else {
+            continue;
+        };
+        if let Some((t, at)) = obs.max_tick[i].get(node).cloned() {
+            if t > reserved {
+                obs.chain_problem(
+                    &at,
+                    format!("names {node}:{t}, beyond the data directory's reservation {reserved}"),
+                );
+            }
+        }
+    }
+    if obs.chain_reports > MAX_CHAIN_REPORTS {
+        replay.notes.push(format!(
+            "{} more chain problems not listed",
+            obs.chain_reports - MAX_CHAIN_REPORTS
+        ));
+    }
+    for d in &replay.damage {
+        let p = Problem::Damage(d.clone());
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    problems.append(&mut obs.problems);
+    for (node, ticks) in replay.missing() {
+        problems.push(Problem::Missing { node, ticks });
+    }
+    let mut notes = replay.notes.clone();
+    for (i, s) in replay.starts.iter().enumerate() {
+        if let Some(p) = s {
+            notes.push(format!(
+                "{}: replayed from snapshot {} (the log does not go back further)",
+                replay.labels[i],
+                p.display()
+            ));
+        }
+    }
+    Ok(AuditReport {
+        histories: replay.labels.clone(),
+        files: inv.counts(),
+        stats: replay.stats.clone(),
+        problems,
+        notes,
+    })
+}

@@ -1,0 +1,526 @@
+//! `diff`: how two states differ.
+//!
+//! Each side is one of:
+//! * a **snapshot**, loaded as a node loads it;
+//! * a **data directory**, recovered read-only by [`recover_read_only`]:
+//!   the same steps as the node's recovery (newest snapshot that reads
+//!   cleanly and that the log continues, then every log record after it,
+//!   a torn tail ignored, the own tick raised to the durable reservation)
+//!   without the writes recovery makes (creating directories, cutting the
+//!   torn tail, raising the reservation);
+//! * a **live node** `HOST:PORT`, fetched with the client: `get_tree` of
+//!   the whole tree with full chains and empty entries, and `get_state` for
+//!   every node's tick, superseded and deleted ticks;
+//! * any other input (segments, DistKV-py files), replayed to its end.
+//!
+//! [`diff_walk`] then walks both trees in step — each entry of A with its
+//! namesake in B, then B's entries A lacks — holding nothing but the two
+//! states, and reports each path whose value, chain or tock differ:
+//! added (only B has a value), removed (only A has one) or changed.
+//! [`node_diffs`] lists the nodes whose highest tick differs.
+
+use std::path::{Path, PathBuf};
+
+use distkv_log::writer::RecoveryMode;
+use distkv_log::{list_segments, LogReader, LogRecord, SegmentReader};
+use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, Value};
+use distkv_node::client::{Client, ConnectOptions, StreamItem};
+use distkv_node::persist::durable::list_snapshots;
+use distkv_node::persist::meta::Meta;
+use distkv_node::persist::snap;
+use distkv_node::state::{Entry, State};
+use distkv_snapshot::SnapshotReader;
+
+use crate::engine::{chain_text, digest_text, restore_state_record, LIMITS};
+use crate::error::{Error, Result};
+use crate::output::Doc;
+use crate::source::{detect, Kind, StateRec};
+
+/// One side of a diff.
+#[derive(Debug)]
+pub struct Side {
+    /// What it is, for reports.
+    pub label: String,
+    /// Its state.
+    pub state: State,
+    /// Remarks (e.g. skipped snapshots, damage met while replaying).
+    pub notes: Vec<String>,
+}
+
+/// Recovers a data directory's state the way the node does at start,
+/// without writing anything (see the module docs).
+pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
+    let meta = Meta::load(dir)?.ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{}: no metadata (`meta`): not a data directory",
+            dir.display()
+        ))
+    })?;
+    let me = meta.node.as_str();
+    let mut notes = Vec::new();
+    let log_dir = dir.join("log");
+    let segments = if log_dir.is_dir() {
+        list_segments(&log_dir)?
+    } else {
+        Vec::new()
+    };
+    // Where the log ends once a torn tail is cut: what the writer's
+    // recovery computes, found by reading the newest segment.
+    let log_end = match segments.last() {
+        None => 1,
+        Some(last) => {
+            let mut r = SegmentReader::open(&last.path, RecoveryMode::TruncateTail)?;
+            for rec in r.by_ref() {
+                rec?;
+            }
+            if let Some(t) = r.torn_tail() {
+                notes.push(format!(
+                    "{}: torn tail at byte {} ignored ({})",
+                    t.file.display(),
+                    t.offset,
+                    t.reason
+                ));
+            }
+            r.next_seq()
+        }
+    };
+    let mut start = None;
+    let snaps = list_snapshots(&dir.join("snap"))
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", dir.join("snap").display())))?;
+    for (seq, path) in snaps {
+        if seq >= log_end {
+            notes.push(format!(
+                "{}: skipped: covers position {seq}, beyond the log's end {log_end}",
+                path.display()
+            ));
+            continue;
+        }
+        match snap::load(&path, me, LIMITS) {
+            Ok((st, _)) => {
+                notes.push(format!("started from {}", path.display()));
+                start = Some((st, seq));
+                break;
+            }
+            Err(e) => notes.push(format!("{}: skipped: {e}", path.display())),
+        }
+    }
+    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, LIMITS), 0));
+    if !segments.is_empty() {
+        for rec in LogReader::open_with(&log_dir, covered + 1, RecoveryMode::TruncateTail)? {
+            match rec? {
+                LogRecord::Event { event, .. } => {
+                    state.apply(event);
+                }
+                LogRecord::State {
+                    nodes,
+                    known,
+                    deleted,
+                    ..
+                } => restore_state_record(
+                    &mut state,
+                    &StateRec {
+                        nodes,
+                        known,
+                        deleted,
+                        tock: None,
+                    },
+                ),
+            }
+        }
+    }
+    // Never reuse a tick: the node resumes above its reservation.
+    let used = state.tick().unwrap_or(0);
+    if meta.reserved_tick > used {
+        let me_name = state.me().clone();
+        let mut skipped = RangeSet::new();
+        skipped.insert_range(used + 1, meta.reserved_tick + 1);
+        state.restore_node(
+            &me_name,
+            Some(meta.reserved_tick),
+            &skipped,
+            &RangeSet::new(),
+        );
+    }
+    Ok((state, notes))
+}
+
+/// Fetches a live node's whole state.
+pub fn live_state(addr: &str) -> Result<State> {
+    let client_err = |source| Error::Client {
+        addr: addr.to_string(),
+        source,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            file: PathBuf::from("(tokio runtime)"),
+            source,
+        })?;
+    rt.block_on(async {
+        let client = Client::connect(addr, ConnectOptions::default())
+            .await
+            .map_err(client_err)?;
+        let mut st = State::new(&client.greeting().node, LIMITS);
+        let fields = vec![
+            ("path", Value::Path(KvPath::root())),
+            ("nchain", Value::Int(-1)),
+            ("empty", Value::Bool(true)),
+        ];
+        let mut stream = client
+            .stream("get_tree", fields)
+            .await
+            .map_err(client_err)?
+            .long_paths(&KvPath::root());
+        while let Some(item) = stream.next().await.map_err(client_err)? {
+            let StreamItem::Data(m) = item else { continue };
+            let Some(path) = m.get("path").and_then(distkv_model::event::path_from_value) else {
+                continue;
+            };
+            let chain = match m.get("chain") {
+                Some(c) => Chain::from_value(c).map_err(|e| {
+                    Error::InvalidInput(format!("{addr}: bad chain at {path}: {e}"))
+                })?,
+                None => None,
+            };
+            let value = m.get("value").cloned();
+            if value.is_none() && chain.is_none() {
+                continue;
+            }
+            let tock = m.get("tock").and_then(Value::as_u64).unwrap_or(0);
+            st.restore_entry(&path, value, chain, tock);
+        }
+        let reply = client
+            .get_state(&["nodes", "known", "deleted"])
+            .await
+            .map_err(client_err)?;
+        let empty = RangeSet::new();
+        let ranges = |key: &str, node: &Value| -> RangeSet {
+            reply
+                .get(key)
+                .and_then(Value::as_map)
+                .and_then(|m| m.iter().find(|(k, _)| k == node))
+                .and_then(|(_, r)| RangeSet::from_value(r).ok())
+                .unwrap_or_default()
+        };
+        if let Some(nodes) = reply.get("nodes").and_then(Value::as_map) {
+            for (name, tick) in nodes {
+                let Some(n) = name.as_str() else { continue };
+                st.restore_node(n, tick.as_u64(), &ranges("known", name), &empty);
+                st.restore_node(n, None, &empty, &ranges("deleted", name));
+            }
+        }
+        Ok(st)
+    })
+}
+
+/// Whether `s` looks like `HOST:PORT`.
+fn host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// Loads one side: a path (snapshot, data directory, other files) or a
+/// live node's address.
+pub fn load_side(spec: &str, quiet: bool) -> Result<Side> {
+    let path = Path::new(spec);
+    if !path.exists() && host_port(spec) {
+        return Ok(Side {
+            label: format!("node at {spec}"),
+            state: live_state(spec)?,
+            notes: Vec::new(),
+        });
+    }
+    let input = detect(path)?;
+    match input.kind {
+        Kind::Snapshot => {
+            let node = SnapshotReader::open(path)?.header().node.clone();
+            let (state, _) = snap::load(path, &node, LIMITS)?;
+            Ok(Side {
+                label: format!("snapshot {spec}"),
+                state,
+                notes: Vec::new(),
+            })
+        }
+        Kind::DataDir => {
+            let (state, notes) = recover_read_only(path)?;
+            Ok(Side {
+                label: format!("data directory {spec}"),
+                state,
+                notes,
+            })
+        }
+        _ => {
+            let replay = crate::restore::rebuild(
+                &[path.to_path_buf()],
+                crate::engine::Target::All,
+                None,
+                quiet,
+            )?;
+            let mut notes = replay.notes.clone();
+            notes.extend(
+                replay
+                    .damage
+                    .iter()
+                    .map(|d| format!("damage: {}", d.to_text())),
+            );
+            Ok(Side {
+                label: format!("replay of {spec}"),
+                state: replay.state,
+                notes,
+            })
+        }
+    }
+}
+
+/// How a path differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    /// Only B has a value.
+    Added,
+    /// Only A has a value.
+    Removed,
+    /// Value, chain or tock differ.
+    Changed,
+}
+
+impl DiffKind {
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiffKind::Added => "added",
+            DiffKind::Removed => "removed",
+            DiffKind::Changed => "changed",
+        }
+    }
+}
+
+/// An entry as one side has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryView {
+    /// Its value.
+    pub value: Option<Value>,
+    /// Its chain.
+    pub chain: Option<Chain>,
+    /// Its tock.
+    pub tock: u64,
+}
+
+impl EntryView {
+    fn of(e: &Entry) -> Option<EntryView> {
+        if e.data().is_none() && e.chain().is_none() {
+            return None;
+        }
+        Some(EntryView {
+            value: e.data().cloned(),
+            chain: e.chain().cloned(),
+            tock: e.tock(),
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Doc::new()
+            .put("value", self.value.clone().unwrap_or(Value::Nil))
+            .put("deleted", self.value.is_none())
+            .opt(
+                "chain",
+                self.chain.as_ref().map(|c| Value::str(&chain_text(c))),
+            )
+            .put("tock", Value::uint(self.tock))
+            .value()
+    }
+
+    fn to_text(&self) -> String {
+        let v = self
+            .value
+            .as_ref()
+            .map_or("<no value>".into(), Value::to_string);
+        format!(
+            "{v} [{}] tock {}",
+            self.chain.as_ref().map_or("-".into(), chain_text),
+            self.tock
+        )
+    }
+}
+
+/// One path that differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathDiff {
+    /// How.
+    pub kind: DiffKind,
+    /// The path.
+    pub path: KvPath,
+    /// A's entry (value or tombstone), if any.
+    pub a: Option<EntryView>,
+    /// B's entry, if any.
+    pub b: Option<EntryView>,
+}
+
+impl PathDiff {
+    /// As a report map.
+    pub fn to_value(&self) -> Value {
+        Doc::new()
+            .put("kind", self.kind.name())
+            .put("path", Value::Path(self.path.clone()))
+            .opt("a", self.a.as_ref().map(EntryView::to_value))
+            .opt("b", self.b.as_ref().map(EntryView::to_value))
+            .value()
+    }
+
+    /// One line for people.
+    pub fn to_text(&self) -> String {
+        let side = |e: &Option<EntryView>| e.as_ref().map_or("<absent>".into(), EntryView::to_text);
+        match self.kind {
+            DiffKind::Added => format!("+ {}: {}", self.path, side(&self.b)),
+            DiffKind::Removed => format!("- {}: {}", self.path, side(&self.a)),
+            DiffKind::Changed => format!("~ {}: {} -> {}", self.path, side(&self.a), side(&self.b)),
+        }
+    }
+}
+
+/// A node whose highest tick differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDiff {
+    /// The node.
+    pub node: NodeName,
+    /// Its tick in A (`None`: unknown or none).
+    pub a: Option<u64>,
+    /// Its tick in B.
+    pub b: Option<u64>,
+}
+
+impl NodeDiff {
+    /// As a report map.
+    pub fn to_value(&self) -> Value {
+        Doc::new()
+            .put("kind", "node")
+            .put("node", Value::Str(self.node.clone()))
+            .put("a_tick", self.a.map_or(Value::Nil, Value::uint))
+            .put("b_tick", self.b.map_or(Value::Nil, Value::uint))
+            .value()
+    }
+
+    /// One line for people.
+    pub fn to_text(&self) -> String {
+        let t = |x: Option<u64>| x.map_or("-".into(), |t| t.to_string());
+        format!("node {}: tick {} -> {}", self.node, t(self.a), t(self.b))
+    }
+}
+
+fn same(a: &EntryView, b: &EntryView) -> bool {
+    let value_same = match (&a.value, &b.value) {
+        (None, None) => true,
+        (Some(x), Some(y)) => codec::to_vec(x) == codec::to_vec(y),
+        _ => false,
+    };
+    value_same && a.chain == b.chain && a.tock == b.tock
+}
+
+/// Walks both trees in step and hands each differing path to `emit`, in
+/// A's tree order followed by what only B has below each entry.
+pub fn diff_walk(a: &State, b: &State, emit: &mut dyn FnMut(PathDiff) -> Result<()>) -> Result<()> {
+    let mut stack: Vec<(Option<&Entry>, Option<&Entry>)> = vec![(Some(a.root()), Some(b.root()))];
+    while let Some((ea, eb)) = stack.pop() {
+        let va = ea.and_then(EntryView::of);
+        let vb = eb.and_then(EntryView::of);
+        let kind = match (&va, &vb) {
+            (None, None) => None,
+            (Some(x), Some(y)) if same(x, y) => None,
+            (x, y) => {
+                let has = |v: &Option<EntryView>| v.as_ref().is_some_and(|v| v.value.is_some());
+                Some(match (has(x), has(y)) {
+                    (false, true) => DiffKind::Added,
+                    (true, false) => DiffKind::Removed,
+                    _ => DiffKind::Changed,
+                })
+            }
+        };
+        if let Some(kind) = kind {
+            let path = ea.or(eb).map(|e| e.path().clone()).unwrap_or_default();
+            emit(PathDiff {
+                kind,
+                path,
+                a: va,
+                b: vb,
+            })?;
+        }
+        let start = stack.len();
+        if let Some(ea) = ea {
+            for (name, ca) in ea.children() {
+                stack.push((Some(ca), eb.and_then(|eb| eb.child(name))));
+            }
+        }
+        if let Some(eb) = eb {
+            for (name, cb) in eb.children() {
+                if ea.and_then(|ea| ea.child(name)).is_none() {
+                    stack.push((None, Some(cb)));
+                }
+            }
+        }
+        // Pop in tree order.
+        stack[start..].reverse();
+    }
+    Ok(())
+}
+
+/// Nodes whose highest tick differs between `a` and `b`.
+pub fn node_diffs(a: &State, b: &State) -> Vec<NodeDiff> {
+    let mut out = Vec::new();
+    for (n, i) in a.nodes() {
+        let tb = b.node(n).and_then(|x| x.tick());
+        if i.tick() != tb {
+            out.push(NodeDiff {
+                node: n.clone(),
+                a: i.tick(),
+                b: tb,
+            });
+        }
+    }
+    for (n, i) in b.nodes() {
+        if a.node(n).is_none() && i.tick().is_some() {
+            out.push(NodeDiff {
+                node: n.clone(),
+                a: None,
+                b: i.tick(),
+            });
+        }
+    }
+    out
+}
+
+/// A summary of both sides, for the report's first item.
+pub fn sides_value(a: &Side, b: &Side) -> Value {
+    let one = |s: &Side| {
+        Doc::new()
+            .put("label", s.label.as_str())
+            .put("node", Value::Str(s.state.me().clone()))
+            .put("digest", digest_text(s.state.digest()).as_str())
+            .put(
+                "notes",
+                Value::Array(s.notes.iter().map(|n| Value::str(n)).collect()),
+            )
+            .value()
+    };
+    Doc::new()
+        .put("kind", "sides")
+        .put("a", one(a))
+        .put("b", one(b))
+        .value()
+}
+
+/// The summary as text.
+pub fn sides_text(a: &Side, b: &Side) -> String {
+    let mut out = String::new();
+    for (tag, s) in [("A", a), ("B", b)] {
+        out.push_str(&format!(
+            "{tag}: {} (node {}, digest {})\n",
+            s.label,
+            s.state.me(),
+            digest_text(s.state.digest())
+        ));
+        for n in &s.notes {
+            out.push_str(&format!("   note: {n}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,677 @@
+//! Replaying histories through the node's own state machine.
+//!
+//! [`Replay::prepare`] picks, for each [`History`], where to start: a
+//! snapshot (the newest one at or before the target for `restore` and
+//! `diff` — [`Start::Latest`] —, the oldest one the log continues for
+//! `audit` and `history` — [`Start::Earliest`] —, or none), and opens a
+//! [`HistoryStream`] for the records after it. The first chosen snapshot
+//! becomes the base state exactly as the node loads it
+//! ([`distkv_node::persist::snap::load`]); snapshots chosen for other
+//! histories are merged in as ordinary changes.
+//!
+//! [`Replay::run`] then merges the streams: records other than events
+//! (state records, snapshot items, damage) are handled as soon as they come
+//! up; among the streams' next events the one with the lowest tock goes
+//! first (ties: the stream given first), so each stream keeps its own
+//! order and the merged order follows the tocks, which are Lamport clocks:
+//! a change never comes before one it was built on. Events seen before
+//! (same head `node:tick`) are skipped as duplicates. Every event goes
+//! through [`State::apply`] — there is no second implementation of the
+//! apply rules here — and an [`Observer`] sees each outcome together with
+//! what the entry held before.
+//!
+//! A [`Target`] stops the replay: by tock or time each stream ends before
+//! its first event past the target (a prefix of each log, which is exactly
+//! what its node had applied at that point); by event, the whole replay
+//! ends right after that event in merged order.
+
+use std::path::PathBuf;
+
+use distkv_log::{LogLimits, Seq};
+use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
+use distkv_node::persist::snap;
+use distkv_node::state::{Applied, State};
+use distkv_snapshot::{Item, SnapshotHeader, SnapshotReader};
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::source::{
+    Cut, Damage, DamageKind, History, HistoryStream, Inventory, Loc, Rec, SnapFile, StateRec,
+    StreamSpec,
+};
+
+/// A hash map with a fast hasher (keys come from local files).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Limits of the replayed state's in-memory event log: nobody reads it,
+/// so it keeps next to nothing.
+pub const LIMITS: LogLimits = LogLimits {
+    max_records: 1,
+    max_bytes: 1,
+};
+
+/// Where a replay stops.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Target {
+    /// At the end of every input.
+    #[default]
+    All,
+    /// Before each log's first event with a tock above this.
+    Tock(u64),
+    /// Before each log's first event written after this time (ms).
+    TimeMs(u64),
+    /// Right after this event (`node`, `tick`) in merged order.
+    Event(NodeName, u64),
+}
+
+impl Target {
+    /// Parses `NODE:TICK`.
+    pub fn parse_event(s: &str) -> Result<Target> {
+        let bad = || Error::InvalidInput(format!("{s:?} is not NODE:TICK (e.g. n1:42)"));
+        let (node, tick) = s.rsplit_once(':').ok_or_else(bad)?;
+        let tick: u64 = tick.parse().map_err(|_| bad())?;
+        if node.is_empty() || tick == 0 {
+            return Err(bad());
+        }
+        Ok(Target::Event(NodeName::from(node), tick))
+    }
+
+    fn cut(&self) -> Cut {
+        match self {
+            Target::Tock(t) => Cut::Tock(*t),
+            Target::TimeMs(t) => Cut::TimeMs(*t),
+            Target::All | Target::Event(..) => Cut::None,
+        }
+    }
+
+    /// The target for reports.
+    pub fn to_text(&self) -> String {
+        match self {
+            Target::All => "the end".into(),
+            Target::Tock(t) => format!("tock {t}"),
+            Target::TimeMs(t) => crate::time::format_ms(*t),
+            Target::Event(n, t) => format!("event {n}:{t}"),
+        }
+    }
+}
+
+/// Which snapshot a history starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest one the log continues (or none if the log goes back to
+    /// its beginning): replay as much as possible.
+    Earliest,
+    /// The newest one at or before the target: replay as little as
+    /// possible.
+    Latest,
+}
+
+/// The snapshot the replayed state was loaded from.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The history it belongs to.
+    pub history: usize,
+    /// The file.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: SnapshotHeader,
+}
+
+/// Counts of what a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events read (all kinds).
+    pub events: u64,
+    /// Stored by the state machine.
+    pub stored: u64,
+    /// Already there (same chain head).
+    pub same: u64,
+    /// Superseded by what the entry held.
+    pub stale: u64,
+    /// Lost a conflict.
+    pub lost: u64,
+    /// Skipped: the same `node:tick` was applied before.
+    pub duplicates: u64,
+    /// Read for checking only (covered by the start snapshot).
+    pub covered: u64,
+    /// State records applied.
+    pub states: u64,
+    /// Entries of snapshots merged in as changes.
+    pub snapshot_entries: u64,
+    /// DistKV-py records not understood.
+    pub unknown: u64,
+}
+
+/// What the entry held before an event was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Before {
+    /// Its value.
+    pub value: Option<Value>,
+    /// Its chain.
+    pub chain: Option<Chain>,
+    /// Its tock.
+    pub tock: u64,
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The state machine's verdict.
+    Applied {
+        /// What `apply` returned.
+        applied: Applied,
+        /// The head tick was already known to the state (present or
+        /// superseded) before: whatever conflict it was part of was
+        /// resolved before.
+        known_before: bool,
+        /// The entry before, when the observer asked for it.
+        before: Option<Before>,
+    },
+    /// The same `node:tick` was applied before; not applied again.
+    Duplicate,
+    /// Covered by the start snapshot; read for checking only.
+    Covered,
+}
+
+/// One event and what became of it.
+#[derive(Debug)]
+pub struct EventCtx<'a> {
+    /// The stream (history index) it came from.
+    pub stream: usize,
+    /// Where it is.
+    pub loc: &'a Loc,
+    /// When it was written, if known.
+    pub time_ms: Option<u64>,
+    /// The event.
+    pub event: &'a UpdateEvent,
+    /// What became of it.
+    pub outcome: &'a Outcome,
+}
+
+/// Watches a replay. Every method has a do-nothing default.
+pub trait Observer {
+    /// Whether [`Outcome::Applied::before`] is wanted for this event
+    /// (it costs a clone of the old value).
+    fn wants_before(&self, _event: &UpdateEvent) -> bool {
+        false
+    }
+    /// Every record, before it is handled.
+    fn record(&mut self, _state: &State, _stream: usize, _rec: &Rec) {}
+    /// Every event, after it was handled.
+    fn event(&mut self, _state: &State, _ctx: &EventCtx<'_>) {}
+}
+
+/// An observer that watches nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// A replay in progress (see the module docs).
+pub struct Replay {
+    /// The replayed state.
+    pub state: State,
+    /// The snapshot the state was loaded from.
+    pub base: Option<Base>,
+    /// The snapshot each history starts from (`None`: its beginning).
+    pub starts: Vec<Option<PathBuf>>,
+    /// History labels (node names or file names), by stream index.
+    pub labels: Vec<String>,
+    /// Damage met so far.
+    pub damage: Vec<Damage>,
+    /// Remarks.
+    pub notes: Vec<String>,
+    /// Counts.
+    pub stats: Stats,
+    /// Per stream, the seq of the last log record handled.
+    pub last_seq: Vec<Option<Seq>>,
+    /// Whether the target event was reached.
+    pub target_reached: bool,
+    streams: Vec<HistoryStream>,
+    target: Target,
+    applied: FastMap<NodeName, RangeSet>,
+    total_bytes: u64,
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("labels", &self.labels)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether snapshot `s` is at or before `target`.
+fn qualifies(s: &SnapFile, target: &Target, damage: &mut Vec<Damage>) -> Result<bool> {
+    Ok(match target {
+        Target::All => true,
+        Target::Tock(t) => s.header.tock <= *t,
+        Target::TimeMs(t) => s.header.created_ms <= *t,
+        Target::Event(node, tick) => {
+            // Node items come first: read up to the first entry.
+            let reader = match SnapshotReader::open(&s.path) {
+                Ok(r) => r,
+                Err(e) => {
+                    damage.push(Damage::from_snapshot(e)?);
+                    return Ok(false);
+                }
+            };
+            let mut seen = None;
+            for item in reader {
+                match item {
+                    Ok(Item::Node(n)) if n.name == *node => seen = n.tick,
+                    Ok(Item::Node(_)) => {}
+                    Ok(Item::Entry(_)) => break,
+                    Err(e) => {
+                        damage.push(Damage::from_snapshot(e)?);
+                        return Ok(false);
+                    }
+                }
+            }
+            seen.is_none_or(|t| t < *tick)
+        }
+    })
+}
+
+/// Applies a state record's bookkeeping, as node recovery does.
+pub fn restore_state_record(st: &mut State, rec: &StateRec) {
+    let empty = RangeSet::new();
+    if let Some(t) = rec.tock {
+        st.tock().seen(t);
+    }
+    for (n, t) in &rec.nodes {
+        st.restore_node(n, *t, &empty, &empty);
+    }
+    for (n, r) in &rec.known.0 {
+        st.restore_node(n, None, r, &empty);
+    }
+    for (n, r) in &rec.deleted.0 {
+        st.restore_node(n, None, &empty, r);
+    }
+}
+
+impl Replay {
+    /// Chooses start points and opens the streams (see the module docs).
+    /// `me` names the replayed state's node (default: the first history's).
+    pub fn prepare(
+        inv: &Inventory,
+        target: Target,
+        start: Start,
+        verify_all: bool,
+        me: Option<&str>,
+    ) -> Result<Replay> {
+        let me: NodeName = me
+            .map(NodeName::from)
+            .or_else(|| inv.histories.iter().find_map(|h| h.node.clone()))
+            .unwrap_or_else(|| NodeName::from("replay"));
+        let mut damage = inv.damage.clone();
+        let mut notes = inv.notes.clone();
+        let mut state = None;
+        let mut base = None;
+        let mut streams = Vec::new();
+        let mut starts = Vec::new();
+        for (i, h) in inv.histories.iter().enumerate() {
+            let (chosen, stream_snap) = Self::choose(
+                i,
+                h,
+                &target,
+                start,
+                &me,
+                &mut state,
+                &mut base,
+                &mut damage,
+            )?;
+            if matches!(target, Target::TimeMs(_)) && h.py.is_some() {
+                notes.push(format!(
+                    "{}: DistKV-py files have no times; all their records are used",
+                    h.label()
+                ));
+            }
+            let from_seq = chosen.as_ref().map_or(0, |s| s.header.seq + 1);
+            match h.segments.first() {
+                Some(first) if from_seq == 0 && first.first_seq > 1 => damage.push(Damage {
+                    file: first.path.clone(),
+                    offset: None,
+                    kind: DamageKind::Gap,
+                    reason: format!(
+                        "records 1 to {} are in no file given, and no usable snapshot covers \
+                         them",
+                        first.first_seq - 1
+                    ),
+                }),
+                None if chosen.is_none() && !h.snapshots.is_empty() => notes.push(format!(
+                    "{}: no snapshot is at or before the target, and no log goes back further",
+                    h.label()
+                )),
+                _ => {}
+            }
+            starts.push(chosen.map(|s| s.path));
+            streams.push(HistoryStream::new(
+                h,
+                StreamSpec {
+                    snapshot: stream_snap,
+                    from_seq,
+                    verify_all,
+                    cut: target.cut(),
+                    strict: false,
+                },
+            )?);
+        }
+        let n = streams.len();
+        Ok(Replay {
+            state: state.unwrap_or_else(|| State::new(&me, LIMITS)),
+            base,
+            starts,
+            labels: inv.histories.iter().map(History::label).collect(),
+            damage,
+            notes,
+            stats: Stats::default(),
+            last_seq: vec![None; n],
+            target_reached: false,
+            streams,
+            target,
+            applied: FastMap::default(),
+            total_bytes: inv.histories.iter().map(History::log_bytes).sum(),
+        })
+    }
+
+    /// Picks history `i`'s start snapshot: loads it as the base state if
+    /// there is none yet, else returns it to be streamed in.
+    #[allow(clippy::too_many_arguments)]
+    fn choose(
+        i: usize,
+        h: &History,
+        target: &Target,
+        start: Start,
+        me: &str,
+        state: &mut Option<State>,
+        base: &mut Option<Base>,
+        damage: &mut Vec<Damage>,
+    ) -> Result<(Option<SnapFile>, Option<PathBuf>)> {
+        let mut cands = Vec::new();
+        for s in &h.snapshots {
+            if qualifies(s, target, damage)? {
+                cands.push(s);
+            }
+        }
+        match (start, h.segments.first().map(|s| s.first_seq)) {
+            (Start::Latest, _) => cands.reverse(),
+            // The log goes back to its beginning: no snapshot needed.
+            (Start::Earliest, Some(first)) if first <= 1 => cands.clear(),
+            (Start::Earliest, Some(first)) => cands.retain(|s| s.header.seq + 1 >= first),
+            (Start::Earliest, None) => {}
+        }
+        for s in cands {
+            if state.is_none() {
+                match snap::load(&s.path, me, LIMITS) {
+                    Ok((st, header)) => {
+                        *state = Some(st);
+                        *base = Some(Base {
+                            history: i,
+                            path: s.path.clone(),
+                            header,
+                        });
+                        return Ok((Some(s.clone()), None));
+                    }
+                    Err(e) => damage.push(Damage::from_snapshot(e)?),
+                }
+            } else {
+                match SnapshotReader::verify(&s.path) {
+                    Ok(_) => return Ok((Some(s.clone()), Some(s.path.clone()))),
+                    Err(e) => damage.push(Damage::from_snapshot(e)?),
+                }
+            }
+        }
+        Ok((None, None))
+    }
+
+    /// Bytes of input read so far, of [`Replay::total_bytes`].
+    pub fn position(&self) -> u64 {
+        self.streams.iter().map(HistoryStream::position).sum()
+    }
+
+    /// Bytes of all segments and DistKV-py files.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Replays every stream to its end or the target.
+    pub fn run(&mut self, obs: &mut dyn Observer, progress: &Progress) -> Result<()> {
+        let mut heads = Vec::with_capacity(self.streams.len());
+        for s in &mut self.streams {
+            heads.push(s.next().transpose()?);
+        }
+        let mut handled = 0u64;
+        loop {
+            let mut urgent = None;
+            let mut best: Option<(u64, usize)> = None;
+            for (i, h) in heads.iter().enumerate() {
+                match h {
+                    None => {}
+                    Some(Rec::Event {
+                        event,
+                        covered: false,
+                        ..
+                    }) if best.is_none_or(|(t, _)| event.tock < t) => {
+                        best = Some((event.tock, i));
+                    }
+                    Some(Rec::Event { covered: false, .. }) => {}
+                    Some(_) => {
+                        urgent = Some(i);
+                        break;
+                    }
+                }
+            }
+            let Some(i) = urgent.or(best.map(|b| b.1)) else {
+                break;
+            };
+            let Some(rec) = heads[i].take() else { break };
+            heads[i] = self.streams[i].next().transpose()?;
+            let reached = self.handle(i, rec, obs);
+            handled += 1;
+            if handled % 4096 == 0 {
+                progress.set(self.position());
+            }
+            if reached {
+                self.target_reached = true;
+                break;
+            }
+        }
+        progress.finish();
+        if let Target::Event(n, t) = &self.target {
+            if !self.target_reached {
+                return Err(Error::InvalidInput(format!(
+                    "no input holds the event {n}:{t}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one record; true when it was the target event.
+    fn handle(&mut self, stream: usize, rec: Rec, obs: &mut dyn Observer) -> bool {
+        obs.record(&self.state, stream, &rec);
+        match rec {
+            Rec::Damage(d) => {
+                self.damage.push(d);
+                false
+            }
+            Rec::Event {
+                loc,
+                time_ms,
+                event,
+                covered,
+            } => {
+                self.stats.events += 1;
+                if covered {
+                    self.stats.covered += 1;
+                    let ctx = EventCtx {
+                        stream,
+                        loc: &loc,
+                        time_ms,
+                        event: &event,
+                        outcome: &Outcome::Covered,
+                    };
+                    obs.event(&self.state, &ctx);
+                    return false;
+                }
+                if let Some(seq) = loc.seq() {
+                    self.last_seq[stream] = Some(seq);
+                }
+                let head = event.chain.head().clone();
+                let dup = self
+                    .applied
+                    .get(&head.node)
+                    .is_some_and(|r| r.contains(head.tick));
+                let outcome = if dup {
+                    self.stats.duplicates += 1;
+                    Outcome::Duplicate
+                } else {
+                    self.applied
+                        .entry(head.node.clone())
+                        .or_default()
+                        .insert(head.tick);
+                    let known_before = self.state.node(&head.node).is_some_and(|n| {
+                        n.superseded().contains(head.tick) || n.entry_path(head.tick).is_some()
+                    });
+                    let before = if obs.wants_before(&event) {
+                        self.state.entry(&event.path).map(|e| Before {
+                            value: e.data().cloned(),
+                            chain: e.chain().cloned(),
+                            tock: e.tock(),
+                        })
+                    } else {
+                        None
+                    };
+                    let applied = self.state.apply(event.clone());
+                    match applied {
+                        Applied::Stored(_) => self.stats.stored += 1,
+                        Applied::Same => self.stats.same += 1,
+                        Applied::Stale => self.stats.stale += 1,
+                        Applied::Lost => self.stats.lost += 1,
+                    }
+                    Outcome::Applied {
+                        applied,
+                        known_before,
+                        before,
+                    }
+                };
+                let ctx = EventCtx {
+                    stream,
+                    loc: &loc,
+                    time_ms,
+                    event: &event,
+                    outcome: &outcome,
+                };
+                obs.event(&self.state, &ctx);
+                matches!(&self.target, Target::Event(n, t) if *n == head.node && *t == head.tick)
+            }
+            Rec::State { loc, state, .. } => {
+                if let Some(seq) = loc.seq() {
+                    self.last_seq[stream] = Some(seq);
+                }
+                restore_state_record(&mut self.state, &state);
+                self.stats.states += 1;
+                false
+            }
+            Rec::Node { node, .. } => {
+                self.state
+                    .restore_node(&node.name, node.tick, &node.known, &node.deleted);
+                false
+            }
+            Rec::Entry { entry, .. } => {
+                if let Some(chain) = entry.chain {
+                    self.state.apply(UpdateEvent {
+                        path: entry.path,
+                        chain,
+                        value: entry.value,
+                        tock: entry.tock,
+                    });
+                }
+                self.stats.snapshot_entries += 1;
+                false
+            }
+            Rec::Unknown { .. } => {
+                self.stats.unknown += 1;
+                false
+            }
+        }
+    }
+
+    /// Ticks of each node that nobody has: neither in a chain nor known to
+    /// be superseded (the state machine's own bookkeeping).
+    pub fn missing(&self) -> Vec<(NodeName, RangeSet)> {
+        missing(&self.state)
+    }
+
+    /// Damage that matters: everything but a torn tail of a newest
+    /// segment, which node recovery cuts off as a matter of course.
+    pub fn serious_damage(&self) -> impl Iterator<Item = &Damage> {
+        self.damage
+            .iter()
+            .filter(|d| d.kind != DamageKind::TornTail)
+    }
+}
+
+/// Each node's missing ticks, where there are any.
+pub fn missing(st: &State) -> Vec<(NodeName, RangeSet)> {
+    st.nodes()
+        .map(|(n, i)| (n.clone(), i.missing()))
+        .filter(|(_, r)| !r.is_empty())
+        .collect()
+}
+
+/// A digest as 32 hex digits.
+pub fn digest_text(d: u128) -> String {
+    format!("{d:032x}")
+}
+
+/// A range set as `1-5, 7`.
+pub fn ranges_text(r: &RangeSet) -> String {
+    let parts: Vec<String> = r
+        .ranges()
+        .map(|(a, b)| {
+            if b == a + 1 {
+                a.to_string()
+            } else {
+                format!("{a}-{}", b - 1)
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A chain as `n1:5 n2:3`.
+pub fn chain_text(c: &Chain) -> String {
+    let parts: Vec<String> = c
+        .links()
+        .iter()
+        .map(|l| format!("{}:{}", l.node, l.tick))
+        .collect();
+    parts.join(" ")
+}
+
+/// Number of entries with a value or a chain.
+pub fn entry_count(st: &State) -> u64 {
+    use distkv_node::state::{WalkCursor, WalkOpts};
+    let mut n = 0;
+    let mut cursor = WalkCursor::default();
+    let opts = WalkOpts {
+        empty: true,
+        meta: true,
+        ..WalkOpts::default()
+    };
+    while !cursor.is_done() {
+        cursor.step(st.root(), &opts, usize::MAX, |e, _| {
+            if e.data().is_some() || e.chain().is_some() {
+                n += 1;
+            }
+        });
+    }
+    n
+}
