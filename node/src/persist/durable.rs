@@ -203,6 +203,19 @@ pub fn list_snapshots(dir: &FsPath) -> Result<Vec<(Seq, PathBuf)>, PersistError>
     Ok(out)
 }
 
+/// Removes snapshot temp files a crash left behind (a snapshot only counts
+/// once renamed into place).
+fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
+    for ent in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = ent.map_err(io(dir))?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            tracing::info!(file = %path.display(), "removing an unfinished snapshot");
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// The file name of the snapshot covering `seq`.
 pub fn snapshot_name(seq: Seq) -> String {
     format!("{seq:020}.dkvsnap")
@@ -231,6 +244,7 @@ pub fn recover(
         ..RecoveryInfo::default()
     };
     let log_end = writer.next_seq();
+    remove_stale_temp_files(&config.snap_dir())?;
 
     // The newest snapshot that reads cleanly and that the log continues.
     let mut start: Option<(State, Seq)> = None;
@@ -650,12 +664,18 @@ impl<H: StateHost> WriterLoop<H> {
         );
         self.since_snapshot = 0;
         self.last_snapshot_ms = now;
-        let removed = self.writer.retain(&self.d.config.retention, covered, now)?;
+        let snaps = list_snapshots(&dir)?;
+        for (_, old) in snaps.iter().skip(2) {
+            std::fs::remove_file(old).map_err(io(old))?;
+        }
+        // Keep the log the older snapshot needs: it is the fallback when the
+        // newest one turns out damaged.
+        let keep_after = snaps.get(1).map_or(0, |s| s.0);
+        let removed = self
+            .writer
+            .retain(&self.d.config.retention, keep_after, now)?;
         for r in removed {
             tracing::info!(file = %r.path.display(), "log segment retired");
-        }
-        for (_, old) in list_snapshots(&dir)?.into_iter().skip(2) {
-            std::fs::remove_file(&old).map_err(io(&old))?;
         }
         Ok(())
     }

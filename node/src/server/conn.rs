@@ -428,7 +428,7 @@ impl Conn {
                     .await
                     .map_err(|e| CmdError::Server(e.to_string())),
                 None => {
-                    super::export::stop_logs(&server);
+                    super::export::stop_logs(&server).await;
                     Ok(())
                 }
             };

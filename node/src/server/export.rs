@@ -60,6 +60,19 @@ pub fn write_file(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
 pub(crate) struct LogExport {
     pub(crate) path: PathBuf,
     pub(crate) cancel: CancellationToken,
+    /// Ends once the file is complete and synced.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LogExport {
+    /// Stops the log and waits until its file is complete.
+    async fn finish(mut self) {
+        tracing::info!(file = %self.path.display(), "change log stopped");
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
 }
 
 /// Records and time between flushes of a log.
@@ -101,19 +114,11 @@ pub(crate) async fn start_log(
     .await
     .map_err(std::io::Error::other)??;
     let cancel = CancellationToken::new();
-    let older: Vec<LogExport> = {
-        let mut logs = server.logs.lock();
-        let older = std::mem::take(&mut *logs);
-        logs.push(LogExport {
-            path: path.clone(),
-            cancel: cancel.clone(),
-        });
-        older
-    };
-    for l in older {
-        l.cancel.cancel();
-    }
-    tokio::spawn(async move {
+    let srv = server.clone();
+    let task_cancel = cancel.clone();
+    let log_path = path.clone();
+    let task = tokio::spawn(async move {
+        let (server, cancel, path) = (srv, task_cancel, log_path);
         let mut buf = Vec::new();
         let mut pending = 0usize;
         let mut last_flush = tokio::time::Instant::now();
@@ -170,15 +175,31 @@ pub(crate) async fn start_log(
                 }
             }
         }
-        server.logs.lock().retain(|l| !l.cancel.is_cancelled());
     });
+    // The new file holds its initial content: only now stop the older logs
+    // (and wait for them), so consecutive files overlap and never gap.
+    let older: Vec<LogExport> = {
+        let mut logs = server.logs.lock();
+        logs.retain(|l| !l.cancel.is_cancelled());
+        let older = std::mem::take(&mut *logs);
+        logs.push(LogExport {
+            path,
+            cancel,
+            task: Some(task),
+        });
+        older
+    };
+    for l in older {
+        l.finish().await;
+    }
     Ok(())
 }
 
 /// Stops every running `log`.
-pub(crate) fn stop_logs(server: &Server) {
-    for l in server.logs.lock().drain(..) {
-        tracing::info!(file = %l.path.display(), "change log stopped");
-        l.cancel.cancel();
+/// Stops every running `log` and waits until their files are complete.
+pub(crate) async fn stop_logs(server: &Server) {
+    let logs: Vec<LogExport> = server.logs.lock().drain(..).collect();
+    for l in logs {
+        l.finish().await;
     }
 }

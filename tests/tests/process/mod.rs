@@ -1,0 +1,509 @@
+//! Real `distkv server` processes for the durability tests: start one on a
+//! data directory, wait until it serves, kill it (`SIGKILL`) or stop it
+//! (`SIGTERM`), start it again.
+//!
+//! **Which binary.** The `distkv` binary belongs to `distkv-tools`, a
+//! binary-only package, so this crate can neither depend on it nor use
+//! `env!("CARGO_BIN_EXE_distkv")` (Cargo sets that only for the package's
+//! own tests; artifact dependencies are unstable). The simplest robust way
+//! is to ask Cargo: [`distkv_bin`] runs `$CARGO build -p distkv-tools --bin
+//! distkv` once per test binary, into the target directory and profile this
+//! test binary was built in (found from its own path), and uses the result.
+//! That is a no-op when the binary is current and never tests a stale one.
+//! `DISTKV_BIN=/path/to/distkv` skips the build (e.g. to test an installed
+//! binary).
+//!
+//! **Ports.** The server takes `--port`; we reserve a free one by binding
+//! `127.0.0.1:0`, drop it and pass the number. Another process can take the
+//! port in between: the server then exits with "cannot listen", and we try
+//! again with a new port. A server we reached must greet with our node
+//! name, and every test uses its own name, so a test never talks to another
+//! test's node.
+//!
+//! **Waiting.** Readiness is polled (TCP connect plus greeting) with a
+//! deadline; nothing sleeps to wait for a condition.
+//!
+//! Every node's stderr goes to a file next to its data; failures quote its
+//! tail.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use distkv_model::{Path as KvPath, Value};
+use distkv_node::client::{Client, ConnectOptions, StreamItem, TreeOptions};
+
+/// Longest a node may take to start serving (a debug build recovering a
+/// small directory needs well under a second).
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest a node may take to exit after `SIGTERM`.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The `distkv` binary, built if needed (see the module docs).
+pub fn distkv_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build_bin().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn build_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DISTKV_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // <target>/<profile dir>/deps/<this test binary>
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary outside a Cargo target directory")?
+        .to_path_buf();
+    let target = profile_dir
+        .parent()
+        .context("test binary outside a Cargo target directory")?;
+    let profile: Vec<OsString> = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => vec![],
+        Some("release") => vec!["--release".into()],
+        Some(other) => vec!["--profile".into(), other.into()],
+        None => bail!("odd target directory {}", profile_dir.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["build", "--quiet", "-p", "distkv-tools", "--bin", "distkv"])
+        .arg("--target-dir")
+        .arg(target)
+        .args(profile)
+        .status()
+        .context("running cargo build for the distkv binary")?;
+    ensure!(status.success(), "cargo build of the distkv binary failed");
+    let bin = profile_dir.join(format!("distkv{}", std::env::consts::EXE_SUFFIX));
+    ensure!(bin.is_file(), "{} was not built", bin.display());
+    Ok(bin)
+}
+
+/// A free TCP port of 127.0.0.1 (free when this returns; see the module
+/// docs for the race).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Node name (unique per test).
+    pub name: String,
+    /// Data directory; `None` runs with `--no-data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--fsync` policy.
+    pub fsync: Option<&'static str>,
+    /// Configuration overrides (`-C key=value`).
+    pub conf: Vec<String>,
+    /// Files to load (`-l`).
+    pub load: Vec<PathBuf>,
+    /// Where stderr files go.
+    pub log_dir: PathBuf,
+}
+
+impl Launch {
+    /// A node `name` keeping its history in `dir/data`, logging into `dir`.
+    pub fn new(name: &str, dir: &Path) -> Launch {
+        Launch {
+            name: name.to_string(),
+            data_dir: Some(dir.join("data")),
+            fsync: None,
+            conf: Vec::new(),
+            load: Vec::new(),
+            log_dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Sets the fsync policy.
+    pub fn fsync(mut self, policy: &'static str) -> Launch {
+        self.fsync = Some(policy);
+        self
+    }
+
+    /// Adds a `-C key=value` override.
+    pub fn conf(mut self, kv: &str) -> Launch {
+        self.conf.push(kv.to_string());
+        self
+    }
+
+    /// Runs without a data directory.
+    pub fn no_data_dir(mut self) -> Launch {
+        self.data_dir = None;
+        self
+    }
+
+    /// Adds a file to load before serving.
+    pub fn load(mut self, file: &Path) -> Launch {
+        self.load.push(file.to_path_buf());
+        self
+    }
+
+    /// Starts the node and waits until it serves.
+    pub async fn start(&self) -> Result<NodeProc> {
+        let bin = distkv_bin()?;
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            match self.try_start(&bin, port).await? {
+                Ok(node) => return Ok(node),
+                // Somebody took the port between our probe and the bind.
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("could not start {}", self.name)))
+    }
+
+    /// `Ok(Err(_))`: the port was taken, try another.
+    async fn try_start(&self, bin: &Path, port: u16) -> Result<Result<NodeProc>> {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let stderr_path = self.log_dir.join(format!("{}.{n}.stderr", self.name));
+        let stderr = File::create(&stderr_path)
+            .with_context(|| format!("creating {}", stderr_path.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["-c", "/dev/null"]);
+        for kv in &self.conf {
+            cmd.arg("-C").arg(kv);
+        }
+        cmd.args(["server", &self.name, "--bind", "127.0.0.1", "--port"])
+            .arg(port.to_string());
+        match &self.data_dir {
+            Some(d) => {
+                cmd.arg("--data-dir").arg(d);
+            }
+            None => {
+                cmd.arg("--no-data-dir");
+            }
+        }
+        if let Some(f) = self.fsync {
+            cmd.args(["--fsync", f]);
+        }
+        for f in &self.load {
+            cmd.arg("-l").arg(f);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env_remove("RUST_LOG");
+        let child = cmd.spawn().with_context(|| format!("starting {bin:?}"))?;
+        let mut node = NodeProc {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            name: self.name.clone(),
+            stderr_path,
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = node.try_wait()? {
+                let log = node.stderr_tail();
+                if log.contains("cannot listen") {
+                    return Ok(Err(anyhow!("port {port} taken: {log}")));
+                }
+                bail!(
+                    "node {} exited with {status} while starting:\n{log}",
+                    self.name
+                );
+            }
+            if let Ok(c) = node.connect().await {
+                if c.greeting().node == self.name {
+                    return Ok(Ok(node));
+                }
+                // Another test's node took our port; ours cannot bind.
+                drop(node);
+                return Ok(Err(anyhow!("port {port} answered as another node")));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} did not serve within {START_DEADLINE:?}:\n{}",
+                    self.name,
+                    node.stderr_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A running `distkv server` process. Dropping it kills the process.
+#[derive(Debug)]
+pub struct NodeProc {
+    child: Option<Child>,
+    /// Where it serves.
+    pub addr: SocketAddr,
+    /// Its node name.
+    pub name: String,
+    stderr_path: PathBuf,
+}
+
+impl NodeProc {
+    /// A client connection without flow control.
+    pub async fn connect(&self) -> Result<Client> {
+        let opts = ConnectOptions {
+            qlen: 0,
+            timeout: Duration::from_secs(5),
+            ..ConnectOptions::default()
+        };
+        Ok(Client::connect(self.addr, opts).await?)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match &mut self.child {
+            Some(c) => Ok(c.try_wait()?),
+            None => bail!("already stopped"),
+        }
+    }
+
+    /// The last few KiB of the node's stderr.
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.stderr_path, 8 << 10)
+    }
+
+    /// The whole stderr of the node.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// `kill -9`: the process dies at once, whatever it was doing.
+    pub fn kill9(mut self) -> Result<ExitStatus> {
+        let mut c = self.child.take().context("already stopped")?;
+        c.kill()?;
+        Ok(c.wait()?)
+    }
+
+    /// `SIGTERM`, then waits (with a deadline) for the process to exit; a
+    /// clean stop must exit with status 0.
+    pub async fn terminate(mut self) -> Result<()> {
+        let pid = self.pid();
+        signal(pid, libc::SIGTERM)?;
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                self.child = None;
+                ensure!(
+                    status.success(),
+                    "node {} exited with {status} after SIGTERM:\n{}",
+                    self.name,
+                    self.stderr_tail()
+                );
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} still running {STOP_DEADLINE:?} after SIGTERM:\n{}",
+                    self.name,
+                    self.stderr_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
+    ensure!(pid > 0, "no process to signal");
+    // SAFETY: kill(2) only takes two integers; the pid is our own child's,
+    // which has not been reaped yet (so it cannot have been reused).
+    let r = unsafe { libc::kill(pid, sig) };
+    ensure!(
+        r == 0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+fn tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    s
+}
+
+/// Every entry below the root as `path → {value?, chain, tock}` (chains in
+/// full), keyed by the path's text so that the order of the walk does not
+/// matter. `empty` also lists entries without a value but with a chain
+/// (tombstones).
+pub async fn dump(c: &Client, empty: bool) -> Result<std::collections::BTreeMap<String, Value>> {
+    let opts = TreeOptions {
+        nchain: 1_000_000,
+        empty,
+        ..TreeOptions::default()
+    };
+    let mut s = c.get_tree(&KvPath::root(), &opts).await?;
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .context("get_tree stalled")??
+    {
+        let StreamItem::Data(Value::Map(m)) = item else {
+            continue;
+        };
+        let path = m
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("path"))
+            .map(|(_, v)| v.clone())
+            .context("entry without a path")?;
+        let Value::Path(path) = path else {
+            bail!("path is not a path: {path}");
+        };
+        let rest: Vec<(Value, Value)> = m
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), Some("path" | "seq" | "depth" | "wseq")))
+            .collect();
+        // An entry with neither value nor chain holds nothing (e.g. one a
+        // `watch` on a new path created); no file keeps it.
+        if !rest
+            .iter()
+            .any(|(k, _)| matches!(k.as_str(), Some("value" | "chain")))
+        {
+            continue;
+        }
+        out.insert(path.to_string(), Value::Map(rest));
+    }
+    Ok(out)
+}
+
+/// Fails naming the first differences of two dumps.
+pub fn same_dump(
+    what: &str,
+    want: &std::collections::BTreeMap<String, Value>,
+    got: &std::collections::BTreeMap<String, Value>,
+) -> Result<()> {
+    let mut diffs = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            None => diffs.push(format!("missing {k}: {v}")),
+            Some(g) if !same_entry(g, v) => diffs.push(format!("{k}: want {v}, got {g}")),
+            Some(_) => {}
+        }
+    }
+    for (k, v) in got {
+        if !want.contains_key(k) {
+            diffs.push(format!("extra {k}: {v}"));
+        }
+    }
+    ensure!(
+        diffs.is_empty(),
+        "{what}: {} entries differ (of {} / {}):\n{}",
+        diffs.len(),
+        want.len(),
+        got.len(),
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
+/// Two dumped entries are the same: the same fields with equal values, in
+/// any order.
+fn same_entry(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_map(), b.as_map()) else {
+        return a == b;
+    };
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.iter().any(|(k2, v2)| k2 == k && v2 == v))
+}
+
+/// The head tick of a reply's or entry's `chain`.
+pub fn chain_tick(m: &Value) -> Result<u64> {
+    m.get("chain")
+        .and_then(|c| c.get("tick"))
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no chain tick in {m}"))
+}
+
+/// A Python interpreter with DistKV 0.63.3 (its `distkv` script lives next
+/// to it): `$DISTKV_PYTHON`, or the venv `target/py-distkv-0.63.3`, created
+/// from the pinned requirements the first time (the same lookup as
+/// `python_client.rs`).
+pub fn python() -> Result<PathBuf> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PY.get_or_init(|| find_python().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn find_python() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DISTKV_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = workspace().join("target/py-distkv-0.63.3");
+    let py = venv.join("bin/python");
+    let ready = || {
+        Command::new(&py)
+            .args(["-c", "import distkv, moat.util"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return Ok(py);
+    }
+    let reqs = workspace().join("../shared/reference/requirements-distkv-0.63.3.txt");
+    ensure!(
+        reqs.is_file(),
+        "{} not found: cannot install the Python reference client",
+        reqs.display()
+    );
+    let st = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("python3 -m venv")?;
+    ensure!(st.success(), "creating the venv failed");
+    let st = Command::new(&py)
+        .args(["-m", "pip", "install", "-q", "-r"])
+        .arg(&reqs)
+        .status()
+        .context("pip install")?;
+    ensure!(
+        st.success() && ready(),
+        "installing distkv 0.63.3 into {} failed",
+        venv.display()
+    );
+    Ok(py)
+}
