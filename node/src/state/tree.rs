@@ -22,7 +22,9 @@ pub type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 #[derive(Debug)]
 pub struct Entry {
     pub(crate) path: Path,
-    pub(crate) children: Map<Value, Entry>,
+    /// Boxed and absent for leaves (most entries): a small entry keeps the
+    /// parent's map dense, and lookups touch fewer cache lines.
+    pub(crate) children: Option<Box<Map<Value, Entry>>>,
     pub(crate) data: Option<Value>,
     pub(crate) chain: Option<Chain>,
     pub(crate) tock: u64,
@@ -32,7 +34,7 @@ impl Entry {
     pub(crate) fn new(path: Path, tock: u64) -> Entry {
         Entry {
             path,
-            children: Map::default(),
+            children: None,
             data: None,
             chain: None,
             tock,
@@ -61,19 +63,24 @@ impl Entry {
 
     /// The children, in insertion order.
     pub fn children(&self) -> impl Iterator<Item = (&Value, &Entry)> {
-        self.children.iter()
+        self.children.iter().flat_map(|m| m.iter())
+    }
+
+    /// Whether the entry has children.
+    pub fn has_children(&self) -> bool {
+        self.children.as_ref().is_some_and(|m| !m.is_empty())
     }
 
     /// A child by name.
     pub fn child(&self, name: &Value) -> Option<&Entry> {
-        self.children.get(name)
+        self.children.as_ref()?.get(name)
     }
 
     /// Follows `rel` from this entry.
     pub fn follow(&self, rel: &[Value]) -> Option<&Entry> {
         let mut e = self;
         for name in rel {
-            e = e.children.get(name)?;
+            e = e.child(name)?;
         }
         Some(e)
     }
@@ -82,16 +89,18 @@ impl Entry {
     pub(crate) fn follow_create(&mut self, rel: &[Value]) -> &mut Entry {
         let mut e = self;
         for name in rel {
+            let (tock, path) = (e.tock, &e.path);
+            let map = e.children.get_or_insert_with(Box::default);
             // Look up before inserting: existing children (the common case)
             // need no key clone.
-            let idx = match e.children.get_index_of(name) {
+            let idx = match map.get_index_of(name) {
                 Some(i) => i,
                 None => {
-                    let child = Entry::new(e.path.child(name.clone()), e.tock);
-                    e.children.insert_full(name.clone(), child).0
+                    let child = Entry::new(path.child(name.clone()), tock);
+                    map.insert_full(name.clone(), child).0
                 }
             };
-            e = &mut e.children[idx];
+            e = &mut map[idx];
         }
         e
     }
@@ -99,7 +108,7 @@ impl Entry {
     fn child_at(&self, idx: &[usize]) -> Option<&Entry> {
         let mut e = self;
         for &i in idx {
-            e = e.children.get_index(i)?.1;
+            e = e.children.as_ref()?.get_index(i)?.1;
         }
         Some(e)
     }
@@ -165,7 +174,8 @@ impl WalkCursor {
             };
             let depth = self.stack.len();
             let parent = start.child_at(&self.stack[..depth - 1]);
-            let Some((name, child)) = parent.and_then(|p| p.children.get_index(idx)) else {
+            let Some((name, child)) = parent.and_then(|p| p.children.as_ref()?.get_index(idx))
+            else {
                 self.stack.pop();
                 if let Some(l) = self.stack.last_mut() {
                     *l += 1;
@@ -180,7 +190,7 @@ impl WalkCursor {
             if report(child, depth) {
                 visit(child, depth);
             }
-            if opts.max_depth.is_none_or(|m| depth < m) && !child.children.is_empty() {
+            if opts.max_depth.is_none_or(|m| depth < m) && child.has_children() {
                 self.stack.push(0);
             } else {
                 *self.stack.last_mut().expect("non-empty") += 1;
