@@ -433,7 +433,7 @@ impl AuditObserver {
                 winner: stored,
                 loser: incoming,
             },
-            Applied::Stored(_)
+            Applied::Stored(_) | Applied::Replayed
                 if before.chain.is_some() && !precedes(before.chain.as_ref(), Some(&ev.chain)) =>
             {
                 Conflict {

@@ -544,9 +544,9 @@ impl Replay {
                     } else {
                         None
                     };
-                    let applied = self.state.apply(event.clone());
+                    let applied = self.state.replay(event.clone());
                     match applied {
-                        Applied::Stored(_) => self.stats.stored += 1,
+                        Applied::Stored(_) | Applied::Replayed => self.stats.stored += 1,
                         Applied::Same => self.stats.same += 1,
                         Applied::Stale => self.stats.stale += 1,
                         Applied::Lost => self.stats.lost += 1,

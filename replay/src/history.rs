@@ -116,7 +116,7 @@ impl Observer for Watcher<'_> {
             return;
         }
         if let Outcome::Applied {
-            applied: Applied::Stored(_),
+            applied: Applied::Stored(_) | Applied::Replayed,
             before,
             ..
         } = ctx.outcome

@@ -273,7 +273,7 @@ pub fn recover(
     for rec in LogReader::open_with(&config.log_dir(), covered + 1, config.recovery)? {
         match rec? {
             LogRecord::Event { event, .. } => {
-                if let Applied::Stored(_) = state.apply(event) {
+                if state.replay(event) == Applied::Replayed {
                     info.events += 1;
                 }
             }

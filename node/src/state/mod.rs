@@ -76,6 +76,8 @@ pub type Deleted = (Arc<UpdateEvent>, Option<Value>);
 pub enum Applied {
     /// Stored; the log record has this sequence number.
     Stored(Seq),
+    /// Stored by [`State::replay`] (no log record).
+    Replayed,
     /// The entry already has this event (same chain head).
     Same,
     /// The entry's chain supersedes the event.
@@ -298,7 +300,27 @@ impl State {
         self.apply_arc(Arc::new(event))
     }
 
+    /// Applies an event without recording it in the in-memory event log:
+    /// for rebuilding state from files that already hold the event
+    /// (recovery, offline replay). Same rules as [`State::apply`].
+    pub fn replay(&mut self, mut event: UpdateEvent) -> Applied {
+        let value = event.value.take();
+        match self.merge(&event, value) {
+            Ok(()) => Applied::Replayed,
+            Err(outcome) => outcome,
+        }
+    }
+
     fn apply_arc(&mut self, event: Arc<UpdateEvent>) -> Applied {
+        match self.merge(&event, event.value.clone()) {
+            Ok(()) => Applied::Stored(self.log.push(event)),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// The apply rules: stores `value` (the event's value) with the event's
+    /// chain and tock, or says why not.
+    fn merge(&mut self, event: &UpdateEvent, value: Option<Value>) -> Result<(), Applied> {
         self.tock.seen(event.tock);
         for l in event.chain.links() {
             self.node_mut(&l.node).saw_tick(l.tick);
@@ -308,13 +330,13 @@ impl State {
 
         if let Some(cur) = &current {
             if cur.same_head(&event.chain) {
-                return Applied::Same;
+                return Err(Applied::Same);
             }
         }
         let verdict = match &current {
             Some(cur) if supersedes(Some(cur), Some(&event.chain)) => Some(Applied::Stale),
             Some(cur)
-                if !precedes(Some(cur), Some(&event.chain)) && loses(&event, entry.tock, cur) =>
+                if !precedes(Some(cur), Some(&event.chain)) && loses(event, entry.tock, cur) =>
             {
                 Some(Applied::Lost)
             }
@@ -324,10 +346,11 @@ impl State {
             // The incoming links that are not in the current chain are
             // known now, and not current: superseded.
             self.drop_links(&event.chain, current.as_ref());
-            return v;
+            return Err(v);
         }
 
-        entry.data = event.value.clone();
+        let deleted = value.is_none();
+        entry.data = value;
         entry.tock = event.tock;
         entry.chain = Some(event.chain.clone());
         let path = entry.path.clone();
@@ -335,7 +358,6 @@ impl State {
         if let Some(old) = &current {
             self.drop_links(old, Some(&event.chain));
         }
-        let deleted = event.value.is_none();
         for l in event.chain.links() {
             // Links the old chain already had are present and mapped here.
             let kept = current
@@ -358,7 +380,7 @@ impl State {
             }
         }
         self.applied_count += 1;
-        Applied::Stored(self.log.push(event))
+        Ok(())
     }
 
     /// Supersedes every link of `old` that is not identical in `new`.

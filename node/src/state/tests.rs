@@ -354,6 +354,21 @@ proptest! {
     }
 
     #[test]
+    fn replay_ends_in_the_same_state_as_apply_without_logging(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..40),
+    ) {
+        let events = history(&ops);
+        let applied = apply_all(&events);
+        let mut replayed = state("observer");
+        for e in &events {
+            replayed.replay(e.clone());
+        }
+        prop_assert_eq!(replayed.digest(), applied.digest());
+        prop_assert_eq!(snapshot(&replayed), snapshot(&applied));
+        prop_assert_eq!(replayed.log().next_seq(), 1);
+    }
+
+    #[test]
     fn stale_events_never_overwrite_newer(
         ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..40),
     ) {
