@@ -233,7 +233,7 @@ fn restore(c: &mut Criterion) {
             },
             |(mut st, events)| {
                 for e in events {
-                    st.apply(e);
+                    st.replay(e);
                 }
                 st
             },

@@ -193,7 +193,8 @@ pub fn replay_log(
     let mut n = 0;
     for rec in distkv_log::LogReader::open(dir, from_seq)? {
         if let distkv_log::LogRecord::Event { event, .. } = rec? {
-            st.apply(event);
+            // As recovery does: the events are already on disk.
+            st.replay(event);
             n += 1;
         }
     }
