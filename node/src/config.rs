@@ -66,6 +66,7 @@ server:
   persist:
     fsync: interval
     fsync_interval: 1.0
+    recovery: truncate
     segment_max_bytes: 67108864
     segment_max_age: 3600
     snapshot_records: 1000000
@@ -292,8 +293,20 @@ impl Config {
                 })
             }
         };
+        let strict_recovery = match self.string("server.persist.recovery")?.as_str() {
+            "truncate" => false,
+            "strict" => true,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "server.persist.recovery".into(),
+                    reason: "must be truncate (cut a torn log tail) or strict (refuse to start)"
+                        .into(),
+                })
+            }
+        };
         Ok(PersistSettings {
             fsync,
+            strict_recovery,
             segment_max_bytes: self.int("server.persist.segment_max_bytes")?,
             segment_max_age: self.seconds("server.persist.segment_max_age")?,
             snapshot_records: self.int("server.persist.snapshot_records")?,
@@ -357,6 +370,9 @@ pub enum FsyncSetting {
 pub struct PersistSettings {
     /// fsync policy.
     pub fsync: FsyncSetting,
+    /// Refuse to start on a torn log tail instead of cutting it off
+    /// (`server.persist.recovery: strict`).
+    pub strict_recovery: bool,
     /// Rotate log segments at this size.
     pub segment_max_bytes: u64,
     /// Rotate log segments at this age.

@@ -101,6 +101,9 @@ impl DurableConfig {
             FsyncSetting::Interval(d) => FsyncPolicy::Interval(d),
             FsyncSetting::Never => FsyncPolicy::Never,
         };
+        if settings.strict_recovery {
+            c.recovery = RecoveryMode::Strict;
+        }
         c.segment_bytes = settings.segment_max_bytes;
         c.segment_age = settings.segment_max_age;
         c.snapshot_records = settings.snapshot_records;
@@ -891,6 +894,12 @@ mod tests {
         let mut back = State::new("n1", LogLimits::default());
         crate::persist::load::load_file(&mut back, &dir).unwrap();
         assert_eq!(back.digest(), d1);
+        // The segment files one by one give the same state.
+        let mut seg = State::new("n1", LogLimits::default());
+        for s in distkv_log::list_segments(&dir.join("log")).unwrap() {
+            crate::persist::load::load_file(&mut seg, &s.path).unwrap();
+        }
+        assert_eq!(seg.digest(), d1);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -1,7 +1,8 @@
 //! Loading files into a node before it serves (`distkv server -l FILE…`).
 //!
-//! The format is recognised by its first bytes: our snapshots (`DKVSNAP\n`)
-//! and DistKV-py save/log files (a msgpack map); a directory is read as
+//! The format is recognised by its first bytes: our snapshots (`DKVSNAP\n`),
+//! event-log segments (`DKVLOG\r\n`) and DistKV-py save/log files (a
+//! msgpack map); a directory is read as
 //! event-log segments, or as a data directory (newest snapshot + the log
 //! after it). Every entry and change goes
 //! through [`State::apply`], so loaded data also reaches the node's own event
@@ -89,6 +90,12 @@ pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError>
     if head == distkv_snapshot::MAGIC {
         return load_snapshot(st, file);
     }
+    if head == distkv_log::segment::MAGIC {
+        let mode = distkv_log::writer::RecoveryMode::TruncateTail;
+        let reader =
+            distkv_log::reader::SegmentReader::open(file, mode).map_err(|e| invalid(file, e))?;
+        return apply_log(st, reader.map(|r| r.map(|s| s.record)), file);
+    }
     if head.is_empty() || looks_like_pyfile(head) {
         let bytes = std::fs::read(file).map_err(io)?;
         return load_pyfile(st, file, &bytes);
@@ -116,8 +123,22 @@ fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
         (dir.to_path_buf(), 0)
     };
     let reader = distkv_log::LogReader::open(&log_dir, from).map_err(|e| invalid(&log_dir, e))?;
-    for rec in reader {
-        match rec.map_err(|e| invalid(&log_dir, e))? {
+    let more = apply_log(st, reader, &log_dir)?;
+    report.applied += more.applied;
+    report.skipped += more.skipped;
+    report.states += more.states;
+    Ok(report)
+}
+
+/// Applies log records (events and state records).
+fn apply_log(
+    st: &mut State,
+    records: impl Iterator<Item = Result<distkv_log::LogRecord, distkv_log::LogError>>,
+    origin: &FsPath,
+) -> Result<LoadReport, LoadError> {
+    let mut report = LoadReport::default();
+    for rec in records {
+        match rec.map_err(|e| invalid(origin, e))? {
             distkv_log::LogRecord::Event { event, .. } => count(&mut report, st.apply(event)),
             distkv_log::LogRecord::State {
                 nodes,
