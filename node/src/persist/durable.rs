@@ -613,7 +613,7 @@ impl<H: StateHost> WriterLoop<H> {
             let mut nodes = Vec::new();
             for (n, i) in st.nodes() {
                 nodes.push((n.clone(), i.tick()));
-                known.0.insert(n.clone(), i.superseded().clone());
+                known.0.insert(n.clone(), i.superseded());
                 deleted.0.insert(n.clone(), i.deleted().clone());
             }
             (nodes, known, deleted)

@@ -39,7 +39,7 @@ pub fn write(
     };
     let mut w = SnapshotWriter::create(path, &header)?;
     for (name, info) in state.nodes() {
-        w.write_node(name, info.tick(), info.superseded(), info.deleted())?;
+        w.write_node(name, info.tick(), &info.superseded(), info.deleted())?;
     }
     let mut cursor = WalkCursor::default();
     let opts = WalkOpts {

@@ -447,7 +447,7 @@ impl State {
             out.push(("nodes", Value::Map(m)));
         }
         if q.known {
-            out.push(("known", per_node(&|i| Some(i.superseded.clone()))));
+            out.push(("known", per_node(&|i| Some(i.superseded()))));
         }
         if q.present {
             out.push(("present", per_node(&|i| Some(i.present()))));
@@ -500,13 +500,7 @@ impl State {
         if let Some(t) = tick {
             n.saw_tick(t);
         }
-        for (a, b) in known.ranges() {
-            for t in a..b {
-                if !n.entries.contains_key(&t) {
-                    n.superseded.insert(t);
-                }
-            }
-        }
+        n.know(known);
         n.deleted.union_with(deleted);
     }
 
@@ -559,7 +553,7 @@ impl State {
     pub fn discard_missing(&mut self) {
         for n in self.nodes.values_mut() {
             let m = n.missing();
-            n.superseded.union_with(&m);
+            n.know(&m);
         }
     }
 

@@ -4,12 +4,16 @@
 //! seen and which of that server's ticks are
 //! * **present**: in some entry's chain (kept as tick → entry path, so an
 //!   entry can be found by `(node, tick)`),
-//! * **superseded** (wire name `known`): existed but are in no chain any more,
+//! * **superseded** (wire name `known`): existed but are in no chain any more
+//!   — kept implicitly: the node tracks every tick it has **seen** (present
+//!   or superseded; nearly always a few long ranges), and superseded =
+//!   seen − present, computed when asked for. Moving a tick from present to
+//!   superseded then touches only the present map, not a fragmented set,
 //! * **deleted**: their entry was deleted, awaiting purge,
 //! * **reported** (`remote_missing`): another server said it lacks them.
 //!
-//! *Missing* is derived: `[1, tick]` minus present minus superseded.
-//! Invariant: a tick is never both present and superseded.
+//! *Missing* is derived: `[1, tick]` minus seen.
+//! Invariant: every present tick is also seen.
 
 use std::collections::HashMap;
 
@@ -23,7 +27,8 @@ pub struct NodeInfo {
     /// Present ticks and the entry each one is in. A hash map: the hot
     /// path inserts and removes single ticks; ordered views (reports) sort.
     pub(crate) entries: HashMap<u64, Path, foldhash::fast::RandomState>,
-    pub(crate) superseded: RangeSet,
+    /// Present or superseded ticks.
+    pub(crate) seen: RangeSet,
     pub(crate) deleted: RangeSet,
     pub(crate) reported: RangeSet,
 }
@@ -45,13 +50,18 @@ impl NodeInfo {
     pub(crate) fn seen(&mut self, t: u64, path: &Path) {
         self.reported.remove(t);
         self.entries.insert(t, path.clone());
-        self.superseded.remove(t);
+        self.seen.insert(t);
     }
 
     /// Tick `t` left every chain.
     pub(crate) fn supersede(&mut self, t: u64) {
         self.entries.remove(&t);
-        self.superseded.insert(t);
+        self.seen.insert(t);
+    }
+
+    /// Ticks `known` to exist (superseded unless present).
+    pub(crate) fn know(&mut self, known: &RangeSet) {
+        self.seen.union_with(known);
     }
 
     /// Ticks currently in some chain.
@@ -66,9 +76,13 @@ impl NodeInfo {
         t
     }
 
-    /// Ticks known to be gone from every chain.
-    pub fn superseded(&self) -> &RangeSet {
-        &self.superseded
+    /// Ticks known to be gone from every chain: seen but not present.
+    pub fn superseded(&self) -> RangeSet {
+        let mut r = self.seen.clone();
+        for t in self.present_ticks() {
+            r.remove(t);
+        }
+        r
     }
 
     /// Ticks of deleted entries awaiting purge.
@@ -86,10 +100,7 @@ impl NodeInfo {
         let mut r = RangeSet::new();
         if let Some(t) = self.tick.filter(|&t| t >= 1) {
             r.insert_range(1, t + 1);
-            for p in self.present_ticks() {
-                r.remove(p);
-            }
-            r.subtract(&self.superseded);
+            r.subtract(&self.seen);
         }
         r
     }

@@ -416,7 +416,7 @@ fn restored_entries_and_nodes_reproduce_the_state() {
     a.local_change(&path!["y"], None).unwrap();
     let mut b = State::new("a", LogLimits::default());
     for (name, info) in a.nodes() {
-        b.restore_node(name, info.tick(), info.superseded(), info.deleted());
+        b.restore_node(name, info.tick(), &info.superseded(), info.deleted());
     }
     let mut cur = WalkCursor::default();
     let opts = WalkOpts {
