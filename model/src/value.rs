@@ -231,10 +231,19 @@ impl Hash for Value {
         use Value::*;
         match self {
             Nil => state.write_u8(0),
-            Bool(_) | Int(_) | UInt(_) | Float(_) => match self.as_number() {
+            Int(i) => {
+                state.write_u8(1);
+                state.write_i64(*i);
+            }
+            Bool(_) | UInt(_) | Float(_) => match self.as_number() {
                 Some(Number::Int(i)) => {
                     state.write_u8(1);
-                    state.write_i128(i);
+                    // Equal numbers hash equally whatever their width; most
+                    // fit 64 bits, which hash faster.
+                    match i64::try_from(i) {
+                        Ok(small) => state.write_i64(small),
+                        Err(_) => state.write_i128(i),
+                    }
                 }
                 Some(Number::Float(f)) => {
                     state.write_u8(2);
@@ -390,5 +399,34 @@ impl fmt::Display for Value {
                 crate::pathfmt::bytes_repr(b)
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn equal_numbers_of_any_type_hash_alike_like_python() {
+        let s = std::collections::hash_map::RandomState::new();
+        let one = [
+            Value::Int(1),
+            Value::UInt(1),
+            Value::Float(1.0),
+            Value::Bool(true),
+        ];
+        for a in &one {
+            for b in &one {
+                assert_eq!(a, b);
+                assert_eq!(s.hash_one(a), s.hash_one(b), "{a:?} vs {b:?}");
+            }
+        }
+        // Beyond i64: still equal to the integral float, and hashed alike.
+        let big = Value::UInt(1 << 63);
+        let float = Value::Float((1u64 << 63) as f64);
+        assert_eq!(big, float);
+        assert_eq!(s.hash_one(&big), s.hash_one(&float));
+        assert_ne!(Value::Int(1), Value::str("1"));
     }
 }
