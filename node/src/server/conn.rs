@@ -144,27 +144,18 @@ impl Conn {
     async fn serve(&mut self, reader: &mut MsgReader<tokio::net::tcp::OwnedReadHalf>) -> String {
         let mut out = Vec::new();
         self.greeting(&mut out);
+        let mut eof = false;
         loop {
-            loop {
-                match reader.try_next() {
-                    Ok(Some(msg)) => self.dispatch(msg, &mut out),
-                    Ok(None) => break,
-                    Err(e) => return self.fatal(e, out).await,
-                }
+            // Answer everything already received, then send the batch.
+            let drained = self.drain(reader, &mut out);
+            if let Err(why) = self.flush(&mut out).await {
+                return why;
             }
-            if std::mem::take(&mut self.changed) && !self.wait_durable().await {
-                // Never acknowledge a change that did not reach the disk:
-                // the client sees the connection drop, not a false success.
-                return "the log writer failed; closing without acknowledging".into();
+            if let Err(e) = drained {
+                return self.fatal(e).await;
             }
-            if !out.is_empty() {
-                if let Err(e) = self.write(&out).await {
-                    return format!("write failed: {e}");
-                }
-                out.clear();
-                if out.capacity() > (1 << 20) {
-                    out = Vec::new();
-                }
+            if eof {
+                return "closed by client".into();
             }
             let more = tokio::select! {
                 r = reader.fill() => r,
@@ -172,34 +163,57 @@ impl Conn {
             };
             match more {
                 Ok(true) => {}
-                Ok(false) => {
-                    // Drain what is left; a partial message is an error.
-                    loop {
-                        match reader.try_next() {
-                            Ok(Some(msg)) => self.dispatch(msg, &mut out),
-                            Ok(None) => break,
-                            Err(e) => return self.fatal(e, out).await,
-                        }
-                    }
-                    let _ = self.write(&out).await;
-                    return "closed by client".into();
-                }
-                Err(e) => return self.fatal(e, out).await,
+                // Answer what is left; a partial message is an error.
+                Ok(false) => eof = true,
+                Err(e) => return self.fatal(e).await,
             }
         }
     }
 
+    /// Dispatches every complete message already received.
+    fn drain(
+        &mut self,
+        reader: &mut MsgReader<tokio::net::tcp::OwnedReadHalf>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        while let Some(msg) = reader.try_next()? {
+            self.dispatch(msg, out);
+        }
+        Ok(())
+    }
+
+    /// Sends a batch of replies — under `fsync = always` only once its
+    /// changes are on disk.
+    async fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        if std::mem::take(&mut self.changed) && !self.wait_durable().await {
+            // Never acknowledge a change that did not reach the disk: the
+            // client sees the connection drop, not a false success.
+            return Err("the log writer failed; closing without acknowledging".into());
+        }
+        if !out.is_empty() {
+            self.write(out)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+            out.clear();
+            if out.capacity() > (1 << 20) {
+                *out = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
     /// Reports an unrecoverable input error and ends the connection.
-    async fn fatal(&mut self, e: WireError, mut out: Vec<u8>) -> String {
+    async fn fatal(&mut self, e: WireError) -> String {
         if !matches!(e, WireError::Io(_)) {
             tracing::info!(error = %e, "closing client connection after bad input");
+            let mut out = Vec::new();
             encode_msg(
                 &self.server,
                 vec![("error", Value::str(&e.to_string()))],
                 &mut out,
             );
+            let _ = self.write(&out).await;
         }
-        let _ = self.write(&out).await;
         e.to_string()
     }
 
