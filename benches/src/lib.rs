@@ -2,6 +2,10 @@
 
 use std::sync::Arc;
 
+/// The same allocator as the `distkv` binary, so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use distkv_log::LogLimits;
 use distkv_model::{Chain, NodeName, Path, UpdateEvent, Value};
 use distkv_node::state::State;

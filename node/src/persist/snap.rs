@@ -96,12 +96,16 @@ pub fn load(
 
 /// Applies every item of `reader` to `st` (nodes, then entries).
 pub fn apply_items(st: &mut State, reader: &mut SnapshotReader) -> Result<(), SnapshotError> {
+    let mut batch = crate::state::SeenBatch::default();
     for item in reader.by_ref() {
         match item? {
             Item::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
-            Item::Entry(e) => st.restore_entry(&e.path, e.value, e.chain, e.tock),
+            Item::Entry(e) => {
+                st.restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut batch)
+            }
         }
     }
+    st.finish_restore(batch);
     Ok(())
 }
 

@@ -68,6 +68,11 @@ impl Tock {
     }
 }
 
+/// Ticks of restored entries, merged into the bookkeeping at the end of a
+/// restore ([`State::finish_restore`]).
+#[derive(Debug, Default)]
+pub struct SeenBatch(std::collections::HashMap<NodeName, Vec<u64>>);
+
 /// A deletion made by [`State::delete_tree`] and the value it removed.
 pub type Deleted = (Arc<UpdateEvent>, Option<Value>);
 
@@ -533,6 +538,22 @@ impl State {
         chain: Option<Chain>,
         tock: u64,
     ) {
+        let mut batch = SeenBatch::default();
+        self.restore_entry_batched(path, value, chain, tock, &mut batch);
+        self.finish_restore(batch);
+    }
+
+    /// [`State::restore_entry`] for many entries (a snapshot): the ticks'
+    /// bookkeeping is collected in `batch` and merged in one sorted pass by
+    /// [`State::finish_restore`], which must follow.
+    pub fn restore_entry_batched(
+        &mut self,
+        path: &[Value],
+        value: Option<Value>,
+        chain: Option<Chain>,
+        tock: u64,
+        batch: &mut SeenBatch,
+    ) {
         self.tock.seen(tock);
         let e = self.root.follow_create(path);
         e.data = value;
@@ -543,8 +564,20 @@ impl State {
             for l in c.links() {
                 let n = self.node_mut(&l.node);
                 n.saw_tick(l.tick);
-                n.seen(l.tick, &path);
+                n.reported.remove(l.tick);
+                n.entries.insert(l.tick, path.clone());
+                batch.0.entry(l.node.clone()).or_default().push(l.tick);
             }
+        }
+    }
+
+    /// Merges the ticks collected by [`State::restore_entry_batched`].
+    pub fn finish_restore(&mut self, batch: SeenBatch) {
+        for (name, mut ticks) in batch.0 {
+            ticks.sort_unstable();
+            self.node_mut(&name)
+                .seen
+                .union_with(&ticks.into_iter().collect());
         }
     }
 
