@@ -239,17 +239,10 @@ impl Iterator for LogReader {
         if self.done {
             return None;
         }
-        match self.step() {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        // Stops for good after the end or an error.
+        let r = self.step().transpose();
+        self.done = !matches!(r, Some(Ok(_)));
+        r
     }
 }
 
@@ -426,17 +419,10 @@ impl Iterator for SegmentReader {
         if self.done {
             return None;
         }
-        match self.step() {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        // Stops for good after the end or an error.
+        let r = self.step().transpose();
+        self.done = !matches!(r, Some(Ok(_)));
+        r
     }
 }
 

@@ -128,19 +128,8 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
             }
         }
     }
-    // Never reuse a tick: the node resumes above its reservation.
-    let used = state.tick().unwrap_or(0);
-    if meta.reserved_tick > used {
-        let me_name = state.me().clone();
-        let mut skipped = RangeSet::new();
-        skipped.insert_range(used + 1, meta.reserved_tick + 1);
-        state.restore_node(
-            &me_name,
-            Some(meta.reserved_tick),
-            &skipped,
-            &RangeSet::new(),
-        );
-    }
+    // As recovery does: the node resumes above its tick reservation.
+    distkv_node::persist::durable::resume_above_reservation(&mut state, meta.reserved_tick);
     Ok((state, notes))
 }
 

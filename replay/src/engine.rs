@@ -658,20 +658,7 @@ pub fn chain_text(c: &Chain) -> String {
 
 /// Number of entries with a value or a chain.
 pub fn entry_count(st: &State) -> u64 {
-    use distkv_node::state::{WalkCursor, WalkOpts};
     let mut n = 0;
-    let mut cursor = WalkCursor::default();
-    let opts = WalkOpts {
-        empty: true,
-        meta: true,
-        ..WalkOpts::default()
-    };
-    while !cursor.is_done() {
-        cursor.step(st.root(), &opts, usize::MAX, |e, _| {
-            if e.data().is_some() || e.chain().is_some() {
-                n += 1;
-            }
-        });
-    }
+    st.for_each_entry(true, |_| n += 1);
     n
 }

@@ -219,6 +219,19 @@ fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
     Ok(())
 }
 
+/// Never reuse a tick: after a crash the node may have handed out ticks up
+/// to its durable reservation that its log lost. Its own tick resumes at
+/// the reservation; the ticks skipped are declared superseded.
+pub fn resume_above_reservation(state: &mut State, reserved_tick: u64) {
+    let used = state.tick().unwrap_or(0);
+    if reserved_tick > used {
+        let me = state.me().clone();
+        let mut skipped = RangeSet::new();
+        skipped.insert_range(used + 1, reserved_tick + 1);
+        state.restore_node(&me, Some(reserved_tick), &skipped, &RangeSet::new());
+    }
+}
+
 /// The file name of the snapshot covering `seq`.
 pub fn snapshot_name(seq: Seq) -> String {
     format!("{seq:020}.dkvsnap")
@@ -292,19 +305,7 @@ pub fn recover(
         }
     }
 
-    // Never reuse a tick: resume above everything that may have been used.
-    let used = state.tick().unwrap_or(0);
-    if meta.reserved_tick > used {
-        let me_name = state.me().clone();
-        let mut skipped = RangeSet::new();
-        skipped.insert_range(used + 1, meta.reserved_tick + 1);
-        state.restore_node(
-            &me_name,
-            Some(meta.reserved_tick),
-            &skipped,
-            &RangeSet::new(),
-        );
-    }
+    resume_above_reservation(&mut state, meta.reserved_tick);
     let tick = state.tick().unwrap_or(0);
     meta.reserve(&config.dir, tick + 1)?;
     state.set_tick_limit(Some(meta.reserved_tick));

@@ -17,7 +17,7 @@ use distkv_snapshot::{
     Item, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
 };
 
-use crate::state::{State, WalkCursor, WalkOpts};
+use crate::state::State;
 
 /// Writes `state` as a snapshot to `path`. `full = false` leaves out the
 /// meta tree (the root's `None` child), like DistKV's client `save`.
@@ -41,20 +41,12 @@ pub fn write(
     for (name, info) in state.nodes() {
         w.write_node(name, info.tick(), &info.superseded(), info.deleted())?;
     }
-    let mut cursor = WalkCursor::default();
-    let opts = WalkOpts {
-        empty: true,
-        meta: full,
-        ..WalkOpts::default()
-    };
     let mut res = Ok(());
-    while !cursor.is_done() && res.is_ok() {
-        cursor.step(state.root(), &opts, usize::MAX, |e, _| {
-            if res.is_ok() && (e.chain().is_some() || e.data().is_some()) {
-                res = w.write_entry(e.path(), e.data(), e.chain(), e.tock());
-            }
-        });
-    }
+    state.for_each_entry(full, |e| {
+        if res.is_ok() {
+            res = w.write_entry(e.path(), e.data(), e.chain(), e.tock());
+        }
+    });
     res?;
     Ok(SnapshotWriterDone { writer: w, header })
 }

@@ -590,36 +590,43 @@ impl State {
         }
     }
 
+    /// Visits every entry that holds a value or a chain, depth-first, node
+    /// before children (`meta`: the meta tree too).
+    pub fn for_each_entry(&self, meta: bool, mut f: impl FnMut(&Entry)) {
+        let mut cursor = WalkCursor::default();
+        let opts = WalkOpts {
+            empty: true,
+            meta,
+            ..WalkOpts::default()
+        };
+        while !cursor.is_done() {
+            cursor.step(&self.root, &opts, usize::MAX, |e, _| {
+                if e.chain.is_some() || e.data.is_some() {
+                    f(e);
+                }
+            });
+        }
+    }
+
     /// An order-independent 128-bit digest of the tree (every entry's path,
     /// value, full chain and tock) and of each node's tick. Two states with
     /// the same digest hold the same data, whatever order they got it in.
     pub fn digest(&self) -> u128 {
         let mut sum = 0u128;
         let mut buf = Vec::new();
-        let mut cursor = WalkCursor::default();
-        let opts = WalkOpts {
-            empty: true,
-            meta: true,
-            ..WalkOpts::default()
-        };
-        while !cursor.is_done() {
-            cursor.step(&self.root, &opts, usize::MAX, |e, _| {
-                if e.chain.is_none() && e.data.is_none() {
-                    return;
-                }
-                buf.clear();
-                distkv_model::codec::write_path(&mut buf, &e.path);
-                match &e.data {
-                    Some(v) => distkv_model::codec::encode(v, &mut buf),
-                    None => buf.push(0xc1), // never valid msgpack: "no value"
-                }
-                if let Some(c) = &e.chain {
-                    distkv_model::codec::encode(&c.to_value(-1), &mut buf);
-                }
-                distkv_model::codec::write_uint(&mut buf, e.tock);
-                sum = sum.wrapping_add(hash128(&buf));
-            });
-        }
+        self.for_each_entry(true, |e| {
+            buf.clear();
+            distkv_model::codec::write_path(&mut buf, &e.path);
+            match &e.data {
+                Some(v) => distkv_model::codec::encode(v, &mut buf),
+                None => buf.push(0xc1), // never valid msgpack: "no value"
+            }
+            if let Some(c) = &e.chain {
+                distkv_model::codec::encode(&c.to_value(-1), &mut buf);
+            }
+            distkv_model::codec::write_uint(&mut buf, e.tock);
+            sum = sum.wrapping_add(hash128(&buf));
+        });
         for (name, info) in &self.nodes {
             buf.clear();
             buf.extend_from_slice(name.as_bytes());
