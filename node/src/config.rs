@@ -62,6 +62,11 @@ server:
   ping:
     cycle: 10
     gap: 2
+  bus:
+    port: 27587
+    peers: []
+    advertise: null
+  mqtt: null
   data_dir: null
   persist:
     fsync: interval
@@ -267,6 +272,60 @@ impl Config {
                 }
             },
             persist: self.persist()?,
+            cluster: self.cluster()?,
+        })
+    }
+
+    fn cluster(&self) -> Result<ClusterSettings, ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        let root = match self.get("server.root") {
+            Some(Yaml::Sequence(parts)) if !parts.is_empty() => parts
+                .iter()
+                .map(|p| p.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("server.root", "must be a list of strings"))?
+                .join("/"),
+            _ => return Err(invalid("server.root", "must be a list of strings")),
+        };
+        let peers = match self.get("server.bus.peers") {
+            None | Some(Yaml::Null) => Vec::new(),
+            Some(Yaml::Sequence(p)) => p
+                .iter()
+                .map(|p| p.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("server.bus.peers", "must be a list of host:port"))?,
+            Some(_) => return Err(invalid("server.bus.peers", "must be a list of host:port")),
+        };
+        let mqtt = match self.get("server.mqtt") {
+            None | Some(Yaml::Null) => None,
+            Some(Yaml::String(s)) => Some(s.clone()),
+            Some(m) => Some(
+                m.get("uri")
+                    .and_then(Yaml::as_str)
+                    .ok_or_else(|| invalid("server.mqtt", "must be a URL or {uri: URL}"))?
+                    .to_string(),
+            ),
+        };
+        let advertise = match self.get("server.bus.advertise") {
+            None | Some(Yaml::Null) => None,
+            Some(Yaml::String(s)) => Some(s.clone()),
+            Some(_) => return Err(invalid("server.bus.advertise", "must be a host name")),
+        };
+        let port = self.int("server.bus.port")?;
+        let ms =
+            |key: &str| -> Result<u64, ConfigError> { Ok(self.seconds(key)?.as_millis() as u64) };
+        Ok(ClusterSettings {
+            root,
+            bus_port: u16::try_from(port)
+                .map_err(|_| invalid("server.bus.port", "must be a port number"))?,
+            peers,
+            mqtt,
+            advertise,
+            cycle_ms: ms("server.ping.cycle")?.max(1),
+            gap_ms: ms("server.ping.gap")?.max(1),
         })
     }
 
@@ -352,6 +411,28 @@ pub struct ServerSettings {
     pub data_dir: Option<String>,
     /// How the data directory is kept (`server.persist.*`).
     pub persist: PersistSettings,
+    /// How the node reaches the others.
+    pub cluster: ClusterSettings,
+}
+
+/// How a node reaches the other nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Topic root (`server.root`, elements joined by `/`).
+    pub root: String,
+    /// Port of the embedded broker (`server.bus.port`).
+    pub bus_port: u16,
+    /// Brokers of other nodes, `host:port` (`server.bus.peers`).
+    pub peers: Vec<String>,
+    /// One external broker for all nodes instead of the mesh
+    /// (`server.mqtt`, a URL or DistKV's `{uri: URL}`).
+    pub mqtt: Option<String>,
+    /// Host name other nodes use to reach this one (`server.bus.advertise`).
+    pub advertise: Option<String>,
+    /// Election cycle in ms (`server.ping.cycle`, seconds).
+    pub cycle_ms: u64,
+    /// Election gap in ms (`server.ping.gap`, seconds).
+    pub gap_ms: u64,
 }
 
 /// When the event log is fsynced (`server.persist.fsync`).

@@ -50,6 +50,42 @@ pub struct PyState {
     pub tock: Option<u64>,
 }
 
+impl PyState {
+    /// Decodes a state record (also the reply to `get_state nodes known
+    /// deleted`).
+    pub fn from_value(v: &Value) -> Result<PyState, String> {
+        let mut st = PyState {
+            tock: v.get("tock").and_then(Value::as_u64),
+            ..PyState::default()
+        };
+        if let Some(n) = v.get("nodes").and_then(Value::as_map) {
+            for (k, t) in n {
+                let name = k.as_str().ok_or("node name is not a string")?;
+                st.nodes.push((name.to_string(), t.as_u64()));
+            }
+        }
+        if let Some(k) = v.get("superseded").or_else(|| v.get("known")) {
+            st.known = NodeSet::from_value(k).map_err(|e| e.to_string())?;
+        }
+        if let Some(d) = v.get("deleted") {
+            st.deleted = NodeSet::from_value(d).map_err(|e| e.to_string())?;
+        }
+        Ok(st)
+    }
+
+    /// Applies it to `st`: ticks, superseded and deleted ticks, tock.
+    pub fn apply_to(&self, st: &mut crate::state::State) {
+        if let Some(t) = self.tock {
+            st.tock().seen(t);
+        }
+        st.restore_state(
+            self.nodes.iter().map(|(n, t)| (n.as_str(), *t)),
+            &self.known,
+            &self.deleted,
+        );
+    }
+}
+
 /// A DistKV-py file that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PyFileError {
@@ -139,25 +175,7 @@ impl<'a> PyReader<'a> {
             .iter()
             .any(|k| v.get(k).is_some())
         {
-            let mut st = PyState {
-                tock: v.get("tock").and_then(Value::as_u64),
-                ..PyState::default()
-            };
-            if let Some(n) = v.get("nodes").and_then(Value::as_map) {
-                for (k, t) in n {
-                    let name = k
-                        .as_str()
-                        .ok_or_else(|| invalid("node name is not a string".into()))?;
-                    st.nodes.push((name.to_string(), t.as_u64()));
-                }
-            }
-            let known = v.get("superseded").or_else(|| v.get("known"));
-            if let Some(k) = known {
-                st.known = NodeSet::from_value(k).map_err(|e| invalid(e.to_string()))?;
-            }
-            if let Some(d) = v.get("deleted") {
-                st.deleted = NodeSet::from_value(d).map_err(|e| invalid(e.to_string()))?;
-            }
+            let st = PyState::from_value(&v).map_err(invalid)?;
             return Ok(PyRecord::State(st));
         }
         Ok(PyRecord::Unknown(v))

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use distkv_model::Value;
-use distkv_node::config::Config;
+use distkv_node::cluster::core::{ClusterConfig, Core};
+use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
+use distkv_node::cluster::{self, actor::ActorConfig, bus::Bus, msg::Topics};
+use distkv_node::config::{ClusterSettings, Config};
 use distkv_node::persist::durable::{self, DurableConfig};
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +58,27 @@ pub struct ServerArgs {
     /// Worker threads (overrides `server.threads`; 0 = one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Port of this node's embedded MQTT broker, which the other nodes
+    /// connect to (overrides `server.bus.port`; 0 = any free port).
+    #[arg(long, value_name = "PORT")]
+    pub bus_port: Option<u16>,
+    /// Another node's broker, `HOST:BUSPORT` (repeatable; more peers are
+    /// learned from them). A node without peers starts a new cluster.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Use one external MQTT broker for all nodes (e.g.
+    /// `mqtt://broker:1883`) instead of the embedded mesh.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["peers", "bus_port"])]
+    pub mqtt: Option<String>,
+    /// Host name or address other nodes use to reach this one (default:
+    /// the bind address, or this machine's host name when binding to all
+    /// addresses).
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// Serve clients at once even without data, instead of first fetching
+    /// the state from a peer.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 /// Worker threads the server's runtime should have (0 = one per core).
@@ -124,6 +148,18 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         server.state().discard_missing();
     }
     let has_data = server.state().tick().is_some_and(|t| t > 0);
+    let mut cluster = settings.cluster.clone();
+    if let Some(p) = args.bus_port {
+        cluster.bus_port = p;
+    }
+    cluster.peers.extend(args.peers.iter().cloned());
+    if args.mqtt.is_some() {
+        cluster.mqtt = args.mqtt.clone();
+    }
+    if args.advertise.is_some() {
+        cluster.advertise = args.advertise.clone();
+    }
+    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
     match args.init {
         Some(_) if has_data => {
             tracing::warn!("the node already has data: --init ignored");
@@ -139,7 +175,13 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
             };
             server.init(value)?;
         }
-        None => server.make_ready(),
+        None if server.state().tick().is_some() => {}
+        None if alone => server.make_ready(),
+        None if args.force => {
+            tracing::warn!("--force: serving without the cluster's data");
+            server.make_ready();
+        }
+        None => {}
     }
     let listener = server::bind(&settings.host, settings.port)
         .await
@@ -148,6 +190,42 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     tracing::info!(node = %args.name, %addr, "distkv node running");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
+    let bus = start_bus(&args.name, &cluster, &settings.host, &host).await?;
+    server.attach_bus(bus.clone(), Topics::new(&cluster.root));
+    let core = {
+        let config = ClusterConfig {
+            root: cluster.root.clone(),
+            ping: ActorConfig {
+                cycle: cluster.cycle_ms,
+                gap: cluster.gap_ms,
+                ..ActorConfig::main()
+            },
+            ..ClusterConfig::default()
+        };
+        let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
+        Core::new(
+            &server.state(),
+            config,
+            seed,
+            Some(format!("{host}:{}", addr.port())),
+        )
+    };
+    let ready = CancellationToken::new();
+    let protocol = tokio::spawn(cluster::node::run(
+        server.clone(),
+        bus,
+        core,
+        shutdown.clone(),
+        ready.clone(),
+    ));
+    if !ready.is_cancelled() {
+        tracing::info!("waiting for the cluster's data from a peer before serving clients");
+        tokio::select! {
+            _ = ready.cancelled() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
     #[cfg(unix)]
     if let Some(d) = server.durability().cloned() {
         // SIGHUP: start a new log segment (e.g. before copying the files away).
@@ -161,6 +239,7 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         }
     }
     server::serve(Arc::clone(&server), listener, shutdown).await?;
+    let _ = protocol.await;
     if let (Some(d), Some(h)) = (server.durability(), writer) {
         d.request_stop();
         match tokio::task::spawn_blocking(move || h.join()).await {
@@ -170,6 +249,60 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The host name other nodes reach this one by.
+fn advertised_host(advertise: Option<&str>, bind: &str) -> String {
+    if let Some(a) = advertise {
+        return a.to_string();
+    }
+    let any = bind
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if !any {
+        return bind.to_string();
+    }
+    hostname().unwrap_or_else(|| "localhost".into())
+}
+
+fn hostname() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+        let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if r == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return std::str::from_utf8(&buf[..end]).ok().map(str::to_string);
+        }
+    }
+    None
+}
+
+/// Starts the bus: the embedded broker mesh, or one external broker.
+async fn start_bus(
+    name: &str,
+    cluster: &ClusterSettings,
+    bind: &str,
+    host: &str,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    let mode = match &cluster.mqtt {
+        Some(url) => MqttMode::External { url: url.clone() },
+        None => MqttMode::Mesh {
+            listen: (bind.to_string(), cluster.bus_port),
+            // With port 0 the broker reports the port it got.
+            advertise: (cluster.bus_port != 0).then(|| format!("{host}:{}", cluster.bus_port)),
+            peers: cluster.peers.clone(),
+        },
+    };
+    let bus = MqttBus::start(MqttConfig {
+        node: name.to_string(),
+        root: cluster.root.clone(),
+        mode,
+    })
+    .await
+    .context("cannot start the bus to other nodes")?;
+    Ok(bus)
 }
 
 /// Raises the soft limit on open files to the hard limit, so the default

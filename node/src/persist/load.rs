@@ -190,14 +190,7 @@ fn load_pyfile(st: &mut State, file: &FsPath, bytes: &[u8]) -> Result<LoadReport
         match rec.map_err(|e| invalid(file, e))? {
             PyRecord::Event(ev) => count(&mut report, st.apply(ev)),
             PyRecord::State(s) => {
-                if let Some(t) = s.tock {
-                    st.tock().seen(t);
-                }
-                st.restore_state(
-                    s.nodes.iter().map(|(n, t)| (n.as_str(), *t)),
-                    &s.known,
-                    &s.deleted,
-                );
+                s.apply_to(st);
                 report.states += 1;
             }
             PyRecord::Unknown(_) => report.unknown += 1,

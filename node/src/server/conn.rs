@@ -360,6 +360,9 @@ impl Conn {
             "get_tree" => return self.start_stream(Kind::GetTree, seq, msg, out),
             "get_tree_internal" => return self.start_stream(Kind::GetTreeInternal, seq, msg, out),
             "watch" => return self.start_stream(Kind::Watch, seq, msg, out),
+            "msg_monitor" => return self.start_stream(Kind::MsgMonitor, seq, msg, out),
+            "msg_send" => super::bus_msgs::send(s, &msg),
+            "kill_node" => super::bus_msgs::kill_node(s, &msg),
             other => Err(CmdError::Invalid(format!("unknown action {other:?}"))),
         };
         self.reply(seq, res, out);

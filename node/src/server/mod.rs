@@ -8,6 +8,7 @@
 //! ([`conn`]) until the shutdown token fires; then it stops accepting, lets
 //! connections finish their current batch, and returns once all are gone.
 
+mod bus_msgs;
 mod conn;
 mod export;
 mod handlers;
@@ -27,6 +28,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::bus::Bus;
+use crate::cluster::msg::Topics;
 use crate::config::ServerSettings;
 use crate::persist::durable::{with_reserved_ticks, Durability, StateHost};
 use crate::state::{State, StateError, Tock};
@@ -101,7 +104,6 @@ impl From<&ServerSettings> for ServerOptions {
 }
 
 /// A running node: its state and what its connections share.
-#[derive(Debug)]
 pub struct Server {
     name: String,
     state: Mutex<State>,
@@ -110,6 +112,15 @@ pub struct Server {
     opts: ServerOptions,
     durability: OnceLock<Arc<Durability>>,
     logs: Mutex<Vec<export::LogExport>>,
+    bus: OnceLock<(Arc<dyn Bus>, Topics)>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -131,6 +142,7 @@ impl Server {
             opts,
             durability: OnceLock::new(),
             logs: Mutex::new(Vec::new()),
+            bus: OnceLock::new(),
         })
     }
 
@@ -157,6 +169,17 @@ impl Server {
     /// The data directory's writer, if the node has one.
     pub fn durability(&self) -> Option<&Arc<Durability>> {
         self.durability.get()
+    }
+
+    /// Connects the bus to other nodes (once); `msg_send`/`msg_monitor`
+    /// use it.
+    pub fn attach_bus(&self, bus: Arc<dyn Bus>, topics: Topics) {
+        let _ = self.bus.set((bus, topics));
+    }
+
+    /// The bus to other nodes and the cluster's topics, if the node has one.
+    pub fn bus(&self) -> Option<(&Arc<dyn Bus>, &Topics)> {
+        self.bus.get().map(|(b, t)| (b, t))
     }
 
     /// Runs a local change: refused while too many changes wait for the

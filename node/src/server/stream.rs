@@ -69,6 +69,9 @@ impl Window {
 #[derive(Debug)]
 pub struct Gone;
 
+/// What a stream body ends with: the connection is gone, or an error to report.
+pub type Body = Result<CmdResult<()>, Gone>;
+
 /// The sending side of one stream.
 pub struct StreamOut {
     server: Arc<Server>,
@@ -125,6 +128,8 @@ pub enum Kind {
     GetTreeInternal,
     /// `watch`.
     Watch,
+    /// `msg_monitor`.
+    MsgMonitor,
 }
 
 /// Runs a stream command to its end: start, body, (error), end.
@@ -144,6 +149,7 @@ pub async fn run(
             Kind::GetTree => get_tree(&server, &view, &msg, false, &mut out).await,
             Kind::GetTreeInternal => get_tree(&server, &view, &msg, true, &mut out).await,
             Kind::Watch => watch(&server, &view, &msg, &mut out).await,
+            Kind::MsgMonitor => super::bus_msgs::monitor(&server, &msg, &mut out).await,
         }
     };
     let res = tokio::select! {

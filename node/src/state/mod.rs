@@ -26,6 +26,7 @@
 //! "missing" forever.
 
 mod nodes;
+mod sync;
 mod tree;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,7 @@ use distkv_model::chain::{precedes, supersedes, MAX_COUNTER};
 use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
 
 pub use nodes::NodeInfo;
+pub use sync::Answers;
 pub use tree::{Entry, Map, WalkCursor, WalkOpts};
 
 /// The node's Lamport-like counter. Every read advances it, as in DistKV:

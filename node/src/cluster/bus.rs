@@ -1,0 +1,88 @@
+//! The message bus between nodes.
+//!
+//! A [`Bus`] carries opaque payloads on MQTT-style topics (`a/b/c`; filters
+//! may use `+` for one level and a trailing `#` for any rest). Delivery is
+//! at most once and unordered across publishers (MQTT QoS 0): messages may
+//! be lost, and the cluster layer repairs losses by anti-entropy. Messages
+//! from one publisher to one subscriber arrive in publishing order unless
+//! the bus is a fault-injecting test bus.
+//!
+//! **Own messages:** a subscriber receives every matching message, its own
+//! node's publications included, just as an MQTT broker delivers a client's
+//! publications to that client's own matching subscriptions. The bus does
+//! not mark them; every cluster message names its sender, and the cluster
+//! layer recognises its own by that name.
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+/// One message taken off the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The full topic, e.g. `:distkv/update`.
+    pub topic: String,
+    /// The payload, as published.
+    pub payload: Bytes,
+}
+
+/// How many undelivered messages a subscription holds before the bus drops
+/// newer ones (and counts them in [`Bus::dropped`]).
+pub const SUBSCRIPTION_QUEUE: usize = 16 * 1024;
+
+/// Publish/subscribe transport between nodes.
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes `payload` on `topic`. Never blocks; a message that cannot
+    /// be sent (no connection, full queue) is dropped and counted.
+    fn publish(&self, topic: &str, payload: Bytes);
+
+    /// Subscribes to `filter`. The receiver gets every later message on a
+    /// matching topic, this node's own included (see the module docs), in
+    /// a queue of [`SUBSCRIPTION_QUEUE`] messages; when it is full, further
+    /// messages for it are dropped and counted. Dropping the receiver ends
+    /// the subscription.
+    fn subscribe(&self, filter: &str) -> mpsc::Receiver<Delivery>;
+
+    /// A counter that increases whenever a link to another node or broker
+    /// is (re-)established: after a partition heals, the cluster layer
+    /// starts an anti-entropy round at once instead of waiting for its
+    /// timer.
+    fn links(&self) -> watch::Receiver<u64>;
+
+    /// Messages dropped so far (full queues, publishing while unconnected).
+    fn dropped(&self) -> u64;
+}
+
+/// Whether `topic` matches the MQTT topic filter `filter`.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn filters_match_like_mqtt() {
+        assert!(topic_matches(":distkv/#", ":distkv/update"));
+        assert!(topic_matches(":distkv/+", ":distkv/ping"));
+        assert!(topic_matches("#", "a/b/c"));
+        assert!(topic_matches("a/b", "a/b"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(!topic_matches("a/+", "a/b/c"));
+        assert!(!topic_matches(":distkv/update", ":distkv/info"));
+        assert!(
+            topic_matches("a/#", "a"),
+            "a trailing # matches the parent too"
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! The replication protocol as a pure state machine.
+//!
+//! [`Core`] owns no state and does no I/O: the caller passes the node's
+//! [`State`], the current time (ms, any monotonic origin) and the messages
+//! it took off the bus; `Core` applies what arrived, and queues what to
+//! publish ([`Core::take_outgoing`]) and what the caller must do
+//! ([`Notice`]). The async node ([`super::node`]) and the seeded simulation
+//! drive the very same code.
+//!
+//! The protocol (SPEC-core §4, with our message formats from [`super::msg`]):
+//! * **Replication:** every event in the event log whose chain head is this
+//!   node is broadcast on `update`, batched (whatever accumulated since the
+//!   last poll, at most [`ClusterConfig::batch`] events per message).
+//! * **Election:** the main [`Actor`] pings on `ping` with `(tock, tick)`;
+//!   the housekeeper it elects each cycle broadcasts every node's tick
+//!   (`info.ticks`), which is how a node notices it missed something even
+//!   when nothing else is happening (anti-entropy).
+//! * **Repair:** a node that learns of ticks it lacks asks for them
+//!   (`info.missing`, after a short random delay so a cluster asks once);
+//!   nodes holding them answer with the entries on `update`, or say they
+//!   are superseded or deleted (`info.known`/`deleted`), again after a
+//!   random delay, skipping ticks someone else answered meanwhile.
+//! * **Split recovery:** a healed split — noticed by the actor from
+//!   incompatible ping histories, or by the bus when a link comes back —
+//!   makes every node broadcast its ticks, which starts the repair above
+//!   on both sides.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use distkv_log::Seq;
+use distkv_model::codec;
+use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
+use super::msg::{encode_update, Info, Topics, Update, BUS_LIMITS};
+use crate::state::State;
+
+/// Settings of the replication protocol.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Topic root, e.g. `:distkv`.
+    pub root: String,
+    /// The main actor (`server.ping`): its `cycle` is also the period of
+    /// the background repair, its `gap` the scale of the random delays.
+    pub ping: ActorConfig,
+    /// Most events in one `update` message.
+    pub batch: usize,
+    /// Most entries one repair round sends before yielding.
+    pub resend_max: usize,
+    /// After a start with ticks of its own missing (a crash), how long a
+    /// node waits for others to send them before declaring the rest never
+    /// used (ms).
+    pub own_gap_grace: u64,
+    /// How long a node without data waits for a ready peer before the
+    /// cluster is taken to be new (ms); the smallest name among the nodes
+    /// seen then starts it.
+    pub join_wait: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            root: ":distkv".into(),
+            ping: ActorConfig::main(),
+            batch: 2000,
+            resend_max: 5000,
+            own_gap_grace: 30_000,
+            join_wait: 15_000,
+        }
+    }
+}
+
+/// Something the caller of [`Core`] must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// This node has no data yet and `node` (client address `addr`, if it
+    /// told) is ready: fetch the state from it.
+    Fetch {
+        /// The ready node.
+        node: NodeName,
+        /// Its client address, `host:port`.
+        addr: Option<String>,
+    },
+    /// No node of the cluster has data: this one starts it.
+    Bootstrap,
+    /// Another node uses our name.
+    NameCollision,
+}
+
+/// The replication protocol of one node.
+pub struct Core {
+    me: NodeName,
+    cfg: ClusterConfig,
+    topics: Topics,
+    actor: Actor,
+    rng: StdRng,
+    /// Next event-log record to look at for broadcasting.
+    next_seq: Seq,
+    out: Vec<(String, Bytes)>,
+    notices: Vec<Notice>,
+    /// Client address announced in our pings.
+    addr: Option<String>,
+    /// Missing ticks somebody (we or another node) asked for this round.
+    asked: NodeSet,
+    ticks_at: Option<u64>,
+    missing_at: Option<u64>,
+    resend_at: Option<u64>,
+    gap_at: Option<u64>,
+    round_at: u64,
+    started_at: u64,
+    /// Last ping value and client address of every node heard.
+    peers: BTreeMap<NodeName, (PingValue, Option<String>)>,
+    fetching: bool,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("me", &self.me)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// The protocol for the node whose state is `st`; `seed` drives every
+    /// random delay. Events already in the log are not broadcast.
+    pub fn new(st: &State, cfg: ClusterConfig, seed: u64, addr: Option<String>) -> Core {
+        let me = st.me().clone();
+        Core {
+            actor: Actor::new(me.clone(), cfg.ping.clone()),
+            topics: Topics::new(&cfg.root),
+            me,
+            cfg,
+            rng: StdRng::seed_from_u64(seed),
+            next_seq: st.log().next_seq(),
+            out: Vec::new(),
+            notices: Vec::new(),
+            addr,
+            asked: NodeSet::default(),
+            ticks_at: None,
+            missing_at: None,
+            resend_at: None,
+            gap_at: None,
+            round_at: 0,
+            started_at: 0,
+            peers: BTreeMap::new(),
+            fetching: false,
+        }
+    }
+
+    /// The topics this node publishes and listens on.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// The filter to subscribe to for everything [`Core::receive`] takes.
+    pub fn filter(&self) -> String {
+        format!("{}/#", self.cfg.root)
+    }
+
+    /// The election's view: current housekeeper history.
+    pub fn history(&self) -> &[NodeName] {
+        self.actor.history()
+    }
+
+    /// Whether this node is the housekeeper now.
+    pub fn is_housekeeper(&self) -> bool {
+        self.actor.is_tagged()
+    }
+
+    /// Nodes heard on the ping topic, with their last value and address.
+    pub fn peers(&self) -> impl Iterator<Item = (&NodeName, &(PingValue, Option<String>))> {
+        self.peers.iter()
+    }
+
+    /// Starts the protocol: announces this node and asks everyone for
+    /// their ticks.
+    pub fn start(&mut self, st: &mut State, now: u64) {
+        self.started_at = now;
+        self.round_at = now + self.cfg.ping.cycle;
+        self.actor.set_value(ping_value(st));
+        let msgs = self.actor.start(now, &mut self.rng);
+        self.publish_actor(msgs);
+        if !st.node(&self.me).is_none_or(|n| n.missing().is_empty()) {
+            self.gap_at = Some(now + self.cfg.own_gap_grace);
+        }
+        self.ticks_at = Some(now);
+    }
+
+    /// A link to another node came (back) up: exchange ticks soon.
+    pub fn link_up(&mut self, now: u64) {
+        let at = now + self.jitter(self.cfg.ping.gap / 4);
+        self.ticks_at = Some(self.ticks_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// The fetch of a joining node's state ended (`ok`: it is ready now).
+    pub fn fetch_done(&mut self, ok: bool, now: u64) {
+        self.fetching = false;
+        if ok {
+            self.ticks_at = Some(now);
+        }
+    }
+
+    /// Takes a message off the bus.
+    pub fn receive(&mut self, st: &mut State, now: u64, topic: &str, payload: &[u8]) {
+        let result = if topic == self.topics.update {
+            Update::decode(payload).map(|u| self.on_update(st, u))
+        } else if topic == self.topics.info {
+            Info::decode(payload).map(|i| self.on_info(st, now, i))
+        } else if topic == self.topics.ping {
+            self.on_ping(st, now, payload);
+            Ok(())
+        } else {
+            Ok(()) // `del` and anything else under the root: not ours
+        };
+        if let Err(e) = result {
+            tracing::warn!(%topic, error = %e, "ignoring a bad cluster message");
+        }
+    }
+
+    fn on_update(&mut self, st: &mut State, u: Update) {
+        if u.node == self.me {
+            return;
+        }
+        for ev in u.events {
+            let chain = ev.chain.clone();
+            st.apply(ev);
+            st.sighted(&chain);
+        }
+    }
+
+    fn on_info(&mut self, st: &mut State, now: u64, i: Info) {
+        if i.node == self.me {
+            return;
+        }
+        if let Some(t) = i.tick {
+            st.saw_node_tick(&i.node, t);
+        }
+        for (n, t) in &i.ticks {
+            st.saw_node_tick(n, *t);
+        }
+        if !i.missing.is_empty() {
+            st.report_missing(&i.missing);
+            for (n, r) in &i.missing.0 {
+                self.asked.0.entry(n.clone()).or_default().union_with(r);
+            }
+            let at = now + self.cfg.ping.gap / 10 + self.jitter(self.cfg.ping.gap / 3);
+            self.resend_at.get_or_insert(at);
+        }
+        if !i.known.is_empty() {
+            st.learn_known(&i.known);
+        }
+        if !i.deleted.is_empty() {
+            st.learn_deleted(&i.deleted);
+        }
+        for n in &i.node_drop {
+            if let Err(why) = st.forget_node(n) {
+                tracing::debug!(node = %n, why, "not dropping node");
+            }
+        }
+        self.check_missing(st, now);
+    }
+
+    fn on_ping(&mut self, st: &mut State, now: u64, payload: &[u8]) {
+        let Ok(v) = codec::decode_with(payload, BUS_LIMITS) else {
+            tracing::warn!("ignoring an undecodable ping");
+            return;
+        };
+        let Some(msg) = ActorMsg::from_value(&v) else {
+            tracing::warn!("ignoring a malformed ping");
+            return;
+        };
+        if let ActorMsg::Ping { node, value, .. } = &msg {
+            let addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
+            self.peers.insert(node.clone(), (*value, addr));
+            if let (Some((tock, tick)), false) = (value, *node == self.me) {
+                st.tock().seen(*tock);
+                st.saw_node_tick(node, *tick);
+            }
+        }
+        self.actor.set_value(ping_value(st));
+        let (msgs, events) = self.actor.handle(now, &msg, &mut self.rng);
+        self.publish_actor(msgs);
+        self.actor_events(st, now, events);
+        self.check_missing(st, now);
+    }
+
+    fn actor_events(&mut self, st: &mut State, now: u64, events: Vec<ActorEvent>) {
+        for e in events {
+            match e {
+                ActorEvent::Tag => {
+                    tracing::debug!(node = %self.me, "housekeeper: broadcasting ticks");
+                    self.ticks_at = Some(now);
+                }
+                ActorEvent::Recover {
+                    prio,
+                    local,
+                    remote,
+                } => {
+                    tracing::info!(prio, ?local, ?remote, "healed split: exchanging ticks");
+                    let at = now + self.cfg.ping.gap * prio as u64 / 8 + self.jitter(50);
+                    self.ticks_at = Some(self.ticks_at.map_or(at, |t| t.min(at)));
+                }
+                ActorEvent::GoodNode { node } => self.maybe_fetch(st, node),
+                ActorEvent::NameCollision => self.notices.push(Notice::NameCollision),
+                ActorEvent::Ping { .. } | ActorEvent::Untag | ActorEvent::Detag => {}
+            }
+        }
+    }
+
+    fn maybe_fetch(&mut self, st: &State, node: NodeName) {
+        if st.tick().is_some() || self.fetching {
+            return;
+        }
+        let addr = self.peers.get(&node).and_then(|(_, a)| a.clone());
+        self.fetching = true;
+        self.notices.push(Notice::Fetch { node, addr });
+    }
+
+    /// Schedules a request for missing ticks if there are new ones.
+    fn check_missing(&mut self, st: &State, now: u64) {
+        if self.missing_at.is_some() {
+            return;
+        }
+        let mut m = st.missing();
+        for (n, r) in &self.asked.0 {
+            if let Some(x) = m.0.get_mut(n) {
+                x.subtract(r);
+            }
+        }
+        if !m.is_empty() {
+            self.missing_at = Some(now + self.jitter(self.cfg.ping.gap / 2));
+        }
+    }
+
+    /// Runs due timers and broadcasts new local changes.
+    pub fn poll(&mut self, st: &mut State, now: u64) {
+        self.broadcast_log(st);
+        self.actor.set_value(ping_value(st));
+        if now >= self.actor.next_deadline() {
+            let (msgs, events) = self.actor.poll(now, &mut self.rng);
+            self.publish_actor(msgs);
+            self.actor_events(st, now, events);
+        }
+        if now >= self.round_at {
+            // The background repair: ask again for what is still missing,
+            // answers may have been lost.
+            self.round_at = now + self.cfg.ping.cycle;
+            self.asked = NodeSet::default();
+            self.check_missing(st, now);
+            if st.tick().is_none() {
+                self.maybe_bootstrap(now);
+            }
+        }
+        if self.ticks_at.is_some_and(|t| now >= t) {
+            self.ticks_at = None;
+            let mut i = Info::new(self.me.clone(), st.tick());
+            i.ticks = st.ticks();
+            self.publish_info(&i);
+        }
+        if self.missing_at.is_some_and(|t| now >= t) {
+            self.missing_at = None;
+            self.send_missing(st);
+        }
+        if self.resend_at.is_some_and(|t| now >= t) {
+            self.resend_at = None;
+            self.resend(st, now);
+        }
+        if self.gap_at.is_some_and(|t| now >= t) {
+            self.gap_at = None;
+            let gap = st.settle_own_gap();
+            if !gap.is_empty() {
+                tracing::info!(ticks = ?gap, "own ticks nobody holds: declared unused");
+            }
+        }
+    }
+
+    fn maybe_bootstrap(&mut self, now: u64) {
+        if self.fetching || now < self.started_at + self.cfg.join_wait {
+            return;
+        }
+        let any_ready = self.peers.values().any(|(v, _)| v.is_some());
+        let first = self.peers.keys().all(|n| *n >= self.me);
+        if !any_ready && first {
+            self.notices.push(Notice::Bootstrap);
+        }
+    }
+
+    fn send_missing(&mut self, st: &State) {
+        let mut m = st.missing();
+        for (n, r) in &self.asked.0 {
+            if let Some(x) = m.0.get_mut(n) {
+                x.subtract(r);
+            }
+        }
+        m.0.retain(|_, r| !r.is_empty());
+        if m.is_empty() {
+            return;
+        }
+        tracing::debug!(node = %self.me, missing = ?m, "asking for missing ticks");
+        for (n, r) in &m.0 {
+            self.asked.0.entry(n.clone()).or_default().union_with(r);
+        }
+        let mut i = Info::new(self.me.clone(), st.tick());
+        i.missing = m;
+        self.publish_info(&i);
+    }
+
+    fn resend(&mut self, st: &mut State, now: u64) {
+        let a = st.answers(self.cfg.resend_max);
+        if !a.entries.is_empty() {
+            tracing::debug!(node = %self.me, entries = a.entries.len(), "resending entries");
+        }
+        for chunk in a.entries.chunks(self.cfg.batch.max(1)) {
+            self.publish_events(chunk.iter());
+        }
+        if !a.known.is_empty() || !a.deleted.is_empty() {
+            let mut i = Info::new(self.me.clone(), st.tick());
+            i.known = a.known;
+            i.deleted = a.deleted;
+            self.publish_info(&i);
+        }
+        if st.has_reported() && a.entries.len() >= self.cfg.resend_max {
+            self.resend_at = Some(now);
+        }
+    }
+
+    /// Broadcasts the events this node originated since the last call.
+    fn broadcast_log(&mut self, st: &State) {
+        loop {
+            let batch: Vec<&UpdateEvent> = match st.log().read(self.next_seq, self.cfg.batch) {
+                Ok(it) => {
+                    let mut n = 0;
+                    let b = it
+                        .inspect(|_| n += 1)
+                        .filter(|(_, e)| e.chain.head().node == self.me)
+                        .map(|(_, e)| &**e)
+                        .collect();
+                    self.next_seq += n;
+                    if n == 0 {
+                        return;
+                    }
+                    b
+                }
+                Err(lag) => {
+                    // Others will learn our tick from pings and ask.
+                    tracing::warn!(node = %self.me, %lag, "broadcast fell behind the event log");
+                    self.next_seq = lag.oldest;
+                    self.ticks_at = Some(0);
+                    continue;
+                }
+            };
+            if !batch.is_empty() {
+                self.publish_events(batch.into_iter());
+            }
+        }
+    }
+
+    fn publish_events<'a>(&mut self, events: impl ExactSizeIterator<Item = &'a UpdateEvent>) {
+        let mut buf = Vec::new();
+        encode_update(&self.me, events, &mut buf);
+        self.out.push((self.topics.update.clone(), buf.into()));
+    }
+
+    fn publish_info(&mut self, i: &Info) {
+        self.out.push((self.topics.info.clone(), i.encode()));
+    }
+
+    fn publish_actor(&mut self, msgs: Vec<ActorMsg>) {
+        for m in msgs {
+            let mut v = m.to_value();
+            if let (ActorMsg::Ping { .. }, Some(addr), Value::Map(pairs)) = (&m, &self.addr, &mut v)
+            {
+                pairs.push((Value::str("addr"), Value::str(addr)));
+            }
+            self.out
+                .push((self.topics.ping.clone(), codec::to_vec(&v).into()));
+        }
+    }
+
+    /// When [`Core::poll`] wants to run next.
+    pub fn next_deadline(&self) -> u64 {
+        [self.ticks_at, self.missing_at, self.resend_at, self.gap_at]
+            .into_iter()
+            .flatten()
+            .chain([self.actor.next_deadline(), self.round_at])
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Messages to publish, in order: `(topic, payload)`.
+    pub fn take_outgoing(&mut self) -> Vec<(String, Bytes)> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Things the caller must do.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn jitter(&mut self, max: u64) -> u64 {
+        if max == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..=max)
+        }
+    }
+}
+
+/// A node's ping value: `(tock, tick)` once it is ready.
+fn ping_value(st: &State) -> PingValue {
+    st.tick().map(|t| (st.tock().peek(), t))
+}

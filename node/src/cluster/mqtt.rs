@@ -1,0 +1,1219 @@
+//! The MQTT bus: nodes talk through MQTT brokers.
+//!
+//! Two modes (see [`MqttMode`]):
+//!
+//! * **Mesh** — every node embeds a broker (rumqttd). A node publishes only
+//!   to its own broker, and subscribes on its own broker *and* on every peer
+//!   broker, with one client per broker. A message therefore travels exactly
+//!   one hop (publisher's broker → subscriber's client), reaches every node
+//!   once, and no broker is a single point of failure: when a node dies, only
+//!   that node's messages stop.
+//! * **External** — all nodes use one ordinary broker (e.g. mosquitto).
+//!
+//! **Peer discovery (mesh):** on every broker it is connected to, a node
+//! keeps a retained message on `<root>/peer/<node>` holding the address
+//! other nodes should use for its broker. Whoever reads an address it has no
+//! client for connects there, so nodes told only about one seed find each
+//! other. A node also keeps a retained `<root>/broker` message on its own
+//! broker naming the broker's owner; a client reaching a broker that already
+//! has a client under another spelling of its address (`localhost` versus
+//! `127.0.0.1`, or this node's own broker) is closed, so that spelling
+//! differences cannot duplicate messages. Messages that arrive through a
+//! peer client before its broker's owner is known are not delivered.
+//!
+//! Both control topics live under the root, so subscribers whose filter
+//! matches them (e.g. `<root>/#`) receive them like any other message; the
+//! retained ones arrive again after every reconnect.
+//!
+//! **Links:** every (re)connection of any client bumps [`Bus::links`];
+//! clients reconnect forever with a backoff of 100 ms doubling to 2 s.
+//!
+//! **Limitation:** rumqttd has no way to stop a broker. [`MqttBus`] puts
+//! the broker on an internal loopback port and accepts the public
+//! connections itself, relaying them to it; [`MqttBus::shutdown`] stops the
+//! relay, which cuts every connection to this node, but the (now
+//! unreachable from other hosts) rumqttd threads stay until the process
+//! exits.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
+    SubscribeFilter,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
+
+/// The default topic root of a cluster.
+pub const DEFAULT_ROOT: &str = ":distkv";
+
+/// The largest payload the bus carries (clients and embedded broker alike);
+/// cluster messages can be batches of several MiB.
+pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// Largest MQTT packet: the payload plus room for topic and header.
+const MAX_PACKET: usize = MAX_PAYLOAD + 64 * 1024;
+/// Requests a client may queue before publishing drops messages.
+const REQUEST_QUEUE: usize = 64 * 1024;
+/// Short, so that a dead peer broker is noticed within seconds.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// TCP connect plus CONNACK timeout, in seconds (rumqttc's unit).
+const CONNECT_TIMEOUT_SECS: u64 = 3;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the embedded broker may take to accept connections.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to say goodbye at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(300);
+/// Buffer size of the relay in front of the embedded broker.
+const RELAY_BUFFER: usize = 64 * 1024;
+/// Default port of an external broker.
+const MQTT_PORT: u16 = 1883;
+
+/// How the nodes of a cluster reach each other over MQTT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// Embedded broker mesh: this node runs a broker on `listen` (host,
+    /// port; port 0 picks a free port) and connects a client to its own
+    /// broker and to every peer broker. `advertise` is the `host:port`
+    /// other nodes should use to reach this node's broker (default: the
+    /// listen host, or the host name if listening on all interfaces, with
+    /// the actual port). `peers` are `host:port` strings of other nodes'
+    /// brokers; more are learned from them.
+    Mesh {
+        /// Where the embedded broker listens.
+        listen: (String, u16),
+        /// The address other nodes should use for this node's broker.
+        advertise: Option<String>,
+        /// Brokers of other nodes to connect to at start.
+        peers: Vec<String>,
+    },
+    /// One external broker for all nodes: `mqtt://host:port`,
+    /// `tcp://host:port` or `host:port` (the port defaults to 1883).
+    External {
+        /// The broker's address.
+        url: String,
+    },
+}
+
+/// Settings of an [`MqttBus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// This node's name; part of client ids and of the peer topic.
+    pub node: String,
+    /// Topic root of the cluster, e.g. [`DEFAULT_ROOT`].
+    pub root: String,
+    /// Mesh or external broker.
+    pub mode: MqttMode,
+}
+
+impl MqttConfig {
+    /// A configuration with the default topic root.
+    pub fn new(node: impl Into<String>, mode: MqttMode) -> MqttConfig {
+        MqttConfig {
+            node: node.into(),
+            root: DEFAULT_ROOT.to_owned(),
+            mode,
+        }
+    }
+}
+
+/// Why an [`MqttBus`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// A broker address (peer, advertised, listen or URL) is malformed.
+    #[error("invalid broker address {addr:?}: {reason}")]
+    Address {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The public listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The embedded broker did not start.
+    #[error("embedded MQTT broker did not start: {0}")]
+    Broker(String),
+}
+
+/// The MQTT implementation of [`Bus`]; see the module documentation.
+///
+/// Dropping it shuts it down (see [`MqttBus::shutdown`]).
+pub struct MqttBus {
+    shared: Arc<Shared>,
+}
+
+/// One local subscriber.
+struct Sub {
+    filter: String,
+    tx: mpsc::Sender<Delivery>,
+}
+
+/// One client, connected (or trying to connect) to one broker.
+struct Link {
+    /// The broker address as advertised or configured; key of
+    /// [`State::links`].
+    key: String,
+    client: AsyncClient,
+    /// The client on this node's own broker (mesh) or on the external
+    /// broker: it publishes, and its messages are always delivered.
+    own: bool,
+    /// Whether messages arriving through this client go to subscribers.
+    deliver: AtomicBool,
+    /// Identity of the node owning the broker, once known (mesh).
+    owner: Mutex<Option<String>>,
+}
+
+struct State {
+    /// The MQTT filters every client subscribes: no filter in it covers
+    /// another, so no client gets a message twice.
+    cover: Vec<String>,
+    links: HashMap<String, Arc<Link>>,
+    /// Every broker address configured or learned, this node's own
+    /// advertised address included.
+    known: BTreeSet<String>,
+    stopped: bool,
+}
+
+struct Shared {
+    node: String,
+    /// This node's name plus a per-start nonce: tells this incarnation's
+    /// broker apart from any other.
+    identity: String,
+    mesh: bool,
+    advertise: Option<String>,
+    peer_prefix: String,
+    broker_topic: String,
+    broker_addr: Option<SocketAddr>,
+    subs: Mutex<Vec<Sub>>,
+    state: Mutex<State>,
+    publisher: RwLock<Option<AsyncClient>>,
+    links_tx: watch::Sender<u64>,
+    dropped: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl MqttBus {
+    /// Starts the bus: in mesh mode the embedded broker (this returns once
+    /// it accepts connections) and the clients; in external mode the one
+    /// client. Clients connect in the background; this does not wait for
+    /// peers or for the external broker.
+    pub async fn start(cfg: MqttConfig) -> Result<Arc<MqttBus>, MqttError> {
+        let MqttConfig { node, root, mode } = cfg;
+        let root = root.trim_end_matches('/').to_owned();
+        let nonce: u64 = rand::random();
+        let (links_tx, _) = watch::channel(0);
+        let stop = CancellationToken::new();
+        let new_shared = |mesh, advertise, broker_addr, cover| Shared {
+            identity: format!("{node} {nonce:016x}"),
+            node: node.clone(),
+            mesh,
+            advertise,
+            peer_prefix: format!("{root}/peer/"),
+            broker_topic: format!("{root}/broker"),
+            broker_addr,
+            subs: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                cover,
+                links: HashMap::new(),
+                known: BTreeSet::new(),
+                stopped: false,
+            }),
+            publisher: RwLock::new(None),
+            links_tx: links_tx.clone(),
+            dropped: AtomicU64::new(0),
+            stop: stop.clone(),
+        };
+        match mode {
+            MqttMode::External { url } => {
+                let (key, host, port) = parse_url(&url)?;
+                let shared = Arc::new(new_shared(false, None, None, Vec::new()));
+                {
+                    let mut st = shared.state.lock();
+                    shared.add_link(&mut st, key, host, port, true);
+                }
+                Ok(Arc::new(MqttBus { shared }))
+            }
+            MqttMode::Mesh {
+                listen,
+                advertise,
+                peers,
+            } => {
+                let peers = peers
+                    .iter()
+                    .map(|p| parse_host_port(p).map(|(h, port)| (p.trim().to_owned(), h, port)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(a) = &advertise {
+                    parse_host_port(a)?;
+                }
+                let internal = start_broker().await?;
+                let (public, listener) = bind_public(&listen).await?;
+                tokio::spawn(relay(listener, internal, stop.clone()));
+                let advertise = advertise
+                    .map(|a| a.trim().to_owned())
+                    .unwrap_or_else(|| default_advertise(&listen.0, public.port()));
+                info!(node, %public, %advertise, "embedded MQTT broker listening");
+                let cover = vec![format!("{root}/peer/+"), format!("{root}/broker")];
+                let shared = Arc::new(new_shared(
+                    true,
+                    Some(advertise.clone()),
+                    Some(public),
+                    cover,
+                ));
+                {
+                    let mut st = shared.state.lock();
+                    st.known.insert(advertise.clone());
+                    shared.add_link(
+                        &mut st,
+                        advertise,
+                        internal.ip().to_string(),
+                        internal.port(),
+                        true,
+                    );
+                    for (key, host, port) in peers {
+                        if !st.known.contains(&key) {
+                            shared.add_link(&mut st, key, host, port, false);
+                        }
+                    }
+                }
+                Ok(Arc::new(MqttBus { shared }))
+            }
+        }
+    }
+
+    /// The address the embedded broker accepts connections on (mesh mode),
+    /// with the actual port when 0 was asked for; `None` in external mode.
+    pub fn broker_addr(&self) -> Option<SocketAddr> {
+        self.shared.broker_addr
+    }
+
+    /// Broker addresses of other nodes known so far, configured and learned
+    /// (mesh mode; empty in external mode). Includes brokers that are
+    /// currently unreachable and other spellings of known brokers.
+    pub fn peers(&self) -> Vec<String> {
+        let st = self.shared.state.lock();
+        st.known
+            .iter()
+            .filter(|k| Some(*k) != self.shared.advertise.as_ref())
+            .cloned()
+            .collect()
+    }
+
+    /// Stops the bus: withdraws this node's peer announcement where it
+    /// can, disconnects every client and closes the embedded broker to
+    /// other nodes. Idempotent. Publishing afterwards drops and counts.
+    ///
+    /// rumqttd cannot be stopped in-process: its threads stay, listening
+    /// on an internal loopback port nobody is told about, until the
+    /// process exits.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+}
+
+impl Drop for MqttBus {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+impl Bus for MqttBus {
+    fn publish(&self, topic: &str, payload: Bytes) {
+        let publisher = self.shared.publisher.read();
+        let sent = match publisher.as_ref() {
+            Some(client) => client
+                .try_publish(topic, QoS::AtMostOnce, false, Vec::from(payload))
+                .is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn subscribe(&self, filter: &str) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        self.shared.subs.lock().push(Sub {
+            filter: filter.to_owned(),
+            tx,
+        });
+        self.shared.cover(filter);
+        rx
+    }
+
+    fn links(&self) -> watch::Receiver<u64> {
+        self.shared.links_tx.subscribe()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Creates a client for the broker at `host:port`, known as `key`, and
+    /// starts its event loop.
+    fn add_link(self: &Arc<Self>, st: &mut State, key: String, host: String, port: u16, own: bool) {
+        if st.stopped || st.links.contains_key(&key) {
+            return;
+        }
+        let id = client_id(&self.node, &key);
+        let mut opts = MqttOptions::new(id, host, port);
+        opts.set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        eventloop.set_network_options(net);
+        let link = Arc::new(Link {
+            key: key.clone(),
+            client: client.clone(),
+            own,
+            // Peer brokers deliver once their owner is known and unique.
+            deliver: AtomicBool::new(own || !self.mesh),
+            owner: Mutex::new(None),
+        });
+        if own {
+            *self.publisher.write() = Some(client);
+        }
+        debug!(node = self.node, broker = key, "new MQTT client");
+        st.known.insert(key.clone());
+        st.links.insert(key, link.clone());
+        tokio::spawn(run_link(self.clone(), link, eventloop));
+    }
+
+    /// Removes `link` from the active clients, if it still is one.
+    fn forget(&self, st: &mut State, link: &Arc<Link>) {
+        if st
+            .links
+            .get(&link.key)
+            .is_some_and(|l| Arc::ptr_eq(l, link))
+        {
+            st.links.remove(&link.key);
+        }
+    }
+
+    /// After every CONNACK: count the link, announce this node, and
+    /// subscribe afresh (sessions are clean).
+    fn on_connack(&self, link: &Link) {
+        self.links_tx.send_modify(|n| *n += 1);
+        info!(node = self.node, broker = link.key, "MQTT link up");
+        if let Some(advertise) = self.advertise.as_ref().filter(|_| self.mesh) {
+            let topic = format!("{}{}", self.peer_prefix, self.node);
+            if let Err(e) =
+                link.client
+                    .try_publish(topic, QoS::AtMostOnce, true, advertise.as_bytes().to_vec())
+            {
+                warn!(broker = link.key, error = %e, "cannot announce this node");
+            }
+            if link.own {
+                let identity = self.identity.as_bytes().to_vec();
+                if let Err(e) =
+                    link.client
+                        .try_publish(&self.broker_topic, QoS::AtMostOnce, true, identity)
+                {
+                    warn!(error = %e, "cannot name this broker's owner");
+                }
+            }
+        }
+        // Under the lock, so that no concurrent change of the cover set is
+        // undone by this re-subscription.
+        let st = self.state.lock();
+        if !st.cover.is_empty() {
+            let filters = st
+                .cover
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce));
+            if let Err(e) = link.client.try_subscribe_many(filters) {
+                warn!(broker = link.key, error = %e, "cannot subscribe");
+            }
+        }
+    }
+
+    /// Handles one incoming message; `false` if the link is to be closed.
+    fn on_publish(self: &Arc<Self>, link: &Arc<Link>, topic: String, payload: Bytes) -> bool {
+        if self.mesh {
+            if topic == self.broker_topic {
+                if !self.on_owner(link, &payload) {
+                    return false;
+                }
+            } else if let Some(name) = topic.strip_prefix(&self.peer_prefix) {
+                self.on_peer(name, &payload);
+            }
+        }
+        if link.deliver.load(Ordering::Acquire) {
+            self.dispatch(topic, payload);
+        }
+        true
+    }
+
+    /// A broker named its owner: keep the link only if it is the one link
+    /// to that owner's broker.
+    fn on_owner(&self, link: &Arc<Link>, payload: &[u8]) -> bool {
+        let Ok(owner) = std::str::from_utf8(payload) else {
+            return true;
+        };
+        if owner.is_empty() {
+            return true;
+        }
+        let mut st = self.state.lock();
+        let duplicate = if owner == self.identity {
+            !link.own
+        } else {
+            st.links
+                .values()
+                .any(|l| !Arc::ptr_eq(l, link) && l.owner.lock().as_deref() == Some(owner))
+        };
+        if duplicate {
+            info!(
+                node = self.node,
+                broker = link.key,
+                "another address of an already connected broker; closing this client"
+            );
+            self.forget(&mut st, link);
+            return false;
+        }
+        *link.owner.lock() = Some(owner.to_owned());
+        link.deliver.store(true, Ordering::Release);
+        true
+    }
+
+    /// Another node announced its broker: connect there if new.
+    fn on_peer(self: &Arc<Self>, name: &str, payload: &[u8]) {
+        if name == self.node {
+            return;
+        }
+        let Ok(addr) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let addr = addr.trim();
+        if addr.is_empty() || Some(addr) == self.advertise.as_deref() {
+            return;
+        }
+        let mut st = self.state.lock();
+        if st.stopped || st.known.contains(addr) {
+            return;
+        }
+        match parse_host_port(addr) {
+            Ok((host, port)) => {
+                info!(
+                    node = self.node,
+                    peer = name,
+                    broker = addr,
+                    "learned a peer broker"
+                );
+                self.add_link(&mut st, addr.to_owned(), host, port, false);
+            }
+            Err(e) => warn!(peer = name, error = %e, "ignoring a bad peer announcement"),
+        }
+    }
+
+    /// Hands a message to every local subscriber whose filter matches it.
+    fn dispatch(&self, topic: String, payload: Bytes) {
+        let mut subs = self.subs.lock();
+        subs.retain(|sub| {
+            if !topic_matches(&sub.filter, &topic) {
+                return !sub.tx.is_closed();
+            }
+            let delivery = Delivery {
+                topic: topic.clone(),
+                payload: payload.clone(),
+            };
+            match sub.tx.try_send(delivery) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+
+    /// Makes every client receive what `filter` matches, keeping the
+    /// subscribed filters free of overlaps (an overlap would make a broker
+    /// send a message once per matching filter).
+    fn cover(&self, filter: &str) {
+        let mut st = self.state.lock();
+        if st.stopped || st.cover.iter().any(|c| filter_covers(c, filter)) {
+            return;
+        }
+        let (narrower, kept): (Vec<String>, Vec<String>) = std::mem::take(&mut st.cover)
+            .into_iter()
+            .partition(|c| filter_covers(filter, c));
+        st.cover = kept;
+        st.cover.push(filter.to_owned());
+        for link in st.links.values() {
+            // Subscribe first: a short overlap beats a short gap.
+            if let Err(e) = link.client.try_subscribe(filter, QoS::AtMostOnce) {
+                warn!(broker = link.key, filter, error = %e, "cannot subscribe");
+            }
+            for old in &narrower {
+                if let Err(e) = link.client.try_unsubscribe(old.as_str()) {
+                    debug!(broker = link.key, filter = old, error = %e, "cannot unsubscribe");
+                }
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let links: Vec<Arc<Link>> = {
+            let mut st = self.state.lock();
+            if st.stopped {
+                return;
+            }
+            st.stopped = true;
+            st.links.drain().map(|(_, l)| l).collect()
+        };
+        *self.publisher.write() = None;
+        for link in links {
+            if self.mesh && !link.own {
+                // Withdraw the announcement, so that nobody keeps trying
+                // to reach a broker that is gone for good.
+                let topic = format!("{}{}", self.peer_prefix, self.node);
+                let _ = link
+                    .client
+                    .try_publish(topic, QoS::AtMostOnce, true, Vec::new());
+            }
+            let _ = link.client.try_disconnect();
+        }
+        self.stop.cancel();
+    }
+}
+
+/// Drives one client: polls its event loop, reconnecting forever with
+/// backoff, until the bus stops or the link turns out to be a duplicate.
+async fn run_link(shared: Arc<Shared>, link: Arc<Link>, mut eventloop: EventLoop) {
+    let mut backoff = MIN_BACKOFF;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let event = match drain_until {
+            Some(deadline) => match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            None => tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => {
+                    drain_until = Some(Instant::now() + DRAIN_TIMEOUT);
+                    continue;
+                }
+                event = eventloop.poll() => event,
+            },
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = MIN_BACKOFF;
+                if drain_until.is_none() {
+                    shared.on_connack(&link);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if drain_until.is_none() && !shared.on_publish(&link, p.topic, p.payload) {
+                    break;
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                if drain_until.is_some() {
+                    break;
+                }
+                debug!(node = shared.node, broker = link.key, error = %e, "MQTT link down");
+                tokio::select! {
+                    () = shared.stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    shared.forget(&mut shared.state.lock(), &link);
+    debug!(node = shared.node, broker = link.key, "MQTT client ended");
+}
+
+/// Starts rumqttd on a free loopback port and waits until it accepts
+/// connections. Returns that internal address.
+///
+/// rumqttd binds the port itself, so a free one is found by binding and
+/// releasing it first: another socket could take it in between; if rumqttd
+/// then fails to bind, the start is retried on a new port.
+async fn start_broker() -> Result<SocketAddr, MqttError> {
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        // A random loopback address (Linux routes all of 127/8 to the
+        // loopback interface) makes it unlikely that another listener
+        // takes the port before rumqttd binds it.
+        let ip = std::net::Ipv4Addr::new(
+            127,
+            rand::random::<u8>() % 254 + 1,
+            rand::random(),
+            rand::random::<u8>() % 254 + 1,
+        );
+        let addr = StdTcpListener::bind((ip, 0))
+            .or_else(|_| StdTcpListener::bind(("127.0.0.1", 0)))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| MqttError::Broker(format!("no free loopback port: {e}")))?;
+        let config = broker_config(addr);
+        let thread = std::thread::Builder::new()
+            .name("mqtt-broker".to_owned())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                if let Err(e) = broker.start() {
+                    warn!(error = %e, "embedded MQTT broker stopped");
+                }
+            })
+            .map_err(|e| MqttError::Broker(format!("cannot start a thread: {e}")))?;
+        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        loop {
+            if thread.is_finished() {
+                last_error = format!("rumqttd could not serve {addr}");
+                break;
+            }
+            if TcpStream::connect(addr).await.is_ok() {
+                return Ok(addr);
+            }
+            if Instant::now() >= deadline {
+                return Err(MqttError::Broker(format!(
+                    "rumqttd did not accept connections on {addr} within {BROKER_START_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Err(MqttError::Broker(last_error))
+}
+
+/// The embedded broker's settings.
+fn broker_config(listen: SocketAddr) -> rumqttd::Config {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 5_000,
+        max_payload_size: MAX_PACKET,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "distkv-v4".to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections: 10_000,
+            // QoS 0 messages handed to a connection per router pass.
+            max_outgoing_packet_count: 1_000,
+            // Each subscribed filter keeps a log of up to
+            // (max_segment_count + 1) * max_segment_size bytes in memory;
+            // a subscriber lagging further behind loses messages.
+            max_segment_size: 8 * 1024 * 1024,
+            max_segment_count: 8,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("distkv".to_owned(), server)])),
+        ..Default::default()
+    }
+}
+
+/// Binds the public listen address of the embedded broker.
+async fn bind_public(listen: &(String, u16)) -> Result<(SocketAddr, TcpListener), MqttError> {
+    let host = bracket_ipv6(&listen.0);
+    let addr = format!("{host}:{}", listen.1);
+    let listener = TcpListener::bind(addr.as_str())
+        .await
+        .map_err(|source| MqttError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| MqttError::Listen { addr, source })?;
+    Ok((local, listener))
+}
+
+/// Accepts connections on the public address and relays each to the
+/// embedded broker, until `stop`.
+async fn relay(listener: TcpListener, broker: SocketAddr, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut inbound, from) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // E.g. out of file descriptors: wait a little for relief.
+                warn!(error = %e, "cannot accept an MQTT connection");
+                tokio::time::sleep(MIN_BACKOFF).await;
+                continue;
+            }
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut outbound = match TcpStream::connect(broker).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "embedded MQTT broker unreachable");
+                    return;
+                }
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                done = tokio::io::copy_bidirectional_with_sizes(
+                    &mut inbound, &mut outbound, RELAY_BUFFER, RELAY_BUFFER,
+                ) => debug!(%from, result = ?done, "MQTT connection closed"),
+            }
+        });
+    }
+}
+
+/// The address to announce when none is configured.
+fn default_advertise(listen_host: &str, port: u16) -> String {
+    let host = listen_host.trim();
+    let host = if matches!(host, "" | "0.0.0.0" | "::" | "[::]") {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".to_owned())
+    } else {
+        bracket_ipv6(host)
+    };
+    format!("{host}:{port}")
+}
+
+/// `::1` → `[::1]`, so that a port can follow.
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` too; host names allowed). The host
+/// keeps IPv6 brackets, as name resolution expects them before a port.
+fn parse_host_port(addr: &str) -> Result<(String, u16), MqttError> {
+    let bad = |reason| MqttError::Address {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let (host, port) = addr
+        .trim()
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
+    if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
+        return Err(bad("bad host"));
+    }
+    let port = port.parse().map_err(|_| bad("bad port"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// Parses an external broker URL into (key, host, port).
+fn parse_url(url: &str) -> Result<(String, String, u16), MqttError> {
+    let trimmed = url.trim();
+    let rest = match trimmed.split_once("://") {
+        None => trimmed,
+        Some(("mqtt" | "tcp", rest)) => rest,
+        Some(_) => {
+            return Err(MqttError::Address {
+                addr: url.to_owned(),
+                reason: "only mqtt:// and tcp:// are supported",
+            })
+        }
+    };
+    let rest = rest.trim_end_matches('/');
+    let has_port = match rest.rfind(']') {
+        Some(end) => rest[end..].contains(':'),
+        None => rest.matches(':').count() == 1,
+    };
+    let (host, port) = if has_port {
+        parse_host_port(rest)?
+    } else if rest.is_empty() {
+        return Err(MqttError::Address {
+            addr: url.to_owned(),
+            reason: "no host",
+        });
+    } else {
+        (bracket_ipv6(rest), MQTT_PORT)
+    };
+    Ok((format!("{host}:{port}"), host, port))
+}
+
+/// A client id unique per (node, broker) that brokers accept: rumqttd
+/// refuses `+ # / $`.
+fn client_id(node: &str, broker: &str) -> String {
+    format!("{node}@{broker}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:@[]".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Whether every topic matching filter `b` also matches filter `a`.
+fn filter_covers(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(y)) if y != "#" => {}
+            (Some(x), Some(y)) if x == y && x != "+" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::process::{Child, Command, Stdio};
+
+    use tokio::time::timeout;
+
+    use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+    /// For negative checks only: how long to wait for a message that must
+    /// not come.
+    const QUIET: Duration = Duration::from_millis(300);
+
+    async fn recv_within(rx: &mut mpsc::Receiver<Delivery>, d: Duration) -> Option<Delivery> {
+        timeout(d, rx.recv()).await.ok().flatten()
+    }
+
+    async fn mesh_on(node: &str, port: u16, peers: Vec<String>) -> Result<Arc<MqttBus>, MqttError> {
+        let mode = MqttMode::Mesh {
+            listen: ("127.0.0.1".to_owned(), port),
+            advertise: None,
+            peers,
+        };
+        MqttBus::start(MqttConfig::new(node, mode)).await
+    }
+
+    async fn mesh(node: &str, peers: Vec<String>) -> Arc<MqttBus> {
+        mesh_on(node, 0, peers).await.expect("mesh bus starts")
+    }
+
+    fn addr(bus: &MqttBus) -> String {
+        bus.broker_addr()
+            .expect("mesh mode has a broker")
+            .to_string()
+    }
+
+    /// Publishes probes until every bus has heard every bus (itself
+    /// included), so that the links and subscriptions are up.
+    async fn until_connected(buses: &[&Arc<MqttBus>], rxs: &mut [mpsc::Receiver<Delivery>]) {
+        let n = buses.len();
+        let deadline = Instant::now() + PATIENCE;
+        let mut heard = vec![BTreeSet::new(); n];
+        while heard.iter().any(|h| h.len() < n) {
+            assert!(Instant::now() < deadline, "mesh not connected: {heard:?}");
+            for (i, bus) in buses.iter().enumerate() {
+                bus.publish(&format!(":distkv/probe/{i}"), Bytes::new());
+            }
+            for (j, rx) in rxs.iter_mut().enumerate() {
+                while let Some(d) = recv_within(rx, Duration::from_millis(50)).await {
+                    if let Some(i) = d.topic.strip_prefix(":distkv/probe/") {
+                        heard[j].insert(i.to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives `n` messages under `prefix` (others are skipped), then
+    /// checks that no further one comes; returns them by topic.
+    async fn collect_exactly(
+        rx: &mut mpsc::Receiver<Delivery>,
+        prefix: &str,
+        n: usize,
+    ) -> BTreeMap<String, Bytes> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut got = BTreeMap::new();
+        let mut count = 0;
+        while count < n {
+            let d = timeout_at_or_panic(deadline, rx, &got).await;
+            if d.topic.starts_with(prefix) {
+                count += 1;
+                assert!(
+                    got.insert(d.topic.clone(), d.payload).is_none(),
+                    "duplicate {}",
+                    d.topic
+                );
+            }
+        }
+        let quiet_until = Instant::now() + QUIET;
+        while let Ok(Some(d)) = tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            assert!(!d.topic.starts_with(prefix), "unexpected extra {}", d.topic);
+        }
+        got
+    }
+
+    async fn timeout_at_or_panic(
+        deadline: Instant,
+        rx: &mut mpsc::Receiver<Delivery>,
+        got: &BTreeMap<String, Bytes>,
+    ) -> Delivery {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(d)) => d,
+            Ok(None) => panic!("subscription closed"),
+            Err(_) => panic!("timed out; got only {:?}", got.keys().collect::<Vec<_>>()),
+        }
+    }
+
+    /// Every bus publishes one message under `prefix`; every bus must get
+    /// all of them exactly once.
+    async fn exchange(
+        buses: &[(&str, &Arc<MqttBus>)],
+        rxs: &mut [mpsc::Receiver<Delivery>],
+        prefix: &str,
+    ) {
+        for (name, bus) in buses {
+            bus.publish(&format!("{prefix}{name}"), Bytes::from(name.to_string()));
+        }
+        let expected: BTreeMap<String, Bytes> = buses
+            .iter()
+            .map(|(name, _)| (format!("{prefix}{name}"), Bytes::from(name.to_string())))
+            .collect();
+        for rx in rxs.iter_mut() {
+            assert_eq!(collect_exactly(rx, prefix, buses.len()).await, expected);
+        }
+    }
+
+    async fn until<F: FnMut() -> bool>(what: &str, mut cond: F) {
+        let deadline = Instant::now() + PATIENCE;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mesh_of_three_delivers_everything_once_and_gossips_peers() {
+        let a = mesh("a", vec![]).await;
+        let b = mesh("b", vec![addr(&a)]).await;
+        let c = mesh("c", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b, &c].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b, &c], &mut rxs).await;
+        until("gossip", || {
+            b.peers().contains(&addr(&c)) && c.peers().contains(&addr(&b))
+        })
+        .await;
+        assert_eq!(a.peers().len(), 2, "{:?}", a.peers());
+        exchange(
+            &[("a", &a), ("b", &b), ("c", &c)],
+            &mut rxs,
+            ":distkv/test/",
+        )
+        .await;
+        assert_eq!(a.dropped() + b.dropped() + c.dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mesh_survives_the_loss_of_its_seed_and_the_seed_comes_back() {
+        let a = mesh("a", vec![]).await;
+        let a_port = a.broker_addr().expect("broker").port();
+        let b = mesh("b", vec![addr(&a)]).await;
+        let c = mesh("c", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b, &c].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b, &c], &mut rxs).await;
+
+        // The seed goes away: its clients and its broker's port.
+        a.shutdown();
+        drop(a);
+        let [_, rx_b, rx_c] = rxs;
+        let mut rxs = [rx_b, rx_c];
+        exchange(&[("b", &b), ("c", &c)], &mut rxs, ":distkv/without-a/").await;
+
+        // A newcomer that knows only b finds c.
+        let d = mesh("d", vec![addr(&b)]).await;
+        let [rx_b, rx_c] = rxs;
+        let mut rxs = [rx_b, rx_c, d.subscribe(":distkv/#")];
+        until_connected(&[&b, &c, &d], &mut rxs).await;
+        assert!(d.peers().contains(&addr(&c)), "{:?}", d.peers());
+        exchange(
+            &[("b", &b), ("c", &c), ("d", &d)],
+            &mut rxs,
+            ":distkv/with-d/",
+        )
+        .await;
+
+        // The seed restarts on its old address; b and c reconnect to it.
+        let links_b = b.links();
+        let before = *links_b.borrow();
+        let deadline = Instant::now() + PATIENCE;
+        let a2 = loop {
+            match mesh_on("a", a_port, vec![]).await {
+                Ok(bus) => break bus,
+                Err(e) => assert!(Instant::now() < deadline, "cannot restart a: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let [rx_b, rx_c, rx_d] = rxs;
+        let mut rxs = [a2.subscribe(":distkv/#"), rx_b, rx_c, rx_d];
+        until_connected(&[&a2, &b, &c, &d], &mut rxs).await;
+        assert!(*links_b.borrow() > before, "b counted its new link to a");
+        exchange(
+            &[("a", &a2), ("b", &b), ("c", &c), ("d", &d)],
+            &mut rxs,
+            ":distkv/a-back/",
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mesh_carries_large_payloads() {
+        let a = mesh("a", vec![]).await;
+        let b = mesh("b", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
+        let big: Bytes = (0..2 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+        a.publish(":distkv/big", big.clone());
+        for rx in &mut rxs {
+            let got = collect_exactly(rx, ":distkv/big", 1).await;
+            assert_eq!(got.get(":distkv/big"), Some(&big));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_broker_under_another_name_does_not_duplicate() {
+        let a = mesh("a", vec![]).await;
+        let port = a.broker_addr().expect("broker").port();
+        // b is told about a twice, and about itself is learned via a.
+        let b = mesh("b", vec![addr(&a), format!("localhost:{port}")]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
+        exchange(&[("a", &a), ("b", &b)], &mut rxs, ":distkv/test/").await;
+    }
+
+    /// Kills the child process when dropped.
+    struct ChildGuard(Child);
+
+    impl Drop for ChildGuard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn find_mosquitto() -> Option<std::path::PathBuf> {
+        let fixed = std::path::PathBuf::from("/usr/sbin/mosquitto");
+        if fixed.is_file() {
+            return Some(fixed);
+        }
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("mosquitto"))
+                .find(|p| p.is_file())
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn external_broker_mosquitto() {
+        let Some(bin) = find_mosquitto() else {
+            assert!(
+                std::env::var_os("DISTKV_REQUIRE_MOSQUITTO").is_none(),
+                "mosquitto not found but DISTKV_REQUIRE_MOSQUITTO is set"
+            );
+            eprintln!("mosquitto not installed; skipping the external broker test");
+            return;
+        };
+        let port = StdTcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let _broker = ChildGuard(
+            Command::new(bin)
+                .args(["-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto starts"),
+        );
+        until_tcp(port).await;
+        let start = |node: &str, url: String| {
+            MqttBus::start(MqttConfig::new(node, MqttMode::External { url }))
+        };
+        let x = start("x", format!("mqtt://127.0.0.1:{port}"))
+            .await
+            .expect("x");
+        let y = start("y", format!("127.0.0.1:{port}")).await.expect("y");
+        assert_eq!(x.broker_addr(), None);
+        let mut rxs = [&x, &y].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&x, &y], &mut rxs).await;
+        assert!(*x.links().borrow() >= 1);
+        exchange(&[("x", &x), ("y", &y)], &mut rxs, ":distkv/test/").await;
+    }
+
+    async fn until_tcp(port: u16) {
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn urls_and_addresses_parse() {
+        let url = |u: &str| parse_url(u).map(|(key, _, _)| key).ok();
+        assert_eq!(url("mqtt://h:1884"), Some("h:1884".to_owned()));
+        assert_eq!(url("tcp://h:1884/"), Some("h:1884".to_owned()));
+        assert_eq!(url("h:1884"), Some("h:1884".to_owned()));
+        assert_eq!(url("mqtt://h"), Some("h:1883".to_owned()));
+        assert_eq!(url("mqtt://[::1]:5"), Some("[::1]:5".to_owned()));
+        assert_eq!(url("::1"), Some("[::1]:1883".to_owned()));
+        assert_eq!(url("ws://h:1"), None);
+        assert_eq!(url("h:x"), None);
+        assert!(parse_host_port("n1.example:27587").is_ok());
+        assert!(parse_host_port("n1.example").is_err());
+        assert_eq!(default_advertise("::1", 5), "[::1]:5");
+        assert_eq!(client_id("n/1", "h:1"), "n_1@h:1");
+    }
+
+    #[test]
+    fn filter_cover() {
+        assert!(filter_covers("a/#", "a/b/c"));
+        assert!(filter_covers("a/#", "a"));
+        assert!(filter_covers("a/+", "a/b"));
+        assert!(filter_covers("a/+", "a/+"));
+        assert!(filter_covers("#", "a/#"));
+        assert!(!filter_covers("a/+", "a/#"));
+        assert!(!filter_covers("a/b", "a/+"));
+        assert!(!filter_covers("a/b", "a/b/c"));
+        assert!(!filter_covers("a/+/c", "a/b/d"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Server-to-server messages on the `update` and `info` topics.
+//!
+//! Ours, not DistKV's (SPEC-core §4 leaves the server protocol to us; the
+//! roles stay): one message carries a whole batch of events, and no message
+//! is split into 450-byte chunks. Every message names its sender, which is
+//! how a node recognises its own messages coming back from the bus.
+//!
+//! * `update`: `{node, ev: [UpdateEvent…]}` — events with full chains.
+//! * `info`: `{node, tick?, ticks?, missing?, known?, deleted?, node_drop?}`
+//!   — `ticks` is `{name: tick}`, the other sets are NodeSets (§1.4).
+
+use bytes::Bytes;
+use distkv_model::codec::{self, Limits};
+use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+
+/// Decoding limits for bus messages: batches can be large.
+pub const BUS_LIMITS: Limits = Limits {
+    max_frame: 64 << 20,
+    max_depth: 64,
+};
+
+/// A batch of changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// The sender.
+    pub node: NodeName,
+    /// The events, each with its full chain.
+    pub events: Vec<UpdateEvent>,
+}
+
+/// Tick bookkeeping exchanged for anti-entropy and split recovery.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Info {
+    /// The sender.
+    pub node: NodeName,
+    /// The sender's own tick.
+    pub tick: Option<u64>,
+    /// Highest tick the sender knows of each node.
+    pub ticks: Vec<(NodeName, u64)>,
+    /// Ticks the sender lacks.
+    pub missing: NodeSet,
+    /// Ticks the sender knows to be in no chain any more.
+    pub known: NodeSet,
+    /// Ticks of deleted entries.
+    pub deleted: NodeSet,
+    /// Nodes that were removed from the cluster.
+    pub node_drop: Vec<NodeName>,
+}
+
+/// Why a bus message was not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum MsgError {
+    /// Not msgpack, or beyond the limits.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] codec::DecodeError),
+    /// Decodable, but not the expected shape.
+    #[error("bad {0} message: {1}")]
+    Shape(&'static str, String),
+}
+
+impl Update {
+    /// The wire form.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64 + 64 * self.events.len());
+        encode_update(&self.node, self.events.iter(), &mut out);
+        out.into()
+    }
+
+    /// Decodes the wire form.
+    pub fn decode(buf: &[u8]) -> Result<Update, MsgError> {
+        let v = codec::decode_with(buf, BUS_LIMITS)?;
+        let bad = |why: &str| MsgError::Shape("update", why.to_string());
+        let node = sender(&v).ok_or_else(|| bad("no sender"))?;
+        let list = v
+            .get("ev")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no events"))?;
+        let events = list
+            .iter()
+            .map(UpdateEvent::from_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(Update { node, events })
+    }
+}
+
+/// Encodes an update message from borrowed events.
+pub fn encode_update<'a>(
+    node: &str,
+    events: impl ExactSizeIterator<Item = &'a UpdateEvent>,
+    out: &mut Vec<u8>,
+) {
+    codec::write_map_len(out, 2);
+    codec::write_str(out, "node");
+    codec::write_str(out, node);
+    codec::write_str(out, "ev");
+    codec::write_array_len(out, events.len());
+    for e in events {
+        codec::encode(&e.to_value(-1), out);
+    }
+}
+
+impl Info {
+    /// An empty info message from `node`.
+    pub fn new(node: NodeName, tick: Option<u64>) -> Info {
+        Info {
+            node,
+            tick,
+            ..Info::default()
+        }
+    }
+
+    /// Whether it says nothing beyond who sent it.
+    pub fn is_empty(&self) -> bool {
+        self.ticks.is_empty()
+            && self.missing.is_empty()
+            && self.known.is_empty()
+            && self.deleted.is_empty()
+            && self.node_drop.is_empty()
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Bytes {
+        let mut m = vec![(Value::str("node"), Value::Str(self.node.clone()))];
+        if let Some(t) = self.tick {
+            m.push((Value::str("tick"), Value::uint(t)));
+        }
+        if !self.ticks.is_empty() {
+            let t = self
+                .ticks
+                .iter()
+                .map(|(n, t)| (Value::Str(n.clone()), Value::uint(*t)))
+                .collect();
+            m.push((Value::str("ticks"), Value::Map(t)));
+        }
+        for (k, s) in [
+            ("missing", &self.missing),
+            ("known", &self.known),
+            ("deleted", &self.deleted),
+        ] {
+            if !s.is_empty() {
+                m.push((Value::str(k), s.to_value()));
+            }
+        }
+        if !self.node_drop.is_empty() {
+            let d = self.node_drop.iter().cloned().map(Value::Str).collect();
+            m.push((Value::str("node_drop"), Value::Array(d)));
+        }
+        codec::to_vec(&Value::Map(m)).into()
+    }
+
+    /// Decodes the wire form.
+    pub fn decode(buf: &[u8]) -> Result<Info, MsgError> {
+        let v = codec::decode_with(buf, BUS_LIMITS)?;
+        let bad = |why: &str| MsgError::Shape("info", why.to_string());
+        let node = sender(&v).ok_or_else(|| bad("no sender"))?;
+        let mut info = Info::new(node, v.get("tick").and_then(Value::as_u64));
+        if let Some(t) = v.get("ticks") {
+            let m = t.as_map().ok_or_else(|| bad("ticks is not a map"))?;
+            for (n, t) in m {
+                match (n.as_str(), t.as_u64()) {
+                    (Some(n), Some(t)) => info.ticks.push((NodeName::from(n), t)),
+                    _ => return Err(bad("ticks holds a bad item")),
+                }
+            }
+        }
+        let set = |k: &str| -> Result<NodeSet, MsgError> {
+            v.get(k).map_or(Ok(NodeSet::default()), |s| {
+                NodeSet::from_value(s).map_err(|e| bad(&format!("{k}: {}", e.0)))
+            })
+        };
+        info.missing = set("missing")?;
+        info.known = set("known")?;
+        info.deleted = set("deleted")?;
+        if let Some(d) = v.get("node_drop") {
+            let a = d.as_array().ok_or_else(|| bad("node_drop is not a list"))?;
+            for n in a {
+                let n = n
+                    .as_str()
+                    .ok_or_else(|| bad("node_drop holds a non-name"))?;
+                info.node_drop.push(NodeName::from(n));
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// The topics of one cluster.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// `…/update`.
+    pub update: String,
+    /// `…/info`.
+    pub info: String,
+    /// `…/ping`.
+    pub ping: String,
+    /// `…/del`.
+    pub del: String,
+}
+
+impl Topics {
+    /// The topics under `root`.
+    pub fn new(root: &str) -> Topics {
+        Topics {
+            update: format!("{root}/update"),
+            info: format!("{root}/info"),
+            ping: format!("{root}/ping"),
+            del: format!("{root}/del"),
+        }
+    }
+}
+
+fn sender(v: &Value) -> Option<NodeName> {
+    v.get("node").and_then(Value::as_str).map(NodeName::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::{path, Chain};
+
+    fn ev(node: &str, tick: u64, value: Option<Value>) -> UpdateEvent {
+        UpdateEvent {
+            path: path!["a", "b"],
+            chain: Chain::attach(node.into(), tick, Some(&Chain::single("x".into(), 3))),
+            value,
+            tock: 9,
+        }
+    }
+
+    #[test]
+    fn updates_round_trip_with_full_chains() {
+        let u = Update {
+            node: "n1".into(),
+            events: vec![ev("n1", 5, Some(Value::str("v"))), ev("n1", 6, None)],
+        };
+        assert_eq!(Update::decode(&u.encode()).unwrap(), u);
+    }
+
+    #[test]
+    fn info_round_trips() {
+        let mut i = Info::new("n2".into(), Some(7));
+        i.ticks = vec![("n1".into(), 4), ("n2".into(), 7)];
+        i.missing.insert(&"n1".into(), 3);
+        i.known.insert(&"n1".into(), 1);
+        i.deleted.insert(&"n2".into(), 2);
+        i.node_drop.push("old".into());
+        assert_eq!(Info::decode(&i.encode()).unwrap(), i);
+        assert!(Info::new("n".into(), None).is_empty());
+    }
+
+    #[test]
+    fn bad_messages_are_errors() {
+        assert!(Update::decode(b"\xc1").is_err());
+        assert!(Update::decode(&codec::to_vec(&Value::uint(3))).is_err());
+        let no_events = Value::map([("node", Value::str("n"))]);
+        assert!(Update::decode(&codec::to_vec(&no_events)).is_err());
+        let bad_ev = Value::map([
+            ("node", Value::str("n")),
+            ("ev", Value::Array(vec![Value::uint(1)])),
+        ]);
+        assert!(Update::decode(&codec::to_vec(&bad_ev)).is_err());
+        let bad_ticks = Value::map([("node", Value::str("n")), ("ticks", Value::Array(vec![]))]);
+        assert!(Info::decode(&codec::to_vec(&bad_ticks)).is_err());
+    }
+}

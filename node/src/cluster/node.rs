@@ -1,0 +1,218 @@
+//! The async driver: runs a node's [`Core`] against a [`Bus`] and the
+//! node's [`Server`].
+//!
+//! One task owns the `Core`. It wakes on bus messages, on growth of the
+//! event log (local changes to broadcast), on links coming back and on the
+//! protocol's timers; each wake-up handles everything that is waiting under
+//! one short state lock, so broadcasts batch themselves under load and are
+//! single messages when the node is idle. Fetching a joining node's state
+//! runs in its own task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distkv_model::{Path, UpdateEvent, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::bus::Bus;
+use super::core::{Core, Notice};
+use crate::client::{Client, ClientError, ConnectOptions, StreamItem};
+use crate::pyfiles::PyState;
+use crate::server::Server;
+
+/// Most bus messages handled under one lock.
+const RECEIVE_BATCH: usize = 64;
+
+/// How the node becomes ready to serve clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// It has data (files, `--init`) or is alone: ready at once.
+    Ready,
+    /// It has no data: fetch it from a ready peer first.
+    Fetch,
+}
+
+/// Runs the protocol until `shutdown` fires. `ready` is cancelled once the
+/// node may serve clients.
+pub async fn run(
+    server: Arc<Server>,
+    bus: Arc<dyn Bus>,
+    mut core: Core,
+    shutdown: CancellationToken,
+    ready: CancellationToken,
+) {
+    let t0 = Instant::now();
+    let now = move || t0.elapsed().as_millis() as u64;
+    let mut rx = bus.subscribe(&core.filter());
+    let mut changes = server.subscribe();
+    let mut links = bus.links();
+    let (fetched_tx, mut fetched) = mpsc::channel::<bool>(1);
+    {
+        let mut st = server.state();
+        if st.tick().is_some() {
+            ready.cancel();
+        }
+        core.start(&mut st, now());
+    }
+    loop {
+        flush(&*bus, &mut core);
+        for n in core.take_notices() {
+            match n {
+                Notice::Fetch { node, addr } => {
+                    let Some(addr) = addr else {
+                        tracing::warn!(%node, "ready peer did not say where it serves clients");
+                        core.fetch_done(false, now());
+                        continue;
+                    };
+                    tracing::info!(%node, %addr, "fetching the state from a ready peer");
+                    let (server, tx) = (server.clone(), fetched_tx.clone());
+                    tokio::spawn(async move {
+                        let ok = match fetch_state(&server, &addr).await {
+                            Ok(n) => {
+                                tracing::info!(%addr, entries = n, "state fetched; ready");
+                                server.make_ready();
+                                true
+                            }
+                            Err(e) => {
+                                tracing::warn!(%addr, error = %e, "fetching the state failed");
+                                false
+                            }
+                        };
+                        let _ = tx.send(ok).await;
+                    });
+                }
+                Notice::Bootstrap => {
+                    tracing::info!("no node of the cluster has data: starting it here");
+                    server.make_ready();
+                    ready.cancel();
+                }
+                Notice::NameCollision => {
+                    tracing::error!(
+                        node = server.name(),
+                        "another node uses this name; stopping"
+                    );
+                    shutdown.cancel();
+                }
+            }
+        }
+        let deadline = core.next_deadline();
+        let sleep = tokio::time::sleep_until(t0 + Duration::from_millis(deadline.min(1 << 40)));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = rx.recv() => {
+                let Some(first) = m else { break };
+                let next = {
+                    let mut st = server.state();
+                    let t = now();
+                    core.receive(&mut st, t, &first.topic, &first.payload);
+                    for _ in 1..RECEIVE_BATCH {
+                        let Ok(m) = rx.try_recv() else { break };
+                        core.receive(&mut st, t, &m.topic, &m.payload);
+                    }
+                    core.poll(&mut st, t);
+                    st.log().next_seq()
+                };
+                server.announce(next);
+            }
+            r = changes.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                core.poll(&mut server.state(), now());
+            }
+            r = links.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                core.link_up(now());
+            }
+            Some(ok) = fetched.recv() => {
+                core.fetch_done(ok, now());
+                if ok {
+                    ready.cancel();
+                }
+            }
+            _ = sleep => {
+                core.poll(&mut server.state(), now());
+            }
+        }
+    }
+    flush(&*bus, &mut core);
+}
+
+fn flush(bus: &dyn Bus, core: &mut Core) {
+    for (topic, payload) in core.take_outgoing() {
+        bus.publish(&topic, payload);
+    }
+}
+
+/// Why fetching the state from a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The peer could not be reached or broke off.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The peer sent something that is not an entry.
+    #[error("bad entry or state from peer: {0}")]
+    Entry(String),
+}
+
+/// Copies the whole state of the node serving clients at `addr`: every
+/// entry (meta tree included) with its full chain, then the tick
+/// bookkeeping. Returns the number of entries applied.
+pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchError> {
+    let client = Client::connect(addr, ConnectOptions::default()).await?;
+    let mut count = 0;
+    for (action, prefix) in [
+        ("get_tree", Path::root()),
+        ("get_tree_internal", Path::new(vec![Value::Nil])),
+    ] {
+        let fields = vec![
+            ("path", Value::Path(Path::root())),
+            ("nchain", Value::Int(-1)),
+            ("empty", Value::Bool(true)),
+        ];
+        let mut s = client.stream(action, fields).await?.long_paths(&prefix);
+        let mut batch = Vec::new();
+        loop {
+            let item = match s.next().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                // A node whose meta tree was never written has none.
+                Err(ClientError::Server(e)) if prefix.len() == 1 && e.starts_with("KeyError") => {
+                    break
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let StreamItem::Data(v) = item else { continue };
+            if v.get("chain").is_none_or(Value::is_nil) {
+                continue; // an intermediate node without a change of its own
+            }
+            let ev = UpdateEvent::from_value(&v).map_err(|e| FetchError::Entry(e.to_string()))?;
+            batch.push(ev);
+            if batch.len() >= 1000 {
+                count += apply_all(server, &mut batch);
+            }
+        }
+        count += apply_all(server, &mut batch);
+    }
+    let state = client.get_state(&["nodes", "known", "deleted"]).await?;
+    let state = PyState::from_value(&state).map_err(FetchError::Entry)?;
+    state.apply_to(&mut server.state());
+    Ok(count)
+}
+
+fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> usize {
+    let n = batch.len();
+    let next = {
+        let mut st = server.state();
+        for ev in batch.drain(..) {
+            st.apply(ev);
+        }
+        st.log().next_seq()
+    };
+    server.announce(next);
+    n
+}

@@ -1,0 +1,100 @@
+//! Client actions that reach the bus: `msg_send`, `msg_monitor` (user
+//! messages between clients of different nodes) and `kill_node`.
+
+use bytes::Bytes;
+use distkv_model::codec;
+use distkv_model::{NodeName, Value};
+
+use super::reply::{CmdError, CmdResult, Fields};
+use super::stream::{Body, StreamOut};
+use super::Server;
+use crate::cluster::msg::{Info, BUS_LIMITS};
+
+fn no_bus() -> CmdError {
+    CmdError::Server("this node is not connected to other nodes".into())
+}
+
+/// The bus topic of a request: a string, or a list of strings joined by
+/// `/`. Wildcards are allowed only where `wild` (monitoring).
+fn topic(msg: &Value, wild: bool) -> CmdResult<String> {
+    let bad = || CmdError::Invalid("'topic' must be a string or a list of strings".into());
+    let t = match msg.get("topic").ok_or_else(bad)? {
+        Value::Str(s) => s.to_string(),
+        Value::Array(parts) => join(parts).ok_or_else(bad)?,
+        Value::Path(p) => join(p).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if t.is_empty() || (!wild && t.contains(['+', '#'])) {
+        return Err(CmdError::Invalid(format!("bad topic {t:?}")));
+    }
+    Ok(t)
+}
+
+fn join(parts: &[Value]) -> Option<String> {
+    let parts: Option<Vec<&str>> = parts.iter().map(Value::as_str).collect();
+    Some(parts?.join("/"))
+}
+
+/// `msg_send`: publishes `data` (packed) or `raw` (bytes as they are).
+pub(super) fn send(server: &Server, msg: &Value) -> CmdResult<Fields> {
+    let (bus, _) = server.bus().ok_or_else(no_bus)?;
+    let topic = topic(msg, false)?;
+    let payload: Bytes = match (msg.get("raw"), msg.get("data")) {
+        (Some(Value::Bin(b)), _) => Bytes::copy_from_slice(b),
+        (Some(_), _) => return Err(CmdError::Invalid("'raw' must be bytes".into())),
+        (None, Some(d)) => codec::to_vec(d).into(),
+        (None, None) => return Err(CmdError::Invalid("'data' or 'raw' is required".into())),
+    };
+    bus.publish(&topic, payload);
+    Ok(Vec::new())
+}
+
+/// `msg_monitor`: streams every bus message on `topic` (MQTT wildcards
+/// allowed) as `{topic: [...], data}`, or `{topic, raw}` when `raw` was
+/// asked for or the payload does not decode (then with `error`).
+pub(super) async fn monitor(server: &Server, msg: &Value, out: &mut StreamOut) -> Body {
+    let Some((bus, _)) = server.bus() else {
+        return Ok(Err(no_bus()));
+    };
+    let filter = match topic(msg, true) {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
+    };
+    let raw = msg.get("raw").is_some_and(Value::truthy);
+    let mut rx = bus.subscribe(&filter);
+    while let Some(d) = rx.recv().await {
+        let topic = Value::Array(d.topic.split('/').map(Value::str).collect());
+        let mut m: Fields = vec![("topic", topic)];
+        match (raw, codec::decode_with(&d.payload, BUS_LIMITS)) {
+            (false, Ok(v)) => m.push(("data", v)),
+            (false, Err(e)) => {
+                m.push(("raw", Value::Bin(d.payload.to_vec().into())));
+                m.push(("error", Value::str(&e.to_string())));
+            }
+            (true, _) => m.push(("raw", Value::Bin(d.payload.to_vec().into()))),
+        }
+        out.send(m).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// `kill_node`: forgets a node that heads no entry any more, and tells the
+/// cluster to do the same.
+pub(super) fn kill_node(server: &Server, msg: &Value) -> CmdResult<Fields> {
+    let node = msg
+        .get("node")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CmdError::Invalid("'node' must be a node name".into()))?;
+    let tick = {
+        let mut st = server.state();
+        st.forget_node(node)
+            .map_err(|why| CmdError::Client(format!("cannot drop {node}: {why}")))?;
+        st.tick()
+    };
+    if let Some((bus, topics)) = server.bus() {
+        let mut i = Info::new(NodeName::from(server.name()), tick);
+        i.node_drop.push(NodeName::from(node));
+        bus.publish(&topics.info, i.encode());
+    }
+    Ok(Vec::new())
+}

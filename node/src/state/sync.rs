@@ -1,0 +1,193 @@
+//! Tick bookkeeping for replication: what the cluster layer asks of the
+//! state to find and repair gaps (SPEC-core §4.3, §4.7).
+//!
+//! A node learns other nodes' highest ticks (pings, `info.ticks`); every
+//! tick up to there that it has neither present nor superseded is
+//! *missing*. It asks for missing ticks; nodes that hold them remember the
+//! request (*reported*) and answer with the entry (present), or say the
+//! tick is superseded (`known`) or deleted. A tick seen in any message from
+//! another node is no longer reported: someone else already answered.
+
+use std::sync::Arc;
+
+use distkv_model::{Chain, NodeName, NodeSet, RangeSet, UpdateEvent};
+
+use super::State;
+
+/// What this node can tell others about the ticks they reported missing.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// Present entries, as events with their full chains.
+    pub entries: Vec<UpdateEvent>,
+    /// Ticks in no chain any more.
+    pub known: NodeSet,
+    /// Ticks of deleted entries.
+    pub deleted: NodeSet,
+}
+
+impl State {
+    /// Raises `node`'s highest tick to at least `tick` (a ping, `info.ticks`).
+    pub fn saw_node_tick(&mut self, node: &str, tick: u64) {
+        let name: NodeName = Arc::from(node);
+        self.node_mut(&name).saw_tick(tick);
+    }
+
+    /// Every node's highest tick.
+    pub fn ticks(&self) -> Vec<(NodeName, u64)> {
+        self.nodes
+            .iter()
+            .filter_map(|(n, i)| i.tick.map(|t| (n.clone(), t)))
+            .collect()
+    }
+
+    /// Every node's missing ticks.
+    pub fn missing(&self) -> NodeSet {
+        let mut out = NodeSet::default();
+        for (n, i) in &self.nodes {
+            let m = i.missing();
+            if !m.is_empty() {
+                out.0.insert(n.clone(), m);
+            }
+        }
+        out
+    }
+
+    /// Another node lacks these ticks: remember to answer.
+    pub fn report_missing(&mut self, missing: &NodeSet) {
+        for (n, r) in &missing.0 {
+            let info = self.node_mut(n);
+            if let Some(max) = r.ranges().last().map(|(_, b)| b - 1) {
+                info.saw_tick(max);
+            }
+            info.reported.union_with(r);
+        }
+    }
+
+    /// Another node says these ticks are in no chain any more: those not
+    /// present here are superseded, and none needs an answer.
+    pub fn learn_known(&mut self, known: &NodeSet) {
+        for (n, r) in &known.0 {
+            let info = self.node_mut(n);
+            if let Some(max) = r.ranges().last().map(|(_, b)| b - 1) {
+                info.saw_tick(max);
+            }
+            info.know(r);
+            info.reported.subtract(r);
+        }
+    }
+
+    /// Another node says these ticks belong to deleted entries.
+    pub fn learn_deleted(&mut self, deleted: &NodeSet) {
+        for (n, r) in &deleted.0 {
+            let info = self.node_mut(n);
+            if let Some(max) = r.ranges().last().map(|(_, b)| b - 1) {
+                info.saw_tick(max);
+            }
+            info.know(r);
+            info.deleted.union_with(r);
+            info.reported.subtract(r);
+        }
+    }
+
+    /// The ticks of `chain` came by from another node: nobody needs them
+    /// answered any more.
+    pub fn sighted(&mut self, chain: &Chain) {
+        for l in chain.links() {
+            if let Some(i) = self.nodes.get_mut(&*l.node) {
+                i.reported.remove(l.tick);
+            }
+        }
+    }
+
+    /// Takes up to `max` reported ticks that this node can answer: the
+    /// entries holding present ones, and which are superseded or deleted.
+    /// Answered ticks are no longer reported; ticks this node lacks too
+    /// stay reported until someone else answers.
+    pub fn answers(&mut self, max: usize) -> Answers {
+        let mut out = Answers::default();
+        let mut budget = max;
+        let names: Vec<NodeName> = self.nodes.keys().cloned().collect();
+        for name in names {
+            let Some(info) = self.nodes.get(&name) else {
+                continue;
+            };
+            if info.reported.is_empty() {
+                continue;
+            }
+            let mut done = RangeSet::new();
+            let mut entries = Vec::new();
+            for t in info.reported.iter() {
+                if budget == 0 {
+                    break;
+                }
+                if let Some(p) = info.entries.get(&t) {
+                    if let Some(e) = self.root.follow(p) {
+                        if let Some(chain) = &e.chain {
+                            entries.push(UpdateEvent {
+                                path: e.path.clone(),
+                                chain: chain.clone(),
+                                value: e.data.clone(),
+                                tock: e.tock,
+                            });
+                            budget -= 1;
+                        }
+                    }
+                    done.insert(t);
+                } else if info.seen.contains(t) {
+                    if info.deleted.contains(t) {
+                        out.deleted.insert(&name, t);
+                    } else {
+                        out.known.insert(&name, t);
+                    }
+                    done.insert(t);
+                }
+            }
+            out.entries.extend(entries);
+            if let Some(i) = self.nodes.get_mut(&name) {
+                i.reported.subtract(&done);
+            }
+        }
+        // An entry holds several ticks; send it once.
+        let mut sent = std::collections::HashSet::new();
+        out.entries.retain(|e| sent.insert(e.path.clone()));
+        out
+    }
+
+    /// Whether any tick is reported missing by others.
+    pub fn has_reported(&self) -> bool {
+        self.nodes.values().any(|i| !i.reported.is_empty())
+    }
+
+    /// Declares this node's own missing ticks superseded: after a crash it
+    /// resumes above every tick it may have handed out, and what nobody
+    /// else holds of that gap was never used or is lost with the crash.
+    pub fn settle_own_gap(&mut self) -> RangeSet {
+        let me = self.me.clone();
+        let info = self.node_mut(&me);
+        let gap = info.missing();
+        info.know(&gap);
+        gap
+    }
+
+    /// Forgets `node` (it left the cluster for good). Refused while it
+    /// heads some entry's chain.
+    pub fn forget_node(&mut self, node: &str) -> Result<(), &'static str> {
+        if *self.me == *node {
+            return Err("a node cannot forget itself");
+        }
+        let Some(info) = self.nodes.get(node) else {
+            return Ok(());
+        };
+        let heads = info.entries.values().any(|p| {
+            self.root
+                .follow(p)
+                .and_then(|e| e.chain.as_ref())
+                .is_some_and(|c| &*c.head().node == node)
+        });
+        if heads {
+            return Err("the node still heads some entries");
+        }
+        self.nodes.shift_remove(node);
+        Ok(())
+    }
+}
