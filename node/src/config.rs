@@ -62,6 +62,9 @@ server:
   ping:
     cycle: 10
     gap: 2
+  delete:
+    cycle: 100
+    gap: 10
   bus:
     port: 27587
     peers: []
@@ -326,6 +329,8 @@ impl Config {
             advertise,
             cycle_ms: ms("server.ping.cycle")?.max(1),
             gap_ms: ms("server.ping.gap")?.max(1),
+            delete_cycle_ms: ms("server.delete.cycle")?.max(1),
+            delete_gap_ms: ms("server.delete.gap")?.max(1),
         })
     }
 
@@ -433,6 +438,10 @@ pub struct ClusterSettings {
     pub cycle_ms: u64,
     /// Election gap in ms (`server.ping.gap`, seconds).
     pub gap_ms: u64,
+    /// Delete-actor cycle in ms (`server.delete.cycle`, seconds).
+    pub delete_cycle_ms: u64,
+    /// Delete-actor gap in ms (`server.delete.gap`, seconds).
+    pub delete_gap_ms: u64,
 }
 
 /// When the event log is fsynced (`server.persist.fsync`).

@@ -3,64 +3,26 @@
 //! The test runs `tests/python/compat.py` with a Python that has
 //! `distkv==0.63.3` (pinned set: `../shared/reference/requirements-distkv-0.63.3.txt`).
 //! It uses `$DISTKV_PYTHON` if set; otherwise it creates (once) a venv in
-//! `target/py-distkv-0.63.3` and installs the pinned set into it with pip.
+//! `target/py-distkv-0.63.3` and installs the pinned set into it with pip
+//! (see `process::python`).
+//!
+//! A second test runs two real node processes (see `process/mod.rs`) and
+//! `tests/python/cross_node.py`: the Python client watches one node while
+//! our client writes through the other.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+mod process;
 
-use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use distkv_model::{path, Value};
+use distkv_node::client::UpdateOptions;
 use distkv_node::server::{self, Server, ServerOptions};
+use process::{logs, python, workspace, Launch};
 use tokio_util::sync::CancellationToken;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// A Python interpreter with DistKV 0.63.3 installed.
-fn python() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("DISTKV_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let venv = workspace().join("target/py-distkv-0.63.3");
-    let py = venv.join("bin/python");
-    let ready = || {
-        Command::new(&py)
-            .args(["-c", "import distkv, moat.util"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ready() {
-        return Ok(py);
-    }
-    let reqs = workspace().join("../shared/reference/requirements-distkv-0.63.3.txt");
-    if !reqs.is_file() {
-        bail!(
-            "{} not found: cannot install the Python reference client",
-            reqs.display()
-        );
-    }
-    let st = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .context("python3 -m venv")?;
-    if !st.success() {
-        bail!("creating the venv failed");
-    }
-    let st = Command::new(&py)
-        .args(["-m", "pip", "install", "-q", "-r"])
-        .arg(&reqs)
-        .status()
-        .context("pip install")?;
-    if !st.success() || !ready() {
-        bail!("installing distkv 0.63.3 into {} failed", venv.display());
-    }
-    Ok(py)
-}
 
 #[test]
 fn python_client_and_cli_work_against_the_node() -> anyhow::Result<()> {
@@ -88,5 +50,126 @@ fn python_client_and_cli_work_against_the_node() -> anyhow::Result<()> {
     if !out.status.success() {
         bail!("compat.py failed: {}", out.status);
     }
+    Ok(())
+}
+
+#[test]
+fn python_watch_on_one_node_sees_writes_made_on_another() -> anyhow::Result<()> {
+    let py = python()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::Builder::new()
+        .prefix("distkv-py-cross-")
+        .tempdir()?;
+    let launch = |name: &str| -> anyhow::Result<Launch> {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        Launch::new(name, &d)
+            .conf("server.ping.cycle=1")
+            .conf("server.ping.gap=0.2")
+            .with_bus()
+    };
+    let l1 = launch("pyx1")?;
+    let l2 = launch("pyx2")?.peer(&l1);
+    let (n1, n2) = rt.block_on(async {
+        let n1 = l1.start().await?;
+        let n2 = l2.start().await?;
+        anyhow::Ok((n1, n2))
+    })?;
+
+    let stderr_path = dir.path().join("cross_node.stderr");
+    let mut child = Command::new(&py)
+        .arg(workspace().join("tests/python/cross_node.py"))
+        .arg(n2.addr.port().to_string())
+        .arg("3")
+        .env("PYTHONWARNINGS", "ignore")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()
+        .context("running cross_node.py")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let report = |lines: &[String], what: &str| {
+        format!(
+            "{what}\n----- cross_node.py stdout -----\n{}\n----- cross_node.py stderr -----\n{}\n{}",
+            lines.join("\n"),
+            std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+            logs(&[&n1, &n2])
+        )
+    };
+
+    // The watch is in place once the script says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let ready = l == "ready";
+                lines.push(l);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(report(&lines, "cross_node.py never got ready"));
+            }
+        }
+    }
+
+    let written: Vec<String> = (0..3).map(|i| format!("across {i}")).collect();
+    rt.block_on(async {
+        let c = n1.connect().await?;
+        for (i, v) in written.iter().enumerate() {
+            c.set_value(
+                &path!["cross", "node", i as i64],
+                Value::str(v),
+                &UpdateOptions::default(),
+            )
+            .await?;
+        }
+        anyhow::Ok(())
+    })?;
+
+    // The script has its own 30 s timeout; allow for its start-up on top.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            lines.extend(rx.try_iter());
+            bail!(report(&lines, "cross_node.py did not exit"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    lines.extend(rx.try_iter());
+    ensure!(
+        status.success(),
+        report(&lines, &format!("cross_node.py failed: {status}"))
+    );
+    for v in &written {
+        ensure!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("seen ") && l.ends_with(&format!("{v:?}").replace('"', "'"))),
+            report(&lines, &format!("cross_node.py did not print {v:?}"))
+        );
+    }
+    println!("{}", lines.join("\n"));
     Ok(())
 }

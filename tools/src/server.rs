@@ -201,6 +201,14 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
                 gap: cluster.gap_ms,
                 ..ActorConfig::main()
             },
+            // A crashed node waits three cycles for others to send back
+            // what it broadcast but lost before it declares the rest unused.
+            own_gap_grace: 3 * cluster.cycle_ms,
+            delete: ActorConfig {
+                cycle: cluster.delete_cycle_ms,
+                gap: cluster.delete_gap_ms,
+                ..ActorConfig::delete()
+            },
             ..ClusterConfig::default()
         };
         let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
@@ -211,6 +219,11 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
             Some(format!("{host}:{}", addr.port())),
         )
     };
+    if !core.is_valid() {
+        anyhow::bail!(
+            "server.ping and server.delete: the cycle must be at least three gaps (and positive)"
+        );
+    }
     let ready = CancellationToken::new();
     let protocol = tokio::spawn(cluster::node::run(
         server.clone(),

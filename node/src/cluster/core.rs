@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     /// The main actor (`server.ping`): its `cycle` is also the period of
     /// the background repair, its `gap` the scale of the random delays.
     pub ping: ActorConfig,
+    /// The delete actor (`server.delete`): the deleter group elects a
+    /// housekeeper on `del` that decides when tombstones may be purged.
+    pub delete: ActorConfig,
     /// Most events in one `update` message.
     pub batch: usize,
     /// Most entries one repair round sends before yielding.
@@ -65,6 +68,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             root: ":distkv".into(),
             ping: ActorConfig::main(),
+            delete: ActorConfig::delete(),
             batch: 2000,
             resend_max: 5000,
             own_gap_grace: 30_000,
@@ -114,6 +118,19 @@ pub struct Core {
     /// Last ping value and client address of every node heard.
     peers: BTreeMap<NodeName, (PingValue, Option<String>)>,
     fetching: bool,
+    purge: Purge,
+}
+
+/// The delete actor and what it decided (SPEC-core §4.8).
+struct Purge {
+    actor: Actor,
+    /// The deleter group, from `(None, "actor", "del")`; empty = no purging.
+    deleters: Vec<NodeName>,
+    /// Tock of the group entry last read.
+    seen_tock: u64,
+    /// Tocks at which this node was the delete housekeeper with the whole
+    /// group present (the last four).
+    tags: std::collections::VecDeque<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -130,6 +147,8 @@ impl Core {
     /// random delay. Events already in the log are not broadcast.
     pub fn new(st: &State, cfg: ClusterConfig, seed: u64, addr: Option<String>) -> Core {
         let me = st.me().clone();
+        let mut del = Actor::new(me.clone(), cfg.delete.clone());
+        del.set_enabled(false);
         Core {
             actor: Actor::new(me.clone(), cfg.ping.clone()),
             topics: Topics::new(&cfg.root),
@@ -149,7 +168,19 @@ impl Core {
             started_at: 0,
             peers: BTreeMap::new(),
             fetching: false,
+            purge: Purge {
+                actor: del,
+                deleters: Vec::new(),
+                seen_tock: 0,
+                tags: Default::default(),
+            },
         }
+    }
+
+    /// Whether the election settings are usable (see
+    /// [`ActorConfig::is_valid`]).
+    pub fn is_valid(&self) -> bool {
+        self.cfg.ping.is_valid() && self.cfg.delete.is_valid()
     }
 
     /// The topics this node publishes and listens on.
@@ -185,6 +216,9 @@ impl Core {
         self.actor.set_value(ping_value(st));
         let msgs = self.actor.start(now, &mut self.rng);
         self.publish_actor(msgs);
+        self.refresh_deleters(st);
+        let msgs = self.purge.actor.start(now, &mut self.rng);
+        self.publish_del(msgs);
         if !st.node(&self.me).is_none_or(|n| n.missing().is_empty()) {
             self.gap_at = Some(now + self.cfg.own_gap_grace);
         }
@@ -214,8 +248,11 @@ impl Core {
         } else if topic == self.topics.ping {
             self.on_ping(st, now, payload);
             Ok(())
+        } else if topic == self.topics.del {
+            self.on_del(st, now, payload);
+            Ok(())
         } else {
-            Ok(()) // `del` and anything else under the root: not ours
+            Ok(()) // anything else under the root is not ours
         };
         if let Err(e) = result {
             tracing::warn!(%topic, error = %e, "ignoring a bad cluster message");
@@ -346,6 +383,12 @@ impl Core {
             self.publish_actor(msgs);
             self.actor_events(st, now, events);
         }
+        self.refresh_deleters(st);
+        if now >= self.purge.actor.next_deadline() {
+            let (msgs, events) = self.purge.actor.poll(now, &mut self.rng);
+            self.publish_del(msgs);
+            self.del_events(st, events);
+        }
         if now >= self.round_at {
             // The background repair: ask again for what is still missing,
             // answers may have been lost.
@@ -401,7 +444,7 @@ impl Core {
         if m.is_empty() {
             return;
         }
-        tracing::debug!(node = %self.me, missing = ?m, "asking for missing ticks");
+        tracing::info!(node = %self.me, missing = %fmt_set(&m), "repair: asking for missing ticks");
         for (n, r) in &m.0 {
             self.asked.0.entry(n.clone()).or_default().union_with(r);
         }
@@ -412,8 +455,14 @@ impl Core {
 
     fn resend(&mut self, st: &mut State, now: u64) {
         let a = st.answers(self.cfg.resend_max);
-        if !a.entries.is_empty() {
-            tracing::debug!(node = %self.me, entries = a.entries.len(), "resending entries");
+        if !a.entries.is_empty() || !a.known.is_empty() || !a.deleted.is_empty() {
+            tracing::info!(
+                node = %self.me,
+                entries = a.entries.len(),
+                known = %fmt_set(&a.known),
+                deleted = %fmt_set(&a.deleted),
+                "repair: answering missing ticks"
+            );
         }
         for chunk in a.entries.chunks(self.cfg.batch.max(1)) {
             self.publish_events(chunk.iter());
@@ -482,12 +531,114 @@ impl Core {
         }
     }
 
+    fn publish_del(&mut self, msgs: Vec<ActorMsg>) {
+        for m in msgs {
+            let v = m.to_value();
+            self.out
+                .push((self.topics.del.clone(), codec::to_vec(&v).into()));
+        }
+    }
+
+    fn on_del(&mut self, st: &mut State, now: u64, payload: &[u8]) {
+        let msg = codec::decode_with(payload, BUS_LIMITS)
+            .ok()
+            .and_then(|v| ActorMsg::from_value(&v));
+        let Some(msg) = msg else {
+            tracing::warn!("ignoring a malformed delete-actor message");
+            return;
+        };
+        let (msgs, events) = self.purge.actor.handle(now, &msg, &mut self.rng);
+        self.publish_del(msgs);
+        self.del_events(st, events);
+    }
+
+    /// Reads the deleter group from `(None, "actor", "del")` when it
+    /// changed: members take part in the delete actor, others only listen.
+    fn refresh_deleters(&mut self, st: &State) {
+        let path = [Value::Nil, Value::str("actor"), Value::str("del")];
+        let Some(e) = st.entry(&path) else { return };
+        if e.tock() == self.purge.seen_tock {
+            return;
+        }
+        self.purge.seen_tock = e.tock();
+        let nodes: Vec<NodeName> = e
+            .data()
+            .and_then(|v| v.get("nodes"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(NodeName::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let member = nodes.contains(&self.me);
+        tracing::info!(node = %self.me, deleters = ?nodes, member, "deleter group");
+        let mut cfg = self.purge.actor.config().clone();
+        if cfg.nodes < nodes.len() {
+            cfg.nodes = nodes.len();
+            self.purge.actor.set_config(cfg);
+        }
+        self.purge.deleters = nodes;
+        self.purge.tags.clear();
+        self.purge.actor.set_enabled(member);
+        self.purge.actor.set_value(member.then_some((0, 0)));
+    }
+
+    /// Whether the delete actor's recent pingers include the whole group.
+    fn group_present(&self) -> bool {
+        let h = self.purge.actor.history();
+        !self.purge.deleters.is_empty() && self.purge.deleters.iter().all(|n| h.contains(n))
+    }
+
+    fn del_events(&mut self, st: &mut State, events: Vec<ActorEvent>) {
+        for e in events {
+            match e {
+                ActorEvent::Tag if self.group_present() => {
+                    let tags = &mut self.purge.tags;
+                    tags.push_back(st.tock().next());
+                    if tags.len() > 4 {
+                        tags.pop_front();
+                    }
+                    if let (Some(&old), Some(&new)) = (tags.front(), tags.back()) {
+                        self.purge.actor.set_value(Some((old, new)));
+                        if tags.len() > 2 {
+                            self.purge_before(st, old);
+                        }
+                    }
+                }
+                ActorEvent::Ping {
+                    node,
+                    value: Some((old, _)),
+                } if node != self.me
+                    && old > 0
+                    && self.purge.deleters.contains(&node)
+                    && self.group_present() =>
+                {
+                    self.purge_before(st, old);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn purge_before(&mut self, st: &mut State, tock: u64) {
+        let n = st.purge_deleted(tock);
+        if n > 0 {
+            tracing::info!(node = %self.me, tock, purged = n, "purged deletion tombstones");
+        }
+    }
+
     /// When [`Core::poll`] wants to run next.
     pub fn next_deadline(&self) -> u64 {
         [self.ticks_at, self.missing_at, self.resend_at, self.gap_at]
             .into_iter()
             .flatten()
-            .chain([self.actor.next_deadline(), self.round_at])
+            .chain([
+                self.actor.next_deadline(),
+                self.purge.actor.next_deadline(),
+                self.round_at,
+            ])
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -509,6 +660,32 @@ impl Core {
             self.rng.gen_range(0..=max)
         }
     }
+}
+
+/// A node set for logs: `n1:[1,4) n2:7`.
+fn fmt_set(s: &NodeSet) -> String {
+    let mut out = String::new();
+    for (n, r) in &s.0 {
+        if r.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(n);
+        out.push(':');
+        for (i, (a, b)) in r.ranges().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if b == a + 1 {
+                out.push_str(&a.to_string());
+            } else {
+                out.push_str(&format!("[{a},{b})"));
+            }
+        }
+    }
+    out
 }
 
 /// A node's ping value: `(tock, tick)` once it is ready.

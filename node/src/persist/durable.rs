@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use distkv_log::writer::{FsyncPolicy, LogWriter, RecoveryMode, WriterConfig};
 use distkv_log::{LogError, LogLimits, LogReader, LogRecord, RetentionPolicy, Seq};
-use distkv_model::{NodeSet, RangeSet};
+use distkv_model::NodeSet;
 use distkv_snapshot::SnapshotError;
 use tokio::sync::watch;
 
@@ -221,14 +221,12 @@ fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
 
 /// Never reuse a tick: after a crash the node may have handed out ticks up
 /// to its durable reservation that its log lost. Its own tick resumes at
-/// the reservation; the ticks skipped are declared superseded.
+/// the reservation; the ticks skipped stay *missing*: other nodes may hold
+/// changes made with them (broadcast before the crash), and the cluster
+/// protocol fetches those back before it declares the rest unused.
 pub fn resume_above_reservation(state: &mut State, reserved_tick: u64) {
-    let used = state.tick().unwrap_or(0);
-    if reserved_tick > used {
-        let me = state.me().clone();
-        let mut skipped = RangeSet::new();
-        skipped.insert_range(used + 1, reserved_tick + 1);
-        state.restore_node(&me, Some(reserved_tick), &skipped, &RangeSet::new());
+    if state.tick().unwrap_or(0) < reserved_tick {
+        state.resume_tick_at(reserved_tick);
     }
 }
 

@@ -140,6 +140,8 @@ pub struct State {
     applied_count: u64,
     /// Highest own tick that may be used (durable tick reservation).
     tick_limit: Option<u64>,
+    /// Deletion tombstones by the tock of their deletion, for purging.
+    tombstones: std::collections::BTreeMap<u64, Vec<Path>>,
 }
 
 impl State {
@@ -163,6 +165,7 @@ impl State {
             pending_deleted: NodeSet::default(),
             applied_count: 0,
             tick_limit: None,
+            tombstones: Default::default(),
         }
     }
 
@@ -385,6 +388,7 @@ impl State {
             for l in event.chain.links() {
                 self.pending_deleted.insert(&l.node, l.tick);
             }
+            self.tombstones.entry(event.tock).or_default().push(path);
         }
         self.applied_count += 1;
         Ok(())
@@ -562,6 +566,9 @@ impl State {
         e.tock = tock;
         e.chain = chain.clone();
         let path = e.path.clone();
+        if e.data.is_none() && e.chain.is_some() {
+            self.tombstones.entry(tock).or_default().push(path.clone());
+        }
         if let Some(c) = chain {
             for l in c.links() {
                 let n = self.node_mut(&l.node);

@@ -190,4 +190,34 @@ impl State {
         self.nodes.shift_remove(node);
         Ok(())
     }
+
+    /// Purges deletion tombstones older than `tock`: every node that takes
+    /// part in deleting has seen those deletions, so no stale update can
+    /// need them any more. A tombstone with children stays. The entries'
+    /// ticks stay known (superseded). Returns how many were purged.
+    pub fn purge_deleted(&mut self, tock: u64) -> usize {
+        let keep = self.tombstones.split_off(&tock);
+        let old = std::mem::replace(&mut self.tombstones, keep);
+        let mut purged = 0;
+        for (t, paths) in old {
+            for path in paths {
+                let Some(e) = self.root.follow(&path) else {
+                    continue;
+                };
+                if e.data.is_some() || e.tock != t || e.has_children() {
+                    continue; // rewritten since, or a parent of live data
+                }
+                let Some(gone) = self.root.remove_leaf(&path) else {
+                    continue;
+                };
+                for l in gone.chain.iter().flat_map(|c| c.links()) {
+                    let n = self.node_mut(&l.node);
+                    n.supersede(l.tick);
+                    n.deleted.remove(l.tick);
+                }
+                purged += 1;
+            }
+        }
+        purged
+    }
 }

@@ -456,3 +456,49 @@ fn changes_stop_at_the_tick_reservation_until_it_is_raised() {
     s.set_tick_limit(None);
     assert_eq!(set(&mut s, &path!["b"], 1).chain.head().tick, 101);
 }
+
+#[test]
+fn purging_removes_old_tombstones_and_bare_parents_only() {
+    let mut a = state("a");
+    let (leaf, keep, parent_leaf) = (path!["x", "y", "z"], path!["k"], path!["p", "q"]);
+    set(&mut a, &leaf, 1);
+    set(&mut a, &keep, 2);
+    set(&mut a, &path!["p"], 3);
+    set(&mut a, &parent_leaf, 4);
+    let gone = a.local_change(&leaf, None).unwrap();
+    a.local_change(&parent_leaf, None).unwrap();
+    let later = a.tock().next();
+    a.local_change(&keep, None).unwrap();
+
+    assert_eq!(
+        a.purge_deleted(gone.tock),
+        0,
+        "strictly older tombstones only"
+    );
+    assert_eq!(a.purge_deleted(later), 2);
+    assert!(a.entry(&leaf).is_none());
+    assert!(a.entry(&path!["x"]).is_none(), "bare ancestors go too");
+    assert!(a.entry(&parent_leaf).is_none());
+    assert_eq!(
+        value_at(&a, &path!["p"]),
+        Some(Value::Int(3)),
+        "a parent with data stays"
+    );
+    assert!(a.entry(&keep).is_some(), "a newer tombstone stays");
+    // The purged ticks are known, not missing, and not deleted any more.
+    let me = a.node("a").unwrap();
+    assert!(me.missing().is_empty());
+    assert!(!me.deleted().contains(gone.chain.head().tick));
+    assert!(me.superseded().contains(gone.chain.head().tick));
+}
+
+#[test]
+fn a_rewritten_tombstone_is_not_purged() {
+    let mut a = state("a");
+    let p = path!["k"];
+    set(&mut a, &p, 1);
+    a.local_change(&p, None).unwrap();
+    set(&mut a, &p, 2);
+    assert_eq!(a.purge_deleted(u64::MAX), 0);
+    assert_eq!(value_at(&a, &p), Some(Value::Int(2)));
+}

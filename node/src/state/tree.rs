@@ -105,6 +105,34 @@ impl Entry {
         e
     }
 
+    /// Removes the entry at `rel` if it is a leaf, then every ancestor
+    /// left without value, change or children. Returns the removed entry.
+    pub(crate) fn remove_leaf(&mut self, rel: &[Value]) -> Option<Entry> {
+        let (name, parent_rel) = rel.split_last()?;
+        let parent = self.follow_mut(parent_rel)?;
+        if parent.child(name)?.has_children() {
+            return None;
+        }
+        let map = parent.children.as_mut()?;
+        let gone = map.shift_remove(name)?;
+        if map.is_empty() {
+            parent.children = None;
+        }
+        let bare = parent.data.is_none() && parent.chain.is_none() && !parent_rel.is_empty();
+        if bare {
+            self.remove_leaf(parent_rel);
+        }
+        Some(gone)
+    }
+
+    fn follow_mut(&mut self, rel: &[Value]) -> Option<&mut Entry> {
+        let mut e = self;
+        for name in rel {
+            e = e.children.as_mut()?.get_mut(name)?;
+        }
+        Some(e)
+    }
+
     fn child_at(&self, idx: &[usize]) -> Option<&Entry> {
         let mut e = self;
         for &i in idx {

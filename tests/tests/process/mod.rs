@@ -16,7 +16,10 @@
 //! **Ports.** The server takes `--port`; we reserve a free one by binding
 //! `127.0.0.1:0`, drop it and pass the number. Another process can take the
 //! port in between: the server then exits with "cannot listen", and we try
-//! again with a new port. A server we reached must greet with our node
+//! again with a new port. The embedded MQTT broker gets `--bus-port 0`
+//! (any free port) unless the launch chose one with [`Launch::with_bus`]
+//! (other nodes' `--peer` need it); a chosen bus port is kept, so its being
+//! taken fails the start. A server we reached must greet with our node
 //! name, and every test uses its own name, so a test never talks to another
 //! test's node.
 //!
@@ -120,6 +123,14 @@ pub struct Launch {
     pub load: Vec<PathBuf>,
     /// Where stderr files go.
     pub log_dir: PathBuf,
+    /// Port of the node's embedded MQTT broker (`--bus-port`); every start
+    /// of this launch uses the same one, since peers point to it.
+    pub bus_port: Option<u16>,
+    /// Further command-line arguments of `server` (e.g. `--peer H:P`).
+    pub args: Vec<String>,
+    /// `RUST_LOG` for the node; by default `$DISTKV_TEST_RUST_LOG` (e.g.
+    /// `distkv_node=debug`), else unset (the node's default level).
+    pub rust_log: Option<String>,
 }
 
 impl Launch {
@@ -132,7 +143,44 @@ impl Launch {
             conf: Vec::new(),
             load: Vec::new(),
             log_dir: dir.to_path_buf(),
+            bus_port: None,
+            args: Vec::new(),
+            rust_log: std::env::var("DISTKV_TEST_RUST_LOG").ok(),
         }
+    }
+
+    /// Gives the node an embedded broker on a free port (reserved now and
+    /// kept for every later start of this launch).
+    pub fn with_bus(mut self) -> Result<Launch> {
+        self.bus_port = Some(free_port()?);
+        Ok(self)
+    }
+
+    /// `HOST:PORT` of this node's embedded broker, for other nodes' `--peer`.
+    pub fn bus_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.bus_port
+                .expect("bus_addr of a launch without with_bus")
+        )
+    }
+
+    /// Adds a command-line argument of `server`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Launch {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds `--peer` pointing to `other`'s embedded broker.
+    pub fn peer(self, other: &Launch) -> Launch {
+        let addr = other.bus_addr();
+        self.arg("--peer").arg(addr)
+    }
+
+    /// Sets `RUST_LOG` for the node (`None`: unset).
+    pub fn rust_log(mut self, filter: Option<&str>) -> Launch {
+        self.rust_log = filter.map(str::to_string);
+        self
     }
 
     /// Sets the fsync policy.
@@ -202,10 +250,24 @@ impl Launch {
         for f in &self.load {
             cmd.arg("-l").arg(f);
         }
+        // Without a chosen bus port, any free one: no other node connects
+        // to it, and the default (27587) would collide between tests.
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "--mqtt" || a.starts_with("--mqtt="))
+        {
+            cmd.arg("--bus-port")
+                .arg(self.bus_port.unwrap_or(0).to_string());
+        }
+        cmd.args(&self.args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .env_remove("RUST_LOG");
+            .stderr(stderr);
+        match &self.rust_log {
+            Some(f) => cmd.env("RUST_LOG", f),
+            None => cmd.env_remove("RUST_LOG"),
+        };
         let child = cmd.spawn().with_context(|| format!("starting {bin:?}"))?;
         let mut node = NodeProc {
             child: Some(child),
@@ -217,7 +279,7 @@ impl Launch {
         loop {
             if let Some(status) = node.try_wait()? {
                 let log = node.stderr_tail();
-                if log.contains("cannot listen") {
+                if log.contains(&format!("cannot listen on 127.0.0.1:{port}")) {
                     return Ok(Err(anyhow!("port {port} taken: {log}")));
                 }
                 bail!(
@@ -506,4 +568,20 @@ fn find_python() -> Result<PathBuf> {
         venv.display()
     );
     Ok(py)
+}
+
+/// The stderr tails of `nodes`, each under its name, for failure messages.
+pub fn logs(nodes: &[&NodeProc]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "----- stderr of {} (pid {}) -----\n{}",
+                n.name,
+                n.pid(),
+                n.stderr_tail()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -1,0 +1,413 @@
+//! Replication between real `distkv server` processes: a mesh of embedded
+//! MQTT brokers (`--bus-port`, `--peer`), and all nodes on one external
+//! broker (`--mqtt`, Debian's `mosquitto`).
+//!
+//! How the node binary is found and started: see `process/mod.rs`.
+//! `DISTKV_TEST_RUST_LOG=distkv_node=debug` gives the nodes' stderr more
+//! detail (failures quote every node's stderr tail); `DISTKV_TEST_KEEP=1`
+//! keeps the nodes' directories and logs.
+//!
+//! Replication is asynchronous: after a write, the other nodes are polled
+//! with a deadline until they show it; nothing sleeps to wait.
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use distkv_model::{path, Path, Value};
+use distkv_node::client::UpdateOptions;
+use process::{dump, free_port, logs, same_dump, Launch, NodeProc};
+
+/// Longest replication may take to reach every node.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// A short election cycle and repair delay, so that tests are quick.
+const FAST: [&str; 2] = ["server.ping.cycle=1", "server.ping.gap=0.2"];
+
+/// A temporary directory for a test's nodes; `DISTKV_TEST_KEEP=1` keeps it
+/// (its path is printed) to read the nodes' stderr afterwards.
+fn tempdir(name: &str) -> Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("distkv-{name}-"))
+        .tempdir()?;
+    if std::env::var_os("DISTKV_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("keeping {}", dir.path().display());
+    }
+    Ok(dir)
+}
+
+/// A node `name` with its data and stderr in `dir/name`, fast timing.
+fn node(name: &str, dir: &FsPath) -> Result<Launch> {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d)?;
+    let mut l = Launch::new(name, &d);
+    for kv in FAST {
+        l = l.conf(kv);
+    }
+    Ok(l)
+}
+
+/// One expected value (`None`: no value, i.e. deleted) at a path.
+type Want = Vec<(Path, Option<Value>)>;
+
+/// Polls until every node in `nodes` shows every value of `want`.
+async fn wait_values(what: &str, nodes: &[&NodeProc], want: &Want) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE;
+    let mut clients = Vec::new();
+    for n in nodes {
+        let c = n
+            .connect()
+            .await
+            .with_context(|| format!("{what}: connecting to {}\n{}", n.name, logs(nodes)))?;
+        clients.push(c);
+    }
+    loop {
+        let mut lacking = Vec::new();
+        for (n, c) in nodes.iter().zip(&clients) {
+            for (p, v) in want {
+                let r = c
+                    .get_value(p, 0)
+                    .await
+                    .with_context(|| format!("{what}: get_value {p} on {}", n.name))?;
+                if r.get("value") != v.as_ref() {
+                    lacking.push(format!(
+                        "{}: {p} is {}, want {}",
+                        n.name,
+                        r.get("value").map_or("(none)".into(), Value::to_string),
+                        v.as_ref().map_or("(none)".into(), Value::to_string)
+                    ));
+                }
+            }
+        }
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: after {CONVERGE:?}, {} of {} values differ:\n{}\n{}",
+                lacking.len(),
+                want.len() * nodes.len(),
+                lacking
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                logs(nodes)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Checks at once (no polling) that `node` shows every value of `want`.
+async fn has_values(what: &str, node: &NodeProc, want: &Want) -> Result<()> {
+    let c = node.connect().await?;
+    let mut lacking = Vec::new();
+    for (p, v) in want {
+        let r = c.get_value(p, 0).await?;
+        if r.get("value") != v.as_ref() {
+            lacking.push(format!(
+                "{p} is {}, want {}",
+                r.get("value").map_or("(none)".into(), Value::to_string),
+                v.as_ref().map_or("(none)".into(), Value::to_string)
+            ));
+        }
+    }
+    ensure!(
+        lacking.is_empty(),
+        "{what}: {} of {} values differ on {}:\n{}\n{}",
+        lacking.len(),
+        want.len(),
+        node.name,
+        lacking
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        logs(&[node])
+    );
+    Ok(())
+}
+
+/// The `missing` part of `get_state` is empty (or absent).
+fn nothing_missing(state: &Value) -> bool {
+    state
+        .get("missing")
+        .and_then(Value::as_map)
+        .is_none_or(<[_]>::is_empty)
+}
+
+/// Polls until all nodes' dumps (with tombstones) are identical and no node
+/// misses a tick; returns the common dump.
+async fn wait_converged(what: &str, nodes: &[&NodeProc]) -> Result<BTreeMap<String, Value>> {
+    let deadline = Instant::now() + CONVERGE;
+    let mut clients = Vec::new();
+    for n in nodes {
+        clients.push(n.connect().await?);
+    }
+    loop {
+        let mut dumps = Vec::new();
+        let mut states = Vec::new();
+        for c in &clients {
+            dumps.push(dump(c, true).await?);
+            states.push(c.get_state(&["nodes", "missing", "remote_missing"]).await?);
+        }
+        let mut problems = Vec::new();
+        for (i, n) in nodes.iter().enumerate().skip(1) {
+            if let Err(e) = same_dump(
+                &format!("{} vs {}", nodes[0].name, n.name),
+                &dumps[0],
+                &dumps[i],
+            ) {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        for (n, s) in nodes.iter().zip(&states) {
+            if !nothing_missing(s) {
+                problems.push(format!("{} misses ticks: {s}", n.name));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(dumps.swap_remove(0));
+        }
+        if Instant::now() > deadline {
+            let states: Vec<String> = nodes
+                .iter()
+                .zip(&states)
+                .map(|(n, s)| format!("get_state of {}: {s}", n.name))
+                .collect();
+            bail!(
+                "{what}: not converged after {CONVERGE:?}:\n{}\n{}\n{}",
+                problems.join("\n"),
+                states.join("\n"),
+                logs(nodes)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets `value` at `p` through `node` and records it in `want`.
+async fn write(node: &NodeProc, want: &mut Want, p: Path, value: Value) -> Result<()> {
+    let c = node.connect().await?;
+    c.set_value(&p, value.clone(), &UpdateOptions::default())
+        .await
+        .with_context(|| format!("set_value {p} on {}\n{}", node.name, logs(&[node])))?;
+    want.retain(|(q, _)| *q != p);
+    want.push((p, Some(value)));
+    Ok(())
+}
+
+/// Writes `n` keys below `prefix` through `node`.
+async fn write_many(node: &NodeProc, want: &mut Want, prefix: &str, n: i64) -> Result<()> {
+    let c = node.connect().await?;
+    for i in 0..n {
+        let p = path!["cl", prefix, i];
+        let v = Value::Int(i * 7);
+        c.set_value(&p, v.clone(), &UpdateOptions::default())
+            .await
+            .with_context(|| format!("set_value {p} on {}\n{}", node.name, logs(&[node])))?;
+        want.push((p, Some(v)));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_survive_kill_and_a_fourth_joins() -> Result<()> {
+    let dir = tempdir("cluster-mesh")?;
+    let l1 = node("mesh1", dir.path())?.with_bus()?;
+    let l2 = node("mesh2", dir.path())?.with_bus()?.peer(&l1);
+    let l3 = node("mesh3", dir.path())?.with_bus()?.peer(&l1);
+
+    // n1 starts a new cluster; n2 and n3 fetch its state, then serve.
+    let n1 = l1.start().await?;
+    let (n2, n3) = tokio::try_join!(l2.start(), l3.start())?;
+
+    let mut want = Want::new();
+    for n in [&n1, &n2, &n3] {
+        write(
+            n,
+            &mut want,
+            path!["cl", "first", n.name.as_str()],
+            Value::str(&n.name),
+        )
+        .await?;
+    }
+    wait_values("a write on each node", &[&n1, &n2, &n3], &want).await?;
+
+    // n1 was the only node the others were told about; they found each
+    // other by gossip and go on without it.
+    n1.kill9()?;
+    write_many(&n2, &mut want, "by2", 50).await?;
+    write_many(&n3, &mut want, "by3", 50).await?;
+    wait_values("writes on n2 and n3 while n1 is dead", &[&n2, &n3], &want).await?;
+
+    // n1 comes back from its data directory on the same bus port.
+    let n1 = l1.start().await?;
+    wait_values("n1 catching up after its restart", &[&n1], &want).await?;
+
+    // A RAM-only node joins through n2 and serves only once it has the data.
+    let l4 = node("mesh4", dir.path())?
+        .no_data_dir()
+        .with_bus()?
+        .peer(&l2);
+    let n4 = l4.start().await?;
+    has_values("the RAM-only node when it starts serving", &n4, &want).await?;
+
+    // A deletion (so tombstones are compared) and a write on the new node.
+    let gone = path!["cl", "first", "mesh1"];
+    n3.connect()
+        .await?
+        .delete_value(&gone, &UpdateOptions::default())
+        .await?;
+    want.retain(|(p, _)| *p != gone);
+    want.push((gone, None));
+    write(&n4, &mut want, path!["cl", "last"], Value::str("from n4")).await?;
+
+    let nodes = [&n1, &n2, &n3, &n4];
+    wait_values("the deletion and n4's write", &nodes, &want).await?;
+    let all = wait_converged("all four nodes", &nodes).await?;
+    ensure!(
+        all.len() == want.len(),
+        "the common dump has {} entries, not the {} written:\n{all:?}",
+        all.len(),
+        want.len()
+    );
+    let tomb = all
+        .get(&path!["cl", "first", "mesh1"].to_string())
+        .context("the dumps lack the tombstone of the deleted entry")?;
+    ensure!(
+        tomb.get("value").is_none() && tomb.get("chain").is_some(),
+        "the deleted entry is not a tombstone: {tomb}"
+    );
+    Ok(())
+}
+
+/// A `mosquitto` process on a free port; dropping it kills it.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto_bin() -> Option<PathBuf> {
+    let sbin = PathBuf::from("/usr/sbin/mosquitto");
+    if sbin.is_file() {
+        return Some(sbin);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+/// Starts mosquitto and waits until it accepts connections; `None` if it
+/// is not installed (and `DISTKV_REQUIRE_MOSQUITTO` is unset).
+fn start_mosquitto(dir: &FsPath) -> Result<Option<Mosquitto>> {
+    let Some(bin) = mosquitto_bin() else {
+        ensure!(
+            std::env::var_os("DISTKV_REQUIRE_MOSQUITTO").is_none(),
+            "mosquitto is not installed but DISTKV_REQUIRE_MOSQUITTO is set"
+        );
+        return Ok(None);
+    };
+    let mut last = String::new();
+    for attempt in 0..5 {
+        let port = free_port()?;
+        let log = dir.join(format!("mosquitto.{attempt}.log"));
+        let child = Command::new(&bin)
+            .arg("-p")
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut m = Mosquitto { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = m.child.try_wait()? {
+                // Most likely somebody took the port: try another one.
+                last = format!(
+                    "mosquitto exited with {st}: {}",
+                    std::fs::read_to_string(&m.log).unwrap_or_default()
+                );
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Some(m));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port} within 10 s: {}",
+                std::fs::read_to_string(&m.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    bail!("could not start mosquitto: {last}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_replicate_over_an_external_mosquitto_broker() -> Result<()> {
+    let dir = tempdir("cluster-mqtt")?;
+    let Some(broker) = start_mosquitto(dir.path())? else {
+        println!("skipping: mosquitto not installed");
+        return Ok(());
+    };
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let l1 = node("mq1", dir.path())?
+        .arg("--mqtt")
+        .arg(&url)
+        .arg("-I")
+        .arg("hello");
+    let l2 = node("mq2", dir.path())?.arg("--mqtt").arg(&url);
+    let l3 = node("mq3", dir.path())?.arg("--mqtt").arg(&url);
+
+    let n1 = l1.start().await?;
+    let (n2, n3) = tokio::try_join!(l2.start(), l3.start())?;
+
+    let mut want = Want::new();
+    for n in [&n1, &n2, &n3] {
+        write(
+            n,
+            &mut want,
+            path!["cl", "mq", n.name.as_str()],
+            Value::str(&n.name),
+        )
+        .await?;
+    }
+    wait_values("a write on each node", &[&n1, &n2, &n3], &want).await?;
+
+    n2.kill9()?;
+    write_many(&n1, &mut want, "while2down", 20).await?;
+    wait_values("n1's writes on n3 while n2 is dead", &[&n3], &want).await?;
+    let n2 = l2.start().await?;
+    wait_values("n2 catching up after its restart", &[&n2], &want).await?;
+
+    let gone = path!["cl", "mq", "mq3"];
+    n2.connect()
+        .await?
+        .delete_value(&gone, &UpdateOptions::default())
+        .await?;
+    want.retain(|(p, _)| *p != gone);
+    want.push((gone, None));
+    let nodes = [&n1, &n2, &n3];
+    wait_values("a deletion on n2", &nodes, &want).await?;
+    wait_converged("three nodes on mosquitto", &nodes).await?;
+    drop(broker);
+    Ok(())
+}
