@@ -119,6 +119,8 @@ pub struct Core {
     peers: BTreeMap<NodeName, (PingValue, Option<String>)>,
     fetching: bool,
     purge: Purge,
+    /// When each node was last heard from, on any topic.
+    heard: BTreeMap<NodeName, u64>,
 }
 
 /// The delete actor and what it decided (SPEC-core §4.8).
@@ -174,6 +176,7 @@ impl Core {
                 seen_tock: 0,
                 tags: Default::default(),
             },
+            heard: BTreeMap::new(),
         }
     }
 
@@ -242,7 +245,7 @@ impl Core {
     /// Takes a message off the bus.
     pub fn receive(&mut self, st: &mut State, now: u64, topic: &str, payload: &[u8]) {
         let result = if topic == self.topics.update {
-            Update::decode(payload).map(|u| self.on_update(st, u))
+            Update::decode(payload).map(|u| self.on_update(st, now, u))
         } else if topic == self.topics.info {
             Info::decode(payload).map(|i| self.on_info(st, now, i))
         } else if topic == self.topics.ping {
@@ -259,10 +262,11 @@ impl Core {
         }
     }
 
-    fn on_update(&mut self, st: &mut State, u: Update) {
+    fn on_update(&mut self, st: &mut State, now: u64, u: Update) {
         if u.node == self.me {
             return;
         }
+        self.heard.insert(u.node.clone(), now);
         for ev in u.events {
             let chain = ev.chain.clone();
             st.apply(ev);
@@ -274,6 +278,7 @@ impl Core {
         if i.node == self.me {
             return;
         }
+        self.heard.insert(i.node.clone(), now);
         if let Some(t) = i.tick {
             st.saw_node_tick(&i.node, t);
         }
@@ -312,6 +317,7 @@ impl Core {
             return;
         };
         if let ActorMsg::Ping { node, value, .. } = &msg {
+            self.heard.insert(node.clone(), now);
             let addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
             self.peers.insert(node.clone(), (*value, addr));
             if let (Some((tock, tick)), false) = (value, *node == self.me) {
@@ -387,13 +393,16 @@ impl Core {
         if now >= self.purge.actor.next_deadline() {
             let (msgs, events) = self.purge.actor.poll(now, &mut self.rng);
             self.publish_del(msgs);
-            self.del_events(st, events);
+            self.del_events(st, now, events);
         }
         if now >= self.round_at {
             // The background repair: ask again for what is still missing,
             // answers may have been lost.
             self.round_at = now + self.cfg.ping.cycle;
             self.asked = NodeSet::default();
+            // A heartbeat with our tick: whoever missed our last change
+            // notices within a cycle, and the deleter group sees who is up.
+            self.publish_info(&Info::new(self.me.clone(), st.tick()));
             self.check_missing(st, now);
             if st.tick().is_none() {
                 self.maybe_bootstrap(now);
@@ -547,9 +556,12 @@ impl Core {
             tracing::warn!("ignoring a malformed delete-actor message");
             return;
         };
+        if let Some(n) = msg.sender() {
+            self.heard.insert(NodeName::from(n), now);
+        }
         let (msgs, events) = self.purge.actor.handle(now, &msg, &mut self.rng);
         self.publish_del(msgs);
-        self.del_events(st, events);
+        self.del_events(st, now, events);
     }
 
     /// Reads the deleter group from `(None, "actor", "del")` when it
@@ -585,16 +597,23 @@ impl Core {
         self.purge.actor.set_value(member.then_some((0, 0)));
     }
 
-    /// Whether the delete actor's recent pingers include the whole group.
-    fn group_present(&self) -> bool {
-        let h = self.purge.actor.history();
-        !self.purge.deleters.is_empty() && self.purge.deleters.iter().all(|n| h.contains(n))
+    /// Whether every member of the deleter group was heard from within the
+    /// last two delete cycles: only then may tombstones go, as every member
+    /// has had the time to see the deletions.
+    fn group_present(&self, now: u64) -> bool {
+        let window = 2 * self.purge.actor.config().cycle;
+        !self.purge.deleters.is_empty()
+            && self
+                .purge
+                .deleters
+                .iter()
+                .all(|n| self.heard.get(n).is_some_and(|&t| t + window >= now))
     }
 
-    fn del_events(&mut self, st: &mut State, events: Vec<ActorEvent>) {
+    fn del_events(&mut self, st: &mut State, now: u64, events: Vec<ActorEvent>) {
         for e in events {
             match e {
-                ActorEvent::Tag if self.group_present() => {
+                ActorEvent::Tag if self.group_present(now) => {
                     let tags = &mut self.purge.tags;
                     tags.push_back(st.tock().next());
                     if tags.len() > 4 {
@@ -613,7 +632,7 @@ impl Core {
                 } if node != self.me
                     && old > 0
                     && self.purge.deleters.contains(&node)
-                    && self.group_present() =>
+                    && self.group_present(now) =>
                 {
                     self.purge_before(st, old);
                 }

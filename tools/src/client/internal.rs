@@ -19,6 +19,31 @@ pub struct InternalArgs {
 enum InternalCommand {
     /// Dump the server's state.
     State(StateArgs),
+    /// Show or change the deleter group: the nodes that agree when
+    /// tombstones of deleted entries may be purged.
+    Deleter(DeleterArgs),
+    /// Forget a node that left the cluster for good (refused while it
+    /// still heads some entry).
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeleterArgs {
+    #[command(flatten)]
+    help: LongHelp,
+    /// Remove the nodes (all of them if none are named).
+    #[arg(short = 'd', long)]
+    delete: bool,
+    /// Nodes to add (or remove).
+    nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct KillArgs {
+    #[command(flatten)]
+    help: LongHelp,
+    /// The node to forget.
+    node: String,
 }
 
 #[derive(Debug, Default, Args)]
@@ -74,7 +99,69 @@ impl StateArgs {
 }
 
 pub async fn run(s: &mut Session, args: InternalArgs) -> anyhow::Result<()> {
-    let InternalCommand::State(a) = args.cmd;
+    match args.cmd {
+        InternalCommand::State(a) => state(s, a).await,
+        InternalCommand::Deleter(a) => deleter(s, a).await,
+        InternalCommand::Kill(a) => {
+            let node = vec![("node", Value::str(&a.node))];
+            s.client.request("kill_node", node).await.map_err(api)?;
+            Ok(())
+        }
+    }
+}
+
+/// `(None, "actor", "del")`, relative to the meta root.
+fn deleter_path() -> Value {
+    Value::Path(distkv_model::Path::new(vec![
+        Value::str("actor"),
+        Value::str("del"),
+    ]))
+}
+
+async fn deleter(s: &mut Session, a: DeleterArgs) -> anyhow::Result<()> {
+    let fields = vec![("path", deleter_path()), ("nchain", Value::Int(2))];
+    let cur = s
+        .client
+        .request("get_internal", fields)
+        .await
+        .map_err(api)?;
+    let mut nodes: std::collections::BTreeSet<String> = cur
+        .get("value")
+        .and_then(|v| v.get("nodes"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let before = nodes.clone();
+    match (a.delete, a.nodes.is_empty()) {
+        (true, true) => nodes.clear(),
+        (true, false) => nodes.retain(|n| !a.nodes.contains(n)),
+        (false, _) => nodes.extend(a.nodes),
+    }
+    if nodes != before {
+        let list = Value::Array(nodes.iter().map(|n| Value::str(n)).collect());
+        let mut fields = vec![
+            ("path", deleter_path()),
+            ("value", Value::map([("nodes", list)])),
+        ];
+        if let Some(c) = cur.get("chain") {
+            fields.push(("chain", c.clone()));
+        }
+        s.client
+            .request("set_internal", fields)
+            .await
+            .map_err(api)?;
+    }
+    let list = Value::Array(nodes.iter().map(|n| Value::str(n)).collect());
+    s.out.yprint(&Value::map([("nodes", list)]))?;
+    Ok(())
+}
+
+async fn state(s: &mut Session, a: StateArgs) -> anyhow::Result<()> {
     let mut res = s.client.get_state(&a.flags()).await.map_err(api)?;
     rename_known(&mut res);
     s.out.yprint(&res)?;
