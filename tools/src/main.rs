@@ -82,10 +82,11 @@ fn init_logging(verbose: u8, quiet: u8) {
         2 => "info",
         _ => "debug",
     };
-    // The embedded broker narrates every connection at INFO: keep it to
-    // warnings unless asked for (RUST_LOG).
+    // The embedded broker narrates every connection at INFO and every
+    // dropped peer connection at ERROR; our bus logs links itself. Keep
+    // rumqtt quiet unless asked for (RUST_LOG).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=warn,rumqttc=warn"))
+        tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=off,rumqttc=warn"))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

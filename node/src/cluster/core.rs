@@ -278,7 +278,21 @@ impl Core {
         if i.node == self.me {
             return;
         }
-        self.heard.insert(i.node.clone(), now);
+        if self.heard.insert(i.node.clone(), now).is_none() {
+            // A node we did not know: tell it our ticks (and where we
+            // serve) soon, so a joining node need not wait for a cycle.
+            self.link_up(now);
+        }
+        if let Some(addr) = &i.addr {
+            let e = self.peers.entry(i.node.clone()).or_insert((None, None));
+            e.1 = Some(addr.clone());
+            if e.0.is_none() {
+                e.0 = i.tick.map(|t| (0, t));
+            }
+            if i.tick.is_some() {
+                self.maybe_fetch(st, i.node.clone());
+            }
+        }
         if let Some(t) = i.tick {
             st.saw_node_tick(&i.node, t);
         }
@@ -525,7 +539,13 @@ impl Core {
     }
 
     fn publish_info(&mut self, i: &Info) {
-        self.out.push((self.topics.info.clone(), i.encode()));
+        if i.addr.is_none() && self.addr.is_some() {
+            let mut i = i.clone();
+            i.addr.clone_from(&self.addr);
+            self.out.push((self.topics.info.clone(), i.encode()));
+        } else {
+            self.out.push((self.topics.info.clone(), i.encode()));
+        }
     }
 
     fn publish_actor(&mut self, msgs: Vec<ActorMsg>) {

@@ -6,7 +6,7 @@
 //! how a node recognises its own messages coming back from the bus.
 //!
 //! * `update`: `{node, ev: [UpdateEvent…]}` — events with full chains.
-//! * `info`: `{node, tick?, ticks?, missing?, known?, deleted?, node_drop?}`
+//! * `info`: `{node, tick?, addr?, ticks?, missing?, known?, deleted?, node_drop?}`
 //!   — `ticks` is `{name: tick}`, the other sets are NodeSets (§1.4).
 
 use bytes::Bytes;
@@ -45,6 +45,8 @@ pub struct Info {
     pub deleted: NodeSet,
     /// Nodes that were removed from the cluster.
     pub node_drop: Vec<NodeName>,
+    /// Where the sender serves clients, `host:port` (for joining nodes).
+    pub addr: Option<String>,
 }
 
 /// Why a bus message was not understood.
@@ -146,6 +148,9 @@ impl Info {
             let d = self.node_drop.iter().cloned().map(Value::Str).collect();
             m.push((Value::str("node_drop"), Value::Array(d)));
         }
+        if let Some(a) = &self.addr {
+            m.push((Value::str("addr"), Value::str(a)));
+        }
         codec::to_vec(&Value::Map(m)).into()
     }
 
@@ -155,6 +160,7 @@ impl Info {
         let bad = |why: &str| MsgError::Shape("info", why.to_string());
         let node = sender(&v).ok_or_else(|| bad("no sender"))?;
         let mut info = Info::new(node, v.get("tick").and_then(Value::as_u64));
+        info.addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
         if let Some(t) = v.get("ticks") {
             let m = t.as_map().ok_or_else(|| bad("ticks is not a map"))?;
             for (n, t) in m {
@@ -245,6 +251,7 @@ mod tests {
         i.known.insert(&"n1".into(), 1);
         i.deleted.insert(&"n2".into(), 2);
         i.node_drop.push("old".into());
+        i.addr = Some("h:1".into());
         assert_eq!(Info::decode(&i.encode()).unwrap(), i);
         assert!(Info::new("n".into(), None).is_empty());
     }
