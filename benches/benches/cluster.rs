@@ -12,8 +12,10 @@
 //! Arguments after `--` pick measurements (`latency`, `partition`,
 //! `throughput`; default all). Environment: `BATCH` and `RESEND_MAX` set
 //! [`ClusterConfig::batch`] and [`ClusterConfig::resend_max`], `KEYS` the
-//! keys per side of the partition test, `OPS` the writes of the throughput
-//! test, `RUST_LOG` the log filter (e.g. `distkv_node=debug`).
+//! keys per side of the partition test, `REPS` its repetitions (3),
+//! `LINKS=all|n3` runs only one of its heal variants, `TRACE=1` prints its
+//! convergence timeline, `OPS` the writes of the throughput test,
+//! `RUST_LOG` the log filter (e.g. `distkv_node=debug`).
 //!
 //! Every node has real TCP client and broker ports on 127.0.0.1; n1 starts
 //! the mesh, n2 and n3 are given n1's broker. Ping cycle 1000 ms, gap
@@ -314,11 +316,33 @@ async fn load(
     value: Value,
     until: Option<Arc<AtomicBool>>,
 ) -> Result<u64> {
+    load_with(addr, prefix, range, value, until, CONNS, PIPELINE).await
+}
+
+/// [`load`] over `conns` connections with `pipeline` requests in flight.
+async fn load_with(
+    addr: SocketAddr,
+    prefix: &'static str,
+    range: Range<u64>,
+    value: Value,
+    until: Option<Arc<AtomicBool>>,
+    conns: usize,
+    pipeline: usize,
+) -> Result<u64> {
     let mut tasks = Vec::new();
-    for c in 0..CONNS as u64 {
+    for c in 0..conns as u64 {
         let (range, value, until) = (range.clone(), value.clone(), until.clone());
         tasks.push(tokio::spawn(async move {
-            conn_load(addr, prefix, range, c, value, until).await
+            conn_load(
+                addr,
+                prefix,
+                range,
+                (c, conns as u64),
+                value,
+                until,
+                pipeline,
+            )
+            .await
         }));
     }
     let mut n = 0;
@@ -332,9 +356,10 @@ async fn conn_load(
     addr: SocketAddr,
     prefix: &'static str,
     range: Range<u64>,
-    conn: u64,
+    (conn, conns): (u64, u64),
     value: Value,
     until: Option<Arc<AtomicBool>>,
+    pipeline: usize,
 ) -> Result<u64> {
     let sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
@@ -347,7 +372,7 @@ async fn conn_load(
     ])))
     .await?;
     let len = range.end - range.start;
-    let mut k = conn; // this connection's next index, step CONNS
+    let mut k = conn; // this connection's next index, step `conns`
     let mut seq = 0u64;
     let mut buf = Vec::new();
     let mut acked = 0;
@@ -361,9 +386,9 @@ async fn conn_load(
         }
         buf.clear();
         let mut n = 0;
-        while n < PIPELINE && (until.is_some() || k < len) {
+        while n < pipeline && (until.is_some() || k < len) {
             let i = range.start + k % len;
-            k += CONNS as u64;
+            k += conns;
             seq += 1;
             n += 1;
             let v = if value.is_nil() {
@@ -469,7 +494,14 @@ struct Latency {
     load_rate: f64,
 }
 
-async fn latency(nodes: &[Node], probes: u64, with_load: bool, base: u64) -> Result<Latency> {
+/// `load`: background connections × requests in flight on n1 and on n3
+/// (`None`: idle).
+async fn latency(
+    nodes: &[Node],
+    probes: u64,
+    load: Option<(usize, usize)>,
+    base: u64,
+) -> Result<Latency> {
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
     // The watcher on n2.
     let watcher = Client::connect(n2.addr, ConnectOptions::default()).await?;
@@ -491,14 +523,16 @@ async fn latency(nodes: &[Node], probes: u64, with_load: bool, base: u64) -> Res
     let stop = Arc::new(AtomicBool::new(false));
     let mut loads = Vec::new();
     let t_load = Instant::now();
-    if with_load {
+    if let Some((conns, pipeline)) = load {
         for (n, prefix) in [(n1, "load1"), (n3, "load3")] {
-            loads.push(tokio::spawn(load(
+            loads.push(tokio::spawn(load_with(
                 n.addr,
                 prefix,
                 0..50_000,
                 Value::Nil,
                 Some(stop.clone()),
+                conns,
+                pipeline,
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -566,26 +600,29 @@ fn pcts(v: &mut [f64]) -> [f64; 3] {
 async fn bench_latency() -> Result<()> {
     println!("\n## 1. Propagation latency: set_value on n1 → watch on n2 (probe every 5 ms)");
     let nodes = start_cluster().await?;
-    let idle = latency(&nodes, 1000, false, 0).await?;
-    let loaded = latency(&nodes, 2000, true, 1_000_000).await?;
+    let idle = latency(&nodes, 1000, None, 0).await?;
+    let light = latency(&nodes, 2000, Some((1, 4)), 1_000_000).await?;
+    let loaded = latency(&nodes, 2000, Some((CONNS, PIPELINE)), 2_000_000).await?;
     println!(
-        "{:<34} {:>7} {:>5} {:>26} {:>26} {:>22}",
-        "",
+        "{:<28} {:>12} {:>7} {:>5} {:>26} {:>26} {:>22}",
+        "background load (n1 and n3)",
+        "load sets/s",
         "probes",
         "lost",
         "sent→seen p50/p99/max ms",
         "acked→seen p50/p99/max",
         "ack p50/p99/max ms"
     );
-    for (name, l) in [("idle", &idle), ("under load", &loaded)] {
-        let name = if l.load_rate > 0.0 {
-            format!("{name} ({:.0} sets/s on n1+n3)", l.load_rate)
-        } else {
-            name.to_string()
-        };
+    let full_name = format!("{CONNS} conns × {PIPELINE} in flight");
+    for (name, l) in [
+        ("none", &idle),
+        ("1 conn × 4 in flight", &light),
+        (full_name.as_str(), &loaded),
+    ] {
         println!(
-            "{:<34} {:>7} {:>5} {:>26} {:>26} {:>22}",
+            "{:<28} {:>12.0} {:>7} {:>5} {:>26} {:>26} {:>22}",
             name,
+            l.load_rate,
             l.probes,
             l.lost,
             trio(l.sent),
@@ -669,9 +706,18 @@ async fn bench_partition() -> Result<()> {
     );
     println!(
         "{:<26} {:>12} {:>14} {:>30} {:>12} {:>10}",
-        "heal bumps links on", "writes/s", "heal → equal", "published n1 / n2 / n3 (MB)", "update msgs", "bus drops"
+        "heal bumps links on",
+        "writes/s",
+        "heal → equal",
+        "published n1 / n2 / n3 (MB)",
+        "update msgs",
+        "bus drops"
     );
+    let links = std::env::var("LINKS").unwrap_or_default();
     for (label, all) in [("all nodes (real reconnect)", true), ("n3 only", false)] {
+        if (links == "all" && !all) || (links == "n3" && all) {
+            continue;
+        }
         let mut times = Vec::new();
         for _ in 0..reps {
             let p = partition(keys, all, trace).await?;

@@ -204,6 +204,9 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
             // A crashed node waits three cycles for others to send back
             // what it broadcast but lost before it declares the rest unused.
             own_gap_grace: 3 * cluster.cycle_ms,
+            // A cluster whose nodes all start empty: after two cycles
+            // without a ready node, the smallest name starts it.
+            join_wait: 2 * cluster.cycle_ms,
             delete: ActorConfig {
                 cycle: cluster.delete_cycle_ms,
                 gap: cluster.delete_gap_ms,

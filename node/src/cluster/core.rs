@@ -69,8 +69,8 @@ impl Default for ClusterConfig {
             root: ":distkv".into(),
             ping: ActorConfig::main(),
             delete: ActorConfig::delete(),
-            batch: 2000,
-            resend_max: 5000,
+            batch: 1000,
+            resend_max: 2000,
             own_gap_grace: 30_000,
             join_wait: 15_000,
         }
@@ -121,6 +121,15 @@ pub struct Core {
     purge: Purge,
     /// When each node was last heard from, on any topic.
     heard: BTreeMap<NodeName, u64>,
+    /// Reported ticks of other live nodes, left to their origin to answer
+    /// once; asked for again, we answer them too.
+    deferred: NodeSet,
+    /// Of those, the ones asked for again.
+    second: NodeSet,
+    /// When repair traffic (updates from others) last arrived.
+    repair_rx: u64,
+    /// Background rounds so far.
+    rounds: u64,
 }
 
 /// The delete actor and what it decided (SPEC-core §4.8).
@@ -177,6 +186,10 @@ impl Core {
                 tags: Default::default(),
             },
             heard: BTreeMap::new(),
+            deferred: NodeSet::default(),
+            second: NodeSet::default(),
+            repair_rx: 0,
+            rounds: 0,
         }
     }
 
@@ -204,6 +217,37 @@ impl Core {
     /// Whether this node is the housekeeper now.
     pub fn is_housekeeper(&self) -> bool {
         self.actor.is_tagged()
+    }
+
+    /// What an operator wants to see: housekeeper, election history, the
+    /// peers heard (tick, client address, seconds since last heard) and
+    /// the deleter group.
+    pub fn view(&self, now: u64) -> Value {
+        let names = |v: &[NodeName]| Value::Array(v.iter().cloned().map(Value::Str).collect());
+        let peers = self
+            .heard
+            .iter()
+            .map(|(n, &t)| {
+                let (value, addr) = self.peers.get(n).cloned().unwrap_or((None, None));
+                let mut m = vec![(
+                    Value::str("heard"),
+                    Value::Float(now.saturating_sub(t) as f64 / 1000.0),
+                )];
+                if let Some((_, tick)) = value {
+                    m.push((Value::str("tick"), Value::uint(tick)));
+                }
+                if let Some(a) = addr {
+                    m.push((Value::str("addr"), Value::str(&a)));
+                }
+                (Value::Str(n.clone()), Value::Map(m))
+            })
+            .collect();
+        Value::map([
+            ("housekeeper", Value::Bool(self.actor.is_tagged())),
+            ("history", names(self.actor.history())),
+            ("peers", Value::Map(peers)),
+            ("deleters", names(&self.purge.deleters)),
+        ])
     }
 
     /// Nodes heard on the ping topic, with their last value and address.
@@ -267,6 +311,7 @@ impl Core {
             return;
         }
         self.heard.insert(u.node.clone(), now);
+        self.repair_rx = now;
         for ev in u.events {
             let chain = ev.chain.clone();
             st.apply(ev);
@@ -296,6 +341,17 @@ impl Core {
         if let Some(t) = i.tick {
             st.saw_node_tick(&i.node, t);
         }
+        if !i.ticks.is_empty() {
+            // The sender does not know some of our ticks: tell it ours.
+            let theirs: BTreeMap<&NodeName, u64> = i.ticks.iter().map(|(n, t)| (n, *t)).collect();
+            let behind = st
+                .ticks()
+                .iter()
+                .any(|(n, t)| theirs.get(n).is_none_or(|x| x < t));
+            if behind {
+                self.link_up(now);
+            }
+        }
         for (n, t) in &i.ticks {
             st.saw_node_tick(n, *t);
         }
@@ -303,6 +359,16 @@ impl Core {
             st.report_missing(&i.missing);
             for (n, r) in &i.missing.0 {
                 self.asked.0.entry(n.clone()).or_default().union_with(r);
+                if *n != self.me && self.alive(n, now) {
+                    let d = self.deferred.0.entry(n.clone()).or_default();
+                    let again = d.intersection(r);
+                    d.union_with(r);
+                    self.second
+                        .0
+                        .entry(n.clone())
+                        .or_default()
+                        .union_with(&again);
+                }
             }
             let at = now + self.cfg.ping.gap / 10 + self.jitter(self.cfg.ping.gap / 3);
             self.resend_at.get_or_insert(at);
@@ -331,7 +397,9 @@ impl Core {
             return;
         };
         if let ActorMsg::Ping { node, value, .. } = &msg {
-            self.heard.insert(node.clone(), now);
+            if *node != self.me {
+                self.heard.insert(node.clone(), now);
+            }
             let addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
             self.peers.insert(node.clone(), (*value, addr));
             if let (Some((tock, tick)), false) = (value, *node == self.me) {
@@ -413,7 +481,16 @@ impl Core {
             // The background repair: ask again for what is still missing,
             // answers may have been lost.
             self.round_at = now + self.cfg.ping.cycle;
-            self.asked = NodeSet::default();
+            // Ask again for what is still missing — unless answers are
+            // still streaming in.
+            if now >= self.repair_rx + self.cfg.ping.gap {
+                self.asked = NodeSet::default();
+            }
+            self.rounds += 1;
+            if self.rounds % 3 == 0 {
+                self.deferred = NodeSet::default();
+                self.second = NodeSet::default();
+            }
             // A heartbeat with our tick: whoever missed our last change
             // notices within a cycle, and the deleter group sees who is up.
             self.publish_info(&Info::new(self.me.clone(), st.tick()));
@@ -453,6 +530,7 @@ impl Core {
         let first = self.peers.keys().all(|n| *n >= self.me);
         if !any_ready && first {
             self.notices.push(Notice::Bootstrap);
+            self.ticks_at = Some(now); // tell the others at once
         }
     }
 
@@ -476,8 +554,27 @@ impl Core {
         self.publish_info(&i);
     }
 
+    /// Whether `node` was heard from within the last two cycles.
+    fn alive(&self, node: &NodeName, now: u64) -> bool {
+        let window = 2 * self.cfg.ping.cycle;
+        self.heard.get(node).is_some_and(|&t| t + window >= now)
+    }
+
+    /// Answers reported ticks: our own, those of nodes we do not hear
+    /// (maybe gone), and those asked for again. The ticks of other live
+    /// nodes are left to them first: one answer per tick, not one per
+    /// holder.
     fn resend(&mut self, st: &mut State, now: u64) {
-        let a = st.answers(self.cfg.resend_max);
+        let live: std::collections::BTreeSet<NodeName> = self
+            .heard
+            .keys()
+            .filter(|n| self.alive(n, now))
+            .cloned()
+            .collect();
+        let (me, second) = (&self.me, &self.second);
+        let a = st.answers(self.cfg.resend_max, |n, t| {
+            n == me || !live.contains(n) || second.0.get(n).is_some_and(|r| r.contains(t))
+        });
         if !a.entries.is_empty() || !a.known.is_empty() || !a.deleted.is_empty() {
             tracing::info!(
                 node = %self.me,
@@ -576,7 +673,7 @@ impl Core {
             tracing::warn!("ignoring a malformed delete-actor message");
             return;
         };
-        if let Some(n) = msg.sender() {
+        if let Some(n) = msg.sender().filter(|n| *n != &*self.me) {
             self.heard.insert(NodeName::from(n), now);
         }
         let (msgs, events) = self.purge.actor.handle(now, &msg, &mut self.rng);
@@ -627,7 +724,7 @@ impl Core {
                 .purge
                 .deleters
                 .iter()
-                .all(|n| self.heard.get(n).is_some_and(|&t| t + window >= now))
+                .all(|n| *n == self.me || self.heard.get(n).is_some_and(|&t| t + window >= now))
     }
 
     fn del_events(&mut self, st: &mut State, now: u64, events: Vec<ActorEvent>) {

@@ -56,8 +56,13 @@ pub async fn run(
         }
         core.start(&mut st, now());
     }
+    let mut view_at = 0;
     loop {
         flush(&*bus, &mut core);
+        if now() >= view_at {
+            view_at = now() + 200;
+            server.set_cluster_view(core.view(now()));
+        }
         for n in core.take_notices() {
             match n {
                 Notice::Fetch { node, addr } => {
@@ -107,11 +112,14 @@ pub async fn run(
                     let mut st = server.state();
                     let t = now();
                     core.receive(&mut st, t, &first.topic, &first.payload);
+                    core.poll(&mut st, t);
                     for _ in 1..RECEIVE_BATCH {
                         let Ok(m) = rx.try_recv() else { break };
                         core.receive(&mut st, t, &m.topic, &m.payload);
+                        // Broadcast as we go: a big batch of received
+                        // events must not push ours out of the event log.
+                        core.poll(&mut st, t);
                     }
-                    core.poll(&mut st, t);
                     st.log().next_seq()
                 };
                 server.announce(next);

@@ -243,6 +243,11 @@ pub fn get_state(server: &Server, msg: &Value) -> CmdResult<Fields> {
     if f("node_drop") {
         put(&mut m, "node_drop", Value::Array(Vec::new()));
     }
+    if f("debug") {
+        if let Some(v) = server.cluster_view() {
+            put(&mut m, "cluster", v);
+        }
+    }
     put(&mut m, "node", Value::str(server.name()));
     Ok(m)
 }

@@ -113,6 +113,7 @@ pub struct Server {
     durability: OnceLock<Arc<Durability>>,
     logs: Mutex<Vec<export::LogExport>>,
     bus: OnceLock<(Arc<dyn Bus>, Topics)>,
+    cluster_view: Mutex<Option<Value>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -143,6 +144,7 @@ impl Server {
             durability: OnceLock::new(),
             logs: Mutex::new(Vec::new()),
             bus: OnceLock::new(),
+            cluster_view: Mutex::new(None),
         })
     }
 
@@ -180,6 +182,16 @@ impl Server {
     /// The bus to other nodes and the cluster's topics, if the node has one.
     pub fn bus(&self) -> Option<(&Arc<dyn Bus>, &Topics)> {
         self.bus.get().map(|(b, t)| (b, t))
+    }
+
+    /// The cluster protocol's view (peers, housekeeper), for `get_state`.
+    pub fn cluster_view(&self) -> Option<Value> {
+        self.cluster_view.lock().clone()
+    }
+
+    /// Publishes the cluster protocol's view.
+    pub(crate) fn set_cluster_view(&self, v: Value) {
+        *self.cluster_view.lock() = Some(v);
     }
 
     /// Runs a local change: refused while too many changes wait for the

@@ -102,8 +102,9 @@ impl State {
     /// Takes up to `max` reported ticks that this node can answer: the
     /// entries holding present ones, and which are superseded or deleted.
     /// Answered ticks are no longer reported; ticks this node lacks too
-    /// stay reported until someone else answers.
-    pub fn answers(&mut self, max: usize) -> Answers {
+    /// stay reported until someone else answers. Only ticks for which
+    /// `now(node, tick)` holds are answered; the others stay reported.
+    pub fn answers(&mut self, max: usize, now: impl Fn(&NodeName, u64) -> bool) -> Answers {
         let mut out = Answers::default();
         let mut budget = max;
         let names: Vec<NodeName> = self.nodes.keys().cloned().collect();
@@ -119,6 +120,9 @@ impl State {
             for t in info.reported.iter() {
                 if budget == 0 {
                     break;
+                }
+                if !now(&name, t) {
+                    continue;
                 }
                 if let Some(p) = info.entries.get(&t) {
                     if let Some(e) = self.root.follow(p) {
