@@ -107,7 +107,10 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             m = rx.recv() => {
-                let Some(first) = m else { break };
+                let Some(first) = m else {
+                    tracing::error!("the bus closed our subscription: replication stopped");
+                    break;
+                };
                 let next = {
                     let mut st = server.state();
                     let t = now();
