@@ -209,16 +209,6 @@ impl Core {
         format!("{}/#", self.cfg.root)
     }
 
-    /// The election's view: current housekeeper history.
-    pub fn history(&self) -> &[NodeName] {
-        self.actor.history()
-    }
-
-    /// Whether this node is the housekeeper now.
-    pub fn is_housekeeper(&self) -> bool {
-        self.actor.is_tagged()
-    }
-
     /// What an operator wants to see: housekeeper, election history, the
     /// peers heard (tick, client address, seconds since last heard) and
     /// the deleter group.
@@ -248,11 +238,6 @@ impl Core {
             ("peers", Value::Map(peers)),
             ("deleters", names(&self.purge.deleters)),
         ])
-    }
-
-    /// Nodes heard on the ping topic, with their last value and address.
-    pub fn peers(&self) -> impl Iterator<Item = (&NodeName, &(PingValue, Option<String>))> {
-        self.peers.iter()
     }
 
     /// Starts the protocol: announces this node and asks everyone for
@@ -317,6 +302,8 @@ impl Core {
             st.apply(ev);
             st.sighted(&chain);
         }
+        // A jump in someone's ticks means a message was lost.
+        self.check_missing(st, now);
     }
 
     fn on_info(&mut self, st: &mut State, now: u64, i: Info) {
