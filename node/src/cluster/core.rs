@@ -328,17 +328,6 @@ impl Core {
         if let Some(t) = i.tick {
             st.saw_node_tick(&i.node, t);
         }
-        if !i.ticks.is_empty() {
-            // The sender does not know some of our ticks: tell it ours.
-            let theirs: BTreeMap<&NodeName, u64> = i.ticks.iter().map(|(n, t)| (n, *t)).collect();
-            let behind = st
-                .ticks()
-                .iter()
-                .any(|(n, t)| theirs.get(n).is_none_or(|x| x < t));
-            if behind {
-                self.link_up(now);
-            }
-        }
         for (n, t) in &i.ticks {
             st.saw_node_tick(n, *t);
         }
