@@ -14,6 +14,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use distkv_model::{Path, Value};
 use distkv_node::client::{Client, ConnectOptions, RawConn};
+use distkv_node::cluster::actor::ActorConfig;
+use distkv_node::cluster::bus::Bus;
+use distkv_node::cluster::core::{ClusterConfig, Core};
+use distkv_node::cluster::gate::Gate;
+use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
+use distkv_node::cluster::msg::Topics;
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +125,102 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A node of an in-process cluster: a real server on `127.0.0.1:0` with
+/// its embedded MQTT broker on loopback, the replication protocol with a
+/// one-second cycle, and a [`Gate`] to cut it off the others.
+pub struct ClusterNode {
+    /// The server.
+    pub server: Arc<Server>,
+    /// Where it serves clients.
+    pub addr: SocketAddr,
+    /// Cuts the node off (a partition) and reconnects it.
+    pub gate: Arc<Gate>,
+    /// Its bus.
+    pub mqtt: Arc<MqttBus>,
+    stop: CancellationToken,
+}
+
+impl ClusterNode {
+    /// Starts a ready, empty node `name` whose bus connects to `peers`
+    /// (`host:port` of other nodes' brokers).
+    pub async fn start(name: &str, peers: Vec<String>) -> Result<ClusterNode> {
+        let stop = CancellationToken::new();
+        let server = Server::new(name, ServerOptions::default());
+        server.make_ready();
+        let listener = server::bind("127.0.0.1", 0).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(server::serve(server.clone(), listener, stop.clone()));
+        let mqtt = MqttBus::start(MqttConfig::new(
+            name,
+            MqttMode::Mesh {
+                listen: ("127.0.0.1".into(), 0),
+                advertise: None,
+                peers,
+            },
+        ))
+        .await?;
+        let gate = Gate::new(mqtt.clone());
+        let cfg = ClusterConfig {
+            ping: ActorConfig {
+                cycle: 1000,
+                gap: 200,
+                ..ActorConfig::main()
+            },
+            ..ClusterConfig::default()
+        };
+        server.attach_bus(gate.clone(), Topics::new(&cfg.root));
+        let seed = name
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
+        let core = Core::new(&server.state(), cfg, seed, Some(addr.to_string()));
+        let bus: Arc<dyn Bus> = gate.clone();
+        tokio::spawn(distkv_node::cluster::node::run(
+            server.clone(),
+            bus,
+            core,
+            stop.clone(),
+            CancellationToken::new(),
+        ));
+        Ok(ClusterNode {
+            server,
+            addr,
+            gate,
+            mqtt,
+            stop,
+        })
+    }
+
+    /// The address of its broker, for other nodes' `peers`.
+    pub fn broker(&self) -> Result<String> {
+        Ok(self.mqtt.broker_addr().context("no broker")?.to_string())
+    }
+
+    /// A client connection.
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(self.addr, ConnectOptions::default()).await?)
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.mqtt.shutdown();
+    }
+}
+
+/// Polls `f` every 20 ms until it holds, failing after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        ensure!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// A bare protocol connection: the test sees every message.

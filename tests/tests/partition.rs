@@ -1,96 +1,19 @@
 //! A healed partition over the real MQTT mesh: three in-process nodes, each
 //! with its client port and its embedded broker on loopback, one of them cut
-//! off by a [`Gate`] while clients write on both sides — the same keys
+//! off by a gate while clients write on both sides — the same keys
 //! included. After healing every node must hold the same state, and no
 //! acknowledged write may be lost unless a later one to the same key
 //! supersedes it under the deterministic rule.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use distkv_model::{path, Path, Value};
-use distkv_node::client::{Client, ConnectOptions};
-use distkv_node::cluster::actor::ActorConfig;
-use distkv_node::cluster::bus::Bus;
-use distkv_node::cluster::core::{ClusterConfig, Core};
-use distkv_node::cluster::gate::Gate;
-use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
-use distkv_node::cluster::msg::Topics;
-use distkv_node::server::{self, Server, ServerOptions};
-use tokio_util::sync::CancellationToken;
+use distkv_node::client::Client;
+use distkv_tests::{eventually, ClusterNode};
 
-struct Node {
-    server: Arc<Server>,
-    gate: Arc<Gate>,
-    mqtt: Arc<MqttBus>,
-    addr: std::net::SocketAddr,
-}
-
-async fn start(name: &str, peers: Vec<String>, stop: &CancellationToken) -> Result<Node> {
-    let server = Server::new(name, ServerOptions::default());
-    server.make_ready();
-    let listener = server::bind("127.0.0.1", 0).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(server::serve(server.clone(), listener, stop.clone()));
-    let mqtt = MqttBus::start(MqttConfig::new(
-        name,
-        MqttMode::Mesh {
-            listen: ("127.0.0.1".into(), 0),
-            advertise: None,
-            peers,
-        },
-    ))
-    .await?;
-    let gate = Gate::new(mqtt.clone());
-    let cfg = ClusterConfig {
-        ping: ActorConfig {
-            cycle: 1000,
-            gap: 200,
-            ..ActorConfig::main()
-        },
-        ..ClusterConfig::default()
-    };
-    server.attach_bus(gate.clone(), Topics::new(&cfg.root));
-    let core = Core::new(
-        &server.state(),
-        cfg,
-        name.len() as u64,
-        Some(addr.to_string()),
-    );
-    let bus: Arc<dyn Bus> = gate.clone();
-    tokio::spawn(distkv_node::cluster::node::run(
-        server.clone(),
-        bus,
-        core,
-        stop.clone(),
-        CancellationToken::new(),
-    ));
-    Ok(Node {
-        server,
-        gate,
-        mqtt,
-        addr,
-    })
-}
-
-async fn client(n: &Node) -> Result<Client> {
-    Ok(Client::connect(n.addr, ConnectOptions::default()).await?)
-}
-
-/// Polls `f` every 20 ms until it holds, for at most `limit`.
-async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let t0 = Instant::now();
-    while !f() {
-        ensure!(t0.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
-/// Writes `k{i}` for `keys` on `c` and returns what each write made:
-/// path → (value, tock, chain head).
+/// Writes `part.k{i}` for `keys` on `c`; returns the acknowledged writes.
 async fn write(c: &Client, side: &str, keys: std::ops::Range<u32>) -> Result<Vec<(Path, Value)>> {
     let mut acked = Vec::new();
     for i in keys {
@@ -104,17 +27,11 @@ async fn write(c: &Client, side: &str, keys: std::ops::Range<u32>) -> Result<Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healed_partition_over_the_mqtt_mesh_converges_without_losing_writes() -> Result<()> {
-    let stop = CancellationToken::new();
-    let n1 = start("p1", vec![], &stop).await?;
-    let seed = n1
-        .mqtt
-        .broker_addr()
-        .context("no broker address")?
-        .to_string();
-    let n2 = start("p2", vec![seed.clone()], &stop).await?;
-    let n3 = start("p3", vec![seed], &stop).await?;
+    let n1 = ClusterNode::start("p1", vec![]).await?;
+    let n2 = ClusterNode::start("p2", vec![n1.broker()?]).await?;
+    let n3 = ClusterNode::start("p3", vec![n1.broker()?]).await?;
     let nodes = [&n1, &n2, &n3];
-    let (c1, c3) = (client(&n1).await?, client(&n3).await?);
+    let (c1, c3) = (n1.client().await?, n3.client().await?);
 
     // Connected: a write on p1 reaches p3.
     write(&c1, "before", 0..1).await?;
@@ -167,7 +84,5 @@ async fn a_healed_partition_over_the_mqtt_mesh_converges_without_losing_writes()
         ensure!(e.data() == Some(&Value::str(want)), "{k}: {:?}", e.data());
     }
     ensure!(st.missing().is_empty(), "still missing: {:?}", st.missing());
-    drop(st);
-    stop.cancel();
     Ok(())
 }
