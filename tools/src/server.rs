@@ -190,43 +190,37 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     tracing::info!(node = %args.name, %addr, "distkv node running");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
-    let bus = start_bus(&args.name, &cluster, &settings.host, &host).await?;
-    server.attach_bus(bus.clone(), Topics::new(&cluster.root));
-    let core = {
-        let config = ClusterConfig {
-            root: cluster.root.clone(),
-            ping: ActorConfig {
-                cycle: cluster.cycle_ms,
-                gap: cluster.gap_ms,
-                ..ActorConfig::main()
-            },
-            // A crashed node waits three cycles for others to send back
-            // what it broadcast but lost before it declares the rest unused.
-            own_gap_grace: 3 * cluster.cycle_ms,
-            // A cluster whose nodes all start empty: after two cycles
-            // without a ready node, the smallest name starts it.
-            join_wait: 2 * cluster.cycle_ms,
-            delete: ActorConfig {
-                cycle: cluster.delete_cycle_ms,
-                gap: cluster.delete_gap_ms,
-                ..ActorConfig::delete()
-            },
-            ..ClusterConfig::default()
-        };
-        let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
-        Core::new(
-            &server.state(),
-            config,
-            seed,
-            Some(format!("{host}:{}", addr.port())),
-        )
+    let config = ClusterConfig {
+        root: cluster.root.clone(),
+        ping: ActorConfig {
+            cycle: cluster.cycle_ms,
+            gap: cluster.gap_ms,
+            ..ActorConfig::main()
+        },
+        // A crashed node waits three cycles for others to send back what
+        // it broadcast but lost before it declares the rest unused.
+        own_gap_grace: 3 * cluster.cycle_ms,
+        // A cluster whose nodes all start empty: after two cycles without
+        // a ready node, the smallest name starts it.
+        join_wait: 2 * cluster.cycle_ms,
+        delete: ActorConfig {
+            cycle: cluster.delete_cycle_ms,
+            gap: cluster.delete_gap_ms,
+            ..ActorConfig::delete()
+        },
+        ..ClusterConfig::default()
     };
-    if !core.is_valid() {
+    if !(config.ping.is_valid() && config.delete.is_valid()) {
         anyhow::bail!(
             "server.ping and server.delete: the cycle must be at least three gaps (and positive)"
         );
     }
+    let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
+    let bus = start_bus(&args.name, &cluster, &settings.host, &host).await?;
+    server.attach_bus(bus.clone(), Topics::new(&cluster.root));
+    let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
+    let client_addr = format!("{host}:{}", addr.port());
+    let core = Core::new(&server.state(), config, seed, Some(client_addr));
     let ready = CancellationToken::new();
     let protocol = tokio::spawn(cluster::node::run(
         server.clone(),
@@ -235,7 +229,7 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         shutdown.clone(),
         ready.clone(),
     ));
-    if !ready.is_cancelled() {
+    if server.state().tick().is_none() {
         tracing::info!("waiting for the cluster's data from a peer before serving clients");
         tokio::select! {
             _ = ready.cancelled() => {}

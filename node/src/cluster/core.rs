@@ -193,12 +193,6 @@ impl Core {
         }
     }
 
-    /// Whether the election settings are usable (see
-    /// [`ActorConfig::is_valid`]).
-    pub fn is_valid(&self) -> bool {
-        self.cfg.ping.is_valid() && self.cfg.delete.is_valid()
-    }
-
     /// The topics this node publishes and listens on.
     pub fn topics(&self) -> &Topics {
         &self.topics

@@ -25,15 +25,6 @@ use crate::server::Server;
 /// Most bus messages handled under one lock.
 const RECEIVE_BATCH: usize = 64;
 
-/// How the node becomes ready to serve clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Join {
-    /// It has data (files, `--init`) or is alone: ready at once.
-    Ready,
-    /// It has no data: fetch it from a ready peer first.
-    Fetch,
-}
-
 /// Runs the protocol until `shutdown` fires. `ready` is cancelled once the
 /// node may serve clients.
 pub async fn run(
