@@ -5,7 +5,8 @@
 //! [`MemNet`] that drops, duplicates, delays and reorders messages. Clients
 //! write to random nodes while the network is partitioned at random and
 //! nodes crash and come back; one node joins late and fetches its state.
-//! Then the network heals and every node must end with the same state
+//! Then the network heals (while clients go on writing for a while and a
+//! few messages are still lost) and every node must end with the same state
 //! digest, with no acknowledged write lost unless a later write to the same
 //! key supersedes it under the deterministic conflict rule.
 //!
@@ -23,6 +24,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const WRITE_PHASE: u64 = 20_000;
+/// Clients keep writing this long after the network healed (it still
+/// loses some messages then).
+const LATE_WRITES: u64 = 3_000;
 const SETTLE_LIMIT: u64 = 120_000;
 
 struct SimNode {
@@ -148,12 +152,14 @@ fn simulate(seed: u64) -> Result<(), String> {
     loop {
         let phase_over = now >= WRITE_PHASE;
         if phase_over && settled_at.is_none() {
-            // Heal everything; from now on the network is only slow.
+            // Heal everything; from now on the network only loses,
+            // duplicates and reorders a little.
             net.heal();
             net.set_faults(Faults {
+                drop: 0.02,
+                duplicate: 0.01,
                 min_delay: 1,
                 max_delay: 40,
-                ..Faults::default()
             });
             for (i, _) in std::mem::take(&mut down) {
                 restart(&mut nodes[i], &mut net, seed, now);
@@ -167,7 +173,7 @@ fn simulate(seed: u64) -> Result<(), String> {
             settled_at = Some(now);
         }
         if let Some(t0) = settled_at {
-            if now > t0 + 2000 && converged(&nodes) {
+            if now > t0 + LATE_WRITES + 1000 && converged(&nodes) {
                 break;
             }
             if now > t0 + SETTLE_LIMIT {
@@ -182,7 +188,8 @@ fn simulate(seed: u64) -> Result<(), String> {
             }
         }
         // Client writes and faults.
-        if !phase_over && now >= next_write {
+        let writing = now < WRITE_PHASE + LATE_WRITES;
+        if writing && now >= next_write {
             next_write = now + rng.gen_range(1..40);
             let ready: Vec<usize> = (0..n)
                 .filter(|&i| nodes[i].up && nodes[i].st.tick().is_some())
@@ -304,7 +311,10 @@ fn simulate(seed: u64) -> Result<(), String> {
             .min()
             .unwrap_or(now + 1000);
         if !phase_over {
-            next = next.min(next_write).min(next_fault).min(WRITE_PHASE);
+            next = next.min(next_fault).min(WRITE_PHASE);
+        }
+        if writing {
+            next = next.min(next_write);
         }
         if next <= now {
             spins += 1;

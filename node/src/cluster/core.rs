@@ -126,7 +126,7 @@ pub struct Core {
     deferred: NodeSet,
     /// Of those, the ones asked for again.
     second: NodeSet,
-    /// When repair traffic (updates from others) last arrived.
+    /// When an answer to one of our requests last arrived.
     repair_rx: u64,
     /// Background rounds so far.
     rounds: u64,
@@ -262,6 +262,9 @@ impl Core {
         self.fetching = false;
         if ok {
             self.ticks_at = Some(now);
+            // Own ticks nobody had (a node that lost its files) are
+            // settled like a crash gap.
+            self.gap_at = Some(now + self.cfg.own_gap_grace);
         }
     }
 
@@ -290,8 +293,16 @@ impl Core {
             return;
         }
         self.heard.insert(u.node.clone(), now);
-        self.repair_rx = now;
         for ev in u.events {
+            let answer = ev.chain.links().iter().any(|l| {
+                self.asked
+                    .0
+                    .get(&l.node)
+                    .is_some_and(|r| r.contains(l.tick))
+            });
+            if answer {
+                self.repair_rx = now;
+            }
             let chain = ev.chain.clone();
             st.apply(ev);
             st.sighted(&chain);
@@ -448,11 +459,10 @@ impl Core {
             self.del_events(st, now, events);
         }
         if now >= self.round_at {
-            // The background repair: ask again for what is still missing,
-            // answers may have been lost.
+            // The background repair: ask again for what is still missing
+            // (answers may have been lost) — unless answers are still
+            // streaming in.
             self.round_at = now + self.cfg.ping.cycle;
-            // Ask again for what is still missing — unless answers are
-            // still streaming in.
             if now >= self.repair_rx + self.cfg.ping.gap {
                 self.asked = NodeSet::default();
             }
