@@ -1,0 +1,744 @@
+//! A cluster of real `distkv server` processes on three "hosts": Linux
+//! network namespaces joined by a bridge, each node on the default ports
+//! (client 27586, bus 27587) of its own address, as the README's cluster
+//! commands run on separate machines. The partition is real: blackhole
+//! routes between the namespaces, so every packet between the two sides is
+//! dropped by the kernel, while the test (in the root namespace) still
+//! reaches every node through the bridge.
+//!
+//! The network: a bridge `dkvbr<pid>` with `10.A.B.254/24` in the root
+//! namespace; namespaces `dkv<pid>-<i>` (i = 1..3), each with a veth pair
+//! whose host side `dkv<pid>v<i>` is a port of the bridge and whose other
+//! side is the namespace's `eth0` with `10.A.B.i/24` (`A`, `B` derived from
+//! the test's process id). A guard kills the nodes and removes the
+//! namespaces, the veths and the bridge however the test ends.
+//!
+//! This needs root and `ip` (iproute2). Without them, or when a namespace
+//! cannot be made, the test prints "skipping: …" and passes, unless
+//! `DISTKV_REQUIRE_NETNS` is set. `DISTKV_TEST_KEEP=1` keeps the nodes'
+//! data and stderr; `DISTKV_TEST_RUST_LOG` sets the nodes' `RUST_LOG`.
+//!
+//! The partition is held until every node's MQTT client link across it
+//! has given up (keep-alive, about 10 s), so that healing needs new
+//! connections rather than TCP retransmitting over the old ones.
+//!
+//! Every wait polls with a deadline; only the check that the partition
+//! really separates the sides waits a fixed time.
+
+mod process;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use distkv_model::{path, Path, Value};
+use distkv_node::client::{Client, ConnectOptions, UpdateOptions};
+use process::{distkv_bin, dump, same_dump};
+
+/// The default client port: every node has its own address.
+const CLIENT_PORT: u16 = 27586;
+/// The default bus port (the embedded MQTT broker).
+const BUS_PORT: u16 = 27587;
+/// Longest a node may take to serve after its start.
+const START: Duration = Duration::from_secs(30);
+/// Longest replication may take while the network is whole.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// Longest a healed partition may take to converge (MQTT keep-alive is
+/// 5 s, the reconnect backoff up to 2 s).
+const HEAL: Duration = Duration::from_secs(60);
+/// How long h3 must stay without h1's writes while cut off.
+const CUT_CHECK: Duration = Duration::from_secs(2);
+/// Longest the MQTT links across a partition may take to break.
+const LINKS_DOWN: Duration = Duration::from_secs(30);
+/// Short election cycle and repair delay.
+const FAST: [&str; 2] = ["server.ping.cycle=1", "server.ping.gap=0.2"];
+
+/// Runs `ip ARGS`, failing with its stderr unless it succeeds.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `ip ARGS`' standard output.
+fn ip_out(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn tail(path: &FsPath, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    s
+}
+
+/// What the kernel does with bridged IPv4 traffic, for failure messages
+/// (with `br_netfilter`, bridged frames pass iptables' FORWARD chain).
+fn bridge_netfilter() -> String {
+    match std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables") {
+        Ok(v) => format!(
+            "net.bridge.bridge-nf-call-iptables={} (if 1, an iptables FORWARD policy DROP, \
+             e.g. Docker's, drops traffic between the namespaces)",
+            v.trim()
+        ),
+        Err(_) => "br_netfilter not loaded".into(),
+    }
+}
+
+/// Three hosts (network namespaces) and the node on each. Dropping it
+/// kills the nodes, then removes the network.
+struct Hosts {
+    pid: u32,
+    net: [u8; 2],
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    bridge: bool,
+    namespaces: Vec<usize>,
+    veths: Vec<usize>,
+    /// The node process of host i+1 (the `ip netns exec` child, which
+    /// execs the node binary).
+    nodes: [Option<Child>; 3],
+    /// The stderr file of each host's current (or last) node.
+    stderr: [PathBuf; 3],
+    starts: usize,
+}
+
+impl Hosts {
+    fn new(bin: PathBuf) -> Result<Hosts> {
+        let pid = std::process::id();
+        let net = [200 + u8::try_from(pid % 50)?, u8::try_from(pid / 50 % 250)?];
+        let mut dir = tempfile::Builder::new().prefix("distkv-hosts-").tempdir()?;
+        if std::env::var_os("DISTKV_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            println!("keeping {}", dir.path().display());
+        }
+        Ok(Hosts {
+            pid,
+            net,
+            bin,
+            dir,
+            bridge: false,
+            namespaces: Vec::new(),
+            veths: Vec::new(),
+            nodes: [None, None, None],
+            stderr: Default::default(),
+            starts: 0,
+        })
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("dkv{}-{i}", self.pid)
+    }
+
+    fn veth(&self, i: usize) -> String {
+        format!("dkv{}v{i}", self.pid)
+    }
+
+    fn bridge_name(&self) -> String {
+        format!("dkvbr{}", self.pid)
+    }
+
+    /// `10.A.B.i`.
+    fn addr(&self, i: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net[0], self.net[1], i)
+    }
+
+    fn name(i: usize) -> String {
+        format!("h{i}")
+    }
+
+    /// Makes the namespaces, the bridge and the veth pairs.
+    fn make_network(&mut self) -> Result<()> {
+        for i in 1..=3 {
+            ip(&["netns", "add", &self.ns(i)])?;
+            self.namespaces.push(i);
+        }
+        let br = self.bridge_name();
+        ip(&["link", "add", &br, "type", "bridge"])?;
+        self.bridge = true;
+        let br_addr = format!("{}/24", self.addr(254));
+        ip(&["addr", "add", &br_addr, "dev", &br])?;
+        ip(&["link", "set", &br, "up"])?;
+        for i in 1..=3 {
+            let (ns, veth) = (self.ns(i), self.veth(i));
+            let peer = format!("dkv{}p{i}", self.pid);
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &ns,
+            ])?;
+            self.veths.push(i);
+            ip(&["link", "set", &veth, "master", &br])?;
+            ip(&["link", "set", &veth, "up"])?;
+            ip(&["-n", &ns, "link", "set", &peer, "name", "eth0"])?;
+            let a = format!("{}/24", self.addr(u8::try_from(i)?));
+            ip(&["-n", &ns, "addr", "add", &a, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Cuts host `i` off from the others (`add`) or heals that (`del`):
+    /// blackhole routes on both sides.
+    fn routes(&self, i: usize, op: &str) -> Result<()> {
+        for j in (1..=3).filter(|&j| j != i) {
+            let to_j = format!("{}/32", self.addr(u8::try_from(j)?));
+            ip(&["-n", &self.ns(i), "route", op, "blackhole", &to_j])?;
+            let to_i = format!("{}/32", self.addr(u8::try_from(i)?));
+            ip(&["-n", &self.ns(j), "route", op, "blackhole", &to_i])?;
+        }
+        Ok(())
+    }
+
+    fn client_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((self.addr(u8::try_from(i).expect("host")), CLIENT_PORT))
+    }
+
+    /// Connects to host `i`'s node (whose greeting must name it).
+    async fn connect(&self, i: usize) -> Result<Client> {
+        let opts = ConnectOptions {
+            qlen: 0,
+            timeout: Duration::from_secs(5),
+            ..ConnectOptions::default()
+        };
+        let c = Client::connect(self.client_addr(i), opts)
+            .await
+            .with_context(|| format!("connecting to h{i} at {}", self.client_addr(i)))?;
+        ensure!(
+            c.greeting().node == Self::name(i),
+            "{} answered as {}",
+            self.client_addr(i),
+            c.greeting().node
+        );
+        Ok(c)
+    }
+
+    /// Starts host `i`'s node in its namespace (`h2`, `h3` join through
+    /// h1) and waits until it serves.
+    async fn start(&mut self, i: usize) -> Result<()> {
+        ensure!(self.nodes[i - 1].is_none(), "h{i} is running");
+        self.starts += 1;
+        let stderr_path = self.dir.path().join(format!("h{i}.{}.stderr", self.starts));
+        let stderr = File::create(&stderr_path)?;
+        self.stderr[i - 1] = stderr_path;
+        let ns = self.ns(i);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]).arg(&self.bin);
+        cmd.args(["-c", "/dev/null"]);
+        for kv in FAST {
+            cmd.args(["-C", kv]);
+        }
+        cmd.args(["server", &Self::name(i), "--bind"])
+            .arg(self.addr(u8::try_from(i)?).to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path().join(Self::name(i)));
+        if i != 1 {
+            cmd.arg("--peer")
+                .arg(format!("{}:{BUS_PORT}", self.addr(1)));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        match std::env::var("DISTKV_TEST_RUST_LOG") {
+            Ok(f) => cmd.env("RUST_LOG", f),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
+        let child = cmd.spawn().context("running ip netns exec")?;
+        let pid = child.id();
+        self.nodes[i - 1] = Some(child);
+
+        let deadline = Instant::now() + START;
+        let mut verified = false;
+        loop {
+            if let Some(st) = self.nodes[i - 1].as_mut().expect("started").try_wait()? {
+                self.nodes[i - 1] = None;
+                bail!("h{i} exited with {st} while starting:\n{}", self.logs());
+            }
+            // `ip netns exec` execs the node: the child's pid is the node's.
+            if !verified {
+                verified = self.is_node(i, pid)?;
+            }
+            if verified {
+                if let Ok(c) = self.connect(i).await {
+                    drop(c);
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "h{i} (pid {pid}, the node binary: {verified}) did not serve at {} within \
+                     {START:?}; a joining node serves only after fetching the state from h1 \
+                     over the bridge ({}):\n{}",
+                    self.client_addr(i),
+                    bridge_netfilter(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Process `pid` runs the node binary in host `i`'s namespace (false:
+    /// `ip netns exec` has not exec'd it yet).
+    fn is_node(&self, i: usize, pid: u32) -> Result<bool> {
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            return Ok(false);
+        };
+        if exe != self.bin.canonicalize()? {
+            return Ok(false);
+        }
+        let ns = ip_out(&["netns", "identify", &pid.to_string()])?;
+        ensure!(
+            ns.trim() == self.ns(i),
+            "pid {pid} runs {} in namespace {:?}, not {}",
+            exe.display(),
+            ns.trim(),
+            self.ns(i)
+        );
+        Ok(true)
+    }
+
+    /// `kill -9` of host `i`'s node.
+    fn kill9(&mut self, i: usize) -> Result<()> {
+        let mut c = self.nodes[i - 1].take().context("not running")?;
+        let pid = c.id();
+        ensure!(self.is_node(i, pid)?, "pid {pid} is not h{i}'s node binary");
+        c.kill()?;
+        let st = c.wait()?;
+        ensure!(
+            !st.success(),
+            "h{i} exited cleanly instead of being killed: {st}"
+        );
+        Ok(())
+    }
+
+    /// The TCP connections in state ESTABLISHED in host `i`'s namespace
+    /// (from `/proc/PID/net/tcp` of its node, which shows the namespace's
+    /// table) with a remote address of one of `hosts`, as
+    /// `(local, remote)`.
+    fn established(&self, i: usize, hosts: &[usize]) -> Result<Vec<(SocketAddr, SocketAddr)>> {
+        let pid = self.nodes[i - 1].as_ref().context("not running")?.id();
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+        // `0100007F:0CEA`: the address as the kernel's u32, the port in hex.
+        let parse = |s: &str| -> Result<SocketAddr> {
+            let (a, p) = s.split_once(':').context("odd /proc/net/tcp")?;
+            let ip = Ipv4Addr::from(u32::from_str_radix(a, 16)?.to_ne_bytes());
+            Ok(SocketAddr::from((ip, u16::from_str_radix(p, 16)?)))
+        };
+        let mut out = Vec::new();
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(&"01")) = (f.get(1), f.get(2), f.get(3)) else {
+                continue;
+            };
+            let (local, remote) = (parse(local)?, parse(remote)?);
+            if hosts
+                .iter()
+                .any(|&j| u8::try_from(j).is_ok_and(|j| remote.ip() == self.addr(j)))
+            {
+                out.push((local, remote));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stderr tails of every node.
+    fn logs(&self) -> String {
+        (1..=3)
+            .filter(|i| !self.stderr[i - 1].as_os_str().is_empty())
+            .map(|i| {
+                format!(
+                    "----- stderr of h{i} ({}) -----\n{}",
+                    self.stderr[i - 1].display(),
+                    tail(&self.stderr[i - 1], 6 << 10)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for mut c in self.nodes.iter_mut().filter_map(Option::take) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut errors = Vec::new();
+        for &i in &self.namespaces {
+            if let Err(e) = ip(&["netns", "del", &self.ns(i)]) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        // Removing a namespace removes its end of the veth, and with it the
+        // pair, but asynchronously: remove the host ends ourselves (they
+        // may be gone already).
+        for &i in &self.veths {
+            let _ = ip(&["link", "del", &self.veth(i)]);
+        }
+        if self.bridge {
+            if let Err(e) = ip(&["link", "del", &self.bridge_name()]) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if !errors.is_empty() {
+            eprintln!("tearing down the test network: {}", errors.join("; "));
+        }
+    }
+}
+
+/// Skips the test (or fails it when `DISTKV_REQUIRE_NETNS` is set).
+fn unavailable(why: &str) -> Result<()> {
+    ensure!(
+        std::env::var_os("DISTKV_REQUIRE_NETNS").is_none(),
+        "network namespaces unavailable ({why}) but DISTKV_REQUIRE_NETNS is set"
+    );
+    println!("skipping: network namespaces unavailable ({why})");
+    Ok(())
+}
+
+/// Acknowledged writes: each key with the values it may end with.
+type Want = HashMap<Path, Vec<Value>>;
+
+/// Writes `hosts.<group>.<i>` for `keys` through `c`, each value `tag-i`.
+async fn write(
+    c: &Client,
+    want: &mut Want,
+    group: &str,
+    keys: std::ops::Range<i64>,
+    tag: &str,
+) -> Result<()> {
+    for i in keys {
+        let p = path!["hosts", group, i];
+        let v = Value::str(&format!("{tag}-{i}"));
+        c.set_value(&p, v.clone(), &UpdateOptions::default())
+            .await
+            .with_context(|| format!("set_value {p} on {}", c.greeting().node))?;
+        want.entry(p).or_default().push(v);
+    }
+    Ok(())
+}
+
+/// The value at `p` on `c` (`None`: none).
+async fn value(c: &Client, p: &Path) -> Result<Option<Value>> {
+    Ok(c.get_value(p, 0).await?.get("value").cloned())
+}
+
+/// Polls until every listed host shows one of the wanted values of every
+/// key of `want`.
+async fn wait_values(
+    hosts: &Hosts,
+    what: &str,
+    on: &[usize],
+    want: &Want,
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut clients = Vec::new();
+    for &i in on {
+        clients.push(hosts.connect(i).await?);
+    }
+    loop {
+        let mut lacking = Vec::new();
+        for (&i, c) in on.iter().zip(&clients) {
+            for (p, vs) in want {
+                let v = value(c, p).await?;
+                if !v.as_ref().is_some_and(|v| vs.contains(v)) {
+                    lacking.push(format!(
+                        "h{i}: {p} is {}, want one of {vs:?}",
+                        v.map_or("(none)".into(), |v| v.to_string())
+                    ));
+                }
+            }
+        }
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: after {limit:?}, {} of {} values differ:\n{}\n{}",
+                lacking.len(),
+                want.len() * on.len(),
+                lacking[..lacking.len().min(20)].join("\n"),
+                hosts.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `missing` part of `get_state` is empty (or absent).
+fn nothing_missing(state: &Value) -> bool {
+    state
+        .get("missing")
+        .and_then(Value::as_map)
+        .is_none_or(<[_]>::is_empty)
+}
+
+/// Polls until the three nodes' dumps (tombstones included) are identical
+/// and none misses a tick; returns the common dump.
+async fn wait_converged(
+    hosts: &Hosts,
+    what: &str,
+    limit: Duration,
+) -> Result<BTreeMap<String, Value>> {
+    let deadline = Instant::now() + limit;
+    let mut clients = Vec::new();
+    for i in 1..=3 {
+        clients.push(hosts.connect(i).await?);
+    }
+    loop {
+        let mut dumps = Vec::new();
+        let mut states = Vec::new();
+        for c in &clients {
+            dumps.push(dump(c, true).await?);
+            states.push(c.get_state(&["nodes", "missing", "remote_missing"]).await?);
+        }
+        let mut problems = Vec::new();
+        for i in 1..3 {
+            if let Err(e) = same_dump(&format!("h1 vs h{}", i + 1), &dumps[0], &dumps[i]) {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        for (i, s) in states.iter().enumerate() {
+            if !nothing_missing(s) {
+                problems.push(format!("h{} misses ticks: {s}", i + 1));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(dumps.swap_remove(0));
+        }
+        if Instant::now() > deadline {
+            let states: Vec<String> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("get_state of h{}: {s}", i + 1))
+                .collect();
+            bail!(
+                "{what}: not converged after {limit:?}:\n{}\n{}\n{}",
+                problems.join("\n"),
+                states.join("\n"),
+                hosts.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// For each `(client, theirs, ours)`: the client's node shows none of the
+/// writes of `theirs` (only its own write of a key in both).
+async fn partition_held(
+    hosts: &Hosts,
+    sides: &[(&Client, &Want, &Want)],
+    cut: Instant,
+) -> Result<()> {
+    let mut leaked = Vec::new();
+    for (c, theirs, ours) in sides {
+        for p in theirs.keys() {
+            let v = value(c, p).await?;
+            let own = ours.get(p).map(|vs| &vs[0]);
+            if v.as_ref() != own {
+                leaked.push(format!(
+                    "{}: {p} is {}",
+                    c.greeting().node,
+                    v.map_or("(none)".into(), |v| v.to_string())
+                ));
+            }
+        }
+    }
+    ensure!(
+        leaked.is_empty(),
+        "writes crossed the partition {:?} after it was made:\n{}\n{}",
+        cut.elapsed(),
+        leaked[..leaked.len().min(20)].join("\n"),
+        hosts.logs()
+    );
+    println!(
+        "partition held: after {:?}, h3 has none of h1's writes, h1/h2 none of h3's",
+        cut.elapsed()
+    );
+    Ok(())
+}
+
+/// Every acknowledged write is in the common dump (or, for a key written
+/// on both sides, one of them is), and the dump holds nothing else.
+fn check_writes(all: &BTreeMap<String, Value>, want: &Want) -> Result<()> {
+    let mut bad = Vec::new();
+    for (p, vs) in want {
+        let got = all.get(&p.to_string()).and_then(|e| e.get("value"));
+        if !got.is_some_and(|v| vs.contains(v)) {
+            bad.push(format!(
+                "{p} is {}, want one of {vs:?}",
+                got.map_or("(none)".into(), Value::to_string)
+            ));
+        }
+    }
+    ensure!(
+        bad.is_empty(),
+        "{} acknowledged writes lost:\n{}",
+        bad.len(),
+        bad[..bad.len().min(20)].join("\n")
+    );
+    ensure!(
+        all.len() == want.len(),
+        "the common dump has {} entries, not the {} keys written",
+        all.len(),
+        want.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_replicate_and_heal_a_real_partition() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return unavailable("not root");
+    }
+    if let Err(e) = Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        return unavailable(&format!("cannot run ip: {e}"));
+    }
+    // Build the binary before making the network (the guard owns it).
+    let bin = distkv_bin()?;
+    let mut hosts = Hosts::new(bin)?;
+    if let Err(e) = hosts.make_network() {
+        return unavailable(&format!("{e:#}"));
+    }
+    println!(
+        "hosts h1..h3 at {}, {}, {}; {}",
+        hosts.addr(1),
+        hosts.addr(2),
+        hosts.addr(3),
+        bridge_netfilter()
+    );
+
+    // 1. h1 starts the cluster; h2 and h3 join it (from h1's address).
+    let t0 = Instant::now();
+    hosts.start(1).await?;
+    hosts.start(2).await?;
+    hosts.start(3).await?;
+    println!("three nodes serving after {:?}", t0.elapsed());
+    let (c1, c3) = (hosts.connect(1).await?, hosts.connect(3).await?);
+    let c2 = hosts.connect(2).await?;
+    let mut want = Want::new();
+    for (i, c) in [(1, &c1), (2, &c2), (3, &c3)] {
+        write(c, &mut want, "first", i..i + 1, &format!("h{i}")).await?;
+    }
+    let t = Instant::now();
+    wait_values(&hosts, "a write on each node", &[1, 2, 3], &want, CONVERGE).await?;
+    println!("first writes everywhere after {:?}", t.elapsed());
+
+    // 2. A real partition: no packet between h3 and h1/h2.
+    hosts.routes(3, "add")?;
+    let cut = Instant::now();
+    let mut on1 = Want::new();
+    let mut on3 = Want::new();
+    write(&c1, &mut on1, "by1", 0..100, "h1").await?;
+    write(&c3, &mut on3, "by3", 0..100, "h3").await?;
+    write(&c1, &mut on1, "both", 0..10, "h1").await?;
+    write(&c3, &mut on3, "both", 0..10, "h3").await?;
+    println!("220 writes during the partition took {:?}", cut.elapsed());
+    // h2 is on h1's side: it gets h1's writes.
+    wait_values(&hosts, "h1's writes on h2", &[2], &on1, CONVERGE).await?;
+    let waited = cut.elapsed();
+    if waited < CUT_CHECK {
+        tokio::time::sleep(CUT_CHECK - waited).await;
+    }
+    // … and h3 none of them, nor h1 and h2 any of h3's.
+    let sides = [(&c3, &on1, &on3), (&c1, &on3, &on1), (&c2, &on3, &on1)];
+    partition_held(&hosts, &sides, cut).await?;
+    // The MQTT links across the cut outlive a short partition (TCP
+    // retransmits once it heals). Hold it until every node's client link
+    // to a broker on the other side has given up (MQTT keep-alive), so
+    // that healing needs new connections.
+    let deadline = Instant::now() + LINKS_DOWN;
+    loop {
+        let mut links = Vec::new();
+        for (i, other) in [(1, &[3][..]), (2, &[3]), (3, &[1, 2])] {
+            links.extend(
+                hosts
+                    .established(i, other)?
+                    .into_iter()
+                    .filter(|(_, remote)| remote.port() == BUS_PORT),
+            );
+        }
+        if links.is_empty() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "MQTT client links across the partition still established after {LINKS_DOWN:?}: \
+             {links:?}\n{}",
+            hosts.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    partition_held(&hosts, &sides, cut).await?;
+    let mut stale = Vec::new();
+    for (i, other) in [(1, &[3][..]), (2, &[3]), (3, &[1, 2])] {
+        stale.extend(hosts.established(i, other)?);
+    }
+    println!(
+        "every MQTT client link across the partition down {:?} after making it; \
+         broker-side connections still ESTABLISHED (local, remote): {stale:?}",
+        cut.elapsed()
+    );
+
+    // 3. Heal.
+    hosts.routes(3, "del")?;
+    let healed = Instant::now();
+    println!("partition lasted {:?}", cut.elapsed());
+    for (p, vs) in on1.into_iter().chain(on3) {
+        want.entry(p).or_default().extend(vs);
+    }
+    let all = wait_converged(&hosts, "after healing the partition", HEAL).await?;
+    println!("converged {:?} after healing", healed.elapsed());
+    check_writes(&all, &want)?;
+
+    // 4. kill -9 h2; h1 writes on; h2 comes back from its data directory.
+    drop(c2);
+    hosts.kill9(2)?;
+    write(&c1, &mut want, "late", 0..20, "h1").await?;
+    let t = Instant::now();
+    hosts.start(2).await?;
+    println!("h2 serving again after {:?}", t.elapsed());
+    let all = wait_converged(&hosts, "after restarting h2", CONVERGE).await?;
+    println!("converged {:?} after h2's restart", t.elapsed());
+    check_writes(&all, &want)?;
+    println!("total {:?}", t0.elapsed());
+    Ok(())
+}
