@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use distkv_log::Seq;
+use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec;
 use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
 use rand::rngs::StdRng;
@@ -384,6 +385,10 @@ impl Core {
             let addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
             self.peers.insert(node.clone(), (*value, addr));
             if let (Some((tock, tick)), false) = (value, *node == self.me) {
+                if *tick > MAX_COUNTER || *tock > MAX_COUNTER {
+                    tracing::warn!(%node, "ignoring a ping with an impossible tick or tock");
+                    return;
+                }
                 st.tock().seen(*tock);
                 st.saw_node_tick(node, *tick);
             }

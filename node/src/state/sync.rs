@@ -55,11 +55,7 @@ impl State {
     /// Another node lacks these ticks: remember to answer.
     pub fn report_missing(&mut self, missing: &NodeSet) {
         for (n, r) in &missing.0 {
-            let info = self.node_mut(n);
-            if let Some(max) = r.ranges().last().map(|(_, b)| b - 1) {
-                info.saw_tick(max);
-            }
-            info.reported.union_with(r);
+            self.node_mut(n).reported.union_with(r);
         }
     }
 
@@ -117,7 +113,10 @@ impl State {
             }
             let mut done = RangeSet::new();
             let mut entries = Vec::new();
-            for t in info.reported.iter() {
+            // Only ticks seen here can be answered: never walk a reported
+            // range tick by tick beyond what we know (it may be huge).
+            let answerable = info.reported.intersection(&info.seen);
+            for t in answerable.iter() {
                 if budget == 0 {
                     break;
                 }
@@ -136,15 +135,12 @@ impl State {
                             budget -= 1;
                         }
                     }
-                    done.insert(t);
-                } else if info.seen.contains(t) {
-                    if info.deleted.contains(t) {
-                        out.deleted.insert(&name, t);
-                    } else {
-                        out.known.insert(&name, t);
-                    }
-                    done.insert(t);
+                } else if info.deleted.contains(t) {
+                    out.deleted.insert(&name, t);
+                } else {
+                    out.known.insert(&name, t);
                 }
+                done.insert(t);
             }
             out.entries.extend(entries);
             if let Some(i) = self.nodes.get_mut(&name) {

@@ -502,3 +502,23 @@ fn a_rewritten_tombstone_is_not_purged() {
     assert_eq!(a.purge_deleted(u64::MAX), 0);
     assert_eq!(value_at(&a, &p), Some(Value::Int(2)));
 }
+
+#[test]
+fn answers_to_a_huge_missing_report_cover_only_what_is_known_here() {
+    let mut a = state("a");
+    let p = path!["k"];
+    set(&mut a, &p, 1);
+    set(&mut a, &p, 2);
+    let mut huge = NodeSet::default();
+    huge.0.insert("a".into(), {
+        let mut r = RangeSet::new();
+        r.insert_range(1, MAX_COUNTER);
+        r
+    });
+    a.report_missing(&huge);
+    let ans = a.answers(100, |_, _| true);
+    assert_eq!(ans.entries.len(), 1, "the entry holding tick 2");
+    assert!(ans.known.0["a"].contains(1), "tick 1 was superseded");
+    assert_eq!(a.node("a").unwrap().tick(), Some(2), "a report raises no tick");
+    assert!(a.has_reported(), "the ticks nobody knows stay reported");
+}
