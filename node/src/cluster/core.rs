@@ -37,6 +37,8 @@ use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{encode_update, Info, Topics, Update, BUS_LIMITS};
+#[cfg(test)]
+use crate::state::NodeInfo;
 use crate::state::State;
 
 /// Settings of the replication protocol.
@@ -812,4 +814,57 @@ fn fmt_set(s: &NodeSet) -> String {
 /// A node's ping value: `(tock, tick)` once it is ready.
 fn ping_value(st: &State) -> PingValue {
     st.tick().map(|t| (st.tock().peek(), t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::NodeInfo;
+    use distkv_log::LogLimits;
+    use rand::RngCore;
+
+    /// Garbage and hostile-but-decodable messages on every topic are
+    /// ignored: no panic, no change.
+    #[test]
+    fn bad_bus_messages_are_ignored() {
+        let mut st = State::new("n1", LogLimits::default());
+        st.make_ready();
+        let mut core = Core::new(&st, ClusterConfig::default(), 1, None);
+        core.start(&mut st, 0);
+        let before = st.digest();
+        let topics = core.topics().clone();
+        let mut rng = StdRng::seed_from_u64(5);
+        let hostile = [
+            Value::Nil,
+            Value::map([("node", Value::Int(3))]),
+            Value::map([("node", Value::str("x")), ("ev", Value::uint(1))]),
+            Value::map([("node", Value::str("x")), ("ticks", Value::str("x"))]),
+            Value::map([("t", Value::str("ping")), ("node", Value::str("x"))]),
+            Value::map([
+                ("t", Value::str("ping")),
+                ("node", Value::str("x")),
+                (
+                    "value",
+                    Value::Array(vec![Value::uint(u64::MAX), Value::uint(u64::MAX)]),
+                ),
+                ("history", Value::Array(vec![Value::str("x")])),
+            ]),
+        ];
+        for (i, topic) in [&topics.update, &topics.info, &topics.ping, &topics.del]
+            .into_iter()
+            .enumerate()
+        {
+            for n in 0..200 {
+                let mut buf = vec![0u8; rng.gen_range(0..64)];
+                rng.fill_bytes(&mut buf);
+                core.receive(&mut st, n, topic, &buf);
+            }
+            for v in &hostile {
+                core.receive(&mut st, 300 + i as u64, topic, &codec::to_vec(v));
+            }
+            core.poll(&mut st, 400);
+        }
+        assert_eq!(st.digest(), before);
+        assert_eq!(st.node("x").and_then(NodeInfo::tick), None);
+    }
 }

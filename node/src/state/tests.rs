@@ -519,6 +519,10 @@ fn answers_to_a_huge_missing_report_cover_only_what_is_known_here() {
     let ans = a.answers(100, |_, _| true);
     assert_eq!(ans.entries.len(), 1, "the entry holding tick 2");
     assert!(ans.known.0["a"].contains(1), "tick 1 was superseded");
-    assert_eq!(a.node("a").unwrap().tick(), Some(2), "a report raises no tick");
+    assert_eq!(
+        a.node("a").unwrap().tick(),
+        Some(2),
+        "a report raises no tick"
+    );
     assert!(a.has_reported(), "the ticks nobody knows stay reported");
 }
