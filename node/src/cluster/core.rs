@@ -37,8 +37,6 @@ use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{encode_update, Info, Topics, Update, BUS_LIMITS};
-#[cfg(test)]
-use crate::state::NodeInfo;
 use crate::state::State;
 
 /// Settings of the replication protocol.
