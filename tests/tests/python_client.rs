@@ -8,7 +8,8 @@
 //!
 //! A second test runs two real node processes (see `process/mod.rs`) and
 //! `tests/python/cross_node.py`: the Python client watches one node while
-//! our client writes through the other.
+//! our client writes through the other, then passes user messages
+//! (`msg_send` on one node, `msg_monitor` on the other).
 
 mod process;
 
@@ -81,6 +82,7 @@ fn python_watch_on_one_node_sees_writes_made_on_another() -> anyhow::Result<()> 
         .arg(workspace().join("tests/python/cross_node.py"))
         .arg(n2.addr.port().to_string())
         .arg("3")
+        .arg(n1.addr.port().to_string())
         .env("PYTHONWARNINGS", "ignore")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -170,6 +172,10 @@ fn python_watch_on_one_node_sees_writes_made_on_another() -> anyhow::Result<()> 
             report(&lines, &format!("cross_node.py did not print {v:?}"))
         );
     }
+    ensure!(
+        lines.iter().any(|l| l == "msg ok"),
+        report(&lines, "cross_node.py did not pass user messages")
+    );
     println!("{}", lines.join("\n"));
     Ok(())
 }
