@@ -19,7 +19,7 @@
 //!
 //! Every node has real TCP client and broker ports on 127.0.0.1; n1 starts
 //! the mesh, n2 and n3 are given n1's broker. Ping cycle 1000 ms, gap
-//! 200 ms. Each node's bus is wrapped in a [`Gate`] that can cut it off.
+//! 200 ms. Each node's bus is wrapped in a `Gate` that can cut it off.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,8 +34,9 @@ use distkv_benches as _; // the mimalloc global allocator
 use distkv_model::{codec, Path, Value};
 use distkv_node::client::{Client, ConnectOptions, StreamItem, TreeOptions, UpdateOptions};
 use distkv_node::cluster::actor::ActorConfig;
-use distkv_node::cluster::bus::{Bus, Delivery, SUBSCRIPTION_QUEUE};
+use distkv_node::cluster::bus::{Bus, Delivery};
 use distkv_node::cluster::core::{ClusterConfig, Core};
+use distkv_node::cluster::gate::Gate;
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
 use distkv_node::cluster::msg::Topics;
 use distkv_node::cluster::node as cluster_node;
@@ -53,14 +54,10 @@ const PIPELINE: usize = 64;
 
 // ---------------------------------------------------------------- the gate
 
-/// A [`Bus`] adapter that can cut a node off: while closed, its
-/// publications and the deliveries to it are dropped. Reopening bumps
-/// [`Bus::links`], as a real reconnect does. Counts what it publishes.
-struct Gate {
+/// A [`Bus`] adapter that counts what its node publishes; the library's
+/// [`Gate`] around it cuts the node off.
+struct Counting {
     inner: Arc<dyn Bus>,
-    open: Arc<AtomicBool>,
-    links: watch::Sender<u64>,
-    dropped: Arc<AtomicU64>,
     sent: Counters,
 }
 
@@ -93,73 +90,22 @@ impl Counters {
     }
 }
 
-impl Gate {
-    fn new(inner: Arc<dyn Bus>) -> Arc<Gate> {
-        let (links, _) = watch::channel(0u64);
-        let mut up = inner.links();
-        let fwd = links.clone();
-        tokio::spawn(async move {
-            while up.changed().await.is_ok() {
-                fwd.send_modify(|n| *n += 1);
-            }
-        });
-        Arc::new(Gate {
-            inner,
-            open: Arc::new(AtomicBool::new(true)),
-            links,
-            dropped: Arc::new(AtomicU64::new(0)),
-            sent: Counters::default(),
-        })
-    }
-
-    fn close(&self) {
-        self.open.store(false, Ordering::SeqCst);
-    }
-
-    fn reopen(&self) {
-        self.open.store(true, Ordering::SeqCst);
-        self.links.send_modify(|n| *n += 1);
-    }
-}
-
-impl Bus for Gate {
+impl Bus for Counting {
     fn publish(&self, topic: &str, payload: Bytes) {
-        if self.open.load(Ordering::SeqCst) {
-            self.sent.count(topic, payload.len());
-            self.inner.publish(topic, payload);
-        } else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.sent.count(topic, payload.len());
+        self.inner.publish(topic, payload);
     }
 
     fn subscribe(&self, filter: &str) -> mpsc::Receiver<Delivery> {
-        let mut rx = self.inner.subscribe(filter);
-        let (tx, out) = mpsc::channel(SUBSCRIPTION_QUEUE);
-        let (open, dropped) = (self.open.clone(), self.dropped.clone());
-        tokio::spawn(async move {
-            while let Some(d) = rx.recv().await {
-                if !open.load(Ordering::SeqCst) {
-                    dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                match tx.try_send(d) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                }
-            }
-        });
-        out
+        self.inner.subscribe(filter)
     }
 
     fn links(&self) -> watch::Receiver<u64> {
-        self.links.subscribe()
+        self.inner.links()
     }
 
     fn dropped(&self) -> u64 {
-        self.inner.dropped() + self.dropped.load(Ordering::Relaxed)
+        self.inner.dropped()
     }
 }
 
@@ -170,6 +116,7 @@ struct Node {
     addr: SocketAddr,
     mqtt: Arc<MqttBus>,
     gate: Arc<Gate>,
+    counting: Arc<Counting>,
     stop: CancellationToken,
 }
 
@@ -228,7 +175,11 @@ async fn start_node(name: &str, peers: Vec<String>, seed: u64) -> Result<Node> {
         },
     })
     .await?;
-    let gate = Gate::new(mqtt.clone());
+    let counting = Arc::new(Counting {
+        inner: mqtt.clone(),
+        sent: Counters::default(),
+    });
+    let gate = Gate::new(counting.clone());
     let bus: Arc<dyn Bus> = gate.clone();
     server.attach_bus(bus.clone(), Topics::new(ROOT));
     let core = Core::new(
@@ -249,6 +200,7 @@ async fn start_node(name: &str, peers: Vec<String>, seed: u64) -> Result<Node> {
         addr,
         mqtt,
         gate,
+        counting,
         stop,
     })
 }
@@ -657,7 +609,7 @@ struct Partition {
 async fn partition(keys: u64, all_links: bool, trace: bool) -> Result<Partition> {
     let nodes = start_cluster().await?;
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
-    n3.gate.close();
+    n3.gate.set_open(false);
     let t0 = Instant::now();
     let (a, b, ca, cb) = tokio::join!(
         load(n1.addr, "a", 0..keys, Value::Nil, None),
@@ -670,13 +622,13 @@ async fn partition(keys: u64, all_links: bool, trace: bool) -> Result<Partition>
     converge(&[n1, n2], Instant::now(), Duration::from_secs(60), false).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for n in &nodes {
-        n.gate.sent.take();
+        n.counting.sent.take();
     }
     let t_heal = Instant::now();
-    n3.gate.reopen();
+    n3.gate.set_open(true);
     if all_links {
         for n in [n1, n2] {
-            n.gate.links.send_modify(|c| *c += 1);
+            n.gate.link_up();
         }
     }
     let (heal, digest) = converge(&[n1, n2, n3], t_heal, Duration::from_secs(120), trace).await?;
@@ -689,7 +641,7 @@ async fn partition(keys: u64, all_links: bool, trace: bool) -> Result<Partition>
         write_rate,
         heal,
         digest,
-        traffic: nodes.iter().map(|n| n.gate.sent.take()).collect(),
+        traffic: nodes.iter().map(|n| n.counting.sent.take()).collect(),
         bus_drops: nodes.iter().map(|n| n.mqtt.dropped()).collect(),
         winner,
     })

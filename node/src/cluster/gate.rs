@@ -51,6 +51,14 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Tells the protocol a link came back without cutting anything: the
+    /// other side of a healed partition sees its peers reconnect too.
+    pub fn link_up(&self) {
+        self.links.send_modify(|n| *n += 1);
+    }
+}
+
 impl Bus for Gate {
     fn publish(&self, topic: &str, payload: Bytes) {
         if self.open.load(Ordering::SeqCst) {
