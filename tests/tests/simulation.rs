@@ -5,9 +5,9 @@
 //! [`MemNet`] that drops, duplicates, delays and reorders messages. Clients
 //! write to random nodes while the network is partitioned at random and
 //! nodes crash and come back; one node joins late and fetches its state.
-//! Then the network heals (while clients go on writing for a while and a
-//! few messages are still lost) and every node must end with the same state
-//! digest, with no acknowledged write lost unless a later write to the same
+//! Then the network heals (while clients go on writing for a while, a few
+//! messages are still lost, and sometimes one node stays deaf to another)
+//! and every node must end with the same state digest, with no acknowledged write lost unless a later write to the same
 //! key supersedes it under the deterministic conflict rule.
 //!
 //! `DISTKV_SIM_SEEDS=N` runs N seeds (default 200); `DISTKV_SIM_SEED=S`
@@ -170,6 +170,13 @@ fn simulate(seed: u64) -> Result<(), String> {
             for node in nodes.iter_mut() {
                 node.core.link_up(now);
             }
+            if rng.gen_bool(0.3) {
+                // One node stays deaf to another: what it misses must
+                // come through a third node.
+                let a = rng.gen_range(0..n);
+                let b = (a + rng.gen_range(1..n)) % n;
+                net.cut_one_way(&nodes[a].name.clone(), &nodes[b].name.clone());
+            }
             settled_at = Some(now);
         }
         if let Some(t0) = settled_at {
@@ -214,13 +221,22 @@ fn simulate(seed: u64) -> Result<(), String> {
         }
         if !phase_over && now >= next_fault {
             next_fault = now + rng.gen_range(500..3000);
-            match rng.gen_range(0..4) {
+            match rng.gen_range(0..5) {
                 0 if !partitioned => {
                     let mut groups = vec![Vec::new(), Vec::new()];
                     for node in &nodes {
                         groups[rng.gen_range(0..2)].push(node.name.clone());
                     }
                     net.partition(&groups);
+                    partitioned = true;
+                }
+                3 if !partitioned => {
+                    // An asymmetric cut: one node no longer hears another
+                    // (in the MQTT mesh: its link to that node's broker is
+                    // down), while others still do.
+                    let a = rng.gen_range(0..n);
+                    let b = (a + rng.gen_range(1..n)) % n;
+                    net.cut_one_way(&nodes[a].name.clone(), &nodes[b].name.clone());
                     partitioned = true;
                 }
                 0 | 1 if partitioned => {

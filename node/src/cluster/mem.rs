@@ -120,6 +120,8 @@ pub struct MemNet {
     endpoints: BTreeMap<String, Endpoint>,
     /// Partition group of each listed node; unlisted nodes are in group 0.
     groups: BTreeMap<String, usize>,
+    /// One-way cuts: messages from the first to the second are lost.
+    cuts: std::collections::BTreeSet<(String, String)>,
     queue: BinaryHeap<InFlight>,
     seq: u64,
     stats: NetStats,
@@ -133,6 +135,7 @@ impl MemNet {
             faults,
             endpoints: BTreeMap::new(),
             groups: BTreeMap::new(),
+            cuts: Default::default(),
             queue: BinaryHeap::new(),
             seq: 0,
             stats: NetStats::default(),
@@ -168,9 +171,10 @@ impl MemNet {
         self.groups.get(node).copied().unwrap_or(0)
     }
 
-    /// Whether `a` can currently reach `b` (same partition group).
+    /// Whether `a` can currently reach `b` (same partition group, no
+    /// one-way cut).
     pub fn reachable(&self, a: &str, b: &str) -> bool {
-        self.group(a) == self.group(b)
+        self.group(a) == self.group(b) && !self.cuts.contains(&(a.to_string(), b.to_string()))
     }
 
     fn random_delay(&mut self) -> u64 {
@@ -263,9 +267,17 @@ impl MemNet {
         self.lose_in_flight(|net, m| !net.reachable(&m.from, &m.to));
     }
 
+    /// Cuts the link from `from` to `to` only (an asymmetric partition:
+    /// `to` still reaches `from`). Messages in flight on it are lost.
+    pub fn cut_one_way(&mut self, from: &str, to: &str) {
+        self.cuts.insert((from.to_string(), to.to_string()));
+        self.lose_in_flight(|net, m| !net.reachable(&m.from, &m.to));
+    }
+
     /// Everyone reaches everyone again.
     pub fn heal(&mut self) {
         self.groups.clear();
+        self.cuts.clear();
     }
 
     /// Takes a node down (crash) or up again. A down node neither sends nor
@@ -644,6 +656,19 @@ mod tests {
         net.heal();
         net.send(1, "a", "t", Bytes::new());
         assert_eq!(recipients(&mut net, 1), names(&["a", "b", "c", "d"]));
+    }
+
+    #[test]
+    fn a_one_way_cut_blocks_one_direction_until_healed() {
+        let mut net = net(1, Faults::default(), &["a", "b", "c"]);
+        net.cut_one_way("a", "b");
+        net.send(0, "a", "t", Bytes::new());
+        assert_eq!(recipients(&mut net, 0), names(&["a", "c"]));
+        net.send(0, "b", "t", Bytes::new());
+        assert_eq!(recipients(&mut net, 0), names(&["a", "b", "c"]));
+        net.heal();
+        net.send(1, "a", "t", Bytes::new());
+        assert_eq!(recipients(&mut net, 1), names(&["a", "b", "c"]));
     }
 
     #[test]
