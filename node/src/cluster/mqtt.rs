@@ -641,7 +641,13 @@ async fn run_link(shared: Arc<Shared>, link: Arc<Link>, mut eventloop: EventLoop
                 if drain_until.is_some() {
                     break;
                 }
-                debug!(node = shared.node, broker = link.key, error = %e, "MQTT link down");
+                // Once per outage at WARN (the first failure after a
+                // connection), every retry after that at DEBUG.
+                if backoff == MIN_BACKOFF {
+                    warn!(node = shared.node, broker = link.key, error = %e, "MQTT link down; reconnecting");
+                } else {
+                    debug!(node = shared.node, broker = link.key, error = %e, "MQTT link still down");
+                }
                 tokio::select! {
                     () = shared.stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
