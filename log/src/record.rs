@@ -233,9 +233,18 @@ fn event_value(seq: Seq, time_ms: u64, event: &UpdateEvent) -> Value {
 }
 
 /// Appends the bytes of an event record to `out` (same bytes as
-/// [`LogRecord::encode`] of the equivalent record, without cloning the event).
+/// [`LogRecord::encode`] of the equivalent record, without cloning the event
+/// or building a value tree).
 pub fn encode_event(seq: Seq, time_ms: u64, event: &UpdateEvent, out: &mut Vec<u8>) {
-    codec::encode(&event_value(seq, time_ms, event), out);
+    codec::write_map_len(out, 4);
+    codec::write_str(out, "t");
+    codec::write_str(out, "e");
+    codec::write_str(out, "seq");
+    codec::write_uint(out, seq);
+    codec::write_str(out, "ms");
+    codec::write_uint(out, time_ms);
+    codec::write_str(out, "ev");
+    event.encode_full(out);
 }
 
 #[cfg(test)]

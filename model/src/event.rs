@@ -63,6 +63,34 @@ impl UpdateEvent {
         Value::Map(m)
     }
 
+    /// Appends the wire form with the full chain — the bytes of
+    /// `codec::encode(&self.to_value(-1))` — without building a [`Value`]
+    /// (the hot path of replication and the event log).
+    pub fn encode_full(&self, out: &mut Vec<u8>) {
+        use crate::codec::{encode, write_map_len, write_path, write_str, write_uint};
+        let links = self.chain.links();
+        write_map_len(out, 5 + usize::from(self.value.is_some()));
+        for (i, l) in links.iter().enumerate() {
+            if i > 0 {
+                write_map_len(out, 3);
+            }
+            write_str(out, "node");
+            write_str(out, &l.node);
+            write_str(out, "tick");
+            write_uint(out, l.tick);
+            write_str(out, "prev");
+        }
+        out.push(0xc0); // the chain ends: prev = nil
+        write_str(out, "path");
+        write_path(out, &self.path);
+        if let Some(v) = &self.value {
+            write_str(out, "value");
+            encode(v, out);
+        }
+        write_str(out, "tock");
+        write_uint(out, self.tock);
+    }
+
     /// Decodes either wire form.
     pub fn from_value(v: &Value) -> Result<UpdateEvent, EventError> {
         if v.as_map().is_none() {
@@ -104,6 +132,39 @@ mod tests {
         assert_eq!(ev.tock, 630);
         assert_eq!(ev.chain.len(), 2);
         assert_eq!(codec::to_vec(&ev.to_value(-1)), bytes);
+        let mut direct = Vec::new();
+        ev.encode_full(&mut direct);
+        assert_eq!(direct, bytes);
+    }
+
+    #[test]
+    fn direct_encoding_matches_the_value_encoding() {
+        let chain = Chain::attach(
+            "a".into(),
+            1 << 40,
+            Some(&Chain::attach(
+                "bb".into(),
+                7,
+                Some(&Chain::single("c".into(), 0)),
+            )),
+        );
+        for value in [
+            None,
+            Some(Value::Nil),
+            Some(Value::map([("x", Value::Int(-3))])),
+        ] {
+            for chain in [chain.clone(), Chain::single("z".into(), 300)] {
+                let ev = UpdateEvent {
+                    path: crate::path!["p", 1u64, Value::Nil],
+                    chain,
+                    value: value.clone(),
+                    tock: 1 << 33,
+                };
+                let mut direct = Vec::new();
+                ev.encode_full(&mut direct);
+                assert_eq!(direct, codec::to_vec(&ev.to_value(-1)));
+            }
+        }
     }
 
     #[test]

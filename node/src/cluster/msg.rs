@@ -98,7 +98,7 @@ pub fn encode_update<'a>(
     codec::write_str(out, "ev");
     codec::write_array_len(out, events.len());
     for e in events {
-        codec::encode(&e.to_value(-1), out);
+        e.encode_full(out);
     }
 }
 
