@@ -104,7 +104,10 @@ pub async fn run(s: &mut Session, args: InternalArgs) -> anyhow::Result<()> {
         InternalCommand::Deleter(a) => deleter(s, a).await,
         InternalCommand::Kill(a) => {
             let node = vec![("node", Value::str(&a.node))];
-            s.client.request("kill_node", node).await.map_err(api)?;
+            let res = s.client.request("kill_node", node).await.map_err(api)?;
+            if s.meta {
+                s.out.yprint(&res)?;
+            }
             Ok(())
         }
     }
@@ -118,13 +121,22 @@ fn deleter_path() -> Value {
     ]))
 }
 
+/// As DistKV's CLI: without arguments prints the group entry; otherwise
+/// stores the changed group (even if unchanged) and prints the reply with
+/// the new `value`.
 async fn deleter(s: &mut Session, a: DeleterArgs) -> anyhow::Result<()> {
-    let fields = vec![("path", deleter_path()), ("nchain", Value::Int(2))];
+    let change = a.delete || !a.nodes.is_empty();
+    let nchain = Value::Int(if change { 3 } else { 2 });
+    let fields = vec![("path", deleter_path()), ("nchain", nchain)];
     let cur = s
         .client
         .request("get_internal", fields)
         .await
         .map_err(api)?;
+    if !change {
+        s.out.yprint(&cur)?;
+        return Ok(());
+    }
     let mut nodes: std::collections::BTreeSet<String> = cur
         .get("value")
         .and_then(|v| v.get("nodes"))
@@ -136,28 +148,24 @@ async fn deleter(s: &mut Session, a: DeleterArgs) -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let before = nodes.clone();
     match (a.delete, a.nodes.is_empty()) {
         (true, true) => nodes.clear(),
         (true, false) => nodes.retain(|n| !a.nodes.contains(n)),
         (false, _) => nodes.extend(a.nodes),
     }
-    if nodes != before {
-        let list = Value::Array(nodes.iter().map(|n| Value::str(n)).collect());
-        let mut fields = vec![
-            ("path", deleter_path()),
-            ("value", Value::map([("nodes", list)])),
-        ];
-        if let Some(c) = cur.get("chain") {
-            fields.push(("chain", c.clone()));
-        }
-        s.client
-            .request("set_internal", fields)
-            .await
-            .map_err(api)?;
-    }
     let list = Value::Array(nodes.iter().map(|n| Value::str(n)).collect());
-    s.out.yprint(&Value::map([("nodes", list)]))?;
+    let value = Value::map([("nodes", list)]);
+    let mut fields = vec![("path", deleter_path()), ("value", value.clone())];
+    fields.push(("chain", cur.get("chain").cloned().unwrap_or(Value::Nil)));
+    let mut res = s
+        .client
+        .request("set_internal", fields)
+        .await
+        .map_err(api)?;
+    if let Value::Map(pairs) = &mut res {
+        set(pairs, Value::str("value"), value);
+    }
+    s.out.yprint(&res)?;
     Ok(())
 }
 
