@@ -167,6 +167,13 @@ def command_line():
     check("No data at cli.hello" in err, f"cli get of deleted: {err!r}")
     out, _ = cli(cfg, "internal", "state", "-n", "-d", "-m")
     check("missing: {}\n" in out and "nodes:\n" in out, f"cli internal state: {out!r}")
+    # The deleter group lives in the meta tree at (None, "actor", "del").
+    out, _ = cli(cfg, "internal", "deleter", "rust1")
+    check("changed: true\n" in out and "nodes:\n  - rust1\n" in out, f"cli deleter add: {out!r}")
+    out, _ = cli(cfg, "internal", "deleter")
+    check("value:\n  nodes:\n  - rust1\n" in out, f"cli deleter: {out!r}")
+    out, _ = cli(cfg, "internal", "deleter", "-d")
+    check("nodes: []\n" in out, f"cli deleter -d: {out!r}")
     os.unlink(cfg)
 
 
