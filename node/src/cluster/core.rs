@@ -119,6 +119,8 @@ pub struct Core {
     /// Last ping value and client address of every node heard.
     peers: BTreeMap<NodeName, (PingValue, Option<String>)>,
     fetching: bool,
+    /// After a failed fetch, no new one before this time.
+    fetch_after: u64,
     purge: Purge,
     /// When each node was last heard from, on any topic.
     heard: BTreeMap<NodeName, u64>,
@@ -180,6 +182,7 @@ impl Core {
             started_at: 0,
             peers: BTreeMap::new(),
             fetching: false,
+            fetch_after: 0,
             purge: Purge {
                 actor: del,
                 deleters: Vec::new(),
@@ -261,6 +264,9 @@ impl Core {
     /// The fetch of a joining node's state ended (`ok`: it is ready now).
     pub fn fetch_done(&mut self, ok: bool, now: u64) {
         self.fetching = false;
+        if !ok {
+            self.fetch_after = now + self.cfg.ping.gap;
+        }
         if ok {
             self.ticks_at = Some(now);
             // Own ticks nobody had (a node that lost its files) are
@@ -328,7 +334,7 @@ impl Core {
                 e.0 = i.tick.map(|t| (0, t));
             }
             if i.tick.is_some() {
-                self.maybe_fetch(st, i.node.clone());
+                self.maybe_fetch(st, now, i.node.clone());
             }
         }
         if let Some(t) = i.tick {
@@ -416,15 +422,15 @@ impl Core {
                     let at = now + self.cfg.ping.gap * prio as u64 / 8 + self.jitter(50);
                     self.ticks_at = Some(self.ticks_at.map_or(at, |t| t.min(at)));
                 }
-                ActorEvent::GoodNode { node } => self.maybe_fetch(st, node),
+                ActorEvent::GoodNode { node } => self.maybe_fetch(st, now, node),
                 ActorEvent::NameCollision => self.notices.push(Notice::NameCollision),
                 ActorEvent::Ping { .. } | ActorEvent::Untag | ActorEvent::Detag => {}
             }
         }
     }
 
-    fn maybe_fetch(&mut self, st: &State, node: NodeName) {
-        if st.tick().is_some() || self.fetching {
+    fn maybe_fetch(&mut self, st: &State, now: u64, node: NodeName) {
+        if st.tick().is_some() || self.fetching || now < self.fetch_after {
             return;
         }
         let addr = self.peers.get(&node).and_then(|(_, a)| a.clone());

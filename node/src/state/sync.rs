@@ -62,25 +62,24 @@ impl State {
     /// Another node says these ticks are in no chain any more: those not
     /// present here are superseded, and none needs an answer.
     pub fn learn_known(&mut self, known: &NodeSet) {
-        for (n, r) in &known.0 {
-            let info = self.node_mut(n);
-            if let Some(max) = r.ranges().last().map(|(_, b)| b - 1) {
-                info.saw_tick(max);
-            }
-            info.know(r);
-            info.reported.subtract(r);
-        }
+        self.learn(known, false);
     }
 
     /// Another node says these ticks belong to deleted entries.
     pub fn learn_deleted(&mut self, deleted: &NodeSet) {
-        for (n, r) in &deleted.0 {
+        self.learn(deleted, true);
+    }
+
+    fn learn(&mut self, ticks: &NodeSet, deleted: bool) {
+        for (n, r) in &ticks.0 {
             let info = self.node_mut(n);
             if let Some(max) = r.ranges().last().map(|(_, b)| b - 1) {
                 info.saw_tick(max);
             }
             info.know(r);
-            info.deleted.union_with(r);
+            if deleted {
+                info.deleted.union_with(r);
+            }
             info.reported.subtract(r);
         }
     }
