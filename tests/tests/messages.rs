@@ -90,6 +90,17 @@ async fn messages_sent_through_one_node_reach_monitors_on_another() -> Result<()
         c1.request("msg_send", wild).await,
         Err(ClientError::Server(_))
     ));
+    let forged = vec![
+        (
+            "topic",
+            Value::Array(vec![Value::str(":distkv"), Value::str("info")]),
+        ),
+        ("data", Value::map([("node", Value::str("m2"))])),
+    ];
+    match c1.request("msg_send", forged).await {
+        Err(ClientError::Server(e)) => ensure!(e.contains("belong to the cluster"), "{e}"),
+        other => bail!("msg_send into the cluster's topics: {other:?}"),
+    }
     let nothing = vec![("topic", Value::str("app/x"))];
     ensure!(matches!(
         c1.request("msg_send", nothing).await,

@@ -194,6 +194,8 @@ impl Info {
 /// The topics of one cluster.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    /// The root itself.
+    pub root: String,
     /// `…/update`.
     pub update: String,
     /// `…/info`.
@@ -208,11 +210,19 @@ impl Topics {
     /// The topics under `root`.
     pub fn new(root: &str) -> Topics {
         Topics {
+            root: root.to_string(),
             update: format!("{root}/update"),
             info: format!("{root}/info"),
             ping: format!("{root}/ping"),
             del: format!("{root}/del"),
         }
+    }
+
+    /// Whether `topic` is the cluster's own (under the root).
+    pub fn is_cluster(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(&*self.root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 }
 

@@ -37,8 +37,16 @@ fn join(parts: &[Value]) -> Option<String> {
 
 /// `msg_send`: publishes `data` (packed) or `raw` (bytes as they are).
 pub(super) fn send(server: &Server, msg: &Value) -> CmdResult<Fields> {
-    let (bus, _) = server.bus().ok_or_else(no_bus)?;
+    let (bus, topics) = server.bus().ok_or_else(no_bus)?;
     let topic = topic(msg, false)?;
+    if topics.is_cluster(&topic) {
+        // A client must not speak for the nodes: a forged `info` could
+        // make them stop asking for data they lack.
+        return Err(CmdError::Client(format!(
+            "topics under {} belong to the cluster; monitor them, do not send",
+            topics.root
+        )));
+    }
     let payload: Bytes = match (msg.get("raw"), msg.get("data")) {
         (Some(Value::Bin(b)), _) => Bytes::copy_from_slice(b),
         (Some(_), _) => return Err(CmdError::Invalid("'raw' must be bytes".into())),
