@@ -36,7 +36,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
-use super::msg::{encode_update, Info, Topics, Update, BUS_LIMITS};
+use super::msg::{encode_update, peek_sender, Info, Topics, Update, BUS_LIMITS};
 use crate::state::State;
 
 /// Settings of the replication protocol.
@@ -277,6 +277,9 @@ impl Core {
 
     /// Takes a message off the bus.
     pub fn receive(&mut self, st: &mut State, now: u64, topic: &str, payload: &[u8]) {
+        if topic == self.topics.update && peek_sender(payload) == Some(&*self.me) {
+            return; // our own batch coming back
+        }
         let result = if topic == self.topics.update {
             Update::decode(payload).map(|u| self.on_update(st, now, u))
         } else if topic == self.topics.info {

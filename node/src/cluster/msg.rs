@@ -226,6 +226,38 @@ impl Topics {
     }
 }
 
+/// The sender of an encoded message, when its first key is `node` (as in
+/// every message we encode), without decoding the rest: a node skips its
+/// own batches coming back at no cost.
+pub fn peek_sender(buf: &[u8]) -> Option<&str> {
+    let rest = match *buf.first()? {
+        0x81..=0x8f => &buf[1..],
+        0xde => buf.get(3..)?,
+        0xdf => buf.get(5..)?,
+        _ => return None,
+    };
+    let (key, rest) = peek_str(rest)?;
+    if key != "node" {
+        return None;
+    }
+    peek_str(rest).map(|(name, _)| name)
+}
+
+/// A msgpack string at the start of `buf`, and what follows it.
+fn peek_str(buf: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, skip) = match *buf.first()? {
+        b @ 0xa0..=0xbf => (usize::from(b & 0x1f), 1),
+        0xd9 => (usize::from(*buf.get(1)?), 2),
+        0xda => (
+            usize::from(u16::from_be_bytes([*buf.get(1)?, *buf.get(2)?])),
+            3,
+        ),
+        _ => return None,
+    };
+    let s = buf.get(skip..skip + len)?;
+    Some((std::str::from_utf8(s).ok()?, &buf[skip + len..]))
+}
+
 fn sender(v: &Value) -> Option<NodeName> {
     v.get("node").and_then(Value::as_str).map(NodeName::from)
 }
@@ -251,6 +283,30 @@ mod tests {
             events: vec![ev("n1", 5, Some(Value::str("v"))), ev("n1", 6, None)],
         };
         assert_eq!(Update::decode(&u.encode()).unwrap(), u);
+    }
+
+    #[test]
+    fn the_sender_is_read_without_decoding_the_rest() {
+        let u = Update {
+            node: "n1".into(),
+            events: vec![ev("n1", 5, None)],
+        };
+        assert_eq!(peek_sender(&u.encode()), Some("n1"));
+        let long = "x".repeat(300);
+        assert_eq!(
+            peek_sender(&Info::new(long.as_str().into(), None).encode()),
+            Some(&*long)
+        );
+        for bad in [
+            &b""[..],
+            b"\x81",
+            b"\x81\xa4node",
+            b"\x81\xa3nod\xa1x",
+            b"\x91\xa4node",
+            b"\x81\xa4node\xa5n1",
+        ] {
+            assert_eq!(peek_sender(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
