@@ -4,8 +4,9 @@
 //! One task owns the `Core`. It wakes on bus messages, on growth of the
 //! event log (local changes to broadcast), on links coming back and on the
 //! protocol's timers; each wake-up handles everything that is waiting under
-//! one short state lock, so broadcasts batch themselves under load and are
-//! single messages when the node is idle. Fetching a joining node's state
+//! one short state lock. A change on an idle node is broadcast at once;
+//! under load, changes are collected for up to a millisecond, so a message
+//! carries many. Fetching a joining node's state
 //! runs in its own task.
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use crate::server::Server;
 
 /// Most bus messages handled under one lock.
 const RECEIVE_BATCH: usize = 64;
+/// Under load, the node's own changes are broadcast at most this often.
+const BATCH_WINDOW: Duration = Duration::from_millis(1);
 
 /// Runs the protocol until `shutdown` fires. `ready` is cancelled once the
 /// node may serve clients.
@@ -48,6 +51,10 @@ pub async fn run(
         core.start(&mut st, now());
     }
     let mut view_at = 0;
+    // Broadcast batching: an idle node sends a change at once; under load,
+    // changes are sent at most every BATCH_WINDOW, many per message.
+    let mut last_sent = Instant::now();
+    let mut pending = false;
     loop {
         flush(&*bus, &mut core);
         if now() >= view_at {
@@ -93,8 +100,11 @@ pub async fn run(
                 }
             }
         }
-        let deadline = core.next_deadline();
-        let sleep = tokio::time::sleep_until(t0 + Duration::from_millis(deadline.min(1 << 40)));
+        let mut wake = t0 + Duration::from_millis(core.next_deadline().min(1 << 40));
+        if pending {
+            wake = wake.min(last_sent + BATCH_WINDOW);
+        }
+        let sleep = tokio::time::sleep_until(wake);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             m = rx.recv() => {
@@ -116,13 +126,19 @@ pub async fn run(
                     }
                     st.log().next_seq()
                 };
+                (pending, last_sent) = (false, Instant::now());
                 server.announce(next);
             }
-            r = changes.changed() => {
+            r = changes.changed(), if !pending => {
                 if r.is_err() {
                     break;
                 }
-                core.poll(&mut server.state(), now());
+                if last_sent.elapsed() >= BATCH_WINDOW {
+                    core.poll(&mut server.state(), now());
+                    last_sent = Instant::now();
+                } else {
+                    pending = true; // more changes join this batch
+                }
             }
             r = links.changed() => {
                 if r.is_err() {
@@ -138,6 +154,9 @@ pub async fn run(
             }
             _ = sleep => {
                 core.poll(&mut server.state(), now());
+                if pending {
+                    (pending, last_sent) = (false, Instant::now());
+                }
             }
         }
     }
