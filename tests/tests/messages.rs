@@ -133,9 +133,16 @@ async fn a_node_is_dropped_only_once_it_heads_no_entry() -> Result<()> {
         .await?;
     c2.request("kill_node", kill()).await?;
     ensure!(n2.server.state().node("k1").is_none());
-    eventually("k3 to drop k1 too", Duration::from_secs(20), || {
+    let dropped = eventually("k3 to drop k1 too", Duration::from_secs(20), || {
         n3.server.state().node("k1").is_none()
     })
-    .await?;
+    .await;
+    if let Err(e) = dropped {
+        let st = n3.server.state();
+        let a = st
+            .entry(&path!["a"])
+            .map(|e| (e.data().cloned(), e.chain().cloned()));
+        bail!("{e}: on k3, a = {a:?}, k1 = {:?}", st.node("k1"));
+    }
     Ok(())
 }

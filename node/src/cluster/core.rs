@@ -133,6 +133,12 @@ pub struct Core {
     repair_rx: u64,
     /// Background rounds so far.
     rounds: u64,
+    /// Nodes another node dropped that still head entries here, and how
+    /// many more rounds to try.
+    drops: BTreeMap<NodeName, u32>,
+    /// Nodes dropped here, and for how many more heartbeats to say so (a
+    /// single message may be lost).
+    dropped: BTreeMap<NodeName, u32>,
 }
 
 /// The delete actor and what it decided (SPEC-core §4.8).
@@ -194,6 +200,8 @@ impl Core {
             second: NodeSet::default(),
             repair_rx: 0,
             rounds: 0,
+            drops: BTreeMap::new(),
+            dropped: BTreeMap::new(),
         }
     }
 
@@ -372,7 +380,10 @@ impl Core {
         }
         for n in &i.node_drop {
             if let Err(why) = st.forget_node(n) {
-                tracing::debug!(node = %n, why, "not dropping node");
+                // The change that made it head nothing may still be on its
+                // way: try again in the next rounds.
+                tracing::debug!(node = %n, why, "not dropping node yet");
+                self.drops.insert(n.clone(), 3);
             }
         }
         self.check_missing(st, now);
@@ -481,13 +492,26 @@ impl Core {
                 self.asked = NodeSet::default();
             }
             self.rounds += 1;
+            self.drops.retain(|n, tries| {
+                *tries -= 1;
+                st.forget_node(n).is_err() && *tries > 0
+            });
             if self.rounds % 3 == 0 {
                 self.deferred = NodeSet::default();
                 self.second = NodeSet::default();
             }
             // A heartbeat with our tick: whoever missed our last change
             // notices within a cycle, and the deleter group sees who is up.
-            self.publish_info(&Info::new(self.me.clone(), st.tick()));
+            let mut beat = Info::new(self.me.clone(), st.tick());
+            for n in st.take_dropped() {
+                self.dropped.insert(n, 5);
+            }
+            self.dropped.retain(|n, left| {
+                beat.node_drop.push(n.clone());
+                *left -= 1;
+                *left > 0
+            });
+            self.publish_info(&beat);
             self.check_missing(st, now);
             if st.tick().is_none() {
                 self.maybe_bootstrap(now);

@@ -140,6 +140,8 @@ pub struct State {
     applied_count: u64,
     /// Highest own tick that may be used (durable tick reservation).
     tick_limit: Option<u64>,
+    /// Nodes forgotten since the cluster layer last asked.
+    dropped: Vec<NodeName>,
     /// Deletion tombstones by the tock of their deletion, for purging.
     tombstones: std::collections::BTreeMap<u64, Vec<Path>>,
 }
@@ -166,6 +168,7 @@ impl State {
             applied_count: 0,
             tick_limit: None,
             tombstones: Default::default(),
+            dropped: Vec::new(),
         }
     }
 

@@ -186,8 +186,16 @@ impl State {
         if heads {
             return Err("the node still heads some entries");
         }
-        self.nodes.shift_remove(node);
+        if let Some((name, _)) = self.nodes.shift_remove_entry(node) {
+            self.dropped.push(name);
+        }
         Ok(())
+    }
+
+    /// The nodes forgotten since the last call (for the cluster layer to
+    /// tell the others).
+    pub fn take_dropped(&mut self) -> Vec<NodeName> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Purges deletion tombstones older than `tock`: every node that takes
