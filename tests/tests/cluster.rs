@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use distkv_model::{path, Path, Value};
-use distkv_node::client::UpdateOptions;
+use distkv_node::client::{Client, ConnectOptions, UpdateOptions};
 use process::{dump, free_port, logs, same_dump, Launch, NodeProc};
 
 /// Longest replication may take to reach every node.
@@ -409,5 +409,81 @@ async fn nodes_replicate_over_an_external_mosquitto_broker() -> Result<()> {
     wait_values("a deletion on n2", &nodes, &want).await?;
     wait_converged("three nodes on mosquitto", &nodes).await?;
     drop(broker);
+    Ok(())
+}
+
+/// A node with peers but no data, that hears no other node (its peers are
+/// out of reach), does not serve — it would show clients an empty store —
+/// unless started with `--force`.
+#[tokio::test]
+async fn a_node_that_hears_no_peer_serves_only_when_forced() -> Result<()> {
+    let dir = tempdir("lonely")?;
+    let nobody = format!("127.0.0.1:{}", free_port()?);
+
+    let forced = node("lonely1", dir.path())?
+        .no_data_dir()
+        .with_bus()?
+        .arg("--peer")
+        .arg(&nobody)
+        .arg("--force")
+        .start()
+        .await?;
+    let c = forced.connect().await?;
+    c.set_value(&path!["k"], Value::Int(1), &UpdateOptions::default())
+        .await?;
+    ensure!(
+        forced.stderr().contains("--force"),
+        "no warning about --force:\n{}",
+        forced.stderr_tail()
+    );
+
+    // Without --force: for three election cycles (the join wait is two)
+    // a client gets an error instead of a greeting, and the log says why.
+    let port = free_port()?;
+    let stderr = dir.path().join("lonely2.stderr");
+    let mut child = Command::new(process::distkv_bin()?)
+        .args([
+            "-c",
+            "/dev/null",
+            "-C",
+            FAST[0],
+            "-C",
+            FAST[1],
+            "server",
+            "lonely2",
+        ])
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--bus-port", &free_port()?.to_string(), "--peer", &nobody])
+        .arg("--no-data-dir")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?)
+        .env_remove("RUST_LOG")
+        .spawn()?;
+    let t0 = Instant::now();
+    let (mut served, mut refused) = (None, None);
+    while t0.elapsed() < Duration::from_secs(3) {
+        match Client::connect(("127.0.0.1", port), ConnectOptions::default()).await {
+            Ok(c) => {
+                served = Some(c.greeting().node.clone());
+                break;
+            }
+            Err(e) => refused = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    ensure!(served.is_none(), "served without data or peers:\n{log}");
+    let refused = refused.unwrap_or_default();
+    ensure!(
+        refused.contains("not ready"),
+        "refused with {refused:?}:\n{log}"
+    );
+    ensure!(
+        log.contains("no other node heard yet"),
+        "no explanation in the log:\n{log}"
+    );
     Ok(())
 }

@@ -231,9 +231,11 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     ));
     if server.state().tick().is_none() {
         tracing::info!("waiting for the cluster's data from a peer before serving clients");
+        let why = "this node is not ready: it is waiting for the cluster's data";
         tokio::select! {
             _ = ready.cancelled() => {}
             _ = shutdown.cancelled() => {}
+            _ = server::refuse_all(&server, &listener, why) => {}
         }
     }
     #[cfg(unix)]

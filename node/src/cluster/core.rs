@@ -544,11 +544,19 @@ impl Core {
         if self.fetching || now < self.started_at + self.cfg.join_wait {
             return;
         }
+        // Only a cluster whose nodes are all here and empty is new: a node
+        // that hears nobody waits (its peers may be out of reach).
+        let heard_others = self.peers.keys().any(|n| *n != self.me);
         let any_ready = self.peers.values().any(|(v, _)| v.is_some());
         let first = self.peers.keys().all(|n| *n >= self.me);
-        if !any_ready && first {
+        if heard_others && !any_ready && first {
             self.notices.push(Notice::Bootstrap);
             self.ticks_at = Some(now); // tell the others at once
+        } else if !heard_others {
+            tracing::warn!(
+                node = %self.me,
+                "no other node heard yet: not serving (use --force to serve without the cluster's data)"
+            );
         }
     }
 

@@ -65,14 +65,10 @@ struct Conn {
     changed: bool,
 }
 
-/// Tells a client over the connection limit why it is closed.
-pub(super) async fn refuse(server: &Server, mut sock: TcpStream) {
+/// Tells a client why it is closed at once.
+pub(super) async fn refuse(server: &Server, mut sock: TcpStream, why: &str) {
     let mut out = Vec::new();
-    encode_msg(
-        server,
-        vec![("error", Value::str("too many connections; try again later"))],
-        &mut out,
-    );
+    encode_msg(server, vec![("error", Value::str(why))], &mut out);
     let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(&out)).await;
 }
 

@@ -347,7 +347,9 @@ pub async fn serve(
             Err(_) => {
                 tracing::warn!(%peer, "connection limit reached; refusing client");
                 let server = server.clone();
-                tracker.spawn(async move { conn::refuse(&server, sock).await });
+                tracker.spawn(async move {
+                    conn::refuse(&server, sock, "too many connections; try again later").await
+                });
             }
         }
     }
@@ -355,6 +357,21 @@ pub async fn serve(
     tracker.wait().await;
     tracing::info!(node = %server.name, "stopped serving");
     Ok(())
+}
+
+/// Answers every client on `listener` with an error saying `why` and
+/// closes the connection, until the future is dropped: a node that is not
+/// ready yet tells clients so instead of leaving them hanging.
+pub async fn refuse_all(server: &Server, listener: &TcpListener, why: &str) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, _)) => conn::refuse(server, sock, why).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Encodes a message map, adding `tock` if it has none.
