@@ -205,6 +205,16 @@ async fn write(node: &NodeProc, want: &mut Want, p: Path, value: Value) -> Resul
     Ok(())
 }
 
+/// Writes one key per node (`cl.<group>.<node name>` = its name) through
+/// that node, then waits until every node has all of them.
+async fn one_write_each(nodes: &[&NodeProc], want: &mut Want, group: &str) -> Result<()> {
+    for n in nodes {
+        let p = path!["cl", group, n.name.as_str()];
+        write(n, want, p, Value::str(&n.name)).await?;
+    }
+    wait_values("a write on each node", nodes, want).await
+}
+
 /// Writes `n` keys below `prefix` through `node`.
 async fn write_many(node: &NodeProc, want: &mut Want, prefix: &str, n: i64) -> Result<()> {
     let c = node.connect().await?;
@@ -231,16 +241,7 @@ async fn three_nodes_replicate_survive_kill_and_a_fourth_joins() -> Result<()> {
     let (n2, n3) = tokio::try_join!(l2.start(), l3.start())?;
 
     let mut want = Want::new();
-    for n in [&n1, &n2, &n3] {
-        write(
-            n,
-            &mut want,
-            path!["cl", "first", n.name.as_str()],
-            Value::str(&n.name),
-        )
-        .await?;
-    }
-    wait_values("a write on each node", &[&n1, &n2, &n3], &want).await?;
+    one_write_each(&[&n1, &n2, &n3], &mut want, "first").await?;
 
     // n1 was the only node the others were told about; they found each
     // other by gossip and go on without it.
@@ -381,16 +382,7 @@ async fn nodes_replicate_over_an_external_mosquitto_broker() -> Result<()> {
     let (n2, n3) = tokio::try_join!(l2.start(), l3.start())?;
 
     let mut want = Want::new();
-    for n in [&n1, &n2, &n3] {
-        write(
-            n,
-            &mut want,
-            path!["cl", "mq", n.name.as_str()],
-            Value::str(&n.name),
-        )
-        .await?;
-    }
-    wait_values("a write on each node", &[&n1, &n2, &n3], &want).await?;
+    one_write_each(&[&n1, &n2, &n3], &mut want, "mq").await?;
 
     n2.kill9()?;
     write_many(&n1, &mut want, "while2down", 20).await?;

@@ -1377,48 +1377,27 @@ mod tests {
                 ("node", s("a")),
                 ("cycle", Value::Int(10)),
             ]),
-            Value::map([
-                ("t", s("vers")),
-                ("node", s("a")),
-                ("cycle", Value::Float(f64::NAN)),
-                ("gap", Value::Int(1)),
-                ("nodes", Value::Int(5)),
-                ("splits", Value::Int(4)),
-                ("n_hosts", Value::Int(10)),
-                ("version", Value::Int(9)),
-            ]),
-            Value::map([
-                ("t", s("vers")),
-                ("node", s("a")),
-                ("cycle", Value::Int(-10)),
-                ("gap", Value::Int(1)),
-                ("nodes", Value::Int(5)),
-                ("splits", Value::Int(4)),
-                ("n_hosts", Value::Int(10)),
-                ("version", Value::Int(9)),
-            ]),
-            Value::map([
-                ("t", s("vers")),
-                ("node", s("a")),
-                ("cycle", Value::UInt(u64::MAX)),
-                ("gap", Value::Int(1)),
-                ("nodes", Value::Int(5)),
-                ("splits", Value::Int(4)),
-                ("n_hosts", Value::Int(10)),
-                ("version", Value::Int(9)),
-            ]),
-            Value::map([
-                ("t", s("vers")),
-                ("node", s("a")),
-                ("cycle", Value::Float(1e300)),
-                ("gap", Value::Int(1)),
-                ("nodes", Value::Int(5)),
-                ("splits", Value::Int(4)),
-                ("n_hosts", Value::Int(10)),
-                ("version", Value::Int(9)),
-            ]),
         ];
-        for v in &bad {
+        // A `vers` whose cycle is no usable number of seconds.
+        let bad_vers = [
+            Value::Float(f64::NAN),
+            Value::Int(-10),
+            Value::UInt(u64::MAX),
+            Value::Float(1e300),
+        ]
+        .map(|cycle| {
+            Value::map([
+                ("t", s("vers")),
+                ("node", s("a")),
+                ("cycle", cycle),
+                ("gap", Value::Int(1)),
+                ("nodes", Value::Int(5)),
+                ("splits", Value::Int(4)),
+                ("n_hosts", Value::Int(10)),
+                ("version", Value::Int(9)),
+            ])
+        });
+        for v in bad.iter().chain(&bad_vers) {
             assert_eq!(ActorMsg::from_value(v), None, "{v:?}");
         }
 
