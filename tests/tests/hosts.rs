@@ -29,16 +29,15 @@ mod process;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use distkv_model::{path, Path, Value};
 use distkv_node::client::{Client, ConnectOptions, UpdateOptions};
-use process::{distkv_bin, dump, same_dump};
+use process::{distkv_bin, dump, same_dump, tail};
 
 /// The default client port: every node has its own address.
 const CLIENT_PORT: u16 = 27586;
@@ -60,19 +59,7 @@ const FAST: [&str; 2] = ["server.ping.cycle=1", "server.ping.gap=0.2"];
 
 /// Runs `ip ARGS`, failing with its stderr unless it succeeds.
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    ensure!(
-        out.status.success(),
-        "ip {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
+    ip_out(args).map(drop)
 }
 
 /// `ip ARGS`' standard output.
@@ -90,17 +77,6 @@ fn ip_out(args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn tail(path: &FsPath, max: u64) -> String {
-    let Ok(mut f) = File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map_or(0, |m| m.len());
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
-    let mut s = String::new();
-    let _ = f.read_to_string(&mut s);
-    s
 }
 
 /// What the kernel does with bridged IPv4 traffic, for failure messages

@@ -410,7 +410,8 @@ fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-fn tail(path: &Path, max: u64) -> String {
+/// The last `max` bytes of the file at `path` (empty if unreadable).
+pub fn tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = File::open(path) else {
         return String::new();
     };
