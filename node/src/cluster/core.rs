@@ -39,6 +39,20 @@ use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{encode_update, peek_sender, Info, Topics, Update, BUS_LIMITS};
 use crate::state::State;
 
+/// Where the deleter group lives, below the meta root `None`:
+/// `(None, "actor", "del")`, whose value is `{nodes: [name…]}`.
+pub const DELETER_GROUP: [&str; 2] = ["actor", "del"];
+
+/// The node names in a deleter-group value (`{nodes: [name…]}`).
+pub fn deleter_names(value: Option<&Value>) -> impl Iterator<Item = &str> {
+    value
+        .and_then(|v| v.get("nodes"))
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+}
+
 /// Settings of the replication protocol.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -457,15 +471,21 @@ impl Core {
         if self.missing_at.is_some() {
             return;
         }
+        if !self.unasked_missing(st).is_empty() {
+            self.missing_at = Some(now + self.jitter(self.cfg.ping.gap / 2));
+        }
+    }
+
+    /// Ticks missing here that nobody asked for this round.
+    fn unasked_missing(&self, st: &State) -> NodeSet {
         let mut m = st.missing();
         for (n, r) in &self.asked.0 {
             if let Some(x) = m.0.get_mut(n) {
                 x.subtract(r);
             }
         }
-        if !m.is_empty() {
-            self.missing_at = Some(now + self.jitter(self.cfg.ping.gap / 2));
-        }
+        m.0.retain(|_, r| !r.is_empty());
+        m
     }
 
     /// Runs due timers and broadcasts new local changes.
@@ -511,7 +531,7 @@ impl Core {
                 *left -= 1;
                 *left > 0
             });
-            self.publish_info(&beat);
+            self.publish_info(beat);
             self.check_missing(st, now);
             if st.tick().is_none() {
                 self.maybe_bootstrap(now);
@@ -521,7 +541,7 @@ impl Core {
             self.ticks_at = None;
             let mut i = Info::new(self.me.clone(), st.tick());
             i.ticks = st.ticks();
-            self.publish_info(&i);
+            self.publish_info(i);
         }
         if self.missing_at.is_some_and(|t| now >= t) {
             self.missing_at = None;
@@ -561,13 +581,7 @@ impl Core {
     }
 
     fn send_missing(&mut self, st: &State) {
-        let mut m = st.missing();
-        for (n, r) in &self.asked.0 {
-            if let Some(x) = m.0.get_mut(n) {
-                x.subtract(r);
-            }
-        }
-        m.0.retain(|_, r| !r.is_empty());
+        let m = self.unasked_missing(st);
         if m.is_empty() {
             return;
         }
@@ -577,7 +591,7 @@ impl Core {
         }
         let mut i = Info::new(self.me.clone(), st.tick());
         i.missing = m;
-        self.publish_info(&i);
+        self.publish_info(i);
     }
 
     /// Whether `node` was heard from within the last two cycles.
@@ -617,7 +631,7 @@ impl Core {
             let mut i = Info::new(self.me.clone(), st.tick());
             i.known = a.known;
             i.deleted = a.deleted;
-            self.publish_info(&i);
+            self.publish_info(i);
         }
         if st.has_reported() && a.entries.len() >= self.cfg.resend_max {
             self.resend_at = Some(now);
@@ -661,14 +675,10 @@ impl Core {
         self.out.push((self.topics.update.clone(), buf.into()));
     }
 
-    fn publish_info(&mut self, i: &Info) {
-        if i.addr.is_none() && self.addr.is_some() {
-            let mut i = i.clone();
-            i.addr.clone_from(&self.addr);
-            self.out.push((self.topics.info.clone(), i.encode()));
-        } else {
-            self.out.push((self.topics.info.clone(), i.encode()));
-        }
+    /// Publishes `i`, telling where this node serves clients.
+    fn publish_info(&mut self, mut i: Info) {
+        i.addr.clone_from(&self.addr);
+        self.out.push((self.topics.info.clone(), i.encode()));
     }
 
     fn publish_actor(&mut self, msgs: Vec<ActorMsg>) {
@@ -710,23 +720,17 @@ impl Core {
     /// Reads the deleter group from `(None, "actor", "del")` when it
     /// changed: members take part in the delete actor, others only listen.
     fn refresh_deleters(&mut self, st: &State) {
-        let path = [Value::Nil, Value::str("actor"), Value::str("del")];
+        let path = [
+            Value::Nil,
+            Value::str(DELETER_GROUP[0]),
+            Value::str(DELETER_GROUP[1]),
+        ];
         let Some(e) = st.entry(&path) else { return };
         if e.tock() == self.purge.seen_tock {
             return;
         }
         self.purge.seen_tock = e.tock();
-        let nodes: Vec<NodeName> = e
-            .data()
-            .and_then(|v| v.get("nodes"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(NodeName::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let nodes: Vec<NodeName> = deleter_names(e.data()).map(NodeName::from).collect();
         let member = nodes.contains(&self.me);
         tracing::info!(node = %self.me, deleters = ?nodes, member, "deleter group");
         let mut cfg = self.purge.actor.config().clone();

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use distkv_model::Value;
+use distkv_node::cluster::core::{deleter_names, DELETER_GROUP};
 
 use super::output::{set, take};
 use super::{api, LongHelp, Session};
@@ -115,10 +116,9 @@ pub async fn run(s: &mut Session, args: InternalArgs) -> anyhow::Result<()> {
 
 /// `(None, "actor", "del")`, relative to the meta root.
 fn deleter_path() -> Value {
-    Value::Path(distkv_model::Path::new(vec![
-        Value::str("actor"),
-        Value::str("del"),
-    ]))
+    Value::Path(distkv_model::Path::new(
+        DELETER_GROUP.iter().map(|e| Value::str(e)).collect(),
+    ))
 }
 
 /// As DistKV's CLI: without arguments prints the group entry; otherwise
@@ -137,17 +137,9 @@ async fn deleter(s: &mut Session, a: DeleterArgs) -> anyhow::Result<()> {
         s.out.yprint(&cur)?;
         return Ok(());
     }
-    let mut nodes: std::collections::BTreeSet<String> = cur
-        .get("value")
-        .and_then(|v| v.get("nodes"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut nodes: std::collections::BTreeSet<String> = deleter_names(cur.get("value"))
+        .map(str::to_string)
+        .collect();
     match (a.delete, a.nodes.is_empty()) {
         (true, true) => nodes.clear(),
         (true, false) => nodes.retain(|n| !a.nodes.contains(n)),
