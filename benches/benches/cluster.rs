@@ -7,7 +7,7 @@
 //! 3. `set_value` throughput on n1 with three replicating nodes, the time
 //!    until n2 and n3 hold everything, and the same load on a lone node.
 //!
-//! `CARGO_TARGET_DIR=/work/target-release cargo bench -p distkv-benches --bench cluster`
+//! `cargo bench -p distkv-benches --bench cluster`
 //!
 //! Arguments after `--` pick measurements (`latency`, `partition`,
 //! `throughput`; default all). Environment: `BATCH` and `RESEND_MAX` set

@@ -2,7 +2,7 @@
 //! the log, snapshot save and load, restore (snapshot + log on top), diff of
 //! two snapshots, and the snapshot's size next to DistKV-py's save format.
 //!
-//! `CARGO_TARGET_DIR=/work/target-release cargo bench -p distkv-benches --bench history -- --noplot`
+//! `cargo bench -p distkv-benches --bench history -- --noplot`
 //!
 //! Everything is seeded; directories and files are prepared once, outside
 //! the measurements, in a temporary directory (on the same file system as

@@ -1,6 +1,6 @@
 //! Configuration in DistKV's YAML keys.
 //!
-//! The configuration is a YAML tree: built-in defaults (SPEC-core §6), then
+//! The configuration is a YAML tree: built-in defaults (DistKV's own), then
 //! the user's file merged over them (user values win, maps merge
 //! recursively), then `-C key=value` overrides, whose key is a dotted path
 //! (`server.bind_default.port`) and whose value is parsed as a YAML scalar

@@ -1,7 +1,7 @@
 //! DistKV-py save and log files.
 //!
 //! Python DistKV writes a bare concatenation of msgpack maps (no magic, no
-//! framing, no checksum; SPEC-core §5.1):
+//! framing, no checksum; docs/format.md, "DistKV-py files"):
 //! * state records `{nodes, known, deleted, node, tock}` (also wrapped as
 //!   `{info: {...}}`),
 //! * snapshot entries `{path, depth, value, chain: {...}, tock}`,

@@ -3,7 +3,7 @@
 Usage: python compat.py PORT   (exit status 0 = every check passed)
 
 Every expectation here is what the Python DistKV 0.63.3 server answers to the
-same requests (see ../shared/reference/); the Rust node must answer the same.
+same requests (recorded from a real 0.63.3 server); the Rust node must answer the same.
 """
 
 import os

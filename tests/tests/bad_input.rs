@@ -91,7 +91,7 @@ async fn an_unknown_action_gets_an_error_with_its_seq_and_the_connection_stays_o
     let node = TestNode::start().await?;
     let mut bystander = node.raw().await?;
     let mut c = node.raw().await?;
-    // DistKV closes the connection here (transcript §13); we answer with seq.
+    // DistKV 0.63.3 closes the connection here; we answer with seq.
     let r = c.call("no_such_action", vec![]).await?;
     error_text(&r)?;
     c.still_works().await?;

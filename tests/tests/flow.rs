@@ -1,4 +1,4 @@
-//! Flow control (`qlen`, `wseq`, `ack`; SPEC-core §3.5, transcript §12) and
+//! Flow control (`qlen`, `wseq`, `ack`, as DistKV 0.63.3 does them) and
 //! pipelining over real TCP.
 
 use std::collections::BTreeSet;

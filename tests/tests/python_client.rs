@@ -1,7 +1,7 @@
 //! The real Python DistKV 0.63.3 client library and CLI against our node.
 //!
 //! The test runs `tests/python/compat.py` with a Python that has
-//! `distkv==0.63.3` (pinned set: `../shared/reference/requirements-distkv-0.63.3.txt`).
+//! `distkv==0.63.3` (pinned set: `tests/python/requirements.txt`).
 //! It uses `$DISTKV_PYTHON` if set; otherwise it creates (once) a venv in
 //! `target/py-distkv-0.63.3` and installs the pinned set into it with pip
 //! (see `process::python`).

@@ -1,5 +1,6 @@
 //! `get_tree`, `enum` and `delete_tree` over real TCP: stream shapes, path
-//! shortening (SPEC-core §3.6), depth limits and the transcript's §8 example.
+//! shortening (docs/format.md), depth limits and DistKV 0.63.3's recorded
+//! `get_tree` example.
 
 use anyhow::{ensure, Result};
 use distkv_model::Value;

@@ -1,6 +1,6 @@
 //! `watch` over real TCP: fetch, live updates from another connection, depth
 //! limits, `stop`, and streams running beside single requests on one
-//! connection (transcript §9).
+//! connection (as recorded from DistKV 0.63.3).
 //!
 //! To show that a change is *not* reported without waiting for a timeout, a
 //! test makes the excluded change first and an included one after it: the
@@ -70,7 +70,7 @@ async fn watch_with_fetch_sends_entries_then_uptodate_then_live_changes() -> Res
         fetched[1]
     );
 
-    // Live changes from a second connection (transcript §9, connection B).
+    // Live changes from a second connection (a second connection, as in DistKV 0.63.3's recorded session).
     let mut b = node.raw().await?;
     let set = b
         .call_ok(

@@ -1,6 +1,6 @@
 //! `distkv client …` against an in-process node: the data get / set / list /
 //! delete / internal state sequence of the reference transcript
-//! (`/work/shared/reference/cli_transcript.txt`), error exits and monitor.
+//! (recorded from DistKV 0.63.3's own CLI), error exits and monitor.
 //!
 //! Outputs are compared exactly, except the numbers after `tock:`, which
 //! depend on the server's message count (a line `tock: *` in an expected

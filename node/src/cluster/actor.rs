@@ -1,4 +1,4 @@
-//! The housekeeper election ("actor", SPEC-core §4.6–§4.8), as a pure state
+//! The housekeeper election (DistKV's "actor", from asyncactor), as a pure state
 //! machine.
 //!
 //! DistKV needs, once per `cycle`, exactly one node that does housekeeping
@@ -33,7 +33,7 @@ const MAX_VALUES: usize = 1024;
 /// Own `hist` messages remembered so that their echo can be ignored.
 const MAX_SENT_HISTS: usize = 8;
 
-/// Actor settings (SPEC-core §4.6). Durations are in milliseconds.
+/// Actor settings (DistKV's `actor` config). Durations are in milliseconds.
 ///
 /// `version` orders configurations network-wide: a `vers` message with a
 /// higher version replaces the local settings.
@@ -67,7 +67,7 @@ impl ActorConfig {
     }
 
     /// The delete (`del` topic) actor defaults: cycle 100 s, gap 10 s,
-    /// version 1 (SPEC-core §4.8).
+    /// version 1 (as DistKV's deleter).
     pub fn delete() -> Self {
         ActorConfig {
             cycle: 100_000,

@@ -7,7 +7,7 @@
 //! ([`Notice`]). The async node ([`super::node`]) and the seeded simulation
 //! drive the very same code.
 //!
-//! The protocol (SPEC-core §4, with our message formats from [`super::msg`]):
+//! The protocol (DistKV's roles and guarantees, with our message formats from [`super::msg`]):
 //! * **Replication:** every event in the event log whose chain head is this
 //!   node is broadcast on `update`, batched (whatever accumulated since the
 //!   last poll, at most [`ClusterConfig::batch`] events per message).
@@ -155,7 +155,7 @@ pub struct Core {
     dropped: BTreeMap<NodeName, u32>,
 }
 
-/// The delete actor and what it decided (SPEC-core §4.8).
+/// The delete actor and what it decided.
 struct Purge {
     actor: Actor,
     /// The deleter group, from `(None, "actor", "del")`; empty = no purging.

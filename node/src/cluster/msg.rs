@@ -1,7 +1,7 @@
 //! Server-to-server messages on the `update` and `info` topics.
 //!
-//! Ours, not DistKV's (SPEC-core §4 leaves the server protocol to us; the
-//! roles stay): one message carries a whole batch of events, and no message
+//! Ours, not DistKV's (clients never see the server protocol, so it is
+//! ours to choose; the roles stay): one message carries a whole batch of events, and no message
 //! is split into 450-byte chunks. Every message names its sender, which is
 //! how a node recognises its own messages coming back from the bus.
 //!

@@ -8,7 +8,7 @@
 //! which is what watchers (and later the file writer and the broadcaster)
 //! read.
 //!
-//! Apply rules (SPEC-core §2.2, with 0.63.3's non-strict chain comparison):
+//! Apply rules (DistKV 0.63.3's, with its non-strict chain comparison):
 //! 1. an event whose chain head equals the entry's is a no-op (echo);
 //! 2. an event the entry's chain supersedes is stale;
 //! 3. if the entry has data and the event does not descend from it, the

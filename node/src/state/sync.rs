@@ -1,5 +1,5 @@
 //! Tick bookkeeping for replication: what the cluster layer asks of the
-//! state to find and repair gaps (SPEC-core §4.3, §4.7).
+//! state to find and repair gaps (the repair protocol of `cluster::core`).
 //!
 //! A node learns other nodes' highest ticks (pings, `info.ticks`); every
 //! tick up to there that it has neither present nor superseded is

@@ -546,7 +546,7 @@ fn find_python() -> Result<PathBuf> {
     if ready() {
         return Ok(py);
     }
-    let reqs = workspace().join("../shared/reference/requirements-distkv-0.63.3.txt");
+    let reqs = workspace().join("tests/python/requirements.txt");
     ensure!(
         reqs.is_file(),
         "{} not found: cannot install the Python reference client",
