@@ -45,6 +45,7 @@ fn state(seq: Seq, time_ms: u64) -> LogRecord {
         ],
         known,
         deleted: NodeSet::default(),
+        skipped: Default::default(),
     }
 }
 
@@ -910,6 +911,7 @@ fn the_documented_example_is_byte_exact() -> TestResult {
         nodes: vec![(NodeName::from("n1"), Some(5))],
         known: NodeSet::default(),
         deleted: NodeSet::default(),
+        skipped: Default::default(),
     })?;
     w.commit(t0 + 124)?;
     let path = w.segment_path().to_path_buf();
@@ -990,6 +992,7 @@ fn with_seq(r: LogRecord, next: Seq) -> LogRecord {
             nodes,
             known,
             deleted,
+            skipped,
             ..
         } => LogRecord::State {
             seq: next - 1,
@@ -997,6 +1000,7 @@ fn with_seq(r: LogRecord, next: Seq) -> LogRecord {
             nodes,
             known,
             deleted,
+            skipped,
         },
     }
 }

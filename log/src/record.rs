@@ -19,15 +19,17 @@
 //!
 //! * event: `{t: "e", seq, ms, ev}` where `ev` is the event's wire form with
 //!   its whole chain ([`UpdateEvent::to_value`]`(-1)`);
-//! * state: `{t: "s", seq, ms, nodes: {name: tick | nil}, known, deleted}`
-//!   where `known` and `deleted` are [`NodeSet`] wire forms (nodes with an
-//!   empty set are left out).
+//! * state: `{t: "s", seq, ms, nodes: {name: tick | nil}, known, deleted,
+//!   skipped?}` where `known` and `deleted` are [`NodeSet`] wire forms
+//!   (nodes with an empty set are left out) and `skipped`, present only when
+//!   not empty, is a [`RangeSet`] wire form: the log's own node's ticks it
+//!   declared never used when it started after an unclean stop.
 //!
 //! Decoding is total: any byte string yields a record or a [`RecordError`],
 //! never a panic.
 
 use distkv_model::codec;
-use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 
 use crate::Seq;
 
@@ -38,7 +40,7 @@ use crate::Seq;
 /// | kind | map |
 /// |---|---|
 /// | event | `{"t": "e", "seq": uint, "ms": uint, "ev": UpdateEvent wire form, whole chain}` |
-/// | state | `{"t": "s", "seq": uint, "ms": uint, "nodes": {name: tick or nil}, "known": NodeSet, "deleted": NodeSet}` |
+/// | state | `{"t": "s", "seq": uint, "ms": uint, "nodes": {name: tick or nil}, "known": NodeSet, "deleted": NodeSet, "skipped"?: RangeSet}` |
 ///
 /// Keys are written in that order; decoding accepts any order and ignores
 /// unknown keys. Inside a block each record is prefixed with its length
@@ -68,6 +70,12 @@ pub enum LogRecord {
         known: NodeSet,
         /// Ticks of deletions still remembered, per node.
         deleted: NodeSet,
+        /// The log's own node's ticks declared never used: after an unclean
+        /// stop the node resumes above its durable tick reservation, and
+        /// the ticks between its last logged change and the reservation
+        /// were never given out. Empty but in the first state record after
+        /// such a start.
+        skipped: RangeSet,
     },
 }
 
@@ -117,24 +125,31 @@ impl LogRecord {
                 nodes,
                 known,
                 deleted,
-            } => Value::map([
-                ("t", Value::str("s")),
-                ("seq", Value::uint(*seq)),
-                ("ms", Value::uint(*time_ms)),
-                (
-                    "nodes",
-                    Value::Map(
-                        nodes
-                            .iter()
-                            .map(|(n, t)| {
-                                (Value::Str(n.clone()), t.map_or(Value::Nil, Value::uint))
-                            })
-                            .collect(),
+                skipped,
+            } => {
+                let mut m = vec![
+                    (Value::str("t"), Value::str("s")),
+                    (Value::str("seq"), Value::uint(*seq)),
+                    (Value::str("ms"), Value::uint(*time_ms)),
+                    (
+                        Value::str("nodes"),
+                        Value::Map(
+                            nodes
+                                .iter()
+                                .map(|(n, t)| {
+                                    (Value::Str(n.clone()), t.map_or(Value::Nil, Value::uint))
+                                })
+                                .collect(),
+                        ),
                     ),
-                ),
-                ("known", known.to_value()),
-                ("deleted", deleted.to_value()),
-            ]),
+                    (Value::str("known"), known.to_value()),
+                    (Value::str("deleted"), deleted.to_value()),
+                ];
+                if !skipped.is_empty() {
+                    m.push((Value::str("skipped"), skipped.to_value()));
+                }
+                Value::Map(m)
+            }
         }
     }
 
@@ -176,12 +191,18 @@ impl LogRecord {
                     NodeSet::from_value(field(v, name)?)
                         .map_err(|e| RecordError(format!("field {name:?}: {e}")))
                 };
+                let skipped = match v.get("skipped") {
+                    None => RangeSet::new(),
+                    Some(r) => RangeSet::from_value(r)
+                        .map_err(|e| RecordError(format!("field \"skipped\": {e}")))?,
+                };
                 Ok(LogRecord::State {
                     seq,
                     time_ms,
                     nodes,
                     known: set("known")?,
                     deleted: set("deleted")?,
+                    skipped,
                 })
             }
             Some(t) => Err(RecordError(format!("unknown record type {t:?}"))),
@@ -330,16 +351,20 @@ pub(crate) mod tests {
                 proptest::collection::vec(("[a-z]{1,4}", proptest::option::of(any::<u64>())), 0..4),
                 node_set(),
                 node_set(),
+                proptest::collection::vec((1u64..1 << 40, 1u64..1000), 0..3),
             )
-                .prop_map(|(seq, time_ms, nodes, known, deleted)| LogRecord::State {
-                    seq,
-                    time_ms,
-                    nodes: nodes
-                        .into_iter()
-                        .map(|(n, t)| (NodeName::from(n.as_str()), t))
-                        .collect(),
-                    known,
-                    deleted,
+                .prop_map(|(seq, time_ms, nodes, known, deleted, skipped)| {
+                    LogRecord::State {
+                        seq,
+                        time_ms,
+                        nodes: nodes
+                            .into_iter()
+                            .map(|(n, t)| (NodeName::from(n.as_str()), t))
+                            .collect(),
+                        known,
+                        deleted,
+                        skipped: skipped.into_iter().flat_map(|(a, n)| a..a + n).collect(),
+                    }
                 }),
         ]
     }

@@ -204,6 +204,26 @@ impl RangeSet {
     }
 }
 
+/// For people: `1-5, 7` (inclusive ranges), `-` when empty.
+impl std::fmt::Display for RangeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, (a, b)) in self.ranges().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if b == a + 1 {
+                write!(f, "{a}")?;
+            } else {
+                write!(f, "{a}-{}", b - 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl FromIterator<u64> for RangeSet {
     fn from_iter<I: IntoIterator<Item = u64>>(it: I) -> RangeSet {
         let mut r = RangeSet::new();
@@ -258,6 +278,13 @@ impl NodeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_shows_inclusive_ranges() {
+        let r: RangeSet = [1, 2, 3, 5, 7, 8].into_iter().collect();
+        assert_eq!(r.to_string(), "1-3, 5, 7-8");
+        assert_eq!(RangeSet::new().to_string(), "-");
+    }
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 

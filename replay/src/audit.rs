@@ -9,7 +9,10 @@
 //!   is reported too (a crash explains it; recovery cuts it off);
 //! * **missing** — per node, the ticks nobody has after replaying
 //!   everything: the state machine's own bookkeeping
-//!   ([`distkv_node::state::NodeInfo::missing`]);
+//!   ([`distkv_node::state::NodeInfo::missing`]). Ticks a node declared
+//!   never used when it restarted after an unclean stop (a state record's
+//!   `skipped`, also counted as known) are not missing; the report notes
+//!   them;
 //! * **duplicate** — the same `node:tick` twice with different content
 //!   (path, value or tock; chains may legitimately be cut by the sender);
 //! * **chain** — a link with tick 0, a node twice in a chain (the decoder
@@ -371,6 +374,10 @@ struct AuditObserver {
     base: Option<Loc>,
     problems: Vec<Problem>,
     chain_reports: usize,
+    /// History labels, by stream.
+    labels: Vec<String>,
+    /// Remarks for the report.
+    notes: Vec<String>,
 }
 
 impl AuditObserver {
@@ -458,6 +465,14 @@ impl Observer for AuditObserver {
         let Rec::State { loc, state, .. } = rec else {
             return;
         };
+        if !state.skipped.is_empty() {
+            self.notes.push(format!(
+                "{}: ticks {} declared never used at a start after an unclean stop ({})",
+                self.labels[stream],
+                ranges_text(&state.skipped),
+                loc.to_text()
+            ));
+        }
         for (node, tick) in &state.nodes {
             let Some((seen, at)) = self.max_tick[stream].get(node).cloned() else {
                 continue;
@@ -588,6 +603,8 @@ pub fn audit(inputs: &[PathBuf], quiet: bool) -> Result<AuditReport> {
         }),
         problems: Vec::new(),
         chain_reports: 0,
+        labels: replay.labels.clone(),
+        notes: Vec::new(),
     };
     let progress = Progress::bytes(replay.total_bytes(), "audit", quiet);
     replay.run(&mut obs, &progress)?;
@@ -622,6 +639,7 @@ pub fn audit(inputs: &[PathBuf], quiet: bool) -> Result<AuditReport> {
         problems.push(Problem::Missing { node, ticks });
     }
     let mut notes = replay.notes.clone();
+    notes.append(&mut obs.notes);
     for (i, s) in replay.starts.iter().enumerate() {
         if let Some(p) = s {
             notes.push(format!(

@@ -115,6 +115,7 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
                     nodes,
                     known,
                     deleted,
+                    skipped,
                     ..
                 } => restore_state_record(
                     &mut state,
@@ -123,6 +124,7 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
                         known,
                         deleted,
                         tock: None,
+                        skipped,
                     },
                 ),
             }

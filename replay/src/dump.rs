@@ -157,6 +157,7 @@ pub fn rec_item(rec: &Rec, prefix: Option<&KvPath>) -> Option<Item> {
                 known,
                 deleted,
                 tock,
+                skipped,
             } = state;
             let nodes_v = Value::Map(
                 nodes
@@ -169,7 +170,11 @@ pub fn rec_item(rec: &Rec, prefix: Option<&KvPath>) -> Option<Item> {
                 .opt("tock", tock.map(Value::uint))
                 .put("nodes", nodes_v)
                 .put("known", node_set_value(known))
-                .put("deleted", node_set_value(deleted));
+                .put("deleted", node_set_value(deleted))
+                .opt(
+                    "skipped",
+                    (!skipped.is_empty()).then(|| Value::str(&ranges_text(skipped))),
+                );
             let ticks: Vec<String> = nodes
                 .iter()
                 .map(|(n, t)| match t {
@@ -178,13 +183,16 @@ pub fn rec_item(rec: &Rec, prefix: Option<&KvPath>) -> Option<Item> {
                 })
                 .collect();
             let time = time_ms.map_or(String::new(), |t| format!(" {}", format_ms(t)));
-            let text = format!(
+            let mut text = format!(
                 "{}{time} state: ticks {} known {} deleted {}",
                 loc_text(loc),
                 ticks.join(" "),
                 node_set_text(known),
                 node_set_text(deleted)
             );
+            if !skipped.is_empty() {
+                text.push_str(&format!(" skipped {}", ranges_text(skipped)));
+            }
             item(d, text)
         }
         Rec::Node { node, .. } => {

@@ -629,21 +629,7 @@ pub fn digest_text(d: u128) -> String {
 
 /// A range set as `1-5, 7`.
 pub fn ranges_text(r: &RangeSet) -> String {
-    let parts: Vec<String> = r
-        .ranges()
-        .map(|(a, b)| {
-            if b == a + 1 {
-                a.to_string()
-            } else {
-                format!("{a}-{}", b - 1)
-            }
-        })
-        .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(", ")
-    }
+    r.to_string()
 }
 
 /// A chain as `n1:5 n2:3`.

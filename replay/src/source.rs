@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{list_segments, read_segment_header, LogError, LogRecord, SegmentReader, Seq};
-use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 use distkv_node::persist::durable::list_snapshots;
 use distkv_node::persist::meta::Meta;
 use distkv_node::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
@@ -541,6 +541,9 @@ pub struct StateRec {
     pub deleted: NodeSet,
     /// The tock, if the record has one (DistKV-py).
     pub tock: Option<u64>,
+    /// The history's own node's ticks declared never used (after an
+    /// unclean stop); see [`LogRecord::State`].
+    pub skipped: RangeSet,
 }
 
 /// One record of a history.
@@ -798,6 +801,7 @@ impl HistoryStream {
                             nodes,
                             known,
                             deleted,
+                            skipped,
                         } => {
                             if seq < self.from_seq {
                                 continue;
@@ -810,6 +814,7 @@ impl HistoryStream {
                                     known,
                                     deleted,
                                     tock: None,
+                                    skipped,
                                 },
                             }));
                         }
@@ -921,6 +926,7 @@ impl HistoryStream {
                         known: s.known,
                         deleted: s.deleted,
                         tock: s.tock,
+                        skipped: RangeSet::new(),
                     },
                 },
                 Ok(PyRecord::Unknown(value)) => Rec::Unknown { loc, value },

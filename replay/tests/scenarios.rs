@@ -106,6 +106,7 @@ impl NodeFiles {
             nodes,
             known,
             deleted,
+            skipped: Default::default(),
         })?;
         w.commit(now)?;
         Ok(())
@@ -502,6 +503,7 @@ fn audit_flags_impossible_chains() -> Result<()> {
         nodes: vec![(NodeName::from("n1"), Some(2))],
         known: NodeSet::default(),
         deleted: NodeSet::default(),
+        skipped: Default::default(),
     })?;
     w.commit(T0)?;
     w.append_event(T0, &ev("d", vec![link("n1", 4), link("n1", 1)], 4)?)?;

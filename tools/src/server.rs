@@ -127,6 +127,12 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
             tick = ?info.tick,
             "recovered"
         );
+        if !info.skipped.is_empty() {
+            tracing::info!(
+                ticks = %info.skipped,
+                "unclean stop: own ticks above the last logged change declared never used"
+            );
+        }
         for (f, why) in &info.bad_snapshots {
             tracing::warn!(file = %f.display(), %why, "snapshot not used");
         }

@@ -31,13 +31,16 @@ use bytes::Bytes;
 use distkv_log::Seq;
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec;
-use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{encode_update, peek_sender, Info, Topics, Update, BUS_LIMITS};
 use crate::state::State;
+
+/// How many heartbeats repeat the ticks a node skipped at its start.
+const SKIP_BEATS: u32 = 5;
 
 /// Where the deleter group lives, below the meta root `None`:
 /// `(None, "actor", "del")`, whose value is `{nodes: [name…]}`.
@@ -118,6 +121,12 @@ pub struct Core {
     rng: StdRng,
     /// Next event-log record to look at for broadcasting.
     next_seq: Seq,
+    /// Records from here on are not written to the node's log yet and are
+    /// not broadcast ([`Core::allow_broadcast_below`]).
+    unwritten: Seq,
+    /// Own ticks this node declared never used when it started, and for how
+    /// many more heartbeats to say so.
+    skipped: (RangeSet, u32),
     out: Vec<(String, Bytes)>,
     notices: Vec<Notice>,
     /// Client address announced in our pings.
@@ -190,6 +199,8 @@ impl Core {
             cfg,
             rng: StdRng::seed_from_u64(seed),
             next_seq: st.log().next_seq(),
+            unwritten: Seq::MAX,
+            skipped: (RangeSet::new(), 0),
             out: Vec::new(),
             notices: Vec::new(),
             addr,
@@ -260,10 +271,26 @@ impl Core {
         ])
     }
 
+    /// Limits broadcasting to the event-log records below `next`: a node
+    /// with a data directory broadcasts a change only once it is written to
+    /// its log, so a crash of the process never loses a change that others
+    /// hold (the ticks above its last logged change can then be declared
+    /// never used, see [`State::skip_own_ticks`]). Without a call, every
+    /// record is broadcast at once.
+    pub fn allow_broadcast_below(&mut self, next: Seq) {
+        self.unwritten = next;
+    }
+
     /// Starts the protocol: announces this node and asks everyone for
     /// their ticks.
     pub fn start(&mut self, st: &mut State, now: u64) {
         self.started_at = now;
+        let skipped = st.take_skipped();
+        if !skipped.is_empty() {
+            // Told with every tick exchange and the next heartbeats: one
+            // message may be lost, and links may not be up yet.
+            self.skipped = (skipped, SKIP_BEATS);
+        }
         self.round_at = now + self.cfg.ping.cycle;
         self.actor.set_value(ping_value(st));
         let msgs = self.actor.start(now, &mut self.rng);
@@ -389,6 +416,9 @@ impl Core {
         if !i.known.is_empty() {
             st.learn_known(&i.known);
         }
+        if !i.skipped.is_empty() {
+            self.on_skipped(st, now, &i);
+        }
         if !i.deleted.is_empty() {
             st.learn_deleted(&i.deleted);
         }
@@ -401,6 +431,41 @@ impl Core {
             }
         }
         self.check_missing(st, now);
+    }
+
+    /// The sender declared some of its own ticks never used. Those are
+    /// superseded here too. Any of them held here were broadcast and then
+    /// lost by the sender's files (an operating-system crash under a lazy
+    /// fsync): send them back.
+    fn on_skipped(&mut self, st: &mut State, now: u64, i: &Info) {
+        let beyond = i.skipped.ranges().last().map(|(_, b)| b - 1) > i.tick;
+        if beyond {
+            tracing::warn!(node = %i.node, "ignoring skipped ticks beyond the sender's own tick");
+            return;
+        }
+        let mut ticks = NodeSet::default();
+        ticks.0.insert(i.node.clone(), i.skipped.clone());
+        let held = st.present_within(&i.node, &i.skipped);
+        st.learn_known(&ticks);
+        if held.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            node = %i.node,
+            ticks = %held,
+            "a node declared ticks never used that are held here: sending them back"
+        );
+        let mut back = NodeSet::default();
+        back.0.insert(i.node.clone(), held.clone());
+        st.report_missing(&back);
+        // Answered by us although their origin is alive: it lacks them.
+        self.second
+            .0
+            .entry(i.node.clone())
+            .or_default()
+            .union_with(&held);
+        let at = now + self.jitter(self.cfg.ping.gap / 10);
+        self.resend_at = Some(self.resend_at.map_or(at, |t| t.min(at)));
     }
 
     fn on_ping(&mut self, st: &mut State, now: u64, payload: &[u8]) {
@@ -523,6 +588,10 @@ impl Core {
             // A heartbeat with our tick: whoever missed our last change
             // notices within a cycle, and the deleter group sees who is up.
             let mut beat = Info::new(self.me.clone(), st.tick());
+            if self.skipped.1 > 0 {
+                self.skipped.1 -= 1;
+                beat.skipped = self.skipped.0.clone();
+            }
             for n in st.take_dropped() {
                 self.dropped.insert(n, 5);
             }
@@ -541,6 +610,9 @@ impl Core {
             self.ticks_at = None;
             let mut i = Info::new(self.me.clone(), st.tick());
             i.ticks = st.ticks();
+            if self.skipped.1 > 0 {
+                i.skipped = self.skipped.0.clone();
+            }
             self.publish_info(i);
         }
         if self.missing_at.is_some_and(|t| now >= t) {
@@ -641,7 +713,15 @@ impl Core {
     /// Broadcasts the events this node originated since the last call.
     fn broadcast_log(&mut self, st: &State) {
         loop {
-            let batch: Vec<&UpdateEvent> = match st.log().read(self.next_seq, self.cfg.batch) {
+            let room = self.unwritten.saturating_sub(self.next_seq);
+            if room == 0 {
+                return;
+            }
+            let max = self
+                .cfg
+                .batch
+                .min(usize::try_from(room).unwrap_or(usize::MAX));
+            let batch: Vec<&UpdateEvent> = match st.log().read(self.next_seq, max) {
                 Ok(it) => {
                     let mut n = 0;
                     let b = it
@@ -909,5 +989,125 @@ mod tests {
         }
         assert_eq!(st.digest(), before);
         assert_eq!(st.node("x").and_then(NodeInfo::tick), None);
+    }
+
+    fn ready(name: &str) -> (State, Core) {
+        let mut st = State::new(name, LogLimits::default());
+        st.make_ready();
+        let core = Core::new(&st, ClusterConfig::default(), 7, None);
+        (st, core)
+    }
+
+    /// Own events broadcast by `core` so far, as `node:tick` of each.
+    fn broadcast(core: &mut Core) -> Vec<u64> {
+        let topic = core.topics().update.clone();
+        core.take_outgoing()
+            .into_iter()
+            .filter(|(t, _)| *t == topic)
+            .flat_map(|(_, p)| Update::decode(&p).expect("our own update").events)
+            .map(|e| e.chain.head().tick)
+            .collect()
+    }
+
+    #[test]
+    fn only_changes_written_to_the_log_are_broadcast() {
+        let (mut st, mut core) = ready("n1");
+        core.allow_broadcast_below(st.log().next_seq());
+        core.start(&mut st, 0);
+        for i in 0..5 {
+            st.local_change(&[Value::uint(i)], Some(Value::uint(i)))
+                .expect("a change");
+        }
+        core.poll(&mut st, 1);
+        assert_eq!(broadcast(&mut core), Vec::<u64>::new());
+        // The writer reports the first three on disk.
+        core.allow_broadcast_below(st.log().next_seq() - 2);
+        core.poll(&mut st, 2);
+        assert_eq!(broadcast(&mut core), vec![1, 2, 3]);
+        core.allow_broadcast_below(st.log().next_seq());
+        core.poll(&mut st, 3);
+        assert_eq!(broadcast(&mut core), vec![4, 5]);
+    }
+
+    /// A node that skipped ticks at its start tells the others; they stop
+    /// counting them as missing, and one that holds some of them (the
+    /// sender's files lost them) sends them back.
+    #[test]
+    fn skipped_ticks_are_announced_learned_and_sent_back_when_held() {
+        let (mut a, core_a) = ready("a");
+        let (mut b, mut core_b) = ready("b");
+        // `a` made changes 1..=3; `b` got them. Then `a` lost change 3
+        // and resumed above its reservation 10.
+        let mut events = Vec::new();
+        for i in 1..=3u64 {
+            events.push(
+                (*a.local_change(&[Value::uint(i)], Some(Value::uint(i)))
+                    .expect("a change"))
+                .clone(),
+            );
+        }
+        for e in &events {
+            b.apply(e.clone());
+        }
+        let (mut a, mut core_a) = {
+            drop((a, core_a));
+            let mut a = State::new("a", LogLimits::default());
+            a.make_ready();
+            for e in &events[..2] {
+                a.replay(e.clone());
+            }
+            let skipped = crate::persist::durable::resume_above_reservation(&mut a, 10);
+            assert_eq!(skipped.to_string(), "3-10");
+            let core = Core::new(&a, ClusterConfig::default(), 8, None);
+            (a, core)
+        };
+        assert!(a.node("a").is_some_and(|n| n.missing().is_empty()));
+        core_a.start(&mut a, 0);
+        core_b.start(&mut b, 0);
+        b.saw_node_tick("a", 10);
+        assert_eq!(
+            b.node("a").map(|n| n.missing().to_string()),
+            Some("4-10".into())
+        );
+        // Deliver a's messages to b until b answers.
+        let mut back = Vec::new();
+        for now in (0..5_000).step_by(50) {
+            core_a.poll(&mut a, now);
+            for (topic, payload) in core_a.take_outgoing() {
+                core_b.receive(&mut b, now, &topic, &payload);
+            }
+            core_b.poll(&mut b, now);
+            let topic = core_b.topics().update.clone();
+            for (t, p) in core_b.take_outgoing() {
+                if t == topic {
+                    back.extend(Update::decode(&p).expect("an update").events);
+                }
+            }
+            if !back.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            b.node("a").is_some_and(|n| n.missing().is_empty()),
+            "b still misses a's skipped ticks"
+        );
+        assert_eq!(back.len(), 1, "b sends back what it holds: {back:?}");
+        assert_eq!(back[0].chain.head().tick, 3);
+        core_a.receive(
+            &mut a,
+            5_000,
+            &core_b.topics().update.clone(),
+            &Update {
+                node: "b".into(),
+                events: back,
+            }
+            .encode(),
+        );
+        let back_here = a.entry(&[Value::uint(3)]).and_then(|e| e.data().cloned());
+        assert_eq!(
+            back_here,
+            Some(Value::uint(3)),
+            "a got its lost change back"
+        );
     }
 }

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use distkv_model::codec::{self, Limits};
-use distkv_model::{NodeName, NodeSet, UpdateEvent, Value};
+use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 
 /// Decoding limits for bus messages: batches can be large.
 pub const BUS_LIMITS: Limits = Limits {
@@ -45,6 +45,9 @@ pub struct Info {
     pub deleted: NodeSet,
     /// Nodes that were removed from the cluster.
     pub node_drop: Vec<NodeName>,
+    /// The sender's own ticks that will never exist: it stopped uncleanly
+    /// and resumed above its tick reservation.
+    pub skipped: RangeSet,
     /// Where the sender serves clients, `host:port` (for joining nodes).
     pub addr: Option<String>,
 }
@@ -119,6 +122,7 @@ impl Info {
             && self.known.is_empty()
             && self.deleted.is_empty()
             && self.node_drop.is_empty()
+            && self.skipped.is_empty()
     }
 
     /// The wire form.
@@ -147,6 +151,9 @@ impl Info {
         if !self.node_drop.is_empty() {
             let d = self.node_drop.iter().cloned().map(Value::Str).collect();
             m.push((Value::str("node_drop"), Value::Array(d)));
+        }
+        if !self.skipped.is_empty() {
+            m.push((Value::str("skipped"), self.skipped.to_value()));
         }
         if let Some(a) = &self.addr {
             m.push((Value::str("addr"), Value::str(a)));
@@ -178,6 +185,10 @@ impl Info {
         info.missing = set("missing")?;
         info.known = set("known")?;
         info.deleted = set("deleted")?;
+        if let Some(s) = v.get("skipped") {
+            info.skipped =
+                RangeSet::from_value(s).map_err(|e| bad(&format!("skipped: {}", e.0)))?;
+        }
         if let Some(d) = v.get("node_drop") {
             let a = d.as_array().ok_or_else(|| bad("node_drop is not a list"))?;
             for n in a {

@@ -2,7 +2,8 @@
 //! node's [`Server`].
 //!
 //! One task owns the `Core`. It wakes on bus messages, on growth of the
-//! event log (local changes to broadcast), on links coming back and on the
+//! event log (local changes to broadcast; with a data directory, once the
+//! writer has put them in the log), on links coming back and on the
 //! protocol's timers; each wake-up handles everything that is waiting under
 //! one short state lock. A change on an idle node is broadcast at once;
 //! under load, changes are collected for up to a millisecond, so a message
@@ -40,7 +41,15 @@ pub async fn run(
     let t0 = Instant::now();
     let now = move || t0.elapsed().as_millis() as u64;
     let mut rx = bus.subscribe(&core.filter());
-    let mut changes = server.subscribe();
+    // A node with a data directory broadcasts its changes once they are in
+    // its log (see `Core::allow_broadcast_below`); one without, at once.
+    let written = server.durability().map(|d| d.subscribe());
+    let mut changes = written.clone().unwrap_or_else(|| server.subscribe());
+    let allow = |core: &mut Core| {
+        if let Some(w) = &written {
+            core.allow_broadcast_below(*w.borrow() + 1);
+        }
+    };
     let mut links = bus.links();
     let (fetched_tx, mut fetched) = mpsc::channel::<bool>(1);
     {
@@ -56,6 +65,7 @@ pub async fn run(
     let mut last_sent = Instant::now();
     let mut pending = false;
     loop {
+        allow(&mut core);
         flush(&*bus, &mut core);
         if now() >= view_at {
             view_at = now() + 200;
@@ -133,6 +143,7 @@ pub async fn run(
                 if r.is_err() {
                     break;
                 }
+                allow(&mut core);
                 if last_sent.elapsed() >= BATCH_WINDOW {
                     core.poll(&mut server.state(), now());
                     last_sent = Instant::now();

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use distkv_log::writer::{FsyncPolicy, LogWriter, RecoveryMode, WriterConfig};
 use distkv_log::{LogError, LogLimits, LogReader, LogRecord, RetentionPolicy, Seq};
-use distkv_model::NodeSet;
+use distkv_model::{NodeSet, RangeSet};
 use distkv_snapshot::SnapshotError;
 use tokio::sync::watch;
 
@@ -163,6 +163,8 @@ pub struct RecoveryInfo {
     pub torn_bytes: u64,
     /// The own tick the node resumes at.
     pub tick: Option<u64>,
+    /// Own ticks declared never used ([`resume_above_reservation`]).
+    pub skipped: RangeSet,
 }
 
 /// A recovered data directory, ready to serve from.
@@ -219,15 +221,27 @@ fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
     Ok(())
 }
 
-/// Never reuse a tick: after a crash the node may have handed out ticks up
-/// to its durable reservation that its log lost. Its own tick resumes at
-/// the reservation; the ticks skipped stay *missing*: other nodes may hold
-/// changes made with them (broadcast before the crash), and the cluster
-/// protocol fetches those back before it declares the rest unused.
-pub fn resume_above_reservation(state: &mut State, reserved_tick: u64) {
-    if state.tick().unwrap_or(0) < reserved_tick {
+/// Never reuse a tick: after an unclean stop the node's own tick resumes at
+/// its durable reservation. The ticks between its last logged change and
+/// the reservation were never given to anybody — a change is broadcast
+/// only once it is written to the log, so a process crash cannot lose a
+/// change that others hold — and are declared never used
+/// ([`State::skip_own_ticks`]): recorded in the log's next state record and
+/// told to the other nodes. Returns them (empty after a clean stop, which
+/// shrinks the reservation to the tick reached).
+///
+/// Only a lost write of the operating system (power failure under
+/// `fsync: interval` or `never`) can lose a change that was broadcast; the
+/// others then hold it, and send it back when they hear of the skip.
+pub fn resume_above_reservation(state: &mut State, reserved_tick: u64) -> RangeSet {
+    let last = state.tick().unwrap_or(0);
+    let mut skipped = RangeSet::new();
+    if last < reserved_tick {
         state.resume_tick_at(reserved_tick);
+        skipped.insert_range(last + 1, reserved_tick + 1);
+        state.skip_own_ticks(&skipped);
     }
+    skipped
 }
 
 /// The file name of the snapshot covering `seq`.
@@ -303,7 +317,7 @@ pub fn recover(
         }
     }
 
-    resume_above_reservation(&mut state, meta.reserved_tick);
+    info.skipped = resume_above_reservation(&mut state, meta.reserved_tick);
     let tick = state.tick().unwrap_or(0);
     meta.reserve(&config.dir, tick + 1)?;
     state.set_tick_limit(Some(meta.reserved_tick));
@@ -384,6 +398,12 @@ impl Durability {
             .await;
     }
 
+    /// A receiver of the in-memory log position up to which everything is
+    /// on disk (and, under `fsync = always`, fsynced).
+    pub fn subscribe(&self) -> watch::Receiver<Seq> {
+        self.durable.subscribe()
+    }
+
     /// Raises the durable tick reservation to cover `tick` (fsyncs).
     pub fn reserve_ticks(&self, tick: u64) -> Result<u64, MetaError> {
         let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
@@ -426,6 +446,7 @@ pub fn start<H: StateHost>(
         meta,
         config,
         mem_next,
+        skipped,
     } = rec_writer;
     let d = Arc::new(Durability {
         config,
@@ -448,6 +469,7 @@ pub fn start<H: StateHost>(
                 d: d2.clone(),
                 writer,
                 mem_next,
+                skipped,
                 since_state: 0,
                 since_snapshot: 0,
                 last_state_ms: 0,
@@ -472,6 +494,7 @@ pub struct RecoveredWriter {
     meta: Meta,
     config: DurableConfig,
     mem_next: Seq,
+    skipped: RangeSet,
 }
 
 impl Recovered {
@@ -480,6 +503,7 @@ impl Recovered {
         let mut state = self.state;
         let mem_next = state.log().next_seq();
         state.log_mut().pin(Some(mem_next));
+        let skipped = self.info.skipped.clone();
         (
             state,
             self.info,
@@ -488,6 +512,7 @@ impl Recovered {
                 meta: self.meta,
                 config: self.config,
                 mem_next,
+                skipped,
             },
         )
     }
@@ -499,6 +524,9 @@ struct WriterLoop<H> {
     writer: LogWriter,
     /// Next in-memory log record to write.
     mem_next: Seq,
+    /// Own ticks declared never used at this start, for the first state
+    /// record.
+    skipped: RangeSet,
     since_state: u64,
     since_snapshot: u64,
     last_state_ms: u64,
@@ -513,8 +541,8 @@ impl<H: StateHost> WriterLoop<H> {
         let now = self.host.now_ms();
         self.last_state_ms = now;
         self.last_snapshot_ms = now;
-        // Record the recovered bookkeeping at once: ticks skipped by the
-        // tick reservation after a crash are then documented in the log.
+        // Record the recovered bookkeeping at once: own ticks skipped after
+        // an unclean stop are then documented in the log.
         self.write_state_record(now)?;
         loop {
             let stopping = self.d.stop.load(Ordering::Acquire);
@@ -625,6 +653,7 @@ impl<H: StateHost> WriterLoop<H> {
             nodes,
             known,
             deleted,
+            skipped: std::mem::take(&mut self.skipped),
         })?;
         self.writer.commit(now)?;
         self.since_state = 0;

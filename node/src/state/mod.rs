@@ -142,6 +142,8 @@ pub struct State {
     tick_limit: Option<u64>,
     /// Nodes forgotten since the cluster layer last asked.
     dropped: Vec<NodeName>,
+    /// Own ticks declared never used since the cluster layer last asked.
+    skipped: RangeSet,
     /// Deletion tombstones by the tock of their deletion, for purging.
     tombstones: std::collections::BTreeMap<u64, Vec<Path>>,
 }
@@ -169,6 +171,7 @@ impl State {
             tick_limit: None,
             tombstones: Default::default(),
             dropped: Vec::new(),
+            skipped: RangeSet::new(),
         }
     }
 

@@ -168,6 +168,47 @@ impl State {
         gap
     }
 
+    /// Declares `ticks` of this node's own never used: a node that stopped
+    /// uncleanly resumes above its durable tick reservation, and the ticks
+    /// between its last logged change and the reservation were never given
+    /// to anybody (changes are only broadcast once written to the log). The
+    /// ticks become known (superseded) here, and the cluster layer tells the
+    /// others ([`State::take_skipped`]).
+    pub fn skip_own_ticks(&mut self, ticks: &RangeSet) {
+        let me = self.me.clone();
+        self.node_mut(&me).know(ticks);
+        self.skipped.union_with(ticks);
+    }
+
+    /// Own ticks declared never used since the last call (for the cluster
+    /// layer to tell the others).
+    pub fn take_skipped(&mut self) -> RangeSet {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// The ticks of `ticks` that are present here for `node` (in some
+    /// entry's chain). Costs the smaller of the two sets' sizes.
+    pub fn present_within(&self, node: &str, ticks: &RangeSet) -> RangeSet {
+        let Some(info) = self.nodes.get(node) else {
+            return RangeSet::new();
+        };
+        if ticks.count() <= info.entries.len() as u64 {
+            ticks
+                .iter()
+                .filter(|t| info.entries.contains_key(t))
+                .collect()
+        } else {
+            let mut held: Vec<u64> = info
+                .entries
+                .keys()
+                .copied()
+                .filter(|&t| ticks.contains(t))
+                .collect();
+            held.sort_unstable();
+            held.into_iter().collect()
+        }
+    }
+
     /// Forgets `node` (it left the cluster for good). Refused while it
     /// heads some entry's chain.
     pub fn forget_node(&mut self, node: &str) -> Result<(), &'static str> {
