@@ -217,7 +217,8 @@ impl LogRecord {
 
     /// Decodes one record from exactly `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<LogRecord, RecordError> {
-        let v = codec::decode(bytes).map_err(|e| RecordError(e.to_string()))?;
+        let v = codec::decode_with(bytes, distkv_model::budget::INTERNAL_LIMITS)
+            .map_err(|e| RecordError(e.to_string()))?;
         LogRecord::from_value(&v)
     }
 }

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::budget::{MAX_CHAIN_LINKS, MAX_NAME_BYTES};
 use crate::value::Value;
 
 /// The largest tick or tock accepted from outside. A node would need 146
@@ -92,10 +93,16 @@ impl Chain {
     /// loses `node`'s old link.
     pub fn attach(node: NodeName, tick: u64, prev: Option<&Chain>) -> Chain {
         let mut links = Vec::with_capacity(1 + prev.map_or(0, Chain::len));
+        links.push(Link {
+            node: node.clone(),
+            tick,
+        });
         if let Some(p) = prev {
             links.extend(p.0.iter().filter(|l| l.node != node).cloned());
         }
-        links.insert(0, Link { node, tick });
+        // Only a cluster of more nodes than the limit gets here: the oldest
+        // links go, as when a chain is sent with `nchain`.
+        links.truncate(MAX_CHAIN_LINKS);
         Chain(Arc::from(links))
     }
 
@@ -183,8 +190,11 @@ impl Chain {
             if links.iter().any(|l: &Link| &*l.node == node) {
                 return Err(ChainError("node appears twice"));
             }
-            if links.len() >= 4096 {
-                return Err(ChainError("chain too long"));
+            if links.len() >= MAX_CHAIN_LINKS {
+                return Err(ChainError("chain has more links than the limit of 256"));
+            }
+            if node.len() > MAX_NAME_BYTES {
+                return Err(ChainError("node name is longer than 255 bytes"));
             }
             links.push(Link {
                 node: Arc::from(node),

@@ -30,6 +30,11 @@ pub struct Limits {
     pub max_frame: usize,
     /// Deepest accepted nesting of arrays, maps and paths.
     pub max_depth: usize,
+    /// Whether msgpack extension types other than DistKV's own (2: big
+    /// integers, 3: paths) are accepted. DistKV's clients cannot read
+    /// them, so a node refuses them from clients and peers; its own files
+    /// may hold them from before that rule.
+    pub foreign_ext: bool,
 }
 
 impl Default for Limits {
@@ -37,6 +42,7 @@ impl Default for Limits {
         Limits {
             max_frame: 16 << 20,
             max_depth: 64,
+            foreign_ext: false,
         }
     }
 }
@@ -61,6 +67,11 @@ pub enum DecodeError {
     /// The bytes are not valid msgpack (or break DistKV's rules).
     #[error("malformed msgpack: {0}")]
     Invalid(&'static str),
+    /// A msgpack extension type DistKV's clients cannot read.
+    #[error(
+        "msgpack extension type {0} is not allowed (DistKV uses only 2, big integers, and 3, paths)"
+    )]
+    ForeignExt(i8),
 }
 
 // ---------------------------------------------------------------- encoding
@@ -94,6 +105,73 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
         }
         Value::Path(p) => write_path(out, p),
         Value::Ext(t, b) => write_ext(out, *t, b),
+    }
+}
+
+/// The length of `v`'s msgpack encoding ([`encode`]), without encoding it.
+pub fn encoded_len(v: &Value) -> usize {
+    // Header bytes of an array or map of `n` items.
+    fn head(n: usize) -> usize {
+        match n {
+            0..16 => 1,
+            16..=0xffff => 3,
+            _ => 5,
+        }
+    }
+    fn ext(n: usize) -> usize {
+        2 + n
+            + match n {
+                1 | 2 | 4 | 8 | 16 => 0,
+                _ if n <= u8::MAX as usize => 1,
+                _ if n <= u16::MAX as usize => 2,
+                _ => 4,
+            }
+    }
+    fn uint(u: u64) -> usize {
+        match u {
+            0..128 => 1,
+            128..=0xff => 2,
+            0x100..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+    match v {
+        Value::Nil | Value::Bool(_) => 1,
+        Value::Int(i) if *i >= 0 => uint(*i as u64),
+        Value::Int(i) if *i >= -32 => 1,
+        Value::Int(i) if *i >= i8::MIN as i64 => 2,
+        Value::Int(i) if *i >= i16::MIN as i64 => 3,
+        Value::Int(i) if *i >= i32::MIN as i64 => 5,
+        Value::Int(_) => 9,
+        Value::UInt(u) => uint(*u),
+        Value::BigUint(b) | Value::Ext(_, b) => ext(b.len()),
+        Value::Float(_) => 9,
+        Value::Str(s) => {
+            s.len()
+                + match s.len() {
+                    0..32 => 1,
+                    32..=0xff => 2,
+                    0x100..=0xffff => 3,
+                    _ => 5,
+                }
+        }
+        Value::Bin(b) => {
+            b.len()
+                + match b.len() {
+                    0..=0xff => 2,
+                    0x100..=0xffff => 3,
+                    _ => 5,
+                }
+        }
+        Value::Array(a) => head(a.len()) + a.iter().map(encoded_len).sum::<usize>(),
+        Value::Map(m) => {
+            head(m.len())
+                + m.iter()
+                    .map(|(k, x)| encoded_len(k) + encoded_len(x))
+                    .sum::<usize>()
+        }
+        Value::Path(p) => ext(p.iter().map(encoded_len).sum()),
     }
 }
 
@@ -438,6 +516,7 @@ pub fn decode_prefix(buf: &[u8], limits: Limits) -> Result<(Value, usize), Decod
         buf,
         pos: 0,
         max_depth: limits.max_depth,
+        foreign_ext: limits.foreign_ext,
     };
     let v = r.value(0)?;
     Ok((v, r.pos))
@@ -477,6 +556,7 @@ struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     max_depth: usize,
+    foreign_ext: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -588,6 +668,7 @@ impl<'a> Reader<'a> {
                     buf: data,
                     pos: 0,
                     max_depth: self.max_depth,
+                    foreign_ext: self.foreign_ext,
                 };
                 let mut elems = Vec::new();
                 while inner.pos < data.len() {
@@ -606,7 +687,8 @@ impl<'a> Reader<'a> {
                     Ok(Value::BigUint(Arc::from(digits)))
                 }
             }
-            _ => Ok(Value::Ext(t, Arc::from(data))),
+            _ if self.foreign_ext => Ok(Value::Ext(t, Arc::from(data))),
+            _ => Err(DecodeError::ForeignExt(t)),
         }
     }
 }
@@ -615,6 +697,51 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::path;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let text = proptest::collection::vec(any::<char>(), 0..40)
+            .prop_map(|c| c.into_iter().collect::<String>());
+        let bytes = proptest::collection::vec(any::<u8>(), 0..300);
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(Value::uint),
+            any::<f64>().prop_map(Value::Float),
+            text.prop_map(|s| Value::str(&s)),
+            (0usize..70_000).prop_map(|n| Value::str(&"x".repeat(n))),
+            bytes.clone().prop_map(|b| Value::Bin(Arc::from(b))),
+            (0usize..70_000).prop_map(|n| Value::Bin(Arc::from(vec![7u8; n]))),
+            bytes.clone().prop_map(|b| Value::BigUint(Arc::from(b))),
+            (any::<i8>(), bytes).prop_map(|(t, b)| Value::Ext(t, Arc::from(b))),
+        ];
+        leaf.prop_recursive(4, 64, 20, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner.clone()), 0..20)
+                    .prop_map(Value::Map),
+                proptest::collection::vec(inner, 0..4).prop_map(|e| Value::Path(Path::new(e))),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_len_is_the_length_of_the_encoding(v in any_value()) {
+            prop_assert_eq!(encoded_len(&v), to_vec(&v).len());
+        }
+    }
+
+    #[test]
+    fn encoded_len_of_large_containers() {
+        for n in [15, 16, 65_535, 65_536] {
+            let a = Value::Array(vec![Value::Nil; n]);
+            assert_eq!(encoded_len(&a), to_vec(&a).len(), "array of {n}");
+            let m = Value::Map(vec![(Value::Nil, Value::Nil); n]);
+            assert_eq!(encoded_len(&m), to_vec(&m).len(), "map of {n}");
+        }
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -725,10 +852,28 @@ mod tests {
     }
 
     #[test]
+    fn foreign_extension_types_are_refused_unless_allowed() {
+        for t in [-1i8, 0, 1, 4, 7, 127] {
+            let bytes = to_vec(&Value::Ext(t, Arc::from(&b"xy"[..])));
+            assert_eq!(decode(&bytes), Err(DecodeError::ForeignExt(t)));
+            let inside = to_vec(&Value::Array(vec![Value::Path(Path::new(vec![
+                Value::Ext(t, Arc::from(&b"z"[..])),
+            ]))]));
+            assert_eq!(decode(&inside), Err(DecodeError::ForeignExt(t)));
+            let lenient = Limits {
+                foreign_ext: true,
+                ..Limits::default()
+            };
+            assert!(decode_with(&bytes, lenient).is_ok());
+        }
+    }
+
+    #[test]
     fn hostile_input_is_rejected_not_panicked() {
         let limits = Limits {
             max_frame: 1000,
             max_depth: 8,
+            ..Limits::default()
         };
         // Deep nesting.
         let deep = vec![0x91u8; 20];

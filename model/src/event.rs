@@ -8,6 +8,7 @@
 //! the entry form `{path, value?, chain: {...}, tock}`, whose `chain` wins
 //! over any top-level chain fields.
 
+use crate::budget::{nesting, BudgetError, MAX_NESTING};
 use crate::chain::{Chain, ChainError, MAX_COUNTER};
 use crate::path::Path;
 use crate::value::Value;
@@ -37,6 +38,9 @@ pub enum EventError {
     /// The chain is invalid.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The value or path is beyond what a node stores.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
 }
 
 /// Decodes a path given as ext 3 or as a plain array.
@@ -91,7 +95,9 @@ impl UpdateEvent {
         write_uint(out, self.tock);
     }
 
-    /// Decodes either wire form.
+    /// Decodes either wire form, checking the nesting budget of the value
+    /// and the path ([`crate::budget`]; the chain's is checked by
+    /// [`Chain::from_value`]).
     pub fn from_value(v: &Value) -> Result<UpdateEvent, EventError> {
         if v.as_map().is_none() {
             return Err(EventError::NotAMap);
@@ -106,10 +112,17 @@ impl UpdateEvent {
             .and_then(Value::as_u64)
             .filter(|&t| t <= MAX_COUNTER)
             .ok_or(EventError::Field("tock"))?;
+        let value = v.get("value");
+        if value.is_some_and(|x| nesting(x, MAX_NESTING) > MAX_NESTING) {
+            return Err(BudgetError::TooDeep { what: "value" }.into());
+        }
+        if path.iter().any(|e| nesting(e, MAX_NESTING) >= MAX_NESTING) {
+            return Err(BudgetError::TooDeep { what: "path" }.into());
+        }
         Ok(UpdateEvent {
             path,
             chain,
-            value: v.get("value").cloned(),
+            value: value.cloned(),
             tock,
         })
     }

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod chain;
 pub mod codec;
 pub mod event;

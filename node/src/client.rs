@@ -88,7 +88,8 @@ impl Default for ConnectOptions {
         ConnectOptions {
             timeout: DEFAULT_TIMEOUT,
             qlen: DEFAULT_QLEN,
-            limits: Limits::default(),
+            // What a node sends is within its budget: room for all of it.
+            limits: distkv_model::budget::INTERNAL_LIMITS,
         }
     }
 }

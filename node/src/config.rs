@@ -10,6 +10,7 @@
 
 use std::path::Path as FsPath;
 
+use distkv_model::budget::{MAX_CLIENT_FRAME, MAX_MESSAGE_BYTES, MAX_NESTING};
 use serde_yaml::{Mapping, Value as Yaml};
 
 /// A configuration problem.
@@ -208,6 +209,43 @@ impl Config {
             })
     }
 
+    /// An integer that must lie in `range`.
+    fn int_in(&self, key: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+        let v = self.int(key)?;
+        if !range.contains(&v) {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: format!(
+                    "{v} is out of range: must be from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            });
+        }
+        Ok(v)
+    }
+
+    /// A number of seconds that must lie in `range`.
+    fn seconds_in(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<std::time::Duration, ConfigError> {
+        let v = self.seconds(key)?;
+        if !range.contains(&v.as_secs_f64()) {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: format!(
+                    "{} s is out of range: must be from {} to {} s",
+                    v.as_secs_f64(),
+                    range.start(),
+                    range.end()
+                ),
+            });
+        }
+        Ok(v)
+    }
+
     fn string(&self, key: &str) -> Result<String, ConfigError> {
         match self.get(key) {
             Some(Yaml::String(s)) => Ok(s.clone()),
@@ -247,7 +285,7 @@ impl Config {
                 key: "server.bind_default.port".into(),
                 reason: "must be a port number".into(),
             })? as u16;
-        let buffer = self.int("server.buffer")?;
+        let buffer = self.int_in("server.buffer", 0..=1 << 20)?;
         if (1..4).contains(&buffer) {
             return Err(ConfigError::Invalid {
                 key: "server.buffer".into(),
@@ -258,12 +296,19 @@ impl Config {
             host,
             port,
             buffer,
-            max_frame: self.int("server.limits.max_frame")? as usize,
-            max_depth: self.int("server.limits.max_depth")? as usize,
-            max_connections: self.int("server.limits.max_connections")? as usize,
-            log_records: self.int("server.limits.log_records")? as usize,
-            log_bytes: self.int("server.limits.log_bytes")? as usize,
-            threads: self.int("server.threads")? as usize,
+            // Clients' limits keep every value inside the node's budget
+            // (see `distkv_model::budget`).
+            max_frame: self.int_in("server.limits.max_frame", 4096..=MAX_CLIENT_FRAME as u64)?
+                as usize,
+            max_depth: self.int_in("server.limits.max_depth", 8..=MAX_NESTING as u64)? as usize,
+            max_connections: self.int_in("server.limits.max_connections", 1..=1_000_000)? as usize,
+            log_records: self.int_in("server.limits.log_records", 1024..=1 << 32)? as usize,
+            // Room for at least one change of the largest size.
+            log_bytes: self.int_in(
+                "server.limits.log_bytes",
+                MAX_MESSAGE_BYTES as u64..=1 << 40,
+            )? as usize,
+            threads: self.int_in("server.threads", 0..=1024)? as usize,
             data_dir: match self.get("server.data_dir") {
                 None | Some(Yaml::Null) => None,
                 Some(Yaml::String(s)) => Some(s.into()),
@@ -348,7 +393,9 @@ impl Config {
     fn persist(&self) -> Result<PersistSettings, ConfigError> {
         let fsync = match self.string("server.persist.fsync")?.as_str() {
             "always" => FsyncSetting::Always,
-            "interval" => FsyncSetting::Interval(self.seconds("server.persist.fsync_interval")?),
+            "interval" => FsyncSetting::Interval(
+                self.seconds_in("server.persist.fsync_interval", 0.001..=3600.0)?,
+            ),
             "never" => FsyncSetting::Never,
             _ => {
                 return Err(ConfigError::Invalid {
@@ -371,12 +418,13 @@ impl Config {
         Ok(PersistSettings {
             fsync,
             strict_recovery,
-            segment_max_bytes: self.int("server.persist.segment_max_bytes")?,
-            segment_max_age: self.seconds("server.persist.segment_max_age")?,
-            snapshot_records: self.int("server.persist.snapshot_records")?,
-            snapshot_interval: self.seconds("server.persist.snapshot_interval")?,
-            retention_max_age: self.seconds("server.persist.retention_max_age")?,
-            retention_max_bytes: self.int("server.persist.retention_max_bytes")?,
+            segment_max_bytes: self.int_in("server.persist.segment_max_bytes", 1024..=1 << 40)?,
+            segment_max_age: self.seconds_in("server.persist.segment_max_age", 1.0..=1e9)?,
+            snapshot_records: self.int_in("server.persist.snapshot_records", 10..=1 << 40)?,
+            snapshot_interval: self.seconds_in("server.persist.snapshot_interval", 1.0..=1e9)?,
+            retention_max_age: self.seconds_in("server.persist.retention_max_age", 60.0..=1e10)?,
+            retention_max_bytes: self
+                .int_in("server.persist.retention_max_bytes", 1 << 20..=1 << 50)?,
         })
     }
 
@@ -520,6 +568,51 @@ mod tests {
         c.set_override("connect.host").unwrap();
         assert!(c.connect().is_err());
         assert!(c.set_override("a..b=1").is_err());
+    }
+
+    /// Every limit has a range; values outside it fail the start with the
+    /// key named, the edges of the range are accepted.
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        let cases = [
+            ("server.limits.max_depth", "100000", "7", "8", "256"),
+            ("server.limits.max_frame", "10", "4095", "4096", "16777216"),
+            ("server.limits.max_connections", "0", "0", "1", "1000000"),
+            ("server.limits.log_records", "0", "1023", "1024", "65536"),
+            (
+                "server.persist.segment_max_bytes",
+                "0",
+                "1023",
+                "1024",
+                "67108864",
+            ),
+            ("server.persist.snapshot_records", "0", "9", "10", "1000000"),
+            (
+                "server.persist.fsync_interval",
+                "0",
+                "3601",
+                "0.001",
+                "3600",
+            ),
+            ("server.threads", "1025", "100000", "0", "1024"),
+        ];
+        for (key, bad, also_bad, low, high) in cases {
+            for v in [bad, also_bad] {
+                let mut c = Config::default();
+                c.set_override(&format!("{key}={v}")).unwrap();
+                let e = c.server().expect_err(&format!("{key}={v} accepted"));
+                assert!(e.to_string().contains(key), "{key}={v}: {e}");
+            }
+            for v in [low, high] {
+                let mut c = Config::default();
+                c.set_override(&format!("{key}={v}")).unwrap();
+                c.server()
+                    .unwrap_or_else(|e| panic!("{key}={v} refused: {e}"));
+            }
+        }
+        let mut c = Config::default();
+        c.set_override("server.limits.max_frame=100000000").unwrap();
+        assert!(c.server().is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! [`PyRecord::Truncated`]; anything that is not msgpack is an error naming
 //! the offset.
 
+use distkv_model::budget::INTERNAL_LIMITS;
 use distkv_model::codec::{self, DecodeError, FrameScanner, Limits};
 use distkv_model::event::path_from_value;
 use distkv_model::{NodeSet, Path, UpdateEvent, Value};
@@ -123,10 +124,7 @@ impl<'a> PyReader<'a> {
             buf,
             pos: 0,
             last_path: Vec::new(),
-            limits: Limits {
-                max_frame: 256 << 20,
-                max_depth: 256,
-            },
+            limits: INTERNAL_LIMITS,
             done: false,
         }
     }

@@ -44,6 +44,15 @@ pub enum WireError {
     /// (malformed, too large or too deeply nested).
     #[error("bad message: {0}")]
     Malformed(#[from] DecodeError),
+    /// A well-formed message whose content is refused (an extension type
+    /// DistKV's clients cannot read). It was skipped: the stream goes on.
+    #[error("refused message: {error}")]
+    Refused {
+        /// The message's `seq`, if it has one.
+        seq: Option<u64>,
+        /// Why.
+        error: DecodeError,
+    },
 }
 
 /// Reads complete msgpack values from an async byte stream.
@@ -128,6 +137,20 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
                     self.start += n;
                     self.scanner.reset();
                     Ok(Some(v))
+                }
+                Err(error @ DecodeError::ForeignExt(_)) => {
+                    // The frame is sound, only its content is refused: skip
+                    // it, and say which request it was.
+                    let lenient = Limits {
+                        foreign_ext: true,
+                        ..self.limits
+                    };
+                    let seq = codec::decode_with(&pending[..n], lenient)
+                        .ok()
+                        .and_then(|v| v.get("seq").and_then(Value::as_u64));
+                    self.start += n;
+                    self.scanner.reset();
+                    Err(WireError::Refused { seq, error })
                 }
                 Err(e) => Err(self.fail(e)),
             },
@@ -341,6 +364,7 @@ mod tests {
         let limits = Limits {
             max_frame: 1000,
             max_depth: 8,
+            ..Limits::default()
         };
         let big = Value::map([("value", Value::str(&"x".repeat(5000)))]);
         let (mut a, b) = duplex(1 << 16);
@@ -360,6 +384,7 @@ mod tests {
         let limits = Limits {
             max_frame: 1000,
             max_depth: 8,
+            ..Limits::default()
         };
         let (mut a, b) = duplex(1 << 16);
         let mut bytes = vec![0xdf, 0, 1, 0, 0];

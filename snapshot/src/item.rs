@@ -38,15 +38,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use distkv_model::budget::INTERNAL_LIMITS;
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec::{self, Limits};
 use distkv_model::{Chain, Link, NodeName, Path, RangeSet, Value};
 
 use crate::block::MAX_ITEM_LEN;
 
-/// The deepest nesting of arrays, maps and paths accepted in a value or a
-/// path element.
-pub const MAX_NESTING: usize = 256;
+pub use distkv_model::budget::MAX_NESTING;
 
 const TAG_NODE: u64 = 0;
 const TAG_ENTRY: u64 = 1;
@@ -242,8 +241,7 @@ impl Decoder {
     pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
         let limits = Limits {
             max_frame: bytes.len(),
-            // The item array, the `rest` array, then the element itself.
-            max_depth: MAX_NESTING + 3,
+            ..INTERNAL_LIMITS
         };
         let v = codec::decode_with(bytes, limits).map_err(|e| format!("bad item: {e}"))?;
         let Value::Array(a) = v else {

@@ -360,3 +360,70 @@ async fn update_naming_this_node_with_the_largest_tick_keeps_the_node_serving() 
     ensure!(r.get("error").is_none(), "{r}");
     Ok(())
 }
+
+/// `update` restores changes of nodes that are gone: it may not forge a
+/// change of this (running) node, raise its counter, or leap far beyond any
+/// node's known tick. Each attempt is refused, and writes go on with small
+/// ticks.
+#[tokio::test]
+async fn update_cannot_forge_changes_or_exhaust_the_tick() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut c = node.raw().await?;
+    let forged = 1u64 << 62;
+    let chain_with = |links: &[(&str, u64)]| {
+        let mut v = Value::Nil;
+        for (n, t) in links.iter().rev() {
+            v = Value::map([
+                ("node", Value::str(n)),
+                ("tick", Value::uint(*t)),
+                ("prev", v),
+            ]);
+        }
+        v
+    };
+    for (what, chain) in [
+        ("this node at the head", chain_with(&[(NODE, forged)])),
+        (
+            "this node behind",
+            chain_with(&[("gone", 3), (NODE, forged)]),
+        ),
+        ("this node, a known tick", chain_with(&[(NODE, 1)])),
+        ("a far leap", chain_with(&[("gone", forged)])),
+    ] {
+        let r = c
+            .call(
+                "update",
+                vec![
+                    ("path", p(path!["forged"])),
+                    ("value", Value::Int(1)),
+                    ("tock", Value::uint(5)),
+                    ("chain", chain),
+                ],
+            )
+            .await?;
+        let e = r.get("error").map(|e| e.to_string()).unwrap_or_default();
+        ensure!(e.contains("update refused"), "{what}: {r}");
+    }
+    // Restoring a change of a node that is gone still works.
+    c.call_ok(
+        "update",
+        update_fields("gone", 7, path!["restored"], Some(Value::Int(7)), 5),
+    )
+    .await?;
+    let r = c
+        .call_ok(
+            "set_value",
+            vec![
+                ("path", p(path!["after"])),
+                ("value", Value::Int(2)),
+                ("nchain", Value::Int(1)),
+            ],
+        )
+        .await?;
+    let tick = r
+        .get("chain")
+        .and_then(|ch| ch.get("tick"))
+        .and_then(Value::as_u64);
+    ensure!(tick == Some(1), "the node's tick was raised: {r}");
+    Ok(())
+}

@@ -291,6 +291,73 @@ async fn three_nodes_replicate_survive_kill_and_a_fourth_joins() -> Result<()> {
     Ok(())
 }
 
+/// `depth` arrays around an integer.
+fn nested(depth: usize) -> Value {
+    let mut v = Value::Int(1);
+    for _ in 0..depth {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+/// A value at the nesting limit a client may write, and one just below it,
+/// pass every format a node keeps or sends: the event log and snapshots
+/// (a `kill -9` and restart), the state a joining node fetches, cluster
+/// messages, and `distkv-replay`'s reading of the files. One level deeper is
+/// refused when written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_at_the_nesting_limit_pass_every_format() -> Result<()> {
+    // The deepest allowed message (256 levels) leaves 255 for the value.
+    const LIMIT: usize = 255;
+    let dir = tempdir("cluster-deep")?;
+    let deep = |l: Launch| {
+        l.conf("server.limits.max_depth=256")
+            .conf("server.persist.snapshot_records=10")
+    };
+    let l1 = deep(node("deep1", dir.path())?.with_bus()?);
+    let l2 = deep(node("deep2", dir.path())?.with_bus()?.peer(&l1));
+    let n1 = l1.start().await?;
+    let mut want = Want::new();
+    for (i, depth) in [LIMIT, LIMIT - 1].into_iter().enumerate() {
+        write(&n1, &mut want, path!["deep", i as u64], nested(depth)).await?;
+        // A path element nests inside the path: one level less.
+        let p = Path::new(vec![Value::str("deep-path"), nested(depth - 1)]);
+        write(&n1, &mut want, p, Value::Int(i as i64)).await?;
+    }
+    let too_deep = n1
+        .connect()
+        .await?
+        .set_value(
+            &path!["deep", "x"],
+            nested(LIMIT + 1),
+            &UpdateOptions::default(),
+        )
+        .await;
+    ensure!(too_deep.is_err(), "a value beyond the limit was accepted");
+    write_many(&n1, &mut want, "pad", 20).await?; // a snapshot or two
+
+    // A joining node fetches them; later ones reach it as cluster messages.
+    let n2 = l2.start().await?;
+    wait_values("the deep values on the joined node", &[&n2], &want).await?;
+    write(&n1, &mut want, path!["deep", "late"], nested(LIMIT)).await?;
+    wait_values("a deep value replicated", &[&n2], &want).await?;
+
+    // The files read back: by the node after a crash, and offline.
+    n1.kill9()?;
+    let n1 = l1.start().await?;
+    has_values("the deep values after kill -9 and restart", &n1, &want).await?;
+    n1.terminate().await?;
+    let report = distkv_replay::audit::audit(&[dir.path().join("deep1/data")], true)?;
+    ensure!(report.is_clean(), "audit:\n{}", report.to_text());
+    ensure!(
+        report.stats.events >= 25,
+        "audit read only {} events",
+        report.stats.events
+    );
+    drop(n2);
+    Ok(())
+}
+
 /// A `mosquitto` process on a free port; dropping it kills it.
 struct Mosquitto {
     child: Child,

@@ -36,8 +36,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
-use super::msg::{encode_update, peek_sender, Info, Topics, Update, BUS_LIMITS};
-use crate::state::State;
+use super::msg::{encode_updates, peek_sender, Info, Topics, Update, BUS_LIMITS};
+use crate::state::{Reporter, State};
 
 /// How many heartbeats repeat the ticks a node skipped at its start.
 const SKIP_BEATS: u32 = 5;
@@ -352,7 +352,12 @@ impl Core {
             return;
         }
         self.heard.insert(u.node.clone(), now);
+        let mut forged = None;
         for ev in u.events {
+            if let Err(why) = st.vet(&ev.chain, Reporter::Peer(&u.node)) {
+                forged.get_or_insert((why, 0)).1 += 1;
+                continue;
+            }
             let answer = ev.chain.links().iter().any(|l| {
                 self.asked
                     .0
@@ -365,6 +370,9 @@ impl Core {
             let chain = ev.chain.clone();
             st.apply(ev);
             st.sighted(&chain);
+        }
+        if let Some((why, n)) = forged {
+            tracing::warn!(node = %u.node, events = n, %why, "ignoring impossible events");
         }
         // A jump in someone's ticks means a message was lost.
         self.check_missing(st, now);
@@ -393,8 +401,17 @@ impl Core {
             st.saw_node_tick(&i.node, t);
         }
         for (n, t) in &i.ticks {
-            st.saw_node_tick(n, *t);
+            if st.believable_tick(n, *t, &i.node) {
+                st.saw_node_tick(n, *t);
+            } else {
+                tracing::warn!(node = %i.node, about = %n, tick = t, "ignoring an impossible tick");
+            }
         }
+        let i = Info {
+            known: believable(st, i.known, &i.node),
+            deleted: believable(st, i.deleted, &i.node),
+            ..i
+        };
         if !i.missing.is_empty() {
             st.report_missing(&i.missing);
             for (n, r) in &i.missing.0 {
@@ -667,6 +684,18 @@ impl Core {
     }
 
     /// Whether `node` was heard from within the last two cycles.
+    /// The nodes heard within the last two cycles (this one included).
+    pub fn live_nodes(&self, now: u64) -> Vec<NodeName> {
+        let mut live: Vec<NodeName> = self
+            .heard
+            .keys()
+            .filter(|n| self.alive(n, now))
+            .cloned()
+            .collect();
+        live.push(self.me.clone());
+        live
+    }
+
     fn alive(&self, node: &NodeName, now: u64) -> bool {
         let window = 2 * self.cfg.ping.cycle;
         self.heard.get(node).is_some_and(|&t| t + window >= now)
@@ -744,15 +773,15 @@ impl Core {
                 }
             };
             if !batch.is_empty() {
-                self.publish_events(batch.into_iter());
+                self.publish_events(batch);
             }
         }
     }
 
-    fn publish_events<'a>(&mut self, events: impl ExactSizeIterator<Item = &'a UpdateEvent>) {
-        let mut buf = Vec::new();
-        encode_update(&self.me, events, &mut buf);
-        self.out.push((self.topics.update.clone(), buf.into()));
+    fn publish_events<'a>(&mut self, events: impl IntoIterator<Item = &'a UpdateEvent>) {
+        for m in encode_updates(&self.me, events) {
+            self.out.push((self.topics.update.clone(), m));
+        }
     }
 
     /// Publishes `i`, telling where this node serves clients.
@@ -909,6 +938,20 @@ impl Core {
 }
 
 /// A node set for logs: `n1:[1,4) n2:7`.
+/// `set` without the nodes whose ticks `sender` cannot know
+/// ([`State::believable_tick`]).
+fn believable(st: &State, mut set: NodeSet, sender: &str) -> NodeSet {
+    set.0.retain(|n, r| {
+        let top = r.ranges().last().map_or(0, |(_, b)| b - 1);
+        let ok = st.believable_tick(n, top, sender);
+        if !ok {
+            tracing::warn!(node = %sender, about = %n, tick = top, "ignoring impossible ticks");
+        }
+        ok
+    });
+    set
+}
+
 fn fmt_set(s: &NodeSet) -> String {
     let mut out = String::new();
     for (n, r) in &s.0 {
@@ -942,8 +985,9 @@ fn ping_value(st: &State) -> PingValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::NodeInfo;
+    use crate::state::{NodeInfo, MAX_TICK_LEAP};
     use distkv_log::LogLimits;
+    use distkv_model::Chain;
     use rand::RngCore;
 
     /// Garbage and hostile-but-decodable messages on every topic are
@@ -1109,5 +1153,44 @@ mod tests {
             Some(Value::uint(3)),
             "a got its lost change back"
         );
+    }
+
+    /// Forged events and ticks from the bus — a broadcast, a repair answer,
+    /// an info message — never raise this node's counter, and its writes go
+    /// on.
+    #[test]
+    fn forged_ticks_from_the_bus_are_ignored() {
+        let (mut victim, mut core) = ready("victim");
+        core.start(&mut victim, 0);
+        victim
+            .local_change(&[Value::str("a")], Some(Value::uint(1)))
+            .expect("a change");
+        let topics = core.topics().clone();
+        let forged = 1u64 << 62;
+        let ev = |tick| UpdateEvent {
+            path: distkv_model::Path::new(vec![Value::str("b")]),
+            chain: Chain::single(NodeName::from("victim"), tick),
+            value: Some(Value::uint(9)),
+            tock: 5,
+        };
+        // A broadcast or a repair answer (both are update messages).
+        let u = Update {
+            node: "evil".into(),
+            events: vec![ev(forged), ev(2 + MAX_TICK_LEAP)],
+        };
+        core.receive(&mut victim, 1, &topics.update, &u.encode());
+        // Ticks and known/deleted ranges in an info message.
+        let mut i = Info::new("evil".into(), Some(3));
+        i.ticks = vec![("victim".into(), forged)];
+        i.known.insert(&NodeName::from("victim"), forged);
+        i.deleted.insert(&NodeName::from("victim"), forged - 1);
+        core.receive(&mut victim, 2, &topics.info, &i.encode());
+        core.poll(&mut victim, 3);
+        assert_eq!(victim.tick(), Some(1));
+        assert!(victim.entry(&[Value::str("b")]).is_none());
+        let e = victim
+            .local_change(&[Value::str("c")], Some(Value::uint(2)))
+            .expect("writes go on");
+        assert_eq!(e.chain.head().tick, 2);
     }
 }

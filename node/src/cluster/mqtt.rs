@@ -62,7 +62,7 @@ pub const DEFAULT_ROOT: &str = ":distkv";
 
 /// The largest payload the bus carries (clients and embedded broker alike);
 /// cluster messages can be batches of several MiB.
-pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+pub const MAX_PAYLOAD: usize = distkv_model::budget::MAX_MESSAGE_BYTES;
 
 /// Largest MQTT packet: the payload plus room for topic and header.
 const MAX_PACKET: usize = MAX_PAYLOAD + 64 * 1024;

@@ -10,14 +10,23 @@
 //!   — `ticks` is `{name: tick}`, the other sets are NodeSets (§1.4).
 
 use bytes::Bytes;
+use distkv_model::budget::{check_event_size, INTERNAL_LIMITS};
 use distkv_model::codec::{self, Limits};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 
-/// Decoding limits for bus messages: batches can be large.
+/// Decoding limits for bus messages: room for one change within the
+/// budget, wrapped (broadcast batches are cut to fit, see
+/// [`BATCH_BYTES`]); extension types DistKV's clients cannot read are
+/// refused.
 pub const BUS_LIMITS: Limits = Limits {
-    max_frame: 64 << 20,
-    max_depth: 64,
+    foreign_ext: false,
+    ..INTERNAL_LIMITS
 };
+
+/// A broadcast batch is closed once its events take this many bytes (a
+/// single event may take up to
+/// [`distkv_model::budget::MAX_EVENT_BYTES`]).
+pub const BATCH_BYTES: usize = 4 << 20;
 
 /// A batch of changes.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,14 +91,51 @@ impl Update {
             .ok_or_else(|| bad("no events"))?;
         let events = list
             .iter()
-            .map(UpdateEvent::from_value)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&e.to_string()))?;
+            .map(|e| {
+                check_event_size(codec::encoded_len(e)).map_err(|e| bad(&e.to_string()))?;
+                UpdateEvent::from_value(e).map_err(|e| bad(&e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Update { node, events })
     }
 }
 
-/// Encodes an update message from borrowed events.
+/// Encodes `events` as update messages from `node`, each closed once its
+/// events take [`BATCH_BYTES`] (an event within the budget always fits a
+/// message of its own).
+pub fn encode_updates<'a>(
+    node: &str,
+    events: impl IntoIterator<Item = &'a UpdateEvent>,
+) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    let mut n = 0;
+    let mut close = |body: &mut Vec<u8>, n: usize| {
+        let mut buf = Vec::with_capacity(body.len() + node.len() + 16);
+        codec::write_map_len(&mut buf, 2);
+        codec::write_str(&mut buf, "node");
+        codec::write_str(&mut buf, node);
+        codec::write_str(&mut buf, "ev");
+        codec::write_array_len(&mut buf, n);
+        buf.extend_from_slice(body);
+        body.clear();
+        out.push(Bytes::from(buf));
+    };
+    for e in events {
+        e.encode_full(&mut body);
+        n += 1;
+        if body.len() >= BATCH_BYTES {
+            close(&mut body, n);
+            n = 0;
+        }
+    }
+    if n > 0 {
+        close(&mut body, n);
+    }
+    out
+}
+
+/// Encodes one update message from borrowed events.
 pub fn encode_update<'a>(
     node: &str,
     events: impl ExactSizeIterator<Item = &'a UpdateEvent>,

@@ -69,7 +69,7 @@ pub async fn run(
         flush(&*bus, &mut core);
         if now() >= view_at {
             view_at = now() + 200;
-            server.set_cluster_view(core.view(now()));
+            server.set_cluster_view(core.view(now()), core.live_nodes(now()));
         }
         for n in core.take_notices() {
             match n {

@@ -13,7 +13,8 @@
 //! Bad input never takes more than this connection down: a message that is
 //! not a map or lacks `seq` gets an error without `seq` and the connection
 //! stays open; an unknown action gets an error **with** its `seq` (DistKV
-//! closed the connection); bytes that are not msgpack, or a message over
+//! closed the connection), and so does a message holding a msgpack
+//! extension type DistKV's clients cannot read; bytes that are not msgpack, or a message over
 //! the size or nesting limit, get an error and the connection is closed,
 //! since an unframed stream cannot be resynchronised.
 
@@ -172,10 +173,17 @@ impl Conn {
         reader: &mut MsgReader<tokio::net::tcp::OwnedReadHalf>,
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
-        while let Some(msg) = reader.try_next()? {
-            self.dispatch(msg, out);
+        loop {
+            match reader.try_next() {
+                Ok(Some(msg)) => self.dispatch(msg, out),
+                Ok(None) => return Ok(()),
+                Err(WireError::Refused { seq, error }) => {
+                    let e = CmdError::Invalid(error.to_string());
+                    encode_msg(&self.server, error_fields(seq, &e), out);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
     }
 
     /// Sends a batch of replies — under `fsync = always` only once its

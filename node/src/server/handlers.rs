@@ -11,7 +11,7 @@ use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
-use crate::state::{Applied, Entry, StateQuery};
+use crate::state::{Applied, Entry, Reporter, StateQuery};
 
 /// A connection's view of the tree.
 #[derive(Debug, Clone, Default)]
@@ -259,6 +259,11 @@ pub fn update(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
     ev.path = view.resolve(&ev.path, false)?;
     let next = {
         let mut st = server.state();
+        // `update` restores changes of nodes that are gone; it cannot make
+        // (or fake) changes of running nodes, this one included.
+        let live = |n: &str| server.is_live(n);
+        st.vet(&ev.chain, Reporter::Client { live: &live })
+            .map_err(|e| CmdError::Invalid(format!("update refused: {e}")))?;
         match st.apply(ev) {
             Applied::Stored(_) => Some(st.log().next_seq()),
             _ => None,

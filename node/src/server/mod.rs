@@ -93,6 +93,7 @@ impl From<&ServerSettings> for ServerOptions {
             limits: Limits {
                 max_frame: s.max_frame,
                 max_depth: s.max_depth,
+                foreign_ext: false,
             },
             max_connections: s.max_connections,
             log: LogLimits {
@@ -114,6 +115,9 @@ pub struct Server {
     logs: Mutex<Vec<export::LogExport>>,
     bus: OnceLock<(Arc<dyn Bus>, Topics)>,
     cluster_view: Mutex<Option<Value>>,
+    /// The nodes running in the cluster now (heard recently), this one
+    /// included once the cluster protocol runs.
+    live_nodes: Mutex<Vec<distkv_model::NodeName>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -145,6 +149,7 @@ impl Server {
             logs: Mutex::new(Vec::new()),
             bus: OnceLock::new(),
             cluster_view: Mutex::new(None),
+            live_nodes: Mutex::new(Vec::new()),
         })
     }
 
@@ -189,9 +194,16 @@ impl Server {
         self.cluster_view.lock().clone()
     }
 
-    /// Publishes the cluster protocol's view.
-    pub(crate) fn set_cluster_view(&self, v: Value) {
+    /// Publishes the cluster protocol's view and the nodes it hears.
+    pub(crate) fn set_cluster_view(&self, v: Value, live: Vec<distkv_model::NodeName>) {
         *self.cluster_view.lock() = Some(v);
+        *self.live_nodes.lock() = live;
+    }
+
+    /// Whether `node` runs in the cluster now: this node, or one heard
+    /// recently.
+    pub fn is_live(&self, node: &str) -> bool {
+        node == self.name || self.live_nodes.lock().iter().any(|n| &**n == node)
     }
 
     /// Runs a local change: refused while too many changes wait for the

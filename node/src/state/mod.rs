@@ -37,7 +37,7 @@ use distkv_model::chain::{precedes, supersedes, MAX_COUNTER};
 use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
 
 pub use nodes::NodeInfo;
-pub use sync::Answers;
+pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
 pub use tree::{Entry, Map, WalkCursor, WalkOpts};
 
 /// The node's Lamport-like counter. Every read advances it, as in DistKV:

@@ -14,6 +14,56 @@ use distkv_model::{Chain, NodeName, NodeSet, RangeSet, UpdateEvent};
 
 use super::State;
 
+/// How far beyond a node's known tick another may report it. A node's
+/// counter only grows by its own changes, so a bigger leap is forged or
+/// corrupt, and adopting it could exhaust the node's ticks.
+pub const MAX_TICK_LEAP: u64 = 1 << 32;
+
+/// Who reports an event to this node.
+#[derive(Clone, Copy)]
+pub enum Reporter<'a> {
+    /// A client's `update` action. `live` says whether a node is running in
+    /// the cluster now.
+    Client {
+        /// Whether a node is running in the cluster now.
+        live: &'a dyn Fn(&str) -> bool,
+    },
+    /// Another node, by name (it speaks for its own counter).
+    Peer(&'a str),
+}
+
+/// An event with ticks that cannot be true.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Forged {
+    /// It names this node with a tick beyond its own counter.
+    #[error("it names this node's tick {tick}, beyond its own counter {ours}")]
+    OwnTick {
+        /// The tick named.
+        tick: u64,
+        /// This node's tick.
+        ours: u64,
+    },
+    /// A client's change of a running node.
+    #[error(
+        "node {node} is running: its changes come from itself (update restores changes of \
+         nodes that are gone)"
+    )]
+    LiveNode {
+        /// The node.
+        node: NodeName,
+    },
+    /// A tick far beyond the node's known counter.
+    #[error("it names {node}:{tick}, far beyond that node's known tick {known}")]
+    Leap {
+        /// The node.
+        node: NodeName,
+        /// The tick named.
+        tick: u64,
+        /// Its known tick here.
+        known: u64,
+    },
+}
+
 /// What this node can tell others about the ticks they reported missing.
 #[derive(Debug, Default)]
 pub struct Answers {
@@ -26,6 +76,66 @@ pub struct Answers {
 }
 
 impl State {
+    /// Whether the ticks of `chain` are believable coming from `by`
+    /// (before anything of it is applied or learned):
+    /// * no link names this node with a tick beyond its own counter (only
+    ///   a peer may name up to [`MAX_TICK_LEAP`] more: this node may run
+    ///   from an old copy of its files);
+    /// * a client's head link names neither this node nor a running one,
+    ///   and a client's link names a running node only with a tick it has
+    ///   reached;
+    /// * no link names a tick more than [`MAX_TICK_LEAP`] beyond what is
+    ///   known of its node, except a peer speaking for itself.
+    pub fn vet(&self, chain: &Chain, by: Reporter<'_>) -> Result<(), Forged> {
+        chain
+            .links()
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, l)| self.vet_link(&l.node, l.tick, i == 0, by))
+    }
+
+    /// Whether another node (`sender`) may raise `node`'s known tick to
+    /// `tick` (`info.ticks`, `known`, `deleted`): [`State::vet`]'s rules
+    /// for a link that heads no change.
+    pub fn believable_tick(&self, node: &str, tick: u64, sender: &str) -> bool {
+        self.vet_link(node, tick, false, Reporter::Peer(sender))
+            .is_ok()
+    }
+
+    fn vet_link(&self, node: &str, tick: u64, head: bool, by: Reporter<'_>) -> Result<(), Forged> {
+        let known = self.nodes.get(node).and_then(|i| i.tick);
+        let client = matches!(by, Reporter::Client { .. });
+        if node == &*self.me {
+            let Some(ours) = known else {
+                return Ok(()); // not ready: still learning its own tick
+            };
+            let room = if client { 0 } else { MAX_TICK_LEAP };
+            if tick > ours.saturating_add(room) {
+                return Err(Forged::OwnTick { tick, ours });
+            }
+            if client && head {
+                return Err(Forged::LiveNode { node: node.into() });
+            }
+            return Ok(());
+        }
+        let known = known.unwrap_or(0);
+        match by {
+            Reporter::Peer(sender) if node == sender => return Ok(()),
+            Reporter::Client { live } if live(node) && (head || tick > known) => {
+                return Err(Forged::LiveNode { node: node.into() });
+            }
+            _ => {}
+        }
+        if tick > known.saturating_add(MAX_TICK_LEAP) {
+            return Err(Forged::Leap {
+                node: node.into(),
+                tick,
+                known,
+            });
+        }
+        Ok(())
+    }
+
     /// Raises `node`'s highest tick to at least `tick` (a ping, `info.ticks`).
     pub fn saw_node_tick(&mut self, node: &str, tick: u64) {
         let name: NodeName = Arc::from(node);

@@ -526,3 +526,75 @@ fn answers_to_a_huge_missing_report_cover_only_what_is_known_here() {
     );
     assert!(a.has_reported(), "the ticks nobody knows stay reported");
 }
+
+fn chain(links: &[(&str, u64)]) -> Chain {
+    Chain::from_links(
+        links
+            .iter()
+            .map(|(n, t)| distkv_model::Link {
+                node: Arc::from(*n),
+                tick: *t,
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// Forged ticks are refused whoever reports them; nothing outside can
+/// raise this node's counter towards exhaustion.
+#[test]
+fn impossible_ticks_are_refused_by_reporter() {
+    let mut s = state("me");
+    for i in 0..10 {
+        set(&mut s, &path!["k", i], i);
+    }
+    s.saw_node_tick("peer", 100);
+    s.saw_node_tick("gone", 50);
+    let live = |n: &str| n == "me" || n == "peer";
+    let client = Reporter::Client { live: &live };
+    let forged = 1u64 << 62;
+    // Clients: never this node or a running node at the head; never a tick
+    // beyond this node's counter or a running node's known tick anywhere;
+    // never a leap.
+    for (c, want) in [
+        (chain(&[("me", 5)]), Some("running")),
+        (
+            chain(&[("gone", 51), ("me", forged)]),
+            Some("beyond its own counter"),
+        ),
+        (
+            chain(&[("gone", 51), ("me", 11)]),
+            Some("beyond its own counter"),
+        ),
+        (chain(&[("peer", 90)]), Some("running")),
+        (chain(&[("gone", 51), ("peer", 101)]), Some("running")),
+        (chain(&[("gone", 51 + MAX_TICK_LEAP)]), Some("far beyond")),
+        (chain(&[("new", forged)]), Some("far beyond")),
+        (chain(&[("gone", 51), ("peer", 90), ("me", 3)]), None),
+        (chain(&[("new", 7)]), None),
+    ] {
+        let got = s.vet(&c, client).err().map(|e| e.to_string());
+        match (want, &got) {
+            (None, None) => {}
+            (Some(w), Some(g)) if g.contains(w) => {}
+            _ => panic!("{c:?}: expected {want:?}, got {got:?}"),
+        }
+    }
+    // Peers speak for themselves, and may name this node a little ahead
+    // (it may run from an old copy of its files), never far.
+    let peer = Reporter::Peer("peer");
+    assert!(s.vet(&chain(&[("peer", forged)]), peer).is_ok());
+    assert!(s.vet(&chain(&[("me", 10 + MAX_TICK_LEAP)]), peer).is_ok());
+    assert!(s.vet(&chain(&[("me", 11 + MAX_TICK_LEAP)]), peer).is_err());
+    assert!(s.vet(&chain(&[("gone", forged)]), peer).is_err());
+    assert!(s.vet(&chain(&[("gone", 60)]), peer).is_ok());
+    assert!(!s.believable_tick("me", forged, "peer"));
+    assert!(s.believable_tick("peer", forged, "peer"));
+    // A node that is not ready learns its own tick from others.
+    let joining = State::new("me", LogLimits::default());
+    assert!(joining.vet(&chain(&[("me", 1 << 40)]), peer).is_ok());
+    // After all that, this node's counter is untouched.
+    assert_eq!(s.tick(), Some(10));
+    set(&mut s, &path!["after"], 1);
+    assert_eq!(s.tick(), Some(11));
+}
