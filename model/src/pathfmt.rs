@@ -439,7 +439,11 @@ pub fn eval(text: &str) -> Result<Value, PathSyntaxError> {
 
 fn eval_expr(text: &str) -> Result<Value, String> {
     let toks = lex(text.trim())?;
-    let mut p = ExprParser { toks, pos: 0 };
+    let mut p = ExprParser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let v = p.expr_list()?;
     if let Some(t) = p.toks.get(p.pos) {
         return Err(format!("unexpected {t:?}"));
@@ -691,7 +695,13 @@ fn lex_string(c: &[char], bytes: bool) -> Result<(Vec<char>, usize), String> {
 struct ExprParser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Nesting of parentheses and operators being parsed (recursion).
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses and unary or power operators in an
+/// expression: the parser recurses, and must not run out of stack.
+const MAX_EXPR_DEPTH: usize = crate::budget::MAX_NESTING;
 
 impl ExprParser {
     fn peek_op(&self) -> Option<&'static str> {
@@ -754,6 +764,18 @@ impl ExprParser {
     }
 
     fn factor(&mut self) -> Result<Ev, String> {
+        if self.depth >= MAX_EXPR_DEPTH {
+            return Err(format!(
+                "expression nests deeper than {MAX_EXPR_DEPTH} levels"
+            ));
+        }
+        self.depth += 1;
+        let v = self.unary();
+        self.depth -= 1;
+        v
+    }
+
+    fn unary(&mut self) -> Result<Ev, String> {
         if let Some(op @ ("+" | "-")) = self.peek_op() {
             self.pos += 1;
             let v = self.factor()?;
@@ -1535,6 +1557,20 @@ mod tests {
                 parse(input)
             );
         }
+    }
+
+    #[test]
+    fn deeply_nested_expressions_are_an_error_not_a_stack_overflow() {
+        for text in [
+            format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("{}1", "-".repeat(100_000)),
+            format!("2{}", "**2".repeat(100_000)),
+        ] {
+            let e = eval(&text).expect_err("too deep");
+            assert!(e.reason.contains("nests deeper"), "{}", e.reason);
+        }
+        let ok = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+        assert_eq!(eval(&ok).map_err(|e| e.reason), Ok(Value::Int(1)));
     }
 
     #[test]
