@@ -2,11 +2,12 @@
 //! thread that keeps the files up to date.
 //!
 //! Layout of a data directory:
+//! * `lock` — held by the node running on it ([`super::lock`]),
 //! * `meta` — identity and tick reservation ([`super::meta`]),
 //! * `log/` — event-log segments (`distkv_log`),
 //! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
 //!
-//! **Recovery** opens the log (cutting a torn tail off the newest segment),
+//! **Recovery** locks the directory first, then opens the log (cutting a torn tail off the newest segment),
 //! loads the newest snapshot that reads cleanly, replays every log record
 //! after it through the same [`State::apply`] as at run time, and resumes the
 //! node's own tick above its durable reservation, so a crashed node never
@@ -36,6 +37,7 @@ use distkv_model::NodeSet;
 use distkv_snapshot::SnapshotError;
 use tokio::sync::watch;
 
+use super::lock::{DirLock, Holder};
 use super::meta::{Meta, MetaError, TICK_BLOCK};
 use super::snap;
 use crate::state::{Applied, State, StateError};
@@ -138,6 +140,14 @@ pub enum PersistError {
     /// Snapshots.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// Another process holds the data directory: start nothing on it.
+    #[error("data directory {dir} is in use by {holder}")]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// Who holds it.
+        holder: Holder,
+    },
     /// Other file-system trouble.
     #[error("{file}: {source}")]
     Io {
@@ -174,6 +184,7 @@ pub struct Recovered {
     writer: LogWriter,
     meta: Meta,
     config: DurableConfig,
+    lock: DirLock,
 }
 
 fn io(file: &FsPath) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
@@ -235,15 +246,19 @@ pub fn snapshot_name(seq: Seq) -> String {
     format!("{seq:020}.dkvsnap")
 }
 
-/// Opens (or creates) the data directory of node `me` and rebuilds its
-/// state.
+/// Opens (or creates) the data directory of node `me`, locks it (see
+/// [`super::lock`]; another process holding it fails this with
+/// [`PersistError::Locked`] before anything is read or written) and
+/// rebuilds its state.
 pub fn recover(
     me: &str,
     config: DurableConfig,
     limits: LogLimits,
     now_ms: u64,
 ) -> Result<Recovered, PersistError> {
-    for d in [config.dir.clone(), config.log_dir(), config.snap_dir()] {
+    std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+    let lock = DirLock::exclusive(&config.dir)?;
+    for d in [config.log_dir(), config.snap_dir()] {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     let mut meta = Meta::open(&config.dir, me)?;
@@ -316,6 +331,7 @@ pub fn recover(
         writer,
         meta,
         config,
+        lock,
     })
 }
 
@@ -336,6 +352,8 @@ pub struct Durability {
     rotate: AtomicBool,
     /// The writer failed: nothing more reaches the disk.
     failed: AtomicBool,
+    /// The directory's lock, held while anything may still write to it.
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Durability {
@@ -426,6 +444,7 @@ pub fn start<H: StateHost>(
         meta,
         config,
         mem_next,
+        lock,
     } = rec_writer;
     let d = Arc::new(Durability {
         config,
@@ -438,6 +457,7 @@ pub fn start<H: StateHost>(
         stop: AtomicBool::new(false),
         rotate: AtomicBool::new(false),
         failed: AtomicBool::new(false),
+        _lock: lock,
     });
     let d2 = d.clone();
     let h = std::thread::Builder::new()
@@ -472,6 +492,7 @@ pub struct RecoveredWriter {
     meta: Meta,
     config: DurableConfig,
     mem_next: Seq,
+    lock: DirLock,
 }
 
 impl Recovered {
@@ -488,6 +509,7 @@ impl Recovered {
                 meta: self.meta,
                 config: self.config,
                 mem_next,
+                lock: self.lock,
             },
         )
     }
@@ -899,6 +921,34 @@ mod tests {
             crate::persist::load::load_file(&mut seg, &s.path).unwrap();
         }
         assert_eq!(seg.digest(), d1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_before_anything_in_it_changes() {
+        let dir = tempdir("locked");
+        session(&dir, |_| {}, |_, _| {});
+        let first = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).unwrap();
+        let files = |d: &FsPath| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut out = vec![(Meta::file(d), std::fs::read(Meta::file(d)).unwrap())];
+            for s in distkv_log::list_segments(&d.join("log")).unwrap() {
+                out.push((s.path.clone(), std::fs::read(&s.path).unwrap()));
+            }
+            out
+        };
+        let before = files(&dir);
+        let err = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).err();
+        let me = std::process::id();
+        assert!(
+            matches!(
+                err,
+                Some(PersistError::Locked { holder: Holder::Node(Some(pid)), .. }) if pid == me
+            ),
+            "{err:?}"
+        );
+        assert_eq!(files(&dir), before, "the refused recovery wrote nothing");
+        drop(first);
+        recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
 
