@@ -204,6 +204,25 @@ impl RangeSet {
     }
 }
 
+/// `1-5, 7` (`-` for the empty set), for people.
+impl std::fmt::Display for RangeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, (a, b)) in self.ranges().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match b - a {
+                1 => write!(f, "{a}")?,
+                _ => write!(f, "{a}-{}", b - 1)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl FromIterator<u64> for RangeSet {
     fn from_iter<I: IntoIterator<Item = u64>>(it: I) -> RangeSet {
         let mut r = RangeSet::new();
@@ -272,6 +291,13 @@ mod tests {
         ]);
         assert_eq!(v, want);
         assert_eq!(RangeSet::from_value(&v).unwrap(), r);
+    }
+
+    #[test]
+    fn text_form_is_for_people() {
+        let r: RangeSet = [1, 2, 3, 5, 7, 8].into_iter().collect();
+        assert_eq!(r.to_string(), "1-3, 5, 7-8");
+        assert_eq!(RangeSet::new().to_string(), "-");
     }
 
     #[test]
