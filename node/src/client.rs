@@ -1023,9 +1023,12 @@ mod tests {
         within(async {
             let why = "this node is not ready yet";
             let (addr, _server) = fake_server(move |_r, mut w| async move {
-                w.send(&Value::map([("error", Value::str(why)), ("tock", Value::Int(3))]))
-                    .await
-                    .unwrap();
+                w.send(&Value::map([
+                    ("error", Value::str(why)),
+                    ("tock", Value::Int(3)),
+                ]))
+                .await
+                .unwrap();
             })
             .await;
             match Client::connect(addr, ConnectOptions::default()).await {

@@ -35,7 +35,12 @@ fn the_files_of_a_running_node_are_read_with_a_note() -> Result<()> {
 fn no_node_starts_on_a_directory_being_read() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("n1");
-    drop(recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1)?);
+    drop(recover(
+        "n1",
+        DurableConfig::new(&dir),
+        LogLimits::default(),
+        1,
+    )?);
     let segment = dir.join("log");
     let locks = lock_inputs(&[dir.clone(), segment]);
     ensure!(locks.len() == 1, "one lock per directory: {locks:?}");

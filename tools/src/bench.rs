@@ -266,7 +266,11 @@ mod tests {
         let b = bench(&["-H", "old.example.org"]);
         assert_eq!(b.host.as_deref(), Some("old.example.org"), "-H still works");
         let b = bench(&[]);
-        assert_eq!((b.host, b.port), (None, None), "defaults come from the config");
+        assert_eq!(
+            (b.host, b.port),
+            (None, None),
+            "defaults come from the config"
+        );
         assert_eq!(b.prefix.to_string(), "bench");
     }
 }

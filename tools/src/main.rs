@@ -223,8 +223,11 @@ mod tests {
             }
         }
         let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
-        let e = anyhow::Error::new(Listen { addr: "h:1", source: io })
-            .context("cannot start the bus");
+        let e = anyhow::Error::new(Listen {
+            addr: "h:1",
+            source: io,
+        })
+        .context("cannot start the bus");
         assert_eq!(
             error_text(&e),
             "cannot start the bus: cannot listen on h:1: Address already in use"

@@ -172,7 +172,12 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     };
     let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
     let prepared = async {
-        prepare(&server, &args, init, cluster.peers.is_empty() && cluster.mqtt.is_none())?;
+        prepare(
+            &server,
+            &args,
+            init,
+            cluster.peers.is_empty() && cluster.mqtt.is_none(),
+        )?;
         start_bus(&args.name, &cluster, &settings.host, &host, bus_listener).await
     };
     let bus = match prepared.await {

@@ -209,7 +209,11 @@ fn errors_exit_non_zero() {
         2,
         "error: invalid expression \"12x3\": ",
     );
-    n.fails("internal kill n9", 1, "ServerError: KeyError('unknown node n9')\n");
+    n.fails(
+        "internal kill n9",
+        1,
+        "ServerError: KeyError('unknown node n9')\n",
+    );
     n.fails("data a..b get", 2, "error: ");
     n.fails("data x frob", 2, "error: ");
     n.ok("data x get", "1\n");

@@ -124,14 +124,16 @@ impl DirLock {
 /// directory two levels up at most (`DIR/log`, `DIR/log/SEGMENT`,
 /// `DIR/snap/SNAPSHOT`), recognised by its `meta` file.
 pub fn data_dir_of(path: &FsPath) -> Option<PathBuf> {
-    let dir = if path.is_dir() {
-        path
-    } else {
-        path.parent()?
-    };
+    let dir = if path.is_dir() { path } else { path.parent()? };
     dir.ancestors()
         .take(2)
-        .map(|d| if d.as_os_str().is_empty() { FsPath::new(".") } else { d })
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                FsPath::new(".")
+            } else {
+                d
+            }
+        })
         .find(|d| super::meta::Meta::file(d).is_file())
         .map(FsPath::to_path_buf)
 }
@@ -242,7 +244,10 @@ mod tests {
         for p in [d.clone(), d.join("log"), d.join("log/1.dkvlog")] {
             assert_eq!(data_dir_of(&p), Some(d.clone()), "{}", p.display());
         }
-        assert_eq!(data_dir_of(&std::env::temp_dir().join("nothing-here")), None);
+        assert_eq!(
+            data_dir_of(&std::env::temp_dir().join("nothing-here")),
+            None
+        );
         std::fs::remove_dir_all(&d).ok();
     }
 }
