@@ -102,7 +102,7 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit();
     let mut settings = cfg.server()?;
     if let Some(b) = &args.bind {
-        settings.host.clone_from(b);
+        settings.host = b.clone();
     }
     if let Some(p) = args.port {
         settings.port = p;
@@ -118,10 +118,10 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     }
     cluster.peers.extend(args.peers.iter().cloned());
     if args.mqtt.is_some() {
-        cluster.mqtt.clone_from(&args.mqtt);
+        cluster.mqtt = args.mqtt.clone();
     }
     if args.advertise.is_some() {
-        cluster.advertise.clone_from(&args.advertise);
+        cluster.advertise = args.advertise.clone();
     }
     let config = cluster_config(&cluster)?;
     let init = match args.init.as_deref() {
@@ -159,13 +159,13 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         None => (Server::new(&args.name, opts), None),
         Some(dir) => match open_data_dir(&args.name, &dir, &settings, opts) {
             Ok((server, writer)) => (server, Some(writer)),
+            // A locked directory belongs to the process holding it, even
+            // if this start created it an instant earlier.
+            Err(e) if matches!(e.downcast_ref(), Some(PersistError::Locked { .. })) => {
+                anyhow::bail!("{e}: stop it first, or give this node its own --data-dir")
+            }
             Err(e) => {
-                // A locked directory belongs to the process holding it,
-                // even if this start created it an instant earlier.
-                let locked = matches!(e.downcast_ref(), Some(PersistError::Locked { .. }));
-                if !locked {
-                    remove_created(created.as_deref());
-                }
+                remove_created(created.as_deref());
                 return Err(e);
             }
         },
@@ -278,10 +278,8 @@ fn open_data_dir(
         durable::recover(name, config, opts.log, server::now_ms())
     }) {
         Ok(rec) => rec,
-        Err(e @ PersistError::Locked { .. }) => {
-            return Err(anyhow::Error::new(e)
-                .context("stop it first, or give this node its own --data-dir"))
-        }
+        // The message names the directory.
+        Err(e @ PersistError::Locked { .. }) => return Err(e.into()),
         Err(e) => {
             return Err(
                 anyhow::Error::new(e).context(format!("cannot recover from {}", dir.display()))

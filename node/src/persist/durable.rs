@@ -7,11 +7,11 @@
 //! * `log/` — event-log segments (`distkv_log`),
 //! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
 //!
-//! **Recovery** locks the directory first, then opens the log (cutting a torn tail off the newest segment),
-//! loads the newest snapshot that reads cleanly, replays every log record
-//! after it through the same [`State::apply`] as at run time, and resumes the
-//! node's own tick above its durable reservation, so a crashed node never
-//! reuses a tick.
+//! **Recovery** locks the directory, opens the log (cutting a torn tail off
+//! the newest segment), loads the newest snapshot that reads cleanly,
+//! replays every log record after it through the same [`State::apply`] as
+//! at run time, and resumes the node's own tick above its durable
+//! reservation, so a crashed node never reuses a tick.
 //!
 //! **At run time** the writer thread follows the in-memory event log (which
 //! keeps every record the writer has not taken yet: it is pinned), appends
