@@ -72,18 +72,25 @@ fn tour(readme: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-/// The ports the tour uses, each mapped to a free port.
+/// The ports the tour uses (the defaults, and every 27xxx in a command),
+/// each mapped to a distinct free port.
 fn port_map(steps: &[Step]) -> Result<BTreeMap<String, u16>> {
+    let named = steps
+        .iter()
+        .flat_map(|s| s.command.split(|c: char| !c.is_ascii_digit()))
+        .filter(|w| w.len() == 5 && w.starts_with("27"));
     let mut map = BTreeMap::new();
-    for p in ["27586", "27587"] {
-        map.insert(p.to_string(), free_port()?);
-    }
-    for s in steps {
-        for word in s.command.split(|c: char| !c.is_ascii_digit()) {
-            if word.len() == 5 && word.starts_with("27") && !map.contains_key(word) {
-                map.insert(word.to_string(), free_port()?);
-            }
+    for port in ["27586", "27587"].into_iter().chain(named) {
+        if map.contains_key(port) {
+            continue;
         }
+        let free = loop {
+            let p = free_port()?;
+            if !map.values().any(|&q| q == p) {
+                break p;
+            }
+        };
+        map.insert(port.to_string(), free);
     }
     Ok(map)
 }
@@ -228,7 +235,7 @@ impl Drop for Shell {
 
 /// Waits until a node greets on `port`.
 async fn until_serving(port: u16, err_file: &Path) -> Result<()> {
-    let deadline = Instant::now() + STEP_DEADLINE;
+    let deadline = Instant::now() + process::START_DEADLINE;
     let opts = ConnectOptions {
         timeout: Duration::from_secs(5),
         ..ConnectOptions::default()
@@ -313,7 +320,7 @@ async fn the_readme_tour_runs_as_written() -> Result<()> {
     for (i, step) in steps.iter().enumerate() {
         let command = localize(&step.command, &ports, &tmp);
         let (stdout, stderr) = (out.join(format!("{i}.out")), out.join(format!("{i}.err")));
-        let redirect = format!(">{} 2>{}", stdout.display(), stderr.display());
+        let redirect = format!(">'{}' 2>'{}'", stdout.display(), stderr.display());
         let show = |what: &str| {
             format!(
                 "step {i}: {} ({command}): {what}\n--- stdout\n{}--- stderr\n{}",
