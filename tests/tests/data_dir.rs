@@ -29,7 +29,7 @@ fn tempdir(name: &str) -> Result<tempfile::TempDir> {
 
 /// Runs `distkv -c /dev/null server ARGS…` to its exit, which must come
 /// within the start deadline and be a failure; returns its stderr.
-fn failed_start(args: &[&str], log: &Path) -> Result<String> {
+async fn failed_start(args: &[&str], log: &Path) -> Result<String> {
     let mut child = Command::new(distkv_bin()?)
         .args(["-c", "/dev/null", "server", "--bind", "127.0.0.1"])
         .args(args)
@@ -48,7 +48,7 @@ fn failed_start(args: &[&str], log: &Path) -> Result<String> {
             let _ = child.wait();
             bail!("still running: {args:?}\n{}", tail(log, 8 << 10));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let stderr = std::fs::read_to_string(log)?;
     ensure!(!status.success(), "{args:?} started:\n{stderr}");
@@ -131,7 +131,8 @@ async fn a_server_on_a_used_port_leaves_its_data_dir_alone() -> Result<()> {
             &bus,
         ],
         &log,
-    )?;
+    )
+    .await?;
     ensure!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{stderr}"
@@ -154,7 +155,8 @@ async fn a_server_on_a_used_port_leaves_its_data_dir_alone() -> Result<()> {
             &live_bus,
         ],
         &log,
-    )?;
+    )
+    .await?;
     ensure!(
         stderr.contains(&format!(
             "cannot listen on 127.0.0.1:{live_bus} (the bus port)"
@@ -190,7 +192,8 @@ async fn a_failed_start_leaves_no_new_data_dir() -> Result<()> {
             "0",
         ],
         &log,
-    )?;
+    )
+    .await?;
     ensure!(stderr.contains("cannot listen on"), "{stderr}");
     ensure!(!fresh.exists(), "{} was created", fresh.display());
 
@@ -213,7 +216,8 @@ async fn a_failed_start_leaves_no_new_data_dir() -> Result<()> {
             bad.to_str().context("path")?,
         ],
         &log,
-    )?;
+    )
+    .await?;
     ensure!(stderr.contains("cannot load"), "{stderr}");
     ensure!(!fresh.exists(), "{} was left behind", fresh.display());
     live.terminate().await
