@@ -785,6 +785,7 @@ pub fn with_reserved_ticks<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::lock::once_unlocked;
     use distkv_model::{path, Value};
 
     struct Host(parking_lot::Mutex<State>);
@@ -813,7 +814,7 @@ mod tests {
     ) -> u128 {
         let mut c = DurableConfig::new(dir);
         cfg(&mut c);
-        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         let (mut state, _, wr) = rec.split();
         state.make_ready();
         let host = Arc::new(Host(parking_lot::Mutex::new(state)));
@@ -892,7 +893,7 @@ mod tests {
             "old segments retired: {segs:?}"
         );
         let c = DurableConfig::new(&dir);
-        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         assert!(rec.info.snapshot.is_some());
         assert_eq!(rec.state.digest(), d1);
         std::fs::remove_dir_all(&dir).ok();
@@ -928,7 +929,8 @@ mod tests {
     fn a_locked_directory_is_refused_before_anything_in_it_changes() {
         let dir = tempdir("locked");
         session(&dir, |_| {}, |_, _| {});
-        let first = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).unwrap();
+        let open = || recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1);
+        let first = once_unlocked(open).unwrap();
         let files = |d: &FsPath| -> Vec<(PathBuf, Vec<u8>)> {
             let mut out = vec![(Meta::file(d), std::fs::read(Meta::file(d)).unwrap())];
             for s in distkv_log::list_segments(&d.join("log")).unwrap() {
@@ -937,7 +939,7 @@ mod tests {
             out
         };
         let before = files(&dir);
-        let err = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).err();
+        let err = open().err();
         let me = std::process::id();
         assert!(
             matches!(
@@ -948,7 +950,7 @@ mod tests {
         );
         assert_eq!(files(&dir), before, "the refused recovery wrote nothing");
         drop(first);
-        recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).unwrap();
+        once_unlocked(open).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -956,7 +958,9 @@ mod tests {
     fn a_directory_of_another_node_is_refused() {
         let dir = tempdir("owner");
         session(&dir, |_| {}, |_, _| {});
-        let err = recover("n2", DurableConfig::new(&dir), LogLimits::default(), 1).err();
+        let err =
+            once_unlocked(|| recover("n2", DurableConfig::new(&dir), LogLimits::default(), 1))
+                .err();
         assert!(matches!(
             err,
             Some(PersistError::Meta(MetaError::WrongNode { .. }))
