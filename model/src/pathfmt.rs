@@ -46,6 +46,17 @@ pub struct PathSyntaxError {
     pub reason: String,
 }
 
+/// An expression (a `-e` value on the command line) that cannot be
+/// evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid expression {input:?}: {reason}")]
+pub struct ExprError {
+    /// The text that was evaluated.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 // ---------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------
@@ -430,8 +441,8 @@ enum Tok {
 
 /// Evaluates a restricted Python expression (literals, tuples, arithmetic;
 /// no names or calls), as DistKV's command line does for `-e` values.
-pub fn eval(text: &str) -> Result<Value, PathSyntaxError> {
-    eval_expr(text).map_err(|reason| PathSyntaxError {
+pub fn eval(text: &str) -> Result<Value, ExprError> {
+    eval_expr(text).map_err(|reason| ExprError {
         input: text.to_string(),
         reason,
     })
@@ -1689,6 +1700,17 @@ mod tests {
             .reason
             .contains("unsupported character"));
         assert!(parse(":mfoo.a").unwrap_err().reason.contains("marks"));
+    }
+
+    #[test]
+    fn a_bad_expression_is_called_an_expression() {
+        assert_eq!(eval("12*3"), Ok(i(36)));
+        let e = eval("12x3").unwrap_err();
+        assert_eq!(e.input, "12x3");
+        assert!(
+            e.to_string().starts_with("invalid expression \"12x3\": "),
+            "{e}"
+        );
     }
 
     #[test]

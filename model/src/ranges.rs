@@ -279,12 +279,6 @@ impl NodeSet {
 mod tests {
     use super::*;
 
-    #[test]
-    fn display_shows_inclusive_ranges() {
-        let r: RangeSet = [1, 2, 3, 5, 7, 8].into_iter().collect();
-        assert_eq!(r.to_string(), "1-3, 5, 7-8");
-        assert_eq!(RangeSet::new().to_string(), "-");
-    }
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -299,6 +293,13 @@ mod tests {
         ]);
         assert_eq!(v, want);
         assert_eq!(RangeSet::from_value(&v).unwrap(), r);
+    }
+
+    #[test]
+    fn text_form_is_for_people() {
+        let r: RangeSet = [1, 2, 3, 5, 7, 8].into_iter().collect();
+        assert_eq!(r.to_string(), "1-3, 5, 7-8");
+        assert_eq!(RangeSet::new().to_string(), "-");
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum ClientError {
     /// The server refused the request; the text is its error message.
     #[error("server error: {0}")]
     Server(String),
+    /// The server refused the connection instead of greeting (e.g. a node
+    /// still fetching the cluster's data); the text says why: retry later.
+    #[error("{0}")]
+    Refused(String),
     /// The peer broke the protocol (bad greeting, stream where a single reply
     /// belongs, …): give up on this connection or this request.
     #[error("protocol error: {0}")]
@@ -115,6 +119,11 @@ pub struct Greeting {
 
 impl Greeting {
     fn parse(raw: Value) -> Result<Greeting, ClientError> {
+        if raw.get("seq").is_none() {
+            if let Some(why) = raw.get("error").and_then(Value::as_str) {
+                return Err(ClientError::Refused(why.to_string()));
+            }
+        }
         if raw.as_map().is_none() || raw.get("seq").and_then(Value::as_u64) != Some(0) {
             return Err(ClientError::Protocol(format!(
                 "expected a greeting with seq 0, got {raw}"
@@ -1008,6 +1017,27 @@ mod tests {
         let hello = r.next().await.unwrap().unwrap();
         assert_eq!(int(&hello, "seq"), 0);
         int(&hello, "qlen")
+    }
+
+    #[tokio::test]
+    async fn a_refusal_instead_of_a_greeting_says_why() {
+        within(async {
+            let why = "this node is not ready yet";
+            let (addr, _server) = fake_server(move |_r, mut w| async move {
+                w.send(&Value::map([
+                    ("error", Value::str(why)),
+                    ("tock", Value::Int(3)),
+                ]))
+                .await
+                .unwrap();
+            })
+            .await;
+            match Client::connect(addr, ConnectOptions::default()).await {
+                Err(ClientError::Refused(t)) => assert_eq!(t, why),
+                other => panic!("{:?}", other.map(|c| c.greeting().raw.clone())),
+            }
+        })
+        .await;
     }
 
     #[tokio::test]

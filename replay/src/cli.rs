@@ -2,7 +2,11 @@
 //!
 //! Exit status: 0 = fine, 1 = differences or damage found, 2 = usage or
 //! I/O error. Reports go to stdout in the `--format` chosen; progress bars
-//! go to stderr (terminals only, never with `--quiet`).
+//! go to stderr (terminals only, never with `--quiet`), and so do notes.
+//!
+//! Data directories given are locked shared while they are read (a node
+//! cannot start on them meanwhile); one that a node runs on is read anyway,
+//! with a note.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -10,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use distkv_model::Path as KvPath;
+use distkv_node::persist::lock::{data_dir_of, DirLock, ReadAccess};
 
 use crate::engine::Target;
 use crate::error::{Error, Result};
@@ -148,8 +153,57 @@ fn status(findings: bool) -> Status {
     }
 }
 
+impl Command {
+    /// The input paths on the command line (a `diff` side that is no
+    /// existing path is a live node).
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        match self {
+            Command::Dump(a) => a.files.clone(),
+            Command::Audit(a) => a.paths.clone(),
+            Command::Restore(a) => a.paths.clone(),
+            Command::History(a) => a.paths.clone(),
+            Command::Diff(a) => [&a.a, &a.b]
+                .into_iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists())
+                .collect(),
+        }
+    }
+}
+
+/// Takes a shared lock on every data directory among (or holding)
+/// `paths`, so that no node starts on one while it is read; returns the
+/// locks to hold. A directory a node runs on is read all the same (that
+/// is harmless: see `distkv_node::persist::lock`), and a note on stderr
+/// says so.
+pub fn lock_inputs(paths: &[PathBuf]) -> Vec<DirLock> {
+    let mut dirs: Vec<PathBuf> = paths.iter().filter_map(|p| data_dir_of(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut held = Vec::new();
+    for dir in dirs {
+        match DirLock::shared(&dir) {
+            Ok(ReadAccess::Shared(lock)) => held.push(lock),
+            Ok(ReadAccess::Unlocked) => {}
+            Ok(ReadAccess::NodeRunning(pid)) => {
+                let pid = pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
+                eprintln!(
+                    "note: {}: node is running ({pid}); reading its files read-only",
+                    dir.display()
+                );
+            }
+            Err(e) => eprintln!(
+                "note: {}: cannot take the shared lock ({e}); reading its files read-only",
+                dir.display()
+            ),
+        }
+    }
+    held
+}
+
 /// Runs a parsed command line, writing the report to `w`.
 pub fn run(cli: Cli, w: impl Write) -> Result<Status> {
+    let _locks = lock_inputs(&cli.command.inputs());
     let mut out = Out::new(cli.format, w);
     let quiet = cli.quiet;
     let st = match cli.command {

@@ -123,6 +123,11 @@ async fn a_node_is_dropped_only_once_it_heads_no_entry() -> Result<()> {
     .await?;
     drop(n1); // k1 leaves
 
+    let unknown = vec![("node", Value::str("k9"))];
+    match c2.request("kill_node", unknown).await {
+        Err(ClientError::Server(e)) => ensure!(e.contains("unknown node k9"), "{e}"),
+        other => bail!("kill_node of a node nobody knows: {other:?}"),
+    }
     let kill = || vec![("node", Value::str("k1"))];
     match c2.request("kill_node", kill()).await {
         Err(ClientError::Server(e)) => ensure!(e.contains("heads"), "{e}"),

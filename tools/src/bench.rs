@@ -3,27 +3,38 @@
 //! Like `redis-benchmark`: `-c` connections each keep `-P` requests in
 //! flight (written in one batch, then all replies read), for `-n` requests
 //! in total, and the tool prints requests per second and latency
-//! percentiles of each batch. Keys are `bench.<n>` over a key space of
-//! `-r` keys, chosen by a seeded RNG so runs are repeatable.
+//! percentiles of each batch. Keys are `PREFIX.<n>` (`bench.<n>` by
+//! default) over a key space of `-r` keys, chosen by a seeded RNG so runs
+//! are repeatable. The `set` test writes them into the node's tree, and so
+//! into the cluster and its history, like any client would: the tool says
+//! so before it starts.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use distkv_model::{codec, Path, Value};
+use distkv_node::config::Config;
 use distkv_node::wire::MsgReader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Load-test a running node with pipelined requests on many connections.
+use crate::client::{parse_path, LongHelp};
+
+/// Load-test a running node with pipelined requests on many connections
+/// (the help text is on `Command::Bench`).
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
 pub struct BenchArgs {
-    /// Node host.
-    #[arg(short = 'H', long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Node port.
-    #[arg(short, long, default_value_t = 27586)]
-    pub port: u16,
+    /// Host to use. Default: `connect.host` (localhost), as for `client`.
+    #[arg(short = 'h', long, value_name = "HOST", short_alias = 'H')]
+    pub host: Option<String>,
+    /// Port to use. Default: `connect.port` (27586).
+    #[arg(short, long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Where the keys go (DistKV path syntax).
+    #[arg(long, value_name = "PATH", value_parser = parse_path, default_value = "bench")]
+    pub prefix: Path,
     /// Connections.
     #[arg(short, long, default_value_t = 50)]
     pub clients: usize,
@@ -45,6 +56,8 @@ pub struct BenchArgs {
     /// RNG seed for key choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    help: LongHelp,
 }
 
 /// A request kind to benchmark.
@@ -68,23 +81,46 @@ impl Rng {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Where the load goes.
+struct Target {
+    host: String,
+    port: u16,
+    prefix: Path,
+}
+
+pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
     if args.clients == 0 || args.pipeline == 0 {
         bail!("--clients and --pipeline must be at least 1");
     }
+    let settings = cfg.connect()?;
+    let target = Target {
+        host: args.host.clone().unwrap_or(settings.host),
+        port: args.port.unwrap_or(settings.port),
+        prefix: args.prefix.clone(),
+    };
+    if args.tests.contains(&Test::Set) {
+        eprintln!(
+            "writing up to {} keys below {} on {}:{} (--prefix chooses where)",
+            args.keyspace.min(args.requests as u64),
+            target.prefix,
+            target.host,
+            target.port
+        );
+    }
     for &test in &args.tests {
-        run_test(&args, test).await?;
+        run_test(&args, &target, test).await?;
     }
     Ok(())
 }
 
-async fn run_test(args: &BenchArgs, test: Test) -> anyhow::Result<()> {
+async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Result<()> {
     let per_conn = args.requests / args.clients;
     let value = Value::str(&"x".repeat(args.data_size));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let addr = (args.host.clone(), args.port);
+        let addr = (target.host.clone(), target.port);
+        let prefix = target.prefix.clone();
         let value = value.clone();
         let (pipeline, keyspace) = (args.pipeline, args.keyspace);
         let seed = args
@@ -93,7 +129,16 @@ async fn run_test(args: &BenchArgs, test: Test) -> anyhow::Result<()> {
             .wrapping_add(c as u64)
             | 1;
         tasks.push(tokio::spawn(async move {
-            conn_load(addr, test, per_conn, pipeline, keyspace, value, seed).await
+            let load = Load {
+                test,
+                count: per_conn,
+                pipeline,
+                keyspace,
+                prefix,
+                value,
+                seed,
+            };
+            conn_load(addr, load).await
         }));
     }
     let mut lat = Vec::new();
@@ -119,22 +164,37 @@ async fn run_test(args: &BenchArgs, test: Test) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn conn_load(
-    addr: (String, u16),
+/// What one connection sends.
+struct Load {
     test: Test,
     count: usize,
     pipeline: usize,
     keyspace: u64,
+    prefix: Path,
     value: Value,
     seed: u64,
-) -> anyhow::Result<Vec<Duration>> {
+}
+
+async fn conn_load(addr: (String, u16), load: Load) -> anyhow::Result<Vec<Duration>> {
+    let Load {
+        test,
+        count,
+        pipeline,
+        keyspace,
+        prefix,
+        value,
+        seed,
+    } = load;
     let sock = TcpStream::connect((addr.0.as_str(), addr.1))
         .await
         .with_context(|| format!("cannot connect to {}:{}", addr.0, addr.1))?;
     sock.set_nodelay(true)?;
     let (rd, mut wr) = sock.into_split();
     let mut reader = MsgReader::new(rd);
-    reader.next().await?.context("no greeting")?;
+    let greeting = reader.next().await?.context("no greeting")?;
+    if let Some(why) = greeting.get("error").and_then(Value::as_str) {
+        bail!("the node at {}:{} refused: {why}", addr.0, addr.1);
+    }
     // No flow control needed: only single replies.
     wr.write_all(&codec::to_vec(&Value::map([
         ("seq", Value::Int(0)),
@@ -151,10 +211,7 @@ async fn conn_load(
         buf.clear();
         for _ in 0..n {
             seq += 1;
-            let key = Path::new(vec![
-                Value::str("bench"),
-                Value::uint(rng.next() % keyspace),
-            ]);
+            let key = prefix.child(Value::uint(rng.next() % keyspace));
             let mut m = vec![
                 (Value::str("seq"), Value::uint(seq)),
                 (
@@ -185,4 +242,35 @@ async fn conn_load(
         done += n;
     }
     Ok(lat)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cli, Command};
+    use clap::Parser;
+
+    fn bench(args: &[&str]) -> super::BenchArgs {
+        let argv = ["distkv", "bench"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Command::Bench(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_and_port_flags_are_the_clients() {
+        let b = bench(&["-h", "example.org", "-p", "1234", "--prefix", "load.test"]);
+        assert_eq!(b.host.as_deref(), Some("example.org"));
+        assert_eq!(b.port, Some(1234));
+        assert_eq!(b.prefix.to_string(), "load.test");
+        let b = bench(&["-H", "old.example.org"]);
+        assert_eq!(b.host.as_deref(), Some("old.example.org"), "-H still works");
+        let b = bench(&[]);
+        assert_eq!(
+            (b.host, b.port),
+            (None, None),
+            "defaults come from the config"
+        );
+        assert_eq!(b.prefix.to_string(), "bench");
+    }
 }

@@ -44,6 +44,10 @@ enum Command {
     /// Run a node.
     Server(server::ServerArgs),
     /// Load-test a running node.
+    ///
+    /// The `set` test writes up to `-r` keys below `--prefix` (`bench.0`,
+    /// `bench.1`, …) into the node's tree, which replicates them and keeps
+    /// them in its history like any other change.
     Bench(bench::BenchArgs),
     /// Talk to a DistKV server.
     Client(client::ClientArgs),
@@ -96,7 +100,7 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| explain_usage_error(e).exit());
     // A server tells what it does (INFO) by default; tools only warn.
     let base = matches!(cli.cmd, Command::Server(_)) as u8;
     init_logging(cli.verbose + base, cli.quiet);
@@ -141,17 +145,53 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.cmd {
             Command::Server(a) => server::run(a, cfg).await,
-            Command::Bench(a) => bench::run(a).await,
+            Command::Bench(a) => bench::run(a, cfg).await,
             Command::Client(a) => client::run(a, cfg).await,
         }
     });
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e:#}");
+            eprintln!("{}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Adds a tip to clap's error where its own message misleads: `-h` is the
+/// host in `client` and `bench` (as in DistKV's client), so a bare `-h`
+/// asks for a host name instead of printing the help.
+fn explain_usage_error(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let host = matches!(
+        e.get(ContextKind::InvalidArg),
+        Some(ContextValue::String(arg)) if arg.starts_with("--host")
+    );
+    if e.kind() == ErrorKind::InvalidValue && host {
+        let tip = "`-h` is the host here, as in DistKV; `--help` prints the help";
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    e
+}
+
+/// An error and its causes on one line, `outer: inner: …`, each said once:
+/// many errors already quote their source in their own message.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -162,5 +202,37 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_error_quoting_its_source_is_not_repeated() {
+        /// As the library errors do it: the message quotes the source.
+        #[derive(Debug)]
+        struct Listen {
+            addr: &'static str,
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Listen {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot listen on {}: {}", self.addr, self.source)
+            }
+        }
+        impl std::error::Error for Listen {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let e = anyhow::Error::new(Listen {
+            addr: "h:1",
+            source: io,
+        })
+        .context("cannot start the bus");
+        assert_eq!(
+            error_text(&e),
+            "cannot start the bus: cannot listen on h:1: Address already in use"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
     }
 }

@@ -1,5 +1,6 @@
 //! `distkv server`: run a node.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,9 +9,10 @@ use distkv_model::Value;
 use distkv_node::cluster::core::{ClusterConfig, Core};
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
 use distkv_node::cluster::{self, actor::ActorConfig, bus::Bus, msg::Topics};
-use distkv_node::config::{ClusterSettings, Config};
-use distkv_node::persist::durable::{self, DurableConfig};
+use distkv_node::config::{ClusterSettings, Config, ServerSettings};
+use distkv_node::persist::durable::{self, DurableConfig, PersistError};
 use distkv_node::server::{self, Server, ServerOptions};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::eval::parse_value;
@@ -89,11 +91,18 @@ pub fn threads(args: &ServerArgs, cfg: &Config) -> anyhow::Result<usize> {
     })
 }
 
+/// Runs a node until SIGTERM or ctrl-c.
+///
+/// The order of the start matters: first everything that can be checked
+/// without side effects, then the ports (a port in use fails the start
+/// before the data directory is touched), then the data directory (locked
+/// before anything in it is read or written). A start that fails after
+/// that removes a data directory it created.
 pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit();
     let mut settings = cfg.server()?;
-    if let Some(b) = args.bind {
-        settings.host = b;
+    if let Some(b) = &args.bind {
+        settings.host = b.clone();
     }
     if let Some(p) = args.port {
         settings.port = p;
@@ -103,57 +112,6 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         c.set_override(&format!("server.persist.fsync={f}"))?;
         settings.persist = c.server()?.persist;
     }
-    let opts = ServerOptions::from(&settings);
-    let (server, writer) = if args.no_data_dir {
-        (Server::new(&args.name, opts), None)
-    } else {
-        let dir = match (&args.data_dir, &settings.data_dir) {
-            (Some(d), _) => d.clone(),
-            (None, Some(d)) => d.into(),
-            (None, None) => std::path::Path::new("distkv-data").join(&args.name),
-        };
-        let config = DurableConfig::from_settings(&dir, &settings.persist);
-        let rec = tokio::task::block_in_place(|| {
-            durable::recover(&args.name, config, opts.log, server::now_ms())
-        })
-        .with_context(|| format!("cannot recover from {}", dir.display()))?;
-        let (state, info, wr) = rec.split();
-        tracing::info!(
-            dir = %dir.display(),
-            snapshot = ?info.snapshot,
-            events = info.events,
-            states = info.states,
-            torn_bytes = info.torn_bytes,
-            tick = ?info.tick,
-            "recovered"
-        );
-        if !info.skipped.is_empty() {
-            tracing::info!(
-                ticks = %info.skipped,
-                "unclean stop: own ticks above the last logged change declared never used"
-            );
-        }
-        for (f, why) in &info.bad_snapshots {
-            tracing::warn!(file = %f.display(), %why, "snapshot not used");
-        }
-        let server = Server::with_state(state, opts);
-        let (d, handle) = durable::start(server.clone(), wr)?;
-        server.attach_durability(d);
-        (server, Some(handle))
-    };
-    for file in &args.load {
-        let r = server
-            .load_file(file)
-            .with_context(|| format!("cannot load {}", file.display()))?;
-        tracing::info!(file = %file.display(), applied = r.applied, skipped = r.skipped, states = r.states, "loaded");
-        if r.truncated {
-            tracing::warn!(file = %file.display(), "the file ends inside a record (written during a crash?); loaded what precedes it");
-        }
-    }
-    if args.authoritative {
-        server.state().discard_missing();
-    }
-    let has_data = server.state().tick().is_some_and(|t| t > 0);
     let mut cluster = settings.cluster.clone();
     if let Some(p) = args.bus_port {
         cluster.bus_port = p;
@@ -165,37 +123,121 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     if args.advertise.is_some() {
         cluster.advertise = args.advertise.clone();
     }
-    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
-    match args.init {
-        Some(_) if has_data => {
-            tracing::warn!("the node already has data: --init ignored");
-            server.make_ready();
-        }
-        Some(v) => {
-            let value = match (v.as_str(), args.eval) {
-                ("-", _) => Value::Nil,
-                (text, true) => {
-                    parse_value(text).with_context(|| format!("cannot evaluate {text:?}"))?
-                }
-                (text, false) => Value::str(text),
-            };
-            server.init(value)?;
-        }
-        None if server.state().tick().is_some() => {}
-        None if alone => server.make_ready(),
-        None if args.force => {
-            tracing::warn!("--force: serving without the cluster's data");
-            server.make_ready();
-        }
-        None => {}
-    }
+    let config = cluster_config(&cluster)?;
+    let init = match args.init.as_deref() {
+        None => None,
+        Some("-") => Some(Value::Nil),
+        Some(text) if args.eval => Some(parse_value(text).context("--init")?),
+        Some(text) => Some(Value::str(text)),
+    };
+
     let listener = server::bind(&settings.host, settings.port)
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let bus_listener = match cluster.mqtt {
+        Some(_) => None,
+        None => Some(
+            server::bind(&settings.host, cluster.bus_port)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {}:{} (the bus port)",
+                        settings.host, cluster.bus_port
+                    )
+                })?,
+        ),
+    };
+
+    let opts = ServerOptions::from(&settings);
+    let dir = (!args.no_data_dir).then(|| match (&args.data_dir, &settings.data_dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => d.into(),
+        (None, None) => Path::new("distkv-data").join(&args.name),
+    });
+    let created = dir.as_deref().and_then(first_missing);
+    let (server, writer) = match dir {
+        None => (Server::new(&args.name, opts), None),
+        Some(dir) => match open_data_dir(&args.name, &dir, &settings, opts) {
+            Ok((server, writer)) => (server, Some(writer)),
+            // A locked directory belongs to the process holding it, even
+            // if this start created it an instant earlier.
+            Err(e) if matches!(e.downcast_ref(), Some(PersistError::Locked { .. })) => {
+                anyhow::bail!("{e}: stop it first, or give this node its own --data-dir")
+            }
+            Err(e) => {
+                remove_created(created.as_deref());
+                return Err(e);
+            }
+        },
+    };
+    let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
+    let prepared = async {
+        prepare(
+            &server,
+            &args,
+            init,
+            cluster.peers.is_empty() && cluster.mqtt.is_none(),
+        )?;
+        start_bus(&args.name, &cluster, &settings.host, &host, bus_listener).await
+    };
+    let bus = match prepared.await {
+        Ok(bus) => bus,
+        Err(e) => {
+            if let Err(why) = stop_writer(&server, writer).await {
+                tracing::warn!(error = %why, "stopping the log writer");
+            }
+            remove_created(created.as_deref());
+            return Err(e);
+        }
+    };
+
     let addr = listener.local_addr()?;
     tracing::info!(node = %args.name, %addr, "distkv node running");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    server.attach_bus(bus.clone(), Topics::new(&cluster.root));
+    let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
+    let client_addr = format!("{host}:{}", addr.port());
+    let core = Core::new(&server.state(), config, seed, Some(client_addr));
+    let ready = CancellationToken::new();
+    let protocol = tokio::spawn(cluster::node::run(
+        server.clone(),
+        bus,
+        core,
+        shutdown.clone(),
+        ready.clone(),
+    ));
+    if server.state().tick().is_none() {
+        tracing::info!("waiting for the cluster's data from a peer before serving clients");
+        tokio::select! {
+            _ = ready.cancelled() => {}
+            _ = shutdown.cancelled() => {}
+            _ = server::refuse_all(&server, &listener, NOT_READY) => {}
+        }
+    }
+    #[cfg(unix)]
+    if let Some(d) = server.durability().cloned() {
+        // SIGHUP: start a new log segment (e.g. before copying the files away).
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    d.request_rotate();
+                }
+            });
+        }
+    }
+    server::serve(Arc::clone(&server), listener, shutdown).await?;
+    let _ = protocol.await;
+    stop_writer(&server, writer).await
+}
+
+/// What a node that is not ready answers every client.
+const NOT_READY: &str =
+    "this node is not ready yet: it is still fetching the cluster's data from a peer; try again shortly";
+
+/// The cluster protocol's timing and limits from the settings.
+fn cluster_config(cluster: &ClusterSettings) -> anyhow::Result<ClusterConfig> {
     let config = ClusterConfig {
         root: cluster.root.clone(),
         ping: ActorConfig {
@@ -221,52 +263,120 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
             "server.ping and server.delete: the cycle must be at least three gaps (and positive)"
         );
     }
-    let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
-    let bus = start_bus(&args.name, &cluster, &settings.host, &host).await?;
-    server.attach_bus(bus.clone(), Topics::new(&cluster.root));
-    let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
-    let client_addr = format!("{host}:{}", addr.port());
-    let core = Core::new(&server.state(), config, seed, Some(client_addr));
-    let ready = CancellationToken::new();
-    let protocol = tokio::spawn(cluster::node::run(
-        server.clone(),
-        bus,
-        core,
-        shutdown.clone(),
-        ready.clone(),
-    ));
-    if server.state().tick().is_none() {
-        tracing::info!("waiting for the cluster's data from a peer before serving clients");
-        let why = "this node is not ready: it is waiting for the cluster's data";
-        tokio::select! {
-            _ = ready.cancelled() => {}
-            _ = shutdown.cancelled() => {}
-            _ = server::refuse_all(&server, &listener, why) => {}
+    Ok(config)
+}
+
+/// Locks and recovers the data directory `dir` and starts its writer.
+fn open_data_dir(
+    name: &str,
+    dir: &Path,
+    settings: &ServerSettings,
+    opts: ServerOptions,
+) -> anyhow::Result<(Arc<Server>, durable::WriterThread)> {
+    let config = DurableConfig::from_settings(dir, &settings.persist);
+    let rec = match tokio::task::block_in_place(|| {
+        durable::recover(name, config, opts.log, server::now_ms())
+    }) {
+        Ok(rec) => rec,
+        // The message names the directory.
+        Err(e @ PersistError::Locked { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot recover from {}", dir.display()))
+            )
+        }
+    };
+    let (state, info, wr) = rec.split();
+    tracing::info!(
+        dir = %dir.display(),
+        snapshot = ?info.snapshot,
+        events = info.events,
+        states = info.states,
+        torn_bytes = info.torn_bytes,
+        tick = ?info.tick,
+        "recovered"
+    );
+    if !info.skipped.is_empty() {
+        tracing::info!(
+            ticks = %info.skipped,
+            "unclean stop: own ticks above the last logged change declared never used"
+        );
+    }
+    for (f, why) in &info.bad_snapshots {
+        tracing::warn!(file = %f.display(), %why, "snapshot not used");
+    }
+    let server = Server::with_state(state, opts);
+    let (d, handle) = durable::start(server.clone(), wr)?;
+    server.attach_durability(d);
+    Ok((server, handle))
+}
+
+/// Loads the `-l` files and settles whether the node serves at once.
+fn prepare(
+    server: &Server,
+    args: &ServerArgs,
+    init: Option<Value>,
+    alone: bool,
+) -> anyhow::Result<()> {
+    for file in &args.load {
+        let r = server
+            .load_file(file)
+            .with_context(|| format!("cannot load {}", file.display()))?;
+        tracing::info!(file = %file.display(), applied = r.applied, skipped = r.skipped, states = r.states, "loaded");
+        if r.truncated {
+            tracing::warn!(file = %file.display(), "the file ends inside a record (written during a crash?); loaded what precedes it");
         }
     }
-    #[cfg(unix)]
-    if let Some(d) = server.durability().cloned() {
-        // SIGHUP: start a new log segment (e.g. before copying the files away).
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    d.request_rotate();
-                }
-            });
-        }
+    if args.authoritative {
+        server.state().discard_missing();
     }
-    server::serve(Arc::clone(&server), listener, shutdown).await?;
-    let _ = protocol.await;
-    if let (Some(d), Some(h)) = (server.durability(), writer) {
-        d.request_stop();
-        match tokio::task::spawn_blocking(move || h.join()).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => anyhow::bail!("writing history failed: {e}"),
-            _ => anyhow::bail!("the log writer thread panicked"),
+    let has_data = server.state().tick().is_some_and(|t| t > 0);
+    match init {
+        Some(_) if has_data => {
+            tracing::warn!("the node already has data: --init ignored");
+            server.make_ready();
         }
+        Some(value) => server.init(value)?,
+        None if server.state().tick().is_some() => {}
+        None if alone => server.make_ready(),
+        None if args.force => {
+            tracing::warn!("--force: serving without the cluster's data");
+            server.make_ready();
+        }
+        None => {}
     }
     Ok(())
+}
+
+/// Stops the log writer (if any): writes and fsyncs everything.
+async fn stop_writer(server: &Server, writer: Option<durable::WriterThread>) -> anyhow::Result<()> {
+    let (Some(d), Some(h)) = (server.durability(), writer) else {
+        return Ok(());
+    };
+    d.request_stop();
+    match tokio::task::spawn_blocking(move || h.join()).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => anyhow::bail!("writing history failed: {e}"),
+        _ => anyhow::bail!("the log writer thread panicked"),
+    }
+}
+
+/// The outermost directory on the way to `dir` that does not exist yet:
+/// what opening `dir` creates.
+fn first_missing(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+        .last()
+        .map(Path::to_path_buf)
+}
+
+/// Removes the data directory a failed start created.
+fn remove_created(created: Option<&Path>) {
+    if let Some(dir) = created {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the data directory this failed start created");
+        }
+    }
 }
 
 /// The host name other nodes reach this one by.
@@ -303,6 +413,7 @@ async fn start_bus(
     cluster: &ClusterSettings,
     bind: &str,
     host: &str,
+    listener: Option<TcpListener>,
 ) -> anyhow::Result<Arc<dyn Bus>> {
     let mode = match &cluster.mqtt {
         Some(url) => MqttMode::External { url: url.clone() },
@@ -313,12 +424,15 @@ async fn start_bus(
             peers: cluster.peers.clone(),
         },
     };
-    let bus = MqttBus::start(MqttConfig {
+    let config = MqttConfig {
         node: name.to_string(),
         root: cluster.root.clone(),
         mode,
-    })
-    .await
+    };
+    let bus = match listener {
+        Some(l) => MqttBus::start_on(config, l).await,
+        None => MqttBus::start(config).await,
+    }
     .context("cannot start the bus to other nodes")?;
     Ok(bus)
 }

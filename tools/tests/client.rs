@@ -204,6 +204,16 @@ fn errors_exit_non_zero() {
     n.fails("data nothing get -R", 1, "No data at nothing\n");
     n.fails("data x set -n -l n1 2", 2, "error: ");
     n.fails("data x set -e : (", 2, "error: ");
+    n.fails(
+        "data x set -e : 12x3",
+        2,
+        "error: invalid expression \"12x3\": ",
+    );
+    n.fails(
+        "internal kill n9",
+        1,
+        "ServerError: KeyError('unknown node n9')\n",
+    );
     n.fails("data a..b get", 2, "error: ");
     n.fails("data x frob", 2, "error: ");
     n.ok("data x get", "1\n");

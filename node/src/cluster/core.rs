@@ -644,7 +644,7 @@ impl Core {
             self.gap_at = None;
             let gap = st.settle_own_gap();
             if !gap.is_empty() {
-                tracing::info!(ticks = ?gap, "own ticks nobody holds: declared unused");
+                tracing::info!(ticks = %gap, "own ticks nobody holds: declared unused");
             }
         }
     }

@@ -219,6 +219,27 @@ impl MqttBus {
     /// client. Clients connect in the background; this does not wait for
     /// peers or for the external broker.
     pub async fn start(cfg: MqttConfig) -> Result<Arc<MqttBus>, MqttError> {
+        MqttBus::start_with(cfg, None).await
+    }
+
+    /// Starts the bus like [`MqttBus::start`], but in mesh mode the
+    /// embedded broker is reached on `listener`, bound by the caller: a
+    /// node binds all its ports before it touches its data directory, so
+    /// that a port in use fails the start before anything is written.
+    /// The `listen` address of the configuration then only serves to
+    /// choose the default advertised address. In external mode the
+    /// listener is not used.
+    pub async fn start_on(
+        cfg: MqttConfig,
+        listener: TcpListener,
+    ) -> Result<Arc<MqttBus>, MqttError> {
+        MqttBus::start_with(cfg, Some(listener)).await
+    }
+
+    async fn start_with(
+        cfg: MqttConfig,
+        listener: Option<TcpListener>,
+    ) -> Result<Arc<MqttBus>, MqttError> {
         let MqttConfig { node, root, mode } = cfg;
         let root = root.trim_end_matches('/').to_owned();
         let nonce: u64 = rand::random();
@@ -267,7 +288,16 @@ impl MqttBus {
                     parse_host_port(a)?;
                 }
                 let internal = start_broker().await?;
-                let (public, listener) = bind_public(&listen).await?;
+                let (public, listener) = match listener {
+                    Some(l) => (
+                        l.local_addr().map_err(|source| MqttError::Listen {
+                            addr: format!("{}:{}", listen.0, listen.1),
+                            source,
+                        })?,
+                        l,
+                    ),
+                    None => bind_public(&listen).await?,
+                };
                 tokio::spawn(relay(listener, internal, stop.clone()));
                 let advertise = advertise
                     .map(|a| a.trim().to_owned())
@@ -1047,6 +1077,25 @@ mod tests {
         )
         .await;
         assert_eq!(a.dropped() + b.dropped() + c.dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_serves_on_the_listener_it_is_handed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let bound = listener.local_addr().expect("address");
+        let mode = MqttMode::Mesh {
+            // Not bound: the handed listener is used instead.
+            listen: ("127.0.0.1".to_owned(), 1),
+            advertise: None,
+            peers: vec![],
+        };
+        let a = MqttBus::start_on(MqttConfig::new("a", mode), listener)
+            .await
+            .expect("mesh bus starts");
+        assert_eq!(a.broker_addr(), Some(bound));
+        let b = mesh("b", vec![bound.to_string()]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

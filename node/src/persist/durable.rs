@@ -2,15 +2,16 @@
 //! thread that keeps the files up to date.
 //!
 //! Layout of a data directory:
+//! * `lock` — held by the node running on it ([`super::lock`]),
 //! * `meta` — identity and tick reservation ([`super::meta`]),
 //! * `log/` — event-log segments (`distkv_log`),
 //! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
 //!
-//! **Recovery** opens the log (cutting a torn tail off the newest segment),
-//! loads the newest snapshot that reads cleanly, replays every log record
-//! after it through the same [`State::apply`] as at run time, and resumes the
-//! node's own tick above its durable reservation, so a crashed node never
-//! reuses a tick.
+//! **Recovery** locks the directory, opens the log (cutting a torn tail off
+//! the newest segment), loads the newest snapshot that reads cleanly,
+//! replays every log record after it through the same [`State::apply`] as
+//! at run time, and resumes the node's own tick above its durable
+//! reservation, so a crashed node never reuses a tick.
 //!
 //! **At run time** the writer thread follows the in-memory event log (which
 //! keeps every record the writer has not taken yet: it is pinned), appends
@@ -36,6 +37,7 @@ use distkv_model::{NodeSet, RangeSet};
 use distkv_snapshot::SnapshotError;
 use tokio::sync::watch;
 
+use super::lock::{DirLock, Holder};
 use super::meta::{Meta, MetaError, TICK_BLOCK};
 use super::snap;
 use crate::state::{Applied, State, StateError};
@@ -138,6 +140,14 @@ pub enum PersistError {
     /// Snapshots.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// Another process holds the data directory: start nothing on it.
+    #[error("data directory {dir} is in use by {holder}")]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// Who holds it.
+        holder: Holder,
+    },
     /// Other file-system trouble.
     #[error("{file}: {source}")]
     Io {
@@ -176,6 +186,7 @@ pub struct Recovered {
     writer: LogWriter,
     meta: Meta,
     config: DurableConfig,
+    lock: DirLock,
 }
 
 fn io(file: &FsPath) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
@@ -249,15 +260,19 @@ pub fn snapshot_name(seq: Seq) -> String {
     format!("{seq:020}.dkvsnap")
 }
 
-/// Opens (or creates) the data directory of node `me` and rebuilds its
-/// state.
+/// Opens (or creates) the data directory of node `me`, locks it (see
+/// [`super::lock`]; another process holding it fails this with
+/// [`PersistError::Locked`] before anything is read or written) and
+/// rebuilds its state.
 pub fn recover(
     me: &str,
     config: DurableConfig,
     limits: LogLimits,
     now_ms: u64,
 ) -> Result<Recovered, PersistError> {
-    for d in [config.dir.clone(), config.log_dir(), config.snap_dir()] {
+    std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+    let lock = DirLock::exclusive(&config.dir)?;
+    for d in [config.log_dir(), config.snap_dir()] {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     let mut meta = Meta::open(&config.dir, me)?;
@@ -330,6 +345,7 @@ pub fn recover(
         writer,
         meta,
         config,
+        lock,
     })
 }
 
@@ -350,6 +366,8 @@ pub struct Durability {
     rotate: AtomicBool,
     /// The writer failed: nothing more reaches the disk.
     failed: AtomicBool,
+    /// The directory's lock, held while anything may still write to it.
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Durability {
@@ -447,6 +465,7 @@ pub fn start<H: StateHost>(
         config,
         mem_next,
         skipped,
+        lock,
     } = rec_writer;
     let d = Arc::new(Durability {
         config,
@@ -459,6 +478,7 @@ pub fn start<H: StateHost>(
         stop: AtomicBool::new(false),
         rotate: AtomicBool::new(false),
         failed: AtomicBool::new(false),
+        _lock: lock,
     });
     let d2 = d.clone();
     let h = std::thread::Builder::new()
@@ -495,6 +515,7 @@ pub struct RecoveredWriter {
     config: DurableConfig,
     mem_next: Seq,
     skipped: RangeSet,
+    lock: DirLock,
 }
 
 impl Recovered {
@@ -513,6 +534,7 @@ impl Recovered {
                 config: self.config,
                 mem_next,
                 skipped,
+                lock: self.lock,
             },
         )
     }
@@ -792,6 +814,7 @@ pub fn with_reserved_ticks<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::lock::once_unlocked;
     use distkv_model::{path, Value};
 
     struct Host(parking_lot::Mutex<State>);
@@ -820,7 +843,7 @@ mod tests {
     ) -> u128 {
         let mut c = DurableConfig::new(dir);
         cfg(&mut c);
-        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         let (mut state, _, wr) = rec.split();
         state.make_ready();
         let host = Arc::new(Host(parking_lot::Mutex::new(state)));
@@ -899,7 +922,7 @@ mod tests {
             "old segments retired: {segs:?}"
         );
         let c = DurableConfig::new(&dir);
-        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         assert!(rec.info.snapshot.is_some());
         assert_eq!(rec.state.digest(), d1);
         std::fs::remove_dir_all(&dir).ok();
@@ -932,10 +955,41 @@ mod tests {
     }
 
     #[test]
+    fn a_locked_directory_is_refused_before_anything_in_it_changes() {
+        let dir = tempdir("locked");
+        session(&dir, |_| {}, |_, _| {});
+        let open = || recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1);
+        let first = once_unlocked(open).unwrap();
+        let files = |d: &FsPath| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut out = vec![(Meta::file(d), std::fs::read(Meta::file(d)).unwrap())];
+            for s in distkv_log::list_segments(&d.join("log")).unwrap() {
+                out.push((s.path.clone(), std::fs::read(&s.path).unwrap()));
+            }
+            out
+        };
+        let before = files(&dir);
+        let err = open().err();
+        let me = std::process::id();
+        assert!(
+            matches!(
+                err,
+                Some(PersistError::Locked { holder: Holder::Node(Some(pid)), .. }) if pid == me
+            ),
+            "{err:?}"
+        );
+        assert_eq!(files(&dir), before, "the refused recovery wrote nothing");
+        drop(first);
+        once_unlocked(open).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn a_directory_of_another_node_is_refused() {
         let dir = tempdir("owner");
         session(&dir, |_| {}, |_, _| {});
-        let err = recover("n2", DurableConfig::new(&dir), LogLimits::default(), 1).err();
+        let err =
+            once_unlocked(|| recover("n2", DurableConfig::new(&dir), LogLimits::default(), 1))
+                .err();
         assert!(matches!(
             err,
             Some(PersistError::Meta(MetaError::WrongNode { .. }))

@@ -95,6 +95,10 @@ pub(super) fn kill_node(server: &Server, msg: &Value) -> CmdResult<Fields> {
         .ok_or_else(|| CmdError::Invalid("'node' must be a node name".into()))?;
     let tick = {
         let mut st = server.state();
+        if st.node(node).is_none() {
+            // DistKV raises KeyError(name) here.
+            return Err(CmdError::NotFound(format!("unknown node {node}")));
+        }
         st.forget_node(node)
             .map_err(|why| CmdError::Client(format!("cannot drop {node}: {why}")))?;
         st.tick()

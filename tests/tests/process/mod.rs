@@ -11,7 +11,8 @@
 //! test binary was built in (found from its own path), and uses the result.
 //! That is a no-op when the binary is current and never tests a stale one.
 //! `DISTKV_BIN=/path/to/distkv` skips the build (e.g. to test an installed
-//! binary).
+//! binary). [`replay_bin`] does the same for `distkv-replay`
+//! (`DISTKV_REPLAY_BIN`).
 //!
 //! **Ports.** The server takes `--port`; we reserve a free one by binding
 //! `127.0.0.1:0`, drop it and pass the number. Another process can take the
@@ -62,13 +63,28 @@ pub fn workspace() -> PathBuf {
 /// The `distkv` binary, built if needed (see the module docs).
 pub fn distkv_bin() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_bin().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!("{e}"))
+    BIN.get_or_init(|| {
+        build_bin("distkv-tools", "distkv", "DISTKV_BIN").map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!("{e}"))
 }
 
-fn build_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("DISTKV_BIN") {
+/// The `distkv-replay` binary, built if needed like [`distkv_bin`]
+/// (`DISTKV_REPLAY_BIN` skips the build).
+pub fn replay_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        build_bin("distkv-replay", "distkv-replay", "DISTKV_REPLAY_BIN")
+            .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// Builds binary `bin` of `package` (or takes it from `$env`).
+fn build_bin(package: &str, bin: &str, env: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     // <target>/<profile dir>/deps/<this test binary>
@@ -90,16 +106,16 @@ fn build_bin() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace())
-        .args(["build", "--quiet", "-p", "distkv-tools", "--bin", "distkv"])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .arg("--target-dir")
         .arg(target)
         .args(profile)
         .status()
-        .context("running cargo build for the distkv binary")?;
-    ensure!(status.success(), "cargo build of the distkv binary failed");
-    let bin = profile_dir.join(format!("distkv{}", std::env::consts::EXE_SUFFIX));
-    ensure!(bin.is_file(), "{} was not built", bin.display());
-    Ok(bin)
+        .with_context(|| format!("running cargo build for the {bin} binary"))?;
+    ensure!(status.success(), "cargo build of the {bin} binary failed");
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    ensure!(path.is_file(), "{} was not built", path.display());
+    Ok(path)
 }
 
 /// A free TCP port of 127.0.0.1 (free when this returns; see the module

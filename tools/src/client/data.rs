@@ -22,7 +22,7 @@ use crate::eval::parse_value;
 #[command(override_usage = "distkv client data <PATH> [COMMAND] [OPTIONS]")]
 pub struct DataArgs {
     /// Print help (also `distkv client data PATH COMMAND --help`).
-    #[arg(long, action = ArgAction::SetTrue)]
+    #[arg(short = 'h', long, action = ArgAction::SetTrue)]
     help: bool,
     /// The entry (DistKV path syntax: `a.b.c`, `:` is the root).
     #[arg(value_parser = parse_path, required_unless_present = "help")]

@@ -5,13 +5,13 @@ use distkv_model::Value;
 use distkv_node::cluster::core::{deleter_names, DELETER_GROUP};
 
 use super::output::{set, take};
-use super::{api, LongHelp, Session};
+use super::{api, Help, Session};
 
 /// Query the server's internal state.
 #[derive(Debug, Args)]
 pub struct InternalArgs {
     #[command(flatten)]
-    help: LongHelp,
+    help: Help,
     #[command(subcommand)]
     cmd: InternalCommand,
 }
@@ -31,7 +31,7 @@ enum InternalCommand {
 #[derive(Debug, Args)]
 struct DeleterArgs {
     #[command(flatten)]
-    help: LongHelp,
+    help: Help,
     /// Remove the nodes (all of them if none are named).
     #[arg(short = 'd', long)]
     delete: bool,
@@ -42,7 +42,7 @@ struct DeleterArgs {
 #[derive(Debug, Args)]
 struct KillArgs {
     #[command(flatten)]
-    help: LongHelp,
+    help: Help,
     /// The node to forget.
     node: String,
 }
@@ -50,7 +50,7 @@ struct KillArgs {
 #[derive(Debug, Default, Args)]
 struct StateArgs {
     #[command(flatten)]
-    help: LongHelp,
+    help: Help,
     /// Get node status.
     #[arg(short = 'n', long)]
     nodes: bool,

@@ -3,13 +3,13 @@
 use clap::{Args, Subcommand};
 use distkv_model::Value;
 
-use super::{api, LongHelp, Session};
+use super::{api, Help, Session};
 
 /// Manage the server's log and snapshot files.
 #[derive(Debug, Args)]
 pub struct LogArgs {
     #[command(flatten)]
-    help: LongHelp,
+    help: Help,
     #[command(subcommand)]
     cmd: LogCommand,
 }
@@ -21,7 +21,7 @@ enum LogCommand {
     /// Any previously open log is closed as soon as the new one is ready.
     Dest {
         #[command(flatten)]
-        help: LongHelp,
+        help: Help,
         /// Don't write the initial state.
         #[arg(short = 'i', long)]
         incremental: bool,
@@ -32,7 +32,7 @@ enum LogCommand {
     /// format for names ending in `.dkv`, else a distkv snapshot).
     Save {
         #[command(flatten)]
-        help: LongHelp,
+        help: Help,
         /// Also dump internal state.
         #[arg(short = 'f', long)]
         full: bool,
@@ -42,7 +42,7 @@ enum LogCommand {
     /// Stop logging changes.
     Stop {
         #[command(flatten)]
-        help: LongHelp,
+        help: Help,
     },
 }
 

@@ -48,12 +48,22 @@ pub struct ClientArgs {
     cmd: ClientCommand,
 }
 
-/// `--help` without `-h`: below `client`, `-h` is the host (clap's
-/// `disable_help_flag` applies to every subcommand, so each adds this).
+/// `--help` without `-h`, for commands whose `-h` is the host (`client`,
+/// as in DistKV, and `bench`).
 #[derive(Debug, Default, Args)]
 pub(crate) struct LongHelp {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// `-h`/`--help` for the commands below `client`: clap's
+/// `disable_help_flag` on `client` applies to all of them, and each gives
+/// the flag back, as `-h` is the host only on `client` itself.
+#[derive(Debug, Default, Args)]
+pub(crate) struct Help {
+    /// Print help.
+    #[arg(short = 'h', long, action = ArgAction::Help)]
     help: Option<bool>,
 }
 
@@ -132,6 +142,7 @@ impl Session {
             .await
             .map_err(|e| match e {
                 ClientError::Connect(io) => anyhow!("cannot connect to {host}:{port}: {io}"),
+                ClientError::Refused(why) => anyhow!("the node at {host}:{port} refused: {why}"),
                 e => anyhow!("cannot connect to {host}:{port}: {e}"),
             })?;
         if let Some(method) = client.greeting().auth.first().filter(|m| m.truthy()) {
@@ -216,6 +227,36 @@ mod tests {
         let e = client(&["--help"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
         let e = client(&["-p", "x", "internal", "state"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn below_client_h_is_help_again() {
+        for args in [
+            &["internal", "-h"][..],
+            &["internal", "--help"],
+            &["internal", "state", "-h"],
+            &["internal", "kill", "-h"],
+            &["log", "-h"],
+            &["log", "save", "--help"],
+            &["log", "stop", "-h"],
+        ] {
+            let e = client(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+        }
+        let c = client(&["-h", "h1", "data", "-h"]).unwrap();
+        let crate::client::ClientCommand::Data(d) = c.cmd else {
+            panic!("not data")
+        };
+        let e = d.check().unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+    }
+
+    #[test]
+    fn a_bare_h_says_it_is_the_host() {
+        let argv = ["distkv", "client", "-h"];
+        let e = crate::explain_usage_error(Cli::try_parse_from(argv).unwrap_err());
+        assert!(e.to_string().contains("`--help` prints the help"), "{e}");
         assert_eq!(e.exit_code(), 2);
     }
 
