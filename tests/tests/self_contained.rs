@@ -22,7 +22,8 @@ fn forbidden() -> Vec<String> {
     ]
 }
 
-/// Directories that are not part of the source tree.
+/// Entries that are not part of the source tree (build output, git's own
+/// files — in a worktree `.git` is a file naming the main checkout).
 fn skipped(name: &str) -> bool {
     name == "target" || name.starts_with('.') && name != ".ci"
 }
@@ -32,10 +33,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().into_owned();
         let ty = ent.file_type()?;
+        if skipped(&name) {
+            continue;
+        }
         if ty.is_dir() {
-            if !skipped(&name) {
-                walk(&ent.path(), out)?;
-            }
+            walk(&ent.path(), out)?;
         } else if ty.is_file() && name != "Cargo.lock" {
             out.push(ent.path());
         }
