@@ -336,14 +336,14 @@ impl Client {
             if qlen < 4 {
                 qlen = 0;
             }
-            if qlen > 0 {
-                writer
-                    .send(&Value::map([
-                        ("seq", Value::Int(0)),
-                        ("qlen", Value::uint(qlen)),
-                    ]))
-                    .await?;
-            }
+            // Sent even for `qlen = 0`: the hello completes the handshake
+            // (a server may close a connection that stays silent).
+            writer
+                .send(&Value::map([
+                    ("seq", Value::Int(0)),
+                    ("qlen", Value::uint(qlen)),
+                ]))
+                .await?;
             Ok::<_, ClientError>((reader, writer, greeting, qlen))
         };
         let (reader, writer, greeting, qlen) =
