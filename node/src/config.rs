@@ -533,8 +533,9 @@ impl Default for ConnectionLimits {
 /// Where the files that clients ask for (`save`, `log`) are written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExportSettings {
-    /// The export directory (`server.export.dir`; default: `export/` in the
-    /// data directory; a node without one refuses `save` and `log`).
+    /// The export directory (`server.export.dir`, relative to the node's
+    /// working directory; default: `export/` in the data directory; a node
+    /// without one refuses `save` and `log`).
     pub dir: Option<std::path::PathBuf>,
     /// Absolute names outside the export directory are allowed
     /// (`server.export.absolute`, default false).

@@ -238,7 +238,7 @@ impl Conn {
     }
 
     /// Tells the client why it is closed (if it reads within a second).
-    async fn close_with(&mut self, why: String) -> String {
+    async fn close_with(&self, why: String) -> String {
         let mut out = Vec::new();
         encode_msg(&self.server, vec![("error", Value::str(&why))], &mut out);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.write(&out)).await;

@@ -165,7 +165,7 @@ pub(super) fn resolve(
 /// The error for an existing file that the request did not ask to replace.
 fn exists(action: &str, target: &Target) -> CmdError {
     CmdError::Client(format!(
-        "{action}: {:?} exists; choose another name, or send overwrite: true (distkv client log: --overwrite) to replace it",
+        "{action}: {:?} exists; choose another name, or send overwrite: true to replace it (distkv client log save/dest --overwrite)",
         target.name
     ))
 }
