@@ -215,6 +215,15 @@ impl Config {
             })
     }
 
+    fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        self.get(key)
+            .and_then(Yaml::as_bool)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: key.into(),
+                reason: "must be true or false".into(),
+            })
+    }
+
     fn string(&self, key: &str) -> Result<String, ConfigError> {
         match self.get(key) {
             Some(Yaml::String(s)) => Ok(s.clone()),
@@ -316,14 +325,9 @@ impl Config {
                 "must be 0 (never) or between 1 and 2592000 seconds (30 days)",
             ));
         };
-        let key = "server.limits.loopback_exempt";
-        let loopback_exempt = self
-            .get(key)
-            .and_then(Yaml::as_bool)
-            .ok_or_else(|| out_of_range(key, "must be true or false"))?;
         Ok(ConnectionLimits {
             max_per_addr: max_per_addr as usize,
-            loopback_exempt,
+            loopback_exempt: self.boolean("server.limits.loopback_exempt")?,
             handshake_timeout,
             idle_timeout,
         })
@@ -341,14 +345,10 @@ impl Config {
                 })
             }
         };
-        let absolute = self
-            .get("server.export.absolute")
-            .and_then(Yaml::as_bool)
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "server.export.absolute".into(),
-                reason: "must be true or false".into(),
-            })?;
-        Ok(ExportSettings { dir, absolute })
+        Ok(ExportSettings {
+            dir,
+            absolute: self.boolean("server.export.absolute")?,
+        })
     }
 
     fn cluster(&self) -> Result<ClusterSettings, ConfigError> {
