@@ -32,9 +32,12 @@ use distkv_node::cluster::msg::{Info, Update, BUS_LIMITS};
 use distkv_node::state::{State, MAX_TICK_LEAP};
 use distkv_snapshot::SnapshotReader;
 
+/// A fuzz target.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the harness and the corpus directories call
 /// them.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("client_frames", client_frames),
     ("log_segment", log_segment),
     ("snapshot_file", snapshot_file),

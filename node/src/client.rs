@@ -346,14 +346,14 @@ impl Client {
             if qlen < 4 {
                 qlen = 0;
             }
-            if qlen > 0 {
-                writer
-                    .send(&Value::map([
-                        ("seq", Value::Int(0)),
-                        ("qlen", Value::uint(qlen)),
-                    ]))
-                    .await?;
-            }
+            // Sent even for `qlen = 0`: the hello completes the handshake
+            // (a server may close a connection that stays silent).
+            writer
+                .send(&Value::map([
+                    ("seq", Value::Int(0)),
+                    ("qlen", Value::uint(qlen)),
+                ]))
+                .await?;
             Ok::<_, ClientError>((reader, writer, greeting, qlen))
         };
         let (reader, writer, greeting, qlen) =
@@ -1111,10 +1111,11 @@ mod tests {
             assert_eq!(c.qlen(), 6);
             assert_eq!(server.await.unwrap(), 6);
 
-            // qlen 0 sends no hello: the first message is the request.
+            // qlen 0 still says hello at once, before any request: it
+            // completes the handshake (servers close silent connections).
             let (addr, server) = fake_server(|mut r, mut w| async move {
                 w.send(&greeting(10)).await.unwrap();
-                r.next().await.unwrap().unwrap()
+                read_hello(&mut r).await
             })
             .await;
             let opts = ConnectOptions {
@@ -1123,10 +1124,7 @@ mod tests {
             };
             let c = Client::connect(addr, opts).await.unwrap();
             assert_eq!(c.qlen(), 0);
-            let req = tokio::spawn(async move { c.get_tock().await });
-            let first = server.await.unwrap();
-            assert_eq!(text(&first, "action"), "get_tock");
-            req.abort();
+            assert_eq!(server.await.unwrap(), 0);
         })
         .await;
     }
@@ -1274,6 +1272,7 @@ mod tests {
         within(async {
             let (addr, server) = fake_server(|mut r, mut w| async move {
                 w.send(&greeting(0)).await.unwrap();
+                assert_eq!(read_hello(&mut r).await, 0);
                 let watch = r.next().await.unwrap().unwrap();
                 assert_eq!(text(&watch, "action"), "watch");
                 assert_eq!(watch.get("fetch"), Some(&Value::Bool(true)));

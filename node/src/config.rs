@@ -72,6 +72,9 @@ server:
     advertise: null
   mqtt: null
   data_dir: null
+  export:
+    dir: null
+    absolute: false
   persist:
     fsync: interval
     fsync_interval: 1.0
@@ -88,6 +91,10 @@ server:
     max_connections: 10000
     log_records: 65536
     log_bytes: 67108864
+    max_connections_per_addr: 100
+    loopback_exempt: true
+    handshake_timeout: 10
+    idle_timeout: 0
 "#;
 
 /// The merged configuration tree.
@@ -246,6 +253,15 @@ impl Config {
         Ok(v)
     }
 
+    fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        self.get(key)
+            .and_then(Yaml::as_bool)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: key.into(),
+                reason: "must be true or false".into(),
+            })
+    }
+
     fn string(&self, key: &str) -> Result<String, ConfigError> {
         match self.get(key) {
             Some(Yaml::String(s)) => Ok(s.clone()),
@@ -321,6 +337,45 @@ impl Config {
             },
             persist: self.persist()?,
             cluster: self.cluster()?,
+            connections: self.connections()?,
+            export: self.export()?,
+        })
+    }
+
+    /// `server.limits.*` for admitting and timing out client connections.
+    fn connections(&self) -> Result<ConnectionLimits, ConfigError> {
+        let max_per_addr = self.int_in("server.limits.max_connections_per_addr", 1..=1_000_000)?;
+        let handshake_timeout = self.seconds_in("server.limits.handshake_timeout", 0.1..=3600.0)?;
+        let key = "server.limits.idle_timeout";
+        let idle = self.seconds(key)?;
+        let idle_timeout = if idle.is_zero() {
+            None
+        } else {
+            Some(self.seconds_in(key, 1.0..=MAX_IDLE_TIMEOUT_S)?)
+        };
+        Ok(ConnectionLimits {
+            max_per_addr: max_per_addr as usize,
+            loopback_exempt: self.boolean("server.limits.loopback_exempt")?,
+            handshake_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// `server.export.*`: where `save` and `log` write.
+    fn export(&self) -> Result<ExportSettings, ConfigError> {
+        let dir = match self.get("server.export.dir") {
+            None | Some(Yaml::Null) => None,
+            Some(Yaml::String(s)) if !s.is_empty() => Some(s.into()),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "server.export.dir".into(),
+                    reason: "must be a directory name".into(),
+                })
+            }
+        };
+        Ok(ExportSettings {
+            dir,
+            absolute: self.boolean("server.export.absolute")?,
         })
     }
 
@@ -422,9 +477,9 @@ impl Config {
             segment_max_age: self.seconds_in("server.persist.segment_max_age", 1.0..=1e9)?,
             snapshot_records: self.int_in("server.persist.snapshot_records", 10..=1 << 40)?,
             snapshot_interval: self.seconds_in("server.persist.snapshot_interval", 1.0..=1e9)?,
-            retention_max_age: self.seconds_in("server.persist.retention_max_age", 60.0..=1e10)?,
-            retention_max_bytes: self
-                .int_in("server.persist.retention_max_bytes", 1 << 20..=1 << 50)?,
+            // 0: keep only what the older snapshot needs.
+            retention_max_age: self.seconds_in("server.persist.retention_max_age", 0.0..=1e10)?,
+            retention_max_bytes: self.int_in("server.persist.retention_max_bytes", 0..=1 << 50)?,
         })
     }
 
@@ -466,6 +521,56 @@ pub struct ServerSettings {
     pub persist: PersistSettings,
     /// How the node reaches the others.
     pub cluster: ClusterSettings,
+    /// Who gets a connection, and how long it may stay silent.
+    pub connections: ConnectionLimits,
+    /// Where `save` and `log` write (`server.export.*`).
+    pub export: ExportSettings,
+}
+
+/// The longest `server.limits.idle_timeout`: 30 days.
+const MAX_IDLE_TIMEOUT_S: f64 = 30.0 * 86_400.0;
+
+/// Who gets a client connection, and how long it may stay silent
+/// (`server.limits.*`; the total cap is `max_connections`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionLimits {
+    /// Most concurrent connections from one IP address
+    /// (`max_connections_per_addr`, default 100).
+    pub max_per_addr: usize,
+    /// Loopback clients are not counted per address (`loopback_exempt`,
+    /// default true): local tools, and every client behind a local proxy or
+    /// tunnel, share one address.
+    pub loopback_exempt: bool,
+    /// A connection whose first request has not fully arrived this long
+    /// after connecting is closed (`handshake_timeout`, default 10 s).
+    pub handshake_timeout: std::time::Duration,
+    /// A connection that has sent no complete request for this long and
+    /// runs no stream (watch, monitor, tree) is closed (`idle_timeout`,
+    /// seconds; default 0 = never).
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            max_per_addr: 100,
+            loopback_exempt: true,
+            handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: None,
+        }
+    }
+}
+
+/// Where the files that clients ask for (`save`, `log`) are written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportSettings {
+    /// The export directory (`server.export.dir`, relative to the node's
+    /// working directory; default: `export/` in the data directory; a node
+    /// without one refuses `save` and `log`).
+    pub dir: Option<std::path::PathBuf>,
+    /// Absolute names outside the export directory are allowed
+    /// (`server.export.absolute`, default false).
+    pub absolute: bool,
 }
 
 /// How a node reaches the other nodes.
@@ -613,6 +718,51 @@ mod tests {
         let mut c = Config::default();
         c.set_override("server.limits.max_frame=100000000").unwrap();
         assert!(c.server().is_err());
+    }
+
+    #[test]
+    fn connection_and_export_defaults_match_the_typed_defaults() {
+        let s = Config::default().server().unwrap();
+        assert_eq!(s.connections, ConnectionLimits::default());
+        assert_eq!(s.export, ExportSettings::default());
+    }
+
+    #[test]
+    fn connection_limits_out_of_range_are_refused_with_their_key() {
+        for (kv, key) in [
+            (
+                "server.limits.max_connections_per_addr=0",
+                "max_connections_per_addr",
+            ),
+            ("server.limits.handshake_timeout=0", "handshake_timeout"),
+            ("server.limits.handshake_timeout=3601", "handshake_timeout"),
+            ("server.limits.idle_timeout=0.5", "idle_timeout"),
+            ("server.limits.idle_timeout=2592001", "idle_timeout"),
+            ("server.limits.idle_timeout=-1", "idle_timeout"),
+            ("server.limits.loopback_exempt=maybe", "loopback_exempt"),
+            ("server.export.absolute=1", "server.export.absolute"),
+            ("server.export.dir=[a]", "server.export.dir"),
+        ] {
+            let mut c = Config::default();
+            c.set_override(kv).unwrap();
+            let e = c.server().unwrap_err().to_string();
+            assert!(e.contains(key), "{kv}: {e}");
+        }
+        let mut c = Config::default();
+        c.set_override("server.limits.idle_timeout=3600").unwrap();
+        c.set_override("server.limits.handshake_timeout=0.5")
+            .unwrap();
+        c.set_override("server.export.dir=/srv/dumps").unwrap();
+        let s = c.server().unwrap();
+        assert_eq!(
+            s.connections.idle_timeout,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            s.connections.handshake_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(s.export.dir.as_deref(), Some(FsPath::new("/srv/dumps")));
     }
 
     #[test]

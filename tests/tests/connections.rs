@@ -1,10 +1,14 @@
-//! Connection handling over real TCP: the connection cap, many idle
-//! clients, the per-connection stream limit and graceful shutdown.
+//! Connection handling over real TCP: the connection caps (in all and per
+//! address) and their rate-limited refusal log, the handshake and idle
+//! timeouts, many idle clients, the per-connection stream limit and
+//! graceful shutdown.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use distkv_model::Value;
+use distkv_node::config::ConnectionLimits;
 use distkv_node::server::ServerOptions;
 use distkv_tests::*;
 use tokio::io::AsyncReadExt;
@@ -30,26 +34,260 @@ async fn the_connection_cap_refuses_extra_clients_with_an_error() -> Result<()> 
         c.still_works().await?;
     }
 
-    // Once one of the three leaves, a new client gets in (the slot is
-    // freed asynchronously: poll with a deadline).
+    // Once one of the three leaves, a new client gets in.
     drop(first.pop());
+    admitted_again(&node).await
+}
+
+/// Connects until a client is admitted: a slot is freed asynchronously once
+/// a client leaves (poll with a deadline).
+async fn admitted_again(node: &TestNode) -> Result<()> {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let mut c = Raw::connect(node.addr).await?;
         if seq_of(&c.greeting) == Some(0) {
-            c.still_works().await?;
-            break;
+            return c.still_works().await;
         }
         ensure!(Instant::now() < deadline, "the freed slot was never reused");
         tokio::task::yield_now().await;
     }
+}
+
+/// A node with these connection limits (and otherwise the defaults).
+async fn node_with(limits: ConnectionLimits, max_connections: usize) -> Result<TestNode> {
+    TestNode::start_with(ServerOptions {
+        max_connections,
+        connections: limits,
+        ..ServerOptions::default()
+    })
+    .await
+}
+
+/// Reads until the server closes `c`; returns the error it said goodbye
+/// with.
+async fn closed_with_error(c: &mut Raw) -> Result<String> {
+    let mut said = None;
+    while let Some(m) = c.recv_or_closed().await? {
+        ensure!(said.is_none(), "a message after the goodbye: {m}");
+        said = Some(error_text(&m)?.to_string());
+    }
+    said.context("closed without saying why")
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_but_a_watcher_stays() -> Result<()> {
+    // Margins for a loaded machine: the clients that talk do so at once.
+    let handshake = Duration::from_secs(1);
+    let idle = Duration::from_secs(2);
+    let node = node_with(
+        ConnectionLimits {
+            handshake_timeout: handshake,
+            idle_timeout: Some(idle),
+            ..ConnectionLimits::default()
+        },
+        100,
+    )
+    .await?;
+
+    // The watcher asks first: were it taken for idle, it would go first.
+    let mut watcher = node.raw().await?;
+    let wseq = watcher
+        .request("watch", vec![("path", p(path!["w"]))])
+        .await?;
+    ensure!(state_of(&watcher.recv().await?) == Some("start"));
+    let idle_since = Instant::now();
+    let mut idler = node.raw().await?;
+    idler.still_works().await?;
+
+    // Silent from the start, and a message that never completes.
+    let started = Instant::now();
+    let mut silent = node.raw().await?;
+    let mut trickle = node.raw().await?;
+    trickle.send_bytes(&[0x82, 0xa3, b's']).await?;
+    for c in [&mut silent, &mut trickle] {
+        let why = closed_with_error(c).await?;
+        ensure!(why.contains("no complete request within"), "{why}");
+    }
+    ensure!(
+        started.elapsed() >= handshake,
+        "closed before the handshake timeout"
+    );
+
+    let why = closed_with_error(&mut idler).await?;
+    ensure!(why.contains("no request for"), "{why}");
+    ensure!(
+        idle_since.elapsed() >= idle,
+        "closed before the idle timeout"
+    );
+
+    // The watcher, silent for longer than the idler, still gets changes.
+    let mut writer = node.raw().await?;
+    writer
+        .call_ok(
+            "set_value",
+            vec![("path", p(path!["w"])), ("value", Value::Int(1))],
+        )
+        .await?;
+    let m = watcher.recv().await?;
+    ensure!(
+        seq_of(&m) == Some(wseq) && m.get("value") == Some(&Value::Int(1)),
+        "{m}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_per_address_cap_refuses_extra_connections_with_an_error() -> Result<()> {
+    let capped = ConnectionLimits {
+        max_per_addr: 2,
+        loopback_exempt: false,
+        ..ConnectionLimits::default()
+    };
+    let node = node_with(capped.clone(), 100).await?;
+    let mut held = vec![node.raw().await?, node.raw().await?];
+    let mut third = Raw::connect(node.addr).await?;
+    let why = error_text(&third.greeting)?;
+    ensure!(
+        why.contains("too many connections from your address (limit 2)"),
+        "{why}"
+    );
+    third.expect_closed().await?;
+    for c in &mut held {
+        c.still_works().await?;
+    }
+    drop(held.pop());
+    admitted_again(&node).await?;
+
+    // Loopback is exempt by default.
+    let exempt = node_with(
+        ConnectionLimits {
+            loopback_exempt: true,
+            ..capped
+        },
+        100,
+    )
+    .await?;
+    let mut many = Vec::new();
+    for _ in 0..5 {
+        let mut c = exempt.raw().await?;
+        c.still_works().await?;
+        many.push(c);
+    }
+    Ok(())
+}
+
+/// The lines a `tracing` subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// The number after `key=` in `line`.
+fn number_after(line: &str, key: &str) -> Result<u64> {
+    let at = line
+        .find(key)
+        .with_context(|| format!("no {key} in {line}"))?
+        + key.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().with_context(|| format!("{key} in {line}"))
+}
+
+#[tokio::test]
+async fn refused_connections_are_logged_at_most_once_a_second_with_counts() -> Result<()> {
+    const REFUSED: u64 = 200;
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // This test's runtime has one thread: the server logs through this
+    // subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let node = node_with(ConnectionLimits::default(), 1).await?;
+    let _only = node.raw().await?;
+    let started = Instant::now();
+    for _ in 0..REFUSED {
+        let mut c = Raw::connect(node.addr).await?;
+        error_text(&c.greeting)?;
+        c.expect_closed().await?;
+    }
+    let took = started.elapsed();
+
+    // Every refusal is counted once: on its own line, held back and counted
+    // on the next line, or in the summary a second after the last line.
+    let counted = |text: &str| -> Result<(u64, u64)> {
+        let (mut lines, mut total) = (0, 0);
+        for l in text.lines() {
+            if l.contains("refusing client") {
+                lines += 1;
+                total += 1 + number_after(l, "held_back=")?;
+            } else if l.contains("more clients refused") {
+                lines += 1;
+                total += number_after(l, "refused=")?;
+            }
+        }
+        Ok((lines, total))
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while counted(&lines.text())?.1 < REFUSED {
+        ensure!(
+            Instant::now() < deadline,
+            "not every refusal was reported:\n{}",
+            lines.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (logged, total) = counted(&lines.text())?;
+    ensure!(
+        total == REFUSED,
+        "{total} refusals reported:\n{}",
+        lines.text()
+    );
+    // One line per second begun, plus the summary.
+    let most = took.as_secs() + 2;
+    ensure!(
+        logged <= most,
+        "{logged} lines for {REFUSED} refusals in {took:?}:\n{}",
+        lines.text()
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn many_idle_connections_do_not_slow_a_fresh_client() -> Result<()> {
     const IDLE: usize = 2000;
-    let node = TestNode::start().await?;
+    // They stay silent: give them the longest handshake allowed.
+    let node = TestNode::start_with(ServerOptions {
+        connections: ConnectionLimits {
+            handshake_timeout: Duration::from_secs(3600),
+            ..ConnectionLimits::default()
+        },
+        ..ServerOptions::default()
+    })
+    .await?;
     let mut idle = Vec::with_capacity(IDLE);
     let mut buf = [0u8; 256];
     for i in 0..IDLE {

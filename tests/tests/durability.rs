@@ -392,8 +392,10 @@ async fn save(c: &Client, file: &std::path::Path) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_files_load_into_a_fresh_node_with_their_deletions() -> Result<()> {
     let dir = tempdir("load")?;
+    // A RAM-only node writes files only where it is told to.
     let src = Launch::new("loadsrc", dir.path())
         .no_data_dir()
+        .conf(&format!("server.export.dir={}", dir.path().display()))
         .start()
         .await?;
     let c = src.connect().await?;

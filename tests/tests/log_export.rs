@@ -1,6 +1,7 @@
 //! Python DistKV 0.63.3's `distkv client log dest|save|stop` against a real
-//! `distkv server` process, and the files it makes the node write: they load
-//! back with `-l` (deletions included) and Python's `distkv dump file`
+//! `distkv server` process, and the files it makes the node write into its
+//! export directory (relative names; `..` and existing files refused): they
+//! load back with `-l` (deletions included) and Python's `distkv dump file`
 //! reads them.
 //!
 //! The Python comes from `$DISTKV_PYTHON` or the venv that
@@ -19,8 +20,9 @@ use distkv_node::client::UpdateOptions;
 use distkv_node::pyfiles::{PyReader, PyRecord};
 use process::{dump, python, same_dump, Launch};
 
-/// Runs Python's `distkv ARGS…` (with a deadline); returns its stdout.
-async fn py_distkv(args: Vec<String>) -> Result<String> {
+/// Runs Python's `distkv ARGS…` (with a deadline); returns its stdout, or
+/// with `fail` its stderr, once it failed.
+async fn py_distkv_expecting(args: Vec<String>, fail: bool) -> Result<String> {
     let py = python()?;
     let script = py.with_file_name("distkv");
     let shown = args.join(" ");
@@ -43,21 +45,39 @@ async fn py_distkv(args: Vec<String>) -> Result<String> {
         }
         let out = child.wait_with_output()?;
         ensure!(
-            out.status.success(),
+            out.status.success() != fail,
             "distkv {shown}: {}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let text = if fail { out.stderr } else { out.stdout };
+        Ok(String::from_utf8_lossy(&text).into_owned())
     })
     .await?
 }
 
-/// Python's `distkv -c CFG client ARGS…`.
-async fn py_client(cfg: &FsPath, args: &[&str]) -> Result<String> {
+/// Runs Python's `distkv ARGS…` (with a deadline); returns its stdout.
+async fn py_distkv(args: Vec<String>) -> Result<String> {
+    py_distkv_expecting(args, false).await
+}
+
+fn py_client_args(cfg: &FsPath, args: &[&str]) -> Vec<String> {
     let mut v = vec!["-c".to_string(), cfg.display().to_string(), "client".into()];
     v.extend(args.iter().map(|s| s.to_string()));
-    py_distkv(v).await
+    v
+}
+
+/// Python's `distkv -c CFG client ARGS…`.
+async fn py_client(cfg: &FsPath, args: &[&str]) -> Result<String> {
+    py_distkv(py_client_args(cfg, args)).await
+}
+
+/// Python's `distkv -c CFG client ARGS…`, which must fail with an error
+/// that says `want`.
+async fn py_client_refused(cfg: &FsPath, args: &[&str], want: &str) -> Result<()> {
+    let err = py_distkv_expecting(py_client_args(cfg, args), true).await?;
+    ensure!(err.contains(want), "{args:?}: {err}");
+    Ok(())
 }
 
 /// The records of a DistKV-format file.
@@ -90,7 +110,14 @@ async fn python_reads(file: &FsPath) -> Result<usize> {
 async fn python_log_dest_save_and_stop_write_files_that_load_back() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("distkv-pylog-").tempdir()?;
     let d = dir.path();
-    let node = Launch::new("pylog", d).fsync("never").start().await?;
+    let launch = Launch::new("pylog", d).fsync("never");
+    let node = launch.start().await?;
+    // The default export directory: `export/` in the data directory.
+    let exports = launch
+        .data_dir
+        .clone()
+        .context("no data dir")?
+        .join("export");
     let cfg = d.join("client.cfg");
     std::fs::write(
         &cfg,
@@ -107,8 +134,8 @@ async fn python_log_dest_save_and_stop_write_files_that_load_back() -> Result<()
     c.delete_value(&path!["p", 3i64], &opts).await?;
 
     // A change log with the full state first, then every change.
-    let log = d.join("changes.log");
-    py_client(&cfg, &["log", "dest", &log.display().to_string()]).await?;
+    let log = exports.join("changes.log");
+    py_client(&cfg, &["log", "dest", "changes.log"]).await?;
     ensure!(log.is_file(), "log dest wrote no file");
     for i in 50..60i64 {
         c.set_value(&path!["p", i], Value::Int(i), &opts).await?;
@@ -122,10 +149,28 @@ async fn python_log_dest_save_and_stop_write_files_that_load_back() -> Result<()
     c.set_value(&last, Value::Bool(true), &opts).await?;
 
     // Saves in DistKV's format (by the `.dkv` name) and in ours.
-    let save_py = d.join("state.dkv");
-    let save_snap = d.join("state.dkvsnap");
-    py_client(&cfg, &["log", "save", &save_py.display().to_string()]).await?;
-    py_client(&cfg, &["log", "save", &save_snap.display().to_string()]).await?;
+    let save_py = exports.join("state.dkv");
+    let save_snap = exports.join("old/state.dkvsnap");
+    py_client(&cfg, &["log", "save", "state.dkv"]).await?;
+    py_client(&cfg, &["log", "save", "old/state.dkvsnap"]).await?;
+    // Nothing outside the export directory, nothing replaced.
+    py_client_refused(
+        &cfg,
+        &["log", "save", "../escape.dkv"],
+        "path must stay inside the export directory",
+    )
+    .await?;
+    py_client_refused(
+        &cfg,
+        &["log", "dest", &d.join("escape.dkv").display().to_string()],
+        "path must be relative to the export directory",
+    )
+    .await?;
+    py_client_refused(&cfg, &["log", "save", "state.dkv"], "exists").await?;
+    ensure!(
+        !exports.join("../escape.dkv").exists() && !d.join("escape.dkv").exists(),
+        "a file was written outside the export directory"
+    );
     let want = dump(&c, false).await?;
     let want_empty = dump(&c, true).await?;
     ensure!(!want.contains_key(&path!["p", 4i64].to_string()));

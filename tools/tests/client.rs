@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use distkv_model::Value;
+use distkv_node::config::ExportSettings;
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,10 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
+        Node::start_with(ServerOptions::default())
+    }
+
+    fn start_with(opts: ServerOptions) -> Node {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -35,7 +40,7 @@ impl Node {
             .unwrap();
         let shutdown = CancellationToken::new();
         let addr = rt.block_on(async {
-            let server = Server::new("n1", ServerOptions::default());
+            let server = Server::new("n1", opts);
             server.init(Value::str("Testing")).unwrap();
             let listener = server::bind("127.0.0.1", 0).await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -315,17 +320,20 @@ fn monitor_prints_state_then_changes_until_interrupted() {
 
 #[test]
 fn log_save_dest_and_stop_write_files_on_the_server() {
-    let n = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start_with(ServerOptions {
+        export: ExportSettings {
+            dir: Some(dir.path().to_path_buf()),
+            absolute: false,
+        },
+        ..ServerOptions::default()
+    });
     n.ok("data l.a set -e : 1", "");
-    let dir = std::env::temp_dir().join(format!("distkv-cli-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let snap = dir.join("s.dkvsnap");
-    let py = dir.join("s.dkv");
-    let changes = dir.join("c.dkv");
-    n.ok(&format!("log save {}", snap.display()), "");
-    n.ok(&format!("log save -f {}", py.display()), "");
-    n.ok(&format!("log dest {}", changes.display()), "");
+    n.ok("log save s.dkvsnap", "");
+    n.ok("log save -f s.dkv", "");
+    n.ok("log dest c.dkv", "");
     n.ok("log stop", "");
+    let [snap, py, changes] = ["s.dkvsnap", "s.dkv", "c.dkv"].map(|f| dir.path().join(f));
     for f in [&snap, &py, &changes] {
         let bytes = std::fs::read(f).unwrap();
         assert!(!bytes.is_empty(), "{} is empty", f.display());
@@ -335,5 +343,26 @@ fn log_save_dest_and_stop_write_files_on_the_server() {
         (0x80..=0x8f).contains(&std::fs::read(&py).unwrap()[0]),
         "a msgpack map"
     );
-    std::fs::remove_dir_all(&dir).ok();
+
+    // Existing files are replaced only on request; nothing leaves the
+    // export directory.
+    n.fails(
+        "log save s.dkv",
+        1,
+        "ServerError: ClientError('save: \"s.dkv\" exists",
+    );
+    n.fails(
+        "log dest c.dkv",
+        1,
+        "ServerError: ClientError('log: \"c.dkv\" exists",
+    );
+    n.ok("log save --overwrite s.dkvsnap", "");
+    n.ok("log dest --overwrite c.dkv", "");
+    n.ok("log stop", "");
+    n.fails(
+        "log save ../s.dkv",
+        1,
+        "ServerError: ValueError('save: path must stay",
+    );
+    assert!(!dir.path().join("../s.dkv").exists());
 }

@@ -379,6 +379,11 @@ impl std::fmt::Debug for Durability {
 }
 
 impl Durability {
+    /// The data directory.
+    pub fn dir(&self) -> &FsPath {
+        &self.config.dir
+    }
+
     /// The fsync policy.
     pub fn fsync(&self) -> FsyncPolicy {
         self.config.fsync

@@ -14,11 +14,22 @@
 //! not a map or lacks `seq` gets an error without `seq` and the connection
 //! stays open; an unknown action gets an error **with** its `seq` (DistKV
 //! closed the connection), and so does a message holding a msgpack
-//! extension type DistKV's clients cannot read; bytes that are not msgpack, or a message over
-//! the size or nesting limit, get an error and the connection is closed,
+//! extension type DistKV's clients cannot read; bytes that are not msgpack,
+//! or a message over the size or nesting limit, get an error and the
+//! connection is closed,
 //! since an unframed stream cannot be resynchronised.
+//!
+//! Silence is bounded too (`server.limits`): a connection whose first
+//! message has not fully arrived `handshake_timeout` after connecting is
+//! closed with an error (every DistKV client sends its hello at once). With
+//! an `idle_timeout`, so is a connection that sent no complete message for
+//! that long while running no stream or file task: a watch or monitor, how
+//! long it may wait for its next change, keeps its connection open. A
+//! message trickling in byte by byte is not activity; only complete ones
+//! are.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,13 +39,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handlers::{self, int_field, req_path, View};
 use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::stream::{self, Kind, StreamOut, Window};
-use super::{encode_msg, Server, VERSION};
+use super::{encode_msg, export, Server, VERSION};
 use crate::wire::{MsgReader, WireError};
 
 /// Encoded reply batches queued for the writer.
@@ -60,10 +72,16 @@ struct Conn {
     wr: SharedWriter,
     streams: Streams,
     tasks: TaskTracker,
+    /// When the last of `tasks` ended.
+    tasks_ended: Arc<Mutex<Instant>>,
     cancel: CancellationToken,
     /// The current batch changed the state: under `fsync = always` its
     /// replies wait until the change is on disk.
     changed: bool,
+    /// When the connection was accepted.
+    connected: Instant,
+    /// When the last complete message arrived (`None`: none yet).
+    last_message: Option<Instant>,
 }
 
 /// Tells a client why it is closed at once.
@@ -95,8 +113,11 @@ pub(super) async fn run(
         wr: wr.clone(),
         streams: Arc::default(),
         tasks: TaskTracker::new(),
+        tasks_ended: Arc::new(Mutex::new(Instant::now())),
         cancel: shutdown.child_token(),
         changed: false,
+        connected: Instant::now(),
+        last_message: None,
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");
@@ -154,9 +175,16 @@ impl Conn {
             if eof {
                 return "closed by client".into();
             }
+            let silence = self.silence_deadline();
             let more = tokio::select! {
                 r = reader.fill() => r,
                 _ = self.cancel.cancelled() => return "server shutting down".into(),
+                _ = tokio::time::sleep_until(silence.unwrap_or_else(Instant::now)), if silence.is_some() => {
+                    match self.too_silent() {
+                        Some(why) => return self.close_with(why).await,
+                        None => continue,
+                    }
+                }
             };
             match more {
                 Ok(true) => {}
@@ -175,15 +203,58 @@ impl Conn {
     ) -> Result<(), WireError> {
         loop {
             match reader.try_next() {
-                Ok(Some(msg)) => self.dispatch(msg, out),
+                Ok(Some(msg)) => {
+                    self.last_message = Some(Instant::now());
+                    self.dispatch(msg, out);
+                }
                 Ok(None) => return Ok(()),
                 Err(WireError::Refused { seq, error }) => {
+                    self.last_message = Some(Instant::now());
                     let e = CmdError::Invalid(error.to_string());
                     encode_msg(&self.server, error_fields(seq, &e), out);
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// When the connection will have been silent for too long, unless a
+    /// message arrives; `None`: never (no idle timeout).
+    fn silence_deadline(&self) -> Option<Instant> {
+        let limits = &self.server.opts.connections;
+        let Some(last) = self.last_message else {
+            return Some(self.connected + limits.handshake_timeout);
+        };
+        let idle = limits.idle_timeout?;
+        if !self.tasks.is_empty() {
+            // A stream or file task runs: not idle; look again later.
+            return Some(Instant::now() + idle);
+        }
+        let ended = *self.tasks_ended.lock().unwrap_or_else(|e| e.into_inner());
+        Some(last.max(ended) + idle)
+    }
+
+    /// Why the connection is closed for silence, if its time has come.
+    fn too_silent(&self) -> Option<String> {
+        let limits = &self.server.opts.connections;
+        if self.silence_deadline()? > Instant::now() {
+            return None;
+        }
+        Some(match (self.last_message, limits.idle_timeout) {
+            (Some(_), Some(idle)) => format!("closing: no request for {idle:?}"),
+            _ => format!(
+                "closing: no complete request within {:?} of connecting",
+                limits.handshake_timeout
+            ),
+        })
+    }
+
+    /// Tells the client why it is closed (if it reads within a second).
+    async fn close_with(&self, why: String) -> String {
+        let mut out = Vec::new();
+        encode_msg(&self.server, vec![("error", Value::str(&why))], &mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.write(&out)).await;
+        why
     }
 
     /// Sends a batch of replies — under `fsync = always` only once its
@@ -219,6 +290,39 @@ impl Conn {
             let _ = self.write(&out).await;
         }
         e.to_string()
+    }
+
+    /// Runs `task` as one of the connection's tasks (which keep it from
+    /// being idle).
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let ended = self.tasks_ended.clone();
+        self.tasks.spawn(async move {
+            task.await;
+            *ended.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        });
+    }
+
+    /// Runs `work` as one of the connection's tasks and sends its reply to
+    /// request `seq` once it is done.
+    fn reply_later(
+        &self,
+        seq: u64,
+        work: impl Future<Output = CmdResult<Fields>> + Send + 'static,
+    ) {
+        let server = self.server.clone();
+        let tx = self.tx.clone();
+        self.spawn(async move {
+            let m = match work.await {
+                Ok(mut m) => {
+                    put(&mut m, "seq", Value::uint(seq));
+                    m
+                }
+                Err(e) => error_fields(Some(seq), &e),
+            };
+            let mut buf = Vec::new();
+            encode_msg(&server, m, &mut buf);
+            let _ = tx.send(buf).await;
+        });
     }
 
     /// Under `fsync = always`, waits until every change made so far is on
@@ -360,7 +464,7 @@ impl Conn {
             "stop" => Ok(self.stop(&msg)),
             "delete_tree" => return self.delete_tree(seq, &msg, out),
             "save" => return self.save(seq, &msg, out),
-            "log" => return self.log(seq, &msg),
+            "log" => return self.log(seq, &msg, out),
             "get_tree" => return self.start_stream(Kind::GetTree, seq, msg, out),
             "get_tree_internal" => return self.start_stream(Kind::GetTreeInternal, seq, msg, out),
             "watch" => return self.start_stream(Kind::Watch, seq, msg, out),
@@ -400,67 +504,44 @@ impl Conn {
         vec![("result", Value::Bool(found))]
     }
 
-    /// `save`: writes a snapshot to a path on the server (`full`: with the
-    /// meta tree). Runs on a blocking thread; the reply comes when the file
-    /// is durable.
+    /// `save`: writes a snapshot to a file in the export directory
+    /// (`full`: with the meta tree). Runs on a blocking thread; the reply
+    /// comes when the file is durable.
     fn save(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
-        let path = match msg.get("path").and_then(Value::as_str) {
-            Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
-            _ => {
-                let e = CmdError::Invalid("field 'path' must be a file name".into());
-                return self.reply(seq, Err(e), out);
-            }
+        let target = match export::target(&self.server, &self.view, "save", msg) {
+            Ok(t) => t,
+            Err(e) => return self.reply(seq, Err(e), out),
         };
         let full = msg.get("full").is_some_and(Value::truthy);
         let server = self.server.clone();
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            let srv = server.clone();
-            let res = tokio::task::spawn_blocking(move || srv.save_snapshot(&path, full)).await;
-            let res = match res {
-                Ok(Ok(())) => Ok(vec![("result", Value::Bool(true))]),
-                Ok(Err(e)) => Err(CmdError::Server(e.to_string())),
-                Err(e) => Err(CmdError::Server(format!("snapshot task failed: {e}"))),
-            };
-            let mut m = match res {
-                Ok(m) => m,
-                Err(e) => error_fields(None, &e),
-            };
-            put(&mut m, "seq", Value::uint(seq));
-            let mut buf = Vec::new();
-            encode_msg(&server, m, &mut buf);
-            let _ = tx.send(buf).await;
+        self.reply_later(seq, async move {
+            tokio::task::spawn_blocking(move || export::save(&server, &target, full))
+                .await
+                .map_err(|e| CmdError::Server(format!("save: the task failed: {e}")))??;
+            Ok(vec![("result", Value::Bool(true))])
         });
     }
 
-    /// `log`: starts a change log at `path` (`fetch`: with the full state
-    /// first); without `path`, stops every log.
-    fn log(&mut self, seq: u64, msg: &Value) {
-        let path = msg
-            .get("path")
-            .and_then(Value::as_str)
-            .map(std::path::PathBuf::from);
+    /// `log`: starts a change log in a file of the export directory
+    /// (`fetch`: with the full state first); without `path`, stops every
+    /// log.
+    fn log(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        let target = match msg.get("path") {
+            None | Some(Value::Nil) => export::may_write_files(&self.view, "log").map(|()| None),
+            Some(_) => export::target(&self.server, &self.view, "log", msg).map(Some),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => return self.reply(seq, Err(e), out),
+        };
         let fetch = msg.get("fetch").is_some_and(Value::truthy);
         let server = self.server.clone();
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            let res = match path {
-                Some(p) => super::export::start_log(server.clone(), p, fetch)
-                    .await
-                    .map_err(|e| CmdError::Server(e.to_string())),
-                None => {
-                    super::export::stop_logs(&server).await;
-                    Ok(())
-                }
-            };
-            let mut m = match res {
-                Ok(()) => vec![("result", Value::Bool(true))],
-                Err(e) => error_fields(None, &e),
-            };
-            put(&mut m, "seq", Value::uint(seq));
-            let mut buf = Vec::new();
-            encode_msg(&server, m, &mut buf);
-            let _ = tx.send(buf).await;
+        self.reply_later(seq, async move {
+            match target {
+                Some(t) => export::start_log(server, t, fetch).await?,
+                None => export::stop_logs(&server).await,
+            }
+            Ok(vec![("result", Value::Bool(true))])
         });
     }
 
@@ -492,7 +573,7 @@ impl Conn {
         let streams = self.streams.clone();
         let server = self.server.clone();
         let view = self.view.clone();
-        self.tasks.spawn(async move {
+        self.spawn(async move {
             stream::run(kind, server, view, msg, sout, cancel).await;
             streams
                 .lock()

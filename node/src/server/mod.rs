@@ -3,11 +3,14 @@
 //! One [`Server`] holds the node's [`State`] behind a mutex (held only for
 //! short, non-async critical sections) and a watch channel announcing the
 //! event log's newest sequence number, on which watchers wait. [`serve`]
-//! accepts connections — at most `max_connections` at a time, extra ones get
-//! an error message and are closed — and runs each in its own task
-//! ([`conn`]) until the shutdown token fires; then it stops accepting, lets
-//! connections finish their current batch, and returns once all are gone.
+//! accepts connections — within the caps of [`admission`] (in all and per
+//! client address; refused clients get an error message, the node's log a
+//! line a second at most) — and runs each in its own task ([`conn`], which
+//! also closes silent connections) until the shutdown token fires; then it
+//! stops accepting, lets connections finish their current batch, and
+//! returns once all are gone.
 
+mod admission;
 mod bus_msgs;
 mod conn;
 mod export;
@@ -24,13 +27,13 @@ use distkv_log::{LogLimits, Seq};
 use distkv_model::codec::{self, Limits};
 use distkv_model::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::bus::Bus;
 use crate::cluster::msg::Topics;
-use crate::config::ServerSettings;
+use crate::config::{ConnectionLimits, ExportSettings, ServerSettings};
 use crate::persist::durable::{with_reserved_ticks, Durability, StateHost};
 use crate::state::{State, StateError, Tock};
 
@@ -71,6 +74,10 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Most concurrent connections.
     pub max_connections: usize,
+    /// Per-address cap and timeouts of client connections.
+    pub connections: ConnectionLimits,
+    /// Where `save` and `log` write.
+    pub export: ExportSettings,
     /// In-memory event log limits.
     pub log: LogLimits,
 }
@@ -81,6 +88,8 @@ impl Default for ServerOptions {
             buffer: 10,
             limits: Limits::default(),
             max_connections: 10_000,
+            connections: ConnectionLimits::default(),
+            export: ExportSettings::default(),
             log: LogLimits::default(),
         }
     }
@@ -96,6 +105,8 @@ impl From<&ServerSettings> for ServerOptions {
                 foreign_ext: false,
             },
             max_connections: s.max_connections,
+            connections: s.connections.clone(),
+            export: s.export.clone(),
             log: LogLimits {
                 max_records: s.log_records,
                 max_bytes: s.log_bytes,
@@ -263,32 +274,6 @@ impl Server {
         Ok(())
     }
 
-    /// Writes a snapshot of the current state to `path` (blocking: call it
-    /// from a blocking thread). `full` includes the meta tree. A name ending
-    /// in `.dkv` gets DistKV's plain save format, anything else ours.
-    pub fn save_snapshot(
-        &self,
-        path: &std::path::Path,
-        full: bool,
-    ) -> Result<(), distkv_snapshot::SnapshotError> {
-        if export::is_distkv_py(path) {
-            let bytes = export::py_save(&self.state(), full);
-            return export::write_file(path, &bytes).map_err(|source| {
-                distkv_snapshot::SnapshotError::Io {
-                    file: path.to_path_buf(),
-                    source,
-                }
-            });
-        }
-        let pending = {
-            let st = self.state();
-            let seq = st.log().next_seq() - 1;
-            crate::persist::snap::write(&st, path, full, now_ms(), seq)?
-        };
-        pending.finish()?;
-        Ok(())
-    }
-
     /// Loads a snapshot or DistKV-py file into the state (before serving).
     pub fn load_file(
         &self,
@@ -328,12 +313,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(server.opts.max_connections));
+    let admission =
+        admission::Admission::new(server.opts.max_connections, &server.opts.connections);
+    let mut refusals = admission::RefusalLog::default();
     let tracker = TaskTracker::new();
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(node = %server.name, addr = ?local, "serving clients");
     loop {
+        let summary_due = refusals.summary_due();
         let (sock, peer) = tokio::select! {
+            _ = tokio::time::sleep_until(summary_due.unwrap_or_else(tokio::time::Instant::now)), if summary_due.is_some() => {
+                let n = refusals.summary(tokio::time::Instant::now());
+                tracing::warn!(refused = n, "more clients refused in the last second");
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -347,21 +340,22 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = sock.set_nodelay(true);
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match admission.admit(peer.ip()) {
+            Ok(ticket) => {
                 let server = server.clone();
                 let shutdown = shutdown.clone();
                 tracker.spawn(async move {
                     conn::run(server, sock, peer, shutdown).await;
-                    drop(permit);
+                    drop(ticket);
                 });
             }
-            Err(_) => {
-                tracing::warn!(%peer, "connection limit reached; refusing client");
+            Err(why) => {
+                let text = why.message();
+                if let Some(held_back) = refusals.refused(tokio::time::Instant::now()) {
+                    tracing::warn!(%peer, reason = %text, held_back, "refusing client");
+                }
                 let server = server.clone();
-                tracker.spawn(async move {
-                    conn::refuse(&server, sock, "too many connections; try again later").await
-                });
+                tracker.spawn(async move { conn::refuse(&server, sock, &text).await });
             }
         }
     }

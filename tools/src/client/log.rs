@@ -25,7 +25,11 @@ enum LogCommand {
         /// Don't write the initial state.
         #[arg(short = 'i', long)]
         incremental: bool,
-        /// The file, on the server.
+        /// Replace the file if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        /// The file, relative to the server's export directory
+        /// (`server.export.dir`, by default `export/` in its data directory).
         path: String,
     },
     /// Write the server's current state to a file on the server (DistKV's
@@ -36,7 +40,11 @@ enum LogCommand {
         /// Also dump internal state.
         #[arg(short = 'f', long)]
         full: bool,
-        /// The file, on the server.
+        /// Replace the file if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        /// The file, relative to the server's export directory
+        /// (`server.export.dir`, by default `export/` in its data directory).
         path: String,
     },
     /// Stop logging changes.
@@ -50,17 +58,30 @@ enum LogCommand {
 pub(crate) async fn run(s: &mut Session, a: LogArgs) -> anyhow::Result<()> {
     let (action, fields) = match a.cmd {
         LogCommand::Dest {
-            incremental, path, ..
+            incremental,
+            overwrite,
+            path,
+            ..
         } => (
             "log",
             vec![
                 ("path", Value::str(&path)),
                 ("fetch", Value::Bool(!incremental)),
+                ("overwrite", Value::Bool(overwrite)),
             ],
         ),
-        LogCommand::Save { full, path, .. } => (
+        LogCommand::Save {
+            full,
+            overwrite,
+            path,
+            ..
+        } => (
             "save",
-            vec![("path", Value::str(&path)), ("full", Value::Bool(full))],
+            vec![
+                ("path", Value::str(&path)),
+                ("full", Value::Bool(full)),
+                ("overwrite", Value::Bool(overwrite)),
+            ],
         ),
         LogCommand::Stop { .. } => ("log", vec![]),
     };
