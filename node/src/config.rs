@@ -10,6 +10,7 @@
 
 use std::path::Path as FsPath;
 
+use distkv_log::RecoveryMode;
 use serde_yaml::{Mapping, Value as Yaml};
 
 /// A configuration problem.
@@ -357,20 +358,22 @@ impl Config {
                 })
             }
         };
-        let strict_recovery = match self.string("server.persist.recovery")?.as_str() {
-            "truncate" => false,
-            "strict" => true,
+        let recovery = match self.string("server.persist.recovery")?.as_str() {
+            "truncate" => RecoveryMode::TruncateTail,
+            "strict" => RecoveryMode::Strict,
+            "salvage" => RecoveryMode::Salvage,
             _ => {
                 return Err(ConfigError::Invalid {
                     key: "server.persist.recovery".into(),
-                    reason: "must be truncate (cut a torn log tail) or strict (refuse to start)"
+                    reason: "must be truncate (cut a torn log tail), strict (refuse to start on \
+                             any damage) or salvage (also skip damage that valid blocks follow)"
                         .into(),
                 })
             }
         };
         Ok(PersistSettings {
             fsync,
-            strict_recovery,
+            recovery,
             segment_max_bytes: self.int("server.persist.segment_max_bytes")?,
             segment_max_age: self.seconds("server.persist.segment_max_age")?,
             snapshot_records: self.int("server.persist.snapshot_records")?,
@@ -460,9 +463,12 @@ pub enum FsyncSetting {
 pub struct PersistSettings {
     /// fsync policy.
     pub fsync: FsyncSetting,
-    /// Refuse to start on a torn log tail instead of cutting it off
-    /// (`server.persist.recovery: strict`).
-    pub strict_recovery: bool,
+    /// What recovery does with a damaged event log
+    /// (`server.persist.recovery`): `truncate` cuts a torn tail (a damaged
+    /// last block) and refuses damage that valid blocks follow, `strict`
+    /// refuses any damage, `salvage` also keeps every valid block after
+    /// damage (see docs/reliability.md).
+    pub recovery: RecoveryMode,
     /// Rotate log segments at this size.
     pub segment_max_bytes: u64,
     /// Rotate log segments at this age.
@@ -520,6 +526,28 @@ mod tests {
         c.set_override("connect.host").unwrap();
         assert!(c.connect().is_err());
         assert!(c.set_override("a..b=1").is_err());
+    }
+
+    #[test]
+    fn the_recovery_mode_is_one_of_three() {
+        let mut c = Config::default();
+        let mode = |c: &Config| c.server().map(|s| s.persist.recovery);
+        assert_eq!(mode(&c).unwrap(), RecoveryMode::TruncateTail);
+        for (v, m) in [
+            ("strict", RecoveryMode::Strict),
+            ("salvage", RecoveryMode::Salvage),
+            ("truncate", RecoveryMode::TruncateTail),
+        ] {
+            c.set_override(&format!("server.persist.recovery={v}"))
+                .unwrap();
+            assert_eq!(mode(&c).unwrap(), m);
+        }
+        c.set_override("server.persist.recovery=repair").unwrap();
+        let e = mode(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("server.persist.recovery") && e.contains("salvage"),
+            "{e}"
+        );
     }
 
     #[test]
