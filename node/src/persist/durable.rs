@@ -152,7 +152,8 @@ pub enum PersistError {
     /// The event log is damaged and valid blocks follow the damage: not a
     /// torn tail. Nothing was changed; the node does not start.
     #[error(
-        "{source}. Start the node with server.persist.recovery=salvage (e.g. -C \
+        "damage in the event log with valid blocks after it, which no crash explains; start \
+         the node with server.persist.recovery=salvage (e.g. -C \
          server.persist.recovery=salvage) to keep every valid block after the damage: the \
          damaged file is kept in {}, the events of the damaged blocks are lost on this node \
          (other nodes that hold them send them back)",
@@ -160,7 +161,8 @@ pub enum PersistError {
     )]
     Damaged {
         /// What is damaged, where.
-        source: LogError,
+        #[source]
+        damage: LogError,
         /// Where a salvage keeps the damaged file.
         kept_in: PathBuf,
     },
@@ -390,7 +392,7 @@ pub fn recover_at(
     wc.recovery = config.recovery;
     let damaged = |e: LogError| match e {
         e @ LogError::Salvageable { .. } => PersistError::Damaged {
-            source: e,
+            damage: e,
             kept_in: config.log_dir().join(DAMAGED_DIR),
         },
         e => PersistError::Log(e),
@@ -1254,8 +1256,10 @@ mod tests {
         let err = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1)
             .err()
             .unwrap();
-        let msg = err.to_string();
-        assert!(matches!(err, PersistError::Damaged { .. }), "{msg}");
+        let PersistError::Damaged { damage, .. } = &err else {
+            panic!("{err}");
+        };
+        let msg = format!("{err}: {damage}");
         for want in [
             newest.path.display().to_string(),
             format!("byte {offset}"),
@@ -1265,17 +1269,28 @@ mod tests {
         }
         assert_eq!(std::fs::read(&newest.path).unwrap(), bytes, "untouched");
 
+        // As after a crash: the reservation is ahead of the last change.
+        let reserved = 40 + TICK_BLOCK;
+        Meta {
+            node: "n1".into(),
+            reserved_tick: reserved,
+        }
+        .store(&dir)
+        .unwrap();
         let mut c = DurableConfig::new(&dir);
         c.recovery = RecoveryMode::Salvage;
         let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
         assert_eq!(rec.info.salvaged.len(), 1);
         assert_eq!(rec.info.lost_events, lost.len() as u64);
+        // The lost ticks are missing, to be fetched back; so are those up
+        // to the reservation: the lost block may have held some of them.
         assert!(rec.info.skipped.is_empty(), "no own tick declared unused");
-        let missing: Vec<u64> = rec.state.node("n1").unwrap().missing().iter().collect();
-        assert_eq!(
-            missing, lost,
-            "the lost ticks are missing, to be fetched back"
-        );
+        let mut want = RangeSet::new();
+        for &t in &lost {
+            want.insert(t);
+        }
+        want.insert_range(41, reserved + 1);
+        assert_eq!(rec.state.node("n1").unwrap().missing(), want);
         for i in 0..40i64 {
             let present = rec
                 .state
@@ -1287,6 +1302,43 @@ mod tests {
         }
         let kept = std::fs::read(&rec.info.salvaged[0].kept).unwrap();
         assert_eq!(kept, bytes, "the damaged file is kept");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn salvage_mode_salvages_the_closed_segments_the_replay_reads() {
+        let dir = tempdir("salvage-closed");
+        let small = |c: &mut DurableConfig| c.segment_bytes = 1024;
+        session(&dir, small, |h, d| {
+            for i in 0..60i64 {
+                write(h, d, &path!["k", i], Some(Value::Int(i)));
+                let target = h.0.lock().log().next_seq() - 1;
+                wait_for("the writer", || *d.durable.borrow() >= target);
+            }
+        });
+        let segs = distkv_log::list_segments(&dir.join("log")).unwrap();
+        assert!(segs.len() >= 3, "{segs:?}");
+        // A block in the middle of the first segment.
+        let victim = &segs[0].path;
+        let offsets: Vec<u64> = distkv_log::SegmentReader::open(victim, RecoveryMode::Strict)
+            .unwrap()
+            .map(|r| r.unwrap().offset)
+            .collect();
+        let mut bytes = std::fs::read(victim).unwrap();
+        bytes[offsets[offsets.len() / 2] as usize + 20] ^= 0x10;
+        std::fs::write(victim, &bytes).unwrap();
+        let err = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).err();
+        assert!(matches!(err, Some(PersistError::Damaged { .. })), "{err:?}");
+        let mut c = DurableConfig::new(&dir);
+        c.recovery = RecoveryMode::Salvage;
+        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        assert_eq!(rec.info.salvaged.len(), 1);
+        assert_eq!(&rec.info.salvaged[0].file, victim);
+        assert_eq!(rec.info.lost_records, 1);
+        assert_eq!(
+            rec.state.node("n1").unwrap().missing().count(),
+            rec.info.lost_events
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
