@@ -1430,7 +1430,7 @@ proptest! {
             }
             bytes.extend_from_slice(&tail);
             fs::write(&path, &bytes)?;
-            for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail] {
+            for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail, RecoveryMode::Salvage] {
                 let _ = LogReader::open_with(tmp.path(), 0, mode)?.count();
                 let cfg = WriterConfig { recovery: mode, ..config() };
                 let _ = LogWriter::open(tmp.path(), cfg, at(0));

@@ -461,13 +461,13 @@ impl SegmentReader {
                     file,
                     offset: d.offset,
                     reason: format!(
-                        "{}; nothing valid follows: a torn tail (what a crash while writing \
-                         leaves), which recovery in truncate mode cuts off",
+                        "{}; nothing valid follows: in the newest segment, a torn tail (what a \
+                         crash while writing leaves), which recovery in truncate mode cuts off",
                         d.reason
                     ),
                 }),
                 Tail::Closed(end) if salvage => {
-                    self.skip(&d, file_len, Some(self.expected..end));
+                    self.skip(&d, file_len, Some(self.expected..end.max(self.expected)));
                     self.ends_after_lost = true;
                     Ok(true)
                 }
@@ -496,7 +496,7 @@ impl SegmentReader {
                 }
                 let lost = match self.tail {
                     Tail::Open => self.expected..self.expected,
-                    Tail::Closed(end) => self.expected..end,
+                    Tail::Closed(end) => self.expected..end.max(self.expected),
                 };
                 self.skip(&Damage { reason, ..d }, file_len, Some(lost));
                 self.ends_after_lost = true;

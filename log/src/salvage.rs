@@ -67,7 +67,7 @@ impl SalvageReport {
         self.skipped
             .iter()
             .filter_map(|s| s.lost.as_ref())
-            .map(|l| l.end - l.start)
+            .map(|l| l.end.saturating_sub(l.start))
             .sum()
     }
 }
@@ -95,7 +95,8 @@ pub fn keep_tail(dir: &Path, path: &Path, offset: u64, wall_ms: u64) -> Result<O
 /// at, for a closed segment (`None`: the newest, whose end may be torn).
 /// `config` gives the node (for a header that must be rebuilt) and the
 /// compression. Returns `None`, and changes nothing, when the segment has
-/// no damage that valid blocks follow.
+/// no damage that valid blocks follow (one read of the file; a salvage
+/// reads it twice).
 pub fn salvage_segment(
     dir: &Path,
     path: &Path,
@@ -103,6 +104,16 @@ pub fn salvage_segment(
     end: Option<Seq>,
     wall_ms: u64,
 ) -> Result<Option<SalvageReport>> {
+    // A first pass finds out whether there is anything to salvage, without
+    // writing.
+    let mut probe = SegmentReader::open_with_end(path, RecoveryMode::Salvage, end)?;
+    for rec in probe.by_ref() {
+        rec?;
+    }
+    if probe.skipped().is_empty() {
+        return Ok(None);
+    }
+    drop(probe);
     let mut reader = SegmentReader::open_with_end(path, RecoveryMode::Salvage, end)?;
     let kept = unused_name(dir, path, &format!("damaged-{wall_ms}"));
     let header = match reader.header() {
@@ -135,11 +146,6 @@ pub fn salvage_segment(
         }
         out.push(&record)?;
         records += 1;
-    }
-    if reader.skipped().is_empty() {
-        drop(out);
-        fs::remove_file(&tmp).map_err(io_err(&tmp))?;
-        return Ok(None);
     }
     out.finish()?;
     keep_whole(dir, path, &kept)?;

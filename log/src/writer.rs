@@ -29,8 +29,8 @@
 //!   file and of the page cache is unknown): drop it and open it again,
 //!   which recovers the directory.
 //!
-//! Opening a directory recovers it: the newest segment is read as a
-//! [`SegmentReader`] in the configured [`RecoveryMode`] reads it (see
+//! Opening a directory recovers it: the newest segment is read by a
+//! [`SegmentReader`] in the configured [`RecoveryMode`] (see
 //! [`crate::reader`] for how damage is classified). A *torn tail* — damage
 //! with nothing valid after it — is cut off with
 //! [`RecoveryMode::TruncateTail`] and [`RecoveryMode::Salvage`], after the
@@ -672,6 +672,14 @@ fn recover(
     now: Now,
 ) -> Result<(OpenSegment, RecoveryReport, u64)> {
     let mut reader = SegmentReader::open(path, config.recovery)?;
+    if let Some(h) = reader.header().filter(|h| h.node != config.node) {
+        return Err(LogError::InvalidInput(format!(
+            "{} belongs to node {:?}, not {:?}",
+            path.display(),
+            h.node,
+            config.node
+        )));
+    }
     let mut records = 0;
     for rec in reader.by_ref() {
         rec?;
@@ -690,14 +698,6 @@ fn recover(
         let (seg, mut report, written) = recover(dir, path, &clean, now)?;
         report.salvaged = salvaged;
         return Ok((seg, report, written));
-    }
-    if let Some(h) = reader.header().filter(|h| h.node != config.node) {
-        return Err(LogError::InvalidInput(format!(
-            "{} belongs to node {:?}, not {:?}",
-            path.display(),
-            h.node,
-            config.node
-        )));
     }
     let file_len = reader.file_len();
     let mut report = RecoveryReport {
