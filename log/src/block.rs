@@ -27,7 +27,7 @@
 //! leaves); a block that passes its CRC but cannot be decoded is *invalid*
 //! and always an error. Whether torn damage is a torn *tail* (nothing valid
 //! after it) or corruption in the middle is decided by looking for valid
-//! blocks after it: [`crate::scan`].
+//! blocks after it: the `scan` module.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -366,7 +366,7 @@ impl BlockReader {
 
     /// Looks for valid blocks after `damage` (which the last
     /// [`next_block`](BlockReader::next_block) reported), whose records must
-    /// resume at event seq `expected` or later; see [`crate::scan`]. When
+    /// resume at event seq `expected` or later; see the `scan` module. When
     /// one is found, reading goes on there.
     pub(crate) fn after_damage(&mut self, damage: &Damage, expected: Seq) -> Result<After> {
         let from = if damage.offset == 0 && self.header.is_none() {

@@ -13,7 +13,7 @@
 //!   that is not a segment header of this version, is
 //!   [`LogError::Corrupt`] in every mode;
 //! * otherwise (a block or header cut short or failing its checksum) the
-//!   rest of the file is searched for valid blocks ([`crate::scan`]).
+//!   rest of the file is searched for valid blocks (the `scan` module).
 //!   - **Nothing valid follows**: a *torn tail* if the file is the newest
 //!     segment (or read alone): the iteration ends quietly in
 //!     `TruncateTail` and `Salvage` mode, reported by `torn_tail()`, and is

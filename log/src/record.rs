@@ -16,7 +16,7 @@
 //! *lost* record stands for the events `from ..= seq` that a salvage could
 //! not read back (none when `from = seq + 1`): it occupies their positions,
 //! so the event after it has seq `seq + 1`. The writer enforces this and
-//! the reader checks it ([`check_sequence`]).
+//! the reader checks it (`check_sequence`).
 //!
 //! The payload is one msgpack map (via [`distkv_model::codec`]) with a type
 //! tag `t`:

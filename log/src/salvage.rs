@@ -17,7 +17,7 @@
 //!
 //! **Salvage** ([`salvage_segment`]) reads a segment in
 //! [`RecoveryMode::Salvage`], which goes on after damage at the next valid
-//! block (see [`crate::reader`] and [`crate::scan`]), and writes every
+//! block (see [`crate::reader`] and the `scan` module), and writes every
 //! record it yields to `<segment name>.salvage`: the valid records before
 //! and after the damage, with a [`LogRecord::Lost`] where events were
 //! lost. Then it keeps the damaged file (a hard link, or a copy where links
