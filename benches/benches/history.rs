@@ -58,7 +58,8 @@ fn log_append(c: &mut Criterion) {
                     let dir = tempdir();
                     let mut wc = WriterConfig::new(NODE);
                     wc.fsync = fsync;
-                    let w = LogWriter::open(dir.path().join("log"), wc, 0).expect("open log");
+                    let w = LogWriter::open(dir.path().join("log"), wc, distkv_log::Now::default())
+                        .expect("open log");
                     (dir, w)
                 },
                 |(dir, mut w)| {
@@ -66,7 +67,7 @@ fn log_append(c: &mut Criterion) {
                         for e in chunk {
                             append(&mut w, e).expect("append");
                         }
-                        w.commit(0).expect("commit");
+                        w.commit(distkv_log::Now::default()).expect("commit");
                     }
                     (dir, w)
                 },
@@ -220,7 +221,7 @@ fn restore(c: &mut Criterion) {
         .expect("open")
         .filter_map(|r| match r.expect("record") {
             LogRecord::Event { event, .. } => Some(event),
-            LogRecord::State { .. } => None,
+            LogRecord::State { .. } | LogRecord::Lost { .. } => None,
         })
         .collect();
     g.bench_function("apply_1M_decoded_on_snapshot", |b| {
@@ -244,7 +245,7 @@ fn restore(c: &mut Criterion) {
     g.bench_function("open_log_writer", |b| {
         b.iter_batched(
             || WriterConfig::new(NODE),
-            |wc| LogWriter::open(&log_dir, wc, 0).expect("open"),
+            |wc| LogWriter::open(&log_dir, wc, distkv_log::Now::default()).expect("open"),
             BatchSize::PerIteration,
         )
     });

@@ -166,21 +166,21 @@ pub fn write_log(
     let mut wc = distkv_log::WriterConfig::new(node);
     wc.fsync = distkv_log::FsyncPolicy::Never;
     wc.first_seq = first_seq;
-    let mut w = distkv_log::LogWriter::open(dir, wc, 0)?;
+    let mut w = distkv_log::LogWriter::open(dir, wc, distkv_log::Now::default())?;
     for chunk in events.chunks(group.max(1)) {
         for e in chunk {
             append(&mut w, e)?;
         }
-        w.commit(0)?;
+        w.commit(distkv_log::Now::default())?;
     }
-    w.close(0)
+    w.close(distkv_log::Now::default())
 }
 
 /// Appends `e`, committing the pending group first when it is full.
 pub fn append(w: &mut distkv_log::LogWriter, e: &UpdateEvent) -> Result<(), distkv_log::LogError> {
     match w.append_event(0, e) {
         Err(distkv_log::LogError::Full { .. }) => {
-            w.commit(0)?;
+            w.commit(distkv_log::Now::default())?;
             w.append_event(0, e).map(drop)
         }
         r => r.map(drop),

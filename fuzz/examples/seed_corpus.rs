@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use distkv_log::writer::{FsyncPolicy, LogWriter, WriterConfig};
+use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_log::LogRecord;
 use distkv_model::{codec, path, Chain, NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 use distkv_node::cluster::actor::ActorMsg;
@@ -81,11 +81,15 @@ fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
-    let mut w = LogWriter::open(&tmp, cfg, 1).expect("log writer");
+    let at = |ms| Now {
+        wall_ms: ms,
+        mono_ms: ms,
+    };
+    let mut w = LogWriter::open(&tmp, cfg, at(1)).expect("log writer");
     for i in 1..=3u64 {
         w.append_event(10, &event("n1", i, Some(Value::Int(i as i64))))
             .expect("append");
-        w.commit(10).expect("commit");
+        w.commit(at(10)).expect("commit");
     }
     for i in 4..=60u64 {
         w.append_event(11, &event("n1", i, Some(Value::str(&"long ".repeat(20)))))
@@ -102,8 +106,8 @@ fn main() {
         skipped: (61..70).collect::<RangeSet>(),
     })
     .expect("state record");
-    w.commit(12).expect("commit");
-    w.close(13).expect("close");
+    w.commit(at(12)).expect("commit");
+    w.close(at(13)).expect("close");
     for f in std::fs::read_dir(&tmp).expect("segments") {
         let f = f.expect("segment").path();
         save(&dir, "segment", &std::fs::read(&f).expect("segment bytes"));

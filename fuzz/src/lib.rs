@@ -106,7 +106,11 @@ pub fn log_segment(data: &[u8]) {
     }
     let path = scratch("00000000000000000001.dkvlog");
     std::fs::write(&path, data).expect("write scratch segment");
-    for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail] {
+    for mode in [
+        RecoveryMode::Strict,
+        RecoveryMode::TruncateTail,
+        RecoveryMode::Salvage,
+    ] {
         if let Ok(reader) = SegmentReader::open(&path, mode) {
             for rec in reader.take(1 << 20) {
                 if rec.is_err() {

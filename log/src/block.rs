@@ -23,18 +23,22 @@
 //! the compressed form only when it saves at least an eighth.
 //!
 //! Reading classifies damage: a block cut short, longer than the limit or
-//! failing its CRC is *torn* (what a crash mid-write leaves; recovery may cut
-//! it off the newest segment); a block that passes its CRC but cannot be
-//! decoded is *invalid* and always an error.
+//! failing its CRC is *torn* (what a crash mid-write or a failing disk
+//! leaves); a block that passes its CRC but cannot be decoded is *invalid*
+//! and always an error. Whether torn damage is a torn *tail* (nothing valid
+//! after it) or corruption in the middle is decided by looking for valid
+//! blocks after it: the `scan` module.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, LogError, Result};
+use crate::scan::{After, Damaged, Scan};
 use crate::segment::{
     check_name, le_array, read_header_raw, HeaderError, RawHeader, SegmentHeader,
 };
+use crate::Seq;
 
 /// The largest block payload, and the largest records area of a compressed
 /// block: 64 MiB.
@@ -175,9 +179,11 @@ impl BlockEncoder {
 pub(crate) struct Damage {
     /// Start of the damaged header (0) or block.
     pub offset: u64,
-    /// Whether a crash mid-write explains it (cut short, over-long length,
-    /// checksum mismatch): only such damage may be cut off the newest
-    /// segment.
+    /// Whether a disk or a crash explains it (cut short, over-long length,
+    /// checksum mismatch, a zero-filled header): such damage is a torn tail
+    /// when nothing valid follows it, and corruption that a salvage can
+    /// skip when valid blocks do. Damage that passes its checksum but
+    /// cannot be decoded (or a header that is not ours) is never skipped.
     pub torn: bool,
     /// What is wrong.
     pub reason: String,
@@ -205,7 +211,8 @@ pub(crate) enum Next {
     },
     /// The file (as long as it was when opened) ends here, cleanly.
     End,
-    /// The block at `damage.offset` is damaged; nothing after it is read.
+    /// The header (offset 0) or the block at `damage.offset` is damaged;
+    /// calls repeat it until [`BlockReader::after_damage`] moves past it.
     Damaged(Damage),
 }
 
@@ -213,59 +220,70 @@ pub(crate) enum Next {
 pub(crate) struct BlockReader {
     path: PathBuf,
     file: BufReader<File>,
-    header: SegmentHeader,
+    /// `None` when the header is damaged (see `header_damage`).
+    header: Option<SegmentHeader>,
+    header_damage: Option<Damage>,
     /// Offset of the next block.
     pos: u64,
     /// File length when opened; later appends are not read.
     len: u64,
     payload: Vec<u8>,
-    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    inflater: Inflater,
+    /// Bytes the search for valid blocks after damage may still read.
+    budget: u64,
 }
 
 impl BlockReader {
-    /// Opens `path` and parses its header; `Ok(Err(damage))` when the header
-    /// is damaged. A header whose first seq disagrees with the file name is
-    /// `Corrupt`.
-    pub(crate) fn open(path: &Path) -> Result<std::result::Result<BlockReader, Damage>> {
+    /// Opens `path` and parses its header. A damaged header is reported by
+    /// [`BlockReader::header_damage`] and by the first
+    /// [`next_block`](BlockReader::next_block); a header whose first seq
+    /// disagrees with the file name is `Corrupt`.
+    pub(crate) fn open(path: &Path) -> Result<BlockReader> {
         let RawHeader {
             mut file,
             len,
             parsed,
         } = read_header_raw(path)?;
-        let (header, header_len) = match parsed {
-            Ok(h) => h,
-            Err(HeaderError::Torn(reason)) => {
-                return Ok(Err(Damage {
-                    offset: 0,
-                    torn: true,
-                    reason,
-                }))
-            }
-            Err(HeaderError::Bad(reason)) => {
-                return Ok(Err(Damage {
-                    offset: 0,
-                    torn: false,
-                    reason,
-                }))
-            }
+        let damage = |torn: bool, reason: String| Damage {
+            offset: 0,
+            torn,
+            reason: format!("segment header: {reason}"),
         };
-        check_name(path, &header)?;
-        file.seek(SeekFrom::Start(header_len as u64))
-            .map_err(io_err(path))?;
-        Ok(Ok(BlockReader {
+        let (header, header_damage, pos) = match parsed {
+            Ok((h, header_len)) => {
+                check_name(path, &h)?;
+                (Some(h), None, header_len as u64)
+            }
+            Err(HeaderError::Torn(r)) => (None, Some(damage(true, r)), 0),
+            Err(HeaderError::Bad(r)) => (None, Some(damage(false, r)), 0),
+        };
+        file.seek(SeekFrom::Start(pos)).map_err(io_err(path))?;
+        Ok(BlockReader {
             path: path.to_path_buf(),
             file: BufReader::with_capacity(64 << 10, file),
             header,
-            pos: header_len as u64,
+            header_damage,
+            pos,
             len,
             payload: Vec::new(),
-            decompressor: None,
-        }))
+            inflater: Inflater::default(),
+            budget: crate::scan::budget(len),
+        })
     }
 
-    /// The segment's header.
-    pub(crate) fn header(&self) -> &SegmentHeader {
-        &self.header
+    /// The segment's header (`None` if it is damaged).
+    pub(crate) fn header(&self) -> Option<&SegmentHeader> {
+        self.header.as_ref()
+    }
+
+    /// What is wrong with the header, if anything.
+    pub(crate) fn header_damage(&self) -> Option<&Damage> {
+        self.header_damage.as_ref()
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Offset of the next block (after a `Block`, the end of that block).
@@ -281,6 +299,11 @@ impl BlockReader {
     /// Reads the next block. After `End` or `Damaged`, calls repeat it.
     pub(crate) fn next_block(&mut self) -> Result<Next> {
         let offset = self.pos;
+        if offset == 0 {
+            if let Some(d) = &self.header_damage {
+                return Ok(Next::Damaged(d.clone()));
+            }
+        }
         let left = self.len - offset;
         let torn = |reason: String| {
             Ok(Next::Damaged(Damage {
@@ -304,14 +327,14 @@ impl BlockReader {
         let head = BlockHeader::decode(&head);
         let (len, flags) = (head.len as usize, head.flags);
         if len > MAX_BLOCK_LEN {
-            self.rewind(offset)?;
+            self.seek(offset)?;
             return torn(format!(
                 "block length {len} exceeds the limit of {MAX_BLOCK_LEN} bytes"
             ));
         }
         let avail = left - BLOCK_HEADER_LEN as u64;
         if len as u64 > avail {
-            self.rewind(offset)?;
+            self.seek(offset)?;
             return torn(format!(
                 "block of {len} bytes cut short: {avail} bytes left in the file"
             ));
@@ -322,16 +345,16 @@ impl BlockReader {
             .read_exact(&mut self.payload)
             .map_err(io_err(&self.path))?;
         if BlockHeader::crc_of(flags, &self.payload) != head.crc {
-            self.rewind(offset)?;
+            self.seek(offset)?;
             return torn("block checksum mismatch".to_string());
         }
-        match self.decode_payload(flags) {
+        match self.inflater.records_area(flags, &self.payload) {
             Ok(raw) => {
                 self.pos = offset + (BLOCK_HEADER_LEN + len) as u64;
                 Ok(Next::Block { offset, raw })
             }
             Err(reason) => {
-                self.rewind(offset)?;
+                self.seek(offset)?;
                 Ok(Next::Damaged(Damage {
                     offset,
                     torn: false,
@@ -341,31 +364,69 @@ impl BlockReader {
         }
     }
 
-    /// Puts the read position back at `offset` so that the same damage is
-    /// reported again by the next call.
-    fn rewind(&mut self, offset: u64) -> Result<()> {
+    /// Looks for valid blocks after `damage` (which the last
+    /// [`next_block`](BlockReader::next_block) reported), whose records must
+    /// resume at event seq `expected` or later; see the `scan` module. When
+    /// one is found, reading goes on there.
+    pub(crate) fn after_damage(&mut self, damage: &Damage, expected: Seq) -> Result<After> {
+        let from = if damage.offset == 0 && self.header.is_none() {
+            Damaged::Header
+        } else {
+            Damaged::Block(damage.offset)
+        };
+        let mut scan = Scan {
+            file: self.file.get_mut(),
+            path: &self.path,
+            len: self.len,
+            budget: &mut self.budget,
+            inflater: &mut self.inflater,
+        };
+        let after = scan.after(from, expected)?;
+        if let After::Found { at, .. } = &after {
+            self.seek(*at)?;
+        } else {
+            // The scan moved the file position.
+            self.seek(self.pos)?;
+        }
+        Ok(after)
+    }
+
+    /// Puts the read position at `offset`.
+    fn seek(&mut self, offset: u64) -> Result<()> {
         self.file
             .seek(SeekFrom::Start(offset))
             .map_err(io_err(&self.path))?;
         self.pos = offset;
         Ok(())
     }
+}
 
-    /// The records area of a block whose CRC matched.
-    fn decode_payload(&mut self, flags: u8) -> std::result::Result<Vec<u8>, String> {
+/// Turns block payloads into records areas, reusing one zstd context.
+#[derive(Default)]
+pub(crate) struct Inflater {
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Inflater {
+    /// The records area of a block whose CRC matched, or what is wrong.
+    pub(crate) fn records_area(
+        &mut self,
+        flags: u8,
+        payload: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
         if flags & !FLAG_ZSTD != 0 {
             return Err(format!("unknown block flags {flags:#04x}"));
         }
-        if self.payload.is_empty() {
+        if payload.is_empty() {
             return Err("empty block".into());
         }
         if flags & FLAG_ZSTD == 0 {
-            return Ok(self.payload.clone());
+            return Ok(payload.to_vec());
         }
-        if self.payload.len() < 4 {
+        if payload.len() < 4 {
             return Err("compressed block without its length prefix".into());
         }
-        let raw_len = u32::from_le_bytes(le_array(&self.payload[..4])) as usize;
+        let raw_len = u32::from_le_bytes(le_array(&payload[..4])) as usize;
         if raw_len == 0 || raw_len > MAX_BLOCK_LEN {
             return Err(format!(
                 "compressed block announces {raw_len} bytes (allowed: 1 ..= {MAX_BLOCK_LEN})"
@@ -381,7 +442,7 @@ impl BlockReader {
         };
         let mut raw = Vec::with_capacity(raw_len);
         let n = d
-            .decompress_to_buffer(&self.payload[4..], &mut raw)
+            .decompress_to_buffer(&payload[4..], &mut raw)
             .map_err(|e| format!("zstd: {e}"))?;
         if n != raw_len || raw.len() != raw_len {
             return Err(format!(

@@ -17,6 +17,14 @@ use crate::segment::segment_file_name;
 use crate::*;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Both clocks at `ms`.
+fn at(ms: u64) -> Now {
+    Now {
+        wall_ms: ms,
+        mono_ms: ms,
+    }
+}
 type TestResult = BoxResult<()>;
 
 /// A log's records, its open segment's path and that segment's bytes.
@@ -86,7 +94,7 @@ fn commit_group(w: &mut LogWriter, n: u64, now: u64) -> Result<CommitInfo, LogEr
     for _ in 0..n {
         w.append(&record(w.next_seq()))?;
     }
-    w.commit(now)
+    w.commit(at(now))
 }
 
 /// As [`commit_group`], with a state record after the events.
@@ -95,7 +103,7 @@ fn commit_mixed(w: &mut LogWriter, n: u64, now: u64) -> Result<CommitInfo, LogEr
         w.append(&record(w.next_seq()))?;
     }
     w.append(&state(w.next_seq() - 1, now))?;
-    w.commit(now)
+    w.commit(at(now))
 }
 
 #[test]
@@ -105,7 +113,7 @@ fn records_round_trip_across_rotation() -> TestResult {
         max_segment_bytes: 400,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, 0)?;
+    let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
     let mut written = Vec::new();
     for g in 0..30u64 {
         // Some groups start with a state record: after a rotation it is the
@@ -120,9 +128,9 @@ fn records_round_trip_across_rotation() -> TestResult {
             w.append(&r)?;
             written.push(r);
         }
-        w.commit(g)?;
+        w.commit(at(g))?;
     }
-    w.close(100)?;
+    w.close(at(100))?;
     let segs = segments(tmp.path())?;
     assert!(segs.len() >= 4, "only {} segments", segs.len());
     for pair in segs.windows(2) {
@@ -149,26 +157,24 @@ fn records_round_trip_across_rotation() -> TestResult {
 #[test]
 fn group_commit_writes_one_block() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     let header_len = fs::metadata(w.segment_path())?.len();
     for _ in 0..10 {
         w.append_event(5, &event(w.next_seq()))?;
     }
     assert_eq!(w.pending_records(), 10);
-    let info = w.commit(5)?;
+    let info = w.commit(at(5))?;
     assert_eq!(info.records, 10);
     assert_eq!(info.first_seq, 1);
     assert_eq!(w.stats().blocks, 1);
     assert_eq!(w.written_seq(), 11);
     // Nothing pending: no block.
-    assert_eq!(w.commit(6)?.records, 0);
+    assert_eq!(w.commit(at(6))?.records, 0);
     assert_eq!(w.stats().blocks, 1);
     let path = w.segment_path().to_path_buf();
     drop(w);
     assert_eq!(fs::metadata(&path)?.len(), header_len + info.bytes);
-    let Ok(mut r) = BlockReader::open(&path)? else {
-        return Err("header damaged".into());
-    };
+    let mut r = BlockReader::open(&path)?;
     let Next::Block { raw, .. } = r.next_block()? else {
         return Err("no block".into());
     };
@@ -186,13 +192,13 @@ fn group_commit_writes_one_block() -> TestResult {
 #[test]
 fn big_groups_are_compressed_and_small_ones_stay_raw() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     let small = commit_group(&mut w, 1, 0)?;
     assert!(!small.compressed);
     let big = commit_group(&mut w, 40, 0)?;
     assert!(big.compressed);
     assert_eq!(w.stats().compressed_blocks, 1);
-    w.close(0)?;
+    w.close(at(0))?;
     assert_eq!(
         read_all(tmp.path())?,
         (1..=41).map(record).collect::<Vec<_>>()
@@ -218,40 +224,40 @@ fn fsync_policy_decisions_follow_the_callers_clock() -> TestResult {
         fsync: p,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path().join("interval"), cfg, 0)?;
+    let mut w = LogWriter::open(tmp.path().join("interval"), cfg, at(0))?;
     assert_eq!(w.sync_deadline(), None, "nothing written yet");
     assert!(!commit_group(&mut w, 1, 100)?.synced);
     assert_eq!(w.sync_deadline(), Some(1000));
-    assert!(!w.sync_if_due(999)?);
+    assert!(!w.sync_if_due(at(999))?);
     assert!(!commit_group(&mut w, 1, 999)?.synced);
     assert!(commit_group(&mut w, 1, 1000)?.synced);
     assert_eq!(w.sync_deadline(), None);
     assert!(!commit_group(&mut w, 1, 1200)?.synced);
     // Idle: the caller's timer fires at the deadline.
     assert_eq!(w.sync_deadline(), Some(2000));
-    assert!(!w.sync_if_due(1999)?);
-    assert!(w.sync_if_due(2000)?);
-    assert!(!w.sync_if_due(5000)?, "clean: nothing to sync");
+    assert!(!w.sync_if_due(at(1999))?);
+    assert!(w.sync_if_due(at(2000))?);
+    assert!(!w.sync_if_due(at(5000))?, "clean: nothing to sync");
     assert_eq!(w.stats().syncs, 2);
 
     let always = WriterConfig {
         fsync: FsyncPolicy::Always,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path().join("always"), always, 0)?;
+    let mut w = LogWriter::open(tmp.path().join("always"), always, at(0))?;
     for t in 0..3 {
         assert!(commit_group(&mut w, 2, t)?.synced);
     }
     assert_eq!(w.stats().syncs, 3);
     assert_eq!(w.sync_deadline(), None);
 
-    let mut w = LogWriter::open(tmp.path().join("never"), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path().join("never"), config(), at(0))?;
     for t in 0..3 {
         assert!(!commit_group(&mut w, 2, t * 10_000)?.synced);
     }
-    assert!(!w.sync_if_due(1 << 40)?);
+    assert!(!w.sync_if_due(at(1 << 40))?);
     assert_eq!(w.stats().syncs, 0);
-    w.sync(0)?;
+    w.sync(at(0))?;
     assert_eq!(w.stats().syncs, 1);
     Ok(())
 }
@@ -263,7 +269,7 @@ fn rotation_by_size_starts_a_segment_before_the_commit() -> TestResult {
         max_segment_bytes: 300,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, 0)?;
+    let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
     let first = w.segment_path().to_path_buf();
     let mut rotated_at = None;
     for _ in 0..20 {
@@ -295,35 +301,125 @@ fn rotation_by_age_follows_the_callers_clock() -> TestResult {
         max_segment_age: Duration::from_secs(60),
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, 1_000)?;
+    let mut w = LogWriter::open(tmp.path(), cfg, at(1_000))?;
     assert!(!commit_group(&mut w, 2, 1_000)?.rotated);
     assert!(!commit_group(&mut w, 2, 60_999)?.rotated);
     let info = commit_group(&mut w, 2, 61_000)?;
     assert!(info.rotated);
     assert_eq!(read_segment_header(w.segment_path())?.created_ms, 61_000);
     assert!(!commit_group(&mut w, 2, 61_001)?.rotated);
-    w.close(61_001)?;
+    w.close(at(61_001))?;
     assert_eq!(segments(tmp.path())?.len(), 2);
     assert_eq!(read_all(tmp.path())?.len(), 8);
     Ok(())
 }
 
 #[test]
+fn intervals_follow_the_monotonic_clock_when_the_wall_clock_steps() -> TestResult {
+    const DAY: u64 = 86_400_000;
+    let wall0 = 1_700_000_000_000;
+    let tmp = tempfile::tempdir()?;
+    let cfg = WriterConfig {
+        max_segment_age: Duration::from_secs(60),
+        fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+        ..config()
+    };
+    // The wall clock steps a day back right after the start; the
+    // monotonic one goes on.
+    let back = |mono_ms| Now {
+        wall_ms: wall0 - DAY + mono_ms,
+        mono_ms,
+    };
+    let mut w = LogWriter::open(
+        tmp.path(),
+        cfg.clone(),
+        Now {
+            wall_ms: wall0,
+            mono_ms: 0,
+        },
+    )?;
+    assert!(!commit_group(&mut w, 1, 0)?.synced);
+    let commit = |w: &mut LogWriter, now: Now| -> Result<CommitInfo, LogError> {
+        w.append(&record(w.next_seq()))?;
+        w.commit(now)
+    };
+    assert!(!commit(&mut w, back(999))?.synced);
+    assert!(commit(&mut w, back(1_000))?.synced, "fsync on time");
+    assert!(!commit(&mut w, back(59_999))?.rotated);
+    let info = commit(&mut w, back(60_000))?;
+    assert!(info.rotated, "rotation on time");
+    assert_eq!(
+        read_segment_header(w.segment_path())?.created_ms,
+        back(60_000).wall_ms
+    );
+    // A step forward hurries nothing either.
+    let ahead = Now {
+        wall_ms: wall0 + 10 * DAY,
+        mono_ms: 60_500,
+    };
+    let info = commit(&mut w, ahead)?;
+    assert!(!info.rotated && !info.synced, "{info:?}");
+    assert_eq!(
+        w.sync_deadline(),
+        Some(60_999),
+        "a second after the last fsync"
+    );
+    w.close(ahead)?;
+
+    // A segment found at start counts its age from its header's wall
+    // clock, at most the maximum: at least as old as it says, never
+    // forgotten when the clock went back before the restart.
+    let created = back(60_000).wall_ms;
+    for (wall_ms, rotates_after_ms) in [
+        (created + 20_000, 40_000),
+        (created - DAY, 60_000),
+        (created + 10 * DAY, 0),
+    ] {
+        let mono0 = 5_000;
+        let mut w = LogWriter::open(
+            tmp.path(),
+            cfg.clone(),
+            Now {
+                wall_ms,
+                mono_ms: mono0,
+            },
+        )?;
+        let later = |ms: u64| Now {
+            wall_ms,
+            mono_ms: mono0 + ms,
+        };
+        if rotates_after_ms > 0 {
+            assert!(!commit(&mut w, later(rotates_after_ms - 1))?.rotated);
+        }
+        assert!(
+            commit(&mut w, later(rotates_after_ms))?.rotated,
+            "opened at {wall_ms}"
+        );
+        w.close(later(rotates_after_ms))?;
+    }
+    Ok(())
+}
+
+#[test]
 fn rotation_on_request_and_never_of_an_empty_segment() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     // No event yet: a request is dropped (the successor would have the same
     // first seq, and so the same name), state records or not.
     w.rotate();
     w.append(&state(0, 0))?;
-    assert!(!w.commit(0)?.rotated);
+    assert!(!w.commit(at(0))?.rotated);
     w.rotate();
     assert!(!commit_group(&mut w, 3, 0)?.rotated);
     w.rotate();
-    assert_eq!(w.commit(0)?.records, 0, "nothing pending: nothing happens");
+    assert_eq!(
+        w.commit(at(0))?.records,
+        0,
+        "nothing pending: nothing happens"
+    );
     assert!(commit_group(&mut w, 3, 0)?.rotated);
     assert!(!commit_group(&mut w, 3, 0)?.rotated);
-    w.close(0)?;
+    w.close(at(0))?;
     let segs = segments(tmp.path())?;
     assert_eq!(
         segs.iter().map(|s| s.first_seq).collect::<Vec<_>>(),
@@ -336,7 +432,7 @@ fn rotation_on_request_and_never_of_an_empty_segment() -> TestResult {
 /// A log with closed segments [1..=3], [4..=6], [7..=9] and the open [10..],
 /// segment k (0-based) created at `k * 1000` ms.
 fn four_segments(dir: &Path) -> Result<LogWriter, LogError> {
-    let mut w = LogWriter::open(dir, config(), 0)?;
+    let mut w = LogWriter::open(dir, config(), at(0))?;
     for k in 0..4u64 {
         if k > 0 {
             w.rotate();
@@ -416,9 +512,7 @@ fn retention_by_bytes_deletes_oldest_first_within_coverage() -> TestResult {
 
 /// Byte offsets where the blocks of `path` start, and the file length.
 fn block_starts(path: &Path) -> BoxResult<(Vec<u64>, u64)> {
-    let Ok(mut r) = BlockReader::open(path)? else {
-        return Err("header damaged".into());
-    };
+    let mut r = BlockReader::open(path)?;
     let mut starts = vec![r.pos()];
     while let Next::Block { .. } = r.next_block()? {
         starts.push(r.pos());
@@ -429,9 +523,7 @@ fn block_starts(path: &Path) -> BoxResult<(Vec<u64>, u64)> {
 
 /// Records of each block of `path`, in order.
 fn block_records(path: &Path) -> BoxResult<Vec<u64>> {
-    let Ok(mut r) = BlockReader::open(path)? else {
-        return Err("header damaged".into());
-    };
+    let mut r = BlockReader::open(path)?;
     let mut out = Vec::new();
     while let Next::Block { raw, .. } = r.next_block()? {
         let mut pos = 0;
@@ -448,7 +540,7 @@ fn block_records(path: &Path) -> BoxResult<Vec<u64>> {
 /// of five blocks (one compressed, three ending with a state record).
 /// Returns the log's records, the open segment's path and its bytes.
 fn torn_tail_fixture(dir: &Path) -> BoxResult<Fixture> {
-    let mut w = LogWriter::open(dir, config(), 0)?;
+    let mut w = LogWriter::open(dir, config(), at(0))?;
     commit_mixed(&mut w, 3, 0)?;
     w.rotate();
     for n in [1, 2, 12, 1, 2] {
@@ -460,9 +552,72 @@ fn torn_tail_fixture(dir: &Path) -> BoxResult<Fixture> {
         assert_eq!(info.compressed, n == 12, "group of {n}: {info:?}");
     }
     let path = w.segment_path().to_path_buf();
-    w.close(0)?;
+    w.close(at(0))?;
     let bytes = fs::read(&path)?;
     Ok((read_all(dir)?, path, bytes))
+}
+
+fn with_mode(recovery: RecoveryMode) -> WriterConfig {
+    WriterConfig {
+        recovery,
+        ..config()
+    }
+}
+
+fn read_strict(dir: &Path) -> Result<Vec<LogRecord>, LogError> {
+    LogReader::open_with(dir, 0, RecoveryMode::Strict)?.collect()
+}
+
+/// The files kept in `dir/damaged`, by name, with their bytes; removes
+/// them.
+fn take_kept(dir: &Path) -> BoxResult<Vec<(String, Vec<u8>)>> {
+    let damaged = dir.join(DAMAGED_DIR);
+    if !damaged.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for e in fs::read_dir(&damaged)? {
+        let e = e?;
+        out.push((
+            e.file_name().to_string_lossy().into_owned(),
+            fs::read(e.path())?,
+        ));
+    }
+    out.sort();
+    fs::remove_dir_all(&damaged)?;
+    Ok(out)
+}
+
+/// `records` with the text and time of lost records blanked, to compare.
+fn blank_lost(records: Vec<LogRecord>) -> Vec<LogRecord> {
+    records
+        .into_iter()
+        .map(|r| match r {
+            LogRecord::Lost { seq, from, .. } => LogRecord::Lost {
+                seq,
+                from,
+                time_ms: 0,
+                why: String::new(),
+            },
+            r => r,
+        })
+        .collect()
+}
+
+/// `all` without the records `gone`, and a lost record in their place.
+fn without(all: &[LogRecord], gone: std::ops::Range<usize>) -> Vec<LogRecord> {
+    let events = |rs: &[LogRecord]| rs.iter().filter(|r| is_event(r)).count() as u64;
+    let from = events(&all[..gone.start]) + 1;
+    let lost = LogRecord::Lost {
+        seq: from + events(&all[gone.clone()]) - 1,
+        from,
+        time_ms: 0,
+        why: String::new(),
+    };
+    let mut want = all[..gone.start].to_vec();
+    want.push(lost);
+    want.extend_from_slice(&all[gone.end..]);
+    want
 }
 
 #[test]
@@ -478,11 +633,7 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
         fs::write(&last, &bytes[..cut as usize])?;
         // Strict: only a cut at a block boundary is a valid log.
         let at_boundary = cut == len || starts.contains(&cut);
-        let strict = WriterConfig {
-            recovery: RecoveryMode::Strict,
-            ..config()
-        };
-        match LogWriter::open(tmp.path(), strict, 0) {
+        match LogWriter::open(tmp.path(), with_mode(RecoveryMode::Strict), at(0)) {
             Ok(_) => assert!(at_boundary, "strict accepted a cut at {cut}"),
             Err(LogError::Corrupt { file, offset, .. }) => {
                 assert!(!at_boundary, "strict refused a clean cut at {cut}");
@@ -491,12 +642,12 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
             }
             Err(e) => return Err(format!("cut {cut}: {e}").into()),
         }
-        let strict_read: Result<Vec<_>, _> =
-            LogReader::open_with(tmp.path(), 0, RecoveryMode::Strict)?.collect();
+        let strict_read = read_strict(tmp.path());
         assert_eq!(strict_read.is_ok(), at_boundary, "cut {cut}");
         assert_eq!(fs::metadata(&last)?.len(), cut, "strict never repairs");
 
-        // TruncateTail: the complete blocks before the cut survive.
+        // TruncateTail and Salvage: the complete blocks before the cut
+        // survive, and the cut bytes are kept.
         let complete = starts
             .iter()
             .skip(1)
@@ -509,10 +660,7 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
             per_block[..complete].iter().sum::<u64>()
         };
         let want = &all[..(closed + kept) as usize];
-        let mut w = LogWriter::open(tmp.path(), config(), 0)?;
-        let rep = w.recovery().clone();
         let valid = if cut < header_len {
-            assert!(rep.header_rewritten, "cut {cut}");
             0
         } else {
             starts
@@ -523,96 +671,402 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
                 .copied()
                 .unwrap_or(0)
         };
-        assert_eq!(rep.dropped_bytes, cut - valid, "cut {cut}");
-        let events = want.iter().filter(|r| is_event(r)).count() as u64;
-        assert_eq!(rep.next_seq, events + 1, "cut {cut}");
-        // The writer goes on right after the last valid record.
-        let next = record(w.next_seq());
-        w.append(&next)?;
-        w.close(0)?;
-        let got = LogReader::open_with(tmp.path(), 0, RecoveryMode::Strict)?
-            .collect::<Result<Vec<_>, _>>()?;
-        assert_eq!(got.len(), want.len() + 1, "cut {cut}");
-        assert_eq!(&got[..want.len()], want, "cut {cut}");
-        assert_eq!(got[want.len()], next);
+        // (Salvage treats a torn tail as TruncateTail does: checked at
+        // every fifth cut, to keep the test quick.)
+        let modes: &[RecoveryMode] = if cut % 5 == 0 {
+            &[RecoveryMode::TruncateTail, RecoveryMode::Salvage]
+        } else {
+            &[RecoveryMode::TruncateTail]
+        };
+        for &mode in modes {
+            fs::write(&last, &bytes[..cut as usize])?;
+            let mut w = LogWriter::open(tmp.path(), with_mode(mode), at(0))?;
+            let rep = w.recovery().clone();
+            assert_eq!(rep.header_rewritten, cut < header_len, "cut {cut}");
+            assert_eq!(rep.dropped_bytes, cut - valid, "cut {cut}");
+            assert_eq!(rep.salvaged, None, "cut {cut}");
+            let events = want.iter().filter(|r| is_event(r)).count() as u64;
+            assert_eq!(rep.next_seq, events + 1, "cut {cut}");
+            let kept = take_kept(tmp.path())?;
+            if cut == valid {
+                assert!(kept.is_empty(), "cut {cut}: nothing was cut");
+            } else {
+                assert_eq!(kept.len(), 1, "cut {cut}");
+                assert_eq!(
+                    kept[0].0,
+                    format!("{}.torn-{valid}-0", segment_file_name(4))
+                );
+                assert_eq!(kept[0].1, &bytes[valid as usize..cut as usize], "cut {cut}");
+            }
+            // The writer goes on right after the last valid record.
+            let next = record(w.next_seq());
+            w.append(&next)?;
+            w.close(at(0))?;
+            let got = read_strict(tmp.path())?;
+            assert_eq!(got.len(), want.len() + 1, "cut {cut}");
+            assert_eq!(&got[..want.len()], want, "cut {cut}");
+            assert_eq!(got[want.len()], next);
+        }
     }
     Ok(())
 }
 
 #[test]
-fn every_byte_flip_in_the_last_segment_is_detected() -> TestResult {
+fn every_byte_flip_in_the_newest_segment_is_refused_salvaged_or_a_torn_tail() -> TestResult {
+    use RecoveryMode::{Salvage, Strict, TruncateTail};
     let tmp = tempfile::tempdir()?;
     let (all, last, bytes) = torn_tail_fixture(tmp.path())?;
     let (starts, len) = block_starts(&last)?;
     let per_block = block_records(&last)?;
+    // The records of each block, as indexes into `all`.
+    let mut ranges = Vec::new();
+    let mut at_record = 4usize;
+    for &n in &per_block {
+        ranges.push(at_record..at_record + n as usize);
+        at_record += n as usize;
+    }
+    let last_block = starts.len() - 1;
     for i in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[i] ^= 0x01;
         fs::write(&last, &bad)?;
-        // The damaged block (or the header, at 0) is named.
         let block = starts.iter().rposition(|&s| s as usize <= i);
-        let want_offset = block.map_or(0, |b| starts[b]);
-        let strict: Result<Vec<_>, _> =
-            LogReader::open_with(tmp.path(), 0, RecoveryMode::Strict)?.collect();
-        match strict {
-            Err(LogError::Corrupt { file, offset, .. }) => {
-                assert_eq!(file, last, "flip at {i}");
-                assert_eq!(offset, want_offset, "flip at {i}");
+        let offset = block.map_or(0, |b| starts[b]);
+        let ctx = format!("flip at {i}");
+        if i < 8 {
+            // A wrong magic: the file may not be a segment at all, and is
+            // never touched, whatever the mode.
+            for mode in [Strict, TruncateTail, Salvage] {
+                match LogWriter::open(tmp.path(), with_mode(mode), at(0)) {
+                    Err(LogError::Corrupt { offset: 0, .. }) => {}
+                    other => return Err(format!("{ctx}, {mode:?}: {other:?}").into()),
+                }
             }
-            other => return Err(format!("flip at {i}: {other:?}").into()),
+            assert_eq!(fs::read(&last)?, bad, "{ctx}");
+            continue;
         }
-        // Recovery cuts the damaged block and everything after it; a
-        // damaged header is rewritten, unless the magic is wrong (then the
-        // file may not be a segment at all and is left alone).
-        let w = match LogWriter::open(tmp.path(), config(), 0) {
-            Err(LogError::Corrupt { offset: 0, .. }) if i < 8 => continue,
-            other => other?,
-        };
-        let kept = block.map_or(0, |b| per_block[..b].iter().sum::<u64>());
-        let want = &all[..(4 + kept) as usize];
-        let events = want.iter().filter(|r| is_event(r)).count() as u64;
-        assert_eq!(w.recovery().next_seq, events + 1, "flip at {i}");
-        assert_eq!(w.recovery().dropped_bytes, len - want_offset, "flip at {i}");
-        assert_eq!(
-            w.recovery().header_rewritten,
-            block.is_none(),
-            "flip at {i}"
-        );
+        if block == Some(last_block) {
+            // A damaged last block is a torn tail: refused in strict mode,
+            // cut off (and kept) otherwise.
+            match LogWriter::open(tmp.path(), with_mode(Strict), at(0)) {
+                Err(LogError::Corrupt {
+                    offset: o, reason, ..
+                }) => {
+                    assert_eq!(o, offset, "{ctx}");
+                    assert!(reason.contains("torn tail"), "{ctx}: {reason}");
+                }
+                other => return Err(format!("{ctx}: {other:?}").into()),
+            }
+            for mode in [TruncateTail, Salvage] {
+                fs::write(&last, &bad)?;
+                let w = LogWriter::open(tmp.path(), with_mode(mode), at(0))?;
+                assert_eq!(w.recovery().dropped_bytes, len - offset, "{ctx}");
+                assert_eq!(w.recovery().salvaged, None, "{ctx}");
+                drop(w);
+                assert_eq!(read_strict(tmp.path())?, all[..ranges[last_block].start]);
+                let kept = take_kept(tmp.path())?;
+                assert_eq!(kept.len(), 1, "{ctx}");
+                assert_eq!(kept[0].1, &bad[offset as usize..], "{ctx}");
+            }
+            continue;
+        }
+        // Valid blocks follow: not a torn tail. Refused, nothing changed.
+        let next = block.map_or(starts[0], |b| starts[b + 1]);
+        for mode in [Strict, TruncateTail] {
+            let read: Result<Vec<_>, _> = LogReader::open_with(tmp.path(), 0, mode)?.collect();
+            for res in [
+                LogWriter::open(tmp.path(), with_mode(mode), at(0)).map(|_| ()),
+                read.map(|_| ()),
+            ] {
+                match res {
+                    Err(LogError::Salvageable {
+                        file,
+                        offset: o,
+                        next: n,
+                        ..
+                    }) => assert_eq!((file, o, n), (last.clone(), offset, next), "{ctx}"),
+                    other => return Err(format!("{ctx}, {mode:?}: {other:?}").into()),
+                }
+            }
+        }
+        assert_eq!(fs::read(&last)?, bad, "{ctx}: refusing changes nothing");
+        assert!(take_kept(tmp.path())?.is_empty(), "{ctx}");
+        // Salvage keeps every valid block, and the damaged file.
+        let w = LogWriter::open(tmp.path(), with_mode(Salvage), at(7))?;
+        let report = w.recovery().salvaged.clone().ok_or("nothing salvaged")?;
         drop(w);
-        assert_eq!(read_all(tmp.path())?, want, "flip at {i}");
+        // A damaged length field alone is found by the block's CRC: the
+        // block is whole again. A damaged header is rebuilt.
+        let length_only = block.is_some_and(|b| i < starts[b] as usize + 4);
+        let want = match block {
+            Some(b) if !length_only => without(&all, ranges[b].clone()),
+            _ => all.clone(),
+        };
+        assert_eq!(blank_lost(read_strict(tmp.path())?), want, "{ctx}");
+        assert_eq!(report.skipped.len(), 1, "{ctx}");
+        assert_eq!(report.skipped[0].offset, offset, "{ctx}");
+        assert_eq!(report.skipped[0].resumed_at, next, "{ctx}");
+        let lost = match block {
+            Some(b) if !length_only => all[ranges[b].clone()]
+                .iter()
+                .filter(|r| is_event(r))
+                .count(),
+            _ => 0,
+        };
+        assert_eq!(report.lost_events(), lost as u64, "{ctx}");
+        let kept = take_kept(tmp.path())?;
+        assert_eq!(kept.len(), 1, "{ctx}");
+        assert_eq!(kept[0].0, format!("{}.damaged-7", segment_file_name(4)));
+        assert_eq!(kept[0].1, bad, "{ctx}: the damaged file is kept as it was");
     }
     Ok(())
 }
 
 #[test]
-fn a_flip_in_a_closed_segment_is_corrupt_naming_file_and_offset() -> TestResult {
+fn a_flip_in_a_closed_segment_is_never_a_torn_tail() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let (all, _, _) = torn_tail_fixture(tmp.path())?;
     let closed = segments(tmp.path())?[0].path.clone();
     let bytes = fs::read(&closed)?;
     let (starts, _) = block_starts(&closed)?;
+    assert_eq!(starts.len(), 1, "one block");
     for i in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[i] ^= 0x80;
         fs::write(&closed, &bad)?;
-        let want_offset = starts
-            .iter()
-            .rev()
-            .find(|&&s| s as usize <= i)
-            .copied()
-            .unwrap_or(0);
-        // Even the lenient mode refuses: damage in a closed segment is never a torn tail.
         let res: Result<Vec<_>, _> = LogReader::open(tmp.path(), 0)?.collect();
         match res {
-            Err(LogError::Corrupt { file, offset, .. }) => {
+            // A damaged header, with the valid block after it.
+            Err(LogError::Salvageable {
+                file, offset, next, ..
+            }) => {
+                assert_eq!(
+                    (file, offset, next),
+                    (closed.clone(), 0, starts[0]),
+                    "flip at {i}"
+                );
+                assert!(i < starts[0] as usize, "flip at {i}");
+            }
+            // The magic, or the only block: nothing valid follows, but a
+            // closed segment cannot have been torn by a crash.
+            Err(LogError::Corrupt {
+                file,
+                offset,
+                reason,
+            }) => {
                 assert_eq!(file, closed, "flip at {i}");
-                assert_eq!(offset, want_offset, "flip at {i}");
+                if i < 8 {
+                    assert_eq!(offset, 0, "flip at {i}");
+                } else {
+                    assert_eq!(offset, starts[0], "flip at {i}");
+                    assert!(reason.contains("closed"), "flip at {i}: {reason}");
+                }
             }
             other => return Err(format!("flip at {i}: {other:?}").into()),
+        }
+        if i >= starts[0] as usize {
+            // Read in salvage mode, the block's events are lost up to where
+            // the next segment starts.
+            let got = LogReader::open_with(tmp.path(), 0, RecoveryMode::Salvage)?
+                .collect::<Result<Vec<_>, _>>()?;
+            assert_eq!(blank_lost(got), without(&all, 0..4), "flip at {i}");
         }
     }
     fs::write(&closed, &bytes)?;
     assert_eq!(read_all(tmp.path())?, all);
+    Ok(())
+}
+
+/// Segment 1 of three blocks of two events each, segment 7 of one.
+fn two_segments(dir: &Path) -> BoxResult<(Vec<LogRecord>, PathBuf, Vec<u64>)> {
+    let mut w = LogWriter::open(dir, config(), at(0))?;
+    for _ in 0..3 {
+        commit_group(&mut w, 2, 0)?;
+    }
+    w.rotate();
+    commit_group(&mut w, 2, 0)?;
+    w.close(at(0))?;
+    let first = segments(dir)?[0].path.clone();
+    let (starts, _) = block_starts(&first)?;
+    Ok((read_all(dir)?, first, starts))
+}
+
+#[test]
+fn a_closed_segment_is_salvaged_up_to_its_successor() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let cfg = config();
+    for (block, gone) in [(1usize, 2..4usize), (2, 4..6)] {
+        let (all, first, starts) = two_segments(tmp.path())?;
+        let mut bad = fs::read(&first)?;
+        bad[starts[block] as usize + 12] ^= 0x04;
+        fs::write(&first, &bad)?;
+        assert!(read_strict(tmp.path()).is_err());
+        let report =
+            salvage_segment(tmp.path(), &first, &cfg, Some(7), 5)?.ok_or("nothing salvaged")?;
+        assert_eq!(report.lost_events(), 2);
+        assert_eq!(blank_lost(read_strict(tmp.path())?), without(&all, gone));
+        // Already clean: a second salvage changes nothing.
+        assert_eq!(salvage_segment(tmp.path(), &first, &cfg, Some(7), 6)?, None);
+        let kept = take_kept(tmp.path())?;
+        assert_eq!(
+            kept,
+            vec![(format!("{}.damaged-5", segment_file_name(1)), bad)]
+        );
+        fs::remove_dir_all(tmp.path())?;
+    }
+    Ok(())
+}
+
+/// The event at `seq` whose value is `value`.
+fn event_with(seq: Seq, value: Value) -> UpdateEvent {
+    UpdateEvent {
+        value: Some(value),
+        ..event(seq)
+    }
+}
+
+#[test]
+fn a_block_inside_a_stored_value_is_never_taken_for_a_real_one() -> TestResult {
+    use crate::block::BlockHeader;
+    let tmp = tempfile::tempdir()?;
+    // A value holding, byte for byte, a valid block of one event at a seq
+    // far ahead.
+    let mut area = Vec::new();
+    let mut forged = Vec::new();
+    record(1000).encode(&mut forged);
+    crate::block::push_record(&mut area, &forged);
+    let mut fake = BlockHeader::of(0, &area).encode().to_vec();
+    fake.extend_from_slice(&area);
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    commit_group(&mut w, 2, 0)?;
+    w.append_event(1003, &event_with(3, Value::Bin(Arc::from(fake.as_slice()))))?;
+    let carrier = w.commit(at(0))?;
+    assert!(!carrier.compressed);
+    commit_group(&mut w, 2, 0)?;
+    let path = w.segment_path().to_path_buf();
+    w.close(at(0))?;
+    let all = read_all(tmp.path())?;
+    let bytes = fs::read(&path)?;
+    let (starts, _) = block_starts(&path)?;
+    let inside = bytes
+        .windows(fake.len())
+        .position(|w| w == fake.as_slice())
+        .ok_or("the value is not stored verbatim")?;
+    assert!(starts[1] < inside as u64 && (inside as u64) < starts[2]);
+    // The carrier's payload damaged (after the forged bytes), or its length.
+    for (flip, want) in [
+        (starts[2] as usize - 1, without(&all, 2..3)),
+        (starts[1] as usize + 1, all.clone()),
+    ] {
+        let mut bad = bytes.clone();
+        bad[flip] ^= 0x20;
+        fs::write(&path, &bad)?;
+        match LogWriter::open(tmp.path(), config(), at(0)) {
+            Err(LogError::Salvageable { offset, next, .. }) => {
+                assert_eq!((offset, next), (starts[1], starts[2]), "flip at {flip}")
+            }
+            other => return Err(format!("flip at {flip}: {other:?}").into()),
+        }
+        drop(LogWriter::open(
+            tmp.path(),
+            with_mode(RecoveryMode::Salvage),
+            at(0),
+        )?);
+        let got = read_strict(tmp.path())?;
+        assert!(
+            got.iter().all(|r| r.seq() < 1000),
+            "the forged block was taken"
+        );
+        assert_eq!(blank_lost(got), want, "flip at {flip}");
+        take_kept(tmp.path())?;
+    }
+    Ok(())
+}
+
+/// A seeded xorshift generator for test bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 >> 24) as u8
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn random_garbage_over_a_block_is_skipped_to_the_next_one() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (all, last, bytes) = torn_tail_fixture(tmp.path())?;
+    let (starts, _) = block_starts(&last)?;
+    // Garbage over the header and payload of block 2 (12 events and a state
+    // record) and the first bytes of block 3.
+    let (from, to) = (starts[2] as usize, starts[3] as usize + 5);
+    for seed in 1..=40u64 {
+        let mut bad = bytes.clone();
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        bad[from..to].copy_from_slice(&rng.bytes(to - from));
+        fs::write(&last, &bad)?;
+        match LogWriter::open(tmp.path(), config(), at(0)) {
+            Err(LogError::Salvageable { offset, next, .. }) => {
+                assert_eq!((offset, next), (starts[2], starts[4]), "seed {seed}")
+            }
+            other => return Err(format!("seed {seed}: {other:?}").into()),
+        }
+        drop(LogWriter::open(
+            tmp.path(),
+            with_mode(RecoveryMode::Salvage),
+            at(0),
+        )?);
+        assert_eq!(
+            blank_lost(read_strict(tmp.path())?),
+            without(&all, 8..23),
+            "seed {seed}"
+        );
+        take_kept(tmp.path())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_search_for_valid_blocks_is_bounded() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    commit_group(&mut w, 2, 0)?;
+    let path = w.segment_path().to_path_buf();
+    w.close(at(0))?;
+    // After the valid block: a damaged one, then 4 MiB of bytes in which
+    // every 14th offset looks like the start of a 2 MiB block (each would
+    // need 2 MiB read to refute: 600 GiB for a naive search).
+    let mut bytes = fs::read(&path)?;
+    bytes.extend_from_slice(&[0xff; 9]);
+    let tile: [u8; 14] = [0, 0, 0x20, 0, 1, 2, 3, 4, 0, 0xe8, 3, 0, 0, 0x85];
+    while bytes.len() < 4 << 20 {
+        bytes.extend_from_slice(&tile);
+    }
+    fs::write(&path, &bytes)?;
+    for mode in [RecoveryMode::TruncateTail, RecoveryMode::Salvage] {
+        // Never taken for a torn tail: valid blocks might follow.
+        match LogWriter::open(tmp.path(), with_mode(mode), at(0)) {
+            Err(LogError::Corrupt { reason, .. }) if mode == RecoveryMode::TruncateTail => {
+                assert!(reason.contains("work limit"), "{reason}")
+            }
+            Ok(w) if mode == RecoveryMode::Salvage => {
+                let report = w.recovery().salvaged.clone().ok_or("nothing salvaged")?;
+                assert!(report.skipped[0].reason.contains("work limit"));
+            }
+            other => return Err(format!("{mode:?}: {other:?}").into()),
+        }
+    }
+    assert_eq!(
+        blank_lost(read_strict(tmp.path())?),
+        without(&(1..=2).map(record).collect::<Vec<_>>(), 2..2)
+    );
     Ok(())
 }
 
@@ -648,15 +1102,15 @@ fn a_gap_between_segments_is_detected() -> TestResult {
 #[test]
 fn a_reopened_writer_continues_after_the_last_record() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     commit_group(&mut w, 4, 0)?;
     w.append(&record(5))?;
     drop(w); // the pending record is lost: it was never committed
-    let mut w = LogWriter::open(tmp.path(), config(), 10)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(10))?;
     let rep = w.recovery().clone();
     assert_eq!((rep.records, rep.dropped_bytes, rep.next_seq), (4, 0, 5));
     commit_group(&mut w, 4, 10)?;
-    w.close(10)?;
+    w.close(at(10))?;
     assert_eq!(
         segments(tmp.path())?.len(),
         1,
@@ -676,16 +1130,24 @@ fn a_torn_header_of_the_newest_segment_is_rewritten() -> TestResult {
     let last = w.segment_path().to_path_buf();
     drop(w);
     fs::write(&last, b"DKVLOG")?;
-    let w = LogWriter::open(tmp.path(), config(), 0)?;
+    let w = LogWriter::open(tmp.path(), config(), at(0))?;
     assert!(w.recovery().header_rewritten);
     assert_eq!(w.recovery().next_seq, 10);
     assert_eq!(w.recovery().dropped_bytes, 6);
     drop(w);
     assert_eq!(read_all(tmp.path())?.len(), 9);
+    let kept = take_kept(tmp.path())?;
+    assert_eq!(
+        kept,
+        vec![(
+            format!("{}.torn-0-0", segment_file_name(10)),
+            b"DKVLOG".to_vec()
+        )]
+    );
     // Something that is not a segment at all is never overwritten.
     fs::write(&last, b"precious data, not a log")?;
     assert!(matches!(
-        LogWriter::open(tmp.path(), config(), 0),
+        LogWriter::open(tmp.path(), config(), at(0)),
         Err(LogError::Corrupt { offset: 0, .. })
     ));
     Ok(())
@@ -694,7 +1156,7 @@ fn a_torn_header_of_the_newest_segment_is_rewritten() -> TestResult {
 #[test]
 fn a_failed_write_stops_the_writer_and_reopening_recovers() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     commit_group(&mut w, 3, 0)?;
     w.fail_next_write_after = Some(5);
     assert!(matches!(
@@ -705,9 +1167,9 @@ fn a_failed_write_stops_the_writer_and_reopening_recovers() -> TestResult {
         w.append(&record(7)),
         Err(LogError::InvalidInput(_))
     ));
-    assert!(matches!(w.commit(0), Err(LogError::InvalidInput(_))));
+    assert!(matches!(w.commit(at(0)), Err(LogError::InvalidInput(_))));
     drop(w);
-    let w = LogWriter::open(tmp.path(), config(), 0)?;
+    let w = LogWriter::open(tmp.path(), config(), at(0))?;
     assert_eq!(w.recovery().next_seq, 4);
     drop(w);
     assert_eq!(
@@ -724,7 +1186,7 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
         max_block_bytes: 300,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, 0)?;
+    let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
     assert!(matches!(
         w.append(&record(2)),
         Err(LogError::InvalidInput(_))
@@ -734,7 +1196,7 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
         Err(LogError::InvalidInput(_))
     ));
     w.append(&state(0, 0))?;
-    w.commit(0)?;
+    w.commit(at(0))?;
     let huge = UpdateEvent {
         value: Some(Value::str(&"x".repeat(400))),
         ..event(1)
@@ -753,13 +1215,13 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
     assert!(matches!(err, LogError::Full { limit: 300, .. }), "{err}");
     assert!(w.pending_bytes() <= 300);
     // Commit, then the refused record fits.
-    assert_eq!(w.commit(0)?.records, n);
+    assert_eq!(w.commit(at(0))?.records, n);
     w.append(&record(w.next_seq()))?;
-    w.close(0)?;
+    w.close(at(0))?;
     assert_eq!(read_all(tmp.path())?.len() as u64, n + 2);
     // Another node's directory is not ours.
     assert!(matches!(
-        LogWriter::open(tmp.path(), WriterConfig::new("n2"), 0),
+        LogWriter::open(tmp.path(), WriterConfig::new("n2"), at(0)),
         Err(LogError::InvalidInput(_))
     ));
     Ok(())
@@ -773,11 +1235,11 @@ fn an_empty_directory_starts_at_the_configured_seq() -> TestResult {
         first_seq: 500,
         ..config()
     };
-    let mut w = LogWriter::open(&dir, cfg, 0)?;
+    let mut w = LogWriter::open(&dir, cfg, at(0))?;
     assert_eq!(w.recovery().segment, None);
     assert_eq!(w.next_seq(), 500);
     assert_eq!(w.append_event(0, &event(1))?, 500);
-    w.close(0)?;
+    w.close(at(0))?;
     assert_eq!(LogReader::open(&dir, 500)?.count(), 1);
     assert!(matches!(
         LogReader::open(&dir, 499),
@@ -791,10 +1253,10 @@ fn an_empty_directory_starts_at_the_configured_seq() -> TestResult {
 fn a_block_that_passes_its_crc_but_cannot_be_decoded_is_never_cut_off() -> TestResult {
     use crate::block::{BlockHeader, FLAG_ZSTD};
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     commit_group(&mut w, 2, 0)?;
     let path = w.segment_path().to_path_buf();
-    w.close(0)?;
+    w.close(at(0))?;
     let good = fs::read(&path)?;
     let mut lying_zstd = 1000u32.to_le_bytes().to_vec();
     lying_zstd.extend(zstd::bulk::compress(&[7u8; 100], 1)?);
@@ -813,7 +1275,7 @@ fn a_block_that_passes_its_crc_but_cannot_be_decoded_is_never_cut_off() -> TestR
         bytes.extend_from_slice(&payload);
         fs::write(&path, &bytes)?;
         for res in [
-            LogWriter::open(tmp.path(), config(), 0).map(|_| ()),
+            LogWriter::open(tmp.path(), config(), at(0)).map(|_| ()),
             LogReader::open(tmp.path(), 0)?
                 .collect::<Result<Vec<_>, _>>()
                 .map(|_| ()),
@@ -834,10 +1296,10 @@ fn a_block_that_passes_its_crc_but_cannot_be_decoded_is_never_cut_off() -> TestR
 fn records_out_of_place_in_a_valid_block_are_a_gap() -> TestResult {
     use crate::block::BlockHeader;
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), 0)?;
+    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
     commit_group(&mut w, 2, 0)?;
     let path = w.segment_path().to_path_buf();
-    w.close(0)?;
+    w.close(at(0))?;
     let good = fs::read(&path)?;
     // (record, expected, found): next event is 3, a state record must be 2.
     for (rec, expected, found) in [
@@ -855,7 +1317,7 @@ fn records_out_of_place_in_a_valid_block_are_a_gap() -> TestResult {
         file.extend_from_slice(&area);
         fs::write(&path, &file)?;
         for res in [
-            LogWriter::open(tmp.path(), config(), 0).map(|_| ()),
+            LogWriter::open(tmp.path(), config(), at(0)).map(|_| ()),
             LogReader::open(tmp.path(), 0)?
                 .collect::<Result<Vec<_>, _>>()
                 .map(|_| ()),
@@ -897,7 +1359,7 @@ fn the_documented_example_is_byte_exact() -> TestResult {
         .collect::<Result<_, _>>()?;
     let tmp = tempfile::tempdir()?;
     let t0 = 1_700_000_000_000;
-    let mut w = LogWriter::open(tmp.path(), WriterConfig::new("n1"), t0)?;
+    let mut w = LogWriter::open(tmp.path(), WriterConfig::new("n1"), at(t0))?;
     let a = UpdateEvent {
         path: path!["a"],
         chain: Chain::single(Arc::from("n1"), 5),
@@ -913,9 +1375,9 @@ fn the_documented_example_is_byte_exact() -> TestResult {
         deleted: NodeSet::default(),
         skipped: Default::default(),
     })?;
-    w.commit(t0 + 124)?;
+    w.commit(at(t0 + 124))?;
     let path = w.segment_path().to_path_buf();
-    w.close(t0 + 124)?;
+    w.close(at(t0 + 124))?;
     assert_eq!(
         path.file_name(),
         Some("00000000000000000001.dkvlog".as_ref())
@@ -936,7 +1398,7 @@ proptest! {
         let tmp = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let cfg = WriterConfig { max_segment_bytes, compress_min_bytes: 64, ..config() };
         let run = || -> Result<(Vec<LogRecord>, Vec<LogRecord>), LogError> {
-            let mut w = LogWriter::open(tmp.path(), cfg, 0)?;
+            let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
             let mut written = Vec::new();
             for g in &groups {
                 for r in g {
@@ -944,9 +1406,9 @@ proptest! {
                     w.append(&r)?;
                     written.push(r);
                 }
-                w.commit(0)?;
+                w.commit(at(0))?;
             }
-            w.close(0)?;
+            w.close(at(0))?;
             Ok((written, read_all(tmp.path())?))
         };
         let (written, read) = run().map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -968,10 +1430,10 @@ proptest! {
             }
             bytes.extend_from_slice(&tail);
             fs::write(&path, &bytes)?;
-            for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail] {
+            for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail, RecoveryMode::Salvage] {
                 let _ = LogReader::open_with(tmp.path(), 0, mode)?.count();
                 let cfg = WriterConfig { recovery: mode, ..config() };
-                let _ = LogWriter::open(tmp.path(), cfg, 0);
+                let _ = LogWriter::open(tmp.path(), cfg, at(0));
             }
             Ok(())
         };
@@ -1001,6 +1463,17 @@ fn with_seq(r: LogRecord, next: Seq) -> LogRecord {
             known,
             deleted,
             skipped,
+        },
+        LogRecord::Lost {
+            seq,
+            time_ms,
+            from,
+            why,
+        } => LogRecord::Lost {
+            seq: next + (seq + 1 - from) - 1,
+            time_ms,
+            from: next,
+            why,
         },
     }
 }

@@ -3,6 +3,9 @@
 //! [`LogError`] variants are named after what the caller does next: `Io`
 //! (the disk or the file system failed: retry, or stop the node), `Corrupt`
 //! (bytes on disk are wrong: stop and let an operator run the audit tool),
+//! `Salvageable` (damage with valid blocks after it: stop, or read again
+//! with [`RecoveryMode::Salvage`](crate::RecoveryMode::Salvage) to keep
+//! them),
 //! `Gap` (records are missing between or inside segments: the log cannot be
 //! replayed across that point), `Full` (commit the pending records, then
 //! append again) and `InvalidInput` (the caller asked for something the
@@ -36,6 +39,27 @@ pub enum LogError {
         /// Start of the damaged header (0) or block. Records inside a block
         /// have no file offset of their own: the block's offset is given.
         offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The header or block of `file` at `offset` is damaged (cut short or
+    /// failing its checksum), and valid blocks follow it, the first at
+    /// `next`: this is not a torn tail, and nothing was changed. Reading
+    /// (or opening the writer) in
+    /// [`RecoveryMode::Salvage`](crate::RecoveryMode::Salvage) keeps every
+    /// valid block after the damage.
+    #[error(
+        "{}: corrupt event log at byte {offset}: {reason}; valid blocks follow (the next at \
+         byte {next}), so this is not a torn tail; nothing was changed",
+        file.display()
+    )]
+    Salvageable {
+        /// The segment file.
+        file: PathBuf,
+        /// Start of the damaged header (0) or block.
+        offset: u64,
+        /// Where the next valid block starts.
+        next: u64,
         /// What is wrong.
         reason: String,
     },

@@ -1,7 +1,8 @@
 //! The event log: every change a node applies, in order.
 //!
 //! This crate owns the log's data model and its segment files. It has no
-//! async runtime and no clock: time is always passed in.
+//! async runtime and no clock: time is always passed in ([`Now`]: a wall
+//! clock for what people read, a monotonic one for every interval).
 //!
 //! [`EventLog`] is the in-memory part: a bounded, sequence-numbered ring of
 //! applied [`UpdateEvent`]s. The state machine appends to it; watchers (and
@@ -16,8 +17,11 @@
 //! pays) → [`segment`] (a file: header, blocks; names and listing) →
 //! [`writer`] ([`LogWriter`]: group commit, [`FsyncPolicy`], rotation,
 //! recovery on open) and [`reader`] ([`LogReader`]: every record in seq
-//! order, checked) → [`retention`] ([`retain`]: deleting old closed
-//! segments a snapshot covers). Seqs are the [`EventLog`]'s positions:
+//! order, checked; damage classified as a torn tail or as corruption with
+//! valid blocks after it, which `scan` finds) → [`salvage`] (keeping
+//! damaged bytes, rewriting a segment without its damage) and
+//! [`retention`] ([`retain`]: deleting old closed segments a snapshot
+//! covers). Seqs are the [`EventLog`]'s positions:
 //! events have gap-free seqs within and across segments; a state record
 //! carries the seq of the last event before it. Byte layouts are in
 //! `docs/format.md` ("Event-log segments") and on the types. Errors are one
@@ -30,6 +34,8 @@ pub mod error;
 pub mod reader;
 pub mod record;
 pub mod retention;
+pub mod salvage;
+mod scan;
 pub mod segment;
 pub mod writer;
 
@@ -38,12 +44,14 @@ mod disk_tests;
 
 pub use block::MAX_BLOCK_LEN;
 pub use error::LogError;
-pub use reader::{LogReader, SegmentReader, SegmentRecord, TornTail};
+pub use reader::{LogReader, SegmentReader, SegmentRecord, Skipped, TornTail};
 pub use record::{LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};
+pub use salvage::{salvage_segment, SalvageReport, DAMAGED_DIR};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
 pub use writer::{
-    CommitInfo, FsyncPolicy, LogWriter, RecoveryMode, RecoveryReport, WriterConfig, WriterStats,
+    CommitInfo, FsyncPolicy, LogWriter, Now, RecoveryMode, RecoveryReport, WriterConfig,
+    WriterStats,
 };
 
 use std::collections::VecDeque;

@@ -1,34 +1,48 @@
 //! Reading a log directory back: every record, in seq order, checked.
 //!
-//! [`LogReader`] walks the segments of a directory oldest first and yields
-//! records from a given position on. It checks everything it reads: each
-//! header and block CRC, that each segment starts where the previous one
-//! ended, that events follow each other without a gap and that each state
-//! record carries the seq of the event before it. It never writes.
+//! [`SegmentReader`] reads one segment file; [`LogReader`] walks the
+//! segments of a directory oldest first, one `SegmentReader` each, and
+//! yields the records from a given position on. Everything read is
+//! checked: each header and block CRC, that each segment starts where the
+//! previous one ended, that events follow each other without a gap, that
+//! each state record carries the seq of the event before it and each lost
+//! record starts where the log stood. Nothing here writes.
 //!
-//! Damage in a closed segment (any but the newest) is always
-//! [`LogError::Corrupt`]. At the end of the newest segment, torn damage (see
-//! [`crate::block`]) ends the iteration quietly in
-//! [`RecoveryMode::TruncateTail`] — a writer may be in the middle of a
-//! block, or crashed there — and is reported by [`LogReader::torn_tail`];
-//! in [`RecoveryMode::Strict`] it is `Corrupt`. Blocks appended after a
-//! segment was opened are not seen. The iterator is fused: after an error
-//! it yields nothing more.
+//! **Damage** is handled by the [`RecoveryMode`]:
+//! * damage that passes its checksum but cannot be decoded, or a header
+//!   that is not a segment header of this version, is
+//!   [`LogError::Corrupt`] in every mode;
+//! * otherwise (a block or header cut short or failing its checksum) the
+//!   rest of the file is searched for valid blocks (the `scan` module).
+//!   - **Nothing valid follows**: a *torn tail* if the file is the newest
+//!     segment (or read alone): the iteration ends quietly in
+//!     `TruncateTail` and `Salvage` mode, reported by `torn_tail()`, and is
+//!     `Corrupt` in `Strict` mode. A closed segment was fsynced before its
+//!     successor began, so its damaged end is `Corrupt` (in `Salvage` mode:
+//!     its events up to the next segment are lost).
+//!   - **Valid blocks follow**: corruption, not a torn tail. In
+//!     `TruncateTail` and `Strict` mode this is
+//!     [`LogError::Salvageable`]; in `Salvage` mode the reader goes on at
+//!     the next valid block and yields a [`LogRecord::Lost`] for the
+//!     events the damage took (reported by `skipped()`); a block whose
+//!     length field alone was damaged is read whole, and nothing is lost.
 //!
-//! [`SegmentReader`] reads one segment file alone, with the same checks
-//! within the file and the offset of each record's block, for tools that
-//! look at files one by one (`distkv-replay`).
+//! Blocks appended after a segment was opened are not seen. The iterators
+//! are fused: after an error they yield nothing more.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::block::{next_record, BlockReader, Next};
+use crate::block::{next_record, BlockReader, Damage, Next};
 use crate::error::{LogError, Result};
 use crate::record::{check_sequence, LogRecord};
-use crate::segment::{list_segments, SegmentInfo};
+use crate::scan::After;
+use crate::segment::{list_segments, parse_segment_file_name, SegmentInfo};
 use crate::writer::RecoveryMode;
 use crate::Seq;
 
-/// Where the newest segment stops being valid.
+/// Where the newest segment stops being valid: damage with nothing valid
+/// after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
     /// The newest segment.
@@ -41,28 +55,45 @@ pub struct TornTail {
     pub reason: String,
 }
 
-/// The segment being read.
-struct Current {
-    reader: BlockReader,
-    path: PathBuf,
-    is_last: bool,
-    /// Records area of the current block, and the next record's position.
-    raw: Vec<u8>,
-    pos: usize,
-    block_offset: u64,
+/// Damage that a reader in [`RecoveryMode::Salvage`] went past.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the damaged header (0) or block starts.
+    pub offset: u64,
+    /// Where reading went on (the end of the file if nothing valid
+    /// followed).
+    pub resumed_at: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// The events lost (`from..to`; empty if the lost blocks held no
+    /// event), or `None` when nothing was lost: the damaged block was found
+    /// whole, or only the segment header was damaged.
+    pub lost: Option<Range<Seq>>,
+}
+
+/// How a segment may end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tail {
+    /// The newest segment, or a file read alone: it may end torn.
+    Open,
+    /// A closed segment; the next one starts at this seq.
+    Closed(Seq),
 }
 
 /// An iterator over the records of a log directory (see the module docs).
 pub struct LogReader {
     segments: Vec<SegmentInfo>,
     next_segment: usize,
-    current: Option<Current>,
+    current: Option<SegmentReader>,
     mode: RecoveryMode,
     from_seq: Seq,
-    /// The seq the next record must have (`None` before the first segment).
+    /// The seq the next event must have (`None` before the first segment).
     expected: Option<Seq>,
     done: bool,
     torn: Option<TornTail>,
+    skipped: Vec<Skipped>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -70,7 +101,7 @@ impl std::fmt::Debug for LogReader {
         f.debug_struct("LogReader")
             .field("segments", &self.segments.len())
             .field("next_segment", &self.next_segment)
-            .field("expected", &self.expected)
+            .field("expected", &self.next_seq())
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
@@ -78,15 +109,14 @@ impl std::fmt::Debug for LogReader {
 
 impl LogReader {
     /// Reads the records of `dir` with seq ≥ `from_seq` (events from
-    /// `from_seq` on, and the state records among them)
-    /// ([`RecoveryMode::TruncateTail`]). `from_seq = 0` starts at the oldest
-    /// record kept; a `from_seq` older than that is a [`LogError::Gap`]
-    /// (retention deleted those records), one past the end yields nothing.
+    /// `from_seq` on, and the state records that follow them; 0: all),
+    /// treating damage as [`RecoveryMode::TruncateTail`] does. `Gap` if the
+    /// oldest segment kept starts after `from_seq`.
     pub fn open(dir: &Path, from_seq: Seq) -> Result<LogReader> {
         LogReader::open_with(dir, from_seq, RecoveryMode::TruncateTail)
     }
 
-    /// As [`LogReader::open`], with the given treatment of a torn tail.
+    /// As [`LogReader::open`], with the given treatment of damage.
     pub fn open_with(dir: &Path, from_seq: Seq, mode: RecoveryMode) -> Result<LogReader> {
         let segments = list_segments(dir)?;
         let mut start = 0;
@@ -113,6 +143,7 @@ impl LogReader {
             expected: None,
             done: false,
             torn: None,
+            skipped: Vec::new(),
         })
     }
 
@@ -121,11 +152,19 @@ impl LogReader {
         self.torn.as_ref()
     }
 
+    /// The damage a salvaging reader went past, so far.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
     /// The seq the next event read would have: once the iteration has ended
     /// cleanly, the seq after the last valid event of the log (`None` if no
     /// segment was read).
     pub fn next_seq(&self) -> Option<Seq> {
-        self.expected
+        self.current
+            .as_ref()
+            .map(SegmentReader::next_seq)
+            .or(self.expected)
     }
 
     /// The segments this reader walks, oldest first (as listed at open).
@@ -142,92 +181,43 @@ impl LogReader {
                 }
                 continue;
             };
-            if let Some(bytes) = next_record(&cur.raw, &mut cur.pos) {
-                let corrupt = |reason: String| LogError::Corrupt {
-                    file: cur.path.clone(),
-                    offset: cur.block_offset,
-                    reason,
-                };
-                let rec = LogRecord::decode(bytes.map_err(corrupt)?)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let mut next = self.expected.unwrap_or(cur.reader.header().first_seq);
-                if let Err((expected, found)) = check_sequence(&rec, &mut next) {
-                    return Err(LogError::Gap {
-                        file: cur.path.clone(),
-                        expected,
-                        found,
-                    });
-                }
-                self.expected = Some(next);
-                if rec.seq() >= self.from_seq {
-                    return Ok(Some(rec));
-                }
-                continue;
-            }
-            match cur.reader.next_block()? {
-                Next::Block { offset, raw } => {
-                    cur.raw = raw;
-                    cur.pos = 0;
-                    cur.block_offset = offset;
-                }
-                Next::End => self.current = None,
-                Next::Damaged(d) => {
-                    if cur.is_last && d.torn && self.mode == RecoveryMode::TruncateTail {
-                        self.torn = Some(TornTail {
-                            file: cur.path.clone(),
-                            offset: d.offset,
-                            bytes: cur.reader.len() - d.offset,
-                            reason: d.reason,
-                        });
-                        return Ok(None);
+            match cur.next() {
+                Some(Ok(r)) => {
+                    if r.record.seq() >= self.from_seq {
+                        return Ok(Some(r.record));
                     }
-                    return Err(d.corrupt(&cur.path));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    self.expected = Some(cur.next_seq());
+                    self.torn = cur.torn.take();
+                    self.skipped.append(&mut cur.skipped);
+                    self.current = None;
                 }
             }
         }
     }
 
-    /// Opens the next segment; false when there is none (or the newest one
-    /// has a torn header that ends the log).
+    /// Opens the next segment; false when there is none.
     fn open_next(&mut self) -> Result<bool> {
         let Some(info) = self.segments.get(self.next_segment) else {
             return Ok(false);
         };
-        let path = info.path.clone();
-        let is_last = self.next_segment + 1 == self.segments.len();
-        self.next_segment += 1;
-        let reader = match BlockReader::open(&path)? {
-            Ok(r) => r,
-            Err(d) if is_last && d.torn && self.mode == RecoveryMode::TruncateTail => {
-                self.torn = Some(TornTail {
-                    bytes: info.bytes,
-                    file: path,
-                    offset: d.offset,
-                    reason: d.reason,
-                });
-                return Ok(false);
-            }
-            Err(d) => return Err(d.corrupt(&path)),
+        let tail = match self.segments.get(self.next_segment + 1) {
+            Some(next) => Tail::Closed(next.first_seq),
+            None => Tail::Open,
         };
-        let first = reader.header().first_seq;
-        if let Some(expected) = self.expected {
-            if first != expected {
-                return Err(LogError::Gap {
-                    file: path,
-                    expected,
-                    found: first,
-                });
-            }
+        self.next_segment += 1;
+        let reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
+        let first = reader.next_seq();
+        if let Some(expected) = self.expected.filter(|&e| e != first) {
+            return Err(LogError::Gap {
+                file: info.path.clone(),
+                expected,
+                found: first,
+            });
         }
-        self.expected = Some(first);
-        self.current = Some(Current {
-            reader,
-            path,
-            is_last,
-            raw: Vec::new(),
-            pos: 0,
-            block_offset: 0,
-        });
+        self.current = Some(reader);
         Ok(true)
     }
 }
@@ -252,7 +242,8 @@ impl std::iter::FusedIterator for LogReader {}
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegmentRecord {
     /// File offset of the block holding the record (records inside a block
-    /// have no offset of their own).
+    /// have no offset of their own; for a [`LogRecord::Lost`], where the
+    /// damage starts).
     pub offset: u64,
     /// The record.
     pub record: LogRecord,
@@ -261,31 +252,34 @@ pub struct SegmentRecord {
 /// Reads the records of ONE segment file, front to back, checked like
 /// [`LogReader`] does (header, CRCs, framing, record msgpack, seqs within
 /// the file) but without the directory around it: for tools that look at
-/// files one by one and want to go on past a damaged one.
-///
-/// Damage ends the iteration. With [`RecoveryMode::TruncateTail`], damage
-/// a crash explains (a torn header or block) ends it quietly and is
-/// reported by [`SegmentReader::torn_tail`]; any other damage, and any
-/// damage in [`RecoveryMode::Strict`], is [`LogError::Corrupt`] (or
-/// [`LogError::Gap`] for records out of sequence). The iterator is fused.
+/// files one by one and want to go on past a damaged one. The file may end
+/// torn, as the newest segment may; damage is treated as the module docs
+/// say. The iterator is fused.
 pub struct SegmentReader {
-    path: PathBuf,
-    /// `None` when the header is torn (then nothing is read).
-    reader: Option<BlockReader>,
+    reader: BlockReader,
     mode: RecoveryMode,
+    tail: Tail,
     raw: Vec<u8>,
     pos: usize,
     block_offset: u64,
     /// The seq the next event must have.
     expected: Seq,
+    /// The time of the last record read, or of the segment's creation (for
+    /// lost records).
+    last_ms: u64,
+    /// A lost record to yield before reading on.
+    lost: Option<LogRecord>,
+    /// Whether the file ends after `lost` (a closed segment's lost end).
+    ends_after_lost: bool,
     torn: Option<TornTail>,
+    skipped: Vec<Skipped>,
     done: bool,
 }
 
 impl std::fmt::Debug for SegmentReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentReader")
-            .field("path", &self.path)
+            .field("path", &self.reader.path())
             .field("expected", &self.expected)
             .field("done", &self.done)
             .finish_non_exhaustive()
@@ -294,60 +288,68 @@ impl std::fmt::Debug for SegmentReader {
 
 impl SegmentReader {
     /// Opens the segment at `path` and checks its header. A header that is
-    /// damaged in a way no crash explains, or whose first seq disagrees with
-    /// the file name, is `Corrupt`; a torn header is `Corrupt` in `Strict`
-    /// mode and an empty, torn segment in `TruncateTail` mode.
+    /// not a segment header of this version, or whose first seq disagrees
+    /// with the file name, is `Corrupt`; a torn header is handled like other
+    /// torn damage when the records are read.
     pub fn open(path: &Path, mode: RecoveryMode) -> Result<SegmentReader> {
-        let named = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(crate::segment::parse_segment_file_name);
-        let (reader, torn, expected) = match BlockReader::open(path)? {
-            Ok(r) => {
-                let first = r.header().first_seq;
-                (Some(r), None, first)
-            }
-            Err(d) if d.torn && mode == RecoveryMode::TruncateTail => {
-                let bytes = std::fs::metadata(path)
-                    .map_err(crate::error::io_err(path))?
-                    .len();
-                let torn = TornTail {
-                    file: path.to_path_buf(),
-                    offset: d.offset,
-                    bytes,
-                    reason: d.reason,
-                };
-                (None, Some(torn), named.unwrap_or(0))
-            }
-            Err(d) => return Err(d.corrupt(path)),
+        SegmentReader::open_in_log(path, mode, Tail::Open)
+    }
+
+    /// As [`SegmentReader::open`]; `end` is the seq the next segment starts
+    /// at if this one is closed (it may not end torn then).
+    pub(crate) fn open_with_end(
+        path: &Path,
+        mode: RecoveryMode,
+        end: Option<Seq>,
+    ) -> Result<SegmentReader> {
+        let tail = end.map_or(Tail::Open, Tail::Closed);
+        SegmentReader::open_in_log(path, mode, tail)
+    }
+
+    fn open_in_log(path: &Path, mode: RecoveryMode, tail: Tail) -> Result<SegmentReader> {
+        let reader = BlockReader::open(path)?;
+        if let Some(d) = reader.header_damage().filter(|d| !d.torn) {
+            return Err(d.clone().corrupt(path));
+        }
+        let expected = match reader.header() {
+            Some(h) => h.first_seq,
+            None => path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_segment_file_name)
+                .unwrap_or(0),
         };
         Ok(SegmentReader {
-            path: path.to_path_buf(),
+            last_ms: reader.header().map_or(0, |h| h.created_ms),
             reader,
             mode,
+            tail,
             raw: Vec::new(),
             pos: 0,
             block_offset: 0,
             expected,
-            torn,
+            lost: None,
+            ends_after_lost: false,
+            torn: None,
+            skipped: Vec::new(),
             done: false,
         })
     }
 
-    /// The segment's header (`None` if it is torn).
+    /// The segment's header (`None` if it is damaged).
     pub fn header(&self) -> Option<&crate::SegmentHeader> {
-        self.reader.as_ref().map(BlockReader::header)
+        self.reader.header()
     }
 
     /// The file's length when opened.
     pub fn file_len(&self) -> u64 {
-        self.reader.as_ref().map_or(0, BlockReader::len)
+        self.reader.len()
     }
 
     /// Offset of the next block to read (after the iteration: where the
     /// valid part of the file ends).
     pub fn position(&self) -> u64 {
-        self.reader.as_ref().map_or(0, BlockReader::pos)
+        self.reader.pos()
     }
 
     /// The seq the next event would have: after the iteration, the seq
@@ -361,34 +363,30 @@ impl SegmentReader {
         self.torn.as_ref()
     }
 
+    /// The damage read past in [`RecoveryMode::Salvage`], so far.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
     fn step(&mut self) -> Result<Option<SegmentRecord>> {
         loop {
-            let Some(reader) = self.reader.as_mut() else {
+            if let Some(record) = self.lost.take() {
+                return self.checked(record).map(Some);
+            }
+            if self.ends_after_lost {
                 return Ok(None);
-            };
+            }
             if let Some(bytes) = next_record(&self.raw, &mut self.pos) {
                 let corrupt = |reason: String| LogError::Corrupt {
-                    file: self.path.clone(),
+                    file: self.reader.path().to_path_buf(),
                     offset: self.block_offset,
                     reason,
                 };
                 let record = LogRecord::decode(bytes.map_err(corrupt)?)
                     .map_err(|e| corrupt(e.to_string()))?;
-                let mut next = self.expected;
-                if let Err((expected, found)) = check_sequence(&record, &mut next) {
-                    return Err(LogError::Gap {
-                        file: self.path.clone(),
-                        expected,
-                        found,
-                    });
-                }
-                self.expected = next;
-                return Ok(Some(SegmentRecord {
-                    offset: self.block_offset,
-                    record,
-                }));
+                return self.checked(record).map(Some);
             }
-            match reader.next_block()? {
+            match self.reader.next_block()? {
                 Next::Block { offset, raw } => {
                     self.raw = raw;
                     self.pos = 0;
@@ -396,19 +394,147 @@ impl SegmentReader {
                 }
                 Next::End => return Ok(None),
                 Next::Damaged(d) => {
-                    if d.torn && self.mode == RecoveryMode::TruncateTail {
-                        self.torn = Some(TornTail {
-                            file: self.path.clone(),
-                            offset: d.offset,
-                            bytes: reader.len() - d.offset,
-                            reason: d.reason,
-                        });
+                    if !self.past(d)? {
                         return Ok(None);
                     }
-                    return Err(d.corrupt(&self.path));
                 }
             }
         }
+    }
+
+    /// `record` if it continues the log.
+    fn checked(&mut self, record: LogRecord) -> Result<SegmentRecord> {
+        if let Err((expected, found)) = check_sequence(&record, &mut self.expected) {
+            return Err(LogError::Gap {
+                file: self.reader.path().to_path_buf(),
+                expected,
+                found,
+            });
+        }
+        self.last_ms = self.last_ms.max(record.time_ms());
+        Ok(SegmentRecord {
+            offset: self.block_offset,
+            record,
+        })
+    }
+
+    /// Handles damage (see the module docs): false when reading ends
+    /// quietly, true when it goes on.
+    fn past(&mut self, d: Damage) -> Result<bool> {
+        let file = self.reader.path().to_path_buf();
+        if !d.torn {
+            return Err(d.corrupt(&file));
+        }
+        let salvage = self.mode == RecoveryMode::Salvage;
+        let file_len = self.reader.len();
+        match self.reader.after_damage(&d, self.expected)? {
+            After::Found { at, whole, resume } => {
+                if !salvage {
+                    return Err(LogError::Salvageable {
+                        file,
+                        offset: d.offset,
+                        next: at,
+                        reason: d.reason,
+                    });
+                }
+                let header_only = d.offset == 0 && self.reader.header().is_none();
+                let lost = (resume > self.expected || (whole.is_none() && !header_only))
+                    .then_some(self.expected..resume);
+                self.skip(&d, at, lost);
+                if let Some(raw) = whole {
+                    self.raw = raw;
+                    self.pos = 0;
+                }
+                Ok(true)
+            }
+            After::Nothing => match self.tail {
+                Tail::Open if self.mode != RecoveryMode::Strict => {
+                    self.torn = Some(TornTail {
+                        file,
+                        offset: d.offset,
+                        bytes: file_len - d.offset,
+                        reason: d.reason,
+                    });
+                    Ok(false)
+                }
+                Tail::Open => Err(LogError::Corrupt {
+                    file,
+                    offset: d.offset,
+                    reason: format!(
+                        "{}; nothing valid follows: in the newest segment, a torn tail (what a \
+                         crash while writing leaves), which recovery in truncate mode cuts off",
+                        d.reason
+                    ),
+                }),
+                Tail::Closed(end) if salvage => {
+                    self.skip(&d, file_len, Some(self.expected..end.max(self.expected)));
+                    self.ends_after_lost = true;
+                    Ok(true)
+                }
+                Tail::Closed(_) => Err(LogError::Corrupt {
+                    file,
+                    offset: d.offset,
+                    reason: format!(
+                        "{}; nothing valid follows, but this segment was closed (made durable \
+                         before the next one began), so this is no torn tail",
+                        d.reason
+                    ),
+                }),
+            },
+            After::Unknown => {
+                let reason = format!(
+                    "{}; the search for valid blocks after it reached its work limit, so \
+                     some may follow",
+                    d.reason
+                );
+                if !salvage {
+                    return Err(LogError::Corrupt {
+                        file,
+                        offset: d.offset,
+                        reason,
+                    });
+                }
+                let lost = match self.tail {
+                    Tail::Open => self.expected..self.expected,
+                    Tail::Closed(end) => self.expected..end.max(self.expected),
+                };
+                self.skip(&Damage { reason, ..d }, file_len, Some(lost));
+                self.ends_after_lost = true;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Records damage skipped in salvage mode, and queues the lost record
+    /// for `lost`.
+    fn skip(&mut self, d: &Damage, resumed_at: u64, lost: Option<Range<Seq>>) {
+        let file = self.reader.path().to_path_buf();
+        if let Some(l) = &lost {
+            self.lost = Some(LogRecord::Lost {
+                seq: l.end.saturating_sub(1),
+                time_ms: self.last_ms,
+                from: l.start,
+                why: format!(
+                    "{} at byte {} of {}{}",
+                    d.reason,
+                    d.offset,
+                    file.display(),
+                    if resumed_at < self.reader.len() {
+                        format!("; valid blocks resumed at byte {resumed_at}")
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+        }
+        self.block_offset = d.offset;
+        self.skipped.push(Skipped {
+            file,
+            offset: d.offset,
+            resumed_at,
+            reason: d.reason.clone(),
+            lost,
+        });
     }
 }
 
@@ -435,14 +561,21 @@ mod segment_reader_tests {
     use distkv_model::{path, Chain, UpdateEvent, Value};
 
     use super::*;
-    use crate::writer::{FsyncPolicy, LogWriter, WriterConfig};
+    use crate::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
+
+    fn at(ms: u64) -> Now {
+        Now {
+            wall_ms: ms,
+            mono_ms: ms,
+        }
+    }
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
     fn write_two_segments(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut cfg = WriterConfig::new("n1");
         cfg.fsync = FsyncPolicy::Never;
-        let mut w = LogWriter::open(dir, cfg, 1)?;
+        let mut w = LogWriter::open(dir, cfg, at(1))?;
         for i in 1..=6u64 {
             let ev = UpdateEvent {
                 path: path!["k", i],
@@ -451,12 +584,12 @@ mod segment_reader_tests {
                 tock: i,
             };
             w.append_event(100 + i, &ev)?;
-            w.commit(100 + i)?;
+            w.commit(at(100 + i))?;
             if i == 3 {
                 w.rotate();
             }
         }
-        w.close(200)?;
+        w.close(at(200))?;
         Ok(list_segments(dir)?.into_iter().map(|s| s.path).collect())
     }
 
@@ -478,29 +611,48 @@ mod segment_reader_tests {
     }
 
     #[test]
-    fn a_flipped_byte_is_reported_at_its_block() -> TestResult {
+    fn a_flipped_byte_is_reported_at_its_block_and_skipped_in_salvage_mode() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let segs = write_two_segments(tmp.path())?;
         let clean: Vec<SegmentRecord> =
             SegmentReader::open(&segs[0], RecoveryMode::Strict)?.collect::<Result<_>>()?;
-        let second_block = clean[1].offset;
-        let mut bytes = std::fs::read(&segs[0])?;
-        bytes[second_block as usize + 12] ^= 0x40;
+        let offsets: Vec<u64> = clean.iter().map(|r| r.offset).collect();
+        let good = std::fs::read(&segs[0])?;
+        let mut bytes = good.clone();
+        bytes[offsets[1] as usize + 12] ^= 0x40;
         std::fs::write(&segs[0], &bytes)?;
-        let got: Vec<Result<SegmentRecord>> =
-            SegmentReader::open(&segs[0], RecoveryMode::Strict)?.collect();
-        assert_eq!(got.len(), 2, "one good record, then the error");
-        match &got[1] {
-            Err(LogError::Corrupt { file, offset, .. }) => {
-                assert_eq!(file, &segs[0]);
-                assert_eq!(*offset, second_block);
+        // A valid block follows: corruption, whatever the mode but salvage.
+        for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail] {
+            let got: Vec<Result<SegmentRecord>> = SegmentReader::open(&segs[0], mode)?.collect();
+            assert_eq!(got.len(), 2, "one good record, then the error");
+            match &got[1] {
+                Err(LogError::Salvageable {
+                    file, offset, next, ..
+                }) => {
+                    assert_eq!(file, &segs[0]);
+                    assert_eq!((*offset, *next), (offsets[1], offsets[2]));
+                }
+                other => panic!("expected Salvageable, got {other:?}"),
             }
-            other => panic!("expected Corrupt, got {other:?}"),
         }
-        // In TruncateTail mode the same damage is a quiet torn tail.
+        let mut r = SegmentReader::open(&segs[0], RecoveryMode::Salvage)?;
+        let got: Vec<SegmentRecord> = r.by_ref().collect::<Result<_>>()?;
+        let seqs: Vec<(u64, bool)> = got
+            .iter()
+            .map(|r| (r.record.seq(), matches!(r.record, LogRecord::Lost { .. })))
+            .collect();
+        assert_eq!(seqs, vec![(1, false), (2, true), (3, false)]);
+        assert_eq!(got[1].offset, offsets[1]);
+        assert_eq!(r.skipped().len(), 1);
+        assert_eq!(r.skipped()[0].lost, Some(2..3));
+        assert_eq!(r.next_seq(), 4);
+        // The same damage in the last block is a quiet torn tail.
+        let mut bytes = good;
+        bytes[offsets[2] as usize + 12] ^= 0x40;
+        std::fs::write(&segs[0], &bytes)?;
         let mut r = SegmentReader::open(&segs[0], RecoveryMode::TruncateTail)?;
-        assert_eq!(r.by_ref().count(), 1);
-        assert_eq!(r.torn_tail().map(|t| t.offset), Some(second_block));
+        assert_eq!(r.by_ref().count(), 2);
+        assert_eq!(r.torn_tail().map(|t| t.offset), Some(offsets[2]));
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! Log records: what one entry of a segment file says, and its msgpack form.
 //!
-//! A [`LogRecord`] is either an applied [`UpdateEvent`] or a periodic
+//! A [`LogRecord`] is an applied [`UpdateEvent`], a periodic
 //! [`State`](LogRecord::State) record (the node's ticks and its known and
-//! deleted tick sets).
+//! deleted tick sets), or a [`Lost`](LogRecord::Lost) record that a salvage
+//! left where damaged blocks were (see [`crate::salvage`]).
 //!
 //! Sequence numbers are the node's log positions, the same numbers as the
 //! in-memory [`EventLog`](crate::EventLog) and a snapshot's `seq`. Each
@@ -11,8 +12,11 @@
 //! occupies none: its seq is that of the last event before it (the position
 //! it describes: the state after every event with seq ≤ it, the convention
 //! of snapshots), so it may equal the preceding event's seq, or be the
-//! segment's `first_seq − 1` when no event precedes it in the segment. The
-//! writer enforces this and the reader checks it ([`check_sequence`]).
+//! segment's `first_seq − 1` when no event precedes it in the segment. A
+//! *lost* record stands for the events `from ..= seq` that a salvage could
+//! not read back (none when `from = seq + 1`): it occupies their positions,
+//! so the event after it has seq `seq + 1`. The writer enforces this and
+//! the reader checks it (`check_sequence`).
 //!
 //! The payload is one msgpack map (via [`distkv_model::codec`]) with a type
 //! tag `t`:
@@ -23,7 +27,10 @@
 //!   skipped?}` where `known` and `deleted` are [`NodeSet`] wire forms
 //!   (nodes with an empty set are left out) and `skipped`, present only when
 //!   not empty, is a [`RangeSet`] wire form: the log's own node's ticks it
-//!   declared never used when it started after an unclean stop.
+//!   declared never used when it started after an unclean stop;
+//! * lost: `{t: "l", seq, ms, from, why}`: events `from ..= seq` are lost;
+//!   `ms` is the time of the last record read before the damage, `why` says
+//!   where the damage was and where the damaged file was kept.
 //!
 //! Decoding is total: any byte string yields a record or a [`RecordError`],
 //! never a panic.
@@ -41,6 +48,7 @@ use crate::Seq;
 /// |---|---|
 /// | event | `{"t": "e", "seq": uint, "ms": uint, "ev": UpdateEvent wire form, whole chain}` |
 /// | state | `{"t": "s", "seq": uint, "ms": uint, "nodes": {name: tick or nil}, "known": NodeSet, "deleted": NodeSet, "skipped"?: RangeSet}` |
+/// | lost | `{"t": "l", "seq": uint, "ms": uint, "from": uint, "why": str}` |
 ///
 /// Keys are written in that order; decoding accepts any order and ignores
 /// unknown keys. Inside a block each record is prefixed with its length
@@ -77,6 +85,22 @@ pub enum LogRecord {
         /// such a start.
         skipped: RangeSet,
     },
+    /// Written by a salvage in place of damaged blocks: the events
+    /// `from ..= seq` could not be read back (none when `from = seq + 1`:
+    /// the damaged blocks held state records only). The node no longer has
+    /// those events; their ticks are missing and peers can send them back.
+    Lost {
+        /// The seq of the last lost event (`from − 1` if none was lost).
+        seq: Seq,
+        /// Wall-clock time of the last record read before the damage, ms
+        /// since the Unix epoch (0: none), so that times stay in order.
+        time_ms: u64,
+        /// The seq of the first lost event.
+        from: Seq,
+        /// Where the damage was, what it was, and where the damaged file
+        /// was kept.
+        why: String,
+    },
 }
 
 /// Bytes that are not a valid log record.
@@ -96,18 +120,35 @@ fn u64_field(v: &Value, name: &'static str) -> Result<u64, RecordError> {
 }
 
 impl LogRecord {
-    /// The record's seq: an event's position, or for a state record the
-    /// position of the last event it reflects.
+    /// The record's seq: an event's position, for a state record the
+    /// position of the last event it reflects, for a lost record the
+    /// position of the last lost event.
     pub fn seq(&self) -> Seq {
         match self {
-            LogRecord::Event { seq, .. } | LogRecord::State { seq, .. } => *seq,
+            LogRecord::Event { seq, .. }
+            | LogRecord::State { seq, .. }
+            | LogRecord::Lost { seq, .. } => *seq,
         }
     }
 
     /// The wall-clock time stored with the record.
     pub fn time_ms(&self) -> u64 {
         match self {
-            LogRecord::Event { time_ms, .. } | LogRecord::State { time_ms, .. } => *time_ms,
+            LogRecord::Event { time_ms, .. }
+            | LogRecord::State { time_ms, .. }
+            | LogRecord::Lost { time_ms, .. } => *time_ms,
+        }
+    }
+
+    /// The seq the next event must have right before this record, as the
+    /// record itself implies: an event's own seq, one more than a state
+    /// record's, a lost record's `from`. (Where reading resumes after
+    /// damage, the first record found tells how far the log got.)
+    pub fn resumes_at(&self) -> Seq {
+        match self {
+            LogRecord::Event { seq, .. } => *seq,
+            LogRecord::State { seq, .. } => seq.saturating_add(1),
+            LogRecord::Lost { from, .. } => *from,
         }
     }
 
@@ -150,6 +191,18 @@ impl LogRecord {
                 }
                 Value::Map(m)
             }
+            LogRecord::Lost {
+                seq,
+                time_ms,
+                from,
+                why,
+            } => Value::map([
+                ("t", Value::str("l")),
+                ("seq", Value::uint(*seq)),
+                ("ms", Value::uint(*time_ms)),
+                ("from", Value::uint(*from)),
+                ("why", Value::str(why)),
+            ]),
         }
     }
 
@@ -205,6 +258,23 @@ impl LogRecord {
                     skipped,
                 })
             }
+            Some("l") => {
+                let from = u64_field(v, "from")?;
+                if seq.checked_add(1).is_none_or(|end| from > end) {
+                    return Err(RecordError(format!(
+                        "lost record from {from} to {seq}: the range is reversed"
+                    )));
+                }
+                let why = field(v, "why")?
+                    .as_str()
+                    .ok_or_else(|| RecordError("field \"why\" is not a string".into()))?;
+                Ok(LogRecord::Lost {
+                    seq,
+                    time_ms,
+                    from,
+                    why: why.to_string(),
+                })
+            }
             Some(t) => Err(RecordError(format!("unknown record type {t:?}"))),
             None => Err(RecordError("field \"t\" is not a string".into())),
         }
@@ -224,8 +294,9 @@ impl LogRecord {
 }
 
 /// Checks that `rec` continues a log whose next event must have seq
-/// `*next`, and advances `*next` past an event. `Err((expected, found))`
-/// otherwise: an event must have seq `*next`, a state record `*next − 1`.
+/// `*next`, and advances `*next` past an event or a lost record.
+/// `Err((expected, found))` otherwise: an event must have seq `*next`, a
+/// state record `*next − 1`, a lost record must start at `*next`.
 pub(crate) fn check_sequence(rec: &LogRecord, next: &mut Seq) -> Result<(), (Seq, Seq)> {
     match rec {
         LogRecord::Event { seq, .. } => {
@@ -239,6 +310,13 @@ pub(crate) fn check_sequence(rec: &LogRecord, next: &mut Seq) -> Result<(), (Seq
             if next.checked_sub(1) != Some(*seq) {
                 return Err((next.saturating_sub(1), *seq));
             }
+        }
+        LogRecord::Lost { seq, from, .. } => {
+            if *from != *next {
+                return Err((*next, *from));
+            }
+            // Decoding guarantees `from ≤ seq + 1`.
+            *next = seq.checked_add(1).ok_or((*next, *seq))?;
         }
     }
     Ok(())
@@ -367,6 +445,14 @@ pub(crate) mod tests {
                         skipped: skipped.into_iter().flat_map(|(a, n)| a..a + n).collect(),
                     }
                 }),
+            (0u64..1 << 62, any::<u64>(), 0u64..3, "[a-z .:0-9]{0,30}").prop_map(
+                |(seq, time_ms, n, why)| LogRecord::Lost {
+                    seq,
+                    time_ms,
+                    from: (seq + 1).saturating_sub(n),
+                    why,
+                }
+            ),
         ]
     }
 
@@ -430,6 +516,19 @@ pub(crate) mod tests {
                 ("t", Value::str("e")),
                 ("seq", Value::Int(-1)),
                 ("ms", Value::Int(1)),
+            ]),
+            Value::map([
+                ("t", Value::str("l")),
+                ("seq", Value::Int(5)),
+                ("ms", Value::Int(1)),
+                ("from", Value::Int(7)),
+                ("why", Value::str("reversed")),
+            ]),
+            Value::map([
+                ("t", Value::str("l")),
+                ("seq", Value::Int(5)),
+                ("ms", Value::Int(1)),
+                ("from", Value::Int(5)),
             ]),
         ] {
             assert!(LogRecord::from_value(&v).is_err(), "{v:?}");

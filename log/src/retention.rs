@@ -11,6 +11,12 @@
 //! segment's first seq − 1, and it was closed when the next segment was
 //! created: its age is measured from the next segment's `created_ms`, so a
 //! segment is "older than `max_age`" only when all its records are.
+//!
+//! Ages here are wall-clock times, unlike the writer's intervals: a file's
+//! age must survive restarts, and only the wall clock stamped in its header
+//! does. A wall clock stepped back delays deletions by age; one stepped
+//! forward makes them early. Neither can delete a segment a snapshot does
+//! not cover, and the byte budget does not depend on any clock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,7 +52,7 @@ pub struct RemovedSegment {
 /// Deletes closed segments of `dir` as `policy` asks, oldest first, never
 /// one holding a record with seq > `covered_seq` and never the newest
 /// (open) one; fsyncs the directory if it deleted any. `now_ms` is the
-/// caller's clock. Call it from the writer's thread (or
+/// caller's wall clock (ms since the Unix epoch). Call it from the writer's thread (or
 /// [`LogWriter::retain`](crate::LogWriter::retain)) so that it does not
 /// race a rotation.
 pub fn retain(

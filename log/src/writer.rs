@@ -5,7 +5,11 @@
 //! to a pending group in sequence order, and [`commit`](LogWriter::commit)
 //! writes the whole group as one block with one `write` call, then applies
 //! the [`FsyncPolicy`]. The writer never reads a clock: every call that
-//! depends on time takes the caller's `now_ms` (ms since the Unix epoch).
+//! depends on time takes the caller's [`Now`], which holds two clocks. Every
+//! interval (fsync, rotation by age) is measured on the *monotonic* one, so
+//! that a wall clock stepped back or forth neither stalls nor hurries
+//! them; the *wall* clock only stamps segment headers (`created_ms`, for
+//! people and for retention by age).
 //!
 //! Invariants:
 //! * events are appended with consecutive sequence numbers, and a state
@@ -25,12 +29,19 @@
 //!   file and of the page cache is unknown): drop it and open it again,
 //!   which recovers the directory.
 //!
-//! Opening a directory recovers it: the newest segment is scanned block by
-//! block to the first short or bad block. With [`RecoveryMode::TruncateTail`]
-//! the torn tail is cut off (and the file fsynced) and the writer continues
-//! **appending to that same segment** after its last valid record; with
-//! [`RecoveryMode::Strict`] any damage is an error. Older segments are not
-//! scanned on open; [`LogReader`](crate::LogReader) checks them.
+//! Opening a directory recovers it: the newest segment is read by a
+//! [`SegmentReader`] in the configured [`RecoveryMode`] (see
+//! [`crate::reader`] for how damage is classified). A *torn tail* — damage
+//! with nothing valid after it — is cut off with
+//! [`RecoveryMode::TruncateTail`] and [`RecoveryMode::Salvage`], after the
+//! cut bytes were kept in the `damaged/` subdirectory
+//! ([`crate::salvage`]), and the writer continues **appending to that same
+//! segment** after its last valid record. Damage followed by valid blocks
+//! is refused ([`LogError::Salvageable`]) unless the mode is `Salvage`,
+//! which rewrites the segment with every valid record (the damaged file is
+//! kept). With [`RecoveryMode::Strict`] any damage is an error. Nothing is
+//! ever cut or rewritten without a copy. Older segments are not scanned on
+//! open; [`LogReader`](crate::LogReader) checks them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -39,19 +50,33 @@ use std::time::Duration;
 
 use distkv_model::{NodeName, UpdateEvent};
 
-use crate::block::{push_record, BlockEncoder, BlockReader, Next, MAX_BLOCK_LEN};
+use crate::block::{push_record, BlockEncoder, MAX_BLOCK_LEN};
 use crate::error::{io_err, LogError, Result};
+use crate::reader::SegmentReader;
 use crate::record::{check_sequence, encode_event, LogRecord};
 use crate::retention::{retain, RemovedSegment, RetentionPolicy};
+use crate::salvage::{keep_tail, salvage_segment, SalvageReport};
 use crate::segment::{list_segments, segment_file_name, sync_dir, SegmentHeader};
 use crate::Seq;
+
+/// The time of a call, on the two clocks the writer needs (it reads none
+/// itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Wall-clock time, ms since the Unix epoch: stamps segment headers.
+    pub wall_ms: u64,
+    /// A monotonic clock in ms, any origin, never going back: every
+    /// interval is measured on it.
+    pub mono_ms: u64,
+}
 
 /// When a commit is made durable with fsync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// fsync every commit: nothing committed is ever lost.
     Always,
-    /// fsync at a commit when the last fsync is at least this old; call
+    /// fsync at a commit when the last fsync is at least this old (on the
+    /// monotonic clock); call
     /// [`LogWriter::sync_if_due`] by [`LogWriter::sync_deadline`] so that
     /// at most this much committed writing is at risk when idle too.
     Interval(Duration),
@@ -70,7 +95,7 @@ impl Default for FsyncPolicy {
 
 impl FsyncPolicy {
     /// Whether a commit at `now_ms` must fsync, the last fsync having
-    /// happened at `last_sync_ms`.
+    /// happened at `last_sync_ms` (monotonic ms).
     pub fn due(&self, last_sync_ms: u64, now_ms: u64) -> bool {
         match self {
             FsyncPolicy::Always => true,
@@ -84,17 +109,24 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What to do with damage at the end of the newest segment.
+/// What to do with damage found in a segment (see [`crate::reader`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RecoveryMode {
-    /// Cut a torn tail (a block cut short, over-long or failing its CRC, and
-    /// everything after it) off the newest segment and go on. A torn header
-    /// of the newest segment is rewritten (the segment then holds no
-    /// records). Damage that no crash explains is still an error.
+    /// Cut a torn tail — a damaged last block (cut short, over-long or
+    /// failing its CRC) or a partial block at the end, with nothing valid
+    /// after it — off the newest segment and go on, keeping the cut bytes
+    /// in `damaged/`. A torn header of the newest segment is rewritten
+    /// (the segment then holds no records). Damage followed by valid
+    /// blocks, and damage that no crash explains, are errors.
     #[default]
     TruncateTail,
     /// Any damage is an error.
     Strict,
+    /// As `TruncateTail`, and damage followed by valid blocks is skipped:
+    /// every valid block after it is kept, the events it held are
+    /// recorded as lost ([`LogRecord::Lost`]), and the segment is rewritten
+    /// after the damaged file was kept in `damaged/`.
+    Salvage,
 }
 
 /// How a [`LogWriter`] writes.
@@ -108,8 +140,10 @@ pub struct WriterConfig {
     /// Rotate before a commit once the segment is at least this large
     /// (bytes, header included). Default 64 MiB.
     pub max_segment_bytes: u64,
-    /// Rotate before a commit once the segment is at least this old
-    /// (measured from its header's `created_ms`). Default 1 h.
+    /// Rotate before a commit once the segment is at least this old,
+    /// measured on the monotonic clock from when this writer created it (a
+    /// segment found when opening counts its age from its header's
+    /// wall-clock `created_ms`, at most this much). Default 1 h.
     pub max_segment_age: Duration,
     /// What to do with damage found when opening.
     pub recovery: RecoveryMode,
@@ -156,8 +190,13 @@ pub struct RecoveryReport {
     pub dropped_bytes: u64,
     /// Where the damage started and what it was, if any was cut off.
     pub damage: Option<(u64, String)>,
+    /// Where the bytes cut off were kept (`damaged/…`).
+    pub kept: Option<PathBuf>,
     /// Whether its header was torn and has been rewritten.
     pub header_rewritten: bool,
+    /// What a salvage did (only in [`RecoveryMode::Salvage`], when damage
+    /// was followed by valid blocks).
+    pub salvaged: Option<SalvageReport>,
     /// The seq the next appended event must have.
     pub next_seq: Seq,
 }
@@ -203,6 +242,18 @@ struct OpenSegment {
     header: SegmentHeader,
     /// File length (all written bytes).
     len: u64,
+    /// Its age when this writer took it over (0 for one it created), ms.
+    age_at_open: u64,
+    /// The monotonic time this writer took it over.
+    opened_mono: u64,
+}
+
+impl OpenSegment {
+    /// Its age at monotonic time `mono_ms`.
+    fn age(&self, mono_ms: u64) -> u64 {
+        self.age_at_open
+            .saturating_add(mono_ms.saturating_sub(self.opened_mono))
+    }
 }
 
 /// Appends records to an event-log directory (see the module docs).
@@ -221,7 +272,8 @@ pub struct LogWriter {
     scratch: Vec<u8>,
     /// Whether written bytes await an fsync.
     dirty: bool,
-    last_sync_ms: u64,
+    /// Monotonic time of the last fsync (or of opening).
+    last_sync_mono: u64,
     rotate_requested: bool,
     failed: Option<String>,
     stats: WriterStats,
@@ -244,10 +296,10 @@ impl std::fmt::Debug for LogWriter {
 
 impl LogWriter {
     /// Opens (creating if needed) the log directory `dir` and recovers it
-    /// (see the module docs); `now_ms` stamps a segment created now and
+    /// (see the module docs); `now` stamps a segment created now and
     /// starts the fsync interval. See [`LogWriter::recovery`] for what was
     /// found.
-    pub fn open(dir: impl Into<PathBuf>, config: WriterConfig, now_ms: u64) -> Result<LogWriter> {
+    pub fn open(dir: impl Into<PathBuf>, config: WriterConfig, now: Now) -> Result<LogWriter> {
         let dir = dir.into();
         if config.first_seq == 0 {
             return Err(LogError::InvalidInput(
@@ -263,7 +315,7 @@ impl LogWriter {
         SegmentHeader {
             node: config.node.clone(),
             first_seq: config.first_seq,
-            created_ms: now_ms,
+            created_ms: now.wall_ms,
         }
         .encode()?;
         if !dir.is_dir() {
@@ -276,7 +328,7 @@ impl LogWriter {
         let segments = list_segments(&dir)?;
         let (seg, recovery, written) = match segments.last() {
             None => {
-                let seg = create_segment(&dir, &config.node, config.first_seq, now_ms)?;
+                let seg = create_segment(&dir, &config.node, config.first_seq, now)?;
                 let report = RecoveryReport {
                     next_seq: config.first_seq,
                     ..RecoveryReport::default()
@@ -284,7 +336,7 @@ impl LogWriter {
                 let written = seg.len;
                 (seg, report, written)
             }
-            Some(last) => recover(&last.path, &config, now_ms)?,
+            Some(last) => recover(&dir, &last.path, &config, now)?,
         };
         let next_seq = recovery.next_seq;
         Ok(LogWriter {
@@ -298,7 +350,7 @@ impl LogWriter {
             written_seq: next_seq,
             scratch: Vec::new(),
             dirty: false,
-            last_sync_ms: now_ms,
+            last_sync_mono: now.mono_ms,
             rotate_requested: false,
             failed: None,
             stats: WriterStats {
@@ -422,17 +474,17 @@ impl LogWriter {
     /// Writes the pending group as one block (rotating first when due),
     /// then fsyncs as the policy says. With nothing pending, only fsyncs if
     /// the interval is due.
-    pub fn commit(&mut self, now_ms: u64) -> Result<CommitInfo> {
+    pub fn commit(&mut self, now: Now) -> Result<CommitInfo> {
         self.usable()?;
         if self.pending_records == 0 {
-            let synced = self.sync_if_due(now_ms)?;
+            let synced = self.sync_if_due(now)?;
             return Ok(CommitInfo {
                 first_seq: self.written_seq,
                 synced,
                 ..CommitInfo::default()
             });
         }
-        let rotated = self.rotate_if_due(now_ms)?;
+        let rotated = self.rotate_if_due(now)?;
         let (block, compressed) = self.encoder.encode(&self.pending);
         let bytes = block.len() as u64;
         #[cfg(test)]
@@ -462,8 +514,8 @@ impl LogWriter {
         self.pending.clear();
         self.pending_records = 0;
         self.dirty = true;
-        let synced = if self.config.fsync.due(self.last_sync_ms, now_ms) {
-            self.sync(now_ms)?;
+        let synced = if self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
+            self.sync(now)?;
             true
         } else {
             false
@@ -472,35 +524,35 @@ impl LogWriter {
     }
 
     /// fsyncs the open segment now, whatever the policy.
-    pub fn sync(&mut self, now_ms: u64) -> Result<()> {
+    pub fn sync(&mut self, now: Now) -> Result<()> {
         self.usable()?;
         if let Err(e) = self.seg.file.sync_data() {
             return Err(self.fail(&self.seg.path.clone(), e));
         }
         self.stats.syncs += 1;
         self.dirty = false;
-        self.last_sync_ms = now_ms;
+        self.last_sync_mono = now.mono_ms;
         Ok(())
     }
 
     /// fsyncs if committed writes await it and the policy's interval is
     /// due; returns whether it did.
-    pub fn sync_if_due(&mut self, now_ms: u64) -> Result<bool> {
+    pub fn sync_if_due(&mut self, now: Now) -> Result<bool> {
         self.usable()?;
-        if self.dirty && self.config.fsync.due(self.last_sync_ms, now_ms) {
-            self.sync(now_ms)?;
+        if self.dirty && self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
+            self.sync(now)?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// When [`sync_if_due`](LogWriter::sync_if_due) must next be called to
-    /// honour an `Interval` policy (`None`: nothing awaits an fsync, or the
-    /// policy never fsyncs on its own).
+    /// When (monotonic ms) [`sync_if_due`](LogWriter::sync_if_due) must
+    /// next be called to honour an `Interval` policy (`None`: nothing awaits
+    /// an fsync, or the policy never fsyncs on its own).
     pub fn sync_deadline(&self) -> Option<u64> {
         match self.config.fsync {
             FsyncPolicy::Interval(d) if self.dirty => {
-                Some(self.last_sync_ms.saturating_add(millis(d)))
+                Some(self.last_sync_mono.saturating_add(millis(d)))
             }
             _ => None,
         }
@@ -508,26 +560,27 @@ impl LogWriter {
 
     /// Commits what is pending and fsyncs: the clean way to stop. (Dropping
     /// a writer loses its pending records and does not fsync.)
-    pub fn close(mut self, now_ms: u64) -> Result<()> {
-        self.commit(now_ms)?;
-        self.sync(now_ms)
+    pub fn close(mut self, now: Now) -> Result<()> {
+        self.commit(now)?;
+        self.sync(now)
     }
 
     /// Deletes old closed segments of this writer's directory, see
-    /// [`retain`]. The open segment is never deleted.
+    /// [`retain`] (`wall_ms`: the wall clock, which segment headers are
+    /// stamped with). The open segment is never deleted.
     pub fn retain(
         &self,
         policy: &RetentionPolicy,
         covered_seq: Seq,
-        now_ms: u64,
+        wall_ms: u64,
     ) -> Result<Vec<RemovedSegment>> {
-        retain(&self.dir, policy, covered_seq, now_ms)
+        retain(&self.dir, policy, covered_seq, wall_ms)
     }
 
     /// Starts a new segment if the open one is due for rotation and holds
     /// an event; returns whether it did.
-    fn rotate_if_due(&mut self, now_ms: u64) -> Result<bool> {
-        let age = now_ms.saturating_sub(self.seg.header.created_ms);
+    fn rotate_if_due(&mut self, now: Now) -> Result<bool> {
+        let age = self.seg.age(now.mono_ms);
         let due = self.rotate_requested
             || self.seg.len >= self.config.max_segment_bytes
             || age >= millis(self.config.max_segment_age);
@@ -538,9 +591,9 @@ impl LogWriter {
             return Ok(false);
         }
         if self.dirty {
-            self.sync(now_ms)?;
+            self.sync(now)?;
         }
-        let new = match create_segment(&self.dir, &self.config.node, self.written_seq, now_ms) {
+        let new = match create_segment(&self.dir, &self.config.node, self.written_seq, now) {
             Ok(s) => s,
             Err(e) => {
                 self.failed = Some(e.to_string());
@@ -583,11 +636,11 @@ fn write_block(file: &mut File, block: &[u8], fail_after: Option<usize>) -> std:
 
 /// Creates segment `first_seq` in `dir`: new file, header, fsync of file and
 /// directory.
-fn create_segment(dir: &Path, node: &NodeName, first_seq: Seq, now_ms: u64) -> Result<OpenSegment> {
+fn create_segment(dir: &Path, node: &NodeName, first_seq: Seq, now: Now) -> Result<OpenSegment> {
     let header = SegmentHeader {
         node: node.clone(),
         first_seq,
-        created_ms: now_ms,
+        created_ms: now.wall_ms,
     };
     let bytes = header.encode()?;
     let path = dir.join(segment_file_name(first_seq));
@@ -604,119 +657,109 @@ fn create_segment(dir: &Path, node: &NodeName, first_seq: Seq, now_ms: u64) -> R
         file,
         header,
         len: bytes.len() as u64,
+        age_at_open: 0,
+        opened_mono: now.mono_ms,
     })
 }
 
-/// Recovers the newest segment `path` (see the module docs) and opens it
-/// for appending. Returns it, the report and the bytes written (a rewritten
-/// header).
+/// Recovers the newest segment `path` of `dir` (see the module docs) and
+/// opens it for appending. Returns it, the report and the bytes written (a
+/// rewritten header).
 fn recover(
+    dir: &Path,
     path: &Path,
     config: &WriterConfig,
-    now_ms: u64,
+    now: Now,
 ) -> Result<(OpenSegment, RecoveryReport, u64)> {
-    let strict = config.recovery == RecoveryMode::Strict;
+    let mut reader = SegmentReader::open(path, config.recovery)?;
+    if let Some(h) = reader.header().filter(|h| h.node != config.node) {
+        return Err(LogError::InvalidInput(format!(
+            "{} belongs to node {:?}, not {:?}",
+            path.display(),
+            h.node,
+            config.node
+        )));
+    }
+    let mut records = 0;
+    for rec in reader.by_ref() {
+        rec?;
+        records += 1;
+    }
+    if !reader.skipped().is_empty() {
+        // Salvage mode, and damage with valid blocks after it: rewrite the
+        // segment with every valid record (the damaged file is kept), then
+        // recover the result, which must now be clean.
+        drop(reader);
+        let salvaged = salvage_segment(dir, path, config, None, now.wall_ms)?;
+        let clean = WriterConfig {
+            recovery: RecoveryMode::TruncateTail,
+            ..config.clone()
+        };
+        let (seg, mut report, written) = recover(dir, path, &clean, now)?;
+        report.salvaged = salvaged;
+        return Ok((seg, report, written));
+    }
+    let file_len = reader.file_len();
     let mut report = RecoveryReport {
         segment: Some(path.to_path_buf()),
+        records,
+        valid_bytes: reader.position(),
+        next_seq: reader.next_seq(),
         ..RecoveryReport::default()
     };
-    let mut reader = match BlockReader::open(path)? {
-        Ok(r) => r,
-        Err(damage) if damage.torn && !strict => {
-            // Nothing in this file can be trusted, but its name says where
-            // it starts: rewrite the header and go on with an empty segment.
-            let first_seq = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(crate::segment::parse_segment_file_name)
-                .ok_or_else(|| damage.clone().corrupt(path))?;
-            let len = fs::metadata(path).map_err(io_err(path))?.len();
-            let header = SegmentHeader {
-                node: config.node.clone(),
-                first_seq,
-                created_ms: now_ms,
-            };
-            let bytes = header.encode()?;
+    let mut written = 0;
+    let header = match reader.torn_tail().cloned() {
+        None => reader.header().cloned(),
+        Some(torn) => {
+            // Keep what is cut off, then cut it.
+            report.kept = keep_tail(dir, path, torn.offset, now.wall_ms)?;
+            report.dropped_bytes = file_len - torn.offset;
+            report.damage = Some((torn.offset, torn.reason));
             let mut file = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(io_err(path))?;
-            file.set_len(0).map_err(io_err(path))?;
-            file.write_all(&bytes).map_err(io_err(path))?;
+            file.set_len(torn.offset).map_err(io_err(path))?;
+            if torn.offset == 0 {
+                // Nothing in this file could be read, but its name says
+                // where it starts: a fresh header, no records.
+                let header = SegmentHeader {
+                    node: config.node.clone(),
+                    first_seq: report.next_seq,
+                    created_ms: now.wall_ms,
+                };
+                let bytes = header.encode()?;
+                file.write_all(&bytes).map_err(io_err(path))?;
+                report.valid_bytes = bytes.len() as u64;
+                report.header_rewritten = true;
+                written = bytes.len() as u64;
+            }
             file.sync_all().map_err(io_err(path))?;
-            drop(file);
-            let file = OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            report.valid_bytes = bytes.len() as u64;
-            report.dropped_bytes = len;
-            report.damage = Some((damage.offset, damage.reason));
-            report.header_rewritten = true;
-            report.next_seq = first_seq;
-            let seg = OpenSegment {
-                path: path.to_path_buf(),
-                file,
-                header,
-                len: bytes.len() as u64,
-            };
-            return Ok((seg, report, bytes.len() as u64));
+            if torn.offset == 0 {
+                None
+            } else {
+                reader.header().cloned()
+            }
         }
-        Err(damage) => return Err(damage.corrupt(path)),
     };
-    let header = reader.header().clone();
-    if header.node != config.node {
-        return Err(LogError::InvalidInput(format!(
-            "{} belongs to node {:?}, not {:?}",
-            path.display(),
-            header.node,
-            config.node
-        )));
-    }
-    let mut expected = header.first_seq;
-    let mut valid = reader.pos();
-    let file_len = reader.len();
-    loop {
-        match reader.next_block()? {
-            Next::Block { offset, raw } => {
-                let mut pos = 0;
-                while let Some(rec) = crate::block::next_record(&raw, &mut pos) {
-                    let rec = rec
-                        .and_then(|b| LogRecord::decode(b).map_err(|e| e.to_string()))
-                        .map_err(|reason| LogError::Corrupt {
-                            file: path.to_path_buf(),
-                            offset,
-                            reason,
-                        })?;
-                    if let Err((expected, found)) = check_sequence(&rec, &mut expected) {
-                        return Err(LogError::Gap {
-                            file: path.to_path_buf(),
-                            expected,
-                            found,
-                        });
-                    }
-                    report.records += 1;
-                }
-                valid = reader.pos();
-            }
-            Next::End => break,
-            Next::Damaged(d) if d.torn && !strict => {
-                report.dropped_bytes = file_len - d.offset;
-                report.damage = Some((d.offset, d.reason));
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
-                file.set_len(d.offset).map_err(io_err(path))?;
-                file.sync_all().map_err(io_err(path))?;
-                break;
-            }
-            Next::Damaged(d) => return Err(d.corrupt(path)),
+    let (header, age_at_open) = match header {
+        Some(h) => {
+            let age = now
+                .wall_ms
+                .saturating_sub(h.created_ms)
+                .min(millis(config.max_segment_age));
+            (h, age)
         }
-    }
+        None => (
+            SegmentHeader {
+                node: config.node.clone(),
+                first_seq: report.next_seq,
+                created_ms: now.wall_ms,
+            },
+            0,
+        ),
+    };
     drop(reader);
-    report.valid_bytes = valid;
-    report.next_seq = expected;
     let file = OpenOptions::new()
         .append(true)
         .open(path)
@@ -725,7 +768,9 @@ fn recover(
         path: path.to_path_buf(),
         file,
         header,
-        len: valid,
+        len: report.valid_bytes,
+        age_at_open,
+        opened_mono: now.mono_ms,
     };
-    Ok((seg, report, 0))
+    Ok((seg, report, written))
 }

@@ -10,6 +10,7 @@
 
 use std::path::Path as FsPath;
 
+use distkv_log::RecoveryMode;
 use distkv_model::budget::{MAX_CLIENT_FRAME, MAX_MESSAGE_BYTES, MAX_NESTING};
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -459,20 +460,22 @@ impl Config {
                 })
             }
         };
-        let strict_recovery = match self.string("server.persist.recovery")?.as_str() {
-            "truncate" => false,
-            "strict" => true,
+        let recovery = match self.string("server.persist.recovery")?.as_str() {
+            "truncate" => RecoveryMode::TruncateTail,
+            "strict" => RecoveryMode::Strict,
+            "salvage" => RecoveryMode::Salvage,
             _ => {
                 return Err(ConfigError::Invalid {
                     key: "server.persist.recovery".into(),
-                    reason: "must be truncate (cut a torn log tail) or strict (refuse to start)"
+                    reason: "must be truncate (cut a torn log tail), strict (refuse to start on \
+                             any damage) or salvage (also skip damage that valid blocks follow)"
                         .into(),
                 })
             }
         };
         Ok(PersistSettings {
             fsync,
-            strict_recovery,
+            recovery,
             segment_max_bytes: self.int_in("server.persist.segment_max_bytes", 1024..=1 << 40)?,
             segment_max_age: self.seconds_in("server.persist.segment_max_age", 1.0..=1e9)?,
             snapshot_records: self.int_in("server.persist.snapshot_records", 10..=1 << 40)?,
@@ -613,9 +616,12 @@ pub enum FsyncSetting {
 pub struct PersistSettings {
     /// fsync policy.
     pub fsync: FsyncSetting,
-    /// Refuse to start on a torn log tail instead of cutting it off
-    /// (`server.persist.recovery: strict`).
-    pub strict_recovery: bool,
+    /// What recovery does with a damaged event log
+    /// (`server.persist.recovery`): `truncate` cuts a torn tail (a damaged
+    /// last block) and refuses damage that valid blocks follow, `strict`
+    /// refuses any damage, `salvage` also keeps every valid block after
+    /// damage (see docs/reliability.md).
+    pub recovery: RecoveryMode,
     /// Rotate log segments at this size.
     pub segment_max_bytes: u64,
     /// Rotate log segments at this age.
@@ -763,6 +769,28 @@ mod tests {
             std::time::Duration::from_millis(500)
         );
         assert_eq!(s.export.dir.as_deref(), Some(FsPath::new("/srv/dumps")));
+    }
+
+    #[test]
+    fn the_recovery_mode_is_one_of_three() {
+        let mut c = Config::default();
+        let mode = |c: &Config| c.server().map(|s| s.persist.recovery);
+        assert_eq!(mode(&c).unwrap(), RecoveryMode::TruncateTail);
+        for (v, m) in [
+            ("strict", RecoveryMode::Strict),
+            ("salvage", RecoveryMode::Salvage),
+            ("truncate", RecoveryMode::TruncateTail),
+        ] {
+            c.set_override(&format!("server.persist.recovery={v}"))
+                .unwrap();
+            assert_eq!(mode(&c).unwrap(), m);
+        }
+        c.set_override("server.persist.recovery=repair").unwrap();
+        let e = mode(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("server.persist.recovery") && e.contains("salvage"),
+            "{e}"
+        );
     }
 
     #[test]

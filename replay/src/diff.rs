@@ -105,6 +105,7 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
         }
     }
     let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, LIMITS), 0));
+    let mut lost = false;
     if !segments.is_empty() {
         for rec in LogReader::open_with(&log_dir, covered + 1, RecoveryMode::TruncateTail)? {
             match rec? {
@@ -127,11 +128,19 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
                         skipped,
                     },
                 ),
+                LogRecord::Lost { from, seq, why, .. } => {
+                    lost = true;
+                    notes.push(format!("events {from} to {seq} were lost: {why}"));
+                }
             }
         }
     }
     // As recovery does: the node resumes above its tick reservation.
-    distkv_node::persist::durable::resume_above_reservation(&mut state, meta.reserved_tick);
+    if lost {
+        distkv_node::persist::durable::resume_after_loss(&mut state, meta.reserved_tick);
+    } else {
+        distkv_node::persist::durable::resume_above_reservation(&mut state, meta.reserved_tick);
+    }
     Ok((state, notes))
 }
 

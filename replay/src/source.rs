@@ -111,9 +111,12 @@ pub enum DamageKind {
     /// Bytes that are not what the format says (bad magic, CRC, framing,
     /// msgpack, an impossible record).
     Corrupt,
-    /// The newest segment ends in a torn block or header (what a crash
-    /// while writing leaves; recovery cuts it off).
+    /// The newest segment ends in a torn block or header with nothing
+    /// valid after it (what a crash while writing leaves; recovery cuts it
+    /// off, keeping the bytes).
     TornTail,
+    /// A salvage left a lost record: events the node lost to damage.
+    Lost,
     /// A snapshot or DistKV-py file ends early.
     Truncated,
     /// Records are missing between or inside files.
@@ -126,6 +129,7 @@ impl DamageKind {
         match self {
             DamageKind::Corrupt => "corrupt",
             DamageKind::TornTail => "torn-tail",
+            DamageKind::Lost => "lost",
             DamageKind::Truncated => "truncated",
             DamageKind::Gap => "gap",
         }
@@ -158,6 +162,21 @@ impl Damage {
                 offset: Some(offset),
                 kind: DamageKind::Corrupt,
                 reason,
+            },
+            LogError::Salvageable {
+                file,
+                offset,
+                next,
+                reason,
+            } => Damage {
+                file,
+                offset: Some(offset),
+                kind: DamageKind::Corrupt,
+                reason: format!(
+                    "{reason}; valid blocks follow from byte {next}, so this is not a torn tail: \
+                     a node refuses to start on it, and recovery in salvage mode keeps every \
+                     valid block after it"
+                ),
             },
             LogError::Gap {
                 file,
@@ -818,6 +837,17 @@ impl HistoryStream {
                                 },
                             }));
                         }
+                        LogRecord::Lost { seq, from, why, .. } => {
+                            if seq < self.from_seq {
+                                continue;
+                            }
+                            return Ok(Some(Rec::Damage(Damage {
+                                file: cur.file.to_path_buf(),
+                                offset: Some(r.offset),
+                                kind: DamageKind::Lost,
+                                reason: format!("events {from} to {seq} were lost: {why}"),
+                            })));
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -842,7 +872,14 @@ impl HistoryStream {
                             file: t.file,
                             offset: Some(t.offset),
                             kind: DamageKind::TornTail,
-                            reason: format!("{} ({} bytes to the end)", t.reason, t.bytes),
+                            reason: format!(
+                                "{} ({} bytes to the end); nothing valid follows: what a crash \
+                                 while writing leaves, which recovery cuts off (keeping the \
+                                 bytes in the log's {} directory)",
+                                t.reason,
+                                t.bytes,
+                                distkv_log::DAMAGED_DIR
+                            ),
                         })));
                     }
                 }

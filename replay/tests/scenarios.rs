@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use anyhow::{anyhow, ensure, Result};
-use distkv_log::writer::{FsyncPolicy, LogWriter, WriterConfig};
+use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_log::{LogLimits, LogRecord, SegmentReader};
 use distkv_model::{path, Chain, NodeName, NodeSet, Path as KvPath, UpdateEvent, Value};
 use distkv_node::persist::durable::snapshot_name;
@@ -33,6 +33,14 @@ struct NodeFiles {
 
 const T0: u64 = 1_700_000_000_000;
 
+/// Both clocks at `ms`.
+fn at(ms: u64) -> Now {
+    Now {
+        wall_ms: ms,
+        mono_ms: ms,
+    }
+}
+
 impl NodeFiles {
     fn new(root: &Path, name: &str) -> Result<NodeFiles> {
         let dir = root.join(name);
@@ -44,7 +52,7 @@ impl NodeFiles {
         .store(&dir)?;
         let mut cfg = WriterConfig::new(name);
         cfg.fsync = FsyncPolicy::Never;
-        let writer = LogWriter::open(dir.join("log"), cfg, T0)?;
+        let writer = LogWriter::open(dir.join("log"), cfg, at(T0))?;
         let mut state = State::new(name, LogLimits::default());
         state.make_ready();
         Ok(NodeFiles {
@@ -64,7 +72,7 @@ impl NodeFiles {
         let now = self.now;
         let w = self.writer()?;
         w.append_event(now, ev)?;
-        w.commit(now)?;
+        w.commit(at(now))?;
         Ok(())
     }
 
@@ -108,7 +116,7 @@ impl NodeFiles {
             deleted,
             skipped: Default::default(),
         })?;
-        w.commit(now)?;
+        w.commit(at(now))?;
         Ok(())
     }
 
@@ -128,7 +136,7 @@ impl NodeFiles {
     /// tick used.
     fn close(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
-            w.close(self.now)?;
+            w.close(at(self.now))?;
         }
         Meta {
             node: self.state.me().to_string(),
@@ -324,6 +332,79 @@ fn audit_finds_a_flipped_byte_with_file_and_offset() -> Result<()> {
 }
 
 #[test]
+fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut n = NodeFiles::new(tmp.path(), "n1")?;
+    // One block per change: tick and seq i + 1 in block i.
+    for i in 0..10i64 {
+        n.set(&path!["k", i], v(i))?;
+    }
+    n.close()?;
+    let seg = n.segments()?.pop().ok_or_else(|| anyhow!("no segment"))?;
+    let offsets: Vec<u64> = SegmentReader::open(&seg, distkv_log::RecoveryMode::Strict)?
+        .map(|r| r.map(|r| r.offset))
+        .collect::<Result<_, _>>()?;
+    let good = std::fs::read(&seg)?;
+    let damage = |at: u64| -> Result<Vec<distkv_replay::source::Damage>> {
+        let mut bytes = good.clone();
+        bytes[at as usize + 12] ^= 0x01;
+        std::fs::write(&seg, &bytes)?;
+        let r = audit(std::slice::from_ref(&n.dir), true)?;
+        Ok(r.problems
+            .into_iter()
+            .filter_map(|p| match p {
+                Problem::Damage(d) => Some(d),
+                _ => None,
+            })
+            .collect())
+    };
+    // The last block: a torn tail.
+    let d = damage(offsets[9])?;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].kind, d[0].offset),
+        (DamageKind::TornTail, Some(offsets[9]))
+    );
+    assert!(
+        d[0].reason.contains("nothing valid follows"),
+        "{}",
+        d[0].reason
+    );
+    // A block in the middle: not a torn tail.
+    let d = damage(offsets[3])?;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].kind, d[0].offset),
+        (DamageKind::Corrupt, Some(offsets[3]))
+    );
+    for want in [
+        "not a torn tail",
+        &format!("from byte {}", offsets[4]),
+        "salvage",
+    ] {
+        assert!(
+            d[0].reason.contains(want),
+            "{want:?} not in {}",
+            d[0].reason
+        );
+    }
+    // Salvaged: the loss stays on record, and nobody has its tick.
+    let mut cfg = WriterConfig::new("n1");
+    cfg.recovery = distkv_log::RecoveryMode::Salvage;
+    drop(LogWriter::open(n.dir.join("log"), cfg, at(T0))?);
+    let r = audit(std::slice::from_ref(&n.dir), true)?;
+    let lost = r.problems.iter().any(|p| {
+        matches!(p, Problem::Damage(d) if d.kind == DamageKind::Lost
+            && d.reason.contains("events 4 to 4"))
+    });
+    let missing = r.problems.iter().any(|p| {
+        matches!(p, Problem::Missing { node, ticks } if &**node == "n1" && ticks.to_string() == "4")
+    });
+    ensure!(lost && missing, "{}", r.to_text());
+    Ok(())
+}
+
+#[test]
 fn audit_finds_a_missing_tick_range() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut n = NodeFiles::new(tmp.path(), "n1")?;
@@ -481,7 +562,7 @@ fn audit_flags_impossible_chains() -> Result<()> {
     let dir = tmp.path().join("log");
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
-    let mut w = LogWriter::open(&dir, cfg, T0)?;
+    let mut w = LogWriter::open(&dir, cfg, at(T0))?;
     let link = |n: &str, t: u64| distkv_model::Link {
         node: NodeName::from(n),
         tick: t,
@@ -505,10 +586,10 @@ fn audit_flags_impossible_chains() -> Result<()> {
         deleted: NodeSet::default(),
         skipped: Default::default(),
     })?;
-    w.commit(T0)?;
+    w.commit(at(T0))?;
     w.append_event(T0, &ev("d", vec![link("n1", 4), link("n1", 1)], 4)?)?;
-    w.commit(T0 + 1)?;
-    w.close(T0 + 2)?;
+    w.commit(at(T0 + 1))?;
+    w.close(at(T0 + 2))?;
     let r = audit(std::slice::from_ref(&dir), true)?;
     let text = r.to_text();
     assert!(text.contains("link n2:0 has tick 0"), "{text}");

@@ -7,11 +7,17 @@
 //! * `log/` — event-log segments (`distkv_log`),
 //! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
 //!
-//! **Recovery** locks the directory, opens the log (cutting a torn tail off
-//! the newest segment), loads the newest snapshot that reads cleanly,
-//! replays every log record after it through the same [`State::apply`] as
-//! at run time, and resumes the node's own tick above its durable
-//! reservation, so a crashed node never reuses a tick.
+//! **Recovery** locks the directory, opens the log (cutting a torn tail
+//! off the newest segment, after keeping the cut bytes in `log/damaged/`), loads the newest snapshot
+//! that reads cleanly, replays every log record after it through the same
+//! [`State::apply`] as at run time, and resumes the node's own tick above
+//! its durable reservation, so a crashed node never reuses a tick. Damage
+//! in the log that valid blocks follow is not a torn tail: the node refuses
+//! to start ([`PersistError::Damaged`]), unless `recovery` is `salvage`,
+//! which keeps every valid block (the segments are rewritten, the damaged
+//! files kept) and logs an error naming what was lost. The events lost are
+//! then missing here: their ticks are missing in the state, which the
+//! cluster asks the other nodes for (see [`recover`]).
 //!
 //! **At run time** the writer thread follows the in-memory event log (which
 //! keeps every record the writer has not taken yet: it is pinned), appends
@@ -21,18 +27,25 @@
 //! `state_every` records or seconds it writes a state record (tick
 //! bookkeeping), every `snapshot_every` records or seconds a snapshot, after
 //! which retention may delete segments the snapshot covers. On shutdown it
-//! writes everything, fsyncs, and records a clean stop.
+//! writes everything, fsyncs, and records a clean stop. Every interval —
+//! state records, snapshots, fsync, segment age — is measured on a
+//! monotonic clock ([`StateHost::mono_ms`]); the wall clock only stamps
+//! records, headers and snapshots, so a clock stepped back or forth
+//! neither stalls nor hurries them.
 //!
 //! The disk log's positions count state records too, so they differ from
 //! the in-memory log's; the writer maps one to the other.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use distkv_log::writer::{FsyncPolicy, LogWriter, RecoveryMode, WriterConfig};
-use distkv_log::{LogError, LogLimits, LogReader, LogRecord, RetentionPolicy, Seq};
+use distkv_log::writer::{FsyncPolicy, LogWriter, Now, RecoveryMode, WriterConfig};
+use distkv_log::{
+    list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord, RetentionPolicy,
+    SalvageReport, Seq, DAMAGED_DIR,
+};
 use distkv_model::{NodeSet, RangeSet};
 use distkv_snapshot::SnapshotError;
 use tokio::sync::watch;
@@ -63,7 +76,7 @@ pub struct DurableConfig {
     pub state_interval: Duration,
     /// Which old segments to delete.
     pub retention: RetentionPolicy,
-    /// What to do with a damaged end of the newest segment.
+    /// What to do with a damaged event log.
     pub recovery: RecoveryMode,
     /// Local changes are refused while more than this many events wait for
     /// the disk (back-pressure instead of unbounded memory).
@@ -103,9 +116,7 @@ impl DurableConfig {
             FsyncSetting::Interval(d) => FsyncPolicy::Interval(d),
             FsyncSetting::Never => FsyncPolicy::Never,
         };
-        if settings.strict_recovery {
-            c.recovery = RecoveryMode::Strict;
-        }
+        c.recovery = settings.recovery;
         c.segment_bytes = settings.segment_max_bytes;
         c.segment_age = settings.segment_max_age;
         c.snapshot_records = settings.snapshot_records;
@@ -148,6 +159,23 @@ pub enum PersistError {
         /// Who holds it.
         holder: Holder,
     },
+    /// The event log is damaged and valid blocks follow the damage: not a
+    /// torn tail. Nothing was changed; the node does not start.
+    #[error(
+        "damage in the event log with valid blocks after it, which no crash explains; start \
+         the node with server.persist.recovery=salvage (e.g. -C \
+         server.persist.recovery=salvage) to keep every valid block after the damage: the \
+         damaged file is kept in {}, the events of the damaged blocks are lost on this node \
+         (other nodes that hold them send them back)",
+        kept_in.display()
+    )]
+    Damaged {
+        /// What is damaged, where.
+        #[source]
+        damage: LogError,
+        /// Where a salvage keeps the damaged file.
+        kept_in: PathBuf,
+    },
     /// Other file-system trouble.
     #[error("{file}: {source}")]
     Io {
@@ -171,6 +199,15 @@ pub struct RecoveryInfo {
     pub states: u64,
     /// Bytes cut off a torn log tail.
     pub torn_bytes: u64,
+    /// Where those bytes were kept.
+    pub torn_kept: Option<PathBuf>,
+    /// Segments salvaged (`recovery: salvage`).
+    pub salvaged: Vec<SalvageReport>,
+    /// Events the log replayed says were lost to damage (by a salvage now
+    /// or earlier).
+    pub lost_events: u64,
+    /// Lost records the replay met (each is one damaged place).
+    pub lost_records: u64,
     /// The own tick the node resumes at.
     pub tick: Option<u64>,
     /// Own ticks declared never used ([`resume_above_reservation`]).
@@ -255,20 +292,107 @@ pub fn resume_above_reservation(state: &mut State, reserved_tick: u64) -> RangeS
     skipped
 }
 
+/// As [`resume_above_reservation`], for a log that lost events to damage:
+/// it may have held own changes above the last one it still has, broadcast
+/// long ago, so nothing is declared unused. The ticks up to the
+/// reservation are missing instead: the other nodes are asked for them,
+/// and those nobody holds are declared unused after a grace period (the
+/// cluster's `own_gap_grace`).
+pub fn resume_after_loss(state: &mut State, reserved_tick: u64) {
+    if state.tick().unwrap_or(0) < reserved_tick {
+        state.resume_tick_at(reserved_tick);
+    }
+}
+
+/// A monotonic clock in ms since the first call in this process: what
+/// [`StateHost::mono_ms`] reads unless a host brings its own.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The file name of the snapshot covering `seq`.
 pub fn snapshot_name(seq: Seq) -> String {
     format!("{seq:020}.dkvsnap")
 }
 
+/// Salvages the closed segments of `log_dir` that hold records from
+/// `from_seq` on (the newest one is the writer's).
+fn salvage_closed(
+    log_dir: &FsPath,
+    wc: &WriterConfig,
+    from_seq: Seq,
+    now: Now,
+) -> Result<Vec<SalvageReport>, PersistError> {
+    let segments = list_segments(log_dir)?;
+    let mut out = Vec::new();
+    for pair in segments.windows(2) {
+        let (seg, next) = (&pair[0], &pair[1]);
+        if next.first_seq <= from_seq {
+            continue;
+        }
+        let end = Some(next.first_seq);
+        if let Some(r) = salvage_segment(log_dir, &seg.path, wc, end, now.wall_ms)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Logs what a salvage kept and lost, as an error: history was lost.
+fn log_salvage(r: &SalvageReport) {
+    for s in &r.skipped {
+        let lost = match &s.lost {
+            None => "nothing (the damaged block was found whole)".to_string(),
+            Some(l) if l.is_empty() => "a block without events".to_string(),
+            Some(l) => format!("events {} to {}", l.start, l.end - 1),
+        };
+        tracing::error!(
+            file = %r.file.display(),
+            offset = s.offset,
+            resumed_at = s.resumed_at,
+            reason = %s.reason,
+            %lost,
+            kept = %r.kept.display(),
+            "event log salvaged: damage skipped, every valid block after it kept; the lost \
+             events' ticks are missing here and will be asked of the other nodes"
+        );
+    }
+}
+
 /// Opens (or creates) the data directory of node `me`, locks it (see
 /// [`super::lock`]; another process holding it fails this with
 /// [`PersistError::Locked`] before anything is read or written) and
-/// rebuilds its state.
+/// rebuilds its state; `now_ms` is the wall clock, intervals start on
+/// [`monotonic_ms`].
 pub fn recover(
     me: &str,
     config: DurableConfig,
     limits: LogLimits,
     now_ms: u64,
+) -> Result<Recovered, PersistError> {
+    let now = Now {
+        wall_ms: now_ms,
+        mono_ms: monotonic_ms(),
+    };
+    recover_at(me, config, limits, now)
+}
+
+/// As [`recover`], at `now` on both clocks (those of the [`StateHost`]
+/// the writer thread will run with).
+///
+/// With `recovery: salvage`, every segment the replay reads is salvaged
+/// first if damage with valid blocks after it is found in it (the newest
+/// one when the writer opens it, older ones here). Whatever a salvage
+/// lost is logged as an error; in the state its events are simply absent,
+/// so their ticks are missing, which the cluster asks the other nodes for
+/// ([`resume_after_loss`] declares no own tick unused then).
+pub fn recover_at(
+    me: &str,
+    config: DurableConfig,
+    limits: LogLimits,
+    now: Now,
 ) -> Result<Recovered, PersistError> {
     std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
     let lock = DirLock::exclusive(&config.dir)?;
@@ -281,11 +405,31 @@ pub fn recover(
     wc.max_segment_bytes = config.segment_bytes;
     wc.max_segment_age = config.segment_age;
     wc.recovery = config.recovery;
-    let writer = LogWriter::open(config.log_dir(), wc, now_ms)?;
+    let damaged = |e: LogError| match e {
+        e @ LogError::Salvageable { .. } => PersistError::Damaged {
+            damage: e,
+            kept_in: config.log_dir().join(DAMAGED_DIR),
+        },
+        e => PersistError::Log(e),
+    };
+    let writer = LogWriter::open(config.log_dir(), wc.clone(), now).map_err(damaged)?;
+    let report = writer.recovery();
     let mut info = RecoveryInfo {
-        torn_bytes: writer.recovery().dropped_bytes,
+        torn_bytes: report.dropped_bytes,
+        torn_kept: report.kept.clone(),
+        salvaged: report.salvaged.iter().cloned().collect(),
         ..RecoveryInfo::default()
     };
+    if let (Some((offset, why)), Some(file)) = (&report.damage, &report.segment) {
+        tracing::warn!(
+            file = %file.display(),
+            offset,
+            bytes = report.dropped_bytes,
+            kept = ?report.kept,
+            %why,
+            "torn log tail cut off (a write a crash interrupted)"
+        );
+    }
     let log_end = writer.next_seq();
     remove_stale_temp_files(&config.snap_dir())?;
 
@@ -313,8 +457,15 @@ pub fn recover(
     }
     let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
 
+    if config.recovery == RecoveryMode::Salvage {
+        info.salvaged
+            .extend(salvage_closed(&config.log_dir(), &wc, covered + 1, now)?);
+    }
+    for report in &info.salvaged {
+        log_salvage(report);
+    }
     for rec in LogReader::open_with(&config.log_dir(), covered + 1, config.recovery)? {
-        match rec? {
+        match rec.map_err(damaged)? {
             LogRecord::Event { event, .. } => {
                 if state.replay(event) == Applied::Replayed {
                     info.events += 1;
@@ -329,10 +480,18 @@ pub fn recover(
                 state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
                 info.states += 1;
             }
+            LogRecord::Lost { from, seq, .. } => {
+                info.lost_events += (seq + 1).saturating_sub(from);
+                info.lost_records += 1;
+            }
         }
     }
 
-    info.skipped = resume_above_reservation(&mut state, meta.reserved_tick);
+    if info.lost_records > 0 {
+        resume_after_loss(&mut state, meta.reserved_tick);
+    } else {
+        info.skipped = resume_above_reservation(&mut state, meta.reserved_tick);
+    }
     let tick = state.tick().unwrap_or(0);
     meta.reserve(&config.dir, tick + 1)?;
     state.set_tick_limit(Some(meta.reserved_tick));
@@ -451,8 +610,12 @@ impl Durability {
 pub trait StateHost: Send + Sync + 'static {
     /// Runs `f` with the state locked.
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R;
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch: stamps records and files.
     fn now_ms(&self) -> u64;
+    /// A monotonic clock in ms: every interval is measured on it.
+    fn mono_ms(&self) -> u64 {
+        monotonic_ms()
+    }
 }
 
 /// The writer thread; joining it gives its final result.
@@ -497,8 +660,8 @@ pub fn start<H: StateHost>(
                 skipped,
                 since_state: 0,
                 since_snapshot: 0,
-                last_state_ms: 0,
-                last_snapshot_ms: 0,
+                last_state_mono: 0,
+                last_snapshot_mono: 0,
             };
             let res = w.run();
             if let Err(e) = &res {
@@ -556,18 +719,27 @@ struct WriterLoop<H> {
     skipped: RangeSet,
     since_state: u64,
     since_snapshot: u64,
-    last_state_ms: u64,
-    last_snapshot_ms: u64,
+    /// Monotonic time of the last state record and snapshot.
+    last_state_mono: u64,
+    last_snapshot_mono: u64,
 }
 
 /// Events taken from the in-memory log per lock.
 const BATCH: usize = 4096;
 
 impl<H: StateHost> WriterLoop<H> {
+    /// The time on both clocks.
+    fn now(&self) -> Now {
+        Now {
+            wall_ms: self.host.now_ms(),
+            mono_ms: self.host.mono_ms(),
+        }
+    }
+
     fn run(&mut self) -> Result<(), PersistError> {
-        let now = self.host.now_ms();
-        self.last_state_ms = now;
-        self.last_snapshot_ms = now;
+        let now = self.now();
+        self.last_state_mono = now.mono_ms;
+        self.last_snapshot_mono = now.mono_ms;
         // Record the recovered bookkeeping at once: own ticks skipped after
         // an unclean stop are then documented in the log.
         self.write_state_record(now)?;
@@ -578,7 +750,7 @@ impl<H: StateHost> WriterLoop<H> {
                 self.writer.rotate();
             }
             let wrote = self.drain()?;
-            let now = self.host.now_ms();
+            let now = self.now();
             if wrote > 0 {
                 // Under `fsync = always` the commit itself fsyncs.
                 self.writer.commit(now)?;
@@ -613,7 +785,7 @@ impl<H: StateHost> WriterLoop<H> {
             if batch.is_empty() {
                 return Ok(total);
             }
-            let now = self.host.now_ms();
+            let now = self.now();
             for ev in &batch {
                 append_event(&mut self.writer, now, ev)?;
             }
@@ -641,26 +813,27 @@ impl<H: StateHost> WriterLoop<H> {
         });
     }
 
-    fn housekeeping(&mut self, now: u64) -> Result<(), PersistError> {
+    fn housekeeping(&mut self, now: Now) -> Result<(), PersistError> {
         let d = self.d.clone();
         let c = &d.config;
+        let due = |last: u64, every: Duration| {
+            now.mono_ms.saturating_sub(last) >= u64::try_from(every.as_millis()).unwrap_or(u64::MAX)
+        };
         if self.since_state > 0
-            && (self.since_state >= c.state_records
-                || now.saturating_sub(self.last_state_ms) >= c.state_interval.as_millis() as u64)
+            && (self.since_state >= c.state_records || due(self.last_state_mono, c.state_interval))
         {
             self.write_state_record(now)?;
         }
         if self.since_snapshot > 0
             && (self.since_snapshot >= c.snapshot_records
-                || now.saturating_sub(self.last_snapshot_ms)
-                    >= c.snapshot_interval.as_millis() as u64)
+                || due(self.last_snapshot_mono, c.snapshot_interval))
         {
             self.snapshot(now)?;
         }
         Ok(())
     }
 
-    fn write_state_record(&mut self, now: u64) -> Result<(), PersistError> {
+    fn write_state_record(&mut self, now: Now) -> Result<(), PersistError> {
         let (nodes, known, deleted) = self.host.with_state(|st| {
             let mut known = NodeSet::default();
             let mut deleted = NodeSet::default();
@@ -676,7 +849,7 @@ impl<H: StateHost> WriterLoop<H> {
         let seq = self.writer.next_seq() - 1;
         self.writer.append(&LogRecord::State {
             seq,
-            time_ms: now,
+            time_ms: now.wall_ms,
             nodes,
             known,
             deleted,
@@ -684,13 +857,13 @@ impl<H: StateHost> WriterLoop<H> {
         })?;
         self.writer.commit(now)?;
         self.since_state = 0;
-        self.last_state_ms = now;
+        self.last_state_mono = now.mono_ms;
         Ok(())
     }
 
     /// Takes a snapshot at the current log position, then lets retention
     /// delete what it covers and keeps the two newest snapshots.
-    fn snapshot(&mut self, now: u64) -> Result<(), PersistError> {
+    fn snapshot(&mut self, now: Now) -> Result<(), PersistError> {
         let dir = self.d.config.snap_dir();
         // Under the lock: write what is pending, then the state as of that
         // position, so the snapshot covers exactly up to `covered`.
@@ -706,7 +879,7 @@ impl<H: StateHost> WriterLoop<H> {
             self.mem_next += batch.len() as u64;
             let covered = self.writer.next_seq() - 1;
             let path = dir.join(snapshot_name(covered));
-            let pending = snap::write(st, &path, true, now, covered)?;
+            let pending = snap::write(st, &path, true, now.wall_ms, covered)?;
             Ok((pending, covered))
         });
         let (pending, covered) = res?;
@@ -721,7 +894,7 @@ impl<H: StateHost> WriterLoop<H> {
             "snapshot written"
         );
         self.since_snapshot = 0;
-        self.last_snapshot_ms = now;
+        self.last_snapshot_mono = now.mono_ms;
         let snaps = list_snapshots(&dir)?;
         for (_, old) in snaps.iter().skip(2) {
             std::fs::remove_file(old).map_err(io(old))?;
@@ -731,15 +904,18 @@ impl<H: StateHost> WriterLoop<H> {
         let keep_after = snaps.get(1).map_or(0, |s| s.0);
         let removed = self
             .writer
-            .retain(&self.d.config.retention, keep_after, now)?;
+            .retain(&self.d.config.retention, keep_after, now.wall_ms)?;
         for r in removed {
             tracing::info!(file = %r.path.display(), "log segment retired");
         }
         Ok(())
     }
 
-    fn sleep(&self, now: u64) {
-        let deadline = self.writer.sync_deadline().map(|t| t.saturating_sub(now));
+    fn sleep(&self, now: Now) {
+        let deadline = self
+            .writer
+            .sync_deadline()
+            .map(|t| t.saturating_sub(now.mono_ms));
         let mut timeout = Duration::from_millis(500);
         if let Some(ms) = deadline {
             timeout = timeout.min(Duration::from_millis(ms.max(1)));
@@ -757,7 +933,7 @@ impl<H: StateHost> WriterLoop<H> {
     /// reservation shrinks to what was used, so a clean restart leaves no
     /// gap in this node's ticks.
     fn finish(&mut self) -> Result<(), PersistError> {
-        let now = self.host.now_ms();
+        let now = self.now();
         self.drain()?;
         self.write_state_record(now)?;
         self.writer.sync(now)?;
@@ -776,13 +952,13 @@ impl<H: StateHost> WriterLoop<H> {
 /// Appends an event, committing the pending group first if it is full.
 fn append_event(
     w: &mut LogWriter,
-    now: u64,
+    now: Now,
     ev: &distkv_model::UpdateEvent,
 ) -> Result<(), PersistError> {
-    match w.append_event(now, ev) {
+    match w.append_event(now.wall_ms, ev) {
         Err(LogError::Full { .. }) => {
             w.commit(now)?;
-            w.append_event(now, ev)?;
+            w.append_event(now.wall_ms, ev)?;
             Ok(())
         }
         r => r.map(|_| ()).map_err(PersistError::from),
@@ -822,6 +998,8 @@ mod tests {
     use crate::persist::lock::once_unlocked;
     use distkv_model::{path, Value};
 
+    use std::sync::atomic::AtomicU64;
+
     struct Host(parking_lot::Mutex<State>);
 
     impl StateHost for Host {
@@ -830,6 +1008,34 @@ mod tests {
         }
         fn now_ms(&self) -> u64 {
             crate::server::now_ms()
+        }
+    }
+
+    /// A host whose clocks the test sets.
+    struct ClockHost {
+        state: parking_lot::Mutex<State>,
+        wall: AtomicU64,
+        mono: AtomicU64,
+    }
+
+    impl StateHost for ClockHost {
+        fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+            f(&mut self.state.lock())
+        }
+        fn now_ms(&self) -> u64 {
+            self.wall.load(Ordering::SeqCst)
+        }
+        fn mono_ms(&self) -> u64 {
+            self.mono.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Polls `cond` until it holds; fails after 10 s.
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "{what}: timed out");
+            std::thread::yield_now();
         }
     }
 
@@ -985,6 +1191,211 @@ mod tests {
         assert_eq!(files(&dir), before, "the refused recovery wrote nothing");
         drop(first);
         once_unlocked(open).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn snapshots_state_records_and_rotation_keep_time_when_the_wall_clock_steps_back() {
+        const DAY: u64 = 86_400_000;
+        let dir = tempdir("clock");
+        let mut c = DurableConfig::new(&dir);
+        c.snapshot_records = u64::MAX;
+        c.state_records = u64::MAX;
+        c.fsync = FsyncPolicy::Never;
+        let wall0 = 1_700_000_000_000;
+        let now = Now {
+            wall_ms: wall0,
+            mono_ms: 1_000,
+        };
+        let rec = recover_at("n1", c.clone(), LogLimits::default(), now).unwrap();
+        let (mut state, _, wr) = rec.split();
+        state.make_ready();
+        let host = Arc::new(ClockHost {
+            state: parking_lot::Mutex::new(state),
+            wall: AtomicU64::new(now.wall_ms),
+            mono: AtomicU64::new(now.mono_ms),
+        });
+        let (d, h) = start(host.clone(), wr).unwrap();
+        let put = |i: i64| {
+            let target = host.with_state(|st| {
+                with_reserved_ticks(Some(&d), st, |st| {
+                    st.local_change(&path!["k", i], Some(Value::Int(i)))
+                })
+                .unwrap();
+                st.log().next_seq() - 1
+            });
+            d.wake();
+            wait_for("the writer", || *d.durable.borrow() >= target);
+        };
+        let records = |dir: &FsPath| -> Vec<LogRecord> {
+            LogReader::open(&dir.join("log"), 0)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let states = |dir: &FsPath| {
+            records(dir)
+                .iter()
+                .filter(|r| matches!(r, LogRecord::State { .. }))
+                .count()
+        };
+        put(1);
+        let states_before = states(&dir);
+        // The wall clock steps a day back; the monotonic one goes on by a
+        // state interval, then by a snapshot interval, then by a segment's
+        // age. Each falls due on time.
+        host.wall.store(wall0 - DAY, Ordering::SeqCst);
+        let advance = |by: Duration| {
+            host.mono.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+            d.wake();
+        };
+        advance(c.state_interval);
+        put(2);
+        wait_for("a state record", || states(&dir) > states_before);
+        advance(c.snapshot_interval);
+        put(3);
+        wait_for("a snapshot", || {
+            !list_snapshots(&c.snap_dir()).unwrap().is_empty()
+        });
+        advance(c.segment_age);
+        put(4);
+        let segments = distkv_log::list_segments(&c.log_dir()).unwrap();
+        assert_eq!(segments.len(), 2, "rotated by age: {segments:?}");
+        d.request_stop();
+        h.join().unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn damage_with_valid_blocks_after_it_refuses_the_start_and_salvage_makes_its_ticks_missing() {
+        let dir = tempdir("salvage");
+        // One change per commit: each block holds one event.
+        session(
+            &dir,
+            |_| {},
+            |h, d| {
+                for i in 0..40i64 {
+                    write(h, d, &path!["k", i], Some(Value::Int(i)));
+                    let target = h.0.lock().log().next_seq() - 1;
+                    wait_for("the writer", || *d.durable.borrow() >= target);
+                }
+            },
+        );
+        let log_dir = dir.join("log");
+        let newest = distkv_log::list_segments(&log_dir).unwrap().pop().unwrap();
+        let blocks: Vec<(u64, Vec<u64>)> = {
+            let mut by_block: Vec<(u64, Vec<u64>)> = Vec::new();
+            let recs = distkv_log::SegmentReader::open(&newest.path, RecoveryMode::Strict)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            for r in recs {
+                let tick = match &r.record {
+                    LogRecord::Event { event, .. } => Some(event.chain.head().tick),
+                    _ => None,
+                };
+                match by_block.last_mut() {
+                    Some((o, ticks)) if *o == r.offset => ticks.extend(tick),
+                    _ => by_block.push((r.offset, tick.into_iter().collect())),
+                }
+            }
+            by_block
+        };
+        let (offset, lost) = blocks
+            .iter()
+            .find(|(o, ticks)| !ticks.is_empty() && *o > newest.bytes / 3)
+            .cloned()
+            .unwrap();
+        let mut bytes = std::fs::read(&newest.path).unwrap();
+        bytes[offset as usize + 20] ^= 0x10;
+        std::fs::write(&newest.path, &bytes).unwrap();
+
+        let err = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1)
+            .err()
+            .unwrap();
+        let PersistError::Damaged { damage, .. } = &err else {
+            panic!("{err}");
+        };
+        let msg = format!("{err}: {damage}");
+        for want in [
+            newest.path.display().to_string(),
+            format!("byte {offset}"),
+            "server.persist.recovery=salvage".to_string(),
+        ] {
+            assert!(msg.contains(&want), "{want:?} not in: {msg}");
+        }
+        assert_eq!(std::fs::read(&newest.path).unwrap(), bytes, "untouched");
+
+        // As after a crash: the reservation is ahead of the last change.
+        let reserved = 40 + TICK_BLOCK;
+        Meta {
+            node: "n1".into(),
+            reserved_tick: reserved,
+        }
+        .store(&dir)
+        .unwrap();
+        let mut c = DurableConfig::new(&dir);
+        c.recovery = RecoveryMode::Salvage;
+        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        assert_eq!(rec.info.salvaged.len(), 1);
+        assert_eq!(rec.info.lost_events, lost.len() as u64);
+        // The lost ticks are missing, to be fetched back; so are those up
+        // to the reservation: the lost block may have held some of them.
+        assert!(rec.info.skipped.is_empty(), "no own tick declared unused");
+        let mut want = RangeSet::new();
+        for &t in &lost {
+            want.insert(t);
+        }
+        want.insert_range(41, reserved + 1);
+        assert_eq!(rec.state.node("n1").unwrap().missing(), want);
+        for i in 0..40i64 {
+            let present = rec
+                .state
+                .entry(&path!["k", i])
+                .and_then(|e| e.data())
+                .is_some();
+            let tick = i as u64 + 1;
+            assert_eq!(present, !lost.contains(&tick), "k.{i}");
+        }
+        let kept = std::fs::read(&rec.info.salvaged[0].kept).unwrap();
+        assert_eq!(kept, bytes, "the damaged file is kept");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn salvage_mode_salvages_the_closed_segments_the_replay_reads() {
+        let dir = tempdir("salvage-closed");
+        let small = |c: &mut DurableConfig| c.segment_bytes = 1024;
+        session(&dir, small, |h, d| {
+            for i in 0..60i64 {
+                write(h, d, &path!["k", i], Some(Value::Int(i)));
+                let target = h.0.lock().log().next_seq() - 1;
+                wait_for("the writer", || *d.durable.borrow() >= target);
+            }
+        });
+        let segs = distkv_log::list_segments(&dir.join("log")).unwrap();
+        assert!(segs.len() >= 3, "{segs:?}");
+        // A block in the middle of the first segment.
+        let victim = &segs[0].path;
+        let offsets: Vec<u64> = distkv_log::SegmentReader::open(victim, RecoveryMode::Strict)
+            .unwrap()
+            .map(|r| r.unwrap().offset)
+            .collect();
+        let mut bytes = std::fs::read(victim).unwrap();
+        bytes[offsets[offsets.len() / 2] as usize + 20] ^= 0x10;
+        std::fs::write(victim, &bytes).unwrap();
+        let err = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).err();
+        assert!(matches!(err, Some(PersistError::Damaged { .. })), "{err:?}");
+        let mut c = DurableConfig::new(&dir);
+        c.recovery = RecoveryMode::Salvage;
+        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        assert_eq!(rec.info.salvaged.len(), 1);
+        assert_eq!(&rec.info.salvaged[0].file, victim);
+        assert_eq!(rec.info.lost_records, 1);
+        assert_eq!(
+            rec.state.node("n1").unwrap().missing().count(),
+            rec.info.lost_events
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -34,6 +34,9 @@ pub struct LoadReport {
     pub unknown: u64,
     /// The file ended inside a record (a crash while writing it).
     pub truncated: bool,
+    /// Events an event log says were lost to damage (lost records a
+    /// salvage left).
+    pub lost: u64,
 }
 
 /// A file that cannot be loaded.
@@ -127,6 +130,7 @@ fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
     report.applied += more.applied;
     report.skipped += more.skipped;
     report.states += more.states;
+    report.lost += more.lost;
     Ok(report)
 }
 
@@ -148,6 +152,9 @@ fn apply_log(
             } => {
                 st.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
                 report.states += 1;
+            }
+            distkv_log::LogRecord::Lost { from, seq, .. } => {
+                report.lost += (seq + 1).saturating_sub(from);
             }
         }
     }
