@@ -42,7 +42,7 @@ use crate::engine::{
 };
 use crate::error::Result;
 use crate::output::Doc;
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{inventory, Damage, Loc, Pos, Rec};
 
 /// How a conflict was resolved.
@@ -584,11 +584,7 @@ fn check_snapshot(path: &PathBuf, problems: &mut Vec<Problem>, quiet: bool) -> R
     };
     let mut ticks: FastMap<NodeName, Option<u64>> = FastMap::default();
     let mut reports = 0;
-    let bar = Progress::bytes(
-        reader.info().bytes,
-        &format!("checking {}", path.display()),
-        quiet,
-    );
+    let bar = Progress::bytes(reader.info().bytes, &on_file("checking", path), quiet);
     let mut at = 0;
     while let Some(item) = reader.next() {
         if reader.bytes_read() != at {

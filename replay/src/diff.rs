@@ -119,7 +119,7 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
             }
             match rec {
                 LogRecord::Event { event, .. } => {
-                    state.apply(event);
+                    state.replay(event);
                 }
                 LogRecord::State {
                     nodes,

@@ -34,7 +34,7 @@ use distkv_node::state::{Applied, State};
 use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
 
 use crate::error::{Error, Result};
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{
     Cut, Damage, DamageKind, History, HistoryStream, Inventory, Loc, Rec, SnapFile, StateRec,
     StreamSpec,
@@ -283,7 +283,7 @@ pub fn load_snapshot(
     quiet: bool,
 ) -> std::result::Result<(State, SnapshotHeader), SnapshotError> {
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    let bar = Progress::bytes(size, &format!("loading {}", path.display()), quiet);
+    let bar = Progress::bytes(size, &on_file("loading", path), quiet);
     snap::load_with_progress(path, me, LIMITS, &mut |at, _| bar.set(at))
 }
 
@@ -435,7 +435,7 @@ impl Replay {
                     Err(e) => damage.push(Damage::from_snapshot(e)?),
                 }
             } else {
-                let _busy = Progress::busy(&format!("checking {}", s.path.display()), quiet);
+                let _busy = Progress::busy(&on_file("checking", &s.path), quiet);
                 match SnapshotReader::verify(&s.path) {
                     Ok(_) => return Ok((Some(s.clone()), Some(s.path.clone()))),
                     Err(e) => damage.push(Damage::from_snapshot(e)?),

@@ -10,6 +10,7 @@
 //! second however often it is updated.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -83,6 +84,13 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+}
+
+/// A short label for work on a file: `verb` and the file's name (the
+/// whole path would often not fit on the line).
+pub fn on_file(verb: &str, path: &Path) -> String {
+    let name = path.file_name().map_or(path.as_os_str(), |n| n);
+    format!("{verb} {}", name.to_string_lossy())
 }
 
 impl Drop for Progress {

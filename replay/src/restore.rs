@@ -24,7 +24,7 @@ use crate::engine::{
 };
 use crate::error::Result;
 use crate::output::Doc;
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{inventory, Damage};
 
 /// What a restore did.
@@ -206,7 +206,7 @@ pub fn restore(
         .or(replay.base.as_ref().map(|b| b.header.seq))
         .unwrap_or(0);
     {
-        let _busy = Progress::busy(&format!("writing {}", out.display()), quiet);
+        let _busy = Progress::busy(&on_file("writing", out), quiet);
         snap::write(st, out, true, now_ms(), seq)?.finish()?;
     }
     let digest = st.digest();
