@@ -677,10 +677,3 @@ pub fn chain_text(c: &Chain) -> String {
         .collect();
     parts.join(" ")
 }
-
-/// Number of entries with a value or a chain.
-pub fn entry_count(st: &State) -> u64 {
-    let mut n = 0;
-    st.for_each_entry(true, |_| n += 1);
-    n
-}

@@ -20,7 +20,7 @@ use distkv_model::{NodeName, RangeSet, Value};
 use distkv_node::persist::snap;
 
 use crate::engine::{
-    digest_text, entry_count, load_snapshot, ranges_text, NoObserver, Replay, Start, Stats, Target,
+    digest_text, load_snapshot, ranges_text, NoObserver, Replay, Start, Stats, Target,
 };
 use crate::error::Result;
 use crate::output::Doc;
@@ -205,12 +205,12 @@ pub fn restore(
     let seq = own
         .or(replay.base.as_ref().map(|b| b.header.seq))
         .unwrap_or(0);
-    {
+    let written = {
         let _busy = Progress::busy(&on_file("writing", out), quiet);
-        snap::write(st, out, true, now_ms(), seq)?.finish()?;
-    }
+        snap::write(st, out, true, now_ms(), seq)?.finish()?
+    };
     let digest = st.digest();
-    let entries = entry_count(st);
+    let entries = written.entries;
     let mut notes = replay.notes.clone();
     for (i, s) in replay.starts.iter().enumerate() {
         if let (Some(p), false) = (s, replay.base.as_ref().is_some_and(|b| b.history == i)) {
