@@ -12,8 +12,9 @@
 //! ```
 //!
 //! `--check` skips criterion: it times each tool at both sizes (best of
-//! three runs each), prints the ratios and exits with status 1 if doubling
-//! the input more than triples any tool's time. N is `REPLAY_WRITES`
+//! five runs each, alternating between the sizes), prints the ratios and
+//! exits with status 1 if doubling the input more than triples any tool's
+//! time. N is `REPLAY_WRITES`
 //! (default 50 000), as under criterion.
 
 use std::path::Path;
@@ -110,16 +111,23 @@ fn replay_tools(c: &mut Criterion) {
     g.finish();
 }
 
-/// The shortest of three runs.
-fn best_of_three(tool: Tool, f: &ClusterFiles, scratch: &Path) -> Duration {
-    (0..3)
-        .map(|_| {
+/// The shortest of five runs at each size, alternating between the sizes
+/// so that other work on the machine weighs on both alike.
+fn best_times(
+    tool: Tool,
+    small: &ClusterFiles,
+    large: &ClusterFiles,
+    scratch: &Path,
+) -> [Duration; 2] {
+    let mut best = [Duration::MAX; 2];
+    for _ in 0..5 {
+        for (i, f) in [small, large].into_iter().enumerate() {
             let t = Instant::now();
             tool.run(f, scratch);
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
+            best[i] = best[i].min(t.elapsed());
+        }
+    }
+    best
 }
 
 /// The `--check` mode (see the module docs); true if every tool passed.
@@ -139,8 +147,7 @@ fn check() -> bool {
     );
     let mut ok = true;
     for tool in Tool::ALL {
-        let a = best_of_three(tool, &small, scratch.path());
-        let b = best_of_three(tool, &large, scratch.path());
+        let [a, b] = best_times(tool, &small, &large, scratch.path());
         let ratio = b.as_secs_f64() / a.as_secs_f64().max(1e-9);
         let pass = ratio <= MAX_RATIO;
         ok &= pass;
