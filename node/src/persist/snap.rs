@@ -81,7 +81,8 @@ pub fn load(
     load_with_progress(path, me, limits, &mut |_, _| {})
 }
 
-/// [`load`], calling `progress(bytes_read, file_bytes)` after each block.
+/// [`load`], calling `progress(bytes_read, file_bytes)` each time it has
+/// read another block.
 pub fn load_with_progress(
     path: &FsPath,
     me: &str,
