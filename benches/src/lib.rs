@@ -1,5 +1,7 @@
 //! Seeded workloads shared by the criterion benchmarks.
 
+pub mod concurrent;
+
 use std::sync::Arc;
 
 /// The same allocator as the `distkv` binary, so the figures match it.

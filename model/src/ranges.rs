@@ -4,12 +4,21 @@
 //! B-tree keyed by start, so adding the next tick of a node extends the last
 //! range in O(log n). [`NodeSet`] maps node names to range sets.
 //!
+//! Costs, for a set of n ranges (not ticks) and another of m: one tick or
+//! range is looked up, added or removed in O(log n) however fragmented the
+//! set is (concurrent writers interleave ticks, so sets with many small
+//! ranges are normal). Operations on two sets pick the cheaper of two
+//! strategies: the smaller set's ranges one by one against the larger
+//! (O(m log n)), or one merge pass over both (O(n + m)); so a bulk operation
+//! never costs more than a merge, and a small one costs a few look-ups.
+//!
 //! Wire form (DistKV's `RangeSet.__getstate__`): an ascending array whose
 //! items are a single tick `t` or a pair `[a, b]` meaning `a ≤ t < b`; e.g.
 //! {1,2,3,5,7,8} is `[[1,4],5,[7,9]]`. Decoding accepts unsorted and
 //! overlapping input and merges it.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::Excluded;
 
 use crate::chain::NodeName;
 use crate::value::Value;
@@ -131,39 +140,72 @@ impl RangeSet {
         }
     }
 
-    /// Adds every tick of `other`.
+    /// Adds every tick of `other`: O(min(m log n, n + m)).
     pub fn union_with(&mut self, other: &RangeSet) {
-        for (a, b) in other.ranges() {
-            self.insert_range(a, b);
+        if one_by_one(other.r.len(), self.r.len()) {
+            for (a, b) in other.ranges() {
+                self.insert_range(a, b);
+            }
+        } else {
+            *self = merge_union(self.ranges(), other.ranges());
         }
     }
 
-    /// Removes every tick of `other`.
+    /// Removes every tick of `other`: O(min(m log n, n + m)).
     pub fn subtract(&mut self, other: &RangeSet) {
-        for (a, b) in other.ranges() {
-            self.remove_range(a, b);
+        if one_by_one(other.r.len(), self.r.len()) {
+            for (a, b) in other.ranges() {
+                self.remove_range(a, b);
+            }
+        } else {
+            *self = self.difference(other);
         }
     }
 
-    /// The ticks in both sets.
+    /// The ticks in both sets: the smaller set's ranges looked up in the
+    /// larger one, O(min(n, m) · log max(n, m) + output).
     pub fn intersection(&self, other: &RangeSet) -> RangeSet {
-        let mut out = RangeSet::new();
-        for (a, b) in self.ranges() {
-            for (s, e) in other.r.range(..b).rev() {
-                if *e <= a {
-                    break;
-                }
-                out.insert_range(a.max(*s), b.min(*e));
+        let (small, large) = if self.r.len() <= other.r.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        let mut out = Builder::default();
+        for (a, b) in small.ranges() {
+            for (s, e) in large.within(a, b) {
+                out.push(s, e);
             }
         }
-        out
+        out.finish()
     }
 
-    /// The ticks of `self` not in `other`.
+    /// The ticks of `self` not in `other`: O(n log m + output) when `self`
+    /// is the smaller, else one merge pass, O(n + m).
     pub fn difference(&self, other: &RangeSet) -> RangeSet {
-        let mut out = self.clone();
-        out.subtract(other);
-        out
+        if one_by_one(self.r.len(), other.r.len()) {
+            difference_by_lookup(self, other)
+        } else {
+            merge_difference(self.ranges(), other.ranges())
+        }
+    }
+
+    /// The parts of this set's ranges within `[a, b)`, ascending;
+    /// O(log n) to the first.
+    fn within(&self, a: u64, b: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        // The range starting at or before `a` may reach into [a, b).
+        let first = self
+            .r
+            .range(..=a)
+            .next_back()
+            .filter(|(_, &e)| e > a)
+            .map(|(_, &e)| (a, e.min(b)));
+        // Empty or reversed bounds would make `range` panic.
+        let rest = (a < b).then(|| self.r.range((Excluded(a), Excluded(b))));
+        first.into_iter().chain(
+            rest.into_iter()
+                .flatten()
+                .map(move |(&s, &e)| (s, e.min(b))),
+        )
     }
 
     /// Wire form.
@@ -225,13 +267,126 @@ impl std::fmt::Display for RangeSet {
 }
 
 impl FromIterator<u64> for RangeSet {
+    /// Ascending ticks (duplicates allowed) are collected in one pass,
+    /// O(k); ticks out of order are then added one by one, O(log n) each.
     fn from_iter<I: IntoIterator<Item = u64>>(it: I) -> RangeSet {
-        let mut r = RangeSet::new();
+        let mut sorted: Vec<(u64, u64)> = Vec::new();
+        let mut rest = Vec::new();
         for t in it {
-            r.insert(t);
+            match sorted.last_mut() {
+                // Not representable in a half-open range; `insert` skips it too.
+                _ if t == u64::MAX => {}
+                Some((s, _)) if t < *s => rest.push(t),
+                Some((_, e)) if t <= *e => *e = (*e).max(t + 1),
+                _ => sorted.push((t, t + 1)),
+            }
         }
-        r
+        let mut out = RangeSet {
+            r: sorted.into_iter().collect(),
+        };
+        for t in rest {
+            out.insert(t);
+        }
+        out
     }
+}
+
+/// Whether applying `m` ranges one by one to a set of `n` ranges (about
+/// m · log n steps) is cheaper than one merge pass over both (n + m).
+fn one_by_one(m: usize, n: usize) -> bool {
+    let log_n = (n | 1).ilog2() as usize + 1;
+    m.saturating_mul(log_n) < n.saturating_add(m)
+}
+
+/// Builds a set from ranges pushed in ascending order of start, merging
+/// overlapping and adjacent ones; the B-tree is built in one pass, O(n).
+#[derive(Default)]
+struct Builder(Vec<(u64, u64)>);
+
+impl Builder {
+    fn push(&mut self, a: u64, b: u64) {
+        if a >= b {
+            return;
+        }
+        match self.0.last_mut() {
+            Some((_, e)) if a <= *e => *e = (*e).max(b),
+            _ => self.0.push((a, b)),
+        }
+    }
+
+    fn finish(self) -> RangeSet {
+        RangeSet {
+            r: self.0.into_iter().collect(),
+        }
+    }
+}
+
+/// The union of two ascending range sequences, in one pass.
+fn merge_union(
+    a: impl Iterator<Item = (u64, u64)>,
+    b: impl Iterator<Item = (u64, u64)>,
+) -> RangeSet {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out = Builder::default();
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 <= y.0 => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        if let Some((s, e)) = next {
+            out.push(s, e);
+        }
+    }
+    out.finish()
+}
+
+/// The ticks of the ascending ranges `a` that are not in the ascending
+/// ranges `b`, in one pass over both.
+fn merge_difference(
+    a: impl Iterator<Item = (u64, u64)>,
+    b: impl Iterator<Item = (u64, u64)>,
+) -> RangeSet {
+    let mut b = b.peekable();
+    let mut out = Builder::default();
+    for (s, e) in a {
+        let mut from = s;
+        while let Some(&(bs, be)) = b.peek() {
+            if be <= from {
+                // Entirely before what is left of this range.
+                b.next();
+            } else if bs >= e {
+                // Entirely after it: maybe within the next one.
+                break;
+            } else {
+                out.push(from, bs);
+                from = be;
+                if be >= e {
+                    // It may reach into the next range too: keep it.
+                    break;
+                }
+                b.next();
+            }
+        }
+        out.push(from, e);
+    }
+    out.finish()
+}
+
+/// `a − b` for a small `a`: `b`'s ranges within each of `a`'s looked up.
+fn difference_by_lookup(a: &RangeSet, b: &RangeSet) -> RangeSet {
+    let mut out = Builder::default();
+    for (s, e) in a.ranges() {
+        let mut from = s;
+        for (bs, be) in b.within(s, e) {
+            out.push(from, bs);
+            from = be;
+        }
+        out.push(from, e);
+    }
+    out.finish()
 }
 
 /// Range sets by node name.
@@ -311,7 +466,135 @@ mod tests {
         assert_eq!(r.ranges().collect::<Vec<_>>(), vec![(3, 5), (6, 10)]);
     }
 
+    fn ticks(r: &RangeSet) -> BTreeSet<u64> {
+        r.iter().collect()
+    }
+
+    /// Disjoint, non-adjacent, non-empty ranges: the one form of each set.
+    fn assert_canonical(r: &RangeSet) {
+        let rs: Vec<_> = r.ranges().collect();
+        assert!(rs.iter().all(|(a, b)| a < b), "empty range in {rs:?}");
+        assert!(rs.windows(2).all(|w| w[0].1 < w[1].0), "not merged: {rs:?}");
+    }
+
+    /// Every strategy of every two-set operation, checked against the
+    /// naive model.
+    fn check_pair(x: &RangeSet, y: &RangeSet) {
+        let (sx, sy) = (ticks(x), ticks(y));
+        let union: BTreeSet<u64> = sx.union(&sy).copied().collect();
+        let diff: BTreeSet<u64> = sx.difference(&sy).copied().collect();
+        let both: BTreeSet<u64> = sx.intersection(&sy).copied().collect();
+
+        let mut one = x.clone();
+        for (a, b) in y.ranges() {
+            one.insert_range(a, b);
+        }
+        let mut bulk = x.clone();
+        bulk.union_with(y);
+        for u in [&one, &bulk, &merge_union(x.ranges(), y.ranges())] {
+            assert_canonical(u);
+            assert_eq!(ticks(u), union);
+        }
+
+        let mut one = x.clone();
+        for (a, b) in y.ranges() {
+            one.remove_range(a, b);
+        }
+        let mut bulk = x.clone();
+        bulk.subtract(y);
+        for d in [
+            &one,
+            &bulk,
+            &x.difference(y),
+            &merge_difference(x.ranges(), y.ranges()),
+            &difference_by_lookup(x, y),
+        ] {
+            assert_canonical(d);
+            assert_eq!(ticks(d), diff);
+        }
+
+        let i = x.intersection(y);
+        assert_canonical(&i);
+        assert_eq!(ticks(&i), both);
+    }
+
+    #[test]
+    fn interleaved_sets_combine_like_sets() {
+        // Two writers' ticks, interleaved: every range a single tick.
+        let evens: RangeSet = (0..20_000u64).map(|t| 2 * t).collect();
+        let threes: RangeSet = (0..13_000u64).map(|t| 3 * t).collect();
+        let block: RangeSet = (5_000..25_000u64).collect();
+        let few: RangeSet = [7u64, 100, 30_001].into_iter().collect();
+        assert_eq!(evens.ranges().count(), 20_000);
+        for (x, y) in [
+            (&evens, &threes),
+            (&evens, &block),
+            (&block, &evens),
+            (&evens, &few),
+            (&few, &evens),
+            (&evens, &RangeSet::new()),
+            (&RangeSet::new(), &evens),
+        ] {
+            check_pair(x, y);
+        }
+    }
+
+    #[test]
+    fn strategy_follows_the_sizes() {
+        assert!(one_by_one(1, 1_000_000));
+        assert!(one_by_one(100, 1_000_000));
+        assert!(!one_by_one(1_000_000, 1_000_000));
+        assert!(!one_by_one(100_000, 1_000_000));
+        assert!(!one_by_one(5, 0));
+    }
+
+    #[test]
+    fn collecting_handles_any_order_and_the_largest_tick() {
+        let r: RangeSet = [5, 6, 6, 7, 3, 9, 1, 2, u64::MAX, 8].into_iter().collect();
+        assert_eq!(r.ranges().collect::<Vec<_>>(), vec![(1, 4), (5, 10)]);
+        let mut one = RangeSet::new();
+        one.insert(u64::MAX);
+        assert!(one.is_empty());
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x4a6e_5e75),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn two_set_operations_match_a_naive_model(
+            x in proptest::collection::vec((0u64..400, 1u64..6), 0..120),
+            y in proptest::collection::vec((0u64..400, 1u64..6), 0..120),
+            y_small in any::<bool>(),
+        ) {
+            let build = |v: &[(u64, u64)]| -> RangeSet {
+                let mut r = RangeSet::new();
+                for &(a, len) in v {
+                    r.insert_range(a, a + len);
+                }
+                r
+            };
+            let x = build(&x);
+            // Sometimes a set of a few ranges, for the one-by-one paths.
+            let y = build(if y_small { &y[..y.len().min(3)] } else { &y });
+            check_pair(&x, &y);
+            check_pair(&y, &x);
+        }
+
+        #[test]
+        fn collecting_matches_a_naive_model(t in proptest::collection::vec(0u64..300, 0..300),
+                                            sort in any::<bool>()) {
+            let mut t = t;
+            if sort {
+                t.sort_unstable();
+            }
+            let r: RangeSet = t.iter().copied().collect();
+            assert_canonical(&r);
+            prop_assert_eq!(ticks(&r), t.into_iter().collect::<BTreeSet<_>>());
+        }
+
         #[test]
         fn behaves_like_a_set(ops in proptest::collection::vec((any::<bool>(), 0u64..64, 0u64..8), 0..64),
                               other in proptest::collection::btree_set(0u64..64, 0..32)) {

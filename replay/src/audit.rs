@@ -31,7 +31,8 @@
 //! The replay starts as early as the files allow ([`Start::Earliest`]).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 
 use distkv_model::chain::precedes;
 use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, UpdateEvent, Value};
@@ -44,7 +45,7 @@ use crate::engine::{
 };
 use crate::error::Result;
 use crate::output::Doc;
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{inventory, Damage, Loc, Pos, Rec};
 
 /// How a conflict was resolved.
@@ -338,18 +339,82 @@ impl AuditReport {
     }
 }
 
-/// FNV-1a over the bytes of an event's path, value and tock.
-fn content_hash(ev: &UpdateEvent) -> u64 {
-    let mut buf = Vec::new();
-    codec::write_path(&mut buf, &ev.path);
+/// FNV-1a over the bytes of an event's path, value and tock (`buf` is
+/// scratch space).
+fn content_hash(ev: &UpdateEvent, buf: &mut Vec<u8>) -> u64 {
+    buf.clear();
+    codec::write_path(buf, &ev.path);
     match &ev.value {
-        Some(v) => codec::encode(v, &mut buf),
+        Some(v) => codec::encode(v, buf),
         None => buf.push(0xc1),
     }
-    codec::write_uint(&mut buf, ev.tock);
+    codec::write_uint(buf, ev.tock);
     buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The first sighting of every event (`node:tick`): its content hash and
+/// where it is. The audit keeps one per event read, so they are compact:
+/// files are numbered, and each node's ticks have a map of their own.
+#[derive(Default)]
+struct Sightings {
+    nodes: FastMap<NodeName, FastMap<u64, Sighting>>,
+    files: Vec<Arc<FsPath>>,
+    /// File numbers by the address of the file's name: every record of a
+    /// file shares that name, and `files` keeps it alive.
+    file_ids: FastMap<usize, u32>,
+}
+
+struct Sighting {
+    hash: u64,
+    file: u32,
+    pos: Pos,
+}
+
+impl Sightings {
+    /// Records `node:tick` at `loc` unless it was seen before; returns the
+    /// first sighting's hash and place if it was.
+    fn see(&mut self, node: &NodeName, tick: u64, hash: u64, loc: &Loc) -> Option<(u64, Loc)> {
+        if let Some(s) = self.nodes.get(&**node).and_then(|m| m.get(&tick)) {
+            return Some((s.hash, self.loc(s)?));
+        }
+        let files = &mut self.files;
+        let file = *self
+            .file_ids
+            .entry(Arc::as_ptr(&loc.file) as *const u8 as usize)
+            .or_insert_with(|| {
+                files.push(loc.file.clone());
+                // Never more files than fit in memory, let alone 2^32.
+                u32::try_from(files.len() - 1).unwrap_or(u32::MAX)
+            });
+        let sighting = Sighting {
+            hash,
+            file,
+            pos: loc.pos,
+        };
+        match self.nodes.get_mut(&**node) {
+            Some(m) => m.insert(tick, sighting),
+            None => self
+                .nodes
+                .entry(node.clone())
+                .or_default()
+                .insert(tick, sighting),
+        };
+        None
+    }
+
+    /// Where `node:tick` was first seen.
+    fn place(&self, node: &str, tick: u64) -> Option<Loc> {
+        self.loc(self.nodes.get(node)?.get(&tick)?)
+    }
+
+    fn loc(&self, s: &Sighting) -> Option<Loc> {
+        Some(Loc {
+            file: self.files.get(s.file as usize)?.clone(),
+            pos: s.pos,
+        })
+    }
 }
 
 fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
@@ -364,8 +429,10 @@ fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
 const MAX_CHAIN_REPORTS: usize = 20;
 
 struct AuditObserver {
-    /// First sighting of every event: content hash and place.
-    seen: FastMap<(NodeName, u64), (u64, Loc)>,
+    /// First sighting of every event.
+    seen: Sightings,
+    /// Scratch space for content hashes.
+    buf: Vec<u8>,
     /// Per stream, the highest tick of each node named by its events.
     max_tick: Vec<FastMap<NodeName, (u64, Loc)>>,
     /// Per stream, nodes already reported as beyond a state record.
@@ -384,8 +451,7 @@ impl AuditObserver {
     fn place(&self, chain: Option<&Chain>) -> Option<Loc> {
         let head = chain?.head();
         self.seen
-            .get(&(head.node.clone(), head.tick))
-            .map(|(_, l)| l.clone())
+            .place(&head.node, head.tick)
             .or_else(|| self.base.clone())
     }
 
@@ -495,21 +561,15 @@ impl Observer for AuditObserver {
         let ev = ctx.event;
         self.check_links(ctx.stream, ctx.loc, &ev.chain);
         let head = ev.chain.head();
-        let hash = content_hash(ev);
-        match self.seen.get(&(head.node.clone(), head.tick)) {
-            Some((h, first)) => {
-                if *h != hash {
-                    self.problems.push(Problem::Duplicate {
-                        node: head.node.clone(),
-                        tick: head.tick,
-                        first: first.clone(),
-                        second: ctx.loc.clone(),
-                    });
-                }
-            }
-            None => {
-                self.seen
-                    .insert((head.node.clone(), head.tick), (hash, ctx.loc.clone()));
+        let hash = content_hash(ev, &mut self.buf);
+        if let Some((first_hash, first)) = self.seen.see(&head.node, head.tick, hash, ctx.loc) {
+            if first_hash != hash {
+                self.problems.push(Problem::Duplicate {
+                    node: head.node.clone(),
+                    tick: head.tick,
+                    first,
+                    second: ctx.loc.clone(),
+                });
             }
         }
         if let Outcome::Applied {
@@ -525,8 +585,8 @@ impl Observer for AuditObserver {
 
 /// Reads a whole snapshot: damage, and chains beyond the snapshot's own
 /// node ticks or with tick 0.
-fn check_snapshot(path: &PathBuf, problems: &mut Vec<Problem>) -> Result<()> {
-    let reader = match SnapshotReader::open(path) {
+fn check_snapshot(path: &PathBuf, problems: &mut Vec<Problem>, quiet: bool) -> Result<()> {
+    let mut reader = match SnapshotReader::open(path) {
         Ok(r) => r,
         Err(e) => {
             problems.push(Problem::Damage(Damage::from_snapshot(e)?));
@@ -539,7 +599,13 @@ fn check_snapshot(path: &PathBuf, problems: &mut Vec<Problem>) -> Result<()> {
     };
     let mut ticks: FastMap<NodeName, Option<u64>> = FastMap::default();
     let mut reports = 0;
-    for item in reader {
+    let bar = Progress::bytes(reader.info().bytes, &on_file("checking", path), quiet);
+    let mut at = 0;
+    while let Some(item) = reader.next() {
+        if reader.bytes_read() != at {
+            at = reader.bytes_read();
+            bar.set(at);
+        }
         match item {
             Ok(Item::Node(n)) => {
                 ticks.insert(n.name, n.tick);
@@ -588,13 +654,14 @@ pub fn audit(inputs: &[PathBuf], quiet: bool) -> Result<AuditReport> {
     let mut problems = Vec::new();
     for h in &inv.histories {
         for s in &h.snapshots {
-            check_snapshot(&s.path, &mut problems)?;
+            check_snapshot(&s.path, &mut problems, quiet)?;
         }
     }
-    let mut replay = Replay::prepare(&inv, Target::All, Start::Earliest, true, None)?;
+    let mut replay = Replay::prepare(&inv, Target::All, Start::Earliest, true, None, quiet)?;
     let n = inv.histories.len();
     let mut obs = AuditObserver {
-        seen: FastMap::default(),
+        seen: Sightings::default(),
+        buf: Vec::new(),
         max_tick: vec![FastMap::default(); n],
         reported: vec![HashSet::new(); n],
         base: replay.base.as_ref().map(|b| Loc {
@@ -606,8 +673,7 @@ pub fn audit(inputs: &[PathBuf], quiet: bool) -> Result<AuditReport> {
         labels: replay.labels.clone(),
         notes: Vec::new(),
     };
-    let progress = Progress::bytes(replay.total_bytes(), "audit", quiet);
-    replay.run(&mut obs, &progress)?;
+    replay.run(&mut obs, "audit")?;
     // The data directory's tick reservation bounds its own node's ticks.
     for (i, h) in inv.histories.iter().enumerate() {
         let (Some(node), Some(reserved)) = (&h.node, h.reserved_tick) else {

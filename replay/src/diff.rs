@@ -27,13 +27,13 @@ use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, Value};
 use distkv_node::client::{Client, ConnectOptions, StreamItem};
 use distkv_node::persist::durable::list_snapshots;
 use distkv_node::persist::meta::Meta;
-use distkv_node::persist::snap;
-use distkv_node::state::{Entry, State};
+use distkv_node::state::{Entry, SeenBatch, State};
 use distkv_snapshot::SnapshotReader;
 
-use crate::engine::{chain_text, digest_text, restore_state_record, LIMITS};
+use crate::engine::{chain_text, digest_text, load_snapshot, restore_state_record, LIMITS};
 use crate::error::{Error, Result};
 use crate::output::Doc;
+use crate::progress::Progress;
 use crate::source::{detect, Kind, StateRec};
 
 /// One side of a diff.
@@ -48,8 +48,9 @@ pub struct Side {
 }
 
 /// Recovers a data directory's state the way the node does at start,
-/// without writing anything (see the module docs).
-pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
+/// without writing anything (see the module docs); `quiet` hides the
+/// progress bars.
+pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)> {
     let meta = Meta::load(dir)?.ok_or_else(|| {
         Error::InvalidInput(format!(
             "{}: no metadata (`meta`): not a data directory",
@@ -95,7 +96,7 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
             ));
             continue;
         }
-        match snap::load(&path, me, LIMITS) {
+        match load_snapshot(&path, me, quiet) {
             Ok((st, _)) => {
                 notes.push(format!("started from {}", path.display()));
                 start = Some((st, seq));
@@ -107,10 +108,19 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
     let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, LIMITS), 0));
     let mut lost = false;
     if !segments.is_empty() {
+        let bar = Progress::items(
+            Some(log_end.saturating_sub(covered + 1)),
+            &format!("replaying {}", log_dir.display()),
+            quiet,
+        );
         for rec in LogReader::open_with(&log_dir, covered + 1, RecoveryMode::TruncateTail)? {
-            match rec? {
+            let rec = rec?;
+            if rec.seq() % 4096 == 0 {
+                bar.set(rec.seq().saturating_sub(covered));
+            }
+            match rec {
                 LogRecord::Event { event, .. } => {
-                    state.apply(event);
+                    state.replay(event);
                 }
                 LogRecord::State {
                     nodes,
@@ -144,8 +154,8 @@ pub fn recover_read_only(dir: &Path) -> Result<(State, Vec<String>)> {
     Ok((state, notes))
 }
 
-/// Fetches a live node's whole state.
-pub fn live_state(addr: &str) -> Result<State> {
+/// Fetches a live node's whole state; `quiet` hides the progress spinner.
+pub fn live_state(addr: &str, quiet: bool) -> Result<State> {
     let client_err = |source| Error::Client {
         addr: addr.to_string(),
         source,
@@ -172,6 +182,9 @@ pub fn live_state(addr: &str) -> Result<State> {
             .await
             .map_err(client_err)?
             .long_paths(&KvPath::root());
+        let spinner = Progress::items(None, &format!("fetching from {addr}"), quiet);
+        let mut batch = SeenBatch::default();
+        let mut entries = 0u64;
         while let Some(item) = stream.next().await.map_err(client_err)? {
             let StreamItem::Data(m) = item else { continue };
             let Some(path) = m.get("path").and_then(distkv_model::event::path_from_value) else {
@@ -188,8 +201,14 @@ pub fn live_state(addr: &str) -> Result<State> {
                 continue;
             }
             let tock = m.get("tock").and_then(Value::as_u64).unwrap_or(0);
-            st.restore_entry(&path, value, chain, tock);
+            st.restore_entry_batched(&path, value, chain, tock, &mut batch);
+            entries += 1;
+            if entries % 4096 == 0 {
+                spinner.set(entries);
+            }
         }
+        st.finish_restore(batch);
+        spinner.finish();
         let reply = client
             .get_state(&["nodes", "known", "deleted"])
             .await
@@ -227,7 +246,7 @@ pub fn load_side(spec: &str, quiet: bool) -> Result<Side> {
     if !path.exists() && host_port(spec) {
         return Ok(Side {
             label: format!("node at {spec}"),
-            state: live_state(spec)?,
+            state: live_state(spec, quiet)?,
             notes: Vec::new(),
         });
     }
@@ -235,7 +254,7 @@ pub fn load_side(spec: &str, quiet: bool) -> Result<Side> {
     match input.kind {
         Kind::Snapshot => {
             let node = SnapshotReader::open(path)?.header().node.clone();
-            let (state, _) = snap::load(path, &node, LIMITS)?;
+            let (state, _) = load_snapshot(path, &node, quiet)?;
             Ok(Side {
                 label: format!("snapshot {spec}"),
                 state,
@@ -243,7 +262,7 @@ pub fn load_side(spec: &str, quiet: bool) -> Result<Side> {
             })
         }
         Kind::DataDir => {
-            let (state, notes) = recover_read_only(path)?;
+            let (state, notes) = recover_read_only(path, quiet)?;
             Ok(Side {
                 label: format!("data directory {spec}"),
                 state,

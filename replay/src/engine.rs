@@ -25,16 +25,16 @@
 //! what its node had applied at that point); by event, the whole replay
 //! ends right after that event in merged order.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
 use distkv_node::persist::snap;
 use distkv_node::state::{Applied, State};
-use distkv_snapshot::{Item, SnapshotHeader, SnapshotReader};
+use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
 
 use crate::error::{Error, Result};
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{
     Cut, Damage, DamageKind, History, HistoryStream, Inventory, Loc, Rec, SnapFile, StateRec,
     StreamSpec,
@@ -231,6 +231,7 @@ pub struct Replay {
     target: Target,
     applied: FastMap<NodeName, RangeSet>,
     total_bytes: u64,
+    quiet: bool,
 }
 
 impl std::fmt::Debug for Replay {
@@ -274,6 +275,18 @@ fn qualifies(s: &SnapFile, target: &Target, damage: &mut Vec<Damage>) -> Result<
     })
 }
 
+/// Loads a snapshot as a node does ([`snap::load`]), with a progress bar
+/// unless `quiet`.
+pub fn load_snapshot(
+    path: &Path,
+    me: &str,
+    quiet: bool,
+) -> std::result::Result<(State, SnapshotHeader), SnapshotError> {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let bar = Progress::bytes(size, &on_file("loading", path), quiet);
+    snap::load_with_progress(path, me, LIMITS, &mut |at, _| bar.set(at))
+}
+
 /// Applies a state record's bookkeeping, as node recovery does.
 pub fn restore_state_record(st: &mut State, rec: &StateRec) {
     let empty = RangeSet::new();
@@ -293,13 +306,15 @@ pub fn restore_state_record(st: &mut State, rec: &StateRec) {
 
 impl Replay {
     /// Chooses start points and opens the streams (see the module docs).
-    /// `me` names the replayed state's node (default: the first history's).
+    /// `me` names the replayed state's node (default: the first history's);
+    /// `quiet` hides the progress bars.
     pub fn prepare(
         inv: &Inventory,
         target: Target,
         start: Start,
         verify_all: bool,
         me: Option<&str>,
+        quiet: bool,
     ) -> Result<Replay> {
         let me: NodeName = me
             .map(NodeName::from)
@@ -321,6 +336,7 @@ impl Replay {
                 &mut state,
                 &mut base,
                 &mut damage,
+                quiet,
             )?;
             if matches!(target, Target::TimeMs(_)) && h.py.is_some() {
                 notes.push(format!(
@@ -373,6 +389,7 @@ impl Replay {
             target,
             applied: FastMap::default(),
             total_bytes: inv.histories.iter().map(History::log_bytes).sum(),
+            quiet,
         })
     }
 
@@ -388,6 +405,7 @@ impl Replay {
         state: &mut Option<State>,
         base: &mut Option<Base>,
         damage: &mut Vec<Damage>,
+        quiet: bool,
     ) -> Result<(Option<SnapFile>, Option<PathBuf>)> {
         let mut cands = Vec::new();
         for s in &h.snapshots {
@@ -404,7 +422,7 @@ impl Replay {
         }
         for s in cands {
             if state.is_none() {
-                match snap::load(&s.path, me, LIMITS) {
+                match load_snapshot(&s.path, me, quiet) {
                     Ok((st, header)) => {
                         *state = Some(st);
                         *base = Some(Base {
@@ -417,6 +435,7 @@ impl Replay {
                     Err(e) => damage.push(Damage::from_snapshot(e)?),
                 }
             } else {
+                let _busy = Progress::busy(&on_file("checking", &s.path), quiet);
                 match SnapshotReader::verify(&s.path) {
                     Ok(_) => return Ok((Some(s.clone()), Some(s.path.clone()))),
                     Err(e) => damage.push(Damage::from_snapshot(e)?),
@@ -436,8 +455,10 @@ impl Replay {
         self.total_bytes
     }
 
-    /// Replays every stream to its end or the target.
-    pub fn run(&mut self, obs: &mut dyn Observer, progress: &Progress) -> Result<()> {
+    /// Replays every stream to its end or the target, with a progress bar
+    /// labelled `what`.
+    pub fn run(&mut self, obs: &mut dyn Observer, what: &str) -> Result<()> {
+        let progress = Progress::bytes(self.total_bytes, what, self.quiet);
         let mut heads = Vec::with_capacity(self.streams.len());
         for s in &mut self.streams {
             heads.push(s.next().transpose()?);
@@ -532,9 +553,10 @@ impl Replay {
                         .entry(head.node.clone())
                         .or_default()
                         .insert(head.tick);
-                    let known_before = self.state.node(&head.node).is_some_and(|n| {
-                        n.superseded().contains(head.tick) || n.entry_path(head.tick).is_some()
-                    });
+                    let known_before = self
+                        .state
+                        .node(&head.node)
+                        .is_some_and(|n| n.knows(head.tick));
                     let before = if obs.wants_before(&event) {
                         self.state.entry(&event.path).map(|e| Before {
                             value: e.data().cloned(),
@@ -640,11 +662,4 @@ pub fn chain_text(c: &Chain) -> String {
         .map(|l| format!("{}:{}", l.node, l.tick))
         .collect();
     parts.join(" ")
-}
-
-/// Number of entries with a value or a chain.
-pub fn entry_count(st: &State) -> u64 {
-    let mut n = 0;
-    st.for_each_entry(true, |_| n += 1);
-    n
 }

@@ -15,7 +15,6 @@ use distkv_node::state::{Applied, State};
 use crate::engine::{chain_text, EventCtx, Observer, Outcome, Replay, Start, Target};
 use crate::error::Result;
 use crate::output::Doc;
-use crate::progress::Progress;
 use crate::source::{inventory, Damage, Loc};
 use crate::time::format_ms;
 
@@ -142,14 +141,13 @@ pub fn history(
     quiet: bool,
 ) -> Result<HistoryReport> {
     let inv = inventory(inputs)?;
-    let mut replay = Replay::prepare(&inv, Target::All, Start::Earliest, false, None)?;
+    let mut replay = Replay::prepare(&inv, Target::All, Start::Earliest, false, None, quiet)?;
     let mut w = Watcher {
         key,
         recursive,
         changes: Vec::new(),
     };
-    let progress = Progress::bytes(replay.total_bytes(), "history", quiet);
-    replay.run(&mut w, &progress)?;
+    replay.run(&mut w, "history")?;
     let mut notes = replay.notes.clone();
     for (i, s) in replay.starts.iter().enumerate() {
         if let Some(p) = s {

@@ -20,11 +20,11 @@ use distkv_model::{NodeName, RangeSet, Value};
 use distkv_node::persist::snap;
 
 use crate::engine::{
-    digest_text, entry_count, ranges_text, NoObserver, Replay, Start, Stats, Target, LIMITS,
+    digest_text, load_snapshot, ranges_text, NoObserver, Replay, Start, Stats, Target,
 };
 use crate::error::Result;
 use crate::output::Doc;
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{inventory, Damage};
 
 /// What a restore did.
@@ -173,9 +173,8 @@ pub fn rebuild(
     quiet: bool,
 ) -> Result<Replay> {
     let inv = inventory(inputs)?;
-    let mut replay = Replay::prepare(&inv, target, Start::Latest, false, node)?;
-    let progress = Progress::bytes(replay.total_bytes(), "replay", quiet);
-    replay.run(&mut NoObserver, &progress)?;
+    let mut replay = Replay::prepare(&inv, target, Start::Latest, false, node, quiet)?;
+    replay.run(&mut NoObserver, "replay")?;
     Ok(replay)
 }
 
@@ -206,9 +205,12 @@ pub fn restore(
     let seq = own
         .or(replay.base.as_ref().map(|b| b.header.seq))
         .unwrap_or(0);
-    snap::write(st, out, true, now_ms(), seq)?.finish()?;
+    let written = {
+        let _busy = Progress::busy(&on_file("writing", out), quiet);
+        snap::write(st, out, true, now_ms(), seq)?.finish()?
+    };
     let digest = st.digest();
-    let entries = entry_count(st);
+    let entries = written.entries;
     let mut notes = replay.notes.clone();
     for (i, s) in replay.starts.iter().enumerate() {
         if let (Some(p), false) = (s, replay.base.as_ref().is_some_and(|b| b.history == i)) {
@@ -228,7 +230,7 @@ pub fn restore(
     let damage = replay.damage.clone();
     // Read the file back with the replayed state gone: one state in memory.
     drop(replay);
-    let verified = match snap::load(out, &me, LIMITS) {
+    let verified = match load_snapshot(out, &me, quiet) {
         Ok((back, _)) => back.digest() == digest,
         Err(_) => false,
     };

@@ -143,6 +143,12 @@ impl SnapshotReader {
         self.state == State::Done
     }
 
+    /// Bytes of the file read so far: the header and every block read
+    /// (for progress reports; [`SnapshotReader::info`] has the file size).
+    pub fn bytes_read(&self) -> u64 {
+        self.next_block
+    }
+
     /// Counts of what has been read so far (`bytes` is the file size).
     pub fn info(&self) -> SnapshotInfo {
         SnapshotInfo {

@@ -78,23 +78,48 @@ pub fn load(
     me: &str,
     limits: LogLimits,
 ) -> Result<(State, SnapshotHeader), SnapshotError> {
+    load_with_progress(path, me, limits, &mut |_, _| {})
+}
+
+/// [`load`], calling `progress(bytes_read, file_bytes)` each time it has
+/// read another block.
+pub fn load_with_progress(
+    path: &FsPath,
+    me: &str,
+    limits: LogLimits,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(State, SnapshotHeader), SnapshotError> {
     let mut reader = SnapshotReader::open(path)?;
     let header = reader.header().clone();
     let mut st = State::new(me, limits);
-    apply_items(&mut st, &mut reader)?;
+    apply_items_with_progress(&mut st, &mut reader, progress)?;
     st.tock().seen(header.tock);
     Ok((st, header))
 }
 
 /// Applies every item of `reader` to `st` (nodes, then entries).
 pub fn apply_items(st: &mut State, reader: &mut SnapshotReader) -> Result<(), SnapshotError> {
+    apply_items_with_progress(st, reader, &mut |_, _| {})
+}
+
+fn apply_items_with_progress(
+    st: &mut State,
+    reader: &mut SnapshotReader,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), SnapshotError> {
+    let total = reader.info().bytes;
+    let mut at = reader.bytes_read();
     let mut batch = crate::state::SeenBatch::default();
-    for item in reader.by_ref() {
+    while let Some(item) = reader.next() {
         match item? {
             Item::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
             Item::Entry(e) => {
                 st.restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut batch)
             }
+        }
+        if reader.bytes_read() != at {
+            at = reader.bytes_read();
+            progress(at, total);
         }
     }
     st.finish_restore(batch);
@@ -129,6 +154,32 @@ mod tests {
         write(&st, &file, false, 0, 102)?.finish()?;
         let (back, _) = load(&file, "n1", LogLimits::default())?;
         assert!(back.entry(&[Value::Nil, Value::str("meta")]).is_none());
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn loading_reports_progress_block_by_block_to_the_file_size() -> Result<(), SnapshotError> {
+        let dir = std::env::temp_dir().join(format!("distkv-snap-progress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.dkvsnap");
+        let mut st = State::new("n1", LogLimits::default());
+        st.make_ready();
+        for i in 0..20_000i64 {
+            st.local_change(&path!["k", i], Some(Value::str(&format!("value {i:0>40}"))))
+                .unwrap();
+        }
+        write(&st, &file, true, 0, 20_000)?.finish()?;
+        let mut seen = Vec::new();
+        let (back, _) = load_with_progress(&file, "n1", LogLimits::default(), &mut |at, of| {
+            seen.push((at, of))
+        })?;
+        assert_eq!(back.digest(), st.digest());
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(seen.len() > 2, "one report per block: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+        assert!(seen.iter().all(|&(_, of)| of == size));
+        assert_eq!(seen.last().map(|s| s.0), Some(size));
         std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }

@@ -14,6 +14,13 @@
 //!
 //! *Missing* is derived: `[1, tick]` minus seen.
 //! Invariant: every present tick is also seen.
+//!
+//! Costs (n ticks or ranges): asking about one tick ([`NodeInfo::knows`],
+//! [`NodeInfo::is_superseded`], [`NodeInfo::entry_path`]) is O(log n) at
+//! most, which is what per-event callers (recovery, `distkv-replay`) use;
+//! the whole sets ([`NodeInfo::superseded`], [`NodeInfo::present`],
+//! [`NodeInfo::missing`]) are built in one sort and merge pass,
+//! O(n log n), for reports, state records and snapshots.
 
 use std::collections::HashMap;
 
@@ -64,8 +71,19 @@ impl NodeInfo {
         self.seen.union_with(known);
     }
 
+    /// Whether tick `t` is known here: present or superseded. O(log n).
+    pub fn knows(&self, t: u64) -> bool {
+        self.seen.contains(t)
+    }
+
+    /// Whether tick `t` existed but is in no chain any more. O(log n).
+    pub fn is_superseded(&self, t: u64) -> bool {
+        !self.entries.contains_key(&t) && self.seen.contains(t)
+    }
+
     /// Ticks currently in some chain.
     pub fn present(&self) -> RangeSet {
+        // Sorted first, the ticks are collected in one pass.
         self.present_ticks().into_iter().collect()
     }
 
@@ -78,11 +96,12 @@ impl NodeInfo {
 
     /// Ticks known to be gone from every chain: seen but not present.
     pub fn superseded(&self) -> RangeSet {
-        let mut r = self.seen.clone();
-        for t in self.present_ticks() {
-            r.remove(t);
+        // Every present tick is seen: as many of each, nothing is superseded
+        // (the common case of keys written once, without sorting them).
+        if self.seen.count() == self.entries.len() as u64 {
+            return RangeSet::new();
         }
-        r
+        self.seen.difference(&self.present())
     }
 
     /// Ticks of deleted entries awaiting purge.
@@ -108,5 +127,126 @@ impl NodeInfo {
     /// The entry path of a present tick.
     pub fn entry_path(&self, t: u64) -> Option<&Path> {
         self.entries.get(&t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::path;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// One change to the bookkeeping, as the state machine makes them.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A tick enters a chain.
+        Seen(u64),
+        /// A tick leaves every chain.
+        Supersede(u64),
+        /// A state record says these ticks existed.
+        Know(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u64..300).prop_map(Op::Seen),
+            (1u64..300).prop_map(Op::Supersede),
+            (1u64..300, 1u64..20).prop_map(|(a, n)| Op::Know(a, a + n)),
+        ]
+    }
+
+    /// Runs `ops` on a [`NodeInfo`] and on plain sets; returns both.
+    fn run(ops: &[Op]) -> (NodeInfo, BTreeMap<u64, Path>, BTreeSet<u64>) {
+        let mut info = NodeInfo::default();
+        let mut present = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for op in ops {
+            match *op {
+                Op::Seen(t) => {
+                    let p = path!["k", t as i64];
+                    info.saw_tick(t);
+                    info.seen(t, &p);
+                    present.insert(t, p);
+                    seen.insert(t);
+                }
+                Op::Supersede(t) => {
+                    info.saw_tick(t);
+                    info.supersede(t);
+                    present.remove(&t);
+                    seen.insert(t);
+                }
+                Op::Know(a, b) => {
+                    info.know(&(a..b).collect());
+                    seen.extend(a..b);
+                }
+            }
+        }
+        (info, present, seen)
+    }
+
+    #[test]
+    fn keys_written_once_supersede_nothing() {
+        let mut info = NodeInfo::default();
+        for t in 1..=10_000u64 {
+            info.saw_tick(t);
+            info.seen(t, &path!["k", t as i64]);
+        }
+        assert!(info.superseded().is_empty());
+        assert!(info.knows(5_000) && !info.is_superseded(5_000));
+        info.supersede(5_000);
+        assert_eq!(
+            info.superseded().ranges().collect::<Vec<_>>(),
+            vec![(5_000, 5_001)]
+        );
+        assert!(info.is_superseded(5_000) && info.knows(5_000));
+        assert!(!info.knows(10_001) && !info.is_superseded(10_001));
+    }
+
+    #[test]
+    fn interleaved_present_and_superseded_ticks() {
+        // Two writers on shared keys: every other tick superseded.
+        let mut info = NodeInfo::default();
+        for t in 1..=20_000u64 {
+            info.saw_tick(t);
+            if t % 2 == 0 {
+                info.supersede(t);
+            } else {
+                info.seen(t, &path!["k", t as i64]);
+            }
+        }
+        let sup = info.superseded();
+        assert_eq!(sup.count(), 10_000);
+        assert!(sup.iter().all(|t| t % 2 == 0));
+        assert_eq!(info.present().count(), 10_000);
+        assert!(info.present().iter().all(|t| t % 2 == 1));
+        assert!(info.missing().is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7ac5),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn tick_sets_match_a_naive_model(ops in proptest::collection::vec(op(), 0..200)) {
+            let (info, present, seen) = run(&ops);
+            let superseded: BTreeSet<u64> =
+                seen.iter().copied().filter(|t| !present.contains_key(t)).collect();
+            prop_assert_eq!(info.superseded().iter().collect::<BTreeSet<_>>(), superseded.clone());
+            prop_assert_eq!(
+                info.present().iter().collect::<Vec<_>>(),
+                present.keys().copied().collect::<Vec<_>>()
+            );
+            let top = info.tick().unwrap_or(0);
+            let missing: BTreeSet<u64> = (1..=top).filter(|t| !seen.contains(t)).collect();
+            prop_assert_eq!(info.missing().iter().collect::<BTreeSet<_>>(), missing);
+            for t in 0..330 {
+                prop_assert_eq!(info.knows(t), seen.contains(&t));
+                prop_assert_eq!(info.is_superseded(t), superseded.contains(&t));
+                prop_assert_eq!(info.entry_path(t), present.get(&t));
+            }
+        }
     }
 }
