@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
+use distkv_log::writer::Now;
 use distkv_log::{FsyncPolicy, LogError, LogLimits, LogRecord, LogWriter, WriterConfig};
 use distkv_model::{NodeName, NodeSet, Path, UpdateEvent, Value};
 use distkv_node::state::{Applied, State};
@@ -89,7 +90,8 @@ struct Node {
 }
 
 impl Node {
-    fn record(&mut self, event: &UpdateEvent, now: u64, every: u64) -> Result<(), LogError> {
+    fn record(&mut self, event: &UpdateEvent, now_ms: u64, every: u64) -> Result<(), LogError> {
+        let now = at(now_ms);
         crate::append(&mut self.log, event)?;
         self.logged += 1;
         if self.logged % 1000 == 0 {
@@ -99,7 +101,7 @@ impl Node {
             // In a group of its own, as the node writes it.
             self.log.commit(now)?;
             self.log
-                .append(&state_record(&self.state, self.log.next_seq() - 1, now))?;
+                .append(&state_record(&self.state, self.log.next_seq() - 1, now_ms))?;
             self.log.commit(now)?;
         }
         Ok(())
@@ -122,6 +124,15 @@ fn state_record(st: &State, seq: u64, time_ms: u64) -> LogRecord {
         nodes,
         known,
         deleted,
+        skipped: Default::default(),
+    }
+}
+
+/// Both clocks at `ms` (a generated history has one clock).
+fn at(ms: u64) -> Now {
+    Now {
+        wall_ms: ms,
+        mono_ms: ms,
     }
 }
 
@@ -157,7 +168,7 @@ pub fn write_cluster(dir: &FsPath, spec: &ClusterSpec) -> Result<ClusterFiles, L
         state.make_ready();
         nodes.push(Node {
             state,
-            log: LogWriter::open(d.join("log"), wc, 0)?,
+            log: LogWriter::open(d.join("log"), wc, at(0))?,
             logged: 0,
         });
     }
@@ -215,7 +226,7 @@ pub fn write_cluster(dir: &FsPath, spec: &ClusterSpec) -> Result<ClusterFiles, L
     let mut events = 0;
     for n in nodes {
         events += n.logged;
-        n.log.close(epoch + spec.writes as u64)?;
+        n.log.close(at(epoch + spec.writes as u64))?;
     }
     Ok(ClusterFiles {
         dirs,

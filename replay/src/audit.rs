@@ -40,8 +40,7 @@ use distkv_node::state::{Applied, State};
 use distkv_snapshot::{Item, SnapshotReader};
 
 use crate::engine::{
-    chain_text, ranges_text, Before, EventCtx, FastMap, Observer, Outcome, Replay, Start, Stats,
-    Target,
+    chain_text, Before, EventCtx, FastMap, Observer, Outcome, Replay, Start, Stats, Target,
 };
 use crate::error::Result;
 use crate::output::Doc;
@@ -184,7 +183,7 @@ impl Problem {
                 .put("reason", x.reason.as_str()),
             Problem::Missing { node, ticks } => d
                 .put("node", Value::Str(node.clone()))
-                .put("ticks", ranges_text(ticks).as_str()),
+                .put("ticks", ticks.to_string().as_str()),
             Problem::Duplicate {
                 node,
                 tick,
@@ -212,7 +211,7 @@ impl Problem {
         match self {
             Problem::Damage(d) => format!("damage: {}", d.to_text()),
             Problem::Missing { node, ticks } => {
-                format!("missing: node {node} ticks {}", ranges_text(ticks))
+                format!("missing: node {node} ticks {}", ticks)
             }
             Problem::Duplicate {
                 node,
@@ -535,7 +534,7 @@ impl Observer for AuditObserver {
             self.notes.push(format!(
                 "{}: ticks {} declared never used at a start after an unclean stop ({})",
                 self.labels[stream],
-                ranges_text(&state.skipped),
+                state.skipped,
                 loc.to_text()
             ));
         }

@@ -17,7 +17,7 @@ use distkv_node::persist::durable::list_snapshots;
 use distkv_node::persist::meta::Meta;
 use distkv_snapshot::SnapshotReader;
 
-use crate::engine::{chain_text, ranges_text};
+use crate::engine::chain_text;
 use crate::error::{Error, Result};
 use crate::output::Doc;
 use crate::source::{
@@ -59,7 +59,7 @@ fn node_set_value(s: &NodeSet) -> Value {
     Value::Map(
         s.0.iter()
             .filter(|(_, r)| !r.is_empty())
-            .map(|(n, r)| (Value::Str(n.clone()), Value::str(&ranges_text(r))))
+            .map(|(n, r)| (Value::Str(n.clone()), Value::str(&r.to_string())))
             .collect(),
     )
 }
@@ -68,7 +68,7 @@ fn node_set_text(s: &NodeSet) -> String {
     let parts: Vec<String> =
         s.0.iter()
             .filter(|(_, r)| !r.is_empty())
-            .map(|(n, r)| format!("{n}:{}", ranges_text(r)))
+            .map(|(n, r)| format!("{n}:{}", r))
             .collect();
     if parts.is_empty() {
         "-".into()
@@ -173,7 +173,7 @@ pub fn rec_item(rec: &Rec, prefix: Option<&KvPath>) -> Option<Item> {
                 .put("deleted", node_set_value(deleted))
                 .opt(
                     "skipped",
-                    (!skipped.is_empty()).then(|| Value::str(&ranges_text(skipped))),
+                    (!skipped.is_empty()).then(|| Value::str(&skipped.to_string())),
                 );
             let ticks: Vec<String> = nodes
                 .iter()
@@ -191,7 +191,7 @@ pub fn rec_item(rec: &Rec, prefix: Option<&KvPath>) -> Option<Item> {
                 node_set_text(deleted)
             );
             if !skipped.is_empty() {
-                text.push_str(&format!(" skipped {}", ranges_text(skipped)));
+                text.push_str(&format!(" skipped {}", skipped));
             }
             item(d, text)
         }
@@ -203,14 +203,14 @@ pub fn rec_item(rec: &Rec, prefix: Option<&KvPath>) -> Option<Item> {
                 .put("kind", "node")
                 .put("name", Value::Str(node.name.clone()))
                 .put("tick", node.tick.map_or(Value::Nil, Value::uint))
-                .put("known", ranges_text(&node.known).as_str())
-                .put("deleted", ranges_text(&node.deleted).as_str());
+                .put("known", node.known.to_string().as_str())
+                .put("deleted", node.deleted.to_string().as_str());
             let text = format!(
                 "node {} tick {} known {} deleted {}",
                 node.name,
                 node.tick.map_or("-".into(), |t| t.to_string()),
-                ranges_text(&node.known),
-                ranges_text(&node.deleted)
+                node.known,
+                node.deleted
             );
             item(d, text)
         }

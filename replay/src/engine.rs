@@ -649,11 +649,6 @@ pub fn digest_text(d: u128) -> String {
     format!("{d:032x}")
 }
 
-/// A range set as `1-5, 7`.
-pub fn ranges_text(r: &RangeSet) -> String {
-    r.to_string()
-}
-
 /// A chain as `n1:5 n2:3`.
 pub fn chain_text(c: &Chain) -> String {
     let parts: Vec<String> = c

@@ -19,9 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use distkv_model::{NodeName, RangeSet, Value};
 use distkv_node::persist::snap;
 
-use crate::engine::{
-    digest_text, load_snapshot, ranges_text, NoObserver, Replay, Start, Stats, Target,
-};
+use crate::engine::{digest_text, load_snapshot, NoObserver, Replay, Start, Stats, Target};
 use crate::error::Result;
 use crate::output::Doc;
 use crate::progress::{on_file, Progress};
@@ -102,7 +100,7 @@ impl RestoreReport {
                 Value::Map(
                     self.missing
                         .iter()
-                        .map(|(n, r)| (Value::Str(n.clone()), Value::str(&ranges_text(r))))
+                        .map(|(n, r)| (Value::Str(n.clone()), Value::str(&r.to_string())))
                         .collect(),
                 ),
             )
@@ -144,7 +142,7 @@ impl RestoreReport {
         for (n, r) in &self.missing {
             out.push_str(&format!(
                 "missing: node {n} ticks {} (nobody has them)\n",
-                ranges_text(r)
+                r
             ));
         }
         out.push_str(&format!(
