@@ -2,7 +2,8 @@
 //!
 //! Everything here is plain data and pure functions: [`Value`] and [`Path`]
 //! with their msgpack encoding ([`codec`]), text syntax ([`pathfmt`]) and
-//! YAML rendering ([`yaml`]), change [`Chain`]s, tick [`RangeSet`]s and
+//! Python `repr()` ([`repr`]), the budget every stored change keeps
+//! ([`budget`]), change [`Chain`]s, tick [`RangeSet`]s and
 //! [`UpdateEvent`]s. No I/O, no clocks, no async.
 
 #![warn(missing_docs)]
@@ -14,10 +15,10 @@ pub mod event;
 pub mod path;
 pub mod pathfmt;
 pub mod ranges;
+pub mod repr;
 #[cfg(test)]
 mod testutil;
 pub mod value;
-pub mod yaml;
 
 pub use chain::{Chain, Link, NodeName};
 pub use event::UpdateEvent;

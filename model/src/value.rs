@@ -366,9 +366,9 @@ impl fmt::Display for Value {
                 let s: String = digits.iter().rev().map(|d| (b'0' + d) as char).collect();
                 f.write_str(&s)
             }
-            Value::Float(x) => write!(f, "{}", crate::pathfmt::float_repr(*x)),
-            Value::Str(s) => write!(f, "{}", crate::pathfmt::str_repr(s)),
-            Value::Bin(b) => write!(f, "{}", crate::pathfmt::bytes_repr(b)),
+            Value::Float(x) => write!(f, "{}", crate::repr::float_repr(*x)),
+            Value::Str(s) => write!(f, "{}", crate::repr::str_repr(s)),
+            Value::Bin(b) => write!(f, "{}", crate::repr::bytes_repr(b)),
             Value::Array(a) => {
                 f.write_str("(")?;
                 for (i, v) in a.iter().enumerate() {
@@ -392,11 +392,11 @@ impl fmt::Display for Value {
                 }
                 f.write_str("}")
             }
-            Value::Path(p) => write!(f, "P({})", crate::pathfmt::str_repr(&p.to_string())),
+            Value::Path(p) => write!(f, "P({})", crate::repr::str_repr(&p.to_string())),
             Value::Ext(t, b) => write!(
                 f,
                 "ExtType(code={t}, data={})",
-                crate::pathfmt::bytes_repr(b)
+                crate::repr::bytes_repr(b)
             ),
         }
     }

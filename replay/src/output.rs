@@ -10,13 +10,13 @@
 //! JSON is written by hand from [`Value`]: maps with non-string keys get
 //! their keys' Python `repr` as names, byte strings and other msgpack
 //! extensions their `repr` as strings, paths their DistKV path syntax, and
-//! non-finite floats `null`. YAML is [`distkv_model::yaml::to_yaml`], as
+//! non-finite floats `null`. YAML is [`distkv_yaml::to_yaml`], as
 //! DistKV's `yprint` writes it.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use distkv_model::pathfmt::float_repr;
+use distkv_model::repr::float_repr;
 use distkv_model::Value;
 
 /// How reports are written.
@@ -137,7 +137,7 @@ impl<W: Write> Out<W> {
             Format::Json => writeln!(self.w, "{}", to_json(value)),
             Format::Yaml => self
                 .w
-                .write_all(distkv_model::yaml::to_yaml(value).as_bytes()),
+                .write_all(distkv_yaml::to_yaml(value).as_bytes()),
         }
     }
 
@@ -169,7 +169,7 @@ impl<W: Write> Out<W> {
                 write!(self.w, "{sep}{}", to_json(value))
             }
             Format::Yaml => {
-                let doc = distkv_model::yaml::to_yaml(value);
+                let doc = distkv_yaml::to_yaml(value);
                 let mut s = String::with_capacity(doc.len() + 16);
                 for (i, line) in doc.lines().enumerate() {
                     s.push_str(if i == 0 { "- " } else { "  " });

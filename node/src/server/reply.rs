@@ -34,7 +34,7 @@ pub enum CmdError {
 }
 
 fn py(s: &str) -> String {
-    distkv_model::pathfmt::str_repr(s)
+    distkv_model::repr::str_repr(s)
 }
 
 impl CmdError {

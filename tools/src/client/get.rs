@@ -197,7 +197,7 @@ pub fn simplex(v: Value, key: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::yaml::top_level;
+    use distkv_yaml::top_level;
 
     fn p(s: &str) -> Path {
         Path::parse(s).unwrap()

@@ -180,7 +180,7 @@ fn rename_known(res: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::yaml::top_level;
+    use distkv_yaml::top_level;
 
     #[test]
     fn flags_and_all() {

@@ -110,7 +110,7 @@ fn stamp(r: &mut Value, t: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::yaml::top_level;
+    use distkv_yaml::top_level;
 
     #[test]
     fn stamped_messages_look_like_distkv() {

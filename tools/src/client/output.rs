@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, Stdout, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use distkv_model::yaml::top_level;
+use distkv_yaml::top_level;
 use distkv_model::Value;
 
 /// Buffered standard output.

@@ -1,6 +1,6 @@
 //! YAML output byte-for-byte like DistKV's `yprint`.
 //!
-//! This module owns the text the command-line tools print for values:
+//! This crate owns the text the command-line tools print for values:
 //! [`to_yaml`] renders a [`Value`] the way `ruyaml`'s safe dumper does with
 //! the representers `moat.util` installs (block style, map keys sorted when
 //! Python could sort them, multi-line strings as `|` literals, paths as
@@ -12,11 +12,13 @@
 //! its state variables so that line folding, indentation and quoting come
 //! out identical.
 
+#![warn(missing_docs)]
+
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use crate::pathfmt::{bytes_repr, float_repr, str_repr};
-use crate::value::Value;
+use distkv_model::repr::{bytes_repr, float_repr, str_repr};
+use distkv_model::Value;
 
 /// Lines longer than this are folded at spaces (ruyaml's `best_width`).
 const BEST_WIDTH: usize = 80;
@@ -1195,7 +1197,35 @@ mod tests {
 
     use super::*;
 
-    use crate::testutil::*;
+    use distkv_model::{Path, Value as V};
+
+    const N: V = V::Nil;
+    const T: V = V::Bool(true);
+    const F: V = V::Bool(false);
+    fn s(x: &str) -> V {
+        V::str(x)
+    }
+    fn i(x: i64) -> V {
+        V::Int(x)
+    }
+    fn f(x: f64) -> V {
+        V::Float(x)
+    }
+    fn b(x: &[u8]) -> V {
+        V::Bin(Arc::from(x))
+    }
+    fn a(x: Vec<V>) -> V {
+        V::Array(x)
+    }
+    fn m(x: Vec<(V, V)>) -> V {
+        V::Map(x)
+    }
+    fn p(x: Vec<V>) -> V {
+        V::Path(Path::new(x))
+    }
+    fn big(x: &[u8]) -> V {
+        V::BigUint(Arc::from(x))
+    }
 
     fn check(render: fn(&Value) -> String, table: Vec<(Value, &str)>) {
         for (value, want) in table {
