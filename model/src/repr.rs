@@ -133,7 +133,6 @@ pub fn float_repr(f: f64) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

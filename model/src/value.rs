@@ -393,11 +393,7 @@ impl fmt::Display for Value {
                 f.write_str("}")
             }
             Value::Path(p) => write!(f, "P({})", crate::repr::str_repr(&p.to_string())),
-            Value::Ext(t, b) => write!(
-                f,
-                "ExtType(code={t}, data={})",
-                crate::repr::bytes_repr(b)
-            ),
+            Value::Ext(t, b) => write!(f, "ExtType(code={t}, data={})", crate::repr::bytes_repr(b)),
         }
     }
 }

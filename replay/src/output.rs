@@ -7,17 +7,13 @@
 //! streams (`dump`, `history`), so a million records never sit in memory.
 //! Text is for people: each command supplies its own lines.
 //!
-//! JSON is written by hand from [`Value`]: maps with non-string keys get
-//! their keys' Python `repr` as names, byte strings and other msgpack
-//! extensions their `repr` as strings, paths their DistKV path syntax, and
-//! non-finite floats `null`. YAML is [`distkv_yaml::to_yaml`], as
-//! DistKV's `yprint` writes it.
+//! JSON is serde_json's, from [`Value`] through [`Json`]. YAML is
+//! [`distkv_yaml::to_yaml`], as DistKV's `yprint` writes it.
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use distkv_model::repr::float_repr;
 use distkv_model::Value;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// How reports are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -31,80 +27,42 @@ pub enum Format {
     Yaml,
 }
 
-/// Appends `v` as JSON to `out`.
-pub fn json(v: &Value, out: &mut String) {
-    match v {
-        Value::Nil => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::UInt(u) => {
-            let _ = write!(out, "{u}");
-        }
-        Value::BigUint(_) => {
-            let _ = write!(out, "{v}");
-        }
-        Value::Float(f) if f.is_finite() => {
-            let s = float_repr(*f);
-            // Python's repr is valid JSON for finite floats ("1.0", "1e+100").
-            out.push_str(&s);
-        }
-        Value::Float(_) => out.push_str("null"),
-        Value::Str(s) => json_str(s, out),
-        Value::Path(p) => json_str(&p.to_string(), out),
-        Value::Bin(_) | Value::Ext(..) => json_str(&v.to_string(), out),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                json(x, out);
-            }
-            out.push(']');
-        }
-        Value::Map(m) => {
-            out.push('{');
-            for (i, (k, x)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                match k {
-                    Value::Str(s) => json_str(s, out),
-                    other => json_str(&other.to_string(), out),
-                }
-                out.push_str(": ");
-                json(x, out);
-            }
-            out.push('}');
-        }
-    }
-}
+/// A [`Value`] as JSON (serde): maps with non-string keys get their keys'
+/// Python `repr` as names; byte strings, big integers and other msgpack
+/// extensions their `repr` as strings; paths their DistKV path syntax;
+/// non-finite floats `null`.
+pub struct Json<'a>(pub &'a Value);
 
-fn json_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Nil => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) => s.serialize_unit(),
+            Value::Str(x) => s.serialize_str(x),
+            Value::Path(p) => s.collect_str(p),
+            v @ (Value::Bin(_) | Value::BigUint(_) | Value::Ext(..)) => s.collect_str(v),
+            Value::Array(a) => s.collect_seq(a.iter().map(Json)),
+            Value::Map(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, x) in m {
+                    match k {
+                        Value::Str(k) => map.serialize_entry(&**k, &Json(x))?,
+                        other => map.serialize_entry(&other.to_string(), &Json(x))?,
+                    }
+                }
+                map.end()
             }
-            c => out.push(c),
         }
     }
-    out.push('"');
 }
 
 /// The value as JSON text.
 pub fn to_json(v: &Value) -> String {
-    let mut s = String::new();
-    json(v, &mut s);
-    s
+    serde_json::to_string(&Json(v)).unwrap_or_else(|e| format!("\"unprintable: {e}\""))
 }
 
 /// Writes one document in a [`Format`] to a sink.
@@ -135,9 +93,7 @@ impl<W: Write> Out<W> {
         match self.format {
             Format::Text => self.w.write_all(text.as_bytes()),
             Format::Json => writeln!(self.w, "{}", to_json(value)),
-            Format::Yaml => self
-                .w
-                .write_all(distkv_yaml::to_yaml(value).as_bytes()),
+            Format::Yaml => self.w.write_all(distkv_yaml::to_yaml(value).as_bytes()),
         }
     }
 
@@ -252,16 +208,16 @@ mod tests {
         ]);
         assert_eq!(
             to_json(&v),
-            r#"{"s": "a\"b\n", "n": null, "f": 1.5, "inf": null, "a": [-1, true], "b": "b'\\x01'", "p": "x:1"}"#
+            r#"{"s":"a\"b\n","n":null,"f":1.5,"inf":null,"a":[-1,true],"b":"b'\\x01'","p":"x:1"}"#
         );
         let m = Value::Map(vec![(Value::Int(1), Value::Int(2))]);
-        assert_eq!(to_json(&m), r#"{"1": 2}"#);
+        assert_eq!(to_json(&m), r#"{"1":2}"#);
     }
 
     #[test]
     fn lists_are_one_document_in_every_format() -> io::Result<()> {
         for (format, want) in [
-            (Format::Json, "[\n{\"a\": 1},\n{\"a\": 2}\n]\n"),
+            (Format::Json, "[\n{\"a\":1},\n{\"a\":2}\n]\n"),
             (Format::Yaml, "- a: 1\n- a: 2\n"),
             (Format::Text, "one\ntwo\n"),
         ] {

@@ -271,7 +271,7 @@ fn dump_shows_headers_events_state_records_and_snapshot_items() -> Result<()> {
         out.starts_with('[') && out.trim_end().ends_with(']'),
         "{out}"
     );
-    assert!(out.contains(r#""kind": "event", "seq": 2"#), "{out}");
+    assert!(out.contains(r#""kind":"event","seq":2"#), "{out}");
     let o = bin(&["--format", "yaml", "dump", s(&n.segments()?[0])])?;
     assert!(stdout(&o).contains("- chain: n1:1"), "{}", stdout(&o));
     Ok(())

@@ -678,7 +678,6 @@ fn float_pow(a: f64, b: f64) -> Result<Ev, String> {
     Ok(Ev::Float(r))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,5 +695,4 @@ mod tests {
         let ok = format!("{}1{}", "(".repeat(100), ")".repeat(100));
         assert_eq!(eval(&ok).map_err(|e| e.reason), Ok(Value::Int(1)));
     }
-
 }

@@ -4,8 +4,8 @@
 use std::io::{self, BufWriter, Stdout, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use distkv_yaml::top_level;
 use distkv_model::Value;
+use distkv_yaml::top_level;
 
 /// Buffered standard output.
 pub(crate) struct Output {
