@@ -76,6 +76,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     for s in &cli.set {
         cfg.set_override(s)?;
     }
+    for key in cfg.unknown_keys()? {
+        tracing::warn!(%key, "unknown config key, ignored");
+    }
     Ok(cfg)
 }
 

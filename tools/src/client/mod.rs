@@ -17,14 +17,11 @@ mod monitor;
 mod output;
 
 use std::mem::ManuallyDrop;
-use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::{ArgAction, Args, Subcommand};
 use distkv_model::Path;
-use distkv_node::client::{
-    Client, ClientError, ConnectOptions, Stream, StreamItem, TreeOptions, DEFAULT_QLEN,
-};
+use distkv_node::client::{Client, ClientError, ConnectOptions, Stream, StreamItem, TreeOptions};
 use distkv_node::config::Config;
 
 use output::Output;
@@ -104,9 +101,6 @@ enum Checked {
     Log(log::LogArgs),
 }
 
-/// Where DistKV keeps the dynamic client configuration (`config.prefix`).
-const CONFIG_PREFIX: &str = ":.distkv.config";
-
 /// A connected client and what every command needs besides.
 pub(crate) struct Session {
     pub client: Client,
@@ -127,15 +121,13 @@ impl Session {
         cfg: &Config,
     ) -> anyhow::Result<Session> {
         let settings = cfg.connect()?;
+        let keys = cfg.keys()?;
         let host = host.unwrap_or(settings.host);
         let port = port.unwrap_or(settings.port);
         let opts = ConnectOptions {
-            timeout: Duration::from_secs(settings.init_timeout),
+            timeout: settings.init_timeout,
             // Python asks for its own `server.buffer`.
-            qlen: cfg
-                .get("server.buffer")
-                .and_then(serde_yaml::Value::as_u64)
-                .unwrap_or(DEFAULT_QLEN),
+            qlen: keys.server.buffer,
             ..ConnectOptions::default()
         };
         let client = Client::connect((host.as_str(), port), opts)
@@ -149,7 +141,7 @@ impl Session {
             let method = output::py_str(method);
             anyhow::bail!("ClientAuthRequiredError: You need to log in using: {method}");
         }
-        let config = watch_config(&client, cfg).await;
+        let config = watch_config(&client, &keys.config.prefix).await;
         Ok(Session {
             client,
             meta,
@@ -171,12 +163,8 @@ impl Session {
 /// Starts watching the dynamic-config subtree and reads its current state,
 /// as the Python client does on every connection (it is request `seq` 1).
 /// Failures are ignored, as there.
-async fn watch_config(client: &Client, cfg: &Config) -> Option<Stream> {
-    let prefix = cfg
-        .get("config.prefix")
-        .and_then(serde_yaml::Value::as_str)
-        .and_then(|p| Path::parse(p).ok())
-        .unwrap_or_else(|| Path::parse(CONFIG_PREFIX).expect("valid built-in path"));
+async fn watch_config(client: &Client, prefix: &str) -> Option<Stream> {
+    let prefix = Path::parse(prefix).ok()?;
     let opts = TreeOptions {
         nchain: 3,
         fetch: true,
