@@ -7,6 +7,8 @@
 //! * A server whose port is taken fails before it touches its data
 //!   directory: the tick reservation in `meta` stays as it was.
 //! * A start that fails leaves no data directory behind that it created.
+//! * A SIGTERM while the node still recovers stops it cleanly, with its
+//!   files intact: the handler is installed before the ports are bound.
 //!
 //! How the node binary is found and started: see `process/mod.rs`.
 
@@ -221,4 +223,30 @@ async fn a_failed_start_leaves_no_new_data_dir() -> Result<()> {
     ensure!(stderr.contains("cannot load"), "{stderr}");
     ensure!(!fresh.exists(), "{} was left behind", fresh.display());
     live.terminate().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_start_stops_the_node_cleanly() -> Result<()> {
+    let dir = tempdir("early-term")?;
+    // No snapshots: the restart replays every event, which takes a while.
+    let launch =
+        Launch::new("earlyterm", dir.path()).conf("server.persist.snapshot_records=1000000000");
+    let node = launch.start().await?;
+    write_keys(&node, "early", 3000).await?;
+    let expected = dump(&node.connect().await?, true).await?;
+    node.terminate().await?;
+
+    launch
+        .start_bound()
+        .await?
+        .terminate()
+        .await
+        .context("a SIGTERM during recovery")?;
+    let node = launch.start().await?;
+    same_dump(
+        "after a stop during the start",
+        &expected,
+        &dump(&node.connect().await?, true).await?,
+    )?;
+    node.terminate().await
 }

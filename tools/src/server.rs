@@ -99,6 +99,7 @@ pub fn threads(args: &ServerArgs, cfg: &Config) -> anyhow::Result<usize> {
 /// before anything in it is read or written). A start that fails after
 /// that removes a data directory it created.
 pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
+    let shutdown = stop_on_signal();
     raise_fd_limit();
     let mut settings = cfg.server()?;
     if let Some(b) = &args.bind {
@@ -193,8 +194,6 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
 
     let addr = listener.local_addr()?;
     tracing::info!(node = %args.name, %addr, "distkv node running");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
     server.attach_bus(bus.clone(), Topics::new(&cluster.root));
     let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
     let client_addr = format!("{host}:{}", addr.port());
@@ -458,38 +457,52 @@ fn raise_fd_limit() {
     }
 }
 
-/// Cancels `token` on SIGTERM or ctrl-c (SIGINT). A signal that cannot be
-/// watched is logged and ignored, never taken for a stop request.
-async fn stop_on_signal(token: CancellationToken) {
-    let interrupt = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "SIGINT",
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch for ctrl-c");
-                std::future::pending().await
-            }
-        }
-    };
+/// A token cancelled on SIGTERM or ctrl-c (SIGINT).
+///
+/// The handlers are installed before this returns, so a stop request that
+/// arrives at any point of the start (even during recovery) is kept and
+/// honoured, never left to the default action that kills the process
+/// without flushing the log. A signal that cannot be watched is logged and
+/// ignored, never taken for a stop request.
+fn stop_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-                "SIGTERM"
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch for SIGTERM");
-                std::future::pending().await
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        fn watch(kind: SignalKind, name: &str) -> Option<Signal> {
+            signal(kind)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, signal = name, "cannot watch for the signal"),
+                )
+                .ok()
+        }
+        async fn next(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => _ = s.recv().await,
+                None => std::future::pending().await,
             }
         }
-    };
+        let mut term = watch(SignalKind::terminate(), "SIGTERM");
+        let mut int = watch(SignalKind::interrupt(), "SIGINT");
+        tokio::spawn(async move {
+            let which = tokio::select! {
+                () = next(&mut term) => "SIGTERM",
+                () = next(&mut int) => "SIGINT",
+            };
+            tracing::info!(signal = which, "shutting down");
+            cancel.cancel();
+        });
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<&str>();
-    let which = tokio::select! {
-        s = interrupt => s,
-        s = terminate => s,
-    };
-    tracing::info!(signal = which, "shutting down");
-    token.cancel();
+    tokio::spawn(async move {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => {
+                tracing::info!(signal = "ctrl-c", "shutting down");
+                cancel.cancel();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch for ctrl-c"),
+        }
+    });
+    token
 }

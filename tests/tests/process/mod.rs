@@ -225,11 +225,21 @@ impl Launch {
 
     /// Starts the node and waits until it serves.
     pub async fn start(&self) -> Result<NodeProc> {
+        self.start_until(Until::Serving).await
+    }
+
+    /// Starts the node and returns as soon as its client port accepts
+    /// connections: before recovery, while it is still starting.
+    pub async fn start_bound(&self) -> Result<NodeProc> {
+        self.start_until(Until::Bound).await
+    }
+
+    async fn start_until(&self, until: Until) -> Result<NodeProc> {
         let bin = distkv_bin()?;
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port()?;
-            match self.try_start(&bin, port).await? {
+            match self.try_start(&bin, port, until).await? {
                 Ok(node) => return Ok(node),
                 // Somebody took the port between our probe and the bind.
                 Err(e) => last_err = Some(e),
@@ -239,7 +249,7 @@ impl Launch {
     }
 
     /// `Ok(Err(_))`: the port was taken, try another.
-    async fn try_start(&self, bin: &Path, port: u16) -> Result<Result<NodeProc>> {
+    async fn try_start(&self, bin: &Path, port: u16, until: Until) -> Result<Result<NodeProc>> {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let stderr_path = self.log_dir.join(format!("{}.{n}.stderr", self.name));
@@ -303,6 +313,13 @@ impl Launch {
                     self.name
                 );
             }
+            if until == Until::Bound {
+                if std::net::TcpStream::connect(node.addr).is_ok() {
+                    return Ok(Ok(node));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
             if let Ok(c) = node.connect().await {
                 if c.greeting().node == self.name {
                     return Ok(Ok(node));
@@ -321,6 +338,15 @@ impl Launch {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// How far a start goes before `Launch` hands the process over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// The client port accepts connections (the node may still recover).
+    Bound,
+    /// The node greets clients under its own name.
+    Serving,
 }
 
 /// A running `distkv server` process. Dropping it kills the process.
