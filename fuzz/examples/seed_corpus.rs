@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use distkv_core::cluster::actor::ActorMsg;
+use distkv_core::cluster::msg::{Info, Update};
+use distkv_core::state::State;
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_log::LogRecord;
 use distkv_model::{codec, path, Chain, NodeName, NodeSet, RangeSet, UpdateEvent, Value};
-use distkv_node::cluster::actor::ActorMsg;
-use distkv_node::cluster::msg::{Info, Update};
-use distkv_node::state::State;
 
 fn save(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).expect("corpus directory");
@@ -134,7 +134,7 @@ fn main() {
     st.local_change(&path![Value::Nil, "meta"], Some(Value::Int(1)))
         .expect("meta change");
     let file = std::env::temp_dir().join(format!("distkv-seed-{}.dkvsnap", std::process::id()));
-    distkv_node::persist::snap::write(&st, &file, true, 5, 12)
+    distkv_core::persist::snap::write(&st, &file, true, 5, 12)
         .expect("snapshot")
         .finish()
         .expect("snapshot written");

@@ -23,13 +23,13 @@
 
 use std::path::PathBuf;
 
+use distkv_core::cluster::core::{ClusterConfig, Core};
+use distkv_core::cluster::msg::{Info, Update, BUS_LIMITS};
+use distkv_core::state::{State, MAX_TICK_LEAP};
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{LogRecord, SegmentReader};
 use distkv_model::codec::{self, FrameScanner, Limits};
 use distkv_model::{pathfmt, UpdateEvent};
-use distkv_node::cluster::core::{ClusterConfig, Core};
-use distkv_node::cluster::msg::{Info, Update, BUS_LIMITS};
-use distkv_node::state::{State, MAX_TICK_LEAP};
 use distkv_snapshot::SnapshotReader;
 
 /// A fuzz target.

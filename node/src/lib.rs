@@ -1,16 +1,20 @@
-//! A DistKV node.
+//! A DistKV node: the async shell around the pure core.
 //!
-//! * [`state`] — the pure state machine (tree, ticks, apply rules, event
-//!   log). No tokio, no clock, no I/O: `distkv-replay` uses it offline.
-//! * the async shell around it: the TCP client-protocol server and a client.
+//! * [`server`] — the TCP client-protocol server.
+//! * [`cluster`] — the bus (MQTT) and the driver running the replication
+//!   protocol against it.
+//! * [`persist`] — the writer thread keeping the data directory.
+//! * [`config`] — DistKV's configuration keys.
+//!
+//! The pure parts live in `distkv-core` (state machine, protocol core,
+//! files) and the client protocol in `distkv-client`; [`state`],
+//! [`pyfiles`], [`client`] and [`wire`] re-export them.
 
 #![warn(missing_docs)]
 
-pub mod client;
+pub use distkv_client::{client, wire};
+pub use distkv_core::{pyfiles, state};
 pub mod cluster;
 pub mod config;
 pub mod persist;
-pub mod pyfiles;
 pub mod server;
-pub mod state;
-pub mod wire;

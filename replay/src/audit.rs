@@ -9,7 +9,7 @@
 //!   is reported too (a crash explains it; recovery cuts it off);
 //! * **missing** — per node, the ticks nobody has after replaying
 //!   everything: the state machine's own bookkeeping
-//!   ([`distkv_node::state::NodeInfo::missing`]). Ticks a node declared
+//!   ([`distkv_core::state::NodeInfo::missing`]). Ticks a node declared
 //!   never used when it restarted after an unclean stop (a state record's
 //!   `skipped`, also counted as known) are not missing; the report notes
 //!   them;
@@ -34,9 +34,9 @@ use std::collections::HashSet;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
+use distkv_core::state::{Applied, State};
 use distkv_model::chain::precedes;
 use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, UpdateEvent, Value};
-use distkv_node::state::{Applied, State};
 use distkv_snapshot::{Item, SnapshotReader};
 
 use crate::engine::{

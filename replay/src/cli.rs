@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use distkv_core::persist::lock::{data_dir_of, DirLock, ReadAccess};
 use distkv_model::Path as KvPath;
-use distkv_node::persist::lock::{data_dir_of, DirLock, ReadAccess};
 
 use crate::engine::Target;
 use crate::error::{Error, Result};
@@ -174,7 +174,7 @@ impl Command {
 /// Takes a shared lock on every data directory among (or holding)
 /// `paths`, so that no node starts on one while it is read; returns the
 /// locks to hold. A directory a node runs on is read all the same (that
-/// is harmless: see `distkv_node::persist::lock`), and a note on stderr
+/// is harmless: see `distkv_core::persist::lock`), and a note on stderr
 /// says so.
 pub fn lock_inputs(paths: &[PathBuf]) -> Vec<DirLock> {
     let mut dirs: Vec<PathBuf> = paths.iter().filter_map(|p| data_dir_of(p)).collect();

@@ -21,13 +21,13 @@
 
 use std::path::{Path, PathBuf};
 
+use distkv_client::client::{Client, ConnectOptions, StreamItem};
+use distkv_core::persist::meta::Meta;
+use distkv_core::persist::recover::list_snapshots;
+use distkv_core::state::{Entry, SeenBatch, State};
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{list_segments, LogReader, LogRecord, SegmentReader};
 use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, Value};
-use distkv_node::client::{Client, ConnectOptions, StreamItem};
-use distkv_node::persist::durable::list_snapshots;
-use distkv_node::persist::meta::Meta;
-use distkv_node::state::{Entry, SeenBatch, State};
 use distkv_snapshot::SnapshotReader;
 
 use crate::engine::{chain_text, digest_text, load_snapshot, restore_state_record, LIMITS};
@@ -147,9 +147,9 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
     }
     // As recovery does: the node resumes above its tick reservation.
     if lost {
-        distkv_node::persist::durable::resume_after_loss(&mut state, meta.reserved_tick);
+        distkv_core::persist::recover::resume_after_loss(&mut state, meta.reserved_tick);
     } else {
-        distkv_node::persist::durable::resume_above_reservation(&mut state, meta.reserved_tick);
+        distkv_core::persist::recover::resume_above_reservation(&mut state, meta.reserved_tick);
     }
     Ok((state, notes))
 }

@@ -11,10 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
+use distkv_core::persist::meta::Meta;
+use distkv_core::persist::recover::list_snapshots;
 use distkv_log::list_segments;
 use distkv_model::{NodeSet, Path as KvPath, Value};
-use distkv_node::persist::durable::list_snapshots;
-use distkv_node::persist::meta::Meta;
 use distkv_snapshot::SnapshotReader;
 
 use crate::engine::chain_text;

@@ -6,7 +6,7 @@
 //! `audit` and `history` — [`Start::Earliest`] —, or none), and opens a
 //! [`HistoryStream`] for the records after it. The first chosen snapshot
 //! becomes the base state exactly as the node loads it
-//! ([`distkv_node::persist::snap::load`]); snapshots chosen for other
+//! ([`distkv_core::persist::snap::load`]); snapshots chosen for other
 //! histories are merged in as ordinary changes.
 //!
 //! [`Replay::run`] then merges the streams: records other than events
@@ -27,10 +27,10 @@
 
 use std::path::{Path, PathBuf};
 
+use distkv_core::persist::snap;
+use distkv_core::state::{Applied, State};
 use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
-use distkv_node::persist::snap;
-use distkv_node::state::{Applied, State};
 use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
 
 use crate::error::{Error, Result};

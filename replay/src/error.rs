@@ -12,9 +12,9 @@
 use std::io;
 use std::path::PathBuf;
 
+use distkv_client::client::ClientError;
+use distkv_core::persist::meta::MetaError;
 use distkv_log::LogError;
-use distkv_node::client::ClientError;
-use distkv_node::persist::meta::MetaError;
 use distkv_snapshot::SnapshotError;
 
 /// Why a command could not do its work.

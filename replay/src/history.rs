@@ -9,8 +9,8 @@
 
 use std::path::PathBuf;
 
+use distkv_core::state::{Applied, State};
 use distkv_model::{Chain, Path as KvPath, UpdateEvent, Value};
-use distkv_node::state::{Applied, State};
 
 use crate::engine::{chain_text, EventCtx, Observer, Outcome, Replay, Start, Target};
 use crate::error::Result;

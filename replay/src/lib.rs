@@ -19,7 +19,7 @@
 //! Layers, bottom up: [`source`] recognises inputs, sorts them into
 //! per-node histories and reads their records (damage is a finding, not an
 //! error); [`engine`] replays histories through the node's own pure state
-//! machine ([`distkv_node::state::State`]) — never a second implementation
+//! machine ([`distkv_core::state::State`]) — never a second implementation
 //! of the apply rules — and lets an observer watch every outcome; the
 //! command modules build reports; [`output`] writes them as text, JSON or
 //! YAML; [`cli`] is the command line. Nothing here writes to an input.

@@ -5,7 +5,7 @@
 //! log events after it up to the target (see [`Target`]). The files of
 //! several nodes may be given at once: their events are merged by tock and
 //! deduplicated by `node:tick`. The result is written with the node's own
-//! snapshot writer ([`distkv_node::persist::snap::write`], meta tree
+//! snapshot writer ([`distkv_core::persist::snap::write`], meta tree
 //! included), read back and checked against the replayed state's digest, so
 //! `distkv server -l SNAPSHOT` loads exactly what was replayed.
 //!
@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use distkv_core::persist::snap;
 use distkv_model::{NodeName, RangeSet, Value};
-use distkv_node::persist::snap;
 
 use crate::engine::{digest_text, load_snapshot, NoObserver, Replay, Start, Stats, Target};
 use crate::error::Result;

@@ -28,12 +28,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use distkv_core::persist::meta::Meta;
+use distkv_core::persist::recover::list_snapshots;
+use distkv_core::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{list_segments, read_segment_header, LogError, LogRecord, SegmentReader, Seq};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
-use distkv_node::persist::durable::list_snapshots;
-use distkv_node::persist::meta::Meta;
-use distkv_node::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
 use distkv_snapshot::{
     EntryRecord, Item, NodeRecord, SnapshotError, SnapshotHeader, SnapshotReader,
 };
@@ -975,8 +975,8 @@ impl HistoryStream {
                 }),
                 Err(e) => {
                     let offset = match &e {
-                        distkv_node::pyfiles::PyFileError::Corrupt { offset, .. }
-                        | distkv_node::pyfiles::PyFileError::Invalid { offset, .. } => *offset,
+                        distkv_core::pyfiles::PyFileError::Corrupt { offset, .. }
+                        | distkv_core::pyfiles::PyFileError::Invalid { offset, .. } => *offset,
                     };
                     Rec::Damage(Damage {
                         file: path.to_path_buf(),

@@ -8,9 +8,9 @@
 use std::process::Command;
 
 use anyhow::{bail, ensure, Result};
+use distkv_core::persist::lock::{DirLock, Holder};
+use distkv_core::persist::recover::{recover, DurableConfig, PersistError};
 use distkv_log::LogLimits;
-use distkv_node::persist::durable::{recover, DurableConfig, PersistError};
-use distkv_node::persist::lock::{DirLock, Holder};
 use distkv_replay::cli::lock_inputs;
 
 #[test]

@@ -10,7 +10,7 @@ use distkv_node::cluster::core::{ClusterConfig, Core};
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
 use distkv_node::cluster::{self, actor::ActorConfig, bus::Bus, msg::Topics};
 use distkv_node::config::{ClusterSettings, Config, ServerSettings};
-use distkv_node::persist::durable::{self, DurableConfig, PersistError};
+use distkv_node::persist::durable::{self, PersistError};
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -272,7 +272,7 @@ fn open_data_dir(
     settings: &ServerSettings,
     opts: ServerOptions,
 ) -> anyhow::Result<(Arc<Server>, durable::WriterThread)> {
-    let config = DurableConfig::from_settings(dir, &settings.persist);
+    let config = durable::durable_config(dir, &settings.persist);
     let rec = match tokio::task::block_in_place(|| {
         durable::recover(name, config, opts.log, server::now_ms())
     }) {

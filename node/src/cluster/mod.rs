@@ -5,17 +5,15 @@
 //!   implement it; [`gate`] cuts a node off any bus (partition tests).
 //! * [`msg`] — our server-to-server messages on `update` and `info`.
 //! * [`actor`] — the deterministic housekeeper election (pure; time is
-//!   passed in).
-//! * [`core`] — the replication protocol (pure): broadcast, repair, split
-//!   recovery, the delete actor.
+//!   passed in), and [`core`] — the replication protocol (pure):
+//!   broadcast, repair, split recovery, the delete actor. Both live in
+//!   `distkv-core` with [`msg`] and are re-exported here.
 //! * [`node`] — the async driver running a `Core` against a bus and a
 //!   server, and state transfer for joining nodes.
 
-pub mod actor;
+pub use distkv_core::cluster::{actor, core, msg};
 pub mod bus;
-pub mod core;
 pub mod gate;
 pub mod mem;
 pub mod mqtt;
-pub mod msg;
 pub mod node;

@@ -1,13 +1,8 @@
 //! Durable history: the node's data directory.
 //!
-//! * [`lock`] — one node process per directory.
-//! * [`meta`] — identity and tick reservation.
-//! * [`snap`] — snapshots of the state.
-//! * [`load`] — loading files before serving (`-l`).
-//! * [`durable`] — recovery at start and the writer thread.
+//! The files and their recovery are the pure core's
+//! ([`distkv_core::persist`], re-exported here); [`durable`] is the writer
+//! thread that keeps them up to date while the node runs.
 
+pub use distkv_core::persist::{load, lock, meta, recover, snap};
 pub mod durable;
-pub mod load;
-pub mod lock;
-pub mod meta;
-pub mod snap;

@@ -1100,7 +1100,7 @@ mod tests {
             for e in &events[..2] {
                 a.replay(e.clone());
             }
-            let skipped = crate::persist::durable::resume_above_reservation(&mut a, 10);
+            let skipped = crate::persist::recover::resume_above_reservation(&mut a, 10);
             assert_eq!(skipped.to_string(), "3-10");
             let core = Core::new(&a, ClusterConfig::default(), 8, None);
             (a, core)

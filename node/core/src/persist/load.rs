@@ -114,7 +114,7 @@ fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
     let (log_dir, from) = if dir.join("log").is_dir() {
         // A data directory: the newest snapshot, then the log after it.
         let snaps =
-            super::durable::list_snapshots(&dir.join("snap")).map_err(|e| invalid(dir, e))?;
+            super::recover::list_snapshots(&dir.join("snap")).map_err(|e| invalid(dir, e))?;
         match snaps.first() {
             Some((seq, path)) => {
                 report = load_snapshot(st, path)?;

@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path as FsPath, PathBuf};
 
-use super::durable::PersistError;
+use super::recover::PersistError;
 
 /// The lock file's name in a data directory.
 pub const LOCK_FILE: &str = "lock";
@@ -179,14 +179,13 @@ fn try_lock(_file: &File, _mode: Mode) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Test helper: runs `f` again while another process holds the lock, for
-/// a few seconds at most. A lock one test drops can stay held for an
-/// instant: a test thread that starts a process at that moment holds
-/// copies of every descriptor until the new program is executed.
-#[cfg(test)]
-pub(crate) fn once_unlocked<T>(
-    mut f: impl FnMut() -> Result<T, PersistError>,
-) -> Result<T, PersistError> {
+/// Runs `f` again while another process holds the lock, for a few seconds
+/// at most: for tests, which drop a lock and take it again at once. A lock
+/// one test drops can stay held for an instant: a test thread that starts
+/// a process at that moment holds copies of every descriptor until the new
+/// program is executed.
+#[doc(hidden)]
+pub fn once_unlocked<T>(mut f: impl FnMut() -> Result<T, PersistError>) -> Result<T, PersistError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match f() {

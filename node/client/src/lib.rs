@@ -1,0 +1,14 @@
+//! DistKV's client protocol, shared by the node's server and every client.
+//!
+//! * [`wire`] — framed msgpack over async byte streams, with the limits
+//!   checked before anything is built.
+//! * [`client`] — an async client: one TCP connection, many concurrent
+//!   requests and streams.
+//!
+//! It needs tokio's networking and nothing of the node: `distkv-replay`
+//! reads a live node's state through it without linking the MQTT bus.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod wire;

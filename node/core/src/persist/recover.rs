@@ -1,0 +1,506 @@
+//! Recovery of a data directory at start.
+//!
+//! Layout of a data directory:
+//! * `lock` — held by the node running on it ([`super::lock`]),
+//! * `meta` — identity and tick reservation ([`super::meta`]),
+//! * `log/` — event-log segments (`distkv_log`),
+//! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
+//!
+//! **Recovery** locks the directory, opens the log (cutting a torn tail
+//! off the newest segment, after keeping the cut bytes in `log/damaged/`), loads the newest snapshot
+//! that reads cleanly, replays every log record after it through the same
+//! [`State::apply`] as at run time, and resumes the node's own tick above
+//! its durable reservation, so a crashed node never reuses a tick. Damage
+//! in the log that valid blocks follow is not a torn tail: the node refuses
+//! to start ([`PersistError::Damaged`]), unless `recovery` is `salvage`,
+//! which keeps every valid block (the segments are rewritten, the damaged
+//! files kept) and logs an error naming what was lost. The events lost are
+//! then missing here: their ticks are missing in the state, which the
+//! cluster asks the other nodes for (see [`recover`]).
+//!
+//! What recovery returns ([`Recovered`]) holds the open log writer, the
+//! metadata and the lock; the node's writer thread takes them over.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use distkv_log::writer::{FsyncPolicy, LogWriter, Now, RecoveryMode, WriterConfig};
+use distkv_log::{
+    list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord, RetentionPolicy,
+    SalvageReport, Seq, DAMAGED_DIR,
+};
+use distkv_model::RangeSet;
+use distkv_snapshot::SnapshotError;
+
+use super::lock::{DirLock, Holder};
+use super::meta::{Meta, MetaError};
+use super::snap;
+use crate::state::{Applied, State};
+
+/// How a data directory is kept.
+#[derive(Debug, Clone)]
+pub struct DurableConfig {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// When log commits are fsynced.
+    pub fsync: FsyncPolicy,
+    /// Rotate segments at this size.
+    pub segment_bytes: u64,
+    /// Rotate segments at this age.
+    pub segment_age: Duration,
+    /// Take a snapshot after this many events…
+    pub snapshot_records: u64,
+    /// …or after this long with changes.
+    pub snapshot_interval: Duration,
+    /// Write a state record after this many events…
+    pub state_records: u64,
+    /// …or after this long with changes.
+    pub state_interval: Duration,
+    /// Which old segments to delete.
+    pub retention: RetentionPolicy,
+    /// What to do with a damaged event log.
+    pub recovery: RecoveryMode,
+    /// Local changes are refused while more than this many events wait for
+    /// the disk (back-pressure instead of unbounded memory).
+    pub max_backlog: usize,
+}
+
+impl DurableConfig {
+    /// Defaults for a data directory `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> DurableConfig {
+        DurableConfig {
+            dir: dir.into(),
+            fsync: FsyncPolicy::default(),
+            segment_bytes: 64 << 20,
+            segment_age: Duration::from_secs(3600),
+            snapshot_records: 1_000_000,
+            snapshot_interval: Duration::from_secs(600),
+            state_records: 100_000,
+            state_interval: Duration::from_secs(60),
+            retention: RetentionPolicy {
+                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+                max_total_bytes: Some(10 << 30),
+            },
+            recovery: RecoveryMode::TruncateTail,
+            max_backlog: 1 << 20,
+        }
+    }
+
+    /// The event-log directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The snapshot directory.
+    pub fn snap_dir(&self) -> PathBuf {
+        self.dir.join("snap")
+    }
+}
+
+/// A data-directory problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Metadata.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Event-log segments.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Snapshots.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Another process holds the data directory: start nothing on it.
+    #[error("data directory {dir} is in use by {holder}")]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// Who holds it.
+        holder: Holder,
+    },
+    /// The event log is damaged and valid blocks follow the damage: not a
+    /// torn tail. Nothing was changed; the node does not start.
+    #[error(
+        "damage in the event log with valid blocks after it, which no crash explains; start \
+         the node with server.persist.recovery=salvage (e.g. -C \
+         server.persist.recovery=salvage) to keep every valid block after the damage: the \
+         damaged file is kept in {}, the events of the damaged blocks are lost on this node \
+         (other nodes that hold them send them back)",
+        kept_in.display()
+    )]
+    Damaged {
+        /// What is damaged, where.
+        #[source]
+        damage: LogError,
+        /// Where a salvage keeps the damaged file.
+        kept_in: PathBuf,
+    },
+    /// Other file-system trouble.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file or directory.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryInfo {
+    /// The snapshot recovery started from.
+    pub snapshot: Option<PathBuf>,
+    /// Snapshots that could not be read (skipped), with why.
+    pub bad_snapshots: Vec<(PathBuf, String)>,
+    /// Log events replayed on top of it.
+    pub events: u64,
+    /// Log state records replayed.
+    pub states: u64,
+    /// Bytes cut off a torn log tail.
+    pub torn_bytes: u64,
+    /// Where those bytes were kept.
+    pub torn_kept: Option<PathBuf>,
+    /// Segments salvaged (`recovery: salvage`).
+    pub salvaged: Vec<SalvageReport>,
+    /// Events the log replayed says were lost to damage (by a salvage now
+    /// or earlier).
+    pub lost_events: u64,
+    /// Lost records the replay met (each is one damaged place).
+    pub lost_records: u64,
+    /// The own tick the node resumes at.
+    pub tick: Option<u64>,
+    /// Own ticks declared never used ([`resume_above_reservation`]).
+    pub skipped: RangeSet,
+}
+
+/// A recovered data directory, ready to serve from.
+pub struct Recovered {
+    /// The state, as the files say.
+    pub state: State,
+    /// What recovery did.
+    pub info: RecoveryInfo,
+    writer: LogWriter,
+    meta: Meta,
+    config: DurableConfig,
+    lock: DirLock,
+}
+
+fn io(file: &FsPath) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+    move |source| PersistError::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+/// Snapshot files of `dir`, newest first, with their positions.
+pub fn list_snapshots(dir: &FsPath) -> Result<Vec<(Seq, PathBuf)>, PersistError> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(io(dir))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_suffix(".dkvsnap")
+            .and_then(|s| s.parse::<Seq>().ok())
+        {
+            out.push((seq, ent.path()));
+        }
+    }
+    out.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    Ok(out)
+}
+
+/// Removes snapshot temp files a crash left behind (a snapshot only counts
+/// once renamed into place).
+fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
+    for ent in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = ent.map_err(io(dir))?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            tracing::info!(file = %path.display(), "removing an unfinished snapshot");
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Never reuse a tick: after an unclean stop the node's own tick resumes at
+/// its durable reservation. The ticks between its last logged change and
+/// the reservation were never given to anybody — a change is broadcast
+/// only once it is written to the log, so a process crash cannot lose a
+/// change that others hold — and are declared never used
+/// ([`State::skip_own_ticks`]): recorded in the log's next state record and
+/// told to the other nodes. Returns them (empty after a clean stop, which
+/// shrinks the reservation to the tick reached).
+///
+/// Only a lost write of the operating system (power failure under
+/// `fsync: interval` or `never`) can lose a change that was broadcast; the
+/// others then hold it, and send it back when they hear of the skip.
+pub fn resume_above_reservation(state: &mut State, reserved_tick: u64) -> RangeSet {
+    let last = state.tick().unwrap_or(0);
+    let mut skipped = RangeSet::new();
+    if last < reserved_tick {
+        state.resume_tick_at(reserved_tick);
+        skipped.insert_range(last + 1, reserved_tick + 1);
+        state.skip_own_ticks(&skipped);
+    }
+    skipped
+}
+
+/// As [`resume_above_reservation`], for a log that lost events to damage:
+/// it may have held own changes above the last one it still has, broadcast
+/// long ago, so nothing is declared unused. The ticks up to the
+/// reservation are missing instead: the other nodes are asked for them,
+/// and those nobody holds are declared unused after a grace period (the
+/// cluster's `own_gap_grace`).
+pub fn resume_after_loss(state: &mut State, reserved_tick: u64) {
+    if state.tick().unwrap_or(0) < reserved_tick {
+        state.resume_tick_at(reserved_tick);
+    }
+}
+
+/// A monotonic clock in ms since the first call in this process: what
+/// the node's writer thread reads unless its host brings its own.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The file name of the snapshot covering `seq`.
+pub fn snapshot_name(seq: Seq) -> String {
+    format!("{seq:020}.dkvsnap")
+}
+
+/// Salvages the closed segments of `log_dir` that hold records from
+/// `from_seq` on (the newest one is the writer's).
+fn salvage_closed(
+    log_dir: &FsPath,
+    wc: &WriterConfig,
+    from_seq: Seq,
+    now: Now,
+) -> Result<Vec<SalvageReport>, PersistError> {
+    let segments = list_segments(log_dir)?;
+    let mut out = Vec::new();
+    for pair in segments.windows(2) {
+        let (seg, next) = (&pair[0], &pair[1]);
+        if next.first_seq <= from_seq {
+            continue;
+        }
+        let end = Some(next.first_seq);
+        if let Some(r) = salvage_segment(log_dir, &seg.path, wc, end, now.wall_ms)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Logs what a salvage kept and lost, as an error: history was lost.
+fn log_salvage(r: &SalvageReport) {
+    for s in &r.skipped {
+        let lost = match &s.lost {
+            None => "nothing (the damaged block was found whole)".to_string(),
+            Some(l) if l.is_empty() => "a block without events".to_string(),
+            Some(l) => format!("events {} to {}", l.start, l.end - 1),
+        };
+        tracing::error!(
+            file = %r.file.display(),
+            offset = s.offset,
+            resumed_at = s.resumed_at,
+            reason = %s.reason,
+            %lost,
+            kept = %r.kept.display(),
+            "event log salvaged: damage skipped, every valid block after it kept; the lost \
+             events' ticks are missing here and will be asked of the other nodes"
+        );
+    }
+}
+
+/// Opens (or creates) the data directory of node `me`, locks it (see
+/// [`super::lock`]; another process holding it fails this with
+/// [`PersistError::Locked`] before anything is read or written) and
+/// rebuilds its state; `now_ms` is the wall clock, intervals start on
+/// [`monotonic_ms`].
+pub fn recover(
+    me: &str,
+    config: DurableConfig,
+    limits: LogLimits,
+    now_ms: u64,
+) -> Result<Recovered, PersistError> {
+    let now = Now {
+        wall_ms: now_ms,
+        mono_ms: monotonic_ms(),
+    };
+    recover_at(me, config, limits, now)
+}
+
+/// As [`recover`], at `now` on both clocks (those the node's writer
+/// thread will run with).
+///
+/// With `recovery: salvage`, every segment the replay reads is salvaged
+/// first if damage with valid blocks after it is found in it (the newest
+/// one when the writer opens it, older ones here). Whatever a salvage
+/// lost is logged as an error; in the state its events are simply absent,
+/// so their ticks are missing, which the cluster asks the other nodes for
+/// ([`resume_after_loss`] declares no own tick unused then).
+pub fn recover_at(
+    me: &str,
+    config: DurableConfig,
+    limits: LogLimits,
+    now: Now,
+) -> Result<Recovered, PersistError> {
+    std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+    let lock = DirLock::exclusive(&config.dir)?;
+    for d in [config.log_dir(), config.snap_dir()] {
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+    }
+    let mut meta = Meta::open(&config.dir, me)?;
+    let mut wc = WriterConfig::new(me);
+    wc.fsync = config.fsync;
+    wc.max_segment_bytes = config.segment_bytes;
+    wc.max_segment_age = config.segment_age;
+    wc.recovery = config.recovery;
+    let damaged = |e: LogError| match e {
+        e @ LogError::Salvageable { .. } => PersistError::Damaged {
+            damage: e,
+            kept_in: config.log_dir().join(DAMAGED_DIR),
+        },
+        e => PersistError::Log(e),
+    };
+    let writer = LogWriter::open(config.log_dir(), wc.clone(), now).map_err(damaged)?;
+    let report = writer.recovery();
+    let mut info = RecoveryInfo {
+        torn_bytes: report.dropped_bytes,
+        torn_kept: report.kept.clone(),
+        salvaged: report.salvaged.iter().cloned().collect(),
+        ..RecoveryInfo::default()
+    };
+    if let (Some((offset, why)), Some(file)) = (&report.damage, &report.segment) {
+        tracing::warn!(
+            file = %file.display(),
+            offset,
+            bytes = report.dropped_bytes,
+            kept = ?report.kept,
+            %why,
+            "torn log tail cut off (a write a crash interrupted)"
+        );
+    }
+    let log_end = writer.next_seq();
+    remove_stale_temp_files(&config.snap_dir())?;
+
+    // The newest snapshot that reads cleanly and that the log continues.
+    let mut start: Option<(State, Seq)> = None;
+    for (seq, path) in list_snapshots(&config.snap_dir())? {
+        if seq >= log_end {
+            info.bad_snapshots.push((
+                path,
+                format!("covers position {seq}, beyond the log's end {log_end}"),
+            ));
+            continue;
+        }
+        match snap::load(&path, me, limits) {
+            Ok((st, _)) => {
+                info.snapshot = Some(path);
+                start = Some((st, seq));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot");
+                info.bad_snapshots.push((path, e.to_string()));
+            }
+        }
+    }
+    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
+
+    if config.recovery == RecoveryMode::Salvage {
+        info.salvaged
+            .extend(salvage_closed(&config.log_dir(), &wc, covered + 1, now)?);
+    }
+    for report in &info.salvaged {
+        log_salvage(report);
+    }
+    for rec in LogReader::open_with(&config.log_dir(), covered + 1, config.recovery)? {
+        match rec.map_err(damaged)? {
+            LogRecord::Event { event, .. } => {
+                if state.replay(event) == Applied::Replayed {
+                    info.events += 1;
+                }
+            }
+            LogRecord::State {
+                nodes,
+                known,
+                deleted,
+                ..
+            } => {
+                state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
+                info.states += 1;
+            }
+            LogRecord::Lost { from, seq, .. } => {
+                info.lost_events += (seq + 1).saturating_sub(from);
+                info.lost_records += 1;
+            }
+        }
+    }
+
+    if info.lost_records > 0 {
+        resume_after_loss(&mut state, meta.reserved_tick);
+    } else {
+        info.skipped = resume_above_reservation(&mut state, meta.reserved_tick);
+    }
+    let tick = state.tick().unwrap_or(0);
+    meta.reserve(&config.dir, tick + 1)?;
+    state.set_tick_limit(Some(meta.reserved_tick));
+    if state.tick().is_some_and(|t| t > 0) {
+        info.tick = state.tick();
+    }
+    Ok(Recovered {
+        state,
+        info,
+        writer,
+        meta,
+        config,
+        lock,
+    })
+}
+
+/// The parts of [`Recovered`] the writer thread takes over.
+pub struct RecoveredWriter {
+    /// The open log writer, positioned after the last record.
+    pub writer: LogWriter,
+    /// The directory's metadata.
+    pub meta: Meta,
+    /// How the directory is kept.
+    pub config: DurableConfig,
+    /// The in-memory log's next position (pinned from there on).
+    pub mem_next: Seq,
+    /// Own ticks declared never used at this start.
+    pub skipped: RangeSet,
+    /// The directory's lock.
+    pub lock: DirLock,
+}
+
+impl Recovered {
+    /// Splits into the state (for the server) and the writer's part.
+    pub fn split(self) -> (State, RecoveryInfo, RecoveredWriter) {
+        let mut state = self.state;
+        let mem_next = state.log().next_seq();
+        state.log_mut().pin(Some(mem_next));
+        let skipped = self.info.skipped.clone();
+        (
+            state,
+            self.info,
+            RecoveredWriter {
+                writer: self.writer,
+                meta: self.meta,
+                config: self.config,
+                mem_next,
+                skipped,
+                lock: self.lock,
+            },
+        )
+    }
+}
