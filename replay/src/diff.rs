@@ -2,12 +2,13 @@
 //!
 //! Each side is one of:
 //! * a **snapshot**, loaded as a node loads it;
-//! * a **data directory**, recovered read-only by [`recover_read_only`]:
-//!   the same steps as the node's recovery (newest snapshot that reads
-//!   cleanly and that the log continues, then every log record after it,
-//!   a torn tail ignored, the own tick raised to the durable reservation)
-//!   without the writes recovery makes (creating directories, cutting the
-//!   torn tail, raising the reservation);
+//! * a **data directory**, recovered read-only by [`recover_read_only`]
+//!   with the node's own recovery (`distkv_core::persist::recover::rebuild`:
+//!   newest snapshot that reads cleanly and that the log continues, then
+//!   every log record after it, the own tick raised to the durable
+//!   reservation), a torn tail ignored, and without the writes the node's
+//!   start makes (creating directories, cutting the torn tail, raising the
+//!   reservation);
 //! * a **live node** `HOST:PORT`, fetched with the client: `get_tree` of
 //!   the whole tree with full chains and empty entries, and `get_state` for
 //!   every node's tick, superseded and deleted ticks;
@@ -23,18 +24,18 @@ use std::path::{Path, PathBuf};
 
 use distkv_client::client::{Client, ConnectOptions, StreamItem};
 use distkv_core::persist::meta::Meta;
-use distkv_core::persist::recover::list_snapshots;
+use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, RecoveryInfo};
 use distkv_core::state::{Entry, SeenBatch, State};
 use distkv_log::writer::RecoveryMode;
-use distkv_log::{list_segments, LogReader, LogRecord, SegmentReader};
+use distkv_log::{list_segments, LogLimits, SegmentReader, Seq};
 use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, Value};
-use distkv_snapshot::SnapshotReader;
+use distkv_snapshot::{SnapshotError, SnapshotReader};
 
-use crate::engine::{chain_text, digest_text, load_snapshot, restore_state_record, LIMITS};
+use crate::engine::{chain_text, digest_text, load_snapshot, LIMITS};
 use crate::error::{Error, Result};
 use crate::output::Doc;
 use crate::progress::Progress;
-use crate::source::{detect, Kind, StateRec};
+use crate::source::{detect, Kind};
 
 /// One side of a diff.
 #[derive(Debug)]
@@ -85,73 +86,70 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
             r.next_seq()
         }
     };
-    let mut start = None;
-    let snaps = list_snapshots(&dir.join("snap"))
-        .map_err(|e| Error::InvalidInput(format!("{}: {e}", dir.join("snap").display())))?;
-    for (seq, path) in snaps {
-        if seq >= log_end {
-            notes.push(format!(
-                "{}: skipped: covers position {seq}, beyond the log's end {log_end}",
-                path.display()
-            ));
-            continue;
-        }
-        match load_snapshot(&path, me, quiet) {
-            Ok((st, _)) => {
-                notes.push(format!("started from {}", path.display()));
-                start = Some((st, seq));
-                break;
-            }
-            Err(e) => notes.push(format!("{}: skipped: {e}", path.display())),
-        }
+    let mut hooks = Hooks {
+        quiet,
+        bar: None,
+        covered: 0,
+        log_dir: &log_dir,
+    };
+    let mut info = RecoveryInfo::default();
+    let files = Files {
+        dir,
+        me,
+        reserved_tick: meta.reserved_tick,
+        log_end,
+        limits: LIMITS,
+        mode: RecoveryMode::TruncateTail,
+    };
+    let state = rebuild(&files, &mut hooks, &mut info)
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", dir.display())))?;
+    for (path, why) in &info.bad_snapshots {
+        notes.push(format!("{}: skipped: {why}", path.display()));
     }
-    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, LIMITS), 0));
-    let mut lost = false;
-    if !segments.is_empty() {
-        let bar = Progress::items(
-            Some(log_end.saturating_sub(covered + 1)),
-            &format!("replaying {}", log_dir.display()),
-            quiet,
-        );
-        for rec in LogReader::open_with(&log_dir, covered + 1, RecoveryMode::TruncateTail)? {
-            let rec = rec?;
-            if rec.seq() % 4096 == 0 {
-                bar.set(rec.seq().saturating_sub(covered));
-            }
-            match rec {
-                LogRecord::Event { event, .. } => {
-                    state.replay(event);
-                }
-                LogRecord::State {
-                    nodes,
-                    known,
-                    deleted,
-                    skipped,
-                    ..
-                } => restore_state_record(
-                    &mut state,
-                    &StateRec {
-                        nodes,
-                        known,
-                        deleted,
-                        tock: None,
-                        skipped,
-                    },
-                ),
-                LogRecord::Lost { from, seq, why, .. } => {
-                    lost = true;
-                    notes.push(format!("events {from} to {seq} were lost: {why}"));
-                }
-            }
-        }
+    if let Some(path) = &info.snapshot {
+        notes.push(format!("started from {}", path.display()));
     }
-    // As recovery does: the node resumes above its tick reservation.
-    if lost {
-        distkv_core::persist::recover::resume_after_loss(&mut state, meta.reserved_tick);
-    } else {
-        distkv_core::persist::recover::resume_above_reservation(&mut state, meta.reserved_tick);
+    for (from, seq, why) in &info.lost {
+        notes.push(format!("events {from} to {seq} were lost: {why}"));
     }
     Ok((state, notes))
+}
+
+/// Progress bars for [`rebuild`]: loading the snapshot, replaying the log.
+struct Hooks<'a> {
+    quiet: bool,
+    bar: Option<Progress>,
+    covered: Seq,
+    log_dir: &'a Path,
+}
+
+impl RebuildHooks for Hooks<'_> {
+    fn load_snapshot(
+        &mut self,
+        path: &Path,
+        me: &str,
+        _limits: LogLimits,
+    ) -> std::result::Result<State, SnapshotError> {
+        load_snapshot(path, me, self.quiet).map(|(st, _)| st)
+    }
+
+    fn before_replay(&mut self, from: Seq, end: Seq) -> std::result::Result<(), PersistError> {
+        self.covered = from.saturating_sub(1);
+        self.bar = Some(Progress::items(
+            Some(end.saturating_sub(from)),
+            &format!("replaying {}", self.log_dir.display()),
+            self.quiet,
+        ));
+        Ok(())
+    }
+
+    fn replayed(&mut self, seq: Seq) {
+        if seq % 4096 == 0 {
+            if let Some(bar) = &self.bar {
+                bar.set(seq.saturating_sub(self.covered));
+            }
+        }
+    }
 }
 
 /// Fetches a live node's whole state; `quiet` hides the progress spinner.

@@ -919,7 +919,7 @@ mod tests {
         let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
         assert_eq!(rec.info.salvaged.len(), 1);
         assert_eq!(&rec.info.salvaged[0].file, victim);
-        assert_eq!(rec.info.lost_records, 1);
+        assert_eq!(rec.info.lost.len(), 1);
         assert_eq!(
             rec.state.node("n1").unwrap().missing().count(),
             rec.info.lost_events

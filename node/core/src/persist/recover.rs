@@ -165,8 +165,9 @@ pub struct RecoveryInfo {
     /// Events the log replayed says were lost to damage (by a salvage now
     /// or earlier).
     pub lost_events: u64,
-    /// Lost records the replay met (each is one damaged place).
-    pub lost_records: u64,
+    /// Lost records the replay met (each is one damaged place): the
+    /// events `from ..= seq` and why they were lost.
+    pub lost: Vec<(Seq, Seq, String)>,
     /// The own tick the node resumes at.
     pub tick: Option<u64>,
     /// Own ticks declared never used ([`resume_above_reservation`]).
@@ -389,68 +390,29 @@ pub fn recover_at(
             "torn log tail cut off (a write a crash interrupted)"
         );
     }
+    for r in &info.salvaged {
+        log_salvage(r);
+    }
     let log_end = writer.next_seq();
     remove_stale_temp_files(&config.snap_dir())?;
-
-    // The newest snapshot that reads cleanly and that the log continues.
-    let mut start: Option<(State, Seq)> = None;
-    for (seq, path) in list_snapshots(&config.snap_dir())? {
-        if seq >= log_end {
-            info.bad_snapshots.push((
-                path,
-                format!("covers position {seq}, beyond the log's end {log_end}"),
-            ));
-            continue;
-        }
-        match snap::load(&path, me, limits) {
-            Ok((st, _)) => {
-                info.snapshot = Some(path);
-                start = Some((st, seq));
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot");
-                info.bad_snapshots.push((path, e.to_string()));
-            }
-        }
-    }
-    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
-
-    if config.recovery == RecoveryMode::Salvage {
-        info.salvaged
-            .extend(salvage_closed(&config.log_dir(), &wc, covered + 1, now)?);
-    }
-    for report in &info.salvaged {
-        log_salvage(report);
-    }
-    for rec in LogReader::open_with(&config.log_dir(), covered + 1, config.recovery)? {
-        match rec.map_err(damaged)? {
-            LogRecord::Event { event, .. } => {
-                if state.replay(event) == Applied::Replayed {
-                    info.events += 1;
-                }
-            }
-            LogRecord::State {
-                nodes,
-                known,
-                deleted,
-                ..
-            } => {
-                state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
-                info.states += 1;
-            }
-            LogRecord::Lost { from, seq, .. } => {
-                info.lost_events += (seq + 1).saturating_sub(from);
-                info.lost_records += 1;
-            }
-        }
-    }
-
-    if info.lost_records > 0 {
-        resume_after_loss(&mut state, meta.reserved_tick);
-    } else {
-        info.skipped = resume_above_reservation(&mut state, meta.reserved_tick);
-    }
+    let mut hooks = NodeStart {
+        log_dir: config.log_dir(),
+        wc: &wc,
+        now,
+        salvage: config.recovery == RecoveryMode::Salvage,
+        salvaged: Vec::new(),
+        damaged: &damaged,
+    };
+    let files = Files {
+        dir: &config.dir,
+        me,
+        reserved_tick: meta.reserved_tick,
+        log_end,
+        limits,
+        mode: config.recovery,
+    };
+    let mut state = rebuild(&files, &mut hooks, &mut info)?;
+    info.salvaged.extend(hooks.salvaged);
     let tick = state.tick().unwrap_or(0);
     meta.reserve(&config.dir, tick + 1)?;
     state.set_tick_limit(Some(meta.reserved_tick));
@@ -465,6 +427,166 @@ pub fn recover_at(
         config,
         lock,
     })
+}
+
+/// What a caller of [`rebuild`] adds to it: how snapshots are loaded,
+/// what happens before the log is replayed, and progress.
+pub trait RebuildHooks {
+    /// Loads the snapshot at `path` for node `me`.
+    fn load_snapshot(
+        &mut self,
+        path: &FsPath,
+        me: &str,
+        limits: LogLimits,
+    ) -> Result<State, SnapshotError> {
+        snap::load(path, me, limits).map(|(st, _)| st)
+    }
+
+    /// The start point is chosen: the log is replayed from `from` up to
+    /// `end` (exclusive) next. The node salvages damaged closed segments
+    /// here (`recovery: salvage`).
+    fn before_replay(&mut self, _from: Seq, _end: Seq) -> Result<(), PersistError> {
+        Ok(())
+    }
+
+    /// Maps an error met while reading the log (the node names the place
+    /// a salvage would keep a damaged file).
+    fn log_error(&self, e: LogError) -> PersistError {
+        PersistError::Log(e)
+    }
+
+    /// The log record at `seq` was replayed.
+    fn replayed(&mut self, _seq: Seq) {}
+}
+
+/// What [`rebuild`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Files<'a> {
+    /// The data directory.
+    pub dir: &'a FsPath,
+    /// Its node.
+    pub me: &'a str,
+    /// The durable tick reservation (`meta`).
+    pub reserved_tick: u64,
+    /// The log's end: its next position once a torn tail is cut.
+    pub log_end: Seq,
+    /// Limits of the state.
+    pub limits: LogLimits,
+    /// How the log is read.
+    pub mode: RecoveryMode,
+}
+
+/// Rebuilds node `me`'s state from the files of data directory `dir`
+/// whose log ends before `log_end`, reading the log in `mode`: the newest snapshot that reads cleanly
+/// and that the log continues, every log record after it through
+/// [`State::replay`], and the own tick resumed above `reserved_tick`
+/// ([`resume_above_reservation`], or [`resume_after_loss`] when the log
+/// holds lost records). `info` learns what was used, skipped and lost.
+///
+/// This is recovery's one way from files to a state: the node's start
+/// ([`recover`]) and the read-only tools (`distkv-replay`) both use it,
+/// so they rebuild the same state from the same files. It writes nothing;
+/// the node opens its log writer (which finds `log_end`, cutting a torn
+/// tail) before, and reserves ticks after.
+pub fn rebuild(
+    files: &Files<'_>,
+    hooks: &mut dyn RebuildHooks,
+    info: &mut RecoveryInfo,
+) -> Result<State, PersistError> {
+    let Files {
+        dir,
+        me,
+        reserved_tick,
+        log_end,
+        limits,
+        mode,
+    } = *files;
+    let log_dir = dir.join("log");
+    let mut start: Option<(State, Seq)> = None;
+    for (seq, path) in list_snapshots(&dir.join("snap"))? {
+        if seq >= log_end {
+            info.bad_snapshots.push((
+                path,
+                format!("covers position {seq}, beyond the log's end {log_end}"),
+            ));
+            continue;
+        }
+        match hooks.load_snapshot(&path, me, limits) {
+            Ok(st) => {
+                info.snapshot = Some(path);
+                start = Some((st, seq));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot");
+                info.bad_snapshots.push((path, e.to_string()));
+            }
+        }
+    }
+    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
+
+    hooks.before_replay(covered + 1, log_end)?;
+    if log_dir.is_dir() {
+        for rec in LogReader::open_with(&log_dir, covered + 1, mode)? {
+            let rec = rec.map_err(|e| hooks.log_error(e))?;
+            hooks.replayed(rec.seq());
+            match rec {
+                LogRecord::Event { event, .. } => {
+                    if state.replay(event) == Applied::Replayed {
+                        info.events += 1;
+                    }
+                }
+                LogRecord::State {
+                    nodes,
+                    known,
+                    deleted,
+                    ..
+                } => {
+                    state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
+                    info.states += 1;
+                }
+                LogRecord::Lost { from, seq, why, .. } => {
+                    info.lost_events += (seq + 1).saturating_sub(from);
+                    info.lost.push((from, seq, why.to_string()));
+                }
+            }
+        }
+    }
+
+    if info.lost.is_empty() {
+        info.skipped = resume_above_reservation(&mut state, reserved_tick);
+    } else {
+        resume_after_loss(&mut state, reserved_tick);
+    }
+    Ok(state)
+}
+
+/// The node's start: salvages damaged closed segments before the replay
+/// (`recovery: salvage`) and names where damaged files are kept.
+struct NodeStart<'a, F> {
+    log_dir: PathBuf,
+    wc: &'a WriterConfig,
+    now: Now,
+    salvage: bool,
+    /// Closed segments salvaged.
+    salvaged: Vec<SalvageReport>,
+    damaged: &'a F,
+}
+
+impl<F: Fn(LogError) -> PersistError> RebuildHooks for NodeStart<'_, F> {
+    fn before_replay(&mut self, from: Seq, _end: Seq) -> Result<(), PersistError> {
+        if self.salvage {
+            for r in salvage_closed(&self.log_dir, self.wc, from, self.now)? {
+                log_salvage(&r);
+                self.salvaged.push(r);
+            }
+        }
+        Ok(())
+    }
+
+    fn log_error(&self, e: LogError) -> PersistError {
+        (self.damaged)(e)
+    }
 }
 
 /// The parts of [`Recovered`] the writer thread takes over.
