@@ -1,8 +1,9 @@
 //! The cluster: how nodes replicate to each other without a master.
 //!
 //! * [`bus`] — the transport trait; [`mqtt`] (embedded broker mesh, or one
-//!   external broker) and [`mem`] (seeded, fault-injecting, for tests)
-//!   implement it; [`gate`] cuts a node off any bus (partition tests).
+//!   external broker) and `mem` (seeded, fault-injecting, for tests)
+//!   implement it; `gate` cuts a node off any bus (partition tests). Both
+//!   test helpers are built only with the `test-support` feature.
 //! * [`msg`] — our server-to-server messages on `update` and `info`.
 //! * [`actor`] — the deterministic housekeeper election (pure; time is
 //!   passed in), and [`core`] — the replication protocol (pure):
@@ -13,7 +14,9 @@
 
 pub use distkv_core::cluster::{actor, core, msg};
 pub mod bus;
+#[cfg(any(test, feature = "test-support"))]
 pub mod gate;
+#[cfg(any(test, feature = "test-support"))]
 pub mod mem;
 pub mod mqtt;
 pub mod node;
