@@ -1,0 +1,87 @@
+//! Broadcast: every change this node made, from its event log, once the
+//! log holds it; and the messages the protocol publishes.
+
+use super::*;
+
+impl Core {
+    /// Limits broadcasting to the event-log records below `next`: a node
+    /// with a data directory broadcasts a change only once it is written to
+    /// its log, so a crash of the process never loses a change that others
+    /// hold (the ticks above its last logged change can then be declared
+    /// never used, see [`State::skip_own_ticks`]). Without a call, every
+    /// record is broadcast at once.
+    pub fn allow_broadcast_below(&mut self, next: Seq) {
+        self.unwritten = next;
+    }
+
+    /// Broadcasts the events this node originated since the last call.
+    pub(super) fn broadcast_log(&mut self, st: &State) {
+        loop {
+            let room = self.unwritten.saturating_sub(self.next_seq);
+            if room == 0 {
+                return;
+            }
+            let max = self
+                .cfg
+                .batch
+                .min(usize::try_from(room).unwrap_or(usize::MAX));
+            let batch: Vec<&UpdateEvent> = match st.log().read(self.next_seq, max) {
+                Ok(it) => {
+                    let mut n = 0;
+                    let b = it
+                        .inspect(|_| n += 1)
+                        .filter(|(_, e)| e.chain.head().node == self.me)
+                        .map(|(_, e)| &**e)
+                        .collect();
+                    self.next_seq += n;
+                    if n == 0 {
+                        return;
+                    }
+                    b
+                }
+                Err(lag) => {
+                    // Others will learn our tick from pings and ask.
+                    tracing::warn!(node = %self.me, %lag, "broadcast fell behind the event log");
+                    self.next_seq = lag.oldest;
+                    self.ticks_at = Some(0);
+                    continue;
+                }
+            };
+            if !batch.is_empty() {
+                self.publish_events(batch);
+            }
+        }
+    }
+
+    pub(super) fn publish_events<'a>(&mut self, events: impl IntoIterator<Item = &'a UpdateEvent>) {
+        for m in encode_updates(&self.me, events) {
+            self.out.push((self.topics.update.clone(), m));
+        }
+    }
+
+    /// Publishes `i`, telling where this node serves clients.
+    pub(super) fn publish_info(&mut self, mut i: Info) {
+        i.addr.clone_from(&self.addr);
+        self.out.push((self.topics.info.clone(), i.encode()));
+    }
+
+    pub(super) fn publish_actor(&mut self, msgs: Vec<ActorMsg>) {
+        for m in msgs {
+            let mut v = m.to_value();
+            if let (ActorMsg::Ping { .. }, Some(addr), Value::Map(pairs)) = (&m, &self.addr, &mut v)
+            {
+                pairs.push((Value::str("addr"), Value::str(addr)));
+            }
+            self.out
+                .push((self.topics.ping.clone(), codec::to_vec(&v).into()));
+        }
+    }
+
+    pub(super) fn publish_del(&mut self, msgs: Vec<ActorMsg>) {
+        for m in msgs {
+            let v = m.to_value();
+            self.out
+                .push((self.topics.del.clone(), codec::to_vec(&v).into()));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+use super::*;
+use crate::state::{NodeInfo, MAX_TICK_LEAP};
+use distkv_log::LogLimits;
+use distkv_model::Chain;
+use rand::RngCore;
+
+/// Garbage and hostile-but-decodable messages on every topic are
+/// ignored: no panic, no change.
+#[test]
+fn bad_bus_messages_are_ignored() {
+    let mut st = State::new("n1", LogLimits::default());
+    st.make_ready();
+    let mut core = Core::new(&st, ClusterConfig::default(), 1, None);
+    core.start(&mut st, 0);
+    let before = st.digest();
+    let topics = core.topics().clone();
+    let mut rng = StdRng::seed_from_u64(5);
+    let hostile = [
+        Value::Nil,
+        Value::map([("node", Value::Int(3))]),
+        Value::map([("node", Value::str("x")), ("ev", Value::uint(1))]),
+        Value::map([("node", Value::str("x")), ("ticks", Value::str("x"))]),
+        Value::map([("t", Value::str("ping")), ("node", Value::str("x"))]),
+        Value::map([
+            ("t", Value::str("ping")),
+            ("node", Value::str("x")),
+            (
+                "value",
+                Value::Array(vec![Value::uint(u64::MAX), Value::uint(u64::MAX)]),
+            ),
+            ("history", Value::Array(vec![Value::str("x")])),
+        ]),
+    ];
+    for (i, topic) in [&topics.update, &topics.info, &topics.ping, &topics.del]
+        .into_iter()
+        .enumerate()
+    {
+        for n in 0..200 {
+            let mut buf = vec![0u8; rng.gen_range(0..64)];
+            rng.fill_bytes(&mut buf);
+            core.receive(&mut st, n, topic, &buf);
+        }
+        for v in &hostile {
+            core.receive(&mut st, 300 + i as u64, topic, &codec::to_vec(v));
+        }
+        core.poll(&mut st, 400);
+    }
+    assert_eq!(st.digest(), before);
+    assert_eq!(st.node("x").and_then(NodeInfo::tick), None);
+}
+
+fn ready(name: &str) -> (State, Core) {
+    let mut st = State::new(name, LogLimits::default());
+    st.make_ready();
+    let core = Core::new(&st, ClusterConfig::default(), 7, None);
+    (st, core)
+}
+
+/// Own events broadcast by `core` so far, as `node:tick` of each.
+fn broadcast(core: &mut Core) -> Vec<u64> {
+    let topic = core.topics().update.clone();
+    core.take_outgoing()
+        .into_iter()
+        .filter(|(t, _)| *t == topic)
+        .flat_map(|(_, p)| Update::decode(&p).expect("our own update").events)
+        .map(|e| e.chain.head().tick)
+        .collect()
+}
+
+#[test]
+fn only_changes_written_to_the_log_are_broadcast() {
+    let (mut st, mut core) = ready("n1");
+    core.allow_broadcast_below(st.log().next_seq());
+    core.start(&mut st, 0);
+    for i in 0..5 {
+        st.local_change(&[Value::uint(i)], Some(Value::uint(i)))
+            .expect("a change");
+    }
+    core.poll(&mut st, 1);
+    assert_eq!(broadcast(&mut core), Vec::<u64>::new());
+    // The writer reports the first three on disk.
+    core.allow_broadcast_below(st.log().next_seq() - 2);
+    core.poll(&mut st, 2);
+    assert_eq!(broadcast(&mut core), vec![1, 2, 3]);
+    core.allow_broadcast_below(st.log().next_seq());
+    core.poll(&mut st, 3);
+    assert_eq!(broadcast(&mut core), vec![4, 5]);
+}
+
+/// A node that skipped ticks at its start tells the others; they stop
+/// counting them as missing, and one that holds some of them (the
+/// sender's files lost them) sends them back.
+#[test]
+fn skipped_ticks_are_announced_learned_and_sent_back_when_held() {
+    let (mut a, core_a) = ready("a");
+    let (mut b, mut core_b) = ready("b");
+    // `a` made changes 1..=3; `b` got them. Then `a` lost change 3
+    // and resumed above its reservation 10.
+    let mut events = Vec::new();
+    for i in 1..=3u64 {
+        events.push(
+            (*a.local_change(&[Value::uint(i)], Some(Value::uint(i)))
+                .expect("a change"))
+            .clone(),
+        );
+    }
+    for e in &events {
+        b.apply(e.clone());
+    }
+    let (mut a, mut core_a) = {
+        drop((a, core_a));
+        let mut a = State::new("a", LogLimits::default());
+        a.make_ready();
+        for e in &events[..2] {
+            a.replay(e.clone());
+        }
+        let skipped = crate::persist::recover::resume_above_reservation(&mut a, 10);
+        assert_eq!(skipped.to_string(), "3-10");
+        let core = Core::new(&a, ClusterConfig::default(), 8, None);
+        (a, core)
+    };
+    assert!(a.node("a").is_some_and(|n| n.missing().is_empty()));
+    core_a.start(&mut a, 0);
+    core_b.start(&mut b, 0);
+    b.saw_node_tick("a", 10);
+    assert_eq!(
+        b.node("a").map(|n| n.missing().to_string()),
+        Some("4-10".into())
+    );
+    // Deliver a's messages to b until b answers.
+    let mut back = Vec::new();
+    for now in (0..5_000).step_by(50) {
+        core_a.poll(&mut a, now);
+        for (topic, payload) in core_a.take_outgoing() {
+            core_b.receive(&mut b, now, &topic, &payload);
+        }
+        core_b.poll(&mut b, now);
+        let topic = core_b.topics().update.clone();
+        for (t, p) in core_b.take_outgoing() {
+            if t == topic {
+                back.extend(Update::decode(&p).expect("an update").events);
+            }
+        }
+        if !back.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        b.node("a").is_some_and(|n| n.missing().is_empty()),
+        "b still misses a's skipped ticks"
+    );
+    assert_eq!(back.len(), 1, "b sends back what it holds: {back:?}");
+    assert_eq!(back[0].chain.head().tick, 3);
+    core_a.receive(
+        &mut a,
+        5_000,
+        &core_b.topics().update.clone(),
+        &Update {
+            node: "b".into(),
+            events: back,
+        }
+        .encode(),
+    );
+    let back_here = a.entry(&[Value::uint(3)]).and_then(|e| e.data().cloned());
+    assert_eq!(
+        back_here,
+        Some(Value::uint(3)),
+        "a got its lost change back"
+    );
+}
+
+/// Forged events and ticks from the bus — a broadcast, a repair answer,
+/// an info message — never raise this node's counter, and its writes go
+/// on.
+#[test]
+fn forged_ticks_from_the_bus_are_ignored() {
+    let (mut victim, mut core) = ready("victim");
+    core.start(&mut victim, 0);
+    victim
+        .local_change(&[Value::str("a")], Some(Value::uint(1)))
+        .expect("a change");
+    let topics = core.topics().clone();
+    let forged = 1u64 << 62;
+    let ev = |tick| UpdateEvent {
+        path: distkv_model::Path::new(vec![Value::str("b")]),
+        chain: Chain::single(NodeName::from("victim"), tick),
+        value: Some(Value::uint(9)),
+        tock: 5,
+    };
+    // A broadcast or a repair answer (both are update messages).
+    let u = Update {
+        node: "evil".into(),
+        events: vec![ev(forged), ev(2 + MAX_TICK_LEAP)],
+    };
+    core.receive(&mut victim, 1, &topics.update, &u.encode());
+    // Ticks and known/deleted ranges in an info message.
+    let mut i = Info::new("evil".into(), Some(3));
+    i.ticks = vec![("victim".into(), forged)];
+    i.known.insert(&NodeName::from("victim"), forged);
+    i.deleted.insert(&NodeName::from("victim"), forged - 1);
+    core.receive(&mut victim, 2, &topics.info, &i.encode());
+    core.poll(&mut victim, 3);
+    assert_eq!(victim.tick(), Some(1));
+    assert!(victim.entry(&[Value::str("b")]).is_none());
+    let e = victim
+        .local_change(&[Value::str("c")], Some(Value::uint(2)))
+        .expect("writes go on");
+    assert_eq!(e.chain.head().tick, 2);
+}
