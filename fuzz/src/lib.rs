@@ -170,12 +170,17 @@ pub fn bus_message(data: &[u8]) {
 }
 
 /// DistKV's path syntax and expression evaluator. What parses formats
-/// back to the same path.
+/// back to the same path, except where the format is Python's lossy one
+/// ([`pathfmt::formats_losslessly`]), which is only formatted.
 pub fn path_syntax(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Ok(p) = pathfmt::parse(text) {
+        if !pathfmt::formats_losslessly(&p) {
+            let _ = pathfmt::format(&p);
+            return;
+        }
         let again = pathfmt::format(&p);
         let back = pathfmt::parse(&again).expect("a formatted path parses");
         assert_eq!(

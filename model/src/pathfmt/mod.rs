@@ -443,6 +443,33 @@ pub fn format(elems: &[Value]) -> String {
     res
 }
 
+/// Whether [`format`] of `elems` parses back to the same elements. It
+/// does not where it prints what Python's `str(Path)` prints, which is
+/// lossy: a one-element tuple prints as its element, a tuple starting with
+/// bytes as `:b'…'` (which reads as `:bBIN`), and non-finite floats as
+/// `inf`/`nan`.
+pub fn formats_losslessly(elems: &[Value]) -> bool {
+    fn finite(v: &Value) -> bool {
+        match v {
+            Value::Float(x) => x.is_finite(),
+            Value::Array(a) => a.iter().all(finite),
+            Value::Path(p) => p.iter().all(finite),
+            Value::Map(m) => m.iter().all(|(k, v)| finite(k) && finite(v)),
+            _ => true,
+        }
+    }
+    elems.iter().all(|e| {
+        let tuple = match e {
+            Value::Array(a) => Some(&a[..]),
+            Value::Path(p) => Some(&p[..]),
+            _ => None,
+        };
+        let lossy_tuple =
+            tuple.is_some_and(|t| t.len() == 1 || matches!(t.first(), Some(Value::Bin(_))));
+        !lossy_tuple && finite(e)
+    })
+}
+
 fn tuple_elem(res: &mut String, items: &[Value]) {
     let joined: Vec<String> = items.iter().map(repr).collect();
     res.push(':');
@@ -675,15 +702,7 @@ mod tests {
     #[test]
     fn canonical_form_parses_back_to_same_elements() {
         for (input, elems, canonical) in parse_table() {
-            // Python quirks that do not round-trip: 1-tuples print as their
-            // element, non-finite floats print as `inf`/`nan`, and a tuple
-            // starting with bytes prints as `:b'…'`, which reads as `:bBIN`.
-            let lossy = elems.iter().any(|e| match e {
-                Value::Array(a) => a.len() == 1 || matches!(a.first(), Some(Value::Bin(_))),
-                Value::Float(x) => !x.is_finite(),
-                _ => false,
-            });
-            if lossy {
+            if !formats_losslessly(&elems) {
                 continue;
             }
             let back =
