@@ -22,13 +22,15 @@
 
 use std::path::{Path, PathBuf};
 
-use distkv_client::client::{Client, ConnectOptions, StreamItem};
+use distkv_client::client::{Client, ConnectOptions};
+use distkv_client::fetch::{read_state, FetchError, LiveEntry};
 use distkv_core::persist::meta::Meta;
 use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, RecoveryInfo};
+use distkv_core::pyfiles::PyState;
 use distkv_core::state::{Entry, SeenBatch, State};
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{list_segments, LogLimits, SegmentReader, Seq};
-use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, Value};
+use distkv_model::{codec, Chain, NodeName, Path as KvPath, Value};
 use distkv_snapshot::{SnapshotError, SnapshotReader};
 
 use crate::engine::{chain_text, digest_text, load_snapshot, LIMITS};
@@ -170,63 +172,27 @@ pub fn live_state(addr: &str, quiet: bool) -> Result<State> {
             .await
             .map_err(client_err)?;
         let mut st = State::new(&client.greeting().node, LIMITS);
-        let fields = vec![
-            ("path", Value::Path(KvPath::root())),
-            ("nchain", Value::Int(-1)),
-            ("empty", Value::Bool(true)),
-        ];
-        let mut stream = client
-            .stream("get_tree", fields)
-            .await
-            .map_err(client_err)?
-            .long_paths(&KvPath::root());
         let spinner = Progress::items(None, &format!("fetching from {addr}"), quiet);
         let mut batch = SeenBatch::default();
         let mut entries = 0u64;
-        while let Some(item) = stream.next().await.map_err(client_err)? {
-            let StreamItem::Data(m) = item else { continue };
-            let Some(path) = m.get("path").and_then(distkv_model::event::path_from_value) else {
-                continue;
-            };
-            let chain = match m.get("chain") {
-                Some(c) => Chain::from_value(c).map_err(|e| {
-                    Error::InvalidInput(format!("{addr}: bad chain at {path}: {e}"))
-                })?,
-                None => None,
-            };
-            let value = m.get("value").cloned();
-            if value.is_none() && chain.is_none() {
-                continue;
-            }
-            let tock = m.get("tock").and_then(Value::as_u64).unwrap_or(0);
-            st.restore_entry_batched(&path, value, chain, tock, &mut batch);
+        let ticks = read_state(&client, false, |e: LiveEntry| {
+            st.restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut batch);
             entries += 1;
             if entries % 4096 == 0 {
                 spinner.set(entries);
             }
-        }
+            Ok::<_, FetchError>(())
+        })
+        .await
+        .map_err(|e| match e {
+            FetchError::Client(c) => client_err(c),
+            FetchError::Entry(why) => Error::InvalidInput(format!("{addr}: {why}")),
+        })?;
         st.finish_restore(batch);
         spinner.finish();
-        let reply = client
-            .get_state(&["nodes", "known", "deleted"])
-            .await
-            .map_err(client_err)?;
-        let empty = RangeSet::new();
-        let ranges = |key: &str, node: &Value| -> RangeSet {
-            reply
-                .get(key)
-                .and_then(Value::as_map)
-                .and_then(|m| m.iter().find(|(k, _)| k == node))
-                .and_then(|(_, r)| RangeSet::from_value(r).ok())
-                .unwrap_or_default()
-        };
-        if let Some(nodes) = reply.get("nodes").and_then(Value::as_map) {
-            for (name, tick) in nodes {
-                let Some(n) = name.as_str() else { continue };
-                st.restore_node(n, tick.as_u64(), &ranges("known", name), &empty);
-                st.restore_node(n, None, &empty, &ranges("deleted", name));
-            }
-        }
+        PyState::from_value(&ticks)
+            .map_err(|why| Error::InvalidInput(format!("{addr}: bad state: {why}")))?
+            .apply_to(&mut st);
         Ok(st)
     })
 }

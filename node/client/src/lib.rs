@@ -4,6 +4,7 @@
 //!   checked before anything is built.
 //! * [`client`] — an async client: one TCP connection, many concurrent
 //!   requests and streams.
+//! * [`fetch`] — reading a live node's whole state.
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -11,4 +12,5 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod fetch;
 pub mod wire;

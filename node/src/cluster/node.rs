@@ -13,16 +13,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distkv_model::{Path, UpdateEvent, Value};
+use distkv_model::UpdateEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::Bus;
 use super::core::{Core, Notice};
-use crate::client::{Client, ClientError, ConnectOptions, StreamItem};
+use crate::client::{Client, ConnectOptions};
 use crate::pyfiles::PyState;
 use crate::server::Server;
+use distkv_client::fetch::{read_state, LiveEntry};
 
 /// Most bus messages handled under one lock.
 const RECEIVE_BATCH: usize = 64;
@@ -180,16 +181,7 @@ fn flush(bus: &dyn Bus, core: &mut Core) {
     }
 }
 
-/// Why fetching the state from a peer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// The peer could not be reached or broke off.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// The peer sent something that is not an entry.
-    #[error("bad entry or state from peer: {0}")]
-    Entry(String),
-}
+pub use distkv_client::fetch::FetchError;
 
 /// Copies the whole state of the node serving clients at `addr`: every
 /// entry (meta tree included) with its full chain, then the tick
@@ -197,40 +189,24 @@ pub enum FetchError {
 pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchError> {
     let client = Client::connect(addr, ConnectOptions::default()).await?;
     let mut count = 0;
-    for (action, prefix) in [
-        ("get_tree", Path::root()),
-        ("get_tree_internal", Path::new(vec![Value::Nil])),
-    ] {
-        let fields = vec![
-            ("path", Value::Path(Path::root())),
-            ("nchain", Value::Int(-1)),
-            ("empty", Value::Bool(true)),
-        ];
-        let mut s = client.stream(action, fields).await?.long_paths(&prefix);
-        let mut batch = Vec::new();
-        loop {
-            let item = match s.next().await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                // A node whose meta tree was never written has none.
-                Err(ClientError::Server(e)) if prefix.len() == 1 && e.starts_with("KeyError") => {
-                    break
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let StreamItem::Data(v) = item else { continue };
-            if v.get("chain").is_none_or(Value::is_nil) {
-                continue; // an intermediate node without a change of its own
-            }
-            let ev = UpdateEvent::from_value(&v).map_err(|e| FetchError::Entry(e.to_string()))?;
-            batch.push(ev);
+    let mut batch = Vec::new();
+    let state = read_state(&client, true, |e: LiveEntry| {
+        // An entry without a change of its own carries nothing to apply.
+        if let Some(chain) = e.chain {
+            batch.push(UpdateEvent {
+                path: e.path,
+                chain,
+                value: e.value,
+                tock: e.tock,
+            });
             if batch.len() >= 1000 {
                 count += apply_all(server, &mut batch);
             }
         }
-        count += apply_all(server, &mut batch);
-    }
-    let state = client.get_state(&["nodes", "known", "deleted"]).await?;
+        Ok::<_, FetchError>(())
+    })
+    .await?;
+    count += apply_all(server, &mut batch);
     let state = PyState::from_value(&state).map_err(FetchError::Entry)?;
     state.apply_to(&mut server.state());
     Ok(count)
