@@ -628,6 +628,7 @@ async fn launches(dir: &FsPath, links: &Arc<Links>, fsync: &'static str) -> Resu
 async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
     let secs = env_num("DISTKV_HISTORY_SECS").unwrap_or(30);
     let seed = env_num("DISTKV_HISTORY_SEED").unwrap_or(1);
+    process::distkv_bin()?; // built (if needed) before the clock starts
     let dir = tempdir()?;
     let links = Arc::new(Links::default());
     // Another policy shows what the checker finds when an acknowledgement
