@@ -135,6 +135,9 @@ impl Links {
             return;
         };
         let from = client.split('@').next().unwrap_or_default().to_string();
+        if self.is_cut(&from, owner) {
+            return; // the broker never sees it
+        }
         let Ok(mut out) = TcpStream::connect(broker).await else {
             return;
         };
@@ -144,13 +147,21 @@ impl Links {
         let mut st = self.state.lock().unwrap();
         if st.cut.contains(&(from.clone(), owner.to_string())) {
             st.refused += 1;
-            return; // dropping both sockets closes them
+            return; // cut meanwhile: dropping both sockets closes them
         }
         let task = tokio::spawn(async move {
             let _ = tokio::io::copy_bidirectional(&mut sock, &mut out).await;
         });
         st.open.retain(|c| !c.2.is_finished());
         st.open.push((from, owner.to_string(), task.abort_handle()));
+    }
+
+    /// Whether `a` may not hear `b` now (counted as a refusal if so).
+    fn is_cut(&self, a: &str, b: &str) -> bool {
+        let mut st = self.state.lock().unwrap();
+        let cut = st.cut.contains(&(a.to_string(), b.to_string()));
+        st.refused += u64::from(cut);
+        cut
     }
 
     /// `a` no longer hears `b`: its connection to `b`'s broker is closed
