@@ -125,10 +125,12 @@ pub async fn run(
                 let next = {
                     let mut st = server.state();
                     let t = now();
+                    core.refuse_events(server.admits(&st).err().map(|e| e.to_string()));
                     core.receive(&mut st, t, &first.topic, &first.payload);
                     core.poll(&mut st, t);
                     for _ in 1..RECEIVE_BATCH {
                         let Ok(m) = rx.try_recv() else { break };
+                        core.refuse_events(server.admits(&st).err().map(|e| e.to_string()));
                         core.receive(&mut st, t, &m.topic, &m.payload);
                         // Broadcast as we go: a big batch of received
                         // events must not push ours out of the event log.
@@ -189,6 +191,10 @@ pub enum FetchError {
     /// The peer sent something that is not an entry.
     #[error("bad entry or state from peer: {0}")]
     Entry(String),
+    /// This node cannot take the state now (its history cannot be
+    /// written); the fetch is tried again later.
+    #[error(transparent)]
+    Refused(#[from] crate::persist::durable::Refusal),
 }
 
 /// Copies the whole state of the node serving clients at `addr`: every
@@ -225,10 +231,10 @@ pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchErro
             let ev = UpdateEvent::from_value(&v).map_err(|e| FetchError::Entry(e.to_string()))?;
             batch.push(ev);
             if batch.len() >= 1000 {
-                count += apply_all(server, &mut batch);
+                count += apply_all(server, &mut batch)?;
             }
         }
-        count += apply_all(server, &mut batch);
+        count += apply_all(server, &mut batch)?;
     }
     let state = client.get_state(&["nodes", "known", "deleted"]).await?;
     let state = PyState::from_value(&state).map_err(FetchError::Entry)?;
@@ -236,15 +242,17 @@ pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchErro
     Ok(count)
 }
 
-fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> usize {
+/// Applies `batch`, unless the node cannot take events now.
+fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> Result<usize, FetchError> {
     let n = batch.len();
     let next = {
         let mut st = server.state();
+        server.admits(&st)?;
         for ev in batch.drain(..) {
             st.apply(ev);
         }
         st.log().next_seq()
     };
     server.announce(next);
-    n
+    Ok(n)
 }
