@@ -1,0 +1,284 @@
+//! A history that cannot be written (a full disk): every road into the
+//! state stops, memory stays bounded, clients get error replies on a
+//! connection that stays usable, and the node resumes by itself once the
+//! disk can be written again.
+//!
+//! In process: a node with a real data directory whose writer is made to
+//! fail (its fault hook fails every write attempt, as a full disk would),
+//! next to a healthy peer over a real bus. As real processes (root only,
+//! skipped with the reason otherwise): a node on a small tmpfs that is
+//! really filled up.
+//!
+//! Every wait has a deadline; conditions are polled, never slept for.
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use distkv_log::writer::FsyncPolicy;
+use distkv_log::LogLimits;
+use distkv_model::{path, Value};
+use distkv_node::client::{Client, ClientError, UpdateOptions};
+use distkv_node::persist::durable::{self, DurableConfig, Durability, WriterThread};
+use distkv_node::server::{Server, ServerOptions};
+use distkv_tests::ClusterNode;
+#[allow(unused_imports)]
+use process::{Launch, NodeProc};
+
+/// What a node says when the history cannot be written.
+const CANNOT_WRITE: &str = "the history cannot be written";
+
+/// The writer's bounds in the in-process tests: small, so that a flood
+/// from the peer would blow through them many times over.
+const MAX_BACKLOG: usize = 100;
+const MAX_BACKLOG_BYTES: usize = 64 << 10;
+/// Events the peer writes while the disk is "full".
+const FLOOD: i64 = 3000;
+/// Most events one bus message carries (the cluster's default batch): the
+/// gate is checked per message, so the backlog may exceed its bound by that.
+const MESSAGE_EVENTS: usize = 1000;
+
+fn tempdir(name: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("distkv-{name}-"))
+        .tempdir()?)
+}
+
+/// Polls `f` every 20 ms until it gives `Some`, failing after `limit`.
+async fn poll<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> Result<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(t) = f().await {
+            return Ok(t);
+        }
+        ensure!(t0.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node with a real data directory and its writer thread.
+struct DurableNode {
+    node: ClusterNode,
+    d: Arc<Durability>,
+    writer: Option<WriterThread>,
+}
+
+impl DurableNode {
+    async fn start(name: &str, dir: &FsPath, fsync: FsyncPolicy, peers: Vec<String>) -> Result<Self> {
+        let mut c = DurableConfig::new(dir);
+        c.fsync = fsync;
+        c.max_backlog = MAX_BACKLOG;
+        c.max_backlog_bytes = MAX_BACKLOG_BYTES;
+        let rec = durable::recover(name, c, LogLimits::default(), distkv_node::server::now_ms())?;
+        let (state, _, wr) = rec.split();
+        let server = Server::with_state(state, ServerOptions::default());
+        let (d, writer) = durable::start(server.clone(), wr)?;
+        server.attach_durability(d.clone());
+        server.make_ready();
+        let node = ClusterNode::start_on(server, peers).await?;
+        Ok(DurableNode {
+            node,
+            d,
+            writer: Some(writer),
+        })
+    }
+
+    fn server(&self) -> &Server {
+        &self.node.server
+    }
+
+    /// Events (and bytes) held in memory because they wait for the disk.
+    fn pinned(&self) -> (usize, usize) {
+        self.server().state().log().pinned()
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.d.request_stop();
+        let h = self.writer.take().context("stopped twice")?;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        Ok(())
+    }
+}
+
+fn is_refusal(e: &ClientError) -> bool {
+    matches!(e, ClientError::Server(m) if m.contains(CANNOT_WRITE) || m.contains("waiting to be written"))
+}
+
+/// Sets `k.i` to `i` on `c` for `i` in `range`, many requests in flight.
+async fn flood(c: &Client, range: std::ops::Range<i64>) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in range.collect::<Vec<_>>().chunks(100) {
+        let (c, chunk) = (c.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for i in chunk {
+                c.set_value(&path!["k", i], Value::Int(i), &UpdateOptions::default())
+                    .await?;
+            }
+            Ok::<_, ClientError>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// Every value below `k` on the node `c` talks to.
+async fn values(c: &Client) -> Result<BTreeMap<String, Value>> {
+    Ok(process::dump(c, false)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("k"))
+        .collect())
+}
+
+/// The in-process scenario, under `fsync`: the writer fails; client
+/// `set_value`, `delete_value`, `delete_tree` and `update` get error replies on a
+/// connection that stays usable; a flood of events from the healthy peer
+/// does not pile up in memory; once the failure clears, the node takes
+/// writes again without a restart and catches up with the peer.
+async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
+    let tmp = tempdir("stall")?;
+    let a = ClusterNode::start("fd-a", vec![]).await?;
+    let b = DurableNode::start("fd-b", tmp.path(), fsync, vec![a.broker()?]).await?;
+    let ca = a.client().await?;
+    let cb = b.node.client().await?;
+    // Connected: a change on a reaches b.
+    ca.set_value(&path!["k", -1i64], Value::Int(-1), &UpdateOptions::default())
+        .await?;
+    poll("the peer's first change", Duration::from_secs(30), async || {
+        cb.get_value(&path!["k", -1i64], 0)
+            .await
+            .ok()
+            .and_then(|v| v.get("value").cloned())
+    })
+    .await?;
+
+    b.d.inject_fault(Some("injected: no space left on device"));
+    // The writer notices at its next attempt; from then on every change
+    // is refused with an error reply.
+    let mut i = 0i64;
+    let err = poll("a refused write", Duration::from_secs(10), async || {
+        i += 1;
+        match cb
+            .set_value(&path!["b", i], Value::Int(i), &UpdateOptions::default())
+            .await
+        {
+            Ok(_) => None,
+            Err(e) => Some(e),
+        }
+    })
+    .await?;
+    ensure!(is_refusal(&err), "unexpected error: {err}");
+    ensure!(err.to_string().contains("retry later"), "{err}");
+    let refused = [
+        cb.set_value(&path!["b", "x"], Value::Int(1), &UpdateOptions::default())
+            .await
+            .err(),
+        cb.delete_value(&path!["k", -1i64], &UpdateOptions::default())
+            .await
+            .err(),
+        cb.delete_tree(&path!["k"]).await.err(),
+        cb.request(
+            "update",
+            vec![
+                ("node", Value::str("gone")),
+                ("tick", Value::uint(1)),
+                ("prev", Value::Nil),
+                ("path", Value::Path(path!["u"])),
+                ("value", Value::Int(1)),
+                ("tock", Value::uint(1)),
+            ],
+        )
+        .await
+        .err(),
+    ];
+    for (what, e) in ["set_value", "delete_value", "delete_tree", "update"]
+        .iter()
+        .zip(&refused)
+    {
+        match e {
+            Some(e) if is_refusal(e) => {}
+            other => bail!("{what} while the history cannot be written: {other:?}"),
+        }
+    }
+    // The connection is still usable.
+    cb.get_value(&path!["k", -1i64], 0).await?;
+
+    // A flood from the healthy peer: b does not keep it in memory.
+    let base = b.pinned();
+    let flooding = flood(&ca, 0..FLOOD);
+    let mut peak = base;
+    tokio::pin!(flooding);
+    loop {
+        tokio::select! {
+            r = &mut flooding => { r?; break; }
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                let p = b.pinned();
+                peak = (peak.0.max(p.0), peak.1.max(p.1));
+            }
+        }
+    }
+    // Give the bus time to deliver the tail of the flood (polled: until b
+    // has heard of the peer's last tick, so it knows what it lacks).
+    let a_tick = a.server.state().tick().context("a has a tick")?;
+    poll("b hears of the peer's last tick", Duration::from_secs(30), async || {
+        let st = b.server().state();
+        st.node("fd-a")
+            .and_then(|n| n.tick())
+            .filter(|&t| t >= a_tick)
+    })
+    .await?;
+    let p = b.pinned();
+    peak = (peak.0.max(p.0), peak.1.max(p.1));
+    ensure!(
+        peak.0 <= MAX_BACKLOG + MESSAGE_EVENTS && peak.1 <= MAX_BACKLOG_BYTES + (1 << 20),
+        "memory waiting for the disk grew to {peak:?} (bounds {MAX_BACKLOG} events, \
+         {MAX_BACKLOG_BYTES} bytes; {FLOOD} events were sent)"
+    );
+
+    // The failure clears: b resumes by itself, no restart.
+    b.d.inject_fault(None);
+    poll("b takes writes again", Duration::from_secs(30), async || {
+        cb.set_value(&path!["b", "after"], Value::Int(1), &UpdateOptions::default())
+            .await
+            .ok()
+    })
+    .await?;
+    ensure!(!b.d.failed(), "b still says its history cannot be written");
+    // The peer's events b left are asked for again and arrive.
+    let want = values(&ca).await?;
+    ensure!(want.len() as i64 == FLOOD + 1, "a has {} values", want.len());
+    let t0 = Instant::now();
+    loop {
+        let got = values(&cb).await?;
+        if got == want {
+            break;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "b did not catch up: {} of {} values",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(cb);
+    b.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_writer_stops_every_road_and_the_node_resumes_by_itself() -> Result<()> {
+    stalled_writer_scenario(FsyncPolicy::Interval(Duration::from_secs(1))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_fsync_always_a_change_that_cannot_be_written_gets_an_error_reply() -> Result<()> {
+    stalled_writer_scenario(FsyncPolicy::Always).await
+}
