@@ -23,7 +23,7 @@ use distkv_log::writer::FsyncPolicy;
 use distkv_log::LogLimits;
 use distkv_model::{path, Value};
 use distkv_node::client::{Client, ClientError, UpdateOptions};
-use distkv_node::persist::durable::{self, DurableConfig, Durability, WriterThread};
+use distkv_node::persist::durable::{self, Durability, DurableConfig, WriterThread};
 use distkv_node::server::{Server, ServerOptions};
 use distkv_tests::ClusterNode;
 #[allow(unused_imports)]
@@ -68,7 +68,12 @@ struct DurableNode {
 }
 
 impl DurableNode {
-    async fn start(name: &str, dir: &FsPath, fsync: FsyncPolicy, peers: Vec<String>) -> Result<Self> {
+    async fn start(
+        name: &str,
+        dir: &FsPath,
+        fsync: FsyncPolicy,
+        peers: Vec<String>,
+    ) -> Result<Self> {
         let mut c = DurableConfig::new(dir);
         c.fsync = fsync;
         c.max_backlog = MAX_BACKLOG;
@@ -99,8 +104,7 @@ impl DurableNode {
     fn stop(mut self) -> Result<()> {
         self.d.request_stop();
         let h = self.writer.take().context("stopped twice")?;
-        h.join()
-            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
         Ok(())
     }
 }
@@ -149,33 +153,52 @@ async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
     let ca = a.client().await?;
     let cb = b.node.client().await?;
     // Connected: a change on a reaches b.
-    ca.set_value(&path!["k", -1i64], Value::Int(-1), &UpdateOptions::default())
-        .await?;
-    poll("the peer's first change", Duration::from_secs(30), async || {
-        cb.get_value(&path!["k", -1i64], 0)
-            .await
-            .ok()
-            .and_then(|v| v.get("value").cloned())
-    })
+    ca.set_value(
+        &path!["k", -1i64],
+        Value::Int(-1),
+        &UpdateOptions::default(),
+    )
+    .await?;
+    poll(
+        "the peer's first change",
+        Duration::from_secs(30),
+        async || {
+            cb.get_value(&path!["k", -1i64], 0)
+                .await
+                .ok()
+                .and_then(|v| v.get("value").cloned())
+        },
+    )
     .await?;
 
     b.d.inject_fault(Some("injected: no space left on device"));
-    // The writer notices at its next attempt; from then on every change
-    // is refused with an error reply.
+    // The writer notices at its next write; from then on every change is
+    // refused with an error reply. Under `fsync = always` that is the very
+    // next change: its reply waits for the disk, and gets the error.
     let mut i = 0i64;
+    let mut acked = Vec::new();
     let err = poll("a refused write", Duration::from_secs(10), async || {
         i += 1;
         match cb
             .set_value(&path!["b", i], Value::Int(i), &UpdateOptions::default())
             .await
         {
-            Ok(_) => None,
+            Ok(_) => {
+                acked.push(i);
+                None
+            }
             Err(e) => Some(e),
         }
     })
     .await?;
     ensure!(is_refusal(&err), "unexpected error: {err}");
     ensure!(err.to_string().contains("retry later"), "{err}");
+    if fsync == FsyncPolicy::Always {
+        ensure!(
+            acked.is_empty(),
+            "acknowledged without reaching the disk: {acked:?}"
+        );
+    }
     let refused = [
         cb.set_value(&path!["b", "x"], Value::Int(1), &UpdateOptions::default())
             .await
@@ -227,12 +250,16 @@ async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
     // Give the bus time to deliver the tail of the flood (polled: until b
     // has heard of the peer's last tick, so it knows what it lacks).
     let a_tick = a.server.state().tick().context("a has a tick")?;
-    poll("b hears of the peer's last tick", Duration::from_secs(30), async || {
-        let st = b.server().state();
-        st.node("fd-a")
-            .and_then(|n| n.tick())
-            .filter(|&t| t >= a_tick)
-    })
+    poll(
+        "b hears of the peer's last tick",
+        Duration::from_secs(30),
+        async || {
+            let st = b.server().state();
+            st.node("fd-a")
+                .and_then(|n| n.tick())
+                .filter(|&t| t >= a_tick)
+        },
+    )
     .await?;
     let p = b.pinned();
     peak = (peak.0.max(p.0), peak.1.max(p.1));
@@ -244,16 +271,28 @@ async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
 
     // The failure clears: b resumes by itself, no restart.
     b.d.inject_fault(None);
-    poll("b takes writes again", Duration::from_secs(30), async || {
-        cb.set_value(&path!["b", "after"], Value::Int(1), &UpdateOptions::default())
+    poll(
+        "b takes writes again",
+        Duration::from_secs(30),
+        async || {
+            cb.set_value(
+                &path!["b", "after"],
+                Value::Int(1),
+                &UpdateOptions::default(),
+            )
             .await
             .ok()
-    })
+        },
+    )
     .await?;
     ensure!(!b.d.failed(), "b still says its history cannot be written");
     // The peer's events b left are asked for again and arrive.
     let want = values(&ca).await?;
-    ensure!(want.len() as i64 == FLOOD + 1, "a has {} values", want.len());
+    ensure!(
+        want.len() as i64 == FLOOD + 1,
+        "a has {} values",
+        want.len()
+    );
     let t0 = Instant::now();
     loop {
         let got = values(&cb).await?;
@@ -270,6 +309,29 @@ async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
     }
     drop(cb);
     b.stop()?;
+    // What was acknowledged just before the failure reached the disk once
+    // it cleared.
+    // (Once the node's tasks, which hold the directory's lock, are gone.)
+    let rec = poll(
+        "the directory to be unlocked",
+        Duration::from_secs(10),
+        async || {
+            durable::recover(
+                "fd-b",
+                DurableConfig::new(tmp.path()),
+                LogLimits::default(),
+                1,
+            )
+            .ok()
+        },
+    )
+    .await?;
+    for i in acked {
+        ensure!(
+            rec.state.entry(&path!["b", i]).and_then(|e| e.data()) == Some(&Value::Int(i)),
+            "acknowledged b.{i} lost"
+        );
+    }
     Ok(())
 }
 

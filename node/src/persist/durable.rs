@@ -603,11 +603,11 @@ impl Durability {
 
     /// Fault injection for tests: while `why` is set, every attempt of the
     /// writer to write the history fails with it, as a full disk would
-    /// fail it (the writer stalls, retries, and resumes once cleared).
+    /// fail it (the writer stalls, retries, and resumes once cleared). As
+    /// with a disk, the writer finds out when it next has to write.
     #[doc(hidden)]
     pub fn inject_fault(&self, why: Option<&str>) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = why.map(str::to_string);
-        self.wake();
     }
 
     fn check_fault(&self) -> Result<(), PersistError> {
@@ -967,10 +967,7 @@ impl<H: StateHost> WriterLoop<H> {
                         .insert(head.tick);
                 }
             }
-            let ticks: Vec<String> = by_node
-                .iter()
-                .map(|(n, r)| format!("{n}: {r}"))
-                .collect();
+            let ticks: Vec<String> = by_node.iter().map(|(n, r)| format!("{n}: {r}")).collect();
             (count, ticks.join("; "))
         });
         if count == 0 {
@@ -1011,10 +1008,10 @@ impl<H: StateHost> WriterLoop<H> {
                 tracing::info!("log segment rotation requested");
                 self.writer.rotate();
             }
-            self.d.check_fault()?;
             let wrote = self.drain()?;
             let now = self.now();
             if wrote > 0 {
+                self.d.check_fault()?;
                 // Under `fsync = always` the commit itself fsyncs.
                 self.writer.commit(now)?;
                 self.publish();
