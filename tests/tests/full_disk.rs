@@ -14,7 +14,7 @@
 mod process;
 
 use std::collections::BTreeMap;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,7 @@ use distkv_node::client::{Client, ClientError, UpdateOptions};
 use distkv_node::persist::durable::{self, Durability, DurableConfig, WriterThread};
 use distkv_node::server::{Server, ServerOptions};
 use distkv_tests::ClusterNode;
-#[allow(unused_imports)]
-use process::{Launch, NodeProc};
+use process::{chain_tick, Launch, NodeProc};
 
 /// What a node says when the history cannot be written.
 const CANNOT_WRITE: &str = "the history cannot be written";
@@ -343,4 +342,299 @@ async fn a_stalled_writer_stops_every_road_and_the_node_resumes_by_itself() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_fsync_always_a_change_that_cannot_be_written_gets_an_error_reply() -> Result<()> {
     stalled_writer_scenario(FsyncPolicy::Always).await
+}
+
+// ---------------------------------------------------------------------------
+// Real processes on a real, really full file system.
+
+/// A small tmpfs, unmounted when dropped (also when a test fails).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "4m") at `dir`; `Err` says why the
+    /// test cannot run here (not root, or mounting failed).
+    fn mount(dir: &FsPath, size: &str) -> std::result::Result<Tmpfs, String> {
+        // SAFETY: geteuid only reads the process's credentials.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root: cannot mount a tmpfs".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Fills the file system up with a filler file: writes until ENOSPC.
+    fn fill(&self) -> Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())?;
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => bail!("the filler stopped growing without an error"),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Frees the space again.
+    fn free(&self) -> Result<()> {
+        std::fs::remove_file(self.filler())?;
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let r = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        if !matches!(r, Ok(s) if s.success()) {
+            eprintln!("umount {} failed: {r:?}", self.dir.display());
+        }
+    }
+}
+
+/// A test directory with a small tmpfs for the node's data, or `None`
+/// (after printing why) where none can be mounted.
+fn small_disk(name: &str) -> Result<Option<(tempfile::TempDir, Tmpfs)>> {
+    let tmp = tempdir(name)?;
+    match Tmpfs::mount(&tmp.path().join("disk"), "4m") {
+        Ok(fs) => Ok(Some((tmp, fs))),
+        Err(why) => {
+            println!("skipped: {why}");
+            Ok(None)
+        }
+    }
+}
+
+/// A node on `fs`, logging next to it.
+fn launch(name: &str, tmp: &FsPath, fs: &Tmpfs, fsync: &'static str) -> Launch {
+    let mut l = Launch::new(name, tmp).fsync(fsync);
+    l.data_dir = Some(fs.dir.join("data"));
+    l
+}
+
+/// Acknowledged writes: key → (value, tick).
+type Acked = BTreeMap<i64, (i64, u64)>;
+
+/// Sets `w.i` to `i` (one request at a time) for increasing `i` until a
+/// request is refused; returns the error. Fails if one takes longer than
+/// `limit` to be refused, or the error is not a refusal.
+async fn write_until_refused(c: &Client, next: &mut i64, acked: &mut Acked) -> Result<ClientError> {
+    let opts = UpdateOptions {
+        nchain: 1,
+        ..UpdateOptions::default()
+    };
+    let t0 = Instant::now();
+    loop {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no write was refused"
+        );
+        let i = *next;
+        *next += 1;
+        match c.set_value(&path!["w", i], Value::Int(i), &opts).await {
+            Ok(r) => {
+                acked.insert(i, (i, chain_tick(&r)?));
+            }
+            Err(e) => {
+                ensure!(is_refusal(&e), "not an error reply but: {e}");
+                return Ok(e);
+            }
+        }
+    }
+}
+
+/// Polls writes of `w.i` until one is acknowledged again.
+async fn write_until_accepted(c: &Client, next: &mut i64, acked: &mut Acked) -> Result<()> {
+    let opts = UpdateOptions {
+        nchain: 1,
+        ..UpdateOptions::default()
+    };
+    let t0 = Instant::now();
+    loop {
+        let i = *next;
+        *next += 1;
+        match c.set_value(&path!["w", i], Value::Int(i), &opts).await {
+            Ok(r) => {
+                acked.insert(i, (i, chain_tick(&r)?));
+                return Ok(());
+            }
+            Err(e) => ensure!(is_refusal(&e), "not an error reply but: {e}"),
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "writes still refused 30 s after space was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every acknowledged write is on the node, with its value.
+async fn check_acked(node: &NodeProc, acked: &Acked) -> Result<()> {
+    let c = node.connect().await?;
+    let mut lost = Vec::new();
+    for (&k, &(v, _)) in acked {
+        let r = c.get_value(&path!["w", k], 0).await?;
+        if r.get("value") != Some(&Value::Int(v)) {
+            lost.push(k);
+        }
+    }
+    ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gets_error_replies_and_the_node_resumes_once_space_is_freed() -> Result<()> {
+    let Some((tmp, fs)) = small_disk("full-always")? else {
+        return Ok(());
+    };
+    let l = launch("fd-always", tmp.path(), &fs, "always");
+    let node = l.start().await?;
+    let c = node.connect().await?;
+    let (mut next, mut acked) = (0, Acked::new());
+    for _ in 0..20 {
+        write_until_accepted(&c, &mut next, &mut acked).await?;
+    }
+    fs.fill()?;
+    let err = write_until_refused(&c, &mut next, &mut acked).await?;
+    ensure!(err.to_string().contains("retry later"), "{err}");
+    // The connection stays usable: reads work, writes keep being refused.
+    for _ in 0..5 {
+        let r = c.get_value(&path!["w", 0i64], 0).await?;
+        ensure!(r.get("value") == Some(&Value::Int(0)), "{r}");
+        let i = next;
+        next += 1;
+        match c
+            .set_value(&path!["w", i], Value::Int(i), &UpdateOptions::default())
+            .await
+        {
+            Err(e) if is_refusal(&e) => {}
+            other => bail!("a write on a full disk: {other:?}"),
+        }
+    }
+    // Space comes back: writes are accepted again without a restart.
+    fs.free()?;
+    write_until_accepted(&c, &mut next, &mut acked).await?;
+    for _ in 0..20 {
+        write_until_accepted(&c, &mut next, &mut acked).await?;
+    }
+    check_acked(&node, &acked).await?;
+    // Under `fsync = always` nothing acknowledged is lost to kill -9.
+    drop(c);
+    node.kill9()?;
+    let node = l.start().await?;
+    check_acked(&node, &acked).await?;
+    node.terminate().await?;
+    drop(fs);
+    Ok(())
+}
+
+/// The events a stopping node reported it could not write: node → ticks.
+fn reported_unwritten(stderr: &str) -> Result<(u64, BTreeMap<String, Vec<(u64, u64)>>)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("were not written"))
+        .with_context(|| format!("no report of unwritten events in:\n{stderr}"))?;
+    let events: u64 = line
+        .split("events=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no event count in {line}"))?;
+    let ticks = line
+        .split("ticks=")
+        .nth(1)
+        .with_context(|| format!("no ticks in {line}"))?;
+    let mut out = BTreeMap::new();
+    for part in ticks.trim().split("; ") {
+        let (node, ranges) = part.split_once(": ").context("bad ticks")?;
+        let mut rs = Vec::new();
+        for r in ranges.split(", ") {
+            let r = r.trim_end_matches(|c: char| !c.is_ascii_digit());
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            rs.push((a.parse()?, b.parse()?));
+        }
+        out.insert(node.to_string(), rs);
+    }
+    Ok((events, out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_disk_is_full_retries_then_reports_what_was_not_written() -> Result<()> {
+    let Some((tmp, fs)) = small_disk("full-stop")? else {
+        return Ok(());
+    };
+    let l = launch("fd-stop", tmp.path(), &fs, "interval")
+        .conf("server.persist.stop_retry=1")
+        .rust_log(Some("info"));
+    let node = l.start().await?;
+    let c = node.connect().await?;
+    let (mut next, mut acked) = (0, Acked::new());
+    for _ in 0..20 {
+        write_until_accepted(&c, &mut next, &mut acked).await?;
+    }
+    fs.fill()?;
+    write_until_refused(&c, &mut next, &mut acked).await?;
+    drop(c);
+    let t0 = Instant::now();
+    let (status, stderr) = node.terminate_status().await?;
+    ensure!(
+        !status.success(),
+        "a stop that lost events exited with {status}"
+    );
+    ensure!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "gave up before server.persist.stop_retry"
+    );
+    let (events, ticks) = reported_unwritten(&stderr)?;
+    ensure!(events > 0, "reported no event");
+    // Exactly the acknowledged writes that are missing after a restart
+    // were reported (under `interval`, an acknowledged write waits in
+    // memory for the disk).
+    fs.free()?;
+    let node = l.start().await?;
+    let c = node.connect().await?;
+    let mine = ticks.get("fd-stop").cloned().unwrap_or_default();
+    let reported = |t: u64| mine.iter().any(|&(a, b)| a <= t && t <= b);
+    let mut missing = 0u64;
+    for (&k, &(v, tick)) in &acked {
+        let r = c.get_value(&path!["w", k], 0).await?;
+        let present = r.get("value") == Some(&Value::Int(v));
+        ensure!(
+            present != reported(tick),
+            "w.{k} (tick {tick}): present {present}, reported unwritten {}",
+            reported(tick)
+        );
+        missing += u64::from(!present);
+    }
+    ensure!(missing <= events, "{missing} missing, {events} reported");
+    drop(c);
+    node.terminate().await?;
+    drop(fs);
+    Ok(())
 }

@@ -236,7 +236,16 @@ impl Server {
     ) -> Result<T, ChangeError> {
         self.admits(st)?;
         let d = self.durability().map(|d| &**d);
-        with_reserved_ticks(d, st, f).map_err(ChangeError::State)
+        match with_reserved_ticks(d, st, f) {
+            // The meta file could not take the new reservation (the
+            // writer's log).
+            Err(StateError::TickNotReserved { next }) if d.is_some() => {
+                Err(ChangeError::Refused(Refusal::Storage(format!(
+                    "tick {next} cannot be reserved in the node's meta file"
+                ))))
+            }
+            r => r.map_err(ChangeError::State),
+        }
     }
 
     /// Tells watchers and the file writer that the log grew. Call after
