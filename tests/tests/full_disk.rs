@@ -554,8 +554,12 @@ async fn a_full_disk_gets_error_replies_and_the_node_resumes_once_space_is_freed
     Ok(())
 }
 
-/// The events a stopping node reported it could not write: node → ticks.
-fn reported_unwritten(stderr: &str) -> Result<(u64, BTreeMap<String, Vec<(u64, u64)>>)> {
+/// Tick ranges (inclusive) per node.
+type Ticks = BTreeMap<String, Vec<(u64, u64)>>;
+
+/// The events a stopping node reported it could not write: how many, and
+/// their ticks.
+fn reported_unwritten(stderr: &str) -> Result<(u64, Ticks)> {
     let line = stderr
         .lines()
         .find(|l| l.contains("ERROR") && l.contains("were not written"))
