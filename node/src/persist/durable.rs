@@ -981,8 +981,9 @@ impl<H: StateHost> WriterLoop<H> {
                 error = %err,
                 events = count,
                 %ticks,
-                "stopping with the history unwritable: these events were not written and are \
-                 lost on this node (other nodes that hold them send them back)"
+                "stopping with the history unwritable: these events were not written; this \
+                 node's own changes among them are lost (they were never sent to other nodes), \
+                 other nodes' events are fetched back from them"
             );
         }
     }
