@@ -1668,6 +1668,109 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_writer_keeps_events_pinned_retries_and_resumes_by_itself() {
+        let dir = tempdir("stall");
+        let c = DurableConfig::new(&dir);
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (mut state, _, wr) = rec.split();
+        state.make_ready();
+        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let (d, h) = start(host.clone(), wr).unwrap();
+        let pinned = || host.0.lock().log().pinned();
+        write(&host, &d, &path!["k", 0i64], Some(Value::Int(0)));
+        wait_for("the first write", || pinned().0 == 0);
+        assert_eq!(d.admits(pinned()), Ok(()));
+
+        d.inject_fault(Some("no space left on device"));
+        for i in 1..=10i64 {
+            write(&host, &d, &path!["k", i], Some(Value::Int(i)));
+        }
+        wait_for("the stall", || d.failed());
+        let why = d.trouble().unwrap();
+        assert!(why.contains("no space left on device"), "{why}");
+        assert!(matches!(d.admits(pinned()), Err(Refusal::Storage(_))));
+        // Nothing written, so everything stays pinned, however often the
+        // writer tries.
+        assert_eq!(pinned().0, 10);
+        let durable = *d.durable.borrow();
+
+        d.inject_fault(None);
+        wait_for("the writer to resume", || !d.failed());
+        wait_for("the pinned events to be written", || pinned().0 == 0);
+        assert!(*d.durable.borrow() >= durable + 10);
+        assert_eq!(d.admits(pinned()), Ok(()));
+        d.request_stop();
+        h.join().unwrap().unwrap();
+        let digest = host.0.lock().digest();
+        drop(d);
+        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        assert_eq!(rec.state.digest(), digest, "every event reached the log");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_backlog_gate_counts_pinned_events_and_bytes() {
+        let dir = tempdir("backlog");
+        let mut c = DurableConfig::new(&dir);
+        c.max_backlog = 5;
+        c.max_backlog_bytes = 1 << 20;
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (_, _, wr) = rec.split();
+        let host = Arc::new(Host(parking_lot::Mutex::new(State::new(
+            "n1",
+            LogLimits::default(),
+        ))));
+        let (d, h) = start(host, wr).unwrap();
+        assert_eq!(d.admits((5, 100)), Ok(()));
+        assert!(matches!(
+            d.admits((6, 100)),
+            Err(Refusal::Backlog { records: 6, .. })
+        ));
+        assert!(matches!(
+            d.admits((1, (1 << 20) + 1)),
+            Err(Refusal::Backlog { .. })
+        ));
+        d.request_stop();
+        h.join().unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_stop_while_the_writer_fails_gives_up_after_stop_retry() {
+        let dir = tempdir("stop-retry");
+        let mut c = DurableConfig::new(&dir);
+        c.stop_retry = Duration::from_millis(300);
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (mut state, _, wr) = rec.split();
+        state.make_ready();
+        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let (d, h) = start(host.clone(), wr).unwrap();
+        d.inject_fault(Some("no space left on device"));
+        for i in 1..=3i64 {
+            write(&host, &d, &path!["k", i], Some(Value::Int(i)));
+        }
+        wait_for("the stall", || d.failed());
+        let t0 = std::time::Instant::now();
+        d.request_stop();
+        let res = h.join().unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(300),
+            "gave up after {:?}",
+            t0.elapsed()
+        );
+        let err = res.err().unwrap().to_string();
+        assert!(err.contains("no space left on device"), "{err}");
+        assert!(d.failed(), "a writer that gave up refuses changes");
+        drop(d);
+        // The three events never reached the log.
+        let rec = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).unwrap();
+        for i in 1..=3i64 {
+            assert!(rec.state.entry(&path!["k", i]).is_none(), "k.{i}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn a_directory_of_another_node_is_refused() {
         let dir = tempdir("owner");
         session(&dir, |_| {}, |_, _| {});
