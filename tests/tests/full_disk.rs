@@ -564,6 +564,7 @@ fn reported_unwritten(stderr: &str) -> Result<(u64, Ticks)> {
         .lines()
         .find(|l| l.contains("ERROR") && l.contains("were not written"))
         .with_context(|| format!("no report of unwritten events in:\n{stderr}"))?;
+    println!("the stop reported: {line}");
     let events: u64 = line
         .split("events=")
         .nth(1)
