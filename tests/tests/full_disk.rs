@@ -643,3 +643,109 @@ async fn a_stop_while_the_disk_is_full_retries_then_reports_what_was_not_written
     drop(fs);
     Ok(())
 }
+
+/// How many of `k.0 … k.(n-1)` hold their value on the node `c` talks to.
+async fn count_values(c: &Client, n: i64) -> Result<i64> {
+    let got = values(c).await?;
+    Ok((0..n)
+        .filter(|i| {
+            got.get(&path!["k", *i].to_string())
+                .and_then(|m| m.get("value"))
+                == Some(&Value::Int(*i))
+        })
+        .count() as i64)
+}
+
+/// The tick of `node` that the node `c` talks to has heard of.
+async fn heard_tick(c: &Client, node: &str) -> Result<Option<u64>> {
+    let s = c.get_state(&["nodes"]).await?;
+    Ok(s.get("nodes")
+        .and_then(|n| n.get(node))
+        .and_then(Value::as_u64))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_full_disk_leaves_a_peers_events_and_catches_up_once_space_is_freed(
+) -> Result<()> {
+    const N: i64 = 2000;
+    let Some((tmp, fs)) = small_disk("full-peer")? else {
+        return Ok(());
+    };
+    let la = Launch::new("fd-pa", tmp.path()).with_bus()?;
+    let lb = launch("fd-pb", tmp.path(), &fs, "interval")
+        .with_bus()?
+        .peer(&la);
+    let a = la.start().await?;
+    let b = lb.start().await?;
+    let (ca, cb) = (a.connect().await?, b.connect().await?);
+    ca.set_value(
+        &path!["k", -1i64],
+        Value::Int(-1),
+        &UpdateOptions::default(),
+    )
+    .await?;
+    poll("replication to b", Duration::from_secs(30), async || {
+        let r = cb.get_value(&path!["k", -1i64], 0).await.ok()?;
+        r.get("value").cloned()
+    })
+    .await?;
+
+    fs.fill()?;
+    flood(&ca, 0..N).await?;
+    let a_tick = heard_tick(&ca, "fd-pa").await?.context("a's tick")?;
+    poll(
+        "b hears of a's last tick",
+        Duration::from_secs(30),
+        async || {
+            heard_tick(&cb, "fd-pa")
+                .await
+                .ok()?
+                .filter(|&t| t >= a_tick)
+        },
+    )
+    .await?;
+    // b left (nearly) all of them on the bus instead of holding them in
+    // memory for a disk that cannot take them; writes on b are refused.
+    let held = count_values(&cb, N).await?;
+    ensure!(
+        held < N / 2,
+        "b applied {held} of {N} events it cannot write\n{}",
+        process::logs(&[&b])
+    );
+    match cb
+        .set_value(&path!["b"], Value::Int(1), &UpdateOptions::default())
+        .await
+    {
+        Err(e) if is_refusal(&e) => {}
+        other => bail!("a write on b with its disk full: {other:?}"),
+    }
+
+    // Space comes back: b asks for what it left and catches up.
+    fs.free()?;
+    let t0 = Instant::now();
+    while count_values(&cb, N).await? < N {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "b has {} of {N} values 60 s after space was freed\n{}",
+            count_values(&cb, N).await?,
+            process::logs(&[&b])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cb.set_value(&path!["b"], Value::Int(2), &UpdateOptions::default())
+        .await?;
+    // …and wrote them: they survive its restart.
+    drop(cb);
+    b.terminate().await?;
+    let b = lb.start().await?;
+    let cb = b.connect().await?;
+    ensure!(
+        count_values(&cb, N).await? == N,
+        "b lost events across its restart"
+    );
+    drop((ca, cb));
+    b.terminate().await?;
+    a.terminate().await?;
+    drop(fs);
+    Ok(())
+}
