@@ -27,7 +27,19 @@
 //! `state_every` records or seconds it writes a state record (tick
 //! bookkeeping), every `snapshot_every` records or seconds a snapshot, after
 //! which retention may delete segments the snapshot covers. On shutdown it
-//! writes everything, fsyncs, and records a clean stop. Every interval —
+//! writes everything, fsyncs, and records a clean stop.
+//!
+//! **When the history cannot be written** (a full disk, an I/O error) the
+//! writer marks it unwritable ([`Durability::failed`]): the server then
+//! refuses every change, from clients and from other nodes
+//! ([`Durability::admits`], which also bounds the events waiting in
+//! memory), and replies waiting for the disk answer with an error. The
+//! writer tries again with a growing pause, reopening the log each time,
+//! and the node takes changes again once it succeeds. Asked to stop
+//! meanwhile, it tries for `stop_retry`, then gives up and logs, as an
+//! error, which events were not written.
+//!
+//! Every interval —
 //! state records, snapshots, fsync, segment age — is measured on a
 //! monotonic clock ([`StateHost::mono_ms`]); the wall clock only stamps
 //! records, headers and snapshots, so a clock stepped back or forth
@@ -542,8 +554,10 @@ pub struct Durability {
     /// Why, while `stalled`.
     trouble: Mutex<Option<String>>,
     /// Fault injection for tests: while set, every write attempt of the
-    /// writer fails with this reason.
+    /// writer fails with this reason (`faulty` says whether it is set, so
+    /// a healthy writer takes no lock for it).
     fault: Mutex<Option<String>>,
+    faulty: AtomicBool,
     /// The directory's lock, held while anything may still write to it.
     _lock: DirLock,
 }
@@ -608,9 +622,13 @@ impl Durability {
     #[doc(hidden)]
     pub fn inject_fault(&self, why: Option<&str>) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = why.map(str::to_string);
+        self.faulty.store(why.is_some(), Ordering::Release);
     }
 
     fn check_fault(&self) -> Result<(), PersistError> {
+        if !self.faulty.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match &*self.fault.lock().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(()),
             Some(why) => Err(PersistError::Io {
@@ -632,11 +650,11 @@ impl Durability {
 
     /// Marks the history writable again; returns whether it was stalled.
     fn unstall(&self) -> bool {
-        if !self.stalled.load(Ordering::Acquire) {
+        if !self.stalled.swap(false, Ordering::AcqRel) {
             return false;
         }
         *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.stalled.swap(false, Ordering::AcqRel)
+        true
     }
 
     /// Wakes the writer: the in-memory log grew.
@@ -758,6 +776,7 @@ pub fn start<H: StateHost>(
         stalled: AtomicBool::new(false),
         trouble: Mutex::new(None),
         fault: Mutex::new(None),
+        faulty: AtomicBool::new(false),
         _lock: lock,
     });
     let d2 = d.clone();
