@@ -926,7 +926,7 @@ impl<H: StateHost> WriterLoop<H> {
                     self.report_unwritten(&err);
                     return Err(err);
                 }
-                self.pause(backoff.min(left));
+                std::thread::sleep(backoff.min(left));
             } else {
                 self.pause(backoff);
             }
@@ -949,7 +949,7 @@ impl<H: StateHost> WriterLoop<H> {
         Ok(())
     }
 
-    /// Waits `d` or until woken (a stop request wakes it early).
+    /// Waits `d`, or less if asked to stop meanwhile.
     fn pause(&self, d: Duration) {
         let deadline = Instant::now() + d;
         let mut g = self.d.wake.lock().unwrap_or_else(|e| e.into_inner());
