@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::Bus;
 use super::core::{Core, Notice};
 use crate::client::{Client, ClientError, ConnectOptions, StreamItem};
+use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
 use crate::server::Server;
 
@@ -28,6 +29,9 @@ use crate::server::Server;
 const RECEIVE_BATCH: usize = 64;
 /// Under load, the node's own changes are broadcast at most this often.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// A state transfer waiting for the writer to catch up looks again at
+/// least this often.
+const BACKLOG_POLL: Duration = Duration::from_millis(100);
 
 /// Runs the protocol until `shutdown` fires. `ready` is cancelled once the
 /// node may serve clients.
@@ -194,7 +198,7 @@ pub enum FetchError {
     /// This node cannot take the state now (its history cannot be
     /// written); the fetch is tried again later.
     #[error(transparent)]
-    Refused(#[from] crate::persist::durable::Refusal),
+    Refused(#[from] Refusal),
 }
 
 /// Copies the whole state of the node serving clients at `addr`: every
@@ -231,10 +235,10 @@ pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchErro
             let ev = UpdateEvent::from_value(&v).map_err(|e| FetchError::Entry(e.to_string()))?;
             batch.push(ev);
             if batch.len() >= 1000 {
-                count += apply_all(server, &mut batch)?;
+                count += apply_all(server, &mut batch).await?;
             }
         }
-        count += apply_all(server, &mut batch)?;
+        count += apply_all(server, &mut batch).await?;
     }
     let state = client.get_state(&["nodes", "known", "deleted"]).await?;
     let state = PyState::from_value(&state).map_err(FetchError::Entry)?;
@@ -242,12 +246,24 @@ pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchErro
     Ok(count)
 }
 
-/// Applies `batch`, unless the node cannot take events now.
-fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> Result<usize, FetchError> {
+/// Applies `batch` once the writer has caught up enough (a state bigger
+/// than the backlog bound is fetched at the disk's pace); fails if the
+/// history cannot be written.
+async fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> Result<usize, FetchError> {
+    loop {
+        let admitted = server.admits(&server.state());
+        match (admitted, server.durability()) {
+            (Ok(()), _) => break,
+            (Err(Refusal::Backlog { .. }), Some(d)) => {
+                let mut written = d.subscribe();
+                let _ = tokio::time::timeout(BACKLOG_POLL, written.changed()).await;
+            }
+            (Err(e), _) => return Err(e.into()),
+        }
+    }
     let n = batch.len();
     let next = {
         let mut st = server.state();
-        server.admits(&st)?;
         for ev in batch.drain(..) {
             st.apply(ev);
         }
