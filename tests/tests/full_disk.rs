@@ -73,16 +73,30 @@ impl DurableNode {
         fsync: FsyncPolicy,
         peers: Vec<String>,
     ) -> Result<Self> {
+        Self::start_with(name, dir, peers, true, |c| c.fsync = fsync).await
+    }
+
+    /// A node whose config `cfg` adjusts; `ready: false` makes it join by
+    /// fetching the state of a peer.
+    async fn start_with(
+        name: &str,
+        dir: &FsPath,
+        peers: Vec<String>,
+        ready: bool,
+        cfg: impl FnOnce(&mut DurableConfig),
+    ) -> Result<Self> {
         let mut c = DurableConfig::new(dir);
-        c.fsync = fsync;
         c.max_backlog = MAX_BACKLOG;
         c.max_backlog_bytes = MAX_BACKLOG_BYTES;
+        cfg(&mut c);
         let rec = durable::recover(name, c, LogLimits::default(), distkv_node::server::now_ms())?;
         let (state, _, wr) = rec.split();
         let server = Server::with_state(state, ServerOptions::default());
         let (d, writer) = durable::start(server.clone(), wr)?;
         server.attach_durability(d.clone());
-        server.make_ready();
+        if ready {
+            server.make_ready();
+        }
         let node = ClusterNode::start_on(server, peers).await?;
         Ok(DurableNode {
             node,
@@ -767,5 +781,76 @@ async fn a_node_with_a_full_disk_leaves_a_peers_events_and_catches_up_once_space
     b.terminate().await?;
     a.terminate().await?;
     drop(fs);
+    Ok(())
+}
+
+/// The lines a `tracing` subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+// One runtime thread: the nodes' tasks log through this test's subscriber.
+#[tokio::test]
+async fn a_joining_node_fetches_a_state_bigger_than_its_backlog_at_the_disks_pace() -> Result<()> {
+    const N: i64 = 3000;
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let tmp = tempdir("join")?;
+    let a = ClusterNode::start("fd-ja", vec![]).await?;
+    let ca = a.client().await?;
+    flood(&ca, 0..N).await?;
+    // Its backlog bound is far below the state: the gate must not stop the
+    // fetch (it waits for the writer between batches if it has to).
+    let b = DurableNode::start_with("fd-jb", tmp.path(), vec![a.broker()?], false, |c| {
+        c.max_backlog = 10;
+    })
+    .await?;
+    let cb = b.node.client().await?;
+    let t0 = Instant::now();
+    loop {
+        let have = b.server().state().tick().is_some();
+        if have && count_values(&cb, N).await? == N {
+            break;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the joining node has {} of {N} values after 60 s",
+            count_values(&cb, N).await?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // From the fetch itself, at the first attempt.
+    let log = lines.text();
+    ensure!(
+        log.contains("state fetched; ready") && !log.contains("fetching the state failed"),
+        "{log}"
+    );
+    drop(cb);
+    b.stop()?;
     Ok(())
 }
