@@ -100,6 +100,8 @@ pub struct EventLog {
     bytes: usize,
     /// Records from this one on are never dropped (not yet on disk).
     keep_from: Option<Seq>,
+    /// Approximate bytes of the records from `keep_from` on.
+    pinned_bytes: usize,
 }
 
 impl EventLog {
@@ -117,6 +119,7 @@ impl EventLog {
             first: next.max(1),
             bytes: 0,
             keep_from: None,
+            pinned_bytes: 0,
         }
     }
 
@@ -125,6 +128,27 @@ impl EventLog {
     /// `None` releases the pin.
     pub fn pin(&mut self, from: Option<Seq>) {
         self.keep_from = from;
+        // The pin normally moves forward by what the writer just wrote, so
+        // summing the records still pinned is cheap.
+        self.pinned_bytes = match from {
+            None => 0,
+            Some(k) => {
+                let skip = k.saturating_sub(self.first) as usize;
+                self.records.iter().skip(skip).map(|(_, s)| s).sum()
+            }
+        };
+    }
+
+    /// Records and (approximate) bytes pinned: appended but not yet taken
+    /// by the writer that pinned them — what a stalled disk makes pile up.
+    pub fn pinned(&self) -> (usize, usize) {
+        match self.keep_from {
+            None => (0, 0),
+            Some(k) => (
+                self.next_seq().saturating_sub(k.max(self.first)) as usize,
+                self.pinned_bytes,
+            ),
+        }
     }
 
     /// Number of records held.
@@ -154,6 +178,9 @@ impl EventLog {
         let seq = self.next_seq();
         self.records.push_back((event, size));
         self.bytes += size;
+        if self.keep_from.is_some_and(|k| seq >= k) {
+            self.pinned_bytes += size;
+        }
         while (self.records.len() > self.limits.max_records
             || (self.bytes > self.limits.max_bytes && self.records.len() > 1))
             && self.keep_from.is_none_or(|k| self.first < k)
@@ -267,6 +294,26 @@ mod tests {
         log.pin(None);
         log.push(ev(7));
         assert_eq!(log.oldest_seq(), 6);
+    }
+
+    #[test]
+    fn pinned_records_and_bytes_are_counted() {
+        let mut log = EventLog::new(LogLimits::default());
+        assert_eq!(log.pinned(), (0, 0));
+        log.pin(Some(1));
+        let mut sizes = Vec::new();
+        for i in 1..=5 {
+            sizes.push(approx_size(&ev(i)));
+            log.push(ev(i));
+        }
+        assert_eq!(log.pinned(), (5, sizes.iter().sum()));
+        log.pin(Some(4));
+        assert_eq!(log.pinned(), (2, sizes[3] + sizes[4]));
+        log.pin(Some(6));
+        assert_eq!(log.pinned(), (0, 0));
+        log.pin(None);
+        log.push(ev(6));
+        assert_eq!(log.pinned(), (0, 0));
     }
 
     #[test]

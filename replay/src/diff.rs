@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use distkv_client::client::{Client, ConnectOptions};
-use distkv_client::fetch::{read_state, FetchError, LiveEntry};
+use distkv_client::fetch::{FetchError, StateReader};
 use distkv_core::persist::meta::Meta;
 use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, RecoveryInfo};
 use distkv_core::pyfiles::PyState;
@@ -175,19 +175,19 @@ pub fn live_state(addr: &str, quiet: bool) -> Result<State> {
         let spinner = Progress::items(None, &format!("fetching from {addr}"), quiet);
         let mut batch = SeenBatch::default();
         let mut entries = 0u64;
-        let ticks = read_state(&client, false, |e: LiveEntry| {
+        let fetch_err = |e| match e {
+            FetchError::Client(c) => client_err(c),
+            FetchError::Entry(why) => Error::InvalidInput(format!("{addr}: {why}")),
+        };
+        let mut reader = StateReader::new(&client, false);
+        while let Some(e) = reader.next().await.map_err(fetch_err)? {
             st.restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut batch);
             entries += 1;
             if entries % 4096 == 0 {
                 spinner.set(entries);
             }
-            Ok::<_, FetchError>(())
-        })
-        .await
-        .map_err(|e| match e {
-            FetchError::Client(c) => client_err(c),
-            FetchError::Entry(why) => Error::InvalidInput(format!("{addr}: {why}")),
-        })?;
+        }
+        let ticks = reader.ticks().await.map_err(fetch_err)?;
         st.finish_restore(batch);
         spinner.finish();
         PyState::from_value(&ticks)

@@ -146,14 +146,21 @@ impl ClusterNode {
     /// Starts a ready, empty node `name` whose bus connects to `peers`
     /// (`host:port` of other nodes' brokers).
     pub async fn start(name: &str, peers: Vec<String>) -> Result<ClusterNode> {
-        let stop = CancellationToken::new();
         let server = Server::new(name, ServerOptions::default());
         server.make_ready();
+        ClusterNode::start_on(server, peers).await
+    }
+
+    /// As [`ClusterNode::start`], for a server made by the caller (e.g. one
+    /// recovered from a data directory, with its writer attached).
+    pub async fn start_on(server: Arc<Server>, peers: Vec<String>) -> Result<ClusterNode> {
+        let stop = CancellationToken::new();
+        let name = server.name().to_string();
         let listener = server::bind("127.0.0.1", 0).await?;
         let addr = listener.local_addr()?;
         tokio::spawn(server::serve(server.clone(), listener, stop.clone()));
         let mqtt = MqttBus::start(MqttConfig::new(
-            name,
+            &name,
             MqttMode::Mesh {
                 listen: ("127.0.0.1".into(), 0),
                 advertise: None,

@@ -5,7 +5,7 @@
 use distkv_model::budget::{nesting, MAX_NESTING};
 use distkv_model::{event::path_from_value, Chain, Path, UpdateEvent, Value};
 
-use crate::client::{Client, ClientError, StreamItem};
+use crate::client::{Client, ClientError, Stream, StreamItem};
 
 /// One entry of a live node's tree, as `get_tree` with full chains
 /// (`nchain: -1`) and empty entries sends it.
@@ -32,51 +32,79 @@ pub enum FetchError {
     Entry(String),
 }
 
-/// Hands every entry of the node `client` is connected to to `each` — the
-/// user tree, and with `meta` the meta tree `(None, …)` as well — in tree
-/// order, skipping entries that hold neither a value nor a chain
-/// (intermediate nodes). Returns the node's `get_state` reply for
-/// `nodes`, `known` and `deleted`: its tick bookkeeping, in DistKV's form.
-pub async fn read_state<E: From<FetchError>>(
-    client: &Client,
-    meta: bool,
-    mut each: impl FnMut(LiveEntry) -> Result<(), E>,
-) -> Result<Value, E> {
-    let trees: &[(&str, Path)] = &[
-        ("get_tree", Path::root()),
-        ("get_tree_internal", Path::new(vec![Value::Nil])),
-    ];
-    for (action, prefix) in &trees[..if meta { 2 } else { 1 }] {
-        let fields = vec![
-            ("path", Value::Path(Path::root())),
-            ("nchain", Value::Int(-1)),
-            ("empty", Value::Bool(true)),
-        ];
-        let mut s = client
-            .stream(action, fields)
-            .await
-            .map_err(FetchError::from)?
-            .long_paths(prefix);
+/// Reads every entry of the node a client is connected to — the user
+/// tree, and with `meta` the meta tree `(None, …)` as well — in tree
+/// order ([`StateReader::next`]), skipping entries that hold neither a
+/// value nor a chain (intermediate nodes); then its tick bookkeeping
+/// ([`StateReader::ticks`]).
+pub struct StateReader<'a> {
+    client: &'a Client,
+    /// Trees still to read, last first.
+    trees: Vec<(&'static str, Path)>,
+    current: Option<(Stream, bool)>,
+}
+
+impl<'a> StateReader<'a> {
+    /// A reader of the state of the node `client` is connected to.
+    pub fn new(client: &'a Client, meta: bool) -> StateReader<'a> {
+        let mut trees = vec![("get_tree", Path::root())];
+        if meta {
+            trees.push(("get_tree_internal", Path::new(vec![Value::Nil])));
+        }
+        trees.reverse();
+        StateReader {
+            client,
+            trees,
+            current: None,
+        }
+    }
+
+    /// The next entry; `None` once every tree is read.
+    pub async fn next(&mut self) -> Result<Option<LiveEntry>, FetchError> {
         loop {
-            let item = match s.next().await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                // A node whose meta tree was never written has none.
-                Err(ClientError::Server(e)) if prefix.len() == 1 && e.starts_with("KeyError") => {
-                    break
-                }
-                Err(e) => return Err(FetchError::from(e).into()),
+            let Some((stream, meta)) = &mut self.current else {
+                let Some((action, prefix)) = self.trees.pop() else {
+                    return Ok(None);
+                };
+                let fields = vec![
+                    ("path", Value::Path(Path::root())),
+                    ("nchain", Value::Int(-1)),
+                    ("empty", Value::Bool(true)),
+                ];
+                let meta = prefix.len() == 1;
+                let stream = self
+                    .client
+                    .stream(action, fields)
+                    .await?
+                    .long_paths(&prefix);
+                self.current = Some((stream, meta));
+                continue;
             };
-            let StreamItem::Data(m) = item else { continue };
-            if let Some(entry) = decode_entry(&m)? {
-                each(entry)?;
+            match stream.next().await {
+                Ok(Some(StreamItem::Data(m))) => {
+                    if let Some(entry) = decode_entry(&m)? {
+                        return Ok(Some(entry));
+                    }
+                }
+                Ok(Some(_)) => {}
+                // A node whose meta tree was never written has none.
+                Err(ClientError::Server(e)) if *meta && e.starts_with("KeyError") => {
+                    self.current = None;
+                }
+                Ok(None) => self.current = None,
+                Err(e) => return Err(e.into()),
             }
         }
     }
-    Ok(client
-        .get_state(&["nodes", "known", "deleted"])
-        .await
-        .map_err(FetchError::from)?)
+
+    /// The node's `get_state` reply for `nodes`, `known` and `deleted`:
+    /// its tick bookkeeping, in DistKV's form.
+    pub async fn ticks(self) -> Result<Value, FetchError> {
+        Ok(self
+            .client
+            .get_state(&["nodes", "known", "deleted"])
+            .await?)
+    }
 }
 
 /// One `get_tree` reply as an entry; `None` for an entry without value

@@ -21,14 +21,18 @@ use tokio_util::sync::CancellationToken;
 use super::bus::Bus;
 use super::core::{Core, Notice};
 use crate::client::{Client, ConnectOptions};
+use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
 use crate::server::Server;
-use distkv_client::fetch::{read_state, LiveEntry};
+use distkv_client::fetch::StateReader;
 
 /// Most bus messages handled under one lock.
 const RECEIVE_BATCH: usize = 64;
 /// Under load, the node's own changes are broadcast at most this often.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// A state transfer waiting for the writer to catch up looks again at
+/// least this often.
+const BACKLOG_POLL: Duration = Duration::from_millis(100);
 
 /// Runs the protocol until `shutdown` fires. `ready` is cancelled once the
 /// node may serve clients.
@@ -126,10 +130,12 @@ pub async fn run(
                 let next = {
                     let mut st = server.state();
                     let t = now();
+                    core.refuse_events(server.admits(&st).err().map(|e| e.to_string()));
                     core.receive(&mut st, t, &first.topic, &first.payload);
                     core.poll(&mut st, t);
                     for _ in 1..RECEIVE_BATCH {
                         let Ok(m) = rx.try_recv() else { break };
+                        core.refuse_events(server.admits(&st).err().map(|e| e.to_string()));
                         core.receive(&mut st, t, &m.topic, &m.payload);
                         // Broadcast as we go: a big batch of received
                         // events must not push ours out of the event log.
@@ -181,38 +187,64 @@ fn flush(bus: &dyn Bus, core: &mut Core) {
     }
 }
 
-pub use distkv_client::fetch::FetchError;
+/// Why fetching the state from a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The peer could not be reached, broke off, or sent something that
+    /// is not an entry.
+    #[error(transparent)]
+    Read(#[from] distkv_client::fetch::FetchError),
+    /// This node cannot take the state now (its history cannot be
+    /// written); the fetch is tried again later.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
 
 /// Copies the whole state of the node serving clients at `addr`: every
 /// entry (meta tree included) with its full chain, then the tick
 /// bookkeeping. Returns the number of entries applied.
 pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchError> {
-    let client = Client::connect(addr, ConnectOptions::default()).await?;
+    use distkv_client::fetch::FetchError as Read;
+    let client = Client::connect(addr, ConnectOptions::default())
+        .await
+        .map_err(Read::from)?;
+    let mut reader = StateReader::new(&client, true);
     let mut count = 0;
     let mut batch = Vec::new();
-    let state = read_state(&client, true, |e: LiveEntry| {
+    while let Some(e) = reader.next().await? {
         // An entry without a change of its own carries nothing to apply.
-        if let Some(chain) = e.chain {
-            batch.push(UpdateEvent {
-                path: e.path,
-                chain,
-                value: e.value,
-                tock: e.tock,
-            });
-            if batch.len() >= 1000 {
-                count += apply_all(server, &mut batch);
-            }
+        let Some(chain) = e.chain else { continue };
+        batch.push(UpdateEvent {
+            path: e.path,
+            chain,
+            value: e.value,
+            tock: e.tock,
+        });
+        if batch.len() >= 1000 {
+            count += apply_all(server, &mut batch).await?;
         }
-        Ok::<_, FetchError>(())
-    })
-    .await?;
-    count += apply_all(server, &mut batch);
-    let state = PyState::from_value(&state).map_err(FetchError::Entry)?;
+    }
+    count += apply_all(server, &mut batch).await?;
+    let state = PyState::from_value(&reader.ticks().await?).map_err(Read::Entry)?;
     state.apply_to(&mut server.state());
     Ok(count)
 }
 
-fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> usize {
+/// Applies `batch` once the writer has caught up enough (a state bigger
+/// than the backlog bound is fetched at the disk's pace); fails if the
+/// history cannot be written.
+async fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> Result<usize, FetchError> {
+    loop {
+        let admitted = server.admits(&server.state());
+        match (admitted, server.durability()) {
+            (Ok(()), _) => break,
+            (Err(Refusal::Backlog { .. }), Some(d)) => {
+                let mut written = d.subscribe();
+                let _ = tokio::time::timeout(BACKLOG_POLL, written.changed()).await;
+            }
+            (Err(e), _) => return Err(e.into()),
+        }
+    }
     let n = batch.len();
     let next = {
         let mut st = server.state();
@@ -222,5 +254,5 @@ fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> usize {
         st.log().next_seq()
     };
     server.announce(next);
-    n
+    Ok(n)
 }

@@ -10,7 +10,19 @@
 //! `state_every` records or seconds it writes a state record (tick
 //! bookkeeping), every `snapshot_every` records or seconds a snapshot, after
 //! which retention may delete segments the snapshot covers. On shutdown it
-//! writes everything, fsyncs, and records a clean stop. Every interval —
+//! writes everything, fsyncs, and records a clean stop.
+//!
+//! **When the history cannot be written** (a full disk, an I/O error) the
+//! writer marks it unwritable ([`Durability::failed`]): the server then
+//! refuses every change, from clients and from other nodes
+//! ([`Durability::admits`], which also bounds the events waiting in
+//! memory), and replies waiting for the disk answer with an error. The
+//! writer tries again with a growing pause, reopening the log each time,
+//! and the node takes changes again once it succeeds. Asked to stop
+//! meanwhile, it tries for `stop_retry`, then gives up and logs, as an
+//! error, which events were not written.
+//!
+//! Every interval —
 //! state records, snapshots, fsync, segment age — is measured on a
 //! monotonic clock ([`StateHost::mono_ms`]); the wall clock only stamps
 //! records, headers and snapshots, so a clock stepped back or forth
@@ -22,7 +34,7 @@
 use std::path::Path as FsPath;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now};
 use distkv_log::{LogError, LogRecord, RetentionPolicy, Seq};
@@ -34,8 +46,9 @@ use super::meta::{Meta, MetaError, TICK_BLOCK};
 use super::snap;
 use crate::state::{State, StateError};
 pub use distkv_core::persist::recover::{
-    list_snapshots, monotonic_ms, recover, recover_at, resume_above_reservation, resume_after_loss,
-    snapshot_name, DurableConfig, PersistError, Recovered, RecoveredWriter, RecoveryInfo,
+    list_snapshots, monotonic_ms, recover, recover_at, remove_stale_temp_files,
+    resume_above_reservation, resume_after_loss, snapshot_name, DurableConfig, PersistError,
+    Recovered, RecoveredWriter, RecoveryInfo,
 };
 
 /// The configuration `settings` ask for, for the directory `dir`.
@@ -51,6 +64,7 @@ pub fn durable_config(
         FsyncSetting::Never => FsyncPolicy::Never,
     };
     c.recovery = settings.recovery;
+    c.stop_retry = settings.stop_retry;
     c.segment_bytes = settings.segment_max_bytes;
     c.segment_age = settings.segment_max_age;
     c.snapshot_records = settings.snapshot_records;
@@ -77,8 +91,16 @@ pub struct Durability {
     sleeping: AtomicBool,
     stop: AtomicBool,
     rotate: AtomicBool,
-    /// The writer failed: nothing more reaches the disk.
-    failed: AtomicBool,
+    /// The history cannot be written now (the writer retries), or the
+    /// writer gave up: changes are refused.
+    stalled: AtomicBool,
+    /// Why, while `stalled`.
+    trouble: Mutex<Option<String>>,
+    /// Fault injection for tests: while set, every write attempt of the
+    /// writer fails with this reason (`faulty` says whether it is set, so
+    /// a healthy writer takes no lock for it).
+    fault: Mutex<Option<String>>,
+    faulty: AtomicBool,
     /// The directory's lock, held while anything may still write to it.
     _lock: DirLock,
 }
@@ -102,14 +124,80 @@ impl Durability {
         self.config.fsync
     }
 
-    /// Whether the writer failed (changes can no longer be made durable).
+    /// Whether the history cannot be written now: changes are refused
+    /// until the writer succeeds again.
     pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Why the history cannot be written, while [`Durability::failed`].
+    pub fn trouble(&self) -> Option<String> {
+        if !self.failed() {
+            return None;
+        }
+        let t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        Some(t.clone().unwrap_or_else(|| "the log writer stopped".into()))
+    }
+
+    /// Whether a state whose in-memory log pins `pinned` (records, bytes)
+    /// may take more events: the history must be writable and the backlog
+    /// waiting for the disk within its bounds.
+    pub fn admits(&self, pinned: (usize, usize)) -> Result<(), Refusal> {
+        if let Some(why) = self.trouble() {
+            return Err(Refusal::Storage(why));
+        }
+        let (records, bytes) = pinned;
+        if records > self.config.max_backlog || bytes > self.config.max_backlog_bytes {
+            return Err(Refusal::Backlog { records, bytes });
+        }
+        Ok(())
     }
 
     /// Most events allowed to wait for the disk.
     pub fn max_backlog(&self) -> usize {
         self.config.max_backlog
+    }
+
+    /// Fault injection for tests: while `why` is set, every attempt of the
+    /// writer to write the history fails with it, as a full disk would
+    /// fail it (the writer stalls, retries, and resumes once cleared). As
+    /// with a disk, the writer finds out when it next has to write.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, why: Option<&str>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = why.map(str::to_string);
+        self.faulty.store(why.is_some(), Ordering::Release);
+    }
+
+    fn check_fault(&self) -> Result<(), PersistError> {
+        if !self.faulty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match &*self.fault.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(PersistError::Io {
+                file: self.config.log_dir(),
+                source: std::io::Error::other(why.clone()),
+            }),
+        }
+    }
+
+    /// Marks the history unwritable for `why`; wakes replies waiting for
+    /// the disk, which then answer with an error. Returns whether it was
+    /// writable before.
+    fn stall(&self, why: String) -> bool {
+        *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        let was = !self.stalled.swap(true, Ordering::AcqRel);
+        self.durable.send_modify(|_| {});
+        was
+    }
+
+    /// Marks the history writable again; returns whether it was stalled.
+    fn unstall(&self) -> bool {
+        if !self.stalled.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        true
     }
 
     /// Wakes the writer: the in-memory log grew.
@@ -126,12 +214,22 @@ impl Durability {
         }
     }
 
-    /// Waits until the in-memory log is durable up to `seq`.
-    pub async fn wait_durable(&self, seq: Seq) {
+    /// Waits until the in-memory log is durable up to `seq`; fails with
+    /// the reason if the history cannot be written (now: the events may
+    /// still be written once the writer succeeds again, or be lost) or the
+    /// writer stopped first.
+    pub async fn wait_durable(&self, seq: Seq) -> Result<(), String> {
         let mut rx = self.durable.subscribe();
-        let _ = rx
-            .wait_for(|&d| d >= seq || self.stop.load(Ordering::Acquire))
-            .await;
+        let res = rx
+            .wait_for(|&d| d >= seq || self.failed() || self.stop.load(Ordering::Acquire))
+            .await
+            .map(|d| *d);
+        match res {
+            Ok(d) if d >= seq => Ok(()),
+            _ => Err(self
+                .trouble()
+                .unwrap_or_else(|| "the node is stopping".into())),
+        }
     }
 
     /// A receiver of the in-memory log position up to which everything is
@@ -157,6 +255,25 @@ impl Durability {
         self.stop.store(true, Ordering::Release);
         self.wake();
     }
+}
+
+/// Why a change is refused for the sake of the history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The history cannot be written now.
+    #[error("the history cannot be written: {0}; retry later")]
+    Storage(String),
+    /// Too much waits for the disk already.
+    #[error(
+        "too many changes are waiting to be written to disk ({records} events, {bytes} bytes); \
+         retry later"
+    )]
+    Backlog {
+        /// Events waiting.
+        records: usize,
+        /// Their approximate bytes.
+        bytes: usize,
+    },
 }
 
 /// Access to the state for the writer thread: lock it, and learn how the
@@ -199,18 +316,23 @@ pub fn start<H: StateHost>(
         sleeping: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         rotate: AtomicBool::new(false),
-        failed: AtomicBool::new(false),
+        stalled: AtomicBool::new(false),
+        trouble: Mutex::new(None),
+        fault: Mutex::new(None),
+        faulty: AtomicBool::new(false),
         _lock: lock,
     });
     let d2 = d.clone();
     let h = std::thread::Builder::new()
         .name("distkv-log-writer".into())
         .spawn(move || {
+            let offset = writer.next_seq().wrapping_sub(mem_next);
             let mut w = WriterLoop {
                 host,
                 d: d2.clone(),
                 writer,
                 mem_next,
+                offset,
                 skipped,
                 since_state: 0,
                 since_snapshot: 0,
@@ -219,8 +341,8 @@ pub fn start<H: StateHost>(
             };
             let res = w.run();
             if let Err(e) = &res {
-                d2.failed.store(true, Ordering::Release);
-                tracing::error!(error = %e, "the log writer failed; the node refuses changes from now on");
+                d2.stall(e.to_string());
+                tracing::error!(error = %e, "the log writer stopped; the node refuses changes from now on");
             }
             // Never leave waiters hanging.
             d2.stop.store(true, Ordering::Release);
@@ -236,6 +358,9 @@ struct WriterLoop<H> {
     writer: LogWriter,
     /// Next in-memory log record to write.
     mem_next: Seq,
+    /// Disk log position minus in-memory log position (wrapping): the
+    /// same for every event, as each is written once.
+    offset: Seq,
     /// Own ticks declared never used at this start, for the first state
     /// record.
     skipped: RangeSet,
@@ -249,6 +374,12 @@ struct WriterLoop<H> {
 /// Events taken from the in-memory log per lock.
 const BATCH: usize = 4096;
 
+/// First pause before the writer tries again to write a history it could
+/// not write; it doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between two attempts.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
 impl<H: StateHost> WriterLoop<H> {
     /// The time on both clocks.
     fn now(&self) -> Now {
@@ -258,13 +389,150 @@ impl<H: StateHost> WriterLoop<H> {
         }
     }
 
+    /// Writes the history until stopped. When writing fails (a full disk,
+    /// an I/O error) the history is marked unwritable — changes are
+    /// refused, events stay pinned in memory, bounded by the backlog gate
+    /// — and the writer tries again with a growing pause, reopening the
+    /// log each time (which cuts a partly written block off), until it
+    /// succeeds: then changes are accepted again. Asked to stop while it
+    /// fails, it keeps trying for `stop_retry`, then gives up and reports
+    /// exactly which events were not written.
     fn run(&mut self) -> Result<(), PersistError> {
         let now = self.now();
         self.last_state_mono = now.mono_ms;
         self.last_snapshot_mono = now.mono_ms;
-        // Record the recovered bookkeeping at once: own ticks skipped after
-        // an unclean stop are then documented in the log.
-        self.write_state_record(now)?;
+        let mut backoff = RETRY_MIN;
+        let mut give_up_at: Option<Instant> = None;
+        let mut reopen = false;
+        loop {
+            let res = if reopen {
+                self.reopen().and_then(|()| self.write_history())
+            } else {
+                self.write_history()
+            };
+            let err = match res {
+                Ok(()) => return Ok(()),
+                Err(e @ PersistError::Dropped(_)) => return Err(e),
+                Err(e) => e,
+            };
+            reopen = true;
+            if self.d.stall(err.to_string()) {
+                tracing::error!(
+                    error = %err,
+                    "cannot write the history; refusing changes and retrying until it can"
+                );
+            } else {
+                tracing::debug!(error = %err, "writing the history failed again");
+            }
+            if self.d.stop.load(Ordering::Acquire) {
+                let at = *give_up_at.get_or_insert_with(|| {
+                    tracing::warn!(
+                        retry_for = ?self.d.config.stop_retry,
+                        "stopping while the history cannot be written: trying a little longer"
+                    );
+                    Instant::now() + self.d.config.stop_retry
+                });
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.report_unwritten(&err);
+                    return Err(err);
+                }
+                std::thread::sleep(backoff.min(left));
+            } else {
+                self.pause(backoff);
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Opens the log again after a failure: the failed writer may have
+    /// left a partial block (cut off now) and lost its pending records,
+    /// which are written again from the in-memory log (they stay pinned
+    /// there until a commit publishes them).
+    fn reopen(&mut self) -> Result<(), PersistError> {
+        self.d.check_fault()?;
+        remove_stale_temp_files(&self.d.config.snap_dir())?;
+        let wc = self.writer.config().clone();
+        let writer = LogWriter::open(self.d.config.log_dir(), wc, self.now())?;
+        let mem_next = writer.next_seq().wrapping_sub(self.offset);
+        self.writer = writer;
+        self.mem_next = mem_next;
+        Ok(())
+    }
+
+    /// Waits `d`, or less if asked to stop meanwhile.
+    fn pause(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let mut g = self.d.wake.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            // Announced before looking at `stop`: a stop request after the
+            // look finds the writer sleeping and notifies it.
+            self.d.sleeping.store(true, Ordering::SeqCst);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.d.stop.load(Ordering::SeqCst) || left.is_zero() {
+                break;
+            }
+            g = match self.d.wake_cv.wait_timeout(g, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        self.d.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Logs, as an error, the events that never reached the log file
+    /// (how many, and which ticks of which node).
+    fn report_unwritten(&self, err: &PersistError) {
+        let from = self.writer.written_seq().wrapping_sub(self.offset);
+        let (count, ticks) = self.host.with_state(|st| {
+            let mut by_node: std::collections::BTreeMap<String, RangeSet> = Default::default();
+            let mut count = 0u64;
+            if let Ok(it) = st.log().read(from, usize::MAX) {
+                for (_, ev) in it {
+                    count += 1;
+                    let head = ev.chain.head();
+                    by_node
+                        .entry(head.node.to_string())
+                        .or_default()
+                        .insert(head.tick);
+                }
+            }
+            let ticks: Vec<String> = by_node.iter().map(|(n, r)| format!("{n}: {r}")).collect();
+            (count, ticks.join("; "))
+        });
+        if count == 0 {
+            tracing::error!(
+                error = %err,
+                "stopping with the history unwritable: every event is in the log file, but the \
+                 final state record and sync failed"
+            );
+        } else {
+            tracing::error!(
+                error = %err,
+                events = count,
+                %ticks,
+                "stopping with the history unwritable: these events were not written; this \
+                 node's own changes among them are lost (they were never sent to other nodes), \
+                 other nodes' events are fetched back from them"
+            );
+        }
+    }
+
+    /// One healthy run of the writer, until stopped or an error.
+    fn write_history(&mut self) -> Result<(), PersistError> {
+        self.d.check_fault()?;
+        // Events left unwritten by a failure first, then the bookkeeping
+        // (which must not claim ticks whose events are not in the log);
+        // at the start this records own ticks skipped after an unclean
+        // stop at once.
+        if self.drain()? > 0 {
+            self.writer.commit(self.now())?;
+        }
+        self.write_state_record(self.now())?;
+        self.publish();
+        if self.d.unstall() {
+            tracing::info!("the history can be written again; accepting changes");
+        }
         loop {
             let stopping = self.d.stop.load(Ordering::Acquire);
             if self.d.rotate.swap(false, Ordering::AcqRel) {
@@ -274,6 +542,7 @@ impl<H: StateHost> WriterLoop<H> {
             let wrote = self.drain()?;
             let now = self.now();
             if wrote > 0 {
+                self.d.check_fault()?;
                 // Under `fsync = always` the commit itself fsyncs.
                 self.writer.commit(now)?;
                 self.publish();
@@ -299,11 +568,7 @@ impl<H: StateHost> WriterLoop<H> {
                     Ok(it) => Ok(it.map(|(_, e)| e.clone()).collect()),
                     Err(lag) => Err(lag),
                 })
-                .map_err(|lag| {
-                    PersistError::Log(LogError::InvalidInput(format!(
-                        "in-memory log dropped records the writer had not written ({lag})"
-                    )))
-                })?;
+                .map_err(PersistError::Dropped)?;
             if batch.is_empty() {
                 return Ok(total);
             }
@@ -350,7 +615,16 @@ impl<H: StateHost> WriterLoop<H> {
             && (self.since_snapshot >= c.snapshot_records
                 || due(self.last_snapshot_mono, c.snapshot_interval))
         {
-            self.snapshot(now)?;
+            match self.snapshot(now) {
+                // The log is fine (an unfinished snapshot file removes
+                // itself): try again at the next snapshot point.
+                Err(PersistError::Snapshot(e)) => {
+                    tracing::warn!(error = %e, "cannot write a snapshot; trying again later");
+                    self.since_snapshot = 0;
+                    self.last_snapshot_mono = now.mono_ms;
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -375,9 +649,11 @@ impl<H: StateHost> WriterLoop<H> {
             nodes,
             known,
             deleted,
-            skipped: std::mem::take(&mut self.skipped),
+            skipped: self.skipped.clone(),
         })?;
         self.writer.commit(now)?;
+        // Kept until written: a failed attempt writes them again.
+        self.skipped = RangeSet::new();
         self.since_state = 0;
         self.last_state_mono = now.mono_ms;
         Ok(())
@@ -924,6 +1200,109 @@ mod tests {
             rec.state.node("n1").unwrap().missing().count(),
             rec.info.lost_events
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failing_writer_keeps_events_pinned_retries_and_resumes_by_itself() {
+        let dir = tempdir("stall");
+        let c = DurableConfig::new(&dir);
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (mut state, _, wr) = rec.split();
+        state.make_ready();
+        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let (d, h) = start(host.clone(), wr).unwrap();
+        let pinned = || host.0.lock().log().pinned();
+        write(&host, &d, &path!["k", 0i64], Some(Value::Int(0)));
+        wait_for("the first write", || pinned().0 == 0);
+        assert_eq!(d.admits(pinned()), Ok(()));
+
+        d.inject_fault(Some("no space left on device"));
+        for i in 1..=10i64 {
+            write(&host, &d, &path!["k", i], Some(Value::Int(i)));
+        }
+        wait_for("the stall", || d.failed());
+        let why = d.trouble().unwrap();
+        assert!(why.contains("no space left on device"), "{why}");
+        assert!(matches!(d.admits(pinned()), Err(Refusal::Storage(_))));
+        // Nothing written, so everything stays pinned, however often the
+        // writer tries.
+        assert_eq!(pinned().0, 10);
+        let durable = *d.durable.borrow();
+
+        d.inject_fault(None);
+        wait_for("the writer to resume", || !d.failed());
+        wait_for("the pinned events to be written", || pinned().0 == 0);
+        assert!(*d.durable.borrow() >= durable + 10);
+        assert_eq!(d.admits(pinned()), Ok(()));
+        d.request_stop();
+        h.join().unwrap().unwrap();
+        let digest = host.0.lock().digest();
+        drop(d);
+        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        assert_eq!(rec.state.digest(), digest, "every event reached the log");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_backlog_gate_counts_pinned_events_and_bytes() {
+        let dir = tempdir("backlog");
+        let mut c = DurableConfig::new(&dir);
+        c.max_backlog = 5;
+        c.max_backlog_bytes = 1 << 20;
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (_, _, wr) = rec.split();
+        let host = Arc::new(Host(parking_lot::Mutex::new(State::new(
+            "n1",
+            LogLimits::default(),
+        ))));
+        let (d, h) = start(host, wr).unwrap();
+        assert_eq!(d.admits((5, 100)), Ok(()));
+        assert!(matches!(
+            d.admits((6, 100)),
+            Err(Refusal::Backlog { records: 6, .. })
+        ));
+        assert!(matches!(
+            d.admits((1, (1 << 20) + 1)),
+            Err(Refusal::Backlog { .. })
+        ));
+        d.request_stop();
+        h.join().unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_stop_while_the_writer_fails_gives_up_after_stop_retry() {
+        let dir = tempdir("stop-retry");
+        let mut c = DurableConfig::new(&dir);
+        c.stop_retry = Duration::from_millis(300);
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (mut state, _, wr) = rec.split();
+        state.make_ready();
+        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let (d, h) = start(host.clone(), wr).unwrap();
+        d.inject_fault(Some("no space left on device"));
+        for i in 1..=3i64 {
+            write(&host, &d, &path!["k", i], Some(Value::Int(i)));
+        }
+        wait_for("the stall", || d.failed());
+        let t0 = std::time::Instant::now();
+        d.request_stop();
+        let res = h.join().unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(300),
+            "gave up after {:?}",
+            t0.elapsed()
+        );
+        let err = res.err().unwrap().to_string();
+        assert!(err.contains("no space left on device"), "{err}");
+        assert!(d.failed(), "a writer that gave up refuses changes");
+        drop(d);
+        // The three events never reached the log.
+        let rec = recover("n1", DurableConfig::new(&dir), LogLimits::default(), 1).unwrap();
+        for i in 1..=3i64 {
+            assert!(rec.state.entry(&path!["k", i]).is_none(), "k.{i}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -78,6 +78,10 @@ struct Conn {
     /// The current batch changed the state: under `fsync = always` its
     /// replies wait until the change is on disk.
     changed: bool,
+    /// The replies to the batch's change requests: their seq and where
+    /// they are in the batch's output (replaced by an error if the change
+    /// cannot be written).
+    change_replies: Vec<(u64, std::ops::Range<usize>)>,
     /// When the connection was accepted.
     connected: Instant,
     /// When the last complete message arrived (`None`: none yet).
@@ -116,6 +120,7 @@ pub(super) async fn run(
         tasks_ended: Arc::new(Mutex::new(Instant::now())),
         cancel: shutdown.child_token(),
         changed: false,
+        change_replies: Vec::new(),
         connected: Instant::now(),
         last_message: None,
     };
@@ -260,10 +265,13 @@ impl Conn {
     /// Sends a batch of replies — under `fsync = always` only once its
     /// changes are on disk.
     async fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
-        if std::mem::take(&mut self.changed) && !self.wait_durable().await {
-            // Never acknowledge a change that did not reach the disk: the
-            // client sees the connection drop, not a false success.
-            return Err("the log writer failed; closing without acknowledging".into());
+        let replies = std::mem::take(&mut self.change_replies);
+        if std::mem::take(&mut self.changed) {
+            if let Err(why) = self.wait_durable().await {
+                // Never acknowledge a change that did not reach the disk:
+                // its requests get an error instead (the connection stays).
+                *out = self.refuse_changes(out, &replies, &why);
+            }
         }
         if !out.is_empty() {
             self.write(out)
@@ -327,20 +335,44 @@ impl Conn {
 
     /// Under `fsync = always`, waits until every change made so far is on
     /// disk (group commit: one wait covers the whole batch).
-    /// Returns false if the changes can never become durable.
-    async fn wait_durable(&self) -> bool {
+    /// Fails, saying why, if they are not on disk and cannot be written
+    /// now (they may be written later, once the writer succeeds again).
+    async fn wait_durable(&self) -> Result<(), String> {
         let Some(d) = self.server.durability() else {
-            return true;
+            return Ok(());
         };
         if d.fsync() != distkv_log::writer::FsyncPolicy::Always {
-            return true;
+            return Ok(());
         }
         let target = self.server.state().log().next_seq() - 1;
         tokio::select! {
-            _ = d.wait_durable(target) => {}
-            _ = self.cancel.cancelled() => {}
+            r = d.wait_durable(target) => r,
+            // Nothing is sent any more.
+            _ = self.cancel.cancelled() => Ok(()),
         }
-        !d.failed()
+    }
+
+    /// The batch `out` with the replies to the change requests `replies`
+    /// replaced by an error saying the history cannot be written.
+    fn refuse_changes(
+        &self,
+        out: &[u8],
+        replies: &[(u64, std::ops::Range<usize>)],
+        why: &str,
+    ) -> Vec<u8> {
+        let e = CmdError::Server(format!(
+            "the history cannot be written: {why}; the change is not acknowledged (it may \
+             still be written once the disk recovers); retry later"
+        ));
+        let mut new = Vec::with_capacity(out.len());
+        let mut at = 0;
+        for (seq, r) in replies {
+            new.extend_from_slice(&out[at..r.start]);
+            encode_msg(&self.server, error_fields(Some(*seq), &e), &mut new);
+            at = r.end;
+        }
+        new.extend_from_slice(&out[at..]);
+        new
     }
 
     /// Writes `bytes`, unless the server shuts down first (a client that
@@ -431,7 +463,17 @@ impl Conn {
                 | "delete_tree"
         ) {
             self.changed = true;
+            let start = out.len();
+            self.act(seq, msg, out);
+            self.change_replies.push((seq, start..out.len()));
+            return;
         }
+        self.act(seq, msg, out);
+    }
+
+    /// Runs request `seq` (its action known to exist) and replies.
+    fn act(&mut self, seq: u64, msg: Value, out: &mut Vec<u8>) {
+        let action = msg.get("action").and_then(Value::as_str).unwrap_or("");
         let s = &*self.server;
         let res = match action {
             "get_value" => handlers::get_value(s, &self.view, &msg, false),

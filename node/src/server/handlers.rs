@@ -264,6 +264,9 @@ pub fn update(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
         let live = |n: &str| server.is_live(n);
         st.vet(&ev.chain, Reporter::Client { live: &live })
             .map_err(|e| CmdError::Invalid(format!("update refused: {e}")))?;
+        server
+            .admits(&st)
+            .map_err(|e| CmdError::Server(e.to_string()))?;
         match st.apply(ev) {
             Applied::Stored(_) => Some(st.log().next_seq()),
             _ => None,

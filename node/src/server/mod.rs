@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::bus::Bus;
 use crate::cluster::msg::Topics;
 use crate::config::{ConnectionLimits, ExportSettings, ServerSettings};
-use crate::persist::durable::{with_reserved_ticks, Durability, StateHost};
+use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
 use crate::state::{State, StateError, Tock};
 
 /// Why a local change was refused.
@@ -43,12 +43,10 @@ pub enum ChangeError {
     /// The state machine refused it.
     #[error(transparent)]
     State(#[from] StateError),
-    /// Too many changes are waiting for the disk.
-    #[error("too many changes are waiting to be written to disk; try again later")]
-    Backlog,
-    /// The data directory can no longer be written.
-    #[error("the node cannot write its history (see its log); changes are refused")]
-    Storage,
+    /// The history cannot take it: it cannot be written now, or too much
+    /// waits for the disk already.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl StateHost for Server {
@@ -217,23 +215,37 @@ impl Server {
         node == self.name || self.live_nodes.lock().iter().any(|n| &**n == node)
     }
 
-    /// Runs a local change: refused while too many changes wait for the
-    /// disk; raises the durable tick reservation when needed.
+    /// Whether `st` may take more events, from any road (local changes,
+    /// `update`, other nodes' events, a state transfer): not while the
+    /// history cannot be written, nor while too much waits for the disk.
+    /// Memory stays bounded so; events of other nodes refused here are
+    /// asked for again later (their ticks are missing).
+    pub fn admits(&self, st: &State) -> Result<(), Refusal> {
+        match self.durability() {
+            Some(d) => d.admits(st.log().pinned()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a local change: refused unless [`Server::admits`]; raises the
+    /// durable tick reservation when needed.
     pub(crate) fn change<T>(
         &self,
         st: &mut State,
         f: impl FnMut(&mut State) -> Result<T, StateError>,
     ) -> Result<T, ChangeError> {
+        self.admits(st)?;
         let d = self.durability().map(|d| &**d);
-        if let Some(d) = d {
-            if d.failed() {
-                return Err(ChangeError::Storage);
+        match with_reserved_ticks(d, st, f) {
+            // The meta file could not take the new reservation (the
+            // writer's log).
+            Err(StateError::TickNotReserved { next }) if d.is_some() => {
+                Err(ChangeError::Refused(Refusal::Storage(format!(
+                    "tick {next} cannot be reserved in the node's meta file"
+                ))))
             }
-            if st.log().len() > d.max_backlog() {
-                return Err(ChangeError::Backlog);
-            }
+            r => r.map_err(ChangeError::State),
         }
-        with_reserved_ticks(d, st, f).map_err(ChangeError::State)
     }
 
     /// Tells watchers and the file writer that the log grew. Call after

@@ -402,20 +402,27 @@ impl NodeProc {
 
     /// `SIGTERM`, then waits (with a deadline) for the process to exit; a
     /// clean stop must exit with status 0.
-    pub async fn terminate(mut self) -> Result<()> {
+    pub async fn terminate(self) -> Result<()> {
+        let name = self.name.clone();
+        let (status, stderr) = self.terminate_status().await?;
+        ensure!(
+            status.success(),
+            "node {name} exited with {status} after SIGTERM:\n{}",
+            tail_of(&stderr, 4000)
+        );
+        Ok(())
+    }
+
+    /// `SIGTERM`, then waits (with a deadline) for the process to exit;
+    /// returns how it exited and its whole stderr.
+    pub async fn terminate_status(mut self) -> Result<(ExitStatus, String)> {
         let pid = self.pid();
         signal(pid, libc::SIGTERM)?;
         let deadline = Instant::now() + STOP_DEADLINE;
         loop {
             if let Some(status) = self.try_wait()? {
                 self.child = None;
-                ensure!(
-                    status.success(),
-                    "node {} exited with {status} after SIGTERM:\n{}",
-                    self.name,
-                    self.stderr_tail()
-                );
-                return Ok(());
+                return Ok((status, self.stderr()));
             }
             if Instant::now() > deadline {
                 bail!(
@@ -450,6 +457,15 @@ fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
         std::io::Error::last_os_error()
     );
     Ok(())
+}
+
+/// The last `max` bytes (about) of `text`.
+fn tail_of(text: &str, max: usize) -> &str {
+    let mut at = text.len().saturating_sub(max);
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    &text[at..]
 }
 
 /// The last `max` bytes of the file at `path` (empty if unreadable).

@@ -61,9 +61,15 @@ pub struct DurableConfig {
     pub retention: RetentionPolicy,
     /// What to do with a damaged event log.
     pub recovery: RecoveryMode,
-    /// Local changes are refused while more than this many events wait for
-    /// the disk (back-pressure instead of unbounded memory).
+    /// Changes — local ones, `update`, and events from other nodes — are
+    /// refused while more than this many events wait for the disk
+    /// (back-pressure instead of unbounded memory)…
     pub max_backlog: usize,
+    /// …or more than this many (approximate) bytes of them.
+    pub max_backlog_bytes: usize,
+    /// Asked to stop while the history cannot be written, the writer keeps
+    /// trying this long before it gives up and reports what is lost.
+    pub stop_retry: Duration,
 }
 
 impl DurableConfig {
@@ -84,6 +90,8 @@ impl DurableConfig {
             },
             recovery: RecoveryMode::TruncateTail,
             max_backlog: 1 << 20,
+            max_backlog_bytes: 64 << 20,
+            stop_retry: Duration::from_secs(5),
         }
     }
 
@@ -101,6 +109,10 @@ impl DurableConfig {
 /// A data-directory problem.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
+    /// The in-memory log no longer holds events the writer has not
+    /// written: they cannot be written any more (not retried).
+    #[error("in-memory log dropped records the writer had not written ({0})")]
+    Dropped(distkv_log::Lagged),
     /// Metadata.
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -218,7 +230,7 @@ pub fn list_snapshots(dir: &FsPath) -> Result<Vec<(Seq, PathBuf)>, PersistError>
 
 /// Removes snapshot temp files a crash left behind (a snapshot only counts
 /// once renamed into place).
-fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
+pub fn remove_stale_temp_files(dir: &FsPath) -> Result<(), PersistError> {
     for ent in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = ent.map_err(io(dir))?.path();
         if path.extension().is_some_and(|e| e == "tmp") {

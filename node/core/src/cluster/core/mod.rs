@@ -161,6 +161,9 @@ pub struct Core {
     second: NodeSet,
     /// When an answer to one of our requests last arrived.
     repair_rx: u64,
+    /// Why other nodes' events are not taken now (the history cannot be
+    /// written, or too much waits for the disk), and how many were left.
+    refusing: Option<(String, u64)>,
     /// Background rounds so far.
     rounds: u64,
     /// Nodes another node dropped that still head entries here, and how
@@ -231,6 +234,7 @@ impl Core {
             deferred: NodeSet::default(),
             second: NodeSet::default(),
             repair_rx: 0,
+            refusing: None,
             rounds: 0,
             drops: BTreeMap::new(),
             dropped: BTreeMap::new(),
@@ -299,6 +303,25 @@ impl Core {
             self.gap_at = Some(now + self.cfg.own_gap_grace);
         }
         self.ticks_at = Some(now);
+    }
+
+    /// Stops (`Some(why)`) or resumes (`None`) taking other nodes' events
+    /// — those broadcast, and the answers to repair requests. Events left
+    /// are not lost: their ticks count as missing here, so they are asked
+    /// for again once events are taken again.
+    pub fn refuse_events(&mut self, why: Option<String>) {
+        match (why, &mut self.refusing) {
+            (Some(why), None) => {
+                tracing::warn!(%why, "not taking other nodes' events for now; they are asked for again later");
+                self.refusing = Some((why, 0));
+            }
+            (Some(why), Some(r)) => r.0 = why,
+            (None, Some((_, n))) => {
+                tracing::info!(left = *n, "taking other nodes' events again");
+                self.refusing = None;
+            }
+            (None, None) => {}
+        }
     }
 
     /// Takes a message off the bus.

@@ -25,6 +25,16 @@ impl Core {
             if answer {
                 self.repair_rx = now;
             }
+            if let Some((_, left)) = &mut self.refusing {
+                // Not in the state, so not in memory: its tick is missing
+                // here, and asked for again later.
+                let head = ev.chain.head();
+                if head.node != self.me {
+                    st.saw_node_tick(&head.node, head.tick);
+                }
+                *left += 1;
+                continue;
+            }
             let chain = ev.chain.clone();
             st.apply(ev);
             st.sighted(&chain);
