@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod client;
 pub mod cluster;
 pub mod config;
