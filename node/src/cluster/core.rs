@@ -133,7 +133,19 @@ pub struct Core {
     addr: Option<String>,
     /// Missing ticks somebody (we or another node) asked for this round.
     asked: NodeSet,
+    /// Of those, what other nodes asked for since `others_since`: counted
+    /// as asked only until `others_check_at` (a gap later) unless answers
+    /// come in meanwhile. The asker's request may not have reached the
+    /// holder (after a partition, links come back one by one): then we
+    /// ask ourselves, on our broker, instead of waiting for the next
+    /// round.
+    others_asked: NodeSet,
+    others_since: u64,
+    others_check_at: Option<u64>,
     ticks_at: Option<u64>,
+    /// The ticks sent at `ticks_at` ask every hearer to answer with theirs
+    /// (a link came back: see [`Info::reply`]).
+    ticks_reply: bool,
     missing_at: Option<u64>,
     resend_at: Option<u64>,
     gap_at: Option<u64>,
@@ -206,6 +218,10 @@ impl Core {
             addr,
             asked: NodeSet::default(),
             ticks_at: None,
+            ticks_reply: false,
+            others_asked: NodeSet::default(),
+            others_since: 0,
+            others_check_at: None,
             missing_at: None,
             resend_at: None,
             gap_at: None,
@@ -304,9 +320,27 @@ impl Core {
         self.ticks_at = Some(now);
     }
 
-    /// A link to another node came (back) up: exchange ticks soon.
+    /// A link to another node came (back) up: exchange ticks at once.
+    ///
+    /// Our ticks alone are not enough: a link is one direction (our client
+    /// on a peer's broker), and the peer's link to our broker may come back
+    /// only later, so it may never hear what we send now. So our ticks ask
+    /// every hearer to answer with theirs ([`Info::reply`]); of two nodes,
+    /// the one whose link comes back last asks, and the other's link is up
+    /// by then. Both learn what they miss and ask for it, without waiting
+    /// for the next housekeeper's round.
     pub fn link_up(&mut self, now: u64) {
-        let at = now + self.jitter(self.cfg.ping.gap / 4);
+        // What we asked for while the link was down may never have been
+        // heard, or its answer lost: ask again once the ticks are in.
+        self.asked = NodeSet::default();
+        self.ticks_reply = true;
+        self.ticks_soon(now, self.cfg.ping.gap / 10);
+    }
+
+    /// Schedules sending our ticks within `max_delay` ms (random, so that
+    /// many nodes reacting to one event do not all send at once).
+    fn ticks_soon(&mut self, now: u64, max_delay: u64) {
+        let at = now + self.jitter(max_delay);
         self.ticks_at = Some(self.ticks_at.map_or(at, |t| t.min(at)));
     }
 
@@ -385,7 +419,14 @@ impl Core {
         if self.heard.insert(i.node.clone(), now).is_none() {
             // A node we did not know: tell it our ticks (and where we
             // serve) soon, so a joining node need not wait for a cycle.
-            self.link_up(now);
+            self.ticks_soon(now, self.cfg.ping.gap / 4);
+        }
+        if i.reply {
+            // Its link to us came back: it wants our ticks now, and what
+            // anyone asked for before may not have reached it.
+            tracing::debug!(node = %self.me, from = %i.node, "a link came back: answering with our ticks");
+            self.asked = NodeSet::default();
+            self.ticks_soon(now, self.cfg.ping.gap / 10);
         }
         if let Some(addr) = &i.addr {
             let e = self.peers.entry(i.node.clone()).or_insert((None, None));
@@ -414,8 +455,17 @@ impl Core {
         };
         if !i.missing.is_empty() {
             st.report_missing(&i.missing);
+            if self.others_check_at.is_none() {
+                self.others_since = now;
+                self.others_check_at = Some(now + self.cfg.ping.gap);
+            }
             for (n, r) in &i.missing.0 {
                 self.asked.0.entry(n.clone()).or_default().union_with(r);
+                self.others_asked
+                    .0
+                    .entry(n.clone())
+                    .or_default()
+                    .union_with(r);
                 if *n != self.me && self.alive(n, now) {
                     let d = self.deferred.0.entry(n.clone()).or_default();
                     let again = d.intersection(r);
@@ -627,10 +677,15 @@ impl Core {
             self.ticks_at = None;
             let mut i = Info::new(self.me.clone(), st.tick());
             i.ticks = st.ticks();
+            i.reply = std::mem::take(&mut self.ticks_reply);
             if self.skipped.1 > 0 {
                 i.skipped = self.skipped.0.clone();
             }
             self.publish_info(i);
+        }
+        if self.others_check_at.is_some_and(|t| now >= t) {
+            self.others_check_at = None;
+            self.recheck_others_asked(st, now);
         }
         if self.missing_at.is_some_and(|t| now >= t) {
             self.missing_at = None;
@@ -647,6 +702,26 @@ impl Core {
                 tracing::info!(ticks = %gap, "own ticks nobody holds: declared unused");
             }
         }
+    }
+
+    /// A gap after other nodes asked for ticks we miss too: unless answers
+    /// are coming in, those requests count as asked no more, so that what
+    /// is still missing is asked for again, by us.
+    fn recheck_others_asked(&mut self, st: &State, now: u64) {
+        let others = std::mem::take(&mut self.others_asked);
+        if self.repair_rx >= self.others_since {
+            // Answers are streaming in: look again later.
+            self.others_asked = others;
+            self.others_since = now;
+            self.others_check_at = Some(now + self.cfg.ping.gap);
+            return;
+        }
+        for (n, r) in &others.0 {
+            if let Some(a) = self.asked.0.get_mut(n) {
+                a.subtract(r);
+            }
+        }
+        self.check_missing(st, now);
     }
 
     fn maybe_bootstrap(&mut self, now: u64) {
@@ -906,16 +981,22 @@ impl Core {
 
     /// When [`Core::poll`] wants to run next.
     pub fn next_deadline(&self) -> u64 {
-        [self.ticks_at, self.missing_at, self.resend_at, self.gap_at]
-            .into_iter()
-            .flatten()
-            .chain([
-                self.actor.next_deadline(),
-                self.purge.actor.next_deadline(),
-                self.round_at,
-            ])
-            .min()
-            .unwrap_or(u64::MAX)
+        [
+            self.ticks_at,
+            self.missing_at,
+            self.resend_at,
+            self.gap_at,
+            self.others_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([
+            self.actor.next_deadline(),
+            self.purge.actor.next_deadline(),
+            self.round_at,
+        ])
+        .min()
+        .unwrap_or(u64::MAX)
     }
 
     /// Messages to publish, in order: `(topic, payload)`.
@@ -1040,6 +1121,51 @@ mod tests {
         st.make_ready();
         let core = Core::new(&st, ClusterConfig::default(), 7, None);
         (st, core)
+    }
+
+    /// The info messages `core` published so far.
+    fn infos(core: &mut Core) -> Vec<Info> {
+        let topic = core.topics().info.clone();
+        core.take_outgoing()
+            .into_iter()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, p)| Info::decode(&p).expect("our own info"))
+            .collect()
+    }
+
+    /// A link coming back makes a node send its ticks asking for an
+    /// answer; whoever hears that answers with its own ticks at once (not
+    /// at the next housekeeper's round), without asking in turn.
+    #[test]
+    fn a_link_coming_back_asks_for_the_peers_ticks() {
+        let (mut a, mut core_a) = ready("a");
+        let (mut b, mut core_b) = ready("b");
+        core_a.start(&mut a, 0);
+        core_b.start(&mut b, 0);
+        core_a.poll(&mut a, 1);
+        core_b.poll(&mut b, 1);
+        let _ = (infos(&mut core_a), infos(&mut core_b));
+        let gap = ClusterConfig::default().ping.gap;
+
+        core_a.link_up(10_000);
+        core_a.poll(&mut a, 10_000 + gap / 10);
+        let sent = infos(&mut core_a);
+        let ask = sent
+            .iter()
+            .find(|i| !i.ticks.is_empty())
+            .expect("ticks sent");
+        assert!(ask.reply, "{sent:?}");
+
+        let info = core_a.topics().info.clone();
+        core_b.receive(&mut b, 10_000 + gap / 10, &info, &ask.encode());
+        assert!(core_b.next_deadline() <= 10_000 + 2 * (gap / 10));
+        core_b.poll(&mut b, 10_000 + 2 * (gap / 10));
+        let answer = infos(&mut core_b);
+        let answer = answer
+            .iter()
+            .find(|i| !i.ticks.is_empty())
+            .expect("ticks answered");
+        assert!(!answer.reply, "an answer asks for none: {answer:?}");
     }
 
     /// Own events broadcast by `core` so far, as `node:tick` of each.

@@ -25,7 +25,9 @@
 //! matches them (e.g. `<root>/#`) receive them like any other message; the
 //! retained ones arrive again after every reconnect.
 //!
-//! **Links:** every (re)connection of any client bumps [`Bus::links`];
+//! **Links:** every (re)connection of any client bumps [`Bus::links`] (a
+//! peer broker's once it named its owner again, i.e. once messages from it
+//! are delivered);
 //! clients reconnect forever with a backoff of 100 ms doubling to 2 s.
 //!
 //! **Limitation:** rumqttd has no way to stop a broker. [`MqttBus`] puts
@@ -447,10 +449,15 @@ impl Shared {
         }
     }
 
-    /// After every CONNACK: count the link, announce this node, and
-    /// subscribe afresh (sessions are clean).
+    /// After every CONNACK: announce this node, subscribe afresh (sessions
+    /// are clean) and count the link — a peer broker's link only once its
+    /// owner is known again ([`Shared::on_owner`]): that message comes
+    /// right after the subscription took effect, so whatever the cluster
+    /// layer asks for on a new link cannot come back before it is heard.
     fn on_connack(&self, link: &Link) {
-        self.links_tx.send_modify(|n| *n += 1);
+        if link.own || !self.mesh {
+            self.links_tx.send_modify(|n| *n += 1);
+        }
         info!(node = self.node, broker = link.key, "MQTT link up");
         if let Some(advertise) = self.advertise.as_ref().filter(|_| self.mesh) {
             let topic = format!("{}{}", self.peer_prefix, self.node);
@@ -529,6 +536,10 @@ impl Shared {
         }
         *link.owner.lock() = Some(owner.to_owned());
         link.deliver.store(true, Ordering::Release);
+        drop(st);
+        if !link.own {
+            self.links_tx.send_modify(|n| *n += 1);
+        }
         true
     }
 
