@@ -622,3 +622,45 @@ async fn two_nodes_replicate_over_ipv6() -> Result<()> {
     }
     Ok(())
 }
+
+/// A host name that never resolves (RFC 6761 reserves `.invalid`).
+const NOWHERE: &str = "distkv-test-unreachable.invalid";
+
+/// A ready node advertises a client address nobody can reach (as nodes
+/// sharing one host name do without `--advertise`), but its broker was
+/// reached at the `--peer` address: a joining node fetches the state from
+/// that host with the advertised port, becomes ready within seconds, and
+/// its log says which addresses it tried and which worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_fetches_from_a_peer_whose_advertised_address_is_wrong() -> Result<()> {
+    let dir = tempdir("advertise")?;
+    let l1 = node("adv1", dir.path())?
+        .with_bus()?
+        .arg("--advertise")
+        .arg(NOWHERE)
+        .arg("-I")
+        .arg("here");
+    let l2 = node("adv2", dir.path())?.with_bus()?.peer(&l1);
+    let n1 = l1.start().await?;
+    let t0 = Instant::now();
+    let n2 = l2.start().await?;
+    let took = t0.elapsed();
+    let port = n1.addr.port();
+    let log = n2.stderr();
+    ensure!(
+        took < Duration::from_secs(10),
+        "adv2 became ready only after {took:?}:\n{log}"
+    );
+    let tried = format!("{NOWHERE}:{port}, 127.0.0.1:{port}");
+    let worked = format!("addr=127.0.0.1:{port} entries=");
+    for text in [&tried, &worked] {
+        ensure!(
+            log.contains(text.as_str()),
+            "adv2 does not log {text:?}:\n{log}"
+        );
+    }
+    let want: Want = vec![(Path::root(), Some(Value::str("here")))];
+    has_values("the root entry fetched from adv1", &n2, &want).await?;
+    println!("adv2 ready after {took:?}");
+    Ok(())
+}

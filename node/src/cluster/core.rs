@@ -153,6 +153,9 @@ pub struct Core {
     started_at: u64,
     /// Last ping value and client address of every node heard.
     peers: BTreeMap<NodeName, (PingValue, Option<String>)>,
+    /// Client addresses two nodes advertise alike, warned about once each:
+    /// (address, node, node).
+    addr_clashes: std::collections::BTreeSet<(String, NodeName, NodeName)>,
     fetching: bool,
     /// After a failed fetch, no new one before this time.
     fetch_after: u64,
@@ -228,6 +231,7 @@ impl Core {
             round_at: 0,
             started_at: 0,
             peers: BTreeMap::new(),
+            addr_clashes: Default::default(),
             fetching: false,
             fetch_after: 0,
             purge: Purge {
@@ -429,6 +433,7 @@ impl Core {
             self.ticks_soon(now, self.cfg.ping.gap / 10);
         }
         if let Some(addr) = &i.addr {
+            self.check_addr(&i.node, addr);
             let e = self.peers.entry(i.node.clone()).or_insert((None, None));
             e.1 = Some(addr.clone());
             if e.0.is_none() {
@@ -549,6 +554,9 @@ impl Core {
                 self.heard.insert(node.clone(), now);
             }
             let addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
+            if let (Some(a), false) = (&addr, *node == self.me) {
+                self.check_addr(node, a);
+            }
             self.peers.insert(node.clone(), (*value, addr));
             if let (Some((tock, tick)), false) = (value, *node == self.me) {
                 if *tick > MAX_COUNTER || *tock > MAX_COUNTER {
@@ -586,6 +594,38 @@ impl Core {
                 ActorEvent::NameCollision => self.notices.push(Notice::NameCollision),
                 ActorEvent::Ping { .. } | ActorEvent::Untag | ActorEvent::Detag => {}
             }
+        }
+    }
+
+    /// Warns (once) when `node` advertises the client address of another
+    /// node or of this one: a joining node could fetch from the wrong one,
+    /// or from none (nodes sharing a host name without `--advertise`).
+    fn check_addr(&mut self, node: &NodeName, addr: &str) {
+        let mine = self.addr.as_deref() == Some(addr);
+        let other = if mine {
+            Some(self.me.clone())
+        } else {
+            self.peers
+                .iter()
+                .find(|(n, (_, a))| *n != node && a.as_deref() == Some(addr))
+                .map(|(n, _)| n.clone())
+        };
+        let Some(other) = other else { return };
+        let (a, b) = if other < *node {
+            (other, node.clone())
+        } else {
+            (node.clone(), other)
+        };
+        if self
+            .addr_clashes
+            .insert((addr.to_string(), a.clone(), b.clone()))
+        {
+            tracing::warn!(
+                node = %self.me,
+                nodes = %format!("{a}, {b}"),
+                %addr,
+                "two nodes advertise the same client address: give each its own --advertise"
+            );
         }
     }
 
@@ -1166,6 +1206,22 @@ mod tests {
             .find(|i| !i.ticks.is_empty())
             .expect("ticks answered");
         assert!(!answer.reply, "an answer asks for none: {answer:?}");
+    }
+
+    /// Two nodes advertising one client address are noticed (a joining
+    /// node could not tell them apart).
+    #[test]
+    fn two_nodes_advertising_one_address_are_noticed() {
+        let (mut st, mut core) = ready("a");
+        core.start(&mut st, 0);
+        let topic = core.topics().info.clone();
+        for (n, addr) in [("b", "h:1"), ("c", "h:2"), ("d", "h:1"), ("d", "h:1")] {
+            let mut i = Info::new(n.into(), Some(0));
+            i.addr = Some(addr.into());
+            core.receive(&mut st, 1, &topic, &i.encode());
+        }
+        let clashes: Vec<_> = core.addr_clashes.iter().cloned().collect();
+        assert_eq!(clashes, vec![("h:1".to_string(), "b".into(), "d".into())]);
     }
 
     /// Own events broadcast by `core` so far, as `node:tick` of each.

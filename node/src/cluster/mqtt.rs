@@ -195,6 +195,14 @@ struct State {
     /// Every broker address configured or learned, this node's own
     /// advertised address included.
     known: BTreeSet<String>,
+    /// Node name → the broker addresses at which that node's broker
+    /// answered (its owner message), duplicate links included.
+    reached: HashMap<String, BTreeSet<String>>,
+    /// Broker address → the node that announced it last, to notice two
+    /// nodes announcing one address.
+    announced: HashMap<String, String>,
+    /// (address, node, node) clashes warned about, each once.
+    clashes: BTreeSet<(String, String, String)>,
     stopped: bool,
 }
 
@@ -261,6 +269,9 @@ impl MqttBus {
                 cover,
                 links: HashMap::new(),
                 known: BTreeSet::new(),
+                reached: HashMap::new(),
+                announced: HashMap::new(),
+                clashes: BTreeSet::new(),
                 stopped: false,
             }),
             publisher: RwLock::new(None),
@@ -402,6 +413,14 @@ impl Bus for MqttBus {
     fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
+
+    fn reached_at(&self, node: &str) -> Vec<String> {
+        let st = self.shared.state.lock();
+        st.reached
+            .get(node)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Shared {
@@ -518,13 +537,28 @@ impl Shared {
             return true;
         }
         let mut st = self.state.lock();
-        let duplicate = if owner == self.identity {
-            !link.own
-        } else {
-            st.links
-                .values()
-                .any(|l| !Arc::ptr_eq(l, link) && l.owner.lock().as_deref() == Some(owner))
-        };
+        if owner == self.identity && !link.own {
+            warn!(
+                node = self.node,
+                broker = link.key,
+                "this broker address leads to this node's own broker (nodes sharing a host \
+                 name? give each its own --advertise); not using it"
+            );
+            self.forget(&mut st, link);
+            return false;
+        }
+        if !link.own {
+            // The identity is "name nonce".
+            let name = owner.rsplit_once(' ').map_or(owner, |(name, _)| name);
+            st.reached
+                .entry(name.to_owned())
+                .or_default()
+                .insert(link.key.clone());
+        }
+        let duplicate = st
+            .links
+            .values()
+            .any(|l| !Arc::ptr_eq(l, link) && l.owner.lock().as_deref() == Some(owner));
         if duplicate {
             info!(
                 node = self.node,
@@ -552,7 +586,7 @@ impl Shared {
             return;
         };
         let addr = addr.trim();
-        if addr.is_empty() || Some(addr) == self.advertise.as_deref() {
+        if addr.is_empty() {
             return;
         }
         let (key, host, port) = match parse_host_port(addr) {
@@ -563,6 +597,26 @@ impl Shared {
             }
         };
         let mut st = self.state.lock();
+        let other = if Some(&key) == self.advertise.as_ref() {
+            Some(self.node.clone())
+        } else {
+            st.announced
+                .insert(key.clone(), name.to_owned())
+                .filter(|n| n != name)
+        };
+        if let Some(other) = other {
+            let mut pair = [other, name.to_owned()];
+            pair.sort();
+            let [a, b] = pair;
+            if st.clashes.insert((key.clone(), a.clone(), b.clone())) {
+                warn!(
+                    node = self.node,
+                    nodes = format!("{a}, {b}"),
+                    broker = key,
+                    "two nodes announce the same broker address: give each its own --advertise"
+                );
+            }
+        }
         if st.stopped || st.known.contains(&key) || Some(&key) == self.advertise.as_ref() {
             return;
         }
