@@ -911,7 +911,8 @@ async fn same_ticks(clients: &[Client]) -> Result<bool> {
 /// The heal time of a real partition with many writes on each side, for
 /// docs/perf.md (not a pass/fail check; run explicitly):
 /// `cargo test -p distkv-tests --test hosts heal_time -- --ignored --nocapture`,
-/// `DISTKV_HEAL_WRITES` writes per side (default 100 000), default timing.
+/// `DISTKV_HEAL_WRITES` writes per side (default 100 000), default timing
+/// unless `DISTKV_HEAL_CONF` (e.g. `server.ping.gap=0.5`) says otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: minutes of writes"]
 async fn heal_time_with_many_writes_per_side() -> Result<()> {
@@ -922,7 +923,10 @@ async fn heal_time_with_many_writes_per_side() -> Result<()> {
         Ok(v) => v.parse().context("DISTKV_HEAL_WRITES")?,
         Err(_) => 100_000,
     };
-    hosts.conf = Vec::new();
+    // Default timing, or `DISTKV_HEAL_CONF=key=value,…` overrides.
+    hosts.conf = std::env::var("DISTKV_HEAL_CONF")
+        .map(|c| c.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     for i in 1..=3 {
         hosts.start(i).await?;
     }
