@@ -142,6 +142,11 @@ pub struct Core {
     others_asked: NodeSet,
     others_since: u64,
     others_check_at: Option<u64>,
+    /// Until then (a gap after a link came back), repair runs with short
+    /// random delays: a healed partition is repaired at once, and the few
+    /// duplicate requests or answers that shorter delays may cause are
+    /// cheap next to waiting.
+    fast_until: u64,
     ticks_at: Option<u64>,
     /// The ticks sent at `ticks_at` ask every hearer to answer with theirs
     /// (a link came back: see [`Info::reply`]).
@@ -225,6 +230,7 @@ impl Core {
             others_asked: NodeSet::default(),
             others_since: 0,
             others_check_at: None,
+            fast_until: 0,
             missing_at: None,
             resend_at: None,
             gap_at: None,
@@ -336,9 +342,19 @@ impl Core {
     pub fn link_up(&mut self, now: u64) {
         // What we asked for while the link was down may never have been
         // heard, or its answer lost: ask again once the ticks are in.
-        self.asked = NodeSet::default();
+        self.forget_asked(now);
+        self.fast_until = now + self.cfg.ping.gap;
         self.ticks_reply = true;
         self.ticks_soon(now, self.cfg.ping.gap / 10);
+    }
+
+    /// Counts nothing as asked any more — unless answers are streaming in:
+    /// under a big repair, brokers may drop a slow link, and asking for
+    /// everything again on its return would only send it all twice.
+    fn forget_asked(&mut self, now: u64) {
+        if now >= self.repair_rx + self.cfg.ping.gap {
+            self.asked = NodeSet::default();
+        }
     }
 
     /// Schedules sending our ticks within `max_delay` ms (random, so that
@@ -429,7 +445,8 @@ impl Core {
             // Its link to us came back: it wants our ticks now, and what
             // anyone asked for before may not have reached it.
             tracing::debug!(node = %self.me, from = %i.node, "a link came back: answering with our ticks");
-            self.asked = NodeSet::default();
+            self.forget_asked(now);
+            self.fast_until = now + self.cfg.ping.gap;
             self.ticks_soon(now, self.cfg.ping.gap / 10);
         }
         if let Some(addr) = &i.addr {
@@ -482,7 +499,11 @@ impl Core {
                         .union_with(&again);
                 }
             }
-            let at = now + self.cfg.ping.gap / 10 + self.jitter(self.cfg.ping.gap / 3);
+            let at = if now < self.fast_until {
+                now + self.jitter(self.cfg.ping.gap / 10)
+            } else {
+                now + self.cfg.ping.gap / 10 + self.jitter(self.cfg.ping.gap / 3)
+            };
             self.resend_at.get_or_insert(at);
         }
         if !i.known.is_empty() {
@@ -644,7 +665,12 @@ impl Core {
             return;
         }
         if !self.unasked_missing(st).is_empty() {
-            self.missing_at = Some(now + self.jitter(self.cfg.ping.gap / 2));
+            let max = if now < self.fast_until {
+                self.cfg.ping.gap / 10
+            } else {
+                self.cfg.ping.gap / 2
+            };
+            self.missing_at = Some(now + self.jitter(max));
         }
     }
 
