@@ -14,6 +14,7 @@
 
 pub use distkv_client::{client, wire};
 pub use distkv_core::{pyfiles, state};
+pub mod addr;
 pub mod cluster;
 pub mod config;
 pub mod persist;

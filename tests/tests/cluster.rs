@@ -546,3 +546,121 @@ async fn a_node_that_hears_no_peer_serves_only_when_forced() -> Result<()> {
     );
     Ok(())
 }
+
+/// Whether this machine has an IPv6 loopback address to listen on.
+fn has_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Runs `distkv client -h HOST -p PORT ARGS…` and returns its stdout.
+fn cli(host: &str, port: u16, args: &[&str]) -> Result<String> {
+    let out = Command::new(process::distkv_bin()?)
+        .args([
+            "-c",
+            "/dev/null",
+            "client",
+            "-h",
+            host,
+            "-p",
+            &port.to_string(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "distkv client -h {host} {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Two nodes on the IPv6 loopback: `--bind ::1`, `--peer [::1]:PORT`; a
+/// write through `distkv client -h '[::1]'` on one is read back with
+/// `-h ::1` from the other, and the logs print the addresses bracketed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_replicate_over_ipv6() -> Result<()> {
+    if !has_ipv6_loopback() {
+        println!("skipping: this machine has no IPv6 loopback address (::1)");
+        return Ok(());
+    }
+    let dir = tempdir("ipv6")?;
+    let l1 = node("v6a", dir.path())?
+        .bind("::1")
+        .with_bus()?
+        .arg("-I")
+        .arg("v6");
+    let l2 = node("v6b", dir.path())?.bind("::1").with_bus()?.peer(&l1);
+    ensure!(l2.args.iter().any(|a| a.starts_with("[::1]:")), "{l2:?}");
+    let n1 = l1.start().await?;
+    let n2 = l2.start().await?;
+    ensure!(n1.addr.is_ipv6() && n2.addr.is_ipv6());
+
+    let set = cli(
+        "[::1]",
+        n2.addr.port(),
+        &["data", "v6.key", "set", "-v", ":", "over v6"],
+    )?;
+    let want: Want = vec![(path!["v6", "key"], Some(Value::str("over v6")))];
+    wait_values("a write on v6b on v6a", &[&n1], &want).await?;
+    let got = cli("::1", n1.addr.port(), &["data", "v6.key", "get"])?;
+    ensure!(got.trim() == "'over v6'", "got {got:?} (set said {set:?})");
+
+    let bus1 = l1.bus_addr();
+    for (n, text) in [
+        (&n1, format!("advertise={bus1}")),
+        (&n2, format!("broker=\"{bus1}\"")),
+        (&n2, format!("addr=[::1]:{}", n2.addr.port())),
+    ] {
+        ensure!(
+            n.stderr().contains(&text),
+            "{} does not log {text:?}:\n{}",
+            n.name,
+            n.stderr_tail()
+        );
+    }
+    Ok(())
+}
+
+/// A host name that never resolves (RFC 6761 reserves `.invalid`).
+const NOWHERE: &str = "distkv-test-unreachable.invalid";
+
+/// A ready node advertises a client address nobody can reach (as nodes
+/// sharing one host name do without `--advertise`), but its broker was
+/// reached at the `--peer` address: a joining node fetches the state from
+/// that host with the advertised port, becomes ready within seconds, and
+/// its log says which addresses it tried and which worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_fetches_from_a_peer_whose_advertised_address_is_wrong() -> Result<()> {
+    let dir = tempdir("advertise")?;
+    let l1 = node("adv1", dir.path())?
+        .with_bus()?
+        .arg("--advertise")
+        .arg(NOWHERE)
+        .arg("-I")
+        .arg("here");
+    let l2 = node("adv2", dir.path())?.with_bus()?.peer(&l1);
+    let n1 = l1.start().await?;
+    let t0 = Instant::now();
+    let n2 = l2.start().await?;
+    let took = t0.elapsed();
+    let port = n1.addr.port();
+    let log = n2.stderr();
+    ensure!(
+        took < Duration::from_secs(10),
+        "adv2 became ready only after {took:?}:\n{log}"
+    );
+    let tried = format!("{NOWHERE}:{port}, 127.0.0.1:{port}");
+    let worked = format!("addr=127.0.0.1:{port} entries=");
+    for text in [&tried, &worked] {
+        ensure!(
+            log.contains(text.as_str()),
+            "adv2 does not log {text:?}:\n{log}"
+        );
+    }
+    let want: Want = vec![(Path::root(), Some(Value::str("here")))];
+    has_values("the root entry fetched from adv1", &n2, &want).await?;
+    println!("adv2 ready after {took:?}");
+    Ok(())
+}

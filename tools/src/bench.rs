@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use distkv_model::{codec, Path, Value};
+use distkv_node::addr::HostPort;
 use distkv_node::config::Config;
 use distkv_node::wire::MsgReader;
 use tokio::io::AsyncWriteExt;
@@ -83,8 +84,7 @@ impl Rng {
 
 /// Where the load goes.
 struct Target {
-    host: String,
-    port: u16,
+    addr: HostPort,
     prefix: Path,
 }
 
@@ -94,17 +94,18 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
     }
     let settings = cfg.connect()?;
     let target = Target {
-        host: args.host.clone().unwrap_or(settings.host),
-        port: args.port.unwrap_or(settings.port),
+        addr: HostPort::new(
+            &args.host.clone().unwrap_or(settings.host),
+            args.port.unwrap_or(settings.port),
+        ),
         prefix: args.prefix.clone(),
     };
     if args.tests.contains(&Test::Set) {
         eprintln!(
-            "writing up to {} keys below {} on {}:{} (--prefix chooses where)",
+            "writing up to {} keys below {} on {} (--prefix chooses where)",
             args.keyspace.min(args.requests as u64),
             target.prefix,
-            target.host,
-            target.port
+            target.addr
         );
     }
     for &test in &args.tests {
@@ -119,7 +120,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let addr = (target.host.clone(), target.port);
+        let addr = target.addr.clone();
         let prefix = target.prefix.clone();
         let value = value.clone();
         let (pipeline, keyspace) = (args.pipeline, args.keyspace);
@@ -175,7 +176,7 @@ struct Load {
     seed: u64,
 }
 
-async fn conn_load(addr: (String, u16), load: Load) -> anyhow::Result<Vec<Duration>> {
+async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> {
     let Load {
         test,
         count,
@@ -185,15 +186,15 @@ async fn conn_load(addr: (String, u16), load: Load) -> anyhow::Result<Vec<Durati
         value,
         seed,
     } = load;
-    let sock = TcpStream::connect((addr.0.as_str(), addr.1))
+    let sock = TcpStream::connect(addr.as_tuple())
         .await
-        .with_context(|| format!("cannot connect to {}:{}", addr.0, addr.1))?;
+        .with_context(|| format!("cannot connect to {addr}"))?;
     sock.set_nodelay(true)?;
     let (rd, mut wr) = sock.into_split();
     let mut reader = MsgReader::new(rd);
     let greeting = reader.next().await?.context("no greeting")?;
     if let Some(why) = greeting.get("error").and_then(Value::as_str) {
-        bail!("the node at {}:{} refused: {why}", addr.0, addr.1);
+        bail!("the node at {addr} refused: {why}");
     }
     // No flow control needed: only single replies.
     wr.write_all(&codec::to_vec(&Value::map([

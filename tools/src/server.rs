@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use distkv_model::Value;
+use distkv_node::addr;
 use distkv_node::cluster::core::{ClusterConfig, Core};
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
 use distkv_node::cluster::{self, actor::ActorConfig, bus::Bus, msg::Topics};
@@ -134,7 +135,12 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
 
     let listener = server::bind(&settings.host, settings.port)
         .await
-        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}",
+                addr::join(&settings.host, settings.port)
+            )
+        })?;
     let bus_listener = match cluster.mqtt {
         Some(_) => None,
         None => Some(
@@ -142,8 +148,8 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| {
                     format!(
-                        "cannot listen on {}:{} (the bus port)",
-                        settings.host, cluster.bus_port
+                        "cannot listen on {} (the bus port)",
+                        addr::join(&settings.host, cluster.bus_port)
                     )
                 })?,
         ),
@@ -192,11 +198,11 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         }
     };
 
-    let addr = listener.local_addr()?;
-    tracing::info!(node = %args.name, %addr, "distkv node running");
+    let local = listener.local_addr()?;
+    tracing::info!(node = %args.name, addr = %local, "distkv node running");
     server.attach_bus(bus.clone(), Topics::new(&cluster.root));
     let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
-    let client_addr = format!("{host}:{}", addr.port());
+    let client_addr = addr::join(&host, local.port());
     let core = Core::new(&server.state(), config, seed, Some(client_addr));
     let ready = CancellationToken::new();
     let protocol = tokio::spawn(cluster::node::run(
@@ -378,16 +384,14 @@ fn remove_created(created: Option<&Path>) {
     }
 }
 
-/// The host name other nodes reach this one by.
+/// The host name other nodes reach this one by (an IPv6 address without
+/// brackets: the port is joined on with [`addr::join`]).
 fn advertised_host(advertise: Option<&str>, bind: &str) -> String {
     if let Some(a) = advertise {
-        return a.to_string();
+        return addr::unbracket(a.trim()).to_string();
     }
-    let any = bind
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_unspecified());
-    if !any {
-        return bind.to_string();
+    if !addr::is_unspecified(bind) {
+        return addr::unbracket(bind.trim()).to_string();
     }
     hostname().unwrap_or_else(|| "localhost".into())
 }
@@ -419,7 +423,7 @@ async fn start_bus(
         None => MqttMode::Mesh {
             listen: (bind.to_string(), cluster.bus_port),
             // With port 0 the broker reports the port it got.
-            advertise: (cluster.bus_port != 0).then(|| format!("{host}:{}", cluster.bus_port)),
+            advertise: (cluster.bus_port != 0).then(|| addr::join(host, cluster.bus_port)),
             peers: cluster.peers.clone(),
         },
     };

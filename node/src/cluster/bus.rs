@@ -50,6 +50,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Messages dropped so far (full queues, publishing while unconnected).
     fn dropped(&self) -> u64;
+
+    /// The addresses (`host:port`) at which this node's bus reached the
+    /// broker of node `node` (mesh mode; none otherwise). A node whose
+    /// advertised client address cannot be reached from here may still be
+    /// reached at the host of one of these.
+    fn reached_at(&self, _node: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Whether `topic` matches the MQTT topic filter `filter`.

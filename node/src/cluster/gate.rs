@@ -87,4 +87,8 @@ impl Bus for Gate {
     fn dropped(&self) -> u64 {
         self.inner.dropped()
     }
+
+    fn reached_at(&self, node: &str) -> Vec<String> {
+        self.inner.reached_at(node)
+    }
 }

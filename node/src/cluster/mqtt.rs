@@ -25,7 +25,9 @@
 //! matches them (e.g. `<root>/#`) receive them like any other message; the
 //! retained ones arrive again after every reconnect.
 //!
-//! **Links:** every (re)connection of any client bumps [`Bus::links`];
+//! **Links:** every (re)connection of any client bumps [`Bus::links`] (a
+//! peer broker's once it named its owner again, i.e. once messages from it
+//! are delivered);
 //! clients reconnect forever with a backoff of 100 ms doubling to 2 s.
 //!
 //! **Limitation:** rumqttd has no way to stop a broker. [`MqttBus`] puts
@@ -56,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
+use crate::addr::{self, HostPort};
 
 /// The default topic root of a cluster.
 pub const DEFAULT_ROOT: &str = ":distkv";
@@ -192,6 +195,14 @@ struct State {
     /// Every broker address configured or learned, this node's own
     /// advertised address included.
     known: BTreeSet<String>,
+    /// Node name → the broker addresses at which that node's broker
+    /// answered (its owner message), duplicate links included.
+    reached: HashMap<String, BTreeSet<String>>,
+    /// Broker address → the node that announced it last, to notice two
+    /// nodes announcing one address.
+    announced: HashMap<String, String>,
+    /// (address, node, node) clashes warned about, each once.
+    clashes: BTreeSet<(String, String, String)>,
     stopped: bool,
 }
 
@@ -258,6 +269,9 @@ impl MqttBus {
                 cover,
                 links: HashMap::new(),
                 known: BTreeSet::new(),
+                reached: HashMap::new(),
+                announced: HashMap::new(),
+                clashes: BTreeSet::new(),
                 stopped: false,
             }),
             publisher: RwLock::new(None),
@@ -282,16 +296,18 @@ impl MqttBus {
             } => {
                 let peers = peers
                     .iter()
-                    .map(|p| parse_host_port(p).map(|(h, port)| (p.trim().to_owned(), h, port)))
+                    .map(|p| parse_host_port(p))
                     .collect::<Result<Vec<_>, _>>()?;
-                if let Some(a) = &advertise {
-                    parse_host_port(a)?;
-                }
+                // As printed: `[v6]:port`, whatever the spelling given.
+                let advertise = match &advertise {
+                    Some(a) => Some(parse_host_port(a)?.0),
+                    None => None,
+                };
                 let internal = start_broker().await?;
                 let (public, listener) = match listener {
                     Some(l) => (
                         l.local_addr().map_err(|source| MqttError::Listen {
-                            addr: format!("{}:{}", listen.0, listen.1),
+                            addr: addr::join(&listen.0, listen.1),
                             source,
                         })?,
                         l,
@@ -299,9 +315,8 @@ impl MqttBus {
                     None => bind_public(&listen).await?,
                 };
                 tokio::spawn(relay(listener, internal, stop.clone()));
-                let advertise = advertise
-                    .map(|a| a.trim().to_owned())
-                    .unwrap_or_else(|| default_advertise(&listen.0, public.port()));
+                let advertise =
+                    advertise.unwrap_or_else(|| default_advertise(&listen.0, public.port()));
                 info!(node, %public, %advertise, "embedded MQTT broker listening");
                 let cover = vec![format!("{root}/peer/+"), format!("{root}/broker")];
                 let shared = Arc::new(new_shared(
@@ -398,6 +413,14 @@ impl Bus for MqttBus {
     fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
+
+    fn reached_at(&self, node: &str) -> Vec<String> {
+        let st = self.shared.state.lock();
+        st.reached
+            .get(node)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Shared {
@@ -445,10 +468,15 @@ impl Shared {
         }
     }
 
-    /// After every CONNACK: count the link, announce this node, and
-    /// subscribe afresh (sessions are clean).
+    /// After every CONNACK: announce this node, subscribe afresh (sessions
+    /// are clean) and count the link — a peer broker's link only once its
+    /// owner is known again ([`Shared::on_owner`]): that message comes
+    /// right after the subscription took effect, so whatever the cluster
+    /// layer asks for on a new link cannot come back before it is heard.
     fn on_connack(&self, link: &Link) {
-        self.links_tx.send_modify(|n| *n += 1);
+        if link.own || !self.mesh {
+            self.links_tx.send_modify(|n| *n += 1);
+        }
         info!(node = self.node, broker = link.key, "MQTT link up");
         if let Some(advertise) = self.advertise.as_ref().filter(|_| self.mesh) {
             let topic = format!("{}{}", self.peer_prefix, self.node);
@@ -509,13 +537,28 @@ impl Shared {
             return true;
         }
         let mut st = self.state.lock();
-        let duplicate = if owner == self.identity {
-            !link.own
-        } else {
-            st.links
-                .values()
-                .any(|l| !Arc::ptr_eq(l, link) && l.owner.lock().as_deref() == Some(owner))
-        };
+        if owner == self.identity && !link.own {
+            warn!(
+                node = self.node,
+                broker = link.key,
+                "this broker address leads to this node's own broker (nodes sharing a host \
+                 name? give each its own --advertise); not using it"
+            );
+            self.forget(&mut st, link);
+            return false;
+        }
+        if !link.own {
+            // The identity is "name nonce".
+            let name = owner.rsplit_once(' ').map_or(owner, |(name, _)| name);
+            st.reached
+                .entry(name.to_owned())
+                .or_default()
+                .insert(link.key.clone());
+        }
+        let duplicate = st
+            .links
+            .values()
+            .any(|l| !Arc::ptr_eq(l, link) && l.owner.lock().as_deref() == Some(owner));
         if duplicate {
             info!(
                 node = self.node,
@@ -527,6 +570,10 @@ impl Shared {
         }
         *link.owner.lock() = Some(owner.to_owned());
         link.deliver.store(true, Ordering::Release);
+        drop(st);
+        if !link.own {
+            self.links_tx.send_modify(|n| *n += 1);
+        }
         true
     }
 
@@ -539,25 +586,47 @@ impl Shared {
             return;
         };
         let addr = addr.trim();
-        if addr.is_empty() || Some(addr) == self.advertise.as_deref() {
+        if addr.is_empty() {
             return;
         }
-        let mut st = self.state.lock();
-        if st.stopped || st.known.contains(addr) {
-            return;
-        }
-        match parse_host_port(addr) {
-            Ok((host, port)) => {
-                info!(
-                    node = self.node,
-                    peer = name,
-                    broker = addr,
-                    "learned a peer broker"
-                );
-                self.add_link(&mut st, addr.to_owned(), host, port, false);
+        let (key, host, port) = match parse_host_port(addr) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(peer = name, error = %e, "ignoring a bad peer announcement");
+                return;
             }
-            Err(e) => warn!(peer = name, error = %e, "ignoring a bad peer announcement"),
+        };
+        let mut st = self.state.lock();
+        let other = if Some(&key) == self.advertise.as_ref() {
+            Some(self.node.clone())
+        } else {
+            st.announced
+                .insert(key.clone(), name.to_owned())
+                .filter(|n| n != name)
+        };
+        if let Some(other) = other {
+            let mut pair = [other, name.to_owned()];
+            pair.sort();
+            let [a, b] = pair;
+            if st.clashes.insert((key.clone(), a.clone(), b.clone())) {
+                warn!(
+                    node = self.node,
+                    nodes = format!("{a}, {b}"),
+                    broker = key,
+                    "two nodes announce the same broker address: give each its own --advertise"
+                );
+            }
         }
+        if st.stopped || st.known.contains(&key) || Some(&key) == self.advertise.as_ref() {
+            return;
+        }
+        info!(
+            node = self.node,
+            peer = name,
+            broker = key,
+            "learned a peer broker"
+        );
+        self.add_link(&mut st, key, host, port, false);
     }
 
     /// Hands a message to every local subscriber whose filter matches it.
@@ -778,9 +847,8 @@ fn broker_config(listen: SocketAddr) -> rumqttd::Config {
 
 /// Binds the public listen address of the embedded broker.
 async fn bind_public(listen: &(String, u16)) -> Result<(SocketAddr, TcpListener), MqttError> {
-    let host = bracket_ipv6(&listen.0);
-    let addr = format!("{host}:{}", listen.1);
-    let listener = TcpListener::bind(addr.as_str())
+    let addr = addr::join(&listen.0, listen.1);
+    let listener = crate::server::bind(&listen.0, listen.1)
         .await
         .map_err(|source| MqttError::Listen {
             addr: addr.clone(),
@@ -832,44 +900,32 @@ async fn relay(listener: TcpListener, broker: SocketAddr, stop: CancellationToke
 
 /// The address to announce when none is configured.
 fn default_advertise(listen_host: &str, port: u16) -> String {
-    let host = listen_host.trim();
-    let host = if matches!(host, "" | "0.0.0.0" | "::" | "[::]") {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
+    if addr::is_unspecified(listen_host) {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "127.0.0.1".to_owned())
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        addr::join(&host, port)
     } else {
-        bracket_ipv6(host)
-    };
-    format!("{host}:{port}")
-}
-
-/// `::1` → `[::1]`, so that a port can follow.
-fn bracket_ipv6(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+        addr::join(listen_host, port)
     }
 }
 
-/// Splits `host:port` (`[v6]:port` too; host names allowed). The host
-/// keeps IPv6 brackets, as name resolution expects them before a port.
-fn parse_host_port(addr: &str) -> Result<(String, u16), MqttError> {
-    let bad = |reason| MqttError::Address {
-        addr: addr.to_owned(),
-        reason,
-    };
-    let (host, port) = addr
-        .trim()
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected host:port"))?;
-    if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
-        return Err(bad("bad host"));
+/// Reads `host:port` (`[v6]:port` for IPv6; host names allowed) into the
+/// key it is known by (the address as printed, IPv6 in brackets), and the
+/// host and port for the MQTT client (which wants IPv6 in brackets, as it
+/// appends the port).
+fn parse_host_port(text: &str) -> Result<(String, String, u16), MqttError> {
+    let a = HostPort::parse(text).map_err(address_error)?;
+    Ok((a.to_string(), addr::bracket(&a.host).into_owned(), a.port))
+}
+
+fn address_error(e: addr::AddrError) -> MqttError {
+    MqttError::Address {
+        addr: e.addr,
+        reason: e.reason,
     }
-    let port = port.parse().map_err(|_| bad("bad port"))?;
-    Ok((host.to_owned(), port))
 }
 
 /// Parses an external broker URL into (key, host, port).
@@ -885,22 +941,13 @@ fn parse_url(url: &str) -> Result<(String, String, u16), MqttError> {
             })
         }
     };
-    let rest = rest.trim_end_matches('/');
-    let has_port = match rest.rfind(']') {
-        Some(end) => rest[end..].contains(':'),
-        None => rest.matches(':').count() == 1,
-    };
-    let (host, port) = if has_port {
-        parse_host_port(rest)?
-    } else if rest.is_empty() {
-        return Err(MqttError::Address {
+    let a = HostPort::parse_or_port(rest.trim_end_matches('/'), MQTT_PORT).map_err(|e| {
+        MqttError::Address {
             addr: url.to_owned(),
-            reason: "no host",
-        });
-    } else {
-        (bracket_ipv6(rest), MQTT_PORT)
-    };
-    Ok((format!("{host}:{port}"), host, port))
+            reason: e.reason,
+        }
+    })?;
+    Ok((a.to_string(), addr::bracket(&a.host).into_owned(), a.port))
 }
 
 /// A client id unique per (node, broker) that brokers accept: rumqttd

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::Bus;
 use super::core::{Core, Notice};
+use crate::addr::HostPort;
 use crate::client::{Client, ConnectOptions};
 use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
@@ -84,17 +85,18 @@ pub async fn run(
                         core.fetch_done(false, now());
                         continue;
                     };
-                    tracing::info!(%node, %addr, "fetching the state from a ready peer");
+                    let candidates = fetch_candidates(&addr, &bus.reached_at(&node));
+                    tracing::info!(%node, addresses = %candidates.join(", "), "fetching the state from a ready peer");
                     let (server, tx) = (server.clone(), fetched_tx.clone());
                     tokio::spawn(async move {
-                        let ok = match fetch_state(&server, &addr).await {
-                            Ok(n) => {
-                                tracing::info!(%addr, entries = n, "state fetched; ready");
+                        let ok = match fetch_from_any(&server, &node, &candidates).await {
+                            Ok((at, n)) => {
+                                tracing::info!(%node, addr = %at, entries = n, "state fetched; ready");
                                 server.make_ready();
                                 true
                             }
                             Err(e) => {
-                                tracing::warn!(%addr, error = %e, "fetching the state failed");
+                                tracing::warn!(%node, error = %e, "fetching the state failed");
                                 false
                             }
                         };
@@ -198,6 +200,76 @@ pub enum FetchError {
     /// written); the fetch is tried again later.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// No address of the peer answered as that peer.
+    #[error("no address of the ready peer answered: {0}")]
+    Unreachable(String),
+}
+
+/// Every address worth trying for the client port of a ready peer: the
+/// one it advertises first, then the host of each address its broker was
+/// reached at (e.g. the `--peer` given) with the advertised port. Nodes
+/// that share a host name, or sit behind NAT or in containers, advertise
+/// an address only they can use, while their broker was reached fine.
+pub fn fetch_candidates(advertised: &str, brokers: &[String]) -> Vec<String> {
+    let mut out = vec![advertised.to_string()];
+    let Ok(adv) = HostPort::parse(advertised) else {
+        return out;
+    };
+    for b in brokers {
+        if let Ok(b) = HostPort::parse(b) {
+            let a = HostPort::new(&b.host, adv.port).to_string();
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// How long one address of a ready peer may take to greet.
+const FETCH_CONNECT: Duration = Duration::from_secs(3);
+
+/// Connects to every address in `candidates` at once and fetches the state
+/// from the first that greets as `node`. Logs each address that failed.
+/// Returns the address used and the number of entries applied.
+pub async fn fetch_from_any(
+    server: &Server,
+    node: &str,
+    candidates: &[String],
+) -> Result<(String, usize), FetchError> {
+    let mut tries = tokio::task::JoinSet::new();
+    for addr in candidates {
+        let addr = addr.clone();
+        tries.spawn(async move {
+            let opts = ConnectOptions {
+                timeout: FETCH_CONNECT,
+                ..ConnectOptions::default()
+            };
+            let r = Client::connect(addr.as_str(), opts).await;
+            (addr, r)
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = tries.join_next().await {
+        let Ok((addr, r)) = done else { continue };
+        match r {
+            Ok(c) if c.greeting().node == node => {
+                tries.abort_all();
+                let n = fetch_with(server, &c).await?;
+                return Ok((addr, n));
+            }
+            Ok(c) => {
+                let why = format!("answered as node {}", c.greeting().node);
+                tracing::warn!(%node, %addr, %why, "not the ready peer");
+                failed.push(format!("{addr}: {why}"));
+            }
+            Err(e) => {
+                tracing::info!(%node, %addr, error = %e, "cannot reach the ready peer there");
+                failed.push(format!("{addr}: {e}"));
+            }
+        }
+    }
+    Err(FetchError::Unreachable(failed.join("; ")))
 }
 
 /// Copies the whole state of the node serving clients at `addr`: every
@@ -208,7 +280,13 @@ pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchErro
     let client = Client::connect(addr, ConnectOptions::default())
         .await
         .map_err(Read::from)?;
-    let mut reader = StateReader::new(&client, true);
+    fetch_with(server, &client).await
+}
+
+/// [`fetch_state`] over a connected client.
+async fn fetch_with(server: &Server, client: &Client) -> Result<usize, FetchError> {
+    use distkv_client::fetch::FetchError as Read;
+    let mut reader = StateReader::new(client, true);
     let mut count = 0;
     let mut batch = Vec::new();
     while let Some(e) = reader.next().await? {

@@ -313,9 +313,29 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Binds `addr` (host name or address, and port) for [`serve`].
+/// Binds `host` (name or address; IPv6 with or without brackets) and
+/// `port` for [`serve`]. `::` is dual stack: it accepts IPv4 clients too,
+/// whatever the system's default for IPv6 sockets.
 pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
-    TcpListener::bind((host, port)).await
+    let host = crate::addr::unbracket(host.trim());
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => bind_dual_stack(port),
+        _ => TcpListener::bind((host, port)).await,
+    }
+}
+
+/// A listener on `[::]:port` with IPV6_V6ONLY off.
+fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serves clients on `listener` until `shutdown` is cancelled, then waits
@@ -403,5 +423,30 @@ pub(crate) fn encode_msg(server: &Server, m: reply::Fields, out: &mut Vec<u8>) {
     if let Some(t) = tock {
         codec::write_str(out, "tock");
         codec::write_uint(out, t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+
+    /// `--bind ::` takes IPv4 and IPv6 clients on one port; `[::1]` and
+    /// `::1` are the same host.
+    #[tokio::test]
+    async fn binding_all_ipv6_addresses_is_dual_stack() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipping: no IPv6 loopback address (::1)");
+            return;
+        }
+        let l = bind("::", 0).await.expect("bind ::");
+        let port = l.local_addr().expect("address").port();
+        for to in ["127.0.0.1", "::1"] {
+            let c = tokio::net::TcpStream::connect((to, port));
+            let (c, a) = tokio::join!(c, l.accept());
+            c.unwrap_or_else(|e| panic!("connect via {to}: {e}"));
+            a.expect("accept");
+        }
+        let l = bind("[::1]", 0).await.expect("bind [::1]");
+        assert!(l.local_addr().expect("address").is_ipv6());
     }
 }

@@ -121,8 +121,19 @@ fn build_bin(package: &str, bin: &str, env: &str) -> Result<PathBuf> {
 /// A free TCP port of 127.0.0.1 (free when this returns; see the module
 /// docs for the race).
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    free_port_on(LOOPBACK)
 }
+
+/// A free TCP port of the address `ip` (e.g. `::1`).
+pub fn free_port_on(ip: &str) -> Result<u16> {
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .with_context(|| format!("not an address: {ip}"))?;
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// Where nodes listen unless a launch says otherwise.
+const LOOPBACK: &str = "127.0.0.1";
 
 /// How to start a node.
 #[derive(Clone, Debug)]
@@ -147,6 +158,9 @@ pub struct Launch {
     /// `RUST_LOG` for the node; by default `$DISTKV_TEST_RUST_LOG` (e.g.
     /// `distkv_node=debug`), else unset (the node's default level).
     pub rust_log: Option<String>,
+    /// The address the node binds (`--bind`), an IP address: `127.0.0.1`
+    /// unless [`Launch::bind`] chose another (e.g. `::1`).
+    pub bind: String,
 }
 
 impl Launch {
@@ -162,23 +176,37 @@ impl Launch {
             bus_port: None,
             args: Vec::new(),
             rust_log: std::env::var("DISTKV_TEST_RUST_LOG").ok(),
+            bind: LOOPBACK.to_string(),
         }
+    }
+
+    /// Binds the node's ports on the IP address `ip` instead of 127.0.0.1
+    /// (call before [`Launch::with_bus`]).
+    pub fn bind(mut self, ip: &str) -> Launch {
+        self.bind = ip.to_string();
+        self
+    }
+
+    /// Where the node serves clients when it listens on `port`.
+    fn client_addr(&self, port: u16) -> Result<SocketAddr> {
+        let ip: std::net::IpAddr = self.bind.parse().context("the bind address")?;
+        Ok(SocketAddr::from((ip, port)))
     }
 
     /// Gives the node an embedded broker on a free port (reserved now and
     /// kept for every later start of this launch).
     pub fn with_bus(mut self) -> Result<Launch> {
-        self.bus_port = Some(free_port()?);
+        self.bus_port = Some(free_port_on(&self.bind)?);
         Ok(self)
     }
 
-    /// `HOST:PORT` of this node's embedded broker, for other nodes' `--peer`.
+    /// `HOST:PORT` of this node's embedded broker, for other nodes' `--peer`
+    /// (`[::1]:PORT` for IPv6).
     pub fn bus_addr(&self) -> String {
-        format!(
-            "127.0.0.1:{}",
-            self.bus_port
-                .expect("bus_addr of a launch without with_bus")
-        )
+        let port = self
+            .bus_port
+            .expect("bus_addr of a launch without with_bus");
+        distkv_node::addr::join(&self.bind, port)
     }
 
     /// Adds a command-line argument of `server`.
@@ -238,7 +266,7 @@ impl Launch {
         let bin = distkv_bin()?;
         let mut last_err = None;
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = free_port_on(&self.bind)?;
             match self.try_start(&bin, port, until).await? {
                 Ok(node) => return Ok(node),
                 // Somebody took the port between our probe and the bind.
@@ -260,7 +288,7 @@ impl Launch {
         for kv in &self.conf {
             cmd.arg("-C").arg(kv);
         }
-        cmd.args(["server", &self.name, "--bind", "127.0.0.1", "--port"])
+        cmd.args(["server", &self.name, "--bind", &self.bind, "--port"])
             .arg(port.to_string());
         match &self.data_dir {
             Some(d) => {
@@ -297,7 +325,7 @@ impl Launch {
         let child = cmd.spawn().with_context(|| format!("starting {bin:?}"))?;
         let mut node = NodeProc {
             child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: self.client_addr(port)?,
             name: self.name.clone(),
             stderr_path,
         };
@@ -305,7 +333,8 @@ impl Launch {
         loop {
             if let Some(status) = node.try_wait()? {
                 let log = node.stderr_tail();
-                if log.contains(&format!("cannot listen on 127.0.0.1:{port}")) {
+                let addr = distkv_node::addr::join(&self.bind, port);
+                if log.contains(&format!("cannot listen on {addr}")) {
                     return Ok(Err(anyhow!("port {port} taken: {log}")));
                 }
                 bail!(

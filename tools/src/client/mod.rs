@@ -21,6 +21,7 @@ use std::mem::ManuallyDrop;
 use anyhow::anyhow;
 use clap::{ArgAction, Args, Subcommand};
 use distkv_model::Path;
+use distkv_node::addr::HostPort;
 use distkv_node::client::{Client, ClientError, ConnectOptions, Stream, StreamItem, TreeOptions};
 use distkv_node::config::Config;
 
@@ -122,20 +123,23 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let settings = cfg.connect()?;
         let keys = cfg.keys()?;
-        let host = host.unwrap_or(settings.host);
-        let port = port.unwrap_or(settings.port);
+        // `::1` and `[::1]` alike; printed as `[::1]:port`.
+        let addr = HostPort::new(
+            &host.unwrap_or(settings.host),
+            port.unwrap_or(settings.port),
+        );
         let opts = ConnectOptions {
             timeout: settings.init_timeout,
             // Python asks for its own `server.buffer`.
             qlen: keys.server.buffer,
             ..ConnectOptions::default()
         };
-        let client = Client::connect((host.as_str(), port), opts)
+        let client = Client::connect(addr.as_tuple(), opts)
             .await
             .map_err(|e| match e {
-                ClientError::Connect(io) => anyhow!("cannot connect to {host}:{port}: {io}"),
-                ClientError::Refused(why) => anyhow!("the node at {host}:{port} refused: {why}"),
-                e => anyhow!("cannot connect to {host}:{port}: {e}"),
+                ClientError::Connect(io) => anyhow!("cannot connect to {addr}: {io}"),
+                ClientError::Refused(why) => anyhow!("the node at {addr} refused: {why}"),
+                e => anyhow!("cannot connect to {addr}: {e}"),
             })?;
         if let Some(method) = client.greeting().auth.first().filter(|m| m.truthy()) {
             let method = output::py_str(method);

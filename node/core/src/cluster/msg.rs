@@ -59,6 +59,12 @@ pub struct Info {
     pub skipped: RangeSet,
     /// Where the sender serves clients, `host:port` (for joining nodes).
     pub addr: Option<String>,
+    /// The sender's link to another node just came (back) up: whoever
+    /// hears this answers with its own ticks at once, so that both sides
+    /// of a healed partition learn what they miss without waiting for the
+    /// next housekeeper (the sender cannot tell which of its peers heard
+    /// its own ticks: their links to its broker may come back later).
+    pub reply: bool,
 }
 
 /// Why a bus message was not understood.
@@ -204,6 +210,9 @@ impl Info {
         if let Some(a) = &self.addr {
             m.push((Value::str("addr"), Value::str(a)));
         }
+        if self.reply {
+            m.push((Value::str("reply"), Value::Bool(true)));
+        }
         codec::to_vec(&Value::Map(m)).into()
     }
 
@@ -214,6 +223,7 @@ impl Info {
         let node = sender(&v).ok_or_else(|| bad("no sender"))?;
         let mut info = Info::new(node, v.get("tick").and_then(Value::as_u64));
         info.addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
+        info.reply = v.get("reply").is_some_and(Value::truthy);
         if let Some(t) = v.get("ticks") {
             let m = t.as_map().ok_or_else(|| bad("ticks is not a map"))?;
             for (n, t) in m {

@@ -18,6 +18,9 @@ impl Core {
                 self.heard.insert(node.clone(), now);
             }
             let addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
+            if let (Some(a), false) = (&addr, *node == self.me) {
+                self.check_addr(node, a);
+            }
             self.peers.insert(node.clone(), (*value, addr));
             if let (Some((tock, tick)), false) = (value, *node == self.me) {
                 if *tick > MAX_COUNTER || *tock > MAX_COUNTER {

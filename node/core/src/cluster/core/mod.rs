@@ -140,7 +140,24 @@ pub struct Core {
     addr: Option<String>,
     /// Missing ticks somebody (we or another node) asked for this round.
     asked: NodeSet,
+    /// Of those, what other nodes asked for since `others_since`: counted
+    /// as asked only until `others_check_at` (a gap later) unless answers
+    /// come in meanwhile. The asker's request may not have reached the
+    /// holder (after a partition, links come back one by one): then we
+    /// ask ourselves, on our broker, instead of waiting for the next
+    /// round.
+    others_asked: NodeSet,
+    others_since: u64,
+    others_check_at: Option<u64>,
+    /// Until then (a gap after a link came back), repair runs with short
+    /// random delays: a healed partition is repaired at once, and the few
+    /// duplicate requests or answers that shorter delays may cause are
+    /// cheap next to waiting.
+    fast_until: u64,
     ticks_at: Option<u64>,
+    /// The ticks sent at `ticks_at` ask every hearer to answer with theirs
+    /// (a link came back: see [`Info::reply`]).
+    ticks_reply: bool,
     missing_at: Option<u64>,
     resend_at: Option<u64>,
     gap_at: Option<u64>,
@@ -148,6 +165,9 @@ pub struct Core {
     started_at: u64,
     /// Last ping value and client address of every node heard.
     peers: BTreeMap<NodeName, (PingValue, Option<String>)>,
+    /// Client addresses two nodes advertise alike, warned about once each:
+    /// (address, node, node).
+    addr_clashes: std::collections::BTreeSet<(String, NodeName, NodeName)>,
     fetching: bool,
     /// After a failed fetch, no new one before this time.
     fetch_after: u64,
@@ -216,12 +236,18 @@ impl Core {
             addr,
             asked: NodeSet::default(),
             ticks_at: None,
+            ticks_reply: false,
+            others_asked: NodeSet::default(),
+            others_since: 0,
+            others_check_at: None,
+            fast_until: 0,
             missing_at: None,
             resend_at: None,
             gap_at: None,
             round_at: 0,
             started_at: 0,
             peers: BTreeMap::new(),
+            addr_clashes: Default::default(),
             fetching: false,
             fetch_after: 0,
             purge: Purge {
@@ -404,10 +430,15 @@ impl Core {
             self.ticks_at = None;
             let mut i = Info::new(self.me.clone(), st.tick());
             i.ticks = st.ticks();
+            i.reply = std::mem::take(&mut self.ticks_reply);
             if self.skipped.1 > 0 {
                 i.skipped = self.skipped.0.clone();
             }
             self.publish_info(i);
+        }
+        if self.others_check_at.is_some_and(|t| now >= t) {
+            self.others_check_at = None;
+            self.recheck_others_asked(st, now);
         }
         if self.missing_at.is_some_and(|t| now >= t) {
             self.missing_at = None;
@@ -428,16 +459,22 @@ impl Core {
 
     /// When [`Core::poll`] wants to run next.
     pub fn next_deadline(&self) -> u64 {
-        [self.ticks_at, self.missing_at, self.resend_at, self.gap_at]
-            .into_iter()
-            .flatten()
-            .chain([
-                self.actor.next_deadline(),
-                self.purge.actor.next_deadline(),
-                self.round_at,
-            ])
-            .min()
-            .unwrap_or(u64::MAX)
+        [
+            self.ticks_at,
+            self.missing_at,
+            self.resend_at,
+            self.gap_at,
+            self.others_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([
+            self.actor.next_deadline(),
+            self.purge.actor.next_deadline(),
+            self.round_at,
+        ])
+        .min()
+        .unwrap_or(u64::MAX)
     }
 
     /// Messages to publish, in order: `(topic, payload)`.

@@ -5,6 +5,15 @@
 use super::*;
 
 impl Core {
+    /// Counts nothing as asked any more — unless answers are streaming in:
+    /// under a big repair, brokers may drop a slow link, and asking for
+    /// everything again on its return would only send it all twice.
+    pub(super) fn forget_asked(&mut self, now: u64) {
+        if now >= self.repair_rx + self.cfg.ping.gap {
+            self.asked = NodeSet::default();
+        }
+    }
+
     pub(super) fn on_update(&mut self, st: &mut State, now: u64, u: Update) {
         if u.node == self.me {
             return;
@@ -53,9 +62,18 @@ impl Core {
         if self.heard.insert(i.node.clone(), now).is_none() {
             // A node we did not know: tell it our ticks (and where we
             // serve) soon, so a joining node need not wait for a cycle.
-            self.link_up(now);
+            self.ticks_soon(now, self.cfg.ping.gap / 4);
+        }
+        if i.reply {
+            // Its link to us came back: it wants our ticks now, and what
+            // anyone asked for before may not have reached it.
+            tracing::debug!(node = %self.me, from = %i.node, "a link came back: answering with our ticks");
+            self.forget_asked(now);
+            self.fast_until = now + self.cfg.ping.gap;
+            self.ticks_soon(now, self.cfg.ping.gap / 10);
         }
         if let Some(addr) = &i.addr {
+            self.check_addr(&i.node, addr);
             let e = self.peers.entry(i.node.clone()).or_insert((None, None));
             e.1 = Some(addr.clone());
             if e.0.is_none() {
@@ -82,8 +100,17 @@ impl Core {
         };
         if !i.missing.is_empty() {
             st.report_missing(&i.missing);
+            if self.others_check_at.is_none() {
+                self.others_since = now;
+                self.others_check_at = Some(now + self.cfg.ping.gap);
+            }
             for (n, r) in &i.missing.0 {
                 self.asked.0.entry(n.clone()).or_default().union_with(r);
+                self.others_asked
+                    .0
+                    .entry(n.clone())
+                    .or_default()
+                    .union_with(r);
                 if *n != self.me && self.alive(n, now) {
                     let d = self.deferred.0.entry(n.clone()).or_default();
                     let again = d.intersection(r);
@@ -95,7 +122,11 @@ impl Core {
                         .union_with(&again);
                 }
             }
-            let at = now + self.cfg.ping.gap / 10 + self.jitter(self.cfg.ping.gap / 3);
+            let at = if now < self.fast_until {
+                now + self.jitter(self.cfg.ping.gap / 10)
+            } else {
+                now + self.cfg.ping.gap / 10 + self.jitter(self.cfg.ping.gap / 3)
+            };
             self.resend_at.get_or_insert(at);
         }
         if !i.known.is_empty() {
@@ -159,7 +190,12 @@ impl Core {
             return;
         }
         if !self.unasked_missing(st).is_empty() {
-            self.missing_at = Some(now + self.jitter(self.cfg.ping.gap / 2));
+            let max = if now < self.fast_until {
+                self.cfg.ping.gap / 10
+            } else {
+                self.cfg.ping.gap / 2
+            };
+            self.missing_at = Some(now + self.jitter(max));
         }
     }
 
@@ -173,6 +209,26 @@ impl Core {
         }
         m.0.retain(|_, r| !r.is_empty());
         m
+    }
+
+    /// A gap after other nodes asked for ticks we miss too: unless answers
+    /// are coming in, those requests count as asked no more, so that what
+    /// is still missing is asked for again, by us.
+    pub(super) fn recheck_others_asked(&mut self, st: &State, now: u64) {
+        let others = std::mem::take(&mut self.others_asked);
+        if self.repair_rx >= self.others_since {
+            // Answers are streaming in: look again later.
+            self.others_asked = others;
+            self.others_since = now;
+            self.others_check_at = Some(now + self.cfg.ping.gap);
+            return;
+        }
+        for (n, r) in &others.0 {
+            if let Some(a) = self.asked.0.get_mut(n) {
+                a.subtract(r);
+            }
+        }
+        self.check_missing(st, now);
     }
 
     pub(super) fn send_missing(&mut self, st: &State) {

@@ -56,6 +56,67 @@ fn ready(name: &str) -> (State, Core) {
     (st, core)
 }
 
+/// The info messages `core` published so far.
+fn infos(core: &mut Core) -> Vec<Info> {
+    let topic = core.topics().info.clone();
+    core.take_outgoing()
+        .into_iter()
+        .filter(|(t, _)| *t == topic)
+        .map(|(_, p)| Info::decode(&p).expect("our own info"))
+        .collect()
+}
+
+/// A link coming back makes a node send its ticks asking for an
+/// answer; whoever hears that answers with its own ticks at once (not
+/// at the next housekeeper's round), without asking in turn.
+#[test]
+fn a_link_coming_back_asks_for_the_peers_ticks() {
+    let (mut a, mut core_a) = ready("a");
+    let (mut b, mut core_b) = ready("b");
+    core_a.start(&mut a, 0);
+    core_b.start(&mut b, 0);
+    core_a.poll(&mut a, 1);
+    core_b.poll(&mut b, 1);
+    let _ = (infos(&mut core_a), infos(&mut core_b));
+    let gap = ClusterConfig::default().ping.gap;
+
+    core_a.link_up(10_000);
+    core_a.poll(&mut a, 10_000 + gap / 10);
+    let sent = infos(&mut core_a);
+    let ask = sent
+        .iter()
+        .find(|i| !i.ticks.is_empty())
+        .expect("ticks sent");
+    assert!(ask.reply, "{sent:?}");
+
+    let info = core_a.topics().info.clone();
+    core_b.receive(&mut b, 10_000 + gap / 10, &info, &ask.encode());
+    assert!(core_b.next_deadline() <= 10_000 + 2 * (gap / 10));
+    core_b.poll(&mut b, 10_000 + 2 * (gap / 10));
+    let answer = infos(&mut core_b);
+    let answer = answer
+        .iter()
+        .find(|i| !i.ticks.is_empty())
+        .expect("ticks answered");
+    assert!(!answer.reply, "an answer asks for none: {answer:?}");
+}
+
+/// Two nodes advertising one client address are noticed (a joining
+/// node could not tell them apart).
+#[test]
+fn two_nodes_advertising_one_address_are_noticed() {
+    let (mut st, mut core) = ready("a");
+    core.start(&mut st, 0);
+    let topic = core.topics().info.clone();
+    for (n, addr) in [("b", "h:1"), ("c", "h:2"), ("d", "h:1"), ("d", "h:1")] {
+        let mut i = Info::new(n.into(), Some(0));
+        i.addr = Some(addr.into());
+        core.receive(&mut st, 1, &topic, &i.encode());
+    }
+    let clashes: Vec<_> = core.addr_clashes.iter().cloned().collect();
+    assert_eq!(clashes, vec![("h:1".to_string(), "b".into(), "d".into())]);
+}
+
 /// Own events broadcast by `core` so far, as `node:tick` of each.
 fn broadcast(core: &mut Core) -> Vec<u64> {
     let topic = core.topics().update.clone();
