@@ -211,14 +211,9 @@ impl Hostile {
         Value::str(&format!("forged-{}", self.serial))
     }
 
-    /// One hostile or careless act on node `i` (up and ready).
-    ///
-    /// Changes of [`GONE`] are restored only before the network heals: a
-    /// node tells the others about a third node's ticks only when it
-    /// exchanges ticks (at its start, when a link comes up, when the
-    /// housekeeper role falls to it, after a split), so a change restored
-    /// on a node that never holds that role after its last exchange stays
-    /// there (see docs/reliability.md, "Simulation").
+    /// One hostile or careless act on node `i` (up and ready). Changes of
+    /// [`GONE`] are restored or relayed at any time, after the heal too:
+    /// the node that took one tells its ticks, and the others ask for it.
     fn act(
         &mut self,
         nodes: &mut [SimNode],
@@ -227,8 +222,7 @@ impl Hostile {
         acks: &mut Vec<Ack>,
         stats: &mut SeedStats,
     ) -> Result<(), String> {
-        let acts = if now < WRITE_PHASE { 6 } else { 4 };
-        match self.rng.gen_range(0..acts) {
+        match self.rng.gen_range(0..6) {
             0 => self.forge_far_tick(nodes, i, now, stats),
             1 => self.forge_old_tick(nodes, i, now, stats),
             2 => self.forge_on_bus(nodes, i, now, stats),

@@ -90,10 +90,16 @@ pub type PingValue = Option<(u64, u64)>;
 /// Messages on the actor's topic (the `t` field selects the kind).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActorMsg {
-    /// Sent once at start; seeing our own twice means a name collision.
+    /// Sent once at start. An `init` with our name that is not our own
+    /// means another node uses it: a name collision.
     Init {
         /// The starting node.
         node: NodeName,
+        /// A random number telling this start's `init` from another's with
+        /// the same name, so that a duplicated delivery of our own is not
+        /// taken for a collision. Python's asyncactor sends none (and one
+        /// without it, with our name, is a collision).
+        id: Option<u64>,
     },
     /// The sender's configuration; a higher `version` wins network-wide.
     Vers {
@@ -150,8 +156,15 @@ impl ActorMsg {
     /// else a float. `vers` carries `force_in: 0` like Python's.
     pub fn to_value(&self) -> Value {
         match self {
-            ActorMsg::Init { node } => {
-                Value::map([("t", Value::str("init")), ("node", name_value(node))])
+            ActorMsg::Init { node, id } => {
+                let mut m = vec![
+                    (Value::str("t"), Value::str("init")),
+                    (Value::str("node"), name_value(node)),
+                ];
+                if let Some(id) = id {
+                    m.push((Value::str("id"), Value::uint(*id)));
+                }
+                Value::Map(m)
             }
             ActorMsg::Vers {
                 node,
@@ -196,6 +209,10 @@ impl ActorMsg {
         match v.get("t")?.as_str()? {
             "init" => Some(ActorMsg::Init {
                 node: node_field(v, "node")?,
+                id: match v.get("id") {
+                    None => None,
+                    Some(id) => Some(id.as_u64()?),
+                },
             }),
             "vers" => Some(ActorMsg::Vers {
                 node: node_field(v, "node")?,
@@ -228,9 +245,9 @@ impl ActorMsg {
     /// The sending node: `node`, or `history[0]` for `hist`.
     pub fn sender(&self) -> Option<&str> {
         match self {
-            ActorMsg::Init { node } | ActorMsg::Vers { node, .. } | ActorMsg::Ping { node, .. } => {
-                Some(node)
-            }
+            ActorMsg::Init { node, .. }
+            | ActorMsg::Vers { node, .. }
+            | ActorMsg::Ping { node, .. } => Some(node),
             ActorMsg::Hist { history, .. } => history.first().map(|n| &**n),
         }
     }
@@ -384,8 +401,8 @@ pub struct Actor {
     values: BTreeMap<NodeName, PingValue>,
     /// Recent pingers, latest first.
     history: Vec<NodeName>,
-    /// How often our own `init` came back.
-    init_seen: u32,
+    /// The id of our own `init` (set at start).
+    init_id: Option<u64>,
     recoveries: Vec<Recovery>,
     /// When a `hist` keyed on a node was last heard.
     hist_seen: BTreeMap<NodeName, u64>,
@@ -413,7 +430,7 @@ impl Actor {
             value: None,
             values: BTreeMap::new(),
             history: Vec::new(),
-            init_seen: 0,
+            init_id: None,
             recoveries: Vec::new(),
             hist_seen: BTreeMap::new(),
             sent_hists: Vec::new(),
@@ -434,9 +451,12 @@ impl Actor {
         self.phase = Phase::Starting {
             ping_at: now.saturating_add(delay as u64),
         };
+        let id = rng.gen::<u64>();
+        self.init_id = Some(id);
         vec![
             ActorMsg::Init {
                 node: self.me.clone(),
+                id: Some(id),
             },
             ActorMsg::vers(&self.me, &self.cfg),
         ]
@@ -460,12 +480,10 @@ impl Actor {
         let mut out = std::mem::take(&mut self.pending_msgs);
         let mut ev = std::mem::take(&mut self.pending_events);
         match msg {
-            ActorMsg::Init { node } => {
-                if *node == self.me {
-                    self.init_seen = self.init_seen.saturating_add(1);
-                    if self.init_seen > 1 {
-                        ev.push(ActorEvent::NameCollision);
-                    }
+            ActorMsg::Init { node, id } => {
+                // Our own, perhaps delivered twice, is no collision.
+                if *node == self.me && (id.is_none() || *id != self.init_id) {
+                    ev.push(ActorEvent::NameCollision);
                 }
             }
             ActorMsg::Vers { .. } => self.handle_vers(now, msg, &mut out),
@@ -1224,7 +1242,14 @@ mod tests {
     #[test]
     fn wire_round_trip() {
         let msgs = vec![
-            ActorMsg::Init { node: name("n1") },
+            ActorMsg::Init {
+                node: name("n1"),
+                id: None,
+            },
+            ActorMsg::Init {
+                node: name("n1"),
+                id: Some(u64::MAX),
+            },
             ActorMsg::vers(&name("n1"), &ActorConfig::main()),
             ActorMsg::vers(&name("n1"), &fast()),
             ActorMsg::Vers {
@@ -1298,7 +1323,13 @@ mod tests {
 
         let init = hex("82a174a4696e6974a46e6f6465a26e32");
         let m = ActorMsg::from_value(&codec::decode(&init).unwrap()).expect("parses");
-        assert_eq!(m, ActorMsg::Init { node: name("n2") });
+        assert_eq!(
+            m,
+            ActorMsg::Init {
+                node: name("n2"),
+                id: None
+            }
+        );
         assert_eq!(codec::to_vec(&m.to_value()), init);
 
         let hist = ActorMsg::Hist {
@@ -1476,6 +1507,7 @@ mod tests {
                 let m = match rng.gen_range(0..5) {
                     0 => ActorMsg::Init {
                         node: pick(&mut rng),
+                        id: rng.gen_bool(0.5).then(|| rng.gen_range(0..3)),
                     },
                     1 => ActorMsg::Vers {
                         node: pick(&mut rng),
@@ -1663,12 +1695,23 @@ mod tests {
         let who: Vec<usize> = hits.iter().map(|h| h.1).collect();
         assert_eq!(who.len(), 2, "{hits:?}");
         assert!(who.contains(&0) && who.contains(&1));
-        // A single node seeing its own init once is fine.
+        // A single node seeing its own init is fine, even delivered twice
+        // (a bus may duplicate a message); another start's is not.
         let mut rng = StdRng::seed_from_u64(0);
         let mut a = Actor::new(name("x"), fast());
         let out = a.start(0, &mut rng);
-        let (_, ev) = a.handle(5, &out[0], &mut rng);
-        assert!(ev.is_empty());
+        for t in [5, 6] {
+            let (_, ev) = a.handle(t, &out[0], &mut rng);
+            assert!(ev.is_empty());
+        }
+        for other in [None, Some(1)] {
+            let msg = ActorMsg::Init {
+                node: name("x"),
+                id: other,
+            };
+            let (_, ev) = a.handle(7, &msg, &mut rng);
+            assert_eq!(ev, vec![ActorEvent::NameCollision]);
+        }
     }
 
     #[test]

@@ -15,11 +15,18 @@ impl Core {
     }
 
     /// Broadcasts the events this node originated since the last call.
-    pub(super) fn broadcast_log(&mut self, st: &State) {
+    ///
+    /// Changes of nodes that are not running (restored with `update`,
+    /// loaded from files) are not broadcast: nobody else would send them
+    /// either, so this node tells its ticks soon instead, and the others
+    /// ask for what they lack (repair) — else such a change would stay
+    /// here until this node next happened to tell its ticks.
+    pub(super) fn broadcast_log(&mut self, st: &State, now: u64) {
+        let mut orphans = false;
         loop {
             let room = self.unwritten.saturating_sub(self.next_seq);
             if room == 0 {
-                return;
+                break;
             }
             let max = self
                 .cfg
@@ -30,12 +37,19 @@ impl Core {
                     let mut n = 0;
                     let b = it
                         .inspect(|_| n += 1)
-                        .filter(|(_, e)| e.chain.head().node == self.me)
+                        .filter(|(_, e)| {
+                            let head = &e.chain.head().node;
+                            if *head == self.me {
+                                return true;
+                            }
+                            orphans |= !self.alive(head, now);
+                            false
+                        })
                         .map(|(_, e)| &**e)
                         .collect();
                     self.next_seq += n;
                     if n == 0 {
-                        return;
+                        break;
                     }
                     b
                 }
@@ -50,6 +64,9 @@ impl Core {
             if !batch.is_empty() {
                 self.publish_events(batch);
             }
+        }
+        if orphans {
+            self.ticks_soon(now, self.cfg.ping.gap / 10);
         }
     }
 

@@ -375,7 +375,7 @@ impl Core {
 
     /// Runs due timers and broadcasts new local changes.
     pub fn poll(&mut self, st: &mut State, now: u64) {
-        self.broadcast_log(st);
+        self.broadcast_log(st, now);
         self.actor.set_value(ping_value(st));
         if now >= self.actor.next_deadline() {
             let (msgs, events) = self.actor.poll(now, &mut self.rng);

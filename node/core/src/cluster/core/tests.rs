@@ -268,3 +268,46 @@ fn forged_ticks_from_the_bus_are_ignored() {
         .expect("writes go on");
     assert_eq!(e.chain.head().tick, 2);
 }
+
+/// A change of a node that is not running — restored with `update` —
+/// reaches the other nodes although nobody broadcasts it: the node holding
+/// it tells its ticks soon, well within one ping cycle, and the others ask.
+#[test]
+fn a_restored_change_of_a_stopped_node_reaches_the_others() {
+    let (mut a, mut core_a) = ready("a");
+    let (mut b, mut core_b) = ready("b");
+    core_a.start(&mut a, 0);
+    core_b.start(&mut b, 0);
+    let pump = |a: &mut State, ca: &mut Core, b: &mut State, cb: &mut Core, from: u64, to: u64| {
+        for now in (from..to).step_by(50) {
+            ca.poll(a, now);
+            for (topic, payload) in ca.take_outgoing() {
+                cb.receive(b, now, &topic, &payload);
+            }
+            cb.poll(b, now);
+            for (topic, payload) in cb.take_outgoing() {
+                ca.receive(a, now, &topic, &payload);
+            }
+        }
+    };
+    // The start's tick exchange is over.
+    pump(&mut a, &mut core_a, &mut b, &mut core_b, 0, 3_000);
+    let restored = UpdateEvent {
+        path: distkv_model::path!["restored"],
+        chain: Chain::single("gone".into(), 7),
+        value: Some(Value::uint(42)),
+        tock: 5,
+    };
+    assert!(matches!(
+        a.apply(restored),
+        crate::state::Applied::Stored(_)
+    ));
+    // Less than a ping cycle (10 s): no housekeeper round helps.
+    pump(&mut a, &mut core_a, &mut b, &mut core_b, 3_000, 6_000);
+    assert_eq!(
+        b.entry(&[Value::str("restored")])
+            .and_then(|e| e.data.clone()),
+        Some(Value::uint(42)),
+        "the restored change stayed on the node that took it"
+    );
+}
