@@ -424,50 +424,6 @@ impl Bus for MqttBus {
 }
 
 impl Shared {
-    /// Creates a client for the broker at `host:port`, known as `key`, and
-    /// starts its event loop.
-    fn add_link(self: &Arc<Self>, st: &mut State, key: String, host: String, port: u16, own: bool) {
-        if st.stopped || st.links.contains_key(&key) {
-            return;
-        }
-        let id = client_id(&self.node, &key);
-        let mut opts = MqttOptions::new(id, host, port);
-        opts.set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
-        eventloop.set_network_options(net);
-        let link = Arc::new(Link {
-            key: key.clone(),
-            client: client.clone(),
-            own,
-            // Peer brokers deliver once their owner is known and unique.
-            deliver: AtomicBool::new(own || !self.mesh),
-            owner: Mutex::new(None),
-        });
-        if own {
-            *self.publisher.write() = Some(client);
-        }
-        debug!(node = self.node, broker = key, "new MQTT client");
-        st.known.insert(key.clone());
-        st.links.insert(key, link.clone());
-        tokio::spawn(run_link(self.clone(), link, eventloop));
-    }
-
-    /// Removes `link` from the active clients, if it still is one.
-    fn forget(&self, st: &mut State, link: &Arc<Link>) {
-        if st
-            .links
-            .get(&link.key)
-            .is_some_and(|l| Arc::ptr_eq(l, link))
-        {
-            st.links.remove(&link.key);
-        }
-    }
-
     /// After every CONNACK: announce this node, subscribe afresh (sessions
     /// are clean) and count the link — a peer broker's link only once its
     /// owner is known again ([`Shared::on_owner`]): that message comes
@@ -525,108 +481,6 @@ impl Shared {
             self.dispatch(topic, payload);
         }
         true
-    }
-
-    /// A broker named its owner: keep the link only if it is the one link
-    /// to that owner's broker.
-    fn on_owner(&self, link: &Arc<Link>, payload: &[u8]) -> bool {
-        let Ok(owner) = std::str::from_utf8(payload) else {
-            return true;
-        };
-        if owner.is_empty() {
-            return true;
-        }
-        let mut st = self.state.lock();
-        if owner == self.identity && !link.own {
-            warn!(
-                node = self.node,
-                broker = link.key,
-                "this broker address leads to this node's own broker (nodes sharing a host \
-                 name? give each its own --advertise); not using it"
-            );
-            self.forget(&mut st, link);
-            return false;
-        }
-        if !link.own {
-            // The identity is "name nonce".
-            let name = owner.rsplit_once(' ').map_or(owner, |(name, _)| name);
-            st.reached
-                .entry(name.to_owned())
-                .or_default()
-                .insert(link.key.clone());
-        }
-        let duplicate = st
-            .links
-            .values()
-            .any(|l| !Arc::ptr_eq(l, link) && l.owner.lock().as_deref() == Some(owner));
-        if duplicate {
-            info!(
-                node = self.node,
-                broker = link.key,
-                "another address of an already connected broker; closing this client"
-            );
-            self.forget(&mut st, link);
-            return false;
-        }
-        *link.owner.lock() = Some(owner.to_owned());
-        link.deliver.store(true, Ordering::Release);
-        drop(st);
-        if !link.own {
-            self.links_tx.send_modify(|n| *n += 1);
-        }
-        true
-    }
-
-    /// Another node announced its broker: connect there if new.
-    fn on_peer(self: &Arc<Self>, name: &str, payload: &[u8]) {
-        if name == self.node {
-            return;
-        }
-        let Ok(addr) = std::str::from_utf8(payload) else {
-            return;
-        };
-        let addr = addr.trim();
-        if addr.is_empty() {
-            return;
-        }
-        let (key, host, port) = match parse_host_port(addr) {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(peer = name, error = %e, "ignoring a bad peer announcement");
-                return;
-            }
-        };
-        let mut st = self.state.lock();
-        let other = if Some(&key) == self.advertise.as_ref() {
-            Some(self.node.clone())
-        } else {
-            st.announced
-                .insert(key.clone(), name.to_owned())
-                .filter(|n| n != name)
-        };
-        if let Some(other) = other {
-            let mut pair = [other, name.to_owned()];
-            pair.sort();
-            let [a, b] = pair;
-            if st.clashes.insert((key.clone(), a.clone(), b.clone())) {
-                warn!(
-                    node = self.node,
-                    nodes = format!("{a}, {b}"),
-                    broker = key,
-                    "two nodes announce the same broker address: give each its own --advertise"
-                );
-            }
-        }
-        if st.stopped || st.known.contains(&key) || Some(&key) == self.advertise.as_ref() {
-            return;
-        }
-        info!(
-            node = self.node,
-            peer = name,
-            broker = key,
-            "learned a peer broker"
-        );
-        self.add_link(&mut st, key, host, port, false);
     }
 
     /// Hands a message to every local subscriber whose filter matches it.
@@ -759,159 +613,6 @@ async fn run_link(shared: Arc<Shared>, link: Arc<Link>, mut eventloop: EventLoop
     debug!(node = shared.node, broker = link.key, "MQTT client ended");
 }
 
-/// Starts rumqttd on a free loopback port and waits until it accepts
-/// connections. Returns that internal address.
-///
-/// rumqttd binds the port itself, so a free one is found by binding and
-/// releasing it first: another socket could take it in between; if rumqttd
-/// then fails to bind, the start is retried on a new port.
-async fn start_broker() -> Result<SocketAddr, MqttError> {
-    let mut last_error = String::new();
-    for _ in 0..3 {
-        // A random loopback address (Linux routes all of 127/8 to the
-        // loopback interface) makes it unlikely that another listener
-        // takes the port before rumqttd binds it.
-        let ip = std::net::Ipv4Addr::new(
-            127,
-            rand::random::<u8>() % 254 + 1,
-            rand::random(),
-            rand::random::<u8>() % 254 + 1,
-        );
-        let addr = StdTcpListener::bind((ip, 0))
-            .or_else(|_| StdTcpListener::bind(("127.0.0.1", 0)))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| MqttError::Broker(format!("no free loopback port: {e}")))?;
-        let config = broker_config(addr);
-        let thread = std::thread::Builder::new()
-            .name("mqtt-broker".to_owned())
-            .spawn(move || {
-                let mut broker = rumqttd::Broker::new(config);
-                if let Err(e) = broker.start() {
-                    warn!(error = %e, "embedded MQTT broker stopped");
-                }
-            })
-            .map_err(|e| MqttError::Broker(format!("cannot start a thread: {e}")))?;
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
-        loop {
-            if thread.is_finished() {
-                last_error = format!("rumqttd could not serve {addr}");
-                break;
-            }
-            if TcpStream::connect(addr).await.is_ok() {
-                return Ok(addr);
-            }
-            if Instant::now() >= deadline {
-                return Err(MqttError::Broker(format!(
-                    "rumqttd did not accept connections on {addr} within {BROKER_START_TIMEOUT:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    Err(MqttError::Broker(last_error))
-}
-
-/// The embedded broker's settings.
-fn broker_config(listen: SocketAddr) -> rumqttd::Config {
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 5_000,
-        max_payload_size: MAX_PACKET,
-        max_inflight_count: 100,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "distkv-v4".to_owned(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections,
-    };
-    rumqttd::Config {
-        router: rumqttd::RouterConfig {
-            max_connections: 10_000,
-            // QoS 0 messages handed to a connection per router pass.
-            max_outgoing_packet_count: 1_000,
-            // Each subscribed filter keeps a log of up to
-            // (max_segment_count + 1) * max_segment_size bytes in memory;
-            // a subscriber lagging further behind loses messages.
-            max_segment_size: 8 * 1024 * 1024,
-            max_segment_count: 8,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("distkv".to_owned(), server)])),
-        ..Default::default()
-    }
-}
-
-/// Binds the public listen address of the embedded broker.
-async fn bind_public(listen: &(String, u16)) -> Result<(SocketAddr, TcpListener), MqttError> {
-    let addr = addr::join(&listen.0, listen.1);
-    let listener = crate::server::bind(&listen.0, listen.1)
-        .await
-        .map_err(|source| MqttError::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| MqttError::Listen { addr, source })?;
-    Ok((local, listener))
-}
-
-/// Accepts connections on the public address and relays each to the
-/// embedded broker, until `stop`.
-async fn relay(listener: TcpListener, broker: SocketAddr, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut inbound, from) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // E.g. out of file descriptors: wait a little for relief.
-                warn!(error = %e, "cannot accept an MQTT connection");
-                tokio::time::sleep(MIN_BACKOFF).await;
-                continue;
-            }
-        };
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut outbound = match TcpStream::connect(broker).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "embedded MQTT broker unreachable");
-                    return;
-                }
-            };
-            let _ = inbound.set_nodelay(true);
-            let _ = outbound.set_nodelay(true);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                done = tokio::io::copy_bidirectional_with_sizes(
-                    &mut inbound, &mut outbound, RELAY_BUFFER, RELAY_BUFFER,
-                ) => debug!(%from, result = ?done, "MQTT connection closed"),
-            }
-        });
-    }
-}
-
-/// The address to announce when none is configured.
-fn default_advertise(listen_host: &str, port: u16) -> String {
-    if addr::is_unspecified(listen_host) {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "127.0.0.1".to_owned());
-        addr::join(&host, port)
-    } else {
-        addr::join(listen_host, port)
-    }
-}
-
 /// Reads `host:port` (`[v6]:port` for IPv6; host names allowed) into the
 /// key it is known by (the address as printed, IPv6 in brackets), and the
 /// host and port for the MQTT client (which wants IPv6 in brackets, as it
@@ -950,21 +651,6 @@ fn parse_url(url: &str) -> Result<(String, String, u16), MqttError> {
     Ok((a.to_string(), addr::bracket(&a.host).into_owned(), a.port))
 }
 
-/// A client id unique per (node, broker) that brokers accept: rumqttd
-/// refuses `+ # / $`.
-fn client_id(node: &str, broker: &str) -> String {
-    format!("{node}@{broker}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.:@[]".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Whether every topic matching filter `b` also matches filter `a`.
 fn filter_covers(a: &str, b: &str) -> bool {
     let mut a = a.split('/');
@@ -980,6 +666,12 @@ fn filter_covers(a: &str, b: &str) -> bool {
     }
 }
 
+mod broker;
+mod discovery;
+
+use broker::{bind_public, relay, start_broker};
+use discovery::default_advertise;
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -987,6 +679,7 @@ mod tests {
 
     use tokio::time::timeout;
 
+    use super::discovery::client_id;
     use super::*;
 
     const PATIENCE: Duration = Duration::from_secs(20);
