@@ -712,6 +712,22 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing: the length check passed (the result is empty),
+    /// and the loop ran 70 billion times.
+    #[test]
+    fn an_empty_sequence_repeated_any_number_of_times_is_empty_at_once() {
+        for text in ["b''*514**4", "''*10**15", "()*10**15", "514**4*b''"] {
+            let v = eval(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let empty = match &v {
+                Value::Bin(b) => b.is_empty(),
+                Value::Str(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            assert!(empty, "{text} gave {v:?}");
+        }
+    }
+
     #[test]
     fn invalid_paths_are_rejected() {
         #[rustfmt::skip]
