@@ -28,6 +28,17 @@ enum Ev {
 }
 
 impl Ev {
+    /// How many values it holds, nested ones included, and how long a
+    /// string or bytes is: what building or copying it costs.
+    fn size(&self) -> usize {
+        match self {
+            Ev::Str(s) => s.len().max(1),
+            Ev::Bytes(b) => b.len().max(1),
+            Ev::Tuple(t) => t.iter().map(Ev::size).fold(1, usize::saturating_add),
+            _ => 1,
+        }
+    }
+
     fn into_value(self) -> Result<Value, String> {
         Ok(match self {
             Ev::Int(i) => int_value(i)?,
@@ -619,7 +630,10 @@ fn binop(op: &str, l: Ev, r: Ev) -> Result<Ev, String> {
             Ok(Ev::Bytes(a))
         }
         ("+", Ev::Tuple(mut a), Ev::Tuple(b)) => {
-            check_len(a.len() + b.len())?;
+            // Nested values count: a chain of `+` of one-element tuples
+            // each holding a big one stays short at the top level.
+            let size = |t: &[Ev]| t.iter().map(Ev::size).sum::<usize>();
+            check_len(size(&a).saturating_add(size(&b)))?;
             a.extend(b);
             Ok(Ev::Tuple(a))
         }
@@ -634,7 +648,16 @@ fn binop(op: &str, l: Ev, r: Ev) -> Result<Ev, String> {
                     Ok(Ev::Str(repeat(&chars, n)?.into_iter().collect()))
                 }
                 Ev::Bytes(b) => Ok(Ev::Bytes(repeat(&b, n)?)),
-                Ev::Tuple(t) => Ok(Ev::Tuple(repeat(&t, n)?)),
+                Ev::Tuple(t) => {
+                    // What a repeat copies is the whole nested tuple, not
+                    // only its top level (fuzzing: `(2*(382*(37882*(78,33),)))`
+                    // built 29 million values).
+                    if n > 0 {
+                        let size = t.iter().map(Ev::size).sum::<usize>();
+                        check_len(size.saturating_mul(usize::try_from(n).unwrap_or(usize::MAX)))?;
+                    }
+                    Ok(Ev::Tuple(repeat(&t, n)?))
+                }
                 other => Err(format!(
                     "unsupported operand type for *: '{}'",
                     other.type_name()

@@ -728,6 +728,18 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing: each repeat stayed under the length limit at its
+    /// own level while the nested copies grew to 29 million values.
+    #[test]
+    fn nested_repeats_are_bounded_by_their_whole_size() {
+        let e = eval("(2*(382*(37882*(78,33),)))").expect_err("too big");
+        assert!(e.to_string().contains("result too long"), "{e}");
+        assert!(eval("(2*(3*(4*(78,33),)))").is_ok());
+        let big = "((1,)*99999,)";
+        let e = eval(&[big; 3].join("+")).expect_err("too big");
+        assert!(e.to_string().contains("result too long"), "{e}");
+    }
+
     #[test]
     fn invalid_paths_are_rejected() {
         #[rustfmt::skip]
