@@ -3,7 +3,6 @@
 //! timeouts, many idle clients, the per-connection stream limit and
 //! graceful shutdown.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -174,30 +173,6 @@ async fn the_per_address_cap_refuses_extra_connections_with_an_error() -> Result
         many.push(c);
     }
     Ok(())
-}
-
-/// The lines a `tracing` subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
 }
 
 /// The number after `key=` in `line`.

@@ -25,7 +25,7 @@ use distkv_model::{path, Value};
 use distkv_node::client::{Client, ClientError, UpdateOptions};
 use distkv_node::persist::durable::{self, Durability, DurableConfig, WriterThread};
 use distkv_node::server::{Server, ServerOptions};
-use distkv_tests::ClusterNode;
+use distkv_tests::{ClusterNode, Lines};
 use process::{chain_tick, Launch, NodeProc};
 
 /// What a node says when the history cannot be written.
@@ -782,30 +782,6 @@ async fn a_node_with_a_full_disk_leaves_a_peers_events_and_catches_up_once_space
     a.terminate().await?;
     drop(fs);
     Ok(())
-}
-
-/// The lines a `tracing` subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
 }
 
 // One runtime thread: the nodes' tasks log through this test's subscriber.
