@@ -25,7 +25,7 @@ use crate::client::{Client, ConnectOptions};
 use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
 use crate::server::Server;
-use distkv_client::fetch::StateReader;
+use distkv_client::fetch::{FetchError as Read, StateReader};
 
 /// Most bus messages handled under one lock.
 const RECEIVE_BATCH: usize = 64;
@@ -276,7 +276,6 @@ pub async fn fetch_from_any(
 /// entry (meta tree included) with its full chain, then the tick
 /// bookkeeping. Returns the number of entries applied.
 pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchError> {
-    use distkv_client::fetch::FetchError as Read;
     let client = Client::connect(addr, ConnectOptions::default())
         .await
         .map_err(Read::from)?;
@@ -285,7 +284,6 @@ pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchErro
 
 /// [`fetch_state`] over a connected client.
 async fn fetch_with(server: &Server, client: &Client) -> Result<usize, FetchError> {
-    use distkv_client::fetch::FetchError as Read;
     let mut reader = StateReader::new(client, true);
     let mut count = 0;
     let mut batch = Vec::new();
