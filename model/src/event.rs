@@ -52,6 +52,19 @@ pub fn path_from_value(v: &Value) -> Option<Path> {
     }
 }
 
+/// Checks the nesting budget of an entry's path and value
+/// ([`crate::budget`]): what [`UpdateEvent::from_value`] checks besides
+/// the chain, for every entry that comes in.
+pub fn check_nesting(path: &Path, value: Option<&Value>) -> Result<(), BudgetError> {
+    if value.is_some_and(|x| nesting(x, MAX_NESTING) > MAX_NESTING) {
+        return Err(BudgetError::TooDeep { what: "value" });
+    }
+    if path.iter().any(|e| nesting(e, MAX_NESTING) >= MAX_NESTING) {
+        return Err(BudgetError::TooDeep { what: "path" });
+    }
+    Ok(())
+}
+
 impl UpdateEvent {
     /// Wire form with the chain cut to `nchain` links (`-1` = all).
     pub fn to_value(&self, nchain: i64) -> Value {
@@ -113,12 +126,7 @@ impl UpdateEvent {
             .filter(|&t| t <= MAX_COUNTER)
             .ok_or(EventError::Field("tock"))?;
         let value = v.get("value");
-        if value.is_some_and(|x| nesting(x, MAX_NESTING) > MAX_NESTING) {
-            return Err(BudgetError::TooDeep { what: "value" }.into());
-        }
-        if path.iter().any(|e| nesting(e, MAX_NESTING) >= MAX_NESTING) {
-            return Err(BudgetError::TooDeep { what: "path" }.into());
-        }
+        check_nesting(&path, value)?;
         Ok(UpdateEvent {
             path,
             chain,

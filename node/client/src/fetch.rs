@@ -2,8 +2,8 @@
 //! a joining node, and `distkv-replay diff` against a live node. One
 //! decoder for both, so they read the same entries the same way.
 
-use distkv_model::budget::{nesting, MAX_NESTING};
-use distkv_model::{event::path_from_value, Chain, Path, UpdateEvent, Value};
+use distkv_model::event::{check_nesting, path_from_value};
+use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use crate::client::{Client, ClientError, Stream, StreamItem};
 
@@ -128,11 +128,7 @@ fn decode_entry(m: &Value) -> Result<Option<LiveEntry>, FetchError> {
         .get("path")
         .and_then(path_from_value)
         .ok_or_else(|| FetchError::Entry("an entry without a path".into()))?;
-    if nesting(value, MAX_NESTING) > MAX_NESTING
-        || path.iter().any(|e| nesting(e, MAX_NESTING) >= MAX_NESTING)
-    {
-        return Err(FetchError::Entry(format!("{path}: nested too deeply")));
-    }
+    check_nesting(&path, Some(value)).map_err(|e| FetchError::Entry(format!("{path}: {e}")))?;
     Ok(Some(LiveEntry {
         path,
         value: Some(value.clone()),
