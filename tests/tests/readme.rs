@@ -44,12 +44,16 @@ struct Step {
     comment: String,
 }
 
-/// The lines of the `sh` blocks between the tour's heading and the next
-/// section.
+/// The lines of the `sh` blocks of the tour.
 fn tour(readme: &str) -> Result<Vec<Step>> {
+    section(readme, "## A five-minute tour")
+}
+
+/// The lines of the `sh` blocks between `heading` and the next section.
+fn section(readme: &str, heading: &str) -> Result<Vec<Step>> {
     let start = readme
-        .find("## A five-minute tour")
-        .context("no tour in the README")?;
+        .find(heading)
+        .with_context(|| format!("no {heading:?} in the README"))?;
     let rest = &readme[start..];
     let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
     let mut steps = Vec::new();
@@ -68,7 +72,7 @@ fn tour(readme: &str) -> Result<Vec<Step>> {
             }
         }
     }
-    ensure!(!in_block, "an unclosed sh block in the tour");
+    ensure!(!in_block, "an unclosed sh block in {heading:?}");
     Ok(steps)
 }
 
@@ -315,6 +319,7 @@ async fn the_readme_tour_runs_as_written() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let bin_dirs: Vec<&Path> = bins.iter().map(PathBuf::as_path).collect();
+    setup_node(&readme, &work, &home, &out, client_port).await?;
     let mut shell = Shell::start(&work, &home, &bin_dirs)?;
 
     for (i, step) in steps.iter().enumerate() {
@@ -365,4 +370,62 @@ async fn the_readme_tour_runs_as_written() -> Result<()> {
         }
     }
     shell.finish()
+}
+
+/// The set-up's two commands: the first builds and runs a node, which is
+/// run here (this build's binary standing in for `target/release/distkv`)
+/// in the tour's directory, as a newcomer does before the tour, and
+/// stopped with Ctrl-C (SIGINT): it must serve, then exit with status 0.
+async fn setup_node(readme: &str, work: &Path, home: &Path, out: &Path, port: u16) -> Result<()> {
+    let steps = section(readme, "## Set-up")?;
+    let commands: Vec<&str> = steps.iter().map(|s| s.command.as_str()).collect();
+    ensure!(
+        commands.len() == 2 && commands[1] == "cargo test --workspace",
+        "the set-up is not one node command and the test command: {commands:?}"
+    );
+    let node = commands[0]
+        .strip_prefix("cargo build --release && target/release/distkv ")
+        .with_context(|| format!("the set-up does not build and run a node: {}", commands[0]))?;
+    let err_file = out.join("setup.err");
+    let child = Command::new(distkv_bin()?)
+        .args(node.split_whitespace())
+        .current_dir(work)
+        .env("HOME", home)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_file)?)
+        .spawn()
+        .context("starting the set-up's node")?;
+    let mut child = KillOnDrop(child);
+    until_serving(port, &err_file).await?;
+    let pid = libc::pid_t::try_from(child.0.id())?;
+    // SAFETY: kill(2) of the child started above, not yet waited for.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let deadline = Instant::now() + process::STOP_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the set-up's node ignores Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    ensure!(
+        status.success(),
+        "the set-up's node stopped with {status}\n{}",
+        std::fs::read_to_string(&err_file).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A child process killed if the test fails while it runs.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
