@@ -179,3 +179,55 @@ fn python_watch_on_one_node_sees_writes_made_on_another() -> anyhow::Result<()> 
     println!("{}", lines.join("\n"));
     Ok(())
 }
+
+/// Password login's cryptography against DistKV's own Python classes:
+/// from the same private keys both sides derive the same public keys and
+/// session key (each opens the other's SecretBox of the password digest),
+/// in both groups (key length 1024, and 16 as `distkv -D` asks).
+#[test]
+fn password_login_crypto_matches_pythons() -> anyhow::Result<()> {
+    use distkv_node::login::{password_digest, Group, KeyExchange};
+    use rand::{RngCore, SeedableRng};
+
+    let py = python()?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let unhex = |s: &str| -> anyhow::Result<Vec<u8>> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| Ok(u8::from_str_radix(s.get(i..i + 2).context("odd hex")?, 16)?))
+            .collect()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let password = "s3cret pässword";
+    for length in [1024u32, 16] {
+        let mut keys = [vec![0u8; (length.max(200) / 8 + 8) as usize], vec![]];
+        keys[1] = keys[0].clone();
+        rng.fill_bytes(&mut keys[0]);
+        rng.fill_bytes(&mut keys[1]);
+        let group = Group::for_length(length);
+        let (a, b) = (
+            KeyExchange::with_private_key(group, &keys[0]),
+            KeyExchange::with_private_key(group, &keys[1]),
+        );
+        let key = b.session_key(a.public_key())?;
+        let ours = key.seal(&password_digest(password))?;
+        let out = Command::new(&py)
+            .arg(workspace().join("tests/python/login_crypto.py"))
+            .args([length.to_string(), hex(&keys[0]), hex(&keys[1]), hex(&ours)])
+            .arg(password)
+            .output()
+            .context("running login_crypto.py")?;
+        ensure!(
+            out.status.success(),
+            "login_crypto.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout)?;
+        let lines: Vec<&str> = stdout.lines().collect();
+        ensure!(lines.len() == 3, "unexpected output: {stdout}");
+        assert_eq!(unhex(lines[0])?, a.public_key(), "length {length}");
+        assert_eq!(unhex(lines[1])?, b.public_key(), "length {length}");
+        assert_eq!(key.open(&unhex(lines[2])?)?, password_digest(password));
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! * [`client`] — an async client: one TCP connection, many concurrent
 //!   requests and streams.
 //! * [`fetch`] — reading a live node's whole state.
+//! * [`login`] — the cryptography of password login, for both ends.
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -13,4 +14,5 @@
 
 pub mod client;
 pub mod fetch;
+pub mod login;
 pub mod wire;
