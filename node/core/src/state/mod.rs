@@ -26,6 +26,7 @@
 //! "missing" forever.
 
 mod nodes;
+pub mod pattern;
 mod sync;
 mod tree;
 
