@@ -25,6 +25,7 @@
 //! or losing event's ticks are marked superseded instead of staying
 //! "missing" forever.
 
+pub mod acl;
 mod nodes;
 pub mod pattern;
 mod sync;

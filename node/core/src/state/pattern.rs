@@ -37,6 +37,13 @@ impl<'a> PatternCursor<'a> {
         }
     }
 
+    /// A cursor that matches nothing (an ACL without entries).
+    pub fn empty() -> PatternCursor<'a> {
+        PatternCursor {
+            candidates: Vec::new(),
+        }
+    }
+
     /// The cursor after one more path element.
     pub fn step(&self, elem: &Value) -> PatternCursor<'a> {
         let plus = Value::str("+");
