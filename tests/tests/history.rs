@@ -40,8 +40,12 @@
 //! clock faked (see `distkv_tests::faketime`); on a seeded schedule of its
 //! own, beside the faults, one node's clock at a time jumps to an offset
 //! between 10 minutes and 2 days from the real time, forwards and back
-//! again by turns. At the end the nodes' logs must hold records stamped
-//! ahead of the run and behind it: the jumps reached the processes. Where
+//! again by turns. The nodes rotate segments every 2 s, write a snapshot
+//! every 5 s and keep segments for a day of wall-clock time, so the jumps
+//! reach rotation, snapshots and retention by age (a jump of days retires
+//! the segments a snapshot covers). At the end the nodes' logs must hold
+//! records stamped ahead of the run and behind it: the jumps reached the
+//! processes. Where
 //! the library is missing, the jumps are left out with the reason printed,
 //! unless `DISTKV_REQUIRE_FAKETIME` is set (as in CI): then the test fails.
 //!
@@ -90,6 +94,15 @@ const CONVERGE: Duration = Duration::from_secs(60);
 const REPLY: Duration = Duration::from_secs(5);
 /// A short election cycle and repair delay, so that healing is quick.
 const FAST: [&str; 2] = ["server.ping.cycle=1", "server.ping.gap=0.2"];
+/// The history's timed work within a short run: a new segment every 2 s,
+/// a snapshot every 5 s, segments kept (beyond what the older snapshot
+/// needs) for a day of wall-clock time — so that the clock jumps, of up to
+/// two days, reach rotation, snapshots and retention by age.
+const TIMED: [&str; 3] = [
+    "server.persist.segment_max_age=2",
+    "server.persist.snapshot_interval=5",
+    "server.persist.retention_max_age=86400",
+];
 /// Longest a node may take to refuse writes once its disk is full, and to
 /// take them again once space is freed (its writer retries every 2 s at
 /// most).
@@ -856,7 +869,7 @@ async fn launches(
         if let Some(c) = clocks {
             l.env.extend(c.clocks[i].env());
         }
-        for kv in FAST {
+        for kv in FAST.into_iter().chain(TIMED) {
             l = l.conf(kv);
         }
         let port = l.bus_port.context("bus port")?;
