@@ -50,6 +50,19 @@ pub fn library() -> Result<std::result::Result<PathBuf, String>> {
     }
 }
 
+/// Removes what libfaketime left in `/dev/shm` for the process `pid`, which
+/// is no more: it creates a shared-memory object and a semaphore per
+/// process and removes them at a clean exit, but a process killed with
+/// `SIGKILL` leaves them behind.
+pub fn forget(pid: u32) {
+    for name in [
+        format!("/dev/shm/faketime_shm_{pid}"),
+        format!("/dev/shm/sem.faketime_sem_{pid}"),
+    ] {
+        let _ = std::fs::remove_file(name);
+    }
+}
+
 /// The wall-clock offset of the processes started with [`FakeClock::env`].
 #[derive(Debug)]
 pub struct FakeClock {

@@ -494,13 +494,27 @@ impl Nodes {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let p = self.procs[i].take().context("node already down")?;
+        let pid = p.pid();
         stop(p).await?;
+        faketime::forget(pid);
         cluster.addrs.lock().unwrap()[i] = None;
         Ok(())
     }
 
     fn running(&self) -> Vec<&NodeProc> {
         self.procs.iter().flatten().collect()
+    }
+}
+
+impl Drop for Nodes {
+    /// Kills the nodes still running (a failed test) and removes what
+    /// libfaketime leaves of a killed process.
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().filter_map(Option::take) {
+            let pid = p.pid();
+            drop(p);
+            faketime::forget(pid);
+        }
     }
 }
 
@@ -1071,8 +1085,7 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
     // chain. (Conflicts — concurrent writes to a hot key, one resolved
     // over the other by the rule — are what the clients did.)
     for i in 0..NODES {
-        let p = nodes.procs[i].take().context("node down")?;
-        p.terminate().await?;
+        nodes.stop(i, &cluster, NodeProc::terminate).await?;
     }
     let dirs: Vec<_> = nodes
         .launch
