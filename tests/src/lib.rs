@@ -5,6 +5,9 @@
 //! Every helper that waits does so with a deadline ([`DEADLINE`]) so a hang
 //! fails the test instead of blocking the run; "nothing arrives" is checked
 //! with the short [`SILENCE`] window only.
+//!
+//! Faults for real processes have modules of their own: [`tmpfs`] (a small
+//! file system to fill up) and [`faketime`] (wall-clock jumps).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use distkv_model::path;
+
+pub mod faketime;
+pub mod tmpfs;
 
 /// Longest any single expected event may take.
 pub const DEADLINE: Duration = Duration::from_secs(5);

@@ -14,7 +14,7 @@
 mod process;
 
 use std::collections::BTreeMap;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,11 +25,9 @@ use distkv_model::{path, Value};
 use distkv_node::client::{Client, ClientError, UpdateOptions};
 use distkv_node::persist::durable::{self, Durability, DurableConfig, WriterThread};
 use distkv_node::server::{Server, ServerOptions};
+use distkv_tests::tmpfs::{is_refusal, Tmpfs};
 use distkv_tests::{ClusterNode, Lines};
 use process::{chain_tick, Launch, NodeProc};
-
-/// What a node says when the history cannot be written.
-const CANNOT_WRITE: &str = "the history cannot be written";
 
 /// The writer's bounds in the in-process tests: small, so that a flood
 /// from the peer would blow through them many times over.
@@ -120,10 +118,6 @@ impl DurableNode {
         h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
         Ok(())
     }
-}
-
-fn is_refusal(e: &ClientError) -> bool {
-    matches!(e, ClientError::Server(m) if m.contains(CANNOT_WRITE) || m.contains("waiting to be written"))
 }
 
 /// Sets `k.i` to `i` on `c` for `i` in `range`, many requests in flight.
@@ -361,77 +355,6 @@ async fn under_fsync_always_a_change_that_cannot_be_written_gets_an_error_reply(
 // ---------------------------------------------------------------------------
 // Real processes on a real, really full file system.
 
-/// A small tmpfs, unmounted when dropped (also when a test fails).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "4m") at `dir`; `Err` says why the
-    /// test cannot run here (not root, or mounting failed).
-    fn mount(dir: &FsPath, size: &str) -> std::result::Result<Tmpfs, String> {
-        // SAFETY: geteuid only reads the process's credentials.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root: cannot mount a tmpfs".into());
-        }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.dir.join("filler")
-    }
-
-    /// Fills the file system up with a filler file: writes until ENOSPC.
-    fn fill(&self) -> Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.filler())?;
-        let chunk = vec![0u8; 4096];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => bail!("the filler stopped growing without an error"),
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Frees the space again.
-    fn free(&self) -> Result<()> {
-        std::fs::remove_file(self.filler())?;
-        Ok(())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let r = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-        if !matches!(r, Ok(s) if s.success()) {
-            eprintln!("umount {} failed: {r:?}", self.dir.display());
-        }
-    }
-}
-
 /// A test directory with a small tmpfs for the node's data, or `None`
 /// (after printing why) where none can be mounted.
 fn small_disk(name: &str) -> Result<Option<(tempfile::TempDir, Tmpfs)>> {
@@ -448,7 +371,7 @@ fn small_disk(name: &str) -> Result<Option<(tempfile::TempDir, Tmpfs)>> {
 /// A node on `fs`, logging next to it.
 fn launch(name: &str, tmp: &FsPath, fs: &Tmpfs, fsync: &'static str) -> Launch {
     let mut l = Launch::new(name, tmp).fsync(fsync);
-    l.data_dir = Some(fs.dir.join("data"));
+    l.data_dir = Some(fs.dir().join("data"));
     l
 }
 

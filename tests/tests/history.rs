@@ -3,9 +3,10 @@
 //! writing concurrently to random keys on random nodes and recording every
 //! write that was acknowledged, and faults on a seeded schedule — `kill -9`
 //! and restart of a node (from its data directory), a clean stop and
-//! restart, a node cut off from the others, one node deaf to another. At the
-//! end everything heals and, once every node shows the same dump (polled
-//! with a deadline):
+//! restart, a node cut off from the others, one node deaf to another, a
+//! node's disk filled up and freed again — while the nodes' wall clocks
+//! jump forwards and backwards. At the end everything heals and, once every
+//! node shows the same dump (polled with a deadline):
 //!
 //! * every acknowledged write is present, unless a later write to the same
 //!   key supersedes it by the conflict rule (its chain descends from the
@@ -26,12 +27,35 @@
 //! node connects, so it can cut each direction of each pair: "A does not
 //! hear B" closes A's connection to B's broker and refuses it until healed.
 //!
+//! **A full disk.** Each node's data directory is on a small tmpfs of its
+//! own (root only: otherwise this fault is left out, and the test says
+//! why). The fault fills it with a file until `ENOSPC`, writes to that node
+//! until one is refused (an error reply: not acknowledged, counted as
+//! refused), holds the disk full while the clients go on writing (their
+//! writes there are refused; events from the other nodes wait on the bus),
+//! deletes the file and polls until the same node, never restarted,
+//! acknowledges a write again.
+//!
+//! **Clock jumps.** The nodes run under libfaketime with only the wall
+//! clock faked (see `distkv_tests::faketime`); on a seeded schedule of its
+//! own, beside the faults, one node's clock at a time jumps to an offset
+//! between 10 minutes and 2 days from the real time, forwards and back
+//! again by turns. The nodes rotate segments every 2 s, write a snapshot
+//! every 5 s and keep segments for a day of wall-clock time, so the jumps
+//! reach rotation, snapshots and retention by age (a jump of days retires
+//! the segments a snapshot covers). At the end the nodes' logs must hold
+//! records stamped ahead of the run and behind it: the jumps reached the
+//! processes. Where the library is missing, the jumps are left out with
+//! the reason printed, unless `DISTKV_REQUIRE_FAKETIME` is set (as in CI):
+//! then the test fails.
+//!
 //! `DISTKV_HISTORY_SECS` sets how long clients write under faults (default
 //! 30 s, a CI run of well under a minute); `DISTKV_HISTORY_SEED` the fault and
 //! client seed (default 1); `DISTKV_HISTORY_FSYNC=interval` runs the nodes
 //! with that policy instead, where a `kill -9` may lose the writes
 //! acknowledged in the last moments (the checker then says which). `DISTKV_TEST_KEEP=1` keeps the nodes'
-//! directories and logs; failures quote every node's stderr tail.
+//! directories and logs (the tmpfs stay mounted); failures quote every
+//! node's stderr tail.
 
 mod process;
 
@@ -43,10 +67,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use distkv_model::{path, Value};
+use distkv_model::{path, Path, Value};
 use distkv_node::client::{Client, ConnectOptions, UpdateOptions};
+use distkv_tests::faketime::{self, FakeClock};
+use distkv_tests::tmpfs::{is_refusal, Tmpfs};
 use process::{dump, logs, same_dump, Launch, NodeProc};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,6 +94,27 @@ const CONVERGE: Duration = Duration::from_secs(60);
 const REPLY: Duration = Duration::from_secs(5);
 /// A short election cycle and repair delay, so that healing is quick.
 const FAST: [&str; 2] = ["server.ping.cycle=1", "server.ping.gap=0.2"];
+/// The history's timed work within a short run: a new segment every 2 s,
+/// a snapshot every 5 s, segments kept (beyond what the older snapshot
+/// needs) for a day of wall-clock time — so that the clock jumps, of up to
+/// two days, reach rotation, snapshots and retention by age.
+const TIMED: [&str; 3] = [
+    "server.persist.segment_max_age=2",
+    "server.persist.snapshot_interval=5",
+    "server.persist.retention_max_age=86400",
+];
+/// Longest a node may take to refuse writes once its disk is full, and to
+/// take them again once space is freed (its writer retries every 2 s at
+/// most).
+const DISK_TURN: Duration = Duration::from_secs(30);
+/// A node's tmpfs: this much, plus [`DISK_PER_SEC_KIB`] per second of the run
+/// (a node's data grows by about 100 KiB a second in a debug build).
+const DISK_BASE_MIB: u64 = 16;
+const DISK_PER_SEC_KIB: u64 = 512;
+/// The clock offsets, in seconds either way: 10 minutes to 2 days.
+const CLOCK_OFFSETS: std::ops::Range<i64> = 600..172_800;
+/// Records stamped this far outside the run's real time show a jump.
+const STAMP_MARGIN_MS: u64 = 5 * 60 * 1000;
 
 fn env_num(var: &str) -> Option<u64> {
     std::env::var(var).ok().and_then(|s| s.parse().ok())
@@ -292,6 +340,20 @@ struct History {
     tried: BTreeMap<String, HashSet<String>>,
     /// Writes with no reply or an error: they may or may not have happened.
     unknown: u64,
+    /// Writes refused because the node's history could not be written (an
+    /// error reply: not acknowledged; under `fsync always` the node may
+    /// still write them once its disk has space).
+    refused: u64,
+}
+
+/// How a write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Acked,
+    /// Refused with the error reply of a node that cannot write.
+    Refused,
+    /// No reply, or another error.
+    Unknown,
 }
 
 /// The cluster as the clients see it: where each node serves now.
@@ -306,6 +368,45 @@ impl Cluster {
     fn fault(&self, kind: &'static str) {
         *self.faults.lock().unwrap().entry(kind).or_default() += 1;
     }
+
+    /// Sets `p` to the string `value` through `c` and records the write:
+    /// tried, then acknowledged, refused or unknown.
+    async fn write(&self, c: &Client, p: &Path, value: &str) -> Outcome {
+        let key = p.to_string();
+        self.history
+            .lock()
+            .unwrap()
+            .tried
+            .entry(key.clone())
+            .or_default()
+            .insert(value.to_string());
+        let opts = UpdateOptions {
+            nchain: 1,
+            ..UpdateOptions::default()
+        };
+        let r = tokio::time::timeout(REPLY, c.set_value(p, Value::str(value), &opts)).await;
+        let mut h = self.history.lock().unwrap();
+        match r {
+            Ok(Ok(reply)) => match ack_of(key, value, &reply) {
+                Some(a) => {
+                    h.acks.push(a);
+                    Outcome::Acked
+                }
+                None => {
+                    h.unknown += 1;
+                    Outcome::Unknown
+                }
+            },
+            Ok(Err(e)) if is_refusal(&e) => {
+                h.refused += 1;
+                Outcome::Refused
+            }
+            Ok(Err(_)) | Err(_) => {
+                h.unknown += 1;
+                Outcome::Unknown
+            }
+        }
+    }
 }
 
 /// A client: writes unique values to random keys on random nodes until
@@ -313,10 +414,6 @@ impl Cluster {
 async fn client(id: usize, seed: u64, cluster: Arc<Cluster>) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64) << 32);
     let mut conns: Vec<Option<(SocketAddr, Client)>> = (0..NODES).map(|_| None).collect();
-    let opts = UpdateOptions {
-        nchain: 1,
-        ..UpdateOptions::default()
-    };
     let mut n = 0u64;
     while !cluster.stop.load(Ordering::Relaxed) {
         let i = rng.gen_range(0..NODES);
@@ -347,27 +444,9 @@ async fn client(id: usize, seed: u64, cluster: Arc<Cluster>) {
         } else {
             path!["hist", "once", id as u64, n]
         };
-        let key = p.to_string();
-        let value = format!("c{id}-{n}");
-        cluster
-            .history
-            .lock()
-            .unwrap()
-            .tried
-            .entry(key.clone())
-            .or_default()
-            .insert(value.clone());
-        let r = tokio::time::timeout(REPLY, c.set_value(&p, Value::str(&value), &opts)).await;
-        let mut h = cluster.history.lock().unwrap();
-        match r.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
-            Ok(reply) => match ack_of(key, &value, &reply) {
-                Some(a) => h.acks.push(a),
-                None => h.unknown += 1,
-            },
-            Err(_) => {
-                h.unknown += 1;
-                conns[i] = None;
-            }
+        // A refusal comes on a connection that stays usable.
+        if cluster.write(c, &p, &format!("c{id}-{n}")).await == Outcome::Unknown {
+            conns[i] = None;
         }
     }
 }
@@ -386,10 +465,13 @@ fn ack_of(key: String, value: &str, reply: &Value) -> Option<Ack> {
 
 // ------------------------------------------------------------ faults
 
-/// The three nodes: how to start each, and the running processes.
+/// The three nodes: how to start each, the running processes, and each
+/// one's disk (a tmpfs, where one could be mounted). The processes are
+/// declared first: they end before the disks are unmounted.
 struct Nodes {
     launch: Vec<Launch>,
     procs: Vec<Option<NodeProc>>,
+    disks: Vec<Option<Tmpfs>>,
 }
 
 impl Nodes {
@@ -412,7 +494,9 @@ impl Nodes {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let p = self.procs[i].take().context("node already down")?;
+        let pid = p.pid();
         stop(p).await?;
+        faketime::forget(pid);
         cluster.addrs.lock().unwrap()[i] = None;
         Ok(())
     }
@@ -422,32 +506,67 @@ impl Nodes {
     }
 }
 
-/// The kinds of faults, in the schedule's order.
-const FAULTS: [&str; 4] = [
+impl Drop for Nodes {
+    /// Kills the nodes still running (a failed test) and removes what
+    /// libfaketime leaves of a killed process.
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().filter_map(Option::take) {
+            let pid = p.pid();
+            drop(p);
+            faketime::forget(pid);
+        }
+    }
+}
+
+/// The kinds of faults on the schedule.
+const FAULTS: [&str; 5] = [
     "kill -9 and restart",
     "SIGTERM and restart",
     "node cut off",
     "one node deaf to another",
+    "disk full",
 ];
+/// Index of the full disk in [`FAULTS`].
+const DISK_FULL: usize = 4;
+/// Clock jumps, counted with the faults (they come on their own schedule).
+const CLOCK_JUMP: &str = "clock jump";
 
 /// Faults on the seeded schedule until `until`: each one held for a random
-/// while, then undone (the node restarted, the links healed).
+/// while, then undone (the node restarted, the links healed, the disk
+/// freed). The kinds come in seeded rounds in which each kind available
+/// here comes once, so that a short run has every kind.
 async fn faults(
     rng: &mut StdRng,
     nodes: &mut Nodes,
     links: &Links,
     cluster: &Cluster,
     until: Instant,
-) -> Result<()> {
+) -> Result<Vec<DiskFull>> {
     let t0 = Instant::now();
+    let kinds: Vec<usize> = (0..FAULTS.len())
+        .filter(|&k| k != DISK_FULL || nodes.disks.iter().all(Option::is_some))
+        .collect();
+    let mut round = Vec::new();
+    let mut disk_fulls = Vec::new();
     while Instant::now() < until {
         // The schedule's pauses: no condition is waited for.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
         let i = rng.gen_range(0..NODES);
         let hold = Duration::from_millis(rng.gen_range(500..3000));
         let at = t0.elapsed();
-        let kind = rng.gen_range(0..FAULTS.len());
+        if round.is_empty() {
+            round = kinds.clone();
+            round.shuffle(rng);
+        }
+        let kind = round.pop().expect("a kind");
+        // The disks fill by turns, so that a short run fills more than one.
+        let i = if kind == DISK_FULL {
+            disk_fulls.len() % NODES
+        } else {
+            i
+        };
         cluster.fault(FAULTS[kind]);
+        let mut detail = String::new();
         match kind {
             0 => {
                 nodes
@@ -469,22 +588,169 @@ async fn faults(
                 tokio::time::sleep(hold).await;
                 links.heal();
             }
-            _ => {
+            3 => {
                 let j = (i + rng.gen_range(1..NODES)) % NODES;
                 links.cut(nodes.name(i), nodes.name(j));
                 tokio::time::sleep(hold).await;
                 links.heal();
             }
+            _ => {
+                let d = disk_full(nodes, i, cluster, hold).await?;
+                detail = format!(
+                    " ({} MiB filled, {} writes refused, writes taken again {:.1} s after \
+                     space was freed, no restart)",
+                    d.filled >> 20,
+                    d.refused,
+                    d.resumed.as_secs_f64()
+                );
+                disk_fulls.push(d);
+            }
         }
         eprintln!(
-            "{:6.1} s: {} on {} held {hold:?}, undone after {:.1} s",
+            "{:6.1} s: {} on {} held {hold:?}, undone after {:.1} s{detail}",
             at.as_secs_f64(),
             FAULTS[kind],
             nodes.name(i),
             (t0.elapsed() - at).as_secs_f64()
         );
     }
-    Ok(())
+    Ok(disk_fulls)
+}
+
+/// What one full disk did.
+#[derive(Debug)]
+struct DiskFull {
+    /// Bytes the filler took.
+    filled: u64,
+    /// Writes refused (on any node) while the disk was full, the probes'
+    /// included.
+    refused: u64,
+    /// How long after the space was freed the node took a write again.
+    resumed: Duration,
+}
+
+/// Writes a probe value to node `i` (a key of its own, recorded like the
+/// clients' writes).
+async fn probe(c: &Client, cluster: &Cluster, i: usize) -> Outcome {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let p = path!["hist", "probe", i as u64, n];
+    cluster.write(c, &p, &format!("p{n}")).await
+}
+
+/// Fills node `i`'s disk until the node refuses a write, holds it full for
+/// `hold` while the clients go on writing, frees the space and polls until
+/// the node (not restarted) acknowledges a write again.
+async fn disk_full(nodes: &Nodes, i: usize, cluster: &Cluster, hold: Duration) -> Result<DiskFull> {
+    let fs = nodes.disks[i].as_ref().context("no disk to fill")?;
+    let node = nodes.procs[i].as_ref().context("node down")?;
+    let pid = node.pid();
+    let c = node.connect().await?;
+    let refused0 = cluster.history.lock().unwrap().refused;
+    let filled = fs.fill()?;
+    // The node notices at its next write: under `fsync always` the write's
+    // own reply is the refusal.
+    let t0 = Instant::now();
+    loop {
+        match probe(&c, cluster, i).await {
+            Outcome::Refused => break,
+            Outcome::Acked => {}
+            Outcome::Unknown => bail!("a write on a full disk got no reply or another error"),
+        }
+        ensure!(
+            t0.elapsed() < DISK_TURN,
+            "{} still acknowledges writes {DISK_TURN:?} after its disk was filled",
+            nodes.name(i)
+        );
+    }
+    tokio::time::sleep(hold).await;
+    fs.free()?;
+    let freed = Instant::now();
+    loop {
+        match probe(&c, cluster, i).await {
+            Outcome::Acked => break,
+            Outcome::Refused => {}
+            Outcome::Unknown => {
+                bail!("a write after space was freed got no reply or another error")
+            }
+        }
+        ensure!(
+            freed.elapsed() < DISK_TURN,
+            "{} still refuses writes {DISK_TURN:?} after space was freed",
+            nodes.name(i)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resumed = freed.elapsed();
+    ensure!(
+        nodes.procs[i].as_ref().map(NodeProc::pid) == Some(pid),
+        "the node was restarted"
+    );
+    let refused = cluster.history.lock().unwrap().refused - refused0;
+    Ok(DiskFull {
+        filled,
+        refused,
+        resumed,
+    })
+}
+
+/// The nodes' wall clocks, and the jumps they made.
+struct Clocks {
+    clocks: Vec<FakeClock>,
+    /// Jumps forwards and backwards.
+    forward: u64,
+    back: u64,
+    /// The lowest and highest offset set, in seconds.
+    range: (i64, i64),
+}
+
+impl Clocks {
+    /// Jumps one node's clock at a time, every 0.5 – 3 s until `until`: to
+    /// an offset of 10 minutes to 2 days, ahead of the real time and behind
+    /// it by turns for each node (each node's first jump is forwards).
+    async fn jump(&mut self, rng: &mut StdRng, cluster: &Cluster, until: Instant) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3000))).await;
+            if Instant::now() >= until {
+                return Ok(());
+            }
+            let i = rng.gen_range(0..self.clocks.len());
+            let c = &mut self.clocks[i];
+            let was = c.offset();
+            let mag = rng.gen_range(CLOCK_OFFSETS);
+            let to = if was > 0 { -mag } else { mag };
+            c.set(to)?;
+            cluster.fault(CLOCK_JUMP);
+            if to > was {
+                self.forward += 1;
+            } else {
+                self.back += 1;
+            }
+            self.range = (self.range.0.min(to), self.range.1.max(to));
+            eprintln!(
+                "{:6.1} s: clock of hist{} jumps {} from {was:+} s to {to:+} s",
+                t0.elapsed().as_secs_f64(),
+                i + 1,
+                if to > was { "forwards" } else { "back" },
+            );
+        }
+    }
+}
+
+/// Records in the logs of `dirs` stamped more than [`STAMP_MARGIN_MS`]
+/// before `from_ms` and after `to_ms` (real times): proof that the jumped
+/// clocks reached the nodes.
+fn stamps_outside(dirs: &[std::path::PathBuf], from_ms: u64, to_ms: u64) -> Result<(u64, u64)> {
+    let (mut before, mut after) = (0, 0);
+    for d in dirs {
+        for r in distkv_log::LogReader::open(&d.join("log"), 0)? {
+            let t = r?.time_ms();
+            before += u64::from(t + STAMP_MARGIN_MS < from_ms);
+            after += u64::from(t > to_ms + STAMP_MARGIN_MS);
+        }
+    }
+    Ok((before, after))
 }
 
 // ------------------------------------------------------------ the check
@@ -601,15 +867,29 @@ async fn converged(nodes: &Nodes) -> Result<BTreeMap<String, Value>> {
 }
 
 /// `NODES` launches in `dir`, each behind a relay on its own loopback
-/// address; the first starts the cluster, the others know it as a peer.
-async fn launches(dir: &FsPath, links: &Arc<Links>, fsync: &'static str) -> Result<Vec<Launch>> {
+/// address, with its data on its disk (if it has one) and its wall clock
+/// following its fake clock (if there are); the first starts the cluster,
+/// the others know it as a peer.
+async fn launches(
+    dir: &FsPath,
+    links: &Arc<Links>,
+    fsync: &'static str,
+    disks: &[Option<Tmpfs>],
+    clocks: Option<&Clocks>,
+) -> Result<Vec<Launch>> {
     let mut out: Vec<Launch> = Vec::new();
-    for i in 0..NODES {
+    for (i, disk) in disks.iter().enumerate().take(NODES) {
         let name = format!("hist{}", i + 1);
         let d = dir.join(&name);
         std::fs::create_dir_all(&d)?;
         let mut l = Launch::new(&name, &d).fsync(fsync).with_bus()?;
-        for kv in FAST {
+        if let Some(fs) = disk {
+            l.data_dir = Some(fs.dir().join("data"));
+        }
+        if let Some(c) = clocks {
+            l.env.extend(c.clocks[i].env());
+        }
+        for kv in FAST.into_iter().chain(TIMED) {
             l = l.conf(kv);
         }
         let port = l.bus_port.context("bus port")?;
@@ -635,12 +915,59 @@ async fn launches(dir: &FsPath, links: &Arc<Links>, fsync: &'static str) -> Resu
     Ok(out)
 }
 
+/// A tmpfs for each node's data under `dir`, sized for a run of `secs`;
+/// `None`s (after printing why) where they cannot be mounted.
+fn disks(dir: &FsPath, secs: u64) -> Vec<Option<Tmpfs>> {
+    let size = format!("{}k", (DISK_BASE_MIB << 10) + secs * DISK_PER_SEC_KIB);
+    let mut out = Vec::new();
+    for i in 0..NODES {
+        match Tmpfs::mount(&dir.join(format!("hist{}/disk", i + 1)), &size) {
+            Ok(mut fs) => {
+                if std::env::var_os("DISTKV_TEST_KEEP").is_some() {
+                    fs.keep_mounted();
+                }
+                out.push(Some(fs));
+            }
+            Err(why) => {
+                println!("no disk-full faults: {why}");
+                return (0..NODES).map(|_| None).collect();
+            }
+        }
+    }
+    out
+}
+
+/// A fake wall clock for each node, with files in `dir`; `None` (after
+/// printing why) without libfaketime (an error if it is required).
+fn clocks(dir: &FsPath) -> Result<Option<Clocks>> {
+    let lib = match faketime::library()? {
+        Ok(lib) => lib,
+        Err(why) => {
+            println!("no clock jumps: {why}");
+            return Ok(None);
+        }
+    };
+    let clocks = (0..NODES)
+        .map(|i| FakeClock::new(&lib, &dir.join(format!("hist{}.clock", i + 1))))
+        .collect::<Result<_>>()?;
+    Ok(Some(Clocks {
+        clocks,
+        forward: 0,
+        back: 0,
+        range: (0, 0),
+    }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
+async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_jumps() -> Result<()>
+{
     let secs = env_num("DISTKV_HISTORY_SECS").unwrap_or(30);
     let seed = env_num("DISTKV_HISTORY_SEED").unwrap_or(1);
     process::distkv_bin()?; // built (if needed) before the clock starts
+    let run_from_ms = distkv_node::server::now_ms();
     let dir = tempdir()?;
+    let disks = disks(dir.path(), secs);
+    let mut clocks = clocks(dir.path())?;
     let links = Arc::new(Links::default());
     // Another policy shows what the checker finds when an acknowledgement
     // does not wait for the disk.
@@ -649,7 +976,7 @@ async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
         Ok("never") => "never",
         _ => "always",
     };
-    let launch = launches(dir.path(), &links, fsync).await?;
+    let launch = launches(dir.path(), &links, fsync, &disks, clocks.as_ref()).await?;
     let cluster = Arc::new(Cluster {
         addrs: Mutex::new(vec![None; NODES]),
         history: Mutex::new(History::default()),
@@ -659,6 +986,7 @@ async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
     let mut nodes = Nodes {
         procs: (0..NODES).map(|_| None).collect(),
         launch,
+        disks,
     };
     let t0 = Instant::now();
     nodes.start(0, &cluster).await?;
@@ -674,7 +1002,15 @@ async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     let until = Instant::now() + Duration::from_secs(secs);
     let started = t0.elapsed();
-    let run = faults(&mut rng, &mut nodes, &links, &cluster, until).await;
+    // The clocks jump on a schedule of their own.
+    let mut clock_rng = StdRng::seed_from_u64(seed ^ 0xc10c);
+    let jumps = async {
+        match &mut clocks {
+            Some(c) => c.jump(&mut clock_rng, &cluster, until).await,
+            None => Ok(()),
+        }
+    };
+    let (run, jumps) = tokio::join!(faults(&mut rng, &mut nodes, &links, &cluster, until), jumps);
     cluster.stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await?;
@@ -684,7 +1020,8 @@ async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
         started.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
-    run.with_context(|| logs(&nodes.running()))?;
+    let disk_fulls = run.with_context(|| logs(&nodes.running()))?;
+    jumps?;
 
     // Heal everything; every node runs.
     links.heal();
@@ -703,13 +1040,33 @@ async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
     let (severed, refused) = links.severed();
     eprintln!(
         "history (seed {seed}, {secs} s of faults): {} acknowledged writes checked ({current} still \
-         current, the rest superseded), {} without a reply, {} faults {faults:?}; converged {:.1} s \
-         after healing; {:.1} s in all; the cuts closed {severed} connections and refused {refused}",
+         current, the rest superseded), {} without a reply, {} refused on a full disk, {} faults \
+         {faults:?}; converged {:.1} s after healing; {:.1} s in all; the cuts closed {severed} \
+         connections and refused {refused}",
         h.acks.len(),
         h.unknown,
+        h.refused,
         faults.values().sum::<u64>(),
         healed.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64(),
+    );
+    if !disk_fulls.is_empty() {
+        let slowest = disk_fulls
+            .iter()
+            .map(|d| d.resumed)
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "full disks: {} times; writes refused meanwhile: {:?}; each node took writes again \
+             without a restart, at most {:.1} s after space was freed",
+            disk_fulls.len(),
+            disk_fulls.iter().map(|d| d.refused).collect::<Vec<_>>(),
+            slowest.as_secs_f64()
+        );
+    }
+    ensure!(
+        disk_fulls.iter().all(|d| d.refused > 0),
+        "a full disk refused no write"
     );
     ensure!(!h.acks.is_empty(), "no write was acknowledged");
     ensure!(
@@ -728,14 +1085,25 @@ async fn acknowledged_writes_survive_kills_restarts_and_cuts() -> Result<()> {
     // chain. (Conflicts — concurrent writes to a hot key, one resolved
     // over the other by the rule — are what the clients did.)
     for i in 0..NODES {
-        let p = nodes.procs[i].take().context("node down")?;
-        p.terminate().await?;
+        nodes.stop(i, &cluster, NodeProc::terminate).await?;
     }
     let dirs: Vec<_> = nodes
         .launch
         .iter()
         .filter_map(|l| l.data_dir.clone())
         .collect();
+    if let Some(c) = &clocks {
+        let (before, after) = stamps_outside(&dirs, run_from_ms, distkv_node::server::now_ms())?;
+        eprintln!(
+            "clock jumps: {} forwards, {} back, offsets from {:+} s to {:+} s; the logs hold \
+             {after} records stamped after the run and {before} before it",
+            c.forward, c.back, c.range.0, c.range.1
+        );
+        ensure!(
+            (c.range.1 <= 0 || after > 0) && (c.range.0 >= 0 || before > 0),
+            "the clock jumps did not reach the nodes: no record stamped outside the run"
+        );
+    }
     let report = distkv_replay::audit::audit(&dirs, true)?;
     let (conflicts, bad): (Vec<_>, Vec<_>) =
         report.problems.iter().partition(|p| p.kind() == "conflict");

@@ -161,6 +161,9 @@ pub struct Launch {
     /// The address the node binds (`--bind`), an IP address: `127.0.0.1`
     /// unless [`Launch::bind`] chose another (e.g. `::1`).
     pub bind: String,
+    /// Further environment variables of the process (e.g. a preloaded
+    /// library that fakes its clock).
+    pub env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -177,6 +180,7 @@ impl Launch {
             args: Vec::new(),
             rust_log: std::env::var("DISTKV_TEST_RUST_LOG").ok(),
             bind: LOOPBACK.to_string(),
+            env: Vec::new(),
         }
     }
 
@@ -219,6 +223,12 @@ impl Launch {
     pub fn peer(self, other: &Launch) -> Launch {
         let addr = other.bus_addr();
         self.arg("--peer").arg(addr)
+    }
+
+    /// Sets the environment variable `key` of the node's process.
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Sets `RUST_LOG` for the node (`None`: unset).
@@ -322,6 +332,7 @@ impl Launch {
             Some(f) => cmd.env("RUST_LOG", f),
             None => cmd.env_remove("RUST_LOG"),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().with_context(|| format!("starting {bin:?}"))?;
         let mut node = NodeProc {
             child: Some(child),
