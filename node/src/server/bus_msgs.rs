@@ -8,7 +8,7 @@ use distkv_model::{NodeName, Value};
 use super::reply::{CmdError, CmdResult, Fields};
 use super::stream::{Body, StreamOut};
 use super::Server;
-use crate::cluster::msg::{Info, BUS_LIMITS};
+use distkv_core::cluster::msg::{Info, BUS_LIMITS};
 
 fn no_bus() -> CmdError {
     CmdError::Server("this node is not connected to other nodes".into())

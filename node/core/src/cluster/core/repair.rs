@@ -20,6 +20,7 @@ impl Core {
         }
         self.heard.insert(u.node.clone(), now);
         let mut forged = None;
+        let mut denied = None;
         for ev in u.events {
             if let Err(why) = st.vet(&ev.chain, Reporter::Peer(&u.node)) {
                 forged.get_or_insert((why, 0)).1 += 1;
@@ -33,6 +34,14 @@ impl Core {
             });
             if answer {
                 self.repair_rx = now;
+            }
+            match self.admit.event(st, &ev) {
+                Ok(()) => {}
+                Err(Refused::Later(why)) => self.refuse_events(Some(why)),
+                Err(Refused::Denied(why)) => {
+                    denied.get_or_insert((why, 0)).1 += 1;
+                    continue;
+                }
             }
             if let Some((_, left)) = &mut self.refusing {
                 // Not in the state, so not in memory: its tick is missing
@@ -50,6 +59,9 @@ impl Core {
         }
         if let Some((why, n)) = forged {
             tracing::warn!(node = %u.node, events = n, %why, "ignoring impossible events");
+        }
+        if let Some((why, n)) = denied {
+            tracing::warn!(node = %u.node, events = n, %why, "events refused by a check");
         }
         // A jump in someone's ticks means a message was lost.
         self.check_missing(st, now);
