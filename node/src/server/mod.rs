@@ -1,14 +1,17 @@
 //! The async shell: a TCP server speaking DistKV's client protocol.
 //!
-//! One [`Server`] holds the node's [`State`] behind a mutex (held only for
-//! short, non-async critical sections) and a watch channel announcing the
-//! event log's newest sequence number, on which watchers wait. [`serve`]
-//! accepts connections — within the caps of [`admission`] (in all and per
-//! client address; refused clients get an error message, the node's log a
-//! line a second at most) — and runs each in its own task ([`conn`], which
-//! also closes silent connections) until the shutdown token fires; then it
-//! stops accepting, lets connections finish their current batch, and
-//! returns once all are gone.
+//! One [`Server`] serves a node's [`Store`] — its state behind a mutex
+//! (held only for short, non-async critical sections), the commit path
+//! every change takes, and a watch channel announcing the event log's
+//! newest sequence number, on which watchers wait. It is built with
+//! everything it uses (store, bus, the cluster protocol's view); see
+//! [`crate::node`]. [`serve`] accepts connections — within the caps of
+//! [`admission`] (in all and per client address; refused clients get an
+//! error message, the node's log a line a second at most) — and runs each
+//! in its own task ([`conn`], which also closes silent connections; the
+//! typed client actions are in `request`) until the shutdown token
+//! fires; then it stops accepting, lets connections finish their current
+//! batch, and returns once all are gone.
 
 mod admission;
 mod bus_msgs;
@@ -36,7 +39,7 @@ pub use crate::addr::bind;
 use crate::bus::Bus;
 use crate::commit::{SharedState, Store};
 use crate::config::{ConnectionLimits, ExportSettings, ServerSettings};
-use crate::persist::durable::{Durability, Refusal};
+use crate::persist::durable::Durability;
 use crate::state::State;
 use crate::view::ClusterView;
 use distkv_core::cluster::msg::Topics;
@@ -188,11 +191,6 @@ impl Server {
         node == self.name || self.cluster.is_live(node)
     }
 
-    /// Whether `st` may take more events (see [`Store::admits`]).
-    pub fn admits(&self, st: &State) -> Result<(), Refusal> {
-        self.store.admits(st)
-    }
-
     /// A receiver that changes whenever the event log grows.
     pub(crate) fn subscribe(&self) -> watch::Receiver<Seq> {
         self.store.subscribe()
@@ -206,14 +204,6 @@ impl Server {
     /// Sets the root value as the first change of a new cluster (`-I`).
     pub fn init(&self, value: Value) -> Result<(), ChangeError> {
         self.store.init(value)
-    }
-
-    /// Loads a snapshot or DistKV-py file into the state (before serving).
-    pub fn load_file(
-        &self,
-        file: &std::path::Path,
-    ) -> Result<crate::persist::load::LoadReport, crate::persist::load::LoadError> {
-        self.store.load_file(file)
     }
 
     /// The server options.
