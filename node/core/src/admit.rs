@@ -24,7 +24,9 @@ pub enum Refused {
     /// disk): the events are left missing and asked for again later.
     #[error("{0}")]
     Later(String),
-    /// Never: a check refused the event. It is dropped.
+    /// Never: a check refused the event. It is dropped (an event of
+    /// another node, its tick still missing here, may be offered again; a
+    /// check that refused it refuses it again).
     #[error("{0}")]
     Denied(String),
 }
@@ -34,7 +36,8 @@ pub trait Admit {
     /// Whether the node takes events at all now; asked once per message
     /// or file, before its events.
     fn batch(&self, st: &State) -> Result<(), Refused>;
-    /// Whether `ev` may be applied; asked for each event, before it is.
+    /// Whether `ev` may be applied; asked for each event, before it is
+    /// (only while [`Admit::batch`] admits).
     fn event(&self, st: &State, ev: &UpdateEvent) -> Result<(), Refused>;
 }
 

@@ -43,7 +43,7 @@ use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{encode_updates, peek_sender, Info, Topics, Update, BUS_LIMITS};
-use crate::admit::{Admit, Open, Refused};
+use crate::admit::{Admit, Open};
 use crate::state::{Reporter, State};
 use membership::ping_value;
 

@@ -35,14 +35,6 @@ impl Core {
             if answer {
                 self.repair_rx = now;
             }
-            match self.admit.event(st, &ev) {
-                Ok(()) => {}
-                Err(Refused::Later(why)) => self.refuse_events(Some(why)),
-                Err(Refused::Denied(why)) => {
-                    denied.get_or_insert((why, 0)).1 += 1;
-                    continue;
-                }
-            }
             if let Some((_, left)) = &mut self.refusing {
                 // Not in the state, so not in memory: its tick is missing
                 // here, and asked for again later.
@@ -51,6 +43,11 @@ impl Core {
                     st.saw_node_tick(&head.node, head.tick);
                 }
                 *left += 1;
+                continue;
+            }
+            // The node's checks (its commit path), once it takes events.
+            if let Err(why) = self.admit.event(st, &ev) {
+                denied.get_or_insert((why.to_string(), 0)).1 += 1;
                 continue;
             }
             let chain = ev.chain.clone();
