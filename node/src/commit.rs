@@ -417,3 +417,75 @@ impl Drop for Tx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::{path, Chain};
+
+    /// Refuses every change below `no`.
+    struct NotBelowNo;
+
+    impl CommitHook for NotBelowNo {
+        fn check(&self, _: Road, p: Proposal<'_>, _: &State) -> Result<(), Denied> {
+            let path = match p {
+                Proposal::Set { path, .. } | Proposal::DeleteTree { path } => path,
+                Proposal::Event(ev) => &ev.path,
+            };
+            match path.first() {
+                Some(v) if *v == Value::str("no") => Err(Denied("not below no".into())),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn store() -> Store {
+        let mut st = State::new("n1", Default::default());
+        st.make_ready();
+        Store::new(SharedState::new(st), None, vec![Arc::new(NotBelowNo)])
+    }
+
+    fn event(node: &str, path: Path) -> UpdateEvent {
+        UpdateEvent {
+            path,
+            chain: Chain::attach(node.into(), 1, None),
+            value: Some(Value::Int(1)),
+            tock: 1,
+        }
+    }
+
+    #[test]
+    fn a_refused_batch_applies_nothing_and_announces_nothing() {
+        let s = store();
+        let rx = s.subscribe();
+        let evs = vec![event("a", path!["yes"]), event("b", path!["no", "x"])];
+        let r = s.commit(Road::Transfer, Change::Events(evs));
+        assert!(matches!(r, Err(ChangeError::Denied(_))), "{r:?}");
+        assert!(s.state().entry(&path!["yes"]).is_none());
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_commit_applies_and_announces_once_the_lock_is_released() -> Result<(), ChangeError> {
+        let s = store();
+        let mut rx = s.subscribe();
+        let change = Change::Set {
+            path: path!["k"],
+            value: Some(Value::Int(1)),
+        };
+        let mut tx = s.begin();
+        let ev = tx.commit(Road::Client, change)?.event();
+        assert_eq!(ev.map(|e| e.path.clone()), Some(path!["k"]));
+        assert!(!rx.has_changed().unwrap(), "announced under the lock");
+        drop(tx);
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        let no = Change::DeleteTree { path: path!["no"] };
+        assert!(matches!(
+            s.commit(Road::Client, no),
+            Err(ChangeError::Denied(_))
+        ));
+        assert!(!rx.has_changed().unwrap());
+        Ok(())
+    }
+}
