@@ -252,9 +252,15 @@ impl Store {
         }
     }
 
-    /// Locks the state for reading, or for what is not a change (the
-    /// protocol's bookkeeping). Never hold the guard across an `.await`.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    /// Locks the state for reading. Never hold the guard across an
+    /// `.await`. Changes go through [`Store::begin`] / [`Store::commit`].
+    pub fn state(&self) -> StateRef<'_> {
+        StateRef(self.state.0.lock())
+    }
+
+    /// Locks the state for what is not a change: the protocol's and the
+    /// node's bookkeeping (readiness, tick reports, dropping a node).
+    pub(crate) fn state_mut(&self) -> MutexGuard<'_, State> {
         self.state.0.lock()
     }
 
@@ -266,7 +272,7 @@ impl Store {
     /// Locks the state for changes; they are announced when the `Tx` is
     /// dropped.
     pub fn begin(&self) -> Tx<'_> {
-        let st = self.state();
+        let st = self.state_mut();
         let start = st.log().next_seq();
         Tx {
             store: self,
@@ -339,6 +345,17 @@ impl Store {
                 false
             }
         });
+    }
+}
+
+/// The state locked for reading (see [`Store::state`]).
+pub struct StateRef<'a>(MutexGuard<'a, State>);
+
+impl std::ops::Deref for StateRef<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
     }
 }
 

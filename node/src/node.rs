@@ -301,7 +301,7 @@ impl NodeBuilder {
             }
         }
         if self.authoritative {
-            store.state().discard_missing();
+            store.state_mut().discard_missing();
         }
         let (has_tick, has_data) = {
             let st = store.state();
@@ -310,14 +310,14 @@ impl NodeBuilder {
         match (self.init, self.start) {
             (Some(_), _) if has_data => {
                 tracing::warn!("the node already has data: --init ignored");
-                store.state().make_ready();
+                store.state_mut().make_ready();
             }
             (Some(value), _) => store.init(value)?,
             (None, _) if has_tick => {}
-            (None, Start::Ready) => store.state().make_ready(),
+            (None, Start::Ready) => store.state_mut().make_ready(),
             (None, Start::Force) => {
                 tracing::warn!("--force: serving without the cluster's data");
-                store.state().make_ready();
+                store.state_mut().make_ready();
             }
             (None, Start::Join) => {}
         }

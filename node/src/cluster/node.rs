@@ -66,7 +66,7 @@ pub async fn run(
     let mut links = bus.links();
     let (fetched_tx, mut fetched) = mpsc::channel::<bool>(1);
     {
-        let mut st = store.state();
+        let mut st = store.state_mut();
         if st.tick().is_some() {
             ready.cancel();
         }
@@ -99,7 +99,7 @@ pub async fn run(
                         let ok = match fetch_from_any(&store, &node, &candidates).await {
                             Ok((at, n)) => {
                                 tracing::info!(%node, addr = %at, entries = n, "state fetched; ready");
-                                store.state().make_ready();
+                                store.state_mut().make_ready();
                                 true
                             }
                             Err(e) => {
@@ -112,7 +112,7 @@ pub async fn run(
                 }
                 Notice::Bootstrap => {
                     tracing::info!("no node of the cluster has data: starting it here");
-                    store.state().make_ready();
+                    store.state_mut().make_ready();
                     ready.cancel();
                 }
                 Notice::NameCollision => {
@@ -156,7 +156,7 @@ pub async fn run(
                 }
                 allow(&mut core);
                 if last_sent.elapsed() >= BATCH_WINDOW {
-                    core.poll(&mut store.state(), now());
+                    core.poll(&mut store.state_mut(), now());
                     last_sent = Instant::now();
                 } else {
                     pending = true; // more changes join this batch
@@ -175,7 +175,7 @@ pub async fn run(
                 }
             }
             _ = sleep => {
-                core.poll(&mut store.state(), now());
+                core.poll(&mut store.state_mut(), now());
                 if pending {
                     (pending, last_sent) = (false, Instant::now());
                 }
@@ -308,7 +308,7 @@ async fn fetch_with(store: &Store, client: &Client) -> Result<usize, FetchError>
     }
     count += apply_all(store, &mut batch).await?;
     let state = PyState::from_value(&reader.ticks().await?).map_err(Read::Entry)?;
-    state.apply_to(&mut store.state());
+    state.apply_to(&mut store.state_mut());
     Ok(count)
 }
 

@@ -295,7 +295,7 @@ pub fn chroot(server: &Server, view: &mut View, msg: &Value) -> CmdResult<Fields
     if path.iter().any(Value::is_nil) {
         return Err(CmdError::Invalid("Null path element".into()));
     }
-    let mut st = server.state();
+    let mut st = server.state_mut();
     let e = st.ensure_entry(&path);
     let mut m = entry_fields(e, 2);
     put(&mut m, "path", Value::Path(Path::root()));

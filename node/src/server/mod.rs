@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::addr::bind;
 use crate::bus::Bus;
-use crate::commit::{SharedState, Store};
+use crate::commit::{SharedState, StateRef, Store};
 use crate::config::{ConnectionLimits, ExportSettings, ServerSettings};
 use crate::persist::durable::Durability;
 use crate::state::State;
@@ -159,10 +159,15 @@ impl Server {
         &self.store
     }
 
-    /// Locks the state. Never hold the guard across an `.await`; changes
-    /// go through [`Store::begin`] / [`Store::commit`].
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    /// Locks the state for reading. Never hold the guard across an
+    /// `.await`; changes go through [`Store::begin`] / [`Store::commit`].
+    pub fn state(&self) -> StateRef<'_> {
         self.store.state()
+    }
+
+    /// Locks the state for what is not a change (see `Store::state_mut`).
+    pub(crate) fn state_mut(&self) -> MutexGuard<'_, State> {
+        self.store.state_mut()
     }
 
     /// Advances and returns the tock.
@@ -198,7 +203,7 @@ impl Server {
 
     /// Makes the node ready to serve (own tick 0 if it has none).
     pub fn make_ready(&self) {
-        self.state().make_ready();
+        self.state_mut().make_ready();
     }
 
     /// Sets the root value as the first change of a new cluster (`-I`).
