@@ -32,15 +32,14 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use distkv_benches as _; // the mimalloc global allocator
 use distkv_model::{codec, Path, Value};
+use distkv_node::bus::{Bus, Delivery};
 use distkv_node::client::{Client, ConnectOptions, StreamItem, TreeOptions, UpdateOptions};
 use distkv_node::cluster::actor::ActorConfig;
-use distkv_node::cluster::bus::{Bus, Delivery};
-use distkv_node::cluster::core::{ClusterConfig, Core};
+use distkv_node::cluster::core::ClusterConfig;
 use distkv_node::cluster::gate::Gate;
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
-use distkv_node::cluster::msg::Topics;
-use distkv_node::cluster::node as cluster_node;
-use distkv_node::server::{self, Server, ServerOptions};
+use distkv_node::node::{BusSpec, NodeBuilder};
+use distkv_node::server::{self, Server};
 use distkv_node::wire::MsgReader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -150,21 +149,24 @@ fn env_num(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
 }
 
+/// Starts `builder`'s node serving clients on 127.0.0.1.
+async fn start_built(builder: NodeBuilder) -> Result<(Arc<Server>, SocketAddr, CancellationToken)> {
+    let listener = server::bind("127.0.0.1", 0).await?;
+    let node = builder.build(listener).await?;
+    let (server, addr) = (node.server().clone(), node.local_addr());
+    let stop = CancellationToken::new();
+    tokio::spawn(node.run(stop.clone()));
+    Ok((server, addr, stop))
+}
+
 /// A ready node serving clients on 127.0.0.1, without a bus.
 async fn start_server(name: &str) -> Result<(Arc<Server>, SocketAddr, CancellationToken)> {
-    let server = Server::new(name, ServerOptions::default());
-    server.make_ready();
-    let listener = server::bind("127.0.0.1", 0).await?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(server::serve(server.clone(), listener, stop.clone()));
-    Ok((server, addr, stop))
+    start_built(NodeBuilder::new(name)).await
 }
 
 /// A ready node on the mesh, with its broker on 127.0.0.1 and `peers`
 /// (other brokers) to join.
 async fn start_node(name: &str, peers: Vec<String>, seed: u64) -> Result<Node> {
-    let (server, addr, stop) = start_server(name).await?;
     let mqtt = MqttBus::start(MqttConfig {
         node: name.into(),
         root: ROOT.into(),
@@ -180,21 +182,11 @@ async fn start_node(name: &str, peers: Vec<String>, seed: u64) -> Result<Node> {
         sent: Counters::default(),
     });
     let gate = Gate::new(counting.clone());
-    let bus: Arc<dyn Bus> = gate.clone();
-    server.attach_bus(bus.clone(), Topics::new(ROOT));
-    let core = Core::new(
-        &server.state(),
-        cluster_config(),
-        seed,
-        Some(addr.to_string()),
-    );
-    tokio::spawn(cluster_node::run(
-        server.clone(),
-        bus,
-        core,
-        stop.clone(),
-        CancellationToken::new(),
-    ));
+    let builder = NodeBuilder::new(name)
+        .bus(BusSpec::Given(gate.clone()))
+        .cluster(cluster_config())
+        .seed(seed);
+    let (server, addr, stop) = start_built(builder).await?;
     Ok(Node {
         server,
         addr,

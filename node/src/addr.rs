@@ -167,6 +167,31 @@ pub fn join(host: &str, port: u16) -> String {
     HostPort::new(host, port).to_string()
 }
 
+/// Binds `host` (name or address; IPv6 with or without brackets) and
+/// `port` (clients, the embedded broker). `::` is dual stack: it accepts IPv4 clients too,
+/// whatever the system's default for IPv6 sockets.
+pub async fn bind(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let host = unbracket(host.trim());
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => bind_dual_stack(port),
+        _ => tokio::net::TcpListener::bind((host, port)).await,
+    }
+}
+
+/// A listener on `[::]:port` with IPV6_V6ONLY off.
+fn bind_dual_stack(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +242,25 @@ mod tests {
         assert_eq!(HostPort::new("[::1]", 7).as_tuple(), ("::1", 7));
         assert!(is_unspecified("::") && is_unspecified("[::]") && is_unspecified("0.0.0.0"));
         assert!(!is_unspecified("::1") && !is_unspecified("localhost"));
+    }
+
+    /// `--bind ::` takes IPv4 and IPv6 clients on one port; `[::1]` and
+    /// `::1` are the same host.
+    #[tokio::test]
+    async fn binding_all_ipv6_addresses_is_dual_stack() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipping: no IPv6 loopback address (::1)");
+            return;
+        }
+        let l = bind("::", 0).await.expect("bind ::");
+        let port = l.local_addr().expect("address").port();
+        for to in ["127.0.0.1", "::1"] {
+            let c = tokio::net::TcpStream::connect((to, port));
+            let (c, a) = tokio::join!(c, l.accept());
+            c.unwrap_or_else(|e| panic!("connect via {to}: {e}"));
+            a.expect("accept");
+        }
+        let l = bind("[::1]", 0).await.expect("bind [::1]");
+        assert!(l.local_addr().expect("address").is_ipv6());
     }
 }

@@ -1,6 +1,13 @@
 //! A DistKV node: the async shell around the pure core.
 //!
+//! * [`node`] — the one builder of a running node (recover, writer, load,
+//!   readiness, bus, core, serve, flush).
+//! * [`commit`] — the one way in: every change, whatever road it comes
+//!   by, is bounded, checked, applied and announced there.
 //! * [`server`] — the TCP client-protocol server.
+//! * [`bus`] — the transport between nodes (a trait; MQTT and test
+//!   implementations live in [`cluster`]).
+//! * [`view`] — what the cluster protocol reports to the server.
 //! * [`cluster`] — the bus (MQTT) and the driver running the replication
 //!   protocol against it.
 //! * [`persist`] — the writer thread keeping the data directory.
@@ -15,7 +22,11 @@
 pub use distkv_client::{client, login, wire};
 pub use distkv_core::{pyfiles, state};
 pub mod addr;
+pub mod bus;
 pub mod cluster;
+pub mod commit;
 pub mod config;
+pub mod node;
 pub mod persist;
 pub mod server;
+pub mod view;

@@ -18,11 +18,10 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use distkv_model::{Path, Value};
 use distkv_node::client::{Client, ConnectOptions, RawConn};
 use distkv_node::cluster::actor::ActorConfig;
-use distkv_node::cluster::bus::Bus;
-use distkv_node::cluster::core::{ClusterConfig, Core};
+use distkv_node::cluster::core::ClusterConfig;
 use distkv_node::cluster::gate::Gate;
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
-use distkv_node::cluster::msg::Topics;
+use distkv_node::node::{BusSpec, NodeBuilder, NodeError};
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +52,7 @@ pub struct TestNode {
     /// The server itself.
     pub server: Arc<Server>,
     shutdown: CancellationToken,
-    handle: Option<JoinHandle<std::io::Result<()>>>,
+    handle: Option<JoinHandle<Result<(), NodeError>>>,
 }
 
 impl TestNode {
@@ -64,12 +63,11 @@ impl TestNode {
 
     /// A ready node (tick 0, empty tree) with `opts`.
     pub async fn start_with(opts: ServerOptions) -> Result<TestNode> {
-        let server = Server::new(NODE, opts);
-        server.make_ready();
         let listener = server::bind("127.0.0.1", 0).await?;
-        let addr = listener.local_addr()?;
+        let node = NodeBuilder::new(NODE).options(opts).build(listener).await?;
+        let (server, addr) = (node.server().clone(), node.local_addr());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(server::serve(server.clone(), listener, shutdown.clone()));
+        let handle = tokio::spawn(node.run(shutdown.clone()));
         Ok(TestNode {
             addr,
             server,
@@ -106,8 +104,8 @@ impl TestNode {
         self.shutdown.cancel();
     }
 
-    /// Takes the handle of the task running `serve`.
-    pub fn take_handle(&mut self) -> Option<JoinHandle<std::io::Result<()>>> {
+    /// Takes the handle of the task running the node (`serve`).
+    pub fn take_handle(&mut self) -> Option<JoinHandle<Result<(), NodeError>>> {
         self.handle.take()
     }
 
@@ -146,25 +144,24 @@ pub struct ClusterNode {
     /// Its bus.
     pub mqtt: Arc<MqttBus>,
     stop: CancellationToken,
+    running: Option<JoinHandle<Result<(), NodeError>>>,
 }
 
 impl ClusterNode {
     /// Starts a ready, empty node `name` whose bus connects to `peers`
     /// (`host:port` of other nodes' brokers).
     pub async fn start(name: &str, peers: Vec<String>) -> Result<ClusterNode> {
-        let server = Server::new(name, ServerOptions::default());
-        server.make_ready();
-        ClusterNode::start_on(server, peers).await
+        ClusterNode::start_with(NodeBuilder::new(name), peers).await
     }
 
-    /// As [`ClusterNode::start`], for a server made by the caller (e.g. one
-    /// recovered from a data directory, with its writer attached).
-    pub async fn start_on(server: Arc<Server>, peers: Vec<String>) -> Result<ClusterNode> {
+    /// As [`ClusterNode::start`], for a node the caller describes (e.g. one
+    /// with a data directory, or one that joins): the test cluster's bus,
+    /// protocol timing and seed are added here. Clients are served even
+    /// before the node is ready.
+    pub async fn start_with(builder: NodeBuilder, peers: Vec<String>) -> Result<ClusterNode> {
         let stop = CancellationToken::new();
-        let name = server.name().to_string();
+        let name = builder.name().to_string();
         let listener = server::bind("127.0.0.1", 0).await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(server::serve(server.clone(), listener, stop.clone()));
         let mqtt = MqttBus::start(MqttConfig::new(
             &name,
             MqttMode::Mesh {
@@ -183,25 +180,26 @@ impl ClusterNode {
             },
             ..ClusterConfig::default()
         };
-        server.attach_bus(gate.clone(), Topics::new(&cfg.root));
         let seed = name
             .bytes()
             .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
-        let core = Core::new(&server.state(), cfg, seed, Some(addr.to_string()));
-        let bus: Arc<dyn Bus> = gate.clone();
-        tokio::spawn(distkv_node::cluster::node::run(
-            server.clone(),
-            bus,
-            core,
-            stop.clone(),
-            CancellationToken::new(),
-        ));
+        let node = builder
+            .bus(BusSpec::Given(gate.clone()))
+            .cluster(cfg)
+            .seed(seed)
+            .serve_before_ready(true)
+            .build(listener)
+            .await?;
+        let server = node.server().clone();
+        let addr = node.local_addr();
+        let running = tokio::spawn(node.run(stop.clone()));
         Ok(ClusterNode {
             server,
             addr,
             gate,
             mqtt,
             stop,
+            running: Some(running),
         })
     }
 
@@ -213,6 +211,15 @@ impl ClusterNode {
     /// A client connection.
     pub async fn client(&self) -> Result<Client> {
         Ok(Client::connect(self.addr, ConnectOptions::default()).await?)
+    }
+
+    /// Stops the node and waits until it has stopped serving and flushed
+    /// its log.
+    pub async fn stop(mut self) -> Result<()> {
+        self.stop.cancel();
+        let running = self.running.take().context("stopped twice")?;
+        within("the node to stop", running).await???;
+        Ok(())
     }
 }
 

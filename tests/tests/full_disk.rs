@@ -23,8 +23,9 @@ use distkv_log::writer::FsyncPolicy;
 use distkv_log::LogLimits;
 use distkv_model::{path, Value};
 use distkv_node::client::{Client, ClientError, UpdateOptions};
-use distkv_node::persist::durable::{self, Durability, DurableConfig, WriterThread};
-use distkv_node::server::{Server, ServerOptions};
+use distkv_node::node::{NodeBuilder, Start};
+use distkv_node::persist::durable::{self, Durability, DurableConfig};
+use distkv_node::server::Server;
 use distkv_tests::tmpfs::{is_refusal, Tmpfs};
 use distkv_tests::{ClusterNode, Lines};
 use process::{chain_tick, Launch, NodeProc};
@@ -61,7 +62,6 @@ async fn poll<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option
 struct DurableNode {
     node: ClusterNode,
     d: Arc<Durability>,
-    writer: Option<WriterThread>,
 }
 
 impl DurableNode {
@@ -87,20 +87,11 @@ impl DurableNode {
         c.max_backlog = MAX_BACKLOG;
         c.max_backlog_bytes = MAX_BACKLOG_BYTES;
         cfg(&mut c);
-        let rec = durable::recover(name, c, LogLimits::default(), distkv_node::server::now_ms())?;
-        let (state, _, wr) = rec.split();
-        let server = Server::with_state(state, ServerOptions::default());
-        let (d, writer) = durable::start(server.clone(), wr)?;
-        server.attach_durability(d.clone());
-        if ready {
-            server.make_ready();
-        }
-        let node = ClusterNode::start_on(server, peers).await?;
-        Ok(DurableNode {
-            node,
-            d,
-            writer: Some(writer),
-        })
+        let start = if ready { Start::Ready } else { Start::Join };
+        let builder = NodeBuilder::new(name).data_dir(c).start(start);
+        let node = ClusterNode::start_with(builder, peers).await?;
+        let d = node.server.durability().context("no writer")?.clone();
+        Ok(DurableNode { node, d })
     }
 
     fn server(&self) -> &Server {
@@ -112,11 +103,8 @@ impl DurableNode {
         self.server().state().log().pinned()
     }
 
-    fn stop(mut self) -> Result<()> {
-        self.d.request_stop();
-        let h = self.writer.take().context("stopped twice")?;
-        h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-        Ok(())
+    async fn stop(self) -> Result<()> {
+        self.node.stop().await
     }
 }
 
@@ -315,7 +303,7 @@ async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(cb);
-    b.stop()?;
+    b.stop().await?;
     // What was acknowledged just before the failure reached the disk once
     // it cleared.
     // (Once the node's tasks, which hold the directory's lock, are gone.)
@@ -750,6 +738,6 @@ async fn a_joining_node_fetches_a_state_bigger_than_its_backlog_at_the_disks_pac
         "{log}"
     );
     drop(cb);
-    b.stop()?;
+    b.stop().await?;
     Ok(())
 }

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use distkv_model::{path, Value};
 use distkv_node::client::UpdateOptions;
-use distkv_node::server::{self, Server, ServerOptions};
+use distkv_node::node::NodeBuilder;
+use distkv_node::server;
 use process::{logs, python, workspace, Launch};
 use tokio_util::sync::CancellationToken;
 
@@ -31,11 +32,13 @@ fn python_client_and_cli_work_against_the_node() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let shutdown = CancellationToken::new();
     let (port, served) = rt.block_on(async {
-        let srv = Server::new("rust1", ServerOptions::default());
-        srv.init(distkv_model::Value::str("Testing"))?;
         let listener = server::bind("127.0.0.1", 0).await?;
-        let port = listener.local_addr()?.port();
-        let served = tokio::spawn(server::serve(srv, listener, shutdown.clone()));
+        let node = NodeBuilder::new("rust1")
+            .init(Some(distkv_model::Value::str("Testing")))
+            .build(listener)
+            .await?;
+        let port = node.local_addr().port();
+        let served = tokio::spawn(node.run(shutdown.clone()));
         anyhow::Ok((port, served))
     })?;
     let out = Command::new(&py)

@@ -1,19 +1,18 @@
 //! `distkv server`: run a node.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use distkv_model::Value;
 use distkv_node::addr;
-use distkv_node::cluster::core::{ClusterConfig, Core};
-use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
-use distkv_node::cluster::{self, actor::ActorConfig, bus::Bus, msg::Topics};
-use distkv_node::config::{ClusterSettings, Config, ServerSettings};
+use distkv_node::cluster::actor::ActorConfig;
+use distkv_node::cluster::core::ClusterConfig;
+use distkv_node::cluster::mqtt::{MqttConfig, MqttMode};
+use distkv_node::config::{ClusterSettings, Config};
+use distkv_node::node::{BusSpec, NodeBuilder, NodeError, Start};
 use distkv_node::persist::durable::{self, PersistError};
-use distkv_node::server::{self, Server, ServerOptions};
-use tokio::net::TcpListener;
+use distkv_node::server::{self, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::eval::parse_value;
@@ -162,66 +161,47 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         (None, None) => Path::new("distkv-data").join(&args.name),
     });
     let created = dir.as_deref().and_then(first_missing);
-    let (server, writer) = match dir {
-        None => (Server::new(&args.name, opts), None),
-        Some(dir) => match open_data_dir(&args.name, &dir, &settings, opts) {
-            Ok((server, writer)) => (server, Some(writer)),
-            // A locked directory belongs to the process holding it, even
-            // if this start created it an instant earlier.
-            Err(e) if matches!(e.downcast_ref(), Some(PersistError::Locked { .. })) => {
-                anyhow::bail!("{e}: stop it first, or give this node its own --data-dir")
-            }
-            Err(e) => {
-                remove_created(created.as_deref());
-                return Err(e);
-            }
-        },
-    };
     let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
-    let prepared = async {
-        prepare(
-            &server,
-            &args,
-            init,
-            cluster.peers.is_empty() && cluster.mqtt.is_none(),
-        )?;
-        start_bus(&args.name, &cluster, &settings.host, &host, bus_listener).await
+    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
+    let start = match (alone, args.force) {
+        (true, _) => Start::Ready,
+        (false, true) => Start::Force,
+        (false, false) => Start::Join,
     };
-    let bus = match prepared.await {
-        Ok(bus) => bus,
-        Err(e) => {
-            if let Err(why) = stop_writer(&server, writer).await {
-                tracing::warn!(error = %why, "stopping the log writer");
-            }
-            remove_created(created.as_deref());
-            return Err(e);
-        }
-    };
-
-    let local = listener.local_addr()?;
-    tracing::info!(node = %args.name, addr = %local, "distkv node running");
-    server.attach_bus(bus.clone(), Topics::new(&cluster.root));
-    let seed = server::now_ms() ^ u64::from(std::process::id()) << 32;
-    let client_addr = addr::join(&host, local.port());
-    let core = Core::new(&server.state(), config, seed, Some(client_addr));
-    let ready = CancellationToken::new();
-    let protocol = tokio::spawn(cluster::node::run(
-        server.clone(),
-        bus,
-        core,
-        shutdown.clone(),
-        ready.clone(),
-    ));
-    if server.state().tick().is_none() {
-        tracing::info!("waiting for the cluster's data from a peer before serving clients");
-        tokio::select! {
-            _ = ready.cancelled() => {}
-            _ = shutdown.cancelled() => {}
-            _ = server::refuse_all(&server, &listener, NOT_READY) => {}
-        }
+    let mut builder = NodeBuilder::new(&args.name)
+        .options(opts)
+        .load(args.load.iter().cloned())
+        .authoritative(args.authoritative)
+        .init(init)
+        .start(start)
+        .bus(BusSpec::Mqtt {
+            config: mqtt_config(&args.name, &cluster, &settings.host, &host),
+            listener: bus_listener,
+        })
+        .cluster(config)
+        .advertise(host);
+    if let Some(dir) = &dir {
+        builder = builder.data_dir(durable::durable_config(dir, &settings.persist));
     }
+    let node = match builder.build(listener).await {
+        Ok(node) => node,
+        // A locked directory belongs to the process holding it, even if
+        // this start created it an instant earlier.
+        Err(NodeError::Recover(e @ PersistError::Locked { .. })) => {
+            anyhow::bail!("{e}: stop it first, or give this node its own --data-dir")
+        }
+        Err(e) => {
+            remove_created(created.as_deref());
+            return Err(match (e, &dir) {
+                (NodeError::Recover(e), Some(dir)) => {
+                    anyhow::Error::new(e).context(format!("cannot recover from {}", dir.display()))
+                }
+                (e, _) => e.into(),
+            });
+        }
+    };
     #[cfg(unix)]
-    if let Some(d) = server.durability().cloned() {
+    if let Some(d) = node.durability().cloned() {
         // SIGHUP: start a new log segment (e.g. before copying the files away).
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -232,14 +212,9 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
             });
         }
     }
-    server::serve(Arc::clone(&server), listener, shutdown).await?;
-    let _ = protocol.await;
-    stop_writer(&server, writer).await
+    node.run(shutdown).await?;
+    Ok(())
 }
-
-/// What a node that is not ready answers every client.
-const NOT_READY: &str =
-    "this node is not ready yet: it is still fetching the cluster's data from a peer; try again shortly";
 
 /// The cluster protocol's timing and limits from the settings.
 fn cluster_config(cluster: &ClusterSettings) -> anyhow::Result<ClusterConfig> {
@@ -269,101 +244,6 @@ fn cluster_config(cluster: &ClusterSettings) -> anyhow::Result<ClusterConfig> {
         );
     }
     Ok(config)
-}
-
-/// Locks and recovers the data directory `dir` and starts its writer.
-fn open_data_dir(
-    name: &str,
-    dir: &Path,
-    settings: &ServerSettings,
-    opts: ServerOptions,
-) -> anyhow::Result<(Arc<Server>, durable::WriterThread)> {
-    let config = durable::durable_config(dir, &settings.persist);
-    let rec = match tokio::task::block_in_place(|| {
-        durable::recover(name, config, opts.log, server::now_ms())
-    }) {
-        Ok(rec) => rec,
-        // The message names the directory.
-        Err(e @ PersistError::Locked { .. }) => return Err(e.into()),
-        Err(e) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("cannot recover from {}", dir.display()))
-            )
-        }
-    };
-    let (state, info, wr) = rec.split();
-    tracing::info!(
-        dir = %dir.display(),
-        snapshot = ?info.snapshot,
-        events = info.events,
-        states = info.states,
-        torn_bytes = info.torn_bytes,
-        tick = ?info.tick,
-        "recovered"
-    );
-    if !info.skipped.is_empty() {
-        tracing::info!(
-            ticks = %info.skipped,
-            "unclean stop: own ticks above the last logged change declared never used"
-        );
-    }
-    for (f, why) in &info.bad_snapshots {
-        tracing::warn!(file = %f.display(), %why, "snapshot not used");
-    }
-    let server = Server::with_state(state, opts);
-    let (d, handle) = durable::start(server.clone(), wr)?;
-    server.attach_durability(d);
-    Ok((server, handle))
-}
-
-/// Loads the `-l` files and settles whether the node serves at once.
-fn prepare(
-    server: &Server,
-    args: &ServerArgs,
-    init: Option<Value>,
-    alone: bool,
-) -> anyhow::Result<()> {
-    for file in &args.load {
-        let r = server
-            .load_file(file)
-            .with_context(|| format!("cannot load {}", file.display()))?;
-        tracing::info!(file = %file.display(), applied = r.applied, skipped = r.skipped, states = r.states, "loaded");
-        if r.truncated {
-            tracing::warn!(file = %file.display(), "the file ends inside a record (written during a crash?); loaded what precedes it");
-        }
-    }
-    if args.authoritative {
-        server.state().discard_missing();
-    }
-    let has_data = server.state().tick().is_some_and(|t| t > 0);
-    match init {
-        Some(_) if has_data => {
-            tracing::warn!("the node already has data: --init ignored");
-            server.make_ready();
-        }
-        Some(value) => server.init(value)?,
-        None if server.state().tick().is_some() => {}
-        None if alone => server.make_ready(),
-        None if args.force => {
-            tracing::warn!("--force: serving without the cluster's data");
-            server.make_ready();
-        }
-        None => {}
-    }
-    Ok(())
-}
-
-/// Stops the log writer (if any): writes and fsyncs everything.
-async fn stop_writer(server: &Server, writer: Option<durable::WriterThread>) -> anyhow::Result<()> {
-    let (Some(d), Some(h)) = (server.durability(), writer) else {
-        return Ok(());
-    };
-    d.request_stop();
-    match tokio::task::spawn_blocking(move || h.join()).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => anyhow::bail!("writing history failed: {e}"),
-        _ => anyhow::bail!("the log writer thread panicked"),
-    }
 }
 
 /// The outermost directory on the way to `dir` that does not exist yet:
@@ -410,14 +290,8 @@ fn hostname() -> Option<String> {
     None
 }
 
-/// Starts the bus: the embedded broker mesh, or one external broker.
-async fn start_bus(
-    name: &str,
-    cluster: &ClusterSettings,
-    bind: &str,
-    host: &str,
-    listener: Option<TcpListener>,
-) -> anyhow::Result<Arc<dyn Bus>> {
+/// The bus settings: the embedded broker mesh, or one external broker.
+fn mqtt_config(name: &str, cluster: &ClusterSettings, bind: &str, host: &str) -> MqttConfig {
     let mode = match &cluster.mqtt {
         Some(url) => MqttMode::External { url: url.clone() },
         None => MqttMode::Mesh {
@@ -427,17 +301,11 @@ async fn start_bus(
             peers: cluster.peers.clone(),
         },
     };
-    let config = MqttConfig {
+    MqttConfig {
         node: name.to_string(),
         root: cluster.root.clone(),
         mode,
-    };
-    let bus = match listener {
-        Some(l) => MqttBus::start_on(config, l).await,
-        None => MqttBus::start(config).await,
     }
-    .context("cannot start the bus to other nodes")?;
-    Ok(bus)
 }
 
 /// Raises the soft limit on open files to the hard limit, so the default

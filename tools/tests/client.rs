@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use distkv_model::Value;
 use distkv_node::config::ExportSettings;
-use distkv_node::server::{self, Server, ServerOptions};
+use distkv_node::node::NodeBuilder;
+use distkv_node::server::{self, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Longest any single step may take.
@@ -40,11 +41,15 @@ impl Node {
             .unwrap();
         let shutdown = CancellationToken::new();
         let addr = rt.block_on(async {
-            let server = Server::new("n1", opts);
-            server.init(Value::str("Testing")).unwrap();
             let listener = server::bind("127.0.0.1", 0).await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(server::serve(server, listener, shutdown.clone()));
+            let node = NodeBuilder::new("n1")
+                .options(opts)
+                .init(Some(Value::str("Testing")))
+                .build(listener)
+                .await
+                .unwrap();
+            let addr = node.local_addr();
+            tokio::spawn(node.run(shutdown.clone()));
             addr
         });
         Node {

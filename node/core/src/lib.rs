@@ -1,5 +1,7 @@
 //! DistKV's pure core, shared by the node and `distkv-replay`.
 //!
+//! * [`admit`] — the check other nodes' events and loaded files pass
+//!   before the core applies them (the node's commit path answers it).
 //! * [`state`] — the state machine: tree, ticks, apply rules, event log.
 //! * [`cluster`] — the replication protocol (broadcast, repair, split
 //!   recovery), the housekeeper election, and the server-to-server
@@ -14,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admit;
 pub mod cluster;
 pub mod persist;
 pub mod pyfiles;

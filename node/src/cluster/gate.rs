@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use super::bus::{Bus, Delivery, SUBSCRIPTION_QUEUE};
+use crate::bus::{Bus, Delivery, SUBSCRIPTION_QUEUE};
 
 /// A bus adapter that can partition its node from all others.
 pub struct Gate {

@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use super::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
+use crate::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
 
 /// Fault settings of a [`MemNet`]: probabilities in `[0, 1]`, delays in
 /// virtual milliseconds.

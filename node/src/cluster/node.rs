@@ -1,5 +1,5 @@
 //! The async driver: runs a node's [`Core`] against a [`Bus`] and the
-//! node's [`Server`].
+//! node's [`Store`].
 //!
 //! One task owns the `Core`. It wakes on bus messages, on growth of the
 //! event log (local changes to broadcast; with a data directory, once the
@@ -9,6 +9,9 @@
 //! under load, changes are collected for up to a millisecond, so a message
 //! carries many. Fetching a joining node's state
 //! runs in its own task.
+//!
+//! Every event taken off the bus or fetched passes the store's commit path
+//! ([`Store::admission`] for the core, `Tx::commit` for a transfer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +21,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::Bus;
 use super::core::{Core, Notice};
 use crate::addr::HostPort;
+use crate::bus::Bus;
 use crate::client::{Client, ConnectOptions};
+use crate::commit::{Change, Road, Store};
 use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
-use crate::server::Server;
+use crate::view::ClusterView;
 use distkv_client::fetch::{FetchError as Read, StateReader};
 
 /// Most bus messages handled under one lock.
@@ -35,22 +39,25 @@ const BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// least this often.
 const BACKLOG_POLL: Duration = Duration::from_millis(100);
 
-/// Runs the protocol until `shutdown` fires. `ready` is cancelled once the
-/// node may serve clients.
+/// Runs the protocol until `shutdown` fires, reporting to `view`. `ready`
+/// is cancelled once the node may serve clients.
 pub async fn run(
-    server: Arc<Server>,
+    store: Arc<Store>,
+    view: Arc<ClusterView>,
     bus: Arc<dyn Bus>,
-    mut core: Core,
+    core: Core,
     shutdown: CancellationToken,
     ready: CancellationToken,
 ) {
+    let mut core = core.with_admission(store.admission(Road::Bus));
+    let name = store.state().me().to_string();
     let t0 = Instant::now();
     let now = move || t0.elapsed().as_millis() as u64;
     let mut rx = bus.subscribe(&core.filter());
     // A node with a data directory broadcasts its changes once they are in
     // its log (see `Core::allow_broadcast_below`); one without, at once.
-    let written = server.durability().map(|d| d.subscribe());
-    let mut changes = written.clone().unwrap_or_else(|| server.subscribe());
+    let written = store.durability().map(|d| d.subscribe());
+    let mut changes = written.clone().unwrap_or_else(|| store.subscribe());
     let allow = |core: &mut Core| {
         if let Some(w) = &written {
             core.allow_broadcast_below(*w.borrow() + 1);
@@ -59,7 +66,7 @@ pub async fn run(
     let mut links = bus.links();
     let (fetched_tx, mut fetched) = mpsc::channel::<bool>(1);
     {
-        let mut st = server.state();
+        let mut st = store.state_mut();
         if st.tick().is_some() {
             ready.cancel();
         }
@@ -75,7 +82,7 @@ pub async fn run(
         flush(&*bus, &mut core);
         if now() >= view_at {
             view_at = now() + 200;
-            server.set_cluster_view(core.view(now()), core.live_nodes(now()));
+            view.publish(core.view(now()), core.live_nodes(now()));
         }
         for n in core.take_notices() {
             match n {
@@ -87,12 +94,12 @@ pub async fn run(
                     };
                     let candidates = fetch_candidates(&addr, &bus.reached_at(&node));
                     tracing::info!(%node, addresses = %candidates.join(", "), "fetching the state from a ready peer");
-                    let (server, tx) = (server.clone(), fetched_tx.clone());
+                    let (store, tx) = (store.clone(), fetched_tx.clone());
                     tokio::spawn(async move {
-                        let ok = match fetch_from_any(&server, &node, &candidates).await {
+                        let ok = match fetch_from_any(&store, &node, &candidates).await {
                             Ok((at, n)) => {
                                 tracing::info!(%node, addr = %at, entries = n, "state fetched; ready");
-                                server.make_ready();
+                                store.state_mut().make_ready();
                                 true
                             }
                             Err(e) => {
@@ -105,14 +112,11 @@ pub async fn run(
                 }
                 Notice::Bootstrap => {
                     tracing::info!("no node of the cluster has data: starting it here");
-                    server.make_ready();
+                    store.state_mut().make_ready();
                     ready.cancel();
                 }
                 Notice::NameCollision => {
-                    tracing::error!(
-                        node = server.name(),
-                        "another node uses this name; stopping"
-                    );
+                    tracing::error!(node = %name, "another node uses this name; stopping");
                     shutdown.cancel();
                 }
             }
@@ -129,24 +133,22 @@ pub async fn run(
                     tracing::error!("the bus closed our subscription: replication stopped");
                     break;
                 };
-                let next = {
-                    let mut st = server.state();
+                {
+                    let mut tx = store.begin();
+                    let st = tx.state_mut();
                     let t = now();
-                    core.refuse_events(server.admits(&st).err().map(|e| e.to_string()));
-                    core.receive(&mut st, t, &first.topic, &first.payload);
-                    core.poll(&mut st, t);
+                    core.receive(st, t, &first.topic, &first.payload);
+                    core.poll(st, t);
                     for _ in 1..RECEIVE_BATCH {
                         let Ok(m) = rx.try_recv() else { break };
-                        core.refuse_events(server.admits(&st).err().map(|e| e.to_string()));
-                        core.receive(&mut st, t, &m.topic, &m.payload);
+                        core.receive(st, t, &m.topic, &m.payload);
                         // Broadcast as we go: a big batch of received
                         // events must not push ours out of the event log.
-                        core.poll(&mut st, t);
+                        core.poll(st, t);
                     }
-                    st.log().next_seq()
-                };
+                    // Dropping `tx` announces what was applied.
+                }
                 (pending, last_sent) = (false, Instant::now());
-                server.announce(next);
             }
             r = changes.changed(), if !pending => {
                 if r.is_err() {
@@ -154,7 +156,7 @@ pub async fn run(
                 }
                 allow(&mut core);
                 if last_sent.elapsed() >= BATCH_WINDOW {
-                    core.poll(&mut server.state(), now());
+                    core.poll(&mut store.state_mut(), now());
                     last_sent = Instant::now();
                 } else {
                     pending = true; // more changes join this batch
@@ -173,7 +175,7 @@ pub async fn run(
                 }
             }
             _ = sleep => {
-                core.poll(&mut server.state(), now());
+                core.poll(&mut store.state_mut(), now());
                 if pending {
                     (pending, last_sent) = (false, Instant::now());
                 }
@@ -200,6 +202,10 @@ pub enum FetchError {
     /// written); the fetch is tried again later.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// The commit path refused the state (its history cannot be written
+    /// now, or a check refused it).
+    #[error(transparent)]
+    Commit(#[from] crate::commit::ChangeError),
     /// No address of the peer answered as that peer.
     #[error("no address of the ready peer answered: {0}")]
     Unreachable(String),
@@ -233,7 +239,7 @@ const FETCH_CONNECT: Duration = Duration::from_secs(3);
 /// from the first that greets as `node`. Logs each address that failed.
 /// Returns the address used and the number of entries applied.
 pub async fn fetch_from_any(
-    server: &Server,
+    store: &Store,
     node: &str,
     candidates: &[String],
 ) -> Result<(String, usize), FetchError> {
@@ -255,7 +261,7 @@ pub async fn fetch_from_any(
         match r {
             Ok(c) if c.greeting().node == node => {
                 tries.abort_all();
-                let n = fetch_with(server, &c).await?;
+                let n = fetch_with(store, &c).await?;
                 return Ok((addr, n));
             }
             Ok(c) => {
@@ -275,15 +281,15 @@ pub async fn fetch_from_any(
 /// Copies the whole state of the node serving clients at `addr`: every
 /// entry (meta tree included) with its full chain, then the tick
 /// bookkeeping. Returns the number of entries applied.
-pub async fn fetch_state(server: &Server, addr: &str) -> Result<usize, FetchError> {
+pub async fn fetch_state(store: &Store, addr: &str) -> Result<usize, FetchError> {
     let client = Client::connect(addr, ConnectOptions::default())
         .await
         .map_err(Read::from)?;
-    fetch_with(server, &client).await
+    fetch_with(store, &client).await
 }
 
 /// [`fetch_state`] over a connected client.
-async fn fetch_with(server: &Server, client: &Client) -> Result<usize, FetchError> {
+async fn fetch_with(store: &Store, client: &Client) -> Result<usize, FetchError> {
     let mut reader = StateReader::new(client, true);
     let mut count = 0;
     let mut batch = Vec::new();
@@ -297,38 +303,32 @@ async fn fetch_with(server: &Server, client: &Client) -> Result<usize, FetchErro
             tock: e.tock,
         });
         if batch.len() >= 1000 {
-            count += apply_all(server, &mut batch).await?;
+            count += apply_all(store, &mut batch).await?;
         }
     }
-    count += apply_all(server, &mut batch).await?;
+    count += apply_all(store, &mut batch).await?;
     let state = PyState::from_value(&reader.ticks().await?).map_err(Read::Entry)?;
-    state.apply_to(&mut server.state());
+    state.apply_to(&mut store.state_mut());
     Ok(count)
 }
 
-/// Applies `batch` once the writer has caught up enough (a state bigger
+/// Commits `batch` once the writer has caught up enough (a state bigger
 /// than the backlog bound is fetched at the disk's pace); fails if the
-/// history cannot be written.
-async fn apply_all(server: &Server, batch: &mut Vec<UpdateEvent>) -> Result<usize, FetchError> {
+/// history cannot be written or a check refuses the batch.
+async fn apply_all(store: &Store, batch: &mut Vec<UpdateEvent>) -> Result<usize, FetchError> {
     loop {
-        let admitted = server.admits(&server.state());
-        match (admitted, server.durability()) {
-            (Ok(()), _) => break,
-            (Err(Refusal::Backlog { .. }), Some(d)) => {
-                let mut written = d.subscribe();
-                let _ = tokio::time::timeout(BACKLOG_POLL, written.changed()).await;
+        let mut written = {
+            let mut tx = store.begin();
+            match (store.admits(tx.state()), store.durability()) {
+                (Ok(()), _) => {
+                    let n = batch.len();
+                    tx.commit(Road::Transfer, Change::Events(std::mem::take(batch)))?;
+                    return Ok(n);
+                }
+                (Err(Refusal::Backlog { .. }), Some(d)) => d.subscribe(),
+                (Err(e), _) => return Err(e.into()),
             }
-            (Err(e), _) => return Err(e.into()),
-        }
+        };
+        let _ = tokio::time::timeout(BACKLOG_POLL, written.changed()).await;
     }
-    let n = batch.len();
-    let next = {
-        let mut st = server.state();
-        for ev in batch.drain(..) {
-            st.apply(ev);
-        }
-        st.log().next_seq()
-    };
-    server.announce(next);
-    Ok(n)
 }

@@ -8,7 +8,7 @@ use distkv_model::{NodeName, Value};
 use super::reply::{CmdError, CmdResult, Fields};
 use super::stream::{Body, StreamOut};
 use super::Server;
-use crate::cluster::msg::{Info, BUS_LIMITS};
+use distkv_core::cluster::msg::{Info, BUS_LIMITS};
 
 fn no_bus() -> CmdError {
     CmdError::Server("this node is not connected to other nodes".into())
@@ -94,7 +94,7 @@ pub(super) fn kill_node(server: &Server, msg: &Value) -> CmdResult<Fields> {
         .and_then(Value::as_str)
         .ok_or_else(|| CmdError::Invalid("'node' must be a node name".into()))?;
     let tick = {
-        let mut st = server.state();
+        let mut st = server.state_mut();
         if st.node(node).is_none() {
             // DistKV raises KeyError(name) here.
             return Err(CmdError::NotFound(format!("unknown node {node}")));

@@ -45,8 +45,10 @@ use tokio_util::task::TaskTracker;
 
 use super::handlers::{self, int_field, req_path, View};
 use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
+use super::request::Action;
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, export, Server, VERSION};
+use crate::commit::{Change, Road};
 use crate::wire::{MsgReader, WireError};
 
 /// Encoded reply batches queued for the writer.
@@ -453,67 +455,50 @@ impl Conn {
             let e = CmdError::Invalid(format!("action {action:?} does not take a client stream"));
             return self.reply(seq, Err(e), out);
         }
-        if matches!(
-            action,
-            "set_value"
-                | "set_internal"
-                | "delete_value"
-                | "delete_internal"
-                | "update"
-                | "delete_tree"
-        ) {
+        let Some(action) = Action::parse(action) else {
+            let e = CmdError::Invalid(format!("unknown action {action:?}"));
+            return self.reply(seq, Err(e), out);
+        };
+        if action.mutates() {
             self.changed = true;
             let start = out.len();
-            self.act(seq, msg, out);
+            self.act(action, seq, msg, out);
             self.change_replies.push((seq, start..out.len()));
             return;
         }
-        self.act(seq, msg, out);
+        self.act(action, seq, msg, out);
     }
 
-    /// Runs request `seq` (its action known to exist) and replies.
-    fn act(&mut self, seq: u64, msg: Value, out: &mut Vec<u8>) {
-        let action = msg.get("action").and_then(Value::as_str).unwrap_or("");
+    /// Runs request `seq` and replies.
+    fn act(&mut self, action: Action, seq: u64, msg: Value, out: &mut Vec<u8>) {
         let s = &*self.server;
         let res = match action {
-            "get_value" => handlers::get_value(s, &self.view, &msg, false),
-            "get_internal" => handlers::get_value(s, &self.view, &msg, true),
-            "set_value" | "set_internal" => match msg.get("value") {
-                Some(v) => handlers::set_value(
-                    s,
-                    &self.view,
-                    &msg,
-                    Some(v.clone()),
-                    action == "set_internal",
-                ),
+            Action::GetValue { meta } => handlers::get_value(s, &self.view, &msg, meta),
+            Action::SetValue { meta } => match msg.get("value") {
+                Some(v) => handlers::set_value(s, &self.view, &msg, Some(v.clone()), meta),
                 None => Err(CmdError::Client(
                     "Call 'delete_value' if you want to clear the value".into(),
                 )),
             },
-            "delete_value" | "delete_internal" => match msg.get("value") {
+            Action::DeleteValue { meta } => match msg.get("value") {
                 Some(_) => Err(CmdError::Client(
                     "A deleted entry can't have a value".into(),
                 )),
-                None => handlers::set_value(s, &self.view, &msg, None, action == "delete_internal"),
+                None => handlers::set_value(s, &self.view, &msg, None, meta),
             },
-            "enum" | "enumerate" => handlers::enumerate(s, &self.view, &msg, false),
-            "enum_internal" => handlers::enumerate(s, &self.view, &msg, true),
-            "get_tock" => Ok(handlers::get_tock(s)),
-            "get_state" => handlers::get_state(s, &msg),
-            "update" => handlers::update(s, &self.view, &msg),
-            "enum_node" => handlers::enum_node(s, &msg),
-            "root" => handlers::chroot(s, &mut self.view, &msg),
-            "stop" => Ok(self.stop(&msg)),
-            "delete_tree" => return self.delete_tree(seq, &msg, out),
-            "save" => return self.save(seq, &msg, out),
-            "log" => return self.log(seq, &msg, out),
-            "get_tree" => return self.start_stream(Kind::GetTree, seq, msg, out),
-            "get_tree_internal" => return self.start_stream(Kind::GetTreeInternal, seq, msg, out),
-            "watch" => return self.start_stream(Kind::Watch, seq, msg, out),
-            "msg_monitor" => return self.start_stream(Kind::MsgMonitor, seq, msg, out),
-            "msg_send" => super::bus_msgs::send(s, &msg),
-            "kill_node" => super::bus_msgs::kill_node(s, &msg),
-            other => Err(CmdError::Invalid(format!("unknown action {other:?}"))),
+            Action::Enumerate { meta } => handlers::enumerate(s, &self.view, &msg, meta),
+            Action::GetTock => Ok(handlers::get_tock(s)),
+            Action::GetState => handlers::get_state(s, &msg),
+            Action::Update => handlers::update(s, &self.view, &msg),
+            Action::EnumNode => handlers::enum_node(s, &msg),
+            Action::Root => handlers::chroot(s, &mut self.view, &msg),
+            Action::Stop => Ok(self.stop(&msg)),
+            Action::DeleteTree => return self.delete_tree(seq, &msg, out),
+            Action::Save => return self.save(seq, &msg, out),
+            Action::Log => return self.log(seq, &msg, out),
+            Action::Stream(kind) => return self.start_stream(kind, seq, msg, out),
+            Action::MsgSend => super::bus_msgs::send(s, &msg),
+            Action::KillNode => super::bus_msgs::kill_node(s, &msg),
         };
         self.reply(seq, res, out);
     }
@@ -639,21 +624,19 @@ impl Conn {
             Ok(x) => x,
             Err(e) => return self.reply(seq, Err(e), out),
         };
-        let (events, next) = {
-            let mut st = self.server.state();
-            match self.server.change(&mut st, |st| st.delete_tree(&path)) {
-                Ok(evs) => (evs, st.log().next_seq()),
-                Err(e) => return self.reply(seq, Err(CmdError::Server(e.to_string())), out),
-            }
+        let depth = path.len();
+        let change = Change::DeleteTree { path };
+        let events = match self.server.store().commit(Road::Client, change) {
+            Ok(c) => c.deleted(),
+            Err(e) => return self.reply(seq, Err(CmdError::from_change(e)), out),
         };
-        self.server.announce(next);
         if nchain == 0 {
             let m = vec![("changed", Value::uint(events.len() as u64))];
             return self.reply(seq, Ok(m), out);
         }
         let state = |s: &str| vec![("state", Value::str(s))];
         self.reply(seq, Ok(state("start")), out);
-        let mut shortener = Shortener::new(path.len(), rel.is_empty());
+        let mut shortener = Shortener::new(depth, rel.is_empty());
         for (ev, old) in events {
             let mut m = chain_fields(&ev.chain, nchain);
             if let Some(old) = old {

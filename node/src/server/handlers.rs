@@ -11,7 +11,8 @@ use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
-use crate::state::{Applied, Entry, Reporter, StateQuery};
+use crate::commit::{Change, Road};
+use crate::state::{Entry, Reporter, StateQuery};
 
 /// A connection's view of the tree.
 #[derive(Debug, Clone, Default)]
@@ -125,71 +126,71 @@ pub fn set_value(
                 .map_err(|e| CmdError::Invalid(format!("undecodable chain: {e}")))?,
         ),
     };
-    let (reply, next) = {
-        let mut st = server.state();
-        let mut m = Vec::new();
-        {
-            let entry = st.entry(&path);
-            let data = entry.and_then(Entry::data);
-            let chain = entry.and_then(Entry::chain);
-            if bool_field(msg, "idem", false) {
-                if let (Some(v), Some(d)) = (&value, data) {
-                    if v.same_type(d) && v == d {
-                        put(&mut m, "tock", Value::uint(entry.map_or(0, Entry::tock)));
-                        put(&mut m, "changed", Value::Bool(false));
-                        if let (true, Some(c)) = (nchain > 0, chain) {
-                            put(&mut m, "chain", c.to_value(nchain));
-                        }
-                        return Ok(m);
+    let mut tx = server.store().begin();
+    let mut m = Vec::new();
+    {
+        let st = tx.state();
+        let entry = st.entry(&path);
+        let data = entry.and_then(Entry::data);
+        let chain = entry.and_then(Entry::chain);
+        if bool_field(msg, "idem", false) {
+            if let (Some(v), Some(d)) = (&value, data) {
+                if v.same_type(d) && v == d {
+                    put(&mut m, "tock", Value::uint(entry.map_or(0, Entry::tock)));
+                    put(&mut m, "changed", Value::Bool(false));
+                    if let (true, Some(c)) = (nchain > 0, chain) {
+                        put(&mut m, "chain", c.to_value(nchain));
                     }
+                    return Ok(m);
                 }
-            }
-            let mut send_prev = true;
-            if let Some(prev) = msg.get("prev") {
-                if data != Some(prev) {
-                    let shown = data.map_or("NotGiven".to_string(), Value::to_string);
-                    return Err(CmdError::Client(format!(
-                        "Data is {shown} not {prev} at {rel}"
-                    )));
-                }
-                send_prev = false;
-            }
-            if let Some(want) = &want_chain {
-                match (want, data, chain) {
-                    (None, Some(_), _) => {
-                        return Err(CmdError::Chain(format!("Entry already exists at {rel}")));
-                    }
-                    (Some(_), None, _) => {
-                        return Err(CmdError::Chain(format!("Entry is new at {rel}")))
-                    }
-                    (Some(w), Some(_), Some(c)) if !c.same_head(w) => {
-                        return Err(CmdError::Chain(format!("Chain is {c} not {w} for {rel}")));
-                    }
-                    _ => {}
-                }
-                send_prev = false;
-            }
-            let changed = match (&value, data) {
-                (None, d) => d.is_some(),
-                (Some(v), Some(d)) => v != d,
-                (Some(_), None) => true,
-            };
-            put(&mut m, "changed", Value::Bool(changed));
-            if let (true, Some(d)) = (send_prev, data) {
-                put(&mut m, "prev", d.clone());
             }
         }
-        let ev = server
-            .change(&mut st, |st| st.local_change(&path, value.clone()))
-            .map_err(|e| CmdError::Server(e.to_string()))?;
-        if nchain != 0 {
-            put(&mut m, "chain", ev.chain.to_value(nchain));
+        let mut send_prev = true;
+        if let Some(prev) = msg.get("prev") {
+            if data != Some(prev) {
+                let shown = data.map_or("NotGiven".to_string(), Value::to_string);
+                return Err(CmdError::Client(format!(
+                    "Data is {shown} not {prev} at {rel}"
+                )));
+            }
+            send_prev = false;
         }
-        put(&mut m, "tock", Value::uint(ev.tock));
-        (m, st.log().next_seq())
-    };
-    server.announce(next);
-    Ok(reply)
+        if let Some(want) = &want_chain {
+            match (want, data, chain) {
+                (None, Some(_), _) => {
+                    return Err(CmdError::Chain(format!("Entry already exists at {rel}")));
+                }
+                (Some(_), None, _) => {
+                    return Err(CmdError::Chain(format!("Entry is new at {rel}")))
+                }
+                (Some(w), Some(_), Some(c)) if !c.same_head(w) => {
+                    return Err(CmdError::Chain(format!("Chain is {c} not {w} for {rel}")));
+                }
+                _ => {}
+            }
+            send_prev = false;
+        }
+        let changed = match (&value, data) {
+            (None, d) => d.is_some(),
+            (Some(v), Some(d)) => v != d,
+            (Some(_), None) => true,
+        };
+        put(&mut m, "changed", Value::Bool(changed));
+        if let (true, Some(d)) = (send_prev, data) {
+            put(&mut m, "prev", d.clone());
+        }
+    }
+    let change = Change::Set { path, value };
+    let ev = tx
+        .commit(Road::Client, change)
+        .map_err(CmdError::from_change)?
+        .event()
+        .ok_or_else(|| CmdError::Server("the change made no event".into()))?;
+    if nchain != 0 {
+        put(&mut m, "chain", ev.chain.to_value(nchain));
+    }
+    put(&mut m, "tock", Value::uint(ev.tock));
+    Ok(m)
 }
 
 /// `enum` / `enumerate` / `enum_internal`: the children's names (or names
@@ -257,24 +258,15 @@ pub fn get_state(server: &Server, msg: &Value) -> CmdResult<Fields> {
 pub fn update(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
     let mut ev = UpdateEvent::from_value(msg).map_err(|e| CmdError::Invalid(e.to_string()))?;
     ev.path = view.resolve(&ev.path, false)?;
-    let next = {
-        let mut st = server.state();
-        // `update` restores changes of nodes that are gone; it cannot make
-        // (or fake) changes of running nodes, this one included.
-        let live = |n: &str| server.is_live(n);
-        st.vet(&ev.chain, Reporter::Client { live: &live })
-            .map_err(|e| CmdError::Invalid(format!("update refused: {e}")))?;
-        server
-            .admits(&st)
-            .map_err(|e| CmdError::Server(e.to_string()))?;
-        match st.apply(ev) {
-            Applied::Stored(_) => Some(st.log().next_seq()),
-            _ => None,
-        }
-    };
-    if let Some(n) = next {
-        server.announce(n);
-    }
+    let mut tx = server.store().begin();
+    // `update` restores changes of nodes that are gone; it cannot make
+    // (or fake) changes of running nodes, this one included.
+    let live = |n: &str| server.is_live(n);
+    tx.state()
+        .vet(&ev.chain, Reporter::Client { live: &live })
+        .map_err(|e| CmdError::Invalid(format!("update refused: {e}")))?;
+    tx.commit(Road::Update, Change::Events(vec![ev]))
+        .map_err(CmdError::from_change)?;
     Ok(vec![("result", Value::Bool(false))])
 }
 
@@ -303,7 +295,7 @@ pub fn chroot(server: &Server, view: &mut View, msg: &Value) -> CmdResult<Fields
     if path.iter().any(Value::is_nil) {
         return Err(CmdError::Invalid("Null path element".into()));
     }
-    let mut st = server.state();
+    let mut st = server.state_mut();
     let e = st.ensure_entry(&path);
     let mut m = entry_fields(e, 2);
     put(&mut m, "path", Value::Path(Path::root()));

@@ -45,6 +45,15 @@ impl CmdError {
             _ => None,
         }
     }
+
+    /// The reply to a change the commit path refused: a check's refusal
+    /// is the client's to fix; the rest is the node's.
+    pub fn from_change(e: crate::commit::ChangeError) -> CmdError {
+        match e {
+            crate::commit::ChangeError::Denied(d) => CmdError::Client(d.0),
+            e => CmdError::Server(e.to_string()),
+        }
+    }
 }
 
 /// Result of a request handler.

@@ -267,7 +267,7 @@ async fn watch(
     };
     let mut changes = server.subscribe();
     let (mut next, tock) = {
-        let mut st = server.state();
+        let mut st = server.state_mut();
         st.ensure_entry(&path);
         (st.log().next_seq(), server.next_tock())
     };

@@ -18,6 +18,7 @@ use std::path::{Path as FsPath, PathBuf};
 use distkv_model::UpdateEvent;
 use distkv_snapshot::{Item, SnapshotReader};
 
+use crate::admit::{Admit, Open, Refused};
 use crate::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
 use crate::state::{Applied, State};
 
@@ -50,6 +51,15 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node refused the file's events (nothing after the refused
+    /// event is applied).
+    #[error("{file}: refused: {why}")]
+    Refused {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        why: Refused,
+    },
     /// The file is damaged or not in a known format.
     #[error("{file}: {reason}")]
     Invalid {
@@ -67,23 +77,50 @@ fn invalid(file: &FsPath, reason: impl ToString) -> LoadError {
     }
 }
 
-fn count(report: &mut LoadReport, outcome: Applied) {
-    match outcome {
+/// Applies `ev` if `admit` lets it, and counts it.
+fn apply(
+    st: &mut State,
+    admit: &dyn Admit,
+    ev: UpdateEvent,
+    report: &mut LoadReport,
+    file: &FsPath,
+) -> Result<(), LoadError> {
+    admit.event(st, &ev).map_err(|why| LoadError::Refused {
+        file: file.to_path_buf(),
+        why,
+    })?;
+    match st.apply(ev) {
         Applied::Stored(_) => report.applied += 1,
         _ => report.skipped += 1,
     }
+    Ok(())
 }
 
 /// Loads one file or directory into `st`: a snapshot, a DistKV-py file, a
 /// directory of event-log segments, or a whole data directory (its newest
 /// snapshot and the log after it).
 pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError> {
+    load_file_admitted(st, file, &Open)
+}
+
+/// [`load_file`], every event passing `admit` first (the node's commit
+/// path): the file is refused if the node takes no events now, and loading
+/// stops at the first event refused.
+pub fn load_file_admitted(
+    st: &mut State,
+    file: &FsPath,
+    admit: &dyn Admit,
+) -> Result<LoadReport, LoadError> {
+    admit.batch(st).map_err(|why| LoadError::Refused {
+        file: file.to_path_buf(),
+        why,
+    })?;
     let io = |source| LoadError::Io {
         file: file.to_path_buf(),
         source,
     };
     if file.is_dir() {
-        return load_dir(st, file);
+        return load_dir(st, file, admit);
     }
     let mut head = [0u8; 8];
     let n = File::open(file)
@@ -91,17 +128,17 @@ pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError>
         .map_err(io)?;
     let head = &head[..n];
     if head == distkv_snapshot::MAGIC {
-        return load_snapshot(st, file);
+        return load_snapshot(st, file, admit);
     }
     if head == distkv_log::segment::MAGIC {
         let mode = distkv_log::writer::RecoveryMode::TruncateTail;
         let reader =
             distkv_log::reader::SegmentReader::open(file, mode).map_err(|e| invalid(file, e))?;
-        return apply_log(st, reader.map(|r| r.map(|s| s.record)), file);
+        return apply_log(st, reader.map(|r| r.map(|s| s.record)), file, admit);
     }
     if head.is_empty() || looks_like_pyfile(head) {
         let bytes = std::fs::read(file).map_err(io)?;
-        return load_pyfile(st, file, &bytes);
+        return load_pyfile(st, file, &bytes, admit);
     }
     Err(invalid(
         file,
@@ -109,7 +146,7 @@ pub fn load_file(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError>
     ))
 }
 
-fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
+fn load_dir(st: &mut State, dir: &FsPath, admit: &dyn Admit) -> Result<LoadReport, LoadError> {
     let mut report = LoadReport::default();
     let (log_dir, from) = if dir.join("log").is_dir() {
         // A data directory: the newest snapshot, then the log after it.
@@ -117,7 +154,7 @@ fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
             super::recover::list_snapshots(&dir.join("snap")).map_err(|e| invalid(dir, e))?;
         match snaps.first() {
             Some((seq, path)) => {
-                report = load_snapshot(st, path)?;
+                report = load_snapshot(st, path, admit)?;
                 (dir.join("log"), seq + 1)
             }
             None => (dir.join("log"), 0),
@@ -126,7 +163,7 @@ fn load_dir(st: &mut State, dir: &FsPath) -> Result<LoadReport, LoadError> {
         (dir.to_path_buf(), 0)
     };
     let reader = distkv_log::LogReader::open(&log_dir, from).map_err(|e| invalid(&log_dir, e))?;
-    let more = apply_log(st, reader, &log_dir)?;
+    let more = apply_log(st, reader, &log_dir, admit)?;
     report.applied += more.applied;
     report.skipped += more.skipped;
     report.states += more.states;
@@ -139,11 +176,14 @@ fn apply_log(
     st: &mut State,
     records: impl Iterator<Item = Result<distkv_log::LogRecord, distkv_log::LogError>>,
     origin: &FsPath,
+    admit: &dyn Admit,
 ) -> Result<LoadReport, LoadError> {
     let mut report = LoadReport::default();
     for rec in records {
         match rec.map_err(|e| invalid(origin, e))? {
-            distkv_log::LogRecord::Event { event, .. } => count(&mut report, st.apply(event)),
+            distkv_log::LogRecord::Event { event, .. } => {
+                apply(st, admit, event, &mut report, origin)?
+            }
             distkv_log::LogRecord::State {
                 nodes,
                 known,
@@ -161,7 +201,11 @@ fn apply_log(
     Ok(report)
 }
 
-fn load_snapshot(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError> {
+fn load_snapshot(
+    st: &mut State,
+    file: &FsPath,
+    admit: &dyn Admit,
+) -> Result<LoadReport, LoadError> {
     // Read everything first: a damaged snapshot must not be half applied.
     let reader = SnapshotReader::open(file).map_err(|e| invalid(file, e))?;
     let items: Vec<Item> = reader
@@ -182,7 +226,7 @@ fn load_snapshot(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError>
                         value: e.value,
                         tock: e.tock,
                     };
-                    count(&mut report, st.apply(ev));
+                    apply(st, admit, ev, &mut report, file)?;
                 }
                 None => report.unknown += 1,
             },
@@ -191,11 +235,16 @@ fn load_snapshot(st: &mut State, file: &FsPath) -> Result<LoadReport, LoadError>
     Ok(report)
 }
 
-fn load_pyfile(st: &mut State, file: &FsPath, bytes: &[u8]) -> Result<LoadReport, LoadError> {
+fn load_pyfile(
+    st: &mut State,
+    file: &FsPath,
+    bytes: &[u8],
+    admit: &dyn Admit,
+) -> Result<LoadReport, LoadError> {
     let mut report = LoadReport::default();
     for rec in PyReader::new(bytes) {
         match rec.map_err(|e| invalid(file, e))? {
-            PyRecord::Event(ev) => count(&mut report, st.apply(ev)),
+            PyRecord::Event(ev) => apply(st, admit, ev, &mut report, file)?,
             PyRecord::State(s) => {
                 s.apply_to(st);
                 report.states += 1;

@@ -95,7 +95,7 @@ pub(super) async fn bind_public(
     listen: &(String, u16),
 ) -> Result<(SocketAddr, TcpListener), MqttError> {
     let addr = addr::join(&listen.0, listen.1);
-    let listener = crate::server::bind(&listen.0, listen.1)
+    let listener = crate::addr::bind(&listen.0, listen.1)
         .await
         .map_err(|source| MqttError::Listen {
             addr: addr.clone(),

@@ -57,8 +57,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
 use crate::addr::{self, HostPort};
+use crate::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
 
 /// The default topic root of a cluster.
 pub const DEFAULT_ROOT: &str = ":distkv";

@@ -43,6 +43,7 @@ use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{encode_updates, peek_sender, Info, Topics, Update, BUS_LIMITS};
+use crate::admit::{Admit, Open};
 use crate::state::{Reporter, State};
 use membership::ping_value;
 
@@ -184,6 +185,8 @@ pub struct Core {
     /// Why other nodes' events are not taken now (the history cannot be
     /// written, or too much waits for the disk), and how many were left.
     refusing: Option<(String, u64)>,
+    /// What decides whether other nodes' events may be applied.
+    admit: std::sync::Arc<dyn Admit + Send + Sync>,
     /// Background rounds so far.
     rounds: u64,
     /// Nodes another node dropped that still head entries here, and how
@@ -261,10 +264,19 @@ impl Core {
             second: NodeSet::default(),
             repair_rx: 0,
             refusing: None,
+            admit: std::sync::Arc::new(Open),
             rounds: 0,
             drops: BTreeMap::new(),
             dropped: BTreeMap::new(),
         }
+    }
+
+    /// The same, with other nodes' events passing `admit` (the node's
+    /// commit path) before they are applied; without it, every event that
+    /// passes the state's own checks is.
+    pub fn with_admission(mut self, admit: std::sync::Arc<dyn Admit + Send + Sync>) -> Core {
+        self.admit = admit;
+        self
     }
 
     /// The topics this node publishes and listens on.
@@ -334,8 +346,9 @@ impl Core {
     /// Stops (`Some(why)`) or resumes (`None`) taking other nodes' events
     /// — those broadcast, and the answers to repair requests. Events left
     /// are not lost: their ticks count as missing here, so they are asked
-    /// for again once events are taken again.
-    pub fn refuse_events(&mut self, why: Option<String>) {
+    /// for again once events are taken again. Asked of [`Admit::batch`]
+    /// before each message.
+    fn refuse_events(&mut self, why: Option<String>) {
         match (why, &mut self.refusing) {
             (Some(why), None) => {
                 tracing::warn!(%why, "not taking other nodes' events for now; they are asked for again later");
@@ -352,6 +365,8 @@ impl Core {
 
     /// Takes a message off the bus.
     pub fn receive(&mut self, st: &mut State, now: u64, topic: &str, payload: &[u8]) {
+        let taking = self.admit.batch(st);
+        self.refuse_events(taking.err().map(|e| e.to_string()));
         if topic == self.topics.update && peek_sender(payload) == Some(&*self.me) {
             return; // our own batch coming back
         }

@@ -20,6 +20,7 @@ impl Core {
         }
         self.heard.insert(u.node.clone(), now);
         let mut forged = None;
+        let mut denied = None;
         for ev in u.events {
             if let Err(why) = st.vet(&ev.chain, Reporter::Peer(&u.node)) {
                 forged.get_or_insert((why, 0)).1 += 1;
@@ -44,12 +45,20 @@ impl Core {
                 *left += 1;
                 continue;
             }
+            // The node's checks (its commit path), once it takes events.
+            if let Err(why) = self.admit.event(st, &ev) {
+                denied.get_or_insert((why.to_string(), 0)).1 += 1;
+                continue;
+            }
             let chain = ev.chain.clone();
             st.apply(ev);
             st.sighted(&chain);
         }
         if let Some((why, n)) = forged {
             tracing::warn!(node = %u.node, events = n, %why, "ignoring impossible events");
+        }
+        if let Some((why, n)) = denied {
+            tracing::warn!(node = %u.node, events = n, %why, "events refused by a check");
         }
         // A jump in someone's ticks means a message was lost.
         self.check_missing(st, now);

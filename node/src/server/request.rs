@@ -1,0 +1,144 @@
+//! The client actions, typed: what each request is, and which change the
+//! state.
+//!
+//! Whether an action mutates is decided here, by an exhaustive match next
+//! to the list of actions: a new action cannot be added without saying.
+//! The connection uses it to hold the replies to changes until they are
+//! durable (`fsync = always`).
+
+use super::stream::Kind;
+
+/// A client action (the request's `action` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// `get_value` (`meta: false`) / `get_internal`.
+    GetValue { meta: bool },
+    /// `set_value` / `set_internal`.
+    SetValue { meta: bool },
+    /// `delete_value` / `delete_internal`.
+    DeleteValue { meta: bool },
+    /// `enum` / `enumerate` / `enum_internal`.
+    Enumerate { meta: bool },
+    /// `get_tock`.
+    GetTock,
+    /// `get_state`.
+    GetState,
+    /// `update`: applies a client-supplied event.
+    Update,
+    /// `enum_node`.
+    EnumNode,
+    /// `root`: moves the connection's root.
+    Root,
+    /// `stop`: stops one of the connection's streams.
+    Stop,
+    /// `delete_tree`.
+    DeleteTree,
+    /// `save`: a snapshot to a file.
+    Save,
+    /// `log`: a change log to a file.
+    Log,
+    /// `get_tree`, `get_tree_internal`, `watch`, `msg_monitor`.
+    Stream(Kind),
+    /// `msg_send`.
+    MsgSend,
+    /// `kill_node`.
+    KillNode,
+}
+
+impl Action {
+    /// The action named `name`, if there is one.
+    pub(super) fn parse(name: &str) -> Option<Action> {
+        Some(match name {
+            "get_value" => Action::GetValue { meta: false },
+            "get_internal" => Action::GetValue { meta: true },
+            "set_value" => Action::SetValue { meta: false },
+            "set_internal" => Action::SetValue { meta: true },
+            "delete_value" => Action::DeleteValue { meta: false },
+            "delete_internal" => Action::DeleteValue { meta: true },
+            "enum" | "enumerate" => Action::Enumerate { meta: false },
+            "enum_internal" => Action::Enumerate { meta: true },
+            "get_tock" => Action::GetTock,
+            "get_state" => Action::GetState,
+            "update" => Action::Update,
+            "enum_node" => Action::EnumNode,
+            "root" => Action::Root,
+            "stop" => Action::Stop,
+            "delete_tree" => Action::DeleteTree,
+            "save" => Action::Save,
+            "log" => Action::Log,
+            "get_tree" => Action::Stream(Kind::GetTree),
+            "get_tree_internal" => Action::Stream(Kind::GetTreeInternal),
+            "watch" => Action::Stream(Kind::Watch),
+            "msg_monitor" => Action::Stream(Kind::MsgMonitor),
+            "msg_send" => Action::MsgSend,
+            "kill_node" => Action::KillNode,
+            _ => return None,
+        })
+    }
+
+    /// Whether the action changes the tree (through the commit path).
+    pub(super) fn mutates(self) -> bool {
+        match self {
+            Action::SetValue { .. }
+            | Action::DeleteValue { .. }
+            | Action::Update
+            | Action::DeleteTree => true,
+            Action::GetValue { .. }
+            | Action::Enumerate { .. }
+            | Action::GetTock
+            | Action::GetState
+            | Action::EnumNode
+            | Action::Root
+            | Action::Stop
+            | Action::Save
+            | Action::Log
+            | Action::Stream(_)
+            | Action::MsgSend
+            | Action::KillNode => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Action;
+
+    #[test]
+    fn exactly_the_changes_mutate() {
+        let mutating = [
+            "set_value",
+            "set_internal",
+            "delete_value",
+            "delete_internal",
+            "update",
+            "delete_tree",
+        ];
+        let others = [
+            "get_value",
+            "get_internal",
+            "enum",
+            "enumerate",
+            "enum_internal",
+            "get_tock",
+            "get_state",
+            "enum_node",
+            "root",
+            "stop",
+            "save",
+            "log",
+            "get_tree",
+            "get_tree_internal",
+            "watch",
+            "msg_monitor",
+            "msg_send",
+            "kill_node",
+        ];
+        for a in mutating {
+            assert!(Action::parse(a).is_some_and(Action::mutates), "{a}");
+        }
+        for a in others {
+            assert!(Action::parse(a).is_some_and(|x| !x.mutates()), "{a}");
+        }
+        assert_eq!(Action::parse("nope"), None);
+    }
+}
