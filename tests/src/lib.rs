@@ -7,7 +7,8 @@
 //! with the short [`SILENCE`] window only.
 //!
 //! Faults for real processes have modules of their own: [`tmpfs`] (a small
-//! file system to fill up) and [`faketime`] (wall-clock jumps).
+//! file system to fill up), [`faketime`] (wall-clock jumps) and [`netns`]
+//! (hosts in network namespaces, with real partitions).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use distkv_model::path;
 
 pub mod faketime;
+pub mod netns;
 pub mod tmpfs;
 
 /// Longest any single expected event may take.

@@ -18,9 +18,23 @@
 //! The nodes run with `--fsync always`, so an acknowledgement means the
 //! write is on disk: `kill -9` may lose none of them.
 //!
-//! **Link cuts without root.** The nodes talk through each other's brokers:
-//! a node publishes on its own broker and hears node X through its client
-//! connection to X's broker. Each node advertises an address of its own on
+//! **Partitions.** The nodes talk through each other's brokers: a node
+//! publishes on its own broker and hears node X through its client
+//! connection to X's broker. Where root and `ip` are available, each node
+//! runs in a network namespace of its own, on its own address and the
+//! default ports (`distkv_tests::netns`), and the cuts are the kernel's: a
+//! node cut off gets blackhole routes to and from the others; "A does not
+//! hear B" gets routing rules in A's namespace that drop A's packets to
+//! B's bus port and those coming back, so that only A's client link to
+//! B's broker breaks. A packet dropped for a moment is only retransmitted
+//! once the cut heals, so each cut is held, beyond its random while, until
+//! every MQTT client link it crosses has given up (the MQTT keep-alive:
+//! some seconds), polled in the nodes' TCP tables; healing then needs new
+//! connections and the repair of what was missed.
+//!
+//! **Link cuts without root.** Where the namespaces cannot be made (the
+//! test prints why; `DISTKV_REQUIRE_NETNS` makes that a failure), the
+//! nodes run on loopback and each advertises an address of its own on
 //! the loopback network (`--advertise 127.0.0.<k>`, same bus port), where
 //! this test listens and relays to the broker ([`Links`]). The relay reads
 //! the MQTT `CONNECT` packet's client id (`<node>@<broker>`) to learn which
@@ -62,7 +76,7 @@ mod process;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path as FsPath;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +84,7 @@ use anyhow::{bail, ensure, Context, Result};
 use distkv_model::{path, Path, Value};
 use distkv_node::client::{Client, ConnectOptions, UpdateOptions};
 use distkv_tests::faketime::{self, FakeClock};
+use distkv_tests::netns::{self, Network};
 use distkv_tests::tmpfs::{is_refusal, Tmpfs};
 use process::{dump, logs, same_dump, Launch, NodeProc};
 use rand::rngs::StdRng;
@@ -115,6 +130,12 @@ const DISK_PER_SEC_KIB: u64 = 512;
 const CLOCK_OFFSETS: std::ops::Range<i64> = 600..172_800;
 /// Records stamped this far outside the run's real time show a jump.
 const STAMP_MARGIN_MS: u64 = 5 * 60 * 1000;
+/// The ports of a node in a namespace of its own: the defaults.
+const CLIENT_PORT: u16 = 27586;
+const BUS_PORT: u16 = 27587;
+/// Longest the MQTT client links across a real cut may take to give up
+/// (keep-alive 5 s, then the client's timeout).
+const LINKS_DOWN: Duration = Duration::from_secs(30);
 
 fn env_num(var: &str) -> Option<u64> {
     std::env::var(var).ok().and_then(|s| s.parse().ok())
@@ -236,6 +257,49 @@ impl Links {
     /// Every link works again.
     fn heal(&self) {
         self.state.lock().unwrap().cut.clear();
+    }
+}
+
+/// How the link faults are made.
+enum Cuts {
+    /// Relays in front of the brokers, on loopback.
+    Relays(Arc<Links>),
+    /// Hosts in network namespaces: the kernel drops the packets.
+    Netns(Network),
+}
+
+/// The MQTT client links established from node `a`'s namespace to node
+/// `b`'s broker, for each `(a, b)` of `pairs` (0-based).
+fn bus_links(nodes: &Nodes, net: &Network, pairs: &[(usize, usize)]) -> Result<usize> {
+    let mut n = 0;
+    for &(a, b) in pairs {
+        let pid = nodes.procs[a].as_ref().context("node down")?.pid();
+        n += netns::established(pid, &[net.host(b + 1)])?
+            .iter()
+            .filter(|(_, remote)| remote.port() == BUS_PORT)
+            .count();
+    }
+    Ok(n)
+}
+
+/// Polls until none of the links `pairs` is established (with a
+/// deadline); returns how long that took.
+async fn wait_links_down(
+    nodes: &Nodes,
+    net: &Network,
+    pairs: &[(usize, usize)],
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        let n = bus_links(nodes, net, pairs)?;
+        if n == 0 {
+            return Ok(t0.elapsed());
+        }
+        ensure!(
+            t0.elapsed() < LINKS_DOWN,
+            "{n} MQTT client links across a cut still established after {LINKS_DOWN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -362,6 +426,9 @@ struct Cluster {
     history: Mutex<History>,
     stop: AtomicBool,
     faults: Mutex<BTreeMap<&'static str, u64>>,
+    /// MQTT client links up when a real cut was made, and down before it
+    /// healed: proof that the kernel's cuts cut.
+    broken: AtomicU64,
 }
 
 impl Cluster {
@@ -481,8 +548,47 @@ impl Nodes {
 
     async fn start(&mut self, i: usize, cluster: &Cluster) -> Result<()> {
         let p = self.launch[i].start().await?;
+        if let Some(ns) = &self.launch[i].netns {
+            self.check_netns(&p, ns, i)?;
+        }
         cluster.addrs.lock().unwrap()[i] = Some(p.addr);
         self.procs[i] = Some(p);
+        Ok(())
+    }
+
+    /// Node `i`'s process `p` runs in namespace `ns` and, with its own
+    /// mounts, sees its tmpfs (mounted before it started) and writes its
+    /// data there.
+    fn check_netns(&self, p: &NodeProc, ns: &str, i: usize) -> Result<()> {
+        let pid = p.pid();
+        let got = netns::identify(pid)?;
+        ensure!(
+            got == ns,
+            "{} (pid {pid}) runs in namespace {got:?}, not {ns}",
+            p.name
+        );
+        let Some(fs) = &self.disks[i] else {
+            return Ok(());
+        };
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+        let mount = fs.dir().to_str().context("tmpfs path")?;
+        let tmpfs = info.lines().any(|l| {
+            l.split(' ').nth(4) == Some(mount)
+                && l.split_once(" - ")
+                    .is_some_and(|(_, fs)| fs.starts_with("tmpfs "))
+        });
+        ensure!(
+            tmpfs,
+            "{} does not see its tmpfs at {mount}:\n{info}",
+            p.name
+        );
+        let data = fs.dir().join("data");
+        ensure!(
+            std::fs::read_dir(&data)?.next().is_some(),
+            "{} wrote nothing into {}",
+            p.name,
+            data.display()
+        );
         Ok(())
     }
 
@@ -538,7 +644,7 @@ const CLOCK_JUMP: &str = "clock jump";
 async fn faults(
     rng: &mut StdRng,
     nodes: &mut Nodes,
-    links: &Links,
+    cuts: &Cuts,
     cluster: &Cluster,
     until: Instant,
 ) -> Result<Vec<DiskFull>> {
@@ -580,19 +686,45 @@ async fn faults(
                 tokio::time::sleep(hold).await;
                 nodes.start(i, cluster).await?;
             }
-            2 => {
-                for j in (0..NODES).filter(|&j| j != i) {
-                    links.cut(nodes.name(i), nodes.name(j));
-                    links.cut(nodes.name(j), nodes.name(i));
+            2 | 3 => {
+                // Cut off: every link to and from `i`; deaf: `i`'s to `j`.
+                let pairs: Vec<(usize, usize)> = if kind == 2 {
+                    (0..NODES)
+                        .filter(|&j| j != i)
+                        .flat_map(|j| [(i, j), (j, i)])
+                        .collect()
+                } else {
+                    vec![(i, (i + rng.gen_range(1..NODES)) % NODES)]
+                };
+                match cuts {
+                    Cuts::Relays(links) => {
+                        for &(a, b) in &pairs {
+                            links.cut(nodes.name(a), nodes.name(b));
+                        }
+                        tokio::time::sleep(hold).await;
+                        links.heal();
+                    }
+                    Cuts::Netns(net) => {
+                        let up = bus_links(nodes, net, &pairs)?;
+                        let rule = |op| match kind {
+                            2 => net.routes(i + 1, op),
+                            _ => net.port_rule(pairs[0].0 + 1, pairs[0].1 + 1, BUS_PORT, op),
+                        };
+                        rule("add")?;
+                        tokio::time::sleep(hold).await;
+                        let down = wait_links_down(nodes, net, &pairs).await?;
+                        rule("del")?;
+                        cluster.broken.fetch_add(up as u64, Ordering::Relaxed);
+                        detail = format!(
+                            " ({up} MQTT client links up at the cut, all down {:.1} s after \
+                             the hold)",
+                            down.as_secs_f64()
+                        );
+                    }
                 }
-                tokio::time::sleep(hold).await;
-                links.heal();
-            }
-            3 => {
-                let j = (i + rng.gen_range(1..NODES)) % NODES;
-                links.cut(nodes.name(i), nodes.name(j));
-                tokio::time::sleep(hold).await;
-                links.heal();
+                if kind == 3 {
+                    detail = format!(" (deaf to {}){detail}", nodes.name(pairs[0].1));
+                }
             }
             _ => {
                 let d = disk_full(nodes, i, cluster, hold).await?;
@@ -866,13 +998,13 @@ async fn converged(nodes: &Nodes) -> Result<BTreeMap<String, Value>> {
     }
 }
 
-/// `NODES` launches in `dir`, each behind a relay on its own loopback
-/// address, with its data on its disk (if it has one) and its wall clock
+/// `NODES` launches in `dir`, each in its namespace or behind a relay on
+/// its own loopback address, with its data on its disk (if it has one) and its wall clock
 /// following its fake clock (if there are); the first starts the cluster,
 /// the others know it as a peer.
 async fn launches(
     dir: &FsPath,
-    links: &Arc<Links>,
+    cuts: &Cuts,
     fsync: &'static str,
     disks: &[Option<Tmpfs>],
     clocks: Option<&Clocks>,
@@ -882,7 +1014,7 @@ async fn launches(
         let name = format!("hist{}", i + 1);
         let d = dir.join(&name);
         std::fs::create_dir_all(&d)?;
-        let mut l = Launch::new(&name, &d).fsync(fsync).with_bus()?;
+        let mut l = Launch::new(&name, &d).fsync(fsync);
         if let Some(fs) = disk {
             l.data_dir = Some(fs.dir().join("data"));
         }
@@ -892,6 +1024,22 @@ async fn launches(
         for kv in FAST.into_iter().chain(TIMED) {
             l = l.conf(kv);
         }
+        // `--force`: the joining nodes serve at once and catch up by
+        // repair; a node with data serves at once anyway.
+        l = l.arg("--force");
+        let links = match cuts {
+            Cuts::Netns(net) => {
+                let addr = net.host(i + 1).to_string();
+                l = l.in_netns(&net.ns(i + 1), &addr, CLIENT_PORT, BUS_PORT);
+                if i > 0 {
+                    l = l.arg("--peer").arg(format!("{}:{BUS_PORT}", net.host(1)));
+                }
+                out.push(l);
+                continue;
+            }
+            Cuts::Relays(links) => links,
+        };
+        l = l.with_bus()?;
         let port = l.bus_port.context("bus port")?;
         let public = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
         links
@@ -901,11 +1049,9 @@ async fn launches(
                 SocketAddr::from(([127, 0, 0, 1], port)),
             )
             .await?;
-        // `--force`: the joining nodes serve at once and catch up by
-        // repair (a fetch would go to the advertised address's client
-        // port, where nothing listens); a node with data serves at once
-        // anyway.
-        l = l.arg("--advertise").arg(public.to_string()).arg("--force");
+        // (Without `--force`, a fetch would go to the advertised
+        // address's client port, where nothing listens.)
+        l = l.arg("--advertise").arg(public.to_string());
         if let Some(first) = out.first() {
             let seed = format!("127.0.0.2:{}", first.bus_port.context("bus port")?);
             l = l.arg("--peer").arg(seed);
@@ -958,6 +1104,12 @@ fn clocks(dir: &FsPath) -> Result<Option<Clocks>> {
     }))
 }
 
+/// Three hosts in network namespaces, or why not.
+fn network() -> std::result::Result<Network, String> {
+    netns::available()?;
+    Network::make(NODES).map_err(|e| format!("{e:#}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_jumps() -> Result<()>
 {
@@ -968,7 +1120,24 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
     let dir = tempdir()?;
     let disks = disks(dir.path(), secs);
     let mut clocks = clocks(dir.path())?;
-    let links = Arc::new(Links::default());
+    // The nodes (declared later) end before the network is removed.
+    let cuts = match network() {
+        Ok(net) => {
+            println!(
+                "partitions in network namespaces: nodes at {}, {}, {}; {}",
+                net.host(1),
+                net.host(2),
+                net.host(3),
+                netns::bridge_netfilter()
+            );
+            Cuts::Netns(net)
+        }
+        Err(why) => {
+            netns::unavailable(&why)?;
+            println!("partitions by relays on loopback: network namespaces unavailable ({why})");
+            Cuts::Relays(Arc::new(Links::default()))
+        }
+    };
     // Another policy shows what the checker finds when an acknowledgement
     // does not wait for the disk.
     let fsync: &'static str = match std::env::var("DISTKV_HISTORY_FSYNC").as_deref() {
@@ -976,12 +1145,13 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
         Ok("never") => "never",
         _ => "always",
     };
-    let launch = launches(dir.path(), &links, fsync, &disks, clocks.as_ref()).await?;
+    let launch = launches(dir.path(), &cuts, fsync, &disks, clocks.as_ref()).await?;
     let cluster = Arc::new(Cluster {
         addrs: Mutex::new(vec![None; NODES]),
         history: Mutex::new(History::default()),
         stop: AtomicBool::new(false),
         faults: Mutex::new(BTreeMap::new()),
+        broken: AtomicU64::new(0),
     });
     let mut nodes = Nodes {
         procs: (0..NODES).map(|_| None).collect(),
@@ -1010,7 +1180,7 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
             None => Ok(()),
         }
     };
-    let (run, jumps) = tokio::join!(faults(&mut rng, &mut nodes, &links, &cluster, until), jumps);
+    let (run, jumps) = tokio::join!(faults(&mut rng, &mut nodes, &cuts, &cluster, until), jumps);
     cluster.stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await?;
@@ -1024,7 +1194,9 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
     jumps?;
 
     // Heal everything; every node runs.
-    links.heal();
+    if let Cuts::Relays(links) = &cuts {
+        links.heal();
+    }
     for i in 0..NODES {
         if nodes.procs[i].is_none() {
             nodes.start(i, &cluster).await?;
@@ -1037,12 +1209,20 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
     let h = std::mem::take(&mut *cluster.history.lock().unwrap());
     let current = check(&final_dump, &h).with_context(|| logs(&nodes.running()))?;
     let faults = cluster.faults.lock().unwrap().clone();
-    let (severed, refused) = links.severed();
+    let how = match &cuts {
+        Cuts::Relays(links) => {
+            let (severed, refused) = links.severed();
+            format!("the relays' cuts closed {severed} connections and refused {refused}")
+        }
+        Cuts::Netns(_) => format!(
+            "the kernel's cuts broke {} MQTT client links",
+            cluster.broken.load(Ordering::Relaxed)
+        ),
+    };
     eprintln!(
         "history (seed {seed}, {secs} s of faults): {} acknowledged writes checked ({current} still \
          current, the rest superseded), {} without a reply, {} refused on a full disk, {} faults \
-         {faults:?}; converged {:.1} s after healing; {:.1} s in all; the cuts closed {severed} \
-         connections and refused {refused}",
+         {faults:?}; converged {:.1} s after healing; {:.1} s in all; {how}",
         h.acks.len(),
         h.unknown,
         h.refused,
@@ -1073,11 +1253,15 @@ async fn acknowledged_writes_survive_kills_restarts_cuts_full_disks_and_clock_ju
         faults.values().sum::<u64>() > 0,
         "no fault was injected: the run was too short"
     );
-    let cuts =
+    let n_cuts =
         faults.get(FAULTS[2]).copied().unwrap_or(0) + faults.get(FAULTS[3]).copied().unwrap_or(0);
+    let cut_links = match &cuts {
+        Cuts::Relays(links) => links.severed().0,
+        Cuts::Netns(_) => cluster.broken.load(Ordering::Relaxed),
+    };
     ensure!(
-        cuts == 0 || severed > 0,
-        "{cuts} link cuts closed no connection: the relays do not see the links"
+        n_cuts == 0 || cut_links > 0,
+        "{n_cuts} link cuts closed no connection: they do not reach the links"
     );
 
     // The files the crashes left, read offline as `distkv-replay audit`

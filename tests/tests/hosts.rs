@@ -6,12 +6,11 @@
 //! dropped by the kernel, while the test (in the root namespace) still
 //! reaches every node through the bridge.
 //!
-//! The network: a bridge `dkvbr<pid>` with `10.A.B.254/24` in the root
-//! namespace; namespaces `dkv<pid>-<i>` (i = 1..3), each with a veth pair
-//! whose host side `dkv<pid>v<i>` is a port of the bridge and whose other
-//! side is the namespace's `eth0` with `10.A.B.i/24` (`A`, `B` derived from
-//! the test's process id). A guard kills the nodes and removes the
-//! namespaces, the veths and the bridge however the test ends.
+//! The network is `distkv_tests::netns`'s: a bridge in the root namespace,
+//! namespaces `dkv<tag>-<i>` (i = 1..3), each with `10.A.B.i/24` on a veth
+//! pair to the bridge (the tag and `A`, `B` derived from the test's
+//! process id). A guard kills the nodes and removes the namespaces, the
+//! veths and the bridge however the test ends.
 //!
 //! This needs root and `ip` (iproute2). Without them, or when a namespace
 //! cannot be made, the test prints "skipping: …" and passes, unless
@@ -37,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use distkv_model::{path, Path, Value};
 use distkv_node::client::{Client, ConnectOptions, UpdateOptions};
+use distkv_tests::netns::{self, bridge_netfilter, Network};
 use process::{distkv_bin, dump, same_dump, tail};
 
 /// The default client port: every node has its own address.
@@ -57,51 +57,12 @@ const LINKS_DOWN: Duration = Duration::from_secs(30);
 /// Short election cycle and repair delay.
 const FAST: [&str; 2] = ["server.ping.cycle=1", "server.ping.gap=0.2"];
 
-/// Runs `ip ARGS`, failing with its stderr unless it succeeds.
-fn ip(args: &[&str]) -> Result<()> {
-    ip_out(args).map(drop)
-}
-
-/// `ip ARGS`' standard output.
-fn ip_out(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    ensure!(
-        out.status.success(),
-        "ip {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// What the kernel does with bridged IPv4 traffic, for failure messages
-/// (with `br_netfilter`, bridged frames pass iptables' FORWARD chain).
-fn bridge_netfilter() -> String {
-    match std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables") {
-        Ok(v) => format!(
-            "net.bridge.bridge-nf-call-iptables={} (if 1, an iptables FORWARD policy DROP, \
-             e.g. Docker's, drops traffic between the namespaces)",
-            v.trim()
-        ),
-        Err(_) => "br_netfilter not loaded".into(),
-    }
-}
-
 /// Three hosts (network namespaces) and the node on each. Dropping it
 /// kills the nodes, then removes the network.
 struct Hosts {
-    pid: u32,
-    net: [u8; 2],
+    net: Network,
     bin: PathBuf,
     dir: tempfile::TempDir,
-    bridge: bool,
-    namespaces: Vec<usize>,
-    veths: Vec<usize>,
     /// The node process of host i+1 (the `ip netns exec` child, which
     /// execs the node binary).
     nodes: [Option<Child>; 3],
@@ -113,22 +74,16 @@ struct Hosts {
 }
 
 impl Hosts {
-    fn new(bin: PathBuf) -> Result<Hosts> {
-        let pid = std::process::id();
-        let net = [200 + u8::try_from(pid % 50)?, u8::try_from(pid / 50 % 250)?];
+    fn new(bin: PathBuf, net: Network) -> Result<Hosts> {
         let mut dir = tempfile::Builder::new().prefix("distkv-hosts-").tempdir()?;
         if std::env::var_os("DISTKV_TEST_KEEP").is_some() {
             dir.disable_cleanup(true);
             println!("keeping {}", dir.path().display());
         }
         Ok(Hosts {
-            pid,
             net,
             bin,
             dir,
-            bridge: false,
-            namespaces: Vec::new(),
-            veths: Vec::new(),
             nodes: [None, None, None],
             stderr: Default::default(),
             starts: 0,
@@ -137,80 +92,31 @@ impl Hosts {
     }
 
     fn ns(&self, i: usize) -> String {
-        format!("dkv{}-{i}", self.pid)
-    }
-
-    fn veth(&self, i: usize) -> String {
-        format!("dkv{}v{i}", self.pid)
-    }
-
-    fn bridge_name(&self) -> String {
-        format!("dkvbr{}", self.pid)
+        self.net.ns(i)
     }
 
     /// `10.A.B.i`.
     fn addr(&self, i: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.net[0], self.net[1], i)
+        self.net.addr(i)
     }
 
     fn name(i: usize) -> String {
         format!("h{i}")
     }
 
-    /// Makes the namespaces, the bridge and the veth pairs.
-    fn make_network(&mut self) -> Result<()> {
-        for i in 1..=3 {
-            ip(&["netns", "add", &self.ns(i)])?;
-            self.namespaces.push(i);
-        }
-        let br = self.bridge_name();
-        ip(&["link", "add", &br, "type", "bridge"])?;
-        self.bridge = true;
-        let br_addr = format!("{}/24", self.addr(254));
-        ip(&["addr", "add", &br_addr, "dev", &br])?;
-        ip(&["link", "set", &br, "up"])?;
-        for i in 1..=3 {
-            let (ns, veth) = (self.ns(i), self.veth(i));
-            let peer = format!("dkv{}p{i}", self.pid);
-            ip(&[
-                "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &ns,
-            ])?;
-            self.veths.push(i);
-            ip(&["link", "set", &veth, "master", &br])?;
-            ip(&["link", "set", &veth, "up"])?;
-            ip(&["-n", &ns, "link", "set", &peer, "name", "eth0"])?;
-            let a = format!("{}/24", self.addr(u8::try_from(i)?));
-            ip(&["-n", &ns, "addr", "add", &a, "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(())
-    }
-
     /// Cuts host `i` off from the others (`add`) or heals that (`del`):
     /// blackhole routes on both sides.
     fn routes(&self, i: usize, op: &str) -> Result<()> {
-        for j in (1..=3).filter(|&j| j != i) {
-            let to_j = format!("{}/32", self.addr(u8::try_from(j)?));
-            ip(&["-n", &self.ns(i), "route", op, "blackhole", &to_j])?;
-            let to_i = format!("{}/32", self.addr(u8::try_from(i)?));
-            ip(&["-n", &self.ns(j), "route", op, "blackhole", &to_i])?;
-        }
-        Ok(())
+        self.net.routes(i, op)
     }
 
     /// Blocks (`add`) or unblocks (`del`) the MQTT links from host `from`'s
-    /// node to host `to`'s broker, and only those: a routing rule in
-    /// `from`'s namespace drops TCP to `to`'s bus port, while `to`'s own
-    /// client on `from`'s broker (whose packets go to other ports) passes.
+    /// node to host `to`'s broker, and only those: routing rules in
+    /// `from`'s namespace drop TCP to and from `to`'s bus port, while
+    /// `to`'s own client on `from`'s broker (whose packets go to other
+    /// ports) passes.
     fn bus_rule(&self, from: usize, to: usize, op: &str) -> Result<()> {
-        let to = format!("{}/32", self.addr(u8::try_from(to)?));
-        let port = BUS_PORT.to_string();
-        let ns = self.ns(from);
-        let rule = ["to", &to, "ipproto", "tcp", "dport", &port, "blackhole"];
-        let mut args = vec!["-n", &ns, "rule", op];
-        args.extend(rule);
-        ip(&args)
+        self.net.port_rule(from, to, BUS_PORT, op)
     }
 
     /// Whether host `from`'s node has an MQTT client link established to
@@ -342,12 +248,12 @@ impl Hosts {
         if exe != self.bin.canonicalize()? {
             return Ok(false);
         }
-        let ns = ip_out(&["netns", "identify", &pid.to_string()])?;
+        let ns = netns::identify(pid)?;
         ensure!(
-            ns.trim() == self.ns(i),
+            ns == self.ns(i),
             "pid {pid} runs {} in namespace {:?}, not {}",
             exe.display(),
-            ns.trim(),
+            ns,
             self.ns(i)
         );
         Ok(true)
@@ -373,28 +279,8 @@ impl Hosts {
     /// `(local, remote)`.
     fn established(&self, i: usize, hosts: &[usize]) -> Result<Vec<(SocketAddr, SocketAddr)>> {
         let pid = self.nodes[i - 1].as_ref().context("not running")?.id();
-        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
-        // `0100007F:0CEA`: the address as the kernel's u32, the port in hex.
-        let parse = |s: &str| -> Result<SocketAddr> {
-            let (a, p) = s.split_once(':').context("odd /proc/net/tcp")?;
-            let ip = Ipv4Addr::from(u32::from_str_radix(a, 16)?.to_ne_bytes());
-            Ok(SocketAddr::from((ip, u16::from_str_radix(p, 16)?)))
-        };
-        let mut out = Vec::new();
-        for line in table.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(remote), Some(&"01")) = (f.get(1), f.get(2), f.get(3)) else {
-                continue;
-            };
-            let (local, remote) = (parse(local)?, parse(remote)?);
-            if hosts
-                .iter()
-                .any(|&j| u8::try_from(j).is_ok_and(|j| remote.ip() == self.addr(j)))
-            {
-                out.push((local, remote));
-            }
-        }
-        Ok(out)
+        let remotes: Vec<Ipv4Addr> = hosts.iter().map(|&j| self.net.host(j)).collect();
+        netns::established(pid, &remotes)
     }
 
     /// The stderr tails of every node.
@@ -414,40 +300,18 @@ impl Hosts {
 }
 
 impl Drop for Hosts {
+    /// Kills the nodes; the network goes after them (with the field).
     fn drop(&mut self) {
         for mut c in self.nodes.iter_mut().filter_map(Option::take) {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        let mut errors = Vec::new();
-        for &i in &self.namespaces {
-            if let Err(e) = ip(&["netns", "del", &self.ns(i)]) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        // Removing a namespace removes its end of the veth, and with it the
-        // pair, but asynchronously: remove the host ends ourselves (they
-        // may be gone already).
-        for &i in &self.veths {
-            let _ = ip(&["link", "del", &self.veth(i)]);
-        }
-        if self.bridge {
-            if let Err(e) = ip(&["link", "del", &self.bridge_name()]) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        if !errors.is_empty() {
-            eprintln!("tearing down the test network: {}", errors.join("; "));
         }
     }
 }
 
 /// Skips the test (or fails it when `DISTKV_REQUIRE_NETNS` is set).
 fn unavailable(why: &str) -> Result<()> {
-    ensure!(
-        std::env::var_os("DISTKV_REQUIRE_NETNS").is_none(),
-        "network namespaces unavailable ({why}) but DISTKV_REQUIRE_NETNS is set"
-    );
+    netns::unavailable(why)?;
     println!("skipping: network namespaces unavailable ({why})");
     Ok(())
 }
@@ -672,28 +536,20 @@ async fn wait_links_down(hosts: &Hosts) -> Result<()> {
 /// Root, `ip`, and a network of three namespaces; `None`: the test is
 /// skipped (the reason printed).
 async fn network() -> Result<Option<Hosts>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        unavailable("not root")?;
-        return Ok(None);
-    }
-    if let Err(e) = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        unavailable(&format!("cannot run ip: {e}"))?;
+    if let Err(why) = netns::available() {
+        unavailable(&why)?;
         return Ok(None);
     }
     // Build the binary before making the network (the guard owns it).
     let bin = distkv_bin()?;
-    let mut hosts = Hosts::new(bin)?;
-    if let Err(e) = hosts.make_network() {
-        unavailable(&format!("{e:#}"))?;
-        return Ok(None);
-    }
-    Ok(Some(hosts))
+    let net = match Network::make(3) {
+        Ok(net) => net,
+        Err(e) => {
+            unavailable(&format!("{e:#}"))?;
+            return Ok(None);
+        }
+    };
+    Ok(Some(Hosts::new(bin, net)?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

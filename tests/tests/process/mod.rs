@@ -164,6 +164,12 @@ pub struct Launch {
     /// Further environment variables of the process (e.g. a preloaded
     /// library that fakes its clock).
     pub env: Vec<(String, String)>,
+    /// The network namespace the node runs in (`ip netns exec`), where it
+    /// binds an address of its own; `None`: the test's.
+    pub netns: Option<String>,
+    /// The client port (`--port`): any free one unless set (a node in a
+    /// namespace of its own can have a fixed one).
+    pub port: Option<u16>,
 }
 
 impl Launch {
@@ -181,7 +187,19 @@ impl Launch {
             rust_log: std::env::var("DISTKV_TEST_RUST_LOG").ok(),
             bind: LOOPBACK.to_string(),
             env: Vec::new(),
+            netns: None,
+            port: None,
         }
+    }
+
+    /// Runs the node in network namespace `ns` on its address `ip`, with
+    /// client port `port` and bus port `bus_port` (the namespace's own).
+    pub fn in_netns(mut self, ns: &str, ip: &str, port: u16, bus_port: u16) -> Launch {
+        self.netns = Some(ns.to_string());
+        self.bind = ip.to_string();
+        self.port = Some(port);
+        self.bus_port = Some(bus_port);
+        self
     }
 
     /// Binds the node's ports on the IP address `ip` instead of 127.0.0.1
@@ -276,7 +294,10 @@ impl Launch {
         let bin = distkv_bin()?;
         let mut last_err = None;
         for _ in 0..5 {
-            let port = free_port_on(&self.bind)?;
+            let port = match self.port {
+                Some(p) => p,
+                None => free_port_on(&self.bind)?,
+            };
             match self.try_start(&bin, port, until).await? {
                 Ok(node) => return Ok(node),
                 // Somebody took the port between our probe and the bind.
@@ -293,7 +314,23 @@ impl Launch {
         let stderr_path = self.log_dir.join(format!("{}.{n}.stderr", self.name));
         let stderr = File::create(&stderr_path)
             .with_context(|| format!("creating {}", stderr_path.display()))?;
-        let mut cmd = Command::new(bin);
+        // In a namespace: `ip netns exec` execs `env`, which sets the
+        // node's variables (a preloaded library only for the node, not
+        // for `ip`) and execs the node: the child's pid is the node's.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "env"]);
+                c.args(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+                c.arg(bin);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.envs(self.env.iter().map(|(k, v)| (k, v)));
+                c
+            }
+        };
         cmd.args(["-c", "/dev/null"]);
         for kv in &self.conf {
             cmd.arg("-C").arg(kv);
@@ -332,7 +369,6 @@ impl Launch {
             Some(f) => cmd.env("RUST_LOG", f),
             None => cmd.env_remove("RUST_LOG"),
         };
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().with_context(|| format!("starting {bin:?}"))?;
         let mut node = NodeProc {
             child: Some(child),
