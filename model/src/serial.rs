@@ -68,6 +68,24 @@ pub fn to_vec<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
     rmp_serde::encode::write_named(out, v).expect("encoding into a Vec cannot fail");
 }
 
+/// The length of `v`'s encoding ([`to_vec`]), without keeping the bytes.
+pub fn encoded_len<T: Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    #[allow(clippy::expect_used)]
+    rmp_serde::encode::write_named(&mut n, v).expect("counting bytes cannot fail");
+    n.0
+}
+
 /// Decodes exactly one value of type `T` from `bytes`.
 pub fn from_slice<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, FormatError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
