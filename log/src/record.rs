@@ -260,7 +260,7 @@ impl LogRecord {
                 known,
                 deleted,
                 skipped,
-            } => serial::to_vec(
+            } => serial::encode(
                 &StateOut {
                     t: Kind::State,
                     seq: *seq,
@@ -277,7 +277,7 @@ impl LogRecord {
                 time_ms,
                 from,
                 why,
-            } => serial::to_vec(
+            } => serial::encode(
                 &LostOut {
                     t: Kind::Lost,
                     seq: *seq,
@@ -359,7 +359,7 @@ pub(crate) fn check_sequence(rec: &LogRecord, next: &mut Seq) -> Result<(), (Seq
 /// [`LogRecord::encode`] of the equivalent record, without cloning the
 /// event).
 pub fn encode_event(seq: Seq, time_ms: u64, event: &UpdateEvent, out: &mut Vec<u8>) {
-    serial::to_vec(
+    serial::encode(
         &EventOut {
             t: Kind::Event,
             seq,
@@ -623,6 +623,60 @@ pub(crate) mod tests {
             let mut again = Vec::new();
             r.encode(&mut again);
             assert_eq!(again, bytes, "{r:?}");
+        }
+        Ok(())
+    }
+
+    /// A change at every limit of the budget is written and read back; one
+    /// level more is refused with an error, not a panic or an overflow.
+    #[test]
+    fn records_at_the_budget_round_trip_and_beyond_it_are_refused() -> Result<(), RecordError> {
+        use distkv_model::budget::{MAX_CHAIN_LINKS, MAX_NESTING};
+        use distkv_model::Link;
+        let nested = |depth: usize| {
+            let mut v = Value::Int(1);
+            for _ in 0..depth {
+                v = Value::Array(vec![v]);
+            }
+            v
+        };
+        let links = (0..MAX_CHAIN_LINKS)
+            .map(|i| Link {
+                node: Arc::from(format!("n{i}")),
+                tick: i as u64,
+            })
+            .collect();
+        let event = UpdateEvent {
+            path: Path::new(vec![Value::str("a"), nested(MAX_NESTING - 1)]),
+            chain: Chain::from_links(links).expect("links"),
+            value: Some(nested(MAX_NESTING)),
+            tock: 9,
+        };
+        let r = LogRecord::Event {
+            seq: 1,
+            time_ms: 2,
+            event: event.clone(),
+        };
+        let mut bytes = Vec::new();
+        r.encode(&mut bytes);
+        assert_eq!(LogRecord::decode(&bytes)?, r);
+        for beyond in [
+            UpdateEvent {
+                value: Some(nested(MAX_NESTING + 1)),
+                ..event.clone()
+            },
+            UpdateEvent {
+                path: Path::new(vec![nested(MAX_NESTING)]),
+                ..event.clone()
+            },
+            UpdateEvent {
+                value: Some(nested(MAX_NESTING + 100)),
+                ..event
+            },
+        ] {
+            let mut bytes = Vec::new();
+            encode_event(1, 2, &beyond, &mut bytes);
+            assert!(LogRecord::decode(&bytes).is_err());
         }
         Ok(())
     }

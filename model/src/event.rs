@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(ev.chain.len(), 2);
         assert_eq!(codec::to_vec(&ev.to_value(-1)), bytes);
         let mut direct = Vec::new();
-        crate::serial::to_vec(&ev, &mut direct);
+        crate::serial::encode(&ev, &mut direct);
         assert_eq!(direct, bytes);
         let back: UpdateEvent = crate::serial::from_slice(&bytes).unwrap();
         assert_eq!(back, ev);
@@ -159,7 +159,7 @@ mod tests {
                     tock: 1 << 33,
                 };
                 let mut direct = Vec::new();
-                crate::serial::to_vec(&ev, &mut direct);
+                crate::serial::encode(&ev, &mut direct);
                 assert_eq!(direct, codec::to_vec(&ev.to_value(-1)));
                 let back: UpdateEvent = crate::serial::from_slice(&direct).unwrap();
                 assert_eq!(back, ev);

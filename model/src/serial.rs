@@ -1,6 +1,6 @@
 //! Serde for our own formats: event-log records, snapshot items and the
 //! nodes' `update` messages are serde-derived structs written and read by
-//! `rmp-serde` through [`to_vec`] and [`from_slice`].
+//! `rmp-serde` through [`encode`] and [`from_slice`].
 //!
 //! The bytes are those of the hand-written codec ([`crate::codec`], which
 //! stays for the client protocol, where byte-exactness with Python's packer
@@ -55,20 +55,23 @@ pub enum FormatError {
     /// Not msgpack, not the expected shape, or beyond the budget.
     #[error(transparent)]
     Decode(#[from] rmp_serde::decode::Error),
+    /// Nested deeper than our formats' limit.
+    #[error("nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
     /// Bytes left after the value.
-    #[error("{0} bytes after the end of the value")]
-    TrailingBytes(usize),
+    #[error("bytes left after the end of the value")]
+    TrailingBytes,
 }
 
 /// Appends the msgpack encoding of `v` to `out` (structs as maps).
-pub fn to_vec<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+pub fn encode<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail, and none of our types' Serialize
     // impls returns an error.
     #[allow(clippy::expect_used)]
     rmp_serde::encode::write_named(out, v).expect("encoding into a Vec cannot fail");
 }
 
-/// The length of `v`'s encoding ([`to_vec`]), without keeping the bytes.
+/// The length of `v`'s encoding ([`encode`]), without keeping the bytes.
 pub fn encoded_len<T: Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
@@ -90,7 +93,10 @@ pub fn encoded_len<T: Serialize + ?Sized>(v: &T) -> usize {
 pub fn from_slice<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, FormatError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(RMP_DEPTH);
-    let v = T::deserialize(&mut de)?;
+    let v = T::deserialize(&mut de).map_err(|e| match e {
+        rmp_serde::decode::Error::DepthLimitExceeded => FormatError::TooDeep,
+        e => FormatError::Decode(e),
+    })?;
     // rmp-serde does not say where it stopped: decoding one more value
     // fails at the end of the input if there is nothing left.
     match IgnoredAny::deserialize(&mut de) {
@@ -99,7 +105,7 @@ pub fn from_slice<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Forma
         {
             Ok(v)
         }
-        _ => Err(FormatError::TrailingBytes(1)),
+        _ => Err(FormatError::TrailingBytes),
     }
 }
 
@@ -576,7 +582,7 @@ mod tests {
 
     fn round_trip(v: &Value) {
         let mut ours = Vec::new();
-        to_vec(v, &mut ours);
+        encode(v, &mut ours);
         assert_eq!(ours, codec::to_vec(v), "{v:?}");
         let back: Value = from_slice(&ours).expect("decodes");
         assert_eq!(codec::to_vec(&back), ours);
@@ -609,7 +615,7 @@ mod tests {
         assert!(from_slice::<Value>(&[0xc0]).is_ok());
         assert!(matches!(
             from_slice::<Value>(&[0xc0, 0xc0]),
-            Err(FormatError::TrailingBytes(_))
+            Err(FormatError::TrailingBytes)
         ));
     }
 

@@ -136,7 +136,7 @@ impl Encoder {
             return Err(format!("tick {t} of node {name:?} exceeds 2^62"));
         }
         out.clear();
-        serial::to_vec(&(TAG_NODE, name, tick, known, deleted), out);
+        serial::encode(&(TAG_NODE, name, tick, known, deleted), out);
         check_len(out)?;
         let index = self.nodes.len() as u64;
         self.nodes.insert(NodeName::from(name), index);
@@ -176,8 +176,8 @@ impl Encoder {
             nodes: &self.nodes,
         };
         match value {
-            Some(v) => serial::to_vec(&(TAG_ENTRY, depth as u64, rest, chain, tock, v), out),
-            None => serial::to_vec(&(TAG_ENTRY, depth as u64, rest, chain, tock), out),
+            Some(v) => serial::encode(&(TAG_ENTRY, depth as u64, rest, chain, tock, v), out),
+            None => serial::encode(&(TAG_ENTRY, depth as u64, rest, chain, tock), out),
         }
         check_len(out)?;
         self.prev.truncate(depth);
@@ -189,7 +189,7 @@ impl Encoder {
     /// Encodes the `End` item into `out` (cleared first).
     pub(crate) fn end(&self, out: &mut Vec<u8>) {
         out.clear();
-        serial::to_vec(&(TAG_END, self.nodes(), self.entries), out);
+        serial::encode(&(TAG_END, self.nodes(), self.entries), out);
     }
 }
 

@@ -109,7 +109,7 @@ impl Update {
     pub fn encode(&self) -> Bytes {
         let events: Vec<&UpdateEvent> = self.events.iter().collect();
         let mut out = Vec::with_capacity(64 + 64 * self.events.len());
-        serial::to_vec(
+        serial::encode(
             &UpdateOut {
                 node: &self.node,
                 ev: &events,
@@ -167,7 +167,7 @@ pub fn encode_updates<'a>(
     let mut size = 0;
     let close = |batch: &mut Vec<&UpdateEvent>, size: usize| {
         let mut buf = Vec::with_capacity(size + node.len() + 16);
-        serial::to_vec(&UpdateOut { node, ev: batch }, &mut buf);
+        serial::encode(&UpdateOut { node, ev: batch }, &mut buf);
         batch.clear();
         Bytes::from(buf)
     };
@@ -329,7 +329,7 @@ impl Info {
             reply: self.reply,
         };
         let mut out = Vec::new();
-        serial::to_vec(&w, &mut out);
+        serial::encode(&w, &mut out);
         out.into()
     }
 
