@@ -157,11 +157,21 @@ impl Serialize for Value {
 /// Written as ext 3: the elements packed one after the other.
 impl Serialize for Path {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut payload = Vec::new();
+        // One buffer per thread for the payload (a path nested in this one
+        // finds it taken and uses its own).
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let mut payload = SCRATCH.take();
+        payload.clear();
         for e in self.iter() {
             rmp_serde::encode::write(&mut payload, e).map_err(serde::ser::Error::custom)?;
         }
-        ext(s, EXT_PATH, &payload)
+        let r = ext(s, EXT_PATH, &payload);
+        if payload.capacity() <= 64 << 10 {
+            SCRATCH.set(payload);
+        }
+        r
     }
 }
 
@@ -278,7 +288,7 @@ impl<'de> Visitor<'de> for ValueSeed {
                     Ok(Value::BigUint(Arc::from(digits)))
                 }
             }
-            t => Ok(Value::Ext(t, Arc::from(data))),
+            t => Ok(Value::Ext(t, Arc::from(&*data))),
         }
     }
 }
@@ -287,7 +297,7 @@ impl<'de> Visitor<'de> for ValueSeed {
 struct ExtVisitor;
 
 impl<'de> Visitor<'de> for ExtVisitor {
-    type Value = (i8, Vec<u8>);
+    type Value = (i8, Cow<'de, [u8]>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a msgpack extension")
     }
@@ -295,26 +305,29 @@ impl<'de> Visitor<'de> for ExtVisitor {
         let tag: i8 = seq
             .next_element()?
             .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-        let data: ByteBuf = seq
+        let data: ByteBuf<'de> = seq
             .next_element()?
             .ok_or_else(|| de::Error::invalid_length(1, &self))?;
         Ok((tag, data.0))
     }
 }
 
-/// Bytes from a bin or an extension payload.
-struct ByteBuf(Vec<u8>);
+/// Bytes from an extension payload, borrowed from the input if it can.
+struct ByteBuf<'de>(Cow<'de, [u8]>);
 
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteBuf, D::Error> {
+impl<'de> Deserialize<'de> for ByteBuf<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteBuf<'de>, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
-            type Value = ByteBuf;
+        impl<'de> Visitor<'de> for V {
+            type Value = ByteBuf<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("bytes")
             }
-            fn visit_bytes<E>(self, b: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(b.to_vec()))
+            fn visit_borrowed_bytes<E>(self, b: &'de [u8]) -> Result<ByteBuf<'de>, E> {
+                Ok(ByteBuf(Cow::Borrowed(b)))
+            }
+            fn visit_bytes<E>(self, b: &[u8]) -> Result<ByteBuf<'de>, E> {
+                Ok(ByteBuf(Cow::Owned(b.to_vec())))
             }
         }
         d.deserialize_bytes(V)
