@@ -1,6 +1,7 @@
 //! Serde for our own formats: event-log records, snapshot items and the
-//! nodes' `update` messages are serde-derived structs written and read by
-//! `rmp-serde` through [`encode`] and [`from_slice`].
+//! nodes' `update` and `info` messages are serde-derived structs (or
+//! tuples) written and read by `rmp-serde` through [`encode`] and
+//! [`from_slice`].
 //!
 //! The bytes are those of the hand-written codec ([`crate::codec`], which
 //! stays for the client protocol, where byte-exactness with Python's packer
@@ -621,6 +622,36 @@ mod tests {
         ] {
             round_trip(&v);
         }
+    }
+
+    #[test]
+    fn chains_are_nested_link_maps() {
+        let c = Chain::attach(
+            "a".into(),
+            1 << 40,
+            Some(&Chain::attach(
+                "b".into(),
+                7,
+                Some(&Chain::single("c".into(), 0)),
+            )),
+        );
+        let mut ours = Vec::new();
+        encode(&c, &mut ours);
+        assert_eq!(ours, codec::to_vec(&c.to_value(-1)));
+        assert_eq!(from_slice::<Chain>(&ours).expect("decodes"), c);
+        let twice = Value::map([
+            ("node", Value::str("a")),
+            ("tick", Value::Int(1)),
+            (
+                "prev",
+                Value::map([
+                    ("node", Value::str("a")),
+                    ("tick", Value::Int(2)),
+                    ("prev", Value::Nil),
+                ]),
+            ),
+        ]);
+        assert!(from_slice::<Chain>(&codec::to_vec(&twice)).is_err());
     }
 
     #[test]
