@@ -14,7 +14,7 @@
 //!   counts them); a chain has at most [`MAX_CHAIN_LINKS`] links (on the
 //!   wire each link is one more nested map). Our formats add at most
 //!   [`WRAP_DEPTH`] levels around them.
-//! * **Size:** an encoded change ([`UpdateEvent::encode_full`]) is at most
+//! * **Size:** an encoded change (its wire form with the whole chain) is at most
 //!   [`MAX_EVENT_BYTES`]; a message or record carrying one change, with its
 //!   wrapping, at most [`MAX_MESSAGE_BYTES`].
 //! * **Names:** a node name is at most [`MAX_NAME_BYTES`] bytes.
@@ -23,11 +23,11 @@
 //! configured limits, whose ranges keep every value inside the budget
 //! (`max_depth` ≤ [`MAX_NESTING`], `max_frame` ≤ [`MAX_CLIENT_FRAME`]);
 //! every event that arrives in another way — from another node, in a file,
-//! in a client's `update` — is decoded by [`UpdateEvent::from_value`],
-//! which checks nesting, chain and names, and the cluster layer checks each
+//! in a client's `update` — is decoded by [`UpdateEvent::from_value`] or,
+//! in our own formats, its serde form ([`crate::serial`]), both of which
+//! check nesting, chain and names, and the cluster layer checks each
 //! received event's size ([`check_event_size`]).
 //!
-//! [`UpdateEvent::encode_full`]: crate::UpdateEvent::encode_full
 //! [`UpdateEvent::from_value`]: crate::UpdateEvent::from_value
 
 use crate::codec::Limits;

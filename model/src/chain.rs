@@ -156,6 +156,28 @@ impl Chain {
         out.unwrap_or(Value::Nil)
     }
 
+    /// A chain from links as read from one of our formats, with the
+    /// checks [`Chain::from_value`] makes: at least one and at most
+    /// [`MAX_CHAIN_LINKS`] links, each node once with a name of at most
+    /// [`MAX_NAME_BYTES`] bytes and a tick of at most [`MAX_COUNTER`].
+    pub fn from_checked_links(links: Vec<Link>) -> Result<Chain, ChainError> {
+        if links.len() > MAX_CHAIN_LINKS {
+            return Err(ChainError("chain has more links than the limit of 256"));
+        }
+        for (i, l) in links.iter().enumerate() {
+            if l.tick > MAX_COUNTER {
+                return Err(ChainError("tick is not an unsigned integer up to 2^62"));
+            }
+            if l.node.len() > MAX_NAME_BYTES {
+                return Err(ChainError("node name is longer than 255 bytes"));
+            }
+            if links[..i].iter().any(|o| o.node == l.node) {
+                return Err(ChainError("node appears twice"));
+            }
+        }
+        Chain::from_links(links).ok_or(ChainError("link without node"))
+    }
+
     /// Decodes the wire form. `Ok(None)` for nil or a map without `node`.
     /// Accepts an entry map (uses its `chain` key if present).
     pub fn from_value(v: &Value) -> Result<Option<Chain>, ChainError> {

@@ -1,7 +1,10 @@
 //! Update events: one change to one entry.
 //!
 //! An [`UpdateEvent`] is what the state machine applies, what the event log
-//! stores and what nodes broadcast. Wire form (server `update` messages and
+//! stores and what nodes broadcast. Clients' messages and DistKV's files
+//! carry it as a [`Value`] ([`UpdateEvent::to_value`],
+//! [`UpdateEvent::from_value`]); our own formats through serde
+//! ([`crate::serial`]), with the same bytes and the same checks. Wire form (server `update` messages and
 //! change records): `{node, tick, prev, path, value?, tock}`: the chain's
 //! head fields at top level, the full path (ext 3), `value` absent for a
 //! deletion, `tock` the entry's tock after the change. Decoding also accepts
@@ -80,34 +83,6 @@ impl UpdateEvent {
         Value::Map(m)
     }
 
-    /// Appends the wire form with the full chain — the bytes of
-    /// `codec::encode(&self.to_value(-1))` — without building a [`Value`]
-    /// (the hot path of replication and the event log).
-    pub fn encode_full(&self, out: &mut Vec<u8>) {
-        use crate::codec::{encode, write_map_len, write_path, write_str, write_uint};
-        let links = self.chain.links();
-        write_map_len(out, 5 + usize::from(self.value.is_some()));
-        for (i, l) in links.iter().enumerate() {
-            if i > 0 {
-                write_map_len(out, 3);
-            }
-            write_str(out, "node");
-            write_str(out, &l.node);
-            write_str(out, "tick");
-            write_uint(out, l.tick);
-            write_str(out, "prev");
-        }
-        out.push(0xc0); // the chain ends: prev = nil
-        write_str(out, "path");
-        write_path(out, &self.path);
-        if let Some(v) = &self.value {
-            write_str(out, "value");
-            encode(v, out);
-        }
-        write_str(out, "tock");
-        write_uint(out, self.tock);
-    }
-
     /// Decodes either wire form, checking the nesting budget of the value
     /// and the path ([`crate::budget`]; the chain's is checked by
     /// [`Chain::from_value`]).
@@ -154,12 +129,14 @@ mod tests {
         assert_eq!(ev.chain.len(), 2);
         assert_eq!(codec::to_vec(&ev.to_value(-1)), bytes);
         let mut direct = Vec::new();
-        ev.encode_full(&mut direct);
+        crate::serial::encode(&ev, &mut direct);
         assert_eq!(direct, bytes);
+        let back: UpdateEvent = crate::serial::from_slice(&bytes).unwrap();
+        assert_eq!(back, ev);
     }
 
     #[test]
-    fn direct_encoding_matches_the_value_encoding() {
+    fn serde_encoding_matches_the_value_encoding() {
         let chain = Chain::attach(
             "a".into(),
             1 << 40,
@@ -182,8 +159,10 @@ mod tests {
                     tock: 1 << 33,
                 };
                 let mut direct = Vec::new();
-                ev.encode_full(&mut direct);
+                crate::serial::encode(&ev, &mut direct);
                 assert_eq!(direct, codec::to_vec(&ev.to_value(-1)));
+                let back: UpdateEvent = crate::serial::from_slice(&direct).unwrap();
+                assert_eq!(back, ev);
             }
         }
     }

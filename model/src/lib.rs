@@ -2,7 +2,8 @@
 //!
 //! Everything here is plain data and pure functions: [`Value`] and [`Path`]
 //! with their msgpack encoding ([`codec`]), text syntax ([`pathfmt`]) and
-//! Python `repr()` ([`repr`]), the budget every stored change keeps
+//! Python `repr()` ([`repr`]), their serde form for our own formats
+//! ([`serial`]), the budget every stored change keeps
 //! ([`budget`]), change [`Chain`]s, tick [`RangeSet`]s and
 //! [`UpdateEvent`]s. No I/O, no clocks, no async.
 
@@ -16,6 +17,7 @@ pub mod path;
 pub mod pathfmt;
 pub mod ranges;
 pub mod repr;
+pub mod serial;
 #[cfg(test)]
 mod testutil;
 pub mod value;

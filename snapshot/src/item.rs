@@ -1,4 +1,5 @@
-//! Items: the records inside blocks, and their msgpack encoding.
+//! Items: the records inside blocks, and their msgpack encoding (serde,
+//! written and read by rmp-serde through [`distkv_model::serial`]).
 //!
 //! A snapshot holds, in this order: one [`NodeRecord`] per known node, then
 //! one [`EntryRecord`] per tree entry that has a value or a chain (depth
@@ -38,10 +39,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use distkv_model::budget::INTERNAL_LIMITS;
 use distkv_model::chain::MAX_COUNTER;
-use distkv_model::codec::{self, Limits};
+use distkv_model::serial;
 use distkv_model::{Chain, Link, NodeName, Path, RangeSet, Value};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
 
 use crate::block::MAX_ITEM_LEN;
 
@@ -134,15 +136,7 @@ impl Encoder {
             return Err(format!("tick {t} of node {name:?} exceeds 2^62"));
         }
         out.clear();
-        codec::write_array_len(out, 5);
-        codec::write_uint(out, TAG_NODE);
-        codec::write_str(out, name);
-        match tick {
-            Some(t) => codec::write_uint(out, t),
-            None => out.push(0xc0),
-        }
-        write_ranges(out, known);
-        write_ranges(out, deleted);
+        serial::encode(&(TAG_NODE, name, tick, known, deleted), out);
         check_len(out)?;
         let index = self.nodes.len() as u64;
         self.nodes.insert(NodeName::from(name), index);
@@ -176,29 +170,14 @@ impl Encoder {
             .take_while(|(a, b)| identical(a, b))
             .count();
         out.clear();
-        codec::write_array_len(out, if value.is_some() { 6 } else { 5 });
-        codec::write_uint(out, TAG_ENTRY);
-        codec::write_uint(out, depth as u64);
-        codec::write_array_len(out, path.len() - depth);
-        for e in &path[depth..] {
-            codec::encode(e, out);
-        }
-        match chain {
-            None => out.push(0xc0),
-            Some(c) => {
-                codec::write_array_len(out, 2 * c.len());
-                for l in c.links() {
-                    match self.nodes.get(&l.node) {
-                        Some(&i) => codec::write_uint(out, i),
-                        None => codec::write_str(out, &l.node),
-                    }
-                    codec::write_uint(out, l.tick);
-                }
-            }
-        }
-        codec::write_uint(out, tock);
-        if let Some(v) = value {
-            codec::encode(v, out);
+        let rest = &path[depth..];
+        let chain = FlatChain {
+            chain,
+            nodes: &self.nodes,
+        };
+        match value {
+            Some(v) => serial::encode(&(TAG_ENTRY, depth as u64, rest, chain, tock, v), out),
+            None => serial::encode(&(TAG_ENTRY, depth as u64, rest, chain, tock), out),
         }
         check_len(out)?;
         self.prev.truncate(depth);
@@ -210,10 +189,7 @@ impl Encoder {
     /// Encodes the `End` item into `out` (cleared first).
     pub(crate) fn end(&self, out: &mut Vec<u8>) {
         out.clear();
-        codec::write_array_len(out, 3);
-        codec::write_uint(out, TAG_END);
-        codec::write_uint(out, self.nodes());
-        codec::write_uint(out, self.entries);
+        serial::encode(&(TAG_END, self.nodes(), self.entries), out);
     }
 }
 
@@ -239,14 +215,12 @@ impl Decoder {
 
     /// Decodes one item. `Err` says what is wrong with it.
     pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
-        let limits = Limits {
-            max_frame: bytes.len(),
-            ..INTERNAL_LIMITS
-        };
-        let v = codec::decode_with(bytes, limits).map_err(|e| format!("bad item: {e}"))?;
-        let Value::Array(a) = v else {
+        // The item is a heterogeneous array: its fields are read as
+        // values and checked one by one below.
+        if !matches!(bytes.first(), Some(0x90..=0x9f | 0xdc | 0xdd)) {
             return Err("item is not an array".into());
-        };
+        }
+        let a: Vec<Value> = serial::from_slice(bytes).map_err(|e| format!("bad item: {e}"))?;
         match a.first().and_then(Value::as_u64) {
             Some(TAG_NODE) => self.node(a),
             Some(TAG_ENTRY) => self.entry(a),
@@ -368,17 +342,27 @@ impl Decoder {
     }
 }
 
-/// Writes a range set in its wire form without building a [`Value`].
-fn write_ranges(out: &mut Vec<u8>, r: &RangeSet) {
-    codec::write_array_len(out, r.ranges().count());
-    for (a, b) in r.ranges() {
-        if b == a + 1 {
-            codec::write_uint(out, a);
-        } else {
-            codec::write_array_len(out, 2);
-            codec::write_uint(out, a);
-            codec::write_uint(out, b);
+/// An entry's chain as written: nil, or `[node, tick, …]` with each node
+/// by the index of its node item, or by name if it has none.
+struct FlatChain<'a> {
+    chain: Option<&'a Chain>,
+    nodes: &'a HashMap<NodeName, u64>,
+}
+
+impl Serialize for FlatChain<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(c) = self.chain else {
+            return s.serialize_unit();
+        };
+        let mut seq = s.serialize_seq(Some(2 * c.len()))?;
+        for l in c.links() {
+            match self.nodes.get(&l.node) {
+                Some(i) => seq.serialize_element(i)?,
+                None => seq.serialize_element(&*l.node)?,
+            }
+            seq.serialize_element(&l.tick)?;
         }
+        seq.end()
     }
 }
 
@@ -467,7 +451,8 @@ fn identical(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::path;
+    use distkv_model::{codec, path};
+    use std::sync::Arc;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -522,6 +507,109 @@ mod tests {
         enc.end(&mut out);
         assert_eq!(hex(&out), "93020103");
         assert!(matches!(dec.decode(&out)?, Decoded::End));
+        Ok(())
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// Items as the hand-written codec wrote them before the move to serde
+    /// (the items of snapshots written by earlier versions): they decode to
+    /// the same records, and the same records encode to the same bytes.
+    #[test]
+    fn items_written_before_serde_read_and_rewrite_identically() -> Result<(), String> {
+        let golden = [
+            "9500a26e31cf00000100000000009392010409cf000001000000000090",
+            "9500a26e32c0909104",
+            "96010093a16101cb3ff0000000000000960104a8737472616e676572cf00000002000000000000cf000000040000000085a166cbbfd0000000000000a3626967c70902090909090909090909a170c70503a178c40101a165d6fb61626364a16c93ffcfffffffffffffffffc2",
+            "95010291a17a960104a8737472616e676572cf0000000200000000000005",
+            "96010091a162c000c0",
+            "93020203",
+        ];
+        let mut enc = Encoder::default();
+        let mut dec = Decoder::default();
+        let mut out = Vec::new();
+        let mut check = |out: &[u8], i: usize| -> Result<Decoded, String> {
+            assert_eq!(hex(out), golden[i], "item {i}");
+            dec.decode(&unhex(golden[i]))
+        };
+        let k: RangeSet = [1u64, 2, 3, 9, 1 << 40].into_iter().collect();
+        enc.node(&mut out, "n1", Some(1 << 40), &k, &RangeSet::new())?;
+        let Decoded::Item(Item::Node(n)) = check(&out, 0)? else {
+            return Err("not a node".into());
+        };
+        assert_eq!((n.tick, n.known), (Some(1 << 40), k));
+        let d: RangeSet = [4u64].into_iter().collect();
+        enc.node(&mut out, "n2", None, &RangeSet::new(), &d)?;
+        let Decoded::Item(Item::Node(n)) = check(&out, 1)? else {
+            return Err("not a node".into());
+        };
+        assert_eq!((&*n.name, n.tick, n.deleted), ("n2", None, d));
+        let c = Chain::from_links(vec![
+            Link {
+                node: "n2".into(),
+                tick: 4,
+            },
+            Link {
+                node: "stranger".into(),
+                tick: 1 << 33,
+            },
+            Link {
+                node: "n1".into(),
+                tick: 0,
+            },
+        ])
+        .ok_or("empty chain")?;
+        let v = Value::map([
+            ("f", Value::Float(-0.25)),
+            ("big", Value::BigUint(Arc::from(&[9u8; 9][..]))),
+            (
+                "p",
+                Value::Path(path!["x", Value::Bin(Arc::from(&b"\x01"[..]))]),
+            ),
+            ("e", Value::Ext(-5, Arc::from(&b"abcd"[..]))),
+            (
+                "l",
+                Value::Array(vec![
+                    Value::Int(-1),
+                    Value::uint(u64::MAX),
+                    Value::Bool(false),
+                ]),
+            ),
+        ]);
+        let entries = [
+            (path!["a", 1u64, Value::Float(1.0)], Some(v), 1 << 34),
+            (path!["a", 1u64, "z"], None, 5),
+        ];
+        for (i, (p, v, tock)) in entries.into_iter().enumerate() {
+            enc.entry(&mut out, &p, v.as_ref(), Some(&c), tock)?;
+            let Decoded::Item(Item::Entry(e)) = check(&out, 2 + i)? else {
+                return Err("not an entry".into());
+            };
+            assert_eq!(
+                codec::to_vec(&Value::Path(e.path)),
+                codec::to_vec(&Value::Path(p))
+            );
+            assert_eq!(
+                e.value.as_ref().map(codec::to_vec),
+                v.as_ref().map(codec::to_vec)
+            );
+            assert_eq!((e.chain.as_ref(), e.tock), (Some(&c), tock));
+        }
+        enc.entry(&mut out, &path!["b"], Some(&Value::Nil), None, 0)?;
+        let Decoded::Item(Item::Entry(e)) = check(&out, 4)? else {
+            return Err("not an entry".into());
+        };
+        assert_eq!(
+            (e.path, e.value, e.chain),
+            (path!["b"], Some(Value::Nil), None)
+        );
+        enc.end(&mut out);
+        assert!(matches!(check(&out, 5)?, Decoded::End));
         Ok(())
     }
 

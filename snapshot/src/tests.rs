@@ -777,3 +777,39 @@ proptest! {
         assert_round_trip(&items, &nodes, &entries);
     }
 }
+
+/// A snapshot file written before the internal formats moved to serde
+/// reads back as it was written.
+#[test]
+fn a_snapshot_written_before_serde_reads() -> TestResult {
+    let hex = "444b56534e41500a010002006e312a000000000000000068e5cf8b0100004d00000000000000dd090839560000004d0000001a3beb3328b52ffd204d6902000b0000009500a26e310791920104901000000096010091a161940007a1780203a276610d00000095010191a162940007a17802040d00000096010092a163d40301c00591c00400000093020103";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<_, _>>()?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("old");
+    std::fs::write(&path, bytes)?;
+    let (h, items) = read_all(&path)?;
+    assert_eq!(
+        (&*h.node, h.seq, h.created_ms, h.tock),
+        ("n1", 42, 1_700_000_000_000, 77)
+    );
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[0], Item::Node(node("n1", Some(7), &[(1, 4)], &[])));
+    let c = chain(&[("n1", 7), ("x", 2)]);
+    let want = [
+        entry(vec![Value::str("a")], Some(Value::str("va")), c.clone(), 3),
+        entry(vec![Value::str("a"), Value::str("b")], None, c, 4),
+        entry(
+            vec![Value::str("c"), Value::Path(Path::new(vec![Value::Int(1)]))],
+            Some(Value::Array(vec![Value::Nil])),
+            None,
+            5,
+        ),
+    ];
+    for (got, want) in items[1..].iter().zip(&want) {
+        assert_same_entry(got, want);
+    }
+    Ok(())
+}

@@ -4,20 +4,31 @@
 //! ours to choose; the roles stay): one message carries a whole batch of events, and no message
 //! is split into 450-byte chunks. Every message names its sender, which is
 //! how a node recognises its own messages coming back from the bus.
+//! Both are serde-derived maps written and read by rmp-serde
+//! ([`distkv_model::serial`]), the bytes the hand-written codec wrote
+//! before.
 //!
 //! * `update`: `{node, ev: [UpdateEvent…]}` — events with full chains.
 //! * `info`: `{node, tick?, addr?, ticks?, missing?, known?, deleted?, node_drop?}`
 //!   — `ticks` is `{name: tick}`, the other sets are NodeSets (§1.4).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use distkv_model::budget::{check_event_size, INTERNAL_LIMITS};
-use distkv_model::codec::{self, Limits};
+use distkv_model::codec::Limits;
+use distkv_model::serial::{self, FormatError};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 
-/// Decoding limits for bus messages: room for one change within the
-/// budget, wrapped (broadcast batches are cut to fit, see
-/// [`BATCH_BYTES`]); extension types DistKV's clients cannot read are
-/// refused.
+/// Decoding limits for bus messages read as plain values (the membership
+/// and purge messages, and clients monitoring the nodes' topics): room
+/// for one change within the budget, wrapped (broadcast batches are cut
+/// to fit, see [`BATCH_BYTES`]); extension types DistKV's clients cannot
+/// read are refused. `update` and `info` messages are serde-derived
+/// ([`serial`]) and checked the same way.
 pub const BUS_LIMITS: Limits = Limits {
     foreign_ext: false,
     ..INTERNAL_LIMITS
@@ -70,40 +81,78 @@ pub struct Info {
 /// Why a bus message was not understood.
 #[derive(Debug, thiserror::Error)]
 pub enum MsgError {
-    /// Not msgpack, or beyond the limits.
+    /// Not msgpack, beyond the limits, or not the expected shape.
     #[error("undecodable message: {0}")]
-    Decode(#[from] codec::DecodeError),
-    /// Decodable, but not the expected shape.
+    Decode(#[from] FormatError),
+    /// Decodable, but breaking a rule of the message.
     #[error("bad {0} message: {1}")]
     Shape(&'static str, String),
+}
+
+/// An update message as written.
+#[derive(Serialize)]
+struct UpdateOut<'a> {
+    node: &'a str,
+    ev: &'a [&'a UpdateEvent],
+}
+
+/// An update message as read.
+#[derive(Deserialize)]
+struct UpdateIn<'a> {
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    ev: Vec<UpdateEvent>,
 }
 
 impl Update {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
+        let events: Vec<&UpdateEvent> = self.events.iter().collect();
         let mut out = Vec::with_capacity(64 + 64 * self.events.len());
-        encode_update(&self.node, self.events.iter(), &mut out);
+        serial::encode(
+            &UpdateOut {
+                node: &self.node,
+                ev: &events,
+            },
+            &mut out,
+        );
         out.into()
     }
 
     /// Decodes the wire form.
     pub fn decode(buf: &[u8]) -> Result<Update, MsgError> {
-        let v = codec::decode_with(buf, BUS_LIMITS)?;
+        let u: UpdateIn<'_> = serial::from_slice(buf)?;
         let bad = |why: &str| MsgError::Shape("update", why.to_string());
-        let node = sender(&v).ok_or_else(|| bad("no sender"))?;
-        let list = v
-            .get("ev")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no events"))?;
-        let events = list
-            .iter()
-            .map(|e| {
-                check_event_size(codec::encoded_len(e)).map_err(|e| bad(&e.to_string()))?;
-                UpdateEvent::from_value(e).map_err(|e| bad(&e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Update { node, events })
+        for e in &u.ev {
+            check_event_size(serial::encoded_len(e)).map_err(|e| bad(&e.to_string()))?;
+            if let Some(t) = foreign_ext(e) {
+                return Err(bad(&format!(
+                    "msgpack extension type {t} is not allowed (DistKV uses only 2, big integers, and 3, paths)"
+                )));
+            }
+        }
+        Ok(Update {
+            node: NodeName::from(u.node),
+            events: u.ev,
+        })
     }
+}
+
+/// The first msgpack extension type other than DistKV's own in an event's
+/// path or value: DistKV's clients cannot read them, so nodes refuse them
+/// from each other as from clients ([`BUS_LIMITS`]).
+fn foreign_ext(e: &UpdateEvent) -> Option<i8> {
+    let mut todo: Vec<&Value> = e.path.iter().chain(&e.value).collect();
+    while let Some(v) = todo.pop() {
+        match v {
+            Value::Ext(t, _) => return Some(*t),
+            Value::Array(a) => todo.extend(a),
+            Value::Path(p) => todo.extend(p.iter()),
+            Value::Map(m) => todo.extend(m.iter().flat_map(|(k, x)| [k, x])),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Encodes `events` as update messages from `node`, each closed once its
@@ -114,46 +163,134 @@ pub fn encode_updates<'a>(
     events: impl IntoIterator<Item = &'a UpdateEvent>,
 ) -> Vec<Bytes> {
     let mut out = Vec::new();
-    let mut body = Vec::new();
-    let mut n = 0;
-    let mut close = |body: &mut Vec<u8>, n: usize| {
-        let mut buf = Vec::with_capacity(body.len() + node.len() + 16);
-        codec::write_map_len(&mut buf, 2);
-        codec::write_str(&mut buf, "node");
-        codec::write_str(&mut buf, node);
-        codec::write_str(&mut buf, "ev");
-        codec::write_array_len(&mut buf, n);
-        buf.extend_from_slice(body);
-        body.clear();
-        out.push(Bytes::from(buf));
+    let mut batch: Vec<&UpdateEvent> = Vec::new();
+    let mut size = 0;
+    let close = |batch: &mut Vec<&UpdateEvent>, size: usize| {
+        let mut buf = Vec::with_capacity(size + node.len() + 16);
+        serial::encode(&UpdateOut { node, ev: batch }, &mut buf);
+        batch.clear();
+        Bytes::from(buf)
     };
     for e in events {
-        e.encode_full(&mut body);
-        n += 1;
-        if body.len() >= BATCH_BYTES {
-            close(&mut body, n);
-            n = 0;
+        size += serial::encoded_len(e);
+        batch.push(e);
+        if size >= BATCH_BYTES {
+            out.push(close(&mut batch, size));
+            size = 0;
         }
     }
-    if n > 0 {
-        close(&mut body, n);
+    if !batch.is_empty() {
+        out.push(close(&mut batch, size));
     }
     out
 }
 
-/// Encodes one update message from borrowed events.
-pub fn encode_update<'a>(
-    node: &str,
-    events: impl ExactSizeIterator<Item = &'a UpdateEvent>,
-    out: &mut Vec<u8>,
-) {
-    codec::write_map_len(out, 2);
-    codec::write_str(out, "node");
-    codec::write_str(out, node);
-    codec::write_str(out, "ev");
-    codec::write_array_len(out, events.len());
-    for e in events {
-        e.encode_full(out);
+/// An info message as written: every field but `node` is left out when
+/// empty.
+#[derive(Serialize)]
+struct InfoOut<'a> {
+    node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tick: Option<u64>,
+    #[serde(skip_serializing_if = "no_ticks")]
+    ticks: TicksOut<'a>,
+    #[serde(skip_serializing_if = "no_set")]
+    missing: &'a NodeSet,
+    #[serde(skip_serializing_if = "no_set")]
+    known: &'a NodeSet,
+    #[serde(skip_serializing_if = "no_set")]
+    deleted: &'a NodeSet,
+    #[serde(skip_serializing_if = "no_names")]
+    node_drop: Names<'a>,
+    #[serde(skip_serializing_if = "no_ranges")]
+    skipped: &'a RangeSet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reply: bool,
+}
+
+fn no_ticks(t: &TicksOut<'_>) -> bool {
+    t.0.is_empty()
+}
+fn no_set(s: &&NodeSet) -> bool {
+    s.is_empty()
+}
+fn no_names(n: &Names<'_>) -> bool {
+    n.0.is_empty()
+}
+fn no_ranges(r: &&RangeSet) -> bool {
+    r.is_empty()
+}
+
+/// Node names as an array.
+struct Names<'a>(&'a [NodeName]);
+
+impl Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| &**n))
+    }
+}
+
+/// `{name: tick}`, in order.
+struct TicksOut<'a>(&'a [(NodeName, u64)]);
+
+impl Serialize for TicksOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (n, t) in self.0 {
+            m.serialize_entry(&**n, t)?;
+        }
+        m.end()
+    }
+}
+
+/// An info message as read.
+#[derive(Deserialize)]
+struct InfoIn<'a> {
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    #[serde(default)]
+    tick: Option<u64>,
+    #[serde(default)]
+    ticks: Ticks,
+    #[serde(default)]
+    missing: NodeSet,
+    #[serde(default)]
+    known: NodeSet,
+    #[serde(default)]
+    deleted: NodeSet,
+    #[serde(default, borrow)]
+    node_drop: Vec<Cow<'a, str>>,
+    #[serde(default)]
+    skipped: RangeSet,
+    #[serde(default, borrow)]
+    addr: Option<Cow<'a, str>>,
+    #[serde(default)]
+    reply: bool,
+}
+
+/// `{name: tick}` as read, in order.
+#[derive(Default)]
+struct Ticks(Vec<(NodeName, u64)>);
+
+impl<'de> Deserialize<'de> for Ticks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ticks, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ticks;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of node names to ticks")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ticks, A::Error> {
+                let mut out = Vec::new();
+                while let Some((n, t)) = map.next_entry::<Cow<'de, str>, u64>()? {
+                    out.push((NodeName::from(n), t));
+                }
+                Ok(Ticks(out))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -179,82 +316,38 @@ impl Info {
 
     /// The wire form.
     pub fn encode(&self) -> Bytes {
-        let mut m = vec![(Value::str("node"), Value::Str(self.node.clone()))];
-        if let Some(t) = self.tick {
-            m.push((Value::str("tick"), Value::uint(t)));
-        }
-        if !self.ticks.is_empty() {
-            let t = self
-                .ticks
-                .iter()
-                .map(|(n, t)| (Value::Str(n.clone()), Value::uint(*t)))
-                .collect();
-            m.push((Value::str("ticks"), Value::Map(t)));
-        }
-        for (k, s) in [
-            ("missing", &self.missing),
-            ("known", &self.known),
-            ("deleted", &self.deleted),
-        ] {
-            if !s.is_empty() {
-                m.push((Value::str(k), s.to_value()));
-            }
-        }
-        if !self.node_drop.is_empty() {
-            let d = self.node_drop.iter().cloned().map(Value::Str).collect();
-            m.push((Value::str("node_drop"), Value::Array(d)));
-        }
-        if !self.skipped.is_empty() {
-            m.push((Value::str("skipped"), self.skipped.to_value()));
-        }
-        if let Some(a) = &self.addr {
-            m.push((Value::str("addr"), Value::str(a)));
-        }
-        if self.reply {
-            m.push((Value::str("reply"), Value::Bool(true)));
-        }
-        codec::to_vec(&Value::Map(m)).into()
+        let w = InfoOut {
+            node: &self.node,
+            tick: self.tick,
+            ticks: TicksOut(&self.ticks),
+            missing: &self.missing,
+            known: &self.known,
+            deleted: &self.deleted,
+            node_drop: Names(&self.node_drop),
+            skipped: &self.skipped,
+            addr: self.addr.as_deref(),
+            reply: self.reply,
+        };
+        let mut out = Vec::new();
+        serial::encode(&w, &mut out);
+        out.into()
     }
 
     /// Decodes the wire form.
     pub fn decode(buf: &[u8]) -> Result<Info, MsgError> {
-        let v = codec::decode_with(buf, BUS_LIMITS)?;
-        let bad = |why: &str| MsgError::Shape("info", why.to_string());
-        let node = sender(&v).ok_or_else(|| bad("no sender"))?;
-        let mut info = Info::new(node, v.get("tick").and_then(Value::as_u64));
-        info.addr = v.get("addr").and_then(Value::as_str).map(str::to_string);
-        info.reply = v.get("reply").is_some_and(Value::truthy);
-        if let Some(t) = v.get("ticks") {
-            let m = t.as_map().ok_or_else(|| bad("ticks is not a map"))?;
-            for (n, t) in m {
-                match (n.as_str(), t.as_u64()) {
-                    (Some(n), Some(t)) => info.ticks.push((NodeName::from(n), t)),
-                    _ => return Err(bad("ticks holds a bad item")),
-                }
-            }
-        }
-        let set = |k: &str| -> Result<NodeSet, MsgError> {
-            v.get(k).map_or(Ok(NodeSet::default()), |s| {
-                NodeSet::from_value(s).map_err(|e| bad(&format!("{k}: {}", e.0)))
-            })
-        };
-        info.missing = set("missing")?;
-        info.known = set("known")?;
-        info.deleted = set("deleted")?;
-        if let Some(s) = v.get("skipped") {
-            info.skipped =
-                RangeSet::from_value(s).map_err(|e| bad(&format!("skipped: {}", e.0)))?;
-        }
-        if let Some(d) = v.get("node_drop") {
-            let a = d.as_array().ok_or_else(|| bad("node_drop is not a list"))?;
-            for n in a {
-                let n = n
-                    .as_str()
-                    .ok_or_else(|| bad("node_drop holds a non-name"))?;
-                info.node_drop.push(NodeName::from(n));
-            }
-        }
-        Ok(info)
+        let w: InfoIn<'_> = serial::from_slice(buf)?;
+        Ok(Info {
+            node: NodeName::from(w.node),
+            tick: w.tick,
+            ticks: w.ticks.0,
+            missing: w.missing,
+            known: w.known,
+            deleted: w.deleted,
+            node_drop: w.node_drop.into_iter().map(NodeName::from).collect(),
+            skipped: w.skipped,
+            addr: w.addr.map(Cow::into_owned),
+            reply: w.reply,
+        })
     }
 }
 
@@ -325,14 +418,11 @@ fn peek_str(buf: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(s).ok()?, &buf[skip + len..]))
 }
 
-fn sender(v: &Value) -> Option<NodeName> {
-    v.get("node").and_then(Value::as_str).map(NodeName::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::{path, Chain};
+    use distkv_model::{codec, path, Chain};
+    use std::sync::Arc;
 
     fn ev(node: &str, tick: u64, value: Option<Value>) -> UpdateEvent {
         UpdateEvent {
@@ -374,6 +464,100 @@ mod tests {
         ] {
             assert_eq!(peek_sender(bad), None, "{bad:?}");
         }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// Messages as the hand-written codec wrote them before the move to
+    /// serde: a node of either version reads the other's.
+    #[test]
+    fn messages_written_before_serde_read_and_rewrite_identically() {
+        let chain = Chain::attach("n1".into(), 1 << 40, Some(&Chain::single("n2".into(), 3)));
+        let u = Update {
+            node: "n1".into(),
+            events: vec![
+                UpdateEvent {
+                    path: path!["a", 1u64],
+                    chain: chain.clone(),
+                    value: Some(Value::map([(
+                        "x",
+                        Value::Array(vec![Value::Float(1.5), Value::Bin(Arc::from(&b"q"[..]))]),
+                    )])),
+                    tock: 77,
+                },
+                UpdateEvent {
+                    path: path!["b"],
+                    chain: Chain::single("n1".into(), 4),
+                    value: None,
+                    tock: 78,
+                },
+                UpdateEvent {
+                    path: path!["c"],
+                    chain,
+                    value: Some(Value::Nil),
+                    tock: 79,
+                },
+            ],
+        };
+        let old = unhex("82a46e6f6465a26e31a265769386a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468c70303a16101a576616c756581a17892cb3ff8000000000000c40171a4746f636b4d85a46e6f6465a26e31a47469636b04a470726576c0a470617468d503a162a4746f636b4e86a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468d503a163a576616c7565c0a4746f636b4f");
+        assert_eq!(Update::decode(&old).unwrap(), u);
+        assert_eq!(&u.encode()[..], &old[..]);
+        let batches = encode_updates("n1", u.events.iter());
+        assert_eq!(batches.len(), 1);
+        assert_eq!(&batches[0][..], &old[..]);
+
+        let mut i = Info::new("n2".into(), Some(7));
+        i.ticks = vec![("n1".into(), 4), ("n2".into(), 1 << 40)];
+        i.missing.insert(&"n1".into(), 3);
+        i.known.insert(&"n1".into(), 1);
+        i.known.insert(&"n1".into(), 2);
+        i.known.insert(&"n3".into(), 9);
+        i.deleted.insert(&"n2".into(), 2);
+        i.node_drop.push("old".into());
+        i.skipped = [5u64, 6, 9].into_iter().collect();
+        i.addr = Some("h:1".into());
+        i.reply = true;
+        let old = unhex("8aa46e6f6465a26e32a47469636b07a57469636b7382a26e3104a26e32cf0000010000000000a76d697373696e6781a26e319103a56b6e6f776e82a26e3191920103a26e339109a764656c6574656481a26e329102a96e6f64655f64726f7091a36f6c64a7736b69707065649292050709a461646472a3683a31a57265706c79c3");
+        assert_eq!(Info::decode(&old).unwrap(), i);
+        assert_eq!(&i.encode()[..], &old[..]);
+        let min = Info::new("n3".into(), None);
+        assert_eq!(hex_of(&min.encode()), "81a46e6f6465a26e33");
+        assert_eq!(Info::decode(&unhex("81a46e6f6465a26e33")).unwrap(), min);
+    }
+
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn foreign_extensions_and_oversized_events_are_refused() {
+        let mut u = Update {
+            node: "n1".into(),
+            events: vec![ev("n1", 5, Some(Value::Ext(7, Arc::from(&b"z"[..]))))],
+        };
+        assert!(matches!(
+            Update::decode(&u.encode()),
+            Err(MsgError::Shape("update", _))
+        ));
+        u.events[0].value = Some(Value::Bin(Arc::from(vec![
+            0u8;
+            distkv_model::budget::MAX_EVENT_BYTES
+        ])));
+        assert!(matches!(
+            Update::decode(&u.encode()),
+            Err(MsgError::Shape("update", _))
+        ));
+        u.events[0].value = Some(Value::Bin(Arc::from(vec![0u8; 1000])));
+        assert_eq!(
+            serial::encoded_len(&u.events[0]),
+            codec::encoded_len(&u.events[0].to_value(-1))
+        );
+        assert_eq!(Update::decode(&u.encode()).unwrap(), u);
     }
 
     #[test]
