@@ -615,6 +615,12 @@ async fn an_audit_accepts_the_ticks_a_crash_skipped_but_not_a_lost_segment() -> 
         resumed > run.max_tick() + 1,
         "no ticks were skipped: resumed at {resumed}"
     );
+    // Enough history after the restart for several segments, whatever the
+    // crashed run had written when it was killed (a clean stop writes all).
+    for i in 0..3000 {
+        c.set_value(&path!["after", i], Value::Int(i), &UpdateOptions::default())
+            .await?;
+    }
     node.terminate().await?;
 
     let data = dir.path().join("data");
