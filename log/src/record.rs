@@ -508,13 +508,6 @@ pub(crate) mod tests {
         "85a174a16ca373657109a26d7308a466726f6d04a3776879d939626c6f636b2061742034303936206f662030303030303030312e7365673a20626164204352433b206b65707420617320782e64616d61676564",
     ];
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
-
     fn golden_records() -> Vec<LogRecord> {
         let chain = Chain::attach(
             "n1".into(),
@@ -617,7 +610,7 @@ pub(crate) mod tests {
     #[test]
     fn records_written_before_serde_read_and_rewrite_identically() -> Result<(), RecordError> {
         for (hex, want) in GOLDEN.iter().zip(golden_records()) {
-            let bytes = unhex(hex);
+            let bytes = distkv_model::hex::decode(hex).expect("hex");
             let r = LogRecord::decode(&bytes)?;
             assert_eq!(r, want);
             let mut again = Vec::new();

@@ -676,17 +676,7 @@ impl<'a> Reader<'a> {
                 }
                 Ok(Value::Path(Path::new(elems)))
             }
-            EXT_BIGINT => {
-                let start = data.iter().position(|&b| b != 0).unwrap_or(data.len());
-                let digits = &data[start..];
-                if digits.len() <= 8 {
-                    Ok(Value::uint(
-                        digits.iter().fold(0u64, |a, &c| (a << 8) | c as u64),
-                    ))
-                } else {
-                    Ok(Value::BigUint(Arc::from(digits)))
-                }
-            }
+            EXT_BIGINT => Ok(Value::from_be_digits(data)),
             _ if self.foreign_ext => Ok(Value::Ext(t, Arc::from(data))),
             _ => Err(DecodeError::ForeignExt(t)),
         }
@@ -743,30 +733,22 @@ mod tests {
         }
     }
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
     #[test]
     fn path_ext3_matches_spec_example() {
         let p = path![".distkv", "config"];
         assert_eq!(
-            hex(&to_vec(&Value::Path(p))),
+            crate::hex::encode(&to_vec(&Value::Path(p))),
             "c70f03a72e646973746b76a6636f6e666967"
         );
-        assert_eq!(hex(&to_vec(&Value::Path(Path::root()))), "c70003");
+        assert_eq!(
+            crate::hex::encode(&to_vec(&Value::Path(Path::root()))),
+            "c70003"
+        );
     }
 
     #[test]
     fn transcript_greeting_round_trips_byte_exact() {
-        let bytes = unhex("86a373657100a776657273696f6e93003f03a46e6f6465a26e31a47469636b30a4746f636bcd01f1a4716c656e0a");
+        let bytes = crate::hex::decode("86a373657100a776657273696f6e93003f03a46e6f6465a26e31a47469636b30a4746f636bcd01f1a4716c656e0a").expect("hex");
         let v = decode(&bytes).unwrap();
         assert_eq!(v.get("tock").and_then(Value::as_u64), Some(497));
         assert_eq!(to_vec(&v), bytes);
@@ -781,21 +763,27 @@ mod tests {
             "85a46e6f6465a26e31a47469636b4fa47072657683a46e6f6465a26e32a47469636b02a470726576c0a470617468c70903a46d717474a374776fa4746f636bcd0276",
             "84a174a470696e67a46e6f6465a26e31a576616c756592cd015910a7686973746f727992a26e31a26e32",
         ] {
-            let bytes = unhex(h);
+            let bytes = crate::hex::decode(h).expect("hex");
             let v = decode(&bytes).unwrap();
-            assert_eq!(hex(&to_vec(&v)), h);
+            assert_eq!(crate::hex::encode(&to_vec(&v)), h);
         }
     }
 
     #[test]
     fn big_integers_use_ext2_only_from_2_pow_64() {
-        assert_eq!(hex(&to_vec(&Value::uint(u64::MAX))), "cfffffffffffffffff");
+        assert_eq!(
+            crate::hex::encode(&to_vec(&Value::uint(u64::MAX))),
+            "cfffffffffffffffff"
+        );
         let big = Value::BigUint(Arc::from(&[1u8, 0, 0, 0, 0, 0, 0, 0, 0][..]));
         let enc = to_vec(&big);
-        assert_eq!(hex(&enc), "c70902010000000000000000");
+        assert_eq!(crate::hex::encode(&enc), "c70902010000000000000000");
         assert_eq!(decode(&enc).unwrap(), big);
         // A small number sent as ext 2 decodes to a plain integer.
-        assert_eq!(decode(&unhex("d4022a")).unwrap(), Value::Int(42));
+        assert_eq!(
+            decode(&crate::hex::decode("d4022a").expect("hex")).unwrap(),
+            Value::Int(42)
+        );
     }
 
     #[test]
@@ -814,8 +802,11 @@ mod tests {
             (-32769, "d2ffff7fff"),
             (i64::MIN, "d38000000000000000"),
         ] {
-            assert_eq!(hex(&to_vec(&Value::Int(i))), h, "{i}");
-            assert_eq!(decode(&unhex(h)).unwrap(), Value::Int(i));
+            assert_eq!(crate::hex::encode(&to_vec(&Value::Int(i))), h, "{i}");
+            assert_eq!(
+                decode(&crate::hex::decode(h).expect("hex")).unwrap(),
+                Value::Int(i)
+            );
         }
     }
 
@@ -883,20 +874,23 @@ mod tests {
         );
         // Huge announced string.
         assert!(matches!(
-            FrameScanner::new(limits).scan(&unhex("dbffffffff")),
+            FrameScanner::new(limits).scan(&crate::hex::decode("dbffffffff").expect("hex")),
             Err(DecodeError::TooLarge { .. })
         ));
         // Huge announced array count.
         assert!(matches!(
-            FrameScanner::new(limits).scan(&unhex("ddffffffff")),
+            FrameScanner::new(limits).scan(&crate::hex::decode("ddffffffff").expect("hex")),
             Err(DecodeError::TooLarge { .. })
         ));
         assert!(matches!(decode(&[0xc1]), Err(DecodeError::Invalid(_))));
         assert!(matches!(
-            decode(&unhex("a2c328")),
+            decode(&crate::hex::decode("a2c328").expect("hex")),
             Err(DecodeError::Invalid(_))
         ));
-        assert_eq!(decode(&unhex("dc0010")), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(&crate::hex::decode("dc0010").expect("hex")),
+            Err(DecodeError::Truncated)
+        );
         // A deeply nested path inside ext 3 is caught by the decoder.
         let mut p = Value::Path(Path::root());
         for _ in 0..100 {

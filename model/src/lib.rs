@@ -13,6 +13,7 @@ pub mod budget;
 pub mod chain;
 pub mod codec;
 pub mod event;
+pub mod hex;
 pub mod path;
 pub mod pathfmt;
 pub mod ranges;

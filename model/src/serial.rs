@@ -278,17 +278,7 @@ impl<'de> Visitor<'de> for ValueSeed {
                 }
                 Ok(Value::Path(Path::new(elems)))
             }
-            EXT_BIGINT => {
-                let start = data.iter().position(|&b| b != 0).unwrap_or(data.len());
-                let digits = &data[start..];
-                if digits.len() <= 8 {
-                    Ok(Value::uint(
-                        digits.iter().fold(0u64, |a, &c| (a << 8) | c as u64),
-                    ))
-                } else {
-                    Ok(Value::BigUint(Arc::from(digits)))
-                }
-            }
+            EXT_BIGINT => Ok(Value::from_be_digits(&data)),
             t => Ok(Value::Ext(t, Arc::from(&*data))),
         }
     }

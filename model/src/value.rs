@@ -61,6 +61,19 @@ impl Value {
         }
     }
 
+    /// The unsigned integer of big-endian bytes (msgpack ext 2's payload):
+    /// an `Int`/`UInt` where it fits 64 bits, else a `BigUint` of its
+    /// minimal bytes.
+    pub fn from_be_digits(bytes: &[u8]) -> Value {
+        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        let digits = &bytes[start..];
+        if digits.len() <= 8 {
+            Value::uint(digits.iter().fold(0u64, |a, &c| (a << 8) | c as u64))
+        } else {
+            Value::BigUint(Arc::from(digits))
+        }
+    }
+
     /// Builds a map from `(&str, Value)` pairs.
     pub fn map<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
         Value::Map(pairs.into_iter().map(|(k, v)| (Value::str(k), v)).collect())

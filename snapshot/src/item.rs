@@ -454,10 +454,6 @@ mod tests {
     use distkv_model::{codec, path};
     use std::sync::Arc;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
     #[test]
     fn entry_paths_are_shortened_and_chains_refer_to_node_items() -> Result<(), String> {
         let mut enc = Encoder::default();
@@ -472,7 +468,10 @@ mod tests {
             &none,
         )?;
         // [0, "n1", 5, [[1, 4]], []]
-        assert_eq!(hex(&out), "95 00 a26e31 05 91920104 90".replace(' ', ""));
+        assert_eq!(
+            distkv_model::hex::encode(&out),
+            "95 00 a26e31 05 91920104 90".replace(' ', "")
+        );
         assert!(matches!(dec.decode(&out)?, Decoded::Item(Item::Node(_))));
         let c = Chain::single(NodeName::from("n1"), 5);
         enc.entry(
@@ -484,13 +483,16 @@ mod tests {
         )?;
         // [1, 0, ["a", "b"], [0, 5], 6, 7]
         assert_eq!(
-            hex(&out),
+            distkv_model::hex::encode(&out),
             "96 01 00 92a161a162 920005 06 07".replace(' ', "")
         );
         dec.decode(&out)?;
         enc.entry(&mut out, &path!["a", "c"], None, Some(&c), 6)?;
         // [1, 1, ["c"], [0, 5], 6]: one element shared, no value.
-        assert_eq!(hex(&out), "95 01 01 91a163 920005 06".replace(' ', ""));
+        assert_eq!(
+            distkv_model::hex::encode(&out),
+            "95 01 01 91a163 920005 06".replace(' ', "")
+        );
         let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
             return Err("not an entry".into());
         };
@@ -499,22 +501,18 @@ mod tests {
         let stranger = Chain::single(NodeName::from("zz"), 1);
         enc.entry(&mut out, &path!["a"], Some(&Value::Nil), Some(&stranger), 7)?;
         // [1, 1, [], ["zz", 1], 7, nil]: a node without node item by name.
-        assert_eq!(hex(&out), "96 01 01 90 92a27a7a01 07 c0".replace(' ', ""));
+        assert_eq!(
+            distkv_model::hex::encode(&out),
+            "96 01 01 90 92a27a7a01 07 c0".replace(' ', "")
+        );
         let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
             return Err("not an entry".into());
         };
         assert_eq!((e.path, e.value), (path!["a"], Some(Value::Nil)));
         enc.end(&mut out);
-        assert_eq!(hex(&out), "93020103");
+        assert_eq!(distkv_model::hex::encode(&out), "93020103");
         assert!(matches!(dec.decode(&out)?, Decoded::End));
         Ok(())
-    }
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
     }
 
     /// Items as the hand-written codec wrote them before the move to serde
@@ -534,8 +532,8 @@ mod tests {
         let mut dec = Decoder::default();
         let mut out = Vec::new();
         let mut check = |out: &[u8], i: usize| -> Result<Decoded, String> {
-            assert_eq!(hex(out), golden[i], "item {i}");
-            dec.decode(&unhex(golden[i]))
+            assert_eq!(distkv_model::hex::encode(out), golden[i], "item {i}");
+            dec.decode(&distkv_model::hex::decode(golden[i]).expect("hex"))
         };
         let k: RangeSet = [1u64, 2, 3, 9, 1 << 40].into_iter().collect();
         enc.node(&mut out, "n1", Some(1 << 40), &k, &RangeSet::new())?;

@@ -193,13 +193,8 @@ fn password_login_crypto_matches_pythons() -> anyhow::Result<()> {
     use rand::{RngCore, SeedableRng};
 
     let py = python()?;
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let unhex = |s: &str| -> anyhow::Result<Vec<u8>> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| Ok(u8::from_str_radix(s.get(i..i + 2).context("odd hex")?, 16)?))
-            .collect()
-    };
+    use distkv_model::hex;
+    let unhex = |s: &str| hex::decode(s).context("not hex");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let password = "s3cret pässword";
     for length in [1024u32, 16] {
@@ -216,7 +211,12 @@ fn password_login_crypto_matches_pythons() -> anyhow::Result<()> {
         let ours = key.seal(&password_digest(password))?;
         let out = Command::new(&py)
             .arg(workspace().join("tests/python/login_crypto.py"))
-            .args([length.to_string(), hex(&keys[0]), hex(&keys[1]), hex(&ours)])
+            .args([
+                length.to_string(),
+                hex::encode(&keys[0]),
+                hex::encode(&keys[1]),
+                hex::encode(&ours),
+            ])
             .arg(password)
             .output()
             .context("running login_crypto.py")?;

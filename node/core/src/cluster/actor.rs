@@ -1230,13 +1230,6 @@ mod tests {
         }
     }
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
     // ------------------------------------------------------------ wire
 
     #[test]
@@ -1297,9 +1290,10 @@ mod tests {
 
     #[test]
     fn transcript_ping_and_vers() {
-        let bytes = hex(
+        let bytes = distkv_model::hex::decode(
             "84a174a470696e67a46e6f6465a26e31a576616c756592cd015910a7686973746f727992a26e31a26e32",
-        );
+        )
+        .expect("hex");
         let v = codec::decode(&bytes).expect("decodes");
         let m = ActorMsg::from_value(&v).expect("parses");
         assert_eq!(
@@ -1313,15 +1307,15 @@ mod tests {
         assert_eq!(m.sender(), Some("n1"));
         assert_eq!(codec::to_vec(&m.to_value()), bytes);
 
-        let vers = hex(
+        let vers = distkv_model::hex::decode(
             "89a174a476657273a46e6f6465a26e32a56379636c650aa367617002a56e6f64657305a673706c69747304\
              a76e5f686f7374730aa776657273696f6e00a8666f7263655f696e00",
-        );
+        ).expect("hex");
         let m = ActorMsg::from_value(&codec::decode(&vers).unwrap()).expect("parses");
         assert_eq!(m, ActorMsg::vers(&name("n2"), &ActorConfig::main()));
         assert_eq!(codec::to_vec(&m.to_value()), vers);
 
-        let init = hex("82a174a4696e6974a46e6f6465a26e32");
+        let init = distkv_model::hex::decode("82a174a4696e6974a46e6f6465a26e32").expect("hex");
         let m = ActorMsg::from_value(&codec::decode(&init).unwrap()).expect("parses");
         assert_eq!(
             m,

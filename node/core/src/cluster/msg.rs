@@ -466,13 +466,6 @@ mod tests {
         }
     }
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
-
     /// Messages as the hand-written codec wrote them before the move to
     /// serde: a node of either version reads the other's.
     #[test]
@@ -504,7 +497,7 @@ mod tests {
                 },
             ],
         };
-        let old = unhex("82a46e6f6465a26e31a265769386a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468c70303a16101a576616c756581a17892cb3ff8000000000000c40171a4746f636b4d85a46e6f6465a26e31a47469636b04a470726576c0a470617468d503a162a4746f636b4e86a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468d503a163a576616c7565c0a4746f636b4f");
+        let old = distkv_model::hex::decode("82a46e6f6465a26e31a265769386a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468c70303a16101a576616c756581a17892cb3ff8000000000000c40171a4746f636b4d85a46e6f6465a26e31a47469636b04a470726576c0a470617468d503a162a4746f636b4e86a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468d503a163a576616c7565c0a4746f636b4f").expect("hex");
         assert_eq!(Update::decode(&old).unwrap(), u);
         assert_eq!(&u.encode()[..], &old[..]);
         let batches = encode_updates("n1", u.events.iter());
@@ -522,12 +515,15 @@ mod tests {
         i.skipped = [5u64, 6, 9].into_iter().collect();
         i.addr = Some("h:1".into());
         i.reply = true;
-        let old = unhex("8aa46e6f6465a26e32a47469636b07a57469636b7382a26e3104a26e32cf0000010000000000a76d697373696e6781a26e319103a56b6e6f776e82a26e3191920103a26e339109a764656c6574656481a26e329102a96e6f64655f64726f7091a36f6c64a7736b69707065649292050709a461646472a3683a31a57265706c79c3");
+        let old = distkv_model::hex::decode("8aa46e6f6465a26e32a47469636b07a57469636b7382a26e3104a26e32cf0000010000000000a76d697373696e6781a26e319103a56b6e6f776e82a26e3191920103a26e339109a764656c6574656481a26e329102a96e6f64655f64726f7091a36f6c64a7736b69707065649292050709a461646472a3683a31a57265706c79c3").expect("hex");
         assert_eq!(Info::decode(&old).unwrap(), i);
         assert_eq!(&i.encode()[..], &old[..]);
         let min = Info::new("n3".into(), None);
         assert_eq!(hex_of(&min.encode()), "81a46e6f6465a26e33");
-        assert_eq!(Info::decode(&unhex("81a46e6f6465a26e33")).unwrap(), min);
+        assert_eq!(
+            Info::decode(&distkv_model::hex::decode("81a46e6f6465a26e33").expect("hex")).unwrap(),
+            min
+        );
     }
 
     fn hex_of(b: &[u8]) -> String {
