@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
 use crate::persist::load::{load_file_admitted, LoadError, LoadReport};
-use crate::state::{Applied, Deleted, State, StateError, Tock};
+use crate::state::{meta, Applied, Deleted, State, StateError, Tock};
 
 /// The road a change comes by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,10 +96,47 @@ pub enum Proposal<'a> {
     Event(&'a UpdateEvent),
 }
 
-/// A check's refusal; the client sees its text.
+/// A check's refusal: the error text the client sees, worded as DistKV
+/// words it (a Python exception's repr: `ClientError('…')`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Denied(pub String);
+
+impl Denied {
+    /// A `ClientError` saying `message`.
+    pub fn client(message: &str) -> Denied {
+        Denied::python("ClientError", message)
+    }
+
+    /// The Python exception `class` saying `message`.
+    pub fn python(class: &str, message: &str) -> Denied {
+        Denied(format!(
+            "{class}({})",
+            distkv_model::repr::str_repr(message)
+        ))
+    }
+}
+
+/// The meta tree's fixed rules ([`distkv_core::state::meta`]) for what
+/// clients write, directly or by `update`; every node built by
+/// [`crate::node::NodeBuilder`] has it. Other nodes' events, transfers and
+/// loaded files were checked where they were made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaRules;
+
+impl CommitHook for MetaRules {
+    fn check(&self, road: Road, proposal: Proposal<'_>, _: &State) -> Result<(), Denied> {
+        if !matches!(road, Road::Client | Road::Update) {
+            return Ok(());
+        }
+        let (path, value) = match proposal {
+            Proposal::Set { path, value } => (path, value),
+            Proposal::Event(ev) => (&ev.path, ev.value.as_ref()),
+            Proposal::DeleteTree { .. } => return Ok(()),
+        };
+        meta::check(path, value).map_err(|e| Denied::python(e.class, &e.message))
+    }
+}
 
 /// A check every change passes before it is applied (authorisation,
 /// access lists, types, codecs).
@@ -450,7 +487,7 @@ mod tests {
                 Proposal::Event(ev) => &ev.path,
             };
             match path.first() {
-                Some(v) if *v == Value::str("no") => Err(Denied("not below no".into())),
+                Some(v) if *v == Value::str("no") => Err(Denied::client("not below no")),
                 _ => Ok(()),
             }
         }

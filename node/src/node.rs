@@ -33,7 +33,7 @@ use crate::bus::Bus;
 use crate::cluster::core::{ClusterConfig, Core};
 use crate::cluster::mqtt::{MqttBus, MqttConfig, MqttError};
 use crate::cluster::msg::Topics;
-use crate::commit::{ChangeError, CommitHook, SharedState, Store};
+use crate::commit::{ChangeError, CommitHook, MetaRules, SharedState, Store};
 use crate::persist::durable::{self, Durability, DurableConfig, PersistError, WriterThread};
 use crate::persist::load::LoadError;
 use crate::server::{self, Server, ServerOptions};
@@ -125,7 +125,7 @@ impl NodeBuilder {
             name: name.to_string(),
             opts: ServerOptions::default(),
             data_dir: None,
-            hooks: Vec::new(),
+            hooks: vec![Arc::new(MetaRules)],
             load: Vec::new(),
             authoritative: false,
             init: None,
@@ -155,7 +155,8 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds a check every change passes (see [`crate::commit`]).
+    /// Adds a check every change passes (see [`crate::commit`]), after the
+    /// ones already there ([`MetaRules`] is always first).
     pub fn hook(mut self, hook: Arc<dyn CommitHook>) -> Self {
         self.hooks.push(hook);
         self

@@ -55,7 +55,7 @@ impl CommitHook for Recorder {
             .unwrap_or_else(|e| e.into_inner())
             .push((road, kind, path.clone()));
         if self.refuse.load(Ordering::SeqCst) {
-            return Err(Denied(NO.into()));
+            return Err(Denied::client(NO));
         }
         Ok(())
     }

@@ -31,6 +31,9 @@ pub enum CmdError {
     /// The node cannot do this now.
     #[error("ServerError({})", py(.0))]
     Server(String),
+    /// A commit check refused the change; its text is worded already.
+    #[error("{0}")]
+    Denied(String),
 }
 
 fn py(s: &str) -> String {
@@ -50,7 +53,7 @@ impl CmdError {
     /// is the client's to fix; the rest is the node's.
     pub fn from_change(e: crate::commit::ChangeError) -> CmdError {
         match e {
-            crate::commit::ChangeError::Denied(d) => CmdError::Client(d.0),
+            crate::commit::ChangeError::Denied(d) => CmdError::Denied(d.0),
             e => CmdError::Server(e.to_string()),
         }
     }

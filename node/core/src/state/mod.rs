@@ -26,6 +26,7 @@
 //! "missing" forever.
 
 pub mod acl;
+pub mod meta;
 mod nodes;
 pub mod pattern;
 mod sync;
