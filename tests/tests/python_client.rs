@@ -234,3 +234,37 @@ fn password_login_crypto_matches_pythons() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Users and login with the real Python CLI and library
+/// (`tests/python/auth.py`): password and root users, switching login on,
+/// refused and accepted logins; only the password's digest is stored.
+#[test]
+fn python_users_and_login_work_against_the_node() -> anyhow::Result<()> {
+    let py = python()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let shutdown = CancellationToken::new();
+    let (port, served) = rt.block_on(async {
+        let listener = server::bind("127.0.0.1", 0).await?;
+        let node = NodeBuilder::new("rust1")
+            .init(Some(distkv_model::Value::str("Testing")))
+            .build(listener)
+            .await?;
+        let port = node.local_addr().port();
+        let served = tokio::spawn(node.run(shutdown.clone()));
+        anyhow::Ok((port, served))
+    })?;
+    let out = Command::new(&py)
+        .arg(workspace().join("tests/python/auth.py"))
+        .arg(port.to_string())
+        .env("PYTHONWARNINGS", "ignore")
+        .output()
+        .context("running auth.py")?;
+    shutdown.cancel();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await })???;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("auth.py failed: {}", out.status);
+    }
+    Ok(())
+}

@@ -242,6 +242,13 @@ impl SessionKey {
     }
 }
 
+/// Whether two password digests are equal, in time that does not depend
+/// on where they differ.
+pub fn digests_match(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
 /// What is stored and compared for a password: its SHA-256 digest (of the
 /// UTF-8 bytes).
 pub fn password_digest(password: &str) -> [u8; 32] {

@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::auth::{self, Login};
 use super::handlers::{self, int_field, req_path, View};
 use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::request::Action;
@@ -88,6 +89,8 @@ struct Conn {
     connected: Instant,
     /// When the last complete message arrived (`None`: none yet).
     last_message: Option<Instant>,
+    /// Whether it has logged in, and its Diffie-Hellman key.
+    login: Login,
 }
 
 /// Tells a client why it is closed at once.
@@ -111,6 +114,7 @@ pub(super) async fn run(
     let wr: SharedWriter = Arc::new(tokio::sync::Mutex::new(wr));
     let writer = tokio::spawn(write_loop(wr.clone(), rx));
     let mut reader = MsgReader::with_limits(rd, server.opts.limits);
+    let server2 = server.clone();
     let mut conn = Conn {
         server,
         view: View::default(),
@@ -125,6 +129,7 @@ pub(super) async fn run(
         change_replies: Vec::new(),
         connected: Instant::now(),
         last_message: None,
+        login: Login::new(&server2),
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");
@@ -391,7 +396,7 @@ impl Conn {
 
     fn greeting(&self, out: &mut Vec<u8>) {
         let tick = self.server.state().tick();
-        let m = vec![
+        let mut m = vec![
             ("seq", Value::Int(0)),
             (
                 "version",
@@ -402,6 +407,9 @@ impl Conn {
             ("tock", Value::uint(self.server.next_tock())),
             ("qlen", Value::uint(self.server.opts.buffer)),
         ];
+        if let Some(a) = auth::greeting_field(&self.server) {
+            put(&mut m, "auth", a);
+        }
         encode_msg(&self.server, m, out);
     }
 
@@ -459,6 +467,9 @@ impl Conn {
             let e = CmdError::Invalid(format!("unknown action {action:?}"));
             return self.reply(seq, Err(e), out);
         };
+        if !self.login.logged_in && !action.before_login() {
+            return self.reply(seq, Err(auth::no_auth()), out);
+        }
         if action.mutates() {
             self.changed = true;
             let start = out.len();
@@ -499,8 +510,56 @@ impl Conn {
             Action::Stream(kind) => return self.start_stream(kind, seq, msg, out),
             Action::MsgSend => super::bus_msgs::send(s, &msg),
             Action::KillNode => super::bus_msgs::kill_node(s, &msg),
+            Action::DiffieHellman => return self.diffie_hellman(seq, &msg, out),
+            Action::Auth => return self.auth(seq, &msg, out),
+            Action::AuthSet => auth::auth_set(s, &self.login, &msg),
+            Action::AuthGet => auth::auth_get(s, &msg),
+            Action::AuthList => return self.auth_list(seq, &msg, out),
+            Action::SetAuthTyp => auth::set_auth_typ(s, &msg),
+            Action::AuthInfo => auth::auth_info(s, &msg),
         };
         self.reply(seq, res, out);
+    }
+
+    /// `diffie_hellman`: the exponentiations run on a blocking thread (a
+    /// 2048-bit one takes milliseconds even in a release build).
+    fn diffie_hellman(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        match auth::diffie_hellman(&self.login, msg) {
+            Ok(work) => self.reply_later(seq, async move {
+                tokio::task::spawn_blocking(work).await.map_err(|e| {
+                    CmdError::Server(format!("diffie_hellman: the task failed: {e}"))
+                })?
+            }),
+            Err(e) => self.reply(seq, Err(e), out),
+        }
+    }
+
+    /// `auth`: an empty stream (`start`, `end`) when the login holds.
+    fn auth(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        if let Err(e) = auth::auth(&self.server, &mut self.login, msg) {
+            return self.reply(seq, Err(e), out);
+        }
+        let state = |s: &str| vec![("state", Value::str(s))];
+        self.reply(seq, Ok(state("start")), out);
+        self.reply(seq, Ok(state("end")), out);
+    }
+
+    /// `auth_list`: one reply for one `ident`, else a stream of users.
+    fn auth_list(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        let items = match auth::auth_list(&self.server, msg) {
+            Ok(i) => i,
+            Err(e) => return self.reply(seq, Err(e), out),
+        };
+        if msg.get("ident").is_some() {
+            let one = items.into_iter().next().unwrap_or_default();
+            return self.reply(seq, Ok(one), out);
+        }
+        let state = |s: &str| vec![("state", Value::str(s))];
+        self.reply(seq, Ok(state("start")), out);
+        for m in items {
+            self.reply(seq, Ok(m), out);
+        }
+        self.reply(seq, Ok(state("end")), out);
     }
 
     /// `{seq: 0, qlen: n}`: the client's flow-control window.

@@ -14,6 +14,7 @@
 //! batch, and returns once all are gone.
 
 mod admission;
+mod auth;
 mod bus_msgs;
 mod conn;
 mod export;

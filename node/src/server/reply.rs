@@ -34,6 +34,10 @@ pub enum CmdError {
     /// A commit check refused the change; its text is worded already.
     #[error("{0}")]
     Denied(String),
+    /// An error worded as DistKV words it (`Class(args…)`), already
+    /// rendered.
+    #[error("{0}")]
+    Python(String),
 }
 
 fn py(s: &str) -> String {

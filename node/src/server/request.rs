@@ -43,6 +43,20 @@ pub(super) enum Action {
     MsgSend,
     /// `kill_node`.
     KillNode,
+    /// `diffie_hellman`: agrees on the connection's session key.
+    DiffieHellman,
+    /// `auth`: logs in.
+    Auth,
+    /// `auth_set`: creates or replaces a user.
+    AuthSet,
+    /// `auth_get`: a user's public data.
+    AuthGet,
+    /// `auth_list`: the users of a method.
+    AuthList,
+    /// `set_auth_typ`: switches the login method.
+    SetAuthTyp,
+    /// `auth_info`: meant to return `(None, "auth")`.
+    AuthInfo,
 }
 
 impl Action {
@@ -72,6 +86,13 @@ impl Action {
             "msg_monitor" => Action::Stream(Kind::MsgMonitor),
             "msg_send" => Action::MsgSend,
             "kill_node" => Action::KillNode,
+            "diffie_hellman" => Action::DiffieHellman,
+            "auth" => Action::Auth,
+            "auth_set" => Action::AuthSet,
+            "auth_get" => Action::AuthGet,
+            "auth_list" => Action::AuthList,
+            "set_auth_typ" => Action::SetAuthTyp,
+            "auth_info" => Action::AuthInfo,
             _ => return None,
         })
     }
@@ -82,7 +103,9 @@ impl Action {
             Action::SetValue { .. }
             | Action::DeleteValue { .. }
             | Action::Update
-            | Action::DeleteTree => true,
+            | Action::DeleteTree
+            | Action::AuthSet
+            | Action::SetAuthTyp => true,
             Action::GetValue { .. }
             | Action::Enumerate { .. }
             | Action::GetTock
@@ -94,8 +117,18 @@ impl Action {
             | Action::Log
             | Action::Stream(_)
             | Action::MsgSend
-            | Action::KillNode => false,
+            | Action::KillNode
+            | Action::DiffieHellman
+            | Action::Auth
+            | Action::AuthGet
+            | Action::AuthList
+            | Action::AuthInfo => false,
         }
+    }
+
+    /// Whether a connection that must log in may send it before it has.
+    pub(super) fn before_login(self) -> bool {
+        matches!(self, Action::Auth | Action::DiffieHellman)
     }
 }
 
@@ -112,6 +145,8 @@ mod tests {
             "delete_internal",
             "update",
             "delete_tree",
+            "auth_set",
+            "set_auth_typ",
         ];
         let others = [
             "get_value",
@@ -132,6 +167,11 @@ mod tests {
             "msg_monitor",
             "msg_send",
             "kill_node",
+            "diffie_hellman",
+            "auth",
+            "auth_get",
+            "auth_list",
+            "auth_info",
         ];
         for a in mutating {
             assert!(Action::parse(a).is_some_and(Action::mutates), "{a}");
