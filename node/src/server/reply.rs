@@ -31,11 +31,8 @@ pub enum CmdError {
     /// The node cannot do this now.
     #[error("ServerError({})", py(.0))]
     Server(String),
-    /// A commit check refused the change; its text is worded already.
-    #[error("{0}")]
-    Denied(String),
     /// An error worded as DistKV words it (`Class(args…)`), already
-    /// rendered.
+    /// rendered: a commit check's refusal, a login's failure.
     #[error("{0}")]
     Python(String),
 }
@@ -57,7 +54,7 @@ impl CmdError {
     /// is the client's to fix; the rest is the node's.
     pub fn from_change(e: crate::commit::ChangeError) -> CmdError {
         match e {
-            crate::commit::ChangeError::Denied(d) => CmdError::Denied(d.0),
+            crate::commit::ChangeError::Denied(d) => CmdError::Python(d.0),
             e => CmdError::Server(e.to_string()),
         }
     }
