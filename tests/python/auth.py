@@ -7,8 +7,6 @@ method, then `root`), so it cannot share a node with other checks.
 """
 
 import hashlib
-import os
-import subprocess
 import sys
 import tempfile
 
@@ -16,26 +14,11 @@ import anyio
 from distkv.client import open_client
 from moat.util import P
 
+import harness
+from harness import check, cli
+
 PORT = int(sys.argv[1])
-HERE = os.path.dirname(os.path.abspath(sys.executable))
-CLI = os.path.join(HERE, "distkv")
 JOE = "password name=joe password=geheim123"
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        print("FAILED:", what, file=sys.stderr)
-        sys.exit(1)
-    checks += 1
-
-
-def cli(cfg, *args, rc=0):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    p = subprocess.run([CLI, "-c", cfg, "client", *args], capture_output=True, text=True, env=env, timeout=60)
-    check(p.returncode == rc, f"distkv client {' '.join(args)}: rc {p.returncode} != {rc}; stderr: {p.stderr}")
-    return p.stdout, p.stderr
 
 
 async def stored_digest(auth):
@@ -87,7 +70,7 @@ def main():
     out, _ = cli(cfg, "-a", "root", "auth", "-m", "root", "user", "list", "-v")
     check(out == "ident: '*'\nkind: user\ntyp: root\n", f"user list -v: {out!r}")
 
-    print(f"auth.py: {checks} checks passed")
+    print(f"auth.py: {harness.checks} checks passed")
 
 
 main()

@@ -7,7 +7,6 @@ same requests (recorded from a real 0.63.3 server); the Rust node must answer th
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -16,25 +15,10 @@ from distkv.client import open_client
 from distkv.exceptions import ServerError
 from moat.util import P
 
+import harness
+from harness import check, cli
+
 PORT = int(sys.argv[1])
-HERE = os.path.dirname(os.path.abspath(sys.executable))
-CLI = os.path.join(HERE, "distkv")
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        print("FAILED:", what, file=sys.stderr)
-        sys.exit(1)
-    checks += 1
-
-
-def cli(cfg, *args, rc=0):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    p = subprocess.run([CLI, "-c", cfg, "client", *args], capture_output=True, text=True, env=env, timeout=60)
-    check(p.returncode == rc, f"distkv client {' '.join(args)}: rc {p.returncode} != {rc}; stderr: {p.stderr}")
-    return p.stdout, p.stderr
 
 
 async def library():
@@ -179,4 +163,4 @@ def command_line():
 
 anyio.run(library)
 command_line()
-print(f"python compat: {checks} checks passed")
+print(f"python compat: {harness.checks} checks passed")

@@ -26,8 +26,9 @@ use distkv_node::server;
 use process::{logs, python, workspace, Launch};
 use tokio_util::sync::CancellationToken;
 
-#[test]
-fn python_client_and_cli_work_against_the_node() -> anyhow::Result<()> {
+/// Runs `tests/python/SCRIPT PORT` with the Python of DistKV 0.63.3
+/// against a fresh in-process node whose root holds `Testing`.
+fn run_script_against_a_node(script: &str) -> anyhow::Result<()> {
     let py = python()?;
     let rt = tokio::runtime::Runtime::new()?;
     let shutdown = CancellationToken::new();
@@ -42,19 +43,24 @@ fn python_client_and_cli_work_against_the_node() -> anyhow::Result<()> {
         anyhow::Ok((port, served))
     })?;
     let out = Command::new(&py)
-        .arg(workspace().join("tests/python/compat.py"))
+        .arg(workspace().join("tests/python").join(script))
         .arg(port.to_string())
         .env("PYTHONWARNINGS", "ignore")
         .output()
-        .context("running compat.py")?;
+        .with_context(|| format!("running {script}"))?;
     shutdown.cancel();
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await })???;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        bail!("compat.py failed: {}", out.status);
+        bail!("{script} failed: {}", out.status);
     }
     Ok(())
+}
+
+#[test]
+fn python_client_and_cli_work_against_the_node() -> anyhow::Result<()> {
+    run_script_against_a_node("compat.py")
 }
 
 #[test]
@@ -240,31 +246,5 @@ fn password_login_crypto_matches_pythons() -> anyhow::Result<()> {
 /// refused and accepted logins; only the password's digest is stored.
 #[test]
 fn python_users_and_login_work_against_the_node() -> anyhow::Result<()> {
-    let py = python()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let shutdown = CancellationToken::new();
-    let (port, served) = rt.block_on(async {
-        let listener = server::bind("127.0.0.1", 0).await?;
-        let node = NodeBuilder::new("rust1")
-            .init(Some(distkv_model::Value::str("Testing")))
-            .build(listener)
-            .await?;
-        let port = node.local_addr().port();
-        let served = tokio::spawn(node.run(shutdown.clone()));
-        anyhow::Ok((port, served))
-    })?;
-    let out = Command::new(&py)
-        .arg(workspace().join("tests/python/auth.py"))
-        .arg(port.to_string())
-        .env("PYTHONWARNINGS", "ignore")
-        .output()
-        .context("running auth.py")?;
-    shutdown.cancel();
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await })???;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("auth.py failed: {}", out.status);
-    }
-    Ok(())
+    run_script_against_a_node("auth.py")
 }
