@@ -147,6 +147,9 @@ fn kind_field(msg: &Value) -> CmdResult<&str> {
     }
 }
 
+/// How many Diffie-Hellman exchanges of this process compute at once.
+pub(super) static CRYPTO_LIMIT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+
 /// `diffie_hellman` `{pubkey, length}`: the work to run off the reactor
 /// (a 2048-bit exponentiation), or DistKV's error for a second call.
 pub(super) fn diffie_hellman(

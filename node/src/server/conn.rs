@@ -527,6 +527,12 @@ impl Conn {
     fn diffie_hellman(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
         match auth::diffie_hellman(&self.login, msg) {
             Ok(work) => self.reply_later(seq, async move {
+                // At most three exchanges compute at once, as in DistKV: a
+                // flood of them waits instead of taking every core.
+                let _permit = auth::CRYPTO_LIMIT
+                    .acquire()
+                    .await
+                    .map_err(|e| CmdError::Server(format!("diffie_hellman: {e}")))?;
                 tokio::task::spawn_blocking(work).await.map_err(|e| {
                     CmdError::Server(format!("diffie_hellman: the task failed: {e}"))
                 })?
