@@ -65,14 +65,30 @@ impl Login {
         }
     }
 
-    fn session_key(&self) -> CmdResult<SessionKey> {
-        match &*self.dh.lock().unwrap_or_else(|e| e.into_inner()) {
-            Dh::Ready(k) => Ok(k.clone()),
-            _ => Err(py_err(
-                "RuntimeError",
-                &[Value::str("The client has not executed DH key exchange")],
-            )),
-        }
+    /// The password digest a request's `password` field carries, sealed
+    /// under this connection's Diffie-Hellman key (`auth`, `auth_set`).
+    fn sealed_password(&self, msg: &Value) -> CmdResult<Vec<u8>> {
+        let sealed = match msg.get("password") {
+            Some(Value::Bin(b)) => b.clone(),
+            _ => return Err(CmdError::Invalid("field 'password' must be bytes".into())),
+        };
+        let key: SessionKey = match &*self.dh.lock().unwrap_or_else(|e| e.into_inner()) {
+            Dh::Ready(k) => k.clone(),
+            _ => {
+                return Err(py_err(
+                    "RuntimeError",
+                    &[Value::str("The client has not executed DH key exchange")],
+                ))
+            }
+        };
+        key.open(&sealed).map_err(|_| {
+            py_err(
+                "CryptoError",
+                &[Value::str(
+                    "Decryption failed. Ciphertext failed verification",
+                )],
+            )
+        })
     }
 }
 
@@ -215,18 +231,7 @@ pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult
     let record = user_record(server, typ, "user", ident)
         .ok_or_else(|| CmdError::NotFound(ident.to_string()))?;
     if typ == "password" {
-        let sealed = match msg.get("password") {
-            Some(Value::Bin(b)) => b.clone(),
-            _ => return Err(CmdError::Invalid("field 'password' must be bytes".into())),
-        };
-        let digest = login.session_key()?.open(&sealed).map_err(|_| {
-            py_err(
-                "CryptoError",
-                &[Value::str(
-                    "Decryption failed. Ciphertext failed verification",
-                )],
-            )
-        })?;
+        let digest = login.sealed_password(msg)?;
         let stored = match record.get("password") {
             Some(Value::Bin(b)) => b.clone(),
             _ => Arc::from(&[][..]),
@@ -299,18 +304,7 @@ pub(super) fn auth_set(server: &Server, login: &Login, msg: &Value) -> CmdResult
         }
         "password" => {
             let ident = str_field(msg, "ident")?.to_string();
-            let sealed = match msg.get("password") {
-                Some(Value::Bin(b)) => b.clone(),
-                _ => return Err(CmdError::Invalid("field 'password' must be bytes".into())),
-            };
-            let digest = login.session_key()?.open(&sealed).map_err(|_| {
-                py_err(
-                    "CryptoError",
-                    &[Value::str(
-                        "Decryption failed. Ciphertext failed verification",
-                    )],
-                )
-            })?;
+            let digest = login.sealed_password(msg)?;
             (ident, Value::map([("password", Value::Bin(digest.into()))]))
         }
         _ => {
