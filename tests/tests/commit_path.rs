@@ -202,6 +202,36 @@ async fn client_roads(n: &Running) -> Result<Vec<Value>> {
     Ok(replies)
 }
 
+/// Another node on `hub`, which sets `b` to 2: an event for the bus road.
+async fn peer_setting_b(hub: &Arc<MemHub>, name: &str) -> Result<Running> {
+    let b = Running::start(
+        NodeBuilder::new(name)
+            .bus(BusSpec::Given(hub.bus(name)))
+            .cluster(quick())
+            .seed(2),
+    )
+    .await?;
+    b.raw()
+        .await?
+        .call_ok(
+            "set_value",
+            vec![("path", p(path!["b"])), ("value", Value::Int(2))],
+        )
+        .await?;
+    Ok(b)
+}
+
+/// A node without data that joins over `hub`, its transfer checked by
+/// `hook`.
+fn joiner(hub: &Arc<MemHub>, name: &str, hook: Arc<Recorder>) -> NodeBuilder {
+    NodeBuilder::new(name)
+        .hook(hook)
+        .start(Start::Join)
+        .bus(BusSpec::Given(hub.bus(name)))
+        .cluster(quick())
+        .seed(3)
+}
+
 /// Seeds what the client roads change, before the hook is watched.
 async fn seed(n: &Running) -> Result<()> {
     let mut c = n.raw().await?;
@@ -251,20 +281,7 @@ async fn every_road_passes_the_commit_hooks() -> Result<()> {
     }
 
     // Another node's change, over the in-memory bus.
-    let b = Running::start(
-        NodeBuilder::new("cb")
-            .bus(BusSpec::Given(hub.bus("cb")))
-            .cluster(quick())
-            .seed(2),
-    )
-    .await?;
-    b.raw()
-        .await?
-        .call_ok(
-            "set_value",
-            vec![("path", p(path!["b"])), ("value", Value::Int(2))],
-        )
-        .await?;
+    let _b = peer_setting_b(&hub, "cb").await?;
     eventually("the bus event at ca", DEADLINE, || {
         a.value(&path!["b"]) == Some(Value::Int(2))
     })
@@ -273,15 +290,7 @@ async fn every_road_passes_the_commit_hooks() -> Result<()> {
 
     // A node without data joins: it fetches the state from a ready peer.
     let join_hook = Arc::new(Recorder::default());
-    let j = Running::start(
-        NodeBuilder::new("cj")
-            .hook(join_hook.clone())
-            .start(Start::Join)
-            .bus(BusSpec::Given(hub.bus("cj")))
-            .cluster(quick())
-            .seed(3),
-    )
-    .await?;
+    let j = Running::start(joiner(&hub, "cj", join_hook.clone())).await?;
     // Ready once the state is fetched (some of it may have come by the
     // bus before; the transfer proposes every entry all the same).
     eventually("the joining node to fetch", 4 * DEADLINE, || {
@@ -367,20 +376,7 @@ async fn a_refusing_hook_stops_every_road_with_nothing_applied() -> Result<()> {
     ensure!(a.value(&path!["t", "a"]) == Some(Value::Int(0)));
     ensure!(a.value(&path!["c", "update"]).is_none());
 
-    let b = Running::start(
-        NodeBuilder::new("rb")
-            .bus(BusSpec::Given(hub.bus("rb")))
-            .cluster(quick())
-            .seed(2),
-    )
-    .await?;
-    b.raw()
-        .await?
-        .call_ok(
-            "set_value",
-            vec![("path", p(path!["b"])), ("value", Value::Int(2))],
-        )
-        .await?;
+    let _b = peer_setting_b(&hub, "rb").await?;
     eventually("the bus event to reach ra's hook", DEADLINE, || {
         hook.saw(Road::Bus, "event", &path!["b"])
     })
@@ -392,15 +388,7 @@ async fn a_refusing_hook_stops_every_road_with_nothing_applied() -> Result<()> {
 
     // A joining node whose hook refuses the transfer stays without data.
     let join_hook = Recorder::refusing();
-    let j = Running::start(
-        NodeBuilder::new("rj")
-            .hook(join_hook.clone())
-            .start(Start::Join)
-            .bus(BusSpec::Given(hub.bus("rj")))
-            .cluster(quick())
-            .seed(3),
-    )
-    .await?;
+    let j = Running::start(joiner(&hub, "rj", join_hook.clone())).await?;
     eventually("the transfer to reach rj's hook", 4 * DEADLINE, || {
         // A refused batch is refused at its first event.
         join_hook.saw_road(Road::Transfer)
