@@ -796,6 +796,7 @@ pub fn with_reserved_ticks<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit::SharedState;
     use crate::persist::lock::{once_unlocked, Holder};
     use distkv_log::writer::RecoveryMode;
     use distkv_log::{LogLimits, LogReader};
@@ -803,17 +804,6 @@ mod tests {
     use std::path::PathBuf;
 
     use std::sync::atomic::AtomicU64;
-
-    struct Host(parking_lot::Mutex<State>);
-
-    impl StateHost for Host {
-        fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-            f(&mut self.0.lock())
-        }
-        fn now_ms(&self) -> u64 {
-            crate::server::now_ms()
-        }
-    }
 
     /// A host whose clocks the test sets.
     struct ClockHost {
@@ -854,23 +844,22 @@ mod tests {
     fn session(
         dir: &FsPath,
         cfg: impl Fn(&mut DurableConfig),
-        f: impl FnOnce(&Host, &Durability),
+        f: impl FnOnce(&SharedState, &Durability),
     ) -> u128 {
         let mut c = DurableConfig::new(dir);
         cfg(&mut c);
         let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         let (mut state, _, wr) = rec.split();
         state.make_ready();
-        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let host = SharedState::new(state);
         let (d, h) = start(host.clone(), wr).unwrap();
         f(&host, &d);
         d.request_stop();
         h.join().unwrap().unwrap();
-        let digest = host.0.lock().digest();
-        digest
+        host.with_state(|st| st.digest())
     }
 
-    fn write(host: &Host, d: &Durability, p: &[Value], v: Option<Value>) {
+    fn write(host: &SharedState, d: &Durability, p: &[Value], v: Option<Value>) {
         host.with_state(|st| {
             with_reserved_ticks(Some(d), st, |st| st.local_change(p, v.clone())).unwrap();
         });
@@ -895,7 +884,7 @@ mod tests {
             &dir,
             |_| {},
             |h, _| {
-                tick = h.0.lock().tick().unwrap();
+                tick = h.with_state(|st| st.tick().unwrap());
             },
         );
         assert_eq!(d1, d2);
@@ -921,7 +910,7 @@ mod tests {
                 for i in chunk * 50..(chunk + 1) * 50 {
                     write(h, d, &path!["k", i % 37], Some(Value::Int(i)));
                 }
-                let target = h.0.lock().log().next_seq() - 1;
+                let target = h.with_state(|st| st.log().next_seq()) - 1;
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
                 while *d.durable.borrow() < target {
                     assert!(std::time::Instant::now() < deadline, "writer stuck");
@@ -1080,7 +1069,7 @@ mod tests {
             |h, d| {
                 for i in 0..40i64 {
                     write(h, d, &path!["k", i], Some(Value::Int(i)));
-                    let target = h.0.lock().log().next_seq() - 1;
+                    let target = h.with_state(|st| st.log().next_seq()) - 1;
                     wait_for("the writer", || *d.durable.borrow() >= target);
                 }
             },
@@ -1173,7 +1162,7 @@ mod tests {
         session(&dir, small, |h, d| {
             for i in 0..60i64 {
                 write(h, d, &path!["k", i], Some(Value::Int(i)));
-                let target = h.0.lock().log().next_seq() - 1;
+                let target = h.with_state(|st| st.log().next_seq()) - 1;
                 wait_for("the writer", || *d.durable.borrow() >= target);
             }
         });
@@ -1210,9 +1199,9 @@ mod tests {
         let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         let (mut state, _, wr) = rec.split();
         state.make_ready();
-        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let host = SharedState::new(state);
         let (d, h) = start(host.clone(), wr).unwrap();
-        let pinned = || host.0.lock().log().pinned();
+        let pinned = || host.with_state(|st| st.log().pinned());
         write(&host, &d, &path!["k", 0i64], Some(Value::Int(0)));
         wait_for("the first write", || pinned().0 == 0);
         assert_eq!(d.admits(pinned()), Ok(()));
@@ -1237,7 +1226,7 @@ mod tests {
         assert_eq!(d.admits(pinned()), Ok(()));
         d.request_stop();
         h.join().unwrap().unwrap();
-        let digest = host.0.lock().digest();
+        let digest = host.with_state(|st| st.digest());
         drop(d);
         let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
         assert_eq!(rec.state.digest(), digest, "every event reached the log");
@@ -1252,10 +1241,7 @@ mod tests {
         c.max_backlog_bytes = 1 << 20;
         let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         let (_, _, wr) = rec.split();
-        let host = Arc::new(Host(parking_lot::Mutex::new(State::new(
-            "n1",
-            LogLimits::default(),
-        ))));
+        let host = SharedState::new(State::new("n1", LogLimits::default()));
         let (d, h) = start(host, wr).unwrap();
         assert_eq!(d.admits((5, 100)), Ok(()));
         assert!(matches!(
@@ -1279,7 +1265,7 @@ mod tests {
         let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
         let (mut state, _, wr) = rec.split();
         state.make_ready();
-        let host = Arc::new(Host(parking_lot::Mutex::new(state)));
+        let host = SharedState::new(state);
         let (d, h) = start(host.clone(), wr).unwrap();
         d.inject_fault(Some("no space left on device"));
         for i in 1..=3i64 {
