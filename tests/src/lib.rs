@@ -174,20 +174,12 @@ impl ClusterNode {
         ))
         .await?;
         let gate = Gate::new(mqtt.clone());
-        let cfg = ClusterConfig {
-            ping: ActorConfig {
-                cycle: 1000,
-                gap: 200,
-                ..ActorConfig::main()
-            },
-            ..ClusterConfig::default()
-        };
         let seed = name
             .bytes()
             .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
         let node = builder
             .bus(BusSpec::Given(gate.clone()))
-            .cluster(cfg)
+            .cluster(quick_cluster())
             .seed(seed)
             .serve_before_ready(true)
             .build(listener)
@@ -564,5 +556,18 @@ impl Lines {
     /// Everything written so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// The replication protocol with a fast election cycle (1 s, gap 0.2 s),
+/// for tests.
+pub fn quick_cluster() -> ClusterConfig {
+    ClusterConfig {
+        ping: ActorConfig {
+            cycle: 1000,
+            gap: 200,
+            ..ActorConfig::main()
+        },
+        ..ClusterConfig::default()
     }
 }

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use distkv_model::{path, Path, Value};
-use distkv_node::cluster::actor::ActorConfig;
-use distkv_node::cluster::core::ClusterConfig;
 use distkv_node::cluster::mem::{Faults, MemHub};
 use distkv_node::commit::{CommitHook, Denied, Proposal, Road};
 use distkv_node::node::{BusSpec, NodeBuilder, NodeError, Start};
@@ -25,7 +23,7 @@ use distkv_node::persist::durable::DurableConfig;
 use distkv_node::persist::snap;
 use distkv_node::server::{self, Server};
 use distkv_node::state::State;
-use distkv_tests::{eventually, p, within, ClusterNode, Raw, DEADLINE};
+use distkv_tests::{eventually, p, quick_cluster, within, ClusterNode, Raw, DEADLINE};
 use tokio_util::sync::CancellationToken;
 
 /// What the hook refuses with.
@@ -82,18 +80,6 @@ impl Recorder {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(|(r, k, p)| *r == road && *k == kind && p == path)
-    }
-}
-
-/// A fast protocol for tests.
-fn quick() -> ClusterConfig {
-    ClusterConfig {
-        ping: ActorConfig {
-            cycle: 1000,
-            gap: 200,
-            ..ActorConfig::main()
-        },
-        ..ClusterConfig::default()
     }
 }
 
@@ -207,7 +193,7 @@ async fn peer_setting_b(hub: &Arc<MemHub>, name: &str) -> Result<Running> {
     let b = Running::start(
         NodeBuilder::new(name)
             .bus(BusSpec::Given(hub.bus(name)))
-            .cluster(quick())
+            .cluster(quick_cluster())
             .seed(2),
     )
     .await?;
@@ -228,7 +214,7 @@ fn joiner(hub: &Arc<MemHub>, name: &str, hook: Arc<Recorder>) -> NodeBuilder {
         .hook(hook)
         .start(Start::Join)
         .bus(BusSpec::Given(hub.bus(name)))
-        .cluster(quick())
+        .cluster(quick_cluster())
         .seed(3)
 }
 
@@ -255,7 +241,7 @@ async fn every_road_passes_the_commit_hooks() -> Result<()> {
             .init(Some(Value::str("root")))
             .load([loaded, restored])
             .bus(BusSpec::Given(hub.bus("ca")))
-            .cluster(quick())
+            .cluster(quick_cluster())
             .seed(1),
     )
     .await?;
@@ -361,7 +347,7 @@ async fn a_refusing_hook_stops_every_road_with_nothing_applied() -> Result<()> {
         NodeBuilder::new("ra")
             .hook(hook.clone())
             .bus(BusSpec::Given(hub.bus("ra")))
-            .cluster(quick())
+            .cluster(quick_cluster())
             .seed(1),
     )
     .await?;
