@@ -105,15 +105,14 @@ pub struct Denied(pub String);
 impl Denied {
     /// A `ClientError` saying `message`.
     pub fn client(message: &str) -> Denied {
-        Denied::python("ClientError", message)
+        Denied::python("ClientError", &[Value::str(message)])
     }
 
-    /// The Python exception `class` saying `message`.
-    pub fn python(class: &str, message: &str) -> Denied {
-        Denied(format!(
-            "{class}({})",
-            distkv_model::repr::str_repr(message)
-        ))
+    /// The Python exception `class` with `args`, as Python's `repr` shows
+    /// it: `Class(arg, …)`.
+    pub fn python(class: &str, args: &[Value]) -> Denied {
+        let args: Vec<String> = args.iter().map(Value::to_string).collect();
+        Denied(format!("{class}({})", args.join(", ")))
     }
 }
 
@@ -134,7 +133,7 @@ impl CommitHook for MetaRules {
             Proposal::Event(ev) => (&ev.path, ev.value.as_ref()),
             Proposal::DeleteTree { .. } => return Ok(()),
         };
-        meta::check(path, value).map_err(|e| Denied::python(e.class, &e.message))
+        meta::check(path, value).map_err(|e| Denied::python(e.class, &[Value::str(&e.message)]))
     }
 }
 

@@ -95,8 +95,7 @@ impl Login {
 /// A DistKV-worded error: `Class(arg, …)` with the arguments' Python
 /// reprs.
 pub(super) fn py_err(class: &str, args: &[Value]) -> CmdError {
-    let args: Vec<String> = args.iter().map(Value::to_string).collect();
-    CmdError::Python(format!("{class}({})", args.join(", ")))
+    CmdError::Python(crate::commit::Denied::python(class, args).0)
 }
 
 /// DistKV's error for a request before login.
