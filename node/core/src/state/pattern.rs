@@ -13,6 +13,8 @@
 //! A [`PatternCursor`] steps along a path one element at a time, as an ACL
 //! check does; [`best_match`] is the whole walk at once.
 
+use std::sync::LazyLock;
+
 use distkv_model::Value;
 
 use super::Entry;
@@ -46,8 +48,9 @@ impl<'a> PatternCursor<'a> {
 
     /// The cursor after one more path element.
     pub fn step(&self, elem: &Value) -> PatternCursor<'a> {
-        let plus = Value::str("+");
-        let hash = Value::str("#");
+        static WILDCARDS: LazyLock<(Value, Value)> =
+            LazyLock::new(|| (Value::str("+"), Value::str("#")));
+        let (plus, hash) = &*WILDCARDS;
         let mut next: Vec<(&'a Entry, bool)> = Vec::with_capacity(self.candidates.len() + 2);
         let mut push = |entry: &'a Entry, keep: bool| {
             if !next
@@ -64,10 +67,10 @@ impl<'a> PatternCursor<'a> {
             if *elem == Value::Nil {
                 continue;
             }
-            if let Some(child) = entry.child(&plus) {
+            if let Some(child) = entry.child(plus) {
                 push(child, false);
             }
-            if let Some(child) = entry.child(&hash) {
+            if let Some(child) = entry.child(hash) {
                 push(child, true);
             }
             if keep {
