@@ -11,7 +11,10 @@
 //!    and not too much waiting for the disk ([`Store::admits`]); memory
 //!    stays bounded so. A refused change is not applied (other nodes'
 //!    events are asked for again later).
-//! 2. **Check:** every [`CommitHook`] sees each change (a [`Proposal`])
+//! 2. **Check:** a client's change must be allowed by the ACL its login
+//!    bound ([`Access`], checked as DistKV checks it: `x`/`n` on the way,
+//!    `w`/`c` for a value, `d` for a subtree); then every [`CommitHook`]
+//!    sees each change (a [`Proposal`])
 //!    and may refuse it ([`Denied`]); nothing of a refused change is
 //!    applied, and the client's request gets the refusal as an error reply.
 //! 3. **Apply:** the state's apply rules, with the durable tick reservation
@@ -35,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
 use crate::persist::load::{load_file_admitted, LoadError, LoadReport};
+use crate::state::acl::{Access, AclCursor, AclDenied, Mode, Want};
 use crate::state::{meta, Applied, Deleted, State, StateError, Tock};
 
 /// The road a change comes by.
@@ -417,9 +421,33 @@ impl Tx<'_> {
 
     /// Checks, bounds and applies `change` (nothing of it if refused).
     pub fn commit(&mut self, road: Road, change: Change) -> Result<Committed, ChangeError> {
+        self.commit_as(road, &Access::Full, change)
+    }
+
+    /// [`Tx::commit`] for a client whose login grants `access`: the ACL
+    /// must allow the change, and `delete_tree` deletes only what it
+    /// allows.
+    pub fn commit_as(
+        &mut self,
+        road: Road,
+        access: &Access,
+        change: Change,
+    ) -> Result<Committed, ChangeError> {
         let checks = &*self.store.checks;
         let st = self.st.as_mut().expect("held until drop");
         checks.admits(st)?;
+        if access.is_restricted() {
+            let acl = access.cursor(st);
+            match &change {
+                Change::Set { path, .. } => acl_allows(st, acl, path, Want::WriteOrCreate)?,
+                Change::DeleteTree { path } => acl_allows(st, acl, path, Want::Mode(Mode::Delete))?,
+                Change::Events(evs) => {
+                    for ev in evs {
+                        acl_allows(st, acl.clone(), &ev.path, Want::WriteOrCreate)?;
+                    }
+                }
+            }
+        }
         match &change {
             Change::Set { path, value } => {
                 let value = value.as_ref();
@@ -451,13 +479,33 @@ impl Tx<'_> {
                 st.local_change(&path, value.clone()).map(Committed::Set)
             }),
             Change::DeleteTree { path } => local(st, &mut |st| {
-                st.delete_tree(&path).map(Committed::DeleteTree)
+                st.delete_tree(&path, access).map(Committed::DeleteTree)
             }),
             Change::Events(evs) => Ok(Committed::Events(
                 evs.into_iter().map(|ev| st.apply(ev)).collect(),
             )),
         }
     }
+}
+
+/// Whether `acl` allows a change at `path` (`want` at its end): a user
+/// bound to an ACL never reaches the meta tree.
+fn acl_allows(st: &State, acl: AclCursor<'_>, path: &Path, want: Want) -> Result<(), Denied> {
+    if path.iter().any(Value::is_nil) {
+        return Err(Denied::python(
+            "ValueError",
+            &[Value::str("Null path element")],
+        ));
+    }
+    acl.follow(st.root(), path, want)
+        .map(drop)
+        .map_err(acl_denied)
+}
+
+/// DistKV's error for a request an ACL refuses:
+/// `ACLError(<AclEntry:[…]@… ='rc'>, 'w')`.
+pub fn acl_denied(e: AclDenied) -> Denied {
+    Denied(format!("ACLError{e}"))
 }
 
 impl Drop for Tx<'_> {

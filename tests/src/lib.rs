@@ -22,6 +22,7 @@ use distkv_node::cluster::actor::ActorConfig;
 use distkv_node::cluster::core::ClusterConfig;
 use distkv_node::cluster::gate::Gate;
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
+use distkv_node::login::{password_digest, KeyExchange, SessionKey};
 use distkv_node::node::{BusSpec, NodeBuilder, NodeError};
 use distkv_node::server::{self, Server, ServerOptions};
 use tokio::task::JoinHandle;
@@ -243,6 +244,8 @@ pub struct Raw {
     /// The server's greeting.
     pub greeting: Value,
     next_seq: u64,
+    /// The Diffie-Hellman session key, once agreed.
+    key: Option<SessionKey>,
 }
 
 impl Raw {
@@ -256,6 +259,7 @@ impl Raw {
             conn,
             greeting,
             next_seq: 1,
+            key: None,
         })
     }
 
@@ -363,6 +367,88 @@ impl Raw {
                 return Ok(out);
             }
         }
+    }
+
+    /// The connection's session key: runs `diffie_hellman` (as DistKV's
+    /// client does, length 1024) the first time.
+    pub async fn session_key(&mut self) -> Result<SessionKey> {
+        if let Some(k) = &self.key {
+            return Ok(k.clone());
+        }
+        let kx = KeyExchange::new(1024)?;
+        let r = self
+            .call_ok(
+                "diffie_hellman",
+                vec![
+                    ("pubkey", Value::Bin(kx.public_key().into())),
+                    ("length", Value::Int(1024)),
+                ],
+            )
+            .await?;
+        let Some(Value::Bin(theirs)) = r.get("pubkey") else {
+            bail!("no pubkey: {r}");
+        };
+        let key = kx.session_key(theirs)?;
+        self.key = Some(key.clone());
+        Ok(key)
+    }
+
+    /// `auth` as DistKV's client sends it; the reply's messages (one
+    /// error, or the empty stream `start`, `end`).
+    pub async fn auth(
+        &mut self,
+        typ: &str,
+        ident: &str,
+        extra: Vec<(&str, Value)>,
+    ) -> Result<Vec<Value>> {
+        let mut f = vec![
+            ("typ", Value::str(typ)),
+            ("ident", Value::str(ident)),
+            ("iter", Value::Bool(false)),
+        ];
+        f.extend(extra);
+        let seq = self.request("auth", f).await?;
+        let first = self.recv().await?;
+        ensure!(seq_of(&first) == Some(seq), "{first}");
+        if first.get("error").is_some() {
+            return Ok(vec![first]);
+        }
+        let mut all = vec![first];
+        all.extend(self.recv_stream(seq).await?);
+        Ok(all)
+    }
+
+    /// Logs in with the `password` method; fails on an error.
+    pub async fn login_password(&mut self, name: &str, password: &str) -> Result<()> {
+        let sealed = self.session_key().await?.seal(&password_digest(password))?;
+        let msgs = self
+            .auth(
+                "password",
+                name,
+                vec![("password", Value::Bin(sealed.into()))],
+            )
+            .await?;
+        ensure!(
+            msgs.len() == 2 && msgs.iter().all(|m| m.get("error").is_none()),
+            "login of {name} failed: {msgs:?}"
+        );
+        Ok(())
+    }
+
+    /// Creates (or replaces) the `password` user `name` (`auth_set`).
+    pub async fn add_password_user(&mut self, name: &str, password: &str) -> Result<()> {
+        let sealed = self.session_key().await?.seal(&password_digest(password))?;
+        self.call_ok(
+            "auth_set",
+            vec![
+                ("typ", Value::str("password")),
+                ("kind", Value::str("user")),
+                ("ident", Value::str(name)),
+                ("password", Value::Bin(sealed.into())),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Checks the connection still answers (a `get_tock` round trip).

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 use distkv_model::Value;
-use distkv_node::login::{password_digest, KeyExchange, SessionKey};
+use distkv_node::login::{password_digest, SessionKey};
 use distkv_tests::*;
 
 fn bin(b: &[u8]) -> Value {
@@ -13,46 +13,10 @@ fn bin(b: &[u8]) -> Value {
 
 /// Runs `diffie_hellman` on `c`; returns the session key.
 async fn dh(c: &mut Raw) -> Result<SessionKey> {
-    let kx = KeyExchange::new(1024)?;
     let started = std::time::Instant::now();
-    let r = c
-        .call_ok(
-            "diffie_hellman",
-            vec![
-                ("pubkey", bin(kx.public_key())),
-                ("length", Value::Int(1024)),
-            ],
-        )
-        .await?;
+    let key = c.session_key().await?;
     println!("diffie_hellman round trip: {:?}", started.elapsed());
-    let Some(Value::Bin(theirs)) = r.get("pubkey") else {
-        anyhow::bail!("no pubkey: {r}");
-    };
-    Ok(kx.session_key(theirs)?)
-}
-
-/// `auth` as DistKV's client sends it; the reply's messages.
-async fn login(
-    c: &mut Raw,
-    typ: &str,
-    ident: &str,
-    extra: Vec<(&str, Value)>,
-) -> Result<Vec<Value>> {
-    let mut f = vec![
-        ("typ", Value::str(typ)),
-        ("ident", Value::str(ident)),
-        ("iter", Value::Bool(false)),
-    ];
-    f.extend(extra);
-    let seq = c.request("auth", f).await?;
-    let first = c.recv().await?;
-    ensure!(seq_of(&first) == Some(seq), "{first}");
-    if first.get("error").is_some() {
-        return Ok(vec![first]);
-    }
-    let mut all = vec![first];
-    all.extend(c.recv_stream(seq).await?);
-    Ok(all)
+    Ok(key)
 }
 
 fn error_of(msgs: &[Value]) -> Result<String> {
@@ -132,11 +96,14 @@ async fn password_login_gates_requests_and_stores_only_the_digest() -> Result<()
     );
     let r = c.call("get_tock", vec![]).await?;
     ensure!(error_text(&r)? == "NoAuthError()", "{r}");
-    let e = error_of(&login(&mut c, "root", "*", vec![]).await?)?;
+    let e = error_of(&c.auth("root", "*", vec![]).await?)?;
     ensure!(e == "RuntimeError('Wrong auth type', 'password')", "{e}");
     let key = dh(&mut c).await?;
     let wrong = key.seal(&password_digest("wrongpass"))?;
-    let e = error_of(&login(&mut c, "password", "joe", vec![("password", bin(&wrong))]).await?)?;
+    let e = error_of(
+        &c.auth("password", "joe", vec![("password", bin(&wrong))])
+            .await?,
+    )?;
     ensure!(
         e == "AuthFailedError('Password hashes do not match', 'joe')",
         "{e}"
@@ -144,7 +111,9 @@ async fn password_login_gates_requests_and_stores_only_the_digest() -> Result<()
     let r = c.call("get_tock", vec![]).await?;
     ensure!(error_text(&r)? == "NoAuthError()", "still refused: {r}");
     let right = key.seal(&password_digest("geheim123"))?;
-    let msgs = login(&mut c, "password", "joe", vec![("password", bin(&right))]).await?;
+    let msgs = c
+        .auth("password", "joe", vec![("password", bin(&right))])
+        .await?;
     let states: Vec<_> = msgs.iter().map(state_of).collect();
     ensure!(states == [Some("start"), Some("end")], "{msgs:?}");
     c.still_works().await?;
@@ -192,7 +161,7 @@ async fn root_login_lets_the_connection_in() -> Result<()> {
     );
     let r = c.call("get_tock", vec![]).await?;
     ensure!(error_text(&r)? == "NoAuthError()", "{r}");
-    let msgs = login(&mut c, "root", "*", vec![("data", Value::map([]))]).await?;
+    let msgs = c.auth("root", "*", vec![("data", Value::map([]))]).await?;
     let states: Vec<_> = msgs.iter().map(state_of).collect();
     ensure!(states == [Some("start"), Some("end")], "{msgs:?}");
     c.still_works().await?;

@@ -19,7 +19,8 @@
 //!
 //! Every built-in user is "super-root" in DistKV: once logged in (or when
 //! nobody needs to), a connection may read and write users and switch the
-//! method. ACLs are not enforced yet.
+//! method. A user linked to an ACL is bound to it at login; such a
+//! connection may not (docs/compat.md, "ACLs").
 
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,7 @@ use super::handlers::{self, int_field, View};
 use super::reply::{put, CmdError, CmdResult, Fields};
 use super::Server;
 use crate::login::{digests_match, KeyExchange, SessionKey};
+use crate::state::acl::Access;
 
 /// The methods this node knows.
 const METHODS: [&str; 3] = ["root", "password", "_test"];
@@ -211,9 +213,9 @@ fn user_record(server: &Server, typ: &str, kind: &str, ident: &str) -> Option<Va
 }
 
 /// `auth` `{typ, ident, …}`: checks the login and, the first time, lets
-/// the connection in. A logged-in connection may test a login; nothing
-/// changes for it.
-pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult<()> {
+/// the connection in and returns what the user may do. A logged-in
+/// connection may test a login; nothing changes for it.
+pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult<Option<Access>> {
     let typ = str_field(msg, "typ")?;
     if !login.logged_in {
         let current = current_method(server);
@@ -245,8 +247,24 @@ pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult
             ));
         }
     }
+    if login.logged_in {
+        // A connection already in tests a login: nothing changes for it.
+        return Ok(None);
+    }
     login.logged_in = true;
-    Ok(())
+    Ok(Some(bound_access(server, typ, ident)))
+}
+
+/// The ACL a user is bound to, read at login from its `acl` link
+/// `(None, "auth", METHOD, "user", IDENT, "acl")` = `{key: NAME}`: none
+/// without a link or with `key: "*"`.
+fn bound_access(server: &Server, typ: &str, ident: &str) -> Access {
+    let st = server.state();
+    let link = st.entry(&auth_path(&[typ, "user", ident, "acl"]));
+    match link.and_then(|e| e.data()?.get("key")?.as_str()) {
+        None | Some("*") => Access::Full,
+        Some(name) => Access::Acl(name.into()),
+    }
 }
 
 /// Writes `value` at `(None, "auth", rest…)` through the commit path, with

@@ -5,9 +5,11 @@ use bytes::Bytes;
 use distkv_model::codec;
 use distkv_model::{NodeName, Value};
 
+use super::handlers::{acl_err, View};
 use super::reply::{CmdError, CmdResult, Fields};
 use super::stream::{Body, StreamOut};
 use super::Server;
+use crate::state::acl::{AclDenied, Mode};
 use distkv_core::cluster::msg::{Info, BUS_LIMITS};
 
 fn no_bus() -> CmdError {
@@ -35,10 +37,27 @@ fn join(parts: &[Value]) -> Option<String> {
     Some(parts?.join("/"))
 }
 
+/// Whether `view`'s ACL allows `mode` on a topic, taken as the path of
+/// its levels: `x` at every level on the way, `mode` at the end, as for
+/// data (docs/compat.md, "ACLs"). DistKV checks no ACL for messages.
+fn topic_allows(server: &Server, view: &View, topic: &str, mode: Mode) -> Result<(), AclDenied> {
+    if !view.access.is_restricted() {
+        return Ok(());
+    }
+    let st = server.state();
+    let mut acl = view.acl(&st);
+    for level in topic.split('/') {
+        acl.check(Mode::Traverse)?;
+        acl = acl.step(&Value::str(level));
+    }
+    acl.check(mode)
+}
+
 /// `msg_send`: publishes `data` (packed) or `raw` (bytes as they are).
-pub(super) fn send(server: &Server, msg: &Value) -> CmdResult<Fields> {
+pub(super) fn send(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
     let (bus, topics) = server.bus().ok_or_else(no_bus)?;
     let topic = topic(msg, false)?;
+    topic_allows(server, view, &topic, Mode::Write).map_err(acl_err)?;
     if topics.is_cluster(&topic) {
         // A client must not speak for the nodes: a forged `info` could
         // make them stop asking for data they lack.
@@ -60,7 +79,14 @@ pub(super) fn send(server: &Server, msg: &Value) -> CmdResult<Fields> {
 /// `msg_monitor`: streams every bus message on `topic` (MQTT wildcards
 /// allowed) as `{topic: [...], data}`, or `{topic, raw}` when `raw` was
 /// asked for or the payload does not decode (then with `error`).
-pub(super) async fn monitor(server: &Server, msg: &Value, out: &mut StreamOut) -> Body {
+/// With an ACL, only messages on topics it lets the user read (`r`) are
+/// passed on.
+pub(super) async fn monitor(
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    out: &mut StreamOut,
+) -> Body {
     let Some((bus, _)) = server.bus() else {
         return Ok(Err(no_bus()));
     };
@@ -71,6 +97,9 @@ pub(super) async fn monitor(server: &Server, msg: &Value, out: &mut StreamOut) -
     let raw = msg.get("raw").is_some_and(Value::truthy);
     let mut rx = bus.subscribe(&filter);
     while let Some(d) = rx.recv().await {
+        if topic_allows(server, view, &d.topic, Mode::Read).is_err() {
+            continue;
+        }
         let topic = Value::Array(d.topic.split('/').map(Value::str).collect());
         let mut m: Fields = vec![("topic", topic)];
         match (raw, codec::decode_with(&d.payload, BUS_LIMITS)) {

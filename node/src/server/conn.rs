@@ -470,6 +470,11 @@ impl Conn {
         if !self.login.logged_in && !action.before_login() {
             return self.reply(seq, Err(auth::no_auth()), out);
         }
+        if action.administers() {
+            if let Err(e) = self.view.may_use_meta() {
+                return self.reply(seq, Err(e), out);
+            }
+        }
         if action.mutates() {
             self.changed = true;
             let start = out.len();
@@ -508,7 +513,8 @@ impl Conn {
             Action::Save => return self.save(seq, &msg, out),
             Action::Log => return self.log(seq, &msg, out),
             Action::Stream(kind) => return self.start_stream(kind, seq, msg, out),
-            Action::MsgSend => super::bus_msgs::send(s, &msg),
+            Action::MsgSend => super::bus_msgs::send(s, &self.view, &msg),
+            Action::TestAcl => handlers::test_acl(s, &self.view, &msg),
             Action::KillNode => super::bus_msgs::kill_node(s, &msg),
             Action::DiffieHellman => return self.diffie_hellman(seq, &msg, out),
             Action::Auth => return self.auth(seq, &msg, out),
@@ -543,8 +549,10 @@ impl Conn {
 
     /// `auth`: an empty stream (`start`, `end`) when the login holds.
     fn auth(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
-        if let Err(e) = auth::auth(&self.server, &mut self.login, msg) {
-            return self.reply(seq, Err(e), out);
+        match auth::auth(&self.server, &mut self.login, msg) {
+            Ok(Some(access)) => self.view.access = access,
+            Ok(None) => {}
+            Err(e) => return self.reply(seq, Err(e), out),
         }
         let state = |s: &str| vec![("state", Value::str(s))];
         self.reply(seq, Ok(state("start")), out);
@@ -692,10 +700,12 @@ impl Conn {
         };
         let depth = path.len();
         let change = Change::DeleteTree { path };
-        let events = match self.server.store().commit(Road::Client, change) {
+        let mut tx = self.server.store().begin();
+        let events = match tx.commit_as(Road::Client, &self.view.access, change) {
             Ok(c) => c.deleted(),
             Err(e) => return self.reply(seq, Err(CmdError::from_change(e)), out),
         };
+        drop(tx);
         if nchain == 0 {
             let m = vec![("changed", Value::uint(events.len() as u64))];
             return self.reply(seq, Ok(m), out);

@@ -11,14 +11,22 @@ use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
-use crate::commit::{Change, Road};
-use crate::state::{Entry, Reporter, StateQuery};
+use crate::commit::{acl_denied, Change, Road};
+use crate::state::acl::{Access, AclCursor, AclDenied, Mode, Want};
+use crate::state::{Entry, Reporter, State, StateQuery};
 
 /// A connection's view of the tree.
 #[derive(Debug, Clone, Default)]
 pub struct View {
     /// Absolute path of the connection's root (`root` action).
     pub root: Path,
+    /// What its login lets it do.
+    pub access: Access,
+}
+
+/// An ACL's refusal as the client sees it.
+pub fn acl_err(e: AclDenied) -> CmdError {
+    CmdError::Python(acl_denied(e).0)
 }
 
 impl View {
@@ -32,15 +40,53 @@ impl View {
     /// `*_internal` actions or a leading `None`.
     pub fn resolve(&self, rel: &Path, meta: bool) -> CmdResult<Path> {
         if meta {
+            self.may_use_meta()?;
             let mut v = Vec::with_capacity(rel.len() + 1);
             v.push(Value::Nil);
             v.extend_from_slice(rel);
             return Ok(Path::new(v));
         }
-        if self.chrooted() && rel.iter().any(Value::is_nil) {
+        if (self.chrooted() || self.access.is_restricted()) && rel.iter().any(Value::is_nil) {
             return Err(CmdError::Invalid("Null path element".into()));
         }
         Ok(self.root.join(rel))
+    }
+
+    /// Whether the connection may use the meta tree and the node's admin
+    /// actions: not if an ACL restricts it (DistKV lets every logged-in
+    /// user, so one could rewrite its own ACL).
+    pub fn may_use_meta(&self) -> CmdResult<()> {
+        match &self.access {
+            Access::Full => Ok(()),
+            Access::Acl(name) => Err(CmdError::Python(
+                crate::commit::Denied::python(
+                    "PermissionError",
+                    &[Value::str(&format!(
+                        "this user is bound to ACL {name:?}: no access to the meta tree or the node's administration"
+                    ))],
+                )
+                .0,
+            )),
+        }
+    }
+
+    /// The connection's ACL cursor at the data root.
+    pub fn acl<'a>(&self, st: &'a State) -> AclCursor<'a> {
+        self.access.cursor(st)
+    }
+
+    /// Checks `want` at the absolute `path` for a request that creates
+    /// nothing: `Ok(None)` if the path does not exist; else the entry and
+    /// the ACL cursor there.
+    pub fn follow<'a>(
+        &self,
+        st: &'a State,
+        path: &Path,
+        want: Want,
+    ) -> CmdResult<Option<(&'a Entry, AclCursor<'a>)>> {
+        self.acl(st)
+            .follow_existing(st.root(), path, want)
+            .map_err(acl_err)
     }
 }
 
@@ -89,14 +135,16 @@ pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
             let e = st
                 .entry_by_tick(node, tick)
                 .ok_or_else(|| CmdError::NotFound(format!("{node}:{tick}")))?;
+            // DistKV checks no ACL here: a path-less read would bypass it.
+            view.follow(&st, e.path(), Want::Mode(Mode::Read))?;
             let mut m = entry_fields(e, nchain);
             put(&mut m, "path", Value::Path(e.path().chop(view.root.len())));
             return Ok(m);
         }
     }
     let path = view.resolve(&req_path(msg)?, meta)?;
-    Ok(match st.entry(&path) {
-        Some(e) => entry_fields(e, nchain),
+    Ok(match view.follow(&st, &path, Want::Mode(Mode::Read))? {
+        Some((e, _)) => entry_fields(e, nchain),
         None => {
             let mut m = Vec::new();
             if nchain != 0 {
@@ -130,6 +178,18 @@ pub fn set_value(
     let mut m = Vec::new();
     {
         let st = tx.state();
+        // The ACL first, as in DistKV: a refused request learns nothing of
+        // the value (and a user who may not read it never sees it).
+        let readable = match &view.access {
+            Access::Full => true,
+            access => {
+                let (_, at) = access
+                    .cursor(st)
+                    .follow(st.root(), &path, Want::WriteOrCreate)
+                    .map_err(acl_err)?;
+                at.allows(Mode::Read)
+            }
+        };
         let entry = st.entry(&path);
         let data = entry.and_then(Entry::data);
         let chain = entry.and_then(Entry::chain);
@@ -148,7 +208,11 @@ pub fn set_value(
         let mut send_prev = true;
         if let Some(prev) = msg.get("prev") {
             if data != Some(prev) {
-                let shown = data.map_or("NotGiven".to_string(), Value::to_string);
+                let shown = match data {
+                    None => "NotGiven".to_string(),
+                    Some(d) if readable => d.to_string(),
+                    Some(_) => "(not readable)".to_string(),
+                };
                 return Err(CmdError::Client(format!(
                     "Data is {shown} not {prev} at {rel}"
                 )));
@@ -176,13 +240,13 @@ pub fn set_value(
             (Some(_), None) => true,
         };
         put(&mut m, "changed", Value::Bool(changed));
-        if let (true, Some(d)) = (send_prev, data) {
+        if let (true, true, Some(d)) = (send_prev, readable, data) {
             put(&mut m, "prev", d.clone());
         }
     }
     let change = Change::Set { path, value };
     let ev = tx
-        .commit(Road::Client, change)
+        .commit_as(Road::Client, &view.access, change)
         .map_err(CmdError::from_change)?
         .event()
         .ok_or_else(|| CmdError::Server("the change made no event".into()))?;
@@ -200,23 +264,30 @@ pub fn enumerate(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
     let with_data = bool_field(msg, "with_data", false);
     let empty = bool_field(msg, "empty", false);
     let st = server.state();
-    let e = st
-        .entry(&path)
+    let (e, acl) = view
+        .follow(&st, &path, Want::Mode(Mode::Enumerate))?
         .ok_or_else(|| CmdError::NotFound(path.to_string()))?;
+    // DistKV's rules: with data, a child shows if its own cursor allows
+    // `r`, its value if the parent's allows `x`; names alone, if the
+    // child's cursor allows `e`.
+    let traverse = acl.allows(Mode::Traverse);
     let result = if with_data {
         Value::Map(
             e.children()
+                .filter(|(k, _)| acl.step(k).allows(Mode::Read))
                 .filter_map(|(k, c)| match c.data() {
-                    Some(v) => Some((k.clone(), v.clone())),
-                    None if empty => Some((k.clone(), Value::Nil)),
-                    None => None,
+                    Some(v) if traverse => Some((k.clone(), v.clone())),
+                    _ if empty => Some((k.clone(), Value::Nil)),
+                    _ => None,
                 })
                 .collect(),
         )
     } else {
         Value::Array(
             e.children()
-                .filter(|(_, c)| empty || c.data().is_some())
+                .filter(|(k, c)| {
+                    (empty || c.data().is_some()) && acl.step(k).allows(Mode::Enumerate)
+                })
                 .map(|(k, _)| k.clone())
                 .collect(),
         )
@@ -265,7 +336,7 @@ pub fn update(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
     tx.state()
         .vet(&ev.chain, Reporter::Client { live: &live })
         .map_err(|e| CmdError::Invalid(format!("update refused: {e}")))?;
-    tx.commit(Road::Update, Change::Events(vec![ev]))
+    tx.commit_as(Road::Update, &view.access, Change::Events(vec![ev]))
         .map_err(CmdError::from_change)?;
     Ok(vec![("result", Value::Bool(false))])
 }
@@ -288,6 +359,62 @@ pub fn enum_node(server: &Server, msg: &Value) -> CmdResult<Fields> {
     )])
 }
 
+/// `test_acl` `{path, mode?, acl?}`: whether the connection's ACL allows
+/// `a` at `path` (without `acl`), or `mode` (default `x`) both there and in
+/// the ACL named `acl`. `{access: false}` if not; else the deciding entry's
+/// flags where `a` is allowed, `true` where not (or no entry decides).
+pub fn test_acl(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
+    let path = view.resolve(&req_path(msg)?, false)?;
+    if path.iter().any(Value::is_nil) {
+        return Err(CmdError::Invalid("Null path element".into()));
+    }
+    let mode = match msg.get("mode") {
+        None | Some(Value::Nil) => Mode::Traverse,
+        Some(Value::Str(m)) if m.is_empty() => Mode::Traverse,
+        Some(Value::Str(m)) if m.chars().count() == 1 => m
+            .chars()
+            .next()
+            .and_then(Mode::from_letter)
+            .ok_or_else(|| CmdError::Invalid(format!("unknown ACL mode {m:?}")))?,
+        Some(m) => return Err(CmdError::Invalid(format!("unknown ACL mode {m}"))),
+    };
+    let other = match msg.get("acl") {
+        None | Some(Value::Nil) => None,
+        Some(Value::Str(name)) => Some(name.clone()),
+        Some(v) => {
+            return Err(CmdError::Invalid(format!(
+                "field 'acl' must be a string, not {}",
+                v.type_name()
+            )))
+        }
+    };
+    let st = server.state();
+    let root = st.root();
+    let denied = || Ok(vec![("access", Value::Bool(false))]);
+    let want = Want::Mode(if other.is_some() { mode } else { Mode::Acl });
+    let Ok((_, mine)) = view.acl(&st).follow(root, &path, want) else {
+        return denied();
+    };
+    let at = match other {
+        None => mine,
+        Some(name) => {
+            let acl = st.entry(&[Value::Nil, Value::str("acl"), Value::str(&name)]);
+            let Ok((_, mut theirs)) = AclCursor::new(acl).follow(root, &path, want) else {
+                return denied();
+            };
+            if !mine.allows(Mode::Acl) {
+                theirs.block(Mode::Acl);
+            }
+            theirs
+        }
+    };
+    let access = match (at.allows(Mode::Acl), at.flags()) {
+        (true, Some(flags)) => Value::str(flags),
+        _ => Value::Bool(true),
+    };
+    Ok(vec![("access", access)])
+}
+
 /// `root`: moves the connection's root (irreversibly) and returns the new
 /// root entry with two chain links and an empty path.
 pub fn chroot(server: &Server, view: &mut View, msg: &Value) -> CmdResult<Fields> {
@@ -296,6 +423,9 @@ pub fn chroot(server: &Server, view: &mut View, msg: &Value) -> CmdResult<Fields
         return Err(CmdError::Invalid("Null path element".into()));
     }
     let mut st = server.state_mut();
+    view.acl(&st)
+        .follow(st.root(), &path, Want::Mode(Mode::Traverse))
+        .map_err(acl_err)?;
     let e = st.ensure_entry(&path);
     let mut m = entry_fields(e, 2);
     put(&mut m, "path", Value::Path(Path::root()));

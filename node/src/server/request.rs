@@ -57,6 +57,8 @@ pub(super) enum Action {
     SetAuthTyp,
     /// `auth_info`: meant to return `(None, "auth")`.
     AuthInfo,
+    /// `test_acl`: what an ACL allows at a path.
+    TestAcl,
 }
 
 impl Action {
@@ -93,6 +95,7 @@ impl Action {
             "auth_list" => Action::AuthList,
             "set_auth_typ" => Action::SetAuthTyp,
             "auth_info" => Action::AuthInfo,
+            "test_acl" => Action::TestAcl,
             _ => return None,
         })
     }
@@ -122,13 +125,46 @@ impl Action {
             | Action::Auth
             | Action::AuthGet
             | Action::AuthList
-            | Action::AuthInfo => false,
+            | Action::AuthInfo
+            | Action::TestAcl => false,
         }
     }
 
     /// Whether a connection that must log in may send it before it has.
     pub(super) fn before_login(self) -> bool {
         matches!(self, Action::Auth | Action::DiffieHellman)
+    }
+
+    /// Whether the action administers the node or its users, which a user
+    /// bound to an ACL may not (the `*_internal` actions are refused where
+    /// their paths are resolved).
+    pub(super) fn administers(self) -> bool {
+        match self {
+            Action::Save
+            | Action::Log
+            | Action::KillNode
+            | Action::AuthSet
+            | Action::AuthGet
+            | Action::AuthList
+            | Action::SetAuthTyp
+            | Action::AuthInfo => true,
+            Action::GetValue { .. }
+            | Action::SetValue { .. }
+            | Action::DeleteValue { .. }
+            | Action::Enumerate { .. }
+            | Action::GetTock
+            | Action::GetState
+            | Action::Update
+            | Action::EnumNode
+            | Action::Root
+            | Action::Stop
+            | Action::DeleteTree
+            | Action::Stream(_)
+            | Action::MsgSend
+            | Action::DiffieHellman
+            | Action::Auth
+            | Action::TestAcl => false,
+        }
     }
 }
 

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::handlers::{bool_field, int_field, req_path, View};
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::{encode_msg, Server};
-use crate::state::{WalkCursor, WalkOpts};
+use crate::state::acl::{Access, Mode, Want};
+use crate::state::{Entry, WalkCursor, WalkOpts};
 
 /// Entries collected per lock acquisition.
 const CHUNK: usize = 256;
@@ -149,7 +150,7 @@ pub async fn run(
             Kind::GetTree => get_tree(&server, &view, &msg, false, &mut out).await,
             Kind::GetTreeInternal => get_tree(&server, &view, &msg, true, &mut out).await,
             Kind::Watch => watch(&server, &view, &msg, &mut out).await,
-            Kind::MsgMonitor => super::bus_msgs::monitor(&server, &msg, &mut out).await,
+            Kind::MsgMonitor => super::bus_msgs::monitor(&server, &view, &msg, &mut out).await,
         }
     };
     let res = tokio::select! {
@@ -181,10 +182,15 @@ fn walk_opts(msg: &Value) -> CmdResult<WalkOpts> {
 }
 
 /// Sends entries of the subtree at `path`, in chunks, optionally only those
-/// older than `before` (a tock).
+/// older than `before` (a tock). With an ACL ([`Access`]), as DistKV walks:
+/// an entry's value is left out where the ACL denies `r`, nothing below a
+/// level it may not enumerate (`e`) is sent, and below a level it may not
+/// traverse (`x`) no value is.
+#[allow(clippy::too_many_arguments)]
 async fn send_walk(
     server: &Server,
     path: &distkv_model::Path,
+    access: &Access,
     opts: &WalkOpts,
     nchain: i64,
     shortener: &mut Shortener,
@@ -205,14 +211,32 @@ async fn send_walk(
                 break;
             };
             first = false;
-            cursor.step(start, opts, CHUNK, |e, _| {
+            let mut emit = |e: &Entry, readable: bool| {
                 if before.is_some_and(|t| e.tock() >= t) {
                     return;
                 }
                 let mut m = entry_fields(e, nchain);
+                if !readable {
+                    m.retain(|(k, _)| *k != "value");
+                }
                 shortener.apply(e.path(), &mut m);
                 batch.push(m);
-            });
+            };
+            if access.is_restricted() {
+                // Read afresh per chunk: a changed ACL counts at once.
+                let base = access.cursor(&st).follow_to(path);
+                cursor.step_pruned(start, opts, CHUNK, |e, _, report| {
+                    let Some(at) = base.below(&e.path()[path.len()..]) else {
+                        return false;
+                    };
+                    if report {
+                        emit(e, at.allows(Mode::Read));
+                    }
+                    at.allows(Mode::Enumerate)
+                });
+            } else {
+                cursor.step(start, opts, CHUNK, |e, _| emit(e, true));
+            }
         }
         for m in batch {
             out.send(m).await?;
@@ -230,18 +254,36 @@ async fn get_tree(
 ) -> Result<CmdResult<()>, Gone> {
     let (path, rel_empty, nchain, opts) = match (|| {
         let rel = req_path(msg)?;
+        let mut opts = walk_opts(msg)?;
+        // A walk from the root with `empty` shows the meta tree, as in
+        // DistKV; never to a user bound to an ACL.
+        opts.meta &= !view.access.is_restricted();
         Ok::<_, CmdError>((
             view.resolve(&rel, meta)?,
             rel.is_empty() && !meta,
             int_field(msg, "nchain", 0)?,
-            walk_opts(msg)?,
+            opts,
         ))
     })() {
         Ok(x) => x,
         Err(e) => return Ok(Err(e)),
     };
+    if let Err(e) = view.follow(&server.state(), &path, Want::Mode(Mode::Enumerate)) {
+        return Ok(Err(e));
+    }
     let mut shortener = Shortener::new(path.len(), rel_empty);
-    send_walk(server, &path, &opts, nchain, &mut shortener, None, out).await
+    let access = &view.access;
+    send_walk(
+        server,
+        &path,
+        access,
+        &opts,
+        nchain,
+        &mut shortener,
+        None,
+        out,
+    )
+    .await
 }
 
 async fn watch(
@@ -268,6 +310,12 @@ async fn watch(
     let mut changes = server.subscribe();
     let (mut next, tock) = {
         let mut st = server.state_mut();
+        let allowed = view
+            .acl(&st)
+            .follow(st.root(), &path, Want::Mode(Mode::Traverse));
+        if let Err(e) = allowed {
+            return Ok(Err(super::handlers::acl_err(e)));
+        }
         st.ensure_entry(&path);
         (st.log().next_seq(), server.next_tock())
     };
@@ -276,6 +324,7 @@ async fn watch(
         match send_walk(
             server,
             &path,
+            &view.access,
             &opts,
             nchain,
             &mut shortener,
@@ -294,6 +343,7 @@ async fn watch(
         let mut batch = Vec::new();
         {
             let st = server.state();
+            let base = view.access.cursor(&st).follow_to(&path);
             let records = match st.log().read(next, CHUNK) {
                 Ok(r) => r,
                 Err(lag) => {
@@ -313,8 +363,11 @@ async fn watch(
                 if depth < opts.min_depth || opts.max_depth.is_some_and(|m| depth > m) {
                     continue;
                 }
+                let Some(at) = base.below(&ev.path[path.len()..]) else {
+                    continue;
+                };
                 let mut m = Vec::with_capacity(5);
-                if let Some(v) = &ev.value {
+                if let (Some(v), true) = (&ev.value, at.allows(Mode::Read)) {
                     put(&mut m, "value", v.clone());
                 }
                 if nchain != 0 {

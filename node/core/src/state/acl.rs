@@ -15,11 +15,12 @@
 //! changed ACL entry counts at once.
 
 use std::fmt;
+use std::sync::Arc;
 
 use distkv_model::{Chain, Value};
 
 use super::pattern::PatternCursor;
-use super::Entry;
+use super::{Entry, State};
 
 /// The mode letters an ACL entry may hold, in DistKV's order.
 pub const LETTERS: &str = "rwcdxena";
@@ -83,6 +84,37 @@ impl Mode {
 /// Whether `flags` is a valid ACL entry value: mode letters only.
 pub fn valid_flags(flags: &str) -> bool {
     flags.chars().all(|c| Mode::from_letter(c).is_some())
+}
+
+/// What a connection's login lets it do: bound to an ACL, or not.
+///
+/// The link from a user to an ACL is read at login; the ACL's entries are
+/// read from the state at every request, so a changed entry counts at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Access {
+    /// No ACL: nobody needs to log in, or the user has no `acl` link, or
+    /// its link is `*`.
+    #[default]
+    Full,
+    /// Bound to the ACL of this name, `(None,"acl",NAME,…)`.
+    Acl(Arc<str>),
+}
+
+impl Access {
+    /// Whether an ACL restricts the connection.
+    pub fn is_restricted(&self) -> bool {
+        matches!(self, Access::Acl(_))
+    }
+
+    /// The cursor at the data root of `st`.
+    pub fn cursor<'a>(&self, st: &'a State) -> AclCursor<'a> {
+        match self {
+            Access::Full => AclCursor::unrestricted(),
+            Access::Acl(name) => {
+                AclCursor::new(st.entry(&[Value::Nil, Value::str("acl"), Value::str(name)]))
+            }
+        }
+    }
 }
 
 /// What a request is checked for at the end of its path.
@@ -181,9 +213,11 @@ impl<'a> AclCursor<'a> {
         }
     }
 
-    /// `Ok` if `mode` is allowed here, else DistKV's error.
+    /// `Ok` if `mode` is allowed here, else DistKV's error. An
+    /// unrestricted user passes every check, even `a` (which
+    /// [`AclCursor::allows`] denies it: there are no flags to show).
     pub fn check(&self, mode: Mode) -> Result<(), AclDenied> {
-        if self.allows(mode) {
+        if self.patterns.is_none() || self.allows(mode) {
             return Ok(());
         }
         Err(AclDenied {
@@ -230,6 +264,82 @@ impl<'a> AclCursor<'a> {
         acl.check(mode)?;
         Ok((at, acl))
     }
+}
+
+impl<'a> AclCursor<'a> {
+    /// Like [`AclCursor::follow`] for a request that creates nothing: the
+    /// walk ends without an answer (`Ok(None)`) at the first missing
+    /// element, before any check there.
+    pub fn follow_existing(
+        self,
+        root: &'a Entry,
+        path: &[Value],
+        want: Want,
+    ) -> Result<Option<(&'a Entry, AclCursor<'a>)>, AclDenied> {
+        let mut acl = self;
+        let mut at = root;
+        for elem in path {
+            let Some(child) = at.child(elem) else {
+                return Ok(None);
+            };
+            acl.check(Mode::Traverse)?;
+            acl = acl.step(elem);
+            at = child;
+        }
+        let mode = match want {
+            Want::Mode(m) => m,
+            Want::WriteOrCreate if at.data().is_some() => Mode::Write,
+            Want::WriteOrCreate => Mode::Create,
+        };
+        acl.check(mode)?;
+        Ok(Some((at, acl)))
+    }
+
+    /// The cursor at `path` (from the data root), without any check.
+    pub fn follow_to(&self, path: &[Value]) -> AclCursor<'a> {
+        path.iter().fold(self.clone(), |acl, elem| acl.step(elem))
+    }
+
+    /// The cursor of an entry `rel` below this one in a tree walk or a
+    /// watch: a level that may not be traversed (`x`) blocks `r` for all
+    /// below it. `None` if a level on the way may not be enumerated (`e`),
+    /// which hides all below it.
+    pub fn below(&self, rel: &[Value]) -> Option<AclCursor<'a>> {
+        let mut acl = self.clone();
+        for elem in rel {
+            if !acl.allows(Mode::Enumerate) {
+                return None;
+            }
+            if !acl.allows(Mode::Traverse) {
+                acl.block(Mode::Read);
+            }
+            acl = acl.step(elem);
+        }
+        Some(acl)
+    }
+}
+
+/// The entries `delete_tree` removes at and below `start` (where `acl`
+/// stands) for a user bound to an ACL: those holding a value whose `d` the
+/// ACL grants, parents first; nothing below a level the ACL may not
+/// enumerate (`e`) or traverse (`x`). With their paths and old values.
+pub fn deletable(start: &Entry, acl: AclCursor<'_>) -> Vec<(distkv_model::Path, Option<Value>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![(start, acl)];
+    while let Some((e, acl)) = todo.pop() {
+        if e.data().is_some() && acl.allows(Mode::Delete) {
+            out.push((e.path().clone(), e.data().cloned()));
+        }
+        if !acl.allows(Mode::Enumerate) || !acl.allows(Mode::Traverse) {
+            continue;
+        }
+        // Reversed onto the stack: children come off it in their order.
+        let children: Vec<_> = e.children().collect();
+        for (name, child) in children.into_iter().rev() {
+            todo.push((child, acl.step(name)));
+        }
+    }
+    out
 }
 
 /// DistKV's repr of an ACL entry in error texts:

@@ -416,22 +416,35 @@ impl State {
     }
 
     /// Deletes every entry with data at or below `path` (parents first),
-    /// each as its own change. Returns the events with the old values.
-    pub fn delete_tree(&mut self, path: &[Value]) -> Result<Vec<Deleted>, StateError> {
+    /// each as its own change, as far as `access` allows: with an ACL,
+    /// only entries whose `d` it grants, and nothing below a level it may
+    /// not enumerate (`e`) or traverse (`x`). (The check of `d` at `path`
+    /// itself, which refuses the request, is the caller's.) Returns the
+    /// events with the old values.
+    pub fn delete_tree(
+        &mut self,
+        path: &[Value],
+        access: &acl::Access,
+    ) -> Result<Vec<Deleted>, StateError> {
         let Some(start) = self.root.follow(path) else {
             return Ok(Vec::new());
         };
-        let mut victims = Vec::new();
-        let mut cursor = WalkCursor::default();
-        let opts = WalkOpts {
-            meta: true,
-            ..WalkOpts::default()
+        let victims = if access.is_restricted() {
+            acl::deletable(start, access.cursor(self).follow_to(path))
+        } else {
+            let mut victims = Vec::new();
+            let mut cursor = WalkCursor::default();
+            let opts = WalkOpts {
+                meta: true,
+                ..WalkOpts::default()
+            };
+            while !cursor.is_done() {
+                cursor.step(start, &opts, usize::MAX, |e, _| {
+                    victims.push((e.path.clone(), e.data.clone()));
+                });
+            }
+            victims
         };
-        while !cursor.is_done() {
-            cursor.step(start, &opts, usize::MAX, |e, _| {
-                victims.push((e.path.clone(), e.data.clone()));
-            });
-        }
         let mut out = Vec::with_capacity(victims.len());
         for (p, old) in victims {
             out.push((self.local_change(&p, None)?, old));

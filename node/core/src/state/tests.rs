@@ -274,7 +274,7 @@ fn delete_tree_deletes_entries_with_data_parents_first() {
     set(&mut s, &path!["t", "a"], 1);
     set(&mut s, &path!["t", "a", "b"], 2);
     s.ensure_entry(&path!["t", "c", "d"]);
-    let evs = s.delete_tree(&path!["t"]).unwrap();
+    let evs = s.delete_tree(&path!["t"], &acl::Access::Full).unwrap();
     let paths: Vec<_> = evs.iter().map(|(e, _)| e.path.to_string()).collect();
     assert_eq!(paths, vec!["t.a", "t.a.b"]);
     assert_eq!(evs[0].1, Some(Value::Int(1)));

@@ -180,16 +180,31 @@ impl WalkCursor {
         budget: usize,
         mut visit: impl FnMut(&Entry, usize),
     ) {
+        self.step_pruned(start, opts, budget, |e, depth, report| {
+            if report {
+                visit(e, depth);
+            }
+            true
+        });
+    }
+
+    /// [`WalkCursor::step`] that asks about every entry it passes:
+    /// `visit(entry, depth, reported)` returns whether to walk below it.
+    pub fn step_pruned(
+        &mut self,
+        start: &Entry,
+        opts: &WalkOpts,
+        budget: usize,
+        mut visit: impl FnMut(&Entry, usize, bool) -> bool,
+    ) {
         let report =
             |e: &Entry, depth: usize| depth >= opts.min_depth && (opts.empty || e.data.is_some());
         let mut used = 0;
         if !self.started {
             self.started = true;
-            if report(start, 0) {
-                visit(start, 0);
-            }
+            let descend = visit(start, 0, report(start, 0));
             used += 1;
-            if opts.max_depth == Some(0) {
+            if opts.max_depth == Some(0) || !descend {
                 self.done = true;
                 return;
             }
@@ -215,10 +230,8 @@ impl WalkCursor {
                 *self.stack.last_mut().expect("non-empty") += 1;
                 continue;
             }
-            if report(child, depth) {
-                visit(child, depth);
-            }
-            if opts.max_depth.is_none_or(|m| depth < m) && child.has_children() {
+            let descend = visit(child, depth, report(child, depth));
+            if descend && opts.max_depth.is_none_or(|m| depth < m) && child.has_children() {
                 self.stack.push(0);
             } else {
                 *self.stack.last_mut().expect("non-empty") += 1;
