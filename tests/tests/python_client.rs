@@ -248,3 +248,12 @@ fn password_login_crypto_matches_pythons() -> anyhow::Result<()> {
 fn python_users_and_login_work_against_the_node() -> anyhow::Result<()> {
     run_script_against_a_node("auth.py")
 }
+
+/// DistKV's ACL acceptance with the real Python CLI and library
+/// (`tests/python/acl.py`): user `aclix` bound to ACL `foo` may create
+/// `one` and `one.two` but not `one.two.three` (`n`) nor overwrite
+/// `one.two` (`w`), with DistKV's error text; `acl test`; a tree walk.
+#[test]
+fn python_users_are_bound_by_acls() -> anyhow::Result<()> {
+    run_script_against_a_node("acl.py")
+}
