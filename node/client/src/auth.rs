@@ -22,7 +22,7 @@
 
 use distkv_model::Value;
 
-use crate::client::{Client, ClientError, Stream, StreamItem};
+use crate::client::{Client, ClientError, Stream};
 use crate::login::{
     password_digest, KeyExchange, LoginCryptoError, SessionKey, DEFAULT_KEY_LENGTH,
 };
@@ -364,11 +364,7 @@ impl Client {
 
 /// Reads a stream to its end, failing on an error in it.
 async fn drain(mut stream: Stream) -> Result<(), AuthError> {
-    while let Some(item) = stream.next().await? {
-        if let StreamItem::UpToDate(_) = item {
-            continue;
-        }
-    }
+    while stream.next().await?.is_some() {}
     Ok(())
 }
 
