@@ -150,25 +150,25 @@ fn password_login_with_user_management() {
         1,
         "ValidationError: 12345 is not of type 'string'",
     );
-    // Per-user parameters.
+    // Per-user parameters (of ann: `acl` binds her to an ACL at login).
     n.ok_args(
-        &["-a", &me, "auth", "user", "param", "joe", "acl", "foo"],
-        "joe acl foo\n",
+        &["-a", &me, "auth", "user", "param", "ann", "acl", "foo"],
+        "ann acl foo\n",
     );
     n.ok_args(
         &[
-            "-a", &me, "-m", "auth", "user", "param", "joe", "acl", "bar", "x=1",
+            "-a", &me, "-m", "auth", "user", "param", "ann", "acl", "bar", "x=1",
         ],
         "chain:\n  node: n1\n  prev: null\n  tick: 7\nchanged: true\nseq: 6\ntock: *\n",
     );
     n.fails_args(
-        &["-a", &me, "auth", "user", "param", "joe", "acl", "-", "x=1"],
+        &["-a", &me, "auth", "user", "param", "ann", "acl", "-", "x=1"],
         2,
         "You can't set params when deleting",
     );
     n.ok_args(
-        &["-a", &me, "auth", "user", "param", "joe", "acl", "-"],
-        "joe acl -\n",
+        &["-a", &me, "auth", "user", "param", "ann", "acl", "-"],
+        "ann acl -\n",
     );
     n.ok_args(
         &["-a", &me, "auth", "-m", "-", "init", "-s"],
