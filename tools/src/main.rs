@@ -149,7 +149,11 @@ fn main() -> ExitCode {
         match cli.cmd {
             Command::Server(a) => server::run(a, cfg).await,
             Command::Bench(a) => bench::run(a, cfg).await,
-            Command::Client(a) => client::run(a, cfg).await,
+            Command::Client(a) => {
+                // DistKV's `obj.debug`: max(0, 1 + verbose - quiet).
+                let debug = (1 + i32::from(cli.verbose) - i32::from(cli.quiet)).clamp(0, 255);
+                client::run(a, cfg, debug as u8).await
+            }
         }
     });
     match res {

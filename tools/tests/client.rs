@@ -6,120 +6,19 @@
 //! depend on the server's message count (a line `tock: *` in an expected
 //! output matches any number).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use distkv_model::Value;
+use common::{texts, Node};
 use distkv_node::config::ExportSettings;
-use distkv_node::node::NodeBuilder;
-use distkv_node::server::{self, ServerOptions};
-use tokio_util::sync::CancellationToken;
+use distkv_node::server::ServerOptions;
 
 /// Longest any single step may take.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A node `n1` with root value `Testing`, serving on 127.0.0.1.
-struct Node {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Node {
-    fn start() -> Node {
-        Node::start_with(ServerOptions::default())
-    }
-
-    fn start_with(opts: ServerOptions) -> Node {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let addr = rt.block_on(async {
-            let listener = server::bind("127.0.0.1", 0).await.unwrap();
-            let node = NodeBuilder::new("n1")
-                .options(opts)
-                .init(Some(Value::str("Testing")))
-                .build(listener)
-                .await
-                .unwrap();
-            let addr = node.local_addr();
-            tokio::spawn(node.run(shutdown.clone()));
-            addr
-        });
-        Node {
-            addr,
-            shutdown,
-            _rt: rt,
-        }
-    }
-
-    /// `distkv client -h 127.0.0.1 -p PORT ARGS…`, without any config file.
-    fn command(&self, args: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_distkv"));
-        c.args(["-c", "/dev/null", "client", "-h", "127.0.0.1", "-p"])
-            .arg(self.addr.port().to_string())
-            .args(args.split_whitespace());
-        c
-    }
-
-    fn run(&self, args: &str) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs `args`, expecting exit status 0, no stderr and `want` on stdout.
-    fn ok(&self, args: &str, want: &str) {
-        let out = self.run(args);
-        let (stdout, stderr) = texts(&out);
-        assert_eq!(out.status.code(), Some(0), "{args}: {stderr}");
-        assert_eq!(stderr, "", "{args}");
-        assert_matches(&stdout, want, args);
-    }
-
-    /// Runs `args`, expecting exit status `code` and stderr starting with
-    /// `want`.
-    fn fails(&self, args: &str, code: i32, want: &str) {
-        let out = self.run(args);
-        let (stdout, stderr) = texts(&out);
-        assert_eq!(out.status.code(), Some(code), "{args}: {stderr}");
-        assert!(stderr.starts_with(want), "{args}: {stderr:?}");
-        assert_eq!(stdout, "", "{args}");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn texts(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `got` equals `want`, where a `tock: *` line matches any tock.
-fn assert_matches(got: &str, want: &str, what: &str) {
-    let same = got.lines().count() == want.lines().count()
-        && got.ends_with('\n') == want.ends_with('\n')
-        && got
-            .lines()
-            .zip(want.lines())
-            .all(|(g, w)| match w.strip_suffix('*') {
-                Some(prefix) if w.trim_start().starts_with("tock: ") => g
-                    .strip_prefix(prefix)
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-                _ => g == w,
-            });
-    assert!(same, "{what}:\n--- got\n{got}--- want\n{want}");
-}
 
 const FULL_TREE: &str = "\
 _: Testing

@@ -184,6 +184,9 @@ struct State {
     routes: HashMap<u64, Route>,
     /// Why the connection is gone, once it is.
     closed: Option<String>,
+    /// The key agreed by `diffie_hellman` (once per connection; see
+    /// [`crate::auth`]).
+    session_key: Option<crate::login::SessionKey>,
 }
 
 /// Where the reader task sends messages carrying a given `seq`.
@@ -483,6 +486,30 @@ impl Client {
     pub async fn get_tree(&self, path: &Path, opts: &TreeOptions) -> Result<Stream, ClientError> {
         let s = self.stream("get_tree", opts.fields(path, false)).await?;
         Ok(s.long_paths(&Path::root()))
+    }
+
+    /// `get_tree_internal`: as [`Client::get_tree`], for the meta tree
+    /// (`path` is relative to its root, the `None` element).
+    pub async fn get_tree_internal(
+        &self,
+        path: &Path,
+        opts: &TreeOptions,
+    ) -> Result<Stream, ClientError> {
+        let s = self
+            .stream("get_tree_internal", opts.fields(path, false))
+            .await?;
+        Ok(s.long_paths(&Path::root()))
+    }
+
+    /// The session key this connection agreed by `diffie_hellman`, if it
+    /// did (see [`crate::auth`]).
+    pub(crate) fn session_key(&self) -> Option<crate::login::SessionKey> {
+        self.inner.shared.lock().session_key.clone()
+    }
+
+    /// Remembers the session key agreed by `diffie_hellman`.
+    pub(crate) fn set_session_key(&self, key: crate::login::SessionKey) {
+        self.inner.shared.lock().session_key = Some(key);
     }
 
     /// `watch`: streams changes below `path` (after the current state if

@@ -6,12 +6,14 @@
 //!   requests and streams.
 //! * [`fetch`] — reading a live node's whole state.
 //! * [`login`] — the cryptography of password login, for both ends.
+//! * [`auth`] — the client's side of login and user management.
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod fetch;
 pub mod login;

@@ -34,7 +34,26 @@ pub struct GetOptions {
     pub add_date: bool,
 }
 
+/// Which tree a recursive read walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tree {
+    /// The data tree (`get_tree`).
+    Data,
+    /// The meta tree (`get_tree_internal`: `acl dump`).
+    Internal,
+}
+
 pub async fn data_get(s: &mut Session, path: &Path, o: &GetOptions) -> anyhow::Result<()> {
+    tree_get(s, path, o, Tree::Data).await
+}
+
+/// [`data_get`] on either tree (single reads are of the data tree only).
+pub async fn tree_get(
+    s: &mut Session,
+    path: &Path,
+    o: &GetOptions,
+    tree: Tree,
+) -> anyhow::Result<()> {
     if !o.recursive {
         return get_single(s, path, o.raw).await;
     }
@@ -48,7 +67,11 @@ pub async fn data_get(s: &mut Session, path: &Path, o: &GetOptions) -> anyhow::R
         empty: o.empty,
         fetch: false,
     };
-    let mut stream = s.client.get_tree(path, &opts).await.map_err(api)?;
+    let mut stream = match tree {
+        Tree::Data => s.client.get_tree(path, &opts).await,
+        Tree::Internal => s.client.get_tree_internal(path, &opts).await,
+    }
+    .map_err(api)?;
     let mut tree = Nested::default();
     while let Some(item) = stream.next().await.map_err(api)? {
         let StreamItem::Data(mut r) = item else {

@@ -8,11 +8,14 @@
 //! a missing entry as `No data at PATH`, both with exit status 1; usage
 //! errors are clap's (exit status 2).
 
+mod acl;
 mod attrs;
+mod auth;
 mod data;
 mod get;
 mod internal;
 mod log;
+mod login;
 mod monitor;
 mod output;
 
@@ -22,6 +25,7 @@ use anyhow::anyhow;
 use clap::{ArgAction, Args, Subcommand};
 use distkv_model::Path;
 use distkv_node::addr::HostPort;
+use distkv_node::auth::Credentials;
 use distkv_node::client::{Client, ClientError, ConnectOptions, Stream, StreamItem, TreeOptions};
 use distkv_node::config::Config;
 
@@ -40,6 +44,11 @@ pub struct ClientArgs {
     /// Include/print metadata: whole replies, with change chains.
     #[arg(short = 'm', long)]
     metadata: bool,
+    /// Log in: `METHOD KEY=VALUE…` (`KEY?` asks for the value) or
+    /// `=FILE` (YAML with `type: METHOD` and the parameters). Default:
+    /// `connect.auth`.
+    #[arg(short = 'a', long, value_name = "AUTH")]
+    auth: Option<String>,
     #[command(flatten)]
     help: LongHelp,
     #[command(subcommand)]
@@ -74,32 +83,78 @@ enum ClientCommand {
     Data(data::DataArgs),
     /// Control internal state.
     Internal(internal::InternalArgs),
+    /// Manage authorization: login methods and users.
+    Auth(auth::AuthArgs),
+    /// Manage ACLs.
+    Acl(acl::AclArgs),
     /// Manage logging (files on the server).
     Log(log::LogArgs),
 }
 
-/// Runs `distkv client …`.
-pub async fn run(args: ClientArgs, cfg: Config) -> anyhow::Result<()> {
+/// Runs `distkv client …`; `debug` is DistKV's verbosity (1, plus `-v`,
+/// minus `-q`, at least 0).
+pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()> {
     // Check the whole command line before connecting.
     let cmd = match args.cmd {
         ClientCommand::Data(d) => Checked::Data(d.check().unwrap_or_else(|e| e.exit())),
         ClientCommand::Internal(i) => Checked::Internal(i),
         ClientCommand::Log(l) => Checked::Log(l),
+        ClientCommand::Auth(a) => Checked::Auth(a),
+        ClientCommand::Acl(a) => Checked::Acl(a.check().unwrap_or_else(|e| e.exit())),
     };
-    let mut s = Session::open(args.host, args.port, args.metadata, &cfg).await?;
-    match cmd {
-        Checked::Data(d) => data::run(&mut s, d).await?,
-        Checked::Internal(i) => internal::run(&mut s, i).await?,
-        Checked::Log(l) => log::run(&mut s, l).await?,
-    }
+    let creds = login::from_args_or_config(args.auth.as_deref(), &cfg)?;
+    let opts = SessionOptions {
+        host: args.host,
+        port: args.port,
+        meta: args.metadata,
+        debug,
+        creds,
+    };
+    let mut s = Session::open(opts, &cfg).await?;
+    let res = match cmd {
+        Checked::Data(d) => data::run(&mut s, d).await,
+        Checked::Internal(i) => internal::run(&mut s, i).await,
+        Checked::Log(l) => log::run(&mut s, l).await,
+        Checked::Auth(a) => auth::run(&mut s, a).await,
+        Checked::Acl(a) => acl::run(&mut s, a).await,
+    };
     s.out.flush()?;
-    Ok(())
+    if let Some(u) = res
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<clap::Error>())
+    {
+        // A usage error found once connected: exit status 2, as clap's.
+        u.exit();
+    }
+    res
+}
+
+/// A usage error found while running (DistKV's `click.UsageError`):
+/// printed as clap prints its own, with exit status 2.
+pub(crate) fn usage(msg: &str) -> anyhow::Error {
+    anyhow::Error::new(clap::Error::raw(
+        clap::error::ErrorKind::ValueValidation,
+        format!("{msg}\n"),
+    ))
 }
 
 enum Checked {
     Data(data::DataCommand),
     Internal(internal::InternalArgs),
     Log(log::LogArgs),
+    Auth(auth::AuthArgs),
+    Acl(acl::AclCommand),
+}
+
+/// How to open a [`Session`]: the command line's global options.
+struct SessionOptions {
+    host: Option<String>,
+    port: Option<u16>,
+    meta: bool,
+    debug: u8,
+    /// Log in with these if the node requires a login.
+    creds: Option<Credentials>,
 }
 
 /// A connected client and what every command needs besides.
@@ -107,6 +162,8 @@ pub(crate) struct Session {
     pub client: Client,
     /// `-m`: print whole replies, with change chains.
     pub meta: bool,
+    /// DistKV's verbosity: 1 by default, plus `-v`, minus `-q`.
+    pub debug: u8,
     pub out: Output,
     /// The dynamic-config watch, open for the whole command. Never dropped:
     /// dropping it would send `stop`, and the server's extra reply would
@@ -115,12 +172,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    async fn open(
-        host: Option<String>,
-        port: Option<u16>,
-        meta: bool,
-        cfg: &Config,
-    ) -> anyhow::Result<Session> {
+    async fn open(o: SessionOptions, cfg: &Config) -> anyhow::Result<Session> {
+        let SessionOptions {
+            host,
+            port,
+            meta,
+            debug,
+            creds,
+        } = o;
         let settings = cfg.connect()?;
         let keys = cfg.keys()?;
         // `::1` and `[::1]` alike; printed as `[::1]:port`.
@@ -141,14 +200,13 @@ impl Session {
                 ClientError::Refused(why) => anyhow!("the node at {addr} refused: {why}"),
                 e => anyhow!("cannot connect to {addr}: {e}"),
             })?;
-        if let Some(method) = client.greeting().auth.first().filter(|m| m.truthy()) {
-            let method = output::py_str(method);
-            anyhow::bail!("ClientAuthRequiredError: You need to log in using: {method}");
-        }
+        // As DistKV's client: log in before anything else.
+        client.log_in(creds.as_ref()).await.map_err(login::error)?;
         let config = watch_config(&client, &keys.config.prefix).await;
         Ok(Session {
             client,
             meta,
+            debug,
             out: Output::stdout(),
             _config: ManuallyDrop::new(config),
         })
