@@ -321,3 +321,18 @@ fn python_cli_prints_the_same() {
     let (_, listed, _) = py_client(&py, &n, &["-a", ann, "acl", "list"]);
     assert_matches(&listed, "- foo\n", "python acl list");
 }
+
+/// `acl test` asks the node (`test_acl`). Without a login nobody has an
+/// ACL: every mode but `a` is allowed, so the answer is `+`; naming an ACL
+/// tests the mode there too.
+#[test]
+fn acl_test_asks_the_node() {
+    let n = Node::start();
+    n.ok("data a.b set -v : x", "");
+    n.ok("acl set foo a.b -a rx", "new: rx\nold: ''\n");
+    n.ok("acl set foo a -a x", "new: x\nold: ''\n");
+    n.ok("acl test a.b", "+\n");
+    n.ok("acl test -a foo -m r a.b", "+\n");
+    n.ok("acl test -a foo -m w a.b", "-\n");
+    n.ok("-m acl test a.b", "access: true\nseq: 2\ntock: *\n");
+}
