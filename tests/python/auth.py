@@ -70,6 +70,18 @@ def main():
     out, _ = cli(cfg, "-a", "root", "auth", "-m", "root", "user", "list", "-v")
     check(out == "ident: '*'\nkind: user\ntyp: root\n", f"user list -v: {out!r}")
 
+    # _test: users are made by DistKV's chatty exchange (a client stream)
+    out, _ = cli(cfg, "-a", "root", "auth", "-m", "_test", "user", "add", "name=tester")
+    check(out.strip() == "tester", f"_test user add prints the name: {out!r}")
+    out, _ = cli(cfg, "-a", "root", "auth", "-m", "_test", "init")
+    check(out.strip() == "Authorization switched to _test", f"init _test: {out!r}")
+    out, _ = cli(cfg, "-a", "_test name=tester", "data", "auth.test", "get")
+    check(out.strip() == "'hello'", f"-a _test works: {out!r}")
+    _, err = cli(cfg, "-a", "_test name=nobody", "data", "auth.test", "get", rc=1)
+    check("nobody" in err, f"an unknown _test user is refused: {err}")
+    out, _ = cli(cfg, "-a", "_test name=tester", "auth", "-m", "_test", "user", "list")
+    check(out.split() == ["tester"], f"_test user list: {out!r}")
+
     print(f"auth.py: {harness.checks} checks passed")
 
 

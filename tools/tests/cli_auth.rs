@@ -65,6 +65,15 @@ fn root_login_is_required_once_switched_on() {
 }
 
 #[test]
+fn test_users_log_in_by_name() {
+    let n = Node::start();
+    n.ok("auth -m _test user add name=tester", "tester\n");
+    n.fails("auth -m _test user add name=9lives", 1, "ValidationError: ");
+    n.ok("auth -m _test init", "Authorization switched to _test\n");
+    n.ok_args(&["-a", "_test name=tester", "data", ":"], "'Testing'\n");
+}
+
+#[test]
 fn password_login_with_user_management() {
     let n = Node::start();
     n.fails("auth user list", 1, "ServerError: KeyError(':n.auth')");

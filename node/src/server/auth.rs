@@ -325,13 +325,38 @@ pub(super) fn auth_set(server: &Server, login: &Login, msg: &Value) -> CmdResult
             (ident, Value::map([("password", Value::Bin(digest.into()))]))
         }
         _ => {
-            return Err(py_err(
-                "NotImplementedError",
-                &[Value::str(&format!("creating {typ} users"))],
-            ))
+            let ident = str_field(msg, "ident")?;
+            return set_test_user(server, msg, ident);
         }
     };
     write(server, msg, &[typ, kind, &ident], record)
+}
+
+/// Creates (or replaces) the `_test` user `name`, whose record is empty:
+/// from `auth_set` with the name as `ident`, or at the end of DistKV's
+/// chatty exchange (the client's `HasName`).
+pub(super) fn set_test_user(server: &Server, msg: &Value, name: &str) -> CmdResult<Fields> {
+    if !valid_name(name) {
+        return Err(py_err(
+            "ValidationError",
+            &[Value::str(&format!(
+                "{name:?} does not match '^[a-zA-Z][a-zA-Z0-9_]*$'"
+            ))],
+        ));
+    }
+    write(
+        server,
+        msg,
+        &["_test", "user", name],
+        Value::Map(Vec::new()),
+    )
+}
+
+/// DistKV's rule for user names (`password`, `_test`).
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `auth_get` `{typ, kind, ident, nchain}`: the user's public data (none

@@ -28,7 +28,7 @@
 //! message trickling in byte by byte is not activity; only complete ones
 //! are.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -91,6 +91,8 @@ struct Conn {
     last_message: Option<Instant>,
     /// Whether it has logged in, and its Diffie-Hellman key.
     login: Login,
+    /// `auth_set` streams of `_test` users waiting for the client's name.
+    test_users: HashSet<u64>,
 }
 
 /// Tells a client why it is closed at once.
@@ -130,6 +132,7 @@ pub(super) async fn run(
         connected: Instant::now(),
         last_message: None,
         login: Login::new(&server2),
+        test_users: HashSet::new(),
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");
@@ -436,6 +439,9 @@ impl Conn {
         if seq == 0 {
             return self.hello(&msg, out);
         }
+        if self.test_users.remove(&seq) {
+            return self.test_user_named(seq, &msg, out);
+        }
         if let Some(window) = self.stream_window(seq) {
             if let Some(ack) = msg.get("ack").and_then(Value::as_u64) {
                 if let Some(w) = window {
@@ -460,6 +466,9 @@ impl Conn {
             );
         };
         if msg.get("state").and_then(Value::as_str) == Some("start") {
+            if action == "auth_set" && msg.get("typ").and_then(Value::as_str) == Some("_test") {
+                return self.start_test_user(seq, out);
+            }
             let e = CmdError::Invalid(format!("action {action:?} does not take a client stream"));
             return self.reply(seq, Err(e), out);
         }
@@ -575,6 +584,46 @@ impl Conn {
             self.reply(seq, Ok(m), out);
         }
         self.reply(seq, Ok(state("end")), out);
+    }
+
+    /// `auth_set` of a `_test` user as DistKV's client sends it: a client
+    /// stream. The node asks for the name (`step: GiveName`); the client's
+    /// next message on the stream (`step: HasName`) brings it.
+    fn start_test_user(&mut self, seq: u64, out: &mut Vec<u8>) {
+        if !self.login.logged_in {
+            return self.reply(seq, Err(auth::no_auth()), out);
+        }
+        if let Err(e) = self.view.may_use_meta() {
+            return self.reply(seq, Err(e), out);
+        }
+        if self.test_users.len() >= MAX_STREAMS {
+            let e = CmdError::Server(format!("too many concurrent streams (limit {MAX_STREAMS})"));
+            return self.reply(seq, Err(e), out);
+        }
+        self.test_users.insert(seq);
+        self.reply(seq, Ok(vec![("state", Value::str("start"))]), out);
+        self.reply(seq, Ok(vec![("step", Value::str("GiveName"))]), out);
+    }
+
+    /// The client's `HasName`: creates the user, replies as `set_value`
+    /// does, and ends the stream.
+    fn test_user_named(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
+        let res = match (
+            msg.get("step").and_then(Value::as_str),
+            msg.get("name").and_then(Value::as_str),
+        ) {
+            (Some("HasName"), Some(name)) => {
+                self.changed = true;
+                auth::set_test_user(&self.server, &Value::Map(Vec::new()), name)
+            }
+            _ => Err(CmdError::Invalid(format!(
+                "expected {{step: HasName, name}}, not {msg}"
+            ))),
+        };
+        let start = out.len();
+        self.reply(seq, res, out);
+        self.change_replies.push((seq, start..out.len()));
+        self.reply(seq, Ok(vec![("state", Value::str("end"))]), out);
     }
 
     /// `{seq: 0, qlen: n}`: the client's flow-control window.
