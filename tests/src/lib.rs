@@ -66,8 +66,14 @@ impl TestNode {
 
     /// A ready node (tick 0, empty tree) with `opts`.
     pub async fn start_with(opts: ServerOptions) -> Result<TestNode> {
+        TestNode::build(NodeBuilder::new(NODE).options(opts)).await
+    }
+
+    /// The node `builder` describes (e.g. with a data directory, or files
+    /// to load).
+    pub async fn build(builder: NodeBuilder) -> Result<TestNode> {
         let listener = server::bind("127.0.0.1", 0).await?;
-        let node = NodeBuilder::new(NODE).options(opts).build(listener).await?;
+        let node = builder.build(listener).await?;
         let (server, addr) = (node.server().clone(), node.local_addr());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(node.run(shutdown.clone()));
