@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
 use crate::persist::load::{load_file_admitted, LoadError, LoadReport};
+use crate::rules::DataRules;
 use crate::state::acl::{Access, AclCursor, AclDenied, Mode, Want};
 use crate::state::{meta, Applied, Deleted, State, StateError, Tock};
 
@@ -264,6 +265,7 @@ pub struct Store {
     tock: Arc<Tock>,
     changes: watch::Sender<Seq>,
     checks: Arc<Checks>,
+    rules: Arc<DataRules>,
 }
 
 impl std::fmt::Debug for Store {
@@ -289,7 +291,22 @@ impl Store {
             tock,
             changes: watch::channel(next).0,
             checks: Arc::new(Checks { durability, hooks }),
+            rules: Arc::default(),
         }
+    }
+
+    /// The store with `rules` for conversions (those whose [`TypeRules`]
+    /// hook is among the store's hooks).
+    ///
+    /// [`TypeRules`]: crate::rules::TypeRules
+    pub fn with_rules(mut self, rules: Arc<DataRules>) -> Store {
+        self.rules = rules;
+        self
+    }
+
+    /// The data rules: types and codecs, for conversions.
+    pub fn rules(&self) -> &DataRules {
+        &self.rules
     }
 
     /// Locks the state for reading. Never hold the guard across an

@@ -12,6 +12,7 @@
 //!   protocol against it.
 //! * [`persist`] — the writer thread keeping the data directory.
 //! * [`config`] — DistKV's configuration keys.
+//! * [`rules`] — types and codecs: checks and conversion of values.
 //!
 //! The pure parts live in `distkv-core` (state machine, protocol core,
 //! files) and the client protocol in `distkv-client`; [`state`],
@@ -28,5 +29,6 @@ pub mod commit;
 pub mod config;
 pub mod node;
 pub mod persist;
+pub mod rules;
 pub mod server;
 pub mod view;

@@ -36,6 +36,7 @@ use crate::cluster::msg::Topics;
 use crate::commit::{ChangeError, CommitHook, MetaRules, SharedState, Store};
 use crate::persist::durable::{self, Durability, DurableConfig, PersistError, WriterThread};
 use crate::persist::load::LoadError;
+use crate::rules::{DataRules, TypeRules};
 use crate::server::{self, Server, ServerOptions};
 use crate::view::ClusterView;
 
@@ -106,6 +107,7 @@ pub struct NodeBuilder {
     opts: ServerOptions,
     data_dir: Option<DurableConfig>,
     hooks: Vec<Arc<dyn CommitHook>>,
+    rules: Arc<DataRules>,
     load: Vec<PathBuf>,
     authoritative: bool,
     init: Option<Value>,
@@ -121,11 +123,13 @@ impl NodeBuilder {
     /// A node named `name`: default options, in memory only, no bus,
     /// serving at once.
     pub fn new(name: &str) -> NodeBuilder {
+        let rules = Arc::new(DataRules::default());
         NodeBuilder {
             name: name.to_string(),
             opts: ServerOptions::default(),
             data_dir: None,
-            hooks: vec![Arc::new(MetaRules)],
+            hooks: vec![Arc::new(MetaRules), Arc::new(TypeRules(rules.clone()))],
+            rules,
             load: Vec::new(),
             authoritative: false,
             init: None,
@@ -156,7 +160,8 @@ impl NodeBuilder {
     }
 
     /// Adds a check every change passes (see [`crate::commit`]), after the
-    /// ones already there ([`MetaRules`] is always first).
+    /// ones already there ([`MetaRules`] is always first, then
+    /// [`TypeRules`]).
     pub fn hook(mut self, hook: Arc<dyn CommitHook>) -> Self {
         self.hooks.push(hook);
         self
@@ -244,7 +249,8 @@ impl NodeBuilder {
     fn open(&self) -> Result<(Arc<Store>, Option<WriterThread>), NodeError> {
         let Some(config) = self.data_dir.clone() else {
             let state = crate::state::State::new(&self.name, self.opts.log);
-            let store = Store::new(SharedState::new(state), None, self.hooks.clone());
+            let store = Store::new(SharedState::new(state), None, self.hooks.clone())
+                .with_rules(self.rules.clone());
             return Ok((Arc::new(store), None));
         };
         let dir = config.dir.clone();
@@ -280,7 +286,8 @@ impl NodeBuilder {
         }
         let shared = SharedState::new(state);
         let (d, writer) = durable::start(shared.clone(), wr).map_err(NodeError::Writer)?;
-        let store = Store::new(shared, Some(d), self.hooks.clone());
+        let store =
+            Store::new(shared, Some(d), self.hooks.clone()).with_rules(self.rules.clone());
         Ok((Arc::new(store), Some(writer)))
     }
 

@@ -257,3 +257,12 @@ fn python_users_and_login_work_against_the_node() -> anyhow::Result<()> {
 fn python_users_are_bound_by_acls() -> anyhow::Result<()> {
     run_script_against_a_node("acl.py")
 }
+
+/// Types with the real Python CLI (`tests/python/types.py`): `type set -S`
+/// and `type match -t`; values checked against the schema with DistKV's
+/// error text; a failing good example and Python code (we run Rhai) are
+/// refused.
+#[test]
+fn python_cli_types_are_enforced() -> anyhow::Result<()> {
+    run_script_against_a_node("types.py")
+}

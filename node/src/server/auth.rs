@@ -215,7 +215,7 @@ fn user_record(server: &Server, typ: &str, kind: &str, ident: &str) -> Option<Va
 /// `auth` `{typ, ident, …}`: checks the login and, the first time, lets
 /// the connection in and returns what the user may do. A logged-in
 /// connection may test a login; nothing changes for it.
-pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult<Option<Access>> {
+pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult<Option<Bound>> {
     let typ = str_field(msg, "typ")?;
     if !login.logged_in {
         let current = current_method(server);
@@ -252,7 +252,27 @@ pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult
         return Ok(None);
     }
     login.logged_in = true;
-    Ok(Some(bound_access(server, typ, ident)))
+    Ok(Some(Bound {
+        access: bound_access(server, typ, ident),
+        conv: bound_conv(server, typ, ident),
+    }))
+}
+
+/// What a login binds a connection to.
+#[derive(Debug, Clone)]
+pub(super) struct Bound {
+    /// The user's ACL.
+    pub access: Access,
+    /// The user's converter group.
+    pub conv: Option<Arc<str>>,
+}
+
+/// The converter group a user is bound to, read at login from its `conv`
+/// link `(None, "auth", METHOD, "user", IDENT, "conv")` = `{key: GROUP}`.
+fn bound_conv(server: &Server, typ: &str, ident: &str) -> Option<Arc<str>> {
+    let st = server.state();
+    let link = st.entry(&auth_path(&[typ, "user", ident, "conv"]))?;
+    link.data()?.get("key")?.as_str().map(Arc::from)
 }
 
 /// The ACL a user is bound to, read at login from its `acl` link

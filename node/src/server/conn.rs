@@ -559,7 +559,10 @@ impl Conn {
     /// `auth`: an empty stream (`start`, `end`) when the login holds.
     fn auth(&mut self, seq: u64, msg: &Value, out: &mut Vec<u8>) {
         match auth::auth(&self.server, &mut self.login, msg) {
-            Ok(Some(access)) => self.view.access = access,
+            Ok(Some(bound)) => {
+                self.view.access = bound.access;
+                self.view.conv = bound.conv;
+            }
             Ok(None) => {}
             Err(e) => return self.reply(seq, Err(e), out),
         }
@@ -762,10 +765,18 @@ impl Conn {
         let state = |s: &str| vec![("state", Value::str(s))];
         self.reply(seq, Ok(state("start")), out);
         let mut shortener = Shortener::new(depth, rel.is_empty());
+        let st = self.server.state();
         for (ev, old) in events {
             let mut m = chain_fields(&ev.chain, nchain);
             if let Some(old) = old {
-                put(&mut m, "old_value", old);
+                let rules = self.server.store().rules();
+                match self.view.encode(rules, &st, &ev.path, old) {
+                    Ok(old) => put(&mut m, "old_value", old),
+                    Err(e) => {
+                        drop(st);
+                        return self.reply(seq, Err(e), out);
+                    }
+                }
             }
             put(&mut m, "tock", Value::uint(ev.tock));
             shortener.apply(&ev.path, &mut m);

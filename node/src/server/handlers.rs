@@ -6,12 +6,15 @@
 //! never await; the connection loop runs them inline, which keeps pipelined
 //! requests fast and in order.
 
+use std::sync::Arc;
+
 use distkv_model::event::path_from_value;
 use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
 use crate::commit::{acl_denied, Change, Road};
+use crate::rules::DataRules;
 use crate::state::acl::{Access, AclCursor, AclDenied, Mode, Want};
 use crate::state::{Entry, Reporter, State, StateQuery};
 
@@ -22,6 +25,9 @@ pub struct View {
     pub root: Path,
     /// What its login lets it do.
     pub access: Access,
+    /// The converter group its login bound (`(None,"conv",GROUP)`): its
+    /// values are decoded on the way in and encoded on the way out.
+    pub conv: Option<Arc<str>>,
 }
 
 /// An ACL's refusal as the client sees it.
@@ -68,6 +74,47 @@ impl View {
                 .0,
             )),
         }
+    }
+
+    /// A client's `value` for the absolute `path`, decoded by the
+    /// connection's converter group.
+    pub fn decode(&self, rules: &DataRules, st: &State, path: &[Value], v: Value) -> CmdResult<Value> {
+        match &self.conv {
+            None => Ok(v),
+            Some(g) => rules
+                .decode(st, Some(g), path, v)
+                .map_err(|d| CmdError::Python(d.0)),
+        }
+    }
+
+    /// A stored `value` at the absolute `path`, encoded for the
+    /// connection's converter group.
+    pub fn encode(&self, rules: &DataRules, st: &State, path: &[Value], v: Value) -> CmdResult<Value> {
+        match &self.conv {
+            None => Ok(v),
+            Some(g) => rules
+                .encode(st, Some(g), path, v)
+                .map_err(|d| CmdError::Python(d.0)),
+        }
+    }
+
+    /// [`entry_fields`] with the value encoded for the connection.
+    pub fn entry_fields(
+        &self,
+        rules: &DataRules,
+        st: &State,
+        e: &Entry,
+        nchain: i64,
+    ) -> CmdResult<Fields> {
+        let mut m = entry_fields(e, nchain);
+        if self.conv.is_some() {
+            for (k, v) in m.iter_mut() {
+                if *k == "value" {
+                    *v = self.encode(rules, st, e.path(), std::mem::replace(v, Value::Nil))?;
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// The connection's ACL cursor at the data root.
@@ -137,14 +184,14 @@ pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
                 .ok_or_else(|| CmdError::NotFound(format!("{node}:{tick}")))?;
             // DistKV checks no ACL here: a path-less read would bypass it.
             view.follow(&st, e.path(), Want::Mode(Mode::Read))?;
-            let mut m = entry_fields(e, nchain);
+            let mut m = view.entry_fields(server.store().rules(), &st, e, nchain)?;
             put(&mut m, "path", Value::Path(e.path().chop(view.root.len())));
             return Ok(m);
         }
     }
     let path = view.resolve(&req_path(msg)?, meta)?;
     Ok(match view.follow(&st, &path, Want::Mode(Mode::Read))? {
-        Some((e, _)) => entry_fields(e, nchain),
+        Some((e, _)) => view.entry_fields(server.store().rules(), &st, e, nchain)?,
         None => {
             let mut m = Vec::new();
             if nchain != 0 {
@@ -174,9 +221,10 @@ pub fn set_value(
                 .map_err(|e| CmdError::Invalid(format!("undecodable chain: {e}")))?,
         ),
     };
+    let rules = server.store().rules();
     let mut tx = server.store().begin();
     let mut m = Vec::new();
-    {
+    let value = {
         let st = tx.state();
         // The ACL first, as in DistKV: a refused request learns nothing of
         // the value (and a user who may not read it never sees it).
@@ -189,6 +237,11 @@ pub fn set_value(
                     .map_err(acl_err)?;
                 at.allows(Mode::Read)
             }
+        };
+        // A converted client's value, and its `prev`, as stored.
+        let value = match value {
+            Some(v) => Some(view.decode(rules, st, &path, v)?),
+            None => None,
         };
         let entry = st.entry(&path);
         let data = entry.and_then(Entry::data);
@@ -207,6 +260,7 @@ pub fn set_value(
         }
         let mut send_prev = true;
         if let Some(prev) = msg.get("prev") {
+            let prev = &view.decode(rules, st, &path, prev.clone())?;
             if data != Some(prev) {
                 let shown = match data {
                     None => "NotGiven".to_string(),
@@ -241,9 +295,10 @@ pub fn set_value(
         };
         put(&mut m, "changed", Value::Bool(changed));
         if let (true, true, Some(d)) = (send_prev, readable, data) {
-            put(&mut m, "prev", d.clone());
+            put(&mut m, "prev", view.encode(rules, st, &path, d.clone())?);
         }
-    }
+        value
+    };
     let change = Change::Set { path, value };
     let ev = tx
         .commit_as(Road::Client, &view.access, change)
@@ -271,16 +326,20 @@ pub fn enumerate(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
     // `r`, its value if the parent's allows `x`; names alone, if the
     // child's cursor allows `e`.
     let traverse = acl.allows(Mode::Traverse);
+    let rules = server.store().rules();
     let result = if with_data {
         Value::Map(
             e.children()
                 .filter(|(k, _)| acl.step(k).allows(Mode::Read))
                 .filter_map(|(k, c)| match c.data() {
-                    Some(v) if traverse => Some((k.clone(), v.clone())),
-                    _ if empty => Some((k.clone(), Value::Nil)),
+                    Some(v) if traverse => Some(
+                        view.encode(rules, &st, c.path(), v.clone())
+                            .map(|v| (k.clone(), v)),
+                    ),
+                    _ if empty => Some(Ok((k.clone(), Value::Nil))),
                     _ => None,
                 })
-                .collect(),
+                .collect::<CmdResult<_>>()?,
         )
     } else {
         Value::Array(
@@ -329,7 +388,11 @@ pub fn get_state(server: &Server, msg: &Value) -> CmdResult<Fields> {
 pub fn update(server: &Server, view: &View, msg: &Value) -> CmdResult<Fields> {
     let mut ev = UpdateEvent::from_value(msg).map_err(|e| CmdError::Invalid(e.to_string()))?;
     ev.path = view.resolve(&ev.path, false)?;
+    let rules = server.store().rules();
     let mut tx = server.store().begin();
+    if let Some(v) = ev.value.take() {
+        ev.value = Some(view.decode(rules, tx.state(), &ev.path, v)?);
+    }
     // `update` restores changes of nodes that are gone; it cannot make
     // (or fake) changes of running nodes, this one included.
     let live = |n: &str| server.is_live(n);

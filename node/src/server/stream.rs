@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::handlers::{bool_field, int_field, req_path, View};
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::{encode_msg, Server};
-use crate::state::acl::{Access, Mode, Want};
+use crate::state::acl::{Mode, Want};
 use crate::state::{Entry, WalkCursor, WalkOpts};
 
 /// Entries collected per lock acquisition.
@@ -182,7 +182,8 @@ fn walk_opts(msg: &Value) -> CmdResult<WalkOpts> {
 }
 
 /// Sends entries of the subtree at `path`, in chunks, optionally only those
-/// older than `before` (a tock). With an ACL ([`Access`]), as DistKV walks:
+/// older than `before` (a tock), values encoded for the view's converter
+/// group. With an ACL ([`crate::state::acl::Access`]), as DistKV walks:
 /// an entry's value is left out where the ACL denies `r`, nothing below a
 /// level it may not enumerate (`e`) is sent, and below a level it may not
 /// traverse (`x`) no value is.
@@ -190,17 +191,20 @@ fn walk_opts(msg: &Value) -> CmdResult<WalkOpts> {
 async fn send_walk(
     server: &Server,
     path: &distkv_model::Path,
-    access: &Access,
+    view: &View,
     opts: &WalkOpts,
     nchain: i64,
     shortener: &mut Shortener,
     before: Option<u64>,
     out: &mut StreamOut,
 ) -> Result<CmdResult<()>, Gone> {
+    let access = &view.access;
+    let rules = server.store().rules();
     let mut cursor = WalkCursor::default();
     let mut first = true;
     while !cursor.is_done() {
         let mut batch = Vec::new();
+        let mut failed = None;
         {
             let st = server.state();
             let Some(start) = st.entry(path) else {
@@ -215,10 +219,19 @@ async fn send_walk(
                 if before.is_some_and(|t| e.tock() >= t) {
                     return;
                 }
-                let mut m = entry_fields(e, nchain);
-                if !readable {
+                let mut m = if readable {
+                    match view.entry_fields(rules, &st, e, nchain) {
+                        Ok(m) => m,
+                        Err(err) => {
+                            failed.get_or_insert(err);
+                            return;
+                        }
+                    }
+                } else {
+                    let mut m = entry_fields(e, nchain);
                     m.retain(|(k, _)| *k != "value");
-                }
+                    m
+                };
                 shortener.apply(e.path(), &mut m);
                 batch.push(m);
             };
@@ -240,6 +253,9 @@ async fn send_walk(
         }
         for m in batch {
             out.send(m).await?;
+        }
+        if let Some(err) = failed {
+            return Ok(Err(err));
         }
     }
     Ok(Ok(()))
@@ -272,11 +288,10 @@ async fn get_tree(
         return Ok(Err(e));
     }
     let mut shortener = Shortener::new(path.len(), rel_empty);
-    let access = &view.access;
     send_walk(
         server,
         &path,
-        access,
+        view,
         &opts,
         nchain,
         &mut shortener,
@@ -324,7 +339,7 @@ async fn watch(
         match send_walk(
             server,
             &path,
-            &view.access,
+            view,
             &opts,
             nchain,
             &mut shortener,
@@ -343,6 +358,7 @@ async fn watch(
         let mut batch = Vec::new();
         {
             let st = server.state();
+            let rules = server.store().rules();
             let base = view.access.cursor(&st).follow_to(&path);
             let records = match st.log().read(next, CHUNK) {
                 Ok(r) => r,
@@ -368,7 +384,10 @@ async fn watch(
                 };
                 let mut m = Vec::with_capacity(5);
                 if let (Some(v), true) = (&ev.value, at.allows(Mode::Read)) {
-                    put(&mut m, "value", v.clone());
+                    match view.encode(rules, &st, &ev.path, v.clone()) {
+                        Ok(v) => put(&mut m, "value", v),
+                        Err(e) => return Ok(Err(e)),
+                    }
                 }
                 if nchain != 0 {
                     put(&mut m, "chain", ev.chain.to_value(nchain));

@@ -18,6 +18,7 @@ mod log;
 mod login;
 mod monitor;
 mod output;
+mod typ;
 
 use std::mem::ManuallyDrop;
 
@@ -89,6 +90,10 @@ enum ClientCommand {
     Acl(acl::AclArgs),
     /// Manage logging (files on the server).
     Log(log::LogArgs),
+    /// Manage types and type matches.
+    Type(typ::TypeArgs),
+    /// Manage codecs and converters.
+    Codec(typ::CodecArgs),
 }
 
 /// Runs `distkv client …`; `debug` is DistKV's verbosity (1, plus `-v`,
@@ -101,6 +106,8 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()>
         ClientCommand::Log(l) => Checked::Log(l),
         ClientCommand::Auth(a) => Checked::Auth(a),
         ClientCommand::Acl(a) => Checked::Acl(a.check().unwrap_or_else(|e| e.exit())),
+        ClientCommand::Type(t) => Checked::Type(t),
+        ClientCommand::Codec(c) => Checked::Codec(c),
     };
     let creds = login::from_args_or_config(args.auth.as_deref(), &cfg)?;
     let opts = SessionOptions {
@@ -117,6 +124,8 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()>
         Checked::Log(l) => log::run(&mut s, l).await,
         Checked::Auth(a) => auth::run(&mut s, a).await,
         Checked::Acl(a) => acl::run(&mut s, a).await,
+        Checked::Type(t) => typ::run_type(&mut s, t).await,
+        Checked::Codec(c) => typ::run_codec(&mut s, c).await,
     };
     s.out.flush()?;
     if let Some(u) = res
@@ -145,6 +154,8 @@ enum Checked {
     Log(log::LogArgs),
     Auth(auth::AuthArgs),
     Acl(acl::AclCommand),
+    Type(typ::TypeArgs),
+    Codec(typ::CodecArgs),
 }
 
 /// How to open a [`Session`]: the command line's global options.
