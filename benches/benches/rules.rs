@@ -68,8 +68,14 @@ fn ruled() -> Store {
     let codec = Value::map([
         ("decode", Value::str("parse_int(value)")),
         ("encode", Value::str("value.to_string()")),
-        ("in", Value::Array(vec![pair(Value::str("1"), Value::Int(1))])),
-        ("out", Value::Array(vec![pair(Value::Int(1), Value::str("1"))])),
+        (
+            "in",
+            Value::Array(vec![pair(Value::str("1"), Value::Int(1))]),
+        ),
+        (
+            "out",
+            Value::Array(vec![pair(Value::Int(1), Value::str("1"))]),
+        ),
     ]);
     define(&s, meta(&["codec", "int"]), codec);
     let conv = Value::map([("codec", Value::str("int"))]);

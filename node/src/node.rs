@@ -286,8 +286,7 @@ impl NodeBuilder {
         }
         let shared = SharedState::new(state);
         let (d, writer) = durable::start(shared.clone(), wr).map_err(NodeError::Writer)?;
-        let store =
-            Store::new(shared, Some(d), self.hooks.clone()).with_rules(self.rules.clone());
+        let store = Store::new(shared, Some(d), self.hooks.clone()).with_rules(self.rules.clone());
         Ok((Arc::new(store), Some(writer)))
     }
 

@@ -258,11 +258,11 @@ fn python_users_are_bound_by_acls() -> anyhow::Result<()> {
     run_script_against_a_node("acl.py")
 }
 
-/// Types with the real Python CLI (`tests/python/types.py`): `type set -S`
-/// and `type match -t`; values checked against the schema with DistKV's
-/// error text; a failing good example and Python code (we run Rhai) are
-/// refused.
+/// Types with the real Python CLI (`tests/python/typecheck.py`; not
+/// `types.py`, which would hide Python's own module): `type set -S` and
+/// `type match -t`; values checked against the schema with DistKV's error
+/// text; a failing good example and Python code (we run Rhai) are refused.
 #[test]
 fn python_cli_types_are_enforced() -> anyhow::Result<()> {
-    run_script_against_a_node("types.py")
+    run_script_against_a_node("typecheck.py")
 }

@@ -43,8 +43,14 @@ async fn set_up_rules(admin: &mut Raw) -> Result<()> {
             Value::map([
                 ("decode", Value::str("parse_int(value)")),
                 ("encode", Value::str("value.to_string()")),
-                ("in", Value::Array(vec![pair(Value::str("1"), Value::Int(1))])),
-                ("out", Value::Array(vec![pair(Value::Int(1), Value::str("1"))])),
+                (
+                    "in",
+                    Value::Array(vec![pair(Value::str("1"), Value::Int(1))]),
+                ),
+                (
+                    "out",
+                    Value::Array(vec![pair(Value::Int(1), Value::str("1"))]),
+                ),
             ]),
         ),
         (
@@ -74,8 +80,11 @@ async fn rules_hold(addr: std::net::SocketAddr, key: &str) -> Result<()> {
     let mut c = Raw::connect(addr).await?;
     c.login_password("con", "con-pw").await?;
     let at = path!["inty", key];
-    c.call_ok("set_value", vec![pv(at.clone()), ("value", Value::str("10"))])
-        .await?;
+    c.call_ok(
+        "set_value",
+        vec![pv(at.clone()), ("value", Value::str("10"))],
+    )
+    .await?;
     let r = c.call_ok("get_value", vec![pv(at)]).await?;
     ensure!(r.get("value") == Some(&Value::str("10")), "{r}");
     let r = c
@@ -125,7 +134,11 @@ async fn rules_replicate() -> Result<()> {
     rules_hold(b.addr, "b").await?;
     let stored = path!["inty", "b"];
     eventually("b's converted write on a", 2 * DEADLINE, || {
-        a.server.state().entry(&stored).and_then(|e| e.data().cloned()) == Some(Value::Int(10))
+        a.server
+            .state()
+            .entry(&stored)
+            .and_then(|e| e.data().cloned())
+            == Some(Value::Int(10))
     })
     .await
 }
@@ -144,7 +157,11 @@ async fn rules_survive_restart_and_restore() -> Result<()> {
 
     let n = TestNode::build(node(&data)).await?;
     rules_hold(n.addr, "two").await?;
-    let stored = n.server.state().entry(&path!["inty", "one"]).and_then(|e| e.data().cloned());
+    let stored = n
+        .server
+        .state()
+        .entry(&path!["inty", "one"])
+        .and_then(|e| e.data().cloned());
     ensure!(stored == Some(Value::Int(10)), "{stored:?}");
     n.shutdown().await?;
 

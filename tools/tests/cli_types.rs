@@ -16,7 +16,8 @@ fn file(dir: &Path, name: &str, text: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
-const DECODE: &str = "if type_of(value) != \"string\" { throw \"not a string\" }\nparse_int(value)\n";
+const DECODE: &str =
+    "if type_of(value) != \"string\" { throw \"not a string\" }\nparse_int(value)\n";
 const ENCODE: &str = "value.to_string()\n";
 
 /// DistKV's convert acceptance: codec `int`, converter group `foo` on
@@ -29,21 +30,35 @@ fn converted_users_see_their_codec() {
     let dec = file(dir.path(), "dec.rhai", DECODE);
     let enc = file(dir.path(), "enc.rhai", ENCODE);
     n.ok_args(
-        &["codec", "set", "-e", &enc, "-d", &dec, "-i", "'1'", "1", "-o", "2", "'2'", "int"],
+        &[
+            "codec", "set", "-e", &enc, "-d", &dec, "-i", "'1'", "1", "-o", "2", "'2'", "int",
+        ],
         "",
     );
     n.ok("codec list :", "int\n");
     let out = n.run("codec convert foo inty.# -c int");
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.trim().parse::<u64>().is_ok(), "prints the tock: {stdout:?}");
+    assert!(
+        stdout.trim().parse::<u64>().is_ok(),
+        "prints the tock: {stdout:?}"
+    );
     n.ok("codec convert -l foo :", "inty.# : int\n");
     n.ok("codec convert -l - :", "foo\n");
     n.ok("codec convert foo inty.#", "int\n");
-    n.ok("auth -m password user add name=con password=con-pw", "con\n");
-    n.ok("auth -m password user add name=boss password=boss-pw", "boss\n");
+    n.ok(
+        "auth -m password user add name=con password=con-pw",
+        "con\n",
+    );
+    n.ok(
+        "auth -m password user add name=boss password=boss-pw",
+        "boss\n",
+    );
     n.ok("auth -m password user param con conv foo", "con conv foo\n");
-    n.ok("auth -m password init", "Authorization switched to password\n");
+    n.ok(
+        "auth -m password init",
+        "Authorization switched to password\n",
+    );
     let con = ["-a", "password name=con password=con-pw"];
     let boss = ["-a", "password name=boss password=boss-pw"];
     let as_ = |who: &[&str], rest: &[&str]| -> Vec<String> {
@@ -80,11 +95,30 @@ fn types_check_values_at_their_matches() {
     let int = file(dir.path(), "int.rhai", INT);
     let pct = file(dir.path(), "pct.rhai", PERCENT);
     n.ok_args(
-        &["type", "set", "-s", &int, "-g", "0", "-g", "1", "-g", "2", "-b", "'foo'", "-b", "None", "int"],
+        &[
+            "type", "set", "-s", &int, "-g", "0", "-g", "1", "-g", "2", "-b", "'foo'", "-b",
+            "None", "int",
+        ],
         "",
     );
     n.ok_args(
-        &["type", "set", "-s", &pct, "-g", "0", "-g", "55", "-g", "100", "-b", "-1", "-b", "101", "int.percent"],
+        &[
+            "type",
+            "set",
+            "-s",
+            &pct,
+            "-g",
+            "0",
+            "-g",
+            "55",
+            "-g",
+            "100",
+            "-b",
+            "-1",
+            "-b",
+            "101",
+            "int.percent",
+        ],
         "",
     );
     n.ok("type match -t int.percent one.+.two", "");
@@ -94,34 +128,63 @@ fn types_check_values_at_their_matches() {
         "one:\n  +:\n    two:\n      _:\n        type: !P int.percent\n",
     );
     n.ok("data one.y.two set -e : 99", "");
-    n.fails("data one.y.two set -e : 9.9", 1, "ServerError: ValueError('9.9 is not a int')");
+    n.fails(
+        "data one.y.two set -e : 9.9",
+        1,
+        "ServerError: ValueError('9.9 is not a int')",
+    );
     n.fails(
         "data one.y.two set -v : zoz",
         1,
         "ServerError: ValueError(\"'zoz' is not a int\")",
     );
-    n.fails("data one.y.two set -e : 101", 1, "ServerError: ValueError('not a percentage')");
+    n.fails(
+        "data one.y.two set -e : 101",
+        1,
+        "ServerError: ValueError('not a percentage')",
+    );
     n.ok("data one.y set -v : zoz", "");
     n.ok("data one.y.two get", "99\n");
     // The definition rules.
     n.fails_args(
-        &["type", "set", "-s", &pct, "-g", "5", "-g", "500", "-b", "101", "int.p2"],
+        &[
+            "type", "set", "-s", &pct, "-g", "5", "-g", "500", "-b", "101", "int.p2",
+        ],
         1,
         "ServerError: ValueError('failed on good value 500')",
     );
     n.fails_args(
-        &["type", "set", "-s", &pct, "-g", "5", "-g", "6", "-b", "7", "int.p2"],
+        &[
+            "type", "set", "-s", &pct, "-g", "5", "-g", "6", "-b", "7", "int.p2",
+        ],
         1,
         "ServerError: ValueError('did not fail on 7')",
     );
-    n.fails("type match -t nope a.b", 1, "ServerError: ClientError('This type does not exist')");
-    n.fails("type set -g 1 -g 2 -b 3 x", 2, "error: I need a schema, a script, or both.");
-    let out = n.run(&format!("type get int -s {}/back.rhai", dir.path().display()));
+    n.fails(
+        "type match -t nope a.b",
+        1,
+        "ServerError: ClientError('This type does not exist')",
+    );
+    n.fails(
+        "type set -g 1 -g 2 -b 3 x",
+        2,
+        "error: I need a schema, a script, or both.",
+    );
+    let out = n.run(&format!(
+        "type get int -s {}/back.rhai",
+        dir.path().display()
+    ));
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("bad:\n- foo\n- null\n"), "{stdout}");
-    assert!(!stdout.contains("code"), "the code went to the file: {stdout}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("back.rhai")).unwrap(), INT);
+    assert!(
+        !stdout.contains("code"),
+        "the code went to the file: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("back.rhai")).unwrap(),
+        INT
+    );
     // Deleting the match lifts the check.
     n.ok("type match -d one.+.two", "");
     n.ok("data one.y.two set -e : 9.9", "");
@@ -140,7 +203,9 @@ fn hostile_scripts_are_stopped_and_the_node_serves_on() {
     ] {
         let f = file(dir.path(), &format!("{name}.rhai"), code);
         n.fails_args(
-            &["type", "set", "-s", &f, "-g", "1", "-g", "2", "-b", "3", name],
+            &[
+                "type", "set", "-s", &f, "-g", "1", "-g", "2", "-b", "3", name,
+            ],
             1,
             "ServerError: ValueError('failed on good value 1')",
         );
@@ -148,7 +213,9 @@ fn hostile_scripts_are_stopped_and_the_node_serves_on() {
         // As a codec, the run's own error is named.
         let c = file(dir.path(), &format!("{name}.c.rhai"), code);
         let out = n.run_args(
-            &["codec", "set", "-e", &c, "-d", &c, "-i", "1", "1", "-o", "1", "1", name],
+            &[
+                "codec", "set", "-e", &c, "-d", &c, "-i", "1", "1", "-o", "1", "1", name,
+            ],
             "",
         );
         let (_, stderr) = texts(&out);

@@ -188,9 +188,10 @@ fn compile_type(path: &[Value], record: &Value) -> Compiled<TypeCheck> {
     }
     let schema = match field(record, "schema") {
         None => None,
-        Some(s) => Some(Schema::compile(s).map_err(|e| {
-            Denied::python("SchemaError", &[Value::str(&format!("{e}"))])
-        })?),
+        Some(s) => Some(
+            Schema::compile(s)
+                .map_err(|e| Denied::python("SchemaError", &[Value::str(&format!("{e}"))]))?,
+        ),
     };
     let code = match field(record, "code") {
         None => None,
@@ -203,7 +204,11 @@ fn compile_codec(path: &[Value], record: &Value) -> Compiled<Codec> {
     if record.as_map().is_none() {
         return Err(value_error("A codec must be a map"));
     }
-    let script = |k: &str| field(record, k).map(|s| compile_script(path, k, s)).transpose();
+    let script = |k: &str| {
+        field(record, k)
+            .map(|s| compile_script(path, k, s))
+            .transpose()
+    };
     Ok(Arc::new(Codec {
         encode: script("encode")?,
         decode: script("decode")?,
@@ -296,7 +301,10 @@ impl DataRules {
             let Some(check) = cached(&self.types, e, |r| compile_type(&typ[..n], r)) else {
                 continue;
             };
-            let g = Globals { data: e.data(), ..g };
+            let g = Globals {
+                data: e.data(),
+                ..g
+            };
             check?.check(value, g, &typ[..n])?;
         }
         Ok(())

@@ -209,7 +209,9 @@ pub fn from_dynamic(d: Dynamic, depth: usize) -> Result<Value, ScriptError> {
         return Ok(Value::str(&c.to_string()));
     }
     if d.is_string() {
-        let s = d.into_immutable_string().map_err(|t| ScriptError::Failed(t.into()))?;
+        let s = d
+            .into_immutable_string()
+            .map_err(|t| ScriptError::Failed(t.into()))?;
         return Ok(Value::str(&s));
     }
     if d.is_blob() {
@@ -256,13 +258,19 @@ mod tests {
             run(dec, Value::Int(11)),
             Err(ScriptError::Thrown("not a string".into()))
         );
-        assert_eq!(run("value.to_string()", Value::Int(10)), Ok(Value::str("10")));
+        assert_eq!(
+            run("value.to_string()", Value::Int(10)),
+            Ok(Value::str("10"))
+        );
     }
 
     #[test]
     fn values_cross_over_and_back() {
         let v = Value::map([
-            ("a", Value::Array(vec![Value::Nil, Value::Bool(true), Value::Float(1.5)])),
+            (
+                "a",
+                Value::Array(vec![Value::Nil, Value::Bool(true), Value::Float(1.5)]),
+            ),
             ("b", Value::Bin(Arc::from(&b"xy"[..]))),
         ]);
         assert_eq!(run("value", v.clone()), Ok(v));
@@ -278,7 +286,10 @@ mod tests {
     #[test]
     fn hostile_scripts_are_stopped() {
         let endless = run("loop { }", Value::Nil).unwrap_err();
-        assert!(endless.to_string().contains("Too many operations"), "{endless}");
+        assert!(
+            endless.to_string().contains("Too many operations"),
+            "{endless}"
+        );
         let deep = run("fn f(x) { f(x + 1) } f(0)", Value::Nil).unwrap_err();
         assert!(deep.to_string().contains("Stack overflow"), "{deep}");
         let huge = run("let s = \"x\"; loop { s += s; }", Value::Nil).unwrap_err();

@@ -44,7 +44,11 @@ const PERCENT: &str = "if value < 0 || value > 100 { throw \"not a percentage\" 
 fn typed() -> Result<Store, String> {
     let s = store();
     let bad = Value::Array(vec![Value::str("foo"), Value::Nil]);
-    set(&s, path![Value::Nil, "type", "int"], type_record(INT, ints(&[0, 1, 2]), bad))?;
+    set(
+        &s,
+        path![Value::Nil, "type", "int"],
+        type_record(INT, ints(&[0, 1, 2]), bad),
+    )?;
     let pct = type_record(PERCENT, ints(&[0, 55, 100]), ints(&[-1, 101]));
     set(&s, path![Value::Nil, "type", "int", "percent"], pct)?;
     let m = Value::map([("type", Value::str("int.percent"))]);
@@ -64,7 +68,9 @@ fn distkvs_typecheck_case_holds() -> Result<(), String> {
     assert_eq!(e, "ValueError('not a percentage')");
     set(&s, path!["one", "y"], Value::str("zoz"))?;
     assert_eq!(
-        s.state().entry(&path!["one", "y", "two"]).and_then(|e| e.data().cloned()),
+        s.state()
+            .entry(&path!["one", "y", "two"])
+            .and_then(|e| e.data().cloned()),
         Some(Value::Int(99)),
         "a refused write changes nothing"
     );
@@ -85,7 +91,12 @@ fn bad_definitions_are_refused_with_distkvs_errors() -> Result<(), String> {
     assert_eq!(e, "RuntimeError('Must have check-good values')");
     let e = set(&s, t("x"), type_record(PERCENT, ints(&[5, 6]), ints(&[]))).unwrap_err();
     assert_eq!(e, "RuntimeError('Must have check-bad values')");
-    let e = set(&s, t("x"), type_record(PERCENT, ints(&[5, 200]), ints(&[101]))).unwrap_err();
+    let e = set(
+        &s,
+        t("x"),
+        type_record(PERCENT, ints(&[5, 200]), ints(&[101])),
+    )
+    .unwrap_err();
     assert_eq!(e, "ValueError('failed on good value 200')");
     let e = set(&s, t("x"), type_record(PERCENT, ints(&[5, 6]), ints(&[7]))).unwrap_err();
     assert_eq!(e, "ValueError('did not fail on 7')");
@@ -96,7 +107,10 @@ fn bad_definitions_are_refused_with_distkvs_errors() -> Result<(), String> {
     let py = "if not 0 <= value <= 100:\n    raise ValueError('x')\n";
     let e = set(&s, t("x"), type_record(py, ints(&[5, 6]), ints(&[101]))).unwrap_err();
     assert!(e.starts_with("SyntaxError("), "{e}");
-    assert!(e.contains("the code at :n.type.int.x is not a Rhai script: "), "{e}");
+    assert!(
+        e.contains("the code at :n.type.int.x is not a Rhai script: "),
+        "{e}"
+    );
     let missing = Value::map([("type", Value::str("nope"))]);
     let e = set(&s, path![Value::Nil, "match", "z"], missing).unwrap_err();
     assert_eq!(e, "ClientError('This type does not exist')");
@@ -130,8 +144,14 @@ fn codec_record() -> Value {
     Value::map([
         ("decode", Value::str(DECODE)),
         ("encode", Value::str("value.to_string()")),
-        ("in", Value::Array(vec![pair(Value::str("1"), Value::Int(1))])),
-        ("out", Value::Array(vec![pair(Value::Int(2), Value::str("2"))])),
+        (
+            "in",
+            Value::Array(vec![pair(Value::str("1"), Value::Int(1))]),
+        ),
+        (
+            "out",
+            Value::Array(vec![pair(Value::Int(2), Value::str("2"))]),
+        ),
     ])
 }
 
@@ -144,15 +164,26 @@ fn distkvs_convert_case_holds() -> Result<(), String> {
     let st = s.state();
     let r = s.rules();
     let at = path!["inty", "x"];
-    assert_eq!(r.decode(&st, Some("foo"), &at, Value::str("10")), Ok(Value::Int(10)));
-    assert_eq!(r.encode(&st, Some("foo"), &at, Value::Int(10)), Ok(Value::str("10")));
     assert_eq!(
-        r.decode(&st, Some("foo"), &at, Value::Int(11)).unwrap_err().0,
+        r.decode(&st, Some("foo"), &at, Value::str("10")),
+        Ok(Value::Int(10))
+    );
+    assert_eq!(
+        r.encode(&st, Some("foo"), &at, Value::Int(10)),
+        Ok(Value::str("10"))
+    );
+    assert_eq!(
+        r.decode(&st, Some("foo"), &at, Value::Int(11))
+            .unwrap_err()
+            .0,
         "ValueError('not a string')"
     );
     assert_eq!(r.decode(&st, None, &at, Value::Int(11)), Ok(Value::Int(11)));
     let top = path!["inty"];
-    assert_eq!(r.decode(&st, Some("foo"), &top, Value::str("hello")), Ok(Value::str("hello")));
+    assert_eq!(
+        r.decode(&st, Some("foo"), &top, Value::str("hello")),
+        Ok(Value::str("hello"))
+    );
     assert_eq!(r.decode(&st, Some("foo"), &at, Value::Nil), Ok(Value::Nil));
     Ok(())
 }
@@ -172,7 +203,10 @@ fn codec_tests_are_run_on_definition() {
         m[2].1 = Value::Array(vec![Value::Array(vec![Value::str("1"), Value::Int(2)])]);
     }
     let e = set(&s, at.clone(), rec).unwrap_err();
-    assert_eq!(e, "ValueError(\"Decoding at :n.codec.c: '1' got 1, not 2\")");
+    assert_eq!(
+        e,
+        "ValueError(\"Decoding at :n.codec.c: '1' got 1, not 2\")"
+    );
     let mut rec = codec_record();
     if let Value::Map(m) = &mut rec {
         m[2].1 = Value::Array(vec![Value::Array(vec![Value::Int(1), Value::Int(1)])]);

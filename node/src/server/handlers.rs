@@ -78,7 +78,13 @@ impl View {
 
     /// A client's `value` for the absolute `path`, decoded by the
     /// connection's converter group.
-    pub fn decode(&self, rules: &DataRules, st: &State, path: &[Value], v: Value) -> CmdResult<Value> {
+    pub fn decode(
+        &self,
+        rules: &DataRules,
+        st: &State,
+        path: &[Value],
+        v: Value,
+    ) -> CmdResult<Value> {
         match &self.conv {
             None => Ok(v),
             Some(g) => rules
@@ -89,7 +95,13 @@ impl View {
 
     /// A stored `value` at the absolute `path`, encoded for the
     /// connection's converter group.
-    pub fn encode(&self, rules: &DataRules, st: &State, path: &[Value], v: Value) -> CmdResult<Value> {
+    pub fn encode(
+        &self,
+        rules: &DataRules,
+        st: &State,
+        path: &[Value],
+        v: Value,
+    ) -> CmdResult<Value> {
         match &self.conv {
             None => Ok(v),
             Some(g) => rules

@@ -296,11 +296,7 @@ async fn set_meta(
 /// The meta subtree at `path` as nested maps, values under `_`.
 async fn dump(s: &mut Session, path: &Path) -> anyhow::Result<()> {
     let opts = TreeOptions::default();
-    let mut stream = s
-        .client
-        .get_tree_internal(path, &opts)
-        .await
-        .map_err(api)?;
+    let mut stream = s.client.get_tree_internal(path, &opts).await.map_err(api)?;
     let mut tree = Nested::default();
     while let Some(item) = stream.next().await.map_err(api)? {
         let StreamItem::Data(mut r) = item else {
@@ -324,11 +320,7 @@ async fn entries(s: &mut Session, path: &Path) -> anyhow::Result<Vec<(Path, Valu
         nchain: s.nchain(),
         ..TreeOptions::default()
     };
-    let mut stream = s
-        .client
-        .get_tree_internal(path, &opts)
-        .await
-        .map_err(api)?;
+    let mut stream = s.client.get_tree_internal(path, &opts).await.map_err(api)?;
     let mut out = Vec::new();
     while let Some(item) = stream.next().await.map_err(api)? {
         let StreamItem::Data(mut r) = item else {
@@ -424,7 +416,11 @@ async fn type_set(s: &mut Session, a: TypeSet) -> anyhow::Result<()> {
     if msg.get("schema").is_none() && msg.get("code").is_none() {
         return Err(usage("I need a schema, a script, or both."));
     }
-    let count = |k| msg.get(k).and_then(Value::as_array).map_or(0, <[Value]>::len);
+    let count = |k| {
+        msg.get(k)
+            .and_then(Value::as_array)
+            .map_or(0, <[Value]>::len)
+    };
     if count("good") < 2 {
         return Err(usage("Missing known-good test values (at least two)"));
     }
@@ -449,7 +445,9 @@ async fn type_match(s: &mut Session, a: TypeMatch) -> anyhow::Result<()> {
         return Err(usage("You can't both set and delete a path."));
     }
     if a.raw && (a.typ.is_some() || a.delete) {
-        return Err(usage("You can only print the raw path when reading a match."));
+        return Err(usage(
+            "You can only print the raw path when reading a match.",
+        ));
     }
     let at = meta("match", &a.path);
     if a.delete || a.typ.is_some() {
@@ -540,7 +538,11 @@ async fn codec_set(s: &mut Session, a: CodecSet) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         put(&mut msg, key, Value::Array(pairs));
     }
-    let has = |k| msg.get(k).and_then(Value::as_array).is_some_and(|l| !l.is_empty());
+    let has = |k| {
+        msg.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty())
+    };
     if !has("in") {
         return Err(usage("Missing decode tests"));
     }

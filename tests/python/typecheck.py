@@ -5,7 +5,7 @@ definition whose good example fails is refused; Python code stored with
 `type set -s` (DistKV runs Python, we run Rhai) is refused with a clear
 error, never accepted silently.
 
-Usage: python types.py PORT   (exit status 0 = every check passed)
+Usage: python typecheck.py PORT   (exit status 0 = every check passed)
 """
 
 import json
@@ -58,7 +58,7 @@ def main():
     out, _ = cli(cfg, "type", "list", ":")
     check("pct" not in out and "num2" not in out, f"refused types are not stored: {out!r}")
     check("num" in out, f"type list shows num: {out!r}")
-    print(f"types.py: {harness.checks} checks passed")
+    print(f"typecheck.py: {harness.checks} checks passed")
 
 
 if __name__ == "__main__":
