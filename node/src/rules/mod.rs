@@ -190,7 +190,7 @@ fn compile_type(path: &[Value], record: &Value) -> Compiled<TypeCheck> {
         None => None,
         Some(s) => Some(
             Schema::compile(s)
-                .map_err(|e| Denied::python("SchemaError", &[Value::str(&format!("{e}"))]))?,
+                .map_err(|e| Denied::python("SchemaError", &[Value::str(&e)]))?,
         ),
     };
     let code = match field(record, "code") {
