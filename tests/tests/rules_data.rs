@@ -98,6 +98,61 @@ async fn rules_hold(addr: std::net::SocketAddr, key: &str) -> Result<()> {
     c.still_works().await
 }
 
+/// Every value sent to `con` below `inty` is encoded: `enum` with data,
+/// `get_tree`, `watch` (its first dump and a change) and `delete_tree`'s
+/// old values.
+async fn every_read_is_converted(addr: std::net::SocketAddr) -> Result<()> {
+    let mut c = Raw::connect(addr).await?;
+    c.login_password("con", "con-pw").await?;
+    let top = path!["inty"];
+    let r = c
+        .call_ok(
+            "enum",
+            vec![pv(top.clone()), ("with_data", Value::Bool(true))],
+        )
+        .await?;
+    let result = r.get("result").cloned().unwrap_or(Value::Nil);
+    ensure!(result.get("one") == Some(&Value::str("10")), "{r}");
+    let seq = c.request("get_tree", vec![pv(top.clone())]).await?;
+    let walked = c.recv_stream(seq).await?;
+    let values: Vec<_> = walked.iter().filter_map(|m| m.get("value")).collect();
+    ensure!(
+        !values.is_empty() && values.iter().all(|v| v.as_str() == Some("10")),
+        "{walked:?}"
+    );
+
+    let mut w = Raw::connect(addr).await?;
+    w.login_password("con", "con-pw").await?;
+    let fields = vec![pv(path!["inty", "w"]), ("fetch", Value::Bool(true))];
+    let seq = w.request("watch", fields).await?;
+    c.call_ok(
+        "set_value",
+        vec![pv(path!["inty", "w"]), ("value", Value::str("12"))],
+    )
+    .await?;
+    let t0 = std::time::Instant::now();
+    loop {
+        ensure!(t0.elapsed() < DEADLINE, "the watch saw no change");
+        let m = within("a watch message", w.recv()).await??;
+        ensure!(m.get("seq") == Some(&Value::uint(seq)), "{m}");
+        if let Some(v) = m.get("value") {
+            ensure!(v == &Value::str("12"), "{m}");
+            break;
+        }
+    }
+
+    let seq = c
+        .request(
+            "delete_tree",
+            vec![pv(path!["inty", "w"]), ("nchain", Value::Int(1))],
+        )
+        .await?;
+    let events = c.recv_stream(seq).await?;
+    let old: Vec<_> = events.iter().filter_map(|m| m.get("old_value")).collect();
+    ensure!(old == [&Value::str("12")], "{events:?}");
+    c.still_works().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_replicate() -> Result<()> {
     let a = ClusterNode::start("rd-a", vec![]).await?;
@@ -153,6 +208,7 @@ async fn rules_survive_restart_and_restore() -> Result<()> {
     let n = TestNode::build(node(&data)).await?;
     set_up_rules(&mut n.raw().await?).await?;
     rules_hold(n.addr, "one").await?;
+    every_read_is_converted(n.addr).await?;
     n.shutdown().await?;
 
     let n = TestNode::build(node(&data)).await?;

@@ -25,7 +25,7 @@ pub mod schema;
 pub mod script;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use distkv_model::{Path, Value};
 use parking_lot::Mutex;
@@ -188,10 +188,9 @@ fn compile_type(path: &[Value], record: &Value) -> Compiled<TypeCheck> {
     }
     let schema = match field(record, "schema") {
         None => None,
-        Some(s) => Some(
-            Schema::compile(s)
-                .map_err(|e| Denied::python("SchemaError", &[Value::str(&e)]))?,
-        ),
+        Some(s) => {
+            Some(Schema::compile(s).map_err(|e| Denied::python("SchemaError", &[Value::str(&e)]))?)
+        }
     };
     let code = match field(record, "code") {
         None => None,
@@ -267,7 +266,10 @@ impl DataRules {
     /// Checks `value` at the user-tree `path` against the type its most
     /// specific `match` names, if any.
     fn check_value(&self, st: &State, path: &[Value], value: Option<&Value>) -> Result<(), Denied> {
-        let Some(root) = st.entry(&meta(&["match"])) else {
+        // Asked for every write: the common case (no matches) allocates
+        // nothing.
+        static MATCH: LazyLock<[Value; 2]> = LazyLock::new(|| [Value::Nil, Value::str("match")]);
+        let Some(root) = st.entry(&*MATCH) else {
             return Ok(());
         };
         let Some(m) = best_match(root, path) else {
