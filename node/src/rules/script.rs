@@ -46,7 +46,8 @@ pub struct Limits {
     pub map_items: usize,
     /// Variables alive at once.
     pub variables: usize,
-    /// Nesting of a value the script returns.
+    /// Nesting of a value the script returns (the node's budget for a
+    /// stored value).
     pub value_depth: usize,
 }
 
@@ -59,7 +60,7 @@ pub const LIMITS: Limits = Limits {
     array_items: 65_536,
     map_items: 65_536,
     variables: 1_000,
-    value_depth: 64,
+    value_depth: distkv_model::budget::MAX_NESTING,
 };
 
 /// Bytes of script text compiled at most.
@@ -294,7 +295,7 @@ mod tests {
         assert!(deep.to_string().contains("Stack overflow"), "{deep}");
         let huge = run("let s = \"x\"; loop { s += s; }", Value::Nil).unwrap_err();
         assert!(huge.to_string().contains("too large"), "{huge}");
-        let nested = run("let a = []; for i in 0..100 { a = [a]; } a", Value::Nil).unwrap_err();
+        let nested = run("let a = []; for i in 0..300 { a = [a]; } a", Value::Nil).unwrap_err();
         assert!(nested.to_string().contains("nests"), "{nested}");
         assert!(Script::compile("eval(\"1\")").is_err());
     }
