@@ -221,6 +221,17 @@ async fn rules_survive_restart_and_restore() -> Result<()> {
     ensure!(stored == Some(Value::Int(10)), "{stored:?}");
     n.shutdown().await?;
 
+    // The records are in the history like any data.
+    let meta = path![Value::Nil];
+    let h = distkv_replay::history::history(std::slice::from_ref(&data), &meta, true, true)?;
+    for root in ["type", "match", "codec", "conv"] {
+        ensure!(
+            h.changes
+                .iter()
+                .any(|c| c.path.get(1) == Some(&Value::str(root))),
+            "no {root} record in the history"
+        );
+    }
     let snap = dir.path().join("restored.dkvsnap");
     distkv_replay::restore::restore(&[data], &snap, Default::default(), None, true)?;
     let n = TestNode::build(NodeBuilder::new("rd2").load([snap])).await?;
