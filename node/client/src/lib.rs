@@ -6,6 +6,8 @@
 //!   requests and streams.
 //! * [`fetch`] — reading a live node's whole state.
 //! * [`login`] — the cryptography of password login, for both ends.
+//! * [`tls`] — optional TLS: PEM files into rustls configurations, and the
+//!   connection that is plain TCP or TLS.
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -15,4 +17,5 @@
 pub mod client;
 pub mod fetch;
 pub mod login;
+pub mod tls;
 pub mod wire;
