@@ -108,7 +108,10 @@ impl Default for ConnectOptions {
 
 /// Opens the connection: TCP, then the TLS handshake if `tls` is given.
 /// The caller bounds how long it may take.
-pub async fn open(addr: impl ToSocketAddrs, tls: Option<&Connector>) -> Result<Socket, ClientError> {
+pub async fn open(
+    addr: impl ToSocketAddrs,
+    tls: Option<&Connector>,
+) -> Result<Socket, ClientError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(ClientError::Connect)?;

@@ -74,7 +74,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Every certificate in a PEM file (a chain: the leaf first).
-pub fn load_certs(file: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    file: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(file, what)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

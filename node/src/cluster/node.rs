@@ -26,10 +26,10 @@ use super::core::{Core, Notice};
 use crate::addr::HostPort;
 use crate::bus::Bus;
 use crate::client::{Client, ConnectOptions};
-use crate::tls::{rustls::ClientConfig, Connector};
 use crate::commit::{Change, Road, Store};
 use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
+use crate::tls::{rustls::ClientConfig, Connector};
 use crate::view::ClusterView;
 use distkv_client::fetch::{FetchError as Read, StateReader};
 

@@ -236,7 +236,10 @@ fn identity(
     match (&f.cert, &f.key) {
         (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
         (None, None) => Ok(None),
-        _ => Err(invalid(key, "cert and key go together: give both or neither")),
+        _ => Err(invalid(
+            key,
+            "cert and key go together: give both or neither",
+        )),
     }
 }
 
@@ -271,14 +274,20 @@ fn bus_tls(ssl: &SslKeys, mesh: bool) -> Result<Option<BusTls>, ConfigError> {
     let f = match ssl {
         SslKeys::Flag(false) => return Ok(None),
         SslKeys::Flag(true) if mesh => {
-            return Err(invalid(key, "the mesh needs {cert: FILE, key: FILE, ca: FILE}"))
+            return Err(invalid(
+                key,
+                "the mesh needs {cert: FILE, key: FILE, ca: FILE}",
+            ))
         }
         SslKeys::Flag(true) => return Ok(Some(BusTls::default())),
         SslKeys::Files(f) => f,
     };
     let identity = identity(key, f)?;
     if mesh && (identity.is_none() || f.ca.is_none()) {
-        return Err(invalid(key, "the mesh needs {cert: FILE, key: FILE, ca: FILE}"));
+        return Err(invalid(
+            key,
+            "the mesh needs {cert: FILE, key: FILE, ca: FILE}",
+        ));
     }
     Ok(Some(BusTls {
         identity,

@@ -34,8 +34,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distkv_model::Value;
 use distkv_client::tls::{ReadHalf, Socket, WriteHalf};
+use distkv_model::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

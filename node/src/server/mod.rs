@@ -34,10 +34,10 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
+use distkv_client::tls::{Acceptor, Socket};
 use distkv_log::{LogLimits, Seq};
 use distkv_model::codec::{self, Limits};
 use distkv_model::Value;
-use distkv_client::tls::{Acceptor, Socket};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -53,8 +53,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
 use distkv_client::tls::{rustls::ClientConfig, Acceptor, ClientTls, TlsError};
+use parking_lot::{Mutex, RwLock};
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
     SubscribeFilter, TlsConfiguration, Transport,
