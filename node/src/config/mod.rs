@@ -680,6 +680,68 @@ mod tests {
         assert_eq!(c.connect().unwrap().host, "localhost");
     }
 
+    /// `ssl` in DistKV's shapes: off by default, `{cert, key}` on the
+    /// client port, `true` or a map in clients; incomplete settings are
+    /// refused with the key named.
+    #[test]
+    fn ssl_keys_take_distkv_shapes() {
+        let c = Config::default();
+        assert!(c.server().unwrap().tls.is_none(), "off by default");
+        assert!(c.server().unwrap().cluster.tls.is_none());
+        assert!(c.connect().unwrap().tls.is_none());
+
+        let mut c = Config::default();
+        c.merge_str(
+            "server:\n  bind_default:\n    ssl: {cert: c.pem, key: k.pem}\nconnect:\n  ssl: true\n",
+            "test",
+        )
+        .unwrap();
+        let tls = c.server().unwrap().tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(c.connect().unwrap().tls, Some(ClientTls::default()));
+
+        // `-C` turns the default `false` into a map.
+        let mut c = Config::default();
+        c.set_override("connect.ssl.ca=ca.pem").unwrap();
+        let tls = c.connect().unwrap().tls.unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.identity, None);
+
+        let refused = |yaml: &str, key: &str| {
+            let mut c = Config::default();
+            c.merge_str(yaml, "test").unwrap();
+            let e = c.server().map(|_| ()).and(c.connect().map(|_| ()));
+            let text = e.expect_err(yaml).to_string();
+            assert!(text.contains(key), "{yaml}: {text}");
+        };
+        refused(
+            "server:\n  bind_default:\n    ssl: true\n",
+            "server.bind_default.ssl",
+        );
+        refused(
+            "server:\n  bind_default:\n    ssl: {cert: c.pem}\n",
+            "server.bind_default.ssl",
+        );
+        refused("connect:\n  ssl: {key: k.pem}\n", "connect.ssl");
+        refused(
+            "server:\n  bus:\n    ssl: {cert: c.pem, key: k.pem}\n",
+            "server.bus.ssl",
+        );
+        // An external broker needs no certificate of this node.
+        let mut c = Config::default();
+        c.merge_str(
+            "server:\n  mqtt: mqtts://b\n  bus:\n    ssl: {ca: ca.pem}\n",
+            "test",
+        )
+        .unwrap();
+        let bus = c.server().unwrap().cluster.tls.unwrap();
+        assert_eq!((bus.identity, bus.ca.is_some()), (None, true));
+    }
+
     #[test]
     fn file_values_merge_over_defaults() {
         let mut c = Config::default();

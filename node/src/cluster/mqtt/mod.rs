@@ -1063,6 +1063,10 @@ mod tests {
         assert_eq!(url("::1"), Some("[::1]:1883".to_owned()));
         assert_eq!(url("ws://h:1"), None);
         assert_eq!(url("h:x"), None);
+        let tls = |u: &str| parse_url(u).map(|(key, _, _, tls)| (key, tls)).ok();
+        assert_eq!(tls("mqtts://h"), Some(("h:8883".to_owned(), true)));
+        assert_eq!(tls("ssl://h:8884"), Some(("h:8884".to_owned(), true)));
+        assert_eq!(tls("mqtt://h"), Some(("h:1883".to_owned(), false)));
         assert!(parse_host_port("n1.example:27587").is_ok());
         assert!(parse_host_port("n1.example").is_err());
         assert_eq!(default_advertise("::1", 5), "[::1]:5");
