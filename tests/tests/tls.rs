@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use distkv_model::{path, Value};
 use distkv_node::client::{Client, ClientError, ConnectOptions, UpdateOptions};
+use distkv_node::bus::Bus;
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode, MqttTls};
 use distkv_node::node::{BusSpec, NodeBuilder, NodeError, Start};
 use distkv_node::server::{self, ServerOptions};
@@ -108,8 +109,12 @@ struct TlsNode {
 
 impl TlsNode {
     async fn start(name: &str, id: &Identity) -> Result<TlsNode> {
+        TlsNode::start_with(name, server_tls(id)).await
+    }
+
+    async fn start_with(name: &str, tls: ServerTls) -> Result<TlsNode> {
         let opts = ServerOptions {
-            tls: Some(server_tls(id).acceptor()?),
+            tls: Some(tls.acceptor()?),
             ..ServerOptions::default()
         };
         let listener = server::bind("127.0.0.1", 0).await?;
@@ -207,6 +212,34 @@ async fn clients_without_tls_or_without_the_ca_are_refused_and_the_node_keeps_se
 
     let c = Client::connect(node.addr, tls_opts(pki.connector("localhost")?)).await?;
     round_trip(&c, "still", "serving").await?;
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_on_the_client_port_requires_client_certificates() -> Result<()> {
+    let pki = Pki::new("mtls")?;
+    let tls = ServerTls {
+        client_ca: Some(pki.ca()),
+        ..server_tls(&pki.identity("tlsm")?)
+    };
+    let node = TlsNode::start_with("tlsm", tls).await?;
+    // Without a certificate: TLS 1.3 ends the client's handshake before the
+    // node has checked it, so the refusal is the node's alert.
+    match Client::connect(node.addr, tls_opts(pki.connector("localhost")?)).await {
+        Err(e) => ensure!(
+            e.to_string().contains("CertificateRequired"),
+            "the error should say a certificate is required: {e}"
+        ),
+        Ok(_) => bail!("a client without a certificate was greeted"),
+    }
+    let me = pki.identity("client")?;
+    let with_cert = ClientTls {
+        ca: Some(pki.ca()),
+        identity: Some((me.cert, me.key)),
+    }
+    .config()?;
+    let c = Client::connect(node.addr, tls_opts(Connector::new(with_cert, "localhost")?)).await?;
+    round_trip(&c, "mutual", "TLS").await?;
     node.stop().await
 }
 
@@ -310,6 +343,27 @@ fn the_server_refuses_to_start_on_a_bad_certificate_and_serves_tls_with_a_good_o
         };
         ensure!(c.greeting().node == "tlsbin");
         round_trip(&c, "binary", "TLS").await?;
+        // The command line with `connect.ssl`, and without.
+        let port = node.addr.port().to_string();
+        let cli = |conf: &str| {
+            Command::new(distkv_bin()?)
+                .args(["-C", conf, "-C", "connect.init_timeout=0.5", "client"])
+                .args(["-h", "localhost", "-p", &port, "data", "binary", "get"])
+                .output()
+                .context("distkv client")
+        };
+        let out = cli(&format!("connect.ssl.ca={}", pki.ca().display()))?;
+        ensure!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("TLS"),
+            "distkv client with connect.ssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = cli("connect.ssl=false")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("connect.ssl"),
+            "distkv client without TLS should fail pointing at connect.ssl: {stderr}"
+        );
         node.terminate().await
     })
 }
@@ -371,24 +425,45 @@ impl MeshNode {
             client: peer_side.clone(),
         });
         let mqtt = MqttBus::start(config).await?;
-        let broker = mqtt.broker_addr().context("no broker")?.to_string();
         let opts = ServerOptions {
             tls: Some(server_tls(&id).acceptor()?),
             ..ServerOptions::default()
         };
-        let start = if peers.is_empty() {
-            Start::Ready
-        } else {
-            Start::Join
-        };
-        let listener = server::bind("127.0.0.1", 0).await?;
-        let node = NodeBuilder::new(name)
+        let builder = NodeBuilder::new(name)
             .options(opts)
-            .start(start)
+            .start(if peers.is_empty() {
+                Start::Ready
+            } else {
+                Start::Join
+            })
+            .peer_tls(peer_side);
+        MeshNode::run(builder, mqtt).await
+    }
+
+    /// A node with a plain client port on the external broker `url`
+    /// (`mqtts://`), checking it against the CA; joins unless `first`.
+    async fn on_broker(pki: &Pki, name: &str, url: &str, first: bool) -> Result<MeshNode> {
+        let mut config = MqttConfig::new(name, MqttMode::External { url: url.into() });
+        config.tls = Some(MqttTls {
+            acceptor: None,
+            client: pki.client_config()?,
+        });
+        let mqtt = MqttBus::start(config).await?;
+        let builder = NodeBuilder::new(name).start(if first { Start::Ready } else { Start::Join });
+        MeshNode::run(builder, mqtt).await
+    }
+
+    async fn run(builder: NodeBuilder, mqtt: Arc<MqttBus>) -> Result<MeshNode> {
+        let broker = mqtt
+            .broker_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let seed = builder.name().len() as u64;
+        let listener = server::bind("127.0.0.1", 0).await?;
+        let node = builder
             .bus(BusSpec::Given(mqtt.clone()))
             .cluster(quick_cluster())
-            .seed(name.len() as u64)
-            .peer_tls(peer_side)
+            .seed(seed)
             .build(listener)
             .await?;
         let addr = node.local_addr();
@@ -403,12 +478,16 @@ impl MeshNode {
         })
     }
 
-    /// A TLS client, once the node serves (a joining node serves after its
-    /// state transfer).
-    async fn client(&self, pki: &Pki) -> Result<Client> {
+    /// A TLS client (plain without `pki`), once the node serves (a joining
+    /// node serves after its state transfer).
+    async fn client(&self, pki: Option<&Pki>) -> Result<Client> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match Client::connect(self.addr, tls_opts(pki.connector("localhost")?)).await {
+            let opts = match pki {
+                Some(pki) => tls_opts(pki.connector("localhost")?),
+                None => ConnectOptions::default(),
+            };
+            match Client::connect(self.addr, opts).await {
                 Ok(c) => return Ok(c),
                 Err(e) if Instant::now() > deadline => bail!("no TLS client: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -444,13 +523,13 @@ async fn until_value(c: &Client, key: &str, value: &str) -> Result<()> {
 async fn three_nodes_replicate_over_tls_links() -> Result<()> {
     let pki = Pki::new("mesh")?;
     let n1 = MeshNode::start(&pki, "tm1", vec![]).await?;
-    let c1 = n1.client(&pki).await?;
+    let c1 = n1.client(Some(&pki)).await?;
     round_trip(&c1, "before", "the others joined").await?;
     // They fetch n1's data from its TLS client port, then serve.
     let n2 = MeshNode::start(&pki, "tm2", vec![n1.broker.clone()]).await?;
     let n3 = MeshNode::start(&pki, "tm3", vec![n1.broker.clone()]).await?;
-    let c2 = n2.client(&pki).await?;
-    let c3 = n3.client(&pki).await?;
+    let c2 = n2.client(Some(&pki)).await?;
+    let c3 = n3.client(Some(&pki)).await?;
     until_value(&c2, "before", "the others joined").await?;
     until_value(&c3, "before", "the others joined").await?;
 
@@ -493,4 +572,129 @@ async fn three_nodes_replicate_over_tls_links() -> Result<()> {
     n3.stop().await?;
     n2.stop().await?;
     n1.stop().await
+}
+
+/// A `mosquitto` with a TLS listener on a free port; dropping it kills it.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts mosquitto serving TLS with `id` (no client certificates asked
+/// for); `None` if it is not installed (and `DISTKV_REQUIRE_MOSQUITTO` is
+/// unset).
+fn start_tls_mosquitto(pki: &Pki, id: &Identity) -> Result<Option<Mosquitto>> {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    let Some(bin) = bin else {
+        ensure!(
+            std::env::var_os("DISTKV_REQUIRE_MOSQUITTO").is_none(),
+            "mosquitto is not installed but DISTKV_REQUIRE_MOSQUITTO is set"
+        );
+        return Ok(None);
+    };
+    let mut last = String::new();
+    for attempt in 0..5 {
+        let port = process::free_port()?;
+        let conf = pki.dir.path().join(format!("mosquitto.{attempt}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                pki.ca().display(),
+                id.cert.display(),
+                id.key.display()
+            ),
+        )?;
+        let log = pki.dir.path().join(format!("mosquitto.{attempt}.log"));
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut m = Mosquitto { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = m.child.try_wait()? {
+                // Most likely somebody took the port: try another one.
+                last = format!(
+                    "mosquitto exited with {st}: {}",
+                    std::fs::read_to_string(&m.log).unwrap_or_default()
+                );
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Some(m));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port} within 10 s: {}",
+                std::fs::read_to_string(&m.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    bail!("could not start mosquitto: {last}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_replicate_over_an_external_broker_with_mqtts() -> Result<()> {
+    let pki = Pki::new("mqtts")?;
+    let Some(broker) = start_tls_mosquitto(&pki, &pki.identity("broker")?)? else {
+        println!("skipping: mosquitto not installed");
+        return Ok(());
+    };
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let n1 = MeshNode::on_broker(&pki, "tq1", &url, true).await?;
+    let c1 = n1.client(None).await?;
+    round_trip(&c1, "first", "on n1").await?;
+    let n2 = MeshNode::on_broker(&pki, "tq2", &url, false).await?;
+    let c2 = n2.client(None).await?;
+    until_value(&c2, "first", "on n1").await?;
+    c2.set_value(
+        &path!["second"],
+        Value::str("on n2"),
+        &UpdateOptions::default(),
+    )
+    .await?;
+    until_value(&c1, "second", "on n2").await?;
+
+    // A node that does not trust the broker's CA never gets a link.
+    let other = Pki::new("mqtts-other")?;
+    let mut config = MqttConfig::new("tq3", MqttMode::External { url: url.clone() });
+    config.tls = Some(MqttTls {
+        acceptor: None,
+        client: other.client_config()?,
+    });
+    let stranger = MqttBus::start(config).await?;
+    let mut rx = stranger.subscribe(":distkv/#");
+    ensure!(
+        tokio::time::timeout(distkv_tests::SILENCE, rx.recv())
+            .await
+            .is_err(),
+        "a node without the CA got a message"
+    );
+    ensure!(
+        *stranger.links().borrow() == 0,
+        "a link came up without the CA"
+    );
+    stranger.shutdown();
+
+    n2.stop().await?;
+    n1.stop().await?;
+    drop(broker);
+    Ok(())
 }

@@ -279,7 +279,11 @@ pub async fn serve(
                 let shutdown = shutdown.clone();
                 tracker.spawn(async move {
                     let limit = server.opts.connections.handshake_timeout;
-                    if let Some(sock) = open(&server, sock, peer, limit).await {
+                    let opened = tokio::select! {
+                        s = open(&server, sock, peer, limit) => s,
+                        () = shutdown.cancelled() => None,
+                    };
+                    if let Some(sock) = opened {
                         conn::run(server, sock, peer, shutdown).await;
                     }
                     drop(ticket);
