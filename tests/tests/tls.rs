@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use distkv_model::{path, Value};
-use distkv_node::client::{Client, ClientError, ConnectOptions, UpdateOptions};
 use distkv_node::bus::Bus;
+use distkv_node::client::{Client, ClientError, ConnectOptions, UpdateOptions};
 use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode, MqttTls};
 use distkv_node::node::{BusSpec, NodeBuilder, NodeError, Start};
 use distkv_node::server::{self, ServerOptions};

@@ -7,7 +7,8 @@
 //! default) over a key space of `-r` keys, chosen by a seeded RNG so runs
 //! are repeatable. The `set` test writes them into the node's tree, and so
 //! into the cluster and its history, like any client would: the tool says
-//! so before it starts.
+//! so before it starts. With `connect.ssl` every connection uses TLS, as
+//! `distkv client` does.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,11 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use distkv_model::{codec, Path, Value};
 use distkv_node::addr::HostPort;
+use distkv_node::client::open;
 use distkv_node::config::Config;
+use distkv_node::tls::Connector;
 use distkv_node::wire::MsgReader;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::client::{parse_path, LongHelp};
 
@@ -86,6 +88,8 @@ impl Rng {
 struct Target {
     addr: HostPort,
     prefix: Path,
+    /// TLS (`connect.ssl`).
+    tls: Option<Connector>,
 }
 
 pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
@@ -93,12 +97,21 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
         bail!("--clients and --pipeline must be at least 1");
     }
     let settings = cfg.connect()?;
+    let addr = HostPort::new(
+        &args.host.clone().unwrap_or(settings.host),
+        args.port.unwrap_or(settings.port),
+    );
+    let tls = match &settings.tls {
+        Some(t) => {
+            let config = t.config().context("connect.ssl")?;
+            Some(Connector::new(config, &addr.host).context("connect.ssl")?)
+        }
+        None => None,
+    };
     let target = Target {
-        addr: HostPort::new(
-            &args.host.clone().unwrap_or(settings.host),
-            args.port.unwrap_or(settings.port),
-        ),
+        addr,
         prefix: args.prefix.clone(),
+        tls,
     };
     if args.tests.contains(&Test::Set) {
         eprintln!(
@@ -121,6 +134,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let addr = target.addr.clone();
+        let tls = target.tls.clone();
         let prefix = target.prefix.clone();
         let value = value.clone();
         let (pipeline, keyspace) = (args.pipeline, args.keyspace);
@@ -139,7 +153,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
                 value,
                 seed,
             };
-            conn_load(addr, load).await
+            conn_load(addr, tls, load).await
         }));
     }
     let mut lat = Vec::new();
@@ -176,7 +190,11 @@ struct Load {
     seed: u64,
 }
 
-async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> {
+async fn conn_load(
+    addr: HostPort,
+    tls: Option<Connector>,
+    load: Load,
+) -> anyhow::Result<Vec<Duration>> {
     let Load {
         test,
         count,
@@ -186,10 +204,9 @@ async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> 
         value,
         seed,
     } = load;
-    let sock = TcpStream::connect(addr.as_tuple())
+    let sock = open(addr.as_tuple(), tls.as_ref())
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    sock.set_nodelay(true)?;
     let (rd, mut wr) = sock.into_split();
     let mut reader = MsgReader::new(rd);
     let greeting = reader.next().await?.context("no greeting")?;
