@@ -331,16 +331,7 @@ fn the_server_refuses_to_start_on_a_bad_certificate_and_serves_tls_with_a_good_o
             ))
             .conf(&format!("server.bind_default.ssl.key={}", id.key.display()));
         let node = launch.start_bound().await?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let c = loop {
-            match Client::connect(node.addr, tls_opts(pki.connector("localhost")?)).await {
-                Ok(c) => break c,
-                Err(e) if Instant::now() > deadline => {
-                    bail!("no TLS greeting: {e}\n{}", node.stderr_tail())
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let c = tls_client_of(&node, &pki).await?;
         ensure!(c.greeting().node == "tlsbin");
         round_trip(&c, "binary", "TLS").await?;
         // The command line with `connect.ssl`, and without.
@@ -365,6 +356,76 @@ fn the_server_refuses_to_start_on_a_bad_certificate_and_serves_tls_with_a_good_o
             "distkv client without TLS should fail pointing at connect.ssl: {stderr}"
         );
         node.terminate().await
+    })
+}
+
+/// A TLS client of a node process, once it greets.
+async fn tls_client_of(node: &process::NodeProc, pki: &Pki) -> Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Client::connect(node.addr, tls_opts(pki.connector("localhost")?)).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => {
+                bail!(
+                    "no TLS greeting from {}: {e}\n{}",
+                    node.name,
+                    node.stderr_tail()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The flags alone: `--tls-cert`, `--tls-key` and `--tls-ca` put three
+/// node processes on TLS everywhere (client ports, mesh, joins).
+#[test]
+fn three_node_processes_with_the_tls_flags_replicate() -> Result<()> {
+    let pki = Pki::new("flags")?;
+    let dir = tempfile::Builder::new()
+        .prefix("distkv-tls-flags-")
+        .tempdir()?;
+    let launch = |name: &str| -> Result<Launch> {
+        let id = pki.identity(name)?;
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        Ok(Launch::new(name, &d)
+            .no_data_dir()
+            .conf("server.ping.cycle=1")
+            .conf("server.ping.gap=0.2")
+            .with_bus()?
+            .arg("--tls-cert")
+            .arg(id.cert.display().to_string())
+            .arg("--tls-key")
+            .arg(id.key.display().to_string())
+            .arg("--tls-ca")
+            .arg(pki.ca().display().to_string()))
+    };
+    let l1 = launch("tf1")?;
+    let l2 = launch("tf2")?.peer(&l1);
+    let l3 = launch("tf3")?.peer(&l1);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let n1 = l1.start_bound().await?;
+        let c1 = tls_client_of(&n1, &pki).await?;
+        round_trip(&c1, "flags", "set before the joins").await?;
+        let n2 = l2.start_bound().await?;
+        let n3 = l3.start_bound().await?;
+        let c2 = tls_client_of(&n2, &pki).await?;
+        let c3 = tls_client_of(&n3, &pki).await?;
+        until_value(&c2, "flags", "set before the joins").await?;
+        until_value(&c3, "flags", "set before the joins").await?;
+        c3.set_value(
+            &path!["from3"],
+            Value::str("tls"),
+            &UpdateOptions::default(),
+        )
+        .await?;
+        until_value(&c1, "from3", "tls").await?;
+        until_value(&c2, "from3", "tls").await?;
+        n3.terminate().await?;
+        n2.terminate().await?;
+        n1.terminate().await
     })
 }
 

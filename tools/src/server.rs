@@ -91,11 +91,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// TLS between the nodes too: the CA that signed every node's
-    /// certificate (sets `server.bus.ssl` to --tls-cert, --tls-key and this
-    /// CA). Each node's broker then serves its certificate and requires
-    /// the other nodes'; a joining node checks its peers' client ports
-    /// against this CA. With `--mqtt mqtts://…`: the broker's CA.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    /// certificate (sets `server.bus.ssl` to the client port's certificate
+    /// and key, and this CA). Each node's broker then serves its
+    /// certificate and requires the other nodes'; a joining node checks its
+    /// peers' client ports against this CA. With `--mqtt mqtts://…`: the
+    /// broker's CA.
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -148,15 +149,21 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     if args.advertise.is_some() {
         cluster.advertise = args.advertise.clone();
     }
-    if let (Some(ca), Some(t)) = (&args.tls_ca, &settings.tls) {
+    if let Some(ca) = &args.tls_ca {
+        let Some(t) = &settings.tls else {
+            anyhow::bail!(
+                "--tls-ca needs this node's certificate: --tls-cert/--tls-key or server.bind_default.ssl"
+            );
+        };
         cluster.tls = Some(BusTls {
             identity: Some((t.cert.clone(), t.key.clone())),
             ca: Some(ca.clone()),
         });
     }
     let config = cluster_config(&cluster)?;
+    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
     // Bad certificate files stop the start here, before any port is bound.
-    let tls = NodeTls::load(&settings, &cluster)?;
+    let tls = NodeTls::load(&settings, &cluster, !alone)?;
     let init = match args.init.as_deref() {
         None => None,
         Some("-") => Some(Value::Nil),
@@ -195,7 +202,6 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     });
     let created = dir.as_deref().and_then(first_missing);
     let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
-    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
     let start = match (alone, args.force) {
         (true, _) => Start::Ready,
         (false, true) => Start::Force,
@@ -264,7 +270,13 @@ struct NodeTls {
 }
 
 impl NodeTls {
-    fn load(settings: &ServerSettings, cluster: &ClusterSettings) -> anyhow::Result<NodeTls> {
+    /// Reads every file. `joins`: the node may fetch a peer's state, so it
+    /// needs a CA for the peers' client ports if they use TLS.
+    fn load(
+        settings: &ServerSettings,
+        cluster: &ClusterSettings,
+        joins: bool,
+    ) -> anyhow::Result<NodeTls> {
         let clients = match &settings.tls {
             Some(t) => Some(t.acceptor().context(
                 "TLS on the client port (server.bind_default.ssl, --tls-cert/--tls-key)",
@@ -296,12 +308,12 @@ impl NodeTls {
             }
         };
         let peers = match &settings.tls {
-            Some(_) => Some(
+            Some(_) if joins => Some(
                 peer_side(cluster.tls.as_ref())
                     .config()
                     .context("TLS to the other nodes' client ports (server.bus.ssl.ca)")?,
             ),
-            None => None,
+            _ => None,
         };
         Ok(NodeTls {
             clients,

@@ -336,7 +336,11 @@ impl MqttBus {
             MqttMode::External { url } => {
                 let (key, host, port, secure) = parse_url(&url)?;
                 let link_tls = match (secure, &tls) {
-                    (false, _) => None,
+                    (false, Some(_)) => {
+                        warn!(%url, "TLS is configured for the bus but the broker URL is not mqtts://: plain TCP");
+                        None
+                    }
+                    (false, None) => None,
                     (true, Some(t)) => Some(t.client.clone()),
                     (true, None) => Some(ClientTls::default().config()?),
                 };
