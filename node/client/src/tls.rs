@@ -404,3 +404,57 @@ impl AsyncWrite for WriteHalf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_config() -> Arc<ClientConfig> {
+        Arc::new(
+            ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
+    #[test]
+    fn server_names_are_dns_names_or_addresses_with_or_without_brackets() {
+        let name = |h: &str| Connector::new(empty_config(), h).map(|c| c.name);
+        assert_eq!(
+            name("localhost").ok(),
+            Some(ServerName::try_from("localhost").unwrap())
+        );
+        let v6 = ServerName::try_from("::1").unwrap();
+        assert_eq!(name("[::1]").ok(), Some(v6.clone()));
+        assert_eq!(name("::1").ok(), Some(v6));
+        assert!(matches!(name("not a name"), Err(TlsError::ServerName(_))));
+        assert!(matches!(name(""), Err(TlsError::ServerName(_))));
+    }
+
+    #[test]
+    fn missing_and_empty_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("distkv-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let missing = dir.join("missing.pem");
+        let e = load_certs(&missing, "certificate").unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read the certificate file") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let e = load_certs(&empty, "CA").unwrap_err().to_string();
+        assert!(
+            e.contains("CA file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = load_key(&empty).unwrap_err().to_string();
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM private key"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
