@@ -130,14 +130,6 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         c.set_override(&format!("server.persist.fsync={f}"))?;
         settings.persist = c.server()?.persist;
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let client_ca = settings.tls.take().and_then(|t| t.client_ca);
-        settings.tls = Some(ServerTls {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca,
-        });
-    }
     let mut cluster = settings.cluster.clone();
     if let Some(p) = args.bus_port {
         cluster.bus_port = p;
@@ -149,17 +141,7 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     if args.advertise.is_some() {
         cluster.advertise = args.advertise.clone();
     }
-    if let Some(ca) = &args.tls_ca {
-        let Some(t) = &settings.tls else {
-            anyhow::bail!(
-                "--tls-ca needs this node's certificate: --tls-cert/--tls-key or server.bind_default.ssl"
-            );
-        };
-        cluster.tls = Some(BusTls {
-            identity: Some((t.cert.clone(), t.key.clone())),
-            ca: Some(ca.clone()),
-        });
-    }
+    tls_flags(&args, &mut settings, &mut cluster)?;
     let config = cluster_config(&cluster)?;
     let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
     // Bad certificate files stop the start here, before any port is bound.
@@ -255,6 +237,35 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         }
     }
     node.run(shutdown).await?;
+    Ok(())
+}
+
+/// Applies `--tls-cert`/`--tls-key` (the client port) and `--tls-ca` (the
+/// bus, with the client port's certificate) over the configuration.
+fn tls_flags(
+    args: &ServerArgs,
+    settings: &mut ServerSettings,
+    cluster: &mut ClusterSettings,
+) -> anyhow::Result<()> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let client_ca = settings.tls.take().and_then(|t| t.client_ca);
+        settings.tls = Some(ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca,
+        });
+    }
+    if let Some(ca) = &args.tls_ca {
+        let Some(t) = &settings.tls else {
+            anyhow::bail!(
+                "--tls-ca needs this node's certificate: --tls-cert/--tls-key or server.bind_default.ssl"
+            );
+        };
+        cluster.tls = Some(BusTls {
+            identity: Some((t.cert.clone(), t.key.clone())),
+            ca: Some(ca.clone()),
+        });
+    }
     Ok(())
 }
 
