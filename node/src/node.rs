@@ -37,6 +37,7 @@ use crate::commit::{ChangeError, CommitHook, MetaRules, SharedState, Store};
 use crate::persist::durable::{self, Durability, DurableConfig, PersistError, WriterThread};
 use crate::persist::load::LoadError;
 use crate::server::{self, Server, ServerOptions};
+use crate::tls::rustls::ClientConfig;
 use crate::view::ClusterView;
 
 /// What a node that has no data of its own does at the start.
@@ -115,6 +116,7 @@ pub struct NodeBuilder {
     seed: Option<u64>,
     advertise: Option<String>,
     serve_before_ready: bool,
+    peer_tls: Option<Arc<ClientConfig>>,
 }
 
 impl NodeBuilder {
@@ -135,6 +137,7 @@ impl NodeBuilder {
             seed: None,
             advertise: None,
             serve_before_ready: false,
+            peer_tls: None,
         }
     }
 
@@ -218,6 +221,14 @@ impl NodeBuilder {
     /// telling them it is not ready (tests that watch a joining node).
     pub fn serve_before_ready(mut self, yes: bool) -> Self {
         self.serve_before_ready = yes;
+        self
+    }
+
+    /// Fetches a joining node's state from a peer's client port with TLS
+    /// (the nodes' client ports use TLS): `config` holds the CA of their
+    /// certificates, and this node's own if they ask for one.
+    pub fn peer_tls(mut self, config: Arc<ClientConfig>) -> Self {
+        self.peer_tls = Some(config);
         self
     }
 
@@ -361,6 +372,7 @@ impl NodeBuilder {
             protocol,
             writer: None,
             serve_before_ready: self.serve_before_ready,
+            peer_tls: self.peer_tls,
         })
     }
 }
@@ -374,6 +386,7 @@ pub struct Node {
     protocol: Option<(Arc<dyn Bus>, Core)>,
     writer: Option<WriterThread>,
     serve_before_ready: bool,
+    peer_tls: Option<Arc<ClientConfig>>,
 }
 
 /// What a node that is not ready answers every client.
@@ -409,6 +422,7 @@ impl Node {
                 core,
                 shutdown.clone(),
                 ready.clone(),
+                self.peer_tls.clone(),
             ))
         });
         let served = async {
