@@ -175,6 +175,7 @@ async fn start_node(name: &str, peers: Vec<String>, seed: u64) -> Result<Node> {
             advertise: None,
             peers,
         },
+        tls: None,
     })
     .await?;
     let counting = Arc::new(Counting {

@@ -38,6 +38,7 @@ use crate::persist::durable::{self, Durability, DurableConfig, PersistError, Wri
 use crate::persist::load::LoadError;
 use crate::rules::{DataRules, TypeRules};
 use crate::server::{self, Server, ServerOptions};
+use crate::tls::rustls::ClientConfig;
 use crate::view::ClusterView;
 
 /// What a node that has no data of its own does at the start.
@@ -117,6 +118,7 @@ pub struct NodeBuilder {
     seed: Option<u64>,
     advertise: Option<String>,
     serve_before_ready: bool,
+    peer_tls: Option<Arc<ClientConfig>>,
 }
 
 impl NodeBuilder {
@@ -139,6 +141,7 @@ impl NodeBuilder {
             seed: None,
             advertise: None,
             serve_before_ready: false,
+            peer_tls: None,
         }
     }
 
@@ -223,6 +226,14 @@ impl NodeBuilder {
     /// telling them it is not ready (tests that watch a joining node).
     pub fn serve_before_ready(mut self, yes: bool) -> Self {
         self.serve_before_ready = yes;
+        self
+    }
+
+    /// Fetches a joining node's state from a peer's client port with TLS
+    /// (the nodes' client ports use TLS): `config` holds the CA of their
+    /// certificates, and this node's own if they ask for one.
+    pub fn peer_tls(mut self, config: Arc<ClientConfig>) -> Self {
+        self.peer_tls = Some(config);
         self
     }
 
@@ -367,6 +378,7 @@ impl NodeBuilder {
             protocol,
             writer: None,
             serve_before_ready: self.serve_before_ready,
+            peer_tls: self.peer_tls,
         })
     }
 }
@@ -380,6 +392,7 @@ pub struct Node {
     protocol: Option<(Arc<dyn Bus>, Core)>,
     writer: Option<WriterThread>,
     serve_before_ready: bool,
+    peer_tls: Option<Arc<ClientConfig>>,
 }
 
 /// What a node that is not ready answers every client.
@@ -415,6 +428,7 @@ impl Node {
                 core,
                 shutdown.clone(),
                 ready.clone(),
+                self.peer_tls.clone(),
             ))
         });
         let served = async {

@@ -245,7 +245,7 @@ async fn until_serving(port: u16, err_file: &Path) -> Result<()> {
         ..ConnectOptions::default()
     };
     loop {
-        match Client::connect(("127.0.0.1", port), opts).await {
+        match Client::connect(("127.0.0.1", port), opts.clone()).await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => bail!(
                 "no node serving on {port}: {e}\n{}",

@@ -7,7 +7,8 @@
 //! default) over a key space of `-r` keys, chosen by a seeded RNG so runs
 //! are repeatable. The `set` test writes them into the node's tree, and so
 //! into the cluster and its history, like any client would: the tool says
-//! so before it starts.
+//! so before it starts. With `connect.ssl` every connection uses TLS, as
+//! `distkv client` does.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,11 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use distkv_model::{codec, Path, Value};
 use distkv_node::addr::HostPort;
+use distkv_node::client::open;
 use distkv_node::config::Config;
+use distkv_node::tls::Connector;
 use distkv_node::wire::MsgReader;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::client::{parse_path, LongHelp};
 
@@ -99,6 +101,8 @@ impl Rng {
 struct Target {
     addr: HostPort,
     prefix: Path,
+    /// TLS (`connect.ssl`).
+    tls: Option<Connector>,
 }
 
 pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
@@ -109,12 +113,21 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
         return crate::compare::run(&args).await;
     }
     let settings = cfg.connect()?;
+    let addr = HostPort::new(
+        &args.host.clone().unwrap_or(settings.host),
+        args.port.unwrap_or(settings.port),
+    );
+    let tls = match &settings.tls {
+        Some(t) => {
+            let config = t.config().context("connect.ssl")?;
+            Some(Connector::new(config, &addr.host).context("connect.ssl")?)
+        }
+        None => None,
+    };
     let target = Target {
-        addr: HostPort::new(
-            &args.host.clone().unwrap_or(settings.host),
-            args.port.unwrap_or(settings.port),
-        ),
+        addr,
         prefix: args.prefix.clone(),
+        tls,
     };
     if args.tests.contains(&Test::Set) {
         eprintln!(
@@ -155,7 +168,7 @@ pub(crate) struct Measured {
     pub p99_ms: f64,
 }
 
-/// Runs `test` against the node at `addr` with `args`' load.
+/// Runs `test` against the node at `addr` (plain TCP) with `args`' load.
 pub(crate) async fn measure(
     args: &BenchArgs,
     addr: HostPort,
@@ -164,6 +177,7 @@ pub(crate) async fn measure(
     let target = Target {
         addr,
         prefix: args.prefix.clone(),
+        tls: None,
     };
     run_test(args, &target, test).await
 }
@@ -175,6 +189,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let addr = target.addr.clone();
+        let tls = target.tls.clone();
         let prefix = target.prefix.clone();
         let value = value.clone();
         let (pipeline, keyspace) = (args.pipeline, args.keyspace);
@@ -200,7 +215,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
                 value,
                 keys,
             };
-            conn_load(addr, load).await
+            conn_load(addr, tls, load).await
         }));
     }
     let mut lat = Vec::new();
@@ -253,7 +268,11 @@ struct Load {
     keys: Keys,
 }
 
-async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> {
+async fn conn_load(
+    addr: HostPort,
+    tls: Option<Connector>,
+    load: Load,
+) -> anyhow::Result<Vec<Duration>> {
     let Load {
         test,
         count,
@@ -263,10 +282,9 @@ async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> 
         value,
         mut keys,
     } = load;
-    let sock = TcpStream::connect(addr.as_tuple())
+    let sock = open(addr.as_tuple(), tls.as_ref())
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    sock.set_nodelay(true)?;
     let (rd, mut wr) = sock.into_split();
     let mut reader = MsgReader::new(rd);
     let greeting = reader.next().await?.context("no greeting")?;

@@ -8,11 +8,13 @@ use distkv_model::Value;
 use distkv_node::addr;
 use distkv_node::cluster::actor::ActorConfig;
 use distkv_node::cluster::core::ClusterConfig;
-use distkv_node::cluster::mqtt::{MqttConfig, MqttMode};
-use distkv_node::config::{ClusterSettings, Config};
+use distkv_node::cluster::mqtt::{MqttConfig, MqttMode, MqttTls};
+use distkv_node::config::{BusTls, ClusterSettings, Config, ServerSettings};
 use distkv_node::node::{BusSpec, NodeBuilder, NodeError, Start};
 use distkv_node::persist::durable::{self, PersistError};
 use distkv_node::server::{self, ServerOptions};
+use distkv_node::tls::{rustls::ClientConfig, Acceptor, ClientTls, ServerTls};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::eval::parse_value;
@@ -81,6 +83,21 @@ pub struct ServerArgs {
     /// the state from a peer.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Serve clients with TLS: this node's certificate chain, PEM (sets
+    /// `server.bind_default.ssl.cert`; needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM (`server.bind_default.ssl.key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS between the nodes too: the CA that signed every node's
+    /// certificate (sets `server.bus.ssl` to the client port's certificate
+    /// and key, and this CA). Each node's broker then serves its
+    /// certificate and requires the other nodes'; a joining node checks its
+    /// peers' client ports against this CA. With `--mqtt mqtts://…`: the
+    /// broker's CA.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Worker threads the server's runtime should have (0 = one per core).
@@ -124,7 +141,11 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     if args.advertise.is_some() {
         cluster.advertise = args.advertise.clone();
     }
+    tls_flags(&args, &mut settings, &mut cluster)?;
     let config = cluster_config(&cluster)?;
+    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
+    // Bad certificate files stop the start here, before any port is bound.
+    let tls = NodeTls::load(&settings, &cluster, !alone)?;
     let init = match args.init.as_deref() {
         None => None,
         Some("-") => Some(Value::Nil),
@@ -154,7 +175,8 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         ),
     };
 
-    let opts = ServerOptions::from(&settings);
+    let mut opts = ServerOptions::from(&settings);
+    opts.tls = tls.clients;
     let dir = (!args.no_data_dir).then(|| match (&args.data_dir, &settings.data_dir) {
         (Some(d), _) => d.clone(),
         (None, Some(d)) => d.into(),
@@ -162,7 +184,6 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     });
     let created = dir.as_deref().and_then(first_missing);
     let host = advertised_host(cluster.advertise.as_deref(), &settings.host);
-    let alone = cluster.peers.is_empty() && cluster.mqtt.is_none();
     let start = match (alone, args.force) {
         (true, _) => Start::Ready,
         (false, true) => Start::Force,
@@ -175,11 +196,14 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
         .init(init)
         .start(start)
         .bus(BusSpec::Mqtt {
-            config: mqtt_config(&args.name, &cluster, &settings.host, &host),
+            config: mqtt_config(&args.name, &cluster, &settings.host, &host, tls.bus),
             listener: bus_listener,
         })
         .cluster(config)
         .advertise(host);
+    if let Some(peer_tls) = tls.peers {
+        builder = builder.peer_tls(peer_tls);
+    }
     if let Some(dir) = &dir {
         builder = builder.data_dir(durable::durable_config(dir, &settings.persist));
     }
@@ -214,6 +238,100 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     }
     node.run(shutdown).await?;
     Ok(())
+}
+
+/// Applies `--tls-cert`/`--tls-key` (the client port) and `--tls-ca` (the
+/// bus, with the client port's certificate) over the configuration.
+fn tls_flags(
+    args: &ServerArgs,
+    settings: &mut ServerSettings,
+    cluster: &mut ClusterSettings,
+) -> anyhow::Result<()> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let client_ca = settings.tls.take().and_then(|t| t.client_ca);
+        settings.tls = Some(ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca,
+        });
+    }
+    if let Some(ca) = &args.tls_ca {
+        let Some(t) = &settings.tls else {
+            anyhow::bail!(
+                "--tls-ca needs this node's certificate: --tls-cert/--tls-key or server.bind_default.ssl"
+            );
+        };
+        cluster.tls = Some(BusTls {
+            identity: Some((t.cert.clone(), t.key.clone())),
+            ca: Some(ca.clone()),
+        });
+    }
+    Ok(())
+}
+
+/// The node's TLS settings with their files read.
+struct NodeTls {
+    /// The client port's (`server.bind_default.ssl`).
+    clients: Option<Acceptor>,
+    /// The bus's (`server.bus.ssl`).
+    bus: Option<MqttTls>,
+    /// A joining node's, for the peers' client ports: the bus CA (or the
+    /// system's), this node's certificate if the bus has one.
+    peers: Option<Arc<ClientConfig>>,
+}
+
+impl NodeTls {
+    /// Reads every file. `joins`: the node may fetch a peer's state, so it
+    /// needs a CA for the peers' client ports if they use TLS.
+    fn load(
+        settings: &ServerSettings,
+        cluster: &ClusterSettings,
+        joins: bool,
+    ) -> anyhow::Result<NodeTls> {
+        let clients = match &settings.tls {
+            Some(t) => Some(t.acceptor().context(
+                "TLS on the client port (server.bind_default.ssl, --tls-cert/--tls-key)",
+            )?),
+            None => None,
+        };
+        let bus_key = "TLS between the nodes (server.bus.ssl, --tls-ca)";
+        let peer_side = |b: Option<&BusTls>| ClientTls {
+            ca: b.and_then(|b| b.ca.clone()),
+            identity: b.and_then(|b| b.identity.clone()),
+        };
+        let bus = match &cluster.tls {
+            None => None,
+            Some(b) => {
+                let acceptor = match (&b.identity, &cluster.mqtt) {
+                    (Some((cert, key)), None) => Some(
+                        ServerTls {
+                            cert: cert.clone(),
+                            key: key.clone(),
+                            client_ca: b.ca.clone(),
+                        }
+                        .acceptor()
+                        .context(bus_key)?,
+                    ),
+                    _ => None,
+                };
+                let client = peer_side(Some(b)).config().context(bus_key)?;
+                Some(MqttTls { acceptor, client })
+            }
+        };
+        let peers = match &settings.tls {
+            Some(_) if joins => Some(
+                peer_side(cluster.tls.as_ref())
+                    .config()
+                    .context("TLS to the other nodes' client ports (server.bus.ssl.ca)")?,
+            ),
+            _ => None,
+        };
+        Ok(NodeTls {
+            clients,
+            bus,
+            peers,
+        })
+    }
 }
 
 /// The cluster protocol's timing and limits from the settings.
@@ -291,7 +409,13 @@ fn hostname() -> Option<String> {
 }
 
 /// The bus settings: the embedded broker mesh, or one external broker.
-fn mqtt_config(name: &str, cluster: &ClusterSettings, bind: &str, host: &str) -> MqttConfig {
+fn mqtt_config(
+    name: &str,
+    cluster: &ClusterSettings,
+    bind: &str,
+    host: &str,
+    tls: Option<MqttTls>,
+) -> MqttConfig {
     let mode = match &cluster.mqtt {
         Some(url) => MqttMode::External { url: url.clone() },
         None => MqttMode::Mesh {
@@ -305,6 +429,7 @@ fn mqtt_config(name: &str, cluster: &ClusterSettings, bind: &str, host: &str) ->
         node: name.to_string(),
         root: cluster.root.clone(),
         mode,
+        tls,
     }
 }
 

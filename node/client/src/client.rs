@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use distkv_model::codec::Limits;
 use distkv_model::{Path, Value};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::tls::{Connector, ReadHalf, Socket, WriteHalf};
 use crate::wire::{MsgReader, MsgWriter, WireError};
 
 /// The default TCP port of DistKV's client protocol.
@@ -74,10 +74,15 @@ pub enum ClientError {
     /// Reading or writing the raw connection failed: close it.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The TLS handshake failed (e.g. the server's certificate is not
+    /// signed by the CA given, or the server does not speak TLS): fix the
+    /// TLS settings.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
 }
 
 /// How to connect.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// Time allowed for the TCP connect, the greeting and the hello.
     pub timeout: Duration,
@@ -87,6 +92,8 @@ pub struct ConnectOptions {
     pub qlen: u64,
     /// Limits applied to every message received.
     pub limits: Limits,
+    /// TLS (`connect.ssl`); `None`: plain TCP.
+    pub tls: Option<Connector>,
 }
 
 impl Default for ConnectOptions {
@@ -96,7 +103,26 @@ impl Default for ConnectOptions {
             qlen: DEFAULT_QLEN,
             // What a node sends is within its budget: room for all of it.
             limits: distkv_model::budget::INTERNAL_LIMITS,
+            tls: None,
         }
+    }
+}
+
+/// Opens the connection: TCP, then the TLS handshake if `tls` is given.
+/// The caller bounds how long it may take.
+pub async fn open(
+    addr: impl ToSocketAddrs,
+    tls: Option<&Connector>,
+) -> Result<Socket, ClientError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(ClientError::Connect)?;
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
+    match tls {
+        None => Ok(Socket::Plain(tcp)),
+        Some(c) => c.connect(tcp).await.map_err(ClientError::Tls),
     }
 }
 
@@ -333,14 +359,11 @@ impl Client {
         if (1..=3).contains(&opts.qlen) {
             return Err(ClientError::InvalidOption("qlen must be 0 or at least 4"));
         }
+        // What the connection waits for, for the timeout's message.
+        let waiting = std::sync::atomic::AtomicBool::new(false);
         let setup = async {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(ClientError::Connect)?;
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-            let (r, w) = stream.into_split();
+            let (r, w) = open(addr, opts.tls.as_ref()).await?.into_split();
+            waiting.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut reader = MsgReader::with_limits(r, opts.limits);
             let mut writer = MsgWriter::new(w);
             let first = reader.next().await?.ok_or_else(|| {
@@ -361,10 +384,16 @@ impl Client {
                 .await?;
             Ok::<_, ClientError>((reader, writer, greeting, qlen))
         };
-        let (reader, writer, greeting, qlen) =
-            tokio::time::timeout(opts.timeout, setup)
-                .await
-                .map_err(|_| ClientError::Timeout("connecting to the server"))??;
+        let (reader, writer, greeting, qlen) = tokio::time::timeout(opts.timeout, setup)
+            .await
+            .map_err(|_| match waiting.load(std::sync::atomic::Ordering::Relaxed) {
+                // A TLS server greets nobody who does not start TLS.
+                true if opts.tls.is_none() => ClientError::Timeout(
+                    "waiting for the server's greeting (if the server uses TLS, connect with TLS: connect.ssl)",
+                ),
+                true => ClientError::Timeout("waiting for the server's greeting"),
+                false => ClientError::Timeout("connecting to the server"),
+            })??;
 
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -857,7 +886,7 @@ impl PathLongener {
 }
 
 async fn write_loop(
-    mut writer: MsgWriter<OwnedWriteHalf>,
+    mut writer: MsgWriter<WriteHalf>,
     mut rx: mpsc::UnboundedReceiver<Value>,
     shared: Arc<Shared>,
 ) {
@@ -880,7 +909,7 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut reader: MsgReader<OwnedReadHalf>, shared: Arc<Shared>, qlen: u64) {
+async fn read_loop(mut reader: MsgReader<ReadHalf>, shared: Arc<Shared>, qlen: u64) {
     let reason = loop {
         match reader.next().await {
             Ok(Some(msg)) => dispatch(&shared, msg, qlen).await,
@@ -940,21 +969,25 @@ async fn dispatch(shared: &Shared, msg: Value, qlen: u64) {
 /// A bare message connection for tests and tools: no greeting handling, no
 /// routing, no flow control — the caller sees and sends every message.
 pub struct RawConn {
-    reader: MsgReader<OwnedReadHalf>,
-    writer: MsgWriter<OwnedWriteHalf>,
+    reader: MsgReader<ReadHalf>,
+    writer: MsgWriter<WriteHalf>,
 }
 
 impl RawConn {
     /// Connects within [`DEFAULT_TIMEOUT`]. The greeting is the first message
     /// [`RawConn::recv`] returns.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<RawConn, ClientError> {
-        let stream = tokio::time::timeout(DEFAULT_TIMEOUT, TcpStream::connect(addr))
+        RawConn::connect_with(addr, None).await
+    }
+
+    /// Connects within [`DEFAULT_TIMEOUT`], with TLS if `tls` is given.
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        tls: Option<&Connector>,
+    ) -> Result<RawConn, ClientError> {
+        let stream = tokio::time::timeout(DEFAULT_TIMEOUT, open(addr, tls))
             .await
-            .map_err(|_| ClientError::Timeout("connecting to the server"))?
-            .map_err(ClientError::Connect)?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
+            .map_err(|_| ClientError::Timeout("connecting to the server"))??;
         let (r, w) = stream.into_split();
         Ok(RawConn {
             reader: MsgReader::new(r),
@@ -990,6 +1023,7 @@ mod tests {
     use distkv_model::path;
     use std::future::Future;
     use std::net::SocketAddr;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::TcpListener;
 
     type Reader = MsgReader<OwnedReadHalf>;

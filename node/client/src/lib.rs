@@ -7,6 +7,8 @@
 //! * [`fetch`] — reading a live node's whole state.
 //! * [`login`] — the cryptography of password login, for both ends.
 //! * [`auth`] — the client's side of login and user management.
+//! * [`tls`] — optional TLS: PEM files into rustls configurations, and the
+//!   connection that is plain TCP or TLS.
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -17,4 +19,5 @@ pub mod auth;
 pub mod client;
 pub mod fetch;
 pub mod login;
+pub mod tls;
 pub mod wire;

@@ -8,7 +8,8 @@
 //! one short state lock. A change on an idle node is broadcast at once;
 //! under load, changes are collected for up to a millisecond, so a message
 //! carries many. Fetching a joining node's state
-//! runs in its own task.
+//! runs in its own task, over TLS when the nodes' client ports use it
+//! (`peer_tls`).
 //!
 //! Every event taken off the bus or fetched passes the store's commit path
 //! ([`Store::admission`] for the core, `Tx::commit` for a transfer).
@@ -28,6 +29,7 @@ use crate::client::{Client, ConnectOptions};
 use crate::commit::{Change, Road, Store};
 use crate::persist::durable::Refusal;
 use crate::pyfiles::PyState;
+use crate::tls::{rustls::ClientConfig, Connector};
 use crate::view::ClusterView;
 use distkv_client::fetch::{FetchError as Read, StateReader};
 
@@ -40,7 +42,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(1);
 const BACKLOG_POLL: Duration = Duration::from_millis(100);
 
 /// Runs the protocol until `shutdown` fires, reporting to `view`. `ready`
-/// is cancelled once the node may serve clients.
+/// is cancelled once the node may serve clients. A joining node fetches
+/// the state from a peer's client port with TLS if `peer_tls` is given.
 pub async fn run(
     store: Arc<Store>,
     view: Arc<ClusterView>,
@@ -48,6 +51,7 @@ pub async fn run(
     core: Core,
     shutdown: CancellationToken,
     ready: CancellationToken,
+    peer_tls: Option<Arc<ClientConfig>>,
 ) {
     let mut core = core.with_admission(store.admission(Road::Bus));
     let name = store.state().me().to_string();
@@ -95,8 +99,9 @@ pub async fn run(
                     let candidates = fetch_candidates(&addr, &bus.reached_at(&node));
                     tracing::info!(%node, addresses = %candidates.join(", "), "fetching the state from a ready peer");
                     let (store, tx) = (store.clone(), fetched_tx.clone());
+                    let tls = peer_tls.clone();
                     tokio::spawn(async move {
-                        let ok = match fetch_from_any(&store, &node, &candidates).await {
+                        let ok = match fetch_from_any(&store, &node, &candidates, tls).await {
                             Ok((at, n)) => {
                                 tracing::info!(%node, addr = %at, entries = n, "state fetched; ready");
                                 store.state_mut().make_ready();
@@ -235,23 +240,32 @@ pub fn fetch_candidates(advertised: &str, brokers: &[String]) -> Vec<String> {
 /// How long one address of a ready peer may take to greet.
 const FETCH_CONNECT: Duration = Duration::from_secs(3);
 
-/// Connects to every address in `candidates` at once and fetches the state
+/// Connects to every address in `candidates` at once (with TLS if `tls`
+/// is given, checking each address's host name) and fetches the state
 /// from the first that greets as `node`. Logs each address that failed.
 /// Returns the address used and the number of entries applied.
 pub async fn fetch_from_any(
     store: &Store,
     node: &str,
     candidates: &[String],
+    tls: Option<Arc<ClientConfig>>,
 ) -> Result<(String, usize), FetchError> {
     let mut tries = tokio::task::JoinSet::new();
     for addr in candidates {
         let addr = addr.clone();
+        let tls = tls.clone();
         tries.spawn(async move {
-            let opts = ConnectOptions {
-                timeout: FETCH_CONNECT,
-                ..ConnectOptions::default()
+            let r = match peer_connector(&addr, tls) {
+                Ok(tls) => {
+                    let opts = ConnectOptions {
+                        timeout: FETCH_CONNECT,
+                        tls,
+                        ..ConnectOptions::default()
+                    };
+                    Client::connect(addr.as_str(), opts).await
+                }
+                Err(e) => Err(e),
             };
-            let r = Client::connect(addr.as_str(), opts).await;
             (addr, r)
         });
     }
@@ -276,6 +290,20 @@ pub async fn fetch_from_any(
         }
     }
     Err(FetchError::Unreachable(failed.join("; ")))
+}
+
+/// The TLS connector for a peer's client address `host:port`, if `tls`.
+fn peer_connector(
+    addr: &str,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Option<Connector>, crate::client::ClientError> {
+    let Some(config) = tls else { return Ok(None) };
+    let host = HostPort::parse(addr)
+        .map(|a| a.host)
+        .unwrap_or_else(|_| addr.to_owned());
+    Connector::new(config, &host)
+        .map(Some)
+        .map_err(|e| crate::client::ClientError::Tls(std::io::Error::other(e)))
 }
 
 /// Copies the whole state of the node serving clients at `addr`: every

@@ -57,6 +57,8 @@ pub struct ConnectKeys {
     pub auth: Option<yaml_serde::Value>,
     /// `name`: accepted for DistKV's files (not used yet).
     pub name: Option<String>,
+    /// `ssl`: `false`, `true` (the system's CAs) or `{ca, cert, key}`.
+    pub ssl: SslKeys,
 }
 
 impl Default for ConnectKeys {
@@ -67,6 +69,7 @@ impl Default for ConnectKeys {
             init_timeout: Seconds(5.0),
             auth: None,
             name: None,
+            ssl: SslKeys::Flag(false),
         }
     }
 }
@@ -118,6 +121,7 @@ impl Default for ServerKeys {
             bind_default: BindKeys {
                 host: Some("127.0.0.1".into()),
                 port: Some(27586),
+                ssl: Some(SslKeys::Flag(false)),
             },
             change: ChangeKeys { length: 5 },
             ping: ActorKeys {
@@ -146,6 +150,37 @@ pub struct BindKeys {
     pub host: Option<String>,
     /// `port`: the client port.
     pub port: Option<u16>,
+    /// `ssl`: `false`, or `{cert, key}` (and `ca` to require client
+    /// certificates).
+    pub ssl: Option<SslKeys>,
+}
+
+/// `ssl` (client port, client, bus): off, on, or the files.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SslKeys {
+    /// `false`: plain TCP; `true`: TLS with defaults (clients only).
+    Flag(bool),
+    /// The files, PEM.
+    Files(SslFiles),
+}
+
+impl Default for SslKeys {
+    fn default() -> SslKeys {
+        SslKeys::Flag(false)
+    }
+}
+
+/// The files of an `ssl` map.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SslFiles {
+    /// `cert`: the certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// `key`: its private key.
+    pub key: Option<PathBuf>,
+    /// `ca`: the CA the other end's certificate must be signed by.
+    pub ca: Option<PathBuf>,
 }
 
 /// `change`.
@@ -181,6 +216,9 @@ pub struct BusKeys {
     pub peers: Vec<String>,
     /// `advertise`: the host name others reach this node by.
     pub advertise: Option<String>,
+    /// `ssl`: `false`, or `{cert, key, ca}` for TLS between the nodes
+    /// (and `{ca}` at least for an external `mqtts://` broker).
+    pub ssl: SslKeys,
 }
 
 impl Default for BusKeys {
@@ -189,6 +227,7 @@ impl Default for BusKeys {
             port: 27587,
             peers: Vec::new(),
             advertise: None,
+            ssl: SslKeys::Flag(false),
         }
     }
 }

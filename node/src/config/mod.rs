@@ -23,7 +23,8 @@ use distkv_log::RecoveryMode;
 use distkv_model::budget::{MAX_CLIENT_FRAME, MAX_MESSAGE_BYTES, MAX_NESTING};
 use yaml_serde::{Mapping, Value as Yaml};
 
-use keys::{FsyncKey, Keys, MqttKeys, RecoveryKey, Seconds};
+use distkv_client::tls::{ClientTls, ServerTls};
+use keys::{FsyncKey, Keys, MqttKeys, RecoveryKey, Seconds, SslFiles, SslKeys};
 
 /// A configuration problem.
 #[derive(Debug, thiserror::Error)]
@@ -209,8 +210,89 @@ impl Config {
             host: c.host,
             port: c.port,
             init_timeout: seconds_in("connect.init_timeout", c.init_timeout, 0.0..=3600.0)?,
+            tls: client_tls("connect.ssl", &c.ssl)?,
         })
     }
+}
+
+/// `connect.ssl`: `true` trusts the system's CAs; a map names a `ca` (else
+/// the system's) and optionally a client `cert` with its `key`.
+fn client_tls(key: &str, ssl: &SslKeys) -> Result<Option<ClientTls>, ConfigError> {
+    match ssl {
+        SslKeys::Flag(false) => Ok(None),
+        SslKeys::Flag(true) => Ok(Some(ClientTls::default())),
+        SslKeys::Files(f) => Ok(Some(ClientTls {
+            ca: f.ca.clone(),
+            identity: identity(key, f)?,
+        })),
+    }
+}
+
+/// A certificate and its key, both or neither.
+fn identity(
+    key: &str,
+    f: &SslFiles,
+) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
+    match (&f.cert, &f.key) {
+        (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+        (None, None) => Ok(None),
+        _ => Err(invalid(
+            key,
+            "cert and key go together: give both or neither",
+        )),
+    }
+}
+
+/// `server.bind_default.ssl`: DistKV's `{cert, key}`, plus `ca` to
+/// require client certificates.
+fn server_tls(key: &str, ssl: &SslKeys) -> Result<Option<ServerTls>, ConfigError> {
+    match ssl {
+        SslKeys::Flag(false) => Ok(None),
+        SslKeys::Flag(true) => Err(invalid(
+            key,
+            "a server needs its certificate: give {cert: FILE, key: FILE}",
+        )),
+        SslKeys::Files(f) => match identity(key, f)? {
+            Some((cert, k)) => Ok(Some(ServerTls {
+                cert,
+                key: k,
+                client_ca: f.ca.clone(),
+            })),
+            None => Err(invalid(
+                key,
+                "a server needs its certificate: give {cert: FILE, key: FILE}",
+            )),
+        },
+    }
+}
+
+/// `server.bus.ssl`: the mesh needs all of `cert`, `key` (this node's
+/// broker and its links to the others) and `ca` (the other nodes'); an
+/// external `mqtts://` broker needs none (the system's CAs) but takes them.
+fn bus_tls(ssl: &SslKeys, mesh: bool) -> Result<Option<BusTls>, ConfigError> {
+    let key = "server.bus.ssl";
+    let f = match ssl {
+        SslKeys::Flag(false) => return Ok(None),
+        SslKeys::Flag(true) if mesh => {
+            return Err(invalid(
+                key,
+                "the mesh needs {cert: FILE, key: FILE, ca: FILE}",
+            ))
+        }
+        SslKeys::Flag(true) => return Ok(Some(BusTls::default())),
+        SslKeys::Files(f) => f,
+    };
+    let identity = identity(key, f)?;
+    if mesh && (identity.is_none() || f.ca.is_none()) {
+        return Err(invalid(
+            key,
+            "the mesh needs {cert: FILE, key: FILE, ca: FILE}",
+        ));
+    }
+    Ok(Some(BusTls {
+        identity,
+        ca: f.ca.clone(),
+    }))
 }
 
 /// `v` if it lies in `range`.
@@ -269,6 +351,11 @@ impl ServerSettings {
             .and_then(|b| b.port)
             .or(s.bind_default.port)
             .ok_or_else(|| invalid("server.bind_default.port", "must be a port number"))?;
+        let ssl = first
+            .and_then(|b| b.ssl.clone())
+            .or_else(|| s.bind_default.ssl.clone())
+            .unwrap_or_default();
+        let tls = server_tls("server.bind_default.ssl", &ssl)?;
         let buffer = int_in("server.buffer", s.buffer, 0..=1 << 20)?;
         if (1..4).contains(&buffer) {
             return Err(invalid("server.buffer", "must be 0 or at least 4"));
@@ -277,6 +364,7 @@ impl ServerSettings {
         Ok(ServerSettings {
             host,
             port,
+            tls,
             buffer,
             // Clients' limits keep every value inside the node's budget
             // (see `distkv_model::budget`).
@@ -354,6 +442,7 @@ impl ClusterSettings {
                 MqttKeys::Url(u) | MqttKeys::Map { uri: u } => u.clone(),
             }),
             advertise: s.bus.advertise.clone(),
+            tls: bus_tls(&s.bus.ssl, s.mqtt.is_none())?,
             cycle_ms: ms("server.ping.cycle", s.ping.cycle)?,
             gap_ms: ms("server.ping.gap", s.ping.gap)?,
             delete_cycle_ms: ms("server.delete.cycle", s.delete.cycle)?,
@@ -416,6 +505,8 @@ pub struct ServerSettings {
     pub host: String,
     /// Client port (`server.bind_default.port`).
     pub port: u16,
+    /// TLS on the client port (`server.bind_default.ssl`); `None`: plain.
+    pub tls: Option<ServerTls>,
     /// Flow-control window offered in the greeting (`server.buffer`).
     pub buffer: u64,
     /// Largest accepted client message in bytes.
@@ -499,6 +590,8 @@ pub struct ClusterSettings {
     pub mqtt: Option<String>,
     /// Host name other nodes use to reach this one (`server.bus.advertise`).
     pub advertise: Option<String>,
+    /// TLS between the nodes (`server.bus.ssl`); `None`: plain.
+    pub tls: Option<BusTls>,
     /// Election cycle in ms (`server.ping.cycle`, seconds).
     pub cycle_ms: u64,
     /// Election gap in ms (`server.ping.gap`, seconds).
@@ -557,6 +650,22 @@ pub struct ConnectSettings {
     pub port: u16,
     /// How long to wait for the connection and greeting.
     pub init_timeout: Duration,
+    /// TLS (`connect.ssl`); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS between the nodes (`server.bus.ssl`): in the mesh, this node's
+/// broker serves `identity` and requires the other nodes to present a
+/// certificate signed by `ca`, and its links present `identity` and check
+/// the other brokers against `ca`; with an external `mqtts://` broker, the
+/// link checks it against `ca` (else the system's CAs) and presents
+/// `identity` if given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusTls {
+    /// This node's certificate and key.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The CA of the other nodes' (or the broker's) certificates.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -571,6 +680,68 @@ mod tests {
         // its clients take the smaller of theirs (10) and the offer.
         assert_eq!((s.port, s.buffer), (27586, 1024));
         assert_eq!(c.connect().unwrap().host, "localhost");
+    }
+
+    /// `ssl` in DistKV's shapes: off by default, `{cert, key}` on the
+    /// client port, `true` or a map in clients; incomplete settings are
+    /// refused with the key named.
+    #[test]
+    fn ssl_keys_take_distkv_shapes() {
+        let c = Config::default();
+        assert!(c.server().unwrap().tls.is_none(), "off by default");
+        assert!(c.server().unwrap().cluster.tls.is_none());
+        assert!(c.connect().unwrap().tls.is_none());
+
+        let mut c = Config::default();
+        c.merge_str(
+            "server:\n  bind_default:\n    ssl: {cert: c.pem, key: k.pem}\nconnect:\n  ssl: true\n",
+            "test",
+        )
+        .unwrap();
+        let tls = c.server().unwrap().tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(c.connect().unwrap().tls, Some(ClientTls::default()));
+
+        // `-C` turns the default `false` into a map.
+        let mut c = Config::default();
+        c.set_override("connect.ssl.ca=ca.pem").unwrap();
+        let tls = c.connect().unwrap().tls.unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.identity, None);
+
+        let refused = |yaml: &str, key: &str| {
+            let mut c = Config::default();
+            c.merge_str(yaml, "test").unwrap();
+            let e = c.server().map(|_| ()).and(c.connect().map(|_| ()));
+            let text = e.expect_err(yaml).to_string();
+            assert!(text.contains(key), "{yaml}: {text}");
+        };
+        refused(
+            "server:\n  bind_default:\n    ssl: true\n",
+            "server.bind_default.ssl",
+        );
+        refused(
+            "server:\n  bind_default:\n    ssl: {cert: c.pem}\n",
+            "server.bind_default.ssl",
+        );
+        refused("connect:\n  ssl: {key: k.pem}\n", "connect.ssl");
+        refused(
+            "server:\n  bus:\n    ssl: {cert: c.pem, key: k.pem}\n",
+            "server.bus.ssl",
+        );
+        // An external broker needs no certificate of this node.
+        let mut c = Config::default();
+        c.merge_str(
+            "server:\n  mqtt: mqtts://b\n  bus:\n    ssl: {ca: ca.pem}\n",
+            "test",
+        )
+        .unwrap();
+        let bus = c.server().unwrap().cluster.tls.unwrap();
+        assert_eq!((bus.identity, bus.ca.is_some()), (None, true));
     }
 
     #[test]

@@ -34,10 +34,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use distkv_client::tls::{ReadHalf, Socket, WriteHalf};
 use distkv_model::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +64,7 @@ struct StreamCtl {
 }
 
 type Streams = Arc<Mutex<HashMap<u64, StreamCtl>>>;
-type SharedWriter = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+type SharedWriter = Arc<tokio::sync::Mutex<WriteHalf>>;
 
 struct Conn {
     server: Arc<Server>,
@@ -96,17 +95,23 @@ struct Conn {
 }
 
 /// Tells a client why it is closed at once.
-pub(super) async fn refuse(server: &Server, mut sock: TcpStream, why: &str) {
+pub(super) async fn refuse(server: &Server, sock: Socket, why: &str) {
     let mut out = Vec::new();
     encode_msg(server, vec![("error", Value::str(why))], &mut out);
-    let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(&out)).await;
+    let (_rd, mut wr) = sock.into_split();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        wr.write_all(&out).await?;
+        // TLS: the record goes out, then close_notify.
+        wr.shutdown().await
+    })
+    .await;
 }
 
 /// Serves one connection until the client leaves, it misbehaves beyond
 /// repair, or `shutdown` fires.
 pub(super) async fn run(
     server: Arc<Server>,
-    sock: TcpStream,
+    sock: Socket,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
@@ -174,7 +179,7 @@ async fn write_loop(wr: SharedWriter, mut rx: mpsc::Receiver<Vec<u8>>) {
 }
 
 impl Conn {
-    async fn serve(&mut self, reader: &mut MsgReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+    async fn serve(&mut self, reader: &mut MsgReader<ReadHalf>) -> String {
         let mut out = Vec::new();
         self.greeting(&mut out);
         let mut eof = false;
@@ -213,7 +218,7 @@ impl Conn {
     /// Dispatches every complete message already received.
     fn drain(
         &mut self,
-        reader: &mut MsgReader<tokio::net::tcp::OwnedReadHalf>,
+        reader: &mut MsgReader<ReadHalf>,
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
         loop {

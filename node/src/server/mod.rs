@@ -12,6 +12,12 @@
 //! typed client actions are in `request`) until the shutdown token
 //! fires; then it stops accepting, lets connections finish their current
 //! batch, and returns once all are gone.
+//!
+//! With TLS (`server.bind_default.ssl`, [`ServerOptions::tls`]) every
+//! accepted connection first completes the TLS handshake, in its own task
+//! and within `handshake_timeout`, before it is greeted; a connection whose
+//! handshake fails is closed (logged at DEBUG) and costs nothing else.
+//! Refused connections are told why over TLS too.
 
 mod admission;
 mod auth;
@@ -28,10 +34,11 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
+use distkv_client::tls::{Acceptor, Socket};
 use distkv_log::{LogLimits, Seq};
 use distkv_model::codec::{self, Limits};
 use distkv_model::Value;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,6 +73,9 @@ pub struct ServerOptions {
     pub export: ExportSettings,
     /// In-memory event log limits.
     pub log: LogLimits,
+    /// TLS on the client port (`server.bind_default.ssl`); `None`: plain
+    /// TCP.
+    pub tls: Option<Acceptor>,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +87,7 @@ impl Default for ServerOptions {
             connections: ConnectionLimits::default(),
             export: ExportSettings::default(),
             log: LogLimits::default(),
+            tls: None,
         }
     }
 }
@@ -97,6 +108,9 @@ impl From<&ServerSettings> for ServerOptions {
                 max_records: s.log_records,
                 max_bytes: s.log_bytes,
             },
+            // Reading the files can fail: the caller does it
+            // (`ServerTls::acceptor`) and sets this.
+            tls: None,
         }
     }
 }
@@ -264,7 +278,14 @@ pub async fn serve(
                 let server = server.clone();
                 let shutdown = shutdown.clone();
                 tracker.spawn(async move {
-                    conn::run(server, sock, peer, shutdown).await;
+                    let limit = server.opts.connections.handshake_timeout;
+                    let opened = tokio::select! {
+                        s = open(&server, sock, peer, limit) => s,
+                        () = shutdown.cancelled() => None,
+                    };
+                    if let Some(sock) = opened {
+                        conn::run(server, sock, peer, shutdown).await;
+                    }
                     drop(ticket);
                 });
             }
@@ -274,7 +295,11 @@ pub async fn serve(
                     tracing::warn!(%peer, reason = %text, held_back, "refusing client");
                 }
                 let server = server.clone();
-                tracker.spawn(async move { conn::refuse(&server, sock, &text).await });
+                tracker.spawn(async move {
+                    if let Some(sock) = open(&server, sock, peer, REFUSAL_HANDSHAKE).await {
+                        conn::refuse(&server, sock, &text).await;
+                    }
+                });
             }
         }
     }
@@ -284,13 +309,52 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long a connection that is refused anyway may take for its TLS
+/// handshake.
+const REFUSAL_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The protocol's socket on an accepted connection: `tcp` itself, or the
+/// TLS session once its handshake is done (within `limit`). `None` if the
+/// handshake fails or takes too long: the connection is dropped.
+async fn open(
+    server: &Server,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    limit: std::time::Duration,
+) -> Option<Socket> {
+    let Some(acceptor) = &server.opts.tls else {
+        return Some(Socket::Plain(tcp));
+    };
+    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+        Ok(Ok(sock)) => Some(sock),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?limit, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Answers every client on `listener` with an error saying `why` and
 /// closes the connection, until the future is dropped: a node that is not
 /// ready yet tells clients so instead of leaving them hanging.
-pub async fn refuse_all(server: &Server, listener: &TcpListener, why: &str) {
+pub async fn refuse_all(server: &Arc<Server>, listener: &TcpListener, why: &str) {
     loop {
         match listener.accept().await {
-            Ok((sock, _)) => conn::refuse(server, sock, why).await,
+            Ok((sock, peer)) => {
+                let server = server.clone();
+                let why = why.to_owned();
+                // Each in its own task: a slow TLS handshake holds up
+                // nobody else.
+                tokio::spawn(async move {
+                    if let Some(sock) = open(&server, sock, peer, REFUSAL_HANDSHAKE).await {
+                        conn::refuse(&server, sock, &why).await;
+                    }
+                });
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

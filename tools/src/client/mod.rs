@@ -22,13 +22,14 @@ mod typ;
 
 use std::mem::ManuallyDrop;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use clap::{ArgAction, Args, Subcommand};
 use distkv_model::Path;
 use distkv_node::addr::HostPort;
 use distkv_node::auth::Credentials;
 use distkv_node::client::{Client, ClientError, ConnectOptions, Stream, StreamItem, TreeOptions};
 use distkv_node::config::Config;
+use distkv_node::tls::Connector;
 
 use output::Output;
 
@@ -198,10 +199,18 @@ impl Session {
             &host.unwrap_or(settings.host),
             port.unwrap_or(settings.port),
         );
+        let tls = match &settings.tls {
+            Some(t) => {
+                let config = t.config().context("connect.ssl")?;
+                Some(Connector::new(config, &addr.host).context("connect.ssl")?)
+            }
+            None => None,
+        };
         let opts = ConnectOptions {
             timeout: settings.init_timeout,
             // Python asks for its own `server.buffer`.
             qlen: keys.server.buffer,
+            tls,
             ..ConnectOptions::default()
         };
         let client = Client::connect(addr.as_tuple(), opts)

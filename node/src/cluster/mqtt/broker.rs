@@ -107,15 +107,43 @@ pub(super) async fn bind_public(
     Ok((local, listener))
 }
 
+/// Copies between a public connection and the embedded broker until either
+/// side closes or `stop`.
+async fn pipe<S>(mut inbound: S, broker: SocketAddr, from: SocketAddr, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut outbound = match TcpStream::connect(broker).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "embedded MQTT broker unreachable");
+            return;
+        }
+    };
+    let _ = outbound.set_nodelay(true);
+    tokio::select! {
+        () = stop.cancelled() => {}
+        done = tokio::io::copy_bidirectional_with_sizes(
+            &mut inbound, &mut outbound, RELAY_BUFFER, RELAY_BUFFER,
+        ) => debug!(%from, result = ?done, "MQTT connection closed"),
+    }
+}
+
 /// Accepts connections on the public address and relays each to the
-/// embedded broker, until `stop`.
-pub(super) async fn relay(listener: TcpListener, broker: SocketAddr, stop: CancellationToken) {
+/// embedded broker, until `stop`; with `tls`, each completes its TLS
+/// handshake first (a failed one is logged and dropped).
+pub(super) async fn relay(
+    listener: TcpListener,
+    broker: SocketAddr,
+    tls: Option<Acceptor>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let (mut inbound, from) = match accepted {
+        let (inbound, from) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // E.g. out of file descriptors: wait a little for relief.
@@ -125,21 +153,21 @@ pub(super) async fn relay(listener: TcpListener, broker: SocketAddr, stop: Cance
             }
         };
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut outbound = match TcpStream::connect(broker).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "embedded MQTT broker unreachable");
-                    return;
-                }
-            };
             let _ = inbound.set_nodelay(true);
-            let _ = outbound.set_nodelay(true);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                done = tokio::io::copy_bidirectional_with_sizes(
-                    &mut inbound, &mut outbound, RELAY_BUFFER, RELAY_BUFFER,
-                ) => debug!(%from, result = ?done, "MQTT connection closed"),
+            match tls {
+                None => pipe(inbound, broker, from, stop).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, tls.accept_stream(inbound));
+                    match handshake.await {
+                        Ok(Ok(inbound)) => pipe(inbound, broker, from, stop).await,
+                        Ok(Err(e)) => {
+                            warn!(%from, error = %e, "TLS handshake on the bus port failed")
+                        }
+                        Err(_) => warn!(%from, "TLS handshake on the bus port timed out"),
+                    }
+                }
             }
         });
     }

@@ -23,6 +23,12 @@ impl Shared {
         opts.set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        // The link to this node's own broker stays on loopback, plain.
+        if let Some(config) = self.link_tls.as_ref().filter(|_| !(self.mesh && own)) {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                config.clone(),
+            )));
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);

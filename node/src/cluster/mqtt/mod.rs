@@ -30,6 +30,14 @@
 //! are delivered);
 //! clients reconnect forever with a backoff of 100 ms doubling to 2 s.
 //!
+//! **TLS** ([`MqttTls`], optional): in the mesh, the relay in front of the
+//! embedded broker runs the server side of TLS (the broker itself stays
+//! plain, on loopback) and requires the connecting node's certificate;
+//! the links to other nodes' brokers run the client side, presenting this
+//! node's certificate and checking theirs against the cluster's CA. The
+//! link to the node's own broker stays on loopback, plain. An external
+//! broker is reached with TLS when its URL says `mqtts://`.
+//!
 //! **Limitation:** rumqttd has no way to stop a broker. [`MqttBus`] puts
 //! the broker on an internal loopback port and accepts the public
 //! connections itself, relaying them to it; [`MqttBus::shutdown`] stops the
@@ -45,10 +53,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use distkv_client::tls::{rustls::ClientConfig, Acceptor, ClientTls, TlsError};
 use parking_lot::{Mutex, RwLock};
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
-    SubscribeFilter,
+    SubscribeFilter, TlsConfiguration, Transport,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
@@ -85,6 +94,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(300);
 const RELAY_BUFFER: usize = 64 * 1024;
 /// Default port of an external broker.
 const MQTT_PORT: u16 = 1883;
+/// Default port of an external broker reached with TLS (`mqtts://`).
+const MQTTS_PORT: u16 = 8883;
+/// How long a node connecting to the embedded broker may take for its TLS
+/// handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// How the nodes of a cluster reach each other over MQTT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +119,8 @@ pub enum MqttMode {
         peers: Vec<String>,
     },
     /// One external broker for all nodes: `mqtt://host:port`,
-    /// `tcp://host:port` or `host:port` (the port defaults to 1883).
+    /// `tcp://host:port` or `host:port` (the port defaults to 1883), or
+    /// with TLS `mqtts://host:port` / `ssl://host:port` (default 8883).
     External {
         /// The broker's address.
         url: String,
@@ -113,7 +128,7 @@ pub enum MqttMode {
 }
 
 /// Settings of an [`MqttBus`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
     /// This node's name; part of client ids and of the peer topic.
     pub node: String,
@@ -121,16 +136,39 @@ pub struct MqttConfig {
     pub root: String,
     /// Mesh or external broker.
     pub mode: MqttMode,
+    /// TLS between the nodes; `None`: plain TCP (an external `mqtts://`
+    /// broker is then checked against the system's CAs).
+    pub tls: Option<MqttTls>,
 }
 
 impl MqttConfig {
-    /// A configuration with the default topic root.
+    /// A configuration with the default topic root, without TLS.
     pub fn new(node: impl Into<String>, mode: MqttMode) -> MqttConfig {
         MqttConfig {
             node: node.into(),
             root: DEFAULT_ROOT.to_owned(),
             mode,
+            tls: None,
         }
+    }
+}
+
+/// TLS on the bus (see the module docs), files already read.
+#[derive(Clone)]
+pub struct MqttTls {
+    /// Serves the embedded broker's public port (mesh; unused with an
+    /// external broker). It should require client certificates.
+    pub acceptor: Option<Acceptor>,
+    /// The links' side: the CA to check brokers against, and this node's
+    /// certificate.
+    pub client: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("acceptor", &self.acceptor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,6 +195,12 @@ pub enum MqttError {
     /// The embedded broker did not start.
     #[error("embedded MQTT broker did not start: {0}")]
     Broker(String),
+    /// The TLS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The mesh was asked for TLS without a certificate to serve.
+    #[error("TLS on the mesh needs this node's certificate for its broker")]
+    NoCertificate,
 }
 
 /// The MQTT implementation of [`Bus`]; see the module documentation.
@@ -216,6 +260,9 @@ struct Shared {
     peer_prefix: String,
     broker_topic: String,
     broker_addr: Option<SocketAddr>,
+    /// TLS for the links that leave this host: peer brokers (mesh), the
+    /// external broker (`mqtts://`).
+    link_tls: Option<Arc<ClientConfig>>,
     subs: Mutex<Vec<Sub>>,
     state: Mutex<State>,
     publisher: RwLock<Option<AsyncClient>>,
@@ -251,12 +298,17 @@ impl MqttBus {
         cfg: MqttConfig,
         listener: Option<TcpListener>,
     ) -> Result<Arc<MqttBus>, MqttError> {
-        let MqttConfig { node, root, mode } = cfg;
+        let MqttConfig {
+            node,
+            root,
+            mode,
+            tls,
+        } = cfg;
         let root = root.trim_end_matches('/').to_owned();
         let nonce: u64 = rand::random();
         let (links_tx, _) = watch::channel(0);
         let stop = CancellationToken::new();
-        let new_shared = |mesh, advertise, broker_addr, cover| Shared {
+        let new_shared = |mesh, advertise, broker_addr, cover, link_tls| Shared {
             identity: format!("{node} {nonce:016x}"),
             node: node.clone(),
             mesh,
@@ -264,6 +316,7 @@ impl MqttBus {
             peer_prefix: format!("{root}/peer/"),
             broker_topic: format!("{root}/broker"),
             broker_addr,
+            link_tls,
             subs: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 cover,
@@ -281,8 +334,17 @@ impl MqttBus {
         };
         match mode {
             MqttMode::External { url } => {
-                let (key, host, port) = parse_url(&url)?;
-                let shared = Arc::new(new_shared(false, None, None, Vec::new()));
+                let (key, host, port, secure) = parse_url(&url)?;
+                let link_tls = match (secure, &tls) {
+                    (false, Some(_)) => {
+                        warn!(%url, "TLS is configured for the bus but the broker URL is not mqtts://: plain TCP");
+                        None
+                    }
+                    (false, None) => None,
+                    (true, Some(t)) => Some(t.client.clone()),
+                    (true, None) => Some(ClientTls::default().config()?),
+                };
+                let shared = Arc::new(new_shared(false, None, None, Vec::new(), link_tls));
                 {
                     let mut st = shared.state.lock();
                     shared.add_link(&mut st, key, host, port, true);
@@ -314,7 +376,11 @@ impl MqttBus {
                     ),
                     None => bind_public(&listen).await?,
                 };
-                tokio::spawn(relay(listener, internal, stop.clone()));
+                let acceptor = match &tls {
+                    None => None,
+                    Some(t) => Some(t.acceptor.clone().ok_or(MqttError::NoCertificate)?),
+                };
+                tokio::spawn(relay(listener, internal, acceptor, stop.clone()));
                 let advertise =
                     advertise.unwrap_or_else(|| default_advertise(&listen.0, public.port()));
                 info!(node, %public, %advertise, "embedded MQTT broker listening");
@@ -324,6 +390,7 @@ impl MqttBus {
                     Some(advertise.clone()),
                     Some(public),
                     cover,
+                    tls.map(|t| t.client),
                 ));
                 {
                     let mut st = shared.state.lock();
@@ -629,26 +696,33 @@ fn address_error(e: addr::AddrError) -> MqttError {
     }
 }
 
-/// Parses an external broker URL into (key, host, port).
-fn parse_url(url: &str) -> Result<(String, String, u16), MqttError> {
+/// Parses an external broker URL into (key, host, port, TLS?).
+fn parse_url(url: &str) -> Result<(String, String, u16, bool), MqttError> {
     let trimmed = url.trim();
-    let rest = match trimmed.split_once("://") {
-        None => trimmed,
-        Some(("mqtt" | "tcp", rest)) => rest,
+    let (rest, secure) = match trimmed.split_once("://") {
+        None => (trimmed, false),
+        Some(("mqtt" | "tcp", rest)) => (rest, false),
+        Some(("mqtts" | "ssl", rest)) => (rest, true),
         Some(_) => {
             return Err(MqttError::Address {
                 addr: url.to_owned(),
-                reason: "only mqtt:// and tcp:// are supported",
+                reason: "only mqtt://, tcp://, mqtts:// and ssl:// are supported",
             })
         }
     };
-    let a = HostPort::parse_or_port(rest.trim_end_matches('/'), MQTT_PORT).map_err(|e| {
+    let default_port = if secure { MQTTS_PORT } else { MQTT_PORT };
+    let a = HostPort::parse_or_port(rest.trim_end_matches('/'), default_port).map_err(|e| {
         MqttError::Address {
             addr: url.to_owned(),
             reason: e.reason,
         }
     })?;
-    Ok((a.to_string(), addr::bracket(&a.host).into_owned(), a.port))
+    Ok((
+        a.to_string(),
+        addr::bracket(&a.host).into_owned(),
+        a.port,
+        secure,
+    ))
 }
 
 /// Whether every topic matching filter `b` also matches filter `a`.
@@ -984,7 +1058,7 @@ mod tests {
 
     #[test]
     fn urls_and_addresses_parse() {
-        let url = |u: &str| parse_url(u).map(|(key, _, _)| key).ok();
+        let url = |u: &str| parse_url(u).map(|(key, _, _, _)| key).ok();
         assert_eq!(url("mqtt://h:1884"), Some("h:1884".to_owned()));
         assert_eq!(url("tcp://h:1884/"), Some("h:1884".to_owned()));
         assert_eq!(url("h:1884"), Some("h:1884".to_owned()));
@@ -993,6 +1067,10 @@ mod tests {
         assert_eq!(url("::1"), Some("[::1]:1883".to_owned()));
         assert_eq!(url("ws://h:1"), None);
         assert_eq!(url("h:x"), None);
+        let tls = |u: &str| parse_url(u).map(|(key, _, _, tls)| (key, tls)).ok();
+        assert_eq!(tls("mqtts://h"), Some(("h:8883".to_owned(), true)));
+        assert_eq!(tls("ssl://h:8884"), Some(("h:8884".to_owned(), true)));
+        assert_eq!(tls("mqtt://h"), Some(("h:1883".to_owned(), false)));
         assert!(parse_host_port("n1.example:27587").is_ok());
         assert!(parse_host_port("n1.example").is_err());
         assert_eq!(default_advertise("::1", 5), "[::1]:5");
