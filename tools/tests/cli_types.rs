@@ -190,6 +190,37 @@ fn types_check_values_at_their_matches() {
     n.ok("data one.y.two set -e : 9.9", "");
 }
 
+/// A JSON-schema type, as the README shows it: `-S FILE` in, `get -S`
+/// writes the schema back as JSON.
+#[test]
+fn schema_types_from_json_files() {
+    let n = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = file(
+        dir.path(),
+        "num.json",
+        "{\"type\": \"integer\", \"minimum\": 3}",
+    );
+    n.ok_args(
+        &[
+            "type", "set", "-S", &schema, "-g", "3", "-g", "5", "-b", "'x'", "num",
+        ],
+        "",
+    );
+    n.ok("type match -t num numbers.#", "");
+    n.ok("data numbers.a set -e : 4", "");
+    n.fails(
+        "data numbers.a set -e : 2",
+        1,
+        "ServerError: ValidationError('2 is less than the minimum of 3')",
+    );
+    let back = dir.path().join("back.json");
+    let out = n.run(&format!("type get num -S {}", back.display()));
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let text = std::fs::read_to_string(&back).unwrap();
+    assert_eq!(text, "{\"minimum\":3,\"type\":\"integer\"}", "compact, keys sorted");
+}
+
 /// Scripts that loop, recurse or grow without end are stopped by their
 /// limits; the definition is refused and the node keeps serving.
 #[test]
