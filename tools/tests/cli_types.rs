@@ -218,7 +218,10 @@ fn schema_types_from_json_files() {
     let out = n.run(&format!("type get num -S {}", back.display()));
     assert!(out.status.success(), "{}", texts(&out).1);
     let text = std::fs::read_to_string(&back).unwrap();
-    assert_eq!(text, "{\"minimum\":3,\"type\":\"integer\"}", "compact, keys sorted");
+    assert_eq!(
+        text, "{\"minimum\":3,\"type\":\"integer\"}",
+        "compact, keys sorted"
+    );
 }
 
 /// Scripts that loop, recurse or grow without end are stopped by their
