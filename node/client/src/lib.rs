@@ -7,6 +7,7 @@
 //! * [`fetch`] — reading a live node's whole state.
 //! * [`login`] — the cryptography of password login, for both ends.
 //! * [`auth`] — the client's side of login and user management.
+//! * [`errors`] — error records in the tree (DistKV's `ErrorRoot`).
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod errors;
 pub mod fetch;
 pub mod login;
 pub mod wire;

@@ -92,8 +92,9 @@ enum ClientCommand {
 }
 
 /// Runs `distkv client …`; `debug` is DistKV's verbosity (1, plus `-v`,
-/// minus `-q`, at least 0).
-pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()> {
+/// minus `-q`, at least 0); `short_keys` is the global `-D` (a 16-bit key
+/// exchange, as DistKV's debug speed-up).
+pub async fn run(args: ClientArgs, cfg: Config, debug: u8, short_keys: bool) -> anyhow::Result<()> {
     // Check the whole command line before connecting.
     let cmd = match args.cmd {
         ClientCommand::Data(d) => Checked::Data(d.check().unwrap_or_else(|e| e.exit())),
@@ -109,6 +110,7 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()>
         meta: args.metadata,
         debug,
         creds,
+        short_keys,
     };
     let mut s = Session::open(opts, &cfg).await?;
     let res = match cmd {
@@ -147,6 +149,9 @@ enum Checked {
     Acl(acl::AclCommand),
 }
 
+/// The key length DistKV's `-D` asks for.
+const DEBUG_KEY_LENGTH: u32 = 16;
+
 /// How to open a [`Session`]: the command line's global options.
 struct SessionOptions {
     host: Option<String>,
@@ -155,6 +160,8 @@ struct SessionOptions {
     debug: u8,
     /// Log in with these if the node requires a login.
     creds: Option<Credentials>,
+    /// `-D`: DistKV's debug key length (16) for the key exchange.
+    short_keys: bool,
 }
 
 /// A connected client and what every command needs besides.
@@ -179,6 +186,7 @@ impl Session {
             meta,
             debug,
             creds,
+            short_keys,
         } = o;
         let settings = cfg.connect()?;
         let keys = cfg.keys()?;
@@ -200,6 +208,9 @@ impl Session {
                 ClientError::Refused(why) => anyhow!("the node at {addr} refused: {why}"),
                 e => anyhow!("cannot connect to {addr}: {e}"),
             })?;
+        if short_keys {
+            client.set_key_length(DEBUG_KEY_LENGTH);
+        }
         // As DistKV's client: log in before anything else.
         client.log_in(creds.as_ref()).await.map_err(login::error)?;
         let config = watch_config(&client, &keys.config.prefix).await;
