@@ -156,10 +156,18 @@ impl<'a> ErrorRoot<'a> {
             max_depth: Some(2),
             ..TreeOptions::default()
         };
-        let mut stream = self.client.get_tree(&self.prefix, &opts).await?;
+        let mut stream = match self.client.get_tree(&self.prefix, &opts).await {
+            Err(e) if is_missing(&e) => return Ok(Vec::new()),
+            s => s?,
+        };
         let mut out = Vec::new();
-        while let Some(item) = stream.next().await? {
-            let StreamItem::Data(msg) = item else {
+        loop {
+            let item = match stream.next().await {
+                Err(e) if is_missing(&e) && out.is_empty() => return Ok(out),
+                Ok(None) => break,
+                item => item?,
+            };
+            let Some(StreamItem::Data(msg)) = item else {
                 continue;
             };
             if let Some(r) = record_from(&msg) {
@@ -354,6 +362,12 @@ impl<'a> ErrorRoot<'a> {
         self.client.set_value(&path, value, &opts).await?;
         Ok(())
     }
+}
+
+/// Whether `e` is the node's answer to reading a subtree that does not
+/// exist (no error was ever recorded).
+pub fn is_missing(e: &ClientError) -> bool {
+    matches!(e, ClientError::Server(text) if text.starts_with("KeyError"))
 }
 
 /// A `get_tree` item at depth 2 below the prefix as a record.

@@ -12,6 +12,7 @@ mod acl;
 mod attrs;
 mod auth;
 mod data;
+mod error;
 mod get;
 mod internal;
 mod log;
@@ -89,6 +90,8 @@ enum ClientCommand {
     Acl(acl::AclArgs),
     /// Manage logging (files on the server).
     Log(log::LogArgs),
+    /// Manage error records in DistKV.
+    Error(error::ErrorArgs),
 }
 
 /// Runs `distkv client …`; `debug` is DistKV's verbosity (1, plus `-v`,
@@ -102,6 +105,7 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8, short_keys: bool) -> 
         ClientCommand::Log(l) => Checked::Log(l),
         ClientCommand::Auth(a) => Checked::Auth(a),
         ClientCommand::Acl(a) => Checked::Acl(a.check().unwrap_or_else(|e| e.exit())),
+        ClientCommand::Error(e) => Checked::Error(e),
     };
     let creds = login::from_args_or_config(args.auth.as_deref(), &cfg)?;
     let opts = SessionOptions {
@@ -119,6 +123,7 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8, short_keys: bool) -> 
         Checked::Log(l) => log::run(&mut s, l).await,
         Checked::Auth(a) => auth::run(&mut s, a).await,
         Checked::Acl(a) => acl::run(&mut s, a).await,
+        Checked::Error(e) => error::run(&mut s, e).await,
     };
     s.out.flush()?;
     if let Some(u) = res
@@ -147,6 +152,7 @@ enum Checked {
     Log(log::LogArgs),
     Auth(auth::AuthArgs),
     Acl(acl::AclCommand),
+    Error(error::ErrorArgs),
 }
 
 /// The key length DistKV's `-D` asks for.
