@@ -2,7 +2,9 @@
 
 mod bench;
 mod client;
+mod dump;
 mod eval;
+mod msgfile;
 mod server;
 
 use std::path::PathBuf;
@@ -60,6 +62,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Talk to a DistKV server.
     Client(client::ClientArgs),
+    /// Low-level tools: config values, msgpack files, bus messages.
+    Dump(dump::DumpArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -190,6 +194,10 @@ fn main() -> ExitCode {
                 // DistKV's `obj.debug`: max(0, 1 + verbose - quiet).
                 let debug = (1 + i32::from(cli.verbose) - i32::from(cli.quiet)).clamp(0, 255);
                 client::run(a, cfg, debug as u8, cli.debug > 0).await
+            }
+            Command::Dump(a) => {
+                let debug = (1 + i32::from(cli.verbose) - i32::from(cli.quiet)).clamp(0, 255);
+                dump::run(a, cfg, debug as u8).await
             }
         }
     });

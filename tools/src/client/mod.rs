@@ -18,7 +18,7 @@ mod internal;
 mod log;
 mod login;
 mod monitor;
-mod output;
+pub(crate) mod output;
 
 use std::mem::ManuallyDrop;
 
