@@ -33,8 +33,9 @@ struct Cli {
     #[arg(short = 'D', long = "debug", action = ArgAction::Count)]
     debug: u8,
     /// Log level of one logger, `-l LOGGER=LEVEL` (repeatable): LOGGER is
-    /// a tracing target (`distkv_node::cluster`; DistKV's dotted names are
-    /// accepted), LEVEL one of DEBUG, INFO, WARNING, ERROR (or trace, off).
+    /// a tracing target, a crate or module (`distkv_node::cluster`, also
+    /// written with dots), LEVEL one of DEBUG, INFO, WARNING, ERROR,
+    /// CRITICAL (or trace, off).
     #[arg(short = 'l', long = "log", value_name = "LOGGER=LEVEL", value_parser = log_directive)]
     log: Vec<String>,
     /// Configuration file (YAML, DistKV's keys). Default: the first of

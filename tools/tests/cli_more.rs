@@ -51,6 +51,19 @@ fn timeless(out: &str) -> String {
         .collect()
 }
 
+/// `distkv GLOBALS… client -h … -p … ARGS…`.
+fn with_globals(n: &Node, globals: &[&str], args: &str) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
+        .args(["-c", "/dev/null"])
+        .args(globals)
+        .args(["client", "-h", "127.0.0.1", "-p", &n.addr.port().to_string()])
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{args}: {}", texts(&out).1);
+    out
+}
+
 fn stdout_of(n: &Node, args: &[&str]) -> String {
     let out = n.run_args(args, "");
     let (stdout, stderr) = texts(&out);
@@ -124,4 +137,194 @@ fn error_records_are_dumped_and_resolved() {
     // The one record, by NODE.TOCK.
     let one = stdout_of(&n, &["error", "dump", "-r", "-p", &at]);
     assert!(one.contains("subsystem: run\n"), "{one}");
+}
+
+#[test]
+fn internal_dump_get_and_enum() {
+    let n = Node::start();
+    n.ok("data a set -e : 1", "");
+    n.ok("data a.b set -e : 2", "");
+    n.ok("data a.b set -e : 3", "");
+    // n1's ticks: 1 is the root, 2 `a`, 3 and 4 `a.b`; 3 is superseded.
+    n.ok("internal enum n1", "1\n2\n4\n");
+    n.ok("internal enum n1 -n 2", "1\n2\n");
+    let out = with_globals(&n, &["-v"], "internal enum n1");
+    assert_eq!(texts(&out).0, "1 :\n2 a\n4 a.b\n");
+    n.ok("-m internal enum n1 -c", "result:\n- 1\n- 2\n- 4\nseq: 2\ntock: *\n");
+    n.ok("internal get n1 4", "3\n");
+    n.ok("internal get n1 2", "1\n");
+    n.fails("internal get n1 3", 1, "ServerError: ");
+    // `--copy` rewrites what n1 heads: new ticks, same values.
+    n.ok("internal enum n1 -C", "1\n2\n4\n");
+    n.ok("internal enum n1", "5\n6\n7\n");
+    n.ok("data a.b get", "3\n");
+    n.ok(
+        "internal deleter n1",
+        "chain:\n  node: n1\n  prev: null\n  tick: 8\nchanged: true\nseq: 3\ntock: *\nvalue:\n  nodes:\n  - n1\n",
+    );
+    let dump = stdout_of(&n, &["internal", "dump", ":"]);
+    assert!(dump.contains("actor:\n  del:\n    _:\n      nodes:\n      - n1\n"), "{dump}");
+    n.ok("internal dump actor", "del:\n  _:\n    nodes:\n    - n1\n");
+}
+
+#[test]
+fn data_update_reads_a_msgpack_stream() {
+    let n = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.mp");
+    let file = file.to_str().unwrap();
+    let yaml = "path: !P x.y\nvalue: 1\n---\nfoo: 2\n---\npath: !P z\nvalue: {a: b}\n";
+    let out = n.run_args(&[], "");
+    drop(out);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
+        .args(["-c", "/dev/null", "dump", "yaml", file])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(yaml.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    n.ok_args(&["data", "top", "update", "-i", file], "");
+    n.ok("data top get -rd_", "x:\n  y:\n    _: 1\nz:\n  _:\n    a: b\n");
+    // Standard input by default.
+    let bytes = std::fs::read(file).unwrap();
+    let mut c = n.command("data other update");
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    n.ok("data other.x.y get", "1\n");
+    n.fails_args(&["data", "top", "update", "-i", "/nonexistent/in.mp"], 1, "reading /nonexistent/in.mp");
+}
+
+/// `distkv -c /dev/null ARGS…` with `stdin`, expecting success.
+fn distkv(args: &[&str], stdin: &[u8]) -> (String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distkv"))
+        .args(["-c", "/dev/null"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (o, e) = texts(&out);
+    assert!(out.status.success(), "{args:?}: {e}");
+    (o, e)
+}
+
+#[test]
+fn dump_init_file_yaml_and_cfg() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = dir.path().join("init.mp");
+    let init = init.to_str().unwrap();
+    distkv(&["dump", "init", "n1", init], b"");
+    // DistKV's bytes exactly: a map in this key order.
+    let bytes = std::fs::read(init).unwrap();
+    let mut want = vec![0x85];
+    for (k, v) in [
+        ("chain", &b"\x83\xa4node\xa2n1\xa4tick\x01\xa4prev\xc0"[..]),
+        ("depth", b"\x00"),
+        ("path", b"\x90"),
+        ("tock", b"\x01"),
+        ("value", b"\xacInitial data"),
+    ] {
+        want.push(0xa0 + k.len() as u8);
+        want.extend_from_slice(k.as_bytes());
+        want.extend_from_slice(v);
+    }
+    assert_eq!(bytes, want);
+    let (out, _) = distkv(&["dump", "file", init], b"");
+    assert_eq!(
+        out,
+        "chain:\n  node: n1\n  prev: null\n  tick: 1\ndepth: 0\npath: []\ntock: 1\nvalue: Initial data\n---\n"
+    );
+    // A node loads it as its first data.
+    let n = Node::start_built(
+        distkv_node::node::NodeBuilder::new("n1").load([std::path::PathBuf::from(init)]),
+    );
+    n.ok("data :", "'Initial data'\n");
+    drop(n);
+
+    // YAML documents to msgpack and back; `-f` filters by path.
+    let mp = dir.path().join("y.mp");
+    let mp = mp.to_str().unwrap();
+    let docs = "path: !P a.b\nvalue: 3\n---\npath: !P c\nvalue: !bin hi\n---\n- 1\n";
+    distkv(&["dump", "yaml", mp], docs.as_bytes());
+    let (out, _) = distkv(&["dump", "file", mp], b"");
+    assert_eq!(out, "path: !P a.b\nvalue: 3\n---\npath: !P c\nvalue: !bin hi\n---\n- 1\n---\n");
+    let (out, _) = distkv(&["dump", "file", "-f", "a", mp], b"");
+    assert_eq!(out, "path: !P a.b\nvalue: 3\n---\n");
+
+    let (out, _) = distkv(&["dump", "cfg", "connect.host"], b"");
+    assert_eq!(out, "localhost\n");
+    let (out, _) = distkv(&["-C", "connect.port=1234", "dump", "cfg", "connect.port"], b"");
+    assert_eq!(out, "1234\n");
+    let (out, _) = distkv(&["dump", "cfg", "server.root"], b"");
+    assert_eq!(out, "- :distkv\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
+        .args(["-c", "/dev/null", "dump", "cfg", "connect.nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(texts(&out).0, "Unknown: nope\n");
+}
+
+#[test]
+fn debug_key_length_and_log_levels() {
+    let n = Node::start();
+    let g = |globals: &[&str], args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
+            .args(["-c", "/dev/null"])
+            .args(globals)
+            .args(["client", "-h", "127.0.0.1", "-p", &n.addr.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        let (o, e) = texts(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {e}");
+        (o, e)
+    };
+    let add = ["auth", "-m", "password", "user", "add", "name=joe", "password=secret1"];
+    assert_eq!(g(&["-D"], &add).0, "joe\n");
+    n.ok("auth -m password init", "Authorization switched to password\n");
+    let login = "password name=joe password=secret1";
+    assert_eq!(g(&["-D"], &["-a", login, "data", ":"]).0, "'Testing'\n");
+    assert_eq!(g(&[], &["-a", login, "data", ":"]).0, "'Testing'\n");
+
+    // `-l LOGGER=LEVEL`: here the client library's INFO note that a login
+    // was offered but not needed.
+    let m = Node::start();
+    let port = m.addr.port().to_string();
+    let run = |globals: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
+            .args(["-c", "/dev/null"])
+            .args(globals)
+            .args(["client", "-h", "127.0.0.1", "-p", &port, "-a", "root", "data", ":"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        texts(&out).1
+    };
+    assert!(!run(&[]).contains("but not required"));
+    assert!(run(&["-l", "distkv_client=INFO"]).contains("Tried to use auth=root, but not required."));
+    assert!(run(&["-l", "distkv_client.auth=info"]).contains("but not required"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
+        .args(["-l", "x=LOUD", "dump", "cfg", ":"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(texts(&out).1.contains("unknown log level"));
 }
