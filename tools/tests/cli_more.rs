@@ -328,3 +328,106 @@ fn debug_key_length_and_log_levels() {
     assert_eq!(out.status.code(), Some(2));
     assert!(texts(&out).1.contains("unknown log level"));
 }
+
+/// `dump msg` and `dump post` on a node's embedded broker.
+#[test]
+fn dump_msg_and_post_on_the_bus() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use distkv_node::bus::Bus;
+    use distkv_node::cluster::mqtt::{MqttBus, MqttConfig, MqttMode};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mode = MqttMode::Mesh {
+        listen: ("127.0.0.1".into(), 0),
+        advertise: None,
+        peers: Vec::new(),
+    };
+    let bus = rt
+        .block_on(MqttBus::start(MqttConfig::new("n1", mode)))
+        .unwrap();
+    let port = bus.broker_addr().unwrap().port().to_string();
+    let conf = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_distkv"));
+        c.args(["-c", "/dev/null", "-C", "connect.host=127.0.0.1", "-C"])
+            .arg(format!("server.bus.port={port}"))
+            .args(args);
+        c
+    };
+
+    // `dump msg +test` prints what is published on `:distkv/test`.
+    let mut child = conf(&["dump", "msg", "+test"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let payload = distkv_model::codec::to_vec(&Value::map([("a", Value::Int(1))]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    // Published until the monitor, once subscribed, shows one.
+    while !lines.iter().any(|l: &String| l == "---") {
+        assert!(Instant::now() < deadline, "no message shown: {lines:?}");
+        bus.publish(":distkv/test", payload.clone().into());
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+            if lines.last().is_some_and(|l| l == "---") {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let first: Vec<&str> = lines.iter().take(4).map(String::as_str).collect();
+    assert!(first[0].starts_with("_timestamp: '"), "{lines:?}");
+    assert_eq!(first[1], "_topic: !P ::distkv.test", "{lines:?}");
+    assert_eq!(first[2], "a: 1", "{lines:?}");
+    assert_eq!(first[3], "---", "{lines:?}");
+
+    // `dump post t.post` publishes each YAML document there.
+    let mut sub = bus.subscribe("t/#");
+    let out = conf(&["dump", "post", "t.post"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"x: 1\n---\n_topic: !P t.other\ny: !P a.b\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let got = rt.block_on(async {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let d = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+                .await
+                .expect("posted messages arrive")
+                .unwrap();
+            got.push((d.topic, distkv_model::codec::decode(&d.payload).unwrap()));
+        }
+        got
+    });
+    assert_eq!(
+        got,
+        vec![
+            ("t/post".to_string(), Value::map([("x", Value::Int(1))])),
+            ("t/other".to_string(), Value::map([("y", Value::Path(p("a.b")))])),
+        ]
+    );
+    bus.shutdown();
+}
