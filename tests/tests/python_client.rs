@@ -273,3 +273,12 @@ fn python_and_our_cli_show_error_records_alike() -> anyhow::Result<()> {
     let ours = process::distkv_bin()?;
     run_script_with_env("errors.py", &[("DISTKV_BIN", &ours)])
 }
+
+/// `internal dump|get|enum` and `data PATH update` (`tests/python/internal.py`):
+/// DistKV's CLI and ours print the same; DistKV's `data update` reads a
+/// file our `dump yaml` wrote.
+#[test]
+fn python_and_our_cli_agree_on_internal_and_update() -> anyhow::Result<()> {
+    let ours = process::distkv_bin()?;
+    run_script_with_env("internal.py", &[("DISTKV_BIN", &ours)])
+}
