@@ -431,3 +431,32 @@ fn dump_msg_and_post_on_the_bus() {
     );
     bus.shutdown();
 }
+
+#[test]
+fn internal_mark_takes_ticks_as_superseded_or_deleted() {
+    let n = Node::start();
+    n.ok("data a set -e : 1", "");
+    n.ok("data a set -e : 2", "");
+    // n1's tick 2 was superseded by 3.
+    n.ok(
+        "internal mark n9 5 6",
+        "known:\n  n1:\n  - 2\n  n9:\n  - - 5\n    - 7\nnode: n1\nseq: 3\ntock: *\n",
+    );
+    n.ok(
+        "internal mark -d n9 9",
+        "deleted:\n  n9:\n  - 9\nnode: n1\nseq: 3\ntock: *\n",
+    );
+    // n9's ticks before 9 that nobody marked are missing here …
+    n.ok(
+        "internal state -m",
+        "missing:\n  n9:\n  - - 1\n    - 5\n  - - 7\n    - 9\nnode: n1\nseq: 2\ntock: *\n",
+    );
+    // … and without ticks, `mark` takes them (here: n9's).
+    n.ok(
+        "internal mark n9",
+        "known:\n  n1:\n  - 2\n  n9:\n  - - 1\n    - 10\nnode: n1\nseq: 4\ntock: *\n",
+    );
+    n.ok("internal state -m", "missing: {}\nnode: n1\nseq: 2\ntock: *\n");
+    n.fails_args(&["internal", "mark", "", "1"], 2, "You can't do that with an empty node");
+    n.fails_args(&["internal", "mark", "n1"], 1, "Nothing is missing of n1");
+}

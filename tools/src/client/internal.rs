@@ -44,6 +44,29 @@ enum InternalCommand {
     /// changed by NODE are shown; `--copy` rewrites these entries (so that
     /// this node heads them). With `-v` the paths are shown too.
     Enum(EnumArgs),
+    /// Fix internal state: take NODE's TICKs as superseded (or, with `-d`,
+    /// deleted). Without TICKs, the ticks this node misses are taken (all
+    /// nodes' if NODE is empty: `''`). This is a dangerous command.
+    Mark(MarkArgs),
+}
+
+#[derive(Debug, Args)]
+struct MarkArgs {
+    #[command(flatten)]
+    help: Help,
+    /// Mark as deleted. Default: superseded.
+    #[arg(short = 'd', long)]
+    deleted: bool,
+    /// The node this message is faked as being from (ignored by our node).
+    #[arg(short = 'n', long = "node", value_name = "SOURCE", default_value = "?")]
+    source: String,
+    /// Also send to all servers.
+    #[arg(short = 'b', long)]
+    broadcast: bool,
+    /// The node whose ticks to mark.
+    node: String,
+    /// The ticks.
+    items: Vec<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -168,7 +191,45 @@ pub async fn run(s: &mut Session, args: InternalArgs) -> anyhow::Result<()> {
         InternalCommand::Dump(a) => dump(s, a).await,
         InternalCommand::Get(a) => get(s, a).await,
         InternalCommand::Enum(a) => enumerate(s, a).await,
+        InternalCommand::Mark(a) => mark(s, a).await,
     }
+}
+
+/// As DistKV's `internal mark`: `fake_info` (and with `-b`
+/// `fake_info_send`), then prints the state of what was marked (the
+/// server's `known` for superseded ticks, not renamed, as in DistKV).
+async fn mark(s: &mut Session, a: MarkArgs) -> anyhow::Result<()> {
+    let key = if a.deleted { "deleted" } else { "superseded" };
+    let ranges = if a.items.is_empty() {
+        let state = s.client.get_state(&["missing"]).await.map_err(api)?;
+        let missing = state.get("missing").cloned().unwrap_or(Value::Map(Vec::new()));
+        if a.node.is_empty() {
+            missing
+        } else {
+            let mine = missing
+                .get(&a.node)
+                .cloned()
+                .ok_or_else(|| anyhow!("Nothing is missing of {}", a.node))?;
+            Value::Map(vec![(Value::str(&a.node), mine)])
+        }
+    } else if a.node.is_empty() {
+        return Err(super::usage("You can't do that with an empty node"));
+    } else {
+        let mut r = distkv_model::RangeSet::new();
+        a.items.iter().for_each(|t| r.insert(*t));
+        Value::Map(vec![(Value::str(&a.node), r.to_value())])
+    };
+    let fields = || vec![(key, ranges.clone()), ("node", Value::str(&a.source))];
+    s.client.request("fake_info", fields()).await.map_err(api)?;
+    if a.broadcast {
+        s.client
+            .request("fake_info_send", fields())
+            .await
+            .map_err(api)?;
+    }
+    let res = s.client.get_state(&[key]).await.map_err(api)?;
+    s.out.yprint(&res)?;
+    Ok(())
 }
 
 /// As DistKV's `internal dump`: the meta tree below PATH nested by path
