@@ -182,7 +182,6 @@ pub fn msg_path(msg: &Value) -> Option<Path> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

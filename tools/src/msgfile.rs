@@ -120,7 +120,11 @@ pub fn from_yaml(y: Yaml) -> anyhow::Result<Value> {
 /// `aa:bb` or `aabb` as bytes.
 fn hex(text: &str) -> anyhow::Result<Vec<u8>> {
     let digits: String = text.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    if digits.len() % 2 != 0 || text.chars().any(|c| !c.is_ascii_hexdigit() && c != ':' && c != ' ') {
+    if digits.len() % 2 != 0
+        || text
+            .chars()
+            .any(|c| !c.is_ascii_hexdigit() && c != ':' && c != ' ')
+    {
         bail!("invalid !hex {text:?}");
     }
     (0..digits.len())
@@ -148,7 +152,8 @@ mod tests {
 
     #[test]
     fn yaml_documents_with_tags() {
-        let docs = yaml_documents("a: !P x.y\nb: !bin hi\nc: !hex 61:62\n---\n- 1\n- -2\n- 1.5\n").unwrap();
+        let docs = yaml_documents("a: !P x.y\nb: !bin hi\nc: !hex 61:62\n---\n- 1\n- -2\n- 1.5\n")
+            .unwrap();
         assert_eq!(
             docs,
             vec![

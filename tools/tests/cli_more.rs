@@ -56,7 +56,13 @@ fn with_globals(n: &Node, globals: &[&str], args: &str) -> std::process::Output 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
         .args(["-c", "/dev/null"])
         .args(globals)
-        .args(["client", "-h", "127.0.0.1", "-p", &n.addr.port().to_string()])
+        .args([
+            "client",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &n.addr.port().to_string(),
+        ])
         .args(args.split_whitespace())
         .output()
         .unwrap();
@@ -115,7 +121,10 @@ fn error_records_are_dumped_and_resolved() {
     println!("{dump}");
     assert!(dump.contains("  nodes:\n    tester:\n"), "{dump}");
     assert!(dump.contains("      comment: ValueError('x')\n"), "{dump}");
-    assert!(dump.contains("      trace: |\n        Traceback: here\n"), "{dump}");
+    assert!(
+        dump.contains("      trace: |\n        Traceback: here\n"),
+        "{dump}"
+    );
     assert!(dump.contains("      data:\n        x: 1\n"), "{dump}");
     let dump = stdout_of(&n, &["error", "dump", "-v"]);
     assert!(!dump.contains("trace"), "{dump}");
@@ -150,7 +159,10 @@ fn internal_dump_get_and_enum() {
     n.ok("internal enum n1 -n 2", "1\n2\n");
     let out = with_globals(&n, &["-v"], "internal enum n1");
     assert_eq!(texts(&out).0, "1 :\n2 a\n4 a.b\n");
-    n.ok("-m internal enum n1 -c", "result:\n- 1\n- 2\n- 4\nseq: 2\ntock: *\n");
+    n.ok(
+        "-m internal enum n1 -c",
+        "result:\n- 1\n- 2\n- 4\nseq: 2\ntock: *\n",
+    );
     n.ok("internal get n1 4", "3\n");
     n.ok("internal get n1 2", "1\n");
     n.fails("internal get n1 3", 1, "ServerError: ");
@@ -163,7 +175,10 @@ fn internal_dump_get_and_enum() {
         "chain:\n  node: n1\n  prev: null\n  tick: 8\nchanged: true\nseq: 3\ntock: *\nvalue:\n  nodes:\n  - n1\n",
     );
     let dump = stdout_of(&n, &["internal", "dump", ":"]);
-    assert!(dump.contains("actor:\n  del:\n    _:\n      nodes:\n      - n1\n"), "{dump}");
+    assert!(
+        dump.contains("actor:\n  del:\n    _:\n      nodes:\n      - n1\n"),
+        "{dump}"
+    );
     n.ok("internal dump actor", "del:\n  _:\n    nodes:\n    - n1\n");
 }
 
@@ -188,7 +203,10 @@ fn data_update_reads_a_msgpack_stream() {
         .unwrap();
     assert!(out.status.success());
     n.ok_args(&["data", "top", "update", "-i", file], "");
-    n.ok("data top get -rd_", "x:\n  y:\n    _: 1\nz:\n  _:\n    a: b\n");
+    n.ok(
+        "data top get -rd_",
+        "x:\n  y:\n    _: 1\nz:\n  _:\n    a: b\n",
+    );
     // Standard input by default.
     let bytes = std::fs::read(file).unwrap();
     let mut c = n.command("data other update");
@@ -203,7 +221,11 @@ fn data_update_reads_a_msgpack_stream() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", texts(&out).1);
     n.ok("data other.x.y get", "1\n");
-    n.fails_args(&["data", "top", "update", "-i", "/nonexistent/in.mp"], 1, "reading /nonexistent/in.mp");
+    n.fails_args(
+        &["data", "top", "update", "-i", "/nonexistent/in.mp"],
+        1,
+        "reading /nonexistent/in.mp",
+    );
 }
 
 /// `distkv -c /dev/null ARGS…` with `stdin`, expecting success.
@@ -264,13 +286,19 @@ fn dump_init_file_yaml_and_cfg() {
     let docs = "path: !P a.b\nvalue: 3\n---\npath: !P c\nvalue: !bin hi\n---\n- 1\n";
     distkv(&["dump", "yaml", mp], docs.as_bytes());
     let (out, _) = distkv(&["dump", "file", mp], b"");
-    assert_eq!(out, "path: !P a.b\nvalue: 3\n---\npath: !P c\nvalue: !bin hi\n---\n- 1\n---\n");
+    assert_eq!(
+        out,
+        "path: !P a.b\nvalue: 3\n---\npath: !P c\nvalue: !bin hi\n---\n- 1\n---\n"
+    );
     let (out, _) = distkv(&["dump", "file", "-f", "a", mp], b"");
     assert_eq!(out, "path: !P a.b\nvalue: 3\n---\n");
 
     let (out, _) = distkv(&["dump", "cfg", "connect.host"], b"");
     assert_eq!(out, "localhost\n");
-    let (out, _) = distkv(&["-C", "connect.port=1234", "dump", "cfg", "connect.port"], b"");
+    let (out, _) = distkv(
+        &["-C", "connect.port=1234", "dump", "cfg", "connect.port"],
+        b"",
+    );
     assert_eq!(out, "1234\n");
     let (out, _) = distkv(&["dump", "cfg", "server.root"], b"");
     assert_eq!(out, "- :distkv\n");
@@ -289,7 +317,13 @@ fn debug_key_length_and_log_levels() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
             .args(["-c", "/dev/null"])
             .args(globals)
-            .args(["client", "-h", "127.0.0.1", "-p", &n.addr.port().to_string()])
+            .args([
+                "client",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &n.addr.port().to_string(),
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -297,9 +331,20 @@ fn debug_key_length_and_log_levels() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {e}");
         (o, e)
     };
-    let add = ["auth", "-m", "password", "user", "add", "name=joe", "password=secret1"];
+    let add = [
+        "auth",
+        "-m",
+        "password",
+        "user",
+        "add",
+        "name=joe",
+        "password=secret1",
+    ];
     assert_eq!(g(&["-D"], &add).0, "joe\n");
-    n.ok("auth -m password init", "Authorization switched to password\n");
+    n.ok(
+        "auth -m password init",
+        "Authorization switched to password\n",
+    );
     let login = "password name=joe password=secret1";
     assert_eq!(g(&["-D"], &["-a", login, "data", ":"]).0, "'Testing'\n");
     assert_eq!(g(&[], &["-a", login, "data", ":"]).0, "'Testing'\n");
@@ -312,14 +357,26 @@ fn debug_key_length_and_log_levels() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
             .args(["-c", "/dev/null"])
             .args(globals)
-            .args(["client", "-h", "127.0.0.1", "-p", &port, "-a", "root", "data", ":"])
+            .args([
+                "client",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-a",
+                "root",
+                "data",
+                ":",
+            ])
             .env_remove("RUST_LOG")
             .output()
             .unwrap();
         texts(&out).1
     };
     assert!(!run(&[]).contains("but not required"));
-    assert!(run(&["-l", "distkv_client=INFO"]).contains("Tried to use auth=root, but not required."));
+    assert!(
+        run(&["-l", "distkv_client=INFO"]).contains("Tried to use auth=root, but not required.")
+    );
     assert!(run(&["-l", "distkv_client.auth=info"]).contains("but not required"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
         .args(["-l", "x=LOUD", "dump", "cfg", ":"])
@@ -426,7 +483,10 @@ fn dump_msg_and_post_on_the_bus() {
         got,
         vec![
             ("t/post".to_string(), Value::map([("x", Value::Int(1))])),
-            ("t/other".to_string(), Value::map([("y", Value::Path(p("a.b")))])),
+            (
+                "t/other".to_string(),
+                Value::map([("y", Value::Path(p("a.b")))])
+            ),
         ]
     );
     bus.shutdown();
@@ -456,7 +516,14 @@ fn internal_mark_takes_ticks_as_superseded_or_deleted() {
         "internal mark n9",
         "known:\n  n1:\n  - 2\n  n9:\n  - - 1\n    - 10\nnode: n1\nseq: 4\ntock: *\n",
     );
-    n.ok("internal state -m", "missing: {}\nnode: n1\nseq: 2\ntock: *\n");
-    n.fails_args(&["internal", "mark", "", "1"], 2, "You can't do that with an empty node");
+    n.ok(
+        "internal state -m",
+        "missing: {}\nnode: n1\nseq: 2\ntock: *\n",
+    );
+    n.fails_args(
+        &["internal", "mark", "", "1"],
+        2,
+        "You can't do that with an empty node",
+    );
     n.fails_args(&["internal", "mark", "n1"], 1, "Nothing is missing of n1");
 }

@@ -178,7 +178,11 @@ impl<'a> ErrorRoot<'a> {
     }
 
     /// The record at `PREFIX/NODE/TOCK`, if there is one.
-    pub async fn get(&self, node: &Value, tock: &Value) -> Result<Option<ErrorRecord>, ClientError> {
+    pub async fn get(
+        &self,
+        node: &Value,
+        tock: &Value,
+    ) -> Result<Option<ErrorRecord>, ClientError> {
         let path = self.prefix.join(&[node.clone(), tock.clone()]);
         let reply = self.client.get_value(&path, 3).await?;
         Ok(reply.get("value").map(|v| ErrorRecord {
@@ -192,7 +196,11 @@ impl<'a> ErrorRoot<'a> {
     /// The record of (`subsystem`, `path`): an unresolved one if there is
     /// one, else a resolved one; among duplicates the one DistKV's merge
     /// keeps.
-    pub async fn find(&self, subsystem: &str, path: &Path) -> Result<Option<ErrorRecord>, ClientError> {
+    pub async fn find(
+        &self,
+        subsystem: &str,
+        path: &Path,
+    ) -> Result<Option<ErrorRecord>, ClientError> {
         let all = self.records().await?;
         Ok(pick(all, subsystem, path))
     }
@@ -318,7 +326,10 @@ impl<'a> ErrorRoot<'a> {
             idem: Some(true),
             ..UpdateOptions::default()
         };
-        let reply = self.client.set_value(&path, rec.value.clone(), &opts).await?;
+        let reply = self
+            .client
+            .set_value(&path, rec.value.clone(), &opts)
+            .await?;
         if let Some(c) = reply.get("chain") {
             rec.chain = c.clone();
         }

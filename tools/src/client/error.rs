@@ -117,8 +117,8 @@ async fn dump(s: &mut Session, a: DumpArgs) -> anyhow::Result<()> {
     let root = ErrorRoot::new(&s.client, &name);
     let prefix = root.prefix().clone();
     let mut filter = a.path.clone();
-    let single = a.node.is_none()
-        && matches!(filter.elements(), [_, Value::Int(_) | Value::UInt(_)]);
+    let single =
+        a.node.is_none() && matches!(filter.elements(), [_, Value::Int(_) | Value::UInt(_)]);
     let found = if single {
         let mut item = s
             .client
@@ -195,7 +195,10 @@ async fn show(
         value: val.clone(),
         chain: Value::Nil,
     };
-    if a.subsys.as_deref().is_some_and(|x| rec.subsystem() != Some(x)) {
+    if a.subsys
+        .as_deref()
+        .is_some_and(|x| rec.subsystem() != Some(x))
+    {
         return Ok(());
     }
     if !a.all_errors && rec.resolved() != a.resolved {
@@ -302,7 +305,10 @@ async fn details(
         let Some(reporter) = p.elements().last().cloned() else {
             continue;
         };
-        if a.node.as_deref().is_some_and(|n| reporter.as_str() != Some(n)) {
+        if a.node
+            .as_deref()
+            .is_some_and(|n| reporter.as_str() != Some(n))
+        {
             continue;
         }
         if let Some(v) = get_mut(&mut item, "value") {

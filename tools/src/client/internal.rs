@@ -202,7 +202,10 @@ async fn mark(s: &mut Session, a: MarkArgs) -> anyhow::Result<()> {
     let key = if a.deleted { "deleted" } else { "superseded" };
     let ranges = if a.items.is_empty() {
         let state = s.client.get_state(&["missing"]).await.map_err(api)?;
-        let missing = state.get("missing").cloned().unwrap_or(Value::Map(Vec::new()));
+        let missing = state
+            .get("missing")
+            .cloned()
+            .unwrap_or(Value::Map(Vec::new()));
         if a.node.is_empty() {
             missing
         } else {
@@ -271,8 +274,7 @@ async fn get_by_tick(s: &Session, node: &str, tick: u64, nchain: i64) -> anyhow:
 async fn get(s: &mut Session, a: GetArgs) -> anyhow::Result<()> {
     let mut res = get_by_tick(s, &a.node, a.tick, 99).await?;
     if !s.meta {
-        res = take(&mut res, "value")
-            .ok_or_else(|| anyhow!("No data at {} {}", a.node, a.tick))?;
+        res = take(&mut res, "value").ok_or_else(|| anyhow!("No data at {} {}", a.node, a.tick))?;
     }
     s.out.yprint(&res)?;
     Ok(())

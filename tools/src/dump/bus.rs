@@ -117,7 +117,7 @@ pub async fn monitor(cfg: &Config, path: &Path) -> anyhow::Result<()> {
             pairs.push((Value::str("_topic"), Value::Path(Path::new(t))));
             pairs.push((Value::str("_timestamp"), Value::str(&iso_time(now()))));
         }
-        print!("{}---\n", top_level(&v));
+        println!("{}---", top_level(&v));
     }
 }
 

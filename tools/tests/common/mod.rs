@@ -30,7 +30,11 @@ impl Node {
 
     /// A node with `opts`.
     pub fn start_with(opts: ServerOptions) -> Node {
-        Node::start_built(NodeBuilder::new("n1").options(opts).init(Some(Value::str("Testing"))))
+        Node::start_built(
+            NodeBuilder::new("n1")
+                .options(opts)
+                .init(Some(Value::str("Testing"))),
+        )
     }
 
     /// A node built by `builder` (named by it; no data directory).
@@ -43,10 +47,7 @@ impl Node {
         let shutdown = CancellationToken::new();
         let addr = rt.block_on(async {
             let listener = server::bind("127.0.0.1", 0).await.unwrap();
-            let node = builder
-                .build(listener)
-                .await
-                .unwrap();
+            let node = builder.build(listener).await.unwrap();
             let addr = node.local_addr();
             tokio::spawn(node.run(shutdown.clone()));
             addr
