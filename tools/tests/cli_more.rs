@@ -189,8 +189,6 @@ fn data_update_reads_a_msgpack_stream() {
     let file = dir.path().join("in.mp");
     let file = file.to_str().unwrap();
     let yaml = "path: !P x.y\nvalue: 1\n---\nfoo: 2\n---\npath: !P z\nvalue: {a: b}\n";
-    let out = n.run_args(&[], "");
-    drop(out);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_distkv"))
         .args(["-c", "/dev/null", "dump", "yaml", file])
         .stdin(std::process::Stdio::piped())
