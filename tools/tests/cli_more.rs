@@ -525,3 +525,49 @@ fn internal_mark_takes_ticks_as_superseded_or_deleted() {
     );
     n.fails_args(&["internal", "mark", "n1"], 1, "Nothing is missing of n1");
 }
+
+#[test]
+fn record_working_resolves_with_the_time_and_notes_a_comment() {
+    let n = Node::start();
+    with_client(&n, async |c| {
+        let root = ErrorRoot::new(c, "tester");
+        // Nothing recorded: nothing to resolve, unless forced.
+        let none = root.record_working("run", &p("x"), None, None, false).await;
+        assert!(none.unwrap().is_none());
+        let report = ErrorReport {
+            subsystem: "run".into(),
+            path: p("a"),
+            error: Some("E()".into()),
+            ..ErrorReport::default()
+        };
+        let rec = root.record_error(&report).await.unwrap();
+        let done = root
+            .record_working("run", &p("a"), Some("fixed"), None, false)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.subpath(), rec.subpath());
+        assert!(matches!(done.value.get("resolved"), Some(Value::Float(_))));
+        // Reported again: the same record, unresolved, counted twice.
+        let again = root.record_error(&report).await.unwrap();
+        assert_eq!(again.subpath(), rec.subpath());
+        assert!(!again.resolved());
+        assert_eq!(again.value.get("count"), Some(&Value::Int(2)));
+        root.record_working("run", &p("a"), None, None, false)
+            .await
+            .unwrap();
+        let forced = root
+            .record_working("run", &p("new"), None, None, true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(forced.resolved() && forced.subpath() != rec.subpath());
+    });
+    let dump = stdout_of(&n, &["error", "dump", "-r", "-v", "-s", "run", "-p", "a"]);
+    assert!(dump.contains("  _resolved: '"), "{dump}");
+    assert!(dump.contains("  count: 2\n"), "{dump}");
+    assert!(dump.contains("      comment: E()\n"), "{dump}");
+    assert_eq!(dump.matches("---\n").count(), 1, "{dump}");
+    let all = stdout_of(&n, &["error", "dump", "-a"]);
+    assert_eq!(all.matches("---\n").count(), 2, "{all}");
+}
