@@ -15,7 +15,8 @@ use distkv_model::{Path, Value};
 use yaml_serde::Value as Yaml;
 
 /// Reads every value of the msgpack stream in `file` (`-` or `None`:
-/// standard input).
+/// standard input). The whole file is read into memory first: these are
+/// command-line tools for files a person looks at or feeds in.
 pub fn read_stream(file: Option<&FsPath>) -> anyhow::Result<Vec<Value>> {
     let mut buf = Vec::new();
     match file {

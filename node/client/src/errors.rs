@@ -208,8 +208,8 @@ impl<'a> ErrorRoot<'a> {
     /// Records a problem: reuses the record of (subsystem, path) or
     /// creates one at `PREFIX/NAME/TOCK`; ignores the report (returning the
     /// existing record) if that record is more severe and the report is not
-    /// forced; else marks it unresolved, counts it, and writes this
-    /// client's detail below it.
+    /// forced — as in DistKV, even if that record is resolved; else marks
+    /// it unresolved, counts it, and writes this client's detail below it.
     pub async fn record_error(&self, report: &ErrorReport) -> Result<ErrorRecord, ClientError> {
         let mut rec = match self.find(&report.subsystem, &report.path).await? {
             Some(r) => r,
