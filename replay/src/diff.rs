@@ -5,10 +5,10 @@
 //! * a **data directory**, recovered read-only by [`recover_read_only`]
 //!   with the node's own recovery (`distkv_core::persist::recover::rebuild`:
 //!   newest snapshot that reads cleanly and that the log continues, then
-//!   every log record after it, the own tick raised to the durable
-//!   reservation), a torn tail ignored, and without the writes the node's
-//!   start makes (creating directories, cutting the torn tail, raising the
-//!   reservation);
+//!   every log record after it), a torn tail ignored, and without what
+//!   the node's start does beyond that (creating directories, cutting the
+//!   torn tail, raising the reservation, resuming its own tick above the
+//!   reservation: the files of a running node compare equal to it);
 //! * a **live node** `HOST:PORT`, fetched with the client: `get_tree` of
 //!   the whole tree with full chains and empty entries, and `get_state` for
 //!   every node's tick, superseded and deleted ticks;
@@ -98,7 +98,9 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
     let files = Files {
         dir,
         me,
-        reserved_tick: meta.reserved_tick,
+        // What the files hold: a node resumes its tick above the
+        // reservation only when it starts.
+        reserved_tick: 0,
         log_end,
         limits: LIMITS,
         mode: RecoveryMode::TruncateTail,

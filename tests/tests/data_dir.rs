@@ -66,6 +66,29 @@ async fn write_keys(node: &NodeProc, prefix: &str, n: i64) -> Result<()> {
     Ok(())
 }
 
+/// The files of a running node hold its state: `distkv-replay diff` of
+/// its data directory against the node itself finds nothing (the tick the
+/// node would resume at after a restart, above its reservation, is not a
+/// difference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_nodes_data_dir_diffs_equal_to_the_node() -> Result<()> {
+    let dir = tempdir("difflive")?;
+    let node = Launch::new("difflive", dir.path()).fsync("always").start().await?;
+    write_keys(&node, "a", 50).await?;
+    let out = Command::new(process::replay_bin()?)
+        .args(["diff", "--quiet"])
+        .arg(dir.path().join("data"))
+        .arg(node.addr.to_string())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.terminate().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_a_data_dir_in_use_is_refused() -> Result<()> {
     let dir = tempdir("twice")?;

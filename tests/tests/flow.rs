@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{ensure, Result};
 use distkv_model::{codec, Value};
+use distkv_node::server::ServerOptions;
 use distkv_tests::*;
 
 /// Seeds `wire2.0 … wire2.(n-1)` with values `0, 10, 20, …`.
@@ -95,10 +96,18 @@ async fn flow_controlled_get_tree_waits_for_acks_like_the_transcript() -> Result
 
 #[tokio::test]
 async fn the_hello_window_is_capped_by_the_server_buffer() -> Result<()> {
-    let node = TestNode::start().await?;
+    ensure!(
+        ServerOptions::default().buffer == 1024,
+        "the default window is 1024"
+    );
+    let node = TestNode::start_with(ServerOptions {
+        buffer: 10,
+        ..ServerOptions::default()
+    })
+    .await?;
     seed_wire2(&node, 12).await?;
     let mut c = node.raw().await?;
-    // The server offers 10 (the default buffer); asking for 100 gets 10.
+    // The server offers 10 (its buffer); asking for 100 gets 10.
     ensure!(field(&c.greeting, "qlen")? == &Value::Int(10));
     c.send(&hello(100)).await?;
     let seq = c

@@ -24,7 +24,7 @@ use crate::client::{parse_path, LongHelp};
 
 /// Load-test a running node with pipelined requests on many connections
 /// (the help text is on `Command::Bench`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(disable_help_flag = true)]
 pub struct BenchArgs {
     /// Host to use. Default: `connect.host` (localhost), as for `client`.
@@ -57,6 +57,19 @@ pub struct BenchArgs {
     /// RNG seed for key choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Keys in order (`0`, `1`, … up to `-r`) instead of drawn at random:
+    /// fills the key space exactly (with `-n` = `-r`).
+    #[arg(long)]
+    pub sequential: bool,
+    /// Start a node of this binary and a `redis-server`, run the same
+    /// workloads on both (`set`/`get`, 1 and 16 in flight, then 1 M keys of
+    /// 100 bytes for memory) and print the ratios. Needs `redis-server` and
+    /// `redis-benchmark` (Debian: `apt-get install redis-server`).
+    #[arg(long)]
+    pub compare_redis: bool,
+    /// Keys of the memory test of `--compare-redis` (0: none).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub memory_keys: u64,
     #[command(flatten)]
     help: LongHelp,
 }
@@ -92,6 +105,9 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
     if args.clients == 0 || args.pipeline == 0 {
         bail!("--clients and --pipeline must be at least 1");
     }
+    if args.compare_redis {
+        return crate::compare::run(&args).await;
+    }
     let settings = cfg.connect()?;
     let target = Target {
         addr: HostPort::new(
@@ -109,12 +125,50 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
         );
     }
     for &test in &args.tests {
-        run_test(&args, &target, test).await?;
+        let m = run_test(&args, &target, test).await?;
+        println!(
+            "{:>4}: {:>10.0} requests/s  ({} requests, {} connections, pipeline {}, {:.2} s; batch latency p50 {:.3} ms, p99 {:.3} ms)",
+            format!("{test:?}").to_lowercase(),
+            m.rate,
+            m.requests,
+            args.clients,
+            args.pipeline,
+            m.secs,
+            m.p50_ms,
+            m.p99_ms,
+        );
     }
     Ok(())
 }
 
-async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Result<()> {
+/// What one test measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measured {
+    /// Requests per second.
+    pub rate: f64,
+    /// Requests answered.
+    pub requests: usize,
+    /// Wall time.
+    pub secs: f64,
+    /// Median and 99th percentile of a batch's round trip.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Runs `test` against the node at `addr` with `args`' load.
+pub(crate) async fn measure(
+    args: &BenchArgs,
+    addr: HostPort,
+    test: Test,
+) -> anyhow::Result<Measured> {
+    let target = Target {
+        addr,
+        prefix: args.prefix.clone(),
+    };
+    run_test(args, &target, test).await
+}
+
+async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Result<Measured> {
     let per_conn = args.requests / args.clients;
     let value = Value::str(&"x".repeat(args.data_size));
     let start = Instant::now();
@@ -124,11 +178,18 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
         let prefix = target.prefix.clone();
         let value = value.clone();
         let (pipeline, keyspace) = (args.pipeline, args.keyspace);
-        let seed = args
-            .seed
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(c as u64)
-            | 1;
+        let keys = if args.sequential {
+            Keys::Every {
+                next: c as u64,
+                step: args.clients as u64,
+            }
+        } else {
+            Keys::Random(Rng(args
+                .seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(c as u64)
+                | 1))
+        };
         tasks.push(tokio::spawn(async move {
             let load = Load {
                 test,
@@ -137,7 +198,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
                 keyspace,
                 prefix,
                 value,
-                seed,
+                keys,
             };
             conn_load(addr, load).await
         }));
@@ -151,18 +212,34 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
     lat.sort_unstable();
     let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    println!(
-        "{:>4}: {:>10.0} requests/s  ({} requests, {} connections, pipeline {}, {:.2} s; batch latency p50 {:.3} ms, p99 {:.3} ms)",
-        format!("{test:?}").to_lowercase(),
-        total as f64 / secs,
-        total,
-        args.clients,
-        args.pipeline,
+    Ok(Measured {
+        rate: total as f64 / secs,
+        requests: total,
         secs,
-        ms(pct(0.5)),
-        ms(pct(0.99)),
-    );
-    Ok(())
+        p50_ms: ms(pct(0.5)),
+        p99_ms: ms(pct(0.99)),
+    })
+}
+
+/// How a connection picks its keys.
+enum Keys {
+    /// At random over the key space.
+    Random(Rng),
+    /// `next`, `next + step`, … (each connection its own residue class).
+    Every { next: u64, step: u64 },
+}
+
+impl Keys {
+    fn next(&mut self, keyspace: u64) -> u64 {
+        match self {
+            Keys::Random(rng) => rng.next() % keyspace,
+            Keys::Every { next, step } => {
+                let k = *next % keyspace;
+                *next += *step;
+                k
+            }
+        }
+    }
 }
 
 /// What one connection sends.
@@ -173,7 +250,7 @@ struct Load {
     keyspace: u64,
     prefix: Path,
     value: Value,
-    seed: u64,
+    keys: Keys,
 }
 
 async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> {
@@ -184,7 +261,7 @@ async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> 
         keyspace,
         prefix,
         value,
-        seed,
+        mut keys,
     } = load;
     let sock = TcpStream::connect(addr.as_tuple())
         .await
@@ -202,7 +279,6 @@ async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> 
         ("qlen", Value::Int(0)),
     ])))
     .await?;
-    let mut rng = Rng(seed);
     let mut seq = 0u64;
     let mut done = 0;
     let mut buf = Vec::new();
@@ -212,7 +288,7 @@ async fn conn_load(addr: HostPort, load: Load) -> anyhow::Result<Vec<Duration>> 
         buf.clear();
         for _ in 0..n {
             seq += 1;
-            let key = prefix.child(Value::uint(rng.next() % keyspace));
+            let key = prefix.child(Value::uint(keys.next(keyspace)));
             let mut m = vec![
                 (Value::str("seq"), Value::uint(seq)),
                 (

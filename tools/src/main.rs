@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod compare;
 mod dump;
 mod eval;
 mod msgfile;

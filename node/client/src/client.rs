@@ -33,8 +33,10 @@ use crate::wire::{MsgReader, MsgWriter, WireError};
 
 /// The default TCP port of DistKV's client protocol.
 pub const DEFAULT_PORT: u16 = 27586;
-/// The flow-control window the client asks for by default (as Python does).
-pub const DEFAULT_QLEN: u64 = 10;
+/// The flow-control window the client asks for by default; the node
+/// offers at most its `server.buffer` (DistKV's client asks for 10, which
+/// makes big streams wait for acknowledgements every few messages).
+pub const DEFAULT_QLEN: u64 = 1024;
 /// The default time allowed for connecting and receiving the greeting.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -110,7 +110,7 @@ pub struct ServerKeys {
 impl Default for ServerKeys {
     fn default() -> ServerKeys {
         ServerKeys {
-            buffer: 10,
+            buffer: 1024,
             threads: 0,
             root: vec![":distkv".into()],
             paranoia: false,

@@ -71,7 +71,7 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> ServerOptions {
         ServerOptions {
-            buffer: 10,
+            buffer: 1024,
             limits: Limits::default(),
             max_connections: 10_000,
             connections: ConnectionLimits::default(),

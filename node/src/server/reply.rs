@@ -135,7 +135,8 @@ impl Shortener {
             .take_while(|(a, b)| a == b)
             .count();
         let rest = rel[depth..].to_vec();
-        self.last = rel.to_vec();
+        self.last.truncate(depth);
+        self.last.extend_from_slice(&rest);
         let p = if self.prefix_empty && depth == 0 {
             Value::Path(Path::new(rest))
         } else {

@@ -54,11 +54,16 @@ impl Window {
         self.notify.notify_waiters();
     }
 
+    /// Whether message `wseq` may be sent now.
+    fn has_room(&self, wseq: u64) -> bool {
+        wseq.saturating_sub(self.acked.load(Ordering::Acquire)) < self.qlen
+    }
+
     /// Waits until message `wseq` may be sent.
     async fn admit(&self, wseq: u64) {
         loop {
             let woken = self.notify.notified();
-            if wseq.saturating_sub(self.acked.load(Ordering::Acquire)) < self.qlen {
+            if self.has_room(wseq) {
                 return;
             }
             woken.await;
@@ -113,6 +118,36 @@ impl StreamOut {
         let mut buf = Vec::new();
         encode_msg(&self.server, m, &mut buf);
         self.tx.send(buf).await.map_err(|_| Gone)
+    }
+
+    /// Sends messages of the stream, as few writes as the window allows:
+    /// they are encoded into one buffer, handed to the writer whenever the
+    /// window is full (before waiting for it) and at the end.
+    pub async fn send_all(&mut self, msgs: Vec<Fields>) -> Result<(), Gone> {
+        let mut buf = Vec::new();
+        let window = self.window.clone();
+        for mut m in msgs {
+            put(&mut m, "seq", Value::uint(self.seq));
+            if let Some(w) = &window {
+                let wseq = self.wseq + 1;
+                if !w.has_room(wseq) {
+                    if !buf.is_empty() {
+                        self.tx
+                            .send(std::mem::take(&mut buf))
+                            .await
+                            .map_err(|_| Gone)?;
+                    }
+                    w.admit(wseq).await;
+                }
+                self.wseq = wseq;
+                put(&mut m, "wseq", Value::uint(wseq));
+            }
+            encode_msg(&self.server, m, &mut buf);
+        }
+        if !buf.is_empty() {
+            self.tx.send(buf).await.map_err(|_| Gone)?;
+        }
+        Ok(())
     }
 
     async fn state(&mut self, state: &str) -> Result<(), Gone> {
@@ -238,9 +273,7 @@ async fn send_walk(
                 cursor.step(start, opts, CHUNK, |e, _| emit(e, true));
             }
         }
-        for m in batch {
-            out.send(m).await?;
-        }
+        out.send_all(batch).await?;
     }
     Ok(Ok(()))
 }
@@ -378,9 +411,7 @@ async fn watch(
                 batch.push(m);
             }
         }
-        for m in batch {
-            out.send(m).await?;
-        }
+        out.send_all(batch).await?;
         if next >= latest && changes.changed().await.is_err() {
             return Ok(Ok(()));
         }

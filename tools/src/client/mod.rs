@@ -58,7 +58,7 @@ pub struct ClientArgs {
 
 /// `--help` without `-h`, for commands whose `-h` is the host (`client`,
 /// as in DistKV, and `bench`).
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Clone, Args)]
 pub(crate) struct LongHelp {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
