@@ -73,7 +73,10 @@ async fn write_keys(node: &NodeProc, prefix: &str, n: i64) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_nodes_data_dir_diffs_equal_to_the_node() -> Result<()> {
     let dir = tempdir("difflive")?;
-    let node = Launch::new("difflive", dir.path()).fsync("always").start().await?;
+    let node = Launch::new("difflive", dir.path())
+        .fsync("always")
+        .start()
+        .await?;
     write_keys(&node, "a", 50).await?;
     let out = Command::new(process::replay_bin()?)
         .args(["diff", "--quiet"])
