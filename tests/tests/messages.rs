@@ -151,3 +151,53 @@ async fn a_node_is_dropped_only_once_it_heads_no_entry() -> Result<()> {
     }
     Ok(())
 }
+
+/// `fake_info` marks ticks on the node asked; `fake_info_send` tells the
+/// other nodes (DistKV's `internal mark` and `mark -b`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_info_marks_here_and_fake_info_send_marks_elsewhere() -> Result<()> {
+    let n1 = ClusterNode::start("f1", vec![]).await?;
+    let n2 = ClusterNode::start("f2", vec![n1.broker()?]).await?;
+    let c1 = n1.client().await?;
+    // Linked: f2 has f1's write.
+    c1.set_value(&path!["a"], Value::Int(1), &Default::default())
+        .await?;
+    eventually("f1's write on f2", Duration::from_secs(20), || {
+        n2.server.state().entry(&path!["a"]).is_some()
+    })
+    .await?;
+    let ticks = |key: &'static str, t: Value| {
+        vec![
+            (key, Value::map([("zz", Value::Array(vec![t]))])),
+            ("node", Value::str("?")),
+        ]
+    };
+    let pair = Value::Array(vec![Value::Int(1), Value::Int(4)]);
+    c1.request("fake_info", ticks("deleted", Value::Int(7)))
+        .await?;
+    let deleted = n1.server.state().node("zz").map(|i| i.deleted().clone());
+    ensure!(
+        deleted.as_ref().is_some_and(|d| d.contains(7)),
+        "{deleted:?}"
+    );
+    c1.request("fake_info_send", ticks("superseded", pair))
+        .await?;
+    eventually("f2 to take zz's ticks 1-3", Duration::from_secs(20), || {
+        n2.server
+            .state()
+            .node("zz")
+            .is_some_and(|i| (1..4).all(|t| i.superseded().contains(t)))
+    })
+    .await?;
+    // Sent, not applied by the sender; the local mark stayed local.
+    let st = n1.server.state();
+    ensure!(st.node("zz").is_some_and(|i| !i.superseded().contains(1)));
+    let on2 = n2.server.state().node("zz").map(|i| i.deleted().clone());
+    ensure!(on2.as_ref().is_some_and(|d| !d.contains(7)), "f2: {on2:?}");
+    let bad = vec![("deleted", Value::str("x"))];
+    ensure!(matches!(
+        c1.request("fake_info", bad).await,
+        Err(ClientError::Server(_))
+    ));
+    Ok(())
+}

@@ -29,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 /// Runs `tests/python/SCRIPT PORT` with the Python of DistKV 0.63.3
 /// against a fresh in-process node whose root holds `Testing`.
 fn run_script_against_a_node(script: &str) -> anyhow::Result<()> {
+    run_script_with_env(script, &[])
+}
+
+/// [`run_script_against_a_node`] with extra environment variables.
+fn run_script_with_env(script: &str, env: &[(&str, &std::path::Path)]) -> anyhow::Result<()> {
     let py = python()?;
     let rt = tokio::runtime::Runtime::new()?;
     let shutdown = CancellationToken::new();
@@ -46,6 +51,7 @@ fn run_script_against_a_node(script: &str) -> anyhow::Result<()> {
         .arg(workspace().join("tests/python").join(script))
         .arg(port.to_string())
         .env("PYTHONWARNINGS", "ignore")
+        .envs(env.iter().copied())
         .output()
         .with_context(|| format!("running {script}"))?;
     shutdown.cancel();
@@ -265,4 +271,23 @@ fn python_users_are_bound_by_acls() -> anyhow::Result<()> {
 #[test]
 fn python_cli_types_are_enforced() -> anyhow::Result<()> {
     run_script_against_a_node("typecheck.py")
+}
+
+/// Error records (`tests/python/errors.py`): recorded by DistKV's own
+/// `ErrorRoot`, dumped alike by DistKV's CLI and ours (list and dict mode,
+/// details, traces, filters); resolved by ours, seen resolved by
+/// DistKV's.
+#[test]
+fn python_and_our_cli_show_error_records_alike() -> anyhow::Result<()> {
+    let ours = process::distkv_bin()?;
+    run_script_with_env("errors.py", &[("DISTKV_BIN", &ours)])
+}
+
+/// `internal dump|get|enum` and `data PATH update` (`tests/python/internal.py`):
+/// DistKV's CLI and ours print the same; DistKV's `data update` reads a
+/// file our `dump yaml` wrote.
+#[test]
+fn python_and_our_cli_agree_on_internal_and_update() -> anyhow::Result<()> {
+    let ours = process::distkv_bin()?;
+    run_script_with_env("internal.py", &[("DISTKV_BIN", &ours)])
 }

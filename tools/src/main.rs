@@ -3,7 +3,9 @@
 mod bench;
 mod client;
 mod compare;
+mod dump;
 mod eval;
+mod msgfile;
 mod server;
 
 use std::path::PathBuf;
@@ -27,6 +29,16 @@ struct Cli {
     /// Less log output (repeatable).
     #[arg(short, long, action = ArgAction::Count)]
     quiet: u8,
+    /// Debug speed-ups: a 16-bit key exchange for password logins instead
+    /// of 1024 bits (insecure; for tests).
+    #[arg(short = 'D', long = "debug", action = ArgAction::Count)]
+    debug: u8,
+    /// Log level of one logger, `-l LOGGER=LEVEL` (repeatable): LOGGER is
+    /// a tracing target, a crate or module (`distkv_node::cluster`, also
+    /// written with dots), LEVEL one of DEBUG, INFO, WARNING, ERROR,
+    /// CRITICAL (or trace, off).
+    #[arg(short = 'l', long = "log", value_name = "LOGGER=LEVEL", value_parser = log_directive)]
+    log: Vec<String>,
     /// Configuration file (YAML, DistKV's keys). Default: the first of
     /// ~/config/distkv.cfg, ~/.config/distkv.cfg, ~/.distkv.cfg,
     /// /etc/distkv/distkv.cfg, /etc/distkv.cfg.
@@ -52,6 +64,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Talk to a DistKV server.
     Client(client::ClientArgs),
+    /// Low-level tools: config values, msgpack files, bus messages.
+    Dump(dump::DumpArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -83,7 +97,28 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-fn init_logging(verbose: u8, quiet: u8) {
+/// `-l LOGGER=LEVEL` as a tracing filter directive `target=level`:
+/// Python's level names are mapped (`WARNING` → `warn`, `CRITICAL` →
+/// `error`), and dotted logger names become module paths.
+fn log_directive(s: &str) -> Result<String, String> {
+    let (logger, level) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected LOGGER=LEVEL, not {s:?}"))?;
+    let lower = level.to_ascii_lowercase();
+    let level = match lower.as_str() {
+        "critical" | "fatal" | "error" => "error",
+        "warning" | "warn" => "warn",
+        l @ ("info" | "debug" | "trace" | "off") => l,
+        _ => return Err(format!("unknown log level {level:?}")),
+    };
+    let logger = logger.trim().replace('.', "::");
+    if logger.is_empty() {
+        return Ok(level.to_string());
+    }
+    Ok(format!("{logger}={level}"))
+}
+
+fn init_logging(verbose: u8, quiet: u8, directives: &[String]) {
     let level = match 1 + verbose as i32 - quiet as i32 {
         i32::MIN..=0 => "error",
         1 => "warn",
@@ -93,9 +128,16 @@ fn init_logging(verbose: u8, quiet: u8) {
     // The embedded broker narrates every connection at INFO and every
     // dropped peer connection at ERROR; our bus logs links itself. Keep
     // rumqtt quiet unless asked for (RUST_LOG).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=off,rumqttc=warn"))
     });
+    for d in directives {
+        // Checked by `log_directive`; a directive that still does not parse
+        // is left out rather than aborting the command.
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -107,7 +149,7 @@ fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| explain_usage_error(e).exit());
     // A server tells what it does (INFO) by default; tools only warn.
     let base = matches!(cli.cmd, Command::Server(_)) as u8;
-    init_logging(cli.verbose + base, cli.quiet);
+    init_logging(cli.verbose + base, cli.quiet, &cli.log);
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -153,7 +195,11 @@ fn main() -> ExitCode {
             Command::Client(a) => {
                 // DistKV's `obj.debug`: max(0, 1 + verbose - quiet).
                 let debug = (1 + i32::from(cli.verbose) - i32::from(cli.quiet)).clamp(0, 255);
-                client::run(a, cfg, debug as u8).await
+                client::run(a, cfg, debug as u8, cli.debug > 0).await
+            }
+            Command::Dump(a) => {
+                let debug = (1 + i32::from(cli.verbose) - i32::from(cli.quiet)).clamp(0, 255);
+                dump::run(a, cfg, debug as u8).await
             }
         }
     });

@@ -271,13 +271,14 @@ impl Client {
     }
 
     /// The key agreed with the node by `diffie_hellman`, exchanged on first
-    /// use with DistKV's key length (the node allows one exchange per
+    /// use with DistKV's key length or the one set by
+    /// [`Client::set_key_length`] (the node allows one exchange per
     /// connection; concurrent first calls race and one of them fails).
     pub async fn session_key_agreed(&self) -> Result<SessionKey, AuthError> {
         if let Some(k) = self.session_key() {
             return Ok(k);
         }
-        let length = u64::from(DEFAULT_KEY_LENGTH);
+        let length = u64::from(self.key_length().unwrap_or(DEFAULT_KEY_LENGTH));
         let kx = tokio::task::spawn_blocking(move || KeyExchange::new(length))
             .await
             .map_err(|e| ClientError::Protocol(format!("key generation failed: {e}")))??;

@@ -215,6 +215,9 @@ struct State {
     /// The key agreed by `diffie_hellman` (once per connection; see
     /// [`crate::auth`]).
     session_key: Option<crate::login::SessionKey>,
+    /// The `diffie_hellman` key length to ask for; `None`: DistKV's
+    /// default (see [`Client::set_key_length`]).
+    key_length: Option<u32>,
 }
 
 /// Where the reader task sends messages carrying a given `seq`.
@@ -536,6 +539,18 @@ impl Client {
     /// did (see [`crate::auth`]).
     pub(crate) fn session_key(&self) -> Option<crate::login::SessionKey> {
         self.inner.shared.lock().session_key.clone()
+    }
+
+    /// The `diffie_hellman` key length set by [`Client::set_key_length`].
+    pub(crate) fn key_length(&self) -> Option<u32> {
+        self.inner.shared.lock().key_length
+    }
+
+    /// Asks for a `diffie_hellman` key of `length` instead of DistKV's
+    /// default 1024 (DistKV's `-D` debug speed-up uses 16). Takes effect
+    /// for an exchange not yet made.
+    pub fn set_key_length(&self, length: u32) {
+        self.inner.shared.lock().key_length = Some(length);
     }
 
     /// Remembers the session key agreed by `diffie_hellman`.

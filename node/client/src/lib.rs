@@ -9,6 +9,7 @@
 //! * [`auth`] — the client's side of login and user management.
 //! * [`tls`] — optional TLS: PEM files into rustls configurations, and the
 //!   connection that is plain TCP or TLS.
+//! * [`errors`] — error records in the tree (DistKV's `ErrorRoot`).
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod errors;
 pub mod fetch;
 pub mod login;
 pub mod tls;

@@ -170,6 +170,11 @@ impl Config {
         Ok(())
     }
 
+    /// The whole merged tree (`distkv dump cfg`).
+    pub fn tree(&self) -> &Yaml {
+        &self.tree
+    }
+
     /// The value at a dotted key.
     pub fn get(&self, key: &str) -> Option<&Yaml> {
         key.split('.').try_fold(&self.tree, |n, p| n.get(p))

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use distkv_model::codec;
+use distkv_model::ranges::NodeSet;
 use distkv_model::{NodeName, Value};
 
 use super::handlers::{acl_err, View};
@@ -136,6 +137,48 @@ pub(super) fn kill_node(server: &Server, msg: &Value) -> CmdResult<Fields> {
         let mut i = Info::new(NodeName::from(server.name()), tick);
         i.node_drop.push(NodeName::from(node));
         bus.publish(&topics.info, i.encode());
+    }
+    Ok(Vec::new())
+}
+
+/// `fake_info` / `fake_info_send` `{superseded?, deleted?}` (each `{node:
+/// ticks}` in `get_state`'s form; `known` is taken for `superseded`):
+/// DistKV's repair tool behind `internal mark`. `fake_info` makes this node
+/// take the ticks as superseded (no longer in any entry's chain) or as
+/// ticks of deleted entries, as if another node had reported them;
+/// `fake_info_send` broadcasts them as this node's info message instead,
+/// for the other nodes to take (each checks them as any info message).
+pub(super) fn fake_info(server: &Server, msg: &Value, send: bool) -> CmdResult<Fields> {
+    let set = |keys: &[&str]| -> CmdResult<NodeSet> {
+        let mut out = NodeSet::default();
+        for k in keys {
+            match msg.get(k) {
+                None | Some(Value::Nil) => {}
+                Some(v) => {
+                    let s = NodeSet::from_value(v)
+                        .map_err(|e| CmdError::Invalid(format!("'{k}': {e}")))?;
+                    for (n, r) in s.0 {
+                        out.0.entry(n).or_default().union_with(&r);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    };
+    let known = set(&["superseded", "known"])?;
+    let deleted = set(&["deleted"])?;
+    if send {
+        if let Some((bus, topics)) = server.bus() {
+            let mut i = Info::new(NodeName::from(server.name()), None);
+            i.known = known;
+            i.deleted = deleted;
+            bus.publish(&topics.info, i.encode());
+        }
+    } else {
+        tracing::warn!(node = %server.name(), "fake info applied by a client");
+        let mut st = server.state_mut();
+        st.learn_known(&known);
+        st.learn_deleted(&deleted);
     }
     Ok(Vec::new())
 }

@@ -530,6 +530,7 @@ impl Conn {
             Action::MsgSend => super::bus_msgs::send(s, &self.view, &msg),
             Action::TestAcl => handlers::test_acl(s, &self.view, &msg),
             Action::KillNode => super::bus_msgs::kill_node(s, &msg),
+            Action::FakeInfo { send } => super::bus_msgs::fake_info(s, &msg, send),
             Action::DiffieHellman => return self.diffie_hellman(seq, &msg, out),
             Action::Auth => return self.auth(seq, &msg, out),
             Action::AuthSet => auth::auth_set(s, &self.login, &msg),

@@ -59,6 +59,12 @@ pub(super) enum Action {
     AuthInfo,
     /// `test_acl`: what an ACL allows at a path.
     TestAcl,
+    /// `fake_info` (`send: false`) and `fake_info_send` (`send: true`):
+    /// tick ranges marked superseded or deleted by hand.
+    FakeInfo {
+        /// Broadcast instead of applying here.
+        send: bool,
+    },
 }
 
 impl Action {
@@ -96,6 +102,8 @@ impl Action {
             "set_auth_typ" => Action::SetAuthTyp,
             "auth_info" => Action::AuthInfo,
             "test_acl" => Action::TestAcl,
+            "fake_info" => Action::FakeInfo { send: false },
+            "fake_info_send" => Action::FakeInfo { send: true },
             _ => return None,
         })
     }
@@ -126,7 +134,8 @@ impl Action {
             | Action::AuthGet
             | Action::AuthList
             | Action::AuthInfo
-            | Action::TestAcl => false,
+            | Action::TestAcl
+            | Action::FakeInfo { .. } => false,
         }
     }
 
@@ -147,7 +156,8 @@ impl Action {
             | Action::AuthGet
             | Action::AuthList
             | Action::SetAuthTyp
-            | Action::AuthInfo => true,
+            | Action::AuthInfo
+            | Action::FakeInfo { .. } => true,
             Action::GetValue { .. }
             | Action::SetValue { .. }
             | Action::DeleteValue { .. }
@@ -208,6 +218,8 @@ mod tests {
             "auth_get",
             "auth_list",
             "auth_info",
+            "fake_info",
+            "fake_info_send",
         ];
         for a in mutating {
             assert!(Action::parse(a).is_some_and(Action::mutates), "{a}");

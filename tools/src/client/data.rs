@@ -27,7 +27,7 @@ pub struct DataArgs {
     /// The entry (DistKV path syntax: `a.b.c`, `:` is the root).
     #[arg(value_parser = parse_path, required_unless_present = "help")]
     path: Option<Path>,
-    /// get, list, set, delete or monitor, with its options.
+    /// get, list, set, delete, monitor or update, with its options.
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
@@ -73,6 +73,16 @@ enum Sub {
     Delete(DeleteArgs),
     /// Monitor a DistKV subtree, until interrupted.
     Monitor(MonitorArgs),
+    /// Send a list of updates to a DistKV subtree: each message of the
+    /// msgpack stream sets PATH + its `path` to its `value`.
+    Update(UpdateArgs),
+}
+
+#[derive(Debug, PartialEq, Args)]
+struct UpdateArgs {
+    /// File to read (msgpack stream). Default: standard input.
+    #[arg(short = 'i', long = "infile", value_name = "FILE")]
+    infile: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Args)]
@@ -182,6 +192,7 @@ enum Action {
         chain: Option<Value>,
     },
     Monitor(MonitorArgs),
+    Update(UpdateArgs),
 }
 
 impl DataArgs {
@@ -229,6 +240,7 @@ impl DataArgs {
                 chain: chain(a.last.as_deref()).map_err(invalid)?,
             },
             Sub::Monitor(a) => Action::Monitor(a),
+            Sub::Update(a) => Action::Update(a),
         };
         Ok(DataCommand {
             path: self.path.expect("clap requires PATH without --help"),
@@ -271,7 +283,26 @@ pub async fn run(s: &mut Session, cmd: DataCommand) -> anyhow::Result<()> {
             print_meta(s, &res)
         }
         Action::Monitor(a) => monitor(s, path, &a).await,
+        Action::Update(a) => update(s, path, &a).await,
     }
+}
+
+/// `update`: sets PATH + `msg.path` to `msg.value` for each message of the
+/// input; messages without a path are skipped, as in DistKV, and so are
+/// messages without a value (DistKV fails on them).
+async fn update(s: &mut Session, path: &Path, a: &UpdateArgs) -> anyhow::Result<()> {
+    let msgs = crate::msgfile::read_stream(a.infile.as_deref())?;
+    for msg in msgs {
+        let (Some(sub), Some(value)) = (crate::dump::msg_path(&msg), msg.get("value")) else {
+            continue;
+        };
+        let target = path.join(sub.elements());
+        s.client
+            .set_value(&target, value.clone(), &UpdateOptions::default())
+            .await
+            .map_err(api)?;
+    }
+    Ok(())
 }
 
 /// DistKV's `node_attr`: reads the entry (with its chain), applies the

@@ -12,12 +12,13 @@ mod acl;
 mod attrs;
 mod auth;
 mod data;
+mod error;
 mod get;
 mod internal;
 mod log;
 mod login;
 mod monitor;
-mod output;
+pub(crate) mod output;
 mod typ;
 
 use std::mem::ManuallyDrop;
@@ -95,11 +96,14 @@ enum ClientCommand {
     Type(typ::TypeArgs),
     /// Manage codecs and converters.
     Codec(typ::CodecArgs),
+    /// Manage error records in DistKV.
+    Error(error::ErrorArgs),
 }
 
 /// Runs `distkv client …`; `debug` is DistKV's verbosity (1, plus `-v`,
-/// minus `-q`, at least 0).
-pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()> {
+/// minus `-q`, at least 0); `short_keys` is the global `-D` (a 16-bit key
+/// exchange, as DistKV's debug speed-up).
+pub async fn run(args: ClientArgs, cfg: Config, debug: u8, short_keys: bool) -> anyhow::Result<()> {
     // Check the whole command line before connecting.
     let cmd = match args.cmd {
         ClientCommand::Data(d) => Checked::Data(d.check().unwrap_or_else(|e| e.exit())),
@@ -109,6 +113,7 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()>
         ClientCommand::Acl(a) => Checked::Acl(a.check().unwrap_or_else(|e| e.exit())),
         ClientCommand::Type(t) => Checked::Type(t),
         ClientCommand::Codec(c) => Checked::Codec(c),
+        ClientCommand::Error(e) => Checked::Error(e),
     };
     let creds = login::from_args_or_config(args.auth.as_deref(), &cfg)?;
     let opts = SessionOptions {
@@ -117,6 +122,7 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()>
         meta: args.metadata,
         debug,
         creds,
+        short_keys,
     };
     let mut s = Session::open(opts, &cfg).await?;
     let res = match cmd {
@@ -127,6 +133,7 @@ pub async fn run(args: ClientArgs, cfg: Config, debug: u8) -> anyhow::Result<()>
         Checked::Acl(a) => acl::run(&mut s, a).await,
         Checked::Type(t) => typ::run_type(&mut s, t).await,
         Checked::Codec(c) => typ::run_codec(&mut s, c).await,
+        Checked::Error(e) => error::run(&mut s, e).await,
     };
     s.out.flush()?;
     if let Some(u) = res
@@ -157,7 +164,11 @@ enum Checked {
     Acl(acl::AclCommand),
     Type(typ::TypeArgs),
     Codec(typ::CodecArgs),
+    Error(error::ErrorArgs),
 }
+
+/// The key length DistKV's `-D` asks for.
+const DEBUG_KEY_LENGTH: u32 = 16;
 
 /// How to open a [`Session`]: the command line's global options.
 struct SessionOptions {
@@ -167,6 +178,8 @@ struct SessionOptions {
     debug: u8,
     /// Log in with these if the node requires a login.
     creds: Option<Credentials>,
+    /// `-D`: DistKV's debug key length (16) for the key exchange.
+    short_keys: bool,
 }
 
 /// A connected client and what every command needs besides.
@@ -191,6 +204,7 @@ impl Session {
             meta,
             debug,
             creds,
+            short_keys,
         } = o;
         let settings = cfg.connect()?;
         let keys = cfg.keys()?;
@@ -220,6 +234,9 @@ impl Session {
                 ClientError::Refused(why) => anyhow!("the node at {addr} refused: {why}"),
                 e => anyhow!("cannot connect to {addr}: {e}"),
             })?;
+        if short_keys {
+            client.set_key_length(DEBUG_KEY_LENGTH);
+        }
         // As DistKV's client: log in before anything else.
         client.log_in(creds.as_ref()).await.map_err(login::error)?;
         let config = watch_config(&client, &keys.config.prefix).await;

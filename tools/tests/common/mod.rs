@@ -30,6 +30,15 @@ impl Node {
 
     /// A node with `opts`.
     pub fn start_with(opts: ServerOptions) -> Node {
+        Node::start_built(
+            NodeBuilder::new("n1")
+                .options(opts)
+                .init(Some(Value::str("Testing"))),
+        )
+    }
+
+    /// A node built by `builder` (named by it; no data directory).
+    pub fn start_built(builder: NodeBuilder) -> Node {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -38,12 +47,7 @@ impl Node {
         let shutdown = CancellationToken::new();
         let addr = rt.block_on(async {
             let listener = server::bind("127.0.0.1", 0).await.unwrap();
-            let node = NodeBuilder::new("n1")
-                .options(opts)
-                .init(Some(Value::str("Testing")))
-                .build(listener)
-                .await
-                .unwrap();
+            let node = builder.build(listener).await.unwrap();
             let addr = node.local_addr();
             tokio::spawn(node.run(shutdown.clone()));
             addr
