@@ -178,3 +178,27 @@ async fn root_login_lets_the_connection_in() -> Result<()> {
     );
     d.still_works().await
 }
+
+#[tokio::test]
+async fn a_login_below_a_sub_tree_is_refused_not_ignored() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut c = node.raw().await?;
+    c.call_ok(
+        "auth_set",
+        vec![
+            ("typ", Value::str("root")),
+            ("kind", Value::str("user")),
+            ("ident", Value::str("*")),
+            ("data", Value::map([])),
+        ],
+    )
+    .await?;
+    let root = Value::Array(vec![Value::str("tenant")]);
+    let e = error_of(&c.auth("root", "*", vec![("root", root)]).await?)?;
+    ensure!(e.starts_with("NotImplementedError("), "{e}");
+    let msgs = c
+        .auth("root", "*", vec![("root", Value::Array(vec![]))])
+        .await?;
+    ensure!(msgs.len() == 2, "an empty root is the real one: {msgs:?}");
+    Ok(())
+}

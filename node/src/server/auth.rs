@@ -217,6 +217,21 @@ fn user_record(server: &Server, typ: &str, kind: &str, ident: &str) -> Option<Va
 /// connection may test a login; nothing changes for it.
 pub(super) fn auth(server: &Server, login: &mut Login, msg: &Value) -> CmdResult<Option<Bound>> {
     let typ = str_field(msg, "typ")?;
+    // DistKV's `root`: the users of a sub-tree, and a connection confined
+    // to it. Not supported; refused rather than ignored, as ignoring it
+    // would leave unconfined a client that asked to be confined.
+    if let Some(root) = msg.get("root") {
+        if !matches!(root, Value::Nil)
+            && distkv_model::event::path_from_value(root).is_none_or(|p| !p.is_empty())
+        {
+            return Err(py_err(
+                "NotImplementedError",
+                &[Value::str(
+                    "logging in to a sub-tree's users ('root') is not supported",
+                )],
+            ));
+        }
+    }
     if !login.logged_in {
         let current = current_method(server);
         if current.as_deref() != Some(typ) {
