@@ -231,6 +231,36 @@ impl Drop for ClusterNode {
     }
 }
 
+/// Writes `ping` on `a` (through `admin`, a connection to it) until `b`
+/// has it: the bus between the two is up, and both are ready. Messages
+/// sent before the mesh is up are lost, hence the repeats.
+pub async fn await_link(admin: &mut Raw, b: &ClusterNode) -> Result<()> {
+    let ping = path!["ping"];
+    let t0 = std::time::Instant::now();
+    let mut i = 0i64;
+    while b
+        .server
+        .state()
+        .entry(&ping)
+        .and_then(|e| e.data())
+        .is_none()
+    {
+        ensure!(t0.elapsed() < 4 * DEADLINE, "the nodes did not connect");
+        i += 1;
+        admin
+            .call_ok(
+                "set_value",
+                vec![
+                    ("path", Value::Path(ping.clone())),
+                    ("value", Value::Int(i)),
+                ],
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Polls `f` every 20 ms until it holds, failing after `limit`.
 pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let t0 = std::time::Instant::now();

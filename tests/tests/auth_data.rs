@@ -3,7 +3,6 @@
 //! come back from a snapshot made by `distkv-replay restore`.
 
 use std::path::Path as FsPath;
-use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use distkv_model::{path, Path, Value};
@@ -75,25 +74,7 @@ async fn users_and_acls_replicate() -> Result<()> {
     let b = ClusterNode::start("ad-b", vec![a.broker()?]).await?;
     // Both ready: a write on `a` shows on `b`.
     let mut admin = Raw::connect(a.addr).await?;
-    let mut i = 0;
-    let seen_on_b = |b: &ClusterNode| {
-        b.server
-            .state()
-            .entry(&path!["ping"])
-            .and_then(|e| e.data().cloned())
-    };
-    let t0 = std::time::Instant::now();
-    while seen_on_b(&b).is_none() {
-        ensure!(t0.elapsed() < 4 * DEADLINE, "the nodes did not connect");
-        i += 1;
-        admin
-            .call_ok(
-                "set_value",
-                vec![pv(path!["ping"]), ("value", Value::Int(i))],
-            )
-            .await?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_link(&mut admin, &b).await?;
     set_up_users(&mut admin).await?;
     let current = path![Value::Nil, "auth"];
     eventually("the login method on b", 2 * DEADLINE, || {
