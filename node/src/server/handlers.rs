@@ -85,12 +85,9 @@ impl View {
         path: &[Value],
         v: Value,
     ) -> CmdResult<Value> {
-        match &self.conv {
-            None => Ok(v),
-            Some(g) => rules
-                .decode(st, Some(g), path, v)
-                .map_err(|d| CmdError::Python(d.0)),
-        }
+        rules
+            .decode(st, self.conv.as_deref(), path, v)
+            .map_err(|d| CmdError::Python(d.0))
     }
 
     /// A stored `value` at the absolute `path`, encoded for the
@@ -102,12 +99,9 @@ impl View {
         path: &[Value],
         v: Value,
     ) -> CmdResult<Value> {
-        match &self.conv {
-            None => Ok(v),
-            Some(g) => rules
-                .encode(st, Some(g), path, v)
-                .map_err(|d| CmdError::Python(d.0)),
-        }
+        rules
+            .encode(st, self.conv.as_deref(), path, v)
+            .map_err(|d| CmdError::Python(d.0))
     }
 
     /// [`entry_fields`] with the value encoded for the connection.
