@@ -145,22 +145,7 @@ fn init_logging(verbose: u8, quiet: u8, directives: &[String]) {
         .init();
 }
 
-/// mimalloc's option index of the purge delay (`mi_option_purge_delay` in
-/// its header; the Rust bindings have no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Lets freed memory stay with the process for a second before it goes
-/// back to the system, instead of mimalloc's 10 ms: rebuilding a state
-/// frees and allocates again and again, and returning pages only to fault
-/// them in anew (zeroed) took a third of a restore's time.
-fn slow_purge() {
-    // SAFETY: sets one of mimalloc's global options, an integer; called
-    // first thing in `main`, before other threads exist.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) }
-}
-
 fn main() -> ExitCode {
-    slow_purge();
     let cli = Cli::try_parse().unwrap_or_else(|e| explain_usage_error(e).exit());
     // A server tells what it does (INFO) by default; tools only warn.
     let base = matches!(cli.cmd, Command::Server(_)) as u8;
