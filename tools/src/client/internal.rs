@@ -238,12 +238,14 @@ async fn mark(s: &mut Session, a: MarkArgs) -> anyhow::Result<()> {
 /// As DistKV's `internal dump`: the meta tree below PATH nested by path
 /// elements, each value under `_`.
 async fn dump(s: &mut Session, a: DumpArgs) -> anyhow::Result<()> {
+    dump_meta(s, &a.path).await
+}
+
+/// The meta subtree at `path` as nested maps, values under `_` (also
+/// `type list` and `type match` of a pattern subtree).
+pub(crate) async fn dump_meta(s: &mut Session, path: &Path) -> anyhow::Result<()> {
     let opts = TreeOptions::default();
-    let mut stream = s
-        .client
-        .get_tree_internal(&a.path, &opts)
-        .await
-        .map_err(api)?;
+    let mut stream = s.client.get_tree_internal(path, &opts).await.map_err(api)?;
     let mut tree = Nested::default();
     while let Some(item) = stream.next().await.map_err(api)? {
         let StreamItem::Data(mut r) = item else {

@@ -18,7 +18,6 @@ use clap::{Args, Subcommand};
 use distkv_model::{Path, Value};
 use distkv_node::client::{StreamItem, TreeOptions};
 
-use super::get::Nested;
 use super::output::{py_str, take};
 use super::{api, parse_path, usage, Help, Session};
 use crate::eval::parse_value;
@@ -293,27 +292,6 @@ async fn set_meta(
     s.client.request(action, fields).await.map_err(api)
 }
 
-/// The meta subtree at `path` as nested maps, values under `_`.
-async fn dump(s: &mut Session, path: &Path) -> anyhow::Result<()> {
-    let opts = TreeOptions::default();
-    let mut stream = s.client.get_tree_internal(path, &opts).await.map_err(api)?;
-    let mut tree = Nested::default();
-    while let Some(item) = stream.next().await.map_err(api)? {
-        let StreamItem::Data(mut r) = item else {
-            continue;
-        };
-        let Some(Value::Path(p)) = take(&mut r, "path") else {
-            continue;
-        };
-        let at = tree.at(&p);
-        if let Some(v) = take(&mut r, "value") {
-            at.set(Value::str("_"), v);
-        }
-    }
-    s.out.yprint(&tree.into_value())?;
-    Ok(())
-}
-
 /// The entries of the meta subtree at `path`: (relative path, reply).
 async fn entries(s: &mut Session, path: &Path) -> anyhow::Result<Vec<(Path, Value)>> {
     let opts = TreeOptions {
@@ -350,7 +328,7 @@ pub async fn run_type(s: &mut Session, a: TypeArgs) -> anyhow::Result<()> {
         TypeCommand::Get(a) => type_get(s, a).await,
         TypeCommand::Set(a) => type_set(s, a).await,
         TypeCommand::Match(a) => type_match(s, a).await,
-        TypeCommand::List(a) => dump(s, &meta("type", &a.path)).await,
+        TypeCommand::List(a) => super::internal::dump_meta(s, &meta("type", &a.path)).await,
     }
 }
 
@@ -439,7 +417,7 @@ async fn type_match(s: &mut Session, a: TypeMatch) -> anyhow::Result<()> {
         if a.raw || a.typ.is_some() || a.delete {
             return Err(usage("No options allowed when dumping the match tree.."));
         }
-        return dump(s, &meta("match", &a.path)).await;
+        return super::internal::dump_meta(s, &meta("match", &a.path)).await;
     }
     if a.typ.is_some() && a.delete {
         return Err(usage("You can't both set and delete a path."));
