@@ -21,7 +21,7 @@
 //! valid blocks after it, which `scan` finds) → [`salvage`] (keeping
 //! damaged bytes, rewriting a segment without its damage) and
 //! [`retention`] ([`retain`]: deleting old closed segments a snapshot
-//! covers). Seqs are the [`EventLog`]'s positions:
+//! covers); [`seek`] reads one block at a known offset (for an index). Seqs are the [`EventLog`]'s positions:
 //! events have gap-free seqs within and across segments; a state record
 //! carries the seq of the last event before it. Byte layouts are in
 //! `docs/format.md` ("Event-log segments") and on the types. Errors are one
@@ -36,6 +36,7 @@ pub mod record;
 pub mod retention;
 pub mod salvage;
 mod scan;
+pub mod seek;
 pub mod segment;
 pub mod writer;
 
@@ -48,6 +49,7 @@ pub use reader::{LogReader, SegmentReader, SegmentRecord, Skipped, TornTail};
 pub use record::{LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};
 pub use salvage::{salvage_segment, SalvageReport, DAMAGED_DIR};
+pub use seek::{block_crc_at, read_block_at};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
 pub use writer::{
     CommitInfo, FsyncPolicy, LogWriter, Now, RecoveryMode, RecoveryReport, WriterConfig,

@@ -208,6 +208,11 @@ pub struct CommitInfo {
     pub records: u64,
     /// Seq the first event of the block has (or would have had).
     pub first_seq: Seq,
+    /// The segment the block went to (its first seq, which names it).
+    pub segment: Seq,
+    /// File offset of the block in that segment (with nothing written:
+    /// the segment's length).
+    pub offset: u64,
     /// Bytes of the block written, its 9-byte header included.
     pub bytes: u64,
     /// Whether the block is zstd-compressed.
@@ -480,6 +485,8 @@ impl LogWriter {
             let synced = self.sync_if_due(now)?;
             return Ok(CommitInfo {
                 first_seq: self.written_seq,
+                segment: self.seg.header.first_seq,
+                offset: self.seg.len,
                 synced,
                 ..CommitInfo::default()
             });
@@ -500,6 +507,8 @@ impl LogWriter {
         let info = CommitInfo {
             records: self.pending_records,
             first_seq: self.written_seq,
+            segment: self.seg.header.first_seq,
+            offset: self.seg.len,
             bytes,
             compressed,
             synced: false,
