@@ -135,6 +135,7 @@ mod tests {
         w.close(at(200))?;
         for (b, c) in commits.iter().enumerate() {
             assert_eq!(c.segment, 1);
+            assert_eq!(block_crc_at(&seg, c.offset)?, c.crc);
             let recs = read_block_at(&seg, c.offset)?;
             let seqs: Vec<u64> = recs.iter().map(LogRecord::seq).collect();
             let first = b as u64 * 20 + 1;

@@ -213,6 +213,9 @@ pub struct CommitInfo {
     /// File offset of the block in that segment (with nothing written:
     /// the segment's length).
     pub offset: u64,
+    /// The block's CRC field (0 with nothing written): with `offset`, a
+    /// fingerprint of the block.
+    pub crc: u32,
     /// Bytes of the block written, its 9-byte header included.
     pub bytes: u64,
     /// Whether the block is zstd-compressed.
@@ -494,6 +497,9 @@ impl LogWriter {
         let rotated = self.rotate_if_due(now)?;
         let (block, compressed) = self.encoder.encode(&self.pending);
         let bytes = block.len() as u64;
+        let crc = block
+            .get(4..8)
+            .map_or(0, |b| u32::from_le_bytes(crate::segment::le_array(b)));
         #[cfg(test)]
         let fail_after = self.fail_next_write_after.take();
         #[cfg(not(test))]
@@ -509,6 +515,7 @@ impl LogWriter {
             first_seq: self.written_seq,
             segment: self.seg.header.first_seq,
             offset: self.seg.len,
+            crc,
             bytes,
             compressed,
             synced: false,

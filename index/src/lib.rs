@@ -1,0 +1,92 @@
+//! The history index: where each change of each path is in the event log.
+//!
+//! A node's event log (crate `distkv-log`) is a directory of segment files
+//! read front to back; answering "every change of key K" from it alone
+//! means reading all of it. This crate keeps, beside the segments, a
+//! **derived** index in a sled database (`<data dir>/index/`):
+//!
+//! * `events`: key = the path in an encoding made for prefix scans
+//!   ([`key`]) followed by the event's seq (8 bytes big-endian); value =
+//!   the segment (its first seq), the segment's index generation and the
+//!   file offset of the block holding the event. A scan of the path's
+//!   prefix lists one entry's events, or a subtree's, in seq order per
+//!   path.
+//! * `blocks`: key = the seq of the block's first event (the position
+//!   before it), the segment and the offset; value = the generation, the
+//!   highest tock and time of its events: the seek table for starting a
+//!   read at a given seq.
+//! * `segments`: per segment (key: its first seq) a [`SegState`]: its
+//!   generation, header time, how far it is indexed (the end of the last
+//!   indexed block, that block's offset and CRC, the next seq) and how many
+//!   events are indexed.
+//! * `meta`: the format and the node whose log this indexes.
+//!
+//! **Never trusted blindly.** The index is derived data: it is written
+//! without fsync (sled flushes on its own, lazily) and may be lost, stale
+//! or damaged at any time. [`HistoryIndex::open`] throws away an index that
+//! sled cannot open, of another format or of another node, and starts
+//! empty. [`HistoryIndex::sync`] compares each segment's fingerprint with
+//! the file (header time, length, the CRC at the last indexed block):
+//! a segment that changed (salvaged, replaced, truncated, from another
+//! directory) gets a new generation and is indexed again from the file —
+//! entries of the old generation are ignored from then on and purged when
+//! they pile up —, a segment indexed only part-way is caught up from where
+//! the index stopped, a segment no longer on disk (retention) is
+//! forgotten, a new one is indexed. Lookups ([`HistoryIndex::fetch`]) read
+//! each block with its CRC checked and check that the record found there
+//! is the event the index promised (seq and path); any mismatch is
+//! [`IndexError::Stale`], after which the caller syncs again or reads the
+//! log from the front.
+//!
+//! **Keeping it current.** The node's log writer thread reports each block
+//! it commits ([`HistoryIndex::record_block`]); a block that does not
+//! continue what the index holds (a restart, a reopened writer) makes the
+//! index catch that segment up from the file first.
+
+#![warn(missing_docs)]
+
+pub mod key;
+mod store;
+mod sync;
+
+pub use store::{BlockEvent, BlockPos, Found, HistoryIndex, Hit, SegState, SyncReport};
+
+use std::path::PathBuf;
+
+/// The index's error: what the caller does next is in the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// sled failed (I/O, or damage it found): open the index again, which
+    /// rebuilds it, or read the log without it.
+    #[error("{}: history index: {source}", dir.display())]
+    Store {
+        /// The index directory.
+        dir: PathBuf,
+        /// What sled said.
+        #[source]
+        source: sled::Error,
+    },
+    /// A file could not be read or removed.
+    #[error("{}: {source}", file.display())]
+    Io {
+        /// The file or directory.
+        file: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the segments failed.
+    #[error(transparent)]
+    Log(#[from] distkv_log::LogError),
+    /// The index does not match the segments (an entry points at no valid
+    /// block, or at another record): sync it again, or read the log
+    /// from the front.
+    #[error("history index is stale: {0}")]
+    Stale(String),
+}
+
+/// Results of this crate.
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+#[cfg(test)]
+mod tests;
