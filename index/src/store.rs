@@ -430,11 +430,13 @@ impl HistoryIndex {
                             offset,
                         })
                     }
-                    _ => return Err(IndexError::Stale(format!(
+                    _ => {
+                        return Err(IndexError::Stale(format!(
                         "{} byte {offset}: the block does not hold the event {} the index names",
                         file.display(),
                         h.seq
-                    ))),
+                    )))
+                    }
                 }
             }
         }

@@ -130,6 +130,10 @@ pub struct HistoryArgs {
     /// Also changes below the key.
     #[arg(short, long)]
     pub recursive: bool,
+    /// Replay the whole log even where the data directory's history index
+    /// could answer (the index is otherwise brought up to date and used).
+    #[arg(long)]
+    pub no_index: bool,
 }
 
 /// How a command ended without an error.
@@ -265,7 +269,7 @@ pub fn run(cli: Cli, w: impl Write) -> Result<Status> {
         }
         Command::History(a) => {
             let key = parse_path(&a.key)?;
-            let r = crate::history::history(&a.paths, &key, a.recursive, quiet)?;
+            let r = crate::history::history_with(&a.paths, &key, a.recursive, quiet, !a.no_index)?;
             out.begin_list().map_err(Error::Output)?;
             for c in &r.changes {
                 out.item(&c.to_value(), || c.to_text())

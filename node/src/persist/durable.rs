@@ -37,10 +37,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now};
-use distkv_log::{LogError, LogRecord, RetentionPolicy, Seq};
+use distkv_log::{CommitInfo, LogError, LogRecord, RetentionPolicy, Seq};
 use distkv_model::{NodeSet, RangeSet};
 use tokio::sync::watch;
 
+use super::index::IndexKeeper;
 use super::lock::DirLock;
 use super::meta::{Meta, MetaError, TICK_BLOCK};
 use super::snap;
@@ -327,10 +328,17 @@ pub fn start<H: StateHost>(
         .name("distkv-log-writer".into())
         .spawn(move || {
             let offset = writer.next_seq().wrapping_sub(mem_next);
+            let c = &d2.config;
+            let index = if c.history_index {
+                IndexKeeper::start(c.index_dir(), c.log_dir(), writer.config().node.to_string())
+            } else {
+                IndexKeeper::off()
+            };
             let mut w = WriterLoop {
                 host,
                 d: d2.clone(),
                 writer,
+                index,
                 mem_next,
                 offset,
                 skipped,
@@ -356,6 +364,8 @@ struct WriterLoop<H> {
     host: Arc<H>,
     d: Arc<Durability>,
     writer: LogWriter,
+    /// The history index, fed after each commit.
+    index: IndexKeeper,
     /// Next in-memory log record to write.
     mem_next: Seq,
     /// Disk log position minus in-memory log position (wrapping): the
@@ -456,6 +466,7 @@ impl<H: StateHost> WriterLoop<H> {
         let writer = LogWriter::open(self.d.config.log_dir(), wc, self.now())?;
         let mem_next = writer.next_seq().wrapping_sub(self.offset);
         self.writer = writer;
+        self.index.reset();
         self.mem_next = mem_next;
         Ok(())
     }
@@ -526,7 +537,8 @@ impl<H: StateHost> WriterLoop<H> {
         // at the start this records own ticks skipped after an unclean
         // stop at once.
         if self.drain()? > 0 {
-            self.writer.commit(self.now())?;
+            let now = self.now();
+            commit(&mut self.writer, &mut self.index, now)?;
         }
         self.write_state_record(self.now())?;
         self.publish();
@@ -544,7 +556,7 @@ impl<H: StateHost> WriterLoop<H> {
             if wrote > 0 {
                 self.d.check_fault()?;
                 // Under `fsync = always` the commit itself fsyncs.
-                self.writer.commit(now)?;
+                commit(&mut self.writer, &mut self.index, now)?;
                 self.publish();
             }
             self.writer.sync_if_due(now)?;
@@ -574,7 +586,7 @@ impl<H: StateHost> WriterLoop<H> {
             }
             let now = self.now();
             for ev in &batch {
-                append_event(&mut self.writer, now, ev)?;
+                append_event(&mut self.writer, &mut self.index, now, ev)?;
             }
             let n = batch.len() as u64;
             self.mem_next += n;
@@ -651,7 +663,7 @@ impl<H: StateHost> WriterLoop<H> {
             deleted,
             skipped: self.skipped.clone(),
         })?;
-        self.writer.commit(now)?;
+        commit(&mut self.writer, &mut self.index, now)?;
         // Kept until written: a failed attempt writes them again.
         self.skipped = RangeSet::new();
         self.since_state = 0;
@@ -672,7 +684,7 @@ impl<H: StateHost> WriterLoop<H> {
                 Err(_) => Vec::new(),
             };
             for ev in &batch {
-                append_event(&mut self.writer, now, ev)?;
+                append_event(&mut self.writer, &mut self.index, now, ev)?;
             }
             self.mem_next += batch.len() as u64;
             let covered = self.writer.next_seq() - 1;
@@ -681,7 +693,7 @@ impl<H: StateHost> WriterLoop<H> {
             Ok((pending, covered))
         });
         let (pending, covered) = res?;
-        self.writer.commit(now)?;
+        commit(&mut self.writer, &mut self.index, now)?;
         self.writer.sync(now)?;
         self.publish();
         let info = pending.finish()?;
@@ -706,6 +718,7 @@ impl<H: StateHost> WriterLoop<H> {
         let removed = self
             .writer
             .retain(&self.d.config.retention, keep_after, now.wall_ms)?;
+        self.index.retired(&removed);
         for r in removed {
             tracing::info!(file = %r.path.display(), "log segment retired");
         }
@@ -739,6 +752,7 @@ impl<H: StateHost> WriterLoop<H> {
         self.write_state_record(now)?;
         self.writer.sync(now)?;
         self.publish();
+        self.index.close();
         let tick = self.host.with_state(|st| st.tick().unwrap_or(0));
         let mut m = self.d.meta.lock().unwrap_or_else(|e| e.into_inner());
         if m.reserved_tick > tick {
@@ -753,17 +767,30 @@ impl<H: StateHost> WriterLoop<H> {
 /// Appends an event, committing the pending group first if it is full.
 fn append_event(
     w: &mut LogWriter,
+    index: &mut IndexKeeper,
     now: Now,
-    ev: &distkv_model::UpdateEvent,
+    ev: &Arc<distkv_model::UpdateEvent>,
 ) -> Result<(), PersistError> {
-    match w.append_event(now.wall_ms, ev) {
+    let seq = match w.append_event(now.wall_ms, ev) {
         Err(LogError::Full { .. }) => {
-            w.commit(now)?;
-            w.append_event(now.wall_ms, ev)?;
-            Ok(())
+            commit(w, index, now)?;
+            w.append_event(now.wall_ms, ev)?
         }
-        r => r.map(|_| ()).map_err(PersistError::from),
-    }
+        r => r?,
+    };
+    index.appended(seq, ev);
+    Ok(())
+}
+
+/// Commits the pending group and hands the block to the history index.
+fn commit(
+    w: &mut LogWriter,
+    index: &mut IndexKeeper,
+    now: Now,
+) -> Result<CommitInfo, PersistError> {
+    let info = w.commit(now)?;
+    index.committed(&info, w.next_seq(), now.wall_ms);
+    Ok(info)
 }
 
 /// Runs a state change, raising the durable tick reservation when the

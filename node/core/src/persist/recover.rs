@@ -4,7 +4,8 @@
 //! * `lock` — held by the node running on it ([`super::lock`]),
 //! * `meta` — identity and tick reservation ([`super::meta`]),
 //! * `log/` — event-log segments (`distkv_log`),
-//! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered.
+//! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered,
+//! * `index/` — the history index, derived from `log/` (never read here).
 //!
 //! **Recovery** locks the directory, opens the log (cutting a torn tail
 //! off the newest segment, after keeping the cut bytes in `log/damaged/`), loads the newest snapshot
@@ -70,6 +71,9 @@ pub struct DurableConfig {
     /// Asked to stop while the history cannot be written, the writer keeps
     /// trying this long before it gives up and reports what is lost.
     pub stop_retry: Duration,
+    /// Keep the history index (`index/`, crate `distkv-index`) current
+    /// from the writer thread.
+    pub history_index: bool,
 }
 
 impl DurableConfig {
@@ -92,12 +96,19 @@ impl DurableConfig {
             max_backlog: 1 << 20,
             max_backlog_bytes: 64 << 20,
             stop_retry: Duration::from_secs(5),
+            history_index: true,
         }
     }
 
     /// The event-log directory.
     pub fn log_dir(&self) -> PathBuf {
         self.dir.join("log")
+    }
+
+    /// The history index directory (derived from the log; see
+    /// `distkv-index`).
+    pub fn index_dir(&self) -> PathBuf {
+        self.dir.join("index")
     }
 
     /// The snapshot directory.
