@@ -25,7 +25,8 @@
 //! without fsync (sled flushes on its own, lazily) and may be lost, stale
 //! or damaged at any time. [`HistoryIndex::open`] throws away an index that
 //! sled cannot open, of another format or of another node, and starts
-//! empty. [`HistoryIndex::sync`] compares each segment's fingerprint with
+//! empty (one that another process holds open is left alone:
+//! [`IndexError::InUse`]). [`HistoryIndex::sync`] compares each segment's fingerprint with
 //! the file (header time, length, the CRC at the last indexed block):
 //! a segment that changed (salvaged, replaced, truncated, from another
 //! directory) gets a new generation and is indexed again from the file —
@@ -65,6 +66,16 @@ pub enum IndexError {
         /// What sled said.
         #[source]
         source: sled::Error,
+    },
+    /// Another process (a running node) has the index open: read the log
+    /// without it. Nothing was changed.
+    #[error("{}: history index in use by another process: {source}", dir.display())]
+    InUse {
+        /// The index directory.
+        dir: PathBuf,
+        /// What the lock attempt said.
+        #[source]
+        source: std::io::Error,
     },
     /// A file could not be read or removed.
     #[error("{}: {source}", file.display())]

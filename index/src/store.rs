@@ -159,6 +159,23 @@ impl std::fmt::Debug for HistoryIndex {
     }
 }
 
+/// Why an index cannot be opened.
+enum Unusable {
+    /// Another process has it open.
+    InUse(std::io::Error),
+    /// Its files cannot be used: it is rebuilt.
+    Damaged(String),
+}
+
+impl Unusable {
+    fn text(self) -> String {
+        match self {
+            Unusable::InUse(e) => format!("in use by another process: {e}"),
+            Unusable::Damaged(why) => why,
+        }
+    }
+}
+
 /// One event of a block, as the writer reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockEvent<'a> {
@@ -179,11 +196,16 @@ impl HistoryIndex {
     pub fn open(dir: &Path, log_dir: &Path, node: &str) -> Result<(HistoryIndex, Option<String>)> {
         match Self::try_open(dir, log_dir, node) {
             Ok(Ok(ix)) => Ok((ix, None)),
-            Ok(Err(why)) | Err(why) => {
+            Err(Unusable::InUse(e)) => Err(IndexError::InUse {
+                dir: dir.to_path_buf(),
+                source: e,
+            }),
+            Ok(Err(why)) | Err(Unusable::Damaged(why)) => {
                 remove_dir(dir)?;
+                let fresh = |why: String| IndexError::Stale(format!("a fresh index failed: {why}"));
                 let ix = Self::try_open(dir, log_dir, node)
-                    .map_err(|e| IndexError::Stale(format!("a fresh index failed: {e}")))?
-                    .map_err(|e| IndexError::Stale(format!("a fresh index failed: {e}")))?;
+                    .map_err(|e| fresh(e.text()))?
+                    .map_err(fresh)?;
                 Ok((ix, Some(why)))
             }
         }
@@ -194,7 +216,7 @@ impl HistoryIndex {
         dir: &Path,
         log_dir: &Path,
         node: &str,
-    ) -> std::result::Result<std::result::Result<HistoryIndex, String>, String> {
+    ) -> std::result::Result<std::result::Result<HistoryIndex, String>, Unusable> {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(64 << 20)
@@ -205,23 +227,38 @@ impl HistoryIndex {
         let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
         {
             Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(format!("sled cannot open it: {e}")),
-            Err(_) => return Err("sled panicked opening it".into()),
+            // Another process holds it (a running node): leave it alone.
+            // (sled reports a held lock as an `Other` error whose text
+            // says so.)
+            Ok(Err(sled::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                return Err(Unusable::InUse(e))
+            }
+            Ok(Err(e)) => return Err(Unusable::Damaged(format!("sled cannot open it: {e}"))),
+            Err(_) => return Err(Unusable::Damaged("sled panicked opening it".into())),
         };
-        let tree = |name: &str| db.open_tree(name).map_err(|e| format!("tree {name}: {e}"));
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| Unusable::Damaged(format!("tree {name}: {e}")))
+        };
         let (events, blocks, segments, meta) = (
             tree("events")?,
             tree("blocks")?,
             tree("segments")?,
             tree("meta")?,
         );
-        let get = |k: &str| meta.get(k).map_err(|e| format!("meta: {e}"));
+        let get = |k: &str| {
+            meta.get(k)
+                .map_err(|e| Unusable::Damaged(format!("meta: {e}")))
+        };
         match (get("format")?, get("node")?) {
             (None, None) if events.is_empty() && segments.is_empty() => {
                 let ok = meta
                     .insert("format", FORMAT)
                     .and_then(|_| meta.insert("node", node.as_bytes()));
-                ok.map_err(|e| format!("meta: {e}"))?;
+                ok.map_err(|e| Unusable::Damaged(format!("meta: {e}")))?;
             }
             (Some(f), Some(n)) if f == FORMAT && n == node.as_bytes() => {}
             (Some(f), _) if f != FORMAT => {
@@ -240,7 +277,7 @@ impl HistoryIndex {
         }
         let mut segs = BTreeMap::new();
         for kv in segments.iter() {
-            let (k, v) = kv.map_err(|e| format!("segments: {e}"))?;
+            let (k, v) = kv.map_err(|e| Unusable::Damaged(format!("segments: {e}")))?;
             match (be64(&k), SegState::decode(&v)) {
                 (Some(first), Some(st)) => {
                     segs.insert(first, st);
@@ -250,7 +287,10 @@ impl HistoryIndex {
         }
         let dead = match get("dead")? {
             None => 0,
-            Some(v) => be64(&v).ok_or("a damaged dead count")?,
+            Some(v) => match be64(&v) {
+                Some(d) => d,
+                None => return Ok(Err("a damaged dead count".into())),
+            },
         };
         Ok(Ok(HistoryIndex {
             dir: dir.to_path_buf(),

@@ -151,7 +151,13 @@ impl IndexKeeper {
     /// Writes the index's files (at a clean stop; not needed for
     /// correctness).
     pub fn close(&mut self) {
-        self.take_over_if_started();
+        // A stop while the start-up check still runs waits for it: the
+        // index must be closed (its lock released) when the node is.
+        if let Phase::Starting(h) = std::mem::replace(&mut self.phase, Phase::Off) {
+            if let Ok(Some(ix)) = h.join() {
+                self.phase = Phase::Ready(ix);
+            }
+        }
         if let Phase::Ready(ix) = &self.phase {
             if let Err(e) = ix.flush() {
                 tracing::warn!(error = %e, "cannot flush the history index; it is caught up at the next start");
@@ -188,6 +194,13 @@ impl IndexKeeper {
         tracing::warn!(error = %e, "the history index failed; no index for the rest of this run (it is repaired at the next start)");
         self.phase = Phase::Off;
         self.pending.clear();
+    }
+}
+
+impl Drop for IndexKeeper {
+    /// Closes the index however the writer thread ends.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
