@@ -391,6 +391,12 @@ impl BlockReader {
         Ok(after)
     }
 
+    /// Puts the read position at `offset` (a block start the caller
+    /// checked).
+    pub(crate) fn seek_to(&mut self, offset: u64) -> Result<()> {
+        self.seek(offset)
+    }
+
     /// Puts the read position at `offset`.
     fn seek(&mut self, offset: u64) -> Result<()> {
         self.file

@@ -306,6 +306,38 @@ impl SegmentReader {
         SegmentReader::open_in_log(path, mode, tail)
     }
 
+    /// As [`SegmentReader::open`], but reading starts at the block at
+    /// `offset`, whose first event must have the seq `next_seq` (a block of
+    /// state records only: the seq after theirs): a position an index
+    /// gave. The block there is checked first ([`crate::read_block_at`]);
+    /// a position that is no block, or whose records do not start at
+    /// `next_seq`, is `Corrupt` — read from the front then.
+    pub fn open_at(
+        path: &Path,
+        mode: RecoveryMode,
+        offset: u64,
+        next_seq: Seq,
+    ) -> Result<SegmentReader> {
+        let mut r = SegmentReader::open_in_log(path, mode, Tail::Open)?;
+        let header_end = r.reader.pos();
+        let records = crate::read_block_at(path, offset)?;
+        let starts_there = records.first().is_some_and(|rec| match rec {
+            LogRecord::Event { seq, .. } => *seq == next_seq,
+            _ => rec.seq().checked_add(1) == Some(next_seq),
+        });
+        if r.reader.header().is_none() || offset < header_end || !starts_there {
+            return Err(LogError::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                reason: format!("no block starting at seq {next_seq} there"),
+            });
+        }
+        r.reader.seek_to(offset)?;
+        r.expected = next_seq;
+        r.block_offset = offset;
+        Ok(r)
+    }
+
     fn open_in_log(path: &Path, mode: RecoveryMode, tail: Tail) -> Result<SegmentReader> {
         let reader = BlockReader::open(path)?;
         if let Some(d) = reader.header_damage().filter(|d| !d.torn) {
@@ -607,6 +639,29 @@ mod segment_reader_tests {
         assert!(recs.windows(2).all(|w| w[0].offset < w[1].offset));
         assert_eq!(r.next_seq(), 7);
         assert_eq!(r.position(), r.file_len());
+        Ok(())
+    }
+
+    #[test]
+    fn reading_starts_at_a_block_an_index_named_and_refuses_any_other_offset() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let segs = write_two_segments(tmp.path())?;
+        let all: Vec<SegmentRecord> =
+            SegmentReader::open(&segs[1], RecoveryMode::Strict)?.collect::<Result<_>>()?;
+        let at = all[1].offset;
+        let seqs: Vec<Seq> = SegmentReader::open_at(&segs[1], RecoveryMode::Strict, at, 5)?
+            .map(|r| r.map(|r| r.record.seq()))
+            .collect::<Result<_>>()?;
+        assert_eq!(seqs, vec![5, 6]);
+        for (offset, seq) in [(at, 4), (at, 6), (at + 1, 5), (0, 4), (u64::MAX, 5)] {
+            assert!(
+                matches!(
+                    SegmentReader::open_at(&segs[1], RecoveryMode::Strict, offset, seq),
+                    Err(LogError::Corrupt { .. })
+                ),
+                "{offset} {seq}"
+            );
+        }
         Ok(())
     }
 

@@ -371,6 +371,9 @@ impl Replay {
                     verify_all,
                     cut: target.cut(),
                     strict: false,
+                    // Restore and diff start as late as they can: at the
+                    // block the history index names, where it can.
+                    seek: start == Start::Latest,
                 },
             )?);
         }
@@ -448,6 +451,12 @@ impl Replay {
     /// Bytes of input read so far, of [`Replay::total_bytes`].
     pub fn position(&self) -> u64 {
         self.streams.iter().map(HistoryStream::position).sum()
+    }
+
+    /// Per stream, the byte offset reading started at inside its first
+    /// segment when the history index let it skip that segment's start.
+    pub fn seeks(&self) -> Vec<Option<u64>> {
+        self.streams.iter().map(HistoryStream::seeked).collect()
     }
 
     /// Bytes of all segments and DistKV-py files.

@@ -641,6 +641,11 @@ pub struct StreamSpec {
     /// Treat every segment as closed: a torn tail is corruption too (for
     /// a segment known not to be the newest).
     pub strict: bool,
+    /// Start reading at the block holding `from_seq`, as the data
+    /// directory's history index says (checked; without a usable index,
+    /// or when the block there is not the one promised, at the start of
+    /// the segment), instead of at the start of its segment.
+    pub seek: bool,
 }
 
 /// The segment being read.
@@ -666,6 +671,11 @@ pub struct HistoryStream {
     cut: Cut,
     finished: bool,
     bytes_done: u64,
+    /// Where to start in the first segment read: offset and the seq of
+    /// the block's first event.
+    start_at: Option<(u64, Seq)>,
+    /// The offset reading started at, when it did so.
+    seeked: Option<u64>,
 }
 
 impl std::fmt::Debug for HistoryStream {
@@ -716,6 +726,12 @@ impl HistoryStream {
             }
         }
         let skipped: u64 = h.segments[..start].iter().map(|s| s.bytes).sum();
+        let start_at = match h.segments.get(start) {
+            Some(seg) if spec.seek && !spec.verify_all && spec.from_seq > seg.first_seq => {
+                seek_position(h, seg, spec.from_seq)
+            }
+            _ => None,
+        };
         Ok(HistoryStream {
             pending,
             snap,
@@ -730,7 +746,15 @@ impl HistoryStream {
             cut: spec.cut,
             finished: false,
             bytes_done: skipped,
+            start_at,
+            seeked: None,
         })
+    }
+
+    /// The offset reading started at inside the first segment, when the
+    /// history index let it skip the segment's start.
+    pub fn seeked(&self) -> Option<u64> {
+        self.seeked
     }
 
     /// Bytes of this history's segments and DistKV-py file read so far.
@@ -899,7 +923,19 @@ impl HistoryStream {
         } else {
             RecoveryMode::Strict
         };
-        match SegmentReader::open(&seg.path, mode) {
+        let opened = match self.start_at.take() {
+            // The position is checked when the reader opens there; if it
+            // does not hold, the segment is read from its start.
+            Some((offset, seq)) => match SegmentReader::open_at(&seg.path, mode, offset, seq) {
+                Ok(r) => {
+                    self.seeked = Some(offset);
+                    Ok(r)
+                }
+                Err(_) => SegmentReader::open(&seg.path, mode),
+            },
+            None => SegmentReader::open(&seg.path, mode),
+        };
+        match opened {
             Ok(reader) => {
                 let first = reader.header().map_or(seg.first_seq, |h| h.first_seq);
                 if let Some(e) = self.expected.filter(|&e| e != first) {
@@ -991,6 +1027,22 @@ impl HistoryStream {
         self.bytes_done += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Where the history index of `h`'s data directory says the block holding
+/// `from_seq` starts in `seg` (offset, and the seq of its first event), if
+/// the directory has an index that can be opened and knows it. Nothing
+/// here is trusted: the reader checks the block there.
+fn seek_position(h: &History, seg: &SegFile, from_seq: Seq) -> Option<(u64, Seq)> {
+    let log_dir = seg.path.parent()?;
+    let index_dir = log_dir.parent()?.join("index");
+    if !index_dir.is_dir() {
+        return None;
+    }
+    let node = h.node.as_ref()?;
+    let (ix, _) = distkv_index::HistoryIndex::open(&index_dir, log_dir, node).ok()?;
+    let b = ix.block_before(from_seq).ok()??;
+    (b.segment == seg.first_seq).then_some((b.offset, b.first_seq))
 }
 
 impl Iterator for HistoryStream {

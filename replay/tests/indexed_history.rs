@@ -19,7 +19,9 @@ use distkv_log::LogLimits;
 use distkv_model::{path, Chain, NodeName, Path as KvPath, UpdateEvent, Value};
 use distkv_node::commit::SharedState;
 use distkv_node::persist::durable::{self, StateHost};
+use distkv_replay::engine::{NoObserver, Replay, Start, Target, LIMITS};
 use distkv_replay::history::{history_indexed, history_with, Change, HistoryReport};
+use distkv_replay::source::inventory;
 
 /// A seeded xorshift generator (no dependency for a few numbers).
 struct Rng(u64);
@@ -377,5 +379,50 @@ fn a_running_node_or_several_inputs_make_history_replay_with_a_note() -> Result<
     );
     let full = history_with(std::slice::from_ref(&dir), &path!["a"], true, true, false)?;
     ensure!(summary(&r) == summary(&full));
+    Ok(())
+}
+
+/// The state `restore` writes for `target`, as a digest.
+fn restored(dir: &Path, out: &Path, target: Target) -> Result<u128> {
+    distkv_replay::restore::restore(&[dir.to_path_buf()], out, target, None, true)?;
+    let (st, _) = distkv_core::persist::snap::load(out, "n1", LIMITS)?;
+    Ok(st.digest())
+}
+
+#[test]
+fn restore_starts_at_the_block_the_index_names_and_restores_the_same_state() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("n1");
+    session(&dir, |h, d| busy(h, d, 11, 400))?;
+    let all = history_with(
+        std::slice::from_ref(&dir),
+        &KvPath::root(),
+        true,
+        true,
+        false,
+    )?;
+    let tocks: Vec<u64> = all.changes.iter().map(|c| c.tock).collect();
+    ensure!(tocks.len() > 200);
+    let mut seeked = 0;
+    for (i, t) in tocks.iter().step_by(37).enumerate() {
+        let target = Target::Tock(*t);
+        let inv = inventory(std::slice::from_ref(&dir))?;
+        let mut r = Replay::prepare(&inv, target.clone(), Start::Latest, false, None, true)?;
+        r.run(&mut NoObserver, "restore")?;
+        let header_len = 40;
+        if r.seeks()[0].is_some_and(|o| o > header_len) {
+            seeked += 1;
+        }
+        let with = restored(&dir, &tmp.path().join(format!("a{i}")), target.clone())?;
+        std::fs::rename(dir.join("index"), tmp.path().join("aside"))?;
+        let without = restored(&dir, &tmp.path().join(format!("b{i}")), target)?;
+        std::fs::rename(tmp.path().join("aside"), dir.join("index"))?;
+        ensure!(with == without, "tock {t}: the seek changed the state");
+        ensure!(with == r.state.digest(), "tock {t}");
+    }
+    ensure!(
+        seeked > 0,
+        "the index never let a restore skip a segment's start"
+    );
     Ok(())
 }
