@@ -10,7 +10,9 @@
 //! `state_every` records or seconds it writes a state record (tick
 //! bookkeeping), every `snapshot_every` records or seconds a snapshot, after
 //! which retention may delete segments the snapshot covers. On shutdown it
-//! writes everything, fsyncs, and records a clean stop.
+//! writes everything, fsyncs, and records a clean stop. After each commit
+//! it hands the block to the history index ([`super::index`]), which
+//! never holds up or fails the writing of the history itself.
 //!
 //! **When the history cannot be written** (a full disk, an I/O error) the
 //! writer marks it unwritable ([`Durability::failed`]): the server then
