@@ -121,6 +121,7 @@ impl HistoryIndex {
                 st
             }
         };
+        let events_before = st.events;
         let mut reader = SegmentReader::open(path, RecoveryMode::TruncateTail)?;
         let mut pending: Option<Pending> = None;
         let mut batch = Batches::default();
@@ -166,9 +167,7 @@ impl HistoryIndex {
                 t.reason
             ));
         }
-        report.events += st
-            .events
-            .saturating_sub(self.segs.get(&first).map_or(0, |s| s.events));
+        report.events += st.events.saturating_sub(events_before);
         self.commit(first, st, batch)
     }
 

@@ -340,7 +340,10 @@ fn stale_losing_and_duplicate_events_of_many_writers_are_dropped_alike() -> Resu
     );
     // Most events change their entry, but many do not.
     let per_key: usize = (0..15)
-        .map(|i| history_with(&[dir.clone()], &key(i), false, true, false).map(|r| r.changes.len()))
+        .map(|i| {
+            history_with(std::slice::from_ref(&dir), &key(i), false, true, false)
+                .map(|r| r.changes.len())
+        })
         .sum::<Result<usize, _>>()?;
     ensure!(
         per_key > 1000 && per_key < log.len() - 300,
@@ -424,5 +427,32 @@ fn restore_starts_at_the_block_the_index_names_and_restores_the_same_state() -> 
         seeked > 0,
         "the index never let a restore skip a segment's start"
     );
+    Ok(())
+}
+
+#[test]
+fn the_command_line_answers_alike_with_and_without_the_index() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("n1");
+    session(&dir, |h, d| busy(h, d, 5, 120))?;
+    let run = |extra: &[&str]| -> Result<(String, String)> {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_distkv-replay"))
+            .args(["--quiet", "--format", "json", "history"])
+            .arg(&dir)
+            .args(["--key", "a", "-r"])
+            .args(extra)
+            .output()?;
+        ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Ok((
+            String::from_utf8(o.stdout)?,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ))
+    };
+    let (indexed, notes) = run(&[])?;
+    let (replayed, replay_notes) = run(&["--no-index"])?;
+    ensure!(indexed == replayed, "{indexed}\n---\n{replayed}");
+    ensure!(indexed.len() > 1000, "{indexed}");
+    ensure!(notes.contains("answered from the history index"), "{notes}");
+    ensure!(!replay_notes.contains("history index"), "{replay_notes}");
     Ok(())
 }
