@@ -99,6 +99,10 @@ pub enum ScriptError {
     /// It failed otherwise: a limit, a type error, an unknown function.
     #[error("{0}")]
     Failed(String),
+    /// Python code raised this exception (its `repr`, e.g.
+    /// `ValueError('neg')`; the `python` feature).
+    #[error("{0}")]
+    Raised(String),
 }
 
 /// What a script sees besides `value`.
