@@ -923,13 +923,14 @@ mod tests {
         for lang in ["python", "auto"] {
             c.set_override(&format!("server.scripts.lang={lang}"))
                 .unwrap();
+            let python = cfg!(feature = "python");
             match scripts(&c) {
                 Ok(s) => {
-                    assert!(cfg!(feature = "python"), "{lang} without the feature");
+                    assert!(python, "{lang} without the feature");
                     assert_ne!(s.lang, Lang::Rhai);
                 }
                 Err(e) => {
-                    assert!(!cfg!(feature = "python"), "{e}");
+                    assert!(!python, "{e}");
                     let e = e.to_string();
                     assert!(
                         e.contains("server.scripts.lang") && e.contains("`python` feature"),

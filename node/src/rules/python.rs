@@ -314,7 +314,7 @@ fn from_py(o: &Bound<'_, PyAny>, depth: usize) -> Result<Value, ScriptError> {
         return Ok(Value::Float(f.value()));
     }
     if let Ok(s) = o.cast::<PyString>() {
-        return Ok(Value::str(&s.to_str().map_err(py_failed)?));
+        return Ok(Value::str(s.to_str().map_err(py_failed)?));
     }
     if let Ok(b) = o.cast::<PyBytes>() {
         return Ok(Value::Bin(b.as_bytes().into()));
