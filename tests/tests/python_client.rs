@@ -22,9 +22,7 @@ use anyhow::{bail, ensure, Context};
 use distkv_model::{path, Value};
 use distkv_node::client::UpdateOptions;
 use distkv_node::node::NodeBuilder;
-use distkv_node::server;
 use process::{logs, python, run_python_script, workspace, Launch};
-use tokio_util::sync::CancellationToken;
 
 /// Runs `tests/python/SCRIPT PORT` with the Python of DistKV 0.63.3
 /// against a fresh in-process node whose root holds `Testing`.
