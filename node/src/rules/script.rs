@@ -20,6 +20,10 @@
 //! * A codec script's result (its last expression, or `return x`) is the
 //!   converted value.
 //!
+//! With the `python` cargo feature a node can run DistKV's own Python
+//! code instead, unconfined, for trusted migrations ([`super::python`],
+//! chosen by [`super::code::Lang`]).
+//!
 //! Values cross over as Rhai sees them: `None` is `()`, integers beyond
 //! 64 bits become floats, byte strings blobs, paths arrays, and map keys
 //! strings (a non-string key is written as its Python repr).
