@@ -13,7 +13,7 @@ use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
-use crate::commit::{acl_denied, Change, Road};
+use crate::commit::{acl_denied, Change, Road, Tx};
 use crate::rules::DataRules;
 use crate::state::acl::{Access, AclCursor, AclDenied, Mode, Want};
 use crate::state::{Entry, Reporter, State, StateQuery};
@@ -217,6 +217,19 @@ pub fn set_value(
     value: Option<Value>,
     meta: bool,
 ) -> CmdResult<Fields> {
+    set_value_in(&mut server.store().begin(), server, view, msg, value, meta)
+}
+
+/// [`set_value`] inside the caller's transaction: a connection commits a
+/// run of pipelined changes under one lock of the state.
+pub fn set_value_in(
+    tx: &mut Tx<'_>,
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    value: Option<Value>,
+    meta: bool,
+) -> CmdResult<Fields> {
     let rel = req_path(msg)?;
     let path = view.resolve(&rel, meta)?;
     let nchain = int_field(msg, "nchain", 1)?;
@@ -228,7 +241,6 @@ pub fn set_value(
         ),
     };
     let rules = server.store().rules();
-    let mut tx = server.store().begin();
     let mut m = Vec::new();
     let value = {
         let st = tx.state();
