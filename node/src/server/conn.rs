@@ -94,14 +94,15 @@ struct Conn {
     test_users: HashSet<u64>,
 }
 
-/// Most changes one connection commits under one lock of the state: the
+/// Most requests one connection runs under one lock of the state: the
 /// other connections wait no longer than that.
 const MAX_BATCH: usize = 64;
 
-/// A connection's run of pipelined changes: one transaction ([`Tx`]) for
-/// up to [`MAX_BATCH`] of them, so the state is locked, and the log
-/// writer woken, once per run instead of once per change. Ended before any
-/// other request, which may lock the state itself.
+/// A connection's run of pipelined `get_value`, `set_value` and
+/// `delete_value` requests: one transaction ([`Tx`]) for up to
+/// [`MAX_BATCH`] of them, so the state is locked, and the log writer woken,
+/// once per run instead of once per request. Ended before any other
+/// request, which may lock the state itself.
 struct Batch<'a> {
     store: &'a Store,
     tx: Option<Tx<'a>>,
@@ -121,7 +122,7 @@ impl<'a> Batch<'a> {
     fn takes(action: &str) -> bool {
         matches!(
             Action::parse(action),
-            Some(Action::SetValue { .. } | Action::DeleteValue { .. })
+            Some(Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. })
         )
     }
 
@@ -263,9 +264,9 @@ impl Conn {
     }
 
     /// Dispatches every complete message already received. A run of
-    /// pipelined `set_value`/`delete_value` requests is committed under one
-    /// lock of the state ([`Batch`]); the log writer and watchers hear of
-    /// the run once, when it ends.
+    /// pipelined `get_value`/`set_value`/`delete_value` requests runs under
+    /// one lock of the state ([`Batch`]); the log writer and watchers hear
+    /// of its changes once, when it ends.
     fn drain(
         &mut self,
         reader: &mut MsgReader<ReadHalf>,
@@ -567,7 +568,9 @@ impl Conn {
     ) {
         let s = &*self.server;
         let res = match action {
-            Action::GetValue { meta } => handlers::get_value(s, &self.view, &msg, meta),
+            Action::GetValue { meta } => {
+                handlers::get_value_in(batch.tx().state(), s, &self.view, &msg, meta)
+            }
             Action::SetValue { meta } => match msg.get("value") {
                 Some(v) => {
                     let v = Some(v.clone());

@@ -174,8 +174,19 @@ pub fn bool_field(msg: &Value, key: &str, default: bool) -> bool {
 
 /// `get_value` / `get_internal`.
 pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdResult<Fields> {
+    get_value_in(&server.state(), server, view, msg, meta)
+}
+
+/// [`get_value`] on the state the caller holds locked: a connection
+/// answers a run of pipelined requests under one lock.
+pub fn get_value_in(
+    st: &State,
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    meta: bool,
+) -> CmdResult<Fields> {
     let nchain = int_field(msg, "nchain", 0)?;
-    let st = server.state();
     if msg.get("path").is_none() && !meta {
         if let Some(node) = msg.get("node") {
             let node = node
@@ -189,15 +200,15 @@ pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
                 .entry_by_tick(node, tick)
                 .ok_or_else(|| CmdError::NotFound(format!("{node}:{tick}")))?;
             // DistKV checks no ACL here: a path-less read would bypass it.
-            view.follow(&st, e.path(), Want::Mode(Mode::Read))?;
-            let mut m = view.entry_fields(server.store().rules(), &st, e, nchain)?;
+            view.follow(st, e.path(), Want::Mode(Mode::Read))?;
+            let mut m = view.entry_fields(server.store().rules(), st, e, nchain)?;
             put(&mut m, "path", Value::Path(e.path().chop(view.root.len())));
             return Ok(m);
         }
     }
     let path = view.resolve(&req_path(msg)?, meta)?;
-    Ok(match view.follow(&st, &path, Want::Mode(Mode::Read))? {
-        Some((e, _)) => view.entry_fields(server.store().rules(), &st, e, nchain)?,
+    Ok(match view.follow(st, &path, Want::Mode(Mode::Read))? {
+        Some((e, _)) => view.entry_fields(server.store().rules(), st, e, nchain)?,
         None => {
             let mut m = Vec::new();
             if nchain != 0 {
