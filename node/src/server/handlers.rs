@@ -6,6 +6,7 @@
 //! never await; the connection loop runs them inline, which keeps pipelined
 //! requests fast and in order.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use distkv_model::event::path_from_value;
@@ -102,6 +103,21 @@ impl View {
         rules
             .encode(st, self.conv.as_deref(), path, v)
             .map_err(|d| CmdError::Python(d.0))
+    }
+
+    /// An entry's value as the connection sees it: encoded for its
+    /// converter group, borrowed from the tree when it has none.
+    pub fn entry_value<'e>(
+        &self,
+        rules: &DataRules,
+        st: &State,
+        e: &'e Entry,
+    ) -> CmdResult<Option<Cow<'e, Value>>> {
+        Ok(match e.data() {
+            None => None,
+            Some(v) if self.conv.is_none() => Some(Cow::Borrowed(v)),
+            Some(v) => Some(Cow::Owned(self.encode(rules, st, e.path(), v.clone())?)),
+        })
     }
 
     /// [`entry_fields`] with the value encoded for the connection.
