@@ -373,6 +373,12 @@ struct WriterLoop<H> {
 
 /// Events taken from the in-memory log per lock.
 const BATCH: usize = 4096;
+/// How long the writer waits after writing before it looks again, unless
+/// `fsync = always` (where replies wait for the disk). Changes made
+/// meanwhile go out in one block, and the commits do not wake the writer
+/// (a system call each): only a writer that found nothing to write sleeps
+/// until woken.
+const GROUP_WAIT: Duration = Duration::from_millis(2);
 
 /// First pause before the writer tries again to write a history it could
 /// not write; it doubles up to [`RETRY_MAX`].
@@ -554,6 +560,9 @@ impl<H: StateHost> WriterLoop<H> {
             }
             if wrote == 0 {
                 self.sleep(now);
+            } else if !matches!(self.d.fsync(), FsyncPolicy::Always) {
+                // Changes keep coming: let them gather (see GROUP_WAIT).
+                std::thread::sleep(GROUP_WAIT);
             }
         }
     }
