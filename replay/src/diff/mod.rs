@@ -38,7 +38,7 @@ use distkv_core::pyfiles::PyState;
 use distkv_core::state::State;
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{list_segments, LogLimits, SegmentReader, Seq};
-use distkv_model::{codec, Chain, NodeName, Path as KvPath, Value};
+use distkv_model::{Chain, NodeName, Path as KvPath, Value};
 use distkv_snapshot::{Item, SnapshotError, SnapshotReader};
 
 use crate::engine::{chain_text, digest_text, load_snapshot, FastMap, LIMITS};
@@ -47,7 +47,7 @@ use crate::output::Doc;
 use crate::progress::{on_file, Progress};
 use crate::source::{detect, Kind};
 
-pub use tree::{Built, EntryData, NodeId, Tree, TreeBuilder};
+pub use tree::{Built, EntryData, EntryRef, NodeId, Tree, TreeBuilder};
 
 /// One side of a diff.
 #[derive(Debug)]
@@ -337,10 +337,10 @@ pub struct EntryView {
 }
 
 impl EntryView {
-    fn of(e: &EntryData) -> EntryView {
+    fn of(e: &EntryRef<'_>) -> EntryView {
         EntryView {
-            value: e.value.clone(),
-            chain: e.chain.clone(),
+            value: e.value(),
+            chain: e.chain(),
             tock: e.tock,
         }
     }
@@ -434,33 +434,13 @@ impl NodeDiff {
     }
 }
 
-/// Compares two entries as they are reported: value (by its encoding),
-/// chain and tock. `bufs` are scratch space.
-fn same(a: &EntryData, b: &EntryData, bufs: &mut (Vec<u8>, Vec<u8>)) -> bool {
-    let value_same = match (&a.value, &b.value) {
-        (None, None) => true,
-        (Some(x), Some(y)) => {
-            bufs.0.clear();
-            bufs.1.clear();
-            codec::encode(x, &mut bufs.0);
-            codec::encode(y, &mut bufs.1);
-            bufs.0 == bufs.1
-        }
-        _ => false,
-    };
-    value_same && a.chain == b.chain && a.tock == b.tock
-}
-
-/// How `a` and `b` (entries holding a value or a chain) differ, if they do.
-fn compare(
-    a: Option<&EntryData>,
-    b: Option<&EntryData>,
-    bufs: &mut (Vec<u8>, Vec<u8>),
-) -> Option<DiffKind> {
-    let has = |e: Option<&EntryData>| e.is_some_and(|e| e.value.is_some());
+/// How `a` and `b` (entries holding a value or a chain) differ, if they
+/// do: value (by its encoding), chain or tock.
+fn compare(a: Option<&EntryRef<'_>>, b: Option<&EntryRef<'_>>) -> Option<DiffKind> {
+    let has = |e: Option<&EntryRef<'_>>| e.is_some_and(|e| e.value.is_some());
     match (a, b) {
         (None, None) => None,
-        (Some(x), Some(y)) if same(x, y, bufs) => None,
+        (Some(x), Some(y)) if x.value == y.value && x.chain == y.chain && x.tock == y.tock => None,
         _ => Some(match (has(a), has(b)) {
             (false, true) => DiffKind::Added,
             (true, false) => DiffKind::Removed,
@@ -472,12 +452,11 @@ fn compare(
 /// Walks both trees in step and hands each differing path to `emit`, in
 /// A's tree order followed by what only B has below each entry.
 pub fn diff_walk(a: &Tree, b: &Tree, emit: &mut dyn FnMut(PathDiff) -> Result<()>) -> Result<()> {
-    let mut bufs = (Vec::new(), Vec::new());
     let mut stack: Vec<(Option<NodeId>, Option<NodeId>)> = vec![(Some(a.root()), Some(b.root()))];
     while let Some((na, nb)) = stack.pop() {
         let ea = na.and_then(|n| a.entry(n));
         let eb = nb.and_then(|n| b.entry(n));
-        if let Some(kind) = compare(ea, eb, &mut bufs) {
+        if let Some(kind) = compare(ea.as_ref(), eb.as_ref()) {
             let path = match (na, nb) {
                 (Some(n), _) => a.path(n),
                 (None, Some(n)) => b.path(n),
@@ -486,20 +465,20 @@ pub fn diff_walk(a: &Tree, b: &Tree, emit: &mut dyn FnMut(PathDiff) -> Result<()
             emit(PathDiff {
                 kind,
                 path,
-                a: ea.map(EntryView::of),
-                b: eb.map(EntryView::of),
+                a: ea.as_ref().map(EntryView::of),
+                b: eb.as_ref().map(EntryView::of),
             })?;
         }
         let start = stack.len();
         if let Some(na) = na {
             for ca in a.children(na) {
-                let cb = nb.zip(a.name(ca)).and_then(|(nb, name)| b.child(nb, name));
+                let cb = nb.and_then(|nb| b.namesake(nb, a, ca));
                 stack.push((Some(ca), cb));
             }
         }
         if let Some(nb) = nb {
             for cb in b.children(nb) {
-                let in_a = na.zip(b.name(cb)).and_then(|(na, name)| a.child(na, name));
+                let in_a = na.and_then(|na| a.namesake(na, b, cb));
                 if in_a.is_none() {
                     stack.push((None, Some(cb)));
                 }

@@ -2,13 +2,17 @@
 //! entries, for `diff`.
 //!
 //! Rebuilding a whole [`State`] from a snapshot or a live node only to
-//! compare it costs far more than the comparison: every entry gets its own
-//! path object, a child map, tick bookkeeping (present ticks by path), and
-//! all of it is freed again at the end. A [`Tree`] keeps only what the
-//! diff needs: the entries as they were read (path, value, chain, tock,
-//! nothing copied), and one small record per tree node (parent, where its
-//! name is, its entry, where its subtree ends), with one hash index from
-//! (parent, name) to node.
+//! compare it costs far more than the comparison: every entry keeps its
+//! own path, value and chain objects, a child map, tick bookkeeping
+//! (present ticks by path), and the kernel has to clear every fresh page
+//! of it (a third of the time at 1 M entries). A [`Tree`] keeps bytes:
+//! one arena with each node's name and each entry's value and chain as
+//! msgpack, one fixed-size record per node (parent, name, hash, entry,
+//! where its subtree ends) and per entry (tock), and one hash index from
+//! (parent, name hash) to node. The decoded entries are dropped as soon
+//! as they are copied, so their memory is reused for the next ones.
+//! Values compare by their encoding, as `diff` always compared them;
+//! chains by their links. Entries are decoded again only to report them.
 //!
 //! Invariant: a [`Tree`] is exactly the tree a [`State`] would build from
 //! the same entries ([`State::restore_entry_batched`] in stream order), and
@@ -20,24 +24,33 @@
 //! [`TreeBuilder`] checks every entry for that; at the first one that
 //! breaks it (a path seen before, an entry arriving after its
 //! descendants, a branch reopened, names equal for the tree but written
-//! differently) it stops building the compact tree, restores everything
-//! read so far and the rest into a real [`State`], and copies that state's
-//! walk at the end: slower, the same result.
+//! differently) it stops building the compact tree, restores the entries
+//! read so far (decoded again from the arena) and the rest into a real
+//! [`State`], and copies that state's walk at the end: slower, the same
+//! result.
 //!
-//! Each side's tick bookkeeping is kept the same way in a [`State`]
-//! without entries (its `nodes` only), fed the ticks of every chain link
-//! in stream order: node order and highest ticks come out as a full
-//! restore would make them.
+//! Names are looked up with the tree's equality (`1 == 1.0 == True`, as a
+//! [`State`]'s child maps do): by a hash consistent with it, then by the
+//! encoded bytes, and only when those differ by decoding both.
+//!
+//! Each side's tick bookkeeping is kept in a [`State`] without entries
+//! (its `nodes` only), fed the ticks of every chain link in stream order:
+//! node order and highest ticks come out as a full restore would make
+//! them. The digest ([`State::digest`]) is summed entry by entry as they
+//! come.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 
 use distkv_core::state::{Digest, SeenBatch, State};
-use distkv_model::{codec, Chain, NodeName, Path, RangeSet, Value};
+use distkv_model::chain::Link;
+use distkv_model::codec::{self, Limits};
+use distkv_model::{Chain, NodeName, Path, RangeSet, Value};
 
 use crate::engine::{FastMap, LIMITS};
 
-/// "None" in the node and entry indices.
+/// "None" in the node and entry indices and lengths.
 const NONE: u32 = u32::MAX;
 
 /// One entry as read.
@@ -53,55 +66,131 @@ pub struct EntryData {
     pub tock: u64,
 }
 
-impl EntryData {
-    /// Whether it holds a value or a chain: what a walk reports and a
-    /// digest counts.
-    pub fn is_set(&self) -> bool {
-        self.value.is_some() || self.chain.is_some()
-    }
-}
+/// A node of a [`Tree`].
+pub type NodeId = u32;
 
 /// One node of the tree.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// Its name is `items[creator].path[depth - 1]`.
-    creator: u32,
-    depth: u32,
+    /// Its name's encoding: `arena[name..name + name_len]`.
+    name: u64,
+    name_len: u32,
+    /// Its parent (`NONE` for the root).
+    parent: u32,
+    /// [`name_hash`] of its name.
+    hash: u64,
     /// Its entry, if one was read for it.
-    item: u32,
+    entry: u32,
     /// One past the last node of its subtree.
     end: u32,
     /// The next node with the same parent and name hash.
     next: u32,
 }
 
+/// One entry: value and chain encoded in the arena, one after the other.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    at: u64,
+    /// `NONE`: no value.
+    value_len: u32,
+    /// `NONE`: no chain.
+    chain_len: u32,
+    tock: u64,
+}
+
+/// An entry of a [`Tree`], as stored.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    /// The value's encoding.
+    pub value: Option<&'a [u8]>,
+    /// The chain's encoding (see [`encode_chain`]).
+    pub chain: Option<&'a [u8]>,
+    /// The tock.
+    pub tock: u64,
+}
+
+impl EntryRef<'_> {
+    /// Whether it holds a value or a chain: what a walk reports.
+    pub fn is_set(&self) -> bool {
+        self.value.is_some() || self.chain.is_some()
+    }
+
+    /// The value, decoded.
+    pub fn value(&self) -> Option<Value> {
+        self.value
+            .and_then(|b| codec::decode_with(b, REDECODE).ok())
+    }
+
+    /// The chain, decoded.
+    pub fn chain(&self) -> Option<Chain> {
+        self.chain.and_then(decode_chain)
+    }
+}
+
+/// Limits for decoding what this module encoded itself (it was checked
+/// when it was first read).
+const REDECODE: Limits = Limits {
+    max_frame: usize::MAX,
+    max_depth: 1 << 16,
+    foreign_ext: true,
+};
+
+/// A hash of a name consistent with the tree's equality, the same for
+/// every tree of the process (lookups go from one tree to the other);
+/// randomly seeded, as names come from files and the network.
+fn name_hash(v: &Value) -> u64 {
+    static HASHER: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    HASHER.get_or_init(Default::default).hash_one(v)
+}
+
+/// A chain as bytes: each link's node name and tick, head first.
+fn encode_chain(c: &Chain, out: &mut Vec<u8>) {
+    for l in c.links() {
+        codec::write_str(out, &l.node);
+        codec::write_uint(out, l.tick);
+    }
+}
+
+fn decode_chain(mut b: &[u8]) -> Option<Chain> {
+    let mut links = Vec::new();
+    while !b.is_empty() {
+        let (node, n) = codec::decode_prefix(b, REDECODE).ok()?;
+        let (tick, m) = codec::decode_prefix(b.get(n..)?, REDECODE).ok()?;
+        links.push(Link {
+            node: Arc::from(node.as_str()?),
+            tick: tick.as_u64()?,
+        });
+        b = b.get(n + m..)?;
+    }
+    Chain::from_links(links)
+}
+
 /// A compact entry tree; see the module docs.
 #[derive(Debug)]
 pub struct Tree {
-    items: Vec<EntryData>,
+    arena: Vec<u8>,
     /// In walk order; node 0 is the root.
     nodes: Vec<Node>,
+    recs: Vec<Rec>,
     /// (parent, name hash) → the newest node with them (then `next`).
     index: HashMap<(u32, u64), u32, foldhash::fast::FixedState>,
-    hasher: foldhash::fast::RandomState,
 }
-
-/// A node of a [`Tree`].
-pub type NodeId = u32;
 
 impl Tree {
     fn new() -> Tree {
         Tree {
-            items: Vec::new(),
+            arena: Vec::new(),
             nodes: vec![Node {
-                creator: NONE,
-                depth: 0,
-                item: NONE,
+                name: 0,
+                name_len: 0,
+                parent: NONE,
+                hash: 0,
+                entry: NONE,
                 end: 1,
                 next: NONE,
             }],
+            recs: Vec::new(),
             index: HashMap::default(),
-            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -112,44 +201,54 @@ impl Tree {
 
     /// A copy of `st`'s tree (meta tree included).
     pub fn from_state(st: &State) -> Tree {
-        let mut b = Shape::new();
+        let mut shape = Shape::new();
         let mut t = Tree::new();
         st.for_each_entry(true, |e| {
-            let item = EntryData {
-                path: e.path().clone(),
-                value: e.data().cloned(),
-                chain: e.chain().cloned(),
-                tock: e.tock(),
-            };
             // A state's walk is in walk order: this cannot fail.
-            let fits = b.add(&mut t, item);
+            let fits = shape.add(&mut t, e.path(), e.data(), e.chain(), e.tock());
             debug_assert!(fits.is_ok(), "a state's walk is in walk order");
         });
-        b.close(&mut t);
+        shape.close(&mut t);
         t
     }
 
     /// The node's entry, if it has one holding a value or a chain.
-    pub fn entry(&self, n: NodeId) -> Option<&EntryData> {
-        let i = self.nodes[n as usize].item;
-        self.items.get(i as usize).filter(|it| it.is_set())
+    pub fn entry(&self, n: NodeId) -> Option<EntryRef<'_>> {
+        let r = self.recs.get(self.nodes[n as usize].entry as usize)?;
+        let e = self.entry_ref(r);
+        e.is_set().then_some(e)
+    }
+
+    fn entry_ref(&self, r: &Rec) -> EntryRef<'_> {
+        let at = r.at as usize;
+        let vlen = if r.value_len == NONE {
+            0
+        } else {
+            r.value_len as usize
+        };
+        EntryRef {
+            value: (r.value_len != NONE).then(|| &self.arena[at..at + vlen]),
+            chain: (r.chain_len != NONE)
+                .then(|| &self.arena[at + vlen..at + vlen + r.chain_len as usize]),
+            tock: r.tock,
+        }
+    }
+
+    fn name_bytes(&self, n: NodeId) -> &[u8] {
+        let node = &self.nodes[n as usize];
+        &self.arena[node.name as usize..node.name as usize + node.name_len as usize]
     }
 
     /// The node's full path.
     pub fn path(&self, n: NodeId) -> Path {
-        let node = &self.nodes[n as usize];
-        match self.items.get(node.creator as usize) {
-            None => Path::root(),
-            Some(c) if c.path.len() == node.depth as usize => c.path.clone(),
-            Some(c) => Path::new(c.path[..node.depth as usize].to_vec()),
+        let mut names = Vec::new();
+        let mut at = n;
+        while at != 0 && at != NONE {
+            names.push(codec::decode_with(self.name_bytes(at), REDECODE).unwrap_or(Value::Nil));
+            at = self.nodes[at as usize].parent;
         }
-    }
-
-    /// The node's name (`None` for the root).
-    pub fn name(&self, n: NodeId) -> Option<&Value> {
-        let node = &self.nodes[n as usize];
-        let depth = (node.depth as usize).checked_sub(1)?;
-        self.items.get(node.creator as usize)?.path.get(depth)
+        names.reverse();
+        Path::new(names)
     }
 
     /// The node's children, in insertion order.
@@ -165,25 +264,42 @@ impl Tree {
         })
     }
 
-    /// The child of `n` named `name` (the tree's equality: `1 == 1.0`).
-    pub fn child(&self, n: NodeId, name: &Value) -> Option<NodeId> {
-        self.find(n, self.hasher.hash_one(name), name)
+    /// The child of `n` that has the name of `other`'s node `o`, by the
+    /// tree's equality (`1 == 1.0`).
+    pub fn namesake(&self, n: NodeId, other: &Tree, o: NodeId) -> Option<NodeId> {
+        let bytes = other.name_bytes(o);
+        self.find(n, other.nodes[o as usize].hash, bytes, || {
+            codec::decode_with(bytes, REDECODE).ok()
+        })
     }
 
-    fn find(&self, parent: NodeId, hash: u64, name: &Value) -> Option<NodeId> {
-        let mut c = *self.index.get(&(parent, hash))?;
+    /// The child of `parent` with name hash `hash` whose name is `bytes`
+    /// or, written differently, equal to `value()` (asked for only then).
+    fn find(
+        &self,
+        parent: NodeId,
+        hash: u64,
+        bytes: &[u8],
+        value: impl FnOnce() -> Option<Value>,
+    ) -> Option<NodeId> {
+        let first = *self.index.get(&(parent, hash))?;
+        let mut value = Some(value);
+        let mut decoded: Option<Option<Value>> = None;
+        let mut c = first;
         while c != NONE {
-            if self.name(c) == Some(name) {
+            let mine = self.name_bytes(c);
+            if mine == bytes {
                 return Some(c);
+            }
+            let v = decoded.get_or_insert_with(|| value.take().and_then(|f| f()));
+            if let Some(v) = v {
+                if codec::decode_with(mine, REDECODE).is_ok_and(|m| m == *v) {
+                    return Some(c);
+                }
             }
             c = self.nodes[c as usize].next;
         }
         None
-    }
-
-    /// Every entry holding a value or a chain, in the order read.
-    pub fn entries(&self) -> impl Iterator<Item = &EntryData> {
-        self.items.iter().filter(|i| i.is_set())
     }
 }
 
@@ -191,80 +307,104 @@ impl Tree {
 struct Shape {
     /// The open nodes, root first.
     open: Vec<NodeId>,
+    /// Scratch space for encoding names.
+    buf: Vec<u8>,
 }
+
+/// An entry that does not come in walk order.
+#[derive(Debug)]
+struct OutOfOrder;
 
 impl Shape {
     fn new() -> Shape {
-        Shape { open: vec![0] }
+        Shape {
+            open: vec![0],
+            buf: Vec::new(),
+        }
     }
 
-    /// Adds `item` to `t`, or hands it back, leaving `t` as it was, if it
+    /// Adds an entry to `t`, or refuses it, leaving `t` as it was, if it
     /// is not in walk order.
-    fn add(&mut self, t: &mut Tree, item: EntryData) -> Result<(), EntryData> {
-        let path = item.path.elements();
+    fn add(
+        &mut self,
+        t: &mut Tree,
+        path: &[Value],
+        value: Option<&Value>,
+        chain: Option<&Chain>,
+        tock: u64,
+    ) -> Result<(), OutOfOrder> {
         if t.nodes.len() + path.len() >= NONE as usize {
             // Beyond what the compact tree numbers.
-            return Err(item);
+            return Err(OutOfOrder);
         }
         // How much of the open branch the path follows.
         let mut depth = 0;
-        while depth + 1 < self.open.len() && depth < path.len() {
-            let Some(name) = t.name(self.open[depth + 1]) else {
-                return Err(item);
+        let mut hash = 0;
+        while depth < path.len() {
+            hash = name_hash(&path[depth]);
+            let Some(&open) = self.open.get(depth + 1) else {
+                break;
             };
-            if !identical(name, &path[depth]) {
-                if *name == path[depth] {
+            if t.nodes[open as usize].hash != hash {
+                break;
+            }
+            self.buf.clear();
+            codec::encode(&path[depth], &mut self.buf);
+            if t.name_bytes(open) != self.buf.as_slice() {
+                let same = codec::decode_with(t.name_bytes(open), REDECODE)
+                    .is_ok_and(|v| v == path[depth]);
+                if same {
                     // Equal for the tree, written differently: the state
                     // keeps the first spelling in its paths.
-                    return Err(item);
+                    return Err(OutOfOrder);
                 }
                 break;
             }
             depth += 1;
         }
-        let new_node = t.nodes.len() as u32;
+        let newest = t.nodes.len() as u32 - 1;
         if depth == path.len() {
             // The path names an open node: only the newest node, without
             // an entry yet, may get one (the root, first of all).
             let at = self.open[depth];
-            if at + 1 != new_node || t.nodes[at as usize].item != NONE {
-                return Err(item);
+            if at != newest || t.nodes[at as usize].entry != NONE {
+                return Err(OutOfOrder);
             }
             self.close_to(t, depth + 1);
-            t.nodes[at as usize].item = t.items.len() as u32;
-            t.items.push(item);
+            t.nodes[at as usize].entry = push_rec(t, value, chain, tock);
             return Ok(());
         }
         // A new branch below open node `depth`: its first name must be new
         // there (an old sibling's subtree is closed).
-        let parent = self.open[depth];
-        let first_hash = t.hasher.hash_one(&path[depth]);
-        if t.find(parent, first_hash, &path[depth]).is_some() {
-            return Err(item);
+        let mut parent = self.open[depth];
+        self.buf.clear();
+        codec::encode(&path[depth], &mut self.buf);
+        let first = &path[depth];
+        if t.find(parent, hash, &self.buf, || Some(first.clone()))
+            .is_some()
+        {
+            return Err(OutOfOrder);
         }
         self.close_to(t, depth + 1);
-        let creator = t.items.len() as u32;
-        let mut parent = parent;
         for (d, name) in path.iter().enumerate().skip(depth) {
-            let hash = if d == depth {
-                first_hash
-            } else {
-                t.hasher.hash_one(name)
-            };
+            let hash = if d == depth { hash } else { name_hash(name) };
+            let at = t.arena.len();
+            codec::encode(name, &mut t.arena);
             let id = t.nodes.len() as u32;
             let next = t.index.insert((parent, hash), id).unwrap_or(NONE);
             t.nodes.push(Node {
-                creator,
-                depth: d as u32 + 1,
-                item: NONE,
+                name: at as u64,
+                name_len: (t.arena.len() - at) as u32,
+                parent,
+                hash,
+                entry: NONE,
                 end: NONE,
                 next,
             });
             self.open.push(id);
             parent = id;
         }
-        t.nodes[parent as usize].item = creator;
-        t.items.push(item);
+        t.nodes[parent as usize].entry = push_rec(t, value, chain, tock);
         Ok(())
     }
 
@@ -284,15 +424,31 @@ impl Shape {
     }
 }
 
-/// Whether two names are the same value written the same way (so that
-/// paths print alike), not merely equal for the tree.
-fn identical(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Str(x), Value::Str(y)) => x == y,
-        (Value::Int(x), Value::Int(y)) => x == y,
-        (Value::Nil, Value::Nil) => true,
-        _ => a == b && codec::to_vec(a) == codec::to_vec(b),
-    }
+/// Appends an entry's record; returns its index.
+fn push_rec(t: &mut Tree, value: Option<&Value>, chain: Option<&Chain>, tock: u64) -> u32 {
+    let at = t.arena.len();
+    let value_len = match value {
+        Some(v) => {
+            codec::encode(v, &mut t.arena);
+            (t.arena.len() - at) as u32
+        }
+        None => NONE,
+    };
+    let chain_at = t.arena.len();
+    let chain_len = match chain {
+        Some(c) => {
+            encode_chain(c, &mut t.arena);
+            (t.arena.len() - chain_at) as u32
+        }
+        None => NONE,
+    };
+    t.recs.push(Rec {
+        at: at as u64,
+        value_len,
+        chain_len,
+        tock,
+    });
+    t.recs.len() as u32 - 1
 }
 
 /// One side of a diff, as read: its tree, its digest and its nodes' ticks.
@@ -333,7 +489,7 @@ pub struct TreeBuilder {
     /// Highest tick passed to `book` per node, to skip repeats.
     ticks: FastMap<NodeName, u64>,
     /// `None` once out of order.
-    compact: Option<(Tree, Shape)>,
+    compact: Option<(Tree, Shape, Digest)>,
     batch: SeenBatch,
 }
 
@@ -343,7 +499,7 @@ impl TreeBuilder {
         TreeBuilder {
             book: State::new(me, LIMITS),
             ticks: FastMap::default(),
-            compact: Some((Tree::new(), Shape::new())),
+            compact: Some((Tree::new(), Shape::new(), Digest::new())),
             batch: SeenBatch::default(),
         }
     }
@@ -354,39 +510,55 @@ impl TreeBuilder {
     }
 
     /// The next entry.
-    pub fn entry(&mut self, item: EntryData) {
-        let Some((tree, shape)) = &mut self.compact else {
-            self.book.restore_entry_batched(
-                &item.path,
-                item.value,
-                item.chain,
-                item.tock,
-                &mut self.batch,
-            );
+    pub fn entry(&mut self, e: EntryData) {
+        let Some((tree, shape, digest)) = &mut self.compact else {
+            self.restore(e);
             return;
         };
-        if let Some(chain) = &item.chain {
-            for l in chain.links() {
-                let seen = self.ticks.get(&l.node).copied();
-                if seen.is_none_or(|t| t < l.tick) {
-                    let empty = RangeSet::new();
-                    self.book
-                        .restore_node(&l.node, Some(l.tick), &empty, &empty);
-                    self.ticks.insert(l.node.clone(), l.tick);
+        if shape
+            .add(tree, &e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)
+            .is_ok()
+        {
+            if e.value.is_some() || e.chain.is_some() {
+                digest.add_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
+            }
+            if let Some(chain) = &e.chain {
+                for l in chain.links() {
+                    let seen = self.ticks.get(&l.node).copied();
+                    if seen.is_none_or(|t| t < l.tick) {
+                        let empty = RangeSet::new();
+                        self.book
+                            .restore_node(&l.node, Some(l.tick), &empty, &empty);
+                        self.ticks.insert(l.node.clone(), l.tick);
+                    }
                 }
             }
+            return;
         }
-        let Err(item) = shape.add(tree, item) else {
+        // Out of order: restore what was read, in the order read (the
+        // nodes' order: the stream was in walk order until now), and go on
+        // in a state.
+        let Some((tree, _, _)) = self.compact.take() else {
             return;
         };
-        // Out of order: restore what was read, and go on in a state.
-        let Some((tree, _)) = self.compact.take() else {
-            return;
-        };
-        for it in tree.items.into_iter().chain([item]) {
-            self.book
-                .restore_entry_batched(&it.path, it.value, it.chain, it.tock, &mut self.batch);
+        for n in 0..tree.nodes.len() as u32 {
+            let Some(r) = tree.recs.get(tree.nodes[n as usize].entry as usize) else {
+                continue;
+            };
+            let r = tree.entry_ref(r);
+            self.restore(EntryData {
+                path: tree.path(n),
+                value: r.value(),
+                chain: r.chain(),
+                tock: r.tock,
+            });
         }
+        self.restore(e);
+    }
+
+    fn restore(&mut self, e: EntryData) {
+        self.book
+            .restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut self.batch);
     }
 
     /// The node bookkeeping (e.g. to apply a live node's `get_state`).
@@ -396,27 +568,23 @@ impl TreeBuilder {
 
     /// The side as read.
     pub fn finish(mut self) -> Built {
-        let Some((mut tree, mut shape)) = self.compact else {
+        let Some((mut tree, mut shape, mut digest)) = self.compact else {
             self.book.finish_restore(self.batch);
             return Built::of_state(&self.book);
         };
         shape.close(&mut tree);
-        let mut d = Digest::new();
-        for it in tree.entries() {
-            d.add_entry(&it.path, it.value.as_ref(), it.chain.as_ref(), it.tock);
-        }
         let nodes: Vec<(NodeName, Option<u64>)> = self
             .book
             .nodes()
             .map(|(n, i)| (n.clone(), i.tick()))
             .collect();
         for (n, t) in &nodes {
-            d.add_node(n, *t);
+            digest.add_node(n, *t);
         }
         Built {
             me: self.book.me().clone(),
             tree,
-            digest: d.value(),
+            digest: digest.value(),
             nodes,
             compact: true,
         }
