@@ -47,7 +47,7 @@ use crate::output::Doc;
 use crate::progress::{on_file, Progress};
 use crate::source::{detect, Kind};
 
-pub use tree::{Built, EntryData, EntryRef, NodeId, Tree, TreeBuilder};
+pub use tree::{Built, ChildIndex, EntryData, EntryRef, NodeId, Tree, TreeBuilder};
 
 /// One side of a diff.
 #[derive(Debug)]
@@ -453,6 +453,9 @@ fn compare(a: Option<&EntryRef<'_>>, b: Option<&EntryRef<'_>>) -> Option<DiffKin
 /// A's tree order followed by what only B has below each entry.
 pub fn diff_walk(a: &Tree, b: &Tree, emit: &mut dyn FnMut(PathDiff) -> Result<()>) -> Result<()> {
     let mut stack: Vec<(Option<NodeId>, Option<NodeId>)> = vec![(Some(a.root()), Some(b.root()))];
+    // B's nodes paired with one of A's (A's children have distinct names,
+    // so each of B's is paired at most once).
+    let mut b_paired = vec![false; b.len()];
     while let Some((na, nb)) = stack.pop() {
         let ea = na.and_then(|n| a.entry(n));
         let eb = nb.and_then(|n| b.entry(n));
@@ -471,15 +474,30 @@ pub fn diff_walk(a: &Tree, b: &Tree, emit: &mut dyn FnMut(PathDiff) -> Result<()
         }
         let start = stack.len();
         if let Some(na) = na {
+            // Children usually come in the same order on both sides: pair
+            // them in step, and look names up only where they do not.
+            let mut next_b = nb.and_then(|nb| b.first_child(nb));
+            let mut index: Option<ChildIndex> = None;
             for ca in a.children(na) {
-                let cb = nb.and_then(|nb| b.namesake(nb, a, ca));
+                let cb = nb.and_then(|nb| {
+                    let found = match next_b {
+                        Some(c) if b.same_name(c, a, ca) => Some(c),
+                        _ => index
+                            .get_or_insert_with(|| ChildIndex::new(b, nb))
+                            .find(b, a, ca),
+                    };
+                    if let Some(c) = found {
+                        next_b = b.next_sibling(nb, c);
+                        b_paired[c as usize] = true;
+                    }
+                    found
+                });
                 stack.push((Some(ca), cb));
             }
         }
         if let Some(nb) = nb {
             for cb in b.children(nb) {
-                let in_a = na.and_then(|na| a.namesake(na, b, cb));
-                if in_a.is_none() {
+                if !b_paired[cb as usize] {
                     stack.push((None, Some(cb)));
                 }
             }

@@ -7,10 +7,12 @@
 //! (present ticks by path), and the kernel has to clear every fresh page
 //! of it (a third of the time at 1 M entries). A [`Tree`] keeps bytes:
 //! one arena with each node's name and each entry's value and chain as
-//! msgpack, one fixed-size record per node (parent, name, hash, entry,
-//! where its subtree ends) and per entry (tock), and one hash index from
-//! (parent, name hash) to node. The decoded entries are dropped as soon
-//! as they are copied, so their memory is reused for the next ones.
+//! msgpack, and one fixed-size record per node (parent, name, name hash,
+//! entry, where its subtree ends) and per entry (tock). No index: the
+//! walk pairs children in order, and looks names up ([`ChildIndex`]) only
+//! where the two trees' children are not in the same order. The decoded
+//! entries are dropped as soon as they are copied, so their memory is
+//! reused for the next ones.
 //! Values compare by their encoding, as `diff` always compared them;
 //! chains by their links. Entries are decoded again only to report them.
 //!
@@ -22,14 +24,16 @@
 //! snapshot writer and its `get_tree` produce: each entry either extends
 //! the open branch or starts a new child of a node on it. The
 //! [`TreeBuilder`] checks every entry for that; at the first one that
-//! breaks it (a path seen before, an entry arriving after its
-//! descendants, a branch reopened, names equal for the tree but written
-//! differently) it stops building the compact tree, restores the entries
-//! read so far (decoded again from the arena) and the rest into a real
-//! [`State`], and copies that state's walk at the end: slower, the same
-//! result.
+//! breaks it (an entry arriving after its descendants, names equal for
+//! the tree but written differently) it stops building the compact tree,
+//! restores the entries read so far (decoded again from the arena) and the
+//! rest into a real [`State`], and copies that state's walk at the end:
+//! slower, the same result. A branch reopened or a path seen before shows
+//! only as two siblings of the same name; they are looked for once at the
+//! end, in one sort of all nodes by (parent, name hash), with the same
+//! fallback.
 //!
-//! Names are looked up with the tree's equality (`1 == 1.0 == True`, as a
+//! Names are compared with the tree's equality (`1 == 1.0 == True`, as a
 //! [`State`]'s child maps do): by a hash consistent with it, then by the
 //! encoded bytes, and only when those differ by decoding both.
 //!
@@ -39,7 +43,6 @@
 //! them. The digest ([`State::digest`]) is summed entry by entry as they
 //! come.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 
@@ -83,8 +86,6 @@ struct Node {
     entry: u32,
     /// One past the last node of its subtree.
     end: u32,
-    /// The next node with the same parent and name hash.
-    next: u32,
 }
 
 /// One entry: value and chain encoded in the arena, one after the other.
@@ -172,8 +173,6 @@ pub struct Tree {
     /// In walk order; node 0 is the root.
     nodes: Vec<Node>,
     recs: Vec<Rec>,
-    /// (parent, name hash) → the newest node with them (then `next`).
-    index: HashMap<(u32, u64), u32, foldhash::fast::FixedState>,
 }
 
 impl Tree {
@@ -187,16 +186,24 @@ impl Tree {
                 hash: 0,
                 entry: NONE,
                 end: 1,
-                next: NONE,
             }],
             recs: Vec::new(),
-            index: HashMap::default(),
         }
     }
 
     /// The root.
     pub fn root(&self) -> NodeId {
         0
+    }
+
+    /// The number of nodes (the root included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree is only a root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() == 1
     }
 
     /// A copy of `st`'s tree (meta tree included).
@@ -264,42 +271,89 @@ impl Tree {
         })
     }
 
-    /// The child of `n` that has the name of `other`'s node `o`, by the
-    /// tree's equality (`1 == 1.0`).
-    pub fn namesake(&self, n: NodeId, other: &Tree, o: NodeId) -> Option<NodeId> {
-        let bytes = other.name_bytes(o);
-        self.find(n, other.nodes[o as usize].hash, bytes, || {
-            codec::decode_with(bytes, REDECODE).ok()
-        })
+    /// The node's first child.
+    pub fn first_child(&self, n: NodeId) -> Option<NodeId> {
+        (n + 1 < self.nodes[n as usize].end).then_some(n + 1)
     }
 
-    /// The child of `parent` with name hash `hash` whose name is `bytes`
-    /// or, written differently, equal to `value()` (asked for only then).
-    fn find(
-        &self,
-        parent: NodeId,
-        hash: u64,
-        bytes: &[u8],
-        value: impl FnOnce() -> Option<Value>,
-    ) -> Option<NodeId> {
-        let first = *self.index.get(&(parent, hash))?;
-        let mut value = Some(value);
-        let mut decoded: Option<Option<Value>> = None;
-        let mut c = first;
-        while c != NONE {
-            let mine = self.name_bytes(c);
-            if mine == bytes {
-                return Some(c);
-            }
-            let v = decoded.get_or_insert_with(|| value.take().and_then(|f| f()));
-            if let Some(v) = v {
-                if codec::decode_with(mine, REDECODE).is_ok_and(|m| m == *v) {
-                    return Some(c);
-                }
-            }
-            c = self.nodes[c as usize].next;
+    /// The sibling after child `c` of `parent`.
+    pub fn next_sibling(&self, parent: NodeId, c: NodeId) -> Option<NodeId> {
+        let next = self.nodes[c as usize].end;
+        (next < self.nodes[parent as usize].end).then_some(next)
+    }
+
+    /// Whether node `n` has the name of `other`'s node `o`, by the tree's
+    /// equality (`1 == 1.0`).
+    pub fn same_name(&self, n: NodeId, other: &Tree, o: NodeId) -> bool {
+        let (mine, theirs) = (&self.nodes[n as usize], &other.nodes[o as usize]);
+        if mine.hash != theirs.hash {
+            return false;
         }
-        None
+        let (x, y) = (self.name_bytes(n), other.name_bytes(o));
+        x == y || equal_names(x, y)
+    }
+
+    /// Whether some two children of a node have the same name: the
+    /// stream was not in walk order after all (see the module docs).
+    fn has_twins(&self) -> bool {
+        let mut keys: Vec<(u32, u64, u32)> = (1..self.nodes.len() as u32)
+            .map(|n| {
+                (
+                    self.nodes[n as usize].parent,
+                    self.nodes[n as usize].hash,
+                    n,
+                )
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.chunk_by(|x, y| (x.0, x.1) == (y.0, y.1))
+            .filter(|run| run.len() > 1)
+            .any(|run| {
+                run.iter()
+                    .enumerate()
+                    .any(|(i, x)| run[i + 1..].iter().any(|y| self.same_name(x.2, self, y.2)))
+            })
+    }
+}
+
+/// Whether two differently encoded names are equal for the tree.
+fn equal_names(x: &[u8], y: &[u8]) -> bool {
+    match (
+        codec::decode_with(x, REDECODE),
+        codec::decode_with(y, REDECODE),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The children of one node of a [`Tree`], by name hash: for looking up
+/// the namesakes of another tree's children when the two are not in the
+/// same order.
+#[derive(Debug)]
+pub struct ChildIndex(Vec<(u64, NodeId)>);
+
+impl ChildIndex {
+    /// The index of `t`'s node `n`'s children.
+    pub fn new(t: &Tree, n: NodeId) -> ChildIndex {
+        let mut v: Vec<(u64, NodeId)> = t
+            .children(n)
+            .map(|c| (t.nodes[c as usize].hash, c))
+            .collect();
+        v.sort_unstable();
+        ChildIndex(v)
+    }
+
+    /// The child (of `t`, the tree indexed) with the name of `other`'s
+    /// node `o`.
+    pub fn find(&self, t: &Tree, other: &Tree, o: NodeId) -> Option<NodeId> {
+        let hash = other.nodes[o as usize].hash;
+        let from = self.0.partition_point(|&(h, _)| h < hash);
+        self.0[from..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .map(|&(_, c)| c)
+            .find(|&c| t.same_name(c, other, o))
     }
 }
 
@@ -351,9 +405,7 @@ impl Shape {
             self.buf.clear();
             codec::encode(&path[depth], &mut self.buf);
             if t.name_bytes(open) != self.buf.as_slice() {
-                let same = codec::decode_with(t.name_bytes(open), REDECODE)
-                    .is_ok_and(|v| v == path[depth]);
-                if same {
+                if equal_names(t.name_bytes(open), &self.buf) {
                     // Equal for the tree, written differently: the state
                     // keeps the first spelling in its paths.
                     return Err(OutOfOrder);
@@ -374,24 +426,16 @@ impl Shape {
             t.nodes[at as usize].entry = push_rec(t, value, chain, tock);
             return Ok(());
         }
-        // A new branch below open node `depth`: its first name must be new
-        // there (an old sibling's subtree is closed).
+        // A new branch below open node `depth`. Its first name should be
+        // new there (an old sibling's subtree is closed): checked at the
+        // end ([`Tree::has_twins`]).
         let mut parent = self.open[depth];
-        self.buf.clear();
-        codec::encode(&path[depth], &mut self.buf);
-        let first = &path[depth];
-        if t.find(parent, hash, &self.buf, || Some(first.clone()))
-            .is_some()
-        {
-            return Err(OutOfOrder);
-        }
         self.close_to(t, depth + 1);
         for (d, name) in path.iter().enumerate().skip(depth) {
             let hash = if d == depth { hash } else { name_hash(name) };
             let at = t.arena.len();
             codec::encode(name, &mut t.arena);
             let id = t.nodes.len() as u32;
-            let next = t.index.insert((parent, hash), id).unwrap_or(NONE);
             t.nodes.push(Node {
                 name: at as u64,
                 name_len: (t.arena.len() - at) as u32,
@@ -399,7 +443,6 @@ impl Shape {
                 hash,
                 entry: NONE,
                 end: NONE,
-                next,
             });
             self.open.push(id);
             parent = id;
@@ -535,12 +578,16 @@ impl TreeBuilder {
             }
             return;
         }
-        // Out of order: restore what was read, in the order read (the
-        // nodes' order: the stream was in walk order until now), and go on
-        // in a state.
-        let Some((tree, _, _)) = self.compact.take() else {
-            return;
-        };
+        // Out of order: restore what was read, and go on in a state.
+        if let Some((tree, _, _)) = self.compact.take() {
+            self.restore_tree(&tree);
+        }
+        self.restore(e);
+    }
+
+    /// Restores every entry of `tree` in the order read (the nodes' order:
+    /// each entry read made at least one node, except the root's).
+    fn restore_tree(&mut self, tree: &Tree) {
         for n in 0..tree.nodes.len() as u32 {
             let Some(r) = tree.recs.get(tree.nodes[n as usize].entry as usize) else {
                 continue;
@@ -553,7 +600,6 @@ impl TreeBuilder {
                 tock: r.tock,
             });
         }
-        self.restore(e);
     }
 
     fn restore(&mut self, e: EntryData) {
@@ -568,11 +614,17 @@ impl TreeBuilder {
 
     /// The side as read.
     pub fn finish(mut self) -> Built {
-        let Some((mut tree, mut shape, mut digest)) = self.compact else {
+        let Some((mut tree, mut shape, mut digest)) = self.compact.take() else {
             self.book.finish_restore(self.batch);
             return Built::of_state(&self.book);
         };
         shape.close(&mut tree);
+        if tree.has_twins() {
+            self.restore_tree(&tree);
+            drop(tree);
+            self.book.finish_restore(self.batch);
+            return Built::of_state(&self.book);
+        }
         let nodes: Vec<(NodeName, Option<u64>)> = self
             .book
             .nodes()
