@@ -222,9 +222,12 @@ fn streamed_diffs_of_random_histories_match_restored_states() -> Result<()> {
     Ok(())
 }
 
+/// An entry to write as it is: path, value, tock.
+type Raw = (Vec<Value>, Option<Value>, u64);
+
 /// Writes `entries` as they are, in this order, to a snapshot of node
 /// `n1`.
-fn write_raw(file: &Path, entries: &[(Vec<Value>, Option<Value>, u64)]) -> Result<()> {
+fn write_raw(file: &Path, entries: &[Raw]) -> Result<()> {
     let header = SnapshotHeader {
         node: "n1".into(),
         seq: 0,
@@ -245,7 +248,7 @@ fn snapshots_out_of_walk_order_fall_back_to_a_state_with_the_same_result() -> Re
     let tmp = tempfile::tempdir()?;
     let s = Value::str;
     let i = Value::Int;
-    let base: Vec<(Vec<Value>, Option<Value>, u64)> = vec![
+    let base: Vec<Raw> = vec![
         (vec![s("a")], Some(i(1)), 1),
         (vec![s("a"), s("x")], Some(i(2)), 2),
         (vec![s("b"), i(1)], Some(i(3)), 3),
@@ -253,7 +256,7 @@ fn snapshots_out_of_walk_order_fall_back_to_a_state_with_the_same_result() -> Re
     ];
     let fa = tmp.path().join("in-order.dkvsnap");
     write_raw(&fa, &base)?;
-    let odd: [Vec<(Vec<Value>, Option<Value>, u64)>; 5] = [
+    let odd: [Vec<Raw>; 5] = [
         // A branch reopened after a sibling.
         vec![
             base[0].clone(),
