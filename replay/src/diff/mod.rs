@@ -166,7 +166,8 @@ impl RebuildHooks for Hooks<'_> {
     }
 }
 
-/// Fetches a live node's whole state; `quiet` hides the progress spinner.
+/// Streams a live node's whole state into a compact tree; `quiet` hides
+/// the progress spinner.
 pub fn live_side(addr: &str, quiet: bool) -> Result<Built> {
     let client_err = |source| Error::Client {
         addr: addr.to_string(),
@@ -212,7 +213,7 @@ pub fn live_side(addr: &str, quiet: bool) -> Result<Built> {
     })
 }
 
-/// Reads a snapshot as a node loads it; `quiet` hides the progress bar.
+/// Streams a snapshot into a compact tree; `quiet` hides the progress bar.
 pub fn snapshot_side(path: &Path, quiet: bool) -> Result<Built> {
     let mut reader = SnapshotReader::open(path)?;
     let mut b = TreeBuilder::new(&reader.header().node);

@@ -56,6 +56,10 @@ use crate::engine::{FastMap, LIMITS};
 /// "None" in the node and entry indices and lengths.
 const NONE: u32 = u32::MAX;
 
+/// Siblings sharing one name hash that [`Tree::has_twins`] still compares
+/// pairwise.
+const MAX_HASH_RUN: usize = 64;
+
 /// One entry as read.
 #[derive(Debug, Clone)]
 pub struct EntryData {
@@ -309,9 +313,14 @@ impl Tree {
         keys.chunk_by(|x, y| (x.0, x.1) == (y.0, y.1))
             .filter(|run| run.len() > 1)
             .any(|run| {
-                run.iter()
-                    .enumerate()
-                    .any(|(i, x)| run[i + 1..].iter().any(|y| self.same_name(x.2, self, y.2)))
+                // Many siblings of one hash (maps as names hash by their
+                // length only): not worth comparing each pair; a state
+                // settles it.
+                run.len() > MAX_HASH_RUN
+                    || run
+                        .iter()
+                        .enumerate()
+                        .any(|(i, x)| run[i + 1..].iter().any(|y| self.same_name(x.2, self, y.2)))
             })
     }
 }
