@@ -239,19 +239,18 @@ pub fn run(cli: Cli, w: impl Write) -> Result<Status> {
             status(r.has_findings())
         }
         Command::Diff(a) => {
-            let sa = crate::diff::load_side(&a.a, quiet)?;
-            let sb = crate::diff::load_side(&a.b, quiet)?;
+            let (sa, sb) = crate::diff::load_sides(&a.a, &a.b, quiet)?;
             out.begin_list().map_err(Error::Output)?;
             let summary = crate::diff::sides_value(&sa, &sb);
             let text = crate::diff::sides_text(&sa, &sb);
             out.item(&summary, || text).map_err(Error::Output)?;
             let mut differences = 0u64;
-            crate::diff::diff_walk(&sa.state, &sb.state, &mut |d| {
+            crate::diff::diff_walk(&sa.built.tree, &sb.built.tree, &mut |d| {
                 differences += 1;
                 out.item(&d.to_value(), || d.to_text())
                     .map_err(Error::Output)
             })?;
-            for n in crate::diff::node_diffs(&sa.state, &sb.state) {
+            for n in crate::diff::node_diffs(&sa.built, &sb.built) {
                 differences += 1;
                 out.item(&n.to_value(), || n.to_text())
                     .map_err(Error::Output)?;
