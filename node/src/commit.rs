@@ -392,7 +392,7 @@ impl Store {
     /// Tells watchers and the file writer that the log grew.
     fn announce(&self, next_seq: Seq) {
         if let Some(d) = self.durability() {
-            d.wake();
+            d.grew(next_seq);
         }
         self.changes.send_if_modified(|s| {
             if *s < next_seq {

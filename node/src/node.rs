@@ -36,6 +36,7 @@ use crate::cluster::msg::Topics;
 use crate::commit::{ChangeError, CommitHook, MetaRules, SharedState, Store};
 use crate::persist::durable::{self, Durability, DurableConfig, PersistError, WriterThread};
 use crate::persist::load::LoadError;
+use crate::rules::code::ScriptSettings;
 use crate::rules::{DataRules, TypeRules};
 use crate::server::{self, Server, ServerOptions};
 use crate::tls::rustls::ClientConfig;
@@ -130,7 +131,7 @@ impl NodeBuilder {
             name: name.to_string(),
             opts: ServerOptions::default(),
             data_dir: None,
-            hooks: vec![Arc::new(MetaRules), Arc::new(TypeRules(rules.clone()))],
+            hooks: Vec::new(),
             rules,
             load: Vec::new(),
             authoritative: false,
@@ -160,6 +161,23 @@ impl NodeBuilder {
     pub fn data_dir(mut self, config: DurableConfig) -> Self {
         self.data_dir = Some(config);
         self
+    }
+
+    /// How type and codec code runs (`server.scripts.*`; default: Rhai).
+    pub fn scripts(mut self, settings: ScriptSettings) -> Self {
+        self.rules = Arc::new(DataRules::new(settings));
+        self
+    }
+
+    /// The commit hooks: [`MetaRules`], [`TypeRules`], then the added
+    /// ones.
+    fn all_hooks(&self) -> Vec<Arc<dyn CommitHook>> {
+        let fixed: [Arc<dyn CommitHook>; 2] =
+            [Arc::new(MetaRules), Arc::new(TypeRules(self.rules.clone()))];
+        fixed
+            .into_iter()
+            .chain(self.hooks.iter().cloned())
+            .collect()
     }
 
     /// Adds a check every change passes (see [`crate::commit`]), after the
@@ -260,7 +278,7 @@ impl NodeBuilder {
     fn open(&self) -> Result<(Arc<Store>, Option<WriterThread>), NodeError> {
         let Some(config) = self.data_dir.clone() else {
             let state = crate::state::State::new(&self.name, self.opts.log);
-            let store = Store::new(SharedState::new(state), None, self.hooks.clone())
+            let store = Store::new(SharedState::new(state), None, self.all_hooks())
                 .with_rules(self.rules.clone());
             return Ok((Arc::new(store), None));
         };
@@ -297,7 +315,7 @@ impl NodeBuilder {
         }
         let shared = SharedState::new(state);
         let (d, writer) = durable::start(shared.clone(), wr).map_err(NodeError::Writer)?;
-        let store = Store::new(shared, Some(d), self.hooks.clone()).with_rules(self.rules.clone());
+        let store = Store::new(shared, Some(d), self.all_hooks()).with_rules(self.rules.clone());
         Ok((Arc::new(store), Some(writer)))
     }
 

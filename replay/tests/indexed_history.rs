@@ -94,6 +94,7 @@ fn same_answers(dir: &Path) -> Result<(Vec<String>, usize)> {
 /// Runs the node's writer thread on `dir` while `f` changes the state.
 fn session(dir: &Path, f: impl FnOnce(&SharedState, &durable::Durability)) -> Result<()> {
     let mut c = DurableConfig::new(dir);
+    c.history_index = true;
     c.fsync = FsyncPolicy::Never;
     c.segment_bytes = 2048;
     c.snapshot_records = 150;
@@ -448,8 +449,8 @@ fn the_command_line_answers_alike_with_and_without_the_index() -> Result<()> {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         ))
     };
-    let (indexed, notes) = run(&[])?;
-    let (replayed, replay_notes) = run(&["--no-index"])?;
+    let (indexed, notes) = run(&["--index"])?;
+    let (replayed, replay_notes) = run(&[])?;
     ensure!(indexed == replayed, "{indexed}\n---\n{replayed}");
     ensure!(indexed.len() > 1000, "{indexed}");
     ensure!(notes.contains("answered from the history index"), "{notes}");

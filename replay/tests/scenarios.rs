@@ -796,7 +796,7 @@ fn diff_reports_added_removed_and_changed_paths() -> Result<()> {
     let sa = load_side(s(&a), true)?;
     let sb = load_side(s(&b), true)?;
     let mut diffs: Vec<PathDiff> = Vec::new();
-    diff_walk(&sa.state, &sb.state, &mut |d| {
+    diff_walk(&sa.built.tree, &sb.built.tree, &mut |d| {
         diffs.push(d);
         Ok(())
     })?;

@@ -22,9 +22,7 @@ use anyhow::{bail, ensure, Context};
 use distkv_model::{path, Value};
 use distkv_node::client::UpdateOptions;
 use distkv_node::node::NodeBuilder;
-use distkv_node::server;
-use process::{logs, python, workspace, Launch};
-use tokio_util::sync::CancellationToken;
+use process::{logs, python, run_python_script, workspace, Launch};
 
 /// Runs `tests/python/SCRIPT PORT` with the Python of DistKV 0.63.3
 /// against a fresh in-process node whose root holds `Testing`.
@@ -34,34 +32,7 @@ fn run_script_against_a_node(script: &str) -> anyhow::Result<()> {
 
 /// [`run_script_against_a_node`] with extra environment variables.
 fn run_script_with_env(script: &str, env: &[(&str, &std::path::Path)]) -> anyhow::Result<()> {
-    let py = python()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let shutdown = CancellationToken::new();
-    let (port, served) = rt.block_on(async {
-        let listener = server::bind("127.0.0.1", 0).await?;
-        let node = NodeBuilder::new("rust1")
-            .init(Some(distkv_model::Value::str("Testing")))
-            .build(listener)
-            .await?;
-        let port = node.local_addr().port();
-        let served = tokio::spawn(node.run(shutdown.clone()));
-        anyhow::Ok((port, served))
-    })?;
-    let out = Command::new(&py)
-        .arg(workspace().join("tests/python").join(script))
-        .arg(port.to_string())
-        .env("PYTHONWARNINGS", "ignore")
-        .envs(env.iter().copied())
-        .output()
-        .with_context(|| format!("running {script}"))?;
-    shutdown.cancel();
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await })???;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("{script} failed: {}", out.status);
-    }
-    Ok(())
+    run_python_script(NodeBuilder::new("rust1"), script, env)
 }
 
 #[test]

@@ -736,3 +736,114 @@ async fn path_elements_of_any_type_address_distinct_entries() -> Result<()> {
     }
     Ok(())
 }
+
+/// A pipelined run of changes is committed in batches under one lock; every
+/// request still sees the ones before it, a refused one changes nothing and
+/// does not stop the others, and other requests in between see the state as
+/// far as the pipeline got.
+#[tokio::test]
+async fn pipelined_changes_keep_their_order_and_their_own_outcomes() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut c = node.raw().await?;
+    let key = |i: i64| p(distkv_model::path!["pipe", i]);
+    // (request, what its reply must show)
+    let mut reqs: Vec<(Vec<(&str, Value)>, &str, Expect)> = Vec::new();
+    for i in 0..100 {
+        reqs.push((
+            vec![("path", key(i)), ("value", Value::Int(i))],
+            "set_value",
+            Expect::Tock,
+        ));
+    }
+    let prev_ok = vec![
+        ("path", key(5)),
+        ("value", Value::Int(500)),
+        ("prev", Value::Int(5)),
+    ];
+    reqs.push((prev_ok, "set_value", Expect::Tock));
+    let prev_bad = vec![
+        ("path", key(6)),
+        ("value", Value::Int(600)),
+        ("prev", Value::Int(9)),
+    ];
+    reqs.push((prev_bad, "set_value", Expect::Error("Data is 6 not 9")));
+    reqs.push((vec![("path", key(5))], "get_value", Expect::Value(500)));
+    reqs.push((vec![("path", key(7))], "delete_value", Expect::Tock));
+    let not_new = vec![
+        ("path", key(8)),
+        ("value", Value::Int(8)),
+        ("chain", Value::Nil),
+    ];
+    reqs.push((not_new, "set_value", Expect::Error("Entry already exists")));
+    for i in 100..200 {
+        reqs.push((
+            vec![("path", key(i)), ("value", Value::Int(i))],
+            "set_value",
+            Expect::Tock,
+        ));
+    }
+    reqs.push((vec![("path", key(7))], "get_value", Expect::NoValue));
+    reqs.push((vec![("path", key(199))], "get_value", Expect::Value(199)));
+
+    // All of it in one write, so the node reads it as one run.
+    let mut bytes = Vec::new();
+    for (i, (fields, action, _)) in reqs.iter().enumerate() {
+        let mut m = vec![
+            ("seq", Value::uint(i as u64 + 1)),
+            ("action", Value::str(action)),
+        ];
+        m.extend(fields.iter().cloned());
+        codec::encode(&Value::map(m), &mut bytes);
+    }
+    c.send_bytes(&bytes).await?;
+    let mut last_tock = 0;
+    for (i, (_, action, want)) in reqs.iter().enumerate() {
+        let r = c.recv().await?;
+        ensure!(
+            seq_of(&r) == Some(i as u64 + 1),
+            "request {i} ({action}): reply {r}"
+        );
+        match want {
+            Expect::Tock => {
+                ensure!(
+                    r.get("error").is_none(),
+                    "request {i} ({action}) failed: {r}"
+                );
+                let t = tock_of(&r)?;
+                ensure!(t > last_tock, "request {i}: tock {t} after {last_tock}");
+                last_tock = t;
+            }
+            Expect::Error(text) => ensure!(error_text(&r)?.contains(text), "request {i}: {r}"),
+            Expect::Value(v) => ensure!(field(&r, "value")? == &Value::Int(*v), "request {i}: {r}"),
+            Expect::NoValue => ensure!(r.get("value").is_none(), "request {i}: {r}"),
+        }
+    }
+    // Another connection sees every change, and nothing refused.
+    let mut d = node.raw().await?;
+    let six = d.call_ok("get_value", vec![("path", key(6))]).await?;
+    ensure!(field(&six, "value")? == &Value::Int(6), "{six}");
+    let eight = d.call_ok("get_value", vec![("path", key(8))]).await?;
+    ensure!(field(&eight, "value")? == &Value::Int(8), "{eight}");
+    let seq = d
+        .request("get_tree", vec![("path", p(distkv_model::path!["pipe"]))])
+        .await?;
+    let tree = d.recv_stream(seq).await?;
+    let values = tree.iter().filter(|m| m.get("value").is_some()).count();
+    ensure!(
+        values == 199,
+        "{values} values in the tree, want 199 (200 set, 1 deleted)"
+    );
+    node.shutdown().await
+}
+
+/// What a reply in [`pipelined_changes_keep_their_order_and_their_own_outcomes`] shows.
+enum Expect {
+    /// A change's tock (no error).
+    Tock,
+    /// An error containing this text.
+    Error(&'static str),
+    /// This value.
+    Value(i64),
+    /// No value.
+    NoValue,
+}

@@ -191,6 +191,7 @@ pub async fn run(args: ServerArgs, cfg: Config) -> anyhow::Result<()> {
     };
     let mut builder = NodeBuilder::new(&args.name)
         .options(opts)
+        .scripts(settings.scripts)
         .load(args.load.iter().cloned())
         .authoritative(args.authoritative)
         .init(init)

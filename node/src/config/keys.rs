@@ -108,6 +108,8 @@ pub struct ServerKeys {
     pub persist: PersistKeys,
     /// `limits`: what clients may send and hold.
     pub limits: LimitsKeys,
+    /// `scripts`: how type and codec code runs (ours).
+    pub scripts: ScriptsKeys,
 }
 
 impl Default for ServerKeys {
@@ -138,6 +140,7 @@ impl Default for ServerKeys {
             export: ExportKeys::default(),
             persist: PersistKeys::default(),
             limits: LimitsKeys::default(),
+            scripts: ScriptsKeys::default(),
         }
     }
 }
@@ -253,6 +256,38 @@ pub struct ExportKeys {
     pub dir: Option<PathBuf>,
     /// `absolute`: names outside the export directory allowed.
     pub absolute: bool,
+}
+
+/// `scripts` (ours; DistKV ran Python only).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ScriptsKeys {
+    /// `lang`: the language of type and codec code.
+    pub lang: LangKey,
+    /// `python_timeout`: wall-clock time one run of Python code may take.
+    pub python_timeout: Seconds,
+}
+
+impl Default for ScriptsKeys {
+    fn default() -> ScriptsKeys {
+        ScriptsKeys {
+            lang: LangKey::Rhai,
+            python_timeout: Seconds(1.0),
+        }
+    }
+}
+
+/// `scripts.lang`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LangKey {
+    /// Rhai, sandboxed.
+    Rhai,
+    /// DistKV's Python (the `python` feature).
+    Python,
+    /// Rhai if the code compiles as Rhai, else Python (the `python`
+    /// feature).
+    Auto,
 }
 
 /// `persist.fsync`.

@@ -23,8 +23,9 @@ use distkv_log::RecoveryMode;
 use distkv_model::budget::{MAX_CLIENT_FRAME, MAX_MESSAGE_BYTES, MAX_NESTING};
 use yaml_serde::{Mapping, Value as Yaml};
 
+use crate::rules::code::{Lang, ScriptSettings};
 use distkv_client::tls::{ClientTls, ServerTls};
-use keys::{FsyncKey, Keys, MqttKeys, RecoveryKey, Seconds, SslFiles, SslKeys};
+use keys::{FsyncKey, Keys, LangKey, MqttKeys, RecoveryKey, Seconds, SslFiles, SslKeys};
 
 /// A configuration problem.
 #[derive(Debug, thiserror::Error)]
@@ -405,8 +406,33 @@ impl ServerSettings {
                 dir: s.export.dir.clone(),
                 absolute: s.export.absolute,
             },
+            scripts: script_settings(&s.scripts)?,
         })
     }
+}
+
+/// `server.scripts.*`: Python only in a build with the `python` feature.
+fn script_settings(k: &keys::ScriptsKeys) -> Result<ScriptSettings, ConfigError> {
+    let lang = match k.lang {
+        LangKey::Rhai => Lang::Rhai,
+        LangKey::Python => Lang::Python,
+        LangKey::Auto => Lang::Auto,
+    };
+    if !lang.available() {
+        return Err(invalid(
+            "server.scripts.lang",
+            "Python code needs a distkv built with the `python` feature \
+             (cargo build -p distkv-tools --features python)",
+        ));
+    }
+    Ok(ScriptSettings {
+        lang,
+        python_timeout: seconds_in(
+            "server.scripts.python_timeout",
+            k.python_timeout,
+            0.001..=60.0,
+        )?,
+    })
 }
 
 impl ConnectionLimits {
@@ -536,6 +562,8 @@ pub struct ServerSettings {
     pub connections: ConnectionLimits,
     /// Where `save` and `log` write (`server.export.*`).
     pub export: ExportSettings,
+    /// How type and codec code runs (`server.scripts.*`).
+    pub scripts: ScriptSettings,
 }
 
 /// Who gets a client connection, and how long it may stay silent
@@ -884,6 +912,44 @@ mod tests {
         assert!(
             e.contains("server.persist.recovery") && e.contains("salvage"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn python_code_needs_the_python_feature() {
+        let mut c = Config::default();
+        let scripts = |c: &Config| c.server().map(|s| s.scripts);
+        assert_eq!(scripts(&c).unwrap(), ScriptSettings::default());
+        for lang in ["python", "auto"] {
+            c.set_override(&format!("server.scripts.lang={lang}"))
+                .unwrap();
+            let python = cfg!(feature = "python");
+            match scripts(&c) {
+                Ok(s) => {
+                    assert!(python, "{lang} without the feature");
+                    assert_ne!(s.lang, Lang::Rhai);
+                }
+                Err(e) => {
+                    assert!(!python, "{e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("server.scripts.lang") && e.contains("`python` feature"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        c.set_override("server.scripts.lang=perl").unwrap();
+        assert!(scripts(&c).is_err());
+        c.set_override("server.scripts.lang=rhai").unwrap();
+        c.set_override("server.scripts.python_timeout=0").unwrap();
+        let e = scripts(&c).unwrap_err().to_string();
+        assert!(e.contains("server.scripts.python_timeout"), "{e}");
+        c.set_override("server.scripts.python_timeout=0.25")
+            .unwrap();
+        assert_eq!(
+            scripts(&c).unwrap().python_timeout,
+            std::time::Duration::from_millis(250)
         );
     }
 

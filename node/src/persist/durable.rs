@@ -34,7 +34,7 @@
 //! the in-memory log's; the writer maps one to the other.
 
 use std::path::Path as FsPath;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,10 @@ pub struct Durability {
     pending: AtomicBool,
     /// The writer is (about to be) waiting on `wake_cv`.
     sleeping: AtomicBool,
+    /// The writer waits for more changes after writing ([`GROUP_WAIT`]).
+    napping: AtomicBool,
+    /// In-memory log position up to which the writer has taken records.
+    taken: AtomicU64,
     stop: AtomicBool,
     rotate: AtomicBool,
     /// The history cannot be written now (the writer retries), or the
@@ -217,6 +221,21 @@ impl Durability {
         }
     }
 
+    /// The in-memory log grew up to (not including) `next`: wakes the
+    /// writer if it sleeps, or if it waits for more changes and a full
+    /// group ([`GROUP_MAX`]) is there — never once per change while it
+    /// writes or waits, and no later than a group's worth of changes: a
+    /// history that cannot be written is found out before many more
+    /// changes are taken.
+    pub fn grew(&self, next: Seq) {
+        let group = next.saturating_sub(self.taken.load(Ordering::Acquire)) >= GROUP_MAX;
+        if group && self.napping.swap(false, Ordering::SeqCst) {
+            let _g = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake_cv.notify_one();
+        }
+        self.wake();
+    }
+
     /// Waits until the in-memory log is durable up to `seq`; fails with
     /// the reason if the history cannot be written (now: the events may
     /// still be written once the writer succeeds again, or be lost) or the
@@ -317,6 +336,8 @@ pub fn start<H: StateHost>(
         wake_cv: Condvar::new(),
         pending: AtomicBool::new(false),
         sleeping: AtomicBool::new(false),
+        napping: AtomicBool::new(false),
+        taken: AtomicU64::new(mem_next),
         stop: AtomicBool::new(false),
         rotate: AtomicBool::new(false),
         stalled: AtomicBool::new(false),
@@ -385,6 +406,14 @@ struct WriterLoop<H> {
 
 /// Events taken from the in-memory log per lock.
 const BATCH: usize = 4096;
+/// How long the writer waits after writing before it looks again, unless
+/// `fsync = always` (where replies wait for the disk) or [`GROUP_MAX`]
+/// changes are waiting first. Changes made meanwhile go out in one block,
+/// and the commits do not wake the writer (a system call each): only a
+/// writer that found nothing to write sleeps until woken.
+const GROUP_WAIT: Duration = Duration::from_millis(2);
+/// Changes waiting that end the writer's [`GROUP_WAIT`] early.
+const GROUP_MAX: Seq = 256;
 
 /// First pause before the writer tries again to write a history it could
 /// not write; it doubles up to [`RETRY_MAX`].
@@ -470,6 +499,7 @@ impl<H: StateHost> WriterLoop<H> {
         self.writer = writer;
         self.index.reset();
         self.mem_next = mem_next;
+        self.d.taken.store(mem_next, Ordering::Release);
         Ok(())
     }
 
@@ -568,6 +598,8 @@ impl<H: StateHost> WriterLoop<H> {
             }
             if wrote == 0 {
                 self.sleep(now);
+            } else if !matches!(self.d.fsync(), FsyncPolicy::Always) {
+                self.nap();
             }
         }
     }
@@ -592,6 +624,7 @@ impl<H: StateHost> WriterLoop<H> {
             }
             let n = batch.len() as u64;
             self.mem_next += n;
+            self.d.taken.store(self.mem_next, Ordering::Release);
             total += n;
             self.since_state += n;
             self.since_snapshot += n;
@@ -743,6 +776,17 @@ impl<H: StateHost> WriterLoop<H> {
         }
         self.d.sleeping.store(false, Ordering::SeqCst);
         self.d.pending.store(false, Ordering::SeqCst);
+    }
+
+    /// Changes keep coming: lets them gather for up to [`GROUP_WAIT`], or
+    /// until [`Durability::grew`] says a full group is there.
+    fn nap(&self) {
+        let g = self.d.wake.lock().unwrap_or_else(|e| e.into_inner());
+        // Set under the lock, which `grew` takes to notify: the notify
+        // comes once the writer waits, never before.
+        self.d.napping.store(true, Ordering::SeqCst);
+        let _ = self.d.wake_cv.wait_timeout(g, GROUP_WAIT);
+        self.d.napping.store(false, Ordering::SeqCst);
     }
 
     /// Final flush at shutdown: everything written and fsynced; the tick

@@ -20,7 +20,13 @@
 //! schemas, [`script`]s) is cached per node, keyed by the record's path
 //! and the event that wrote it (its chain's head and tock), so a changed
 //! record is compiled afresh.
+//!
+//! Code is Rhai, or with the `python` feature DistKV's own Python as
+//! `server.scripts.lang` chooses ([`code`]).
 
+pub mod code;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod schema;
 pub mod script;
 
@@ -33,8 +39,9 @@ use parking_lot::Mutex;
 use crate::commit::{CommitHook, Denied, Proposal, Road};
 use crate::state::pattern::best_match;
 use crate::state::{Entry, State};
+use code::{Code, Role, ScriptSettings};
 use schema::Schema;
-use script::{Globals, Script, ScriptError};
+use script::{Globals, ScriptError};
 
 /// Compiled records kept at most (per kind); beyond it the cache starts
 /// afresh.
@@ -47,14 +54,14 @@ type Version = (Arc<str>, u64, u64);
 #[derive(Debug)]
 struct TypeCheck {
     schema: Option<Schema>,
-    code: Option<Script>,
+    code: Option<Code>,
 }
 
 /// A codec, compiled.
 #[derive(Debug)]
 struct Codec {
-    encode: Option<Script>,
-    decode: Option<Script>,
+    encode: Option<Code>,
+    decode: Option<Code>,
 }
 
 /// A record that could not be compiled: refused whenever it is used.
@@ -63,8 +70,19 @@ type Compiled<T> = Result<Arc<T>, Denied>;
 /// A node's data rules and their compiled records (see the module docs).
 #[derive(Default)]
 pub struct DataRules {
+    settings: ScriptSettings,
     types: Mutex<HashMap<Path, (Version, Compiled<TypeCheck>)>>,
     codecs: Mutex<HashMap<Path, (Version, Compiled<Codec>)>>,
+}
+
+impl DataRules {
+    /// Rules whose code runs as `settings` say.
+    pub fn new(settings: ScriptSettings) -> DataRules {
+        DataRules {
+            settings,
+            ..DataRules::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for DataRules {
@@ -163,26 +181,32 @@ fn cached<T>(
     Some(compiled)
 }
 
-fn compile_script(path: &[Value], what: &str, src: &Value) -> Result<Script, Denied> {
+fn compile_script(
+    path: &[Value],
+    what: &str,
+    src: &Value,
+    role: Role,
+    s: ScriptSettings,
+) -> Result<Code, Denied> {
+    let at = Path::new(path.to_vec());
     let Value::Str(src) = src else {
         return Err(value_error(&format!(
-            "the {what} at {} must be a string (a Rhai script), not {}",
-            Path::new(path.to_vec()),
+            "the {what} at {at} must be a string (a script), not {}",
             src.type_name()
         )));
     };
-    Script::compile(src).map_err(|e| {
+    Code::compile(src, &at, role, s).map_err(|e| {
         Denied::python(
             "SyntaxError",
             &[Value::str(&format!(
-                "the {what} at {} is not a Rhai script: {e}",
-                Path::new(path.to_vec())
+                "the {what} at {at} is not a {} script: {}",
+                e.lang, e.message
             ))],
         )
     })
 }
 
-fn compile_type(path: &[Value], record: &Value) -> Compiled<TypeCheck> {
+fn compile_type(path: &[Value], record: &Value, s: ScriptSettings) -> Compiled<TypeCheck> {
     if record.as_map().is_none() {
         return Err(value_error("A type record must be a map"));
     }
@@ -194,18 +218,18 @@ fn compile_type(path: &[Value], record: &Value) -> Compiled<TypeCheck> {
     };
     let code = match field(record, "code") {
         None => None,
-        Some(src) => Some(compile_script(path, "code", src)?),
+        Some(src) => Some(compile_script(path, "code", src, Role::Type, s)?),
     };
     Ok(Arc::new(TypeCheck { schema, code }))
 }
 
-fn compile_codec(path: &[Value], record: &Value) -> Compiled<Codec> {
+fn compile_codec(path: &[Value], record: &Value, s: ScriptSettings) -> Compiled<Codec> {
     if record.as_map().is_none() {
         return Err(value_error("A codec must be a map"));
     }
     let script = |k: &str| {
         field(record, k)
-            .map(|s| compile_script(path, k, s))
+            .map(|src| compile_script(path, k, src, Role::Codec, s))
             .transpose()
     };
     Ok(Arc::new(Codec {
@@ -222,15 +246,16 @@ impl TypeCheck {
                 .map_err(|e| Denied::python("ValidationError", &[Value::str(&e)]))?;
         }
         if let Some(code) = &self.code {
-            match code.run(value, g) {
-                Ok(Value::Bool(false)) => {
+            match code.accepts(value, g) {
+                Ok(false) => {
                     return Err(value_error(&format!(
                         "{value} is not a {}",
                         Path::new(typ[2..].to_vec())
                     )))
                 }
-                Ok(_) => {}
+                Ok(true) => {}
                 Err(ScriptError::Thrown(t)) => return Err(value_error(&t)),
+                Err(ScriptError::Raised(r)) => return Err(Denied(r)),
                 Err(e) => {
                     return Err(runtime_error(&format!(
                         "the code of type {} failed: {e}",
@@ -253,7 +278,7 @@ impl DataRules {
                 match &**root {
                     "type" => self.check_type_record(st, path, value),
                     "match" => check_match_record(st, value),
-                    "codec" => check_codec_record(path, value),
+                    "codec" => check_codec_record(path, value, self.settings),
                     "conv" if rest.len() >= 2 => check_conv_record(value),
                     _ => Ok(()),
                 }
@@ -300,7 +325,8 @@ impl DataRules {
     ) -> Result<(), Denied> {
         for n in 3..=upto {
             let Some(e) = st.entry(&typ[..n]) else { break };
-            let Some(check) = cached(&self.types, e, |r| compile_type(&typ[..n], r)) else {
+            let compile = |r: &Value| compile_type(&typ[..n], r, self.settings);
+            let Some(check) = cached(&self.types, e, compile) else {
                 continue;
             };
             let g = Globals {
@@ -316,7 +342,7 @@ impl DataRules {
     /// bad example; every example passes the supertypes; the good pass
     /// the record's own checks, the bad fail them.
     fn check_type_record(&self, st: &State, path: &[Value], record: &Value) -> Result<(), Denied> {
-        let check = compile_type(path, record)?;
+        let check = compile_type(path, record, self.settings)?;
         if check.schema.is_none() && check.code.is_none() {
             return Ok(());
         }
@@ -366,7 +392,7 @@ impl DataRules {
         let Some(e) = st.entry(&at) else {
             return Ok(None);
         };
-        cached(&self.codecs, e, |r| compile_codec(&at, r)).transpose()
+        cached(&self.codecs, e, |r| compile_codec(&at, r, self.settings)).transpose()
     }
 
     /// A client's value for `path`, decoded for converter group `group`
@@ -419,11 +445,12 @@ impl DataRules {
             data: None,
             pattern: None,
         };
-        match script.run(&value, g) {
+        match script.convert(&value, g) {
             Ok(v) => Ok(v),
             // DistKV lets `None` through a codec that cannot take it.
             Err(_) if value.is_nil() => Ok(value),
             Err(ScriptError::Thrown(t)) => Err(value_error(&t)),
+            Err(ScriptError::Raised(r)) => Err(Denied(r)),
             Err(e) => Err(runtime_error(&format!(
                 "{} failed at {}: {e}",
                 dir.name(),
@@ -476,8 +503,8 @@ fn check_conv_record(record: &Value) -> Result<(), Denied> {
 }
 
 /// A codec: each script with its tests, every test passing.
-fn check_codec_record(path: &[Value], record: &Value) -> Result<(), Denied> {
-    let codec = compile_codec(path, record)?;
+fn check_codec_record(path: &[Value], record: &Value, s: ScriptSettings) -> Result<(), Denied> {
+    let codec = compile_codec(path, record, s)?;
     let at = Path::new(path.to_vec());
     let g = Globals {
         entry: None,
@@ -500,7 +527,7 @@ fn check_codec_record(path: &[Value], record: &Value) -> Result<(), Denied> {
                     "a test of {key} must be a pair [value, result], not {t}"
                 )));
             };
-            match script.run(v, g) {
+            match script.convert(v, g) {
                 Ok(r) if r == *w => {}
                 Ok(r) => {
                     return Err(value_error(&format!("{cap} at {at}: {v} got {r}, not {w}")));
@@ -508,6 +535,7 @@ fn check_codec_record(path: &[Value], record: &Value) -> Result<(), Denied> {
                 Err(e) => {
                     let exc = match &e {
                         ScriptError::Thrown(t) => format!("ValueError({})", Value::str(t)),
+                        ScriptError::Raised(r) => r.clone(),
                         e => format!("RuntimeError({})", Value::str(&e.to_string())),
                     };
                     return Err(value_error(&format!(

@@ -20,6 +20,10 @@
 //! * A codec script's result (its last expression, or `return x`) is the
 //!   converted value.
 //!
+//! With the `python` cargo feature a node can run DistKV's own Python
+//! code instead, unconfined, for trusted migrations ([`super::python`],
+//! chosen by [`super::code::Lang`]).
+//!
 //! Values cross over as Rhai sees them: `None` is `()`, integers beyond
 //! 64 bits become floats, byte strings blobs, paths arrays, and map keys
 //! strings (a non-string key is written as its Python repr).
@@ -99,6 +103,10 @@ pub enum ScriptError {
     /// It failed otherwise: a limit, a type error, an unknown function.
     #[error("{0}")]
     Failed(String),
+    /// Python code raised this exception (its `repr`, e.g.
+    /// `ValueError('neg')`; the `python` feature).
+    #[error("{0}")]
+    Raised(String),
 }
 
 /// What a script sees besides `value`.

@@ -8,10 +8,17 @@ use distkv_model::{path, Path, Value};
 use super::*;
 use crate::commit::{Change, ChangeError, MetaRules, SharedState, Store};
 
+#[cfg(feature = "python")]
+mod python;
+
 fn store() -> Store {
+    store_with(ScriptSettings::default())
+}
+
+fn store_with(settings: ScriptSettings) -> Store {
     let mut st = State::new("n1", Default::default());
     st.make_ready();
-    let rules = Arc::new(DataRules::default());
+    let rules = Arc::new(DataRules::new(settings));
     let hooks: Vec<Arc<dyn CommitHook>> =
         vec![Arc::new(MetaRules), Arc::new(TypeRules(rules.clone()))];
     Store::new(SharedState::new(st), None, hooks).with_rules(rules)

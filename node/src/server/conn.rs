@@ -48,7 +48,7 @@ use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::request::Action;
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, export, Server, VERSION};
-use crate::commit::{Change, Road};
+use crate::commit::{Change, Road, Store, Tx};
 use crate::wire::{MsgReader, WireError};
 
 /// Encoded reply batches queued for the writer.
@@ -92,6 +92,54 @@ struct Conn {
     login: Login,
     /// `auth_set` streams of `_test` users waiting for the client's name.
     test_users: HashSet<u64>,
+}
+
+/// Most requests one connection runs under one lock of the state: the
+/// other connections wait no longer than that.
+const MAX_BATCH: usize = 64;
+
+/// A connection's run of pipelined `get_value`, `set_value` and
+/// `delete_value` requests: one transaction ([`Tx`]) for up to
+/// [`MAX_BATCH`] of them, so the state is locked, and the log writer woken,
+/// once per run instead of once per request. Ended before any other
+/// request, which may lock the state itself.
+struct Batch<'a> {
+    store: &'a Store,
+    tx: Option<Tx<'a>>,
+    held: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn new(store: &'a Store) -> Batch<'a> {
+        Batch {
+            store,
+            tx: None,
+            held: 0,
+        }
+    }
+
+    /// Whether requests of `action` are committed in the batch.
+    fn takes(action: &str) -> bool {
+        matches!(
+            Action::parse(action),
+            Some(Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. })
+        )
+    }
+
+    /// The open transaction, begun if need be.
+    fn tx(&mut self) -> &mut Tx<'a> {
+        if self.held == MAX_BATCH {
+            self.end();
+        }
+        self.held += 1;
+        self.tx.get_or_insert_with(|| self.store.begin())
+    }
+
+    /// Commits the run: releases the lock and announces the changes.
+    fn end(&mut self) {
+        self.tx = None;
+        self.held = 0;
+    }
 }
 
 /// Tells a client why it is closed at once.
@@ -215,17 +263,22 @@ impl Conn {
         }
     }
 
-    /// Dispatches every complete message already received.
+    /// Dispatches every complete message already received. A run of
+    /// pipelined `get_value`/`set_value`/`delete_value` requests runs under
+    /// one lock of the state ([`Batch`]); the log writer and watchers hear
+    /// of its changes once, when it ends.
     fn drain(
         &mut self,
         reader: &mut MsgReader<ReadHalf>,
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
+        let server = self.server.clone();
+        let mut batch = Batch::new(server.store());
         loop {
             match reader.try_next() {
                 Ok(Some(msg)) => {
                     self.last_message = Some(Instant::now());
-                    self.dispatch(msg, out);
+                    self.dispatch(msg, out, &mut batch);
                 }
                 Ok(None) => return Ok(()),
                 Err(WireError::Refused { seq, error }) => {
@@ -432,7 +485,12 @@ impl Conn {
         encode_msg(&self.server, m, out);
     }
 
-    fn dispatch(&mut self, msg: Value, out: &mut Vec<u8>) {
+    fn dispatch(&mut self, msg: Value, out: &mut Vec<u8>, batch: &mut Batch<'_>) {
+        let action = msg.get("action").and_then(Value::as_str);
+        if msg.get("state").is_some() || !action.is_some_and(Batch::takes) {
+            // Everything else may lock the state itself.
+            batch.end();
+        }
         if msg.as_map().is_none() {
             let e = CmdError::Invalid(format!("a request must be a map, not {}", msg.type_name()));
             return encode_msg(&self.server, error_fields(None, &e), out);
@@ -492,20 +550,32 @@ impl Conn {
         if action.mutates() {
             self.changed = true;
             let start = out.len();
-            self.act(action, seq, msg, out);
+            self.act(action, seq, msg, out, batch);
             self.change_replies.push((seq, start..out.len()));
             return;
         }
-        self.act(action, seq, msg, out);
+        self.act(action, seq, msg, out, batch);
     }
 
     /// Runs request `seq` and replies.
-    fn act(&mut self, action: Action, seq: u64, msg: Value, out: &mut Vec<u8>) {
+    fn act(
+        &mut self,
+        action: Action,
+        seq: u64,
+        msg: Value,
+        out: &mut Vec<u8>,
+        batch: &mut Batch<'_>,
+    ) {
         let s = &*self.server;
         let res = match action {
-            Action::GetValue { meta } => handlers::get_value(s, &self.view, &msg, meta),
+            Action::GetValue { meta } => {
+                handlers::get_value_in(batch.tx().state(), s, &self.view, &msg, meta)
+            }
             Action::SetValue { meta } => match msg.get("value") {
-                Some(v) => handlers::set_value(s, &self.view, &msg, Some(v.clone()), meta),
+                Some(v) => {
+                    let v = Some(v.clone());
+                    handlers::set_value_in(batch.tx(), s, &self.view, &msg, v, meta)
+                }
                 None => Err(CmdError::Client(
                     "Call 'delete_value' if you want to clear the value".into(),
                 )),
@@ -514,7 +584,7 @@ impl Conn {
                 Some(_) => Err(CmdError::Client(
                     "A deleted entry can't have a value".into(),
                 )),
-                None => handlers::set_value(s, &self.view, &msg, None, meta),
+                None => handlers::set_value_in(batch.tx(), s, &self.view, &msg, None, meta),
             },
             Action::Enumerate { meta } => handlers::enumerate(s, &self.view, &msg, meta),
             Action::GetTock => Ok(handlers::get_tock(s)),

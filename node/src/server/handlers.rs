@@ -6,6 +6,7 @@
 //! never await; the connection loop runs them inline, which keeps pipelined
 //! requests fast and in order.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use distkv_model::event::path_from_value;
@@ -13,7 +14,7 @@ use distkv_model::{Chain, Path, UpdateEvent, Value};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
-use crate::commit::{acl_denied, Change, Road};
+use crate::commit::{acl_denied, Change, Road, Tx};
 use crate::rules::DataRules;
 use crate::state::acl::{Access, AclCursor, AclDenied, Mode, Want};
 use crate::state::{Entry, Reporter, State, StateQuery};
@@ -104,6 +105,21 @@ impl View {
             .map_err(|d| CmdError::Python(d.0))
     }
 
+    /// An entry's value as the connection sees it: encoded for its
+    /// converter group, borrowed from the tree when it has none.
+    pub fn entry_value<'e>(
+        &self,
+        rules: &DataRules,
+        st: &State,
+        e: &'e Entry,
+    ) -> CmdResult<Option<Cow<'e, Value>>> {
+        Ok(match e.data() {
+            None => None,
+            Some(v) if self.conv.is_none() => Some(Cow::Borrowed(v)),
+            Some(v) => Some(Cow::Owned(self.encode(rules, st, e.path(), v.clone())?)),
+        })
+    }
+
     /// [`entry_fields`] with the value encoded for the connection.
     pub fn entry_fields(
         &self,
@@ -174,8 +190,19 @@ pub fn bool_field(msg: &Value, key: &str, default: bool) -> bool {
 
 /// `get_value` / `get_internal`.
 pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdResult<Fields> {
+    get_value_in(&server.state(), server, view, msg, meta)
+}
+
+/// [`get_value`] on the state the caller holds locked: a connection
+/// answers a run of pipelined requests under one lock.
+pub fn get_value_in(
+    st: &State,
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    meta: bool,
+) -> CmdResult<Fields> {
     let nchain = int_field(msg, "nchain", 0)?;
-    let st = server.state();
     if msg.get("path").is_none() && !meta {
         if let Some(node) = msg.get("node") {
             let node = node
@@ -189,15 +216,15 @@ pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
                 .entry_by_tick(node, tick)
                 .ok_or_else(|| CmdError::NotFound(format!("{node}:{tick}")))?;
             // DistKV checks no ACL here: a path-less read would bypass it.
-            view.follow(&st, e.path(), Want::Mode(Mode::Read))?;
-            let mut m = view.entry_fields(server.store().rules(), &st, e, nchain)?;
+            view.follow(st, e.path(), Want::Mode(Mode::Read))?;
+            let mut m = view.entry_fields(server.store().rules(), st, e, nchain)?;
             put(&mut m, "path", Value::Path(e.path().chop(view.root.len())));
             return Ok(m);
         }
     }
     let path = view.resolve(&req_path(msg)?, meta)?;
-    Ok(match view.follow(&st, &path, Want::Mode(Mode::Read))? {
-        Some((e, _)) => view.entry_fields(server.store().rules(), &st, e, nchain)?,
+    Ok(match view.follow(st, &path, Want::Mode(Mode::Read))? {
+        Some((e, _)) => view.entry_fields(server.store().rules(), st, e, nchain)?,
         None => {
             let mut m = Vec::new();
             if nchain != 0 {
@@ -217,6 +244,19 @@ pub fn set_value(
     value: Option<Value>,
     meta: bool,
 ) -> CmdResult<Fields> {
+    set_value_in(&mut server.store().begin(), server, view, msg, value, meta)
+}
+
+/// [`set_value`] inside the caller's transaction: a connection commits a
+/// run of pipelined changes under one lock of the state.
+pub fn set_value_in(
+    tx: &mut Tx<'_>,
+    server: &Server,
+    view: &View,
+    msg: &Value,
+    value: Option<Value>,
+    meta: bool,
+) -> CmdResult<Fields> {
     let rel = req_path(msg)?;
     let path = view.resolve(&rel, meta)?;
     let nchain = int_field(msg, "nchain", 1)?;
@@ -228,7 +268,6 @@ pub fn set_value(
         ),
     };
     let rules = server.store().rules();
-    let mut tx = server.store().begin();
     let mut m = Vec::new();
     let value = {
         let st = tx.state();

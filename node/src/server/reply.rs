@@ -9,7 +9,7 @@
 //! * Errors carry Python-style texts (`ClientChainError('…')`); clients only
 //!   test for the presence of `error`, but people read them.
 
-use distkv_model::{Chain, Path, Value};
+use distkv_model::{codec, Chain, Path, Value};
 
 use crate::state::Entry;
 
@@ -128,22 +128,49 @@ impl Shortener {
 
     /// Adds `depth` and `path` for the absolute path `abs` to `m`.
     pub fn apply(&mut self, abs: &Path, m: &mut Fields) {
+        let (depth, rest) = self.advance(abs);
+        let p = if self.as_path(depth) {
+            Value::Path(Path::new(rest.to_vec()))
+        } else {
+            Value::Array(rest.to_vec())
+        };
+        put(m, "path", p);
+        put(m, "depth", Value::uint(depth as u64));
+    }
+
+    /// [`Shortener::apply`] writing the two fields, `path` and `depth`,
+    /// straight into an encoded message.
+    pub fn write(&mut self, abs: &Path, out: &mut Vec<u8>) {
+        let (depth, rest) = self.advance(abs);
+        codec::write_str(out, "path");
+        if self.as_path(depth) {
+            codec::write_path(out, rest);
+        } else {
+            codec::write_array_len(out, rest.len());
+            rest.iter().for_each(|v| codec::encode(v, out));
+        }
+        codec::write_str(out, "depth");
+        codec::write_uint(out, depth as u64);
+    }
+
+    /// The elements `abs` shares with the previous path, and the rest,
+    /// which it remembers.
+    fn advance<'p>(&mut self, abs: &'p Path) -> (usize, &'p [Value]) {
         let rel = abs.get(self.skip..).unwrap_or(&[]);
         let depth = rel
             .iter()
             .zip(self.last.iter())
             .take_while(|(a, b)| a == b)
             .count();
-        let rest = rel[depth..].to_vec();
+        let rest = &rel[depth..];
         self.last.truncate(depth);
-        self.last.extend_from_slice(&rest);
-        let p = if self.prefix_empty && depth == 0 {
-            Value::Path(Path::new(rest))
-        } else {
-            Value::Array(rest)
-        };
-        put(m, "path", p);
-        put(m, "depth", Value::uint(depth as u64));
+        self.last.extend_from_slice(rest);
+        (depth, rest)
+    }
+
+    /// Whether the rest is sent as a path (ext 3) rather than an array.
+    fn as_path(&self, depth: usize) -> bool {
+        self.prefix_empty && depth == 0
     }
 }
 
@@ -170,6 +197,34 @@ mod tests {
             let want: Vec<Value> = rest.into_iter().map(Value::from).collect();
             assert_eq!(m[0].1, Value::Array(want));
             assert_eq!(m[1].1, Value::uint(depth));
+        }
+    }
+
+    #[test]
+    fn writing_encodes_what_apply_adds() {
+        let paths = [
+            path!["a", "b"],
+            path!["a", "c", "d"],
+            path!["e"],
+            path!["e", 1i64, "f"],
+        ];
+        for prefix_empty in [false, true] {
+            let (mut a, mut w) = (
+                Shortener::new(0, prefix_empty),
+                Shortener::new(0, prefix_empty),
+            );
+            for p in &paths {
+                let mut m = Vec::new();
+                a.apply(p, &mut m);
+                let mut want = Vec::new();
+                for (k, v) in &m {
+                    codec::write_str(&mut want, k);
+                    codec::encode(v, &mut want);
+                }
+                let mut got = Vec::new();
+                w.write(p, &mut got);
+                assert_eq!(got, want, "{p}, prefix empty: {prefix_empty}");
+            }
         }
     }
 

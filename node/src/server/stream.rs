@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distkv_model::Value;
+use distkv_model::{codec, Chain, Path, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::handlers::{bool_field, int_field, req_path, View};
-use super::reply::{entry_fields, put, CmdError, CmdResult, Fields, Shortener};
+use super::reply::{put, CmdError, CmdResult, Fields, Shortener};
 use super::{encode_msg, Server};
 use crate::state::acl::{Mode, Want};
 use crate::state::{Entry, WalkCursor, WalkOpts};
@@ -120,38 +120,96 @@ impl StreamOut {
         self.tx.send(buf).await.map_err(|_| Gone)
     }
 
-    /// Sends messages of the stream, as few writes as the window allows:
-    /// they are encoded into one buffer, handed to the writer whenever the
-    /// window is full (before waiting for it) and at the end.
-    pub async fn send_all(&mut self, msgs: Vec<Fields>) -> Result<(), Gone> {
-        let mut buf = Vec::new();
-        let window = self.window.clone();
-        for mut m in msgs {
-            put(&mut m, "seq", Value::uint(self.seq));
-            if let Some(w) = &window {
+    /// Sends messages encoded ahead ([`Encoded`]), as few writes as the
+    /// window allows: in one buffer, cut only where the window is full (the
+    /// part before is handed to the writer before waiting for room).
+    async fn send_encoded(&mut self, batch: Encoded) -> Result<(), Gone> {
+        let Encoded { buf, ends } = batch;
+        let mut sent = 0;
+        if let Some(w) = self.window.clone() {
+            for (i, &end) in ends.iter().enumerate() {
                 let wseq = self.wseq + 1;
                 if !w.has_room(wseq) {
-                    if !buf.is_empty() {
-                        self.tx
-                            .send(std::mem::take(&mut buf))
-                            .await
-                            .map_err(|_| Gone)?;
+                    let start = i.checked_sub(1).map_or(0, |j| ends[j]);
+                    if start > sent {
+                        let part = buf[sent..start].to_vec();
+                        self.tx.send(part).await.map_err(|_| Gone)?;
+                        sent = start;
                     }
                     w.admit(wseq).await;
                 }
                 self.wseq = wseq;
-                put(&mut m, "wseq", Value::uint(wseq));
+                debug_assert!(end > sent);
             }
-            encode_msg(&self.server, m, &mut buf);
         }
-        if !buf.is_empty() {
-            self.tx.send(buf).await.map_err(|_| Gone)?;
+        match sent {
+            0 if buf.is_empty() => Ok(()),
+            0 => self.tx.send(buf).await.map_err(|_| Gone),
+            _ if sent == buf.len() => Ok(()),
+            _ => self.tx.send(buf[sent..].to_vec()).await.map_err(|_| Gone),
         }
-        Ok(())
     }
 
     async fn state(&mut self, state: &str) -> Result<(), Gone> {
         self.send(vec![("state", Value::str(state))]).await
+    }
+}
+
+/// Entry messages of a stream, encoded straight from the tree (or the
+/// event log) while the state is locked: no reply maps, no cloned values.
+/// Each carries the window number it will be sent with
+/// ([`StreamOut::send_encoded`] sends them in order, each only once the
+/// window has room for it).
+#[derive(Default)]
+struct Encoded {
+    buf: Vec<u8>,
+    /// Where each message ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    /// Appends `{value?, chain?, tock, path, depth, seq, wseq?}` — the
+    /// fields, in the order, of DistKV's entry messages.
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        out: &StreamOut,
+        value: Option<&Value>,
+        chain: Option<&Chain>,
+        nchain: i64,
+        tock: u64,
+        path: &Path,
+        shortener: &mut Shortener,
+    ) {
+        let chain = chain.filter(|_| nchain != 0);
+        let wseq = out
+            .window
+            .as_ref()
+            .map(|_| out.wseq + 1 + self.ends.len() as u64);
+        let fields = 4 + [value.is_some(), chain.is_some(), wseq.is_some()]
+            .iter()
+            .filter(|&&x| x)
+            .count();
+        let buf = &mut self.buf;
+        codec::write_map_len(buf, fields);
+        if let Some(v) = value {
+            codec::write_str(buf, "value");
+            codec::encode(v, buf);
+        }
+        if let Some(c) = chain {
+            codec::write_str(buf, "chain");
+            codec::encode(&c.to_value(nchain), buf);
+        }
+        codec::write_str(buf, "tock");
+        codec::write_uint(buf, tock);
+        shortener.write(path, buf);
+        codec::write_str(buf, "seq");
+        codec::write_uint(buf, out.seq);
+        if let Some(w) = wseq {
+            codec::write_str(buf, "wseq");
+            codec::write_uint(buf, w);
+        }
+        self.ends.push(buf.len());
     }
 }
 
@@ -238,7 +296,7 @@ async fn send_walk(
     let mut cursor = WalkCursor::default();
     let mut first = true;
     while !cursor.is_done() {
-        let mut batch = Vec::new();
+        let mut batch = Encoded::default();
         let mut failed = None;
         {
             let st = server.state();
@@ -254,21 +312,24 @@ async fn send_walk(
                 if before.is_some_and(|t| e.tock() >= t) {
                     return;
                 }
-                let mut m = if readable {
-                    match view.entry_fields(rules, &st, e, nchain) {
-                        Ok(m) => m,
-                        Err(err) => {
-                            failed.get_or_insert(err);
-                            return;
-                        }
+                let value = match readable.then(|| view.entry_value(rules, &st, e)) {
+                    None => None,
+                    Some(Ok(v)) => v,
+                    Some(Err(err)) => {
+                        failed.get_or_insert(err);
+                        return;
                     }
-                } else {
-                    let mut m = entry_fields(e, nchain);
-                    m.retain(|(k, _)| *k != "value");
-                    m
                 };
-                shortener.apply(e.path(), &mut m);
-                batch.push(m);
+                let (chain, tock) = (e.chain(), e.tock());
+                batch.entry(
+                    out,
+                    value.as_deref(),
+                    chain,
+                    nchain,
+                    tock,
+                    e.path(),
+                    shortener,
+                );
             };
             if access.is_restricted() {
                 // Read afresh per chunk: a changed ACL counts at once.
@@ -286,7 +347,7 @@ async fn send_walk(
                 cursor.step(start, opts, CHUNK, |e, _| emit(e, true));
             }
         }
-        out.send_all(batch).await?;
+        out.send_encoded(batch).await?;
         if let Some(err) = failed {
             return Ok(Err(err));
         }
@@ -388,7 +449,7 @@ async fn watch(
     let meta_ok = path.first().is_some_and(Value::is_nil);
     loop {
         let latest = *changes.borrow_and_update();
-        let mut batch = Vec::new();
+        let mut batch = Encoded::default();
         {
             let st = server.state();
             let rules = server.store().rules();
@@ -415,22 +476,26 @@ async fn watch(
                 let Some(at) = base.below(&ev.path[path.len()..]) else {
                     continue;
                 };
-                let mut m = Vec::with_capacity(5);
-                if let (Some(v), true) = (&ev.value, at.allows(Mode::Read)) {
-                    match view.encode(rules, &st, &ev.path, v.clone()) {
-                        Ok(v) => put(&mut m, "value", v),
+                let value = match (&ev.value, at.allows(Mode::Read)) {
+                    (Some(v), true) => match view.encode(rules, &st, &ev.path, v.clone()) {
+                        Ok(v) => Some(v),
                         Err(e) => return Ok(Err(e)),
-                    }
-                }
-                if nchain != 0 {
-                    put(&mut m, "chain", ev.chain.to_value(nchain));
-                }
-                put(&mut m, "tock", Value::uint(ev.tock));
-                shortener.apply(&ev.path, &mut m);
-                batch.push(m);
+                    },
+                    _ => None,
+                };
+                let chain = Some(&ev.chain);
+                batch.entry(
+                    out,
+                    value.as_ref(),
+                    chain,
+                    nchain,
+                    ev.tock,
+                    &ev.path,
+                    &mut shortener,
+                );
             }
         }
-        out.send_all(batch).await?;
+        out.send_encoded(batch).await?;
         if next >= latest && changes.changed().await.is_err() {
             return Ok(Ok(()));
         }

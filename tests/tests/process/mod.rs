@@ -45,6 +45,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use distkv_model::{Path as KvPath, Value};
 use distkv_node::client::{Client, ConnectOptions, StreamItem, TreeOptions};
+use distkv_node::node::NodeBuilder;
+use distkv_node::server;
+use tokio_util::sync::CancellationToken;
 
 /// Longest a node may take to start serving (a debug build recovering a
 /// small directory needs well under a second).
@@ -703,6 +706,40 @@ fn find_python() -> Result<PathBuf> {
         venv.display()
     );
     Ok(py)
+}
+
+/// Runs `tests/python/SCRIPT PORT` with the Python of DistKV 0.63.3 (and
+/// the extra environment `env`) against the node `builder` makes, started
+/// in this process with `Testing` at its root; its output is printed.
+pub fn run_python_script(builder: NodeBuilder, script: &str, env: &[(&str, &Path)]) -> Result<()> {
+    let py = python()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let shutdown = CancellationToken::new();
+    let (port, served) = rt.block_on(async {
+        let listener = server::bind("127.0.0.1", 0).await?;
+        let node = builder
+            .init(Some(Value::str("Testing")))
+            .build(listener)
+            .await?;
+        let port = node.local_addr().port();
+        let served = tokio::spawn(node.run(shutdown.clone()));
+        anyhow::Ok((port, served))
+    })?;
+    let out = Command::new(&py)
+        .arg(workspace().join("tests/python").join(script))
+        .arg(port.to_string())
+        .env("PYTHONWARNINGS", "ignore")
+        .envs(env.iter().copied())
+        .output()
+        .with_context(|| format!("running {script}"))?;
+    shutdown.cancel();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await })???;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{script} failed: {}", out.status);
+    }
+    Ok(())
 }
 
 /// The stderr tails of `nodes`, each under its name, for failure messages.

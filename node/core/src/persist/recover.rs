@@ -72,7 +72,8 @@ pub struct DurableConfig {
     /// trying this long before it gives up and reports what is lost.
     pub stop_retry: Duration,
     /// Keep the history index (`index/`, crate `distkv-index`) current
-    /// from the writer thread.
+    /// from the writer thread. Off by default: experimental, it slows the
+    /// writer about twelvefold for now (docs/perf.md, "History index").
     pub history_index: bool,
 }
 
@@ -96,7 +97,7 @@ impl DurableConfig {
             max_backlog: 1 << 20,
             max_backlog_bytes: 64 << 20,
             stop_retry: Duration::from_secs(5),
-            history_index: true,
+            history_index: false,
         }
     }
 

@@ -26,6 +26,7 @@
 //! "missing" forever.
 
 pub mod acl;
+mod digest;
 pub mod meta;
 mod nodes;
 pub mod pattern;
@@ -39,6 +40,7 @@ use distkv_log::{EventLog, LogLimits, Seq};
 use distkv_model::chain::{precedes, supersedes, MAX_COUNTER};
 use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
 
+pub use digest::Digest;
 pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
 pub use tree::{Entry, Map, WalkCursor, WalkOpts};
@@ -643,43 +645,13 @@ impl State {
     /// value, full chain and tock) and of each node's tick. Two states with
     /// the same digest hold the same data, whatever order they got it in.
     pub fn digest(&self) -> u128 {
-        let mut sum = 0u128;
-        let mut buf = Vec::new();
-        self.for_each_entry(true, |e| {
-            buf.clear();
-            distkv_model::codec::write_path(&mut buf, &e.path);
-            match &e.data {
-                Some(v) => distkv_model::codec::encode(v, &mut buf),
-                None => buf.push(0xc1), // never valid msgpack: "no value"
-            }
-            if let Some(c) = &e.chain {
-                distkv_model::codec::encode(&c.to_value(-1), &mut buf);
-            }
-            distkv_model::codec::write_uint(&mut buf, e.tock);
-            sum = sum.wrapping_add(hash128(&buf));
-        });
+        let mut d = Digest::new();
+        self.for_each_entry(true, |e| d.add_entry(&e.path, e.data(), e.chain(), e.tock));
         for (name, info) in &self.nodes {
-            buf.clear();
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(0xff);
-            buf.extend_from_slice(&info.tick.map_or(u64::MAX, |t| t).to_le_bytes());
-            sum = sum.wrapping_add(hash128(&buf));
+            d.add_node(name, info.tick);
         }
-        sum
+        d.value()
     }
-}
-
-/// FNV-1a, twice with different offsets, for a 128-bit content hash.
-fn hash128(bytes: &[u8]) -> u128 {
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut b: u64 = 0x6c62_272e_07bb_0142;
-    for &x in bytes {
-        a = (a ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ x as u64)
-            .wrapping_mul(0x0000_0100_0000_01b3)
-            .rotate_left(5);
-    }
-    ((a as u128) << 64) | b as u128
 }
 
 /// Whether a conflicting `event` loses against the entry's current change

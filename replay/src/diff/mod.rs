@@ -1,7 +1,7 @@
 //! `diff`: how two states differ.
 //!
 //! Each side is one of:
-//! * a **snapshot**, loaded as a node loads it;
+//! * a **snapshot**, read item by item;
 //! * a **data directory**, recovered read-only by [`recover_read_only`]
 //!   with the node's own recovery (`distkv_core::persist::recover::rebuild`:
 //!   newest snapshot that reads cleanly and that the log continues, then
@@ -14,11 +14,19 @@
 //!   every node's tick, superseded and deleted ticks;
 //! * any other input (segments, DistKV-py files), replayed to its end.
 //!
+//! Snapshots and live nodes are streamed into a compact [`Tree`] (see
+//! [`tree`]), not restored into a whole state; data directories and other
+//! inputs need the state machine to replay their logs, and their state is
+//! then copied into a [`Tree`] the same way. Both sides are read at the
+//! same time, on two threads ([`load_sides`]).
+//!
 //! [`diff_walk`] then walks both trees in step — each entry of A with its
-//! namesake in B, then B's entries A lacks — holding nothing but the two
-//! states, and reports each path whose value, chain or tock differ:
-//! added (only B has a value), removed (only A has one) or changed.
-//! [`node_diffs`] lists the nodes whose highest tick differs.
+//! namesake in B, then B's entries A lacks — and reports each path whose
+//! value, chain or tock differ: added (only B has a value), removed (only
+//! A has one) or changed. [`node_diffs`] lists the nodes whose highest
+//! tick differs.
+
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 
@@ -27,25 +35,27 @@ use distkv_client::fetch::{FetchError, StateReader};
 use distkv_core::persist::meta::Meta;
 use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, RecoveryInfo};
 use distkv_core::pyfiles::PyState;
-use distkv_core::state::{Entry, SeenBatch, State};
+use distkv_core::state::State;
 use distkv_log::writer::RecoveryMode;
 use distkv_log::{list_segments, LogLimits, SegmentReader, Seq};
-use distkv_model::{codec, Chain, NodeName, Path as KvPath, Value};
-use distkv_snapshot::{SnapshotError, SnapshotReader};
+use distkv_model::{Chain, NodeName, Path as KvPath, Value};
+use distkv_snapshot::{Item, SnapshotError, SnapshotReader};
 
-use crate::engine::{chain_text, digest_text, load_snapshot, LIMITS};
+use crate::engine::{chain_text, digest_text, load_snapshot, FastMap, LIMITS};
 use crate::error::{Error, Result};
 use crate::output::Doc;
-use crate::progress::Progress;
+use crate::progress::{on_file, Progress};
 use crate::source::{detect, Kind};
+
+pub use tree::{Built, ChildIndex, EntryData, EntryRef, NodeId, Tree, TreeBuilder};
 
 /// One side of a diff.
 #[derive(Debug)]
 pub struct Side {
     /// What it is, for reports.
     pub label: String,
-    /// Its state.
-    pub state: State,
+    /// Its entries and bookkeeping.
+    pub built: Built,
     /// Remarks (e.g. skipped snapshots, damage met while replaying).
     pub notes: Vec<String>,
 }
@@ -156,8 +166,9 @@ impl RebuildHooks for Hooks<'_> {
     }
 }
 
-/// Fetches a live node's whole state; `quiet` hides the progress spinner.
-pub fn live_state(addr: &str, quiet: bool) -> Result<State> {
+/// Streams a live node's whole state into a compact tree; `quiet` hides
+/// the progress spinner.
+pub fn live_side(addr: &str, quiet: bool) -> Result<Built> {
     let client_err = |source| Error::Client {
         addr: addr.to_string(),
         source,
@@ -173,9 +184,8 @@ pub fn live_state(addr: &str, quiet: bool) -> Result<State> {
         let client = Client::connect(addr, ConnectOptions::default())
             .await
             .map_err(client_err)?;
-        let mut st = State::new(&client.greeting().node, LIMITS);
+        let mut b = TreeBuilder::new(&client.greeting().node);
         let spinner = Progress::items(None, &format!("fetching from {addr}"), quiet);
-        let mut batch = SeenBatch::default();
         let mut entries = 0u64;
         let fetch_err = |e| match e {
             FetchError::Client(c) => client_err(c),
@@ -183,26 +193,66 @@ pub fn live_state(addr: &str, quiet: bool) -> Result<State> {
         };
         let mut reader = StateReader::new(&client, false);
         while let Some(e) = reader.next().await.map_err(fetch_err)? {
-            st.restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut batch);
+            b.entry(EntryData {
+                path: e.path,
+                value: e.value,
+                chain: e.chain,
+                tock: e.tock,
+            });
             entries += 1;
             if entries % 4096 == 0 {
                 spinner.set(entries);
             }
         }
         let ticks = reader.ticks().await.map_err(fetch_err)?;
-        st.finish_restore(batch);
         spinner.finish();
         PyState::from_value(&ticks)
             .map_err(|why| Error::InvalidInput(format!("{addr}: bad state: {why}")))?
-            .apply_to(&mut st);
-        Ok(st)
+            .apply_to(b.book_mut());
+        Ok(b.finish())
     })
+}
+
+/// Streams a snapshot into a compact tree; `quiet` hides the progress bar.
+pub fn snapshot_side(path: &Path, quiet: bool) -> Result<Built> {
+    let mut reader = SnapshotReader::open(path)?;
+    let mut b = TreeBuilder::new(&reader.header().node);
+    let total = reader.info().bytes;
+    let bar = Progress::bytes(total, &on_file("loading", path), quiet);
+    let mut at = reader.bytes_read();
+    while let Some(item) = reader.next() {
+        match item? {
+            Item::Node(n) => b.node(&n.name, n.tick, &n.known, &n.deleted),
+            Item::Entry(e) => b.entry(EntryData {
+                path: e.path,
+                value: e.value,
+                chain: e.chain,
+                tock: e.tock,
+            }),
+        }
+        if reader.bytes_read() != at {
+            at = reader.bytes_read();
+            bar.set(at);
+        }
+    }
+    Ok(b.finish())
 }
 
 /// Whether `s` looks like `HOST:PORT`.
 fn host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// Loads both sides at once, each on its own thread; the first error is
+/// A's if both fail.
+pub fn load_sides(a: &str, b: &str, quiet: bool) -> Result<(Side, Side)> {
+    std::thread::scope(|s| {
+        let tb = s.spawn(|| load_side(b, quiet));
+        let sa = load_side(a, quiet);
+        let sb = tb.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok((sa?, sb?))
+    })
 }
 
 /// Loads one side: a path (snapshot, data directory, other files) or a
@@ -212,26 +262,22 @@ pub fn load_side(spec: &str, quiet: bool) -> Result<Side> {
     if !path.exists() && host_port(spec) {
         return Ok(Side {
             label: format!("node at {spec}"),
-            state: live_state(spec, quiet)?,
+            built: live_side(spec, quiet)?,
             notes: Vec::new(),
         });
     }
     let input = detect(path)?;
     match input.kind {
-        Kind::Snapshot => {
-            let node = SnapshotReader::open(path)?.header().node.clone();
-            let (state, _) = load_snapshot(path, &node, quiet)?;
-            Ok(Side {
-                label: format!("snapshot {spec}"),
-                state,
-                notes: Vec::new(),
-            })
-        }
+        Kind::Snapshot => Ok(Side {
+            label: format!("snapshot {spec}"),
+            built: snapshot_side(path, quiet)?,
+            notes: Vec::new(),
+        }),
         Kind::DataDir => {
             let (state, notes) = recover_read_only(path, quiet)?;
             Ok(Side {
                 label: format!("data directory {spec}"),
-                state,
+                built: Built::of_state(&state),
                 notes,
             })
         }
@@ -251,7 +297,7 @@ pub fn load_side(spec: &str, quiet: bool) -> Result<Side> {
             );
             Ok(Side {
                 label: format!("replay of {spec}"),
-                state: replay.state,
+                built: Built::of_state(&replay.state),
                 notes,
             })
         }
@@ -292,15 +338,12 @@ pub struct EntryView {
 }
 
 impl EntryView {
-    fn of(e: &Entry) -> Option<EntryView> {
-        if e.data().is_none() && e.chain().is_none() {
-            return None;
+    fn of(e: &EntryRef<'_>) -> EntryView {
+        EntryView {
+            value: e.value(),
+            chain: e.chain(),
+            tock: e.tock,
         }
-        Some(EntryView {
-            value: e.data().cloned(),
-            chain: e.chain().cloned(),
-            tock: e.tock(),
-        })
     }
 
     fn to_value(&self) -> Value {
@@ -392,52 +435,70 @@ impl NodeDiff {
     }
 }
 
-fn same(a: &EntryView, b: &EntryView) -> bool {
-    let value_same = match (&a.value, &b.value) {
-        (None, None) => true,
-        (Some(x), Some(y)) => codec::to_vec(x) == codec::to_vec(y),
-        _ => false,
-    };
-    value_same && a.chain == b.chain && a.tock == b.tock
+/// How `a` and `b` (entries holding a value or a chain) differ, if they
+/// do: value (by its encoding), chain or tock.
+fn compare(a: Option<&EntryRef<'_>>, b: Option<&EntryRef<'_>>) -> Option<DiffKind> {
+    let has = |e: Option<&EntryRef<'_>>| e.is_some_and(|e| e.value.is_some());
+    match (a, b) {
+        (None, None) => None,
+        (Some(x), Some(y)) if x.value == y.value && x.chain == y.chain && x.tock == y.tock => None,
+        _ => Some(match (has(a), has(b)) {
+            (false, true) => DiffKind::Added,
+            (true, false) => DiffKind::Removed,
+            _ => DiffKind::Changed,
+        }),
+    }
 }
 
 /// Walks both trees in step and hands each differing path to `emit`, in
 /// A's tree order followed by what only B has below each entry.
-pub fn diff_walk(a: &State, b: &State, emit: &mut dyn FnMut(PathDiff) -> Result<()>) -> Result<()> {
-    let mut stack: Vec<(Option<&Entry>, Option<&Entry>)> = vec![(Some(a.root()), Some(b.root()))];
-    while let Some((ea, eb)) = stack.pop() {
-        let va = ea.and_then(EntryView::of);
-        let vb = eb.and_then(EntryView::of);
-        let kind = match (&va, &vb) {
-            (None, None) => None,
-            (Some(x), Some(y)) if same(x, y) => None,
-            (x, y) => {
-                let has = |v: &Option<EntryView>| v.as_ref().is_some_and(|v| v.value.is_some());
-                Some(match (has(x), has(y)) {
-                    (false, true) => DiffKind::Added,
-                    (true, false) => DiffKind::Removed,
-                    _ => DiffKind::Changed,
-                })
-            }
-        };
-        if let Some(kind) = kind {
-            let path = ea.or(eb).map(|e| e.path().clone()).unwrap_or_default();
+pub fn diff_walk(a: &Tree, b: &Tree, emit: &mut dyn FnMut(PathDiff) -> Result<()>) -> Result<()> {
+    let mut stack: Vec<(Option<NodeId>, Option<NodeId>)> = vec![(Some(a.root()), Some(b.root()))];
+    // B's nodes paired with one of A's (A's children have distinct names,
+    // so each of B's is paired at most once).
+    let mut b_paired = vec![false; b.len()];
+    while let Some((na, nb)) = stack.pop() {
+        let ea = na.and_then(|n| a.entry(n));
+        let eb = nb.and_then(|n| b.entry(n));
+        if let Some(kind) = compare(ea.as_ref(), eb.as_ref()) {
+            let path = match (na, nb) {
+                (Some(n), _) => a.path(n),
+                (None, Some(n)) => b.path(n),
+                (None, None) => KvPath::root(),
+            };
             emit(PathDiff {
                 kind,
                 path,
-                a: va,
-                b: vb,
+                a: ea.as_ref().map(EntryView::of),
+                b: eb.as_ref().map(EntryView::of),
             })?;
         }
         let start = stack.len();
-        if let Some(ea) = ea {
-            for (name, ca) in ea.children() {
-                stack.push((Some(ca), eb.and_then(|eb| eb.child(name))));
+        if let Some(na) = na {
+            // Children usually come in the same order on both sides: pair
+            // them in step, and look names up only where they do not.
+            let mut next_b = nb.and_then(|nb| b.first_child(nb));
+            let mut index: Option<ChildIndex> = None;
+            for ca in a.children(na) {
+                let cb = nb.and_then(|nb| {
+                    let found = match next_b {
+                        Some(c) if b.same_name(c, a, ca) => Some(c),
+                        _ => index
+                            .get_or_insert_with(|| ChildIndex::new(b, nb))
+                            .find(b, a, ca),
+                    };
+                    if let Some(c) = found {
+                        next_b = b.next_sibling(nb, c);
+                        b_paired[c as usize] = true;
+                    }
+                    found
+                });
+                stack.push((Some(ca), cb));
             }
         }
-        if let Some(eb) = eb {
-            for (name, cb) in eb.children() {
-                if ea.and_then(|ea| ea.child(name)).is_none() {
+        if let Some(nb) = nb {
+            for cb in b.children(nb) {
+                if !b_paired[cb as usize] {
                     stack.push((None, Some(cb)));
                 }
             }
@@ -449,24 +510,26 @@ pub fn diff_walk(a: &State, b: &State, emit: &mut dyn FnMut(PathDiff) -> Result<
 }
 
 /// Nodes whose highest tick differs between `a` and `b`.
-pub fn node_diffs(a: &State, b: &State) -> Vec<NodeDiff> {
+pub fn node_diffs(a: &Built, b: &Built) -> Vec<NodeDiff> {
+    let ticks = |s: &Built| -> FastMap<NodeName, Option<u64>> { s.nodes.iter().cloned().collect() };
+    let (ta, tb) = (ticks(a), ticks(b));
     let mut out = Vec::new();
-    for (n, i) in a.nodes() {
-        let tb = b.node(n).and_then(|x| x.tick());
-        if i.tick() != tb {
+    for (n, t) in &a.nodes {
+        let other = tb.get(n).copied().flatten();
+        if *t != other {
             out.push(NodeDiff {
                 node: n.clone(),
-                a: i.tick(),
-                b: tb,
+                a: *t,
+                b: other,
             });
         }
     }
-    for (n, i) in b.nodes() {
-        if a.node(n).is_none() && i.tick().is_some() {
+    for (n, t) in &b.nodes {
+        if !ta.contains_key(n) && t.is_some() {
             out.push(NodeDiff {
                 node: n.clone(),
                 a: None,
-                b: i.tick(),
+                b: *t,
             });
         }
     }
@@ -478,8 +541,8 @@ pub fn sides_value(a: &Side, b: &Side) -> Value {
     let one = |s: &Side| {
         Doc::new()
             .put("label", s.label.as_str())
-            .put("node", Value::Str(s.state.me().clone()))
-            .put("digest", digest_text(s.state.digest()).as_str())
+            .put("node", Value::Str(s.built.me.clone()))
+            .put("digest", digest_text(s.built.digest).as_str())
             .put(
                 "notes",
                 Value::Array(s.notes.iter().map(|n| Value::str(n)).collect()),
@@ -500,8 +563,8 @@ pub fn sides_text(a: &Side, b: &Side) -> String {
         out.push_str(&format!(
             "{tag}: {} (node {}, digest {})\n",
             s.label,
-            s.state.me(),
-            digest_text(s.state.digest())
+            s.built.me,
+            digest_text(s.built.digest)
         ));
         for n in &s.notes {
             out.push_str(&format!("   note: {n}\n"));
