@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use distkv_benches::{append, key_path, remote_events, Workload};
-use distkv_index::{BlockEvent, HistoryIndex};
+use distkv_index::HistoryIndex;
 use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_model::UpdateEvent;
 use rand::rngs::StdRng;
@@ -45,24 +45,7 @@ fn events_wanted() -> u64 {
 fn commit(w: &mut LogWriter, index: Option<&mut HistoryIndex>, block: &[(u64, &UpdateEvent)]) {
     let c = w.commit(Now::default()).expect("commit");
     if let Some(ix) = index {
-        let events: Vec<BlockEvent<'_>> = block
-            .iter()
-            .map(|(seq, e)| BlockEvent {
-                seq: *seq,
-                path: &e.path,
-                tock: e.tock,
-            })
-            .collect();
-        ix.record_block(
-            c.segment,
-            c.offset,
-            c.crc,
-            c.offset + c.bytes,
-            w.next_seq(),
-            0,
-            &events,
-        )
-        .expect("index");
+        ix.record_commit(&c, w.next_seq(), 0, block).expect("index");
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use distkv_log::segment::segment_file_name;
+use distkv_log::writer::CommitInfo;
 use distkv_log::{read_block_at, LogRecord, Seq};
 use distkv_model::{Path as KvPath, UpdateEvent};
 
@@ -330,6 +331,31 @@ impl HistoryIndex {
             .max()
             .unwrap_or(0)
             .wrapping_add(1)
+    }
+
+    /// [`HistoryIndex::record_block`] for the block a log writer's commit
+    /// describes (`info`), holding `events` (each with its seq).
+    pub fn record_commit<E: std::borrow::Borrow<UpdateEvent>>(
+        &mut self,
+        info: &CommitInfo,
+        next_seq: Seq,
+        time_ms: u64,
+        events: &[(Seq, E)],
+    ) -> Result<()> {
+        let events: Vec<BlockEvent<'_>> = events
+            .iter()
+            .map(|(seq, e)| {
+                let e = e.borrow();
+                BlockEvent {
+                    seq: *seq,
+                    path: &e.path,
+                    tock: e.tock,
+                }
+            })
+            .collect();
+        let end = info.offset + info.bytes;
+        let (segment, offset, crc) = (info.segment, info.offset, info.crc);
+        self.record_block(segment, offset, crc, end, next_seq, time_ms, &events)
     }
 
     /// Records one committed block: its events and the segment's new

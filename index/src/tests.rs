@@ -7,7 +7,7 @@ use std::sync::Arc;
 use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_model::{path, Chain, Path as KvPath, UpdateEvent, Value};
 
-use crate::{BlockEvent, HistoryIndex, IndexError};
+use crate::{HistoryIndex, IndexError};
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -42,23 +42,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
         if i % 5 == 0 || i == to {
             let c = w.commit(at(1000 + i))?;
             if let Some(ix) = index.as_deref_mut() {
-                let evs: Vec<BlockEvent<'_>> = block
-                    .iter()
-                    .map(|(seq, e)| BlockEvent {
-                        seq: *seq,
-                        path: &e.path,
-                        tock: e.tock,
-                    })
-                    .collect();
-                ix.record_block(
-                    c.segment,
-                    c.offset,
-                    c.crc,
-                    c.offset + c.bytes,
-                    w.next_seq(),
-                    1000 + i,
-                    &evs,
-                )?;
+                ix.record_commit(&c, w.next_seq(), 1000 + i, &block)?;
             }
             block.clear();
         }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use distkv_index::{BlockEvent, HistoryIndex, IndexError};
+use distkv_index::{HistoryIndex, IndexError};
 use distkv_log::{CommitInfo, RemovedSegment, Seq};
 use distkv_model::UpdateEvent;
 
@@ -111,25 +111,7 @@ impl IndexKeeper {
         let Phase::Ready(ix) = &mut self.phase else {
             return;
         };
-        let events: Vec<BlockEvent<'_>> = pending
-            .iter()
-            .map(|(seq, e)| BlockEvent {
-                seq: *seq,
-                path: &e.path,
-                tock: e.tock,
-            })
-            .collect();
-        let end = info.offset + info.bytes;
-        let res = ix.record_block(
-            info.segment,
-            info.offset,
-            info.crc,
-            end,
-            next_seq,
-            time_ms,
-            &events,
-        );
-        if let Err(e) = res {
+        if let Err(e) = ix.record_commit(info, next_seq, time_ms, &pending) {
             self.fail(&e);
         }
     }
