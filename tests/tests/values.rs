@@ -746,8 +746,7 @@ async fn pipelined_changes_keep_their_order_and_their_own_outcomes() -> Result<(
     let node = TestNode::start().await?;
     let mut c = node.raw().await?;
     let key = |i: i64| p(distkv_model::path!["pipe", i]);
-    // (request, what its reply must show)
-    let mut reqs: Vec<(Vec<(&str, Value)>, &str, Expect)> = Vec::new();
+    let mut reqs: Vec<Req> = Vec::new();
     for i in 0..100 {
         reqs.push((
             vec![("path", key(i)), ("value", Value::Int(i))],
@@ -835,6 +834,9 @@ async fn pipelined_changes_keep_their_order_and_their_own_outcomes() -> Result<(
     );
     node.shutdown().await
 }
+
+/// A request's fields, its action, and what its reply must show.
+type Req = (Vec<(&'static str, Value)>, &'static str, Expect);
 
 /// What a reply in [`pipelined_changes_keep_their_order_and_their_own_outcomes`] shows.
 enum Expect {
