@@ -118,7 +118,7 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Whether requests of `action` are committed in the batch.
+    /// Whether requests of `action` run in the batch.
     fn takes(action: &str) -> bool {
         matches!(
             Action::parse(action),
