@@ -49,14 +49,18 @@ const PERCENT: &str = "if value < 0 || value > 100 { throw \"not a percentage\" 
 
 /// DistKV's typecheck acceptance: `int`, `int.percent`, `one.+.two`.
 fn typed() -> Result<Store, String> {
-    let s = store();
+    typed_with(store(), INT, PERCENT)
+}
+
+/// [`typed`] on `s` with the scripts `int` and `percent`.
+fn typed_with(s: Store, int: &str, percent: &str) -> Result<Store, String> {
     let bad = Value::Array(vec![Value::str("foo"), Value::Nil]);
     set(
         &s,
         path![Value::Nil, "type", "int"],
-        type_record(INT, ints(&[0, 1, 2]), bad),
+        type_record(int, ints(&[0, 1, 2]), bad),
     )?;
-    let pct = type_record(PERCENT, ints(&[0, 55, 100]), ints(&[-1, 101]));
+    let pct = type_record(percent, ints(&[0, 55, 100]), ints(&[-1, 101]));
     set(&s, path![Value::Nil, "type", "int", "percent"], pct)?;
     let m = Value::map([("type", Value::str("int.percent"))]);
     set(&s, path![Value::Nil, "match", "one", "+", "two"], m)?;

@@ -24,18 +24,7 @@ const PY_PERCENT: &str = "if value < 0 or value > 100:\n    raise ValueError(\"n
 /// DistKV's typecheck acceptance in Python: `int`, `int.percent`,
 /// `one.+.two`.
 fn py_typed() -> Result<Store, String> {
-    let s = python();
-    let bad = Value::Array(vec![Value::str("foo"), Value::Nil]);
-    set(
-        &s,
-        path![Value::Nil, "type", "int"],
-        type_record(PY_INT, ints(&[0, 1, 2]), bad),
-    )?;
-    let pct = type_record(PY_PERCENT, ints(&[0, 55, 100]), ints(&[-1, 101]));
-    set(&s, path![Value::Nil, "type", "int", "percent"], pct)?;
-    let m = Value::map([("type", Value::str("int.percent"))]);
-    set(&s, path![Value::Nil, "match", "one", "+", "two"], m)?;
-    Ok(s)
+    typed_with(python(), PY_INT, PY_PERCENT)
 }
 
 #[test]
