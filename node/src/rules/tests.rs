@@ -166,12 +166,12 @@ fn codec_record() -> Value {
     ])
 }
 
-#[test]
-fn distkvs_convert_case_holds() -> Result<(), String> {
-    let s = store();
-    set(&s, path![Value::Nil, "codec", "int"], codec_record())?;
+/// DistKV's converter acceptance on `s`, whose codec `int` is defined:
+/// conv `foo` on `inty.#` turns "10" into 10 and back; a user without it
+/// sees 10.
+fn converts_ints(s: &Store) -> Result<(), String> {
     let conv = Value::map([("codec", Value::str("int"))]);
-    set(&s, path![Value::Nil, "conv", "foo", "inty", "#"], conv)?;
+    set(s, path![Value::Nil, "conv", "foo", "inty", "#"], conv)?;
     let st = s.state();
     let r = s.rules();
     let at = path!["inty", "x"];
@@ -190,6 +190,15 @@ fn distkvs_convert_case_holds() -> Result<(), String> {
         "ValueError('not a string')"
     );
     assert_eq!(r.decode(&st, None, &at, Value::Int(11)), Ok(Value::Int(11)));
+    Ok(())
+}
+
+#[test]
+fn distkvs_convert_case_holds() -> Result<(), String> {
+    let s = store();
+    set(&s, path![Value::Nil, "codec", "int"], codec_record())?;
+    converts_ints(&s)?;
+    let (st, r, at) = (s.state(), s.rules(), path!["inty", "x"]);
     let top = path!["inty"];
     assert_eq!(
         r.decode(&st, Some("foo"), &top, Value::str("hello")),

@@ -214,27 +214,7 @@ fn python_codecs_convert_as_distkvs_do() -> Result<(), String> {
         "ValueError(\"failed decoder at :n.codec.c on '1' with ZeroDivisionError('integer division or modulo by zero')\")"
     );
     set(&s, path![Value::Nil, "codec", "int"], rec(PY_DECODE))?;
-    let conv = Value::map([("codec", Value::str("int"))]);
-    set(&s, path![Value::Nil, "conv", "foo", "inty", "#"], conv)?;
-    let st = s.state();
-    let r = s.rules();
-    let at = path!["inty", "x"];
-    assert_eq!(
-        r.decode(&st, Some("foo"), &at, Value::str("10")),
-        Ok(Value::Int(10))
-    );
-    assert_eq!(
-        r.encode(&st, Some("foo"), &at, Value::Int(10)),
-        Ok(Value::str("10"))
-    );
-    assert_eq!(
-        r.decode(&st, Some("foo"), &at, Value::Int(11))
-            .unwrap_err()
-            .0,
-        "ValueError('not a string')"
-    );
-    assert_eq!(r.decode(&st, None, &at, Value::Int(11)), Ok(Value::Int(11)));
-    Ok(())
+    converts_ints(&s)
 }
 
 #[test]
