@@ -423,6 +423,115 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    /// Reads one value, telling whether it is written as
+    /// [`codec::encode`] writes it.
+    fn canonical(&mut self) -> Result<bool, DecodeError> {
+        let m = self.byte()?;
+        // The header form `encode` picks for a length.
+        let len_form = |n: usize, forms: [u8; 3], first: usize| match n {
+            _ if n < first => None,
+            0..=0xff if forms[0] != 0 => Some(forms[0]),
+            0..=0xffff => Some(forms[1]),
+            _ => Some(forms[2]),
+        };
+        Ok(match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => true,
+            0x80..=0x8f => self.canonical_items(2 * (m & 0x0f) as usize)?,
+            0x90..=0x9f => self.canonical_items((m & 0x0f) as usize)?,
+            0xa0..=0xbf => {
+                self.take((m & 0x1f) as usize)?;
+                true
+            }
+            0xc4..=0xc6 => {
+                let n = self.be(1 << (m - 0xc4))?;
+                self.take(n)?;
+                len_form(n, [0xc4, 0xc5, 0xc6], 0) == Some(m)
+            }
+            0xd9..=0xdb => {
+                let n = self.be(1 << (m - 0xd9))?;
+                self.take(n)?;
+                len_form(n, [0xd9, 0xda, 0xdb], 32) == Some(m)
+            }
+            0xdc | 0xdd => {
+                let n = self.be(2 << (m - 0xdc))?;
+                len_form(n, [0, 0xdc, 0xdd], 16) == Some(m) && self.canonical_items(n)?
+            }
+            0xde | 0xdf => {
+                let n = self.be(2 << (m - 0xde))?;
+                len_form(n, [0, 0xde, 0xdf], 16) == Some(m)
+                    && self.canonical_items(n.saturating_mul(2))?
+            }
+            0xcb => {
+                self.take(8)?;
+                true
+            }
+            0xcc..=0xcf => {
+                let u = self.be(1 << (m - 0xcc))? as u64;
+                let smallest = match u {
+                    0..=0x7f => 0,
+                    0x80..=0xff => 0xcc,
+                    0x100..=0xffff => 0xcd,
+                    0x1_0000..=0xffff_ffff => 0xce,
+                    _ => 0xcf,
+                };
+                smallest == m
+            }
+            0xd0..=0xd3 => {
+                let w = 1 << (m - 0xd0);
+                let raw = self.be(w)? as u64;
+                let i = ((raw << (64 - 8 * w)) as i64) >> (64 - 8 * w);
+                let smallest = match i {
+                    0.. | -32..=-1 => 0,
+                    -0x80..=-33 => 0xd0,
+                    -0x8000..=-0x81 => 0xd1,
+                    -0x8000_0000..=-0x8001 => 0xd2,
+                    _ => 0xd3,
+                };
+                smallest == m
+            }
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                self.pos -= 1;
+                let (t, data) = self.ext()?;
+                let form = match data.len() {
+                    1 => 0xd4,
+                    2 => 0xd5,
+                    4 => 0xd6,
+                    8 => 0xd7,
+                    16 => 0xd8,
+                    n => len_form(n, [0xc7, 0xc8, 0xc9], 0).unwrap_or(0),
+                };
+                form == m
+                    && match t {
+                        EXT_PATH => {
+                            let mut inner = Cursor::new(data, self.limits);
+                            while inner.pos < data.len() {
+                                if !inner.canonical()? {
+                                    return Ok(false);
+                                }
+                            }
+                            true
+                        }
+                        EXT_BIGINT => data.len() > 8 && data[0] != 0,
+                        _ => true,
+                    }
+            }
+            // float32, and the reserved byte.
+            _ => {
+                self.pos -= 1;
+                self.skip(0)?;
+                false
+            }
+        })
+    }
+
+    fn canonical_items(&mut self, n: usize) -> Result<bool, DecodeError> {
+        let mut all = true;
+        for _ in 0..n {
+            all &= self.canonical()?;
+        }
+        Ok(all)
+    }
+
     fn check_ext(&self, t: i8, data: &'a [u8], depth: usize) -> Result<(), DecodeError> {
         match t {
             EXT_PATH => {
@@ -438,6 +547,28 @@ impl<'a> Cursor<'a> {
             _ => Err(DecodeError::ForeignExt(t)),
         }
     }
+}
+
+/// Whether `b` (one checked value, e.g. a [`MsgView`] field) nests at most
+/// `max` levels of arrays, maps and paths: what [`codec::decode_with`]
+/// under that depth limit accepts, and what
+/// [`distkv_model::budget::nesting`] counts.
+pub fn nests_within(b: &[u8], max: usize) -> bool {
+    let limits = Limits {
+        max_depth: max,
+        ..LENIENT
+    };
+    Cursor::new(b, limits).skip(0).is_ok()
+}
+
+/// Whether `b` (one checked value) is exactly what [`codec::encode`]
+/// writes for the value it decodes to: every number, length and extension
+/// in its smallest form, floats as float64, big integers only from 2⁶⁴.
+/// Other senders (another implementation, a lying peer) may write the
+/// same value differently.
+pub fn is_canonical(b: &[u8]) -> bool {
+    let mut c = Cursor::new(b, LENIENT);
+    c.canonical().unwrap_or(false) && c.pos == b.len()
 }
 
 /// Decodes a path element's encoding (from [`path_elements`]).
@@ -596,6 +727,70 @@ mod tests {
         };
         let ext = vec![0x81, 0xa1, b'x', 0xd4, 9, 0];
         assert_eq!(MsgView::parse(&ext, lenient).unwrap().1, ext.len());
+    }
+
+    #[test]
+    fn canonical_is_what_encode_writes() {
+        let values = [
+            Value::Nil,
+            Value::Int(0),
+            Value::Int(127),
+            Value::Int(128),
+            Value::Int(65_536),
+            Value::Int(-32),
+            Value::Int(-33),
+            Value::Int(-129),
+            Value::Int(i64::MIN),
+            Value::uint(u64::MAX),
+            Value::Float(0.5),
+            Value::str(&"s".repeat(31)),
+            Value::str(&"s".repeat(32)),
+            Value::str(&"s".repeat(300)),
+            Value::Bin(Arc::from(vec![1u8; 256])),
+            Value::Array(vec![Value::Int(1); 16]),
+            Value::Map(vec![(Value::Int(1), Value::Nil); 16]),
+            Value::Path(path!["a", 1i64, Value::Path(path!["b"])]),
+            Value::Path(Path::new(vec![Value::str(&"p".repeat(300))])),
+            Value::BigUint(Arc::from(&[1u8; 9][..])),
+            Value::Ext(7, Arc::from(&[1u8; 3][..])),
+        ];
+        for v in &values {
+            let b = codec::to_vec(v);
+            assert!(is_canonical(&b), "{v:?}");
+        }
+        for b in [
+            &[0xcc, 5][..],
+            &[0xd0, 5],
+            &[0xd1, 0xff, 0xf0],
+            &[0xca, 0, 0, 0, 0],
+            &[0xd9, 1, b'x'],
+            &[0xdc, 0, 1, 0],
+            &[0xde, 0, 0],
+            &[0xc4, 0],
+            &[0xc7, 1, 3, 0x01],
+            &[0xd4, 2, 5],
+            &[0xd5, 3, 0xcc, 1],
+            &[0x91, 0xcc, 1],
+            &[0x01, 0x02],
+            &[0xcd, 1],
+        ] {
+            assert!(!is_canonical(b), "{b:02x?}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_counted_as_the_decoder_counts_it() {
+        let mut v = Value::Int(1);
+        for depth in 0..12usize {
+            let b = codec::to_vec(&v);
+            assert!(nests_within(&b, depth), "{depth}");
+            assert_eq!(nests_within(&b, depth.saturating_sub(1)), depth == 0, "{depth}");
+            v = if depth % 2 == 0 {
+                Value::Array(vec![v])
+            } else {
+                Value::Path(Path::new(vec![v]))
+            };
+        }
     }
 
     #[test]
