@@ -329,8 +329,14 @@ fn live_nodes_read_in_place_match_their_states() -> Result<()> {
         let values = |rng: &mut Rng| match rng.below(8) {
             0 => Value::str("text with spaces, é and 日本"),
             1 => Value::Float(rng.below(100) as f64 / 8.0),
-            2 => Value::Bin(Arc::from(vec![rng.below(256) as u8; rng.below(40) as usize])),
-            3 => Value::map([("a", Value::Int(-300)), ("b", Value::Array(vec![Value::Nil]))]),
+            2 => Value::Bin(Arc::from(vec![
+                rng.below(256) as u8;
+                rng.below(40) as usize
+            ])),
+            3 => Value::map([
+                ("a", Value::Int(-300)),
+                ("b", Value::Array(vec![Value::Nil])),
+            ]),
             4 => Value::uint(u64::MAX - rng.below(9)),
             5 => Value::Path(KvPath::new(vec![Value::str("p"), Value::Int(1)])),
             _ => Value::Int(rng.below(1 << 20) as i64 - (1 << 19)),
@@ -353,7 +359,11 @@ fn live_nodes_read_in_place_match_their_states() -> Result<()> {
             if let Ok(ev) = target.local_change(&path, value) {
                 if rng.below(2) == 0 {
                     let ev = (*ev).clone();
-                    let _ = if i % 3 == 0 { st.apply(ev) } else { other.apply(ev) };
+                    let _ = if i % 3 == 0 {
+                        st.apply(ev)
+                    } else {
+                        other.apply(ev)
+                    };
                 }
             }
         }

@@ -297,13 +297,22 @@ fn recursive_get_prints_what_the_decoded_replies_give() {
         (path!["top", 1i64], Value::Int(42)),
         (path!["top", 1i64, 2.5], Value::Float(-0.125)),
         (path!["top", 1i64, 2.5, "x"], Value::Int(-1 << 40)),
-        (path!["top", true], Value::Bin(Arc::from(&[0u8, 255, 7][..]))),
-        (path!["top", false], Value::Bin(Arc::from(&b"ascii bytes"[..]))),
+        (
+            path!["top", true],
+            Value::Bin(Arc::from(&[0u8, 255, 7][..])),
+        ),
+        (
+            path!["top", false],
+            Value::Bin(Arc::from(&b"ascii bytes"[..])),
+        ),
         (path!["top", "uni", "日本"], Value::str("é ü ß")),
-        (path!["top", "nested"], Value::map([
-            ("a", Value::Array(vec![Value::Int(1), Value::str("x")])),
-            ("b", Value::map([("c", Value::Nil)])),
-        ])),
+        (
+            path!["top", "nested"],
+            Value::map([
+                ("a", Value::Array(vec![Value::Int(1), Value::str("x")])),
+                ("b", Value::map([("c", Value::Nil)])),
+            ]),
+        ),
         (path!["top", "nil"], Value::Nil),
         (path!["top", "q"], Value::str("123")),
         (path!["top", "e"], Value::str("")),
@@ -311,16 +320,29 @@ fn recursive_get_prints_what_the_decoded_replies_give() {
         (path!["top", "multi"], Value::str("two\nlines")),
         (path!["top", "a b:c", "#x"], Value::Bool(true)),
         (path!["top", ""], Value::Float(1e300)),
-        (Path::new(vec![Value::str("top"), Value::Array(vec![Value::Int(1), Value::Int(2)])]), Value::Int(12)),
+        (
+            Path::new(vec![
+                Value::str("top"),
+                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+            ]),
+            Value::Int(12),
+        ),
         (path!["top", "k".repeat(130)], Value::Int(130)),
-        (path!["top", "deep", "er", "than", "the", "rest"], Value::Path(path!["a", 1i64])),
+        (
+            path!["top", "deep", "er", "than", "the", "rest"],
+            Value::Path(path!["a", 1i64]),
+        ),
         (path!["top", "gone"], Value::Int(0)),
     ];
     rt.block_on(async {
         for (p, v) in &entries {
-            c.set_value(p, v.clone(), &UpdateOptions::default()).await.unwrap();
+            c.set_value(p, v.clone(), &UpdateOptions::default())
+                .await
+                .unwrap();
         }
-        c.delete_value(&path!["top", "gone"], &UpdateOptions::default()).await.unwrap();
+        c.delete_value(&path!["top", "gone"], &UpdateOptions::default())
+            .await
+            .unwrap();
     });
     // What the decoded road printed.
     let decoded = |opts: TreeOptions, raw: bool| -> String {
@@ -329,8 +351,13 @@ fn recursive_get_prints_what_the_decoded_replies_give() {
             let mut out = String::new();
             while let Some(item) = s.next().await.unwrap() {
                 let StreamItem::Data(r) = item else { continue };
-                let Some(Value::Path(p)) = r.get("path").cloned() else { continue };
-                let value = r.get("value").cloned().or_else(|| opts.empty.then_some(Value::Nil));
+                let Some(Value::Path(p)) = r.get("path").cloned() else {
+                    continue;
+                };
+                let value = r
+                    .get("value")
+                    .cloned()
+                    .or_else(|| opts.empty.then_some(Value::Nil));
                 let line = match (raw, value) {
                     (true, _) => Value::Path(p),
                     (false, Some(v)) => Value::Map(vec![(Value::Path(p), v)]),

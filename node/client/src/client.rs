@@ -1160,7 +1160,10 @@ fn route(
     let state = view.state();
     let mut st = shared.lock();
     let Some(route) = st.routes.get_mut(&seq) else {
-        tracing::debug!("message for no pending request: {}", raw::decode_field(frame));
+        tracing::debug!(
+            "message for no pending request: {}",
+            raw::decode_field(frame)
+        );
         return Ok(());
     };
     if let Route::Streaming(tx) = route {

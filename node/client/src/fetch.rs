@@ -234,7 +234,12 @@ fn raw_entry<'a>(
     let event = |e: EventError| FetchError::Entry(e.to_string());
     let path: Option<(&'a [Value], usize)> = match e.path {
         Some(p) => Some((p.elements, p.kept)),
-        None => match m.path().map(raw::decode_field).as_ref().and_then(path_from_value) {
+        None => match m
+            .path()
+            .map(raw::decode_field)
+            .as_ref()
+            .and_then(path_from_value)
+        {
             Some(p) => {
                 *path_buf = p.elements().to_vec();
                 Some((&path_buf[..], 0))

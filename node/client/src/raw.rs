@@ -69,10 +69,12 @@ impl Fields {
                     };
                     let slot = &mut fields.0[i];
                     if slot.1 == 0 {
-                        let fit = |x: usize| u32::try_from(x).map_err(|_| DecodeError::TooLarge {
-                            size: x,
-                            limit: u32::MAX as usize,
-                        });
+                        let fit = |x: usize| {
+                            u32::try_from(x).map_err(|_| DecodeError::TooLarge {
+                                size: x,
+                                limit: u32::MAX as usize,
+                            })
+                        };
                         *slot = (fit(start)?, fit(c.pos)?);
                     }
                 }
@@ -173,7 +175,10 @@ pub fn as_str(b: &[u8]) -> Option<&str> {
         0xa0..=0xbf => ((m & 0x1f) as usize, rest),
         0xd9..=0xdb => {
             let w = 1 << (m - 0xd9);
-            let len = rest.get(..w)?.iter().fold(0usize, |a, &c| (a << 8) | c as usize);
+            let len = rest
+                .get(..w)?
+                .iter()
+                .fold(0usize, |a, &c| (a << 8) | c as usize);
             (len, &rest[w..])
         }
         _ => return None,
@@ -784,7 +789,11 @@ mod tests {
         for depth in 0..12usize {
             let b = codec::to_vec(&v);
             assert!(nests_within(&b, depth), "{depth}");
-            assert_eq!(nests_within(&b, depth.saturating_sub(1)), depth == 0, "{depth}");
+            assert_eq!(
+                nests_within(&b, depth.saturating_sub(1)),
+                depth == 0,
+                "{depth}"
+            );
             v = if depth % 2 == 0 {
                 Value::Array(vec![v])
             } else {

@@ -193,7 +193,8 @@ impl PathText {
             if !self.text.is_empty() && matches!(e, Value::Str(s) if !s.is_empty()) {
                 self.text.push('.');
             }
-            self.text.push_str(&pathfmt::format(std::slice::from_ref(e)));
+            self.text
+                .push_str(&pathfmt::format(std::slice::from_ref(e)));
             self.ends.push(self.text.len());
         }
     }
