@@ -593,10 +593,8 @@ fn resolve_plain(s: &str) -> Tag {
 // Scalar analysis and style choice (ruyaml.emitter)
 // ---------------------------------------------------------------------------
 
-const BREAKS: &[char] = &['\n', '\u{85}', '\u{2028}', '\u{2029}'];
-
 fn is_break(c: char) -> bool {
-    BREAKS.contains(&c)
+    matches!(c, '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
 /// True at the end of the text (`None`) or where `f` holds.
@@ -650,7 +648,24 @@ fn analyze(scalar: &str) -> Analysis {
 
     for (index, &ch) in c.iter().enumerate() {
         if index == 0 {
-            if "#,[]{}&*!|>'\"%@`".contains(ch) {
+            if matches!(
+                ch,
+                '#' | ','
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '&'
+                    | '*'
+                    | '!'
+                    | '|'
+                    | '>'
+                    | '\''
+                    | '"'
+                    | '%'
+                    | '@'
+                    | '`'
+            ) {
                 flow_indicators = true;
                 block_indicators = true;
             }
@@ -667,7 +682,7 @@ fn analyze(scalar: &str) -> Analysis {
                 block_indicators = true;
             }
         } else {
-            if ",[]{}".contains(ch) {
+            if matches!(ch, ',' | '[' | ']' | '{' | '}') {
                 flow_indicators = true;
             }
             if ch == ':' && followed_by_whitespace {

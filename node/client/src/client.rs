@@ -1144,7 +1144,8 @@ async fn read_loop(mut reader: MsgReader<ReadHalf>, shared: Arc<Shared>, qlen: u
 }
 
 /// Routes one incoming message to the request with its `seq`: a stream's
-/// messages into `out`, undecoded; a request's first reply decoded.
+/// messages into `out`, undecoded and not yet checked (their reader checks
+/// them: a bad one ends its stream); a request's first reply decoded.
 fn route(
     shared: &Shared,
     frame: &[u8],
@@ -1152,7 +1153,8 @@ fn route(
     limits: Limits,
     out: &mut Outbox,
 ) -> Result<(), WireError> {
-    let (view, _) = MsgView::parse(frame, limits)?;
+    let (fields, n) = Fields::peek(frame, limits)?;
+    let view = MsgView::new(&frame[..n], fields);
     let Some(seq) = view.seq() else {
         tracing::warn!("server message without seq: {}", raw::decode_field(frame));
         return Ok(());
@@ -1599,39 +1601,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_malformed_stream_message_closes_the_connection_with_a_reason() {
+    async fn a_malformed_stream_message_ends_its_stream_with_a_clear_error() {
         within(async {
             let (addr, server) = fake_server(|mut r, mut w| async move {
                 w.send(&greeting(0)).await.unwrap();
                 read_hello(&mut r).await;
-                let req = r.next().await.unwrap().unwrap();
-                let seq = int(&req, "seq") as u8;
-                w.send(&Value::map([
-                    ("seq", Value::uint(seq.into())),
-                    ("state", Value::str("start")),
-                ]))
-                .await
-                .unwrap();
-                // {seq, path: <ext 3 holding a string that is not UTF-8>}
-                w.write_raw(&[0x82, 0xa3, b's', b'e', b'q', seq]);
-                w.write_raw(&[0xa4, b'p', b'a', b't', b'h', 0xd5, 3, 0xa1, 0xff]);
-                w.flush().await.unwrap();
-                // Hold the connection until the client gives up on it.
-                let _ = r.next().await;
+                for _ in 0..2 {
+                    let req = r.next().await.unwrap().unwrap();
+                    let seq = int(&req, "seq") as u8;
+                    w.send(&Value::map([
+                        ("seq", Value::uint(seq.into())),
+                        ("state", Value::str("start")),
+                    ]))
+                    .await
+                    .unwrap();
+                    // {seq, path: <ext 3 holding a string that is not UTF-8>}
+                    w.write_raw(&[0x82, 0xa3, b's', b'e', b'q', seq]);
+                    w.write_raw(&[0xa4, b'p', b'a', b't', b'h', 0xd5, 3, 0xa1, 0xff]);
+                    w.flush().await.unwrap();
+                }
+                // Hold the connection until the client hangs up.
+                while let Ok(Some(_)) = r.next().await {}
             })
             .await;
             let c = Client::connect(addr, ConnectOptions::default())
                 .await
                 .unwrap();
+            let bad = |r: Result<(), ClientError>| match r {
+                Err(ClientError::Wire(WireError::Malformed(DecodeError::Invalid(why)))) => {
+                    assert!(why.contains("UTF-8"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            };
+            // Read in place, and decoded.
             let mut s = c
                 .get_tree(&path!["top"], &TreeOptions::default())
                 .await
                 .unwrap();
-            match s.next_raw().await {
-                Err(ClientError::Closed(why)) => assert!(why.contains("UTF-8"), "{why}"),
-                other => panic!("{:?}", other.map(|_| ())),
-            }
+            bad(s.next_raw().await.map(drop));
+            assert!(s.next_raw().await.unwrap().is_none());
             drop(s);
+            let mut s = c
+                .get_tree(&path!["top"], &TreeOptions::default())
+                .await
+                .unwrap();
+            bad(s.next().await.map(drop));
+            assert!(s.next().await.unwrap().is_none());
+            drop(s);
+            assert!(!c.is_closed());
             drop(c);
             server.await.unwrap();
         })

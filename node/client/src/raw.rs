@@ -55,7 +55,19 @@ impl Fields {
     /// fields are, and its length. A message that is not a map has no
     /// fields. Messages are at most 4 GiB (a frame's limit is far less).
     pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
+        Fields::read(Cursor::new(buf, limits))
+    }
+
+    /// As [`Fields::parse`], without checking strings (other than the
+    /// keys) and extension values: for routing a message whose reader
+    /// checks it all later.
+    pub(crate) fn peek(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
         let mut c = Cursor::new(buf, limits);
+        c.check = false;
+        Fields::read(c)
+    }
+
+    fn read(mut c: Cursor<'_>) -> Result<(Fields, usize), DecodeError> {
         let mut fields = Fields::default();
         match c.map_header()? {
             Some(n) => {
@@ -257,6 +269,9 @@ struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     limits: Limits,
+    /// Whether strings and extension values are checked (UTF-8, types,
+    /// nesting inside paths), or only skipped.
+    check: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -265,6 +280,7 @@ impl<'a> Cursor<'a> {
             buf,
             pos: 0,
             limits,
+            check: true,
         }
     }
 
@@ -363,7 +379,7 @@ impl<'a> Cursor<'a> {
 
     fn str(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let b = self.take(n)?;
-        if std::str::from_utf8(b).is_err() {
+        if self.check && std::str::from_utf8(b).is_err() {
             return Err(DecodeError::Invalid("string is not UTF-8"));
         }
         Ok(b)
@@ -388,7 +404,9 @@ impl<'a> Cursor<'a> {
             0xc7..=0xc9 | 0xd4..=0xd8 => {
                 self.pos -= 1;
                 let (t, data) = self.ext()?;
-                self.check_ext(t, data, depth)?;
+                if self.check {
+                    self.check_ext(t, data, depth)?;
+                }
             }
             0xca => {
                 self.take(4)?;
@@ -759,7 +777,7 @@ mod tests {
             Value::BigUint(Arc::from(&[1u8; 9][..])),
             Value::Ext(7, Arc::from(&[1u8; 3][..])),
         ];
-        for v in &values {
+        for v in values.iter().chain([&Value::Bin(Arc::from(&[][..]))]) {
             let b = codec::to_vec(v);
             assert!(is_canonical(&b), "{v:?}");
         }
@@ -771,7 +789,7 @@ mod tests {
             &[0xd9, 1, b'x'],
             &[0xdc, 0, 1, 0],
             &[0xde, 0, 0],
-            &[0xc4, 0],
+            &[0xc5, 0, 1, 7],
             &[0xc7, 1, 3, 0x01],
             &[0xd4, 2, 5],
             &[0xd5, 3, 0xcc, 1],
