@@ -105,7 +105,7 @@ fn list_line_fast(out: &mut String, path_text: &str, value: Option<&Value>) -> b
     let plain_implicit = s.tag == resolve_plain(&s.value);
     let core = !matches!(s.tag, Tag::Local(_));
     // `choose_style` for a mapping value in block context.
-    if s.literal || a.empty || !(plain_implicit || !core) || !a.allow_block_plain {
+    if s.literal || a.empty || (core && !plain_implicit) || !a.allow_block_plain {
         return false;
     }
     let tag = (!plain_implicit).then(|| s.tag.text());
