@@ -5,7 +5,11 @@
 //! encodes queued messages in batches, and a reader task routes every
 //! incoming message by `seq` to the request waiting for it. A request's first
 //! reply decides its shape: `state: "start"` turns it into a [`Stream`],
-//! anything else is the single reply.
+//! anything else is the single reply. A stream's messages are not decoded
+//! by the reader: it peeks at their `seq` and `state` only and hands them
+//! over as bytes, one batch per run of messages read; the stream decodes
+//! ([`Stream::next`]) or reads them in place ([`Stream::next_raw`], see
+//! [`crate::raw`]), and a malformed one ends that stream with an error.
 //!
 //! Invariants: a request's route is registered, its `seq` allocated and its
 //! message queued under one lock, so `seq`s go out in increasing order and a
