@@ -217,6 +217,10 @@ struct Slots {
     chain: Option<Chain>,
     /// A path sent whole (not shortened).
     path: Vec<Value>,
+    /// How many leading elements of the longened path have passed the
+    /// nesting check (an entry skipped before the check leaves its new
+    /// elements unchecked for the entries after it).
+    checked: usize,
 }
 
 /// [`decode_entry`] of a reply read in place: the same entries, the same
@@ -230,10 +234,15 @@ fn raw_entry<'a>(
         value: value_buf,
         chain: chain_slot,
         path: path_buf,
+        checked,
     } = slots;
     let event = |e: EventError| FetchError::Entry(e.to_string());
+    // The path, and how many of its first elements are known to pass.
     let path: Option<(&'a [Value], usize)> = match e.path {
-        Some(p) => Some((p.elements, p.kept)),
+        Some(p) => {
+            *checked = (*checked).min(p.kept);
+            Some((p.elements, *checked))
+        }
         None => match m
             .path()
             .map(raw::decode_field)
@@ -272,14 +281,17 @@ fn raw_entry<'a>(
         *chain_slot = None;
         m.tock().unwrap_or(0)
     };
-    let Some((path, kept)) = path else {
+    let Some((path, passed)) = path else {
         return Err(FetchError::Entry("an entry without a path".into()));
     };
-    if let Err(e) = check_raw_nesting(path, kept, value) {
+    if let Err(e) = check_raw_nesting(path, passed, value) {
         return Err(match with_chain {
             true => event(e.into()),
             false => FetchError::Entry(format!("{}: {e}", Path::new(path.to_vec()))),
         });
+    }
+    if e.path.is_some() {
+        *checked = path.len();
     }
     let value = value.map(|v| {
         if raw::is_canonical(v) {
@@ -292,24 +304,129 @@ fn raw_entry<'a>(
     });
     Ok(Some(RawEntry {
         path,
-        kept,
+        kept: e.path.map_or(0, |p| p.kept),
         value,
         chain: chain_slot.as_ref(),
         tock,
     }))
 }
 
-/// [`check_nesting`] of an entry read in place, whose first `kept` path
-/// elements were checked with the entry before.
-fn check_raw_nesting(path: &[Value], kept: usize, value: Option<&[u8]>) -> Result<(), BudgetError> {
+/// [`check_nesting`] of an entry read in place, whose first `passed` path
+/// elements were checked with the entries before.
+fn check_raw_nesting(
+    path: &[Value],
+    passed: usize,
+    value: Option<&[u8]>,
+) -> Result<(), BudgetError> {
     if value.is_some_and(|v| !raw::nests_within(v, MAX_NESTING)) {
         return Err(BudgetError::TooDeep { what: "value" });
     }
-    if path[kept.min(path.len())..]
+    if path[passed.min(path.len())..]
         .iter()
         .any(|x| nesting(x, MAX_NESTING) >= MAX_NESTING)
     {
         return Err(BudgetError::TooDeep { what: "path" });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::LongPath;
+    use crate::raw::MsgView;
+    use distkv_model::budget::INTERNAL_LIMITS;
+
+    /// `raw_entry` of a message with the given full path (longened, the
+    /// first `kept` elements shared with the message before), next to
+    /// `decode_entry` of the same message decoded.
+    fn both(
+        msg: &Value,
+        path: &[Value],
+        kept: usize,
+        slots: &mut Slots,
+    ) -> (Result<bool, String>, Result<bool, String>) {
+        let bytes = codec::to_vec(msg);
+        let (view, _) = MsgView::parse(&bytes, INTERNAL_LIMITS).unwrap();
+        let e = crate::client::RawEntry {
+            msg: view,
+            path: Some(LongPath {
+                elements: path,
+                kept,
+            }),
+        };
+        let raw = raw_entry(&e, slots)
+            .map(|r| r.is_some())
+            .map_err(|e| e.to_string());
+        let mut full = msg.clone();
+        if let Value::Map(m) = &mut full {
+            m.retain(|(k, _)| k.as_str() != Some("depth"));
+            for (k, v) in m.iter_mut() {
+                if k.as_str() == Some("path") {
+                    *v = Value::Path(Path::new(path.to_vec()));
+                }
+            }
+        }
+        let decoded = decode_entry(&full)
+            .map(|r| r.is_some())
+            .map_err(|e| e.to_string());
+        (raw, decoded)
+    }
+
+    fn deep(n: usize) -> Value {
+        (0..n).fold(Value::Int(1), |v, _| Value::Array(vec![v]))
+    }
+
+    #[test]
+    fn entries_read_in_place_pass_and_fail_as_decoded_ones() {
+        let chain = Value::map([("node", Value::str("n1")), ("tick", Value::Int(3))]);
+        let entry = |value: Option<Value>, chain: Option<Value>, tock: Value| {
+            let mut m = vec![(Value::str("path"), Value::Path(Path::root()))];
+            m.push((Value::str("depth"), Value::Int(0)));
+            if let Some(v) = value {
+                m.push((Value::str("value"), v));
+            }
+            if let Some(c) = chain {
+                m.push((Value::str("chain"), c));
+            }
+            m.push((Value::str("tock"), tock));
+            Value::Map(m)
+        };
+        let p = |n: usize| vec![Value::str("a"); n];
+        let cases = [
+            entry(Some(Value::Int(1)), Some(chain.clone()), Value::Int(5)),
+            entry(Some(Value::Int(1)), None, Value::str("x")),
+            entry(None, None, Value::Int(5)),
+            entry(None, Some(chain.clone()), Value::Int(5)),
+            entry(Some(Value::Int(1)), Some(chain.clone()), Value::Int(-5)),
+            entry(
+                Some(Value::Int(1)),
+                Some(Value::map([("tick", Value::Int(1))])),
+                Value::Int(5),
+            ),
+            entry(Some(Value::Int(1)), Some(Value::str("n1")), Value::Int(5)),
+            entry(Some(deep(MAX_NESTING)), None, Value::Int(5)),
+            entry(Some(deep(MAX_NESTING + 1)), None, Value::Int(5)),
+            entry(
+                Some(deep(MAX_NESTING + 1)),
+                Some(chain.clone()),
+                Value::Int(5),
+            ),
+        ];
+        for (i, msg) in cases.iter().enumerate() {
+            let (raw, decoded) = both(msg, &p(2), 0, &mut Slots::default());
+            assert_eq!(raw, decoded, "case {i}");
+        }
+        // A path element too deep, first sent by an entry that is skipped
+        // (no value, no chain), then kept by the next one.
+        let mut slots = Slots::default();
+        let bad = vec![Value::str("a"), deep(MAX_NESTING)];
+        let (raw, decoded) = both(&cases[2], &bad, 0, &mut slots);
+        assert_eq!((raw, decoded), (Ok(false), Ok(false)));
+        let mut child = bad.clone();
+        child.push(Value::str("c"));
+        let (raw, decoded) = both(&cases[1], &child, 2, &mut slots);
+        assert!(decoded.is_err());
+        assert_eq!(raw, decoded);
+    }
 }
