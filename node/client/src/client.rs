@@ -835,8 +835,12 @@ impl Stream {
         Ok(!self.done)
     }
 
-    /// A message that does not decode ends the stream.
+    /// A message that does not decode ends the stream: the server is
+    /// told to stop it, and what else it sends for it is dropped.
     fn malformed(&mut self, e: DecodeError) -> ClientError {
+        if self.rx.is_some() && !self.done {
+            self.client.inner.abandon(self.seq, false);
+        }
         self.done = true;
         ClientError::Wire(WireError::Malformed(e))
     }
@@ -930,6 +934,10 @@ impl Stream {
             Some(l) => match l.apply_raw(&msg) {
                 Ok(p) => p,
                 Err(e) => {
+                    // As `malformed`, with the batch still borrowed.
+                    if self.rx.is_some() && !self.done {
+                        self.client.inner.abandon(self.seq, false);
+                    }
                     self.done = true;
                     return Err(ClientError::Wire(WireError::Malformed(e)));
                 }
@@ -1610,9 +1618,14 @@ mod tests {
             let (addr, server) = fake_server(|mut r, mut w| async move {
                 w.send(&greeting(0)).await.unwrap();
                 read_hello(&mut r).await;
-                for _ in 0..2 {
-                    let req = r.next().await.unwrap().unwrap();
+                let (mut streams, mut stops) = (Vec::new(), Vec::new());
+                while let Ok(Some(req)) = r.next().await {
                     let seq = int(&req, "seq") as u8;
+                    if text(&req, "action") == "stop" {
+                        stops.push(int(&req, "task"));
+                        continue;
+                    }
+                    streams.push(u64::from(seq));
                     w.send(&Value::map([
                         ("seq", Value::uint(seq.into())),
                         ("state", Value::str("start")),
@@ -1624,8 +1637,7 @@ mod tests {
                     w.write_raw(&[0xa4, b'p', b'a', b't', b'h', 0xd5, 3, 0xa1, 0xff]);
                     w.flush().await.unwrap();
                 }
-                // Hold the connection until the client hangs up.
-                while let Ok(Some(_)) = r.next().await {}
+                (streams, stops)
             })
             .await;
             let c = Client::connect(addr, ConnectOptions::default())
@@ -1654,7 +1666,10 @@ mod tests {
             drop(s);
             assert!(!c.is_closed());
             drop(c);
-            server.await.unwrap();
+            // Each stream was stopped at the server.
+            let (streams, stops) = server.await.unwrap();
+            assert_eq!(streams.len(), 2);
+            assert_eq!(stops, streams);
         })
         .await;
     }
