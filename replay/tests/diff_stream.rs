@@ -307,3 +307,91 @@ fn snapshots_out_of_walk_order_fall_back_to_a_state_with_the_same_result() -> Re
     assert!(check_pair(&fa, &fb, (true, true))? > 0);
     Ok(())
 }
+
+/// A live node's tree is read in place (each reply's bytes copied into the
+/// compact tree, not decoded): the side read must be the node's state —
+/// digest, node ticks, and the same differences against a snapshot as the
+/// restored states give — for values of every kind and paths of several.
+#[test]
+fn live_nodes_read_in_place_match_their_states() -> Result<()> {
+    use distkv_model::Path as KvPath;
+    use distkv_node::server::{self, Server, ServerOptions};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    for seed in 0..4u64 {
+        let mut rng = Rng(seed);
+        let values = |rng: &mut Rng| match rng.below(8) {
+            0 => Value::str("text with spaces, é and 日本"),
+            1 => Value::Float(rng.below(100) as f64 / 8.0),
+            2 => Value::Bin(Arc::from(vec![
+                rng.below(256) as u8;
+                rng.below(40) as usize
+            ])),
+            3 => Value::map([
+                ("a", Value::Int(-300)),
+                ("b", Value::Array(vec![Value::Nil])),
+            ]),
+            4 => Value::uint(u64::MAX - rng.below(9)),
+            5 => Value::Path(KvPath::new(vec![Value::str("p"), Value::Int(1)])),
+            _ => Value::Int(rng.below(1 << 20) as i64 - (1 << 19)),
+        };
+        let mut st = State::new("n1", LogLimits::default());
+        st.make_ready();
+        let mut other = State::new("n2", LogLimits::default());
+        other.make_ready();
+        for i in 0..300 {
+            let mut path: Vec<Value> = (0..=rng.below(3))
+                .map(|_| match rng.below(4) {
+                    0 => Value::Int(rng.below(5) as i64),
+                    1 => Value::Bool(rng.below(2) == 0),
+                    _ => Value::str(&format!("k{}", rng.below(6))),
+                })
+                .collect();
+            path.insert(0, Value::str("t"));
+            let value = (rng.below(6) != 0).then(|| values(&mut rng));
+            let target = if i % 3 == 0 { &mut other } else { &mut st };
+            if let Ok(ev) = target.local_change(&path, value) {
+                if rng.below(2) == 0 {
+                    let ev = (*ev).clone();
+                    let _ = if i % 3 == 0 {
+                        st.apply(ev)
+                    } else {
+                        other.apply(ev)
+                    };
+                }
+            }
+        }
+        let file = tmp.path().join(format!("other{seed}.dkvsnap"));
+        snap::write(&other, &file, true, 0, 0)?.finish()?;
+        let want_digest = st.digest();
+        let want_nodes: Vec<_> = st.nodes().map(|(n, i)| (n.clone(), i.tick())).collect();
+        let want_diff = reference_diff(&st, &other);
+        let addr = rt.block_on(async {
+            let srv = Server::with_state(st, ServerOptions::default());
+            let listener = server::bind("127.0.0.1", 0).await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(server::serve(srv, listener, shutdown.clone()));
+            Ok::<_, anyhow::Error>(addr)
+        })?;
+        let live = load_side(&addr.to_string(), true)?;
+        let snapshot = load_side(&file.to_string_lossy(), true)?;
+        assert!(live.built.compact, "seed {seed}");
+        assert_eq!(live.built.digest, want_digest, "seed {seed}");
+        assert_eq!(live.built.nodes, want_nodes, "seed {seed}");
+        let mut got = Vec::new();
+        diff_walk(&live.built.tree, &snapshot.built.tree, &mut |d| {
+            got.push(d);
+            Ok(())
+        })?;
+        assert!(!got.is_empty(), "seed {seed}: the states differ");
+        assert_eq!(got, want_diff, "seed {seed}");
+    }
+    shutdown.cancel();
+    Ok(())
+}

@@ -270,3 +270,121 @@ fn log_save_dest_and_stop_write_files_on_the_server() {
     );
     assert!(!dir.path().join("../s.dkv").exists());
 }
+
+/// `get -r` prints each line from the reply as received; what it prints is
+/// held here to the decoded road it replaced (each reply decoded into a map,
+/// its path and value printed by the YAML emitter), on a tree of every kind
+/// of value and path element, for each option that changes the listing.
+#[test]
+fn recursive_get_prints_what_the_decoded_replies_give() {
+    use distkv_model::{path, Path, Value};
+    use distkv_node::client::{Client, ConnectOptions, StreamItem, TreeOptions, UpdateOptions};
+    use distkv_yaml::top_level;
+    use std::sync::Arc;
+
+    let n = Node::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt
+        .block_on(Client::connect(n.addr, ConnectOptions::default()))
+        .unwrap();
+    let long = "a long text with spaces ".repeat(5);
+    let entries: Vec<(Path, Value)> = vec![
+        (path!["top"], Value::str("root of it")),
+        (path!["top", "s", "plain"], Value::str("hello world")),
+        (path!["top", 1i64], Value::Int(42)),
+        (path!["top", 1i64, 2.5], Value::Float(-0.125)),
+        (path!["top", 1i64, 2.5, "x"], Value::Int(-1 << 40)),
+        (
+            path!["top", true],
+            Value::Bin(Arc::from(&[0u8, 255, 7][..])),
+        ),
+        (
+            path!["top", false],
+            Value::Bin(Arc::from(&b"ascii bytes"[..])),
+        ),
+        (path!["top", "uni", "日本"], Value::str("é ü ß")),
+        (
+            path!["top", "nested"],
+            Value::map([
+                ("a", Value::Array(vec![Value::Int(1), Value::str("x")])),
+                ("b", Value::map([("c", Value::Nil)])),
+            ]),
+        ),
+        (path!["top", "nil"], Value::Nil),
+        (path!["top", "q"], Value::str("123")),
+        (path!["top", "e"], Value::str("")),
+        (path!["top", "long"], Value::str(&long)),
+        (path!["top", "multi"], Value::str("two\nlines")),
+        (path!["top", "a b:c", "#x"], Value::Bool(true)),
+        (path!["top", ""], Value::Float(1e300)),
+        (
+            Path::new(vec![
+                Value::str("top"),
+                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+            ]),
+            Value::Int(12),
+        ),
+        (path!["top", "k".repeat(130)], Value::Int(130)),
+        (
+            path!["top", "deep", "er", "than", "the", "rest"],
+            Value::Path(path!["a", 1i64]),
+        ),
+        (path!["top", "gone"], Value::Int(0)),
+    ];
+    rt.block_on(async {
+        for (p, v) in &entries {
+            c.set_value(p, v.clone(), &UpdateOptions::default())
+                .await
+                .unwrap();
+        }
+        c.delete_value(&path!["top", "gone"], &UpdateOptions::default())
+            .await
+            .unwrap();
+    });
+    // What the decoded road printed.
+    let decoded = |opts: TreeOptions, raw: bool| -> String {
+        rt.block_on(async {
+            let mut s = c.get_tree(&path!["top"], &opts).await.unwrap();
+            let mut out = String::new();
+            while let Some(item) = s.next().await.unwrap() {
+                let StreamItem::Data(r) = item else { continue };
+                let Some(Value::Path(p)) = r.get("path").cloned() else {
+                    continue;
+                };
+                let value = r
+                    .get("value")
+                    .cloned()
+                    .or_else(|| opts.empty.then_some(Value::Nil));
+                let line = match (raw, value) {
+                    (true, _) => Value::Path(p),
+                    (false, Some(v)) => Value::Map(vec![(Value::Path(p), v)]),
+                    (false, None) => continue,
+                };
+                out.push_str(&top_level(&Value::Array(vec![line])));
+            }
+            out
+        })
+    };
+    let tree = |empty, min_depth, max_depth| TreeOptions {
+        empty,
+        min_depth,
+        max_depth,
+        ..TreeOptions::default()
+    };
+    for (args, opts, raw) in [
+        ("get -r", tree(false, None, None), false),
+        ("get -r -e", tree(true, None, None), false),
+        ("get -r -R", tree(false, None, None), true),
+        ("get -r -e -R", tree(true, None, None), true),
+        ("get -r -m 2", tree(false, None, Some(2)), false),
+        ("get -r -M 2 -e", tree(true, Some(2), None), false),
+        ("list", tree(true, Some(1), Some(1)), true),
+    ] {
+        let want = decoded(opts, raw);
+        assert!(want.lines().count() > 3, "{args}: {want}");
+        n.ok(&format!("data top {args}"), &want);
+    }
+}

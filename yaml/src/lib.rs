@@ -54,6 +54,79 @@ pub fn top_level(v: &Value) -> String {
     s
 }
 
+/// Appends what [`top_level`] prints for one line of a recursive listing
+/// (`get -r`): `[{Path(path): value}]`, or `[Path(path)]` without a value.
+/// `path_text` must be the path's text (`pathfmt::format(path)`, what a
+/// `Path` displays as); the caller keeps it from line to line.
+///
+/// Most lines — a path written plain, a scalar written plain on a line
+/// short enough not to fold — are written directly, with the decisions the
+/// emitter takes (the same analysis and style rules); every other line
+/// goes through the emitter. The output is the same either way.
+pub fn write_list_line(out: &mut String, path: &[Value], path_text: &str, value: Option<&Value>) {
+    if !list_line_fast(out, path_text, value) {
+        let key = Value::Path(distkv_model::Path::new(path.to_vec()));
+        let item = match value {
+            None => key,
+            Some(v) => Value::Map(vec![(key, v.clone())]),
+        };
+        out.push_str(&top_level(&Value::Array(vec![item])));
+    }
+}
+
+/// [`write_list_line`]'s direct road: `false` (nothing written) where the
+/// line needs the emitter.
+fn list_line_fast(out: &mut String, path_text: &str, value: Option<&Value>) -> bool {
+    const PATH_TAG: &str = "!P";
+    let key = analyze(path_text);
+    // A plain scalar that is not empty and on one line; as a mapping key
+    // also a simple key (`check_simple_key`).
+    if key.empty || key.multiline || !key.allow_block_plain {
+        return false;
+    }
+    let key_chars = path_text.chars().count();
+    let Some(v) = value else {
+        // `- !P path`: in a sequence, a long path could fold at a space.
+        if 4 + key_chars + 1 > BEST_WIDTH {
+            return false;
+        }
+        out.push_str("- !P ");
+        out.push_str(path_text);
+        out.push('\n');
+        return true;
+    };
+    if PATH_TAG.len() + key_chars >= MAX_SIMPLE_KEY_LENGTH {
+        return false;
+    }
+    let Node::Scalar(s) = represent(v) else {
+        return false;
+    };
+    let a = analyze(&s.value);
+    let plain_implicit = s.tag == resolve_plain(&s.value);
+    let core = !matches!(s.tag, Tag::Local(_));
+    // `choose_style` for a mapping value in block context.
+    if s.literal || a.empty || (core && !plain_implicit) || !a.allow_block_plain {
+        return false;
+    }
+    let tag = (!plain_implicit).then(|| s.tag.text());
+    // A plain scalar folds only at a space past the 80th column.
+    let width = 2 + PATH_TAG.len() + 1 + key_chars + 1 + tag.map_or(0, |t| 1 + t.len()) + 1;
+    if width + s.value.chars().count() > BEST_WIDTH {
+        return false;
+    }
+    out.push_str("- !P ");
+    out.push_str(path_text);
+    out.push(':');
+    if let Some(t) = tag {
+        out.push(' ');
+        out.push_str(t);
+    }
+    out.push(' ');
+    out.push_str(&s.value);
+    out.push('\n');
+    true
+}
+
 // ---------------------------------------------------------------------------
 // Representation: Value -> node tree
 // ---------------------------------------------------------------------------
@@ -520,10 +593,8 @@ fn resolve_plain(s: &str) -> Tag {
 // Scalar analysis and style choice (ruyaml.emitter)
 // ---------------------------------------------------------------------------
 
-const BREAKS: &[char] = &['\n', '\u{85}', '\u{2028}', '\u{2029}'];
-
 fn is_break(c: char) -> bool {
-    BREAKS.contains(&c)
+    matches!(c, '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
 /// True at the end of the text (`None`) or where `f` holds.
@@ -577,7 +648,24 @@ fn analyze(scalar: &str) -> Analysis {
 
     for (index, &ch) in c.iter().enumerate() {
         if index == 0 {
-            if "#,[]{}&*!|>'\"%@`".contains(ch) {
+            if matches!(
+                ch,
+                '#' | ','
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '&'
+                    | '*'
+                    | '!'
+                    | '|'
+                    | '>'
+                    | '\''
+                    | '"'
+                    | '%'
+                    | '@'
+                    | '`'
+            ) {
                 flow_indicators = true;
                 block_indicators = true;
             }
@@ -594,7 +682,7 @@ fn analyze(scalar: &str) -> Analysis {
                 block_indicators = true;
             }
         } else {
-            if ",[]{}".contains(ch) {
+            if matches!(ch, ',' | '[' | ']' | '{' | '}') {
                 flow_indicators = true;
             }
             if ch == ':' && followed_by_whitespace {
@@ -2050,5 +2138,101 @@ mod tests {
         let _ = to_yaml(&nan_keys);
         let huge = m(vec![(big(&[1; 40]), i(1)), (f(1e300), i(2)), (i(-1), i(3))]);
         assert_eq!(to_yaml(&huge).lines().next(), Some("-1: 3"));
+    }
+
+    /// `write_list_line` prints what `top_level` prints for the same line,
+    /// on every combination of many paths and values: plain and quoted
+    /// texts, lines just below and beyond the folding width, keys just
+    /// below and beyond the simple-key length, tags, nested values.
+    #[test]
+    fn list_lines_match_the_emitter() {
+        let long = |n: usize| "word ".repeat(n / 5) + &"x".repeat(n % 5);
+        let texts: Vec<String> = [
+            "a",
+            "hello world",
+            "123",
+            "1.5",
+            "null",
+            "true",
+            "",
+            " x",
+            "x ",
+            "a: b",
+            "a:b",
+            "#x",
+            "x #y",
+            "- x",
+            "-x",
+            "é",
+            "日本語 テキスト",
+            "x\ny",
+            "'q'",
+            "\"q\"",
+            "~",
+            "2001-12-14",
+            "<<",
+            "?",
+            ":",
+            "*",
+            "a,b",
+            "[x]",
+            "\u{7f}",
+            "\u{feff}x",
+            "...",
+            "---",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .chain((55..=85).map(long))
+        .chain([125, 126, 127, 128].map(|n| "k".repeat(n)))
+        .collect();
+        let mut elements: Vec<V> = texts.iter().map(|t| s(t)).collect();
+        elements.extend([
+            i(0),
+            i(-7),
+            i(1 << 40),
+            V::uint(u64::MAX),
+            f(1.5),
+            f(-0.0),
+            f(f64::NAN),
+            T,
+            F,
+            N,
+            b(b"bin"),
+            b(&[0, 255]),
+            V::Array(vec![i(1), s("x")]),
+            V::Array(vec![]),
+        ]);
+        let mut values: Vec<V> = elements.clone();
+        values.extend([
+            f(1e300),
+            f(f64::INFINITY),
+            b(&[7; 40]),
+            b(b""),
+            V::map([("one", i(1)), ("two", s("x y"))]),
+            V::Map(vec![]),
+            V::Array(vec![N, s("x")]),
+            V::Path(Path::new(vec![s("a"), i(1)])),
+            V::Ext(5, Arc::from(&b"\x01"[..])),
+        ]);
+        let paths: Vec<Vec<V>> = std::iter::once(vec![])
+            .chain(elements.iter().map(|e| vec![e.clone()]))
+            .chain(elements.iter().map(|e| vec![s("top"), e.clone(), i(3)]))
+            .collect();
+        let mut line = String::new();
+        for path in &paths {
+            let p = Path::new(path.clone());
+            let text = p.to_string();
+            for v in values.iter().map(Some).chain([None]) {
+                let item = match v {
+                    None => V::Path(p.clone()),
+                    Some(v) => V::Map(vec![(V::Path(p.clone()), v.clone())]),
+                };
+                let want = top_level(&V::Array(vec![item]));
+                line.clear();
+                write_list_line(&mut line, path, &text, v);
+                assert_eq!(line, want, "path {text:?}, value {v:?}");
+            }
+        }
     }
 }

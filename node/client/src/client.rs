@@ -5,7 +5,11 @@
 //! encodes queued messages in batches, and a reader task routes every
 //! incoming message by `seq` to the request waiting for it. A request's first
 //! reply decides its shape: `state: "start"` turns it into a [`Stream`],
-//! anything else is the single reply.
+//! anything else is the single reply. A stream's messages are not decoded
+//! by the reader: it peeks at their `seq` and `state` only and hands them
+//! over as bytes, one batch per run of messages read; the stream decodes
+//! ([`Stream::next`]) or reads them in place ([`Stream::next_raw`], see
+//! [`crate::raw`]), and a malformed one ends that stream with an error.
 //!
 //! Invariants: a request's route is registered, its `seq` allocated and its
 //! message queued under one lock, so `seq`s go out in increasing order and a
@@ -22,12 +26,13 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use distkv_model::codec::Limits;
+use distkv_model::codec::{self, DecodeError, Limits};
 use distkv_model::{Path, Value};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::raw::{self, Fields, MsgView};
 use crate::tls::{Connector, ReadHalf, Socket, WriteHalf};
 use crate::wire::{MsgReader, MsgWriter, WireError};
 
@@ -192,6 +197,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Value>,
     greeting: Greeting,
     qlen: u64,
+    /// The limits every received message is checked against.
+    limits: Limits,
     reader: JoinHandle<()>,
 }
 
@@ -224,8 +231,9 @@ struct State {
 enum Route {
     /// No reply yet.
     Waiting(oneshot::Sender<Result<First, ClientError>>),
-    /// A stream has started.
-    Streaming(mpsc::Sender<Value>),
+    /// A stream has started: its messages go to it as they are received,
+    /// undecoded, in batches (see [`Outbox`]).
+    Streaming(mpsc::Sender<Vec<u8>>),
 }
 
 /// A request's first reply.
@@ -233,7 +241,7 @@ enum First {
     Single(Value),
     Stream {
         start: Value,
-        rx: mpsc::Receiver<Value>,
+        rx: mpsc::Receiver<Vec<u8>>,
     },
 }
 
@@ -410,6 +418,7 @@ impl Client {
                 tx,
                 greeting,
                 qlen,
+                limits: opts.limits,
                 reader,
             }),
         })
@@ -683,7 +692,38 @@ pub enum StreamItem {
     UpToDate(Value),
 }
 
-/// The replies of a streamed request, read with [`Stream::next`].
+/// One message of a stream, read in place ([`Stream::next_raw`]).
+#[derive(Clone, Copy, Debug)]
+pub enum RawItem<'a> {
+    /// A data message.
+    Data(RawEntry<'a>),
+    /// `state: "uptodate"`: the initial state has been sent.
+    UpToDate(MsgView<'a>),
+}
+
+/// A data message read in place, with its full path if the stream
+/// longens paths.
+#[derive(Clone, Copy, Debug)]
+pub struct RawEntry<'a> {
+    /// The message's fields (`path` and `depth` as sent).
+    pub msg: MsgView<'a>,
+    /// The full path, if the stream longens paths ([`Stream::long_paths`])
+    /// and the message had a shortened one; else read `msg.path()` as is.
+    pub path: Option<LongPath<'a>>,
+}
+
+/// A full path rebuilt from a shortened one ([`PathLongener::apply_raw`]).
+#[derive(Clone, Copy, Debug)]
+pub struct LongPath<'a> {
+    /// Its elements.
+    pub elements: &'a [Value],
+    /// How many leading elements it shares with the previous message's
+    /// full path: only the elements after them are new.
+    pub kept: usize,
+}
+
+/// The replies of a streamed request, read with [`Stream::next`] (each
+/// message decoded) or [`Stream::next_raw`] (read in place).
 ///
 /// Reading acknowledges messages to the server as flow control requires.
 /// Dropping the stream before its end sends `stop`.
@@ -691,42 +731,68 @@ pub struct Stream {
     client: Client,
     seq: u64,
     /// `None` for a single reply presented as a stream.
-    rx: Option<mpsc::Receiver<Value>>,
-    single: Option<Value>,
+    rx: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Messages received and not yet read: `batch[pos..]`, whole messages
+    /// as the connection's reader checked their framing.
+    batch: Vec<u8>,
+    pos: usize,
     longener: Option<PathLongener>,
-    /// Highest `wseq` read, and the last one acknowledged.
-    read: u64,
-    acked: u64,
+    flow: Flow,
     done: bool,
     stopped: bool,
 }
 
+/// What a stream has read and acknowledged.
+#[derive(Default)]
+struct Flow {
+    /// Highest `wseq` read, and the last one acknowledged.
+    read: u64,
+    acked: u64,
+}
+
+impl Flow {
+    /// Records a message's `wseq` and acknowledges when the window requires.
+    fn note(&mut self, wseq: Option<u64>, client: &Client, seq: u64) {
+        let Some(w) = wseq else { return };
+        self.read = self.read.max(w);
+        let qlen = client.inner.qlen;
+        if qlen > 0 && self.read - self.acked > qlen / 3 {
+            self.acked = self.read;
+            client.inner.send_control(Value::map([
+                ("seq", Value::uint(seq)),
+                ("state", Value::str("ack")),
+                ("ack", Value::uint(self.read)),
+            ]));
+        }
+    }
+}
+
 impl Stream {
-    fn streaming(client: Client, seq: u64, start: Value, rx: mpsc::Receiver<Value>) -> Stream {
-        let mut s = Stream {
-            client,
-            seq,
-            rx: Some(rx),
-            single: None,
-            longener: None,
-            read: 0,
-            acked: 0,
-            done: false,
-            stopped: false,
-        };
-        s.note_read(&start);
+    fn streaming(client: Client, seq: u64, start: Value, rx: mpsc::Receiver<Vec<u8>>) -> Stream {
+        let wseq = start.get("wseq").and_then(Value::as_u64);
+        let mut s = Stream::new(client, seq, Some(rx), Vec::new());
+        s.flow.note(wseq, &s.client, seq);
         s
     }
 
     fn single(client: Client, seq: u64, msg: Value) -> Stream {
+        Stream::new(client, seq, None, codec::to_vec(&msg))
+    }
+
+    fn new(
+        client: Client,
+        seq: u64,
+        rx: Option<mpsc::Receiver<Vec<u8>>>,
+        batch: Vec<u8>,
+    ) -> Stream {
         Stream {
             client,
             seq,
-            rx: None,
-            single: Some(msg),
+            rx,
+            batch,
+            pos: 0,
             longener: None,
-            read: 0,
-            acked: 0,
+            flow: Flow::default(),
             done: false,
             stopped: false,
         }
@@ -744,41 +810,64 @@ impl Stream {
         self.seq
     }
 
+    /// Waits until a message is there to read; `false` once the stream has
+    /// ended.
+    async fn fill(&mut self) -> Result<bool, ClientError> {
+        while self.pos >= self.batch.len() {
+            if self.done {
+                return Ok(false);
+            }
+            let Some(rx) = &mut self.rx else {
+                self.done = true;
+                return Ok(false);
+            };
+            match rx.recv().await {
+                Some(batch) => {
+                    self.batch = batch;
+                    self.pos = 0;
+                }
+                None => {
+                    self.done = true;
+                    return Err(self.client.inner.shared.closed_error());
+                }
+            }
+        }
+        Ok(!self.done)
+    }
+
+    /// A message that does not decode ends the stream: the server is
+    /// told to stop it, and what else it sends for it is dropped.
+    fn malformed(&mut self, e: DecodeError) -> ClientError {
+        if self.rx.is_some() && !self.done {
+            self.client.inner.abandon(self.seq, false);
+        }
+        self.done = true;
+        ClientError::Wire(WireError::Malformed(e))
+    }
+
     /// The next item; `Ok(None)` once the stream has ended. An `error`
     /// message in the stream is returned as [`ClientError::Server`]; reading
     /// on after it continues to the end.
     pub async fn next(&mut self) -> Result<Option<StreamItem>, ClientError> {
         loop {
-            if self.done {
+            if !self.fill().await? {
                 return Ok(None);
             }
-            let mut msg = match &mut self.rx {
-                Some(rx) => match rx.recv().await {
-                    Some(msg) => msg,
-                    None => {
-                        self.done = true;
-                        return Err(self.client.inner.shared.closed_error());
-                    }
-                },
-                None => {
-                    self.done = true;
-                    match self.single.take() {
-                        Some(msg) => msg,
-                        None => return Ok(None),
-                    }
+            let limits = self.client.inner.limits;
+            let mut msg = match codec::decode_prefix(&self.batch[self.pos..], limits) {
+                Ok((msg, n)) => {
+                    self.pos += n;
+                    msg
                 }
+                Err(e) => return Err(self.malformed(e)),
             };
-            let state = match msg.get("state").and_then(Value::as_str) {
-                Some("end") => Kind::End,
-                Some("uptodate") => Kind::UpToDate,
-                Some("start") | Some("ack") => Kind::Skip,
-                _ => Kind::Data,
-            };
+            let state = Kind::of(msg.get("state").and_then(Value::as_str));
             if state == Kind::End {
                 // Acking the end would address a finished task.
                 self.done = true;
             } else {
-                self.note_read(&msg);
+                let wseq = msg.get("wseq").and_then(Value::as_u64);
+                self.flow.note(wseq, &self.client, self.seq);
             }
             if let Some(e) = msg.get("error") {
                 return Err(ClientError::Server(error_text(e)));
@@ -801,6 +890,63 @@ impl Stream {
         }
     }
 
+    /// As [`Stream::next`], but each message is read in place, not
+    /// decoded (see [`crate::raw`]): for consumers of big streams. A data
+    /// item's path is longened as [`Stream::next`] longens it, into
+    /// [`RawEntry::path`].
+    pub async fn next_raw(&mut self) -> Result<Option<RawItem<'_>>, ClientError> {
+        // Finds the next item; the view is made once found (a view held
+        // across the loop would keep the batch borrowed while it refills).
+        let (at, n, fields, kind) = loop {
+            if !self.fill().await? {
+                return Ok(None);
+            }
+            let at = self.pos;
+            let (fields, n) = match Fields::parse(&self.batch[at..], self.client.inner.limits) {
+                Ok(x) => x,
+                Err(e) => return Err(self.malformed(e)),
+            };
+            self.pos = at + n;
+            let (kind, wseq, error) = {
+                let msg = MsgView::new(&self.batch[at..at + n], fields);
+                let error = msg.error().map(|e| error_text(&raw::decode_field(e)));
+                (Kind::of(msg.state()), msg.wseq(), error)
+            };
+            if kind == Kind::End {
+                self.done = true;
+            } else {
+                self.flow.note(wseq, &self.client, self.seq);
+            }
+            if let Some(e) = error {
+                return Err(ClientError::Server(e));
+            }
+            match kind {
+                Kind::End => return Ok(None),
+                Kind::Skip => continue,
+                Kind::UpToDate | Kind::Data => break (at, n, fields, kind),
+            }
+        };
+        let msg = MsgView::new(&self.batch[at..at + n], fields);
+        if kind == Kind::UpToDate {
+            return Ok(Some(RawItem::UpToDate(msg)));
+        }
+        let path = match &mut self.longener {
+            Some(l) => match l.apply_raw(&msg) {
+                Ok(p) => p,
+                Err(e) => {
+                    // As `malformed`, with the batch still borrowed.
+                    if self.rx.is_some() && !self.done {
+                        self.client.inner.abandon(self.seq, false);
+                    }
+                    self.done = true;
+                    return Err(ClientError::Wire(WireError::Malformed(e)));
+                }
+            },
+            None => None,
+        };
+        Ok(Some(RawItem::Data(RawEntry { msg, path })))
+    }
+
     /// Asks the server to end this stream (`{action: "stop", task: seq}`).
     /// Keep reading: the stream then ends with `Ok(None)`.
     pub fn stop(&mut self) -> Result<(), ClientError> {
@@ -811,23 +957,6 @@ impl Stream {
         let fields = vec![("task", Value::uint(self.seq))];
         self.client.inner.submit("stop", fields, None).map(drop)
     }
-
-    /// Records a message's `wseq` and acknowledges when the window requires.
-    fn note_read(&mut self, msg: &Value) {
-        let Some(w) = msg.get("wseq").and_then(Value::as_u64) else {
-            return;
-        };
-        self.read = self.read.max(w);
-        let qlen = self.client.inner.qlen;
-        if qlen > 0 && self.read - self.acked > qlen / 3 {
-            self.acked = self.read;
-            self.client.inner.send_control(Value::map([
-                ("seq", Value::uint(self.seq)),
-                ("state", Value::str("ack")),
-                ("ack", Value::uint(self.read)),
-            ]));
-        }
-    }
 }
 
 /// How [`Stream::next`] treats a message.
@@ -837,6 +966,18 @@ enum Kind {
     UpToDate,
     Skip,
     Data,
+}
+
+impl Kind {
+    /// The kind of a message with this `state`.
+    fn of(state: Option<&str>) -> Kind {
+        match state {
+            Some("end") => Kind::End,
+            Some("uptodate") => Kind::UpToDate,
+            Some("start") | Some("ack") => Kind::Skip,
+            _ => Kind::Data,
+        }
+    }
 }
 
 impl Drop for Stream {
@@ -860,7 +1001,7 @@ impl Drop for Stream {
 #[derive(Clone, Debug)]
 pub struct PathLongener {
     prefix_len: usize,
-    last: Path,
+    last: Vec<Value>,
 }
 
 impl PathLongener {
@@ -868,8 +1009,15 @@ impl PathLongener {
     pub fn new(prefix: &Path) -> PathLongener {
         PathLongener {
             prefix_len: prefix.len(),
-            last: prefix.clone(),
+            last: prefix.elements().to_vec(),
         }
+    }
+
+    /// How many elements of the last path a message of `depth` keeps.
+    fn keep(&self, depth: u64) -> usize {
+        (self.prefix_len as u64)
+            .saturating_add(depth)
+            .min(self.last.len() as u64) as usize
     }
 
     /// Rewrites `msg`'s `path` + `depth` into a full `path`. Messages without
@@ -890,13 +1038,63 @@ impl PathLongener {
             Value::Array(a) => a,
             _ => return,
         };
-        let keep = (self.prefix_len as u64)
-            .saturating_add(depth)
-            .min(self.last.len() as u64) as usize;
-        let full = Path::new(self.last.elements()[..keep].to_vec()).join(rest);
-        m[pi].1 = Value::Path(full.clone());
+        let keep = self.keep(depth);
+        self.last.truncate(keep);
+        self.last.extend_from_slice(rest);
+        m[pi].1 = Value::Path(Path::new(self.last.clone()));
         m.remove(di);
-        self.last = full;
+    }
+
+    /// As [`PathLongener::apply`], for a message read in place: the full
+    /// path, decoding only the elements the message sends. `Ok(None)` for
+    /// a message [`PathLongener::apply`] leaves alone.
+    pub fn apply_raw(&mut self, msg: &MsgView<'_>) -> Result<Option<LongPath<'_>>, DecodeError> {
+        let Some(depth) = msg.depth() else {
+            return Ok(None);
+        };
+        let Some(elements) = msg.path().and_then(raw::path_elements) else {
+            return Ok(None);
+        };
+        let keep = self.keep(depth);
+        self.last.truncate(keep);
+        for e in elements {
+            self.last.push(raw::decode(e?)?);
+        }
+        Ok(Some(LongPath {
+            elements: &self.last,
+            kept: keep,
+        }))
+    }
+
+    /// The last full path.
+    pub fn last(&self) -> &[Value] {
+        &self.last
+    }
+}
+
+/// Stream messages routed but not yet handed to their streams: one batch
+/// per run of messages for the same stream, in the order received.
+#[derive(Default)]
+struct Outbox {
+    batches: Vec<(u64, mpsc::Sender<Vec<u8>>, Vec<u8>)>,
+}
+
+impl Outbox {
+    /// Adds a message for stream `seq`.
+    fn push(&mut self, seq: u64, tx: &mpsc::Sender<Vec<u8>>, frame: &[u8]) {
+        match self.batches.last_mut() {
+            Some((s, _, batch)) if *s == seq => batch.extend_from_slice(frame),
+            _ => self.batches.push((seq, tx.clone(), frame.to_vec())),
+        }
+    }
+
+    /// Hands every batch to its stream. Waits only if a consumer lags and
+    /// the server ignores flow control (or there is none); a dropped
+    /// stream's batches are dropped.
+    async fn deliver(&mut self) {
+        for (_, tx, batch) in self.batches.drain(..) {
+            let _ = tx.send(batch).await;
+        }
     }
 }
 
@@ -925,10 +1123,31 @@ async fn write_loop(
 }
 
 async fn read_loop(mut reader: MsgReader<ReadHalf>, shared: Arc<Shared>, qlen: u64) {
+    let limits = reader.limits();
+    let mut out = Outbox::default();
+    let mut eof = false;
     let reason = loop {
-        match reader.next().await {
-            Ok(Some(msg)) => dispatch(&shared, msg, qlen).await,
-            Ok(None) => break "the server closed the connection".to_owned(),
+        // Route everything received, then hand the streams their batches.
+        let routed = loop {
+            match reader.try_next_frame() {
+                Ok(Some(frame)) => {
+                    if let Err(e) = route(&shared, frame, qlen, limits, &mut out) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        out.deliver().await;
+        if let Err(e) = routed {
+            break format!("reading from the server failed: {e}");
+        }
+        if eof {
+            break "the server closed the connection".to_owned();
+        }
+        match reader.fill().await {
+            Ok(more) => eof = !more,
             Err(e) => break format!("reading from the server failed: {e}"),
         }
     };
@@ -936,49 +1155,57 @@ async fn read_loop(mut reader: MsgReader<ReadHalf>, shared: Arc<Shared>, qlen: u
     shared.close(reason);
 }
 
-/// Routes one incoming message to the request with its `seq`.
-async fn dispatch(shared: &Shared, msg: Value, qlen: u64) {
-    let Some(seq) = msg.get("seq").and_then(Value::as_u64) else {
-        tracing::warn!("server message without seq: {msg}");
-        return;
+/// Routes one incoming message to the request with its `seq`: a stream's
+/// messages into `out`, undecoded and not yet checked (their reader checks
+/// them: a bad one ends its stream); a request's first reply decoded.
+fn route(
+    shared: &Shared,
+    frame: &[u8],
+    qlen: u64,
+    limits: Limits,
+    out: &mut Outbox,
+) -> Result<(), WireError> {
+    let (fields, n) = Fields::peek(frame, limits)?;
+    let view = MsgView::new(&frame[..n], fields);
+    let Some(seq) = view.seq() else {
+        tracing::warn!("server message without seq: {}", raw::decode_field(frame));
+        return Ok(());
     };
-    let state = msg.get("state").and_then(Value::as_str);
-    let (tx, msg) = {
-        let mut st = shared.lock();
-        match st.routes.remove(&seq) {
-            None => {
-                tracing::debug!("message for no pending request: {msg}");
-                return;
-            }
-            Some(Route::Waiting(reply)) => {
-                match state {
-                    Some("start") => {
-                        let (tx, rx) = mpsc::channel(stream_buffer(qlen));
-                        if reply.send(Ok(First::Stream { start: msg, rx })).is_ok() {
-                            st.routes.insert(seq, Route::Streaming(tx));
-                        }
-                    }
-                    // We never stream requests, so no ack is due to us.
-                    Some("ack") => {
-                        st.routes.insert(seq, Route::Waiting(reply));
-                    }
-                    _ => {
-                        let _ = reply.send(Ok(First::Single(msg)));
-                    }
+    let state = view.state();
+    let mut st = shared.lock();
+    let Some(route) = st.routes.get_mut(&seq) else {
+        tracing::debug!(
+            "message for no pending request: {}",
+            raw::decode_field(frame)
+        );
+        return Ok(());
+    };
+    if let Route::Streaming(tx) = route {
+        out.push(seq, tx, frame);
+        if state == Some("end") {
+            st.routes.remove(&seq);
+        }
+        return Ok(());
+    }
+    let msg = codec::decode_with(frame, limits)?;
+    match state {
+        Some("start") => {
+            let (tx, rx) = mpsc::channel(stream_buffer(qlen));
+            if let Route::Waiting(reply) = std::mem::replace(route, Route::Streaming(tx)) {
+                if reply.send(Ok(First::Stream { start: msg, rx })).is_err() {
+                    st.routes.remove(&seq);
                 }
-                return;
-            }
-            Some(Route::Streaming(tx)) => {
-                if state != Some("end") {
-                    st.routes.insert(seq, Route::Streaming(tx.clone()));
-                }
-                (tx, msg)
             }
         }
-    };
-    // Waits only if the consumer lags and the server ignores flow control
-    // (or there is none); a dropped stream already removed its route.
-    let _ = tx.send(msg).await;
+        // We never stream requests, so no ack is due to us.
+        Some("ack") => {}
+        _ => {
+            if let Some(Route::Waiting(reply)) = st.routes.remove(&seq) {
+                let _ = reply.send(Ok(First::Single(msg)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A bare message connection for tests and tools: no greeting handling, no
@@ -1341,6 +1568,108 @@ mod tests {
             drop(c);
             // Acks every 2 messages (qlen 4: more than 4 // 3 unacked), never the end.
             assert_eq!(server.await.unwrap(), vec![2, 4, 6, 8, 10, 12]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn raw_reads_longen_and_ack_as_decoded_reads_do() {
+        within(async {
+            let (addr, server) = fake_server(windowed_stream).await;
+            let c = Client::connect(addr, ConnectOptions::default())
+                .await
+                .unwrap();
+            let mut s = c
+                .get_tree(&path!["top"], &TreeOptions::default())
+                .await
+                .unwrap();
+            let mut items = Vec::new();
+            let mut uptodate = false;
+            while let Some(item) = s.next_raw().await.unwrap() {
+                match item {
+                    RawItem::Data(e) => {
+                        let p = e.path.expect("a longened path");
+                        let value = raw::decode_field(e.msg.value().unwrap());
+                        items.push((p.elements.to_vec(), p.kept, value));
+                    }
+                    RawItem::UpToDate(m) => {
+                        assert_eq!(m.state(), Some("uptodate"));
+                        uptodate = true;
+                    }
+                }
+            }
+            assert!(uptodate);
+            assert_eq!(items.len(), 10);
+            for (i, (p, kept, v)) in items.iter().enumerate() {
+                assert_eq!(p, path!["x", i as i64].elements());
+                assert_eq!(*kept, usize::from(i > 0));
+                assert_eq!(*v, Value::Int(i as i64));
+            }
+            drop(s);
+            drop(c);
+            assert_eq!(server.await.unwrap(), vec![2, 4, 6, 8, 10, 12]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_malformed_stream_message_ends_its_stream_with_a_clear_error() {
+        within(async {
+            let (addr, server) = fake_server(|mut r, mut w| async move {
+                w.send(&greeting(0)).await.unwrap();
+                read_hello(&mut r).await;
+                let (mut streams, mut stops) = (Vec::new(), Vec::new());
+                while let Ok(Some(req)) = r.next().await {
+                    let seq = int(&req, "seq") as u8;
+                    if text(&req, "action") == "stop" {
+                        stops.push(int(&req, "task"));
+                        continue;
+                    }
+                    streams.push(u64::from(seq));
+                    w.send(&Value::map([
+                        ("seq", Value::uint(seq.into())),
+                        ("state", Value::str("start")),
+                    ]))
+                    .await
+                    .unwrap();
+                    // {seq, path: <ext 3 holding a string that is not UTF-8>}
+                    w.write_raw(&[0x82, 0xa3, b's', b'e', b'q', seq]);
+                    w.write_raw(&[0xa4, b'p', b'a', b't', b'h', 0xd5, 3, 0xa1, 0xff]);
+                    w.flush().await.unwrap();
+                }
+                (streams, stops)
+            })
+            .await;
+            let c = Client::connect(addr, ConnectOptions::default())
+                .await
+                .unwrap();
+            let bad = |r: Result<(), ClientError>| match r {
+                Err(ClientError::Wire(WireError::Malformed(DecodeError::Invalid(why)))) => {
+                    assert!(why.contains("UTF-8"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            };
+            // Read in place, and decoded.
+            let mut s = c
+                .get_tree(&path!["top"], &TreeOptions::default())
+                .await
+                .unwrap();
+            bad(s.next_raw().await.map(drop));
+            assert!(s.next_raw().await.unwrap().is_none());
+            drop(s);
+            let mut s = c
+                .get_tree(&path!["top"], &TreeOptions::default())
+                .await
+                .unwrap();
+            bad(s.next().await.map(drop));
+            assert!(s.next().await.unwrap().is_none());
+            drop(s);
+            assert!(!c.is_closed());
+            drop(c);
+            // Each stream was stopped at the server.
+            let (streams, stops) = server.await.unwrap();
+            assert_eq!(streams.len(), 2);
+            assert_eq!(stops, streams);
         })
         .await;
     }

@@ -10,6 +10,8 @@
 //! * [`tls`] — optional TLS: PEM files into rustls configurations, and the
 //!   connection that is plain TCP or TLS.
 //! * [`errors`] — error records in the tree (DistKV's `ErrorRoot`).
+//! * [`raw`] — a stream message's fields read in place, for consumers of
+//!   big streams that need not build each message.
 //!
 //! It needs tokio's networking and nothing of the node: `distkv-replay`
 //! reads a live node's state through it without linking the MQTT bus.
@@ -21,5 +23,6 @@ pub mod client;
 pub mod errors;
 pub mod fetch;
 pub mod login;
+pub mod raw;
 pub mod tls;
 pub mod wire;

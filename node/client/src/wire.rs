@@ -124,6 +124,33 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
     /// waiting. `Ok(None)` means more bytes are needed (or the stream ended
     /// cleanly); at end of stream a partial message is [`WireError::Truncated`].
     pub fn try_next(&mut self) -> Result<Option<Value>, WireError> {
+        let limits = self.limits;
+        let Some(frame) = self.try_next_frame()? else {
+            return Ok(None);
+        };
+        match codec::decode_with(frame, limits) {
+            Ok(v) => Ok(Some(v)),
+            Err(error @ DecodeError::ForeignExt(_)) => {
+                // The frame is sound, only its content is refused: it is
+                // skipped, and the error says which request it was.
+                let lenient = Limits {
+                    foreign_ext: true,
+                    ..limits
+                };
+                let seq = codec::decode_with(frame, lenient)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(Value::as_u64));
+                Err(WireError::Refused { seq, error })
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The next message's bytes if it is already completely buffered,
+    /// without waiting and without decoding it: its frame is sound (within
+    /// the size and nesting limits), its content not yet checked. As
+    /// [`MsgReader::try_next`] otherwise.
+    pub fn try_next_frame(&mut self) -> Result<Option<&[u8]>, WireError> {
         if let Some(e) = &self.failed {
             return Err(e.clone().into());
         }
@@ -132,32 +159,21 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
             return Ok(None);
         }
         match self.scanner.scan(pending) {
-            Ok(Some(n)) => match codec::decode_with(&pending[..n], self.limits) {
-                Ok(v) => {
-                    self.start += n;
-                    self.scanner.reset();
-                    Ok(Some(v))
-                }
-                Err(error @ DecodeError::ForeignExt(_)) => {
-                    // The frame is sound, only its content is refused: skip
-                    // it, and say which request it was.
-                    let lenient = Limits {
-                        foreign_ext: true,
-                        ..self.limits
-                    };
-                    let seq = codec::decode_with(&pending[..n], lenient)
-                        .ok()
-                        .and_then(|v| v.get("seq").and_then(Value::as_u64));
-                    self.start += n;
-                    self.scanner.reset();
-                    Err(WireError::Refused { seq, error })
-                }
-                Err(e) => Err(self.fail(e)),
-            },
+            Ok(Some(n)) => {
+                let at = self.start;
+                self.start += n;
+                self.scanner.reset();
+                Ok(Some(&self.buf[at..at + n]))
+            }
             Ok(None) if self.eof => Err(WireError::Truncated),
             Ok(None) => Ok(None),
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// The limits this reader enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Reads once from the transport into the buffer. Returns `false` at end

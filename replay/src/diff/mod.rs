@@ -31,7 +31,7 @@ pub mod tree;
 use std::path::{Path, PathBuf};
 
 use distkv_client::client::{Client, ConnectOptions};
-use distkv_client::fetch::{FetchError, StateReader};
+use distkv_client::fetch::{FetchError, RawFetchError, StateReader};
 use distkv_core::persist::meta::Meta;
 use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, RecoveryInfo};
 use distkv_core::pyfiles::PyState;
@@ -192,17 +192,19 @@ pub fn live_side(addr: &str, quiet: bool) -> Result<Built> {
             FetchError::Entry(why) => Error::InvalidInput(format!("{addr}: {why}")),
         };
         let mut reader = StateReader::new(&client, false);
-        while let Some(e) = reader.next().await.map_err(fetch_err)? {
-            b.entry(EntryData {
-                path: e.path,
-                value: e.value,
-                chain: e.chain,
-                tock: e.tock,
-            });
+        // Each reply is read in place and copied into the tree as bytes.
+        let read = reader.read_raw(|e| {
+            b.entry_encoded(e.path, e.value, e.chain, e.tock);
             entries += 1;
             if entries % 4096 == 0 {
                 spinner.set(entries);
             }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match read.await {
+            Ok(()) => {}
+            Err(RawFetchError::Fetch(e)) => return Err(fetch_err(e)),
+            Err(RawFetchError::Consumer(never)) => match never {},
         }
         let ticks = reader.ticks().await.map_err(fetch_err)?;
         spinner.finish();

@@ -214,9 +214,15 @@ impl Tree {
     pub fn from_state(st: &State) -> Tree {
         let mut shape = Shape::new();
         let mut t = Tree::new();
+        let mut value = Vec::new();
         st.for_each_entry(true, |e| {
+            let data = e.data().map(|v| {
+                value.clear();
+                codec::encode(v, &mut value);
+                &value[..]
+            });
             // A state's walk is in walk order: this cannot fail.
-            let fits = shape.add(&mut t, e.path(), e.data(), e.chain(), e.tock());
+            let fits = shape.add(&mut t, e.path(), data, e.chain(), e.tock());
             debug_assert!(fits.is_ok(), "a state's walk is in walk order");
         });
         shape.close(&mut t);
@@ -386,13 +392,13 @@ impl Shape {
         }
     }
 
-    /// Adds an entry to `t`, or refuses it, leaving `t` as it was, if it
-    /// is not in walk order.
+    /// Adds an entry (its value as its encoding) to `t`, or refuses it,
+    /// leaving `t` as it was, if it is not in walk order.
     fn add(
         &mut self,
         t: &mut Tree,
         path: &[Value],
-        value: Option<&Value>,
+        value: Option<&[u8]>,
         chain: Option<&Chain>,
         tock: u64,
     ) -> Result<(), OutOfOrder> {
@@ -476,13 +482,14 @@ impl Shape {
     }
 }
 
-/// Appends an entry's record; returns its index.
-fn push_rec(t: &mut Tree, value: Option<&Value>, chain: Option<&Chain>, tock: u64) -> u32 {
+/// Appends an entry's record (its value as its encoding); returns its
+/// index.
+fn push_rec(t: &mut Tree, value: Option<&[u8]>, chain: Option<&Chain>, tock: u64) -> u32 {
     let at = t.arena.len();
     let value_len = match value {
         Some(v) => {
-            codec::encode(v, &mut t.arena);
-            (t.arena.len() - at) as u32
+            t.arena.extend_from_slice(v);
+            v.len() as u32
         }
         None => NONE,
     };
@@ -543,6 +550,8 @@ pub struct TreeBuilder {
     /// `None` once out of order.
     compact: Option<(Tree, Shape, Digest)>,
     batch: SeenBatch,
+    /// Scratch space for encoding values.
+    value: Vec<u8>,
 }
 
 impl TreeBuilder {
@@ -553,6 +562,7 @@ impl TreeBuilder {
             ticks: FastMap::default(),
             compact: Some((Tree::new(), Shape::new(), Digest::new())),
             batch: SeenBatch::default(),
+            value: Vec::new(),
         }
     }
 
@@ -563,35 +573,82 @@ impl TreeBuilder {
 
     /// The next entry.
     pub fn entry(&mut self, e: EntryData) {
-        let Some((tree, shape, digest)) = &mut self.compact else {
-            self.restore(e);
-            return;
-        };
-        if shape
-            .add(tree, &e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)
-            .is_ok()
-        {
-            if e.value.is_some() || e.chain.is_some() {
-                digest.add_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
+        if self.compact.is_some() {
+            let mut value = std::mem::take(&mut self.value);
+            value.clear();
+            if let Some(v) = &e.value {
+                codec::encode(v, &mut value);
             }
-            if let Some(chain) = &e.chain {
-                for l in chain.links() {
-                    let seen = self.ticks.get(&l.node).copied();
-                    if seen.is_none_or(|t| t < l.tick) {
-                        let empty = RangeSet::new();
-                        self.book
-                            .restore_node(&l.node, Some(l.tick), &empty, &empty);
-                        self.ticks.insert(l.node.clone(), l.tick);
-                    }
-                }
+            let data = e.value.is_some().then_some(&value[..]);
+            let fits = self.add_compact(&e.path, data, e.chain.as_ref(), e.tock);
+            self.value = value;
+            if fits {
+                return;
             }
-            return;
+            self.leave_compact();
         }
-        // Out of order: restore what was read, and go on in a state.
+        self.restore(e);
+    }
+
+    /// The next entry, its value given as its encoding (as
+    /// [`codec::encode`] writes it): what a live node's reply holds.
+    pub fn entry_encoded(
+        &mut self,
+        path: &[Value],
+        value: Option<&[u8]>,
+        chain: Option<&Chain>,
+        tock: u64,
+    ) {
+        if self.compact.is_some() {
+            if self.add_compact(path, value, chain, tock) {
+                return;
+            }
+            self.leave_compact();
+        }
+        self.restore(EntryData {
+            path: Path::new(path.to_vec()),
+            value: value.and_then(|b| codec::decode_with(b, REDECODE).ok()),
+            chain: chain.cloned(),
+            tock,
+        });
+    }
+
+    /// Adds an entry to the compact tree, its digest and the nodes'
+    /// ticks; `false` (nothing added) if it is not in walk order.
+    fn add_compact(
+        &mut self,
+        path: &[Value],
+        value: Option<&[u8]>,
+        chain: Option<&Chain>,
+        tock: u64,
+    ) -> bool {
+        let Some((tree, shape, digest)) = &mut self.compact else {
+            return false;
+        };
+        if shape.add(tree, path, value, chain, tock).is_err() {
+            return false;
+        }
+        if value.is_some() || chain.is_some() {
+            digest.add_encoded_entry(path, value, chain, tock);
+        }
+        for l in chain.into_iter().flat_map(Chain::links) {
+            let seen = self.ticks.get(&l.node).copied();
+            if seen.is_none_or(|t| t < l.tick) {
+                let empty = RangeSet::new();
+                self.book
+                    .restore_node(&l.node, Some(l.tick), &empty, &empty);
+                self.ticks.insert(l.node.clone(), l.tick);
+            }
+        }
+        true
+    }
+
+    /// Out of order: restores what was read into the state, which takes
+    /// every entry from now on.
+    fn leave_compact(&mut self) {
         if let Some((tree, _, _)) = self.compact.take() {
             self.restore_tree(&tree);
         }
-        self.restore(e);
     }
 
     /// Restores every entry of `tree` in the order read (the nodes' order:

@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 
 use anyhow::anyhow;
-use distkv_model::{Path, Value};
-use distkv_node::client::{StreamItem, TreeOptions};
+use distkv_model::budget::INTERNAL_LIMITS;
+use distkv_model::{codec, pathfmt, Path, Value};
+use distkv_node::client::{RawItem, Stream, StreamItem, TreeOptions};
+use distkv_yaml::write_list_line;
 
 use super::output::{add_dates, get_mut, now, raw, take};
 use super::{api, Session};
@@ -72,6 +74,9 @@ pub async fn tree_get(
         Tree::Internal => s.client.get_tree_internal(path, &opts).await,
     }
     .map_err(api)?;
+    if !s.meta && o.as_dict.is_none() {
+        return list_raw(s, &mut stream, o).await;
+    }
     let mut tree = Nested::default();
     while let Some(item) = stream.next().await.map_err(api)? {
         let StreamItem::Data(mut r) = item else {
@@ -110,6 +115,104 @@ pub async fn tree_get(
         s.out.yprint(&y)?;
     }
     Ok(())
+}
+
+/// List mode, each line printed from the reply as received (see
+/// [`distkv_node::client::Stream::next_raw`]): only the value is decoded,
+/// and the path's text is extended by its new elements only.
+async fn list_raw(s: &mut Session, stream: &mut Stream, o: &GetOptions) -> anyhow::Result<()> {
+    let mut text = PathText::default();
+    let mut line = String::new();
+    let now = o.add_date.then(now);
+    while let Some(item) = stream.next_raw().await.map_err(api)? {
+        let RawItem::Data(e) = item else {
+            continue;
+        };
+        // The path first: its text follows every entry, printed or not.
+        let sent;
+        let (elements, path_text) = match e.path {
+            Some(p) => {
+                text.update(p.elements, p.kept);
+                (p.elements, text.as_str())
+            }
+            // Not shortened: used as sent if it is a path.
+            None => {
+                text.clear();
+                let Some(Value::Path(p)) = e.msg.path().map(decode).transpose()? else {
+                    continue;
+                };
+                sent = (p.to_string(), p);
+                (sent.1.elements(), sent.0.as_str())
+            }
+        };
+        let value = if o.raw {
+            None
+        } else {
+            match e.msg.value() {
+                Some(b) => Some(decode(b)?),
+                None if o.empty => Some(Value::Nil),
+                None => continue,
+            }
+        };
+        let value = value.map(|mut v| {
+            if let Some(now) = now {
+                add_dates(&mut v, now);
+            }
+            v
+        });
+        line.clear();
+        write_list_line(&mut line, elements, path_text, value.as_ref());
+        s.out.write(line.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Decodes a field of a reply (it was checked when the reply was read).
+fn decode(b: &[u8]) -> anyhow::Result<Value> {
+    Ok(codec::decode_with(b, INTERNAL_LIMITS)?)
+}
+
+/// The text of the last path printed, kept from line to line: each line's
+/// path shares its first elements with the previous one's, and `format`
+/// writes each element after those before it.
+#[derive(Default)]
+struct PathText {
+    text: String,
+    /// Where the text of each element ends.
+    ends: Vec<usize>,
+}
+
+impl PathText {
+    /// Makes the text that of `elements`, whose first `kept` are those of
+    /// the previous path.
+    fn update(&mut self, elements: &[Value], kept: usize) {
+        let kept = kept.min(self.ends.len());
+        self.ends.truncate(kept);
+        self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        for e in &elements[kept..] {
+            if !self.text.is_empty() && matches!(e, Value::Str(s) if !s.is_empty()) {
+                self.text.push('.');
+            }
+            self.text
+                .push_str(&pathfmt::format(std::slice::from_ref(e)));
+            self.ends.push(self.text.len());
+        }
+    }
+
+    /// Forgets the path: the next update starts afresh.
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// The text (`:` for the root).
+    fn as_str(&self) -> &str {
+        if self.ends.is_empty() {
+            ":"
+        } else {
+            &self.text
+        }
+    }
 }
 
 async fn get_single(s: &mut Session, path: &Path, raw_output: bool) -> anyhow::Result<()> {

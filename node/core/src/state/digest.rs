@@ -47,6 +47,28 @@ impl Digest {
         self.sum = self.sum.wrapping_add(hash128(&self.buf));
     }
 
+    /// [`Digest::add_entry`] of an entry whose value is given as its
+    /// encoding (as [`codec::encode`] writes it): the same sum.
+    pub fn add_encoded_entry(
+        &mut self,
+        path: &[Value],
+        data: Option<&[u8]>,
+        chain: Option<&Chain>,
+        tock: u64,
+    ) {
+        self.buf.clear();
+        codec::write_path(&mut self.buf, path);
+        match data {
+            Some(v) => self.buf.extend_from_slice(v),
+            None => self.buf.push(0xc1), // never valid msgpack: "no value"
+        }
+        if let Some(c) = chain {
+            codec::encode(&c.to_value(-1), &mut self.buf);
+        }
+        codec::write_uint(&mut self.buf, tock);
+        self.sum = self.sum.wrapping_add(hash128(&self.buf));
+    }
+
     /// Adds one node and its highest tick (`None`: none seen).
     pub fn add_node(&mut self, name: &str, tick: Option<u64>) {
         self.buf.clear();

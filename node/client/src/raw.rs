@@ -1,0 +1,839 @@
+//! Reading stream replies without building them: a message's fields
+//! borrowed from its encoding.
+//!
+//! A big `get_tree` (or a watch's initial dump) is a million small maps.
+//! Decoding each into a [`Value`] map — a vector, a shared string per key,
+//! the path's elements — and freeing it again costs more than everything
+//! else the client does with it. [`MsgView::parse`] walks a message's
+//! encoding once, checking it exactly as [`codec::decode_with`] would
+//! (structure, UTF-8 strings, nesting depth, extension types), and keeps
+//! the encoded bytes of the fields a stream consumer reads (`seq`, `wseq`,
+//! `state`, `error`, `depth`, `path`, `value`, `chain`, `tock`); everything
+//! else is skipped. The consumer decodes only what it needs: a number in
+//! place, a value when it prints it, a path's new elements only
+//! ([`PathLongener::apply_raw`](crate::client::PathLongener::apply_raw)).
+//!
+//! Invariants: a view only exists for bytes that decode cleanly under the
+//! limits it was parsed with, so reading its fields never fails on
+//! structure; a field read is what [`Value::get`] would find on the decoded
+//! map (the first key of that name; non-string keys never match). Nothing
+//! here panics on hostile input: every length is checked against the bytes
+//! that are there.
+
+use distkv_model::codec::{self, DecodeError, Limits, EXT_BIGINT, EXT_PATH};
+use distkv_model::Value;
+
+/// The top-level fields of one message, borrowed from its encoding.
+#[derive(Clone, Copy, Debug)]
+pub struct MsgView<'a> {
+    /// The whole message's encoding.
+    pub frame: &'a [u8],
+    fields: Fields,
+}
+
+/// Where a message's fields lie in its encoding: `(start, end)` of each
+/// field's value, `(0, 0)` for a field it lacks.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Fields([(u32, u32); FIELDS.len()]);
+
+/// The fields a [`MsgView`] keeps, in the order of [`Fields`].
+const FIELDS: [&[u8]; 9] = [
+    b"seq", b"wseq", b"state", b"error", b"depth", b"path", b"value", b"chain", b"tock",
+];
+const SEQ: usize = 0;
+const WSEQ: usize = 1;
+const STATE: usize = 2;
+const ERROR: usize = 3;
+const DEPTH: usize = 4;
+const PATH: usize = 5;
+const VALUE: usize = 6;
+const CHAIN: usize = 7;
+const TOCK: usize = 8;
+
+impl Fields {
+    /// Parses the message at the start of `buf` under `limits`: where its
+    /// fields are, and its length. A message that is not a map has no
+    /// fields. Messages are at most 4 GiB (a frame's limit is far less).
+    pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
+        Fields::read(Cursor::new(buf, limits))
+    }
+
+    /// As [`Fields::parse`], without checking strings (other than the
+    /// keys) and extension values: for routing a message whose reader
+    /// checks it all later.
+    pub(crate) fn peek(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
+        let mut c = Cursor::new(buf, limits);
+        c.check = false;
+        Fields::read(c)
+    }
+
+    fn read(mut c: Cursor<'_>) -> Result<(Fields, usize), DecodeError> {
+        let mut fields = Fields::default();
+        match c.map_header()? {
+            Some(n) => {
+                c.enter(0)?;
+                for _ in 0..n {
+                    let key = c.key()?;
+                    let start = c.pos;
+                    c.skip(1)?;
+                    let Some(i) = key.and_then(|k| FIELDS.iter().position(|f| *f == k)) else {
+                        continue;
+                    };
+                    let slot = &mut fields.0[i];
+                    if slot.1 == 0 {
+                        let fit = |x: usize| {
+                            u32::try_from(x).map_err(|_| DecodeError::TooLarge {
+                                size: x,
+                                limit: u32::MAX as usize,
+                            })
+                        };
+                        *slot = (fit(start)?, fit(c.pos)?);
+                    }
+                }
+            }
+            None => c.skip(0)?,
+        }
+        Ok((fields, c.pos))
+    }
+}
+
+impl<'a> MsgView<'a> {
+    /// Parses the message at the start of `buf` under `limits`: the view
+    /// and the message's length. A message that is not a map has no
+    /// fields.
+    pub fn parse(buf: &'a [u8], limits: Limits) -> Result<(MsgView<'a>, usize), DecodeError> {
+        let (fields, n) = Fields::parse(buf, limits)?;
+        Ok((MsgView::new(&buf[..n], fields), n))
+    }
+
+    /// The view of `frame`, whose fields [`Fields::parse`] found.
+    pub(crate) fn new(frame: &'a [u8], fields: Fields) -> MsgView<'a> {
+        MsgView { frame, fields }
+    }
+
+    fn field(&self, i: usize) -> Option<&'a [u8]> {
+        let (start, end) = self.fields.0[i];
+        if end == 0 {
+            return None;
+        }
+        self.frame.get(start as usize..end as usize)
+    }
+
+    /// `seq`, if it is a non-negative integer.
+    pub fn seq(&self) -> Option<u64> {
+        self.field(SEQ).and_then(as_u64)
+    }
+
+    /// `wseq`, if it is a non-negative integer.
+    pub fn wseq(&self) -> Option<u64> {
+        self.field(WSEQ).and_then(as_u64)
+    }
+
+    /// `state`, if it is a string.
+    pub fn state(&self) -> Option<&'a str> {
+        self.field(STATE).and_then(as_str)
+    }
+
+    /// `depth`, if it is a non-negative integer.
+    pub fn depth(&self) -> Option<u64> {
+        self.field(DEPTH).and_then(as_u64)
+    }
+
+    /// `tock`, if it is a non-negative integer.
+    pub fn tock(&self) -> Option<u64> {
+        self.field(TOCK).and_then(as_u64)
+    }
+
+    /// The encoding of `error`, if there is one.
+    pub fn error(&self) -> Option<&'a [u8]> {
+        self.field(ERROR)
+    }
+
+    /// The encoding of `path`, if there is one.
+    pub fn path(&self) -> Option<&'a [u8]> {
+        self.field(PATH)
+    }
+
+    /// The encoding of `value`, if there is one.
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.field(VALUE)
+    }
+
+    /// The encoding of `chain`, if there is one.
+    pub fn chain(&self) -> Option<&'a [u8]> {
+        self.field(CHAIN)
+    }
+}
+
+/// The non-negative integer a field's encoding holds, as
+/// [`Value::as_u64`] reads it.
+pub fn as_u64(b: &[u8]) -> Option<u64> {
+    let be = |n: usize| {
+        let x = b.get(1..1 + n)?;
+        Some(x.iter().fold(0u64, |a, &c| (a << 8) | c as u64))
+    };
+    match *b.first()? {
+        m @ 0x00..=0x7f => Some(m as u64),
+        m @ 0xcc..=0xcf => be(1 << (m - 0xcc)),
+        // Signed forms and big integers: rare, decoded.
+        _ => codec::decode_with(b, LENIENT).ok()?.as_u64(),
+    }
+}
+
+/// The string a field's encoding holds, if it is one.
+pub fn as_str(b: &[u8]) -> Option<&str> {
+    let (&m, rest) = b.split_first()?;
+    let (n, body) = match m {
+        0xa0..=0xbf => ((m & 0x1f) as usize, rest),
+        0xd9..=0xdb => {
+            let w = 1 << (m - 0xd9);
+            let len = rest
+                .get(..w)?
+                .iter()
+                .fold(0usize, |a, &c| (a << 8) | c as usize);
+            (len, &rest[w..])
+        }
+        _ => return None,
+    };
+    std::str::from_utf8(body.get(..n)?).ok()
+}
+
+/// Limits for re-reading bytes a [`MsgView`] has already checked.
+const LENIENT: Limits = Limits {
+    max_frame: usize::MAX,
+    max_depth: usize::MAX,
+    foreign_ext: true,
+};
+
+/// The elements of an encoded path (a `Path`, ext 3, or an array, as
+/// streams may send either), each as its encoding. `None` if `b` is
+/// neither.
+pub fn path_elements(b: &[u8]) -> Option<Elements<'_>> {
+    let (&m, _) = b.split_first()?;
+    let mut c = Cursor::new(b, LENIENT);
+    match m {
+        0x90..=0x9f | 0xdc | 0xdd => {
+            let n = c.array_header().ok()??;
+            Some(Elements {
+                cursor: c,
+                left: Some(n),
+            })
+        }
+        0xc7..=0xc9 | 0xd4..=0xd8 => {
+            let (t, payload) = c.ext().ok()?;
+            (t == EXT_PATH).then(|| Elements {
+                cursor: Cursor::new(payload, LENIENT),
+                left: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// An iterator over a path's elements, each as its encoding (see
+/// [`path_elements`]). Ends early (with `Some(Err)`) on bytes that are not
+/// msgpack.
+#[derive(Debug)]
+pub struct Elements<'a> {
+    cursor: Cursor<'a>,
+    /// Elements left of an array; `None` for an ext 3 payload, which ends
+    /// with its bytes.
+    left: Option<usize>,
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Result<&'a [u8], DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.left {
+            Some(0) => return None,
+            Some(n) => *n -= 1,
+            None if self.cursor.pos >= self.cursor.buf.len() => return None,
+            None => {}
+        }
+        let start = self.cursor.pos;
+        match self.cursor.skip(0) {
+            Ok(()) => Some(Ok(&self.cursor.buf[start..self.cursor.pos])),
+            Err(e) => {
+                self.left = Some(0);
+                self.cursor.pos = self.cursor.buf.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// A checking reader over msgpack bytes.
+#[derive(Debug)]
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    limits: Limits,
+    /// Whether strings and extension values are checked (UTF-8, types,
+    /// nesting inside paths), or only skipped.
+    check: bool,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8], limits: Limits) -> Cursor<'a> {
+        Cursor {
+            buf,
+            pos: 0,
+            limits,
+            check: true,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn be(&mut self, n: usize) -> Result<usize, DecodeError> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0usize, |a, &c| (a << 8) | c as usize))
+    }
+
+    /// The nesting depth inside a container at `depth`, if allowed.
+    fn enter(&self, depth: usize) -> Result<usize, DecodeError> {
+        if depth >= self.limits.max_depth {
+            return Err(DecodeError::TooDeep(self.limits.max_depth));
+        }
+        Ok(depth + 1)
+    }
+
+    /// A map's item count, consuming its header; `None` (nothing
+    /// consumed) if the next value is not a map.
+    fn map_header(&mut self) -> Result<Option<usize>, DecodeError> {
+        let m = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        Ok(Some(match m {
+            0x80..=0x8f => {
+                self.pos += 1;
+                (m & 0x0f) as usize
+            }
+            0xde | 0xdf => {
+                self.pos += 1;
+                self.be(2 << (m - 0xde))?
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An array's item count, consuming its header; `None` (nothing
+    /// consumed) if the next value is not an array.
+    fn array_header(&mut self) -> Result<Option<usize>, DecodeError> {
+        let m = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        Ok(Some(match m {
+            0x90..=0x9f => {
+                self.pos += 1;
+                (m & 0x0f) as usize
+            }
+            0xdc | 0xdd => {
+                self.pos += 1;
+                self.be(2 << (m - 0xdc))?
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An extension value: its type and payload (not checked).
+    fn ext(&mut self) -> Result<(i8, &'a [u8]), DecodeError> {
+        let m = self.byte()?;
+        let n = match m {
+            0xc7..=0xc9 => self.be(1 << (m - 0xc7))?,
+            0xd4..=0xd8 => 1 << (m - 0xd4),
+            _ => return Err(DecodeError::Invalid("not an extension value")),
+        };
+        let t = self.byte()? as i8;
+        Ok((t, self.take(n)?))
+    }
+
+    /// A map key at depth 1: the bytes of a string key, `None` for any
+    /// other key (skipped, checked).
+    fn key(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        let m = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        let n = match m {
+            0xa0..=0xbf => {
+                self.pos += 1;
+                (m & 0x1f) as usize
+            }
+            0xd9..=0xdb => {
+                self.pos += 1;
+                self.be(1 << (m - 0xd9))?
+            }
+            _ => {
+                self.skip(1)?;
+                return Ok(None);
+            }
+        };
+        Ok(Some(self.str(n)?))
+    }
+
+    fn str(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let b = self.take(n)?;
+        if self.check && std::str::from_utf8(b).is_err() {
+            return Err(DecodeError::Invalid("string is not UTF-8"));
+        }
+        Ok(b)
+    }
+
+    /// Skips one value at nesting `depth`, checking it as the decoder
+    /// does.
+    fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
+        let m = self.byte()?;
+        match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {}
+            0x80..=0x8f => self.skip_items(2 * (m & 0x0f) as usize, depth)?,
+            0x90..=0x9f => self.skip_items((m & 0x0f) as usize, depth)?,
+            0xa0..=0xbf => {
+                self.str((m & 0x1f) as usize)?;
+            }
+            0xc1 => return Err(DecodeError::Invalid("reserved byte 0xc1")),
+            0xc4..=0xc6 => {
+                let n = self.be(1 << (m - 0xc4))?;
+                self.take(n)?;
+            }
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                self.pos -= 1;
+                let (t, data) = self.ext()?;
+                if self.check {
+                    self.check_ext(t, data, depth)?;
+                }
+            }
+            0xca => {
+                self.take(4)?;
+            }
+            0xcb => {
+                self.take(8)?;
+            }
+            0xcc..=0xcf => {
+                self.take(1 << (m - 0xcc))?;
+            }
+            0xd0..=0xd3 => {
+                self.take(1 << (m - 0xd0))?;
+            }
+            0xd9..=0xdb => {
+                let n = self.be(1 << (m - 0xd9))?;
+                self.str(n)?;
+            }
+            0xdc | 0xdd => {
+                let n = self.be(2 << (m - 0xdc))?;
+                self.skip_items(n, depth)?;
+            }
+            0xde | 0xdf => {
+                let n = self.be(2 << (m - 0xde))?;
+                self.skip_items(n.saturating_mul(2), depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips `n` values inside a container at `depth`. A count beyond the
+    /// bytes left fails as truncated, one value at a time.
+    fn skip_items(&mut self, n: usize, depth: usize) -> Result<(), DecodeError> {
+        let d = self.enter(depth)?;
+        for _ in 0..n {
+            self.skip(d)?;
+        }
+        Ok(())
+    }
+
+    /// Reads one value, telling whether it is written as
+    /// [`codec::encode`] writes it.
+    fn canonical(&mut self) -> Result<bool, DecodeError> {
+        let m = self.byte()?;
+        // The header form `encode` picks for a length.
+        let len_form = |n: usize, forms: [u8; 3], first: usize| match n {
+            _ if n < first => None,
+            0..=0xff if forms[0] != 0 => Some(forms[0]),
+            0..=0xffff => Some(forms[1]),
+            _ => Some(forms[2]),
+        };
+        Ok(match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => true,
+            0x80..=0x8f => self.canonical_items(2 * (m & 0x0f) as usize)?,
+            0x90..=0x9f => self.canonical_items((m & 0x0f) as usize)?,
+            0xa0..=0xbf => {
+                self.take((m & 0x1f) as usize)?;
+                true
+            }
+            0xc4..=0xc6 => {
+                let n = self.be(1 << (m - 0xc4))?;
+                self.take(n)?;
+                len_form(n, [0xc4, 0xc5, 0xc6], 0) == Some(m)
+            }
+            0xd9..=0xdb => {
+                let n = self.be(1 << (m - 0xd9))?;
+                self.take(n)?;
+                len_form(n, [0xd9, 0xda, 0xdb], 32) == Some(m)
+            }
+            0xdc | 0xdd => {
+                let n = self.be(2 << (m - 0xdc))?;
+                len_form(n, [0, 0xdc, 0xdd], 16) == Some(m) && self.canonical_items(n)?
+            }
+            0xde | 0xdf => {
+                let n = self.be(2 << (m - 0xde))?;
+                len_form(n, [0, 0xde, 0xdf], 16) == Some(m)
+                    && self.canonical_items(n.saturating_mul(2))?
+            }
+            0xcb => {
+                self.take(8)?;
+                true
+            }
+            0xcc..=0xcf => {
+                let u = self.be(1 << (m - 0xcc))? as u64;
+                let smallest = match u {
+                    0..=0x7f => 0,
+                    0x80..=0xff => 0xcc,
+                    0x100..=0xffff => 0xcd,
+                    0x1_0000..=0xffff_ffff => 0xce,
+                    _ => 0xcf,
+                };
+                smallest == m
+            }
+            0xd0..=0xd3 => {
+                let w = 1 << (m - 0xd0);
+                let raw = self.be(w)? as u64;
+                let i = ((raw << (64 - 8 * w)) as i64) >> (64 - 8 * w);
+                let smallest = match i {
+                    0.. | -32..=-1 => 0,
+                    -0x80..=-33 => 0xd0,
+                    -0x8000..=-0x81 => 0xd1,
+                    -0x8000_0000..=-0x8001 => 0xd2,
+                    _ => 0xd3,
+                };
+                smallest == m
+            }
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                self.pos -= 1;
+                let (t, data) = self.ext()?;
+                let form = match data.len() {
+                    1 => 0xd4,
+                    2 => 0xd5,
+                    4 => 0xd6,
+                    8 => 0xd7,
+                    16 => 0xd8,
+                    n => len_form(n, [0xc7, 0xc8, 0xc9], 0).unwrap_or(0),
+                };
+                form == m
+                    && match t {
+                        EXT_PATH => {
+                            let mut inner = Cursor::new(data, self.limits);
+                            while inner.pos < data.len() {
+                                if !inner.canonical()? {
+                                    return Ok(false);
+                                }
+                            }
+                            true
+                        }
+                        EXT_BIGINT => data.len() > 8 && data[0] != 0,
+                        _ => true,
+                    }
+            }
+            // float32, and the reserved byte.
+            _ => {
+                self.pos -= 1;
+                self.skip(0)?;
+                false
+            }
+        })
+    }
+
+    fn canonical_items(&mut self, n: usize) -> Result<bool, DecodeError> {
+        let mut all = true;
+        for _ in 0..n {
+            all &= self.canonical()?;
+        }
+        Ok(all)
+    }
+
+    fn check_ext(&self, t: i8, data: &'a [u8], depth: usize) -> Result<(), DecodeError> {
+        match t {
+            EXT_PATH => {
+                let d = self.enter(depth)?;
+                let mut inner = Cursor::new(data, self.limits);
+                while inner.pos < data.len() {
+                    inner.skip(d)?;
+                }
+                Ok(())
+            }
+            EXT_BIGINT => Ok(()),
+            _ if self.limits.foreign_ext => Ok(()),
+            _ => Err(DecodeError::ForeignExt(t)),
+        }
+    }
+}
+
+/// Whether `b` (one checked value, e.g. a [`MsgView`] field) nests at most
+/// `max` levels of arrays, maps and paths: what [`codec::decode_with`]
+/// under that depth limit accepts, and what
+/// [`distkv_model::budget::nesting`] counts.
+pub fn nests_within(b: &[u8], max: usize) -> bool {
+    let limits = Limits {
+        max_depth: max,
+        ..LENIENT
+    };
+    Cursor::new(b, limits).skip(0).is_ok()
+}
+
+/// Whether `b` (one checked value) is exactly what [`codec::encode`]
+/// writes for the value it decodes to: every number, length and extension
+/// in its smallest form, floats as float64, big integers only from 2⁶⁴.
+/// Other senders (another implementation, a lying peer) may write the
+/// same value differently.
+pub fn is_canonical(b: &[u8]) -> bool {
+    let mut c = Cursor::new(b, LENIENT);
+    c.canonical().unwrap_or(false) && c.pos == b.len()
+}
+
+/// Decodes a path element's encoding (from [`path_elements`]).
+pub fn decode(b: &[u8]) -> Result<Value, DecodeError> {
+    codec::decode_with(b, LENIENT)
+}
+
+/// Decodes one field's encoding (from a [`MsgView`]) into a value.
+pub fn decode_field(b: &[u8]) -> Value {
+    // A view's fields decode cleanly: they were checked when it was parsed.
+    codec::decode_with(b, LENIENT).unwrap_or(Value::Nil)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::path;
+    use distkv_model::Path;
+    use std::sync::Arc;
+
+    fn entry() -> Value {
+        Value::map([
+            ("value", Value::map([("a", Value::Int(-3))])),
+            ("tock", Value::Int(300)),
+            ("path", Value::Path(path!["x", 1i64, "é"])),
+            ("depth", Value::Int(2)),
+            ("seq", Value::Int(7)),
+            ("wseq", Value::uint(u64::MAX)),
+        ])
+    }
+
+    #[test]
+    fn fields_are_those_the_decoded_map_holds() {
+        let bytes = codec::to_vec(&entry());
+        let (v, n) = MsgView::parse(&bytes, Limits::default()).unwrap();
+        assert_eq!(n, bytes.len());
+        assert_eq!(v.frame, &bytes[..]);
+        let m = entry();
+        assert_eq!(v.seq(), Some(7));
+        assert_eq!(v.wseq(), Some(u64::MAX));
+        assert_eq!(v.tock(), Some(300));
+        assert_eq!(v.depth(), Some(2));
+        assert_eq!(v.state(), None);
+        assert_eq!(v.chain(), None);
+        assert_eq!(decode_field(v.value().unwrap()), *m.get("value").unwrap());
+        let elems: Vec<Value> = path_elements(v.path().unwrap())
+            .unwrap()
+            .map(|e| decode_field(e.unwrap()))
+            .collect();
+        assert_eq!(elems, path!["x", 1i64, "é"].elements());
+    }
+
+    #[test]
+    fn first_key_wins_and_odd_keys_are_skipped() {
+        let msg = Value::Map(vec![
+            (Value::Int(1), Value::str("seq")),
+            (Value::str("state"), Value::str("uptodate")),
+            (Value::str("state"), Value::str("end")),
+            (Value::str("seq"), Value::Int(-1)),
+            (Value::Array(vec![]), Value::Nil),
+            (Value::str("depth"), Value::str("3")),
+            (Value::str("path"), Value::Array(vec![Value::Int(4)])),
+        ]);
+        let bytes = codec::to_vec(&msg);
+        let (v, n) = MsgView::parse(&bytes, Limits::default()).unwrap();
+        assert_eq!(n, bytes.len());
+        assert_eq!(v.state(), Some("uptodate"));
+        assert_eq!(v.seq(), msg.get("seq").and_then(Value::as_u64));
+        assert_eq!(v.depth(), None);
+        let elems: Vec<_> = path_elements(v.path().unwrap()).unwrap().collect();
+        assert_eq!(elems, vec![Ok(&[4u8][..])]);
+        // Not a map: no fields, whole length.
+        let bytes = codec::to_vec(&Value::Array(vec![Value::str("seq"), Value::Int(1)]));
+        let (v, n) = MsgView::parse(&bytes, Limits::default()).unwrap();
+        assert_eq!((v.seq(), n), (None, bytes.len()));
+    }
+
+    #[test]
+    fn integers_read_like_as_u64() {
+        for v in [
+            Value::Int(0),
+            Value::Int(127),
+            Value::Int(128),
+            Value::Int(-1),
+            Value::Int(-200),
+            Value::Int(1 << 40),
+            Value::uint(u64::MAX),
+            Value::Float(1.0),
+            Value::Bool(true),
+            Value::str("1"),
+        ] {
+            assert_eq!(as_u64(&codec::to_vec(&v)), v.as_u64(), "{v:?}");
+        }
+        // A small number sent as ext 2, or in a wider form than needed.
+        assert_eq!(as_u64(&[0xd4, 2, 42]), Some(42));
+        assert_eq!(as_u64(&[0xd2, 0, 0, 1, 0]), Some(256));
+        assert_eq!(as_u64(&[0xcd, 1]), None);
+    }
+
+    #[test]
+    fn the_length_is_the_message_length_with_more_bytes_behind() {
+        let mut bytes = codec::to_vec(&entry());
+        let len = bytes.len();
+        bytes.extend_from_slice(&codec::to_vec(&entry()));
+        let (_, n) = MsgView::parse(&bytes, Limits::default()).unwrap();
+        assert_eq!(n, len);
+    }
+
+    /// Every way the decoder refuses bytes, the view refuses them too, and
+    /// neither panics.
+    #[test]
+    fn malformed_messages_are_refused_like_the_decoder_does() {
+        let good = codec::to_vec(&entry());
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0xc1],
+            vec![0x81, 0xa3, b's', b'e', b'q', 0xc1],
+            // Invalid UTF-8 in a key, in a skipped value, in a path.
+            vec![0x81, 0xa2, 0xc3, 0x28, 0x01],
+            vec![0x81, 0xa1, b'x', 0xa2, 0xc3, 0x28],
+            vec![0x81, 0xa4, b'p', b'a', b't', b'h', 0xd5, 3, 0xa1, 0xff],
+            // A foreign extension type.
+            vec![0x81, 0xa1, b'x', 0xd4, 9, 0],
+            // Counts beyond the bytes there.
+            vec![0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'x'],
+            vec![0x81, 0xa1, b'x', 0xdd, 0xff, 0xff, 0xff, 0xff],
+            vec![0x81, 0xa1, b'x', 0xc6, 0xff, 0xff, 0xff, 0xff, 0],
+            vec![0x81, 0xa1, b'x', 0xdb, 0xff, 0xff, 0xff, 0xff, 0],
+            vec![0x81, 0xa1, b'x', 0xc9, 0xff, 0xff, 0xff, 0xff, 3],
+        ];
+        // Too deep: nested arrays and paths.
+        let mut deep = vec![0x81, 0xa1, b'x'];
+        deep.extend_from_slice(&[0x91; 100]);
+        deep.push(0);
+        cases.push(deep);
+        let mut p = Value::Path(Path::root());
+        for _ in 0..100 {
+            p = Value::Path(Path::new(vec![p]));
+        }
+        cases.push(codec::to_vec(&Value::map([("path", p)])));
+        // Every cut of a good message.
+        for cut in 0..good.len() {
+            cases.push(good[..cut].to_vec());
+        }
+        let limits = Limits::default();
+        for bytes in &cases {
+            let want = codec::decode_prefix(bytes, limits).map(|(_, n)| n);
+            let got = MsgView::parse(bytes, limits).map(|(_, n)| n);
+            assert!(want.is_err(), "{bytes:02x?} decodes");
+            assert_eq!(got, want, "{bytes:02x?}");
+        }
+        // Foreign extensions pass where the limits allow them.
+        let lenient = Limits {
+            foreign_ext: true,
+            ..limits
+        };
+        let ext = vec![0x81, 0xa1, b'x', 0xd4, 9, 0];
+        assert_eq!(MsgView::parse(&ext, lenient).unwrap().1, ext.len());
+    }
+
+    #[test]
+    fn canonical_is_what_encode_writes() {
+        let values = [
+            Value::Nil,
+            Value::Int(0),
+            Value::Int(127),
+            Value::Int(128),
+            Value::Int(65_536),
+            Value::Int(-32),
+            Value::Int(-33),
+            Value::Int(-129),
+            Value::Int(i64::MIN),
+            Value::uint(u64::MAX),
+            Value::Float(0.5),
+            Value::str(&"s".repeat(31)),
+            Value::str(&"s".repeat(32)),
+            Value::str(&"s".repeat(300)),
+            Value::Bin(Arc::from(vec![1u8; 256])),
+            Value::Array(vec![Value::Int(1); 16]),
+            Value::Map(vec![(Value::Int(1), Value::Nil); 16]),
+            Value::Path(path!["a", 1i64, Value::Path(path!["b"])]),
+            Value::Path(Path::new(vec![Value::str(&"p".repeat(300))])),
+            Value::BigUint(Arc::from(&[1u8; 9][..])),
+            Value::Ext(7, Arc::from(&[1u8; 3][..])),
+        ];
+        for v in values.iter().chain([&Value::Bin(Arc::from(&[][..]))]) {
+            let b = codec::to_vec(v);
+            assert!(is_canonical(&b), "{v:?}");
+        }
+        for b in [
+            &[0xcc, 5][..],
+            &[0xd0, 5],
+            &[0xd1, 0xff, 0xf0],
+            &[0xca, 0, 0, 0, 0],
+            &[0xd9, 1, b'x'],
+            &[0xdc, 0, 1, 0],
+            &[0xde, 0, 0],
+            &[0xc5, 0, 1, 7],
+            &[0xc7, 1, 3, 0x01],
+            &[0xd4, 2, 5],
+            &[0xd5, 3, 0xcc, 1],
+            &[0x91, 0xcc, 1],
+            &[0x01, 0x02],
+            &[0xcd, 1],
+        ] {
+            assert!(!is_canonical(b), "{b:02x?}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_counted_as_the_decoder_counts_it() {
+        let mut v = Value::Int(1);
+        for depth in 0..12usize {
+            let b = codec::to_vec(&v);
+            assert!(nests_within(&b, depth), "{depth}");
+            assert_eq!(
+                nests_within(&b, depth.saturating_sub(1)),
+                depth == 0,
+                "{depth}"
+            );
+            v = if depth % 2 == 0 {
+                Value::Array(vec![v])
+            } else {
+                Value::Path(Path::new(vec![v]))
+            };
+        }
+    }
+
+    #[test]
+    fn hostile_paths_end_the_element_iterator() {
+        assert!(path_elements(&[0x01]).is_none());
+        assert!(path_elements(&codec::to_vec(&Value::Ext(4, Arc::from(&b"ab"[..])))).is_none());
+        // An array claiming more elements than it holds.
+        let mut it = path_elements(&[0x93, 0x01]).unwrap();
+        assert_eq!(it.next(), Some(Ok(&[1u8][..])));
+        assert_eq!(it.next(), Some(Err(DecodeError::Truncated)));
+        assert_eq!(it.next(), None);
+        // An ext 3 payload cut inside an element.
+        let mut it = path_elements(&[0xd5, 3, 0xa3, b'a']).unwrap();
+        assert_eq!(it.next(), Some(Err(DecodeError::Truncated)));
+        assert_eq!(it.next(), None);
+        // A truncated ext header.
+        assert!(path_elements(&[0xc7, 5, 3, 1]).is_none());
+    }
+}
