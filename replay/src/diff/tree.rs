@@ -216,7 +216,7 @@ impl Tree {
         let mut t = Tree::new();
         st.for_each_entry(true, |e| {
             // A state's walk is in walk order: this cannot fail.
-            let fits = shape.add(&mut t, e.path(), e.data(), e.chain(), e.tock());
+            let fits = shape.add(&mut t, &e.path(), e.data(), e.chain(), e.tock());
             debug_assert!(fits.is_ok(), "a state's walk is in walk order");
         });
         shape.close(&mut t);

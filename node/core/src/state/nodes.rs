@@ -2,7 +2,7 @@
 //!
 //! For every server name it has heard of, a node tracks the highest tick
 //! seen and which of that server's ticks are
-//! * **present**: in some entry's chain (kept as tick → entry path, so an
+//! * **present**: in some entry's chain (kept as tick → entry id, so an
 //!   entry can be found by `(node, tick)`),
 //! * **superseded** (wire name `known`): existed but are in no chain any more
 //!   — kept implicitly: the node tracks every tick it has **seen** (present
@@ -16,7 +16,7 @@
 //! Invariant: every present tick is also seen.
 //!
 //! Costs (n ticks or ranges): asking about one tick ([`NodeInfo::knows`],
-//! [`NodeInfo::is_superseded`], [`NodeInfo::entry_path`]) is O(log n) at
+//! [`NodeInfo::is_superseded`], [`NodeInfo::entry_id`]) is O(log n) at
 //! most, which is what per-event callers (recovery, `distkv-replay`) use;
 //! the whole sets ([`NodeInfo::superseded`], [`NodeInfo::present`],
 //! [`NodeInfo::missing`]) are built in one sort and merge pass,
@@ -24,7 +24,9 @@
 
 use std::collections::HashMap;
 
-use distkv_model::{Path, RangeSet};
+use distkv_model::RangeSet;
+
+use super::EntryId;
 
 /// What this node knows about one server's ticks.
 #[derive(Debug, Default, Clone)]
@@ -33,7 +35,7 @@ pub struct NodeInfo {
     pub(crate) tick: Option<u64>,
     /// Present ticks and the entry each one is in. A hash map: the hot
     /// path inserts and removes single ticks; ordered views (reports) sort.
-    pub(crate) entries: HashMap<u64, Path, foldhash::fast::RandomState>,
+    pub(crate) entries: HashMap<u64, EntryId, foldhash::fast::RandomState>,
     /// Present or superseded ticks.
     pub(crate) seen: RangeSet,
     pub(crate) deleted: RangeSet,
@@ -53,10 +55,10 @@ impl NodeInfo {
         }
     }
 
-    /// Tick `t` is in the chain of the entry at `path`.
-    pub(crate) fn seen(&mut self, t: u64, path: &Path) {
+    /// Tick `t` is in the chain of the entry `id`.
+    pub(crate) fn seen(&mut self, t: u64, id: EntryId) {
         self.reported.remove(t);
-        self.entries.insert(t, path.clone());
+        self.entries.insert(t, id);
         self.seen.insert(t);
     }
 
@@ -124,16 +126,15 @@ impl NodeInfo {
         r
     }
 
-    /// The entry path of a present tick.
-    pub fn entry_path(&self, t: u64) -> Option<&Path> {
-        self.entries.get(&t)
+    /// The entry of a present tick (in the state's tree).
+    pub fn entry_id(&self, t: u64) -> Option<EntryId> {
+        self.entries.get(&t).copied()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::path;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -157,17 +158,17 @@ mod tests {
     }
 
     /// Runs `ops` on a [`NodeInfo`] and on plain sets; returns both.
-    fn run(ops: &[Op]) -> (NodeInfo, BTreeMap<u64, Path>, BTreeSet<u64>) {
+    fn run(ops: &[Op]) -> (NodeInfo, BTreeMap<u64, EntryId>, BTreeSet<u64>) {
         let mut info = NodeInfo::default();
         let mut present = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for op in ops {
             match *op {
                 Op::Seen(t) => {
-                    let p = path!["k", t as i64];
+                    let id = t as EntryId * 7;
                     info.saw_tick(t);
-                    info.seen(t, &p);
-                    present.insert(t, p);
+                    info.seen(t, id);
+                    present.insert(t, id);
                     seen.insert(t);
                 }
                 Op::Supersede(t) => {
@@ -190,7 +191,7 @@ mod tests {
         let mut info = NodeInfo::default();
         for t in 1..=10_000u64 {
             info.saw_tick(t);
-            info.seen(t, &path!["k", t as i64]);
+            info.seen(t, t as EntryId);
         }
         assert!(info.superseded().is_empty());
         assert!(info.knows(5_000) && !info.is_superseded(5_000));
@@ -212,7 +213,7 @@ mod tests {
             if t % 2 == 0 {
                 info.supersede(t);
             } else {
-                info.seen(t, &path!["k", t as i64]);
+                info.seen(t, t as EntryId);
             }
         }
         let sup = info.superseded();
@@ -245,7 +246,7 @@ mod tests {
             for t in 0..330 {
                 prop_assert_eq!(info.knows(t), seen.contains(&t));
                 prop_assert_eq!(info.is_superseded(t), superseded.contains(&t));
-                prop_assert_eq!(info.entry_path(t), present.get(&t));
+                prop_assert_eq!(info.entry_id(t), present.get(&t).copied());
             }
         }
     }
