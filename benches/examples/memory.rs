@@ -25,7 +25,7 @@ use std::time::Instant;
 use distkv_benches::heap;
 use distkv_log::{EventLog, LogLimits};
 use distkv_model::{Chain, Path, Value};
-use distkv_node::state::{Entry, State};
+use distkv_node::state::{State, Tree};
 
 /// Bytes of each value, as in `distkv bench --compare-redis`.
 const VALUE_BYTES: usize = 100;
@@ -146,8 +146,8 @@ fn report(f: &Figures) {
         row("RSS grown by the load", after.saturating_sub(before) as f64);
     }
     println!(
-        "type sizes: Entry {} B, Value {} B, Option<Chain> {} B, Path {} B",
-        std::mem::size_of::<Entry>(),
+        "type sizes: an entry's slot {} B, Value {} B, Option<Chain> {} B, Path {} B",
+        Tree::SLOT_BYTES,
         std::mem::size_of::<Value>(),
         std::mem::size_of::<Option<Chain>>(),
         std::mem::size_of::<Path>()

@@ -223,11 +223,6 @@ impl State {
         self.tree.root()
     }
 
-    /// The entry tree.
-    pub fn tree(&self) -> &Tree {
-        &self.tree
-    }
-
     /// The entry at `path`, if it exists.
     pub fn entry(&self, path: &[Value]) -> Option<Entry<'_>> {
         self.tree.root().follow(path)

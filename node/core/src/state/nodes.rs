@@ -33,9 +33,9 @@ use super::EntryId;
 pub struct NodeInfo {
     /// Highest tick seen; `None` = nothing yet.
     pub(crate) tick: Option<u64>,
-    /// Present ticks and the entry each one is in. A hash map: the hot
+    /// Present ticks and the entry each one is in. Hash maps: the hot
     /// path inserts and removes single ticks; ordered views (reports) sort.
-    pub(crate) entries: HashMap<u64, EntryId, foldhash::fast::RandomState>,
+    pub(crate) entries: TickMap,
     /// Present or superseded ticks.
     pub(crate) seen: RangeSet,
     pub(crate) deleted: RangeSet,
@@ -64,7 +64,7 @@ impl NodeInfo {
 
     /// Tick `t` left every chain.
     pub(crate) fn supersede(&mut self, t: u64) {
-        self.entries.remove(&t);
+        self.entries.remove(t);
         self.seen.insert(t);
     }
 
@@ -80,7 +80,7 @@ impl NodeInfo {
 
     /// Whether tick `t` existed but is in no chain any more. O(log n).
     pub fn is_superseded(&self, t: u64) -> bool {
-        !self.entries.contains_key(&t) && self.seen.contains(t)
+        !self.entries.contains(t) && self.seen.contains(t)
     }
 
     /// Ticks currently in some chain.
@@ -91,7 +91,7 @@ impl NodeInfo {
 
     /// Present ticks, ascending.
     pub fn present_ticks(&self) -> Vec<u64> {
-        let mut t: Vec<u64> = self.entries.keys().copied().collect();
+        let mut t: Vec<u64> = self.entries.ticks().collect();
         t.sort_unstable();
         t
     }
@@ -128,7 +128,59 @@ impl NodeInfo {
 
     /// The entry of a present tick (in the state's tree).
     pub fn entry_id(&self, t: u64) -> Option<EntryId> {
-        self.entries.get(&t).copied()
+        self.entries.get(t)
+    }
+}
+
+/// Present ticks → the entry holding each, in 9 bytes a tick: a tick
+/// below 2³² (all a node reaches in practice) is stored as a `u32` pair,
+/// larger ones in a second map of their own.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TickMap {
+    small: HashMap<u32, EntryId, foldhash::fast::RandomState>,
+    large: HashMap<u64, EntryId, foldhash::fast::RandomState>,
+}
+
+impl TickMap {
+    pub(crate) fn insert(&mut self, t: u64, id: EntryId) {
+        match u32::try_from(t) {
+            Ok(s) => self.small.insert(s, id),
+            Err(_) => self.large.insert(t, id),
+        };
+    }
+
+    pub(crate) fn remove(&mut self, t: u64) {
+        match u32::try_from(t) {
+            Ok(s) => self.small.remove(&s),
+            Err(_) => self.large.remove(&t),
+        };
+    }
+
+    pub(crate) fn get(&self, t: u64) -> Option<EntryId> {
+        match u32::try_from(t) {
+            Ok(s) => self.small.get(&s),
+            Err(_) => self.large.get(&t),
+        }
+        .copied()
+    }
+
+    pub(crate) fn contains(&self, t: u64) -> bool {
+        self.get(t).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.small.len() + self.large.len()
+    }
+
+    /// The ticks, in no order.
+    pub(crate) fn ticks(&self) -> impl Iterator<Item = u64> + '_ {
+        let small = self.small.keys().map(|&t| u64::from(t));
+        small.chain(self.large.keys().copied())
+    }
+
+    /// The entries, in no order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.small.values().chain(self.large.values()).copied()
     }
 }
 
@@ -184,6 +236,24 @@ mod tests {
             }
         }
         (info, present, seen)
+    }
+
+    #[test]
+    fn ticks_beyond_32_bits_map_to_their_entries_too() {
+        let mut info = NodeInfo::default();
+        let big = (1u64 << 32) + 5;
+        for (t, id) in [(5, 1), (big, 2), (u32::MAX as u64, 3)] {
+            info.saw_tick(t);
+            info.seen(t, id);
+        }
+        assert_eq!(info.entry_id(5), Some(1));
+        assert_eq!(info.entry_id(big), Some(2));
+        assert_eq!(info.entry_id(u32::MAX as u64), Some(3));
+        assert_eq!(info.present_ticks(), vec![5, u32::MAX as u64, big]);
+        info.supersede(big);
+        assert_eq!(info.entry_id(big), None);
+        assert!(info.is_superseded(big) && !info.is_superseded(5));
+        assert_eq!(info.entries.len(), 2);
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl State {
                 if !now(&name, t) {
                     continue;
                 }
-                if let Some(&id) = info.entries.get(&t) {
+                if let Some(id) = info.entries.get(t) {
                     let e = self.tree.entry(id);
                     if let Some(chain) = e.chain() {
                         entries.push(UpdateEvent {
@@ -304,13 +304,12 @@ impl State {
         if ticks.count() <= info.entries.len() as u64 {
             ticks
                 .iter()
-                .filter(|t| info.entries.contains_key(t))
+                .filter(|&t| info.entries.contains(t))
                 .collect()
         } else {
             let mut held: Vec<u64> = info
                 .entries
-                .keys()
-                .copied()
+                .ticks()
                 .filter(|&t| ticks.contains(t))
                 .collect();
             held.sort_unstable();
@@ -327,7 +326,7 @@ impl State {
         let Some(info) = self.nodes.get(node) else {
             return Ok(());
         };
-        let heads = info.entries.values().any(|&id| {
+        let heads = info.entries.ids().any(|id| {
             self.tree
                 .entry(id)
                 .chain()

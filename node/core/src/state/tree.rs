@@ -101,6 +101,10 @@ impl Default for Tree {
 }
 
 impl Tree {
+    /// Bytes of one entry's slot in the arena (its value's, its chain's
+    /// and its children's allocations come on top).
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
     pub(crate) fn slot(&self, id: EntryId) -> &Slot {
         &self.chunks[id as usize >> CHUNK_BITS][id as usize & (CHUNK - 1)]
     }
