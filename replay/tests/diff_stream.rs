@@ -85,7 +85,8 @@ fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
         value_same && a.chain == b.chain && a.tock == b.tock
     }
     let mut out = Vec::new();
-    let mut stack: Vec<(Option<Entry<'_>>, Option<Entry<'_>>)> = vec![(Some(a.root()), Some(b.root()))];
+    let mut stack: Vec<(Option<Entry<'_>>, Option<Entry<'_>>)> =
+        vec![(Some(a.root()), Some(b.root()))];
     while let Some((ea, eb)) = stack.pop() {
         let va = ea.and_then(view);
         let vb = eb.and_then(view);

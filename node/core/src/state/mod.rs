@@ -654,7 +654,9 @@ impl State {
     /// the same digest hold the same data, whatever order they got it in.
     pub fn digest(&self) -> u128 {
         let mut d = Digest::new();
-        self.for_each_entry(true, |e| d.add_entry(&e.path(), e.data(), e.chain(), e.tock()));
+        self.for_each_entry(true, |e| {
+            d.add_entry(&e.path(), e.data(), e.chain(), e.tock())
+        });
         for (name, info) in &self.nodes {
             d.add_node(name, info.tick);
         }

@@ -53,10 +53,7 @@ impl<'a> PatternCursor<'a> {
         let (plus, hash) = &*WILDCARDS;
         let mut next: Vec<(Entry<'a>, bool)> = Vec::with_capacity(self.candidates.len() + 2);
         let mut push = |entry: Entry<'a>, keep: bool| {
-            if !next
-                .iter()
-                .any(|&(e, k)| e == entry && k == keep)
-            {
+            if !next.iter().any(|&(e, k)| e == entry && k == keep) {
                 next.push((entry, keep));
             }
         };

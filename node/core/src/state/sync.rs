@@ -302,10 +302,7 @@ impl State {
             return RangeSet::new();
         };
         if ticks.count() <= info.entries.len() as u64 {
-            ticks
-                .iter()
-                .filter(|&t| info.entries.contains(t))
-                .collect()
+            ticks.iter().filter(|&t| info.entries.contains(t)).collect()
         } else {
             let mut held: Vec<u64> = info
                 .entries

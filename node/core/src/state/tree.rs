@@ -318,7 +318,10 @@ impl<'a> Entry<'a> {
 
     /// Whether the entry has children.
     pub fn has_children(self) -> bool {
-        self.slot().children.as_ref().is_some_and(|k| !k.order.is_empty())
+        self.slot()
+            .children
+            .as_ref()
+            .is_some_and(|k| !k.order.is_empty())
     }
 
     /// A child by name.
@@ -397,8 +400,9 @@ impl WalkCursor {
         budget: usize,
         mut visit: impl FnMut(Entry<'a>, usize, bool) -> bool,
     ) {
-        let report =
-            |e: Entry<'_>, depth: usize| depth >= opts.min_depth && (opts.empty || e.data().is_some());
+        let report = |e: Entry<'_>, depth: usize| {
+            depth >= opts.min_depth && (opts.empty || e.data().is_some())
+        };
         let mut used = 0;
         if !self.started {
             self.started = true;
