@@ -237,7 +237,14 @@ impl State {
     /// The entry holding `node`'s change `tick`, if it is still present.
     pub fn entry_by_tick(&self, node: &str, tick: u64) -> Option<Entry<'_>> {
         let id = self.nodes.get(node)?.entry_id(tick)?;
-        Some(self.tree.entry(id))
+        let e = self.tree.entry(id);
+        // Present ticks name live entries whose chain holds them; checked
+        // anyway, as slots are reused.
+        let holds = e
+            .chain()
+            .and_then(|c| c.find(node))
+            .is_some_and(|l| l.tick == tick);
+        holds.then_some(e)
     }
 
     /// Known nodes in order of first sighting.
