@@ -1,12 +1,14 @@
 //! Seeded workloads shared by the criterion benchmarks.
 
 pub mod concurrent;
+pub mod heap;
 
 use std::sync::Arc;
 
-/// The same allocator as the `distkv` binary, so the figures match it.
+/// The same allocator as the `distkv` binary, so the figures match it
+/// (counting live bytes only when a memory example asks).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: heap::CountingMiMalloc = heap::CountingMiMalloc;
 
 use distkv_log::LogLimits;
 use distkv_model::{Chain, NodeName, Path, UpdateEvent, Value};

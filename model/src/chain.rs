@@ -11,6 +11,11 @@
 //!
 //! Wire form: `{node, tick, prev}` maps nested through `prev`; `prev: nil`
 //! means the chain ends there, a missing `prev` means it was cut.
+//!
+//! In memory a chain of one link (nearly every entry's: keys written by one
+//! node) is held inline, without an allocation of its own; longer chains
+//! share one `Arc<[Link]>`. Equality, hashing and every format see only
+//! the links.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,8 +41,29 @@ pub struct Link {
 }
 
 /// A non-empty chain of links, head first.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Chain(Arc<[Link]>);
+#[derive(Clone)]
+pub struct Chain(Links);
+
+/// A chain's links: one inline, or at least two shared.
+#[derive(Clone)]
+enum Links {
+    One(Link),
+    Many(Arc<[Link]>),
+}
+
+impl PartialEq for Chain {
+    fn eq(&self, other: &Chain) -> bool {
+        self.links() == other.links()
+    }
+}
+
+impl Eq for Chain {}
+
+impl std::hash::Hash for Chain {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.links().hash(state);
+    }
+}
 
 /// A chain that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,31 +73,38 @@ pub struct ChainError(pub &'static str);
 impl Chain {
     /// A chain of one link.
     pub fn single(node: NodeName, tick: u64) -> Chain {
-        Chain(Arc::from(vec![Link { node, tick }]))
+        Chain(Links::One(Link { node, tick }))
     }
 
     /// A chain from its links (head first). `None` if empty.
-    pub fn from_links(links: Vec<Link>) -> Option<Chain> {
-        if links.is_empty() {
-            None
-        } else {
-            Some(Chain(Arc::from(links)))
+    pub fn from_links(mut links: Vec<Link>) -> Option<Chain> {
+        match links.len() {
+            0 => None,
+            1 => links.pop().map(|l| Chain(Links::One(l))),
+            _ => Some(Chain(Links::Many(Arc::from(links)))),
         }
     }
 
     /// The links, head first.
     pub fn links(&self) -> &[Link] {
-        &self.0
+        match &self.0 {
+            Links::One(l) => std::slice::from_ref(l),
+            Links::Many(ls) => ls,
+        }
     }
 
     /// The most recent change.
     pub fn head(&self) -> &Link {
-        &self.0[0]
+        match &self.0 {
+            Links::One(l) => l,
+            // `Many` holds at least two links.
+            Links::Many(ls) => &ls[0],
+        }
     }
 
     /// Number of links.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.links().len()
     }
 
     /// Always false: chains have at least one link.
@@ -81,7 +114,7 @@ impl Chain {
 
     /// The link of `node`, if it is in the chain.
     pub fn find(&self, node: &str) -> Option<&Link> {
-        self.0.iter().find(|l| &*l.node == node)
+        self.links().iter().find(|l| &*l.node == node)
     }
 
     /// Whether both heads are the same (node, tick): DistKV's chain equality.
@@ -92,18 +125,23 @@ impl Chain {
     /// The chain of a new change `(node, tick)` on top of `prev`: `prev`
     /// loses `node`'s old link.
     pub fn attach(node: NodeName, tick: u64, prev: Option<&Chain>) -> Chain {
+        // The common case: a node changing an entry only it changed (or a
+        // new one) keeps a chain of one link, without an allocation.
+        if prev.is_none_or(|p| p.len() == 1 && p.head().node == node) {
+            return Chain::single(node, tick);
+        }
         let mut links = Vec::with_capacity(1 + prev.map_or(0, Chain::len));
         links.push(Link {
             node: node.clone(),
             tick,
         });
         if let Some(p) = prev {
-            links.extend(p.0.iter().filter(|l| l.node != node).cloned());
+            links.extend(p.links().iter().filter(|l| l.node != node).cloned());
         }
         // Only a cluster of more nodes than the limit gets here: the oldest
         // links go, as when a chain is sent with `nchain`.
         links.truncate(MAX_CHAIN_LINKS);
-        Chain(Arc::from(links))
+        Chain::from_links(links).unwrap_or_else(|| Chain::single(node, tick))
     }
 
     /// This chain without `node`'s link (`None` if nothing is left).
@@ -112,7 +150,7 @@ impl Chain {
             return Some(self.clone());
         }
         Chain::from_links(
-            self.0
+            self.links()
                 .iter()
                 .filter(|l| &*l.node != node)
                 .cloned()
@@ -135,20 +173,21 @@ impl Chain {
     /// Wire form, cut to `nchain` links (`-1` / negative = all). `nchain`
     /// must not be 0.
     pub fn to_value(&self, nchain: i64) -> Value {
+        let links = self.links();
         let n = if nchain < 0 {
-            self.0.len()
+            links.len()
         } else {
-            (nchain as usize).min(self.0.len())
+            (nchain as usize).min(links.len())
         };
         let mut out: Option<Value> = None;
-        for (i, l) in self.0[..n].iter().enumerate().rev() {
+        for (i, l) in links[..n].iter().enumerate().rev() {
             let mut m = Vec::with_capacity(3);
             m.push((Value::str("node"), Value::Str(l.node.clone())));
             m.push((Value::str("tick"), Value::uint(l.tick)));
             match out.take() {
                 Some(prev) => m.push((Value::str("prev"), prev)),
                 // The chain really ends here: say so.
-                None if i + 1 == self.0.len() => m.push((Value::str("prev"), Value::Nil)),
+                None if i + 1 == links.len() => m.push((Value::str("prev"), Value::Nil)),
                 None => {}
             }
             out = Some(Value::Map(m));
@@ -260,7 +299,7 @@ impl fmt::Debug for Chain {
 impl fmt::Display for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<NodeEvent ")?;
-        for (i, l) in self.0.iter().enumerate() {
+        for (i, l) in self.links().iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
             }
@@ -341,6 +380,23 @@ mod tests {
         assert_eq!(Chain::from_value(&Value::Nil).unwrap(), None);
         assert_eq!(Chain::from_value(&Value::map([])).unwrap(), None);
         assert!(Chain::from_value(&Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn one_link_chains_are_inline_and_equal_to_shared_ones() {
+        let a = Chain::single(Arc::from("a"), 4);
+        assert!(matches!(a.0, Links::One(_)));
+        assert_eq!(a, c(&[("a", 4)]));
+        // A node changing its own entry again keeps one inline link.
+        let again = Chain::attach(Arc::from("a"), 5, Some(&a));
+        assert!(matches!(again.0, Links::One(_)));
+        assert_eq!(again.links(), c(&[("a", 5)]).links());
+        let two = Chain::attach(Arc::from("b"), 1, Some(&again));
+        assert!(matches!(two.0, Links::Many(_)));
+        assert_eq!(two.head().node.as_ref(), "b");
+        assert_eq!(two.without("b"), Some(c(&[("a", 5)])));
+        assert_eq!(c(&[("a", 5)]).without("a"), None);
+        assert!(matches!(two.without("b").map(|x| x.0), Some(Links::One(_))));
     }
 
     #[test]

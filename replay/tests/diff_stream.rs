@@ -69,7 +69,7 @@ fn churn(st: &mut State, rng: &mut Rng, n: usize) -> Vec<UpdateEvent> {
 /// The diff as it was computed before streaming: both states restored,
 /// walked in step.
 fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
-    fn view(e: &Entry) -> Option<EntryView> {
+    fn view(e: Entry<'_>) -> Option<EntryView> {
         (e.data().is_some() || e.chain().is_some()).then(|| EntryView {
             value: e.data().cloned(),
             chain: e.chain().cloned(),
@@ -85,7 +85,8 @@ fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
         value_same && a.chain == b.chain && a.tock == b.tock
     }
     let mut out = Vec::new();
-    let mut stack: Vec<(Option<&Entry>, Option<&Entry>)> = vec![(Some(a.root()), Some(b.root()))];
+    let mut stack: Vec<(Option<Entry<'_>>, Option<Entry<'_>>)> =
+        vec![(Some(a.root()), Some(b.root()))];
     while let Some((ea, eb)) = stack.pop() {
         let va = ea.and_then(view);
         let vb = eb.and_then(view);
@@ -102,7 +103,7 @@ fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
             }
         };
         if let Some(kind) = kind {
-            let path = ea.or(eb).map(|e| e.path().clone()).unwrap_or_default();
+            let path = ea.or(eb).map(|e| e.path()).unwrap_or_default();
             out.push(PathDiff {
                 kind,
                 path,

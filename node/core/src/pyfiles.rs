@@ -263,12 +263,12 @@ impl PyWriter {
 
     /// A snapshot entry `{path, depth, value, chain, tock}` (entries with a
     /// value only, as DistKV saves them).
-    pub fn entry(&mut self, e: &crate::state::Entry, out: &mut Vec<u8>) {
+    pub fn entry(&mut self, e: crate::state::Entry<'_>, out: &mut Vec<u8>) {
         let (Some(v), Some(c)) = (e.data(), e.chain()) else {
             return;
         };
         let mut m = Vec::with_capacity(5);
-        self.shorten(e.path(), &mut m);
+        self.shorten(&e.path(), &mut m);
         m.push((Value::str("value"), v.clone()));
         m.push((Value::str("chain"), c.to_value(-1)));
         m.push((Value::str("tock"), Value::uint(e.tock())));

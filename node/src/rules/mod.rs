@@ -151,7 +151,7 @@ fn field<'a>(record: &'a Value, key: &str) -> Option<&'a Value> {
     record.get(key).filter(|v| !v.is_nil())
 }
 
-fn version(e: &Entry) -> Option<Version> {
+fn version(e: Entry<'_>) -> Option<Version> {
     let head = e.chain()?.head();
     Some((head.node.clone(), head.tick, e.tock()))
 }
@@ -160,7 +160,7 @@ fn version(e: &Entry) -> Option<Version> {
 /// cached one is missing or older.
 fn cached<T>(
     cache: &Mutex<HashMap<Path, (Version, Compiled<T>)>>,
-    e: &Entry,
+    e: Entry<'_>,
     make: impl FnOnce(&Value) -> Compiled<T>,
 ) -> Option<Compiled<T>> {
     let record = e.data()?;
@@ -168,7 +168,7 @@ fn cached<T>(
         return Some(make(record));
     };
     let mut c = cache.lock();
-    if let Some((v, compiled)) = c.get(e.path()) {
+    if let Some((v, compiled)) = c.get(&e.path()) {
         if *v == ver {
             return Some(compiled.clone());
         }
@@ -177,7 +177,7 @@ fn cached<T>(
     if c.len() >= MAX_CACHED {
         c.clear();
     }
-    c.insert(e.path().clone(), (ver, compiled.clone()));
+    c.insert(e.path(), (ver, compiled.clone()));
     Some(compiled)
 }
 
@@ -308,7 +308,7 @@ impl DataRules {
         let g = Globals {
             entry: Some(path),
             data: None,
-            pattern: Some(m.path()),
+            pattern: Some(&m.path()),
         };
         self.check_chain(st, &at, at.len(), value.unwrap_or(&Value::Nil), g)
     }

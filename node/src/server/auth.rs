@@ -424,7 +424,7 @@ pub(super) fn auth_list(server: &Server, msg: &Value) -> CmdResult<Vec<Fields>> 
     let kind = kind_field(msg)?;
     let nchain = int_field(msg, "nchain", 0)?;
     let st = server.state();
-    let item = |ident: &Value, e: &crate::state::Entry| {
+    let item = |ident: &Value, e: crate::state::Entry<'_>| {
         let mut m = vec![
             ("typ", Value::str(typ)),
             ("kind", Value::str(kind)),

@@ -111,12 +111,12 @@ impl View {
         &self,
         rules: &DataRules,
         st: &State,
-        e: &'e Entry,
+        e: Entry<'e>,
     ) -> CmdResult<Option<Cow<'e, Value>>> {
         Ok(match e.data() {
             None => None,
             Some(v) if self.conv.is_none() => Some(Cow::Borrowed(v)),
-            Some(v) => Some(Cow::Owned(self.encode(rules, st, e.path(), v.clone())?)),
+            Some(v) => Some(Cow::Owned(self.encode(rules, st, &e.path(), v.clone())?)),
         })
     }
 
@@ -125,14 +125,14 @@ impl View {
         &self,
         rules: &DataRules,
         st: &State,
-        e: &Entry,
+        e: Entry<'_>,
         nchain: i64,
     ) -> CmdResult<Fields> {
         let mut m = entry_fields(e, nchain);
         if self.conv.is_some() {
             for (k, v) in m.iter_mut() {
                 if *k == "value" {
-                    *v = self.encode(rules, st, e.path(), std::mem::replace(v, Value::Nil))?;
+                    *v = self.encode(rules, st, &e.path(), std::mem::replace(v, Value::Nil))?;
                 }
             }
         }
@@ -152,7 +152,7 @@ impl View {
         st: &'a State,
         path: &Path,
         want: Want,
-    ) -> CmdResult<Option<(&'a Entry, AclCursor<'a>)>> {
+    ) -> CmdResult<Option<(Entry<'a>, AclCursor<'a>)>> {
         self.acl(st)
             .follow_existing(st.root(), path, want)
             .map_err(acl_err)
@@ -216,7 +216,7 @@ pub fn get_value_in(
                 .entry_by_tick(node, tick)
                 .ok_or_else(|| CmdError::NotFound(format!("{node}:{tick}")))?;
             // DistKV checks no ACL here: a path-less read would bypass it.
-            view.follow(st, e.path(), Want::Mode(Mode::Read))?;
+            view.follow(st, &e.path(), Want::Mode(Mode::Read))?;
             let mut m = view.entry_fields(server.store().rules(), st, e, nchain)?;
             put(&mut m, "path", Value::Path(e.path().chop(view.root.len())));
             return Ok(m);
@@ -378,7 +378,7 @@ pub fn enumerate(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdRe
                 .filter(|(k, _)| acl.step(k).allows(Mode::Read))
                 .filter_map(|(k, c)| match c.data() {
                     Some(v) if traverse => Some(
-                        view.encode(rules, &st, c.path(), v.clone())
+                        view.encode(rules, &st, &c.path(), v.clone())
                             .map(|v| (k.clone(), v)),
                     ),
                     _ if empty => Some(Ok((k.clone(), Value::Nil))),

@@ -91,7 +91,7 @@ pub fn chain_fields(c: &Chain, nchain: i64) -> Fields {
 }
 
 /// The serialization of an entry (no path).
-pub fn entry_fields(e: &Entry, nchain: i64) -> Fields {
+pub fn entry_fields(e: Entry<'_>, nchain: i64) -> Fields {
     let mut m = Vec::with_capacity(4);
     if let Some(v) = e.data() {
         put(&mut m, "value", v.clone());

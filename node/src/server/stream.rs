@@ -308,7 +308,7 @@ async fn send_walk(
                 break;
             };
             first = false;
-            let mut emit = |e: &Entry, readable: bool| {
+            let mut emit = |e: Entry<'_>, readable: bool| {
                 if before.is_some_and(|t| e.tock() >= t) {
                     return;
                 }
@@ -327,7 +327,7 @@ async fn send_walk(
                     chain,
                     nchain,
                     tock,
-                    e.path(),
+                    &e.path(),
                     shortener,
                 );
             };

@@ -44,7 +44,7 @@ pub fn write(
     let mut res = Ok(());
     state.for_each_entry(full, |e| {
         if res.is_ok() {
-            res = w.write_entry(e.path(), e.data(), e.chain(), e.tock());
+            res = w.write_entry(&e.path(), e.data(), e.chain(), e.tock());
         }
     });
     res?;

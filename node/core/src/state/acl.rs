@@ -169,7 +169,7 @@ impl<'a> AclCursor<'a> {
     /// A user bound to the ACL rooted at `root` (the entry
     /// `(None,"acl",NAME)`); `None` where that ACL has no entries, which
     /// allows everything as no pattern matches.
-    pub fn new(root: Option<&'a Entry>) -> AclCursor<'a> {
+    pub fn new(root: Option<Entry<'a>>) -> AclCursor<'a> {
         AclCursor {
             patterns: Some(root.map_or_else(PatternCursor::empty, PatternCursor::new)),
             blocked: 0,
@@ -185,7 +185,7 @@ impl<'a> AclCursor<'a> {
     }
 
     /// The entry that decides here, if any.
-    pub fn entry(&self) -> Option<&'a Entry> {
+    pub fn entry(&self) -> Option<Entry<'a>> {
         self.patterns.as_ref().and_then(PatternCursor::best)
     }
 
@@ -240,10 +240,10 @@ impl<'a> AclCursor<'a> {
     /// exists) and the cursor there, for walks below it.
     pub fn follow(
         self,
-        root: &'a Entry,
+        root: Entry<'a>,
         path: &[Value],
         want: Want,
-    ) -> Result<(Option<&'a Entry>, AclCursor<'a>), AclDenied> {
+    ) -> Result<(Option<Entry<'a>>, AclCursor<'a>), AclDenied> {
         let mut acl = self;
         let mut at = Some(root);
         for elem in path {
@@ -272,10 +272,10 @@ impl<'a> AclCursor<'a> {
     /// element, before any check there.
     pub fn follow_existing(
         self,
-        root: &'a Entry,
+        root: Entry<'a>,
         path: &[Value],
         want: Want,
-    ) -> Result<Option<(&'a Entry, AclCursor<'a>)>, AclDenied> {
+    ) -> Result<Option<(Entry<'a>, AclCursor<'a>)>, AclDenied> {
         let mut acl = self;
         let mut at = root;
         for elem in path {
@@ -323,12 +323,12 @@ impl<'a> AclCursor<'a> {
 /// stands) for a user bound to an ACL: those holding a value whose `d` the
 /// ACL grants, parents first; nothing below a level the ACL may not
 /// enumerate (`e`) or traverse (`x`). With their paths and old values.
-pub fn deletable(start: &Entry, acl: AclCursor<'_>) -> Vec<(distkv_model::Path, Option<Value>)> {
+pub fn deletable(start: Entry<'_>, acl: AclCursor<'_>) -> Vec<(distkv_model::Path, Option<Value>)> {
     let mut out = Vec::new();
     let mut todo = vec![(start, acl)];
     while let Some((e, acl)) = todo.pop() {
         if e.data().is_some() && acl.allows(Mode::Delete) {
-            out.push((e.path().clone(), e.data().cloned()));
+            out.push((e.path(), e.data().cloned()));
         }
         if !acl.allows(Mode::Enumerate) || !acl.allows(Mode::Traverse) {
             continue;
@@ -344,7 +344,7 @@ pub fn deletable(start: &Entry, acl: AclCursor<'_>) -> Vec<(distkv_model::Path, 
 
 /// DistKV's repr of an ACL entry in error texts:
 /// `<AclEntry:[None, 'acl', 'NAME', …]@<NodeEvent n1:3 (3,)> ='cx'>`.
-pub fn entry_repr(entry: &Entry) -> String {
+pub fn entry_repr(entry: Entry<'_>) -> String {
     let path: Vec<String> = entry.path().iter().map(Value::to_string).collect();
     let mut out = format!("<AclEntry:[{}]", path.join(", "));
     if let Some(chain) = entry.chain() {

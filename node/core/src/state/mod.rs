@@ -43,7 +43,9 @@ use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value}
 pub use digest::Digest;
 pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
-pub use tree::{Entry, Map, WalkCursor, WalkOpts};
+pub use tree::{Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
+
+use tree::ROOT;
 
 /// The node's Lamport-like counter. Every read advances it, as in DistKV:
 /// each reply, event and broadcast consumes a value.
@@ -136,7 +138,7 @@ pub enum StateError {
 #[derive(Debug)]
 pub struct State {
     me: NodeName,
-    root: Entry,
+    tree: Tree,
     nodes: Map<NodeName, NodeInfo>,
     tock: Arc<Tock>,
     log: EventLog,
@@ -167,7 +169,7 @@ impl State {
         nodes.insert(me.clone(), NodeInfo::default());
         State {
             me,
-            root: Entry::new(Path::root(), 0),
+            tree: Tree::default(),
             nodes,
             tock: Arc::new(Tock::default()),
             log,
@@ -217,24 +219,32 @@ impl State {
     }
 
     /// The root entry.
-    pub fn root(&self) -> &Entry {
-        &self.root
+    pub fn root(&self) -> Entry<'_> {
+        self.tree.root()
     }
 
     /// The entry at `path`, if it exists.
-    pub fn entry(&self, path: &[Value]) -> Option<&Entry> {
-        self.root.follow(path)
+    pub fn entry(&self, path: &[Value]) -> Option<Entry<'_>> {
+        self.tree.root().follow(path)
     }
 
     /// Creates the entry at `path` (and its ancestors) if missing.
-    pub fn ensure_entry(&mut self, path: &[Value]) -> &Entry {
-        self.root.follow_create(path)
+    pub fn ensure_entry(&mut self, path: &[Value]) -> Entry<'_> {
+        let id = self.tree.follow_create(ROOT, path);
+        self.tree.entry(id)
     }
 
     /// The entry holding `node`'s change `tick`, if it is still present.
-    pub fn entry_by_tick(&self, node: &str, tick: u64) -> Option<&Entry> {
-        let path = self.nodes.get(node)?.entry_path(tick)?;
-        self.root.follow(path)
+    pub fn entry_by_tick(&self, node: &str, tick: u64) -> Option<Entry<'_>> {
+        let id = self.nodes.get(node)?.entry_id(tick)?;
+        let e = self.tree.entry(id);
+        // Present ticks name live entries whose chain holds them; checked
+        // anyway, as slots are reused.
+        let holds = e
+            .chain()
+            .and_then(|c| c.find(node))
+            .is_some_and(|l| l.tick == tick);
+        holds.then_some(e)
     }
 
     /// Known nodes in order of first sighting.
@@ -301,10 +311,12 @@ impl State {
             t
         };
         self.tock.next();
-        let entry = self.root.follow_create(path);
-        let chain = Chain::attach(me, tick, entry.chain.as_ref());
+        let id = self.tree.follow_create(ROOT, path);
+        let entry = self.tree.entry(id);
+        let chain = Chain::attach(me, tick, entry.chain());
         let event = UpdateEvent {
-            path: entry.path.clone(),
+            // The names as the tree holds them (`1` where a client said `1.0`).
+            path: entry.path(),
             chain,
             value,
             tock: self.tock.next(),
@@ -346,7 +358,8 @@ impl State {
         for l in event.chain.links() {
             self.node_mut(&l.node).saw_tick(l.tick);
         }
-        let entry = self.root.follow_create(&event.path);
+        let id = self.tree.follow_create(ROOT, &event.path);
+        let entry = self.tree.slot_mut(id);
         let current = entry.chain.clone();
 
         if let Some(cur) = &current {
@@ -374,7 +387,6 @@ impl State {
         entry.data = value;
         entry.tock = event.tock;
         entry.chain = Some(event.chain.clone());
-        let path = entry.path.clone();
 
         if let Some(old) = &current {
             self.drop_links(old, Some(&event.chain));
@@ -392,14 +404,17 @@ impl State {
             if kept {
                 n.reported.remove(l.tick);
             } else {
-                n.seen(l.tick, &path);
+                n.seen(l.tick, id);
             }
         }
         if deleted {
             for l in event.chain.links() {
                 self.pending_deleted.insert(&l.node, l.tick);
             }
-            self.tombstones.entry(event.tock).or_default().push(path);
+            self.tombstones
+                .entry(event.tock)
+                .or_default()
+                .push(event.path.clone());
         }
         self.applied_count += 1;
         Ok(())
@@ -428,7 +443,7 @@ impl State {
         path: &[Value],
         access: &acl::Access,
     ) -> Result<Vec<Deleted>, StateError> {
-        let Some(start) = self.root.follow(path) else {
+        let Some(start) = self.tree.root().follow(path) else {
             return Ok(Vec::new());
         };
         let victims = if access.is_restricted() {
@@ -442,7 +457,7 @@ impl State {
             };
             while !cursor.is_done() {
                 cursor.step(start, &opts, usize::MAX, |e, _| {
-                    victims.push((e.path.clone(), e.data.clone()));
+                    victims.push((e.path(), e.data().cloned()));
                 });
             }
             victims
@@ -506,9 +521,8 @@ impl State {
         let ticks = info.present_ticks().into_iter().filter(|t| {
             !current
                 || info
-                    .entry_path(*t)
-                    .and_then(|p| self.root.follow(p))
-                    .and_then(|e| e.chain.as_ref())
+                    .entry_id(*t)
+                    .and_then(|id| self.tree.entry(id).chain())
                     .is_some_and(|c| &*c.head().node == node)
         });
         Some(if max == 0 {
@@ -585,20 +599,21 @@ impl State {
         batch: &mut SeenBatch,
     ) {
         self.tock.seen(tock);
-        let e = self.root.follow_create(path);
+        let id = self.tree.follow_create(ROOT, path);
+        let e = self.tree.slot_mut(id);
         e.data = value;
         e.tock = tock;
         e.chain = chain.clone();
-        let path = e.path.clone();
         if e.data.is_none() && e.chain.is_some() {
-            self.tombstones.entry(tock).or_default().push(path.clone());
+            let path = self.tree.entry(id).path();
+            self.tombstones.entry(tock).or_default().push(path);
         }
         if let Some(c) = chain {
             for l in c.links() {
                 let n = self.node_mut(&l.node);
                 n.saw_tick(l.tick);
                 n.reported.remove(l.tick);
-                n.entries.insert(l.tick, path.clone());
+                n.entries.insert(l.tick, id);
                 batch.0.entry(l.node.clone()).or_default().push(l.tick);
             }
         }
@@ -625,7 +640,7 @@ impl State {
 
     /// Visits every entry that holds a value or a chain, depth-first, node
     /// before children (`meta`: the meta tree too).
-    pub fn for_each_entry(&self, meta: bool, mut f: impl FnMut(&Entry)) {
+    pub fn for_each_entry<'a>(&'a self, meta: bool, mut f: impl FnMut(Entry<'a>)) {
         let mut cursor = WalkCursor::default();
         let opts = WalkOpts {
             empty: true,
@@ -633,8 +648,8 @@ impl State {
             ..WalkOpts::default()
         };
         while !cursor.is_done() {
-            cursor.step(&self.root, &opts, usize::MAX, |e, _| {
-                if e.chain.is_some() || e.data.is_some() {
+            cursor.step(self.tree.root(), &opts, usize::MAX, |e, _| {
+                if e.chain().is_some() || e.data().is_some() {
                     f(e);
                 }
             });
@@ -646,7 +661,9 @@ impl State {
     /// the same digest hold the same data, whatever order they got it in.
     pub fn digest(&self) -> u128 {
         let mut d = Digest::new();
-        self.for_each_entry(true, |e| d.add_entry(&e.path, e.data(), e.chain(), e.tock));
+        self.for_each_entry(true, |e| {
+            d.add_entry(&e.path(), e.data(), e.chain(), e.tock())
+        });
         for (name, info) in &self.nodes {
             d.add_node(name, info.tick);
         }

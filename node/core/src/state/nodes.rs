@@ -2,7 +2,7 @@
 //!
 //! For every server name it has heard of, a node tracks the highest tick
 //! seen and which of that server's ticks are
-//! * **present**: in some entry's chain (kept as tick → entry path, so an
+//! * **present**: in some entry's chain (kept as tick → entry id, so an
 //!   entry can be found by `(node, tick)`),
 //! * **superseded** (wire name `known`): existed but are in no chain any more
 //!   — kept implicitly: the node tracks every tick it has **seen** (present
@@ -16,7 +16,7 @@
 //! Invariant: every present tick is also seen.
 //!
 //! Costs (n ticks or ranges): asking about one tick ([`NodeInfo::knows`],
-//! [`NodeInfo::is_superseded`], [`NodeInfo::entry_path`]) is O(log n) at
+//! [`NodeInfo::is_superseded`], [`NodeInfo::entry_id`]) is O(log n) at
 //! most, which is what per-event callers (recovery, `distkv-replay`) use;
 //! the whole sets ([`NodeInfo::superseded`], [`NodeInfo::present`],
 //! [`NodeInfo::missing`]) are built in one sort and merge pass,
@@ -24,16 +24,18 @@
 
 use std::collections::HashMap;
 
-use distkv_model::{Path, RangeSet};
+use distkv_model::RangeSet;
+
+use super::EntryId;
 
 /// What this node knows about one server's ticks.
 #[derive(Debug, Default, Clone)]
 pub struct NodeInfo {
     /// Highest tick seen; `None` = nothing yet.
     pub(crate) tick: Option<u64>,
-    /// Present ticks and the entry each one is in. A hash map: the hot
+    /// Present ticks and the entry each one is in. Hash maps: the hot
     /// path inserts and removes single ticks; ordered views (reports) sort.
-    pub(crate) entries: HashMap<u64, Path, foldhash::fast::RandomState>,
+    pub(crate) entries: TickMap,
     /// Present or superseded ticks.
     pub(crate) seen: RangeSet,
     pub(crate) deleted: RangeSet,
@@ -53,16 +55,16 @@ impl NodeInfo {
         }
     }
 
-    /// Tick `t` is in the chain of the entry at `path`.
-    pub(crate) fn seen(&mut self, t: u64, path: &Path) {
+    /// Tick `t` is in the chain of the entry `id`.
+    pub(crate) fn seen(&mut self, t: u64, id: EntryId) {
         self.reported.remove(t);
-        self.entries.insert(t, path.clone());
+        self.entries.insert(t, id);
         self.seen.insert(t);
     }
 
     /// Tick `t` left every chain.
     pub(crate) fn supersede(&mut self, t: u64) {
-        self.entries.remove(&t);
+        self.entries.remove(t);
         self.seen.insert(t);
     }
 
@@ -78,7 +80,7 @@ impl NodeInfo {
 
     /// Whether tick `t` existed but is in no chain any more. O(log n).
     pub fn is_superseded(&self, t: u64) -> bool {
-        !self.entries.contains_key(&t) && self.seen.contains(t)
+        !self.entries.contains(t) && self.seen.contains(t)
     }
 
     /// Ticks currently in some chain.
@@ -89,7 +91,7 @@ impl NodeInfo {
 
     /// Present ticks, ascending.
     pub fn present_ticks(&self) -> Vec<u64> {
-        let mut t: Vec<u64> = self.entries.keys().copied().collect();
+        let mut t: Vec<u64> = self.entries.ticks().collect();
         t.sort_unstable();
         t
     }
@@ -124,16 +126,67 @@ impl NodeInfo {
         r
     }
 
-    /// The entry path of a present tick.
-    pub fn entry_path(&self, t: u64) -> Option<&Path> {
-        self.entries.get(&t)
+    /// The entry of a present tick (in the state's tree).
+    pub fn entry_id(&self, t: u64) -> Option<EntryId> {
+        self.entries.get(t)
+    }
+}
+
+/// Present ticks → the entry holding each, in 9 bytes a tick: a tick
+/// below 2³² (all a node reaches in practice) is stored as a `u32` pair,
+/// larger ones in a second map of their own.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TickMap {
+    small: HashMap<u32, EntryId, foldhash::fast::RandomState>,
+    large: HashMap<u64, EntryId, foldhash::fast::RandomState>,
+}
+
+impl TickMap {
+    pub(crate) fn insert(&mut self, t: u64, id: EntryId) {
+        match u32::try_from(t) {
+            Ok(s) => self.small.insert(s, id),
+            Err(_) => self.large.insert(t, id),
+        };
+    }
+
+    pub(crate) fn remove(&mut self, t: u64) {
+        match u32::try_from(t) {
+            Ok(s) => self.small.remove(&s),
+            Err(_) => self.large.remove(&t),
+        };
+    }
+
+    pub(crate) fn get(&self, t: u64) -> Option<EntryId> {
+        match u32::try_from(t) {
+            Ok(s) => self.small.get(&s),
+            Err(_) => self.large.get(&t),
+        }
+        .copied()
+    }
+
+    pub(crate) fn contains(&self, t: u64) -> bool {
+        self.get(t).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.small.len() + self.large.len()
+    }
+
+    /// The ticks, in no order.
+    pub(crate) fn ticks(&self) -> impl Iterator<Item = u64> + '_ {
+        let small = self.small.keys().map(|&t| u64::from(t));
+        small.chain(self.large.keys().copied())
+    }
+
+    /// The entries, in no order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.small.values().chain(self.large.values()).copied()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::path;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -157,17 +210,17 @@ mod tests {
     }
 
     /// Runs `ops` on a [`NodeInfo`] and on plain sets; returns both.
-    fn run(ops: &[Op]) -> (NodeInfo, BTreeMap<u64, Path>, BTreeSet<u64>) {
+    fn run(ops: &[Op]) -> (NodeInfo, BTreeMap<u64, EntryId>, BTreeSet<u64>) {
         let mut info = NodeInfo::default();
         let mut present = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for op in ops {
             match *op {
                 Op::Seen(t) => {
-                    let p = path!["k", t as i64];
+                    let id = t as EntryId * 7;
                     info.saw_tick(t);
-                    info.seen(t, &p);
-                    present.insert(t, p);
+                    info.seen(t, id);
+                    present.insert(t, id);
                     seen.insert(t);
                 }
                 Op::Supersede(t) => {
@@ -186,11 +239,29 @@ mod tests {
     }
 
     #[test]
+    fn ticks_beyond_32_bits_map_to_their_entries_too() {
+        let mut info = NodeInfo::default();
+        let big = (1u64 << 32) + 5;
+        for (t, id) in [(5, 1), (big, 2), (u32::MAX as u64, 3)] {
+            info.saw_tick(t);
+            info.seen(t, id);
+        }
+        assert_eq!(info.entry_id(5), Some(1));
+        assert_eq!(info.entry_id(big), Some(2));
+        assert_eq!(info.entry_id(u32::MAX as u64), Some(3));
+        assert_eq!(info.present_ticks(), vec![5, u32::MAX as u64, big]);
+        info.supersede(big);
+        assert_eq!(info.entry_id(big), None);
+        assert!(info.is_superseded(big) && !info.is_superseded(5));
+        assert_eq!(info.entries.len(), 2);
+    }
+
+    #[test]
     fn keys_written_once_supersede_nothing() {
         let mut info = NodeInfo::default();
         for t in 1..=10_000u64 {
             info.saw_tick(t);
-            info.seen(t, &path!["k", t as i64]);
+            info.seen(t, t as EntryId);
         }
         assert!(info.superseded().is_empty());
         assert!(info.knows(5_000) && !info.is_superseded(5_000));
@@ -212,7 +283,7 @@ mod tests {
             if t % 2 == 0 {
                 info.supersede(t);
             } else {
-                info.seen(t, &path!["k", t as i64]);
+                info.seen(t, t as EntryId);
             }
         }
         let sup = info.superseded();
@@ -245,7 +316,7 @@ mod tests {
             for t in 0..330 {
                 prop_assert_eq!(info.knows(t), seen.contains(&t));
                 prop_assert_eq!(info.is_superseded(t), superseded.contains(&t));
-                prop_assert_eq!(info.entry_path(t), present.get(&t));
+                prop_assert_eq!(info.entry_id(t), present.get(&t).copied());
             }
         }
     }

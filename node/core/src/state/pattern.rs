@@ -27,13 +27,13 @@ pub struct PatternCursor<'a> {
     /// Kept free of repeats (keeping the first), which bounds it by twice
     /// the number of pattern entries and changes no answer: a repeat only
     /// ever adds later repeats.
-    candidates: Vec<(&'a Entry, bool)>,
+    candidates: Vec<(Entry<'a>, bool)>,
 }
 
 impl<'a> PatternCursor<'a> {
     /// The cursor at `root` (e.g. the entry `(None,"acl",NAME)`), before
     /// any path element.
-    pub fn new(root: &'a Entry) -> PatternCursor<'a> {
+    pub fn new(root: Entry<'a>) -> PatternCursor<'a> {
         PatternCursor {
             candidates: vec![(root, false)],
         }
@@ -51,12 +51,9 @@ impl<'a> PatternCursor<'a> {
         static WILDCARDS: LazyLock<(Value, Value)> =
             LazyLock::new(|| (Value::str("+"), Value::str("#")));
         let (plus, hash) = &*WILDCARDS;
-        let mut next: Vec<(&'a Entry, bool)> = Vec::with_capacity(self.candidates.len() + 2);
-        let mut push = |entry: &'a Entry, keep: bool| {
-            if !next
-                .iter()
-                .any(|&(e, k)| std::ptr::eq(e, entry) && k == keep)
-            {
+        let mut next: Vec<(Entry<'a>, bool)> = Vec::with_capacity(self.candidates.len() + 2);
+        let mut push = |entry: Entry<'a>, keep: bool| {
+            if !next.iter().any(|&(e, k)| e == entry && k == keep) {
                 next.push((entry, keep));
             }
         };
@@ -81,7 +78,7 @@ impl<'a> PatternCursor<'a> {
     }
 
     /// The most specific matching pattern that holds a value, if any.
-    pub fn best(&self) -> Option<&'a Entry> {
+    pub fn best(&self) -> Option<Entry<'a>> {
         self.candidates
             .iter()
             .map(|&(e, _)| e)
@@ -95,7 +92,7 @@ impl<'a> PatternCursor<'a> {
 }
 
 /// The pattern entry below `root` that governs `path`, if any.
-pub fn best_match<'a>(root: &'a Entry, path: &[Value]) -> Option<&'a Entry> {
+pub fn best_match<'a>(root: Entry<'a>, path: &[Value]) -> Option<Entry<'a>> {
     let mut cursor = PatternCursor::new(root);
     for elem in path {
         cursor = cursor.step(elem);
@@ -176,7 +173,7 @@ mod tests {
     }
 
     /// The rule as written, candidates repeats and all (exponential).
-    fn naive<'a>(root: &'a Entry, path: &[Value]) -> Option<&'a Entry> {
+    fn naive<'a>(root: Entry<'a>, path: &[Value]) -> Option<Entry<'a>> {
         let (plus, hash) = (Value::str("+"), Value::str("#"));
         let mut cands = vec![(root, false)];
         for elem in path {

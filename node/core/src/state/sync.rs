@@ -232,17 +232,16 @@ impl State {
                 if !now(&name, t) {
                     continue;
                 }
-                if let Some(p) = info.entries.get(&t) {
-                    if let Some(e) = self.root.follow(p) {
-                        if let Some(chain) = &e.chain {
-                            entries.push(UpdateEvent {
-                                path: e.path.clone(),
-                                chain: chain.clone(),
-                                value: e.data.clone(),
-                                tock: e.tock,
-                            });
-                            budget -= 1;
-                        }
+                if let Some(id) = info.entries.get(t) {
+                    let e = self.tree.entry(id);
+                    if let Some(chain) = e.chain() {
+                        entries.push(UpdateEvent {
+                            path: e.path(),
+                            chain: chain.clone(),
+                            value: e.data().cloned(),
+                            tock: e.tock(),
+                        });
+                        budget -= 1;
                     }
                 } else if info.deleted.contains(t) {
                     out.deleted.insert(&name, t);
@@ -303,15 +302,11 @@ impl State {
             return RangeSet::new();
         };
         if ticks.count() <= info.entries.len() as u64 {
-            ticks
-                .iter()
-                .filter(|t| info.entries.contains_key(t))
-                .collect()
+            ticks.iter().filter(|&t| info.entries.contains(t)).collect()
         } else {
             let mut held: Vec<u64> = info
                 .entries
-                .keys()
-                .copied()
+                .ticks()
                 .filter(|&t| ticks.contains(t))
                 .collect();
             held.sort_unstable();
@@ -328,10 +323,10 @@ impl State {
         let Some(info) = self.nodes.get(node) else {
             return Ok(());
         };
-        let heads = info.entries.values().any(|p| {
-            self.root
-                .follow(p)
-                .and_then(|e| e.chain.as_ref())
+        let heads = info.entries.ids().any(|id| {
+            self.tree
+                .entry(id)
+                .chain()
                 .is_some_and(|c| &*c.head().node == node)
         });
         if heads {
@@ -359,16 +354,16 @@ impl State {
         let mut purged = 0;
         for (t, paths) in old {
             for path in paths {
-                let Some(e) = self.root.follow(&path) else {
+                let Some(e) = self.tree.root().follow(&path) else {
                     continue;
                 };
-                if e.data.is_some() || e.tock != t || e.has_children() {
+                if e.data().is_some() || e.tock() != t || e.has_children() {
                     continue; // rewritten since, or a parent of live data
                 }
-                let Some(gone) = self.root.remove_leaf(&path) else {
+                let Some(chain) = self.tree.remove_leaf(&path) else {
                     continue;
                 };
-                for l in gone.chain.iter().flat_map(|c| c.links()) {
+                for l in chain.iter().flat_map(|c| c.links()) {
                     let n = self.node_mut(&l.node);
                     n.supersede(l.tick);
                     n.deleted.remove(l.tick);

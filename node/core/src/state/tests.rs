@@ -200,7 +200,7 @@ fn entries_are_found_by_node_and_tick() {
     let mut s = state("n1");
     set(&mut s, &path!["a"], 1);
     set(&mut s, &path!["b"], 2);
-    assert_eq!(s.entry_by_tick("n1", 2).unwrap().path(), &path!["b"]);
+    assert_eq!(s.entry_by_tick("n1", 2).unwrap().path(), path!["b"]);
     set(&mut s, &path!["b"], 3);
     assert!(
         s.entry_by_tick("n1", 2).is_none(),
@@ -427,7 +427,7 @@ fn restored_entries_and_nodes_reproduce_the_state() {
     while !cur.is_done() {
         cur.step(a.root(), &opts, 10, |e, _| {
             if e.chain().is_some() {
-                b.restore_entry(e.path(), e.data().cloned(), e.chain().cloned(), e.tock());
+                b.restore_entry(&e.path(), e.data().cloned(), e.chain().cloned(), e.tock());
             }
         });
     }

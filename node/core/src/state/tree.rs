@@ -1,9 +1,24 @@
 //! The entry tree and resumable walks over it.
 //!
-//! Every [`Entry`] knows its full path, its children (in insertion order, like
-//! Python's dicts), its value (`None` = no data, e.g. an intermediate node or
-//! a deletion tombstone; `Some(Value::Nil)` is a stored nil), its chain and
-//! the tock of its last change. A new child inherits its parent's tock.
+//! Every entry has a name (its last path element), its children (in
+//! insertion order, like Python's dicts), its value (`None` = no data, e.g.
+//! an intermediate node or a deletion tombstone; `Some(Value::Nil)` is a
+//! stored nil), its chain and the tock of its last change. A new child
+//! inherits its parent's tock.
+//!
+//! Layout, for memory (docs/perf.md, "Memory"): the entries live in one
+//! arena of slots addressed by [`EntryId`]s, in chunks of fixed size so
+//! that growing never moves (or copies) the entries already there. A slot
+//! holds its name and its parent's id, not its full path: the path is
+//! computed by walking up ([`Entry::path`]) when somebody needs it. A
+//! parent's children are a vector of ids in insertion order plus a hash
+//! table of those ids, hashed by the names in their slots (nothing stored
+//! twice). Freed slots are reused. Invariant: an id held anywhere (a
+//! parent's children, the tick bookkeeping) names a live slot.
+//!
+//! [`Entry`] is a cheap, copyable view of one slot and the tree around it;
+//! reading goes through it. Changes go through [`Tree`]'s crate-private
+//! methods.
 //!
 //! [`WalkCursor`] walks a subtree depth-first, node before children, in
 //! chunks: the caller can release its lock between chunks. The cursor is a
@@ -11,73 +26,311 @@
 //! when purged, in which case a walk may skip an entry — a walk is a view of
 //! a changing tree, and watchers get the changes anyway.
 
+use std::hash::BuildHasher;
+
 use distkv_model::{Chain, Path, Value};
+use hashbrown::HashTable;
 use indexmap::IndexMap;
 
 /// Insertion-ordered map with a fast, randomly seeded hasher (keys come from
 /// the network, so the seed matters).
 pub type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
-/// One node of the tree.
+/// The index of an entry's slot in its [`Tree`].
+pub type EntryId = u32;
+
+/// The root's id.
+pub(crate) const ROOT: EntryId = 0;
+/// The parent of the root (and of free slots).
+const NO_PARENT: EntryId = EntryId::MAX;
+/// Slots per chunk of the arena (a power of two).
+const CHUNK_BITS: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// One entry's slot.
 #[derive(Debug)]
-pub struct Entry {
-    pub(crate) path: Path,
-    /// Boxed and absent for leaves (most entries): a small entry keeps the
-    /// parent's map dense, and lookups touch fewer cache lines.
-    pub(crate) children: Option<Box<Map<Value, Entry>>>,
+pub(crate) struct Slot {
+    name: Value,
+    parent: EntryId,
+    /// Boxed and absent for leaves (most entries).
+    children: Option<Box<Children>>,
     pub(crate) data: Option<Value>,
     pub(crate) chain: Option<Chain>,
     pub(crate) tock: u64,
 }
 
-impl Entry {
-    pub(crate) fn new(path: Path, tock: u64) -> Entry {
-        Entry {
-            path,
+impl Slot {
+    fn new(name: Value, parent: EntryId, tock: u64) -> Slot {
+        Slot {
+            name,
+            parent,
             children: None,
             data: None,
             chain: None,
             tock,
         }
     }
+}
 
-    /// The entry's full path.
-    pub fn path(&self) -> &Path {
-        &self.path
+/// A parent's children: ids in insertion order, and a hash table of the
+/// same ids for lookups by name.
+#[derive(Debug, Default)]
+struct Children {
+    order: Vec<EntryId>,
+    index: HashTable<EntryId>,
+}
+
+/// The arena of entries; slot [`ROOT`] is the root.
+#[derive(Debug)]
+pub struct Tree {
+    chunks: Vec<Vec<Slot>>,
+    free: Vec<EntryId>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for Tree {
+    fn default() -> Tree {
+        let mut t = Tree {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            hasher: Default::default(),
+        };
+        t.alloc(Slot::new(Value::Nil, NO_PARENT, 0));
+        t
+    }
+}
+
+impl Tree {
+    /// Bytes of one entry's slot in the arena (its value's, its chain's
+    /// and its children's allocations come on top).
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+    pub(crate) fn slot(&self, id: EntryId) -> &Slot {
+        &self.chunks[id as usize >> CHUNK_BITS][id as usize & (CHUNK - 1)]
+    }
+
+    pub(crate) fn slot_mut(&mut self, id: EntryId) -> &mut Slot {
+        &mut self.chunks[id as usize >> CHUNK_BITS][id as usize & (CHUNK - 1)]
+    }
+
+    /// The view of entry `id`.
+    pub(crate) fn entry(&self, id: EntryId) -> Entry<'_> {
+        Entry { tree: self, id }
+    }
+
+    /// The root entry.
+    pub fn root(&self) -> Entry<'_> {
+        self.entry(ROOT)
+    }
+
+    fn alloc(&mut self, slot: Slot) -> EntryId {
+        if let Some(id) = self.free.pop() {
+            *self.slot_mut(id) = slot;
+            return id;
+        }
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let id = (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len);
+        // Ids are u32: 4 G entries would need far more memory than a node has.
+        let id = EntryId::try_from(id).expect("fewer than 2^32 entries");
+        if let Some(c) = self.chunks.last_mut() {
+            c.push(slot);
+        }
+        id
+    }
+
+    fn hash(&self, name: &Value) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// The child of `parent` named `name`.
+    fn find(&self, parent: EntryId, name: &Value) -> Option<EntryId> {
+        let kids = self.slot(parent).children.as_ref()?;
+        kids.index
+            .find(self.hash(name), |&c| self.slot(c).name == *name)
+            .copied()
+    }
+
+    /// Follows `rel` from `from`, creating missing entries.
+    pub(crate) fn follow_create(&mut self, from: EntryId, rel: &[Value]) -> EntryId {
+        let mut at = from;
+        for name in rel {
+            at = match self.find(at, name) {
+                Some(c) => c,
+                None => self.add_child(at, name),
+            };
+        }
+        at
+    }
+
+    fn add_child(&mut self, parent: EntryId, name: &Value) -> EntryId {
+        let tock = self.slot(parent).tock;
+        let id = self.alloc(Slot::new(name.clone(), parent, tock));
+        let hash = self.hash(name);
+        // Out of its slot while the table rehashes from the other slots.
+        let mut kids = self.slot_mut(parent).children.take().unwrap_or_default();
+        kids.order.push(id);
+        kids.index
+            .insert_unique(hash, id, |&c| self.hash(&self.slot(c).name));
+        self.slot_mut(parent).children = Some(kids);
+        id
+    }
+
+    /// Removes the entry at `rel` (from the root) if it is a leaf, then
+    /// every ancestor left without value, change or children. Returns the
+    /// removed entry's chain (`None` also when nothing was removed).
+    pub(crate) fn remove_leaf(&mut self, rel: &[Value]) -> Option<Option<Chain>> {
+        let id = self.root().follow(rel)?.id;
+        if id == ROOT || self.entry(id).has_children() {
+            return None;
+        }
+        let chain = self.unlink(id);
+        let mut at = self.slot(id).parent;
+        self.free_slot(id);
+        // Bare ancestors go too (not the root).
+        while at != ROOT {
+            let s = self.slot(at);
+            if s.data.is_some() || s.chain.is_some() || s.children.is_some() {
+                break;
+            }
+            let up = s.parent;
+            self.unlink(at);
+            self.free_slot(at);
+            at = up;
+        }
+        Some(chain)
+    }
+
+    /// Takes `id` out of its parent's children; returns its chain.
+    fn unlink(&mut self, id: EntryId) -> Option<Chain> {
+        let parent = self.slot(id).parent;
+        let hash = self.hash(&self.slot(id).name);
+        if let Some(mut kids) = self.slot_mut(parent).children.take() {
+            if let Ok(e) = kids.index.find_entry(hash, |&c| c == id) {
+                e.remove();
+            }
+            if let Some(pos) = kids.order.iter().position(|&c| c == id) {
+                kids.order.remove(pos);
+            }
+            if !kids.order.is_empty() {
+                self.slot_mut(parent).children = Some(kids);
+            }
+        }
+        self.slot_mut(id).chain.take()
+    }
+
+    fn free_slot(&mut self, id: EntryId) {
+        *self.slot_mut(id) = Slot::new(Value::Nil, NO_PARENT, 0);
+        self.free.push(id);
+    }
+
+    /// Entries in use (the root included).
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum::<usize>() - self.free.len()
+    }
+
+    /// Always false: the root is there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A view of one entry of a [`Tree`]: cheap to copy.
+#[derive(Clone, Copy)]
+pub struct Entry<'a> {
+    tree: &'a Tree,
+    id: EntryId,
+}
+
+/// The same entry of the same tree.
+impl PartialEq for Entry<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.tree, other.tree) && self.id == other.id
+    }
+}
+
+impl Eq for Entry<'_> {}
+
+impl std::fmt::Debug for Entry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("path", &self.path())
+            .field("data", &self.data())
+            .field("chain", &self.chain())
+            .field("tock", &self.tock())
+            .finish()
+    }
+}
+
+impl<'a> Entry<'a> {
+    fn slot(self) -> &'a Slot {
+        self.tree.slot(self.id)
+    }
+
+    /// The entry's id in its tree.
+    pub fn id(self) -> EntryId {
+        self.id
+    }
+
+    /// The entry's name: the last element of its path (nil for the root).
+    pub fn name(self) -> &'a Value {
+        &self.slot().name
+    }
+
+    /// The entry's full path, computed by walking up to the root.
+    pub fn path(self) -> Path {
+        let mut names = Vec::new();
+        let mut at = self.id;
+        while at != ROOT {
+            let s = self.tree.slot(at);
+            names.push(s.name.clone());
+            at = s.parent;
+        }
+        names.reverse();
+        Path::new(names)
     }
 
     /// The stored value, if any.
-    pub fn data(&self) -> Option<&Value> {
-        self.data.as_ref()
+    pub fn data(self) -> Option<&'a Value> {
+        self.slot().data.as_ref()
     }
 
     /// The chain of the last change, if any.
-    pub fn chain(&self) -> Option<&Chain> {
-        self.chain.as_ref()
+    pub fn chain(self) -> Option<&'a Chain> {
+        self.slot().chain.as_ref()
     }
 
     /// The tock of the last change.
-    pub fn tock(&self) -> u64 {
-        self.tock
+    pub fn tock(self) -> u64 {
+        self.slot().tock
     }
 
     /// The children, in insertion order.
-    pub fn children(&self) -> impl Iterator<Item = (&Value, &Entry)> {
-        self.children.iter().flat_map(|m| m.iter())
+    pub fn children(self) -> impl Iterator<Item = (&'a Value, Entry<'a>)> {
+        let tree = self.tree;
+        self.slot()
+            .children
+            .iter()
+            .flat_map(|k| k.order.iter())
+            .map(move |&c| (&tree.slot(c).name, tree.entry(c)))
     }
 
     /// Whether the entry has children.
-    pub fn has_children(&self) -> bool {
-        self.children.as_ref().is_some_and(|m| !m.is_empty())
+    pub fn has_children(self) -> bool {
+        self.slot()
+            .children
+            .as_ref()
+            .is_some_and(|k| !k.order.is_empty())
     }
 
     /// A child by name.
-    pub fn child(&self, name: &Value) -> Option<&Entry> {
-        self.children.as_ref()?.get(name)
+    pub fn child(self, name: &Value) -> Option<Entry<'a>> {
+        self.tree.find(self.id, name).map(|c| self.tree.entry(c))
     }
 
     /// Follows `rel` from this entry.
-    pub fn follow(&self, rel: &[Value]) -> Option<&Entry> {
+    pub fn follow(self, rel: &[Value]) -> Option<Entry<'a>> {
         let mut e = self;
         for name in rel {
             e = e.child(name)?;
@@ -85,60 +338,10 @@ impl Entry {
         Some(e)
     }
 
-    /// Follows `rel` from this entry, creating missing entries.
-    pub(crate) fn follow_create(&mut self, rel: &[Value]) -> &mut Entry {
-        let mut e = self;
-        for name in rel {
-            let (tock, path) = (e.tock, &e.path);
-            let map = e.children.get_or_insert_with(Box::default);
-            // Look up before inserting: existing children (the common case)
-            // need no key clone.
-            let idx = match map.get_index_of(name) {
-                Some(i) => i,
-                None => {
-                    let child = Entry::new(path.child(name.clone()), tock);
-                    map.insert_full(name.clone(), child).0
-                }
-            };
-            e = &mut map[idx];
-        }
-        e
-    }
-
-    /// Removes the entry at `rel` if it is a leaf, then every ancestor
-    /// left without value, change or children. Returns the removed entry.
-    pub(crate) fn remove_leaf(&mut self, rel: &[Value]) -> Option<Entry> {
-        let (name, parent_rel) = rel.split_last()?;
-        let parent = self.follow_mut(parent_rel)?;
-        if parent.child(name)?.has_children() {
-            return None;
-        }
-        let map = parent.children.as_mut()?;
-        let gone = map.shift_remove(name)?;
-        if map.is_empty() {
-            parent.children = None;
-        }
-        let bare = parent.data.is_none() && parent.chain.is_none() && !parent_rel.is_empty();
-        if bare {
-            self.remove_leaf(parent_rel);
-        }
-        Some(gone)
-    }
-
-    fn follow_mut(&mut self, rel: &[Value]) -> Option<&mut Entry> {
-        let mut e = self;
-        for name in rel {
-            e = e.children.as_mut()?.get_mut(name)?;
-        }
-        Some(e)
-    }
-
-    fn child_at(&self, idx: &[usize]) -> Option<&Entry> {
-        let mut e = self;
-        for &i in idx {
-            e = e.children.as_ref()?.get_index(i)?.1;
-        }
-        Some(e)
+    /// The `idx`-th child (insertion order).
+    fn child_index(self, idx: usize) -> Option<Entry<'a>> {
+        let c = *self.slot().children.as_ref()?.order.get(idx)?;
+        Some(self.tree.entry(c))
     }
 }
 
@@ -173,12 +376,12 @@ impl WalkCursor {
     /// Visits up to `budget` entries below (and including) `start`, calling
     /// `visit(entry, depth)` for each reported one. Returns when the budget
     /// is used or the walk is done ([`WalkCursor::is_done`]).
-    pub fn step(
+    pub fn step<'a>(
         &mut self,
-        start: &Entry,
+        start: Entry<'a>,
         opts: &WalkOpts,
         budget: usize,
-        mut visit: impl FnMut(&Entry, usize),
+        mut visit: impl FnMut(Entry<'a>, usize),
     ) {
         self.step_pruned(start, opts, budget, |e, depth, report| {
             if report {
@@ -190,15 +393,16 @@ impl WalkCursor {
 
     /// [`WalkCursor::step`] that asks about every entry it passes:
     /// `visit(entry, depth, reported)` returns whether to walk below it.
-    pub fn step_pruned(
+    pub fn step_pruned<'a>(
         &mut self,
-        start: &Entry,
+        start: Entry<'a>,
         opts: &WalkOpts,
         budget: usize,
-        mut visit: impl FnMut(&Entry, usize, bool) -> bool,
+        mut visit: impl FnMut(Entry<'a>, usize, bool) -> bool,
     ) {
-        let report =
-            |e: &Entry, depth: usize| depth >= opts.min_depth && (opts.empty || e.data.is_some());
+        let report = |e: Entry<'_>, depth: usize| {
+            depth >= opts.min_depth && (opts.empty || e.data().is_some())
+        };
         let mut used = 0;
         if !self.started {
             self.started = true;
@@ -210,29 +414,38 @@ impl WalkCursor {
             }
             self.stack.push(0);
         }
+        // The open levels' entries, found again from the indices (the tree
+        // may have changed since the last chunk), then kept along.
+        let mut parents: Vec<Option<Entry<'a>>> = Vec::with_capacity(self.stack.len());
+        let mut at = Some(start);
+        for &i in &self.stack {
+            parents.push(at);
+            at = at.and_then(|e| e.child_index(i));
+        }
         while used < budget {
             let Some(&idx) = self.stack.last() else {
                 self.done = true;
                 return;
             };
             let depth = self.stack.len();
-            let parent = start.child_at(&self.stack[..depth - 1]);
-            let Some((name, child)) = parent.and_then(|p| p.children.as_ref()?.get_index(idx))
-            else {
+            let parent = parents.last().copied().flatten();
+            let Some(child) = parent.and_then(|p| p.child_index(idx)) else {
                 self.stack.pop();
+                parents.pop();
                 if let Some(l) = self.stack.last_mut() {
                     *l += 1;
                 }
                 continue;
             };
             used += 1;
-            if depth == 1 && name.is_nil() && !opts.meta {
+            if depth == 1 && child.name().is_nil() && !opts.meta {
                 *self.stack.last_mut().expect("non-empty") += 1;
                 continue;
             }
             let descend = visit(child, depth, report(child, depth));
             if descend && opts.max_depth.is_none_or(|m| depth < m) && child.has_children() {
                 self.stack.push(0);
+                parents.push(Some(child));
             } else {
                 *self.stack.last_mut().expect("non-empty") += 1;
             }
@@ -240,5 +453,60 @@ impl WalkCursor {
         if self.stack.is_empty() {
             self.done = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::path;
+
+    #[test]
+    fn freed_slots_are_reused_and_paths_are_computed() {
+        let mut t = Tree::default();
+        let a = t.follow_create(ROOT, &path!["a", "b"]);
+        t.slot_mut(a).data = Some(Value::Int(1));
+        assert_eq!(t.entry(a).path(), path!["a", "b"]);
+        assert_eq!(t.len(), 3);
+        // b is a leaf; a is bare, so it goes too.
+        assert_eq!(t.remove_leaf(&path!["a", "b"]), Some(None));
+        assert_eq!(t.len(), 1);
+        assert!(!t.root().has_children());
+        let c = t.follow_create(ROOT, &path!["c", "d"]);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.entry(c).path(), path!["c", "d"]);
+        assert!(t.root().follow(&path!["a"]).is_none());
+        assert_eq!(t.root().follow(&path!["c", "d"]).map(|e| e.id()), Some(c));
+    }
+
+    #[test]
+    fn children_keep_insertion_order_across_removals_and_growth() {
+        let mut t = Tree::default();
+        for i in 0..10_000i64 {
+            let id = t.follow_create(ROOT, &[Value::Int(i)]);
+            t.slot_mut(id).data = Some(Value::Int(i));
+        }
+        for i in (0..10_000i64).step_by(3) {
+            let id = t.root().follow(&[Value::Int(i)]).unwrap().id();
+            t.slot_mut(id).data = None;
+            assert!(t.remove_leaf(&[Value::Int(i)]).is_some());
+        }
+        let names: Vec<i64> = t
+            .root()
+            .children()
+            .map(|(n, _)| n.as_i64().unwrap())
+            .collect();
+        let want: Vec<i64> = (0..10_000).filter(|i| i % 3 != 0).collect();
+        assert_eq!(names, want);
+        for i in 0..10_000i64 {
+            let e = t.root().child(&Value::Int(i));
+            assert_eq!(e.is_some(), i % 3 != 0, "{i}");
+            if let Some(e) = e {
+                assert_eq!(e.data(), Some(&Value::Int(i)));
+                assert_eq!(e.path(), Path::new(vec![Value::Int(i)]));
+            }
+        }
+        // Python's equality: 1.0 finds the child named 1.
+        assert!(t.root().child(&Value::Float(1.0)).is_some());
     }
 }

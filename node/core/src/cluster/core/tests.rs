@@ -306,7 +306,7 @@ fn a_restored_change_of_a_stopped_node_reaches_the_others() {
     pump(&mut a, &mut core_a, &mut b, &mut core_b, 3_000, 6_000);
     assert_eq!(
         b.entry(&[Value::str("restored")])
-            .and_then(|e| e.data.clone()),
+            .and_then(|e| e.data().cloned()),
         Some(Value::uint(42)),
         "the restored change stayed on the node that took it"
     );
