@@ -43,7 +43,7 @@ use distkv_log::{CommitInfo, LogError, LogRecord, RetentionPolicy, Seq};
 use distkv_model::{NodeSet, RangeSet};
 use tokio::sync::watch;
 
-use super::index::IndexKeeper;
+use super::index::{IndexKeeper, IndexPlace};
 use super::lock::DirLock;
 use super::meta::{Meta, MetaError, TICK_BLOCK};
 use super::snap;
@@ -353,7 +353,11 @@ pub fn start<H: StateHost>(
             let offset = writer.next_seq().wrapping_sub(mem_next);
             let c = &d2.config;
             let index = if c.history_index {
-                IndexKeeper::start(c.index_dir(), c.log_dir(), writer.config().node.to_string())
+                IndexKeeper::start(IndexPlace {
+                    dir: c.index_dir(),
+                    log_dir: c.log_dir(),
+                    node: writer.config().node.to_string(),
+                })
             } else {
                 IndexKeeper::off()
             };
