@@ -524,6 +524,7 @@ impl PersistSettings {
                 p.retention_max_bytes,
                 0..=1 << 50,
             )?,
+            history_index: p.history_index,
         })
     }
 }
@@ -672,6 +673,8 @@ pub struct PersistSettings {
     pub retention_max_age: std::time::Duration,
     /// …or beyond this many bytes in all.
     pub retention_max_bytes: u64,
+    /// Keep the history index current (`server.persist.history_index`).
+    pub history_index: bool,
 }
 
 /// Where a client connects.

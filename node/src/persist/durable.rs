@@ -72,6 +72,7 @@ pub fn durable_config(
     c.segment_age = settings.segment_max_age;
     c.snapshot_records = settings.snapshot_records;
     c.snapshot_interval = settings.snapshot_interval;
+    c.history_index = settings.history_index;
     c.retention = RetentionPolicy {
         max_age: Some(settings.retention_max_age),
         max_total_bytes: Some(settings.retention_max_bytes),
