@@ -266,6 +266,7 @@ impl Drop for IndexKeeper {
 /// The index thread: open and check the index, then handle the queue
 /// until [`Msg::Close`] or until the writer is gone.
 fn run(place: &IndexPlace, rx: &Receiver<Msg>, ready: &AtomicBool, hold: Option<&Mutex<()>>) {
+    lower_priority();
     let Some(mut ix) = open_and_sync(&place.dir, &place.log_dir, &place.node) else {
         return;
     };
@@ -292,6 +293,25 @@ fn run(place: &IndexPlace, rx: &Receiver<Msg>, ready: &AtomicBool, hold: Option<
     }
     if let Err(e) = ix.flush() {
         tracing::warn!(error = %e, "cannot write the history index; it is caught up at the next start");
+    }
+}
+
+/// Makes this thread yield the CPU to the log writer and the server: the
+/// index is derived and may lag, the history may not (on a busy machine
+/// the writer's lag is what `fsync = interval` can lose in a crash).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` and `setpriority` take and return plain
+        // integers; on Linux, `PRIO_PROCESS` with a thread id sets that
+        // thread's nice value.
+        let ok = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if ok != 0 {
+            tracing::debug!("cannot lower the history index thread's priority");
+        }
     }
 }
 
