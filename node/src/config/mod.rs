@@ -852,6 +852,18 @@ mod tests {
     }
 
     #[test]
+    fn the_history_index_is_on_by_default_and_can_be_switched_off() {
+        assert!(Config::default().server().unwrap().persist.history_index);
+        let mut c = Config::default();
+        c.set_override("server.persist.history_index=false").unwrap();
+        assert!(!c.server().unwrap().persist.history_index);
+        let mut c = Config::default();
+        c.set_override("server.persist.history_index=sometimes").unwrap();
+        let e = c.server().expect_err("a non-boolean accepted");
+        assert!(e.to_string().contains("history_index"), "{e}");
+    }
+
+    #[test]
     fn connection_and_export_defaults_match_the_typed_defaults() {
         let s = Config::default().server().unwrap();
         assert_eq!(s.connections, ConnectionLimits::default());
