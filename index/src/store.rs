@@ -596,13 +596,9 @@ impl HistoryIndex {
         let Some(generation) = self.segs.get(&segment).map(|s| s.generation) else {
             return Ok(());
         };
-        if self
-            .part
-            .as_ref()
-            .is_some_and(|p| {
-                p.segment != segment || p.generation != generation || p.full(&self.limits)
-            })
-        {
+        if self.part.as_ref().is_some_and(|p| {
+            p.segment != segment || p.generation != generation || p.full(&self.limits)
+        }) {
             self.write_part()?;
         }
         let Some(st) = self.segs.get_mut(&segment) else {
@@ -662,7 +658,9 @@ impl HistoryIndex {
         }
         st.parts = part.number + 1;
         let batch = part.into_batch(&st, self.limits.chunk_bytes);
-        self.tree.apply_batch(batch).map_err(|e| self.store_err(e))?;
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.store_err(e))?;
         self.segs.insert(segment, st);
         Ok(())
     }
@@ -698,7 +696,9 @@ impl HistoryIndex {
                 batch.remove(k);
             }
         }
-        self.tree.apply_batch(batch).map_err(|e| self.store_err(e))?;
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.store_err(e))?;
         Ok(st.events)
     }
 

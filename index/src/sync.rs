@@ -122,10 +122,11 @@ impl HistoryIndex {
         let from = st.indexed_to;
         // Catching up starts at the first block not indexed (checked
         // there); from the front if that is not a block start after all.
-        let mut reader = match SegmentReader::open_at(path, RecoveryMode::TruncateTail, from, st.next_seq) {
-            Ok(r) if st.last_block != 0 => r,
-            _ => SegmentReader::open(path, RecoveryMode::TruncateTail)?,
-        };
+        let mut reader =
+            match SegmentReader::open_at(path, RecoveryMode::TruncateTail, from, st.next_seq) {
+                Ok(r) if st.last_block != 0 => r,
+                _ => SegmentReader::open(path, RecoveryMode::TruncateTail)?,
+            };
         let mut pending: Option<Pending> = None;
         for rec in reader.by_ref() {
             let rec = match rec {

@@ -258,7 +258,10 @@ fn many_small_parts_and_chunks_answer_like_one() -> TestResult {
     let (mut ix, why) = HistoryIndex::open(&dir, &log, "n1")?;
     assert!(why.is_none());
     let r = ix.sync()?;
-    assert!(r.complete() && r.reindexed.is_empty() && r.caught_up.is_empty(), "{r:?}");
+    assert!(
+        r.complete() && r.reindexed.is_empty() && r.caught_up.is_empty(),
+        "{r:?}"
+    );
     for k in 0..7 {
         assert_eq!(values(&ix, k)?, expected(k, 1, 100));
     }

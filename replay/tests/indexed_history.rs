@@ -342,8 +342,14 @@ fn stale_losing_and_duplicate_events_of_many_writers_are_dropped_alike() -> Resu
     // Most events change their entry, but many do not.
     let per_key: usize = (0..15)
         .map(|i| {
-            history_with(std::slice::from_ref(&dir), &key(i), false, true, UseIndex::Never)
-                .map(|r| r.changes.len())
+            history_with(
+                std::slice::from_ref(&dir),
+                &key(i),
+                false,
+                true,
+                UseIndex::Never,
+            )
+            .map(|r| r.changes.len())
         })
         .sum::<Result<usize, _>>()?;
     ensure!(
@@ -375,13 +381,25 @@ fn a_running_node_or_several_inputs_make_history_replay_with_a_note() -> Result<
     );
     // The index held open elsewhere (as by a running node): replayed.
     let (_ix, _) = distkv_index::HistoryIndex::open(&dir.join("index"), &dir.join("log"), "n1")?;
-    let r = history_with(std::slice::from_ref(&dir), &path!["a"], true, true, UseIndex::Build)?;
+    let r = history_with(
+        std::slice::from_ref(&dir),
+        &path!["a"],
+        true,
+        true,
+        UseIndex::Build,
+    )?;
     ensure!(
         has_note(&r.notes, "history index not used"),
         "{:?}",
         r.notes
     );
-    let full = history_with(std::slice::from_ref(&dir), &path!["a"], true, true, UseIndex::Never)?;
+    let full = history_with(
+        std::slice::from_ref(&dir),
+        &path!["a"],
+        true,
+        true,
+        UseIndex::Never,
+    )?;
     ensure!(summary(&r) == summary(&full));
     Ok(())
 }
@@ -468,7 +486,10 @@ fn the_command_line_answers_alike_with_and_without_the_index() -> Result<()> {
     // No index: replayed, and none is built unless asked with --index.
     std::fs::remove_dir_all(dir.join("index"))?;
     let (plain, notes) = run(&[])?;
-    ensure!(plain == replayed && !notes.contains("history index"), "{notes}");
+    ensure!(
+        plain == replayed && !notes.contains("history index"),
+        "{notes}"
+    );
     ensure!(!dir.join("index").exists(), "an index was built unasked");
     let (forced, notes) = run(&["--index"])?;
     ensure!(forced == replayed, "{forced}\n---\n{replayed}");

@@ -855,10 +855,12 @@ mod tests {
     fn the_history_index_is_on_by_default_and_can_be_switched_off() {
         assert!(Config::default().server().unwrap().persist.history_index);
         let mut c = Config::default();
-        c.set_override("server.persist.history_index=false").unwrap();
+        c.set_override("server.persist.history_index=false")
+            .unwrap();
         assert!(!c.server().unwrap().persist.history_index);
         let mut c = Config::default();
-        c.set_override("server.persist.history_index=sometimes").unwrap();
+        c.set_override("server.persist.history_index=sometimes")
+            .unwrap();
         let e = c.server().expect_err("a non-boolean accepted");
         assert!(e.to_string().contains("history_index"), "{e}");
     }
