@@ -179,6 +179,24 @@ fn write_large_log(data: &Path, n: u64) {
     w.close(Now::default()).expect("close");
 }
 
+/// Resets the process's peak resident size (Linux; elsewhere nothing).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident size since the last reset, as the kernel
+/// reports it (`VmHWM`).
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Bytes of the files under `dir`.
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -206,6 +224,7 @@ fn history_key(c: &mut Criterion) {
         "history_index: wrote {n} events in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    reset_peak_rss();
     let t = Instant::now();
     {
         let (mut ix, _) =
@@ -215,8 +234,9 @@ fn history_key(c: &mut Criterion) {
         ix.flush().expect("flush");
     }
     println!(
-        "history_index/build_from_segments: {n} events indexed in {:.1} s; index {:.1} MB on disk, log {:.1} MB",
+        "history_index/build_from_segments: {n} events indexed in {:.1} s; peak RSS during the build {}; index {:.1} MB on disk, log {:.1} MB",
         t.elapsed().as_secs_f64(),
+        peak_rss(),
         dir_size(&data.join("index")) as f64 / 1e6,
         dir_size(&data.join("log")) as f64 / 1e6,
     );
