@@ -184,15 +184,15 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// The process's peak resident size since the last reset, as the kernel
-/// reports it (`VmHWM`).
-fn peak_rss() -> String {
+/// A line of the kernel's `/proc/self/status` (`VmHWM:`: the peak
+/// resident size since the last reset; `VmRSS:` the resident size now).
+fn status_line(name: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l["VmHWM:".len()..].trim().to_string())
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
 }
@@ -225,6 +225,7 @@ fn history_key(c: &mut Criterion) {
         t.elapsed().as_secs_f64()
     );
     reset_peak_rss();
+    let before = status_line("VmRSS:");
     let t = Instant::now();
     {
         let (mut ix, _) =
@@ -234,9 +235,10 @@ fn history_key(c: &mut Criterion) {
         ix.flush().expect("flush");
     }
     println!(
-        "history_index/build_from_segments: {n} events indexed in {:.1} s; peak RSS during the build {}; index {:.1} MB on disk, log {:.1} MB",
+        "history_index/build_from_segments: {n} events indexed in {:.1} s; peak RSS during the build {} (before it: {}); index {:.1} MB on disk, log {:.1} MB",
         t.elapsed().as_secs_f64(),
-        peak_rss(),
+        status_line("VmHWM:"),
+        before,
         dir_size(&data.join("index")) as f64 / 1e6,
         dir_size(&data.join("log")) as f64 / 1e6,
     );
