@@ -255,7 +255,7 @@ fn history_key(c: &mut Criterion) {
             let key = key_path(rng.gen_range(0..keys));
             let r = distkv_replay::history::history_indexed(&inputs, &key, false)
                 .expect("history")
-                .expect("answered from the index");
+                .unwrap_or_else(|why| panic!("not answered from the index: {why}"));
             assert!(!r.changes.is_empty());
             r
         })

@@ -29,7 +29,12 @@ const PART_EVENTS: usize = 1 << 17;
 /// Key bytes in a part before it is written.
 const PART_KEY_BYTES: usize = 16 << 20;
 /// Bytes of entries per event chunk (one sled value).
-const CHUNK_BYTES: usize = 4096;
+const CHUNK_BYTES: usize = 32 << 10;
+/// sled writes its page-table snapshot after this many records: its
+/// `open` reads the snapshot and replays the records after it, so with
+/// sled's default (10⁶, more records than a large index has) every open
+/// would read the whole database.
+const SNAPSHOT_AFTER_OPS: u64 = 1000;
 /// Blocks per seek chunk.
 const BLOCKS_PER_CHUNK: usize = 128;
 /// Bytes of one block in a seek chunk.
@@ -417,12 +422,16 @@ impl HistoryIndex {
         node: &str,
     ) -> std::result::Result<std::result::Result<HistoryIndex, String>, Unusable> {
         // Few, large records (see the crate docs): a small cache is
-        // enough, and sled writes its files lazily (the index is derived).
+        // enough. No background flusher: sled writes when its buffers
+        // fill and at `flush` (the index is derived; what a crash loses is
+        // caught up from the segments), and a dropped index releases its
+        // lock at once rather than when that thread next wakes up.
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(16 << 20)
-            .flush_every_ms(Some(1000))
-            .mode(sled::Mode::HighThroughput);
+            .flush_every_ms(None)
+            .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
+            .mode(sled::Mode::LowSpace);
         // sled reads its own files; a damaged one must not take the node
         // (or the tool) down with it.
         let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))

@@ -55,7 +55,9 @@ impl HistoryIndex {
             expected = self.segs.get(&s.first_seq).map(|st| st.next_seq);
         }
         // What was read is written: a tool's next run finds it.
-        self.write_part()?;
+        if report.events > 0 || !report.forgotten.is_empty() || !report.reindexed.is_empty() {
+            self.flush()?;
+        }
         Ok(report)
     }
 
