@@ -35,6 +35,9 @@ const CHUNK_BYTES: usize = 32 << 10;
 /// sled's default (10⁶, more records than a large index has) every open
 /// would read the whole database.
 const SNAPSHOT_AFTER_OPS: u64 = 1000;
+/// sled's flusher thread writes every this many ms; a dropped index holds
+/// its lock until that thread next wakes up.
+const FLUSH_EVERY_MS: u64 = 200;
 /// Blocks per seek chunk.
 const BLOCKS_PER_CHUNK: usize = 128;
 /// Bytes of one block in a seek chunk.
@@ -398,7 +401,17 @@ impl HistoryIndex {
     /// why, then. The index is not checked against the segments here:
     /// call [`HistoryIndex::sync`].
     pub fn open(dir: &Path, log_dir: &Path, node: &str) -> Result<(HistoryIndex, Option<String>)> {
-        match Self::try_open(dir, log_dir, node) {
+        // An index this process just dropped keeps its lock until sled's
+        // flusher thread wakes up: wait that long before calling it in
+        // use by another process.
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(5 * FLUSH_EVERY_MS);
+        let mut opened = Self::try_open(dir, log_dir, node);
+        while matches!(opened, Err(Unusable::InUse(_))) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            opened = Self::try_open(dir, log_dir, node);
+        }
+        match opened {
             Ok(Ok(ix)) => Ok((ix, None)),
             Err(Unusable::InUse(e)) => Err(IndexError::InUse {
                 dir: dir.to_path_buf(),
@@ -422,14 +435,13 @@ impl HistoryIndex {
         node: &str,
     ) -> std::result::Result<std::result::Result<HistoryIndex, String>, Unusable> {
         // Few, large records (see the crate docs): a small cache is
-        // enough. No background flusher: sled writes when its buffers
-        // fill and at `flush` (the index is derived; what a crash loses is
-        // caught up from the segments), and a dropped index releases its
-        // lock at once rather than when that thread next wakes up.
+        // enough, and sled writes its files lazily (the index is derived;
+        // what a crash loses is caught up from the segments). (Without
+        // sled's flusher thread, `flush` was seen to hang.)
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(16 << 20)
-            .flush_every_ms(None)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
             .mode(sled::Mode::LowSpace);
         // sled reads its own files; a damaged one must not take the node
