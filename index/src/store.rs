@@ -29,7 +29,7 @@ const PART_EVENTS: usize = 1 << 17;
 /// Key bytes in a part before it is written.
 const PART_KEY_BYTES: usize = 16 << 20;
 /// Bytes of entries per event chunk (one sled value).
-const CHUNK_BYTES: usize = 32 << 10;
+const CHUNK_BYTES: usize = 4096;
 /// sled writes its page-table snapshot after this many records: its
 /// `open` reads the snapshot and replays the records after it, so with
 /// sled's default (10⁶, more records than a large index has) every open
@@ -37,7 +37,7 @@ const CHUNK_BYTES: usize = 32 << 10;
 const SNAPSHOT_AFTER_OPS: u64 = 1000;
 /// sled's flusher thread writes every this many ms; a dropped index holds
 /// its lock until that thread next wakes up.
-const FLUSH_EVERY_MS: u64 = 200;
+const FLUSH_EVERY_MS: u64 = 1000;
 /// Blocks per seek chunk.
 const BLOCKS_PER_CHUNK: usize = 128;
 /// Bytes of one block in a seek chunk.
@@ -405,7 +405,7 @@ impl HistoryIndex {
         // flusher thread wakes up: wait that long before calling it in
         // use by another process.
         let deadline = std::time::Instant::now()
-            + std::time::Duration::from_millis(5 * FLUSH_EVERY_MS);
+            + std::time::Duration::from_millis(FLUSH_EVERY_MS + FLUSH_EVERY_MS / 2);
         let mut opened = Self::try_open(dir, log_dir, node);
         while matches!(opened, Err(Unusable::InUse(_))) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -443,7 +443,7 @@ impl HistoryIndex {
             .cache_capacity(16 << 20)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
-            .mode(sled::Mode::LowSpace);
+            .mode(sled::Mode::HighThroughput);
         // sled reads its own files; a damaged one must not take the node
         // (or the tool) down with it.
         let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
