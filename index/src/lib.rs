@@ -13,7 +13,7 @@
 //!   sled record per chunk (key: `P`, segment, generation, part number,
 //!   the chunk's first entry key). A lookup asks each part for the last
 //!   chunk starting at or before the path's prefix and reads forward while
-//!   chunks may hold it: a few reads per part, whatever the log's size.
+//!   chunks may hold it: a few reads per part (one part per 128 Ki events).
 //!   Ten million events are some 80 000 sled records instead of ten
 //!   million (sled spends ≈ 10 µs and far more memory than its cache
 //!   setting per record; docs/perf.md, "History index").

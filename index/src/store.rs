@@ -30,11 +30,6 @@ const PART_EVENTS: usize = 1 << 17;
 const PART_KEY_BYTES: usize = 16 << 20;
 /// Bytes of entries per event chunk (one sled value).
 const CHUNK_BYTES: usize = 4096;
-/// sled writes its page-table snapshot after this many records: its
-/// `open` reads the snapshot and replays the records after it, so with
-/// sled's default (10⁶, more records than a large index has) every open
-/// would read the whole database.
-const SNAPSHOT_AFTER_OPS: u64 = 1000;
 /// sled's flusher thread writes every this many ms; a dropped index holds
 /// its lock until that thread next wakes up.
 const FLUSH_EVERY_MS: u64 = 1000;
@@ -442,7 +437,6 @@ impl HistoryIndex {
             .path(dir)
             .cache_capacity(16 << 20)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
             .mode(sled::Mode::HighThroughput);
         // sled reads its own files; a damaged one must not take the node
         // (or the tool) down with it.
