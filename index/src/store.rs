@@ -431,8 +431,9 @@ impl HistoryIndex {
     ) -> std::result::Result<std::result::Result<HistoryIndex, String>, Unusable> {
         // Few, large records (see the crate docs): a small cache is
         // enough, and sled writes its files lazily (the index is derived;
-        // what a crash loses is caught up from the segments). (Without
-        // sled's flusher thread, `flush` was seen to hang.)
+        // what a crash loses is caught up from the segments). (With
+        // `LowSpace` and 32 KiB chunks sled's `flush` was seen to hang:
+        // docs/perf.md.)
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(16 << 20)

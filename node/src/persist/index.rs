@@ -37,6 +37,10 @@ use distkv_model::UpdateEvent;
 /// Blocks the queue to the index thread holds.
 pub const QUEUE_BLOCKS: usize = 1024;
 
+/// How long a stop waits for the index thread (its start-up check
+/// included) before leaving it behind.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the writer hands to the index thread.
 enum Msg {
     /// A committed block and its events.
@@ -237,8 +241,9 @@ impl IndexKeeper {
 
     /// Stops the index thread after it has handled what is queued and
     /// written what it holds (at a clean stop; not needed for
-    /// correctness). A stop during the start-up check waits for it: the
-    /// index must be closed (its lock released) when the node is.
+    /// correctness). A stop during the start-up check waits for it, so
+    /// that the index is closed (its lock released) with the node — for
+    /// [`CLOSE_WAIT`] at most: a stuck index never holds up the stop.
     pub fn close(&mut self) {
         let Some(w) = self.worker.take() else {
             return;
@@ -248,7 +253,17 @@ impl IndexKeeper {
             let _ = w.queue.send(Msg::CatchUp);
         }
         let _ = w.queue.send(Msg::Close);
-        if w.thread.join().is_err() {
+        // Bounded: an index stuck in sled must not hold up the node's
+        // stop (the thread is left behind; the next start repairs it).
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while !w.thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !w.thread.is_finished() {
+            tracing::warn!(
+                "the history index thread did not finish in time; it is repaired at the next start"
+            );
+        } else if w.thread.join().is_err() {
             tracing::warn!("the history index thread panicked; it is repaired at the next start");
         }
         self.pending.clear();
