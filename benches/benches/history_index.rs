@@ -13,6 +13,7 @@
 //! (it takes minutes at 10 M events; criterion would repeat it).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
@@ -20,6 +21,7 @@ use distkv_benches::{append, key_path, remote_events, Workload};
 use distkv_index::HistoryIndex;
 use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_model::UpdateEvent;
+use distkv_node::persist::index::{IndexKeeper, IndexPlace};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -40,55 +42,110 @@ fn events_wanted() -> u64 {
         .unwrap_or(10_000_000)
 }
 
-/// Commits the pending group; with `index`, records the block in it as
-/// the node's writer thread does.
-fn commit(w: &mut LogWriter, index: Option<&mut HistoryIndex>, block: &[(u64, &UpdateEvent)]) {
-    let c = w.commit(Now::default()).expect("commit");
-    if let Some(ix) = index {
-        ix.record_commit(&c, w.next_seq(), 0, block).expect("index");
+/// How the append benchmark keeps the index.
+#[derive(Clone, Copy, PartialEq)]
+enum Keeping {
+    /// No index.
+    Off,
+    /// Recorded on the writer's thread after each commit (what it costs).
+    Inline,
+    /// Handed to the index thread, as the node does.
+    Thread,
+}
+
+/// The log writer and the index as one benchmark iteration keeps them.
+struct Appender {
+    _dir: tempfile::TempDir,
+    w: LogWriter,
+    inline: Option<HistoryIndex>,
+    keeper: IndexKeeper,
+}
+
+impl Appender {
+    fn new(keeping: Keeping) -> Appender {
+        let dir = tempdir();
+        let mut wc = WriterConfig::new(NODE);
+        wc.fsync = FsyncPolicy::Never;
+        let log = dir.path().join("log");
+        let w = LogWriter::open(&log, wc, Now::default()).expect("open log");
+        let index = dir.path().join("index");
+        let inline = (keeping == Keeping::Inline).then(|| {
+            let (mut ix, _) = HistoryIndex::open(&index, &log, NODE).expect("index");
+            ix.sync().expect("sync");
+            ix
+        });
+        let keeper = if keeping == Keeping::Thread {
+            let keeper = IndexKeeper::start(IndexPlace {
+                dir: index,
+                log_dir: log,
+                node: NODE.into(),
+            });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !keeper.is_ready() {
+                assert!(Instant::now() < deadline, "index thread not ready");
+                std::thread::yield_now();
+            }
+            keeper
+        } else {
+            IndexKeeper::off()
+        };
+        Appender {
+            _dir: dir,
+            w,
+            inline,
+            keeper,
+        }
+    }
+
+    /// Appends `events` in groups of 1000, each group one commit whose
+    /// block goes to the index as `keeping` says.
+    fn append(&mut self, events: &[Arc<UpdateEvent>]) {
+        for chunk in events.chunks(1000) {
+            let mut block = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let seq = self.w.next_seq();
+                append(&mut self.w, e).expect("append");
+                self.keeper.appended(seq, e);
+                if self.inline.is_some() {
+                    block.push((seq, e.clone()));
+                }
+            }
+            let c = self.w.commit(Now::default()).expect("commit");
+            if let Some(ix) = &mut self.inline {
+                ix.record_commit(&c, self.w.next_seq(), 0, &block)
+                    .expect("index");
+            }
+            self.keeper.committed(&c, self.w.next_seq(), 0);
+        }
+        if let Some(ix) = &mut self.inline {
+            ix.flush().expect("flush");
+        }
     }
 }
 
 /// Appending 100 000 events in groups of 1000, without fsync: the log
-/// alone, and the log with the index recording every block.
+/// alone, the log with the index recorded on the writer's thread, and the
+/// log handing its blocks to the index thread (as the node does; the
+/// index thread's close is not timed: it is not the writer's).
 fn append_rate(c: &mut Criterion) {
     let mut g = c.benchmark_group("history_index_append");
     g.sample_size(10);
-    let events = remote_events(100_000, 100_000, 3, 11);
+    let events: Vec<Arc<UpdateEvent>> = remote_events(100_000, 100_000, 3, 11)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     g.throughput(Throughput::Elements(events.len() as u64));
-    for indexed in [false, true] {
-        let name = if indexed {
-            "with_index"
-        } else {
-            "without_index"
-        };
+    for (keeping, name) in [
+        (Keeping::Off, "without_index"),
+        (Keeping::Inline, "index_on_writer_thread"),
+        (Keeping::Thread, "index_thread"),
+    ] {
         g.bench_function(format!("100000_events_group_1000_{name}"), |b| {
             b.iter_batched(
-                || {
-                    let dir = tempdir();
-                    let mut wc = WriterConfig::new(NODE);
-                    wc.fsync = FsyncPolicy::Never;
-                    let log = dir.path().join("log");
-                    let w = LogWriter::open(&log, wc, Now::default()).expect("open log");
-                    let ix = indexed.then(|| {
-                        let (mut ix, _) = HistoryIndex::open(&dir.path().join("index"), &log, NODE)
-                            .expect("index");
-                        ix.sync().expect("sync");
-                        ix
-                    });
-                    (dir, w, ix)
-                },
-                |(dir, mut w, mut ix)| {
-                    for chunk in events.chunks(1000) {
-                        let mut block = Vec::with_capacity(chunk.len());
-                        for e in chunk {
-                            let seq = w.next_seq();
-                            append(&mut w, e).expect("append");
-                            block.push((seq, e));
-                        }
-                        commit(&mut w, ix.as_mut(), &block);
-                    }
-                    (dir, w, ix)
+                || Appender::new(keeping),
+                |mut a| {
+                    a.append(&events);
+                    a
                 },
                 BatchSize::PerIteration,
             )
@@ -122,6 +179,38 @@ fn write_large_log(data: &Path, n: u64) {
     w.close(Now::default()).expect("close");
 }
 
+/// Resets the process's peak resident size (Linux; elsewhere nothing).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A line of the kernel's `/proc/self/status` (`VmHWM:`: the peak
+/// resident size since the last reset; `VmRSS:` the resident size now).
+fn status_line(name: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// `history --key` on the large log, from the index: the whole query as
 /// `distkv-replay` runs it (open the index, check it against the segments,
 /// look up, read the blocks, apply), and the lookup and block reads alone.
@@ -135,6 +224,8 @@ fn history_key(c: &mut Criterion) {
         "history_index: wrote {n} events in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    reset_peak_rss();
+    let before = status_line("VmRSS:");
     let t = Instant::now();
     {
         let (mut ix, _) =
@@ -144,8 +235,12 @@ fn history_key(c: &mut Criterion) {
         ix.flush().expect("flush");
     }
     println!(
-        "history_index/build_from_segments: {n} events indexed in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "history_index/build_from_segments: {n} events indexed in {:.1} s; peak RSS during the build {} (before it: {}); index {:.1} MB on disk, log {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        status_line("VmHWM:"),
+        before,
+        dir_size(&data.join("index")) as f64 / 1e6,
+        dir_size(&data.join("log")) as f64 / 1e6,
     );
 
     let mut g = c.benchmark_group("history_index");
@@ -160,7 +255,7 @@ fn history_key(c: &mut Criterion) {
             let key = key_path(rng.gen_range(0..keys));
             let r = distkv_replay::history::history_indexed(&inputs, &key, false)
                 .expect("history")
-                .expect("answered from the index");
+                .unwrap_or_else(|why| panic!("not answered from the index: {why}"));
             assert!(!r.changes.is_empty());
             r
         })

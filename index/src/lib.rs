@@ -3,22 +3,31 @@
 //! A node's event log (crate `distkv-log`) is a directory of segment files
 //! read front to back; answering "every change of key K" from it alone
 //! means reading all of it. This crate keeps, beside the segments, a
-//! **derived** index in a sled database (`<data dir>/index/`):
+//! **derived** index in a sled database (`<data dir>/index/`, one tree):
 //!
-//! * `events`: key = the path in an encoding made for prefix scans
-//!   ([`key`]) followed by the event's seq (8 bytes big-endian); value =
-//!   the segment (its first seq), the segment's index generation and the
-//!   file offset of the block holding the event. A scan of the path's
-//!   prefix lists one entry's events, or a subtree's, in seq order per
-//!   path.
-//! * `blocks`: key = the seq of the block's first event (the position
-//!   before it), the segment and the offset; value = the generation, the
-//!   highest tock and time of its events: the seek table for starting a
-//!   read at a given seq.
-//! * `segments`: per segment (key: its first seq) a [`SegState`]: its
-//!   generation, header time, how far it is indexed (the end of the last
-//!   indexed block, that block's offset and CRC, the next seq) and how many
-//!   events are indexed.
+//! * **parts**: the event entries — key: the path in an encoding made for
+//!   prefix scans ([`key`]) followed by the event's seq (8 bytes
+//!   big-endian); value: the file offset of the block holding the event —
+//!   are collected in memory per segment and written as *parts* of up to
+//!   128 Ki events: sorted by key and cut into chunks of about 4 KiB, one
+//!   sled record per chunk (key: `P`, segment, generation, part number,
+//!   the chunk's first entry key). A lookup asks each part for the last
+//!   chunk starting at or before the path's prefix and reads forward while
+//!   chunks may hold it: a few reads per part (one part per 128 Ki events).
+//!   Ten million events are some 80 000 sled records instead of ten
+//!   million (sled spends ≈ 10 µs and far more memory than its cache
+//!   setting per record; docs/perf.md, "History index").
+//! * **seek chunks** (key: `B`, the first seq of the chunk's first block,
+//!   segment, generation, part, chunk number; value: up to 128 blocks, each
+//!   its first seq, offset, highest tock and latest time): the seek table
+//!   for starting a read at a given seq.
+//! * **segment states** (key: `S`, the segment's first seq; a [`SegState`]):
+//!   its generation, header time, how far it is indexed (the end of the
+//!   last indexed block, that block's offset and CRC, the next seq), how
+//!   many events are indexed and how many parts are written. A part is
+//!   written together with its segment's new state in one atomic batch,
+//!   so what sled holds is always a prefix of the segment, never a part
+//!   without its state or a state without its parts.
 //! * `meta`: the format and the node whose log this indexes.
 //!
 //! **Never trusted blindly.** The index is derived data: it is written
@@ -30,8 +39,8 @@
 //! the file (header time, length, the CRC at the last indexed block):
 //! a segment that changed (salvaged, replaced, truncated, from another
 //! directory) gets a new generation and is indexed again from the file —
-//! entries of the old generation are ignored from then on and purged when
-//! they pile up —, a segment indexed only part-way is caught up from where
+//! its records are removed and entries of the old generation are ignored
+//! in any case —, a segment indexed only part-way is caught up from where
 //! the index stopped, a segment no longer on disk (retention) is
 //! forgotten, a new one is indexed. Lookups ([`HistoryIndex::fetch`]) read
 //! each block with its CRC checked and check that the record found there
@@ -39,10 +48,14 @@
 //! [`IndexError::Stale`], after which the caller syncs again or reads the
 //! log from the front.
 //!
-//! **Keeping it current.** The node's log writer thread reports each block
-//! it commits ([`HistoryIndex::record_block`]); a block that does not
-//! continue what the index holds (a restart, a reopened writer) makes the
-//! index catch that segment up from the file first.
+//! **Keeping it current.** The node's index thread reports each block
+//! the log writer commits ([`HistoryIndex::record_block`]) to the part in
+//! memory; a block the index already covers is skipped, and one that does
+//! not continue what the index holds (a restart, a reopened writer, blocks
+//! the writer could not hand over) makes the index catch that segment up
+//! from the file first. [`HistoryIndex::flush`] writes the part in memory;
+//! an index closed without it lacks at most that part, which the next
+//! [`HistoryIndex::sync`] reads back from the segment.
 
 #![warn(missing_docs)]
 

@@ -1,4 +1,6 @@
-//! The sled trees and their records (layout in the crate docs).
+//! The sled tree and its records (layout in the crate docs): segment
+//! states, parts (sorted runs of event entries, cut into chunks) and seek
+//! chunks, and the part being built in memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,29 @@ use crate::key::{event_key, path_key, subtree_prefix};
 use crate::{IndexError, Result};
 
 /// The format this code writes and reads (in `meta`).
-const FORMAT: &[u8] = b"distkv-index/1";
+const FORMAT: &[u8] = b"distkv-index/2";
+
+/// Tag of a segment state record: `S`, segment.
+const TAG_SEG: u8 = b'S';
+/// Tag of an event chunk: `P`, segment, generation, part, first entry key.
+const TAG_PART: u8 = b'P';
+/// Tag of a seek chunk: `B`, first block's first seq, segment,
+/// generation, part, chunk number.
+const TAG_BLOCKS: u8 = b'B';
+
+/// Events in a part before it is written (bounds the builder's memory).
+const PART_EVENTS: usize = 1 << 17;
+/// Key bytes in a part before it is written.
+const PART_KEY_BYTES: usize = 16 << 20;
+/// Bytes of entries per event chunk (one sled value).
+const CHUNK_BYTES: usize = 4096;
+/// sled's flusher thread writes every this many ms; a dropped index holds
+/// its lock until that thread next wakes up.
+const FLUSH_EVERY_MS: u64 = 1000;
+/// Blocks per seek chunk.
+const BLOCKS_PER_CHUNK: usize = 128;
+/// Bytes of one block in a seek chunk.
+const BLOCK_LEN: usize = 32;
 
 /// What the index holds about one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,9 +55,11 @@ pub struct SegState {
     pub next_seq: Seq,
     /// Events indexed.
     pub events: u64,
+    /// Parts written (numbered from 0); a part being built is not counted.
+    pub parts: u32,
 }
 
-const SEG_LEN: usize = 48;
+const SEG_LEN: usize = 52;
 
 impl SegState {
     fn encode(&self) -> [u8; SEG_LEN] {
@@ -45,6 +71,7 @@ impl SegState {
         b[28..32].copy_from_slice(&self.last_crc.to_be_bytes());
         b[32..40].copy_from_slice(&self.next_seq.to_be_bytes());
         b[40..48].copy_from_slice(&self.events.to_be_bytes());
+        b[48..52].copy_from_slice(&self.parts.to_be_bytes());
         b
     }
 
@@ -53,13 +80,14 @@ impl SegState {
             return None;
         }
         Some(SegState {
-            generation: u32::from_be_bytes(b[0..4].try_into().ok()?),
+            generation: be32(&b[0..4])?,
             created_ms: be64(&b[4..12])?,
             indexed_to: be64(&b[12..20])?,
             last_block: be64(&b[20..28])?,
-            last_crc: u32::from_be_bytes(b[28..32].try_into().ok()?),
+            last_crc: be32(&b[28..32])?,
             next_seq: be64(&b[32..40])?,
             events: be64(&b[40..48])?,
+            parts: be32(&b[48..52])?,
         })
     }
 }
@@ -68,7 +96,11 @@ fn be64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
-/// An `events` entry that belongs to a current generation.
+fn be32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+/// An event entry of a current generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     /// The event's seq.
@@ -111,6 +143,30 @@ pub struct BlockPos {
     pub max_ms: u64,
 }
 
+impl BlockPos {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.first_seq.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(&self.max_tock.to_be_bytes());
+        out.extend_from_slice(&self.max_ms.to_be_bytes());
+    }
+
+    fn decode(segment: Seq, b: &[u8]) -> Option<BlockPos> {
+        Some(BlockPos {
+            first_seq: be64(b.get(0..8)?)?,
+            segment,
+            offset: be64(b.get(8..16)?)?,
+            max_tock: be64(b.get(16..24)?)?,
+            max_ms: be64(b.get(24..32)?)?,
+        })
+    }
+
+    /// The order of the seek table: by first seq, segment, offset.
+    fn order(&self) -> (Seq, Seq, u64) {
+        (self.first_seq, self.segment, self.offset)
+    }
+}
+
 /// What [`HistoryIndex::sync`] found and did.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
@@ -125,7 +181,7 @@ pub struct SyncReport {
     /// Why the index does not cover the whole log (damage, a torn tail, a
     /// gap between segments); empty when it does.
     pub incomplete: Vec<String>,
-    /// Dead entries purged.
+    /// Entries removed with forgotten or changed segments.
     pub purged: u64,
 }
 
@@ -136,19 +192,149 @@ impl SyncReport {
     }
 }
 
+/// One entry of a part being built: its key in [`Part::keys`], the
+/// offset of its block.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    start: usize,
+    len: usize,
+    offset: u64,
+}
+
+/// The part being built: the entries and blocks recorded since the last
+/// part of its segment was written. It is written (sorted, cut into
+/// chunks) when full, when a block of another segment comes, at a sync's
+/// end and at [`HistoryIndex::flush`].
+#[derive(Debug)]
+pub(crate) struct Part {
+    segment: Seq,
+    generation: u32,
+    number: u32,
+    /// The entries' keys (path key, seq), one after the other.
+    keys: Vec<u8>,
+    entries: Vec<Entry>,
+    blocks: Vec<BlockPos>,
+}
+
+impl Part {
+    fn key(&self, e: &Entry) -> &[u8] {
+        &self.keys[e.start..e.start + e.len]
+    }
+
+    fn full(&self, limits: &Limits) -> bool {
+        self.entries.len() >= limits.part_events || self.keys.len() >= PART_KEY_BYTES
+    }
+
+    /// The sled records of this part, with the segment's state, as one
+    /// batch.
+    fn into_batch(mut self, st: &SegState, chunk_bytes: usize) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        let keys = std::mem::take(&mut self.keys);
+        let key = |e: &Entry| &keys[e.start..e.start + e.len];
+        self.entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        let head = part_prefix(self.segment, self.generation, self.number);
+        let mut chunk: Vec<u8> = Vec::with_capacity(chunk_bytes + 256);
+        let mut chunk_key = head.clone();
+        for e in &self.entries {
+            if chunk.is_empty() {
+                chunk_key.truncate(head.len());
+                chunk_key.extend_from_slice(key(e));
+            }
+            let k = key(e);
+            chunk.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            chunk.extend_from_slice(k);
+            chunk.extend_from_slice(&e.offset.to_be_bytes());
+            if chunk.len() >= chunk_bytes {
+                batch.insert(chunk_key.as_slice(), std::mem::take(&mut chunk));
+            }
+        }
+        if !chunk.is_empty() {
+            batch.insert(chunk_key.as_slice(), chunk);
+        }
+        for (n, blocks) in self.blocks.chunks(BLOCKS_PER_CHUNK).enumerate() {
+            let mut k = Vec::with_capacity(29);
+            k.push(TAG_BLOCKS);
+            k.extend_from_slice(&blocks[0].first_seq.to_be_bytes());
+            k.extend_from_slice(&self.segment.to_be_bytes());
+            k.extend_from_slice(&self.generation.to_be_bytes());
+            k.extend_from_slice(&self.number.to_be_bytes());
+            k.extend_from_slice(&(n as u32).to_be_bytes());
+            let mut v = Vec::with_capacity(blocks.len() * BLOCK_LEN);
+            blocks.iter().for_each(|b| b.encode(&mut v));
+            batch.insert(k, v);
+        }
+        batch.insert(&seg_key(self.segment)[..], &st.encode()[..]);
+        batch
+    }
+}
+
+/// The key of a segment's state record.
+fn seg_key(segment: Seq) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = TAG_SEG;
+    k[1..].copy_from_slice(&segment.to_be_bytes());
+    k
+}
+
+/// What every event chunk key of a part starts with.
+fn part_prefix(segment: Seq, generation: u32, number: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17 + 64);
+    k.push(TAG_PART);
+    k.extend_from_slice(&segment.to_be_bytes());
+    k.extend_from_slice(&generation.to_be_bytes());
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+/// Splits an event chunk into (entry key, block offset) pairs; `None`
+/// when it does not decode.
+fn chunk_entries(mut v: &[u8]) -> Option<Vec<(&[u8], u64)>> {
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        let len = be32(v.get(0..4)?)? as usize;
+        let key = v.get(4..4 + len)?;
+        let offset = be64(v.get(4 + len..12 + len)?)?;
+        out.push((key, offset));
+        v = &v[12 + len..];
+    }
+    Some(out)
+}
+
+/// The seq at the end of an entry key.
+fn key_seq(k: &[u8]) -> Option<Seq> {
+    k.len().checked_sub(8).and_then(|at| be64(&k[at..]))
+}
+
 /// The index of one node's event log (see the crate docs).
 pub struct HistoryIndex {
     pub(crate) dir: PathBuf,
     pub(crate) log_dir: PathBuf,
     db: sled::Db,
-    events: sled::Tree,
-    blocks: sled::Tree,
-    segments: sled::Tree,
-    meta: sled::Tree,
-    /// `segments`, in memory.
+    tree: sled::Tree,
+    /// What the index holds per segment, including the part in memory.
     pub(crate) segs: BTreeMap<Seq, SegState>,
-    /// Entries of forgotten or reindexed generations not purged yet.
-    pub(crate) dead: u64,
+    /// The part being built.
+    part: Option<Part>,
+    /// Events per part and bytes per chunk (smaller in tests).
+    pub(crate) limits: Limits,
+}
+
+/// Sizes of parts and chunks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Events in a part before it is written.
+    pub(crate) part_events: usize,
+    /// Bytes of entries per event chunk.
+    pub(crate) chunk_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            part_events: PART_EVENTS,
+            chunk_bytes: CHUNK_BYTES,
+        }
+    }
 }
 
 impl std::fmt::Debug for HistoryIndex {
@@ -177,6 +363,21 @@ impl Unusable {
     }
 }
 
+/// A block being added: where it is and what follows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewBlock {
+    /// Its offset.
+    pub(crate) offset: u64,
+    /// The offset after it.
+    pub(crate) end: u64,
+    /// Its CRC field (0 while not known: see `sync`).
+    pub(crate) crc: u32,
+    /// The seq after its last event.
+    pub(crate) next_seq: Seq,
+    /// The latest time of its records.
+    pub(crate) max_ms: u64,
+}
+
 /// One event of a block, as the writer reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockEvent<'a> {
@@ -195,7 +396,17 @@ impl HistoryIndex {
     /// why, then. The index is not checked against the segments here:
     /// call [`HistoryIndex::sync`].
     pub fn open(dir: &Path, log_dir: &Path, node: &str) -> Result<(HistoryIndex, Option<String>)> {
-        match Self::try_open(dir, log_dir, node) {
+        // An index this process just dropped keeps its lock until sled's
+        // flusher thread wakes up: wait that long before calling it in
+        // use by another process.
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(FLUSH_EVERY_MS + FLUSH_EVERY_MS / 2);
+        let mut opened = Self::try_open(dir, log_dir, node);
+        while matches!(opened, Err(Unusable::InUse(_))) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            opened = Self::try_open(dir, log_dir, node);
+        }
+        match opened {
             Ok(Ok(ix)) => Ok((ix, None)),
             Err(Unusable::InUse(e)) => Err(IndexError::InUse {
                 dir: dir.to_path_buf(),
@@ -218,10 +429,15 @@ impl HistoryIndex {
         log_dir: &Path,
         node: &str,
     ) -> std::result::Result<std::result::Result<HistoryIndex, String>, Unusable> {
+        // Few, large records (see the crate docs): a small cache is
+        // enough, and sled writes its files lazily (the index is derived;
+        // what a crash loses is caught up from the segments). (With
+        // `LowSpace` and 32 KiB chunks sled's `flush` was seen to hang:
+        // docs/perf.md.)
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 << 20)
-            .flush_every_ms(Some(1000))
+            .cache_capacity(16 << 20)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .mode(sled::Mode::HighThroughput);
         // sled reads its own files; a damaged one must not take the node
         // (or the tool) down with it.
@@ -244,18 +460,13 @@ impl HistoryIndex {
             db.open_tree(name)
                 .map_err(|e| Unusable::Damaged(format!("tree {name}: {e}")))
         };
-        let (events, blocks, segments, meta) = (
-            tree("events")?,
-            tree("blocks")?,
-            tree("segments")?,
-            tree("meta")?,
-        );
+        let (tree, meta) = (tree("index")?, tree("meta")?);
         let get = |k: &str| {
             meta.get(k)
                 .map_err(|e| Unusable::Damaged(format!("meta: {e}")))
         };
         match (get("format")?, get("node")?) {
-            (None, None) if events.is_empty() && segments.is_empty() => {
+            (None, None) if tree.is_empty() => {
                 let ok = meta
                     .insert("format", FORMAT)
                     .and_then(|_| meta.insert("node", node.as_bytes()));
@@ -277,32 +488,23 @@ impl HistoryIndex {
             _ => return Ok(Err("its format record is missing".into())),
         }
         let mut segs = BTreeMap::new();
-        for kv in segments.iter() {
+        for kv in tree.scan_prefix([TAG_SEG]) {
             let (k, v) = kv.map_err(|e| Unusable::Damaged(format!("segments: {e}")))?;
-            match (be64(&k), SegState::decode(&v)) {
+            match (k.get(1..).and_then(be64), SegState::decode(&v)) {
                 (Some(first), Some(st)) => {
                     segs.insert(first, st);
                 }
                 _ => return Ok(Err("a damaged segment record".into())),
             }
         }
-        let dead = match get("dead")? {
-            None => 0,
-            Some(v) => match be64(&v) {
-                Some(d) => d,
-                None => return Ok(Err("a damaged dead count".into())),
-            },
-        };
         Ok(Ok(HistoryIndex {
             dir: dir.to_path_buf(),
             log_dir: log_dir.to_path_buf(),
             db,
-            events,
-            blocks,
-            segments,
-            meta,
+            tree,
             segs,
-            dead,
+            part: None,
+            limits: Limits::default(),
         }))
     }
 
@@ -358,13 +560,14 @@ impl HistoryIndex {
         self.record_block(segment, offset, crc, end, next_seq, time_ms, &events)
     }
 
-    /// Records one committed block: its events and the segment's new
-    /// fingerprint, in one atomic sled batch (not flushed: the index is
-    /// derived). `end` is the offset after the block, `next_seq` the seq
-    /// after its last event, `time_ms` the latest time of its records. A
-    /// block that does not continue what the index holds for the segment
-    /// makes the index catch the segment up from the file instead (which
-    /// reads this block too).
+    /// Records one committed block: its events go to the part in memory
+    /// (written to sled when full, with the segment's new fingerprint, in
+    /// one atomic batch; never flushed: the index is derived). `end` is
+    /// the offset after the block, `next_seq` the seq after its last
+    /// event, `time_ms` the latest time of its records. A block the index
+    /// already covers is skipped; one that does not continue what the
+    /// index holds for the segment makes the index catch the segment up
+    /// from the file instead (which reads this block too).
     #[allow(clippy::too_many_arguments)]
     pub fn record_block(
         &mut self,
@@ -376,62 +579,150 @@ impl HistoryIndex {
         time_ms: u64,
         events: &[BlockEvent<'_>],
     ) -> Result<()> {
-        let continues = self.segs.get(&segment).is_some_and(|s| {
+        let st = self.segs.get(&segment).copied();
+        if st.is_some_and(|s| end <= s.indexed_to && next_seq <= s.next_seq) {
+            return Ok(());
+        }
+        let continues = st.is_some_and(|s| {
             s.indexed_to == offset && events.first().is_none_or(|e| e.seq == s.next_seq)
         });
         if !continues {
             let path = self.log_dir.join(segment_file_name(segment));
-            self.sync_segment(segment, &path, &mut SyncReport::default())?;
-            return Ok(());
+            return self.sync_segment(segment, &path, &mut SyncReport::default());
         }
+        let block = NewBlock {
+            offset,
+            end,
+            crc,
+            next_seq,
+            max_ms: time_ms,
+        };
+        self.add_block(segment, block, events)
+    }
+
+    /// Adds a block's entries to the part of `segment` (writing the part
+    /// of another segment first, and this one when it was full) and moves
+    /// the segment's state past it.
+    pub(crate) fn add_block(
+        &mut self,
+        segment: Seq,
+        block: NewBlock,
+        events: &[BlockEvent<'_>],
+    ) -> Result<()> {
+        let Some(generation) = self.segs.get(&segment).map(|s| s.generation) else {
+            return Ok(());
+        };
+        if self.part.as_ref().is_some_and(|p| {
+            p.segment != segment || p.generation != generation || p.full(&self.limits)
+        }) {
+            self.write_part()?;
+        }
+        let Some(st) = self.segs.get_mut(&segment) else {
+            return Ok(());
+        };
+        let part = self.part.get_or_insert_with(|| Part {
+            segment,
+            generation,
+            number: st.parts,
+            keys: Vec::new(),
+            entries: Vec::new(),
+            blocks: Vec::new(),
+        });
+        let mut max_tock = 0;
+        for e in events {
+            let start = part.keys.len();
+            part.keys.extend_from_slice(&event_key(e.path, e.seq));
+            part.entries.push(Entry {
+                start,
+                len: part.keys.len() - start,
+                offset: block.offset,
+            });
+            max_tock = max_tock.max(e.tock);
+        }
+        part.blocks.push(BlockPos {
+            first_seq: events.first().map_or(st.next_seq, |e| e.seq),
+            segment,
+            offset: block.offset,
+            max_tock,
+            max_ms: block.max_ms,
+        });
+        st.events += events.len() as u64;
+        st.indexed_to = block.end;
+        st.last_block = block.offset;
+        st.last_crc = block.crc;
+        st.next_seq = block.next_seq;
+        Ok(())
+    }
+
+    /// Whether the part in memory is full (written at the next block).
+    pub(crate) fn part_full(&self) -> bool {
+        self.part.as_ref().is_some_and(|p| p.full(&self.limits))
+    }
+
+    /// Writes the part in memory, with its segment's state, in one atomic
+    /// batch.
+    pub(crate) fn write_part(&mut self) -> Result<()> {
+        let Some(part) = self.part.take() else {
+            return Ok(());
+        };
+        let segment = part.segment;
         let Some(mut st) = self.segs.get(&segment).copied() else {
             return Ok(());
         };
-        let mut batch = Batches::default();
-        batch.block(segment, st.generation, offset, events, time_ms, st.next_seq);
-        st.indexed_to = end;
-        st.last_block = offset;
-        st.last_crc = crc;
-        st.next_seq = next_seq;
-        st.events += events.len() as u64;
-        self.commit(segment, st, batch)
+        if st.generation != part.generation {
+            return Ok(());
+        }
+        st.parts = part.number + 1;
+        let batch = part.into_batch(&st, self.limits.chunk_bytes);
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.store_err(e))?;
+        self.segs.insert(segment, st);
+        Ok(())
     }
 
-    /// Writes the entries in `batch` and the segment's new state.
-    pub(crate) fn commit(&mut self, segment: Seq, st: SegState, batch: Batches) -> Result<()> {
-        self.events
-            .apply_batch(batch.events)
-            .map_err(|e| self.store_err(e))?;
-        self.blocks
-            .apply_batch(batch.blocks)
-            .map_err(|e| self.store_err(e))?;
-        self.segments
-            .insert(segment.to_be_bytes(), &st.encode()[..])
+    /// Records a segment's state as it is (no part written).
+    pub(crate) fn put_segment(&mut self, segment: Seq, st: SegState) -> Result<()> {
+        self.tree
+            .insert(seg_key(segment), &st.encode()[..])
             .map_err(|e| self.store_err(e))?;
         self.segs.insert(segment, st);
         Ok(())
     }
 
     /// Forgets a segment (deleted by retention, or about to be indexed
-    /// anew): its entries are dead from now on.
-    pub fn forget(&mut self, segment: Seq) -> Result<()> {
-        if let Some(st) = self.segs.remove(&segment) {
-            self.segments
-                .remove(segment.to_be_bytes())
-                .map_err(|e| self.store_err(e))?;
-            self.dead += st.events;
-            self.meta
-                .insert("dead", &self.dead.to_be_bytes()[..])
-                .map_err(|e| self.store_err(e))?;
+    /// anew) and removes its records; returns how many events it held.
+    pub fn forget(&mut self, segment: Seq) -> Result<u64> {
+        if self.part.as_ref().is_some_and(|p| p.segment == segment) {
+            self.part = None;
         }
-        Ok(())
+        let Some(st) = self.segs.remove(&segment) else {
+            return Ok(0);
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(&seg_key(segment)[..]);
+        let mut prefix = vec![TAG_PART];
+        prefix.extend_from_slice(&segment.to_be_bytes());
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            batch.remove(k.map_err(|e| self.store_err(e))?);
+        }
+        for kv in self.tree.scan_prefix([TAG_BLOCKS]).keys() {
+            let k = kv.map_err(|e| self.store_err(e))?;
+            if k.get(9..17).and_then(be64) == Some(segment) {
+                batch.remove(k);
+            }
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.store_err(e))?;
+        Ok(st.events)
     }
 
-    /// Whether `segment`/`generation` is current, and `seq` in it.
-    fn live(&self, segment: Seq, generation: u32, seq: Seq) -> bool {
-        self.segs
-            .get(&segment)
-            .is_some_and(|s| s.generation == generation && seq >= segment && seq < s.next_seq)
+    /// Whether `segment`/`generation`/`part` is current, and `seq` in it.
+    fn live(&self, segment: Seq, generation: u32, part: u32, seq: Seq) -> bool {
+        self.segs.get(&segment).is_some_and(|s| {
+            s.generation == generation && part < s.parts && seq >= segment && seq < s.next_seq
+        })
     }
 
     /// The current entries of `path`'s events (with `recursive`, also of
@@ -443,25 +734,70 @@ impl HistoryIndex {
             path_key(path)
         };
         let mut hits = Vec::new();
-        for kv in self.events.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(|e| self.store_err(e))?;
-            let (Some(seq), Some((segment, generation, offset))) = (
-                k.len().checked_sub(8).and_then(|at| be64(&k[at..])),
-                entry_decode(&v),
-            ) else {
-                return Err(IndexError::Stale("an entry that does not decode".into()));
-            };
-            if self.live(segment, generation, seq) {
-                hits.push(Hit {
-                    seq,
-                    segment,
-                    offset,
-                    key: k.to_vec(),
-                });
+        for (&segment, st) in &self.segs {
+            for number in 0..st.parts {
+                self.lookup_part(segment, st.generation, number, &prefix, &mut hits)?;
+            }
+        }
+        if let Some(p) = &self.part {
+            for e in &p.entries {
+                let k = p.key(e);
+                if let (true, Some(seq)) = (k.starts_with(&prefix), key_seq(k)) {
+                    hits.push(Hit {
+                        seq,
+                        segment: p.segment,
+                        offset: e.offset,
+                        key: k.to_vec(),
+                    });
+                }
             }
         }
         hits.sort_by_key(|h| h.seq);
         Ok(hits)
+    }
+
+    /// The entries under `prefix` in one written part: from the last chunk
+    /// starting at or before the prefix, forward while chunks may hold it.
+    fn lookup_part(
+        &self,
+        segment: Seq,
+        generation: u32,
+        number: u32,
+        prefix: &[u8],
+        hits: &mut Vec<Hit>,
+    ) -> Result<()> {
+        let head = part_prefix(segment, generation, number);
+        let mut target = head.clone();
+        target.extend_from_slice(prefix);
+        let start = match self.tree.range(head.clone()..=target).next_back() {
+            Some(kv) => kv.map_err(|e| self.store_err(e))?.0.to_vec(),
+            None => head.clone(),
+        };
+        let stale = || IndexError::Stale("an event chunk that does not decode".into());
+        for kv in self.tree.range(start..) {
+            let (k, v) = kv.map_err(|e| self.store_err(e))?;
+            let Some(first) = k.strip_prefix(head.as_slice()) else {
+                break;
+            };
+            if first > prefix && !first.starts_with(prefix) {
+                break;
+            }
+            for (key, offset) in chunk_entries(&v).ok_or_else(stale)? {
+                if !key.starts_with(prefix) {
+                    continue;
+                }
+                let seq = key_seq(key).ok_or_else(stale)?;
+                if self.live(segment, generation, number, seq) {
+                    hits.push(Hit {
+                        seq,
+                        segment,
+                        offset,
+                        key: key.to_vec(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads the events of `hits` from the segments, one read per block,
@@ -514,89 +850,56 @@ impl HistoryIndex {
     /// last block whose first event is at or before `seq` (or a state-only
     /// block just before that one), if the index knows one.
     pub fn block_before(&self, seq: Seq) -> Result<Option<BlockPos>> {
-        let mut hi = Vec::with_capacity(24);
-        hi.extend_from_slice(&seq.to_be_bytes());
-        hi.extend_from_slice(&[0xff; 16]);
-        for kv in self.blocks.range(..=hi).rev() {
-            let (k, v) = kv.map_err(|e| self.store_err(e))?;
-            let (Some(first), Some(segment), Some(offset)) = (
-                k.get(0..8).and_then(be64),
-                k.get(8..16).and_then(be64),
-                k.get(16..24).and_then(be64),
-            ) else {
-                return Err(IndexError::Stale(
-                    "a seek entry that does not decode".into(),
-                ));
-            };
-            let generation = v
-                .get(0..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes);
-            let current = self
-                .segs
-                .get(&segment)
-                .is_some_and(|s| Some(s.generation) == generation && offset < s.indexed_to);
-            if current {
-                return Ok(Some(BlockPos {
-                    first_seq: first,
-                    segment,
-                    offset,
-                    max_tock: v.get(4..12).and_then(be64).unwrap_or(0),
-                    max_ms: v.get(12..20).and_then(be64).unwrap_or(0),
-                }));
-            }
-        }
-        Ok(None)
+        let in_part = self.part.as_ref().and_then(|p| {
+            p.blocks
+                .iter()
+                .rev()
+                .find(|b| b.first_seq <= seq && self.block_live(b, p.generation, None))
+                .copied()
+        });
+        let written = self.block_written_before(seq)?;
+        Ok(match (in_part, written) {
+            (Some(a), Some(b)) => Some(if a.order() >= b.order() { a } else { b }),
+            (a, b) => a.or(b),
+        })
     }
 
-    /// Removes the entries of generations no longer current (they are
-    /// ignored meanwhile); returns how many.
-    pub fn purge(&mut self) -> Result<u64> {
-        let mut removed = 0u64;
-        let mut batch = sled::Batch::default();
-        for kv in self.events.iter() {
+    /// Whether a block of the seek table is of a current generation (and
+    /// `part`, if given, written) and indexed.
+    fn block_live(&self, b: &BlockPos, generation: u32, part: Option<u32>) -> bool {
+        self.segs.get(&b.segment).is_some_and(|s| {
+            s.generation == generation
+                && part.is_none_or(|p| p < s.parts)
+                && b.offset < s.indexed_to
+        })
+    }
+
+    /// [`HistoryIndex::block_before`] among the written parts.
+    fn block_written_before(&self, seq: Seq) -> Result<Option<BlockPos>> {
+        let mut hi = vec![TAG_BLOCKS];
+        hi.extend_from_slice(&seq.to_be_bytes());
+        hi.extend_from_slice(&[0xff; 20]);
+        let stale = || IndexError::Stale("a seek chunk that does not decode".into());
+        for kv in self.tree.range(vec![TAG_BLOCKS]..=hi).rev() {
             let (k, v) = kv.map_err(|e| self.store_err(e))?;
-            let seq = k.len().checked_sub(8).and_then(|at| be64(&k[at..]));
-            let keep = match (seq, entry_decode(&v)) {
-                (Some(seq), Some((segment, generation, _))) => self.live(segment, generation, seq),
-                _ => false,
+            let (Some(segment), Some(generation), Some(part)) = (
+                k.get(9..17).and_then(be64),
+                k.get(17..21).and_then(be32),
+                k.get(21..25).and_then(be32),
+            ) else {
+                return Err(stale());
             };
-            if !keep {
-                batch.remove(k);
-                removed += 1;
-                if removed % 65536 == 0 {
-                    self.events
-                        .apply_batch(std::mem::take(&mut batch))
-                        .map_err(|e| self.store_err(e))?;
+            if v.len() % BLOCK_LEN != 0 {
+                return Err(stale());
+            }
+            for b in v.chunks(BLOCK_LEN).rev() {
+                let b = BlockPos::decode(segment, b).ok_or_else(stale)?;
+                if b.first_seq <= seq && self.block_live(&b, generation, Some(part)) {
+                    return Ok(Some(b));
                 }
             }
         }
-        self.events
-            .apply_batch(batch)
-            .map_err(|e| self.store_err(e))?;
-        let mut dead_blocks = Vec::new();
-        for kv in self.blocks.iter() {
-            let (k, v) = kv.map_err(|e| self.store_err(e))?;
-            let segment = k.get(8..16).and_then(be64);
-            let generation = v
-                .get(0..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes);
-            let live = segment
-                .and_then(|s| self.segs.get(&s))
-                .is_some_and(|s| Some(s.generation) == generation);
-            if !live {
-                dead_blocks.push(k);
-            }
-        }
-        for k in dead_blocks {
-            self.blocks.remove(k).map_err(|e| self.store_err(e))?;
-        }
-        self.dead = 0;
-        self.meta
-            .insert("dead", &0u64.to_be_bytes()[..])
-            .map_err(|e| self.store_err(e))?;
-        Ok(removed)
+        Ok(None)
     }
 
     /// Events indexed in current generations.
@@ -604,72 +907,12 @@ impl HistoryIndex {
         self.segs.values().map(|s| s.events).sum()
     }
 
-    /// Writes what sled holds in memory to its files (not needed for
-    /// correctness: a lost index is rebuilt).
-    pub fn flush(&self) -> Result<()> {
+    /// Writes the part in memory, and what sled holds in memory to its
+    /// files (not needed for correctness: a lost index is rebuilt).
+    pub fn flush(&mut self) -> Result<()> {
+        self.write_part()?;
         self.db.flush().map(drop).map_err(|e| self.store_err(e))
     }
-}
-
-/// Entries waiting to be written together.
-#[derive(Default)]
-pub(crate) struct Batches {
-    events: sled::Batch,
-    blocks: sled::Batch,
-    /// Events in `events`.
-    pub(crate) len: u64,
-}
-
-impl Batches {
-    /// Adds the entries of one block; `next_seq` is the seq of its first
-    /// event (or the next one, without events).
-    pub(crate) fn block(
-        &mut self,
-        segment: Seq,
-        generation: u32,
-        offset: u64,
-        events: &[BlockEvent<'_>],
-        max_ms: u64,
-        next_seq: Seq,
-    ) {
-        let value = entry_value(segment, generation, offset);
-        let mut max_tock = 0;
-        for e in events {
-            self.events.insert(event_key(e.path, e.seq), &value[..]);
-            max_tock = max_tock.max(e.tock);
-        }
-        self.len += events.len() as u64;
-        let first = events.first().map_or(next_seq, |e| e.seq);
-        let mut k = Vec::with_capacity(24);
-        k.extend_from_slice(&first.to_be_bytes());
-        k.extend_from_slice(&segment.to_be_bytes());
-        k.extend_from_slice(&offset.to_be_bytes());
-        let mut v = Vec::with_capacity(20);
-        v.extend_from_slice(&generation.to_be_bytes());
-        v.extend_from_slice(&max_tock.to_be_bytes());
-        v.extend_from_slice(&max_ms.to_be_bytes());
-        self.blocks.insert(k, v);
-    }
-}
-
-/// An `events` value: segment, generation, block offset.
-pub(crate) fn entry_value(segment: Seq, generation: u32, offset: u64) -> [u8; 20] {
-    let mut v = [0u8; 20];
-    v[0..8].copy_from_slice(&segment.to_be_bytes());
-    v[8..12].copy_from_slice(&generation.to_be_bytes());
-    v[12..20].copy_from_slice(&offset.to_be_bytes());
-    v
-}
-
-fn entry_decode(v: &[u8]) -> Option<(Seq, u32, u64)> {
-    if v.len() != 20 {
-        return None;
-    }
-    Some((
-        be64(&v[0..8])?,
-        u32::from_be_bytes(v[8..12].try_into().ok()?),
-        be64(&v[12..20])?,
-    ))
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {

@@ -8,11 +8,8 @@ use distkv_log::{
     block_crc_at, list_segments, read_segment_header, LogRecord, RecoveryMode, SegmentReader, Seq,
 };
 
-use crate::store::{Batches, BlockEvent, HistoryIndex, SegState, SyncReport};
+use crate::store::{BlockEvent, HistoryIndex, NewBlock, SegState, SyncReport};
 use crate::Result;
-
-/// Events written to sled per batch while indexing a segment.
-const BATCH_EVENTS: u64 = 1 << 16;
 
 /// The records of one block, collected while reading a segment.
 struct Pending {
@@ -24,8 +21,8 @@ struct Pending {
 impl HistoryIndex {
     /// Checks the index against every segment of the log and repairs what
     /// differs (see the crate docs): forgets segments gone, indexes new or
-    /// changed ones from their start, catches up the rest, and purges dead
-    /// entries once they are a quarter of the live ones. The report says
+    /// changed ones from their start, catches up the rest, and writes what
+    /// it read (the part in memory included). The report says
     /// what it did and whether the index now covers the whole log.
     pub fn sync(&mut self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
@@ -42,7 +39,7 @@ impl HistoryIndex {
             .filter(|s| !present.contains(s))
             .collect();
         for first in gone {
-            self.forget(first)?;
+            report.purged += self.forget(first)?;
             report.forgotten.push(first);
         }
         let mut expected: Option<Seq> = None;
@@ -57,8 +54,9 @@ impl HistoryIndex {
             self.sync_segment(s.first_seq, &s.path, &mut report)?;
             expected = self.segs.get(&s.first_seq).map(|st| st.next_seq);
         }
-        if self.dead > 0 && self.dead >= self.live_events() / 4 {
-            report.purged = self.purge()?;
+        // What was read is written: a tool's next run finds it.
+        if report.events > 0 || !report.forgotten.is_empty() || !report.reindexed.is_empty() {
+            self.flush()?;
         }
         Ok(report)
     }
@@ -96,7 +94,7 @@ impl HistoryIndex {
                 return Ok(());
             }
         };
-        let mut st = match self.segs.get(&first) {
+        let st = match self.segs.get(&first) {
             Some(st) if self.still_valid(first, path, header.created_ms, len) => {
                 if st.indexed_to == len {
                     return Ok(());
@@ -106,7 +104,7 @@ impl HistoryIndex {
             }
             _ => {
                 let generation = self.next_generation();
-                self.forget(first)?;
+                report.purged += self.forget(first)?;
                 report.reindexed.push(first);
                 let st = SegState {
                     generation,
@@ -116,16 +114,22 @@ impl HistoryIndex {
                     last_crc: 0,
                     next_seq: first,
                     events: 0,
+                    parts: 0,
                 };
-                self.commit(first, st, Batches::default())?;
+                self.put_segment(first, st)?;
                 st
             }
         };
         let events_before = st.events;
-        let mut reader = SegmentReader::open(path, RecoveryMode::TruncateTail)?;
-        let mut pending: Option<Pending> = None;
-        let mut batch = Batches::default();
         let from = st.indexed_to;
+        // Catching up starts at the first block not indexed (checked
+        // there); from the front if that is not a block start after all.
+        let mut reader =
+            match SegmentReader::open_at(path, RecoveryMode::TruncateTail, from, st.next_seq) {
+                Ok(r) if st.last_block != 0 => r,
+                _ => SegmentReader::open(path, RecoveryMode::TruncateTail)?,
+            };
+        let mut pending: Option<Pending> = None;
         for rec in reader.by_ref() {
             let rec = match rec {
                 Ok(r) => r,
@@ -139,10 +143,7 @@ impl HistoryIndex {
             }
             if pending.as_ref().is_some_and(|p| p.offset != rec.offset) {
                 if let Some(p) = pending.take() {
-                    self.add_block(first, path, &mut st, &mut batch, p, rec.offset)?;
-                }
-                if batch.len >= BATCH_EVENTS {
-                    self.commit(first, st, std::mem::take(&mut batch))?;
+                    self.add_read_block(first, path, p, rec.offset)?;
                 }
             }
             let p = pending.get_or_insert_with(|| Pending {
@@ -157,7 +158,7 @@ impl HistoryIndex {
         }
         if let Some(p) = pending.take() {
             let end = reader.position();
-            self.add_block(first, path, &mut st, &mut batch, p, end)?;
+            self.add_read_block(first, path, p, end)?;
         }
         if let Some(t) = reader.torn_tail() {
             report.incomplete.push(format!(
@@ -167,21 +168,16 @@ impl HistoryIndex {
                 t.reason
             ));
         }
-        report.events += st.events.saturating_sub(events_before);
-        self.commit(first, st, batch)
+        let events_after = self.segs.get(&first).map_or(events_before, |s| s.events);
+        report.events += events_after.saturating_sub(events_before);
+        self.set_last_crc(first, path)
     }
 
-    /// Adds one block read from the file (ending at `end`) to `batch` and
-    /// `st`.
-    fn add_block(
-        &mut self,
-        first: Seq,
-        path: &Path,
-        st: &mut SegState,
-        batch: &mut Batches,
-        p: Pending,
-        end: u64,
-    ) -> Result<()> {
+    /// Adds one block read from the file (ending at `end`). Its CRC is
+    /// read only when the segment's state is about to be written with
+    /// it (a full part) or at the end ([`HistoryIndex::set_last_crc`]):
+    /// one file read per part, not per block.
+    fn add_read_block(&mut self, first: Seq, path: &Path, p: Pending, end: u64) -> Result<()> {
         let events: Vec<BlockEvent<'_>> = p
             .events
             .iter()
@@ -191,21 +187,32 @@ impl HistoryIndex {
                 tock: *tock,
             })
             .collect();
-        batch.block(
-            first,
-            st.generation,
-            p.offset,
-            &events,
-            p.max_ms,
-            st.next_seq,
-        );
-        st.last_crc = block_crc_at(path, p.offset)?;
-        st.last_block = p.offset;
-        st.indexed_to = end;
-        if let Some(last) = p.events.last() {
-            st.next_seq = last.0 + 1;
+        let next_seq = match (p.events.last(), self.segs.get(&first)) {
+            (Some(last), _) => last.0 + 1,
+            (None, Some(st)) => st.next_seq,
+            (None, None) => return Ok(()),
+        };
+        let block = NewBlock {
+            offset: p.offset,
+            end,
+            crc: 0,
+            next_seq,
+            max_ms: p.max_ms,
+        };
+        self.add_block(first, block, &events)?;
+        if self.part_full() {
+            self.set_last_crc(first, path)?;
         }
-        st.events += p.events.len() as u64;
+        Ok(())
+    }
+
+    /// Reads the CRC of the last block of segment `first` into its state.
+    fn set_last_crc(&mut self, first: Seq, path: &Path) -> Result<()> {
+        if let Some(st) = self.segs.get_mut(&first) {
+            if st.last_block != 0 {
+                st.last_crc = block_crc_at(path, st.last_block)?;
+            }
+        }
         Ok(())
     }
 }

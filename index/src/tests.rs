@@ -218,3 +218,63 @@ fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     }
     Ok(out)
 }
+
+/// Every seq's block as the seek table must find it: the block holding
+/// the seq (blocks of five events, `write`'s layout).
+fn check_seek_table(ix: &HistoryIndex, to: u64) -> TestResult {
+    for seq in 1..=to {
+        let b = ix.block_before(seq)?.ok_or("no block")?;
+        let first = (seq - 1) / 5 * 5 + 1;
+        assert_eq!(b.first_seq, first, "seq {seq}");
+        assert_eq!(b.segment, (seq - 1) / 20 * 20 + 1, "seq {seq}");
+    }
+    Ok(())
+}
+
+#[test]
+fn many_small_parts_and_chunks_answer_like_one() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let log = tmp.path().join("log");
+    let dir = tmp.path().join("index");
+    let small = crate::store::Limits {
+        part_events: 7,
+        chunk_bytes: 40,
+    };
+    {
+        // Kept by the writer: parts cut every 7 events (and at each
+        // segment), chunks of one or two entries; the last part is in
+        // memory and must be found too.
+        let (mut ix, _) = HistoryIndex::open(&dir, &log, "n1")?;
+        ix.limits = small;
+        write(&log, 1, 100, Some(&mut ix))?;
+        for k in 0..7 {
+            assert_eq!(values(&ix, k)?, expected(k, 1, 100));
+        }
+        assert_eq!(ix.lookup(&path!["k"], true)?.len(), 100);
+        check_seek_table(&ix, 100)?;
+        assert_eq!(ix.segments().values().map(|s| s.parts).sum::<u32>(), 9);
+        ix.flush()?;
+    }
+    let (mut ix, why) = HistoryIndex::open(&dir, &log, "n1")?;
+    assert!(why.is_none());
+    let r = ix.sync()?;
+    assert!(
+        r.complete() && r.reindexed.is_empty() && r.caught_up.is_empty(),
+        "{r:?}"
+    );
+    for k in 0..7 {
+        assert_eq!(values(&ix, k)?, expected(k, 1, 100));
+    }
+    check_seek_table(&ix, 100)?;
+    // Built from the segments with the same small limits.
+    drop(ix);
+    std::fs::remove_dir_all(&dir)?;
+    let (mut ix, _) = HistoryIndex::open(&dir, &log, "n1")?;
+    ix.limits = small;
+    assert!(ix.sync()?.complete());
+    for k in 0..7 {
+        assert_eq!(values(&ix, k)?, expected(k, 1, 100));
+    }
+    check_seek_table(&ix, 100)?;
+    Ok(())
+}

@@ -130,12 +130,15 @@ pub struct HistoryArgs {
     /// Also changes below the key.
     #[arg(short, long)]
     pub recursive: bool,
-    /// Answer from the data directory's history index, bringing it up to
-    /// date (or building it) first; without it the whole log is replayed.
-    /// Experimental: building the index over tens of millions of events
-    /// needs far too much memory for now (docs/perf.md, "History index").
-    #[arg(long)]
+    /// Build the data directory's history index if it has none, and answer
+    /// from it. Without this flag an index that is there (a node keeps one
+    /// by default) is used: checked against the segments and caught up or
+    /// rebuilt first; the whole log is replayed when it cannot be used.
+    #[arg(long, conflicts_with = "no_index")]
     pub index: bool,
+    /// Replay the whole log; do not use or build the history index.
+    #[arg(long)]
+    pub no_index: bool,
 }
 
 /// How a command ended without an error.
@@ -270,7 +273,14 @@ pub fn run(cli: Cli, w: impl Write) -> Result<Status> {
         }
         Command::History(a) => {
             let key = parse_path(&a.key)?;
-            let r = crate::history::history_with(&a.paths, &key, a.recursive, quiet, a.index)?;
+            let use_index = if a.no_index {
+                crate::history::UseIndex::Never
+            } else if a.index {
+                crate::history::UseIndex::Build
+            } else {
+                crate::history::UseIndex::IfPresent
+            };
+            let r = crate::history::history_with(&a.paths, &key, a.recursive, quiet, use_index)?;
             out.begin_list().map_err(Error::Output)?;
             for c in &r.changes {
                 out.item(&c.to_value(), || c.to_text())

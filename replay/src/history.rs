@@ -157,28 +157,48 @@ impl Observer for Watcher<'_> {
     }
 }
 
+/// Whether `history` may answer from the history index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseIndex {
+    /// Replay the whole log.
+    Never,
+    /// Use the data directory's index if it has one (`<dir>/index/`).
+    IfPresent,
+    /// Use the index, building it first if there is none.
+    Build,
+}
+
 /// Lists the changes to `key` (and below, if `recursive`) in `inputs`:
-/// from the history index when `inputs` is one data directory whose index
-/// can be brought up to date, else by replaying everything (see the module
-/// docs); `use_index: false` always replays.
+/// from the history index when `inputs` is one data directory with an
+/// index that can be brought up to date, else by replaying everything
+/// (see the module docs).
 pub fn history(
     inputs: &[PathBuf],
     key: &KvPath,
     recursive: bool,
     quiet: bool,
 ) -> Result<HistoryReport> {
-    history_with(inputs, key, recursive, quiet, true)
+    history_with(inputs, key, recursive, quiet, UseIndex::IfPresent)
 }
 
-/// [`history`], choosing whether the index may be used.
+/// [`history`], choosing whether the index may be used or built.
 pub fn history_with(
     inputs: &[PathBuf],
     key: &KvPath,
     recursive: bool,
     quiet: bool,
-    use_index: bool,
+    use_index: UseIndex,
 ) -> Result<HistoryReport> {
-    if !use_index {
+    let present = || match inputs {
+        [dir] => dir.join("index").exists(),
+        _ => false,
+    };
+    let wanted = match use_index {
+        UseIndex::Never => false,
+        UseIndex::IfPresent => present(),
+        UseIndex::Build => true,
+    };
+    if !wanted {
         return history_replayed(inputs, key, recursive, quiet);
     }
     match history_indexed(inputs, key, recursive)? {

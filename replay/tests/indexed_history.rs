@@ -20,7 +20,7 @@ use distkv_model::{path, Chain, NodeName, Path as KvPath, UpdateEvent, Value};
 use distkv_node::commit::SharedState;
 use distkv_node::persist::durable::{self, StateHost};
 use distkv_replay::engine::{NoObserver, Replay, Start, Target, LIMITS};
-use distkv_replay::history::{history_indexed, history_with, Change, HistoryReport};
+use distkv_replay::history::{history_indexed, history_with, Change, HistoryReport, UseIndex};
 use distkv_replay::source::inventory;
 
 /// A seeded xorshift generator (no dependency for a few numbers).
@@ -69,7 +69,7 @@ fn same_answers(dir: &Path) -> Result<(Vec<String>, usize)> {
     let mut first_notes = None;
     let mut total = 0;
     for (k, recursive) in questions() {
-        let full = history_with(&inputs, &k, recursive, true, false)?;
+        let full = history_with(&inputs, &k, recursive, true, UseIndex::Never)?;
         ensure!(full.damage.is_empty(), "{:?}", full.damage);
         let indexed = match history_indexed(&inputs, &k, recursive)? {
             Ok(r) => r,
@@ -342,8 +342,14 @@ fn stale_losing_and_duplicate_events_of_many_writers_are_dropped_alike() -> Resu
     // Most events change their entry, but many do not.
     let per_key: usize = (0..15)
         .map(|i| {
-            history_with(std::slice::from_ref(&dir), &key(i), false, true, false)
-                .map(|r| r.changes.len())
+            history_with(
+                std::slice::from_ref(&dir),
+                &key(i),
+                false,
+                true,
+                UseIndex::Never,
+            )
+            .map(|r| r.changes.len())
         })
         .sum::<Result<usize, _>>()?;
     ensure!(
@@ -366,7 +372,7 @@ fn a_running_node_or_several_inputs_make_history_replay_with_a_note() -> Result<
         &path!["a"],
         true,
         true,
-        true,
+        UseIndex::Build,
     )?;
     ensure!(
         has_note(&r.notes, "history index not used (more than one input)"),
@@ -375,13 +381,25 @@ fn a_running_node_or_several_inputs_make_history_replay_with_a_note() -> Result<
     );
     // The index held open elsewhere (as by a running node): replayed.
     let (_ix, _) = distkv_index::HistoryIndex::open(&dir.join("index"), &dir.join("log"), "n1")?;
-    let r = history_with(std::slice::from_ref(&dir), &path!["a"], true, true, true)?;
+    let r = history_with(
+        std::slice::from_ref(&dir),
+        &path!["a"],
+        true,
+        true,
+        UseIndex::Build,
+    )?;
     ensure!(
         has_note(&r.notes, "history index not used"),
         "{:?}",
         r.notes
     );
-    let full = history_with(std::slice::from_ref(&dir), &path!["a"], true, true, false)?;
+    let full = history_with(
+        std::slice::from_ref(&dir),
+        &path!["a"],
+        true,
+        true,
+        UseIndex::Never,
+    )?;
     ensure!(summary(&r) == summary(&full));
     Ok(())
 }
@@ -403,7 +421,7 @@ fn restore_starts_at_the_block_the_index_names_and_restores_the_same_state() -> 
         &KvPath::root(),
         true,
         true,
-        false,
+        UseIndex::Never,
     )?;
     let tocks: Vec<u64> = all.changes.iter().map(|c| c.tock).collect();
     ensure!(tocks.len() > 200);
@@ -449,11 +467,46 @@ fn the_command_line_answers_alike_with_and_without_the_index() -> Result<()> {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         ))
     };
-    let (indexed, notes) = run(&["--index"])?;
-    let (replayed, replay_notes) = run(&[])?;
+    // The node kept an index: used without asking, and alike.
+    let (indexed, notes) = run(&[])?;
+    let (replayed, replay_notes) = run(&["--no-index"])?;
     ensure!(indexed == replayed, "{indexed}\n---\n{replayed}");
     ensure!(indexed.len() > 1000, "{indexed}");
     ensure!(notes.contains("answered from the history index"), "{notes}");
     ensure!(!replay_notes.contains("history index"), "{replay_notes}");
+    // A damaged index is rebuilt, never trusted; the answer is the same.
+    for f in walk(&dir.join("index"))? {
+        let len = std::fs::metadata(&f)?.len().max(64) as usize;
+        std::fs::write(&f, (0..len).map(|i| (i * 7 + 3) as u8).collect::<Vec<u8>>())?;
+    }
+    let (rebuilt, notes) = run(&[])?;
+    ensure!(rebuilt == replayed, "{rebuilt}\n---\n{replayed}");
+    ensure!(notes.contains("history index rebuilt"), "{notes}");
+    ensure!(notes.contains("answered from the history index"), "{notes}");
+    // No index: replayed, and none is built unless asked with --index.
+    std::fs::remove_dir_all(dir.join("index"))?;
+    let (plain, notes) = run(&[])?;
+    ensure!(
+        plain == replayed && !notes.contains("history index"),
+        "{notes}"
+    );
+    ensure!(!dir.join("index").exists(), "an index was built unasked");
+    let (forced, notes) = run(&["--index"])?;
+    ensure!(forced == replayed, "{forced}\n---\n{replayed}");
+    ensure!(notes.contains("answered from the history index"), "{notes}");
+    ensure!(dir.join("index").is_dir());
     Ok(())
+}
+
+fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }

@@ -338,6 +338,8 @@ pub struct PersistKeys {
     pub retention_max_age: Seconds,
     /// `retention_max_bytes`.
     pub retention_max_bytes: u64,
+    /// `history_index`: keep the history index (`<data dir>/index/`).
+    pub history_index: bool,
 }
 
 impl Default for PersistKeys {
@@ -353,6 +355,7 @@ impl Default for PersistKeys {
             snapshot_interval: Seconds(600.0),
             retention_max_age: Seconds(7.0 * 86_400.0),
             retention_max_bytes: 10 << 30,
+            history_index: true,
         }
     }
 }

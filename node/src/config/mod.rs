@@ -524,6 +524,7 @@ impl PersistSettings {
                 p.retention_max_bytes,
                 0..=1 << 50,
             )?,
+            history_index: p.history_index,
         })
     }
 }
@@ -672,6 +673,8 @@ pub struct PersistSettings {
     pub retention_max_age: std::time::Duration,
     /// …or beyond this many bytes in all.
     pub retention_max_bytes: u64,
+    /// Keep the history index current (`server.persist.history_index`).
+    pub history_index: bool,
 }
 
 /// Where a client connects.
@@ -846,6 +849,20 @@ mod tests {
         let mut c = Config::default();
         c.set_override("server.limits.max_frame=100000000").unwrap();
         assert!(c.server().is_err());
+    }
+
+    #[test]
+    fn the_history_index_is_on_by_default_and_can_be_switched_off() {
+        assert!(Config::default().server().unwrap().persist.history_index);
+        let mut c = Config::default();
+        c.set_override("server.persist.history_index=false")
+            .unwrap();
+        assert!(!c.server().unwrap().persist.history_index);
+        let mut c = Config::default();
+        c.set_override("server.persist.history_index=sometimes")
+            .unwrap();
+        let e = c.server().expect_err("a non-boolean accepted");
+        assert!(e.to_string().contains("history_index"), "{e}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use distkv_log::{CommitInfo, LogError, LogRecord, RetentionPolicy, Seq};
 use distkv_model::{NodeSet, RangeSet};
 use tokio::sync::watch;
 
-use super::index::IndexKeeper;
+use super::index::{IndexKeeper, IndexPlace};
 use super::lock::DirLock;
 use super::meta::{Meta, MetaError, TICK_BLOCK};
 use super::snap;
@@ -72,6 +72,7 @@ pub fn durable_config(
     c.segment_age = settings.segment_max_age;
     c.snapshot_records = settings.snapshot_records;
     c.snapshot_interval = settings.snapshot_interval;
+    c.history_index = settings.history_index;
     c.retention = RetentionPolicy {
         max_age: Some(settings.retention_max_age),
         max_total_bytes: Some(settings.retention_max_bytes),
@@ -353,7 +354,11 @@ pub fn start<H: StateHost>(
             let offset = writer.next_seq().wrapping_sub(mem_next);
             let c = &d2.config;
             let index = if c.history_index {
-                IndexKeeper::start(c.index_dir(), c.log_dir(), writer.config().node.to_string())
+                IndexKeeper::start(IndexPlace {
+                    dir: c.index_dir(),
+                    log_dir: c.log_dir(),
+                    node: writer.config().node.to_string(),
+                })
             } else {
                 IndexKeeper::off()
             };

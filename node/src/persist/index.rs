@@ -1,79 +1,143 @@
-//! Keeping the history index current from the log writer thread.
+//! Keeping the history index current, off the log writer's path.
 //!
 //! The index (crate `distkv-index`, in `<data dir>/index/`) is derived
 //! from the log: nothing the node does depends on it, and nothing it
-//! cannot do stops the node. [`IndexKeeper`] lives in the writer thread:
-//! it remembers the events appended since the last commit and, after each
-//! commit, hands the block (segment, offset, CRC, events) to the index in
-//! one sled batch — off the clients' path, never fsynced (sled writes its
-//! files lazily; after a crash the index is checked and caught up from the
-//! segments at the next start).
+//! cannot do stops the node. It lives on a thread of its own; the log
+//! writer thread holds an [`IndexKeeper`], which remembers the events
+//! appended since the last commit and, after each commit, hands the block
+//! (segment, offset, CRC, the events' seqs and `Arc`s: nothing is copied
+//! or encoded) to that thread through a bounded queue with `try_send`.
+//! **The writer never waits for the index**: when the queue is full, the
+//! block is dropped and the keeper is *behind*; at the next commit it
+//! queues a catch-up instead ([`distkv_index::HistoryIndex::sync`], which
+//! reads what the index lacks back from the segments), and hands blocks
+//! over again once that is queued. Blocks the index already holds are
+//! skipped by the index, so nothing is recorded twice.
 //!
-//! At start the index is opened and checked against the segments
-//! ([`distkv_index::HistoryIndex::sync`]) on a thread of its own, since
-//! rebuilding a lost index reads the whole log; blocks committed meanwhile
-//! are picked up by a second, short sync when the writer takes the index
-//! over. Any index error is logged and the index dropped for the rest of
-//! the run (the next start repairs it): the history is what must be
-//! written, not its index.
+//! The index thread first opens the index and checks it against the
+//! segments (rebuilding a lost one reads the whole log); blocks queued
+//! meanwhile wait, and when the queue fills the same catch-up applies.
+//! Nothing is fsynced: sled writes its files lazily, and at a clean stop
+//! the thread writes what it holds in memory; after a crash the index is
+//! checked and caught up at the next start. Any index error is logged and
+//! the thread ends (the keeper then drops the index for the rest of the
+//! run; the next start repairs it): the history is what must be written,
+//! not its index.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use distkv_index::{HistoryIndex, IndexError};
 use distkv_log::{CommitInfo, RemovedSegment, Seq};
 use distkv_model::UpdateEvent;
 
-/// The index as the writer thread holds it.
-enum Phase {
-    /// No index (switched off, or it failed for this run).
-    Off,
-    /// Being opened and checked on its own thread.
-    Starting(JoinHandle<Option<HistoryIndex>>),
-    /// Current: every committed block is recorded.
-    Ready(HistoryIndex),
+/// Blocks the queue to the index thread holds.
+pub const QUEUE_BLOCKS: usize = 1024;
+
+/// How long a stop waits for the index thread (its start-up check
+/// included) before leaving it behind.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the writer hands to the index thread.
+enum Msg {
+    /// A committed block and its events.
+    Block {
+        info: CommitInfo,
+        next_seq: Seq,
+        time_ms: u64,
+        events: Vec<(Seq, Arc<UpdateEvent>)>,
+    },
+    /// Segments retention deleted.
+    Retired(Vec<Seq>),
+    /// Blocks were dropped: bring the index up to date from the segments.
+    CatchUp,
+    /// Write what is in memory and end.
+    Close,
 }
 
-/// Feeds committed blocks to the history index (see the module docs).
+/// The index thread, as the writer sees it.
+struct Worker {
+    queue: SyncSender<Msg>,
+    thread: JoinHandle<()>,
+}
+
+/// Feeds committed blocks to the index thread (see the module docs).
 pub struct IndexKeeper {
-    phase: Phase,
+    /// `None`: no index (switched off, or it failed for this run).
+    worker: Option<Worker>,
     /// Events appended since the last commit, with their log seqs.
     pending: Vec<(Seq, Arc<UpdateEvent>)>,
+    /// Blocks were dropped and no catch-up is queued yet.
+    behind: bool,
+    /// Times the keeper fell behind (for tests and status).
+    fell_behind: u64,
+    /// Set by the index thread once its start-up check is done.
+    ready: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for IndexKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let phase = match self.phase {
-            Phase::Off => "off",
-            Phase::Starting(_) => "starting",
-            Phase::Ready(_) => "ready",
-        };
         f.debug_struct("IndexKeeper")
-            .field("phase", &phase)
+            .field("on", &self.worker.is_some())
+            .field("behind", &self.behind)
+            .field("ready", &self.is_ready())
             .finish()
     }
+}
+
+/// Where the index thread works.
+#[derive(Debug, Clone)]
+pub struct IndexPlace {
+    /// The index directory.
+    pub dir: PathBuf,
+    /// The log directory.
+    pub log_dir: PathBuf,
+    /// The node whose log it is.
+    pub node: String,
 }
 
 impl IndexKeeper {
     /// A keeper that keeps nothing.
     pub fn off() -> IndexKeeper {
         IndexKeeper {
-            phase: Phase::Off,
+            worker: None,
             pending: Vec::new(),
+            behind: false,
+            fell_behind: 0,
+            ready: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Opens and checks the index in `dir` for the log in `log_dir` of
-    /// node `node`, on a thread of its own.
-    pub fn start(dir: PathBuf, log_dir: PathBuf, node: String) -> IndexKeeper {
+    /// Starts the index thread for `place` with a queue of
+    /// [`QUEUE_BLOCKS`].
+    pub fn start(place: IndexPlace) -> IndexKeeper {
+        IndexKeeper::start_with(place, QUEUE_BLOCKS, None)
+    }
+
+    /// [`IndexKeeper::start`] with a queue of `capacity` blocks; with
+    /// `hold`, the thread takes that lock before each message (tests hold
+    /// it to fill the queue).
+    pub fn start_with(
+        place: IndexPlace,
+        capacity: usize,
+        hold: Option<Arc<Mutex<()>>>,
+    ) -> IndexKeeper {
+        let (queue, rx) = sync_channel(capacity.max(1));
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready2 = ready.clone();
         let spawned = std::thread::Builder::new()
-            .name("distkv-index-sync".into())
-            .spawn(move || open_and_sync(&dir, &log_dir, &node));
+            .name("distkv-index".into())
+            .spawn(move || run(&place, &rx, &ready2, hold.as_deref()));
         match spawned {
-            Ok(h) => IndexKeeper {
-                phase: Phase::Starting(h),
+            Ok(thread) => IndexKeeper {
+                worker: Some(Worker { queue, thread }),
                 pending: Vec::new(),
+                behind: false,
+                fell_behind: 0,
+                ready,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the history index thread; no index this run");
@@ -82,14 +146,25 @@ impl IndexKeeper {
         }
     }
 
-    /// Whether the index is current (for tests and status).
+    /// Whether the index thread has checked the index against the log
+    /// and still runs (for tests and status).
     pub fn is_ready(&self) -> bool {
-        matches!(self.phase, Phase::Ready(_))
+        self.ready.load(Ordering::Acquire)
+            && self
+                .worker
+                .as_ref()
+                .is_some_and(|w| !w.thread.is_finished())
+    }
+
+    /// How often the queue was full and blocks were dropped (each time
+    /// followed by a catch-up from the segments).
+    pub fn fell_behind(&self) -> u64 {
+        self.fell_behind
     }
 
     /// Notes an event the log writer took as `seq`.
     pub fn appended(&mut self, seq: Seq, event: &Arc<UpdateEvent>) {
-        if !matches!(self.phase, Phase::Off) {
+        if self.worker.is_some() && !self.behind {
             self.pending.push((seq, event.clone()));
         }
     }
@@ -100,82 +175,99 @@ impl IndexKeeper {
         self.pending.clear();
     }
 
-    /// Records the block a commit wrote (`next_seq`: the writer's next
-    /// seq after it; `time_ms`: the time its records carry).
+    /// Hands over the block a commit wrote (`next_seq`: the writer's next
+    /// seq after it; `time_ms`: the time its records carry). Never waits.
     pub fn committed(&mut self, info: &CommitInfo, next_seq: Seq, time_ms: u64) {
+        let events = std::mem::take(&mut self.pending);
         if info.records == 0 {
             return;
         }
-        self.take_over_if_started();
-        let pending = std::mem::take(&mut self.pending);
-        let Phase::Ready(ix) = &mut self.phase else {
+        if self.behind && self.send(Msg::CatchUp) {
+            // The catch-up reads this block too; blocks from the next on
+            // are handed over again.
+            self.behind = false;
             return;
-        };
-        if let Err(e) = ix.record_commit(info, next_seq, time_ms, &pending) {
-            self.fail(&e);
+        }
+        if !self.behind {
+            let info = info.clone();
+            let block = Msg::Block {
+                info,
+                next_seq,
+                time_ms,
+                events,
+            };
+            if !self.send(block) {
+                self.fall_behind();
+            }
         }
     }
 
-    /// Forgets segments retention deleted.
+    /// Hands over the segments retention deleted.
     pub fn retired(&mut self, removed: &[RemovedSegment]) {
-        let Phase::Ready(ix) = &mut self.phase else {
+        if removed.is_empty() {
             return;
-        };
-        let mut res = Ok(());
-        for r in removed {
-            res = res.and_then(|()| ix.forget(r.first_seq));
         }
-        if let Err(e) = res {
-            self.fail(&e);
+        let gone = removed.iter().map(|r| r.first_seq).collect();
+        if !self.behind && !self.send(Msg::Retired(gone)) {
+            // The catch-up forgets segments no longer on disk.
+            self.fall_behind();
         }
     }
 
-    /// Writes the index's files (at a clean stop; not needed for
-    /// correctness).
-    pub fn close(&mut self) {
-        // A stop while the start-up check still runs waits for it: the
-        // index must be closed (its lock released) when the node is.
-        if let Phase::Starting(h) = std::mem::replace(&mut self.phase, Phase::Off) {
-            if let Ok(Some(ix)) = h.join() {
-                self.phase = Phase::Ready(ix);
+    /// Queues `msg` without waiting; whether it was queued. A thread that
+    /// ended (an index error) switches the keeper off.
+    fn send(&mut self, msg: Msg) -> bool {
+        let Some(w) = &self.worker else {
+            return false;
+        };
+        match w.queue.try_send(msg) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                self.worker = None;
+                self.pending.clear();
+                false
             }
         }
-        if let Phase::Ready(ix) = &self.phase {
-            if let Err(e) = ix.flush() {
-                tracing::warn!(error = %e, "cannot flush the history index; it is caught up at the next start");
-            }
-        }
-        self.phase = Phase::Off;
     }
 
-    /// Once the start-up sync is done: takes the index over and catches
-    /// up with what was written meanwhile.
-    fn take_over_if_started(&mut self) {
-        let Phase::Starting(h) = &self.phase else {
-            return;
-        };
-        if !h.is_finished() {
-            // Pending events are not needed: the sync reads them back.
+    fn fall_behind(&mut self) {
+        if self.worker.is_some() {
+            self.behind = true;
+            self.fell_behind += 1;
             self.pending.clear();
-            return;
-        }
-        let Phase::Starting(h) = std::mem::replace(&mut self.phase, Phase::Off) else {
-            return;
-        };
-        self.pending.clear();
-        let Ok(Some(mut ix)) = h.join() else {
-            return;
-        };
-        match ix.sync() {
-            Ok(_) => self.phase = Phase::Ready(ix),
-            Err(e) => self.fail(&e),
         }
     }
 
-    fn fail(&mut self, e: &IndexError) {
-        tracing::warn!(error = %e, "the history index failed; no index for the rest of this run (it is repaired at the next start)");
-        self.phase = Phase::Off;
+    /// Stops the index thread after it has handled what is queued and
+    /// written what it holds (at a clean stop; not needed for
+    /// correctness). A stop during the start-up check waits for it, so
+    /// that the index is closed (its lock released) with the node — for
+    /// [`CLOSE_WAIT`] at most: a stuck index never holds up the stop.
+    pub fn close(&mut self) {
+        let Some(w) = self.worker.take() else {
+            return;
+        };
+        if self.behind {
+            // Read back what was dropped, while the thread is there.
+            let _ = w.queue.send(Msg::CatchUp);
+        }
+        let _ = w.queue.send(Msg::Close);
+        // Bounded: an index stuck in sled must not hold up the node's
+        // stop (the thread is left behind; the next start repairs it).
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while !w.thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !w.thread.is_finished() {
+            tracing::warn!(
+                "the history index thread did not finish in time; it is repaired at the next start"
+            );
+        } else if w.thread.join().is_err() {
+            tracing::warn!("the history index thread panicked; it is repaired at the next start");
+        }
         self.pending.clear();
+        self.behind = false;
     }
 }
 
@@ -186,12 +278,64 @@ impl Drop for IndexKeeper {
     }
 }
 
+/// The index thread: open and check the index, then handle the queue
+/// until [`Msg::Close`] or until the writer is gone.
+fn run(place: &IndexPlace, rx: &Receiver<Msg>, ready: &AtomicBool, hold: Option<&Mutex<()>>) {
+    lower_priority();
+    let Some(mut ix) = open_and_sync(&place.dir, &place.log_dir, &place.node) else {
+        return;
+    };
+    ready.store(true, Ordering::Release);
+    while let Ok(msg) = rx.recv() {
+        let _held = hold.map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+        let done = match msg {
+            Msg::Block {
+                info,
+                next_seq,
+                time_ms,
+                events,
+            } => ix.record_commit(&info, next_seq, time_ms, &events),
+            Msg::Retired(gone) => gone.into_iter().try_for_each(|s| ix.forget(s).map(drop)),
+            Msg::CatchUp => ix.sync().map(|r| {
+                tracing::debug!(events = r.events, "history index caught up with the log");
+            }),
+            Msg::Close => break,
+        };
+        if let Err(e) = done {
+            fail(&e);
+            return;
+        }
+    }
+    if let Err(e) = ix.flush() {
+        tracing::warn!(error = %e, "cannot write the history index; it is caught up at the next start");
+    }
+}
+
+/// Makes this thread yield the CPU to the log writer and the server: the
+/// index is derived and may lag, the history may not (on a busy machine
+/// the writer's lag is what `fsync = interval` can lose in a crash).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` and `setpriority` take and return plain
+        // integers; on Linux, `PRIO_PROCESS` with a thread id sets that
+        // thread's nice value.
+        let ok = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if ok != 0 {
+            tracing::debug!("cannot lower the history index thread's priority");
+        }
+    }
+}
+
+fn fail(e: &IndexError) {
+    tracing::warn!(error = %e, "the history index failed; no index for the rest of this run (it is repaired at the next start)");
+}
+
 /// The start-up half: open, throw away what cannot be used, sync.
-fn open_and_sync(
-    dir: &std::path::Path,
-    log_dir: &std::path::Path,
-    node: &str,
-) -> Option<HistoryIndex> {
+fn open_and_sync(dir: &Path, log_dir: &Path, node: &str) -> Option<HistoryIndex> {
     let (mut ix, why) = match HistoryIndex::open(dir, log_dir, node) {
         Ok(x) => x,
         Err(e) => {
@@ -218,5 +362,103 @@ fn open_and_sync(
             tracing::warn!(error = %e, "cannot bring the history index up to date; no index this run");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
+    use distkv_model::{path, Chain, Value};
+
+    use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn at(ms: u64) -> Now {
+        Now {
+            wall_ms: ms,
+            mono_ms: ms,
+        }
+    }
+
+    /// Writes events `from ..= to` (key `k.<i % 7>`) in blocks of five,
+    /// rotating every 40 events, handing each block to `keeper` as the
+    /// writer thread does.
+    fn write(w: &mut LogWriter, keeper: &mut IndexKeeper, from: u64, to: u64) -> TestResult {
+        for i in from..=to {
+            let ev = Arc::new(UpdateEvent {
+                path: path!["k", i % 7],
+                chain: Chain::single(Arc::from("n1"), i),
+                value: Some(Value::uint(i)),
+                tock: i,
+            });
+            let seq = w.append_event(1000 + i, &ev)?;
+            keeper.appended(seq, &ev);
+            if i % 5 == 0 {
+                let info = w.commit(at(1000 + i))?;
+                keeper.committed(&info, w.next_seq(), 1000 + i);
+            }
+            if i % 40 == 0 {
+                w.rotate();
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> TestResult {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {what}").into());
+            }
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_queue_drops_blocks_then_the_index_catches_up_exactly() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let (log, dir) = (tmp.path().join("log"), tmp.path().join("index"));
+        let mut cfg = WriterConfig::new("n1");
+        cfg.fsync = FsyncPolicy::Never;
+        let mut w = LogWriter::open(&log, cfg, at(1))?;
+        let hold = Arc::new(Mutex::new(()));
+        let place = IndexPlace {
+            dir: dir.clone(),
+            log_dir: log.clone(),
+            node: "n1".into(),
+        };
+        let mut keeper = IndexKeeper::start_with(place, 2, Some(hold.clone()));
+        wait_until("the start-up check", || keeper.is_ready())?;
+        {
+            // The index thread is held up: the queue fills, the writer
+            // goes on without waiting and the keeper falls behind.
+            let _held = hold.lock().map_err(|_| "poisoned")?;
+            write(&mut w, &mut keeper, 1, 200)?;
+            assert!(keeper.fell_behind() >= 1, "{keeper:?}");
+        }
+        // Released: the next commit queues the catch-up, then blocks
+        // flow again.
+        write(&mut w, &mut keeper, 201, 300)?;
+        keeper.close();
+        w.close(at(5000))?;
+        let (mut ix, why) = HistoryIndex::open(&dir, &log, "n1")?;
+        assert!(why.is_none());
+        let r = ix.sync()?;
+        assert!(r.complete(), "{:?}", r.incomplete);
+        assert!(
+            r.reindexed.is_empty() && r.caught_up.is_empty() && r.events == 0,
+            "the index was complete at close: {r:?}"
+        );
+        for k in 0..7u64 {
+            let found = ix.fetch(&ix.lookup(&path!["k", k], false)?)?;
+            let seqs: Vec<u64> = found.iter().map(|f| f.seq).collect();
+            let want: Vec<u64> = (1..=300).filter(|i| i % 7 == k).collect();
+            assert_eq!(seqs, want, "key {k}");
+        }
+        Ok(())
     }
 }

@@ -71,9 +71,10 @@ pub struct DurableConfig {
     /// Asked to stop while the history cannot be written, the writer keeps
     /// trying this long before it gives up and reports what is lost.
     pub stop_retry: Duration,
-    /// Keep the history index (`index/`, crate `distkv-index`) current
-    /// from the writer thread. Off by default: experimental, it slows the
-    /// writer about twelvefold for now (docs/perf.md, "History index").
+    /// Keep the history index (`index/`, crate `distkv-index`) current on
+    /// a thread of its own, fed by the writer thread without waiting
+    /// (`server.persist.history_index`, on by default; docs/perf.md,
+    /// "History index").
     pub history_index: bool,
 }
 
@@ -97,7 +98,7 @@ impl DurableConfig {
             max_backlog: 1 << 20,
             max_backlog_bytes: 64 << 20,
             stop_retry: Duration::from_secs(5),
-            history_index: false,
+            history_index: true,
         }
     }
 
