@@ -617,13 +617,7 @@ async fn a_node_with_a_full_disk_leaves_a_peers_events_and_catches_up_once_space
         return Ok(());
     };
     let la = Launch::new("fd-pa", tmp.path()).with_bus()?;
-    // No history index on b: with it, b went on taking a peer's events
-    // after the disk was filled (1119 and 1811 of 2000 in two runs) —
-    // presumably sled frees space of its own files (it rewrites and drops
-    // its segments), giving the log room again; not analysed yet. The
-    // other cases here run with the index on.
     let lb = launch("fd-pb", tmp.path(), &fs, "interval")
-        .conf("server.persist.history_index=false")
         .with_bus()?
         .peer(&la);
     let a = la.start().await?;

@@ -286,8 +286,34 @@ fn run(place: &IndexPlace, rx: &Receiver<Msg>, ready: &AtomicBool, hold: Option<
         return;
     };
     ready.store(true, Ordering::Release);
+    // Set while the disk is short of space: blocks are skipped, and the
+    // first one after space is back is a catch-up from the segments.
+    let mut starved = false;
     while let Ok(msg) = rx.recv() {
         let _held = hold.map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+        if matches!(msg, Msg::Block { .. } | Msg::CatchUp) {
+            match (short_of_space(&place.dir), starved) {
+                (true, false) => {
+                    tracing::warn!(
+                        dir = %place.dir.display(),
+                        "the disk is nearly full: the history index pauses and leaves the space to the log"
+                    );
+                    starved = true;
+                    continue;
+                }
+                (true, true) => continue,
+                (false, true) => {
+                    tracing::info!("disk space is back: the history index catches up with the log");
+                    starved = false;
+                    if let Err(e) = ix.sync() {
+                        fail(&e);
+                        return;
+                    }
+                    continue;
+                }
+                (false, false) => {}
+            }
+        }
         let done = match msg {
             Msg::Block {
                 info,
@@ -309,6 +335,47 @@ fn run(place: &IndexPlace, rx: &Receiver<Msg>, ready: &AtomicBool, hold: Option<
     if let Err(e) = ix.flush() {
         tracing::warn!(error = %e, "cannot write the history index; it is caught up at the next start");
     }
+}
+
+/// The free space the index leaves to the log: a tenth of the file
+/// system, at most this much.
+const RESERVE_MAX: u64 = 1 << 30;
+
+/// Whether the file system holding `dir` has less free space than the
+/// reserve the index leaves to the log (the index is derived and can be
+/// caught up later; the history must be written). `false` when the space
+/// cannot be read: the index's own writes then report a full disk.
+fn short_of_space(dir: &Path) -> bool {
+    space(dir).is_some_and(|(free, total)| below_reserve(free, total))
+}
+
+/// Whether `free` of `total` bytes is less than the reserve.
+fn below_reserve(free: u64, total: u64) -> bool {
+    free < (total / 10).min(RESERVE_MAX)
+}
+
+/// Free (for unprivileged writers) and total bytes of the file system
+/// holding `dir`.
+#[cfg(unix)]
+fn space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable
+    // memory of the struct's size; `statvfs` fills it on success.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    let frsize = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+#[cfg(not(unix))]
+fn space(_dir: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 /// Makes this thread yield the CPU to the log writer and the server: the
@@ -460,5 +527,17 @@ mod tests {
             assert_eq!(seqs, want, "key {k}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn the_index_leaves_a_tenth_of_the_disk_and_at_most_a_gibibyte_to_the_log() {
+        const G: u64 = 1 << 30;
+        assert!(below_reserve(399_999, 4_000_000));
+        assert!(!below_reserve(400_000, 4_000_000));
+        assert!(below_reserve(G - 1, 1000 * G));
+        assert!(!below_reserve(G, 1000 * G));
+        assert!(!below_reserve(0, 0));
+        let (free, total) = space(Path::new(".")).expect("statvfs of the working directory");
+        assert!(free <= total && total > 0, "{free} of {total}");
     }
 }
