@@ -313,35 +313,31 @@ impl<'a> Cursor<'a> {
     /// A map's item count, consuming its header; `None` (nothing
     /// consumed) if the next value is not a map.
     fn map_header(&mut self) -> Result<Option<usize>, DecodeError> {
-        let m = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
-        Ok(Some(match m {
-            0x80..=0x8f => {
-                self.pos += 1;
-                (m & 0x0f) as usize
-            }
-            0xde | 0xdf => {
-                self.pos += 1;
-                self.be(2 << (m - 0xde))?
-            }
-            _ => return Ok(None),
-        }))
+        self.container_header(0x80, 0xde)
     }
 
     /// An array's item count, consuming its header; `None` (nothing
     /// consumed) if the next value is not an array.
     fn array_header(&mut self) -> Result<Option<usize>, DecodeError> {
+        self.container_header(0x90, 0xdc)
+    }
+
+    /// The item count of a container whose fix form is `fix..=fix | 0x0f`
+    /// and whose 16-bit form is marked `wide` (the 32-bit form is
+    /// `wide + 1`), consuming its header; `None` (nothing consumed) if the
+    /// next value is not one.
+    fn container_header(&mut self, fix: u8, wide: u8) -> Result<Option<usize>, DecodeError> {
         let m = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
-        Ok(Some(match m {
-            0x90..=0x9f => {
-                self.pos += 1;
-                (m & 0x0f) as usize
-            }
-            0xdc | 0xdd => {
-                self.pos += 1;
-                self.be(2 << (m - 0xdc))?
-            }
-            _ => return Ok(None),
-        }))
+        let count = if m & 0xf0 == fix {
+            self.pos += 1;
+            (m & 0x0f) as usize
+        } else if m == wide || m == wide + 1 {
+            self.pos += 1;
+            self.be(2 << (m - wide))?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(count))
     }
 
     /// An extension value: its type and payload (not checked).
