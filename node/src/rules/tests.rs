@@ -151,10 +151,16 @@ fn schemas_check_values_before_code() -> Result<(), String> {
 const DECODE: &str = "if type_of(value) != \"string\" { throw \"not a string\" } parse_int(value)";
 
 fn codec_record() -> Value {
+    codec_record_with(DECODE, "value.to_string()")
+}
+
+/// A codec record with these decode and encode texts, and DistKV's
+/// acceptance tests of an int codec ("1" ↔ 1 in, 2 ↔ "2" out).
+fn codec_record_with(decode: &str, encode: &str) -> Value {
     let pair = |a: Value, b: Value| Value::Array(vec![a, b]);
     Value::map([
-        ("decode", Value::str(DECODE)),
-        ("encode", Value::str("value.to_string()")),
+        ("decode", Value::str(decode)),
+        ("encode", Value::str(encode)),
         (
             "in",
             Value::Array(vec![pair(Value::str("1"), Value::Int(1))]),

@@ -188,21 +188,7 @@ const PY_DECODE: &str =
 #[test]
 fn python_codecs_convert_as_distkvs_do() -> Result<(), String> {
     let s = python();
-    let pair = |a: Value, b: Value| Value::Array(vec![a, b]);
-    let rec = |dec: &str| {
-        Value::map([
-            ("decode", Value::str(dec)),
-            ("encode", Value::str("return str(value)")),
-            (
-                "in",
-                Value::Array(vec![pair(Value::str("1"), Value::Int(1))]),
-            ),
-            (
-                "out",
-                Value::Array(vec![pair(Value::Int(2), Value::str("2"))]),
-            ),
-        ])
-    };
+    let rec = |dec: &str| codec_record_with(dec, "return str(value)");
     let e = set(&s, path![Value::Nil, "codec", "c"], rec("return value")).unwrap_err();
     assert_eq!(
         e,
