@@ -233,7 +233,8 @@ impl PyWriter {
             .take_while(|(a, b)| a == b)
             .count();
         let rest = path[depth..].to_vec();
-        self.last = path.to_vec();
+        self.last.truncate(depth);
+        self.last.extend_from_slice(&rest);
         let p = if depth == 0 {
             Value::Path(Path::new(rest))
         } else {
@@ -261,14 +262,14 @@ impl PyWriter {
         codec::encode(&Value::Map(m), out);
     }
 
-    /// A snapshot entry `{path, depth, value, chain, tock}` (entries with a
-    /// value only, as DistKV saves them).
-    pub fn entry(&mut self, e: crate::state::Entry<'_>, out: &mut Vec<u8>) {
+    /// A snapshot entry `{path, depth, value, chain, tock}` for `e` at
+    /// `path` (entries with a value only, as DistKV saves them).
+    pub fn entry(&mut self, e: crate::state::Entry<'_>, path: &[Value], out: &mut Vec<u8>) {
         let (Some(v), Some(c)) = (e.data(), e.chain()) else {
             return;
         };
         let mut m = Vec::with_capacity(5);
-        self.shorten(&e.path(), &mut m);
+        self.shorten(path, &mut m);
         m.push((Value::str("value"), v.clone()));
         m.push((Value::str("chain"), c.to_value(-1)));
         m.push((Value::str("tock"), Value::uint(e.tock())));
@@ -439,8 +440,8 @@ mod tests {
         w.state(&st, &mut out);
         let mut cur = WalkCursor::default();
         while !cur.is_done() {
-            cur.step(st.root(), &WalkOpts::default(), 10, |e, _| {
-                w.entry(e, &mut out)
+            cur.step(st.root(), &WalkOpts::default(), 10, |e, p| {
+                w.entry(e, p, &mut out)
             });
         }
         w.change(&d, &mut out);

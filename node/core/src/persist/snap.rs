@@ -42,9 +42,9 @@ pub fn write(
         w.write_node(name, info.tick(), &info.superseded(), info.deleted())?;
     }
     let mut res = Ok(());
-    state.for_each_entry(full, |e| {
+    state.for_each_entry(full, |e, path| {
         if res.is_ok() {
-            res = w.write_entry(&e.path(), e.data(), e.chain(), e.tock());
+            res = w.write_entry(path, e.data(), e.chain(), e.tock());
         }
     });
     res?;

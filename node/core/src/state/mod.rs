@@ -456,8 +456,9 @@ impl State {
                 ..WalkOpts::default()
             };
             while !cursor.is_done() {
-                cursor.step(start, &opts, usize::MAX, |e, _| {
-                    victims.push((e.path(), e.data().cloned()));
+                cursor.step(start, &opts, usize::MAX, |e, rel| {
+                    let p = path.iter().chain(rel).cloned().collect();
+                    victims.push((Path::new(p), e.data().cloned()));
                 });
             }
             victims
@@ -638,9 +639,9 @@ impl State {
         }
     }
 
-    /// Visits every entry that holds a value or a chain, depth-first, node
-    /// before children (`meta`: the meta tree too).
-    pub fn for_each_entry<'a>(&'a self, meta: bool, mut f: impl FnMut(Entry<'a>)) {
+    /// Visits every entry that holds a value or a chain, with its path,
+    /// depth-first, node before children (`meta`: the meta tree too).
+    pub fn for_each_entry<'a>(&'a self, meta: bool, mut f: impl FnMut(Entry<'a>, &[Value])) {
         let mut cursor = WalkCursor::default();
         let opts = WalkOpts {
             empty: true,
@@ -648,9 +649,9 @@ impl State {
             ..WalkOpts::default()
         };
         while !cursor.is_done() {
-            cursor.step(self.tree.root(), &opts, usize::MAX, |e, _| {
+            cursor.step(self.tree.root(), &opts, usize::MAX, |e, path| {
                 if e.chain().is_some() || e.data().is_some() {
-                    f(e);
+                    f(e, path);
                 }
             });
         }
@@ -661,8 +662,8 @@ impl State {
     /// the same digest hold the same data, whatever order they got it in.
     pub fn digest(&self) -> u128 {
         let mut d = Digest::new();
-        self.for_each_entry(true, |e| {
-            d.add_entry(&e.path(), e.data(), e.chain(), e.tock())
+        self.for_each_entry(true, |e, path| {
+            d.add_entry(path, e.data(), e.chain(), e.tock())
         });
         for (name, info) in &self.nodes {
             d.add_node(name, info.tick);

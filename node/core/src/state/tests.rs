@@ -29,10 +29,10 @@ fn snapshot(s: &State) -> BTreeMap<String, (Option<Value>, Option<Chain>)> {
         ..WalkOpts::default()
     };
     while !cur.is_done() {
-        cur.step(s.root(), &opts, 100, |e, _| {
+        cur.step(s.root(), &opts, 100, |e, rel| {
             if e.chain().is_some() {
                 out.insert(
-                    e.path().to_string(),
+                    Path::new(rel.to_vec()).to_string(),
                     (e.data().cloned(), e.chain().cloned()),
                 );
             }
@@ -239,8 +239,9 @@ fn walk_visits_depth_first_node_before_children_in_chunks() {
         let mut got = Vec::new();
         let mut cur = WalkCursor::default();
         while !cur.is_done() {
-            cur.step(s.root(), &WalkOpts::default(), budget, |e, d| {
-                got.push((e.path().to_string(), d))
+            cur.step(s.root(), &WalkOpts::default(), budget, |e, rel| {
+                assert_eq!(rel, &e.path()[..]);
+                got.push((Path::new(rel.to_vec()).to_string(), rel.len()))
             });
         }
         assert_eq!(
@@ -263,9 +264,107 @@ fn walk_visits_depth_first_node_before_children_in_chunks() {
         ..WalkOpts::default()
     };
     while !cur.is_done() {
-        cur.step(s.root(), &opts, 3, |e, _| got.push(e.path().to_string()));
+        cur.step(s.root(), &opts, 3, |e, rel| {
+            assert_eq!(rel, &e.path()[..]);
+            got.push(e.path().to_string())
+        });
     }
     assert_eq!(got, vec!["a", "a.b", "a.d", "e"]);
+}
+
+/// A seeded xorshift step.
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// A path of 1 to 4 names out of a few; nil first makes a meta entry.
+fn random_path(x: &mut u64) -> Path {
+    let len = 1 + xorshift(x) % 4;
+    let names = (0..len)
+        .map(|i| match xorshift(x) % 5 {
+            0 if i == 0 => Value::Nil,
+            0 | 1 => Value::str("a"),
+            2 => Value::str("b"),
+            3 => Value::str("c"),
+            _ => Value::Int(1),
+        })
+        .collect();
+    Path::new(names)
+}
+
+/// Sets, deletes or purges something: what may happen between two chunks
+/// of a walk.
+fn random_change(s: &mut State, x: &mut u64) {
+    let p = random_path(x);
+    match xorshift(x) % 4 {
+        0 | 1 => {
+            set(s, &p, 1);
+        }
+        2 => {
+            s.local_change(&p, None).unwrap();
+        }
+        _ => {
+            s.purge_deleted(u64::MAX);
+        }
+    }
+}
+
+/// Every entry a walk passes is handed its path relative to the start, the
+/// one `Entry::path` computes: also when the tree changes between chunks
+/// (entries added, deleted, purged — open levels among them), with or
+/// without the meta tree, with depth limits, pruning and a start below the
+/// root.
+#[test]
+fn walks_hand_each_entry_its_path_across_changing_chunks() {
+    let mut visits = 0;
+    for seed in 1..=300u64 {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut s = state("n1");
+        for _ in 0..60 {
+            random_change(&mut s, &mut x);
+        }
+        let start_at = if seed % 3 == 0 { path!["a"] } else { path![] };
+        s.ensure_entry(&start_at);
+        let opts = WalkOpts {
+            min_depth: (seed % 3) as usize,
+            max_depth: [None, Some(1), Some(3)][(seed / 3 % 3) as usize],
+            empty: seed % 2 == 0,
+            meta: seed % 4 < 2,
+        };
+        let pruned = seed % 5 < 2;
+        let budget = 1 + (seed % 4) as usize;
+        let mut cur = WalkCursor::default();
+        while !cur.is_done() {
+            let Some(start) = s.entry(&start_at) else {
+                break; // purged: the walk is over
+            };
+            let mut check = |e: Entry<'_>, rel: &[Value], report: bool| {
+                let full = e.path();
+                assert_eq!(full[..start_at.len()], start_at[..], "seed {seed}");
+                assert_eq!(&full[start_at.len()..], rel, "seed {seed}");
+                if report {
+                    assert!(rel.len() >= opts.min_depth, "seed {seed}: {full}");
+                    assert!(opts.max_depth.is_none_or(|m| rel.len() <= m));
+                    assert!(opts.empty || e.data().is_some(), "seed {seed}: {full}");
+                }
+                assert!(opts.meta || rel.first().is_none_or(|n| !n.is_nil()));
+                visits += 1;
+            };
+            if pruned {
+                cur.step_pruned(start, &opts, budget, |e, rel, report| {
+                    check(e, rel, report);
+                    *e.name() != Value::str("b")
+                });
+            } else {
+                cur.step(start, &opts, budget, |e, rel| check(e, rel, true));
+            }
+            random_change(&mut s, &mut x);
+        }
+    }
+    assert!(visits > 3000, "{visits} visits");
 }
 
 #[test]
@@ -425,9 +524,9 @@ fn restored_entries_and_nodes_reproduce_the_state() {
         ..WalkOpts::default()
     };
     while !cur.is_done() {
-        cur.step(a.root(), &opts, 10, |e, _| {
+        cur.step(a.root(), &opts, 10, |e, path| {
             if e.chain().is_some() {
-                b.restore_entry(&e.path(), e.data().cloned(), e.chain().cloned(), e.tock());
+                b.restore_entry(path, e.data().cloned(), e.chain().cloned(), e.tock());
             }
         });
     }

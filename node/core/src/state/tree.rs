@@ -24,7 +24,10 @@
 //! chunks: the caller can release its lock between chunks. The cursor is a
 //! stack of child indices; children are only appended between chunks except
 //! when purged, in which case a walk may skip an entry — a walk is a view of
-//! a changing tree, and watchers get the changes anyway.
+//! a changing tree, and watchers get the changes anyway. Along the open
+//! levels it keeps their names (found again from the indices when a chunk
+//! resumes) and hands each visited entry its path relative to the start:
+//! a walk never computes paths entry by entry.
 
 use std::hash::BuildHasher;
 
@@ -374,31 +377,34 @@ impl WalkCursor {
     }
 
     /// Visits up to `budget` entries below (and including) `start`, calling
-    /// `visit(entry, depth)` for each reported one. Returns when the budget
-    /// is used or the walk is done ([`WalkCursor::is_done`]).
+    /// `visit(entry, rel)` for each reported one, where `rel` is the entry's
+    /// path relative to `start` (so its depth is `rel.len()`): visitors
+    /// need not compute paths ([`Entry::path`] walks up and allocates).
+    /// Returns when the budget is used or the walk is done
+    /// ([`WalkCursor::is_done`]).
     pub fn step<'a>(
         &mut self,
         start: Entry<'a>,
         opts: &WalkOpts,
         budget: usize,
-        mut visit: impl FnMut(Entry<'a>, usize),
+        mut visit: impl FnMut(Entry<'a>, &[Value]),
     ) {
-        self.step_pruned(start, opts, budget, |e, depth, report| {
+        self.step_pruned(start, opts, budget, |e, rel, report| {
             if report {
-                visit(e, depth);
+                visit(e, rel);
             }
             true
         });
     }
 
     /// [`WalkCursor::step`] that asks about every entry it passes:
-    /// `visit(entry, depth, reported)` returns whether to walk below it.
+    /// `visit(entry, rel, reported)` returns whether to walk below it.
     pub fn step_pruned<'a>(
         &mut self,
         start: Entry<'a>,
         opts: &WalkOpts,
         budget: usize,
-        mut visit: impl FnMut(Entry<'a>, usize, bool) -> bool,
+        mut visit: impl FnMut(Entry<'a>, &[Value], bool) -> bool,
     ) {
         let report = |e: Entry<'_>, depth: usize| {
             depth >= opts.min_depth && (opts.empty || e.data().is_some())
@@ -406,7 +412,7 @@ impl WalkCursor {
         let mut used = 0;
         if !self.started {
             self.started = true;
-            let descend = visit(start, 0, report(start, 0));
+            let descend = visit(start, &[], report(start, 0));
             used += 1;
             if opts.max_depth == Some(0) || !descend {
                 self.done = true;
@@ -414,13 +420,21 @@ impl WalkCursor {
             }
             self.stack.push(0);
         }
-        // The open levels' entries, found again from the indices (the tree
-        // may have changed since the last chunk), then kept along.
+        // The open levels' entries and names, found again from the indices
+        // (the tree may have changed since the last chunk), then kept along:
+        // `parents[k]` is the open entry at depth k (the start at 0), `rel`
+        // the names of `parents[1..]`, then of the entry being visited.
         let mut parents: Vec<Option<Entry<'a>>> = Vec::with_capacity(self.stack.len());
+        let mut rel: Vec<Value> = Vec::with_capacity(self.stack.len());
         let mut at = Some(start);
         for &i in &self.stack {
             parents.push(at);
             at = at.and_then(|e| e.child_index(i));
+            if parents.len() < self.stack.len() {
+                // A vanished level's name is never handed out: nothing is
+                // visited below it before it is closed.
+                rel.push(at.map_or(Value::Nil, |e| e.name().clone()));
+            }
         }
         while used < budget {
             let Some(&idx) = self.stack.last() else {
@@ -432,6 +446,7 @@ impl WalkCursor {
             let Some(child) = parent.and_then(|p| p.child_index(idx)) else {
                 self.stack.pop();
                 parents.pop();
+                rel.pop();
                 if let Some(l) = self.stack.last_mut() {
                     *l += 1;
                 }
@@ -442,11 +457,13 @@ impl WalkCursor {
                 *self.stack.last_mut().expect("non-empty") += 1;
                 continue;
             }
-            let descend = visit(child, depth, report(child, depth));
+            rel.push(child.name().clone());
+            let descend = visit(child, &rel, report(child, depth));
             if descend && opts.max_depth.is_none_or(|m| depth < m) && child.has_children() {
                 self.stack.push(0);
                 parents.push(Some(child));
             } else {
+                rel.pop();
                 *self.stack.last_mut().expect("non-empty") += 1;
             }
         }
