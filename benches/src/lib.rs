@@ -222,7 +222,7 @@ pub fn py_save(st: &State) -> Vec<u8> {
         ..Default::default()
     };
     while !cursor.is_done() {
-        cursor.step(st.root(), &opts, usize::MAX, |e, _| w.entry(e, &mut out));
+        cursor.step(st.root(), &opts, usize::MAX, |e, p| w.entry(e, p, &mut out));
     }
     out
 }

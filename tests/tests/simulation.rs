@@ -89,10 +89,10 @@ fn new_core(st: &State, seed: u64, i: usize) -> Core {
 /// client decodes its own formats), then the tick bookkeeping.
 fn transfer(from: &State, to: &mut State) -> Result<(), String> {
     let mut events = Vec::new();
-    from.for_each_entry(true, |e| {
+    from.for_each_entry(true, |e, path| {
         if let Some(chain) = e.chain() {
             events.push(UpdateEvent {
-                path: e.path().clone(),
+                path: Path::new(path.to_vec()),
                 chain: chain.clone(),
                 value: e.data().cloned(),
                 tock: e.tock(),
@@ -1025,7 +1025,7 @@ fn run_until(nodes: &mut [SimNode], net: &mut MemNet, mut now: u64, until: u64) 
 
 fn tombstones(st: &State) -> usize {
     let mut n = 0;
-    st.for_each_entry(true, |e| {
+    st.for_each_entry(true, |e, _| {
         n += usize::from(e.data().is_none() && e.chain().is_some())
     });
     n

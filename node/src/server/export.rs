@@ -288,7 +288,7 @@ fn py_save(st: &State, full: bool) -> Vec<u8> {
         ..WalkOpts::default()
     };
     while !cursor.is_done() {
-        cursor.step(st.root(), &opts, usize::MAX, |e, _| w.entry(e, &mut out));
+        cursor.step(st.root(), &opts, usize::MAX, |e, p| w.entry(e, p, &mut out));
     }
     out
 }
@@ -333,7 +333,7 @@ pub(super) async fn start_log(server: Arc<Server>, target: Target, fetch: bool) 
                 ..WalkOpts::default()
             };
             while !cursor.is_done() {
-                cursor.step(st.root(), &opts, usize::MAX, |e, _| w.entry(e, &mut out));
+                cursor.step(st.root(), &opts, usize::MAX, |e, p| w.entry(e, p, &mut out));
             }
         }
         (out, st.log().next_seq(), w)

@@ -106,17 +106,19 @@ impl View {
     }
 
     /// An entry's value as the connection sees it: encoded for its
-    /// converter group, borrowed from the tree when it has none.
+    /// converter group, borrowed from the tree when it has none. `path`
+    /// gives the entry's full path; it is asked for only to encode.
     pub fn entry_value<'e>(
         &self,
         rules: &DataRules,
         st: &State,
         e: Entry<'e>,
+        path: impl FnOnce() -> Vec<Value>,
     ) -> CmdResult<Option<Cow<'e, Value>>> {
         Ok(match e.data() {
             None => None,
             Some(v) if self.conv.is_none() => Some(Cow::Borrowed(v)),
-            Some(v) => Some(Cow::Owned(self.encode(rules, st, &e.path(), v.clone())?)),
+            Some(v) => Some(Cow::Owned(self.encode(rules, st, &path(), v.clone())?)),
         })
     }
 

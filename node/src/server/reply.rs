@@ -128,7 +128,7 @@ impl Shortener {
 
     /// Adds `depth` and `path` for the absolute path `abs` to `m`.
     pub fn apply(&mut self, abs: &Path, m: &mut Fields) {
-        let (depth, rest) = self.advance(abs);
+        let (depth, rest) = self.advance(abs.get(self.skip..).unwrap_or(&[]));
         let p = if self.as_path(depth) {
             Value::Path(Path::new(rest.to_vec()))
         } else {
@@ -139,9 +139,10 @@ impl Shortener {
     }
 
     /// [`Shortener::apply`] writing the two fields, `path` and `depth`,
-    /// straight into an encoded message.
-    pub fn write(&mut self, abs: &Path, out: &mut Vec<u8>) {
-        let (depth, rest) = self.advance(abs);
+    /// straight into an encoded message; for the path `rel` below the
+    /// prefix (what a walk from the prefix hands its visitor).
+    pub fn write(&mut self, rel: &[Value], out: &mut Vec<u8>) {
+        let (depth, rest) = self.advance(rel);
         codec::write_str(out, "path");
         if self.as_path(depth) {
             codec::write_path(out, rest);
@@ -153,10 +154,9 @@ impl Shortener {
         codec::write_uint(out, depth as u64);
     }
 
-    /// The elements `abs` shares with the previous path, and the rest,
-    /// which it remembers.
-    fn advance<'p>(&mut self, abs: &'p Path) -> (usize, &'p [Value]) {
-        let rel = abs.get(self.skip..).unwrap_or(&[]);
+    /// The elements `rel` (a path below the prefix) shares with the
+    /// previous one, and the rest, which it remembers.
+    fn advance<'p>(&mut self, rel: &'p [Value]) -> (usize, &'p [Value]) {
         let depth = rel
             .iter()
             .zip(self.last.iter())
@@ -208,22 +208,29 @@ mod tests {
             path!["e"],
             path!["e", 1i64, "f"],
         ];
-        for prefix_empty in [false, true] {
+        for (skip, prefix_empty) in [(0, false), (0, true), (2, false), (2, true)] {
             let (mut a, mut w) = (
-                Shortener::new(0, prefix_empty),
-                Shortener::new(0, prefix_empty),
+                Shortener::new(skip, prefix_empty),
+                Shortener::new(skip, prefix_empty),
             );
-            for p in &paths {
+            for rel in &paths {
+                let p = Path::new(
+                    ["p", "q"][..skip]
+                        .iter()
+                        .map(|&n| Value::from(n))
+                        .chain(rel.iter().cloned())
+                        .collect(),
+                );
                 let mut m = Vec::new();
-                a.apply(p, &mut m);
+                a.apply(&p, &mut m);
                 let mut want = Vec::new();
                 for (k, v) in &m {
                     codec::write_str(&mut want, k);
                     codec::encode(v, &mut want);
                 }
                 let mut got = Vec::new();
-                w.write(p, &mut got);
-                assert_eq!(got, want, "{p}, prefix empty: {prefix_empty}");
+                w.write(rel, &mut got);
+                assert_eq!(got, want, "{p}, skip {skip}, prefix empty: {prefix_empty}");
             }
         }
     }

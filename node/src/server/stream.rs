@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distkv_model::{codec, Chain, Path, Value};
+use distkv_model::{codec, Chain, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -169,7 +169,8 @@ struct Encoded {
 
 impl Encoded {
     /// Appends `{value?, chain?, tock, path, depth, seq, wseq?}` — the
-    /// fields, in the order, of DistKV's entry messages.
+    /// fields, in the order, of DistKV's entry messages — for the entry at
+    /// `rel` below the shortener's prefix.
     #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
@@ -178,7 +179,7 @@ impl Encoded {
         chain: Option<&Chain>,
         nchain: i64,
         tock: u64,
-        path: &Path,
+        rel: &[Value],
         shortener: &mut Shortener,
     ) {
         let chain = chain.filter(|_| nchain != 0);
@@ -202,7 +203,7 @@ impl Encoded {
         }
         codec::write_str(buf, "tock");
         codec::write_uint(buf, tock);
-        shortener.write(path, buf);
+        shortener.write(rel, buf);
         codec::write_str(buf, "seq");
         codec::write_uint(buf, out.seq);
         if let Some(w) = wseq {
@@ -308,11 +309,12 @@ async fn send_walk(
                 break;
             };
             first = false;
-            let mut emit = |e: Entry<'_>, readable: bool| {
+            let mut emit = |e: Entry<'_>, rel: &[Value], readable: bool| {
                 if before.is_some_and(|t| e.tock() >= t) {
                     return;
                 }
-                let value = match readable.then(|| view.entry_value(rules, &st, e)) {
+                let full = || path.iter().chain(rel).cloned().collect();
+                let value = match readable.then(|| view.entry_value(rules, &st, e, full)) {
                     None => None,
                     Some(Ok(v)) => v,
                     Some(Err(err)) => {
@@ -321,30 +323,22 @@ async fn send_walk(
                     }
                 };
                 let (chain, tock) = (e.chain(), e.tock());
-                batch.entry(
-                    out,
-                    value.as_deref(),
-                    chain,
-                    nchain,
-                    tock,
-                    &e.path(),
-                    shortener,
-                );
+                batch.entry(out, value.as_deref(), chain, nchain, tock, rel, shortener);
             };
             if access.is_restricted() {
                 // Read afresh per chunk: a changed ACL counts at once.
                 let base = access.cursor(&st).follow_to(path);
-                cursor.step_pruned(start, opts, CHUNK, |e, _, report| {
-                    let Some(at) = base.below(&e.path()[path.len()..]) else {
+                cursor.step_pruned(start, opts, CHUNK, |e, rel, report| {
+                    let Some(at) = base.below(rel) else {
                         return false;
                     };
                     if report {
-                        emit(e, at.allows(Mode::Read));
+                        emit(e, rel, at.allows(Mode::Read));
                     }
                     at.allows(Mode::Enumerate)
                 });
             } else {
-                cursor.step(start, opts, CHUNK, |e, _| emit(e, true));
+                cursor.step(start, opts, CHUNK, |e, rel| emit(e, rel, true));
             }
         }
         out.send_encoded(batch).await?;
@@ -490,7 +484,7 @@ async fn watch(
                     chain,
                     nchain,
                     ev.tock,
-                    &ev.path,
+                    &ev.path[path.len()..],
                     &mut shortener,
                 );
             }

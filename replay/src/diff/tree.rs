@@ -215,14 +215,14 @@ impl Tree {
         let mut shape = Shape::new();
         let mut t = Tree::new();
         let mut value = Vec::new();
-        st.for_each_entry(true, |e| {
+        st.for_each_entry(true, |e, path| {
             let data = e.data().map(|v| {
                 value.clear();
                 codec::encode(v, &mut value);
                 &value[..]
             });
             // A state's walk is in walk order: this cannot fail.
-            let fits = shape.add(&mut t, &e.path(), data, e.chain(), e.tock());
+            let fits = shape.add(&mut t, path, data, e.chain(), e.tock());
             debug_assert!(fits.is_ok(), "a state's walk is in walk order");
         });
         shape.close(&mut t);
