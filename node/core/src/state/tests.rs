@@ -329,13 +329,13 @@ fn walks_hand_each_entry_its_path_across_changing_chunks() {
         let start_at = if seed % 3 == 0 { path!["a"] } else { path![] };
         s.ensure_entry(&start_at);
         let opts = WalkOpts {
-            min_depth: (seed % 3) as usize,
+            min_depth: (seed / 9 % 3) as usize,
             max_depth: [None, Some(1), Some(3)][(seed / 3 % 3) as usize],
             empty: seed % 2 == 0,
             meta: seed % 4 < 2,
         };
         let pruned = seed % 5 < 2;
-        let budget = 1 + (seed % 4) as usize;
+        let budget = 1 + (seed / 27 % 4) as usize;
         let mut cur = WalkCursor::default();
         while !cur.is_done() {
             let Some(start) = s.entry(&start_at) else {
