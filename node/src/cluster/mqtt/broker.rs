@@ -65,8 +65,9 @@ const BROKER_SEGMENT_BYTES: usize = 2 << 20;
 /// rumqttd appends every message to a log per subscribed filter and keeps
 /// it in memory; each subscriber reads the log at its own cursor. When the
 /// segment being filled is full and there are this many, the oldest one is
-/// dropped whole, so the log holds 14 – 16 MiB of payload at most (counted
-/// as topic + payload + 4; the messages' own structs come on top) and
+/// dropped whole, so the log holds 14 – 16 MiB of payload (counted as
+/// topic + payload + 4; a segment overflows by its last message, up to
+/// [`MAX_PACKET`]; the messages' own structs come on top) and
 /// *always* that much once that much passed through — traffic a link read
 /// long ago stays in memory until it is rotated out. A subscriber whose
 /// cursor is in a dropped segment jumps to the oldest one still there: it
