@@ -17,6 +17,35 @@ use clap::{ArgAction, Parser, Subcommand};
 /// allocator spent a quarter of the time of loading and merging.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay`: its place in `mi_option_e` of
+/// mimalloc 3.x, whose `mi_version()` is 3xxxx (the bindings name no
+/// constant for it).
+const MI_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// That option's default in mimalloc 3.x, ms.
+const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
+
+/// Makes mimalloc give memory it no longer uses back to the system at
+/// once, not after its default delay of 1 s. A node's load leaves freed
+/// memory behind (the tables it outgrew, the records its event log
+/// dropped, buffers): purged at once, the node holds 12 – 35 MB less at
+/// 1 M keys at the same set rate (docs/perf.md, "Memory"). `MIMALLOC_PURGE_DELAY`
+/// in the environment still decides, and an option that does not hold
+/// its documented default (another mimalloc) is left alone.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: reading and setting an integer option of the allocator is
+    // allowed at any time, from any thread.
+    unsafe {
+        if (30_000..40_000).contains(&libmimalloc_sys::mi_version())
+            && libmimalloc_sys::mi_option_get(MI_PURGE_DELAY) == MI_PURGE_DELAY_DEFAULT
+        {
+            libmimalloc_sys::mi_option_set(MI_PURGE_DELAY, 0);
+        }
+    }
+}
 use distkv_node::config::Config;
 
 /// DistKV: a master-less, fully replicated key-value store.
@@ -149,6 +178,9 @@ fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| explain_usage_error(e).exit());
     // A server tells what it does (INFO) by default; tools only warn.
     let base = matches!(cli.cmd, Command::Server(_)) as u8;
+    if matches!(cli.cmd, Command::Server(_)) {
+        purge_freed_memory_at_once();
+    }
     init_logging(cli.verbose + base, cli.quiet, &cli.log);
     let cfg = match load_config(&cli) {
         Ok(c) => c,
@@ -252,6 +284,17 @@ fn error_text(e: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn a_server_has_freed_memory_purged_at_once() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the environment decides
+        }
+        purge_freed_memory_at_once();
+        // SAFETY: reads an integer option.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(MI_PURGE_DELAY) };
+        assert_eq!(delay, 0, "the purge delay option was not found");
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -56,6 +56,35 @@ pub(super) async fn start_broker() -> Result<SocketAddr, MqttError> {
     Err(MqttError::Broker(last_error))
 }
 
+/// Bytes of one segment of the broker's in-memory log (see
+/// [`BROKER_SEGMENTS`]).
+const BROKER_SEGMENT_BYTES: usize = 2 << 20;
+
+/// Segments of the broker's in-memory log, the one being filled included.
+///
+/// rumqttd appends every message to a log per subscribed filter and keeps
+/// it in memory; each subscriber reads the log at its own cursor. When the
+/// segment being filled is full and there are this many, the oldest one is
+/// dropped whole, so the log holds 14 – 16 MiB of payload (counted as
+/// topic + payload + 4; a segment overflows by its last message, up to
+/// [`MAX_PACKET`]; the messages' own structs come on top) and
+/// *always* that much once that much passed through — traffic a link read
+/// long ago stays in memory until it is rotated out. A subscriber whose
+/// cursor is in a dropped segment jumps to the oldest one still there: it
+/// loses what it had not read, as the `Bus` contract allows.
+///
+/// What a subscriber needs: a link that keeps up lags by the messages in
+/// flight (ms); a peer that stalls for a moment (a pause, a burst of
+/// repair answers) needs its stall times the rate of the writes. At the
+/// ≈ 30 MB/s of updates a replicating node publishes at 176 000 sets/s
+/// (docs/perf.md), 16 MiB cover a stall of about half a second. A peer that
+/// lags further, or keeps falling behind, is not helped by any finite log:
+/// it loses updates, sees gaps in the senders' ticks and asks for them
+/// (`info.missing`; the repair in `distkv_core::cluster::core::repair`), as
+/// after a partition. A larger log (it was 64 MiB) only delays that, at a
+/// fixed cost in memory on every node.
+const BROKER_SEGMENTS: usize = 8;
+
 /// The embedded broker's settings.
 pub(super) fn broker_config(listen: SocketAddr) -> rumqttd::Config {
     let connections = rumqttd::ConnectionSettings {
@@ -78,11 +107,8 @@ pub(super) fn broker_config(listen: SocketAddr) -> rumqttd::Config {
             max_connections: 10_000,
             // QoS 0 messages handed to a connection per router pass.
             max_outgoing_packet_count: 1_000,
-            // Each subscribed filter keeps a log of up to
-            // (max_segment_count + 1) * max_segment_size bytes in memory;
-            // a subscriber lagging further behind loses messages.
-            max_segment_size: 8 * 1024 * 1024,
-            max_segment_count: 8,
+            max_segment_size: BROKER_SEGMENT_BYTES,
+            max_segment_count: BROKER_SEGMENTS,
             ..Default::default()
         },
         v4: Some(HashMap::from([("distkv".to_owned(), server)])),
