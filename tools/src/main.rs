@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
+use distkv_node::config::Config;
 
 /// mimalloc: the tree is millions of small allocations, where glibc's
 /// allocator spent a quarter of the time of loading and merging.
@@ -46,7 +47,6 @@ fn purge_freed_memory_at_once() {
         }
     }
 }
-use distkv_node::config::Config;
 
 /// DistKV: a master-less, fully replicated key-value store.
 #[derive(Debug, Parser)]
