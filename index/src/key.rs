@@ -140,9 +140,16 @@ pub fn path_key(path: &Path) -> Vec<u8> {
 
 /// The key of the event at `seq` on `path`.
 pub fn event_key(path: &Path, seq: u64) -> Vec<u8> {
-    let mut out = path_key(path);
-    out.extend_from_slice(&seq.to_be_bytes());
+    let mut out = Vec::with_capacity(16 * path.len() + 9);
+    push_event_key(&mut out, path, seq);
     out
+}
+
+/// Appends [`event_key`]`(path, seq)` to `out`.
+pub fn push_event_key(out: &mut Vec<u8>, path: &Path, seq: u64) {
+    path.iter().for_each(|e| push_element(out, e));
+    out.push(END);
+    out.extend_from_slice(&seq.to_be_bytes());
 }
 
 #[cfg(test)]

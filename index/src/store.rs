@@ -10,7 +10,7 @@ use distkv_log::writer::CommitInfo;
 use distkv_log::{read_block_at, LogRecord, Seq};
 use distkv_model::{Path as KvPath, UpdateEvent};
 
-use crate::key::{event_key, path_key, subtree_prefix};
+use crate::key::{event_key, path_key, push_event_key, subtree_prefix};
 use crate::{IndexError, Result};
 
 /// The format this code writes and reads (in `meta`).
@@ -226,10 +226,11 @@ impl Part {
     }
 
     /// The sled records of this part, with the segment's state, as one
-    /// batch.
-    fn into_batch(mut self, st: &SegState, chunk_bytes: usize) -> sled::Batch {
+    /// batch. Leaves the part empty, its buffers' capacity kept for the
+    /// next part.
+    fn take_batch(&mut self, st: &SegState, chunk_bytes: usize) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        let keys = std::mem::take(&mut self.keys);
+        let keys = &self.keys;
         let key = |e: &Entry| &keys[e.start..e.start + e.len];
         self.entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
         let head = part_prefix(self.segment, self.generation, self.number);
@@ -264,6 +265,9 @@ impl Part {
             batch.insert(k, v);
         }
         batch.insert(&seg_key(self.segment)[..], &st.encode()[..]);
+        self.keys.clear();
+        self.entries.clear();
+        self.blocks.clear();
         batch
     }
 }
@@ -315,6 +319,10 @@ pub struct HistoryIndex {
     pub(crate) segs: BTreeMap<Seq, SegState>,
     /// The part being built.
     part: Option<Part>,
+    /// The last part written, emptied: its buffers (megabytes when the
+    /// part was full) serve the next part instead of being freed and
+    /// faulted in afresh.
+    spare: Option<Part>,
     /// Events per part and bytes per chunk (smaller in tests).
     pub(crate) limits: Limits,
 }
@@ -504,6 +512,7 @@ impl HistoryIndex {
             tree,
             segs,
             part: None,
+            spare: None,
             limits: Limits::default(),
         }))
     }
@@ -620,18 +629,25 @@ impl HistoryIndex {
         let Some(st) = self.segs.get_mut(&segment) else {
             return Ok(());
         };
-        let part = self.part.get_or_insert_with(|| Part {
-            segment,
-            generation,
-            number: st.parts,
-            keys: Vec::new(),
-            entries: Vec::new(),
-            blocks: Vec::new(),
+        let spare = &mut self.spare;
+        let part = self.part.get_or_insert_with(|| {
+            let (keys, entries, blocks) = spare
+                .take()
+                .map(|p| (p.keys, p.entries, p.blocks))
+                .unwrap_or_default();
+            Part {
+                segment,
+                generation,
+                number: st.parts,
+                keys,
+                entries,
+                blocks,
+            }
         });
         let mut max_tock = 0;
         for e in events {
             let start = part.keys.len();
-            part.keys.extend_from_slice(&event_key(e.path, e.seq));
+            push_event_key(&mut part.keys, e.path, e.seq);
             part.entries.push(Entry {
                 start,
                 len: part.keys.len() - start,
@@ -662,7 +678,7 @@ impl HistoryIndex {
     /// Writes the part in memory, with its segment's state, in one atomic
     /// batch.
     pub(crate) fn write_part(&mut self) -> Result<()> {
-        let Some(part) = self.part.take() else {
+        let Some(mut part) = self.part.take() else {
             return Ok(());
         };
         let segment = part.segment;
@@ -673,7 +689,8 @@ impl HistoryIndex {
             return Ok(());
         }
         st.parts = part.number + 1;
-        let batch = part.into_batch(&st, self.limits.chunk_bytes);
+        let batch = part.take_batch(&st, self.limits.chunk_bytes);
+        self.spare = Some(part);
         self.tree
             .apply_batch(batch)
             .map_err(|e| self.store_err(e))?;
