@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::block::{next_record, BlockReader, Damage, Next};
 use crate::error::{LogError, Result};
+use crate::fast::RecordDecoder;
 use crate::record::{check_sequence, LogRecord};
 use crate::scan::After;
 use crate::segment::{list_segments, parse_segment_file_name, SegmentInfo};
@@ -261,6 +262,7 @@ pub struct SegmentReader {
     tail: Tail,
     raw: Vec<u8>,
     pos: usize,
+    decoder: RecordDecoder,
     block_offset: u64,
     /// The seq the next event must have.
     expected: Seq,
@@ -358,6 +360,7 @@ impl SegmentReader {
             tail,
             raw: Vec::new(),
             pos: 0,
+            decoder: RecordDecoder::new(),
             block_offset: 0,
             expected,
             lost: None,
@@ -414,7 +417,9 @@ impl SegmentReader {
                     offset: self.block_offset,
                     reason,
                 };
-                let record = LogRecord::decode(bytes.map_err(corrupt)?)
+                let record = self
+                    .decoder
+                    .decode(bytes.map_err(corrupt)?)
                     .map_err(|e| corrupt(e.to_string()))?;
                 return self.checked(record).map(Some);
             }
