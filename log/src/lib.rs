@@ -31,6 +31,7 @@
 
 pub mod block;
 pub mod error;
+mod fast;
 pub mod reader;
 pub mod record;
 pub mod retention;
@@ -45,6 +46,7 @@ mod disk_tests;
 
 pub use block::MAX_BLOCK_LEN;
 pub use error::LogError;
+pub use fast::RecordDecoder;
 pub use reader::{LogReader, SegmentReader, SegmentRecord, Skipped, TornTail};
 pub use record::{LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};

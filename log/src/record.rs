@@ -290,8 +290,16 @@ impl LogRecord {
         }
     }
 
-    /// Decodes one record from exactly `bytes`.
+    /// Decodes one record from exactly `bytes` (a reader of many records
+    /// shares node names with a [`crate::RecordDecoder`]).
     pub fn decode(bytes: &[u8]) -> Result<LogRecord, RecordError> {
+        crate::RecordDecoder::new().decode(bytes)
+    }
+
+    /// [`LogRecord::decode`] by the general serde decoder, which takes
+    /// every layout (the fast road takes the writer's own event layout
+    /// only, see [`crate::RecordDecoder`]).
+    pub(crate) fn decode_general(bytes: &[u8]) -> Result<LogRecord, RecordError> {
         let r: RecordIn<'_> = serial::from_slice(bytes).map_err(|e| RecordError(e.to_string()))?;
         let (seq, time_ms) = (r.seq, r.ms);
         match r.t {
@@ -486,6 +494,10 @@ pub(crate) mod tests {
             r.encode(&mut bytes);
             let back = LogRecord::decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(&back, &r);
+            // Both roads of decoding agree.
+            let general = LogRecord::decode_general(&bytes)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&general, &r);
             let mut again = Vec::new();
             back.encode(&mut again);
             prop_assert_eq!(again, bytes);

@@ -17,6 +17,8 @@ use distkv_model::{codec, Chain, Value};
 pub struct Digest {
     sum: u128,
     buf: Vec<u8>,
+    /// A path's ext 3 payload, reused.
+    path: Vec<u8>,
 }
 
 impl Digest {
@@ -34,17 +36,12 @@ impl Digest {
         chain: Option<&Chain>,
         tock: u64,
     ) {
-        self.buf.clear();
-        codec::write_path(&mut self.buf, path);
+        self.start(path);
         match data {
             Some(v) => codec::encode(v, &mut self.buf),
             None => self.buf.push(0xc1), // never valid msgpack: "no value"
         }
-        if let Some(c) = chain {
-            codec::encode(&c.to_value(-1), &mut self.buf);
-        }
-        codec::write_uint(&mut self.buf, tock);
-        self.sum = self.sum.wrapping_add(hash128(&self.buf));
+        self.finish(chain, tock);
     }
 
     /// [`Digest::add_entry`] of an entry whose value is given as its
@@ -56,14 +53,29 @@ impl Digest {
         chain: Option<&Chain>,
         tock: u64,
     ) {
-        self.buf.clear();
-        codec::write_path(&mut self.buf, path);
+        self.start(path);
         match data {
             Some(v) => self.buf.extend_from_slice(v),
             None => self.buf.push(0xc1), // never valid msgpack: "no value"
         }
+        self.finish(chain, tock);
+    }
+
+    /// Starts an entry's bytes with its path (as [`codec::write_path`]
+    /// writes it, without a buffer of its own).
+    fn start(&mut self, path: &[Value]) {
+        self.buf.clear();
+        self.path.clear();
+        for e in path {
+            codec::encode(e, &mut self.path);
+        }
+        codec::write_ext(&mut self.buf, codec::EXT_PATH, &self.path);
+    }
+
+    /// Ends an entry's bytes with its chain and tock, and adds them.
+    fn finish(&mut self, chain: Option<&Chain>, tock: u64) {
         if let Some(c) = chain {
-            codec::encode(&c.to_value(-1), &mut self.buf);
+            write_chain(&mut self.buf, c);
         }
         codec::write_uint(&mut self.buf, tock);
         self.sum = self.sum.wrapping_add(hash128(&self.buf));
@@ -85,6 +97,20 @@ impl Digest {
     }
 }
 
+/// The bytes of `codec::encode(&chain.to_value(-1))` — nested `{node,
+/// tick, prev}` maps, the last `prev` nil — without building the value.
+fn write_chain(out: &mut Vec<u8>, chain: &Chain) {
+    for l in chain.links() {
+        codec::write_map_len(out, 3);
+        codec::write_str(out, "node");
+        codec::write_str(out, &l.node);
+        codec::write_str(out, "tick");
+        codec::write_uint(out, l.tick);
+        codec::write_str(out, "prev");
+    }
+    out.push(0xc0);
+}
+
 /// FNV-1a, twice with different offsets, for a 128-bit content hash.
 fn hash128(bytes: &[u8]) -> u128 {
     let mut a: u64 = 0xcbf2_9ce4_8422_2325;
@@ -96,4 +122,40 @@ fn hash128(bytes: &[u8]) -> u128 {
             .rotate_left(5);
     }
     ((a as u128) << 64) | b as u128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::path;
+
+    #[test]
+    fn entries_are_hashed_as_their_values_encode() {
+        let chains = [
+            Chain::single("n1".into(), 5),
+            Chain::attach(
+                "a".into(),
+                1 << 40,
+                Some(&Chain::attach(
+                    "b".into(),
+                    200,
+                    Some(&Chain::single("c".into(), 0)),
+                )),
+            ),
+        ];
+        let p = path!["bench", 17u64, Value::Nil, "x".repeat(40)];
+        for c in &chains {
+            let mut bytes = Vec::new();
+            write_chain(&mut bytes, c);
+            assert_eq!(bytes, codec::to_vec(&c.to_value(-1)));
+            let mut d = Digest::new();
+            d.add_entry(&p, Some(&Value::Int(3)), Some(c), 9);
+            let mut want = Vec::new();
+            codec::write_path(&mut want, &p);
+            codec::encode(&Value::Int(3), &mut want);
+            codec::encode(&c.to_value(-1), &mut want);
+            codec::write_uint(&mut want, 9);
+            assert_eq!(d.value(), hash128(&want));
+        }
+    }
 }
