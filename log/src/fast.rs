@@ -68,6 +68,16 @@ impl RecordDecoder {
         Some(n)
     }
 
+    /// A link's node name and tick, then the `prev` key (the cursor is
+    /// past the `node` key).
+    fn link(&mut self, c: &mut Cursor<'_>) -> Option<Link> {
+        let node = self.name(c.str()?)?;
+        c.expect(&[0xa4, b't', b'i', b'c', b'k'])?;
+        let tick = c.uint()?;
+        c.expect(&[0xa4, b'p', b'r', b'e', b'v'])?;
+        Some(Link { node, tick })
+    }
+
     /// An event record in the writer's layout, or `None`.
     fn event(&mut self, bytes: &[u8]) -> Option<LogRecord> {
         let mut c = Cursor { b: bytes, pos: 0 };
@@ -83,23 +93,11 @@ impl RecordDecoder {
         };
         let mut links = Vec::with_capacity(1);
         c.expect(&[0xa4, b'n', b'o', b'd', b'e'])?;
-        let node = self.name(c.str()?)?;
-        c.expect(&[0xa4, b't', b'i', b'c', b'k'])?;
-        links.push(Link {
-            node,
-            tick: c.uint()?,
-        });
-        c.expect(&[0xa4, b'p', b'r', b'e', b'v'])?;
+        links.push(self.link(&mut c)?);
         // `{node, tick, prev}` maps down to a nil `prev`.
         while c.peek()? == 0x83 {
             c.expect(&[0x83, 0xa4, b'n', b'o', b'd', b'e'])?;
-            let node = self.name(c.str()?)?;
-            c.expect(&[0xa4, b't', b'i', b'c', b'k'])?;
-            links.push(Link {
-                node,
-                tick: c.uint()?,
-            });
-            c.expect(&[0xa4, b'p', b'r', b'e', b'v'])?;
+            links.push(self.link(&mut c)?);
         }
         c.expect(&[0xc0, 0xa4, b'p', b'a', b't', b'h'])?;
         if !matches!(c.peek()?, 0xc7..=0xc9 | 0xd4..=0xd8) {
