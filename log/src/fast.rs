@@ -26,7 +26,6 @@ use distkv_model::event::check_nesting;
 use distkv_model::{Chain, Link, NodeName, UpdateEvent, Value};
 
 use crate::record::{LogRecord, RecordError};
-use crate::Seq;
 
 /// Deepest value (or path element) the fast road decodes.
 const FAST_DEPTH: usize = 16;
@@ -133,16 +132,6 @@ impl RecordDecoder {
     }
 }
 
-/// The seq and time of an event record in the writer's layout, read from
-/// its first bytes alone (nothing else of it is checked), or `None`.
-pub(crate) fn event_head(bytes: &[u8]) -> Option<(Seq, u64)> {
-    let mut c = Cursor { b: bytes, pos: 0 };
-    c.expect(&[0x84, 0xa1, b't', 0xa1, b'e', 0xa3, b's', b'e', b'q'])?;
-    let seq = c.uint()?;
-    c.expect(&[0xa2, b'm', b's'])?;
-    Some((seq, c.uint()?))
-}
-
 /// A read position in a record's bytes; every read fails with `None`.
 struct Cursor<'a> {
     b: &'a [u8],
@@ -247,7 +236,6 @@ mod tests {
             assert_eq!(d.event(&bytes).as_ref(), Some(&rec));
             assert_eq!(d.decode(&bytes)?, rec);
             assert_eq!(LogRecord::decode_general(&bytes)?, rec);
-            assert_eq!(event_head(&bytes), Some((rec.seq(), rec.time_ms())));
         }
         Ok(())
     }

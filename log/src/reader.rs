@@ -6,11 +6,7 @@
 //! checked: each header and block CRC, that each segment starts where the
 //! previous one ended, that events follow each other without a gap, that
 //! each state record carries the seq of the event before it and each lost
-//! record starts where the log stood. Nothing here writes. One economy:
-//! [`LogReader`] reads the events before its `from_seq` (the part of a
-//! segment that a snapshot covers) for their seqs only, without decoding
-//! the rest of them; the log writer's recovery decodes the newest segment
-//! whole.
+//! record starts where the log stood. Nothing here writes.
 //!
 //! **Damage** is handled by the [`RecoveryMode`]:
 //! * damage that passes its checksum but cannot be decoded, or a header
@@ -39,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::block::{next_record, BlockReader, Damage, Next};
 use crate::error::{LogError, Result};
-use crate::fast::{event_head, RecordDecoder};
+use crate::fast::RecordDecoder;
 use crate::record::{check_sequence, LogRecord};
 use crate::scan::After;
 use crate::segment::{list_segments, parse_segment_file_name, SegmentInfo};
@@ -213,8 +209,7 @@ impl LogReader {
             None => Tail::Open,
         };
         self.next_segment += 1;
-        let mut reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
-        reader.skip_below = self.from_seq;
+        let reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
         let first = reader.next_seq();
         if let Some(expected) = self.expected.filter(|&e| e != first) {
             return Err(LogError::Gap {
@@ -268,8 +263,6 @@ pub struct SegmentReader {
     raw: Vec<u8>,
     pos: usize,
     decoder: RecordDecoder,
-    /// Events before this seq are not decoded (see [`LogReader`]).
-    skip_below: Seq,
     block_offset: u64,
     /// The seq the next event must have.
     expected: Seq,
@@ -368,7 +361,6 @@ impl SegmentReader {
             raw: Vec::new(),
             pos: 0,
             decoder: RecordDecoder::new(),
-            skip_below: 0,
             block_offset: 0,
             expected,
             lost: None,
@@ -425,24 +417,9 @@ impl SegmentReader {
                     offset: self.block_offset,
                     reason,
                 };
-                let bytes = bytes.map_err(corrupt)?;
-                if let Some((seq, ms)) = event_head(bytes).filter(|&(s, _)| s < self.skip_below) {
-                    // An event the caller skips: its place in the
-                    // sequence is checked, its body is not decoded.
-                    if seq != self.expected {
-                        return Err(LogError::Gap {
-                            file: self.reader.path().to_path_buf(),
-                            expected: self.expected,
-                            found: seq,
-                        });
-                    }
-                    self.expected = seq + 1;
-                    self.last_ms = self.last_ms.max(ms);
-                    continue;
-                }
                 let record = self
                     .decoder
-                    .decode(bytes)
+                    .decode(bytes.map_err(corrupt)?)
                     .map_err(|e| corrupt(e.to_string()))?;
                 return self.checked(record).map(Some);
             }
@@ -667,32 +644,6 @@ mod segment_reader_tests {
         assert!(recs.windows(2).all(|w| w[0].offset < w[1].offset));
         assert_eq!(r.next_seq(), 7);
         assert_eq!(r.position(), r.file_len());
-        Ok(())
-    }
-
-    #[test]
-    fn events_before_from_seq_are_skipped_but_their_sequence_is_checked() -> TestResult {
-        let tmp = tempfile::tempdir()?;
-        write_two_segments(tmp.path())?;
-        let mut r = LogReader::open(tmp.path(), 5)?;
-        let seqs: Vec<Seq> = r
-            .by_ref()
-            .map(|r| r.map(|r| r.seq()))
-            .collect::<Result<_>>()?;
-        assert_eq!(seqs, vec![5, 6]);
-        assert_eq!(r.next_seq(), Some(7));
-        // A skipped event out of sequence is still a gap.
-        let mut s = SegmentReader::open(&list_segments(tmp.path())?[1].path, RecoveryMode::Strict)?;
-        s.skip_below = 6;
-        s.expected = 3;
-        assert!(matches!(
-            s.next(),
-            Some(Err(LogError::Gap {
-                expected: 3,
-                found: 4,
-                ..
-            }))
-        ));
         Ok(())
     }
 
