@@ -91,7 +91,7 @@ struct Node {
 
 impl Node {
     fn record(&mut self, event: &UpdateEvent, now_ms: u64, every: u64) -> Result<(), LogError> {
-        let now = at(now_ms);
+        let now = Now::at(now_ms);
         crate::append(&mut self.log, event)?;
         self.logged += 1;
         if self.logged % 1000 == 0 {
@@ -128,14 +128,6 @@ fn state_record(st: &State, seq: u64, time_ms: u64) -> LogRecord {
     }
 }
 
-/// Both clocks at `ms` (a generated history has one clock).
-fn at(ms: u64) -> Now {
-    Now {
-        wall_ms: ms,
-        mono_ms: ms,
-    }
-}
-
 /// The path of hot key `h`.
 fn hot(h: u64) -> Path {
     Path::new(vec![Value::str("hot"), Value::uint(h)])
@@ -168,7 +160,7 @@ pub fn write_cluster(dir: &FsPath, spec: &ClusterSpec) -> Result<ClusterFiles, L
         state.make_ready();
         nodes.push(Node {
             state,
-            log: LogWriter::open(d.join("log"), wc, at(0))?,
+            log: LogWriter::open(d.join("log"), wc, Now::at(0))?,
             logged: 0,
         });
     }
@@ -226,7 +218,7 @@ pub fn write_cluster(dir: &FsPath, spec: &ClusterSpec) -> Result<ClusterFiles, L
     let mut events = 0;
     for n in nodes {
         events += n.logged;
-        n.log.close(at(epoch + spec.writes as u64))?;
+        n.log.close(Now::at(epoch + spec.writes as u64))?;
     }
     Ok(ClusterFiles {
         dirs,

@@ -81,15 +81,11 @@ fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
-    let at = |ms| Now {
-        wall_ms: ms,
-        mono_ms: ms,
-    };
-    let mut w = LogWriter::open(&tmp, cfg, at(1)).expect("log writer");
+    let mut w = LogWriter::open(&tmp, cfg, Now::at(1)).expect("log writer");
     for i in 1..=3u64 {
         w.append_event(10, &event("n1", i, Some(Value::Int(i as i64))))
             .expect("append");
-        w.commit(at(10)).expect("commit");
+        w.commit(Now::at(10)).expect("commit");
     }
     for i in 4..=60u64 {
         w.append_event(11, &event("n1", i, Some(Value::str(&"long ".repeat(20)))))
@@ -106,8 +102,8 @@ fn main() {
         skipped: (61..70).collect::<RangeSet>(),
     })
     .expect("state record");
-    w.commit(at(12)).expect("commit");
-    w.close(at(13)).expect("close");
+    w.commit(Now::at(12)).expect("commit");
+    w.close(Now::at(13)).expect("close");
     for f in std::fs::read_dir(&tmp).expect("segments") {
         let f = f.expect("segment").path();
         save(&dir, "segment", &std::fs::read(&f).expect("segment bytes"));

@@ -11,13 +11,6 @@ use crate::{HistoryIndex, IndexError};
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn at(ms: u64) -> Now {
-    Now {
-        wall_ms: ms,
-        mono_ms: ms,
-    }
-}
-
 fn key(i: u64) -> KvPath {
     path!["k", i % 7]
 }
@@ -28,7 +21,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
     cfg.first_seq = from;
-    let mut w = LogWriter::open(log, cfg, at(from))?;
+    let mut w = LogWriter::open(log, cfg, Now::at(from))?;
     let mut block: Vec<(u64, UpdateEvent)> = Vec::new();
     for i in from..=to {
         let ev = UpdateEvent {
@@ -40,7 +33,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
         let seq = w.append_event(1000 + i, &ev)?;
         block.push((seq, ev));
         if i % 5 == 0 || i == to {
-            let c = w.commit(at(1000 + i))?;
+            let c = w.commit(Now::at(1000 + i))?;
             if let Some(ix) = index.as_deref_mut() {
                 ix.record_commit(&c, w.next_seq(), 1000 + i, &block)?;
             }
@@ -50,7 +43,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
             w.rotate();
         }
     }
-    w.close(at(2000))?;
+    w.close(Now::at(2000))?;
     Ok(())
 }
 

@@ -18,13 +18,6 @@ use crate::*;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Both clocks at `ms`.
-fn at(ms: u64) -> Now {
-    Now {
-        wall_ms: ms,
-        mono_ms: ms,
-    }
-}
 type TestResult = BoxResult<()>;
 
 /// A log's records, its open segment's path and that segment's bytes.
@@ -94,7 +87,7 @@ fn commit_group(w: &mut LogWriter, n: u64, now: u64) -> Result<CommitInfo, LogEr
     for _ in 0..n {
         w.append(&record(w.next_seq()))?;
     }
-    w.commit(at(now))
+    w.commit(Now::at(now))
 }
 
 /// As [`commit_group`], with a state record after the events.
@@ -103,7 +96,7 @@ fn commit_mixed(w: &mut LogWriter, n: u64, now: u64) -> Result<CommitInfo, LogEr
         w.append(&record(w.next_seq()))?;
     }
     w.append(&state(w.next_seq() - 1, now))?;
-    w.commit(at(now))
+    w.commit(Now::at(now))
 }
 
 #[test]
@@ -113,7 +106,7 @@ fn records_round_trip_across_rotation() -> TestResult {
         max_segment_bytes: 400,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
+    let mut w = LogWriter::open(tmp.path(), cfg, Now::at(0))?;
     let mut written = Vec::new();
     for g in 0..30u64 {
         // Some groups start with a state record: after a rotation it is the
@@ -128,9 +121,9 @@ fn records_round_trip_across_rotation() -> TestResult {
             w.append(&r)?;
             written.push(r);
         }
-        w.commit(at(g))?;
+        w.commit(Now::at(g))?;
     }
-    w.close(at(100))?;
+    w.close(Now::at(100))?;
     let segs = segments(tmp.path())?;
     assert!(segs.len() >= 4, "only {} segments", segs.len());
     for pair in segs.windows(2) {
@@ -157,19 +150,19 @@ fn records_round_trip_across_rotation() -> TestResult {
 #[test]
 fn group_commit_writes_one_block() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     let header_len = fs::metadata(w.segment_path())?.len();
     for _ in 0..10 {
         w.append_event(5, &event(w.next_seq()))?;
     }
     assert_eq!(w.pending_records(), 10);
-    let info = w.commit(at(5))?;
+    let info = w.commit(Now::at(5))?;
     assert_eq!(info.records, 10);
     assert_eq!(info.first_seq, 1);
     assert_eq!(w.stats().blocks, 1);
     assert_eq!(w.written_seq(), 11);
     // Nothing pending: no block.
-    assert_eq!(w.commit(at(6))?.records, 0);
+    assert_eq!(w.commit(Now::at(6))?.records, 0);
     assert_eq!(w.stats().blocks, 1);
     let path = w.segment_path().to_path_buf();
     drop(w);
@@ -192,13 +185,13 @@ fn group_commit_writes_one_block() -> TestResult {
 #[test]
 fn big_groups_are_compressed_and_small_ones_stay_raw() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     let small = commit_group(&mut w, 1, 0)?;
     assert!(!small.compressed);
     let big = commit_group(&mut w, 40, 0)?;
     assert!(big.compressed);
     assert_eq!(w.stats().compressed_blocks, 1);
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     assert_eq!(
         read_all(tmp.path())?,
         (1..=41).map(record).collect::<Vec<_>>()
@@ -224,40 +217,40 @@ fn fsync_policy_decisions_follow_the_callers_clock() -> TestResult {
         fsync: p,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path().join("interval"), cfg, at(0))?;
+    let mut w = LogWriter::open(tmp.path().join("interval"), cfg, Now::at(0))?;
     assert_eq!(w.sync_deadline(), None, "nothing written yet");
     assert!(!commit_group(&mut w, 1, 100)?.synced);
     assert_eq!(w.sync_deadline(), Some(1000));
-    assert!(!w.sync_if_due(at(999))?);
+    assert!(!w.sync_if_due(Now::at(999))?);
     assert!(!commit_group(&mut w, 1, 999)?.synced);
     assert!(commit_group(&mut w, 1, 1000)?.synced);
     assert_eq!(w.sync_deadline(), None);
     assert!(!commit_group(&mut w, 1, 1200)?.synced);
     // Idle: the caller's timer fires at the deadline.
     assert_eq!(w.sync_deadline(), Some(2000));
-    assert!(!w.sync_if_due(at(1999))?);
-    assert!(w.sync_if_due(at(2000))?);
-    assert!(!w.sync_if_due(at(5000))?, "clean: nothing to sync");
+    assert!(!w.sync_if_due(Now::at(1999))?);
+    assert!(w.sync_if_due(Now::at(2000))?);
+    assert!(!w.sync_if_due(Now::at(5000))?, "clean: nothing to sync");
     assert_eq!(w.stats().syncs, 2);
 
     let always = WriterConfig {
         fsync: FsyncPolicy::Always,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path().join("always"), always, at(0))?;
+    let mut w = LogWriter::open(tmp.path().join("always"), always, Now::at(0))?;
     for t in 0..3 {
         assert!(commit_group(&mut w, 2, t)?.synced);
     }
     assert_eq!(w.stats().syncs, 3);
     assert_eq!(w.sync_deadline(), None);
 
-    let mut w = LogWriter::open(tmp.path().join("never"), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path().join("never"), config(), Now::at(0))?;
     for t in 0..3 {
         assert!(!commit_group(&mut w, 2, t * 10_000)?.synced);
     }
-    assert!(!w.sync_if_due(at(1 << 40))?);
+    assert!(!w.sync_if_due(Now::at(1 << 40))?);
     assert_eq!(w.stats().syncs, 0);
-    w.sync(at(0))?;
+    w.sync(Now::at(0))?;
     assert_eq!(w.stats().syncs, 1);
     Ok(())
 }
@@ -269,7 +262,7 @@ fn rotation_by_size_starts_a_segment_before_the_commit() -> TestResult {
         max_segment_bytes: 300,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
+    let mut w = LogWriter::open(tmp.path(), cfg, Now::at(0))?;
     let first = w.segment_path().to_path_buf();
     let mut rotated_at = None;
     for _ in 0..20 {
@@ -301,14 +294,14 @@ fn rotation_by_age_follows_the_callers_clock() -> TestResult {
         max_segment_age: Duration::from_secs(60),
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, at(1_000))?;
+    let mut w = LogWriter::open(tmp.path(), cfg, Now::at(1_000))?;
     assert!(!commit_group(&mut w, 2, 1_000)?.rotated);
     assert!(!commit_group(&mut w, 2, 60_999)?.rotated);
     let info = commit_group(&mut w, 2, 61_000)?;
     assert!(info.rotated);
     assert_eq!(read_segment_header(w.segment_path())?.created_ms, 61_000);
     assert!(!commit_group(&mut w, 2, 61_001)?.rotated);
-    w.close(at(61_001))?;
+    w.close(Now::at(61_001))?;
     assert_eq!(segments(tmp.path())?.len(), 2);
     assert_eq!(read_all(tmp.path())?.len(), 8);
     Ok(())
@@ -403,23 +396,23 @@ fn intervals_follow_the_monotonic_clock_when_the_wall_clock_steps() -> TestResul
 #[test]
 fn rotation_on_request_and_never_of_an_empty_segment() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     // No event yet: a request is dropped (the successor would have the same
     // first seq, and so the same name), state records or not.
     w.rotate();
     w.append(&state(0, 0))?;
-    assert!(!w.commit(at(0))?.rotated);
+    assert!(!w.commit(Now::at(0))?.rotated);
     w.rotate();
     assert!(!commit_group(&mut w, 3, 0)?.rotated);
     w.rotate();
     assert_eq!(
-        w.commit(at(0))?.records,
+        w.commit(Now::at(0))?.records,
         0,
         "nothing pending: nothing happens"
     );
     assert!(commit_group(&mut w, 3, 0)?.rotated);
     assert!(!commit_group(&mut w, 3, 0)?.rotated);
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     let segs = segments(tmp.path())?;
     assert_eq!(
         segs.iter().map(|s| s.first_seq).collect::<Vec<_>>(),
@@ -432,7 +425,7 @@ fn rotation_on_request_and_never_of_an_empty_segment() -> TestResult {
 /// A log with closed segments [1..=3], [4..=6], [7..=9] and the open [10..],
 /// segment k (0-based) created at `k * 1000` ms.
 fn four_segments(dir: &Path) -> Result<LogWriter, LogError> {
-    let mut w = LogWriter::open(dir, config(), at(0))?;
+    let mut w = LogWriter::open(dir, config(), Now::at(0))?;
     for k in 0..4u64 {
         if k > 0 {
             w.rotate();
@@ -540,7 +533,7 @@ fn block_records(path: &Path) -> BoxResult<Vec<u64>> {
 /// of five blocks (one compressed, three ending with a state record).
 /// Returns the log's records, the open segment's path and its bytes.
 fn torn_tail_fixture(dir: &Path) -> BoxResult<Fixture> {
-    let mut w = LogWriter::open(dir, config(), at(0))?;
+    let mut w = LogWriter::open(dir, config(), Now::at(0))?;
     commit_mixed(&mut w, 3, 0)?;
     w.rotate();
     for n in [1, 2, 12, 1, 2] {
@@ -552,7 +545,7 @@ fn torn_tail_fixture(dir: &Path) -> BoxResult<Fixture> {
         assert_eq!(info.compressed, n == 12, "group of {n}: {info:?}");
     }
     let path = w.segment_path().to_path_buf();
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     let bytes = fs::read(&path)?;
     Ok((read_all(dir)?, path, bytes))
 }
@@ -633,7 +626,7 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
         fs::write(&last, &bytes[..cut as usize])?;
         // Strict: only a cut at a block boundary is a valid log.
         let at_boundary = cut == len || starts.contains(&cut);
-        match LogWriter::open(tmp.path(), with_mode(RecoveryMode::Strict), at(0)) {
+        match LogWriter::open(tmp.path(), with_mode(RecoveryMode::Strict), Now::at(0)) {
             Ok(_) => assert!(at_boundary, "strict accepted a cut at {cut}"),
             Err(LogError::Corrupt { file, offset, .. }) => {
                 assert!(!at_boundary, "strict refused a clean cut at {cut}");
@@ -680,7 +673,7 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
         };
         for &mode in modes {
             fs::write(&last, &bytes[..cut as usize])?;
-            let mut w = LogWriter::open(tmp.path(), with_mode(mode), at(0))?;
+            let mut w = LogWriter::open(tmp.path(), with_mode(mode), Now::at(0))?;
             let rep = w.recovery().clone();
             assert_eq!(rep.header_rewritten, cut < header_len, "cut {cut}");
             assert_eq!(rep.dropped_bytes, cut - valid, "cut {cut}");
@@ -701,7 +694,7 @@ fn last_segment_cut_at_every_offset_recovers_a_complete_prefix() -> TestResult {
             // The writer goes on right after the last valid record.
             let next = record(w.next_seq());
             w.append(&next)?;
-            w.close(at(0))?;
+            w.close(Now::at(0))?;
             let got = read_strict(tmp.path())?;
             assert_eq!(got.len(), want.len() + 1, "cut {cut}");
             assert_eq!(&got[..want.len()], want, "cut {cut}");
@@ -737,7 +730,7 @@ fn every_byte_flip_in_the_newest_segment_is_refused_salvaged_or_a_torn_tail() ->
             // A wrong magic: the file may not be a segment at all, and is
             // never touched, whatever the mode.
             for mode in [Strict, TruncateTail, Salvage] {
-                match LogWriter::open(tmp.path(), with_mode(mode), at(0)) {
+                match LogWriter::open(tmp.path(), with_mode(mode), Now::at(0)) {
                     Err(LogError::Corrupt { offset: 0, .. }) => {}
                     other => return Err(format!("{ctx}, {mode:?}: {other:?}").into()),
                 }
@@ -748,7 +741,7 @@ fn every_byte_flip_in_the_newest_segment_is_refused_salvaged_or_a_torn_tail() ->
         if block == Some(last_block) {
             // A damaged last block is a torn tail: refused in strict mode,
             // cut off (and kept) otherwise.
-            match LogWriter::open(tmp.path(), with_mode(Strict), at(0)) {
+            match LogWriter::open(tmp.path(), with_mode(Strict), Now::at(0)) {
                 Err(LogError::Corrupt {
                     offset: o, reason, ..
                 }) => {
@@ -759,7 +752,7 @@ fn every_byte_flip_in_the_newest_segment_is_refused_salvaged_or_a_torn_tail() ->
             }
             for mode in [TruncateTail, Salvage] {
                 fs::write(&last, &bad)?;
-                let w = LogWriter::open(tmp.path(), with_mode(mode), at(0))?;
+                let w = LogWriter::open(tmp.path(), with_mode(mode), Now::at(0))?;
                 assert_eq!(w.recovery().dropped_bytes, len - offset, "{ctx}");
                 assert_eq!(w.recovery().salvaged, None, "{ctx}");
                 drop(w);
@@ -775,7 +768,7 @@ fn every_byte_flip_in_the_newest_segment_is_refused_salvaged_or_a_torn_tail() ->
         for mode in [Strict, TruncateTail] {
             let read: Result<Vec<_>, _> = LogReader::open_with(tmp.path(), 0, mode)?.collect();
             for res in [
-                LogWriter::open(tmp.path(), with_mode(mode), at(0)).map(|_| ()),
+                LogWriter::open(tmp.path(), with_mode(mode), Now::at(0)).map(|_| ()),
                 read.map(|_| ()),
             ] {
                 match res {
@@ -792,7 +785,7 @@ fn every_byte_flip_in_the_newest_segment_is_refused_salvaged_or_a_torn_tail() ->
         assert_eq!(fs::read(&last)?, bad, "{ctx}: refusing changes nothing");
         assert!(take_kept(tmp.path())?.is_empty(), "{ctx}");
         // Salvage keeps every valid block, and the damaged file.
-        let w = LogWriter::open(tmp.path(), with_mode(Salvage), at(7))?;
+        let w = LogWriter::open(tmp.path(), with_mode(Salvage), Now::at(7))?;
         let report = w.recovery().salvaged.clone().ok_or("nothing salvaged")?;
         drop(w);
         // A damaged length field alone is found by the block's CRC: the
@@ -879,13 +872,13 @@ fn a_flip_in_a_closed_segment_is_never_a_torn_tail() -> TestResult {
 
 /// Segment 1 of three blocks of two events each, segment 7 of one.
 fn two_segments(dir: &Path) -> BoxResult<(Vec<LogRecord>, PathBuf, Vec<u64>)> {
-    let mut w = LogWriter::open(dir, config(), at(0))?;
+    let mut w = LogWriter::open(dir, config(), Now::at(0))?;
     for _ in 0..3 {
         commit_group(&mut w, 2, 0)?;
     }
     w.rotate();
     commit_group(&mut w, 2, 0)?;
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     let first = segments(dir)?[0].path.clone();
     let (starts, _) = block_starts(&first)?;
     Ok((read_all(dir)?, first, starts))
@@ -937,14 +930,14 @@ fn a_block_inside_a_stored_value_is_never_taken_for_a_real_one() -> TestResult {
     crate::block::push_record(&mut area, &forged);
     let mut fake = BlockHeader::of(0, &area).encode().to_vec();
     fake.extend_from_slice(&area);
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     commit_group(&mut w, 2, 0)?;
     w.append_event(1003, &event_with(3, Value::Bin(Arc::from(fake.as_slice()))))?;
-    let carrier = w.commit(at(0))?;
+    let carrier = w.commit(Now::at(0))?;
     assert!(!carrier.compressed);
     commit_group(&mut w, 2, 0)?;
     let path = w.segment_path().to_path_buf();
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     let all = read_all(tmp.path())?;
     let bytes = fs::read(&path)?;
     let (starts, _) = block_starts(&path)?;
@@ -961,7 +954,7 @@ fn a_block_inside_a_stored_value_is_never_taken_for_a_real_one() -> TestResult {
         let mut bad = bytes.clone();
         bad[flip] ^= 0x20;
         fs::write(&path, &bad)?;
-        match LogWriter::open(tmp.path(), config(), at(0)) {
+        match LogWriter::open(tmp.path(), config(), Now::at(0)) {
             Err(LogError::Salvageable { offset, next, .. }) => {
                 assert_eq!((offset, next), (starts[1], starts[2]), "flip at {flip}")
             }
@@ -970,7 +963,7 @@ fn a_block_inside_a_stored_value_is_never_taken_for_a_real_one() -> TestResult {
         drop(LogWriter::open(
             tmp.path(),
             with_mode(RecoveryMode::Salvage),
-            at(0),
+            Now::at(0),
         )?);
         let got = read_strict(tmp.path())?;
         assert!(
@@ -1012,7 +1005,7 @@ fn random_garbage_over_a_block_is_skipped_to_the_next_one() -> TestResult {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         bad[from..to].copy_from_slice(&rng.bytes(to - from));
         fs::write(&last, &bad)?;
-        match LogWriter::open(tmp.path(), config(), at(0)) {
+        match LogWriter::open(tmp.path(), config(), Now::at(0)) {
             Err(LogError::Salvageable { offset, next, .. }) => {
                 assert_eq!((offset, next), (starts[2], starts[4]), "seed {seed}")
             }
@@ -1021,7 +1014,7 @@ fn random_garbage_over_a_block_is_skipped_to_the_next_one() -> TestResult {
         drop(LogWriter::open(
             tmp.path(),
             with_mode(RecoveryMode::Salvage),
-            at(0),
+            Now::at(0),
         )?);
         assert_eq!(
             blank_lost(read_strict(tmp.path())?),
@@ -1036,10 +1029,10 @@ fn random_garbage_over_a_block_is_skipped_to_the_next_one() -> TestResult {
 #[test]
 fn the_search_for_valid_blocks_is_bounded() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     commit_group(&mut w, 2, 0)?;
     let path = w.segment_path().to_path_buf();
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     // After the valid block: a damaged one, then 4 MiB of bytes in which
     // every 14th offset looks like the start of a 2 MiB block (each would
     // need 2 MiB read to refute: 600 GiB for a naive search).
@@ -1052,7 +1045,7 @@ fn the_search_for_valid_blocks_is_bounded() -> TestResult {
     fs::write(&path, &bytes)?;
     for mode in [RecoveryMode::TruncateTail, RecoveryMode::Salvage] {
         // Never taken for a torn tail: valid blocks might follow.
-        match LogWriter::open(tmp.path(), with_mode(mode), at(0)) {
+        match LogWriter::open(tmp.path(), with_mode(mode), Now::at(0)) {
             Err(LogError::Corrupt { reason, .. }) if mode == RecoveryMode::TruncateTail => {
                 assert!(reason.contains("work limit"), "{reason}")
             }
@@ -1102,15 +1095,15 @@ fn a_gap_between_segments_is_detected() -> TestResult {
 #[test]
 fn a_reopened_writer_continues_after_the_last_record() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     commit_group(&mut w, 4, 0)?;
     w.append(&record(5))?;
     drop(w); // the pending record is lost: it was never committed
-    let mut w = LogWriter::open(tmp.path(), config(), at(10))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(10))?;
     let rep = w.recovery().clone();
     assert_eq!((rep.records, rep.dropped_bytes, rep.next_seq), (4, 0, 5));
     commit_group(&mut w, 4, 10)?;
-    w.close(at(10))?;
+    w.close(Now::at(10))?;
     assert_eq!(
         segments(tmp.path())?.len(),
         1,
@@ -1130,7 +1123,7 @@ fn a_torn_header_of_the_newest_segment_is_rewritten() -> TestResult {
     let last = w.segment_path().to_path_buf();
     drop(w);
     fs::write(&last, b"DKVLOG")?;
-    let w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     assert!(w.recovery().header_rewritten);
     assert_eq!(w.recovery().next_seq, 10);
     assert_eq!(w.recovery().dropped_bytes, 6);
@@ -1147,7 +1140,7 @@ fn a_torn_header_of_the_newest_segment_is_rewritten() -> TestResult {
     // Something that is not a segment at all is never overwritten.
     fs::write(&last, b"precious data, not a log")?;
     assert!(matches!(
-        LogWriter::open(tmp.path(), config(), at(0)),
+        LogWriter::open(tmp.path(), config(), Now::at(0)),
         Err(LogError::Corrupt { offset: 0, .. })
     ));
     Ok(())
@@ -1156,7 +1149,7 @@ fn a_torn_header_of_the_newest_segment_is_rewritten() -> TestResult {
 #[test]
 fn a_failed_write_stops_the_writer_and_reopening_recovers() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     commit_group(&mut w, 3, 0)?;
     w.fail_next_write_after = Some(5);
     assert!(matches!(
@@ -1167,9 +1160,12 @@ fn a_failed_write_stops_the_writer_and_reopening_recovers() -> TestResult {
         w.append(&record(7)),
         Err(LogError::InvalidInput(_))
     ));
-    assert!(matches!(w.commit(at(0)), Err(LogError::InvalidInput(_))));
+    assert!(matches!(
+        w.commit(Now::at(0)),
+        Err(LogError::InvalidInput(_))
+    ));
     drop(w);
-    let w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     assert_eq!(w.recovery().next_seq, 4);
     drop(w);
     assert_eq!(
@@ -1186,7 +1182,7 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
         max_block_bytes: 300,
         ..config()
     };
-    let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
+    let mut w = LogWriter::open(tmp.path(), cfg, Now::at(0))?;
     assert!(matches!(
         w.append(&record(2)),
         Err(LogError::InvalidInput(_))
@@ -1196,7 +1192,7 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
         Err(LogError::InvalidInput(_))
     ));
     w.append(&state(0, 0))?;
-    w.commit(at(0))?;
+    w.commit(Now::at(0))?;
     let huge = UpdateEvent {
         value: Some(Value::str(&"x".repeat(400))),
         ..event(1)
@@ -1215,13 +1211,13 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
     assert!(matches!(err, LogError::Full { limit: 300, .. }), "{err}");
     assert!(w.pending_bytes() <= 300);
     // Commit, then the refused record fits.
-    assert_eq!(w.commit(at(0))?.records, n);
+    assert_eq!(w.commit(Now::at(0))?.records, n);
     w.append(&record(w.next_seq()))?;
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     assert_eq!(read_all(tmp.path())?.len() as u64, n + 2);
     // Another node's directory is not ours.
     assert!(matches!(
-        LogWriter::open(tmp.path(), WriterConfig::new("n2"), at(0)),
+        LogWriter::open(tmp.path(), WriterConfig::new("n2"), Now::at(0)),
         Err(LogError::InvalidInput(_))
     ));
     Ok(())
@@ -1235,11 +1231,11 @@ fn an_empty_directory_starts_at_the_configured_seq() -> TestResult {
         first_seq: 500,
         ..config()
     };
-    let mut w = LogWriter::open(&dir, cfg, at(0))?;
+    let mut w = LogWriter::open(&dir, cfg, Now::at(0))?;
     assert_eq!(w.recovery().segment, None);
     assert_eq!(w.next_seq(), 500);
     assert_eq!(w.append_event(0, &event(1))?, 500);
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     assert_eq!(LogReader::open(&dir, 500)?.count(), 1);
     assert!(matches!(
         LogReader::open(&dir, 499),
@@ -1253,10 +1249,10 @@ fn an_empty_directory_starts_at_the_configured_seq() -> TestResult {
 fn a_block_that_passes_its_crc_but_cannot_be_decoded_is_never_cut_off() -> TestResult {
     use crate::block::{BlockHeader, FLAG_ZSTD};
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     commit_group(&mut w, 2, 0)?;
     let path = w.segment_path().to_path_buf();
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     let good = fs::read(&path)?;
     let mut lying_zstd = 1000u32.to_le_bytes().to_vec();
     lying_zstd.extend(zstd::bulk::compress(&[7u8; 100], 1)?);
@@ -1275,7 +1271,7 @@ fn a_block_that_passes_its_crc_but_cannot_be_decoded_is_never_cut_off() -> TestR
         bytes.extend_from_slice(&payload);
         fs::write(&path, &bytes)?;
         for res in [
-            LogWriter::open(tmp.path(), config(), at(0)).map(|_| ()),
+            LogWriter::open(tmp.path(), config(), Now::at(0)).map(|_| ()),
             LogReader::open(tmp.path(), 0)?
                 .collect::<Result<Vec<_>, _>>()
                 .map(|_| ()),
@@ -1296,10 +1292,10 @@ fn a_block_that_passes_its_crc_but_cannot_be_decoded_is_never_cut_off() -> TestR
 fn records_out_of_place_in_a_valid_block_are_a_gap() -> TestResult {
     use crate::block::BlockHeader;
     let tmp = tempfile::tempdir()?;
-    let mut w = LogWriter::open(tmp.path(), config(), at(0))?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     commit_group(&mut w, 2, 0)?;
     let path = w.segment_path().to_path_buf();
-    w.close(at(0))?;
+    w.close(Now::at(0))?;
     let good = fs::read(&path)?;
     // (record, expected, found): next event is 3, a state record must be 2.
     for (rec, expected, found) in [
@@ -1317,7 +1313,7 @@ fn records_out_of_place_in_a_valid_block_are_a_gap() -> TestResult {
         file.extend_from_slice(&area);
         fs::write(&path, &file)?;
         for res in [
-            LogWriter::open(tmp.path(), config(), at(0)).map(|_| ()),
+            LogWriter::open(tmp.path(), config(), Now::at(0)).map(|_| ()),
             LogReader::open(tmp.path(), 0)?
                 .collect::<Result<Vec<_>, _>>()
                 .map(|_| ()),
@@ -1359,7 +1355,7 @@ fn the_documented_example_is_byte_exact() -> TestResult {
         .collect::<Result<_, _>>()?;
     let tmp = tempfile::tempdir()?;
     let t0 = 1_700_000_000_000;
-    let mut w = LogWriter::open(tmp.path(), WriterConfig::new("n1"), at(t0))?;
+    let mut w = LogWriter::open(tmp.path(), WriterConfig::new("n1"), Now::at(t0))?;
     let a = UpdateEvent {
         path: path!["a"],
         chain: Chain::single(Arc::from("n1"), 5),
@@ -1375,9 +1371,9 @@ fn the_documented_example_is_byte_exact() -> TestResult {
         deleted: NodeSet::default(),
         skipped: Default::default(),
     })?;
-    w.commit(at(t0 + 124))?;
+    w.commit(Now::at(t0 + 124))?;
     let path = w.segment_path().to_path_buf();
-    w.close(at(t0 + 124))?;
+    w.close(Now::at(t0 + 124))?;
     assert_eq!(
         path.file_name(),
         Some("00000000000000000001.dkvlog".as_ref())
@@ -1398,7 +1394,7 @@ proptest! {
         let tmp = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let cfg = WriterConfig { max_segment_bytes, compress_min_bytes: 64, ..config() };
         let run = || -> Result<(Vec<LogRecord>, Vec<LogRecord>), LogError> {
-            let mut w = LogWriter::open(tmp.path(), cfg, at(0))?;
+            let mut w = LogWriter::open(tmp.path(), cfg, Now::at(0))?;
             let mut written = Vec::new();
             for g in &groups {
                 for r in g {
@@ -1406,9 +1402,9 @@ proptest! {
                     w.append(&r)?;
                     written.push(r);
                 }
-                w.commit(at(0))?;
+                w.commit(Now::at(0))?;
             }
-            w.close(at(0))?;
+            w.close(Now::at(0))?;
             Ok((written, read_all(tmp.path())?))
         };
         let (written, read) = run().map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -1433,7 +1429,7 @@ proptest! {
             for mode in [RecoveryMode::Strict, RecoveryMode::TruncateTail, RecoveryMode::Salvage] {
                 let _ = LogReader::open_with(tmp.path(), 0, mode)?.count();
                 let cfg = WriterConfig { recovery: mode, ..config() };
-                let _ = LogWriter::open(tmp.path(), cfg, at(0));
+                let _ = LogWriter::open(tmp.path(), cfg, Now::at(0));
             }
             Ok(())
         };

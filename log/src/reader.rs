@@ -600,19 +600,12 @@ mod segment_reader_tests {
     use super::*;
     use crate::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
 
-    fn at(ms: u64) -> Now {
-        Now {
-            wall_ms: ms,
-            mono_ms: ms,
-        }
-    }
-
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
     fn write_two_segments(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut cfg = WriterConfig::new("n1");
         cfg.fsync = FsyncPolicy::Never;
-        let mut w = LogWriter::open(dir, cfg, at(1))?;
+        let mut w = LogWriter::open(dir, cfg, Now::at(1))?;
         for i in 1..=6u64 {
             let ev = UpdateEvent {
                 path: path!["k", i],
@@ -621,12 +614,12 @@ mod segment_reader_tests {
                 tock: i,
             };
             w.append_event(100 + i, &ev)?;
-            w.commit(at(100 + i))?;
+            w.commit(Now::at(100 + i))?;
             if i == 3 {
                 w.rotate();
             }
         }
-        w.close(at(200))?;
+        w.close(Now::at(200))?;
         Ok(list_segments(dir)?.into_iter().map(|s| s.path).collect())
     }
 

@@ -103,20 +103,13 @@ mod tests {
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-    fn at(ms: u64) -> Now {
-        Now {
-            wall_ms: ms,
-            mono_ms: ms,
-        }
-    }
-
     #[test]
     fn a_block_is_read_at_the_offset_its_commit_reported() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let mut cfg = WriterConfig::new("n1");
         cfg.fsync = FsyncPolicy::Never;
         cfg.compress_min_bytes = 64;
-        let mut w = LogWriter::open(tmp.path(), cfg, at(1))?;
+        let mut w = LogWriter::open(tmp.path(), cfg, Now::at(1))?;
         let mut commits = Vec::new();
         for b in 0..3u64 {
             for i in 0..20u64 {
@@ -129,10 +122,10 @@ mod tests {
                 };
                 w.append_event(100 + n, &ev)?;
             }
-            commits.push(w.commit(at(100))?);
+            commits.push(w.commit(Now::at(100))?);
         }
         let seg = w.segment_path().to_path_buf();
-        w.close(at(200))?;
+        w.close(Now::at(200))?;
         for (b, c) in commits.iter().enumerate() {
             assert_eq!(c.segment, 1);
             assert_eq!(block_crc_at(&seg, c.offset)?, c.crc);

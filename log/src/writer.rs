@@ -70,6 +70,17 @@ pub struct Now {
     pub mono_ms: u64,
 }
 
+impl Now {
+    /// Both clocks at `ms`: a fixed time, as tests, benches and generated
+    /// histories use (they have one clock).
+    pub const fn at(ms: u64) -> Now {
+        Now {
+            wall_ms: ms,
+            mono_ms: ms,
+        }
+    }
+}
+
 /// When a commit is made durable with fsync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {

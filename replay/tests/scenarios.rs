@@ -33,14 +33,6 @@ struct NodeFiles {
 
 const T0: u64 = 1_700_000_000_000;
 
-/// Both clocks at `ms`.
-fn at(ms: u64) -> Now {
-    Now {
-        wall_ms: ms,
-        mono_ms: ms,
-    }
-}
-
 impl NodeFiles {
     fn new(root: &Path, name: &str) -> Result<NodeFiles> {
         let dir = root.join(name);
@@ -52,7 +44,7 @@ impl NodeFiles {
         .store(&dir)?;
         let mut cfg = WriterConfig::new(name);
         cfg.fsync = FsyncPolicy::Never;
-        let writer = LogWriter::open(dir.join("log"), cfg, at(T0))?;
+        let writer = LogWriter::open(dir.join("log"), cfg, Now::at(T0))?;
         let mut state = State::new(name, LogLimits::default());
         state.make_ready();
         Ok(NodeFiles {
@@ -72,7 +64,7 @@ impl NodeFiles {
         let now = self.now;
         let w = self.writer()?;
         w.append_event(now, ev)?;
-        w.commit(at(now))?;
+        w.commit(Now::at(now))?;
         Ok(())
     }
 
@@ -116,7 +108,7 @@ impl NodeFiles {
             deleted,
             skipped: Default::default(),
         })?;
-        w.commit(at(now))?;
+        w.commit(Now::at(now))?;
         Ok(())
     }
 
@@ -136,7 +128,7 @@ impl NodeFiles {
     /// tick used.
     fn close(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
-            w.close(at(self.now))?;
+            w.close(Now::at(self.now))?;
         }
         Meta {
             node: self.state.me().to_string(),
@@ -391,7 +383,7 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
     // Salvaged: the loss stays on record, and nobody has its tick.
     let mut cfg = WriterConfig::new("n1");
     cfg.recovery = distkv_log::RecoveryMode::Salvage;
-    drop(LogWriter::open(n.dir.join("log"), cfg, at(T0))?);
+    drop(LogWriter::open(n.dir.join("log"), cfg, Now::at(T0))?);
     let r = audit(std::slice::from_ref(&n.dir), true)?;
     let lost = r.problems.iter().any(|p| {
         matches!(p, Problem::Damage(d) if d.kind == DamageKind::Lost
@@ -559,7 +551,7 @@ fn audit_flags_impossible_chains() -> Result<()> {
     let dir = tmp.path().join("log");
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
-    let mut w = LogWriter::open(&dir, cfg, at(T0))?;
+    let mut w = LogWriter::open(&dir, cfg, Now::at(T0))?;
     let link = |n: &str, t: u64| distkv_model::Link {
         node: NodeName::from(n),
         tick: t,
@@ -583,10 +575,10 @@ fn audit_flags_impossible_chains() -> Result<()> {
         deleted: NodeSet::default(),
         skipped: Default::default(),
     })?;
-    w.commit(at(T0))?;
+    w.commit(Now::at(T0))?;
     w.append_event(T0, &ev("d", vec![link("n1", 4), link("n1", 1)], 4)?)?;
-    w.commit(at(T0 + 1))?;
-    w.close(at(T0 + 2))?;
+    w.commit(Now::at(T0 + 1))?;
+    w.close(Now::at(T0 + 2))?;
     let r = audit(std::slice::from_ref(&dir), true)?;
     let text = r.to_text();
     assert!(text.contains("link n2:0 has tick 0"), "{text}");

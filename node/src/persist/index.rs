@@ -443,13 +443,6 @@ mod tests {
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-    fn at(ms: u64) -> Now {
-        Now {
-            wall_ms: ms,
-            mono_ms: ms,
-        }
-    }
-
     /// Writes events `from ..= to` (key `k.<i % 7>`) in blocks of five,
     /// rotating every 40 events, handing each block to `keeper` as the
     /// writer thread does.
@@ -464,7 +457,7 @@ mod tests {
             let seq = w.append_event(1000 + i, &ev)?;
             keeper.appended(seq, &ev);
             if i % 5 == 0 {
-                let info = w.commit(at(1000 + i))?;
+                let info = w.commit(Now::at(1000 + i))?;
                 keeper.committed(&info, w.next_seq(), 1000 + i);
             }
             if i % 40 == 0 {
@@ -491,7 +484,7 @@ mod tests {
         let (log, dir) = (tmp.path().join("log"), tmp.path().join("index"));
         let mut cfg = WriterConfig::new("n1");
         cfg.fsync = FsyncPolicy::Never;
-        let mut w = LogWriter::open(&log, cfg, at(1))?;
+        let mut w = LogWriter::open(&log, cfg, Now::at(1))?;
         let hold = Arc::new(Mutex::new(()));
         let place = IndexPlace {
             dir: dir.clone(),
@@ -511,7 +504,7 @@ mod tests {
         // flow again.
         write(&mut w, &mut keeper, 201, 300)?;
         keeper.close();
-        w.close(at(5000))?;
+        w.close(Now::at(5000))?;
         let (mut ix, why) = HistoryIndex::open(&dir, &log, "n1")?;
         assert!(why.is_none());
         let r = ix.sync()?;
