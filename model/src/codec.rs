@@ -182,13 +182,17 @@ pub fn to_vec(v: &Value) -> Vec<u8> {
     out
 }
 
-/// Writes a path as ext 3.
+/// Writes a path as ext 3. The elements are encoded in place and the
+/// header, whose size depends on their length, is put before them
+/// afterwards: no buffer of their own.
 pub fn write_path(out: &mut Vec<u8>, p: &[Value]) {
-    let mut payload = Vec::new();
+    let start = out.len();
     for e in p {
-        encode(e, &mut payload);
+        encode(e, out);
     }
-    write_ext(out, EXT_PATH, &payload);
+    let mut head = [0u8; EXT_HEADER_MAX];
+    let len = ext_header(&mut head, EXT_PATH, out.len() - start);
+    out.splice(start..start, head[..len].iter().copied());
 }
 
 /// Writes a signed integer in its smallest form.
@@ -293,28 +297,47 @@ pub fn write_map_len(out: &mut Vec<u8>, n: usize) {
 
 /// Writes an extension value, using the fixext forms where they apply.
 pub fn write_ext(out: &mut Vec<u8>, typ: i8, data: &[u8]) {
-    let n = data.len();
-    match n {
-        1 => out.push(0xd4),
-        2 => out.push(0xd5),
-        4 => out.push(0xd6),
-        8 => out.push(0xd7),
-        16 => out.push(0xd8),
+    let mut head = [0u8; EXT_HEADER_MAX];
+    let len = ext_header(&mut head, typ, data.len());
+    out.extend_from_slice(&head[..len]);
+    out.extend_from_slice(data);
+}
+
+/// The longest extension header: marker, 32-bit length, type.
+const EXT_HEADER_MAX: usize = 6;
+
+/// Writes the header of an extension value of `n` bytes of type `typ`
+/// into `head` (the fixext forms where they apply); returns its length.
+fn ext_header(head: &mut [u8; EXT_HEADER_MAX], typ: i8, n: usize) -> usize {
+    let len = match n {
+        1 | 2 | 4 | 8 | 16 => {
+            head[0] = match n {
+                1 => 0xd4,
+                2 => 0xd5,
+                4 => 0xd6,
+                8 => 0xd7,
+                _ => 0xd8,
+            };
+            1
+        }
         _ if n <= u8::MAX as usize => {
-            out.push(0xc7);
-            out.push(n as u8);
+            head[0] = 0xc7;
+            head[1] = n as u8;
+            2
         }
         _ if n <= u16::MAX as usize => {
-            out.push(0xc8);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            head[0] = 0xc8;
+            head[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+            3
         }
         _ => {
-            out.push(0xc9);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
+            head[0] = 0xc9;
+            head[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+            5
         }
-    }
-    out.push(typ as u8);
-    out.extend_from_slice(data);
+    };
+    head[len] = typ as u8;
+    len + 1
 }
 
 // ---------------------------------------------------------------- scanning
@@ -744,6 +767,34 @@ mod tests {
             crate::hex::encode(&to_vec(&Value::Path(Path::root()))),
             "c70003"
         );
+    }
+
+    #[test]
+    fn a_path_is_written_as_the_ext_of_its_encoded_elements_at_every_header_size() {
+        // Payload lengths at each form's edges: fixext 1 … 16, ext 8/16/32.
+        for n in [1usize, 2, 3, 4, 8, 16, 17, 255, 256, 65_535, 65_536] {
+            // One bin element: its own header (2, 3 or 5 bytes) + bytes.
+            let elements: Vec<Value> = if n < 2 {
+                vec![Value::Nil]
+            } else {
+                let head = if n - 2 <= 255 {
+                    2
+                } else if n - 3 <= 65_535 {
+                    3
+                } else {
+                    5
+                };
+                vec![Value::Bin(std::sync::Arc::from(vec![7u8; n - head]))]
+            };
+            let mut payload = Vec::new();
+            elements.iter().for_each(|e| encode(e, &mut payload));
+            assert_eq!(payload.len(), n);
+            let mut want = vec![0xaa];
+            write_ext(&mut want, EXT_PATH, &payload);
+            let mut got = vec![0xaa];
+            write_path(&mut got, &elements);
+            assert_eq!(got, want, "payload of {n} bytes");
+        }
     }
 
     #[test]

@@ -17,8 +17,6 @@ use distkv_model::{codec, Chain, Value};
 pub struct Digest {
     sum: u128,
     buf: Vec<u8>,
-    /// A path's ext 3 payload, reused.
-    path: Vec<u8>,
 }
 
 impl Digest {
@@ -61,15 +59,10 @@ impl Digest {
         self.finish(chain, tock);
     }
 
-    /// Starts an entry's bytes with its path (as [`codec::write_path`]
-    /// writes it, without a buffer of its own).
+    /// Starts an entry's bytes with its path.
     fn start(&mut self, path: &[Value]) {
         self.buf.clear();
-        self.path.clear();
-        for e in path {
-            codec::encode(e, &mut self.path);
-        }
-        codec::write_ext(&mut self.buf, codec::EXT_PATH, &self.path);
+        codec::write_path(&mut self.buf, path);
     }
 
     /// Ends an entry's bytes with its chain and tock, and adds them.
