@@ -215,6 +215,8 @@ struct Slots {
     /// wrote it otherwise.
     value: Vec<u8>,
     chain: Option<Chain>,
+    /// Node names of the chains read so far.
+    names: raw::NodeNames,
     /// A path sent whole (not shortened).
     path: Vec<Value>,
     /// How many leading elements of the longened path have passed the
@@ -233,6 +235,7 @@ fn raw_entry<'a>(
     let Slots {
         value: value_buf,
         chain: chain_slot,
+        names,
         path: path_buf,
         checked,
     } = slots;
@@ -263,11 +266,7 @@ fn raw_entry<'a>(
         if path.is_none() {
             return Err(event(EventError::Field("path")));
         }
-        let wrapped = Value::Map(vec![(
-            Value::str("chain"),
-            m.chain().map_or(Value::Nil, raw::decode_field),
-        )]);
-        let chain = Chain::from_value(&wrapped)
+        let chain = raw::chain(m.chain().unwrap_or(&[0xc0]), names)
             .map_err(|e| event(e.into()))?
             .ok_or(event(EventError::Field("node")))?;
         *chain_slot = Some(chain);

@@ -20,8 +20,12 @@
 //! here panics on hostile input: every length is checked against the bytes
 //! that are there.
 
+use std::sync::Arc;
+
+use distkv_model::budget::{MAX_CHAIN_LINKS, MAX_NAME_BYTES};
+use distkv_model::chain::{ChainError, MAX_COUNTER};
 use distkv_model::codec::{self, DecodeError, Limits, EXT_BIGINT, EXT_PATH};
-use distkv_model::Value;
+use distkv_model::{Chain, Link, NodeName, Value};
 
 /// The top-level fields of one message, borrowed from its encoding.
 #[derive(Clone, Copy, Debug)]
@@ -601,6 +605,126 @@ pub fn decode_field(b: &[u8]) -> Value {
     codec::decode_with(b, LENIENT).unwrap_or(Value::Nil)
 }
 
+/// Node names met in chains read in place ([`chain`]), shared between
+/// the chains read with it: one allocation per node, not per link.
+#[derive(Debug, Default)]
+pub struct NodeNames(Vec<NodeName>);
+
+impl NodeNames {
+    /// Names kept; a stream naming more nodes allocates the others per
+    /// link (a cluster has a handful).
+    const KEPT: usize = 64;
+
+    fn get(&mut self, name: &str) -> NodeName {
+        if let Some(n) = self.0.iter().find(|n| &***n == name) {
+            return n.clone();
+        }
+        let n: NodeName = Arc::from(name);
+        if self.0.len() < Self::KEPT {
+            self.0.push(n.clone());
+        }
+        n
+    }
+}
+
+/// The chain a `chain` field's encoding (one checked value, e.g. a
+/// [`MsgView`] field) holds, read in place: what [`Chain::from_value`]
+/// makes of the decoded field, with the same errors in the same order —
+/// `Ok(None)` for nil or a first link without `node`. Each link's `node`,
+/// `tick` and `prev` are the first keys of those names, as
+/// [`Value::get`] finds them; other keys are skipped.
+pub fn chain(b: &[u8], names: &mut NodeNames) -> Result<Option<Chain>, ChainError> {
+    let mut first: Option<Link> = None;
+    let mut rest: Vec<Link> = Vec::new();
+    let mut cur = b;
+    loop {
+        let link = match link_fields(cur)? {
+            None => break,
+            Some(l) => l,
+        };
+        let Some(node) = link.node else {
+            if first.is_none() {
+                return Ok(None);
+            }
+            return Err(ChainError("link without node"));
+        };
+        let node = as_str(node).ok_or(ChainError("node name is not a string"))?;
+        let tick = match link.tick {
+            None | Some([0xc0]) => 0,
+            Some(t) => as_u64(t)
+                .filter(|&t| t <= MAX_COUNTER)
+                .ok_or(ChainError("tick is not an unsigned integer up to 2^62"))?,
+        };
+        let seen = first.iter().chain(&rest);
+        if seen.clone().any(|l| &*l.node == node) {
+            return Err(ChainError("node appears twice"));
+        }
+        if seen.count() >= MAX_CHAIN_LINKS {
+            return Err(ChainError("chain has more links than the limit of 256"));
+        }
+        if node.len() > MAX_NAME_BYTES {
+            return Err(ChainError("node name is longer than 255 bytes"));
+        }
+        let l = Link {
+            node: names.get(node),
+            tick,
+        };
+        match first {
+            None => first = Some(l),
+            Some(_) => rest.push(l),
+        }
+        match link.prev {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    Ok(match (first, rest.is_empty()) {
+        (None, _) => None,
+        (Some(l), true) => Some(Chain::single(l.node, l.tick)),
+        (Some(l), false) => {
+            rest.insert(0, l);
+            Chain::from_links(rest)
+        }
+    })
+}
+
+/// The fields of one chain link's encoding.
+struct LinkFields<'a> {
+    node: Option<&'a [u8]>,
+    tick: Option<&'a [u8]>,
+    prev: Option<&'a [u8]>,
+}
+
+/// A link's fields; `None` for nil (the end of the chain), an error for
+/// anything else that is not a map.
+fn link_fields(b: &[u8]) -> Result<Option<LinkFields<'_>>, ChainError> {
+    let not_map = ChainError("link is not a map");
+    let mut c = Cursor::new(b, LENIENT);
+    if b.first() == Some(&0xc0) {
+        return Ok(None);
+    }
+    let n = c.map_header().ok().flatten().ok_or(not_map.clone())?;
+    let mut link = LinkFields {
+        node: None,
+        tick: None,
+        prev: None,
+    };
+    for _ in 0..n {
+        // A checked value: its keys and items are whole.
+        let key = c.key().map_err(|_| not_map.clone())?;
+        let start = c.pos;
+        c.skip(1).map_err(|_| not_map.clone())?;
+        let slot = match key {
+            Some(b"node") => &mut link.node,
+            Some(b"tick") => &mut link.tick,
+            Some(b"prev") => &mut link.prev,
+            _ => continue,
+        };
+        slot.get_or_insert(&b[start..c.pos]);
+    }
+    Ok(Some(link))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,5 +955,159 @@ mod tests {
         assert_eq!(it.next(), None);
         // A truncated ext header.
         assert!(path_elements(&[0xc7, 5, 3, 1]).is_none());
+    }
+
+    /// A seeded xorshift: the cases below are the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// A chain field as a peer might send it: mostly well formed, often
+    /// not (missing, repeated and odd keys, names and ticks of every
+    /// kind, links that are not maps, long chains).
+    fn some_chain(rng: &mut Rng) -> Value {
+        let top = rng.below(20);
+        match top {
+            0 => return Value::Nil,
+            1 => return Value::str("n1"),
+            2 => return Value::Map(vec![]),
+            _ => {}
+        }
+        let links = match rng.below(10) {
+            0 => 255 + rng.below(4) as usize,
+            n => (n as usize % 4) + 1,
+        };
+        // A long chain is well formed link by link: it tests the limit.
+        let clean = links > 4;
+        let pick = |rng: &mut Rng, n| if clean { n } else { rng.below(n) };
+        let mut v = match pick(rng, 8) {
+            0 => Value::Int(3),
+            1 => Value::Map(vec![]),
+            _ => Value::Nil,
+        };
+        for i in 0..links {
+            let node = match pick(rng, 14) {
+                0 => None,
+                1 => Some(Value::Int(1)),
+                2 => Some(Value::Bin(Arc::from(&b"n1"[..]))),
+                3 => Some(Value::str(&"x".repeat(255 + rng.below(2) as usize))),
+                4 | 5 => Some(Value::str(["a", "b", "n1"][rng.below(3) as usize])),
+                _ => Some(Value::str(&format!("n{i}"))),
+            };
+            let tick = match pick(rng, 14) {
+                0 => None,
+                1 => Some(Value::Nil),
+                2 => Some(Value::Int(-1)),
+                3 => Some(Value::Float(1.5)),
+                4 => Some(Value::str("7")),
+                5 => Some(Value::uint(MAX_COUNTER)),
+                6 => Some(Value::uint(MAX_COUNTER + 1)),
+                7 => Some(Value::uint(u64::MAX)),
+                _ => Some(Value::Int(rng.below(1 << 20) as i64)),
+            };
+            let mut m = Vec::new();
+            let field = |m: &mut Vec<(Value, Value)>, rng: &mut Rng, k: &str, x: Value| {
+                if rng.below(8) == 0 {
+                    m.push((Value::Int(0), Value::Int(0)));
+                }
+                m.push((Value::str(k), x));
+            };
+            if let Some(t) = tick {
+                field(&mut m, rng, "tick", t);
+            }
+            if let Some(n) = node {
+                field(&mut m, rng, "node", n.clone());
+                if pick(rng, 10) == 0 {
+                    field(&mut m, rng, "node", Value::str("other"));
+                }
+            }
+            if i > 0 || !v.is_nil() || rng.below(3) == 0 {
+                field(&mut m, rng, "prev", v);
+            }
+            if rng.below(2) == 0 {
+                m.reverse();
+            }
+            v = Value::Map(m);
+        }
+        v
+    }
+
+    /// What the decoder's road makes of a chain field.
+    fn decoded(v: &Value) -> Result<Option<Chain>, ChainError> {
+        Chain::from_value(&Value::Map(vec![(Value::str("chain"), v.clone())]))
+    }
+
+    #[test]
+    fn chains_read_in_place_are_the_decoded_ones() {
+        let mut rng = Rng(0x5eed_c4a1);
+        let mut names = NodeNames::default();
+        let mut kinds = std::collections::HashSet::new();
+        for i in 0..4000 {
+            let v = some_chain(&mut rng);
+            let b = codec::to_vec(&v);
+            let want = decoded(&v);
+            kinds.insert(format!(
+                "{:?}",
+                want.as_ref().map(|c| c.as_ref().map(Chain::len))
+            ));
+            assert_eq!(chain(&b, &mut names), want, "case {i}: {v:?}");
+            // The same bytes with one byte changed, where they still
+            // hold one checked value.
+            let mut m = b.clone();
+            let at = rng.below(m.len() as u64) as usize;
+            m[at] = rng.below(256) as u8;
+            let Ok((view, n)) = MsgView::parse(&m, LENIENT) else {
+                continue;
+            };
+            let Ok(v) = codec::decode_with(&view.frame[..n], LENIENT) else {
+                continue;
+            };
+            assert_eq!(
+                chain(&m[..n], &mut names),
+                decoded(&v),
+                "case {i}, changed: {v:?}"
+            );
+        }
+        // Every outcome occurred: nil, each error, chains of many lengths.
+        for err in [
+            "link is not a map",
+            "link without node",
+            "node name is not a string",
+            "tick is not an unsigned",
+            "node appears twice",
+            "more links than the limit",
+            "longer than 255 bytes",
+        ] {
+            assert!(kinds.iter().any(|k| k.contains(err)), "{err}: {kinds:?}");
+        }
+        assert!(kinds.contains("Ok(None)"), "{kinds:?}");
+        assert!(kinds.contains("Ok(Some(256))"), "{kinds:?}");
+        assert!(kinds.contains("Ok(Some(1))"), "{kinds:?}");
+    }
+
+    #[test]
+    fn chains_read_in_place_share_node_names() {
+        let v = Value::map([
+            ("node", Value::str("n1")),
+            ("tick", Value::Int(2)),
+            ("prev", Value::map([("node", Value::str("n2"))])),
+        ]);
+        let b = codec::to_vec(&v);
+        let mut names = NodeNames::default();
+        let (x, y) = (
+            chain(&b, &mut names).unwrap().unwrap(),
+            chain(&b, &mut names).unwrap().unwrap(),
+        );
+        assert_eq!(x, y);
+        assert_eq!(x.links()[1].tick, 0);
+        assert!(Arc::ptr_eq(&x.head().node, &y.head().node));
+        assert!(Arc::ptr_eq(&x.links()[1].node, &y.links()[1].node));
     }
 }
