@@ -74,9 +74,13 @@ fn prelude(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     }
     let src = CString::new(include_str!("prelude.py")).expect("the prelude has no NUL");
     let m = PyModule::from_code(py, &src, c"distkv_prelude.py", c"distkv_prelude")?;
-    // A racing thread may have set it first: theirs is as good.
-    let _ = PRELUDE.set(m.clone().unbind());
-    Ok(m)
+    // A racing thread may have set it first: every run must use the one
+    // kept, or its `Limit` would not be the class `exception` knows.
+    let _ = PRELUDE.set(m.unbind());
+    PRELUDE
+        .get()
+        .map(|m| m.bind(py).clone())
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the prelude was not kept"))
 }
 
 impl PyCode {
