@@ -28,7 +28,7 @@
 //! one runs, others wait.
 
 use std::cell::Cell;
-use std::ffi::{c_int, CStr, CString};
+use std::ffi::{c_int, CStr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -68,14 +68,22 @@ pub struct PyCode {
 /// The glue module, loaded once.
 static PRELUDE: OnceLock<Py<PyModule>> = OnceLock::new();
 
+/// The glue module. Threads racing to load it first each run the prelude
+/// in a module of their own (not registered in `sys.modules`, where a
+/// second load would run it again in the first one's module and replace
+/// its `Limit` class under a running code's feet); all use the one kept.
 fn prelude(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     if let Some(m) = PRELUDE.get() {
         return Ok(m.bind(py).clone());
     }
-    let src = CString::new(include_str!("prelude.py")).expect("the prelude has no NUL");
-    let m = PyModule::from_code(py, &src, c"distkv_prelude.py", c"distkv_prelude")?;
-    // A racing thread may have set it first: every run must use the one
-    // kept, or its `Limit` would not be the class `exception` knows.
+    let m = PyModule::new(py, "distkv_prelude")?;
+    let builtins = py.import("builtins")?;
+    let code = builtins.getattr("compile")?.call1((
+        include_str!("prelude.py"),
+        "distkv_prelude.py",
+        "exec",
+    ))?;
+    builtins.getattr("exec")?.call1((code, m.dict()))?;
     let _ = PRELUDE.set(m.unbind());
     PRELUDE
         .get()
