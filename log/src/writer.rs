@@ -41,7 +41,10 @@
 //! which rewrites the segment with every valid record (the damaged file is
 //! kept). With [`RecoveryMode::Strict`] any damage is an error. Nothing is
 //! ever cut or rewritten without a copy. Older segments are not scanned on
-//! open; [`LogReader`](crate::LogReader) checks them.
+//! open; [`LogReader`](crate::LogReader) checks them. A caller that has just
+//! read the whole log (a node's start replays it first) hands the reader's
+//! [`SegmentScan`] of the newest segment to [`LogWriter::open_with_scan`],
+//! which then decides the same from it without reading the segment again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

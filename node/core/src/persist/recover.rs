@@ -7,11 +7,13 @@
 //! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered,
 //! * `index/` — the history index, derived from `log/` (never read here).
 //!
-//! **Recovery** locks the directory, opens the log (cutting a torn tail
-//! off the newest segment, after keeping the cut bytes in `log/damaged/`), loads the newest snapshot
-//! that reads cleanly, replays every log record after it through the same
-//! [`State::apply`] as at run time, and resumes the node's own tick above
-//! its durable reservation, so a crashed node never reuses a tick. Damage
+//! **Recovery** locks the directory, loads the newest snapshot that reads
+//! cleanly, replays every log record after it through the same
+//! [`State::apply`] as at run time, then opens the log writer with what the
+//! replay found in the newest segment (cutting a torn tail off it, after
+//! keeping the cut bytes in `log/damaged/`; each segment is read once), and
+//! resumes the node's own tick above its durable reservation, so a crashed
+//! node never reuses a tick. Damage
 //! in the log that valid blocks follow is not a torn tail: the node refuses
 //! to start ([`PersistError::Damaged`]), unless `recovery` is `salvage`,
 //! which keeps every valid block (the segments are rewritten, the damaged
