@@ -6,7 +6,7 @@
 //! integers, `prev` as nested `{node, tick, prev}` maps ending in nil, the
 //! path as ext 3. [`RecordDecoder::decode`] reads exactly that layout with
 //! a cursor over the bytes — the path and the value with the hand-written
-//! codec ([`codec::decode_prefix`]), node names shared between records — and
+//! codec (`distkv_model::codec::decode_prefix`, by a [`Cursor`]), node names shared between records — and
 //! hands anything else to the general serde decoder
 //! ([`LogRecord::decode_general`]): other key orders, other integer forms,
 //! deep values, invalid UTF-8, every error. So both roads give the same
@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use distkv_model::chain::MAX_COUNTER;
-use distkv_model::codec::{self, Limits};
+use distkv_model::cursor::Cursor;
 use distkv_model::event::check_nesting;
 use distkv_model::{Chain, Link, NodeName, UpdateEvent, Value};
 
@@ -79,7 +79,7 @@ impl RecordDecoder {
 
     /// An event record in the writer's layout, or `None`.
     fn event(&mut self, bytes: &[u8]) -> Option<LogRecord> {
-        let mut c = Cursor { b: bytes, pos: 0 };
+        let mut c = Cursor::new(bytes);
         c.expect(&[0x84, 0xa1, b't', 0xa1, b'e', 0xa3, b's', b'e', b'q'])?;
         let seq = c.uint()?;
         c.expect(&[0xa2, b'm', b's'])?;
@@ -102,19 +102,19 @@ impl RecordDecoder {
         if !matches!(c.peek()?, 0xc7..=0xc9 | 0xd4..=0xd8) {
             return None;
         }
-        let path = match c.value()? {
+        let path = match c.value(FAST_DEPTH)? {
             Value::Path(p) => p,
             _ => return None,
         };
         let value = if with_value {
             c.expect(&[0xa5, b'v', b'a', b'l', b'u', b'e'])?;
-            Some(c.value()?)
+            Some(c.value(FAST_DEPTH)?)
         } else {
             None
         };
         c.expect(&[0xa4, b't', b'o', b'c', b'k'])?;
         let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
-        if c.pos != bytes.len() {
+        if !c.at_end() {
             return None;
         }
         let chain = Chain::from_checked_links(links).ok()?;
@@ -129,67 +129,6 @@ impl RecordDecoder {
                 tock,
             },
         })
-    }
-}
-
-/// A read position in a record's bytes; every read fails with `None`.
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(s)
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.pos).copied()
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn expect(&mut self, want: &[u8]) -> Option<()> {
-        (self.take(want.len())? == want).then_some(())
-    }
-
-    fn be(&mut self, n: usize) -> Option<u64> {
-        Some(self.take(n)?.iter().fold(0u64, |a, &c| (a << 8) | c as u64))
-    }
-
-    /// An unsigned integer in one of msgpack's unsigned forms.
-    fn uint(&mut self) -> Option<u64> {
-        match self.byte()? {
-            m @ 0x00..=0x7f => Some(m as u64),
-            m @ 0xcc..=0xcf => self.be(1 << (m - 0xcc)),
-            _ => None,
-        }
-    }
-
-    /// A string's bytes (not checked for UTF-8).
-    fn str(&mut self) -> Option<&'a [u8]> {
-        let n = match self.byte()? {
-            m @ 0xa0..=0xbf => (m & 0x1f) as usize,
-            m @ 0xd9..=0xdb => self.be(1 << (m - 0xd9))? as usize,
-            _ => return None,
-        };
-        self.take(n)
-    }
-
-    /// Any value within [`FAST_DEPTH`] levels.
-    fn value(&mut self) -> Option<Value> {
-        let limits = Limits {
-            max_frame: usize::MAX,
-            max_depth: FAST_DEPTH,
-            foreign_ext: true,
-        };
-        let (v, n) = codec::decode_prefix(self.b.get(self.pos..)?, limits).ok()?;
-        self.pos += n;
-        Some(v)
     }
 }
 

@@ -74,6 +74,43 @@ pub struct Skipped {
     pub lost: Option<Range<Seq>>,
 }
 
+/// A segment read to its end from its front by a [`SegmentReader`], with
+/// nothing skipped: what the read found (where the valid part ends, the seq
+/// after its last event, a torn tail). The log writer opening a directory
+/// takes the newest segment's scan from the replay that just read it
+/// ([`LogWriter::open_with_scan`](crate::writer::LogWriter::open_with_scan))
+/// instead of reading the segment a second time. Only a reader makes one,
+/// so a scan always holds what the checks of this module found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentScan {
+    pub(crate) path: PathBuf,
+    pub(crate) mode: RecoveryMode,
+    pub(crate) header: Option<crate::SegmentHeader>,
+    pub(crate) file_len: u64,
+    pub(crate) valid_bytes: u64,
+    pub(crate) records: u64,
+    pub(crate) next_seq: Seq,
+    pub(crate) torn: Option<TornTail>,
+}
+
+impl SegmentScan {
+    /// The segment file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The seq after the segment's last valid event (its first seq if it
+    /// has none).
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+
+    /// The torn damage that ended the read, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn.as_ref()
+    }
+}
+
 /// How a segment may end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tail {
@@ -95,6 +132,8 @@ pub struct LogReader {
     done: bool,
     torn: Option<TornTail>,
     skipped: Vec<Skipped>,
+    /// The newest segment's scan, once read to its end cleanly.
+    newest: Option<SegmentScan>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -145,7 +184,16 @@ impl LogReader {
             done: false,
             torn: None,
             skipped: Vec::new(),
+            newest: None,
         })
+    }
+
+    /// The newest segment as this reader read it, once the iteration has
+    /// ended cleanly with nothing skipped (`None` otherwise, or if the
+    /// directory held no segment): hand it to
+    /// [`LogWriter::open_with_scan`](crate::writer::LogWriter::open_with_scan).
+    pub fn take_newest_scan(&mut self) -> Option<SegmentScan> {
+        self.newest.take()
     }
 
     /// The torn tail that ended the iteration, if one did.
@@ -190,6 +238,9 @@ impl LogReader {
                 }
                 Some(Err(e)) => return Err(e),
                 None => {
+                    if self.next_segment == self.segments.len() {
+                        self.newest = cur.finished_scan();
+                    }
                     self.expected = Some(cur.next_seq());
                     self.torn = cur.torn.take();
                     self.skipped.append(&mut cur.skipped);
@@ -275,6 +326,12 @@ pub struct SegmentReader {
     ends_after_lost: bool,
     torn: Option<TornTail>,
     skipped: Vec<Skipped>,
+    /// Records yielded.
+    records: u64,
+    /// Whether reading began at the header (not at an index's offset).
+    from_front: bool,
+    /// Whether the iteration ended without an error.
+    ended: bool,
     done: bool,
 }
 
@@ -335,6 +392,7 @@ impl SegmentReader {
             });
         }
         r.reader.seek_to(offset)?;
+        r.from_front = false;
         r.expected = next_seq;
         r.block_offset = offset;
         Ok(r)
@@ -367,6 +425,9 @@ impl SegmentReader {
             ends_after_lost: false,
             torn: None,
             skipped: Vec::new(),
+            records: 0,
+            from_front: true,
+            ended: false,
             done: false,
         })
     }
@@ -401,6 +462,24 @@ impl SegmentReader {
     /// The damage read past in [`RecoveryMode::Salvage`], so far.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
+    }
+
+    /// What reading the whole segment found: `Some` once the iteration
+    /// ended without an error, having begun at the front of a segment that
+    /// may end torn (the newest one, or a file read alone), with nothing
+    /// skipped.
+    pub fn finished_scan(&self) -> Option<SegmentScan> {
+        let whole = self.ended && self.from_front && self.tail == Tail::Open;
+        (whole && self.skipped.is_empty()).then(|| SegmentScan {
+            path: self.reader.path().to_path_buf(),
+            mode: self.mode,
+            header: self.reader.header().cloned(),
+            file_len: self.reader.len(),
+            valid_bytes: self.reader.pos(),
+            records: self.records,
+            next_seq: self.expected,
+            torn: self.torn.clone(),
+        })
     }
 
     fn step(&mut self) -> Result<Option<SegmentRecord>> {
@@ -449,6 +528,7 @@ impl SegmentReader {
             });
         }
         self.last_ms = self.last_ms.max(record.time_ms());
+        self.records += 1;
         Ok(SegmentRecord {
             offset: self.block_offset,
             record,
@@ -585,6 +665,7 @@ impl Iterator for SegmentReader {
         // Stops for good after the end or an error.
         let r = self.step().transpose();
         self.done = !matches!(r, Some(Ok(_)));
+        self.ended = r.is_none();
         r
     }
 }

@@ -41,7 +41,10 @@
 //! which rewrites the segment with every valid record (the damaged file is
 //! kept). With [`RecoveryMode::Strict`] any damage is an error. Nothing is
 //! ever cut or rewritten without a copy. Older segments are not scanned on
-//! open; [`LogReader`](crate::LogReader) checks them.
+//! open; [`LogReader`](crate::LogReader) checks them. A caller that has just
+//! read the whole log (a node's start replays it first) hands the reader's
+//! [`SegmentScan`] of the newest segment to [`LogWriter::open_with_scan`],
+//! which then decides the same from it without reading the segment again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -52,7 +55,7 @@ use distkv_model::{NodeName, UpdateEvent};
 
 use crate::block::{push_record, BlockEncoder, MAX_BLOCK_LEN};
 use crate::error::{io_err, LogError, Result};
-use crate::reader::SegmentReader;
+use crate::reader::{SegmentReader, SegmentScan};
 use crate::record::{check_sequence, encode_event, LogRecord};
 use crate::retention::{retain, RemovedSegment, RetentionPolicy};
 use crate::salvage::{keep_tail, salvage_segment, SalvageReport};
@@ -319,6 +322,23 @@ impl LogWriter {
     /// starts the fsync interval. See [`LogWriter::recovery`] for what was
     /// found.
     pub fn open(dir: impl Into<PathBuf>, config: WriterConfig, now: Now) -> Result<LogWriter> {
+        LogWriter::open_with_scan(dir, config, now, None)
+    }
+
+    /// As [`LogWriter::open`], taking what a reader found reading the
+    /// newest segment to its end ([`SegmentScan`], e.g. from the replay
+    /// that rebuilt the state from this directory a moment ago) instead of
+    /// reading it again. The scan is used only if it is of the newest
+    /// segment listed now, read in the configured [`RecoveryMode`], and the
+    /// file still has the length it had then; otherwise the segment is read
+    /// as `open` does. A torn tail the scan found is cut off (kept in
+    /// `damaged/`) just the same.
+    pub fn open_with_scan(
+        dir: impl Into<PathBuf>,
+        config: WriterConfig,
+        now: Now,
+        scan: Option<SegmentScan>,
+    ) -> Result<LogWriter> {
         let dir = dir.into();
         if config.first_seq == 0 {
             return Err(LogError::InvalidInput(
@@ -355,7 +375,10 @@ impl LogWriter {
                 let written = seg.len;
                 (seg, report, written)
             }
-            Some(last) => recover(&dir, &last.path, &config, now)?,
+            Some(last) => match scan.filter(|s| scan_is_current(s, &last.path, &config)) {
+                Some(scan) => resume(&dir, scan, &config, now)?,
+                None => recover(&dir, &last.path, &config, now)?,
+            },
         };
         let next_seq = recovery.next_seq;
         Ok(LogWriter {
@@ -699,48 +722,79 @@ fn recover(
     now: Now,
 ) -> Result<(OpenSegment, RecoveryReport, u64)> {
     let mut reader = SegmentReader::open(path, config.recovery)?;
-    if let Some(h) = reader.header().filter(|h| h.node != config.node) {
-        return Err(LogError::InvalidInput(format!(
+    check_node(reader.header(), path, config)?;
+    for rec in reader.by_ref() {
+        rec?;
+    }
+    match reader.finished_scan() {
+        Some(scan) => {
+            drop(reader);
+            resume(dir, scan, config, now)
+        }
+        None => {
+            // Salvage mode, and damage with valid blocks after it: rewrite
+            // the segment with every valid record (the damaged file is
+            // kept), then recover the result, which must now be clean.
+            drop(reader);
+            let salvaged = salvage_segment(dir, path, config, None, now.wall_ms)?;
+            let clean = WriterConfig {
+                recovery: RecoveryMode::TruncateTail,
+                ..config.clone()
+            };
+            let (seg, mut report, written) = recover(dir, path, &clean, now)?;
+            report.salvaged = salvaged;
+            Ok((seg, report, written))
+        }
+    }
+}
+
+/// Whether `scan` may stand for reading the newest segment `newest` now:
+/// it is of that file, read in the configured mode, and the file has not
+/// changed length since.
+fn scan_is_current(scan: &SegmentScan, newest: &Path, config: &WriterConfig) -> bool {
+    scan.path == newest
+        && scan.mode == config.recovery
+        && fs::metadata(newest).is_ok_and(|m| m.len() == scan.file_len)
+}
+
+/// Refuses a segment whose header names another node.
+fn check_node(header: Option<&SegmentHeader>, path: &Path, config: &WriterConfig) -> Result<()> {
+    match header.filter(|h| h.node != config.node) {
+        Some(h) => Err(LogError::InvalidInput(format!(
             "{} belongs to node {:?}, not {:?}",
             path.display(),
             h.node,
             config.node
-        )));
+        ))),
+        None => Ok(()),
     }
-    let mut records = 0;
-    for rec in reader.by_ref() {
-        rec?;
-        records += 1;
-    }
-    if !reader.skipped().is_empty() {
-        // Salvage mode, and damage with valid blocks after it: rewrite the
-        // segment with every valid record (the damaged file is kept), then
-        // recover the result, which must now be clean.
-        drop(reader);
-        let salvaged = salvage_segment(dir, path, config, None, now.wall_ms)?;
-        let clean = WriterConfig {
-            recovery: RecoveryMode::TruncateTail,
-            ..config.clone()
-        };
-        let (seg, mut report, written) = recover(dir, path, &clean, now)?;
-        report.salvaged = salvaged;
-        return Ok((seg, report, written));
-    }
-    let file_len = reader.file_len();
+}
+
+/// Opens the newest segment, read to its end as `scan` says, for
+/// appending: cuts a torn tail off (after keeping it) or rewrites a torn
+/// header. Returns it, the report and the bytes written.
+fn resume(
+    dir: &Path,
+    scan: SegmentScan,
+    config: &WriterConfig,
+    now: Now,
+) -> Result<(OpenSegment, RecoveryReport, u64)> {
+    let path = scan.path.as_path();
+    check_node(scan.header.as_ref(), path, config)?;
     let mut report = RecoveryReport {
         segment: Some(path.to_path_buf()),
-        records,
-        valid_bytes: reader.position(),
-        next_seq: reader.next_seq(),
+        records: scan.records,
+        valid_bytes: scan.valid_bytes,
+        next_seq: scan.next_seq,
         ..RecoveryReport::default()
     };
     let mut written = 0;
-    let header = match reader.torn_tail().cloned() {
-        None => reader.header().cloned(),
+    let header = match scan.torn.clone() {
+        None => scan.header.clone(),
         Some(torn) => {
             // Keep what is cut off, then cut it.
             report.kept = keep_tail(dir, path, torn.offset, now.wall_ms)?;
-            report.dropped_bytes = file_len - torn.offset;
+            report.dropped_bytes = scan.file_len - torn.offset;
             report.damage = Some((torn.offset, torn.reason));
             let mut file = OpenOptions::new()
                 .write(true)
@@ -765,7 +819,7 @@ fn recover(
             if torn.offset == 0 {
                 None
             } else {
-                reader.header().cloned()
+                scan.header.clone()
             }
         }
     };
@@ -786,7 +840,6 @@ fn recover(
             0,
         ),
     };
-    drop(reader);
     let file = OpenOptions::new()
         .append(true)
         .open(path)

@@ -12,6 +12,7 @@
 pub mod budget;
 pub mod chain;
 pub mod codec;
+pub mod cursor;
 pub mod event;
 pub mod hex;
 pub mod path;

@@ -6,8 +6,9 @@
 //! several nodes may be given at once: their events are merged by tock and
 //! deduplicated by `node:tick`. The result is written with the node's own
 //! snapshot writer ([`distkv_core::persist::snap::write`], meta tree
-//! included), read back and checked against the replayed state's digest, so
-//! `distkv server -l SNAPSHOT` loads exactly what was replayed.
+//! included), read back and checked against the replayed state's digest
+//! (streamed from the file's items: [`snap::digest`]), so `distkv server -l
+//! SNAPSHOT` loads exactly what was replayed.
 //!
 //! The snapshot's header names the first input's node (or `--node`) and
 //! carries the log position of the last record replayed from that node's
@@ -19,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use distkv_core::persist::snap;
 use distkv_model::{NodeName, RangeSet, Value};
 
-use crate::engine::{digest_text, load_snapshot, NoObserver, Replay, Start, Stats, Target};
+use crate::engine::{digest_text, NoObserver, Replay, Start, Stats, Target};
 use crate::error::Result;
 use crate::output::Doc;
 use crate::progress::{on_file, Progress};
@@ -226,11 +227,13 @@ pub fn restore(
         .map(|b| (b.path.clone(), b.header.seq, b.header.tock));
     let stats = replay.stats.clone();
     let damage = replay.damage.clone();
-    // Read the file back with the replayed state gone: one state in memory.
+    // Read the file back with the replayed state gone: the digest of the
+    // state it loads into, streamed from its items.
     drop(replay);
-    let verified = match load_snapshot(out, &me, quiet) {
-        Ok((back, _)) => back.digest() == digest,
-        Err(_) => false,
+    let verified = {
+        let size = std::fs::metadata(out).map_or(0, |m| m.len());
+        let bar = Progress::bytes(size, &on_file("checking", out), quiet);
+        snap::digest(out, &me, &mut |at, _| bar.set(at)).is_ok_and(|d| d == digest)
     };
     Ok(RestoreReport {
         target: target_text,

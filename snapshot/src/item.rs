@@ -193,12 +193,29 @@ impl Encoder {
     }
 }
 
+/// The fields of an entry item, its path not yet completed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EntryParts {
+    /// Elements shared with the previous entry's path.
+    pub(crate) depth: usize,
+    /// The path's elements after them.
+    pub(crate) rest: Vec<Value>,
+    /// The chain.
+    pub(crate) chain: Option<Chain>,
+    /// The tock.
+    pub(crate) tock: u64,
+    /// The value, if the entry has one.
+    pub(crate) value: Option<Value>,
+}
+
 /// Decodes items in file order, checking the order and the `End` counts.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
-    names: Vec<NodeName>,
+    /// Node item names, in file order (chains refer to them by index).
+    pub(crate) names: Vec<NodeName>,
     seen: HashSet<NodeName>,
-    prev: Vec<Value>,
+    /// The previous entry's path.
+    pub(crate) prev: Vec<Value>,
     entries: u64,
 }
 
@@ -213,8 +230,18 @@ impl Decoder {
         self.entries
     }
 
-    /// Decodes one item. `Err` says what is wrong with it.
+    /// Decodes one item. `Err` says what is wrong with it. Entry items in
+    /// the writer's layout take the fast road ([`crate::fast`]), anything
+    /// else the general one; both give the same result.
     pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
+        match crate::fast::entry(bytes, &self.names, self.prev.len()) {
+            Some(parts) => Ok(self.push_entry(parts)),
+            None => self.decode_general(bytes),
+        }
+    }
+
+    /// [`Decoder::decode`] by serde alone.
+    pub(crate) fn decode_general(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
         // The item is a heterogeneous array: its fields are read as
         // values and checked one by one below.
         if !matches!(bytes.first(), Some(0x90..=0x9f | 0xdc | 0xdd)) {
@@ -284,15 +311,34 @@ impl Decoder {
         };
         let tock = counter(&next()).ok_or("entry tock is not a counter")?;
         let value = (n == 6).then(&mut next);
+        Ok(self.push_entry(EntryParts {
+            depth,
+            rest,
+            chain,
+            tock,
+            value,
+        }))
+    }
+
+    /// The entry `parts` describe, its path completed from the previous
+    /// one (which it becomes).
+    fn push_entry(&mut self, parts: EntryParts) -> Decoded {
+        let EntryParts {
+            depth,
+            rest,
+            chain,
+            tock,
+            value,
+        } = parts;
         self.prev.truncate(depth);
         self.prev.extend(rest);
         self.entries += 1;
-        Ok(Decoded::Item(Item::Entry(EntryRecord {
+        Decoded::Item(Item::Entry(EntryRecord {
             path: Path::new(self.prev.clone()),
             value,
             chain,
             tock,
-        })))
+        }))
     }
 
     fn chain(&self, flat: Vec<Value>) -> Result<Chain, String> {
@@ -377,7 +423,7 @@ fn check_len(out: &[u8]) -> Result<(), String> {
 }
 
 /// Ticks within range, each node at most once.
-fn check_chain(links: &[Link]) -> Result<(), String> {
+pub(crate) fn check_chain(links: &[Link]) -> Result<(), String> {
     if let Some(l) = links.iter().find(|l| l.tick > MAX_COUNTER) {
         return Err(format!(
             "chain tick {} of {:?} exceeds 2^62",

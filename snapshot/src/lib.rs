@@ -27,6 +27,7 @@
 
 pub mod block;
 pub mod error;
+mod fast;
 pub mod header;
 pub mod item;
 pub mod reader;

@@ -712,7 +712,7 @@ fn element() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn value() -> impl Strategy<Value = Value> {
+pub(crate) fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Nil),
         any::<bool>().prop_map(Value::Bool),
@@ -737,7 +737,7 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
-fn entry_strategy() -> impl Strategy<Value = EntryRecord> {
+pub(crate) fn entry_strategy() -> impl Strategy<Value = EntryRecord> {
     let names = ["n1", "n2", "n3", "stranger"];
     (
         proptest::collection::vec(element(), 0..5),

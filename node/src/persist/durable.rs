@@ -1011,6 +1011,52 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_beyond_the_logs_end_is_skipped_for_the_one_the_log_continues() {
+        let dir = tempdir("beyond");
+        let small = |c: &mut DurableConfig| c.snapshot_records = 40;
+        session(&dir, small, |h, d| {
+            for i in 0..100i64 {
+                write(h, d, &path!["k", i % 13], Some(Value::Int(i)));
+            }
+        });
+        // Events after the newest snapshot.
+        let d1 = session(
+            &dir,
+            |c| c.snapshot_records = 1_000_000,
+            |h, d| {
+                for i in 100..120i64 {
+                    write(h, d, &path!["k", i % 13], Some(Value::Int(i)));
+                }
+            },
+        );
+        let snaps = list_snapshots(&dir.join("snap")).unwrap();
+        let (seq, newest) = snaps.first().cloned().expect("a snapshot");
+        assert!(seq <= 100, "events follow the snapshot: {snaps:?}");
+        // A copy named as if it covered far more than the log holds (a
+        // log that lost its tail): the replay from it would miss events.
+        let beyond = dir.join("snap").join(snapshot_name(10_000));
+        std::fs::copy(&newest, &beyond).unwrap();
+        let c = DurableConfig::new(&dir);
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        assert_eq!(rec.info.snapshot.as_ref(), Some(&newest));
+        assert_eq!(
+            rec.info.bad_snapshots.len(),
+            1,
+            "{:?}",
+            rec.info.bad_snapshots
+        );
+        assert_eq!(rec.info.bad_snapshots[0].0, beyond);
+        assert!(
+            rec.info.bad_snapshots[0].1.contains("beyond the log's end"),
+            "{:?}",
+            rec.info.bad_snapshots
+        );
+        assert_eq!(rec.info.events, 120 - seq, "the events after it replayed");
+        assert_eq!(rec.state.digest(), d1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn a_data_directory_and_its_log_load_into_another_node() {
         let dir = tempdir("load");
         let small = |c: &mut DurableConfig| c.snapshot_records = 40;

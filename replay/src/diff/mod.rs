@@ -37,7 +37,7 @@ use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, 
 use distkv_core::pyfiles::PyState;
 use distkv_core::state::State;
 use distkv_log::writer::RecoveryMode;
-use distkv_log::{list_segments, LogLimits, SegmentReader, Seq};
+use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NodeName, Path as KvPath, Value};
 use distkv_snapshot::{Item, SnapshotError, SnapshotReader};
 
@@ -73,31 +73,6 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
     let me = meta.node.as_str();
     let mut notes = Vec::new();
     let log_dir = dir.join("log");
-    let segments = if log_dir.is_dir() {
-        list_segments(&log_dir)?
-    } else {
-        Vec::new()
-    };
-    // Where the log ends once a torn tail is cut: what the writer's
-    // recovery computes, found by reading the newest segment.
-    let log_end = match segments.last() {
-        None => 1,
-        Some(last) => {
-            let mut r = SegmentReader::open(&last.path, RecoveryMode::TruncateTail)?;
-            for rec in r.by_ref() {
-                rec?;
-            }
-            if let Some(t) = r.torn_tail() {
-                notes.push(format!(
-                    "{}: torn tail at byte {} ignored ({})",
-                    t.file.display(),
-                    t.offset,
-                    t.reason
-                ));
-            }
-            r.next_seq()
-        }
-    };
     let mut hooks = Hooks {
         quiet,
         bar: None,
@@ -111,12 +86,22 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
         // What the files hold: a node resumes its tick above the
         // reservation only when it starts.
         reserved_tick: 0,
-        log_end,
+        // Found by the replay, which reads the newest segment to its end
+        // and ignores a torn tail as the writer's recovery cuts it.
+        log_end: None,
         limits: LIMITS,
         mode: RecoveryMode::TruncateTail,
     };
     let state = rebuild(&files, &mut hooks, &mut info)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", dir.display())))?;
+    if let Some(t) = info.newest_segment.as_ref().and_then(|s| s.torn_tail()) {
+        notes.push(format!(
+            "{}: torn tail at byte {} ignored ({})",
+            t.file.display(),
+            t.offset,
+            t.reason
+        ));
+    }
     for (path, why) in &info.bad_snapshots {
         notes.push(format!("{}: skipped: {why}", path.display()));
     }
@@ -147,10 +132,14 @@ impl RebuildHooks for Hooks<'_> {
         load_snapshot(path, me, self.quiet).map(|(st, _)| st)
     }
 
-    fn before_replay(&mut self, from: Seq, end: Seq) -> std::result::Result<(), PersistError> {
+    fn before_replay(
+        &mut self,
+        from: Seq,
+        end: Option<Seq>,
+    ) -> std::result::Result<(), PersistError> {
         self.covered = from.saturating_sub(1);
         self.bar = Some(Progress::items(
-            Some(end.saturating_sub(from)),
+            end.map(|end| end.saturating_sub(from)),
             &format!("replaying {}", self.log_dir.display()),
             self.quiet,
         ));

@@ -7,11 +7,13 @@
 //! * `snap/<seq>.dkvsnap` — snapshots; `seq` is the log position covered,
 //! * `index/` — the history index, derived from `log/` (never read here).
 //!
-//! **Recovery** locks the directory, opens the log (cutting a torn tail
-//! off the newest segment, after keeping the cut bytes in `log/damaged/`), loads the newest snapshot
-//! that reads cleanly, replays every log record after it through the same
-//! [`State::apply`] as at run time, and resumes the node's own tick above
-//! its durable reservation, so a crashed node never reuses a tick. Damage
+//! **Recovery** locks the directory, loads the newest snapshot that reads
+//! cleanly, replays every log record after it through the same
+//! [`State::apply`] as at run time, then opens the log writer with what the
+//! replay found in the newest segment (cutting a torn tail off it, after
+//! keeping the cut bytes in `log/damaged/`; each segment is read once), and
+//! resumes the node's own tick above its durable reservation, so a crashed
+//! node never reuses a tick. Damage
 //! in the log that valid blocks follow is not a torn tail: the node refuses
 //! to start ([`PersistError::Damaged`]), unless `recovery` is `salvage`,
 //! which keeps every valid block (the segments are rewritten, the damaged
@@ -26,6 +28,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use distkv_log::reader::SegmentScan;
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, RecoveryMode, WriterConfig};
 use distkv_log::{
     list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord, RetentionPolicy,
@@ -197,6 +200,10 @@ pub struct RecoveryInfo {
     pub tick: Option<u64>,
     /// Own ticks declared never used ([`resume_above_reservation`]).
     pub skipped: RangeSet,
+    /// The newest log segment as the replay read it to its end (`None` if
+    /// it did not, or skipped damage in it): the log writer opens the
+    /// directory with it instead of reading that segment again.
+    pub newest_segment: Option<SegmentScan>,
 }
 
 /// A recovered data directory, ready to serve from.
@@ -397,14 +404,46 @@ pub fn recover_at(
         },
         e => PersistError::Log(e),
     };
-    let writer = LogWriter::open(config.log_dir(), wc.clone(), now).map_err(damaged)?;
-    let report = writer.recovery();
-    let mut info = RecoveryInfo {
-        torn_bytes: report.dropped_bytes,
-        torn_kept: report.kept.clone(),
-        salvaged: report.salvaged.iter().cloned().collect(),
-        ..RecoveryInfo::default()
+    // A salvage rewrites the newest segment, so the writer recovers it
+    // before the replay reads it. Otherwise the replay reads it first (in
+    // the same mode) and the writer takes over what it found: each segment
+    // is read once.
+    let salvage = config.recovery == RecoveryMode::Salvage;
+    let early = if salvage {
+        Some(LogWriter::open(config.log_dir(), wc.clone(), now).map_err(damaged)?)
+    } else {
+        None
     };
+    remove_stale_temp_files(&config.snap_dir())?;
+    let mut hooks = NodeStart {
+        log_dir: config.log_dir(),
+        wc: &wc,
+        now,
+        salvage,
+        salvaged: Vec::new(),
+        damaged: &damaged,
+    };
+    let files = Files {
+        dir: &config.dir,
+        me,
+        reserved_tick: meta.reserved_tick,
+        log_end: early.as_ref().map(LogWriter::next_seq),
+        limits,
+        mode: config.recovery,
+    };
+    let mut info = RecoveryInfo::default();
+    let mut state = rebuild(&files, &mut hooks, &mut info)?;
+    let writer = match early {
+        Some(w) => w,
+        None => {
+            let scan = info.newest_segment.take();
+            LogWriter::open_with_scan(config.log_dir(), wc.clone(), now, scan).map_err(damaged)?
+        }
+    };
+    let report = writer.recovery();
+    info.torn_bytes = report.dropped_bytes;
+    info.torn_kept = report.kept.clone();
+    info.salvaged = report.salvaged.iter().cloned().collect();
     if let (Some((offset, why)), Some(file)) = (&report.damage, &report.segment) {
         tracing::warn!(
             file = %file.display(),
@@ -418,25 +457,6 @@ pub fn recover_at(
     for r in &info.salvaged {
         log_salvage(r);
     }
-    let log_end = writer.next_seq();
-    remove_stale_temp_files(&config.snap_dir())?;
-    let mut hooks = NodeStart {
-        log_dir: config.log_dir(),
-        wc: &wc,
-        now,
-        salvage: config.recovery == RecoveryMode::Salvage,
-        salvaged: Vec::new(),
-        damaged: &damaged,
-    };
-    let files = Files {
-        dir: &config.dir,
-        me,
-        reserved_tick: meta.reserved_tick,
-        log_end,
-        limits,
-        mode: config.recovery,
-    };
-    let mut state = rebuild(&files, &mut hooks, &mut info)?;
     info.salvaged.extend(hooks.salvaged);
     let tick = state.tick().unwrap_or(0);
     meta.reserve(&config.dir, tick + 1)?;
@@ -468,9 +488,9 @@ pub trait RebuildHooks {
     }
 
     /// The start point is chosen: the log is replayed from `from` up to
-    /// `end` (exclusive) next. The node salvages damaged closed segments
-    /// here (`recovery: salvage`).
-    fn before_replay(&mut self, _from: Seq, _end: Seq) -> Result<(), PersistError> {
+    /// `end` (exclusive; `None`: its end is not known yet) next. The node
+    /// salvages damaged closed segments here (`recovery: salvage`).
+    fn before_replay(&mut self, _from: Seq, _end: Option<Seq>) -> Result<(), PersistError> {
         Ok(())
     }
 
@@ -493,8 +513,9 @@ pub struct Files<'a> {
     pub me: &'a str,
     /// The durable tick reservation (`meta`).
     pub reserved_tick: u64,
-    /// The log's end: its next position once a torn tail is cut.
-    pub log_end: Seq,
+    /// The log's end: its next position once a torn tail is cut (`None`:
+    /// not known yet; the replay finds it, reading the newest segment).
+    pub log_end: Option<Seq>,
     /// Limits of the state.
     pub limits: LogLimits,
     /// How the log is read.
@@ -502,37 +523,76 @@ pub struct Files<'a> {
 }
 
 /// Rebuilds node `me`'s state from the files of data directory `dir`
-/// whose log ends before `log_end`, reading the log in `mode`: the newest snapshot that reads cleanly
-/// and that the log continues, every log record after it through
-/// [`State::replay`], and the own tick resumed above `reserved_tick`
-/// ([`resume_above_reservation`], or [`resume_after_loss`] when the log
-/// holds lost records). `info` learns what was used, skipped and lost.
+/// whose log ends before `log_end`, reading the log in `mode`: the newest
+/// snapshot that reads cleanly and that the log continues, every log
+/// record after it through [`State::replay`], and the own tick resumed
+/// above `reserved_tick` ([`resume_above_reservation`], or
+/// [`resume_after_loss`] when the log holds lost records). `info` learns
+/// what was used, skipped and lost, and how the newest segment read.
 ///
 /// This is recovery's one way from files to a state: the node's start
 /// ([`recover`]) and the read-only tools (`distkv-replay`) both use it,
 /// so they rebuild the same state from the same files. It writes nothing;
-/// the node opens its log writer (which finds `log_end`, cutting a torn
-/// tail) before, and reserves ticks after.
+/// the node opens its log writer (which cuts a torn tail) after it, with
+/// what the replay found in the newest segment, and reserves ticks then.
+///
+/// With `log_end` unknown, the replay starts from the newest snapshot that
+/// reads cleanly and learns the log's end as it reads: should the log end
+/// before that snapshot's position (the log lost its tail, the snapshot
+/// not), the rebuild starts over, knowing the end, from an older snapshot
+/// — as if the end had been known from the start.
 pub fn rebuild(
     files: &Files<'_>,
     hooks: &mut dyn RebuildHooks,
     info: &mut RecoveryInfo,
 ) -> Result<State, PersistError> {
+    let mut log_end = files.log_end;
+    loop {
+        match replay_files(files, log_end, hooks, info)? {
+            Replayed::State(state) => return Ok(*state),
+            Replayed::BeyondEnd(end) => {
+                // The bad snapshot is skipped (and noted) by the next round.
+                let bad = std::mem::take(&mut info.bad_snapshots);
+                *info = RecoveryInfo {
+                    bad_snapshots: bad,
+                    ..RecoveryInfo::default()
+                };
+                log_end = Some(end);
+            }
+        }
+    }
+}
+
+/// What one round of [`rebuild`] came to.
+enum Replayed {
+    /// The rebuilt state.
+    State(Box<State>),
+    /// The log ends at this position, before the chosen snapshot's.
+    BeyondEnd(Seq),
+}
+
+/// One round of [`rebuild`], with the log's end as known so far.
+fn replay_files(
+    files: &Files<'_>,
+    log_end: Option<Seq>,
+    hooks: &mut dyn RebuildHooks,
+    info: &mut RecoveryInfo,
+) -> Result<Replayed, PersistError> {
     let Files {
         dir,
         me,
         reserved_tick,
-        log_end,
         limits,
         mode,
+        ..
     } = *files;
     let log_dir = dir.join("log");
     let mut start: Option<(State, Seq)> = None;
     for (seq, path) in list_snapshots(&dir.join("snap"))? {
-        if seq >= log_end {
+        if let Some(end) = log_end.filter(|&end| seq >= end) {
             info.bad_snapshots.push((
                 path,
-                format!("covers position {seq}, beyond the log's end {log_end}"),
+                format!("covers position {seq}, beyond the log's end {end}"),
             ));
             continue;
         }
@@ -551,8 +611,11 @@ pub fn rebuild(
     let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
 
     hooks.before_replay(covered + 1, log_end)?;
+    // A directory without segments: the writer starts the log at 1.
+    let mut end = 1;
     if log_dir.is_dir() {
-        for rec in LogReader::open_with(&log_dir, covered + 1, mode)? {
+        let mut reader = LogReader::open_with(&log_dir, covered + 1, mode)?;
+        for rec in reader.by_ref() {
             let rec = rec.map_err(|e| hooks.log_error(e))?;
             hooks.replayed(rec.seq());
             match rec {
@@ -576,6 +639,11 @@ pub fn rebuild(
                 }
             }
         }
+        end = reader.next_seq().unwrap_or(end);
+        info.newest_segment = reader.take_newest_scan();
+    }
+    if log_end.is_none() && covered >= end {
+        return Ok(Replayed::BeyondEnd(end));
     }
 
     if info.lost.is_empty() {
@@ -583,7 +651,7 @@ pub fn rebuild(
     } else {
         resume_after_loss(&mut state, reserved_tick);
     }
-    Ok(state)
+    Ok(Replayed::State(Box::new(state)))
 }
 
 /// The node's start: salvages damaged closed segments before the replay
@@ -599,7 +667,7 @@ struct NodeStart<'a, F> {
 }
 
 impl<F: Fn(LogError) -> PersistError> RebuildHooks for NodeStart<'_, F> {
-    fn before_replay(&mut self, from: Seq, _end: Seq) -> Result<(), PersistError> {
+    fn before_replay(&mut self, from: Seq, _end: Option<Seq>) -> Result<(), PersistError> {
         if self.salvage {
             for r in salvage_closed(&self.log_dir, self.wc, from, self.now)? {
                 log_salvage(&r);

@@ -10,14 +10,16 @@
 //! fresh state, which the caller only adopts when the whole file was read and
 //! verified.
 
+use std::collections::HashMap;
 use std::path::Path as FsPath;
 
 use distkv_log::LogLimits;
+use distkv_model::NodeName;
 use distkv_snapshot::{
     Item, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
 };
 
-use crate::state::State;
+use crate::state::{Digest, State};
 
 /// Writes `state` as a snapshot to `path`. `full = false` leaves out the
 /// meta tree (the root's `None` child), like DistKV's client `save`.
@@ -97,6 +99,57 @@ pub fn load_with_progress(
     Ok((st, header))
 }
 
+/// The digest ([`State::digest`]) of the state [`load`] would build from
+/// the snapshot at `path` for node `me`, computed from the items as they
+/// stream by, without building it: for checking a snapshot just written
+/// against the state it was written from, with one state in memory.
+///
+/// It follows what loading does: every entry with a value or a chain
+/// counts, each node's tick is the highest of its node item's and of the
+/// chain links naming it ([`State::restore_node`],
+/// [`State::restore_entry_batched`]), and node `me` is known with no tick
+/// if nothing names it. A file that names a path twice (which loading
+/// would reduce to the last) counts both, so it never matches a state.
+/// Fails as `load` does if the file is damaged anywhere;
+/// `progress(bytes_read, file_bytes)` is called after each block.
+pub fn digest(
+    path: &FsPath,
+    me: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u128, SnapshotError> {
+    let mut reader = SnapshotReader::open(path)?;
+    let mut d = Digest::new();
+    let mut ticks: HashMap<NodeName, Option<u64>> = HashMap::new();
+    ticks.insert(NodeName::from(me), None);
+    let mut saw = |name: &NodeName, tick: Option<u64>| {
+        let t = ticks.entry(name.clone()).or_default();
+        *t = (*t).max(tick);
+    };
+    let total = reader.info().bytes;
+    let mut at = reader.bytes_read();
+    while let Some(item) = reader.next() {
+        match item? {
+            Item::Node(n) => saw(&n.name, n.tick),
+            Item::Entry(e) => {
+                for l in e.chain.iter().flat_map(|c| c.links()) {
+                    saw(&l.node, Some(l.tick));
+                }
+                if e.value.is_some() || e.chain.is_some() {
+                    d.add_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
+                }
+            }
+        }
+        if reader.bytes_read() != at {
+            at = reader.bytes_read();
+            progress(at, total);
+        }
+    }
+    for (name, tick) in &ticks {
+        d.add_node(name, *tick);
+    }
+    Ok(d.value())
+}
+
 /// Applies every item of `reader` to `st` (nodes, then entries).
 pub fn apply_items(st: &mut State, reader: &mut SnapshotReader) -> Result<(), SnapshotError> {
     apply_items_with_progress(st, reader, &mut |_, _| {})
@@ -154,6 +207,65 @@ mod tests {
         write(&st, &file, false, 0, 102)?.finish()?;
         let (back, _) = load(&file, "n1", LogLimits::default())?;
         assert!(back.entry(&[Value::Nil, Value::str("meta")]).is_none());
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn a_files_streamed_digest_is_the_digest_of_the_state_it_loads_into(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use distkv_model::{Chain, Link, RangeSet};
+        let dir = std::env::temp_dir().join(format!("distkv-snap-digest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // A node's state, written as a node does.
+        let file = dir.join("s.dkvsnap");
+        let mut st = State::new("n1", LogLimits::default());
+        st.make_ready();
+        for i in 0..300i64 {
+            st.local_change(&path!["a", i % 50, i], Some(Value::Int(i)))?;
+        }
+        st.local_change(&path!["a", 5i64, 5i64], None)?;
+        st.local_change(&[Value::Nil, Value::str("meta")], Some(Value::Int(1)))?;
+        write(&st, &file, true, 0, 302)?.finish()?;
+        assert_eq!(digest(&file, "n1", &mut |_, _| {})?, st.digest());
+        // Written by hand: a node whose chain ticks exceed its item's, one
+        // named by chains only, an entry with neither value nor chain,
+        // and a reader that is not the writer.
+        let file = dir.join("h.dkvsnap");
+        let header = distkv_snapshot::SnapshotHeader {
+            node: "n1".into(),
+            seq: 9,
+            created_ms: 0,
+            tock: 40,
+        };
+        let mut w = SnapshotWriter::create(&file, &header)?;
+        let none = RangeSet::new();
+        w.write_node("n2", Some(3), &none, &none)?;
+        let chain = Chain::from_links(vec![
+            Link {
+                node: "n2".into(),
+                tick: 7,
+            },
+            Link {
+                node: "n3".into(),
+                tick: 2,
+            },
+        ]);
+        w.write_entry(&path!["x"], Some(&Value::str("v")), chain.as_ref(), 30)?;
+        w.write_entry(&path!["x", "y"], None, None, 31)?;
+        w.write_entry(&path!["z"], None, chain.as_ref(), 32)?;
+        w.finish()?;
+        for me in ["n1", "n2"] {
+            let (back, _) = load(&file, me, LogLimits::default())?;
+            assert_eq!(digest(&file, me, &mut |_, _| {})?, back.digest(), "{me}");
+        }
+        // Damage anywhere fails it, as it fails loading.
+        let mut bytes = std::fs::read(&file)?;
+        let at = bytes.len() - 3;
+        bytes[at] ^= 0x01;
+        std::fs::write(&file, &bytes)?;
+        assert!(load(&file, "n1", LogLimits::default()).is_err());
+        assert!(digest(&file, "n1", &mut |_, _| {}).is_err());
         std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }

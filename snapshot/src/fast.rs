@@ -1,0 +1,217 @@
+//! The fast road for decoding entry items, the bulk of every snapshot.
+//!
+//! The writer lays every entry item out the same way ([`crate::item`]):
+//! a fixarray of 5 or 6 — tag `1`, the depth as an unsigned integer, the
+//! path's rest as an array, the chain as nil or a flat array of node
+//! *indices* and ticks, the tock, and the value if there is one. [`entry`]
+//! reads exactly that layout with a [`Cursor`] over the bytes — path
+//! elements and the value by the hand-written codec — instead of building
+//! the whole item as a `Vec<Value>` through serde first, and gives up
+//! (`None`) on anything else: chain nodes given by name, other integer
+//! forms, values or path elements nesting deeper than [`FAST_DEPTH`]
+//! levels, trailing bytes, and every error. The caller then hands the
+//! bytes to the general decoder, which decides. On what the fast road
+//! takes, it makes the general decoder's checks (depth within the previous
+//! path, counters, chain) and gives the same fields.
+
+use distkv_model::chain::MAX_COUNTER;
+use distkv_model::cursor::Cursor;
+use distkv_model::{Chain, Link, NodeName};
+
+use crate::item::{check_chain, EntryParts};
+
+/// Deepest value (or path element) the fast road decodes: under it, the
+/// codec and serde build the same [`Value`], far inside every limit.
+const FAST_DEPTH: usize = 16;
+
+/// The entry item `bytes` in the writer's layout, for a decoder that knows
+/// the node items `names` and whose previous path has `prev_len` elements;
+/// `None` for anything else (see the module docs).
+pub(crate) fn entry(bytes: &[u8], names: &[NodeName], prev_len: usize) -> Option<EntryParts> {
+    let mut c = Cursor::new(bytes);
+    let with_value = match c.byte()? {
+        0x95 => false,
+        0x96 => true,
+        _ => return None,
+    };
+    c.expect(&[0x01])?;
+    let depth = usize::try_from(c.uint()?).ok()?;
+    if depth > prev_len {
+        return None;
+    }
+    // Each element takes a byte at least: a length beyond the bytes left
+    // is damage, for the general decoder to name.
+    let n = c.array_len().filter(|&n| n <= c.remaining())?;
+    let mut rest = Vec::with_capacity(n);
+    for _ in 0..n {
+        rest.push(c.value(FAST_DEPTH)?);
+    }
+    let chain = match c.peek()? {
+        0xc0 => {
+            c.byte()?;
+            None
+        }
+        _ => Some(chain(&mut c, names)?),
+    };
+    let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
+    let value = match with_value {
+        true => Some(c.value(FAST_DEPTH)?),
+        false => None,
+    };
+    c.at_end().then_some(EntryParts {
+        depth,
+        rest,
+        chain,
+        tock,
+        value,
+    })
+}
+
+/// A flat chain of node indices and ticks.
+fn chain(c: &mut Cursor<'_>, names: &[NodeName]) -> Option<Chain> {
+    let n = c.array_len().filter(|&n| n <= c.remaining())?;
+    if n == 0 || n % 2 != 0 {
+        return None;
+    }
+    let mut links = Vec::with_capacity(n / 2);
+    for _ in 0..n / 2 {
+        let i = usize::try_from(c.uint()?).ok()?;
+        let node = names.get(i)?.clone();
+        let tick = c.uint().filter(|&t| t <= MAX_COUNTER)?;
+        links.push(Link { node, tick });
+    }
+    check_chain(&links).ok()?;
+    Chain::from_links(links)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distkv_model::Value;
+
+    #[test]
+    fn a_cut_or_lengthened_item_is_left_to_the_general_decoder() {
+        let names: Vec<NodeName> = vec!["n1".into(), "n2".into()];
+        // [1, 0, ["a", 7], [0, 5, 1, 9], 3, "v"]
+        let bytes = [
+            0x96, 0x01, 0x00, 0x92, 0xa1, b'a', 0x07, 0x94, 0x00, 0x05, 0x01, 0x09, 0x03, 0xa1,
+            b'v',
+        ];
+        let e = entry(&bytes, &names, 0).expect("the writer's layout");
+        assert_eq!(e.depth, 0);
+        assert_eq!(e.rest, vec![Value::str("a"), Value::Int(7)]);
+        assert_eq!(e.tock, 3);
+        assert_eq!(e.value, Some(Value::str("v")));
+        let links: Vec<(&str, u64)> = e
+            .chain
+            .iter()
+            .flat_map(|c| c.links())
+            .map(|l| (&*l.node, l.tick))
+            .collect();
+        assert_eq!(links, vec![("n1", 5), ("n2", 9)]);
+        for n in 0..bytes.len() {
+            assert!(entry(&bytes[..n], &names, 0).is_none(), "cut at {n}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0xc0);
+        assert!(entry(&longer, &names, 0).is_none());
+        // A node index without a node item, a depth beyond the previous
+        // path, a node twice in the chain.
+        assert!(entry(&bytes, &names[..1], 0).is_none());
+        let mut deeper = bytes;
+        deeper[2] = 0x01;
+        assert!(entry(&deeper, &names, 0).is_none());
+        assert!(entry(&deeper, &names, 1).is_some());
+        let mut twice = bytes;
+        twice[10] = 0x00;
+        assert!(entry(&twice, &names, 0).is_none());
+    }
+
+    /// Encodes `entries` (after node items for n1, n2, n3) as the writer
+    /// does: one item's bytes each.
+    fn encoded(entries: &[crate::EntryRecord]) -> Vec<Vec<u8>> {
+        let mut enc = crate::item::Encoder::default();
+        let mut out = Vec::new();
+        let empty = distkv_model::RangeSet::new();
+        for n in ["n1", "n2", "n3"] {
+            let mut b = Vec::new();
+            enc.node(&mut b, n, Some(1), &empty, &empty)
+                .expect("a node item");
+            out.push(b);
+        }
+        for e in entries {
+            let mut b = Vec::new();
+            enc.entry(&mut b, &e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)
+                .expect("an entry item");
+            out.push(b);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5a4f),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// On every item, and on every item with a byte changed, the fast
+        /// road takes only what the general decoder decodes, to the same
+        /// entry.
+        #[test]
+        fn both_roads_decode_alike(
+            entries in proptest::collection::vec(crate::tests::entry_strategy(), 1..12),
+            which in proptest::prelude::any::<proptest::sample::Index>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut items = encoded(&entries);
+            let which = 3 + which.index(entries.len());
+            let i = at.index(items[which].len());
+            items[which][i] = byte;
+            let mut general = crate::item::Decoder::default();
+            for (n, bytes) in items.iter().enumerate() {
+                let fast = entry(bytes, &general.names, general.prev.len());
+                let want = fast.as_ref().map(|p| {
+                    let mut path = general.prev[..p.depth].to_vec();
+                    path.extend(p.rest.iter().cloned());
+                    crate::Item::Entry(crate::EntryRecord {
+                        path: distkv_model::Path::new(path),
+                        value: p.value.clone(),
+                        chain: p.chain.clone(),
+                        tock: p.tock,
+                    })
+                });
+                let got = general.decode_general(bytes);
+                if let Some(want) = want {
+                    match got {
+                        // Compared by their debug forms: the same variants
+                        // (`1` is not `1.0`), not merely equal values.
+                        Ok(crate::item::Decoded::Item(item)) => proptest::prop_assert_eq!(
+                            format!("{item:?}"),
+                            format!("{want:?}"),
+                            "item {}",
+                            n
+                        ),
+                        other => proptest::prop_assert!(
+                            false,
+                            "item {}: fast {:?}, general {:?}",
+                            n,
+                            want,
+                            other
+                        ),
+                    }
+                } else if got.is_err() {
+                    break;
+                } else {
+                    // Only names without node items, or the changed item,
+                    // take the general road.
+                    proptest::prop_assert!(n < 3 || n == which || entries[n - 3]
+                        .chain
+                        .iter()
+                        .flat_map(|c| c.links())
+                        .any(|l| &*l.node == "stranger"), "item {} went the general way", n);
+                }
+            }
+        }
+    }
+}
