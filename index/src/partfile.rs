@@ -240,13 +240,15 @@ fn write_file<'a>(
     })
 }
 
-/// One chunk as the directory describes it.
-#[derive(Debug, Clone)]
+/// One chunk as the directory describes it; its first key is
+/// `keys[key_at..key_at + key_len]` of the [`PartFile`].
+#[derive(Debug, Clone, Copy)]
 struct ChunkRef {
     offset: u64,
     len: u32,
     crc: u32,
-    first_key: Vec<u8>,
+    key_at: usize,
+    key_len: usize,
 }
 
 /// A part file opened and checked (see the module docs), its directory
@@ -256,6 +258,8 @@ pub(crate) struct PartFile {
     path: PathBuf,
     file: File,
     chunks: Vec<ChunkRef>,
+    /// The directory's bytes, which hold the chunks' first keys.
+    keys: Vec<u8>,
 }
 
 impl PartFile {
@@ -307,28 +311,42 @@ impl PartFile {
         }
         let chunks = decode_directory(&directory, dir_at)
             .ok_or_else(|| damage(&path, "a chunk directory that does not decode"))?;
-        Ok(PartFile { path, file, chunks })
+        Ok(PartFile {
+            path,
+            file,
+            chunks,
+            keys: directory,
+        })
+    }
+
+    fn first_key(&self, c: &ChunkRef) -> &[u8] {
+        &self.keys[c.key_at..c.key_at + c.key_len]
     }
 
     /// The chunks that may hold entries starting with `prefix`: from the
     /// last one whose first key is at or before it, while the first keys
     /// can still start with it.
     pub(crate) fn chunks_for(&self, prefix: &[u8]) -> std::ops::Range<usize> {
-        let after = self
-            .chunks
-            .partition_point(|c| c.first_key.as_slice() <= prefix);
+        let after = self.chunks.partition_point(|c| self.first_key(c) <= prefix);
         let start = after.saturating_sub(1);
         let end = after
             + self.chunks[after..]
                 .iter()
-                .take_while(|c| c.first_key.starts_with(prefix))
+                .take_while(|c| self.first_key(c).starts_with(prefix))
                 .count();
         start..end
     }
 
-    /// The entries (entry key, block offset) of chunk `i`, its CRC checked.
-    pub(crate) fn chunk(&mut self, i: usize) -> Result<Vec<(Vec<u8>, u64)>, Damage> {
-        let Some(c) = self.chunks.get(i) else {
+    /// The entries of chunk `i` whose key starts with `prefix`, each
+    /// handed to `found` (entry key, block offset); the chunk's CRC and
+    /// framing are checked first.
+    pub(crate) fn entries_with(
+        &mut self,
+        i: usize,
+        prefix: &[u8],
+        mut found: impl FnMut(&[u8], u64),
+    ) -> Result<(), Damage> {
+        let Some(c) = self.chunks.get(i).copied() else {
             return Err(damage(&self.path, format!("no chunk {i}")));
         };
         let bytes =
@@ -339,15 +357,19 @@ impl PartFile {
                 format!("the chunk at byte {} does not match its CRC", c.offset),
             ));
         }
-        chunk_entries(&bytes)
-            .filter(|e| e.first().is_some_and(|(k, _)| *k == c.first_key))
-            .map(|e| e.into_iter().map(|(k, o)| (k.to_vec(), o)).collect())
+        let entries = chunk_entries(&bytes)
+            .filter(|e| e.first().is_some_and(|(k, _)| *k == self.first_key(&c)))
             .ok_or_else(|| {
                 damage(
                     &self.path,
                     format!("the chunk at byte {} does not decode", c.offset),
                 )
-            })
+            })?;
+        entries
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .for_each(|(k, o)| found(k, o));
+        Ok(())
     }
 }
 
@@ -367,16 +389,19 @@ fn read_at(file: &mut File, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
 
 /// The directory's chunks, each within the bytes before the directory
 /// (`dir_at`) and after the one before it.
-fn decode_directory(mut b: &[u8], dir_at: u64) -> Option<Vec<ChunkRef>> {
+fn decode_directory(dir: &[u8], dir_at: u64) -> Option<Vec<ChunkRef>> {
     let mut out: Vec<ChunkRef> = Vec::new();
     let mut expect = HEADER_LEN;
-    while !b.is_empty() {
+    let mut at = 0usize;
+    let mut previous: &[u8] = &[];
+    while at < dir.len() {
+        let b = &dir[at..];
         let offset = u64::from_be_bytes(b.get(0..8)?.try_into().ok()?);
         let len = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?);
         let crc = u32::from_be_bytes(b.get(12..16)?.try_into().ok()?);
         let key_len = u32::from_be_bytes(b.get(16..20)?.try_into().ok()?) as usize;
-        let first_key = b.get(20..20usize.checked_add(key_len)?)?.to_vec();
-        if offset != expect || out.last().is_some_and(|p| p.first_key > first_key) {
+        let first_key = b.get(20..20usize.checked_add(key_len)?)?;
+        if offset != expect || (!out.is_empty() && previous > first_key) {
             return None;
         }
         expect = offset.checked_add(len as u64)?;
@@ -384,9 +409,11 @@ fn decode_directory(mut b: &[u8], dir_at: u64) -> Option<Vec<ChunkRef>> {
             offset,
             len,
             crc,
-            first_key,
+            key_at: at + 20,
+            key_len,
         });
-        b = &b[20 + key_len..];
+        previous = first_key;
+        at += 20 + key_len;
     }
     (expect == dir_at).then_some(out)
 }
@@ -455,7 +482,8 @@ mod tests {
         let mut f = PartFile::open(tmp.path(), id, meta).map_err(|d| d.0)?;
         let mut all = Vec::new();
         for i in f.chunks_for(&[]) {
-            all.extend(f.chunk(i).map_err(|d| d.0)?);
+            f.entries_with(i, &[], |k, o| all.push((k.to_vec(), o)))
+                .map_err(|d| d.0)?;
         }
         assert_eq!(all.len(), 50);
         assert!(all
@@ -464,13 +492,11 @@ mod tests {
             .all(|(i, (k, o))| *o == i as u64 && *k == keys[i]));
         // One key's chunk is found among several.
         let r = f.chunks_for(&keys[30]);
-        assert!(
-            r.len() == 1
-                && f.chunk(r.start)
-                    .map_err(|d| d.0)?
-                    .iter()
-                    .any(|(k, _)| *k == keys[30])
-        );
+        assert_eq!(r.len(), 1);
+        let mut found = Vec::new();
+        f.entries_with(r.start, &keys[30], |k, o| found.push((k.to_vec(), o)))
+            .map_err(|d| d.0)?;
+        assert_eq!(found, vec![(keys[30].clone(), 30)]);
         // Another generation's record does not open it.
         let other = PartId {
             generation: 4,

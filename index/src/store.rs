@@ -883,22 +883,22 @@ impl HistoryIndex {
         let mut file = self
             .open_part(segment, generation, number)
             .map_err(damaged)?;
-        let stale = || IndexError::Stale("an entry key without a seq".into());
+        let mut keyless = false;
         for i in file.chunks_for(prefix) {
-            for (key, offset) in file.chunk(i).map_err(damaged)? {
-                if !key.starts_with(prefix) {
-                    continue;
-                }
-                let seq = key_seq(&key).ok_or_else(stale)?;
-                if self.live(segment, generation, number, seq) {
-                    hits.push(Hit {
-                        seq,
-                        segment,
-                        offset,
-                        key,
-                    });
-                }
-            }
+            file.entries_with(i, prefix, |key, offset| match key_seq(key) {
+                Some(seq) if self.live(segment, generation, number, seq) => hits.push(Hit {
+                    seq,
+                    segment,
+                    offset,
+                    key: key.to_vec(),
+                }),
+                Some(_) => {}
+                None => keyless = true,
+            })
+            .map_err(damaged)?;
+        }
+        if keyless {
+            return Err(IndexError::Stale("an entry key without a seq".into()));
         }
         Ok(())
     }
