@@ -47,8 +47,6 @@ const HEADER_LEN: u64 = 24;
 const FOOTER_LEN: u64 = 24;
 /// The suffix of a part file.
 const SUFFIX: &str = ".part";
-/// The suffix of a part file being written.
-const TMP_SUFFIX: &str = ".part.tmp";
 /// Largest chunk or directory accepted when reading (a length beyond it
 /// is damage, not a reason to allocate).
 const MAX_READ: u64 = 64 << 20;
@@ -172,10 +170,8 @@ pub(crate) fn write<'a>(
     chunk_bytes: usize,
 ) -> std::io::Result<PartMeta> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        "{}{TMP_SUFFIX}",
-        id.file_name().trim_end_matches(SUFFIX)
-    ));
+    // Not a part file's name: a leftover is a stray (see `strays`).
+    let tmp = dir.join(format!("{}.tmp", id.file_name()));
     let written = write_file(&tmp, id, entries, chunk_bytes)
         .and_then(|meta| std::fs::rename(&tmp, dir.join(id.file_name())).map(|()| meta));
     if written.is_err() {
@@ -191,21 +187,14 @@ fn write_file<'a>(
     entries: impl Iterator<Item = (&'a [u8], u64)>,
     chunk_bytes: usize,
 ) -> std::io::Result<PartMeta> {
-    let mut out = BufWriter::with_capacity(64 << 10, File::create(file)?);
-    out.write_all(&id.header())?;
-    let mut at = HEADER_LEN;
-    let mut directory = Vec::new();
+    let mut out = FileWriter {
+        out: BufWriter::with_capacity(64 << 10, File::create(file)?),
+        at: 0,
+        directory: Vec::new(),
+    };
+    out.write(&id.header())?;
     let mut chunk: Vec<u8> = Vec::with_capacity(chunk_bytes + 256);
     let mut first_key: Vec<u8> = Vec::new();
-    let mut end_chunk = |chunk: &mut Vec<u8>, first_key: &[u8], at: &mut u64| {
-        directory.extend_from_slice(&at.to_be_bytes());
-        directory.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-        directory.extend_from_slice(&crc32fast::hash(chunk).to_be_bytes());
-        directory.extend_from_slice(&(first_key.len() as u32).to_be_bytes());
-        directory.extend_from_slice(first_key);
-        *at += chunk.len() as u64;
-        std::mem::take(chunk)
-    };
     for (key, offset) in entries {
         if chunk.is_empty() {
             first_key.clear();
@@ -215,29 +204,57 @@ fn write_file<'a>(
         chunk.extend_from_slice(key);
         chunk.extend_from_slice(&offset.to_be_bytes());
         if chunk.len() >= chunk_bytes {
-            let full = end_chunk(&mut chunk, &first_key, &mut at);
-            out.write_all(&full)?;
-            chunk = full;
+            out.chunk(&chunk, &first_key)?;
             chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        let last = end_chunk(&mut chunk, &first_key, &mut at);
-        out.write_all(&last)?;
+        out.chunk(&chunk, &first_key)?;
     }
-    let crc = crc32fast::hash(&directory);
-    out.write_all(&directory)?;
-    let mut footer = [0u8; FOOTER_LEN as usize];
-    footer[0..8].copy_from_slice(&at.to_be_bytes());
-    footer[8..12].copy_from_slice(&(directory.len() as u32).to_be_bytes());
-    footer[12..16].copy_from_slice(&crc.to_be_bytes());
-    footer[16..24].copy_from_slice(END_MAGIC);
-    out.write_all(&footer)?;
-    out.into_inner().map_err(|e| e.into_error())?;
-    Ok(PartMeta {
-        len: at + directory.len() as u64 + FOOTER_LEN,
-        crc,
-    })
+    out.finish()
+}
+
+/// A part file being written: where the next byte goes, and the chunk
+/// directory so far.
+struct FileWriter {
+    out: BufWriter<File>,
+    at: u64,
+    directory: Vec<u8>,
+}
+
+impl FileWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.at += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes a chunk and adds it to the directory.
+    fn chunk(&mut self, chunk: &[u8], first_key: &[u8]) -> std::io::Result<()> {
+        let d = &mut self.directory;
+        d.extend_from_slice(&self.at.to_be_bytes());
+        d.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        d.extend_from_slice(&crc32fast::hash(chunk).to_be_bytes());
+        d.extend_from_slice(&(first_key.len() as u32).to_be_bytes());
+        d.extend_from_slice(first_key);
+        self.write(chunk)
+    }
+
+    /// Writes the directory and the footer; returns what sled records.
+    fn finish(mut self) -> std::io::Result<PartMeta> {
+        let directory = std::mem::take(&mut self.directory);
+        let crc = crc32fast::hash(&directory);
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        footer[0..8].copy_from_slice(&self.at.to_be_bytes());
+        footer[8..12].copy_from_slice(&(directory.len() as u32).to_be_bytes());
+        footer[12..16].copy_from_slice(&crc.to_be_bytes());
+        footer[16..24].copy_from_slice(END_MAGIC);
+        self.write(&directory)?;
+        self.write(&footer)?;
+        let len = self.at;
+        self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok(PartMeta { len, crc })
+    }
 }
 
 /// One chunk as the directory describes it; its first key is
