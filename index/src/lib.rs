@@ -31,12 +31,15 @@
 //!
 //! **Why the split.** The parts are nearly all of the index's bytes, and
 //! sled 0.34 spends memory on every write far beyond its cache setting
-//! (its I/O buffers serialize whole tree nodes: ≈ 100 MB of a node's
-//! resident memory at 1 M events with the parts in sled, docs/perf.md,
-//! "History index"). Written once and never changed, the parts need
-//! nothing of a database but a file; the records that change (segment
-//! states) or must be found by range (seek chunks), and the atomic batch
-//! that ties a part to its segment's state, stay in sled.
+//! (its I/O buffers serialize whole tree nodes): with the parts in sled
+//! the index took ≈ 110 – 140 MB of a node's resident memory at 1 M
+//! events, with them in files ≈ 55 – 60 MB; on disk ≈ 40 MB instead of
+//! ≈ 96 MB (debug build; docs/perf.md, "Memory" and "History index").
+//! sled stays the index's database: written once and never changed, the
+//! parts need nothing of a database but a file, while the records that
+//! change (segment states) or must be found by range (seek chunks), and
+//! the atomic batch that ties a part to its segment's state, stay in
+//! sled.
 //!
 //! **A part and its state, atomically.** A part's file is written under a
 //! temporary name and renamed once complete, *then* one sled batch records
@@ -61,12 +64,13 @@
 //! its records are removed and entries of the old generation are ignored
 //! in any case —, a segment indexed only part-way is caught up from where
 //! the index stopped, a segment no longer on disk (retention) is
-//! forgotten, a new one is indexed; so is a segment whose part files are
+//! forgotten, a new one is indexed. A segment one of whose part files is
 //! missing, of another length than recorded, or whose header (segment,
-//! generation, part), footer or directory CRC does not match. Lookups ([`HistoryIndex::fetch`]) read
-//! each block with its CRC checked and check that the record found there
-//! is the event the index promised (seq and path), and check each chunk
-//! of a part file they read against its CRC; any mismatch is
+//! generation, part), footer or directory CRC does not match is indexed
+//! again like a changed one. Lookups check each chunk of a part file they
+//! read against its CRC; [`HistoryIndex::fetch`] reads each block with
+//! its CRC checked and checks that the record found there is the event
+//! the index promised (seq and path); any mismatch is
 //! [`IndexError::Stale`], after which the caller syncs again or reads the
 //! log from the front. A part file found damaged is removed, so the next
 //! sync indexes its segment again.
