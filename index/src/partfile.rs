@@ -26,8 +26,10 @@
 //! unless something damaged it since. Nothing read here is trusted:
 //! [`PartFile::open`] checks the length sled recorded, the header's
 //! segment, generation and part number, the footer and the directory's
-//! CRC against the recorded one; [`PartFile::chunk`] checks the chunk's
-//! CRC. Every failure is a reason in text ([`Damage`]), never a panic.
+//! CRC against the recorded one, and that the directory's chunks follow
+//! one another in key order; [`PartFile::entries_with`] checks a chunk's
+//! CRC and framing. Every failure is a reason in text ([`Damage`]), never
+//! a panic.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
