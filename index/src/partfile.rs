@@ -516,7 +516,7 @@ mod tests {
         f.entries_with(r.start, &keys[30], |k, o| found.push((k.to_vec(), o)))
             .map_err(|d| d.0)?;
         assert_eq!(found, vec![(keys[30].clone(), 30)]);
-        // Another generation's record does not open it.
+        // Another part's record does not open it.
         let other = PartId {
             generation: 4,
             ..id
@@ -526,6 +526,55 @@ mod tests {
             tmp.path().join(other.file_name()),
         )?;
         assert!(PartFile::open(tmp.path(), other, meta).is_err());
+        Ok(())
+    }
+
+    /// Reads every entry of the part through its directory.
+    fn read_all(dir: &Path, id: PartId, meta: PartMeta) -> Result<Vec<(Vec<u8>, u64)>, Damage> {
+        let mut f = PartFile::open(dir, id, meta)?;
+        let mut all = Vec::new();
+        for i in f.chunks_for(&[]) {
+            f.entries_with(i, &[], |k, o| all.push((k.to_vec(), o)))?;
+        }
+        Ok(all)
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_is_detected(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let id = PartId {
+            segment: 1,
+            generation: 1,
+            number: 0,
+        };
+        let keys: Vec<Vec<u8>> = (0u64..12).map(|i| (i * 3).to_be_bytes().to_vec()).collect();
+        let entries = || {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (k.as_slice(), i as u64))
+        };
+        let meta = write(tmp.path(), id, entries(), 50)?;
+        let file = tmp.path().join(id.file_name());
+        let good = std::fs::read(&file)?;
+        let expected: Vec<(Vec<u8>, u64)> = entries().map(|(k, o)| (k.to_vec(), o)).collect();
+        assert_eq!(read_all(tmp.path(), id, meta).map_err(|d| d.0)?, expected);
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&file, &bad)?;
+            assert!(read_all(tmp.path(), id, meta).is_err(), "flipped byte {at}");
+        }
+        for len in 0..good.len() {
+            std::fs::write(&file, &good[..len])?;
+            // Even with a record that agrees with the shorter length.
+            let short = PartMeta {
+                len: len as u64,
+                ..meta
+            };
+            assert!(read_all(tmp.path(), id, meta).is_err(), "cut at {len}");
+            assert!(read_all(tmp.path(), id, short).is_err(), "cut at {len}");
+        }
         Ok(())
     }
 }
