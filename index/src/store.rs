@@ -1,6 +1,6 @@
 //! The sled tree and its records (layout in the crate docs): segment
-//! states, parts (sorted runs of event entries, cut into chunks) and seek
-//! chunks, and the part being built in memory.
+//! states, the list of part files, seek chunks, and the part being built
+//! in memory; the parts themselves are files ([`crate::partfile`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,15 +11,16 @@ use distkv_log::{read_block_at, LogRecord, Seq};
 use distkv_model::{Path as KvPath, UpdateEvent};
 
 use crate::key::{event_key, path_key, push_event_key, subtree_prefix};
+use crate::partfile::{self, PartFile, PartId, PartMeta};
 use crate::{IndexError, Result};
 
 /// The format this code writes and reads (in `meta`).
-const FORMAT: &[u8] = b"distkv-index/2";
+const FORMAT: &[u8] = b"distkv-index/3";
 
 /// Tag of a segment state record: `S`, segment.
 const TAG_SEG: u8 = b'S';
-/// Tag of an event chunk: `P`, segment, generation, part, first entry key.
-const TAG_PART: u8 = b'P';
+/// Tag of a part file record: `F`, segment, generation, part.
+const TAG_FILE: u8 = b'F';
 /// Tag of a seek chunk: `B`, first block's first seq, segment,
 /// generation, part, chunk number.
 const TAG_BLOCKS: u8 = b'B';
@@ -28,8 +29,9 @@ const TAG_BLOCKS: u8 = b'B';
 const PART_EVENTS: usize = 1 << 17;
 /// Key bytes in a part before it is written.
 const PART_KEY_BYTES: usize = 16 << 20;
-/// Bytes of entries per event chunk (one sled value).
-const CHUNK_BYTES: usize = 4096;
+/// Bytes of entries per chunk of a part file (one read and CRC per
+/// chunk a lookup touches; the file's directory holds one key per chunk).
+const CHUNK_BYTES: usize = 16 << 10;
 /// sled's flusher thread writes every this many ms; a dropped index holds
 /// its lock until that thread next wakes up.
 const FLUSH_EVERY_MS: u64 = 1000;
@@ -225,33 +227,30 @@ impl Part {
         self.entries.len() >= limits.part_events || self.keys.len() >= PART_KEY_BYTES
     }
 
-    /// The sled records of this part, with the segment's state, as one
-    /// batch. Leaves the part empty, its buffers' capacity kept for the
-    /// next part.
-    fn take_batch(&mut self, st: &SegState, chunk_bytes: usize) -> sled::Batch {
-        let mut batch = sled::Batch::default();
+    fn id(&self) -> PartId {
+        PartId {
+            segment: self.segment,
+            generation: self.generation,
+            number: self.number,
+        }
+    }
+
+    /// Writes the part's entries, sorted, to its file in `dir` (see
+    /// [`crate::partfile`]).
+    fn write_file(&mut self, dir: &Path, chunk_bytes: usize) -> std::io::Result<PartMeta> {
         let keys = &self.keys;
         let key = |e: &Entry| &keys[e.start..e.start + e.len];
         self.entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
-        let head = part_prefix(self.segment, self.generation, self.number);
-        let mut chunk: Vec<u8> = Vec::with_capacity(chunk_bytes + 256);
-        let mut chunk_key = head.clone();
-        for e in &self.entries {
-            if chunk.is_empty() {
-                chunk_key.truncate(head.len());
-                chunk_key.extend_from_slice(key(e));
-            }
-            let k = key(e);
-            chunk.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            chunk.extend_from_slice(k);
-            chunk.extend_from_slice(&e.offset.to_be_bytes());
-            if chunk.len() >= chunk_bytes {
-                batch.insert(chunk_key.as_slice(), std::mem::take(&mut chunk));
-            }
-        }
-        if !chunk.is_empty() {
-            batch.insert(chunk_key.as_slice(), chunk);
-        }
+        let entries = self.entries.iter().map(|e| (key(e), e.offset));
+        partfile::write(dir, self.id(), entries, chunk_bytes)
+    }
+
+    /// The sled records naming this part's file (`meta`), its seek chunks
+    /// and the segment's state, as one batch. Leaves the part empty, its
+    /// buffers' capacity kept for the next part.
+    fn take_batch(&mut self, st: &SegState, meta: PartMeta) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        batch.insert(&file_key(self.id())[..], &meta.encode()[..]);
         for (n, blocks) in self.blocks.chunks(BLOCKS_PER_CHUNK).enumerate() {
             let mut k = Vec::with_capacity(29);
             k.push(TAG_BLOCKS);
@@ -280,28 +279,23 @@ fn seg_key(segment: Seq) -> [u8; 9] {
     k
 }
 
-/// What every event chunk key of a part starts with.
-fn part_prefix(segment: Seq, generation: u32, number: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17 + 64);
-    k.push(TAG_PART);
-    k.extend_from_slice(&segment.to_be_bytes());
-    k.extend_from_slice(&generation.to_be_bytes());
-    k.extend_from_slice(&number.to_be_bytes());
+/// The key of a part file's record.
+fn file_key(id: PartId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = TAG_FILE;
+    k[1..9].copy_from_slice(&id.segment.to_be_bytes());
+    k[9..13].copy_from_slice(&id.generation.to_be_bytes());
+    k[13..17].copy_from_slice(&id.number.to_be_bytes());
     k
 }
 
-/// Splits an event chunk into (entry key, block offset) pairs; `None`
-/// when it does not decode.
-fn chunk_entries(mut v: &[u8]) -> Option<Vec<(&[u8], u64)>> {
-    let mut out = Vec::new();
-    while !v.is_empty() {
-        let len = be32(v.get(0..4)?)? as usize;
-        let key = v.get(4..4 + len)?;
-        let offset = be64(v.get(4 + len..12 + len)?)?;
-        out.push((key, offset));
-        v = &v[12 + len..];
-    }
-    Some(out)
+/// The part a file record's key names.
+fn file_id(k: &[u8]) -> Option<PartId> {
+    (k.len() == 17 && k[0] == TAG_FILE).then_some(PartId {
+        segment: be64(&k[1..9])?,
+        generation: be32(&k[9..13])?,
+        number: be32(&k[13..17])?,
+    })
 }
 
 /// The seq at the end of an entry key.
@@ -315,8 +309,12 @@ pub struct HistoryIndex {
     pub(crate) log_dir: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
+    /// The part files' directory (`<dir>/parts`).
+    parts_dir: PathBuf,
     /// What the index holds per segment, including the part in memory.
     pub(crate) segs: BTreeMap<Seq, SegState>,
+    /// The part files sled records (of current generations or not).
+    files: BTreeMap<PartId, PartMeta>,
     /// The part being built.
     part: Option<Part>,
     /// The last part written, emptied: its buffers (megabytes when the
@@ -332,7 +330,7 @@ pub struct HistoryIndex {
 pub(crate) struct Limits {
     /// Events in a part before it is written.
     pub(crate) part_events: usize,
-    /// Bytes of entries per event chunk.
+    /// Bytes of entries per chunk of a part file.
     pub(crate) chunk_bytes: usize,
 }
 
@@ -505,12 +503,28 @@ impl HistoryIndex {
                 _ => return Ok(Err("a damaged segment record".into())),
             }
         }
+        let mut files = BTreeMap::new();
+        for kv in tree.scan_prefix([TAG_FILE]) {
+            let (k, v) = kv.map_err(|e| Unusable::Damaged(format!("part files: {e}")))?;
+            match (file_id(&k), PartMeta::decode(&v)) {
+                (Some(id), Some(meta)) => {
+                    files.insert(id, meta);
+                }
+                _ => return Ok(Err("a damaged part file record".into())),
+            }
+        }
+        let parts_dir = dir.join(partfile::PARTS_DIR);
+        if let Err(why) = remove_strays(&parts_dir, &segs, &files) {
+            return Ok(Err(why));
+        }
         Ok(Ok(HistoryIndex {
             dir: dir.to_path_buf(),
             log_dir: log_dir.to_path_buf(),
             db,
             tree,
+            parts_dir,
             segs,
+            files,
             part: None,
             spare: None,
             limits: Limits::default(),
@@ -689,12 +703,39 @@ impl HistoryIndex {
             return Ok(());
         }
         st.parts = part.number + 1;
-        let batch = part.take_batch(&st, self.limits.chunk_bytes);
+        let id = part.id();
+        let file = self.parts_dir.join(id.file_name());
+        // The file is complete before sled names it (see the crate docs).
+        let meta = match part.write_file(&self.parts_dir, self.limits.chunk_bytes) {
+            Ok(meta) => meta,
+            Err(source) => {
+                self.reload_segment(segment)?;
+                return Err(IndexError::Io { file, source });
+            }
+        };
+        let batch = part.take_batch(&st, meta);
         self.spare = Some(part);
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| self.store_err(e))?;
+        if let Err(e) = self.tree.apply_batch(batch) {
+            let _ = std::fs::remove_file(&file);
+            self.reload_segment(segment)?;
+            return Err(self.store_err(e));
+        }
+        self.files.insert(id, meta);
         self.segs.insert(segment, st);
+        Ok(())
+    }
+
+    /// Takes `segment`'s state back to what sled holds, after a part of it
+    /// could not be written (its blocks are then caught up from the file).
+    fn reload_segment(&mut self, segment: Seq) -> Result<()> {
+        let stored = self
+            .tree
+            .get(seg_key(segment))
+            .map_err(|e| self.store_err(e))?;
+        match stored.as_deref().and_then(SegState::decode) {
+            Some(st) => self.segs.insert(segment, st),
+            None => self.segs.remove(&segment),
+        };
         Ok(())
     }
 
@@ -718,7 +759,7 @@ impl HistoryIndex {
         };
         let mut batch = sled::Batch::default();
         batch.remove(&seg_key(segment)[..]);
-        let mut prefix = vec![TAG_PART];
+        let mut prefix = vec![TAG_FILE];
         prefix.extend_from_slice(&segment.to_be_bytes());
         for k in self.tree.scan_prefix(&prefix).keys() {
             batch.remove(k.map_err(|e| self.store_err(e))?);
@@ -732,7 +773,52 @@ impl HistoryIndex {
         self.tree
             .apply_batch(batch)
             .map_err(|e| self.store_err(e))?;
+        // The records are gone first: a file left by a failure here is a
+        // stray, removed at the next open.
+        let ids: Vec<PartId> = self
+            .files
+            .range(PartId::first_of(segment)..=PartId::last_of(segment))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.files.remove(&id);
+            let file = self.parts_dir.join(id.file_name());
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(IndexError::Io { file, source }),
+            }
+        }
         Ok(st.events)
+    }
+
+    /// Opens part `number` of `segment`'s `generation` and checks it
+    /// against its record (see [`crate::partfile`]).
+    fn open_part(
+        &self,
+        segment: Seq,
+        generation: u32,
+        number: u32,
+    ) -> std::result::Result<PartFile, partfile::Damage> {
+        let id = PartId {
+            segment,
+            generation,
+            number,
+        };
+        let Some(meta) = self.files.get(&id) else {
+            return Err(partfile::Damage(format!(
+                "{}: not recorded",
+                self.parts_dir.join(id.file_name()).display()
+            )));
+        };
+        PartFile::open(&self.parts_dir, id, *meta)
+    }
+
+    /// Whether every written part of `segment` (state `st`) has its file,
+    /// complete and of its generation (sync's check: the chunks' CRCs are
+    /// checked when they are read).
+    pub(crate) fn parts_intact(&self, segment: Seq, st: &SegState) -> bool {
+        (0..st.parts).all(|n| self.open_part(segment, st.generation, n).is_ok())
     }
 
     /// Whether `segment`/`generation`/`part` is current, and `seq` in it.
@@ -783,36 +869,36 @@ impl HistoryIndex {
         prefix: &[u8],
         hits: &mut Vec<Hit>,
     ) -> Result<()> {
-        let head = part_prefix(segment, generation, number);
-        let mut target = head.clone();
-        target.extend_from_slice(prefix);
-        let start = match self.tree.range(head.clone()..=target).next_back() {
-            Some(kv) => kv.map_err(|e| self.store_err(e))?.0.to_vec(),
-            None => head.clone(),
-        };
-        let stale = || IndexError::Stale("an event chunk that does not decode".into());
-        for kv in self.tree.range(start..) {
-            let (k, v) = kv.map_err(|e| self.store_err(e))?;
-            let Some(first) = k.strip_prefix(head.as_slice()) else {
-                break;
+        let damaged = |d: partfile::Damage| {
+            // A damaged file is removed: the next sync indexes the segment
+            // again instead of finding the file intact at a glance.
+            let id = PartId {
+                segment,
+                generation,
+                number,
             };
-            if first > prefix && !first.starts_with(prefix) {
-                break;
-            }
-            for (key, offset) in chunk_entries(&v).ok_or_else(stale)? {
-                if !key.starts_with(prefix) {
-                    continue;
-                }
-                let seq = key_seq(key).ok_or_else(stale)?;
-                if self.live(segment, generation, number, seq) {
-                    hits.push(Hit {
-                        seq,
-                        segment,
-                        offset,
-                        key: key.to_vec(),
-                    });
-                }
-            }
+            let _ = std::fs::remove_file(self.parts_dir.join(id.file_name()));
+            IndexError::Stale(format!("a damaged part file: {d}"))
+        };
+        let mut file = self
+            .open_part(segment, generation, number)
+            .map_err(damaged)?;
+        let mut keyless = false;
+        for i in file.chunks_for(prefix) {
+            file.entries_with(i, prefix, |key, offset| match key_seq(key) {
+                Some(seq) if self.live(segment, generation, number, seq) => hits.push(Hit {
+                    seq,
+                    segment,
+                    offset,
+                    key: key.to_vec(),
+                }),
+                Some(_) => {}
+                None => keyless = true,
+            })
+            .map_err(damaged)?;
+        }
+        if keyless {
+            return Err(IndexError::Stale("an entry key without a seq".into()));
         }
         Ok(())
     }
@@ -930,6 +1016,34 @@ impl HistoryIndex {
         self.write_part()?;
         self.db.flush().map(drop).map_err(|e| self.store_err(e))
     }
+}
+
+/// Removes the files in `parts_dir` that are not a recorded part of a
+/// current generation (left by a crash between a file's rename and its
+/// record, or by a failed removal); the error says why the index cannot
+/// be used.
+fn remove_strays(
+    parts_dir: &Path,
+    segs: &BTreeMap<Seq, SegState>,
+    files: &BTreeMap<PartId, PartMeta>,
+) -> std::result::Result<(), String> {
+    let current = |id: PartId| {
+        files.contains_key(&id)
+            && segs
+                .get(&id.segment)
+                .is_some_and(|s| s.generation == id.generation && id.number < s.parts)
+    };
+    let strays = partfile::strays(parts_dir, current)
+        .map_err(|e| format!("{}: {e}", parts_dir.display()))?;
+    for f in strays {
+        let removed = if f.is_dir() {
+            std::fs::remove_dir_all(&f)
+        } else {
+            std::fs::remove_file(&f)
+        };
+        removed.map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    Ok(())
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {

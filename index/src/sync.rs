@@ -63,11 +63,12 @@ impl HistoryIndex {
 
     /// Whether what the index holds for segment `first` still describes
     /// the file: same header time, at least as long, the same block at the
-    /// last indexed offset.
+    /// last indexed offset; and whether its part files are intact.
     fn still_valid(&self, first: Seq, path: &Path, created_ms: u64, len: u64) -> bool {
         self.segs.get(&first).is_some_and(|st| {
             st.created_ms == created_ms
                 && len >= st.indexed_to
+                && self.parts_intact(first, st)
                 && (st.last_block == 0
                     || block_crc_at(path, st.last_block).ok() == Some(st.last_crc))
         })

@@ -271,3 +271,196 @@ fn many_small_parts_and_chunks_answer_like_one() -> TestResult {
     check_seek_table(&ix, 100)?;
     Ok(())
 }
+
+/// The part files of the index in `dir`, by name.
+fn part_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("parts"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    out.sort();
+    Ok(out)
+}
+
+/// An index of events 1 ..= 60 (three segments, one part file each),
+/// written and closed.
+fn closed_index(log: &Path, dir: &Path) -> TestResult {
+    write(log, 1, 60, None)?;
+    let (mut ix, _) = HistoryIndex::open(dir, log, "n1")?;
+    assert!(ix.sync()?.complete());
+    ix.flush()?;
+    assert_eq!(part_files(dir)?.len(), 3);
+    Ok(())
+}
+
+/// Damage done to the part file of segment 21 while the index is closed.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Truncated,
+    Deleted,
+    ChunkByteFlipped,
+    DirectoryByteFlipped,
+    AnotherPartsFile,
+}
+
+fn damage(dir: &Path, how: Damage) -> TestResult {
+    let files = part_files(dir)?;
+    let file = &files[1];
+    let mut bytes = std::fs::read(file)?;
+    match how {
+        Damage::Truncated => bytes.truncate(bytes.len() - 5),
+        Damage::Deleted => {
+            std::fs::remove_file(file)?;
+            return Ok(());
+        }
+        // After the 24-byte header: the first chunk.
+        Damage::ChunkByteFlipped => bytes[40] ^= 0x01,
+        // Before the 24-byte footer: the chunk directory.
+        Damage::DirectoryByteFlipped => {
+            let at = bytes.len() - 30;
+            bytes[at] ^= 0x01;
+        }
+        // The file of segment 41's part under segment 21's name.
+        Damage::AnotherPartsFile => bytes = std::fs::read(&files[2])?,
+    }
+    std::fs::write(file, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn a_damaged_truncated_or_missing_part_file_gets_its_segment_indexed_again() -> TestResult {
+    for how in [
+        Damage::Truncated,
+        Damage::Deleted,
+        Damage::ChunkByteFlipped,
+        Damage::DirectoryByteFlipped,
+        Damage::AnotherPartsFile,
+    ] {
+        let tmp = tempfile::tempdir()?;
+        let (log, dir) = (tmp.path().join("log"), tmp.path().join("index"));
+        closed_index(&log, &dir)?;
+        damage(&dir, how)?;
+        let (mut ix, why) = HistoryIndex::open(&dir, &log, "n1")?;
+        assert!(why.is_none(), "{how:?}: {why:?}");
+        let r = ix.sync()?;
+        assert!(r.complete(), "{how:?}: {r:?}");
+        if matches!(how, Damage::ChunkByteFlipped) {
+            // Only reading the chunk tells: the answer is "stale", never
+            // a wrong one, and the damaged file is dropped...
+            assert!(r.reindexed.is_empty(), "{how:?}: {r:?}");
+            let answers: Vec<_> = (0..7).map(|k| values(&ix, k)).collect();
+            assert!(
+                answers
+                    .iter()
+                    .all(|a| matches!(a, Err(IndexError::Stale(_)))),
+                "{how:?}: {answers:?}"
+            );
+            // ... so that the next sync indexes the segment again.
+            let r = ix.sync()?;
+            assert!(r.complete(), "{how:?}: {r:?}");
+            assert_eq!(r.reindexed, vec![21], "{how:?}: {r:?}");
+        } else {
+            assert_eq!(r.reindexed, vec![21], "{how:?}: {r:?}");
+        }
+        for k in 0..7 {
+            assert_eq!(values(&ix, k)?, expected(k, 1, 60), "{how:?}");
+        }
+        // The damaged file's replacement is of the new generation; the
+        // old one is gone.
+        let names: Vec<String> = part_files(&dir)?
+            .iter()
+            .filter_map(|p| Some(p.file_name()?.to_str()?.to_string()))
+            .collect();
+        let gen = ix.segments()[&21].generation;
+        assert_eq!(names.len(), 3, "{how:?}: {names:?}");
+        assert!(
+            names[1].starts_with(&format!("{:020}-{:010}-", 21, gen)),
+            "{how:?}: {names:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn stray_part_files_are_removed_at_open_and_recorded_ones_kept() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, dir) = (tmp.path().join("log"), tmp.path().join("index"));
+    closed_index(&log, &dir)?;
+    let kept = part_files(&dir)?;
+    let parts = dir.join("parts");
+    // A part written but never recorded (a crash between its rename and
+    // sled's batch), one of a generation no segment has, one being
+    // written, and something else.
+    let strays = [
+        parts.join(format!("{:020}-{:010}-{:010}.part", 1, 1, 7)),
+        parts.join(format!("{:020}-{:010}-{:010}.part", 21, 99, 0)),
+        parts.join(format!("{:020}-{:010}-{:010}.part.tmp", 41, 3, 1)),
+        parts.join("junk"),
+    ];
+    for s in &strays {
+        std::fs::copy(&kept[0], s)?;
+    }
+    let (mut ix, why) = HistoryIndex::open(&dir, &log, "n1")?;
+    assert!(why.is_none());
+    assert_eq!(part_files(&dir)?, kept);
+    let r = ix.sync()?;
+    assert!(
+        r.complete() && r.reindexed.is_empty() && r.caught_up.is_empty(),
+        "{r:?}"
+    );
+    for k in 0..7 {
+        assert_eq!(values(&ix, k)?, expected(k, 1, 60));
+    }
+    Ok(())
+}
+
+#[test]
+fn forgotten_segments_and_old_generations_leave_no_part_files() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, dir) = (tmp.path().join("log"), tmp.path().join("index"));
+    closed_index(&log, &dir)?;
+    let (mut ix, _) = HistoryIndex::open(&dir, &log, "n1")?;
+    ix.sync()?;
+    let before = part_files(&dir)?;
+    // Retention deletes the first segment: its part file goes with it.
+    std::fs::remove_file(log.join(distkv_log::segment::segment_file_name(1)))?;
+    assert_eq!(ix.sync()?.forgotten, vec![1]);
+    assert_eq!(part_files(&dir)?, before[1..].to_vec());
+    // Segment 41 replaced by another writer's: indexed again under a new
+    // generation, the old generation's file removed.
+    let other = tmp.path().join("other");
+    write(&other, 41, 60, None)?;
+    let name = distkv_log::segment::segment_file_name(41);
+    std::fs::copy(other.join(&name), log.join(&name))?;
+    assert_eq!(ix.sync()?.reindexed, vec![41]);
+    let after = part_files(&dir)?;
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0], before[1]);
+    assert!(!after.contains(&before[2]), "{after:?}");
+    Ok(())
+}
+
+#[test]
+fn a_part_that_cannot_be_written_is_never_recorded() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, dir) = (tmp.path().join("log"), tmp.path().join("index"));
+    let (mut ix, _) = HistoryIndex::open(&dir, &log, "n1")?;
+    // The part files' directory cannot be created: a file is in its way.
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("parts"), b"in the way")?;
+    write(&log, 1, 10, Some(&mut ix))?;
+    assert!(matches!(ix.flush(), Err(IndexError::Io { .. })));
+    // Nothing names the part that was not written: the segment's state
+    // is what sled holds (nothing indexed), in memory and on reopening.
+    assert_eq!(ix.segments().get(&1).map_or(0, |s| s.parts), 0);
+    assert_eq!(ix.live_events(), 0);
+    drop(ix);
+    std::fs::remove_file(dir.join("parts"))?;
+    let (mut ix, _) = HistoryIndex::open(&dir, &log, "n1")?;
+    let r = ix.sync()?;
+    assert!(r.complete(), "{r:?}");
+    assert_eq!(r.events, 10, "{r:?}");
+    for k in 0..7 {
+        assert_eq!(values(&ix, k)?, expected(k, 1, 10));
+    }
+    Ok(())
+}
