@@ -321,16 +321,15 @@ impl State {
             value,
             tock: self.tock.next(),
         };
-        let event = Arc::new(event);
-        let outcome = self.apply_arc(event.clone());
+        let outcome = self.apply_ref(&event);
         debug_assert!(matches!(outcome, Applied::Stored(_)), "{outcome:?}");
         self.tock.next();
-        Ok(event)
+        Ok(Arc::new(event))
     }
 
     /// Applies a change from anywhere (a peer, a file, a client `update`).
     pub fn apply(&mut self, event: UpdateEvent) -> Applied {
-        self.apply_arc(Arc::new(event))
+        self.apply_ref(&event)
     }
 
     /// Applies an event without recording it in the in-memory event log:
@@ -344,8 +343,10 @@ impl State {
         }
     }
 
-    fn apply_arc(&mut self, event: Arc<UpdateEvent>) -> Applied {
-        match self.merge(&event, event.value.clone()) {
+    /// Applies `event` and appends it to the log (which keeps a compact
+    /// copy of it).
+    fn apply_ref(&mut self, event: &UpdateEvent) -> Applied {
+        match self.merge(event, event.value.clone()) {
             Ok(()) => Applied::Stored(self.log.push(event)),
             Err(outcome) => outcome,
         }
