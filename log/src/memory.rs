@@ -43,7 +43,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use distkv_model::{Chain, Link, NodeName, Path, UpdateEvent, Value};
+use distkv_model::{Chain, Link, NodeName, Path, RecentNames, UpdateEvent, Value};
 
 /// Sequence number of a log record; the first record is 1.
 pub type Seq = u64;
@@ -410,20 +410,14 @@ impl std::fmt::Debug for LogEntry<'_> {
 struct Names {
     names: Vec<NodeName>,
     index: HashMap<NodeName, u32, foldhash::fast::RandomState>,
-    /// The names last looked up, found again by their address (the same
-    /// `Arc`s come back: a chain shares its names with the nodes' table);
-    /// holding them keeps the addresses from being reused.
-    recent: [Option<(NodeName, u32)>; 4],
-    next_recent: usize,
+    recent: RecentNames,
 }
 
 impl Names {
     /// The number of `name`, added if new and there is room.
     fn number(&mut self, name: &NodeName) -> Option<u32> {
-        for (known, n) in self.recent.iter().flatten() {
-            if Arc::ptr_eq(known, name) {
-                return Some(*n);
-            }
+        if let Some(n) = self.recent.get(name) {
+            return Some(n);
         }
         let n = match self.index.get(&**name) {
             Some(&n) => n,
@@ -435,8 +429,7 @@ impl Names {
                 n
             }
         };
-        self.recent[self.next_recent] = Some((name.clone(), n));
-        self.next_recent = (self.next_recent + 1) % self.recent.len();
+        self.recent.put(name, n);
         Some(n)
     }
 }
