@@ -270,6 +270,39 @@ impl Chain {
     }
 }
 
+/// The last few node names looked up, each with a number (an index in
+/// some table of names), found again by the address of their `Arc`: the
+/// same `Arc`s keep coming back (the chains of a tree and of the events on
+/// it share their names), so a hot path need not hash the name. Holding
+/// the names keeps their addresses from being reused.
+#[derive(Debug, Default, Clone)]
+pub struct RecentNames {
+    slots: [Option<(NodeName, u32)>; 4],
+    next: usize,
+}
+
+impl RecentNames {
+    /// The number of this very `Arc`, if it is among the recent ones.
+    pub fn get(&self, name: &NodeName) -> Option<u32> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|(known, _)| Arc::ptr_eq(known, name))
+            .map(|&(_, n)| n)
+    }
+
+    /// Remembers `name`'s number, in place of the oldest one remembered.
+    pub fn put(&mut self, name: &NodeName, n: u32) {
+        self.slots[self.next] = Some((name.clone(), n));
+        self.next = (self.next + 1) % self.slots.len();
+    }
+
+    /// Forgets every name (the numbers changed).
+    pub fn clear(&mut self) {
+        *self = RecentNames::default();
+    }
+}
+
 /// `a > b` with DistKV's treatment of missing chains: `a` supersedes `b`
 /// (an entry whose chain is `a` ignores an update carrying `b`).
 pub fn supersedes(a: Option<&Chain>, b: Option<&Chain>) -> bool {

@@ -24,7 +24,7 @@ pub mod serial;
 mod testutil;
 pub mod value;
 
-pub use chain::{Chain, Link, NodeName};
+pub use chain::{Chain, Link, NodeName, RecentNames};
 pub use event::UpdateEvent;
 pub use path::Path;
 pub use ranges::{NodeSet, RangeSet};

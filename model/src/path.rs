@@ -89,6 +89,14 @@ impl From<Vec<Value>> for Path {
     }
 }
 
+/// Collects the elements straight into the path's shared slice: one
+/// allocation when the iterator knows its exact length (a mapped range).
+impl FromIterator<Value> for Path {
+    fn from_iter<I: IntoIterator<Item = Value>>(elements: I) -> Path {
+        Path(elements.into_iter().collect())
+    }
+}
+
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&crate::pathfmt::format(&self.0))

@@ -538,6 +538,7 @@ impl<H: StateHost> WriterLoop<H> {
             if let Ok(it) = st.log().read(from, usize::MAX) {
                 for (_, ev) in it {
                     count += 1;
+                    let ev = ev.event();
                     let head = ev.chain.head();
                     by_node
                         .entry(head.node.to_string())
@@ -616,7 +617,7 @@ impl<H: StateHost> WriterLoop<H> {
             let batch: Vec<_> = self
                 .host
                 .with_state(|st| match st.log().read(self.mem_next, BATCH) {
-                    Ok(it) => Ok(it.map(|(_, e)| e.clone()).collect()),
+                    Ok(it) => Ok(it.map(|(_, e)| Arc::new(e.event())).collect()),
                     Err(lag) => Err(lag),
                 })
                 .map_err(PersistError::Dropped)?;
@@ -720,7 +721,7 @@ impl<H: StateHost> WriterLoop<H> {
         let host = self.host.clone();
         let res = host.with_state(|st| -> Result<_, PersistError> {
             let batch: Vec<_> = match st.log().read(self.mem_next, usize::MAX) {
-                Ok(it) => it.map(|(_, e)| e.clone()).collect(),
+                Ok(it) => it.map(|(_, e)| Arc::new(e.event())).collect(),
                 Err(_) => Vec::new(),
             };
             for ev in &batch {

@@ -377,7 +377,7 @@ pub(super) async fn start_log(server: Arc<Server>, target: Target, fetch: bool) 
                 let res = match st.log().read(next, 4096) {
                     Ok(it) => {
                         for (seq, ev) in it {
-                            writer.change(ev, &mut buf);
+                            writer.change(&ev.event(), &mut buf);
                             pending += 1;
                             next = seq + 1;
                         }

@@ -457,6 +457,7 @@ async fn watch(
             };
             for (seq, ev) in records {
                 next = seq + 1;
+                let ev = ev.event();
                 if !ev.path.starts_with(&path) {
                     continue;
                 }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use distkv_log::{EventLog, LogLimits, Seq};
 use distkv_model::chain::{precedes, supersedes, MAX_COUNTER};
-use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, UpdateEvent, Value};
+use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, RecentNames, UpdateEvent, Value};
 
 pub use digest::Digest;
 pub use nodes::NodeInfo;
@@ -140,6 +140,9 @@ pub struct State {
     me: NodeName,
     tree: Tree,
     nodes: Map<NodeName, NodeInfo>,
+    /// Indices in `nodes` of the names last looked up (cleared when a
+    /// node is removed, which moves the indices).
+    recent_nodes: RecentNames,
     tock: Arc<Tock>,
     log: EventLog,
     /// Ticks of applied deletions, to be handed to the purge logic.
@@ -171,6 +174,7 @@ impl State {
             me,
             tree: Tree::default(),
             nodes,
+            recent_nodes: RecentNames::default(),
             tock: Arc::new(Tock::default()),
             log,
             pending_deleted: NodeSet::default(),
@@ -278,11 +282,18 @@ impl State {
     }
 
     fn node_mut(&mut self, name: &NodeName) -> &mut NodeInfo {
+        // The merge asks two or three times per link, with the same `Arc`s.
+        if let Some(i) = self.recent_nodes.get(name) {
+            return &mut self.nodes[i as usize];
+        }
         // Look up by &str first so the common case does not clone the Arc.
         let idx = match self.nodes.get_index_of(&**name) {
             Some(i) => i,
             None => self.nodes.insert_full(name.clone(), NodeInfo::default()).0,
         };
+        if let Ok(i) = u32::try_from(idx) {
+            self.recent_nodes.put(name, i);
+        }
         &mut self.nodes[idx]
     }
 
@@ -321,16 +332,15 @@ impl State {
             value,
             tock: self.tock.next(),
         };
-        let event = Arc::new(event);
-        let outcome = self.apply_arc(event.clone());
+        let outcome = self.apply_ref(&event);
         debug_assert!(matches!(outcome, Applied::Stored(_)), "{outcome:?}");
         self.tock.next();
-        Ok(event)
+        Ok(Arc::new(event))
     }
 
     /// Applies a change from anywhere (a peer, a file, a client `update`).
     pub fn apply(&mut self, event: UpdateEvent) -> Applied {
-        self.apply_arc(Arc::new(event))
+        self.apply_ref(&event)
     }
 
     /// Applies an event without recording it in the in-memory event log:
@@ -344,8 +354,10 @@ impl State {
         }
     }
 
-    fn apply_arc(&mut self, event: Arc<UpdateEvent>) -> Applied {
-        match self.merge(&event, event.value.clone()) {
+    /// Applies `event` and appends it to the log (which keeps a compact
+    /// copy of it).
+    fn apply_ref(&mut self, event: &UpdateEvent) -> Applied {
+        match self.merge(event, event.value.clone()) {
             Ok(()) => Applied::Stored(self.log.push(event)),
             Err(outcome) => outcome,
         }

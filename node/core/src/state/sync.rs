@@ -333,6 +333,7 @@ impl State {
             return Err("the node still heads some entries");
         }
         if let Some((name, _)) = self.nodes.shift_remove_entry(node) {
+            self.recent_nodes.clear();
             self.dropped.push(name);
         }
         Ok(())

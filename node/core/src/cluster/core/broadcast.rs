@@ -32,20 +32,20 @@ impl Core {
                 .cfg
                 .batch
                 .min(usize::try_from(room).unwrap_or(usize::MAX));
-            let batch: Vec<&UpdateEvent> = match st.log().read(self.next_seq, max) {
+            let batch: Vec<UpdateEvent> = match st.log().read(self.next_seq, max) {
                 Ok(it) => {
                     let mut n = 0;
                     let b = it
                         .inspect(|_| n += 1)
                         .filter(|(_, e)| {
-                            let head = &e.chain.head().node;
-                            if *head == self.me {
+                            let head = e.head_node();
+                            if head == self.me {
                                 return true;
                             }
-                            orphans |= !self.alive(head, now);
+                            orphans |= !self.alive(&head, now);
                             false
                         })
-                        .map(|(_, e)| &**e)
+                        .map(|(_, e)| e.event())
                         .collect();
                     self.next_seq += n;
                     if n == 0 {
@@ -62,7 +62,7 @@ impl Core {
                 }
             };
             if !batch.is_empty() {
-                self.publish_events(batch);
+                self.publish_events(&batch);
             }
         }
         if orphans {
