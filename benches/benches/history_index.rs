@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use distkv_benches::heap::{dir_size, status_line};
 use distkv_benches::{append, key_path, remote_events, Workload};
 use distkv_index::HistoryIndex;
 use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
@@ -182,33 +183,6 @@ fn write_large_log(data: &Path, n: u64) {
 /// Resets the process's peak resident size (Linux; elsewhere nothing).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// A line of the kernel's `/proc/self/status` (`VmHWM:`: the peak
-/// resident size since the last reset; `VmRSS:` the resident size now).
-fn status_line(name: &str) -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Bytes of the files under `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// `history --key` on the large log, from the index: the whole query as

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use distkv_benches::heap::{dir_size, status_line};
 use distkv_benches::{append, key_path, Workload};
 use distkv_index::HistoryIndex;
 use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
@@ -127,30 +128,4 @@ fn write_log(data: &Path, n: u64) -> anyhow::Result<()> {
     }
     w.close(Now::default())?;
     Ok(())
-}
-
-/// A line of `/proc/self/status` (Linux; "unknown" elsewhere).
-fn status_line(name: &str) -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Bytes of the files under `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -74,16 +74,40 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
     }
 }
 
+/// The value of a line of the kernel's `/proc/self/status`, e.g.
+/// `VmRSS:` (the resident size now) or `VmHWM:` (the peak resident size
+/// since the last reset); "unknown" where there is no such file.
+pub fn status_line(name: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The process's resident set size in bytes (Linux; `None` elsewhere).
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
+    let kb: u64 = status_line("VmRSS:")
         .strip_suffix("kB")?
         .trim()
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// Bytes of the files under `dir`, its subdirectories included.
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
