@@ -600,20 +600,21 @@ fn resolve_plain(s: &str) -> Tag {
     let Some(first) = s.chars().next() else {
         return Tag::Null;
     };
-    if "tTfF".contains(first) && matches!(s, "true" | "True" | "TRUE" | "false" | "False" | "FALSE")
+    if matches!(first, 't' | 'T' | 'f' | 'F')
+        && matches!(s, "true" | "True" | "TRUE" | "false" | "False" | "FALSE")
     {
         return Tag::Bool;
     }
-    if "-+0123456789.".contains(first) && is_yaml_float(s) {
+    if matches!(first, '-' | '+' | '0'..='9' | '.') && is_yaml_float(s) {
         return Tag::Float;
     }
-    if "-+0123456789".contains(first) && is_yaml_int(s) {
+    if matches!(first, '-' | '+' | '0'..='9') && is_yaml_int(s) {
         return Tag::Int;
     }
     if first == '<' && s == "<<" {
         return Tag::OtherCore;
     }
-    if "~nN".contains(first) && matches!(s, "~" | "null" | "Null" | "NULL") {
+    if matches!(first, '~' | 'n' | 'N') && matches!(s, "~" | "null" | "Null" | "NULL") {
         return Tag::Null;
     }
     if first.is_ascii_digit() && is_yaml_timestamp(s) {
@@ -666,21 +667,26 @@ fn analyze(scalar: &str) -> Analysis {
             allow_double_quoted: true,
         };
     }
-    let mut block_indicators = false;
-    let mut flow_indicators = false;
+    let dashes_or_dots = scalar.starts_with("---") || scalar.starts_with("...");
+    // The text is walked once, with the two characters after the current
+    // one in view (ruyaml indexes a list of them); ASCII text byte by byte.
+    if scalar.is_ascii() {
+        analyze_walk(scalar.bytes().map(char::from), dashes_or_dots)
+    } else {
+        analyze_walk(scalar.chars(), dashes_or_dots)
+    }
+}
+
+/// [`analyze`]'s walk over a text that is not empty, as its characters;
+/// `dashes_or_dots`: it starts with `---` or `...`.
+fn analyze_walk(mut chars: impl Iterator<Item = char>, dashes_or_dots: bool) -> Analysis {
+    let mut block_indicators = dashes_or_dots;
+    let mut flow_indicators = dashes_or_dots;
     let mut line_breaks = false;
     let mut special_characters = false;
     let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) =
         (false, false, false, false);
     let (mut break_space, mut space_break) = (false, false);
-
-    if scalar.starts_with("---") || scalar.starts_with("...") {
-        block_indicators = true;
-        flow_indicators = true;
-    }
-    // The text is walked once, with the two characters after the current
-    // one in view (ruyaml indexes a list of them).
-    let mut chars = scalar.chars();
     let (mut cur, mut next, mut after) = (chars.next(), chars.next(), chars.next());
     let mut first = true;
     let mut preceded_by_whitespace = true;
