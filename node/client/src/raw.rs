@@ -63,8 +63,8 @@ impl Fields {
     }
 
     /// As [`Fields::parse`], without checking strings (other than the
-    /// keys) and extension values: for routing a message whose reader
-    /// checks it all later.
+    /// keys) and extension values: for routing a message the checked read
+    /// refused to the stream that reports it.
     pub(crate) fn peek(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
         let mut c = Cursor::new(buf, limits);
         c.check = false;
