@@ -379,7 +379,8 @@ impl<'a> Cursor<'a> {
 
     fn str(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let b = self.take(n)?;
-        if self.check && std::str::from_utf8(b).is_err() {
+        // ASCII (keys, most texts) is UTF-8: checked without a call.
+        if self.check && !b.is_ascii() && std::str::from_utf8(b).is_err() {
             return Err(DecodeError::Invalid("string is not UTF-8"));
         }
         Ok(b)
