@@ -20,7 +20,7 @@
 
 #![warn(missing_docs)]
 
-pub use distkv_client::{auth, client, errors, login, tls, wire};
+pub use distkv_client::{auth, client, errors, login, raw, tls, wire};
 pub use distkv_core::{pyfiles, state};
 pub mod addr;
 pub mod bus;

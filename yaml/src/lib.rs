@@ -64,19 +64,45 @@ pub fn top_level(v: &Value) -> String {
 /// emitter takes (the same analysis and style rules); every other line
 /// goes through the emitter. The output is the same either way.
 pub fn write_list_line(out: &mut String, path: &[Value], path_text: &str, value: Option<&Value>) {
-    if !list_line_fast(out, path_text, value) {
-        let key = Value::Path(distkv_model::Path::new(path.to_vec()));
-        let item = match value {
-            None => key,
-            Some(v) => Value::Map(vec![(key, v.clone())]),
-        };
-        out.push_str(&top_level(&Value::Array(vec![item])));
+    let text = match value {
+        None => LineValue::None,
+        Some(Value::Str(s)) => LineValue::Str(s),
+        Some(v) => LineValue::Other(v),
+    };
+    if !list_line_fast(out, path_text, text) {
+        list_line_emitted(out, path, value.cloned());
     }
+}
+
+/// As [`write_list_line`] with the value `Value::Str(value)`, for a
+/// string read in place: nothing is allocated for it on the direct road.
+pub fn write_list_line_str(out: &mut String, path: &[Value], path_text: &str, value: &str) {
+    if !list_line_fast(out, path_text, LineValue::Str(value)) {
+        list_line_emitted(out, path, Some(Value::str(value)));
+    }
+}
+
+/// A list line's value, as [`list_line_fast`] looks at it.
+#[derive(Clone, Copy)]
+enum LineValue<'a> {
+    None,
+    Str(&'a str),
+    Other(&'a Value),
+}
+
+/// [`write_list_line`]'s road through the emitter.
+fn list_line_emitted(out: &mut String, path: &[Value], value: Option<Value>) {
+    let key = Value::Path(distkv_model::Path::new(path.to_vec()));
+    let item = match value {
+        None => key,
+        Some(v) => Value::Map(vec![(key, v)]),
+    };
+    out.push_str(&top_level(&Value::Array(vec![item])));
 }
 
 /// [`write_list_line`]'s direct road: `false` (nothing written) where the
 /// line needs the emitter.
-fn list_line_fast(out: &mut String, path_text: &str, value: Option<&Value>) -> bool {
+fn list_line_fast(out: &mut String, path_text: &str, value: LineValue<'_>) -> bool {
     const PATH_TAG: &str = "!P";
     let key = analyze(path_text);
     // A plain scalar that is not empty and on one line; as a mapping key
@@ -85,33 +111,43 @@ fn list_line_fast(out: &mut String, path_text: &str, value: Option<&Value>) -> b
         return false;
     }
     let key_chars = path_text.chars().count();
-    let Some(v) = value else {
-        // `- !P path`: in a sequence, a long path could fold at a space.
-        if 4 + key_chars + 1 > BEST_WIDTH {
-            return false;
+    // The scalar `represent` makes of the value (a string as it is).
+    let represented;
+    let (tag, text, literal) = match value {
+        LineValue::None => {
+            // `- !P path`: in a sequence, a long path could fold at a space.
+            if 4 + key_chars + 1 > BEST_WIDTH {
+                return false;
+            }
+            out.push_str("- !P ");
+            out.push_str(path_text);
+            out.push('\n');
+            return true;
         }
-        out.push_str("- !P ");
-        out.push_str(path_text);
-        out.push('\n');
-        return true;
+        LineValue::Str(s) => (Tag::Str, s, s.contains('\n')),
+        LineValue::Other(v) => {
+            let Node::Scalar(s) = represent(v) else {
+                return false;
+            };
+            represented = s;
+            let s = &represented;
+            (s.tag, s.value.as_str(), s.literal)
+        }
     };
     if PATH_TAG.len() + key_chars >= MAX_SIMPLE_KEY_LENGTH {
         return false;
     }
-    let Node::Scalar(s) = represent(v) else {
-        return false;
-    };
-    let a = analyze(&s.value);
-    let plain_implicit = s.tag == resolve_plain(&s.value);
-    let core = !matches!(s.tag, Tag::Local(_));
+    let a = analyze(text);
+    let plain_implicit = tag == resolve_plain(text);
+    let core = !matches!(tag, Tag::Local(_));
     // `choose_style` for a mapping value in block context.
-    if s.literal || a.empty || (core && !plain_implicit) || !a.allow_block_plain {
+    if literal || a.empty || (core && !plain_implicit) || !a.allow_block_plain {
         return false;
     }
-    let tag = (!plain_implicit).then(|| s.tag.text());
+    let tag = (!plain_implicit).then(|| tag.text());
     // A plain scalar folds only at a space past the 80th column.
     let width = 2 + PATH_TAG.len() + 1 + key_chars + 1 + tag.map_or(0, |t| 1 + t.len()) + 1;
-    if width + s.value.chars().count() > BEST_WIDTH {
+    if width + text.chars().count() > BEST_WIDTH {
         return false;
     }
     out.push_str("- !P ");
@@ -122,7 +158,7 @@ fn list_line_fast(out: &mut String, path_text: &str, value: Option<&Value>) -> b
         out.push_str(t);
     }
     out.push(' ');
-    out.push_str(&s.value);
+    out.push_str(text);
     out.push('\n');
     true
 }
@@ -564,20 +600,21 @@ fn resolve_plain(s: &str) -> Tag {
     let Some(first) = s.chars().next() else {
         return Tag::Null;
     };
-    if "tTfF".contains(first) && matches!(s, "true" | "True" | "TRUE" | "false" | "False" | "FALSE")
+    if matches!(first, 't' | 'T' | 'f' | 'F')
+        && matches!(s, "true" | "True" | "TRUE" | "false" | "False" | "FALSE")
     {
         return Tag::Bool;
     }
-    if "-+0123456789.".contains(first) && is_yaml_float(s) {
+    if matches!(first, '-' | '+' | '0'..='9' | '.') && is_yaml_float(s) {
         return Tag::Float;
     }
-    if "-+0123456789".contains(first) && is_yaml_int(s) {
+    if matches!(first, '-' | '+' | '0'..='9') && is_yaml_int(s) {
         return Tag::Int;
     }
     if first == '<' && s == "<<" {
         return Tag::OtherCore;
     }
-    if "~nN".contains(first) && matches!(s, "~" | "null" | "Null" | "NULL") {
+    if matches!(first, '~' | 'n' | 'N') && matches!(s, "~" | "null" | "Null" | "NULL") {
         return Tag::Null;
     }
     if first.is_ascii_digit() && is_yaml_timestamp(s) {
@@ -609,6 +646,7 @@ fn is_space_or_break(c: char) -> bool {
     matches!(c, '\0' | ' ' | '\t' | '\r') || is_break(c)
 }
 
+#[derive(Debug, PartialEq)]
 struct Analysis {
     empty: bool,
     multiline: bool,
@@ -629,25 +667,35 @@ fn analyze(scalar: &str) -> Analysis {
             allow_double_quoted: true,
         };
     }
-    let c: Vec<char> = scalar.chars().collect();
-    let mut block_indicators = false;
-    let mut flow_indicators = false;
+    let dashes_or_dots = scalar.starts_with("---") || scalar.starts_with("...");
+    // The text is walked once, with the two characters after the current
+    // one in view (ruyaml indexes a list of them); ASCII text byte by byte.
+    if scalar.is_ascii() {
+        analyze_walk(scalar.bytes().map(char::from), dashes_or_dots)
+    } else {
+        analyze_walk(scalar.chars(), dashes_or_dots)
+    }
+}
+
+/// [`analyze`]'s walk over a text that is not empty, as its characters;
+/// `dashes_or_dots`: it starts with `---` or `...`.
+fn analyze_walk(mut chars: impl Iterator<Item = char>, dashes_or_dots: bool) -> Analysis {
+    let mut block_indicators = dashes_or_dots;
+    let mut flow_indicators = dashes_or_dots;
     let mut line_breaks = false;
     let mut special_characters = false;
     let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) =
         (false, false, false, false);
     let (mut break_space, mut space_break) = (false, false);
-
-    if scalar.starts_with("---") || scalar.starts_with("...") {
-        block_indicators = true;
-        flow_indicators = true;
-    }
+    let (mut cur, mut next, mut after) = (chars.next(), chars.next(), chars.next());
+    let mut first = true;
     let mut preceded_by_whitespace = true;
-    let mut followed_by_whitespace = c.len() == 1 || is_space_or_break(c[1]);
+    let mut followed_by_whitespace = end_or(next, is_space_or_break);
     let (mut previous_space, mut previous_break) = (false, false);
 
-    for (index, &ch) in c.iter().enumerate() {
-        if index == 0 {
+    while let Some(ch) = cur {
+        let last = next.is_none();
+        if first {
             if matches!(
                 ch,
                 '#' | ','
@@ -670,7 +718,7 @@ fn analyze(scalar: &str) -> Analysis {
                 block_indicators = true;
             }
             if ch == '?' || ch == ':' {
-                if c.len() == 1 {
+                if last {
                     flow_indicators = true;
                 }
                 if followed_by_whitespace {
@@ -708,10 +756,10 @@ fn analyze(scalar: &str) -> Analysis {
             }
         }
         if ch == ' ' {
-            if index == 0 {
+            if first {
                 leading_space = true;
             }
-            if index == c.len() - 1 {
+            if last {
                 trailing_space = true;
             }
             if previous_break {
@@ -720,10 +768,10 @@ fn analyze(scalar: &str) -> Analysis {
             previous_space = true;
             previous_break = false;
         } else if is_break(ch) {
-            if index == 0 {
+            if first {
                 leading_break = true;
             }
-            if index == c.len() - 1 {
+            if last {
                 trailing_break = true;
             }
             if previous_space {
@@ -736,7 +784,9 @@ fn analyze(scalar: &str) -> Analysis {
             previous_break = false;
         }
         preceded_by_whitespace = is_space_or_break(ch);
-        followed_by_whitespace = index + 2 >= c.len() || is_space_or_break(c[index + 2]);
+        followed_by_whitespace = end_or(after, is_space_or_break);
+        (cur, next, after) = (next, after, chars.next());
+        first = false;
     }
 
     let mut a = Analysis {
@@ -2140,6 +2190,205 @@ mod tests {
         assert_eq!(to_yaml(&huge).lines().next(), Some("-1: 3"));
     }
 
+    /// `analyze` as it was written first, indexing a vector of the
+    /// text's characters as ruyaml indexes its string: the model the
+    /// single walk is held to.
+    fn analyze_indexed(scalar: &str) -> Analysis {
+        if scalar.is_empty() {
+            return Analysis {
+                empty: true,
+                multiline: false,
+                allow_flow_plain: false,
+                allow_block_plain: true,
+                allow_single_quoted: true,
+                allow_double_quoted: true,
+            };
+        }
+        let c: Vec<char> = scalar.chars().collect();
+        let mut block_indicators = false;
+        let mut flow_indicators = false;
+        let mut line_breaks = false;
+        let mut special_characters = false;
+        let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) =
+            (false, false, false, false);
+        let (mut break_space, mut space_break) = (false, false);
+
+        if scalar.starts_with("---") || scalar.starts_with("...") {
+            block_indicators = true;
+            flow_indicators = true;
+        }
+        let mut preceded_by_whitespace = true;
+        let mut followed_by_whitespace = c.len() == 1 || is_space_or_break(c[1]);
+        let (mut previous_space, mut previous_break) = (false, false);
+
+        for (index, &ch) in c.iter().enumerate() {
+            if index == 0 {
+                if matches!(
+                    ch,
+                    '#' | ','
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                        | '&'
+                        | '*'
+                        | '!'
+                        | '|'
+                        | '>'
+                        | '\''
+                        | '"'
+                        | '%'
+                        | '@'
+                        | '`'
+                ) {
+                    flow_indicators = true;
+                    block_indicators = true;
+                }
+                if ch == '?' || ch == ':' {
+                    if c.len() == 1 {
+                        flow_indicators = true;
+                    }
+                    if followed_by_whitespace {
+                        block_indicators = true;
+                    }
+                }
+                if ch == '-' && followed_by_whitespace {
+                    flow_indicators = true;
+                    block_indicators = true;
+                }
+            } else {
+                if matches!(ch, ',' | '[' | ']' | '{' | '}') {
+                    flow_indicators = true;
+                }
+                if ch == ':' && followed_by_whitespace {
+                    flow_indicators = true;
+                    block_indicators = true;
+                }
+                if ch == '#' && preceded_by_whitespace {
+                    flow_indicators = true;
+                    block_indicators = true;
+                }
+            }
+            if is_break(ch) {
+                line_breaks = true;
+            }
+            if !(ch == '\n' || ('\x20'..='\x7e').contains(&ch)) {
+                let unicode = (ch == '\u{85}'
+                    || ('\u{a0}'..='\u{d7ff}').contains(&ch)
+                    || ('\u{e000}'..='\u{fffd}').contains(&ch)
+                    || ch >= '\u{10000}')
+                    && ch != '\u{feff}';
+                if !unicode {
+                    special_characters = true;
+                }
+            }
+            if ch == ' ' {
+                if index == 0 {
+                    leading_space = true;
+                }
+                if index == c.len() - 1 {
+                    trailing_space = true;
+                }
+                if previous_break {
+                    break_space = true;
+                }
+                previous_space = true;
+                previous_break = false;
+            } else if is_break(ch) {
+                if index == 0 {
+                    leading_break = true;
+                }
+                if index == c.len() - 1 {
+                    trailing_break = true;
+                }
+                if previous_space {
+                    space_break = true;
+                }
+                previous_space = false;
+                previous_break = true;
+            } else {
+                previous_space = false;
+                previous_break = false;
+            }
+            preceded_by_whitespace = is_space_or_break(ch);
+            followed_by_whitespace = index + 2 >= c.len() || is_space_or_break(c[index + 2]);
+        }
+
+        let mut a = Analysis {
+            empty: false,
+            multiline: line_breaks,
+            allow_flow_plain: true,
+            allow_block_plain: true,
+            allow_single_quoted: true,
+            allow_double_quoted: true,
+        };
+        if leading_space || leading_break || trailing_space || trailing_break {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+        }
+        if break_space {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+            a.allow_single_quoted = false;
+        }
+        if special_characters || space_break {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+            a.allow_single_quoted = false;
+        }
+        if line_breaks {
+            a.allow_flow_plain = false;
+            a.allow_block_plain = false;
+        }
+        if flow_indicators {
+            a.allow_flow_plain = false;
+        }
+        if block_indicators {
+            a.allow_block_plain = false;
+        }
+        a
+    }
+
+    /// The single walk of `analyze` finds what the indexed one finds, on
+    /// texts built from the characters the rules look at (indicators,
+    /// spaces, breaks, special and wide characters), at every position,
+    /// and on those texts with a byte changed (kept where still UTF-8).
+    #[test]
+    fn analysis_in_one_walk_is_the_indexed_one() {
+        let alphabet: Vec<char> =
+            "ab1-?:#,[]{}&*!|>'\"%@` \t\r\n.\u{85}\u{a0}\u{2028}\u{feff}\u{7f}\u{1}é日\u{10000}\0"
+                .chars()
+                .collect();
+        let mut rng = 0x5eed_a11a_u64;
+        let mut below = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut seen = std::collections::HashSet::new();
+        for case in 0..40_000 {
+            let len = below(7);
+            let mut text: String = (0..len).map(|_| alphabet[below(alphabet.len())]).collect();
+            if case % 4 == 0 {
+                text.insert_str(0, ["---", "...", "--", "-- "][below(4)]);
+            }
+            let mut bytes = text.clone().into_bytes();
+            if !bytes.is_empty() {
+                let at = below(bytes.len());
+                bytes[at] = below(256) as u8;
+            }
+            let changed = String::from_utf8(bytes).ok();
+            for t in std::iter::once(&text).chain(changed.as_ref()) {
+                let want = analyze_indexed(t);
+                seen.insert(format!("{want:?}"));
+                assert_eq!(analyze(t), want, "{t:?}");
+            }
+        }
+        // The texts reached many different outcomes.
+        assert!(seen.len() >= 8, "{seen:?}");
+    }
+
     /// `write_list_line` prints what `top_level` prints for the same line,
     /// on every combination of many paths and values: plain and quoted
     /// texts, lines just below and beyond the folding width, keys just
@@ -2232,6 +2481,11 @@ mod tests {
                 line.clear();
                 write_list_line(&mut line, path, &text, v);
                 assert_eq!(line, want, "path {text:?}, value {v:?}");
+                if let Some(V::Str(value)) = v {
+                    line.clear();
+                    write_list_line_str(&mut line, path, &text, value);
+                    assert_eq!(line, want, "path {text:?}, string {value:?}");
+                }
             }
         }
     }

@@ -434,6 +434,13 @@ pub fn format(elems: &[Value]) -> String {
             Value::Bool(true) => res.push_str(":t"),
             Value::Bool(false) => res.push_str(":f"),
             Value::Nil => res.push_str(":n"),
+            // Their `repr`, which needs no escaping.
+            Value::Int(i) => {
+                let _ = write!(res, ":{i}");
+            }
+            Value::UInt(u) => {
+                let _ = write!(res, ":{u}");
+            }
             other => {
                 res.push(':');
                 res.push_str(&escape(&repr(other)));
@@ -696,6 +703,20 @@ mod tests {
                 canonical,
                 "formatting the parse of {input:?}"
             );
+        }
+    }
+
+    /// Integers are written as the general road writes any other scalar:
+    /// `:` and their escaped `repr`.
+    #[test]
+    fn integers_format_as_their_escaped_repr() {
+        let ints = [0, 1, -1, 42, i64::MIN, i64::MAX].map(Value::Int);
+        let uints = [0, 1 << 63, u64::MAX].map(Value::UInt);
+        for v in ints.iter().chain(&uints) {
+            let general = format!(":{}", escape(&repr(v)));
+            assert_eq!(format(std::slice::from_ref(v)), general, "{v:?}");
+            let two = [Value::str("a"), v.clone()];
+            assert_eq!(format(&two), format!("a{general}"), "{v:?}");
         }
     }
 

@@ -6,10 +6,12 @@
 //! incoming message by `seq` to the request waiting for it. A request's first
 //! reply decides its shape: `state: "start"` turns it into a [`Stream`],
 //! anything else is the single reply. A stream's messages are not decoded
-//! by the reader: it peeks at their `seq` and `state` only and hands them
-//! over as bytes, one batch per run of messages read; the stream decodes
-//! ([`Stream::next`]) or reads them in place ([`Stream::next_raw`], see
-//! [`crate::raw`]), and a malformed one ends that stream with an error.
+//! by the reader: it reads each once in place, checked (its fields, see
+//! [`crate::raw`]; the same walk finds where the message ends), routes it
+//! by its `seq` and hands it over as bytes with its fields, one batch per
+//! run of messages read; the stream decodes ([`Stream::next`]) or reads
+//! them as they are ([`Stream::next_raw`]), and a malformed one ends that
+//! stream with an error.
 //!
 //! Invariants: a request's route is registered, its `seq` allocated and its
 //! message queued under one lock, so `seq`s go out in increasing order and a
@@ -233,7 +235,16 @@ enum Route {
     Waiting(oneshot::Sender<Result<First, ClientError>>),
     /// A stream has started: its messages go to it as they are received,
     /// undecoded, in batches (see [`Outbox`]).
-    Streaming(mpsc::Sender<Vec<u8>>),
+    Streaming(mpsc::Sender<Batch>),
+}
+
+/// Stream messages handed over at once: their bytes, one after the
+/// other, and, for each, its length and what the connection's reader found
+/// when it read it (its fields, or why it is malformed).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    read: Vec<(usize, Result<Fields, DecodeError>)>,
 }
 
 /// A request's first reply.
@@ -241,7 +252,7 @@ enum First {
     Single(Value),
     Stream {
         start: Value,
-        rx: mpsc::Receiver<Vec<u8>>,
+        rx: mpsc::Receiver<Batch>,
     },
 }
 
@@ -731,11 +742,16 @@ pub struct Stream {
     client: Client,
     seq: u64,
     /// `None` for a single reply presented as a stream.
-    rx: Option<mpsc::Receiver<Vec<u8>>>,
+    rx: Option<mpsc::Receiver<Batch>>,
     /// Messages received and not yet read: `batch[pos..]`, whole messages
+    /// as the connection's reader checked their framing, and what it read
+    /// in each from `read[next..]` on (empty for a single reply: read
+    /// here).
     /// as the connection's reader checked their framing.
     batch: Vec<u8>,
     pos: usize,
+    read: Vec<(usize, Result<Fields, DecodeError>)>,
+    next: usize,
     longener: Option<PathLongener>,
     flow: Flow,
     done: bool,
@@ -768,7 +784,7 @@ impl Flow {
 }
 
 impl Stream {
-    fn streaming(client: Client, seq: u64, start: Value, rx: mpsc::Receiver<Vec<u8>>) -> Stream {
+    fn streaming(client: Client, seq: u64, start: Value, rx: mpsc::Receiver<Batch>) -> Stream {
         let wseq = start.get("wseq").and_then(Value::as_u64);
         let mut s = Stream::new(client, seq, Some(rx), Vec::new());
         s.flow.note(wseq, &s.client, seq);
@@ -779,18 +795,15 @@ impl Stream {
         Stream::new(client, seq, None, codec::to_vec(&msg))
     }
 
-    fn new(
-        client: Client,
-        seq: u64,
-        rx: Option<mpsc::Receiver<Vec<u8>>>,
-        batch: Vec<u8>,
-    ) -> Stream {
+    fn new(client: Client, seq: u64, rx: Option<mpsc::Receiver<Batch>>, batch: Vec<u8>) -> Stream {
         Stream {
             client,
             seq,
             rx,
             batch,
             pos: 0,
+            read: Vec::new(),
+            next: 0,
             longener: None,
             flow: Flow::default(),
             done: false,
@@ -823,8 +836,10 @@ impl Stream {
             };
             match rx.recv().await {
                 Some(batch) => {
-                    self.batch = batch;
+                    self.batch = batch.bytes;
+                    self.read = batch.read;
                     self.pos = 0;
+                    self.next = 0;
                 }
                 None => {
                     self.done = true;
@@ -857,6 +872,7 @@ impl Stream {
             let mut msg = match codec::decode_prefix(&self.batch[self.pos..], limits) {
                 Ok((msg, n)) => {
                     self.pos += n;
+                    self.next += 1;
                     msg
                 }
                 Err(e) => return Err(self.malformed(e)),
@@ -902,7 +918,13 @@ impl Stream {
                 return Ok(None);
             }
             let at = self.pos;
-            let (fields, n) = match Fields::parse(&self.batch[at..], self.client.inner.limits) {
+            // Read by the connection's reader already, or here.
+            let read = match self.read.get(self.next) {
+                Some((n, read)) => read.clone().map(|f| (f, *n)),
+                None => Fields::parse(&self.batch[at..], self.client.inner.limits),
+            };
+            self.next += 1;
+            let (fields, n) = match read {
                 Ok(x) => x,
                 Err(e) => return Err(self.malformed(e)),
             };
@@ -1076,16 +1098,27 @@ impl PathLongener {
 /// per run of messages for the same stream, in the order received.
 #[derive(Default)]
 struct Outbox {
-    batches: Vec<(u64, mpsc::Sender<Vec<u8>>, Vec<u8>)>,
+    batches: Vec<(u64, mpsc::Sender<Batch>, Batch)>,
 }
 
 impl Outbox {
-    /// Adds a message for stream `seq`.
-    fn push(&mut self, seq: u64, tx: &mpsc::Sender<Vec<u8>>, frame: &[u8]) {
-        match self.batches.last_mut() {
-            Some((s, _, batch)) if *s == seq => batch.extend_from_slice(frame),
-            _ => self.batches.push((seq, tx.clone(), frame.to_vec())),
-        }
+    /// Adds a message for stream `seq`, with what was read in it.
+    fn push(
+        &mut self,
+        seq: u64,
+        tx: &mpsc::Sender<Batch>,
+        frame: &[u8],
+        read: Result<Fields, DecodeError>,
+    ) {
+        let batch = match self.batches.last_mut() {
+            Some((s, _, batch)) if *s == seq => batch,
+            _ => {
+                self.batches.push((seq, tx.clone(), Batch::default()));
+                &mut self.batches.last_mut().expect("just pushed").2
+            }
+        };
+        batch.bytes.extend_from_slice(frame);
+        batch.read.push((frame.len(), read));
     }
 
     /// Hands every batch to its stream. Waits only if a consumer lags and
@@ -1129,9 +1162,9 @@ async fn read_loop(mut reader: MsgReader<ReadHalf>, shared: Arc<Shared>, qlen: u
     let reason = loop {
         // Route everything received, then hand the streams their batches.
         let routed = loop {
-            match reader.try_next_frame() {
-                Ok(Some(frame)) => {
-                    if let Err(e) = route(&shared, frame, qlen, limits, &mut out) {
+            match reader.try_next_frame_with(|b| Fields::parse(b, limits)) {
+                Ok(Some((frame, read))) => {
+                    if let Err(e) = route(&shared, frame, read, qlen, limits, &mut out) {
                         break Err(e);
                     }
                 }
@@ -1156,17 +1189,27 @@ async fn read_loop(mut reader: MsgReader<ReadHalf>, shared: Arc<Shared>, qlen: u
 }
 
 /// Routes one incoming message to the request with its `seq`: a stream's
-/// messages into `out`, undecoded and not yet checked (their reader checks
-/// them: a bad one ends its stream); a request's first reply decoded.
+/// messages into `out`, undecoded, with their fields as `read` found them
+/// (the frame is read here if `read` is `None`); a malformed one is routed
+/// by a peek at its `seq` and ends its stream with the error there. A
+/// request's first reply is decoded.
 fn route(
     shared: &Shared,
     frame: &[u8],
+    read: Option<Fields>,
     qlen: u64,
     limits: Limits,
     out: &mut Outbox,
 ) -> Result<(), WireError> {
-    let (fields, n) = Fields::peek(frame, limits)?;
-    let view = MsgView::new(&frame[..n], fields);
+    let read = match read {
+        Some(fields) => Ok(fields),
+        None => Fields::parse(frame, limits).map(|(fields, _)| fields),
+    };
+    let fields = match &read {
+        Ok(fields) => *fields,
+        Err(_) => Fields::peek(frame, limits)?.0,
+    };
+    let view = MsgView::new(frame, fields);
     let Some(seq) = view.seq() else {
         tracing::warn!("server message without seq: {}", raw::decode_field(frame));
         return Ok(());
@@ -1181,7 +1224,7 @@ fn route(
         return Ok(());
     };
     if let Route::Streaming(tx) = route {
-        out.push(seq, tx, frame);
+        out.push(seq, tx, frame, read);
         if state == Some("end") {
             st.routes.remove(&seq);
         }

@@ -63,8 +63,8 @@ impl Fields {
     }
 
     /// As [`Fields::parse`], without checking strings (other than the
-    /// keys) and extension values: for routing a message whose reader
-    /// checks it all later.
+    /// keys) and extension values: for routing a message the checked read
+    /// refused to the stream that reports it.
     pub(crate) fn peek(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
         let mut c = Cursor::new(buf, limits);
         c.check = false;
@@ -379,7 +379,8 @@ impl<'a> Cursor<'a> {
 
     fn str(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let b = self.take(n)?;
-        if self.check && std::str::from_utf8(b).is_err() {
+        // ASCII (keys, most texts) is UTF-8: checked without a call.
+        if self.check && !b.is_ascii() && std::str::from_utf8(b).is_err() {
             return Err(DecodeError::Invalid("string is not UTF-8"));
         }
         Ok(b)
@@ -594,9 +595,17 @@ pub fn is_canonical(b: &[u8]) -> bool {
     c.canonical().unwrap_or(false) && c.pos == b.len()
 }
 
-/// Decodes a path element's encoding (from [`path_elements`]).
+/// Decodes a path element's encoding (from [`path_elements`]). An integer
+/// is read in place, as the decoder reads it.
 pub fn decode(b: &[u8]) -> Result<Value, DecodeError> {
-    codec::decode_with(b, LENIENT)
+    match *b {
+        [m @ 0x00..=0x7f] => Ok(Value::Int(m as i64)),
+        [m @ 0xe0..=0xff] => Ok(Value::Int(m as i8 as i64)),
+        [m @ 0xcc..=0xcf, ref x @ ..] if x.len() == 1 << (m - 0xcc) => Ok(Value::uint(
+            x.iter().fold(0u64, |a, &c| (a << 8) | c as u64),
+        )),
+        _ => codec::decode_with(b, LENIENT),
+    }
 }
 
 /// Decodes one field's encoding (from a [`MsgView`]) into a value.
@@ -787,6 +796,37 @@ mod tests {
         let bytes = codec::to_vec(&Value::Array(vec![Value::str("seq"), Value::Int(1)]));
         let (v, n) = MsgView::parse(&bytes, Limits::default()).unwrap();
         assert_eq!((v.seq(), n), (None, bytes.len()));
+    }
+
+    /// Path elements read in place are what the decoder makes of them:
+    /// every integer form, other values, and bytes that are not one value.
+    #[test]
+    fn elements_decode_like_the_decoder() {
+        let mut rng = Rng(0x5eed_e1e7);
+        let mut cases: Vec<Vec<u8>> = vec![vec![], vec![0xcc], vec![0xcd, 1], vec![0x01, 0x02]];
+        for i in 0..4000 {
+            let v = match i % 4 {
+                0 => Value::Int(rng.below(300) as i64 - 150),
+                1 => Value::uint(rng.below(u64::MAX) >> rng.below(64)),
+                2 => Value::Int(-(rng.below(1 << 40) as i64)),
+                _ => [Value::str("é"), Value::Float(1.5), Value::Nil][i % 3].clone(),
+            };
+            let mut b = codec::to_vec(&v);
+            cases.push(b.clone());
+            // The same value in a wider form, and with a byte changed.
+            if let Some(w @ 0xcc..=0xce) = b.first().copied() {
+                let mut wide = vec![w + 1];
+                wide.extend(std::iter::repeat_n(0, 1 << (w - 0xcc)));
+                wide.extend_from_slice(&b[1..]);
+                cases.push(wide);
+            }
+            let at = rng.below(b.len() as u64) as usize;
+            b[at] = rng.below(256) as u8;
+            cases.push(b);
+        }
+        for b in &cases {
+            assert_eq!(decode(b), codec::decode_with(b, LENIENT), "{b:02x?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub enum WireError {
     },
 }
 
+/// A frame, and what [`MsgReader::try_next_frame_with`]'s `read` made of
+/// it (`None` where the scanner found it).
+pub type FrameRead<'a, T> = (&'a [u8], Option<T>);
+
 /// Reads complete msgpack values from an async byte stream.
 ///
 /// Use [`MsgReader::next`] for one message at a time, or — to handle
@@ -78,6 +82,8 @@ pub struct MsgReader<R> {
     start: usize,
     end: usize,
     scanner: FrameScanner,
+    /// Whether the scanner holds a partial message (it resumes there).
+    scanning: bool,
     limits: Limits,
     eof: bool,
     failed: Option<DecodeError>,
@@ -99,6 +105,7 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
             start: 0,
             end: 0,
             scanner: FrameScanner::new(limits),
+            scanning: false,
             limits,
             eof: false,
             failed: None,
@@ -163,12 +170,43 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
                 let at = self.start;
                 self.start += n;
                 self.scanner.reset();
+                self.scanning = false;
                 Ok(Some(&self.buf[at..at + n]))
             }
             Ok(None) if self.eof => Err(WireError::Truncated),
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.scanning = true;
+                Ok(None)
+            }
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// As [`MsgReader::try_next_frame`], reading each message with `read`
+    /// as it is found, so that a reader which walks the whole message
+    /// anyway also finds its end: `read` gets the buffered bytes, which
+    /// start with the message, and returns what it makes of it and its
+    /// length. Where it reads a whole message within the size limit, that
+    /// is the frame, with `read`'s result; where it fails (the message is
+    /// not all there yet, or `read` refuses its content), the scanner
+    /// finds the frame, which comes with `None`. `read` is tried once per
+    /// message, before any part of it was scanned: a message arriving in
+    /// many pieces is still scanned once. `read` must accept only whole
+    /// msgpack values within the nesting limit (it may refuse more).
+    pub fn try_next_frame_with<T>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> Result<(T, usize), DecodeError>,
+    ) -> Result<Option<FrameRead<'_, T>>, WireError> {
+        if self.failed.is_none() && !self.scanning && self.start < self.end {
+            if let Ok((t, n)) = read(&self.buf[self.start..self.end]) {
+                if n > 0 && n <= self.limits.max_frame && n <= self.end - self.start {
+                    let at = self.start;
+                    self.start += n;
+                    return Ok(Some((&self.buf[at..at + n], Some(t))));
+                }
+            }
+        }
+        Ok(self.try_next_frame()?.map(|frame| (frame, None)))
     }
 
     /// The limits this reader enforces.
@@ -350,6 +388,114 @@ mod tests {
             }
             assert_eq!(got, msgs, "split at {split}");
         }
+    }
+
+    /// Frames read from `pieces` (written and read one at a time), each
+    /// with the fields `try_next_frame_with` read in it (`None` where the
+    /// scanner found it, or when read by `try_next_frame`), and the error
+    /// that ended the reading, if one did.
+    async fn frames_of(
+        pieces: &[&[u8]],
+        with_fields: bool,
+    ) -> (Vec<(Vec<u8>, Option<String>)>, Option<String>) {
+        let limits = Limits {
+            max_frame: 2000,
+            ..Limits::default()
+        };
+        let (mut a, b) = duplex(1 << 16);
+        let mut r = MsgReader::with_limits(b, limits);
+        let mut got = Vec::new();
+        let mut drain = |r: &mut MsgReader<_>| loop {
+            let next = if with_fields {
+                r.try_next_frame_with(|b| crate::raw::Fields::parse(b, limits))
+                    .map(|f| f.map(|(f, t)| (f.to_vec(), t.map(|t| format!("{t:?}")))))
+            } else {
+                r.try_next_frame().map(|f| f.map(|f| (f.to_vec(), None)))
+            };
+            match next {
+                Ok(Some(x)) => got.push(x),
+                Ok(None) => return None,
+                Err(e) => return Some(e.to_string()),
+            }
+        };
+        for piece in pieces {
+            a.write_all(piece).await.unwrap();
+            assert!(r.fill().await.unwrap());
+            if let Some(e) = drain(&mut r) {
+                return (got, Some(e));
+            }
+        }
+        drop(a);
+        assert!(!r.fill().await.unwrap());
+        let end = drain(&mut r);
+        (got, end)
+    }
+
+    /// Reading each message's fields as its frame is found cuts the same
+    /// frames as the scanner alone, with the same errors, on streams of
+    /// messages with a byte changed (bad UTF-8, foreign extensions, wrong
+    /// lengths, reserved bytes) cut into random pieces; where it read the
+    /// fields, they are what `Fields::parse` reads in the frame.
+    #[tokio::test]
+    async fn frames_read_with_their_fields_are_the_scanned_frames() {
+        let mut rng = 0x5eed_f4a3_u64;
+        let mut below = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut msgs = msgs();
+        for i in 0..20 {
+            msgs.push(Value::map([
+                ("seq", Value::Int(7)),
+                ("path", Value::Path(path![i, "é"])),
+                ("depth", Value::Int(1)),
+                ("value", Value::str(&"x".repeat(i as usize * 3))),
+                ("wseq", Value::Int(i)),
+            ]));
+        }
+        let (mut read_here, mut scanned, mut refused, mut errors) = (0, 0, 0, 0);
+        for case in 0..300 {
+            let mut bytes = Vec::new();
+            for _ in 0..1 + below(8) {
+                codec::encode(&msgs[below(msgs.len())], &mut bytes);
+            }
+            if case % 3 != 0 {
+                let at = below(bytes.len());
+                bytes[at] = below(256) as u8;
+            }
+            let mut pieces = Vec::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (piece, more) = rest.split_at(1 + below(rest.len().min(400)));
+                pieces.push(piece);
+                rest = more;
+            }
+            let (want, want_end) = frames_of(&pieces, false).await;
+            let (got, got_end) = frames_of(&pieces, true).await;
+            assert_eq!(got_end, want_end, "case {case}");
+            errors += want_end.is_some() as usize;
+            assert_eq!(got.len(), want.len(), "case {case}");
+            for ((frame, fields), (want, _)) in got.iter().zip(&want) {
+                assert_eq!(frame, want, "case {case}");
+                let parsed = crate::raw::Fields::parse(frame, Limits::default());
+                match fields {
+                    Some(f) => {
+                        read_here += 1;
+                        assert_eq!(Some(f), parsed.map(|(p, _)| format!("{p:?}")).ok().as_ref());
+                    }
+                    None => {
+                        scanned += 1;
+                        refused += parsed.is_err() as usize;
+                    }
+                }
+            }
+        }
+        // Each road was taken: fields read, frames scanned (cut across
+        // pieces, or refused by the checked read), streams ending in error.
+        let counts = [read_here, scanned, refused, errors];
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
     }
 
     #[tokio::test]

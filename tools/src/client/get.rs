@@ -14,7 +14,8 @@ use anyhow::anyhow;
 use distkv_model::budget::INTERNAL_LIMITS;
 use distkv_model::{codec, pathfmt, Path, Value};
 use distkv_node::client::{RawItem, Stream, StreamItem, TreeOptions};
-use distkv_yaml::write_list_line;
+use distkv_node::raw;
+use distkv_yaml::{write_list_line, write_list_line_str};
 
 use super::output::{add_dates, get_mut, now, raw, take};
 use super::{api, Session};
@@ -145,23 +146,29 @@ async fn list_raw(s: &mut Session, stream: &mut Stream, o: &GetOptions) -> anyho
                 (sent.1.elements(), sent.0.as_str())
             }
         };
-        let value = if o.raw {
-            None
-        } else {
-            match e.msg.value() {
-                Some(b) => Some(decode(b)?),
-                None if o.empty => Some(Value::Nil),
-                None => continue,
-            }
-        };
-        let value = value.map(|mut v| {
-            if let Some(now) = now {
-                add_dates(&mut v, now);
-            }
-            v
-        });
         line.clear();
-        write_list_line(&mut line, elements, path_text, value.as_ref());
+        let string = e.msg.value().filter(|_| !o.raw && now.is_none());
+        if let Some(string) = string.and_then(raw::as_str) {
+            // A string is written from the reply's bytes, not decoded.
+            write_list_line_str(&mut line, elements, path_text, string);
+        } else {
+            let value = if o.raw {
+                None
+            } else {
+                match e.msg.value() {
+                    Some(b) => Some(decode(b)?),
+                    None if o.empty => Some(Value::Nil),
+                    None => continue,
+                }
+            };
+            let value = value.map(|mut v| {
+                if let Some(now) = now {
+                    add_dates(&mut v, now);
+                }
+                v
+            });
+            write_list_line(&mut line, elements, path_text, value.as_ref());
+        }
         s.out.write(line.as_bytes())?;
     }
     Ok(())
