@@ -355,6 +355,48 @@ impl<'a> LogEntry<'a> {
         d.name()
     }
 
+    /// Whether the event's path starts with `prefix`, as
+    /// [`Path::starts_with`] would say of the decoded path: read from the
+    /// record's bytes, without decoding the chain or building the path (a
+    /// watcher asks this of every record, most of them outside its path).
+    pub fn path_starts_with(&self, prefix: &[Value]) -> bool {
+        let mut d = Decoder {
+            buf: self.bytes(),
+            names: &self.log.names,
+        };
+        d.varint();
+        for _ in 0..d.varint() {
+            let name = d.varint();
+            if name & 1 == 1 {
+                d.bytes((name >> 1) as usize);
+            }
+            d.varint();
+        }
+        match d.varint() {
+            0 => self.kept_path().starts_with(prefix),
+            // `n` is one more than the path's length.
+            n => {
+                n > prefix.len() as u64
+                    && prefix.iter().all(|p| {
+                        if d.buf.first() != Some(&STR) {
+                            return d.element() == *p;
+                        }
+                        d.byte();
+                        let len = d.varint() as usize;
+                        // A string equals only a string (`Value`'s `eq`).
+                        matches!(p, Value::Str(s) if s.as_bytes() == d.bytes(len))
+                    })
+            }
+        }
+    }
+
+    /// The path kept beside the record (one that [`encode`] could not
+    /// encode).
+    fn kept_path(&self) -> &'a Path {
+        let e = &self.log.exotic;
+        &e[e.partition_point(|(s, _)| *s < self.seq)].1
+    }
+
     /// The event's new value (`None` for a deletion).
     pub fn value(&self) -> Option<&'a Value> {
         self.record.value.as_ref()
@@ -380,11 +422,7 @@ impl<'a> LogEntry<'a> {
             Chain::from_links(links).expect("log records hold non-empty chains")
         };
         let path = match d.varint() {
-            0 => {
-                let e = &self.log.exotic;
-                let i = e.partition_point(|(s, _)| *s < self.seq);
-                e[i].1.clone()
-            }
+            0 => self.kept_path().clone(),
             n => (1..n).map(|_| d.element()).collect(),
         };
         UpdateEvent {
@@ -763,6 +801,68 @@ mod tests {
             log.exotic.len() <= 50 * 2 / 7 + 2,
             "kept paths are dropped too"
         );
+    }
+
+    /// `path_starts_with` on the bytes says what `starts_with` on the
+    /// decoded path says: for every prefix of every kind of path, for
+    /// prefixes with an element changed or one too many, for numbers
+    /// equal across kinds, and for names written out in the record.
+    #[test]
+    fn paths_are_tested_for_a_prefix_as_decoded() {
+        let mut log = EventLog::new(LogLimits {
+            max_records: 200,
+            max_bytes: usize::MAX,
+        });
+        for i in 1..=140 {
+            log.push(&varied(i));
+        }
+        let outsider = UpdateEvent {
+            chain: Chain::single(Arc::from("n".repeat(300)), 1),
+            ..ev(7)
+        };
+        log.names.names.resize(MAX_NAMES, Arc::from("x"));
+        log.push(&outsider);
+        let others = [
+            Value::Nil,
+            Value::Bool(true),
+            Value::Int(-1),
+            Value::UInt(7),
+            Value::Float(7.0),
+            Value::Float(-0.5),
+            Value::str("a"),
+            Value::str("k"),
+            Value::Bin(Arc::from(&b"a"[..])),
+        ];
+        let (mut yes, mut no) = (0, 0);
+        for (seq, entry) in log.read(1, usize::MAX).unwrap() {
+            let path = entry.event().path;
+            for n in 0..=path.len() + 1 {
+                let mut prefixes = vec![path.elements()[..n.min(path.len())].to_vec()];
+                for other in &others {
+                    let mut p = prefixes[0].clone();
+                    if n < path.len() {
+                        p.push(other.clone());
+                    } else if let Some(last) = p.last_mut() {
+                        *last = other.clone();
+                    }
+                    prefixes.push(p);
+                }
+                for p in prefixes {
+                    let want = path.starts_with(&p);
+                    assert_eq!(
+                        entry.path_starts_with(&p),
+                        want,
+                        "record {seq}, prefix {p:?}"
+                    );
+                    if want {
+                        yes += 1;
+                    } else {
+                        no += 1;
+                    }
+                }
+            }
+        }
+        assert!(yes > 500 && no > 500, "{yes} matching, {no} not");
     }
 
     #[test]

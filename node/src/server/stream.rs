@@ -455,12 +455,12 @@ async fn watch(
                     return Ok(Err(CmdError::Server("Aborted. Queue filled?".into())));
                 }
             };
-            for (seq, ev) in records {
+            for (seq, record) in records {
                 next = seq + 1;
-                let ev = ev.event();
-                if !ev.path.starts_with(&path) {
+                if !record.path_starts_with(&path) {
                     continue;
                 }
+                let ev = record.event();
                 if !meta_ok && ev.path.first().is_some_and(Value::is_nil) {
                     continue;
                 }
