@@ -735,7 +735,7 @@ fn link_fields(b: &[u8]) -> Result<Option<LinkFields<'_>>, ChainError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use distkv_model::path;
     use distkv_model::Path;
@@ -997,11 +997,12 @@ mod tests {
         assert!(path_elements(&[0xc7, 5, 3, 1]).is_none());
     }
 
-    /// A seeded xorshift: the cases below are the same on every run.
-    struct Rng(u64);
+    /// A seeded xorshift: the cases below (and the wire reader's) are the
+    /// same on every run.
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

@@ -438,13 +438,8 @@ mod tests {
     /// fields, they are what `Fields::parse` reads in the frame.
     #[tokio::test]
     async fn frames_read_with_their_fields_are_the_scanned_frames() {
-        let mut rng = 0x5eed_f4a3_u64;
-        let mut below = |n: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % n as u64) as usize
-        };
+        let mut rng = crate::raw::tests::Rng(0x5eed_f4a3);
+        let mut below = |n: usize| rng.below(n as u64) as usize;
         let mut msgs = msgs();
         for i in 0..20 {
             msgs.push(Value::map([
