@@ -15,6 +15,7 @@ pub mod codec;
 pub mod cursor;
 pub mod event;
 pub mod hex;
+pub mod packed;
 pub mod path;
 pub mod pathfmt;
 pub mod ranges;
@@ -26,6 +27,7 @@ pub mod value;
 
 pub use chain::{Chain, Link, NodeName, RecentNames};
 pub use event::UpdateEvent;
+pub use packed::{Packed, ValueRef};
 pub use path::Path;
 pub use ranges::{NodeSet, RangeSet};
 pub use value::Value;

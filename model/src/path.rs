@@ -27,6 +27,17 @@ impl Path {
         Path(Arc::from(elements))
     }
 
+    /// The shared elements ([`crate::packed`] keeps them behind a thin
+    /// pointer).
+    pub(crate) fn into_arc(self) -> Arc<[Value]> {
+        self.0
+    }
+
+    /// The path of shared elements (the inverse of [`Path::into_arc`]).
+    pub(crate) fn from_arc(elements: Arc<[Value]>) -> Path {
+        Path(elements)
+    }
+
     /// The elements.
     pub fn elements(&self) -> &[Value] {
         &self.0

@@ -114,12 +114,12 @@ fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
         let start = stack.len();
         if let Some(ea) = ea {
             for (name, ca) in ea.children() {
-                stack.push((Some(ca), eb.and_then(|eb| eb.child(name))));
+                stack.push((Some(ca), eb.and_then(|eb| eb.child(&name))));
             }
         }
         if let Some(eb) = eb {
             for (name, cb) in eb.children() {
-                if ea.and_then(|ea| ea.child(name)).is_none() {
+                if ea.and_then(|ea| ea.child(&name)).is_none() {
                     stack.push((None, Some(cb)));
                 }
             }

@@ -448,7 +448,7 @@ pub(super) fn auth_list(server: &Server, msg: &Value) -> CmdResult<Vec<Fields>> 
     Ok(users
         .children()
         .filter(|(_, e)| e.data().is_some())
-        .map(|(k, e)| item(k, e))
+        .map(|(k, e)| item(&k, e))
         .collect())
 }
 

@@ -336,7 +336,7 @@ pub fn deletable(start: Entry<'_>, acl: AclCursor<'_>) -> Vec<(distkv_model::Pat
         // Reversed onto the stack: children come off it in their order.
         let children: Vec<_> = e.children().collect();
         for (name, child) in children.into_iter().rev() {
-            todo.push((child, acl.step(name)));
+            todo.push((child, acl.step(&name)));
         }
     }
     out

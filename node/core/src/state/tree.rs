@@ -31,7 +31,7 @@
 
 use std::hash::BuildHasher;
 
-use distkv_model::{Chain, Path, Value};
+use distkv_model::{Chain, Packed, Path, Value, ValueRef};
 use hashbrown::HashTable;
 use indexmap::IndexMap;
 
@@ -53,7 +53,8 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// One entry's slot.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    name: Value,
+    /// Packed: 16 bytes instead of a `Value`'s 32.
+    name: Packed,
     parent: EntryId,
     /// Boxed and absent for leaves (most entries).
     children: Option<Box<Children>>,
@@ -63,7 +64,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn new(name: Value, parent: EntryId, tock: u64) -> Slot {
+    fn new(name: Packed, parent: EntryId, tock: u64) -> Slot {
         Slot {
             name,
             parent,
@@ -98,7 +99,7 @@ impl Default for Tree {
             free: Vec::new(),
             hasher: Default::default(),
         };
-        t.alloc(Slot::new(Value::Nil, NO_PARENT, 0));
+        t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
     }
 }
@@ -151,7 +152,7 @@ impl Tree {
     fn find(&self, parent: EntryId, name: &Value) -> Option<EntryId> {
         let kids = self.slot(parent).children.as_ref()?;
         kids.index
-            .find(self.hash(name), |&c| self.slot(c).name == *name)
+            .find(self.hash(name), |&c| self.slot(c).name.view() == *name)
             .copied()
     }
 
@@ -169,13 +170,13 @@ impl Tree {
 
     fn add_child(&mut self, parent: EntryId, name: &Value) -> EntryId {
         let tock = self.slot(parent).tock;
-        let id = self.alloc(Slot::new(name.clone(), parent, tock));
+        let id = self.alloc(Slot::new(Packed::new(name.clone()), parent, tock));
         let hash = self.hash(name);
         // Out of its slot while the table rehashes from the other slots.
         let mut kids = self.slot_mut(parent).children.take().unwrap_or_default();
         kids.order.push(id);
         kids.index
-            .insert_unique(hash, id, |&c| self.hash(&self.slot(c).name));
+            .insert_unique(hash, id, |&c| self.hash(&self.slot(c).name.view()));
         self.slot_mut(parent).children = Some(kids);
         id
     }
@@ -208,7 +209,7 @@ impl Tree {
     /// Takes `id` out of its parent's children; returns its chain.
     fn unlink(&mut self, id: EntryId) -> Option<Chain> {
         let parent = self.slot(id).parent;
-        let hash = self.hash(&self.slot(id).name);
+        let hash = self.hash(&self.slot(id).name.view());
         if let Some(mut kids) = self.slot_mut(parent).children.take() {
             if let Ok(e) = kids.index.find_entry(hash, |&c| c == id) {
                 e.remove();
@@ -224,7 +225,7 @@ impl Tree {
     }
 
     fn free_slot(&mut self, id: EntryId) {
-        *self.slot_mut(id) = Slot::new(Value::Nil, NO_PARENT, 0);
+        *self.slot_mut(id) = Slot::new(Packed::new(Value::Nil), NO_PARENT, 0);
         self.free.push(id);
     }
 
@@ -277,8 +278,8 @@ impl<'a> Entry<'a> {
     }
 
     /// The entry's name: the last element of its path (nil for the root).
-    pub fn name(self) -> &'a Value {
-        &self.slot().name
+    pub fn name(self) -> ValueRef<'a> {
+        self.slot().name.view()
     }
 
     /// The entry's full path, computed by walking up to the root.
@@ -287,7 +288,7 @@ impl<'a> Entry<'a> {
         let mut at = self.id;
         while at != ROOT {
             let s = self.tree.slot(at);
-            names.push(s.name.clone());
+            names.push(s.name.view().clone());
             at = s.parent;
         }
         names.reverse();
@@ -310,13 +311,13 @@ impl<'a> Entry<'a> {
     }
 
     /// The children, in insertion order.
-    pub fn children(self) -> impl Iterator<Item = (&'a Value, Entry<'a>)> {
+    pub fn children(self) -> impl Iterator<Item = (ValueRef<'a>, Entry<'a>)> {
         let tree = self.tree;
         self.slot()
             .children
             .iter()
             .flat_map(|k| k.order.iter())
-            .map(move |&c| (&tree.slot(c).name, tree.entry(c)))
+            .map(move |&c| (tree.slot(c).name.view(), tree.entry(c)))
     }
 
     /// Whether the entry has children.
@@ -433,7 +434,7 @@ impl WalkCursor {
             if parents.len() < self.stack.len() {
                 // A vanished level's name is never handed out: nothing is
                 // visited below it before it is closed.
-                rel.push(at.map_or(Value::Nil, |e| e.name().clone()));
+                rel.push(at.map_or(Value::Nil, |e| e.name().to_value()));
             }
         }
         while used < budget {
@@ -457,7 +458,7 @@ impl WalkCursor {
                 *self.stack.last_mut().expect("non-empty") += 1;
                 continue;
             }
-            rel.push(child.name().clone());
+            rel.push(child.name().to_value());
             let descend = visit(child, &rel, report(child, depth));
             if descend && opts.max_depth.is_none_or(|m| depth < m) && child.has_children() {
                 self.stack.push(0);
