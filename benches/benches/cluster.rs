@@ -221,12 +221,8 @@ async fn start_cluster() -> Result<Vec<Node>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let all = nodes.iter().all(|n| {
             let st = n.server.state();
-            (0..3).all(|i| {
-                st.entry(&key("warm", i))
-                    .and_then(|e| e.data())
-                    .and_then(Value::as_u64)
-                    == Some(round)
-            })
+            (0..3)
+                .all(|i| st.entry(&key("warm", i)).and_then(|e| e.data()?.as_u64()) == Some(round))
         });
         if all {
             break;
@@ -629,7 +625,7 @@ async fn partition(keys: u64, all_links: bool, trace: bool) -> Result<Partition>
         .server
         .state()
         .entry(&key("both", 0))
-        .and_then(|e| e.data().cloned());
+        .and_then(|e| e.data_cloned());
     Ok(Partition {
         write_rate,
         heal,

@@ -568,7 +568,7 @@ impl Replay {
                         .is_some_and(|n| n.knows(head.tick));
                     let before = if obs.wants_before(&event) {
                         self.state.entry(&event.path).map(|e| Before {
-                            value: e.data().cloned(),
+                            value: e.data_cloned(),
                             chain: e.chain().cloned(),
                             tock: e.tock(),
                         })

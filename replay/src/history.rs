@@ -297,7 +297,7 @@ pub fn history_indexed(
         if !seen.insert((head.node.clone(), head.tick)) {
             continue;
         }
-        let old = state.entry(&f.event.path).and_then(|e| e.data().cloned());
+        let old = state.entry(&f.event.path).and_then(|e| e.data_cloned());
         let applied = state.replay(f.event.clone());
         if matches!(applied, Applied::Stored(_) | Applied::Replayed) {
             let segment = h.segments.iter().rev().find(|s| s.first_seq <= f.seq);

@@ -71,7 +71,7 @@ fn churn(st: &mut State, rng: &mut Rng, n: usize) -> Vec<UpdateEvent> {
 fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
     fn view(e: Entry<'_>) -> Option<EntryView> {
         (e.data().is_some() || e.chain().is_some()).then(|| EntryView {
-            value: e.data().cloned(),
+            value: e.data_cloned(),
             chain: e.chain().cloned(),
             tock: e.tock(),
         })

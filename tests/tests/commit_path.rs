@@ -113,7 +113,7 @@ impl Running {
         self.server
             .state()
             .entry(path)
-            .and_then(|e| e.data().cloned())
+            .and_then(|e| e.data_cloned())
     }
 
     /// Stops it and waits until its log is flushed.

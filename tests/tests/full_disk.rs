@@ -323,7 +323,11 @@ async fn stalled_writer_scenario(fsync: FsyncPolicy) -> Result<()> {
     .await?;
     for i in acked {
         ensure!(
-            rec.state.entry(&path!["b", i]).and_then(|e| e.data()) == Some(&Value::Int(i)),
+            rec.state
+                .entry(&path!["b", i])
+                .and_then(|e| e.data())
+                .as_deref()
+                == Some(&Value::Int(i)),
             "acknowledged b.{i} lost"
         );
     }

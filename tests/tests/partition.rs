@@ -75,13 +75,17 @@ async fn a_healed_partition_over_the_mqtt_mesh_converges_without_losing_writes()
         let e = st.entry(path.context("path")?).context("entry vanished")?;
         let got = e.data().context("value vanished")?;
         ensure!(
-            vals.contains(got),
+            vals.contains(&got),
             "{p}: {got} is none of the writes {vals:?}"
         );
     }
     for (k, want) in [("k0", "a-0"), ("k499", "b-499")] {
         let e = st.entry(&path!["part", k]).context("entry")?;
-        ensure!(e.data() == Some(&Value::str(want)), "{k}: {:?}", e.data());
+        ensure!(
+            e.data_cloned() == Some(Value::str(want)),
+            "{k}: {:?}",
+            e.data()
+        );
     }
     ensure!(st.missing().is_empty(), "still missing: {:?}", st.missing());
     Ok(())

@@ -173,7 +173,7 @@ async fn rules_replicate() -> Result<()> {
         a.server
             .state()
             .entry(&stored)
-            .and_then(|e| e.data().cloned())
+            .and_then(|e| e.data_cloned())
             == Some(Value::Int(10))
     })
     .await
@@ -198,7 +198,7 @@ async fn rules_survive_restart_and_restore() -> Result<()> {
         .server
         .state()
         .entry(&path!["inty", "one"])
-        .and_then(|e| e.data().cloned());
+        .and_then(|e| e.data_cloned());
     ensure!(stored == Some(Value::Int(10)), "{stored:?}");
     n.shutdown().await?;
 

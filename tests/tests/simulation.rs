@@ -94,7 +94,7 @@ fn transfer(from: &State, to: &mut State) -> Result<(), String> {
             events.push(UpdateEvent {
                 path: Path::new(path.to_vec()),
                 chain: chain.clone(),
-                value: e.data().cloned(),
+                value: e.data_cloned(),
                 tock: e.tock(),
             });
         }
@@ -494,7 +494,7 @@ impl Hostile {
     fn check(&self, nodes: &mut [SimNode]) -> Result<(), String> {
         for x in nodes.iter() {
             for (p, v) in &self.forged {
-                if x.st.entry(p).and_then(|e| e.data()) == Some(v) {
+                if x.st.entry(p).and_then(|e| e.data()).as_deref() == Some(v) {
                     return Err(format!("{} adopted the forged change {p} = {v:?}", x.name));
                 }
             }
@@ -891,7 +891,7 @@ fn check_acks(st: &State, acks: &[Ack]) -> Result<(), String> {
         let w = a.event.chain.head();
         let h = cur.head();
         let same = h.node == w.node && h.tick == w.tick;
-        if same && e.data() != a.event.value.as_ref() {
+        if same && e.data().as_deref() != a.event.value.as_ref() {
             return Err(format!(
                 "write {:?}@{} holds another value: {:?}, not {:?}",
                 (&w.node, w.tick),

@@ -165,7 +165,7 @@ fn cached<T>(
 ) -> Option<Compiled<T>> {
     let record = e.data()?;
     let Some(ver) = version(e) else {
-        return Some(make(record));
+        return Some(make(&record));
     };
     let mut c = cache.lock();
     if let Some((v, compiled)) = c.get(&e.path()) {
@@ -173,7 +173,7 @@ fn cached<T>(
             return Some(compiled.clone());
         }
     }
-    let compiled = make(record);
+    let compiled = make(&record);
     if c.len() >= MAX_CACHED {
         c.clear();
     }
@@ -329,8 +329,9 @@ impl DataRules {
             let Some(check) = cached(&self.types, e, compile) else {
                 continue;
             };
+            let record = e.data();
             let g = Globals {
-                data: e.data(),
+                data: record.as_deref(),
                 ..g
             };
             check?.check(value, g, &typ[..n])?;

@@ -81,7 +81,7 @@ fn distkvs_typecheck_case_holds() -> Result<(), String> {
     assert_eq!(
         s.state()
             .entry(&path!["one", "y", "two"])
-            .and_then(|e| e.data().cloned()),
+            .and_then(|e| e.data_cloned()),
         Some(Value::Int(99)),
         "a refused write changes nothing"
     );

@@ -209,7 +209,7 @@ pub(super) fn diffie_hellman(
 /// The stored record of a user, if there is one.
 fn user_record(server: &Server, typ: &str, kind: &str, ident: &str) -> Option<Value> {
     let st = server.state();
-    st.entry(&auth_path(&[typ, kind, ident]))?.data().cloned()
+    st.entry(&auth_path(&[typ, kind, ident]))?.data_cloned()
 }
 
 /// `auth` `{typ, ident, …}`: checks the login and, the first time, lets
@@ -462,8 +462,7 @@ pub(super) fn set_auth_typ(server: &Server, msg: &Value) -> CmdResult<Fields> {
     let mut val: Vec<(Value, Value)> = {
         let st = server.state();
         st.entry(&auth_path(&[]))
-            .and_then(|e| e.data())
-            .and_then(Value::as_map)
+            .and_then(|e| e.data()?.as_map())
             .map(<[_]>::to_vec)
             .unwrap_or_default()
     };

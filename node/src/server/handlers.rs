@@ -6,11 +6,11 @@
 //! never await; the connection loop runs them inline, which keeps pipelined
 //! requests fast and in order.
 
-use std::borrow::Cow;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use distkv_model::event::path_from_value;
-use distkv_model::{Chain, Path, UpdateEvent, Value};
+use distkv_model::{Chain, Path, UpdateEvent, Value, ValueRef};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::Server;
@@ -29,6 +29,24 @@ pub struct View {
     /// The converter group its login bound (`(None,"conv",GROUP)`): its
     /// values are decoded on the way in and encoded on the way out.
     pub conv: Option<Arc<str>>,
+}
+
+/// An entry's value as a connection sees it ([`View::entry_value`]).
+pub enum Shown<'e> {
+    /// The stored value, borrowed from the tree.
+    Stored(ValueRef<'e>),
+    /// The value encoded for the connection's converter group.
+    Converted(Value),
+}
+
+impl Deref for Shown<'_> {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        match self {
+            Shown::Stored(v) => v,
+            Shown::Converted(v) => v,
+        }
+    }
 }
 
 /// An ACL's refusal as the client sees it.
@@ -114,11 +132,16 @@ impl View {
         st: &State,
         e: Entry<'e>,
         path: impl FnOnce() -> Vec<Value>,
-    ) -> CmdResult<Option<Cow<'e, Value>>> {
+    ) -> CmdResult<Option<Shown<'e>>> {
         Ok(match e.data() {
             None => None,
-            Some(v) if self.conv.is_none() => Some(Cow::Borrowed(v)),
-            Some(v) => Some(Cow::Owned(self.encode(rules, st, &path(), v.clone())?)),
+            Some(v) if self.conv.is_none() => Some(Shown::Stored(v)),
+            Some(v) => Some(Shown::Converted(self.encode(
+                rules,
+                st,
+                &path(),
+                v.to_value(),
+            )?)),
         })
     }
 
@@ -291,7 +314,8 @@ pub fn set_value_in(
             None => None,
         };
         let entry = st.entry(&path);
-        let data = entry.and_then(Entry::data);
+        let stored = entry.and_then(Entry::data);
+        let data = stored.as_deref();
         let chain = entry.and_then(Entry::chain);
         if bool_field(msg, "idem", false) {
             if let (Some(v), Some(d)) = (&value, data) {

@@ -218,7 +218,7 @@ impl Tree {
         st.for_each_entry(true, |e, path| {
             let data = e.data().map(|v| {
                 value.clear();
-                codec::encode(v, &mut value);
+                codec::encode(&v, &mut value);
                 &value[..]
             });
             // A state's walk is in walk order: this cannot fail.

@@ -306,10 +306,10 @@ mod tests {
         let mut st = State::new("n1", LogLimits::default());
         let r = load_file(&mut st, &file)?;
         assert_eq!((r.applied, r.truncated), (3, false));
-        assert_eq!(st.entry(&path!["a"]).and_then(|e| e.data()), None);
+        assert_eq!(st.entry(&path!["a"]).and_then(|e| e.data_cloned()), None);
         assert_eq!(
-            st.entry(&path!["b"]).and_then(|e| e.data()),
-            Some(&Value::Int(2))
+            st.entry(&path!["b"]).and_then(|e| e.data_cloned()),
+            Some(Value::Int(2))
         );
         assert_eq!(
             st.tick(),

@@ -197,7 +197,7 @@ impl<'a> AclCursor<'a> {
         let Some(patterns) = &self.patterns else {
             return mode != Mode::Acl;
         };
-        match patterns.best().and_then(Entry::data) {
+        match patterns.best().and_then(Entry::data).as_deref() {
             None => true,
             Some(Value::Str(flags)) => flags.contains(mode.letter()),
             // Only strings of letters are stored; anything else grants
@@ -228,10 +228,7 @@ impl<'a> AclCursor<'a> {
 
     /// The ACL flags of the deciding entry (`test_acl`'s answer), if any.
     pub fn flags(&self) -> Option<&'a str> {
-        match self.entry()?.data()? {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
+        self.entry()?.data()?.as_str()
     }
 
     /// Walks `path` from `root` (the data root) checking `x` at every step
@@ -328,7 +325,7 @@ pub fn deletable(start: Entry<'_>, acl: AclCursor<'_>) -> Vec<(distkv_model::Pat
     let mut todo = vec![(start, acl)];
     while let Some((e, acl)) = todo.pop() {
         if e.data().is_some() && acl.allows(Mode::Delete) {
-            out.push((e.path(), e.data().cloned()));
+            out.push((e.path(), e.data_cloned()));
         }
         if !acl.allows(Mode::Enumerate) || !acl.allows(Mode::Traverse) {
             continue;

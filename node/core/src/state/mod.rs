@@ -38,7 +38,9 @@ use std::sync::Arc;
 
 use distkv_log::{EventLog, LogLimits, Seq};
 use distkv_model::chain::{precedes, supersedes, MAX_COUNTER};
-use distkv_model::{Chain, NodeName, NodeSet, Path, RangeSet, RecentNames, UpdateEvent, Value};
+use distkv_model::{
+    Chain, NodeName, NodeSet, Packed, Path, RangeSet, RecentNames, UpdateEvent, Value,
+};
 
 pub use digest::Digest;
 pub use nodes::NodeInfo;
@@ -396,7 +398,7 @@ impl State {
         }
 
         let deleted = value.is_none();
-        entry.data = value;
+        entry.data = value.map(Packed::new);
         entry.tock = event.tock;
         entry.chain = Some(event.chain.clone());
 
@@ -470,7 +472,7 @@ impl State {
             while !cursor.is_done() {
                 cursor.step(start, &opts, usize::MAX, |e, rel| {
                     let p = path.iter().chain(rel).cloned().collect();
-                    victims.push((Path::new(p), e.data().cloned()));
+                    victims.push((Path::new(p), e.data_cloned()));
                 });
             }
             victims
@@ -614,7 +616,7 @@ impl State {
         self.tock.seen(tock);
         let id = self.tree.follow_create(ROOT, path);
         let e = self.tree.slot_mut(id);
-        e.data = value;
+        e.data = value.map(Packed::new);
         e.tock = tock;
         e.chain = chain.clone();
         if e.data.is_none() && e.chain.is_some() {
@@ -675,7 +677,7 @@ impl State {
     pub fn digest(&self) -> u128 {
         let mut d = Digest::new();
         self.for_each_entry(true, |e, path| {
-            d.add_entry(path, e.data(), e.chain(), e.tock())
+            d.add_entry(path, e.data().as_deref(), e.chain(), e.tock())
         });
         for (name, info) in &self.nodes {
             d.add_node(name, info.tick);

@@ -125,7 +125,7 @@ mod tests {
 
     fn lookup(s: &State, path: &[Value]) -> Option<String> {
         let root = s.entry(&[Value::str("acl"), Value::str("t")]).unwrap();
-        best_match(root, path).map(|e| match e.data() {
+        best_match(root, path).map(|e| match e.data().as_deref() {
             Some(Value::Str(f)) => f.to_string(),
             other => panic!("{other:?}"),
         })

@@ -238,7 +238,7 @@ impl State {
                         entries.push(UpdateEvent {
                             path: e.path(),
                             chain: chain.clone(),
-                            value: e.data().cloned(),
+                            value: e.data_cloned(),
                             tock: e.tock(),
                         });
                         budget -= 1;

@@ -16,7 +16,7 @@ fn set(s: &mut State, p: &Path, v: i64) -> Arc<UpdateEvent> {
 }
 
 fn value_at(s: &State, p: &Path) -> Option<Value> {
-    s.entry(p).and_then(|e| e.data().cloned())
+    s.entry(p).and_then(|e| e.data_cloned())
 }
 
 /// Everything observable about the tree: path → (value, chain, tock).
@@ -33,7 +33,7 @@ fn snapshot(s: &State) -> BTreeMap<String, (Option<Value>, Option<Chain>)> {
             if e.chain().is_some() {
                 out.insert(
                     Path::new(rel.to_vec()).to_string(),
-                    (e.data().cloned(), e.chain().cloned()),
+                    (e.data_cloned(), e.chain().cloned()),
                 );
             }
         });
@@ -484,7 +484,7 @@ proptest! {
         }
         for (k, e) in best {
             let ent = s.entry(&e.path).unwrap();
-            prop_assert_eq!(ent.data(), e.value.as_ref(), "at {}", k);
+            prop_assert_eq!(ent.data_cloned(), e.value.clone(), "at {}", k);
         }
     }
 }
@@ -526,7 +526,7 @@ fn restored_entries_and_nodes_reproduce_the_state() {
     while !cur.is_done() {
         cur.step(a.root(), &opts, 10, |e, path| {
             if e.chain().is_some() {
-                b.restore_entry(path, e.data().cloned(), e.chain().cloned(), e.tock());
+                b.restore_entry(path, e.data_cloned(), e.chain().cloned(), e.tock());
             }
         });
     }

@@ -58,7 +58,8 @@ pub(crate) struct Slot {
     parent: EntryId,
     /// Boxed and absent for leaves (most entries).
     children: Option<Box<Children>>,
-    pub(crate) data: Option<Value>,
+    /// Packed: 16 bytes instead of a `Value`'s 32.
+    pub(crate) data: Option<Packed>,
     pub(crate) chain: Option<Chain>,
     pub(crate) tock: u64,
 }
@@ -295,9 +296,14 @@ impl<'a> Entry<'a> {
         Path::new(names)
     }
 
-    /// The stored value, if any.
-    pub fn data(self) -> Option<&'a Value> {
-        self.slot().data.as_ref()
+    /// The stored value, if any, borrowed (it derefs to the [`Value`]).
+    pub fn data(self) -> Option<ValueRef<'a>> {
+        self.slot().data.as_ref().map(Packed::view)
+    }
+
+    /// The stored value, if any, cloned (a reference count for strings).
+    pub fn data_cloned(self) -> Option<Value> {
+        self.data().map(|v| v.to_value())
     }
 
     /// The chain of the last change, if any.
@@ -478,12 +484,13 @@ impl WalkCursor {
 mod tests {
     use super::*;
     use distkv_model::path;
+    use proptest::prelude::*;
 
     #[test]
     fn freed_slots_are_reused_and_paths_are_computed() {
         let mut t = Tree::default();
         let a = t.follow_create(ROOT, &path!["a", "b"]);
-        t.slot_mut(a).data = Some(Value::Int(1));
+        t.slot_mut(a).data = Some(Packed::new(Value::Int(1)));
         assert_eq!(t.entry(a).path(), path!["a", "b"]);
         assert_eq!(t.len(), 3);
         // b is a leaf; a is bare, so it goes too.
@@ -502,7 +509,7 @@ mod tests {
         let mut t = Tree::default();
         for i in 0..10_000i64 {
             let id = t.follow_create(ROOT, &[Value::Int(i)]);
-            t.slot_mut(id).data = Some(Value::Int(i));
+            t.slot_mut(id).data = Some(Packed::new(Value::Int(i)));
         }
         for i in (0..10_000i64).step_by(3) {
             let id = t.root().follow(&[Value::Int(i)]).unwrap().id();
@@ -520,11 +527,95 @@ mod tests {
             let e = t.root().child(&Value::Int(i));
             assert_eq!(e.is_some(), i % 3 != 0, "{i}");
             if let Some(e) = e {
-                assert_eq!(e.data(), Some(&Value::Int(i)));
+                assert_eq!(e.data_cloned(), Some(Value::Int(i)));
                 assert_eq!(e.path(), Path::new(vec![Value::Int(i)]));
             }
         }
         // Python's equality: 1.0 finds the child named 1.
         assert!(t.root().child(&Value::Float(1.0)).is_some());
+    }
+
+    /// A name or value of any kind; numbers equal across kinds
+    /// (`1 == 1.0 == True`) and short strings drawn often.
+    fn any_key() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Bool),
+            (-2i64..3).prop_map(Value::Int),
+            (-2i64..3).prop_map(|i| Value::Float(i as f64)),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(Value::uint),
+            Just(Value::Float(0.5)),
+            Just(Value::Float(f64::NAN)),
+            "[ab]{0,2}".prop_map(|s| Value::str(&s)),
+            proptest::collection::vec(any::<u8>(), 0..3).prop_map(|b| Value::from(&b[..])),
+            proptest::collection::vec(any::<u8>(), 0..3)
+                .prop_map(|b| Value::BigUint(b.as_slice().into())),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..2))
+                .prop_map(|(t, b)| Value::Ext(t, b.as_slice().into())),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner.clone()), 0..3)
+                    .prop_map(Value::Map),
+                proptest::collection::vec(inner, 0..3).prop_map(|e| Value::Path(Path::new(e))),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 300,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6e61_6d65),
+            ..ProptestConfig::default()
+        })]
+
+        /// Children named and valued by packed values are found, ordered,
+        /// valued and removed exactly as a map keyed by `Value` has them.
+        #[test]
+        fn packed_names_and_values_behave_like_values(
+            ops in proptest::collection::vec((any_key(), proptest::option::of(any_key())), 1..60),
+        ) {
+            let mut t = Tree::default();
+            let mut model: IndexMap<Value, Value> = IndexMap::new();
+            for (name, value) in ops {
+                let rel = [name.clone()];
+                match value {
+                    Some(v) => {
+                        let id = t.follow_create(ROOT, &rel);
+                        t.slot_mut(id).data = Some(Packed::new(v.clone()));
+                        model.insert(name, v);
+                    }
+                    None => {
+                        if let Some(e) = t.root().child(&name) {
+                            t.slot_mut(e.id()).data = None;
+                            prop_assert!(t.remove_leaf(&rel).is_some());
+                        }
+                        model.shift_remove(&name);
+                    }
+                }
+                let got: Vec<(Value, Value)> = t
+                    .root()
+                    .children()
+                    .map(|(n, e)| (n.to_value(), e.data_cloned().unwrap_or(Value::Nil)))
+                    .collect();
+                let want: Vec<(Value, Value)> =
+                    model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                prop_assert_eq!(got.len(), want.len());
+                for ((gn, gv), (wn, wv)) in got.iter().zip(&want) {
+                    // The first name stored stays (a map keeps its first key).
+                    prop_assert!(gn.same_type(wn) && gn == wn, "{:?} vs {:?}", gn, wn);
+                    prop_assert!(gv.same_type(wv) && gv == wv, "{:?} vs {:?}", gv, wv);
+                }
+                for (k, v) in &model {
+                    let e = t.root().child(k);
+                    prop_assert!(e.is_some(), "{:?} not found", k);
+                    let data = e.and_then(|e| e.data_cloned());
+                    prop_assert_eq!(data.as_ref(), Some(v));
+                    prop_assert_eq!(e.map(|e| e.path()), Some(Path::new(vec![k.clone()])));
+                }
+            }
+        }
     }
 }

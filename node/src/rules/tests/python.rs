@@ -38,7 +38,7 @@ fn python_types_check_values_as_distkv_does() -> Result<(), String> {
     assert_eq!(
         s.state()
             .entry(&path!["one", "y", "two"])
-            .and_then(|e| e.data().cloned()),
+            .and_then(|e| e.data_cloned()),
         Some(Value::Int(99)),
         "a refused write changes nothing"
     );

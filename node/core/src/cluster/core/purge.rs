@@ -33,7 +33,9 @@ impl Core {
             return;
         }
         self.purge.seen_tock = e.tock();
-        let nodes: Vec<NodeName> = deleter_names(e.data()).map(NodeName::from).collect();
+        let nodes: Vec<NodeName> = deleter_names(e.data().as_deref())
+            .map(NodeName::from)
+            .collect();
         let member = nodes.contains(&self.me);
         tracing::info!(node = %self.me, deleters = ?nodes, member, "deleter group");
         let mut cfg = self.purge.actor.config().clone();

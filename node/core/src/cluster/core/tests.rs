@@ -222,7 +222,7 @@ fn skipped_ticks_are_announced_learned_and_sent_back_when_held() {
         }
         .encode(),
     );
-    let back_here = a.entry(&[Value::uint(3)]).and_then(|e| e.data().cloned());
+    let back_here = a.entry(&[Value::uint(3)]).and_then(|e| e.data_cloned());
     assert_eq!(
         back_here,
         Some(Value::uint(3)),
@@ -306,7 +306,7 @@ fn a_restored_change_of_a_stopped_node_reaches_the_others() {
     pump(&mut a, &mut core_a, &mut b, &mut core_b, 3_000, 6_000);
     assert_eq!(
         b.entry(&[Value::str("restored")])
-            .and_then(|e| e.data().cloned()),
+            .and_then(|e| e.data_cloned()),
         Some(Value::uint(42)),
         "the restored change stayed on the node that took it"
     );
