@@ -85,6 +85,26 @@ impl Chain {
         }
     }
 
+    /// The chain's parts: its one link, or the links of a longer chain,
+    /// shared (for holders that keep chains in a compact form of their
+    /// own: the node's tree).
+    pub fn into_parts(self) -> Result<Link, Arc<[Link]>> {
+        match self.0 {
+            Links::One(l) => Ok(l),
+            Links::Many(ls) => Err(ls),
+        }
+    }
+
+    /// The chain of shared links (as [`Chain::into_parts`] gives them),
+    /// keeping them shared when there are at least two. `None` if empty.
+    pub fn from_shared(links: Arc<[Link]>) -> Option<Chain> {
+        match links.len() {
+            0 => None,
+            1 => Some(Chain(Links::One(links[0].clone()))),
+            _ => Some(Chain(Links::Many(links))),
+        }
+    }
+
     /// The links, head first.
     pub fn links(&self) -> &[Link] {
         match &self.0 {

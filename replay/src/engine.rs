@@ -569,7 +569,7 @@ impl Replay {
                     let before = if obs.wants_before(&event) {
                         self.state.entry(&event.path).map(|e| Before {
                             value: e.data_cloned(),
-                            chain: e.chain().cloned(),
+                            chain: e.chain_cloned(),
                             tock: e.tock(),
                         })
                     } else {

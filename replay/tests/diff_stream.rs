@@ -72,7 +72,7 @@ fn reference_diff(a: &State, b: &State) -> Vec<PathDiff> {
     fn view(e: Entry<'_>) -> Option<EntryView> {
         (e.data().is_some() || e.chain().is_some()).then(|| EntryView {
             value: e.data_cloned(),
-            chain: e.chain().cloned(),
+            chain: e.chain_cloned(),
             tock: e.tock(),
         })
     }

@@ -127,7 +127,7 @@ fn busy(host: &SharedState, d: &durable::Durability, seed: u64, n: u64) {
                     // Another node's change built on what it last saw here
                     // (maybe nothing): it descends, or conflicts.
                     let base = if rng.below(2) == 0 {
-                        st.entry(&k).and_then(|e| e.chain().cloned())
+                        st.entry(&k).and_then(|e| e.chain_cloned())
                     } else {
                         None
                     };

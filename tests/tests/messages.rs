@@ -146,7 +146,7 @@ async fn a_node_is_dropped_only_once_it_heads_no_entry() -> Result<()> {
         let st = n3.server.state();
         let a = st
             .entry(&path!["a"])
-            .map(|e| (e.data_cloned(), e.chain().cloned()));
+            .map(|e| (e.data_cloned(), e.chain_cloned()));
         bail!("{e}: on k3, a = {a:?}, k1 = {:?}", st.node("k1"));
     }
     Ok(())

@@ -152,7 +152,8 @@ fn field<'a>(record: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 fn version(e: Entry<'_>) -> Option<Version> {
-    let head = e.chain()?.head();
+    let chain = e.chain()?;
+    let head = chain.head();
     Some((head.node.clone(), head.tick, e.tock()))
 }
 

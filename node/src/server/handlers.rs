@@ -316,7 +316,8 @@ pub fn set_value_in(
         let entry = st.entry(&path);
         let stored = entry.and_then(Entry::data);
         let data = stored.as_deref();
-        let chain = entry.and_then(Entry::chain);
+        let chain_ref = entry.and_then(Entry::chain);
+        let chain = chain_ref.as_deref();
         if bool_field(msg, "idem", false) {
             if let (Some(v), Some(d)) = (&value, data) {
                 if v.same_type(d) && v == d {

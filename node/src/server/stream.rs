@@ -323,7 +323,15 @@ async fn send_walk(
                     }
                 };
                 let (chain, tock) = (e.chain(), e.tock());
-                batch.entry(out, value.as_deref(), chain, nchain, tock, rel, shortener);
+                batch.entry(
+                    out,
+                    value.as_deref(),
+                    chain.as_deref(),
+                    nchain,
+                    tock,
+                    rel,
+                    shortener,
+                );
             };
             if access.is_restricted() {
                 // Read afresh per chunk: a changed ACL counts at once.

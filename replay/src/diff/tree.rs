@@ -222,7 +222,7 @@ impl Tree {
                 &value[..]
             });
             // A state's walk is in walk order: this cannot fail.
-            let fits = shape.add(&mut t, path, data, e.chain(), e.tock());
+            let fits = shape.add(&mut t, path, data, e.chain().as_deref(), e.tock());
             debug_assert!(fits.is_ok(), "a state's walk is in walk order");
         });
         shape.close(&mut t);

@@ -46,7 +46,7 @@ pub fn write(
     let mut res = Ok(());
     state.for_each_entry(full, |e, path| {
         if res.is_ok() {
-            res = w.write_entry(path, e.data().as_deref(), e.chain(), e.tock());
+            res = w.write_entry(path, e.data().as_deref(), e.chain().as_deref(), e.tock());
         }
     });
     res?;

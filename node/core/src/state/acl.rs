@@ -345,7 +345,7 @@ pub fn entry_repr(entry: Entry<'_>) -> String {
     let path: Vec<String> = entry.path().iter().map(Value::to_string).collect();
     let mut out = format!("<AclEntry:[{}]", path.join(", "));
     if let Some(chain) = entry.chain() {
-        out.push_str(&format!("@{}", chain_repr(chain)));
+        out.push_str(&format!("@{}", chain_repr(&chain)));
     }
     if let Some(data) = entry.data() {
         out.push_str(&format!(" ={data}"));

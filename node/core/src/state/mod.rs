@@ -45,7 +45,7 @@ use distkv_model::{
 pub use digest::Digest;
 pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
-pub use tree::{Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
+pub use tree::{ChainRef, Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
 
 use tree::ROOT;
 
@@ -248,8 +248,7 @@ impl State {
         // anyway, as slots are reused.
         let holds = e
             .chain()
-            .and_then(|c| c.find(node))
-            .is_some_and(|l| l.tick == tick);
+            .is_some_and(|c| c.find(node).is_some_and(|l| l.tick == tick));
         holds.then_some(e)
     }
 
@@ -326,7 +325,7 @@ impl State {
         self.tock.next();
         let id = self.tree.follow_create(ROOT, path);
         let entry = self.tree.entry(id);
-        let chain = Chain::attach(me, tick, entry.chain());
+        let chain = Chain::attach(me, tick, entry.chain().as_deref());
         let event = UpdateEvent {
             // The names as the tree holds them (`1` where a client said `1.0`).
             path: entry.path(),
@@ -373,8 +372,8 @@ impl State {
             self.node_mut(&l.node).saw_tick(l.tick);
         }
         let id = self.tree.follow_create(ROOT, &event.path);
+        let current = self.tree.entry(id).chain_cloned();
         let entry = self.tree.slot_mut(id);
-        let current = entry.chain.clone();
 
         if let Some(cur) = &current {
             if cur.same_head(&event.chain) {
@@ -400,7 +399,7 @@ impl State {
         let deleted = value.is_none();
         entry.data = value.map(Packed::new);
         entry.tock = event.tock;
-        entry.chain = Some(event.chain.clone());
+        self.tree.set_chain(id, Some(event.chain.clone()));
 
         if let Some(old) = &current {
             self.drop_links(old, Some(&event.chain));
@@ -618,8 +617,9 @@ impl State {
         let e = self.tree.slot_mut(id);
         e.data = value.map(Packed::new);
         e.tock = tock;
-        e.chain = chain.clone();
-        if e.data.is_none() && e.chain.is_some() {
+        let tombstone = e.data.is_none() && chain.is_some();
+        self.tree.set_chain(id, chain.clone());
+        if tombstone {
             let path = self.tree.entry(id).path();
             self.tombstones.entry(tock).or_default().push(path);
         }
@@ -677,7 +677,7 @@ impl State {
     pub fn digest(&self) -> u128 {
         let mut d = Digest::new();
         self.for_each_entry(true, |e, path| {
-            d.add_entry(path, e.data().as_deref(), e.chain(), e.tock())
+            d.add_entry(path, e.data().as_deref(), e.chain().as_deref(), e.tock())
         });
         for (name, info) in &self.nodes {
             d.add_node(name, info.tick);

@@ -33,7 +33,7 @@ fn snapshot(s: &State) -> BTreeMap<String, (Option<Value>, Option<Chain>)> {
             if e.chain().is_some() {
                 out.insert(
                     Path::new(rel.to_vec()).to_string(),
-                    (e.data_cloned(), e.chain().cloned()),
+                    (e.data_cloned(), e.chain_cloned()),
                 );
             }
         });
@@ -526,7 +526,7 @@ fn restored_entries_and_nodes_reproduce_the_state() {
     while !cur.is_done() {
         cur.step(a.root(), &opts, 10, |e, path| {
             if e.chain().is_some() {
-                b.restore_entry(path, e.data_cloned(), e.chain().cloned(), e.tock());
+                b.restore_entry(path, e.data_cloned(), e.chain_cloned(), e.tock());
             }
         });
     }

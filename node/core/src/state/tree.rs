@@ -29,9 +29,15 @@
 //! resumes) and hands each visited entry its path relative to the start:
 //! a walk never computes paths entry by entry.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::ptr::{slice_from_raw_parts, NonNull};
+use std::sync::Arc;
 
-use distkv_model::{Chain, Packed, Path, Value, ValueRef};
+use distkv_model::{Chain, Link, NodeName, Packed, Path, Value, ValueRef};
 use hashbrown::HashTable;
 use indexmap::IndexMap;
 
@@ -60,8 +66,54 @@ pub(crate) struct Slot {
     children: Option<Box<Children>>,
     /// Packed: 16 bytes instead of a `Value`'s 32.
     pub(crate) data: Option<Packed>,
-    pub(crate) chain: Option<Chain>,
+    chain: SlotChain,
     pub(crate) tock: u64,
+}
+
+/// An entry's chain in 16 bytes (an `Option<Chain>` takes 32): one link
+/// with its node as an index into [`Tree`]'s table of node names, or the
+/// shared links of a longer chain behind a thin pointer (the `Arc<[Link]>`
+/// of the `Chain` it was made from, `len` links at `ptr`).
+#[derive(Debug)]
+enum SlotChain {
+    None,
+    One { node: u32, tick: u64 },
+    Many { len: u32, ptr: NonNull<Link> },
+}
+
+// A `SlotChain` owns an `Arc<[Link]>` at most, which is `Send` and `Sync`.
+unsafe impl Send for SlotChain {}
+unsafe impl Sync for SlotChain {}
+
+impl Drop for SlotChain {
+    fn drop(&mut self) {
+        if let SlotChain::Many { len, ptr } = *self {
+            // SAFETY: `Tree::set_chain` made `ptr` with `Arc::into_raw` of
+            // `len` links, and this is its only owner.
+            drop(unsafe { Arc::from_raw(slice_from_raw_parts(ptr.as_ptr(), len as usize)) });
+        }
+    }
+}
+
+/// An entry's chain, borrowed from its [`Tree`]: derefs to the [`Chain`].
+/// Made without reference counting or allocating.
+pub struct ChainRef<'a> {
+    /// Rebuilt from the slot's parts; never dropped.
+    chain: ManuallyDrop<Chain>,
+    tree: PhantomData<&'a Tree>,
+}
+
+impl Deref for ChainRef<'_> {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        &self.chain
+    }
+}
+
+impl std::fmt::Debug for ChainRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.chain, f)
+    }
 }
 
 impl Slot {
@@ -71,7 +123,7 @@ impl Slot {
             parent,
             children: None,
             data: None,
-            chain: None,
+            chain: SlotChain::None,
             tock,
         }
     }
@@ -91,6 +143,10 @@ pub struct Tree {
     chunks: Vec<Vec<Slot>>,
     free: Vec<EntryId>,
     hasher: foldhash::fast::RandomState,
+    /// The node names of single-link chains, by index; only ever grows
+    /// (a cluster has few nodes: every name a chain ever held).
+    nodes: Vec<NodeName>,
+    node_ids: HashMap<NodeName, u32, foldhash::fast::RandomState>,
 }
 
 impl Default for Tree {
@@ -99,6 +155,8 @@ impl Default for Tree {
             chunks: Vec::new(),
             free: Vec::new(),
             hasher: Default::default(),
+            nodes: Vec::new(),
+            node_ids: HashMap::default(),
         };
         t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
@@ -126,6 +184,60 @@ impl Tree {
     /// The root entry.
     pub fn root(&self) -> Entry<'_> {
         self.entry(ROOT)
+    }
+
+    /// Sets entry `id`'s chain.
+    pub(crate) fn set_chain(&mut self, id: EntryId, chain: Option<Chain>) {
+        let packed = match chain.map(Chain::into_parts) {
+            None => SlotChain::None,
+            Some(Ok(Link { node, tick })) => match self.node_ids.get(&node) {
+                Some(&n) => SlotChain::One { node: n, tick },
+                None => match u32::try_from(self.nodes.len()) {
+                    Ok(n) => {
+                        self.nodes.push(node.clone());
+                        self.node_ids.insert(node, n);
+                        SlotChain::One { node: n, tick }
+                    }
+                    // 4 G node names: kept as a chain of its own.
+                    Err(_) => Self::many(Arc::from(vec![Link { node, tick }])),
+                },
+            },
+            Some(Err(links)) => Self::many(links),
+        };
+        self.slot_mut(id).chain = packed;
+    }
+
+    fn many(links: Arc<[Link]>) -> SlotChain {
+        // Chains are cut far below 2^32 links (`MAX_CHAIN_LINKS`).
+        let len = u32::try_from(links.len()).expect("chains are short");
+        let ptr = NonNull::new(Arc::into_raw(links).cast::<Link>().cast_mut())
+            .expect("an Arc is never null");
+        SlotChain::Many { len, ptr }
+    }
+
+    /// Entry `id`'s chain, borrowed.
+    fn chain_ref(&self, id: EntryId) -> Option<ChainRef<'_>> {
+        let chain = match self.slot(id).chain {
+            SlotChain::None => return None,
+            // SAFETY: a bitwise copy of the table's name that is never
+            // dropped (no count taken, none released); the table is
+            // borrowed, unchanged, for the view's lifetime.
+            SlotChain::One { node, tick } => {
+                Chain::single(unsafe { std::ptr::read(&self.nodes[node as usize]) }, tick)
+            }
+            // SAFETY: `ptr`/`len` are the slot's `Arc<[Link]>` (`many`);
+            // the rebuilt chain is never dropped.
+            SlotChain::Many { len, ptr } => Chain::from_shared(unsafe {
+                Arc::from_raw(slice_from_raw_parts(
+                    ptr.as_ptr().cast_const(),
+                    len as usize,
+                ))
+            })?,
+        };
+        Some(ChainRef {
+            chain: ManuallyDrop::new(chain),
+            tree: PhantomData,
+        })
     }
 
     fn alloc(&mut self, slot: Slot) -> EntryId {
@@ -196,7 +308,7 @@ impl Tree {
         // Bare ancestors go too (not the root).
         while at != ROOT {
             let s = self.slot(at);
-            if s.data.is_some() || s.chain.is_some() || s.children.is_some() {
+            if s.data.is_some() || !matches!(s.chain, SlotChain::None) || s.children.is_some() {
                 break;
             }
             let up = s.parent;
@@ -222,7 +334,9 @@ impl Tree {
                 self.slot_mut(parent).children = Some(kids);
             }
         }
-        self.slot_mut(id).chain.take()
+        let chain = self.entry(id).chain_cloned();
+        self.set_chain(id, None);
+        chain
     }
 
     fn free_slot(&mut self, id: EntryId) {
@@ -306,9 +420,15 @@ impl<'a> Entry<'a> {
         self.data().map(|v| v.to_value())
     }
 
-    /// The chain of the last change, if any.
-    pub fn chain(self) -> Option<&'a Chain> {
-        self.slot().chain.as_ref()
+    /// The chain of the last change, if any, borrowed (it derefs to the
+    /// [`Chain`]).
+    pub fn chain(self) -> Option<ChainRef<'a>> {
+        self.tree.chain_ref(self.id)
+    }
+
+    /// The chain of the last change, if any, cloned.
+    pub fn chain_cloned(self) -> Option<Chain> {
+        self.chain().map(|c| Chain::clone(&c))
     }
 
     /// The tock of the last change.
@@ -533,6 +653,43 @@ mod tests {
         }
         // Python's equality: 1.0 finds the child named 1.
         assert!(t.root().child(&Value::Float(1.0)).is_some());
+    }
+
+    #[test]
+    fn chains_are_kept_compact_and_given_back_whole() {
+        assert_eq!(std::mem::size_of::<SlotChain>(), 16);
+        let mut t = Tree::default();
+        let ids: Vec<EntryId> = (0..4i64)
+            .map(|i| t.follow_create(ROOT, &[Value::Int(i)]))
+            .collect();
+        let node = |n: &str| NodeName::from(n);
+        let one = Chain::single(node("a"), 7);
+        let link = |n: &str, tick| Link {
+            node: node(n),
+            tick,
+        };
+        let many = Chain::from_links(vec![link("b", 3), link("a", 9), link("c", 1)]).unwrap();
+        let shared = match many.clone().into_parts() {
+            Err(links) => links,
+            Ok(_) => unreachable!("three links"),
+        };
+        t.set_chain(ids[0], Some(one.clone()));
+        t.set_chain(ids[1], Some(Chain::single(node("a"), 8)));
+        t.set_chain(ids[2], Some(many.clone()));
+        assert_eq!(t.nodes.len(), 1, "one name for both single links");
+        assert_eq!(t.entry(ids[0]).chain_cloned(), Some(one));
+        assert_eq!(t.entry(ids[1]).chain().map(|c| c.head().tick), Some(8));
+        assert_eq!(t.entry(ids[2]).chain_cloned().as_ref(), Some(&many));
+        assert!(t.entry(ids[3]).chain().is_none());
+        // The long chain's links are shared, not copied, and released.
+        let count = Arc::strong_count(&shared);
+        assert_eq!(t.entry(ids[2]).chain().map(|c| c.len()), Some(3));
+        assert_eq!(Arc::strong_count(&shared), count, "a view takes no count");
+        t.set_chain(ids[2], None);
+        assert_eq!(Arc::strong_count(&shared), count - 1);
+        t.set_chain(ids[3], Some(many.clone()));
+        assert_eq!(t.remove_leaf(&[Value::Int(3)]), Some(Some(many.clone())));
+        assert_eq!(Arc::strong_count(&shared), count - 1);
     }
 
     /// A name or value of any kind; numbers equal across kinds
