@@ -16,6 +16,12 @@
 //! twice). Freed slots are reused. Invariant: an id held anywhere (a
 //! parent's children, the tick bookkeeping) names a live slot.
 //!
+//! A slot keeps its name and value [`Packed`] (16 bytes each instead of a
+//! `Value`'s 32) and its chain as a [`SlotChain`] (16 bytes: a single
+//! link's node is an index into the tree's table of node names). Readers
+//! get borrowed views that deref to `&Value` / `&Chain` ([`ValueRef`],
+//! [`ChainRef`]), made without copying or counting references.
+//!
 //! [`Entry`] is a cheap, copyable view of one slot and the tree around it;
 //! reading goes through it. Changes go through [`Tree`]'s crate-private
 //! methods.
@@ -147,6 +153,9 @@ pub struct Tree {
     /// (a cluster has few nodes: every name a chain ever held).
     nodes: Vec<NodeName>,
     node_ids: HashMap<NodeName, u32, foldhash::fast::RandomState>,
+    /// The index last stored: a node's changes come in runs, with the
+    /// same `Arc` for its name.
+    last_node: u32,
 }
 
 impl Default for Tree {
@@ -157,6 +166,7 @@ impl Default for Tree {
             hasher: Default::default(),
             nodes: Vec::new(),
             node_ids: HashMap::default(),
+            last_node: 0,
         };
         t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
@@ -190,21 +200,32 @@ impl Tree {
     pub(crate) fn set_chain(&mut self, id: EntryId, chain: Option<Chain>) {
         let packed = match chain.map(Chain::into_parts) {
             None => SlotChain::None,
-            Some(Ok(Link { node, tick })) => match self.node_ids.get(&node) {
-                Some(&n) => SlotChain::One { node: n, tick },
-                None => match u32::try_from(self.nodes.len()) {
-                    Ok(n) => {
-                        self.nodes.push(node.clone());
-                        self.node_ids.insert(node, n);
-                        SlotChain::One { node: n, tick }
-                    }
-                    // 4 G node names: kept as a chain of its own.
-                    Err(_) => Self::many(Arc::from(vec![Link { node, tick }])),
-                },
+            Some(Ok(Link { node, tick })) => match self.node_index(&node) {
+                Some(n) => {
+                    self.last_node = n;
+                    SlotChain::One { node: n, tick }
+                }
+                None => {
+                    // 4 G names would need far more memory than a node has.
+                    let n = u32::try_from(self.nodes.len()).expect("fewer than 2^32 node names");
+                    self.nodes.push(node.clone());
+                    self.node_ids.insert(node, n);
+                    self.last_node = n;
+                    SlotChain::One { node: n, tick }
+                }
             },
             Some(Err(links)) => Self::many(links),
         };
         self.slot_mut(id).chain = packed;
+    }
+
+    /// The index of `node` in the table of node names, if it is there.
+    fn node_index(&self, node: &NodeName) -> Option<u32> {
+        let last = self.nodes.get(self.last_node as usize);
+        if last.is_some_and(|l| Arc::ptr_eq(l, node)) {
+            return Some(self.last_node);
+        }
+        self.node_ids.get(node).copied()
     }
 
     fn many(links: Arc<[Link]>) -> SlotChain {
@@ -690,6 +711,22 @@ mod tests {
         t.set_chain(ids[3], Some(many.clone()));
         assert_eq!(t.remove_leaf(&[Value::Int(3)]), Some(Some(many.clone())));
         assert_eq!(Arc::strong_count(&shared), count - 1);
+        // A run of one node's changes (the same `Arc` for its name), then
+        // another node's name, then the first again.
+        let b = node("b");
+        t.set_chain(ids[0], Some(Chain::single(b.clone(), 1)));
+        t.set_chain(ids[1], Some(Chain::single(b, 2)));
+        t.set_chain(ids[2], Some(Chain::single(node("a"), 3)));
+        assert_eq!(t.nodes.len(), 2);
+        let heads: Vec<Option<(String, u64)>> = ids[..3]
+            .iter()
+            .map(|&i| {
+                let c = t.entry(i).chain()?;
+                Some((c.head().node.to_string(), c.head().tick))
+            })
+            .collect();
+        let want = [("b", 1), ("b", 2), ("a", 3)].map(|(n, t)| Some((n.to_string(), t)));
+        assert_eq!(heads, want);
     }
 
     /// A name or value of any kind; numbers equal across kinds
