@@ -13,8 +13,9 @@
 //! computed by walking up ([`Entry::path`]) when somebody needs it. A
 //! parent's children are a vector of ids in insertion order plus a hash
 //! table of those ids, hashed by the names in their slots (nothing stored
-//! twice). Freed slots are reused. Invariant: an id held anywhere (a
-//! parent's children, the tick bookkeeping) names a live slot.
+//! twice), kept in a table of their own that the parent's slot indexes.
+//! Freed slots are reused. Invariant: an id held anywhere (a parent's
+//! children, the tick bookkeeping) names a live slot.
 //!
 //! A slot keeps its name and value [`Packed`] (16 bytes each instead of a
 //! `Value`'s 32) and its chain as a [`SlotChain`] (16 bytes: a single
@@ -68,8 +69,9 @@ pub(crate) struct Slot {
     /// Packed: 16 bytes instead of a `Value`'s 32.
     name: Packed,
     parent: EntryId,
-    /// Boxed and absent for leaves (most entries).
-    children: Option<Box<Children>>,
+    /// Where its children are in [`Tree`]'s table of children (`None` for
+    /// leaves, most entries): 4 bytes where a box took 8.
+    children: Option<KidsId>,
     /// Packed: 16 bytes instead of a `Value`'s 32.
     pub(crate) data: Option<Packed>,
     chain: SlotChain,
@@ -135,6 +137,9 @@ impl Slot {
     }
 }
 
+/// 1 + the index of a parent's [`Children`] in [`Tree`]'s table.
+type KidsId = std::num::NonZeroU32;
+
 /// A parent's children: ids in insertion order, and a hash table of the
 /// same ids for lookups by name.
 #[derive(Debug, Default)]
@@ -149,6 +154,10 @@ pub struct Tree {
     chunks: Vec<Vec<Slot>>,
     free: Vec<EntryId>,
     hasher: foldhash::fast::RandomState,
+    /// Every parent's children, by [`KidsId`]; freed ones (empty) are
+    /// reused.
+    kids: Vec<Children>,
+    free_kids: Vec<KidsId>,
     /// The node names of single-link chains, by index; only ever grows
     /// (a cluster has few nodes: every name a chain ever held).
     nodes: Vec<NodeName>,
@@ -164,6 +173,8 @@ impl Default for Tree {
             chunks: Vec::new(),
             free: Vec::new(),
             hasher: Default::default(),
+            kids: Vec::new(),
+            free_kids: Vec::new(),
             nodes: Vec::new(),
             node_ids: HashMap::default(),
             last_node: 0,
@@ -184,6 +195,12 @@ impl Tree {
 
     pub(crate) fn slot_mut(&mut self, id: EntryId) -> &mut Slot {
         &mut self.chunks[id as usize >> CHUNK_BITS][id as usize & (CHUNK - 1)]
+    }
+
+    /// Entry `id`'s children, if it has any.
+    fn kids(&self, id: EntryId) -> Option<&Children> {
+        let k = self.slot(id).children?;
+        Some(&self.kids[k.get() as usize - 1])
     }
 
     /// The view of entry `id`.
@@ -284,7 +301,7 @@ impl Tree {
 
     /// The child of `parent` named `name`.
     fn find(&self, parent: EntryId, name: &Value) -> Option<EntryId> {
-        let kids = self.slot(parent).children.as_ref()?;
+        let kids = self.kids(parent)?;
         kids.index
             .find(self.hash(name), |&c| self.slot(c).name.view() == *name)
             .copied()
@@ -306,12 +323,26 @@ impl Tree {
         let tock = self.slot(parent).tock;
         let id = self.alloc(Slot::new(Packed::new(name.clone()), parent, tock));
         let hash = self.hash(name);
-        // Out of its slot while the table rehashes from the other slots.
-        let mut kids = self.slot_mut(parent).children.take().unwrap_or_default();
+        let k = match self.slot(parent).children {
+            Some(k) => k,
+            None => {
+                let k = self.free_kids.pop().unwrap_or_else(|| {
+                    self.kids.push(Children::default());
+                    // Fewer parents than entries, which are fewer than 2^32.
+                    KidsId::new(u32::try_from(self.kids.len()).expect("fewer than 2^32 parents"))
+                        .expect("at least one")
+                });
+                self.slot_mut(parent).children = Some(k);
+                k
+            }
+        };
+        let at = k.get() as usize - 1;
+        // Out of the table while it rehashes from the slots.
+        let mut kids = std::mem::take(&mut self.kids[at]);
         kids.order.push(id);
         kids.index
             .insert_unique(hash, id, |&c| self.hash(&self.slot(c).name.view()));
-        self.slot_mut(parent).children = Some(kids);
+        self.kids[at] = kids;
         id
     }
 
@@ -344,15 +375,19 @@ impl Tree {
     fn unlink(&mut self, id: EntryId) -> Option<Chain> {
         let parent = self.slot(id).parent;
         let hash = self.hash(&self.slot(id).name.view());
-        if let Some(mut kids) = self.slot_mut(parent).children.take() {
+        if let Some(k) = self.slot(parent).children {
+            let kids = &mut self.kids[k.get() as usize - 1];
             if let Ok(e) = kids.index.find_entry(hash, |&c| c == id) {
                 e.remove();
             }
             if let Some(pos) = kids.order.iter().position(|&c| c == id) {
                 kids.order.remove(pos);
             }
-            if !kids.order.is_empty() {
-                self.slot_mut(parent).children = Some(kids);
+            if kids.order.is_empty() {
+                // Its memory goes; its place is reused.
+                *kids = Children::default();
+                self.free_kids.push(k);
+                self.slot_mut(parent).children = None;
             }
         }
         let chain = self.entry(id).chain_cloned();
@@ -460,19 +495,15 @@ impl<'a> Entry<'a> {
     /// The children, in insertion order.
     pub fn children(self) -> impl Iterator<Item = (ValueRef<'a>, Entry<'a>)> {
         let tree = self.tree;
-        self.slot()
-            .children
-            .iter()
+        tree.kids(self.id)
+            .into_iter()
             .flat_map(|k| k.order.iter())
             .map(move |&c| (tree.slot(c).name.view(), tree.entry(c)))
     }
 
     /// Whether the entry has children.
     pub fn has_children(self) -> bool {
-        self.slot()
-            .children
-            .as_ref()
-            .is_some_and(|k| !k.order.is_empty())
+        self.tree.kids(self.id).is_some_and(|k| !k.order.is_empty())
     }
 
     /// A child by name.
@@ -491,7 +522,7 @@ impl<'a> Entry<'a> {
 
     /// The `idx`-th child (insertion order).
     fn child_index(self, idx: usize) -> Option<Entry<'a>> {
-        let c = *self.slot().children.as_ref()?.order.get(idx)?;
+        let c = *self.tree.kids(self.id)?.order.get(idx)?;
         Some(self.tree.entry(c))
     }
 }
@@ -640,6 +671,7 @@ mod tests {
         assert!(!t.root().has_children());
         let c = t.follow_create(ROOT, &path!["c", "d"]);
         assert_eq!(t.len(), 3);
+        assert_eq!(t.kids.len(), 2, "freed children tables are reused");
         assert_eq!(t.entry(c).path(), path!["c", "d"]);
         assert!(t.root().follow(&path!["a"]).is_none());
         assert_eq!(t.root().follow(&path!["c", "d"]).map(|e| e.id()), Some(c));
