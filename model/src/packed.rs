@@ -71,6 +71,7 @@ unsafe impl Send for Packed {}
 unsafe impl Sync for Packed {}
 
 impl Packed {
+    #[inline]
     fn scalar(kind: Kind, bits: u64) -> Packed {
         Packed {
             kind,
@@ -80,6 +81,7 @@ impl Packed {
         }
     }
 
+    #[inline]
     fn pointer(kind: Kind, ext: i8, len: usize, ptr: *const u8) -> Packed {
         Packed {
             kind,
@@ -101,6 +103,7 @@ impl Packed {
 
     /// Packs `v`, keeping its allocations (an array's or a map's spare
     /// capacity is freed).
+    #[inline]
     pub fn new(v: Value) -> Packed {
         let fits = |n: usize| u32::try_from(n).is_ok();
         match v {
@@ -151,6 +154,7 @@ impl Packed {
     /// The result owns the packed parts: either `self` is never used again
     /// (it is being dropped or was forgotten), or the result is never
     /// dropped and `self` is not boxed ([`Packed::view`]).
+    #[inline]
     unsafe fn take(&self) -> Value {
         let n = self.len as usize;
         // SAFETY: the word was written by `new` for this kind: bits for
@@ -181,6 +185,7 @@ impl Packed {
     }
 
     /// The value, borrowed: no copy, no reference counting.
+    #[inline]
     pub fn view(&self) -> ValueRef<'_> {
         if self.kind == Kind::Boxed {
             // SAFETY: `new` boxed a `Value` there; it lives as long as self.
@@ -194,6 +199,7 @@ impl Packed {
     }
 
     /// The value, owned.
+    #[inline]
     pub fn into_value(self) -> Value {
         let me = ManuallyDrop::new(self);
         // SAFETY: `me` is never used or dropped again.
@@ -208,6 +214,7 @@ impl From<Value> for Packed {
 }
 
 impl Drop for Packed {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: self is being dropped.
         drop(unsafe { self.take() });
@@ -259,6 +266,7 @@ enum Repr<'a> {
 
 impl Deref for ValueRef<'_> {
     type Target = Value;
+    #[inline]
     fn deref(&self) -> &Value {
         match &self.0 {
             Repr::Rebuilt(v, _) => v,
@@ -270,6 +278,7 @@ impl Deref for ValueRef<'_> {
 impl<'a> ValueRef<'a> {
     /// Lends `r`, which points into the packed value's allocations (never
     /// into the rebuilt `Value` itself), for `'a`.
+    #[inline]
     fn extend<T: ?Sized>(&self, r: &T) -> &'a T {
         // SAFETY: the packed value owns the allocation `r` points into and
         // is borrowed, unchanged, for 'a (see the callers).
@@ -277,24 +286,28 @@ impl<'a> ValueRef<'a> {
     }
 
     /// The string, if this is one ([`Value::as_str`], for `'a`).
+    #[inline]
     pub fn as_str(&self) -> Option<&'a str> {
         // The characters are in the `Arc`'s allocation.
         self.deref().as_str().map(|s| self.extend(s))
     }
 
     /// The array elements ([`Value::as_array`], for `'a`).
+    #[inline]
     pub fn as_array(&self) -> Option<&'a [Value]> {
         // The elements are in the boxed slice.
         self.deref().as_array().map(|a| self.extend(a))
     }
 
     /// The map pairs ([`Value::as_map`], for `'a`).
+    #[inline]
     pub fn as_map(&self) -> Option<&'a [(Value, Value)]> {
         // The pairs are in the boxed slice.
         self.deref().as_map().map(|m| self.extend(m))
     }
 
     /// A map's value under a string key ([`Value::get`], for `'a`).
+    #[inline]
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         self.as_map()?
             .iter()
@@ -303,6 +316,7 @@ impl<'a> ValueRef<'a> {
     }
 
     /// The value, cloned.
+    #[inline]
     pub fn to_value(&self) -> Value {
         self.deref().clone()
     }
