@@ -18,7 +18,7 @@
 //! children, the tick bookkeeping) names a live slot.
 //!
 //! A slot keeps its name and value [`Packed`] (16 bytes each instead of a
-//! `Value`'s 32) and its chain as a [`SlotChain`] (16 bytes: a single
+//! `Value`'s 32) and its chain as a `SlotChain` (16 bytes: a single
 //! link's node is an index into the tree's table of node names). Readers
 //! get borrowed views that deref to `&Value` / `&Chain` ([`ValueRef`],
 //! [`ChainRef`]), made without copying or counting references.
