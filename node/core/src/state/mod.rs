@@ -354,6 +354,15 @@ impl State {
         }
     }
 
+    /// [`State::replay`] of an event the caller still needs: only its value
+    /// is cloned (strings and bytes are shared), not its path and chain.
+    pub fn replay_ref(&mut self, event: &UpdateEvent) -> Applied {
+        match self.merge(event, event.value.clone()) {
+            Ok(()) => Applied::Replayed,
+            Err(outcome) => outcome,
+        }
+    }
+
     /// Applies `event` and appends it to the log (which keeps a compact
     /// copy of it).
     fn apply_ref(&mut self, event: &UpdateEvent) -> Applied {
