@@ -78,9 +78,10 @@ impl Tock {
 }
 
 /// Ticks of restored entries, merged into the bookkeeping at the end of a
-/// restore ([`State::finish_restore`]).
+/// restore ([`State::finish_restore`]): by the node's index in the state's
+/// table of nodes (so a link costs no hashing), with the node's name.
 #[derive(Debug, Default)]
-pub struct SeenBatch(std::collections::HashMap<NodeName, Vec<u64>>);
+pub struct SeenBatch(Vec<Option<(NodeName, Vec<u64>)>>);
 
 /// A deletion made by [`State::delete_tree`] and the value it removed.
 pub type Deleted = (Arc<UpdateEvent>, Option<Value>);
@@ -282,9 +283,15 @@ impl State {
     }
 
     fn node_mut(&mut self, name: &NodeName) -> &mut NodeInfo {
+        let i = self.node_index(name);
+        &mut self.nodes[i]
+    }
+
+    /// The index of node `name` in `nodes`, which gains it if new.
+    fn node_index(&mut self, name: &NodeName) -> usize {
         // The merge asks two or three times per link, with the same `Arc`s.
         if let Some(i) = self.recent_nodes.get(name) {
-            return &mut self.nodes[i as usize];
+            return i as usize;
         }
         // Look up by &str first so the common case does not clone the Arc.
         let idx = match self.nodes.get_index_of(&**name) {
@@ -294,7 +301,7 @@ impl State {
         if let Ok(i) = u32::try_from(idx) {
             self.recent_nodes.put(name, i);
         }
-        &mut self.nodes[idx]
+        idx
     }
 
     /// Originates a change at `path`: a new tick of this node, the entry's
@@ -622,29 +629,36 @@ impl State {
     ) {
         self.tock.seen(tock);
         let id = self.tree.follow_create(ROOT, path);
-        let e = self.tree.slot_mut(id);
-        e.data = value;
-        e.tock = tock;
-        e.chain = chain.clone();
-        if e.data.is_none() && e.chain.is_some() {
-            let path = self.tree.entry(id).path();
-            self.tombstones.entry(tock).or_default().push(path);
-        }
-        if let Some(c) = chain {
+        if let Some(c) = &chain {
             for l in c.links() {
-                let n = self.node_mut(&l.node);
+                let i = self.node_index(&l.node);
+                let n = &mut self.nodes[i];
                 n.saw_tick(l.tick);
                 n.reported.remove(l.tick);
                 n.entries.insert(l.tick, id);
-                batch.0.entry(l.node.clone()).or_default().push(l.tick);
+                if batch.0.len() <= i {
+                    batch.0.resize_with(i + 1, || None);
+                }
+                let ticks = batch.0[i].get_or_insert_with(|| (l.node.clone(), Vec::new()));
+                ticks.1.push(l.tick);
             }
+        }
+        let tombstone = value.is_none() && chain.is_some();
+        let e = self.tree.slot_mut(id);
+        e.data = value;
+        e.tock = tock;
+        e.chain = chain;
+        if tombstone {
+            let path = self.tree.entry(id).path();
+            self.tombstones.entry(tock).or_default().push(path);
         }
     }
 
     /// Merges the ticks collected by [`State::restore_entry_batched`].
     pub fn finish_restore(&mut self, batch: SeenBatch) {
-        for (name, mut ticks) in batch.0 {
+        for (name, mut ticks) in batch.0.into_iter().flatten() {
             ticks.sort_unstable();
+            // By name: the indices may have moved since (a node removed).
             self.node_mut(&name)
                 .seen
                 .union_with(&ticks.into_iter().collect());
