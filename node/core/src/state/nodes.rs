@@ -454,11 +454,21 @@ mod tests {
         Know(u64, u64),
     }
 
+    /// Ticks near the start, around 2³² and far beyond: the tick map's
+    /// window, its far map and pages beyond 32 bits all take part.
+    fn tick() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            3 => 1u64..300,
+            1 => (1u64 << 32) - 150..(1u64 << 32) + 150,
+            1 => (1u64 << 40)..(1u64 << 40) + 300,
+        ]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (1u64..300).prop_map(Op::Seen),
-            (1u64..300).prop_map(Op::Supersede),
-            (1u64..300, 1u64..20).prop_map(|(a, n)| Op::Know(a, a + n)),
+            tick().prop_map(Op::Seen),
+            tick().prop_map(Op::Supersede),
+            (tick(), 1u64..20).prop_map(|(a, n)| Op::Know(a, a + n)),
         ]
     }
 
@@ -470,7 +480,7 @@ mod tests {
         for op in ops {
             match *op {
                 Op::Seen(t) => {
-                    let id = t as EntryId * 7;
+                    let id = (t % 100_003) as EntryId * 7;
                     info.saw_tick(t);
                     info.seen(t, id);
                     present.insert(t, id);
@@ -668,10 +678,20 @@ mod tests {
                 info.present().iter().collect::<Vec<_>>(),
                 present.keys().copied().collect::<Vec<_>>()
             );
+            // Missing: what is not seen up to the top, counted by ranges
+            // (the top may be beyond 2⁴⁰).
             let top = info.tick().unwrap_or(0);
-            let missing: BTreeSet<u64> = (1..=top).filter(|t| !seen.contains(t)).collect();
-            prop_assert_eq!(info.missing().iter().collect::<BTreeSet<_>>(), missing);
-            for t in 0..330 {
+            let mut want = RangeSet::new();
+            want.insert_range(1, top + 1);
+            want.subtract(&seen.iter().copied().collect());
+            prop_assert_eq!(info.missing(), want);
+            // Every tick the ops name, and the ones beside them.
+            let near: BTreeSet<u64> = seen
+                .iter()
+                .flat_map(|&t| [t.saturating_sub(1), t, t + 1])
+                .chain(0..330)
+                .collect();
+            for t in near {
                 prop_assert_eq!(info.knows(t), seen.contains(&t));
                 prop_assert_eq!(info.is_superseded(t), superseded.contains(&t));
                 prop_assert_eq!(info.entry_id(t), present.get(&t).copied());
