@@ -298,7 +298,7 @@ pub fn history_indexed(
             continue;
         }
         let old = state.entry(&f.event.path).and_then(|e| e.data().cloned());
-        let applied = state.replay_ref(&f.event);
+        let applied = state.replay(f.event.clone());
         if matches!(applied, Applied::Stored(_) | Applied::Replayed) {
             let segment = h.segments.iter().rev().find(|s| s.first_seq <= f.seq);
             let file = segment

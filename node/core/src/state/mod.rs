@@ -629,7 +629,15 @@ impl State {
     ) {
         self.tock.seen(tock);
         let id = self.tree.follow_create(ROOT, path);
-        if let Some(c) = &chain {
+        let e = self.tree.slot_mut(id);
+        e.data = value;
+        e.tock = tock;
+        e.chain = chain.clone();
+        if e.data.is_none() && e.chain.is_some() {
+            let path = self.tree.entry(id).path();
+            self.tombstones.entry(tock).or_default().push(path);
+        }
+        if let Some(c) = chain {
             for l in c.links() {
                 let i = self.node_index(&l.node);
                 let n = &mut self.nodes[i];
@@ -642,15 +650,6 @@ impl State {
                 let ticks = batch.0[i].get_or_insert_with(|| (l.node.clone(), Vec::new()));
                 ticks.1.push(l.tick);
             }
-        }
-        let tombstone = value.is_none() && chain.is_some();
-        let e = self.tree.slot_mut(id);
-        e.data = value;
-        e.tock = tock;
-        e.chain = chain;
-        if tombstone {
-            let path = self.tree.entry(id).path();
-            self.tombstones.entry(tock).or_default().push(path);
         }
     }
 
