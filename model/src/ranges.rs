@@ -142,6 +142,25 @@ impl RangeSet {
 
     /// Adds every tick of `other`: O(min(m log n, n + m)).
     pub fn union_with(&mut self, other: &RangeSet) {
+        let (Some((&first, _)), Some((_, &last))) =
+            (other.r.first_key_value(), other.r.last_key_value())
+        else {
+            return;
+        };
+        if self.is_empty() {
+            self.clone_from(other);
+            return;
+        }
+        // Within one range of ours (a node's `known` ticks against the
+        // few long ranges it has seen): nothing to add, O(log n).
+        if self
+            .r
+            .range(..=first)
+            .next_back()
+            .is_some_and(|(_, &e)| last <= e)
+        {
+            return;
+        }
         if one_by_one(other.r.len(), self.r.len()) {
             for (a, b) in other.ranges() {
                 self.insert_range(a, b);
@@ -226,23 +245,25 @@ impl RangeSet {
     /// Decodes the wire form.
     pub fn from_value(v: &Value) -> Result<RangeSet, RangeError> {
         let items = v.as_array().ok_or(RangeError("not an array"))?;
-        let mut out = RangeSet::new();
-        for it in items {
-            match it {
-                Value::Array(p) if p.len() == 2 => {
-                    let a = p[0]
-                        .as_u64()
-                        .ok_or(RangeError("range start is not a tick"))?;
-                    let b = p[1].as_u64().ok_or(RangeError("range end is not a tick"))?;
-                    out.insert_range(a, b);
-                }
-                _ => out.insert(
-                    it.as_u64()
-                        .ok_or(RangeError("item is not a tick or pair"))?,
-                ),
+        let ranges = items.iter().map(|it| match it {
+            Value::Array(p) if p.len() == 2 => {
+                let a = p[0]
+                    .as_u64()
+                    .ok_or(RangeError("range start is not a tick"))?;
+                let b = p[1].as_u64().ok_or(RangeError("range end is not a tick"))?;
+                Ok((a, b))
             }
-        }
-        Ok(out)
+            _ => {
+                let t = it
+                    .as_u64()
+                    .ok_or(RangeError("item is not a tick or pair"))?;
+                // `insert` skips the largest tick: not representable.
+                Ok((t, t.saturating_add(1)))
+            }
+        });
+        ranges
+            .collect::<Result<Vec<_>, _>>()
+            .map(RangeSet::from_ranges)
     }
 }
 
@@ -270,22 +291,29 @@ impl FromIterator<u64> for RangeSet {
     /// Ascending ticks (duplicates allowed) are collected in one pass,
     /// O(k); ticks out of order are then added one by one, O(log n) each.
     fn from_iter<I: IntoIterator<Item = u64>>(it: I) -> RangeSet {
-        let mut sorted: Vec<(u64, u64)> = Vec::new();
+        // `u64::MAX` is not representable in a half-open range; `insert`
+        // skips it too.
+        RangeSet::from_ranges(it.into_iter().filter_map(|t| Some((t, t.checked_add(1)?))))
+    }
+}
+
+impl RangeSet {
+    /// Collects `[a, b)` ranges: ascending ones (the wire form's order;
+    /// overlapping and adjacent ones allowed) in one pass and the B-tree
+    /// built in bulk, O(k); ranges out of order are then added one by one,
+    /// O(log n) each. Empty ranges are skipped.
+    pub fn from_ranges<I: IntoIterator<Item = (u64, u64)>>(it: I) -> RangeSet {
+        let mut sorted = Builder::default();
         let mut rest = Vec::new();
-        for t in it {
-            match sorted.last_mut() {
-                // Not representable in a half-open range; `insert` skips it too.
-                _ if t == u64::MAX => {}
-                Some((s, _)) if t < *s => rest.push(t),
-                Some((_, e)) if t <= *e => *e = (*e).max(t + 1),
-                _ => sorted.push((t, t + 1)),
+        for (a, b) in it {
+            match sorted.0.last() {
+                Some(&(s, _)) if a < s => rest.push((a, b)),
+                _ => sorted.push(a, b),
             }
         }
-        let mut out = RangeSet {
-            r: sorted.into_iter().collect(),
-        };
-        for t in rest {
-            out.insert(t);
+        let mut out = sorted.finish();
+        for (a, b) in rest {
+            out.insert_range(a, b);
         }
         out
     }
@@ -534,6 +562,12 @@ mod tests {
             (&few, &evens),
             (&evens, &RangeSet::new()),
             (&RangeSet::new(), &evens),
+            // Within one range of the other (a node's seen ticks and a
+            // state record's known ones), and reaching just beyond it.
+            (&block, &(6_000..7_000u64).filter(|t| t % 3 != 0).collect()),
+            (&block, &[5_000u64, 24_999].into_iter().collect()),
+            (&block, &[5_000u64, 25_000].into_iter().collect()),
+            (&block, &[4_999u64, 24_999].into_iter().collect()),
         ] {
             check_pair(x, y);
         }
@@ -581,6 +615,22 @@ mod tests {
             let y = build(if y_small { &y[..y.len().min(3)] } else { &y });
             check_pair(&x, &y);
             check_pair(&y, &x);
+        }
+
+        #[test]
+        fn collecting_ranges_matches_a_naive_model(
+            r in proptest::collection::vec((0u64..300, 0u64..8), 0..200),
+            sort in any::<bool>(),
+        ) {
+            let mut r: Vec<(u64, u64)> = r.into_iter().map(|(a, n)| (a, a + n)).collect();
+            if sort {
+                r.sort_unstable();
+            }
+            let got = RangeSet::from_ranges(r.iter().copied());
+            assert_canonical(&got);
+            let want: BTreeSet<u64> = r.iter().flat_map(|&(a, b)| a..b).collect();
+            prop_assert_eq!(ticks(&got), want);
+            prop_assert_eq!(RangeSet::from_value(&got.to_value()).unwrap(), got);
         }
 
         #[test]

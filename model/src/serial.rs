@@ -24,6 +24,7 @@
 //! does.
 
 use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::fmt;
 use std::io::Cursor;
 use std::sync::Arc;
@@ -531,14 +532,15 @@ impl<'de> Deserialize<'de> for RangeSet {
                 f.write_str("an array of ticks and ranges")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RangeSet, A::Error> {
-                let mut out = RangeSet::new();
+                // Collected first, the set is built in bulk.
+                let mut ranges = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some(it) = seq.next_element()? {
-                    match it {
-                        RangeItem::Tick(t) => out.insert(t),
-                        RangeItem::Range(a, b) => out.insert_range(a, b),
-                    }
+                    ranges.push(match it {
+                        RangeItem::Tick(t) => (t, t.saturating_add(1)),
+                        RangeItem::Range(a, b) => (a, b),
+                    });
                 }
-                Ok(out)
+                Ok(RangeSet::from_ranges(ranges))
             }
         }
         d.deserialize_seq(V)
@@ -569,7 +571,12 @@ impl<'de> Deserialize<'de> for NodeSet {
                 let mut out = NodeSet::default();
                 while let Some(name) = map.next_key::<Cow<'de, str>>()? {
                     let r: RangeSet = map.next_value()?;
-                    out.0.entry(Arc::from(name)).or_default().union_with(&r);
+                    match out.0.entry(Arc::from(name)) {
+                        Entry::Vacant(v) => {
+                            v.insert(r);
+                        }
+                        Entry::Occupied(mut o) => o.get_mut().union_with(&r),
+                    }
                 }
                 Ok(out)
             }

@@ -575,7 +575,7 @@ impl Replay {
                     } else {
                         None
                     };
-                    let applied = self.state.replay(event.clone());
+                    let applied = self.state.replay_ref(&event);
                     match applied {
                         Applied::Stored(_) | Applied::Replayed => self.stats.stored += 1,
                         Applied::Same => self.stats.same += 1,

@@ -80,9 +80,10 @@ impl Tock {
 }
 
 /// Ticks of restored entries, merged into the bookkeeping at the end of a
-/// restore ([`State::finish_restore`]).
+/// restore ([`State::finish_restore`]): by the node's index in the state's
+/// table of nodes (so a link costs no hashing), with the node's name.
 #[derive(Debug, Default)]
-pub struct SeenBatch(std::collections::HashMap<NodeName, Vec<u64>>);
+pub struct SeenBatch(Vec<Option<(NodeName, Vec<u64>)>>);
 
 /// A deletion made by [`State::delete_tree`] and the value it removed.
 pub type Deleted = (Arc<UpdateEvent>, Option<Value>);
@@ -283,9 +284,15 @@ impl State {
     }
 
     fn node_mut(&mut self, name: &NodeName) -> &mut NodeInfo {
+        let i = self.node_index(name);
+        &mut self.nodes[i]
+    }
+
+    /// The index of node `name` in `nodes`, which gains it if new.
+    fn node_index(&mut self, name: &NodeName) -> usize {
         // The merge asks two or three times per link, with the same `Arc`s.
         if let Some(i) = self.recent_nodes.get(name) {
-            return &mut self.nodes[i as usize];
+            return i as usize;
         }
         // Look up by &str first so the common case does not clone the Arc.
         let idx = match self.nodes.get_index_of(&**name) {
@@ -295,7 +302,7 @@ impl State {
         if let Ok(i) = u32::try_from(idx) {
             self.recent_nodes.put(name, i);
         }
-        &mut self.nodes[idx]
+        idx
     }
 
     /// Originates a change at `path`: a new tick of this node, the entry's
@@ -350,6 +357,15 @@ impl State {
     pub fn replay(&mut self, mut event: UpdateEvent) -> Applied {
         let value = event.value.take();
         match self.merge(&event, value) {
+            Ok(()) => Applied::Replayed,
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// [`State::replay`] of an event the caller still needs: only its value
+    /// is cloned (strings and bytes are shared), not its path and chain.
+    pub fn replay_ref(&mut self, event: &UpdateEvent) -> Applied {
+        match self.merge(event, event.value.clone()) {
             Ok(()) => Applied::Replayed,
             Err(outcome) => outcome,
         }
@@ -625,19 +641,25 @@ impl State {
         }
         if let Some(c) = chain {
             for l in c.links() {
-                let n = self.node_mut(&l.node);
+                let i = self.node_index(&l.node);
+                let n = &mut self.nodes[i];
                 n.saw_tick(l.tick);
                 n.reported.remove(l.tick);
                 n.entries.insert(l.tick, id);
-                batch.0.entry(l.node.clone()).or_default().push(l.tick);
+                if batch.0.len() <= i {
+                    batch.0.resize_with(i + 1, || None);
+                }
+                let ticks = batch.0[i].get_or_insert_with(|| (l.node.clone(), Vec::new()));
+                ticks.1.push(l.tick);
             }
         }
     }
 
     /// Merges the ticks collected by [`State::restore_entry_batched`].
     pub fn finish_restore(&mut self, batch: SeenBatch) {
-        for (name, mut ticks) in batch.0 {
+        for (name, mut ticks) in batch.0.into_iter().flatten() {
             ticks.sort_unstable();
+            // By name: the indices may have moved since (a node removed).
             self.node_mut(&name)
                 .seen
                 .union_with(&ticks.into_iter().collect());
