@@ -148,9 +148,14 @@ const DEMOTE_BELOW: u32 = 16;
 /// … and ticks of such a page go back into a page of their own once they
 /// are this many again.
 const PROMOTE_AT: u32 = 64;
-/// Page slots the window may span beyond a quarter of the ticks held (a
-/// slot takes 16 bytes): ticks further off are kept in a map.
+/// Page slots the window may span beyond one per [`TICKS_PER_SLOT`] ticks
+/// held (a slot takes 16 bytes): ticks further off are kept in a map.
 const SPAN_SLACK: usize = 256;
+/// Ticks held per page slot the window may span. Ticks only added (a
+/// snapshot load) never demote a page, so this bounds what the pages cost
+/// however the ticks are spread: at most one 4 KiB page per this many
+/// ticks (64 bytes a tick, beyond the slack's first megabyte).
+const TICKS_PER_SLOT: usize = 64;
 
 /// Present ticks → the entry holding each.
 ///
@@ -359,7 +364,7 @@ impl TickMap {
             let top = self.base + self.slots.len() as u64 - 1;
             (self.base.min(p), top.max(p))
         };
-        if hi - lo >= (SPAN_SLACK + self.len / 4) as u64 {
+        if hi - lo >= (SPAN_SLACK + self.len / TICKS_PER_SLOT) as u64 {
             return None;
         }
         let (new_lo, new_hi) = if self.slots.is_empty() {
@@ -600,6 +605,31 @@ mod tests {
         assert!(m.sparse.is_empty() && m.far.is_empty());
         assert_eq!(m.get(199_950), Some(50));
         assert_eq!(m.get(199_900), None);
+    }
+
+    #[test]
+    fn ticks_only_added_cost_at_most_a_page_per_64_whatever_their_stride() {
+        // As a snapshot load adds them: no removal ever demotes a page.
+        for stride in [1u64, 7, 16, 64, 100, 256, 1_000, 1_024, 5_000] {
+            let mut m = TickMap::default();
+            let n = 200_000u64;
+            for k in 0..n {
+                m.insert(1 + k * stride, k as EntryId);
+            }
+            let pages = m
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Dense(_)))
+                .count();
+            assert!(
+                pages <= SPAN_SLACK + n as usize / TICKS_PER_SLOT,
+                "stride {stride}: {pages} pages for {n} ticks"
+            );
+            assert_eq!(m.len(), n as usize);
+            for k in (0..n).step_by(997) {
+                assert_eq!(m.get(1 + k * stride), Some(k as EntryId), "stride {stride}");
+            }
+        }
     }
 
     #[test]
