@@ -44,7 +44,7 @@ use std::ops::Deref;
 use std::ptr::{slice_from_raw_parts, NonNull};
 use std::sync::Arc;
 
-use distkv_model::{Chain, Link, NodeName, Packed, Path, Value, ValueRef};
+use distkv_model::{Chain, Link, NodeName, Packed, Path, RecentNames, Value, ValueRef};
 use hashbrown::HashTable;
 use indexmap::IndexMap;
 
@@ -162,9 +162,9 @@ pub struct Tree {
     /// (a cluster has few nodes: every name a chain ever held).
     nodes: Vec<NodeName>,
     node_ids: HashMap<NodeName, u32, foldhash::fast::RandomState>,
-    /// The index last stored: a node's changes come in runs, with the
-    /// same `Arc` for its name.
-    last_node: u32,
+    /// The indices of the names stored last, by address: a node's changes
+    /// come in runs, with the same `Arc` for its name.
+    recent_nodes: RecentNames,
 }
 
 impl Default for Tree {
@@ -177,7 +177,7 @@ impl Default for Tree {
             free_kids: Vec::new(),
             nodes: Vec::new(),
             node_ids: HashMap::default(),
-            last_node: 0,
+            recent_nodes: RecentNames::default(),
         };
         t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
@@ -217,32 +217,33 @@ impl Tree {
     pub(crate) fn set_chain(&mut self, id: EntryId, chain: Option<Chain>) {
         let packed = match chain.map(Chain::into_parts) {
             None => SlotChain::None,
-            Some(Ok(Link { node, tick })) => match self.node_index(&node) {
-                Some(n) => {
-                    self.last_node = n;
-                    SlotChain::One { node: n, tick }
-                }
-                None => {
-                    // 4 G names would need far more memory than a node has.
-                    let n = u32::try_from(self.nodes.len()).expect("fewer than 2^32 node names");
-                    self.nodes.push(node.clone());
-                    self.node_ids.insert(node, n);
-                    self.last_node = n;
-                    SlotChain::One { node: n, tick }
-                }
+            Some(Ok(Link { node, tick })) => SlotChain::One {
+                node: self.node_index(node),
+                tick,
             },
             Some(Err(links)) => Self::many(links),
         };
         self.slot_mut(id).chain = packed;
     }
 
-    /// The index of `node` in the table of node names, if it is there.
-    fn node_index(&self, node: &NodeName) -> Option<u32> {
-        let last = self.nodes.get(self.last_node as usize);
-        if last.is_some_and(|l| Arc::ptr_eq(l, node)) {
-            return Some(self.last_node);
+    /// The index of `node` in the table of node names, which gains it if
+    /// new.
+    fn node_index(&mut self, node: NodeName) -> u32 {
+        if let Some(n) = self.recent_nodes.get(&node) {
+            return n;
         }
-        self.node_ids.get(node).copied()
+        let n = match self.node_ids.get(&node) {
+            Some(&n) => n,
+            None => {
+                // 4 G names would need far more memory than a node has.
+                let n = u32::try_from(self.nodes.len()).expect("fewer than 2^32 node names");
+                self.nodes.push(node.clone());
+                self.node_ids.insert(node.clone(), n);
+                n
+            }
+        };
+        self.recent_nodes.put(&node, n);
+        n
     }
 
     fn many(links: Arc<[Link]>) -> SlotChain {
