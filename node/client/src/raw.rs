@@ -35,12 +35,17 @@ pub struct MsgView<'a> {
     fields: Fields,
 }
 
-/// Where a message's fields lie in its encoding: `(start, end)` of each
-/// field's value, `(0, 0)` for a field it lacks.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Fields([(u32, u32); FIELDS.len()]);
+/// Where a message's top-level fields named in a table of `N` keys lie in
+/// its encoding: `(start, end)` of each field's value, `(0, 0)` for a field
+/// it lacks. A field is the first key of that name, as [`Value::get`] finds
+/// it; keys that are not strings never match.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldSpans<const N: usize>([(u32, u32); N]);
 
-/// The fields a [`MsgView`] keeps, in the order of [`Fields`].
+/// The fields a [`MsgView`] keeps (a stream consumer's).
+pub(crate) type Fields = FieldSpans<{ FIELDS.len() }>;
+
+/// The keys of a [`MsgView`]'s fields, in the order of [`Fields`].
 const FIELDS: [&[u8]; 9] = [
     b"seq", b"wseq", b"state", b"error", b"depth", b"path", b"value", b"chain", b"tock",
 ];
@@ -56,10 +61,9 @@ const TOCK: usize = 8;
 
 impl Fields {
     /// Parses the message at the start of `buf` under `limits`: where its
-    /// fields are, and its length. A message that is not a map has no
-    /// fields. Messages are at most 4 GiB (a frame's limit is far less).
+    /// stream fields are, and its length.
     pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
-        Fields::read(Cursor::new(buf, limits))
+        FieldSpans::parse_keys(buf, limits, &FIELDS)
     }
 
     /// As [`Fields::parse`], without checking strings (other than the
@@ -68,11 +72,25 @@ impl Fields {
     pub(crate) fn peek(buf: &[u8], limits: Limits) -> Result<(Fields, usize), DecodeError> {
         let mut c = Cursor::new(buf, limits);
         c.check = false;
-        Fields::read(c)
+        FieldSpans::read(c, &FIELDS)
+    }
+}
+
+impl<const N: usize> FieldSpans<N> {
+    /// Parses the message at the start of `buf` under `limits`, checking
+    /// it exactly as [`codec::decode_with`] would: where its fields named
+    /// in `keys` are, and its length. A message that is not a map has no
+    /// fields. Messages are at most 4 GiB (a frame's limit is far less).
+    pub fn parse_keys(
+        buf: &[u8],
+        limits: Limits,
+        keys: &[&[u8]; N],
+    ) -> Result<(FieldSpans<N>, usize), DecodeError> {
+        FieldSpans::read(Cursor::new(buf, limits), keys)
     }
 
-    fn read(mut c: Cursor<'_>) -> Result<(Fields, usize), DecodeError> {
-        let mut fields = Fields::default();
+    fn read(mut c: Cursor<'_>, keys: &[&[u8]; N]) -> Result<(FieldSpans<N>, usize), DecodeError> {
+        let mut fields = FieldSpans([(0, 0); N]);
         match c.map_header()? {
             Some(n) => {
                 c.enter(0)?;
@@ -80,7 +98,7 @@ impl Fields {
                     let key = c.key()?;
                     let start = c.pos;
                     c.skip(1)?;
-                    let Some(i) = key.and_then(|k| FIELDS.iter().position(|f| *f == k)) else {
+                    let Some(i) = key.and_then(|k| keys.iter().position(|f| *f == k)) else {
                         continue;
                     };
                     let slot = &mut fields.0[i];
@@ -99,6 +117,16 @@ impl Fields {
         }
         Ok((fields, c.pos))
     }
+
+    /// The encoding of field `i` (the `i`-th key) in `frame`, the message
+    /// these spans were parsed from; `None` if it lacks the field.
+    pub fn get<'a>(&self, frame: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        let (start, end) = *self.0.get(i)?;
+        if end == 0 {
+            return None;
+        }
+        frame.get(start as usize..end as usize)
+    }
 }
 
 impl<'a> MsgView<'a> {
@@ -116,11 +144,7 @@ impl<'a> MsgView<'a> {
     }
 
     fn field(&self, i: usize) -> Option<&'a [u8]> {
-        let (start, end) = self.fields.0[i];
-        if end == 0 {
-            return None;
-        }
-        self.frame.get(start as usize..end as usize)
+        self.fields.get(self.frame, i)
     }
 
     /// `seq`, if it is a non-negative integer.

@@ -55,6 +55,37 @@ pub enum WireError {
     },
 }
 
+/// A message as [`MsgReader::try_next_read`] hands it out.
+#[derive(Debug)]
+pub enum Next<'a, T> {
+    /// The message's bytes, and what `read` made of them.
+    Read(&'a [u8], T),
+    /// The message, decoded: `read` refused it, or it came in pieces.
+    Value(Value),
+}
+
+/// Decodes one frame (a message's bytes, as the reader's scanner found
+/// them) under `limits`. A message holding an extension type DistKV's
+/// clients cannot read is [`WireError::Refused`], with its `seq`.
+pub fn decode_frame(frame: &[u8], limits: Limits) -> Result<Value, WireError> {
+    match codec::decode_with(frame, limits) {
+        Ok(v) => Ok(v),
+        Err(error @ DecodeError::ForeignExt(_)) => {
+            // The frame is sound, only its content is refused: it is
+            // skipped, and the error says which request it was.
+            let lenient = Limits {
+                foreign_ext: true,
+                ..limits
+            };
+            let seq = codec::decode_with(frame, lenient)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(Value::as_u64));
+            Err(WireError::Refused { seq, error })
+        }
+        Err(e) => Err(WireError::Malformed(e)),
+    }
+}
+
 /// A frame, and what [`MsgReader::try_next_frame_with`]'s `read` made of
 /// it (`None` where the scanner found it).
 pub type FrameRead<'a, T> = (&'a [u8], Option<T>);
@@ -135,21 +166,32 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
         let Some(frame) = self.try_next_frame()? else {
             return Ok(None);
         };
-        match codec::decode_with(frame, limits) {
+        match decode_frame(frame, limits) {
             Ok(v) => Ok(Some(v)),
-            Err(error @ DecodeError::ForeignExt(_)) => {
-                // The frame is sound, only its content is refused: it is
-                // skipped, and the error says which request it was.
-                let lenient = Limits {
-                    foreign_ext: true,
-                    ..limits
-                };
-                let seq = codec::decode_with(frame, lenient)
-                    .ok()
-                    .and_then(|v| v.get("seq").and_then(Value::as_u64));
-                Err(WireError::Refused { seq, error })
-            }
-            Err(e) => Err(self.fail(e)),
+            Err(WireError::Malformed(e)) => Err(self.fail(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// As [`MsgReader::try_next`], reading each message with `read` first
+    /// as [`MsgReader::try_next_frame_with`] does: a message `read` took
+    /// comes undecoded, with what `read` made of it; any other is decoded.
+    pub fn try_next_read<T>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> Result<(T, usize), DecodeError>,
+    ) -> Result<Option<Next<'_, T>>, WireError> {
+        if let Some((at, n, t)) = self.read_ahead(read) {
+            return Ok(Some(Next::Read(&self.buf[at..at + n], t)));
+        }
+        let limits = self.limits;
+        let decoded = match self.try_next_frame()? {
+            None => return Ok(None),
+            Some(frame) => decode_frame(frame, limits),
+        };
+        match decoded {
+            Ok(v) => Ok(Some(Next::Value(v))),
+            Err(WireError::Malformed(e)) => Err(self.fail(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -197,16 +239,30 @@ impl<R: AsyncRead + Unpin> MsgReader<R> {
         &mut self,
         read: impl FnOnce(&[u8]) -> Result<(T, usize), DecodeError>,
     ) -> Result<Option<FrameRead<'_, T>>, WireError> {
-        if self.failed.is_none() && !self.scanning && self.start < self.end {
-            if let Ok((t, n)) = read(&self.buf[self.start..self.end]) {
-                if n > 0 && n <= self.limits.max_frame && n <= self.end - self.start {
-                    let at = self.start;
-                    self.start += n;
-                    return Ok(Some((&self.buf[at..at + n], Some(t))));
-                }
-            }
+        if let Some((at, n, t)) = self.read_ahead(read) {
+            return Ok(Some((&self.buf[at..at + n], Some(t))));
         }
         Ok(self.try_next_frame()?.map(|frame| (frame, None)))
+    }
+
+    /// Tries `read` on the next message (see
+    /// [`MsgReader::try_next_frame_with`]): where it takes a whole
+    /// message within the size limit, consumes it and returns where it
+    /// lies in the buffer, and `read`'s result.
+    fn read_ahead<T>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> Result<(T, usize), DecodeError>,
+    ) -> Option<(usize, usize, T)> {
+        if self.failed.is_some() || self.scanning || self.start >= self.end {
+            return None;
+        }
+        let (t, n) = read(&self.buf[self.start..self.end]).ok()?;
+        if n == 0 || n > self.limits.max_frame || n > self.end - self.start {
+            return None;
+        }
+        let at = self.start;
+        self.start += n;
+        Some((at, n, t))
     }
 
     /// The limits this reader enforces.

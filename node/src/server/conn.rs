@@ -45,11 +45,11 @@ use tokio_util::task::TaskTracker;
 use super::auth::{self, Login};
 use super::handlers::{self, int_field, req_path, View};
 use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
-use super::request::Action;
+use super::request::{Action, Request, ValueArgs};
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, export, Server, VERSION};
 use crate::commit::{Change, Road, Store, Tx};
-use crate::wire::{MsgReader, WireError};
+use crate::wire::{decode_frame, MsgReader, Next, WireError};
 
 /// Encoded reply batches queued for the writer.
 const WRITE_QUEUE: usize = 64;
@@ -274,21 +274,81 @@ impl Conn {
     ) -> Result<(), WireError> {
         let server = self.server.clone();
         let mut batch = Batch::new(server.store());
-        loop {
-            match reader.try_next() {
-                Ok(Some(msg)) => {
-                    self.last_message = Some(Instant::now());
-                    self.dispatch(msg, out, &mut batch);
+        let limits = reader.limits();
+        let mut got = false;
+        let res = loop {
+            let msg = match reader.try_next_read(|b| Request::parse(b, limits)) {
+                Ok(Some(Next::Read(frame, spans))) => {
+                    got = true;
+                    let req = Request::new(frame, spans);
+                    if self.dispatch_value(&req, out, &mut batch) {
+                        continue;
+                    }
+                    // Not a plain value request: decoded as a whole.
+                    match decode_frame(frame, limits) {
+                        Ok(msg) => msg,
+                        Err(e) => break Err(e),
+                    }
                 }
-                Ok(None) => return Ok(()),
+                Ok(Some(Next::Value(msg))) => {
+                    got = true;
+                    msg
+                }
+                Ok(None) => break Ok(()),
                 Err(WireError::Refused { seq, error }) => {
-                    self.last_message = Some(Instant::now());
+                    got = true;
                     let e = CmdError::Invalid(error.to_string());
                     encode_msg(&self.server, error_fields(seq, &e), out);
+                    continue;
                 }
-                Err(e) => return Err(e),
-            }
+                Err(e) => break Err(e),
+            };
+            self.dispatch(msg, out, &mut batch);
+        };
+        if got {
+            self.last_message = Some(Instant::now());
         }
+        res
+    }
+
+    /// Runs `req` if it is a plain value request (`get_value`,
+    /// `set_value`, `delete_value`, or an `_internal` form, of a logged-in
+    /// client, not part of a stream) read in place, as [`Conn::dispatch`]
+    /// would run it decoded. Returns whether it did; if not, nothing
+    /// happened, and the request is for [`Conn::dispatch`].
+    fn dispatch_value(
+        &mut self,
+        req: &Request<'_>,
+        out: &mut Vec<u8>,
+        batch: &mut Batch<'_>,
+    ) -> bool {
+        let Some(action) = req.action().and_then(Action::parse) else {
+            return false;
+        };
+        if !matches!(
+            action,
+            Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. }
+        ) || req.has_state()
+            || !self.login.logged_in
+        {
+            return false;
+        }
+        let Some(seq) = req.seq().filter(|&s| s != 0) else {
+            return false;
+        };
+        if self.test_users.contains(&seq) || self.stream_window(seq).is_some() {
+            return false;
+        }
+        let args = req.value_args();
+        if action.mutates() {
+            self.changed = true;
+            let start = out.len();
+            self.act_value(action, seq, args, out, batch);
+            self.change_replies.push((seq, start..out.len()));
+        } else {
+            self.act_value(action, seq, args, out, batch);
+        }
+        true
     }
 
     /// When the connection will have been silent for too long, unless a
@@ -568,24 +628,10 @@ impl Conn {
     ) {
         let s = &*self.server;
         let res = match action {
-            Action::GetValue { meta } => {
-                handlers::get_value_in(batch.tx().state(), s, &self.view, &msg, meta)
+            Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. } => {
+                let args = ValueArgs::from_msg(&msg);
+                return self.act_value(action, seq, args, out, batch);
             }
-            Action::SetValue { meta } => match msg.get("value") {
-                Some(v) => {
-                    let v = Some(v.clone());
-                    handlers::set_value_in(batch.tx(), s, &self.view, &msg, v, meta)
-                }
-                None => Err(CmdError::Client(
-                    "Call 'delete_value' if you want to clear the value".into(),
-                )),
-            },
-            Action::DeleteValue { meta } => match msg.get("value") {
-                Some(_) => Err(CmdError::Client(
-                    "A deleted entry can't have a value".into(),
-                )),
-                None => handlers::set_value_in(batch.tx(), s, &self.view, &msg, None, meta),
-            },
             Action::Enumerate { meta } => handlers::enumerate(s, &self.view, &msg, meta),
             Action::GetTock => Ok(handlers::get_tock(s)),
             Action::GetState => handlers::get_state(s, &msg),
@@ -608,6 +654,40 @@ impl Conn {
             Action::AuthList => return self.auth_list(seq, &msg, out),
             Action::SetAuthTyp => auth::set_auth_typ(s, &msg),
             Action::AuthInfo => auth::auth_info(s, &msg),
+        };
+        self.reply(seq, res, out);
+    }
+
+    /// Runs the value request `seq` (`get_value`, `set_value`,
+    /// `delete_value`, or an `_internal` form) in the batch, and replies.
+    fn act_value(
+        &mut self,
+        action: Action,
+        seq: u64,
+        mut args: ValueArgs,
+        out: &mut Vec<u8>,
+        batch: &mut Batch<'_>,
+    ) {
+        let s = &*self.server;
+        let res = match action {
+            Action::GetValue { meta } => {
+                handlers::get_value_in(batch.tx().state(), s, &self.view, &args, meta)
+            }
+            Action::SetValue { meta } => match args.value.take() {
+                Some(v) => handlers::set_value_in(batch.tx(), s, &self.view, &args, Some(v), meta),
+                None => Err(CmdError::Client(
+                    "Call 'delete_value' if you want to clear the value".into(),
+                )),
+            },
+            Action::DeleteValue { meta } => match args.value {
+                Some(_) => Err(CmdError::Client(
+                    "A deleted entry can't have a value".into(),
+                )),
+                None => handlers::set_value_in(batch.tx(), s, &self.view, &args, None, meta),
+            },
+            _ => Err(CmdError::Server(format!(
+                "{action:?} is not a value request"
+            ))),
         };
         self.reply(seq, res, out);
     }

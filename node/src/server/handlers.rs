@@ -13,6 +13,7 @@ use distkv_model::event::path_from_value;
 use distkv_model::{Chain, Path, UpdateEvent, Value, ValueRef};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
+use super::request::ValueArgs;
 use super::Server;
 use crate::commit::{acl_denied, Change, Road, Tx};
 use crate::rules::DataRules;
@@ -186,7 +187,12 @@ impl View {
 
 /// The request's `path` (ext 3 or array).
 pub fn req_path(msg: &Value) -> CmdResult<Path> {
-    match msg.get("path") {
+    path_arg(msg.get("path"))
+}
+
+/// A request's `path` field (`None`: it has none).
+fn path_arg(v: Option<&Value>) -> CmdResult<Path> {
+    match v {
         None => Err(CmdError::Invalid("missing field 'path'".into())),
         Some(v) => path_from_value(v).ok_or_else(|| {
             CmdError::Invalid(format!(
@@ -199,7 +205,12 @@ pub fn req_path(msg: &Value) -> CmdResult<Path> {
 
 /// An integer field with a default.
 pub fn int_field(msg: &Value, key: &str, default: i64) -> CmdResult<i64> {
-    match msg.get(key) {
+    int_arg(msg.get(key), key, default)
+}
+
+/// The integer field `key` (`None`: the request has none) with a default.
+fn int_arg(v: Option<&Value>, key: &str, default: i64) -> CmdResult<i64> {
+    match v {
         None | Some(Value::Nil) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b as i64),
         Some(v) => v
@@ -215,7 +226,8 @@ pub fn bool_field(msg: &Value, key: &str, default: bool) -> bool {
 
 /// `get_value` / `get_internal`.
 pub fn get_value(server: &Server, view: &View, msg: &Value, meta: bool) -> CmdResult<Fields> {
-    get_value_in(&server.state(), server, view, msg, meta)
+    let args = ValueArgs::from_msg(msg);
+    get_value_in(&server.state(), server, view, &args, meta)
 }
 
 /// [`get_value`] on the state the caller holds locked: a connection
@@ -224,17 +236,18 @@ pub fn get_value_in(
     st: &State,
     server: &Server,
     view: &View,
-    msg: &Value,
+    args: &ValueArgs,
     meta: bool,
 ) -> CmdResult<Fields> {
-    let nchain = int_field(msg, "nchain", 0)?;
-    if msg.get("path").is_none() && !meta {
-        if let Some(node) = msg.get("node") {
+    let nchain = int_arg(args.nchain.as_ref(), "nchain", 0)?;
+    if args.path.is_none() && !meta {
+        if let Some(node) = &args.node {
             let node = node
                 .as_str()
                 .ok_or_else(|| CmdError::Invalid("field 'node' must be a string".into()))?;
-            let tick = msg
-                .get("tick")
+            let tick = args
+                .tick
+                .as_ref()
                 .and_then(Value::as_u64)
                 .ok_or_else(|| CmdError::Invalid("field 'tick' must be a tick".into()))?;
             let e = st
@@ -247,7 +260,7 @@ pub fn get_value_in(
             return Ok(m);
         }
     }
-    let path = view.resolve(&req_path(msg)?, meta)?;
+    let path = view.resolve(&path_arg(args.path.as_ref())?, meta)?;
     Ok(match view.follow(st, &path, Want::Mode(Mode::Read))? {
         Some((e, _)) => view.entry_fields(server.store().rules(), st, e, nchain)?,
         None => {
@@ -269,7 +282,15 @@ pub fn set_value(
     value: Option<Value>,
     meta: bool,
 ) -> CmdResult<Fields> {
-    set_value_in(&mut server.store().begin(), server, view, msg, value, meta)
+    let args = ValueArgs::from_msg(msg);
+    set_value_in(
+        &mut server.store().begin(),
+        server,
+        view,
+        &args,
+        value,
+        meta,
+    )
 }
 
 /// [`set_value`] inside the caller's transaction: a connection commits a
@@ -278,14 +299,14 @@ pub fn set_value_in(
     tx: &mut Tx<'_>,
     server: &Server,
     view: &View,
-    msg: &Value,
+    args: &ValueArgs,
     value: Option<Value>,
     meta: bool,
 ) -> CmdResult<Fields> {
-    let rel = req_path(msg)?;
+    let rel = path_arg(args.path.as_ref())?;
     let path = view.resolve(&rel, meta)?;
-    let nchain = int_field(msg, "nchain", 1)?;
-    let want_chain = match msg.get("chain") {
+    let nchain = int_arg(args.nchain.as_ref(), "nchain", 1)?;
+    let want_chain = match &args.chain {
         None => None,
         Some(c) => Some(
             Chain::from_value(c)
@@ -318,7 +339,7 @@ pub fn set_value_in(
         let data = stored.as_deref();
         let chain_ref = entry.and_then(Entry::chain);
         let chain = chain_ref.as_deref();
-        if bool_field(msg, "idem", false) {
+        if args.idem.as_ref().is_some_and(Value::truthy) {
             if let (Some(v), Some(d)) = (&value, data) {
                 if v.same_type(d) && v == d {
                     put(&mut m, "tock", Value::uint(entry.map_or(0, Entry::tock)));
@@ -331,7 +352,7 @@ pub fn set_value_in(
             }
         }
         let mut send_prev = true;
-        if let Some(prev) = msg.get("prev") {
+        if let Some(prev) = &args.prev {
             let prev = &view.decode(rules, st, &path, prev.clone())?;
             if data != Some(prev) {
                 let shown = match data {

@@ -5,6 +5,16 @@
 //! to the list of actions: a new action cannot be added without saying.
 //! The connection uses it to hold the replies to changes until they are
 //! durable (`fsync = always`).
+//!
+//! The value requests (`get_value`, `set_value`, `delete_value`) are most
+//! of a busy node's traffic. A connection reads them in place
+//! ([`Request`]): the fields it needs are found in the message's bytes and
+//! decoded one by one ([`ValueArgs`]), instead of decoding the whole
+//! message into a map first; anything else is decoded as a whole.
+
+use distkv_client::raw::{self, FieldSpans};
+use distkv_model::codec::{DecodeError, Limits};
+use distkv_model::Value;
 
 use super::stream::Kind;
 
@@ -178,9 +188,188 @@ impl Action {
     }
 }
 
+/// The keys a [`Request`] finds, in the order of its spans.
+const KEYS: [&[u8]; 11] = [
+    b"seq", b"action", b"state", b"path", b"value", b"nchain", b"idem", b"prev", b"chain", b"node",
+    b"tick",
+];
+const SEQ: usize = 0;
+const ACTION: usize = 1;
+const STATE: usize = 2;
+const PATH: usize = 3;
+const VALUE: usize = 4;
+const NCHAIN: usize = 5;
+const IDEM: usize = 6;
+const PREV: usize = 7;
+const CHAIN: usize = 8;
+const NODE: usize = 9;
+const TICK: usize = 10;
+
+/// Where a [`Request`]'s fields lie in its message.
+pub(super) type RequestSpans = FieldSpans<{ KEYS.len() }>;
+
+/// A request read in place: the fields a value request uses, found in the
+/// message's bytes (checked as the decoder checks a whole message). A
+/// field is what [`Value::get`] finds in the decoded message.
+pub(super) struct Request<'a> {
+    frame: &'a [u8],
+    spans: RequestSpans,
+}
+
+impl<'a> Request<'a> {
+    /// Parses the message at the start of `buf` under `limits`: where its
+    /// fields are, and its length (see [`FieldSpans::parse_keys`]).
+    pub(super) fn parse(buf: &[u8], limits: Limits) -> Result<(RequestSpans, usize), DecodeError> {
+        FieldSpans::parse_keys(buf, limits, &KEYS)
+    }
+
+    /// The request in `frame`, whose fields [`Request::parse`] found.
+    pub(super) fn new(frame: &'a [u8], spans: RequestSpans) -> Request<'a> {
+        Request { frame, spans }
+    }
+
+    fn field(&self, i: usize) -> Option<&'a [u8]> {
+        self.spans.get(self.frame, i)
+    }
+
+    /// `seq`, if it is a non-negative integer.
+    pub(super) fn seq(&self) -> Option<u64> {
+        self.field(SEQ).and_then(raw::as_u64)
+    }
+
+    /// `action`, if it is a string.
+    pub(super) fn action(&self) -> Option<&'a str> {
+        self.field(ACTION).and_then(raw::as_str)
+    }
+
+    /// Whether the request has a `state` (a client stream's message).
+    pub(super) fn has_state(&self) -> bool {
+        self.field(STATE).is_some()
+    }
+
+    /// The value request's fields, decoded.
+    pub(super) fn value_args(&self) -> ValueArgs {
+        let f = |i: usize| self.field(i).map(raw::decode_field);
+        ValueArgs {
+            path: f(PATH),
+            value: f(VALUE),
+            nchain: f(NCHAIN),
+            idem: f(IDEM),
+            prev: f(PREV),
+            chain: f(CHAIN),
+            node: f(NODE),
+            tick: f(TICK),
+        }
+    }
+}
+
+/// The fields of a value request (`get_value`, `set_value`,
+/// `delete_value` and their `_internal` forms), each as the request has it.
+#[derive(Debug, Clone, Default)]
+pub struct ValueArgs {
+    /// The entry's path, relative to the connection's root.
+    pub path: Option<Value>,
+    /// The value to set.
+    pub value: Option<Value>,
+    /// How many chain links the reply carries.
+    pub nchain: Option<Value>,
+    /// `set_value`: no change (and no event) if the value is already there.
+    pub idem: Option<Value>,
+    /// `set_value`: the value the entry must have now.
+    pub prev: Option<Value>,
+    /// `set_value`: the chain the entry must have now (`None`: must be new).
+    pub chain: Option<Value>,
+    /// `get_value` without a path: the entry changed by this node …
+    pub node: Option<Value>,
+    /// … at this tick.
+    pub tick: Option<Value>,
+}
+
+impl ValueArgs {
+    /// The value request fields of the decoded message `msg`.
+    pub fn from_msg(msg: &Value) -> ValueArgs {
+        let f = |k: &str| msg.get(k).cloned();
+        ValueArgs {
+            path: f("path"),
+            value: f("value"),
+            nchain: f("nchain"),
+            idem: f("idem"),
+            prev: f("prev"),
+            chain: f("chain"),
+            node: f("node"),
+            tick: f("tick"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Action;
+    use super::{Action, Request, ValueArgs};
+    use distkv_model::codec::{self, Limits};
+    use distkv_model::{path, Path, Value};
+
+    /// A request read in place finds what the decoded message holds:
+    /// `seq`, `action`, `state` and every value request field, including
+    /// where keys repeat (the first counts), are not strings, or are
+    /// nested, and where a message is not a map.
+    #[test]
+    fn a_request_read_in_place_is_the_decoded_request() {
+        let s = Value::str;
+        let kv = |k: Value, v: Value| (k, v);
+        let p = |p: Path| Value::Path(p);
+        let messages = vec![
+            Value::map([
+                ("seq", Value::Int(7)),
+                ("action", s("set_value")),
+                ("path", p(path!["a", 1i64, "b"])),
+                ("value", Value::Map(vec![kv(s("path"), s("inner"))])),
+                ("nchain", Value::Bool(true)),
+            ]),
+            Value::Map(vec![
+                kv(s("seq"), Value::uint(u64::MAX)),
+                kv(s("seq"), Value::Int(3)),
+                kv(Value::Int(1), s("path")),
+                kv(s("action"), s("get_value")),
+                kv(s("action"), s("set_value")),
+                kv(s("pat"), s("no")),
+                kv(s("paths"), s("no")),
+                kv(s("node"), s("n1")),
+                kv(s("tick"), Value::Int(-4)),
+                kv(s("idem"), Value::Nil),
+                kv(s("prev"), Value::Float(1.5)),
+                kv(s("chain"), Value::Nil),
+                kv(s("state"), s("start")),
+                kv(s("value"), Value::Array(vec![p(path![]), Value::Bin(vec![0, 1].into())])),
+                kv(s("value"), s("second")),
+            ]),
+            Value::Map(
+                (0..40)
+                    .map(|i| kv(s(&format!("k{i}")), Value::Int(i)))
+                    .chain([kv(s("seq"), Value::Float(2.0)), kv(s("path"), Value::Int(5))])
+                    .collect(),
+            ),
+            Value::map([(&*"x".repeat(40), Value::Nil), ("action", Value::Int(1))]),
+            Value::map([("seq", Value::Int(-1)), ("action", s("delete_value"))]),
+            Value::Map(Vec::new()),
+            Value::Array(vec![s("seq"), Value::Int(1)]),
+            s("seq"),
+            Value::Nil,
+        ];
+        for msg in messages {
+            let bytes = codec::to_vec(&msg);
+            let (spans, n) = Request::parse(&bytes, Limits::default()).unwrap();
+            assert_eq!(n, bytes.len(), "{msg}");
+            let req = Request::new(&bytes, spans);
+            assert_eq!(req.seq(), msg.get("seq").and_then(Value::as_u64), "{msg}");
+            assert_eq!(req.action(), msg.get("action").and_then(Value::as_str), "{msg}");
+            assert_eq!(req.has_state(), msg.get("state").is_some(), "{msg}");
+            let enc = |a: ValueArgs| {
+                [a.path, a.value, a.nchain, a.idem, a.prev, a.chain, a.node, a.tick]
+                    .map(|v| v.map(|v| codec::to_vec(&v)))
+            };
+            assert_eq!(enc(req.value_args()), enc(ValueArgs::from_msg(&msg)), "{msg}");
+        }
+    }
 
     #[test]
     fn exactly_the_changes_mutate() {
