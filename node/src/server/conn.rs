@@ -799,6 +799,11 @@ impl Conn {
 
     /// If `seq` belongs to a running stream, returns its window.
     fn stream_window(&self, seq: u64) -> Option<Option<Arc<Window>>> {
+        if self.tasks.is_empty() {
+            // Every stream is one of the tasks, and leaves `streams` before
+            // its task ends.
+            return None;
+        }
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.get(&seq).map(|s| s.window.clone())
     }

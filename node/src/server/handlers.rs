@@ -75,6 +75,9 @@ impl View {
         if (self.chrooted() || self.access.is_restricted()) && rel.iter().any(Value::is_nil) {
             return Err(CmdError::Invalid("Null path element".into()));
         }
+        if self.root.is_empty() {
+            return Ok(rel.clone());
+        }
         Ok(self.root.join(rel))
     }
 
