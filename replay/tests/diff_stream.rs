@@ -59,7 +59,7 @@ fn churn(st: &mut State, rng: &mut Rng, n: usize) -> Vec<UpdateEvent> {
         let path = random_path(rng);
         let value = (rng.below(5) != 0).then(|| Value::Int(rng.below(4) as i64));
         // A change the node refuses is simply not made.
-        if let Ok(ev) = st.local_change(&path, value) {
+        if let Ok(ev) = st.local_change(&distkv_model::Path::new(path), value) {
             events.push((*ev).clone());
         }
     }
@@ -357,7 +357,7 @@ fn live_nodes_read_in_place_match_their_states() -> Result<()> {
             path.insert(0, Value::str("t"));
             let value = (rng.below(6) != 0).then(|| values(&mut rng));
             let target = if i % 3 == 0 { &mut other } else { &mut st };
-            if let Ok(ev) = target.local_change(&path, value) {
+            if let Ok(ev) = target.local_change(&distkv_model::Path::new(path), value) {
                 if rng.below(2) == 0 {
                     let ev = (*ev).clone();
                     let _ = if i % 3 == 0 {

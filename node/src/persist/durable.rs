@@ -938,7 +938,7 @@ mod tests {
         host.with_state(|st| st.digest())
     }
 
-    fn write(host: &SharedState, d: &Durability, p: &[Value], v: Option<Value>) {
+    fn write(host: &SharedState, d: &Durability, p: &distkv_model::Path, v: Option<Value>) {
         host.with_state(|st| {
             with_reserved_ticks(Some(d), st, |st| st.local_change(p, v.clone())).unwrap();
         });

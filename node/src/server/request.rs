@@ -339,13 +339,19 @@ mod tests {
                 kv(s("prev"), Value::Float(1.5)),
                 kv(s("chain"), Value::Nil),
                 kv(s("state"), s("start")),
-                kv(s("value"), Value::Array(vec![p(path![]), Value::Bin(vec![0, 1].into())])),
+                kv(
+                    s("value"),
+                    Value::Array(vec![p(path![]), Value::Bin(vec![0, 1].into())]),
+                ),
                 kv(s("value"), s("second")),
             ]),
             Value::Map(
                 (0..40)
                     .map(|i| kv(s(&format!("k{i}")), Value::Int(i)))
-                    .chain([kv(s("seq"), Value::Float(2.0)), kv(s("path"), Value::Int(5))])
+                    .chain([
+                        kv(s("seq"), Value::Float(2.0)),
+                        kv(s("path"), Value::Int(5)),
+                    ])
                     .collect(),
             ),
             Value::map([(&*"x".repeat(40), Value::Nil), ("action", Value::Int(1))]),
@@ -361,13 +367,23 @@ mod tests {
             assert_eq!(n, bytes.len(), "{msg}");
             let req = Request::new(&bytes, spans);
             assert_eq!(req.seq(), msg.get("seq").and_then(Value::as_u64), "{msg}");
-            assert_eq!(req.action(), msg.get("action").and_then(Value::as_str), "{msg}");
+            assert_eq!(
+                req.action(),
+                msg.get("action").and_then(Value::as_str),
+                "{msg}"
+            );
             assert_eq!(req.has_state(), msg.get("state").is_some(), "{msg}");
             let enc = |a: ValueArgs| {
-                [a.path, a.value, a.nchain, a.idem, a.prev, a.chain, a.node, a.tick]
-                    .map(|v| v.map(|v| codec::to_vec(&v)))
+                [
+                    a.path, a.value, a.nchain, a.idem, a.prev, a.chain, a.node, a.tick,
+                ]
+                .map(|v| v.map(|v| codec::to_vec(&v)))
             };
-            assert_eq!(enc(req.value_args()), enc(ValueArgs::from_msg(&msg)), "{msg}");
+            assert_eq!(
+                enc(req.value_args()),
+                enc(ValueArgs::from_msg(&msg)),
+                "{msg}"
+            );
         }
     }
 

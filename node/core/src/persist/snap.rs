@@ -196,7 +196,7 @@ mod tests {
                 .unwrap();
         }
         st.local_change(&path!["a", 5i64], None).unwrap();
-        st.local_change(&[Value::Nil, Value::str("meta")], Some(Value::Int(1)))
+        st.local_change(&path![Value::Nil, "meta"], Some(Value::Int(1)))
             .unwrap();
         write(&st, &file, true, 0, 102)?.finish()?;
         let (back, header) = load(&file, "n1", LogLimits::default())?;
@@ -225,7 +225,7 @@ mod tests {
             st.local_change(&path!["a", i % 50, i], Some(Value::Int(i)))?;
         }
         st.local_change(&path!["a", 5i64, 5i64], None)?;
-        st.local_change(&[Value::Nil, Value::str("meta")], Some(Value::Int(1)))?;
+        st.local_change(&path![Value::Nil, "meta"], Some(Value::Int(1)))?;
         write(&st, &file, true, 0, 302)?.finish()?;
         assert_eq!(digest(&file, "n1", &mut |_, _| {})?, st.digest());
         // Written by hand: a node whose chain ticks exceed its item's, one

@@ -310,7 +310,7 @@ impl State {
     /// deletes. Returns the applied event.
     pub fn local_change(
         &mut self,
-        path: &[Value],
+        path: &Path,
         value: Option<Value>,
     ) -> Result<Arc<UpdateEvent>, StateError> {
         let me = self.me.clone();
@@ -334,13 +334,21 @@ impl State {
         let entry = self.tree.entry(id);
         let chain = Chain::attach(me, tick, entry.chain().as_deref());
         let event = UpdateEvent {
-            // The names as the tree holds them (`1` where a client said `1.0`).
-            path: entry.path(),
+            // The names as the tree holds them (`1` where a client said
+            // `1.0`); a string is only ever equal to the same string.
+            path: if path.iter().all(|e| matches!(e, Value::Str(_))) {
+                path.clone()
+            } else {
+                entry.path()
+            },
             chain,
             value,
             tock: self.tock.next(),
         };
-        let outcome = self.apply_ref(&event);
+        let outcome = match self.merge_at(id, &event, event.value.clone()) {
+            Ok(()) => Applied::Stored(self.log.push(&event)),
+            Err(outcome) => outcome,
+        };
         debug_assert!(matches!(outcome, Applied::Stored(_)), "{outcome:?}");
         self.tock.next();
         Ok(Arc::new(event))
@@ -383,11 +391,21 @@ impl State {
     /// The apply rules: stores `value` (the event's value) with the event's
     /// chain and tock, or says why not.
     fn merge(&mut self, event: &UpdateEvent, value: Option<Value>) -> Result<(), Applied> {
+        let id = self.tree.follow_create(ROOT, &event.path);
+        self.merge_at(id, event, value)
+    }
+
+    /// [`State::merge`] at the entry `id`, the one at the event's path.
+    fn merge_at(
+        &mut self,
+        id: EntryId,
+        event: &UpdateEvent,
+        value: Option<Value>,
+    ) -> Result<(), Applied> {
         self.tock.seen(event.tock);
         for l in event.chain.links() {
             self.node_mut(&l.node).saw_tick(l.tick);
         }
-        let id = self.tree.follow_create(ROOT, &event.path);
         let current = self.tree.entry(id).chain_cloned();
         let entry = self.tree.slot_mut(id);
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::state::{NodeInfo, MAX_TICK_LEAP};
 use distkv_log::LogLimits;
+use distkv_model::path;
 use distkv_model::Chain;
 use rand::RngCore;
 
@@ -134,7 +135,7 @@ fn only_changes_written_to_the_log_are_broadcast() {
     core.allow_broadcast_below(st.log().next_seq());
     core.start(&mut st, 0);
     for i in 0..5 {
-        st.local_change(&[Value::uint(i)], Some(Value::uint(i)))
+        st.local_change(&path![Value::uint(i)], Some(Value::uint(i)))
             .expect("a change");
     }
     core.poll(&mut st, 1);
@@ -160,7 +161,7 @@ fn skipped_ticks_are_announced_learned_and_sent_back_when_held() {
     let mut events = Vec::new();
     for i in 1..=3u64 {
         events.push(
-            (*a.local_change(&[Value::uint(i)], Some(Value::uint(i)))
+            (*a.local_change(&path![Value::uint(i)], Some(Value::uint(i)))
                 .expect("a change"))
             .clone(),
         );
@@ -238,7 +239,7 @@ fn forged_ticks_from_the_bus_are_ignored() {
     let (mut victim, mut core) = ready("victim");
     core.start(&mut victim, 0);
     victim
-        .local_change(&[Value::str("a")], Some(Value::uint(1)))
+        .local_change(&path!["a"], Some(Value::uint(1)))
         .expect("a change");
     let topics = core.topics().clone();
     let forged = 1u64 << 62;
@@ -264,7 +265,7 @@ fn forged_ticks_from_the_bus_are_ignored() {
     assert_eq!(victim.tick(), Some(1));
     assert!(victim.entry(&[Value::str("b")]).is_none());
     let e = victim
-        .local_change(&[Value::str("c")], Some(Value::uint(2)))
+        .local_change(&path!["c"], Some(Value::uint(2)))
         .expect("writes go on");
     assert_eq!(e.chain.head().tick, 2);
 }
