@@ -173,8 +173,9 @@ pub enum ChangeError {
 /// What a committed change did.
 #[derive(Debug)]
 pub enum Committed {
-    /// [`Change::Set`]: the event made.
-    Set(Arc<UpdateEvent>),
+    /// [`Change::Set`]: the event made, and the value the entry had
+    /// before.
+    Set(Arc<UpdateEvent>, Option<Value>),
     /// [`Change::DeleteTree`]: the deletions made, with the old values.
     DeleteTree(Vec<Deleted>),
     /// [`Change::Events`]: how each event was applied.
@@ -184,8 +185,13 @@ pub enum Committed {
 impl Committed {
     /// The event a [`Change::Set`] made.
     pub fn event(self) -> Option<Arc<UpdateEvent>> {
+        self.replaced().map(|(ev, _)| ev)
+    }
+
+    /// The event a [`Change::Set`] made, and the value it replaced.
+    pub fn replaced(self) -> Option<(Arc<UpdateEvent>, Option<Value>)> {
         match self {
-            Committed::Set(ev) => Some(ev),
+            Committed::Set(ev, old) => Some((ev, old)),
             _ => None,
         }
     }
@@ -493,7 +499,8 @@ impl Tx<'_> {
             };
         match change {
             Change::Set { path, value } => local(st, &mut |st| {
-                st.local_change(&path, value.clone()).map(Committed::Set)
+                st.local_replace(&path, value.clone())
+                    .map(|(ev, old)| Committed::Set(ev, old))
             }),
             Change::DeleteTree { path } => local(st, &mut |st| {
                 st.delete_tree(&path, access).map(Committed::DeleteTree)

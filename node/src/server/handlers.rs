@@ -318,7 +318,12 @@ pub fn set_value_in(
     };
     let rules = server.store().rules();
     let mut m = Vec::new();
-    let value = {
+    // Without preconditions and without a converter (whose encoding of the
+    // old value could fail after the change is made), the old value comes
+    // from the commit: the entry is looked up once.
+    let checked =
+        args.idem.is_some() || args.prev.is_some() || want_chain.is_some() || view.conv.is_some();
+    let (value, readable) = {
         let st = tx.state();
         // The ACL first, as in DistKV: a refused request learns nothing of
         // the value (and a user who may not read it never sees it).
@@ -337,75 +342,96 @@ pub fn set_value_in(
             Some(v) => Some(view.decode(rules, st, &path, v)?),
             None => None,
         };
-        let entry = st.entry(&path);
-        let stored = entry.and_then(Entry::data);
-        let data = stored.as_deref();
-        let chain_ref = entry.and_then(Entry::chain);
-        let chain = chain_ref.as_deref();
-        if args.idem.as_ref().is_some_and(Value::truthy) {
-            if let (Some(v), Some(d)) = (&value, data) {
-                if v.same_type(d) && v == d {
-                    put(&mut m, "tock", Value::uint(entry.map_or(0, Entry::tock)));
-                    put(&mut m, "changed", Value::Bool(false));
-                    if let (true, Some(c)) = (nchain > 0, chain) {
-                        put(&mut m, "chain", c.to_value(nchain));
+        if checked {
+            let entry = st.entry(&path);
+            let stored = entry.and_then(Entry::data);
+            let data = stored.as_deref();
+            let chain_ref = entry.and_then(Entry::chain);
+            let chain = chain_ref.as_deref();
+            if args.idem.as_ref().is_some_and(Value::truthy) {
+                if let (Some(v), Some(d)) = (&value, data) {
+                    if v.same_type(d) && v == d {
+                        put(&mut m, "tock", Value::uint(entry.map_or(0, Entry::tock)));
+                        put(&mut m, "changed", Value::Bool(false));
+                        if let (true, Some(c)) = (nchain > 0, chain) {
+                            put(&mut m, "chain", c.to_value(nchain));
+                        }
+                        return Ok(m);
                     }
-                    return Ok(m);
                 }
             }
-        }
-        let mut send_prev = true;
-        if let Some(prev) = &args.prev {
-            let prev = &view.decode(rules, st, &path, prev.clone())?;
-            if data != Some(prev) {
-                let shown = match data {
-                    None => "NotGiven".to_string(),
-                    Some(d) if readable => d.to_string(),
-                    Some(_) => "(not readable)".to_string(),
-                };
-                return Err(CmdError::Client(format!(
-                    "Data is {shown} not {prev} at {rel}"
-                )));
+            let mut send_prev = true;
+            if let Some(prev) = &args.prev {
+                let prev = &view.decode(rules, st, &path, prev.clone())?;
+                if data != Some(prev) {
+                    let shown = match data {
+                        None => "NotGiven".to_string(),
+                        Some(d) if readable => d.to_string(),
+                        Some(_) => "(not readable)".to_string(),
+                    };
+                    return Err(CmdError::Client(format!(
+                        "Data is {shown} not {prev} at {rel}"
+                    )));
+                }
+                send_prev = false;
             }
-            send_prev = false;
-        }
-        if let Some(want) = &want_chain {
-            match (want, data, chain) {
-                (None, Some(_), _) => {
-                    return Err(CmdError::Chain(format!("Entry already exists at {rel}")));
+            if let Some(want) = &want_chain {
+                match (want, data, chain) {
+                    (None, Some(_), _) => {
+                        return Err(CmdError::Chain(format!("Entry already exists at {rel}")));
+                    }
+                    (Some(_), None, _) => {
+                        return Err(CmdError::Chain(format!("Entry is new at {rel}")))
+                    }
+                    (Some(w), Some(_), Some(c)) if !c.same_head(w) => {
+                        return Err(CmdError::Chain(format!("Chain is {c} not {w} for {rel}")));
+                    }
+                    _ => {}
                 }
-                (Some(_), None, _) => {
-                    return Err(CmdError::Chain(format!("Entry is new at {rel}")))
-                }
-                (Some(w), Some(_), Some(c)) if !c.same_head(w) => {
-                    return Err(CmdError::Chain(format!("Chain is {c} not {w} for {rel}")));
-                }
-                _ => {}
+                send_prev = false;
             }
-            send_prev = false;
+            put(
+                &mut m,
+                "changed",
+                Value::Bool(changed(value.as_ref(), data)),
+            );
+            if let (true, true, Some(d)) = (send_prev, readable, data) {
+                put(&mut m, "prev", view.encode(rules, st, &path, d.clone())?);
+            }
         }
-        let changed = match (&value, data) {
-            (None, d) => d.is_some(),
-            (Some(v), Some(d)) => v != d,
-            (Some(_), None) => true,
-        };
-        put(&mut m, "changed", Value::Bool(changed));
-        if let (true, true, Some(d)) = (send_prev, readable, data) {
-            put(&mut m, "prev", view.encode(rules, st, &path, d.clone())?);
-        }
-        value
+        (value, readable)
     };
     let change = Change::Set { path, value };
-    let ev = tx
+    let (ev, old) = tx
         .commit_as(Road::Client, &view.access, change)
         .map_err(CmdError::from_change)?
-        .event()
+        .replaced()
         .ok_or_else(|| CmdError::Server("the change made no event".into()))?;
+    if !checked {
+        put(
+            &mut m,
+            "changed",
+            Value::Bool(changed(ev.value.as_ref(), old.as_ref())),
+        );
+        if let (true, Some(d)) = (readable, old) {
+            put(&mut m, "prev", d);
+        }
+    }
     if nchain != 0 {
         put(&mut m, "chain", ev.chain.to_value(nchain));
     }
     put(&mut m, "tock", Value::uint(ev.tock));
     Ok(m)
+}
+
+/// Whether setting `value` (`None`: deleting) changes an entry holding
+/// `data`.
+fn changed(value: Option<&Value>, data: Option<&Value>) -> bool {
+    match (value, data) {
+        (None, d) => d.is_some(),
+        (Some(v), Some(d)) => v != d,
+        (Some(_), None) => true,
+    }
 }
 
 /// `enum` / `enumerate` / `enum_internal`: the children's names (or names

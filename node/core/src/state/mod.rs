@@ -313,6 +313,16 @@ impl State {
         path: &Path,
         value: Option<Value>,
     ) -> Result<Arc<UpdateEvent>, StateError> {
+        self.local_replace(path, value).map(|(event, _)| event)
+    }
+
+    /// [`State::local_change`], also returning the value the entry had
+    /// before.
+    pub fn local_replace(
+        &mut self,
+        path: &Path,
+        value: Option<Value>,
+    ) -> Result<(Arc<UpdateEvent>, Option<Value>), StateError> {
         let me = self.me.clone();
         let limit = self.tick_limit;
         let tick = {
@@ -332,6 +342,7 @@ impl State {
         self.tock.next();
         let id = self.tree.follow_create(ROOT, path);
         let entry = self.tree.entry(id);
+        let old = entry.data_cloned();
         let chain = Chain::attach(me, tick, entry.chain().as_deref());
         let event = UpdateEvent {
             // The names as the tree holds them (`1` where a client said
@@ -351,7 +362,7 @@ impl State {
         };
         debug_assert!(matches!(outcome, Applied::Stored(_)), "{outcome:?}");
         self.tock.next();
-        Ok(Arc::new(event))
+        Ok((Arc::new(event), old))
     }
 
     /// Applies a change from anywhere (a peer, a file, a client `update`).
