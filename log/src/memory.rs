@@ -43,7 +43,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use distkv_model::codec;
+use distkv_model::serial::serialize_path_with;
 use distkv_model::{Chain, Link, NodeName, Path, RecentNames, UpdateEvent, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
 /// Sequence number of a log record; the first record is 1.
 pub type Seq = u64;
@@ -553,22 +557,61 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// Reads what [`encode`] wrote. The bytes are the log's own, written just
 /// before: a short or malformed record is a bug of this module, not bad
 /// input, hence the panics.
+#[derive(Clone, Copy)]
 struct Decoder<'a> {
     buf: &'a [u8],
     names: &'a Names,
 }
 
-impl Decoder<'_> {
+impl<'a> Decoder<'a> {
     fn byte(&mut self) -> u8 {
         let (&b, rest) = self.buf.split_first().expect("a whole log record");
         self.buf = rest;
         b
     }
 
-    fn bytes(&mut self, n: usize) -> &[u8] {
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
         let (b, rest) = self.buf.split_at(n);
         self.buf = rest;
         b
+    }
+
+    fn text(&mut self, len: usize) -> &'a str {
+        std::str::from_utf8(self.bytes(len)).expect("log records hold the strings they were given")
+    }
+
+    /// A node name, borrowed from the log.
+    fn name_str(&mut self) -> &'a str {
+        let v = self.varint();
+        if v & 1 == 0 {
+            &self.names.names[(v >> 1) as usize]
+        } else {
+            self.text((v >> 1) as usize)
+        }
+    }
+
+    /// Writes a path element's msgpack encoding, as [`Value`]'s
+    /// serialization writes the element [`Decoder::element`] reads.
+    fn element_msgpack(&mut self, out: &mut Vec<u8>) {
+        match self.byte() {
+            NIL => out.push(0xc0),
+            FALSE => out.push(0xc2),
+            TRUE => out.push(0xc3),
+            INT => {
+                let z = self.varint();
+                codec::write_int(out, ((z >> 1) as i64) ^ -((z & 1) as i64));
+            }
+            UINT => codec::write_uint(out, self.varint()),
+            FLOAT => {
+                out.push(0xcb);
+                out.extend(self.bytes(8).iter().rev());
+            }
+            STR => {
+                let n = self.varint() as usize;
+                codec::write_str(out, self.text(n));
+            }
+            t => unreachable!("unknown path element tag {t} in a log record"),
+        }
     }
 
     fn varint(&mut self) -> u64 {
@@ -585,8 +628,7 @@ impl Decoder<'_> {
     }
 
     fn str(&mut self, len: usize) -> Arc<str> {
-        let b = self.bytes(len);
-        Arc::from(std::str::from_utf8(b).expect("log records hold the strings they were given"))
+        Arc::from(self.text(len))
     }
 
     fn name(&mut self) -> NodeName {
@@ -619,6 +661,87 @@ impl Decoder<'_> {
             }
             t => unreachable!("unknown path element tag {t} in a log record"),
         }
+    }
+}
+
+/// A record serializes as its event does ([`UpdateEvent`]'s serialization,
+/// the wire form), read from the record's bytes: no event is decoded.
+impl Serialize for LogEntry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut d = Decoder {
+            buf: self.bytes(),
+            names: &self.log.names,
+        };
+        let tock = d.varint();
+        let n = d.varint() as usize;
+        let node = d.name_str();
+        let tick = d.varint();
+        let prev = Links { d, n: n - 1 };
+        for _ in 1..n {
+            d.name_str();
+            d.varint();
+        }
+        let value = self.record.value.as_ref();
+        let mut m = s.serialize_map(Some(5 + usize::from(value.is_some())))?;
+        m.serialize_entry("node", node)?;
+        m.serialize_entry("tick", &tick)?;
+        m.serialize_entry("prev", &prev)?;
+        match d.varint() {
+            0 => m.serialize_entry("path", self.kept_path())?,
+            k => m.serialize_entry(
+                "path",
+                &Elements {
+                    d,
+                    n: k as usize - 1,
+                },
+            )?,
+        }
+        if let Some(v) = value {
+            m.serialize_entry("value", v)?;
+        }
+        m.serialize_entry("tock", &tock)?;
+        m.end()
+    }
+}
+
+/// The `n` chain links at `d`, serialized as nested `{node, tick, prev}`
+/// maps (nil for none), as a chain is.
+struct Links<'a> {
+    d: Decoder<'a>,
+    n: usize,
+}
+
+impl Serialize for Links<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.n == 0 {
+            return s.serialize_unit();
+        }
+        let mut d = self.d;
+        let node = d.name_str();
+        let tick = d.varint();
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("node", node)?;
+        m.serialize_entry("tick", &tick)?;
+        m.serialize_entry("prev", &Links { d, n: self.n - 1 })?;
+        m.end()
+    }
+}
+
+/// The `n` path elements at `d`, serialized as a path is.
+struct Elements<'a> {
+    d: Decoder<'a>,
+    n: usize,
+}
+
+impl Serialize for Elements<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut d = self.d;
+        serialize_path_with(s, |out| {
+            for _ in 0..self.n {
+                d.element_msgpack(out);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -915,6 +1038,42 @@ mod tests {
         let got = read_all(&log);
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|(s, e)| *e == named(*s)));
+    }
+
+    /// A record serializes exactly as its decoded event does: every kind
+    /// of path element (those kept beside the records too), chains of one
+    /// to three links, node names in the log's table and written out.
+    #[test]
+    fn a_record_serializes_as_its_event() {
+        let mut log = EventLog::new(LogLimits {
+            max_records: 1000,
+            max_bytes: usize::MAX,
+        });
+        // Every other event names nodes of its own: the last ones are
+        // beyond the table.
+        let n = 2 * MAX_NAMES as u64 + 400;
+        for i in 0..n {
+            let mut e = varied(i);
+            if i % 2 == 0 {
+                let mut links = e.chain.links().to_vec();
+                links[0].node = Arc::from(format!("node{i}"));
+                if let [_, .., last] = &mut links[..] {
+                    last.node = Arc::from(format!("tail{i}"));
+                }
+                e.chain = Chain::from_links(links).unwrap();
+            }
+            log.push(&e);
+        }
+        assert_eq!(log.names.names.len(), MAX_NAMES);
+        let mut count = 0;
+        for (_, entry) in log.read(log.oldest_seq(), usize::MAX).unwrap() {
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            distkv_model::serial::encode(&entry, &mut got);
+            distkv_model::serial::encode(&entry.event(), &mut want);
+            assert_eq!(got, want, "{:?}", entry.event());
+            count += 1;
+        }
+        assert_eq!(count, 1000);
     }
 
     /// The log as it was, one shared event per record: what [`EventLog`]

@@ -159,22 +159,34 @@ impl Serialize for Value {
 /// Written as ext 3: the elements packed one after the other.
 impl Serialize for Path {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // One buffer per thread for the payload (a path nested in this one
-        // finds it taken and uses its own).
-        thread_local! {
-            static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-        }
-        let mut payload = SCRATCH.take();
-        payload.clear();
-        for e in self.iter() {
-            rmp_serde::encode::write(&mut payload, e).map_err(serde::ser::Error::custom)?;
-        }
-        let r = ext(s, EXT_PATH, &payload);
-        if payload.capacity() <= 64 << 10 {
-            SCRATCH.set(payload);
-        }
-        r
+        serialize_path_with(s, |payload| {
+            for e in self.iter() {
+                rmp_serde::encode::write(payload, e).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
     }
+}
+
+/// Serializes a path as [`Path`] does, its elements' encoding (ext 3's
+/// payload) written by `elements`.
+pub fn serialize_path_with<S: Serializer>(
+    s: S,
+    elements: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<S::Ok, S::Error> {
+    // One buffer per thread for the payload (a path nested in this one
+    // finds it taken and uses its own).
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut payload = SCRATCH.take();
+    payload.clear();
+    elements(&mut payload).map_err(serde::ser::Error::custom)?;
+    let r = ext(s, EXT_PATH, &payload);
+    if payload.capacity() <= 64 << 10 {
+        SCRATCH.set(payload);
+    }
+    r
 }
 
 /// Reads a [`Value`] that sits `depth` levels inside the outermost one.
