@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use distkv_model::budget::{check_event_size, INTERNAL_LIMITS};
-use distkv_model::codec::Limits;
+use distkv_model::codec::{self, Limits};
 use distkv_model::serial::{self, FormatError};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 use serde::de::{MapAccess, Visitor};
@@ -155,32 +155,37 @@ fn foreign_ext(e: &UpdateEvent) -> Option<i8> {
     None
 }
 
-/// Encodes `events` as update messages from `node`, each closed once its
-/// events take [`BATCH_BYTES`] (an event within the budget always fits a
-/// message of its own).
-pub fn encode_updates<'a>(
-    node: &str,
-    events: impl IntoIterator<Item = &'a UpdateEvent>,
-) -> Vec<Bytes> {
+/// Encodes `events` (each serializing as an [`UpdateEvent`]: the event, or
+/// its record in the event log) as update messages from `node`, each
+/// closed once its events take [`BATCH_BYTES`] (an event within the
+/// budget always fits a message of its own). Each event is serialized
+/// once, into the message's body.
+pub fn encode_updates<T: Serialize>(node: &str, events: impl IntoIterator<Item = T>) -> Vec<Bytes> {
     let mut out = Vec::new();
-    let mut batch: Vec<&UpdateEvent> = Vec::new();
-    let mut size = 0;
-    let close = |batch: &mut Vec<&UpdateEvent>, size: usize| {
-        let mut buf = Vec::with_capacity(size + node.len() + 16);
-        serial::encode(&UpdateOut { node, ev: batch }, &mut buf);
-        batch.clear();
+    let mut body = Vec::new();
+    let mut n = 0;
+    let close = |body: &mut Vec<u8>, n: usize| {
+        // As `UpdateOut { node, ev }` is written.
+        let mut buf = Vec::with_capacity(body.len() + node.len() + 16);
+        codec::write_map_len(&mut buf, 2);
+        codec::write_str(&mut buf, "node");
+        codec::write_str(&mut buf, node);
+        codec::write_str(&mut buf, "ev");
+        codec::write_array_len(&mut buf, n);
+        buf.extend_from_slice(body);
+        body.clear();
         Bytes::from(buf)
     };
     for e in events {
-        size += serial::encoded_len(e);
-        batch.push(e);
-        if size >= BATCH_BYTES {
-            out.push(close(&mut batch, size));
-            size = 0;
+        serial::encode(&e, &mut body);
+        n += 1;
+        if body.len() >= BATCH_BYTES {
+            out.push(close(&mut body, n));
+            n = 0;
         }
     }
-    if !batch.is_empty() {
-        out.push(close(&mut batch, size));
+    if n > 0 {
+        out.push(close(&mut body, n));
     }
     out
 }

@@ -2,6 +2,8 @@
 //! log holds it; and the messages the protocol publishes.
 
 use super::*;
+use distkv_log::LogEntry;
+use serde::Serialize;
 
 impl Core {
     /// Limits broadcasting to the event-log records below `next`: a node
@@ -32,7 +34,7 @@ impl Core {
                 .cfg
                 .batch
                 .min(usize::try_from(room).unwrap_or(usize::MAX));
-            let batch: Vec<UpdateEvent> = match st.log().read(self.next_seq, max) {
+            let batch: Vec<LogEntry<'_>> = match st.log().read(self.next_seq, max) {
                 Ok(it) => {
                     let mut n = 0;
                     let b = it
@@ -45,7 +47,7 @@ impl Core {
                             orphans |= !self.alive(&head, now);
                             false
                         })
-                        .map(|(_, e)| e.event())
+                        .map(|(_, e)| e)
                         .collect();
                     self.next_seq += n;
                     if n == 0 {
@@ -62,7 +64,7 @@ impl Core {
                 }
             };
             if !batch.is_empty() {
-                self.publish_events(&batch);
+                self.publish_events(batch);
             }
         }
         if orphans {
@@ -70,7 +72,8 @@ impl Core {
         }
     }
 
-    pub(super) fn publish_events<'a>(&mut self, events: impl IntoIterator<Item = &'a UpdateEvent>) {
+    /// Publishes `events` (each serializing as an [`UpdateEvent`]).
+    pub(super) fn publish_events<T: Serialize>(&mut self, events: impl IntoIterator<Item = T>) {
         for m in encode_updates(&self.me, events) {
             self.out.push((self.topics.update.clone(), m));
         }

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use distkv_log::Seq;
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec;
-use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
+use distkv_model::{NodeName, NodeSet, RangeSet, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::state::{NodeInfo, MAX_TICK_LEAP};
 use distkv_log::LogLimits;
 use distkv_model::path;
-use distkv_model::Chain;
+use distkv_model::{Chain, UpdateEvent};
 use rand::RngCore;
 
 /// Garbage and hostile-but-decodable messages on every topic are
