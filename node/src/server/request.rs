@@ -251,7 +251,7 @@ impl<'a> Request<'a> {
     pub(super) fn value_args(&self) -> ValueArgs {
         let f = |i: usize| self.field(i).map(raw::decode_field);
         ValueArgs {
-            path: f(PATH),
+            path: self.field(PATH).map(decode_path),
             value: f(VALUE),
             nchain: f(NCHAIN),
             idem: f(IDEM),
@@ -260,6 +260,29 @@ impl<'a> Request<'a> {
             node: f(NODE),
             tick: f(TICK),
         }
+    }
+}
+
+/// Decodes a `path` field: a path (ext 3) into one allocation of its
+/// elements, anything else as [`raw::decode_field`] does.
+fn decode_path(b: &[u8]) -> Value {
+    let ext = matches!(b.first(), Some(0xc7..=0xc9 | 0xd4..=0xd8));
+    match raw::path_elements(b) {
+        Some(elements) if ext => {
+            let n = elements.count();
+            let mut elements = raw::path_elements(b).into_iter().flatten();
+            // A request's fields are checked when it is read: every
+            // element decodes.
+            Value::Path(
+                (0..n)
+                    .map(|_| match elements.next() {
+                        Some(Ok(e)) => raw::decode(e).unwrap_or(Value::Nil),
+                        _ => Value::Nil,
+                    })
+                    .collect(),
+            )
+        }
+        _ => raw::decode_field(b),
     }
 }
 
@@ -354,8 +377,20 @@ mod tests {
                     ])
                     .collect(),
             ),
-            Value::map([(&*"x".repeat(40), Value::Nil), ("action", Value::Int(1))]),
-            Value::map([("seq", Value::Int(-1)), ("action", s("delete_value"))]),
+            Value::map([
+                (&*"x".repeat(40), Value::Nil),
+                ("action", Value::Int(1)),
+                ("path", Value::Array(vec![s("x"), Value::Nil])),
+            ]),
+            Value::map([
+                ("seq", Value::Int(-1)),
+                ("action", s("delete_value")),
+                ("path", p(path![])),
+            ]),
+            Value::map([(
+                "path",
+                p(path![Value::Float(0.5), Value::Bool(true), u64::MAX, "ü"]),
+            )]),
             Value::Map(Vec::new()),
             Value::Array(vec![s("seq"), Value::Int(1)]),
             s("seq"),
