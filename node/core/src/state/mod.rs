@@ -47,8 +47,6 @@ pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
 pub use tree::{ChainRef, Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
 
-use tree::ROOT;
-
 /// The node's Lamport-like counter. Every read advances it, as in DistKV:
 /// each reply, event and broadcast consumes a value.
 #[derive(Debug, Default)]
@@ -237,7 +235,7 @@ impl State {
 
     /// Creates the entry at `path` (and its ancestors) if missing.
     pub fn ensure_entry(&mut self, path: &[Value]) -> Entry<'_> {
-        let id = self.tree.follow_create(ROOT, path);
+        let id = self.tree.follow_create(path);
         self.tree.entry(id)
     }
 
@@ -330,7 +328,7 @@ impl State {
             t
         };
         self.tock.next();
-        let id = self.tree.follow_create(ROOT, path);
+        let id = self.tree.follow_create(path);
         let entry = self.tree.entry(id);
         let chain = Chain::attach(me, tick, entry.chain().as_deref());
         let event = UpdateEvent {
@@ -387,7 +385,7 @@ impl State {
         for l in event.chain.links() {
             self.node_mut(&l.node).saw_tick(l.tick);
         }
-        let id = self.tree.follow_create(ROOT, &event.path);
+        let id = self.tree.follow_create(&event.path);
         let current = self.tree.entry(id).chain_cloned();
         let entry = self.tree.slot_mut(id);
 
@@ -629,7 +627,7 @@ impl State {
         batch: &mut SeenBatch,
     ) {
         self.tock.seen(tock);
-        let id = self.tree.follow_create(ROOT, path);
+        let id = self.tree.follow_create(path);
         let e = self.tree.slot_mut(id);
         e.data = value.map(Packed::new);
         e.tock = tock;
