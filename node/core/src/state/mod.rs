@@ -386,34 +386,37 @@ impl State {
             self.node_mut(&l.node).saw_tick(l.tick);
         }
         let id = self.tree.follow_create(&event.path);
-        let current = self.tree.entry(id).chain_cloned();
-        let entry = self.tree.slot_mut(id);
-
-        if let Some(cur) = &current {
-            if cur.same_head(&event.chain) {
-                return Err(Applied::Same);
+        // The verdict on the entry's chain as the tree holds it (no copy).
+        let verdict = {
+            let entry = self.tree.entry(id);
+            match entry.chain() {
+                None => None,
+                Some(cur) if cur.same_head(&event.chain) => Some(Applied::Same),
+                Some(cur) if supersedes(Some(&*cur), Some(&event.chain)) => Some(Applied::Stale),
+                Some(cur)
+                    if !precedes(Some(&*cur), Some(&event.chain))
+                        && loses(event, entry.tock(), &cur) =>
+                {
+                    Some(Applied::Lost)
+                }
+                Some(_) => None,
             }
-        }
-        let verdict = match &current {
-            Some(cur) if supersedes(Some(cur), Some(&event.chain)) => Some(Applied::Stale),
-            Some(cur)
-                if !precedes(Some(cur), Some(&event.chain)) && loses(event, entry.tock, cur) =>
-            {
-                Some(Applied::Lost)
-            }
-            _ => None,
         };
         if let Some(v) = verdict {
-            // The incoming links that are not in the current chain are
-            // known now, and not current: superseded.
-            self.drop_links(&event.chain, current.as_ref());
+            if v != Applied::Same {
+                // The incoming links that are not in the current chain are
+                // known now, and not current: superseded.
+                let current = self.tree.entry(id).chain_cloned();
+                self.drop_links(&event.chain, current.as_ref());
+            }
             return Err(v);
         }
 
         let deleted = value.is_none();
+        let entry = self.tree.slot_mut(id);
         entry.data = value.map(Packed::new);
         entry.tock = event.tock;
-        self.tree.set_chain(id, Some(event.chain.clone()));
+        let current = self.tree.replace_chain(id, Some(event.chain.clone()));
 
         if let Some(old) = &current {
             self.drop_links(old, Some(&event.chain));

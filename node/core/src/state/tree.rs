@@ -241,6 +241,31 @@ impl Tree {
         self.slot_mut(id).chain = packed;
     }
 
+    /// Sets entry `id`'s chain and hands back the one it had, taken out of
+    /// the slot (a longer chain's links are moved, not shared and released).
+    pub(crate) fn replace_chain(&mut self, id: EntryId, chain: Option<Chain>) -> Option<Chain> {
+        let old = ManuallyDrop::new(std::mem::replace(
+            &mut self.slot_mut(id).chain,
+            SlotChain::None,
+        ));
+        let old = match *old {
+            SlotChain::None => None,
+            SlotChain::One { node, tick } => {
+                Some(Chain::single(self.nodes[node as usize].clone(), tick))
+            }
+            // SAFETY: `ptr`/`len` are the slot's `Arc<[Link]>` (`many`),
+            // whose ownership passes to the chain: `old` is never dropped.
+            SlotChain::Many { len, ptr } => Chain::from_shared(unsafe {
+                Arc::from_raw(slice_from_raw_parts(
+                    ptr.as_ptr().cast_const(),
+                    len as usize,
+                ))
+            }),
+        };
+        self.set_chain(id, chain);
+        old
+    }
+
     /// The index of `node` in the table of node names, which gains it if
     /// new.
     fn node_index(&mut self, node: NodeName) -> u32 {
@@ -417,9 +442,7 @@ impl Tree {
                 self.slot_mut(parent).children = None;
             }
         }
-        let chain = self.entry(id).chain_cloned();
-        self.set_chain(id, None);
-        chain
+        self.replace_chain(id, None)
     }
 
     fn free_slot(&mut self, id: EntryId) {
