@@ -6,7 +6,8 @@
 //! integers, `prev` as nested `{node, tick, prev}` maps ending in nil, the
 //! path as ext 3. [`RecordDecoder::decode`] reads exactly that layout with
 //! a cursor over the bytes — the path and the value with the hand-written
-//! codec (`distkv_model::codec::decode_prefix`, by a [`Cursor`]), node names shared between records — and
+//! codec (`distkv_model::codec::decode_prefix`, by a [`Cursor`]), node names shared between records, and a
+//! path's strings shared with the same place of the record before — and
 //! hands anything else to the general serde decoder
 //! ([`LogRecord::decode_general`]): other key orders, other integer forms,
 //! deep values, invalid UTF-8, every error. So both roads give the same
@@ -21,9 +22,10 @@
 use std::sync::Arc;
 
 use distkv_model::chain::MAX_COUNTER;
+use distkv_model::codec::EXT_PATH;
 use distkv_model::cursor::Cursor;
 use distkv_model::event::check_nesting;
-use distkv_model::{Chain, Link, NodeName, UpdateEvent, Value};
+use distkv_model::{Chain, Link, NodeName, Path, UpdateEvent, Value};
 
 use crate::record::{LogRecord, RecordError};
 
@@ -38,6 +40,11 @@ const MAX_NAMES: usize = 64;
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
     names: Vec<NodeName>,
+    /// The string elements of the last path decoded, by place (`None`
+    /// where it held no string), for sharing with the next path.
+    path_strs: Vec<Option<Arc<str>>>,
+    /// The elements of the path being decoded.
+    elems: Vec<Value>,
 }
 
 impl RecordDecoder {
@@ -65,6 +72,58 @@ impl RecordDecoder {
             self.names.push(n.clone());
         }
         Some(n)
+    }
+
+    /// The path (msgpack ext 3) at the cursor. Keys come in runs under
+    /// one parent (`bench.1`, `bench.2`, …): a string element with the
+    /// same bytes as the one at the same place of the last path decoded is
+    /// that string, shared (no allocation, no UTF-8 check again; the tree
+    /// then finds the parent it followed last by the string's address).
+    /// Unsigned integers are read here too, anything else by the codec.
+    /// `None` for anything the codec would not make into this path.
+    fn path(&mut self, c: &mut Cursor<'_>) -> Option<Path> {
+        let n = match c.byte()? {
+            m @ 0xd4..=0xd8 => 1 << (m - 0xd4),
+            0xc7 => usize::from(c.byte()?),
+            0xc8 => usize::from(u16::from_be_bytes(c.take(2)?.try_into().ok()?)),
+            0xc9 => usize::try_from(u32::from_be_bytes(c.take(4)?.try_into().ok()?)).ok()?,
+            _ => return None,
+        };
+        if c.byte()? != EXT_PATH as u8 {
+            return None;
+        }
+        let mut p = Cursor::new(c.take(n)?);
+        self.elems.clear();
+        while !p.at_end() {
+            let place = self.elems.len();
+            let v = match p.peek()? {
+                0xa0..=0xbf | 0xd9..=0xdb => Value::Str(self.path_str(place, p.str()?)?),
+                0x00..=0x7f | 0xcc..=0xcf => Value::uint(p.uint()?),
+                // Elements nest one level below the path.
+                _ => p.value(FAST_DEPTH - 1)?,
+            };
+            self.elems.push(v);
+        }
+        // One allocation: the drained elements go straight into the path.
+        Some(self.elems.drain(..).collect())
+    }
+
+    /// The string element `b` at `place` of a path, shared with the last
+    /// path's where the bytes are the same.
+    fn path_str(&mut self, place: usize, b: &[u8]) -> Option<Arc<str>> {
+        if let Some(Some(s)) = self.path_strs.get(place) {
+            if s.as_bytes() == b {
+                return Some(s.clone());
+            }
+        }
+        let s: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
+        if place < FAST_DEPTH {
+            if self.path_strs.len() <= place {
+                self.path_strs.resize(place + 1, None);
+            }
+            self.path_strs[place] = Some(s.clone());
+        }
+        Some(s)
     }
 
     /// A link's node name and tick, then the `prev` key (the cursor is
@@ -99,13 +158,7 @@ impl RecordDecoder {
             links.push(self.link(&mut c)?);
         }
         c.expect(&[0xc0, 0xa4, b'p', b'a', b't', b'h'])?;
-        if !matches!(c.peek()?, 0xc7..=0xc9 | 0xd4..=0xd8) {
-            return None;
-        }
-        let path = match c.value(FAST_DEPTH)? {
-            Value::Path(p) => p,
-            _ => return None,
-        };
+        let path = self.path(&mut c)?;
         let value = if with_value {
             c.expect(&[0xa5, b'v', b'a', b'l', b'u', b'e'])?;
             Some(c.value(FAST_DEPTH)?)
@@ -202,6 +255,110 @@ mod tests {
                 proptest::prop_assert_eq!(Some(fast), general);
             }
         }
+    }
+
+    /// A path of elements of every kind the codec reads, strings from a
+    /// few so that records share them.
+    fn mixed_path() -> impl proptest::strategy::Strategy<Value = distkv_model::Path> {
+        use proptest::prelude::*;
+        let elem = prop_oneof![
+            "[ab]{0,2}".prop_map(|s| Value::str(&s)),
+            "x{31,33}".prop_map(|s| Value::str(&s)),
+            any::<u64>().prop_map(Value::uint),
+            (0u64..200).prop_map(Value::uint),
+            any::<i64>().prop_map(Value::Int),
+            Just(Value::Nil),
+            Just(Value::Bool(true)),
+            any::<f64>().prop_map(Value::Float),
+            Just(Value::from(&b"ab"[..])),
+            Just(Value::Array(vec![Value::str("a"), Value::Int(-1)])),
+        ];
+        proptest::collection::vec(elem, 0..5).prop_map(distkv_model::Path::new)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7061_7468),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// One decoder, many records (some with a byte changed): every
+        /// path decodes as the general decoder has it, whatever the paths
+        /// before it shared.
+        #[test]
+        fn paths_decode_alike_after_any_paths_before(
+            recs in proptest::collection::vec(
+                (mixed_path(), proptest::option::of((
+                    proptest::prelude::any::<proptest::sample::Index>(),
+                    proptest::prelude::any::<u8>(),
+                ))),
+                1..12,
+            ),
+        ) {
+            let mut d = RecordDecoder::new();
+            for (path, damage) in recs {
+                let mut rec = event(Chain::single("n1".into(), 1), Some(Value::Int(3)));
+                if let LogRecord::Event { event, .. } = &mut rec {
+                    event.path = path;
+                }
+                let mut bytes = Vec::new();
+                rec.encode(&mut bytes);
+                if let Some((at, byte)) = damage {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                let general = LogRecord::decode_general(&bytes).ok();
+                let fast = d.event(&bytes);
+                // The writer's bytes take the fast road.
+                proptest::prop_assert!(fast.is_some() || damage.is_some());
+                if let Some(fast) = fast {
+                    proptest::prop_assert_eq!(Some(fast), general.clone());
+                }
+                proptest::prop_assert_eq!(d.decode(&bytes).ok(), general);
+            }
+        }
+    }
+
+    #[test]
+    fn path_strings_are_shared_with_the_record_before() -> Result<(), RecordError> {
+        let decode = |d: &mut RecordDecoder, path: distkv_model::Path| {
+            let mut rec = event(Chain::single("n1".into(), 1), None);
+            if let LogRecord::Event { event, .. } = &mut rec {
+                event.path = path;
+            }
+            let mut bytes = Vec::new();
+            rec.encode(&mut bytes);
+            match d.event(&bytes) {
+                Some(LogRecord::Event { event, .. }) => Some(event.path),
+                _ => None,
+            }
+        };
+        let strs = |p: &distkv_model::Path| -> Vec<Option<Arc<str>>> {
+            p.iter()
+                .map(|v| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut d = RecordDecoder::new();
+        let a = decode(&mut d, path!["bench", 1u64, "k"]).expect("fast road");
+        let b = decode(&mut d, path!["bench", 2u64, "k"]).expect("fast road");
+        let c = decode(&mut d, path!["other", 2u64, "bench"]).expect("fast road");
+        assert_eq!(b, path!["bench", 2u64, "k"]);
+        assert_eq!(c, path!["other", 2u64, "bench"]);
+        let (a, b, c) = (strs(&a), strs(&b), strs(&c));
+        let same = |x: &Option<Arc<str>>, y: &Option<Arc<str>>| match (x, y) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        };
+        assert!(same(&a[0], &b[0]) && same(&a[2], &b[2]), "shared by place");
+        assert!(!same(&b[0], &c[0]), "other bytes, another string");
+        assert!(
+            !same(&b[0], &c[2]),
+            "the same bytes at another place are not looked for"
+        );
+        Ok(())
     }
 
     #[test]

@@ -50,9 +50,12 @@ impl<'a> Cursor<'a> {
         Some(self.take(1)?[0])
     }
 
-    /// Consumes exactly the bytes `want`.
-    pub fn expect(&mut self, want: &[u8]) -> Option<()> {
-        (self.take(want.len())? == want).then_some(())
+    /// Consumes exactly the bytes `want`. Their number is a constant, so
+    /// the comparison is a few loads, not a call to `memcmp` (the log's
+    /// decoder checks a record's keys this way, ten or so a record).
+    pub fn expect<const N: usize>(&mut self, want: &[u8; N]) -> Option<()> {
+        let got: &[u8; N] = self.take(N)?.try_into().ok()?;
+        (got == want).then_some(())
     }
 
     /// A big-endian unsigned integer of `n` ≤ 8 bytes.

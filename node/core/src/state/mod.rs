@@ -47,8 +47,6 @@ pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
 pub use tree::{ChainRef, Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
 
-use tree::ROOT;
-
 /// The node's Lamport-like counter. Every read advances it, as in DistKV:
 /// each reply, event and broadcast consumes a value.
 #[derive(Debug, Default)]
@@ -237,7 +235,7 @@ impl State {
 
     /// Creates the entry at `path` (and its ancestors) if missing.
     pub fn ensure_entry(&mut self, path: &[Value]) -> Entry<'_> {
-        let id = self.tree.follow_create(ROOT, path);
+        let id = self.tree.follow_create(path);
         self.tree.entry(id)
     }
 
@@ -340,7 +338,7 @@ impl State {
             t
         };
         self.tock.next();
-        let id = self.tree.follow_create(ROOT, path);
+        let id = self.tree.follow_create(path);
         let entry = self.tree.entry(id);
         let old = entry.data_cloned();
         let chain = Chain::attach(me, tick, entry.chain().as_deref());
@@ -402,7 +400,7 @@ impl State {
     /// The apply rules: stores `value` (the event's value) with the event's
     /// chain and tock, or says why not.
     fn merge(&mut self, event: &UpdateEvent, value: Option<Value>) -> Result<(), Applied> {
-        let id = self.tree.follow_create(ROOT, &event.path);
+        let id = self.tree.follow_create(&event.path);
         self.merge_at(id, event, value)
     }
 
@@ -417,34 +415,37 @@ impl State {
         for l in event.chain.links() {
             self.node_mut(&l.node).saw_tick(l.tick);
         }
-        let current = self.tree.entry(id).chain_cloned();
-        let entry = self.tree.slot_mut(id);
-
-        if let Some(cur) = &current {
-            if cur.same_head(&event.chain) {
-                return Err(Applied::Same);
+        // The verdict on the entry's chain as the tree holds it (no copy).
+        let verdict = {
+            let entry = self.tree.entry(id);
+            match entry.chain() {
+                None => None,
+                Some(cur) if cur.same_head(&event.chain) => Some(Applied::Same),
+                Some(cur) if supersedes(Some(&*cur), Some(&event.chain)) => Some(Applied::Stale),
+                Some(cur)
+                    if !precedes(Some(&*cur), Some(&event.chain))
+                        && loses(event, entry.tock(), &cur) =>
+                {
+                    Some(Applied::Lost)
+                }
+                Some(_) => None,
             }
-        }
-        let verdict = match &current {
-            Some(cur) if supersedes(Some(cur), Some(&event.chain)) => Some(Applied::Stale),
-            Some(cur)
-                if !precedes(Some(cur), Some(&event.chain)) && loses(event, entry.tock, cur) =>
-            {
-                Some(Applied::Lost)
-            }
-            _ => None,
         };
         if let Some(v) = verdict {
-            // The incoming links that are not in the current chain are
-            // known now, and not current: superseded.
-            self.drop_links(&event.chain, current.as_ref());
+            if v != Applied::Same {
+                // The incoming links that are not in the current chain are
+                // known now, and not current: superseded.
+                let current = self.tree.entry(id).chain_cloned();
+                self.drop_links(&event.chain, current.as_ref());
+            }
             return Err(v);
         }
 
         let deleted = value.is_none();
+        let entry = self.tree.slot_mut(id);
         entry.data = value.map(Packed::new);
         entry.tock = event.tock;
-        self.tree.set_chain(id, Some(event.chain.clone()));
+        let current = self.tree.replace_chain(id, Some(event.chain.clone()));
 
         if let Some(old) = &current {
             self.drop_links(old, Some(&event.chain));
@@ -658,7 +659,7 @@ impl State {
         batch: &mut SeenBatch,
     ) {
         self.tock.seen(tock);
-        let id = self.tree.follow_create(ROOT, path);
+        let id = self.tree.follow_create(path);
         let e = self.tree.slot_mut(id);
         e.data = value.map(Packed::new);
         e.tock = tock;

@@ -17,6 +17,16 @@
 //! Freed slots are reused. Invariant: an id held anywhere (a parent's
 //! children, the tick bookkeeping) names a live slot.
 //!
+//! Keys come in runs under one parent (`bench.1`, `bench.2`, …; a cluster's
+//! changes under `data.`): [`Tree::follow_create`] keeps the ids along the
+//! path it followed last and starts the next path below the longest prefix
+//! they share, compared name by name, without hashing or probing. Only names
+//! whose equality is plain (strings, byte strings, integers, nil: equal
+//! means the same type and the same bytes or number) are taken from it;
+//! any other name is looked up as before, so the cache finds exactly the
+//! child a look-up would. It is cleared whenever a slot is freed, so the
+//! ids it holds are live, each the child of the one before.
+//!
 //! A slot keeps its name and value [`Packed`] (16 bytes each instead of a
 //! `Value`'s 32) and its chain as a `SlotChain` (16 bytes: a single
 //! link's node is an index into the tree's table of node names). Readers
@@ -165,6 +175,10 @@ pub struct Tree {
     /// The indices of the names stored last, by address: a node's changes
     /// come in runs, with the same `Arc` for its name.
     recent_nodes: RecentNames,
+    /// The entries along the path [`Tree::follow_create`] followed last
+    /// from the root: `last_path[i]` is at depth `i + 1` (see the module's
+    /// text). Emptied whenever a slot is freed.
+    last_path: Vec<EntryId>,
 }
 
 impl Default for Tree {
@@ -178,6 +192,7 @@ impl Default for Tree {
             nodes: Vec::new(),
             node_ids: HashMap::default(),
             recent_nodes: RecentNames::default(),
+            last_path: Vec::new(),
         };
         t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
@@ -224,6 +239,31 @@ impl Tree {
             Some(Err(links)) => Self::many(links),
         };
         self.slot_mut(id).chain = packed;
+    }
+
+    /// Sets entry `id`'s chain and hands back the one it had, taken out of
+    /// the slot (a longer chain's links are moved, not shared and released).
+    pub(crate) fn replace_chain(&mut self, id: EntryId, chain: Option<Chain>) -> Option<Chain> {
+        let old = ManuallyDrop::new(std::mem::replace(
+            &mut self.slot_mut(id).chain,
+            SlotChain::None,
+        ));
+        let old = match *old {
+            SlotChain::None => None,
+            SlotChain::One { node, tick } => {
+                Some(Chain::single(self.nodes[node as usize].clone(), tick))
+            }
+            // SAFETY: `ptr`/`len` are the slot's `Arc<[Link]>` (`many`),
+            // whose ownership passes to the chain: `old` is never dropped.
+            SlotChain::Many { len, ptr } => Chain::from_shared(unsafe {
+                Arc::from_raw(slice_from_raw_parts(
+                    ptr.as_ptr().cast_const(),
+                    len as usize,
+                ))
+            }),
+        };
+        self.set_chain(id, chain);
+        old
     }
 
     /// The index of `node` in the table of node names, which gains it if
@@ -308,14 +348,25 @@ impl Tree {
             .copied()
     }
 
-    /// Follows `rel` from `from`, creating missing entries.
-    pub(crate) fn follow_create(&mut self, from: EntryId, rel: &[Value]) -> EntryId {
-        let mut at = from;
-        for name in rel {
+    /// Follows `rel` from the root, creating missing entries. The levels
+    /// it shares with the path followed last are taken from `last_path`.
+    pub(crate) fn follow_create(&mut self, rel: &[Value]) -> EntryId {
+        let mut at = ROOT;
+        let mut depth = 0;
+        while let (Some(name), Some(&id)) = (rel.get(depth), self.last_path.get(depth)) {
+            if !plain_eq(&self.slot(id).name.view(), name) {
+                break;
+            }
+            at = id;
+            depth += 1;
+        }
+        self.last_path.truncate(depth);
+        for name in &rel[depth..] {
             at = match self.find(at, name) {
                 Some(c) => c,
                 None => self.add_child(at, name),
             };
+            self.last_path.push(at);
         }
         at
     }
@@ -391,12 +442,12 @@ impl Tree {
                 self.slot_mut(parent).children = None;
             }
         }
-        let chain = self.entry(id).chain_cloned();
-        self.set_chain(id, None);
-        chain
+        self.replace_chain(id, None)
     }
 
     fn free_slot(&mut self, id: EntryId) {
+        // The slot may be reused anywhere: no path through it is known.
+        self.last_path.clear();
         *self.slot_mut(id) = Slot::new(Packed::new(Value::Nil), NO_PARENT, 0);
         self.free.push(id);
     }
@@ -409,6 +460,22 @@ impl Tree {
     /// Always false: the root is there.
     pub fn is_empty(&self) -> bool {
         false
+    }
+}
+
+/// Whether `stored` (a child's name) equals `name` for a kind of name
+/// whose equality is plain: the same type and the same bytes or number.
+/// Such a name equals no other sibling than this one (the tree never holds
+/// two equal siblings), so it is the child [`Tree::find`] would return.
+/// False for every other kind (floats, booleans, paths, maps, …, whose
+/// equality crosses types or is not transitive), which are then looked up.
+fn plain_eq(stored: &Value, name: &Value) -> bool {
+    match (stored, name) {
+        (Value::Str(a), Value::Str(b)) => a == b,
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Bin(a), Value::Bin(b)) => a == b,
+        (Value::Nil, Value::Nil) => true,
+        _ => false,
     }
 }
 
@@ -662,7 +729,7 @@ mod tests {
     #[test]
     fn freed_slots_are_reused_and_paths_are_computed() {
         let mut t = Tree::default();
-        let a = t.follow_create(ROOT, &path!["a", "b"]);
+        let a = t.follow_create(&path!["a", "b"]);
         t.slot_mut(a).data = Some(Packed::new(Value::Int(1)));
         assert_eq!(t.entry(a).path(), path!["a", "b"]);
         assert_eq!(t.len(), 3);
@@ -670,7 +737,7 @@ mod tests {
         assert_eq!(t.remove_leaf(&path!["a", "b"]), Some(None));
         assert_eq!(t.len(), 1);
         assert!(!t.root().has_children());
-        let c = t.follow_create(ROOT, &path!["c", "d"]);
+        let c = t.follow_create(&path!["c", "d"]);
         assert_eq!(t.len(), 3);
         assert_eq!(t.kids.len(), 2, "freed children tables are reused");
         assert_eq!(t.entry(c).path(), path!["c", "d"]);
@@ -682,7 +749,7 @@ mod tests {
     fn children_keep_insertion_order_across_removals_and_growth() {
         let mut t = Tree::default();
         for i in 0..10_000i64 {
-            let id = t.follow_create(ROOT, &[Value::Int(i)]);
+            let id = t.follow_create(&[Value::Int(i)]);
             t.slot_mut(id).data = Some(Packed::new(Value::Int(i)));
         }
         for i in (0..10_000i64).step_by(3) {
@@ -714,7 +781,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<SlotChain>(), 16);
         let mut t = Tree::default();
         let ids: Vec<EntryId> = (0..4i64)
-            .map(|i| t.follow_create(ROOT, &[Value::Int(i)]))
+            .map(|i| t.follow_create(&[Value::Int(i)]))
             .collect();
         let node = |n: &str| NodeName::from(n);
         let one = Chain::single(node("a"), 7);
@@ -791,6 +858,73 @@ mod tests {
         })
     }
 
+    /// A path of one to three names from a few that share prefixes, with
+    /// names equal across kinds (`1`, `1.0`, `True`), nil (the name a freed
+    /// slot holds) and maps whose equality is not symmetric.
+    fn any_short_path() -> impl Strategy<Value = Vec<Value>> {
+        let dup = Value::Map(vec![
+            (Value::Int(1), Value::Nil),
+            (Value::Int(1), Value::Nil),
+        ]);
+        let two = Value::Map(vec![
+            (Value::Int(1), Value::Nil),
+            (Value::Int(2), Value::Nil),
+        ]);
+        let name = prop_oneof![
+            Just(Value::str("a")),
+            Just(Value::str("b")),
+            Just(Value::Int(1)),
+            Just(Value::Float(1.0)),
+            Just(Value::Bool(true)),
+            Just(Value::from(&b"a"[..])),
+            Just(Value::Nil),
+            Just(dup),
+            Just(two),
+        ];
+        proptest::collection::vec(name, 1..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 500,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6c61_7374),
+            ..ProptestConfig::default()
+        })]
+
+        /// The path followed last shortens the next look-up and never
+        /// changes its result: every entry `follow_create` returns is the
+        /// one a plain look-up finds (or, when it made it, the only one
+        /// there), across removals that free and reuse slots.
+        #[test]
+        fn the_last_path_finds_what_a_look_up_finds(
+            ops in proptest::collection::vec((any_short_path(), any::<bool>()), 1..80),
+        ) {
+            let mut t = Tree::default();
+            for (rel, remove) in ops {
+                if remove {
+                    if let Some(e) = t.root().follow(&rel) {
+                        t.slot_mut(e.id()).data = None;
+                        t.remove_leaf(&rel);
+                    }
+                    continue;
+                }
+                let before = t.root().follow(&rel).map(|e| e.id());
+                let len = t.len();
+                let id = t.follow_create(&rel);
+                match before {
+                    Some(b) => prop_assert_eq!(id, b, "{:?}", rel),
+                    None => prop_assert!(t.len() > len, "{:?} was not made", rel),
+                }
+                prop_assert_eq!(t.root().follow(&rel).map(|e| e.id()), Some(id));
+                let path = t.entry(id).path();
+                prop_assert_eq!(path.len(), rel.len());
+                for (got, want) in path.iter().zip(&rel) {
+                    prop_assert!(got == want, "{:?} in {:?}", got, rel);
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 300,
@@ -810,7 +944,7 @@ mod tests {
                 let rel = [name.clone()];
                 match value {
                     Some(v) => {
-                        let id = t.follow_create(ROOT, &rel);
+                        let id = t.follow_create(&rel);
                         t.slot_mut(id).data = Some(Packed::new(v.clone()));
                         model.insert(name, v);
                     }
