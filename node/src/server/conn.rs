@@ -243,11 +243,19 @@ impl Conn {
             if eof {
                 return "closed by client".into();
             }
+            // No timer (nor clock reading) per request where nothing times
+            // out: without an idle timeout, once the first message is in.
             let silence = self.silence_deadline();
+            let silent = async {
+                match silence {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let more = tokio::select! {
                 r = reader.fill() => r,
                 _ = self.cancel.cancelled() => return "server shutting down".into(),
-                _ = tokio::time::sleep_until(silence.unwrap_or_else(Instant::now)), if silence.is_some() => {
+                _ = silent => {
                     match self.too_silent() {
                         Some(why) => return self.close_with(why).await,
                         None => continue,
