@@ -348,15 +348,29 @@ impl Conn {
             return false;
         }
         let args = req.value_args();
-        if action.mutates() {
-            self.changed = true;
-            let start = out.len();
-            self.act_value(action, seq, args, out, batch);
-            self.change_replies.push((seq, start..out.len()));
-        } else {
-            self.act_value(action, seq, args, out, batch);
-        }
+        self.answer(action, seq, out, |c, out| {
+            c.act_value(action, seq, args, out, batch)
+        });
         true
+    }
+
+    /// Runs `run`, which replies to request `seq` of `action`. The reply
+    /// to a change is noted: under `fsync = always` it waits for the disk,
+    /// and it becomes an error if the change cannot be written.
+    fn answer(
+        &mut self,
+        action: Action,
+        seq: u64,
+        out: &mut Vec<u8>,
+        run: impl FnOnce(&mut Conn, &mut Vec<u8>),
+    ) {
+        if !action.mutates() {
+            return run(self, out);
+        }
+        self.changed = true;
+        let start = out.len();
+        run(self, out);
+        self.change_replies.push((seq, start..out.len()));
     }
 
     /// When the connection will have been silent for too long, unless a
@@ -615,14 +629,9 @@ impl Conn {
                 return self.reply(seq, Err(e), out);
             }
         }
-        if action.mutates() {
-            self.changed = true;
-            let start = out.len();
-            self.act(action, seq, msg, out, batch);
-            self.change_replies.push((seq, start..out.len()));
-            return;
-        }
-        self.act(action, seq, msg, out, batch);
+        self.answer(action, seq, out, |c, out| {
+            c.act(action, seq, msg, out, batch)
+        });
     }
 
     /// Runs request `seq` and replies.
