@@ -23,6 +23,7 @@
 
 use std::path::PathBuf;
 
+use distkv_client::raw::{self, FieldSpans};
 use distkv_core::cluster::core::{ClusterConfig, Core};
 use distkv_core::cluster::msg::{Info, Update, BUS_LIMITS};
 use distkv_core::state::{State, MAX_TICK_LEAP};
@@ -73,9 +74,39 @@ pub fn client_frames(data: &[u8]) {
             // Requests carry changes (`update`) and paths.
             let _ = UpdateEvent::from_value(&v);
         }
+        read_in_place_as_decoded(bytes, limits);
         start += frame;
         seen = start;
         scanner.reset();
+    }
+}
+
+/// A node reads a request's fields in place (`FieldSpans`) before, or
+/// instead of, decoding it: the reader accepts exactly what the decoder
+/// accepts, and finds the fields the decoded message holds.
+fn read_in_place_as_decoded(bytes: &[u8], limits: Limits) {
+    const KEYS: [&[u8]; 4] = [b"seq", b"action", b"path", b"value"];
+    match (
+        codec::decode_with(bytes, limits),
+        FieldSpans::parse_keys(bytes, limits, &KEYS),
+    ) {
+        (Ok(v), Ok((spans, n))) => {
+            assert_eq!(n, bytes.len(), "the in-place reader took another length");
+            for (i, key) in KEYS.iter().enumerate() {
+                let key = std::str::from_utf8(key).expect("ASCII keys");
+                let want = v.get(key).map(codec::to_vec);
+                let got = spans
+                    .get(bytes, i)
+                    .map(|b| codec::to_vec(&raw::decode_field(b)));
+                assert_eq!(got, want, "field {key} read in place");
+            }
+        }
+        (Err(_), Err(_)) => {}
+        (d, r) => panic!(
+            "the decoder says {:?}, the in-place reader {:?}",
+            d.err(),
+            r.err()
+        ),
     }
 }
 
