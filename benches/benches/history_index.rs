@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use distkv_benches::heap::{dir_size, status_line};
 use distkv_benches::{append, key_path, remote_events, Workload};
-use distkv_index::HistoryIndex;
+use distkv_index::{BlockEvents, HistoryIndex};
 use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_model::UpdateEvent;
 use distkv_node::persist::index::{IndexKeeper, IndexPlace};
@@ -102,13 +102,15 @@ impl Appender {
     /// block goes to the index as `keeping` says.
     fn append(&mut self, events: &[Arc<UpdateEvent>]) {
         for chunk in events.chunks(1000) {
-            let mut block = Vec::with_capacity(chunk.len());
+            let mut block = BlockEvents::default();
             for e in chunk {
                 let seq = self.w.next_seq();
                 append(&mut self.w, e).expect("append");
-                self.keeper.appended(seq, e);
+                if let Some(events) = self.keeper.events() {
+                    events.push(seq, e.tock, &e.path);
+                }
                 if self.inline.is_some() {
-                    block.push((seq, e.clone()));
+                    block.push(seq, e.tock, &e.path);
                 }
             }
             let c = self.w.commit(Now::default()).expect("commit");

@@ -30,10 +30,11 @@
 //! A path is its elements followed by `00`; an event key appends the
 //! event's seq as 8 bytes big-endian.
 
+use distkv_log::PathElement;
 use distkv_model::{Path, Value};
 
 /// Ends a path (and an array, path or map element).
-const END: u8 = 0x00;
+pub(crate) const END: u8 = 0x00;
 
 fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
@@ -122,6 +123,18 @@ pub fn push_element(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// Appends the encoding of one element as an in-memory log record holds
+/// it: the same bytes as [`push_element`] of the element.
+pub fn push_log_element(out: &mut Vec<u8>, e: PathElement<'_>) {
+    match e {
+        PathElement::Str(s) => {
+            out.push(0x05);
+            escaped(out, s.as_bytes());
+        }
+        PathElement::Value(v) => push_element(out, v),
+    }
+}
+
 /// The bytes every key of `path` and of the paths below it starts with
 /// (its elements, without the end mark).
 pub fn subtree_prefix(path: &Path) -> Vec<u8> {
@@ -146,7 +159,7 @@ pub fn event_key(path: &Path, seq: u64) -> Vec<u8> {
 }
 
 /// Appends [`event_key`]`(path, seq)` to `out`.
-pub fn push_event_key(out: &mut Vec<u8>, path: &Path, seq: u64) {
+fn push_event_key(out: &mut Vec<u8>, path: &Path, seq: u64) {
     path.iter().for_each(|e| push_element(out, e));
     out.push(END);
     out.extend_from_slice(&seq.to_be_bytes());

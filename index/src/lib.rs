@@ -91,7 +91,7 @@ mod partfile;
 mod store;
 mod sync;
 
-pub use store::{BlockEvent, BlockPos, Found, HistoryIndex, Hit, SegState, SyncReport};
+pub use store::{BlockEvents, BlockPos, Found, HistoryIndex, Hit, SegState, SyncReport};
 
 use std::path::PathBuf;
 

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use distkv_log::segment::segment_file_name;
 use distkv_log::writer::CommitInfo;
-use distkv_log::{read_block_at, LogRecord, Seq};
+use distkv_log::{read_block_at, LogEntry, LogRecord, Seq};
 use distkv_model::{Path as KvPath, UpdateEvent};
 
-use crate::key::{event_key, path_key, push_event_key, subtree_prefix};
+use crate::key::{event_key, path_key, push_element, push_log_element, subtree_prefix, END};
 use crate::partfile::{self, PartFile, PartId, PartMeta};
 use crate::{IndexError, Result};
 
@@ -429,15 +429,89 @@ pub(crate) struct NewBlock {
     pub(crate) max_ms: u64,
 }
 
-/// One event of a block, as the writer reports it.
-#[derive(Debug, Clone, Copy)]
-pub struct BlockEvent<'a> {
-    /// Its seq.
-    pub seq: Seq,
-    /// Its path.
-    pub path: &'a KvPath,
-    /// Its tock.
-    pub tock: u64,
+/// The events of one block as the index takes them: each one's seq, tock
+/// and path, the path encoded as a key ([`crate::key::path_key`]) when it
+/// is added. The log writer fills one straight from the in-memory log's
+/// records ([`BlockEvents::push_entry`]: no event is decoded).
+#[derive(Debug, Default, Clone)]
+pub struct BlockEvents {
+    /// The events' path keys, one after the other.
+    keys: Vec<u8>,
+    /// Per event: seq, tock, where its key ends in `keys`.
+    events: Vec<(Seq, u64, usize)>,
+}
+
+impl BlockEvents {
+    /// Adds an event at `seq` with `tock` on `path`.
+    pub fn push(&mut self, seq: Seq, tock: u64, path: &KvPath) {
+        path.iter().for_each(|e| push_element(&mut self.keys, e));
+        self.end(seq, tock);
+    }
+
+    /// Adds the event a record of the in-memory log holds, at `seq`.
+    pub fn push_entry(&mut self, seq: Seq, entry: &LogEntry<'_>) {
+        entry.for_each_path_element(|e| push_log_element(&mut self.keys, e));
+        self.end(seq, entry.tock());
+    }
+
+    fn end(&mut self, seq: Seq, tock: u64) {
+        self.keys.push(END);
+        self.events.push((seq, tock, self.keys.len()));
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Forgets every event; keeps the buffers.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.events.clear();
+    }
+
+    /// Takes out the events before `seq` (those a commit wrote), leaving
+    /// the ones from `seq` on.
+    pub fn take_before(&mut self, seq: Seq) -> BlockEvents {
+        let n = self.events.partition_point(|e| e.0 < seq);
+        if n == self.events.len() {
+            return std::mem::take(self);
+        }
+        let cut = n.checked_sub(1).map_or(0, |i| self.events[i].2);
+        let rest = BlockEvents {
+            keys: self.keys[cut..].to_vec(),
+            events: self.events[n..]
+                .iter()
+                .map(|&(seq, tock, end)| (seq, tock, end - cut))
+                .collect(),
+        };
+        self.keys.truncate(cut);
+        self.events.truncate(n);
+        std::mem::replace(self, rest)
+    }
+
+    fn first_seq(&self) -> Option<Seq> {
+        self.events.first().map(|e| e.0)
+    }
+
+    pub(crate) fn last_seq(&self) -> Option<Seq> {
+        self.events.last().map(|e| e.0)
+    }
+
+    /// Each event: seq, tock, path key.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Seq, u64, &[u8])> + '_ {
+        let mut start = 0;
+        self.events.iter().map(move |&(seq, tock, end)| {
+            let key = &self.keys[start..end];
+            start = end;
+            (seq, tock, key)
+        })
+    }
 }
 
 impl HistoryIndex {
@@ -605,27 +679,16 @@ impl HistoryIndex {
 
     /// [`HistoryIndex::record_block`] for the block a log writer's commit
     /// describes (`info`), holding `events` (each with its seq).
-    pub fn record_commit<E: std::borrow::Borrow<UpdateEvent>>(
+    pub fn record_commit(
         &mut self,
         info: &CommitInfo,
         next_seq: Seq,
         time_ms: u64,
-        events: &[(Seq, E)],
+        events: &BlockEvents,
     ) -> Result<()> {
-        let events: Vec<BlockEvent<'_>> = events
-            .iter()
-            .map(|(seq, e)| {
-                let e = e.borrow();
-                BlockEvent {
-                    seq: *seq,
-                    path: &e.path,
-                    tock: e.tock,
-                }
-            })
-            .collect();
         let end = info.offset + info.bytes;
         let (segment, offset, crc) = (info.segment, info.offset, info.crc);
-        self.record_block(segment, offset, crc, end, next_seq, time_ms, &events)
+        self.record_block(segment, offset, crc, end, next_seq, time_ms, events)
     }
 
     /// Records one committed block: its events go to the part in memory
@@ -645,14 +708,14 @@ impl HistoryIndex {
         end: u64,
         next_seq: Seq,
         time_ms: u64,
-        events: &[BlockEvent<'_>],
+        events: &BlockEvents,
     ) -> Result<()> {
         let st = self.segs.get(&segment).copied();
         if st.is_some_and(|s| end <= s.indexed_to && next_seq <= s.next_seq) {
             return Ok(());
         }
         let continues = st.is_some_and(|s| {
-            s.indexed_to == offset && events.first().is_none_or(|e| e.seq == s.next_seq)
+            s.indexed_to == offset && events.first_seq().is_none_or(|seq| seq == s.next_seq)
         });
         if !continues {
             let path = self.log_dir.join(segment_file_name(segment));
@@ -675,7 +738,7 @@ impl HistoryIndex {
         &mut self,
         segment: Seq,
         block: NewBlock,
-        events: &[BlockEvent<'_>],
+        events: &BlockEvents,
     ) -> Result<()> {
         let Some(generation) = self.segs.get(&segment).map(|s| s.generation) else {
             return Ok(());
@@ -704,18 +767,19 @@ impl HistoryIndex {
             }
         });
         let mut max_tock = 0;
-        for e in events {
+        for (seq, tock, key) in events.iter() {
             let start = part.keys.len();
-            push_event_key(&mut part.keys, e.path, e.seq);
+            part.keys.extend_from_slice(key);
+            part.keys.extend_from_slice(&seq.to_be_bytes());
             part.entries.push(Entry {
                 start,
                 len: part.keys.len() - start,
                 offset: block.offset,
             });
-            max_tock = max_tock.max(e.tock);
+            max_tock = max_tock.max(tock);
         }
         part.blocks.push(BlockPos {
-            first_seq: events.first().map_or(st.next_seq, |e| e.seq),
+            first_seq: events.first_seq().unwrap_or(st.next_seq),
             segment,
             offset: block.offset,
             max_tock,

@@ -8,13 +8,13 @@ use distkv_log::{
     block_crc_at, list_segments, read_segment_header, LogRecord, RecoveryMode, SegmentReader, Seq,
 };
 
-use crate::store::{BlockEvent, HistoryIndex, NewBlock, SegState, SyncReport};
+use crate::store::{BlockEvents, HistoryIndex, NewBlock, SegState, SyncReport};
 use crate::Result;
 
 /// The records of one block, collected while reading a segment.
 struct Pending {
     offset: u64,
-    events: Vec<(Seq, distkv_model::Path, u64)>,
+    events: BlockEvents,
     max_ms: u64,
 }
 
@@ -149,12 +149,12 @@ impl HistoryIndex {
             }
             let p = pending.get_or_insert_with(|| Pending {
                 offset: rec.offset,
-                events: Vec::new(),
+                events: BlockEvents::default(),
                 max_ms: 0,
             });
             p.max_ms = p.max_ms.max(rec.record.time_ms());
             if let LogRecord::Event { seq, event, .. } = rec.record {
-                p.events.push((seq, event.path, event.tock));
+                p.events.push(seq, event.tock, &event.path);
             }
         }
         if let Some(p) = pending.take() {
@@ -179,17 +179,8 @@ impl HistoryIndex {
     /// it (a full part) or at the end ([`HistoryIndex::set_last_crc`]):
     /// one file read per part, not per block.
     fn add_read_block(&mut self, first: Seq, path: &Path, p: Pending, end: u64) -> Result<()> {
-        let events: Vec<BlockEvent<'_>> = p
-            .events
-            .iter()
-            .map(|(seq, path, tock)| BlockEvent {
-                seq: *seq,
-                path,
-                tock: *tock,
-            })
-            .collect();
-        let next_seq = match (p.events.last(), self.segs.get(&first)) {
-            (Some(last), _) => last.0 + 1,
+        let next_seq = match (p.events.last_seq(), self.segs.get(&first)) {
+            (Some(last), _) => last + 1,
             (None, Some(st)) => st.next_seq,
             (None, None) => return Ok(()),
         };
@@ -200,7 +191,7 @@ impl HistoryIndex {
             next_seq,
             max_ms: p.max_ms,
         };
-        self.add_block(first, block, &events)?;
+        self.add_block(first, block, &p.events)?;
         if self.part_full() {
             self.set_last_crc(first, path)?;
         }

@@ -4,15 +4,72 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
+use distkv_log::{EventLog, FsyncPolicy, LogLimits, LogWriter, Now, WriterConfig};
 use distkv_model::{path, Chain, Path as KvPath, UpdateEvent, Value};
 
-use crate::{HistoryIndex, IndexError};
+use crate::{BlockEvents, HistoryIndex, IndexError};
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 fn key(i: u64) -> KvPath {
     path!["k", i % 7]
+}
+
+/// A record of the in-memory log gives the index the key and tock its
+/// event gives: paths of every kind of element, those the log keeps
+/// beside its records too, strings with NUL bytes and numbers that are
+/// equal across types.
+#[test]
+fn events_read_from_the_in_memory_log_give_the_keys_their_paths_give() {
+    let paths = [
+        path![],
+        path!["a", "b\0c", ""],
+        path![1i64, 1.0, true, -7i64, u64::MAX, 0.5, f64::NAN],
+        path![Value::Nil, false, "ünï"],
+        KvPath::new(vec![Value::str("x"), Value::Bin(Arc::from(&b"\0\x01"[..]))]),
+        KvPath::new(vec![Value::Array(vec![Value::Int(1), Value::str("y")])]),
+    ];
+    let mut log = EventLog::new(LogLimits::default());
+    let (mut from_log, mut from_paths) = (BlockEvents::default(), BlockEvents::default());
+    for (i, p) in paths.iter().enumerate() {
+        let ev = UpdateEvent {
+            path: p.clone(),
+            chain: Chain::single(Arc::from("n1"), i as u64 + 1),
+            value: Some(Value::uint(i as u64)),
+            tock: 100 + i as u64,
+        };
+        let seq = log.push(&ev);
+        from_paths.push(seq, ev.tock, &ev.path);
+    }
+    for (seq, entry) in log.read(1, usize::MAX).expect("records") {
+        from_log.push_entry(seq, &entry);
+    }
+    assert_eq!(from_log.len(), paths.len());
+    assert!(from_log.iter().eq(from_paths.iter()));
+}
+
+/// Taking the events a commit wrote leaves the others, keys intact.
+#[test]
+fn the_events_before_a_seq_are_taken_and_the_rest_kept() {
+    let mut all = BlockEvents::default();
+    for seq in 10..16 {
+        all.push(seq, seq * 2, &key(seq));
+    }
+    let want: Vec<(u64, u64, Vec<u8>)> = all.iter().map(|(s, t, k)| (s, t, k.to_vec())).collect();
+    let mut events = all.clone();
+    let none = events.take_before(10);
+    assert!(none.is_empty());
+    let head = events.take_before(13);
+    let got: Vec<_> = head
+        .iter()
+        .chain(events.iter())
+        .map(|(s, t, k)| (s, t, k.to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!((head.len(), events.len()), (3, 3));
+    let tail = events.take_before(100);
+    assert!(events.is_empty());
+    assert!(tail.iter().map(|e| e.0).eq(13..16));
 }
 
 /// Writes events `from ..= to` (key `k.<i % 7>`, value `i`) in blocks of
@@ -22,7 +79,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
     cfg.fsync = FsyncPolicy::Never;
     cfg.first_seq = from;
     let mut w = LogWriter::open(log, cfg, Now::at(from))?;
-    let mut block: Vec<(u64, UpdateEvent)> = Vec::new();
+    let mut block = BlockEvents::default();
     for i in from..=to {
         let ev = UpdateEvent {
             path: key(i),
@@ -31,7 +88,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
             tock: i,
         };
         let seq = w.append_event(1000 + i, &ev)?;
-        block.push((seq, ev));
+        block.push(seq, ev.tock, &ev.path);
         if i % 5 == 0 || i == to {
             let c = w.commit(Now::at(1000 + i))?;
             if let Some(ix) = index.as_deref_mut() {

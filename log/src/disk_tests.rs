@@ -1350,6 +1350,68 @@ fn out_of_sequence_oversized_and_overflowing_appends_are_refused() -> TestResult
     Ok(())
 }
 
+/// A batch encoded ahead is written exactly as the same events appended
+/// one by one: across full groups (each commit taking what fits), with a
+/// batch out of sequence and a record larger than a block refused.
+#[test]
+fn a_batch_encoded_ahead_writes_the_bytes_appending_writes() -> TestResult {
+    let cfg = WriterConfig {
+        max_block_bytes: 1000,
+        ..config()
+    };
+    let (one, batched) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut a = LogWriter::open(one.path(), cfg.clone(), Now::at(0))?;
+    let mut b = LogWriter::open(batched.path(), cfg, Now::at(0))?;
+    let mut batch = EventBatch::default();
+    let mut commits = 0;
+    for round in 0..3u64 {
+        let time = 1000 + round;
+        batch.start(b.next_seq(), time);
+        for i in 0..40 {
+            assert_eq!(batch.push(&event(round * 40 + i)), b.next_seq() + i);
+        }
+        let mut done = b.append_batch(&batch, 0)?;
+        while done < batch.len() {
+            assert!(done > 0 || b.pending_records() > 0, "no progress");
+            b.commit(Now::at(time))?;
+            commits += 1;
+            done = b.append_batch(&batch, done)?;
+        }
+        b.commit(Now::at(time))?;
+        for i in 0..40 {
+            match a.append_event(time, &event(round * 40 + i)) {
+                Err(LogError::Full { .. }) => {
+                    a.commit(Now::at(time))?;
+                    a.append_event(time, &event(round * 40 + i))?;
+                }
+                r => {
+                    r?;
+                }
+            }
+        }
+        a.commit(Now::at(time))?;
+    }
+    assert!(commits >= 6, "the groups filled {commits} times");
+    // A batch that does not continue the log, and one record too big.
+    batch.start(b.next_seq() + 1, 0);
+    batch.push(&event(1));
+    assert!(matches!(b.append_batch(&batch, 0), Err(LogError::InvalidInput(_))));
+    batch.start(b.next_seq(), 0);
+    batch.push(&UpdateEvent {
+        value: Some(Value::str(&"x".repeat(2000))),
+        ..event(1)
+    });
+    assert!(matches!(b.append_batch(&batch, 0), Err(LogError::InvalidInput(_))));
+    a.close(Now::at(0))?;
+    b.close(Now::at(0))?;
+    assert_eq!(read_all(one.path())?, read_all(batched.path())?);
+    assert_eq!(read_all(batched.path())?.len(), 120);
+    for (x, y) in segments(one.path())?.iter().zip(segments(batched.path())?) {
+        assert_eq!(std::fs::read(&x.path)?, std::fs::read(&y.path)?);
+    }
+    Ok(())
+}
+
 #[test]
 fn an_empty_directory_starts_at_the_configured_seq() -> TestResult {
     let tmp = tempfile::tempdir()?;

@@ -49,7 +49,7 @@ mod disk_tests;
 pub use block::MAX_BLOCK_LEN;
 pub use error::LogError;
 pub use fast::RecordDecoder;
-pub use memory::{approx_size, EventLog, Lagged, LogEntry, LogLimits, Seq};
+pub use memory::{approx_size, EventLog, Lagged, LogEntry, LogLimits, PathElement, Seq};
 pub use reader::{LogReader, SegmentReader, SegmentRecord, Skipped, TornTail};
 pub use record::{LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};
@@ -57,6 +57,6 @@ pub use salvage::{salvage_segment, SalvageReport, DAMAGED_DIR};
 pub use seek::{block_crc_at, read_block_at};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
 pub use writer::{
-    CommitInfo, FsyncPolicy, LogWriter, Now, RecoveryMode, RecoveryReport, WriterConfig,
+    CommitInfo, EventBatch, FsyncPolicy, LogWriter, Now, RecoveryMode, RecoveryReport, WriterConfig,
     WriterStats,
 };

@@ -330,6 +330,15 @@ impl EventLog {
     }
 }
 
+/// A path element as [`LogEntry::for_each_path_element`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PathElement<'a> {
+    /// A string element, borrowed from the record.
+    Str(&'a str),
+    /// Any other element.
+    Value(&'a Value),
+}
+
 /// One record of an [`EventLog`], as a reader sees it: the event is
 /// decoded when asked for.
 #[derive(Clone, Copy)]
@@ -390,6 +399,47 @@ impl<'a> LogEntry<'a> {
                         // A string equals only a string (`Value`'s `eq`).
                         matches!(p, Value::Str(s) if s.as_bytes() == d.bytes(len))
                     })
+            }
+        }
+    }
+
+    /// The event's tock, without decoding the rest.
+    pub fn tock(&self) -> u64 {
+        Decoder {
+            buf: self.bytes(),
+            names: &self.log.names,
+        }
+        .varint()
+    }
+
+    /// Calls `f` with each element of the event's path in order, read
+    /// from the record's bytes: strings borrowed, no path built (the
+    /// history index encodes every path the writer writes).
+    pub fn for_each_path_element(&self, mut f: impl FnMut(PathElement<'_>)) {
+        let mut d = Decoder {
+            buf: self.bytes(),
+            names: &self.log.names,
+        };
+        d.varint();
+        for _ in 0..d.varint() {
+            d.name_str();
+            d.varint();
+        }
+        match d.varint() {
+            0 => self
+                .kept_path()
+                .iter()
+                .for_each(|e| f(PathElement::Value(e))),
+            n => {
+                for _ in 1..n {
+                    if d.buf.first() == Some(&STR) {
+                        d.byte();
+                        let len = d.varint() as usize;
+                        f(PathElement::Str(d.text(len)));
+                    } else {
+                        f(PathElement::Value(&d.element()));
+                    }
+                }
             }
         }
     }
@@ -1040,7 +1090,8 @@ mod tests {
         assert!(got.iter().all(|(s, e)| *e == named(*s)));
     }
 
-    /// A record serializes exactly as its decoded event does: every kind
+    /// A record serializes exactly as its decoded event does, and its tock
+    /// and path elements read in place are the decoded event's: every kind
     /// of path element (those kept beside the records too), chains of one
     /// to three links, node names in the log's table and written out.
     #[test]
@@ -1071,6 +1122,16 @@ mod tests {
             distkv_model::serial::encode(&entry, &mut got);
             distkv_model::serial::encode(&entry.event(), &mut want);
             assert_eq!(got, want, "{:?}", entry.event());
+            let event = entry.event();
+            assert_eq!(entry.tock(), event.tock);
+            let mut elements = Vec::new();
+            entry.for_each_path_element(|e| {
+                elements.push(match e {
+                    PathElement::Str(s) => Value::str(s),
+                    PathElement::Value(v) => v.clone(),
+                })
+            });
+            assert_eq!(elements, event.path.elements(), "{event:?}");
             count += 1;
         }
         assert_eq!(count, 1000);

@@ -124,13 +124,14 @@ enum Kind {
     Lost,
 }
 
-/// An event record as written.
+/// An event record as written (`ev`: an [`UpdateEvent`], or anything that
+/// serializes as one).
 #[derive(Serialize)]
-struct EventOut<'a> {
+struct EventOut<'a, E: ?Sized> {
     t: Kind,
     seq: Seq,
     ms: u64,
-    ev: &'a UpdateEvent,
+    ev: &'a E,
 }
 
 /// A state record as written.
@@ -365,8 +366,9 @@ pub(crate) fn check_sequence(rec: &LogRecord, next: &mut Seq) -> Result<(), (Seq
 
 /// Appends the bytes of an event record to `out` (same bytes as
 /// [`LogRecord::encode`] of the equivalent record, without cloning the
-/// event).
-pub fn encode_event(seq: Seq, time_ms: u64, event: &UpdateEvent, out: &mut Vec<u8>) {
+/// event). `event` is an [`UpdateEvent`] or what serializes exactly as one
+/// (an in-memory log's [`crate::LogEntry`]).
+pub fn encode_event<E: Serialize + ?Sized>(seq: Seq, time_ms: u64, event: &E, out: &mut Vec<u8>) {
     serial::encode(
         &EventOut {
             t: Kind::Event,

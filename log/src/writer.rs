@@ -62,6 +62,60 @@ use crate::salvage::{keep_tail, salvage_segment, SalvageReport};
 use crate::segment::{list_segments, segment_file_name, sync_dir, SegmentHeader};
 use crate::Seq;
 
+/// Event records encoded ahead of their append (say while a lock on what
+/// they are read from is held, so that the lock is not held for the
+/// file's I/O), then appended with [`LogWriter::append_batch`]. The
+/// records are encoded here, as [`LogWriter::append_event`] encodes them.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    first_seq: Seq,
+    time_ms: u64,
+    bytes: Vec<u8>,
+    /// Where each record's bytes end.
+    ends: Vec<usize>,
+}
+
+impl EventBatch {
+    /// Empties the batch for records from seq `first_seq` on, stamped
+    /// `time_ms`; keeps its buffers.
+    pub fn start(&mut self, first_seq: Seq, time_ms: u64) {
+        self.first_seq = first_seq;
+        self.time_ms = time_ms;
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Encodes the next event record: `event` is an [`UpdateEvent`] or
+    /// what serializes exactly as one (an in-memory log's
+    /// [`crate::LogEntry`]). Returns its seq.
+    pub fn push<E: serde::Serialize + ?Sized>(&mut self, event: &E) -> Seq {
+        let seq = self.first_seq.wrapping_add(self.ends.len() as Seq);
+        encode_event(seq, self.time_ms, event, &mut self.bytes);
+        self.ends.push(self.bytes.len());
+        seq
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The seq of the first record.
+    pub fn first_seq(&self) -> Seq {
+        self.first_seq
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
 /// The time of a call, on the two clocks the writer needs (it reads none
 /// itself).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -484,10 +538,48 @@ impl LogWriter {
         Ok(seq)
     }
 
+    /// Appends the records of `batch` from its `from`-th on to the pending
+    /// group, until the group is full; returns the number of the first
+    /// record not appended (`batch.len()` when all were). The batch's
+    /// first record must have seq [`next_seq`](LogWriter::next_seq) once
+    /// the `from` before it are counted (`InvalidInput` otherwise, as for a
+    /// record that exceeds a block on its own). When it returns less than
+    /// `batch.len()`, commit, then append the rest.
+    pub fn append_batch(&mut self, batch: &EventBatch, from: usize) -> Result<usize> {
+        self.usable()?;
+        let seq = batch.first_seq.checked_add(from as Seq);
+        if from > batch.len() || seq != Some(self.next_seq) {
+            return Err(LogError::InvalidInput(format!(
+                "batch record {from} does not have seq {}",
+                self.next_seq
+            )));
+        }
+        for i in from..batch.len() {
+            let next = self
+                .next_seq
+                .checked_add(1)
+                .ok_or_else(|| LogError::InvalidInput("sequence numbers are exhausted".into()))?;
+            match self.push_encoded(batch.record(i), next) {
+                Err(LogError::Full { .. }) => return Ok(i),
+                r => r?,
+            }
+        }
+        Ok(batch.len())
+    }
+
     /// Moves the encoded record in `scratch` to the pending group; `next` is
     /// the next event seq after it.
     fn push_scratch(&mut self, next: Seq) -> Result<()> {
-        let need = 4 + self.scratch.len();
+        let scratch = std::mem::take(&mut self.scratch);
+        let r = self.push_encoded(&scratch, next);
+        self.scratch = scratch;
+        r
+    }
+
+    /// Moves an encoded record to the pending group; `next` is the next
+    /// event seq after it.
+    fn push_encoded(&mut self, record: &[u8], next: Seq) -> Result<()> {
+        let need = 4 + record.len();
         let limit = self.config.max_block_bytes;
         if need > limit {
             return Err(LogError::InvalidInput(format!(
@@ -501,7 +593,7 @@ impl LogWriter {
                 limit,
             });
         }
-        push_record(&mut self.pending, &self.scratch);
+        push_record(&mut self.pending, record);
         self.pending_records += 1;
         self.next_seq = next;
         Ok(())

@@ -39,7 +39,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now};
-use distkv_log::{CommitInfo, LogError, LogRecord, RetentionPolicy, Seq};
+use distkv_log::{CommitInfo, EventBatch, Lagged, LogRecord, RetentionPolicy, Seq};
 use distkv_model::{NodeSet, RangeSet};
 use tokio::sync::watch;
 
@@ -367,6 +367,7 @@ pub fn start<H: StateHost>(
                 d: d2.clone(),
                 writer,
                 index,
+                batch: EventBatch::default(),
                 mem_next,
                 offset,
                 skipped,
@@ -394,6 +395,8 @@ struct WriterLoop<H> {
     writer: LogWriter,
     /// The history index, fed after each commit.
     index: IndexKeeper,
+    /// Records taken from the in-memory log, encoded for the file.
+    batch: EventBatch,
     /// Next in-memory log record to write.
     mem_next: Seq,
     /// Disk log position minus in-memory log position (wrapping): the
@@ -612,32 +615,54 @@ impl<H: StateHost> WriterLoop<H> {
 
     /// Writes every in-memory record not written yet; returns how many.
     fn drain(&mut self) -> Result<u64, PersistError> {
+        let host = self.host.clone();
         let mut total = 0;
         loop {
-            let batch: Vec<_> = self
-                .host
-                .with_state(|st| match st.log().read(self.mem_next, BATCH) {
-                    Ok(it) => Ok(it.map(|(_, e)| Arc::new(e.event())).collect()),
-                    Err(lag) => Err(lag),
-                })
+            let now = self.now();
+            let n = host
+                .with_state(|st| self.take(st, BATCH, now.wall_ms))
                 .map_err(PersistError::Dropped)?;
-            if batch.is_empty() {
+            if n == 0 {
                 return Ok(total);
             }
-            let now = self.now();
-            for ev in &batch {
-                append_event(&mut self.writer, &mut self.index, now, ev)?;
-            }
-            let n = batch.len() as u64;
-            self.mem_next += n;
-            self.d.taken.store(self.mem_next, Ordering::Release);
-            total += n;
-            self.since_state += n;
-            self.since_snapshot += n;
-            if batch.len() < BATCH {
+            self.append_taken(now)?;
+            total += n as u64;
+            self.since_state += n as u64;
+            self.since_snapshot += n as u64;
+            if n < BATCH {
                 return Ok(total);
             }
         }
+    }
+
+    /// Encodes up to `max` in-memory records from `mem_next` on for the
+    /// file (stamped `time_ms`) and notes them for the history index,
+    /// straight from the records' bytes: this runs under the state's
+    /// lock, so it decodes no event. Returns how many.
+    fn take(&mut self, st: &State, max: usize, time_ms: u64) -> Result<usize, Lagged> {
+        self.batch.start(self.writer.next_seq(), time_ms);
+        let mut keys = self.index.events();
+        for (_, entry) in st.log().read(self.mem_next, max)? {
+            let seq = self.batch.push(&entry);
+            if let Some(k) = keys.as_deref_mut() {
+                k.push_entry(seq, &entry);
+            }
+        }
+        Ok(self.batch.len())
+    }
+
+    /// Appends what [`WriterLoop::take`] encoded, committing whenever the
+    /// group is full, and counts it taken.
+    fn append_taken(&mut self, now: Now) -> Result<(), PersistError> {
+        let n = self.batch.len();
+        let mut done = self.writer.append_batch(&self.batch, 0)?;
+        while done < n {
+            commit(&mut self.writer, &mut self.index, now)?;
+            done = self.writer.append_batch(&self.batch, done)?;
+        }
+        self.mem_next += n as u64;
+        self.d.taken.store(self.mem_next, Ordering::Release);
+        Ok(())
     }
 
     /// Tells waiting replies how far the log is on disk, and releases the
@@ -720,14 +745,9 @@ impl<H: StateHost> WriterLoop<H> {
         // position, so the snapshot covers exactly up to `covered`.
         let host = self.host.clone();
         let res = host.with_state(|st| -> Result<_, PersistError> {
-            let batch: Vec<_> = match st.log().read(self.mem_next, usize::MAX) {
-                Ok(it) => it.map(|(_, e)| Arc::new(e.event())).collect(),
-                Err(_) => Vec::new(),
-            };
-            for ev in &batch {
-                append_event(&mut self.writer, &mut self.index, now, ev)?;
-            }
-            self.mem_next += batch.len() as u64;
+            self.take(st, usize::MAX, now.wall_ms)
+                .map_err(PersistError::Dropped)?;
+            self.append_taken(now)?;
             let covered = self.writer.next_seq() - 1;
             let path = dir.join(snapshot_name(covered));
             let pending = snap::write(st, &path, true, now.wall_ms, covered)?;
@@ -814,24 +834,6 @@ impl<H: StateHost> WriterLoop<H> {
         tracing::info!(dir = %self.d.config.dir.display(), "history written and synced");
         Ok(())
     }
-}
-
-/// Appends an event, committing the pending group first if it is full.
-fn append_event(
-    w: &mut LogWriter,
-    index: &mut IndexKeeper,
-    now: Now,
-    ev: &Arc<distkv_model::UpdateEvent>,
-) -> Result<(), PersistError> {
-    let seq = match w.append_event(now.wall_ms, ev) {
-        Err(LogError::Full { .. }) => {
-            commit(w, index, now)?;
-            w.append_event(now.wall_ms, ev)?
-        }
-        r => r?,
-    };
-    index.appended(seq, ev);
-    Ok(())
 }
 
 /// Commits the pending group and hands the block to the history index.

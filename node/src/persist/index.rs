@@ -4,9 +4,11 @@
 //! from the log: nothing the node does depends on it, and nothing it
 //! cannot do stops the node. It lives on a thread of its own; the log
 //! writer thread holds an [`IndexKeeper`], which remembers the events
-//! appended since the last commit and, after each commit, hands the block
-//! (segment, offset, CRC, the events' seqs and `Arc`s: nothing is copied
-//! or encoded) to that thread through a bounded queue with `try_send`.
+//! appended since the last commit (each one's seq, tock and path key, which
+//! the writer reads from the in-memory log's record as it encodes it for
+//! the file: no event is decoded) and, after each commit, hands the block
+//! (segment, offset, CRC, those events) to that thread through a bounded
+//! queue with `try_send`.
 //! **The writer never waits for the index**: when the queue is full, the
 //! block is dropped and the keeper is *behind*; at the next commit it
 //! queues a catch-up instead ([`distkv_index::HistoryIndex::sync`], which
@@ -30,9 +32,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use distkv_index::{HistoryIndex, IndexError};
+use distkv_index::{BlockEvents, HistoryIndex, IndexError};
 use distkv_log::{CommitInfo, RemovedSegment, Seq};
-use distkv_model::UpdateEvent;
 
 /// Blocks the queue to the index thread holds.
 pub const QUEUE_BLOCKS: usize = 1024;
@@ -48,7 +49,7 @@ enum Msg {
         info: CommitInfo,
         next_seq: Seq,
         time_ms: u64,
-        events: Vec<(Seq, Arc<UpdateEvent>)>,
+        events: BlockEvents,
     },
     /// Segments retention deleted.
     Retired(Vec<Seq>),
@@ -68,8 +69,8 @@ struct Worker {
 pub struct IndexKeeper {
     /// `None`: no index (switched off, or it failed for this run).
     worker: Option<Worker>,
-    /// Events appended since the last commit, with their log seqs.
-    pending: Vec<(Seq, Arc<UpdateEvent>)>,
+    /// Events appended and not yet committed, with their log seqs.
+    pending: BlockEvents,
     /// Blocks were dropped and no catch-up is queued yet.
     behind: bool,
     /// Times the keeper fell behind (for tests and status).
@@ -104,7 +105,7 @@ impl IndexKeeper {
     pub fn off() -> IndexKeeper {
         IndexKeeper {
             worker: None,
-            pending: Vec::new(),
+            pending: BlockEvents::default(),
             behind: false,
             fell_behind: 0,
             ready: Arc::new(AtomicBool::new(false)),
@@ -134,7 +135,7 @@ impl IndexKeeper {
         match spawned {
             Ok(thread) => IndexKeeper {
                 worker: Some(Worker { queue, thread }),
-                pending: Vec::new(),
+                pending: BlockEvents::default(),
                 behind: false,
                 fell_behind: 0,
                 ready,
@@ -162,11 +163,11 @@ impl IndexKeeper {
         self.fell_behind
     }
 
-    /// Notes an event the log writer took as `seq`.
-    pub fn appended(&mut self, seq: Seq, event: &Arc<UpdateEvent>) {
-        if self.worker.is_some() && !self.behind {
-            self.pending.push((seq, event.clone()));
-        }
+    /// Where the log writer notes the events it appends (before they are
+    /// committed; see [`IndexKeeper::committed`]); `None` while the index
+    /// takes none (off, or behind until its catch-up is queued).
+    pub fn events(&mut self) -> Option<&mut BlockEvents> {
+        (self.worker.is_some() && !self.behind).then_some(&mut self.pending)
     }
 
     /// Forgets the events appended since the last commit (the writer
@@ -176,9 +177,10 @@ impl IndexKeeper {
     }
 
     /// Hands over the block a commit wrote (`next_seq`: the writer's next
-    /// seq after it; `time_ms`: the time its records carry). Never waits.
+    /// seq after it; `time_ms`: the time its records carry): the events
+    /// noted before `next_seq`. Never waits.
     pub fn committed(&mut self, info: &CommitInfo, next_seq: Seq, time_ms: u64) {
-        let events = std::mem::take(&mut self.pending);
+        let events = self.pending.take_before(next_seq);
         if info.records == 0 {
             return;
         }
@@ -437,7 +439,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
-    use distkv_model::{path, Chain, Value};
+    use distkv_model::{path, Chain, UpdateEvent, Value};
 
     use super::*;
 
@@ -448,14 +450,16 @@ mod tests {
     /// writer thread does.
     fn write(w: &mut LogWriter, keeper: &mut IndexKeeper, from: u64, to: u64) -> TestResult {
         for i in from..=to {
-            let ev = Arc::new(UpdateEvent {
+            let ev = UpdateEvent {
                 path: path!["k", i % 7],
                 chain: Chain::single(Arc::from("n1"), i),
                 value: Some(Value::uint(i)),
                 tock: i,
-            });
+            };
             let seq = w.append_event(1000 + i, &ev)?;
-            keeper.appended(seq, &ev);
+            if let Some(events) = keeper.events() {
+                events.push(seq, ev.tock, &ev.path);
+            }
             if i % 5 == 0 {
                 let info = w.commit(Now::at(1000 + i))?;
                 keeper.committed(&info, w.next_seq(), 1000 + i);
