@@ -75,12 +75,22 @@ impl HistoryIndex {
     }
 
     /// Brings segment `first` (the file `path`) up to date in the index.
+    /// A segment that is gone when it is read (retention removed it; a
+    /// node's index thread runs beside, and behind, its writer) is
+    /// forgotten: there is nothing to index.
     pub(crate) fn sync_segment(
         &mut self,
         first: Seq,
         path: &Path,
         report: &mut SyncReport,
     ) -> Result<()> {
+        match self.sync_file(first, path, report) {
+            Err(_) if !path.exists() => self.forget(first).map(drop),
+            r => r,
+        }
+    }
+
+    fn sync_file(&mut self, first: Seq, path: &Path, report: &mut SyncReport) -> Result<()> {
         let len = std::fs::metadata(path)
             .map_err(|source| crate::IndexError::Io {
                 file: path.to_path_buf(),

@@ -383,6 +383,29 @@ fn damage(dir: &Path, how: Damage) -> TestResult {
     Ok(())
 }
 
+/// A node's index thread runs behind its writer: a block of a segment
+/// that retention removed before the index got to it is skipped, not an
+/// error that would end the index for the rest of the run.
+#[test]
+fn a_block_of_a_segment_already_removed_is_skipped() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let log = tmp.path().join("log");
+    write(&log, 1, 60, None)?;
+    let (mut ix, _) = HistoryIndex::open(&tmp.path().join("index"), &log, "n1")?;
+    ix.sync()?;
+    std::fs::remove_file(log.join(distkv_log::segment::segment_file_name(41)))?;
+    let mut events = BlockEvents::default();
+    events.push(61, 61, &key(61));
+    ix.record_block(61, 34, 0, 200, 62, 0, &events)?;
+    ix.record_block(41, 500, 0, 600, 62, 0, &events)?;
+    assert_eq!(
+        ix.segments().keys().copied().collect::<Vec<_>>(),
+        vec![1, 21]
+    );
+    assert_eq!(values(&ix, 2)?, expected(2, 1, 40));
+    Ok(())
+}
+
 #[test]
 fn a_damaged_truncated_or_missing_part_file_gets_its_segment_indexed_again() -> TestResult {
     for how in [

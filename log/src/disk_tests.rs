@@ -1395,13 +1395,19 @@ fn a_batch_encoded_ahead_writes_the_bytes_appending_writes() -> TestResult {
     // A batch that does not continue the log, and one record too big.
     batch.start(b.next_seq() + 1, 0);
     batch.push(&event(1));
-    assert!(matches!(b.append_batch(&batch, 0), Err(LogError::InvalidInput(_))));
+    assert!(matches!(
+        b.append_batch(&batch, 0),
+        Err(LogError::InvalidInput(_))
+    ));
     batch.start(b.next_seq(), 0);
     batch.push(&UpdateEvent {
         value: Some(Value::str(&"x".repeat(2000))),
         ..event(1)
     });
-    assert!(matches!(b.append_batch(&batch, 0), Err(LogError::InvalidInput(_))));
+    assert!(matches!(
+        b.append_batch(&batch, 0),
+        Err(LogError::InvalidInput(_))
+    ));
     a.close(Now::at(0))?;
     b.close(Now::at(0))?;
     assert_eq!(read_all(one.path())?, read_all(batched.path())?);
