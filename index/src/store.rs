@@ -495,7 +495,8 @@ impl BlockEvents {
         std::mem::replace(self, rest)
     }
 
-    fn first_seq(&self) -> Option<Seq> {
+    /// The seq of the first event.
+    pub fn first_seq(&self) -> Option<Seq> {
         self.events.first().map(|e| e.0)
     }
 
@@ -504,7 +505,7 @@ impl BlockEvents {
     }
 
     /// Each event: seq, tock, path key.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (Seq, u64, &[u8])> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Seq, u64, &[u8])> + '_ {
         let mut start = 0;
         self.events.iter().map(move |&(seq, tock, end)| {
             let key = &self.keys[start..end];

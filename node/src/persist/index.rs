@@ -191,6 +191,19 @@ impl IndexKeeper {
             return;
         }
         if !self.behind {
+            // Events appended while the keeper was behind were not noted
+            // (the writer notes a batch before committing it in parts): a
+            // block goes over with all its events or is read back from the
+            // file by a catch-up, never with some missing.
+            let want = next_seq.saturating_sub(info.first_seq);
+            let whole = events.len() as u64 == want
+                && events.first_seq().is_none_or(|s| s == info.first_seq);
+            if !whole {
+                if !self.send(Msg::CatchUp) {
+                    self.fall_behind();
+                }
+                return;
+            }
             let info = info.clone();
             let block = Msg::Block {
                 info,
@@ -524,6 +537,60 @@ mod tests {
             assert_eq!(seqs, want, "key {k}");
         }
         Ok(())
+    }
+
+    /// A keeper whose index thread is the test: it reads what the keeper
+    /// hands over from the returned queue.
+    fn keeper_and_queue() -> (IndexKeeper, Receiver<Msg>) {
+        let (queue, rx) = sync_channel(16);
+        let thread = std::thread::spawn(|| {});
+        let mut keeper = IndexKeeper::off();
+        keeper.worker = Some(Worker { queue, thread });
+        (keeper, rx)
+    }
+
+    fn block(first_seq: Seq, records: u64) -> CommitInfo {
+        CommitInfo {
+            records,
+            first_seq,
+            segment: 1,
+            ..CommitInfo::default()
+        }
+    }
+
+    fn note(keeper: &mut IndexKeeper, seqs: std::ops::Range<Seq>) {
+        for seq in seqs {
+            if let Some(events) = keeper.events() {
+                events.push(seq, seq, &path!["k", seq]);
+            }
+        }
+    }
+
+    /// The writer notes a whole batch of events, then commits it in
+    /// parts: events noted while the keeper was behind are missing from
+    /// the block after the catch-up, which is then read from the file too,
+    /// never handed over without them.
+    #[test]
+    fn a_block_goes_over_with_all_its_events_or_not_at_all() {
+        let (mut keeper, rx) = keeper_and_queue();
+        keeper.behind = true;
+        note(&mut keeper, 1..7);
+        keeper.committed(&block(1, 3), 4, 0);
+        assert!(matches!(rx.try_recv(), Ok(Msg::CatchUp)));
+        keeper.committed(&block(4, 3), 7, 0);
+        assert!(matches!(rx.try_recv(), Ok(Msg::CatchUp)));
+        // Noted whole from here on: blocks, each with its own events, the
+        // rest kept for the next.
+        note(&mut keeper, 7..12);
+        keeper.committed(&block(7, 3), 10, 0);
+        keeper.committed(&block(10, 3), 12, 0);
+        for want in [7..10, 10..12] {
+            match rx.try_recv() {
+                Ok(Msg::Block { events, .. }) => assert!(events.iter().map(|e| e.0).eq(want)),
+                _ => panic!("a block with events {want:?} was not handed over"),
+            }
+        }
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
