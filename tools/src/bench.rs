@@ -72,6 +72,12 @@ pub struct BenchArgs {
     /// Keys of the memory test of `--compare-redis` (0: none).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub memory_keys: u64,
+    /// The node's request threads in `--compare-redis` (its `--threads`;
+    /// default: the node's own default, one per core). `1` gives it what
+    /// Redis's event loop has, one thread for requests, leaving the other
+    /// cores to its background threads and the load generator.
+    #[arg(long, value_name = "N")]
+    pub node_threads: Option<usize>,
     #[command(flatten)]
     help: LongHelp,
 }

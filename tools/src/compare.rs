@@ -84,11 +84,16 @@ async fn wait_ready(
     Ok(())
 }
 
-/// A fresh node of this binary with a data directory in `dir`.
-async fn start_node(dir: &Path, port: u16) -> anyhow::Result<Proc> {
+/// A fresh node of this binary with a data directory in `dir` and
+/// `threads` request threads (`None`: its default).
+async fn start_node(dir: &Path, port: u16, threads: Option<usize>) -> anyhow::Result<Proc> {
     let log = dir.join("node.log");
-    let child = Command::new(std::env::current_exe()?)
-        .args(["-c", "/dev/null", "server", "--bind", "127.0.0.1"])
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["-c", "/dev/null", "server", "--bind", "127.0.0.1"]);
+    if let Some(n) = threads {
+        cmd.args(["--threads", &n.to_string()]);
+    }
+    let child = cmd
         .args([
             "--port",
             &port.to_string(),
@@ -265,7 +270,7 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&ndir)?;
         std::fs::create_dir_all(&rdir)?;
         let (nport, rport) = (free_port()?, free_port()?);
-        let _node = start_node(&ndir, nport).await?;
+        let _node = start_node(&ndir, nport, args.node_threads).await?;
         let _redis = start_redis(&rdir, rport).await?;
         let addr = HostPort::new("127.0.0.1", nport);
         for pipeline in [1, 16] {
@@ -291,7 +296,7 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&ndir)?;
         std::fs::create_dir_all(&rdir)?;
         let (nport, rport) = (free_port()?, free_port()?);
-        let node = start_node(&ndir, nport).await?;
+        let node = start_node(&ndir, nport, args.node_threads).await?;
         let redis = start_redis(&rdir, rport).await?;
         let mut fill = args.clone();
         fill.requests = n as usize;
@@ -322,8 +327,11 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             ours as f64 / theirs as f64,
         ));
     }
+    let threads = args
+        .node_threads
+        .map_or(String::new(), |n| format!(" (node: {n} request threads)"));
     println!(
-        "| workload, {} connections | distkv | Redis | ratio |",
+        "| workload, {} connections | distkv{threads} | Redis | ratio |",
         args.clients
     );
     println!("|---|---|---|---|");
