@@ -77,13 +77,24 @@ pub struct EventBatch {
 
 impl EventBatch {
     /// Empties the batch for records from seq `first_seq` on, stamped
-    /// `time_ms`; keeps its buffers.
+    /// `time_ms`; keeps its buffers unless a rare large batch (a backlog
+    /// written at once) grew them beyond [`EventBatch::KEPT_BYTES`].
     pub fn start(&mut self, first_seq: Seq, time_ms: u64) {
         self.first_seq = first_seq;
         self.time_ms = time_ms;
+        if self.bytes.capacity() > Self::KEPT_BYTES {
+            *self = EventBatch {
+                first_seq,
+                time_ms,
+                ..EventBatch::default()
+            };
+        }
         self.bytes.clear();
         self.ends.clear();
     }
+
+    /// Most bytes of buffer a batch keeps between uses.
+    pub const KEPT_BYTES: usize = 4 << 20;
 
     /// Encodes the next event record: `event` is an [`UpdateEvent`] or
     /// what serializes exactly as one (an in-memory log's
