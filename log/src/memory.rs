@@ -373,18 +373,7 @@ impl<'a> LogEntry<'a> {
     /// record's bytes, without decoding the chain or building the path (a
     /// watcher asks this of every record, most of them outside its path).
     pub fn path_starts_with(&self, prefix: &[Value]) -> bool {
-        let mut d = Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        };
-        d.varint();
-        for _ in 0..d.varint() {
-            let name = d.varint();
-            if name & 1 == 1 {
-                d.bytes((name >> 1) as usize);
-            }
-            d.varint();
-        }
+        let mut d = self.at_path();
         match d.varint() {
             0 => self.kept_path().starts_with(prefix),
             // `n` is one more than the path's length.
@@ -416,15 +405,7 @@ impl<'a> LogEntry<'a> {
     /// from the record's bytes: strings borrowed, no path built (the
     /// history index encodes every path the writer writes).
     pub fn for_each_path_element(&self, mut f: impl FnMut(PathElement<'_>)) {
-        let mut d = Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        };
-        d.varint();
-        for _ in 0..d.varint() {
-            d.name_str();
-            d.varint();
-        }
+        let mut d = self.at_path();
         match d.varint() {
             0 => self
                 .kept_path()
@@ -442,6 +423,19 @@ impl<'a> LogEntry<'a> {
                 }
             }
         }
+    }
+
+    /// A decoder of the record's bytes at its path (past the tock and the
+    /// chain).
+    fn at_path(&self) -> Decoder<'a> {
+        let mut d = Decoder {
+            buf: self.bytes(),
+            names: &self.log.names,
+        };
+        d.varint();
+        let links = d.varint() as usize;
+        d.skip_links(links);
+        d
     }
 
     /// The path kept beside the record (one that [`encode`] could not
@@ -664,6 +658,17 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Skips `n` chain links (names not read).
+    fn skip_links(&mut self, n: usize) {
+        for _ in 0..n {
+            let name = self.varint();
+            if name & 1 == 1 {
+                self.bytes((name >> 1) as usize);
+            }
+            self.varint();
+        }
+    }
+
     fn varint(&mut self) -> u64 {
         let mut v = 0u64;
         let mut shift = 0;
@@ -727,10 +732,7 @@ impl Serialize for LogEntry<'_> {
         let node = d.name_str();
         let tick = d.varint();
         let prev = Links { d, n: n - 1 };
-        for _ in 1..n {
-            d.name_str();
-            d.varint();
-        }
+        d.skip_links(n - 1);
         let value = self.record.value.as_ref();
         let mut m = s.serialize_map(Some(5 + usize::from(value.is_some())))?;
         m.serialize_entry("node", node)?;
