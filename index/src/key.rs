@@ -80,10 +80,7 @@ pub fn push_element(out: &mut Vec<u8>, v: &Value) {
             out.push(0x04);
             escaped(out, b);
         }
-        Value::Str(s) => {
-            out.push(0x05);
-            escaped(out, s.as_bytes());
-        }
+        Value::Str(s) => push_str(out, s),
         Value::Bin(b) => {
             out.push(0x06);
             escaped(out, b);
@@ -127,12 +124,15 @@ pub fn push_element(out: &mut Vec<u8>, v: &Value) {
 /// it: the same bytes as [`push_element`] of the element.
 pub fn push_log_element(out: &mut Vec<u8>, e: PathElement<'_>) {
     match e {
-        PathElement::Str(s) => {
-            out.push(0x05);
-            escaped(out, s.as_bytes());
-        }
+        PathElement::Str(s) => push_str(out, s),
         PathElement::Value(v) => push_element(out, v),
     }
+}
+
+/// Appends the encoding of a string element.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(0x05);
+    escaped(out, s.as_bytes());
 }
 
 /// The bytes every key of `path` and of the paths below it starts with

@@ -116,11 +116,6 @@ impl EventBatch {
         self.ends.is_empty()
     }
 
-    /// The seq of the first record.
-    pub fn first_seq(&self) -> Seq {
-        self.first_seq
-    }
-
     fn record(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
