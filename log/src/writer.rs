@@ -535,9 +535,7 @@ impl LogWriter {
     pub fn append_event(&mut self, time_ms: u64, event: &UpdateEvent) -> Result<Seq> {
         self.usable()?;
         let seq = self.next_seq;
-        let next = seq
-            .checked_add(1)
-            .ok_or_else(|| LogError::InvalidInput("sequence numbers are exhausted".into()))?;
+        let next = self.seq_after_next()?;
         self.scratch.clear();
         encode_event(seq, time_ms, event, &mut self.scratch);
         self.push_scratch(next)?;
@@ -561,16 +559,21 @@ impl LogWriter {
             )));
         }
         for i in from..batch.len() {
-            let next = self
-                .next_seq
-                .checked_add(1)
-                .ok_or_else(|| LogError::InvalidInput("sequence numbers are exhausted".into()))?;
+            let next = self.seq_after_next()?;
             match self.push_encoded(batch.record(i), next) {
                 Err(LogError::Full { .. }) => return Ok(i),
                 r => r?,
             }
         }
         Ok(batch.len())
+    }
+
+    /// The seq after the next event's (`InvalidInput` at the end of the
+    /// seqs).
+    fn seq_after_next(&self) -> Result<Seq> {
+        self.next_seq
+            .checked_add(1)
+            .ok_or_else(|| LogError::InvalidInput("sequence numbers are exhausted".into()))
     }
 
     /// Moves the encoded record in `scratch` to the pending group; `next` is
