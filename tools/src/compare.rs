@@ -9,6 +9,11 @@
 //! size. Then each server gets the same keys (`bench.0` … `bench.N-1`) with
 //! 100-byte values, and its resident memory is read from `/proc`. The
 //! table at the end has the ratios; docs/perf.md keeps the figures.
+//!
+//! Beside the rates it reports the CPU time each server and each load
+//! generator spent per request (from `/proc` and `getrusage`): the
+//! generators share the machine with the servers, so on a small machine
+//! a rate also says how much CPU the generator left the server.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -51,12 +56,50 @@ impl Proc {
         Ok(kb * 1024)
     }
 
+    /// CPU time (user + system) the process used so far.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        proc_cpu(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!("{} exited: {status}", self.what);
         }
         Ok(())
     }
+}
+
+/// User + system time from a `/proc/…/stat` file.
+fn proc_cpu(stat: &str) -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string(stat).with_context(|| format!("cannot read {stat}"))?;
+    stat_cpu(&text).with_context(|| format!("cannot read the CPU times in {stat}"))
+}
+
+/// User + system time of a `/proc/PID/stat` line: fields 14 and 15, in
+/// clock ticks, counted after the command name (which may hold spaces
+/// and parentheses).
+fn stat_cpu(text: &str) -> Option<Duration> {
+    let mut fields = text.get(text.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(Duration::from_nanos((utime + stime) * (1_000_000_000 / hz)))
+}
+
+/// CPU time (user + system) of the waited-for children of this process.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let ru = unsafe {
+        let mut ru = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -265,28 +308,45 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let mut rows = Vec::new();
+    let mut cpus = Vec::new();
     {
         let (ndir, rdir) = (dir.join("node"), dir.join("redis"));
         std::fs::create_dir_all(&ndir)?;
         std::fs::create_dir_all(&rdir)?;
         let (nport, rport) = (free_port()?, free_port()?);
-        let _node = start_node(&ndir, nport, args.node_threads).await?;
-        let _redis = start_redis(&rdir, rport).await?;
+        let node = start_node(&ndir, nport, args.node_threads).await?;
+        let redis = start_redis(&rdir, rport).await?;
         let addr = HostPort::new("127.0.0.1", nport);
         for pipeline in [1, 16] {
             for test in [Test::Set, Test::Get] {
                 let mut a = args.clone();
                 a.pipeline = pipeline;
+                let (node0, gen0) = (node.cpu()?, proc_cpu("/proc/self/stat")?);
                 let ours = measure(&a, addr.clone(), test).await?.rate;
+                let (node1, gen1) = (node.cpu()?, proc_cpu("/proc/self/stat")?);
+                let (redis0, rgen0) = (redis.cpu()?, children_cpu());
                 let theirs = redis_benchmark(rport, &a, test)?;
+                let (redis1, rgen1) = (redis.cpu()?, children_cpu());
+                let per = |d: Duration| d.as_secs_f64() * 1e6 / a.requests as f64;
+                let cpu = Cpu {
+                    node: per(node1 - node0),
+                    redis: per(redis1 - redis0),
+                    bench: per(gen1 - gen0),
+                    redis_benchmark: per(rgen1 - rgen0),
+                };
                 let what = format!("{test:?}, {pipeline} in flight").to_lowercase();
-                eprintln!("{what}: distkv {ours:.0}/s, Redis {theirs:.0}/s");
+                eprintln!(
+                    "{what}: distkv {ours:.0}/s, Redis {theirs:.0}/s; CPU per request: node \
+                     {:.2} µs, Redis {:.2} µs, distkv bench {:.2} µs, redis-benchmark {:.2} µs",
+                    cpu.node, cpu.redis, cpu.bench, cpu.redis_benchmark
+                );
                 rows.push((
                     what,
                     format!("{ours:.0}/s"),
                     format!("{theirs:.0}/s"),
                     ours / theirs,
                 ));
+                cpus.push(cpu);
             }
         }
     }
@@ -331,14 +391,30 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         .node_threads
         .map_or(String::new(), |n| format!(" (node: {n} request threads)"));
     println!(
-        "| workload, {} connections | distkv{threads} | Redis | ratio |",
+        "| workload, {} connections | distkv{threads} | Redis | ratio | server CPU per request, \
+         distkv / Redis | load generator CPU per request, distkv bench / redis-benchmark |",
         args.clients
     );
-    println!("|---|---|---|---|");
-    for (what, ours, theirs, ratio) in rows {
-        println!("| {what} | {ours} | {theirs} | {ratio:.2} |");
+    println!("|---|---|---|---|---|---|");
+    for (i, (what, ours, theirs, ratio)) in rows.into_iter().enumerate() {
+        let (server, generator) = cpus.get(i).map_or((String::new(), String::new()), |c| {
+            (
+                format!("{:.2} / {:.2} µs", c.node, c.redis),
+                format!("{:.2} / {:.2} µs", c.bench, c.redis_benchmark),
+            )
+        });
+        println!("| {what} | {ours} | {theirs} | {ratio:.2} | {server} | {generator} |");
     }
     Ok(())
+}
+
+/// CPU time per request of one workload, in µs.
+struct Cpu {
+    node: f64,
+    redis: f64,
+    /// `distkv bench` (this process).
+    bench: f64,
+    redis_benchmark: f64,
 }
 
 #[cfg(test)]
@@ -350,6 +426,28 @@ mod tests {
         let csv = "\"test\",\"rps\",\"avg_latency_ms\"\n\"SET\",\"164203.61\",\"0.281\"\n";
         assert_eq!(parse_csv_rate(csv, "set").unwrap(), 164_203.61);
         assert!(parse_csv_rate(csv, "get").is_err());
+    }
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_name() {
+        // SAFETY: as in `stat_cpu`.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let line = format!(
+            "42 (a (b) c) S 1 42 42 0 -1 4194560 9 0 0 0 {} {} 0 0 20 0 1",
+            3 * hz,
+            hz / 2
+        );
+        assert_eq!(stat_cpu(&line), Some(Duration::from_millis(3500)));
+        assert_eq!(stat_cpu("42 (x) S 1"), None);
+        let own = proc_cpu("/proc/self/stat").unwrap();
+        let t0 = Instant::now();
+        while proc_cpu("/proc/self/stat").unwrap() == own && t0.elapsed() < Duration::from_secs(10)
+        {
+        }
+        assert!(
+            proc_cpu("/proc/self/stat").unwrap() > own,
+            "a busy process's CPU time grows"
+        );
     }
 
     #[test]
