@@ -33,7 +33,7 @@ use std::sync::Arc;
 use distkv_core::admit::{Admit, Refused};
 use distkv_log::Seq;
 use distkv_model::{Path, UpdateEvent, Value};
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
 
 use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
@@ -207,6 +207,14 @@ impl Committed {
 
 /// The node's state behind its lock, shared by the commit path and the log
 /// writer thread.
+///
+/// The standard library's lock, not `parking_lot`'s: a waiter for this
+/// busy lock spins a little and then sleeps on the futex, where
+/// `parking_lot`'s gives up its core with `sched_yield` several times
+/// first, which on a machine with as many request threads as cores cost
+/// more than it saved (docs/perf.md, "The state lock"). As with
+/// `parking_lot`'s, a thread that panicked holding it does not lock the
+/// others out: poisoning is ignored.
 pub struct SharedState(Mutex<State>);
 
 impl SharedState {
@@ -214,11 +222,15 @@ impl SharedState {
     pub fn new(st: State) -> Arc<SharedState> {
         Arc::new(SharedState(Mutex::new(st)))
     }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl StateHost for SharedState {
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut self.0.lock())
+        f(&mut self.lock())
     }
 
     fn now_ms(&self) -> u64 {
@@ -289,7 +301,7 @@ impl Store {
         hooks: Vec<Arc<dyn CommitHook>>,
     ) -> Store {
         let (tock, next) = {
-            let st = state.0.lock();
+            let st = state.lock();
             (st.tock().clone(), st.log().next_seq())
         };
         Store {
@@ -318,13 +330,13 @@ impl Store {
     /// Locks the state for reading. Never hold the guard across an
     /// `.await`. Changes go through [`Store::begin`] / [`Store::commit`].
     pub fn state(&self) -> StateRef<'_> {
-        StateRef(self.state.0.lock())
+        StateRef(self.state.lock())
     }
 
     /// Locks the state for what is not a change: the protocol's and the
     /// node's bookkeeping (readiness, tick reports, dropping a node).
     pub(crate) fn state_mut(&self) -> MutexGuard<'_, State> {
-        self.state.0.lock()
+        self.state.lock()
     }
 
     /// The clock of the node's tocks.

@@ -32,7 +32,7 @@ mod stream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use distkv_client::tls::{Acceptor, Socket};
 use distkv_log::{LogLimits, Seq};
@@ -181,7 +181,7 @@ impl Server {
     }
 
     /// Locks the state for what is not a change (see `Store::state_mut`).
-    pub(crate) fn state_mut(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state_mut(&self) -> std::sync::MutexGuard<'_, State> {
         self.store.state_mut()
     }
 
