@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 use super::auth::{self, Login};
 use super::handlers::{self, int_field, req_path, View};
 use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
-use super::request::{Action, Request, ValueArgs};
+use super::request::{Action, RecentNames, Request, ValueArgs};
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, export, Server, VERSION};
 use crate::commit::{Change, Road, Store, Tx};
@@ -92,6 +92,8 @@ struct Conn {
     login: Login,
     /// `auth_set` streams of `_test` users waiting for the client's name.
     test_users: HashSet<u64>,
+    /// The strings of the last value request's path.
+    names: RecentNames,
 }
 
 /// Most requests one connection runs under one lock of the state: the
@@ -186,6 +188,7 @@ pub(super) async fn run(
         last_message: None,
         login: Login::new(&server2),
         test_users: HashSet::new(),
+        names: RecentNames::default(),
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");
@@ -347,7 +350,7 @@ impl Conn {
         if self.test_users.contains(&seq) || self.stream_window(seq).is_some() {
             return false;
         }
-        let args = req.value_args();
+        let args = req.value_args(&mut self.names);
         self.answer(action, seq, out, |c, out| {
             c.act_value(action, seq, args, out, batch)
         });

@@ -247,11 +247,12 @@ impl<'a> Request<'a> {
         self.field(STATE).is_some()
     }
 
-    /// The value request's fields, decoded.
-    pub(super) fn value_args(&self) -> ValueArgs {
+    /// The value request's fields, decoded; the path's strings shared
+    /// with the connection's last path where they are the same.
+    pub(super) fn value_args(&self, names: &mut RecentNames) -> ValueArgs {
         let f = |i: usize| self.field(i).map(raw::decode_field);
         ValueArgs {
-            path: self.field(PATH).map(decode_path),
+            path: self.field(PATH).map(|b| decode_path(b, names)),
             value: f(VALUE),
             nchain: f(NCHAIN),
             idem: f(IDEM),
@@ -264,8 +265,9 @@ impl<'a> Request<'a> {
 }
 
 /// Decodes a `path` field: a path (ext 3) into one allocation of its
-/// elements, anything else as [`raw::decode_field`] does.
-fn decode_path(b: &[u8]) -> Value {
+/// elements, its strings shared with `names` where they have the same
+/// bytes; anything else as [`raw::decode_field`] does.
+fn decode_path(b: &[u8], names: &mut RecentNames) -> Value {
     let ext = matches!(b.first(), Some(0xc7..=0xc9 | 0xd4..=0xd8));
     match raw::path_elements(b) {
         Some(elements) if ext => {
@@ -275,14 +277,55 @@ fn decode_path(b: &[u8]) -> Value {
             // element decodes.
             Value::Path(
                 (0..n)
-                    .map(|_| match elements.next() {
-                        Some(Ok(e)) => raw::decode(e).unwrap_or(Value::Nil),
+                    .map(|at| match elements.next() {
+                        Some(Ok(e)) => names.decode(at, e),
                         _ => Value::Nil,
                     })
                     .collect(),
             )
         }
         _ => raw::decode_field(b),
+    }
+}
+
+/// The string elements of the path a connection sent last, by place, with
+/// their encodings. A client's requests mostly go below the same parents
+/// (`bench.<n>`, a device's readings), so an element with the same bytes
+/// as the one at the same place before is that string again: it is not
+/// checked as UTF-8 or allocated anew, and the tree, which compares the
+/// path it followed last by address first, finds the shared prefix at
+/// once. Bounded per connection: the first [`RecentNames::PLACES`] places,
+/// strings of up to [`RecentNames::MAX_BYTES`] bytes.
+#[derive(Debug, Default)]
+pub(super) struct RecentNames {
+    /// Per place, the element's encoding (empty: none) and its value.
+    places: Vec<(Vec<u8>, Value)>,
+}
+
+impl RecentNames {
+    const PLACES: usize = 8;
+    const MAX_BYTES: usize = 64;
+
+    /// The element at place `at` encoded as `e`.
+    fn decode(&mut self, at: usize, e: &[u8]) -> Value {
+        let string = matches!(e.first(), Some(0xa0..=0xbf | 0xd9..=0xdb));
+        if !string || at >= Self::PLACES || e.len() > Self::MAX_BYTES {
+            return raw::decode(e).unwrap_or(Value::Nil);
+        }
+        if let Some((bytes, v)) = self.places.get(at) {
+            if bytes.as_slice() == e {
+                return v.clone();
+            }
+        }
+        let v = raw::decode(e).unwrap_or(Value::Nil);
+        if self.places.len() <= at {
+            self.places.resize(at + 1, (Vec::new(), Value::Nil));
+        }
+        let (bytes, kept) = &mut self.places[at];
+        bytes.clear();
+        bytes.extend_from_slice(e);
+        *kept = v.clone();
+        v
     }
 }
 
@@ -327,7 +370,7 @@ impl ValueArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::{Action, Request, ValueArgs};
+    use super::{Action, RecentNames, Request, ValueArgs};
     use distkv_model::codec::{self, Limits};
     use distkv_model::{path, Path, Value};
 
@@ -415,7 +458,7 @@ mod tests {
                 .map(|v| v.map(|v| codec::to_vec(&v)))
             };
             assert_eq!(
-                enc(req.value_args()),
+                enc(req.value_args(&mut RecentNames::default())),
                 enc(ValueArgs::from_msg(&msg)),
                 "{msg}"
             );
@@ -468,5 +511,68 @@ mod tests {
             assert!(Action::parse(a).is_some_and(|x| !x.mutates()), "{a}");
         }
         assert_eq!(Action::parse("nope"), None);
+    }
+
+    /// Paths decoded with one connection's recent names are the paths
+    /// decoded afresh, element by element and kind by kind; a string
+    /// with the bytes of the one at the same place before is that very
+    /// string. (Requests whose path does not decode are refused before
+    /// their fields are read.)
+    #[test]
+    fn recent_names_share_equal_strings() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(14);
+        let long = "x".repeat(RecentNames::MAX_BYTES);
+        let pick = |rng: &mut StdRng| -> Vec<u8> {
+            let v = match rng.gen_range(0..9) {
+                0 => Value::str("bench"),
+                1 => Value::str("benci"),
+                2 => Value::str(""),
+                3 => Value::str(&long),
+                4 => Value::Int(rng.gen_range(0..3)),
+                5 => Value::Float(1.0),
+                6 => Value::Bin(std::sync::Arc::from(&b"bench"[..])),
+                // `bench` as a str 8: the same string, other bytes.
+                7 => return b"\xd9\x05bench".to_vec(),
+                _ => Value::str(&format!("k{}", rng.gen_range(0..3))),
+            };
+            codec::to_vec(&v)
+        };
+        let mut names = RecentNames::default();
+        let mut last: Vec<(Vec<u8>, Value)> = Vec::new();
+        let mut shared = 0;
+        for _ in 0..20_000 {
+            let n = rng.gen_range(0..RecentNames::PLACES + 3);
+            let elements: Vec<Vec<u8>> = (0..n).map(|_| pick(&mut rng)).collect();
+            let mut payload = Vec::new();
+            elements.iter().for_each(|e| payload.extend_from_slice(e));
+            let mut b = Vec::new();
+            codec::write_ext(&mut b, 3, &payload);
+            let got = super::decode_path(&b, &mut names);
+            let fresh = distkv_client::raw::decode_field(&b);
+            let (Value::Path(got), Value::Path(fresh)) = (&got, &fresh) else {
+                panic!("not a path: {got:?} / {fresh:?}");
+            };
+            assert_eq!(got.len(), fresh.len());
+            for (at, ((g, f), e)) in got.iter().zip(fresh.iter()).zip(&elements).enumerate() {
+                assert_eq!(codec::to_vec(g), codec::to_vec(f), "{at}: {g:?} / {f:?}");
+                assert!(
+                    g.same_type(f) && g == f || g.is_nil() && f.is_nil(),
+                    "{g:?} / {f:?}"
+                );
+                // Within the bounds, the string of the path before with
+                // the same bytes at the same place is shared.
+                let kept = at < RecentNames::PLACES && e.len() <= RecentNames::MAX_BYTES;
+                if let (true, Value::Str(g), Some((_, Value::Str(b)))) =
+                    (kept, g, last.get(at).filter(|(bytes, _)| bytes == e))
+                {
+                    assert!(std::sync::Arc::ptr_eq(g, b), "{at}: {g:?} not shared");
+                    shared += 1;
+                }
+            }
+            last = elements.into_iter().zip(got.iter().cloned()).collect();
+        }
+        assert!(shared > 1000, "{shared} strings shared");
     }
 }
