@@ -33,7 +33,7 @@ use std::sync::Arc;
 use distkv_core::admit::{Admit, Refused};
 use distkv_log::Seq;
 use distkv_model::{Path, UpdateEvent, Value};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
 use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
@@ -206,31 +206,37 @@ impl Committed {
 }
 
 /// The node's state behind its lock, shared by the commit path and the log
-/// writer thread.
+/// writer thread. Readers (`get_value`, walks, replies) hold it shared,
+/// side by side; a change holds it alone.
 ///
 /// The standard library's lock, not `parking_lot`'s: a waiter for this
 /// busy lock spins a little and then sleeps on the futex, where
 /// `parking_lot`'s gives up its core with `sched_yield` several times
 /// first, which on a machine with as many request threads as cores cost
-/// more than it saved (docs/perf.md, "The state lock"). As with
-/// `parking_lot`'s, a thread that panicked holding it does not lock the
-/// others out: poisoning is ignored.
-pub struct SharedState(Mutex<State>);
+/// more than it saved (docs/perf.md, "The state lock"). It prefers
+/// writers: a change waits for the reads under way, not for reads that
+/// come after it. As with `parking_lot`'s, a thread that panicked holding
+/// it does not lock the others out: poisoning is ignored.
+pub struct SharedState(RwLock<State>);
 
 impl SharedState {
     /// Shares `st`.
     pub fn new(st: State) -> Arc<SharedState> {
-        Arc::new(SharedState(Mutex::new(st)))
+        Arc::new(SharedState(RwLock::new(st)))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl StateHost for SharedState {
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut self.lock())
+        f(&mut self.write())
     }
 
     fn now_ms(&self) -> u64 {
@@ -301,7 +307,7 @@ impl Store {
         hooks: Vec<Arc<dyn CommitHook>>,
     ) -> Store {
         let (tock, next) = {
-            let st = state.lock();
+            let st = state.read();
             (st.tock().clone(), st.log().next_seq())
         };
         Store {
@@ -330,13 +336,13 @@ impl Store {
     /// Locks the state for reading. Never hold the guard across an
     /// `.await`. Changes go through [`Store::begin`] / [`Store::commit`].
     pub fn state(&self) -> StateRef<'_> {
-        StateRef(self.state.lock())
+        StateRef(self.state.read())
     }
 
     /// Locks the state for what is not a change: the protocol's and the
     /// node's bookkeeping (readiness, tick reports, dropping a node).
-    pub(crate) fn state_mut(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
+    pub(crate) fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write()
     }
 
     /// The clock of the node's tocks.
@@ -424,7 +430,7 @@ impl Store {
 }
 
 /// The state locked for reading (see [`Store::state`]).
-pub struct StateRef<'a>(MutexGuard<'a, State>);
+pub struct StateRef<'a>(RwLockReadGuard<'a, State>);
 
 impl std::ops::Deref for StateRef<'_> {
     type Target = State;
@@ -438,7 +444,7 @@ impl std::ops::Deref for StateRef<'_> {
 /// the event log grew, announces the growth.
 pub struct Tx<'a> {
     store: &'a Store,
-    st: Option<MutexGuard<'a, State>>,
+    st: Option<RwLockWriteGuard<'a, State>>,
     start: Seq,
 }
 

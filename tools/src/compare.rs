@@ -387,9 +387,12 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             ours as f64 / theirs as f64,
         ));
     }
-    let threads = args
-        .node_threads
-        .map_or(String::new(), |n| format!(" (node: {n} request threads)"));
+    let threads = args.node_threads.map_or(String::new(), |n| {
+        format!(
+            " (node: {n} request thread{})",
+            if n == 1 { "" } else { "s" }
+        )
+    });
     println!(
         "| workload, {} connections | distkv{threads} | Redis | ratio | server CPU per request, \
          distkv / Redis | load generator CPU per request, distkv bench / redis-benchmark |",

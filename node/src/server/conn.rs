@@ -48,7 +48,8 @@ use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
 use super::request::{Action, RecentNames, Request, ValueArgs};
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, export, Server, VERSION};
-use crate::commit::{Change, Road, Store, Tx};
+use crate::commit::{Change, Road, StateRef, Store, Tx};
+use crate::state::State;
 use crate::wire::{decode_frame, MsgReader, Next, WireError};
 
 /// Encoded reply batches queued for the writer.
@@ -101,22 +102,31 @@ struct Conn {
 const MAX_BATCH: usize = 64;
 
 /// A connection's run of pipelined `get_value`, `set_value` and
-/// `delete_value` requests: one transaction ([`Tx`]) for up to
-/// [`MAX_BATCH`] of them, so the state is locked, and the log writer woken,
-/// once per run instead of once per request. Ended before any other
+/// `delete_value` requests: one hold of the state for up to [`MAX_BATCH`]
+/// of them, so the state is locked, and the log writer woken, once per run
+/// instead of once per request. A run of reads holds the state shared,
+/// beside other connections' reads; the first change takes it for
+/// changes ([`Tx`]) for the rest of the run. Ended before any other
 /// request, which may lock the state itself.
 struct Batch<'a> {
     store: &'a Store,
-    tx: Option<Tx<'a>>,
-    held: usize,
+    held: Held<'a>,
+    count: usize,
+}
+
+/// How a [`Batch`] holds the state.
+enum Held<'a> {
+    None,
+    Read(StateRef<'a>),
+    Write(Tx<'a>),
 }
 
 impl<'a> Batch<'a> {
     fn new(store: &'a Store) -> Batch<'a> {
         Batch {
             store,
-            tx: None,
-            held: 0,
+            held: Held::None,
+            count: 0,
         }
     }
 
@@ -128,19 +138,45 @@ impl<'a> Batch<'a> {
         )
     }
 
-    /// The open transaction, begun if need be.
-    fn tx(&mut self) -> &mut Tx<'a> {
-        if self.held == MAX_BATCH {
+    /// Counts a request, ending the run when it is full.
+    fn next(&mut self) {
+        if self.count == MAX_BATCH {
             self.end();
         }
-        self.held += 1;
-        self.tx.get_or_insert_with(|| self.store.begin())
+        self.count += 1;
     }
 
-    /// Commits the run: releases the lock and announces the changes.
+    /// The state for a read, locked shared if the run holds nothing yet.
+    fn read(&mut self) -> &State {
+        self.next();
+        if matches!(self.held, Held::None) {
+            self.held = Held::Read(self.store.state());
+        }
+        match &self.held {
+            Held::Read(st) => st,
+            Held::Write(tx) => tx.state(),
+            Held::None => unreachable!("locked above"),
+        }
+    }
+
+    /// The open transaction, begun if need be (a shared hold is let go
+    /// first: each request stands alone).
+    fn tx(&mut self) -> &mut Tx<'a> {
+        self.next();
+        if !matches!(self.held, Held::Write(_)) {
+            self.held = Held::None;
+            self.held = Held::Write(self.store.begin());
+        }
+        match &mut self.held {
+            Held::Write(tx) => tx,
+            _ => unreachable!("begun above"),
+        }
+    }
+
+    /// Ends the run: releases the lock and announces the changes.
     fn end(&mut self) {
-        self.tx = None;
-        self.held = 0;
+        self.held = Held::None;
+        self.count = 0;
     }
 }
 
@@ -691,7 +727,7 @@ impl Conn {
         let s = &*self.server;
         let res = match action {
             Action::GetValue { meta } => {
-                handlers::get_value_in(batch.tx().state(), s, &self.view, &args, meta)
+                handlers::get_value_in(batch.read(), s, &self.view, &args, meta)
             }
             Action::SetValue { meta } => match args.value.take() {
                 Some(v) => handlers::set_value_in(batch.tx(), s, &self.view, &args, Some(v), meta),

@@ -181,7 +181,7 @@ impl Server {
     }
 
     /// Locks the state for what is not a change (see `Store::state_mut`).
-    pub(crate) fn state_mut(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.store.state_mut()
     }
 
