@@ -784,7 +784,28 @@ async fn pipelined_changes_keep_their_order_and_their_own_outcomes() -> Result<(
     reqs.push((vec![("path", key(7))], "get_value", Expect::NoValue));
     reqs.push((vec![("path", key(199))], "get_value", Expect::Value(199)));
 
-    // All of it in one write, so the node reads it as one run.
+    run_pipelined(&mut c, &reqs).await?;
+    // Another connection sees every change, and nothing refused.
+    let mut d = node.raw().await?;
+    let six = d.call_ok("get_value", vec![("path", key(6))]).await?;
+    ensure!(field(&six, "value")? == &Value::Int(6), "{six}");
+    let eight = d.call_ok("get_value", vec![("path", key(8))]).await?;
+    ensure!(field(&eight, "value")? == &Value::Int(8), "{eight}");
+    let seq = d
+        .request("get_tree", vec![("path", p(distkv_model::path!["pipe"]))])
+        .await?;
+    let tree = d.recv_stream(seq).await?;
+    let values = tree.iter().filter(|m| m.get("value").is_some()).count();
+    ensure!(
+        values == 199,
+        "{values} values in the tree, want 199 (200 set, 1 deleted)"
+    );
+    node.shutdown().await
+}
+
+/// Sends `reqs` in one write, so the node reads them as one run, and
+/// checks each reply: in order, each with its own outcome, tocks rising.
+async fn run_pipelined(c: &mut Raw, reqs: &[Req]) -> Result<()> {
     let mut bytes = Vec::new();
     for (i, (fields, action, _)) in reqs.iter().enumerate() {
         let mut m = vec![
@@ -817,28 +838,69 @@ async fn pipelined_changes_keep_their_order_and_their_own_outcomes() -> Result<(
             Expect::NoValue => ensure!(r.get("value").is_none(), "request {i}: {r}"),
         }
     }
-    // Another connection sees every change, and nothing refused.
+    Ok(())
+}
+
+/// A run that starts with reads holds the state shared, and its first
+/// change takes it alone: each request still sees the ones before it,
+/// across runs of reads longer than one batch, and another connection
+/// reading beside the run never sees a change undone.
+#[tokio::test]
+async fn a_run_of_reads_then_changes_sees_each_change() -> Result<()> {
+    let node = TestNode::start().await?;
+    let mut c = node.raw().await?;
+    let key = |i: i64| p(distkv_model::path!["mixed", i]);
+    let get = |i: i64, want: Expect| -> Req { (vec![("path", key(i))], "get_value", want) };
+    let set = |i: i64, v: i64| -> Req {
+        (
+            vec![("path", key(i)), ("value", Value::Int(v))],
+            "set_value",
+            Expect::Tock,
+        )
+    };
+    let mut reqs: Vec<Req> = Vec::new();
+    for round in 0..3 {
+        for _ in 0..70 {
+            reqs.push(get(
+                round,
+                if round == 0 {
+                    Expect::NoValue
+                } else {
+                    Expect::Value(round * 10 - 10)
+                },
+            ));
+        }
+        reqs.push(set(round, round * 10));
+        reqs.push(get(round, Expect::Value(round * 10)));
+        reqs.push(set(round + 1, round * 10));
+        for _ in 0..3 {
+            reqs.push(get(round + 1, Expect::Value(round * 10)));
+        }
+    }
     let mut d = node.raw().await?;
-    let six = d.call_ok("get_value", vec![("path", key(6))]).await?;
-    ensure!(field(&six, "value")? == &Value::Int(6), "{six}");
-    let eight = d.call_ok("get_value", vec![("path", key(8))]).await?;
-    ensure!(field(&eight, "value")? == &Value::Int(8), "{eight}");
-    let seq = d
-        .request("get_tree", vec![("path", p(distkv_model::path!["pipe"]))])
-        .await?;
-    let tree = d.recv_stream(seq).await?;
-    let values = tree.iter().filter(|m| m.get("value").is_some()).count();
-    ensure!(
-        values == 199,
-        "{values} values in the tree, want 199 (200 set, 1 deleted)"
-    );
+    let (mine, other) = tokio::join!(run_pipelined(&mut c, &reqs), async {
+        // Reads beside the run: a value, once there, stays until changed.
+        let mut seen = None;
+        for _ in 0..200 {
+            let r = d.call_ok("get_value", vec![("path", key(1))]).await?;
+            match (r.get("value"), &seen) {
+                (None, Some(_)) => anyhow::bail!("mixed.1 vanished after {seen:?}"),
+                (v, _) => seen = v.cloned().or(seen),
+            }
+        }
+        Ok(())
+    });
+    mine?;
+    other?;
+    let end = d.call_ok("get_value", vec![("path", key(3))]).await?;
+    ensure!(field(&end, "value")? == &Value::Int(20), "{end}");
     node.shutdown().await
 }
 
 /// A request's fields, its action, and what its reply must show.
 type Req = (Vec<(&'static str, Value)>, &'static str, Expect);
 
-/// What a reply in [`pipelined_changes_keep_their_order_and_their_own_outcomes`] shows.
+/// What a reply in a pipelined run ([`run_pipelined`]) shows.
 enum Expect {
     /// A change's tock (no error).
     Tock,
