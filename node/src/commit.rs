@@ -213,7 +213,7 @@ impl Committed {
 /// busy lock spins a little and then sleeps on the futex, where
 /// `parking_lot`'s gives up its core with `sched_yield` several times
 /// first, which on a machine with as many request threads as cores cost
-/// more than it saved (docs/perf.md, "The state lock"). It prefers
+/// more than it saved (docs/perf.md, "Reads side by side"). It prefers
 /// writers: a change waits for the reads under way, not for reads that
 /// come after it. As with `parking_lot`'s, a thread that panicked holding
 /// it does not lock the others out: poisoning is ignored.
