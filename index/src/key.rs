@@ -30,11 +30,11 @@
 //! A path is its elements followed by `00`; an event key appends the
 //! event's seq as 8 bytes big-endian.
 
-use distkv_log::PathElement;
+use distkv_log::{LogEntry, PathElement};
 use distkv_model::{Path, Value};
 
 /// Ends a path (and an array, path or map element).
-pub(crate) const END: u8 = 0x00;
+const END: u8 = 0x00;
 
 fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
@@ -120,15 +120,6 @@ pub fn push_element(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Appends the encoding of one element as an in-memory log record holds
-/// it: the same bytes as [`push_element`] of the element.
-pub fn push_log_element(out: &mut Vec<u8>, e: PathElement<'_>) {
-    match e {
-        PathElement::Str(s) => push_str(out, s),
-        PathElement::Value(v) => push_element(out, v),
-    }
-}
-
 /// Appends the encoding of a string element.
 fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(0x05);
@@ -146,22 +137,39 @@ pub fn subtree_prefix(path: &Path) -> Vec<u8> {
 /// The encoded path: its elements and the end mark; the prefix of the
 /// keys of this entry's events only.
 pub fn path_key(path: &Path) -> Vec<u8> {
-    let mut out = subtree_prefix(path);
-    out.push(END);
+    let mut out = Vec::with_capacity(16 * path.len() + 1);
+    push_path_key(&mut out, path);
     out
+}
+
+/// Appends [`path_key`]`(path)` to `out`.
+pub(crate) fn push_path_key(out: &mut Vec<u8>, path: &Path) {
+    path.iter().for_each(|e| push_element(out, e));
+    out.push(END);
+}
+
+/// Appends the path key of the event an in-memory log record holds, read
+/// from the record's bytes: the same bytes as [`push_path_key`] of its
+/// path.
+pub(crate) fn push_entry_path_key(out: &mut Vec<u8>, entry: &LogEntry<'_>) {
+    entry.for_each_path_element(|e| match e {
+        PathElement::Str(s) => push_str(out, s),
+        PathElement::Value(v) => push_element(out, v),
+    });
+    out.push(END);
 }
 
 /// The key of the event at `seq` on `path`.
 pub fn event_key(path: &Path, seq: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * path.len() + 9);
-    push_event_key(&mut out, path, seq);
+    push_path_key(&mut out, path);
+    push_seq(&mut out, seq);
     out
 }
 
-/// Appends [`event_key`]`(path, seq)` to `out`.
-fn push_event_key(out: &mut Vec<u8>, path: &Path, seq: u64) {
-    path.iter().for_each(|e| push_element(out, e));
-    out.push(END);
+/// Appends what ends an event's key after its path key: its seq, 8 bytes
+/// big-endian.
+pub(crate) fn push_seq(out: &mut Vec<u8>, seq: u64) {
     out.extend_from_slice(&seq.to_be_bytes());
 }
 

@@ -10,7 +10,9 @@ use distkv_log::writer::CommitInfo;
 use distkv_log::{read_block_at, LogEntry, LogRecord, Seq};
 use distkv_model::{Path as KvPath, UpdateEvent};
 
-use crate::key::{event_key, path_key, push_element, push_log_element, subtree_prefix, END};
+use crate::key::{
+    event_key, path_key, push_entry_path_key, push_path_key, push_seq, subtree_prefix,
+};
 use crate::partfile::{self, PartFile, PartId, PartMeta};
 use crate::{IndexError, Result};
 
@@ -444,19 +446,14 @@ pub struct BlockEvents {
 impl BlockEvents {
     /// Adds an event at `seq` with `tock` on `path`.
     pub fn push(&mut self, seq: Seq, tock: u64, path: &KvPath) {
-        path.iter().for_each(|e| push_element(&mut self.keys, e));
-        self.end(seq, tock);
+        push_path_key(&mut self.keys, path);
+        self.events.push((seq, tock, self.keys.len()));
     }
 
     /// Adds the event a record of the in-memory log holds, at `seq`.
     pub fn push_entry(&mut self, seq: Seq, entry: &LogEntry<'_>) {
-        entry.for_each_path_element(|e| push_log_element(&mut self.keys, e));
-        self.end(seq, entry.tock());
-    }
-
-    fn end(&mut self, seq: Seq, tock: u64) {
-        self.keys.push(END);
-        self.events.push((seq, tock, self.keys.len()));
+        push_entry_path_key(&mut self.keys, entry);
+        self.events.push((seq, entry.tock(), self.keys.len()));
     }
 
     /// The number of events.
@@ -771,7 +768,7 @@ impl HistoryIndex {
         for (seq, tock, key) in events.iter() {
             let start = part.keys.len();
             part.keys.extend_from_slice(key);
-            part.keys.extend_from_slice(&seq.to_be_bytes());
+            push_seq(&mut part.keys, seq);
             part.entries.push(Entry {
                 start,
                 len: part.keys.len() - start,
