@@ -198,20 +198,17 @@ impl IndexKeeper {
             let want = next_seq.saturating_sub(info.first_seq);
             let whole = events.len() as u64 == want
                 && events.first_seq().is_none_or(|s| s == info.first_seq);
-            if !whole {
-                if !self.send(Msg::CatchUp) {
-                    self.fall_behind();
+            let msg = if whole {
+                Msg::Block {
+                    info: info.clone(),
+                    next_seq,
+                    time_ms,
+                    events,
                 }
-                return;
-            }
-            let info = info.clone();
-            let block = Msg::Block {
-                info,
-                next_seq,
-                time_ms,
-                events,
+            } else {
+                Msg::CatchUp
             };
-            if !self.send(block) {
+            if !self.send(msg) {
                 self.fall_behind();
             }
         }
