@@ -308,7 +308,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    let mut cpus = Vec::new();
     {
         let (ndir, rdir) = (dir.join("node"), dir.join("redis"));
         std::fs::create_dir_all(&ndir)?;
@@ -345,8 +344,8 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
                     format!("{ours:.0}/s"),
                     format!("{theirs:.0}/s"),
                     ours / theirs,
+                    Some(cpu),
                 ));
-                cpus.push(cpu);
             }
         }
     }
@@ -385,6 +384,7 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
                 theirs as f64 / raw as f64
             ),
             ours as f64 / theirs as f64,
+            None,
         ));
     }
     let threads = args.node_threads.map_or(String::new(), |n| {
@@ -399,8 +399,8 @@ async fn compare(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         args.clients
     );
     println!("|---|---|---|---|---|---|");
-    for (i, (what, ours, theirs, ratio)) in rows.into_iter().enumerate() {
-        let (server, generator) = cpus.get(i).map_or((String::new(), String::new()), |c| {
+    for (what, ours, theirs, ratio, cpu) in rows {
+        let (server, generator) = cpu.map_or((String::new(), String::new()), |c| {
             (
                 format!("{:.2} / {:.2} µs", c.node, c.redis),
                 format!("{:.2} / {:.2} µs", c.bench, c.redis_benchmark),
