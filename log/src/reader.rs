@@ -502,6 +502,8 @@ impl SegmentReader {
                     .map_err(|e| corrupt(e.to_string()))?;
                 return self.checked(record).map(Some);
             }
+            // This block's records are all read: its buffer takes the next.
+            self.reader.recycle(std::mem::take(&mut self.raw));
             match self.reader.next_block()? {
                 Next::Block { offset, raw } => {
                     self.raw = raw;

@@ -303,7 +303,17 @@ impl RangeSet {
     /// built in bulk, O(k); ranges out of order are then added one by one,
     /// O(log n) each. Empty ranges are skipped.
     pub fn from_ranges<I: IntoIterator<Item = (u64, u64)>>(it: I) -> RangeSet {
-        let mut sorted = Builder::default();
+        let it = it.into_iter();
+        RangeSet::from_ranges_sized(it.size_hint().0, it)
+    }
+
+    /// [`RangeSet::from_ranges`] with room for `capacity` ranges made
+    /// first.
+    pub(crate) fn from_ranges_sized(
+        capacity: usize,
+        it: impl Iterator<Item = (u64, u64)>,
+    ) -> RangeSet {
+        let mut sorted = Builder(Vec::with_capacity(capacity));
         let mut rest = Vec::new();
         for (a, b) in it {
             match sorted.0.last() {

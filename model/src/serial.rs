@@ -544,15 +544,25 @@ impl<'de> Deserialize<'de> for RangeSet {
                 f.write_str("an array of ticks and ranges")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RangeSet, A::Error> {
-                // Collected first, the set is built in bulk.
-                let mut ranges = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(it) = seq.next_element()? {
-                    ranges.push(match it {
+                // Built in bulk as the items come (no list of them first);
+                // room made for at most 64 Ki of those announced up front.
+                let room = seq.size_hint().unwrap_or(0).min(1 << 16);
+                let mut failed = None;
+                let items = std::iter::from_fn(|| match seq.next_element() {
+                    Ok(it) => it.map(|it| match it {
                         RangeItem::Tick(t) => (t, t.saturating_add(1)),
                         RangeItem::Range(a, b) => (a, b),
-                    });
+                    }),
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                });
+                let set = RangeSet::from_ranges_sized(room, items);
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(set),
                 }
-                Ok(RangeSet::from_ranges(ranges))
             }
         }
         d.deserialize_seq(V)
@@ -699,6 +709,45 @@ mod tests {
             &[0xdf, 0xff, 0xff, 0xff, 0xff],
         ] {
             assert!(from_slice::<Value>(b).is_err());
+        }
+        // A range set announcing 2^32 - 1 items: room for 64 Ki made, an
+        // error at the end of the bytes.
+        assert!(from_slice::<RangeSet>(&[0xdd, 0xff, 0xff, 0xff, 0xff, 1, 2]).is_err());
+    }
+
+    proptest::proptest! {
+        /// A range set's wire form (ticks and `[a, b)` pairs, in any order)
+        /// decodes to the ticks it names; a bad item anywhere is an error.
+        #[test]
+        fn range_sets_decode_any_mix_of_items(
+            items in proptest::collection::vec((0u64..400, 0u64..6, proptest::bool::ANY), 0..200),
+            bad in proptest::option::of(0usize..200),
+        ) {
+            let mut wire = Vec::new();
+            let mut want = std::collections::BTreeSet::new();
+            let bad = bad.filter(|&b| b < items.len());
+            let n = u32::try_from(items.len()).expect("few items");
+            wire.push(0xdd);
+            wire.extend_from_slice(&n.to_be_bytes());
+            for (i, &(a, len, single)) in items.iter().enumerate() {
+                let v = if bad == Some(i) {
+                    Value::Str("x".into())
+                } else if single {
+                    want.insert(a);
+                    Value::uint(a)
+                } else {
+                    want.extend(a..a + len);
+                    Value::Array(vec![Value::uint(a), Value::uint(a + len)])
+                };
+                encode(&v, &mut wire);
+            }
+            let got = from_slice::<RangeSet>(&wire);
+            if bad.is_some() {
+                proptest::prop_assert!(got.is_err());
+            } else {
+                let got: Vec<u64> = got.expect("decodes").iter().collect();
+                proptest::prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+            }
         }
     }
 }
