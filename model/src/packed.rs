@@ -198,6 +198,16 @@ impl Packed {
         ))
     }
 
+    /// Whether the value owns memory beyond these 16 bytes (a string, a
+    /// container, …): whether dropping it frees something.
+    #[inline]
+    pub fn owns_memory(&self) -> bool {
+        !matches!(
+            self.kind,
+            Kind::Nil | Kind::False | Kind::True | Kind::Int | Kind::UInt | Kind::Float
+        )
+    }
+
     /// The value, owned.
     #[inline]
     pub fn into_value(self) -> Value {

@@ -27,7 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
-use distkv_core::persist::snap;
+use distkv_core::persist::{snap, FreeBehind};
 use distkv_core::state::{Applied, State};
 use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
@@ -472,6 +472,7 @@ impl Replay {
         for s in &mut self.streams {
             heads.push(s.next().transpose()?);
         }
+        let behind = FreeBehind::start(&mut self.state);
         let mut handled = 0u64;
         loop {
             let mut urgent = None;
@@ -499,6 +500,7 @@ impl Replay {
             let Some(rec) = heads[i].take() else { break };
             heads[i] = self.streams[i].next().transpose()?;
             let reached = self.handle(i, rec, obs);
+            behind.collect(&mut self.state);
             handled += 1;
             if handled % 4096 == 0 {
                 progress.set(self.position());
@@ -508,6 +510,7 @@ impl Replay {
                 break;
             }
         }
+        behind.finish(&mut self.state);
         progress.finish();
         if let Target::Event(n, t) = &self.target {
             if !self.target_reached {

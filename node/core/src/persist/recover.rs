@@ -40,6 +40,7 @@ use distkv_snapshot::SnapshotError;
 use super::lock::{DirLock, Holder};
 use super::meta::{Meta, MetaError};
 use super::snap;
+use super::FreeBehind;
 use crate::state::{Applied, State};
 
 /// How a data directory is kept.
@@ -615,6 +616,7 @@ fn replay_files(
     let mut end = 1;
     if log_dir.is_dir() {
         let mut reader = LogReader::open_with(&log_dir, covered + 1, mode)?;
+        let behind = FreeBehind::start(&mut state);
         for rec in reader.by_ref() {
             let rec = rec.map_err(|e| hooks.log_error(e))?;
             hooks.replayed(rec.seq());
@@ -623,6 +625,7 @@ fn replay_files(
                     if state.replay(event) == Applied::Replayed {
                         info.events += 1;
                     }
+                    behind.collect(&mut state);
                 }
                 LogRecord::State {
                     nodes,
@@ -639,6 +642,7 @@ fn replay_files(
                 }
             }
         }
+        behind.finish(&mut state);
         end = reader.next_seq().unwrap_or(end);
         info.newest_segment = reader.take_newest_scan();
     }
