@@ -204,11 +204,17 @@ pub fn restore(
     let seq = own
         .or(replay.base.as_ref().map(|b| b.header.seq))
         .unwrap_or(0);
-    let written = {
+    // The state's digest is taken on a second thread while the snapshot is
+    // written: both only read the state.
+    let (written, digest) = std::thread::scope(|s| {
+        let digest = s.spawn(|| st.digest());
         let _busy = Progress::busy(&on_file("writing", out), quiet);
-        snap::write(st, out, true, now_ms(), seq)?.finish()?
-    };
-    let digest = st.digest();
+        let written = snap::write(st, out, true, now_ms(), seq).and_then(|w| w.finish());
+        let digest = digest
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written.map(|w| (w, digest))
+    })?;
     let entries = written.entries;
     let mut notes = replay.notes.clone();
     for (i, s) in replay.starts.iter().enumerate() {
