@@ -198,14 +198,13 @@ impl Packed {
         ))
     }
 
-    /// Whether the value owns memory beyond these 16 bytes (a string, a
-    /// container, …): whether dropping it frees something.
+    /// Whether dropping the value frees one block of at most `max` bytes
+    /// of content: a string, byte string, extension value or big integer
+    /// that short (not a scalar, which frees nothing, nor a container).
     #[inline]
-    pub fn owns_memory(&self) -> bool {
-        !matches!(
-            self.kind,
-            Kind::Nil | Kind::False | Kind::True | Kind::Int | Kind::UInt | Kind::Float
-        )
+    pub fn frees_one_block_within(&self, max: usize) -> bool {
+        matches!(self.kind, Kind::Str | Kind::Bin | Kind::Ext | Kind::BigUint)
+            && self.len as usize <= max
     }
 
     /// The value, owned.

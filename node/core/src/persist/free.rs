@@ -137,6 +137,34 @@ mod tests {
     }
 
     #[test]
+    fn only_short_strings_and_bytes_are_kept_to_free_later() {
+        let mut st = State::new("me", LogLimits::default());
+        st.defer_frees(true);
+        let kept = |st: &State| st.replaced.as_ref().map_or(0, Vec::len);
+        let mut tick = 0;
+        let mut set_many = |st: &mut State, v: Value| {
+            for _ in 0..10 {
+                tick += 1;
+                set(st, 1, tick, v.clone());
+            }
+        };
+        set_many(&mut st, Value::Int(1));
+        set_many(&mut st, Value::str(&"x".repeat(2000)));
+        set_many(&mut st, Value::Array(vec![Value::str("a")]));
+        assert_eq!(
+            kept(&st),
+            0,
+            "scalars, long strings, containers: freed at once"
+        );
+        set_many(&mut st, Value::Bin(vec![7; 100].into()));
+        assert_eq!(
+            kept(&st),
+            9,
+            "nine short byte strings (the array before them: freed at once)"
+        );
+    }
+
+    #[test]
     fn without_anyone_collecting_the_kept_values_stay_bounded() {
         let mut st = State::new("me", LogLimits::default());
         st.defer_frees(true);

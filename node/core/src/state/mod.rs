@@ -166,7 +166,12 @@ pub struct State {
 pub const REPLACED_BATCH: usize = 1024;
 /// Replaced values kept at most when nobody takes them: beyond, they are
 /// freed at once again.
-const REPLACED_MAX: usize = 64 * REPLACED_BATCH;
+const REPLACED_MAX: usize = 16 * REPLACED_BATCH;
+/// Content bytes of a replaced value kept at most: larger ones (and
+/// containers) are freed at once, so what is kept stays small (16 MiB at
+/// most) and their freeing is not the cost (one call, not a cache miss per
+/// byte).
+const REPLACED_VALUE_MAX: usize = 1024;
 
 impl State {
     /// A new, empty state for the node `me`.
@@ -222,7 +227,7 @@ impl State {
     /// Frees `old`, or keeps it (see [`State::defer_frees`]).
     fn retire(&mut self, old: Option<Packed>) {
         if let (Some(kept), Some(old)) = (self.replaced.as_mut(), old) {
-            if old.owns_memory() {
+            if old.frees_one_block_within(REPLACED_VALUE_MAX) {
                 if kept.len() >= REPLACED_MAX {
                     kept.clear();
                 }
