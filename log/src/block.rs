@@ -416,8 +416,9 @@ impl BlockReader {
 
 /// Turns block payloads into records areas, reusing one zstd context and
 /// the buffer of an area its reader is done with ([`Inflater::recycle`]):
-/// a fresh buffer per block is fresh memory the kernel zeroes first, a
-/// fifth of a `restore`'s time (docs/perf.md, "Durable history").
+/// a fresh buffer per block is fresh memory the kernel zeroes first (an
+/// eighth of a `restore`'s samples where that is slow: docs/perf.md,
+/// "Durable history").
 #[derive(Default)]
 pub(crate) struct Inflater {
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
