@@ -25,7 +25,7 @@ use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec::EXT_PATH;
 use distkv_model::cursor::Cursor;
 use distkv_model::event::check_nesting;
-use distkv_model::{Chain, Link, NodeName, Path, UpdateEvent, Value};
+use distkv_model::{Chain, Link, NodeName, Path, PathStrings, UpdateEvent, Value};
 
 use crate::record::{LogRecord, RecordError};
 
@@ -37,14 +37,24 @@ const MAX_NAMES: usize = 64;
 
 /// Decodes log records, sharing node names between them; see the module
 /// docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecordDecoder {
     names: Vec<NodeName>,
-    /// The string elements of the last path decoded, by place (`None`
-    /// where it held no string), for sharing with the next path.
-    path_strs: Vec<Option<Arc<str>>>,
+    /// The string elements of the last path decoded, for sharing with the
+    /// next path.
+    path_strs: PathStrings,
     /// The elements of the path being decoded.
     elems: Vec<Value>,
+}
+
+impl Default for RecordDecoder {
+    fn default() -> RecordDecoder {
+        RecordDecoder {
+            names: Vec::new(),
+            path_strs: PathStrings::new(FAST_DEPTH, usize::MAX),
+            elems: Vec::new(),
+        }
+    }
 }
 
 impl RecordDecoder {
@@ -97,7 +107,7 @@ impl RecordDecoder {
         while !p.at_end() {
             let place = self.elems.len();
             let v = match p.peek()? {
-                0xa0..=0xbf | 0xd9..=0xdb => Value::Str(self.path_str(place, p.str()?)?),
+                0xa0..=0xbf | 0xd9..=0xdb => Value::Str(self.path_strs.get(place, p.str()?)?),
                 0x00..=0x7f | 0xcc..=0xcf => Value::uint(p.uint()?),
                 // Elements nest one level below the path.
                 _ => p.value(FAST_DEPTH - 1)?,
@@ -106,24 +116,6 @@ impl RecordDecoder {
         }
         // One allocation: the drained elements go straight into the path.
         Some(self.elems.drain(..).collect())
-    }
-
-    /// The string element `b` at `place` of a path, shared with the last
-    /// path's where the bytes are the same.
-    fn path_str(&mut self, place: usize, b: &[u8]) -> Option<Arc<str>> {
-        if let Some(Some(s)) = self.path_strs.get(place) {
-            if s.as_bytes() == b {
-                return Some(s.clone());
-            }
-        }
-        let s: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
-        if place < FAST_DEPTH {
-            if self.path_strs.len() <= place {
-                self.path_strs.resize(place + 1, None);
-            }
-            self.path_strs[place] = Some(s.clone());
-        }
-        Some(s)
     }
 
     /// A link's node name and tick, then the `prev` key (the cursor is

@@ -28,6 +28,6 @@ pub mod value;
 pub use chain::{Chain, Link, NodeName, RecentNames};
 pub use event::UpdateEvent;
 pub use packed::{Packed, ValueRef};
-pub use path::Path;
+pub use path::{Path, PathStrings};
 pub use ranges::{NodeSet, RangeSet};
 pub use value::Value;

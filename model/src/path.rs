@@ -12,6 +12,52 @@ use std::sync::Arc;
 
 use crate::value::Value;
 
+/// The string elements of the path a decoder read last, by place, for
+/// sharing with the next path: keys come in runs under one parent
+/// (`bench.1`, `bench.2`, a device's readings), so a string element with
+/// the same bytes as the one at the same place before is that string again
+/// — no UTF-8 check, no allocation, and the tree, which compares the path
+/// it followed last by address first, finds the shared prefix at once.
+/// Used by the event-log reader and by the server for each connection.
+#[derive(Debug)]
+pub struct PathStrings {
+    /// Per place, the string there (`None`: none kept).
+    places: Vec<Option<Arc<str>>>,
+    max_places: usize,
+    max_bytes: usize,
+}
+
+impl PathStrings {
+    /// Strings kept at the first `max_places` places, of up to `max_bytes`
+    /// bytes each.
+    pub fn new(max_places: usize, max_bytes: usize) -> PathStrings {
+        PathStrings {
+            places: Vec::new(),
+            max_places,
+            max_bytes,
+        }
+    }
+
+    /// The string of UTF-8 bytes `b` at `place` of a path (`None` if they
+    /// are not UTF-8): the one kept there if it has these bytes, else a
+    /// new one, kept for the next path within the limits.
+    pub fn get(&mut self, place: usize, b: &[u8]) -> Option<Arc<str>> {
+        if let Some(Some(s)) = self.places.get(place) {
+            if s.as_bytes() == b {
+                return Some(s.clone());
+            }
+        }
+        let s: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
+        if place < self.max_places && b.len() <= self.max_bytes {
+            if self.places.len() <= place {
+                self.places.resize(place + 1, None);
+            }
+            self.places[place] = Some(s.clone());
+        }
+        Some(s)
+    }
+}
+
 /// A path into the tree. The empty path is the root.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Path(Arc<[Value]>);

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distkv_client::tls::{ReadHalf, Socket, WriteHalf};
-use distkv_model::Value;
+use distkv_model::{PathStrings, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 use super::auth::{self, Login};
 use super::handlers::{self, int_field, req_path, View};
 use super::reply::{chain_fields, put, CmdError, CmdResult, Fields, Shortener};
-use super::request::{Action, RecentNames, Request, ValueArgs};
+use super::request::{path_strings, Action, Request, ValueArgs};
 use super::stream::{self, Kind, StreamOut, Window};
 use super::{encode_msg, export, Server, VERSION};
 use crate::commit::{Change, Road, StateRef, Store, Tx};
@@ -94,7 +94,7 @@ struct Conn {
     /// `auth_set` streams of `_test` users waiting for the client's name.
     test_users: HashSet<u64>,
     /// The strings of the last value request's path.
-    names: RecentNames,
+    names: PathStrings,
 }
 
 /// Most requests one connection runs under one lock of the state: the
@@ -224,7 +224,7 @@ pub(super) async fn run(
         last_message: None,
         login: Login::new(&server2),
         test_users: HashSet::new(),
-        names: RecentNames::default(),
+        names: path_strings(),
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");

@@ -14,7 +14,8 @@
 
 use distkv_client::raw::{self, FieldSpans};
 use distkv_model::codec::{DecodeError, Limits};
-use distkv_model::Value;
+use distkv_model::cursor::Cursor;
+use distkv_model::{PathStrings, Value};
 
 use super::stream::Kind;
 
@@ -249,7 +250,7 @@ impl<'a> Request<'a> {
 
     /// The value request's fields, decoded; the path's strings shared
     /// with the connection's last path where they are the same.
-    pub(super) fn value_args(&self, names: &mut RecentNames) -> ValueArgs {
+    pub(super) fn value_args(&self, names: &mut PathStrings) -> ValueArgs {
         let f = |i: usize| self.field(i).map(raw::decode_field);
         ValueArgs {
             path: self.field(PATH).map(|b| decode_path(b, names)),
@@ -266,8 +267,9 @@ impl<'a> Request<'a> {
 
 /// Decodes a `path` field: a path (ext 3) into one allocation of its
 /// elements, its strings shared with `names` where they have the same
-/// bytes; anything else as [`raw::decode_field`] does.
-fn decode_path(b: &[u8], names: &mut RecentNames) -> Value {
+/// bytes (see [`PathStrings`]); anything else as [`raw::decode_field`]
+/// does.
+fn decode_path(b: &[u8], names: &mut PathStrings) -> Value {
     let ext = matches!(b.first(), Some(0xc7..=0xc9 | 0xd4..=0xd8));
     match raw::path_elements(b) {
         Some(elements) if ext => {
@@ -278,7 +280,7 @@ fn decode_path(b: &[u8], names: &mut RecentNames) -> Value {
             Value::Path(
                 (0..n)
                     .map(|at| match elements.next() {
-                        Some(Ok(e)) => names.decode(at, e),
+                        Some(Ok(e)) => path_element(at, e, names),
                         _ => Value::Nil,
                     })
                     .collect(),
@@ -288,45 +290,28 @@ fn decode_path(b: &[u8], names: &mut RecentNames) -> Value {
     }
 }
 
-/// The string elements of the path a connection sent last, by place, with
-/// their encodings. A client's requests mostly go below the same parents
-/// (`bench.<n>`, a device's readings), so an element with the same bytes
-/// as the one at the same place before is that string again: it is not
-/// checked as UTF-8 or allocated anew, and the tree, which compares the
-/// path it followed last by address first, finds the shared prefix at
-/// once. Bounded per connection: the first [`RecentNames::PLACES`] places,
-/// strings of up to [`RecentNames::MAX_BYTES`] bytes.
-#[derive(Debug, Default)]
-pub(super) struct RecentNames {
-    /// Per place, the element's encoding (empty: none) and its value.
-    places: Vec<(Vec<u8>, Value)>,
+/// Places of a connection's last path whose strings are kept for its
+/// next path (see [`PathStrings`]).
+const KEPT_PLACES: usize = 8;
+/// Bytes of such a string at most: those whose encoding takes at most 64
+/// bytes.
+const KEPT_BYTES: usize = 62;
+
+/// A connection's strings of its last path, bounded: [`KEPT_PLACES`]
+/// places, strings of up to [`KEPT_BYTES`] bytes.
+pub(super) fn path_strings() -> PathStrings {
+    PathStrings::new(KEPT_PLACES, KEPT_BYTES)
 }
 
-impl RecentNames {
-    const PLACES: usize = 8;
-    const MAX_BYTES: usize = 64;
-
-    /// The element at place `at` encoded as `e`.
-    fn decode(&mut self, at: usize, e: &[u8]) -> Value {
-        let string = matches!(e.first(), Some(0xa0..=0xbf | 0xd9..=0xdb));
-        if !string || at >= Self::PLACES || e.len() > Self::MAX_BYTES {
-            return raw::decode(e).unwrap_or(Value::Nil);
-        }
-        if let Some((bytes, v)) = self.places.get(at) {
-            if bytes.as_slice() == e {
-                return v.clone();
-            }
-        }
-        let v = raw::decode(e).unwrap_or(Value::Nil);
-        if self.places.len() <= at {
-            self.places.resize(at + 1, (Vec::new(), Value::Nil));
-        }
-        let (bytes, kept) = &mut self.places[at];
-        bytes.clear();
-        bytes.extend_from_slice(e);
-        *kept = v.clone();
-        v
+/// The path element encoded as `e` at place `at`: a string shared with
+/// `names` where it has the same bytes, anything else decoded.
+fn path_element(at: usize, e: &[u8], names: &mut PathStrings) -> Value {
+    let mut c = Cursor::new(e);
+    let string = c.str().filter(|_| c.at_end());
+    if let Some(s) = string.and_then(|b| names.get(at, b)) {
+        return Value::Str(s);
     }
+    raw::decode(e).unwrap_or(Value::Nil)
 }
 
 /// The fields of a value request (`get_value`, `set_value`,
@@ -370,7 +355,7 @@ impl ValueArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::{Action, RecentNames, Request, ValueArgs};
+    use super::{path_strings, Action, Request, ValueArgs, KEPT_BYTES, KEPT_PLACES};
     use distkv_model::codec::{self, Limits};
     use distkv_model::{path, Path, Value};
 
@@ -458,7 +443,7 @@ mod tests {
                 .map(|v| v.map(|v| codec::to_vec(&v)))
             };
             assert_eq!(
-                enc(req.value_args(&mut RecentNames::default())),
+                enc(req.value_args(&mut path_strings())),
                 enc(ValueArgs::from_msg(&msg)),
                 "{msg}"
             );
@@ -523,7 +508,7 @@ mod tests {
         use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
         let mut rng = StdRng::seed_from_u64(14);
-        let long = "x".repeat(RecentNames::MAX_BYTES);
+        let long = "x".repeat(KEPT_BYTES + 2);
         let pick = |rng: &mut StdRng| -> Vec<u8> {
             let v = match rng.gen_range(0..9) {
                 0 => Value::str("bench"),
@@ -539,11 +524,11 @@ mod tests {
             };
             codec::to_vec(&v)
         };
-        let mut names = RecentNames::default();
+        let mut names = path_strings();
         let mut last: Vec<(Vec<u8>, Value)> = Vec::new();
         let mut shared = 0;
         for _ in 0..20_000 {
-            let n = rng.gen_range(0..RecentNames::PLACES + 3);
+            let n = rng.gen_range(0..KEPT_PLACES + 3);
             let elements: Vec<Vec<u8>> = (0..n).map(|_| pick(&mut rng)).collect();
             let mut payload = Vec::new();
             elements.iter().for_each(|e| payload.extend_from_slice(e));
@@ -563,7 +548,7 @@ mod tests {
                 );
                 // Within the bounds, the string of the path before with
                 // the same bytes at the same place is shared.
-                let kept = at < RecentNames::PLACES && e.len() <= RecentNames::MAX_BYTES;
+                let kept = at < KEPT_PLACES && e.len() <= KEPT_BYTES + 2;
                 if let (true, Value::Str(g), Some((_, Value::Str(b)))) =
                     (kept, g, last.get(at).filter(|(bytes, _)| bytes == e))
                 {
