@@ -49,7 +49,7 @@ mod disk_tests;
 pub use block::MAX_BLOCK_LEN;
 pub use error::LogError;
 pub use fast::RecordDecoder;
-pub use memory::{approx_size, EventLog, Lagged, LogEntry, LogLimits, PathElement, Seq};
+pub use memory::{approx_size, EventLog, Lagged, LogCopy, LogEntry, LogLimits, PathElement, Seq};
 pub use reader::{LogReader, SegmentReader, SegmentRecord, Skipped, TornTail};
 pub use record::{LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};

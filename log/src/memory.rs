@@ -8,7 +8,8 @@
 //! dropped, and a reader whose cursor points before the oldest record gets
 //! [`Lagged`] — an explicit error, never a silent gap. The file writer pins
 //! what it has not written yet ([`EventLog::pin`]): those records are kept
-//! whatever the limits.
+//! whatever the limits. A reader that reaches the log under a lock copies
+//! what it takes ([`LogCopy`]) and reads the copy after letting the lock go.
 //!
 //! # Layout (docs/perf.md, "Memory" and "Merge throughput")
 //!
@@ -41,6 +42,7 @@
 //! seq order.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use distkv_model::codec;
@@ -104,6 +106,8 @@ struct Record {
 /// A bounded in-memory log of applied events.
 #[derive(Debug)]
 pub struct EventLog {
+    /// Tells logs apart (a [`LogCopy`] keeps the names of one log).
+    id: u64,
     limits: LogLimits,
     records: VecDeque<Record>,
     /// Sequence number of `records[0]`.
@@ -114,7 +118,7 @@ pub struct EventLog {
     /// A dropped chunk kept for the next one.
     spare: Option<Vec<u8>>,
     /// Paths kept as they are, by the seq of their record.
-    exotic: VecDeque<(Seq, Path)>,
+    exotic: VecDeque<KeptPath>,
     names: Names,
     /// The record being encoded.
     scratch: Vec<u8>,
@@ -134,7 +138,9 @@ impl EventLog {
     /// An empty log whose first record will be number `next` (a node that
     /// recovered records up to `next - 1` from its files).
     pub fn starting_at(limits: LogLimits, next: Seq) -> EventLog {
+        static LOGS: AtomicU64 = AtomicU64::new(0);
         EventLog {
+            id: LOGS.fetch_add(1, Ordering::Relaxed),
             limits,
             records: VecDeque::new(),
             first: next.max(1),
@@ -242,13 +248,9 @@ impl EventLog {
         from: Seq,
         max: usize,
     ) -> Result<impl Iterator<Item = (Seq, LogEntry<'_>)> + '_, Lagged> {
-        if from < self.first {
-            return Err(Lagged {
-                wanted: from,
-                oldest: self.first,
-            });
-        }
+        self.holds(from)?;
         let skip = usize::try_from(from - self.first).unwrap_or(usize::MAX);
+        let kept = self.exotic.as_slices();
         Ok(self
             .records
             .iter()
@@ -257,15 +259,31 @@ impl EventLog {
             .enumerate()
             .map(move |(i, record)| {
                 let seq = from + i as Seq;
-                (
+                let entry = LogEntry {
+                    bytes: &self.chunk(record.chunk)[record.start as usize..],
+                    names: &self.names.names,
+                    kept,
                     seq,
-                    LogEntry {
-                        log: self,
-                        seq,
-                        record,
-                    },
-                )
+                    value: record.value.as_ref(),
+                };
+                (seq, entry)
             }))
+    }
+
+    /// Fails unless the log still holds record `seq` (or it is to come).
+    fn holds(&self, seq: Seq) -> Result<(), Lagged> {
+        if seq < self.first {
+            return Err(Lagged {
+                wanted: seq,
+                oldest: self.first,
+            });
+        }
+        Ok(())
+    }
+
+    /// The chunk numbered `number`.
+    fn chunk(&self, number: u32) -> &[u8] {
+        &self.chunks[number.wrapping_sub(self.first_chunk) as usize]
     }
 
     /// Whether the oldest record may go (it is not pinned).
@@ -330,6 +348,127 @@ impl EventLog {
     }
 }
 
+/// Records copied out of an [`EventLog`], read as the log's own are. A
+/// reader that reaches the log under a lock (the node's state lock, which
+/// every change holds) copies the records it wants there — their bytes,
+/// their values shared, a few bytes each — and lets the lock go before it
+/// decodes or encodes them ([`LogCopy::entries`]), so changes wait for the
+/// copy, not for the work.
+#[derive(Debug, Default)]
+pub struct LogCopy {
+    /// The [`EventLog::id`] of the log whose names `names` holds.
+    log: Option<u64>,
+    /// The records' bytes, one after the other.
+    bytes: Vec<u8>,
+    /// Per record: its seq, where its bytes start in `bytes`, its value.
+    records: Vec<(Seq, usize, Option<Value>)>,
+    /// The copied records' paths kept beside them, by seq.
+    kept: Vec<KeptPath>,
+    /// The log's names so far: a log only ever adds names, so each copy
+    /// adds those it does not have yet.
+    names: Vec<NodeName>,
+}
+
+impl LogCopy {
+    /// Replaces the copy with up to `max` records of `log` from `from` on;
+    /// returns how many.
+    pub fn fill(&mut self, log: &EventLog, from: Seq, max: usize) -> Result<usize, Lagged> {
+        self.clear();
+        self.extend(log, from, max)
+    }
+
+    /// Adds up to `max` records of `log` from `from` on to the copy;
+    /// returns how many. A copy holds records of one log in the order of
+    /// their seqs: one of another log, or that holds `from` or later
+    /// records, is emptied first.
+    pub fn extend(&mut self, log: &EventLog, from: Seq, max: usize) -> Result<usize, Lagged> {
+        log.holds(from)?;
+        if self.log != Some(log.id) {
+            self.clear();
+            self.log = Some(log.id);
+            self.names.clear();
+        }
+        if self.records.last().is_some_and(|(seq, ..)| *seq >= from) {
+            self.clear();
+        }
+        let names = &log.names.names;
+        self.names
+            .extend_from_slice(&names[self.names.len().min(names.len())..]);
+        let skip = usize::try_from(from - log.first).unwrap_or(usize::MAX);
+        let end = skip.saturating_add(max).min(log.records.len());
+        if skip >= end {
+            return Ok(0);
+        }
+        // Records follow each other through the chunks: each chunk's run
+        // of them is copied at once, up to where the next record starts
+        // (or the chunk ends).
+        let mut run: Option<(u32, usize)> = None; // chunk, start of the run
+        for (i, r) in log.records.range(skip..end).enumerate() {
+            let start = r.start as usize;
+            let run_start = match run {
+                Some((chunk, s)) if chunk == r.chunk => s,
+                _ => {
+                    self.copy_run(log, run, skip + i);
+                    run = Some((r.chunk, start));
+                    start
+                }
+            };
+            let at = self.bytes.len() + (start - run_start);
+            self.records.push((from + i as Seq, at, r.value.clone()));
+        }
+        self.copy_run(log, run, end);
+        let to = from + (end - skip) as Seq;
+        let at = log.exotic.partition_point(|(s, _)| *s < from);
+        self.kept
+            .extend(log.exotic.range(at..).take_while(|(s, _)| *s < to).cloned());
+        Ok(end - skip)
+    }
+
+    /// Copies the run of record bytes `run` (its chunk, and where its first
+    /// record starts), which ends before record `next` of `log`.
+    fn copy_run(&mut self, log: &EventLog, run: Option<(u32, usize)>, next: usize) {
+        let Some((chunk, start)) = run else { return };
+        let bytes = log.chunk(chunk);
+        let end = match log.records.get(next) {
+            Some(r) if r.chunk == chunk => r.start as usize,
+            _ => bytes.len(),
+        };
+        self.bytes.extend_from_slice(&bytes[start..end]);
+    }
+
+    /// Empties the copy (the names are kept for the next one).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+        self.kept.clear();
+    }
+
+    /// Number of records copied.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is copied.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records copied, with their sequence numbers, as
+    /// [`EventLog::read`] gave them.
+    pub fn entries(&self) -> impl Iterator<Item = (Seq, LogEntry<'_>)> + '_ {
+        self.records.iter().map(move |&(seq, start, ref value)| {
+            let entry = LogEntry {
+                bytes: &self.bytes[start..],
+                names: &self.names,
+                kept: (&self.kept, &[]),
+                seq,
+                value: value.as_ref(),
+            };
+            (seq, entry)
+        })
+    }
+}
+
 /// A path element as [`LogEntry::for_each_path_element`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PathElement<'a> {
@@ -339,30 +478,37 @@ pub enum PathElement<'a> {
     Value(&'a Value),
 }
 
-/// One record of an [`EventLog`], as a reader sees it: the event is
-/// decoded when asked for.
+/// A path kept beside its record (one that [`encode`] could not encode),
+/// with the record's seq.
+type KeptPath = (Seq, Path);
+
+/// One record of an [`EventLog`] (or of a [`LogCopy`]), as a reader sees
+/// it: the event is decoded when asked for.
 #[derive(Clone, Copy)]
 pub struct LogEntry<'a> {
-    log: &'a EventLog,
+    /// The record's bytes, from its start (what follows them is not read).
+    bytes: &'a [u8],
+    /// The node names the bytes refer to by number.
+    names: &'a [NodeName],
+    /// The paths kept beside their records, by seq, in two runs (as a ring
+    /// holds them).
+    kept: (&'a [KeptPath], &'a [KeptPath]),
     seq: Seq,
-    record: &'a Record,
+    value: Option<&'a Value>,
 }
 
 impl<'a> LogEntry<'a> {
-    /// The record's bytes (from its start to its chunk's end).
-    fn bytes(&self) -> &'a [u8] {
-        let index = self.record.chunk.wrapping_sub(self.log.first_chunk) as usize;
-        let chunk = &self.log.chunks[index];
-        &chunk[self.record.start as usize..]
+    fn decoder(&self) -> Decoder<'a> {
+        Decoder {
+            buf: self.bytes,
+            names: self.names,
+        }
     }
 
     /// The node that made the change (its chain's head), without decoding
     /// the rest.
     pub fn head_node(&self) -> NodeName {
-        let mut d = Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        };
+        let mut d = self.decoder();
         d.varint();
         d.varint();
         d.name()
@@ -394,11 +540,7 @@ impl<'a> LogEntry<'a> {
 
     /// The event's tock, without decoding the rest.
     pub fn tock(&self) -> u64 {
-        Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        }
-        .varint()
+        self.decoder().varint()
     }
 
     /// Calls `f` with each element of the event's path in order, read
@@ -428,10 +570,7 @@ impl<'a> LogEntry<'a> {
     /// A decoder of the record's bytes at its path (past the tock and the
     /// chain).
     fn at_path(&self) -> Decoder<'a> {
-        let mut d = Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        };
+        let mut d = self.decoder();
         d.varint();
         let links = d.varint() as usize;
         d.skip_links(links);
@@ -441,21 +580,24 @@ impl<'a> LogEntry<'a> {
     /// The path kept beside the record (one that [`encode`] could not
     /// encode).
     fn kept_path(&self) -> &'a Path {
-        let e = &self.log.exotic;
-        &e[e.partition_point(|(s, _)| *s < self.seq)].1
+        let find = |run: &'a [KeptPath]| {
+            let i = run.partition_point(|(s, _)| *s < self.seq);
+            run.get(i).filter(|(s, _)| *s == self.seq).map(|(_, p)| p)
+        };
+        let (older, newer) = self.kept;
+        find(older)
+            .or_else(|| find(newer))
+            .expect("a record without an encoded path has its path kept")
     }
 
     /// The event's new value (`None` for a deletion).
     pub fn value(&self) -> Option<&'a Value> {
-        self.record.value.as_ref()
+        self.value
     }
 
     /// The event, decoded.
     pub fn event(&self) -> UpdateEvent {
-        let mut d = Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        };
+        let mut d = self.decoder();
         let tock = d.varint();
         let n = d.varint() as usize;
         let mut link = || Link {
@@ -476,7 +618,7 @@ impl<'a> LogEntry<'a> {
         UpdateEvent {
             path,
             chain,
-            value: self.record.value.clone(),
+            value: self.value.cloned(),
             tock,
         }
     }
@@ -604,7 +746,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 #[derive(Clone, Copy)]
 struct Decoder<'a> {
     buf: &'a [u8],
-    names: &'a Names,
+    names: &'a [NodeName],
 }
 
 impl<'a> Decoder<'a> {
@@ -628,7 +770,7 @@ impl<'a> Decoder<'a> {
     fn name_str(&mut self) -> &'a str {
         let v = self.varint();
         if v & 1 == 0 {
-            &self.names.names[(v >> 1) as usize]
+            &self.names[(v >> 1) as usize]
         } else {
             self.text((v >> 1) as usize)
         }
@@ -689,7 +831,7 @@ impl<'a> Decoder<'a> {
     fn name(&mut self) -> NodeName {
         let v = self.varint();
         if v & 1 == 0 {
-            self.names.names[(v >> 1) as usize].clone()
+            self.names[(v >> 1) as usize].clone()
         } else {
             self.str((v >> 1) as usize)
         }
@@ -723,17 +865,14 @@ impl<'a> Decoder<'a> {
 /// the wire form), read from the record's bytes: no event is decoded.
 impl Serialize for LogEntry<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut d = Decoder {
-            buf: self.bytes(),
-            names: &self.log.names,
-        };
+        let mut d = self.decoder();
         let tock = d.varint();
         let n = d.varint() as usize;
         let node = d.name_str();
         let tick = d.varint();
         let prev = Links { d, n: n - 1 };
         d.skip_links(n - 1);
-        let value = self.record.value.as_ref();
+        let value = self.value;
         let mut m = s.serialize_map(Some(5 + usize::from(value.is_some())))?;
         m.serialize_entry("node", node)?;
         m.serialize_entry("tick", &tick)?;
@@ -953,6 +1092,18 @@ mod tests {
             .collect()
     }
 
+    fn encoded(e: &LogEntry<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        distkv_model::serial::encode(e, &mut out);
+        out
+    }
+
+    /// Every record of `log` copied into `copy`, decoded.
+    fn copy_all(copy: &mut LogCopy, log: &EventLog) -> Vec<(Seq, UpdateEvent)> {
+        copy.fill(log, log.oldest_seq(), usize::MAX).unwrap();
+        copy.entries().map(|(s, e)| (s, e.event())).collect()
+    }
+
     #[test]
     fn every_kind_of_event_reads_back_as_appended() {
         let mut log = EventLog::new(LogLimits {
@@ -1051,12 +1202,14 @@ mod tests {
             path: path![long.as_str(), i],
             ..ev(i)
         };
+        let mut copy = LogCopy::default();
         for i in 1..=20_000 {
             log.push(&ev(i));
             if i % 997 == 0 {
                 let got = read_all(&log);
                 assert_eq!(got.first().map(|(s, _)| *s), Some(log.oldest_seq()));
                 assert!(got.iter().all(|(s, e)| *e == ev(*s)));
+                assert_eq!(copy_all(&mut copy, &log), got);
             }
         }
         // 1 000 records of ≈ 520 bytes: 8 chunks, and one being filled.
@@ -1069,7 +1222,90 @@ mod tests {
         let seq = log.push(&huge);
         log.push(&ev(2));
         let got: Vec<_> = log.read(seq, 2).unwrap().map(|(_, e)| e.event()).collect();
-        assert_eq!(got, vec![huge, ev(2)]);
+        assert_eq!(got, vec![huge.clone(), ev(2)]);
+        assert_eq!(copy.fill(&log, seq - 1, 3), Ok(3));
+        let got: Vec<_> = copy.entries().map(|(_, e)| e.event()).collect();
+        assert_eq!(got, vec![ev(20_000), huge, ev(2)]);
+    }
+
+    /// A copy extended piece by piece holds what one read of the same
+    /// records gives, across a gap where the log dropped records; one
+    /// extended from before its end starts over.
+    #[test]
+    fn a_copy_extended_in_pieces_reads_as_the_log() {
+        let mut log = EventLog::new(LogLimits {
+            max_records: 60,
+            max_bytes: usize::MAX,
+        });
+        let mut copy = LogCopy::default();
+        let mut want = Vec::new();
+        let (mut next, mut lags) = (1, 0);
+        for i in 1..=200u64 {
+            log.push(&varied(i));
+            if i % 13 != 0 {
+                continue;
+            }
+            // Taking 7 records per 13 appended, the copy falls behind the
+            // log's 60: a copy from before its oldest is refused, and
+            // taken from its oldest.
+            let n = match copy.extend(&log, next, 7) {
+                Ok(n) => n,
+                Err(lag) => {
+                    assert_eq!(lag.oldest, log.oldest_seq());
+                    next = lag.oldest;
+                    lags += 1;
+                    copy.extend(&log, next, 7).unwrap()
+                }
+            };
+            want.extend(log.read(next, 7).unwrap().map(|(s, e)| (s, e.event())));
+            next += n as Seq;
+            let got: Vec<_> = copy.entries().map(|(s, e)| (s, e.event())).collect();
+            assert_eq!(got, want);
+        }
+        assert!(lags > 0);
+        let from = next - 2;
+        assert!(from >= log.oldest_seq());
+        assert_eq!(copy.extend(&log, from, 2), Ok(2));
+        let got: Vec<_> = copy.entries().map(|(s, e)| (s, e.event())).collect();
+        let want: Vec<_> = log
+            .read(from, 2)
+            .unwrap()
+            .map(|(s, e)| (s, e.event()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// One copy filled from one log, then another: each log's records
+    /// decode with that log's names.
+    #[test]
+    fn a_copy_reads_each_log_with_its_own_names() {
+        let named = |node: &str, i: u64| UpdateEvent {
+            chain: Chain::single(Arc::from(node), i),
+            ..ev(i)
+        };
+        let limits = LogLimits::default();
+        let (mut one, mut two) = (EventLog::new(limits), EventLog::new(limits));
+        for i in 1..=3 {
+            one.push(&named(["a", "b", "c"][i as usize - 1], i));
+            two.push(&named(["x", "y", "z"][i as usize - 1], i));
+        }
+        let mut copy = LogCopy::default();
+        assert_eq!(copy_all(&mut copy, &one), read_all(&one));
+        assert_eq!(copy_all(&mut copy, &two), read_all(&two));
+        one.push(&named("d", 4));
+        assert_eq!(copy_all(&mut copy, &one), read_all(&one));
+        assert_eq!(copy.len(), 4);
+        assert_eq!(
+            copy.fill(&one, 0, 1),
+            Err(Lagged {
+                wanted: 0,
+                oldest: 1
+            })
+        );
+        assert!(
+            copy.is_empty(),
+            "a fill from before the log leaves the copy empty"
+        );
     }
 
     #[test]
@@ -1118,12 +1354,19 @@ mod tests {
             log.push(&e);
         }
         assert_eq!(log.names.names.len(), MAX_NAMES);
+        let mut copy = LogCopy::default();
+        copy.fill(&log, log.oldest_seq(), usize::MAX).unwrap();
+        let mut copied = copy.entries();
         let mut count = 0;
-        for (_, entry) in log.read(log.oldest_seq(), usize::MAX).unwrap() {
+        for (seq, entry) in log.read(log.oldest_seq(), usize::MAX).unwrap() {
             let (mut got, mut want) = (Vec::new(), Vec::new());
             distkv_model::serial::encode(&entry, &mut got);
             distkv_model::serial::encode(&entry.event(), &mut want);
             assert_eq!(got, want, "{:?}", entry.event());
+            let (copied_seq, copied) = copied.next().unwrap();
+            let mut from_copy = Vec::new();
+            distkv_model::serial::encode(&copied, &mut from_copy);
+            assert_eq!((copied_seq, from_copy), (seq, want));
             let event = entry.event();
             assert_eq!(entry.tock(), event.tock);
             let mut elements = Vec::new();
@@ -1185,12 +1428,15 @@ mod tests {
         Push(u64, bool),
         /// Pins at the oldest record plus this many (`None`: releases).
         Pin(Option<u64>),
+        /// Copies up to this many records from the oldest plus this many.
+        Copy(u64, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             8 => (1u64..1000, proptest::bool::weighted(0.2)).prop_map(|(i, l)| Op::Push(i, l)),
             1 => proptest::option::of(0u64..40).prop_map(Op::Pin),
+            2 => (0u64..40, 0usize..40).prop_map(|(at, n)| Op::Copy(at, n)),
         ]
     }
 
@@ -1216,6 +1462,7 @@ mod tests {
                 keep_from: None,
             };
             let long = "x".repeat(3000);
+            let mut copy = LogCopy::default();
             for op in ops {
                 match op {
                     Op::Push(i, l) => {
@@ -1231,6 +1478,21 @@ mod tests {
                         let at = at.map(|n| model.first + n);
                         log.pin(at);
                         model.keep_from = at;
+                    }
+                    Op::Copy(at, max) => {
+                        let from = model.first + at;
+                        let n = copy.fill(&log, from, max).unwrap();
+                        let want: Vec<(Seq, Vec<u8>)> = log
+                            .read(from, max)
+                            .unwrap()
+                            .map(|(s, e)| (s, encoded(&e)))
+                            .collect();
+                        let got: Vec<(Seq, Vec<u8>)> = copy
+                            .entries()
+                            .map(|(s, e)| (s, encoded(&e)))
+                            .collect();
+                        prop_assert_eq!(n, want.len());
+                        prop_assert_eq!(got, want);
                     }
                 }
                 prop_assert_eq!(log.oldest_seq(), model.first);
