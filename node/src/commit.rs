@@ -239,6 +239,10 @@ impl StateHost for SharedState {
         f(&mut self.write())
     }
 
+    fn read_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.read())
+    }
+
     fn now_ms(&self) -> u64 {
         crate::server::now_ms()
     }

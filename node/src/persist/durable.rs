@@ -39,7 +39,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now};
-use distkv_log::{CommitInfo, EventBatch, Lagged, LogRecord, RetentionPolicy, Seq};
+use distkv_log::{CommitInfo, EventBatch, LogCopy, LogRecord, RetentionPolicy, Seq};
 use distkv_model::{NodeSet, RangeSet};
 use tokio::sync::watch;
 
@@ -304,6 +304,11 @@ pub enum Refusal {
 pub trait StateHost: Send + Sync + 'static {
     /// Runs `f` with the state locked.
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R;
+    /// Runs `f` with the state locked for reading only (beside other
+    /// readers, where the lock allows that).
+    fn read_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.with_state(|st| f(st))
+    }
     /// Milliseconds since the Unix epoch: stamps records and files.
     fn now_ms(&self) -> u64;
     /// A monotonic clock in ms: every interval is measured on it.
@@ -368,6 +373,7 @@ pub fn start<H: StateHost>(
                 writer,
                 index,
                 batch: EventBatch::default(),
+                copy: LogCopy::default(),
                 mem_next,
                 offset,
                 skipped,
@@ -397,6 +403,8 @@ struct WriterLoop<H> {
     index: IndexKeeper,
     /// Records taken from the in-memory log, encoded for the file.
     batch: EventBatch,
+    /// The records taken, copied out of the in-memory log.
+    copy: LogCopy,
     /// Next in-memory log record to write.
     mem_next: Seq,
     /// Disk log position minus in-memory log position (wrapping): the
@@ -620,11 +628,12 @@ impl<H: StateHost> WriterLoop<H> {
         loop {
             let now = self.now();
             let n = host
-                .with_state(|st| self.take(st, BATCH, now.wall_ms))
+                .read_state(|st| self.copy.fill(st.log(), self.mem_next, BATCH))
                 .map_err(PersistError::Dropped)?;
             if n == 0 {
                 return Ok(total);
             }
+            self.encode_copy(now.wall_ms);
             self.append_taken(now)?;
             total += n as u64;
             self.since_state += n as u64;
@@ -635,23 +644,24 @@ impl<H: StateHost> WriterLoop<H> {
         }
     }
 
-    /// Encodes up to `max` in-memory records from `mem_next` on for the
-    /// file (stamped `time_ms`) and notes them for the history index,
-    /// straight from the records' bytes: this runs under the state's
-    /// lock, so it decodes no event. Returns how many.
-    fn take(&mut self, st: &State, max: usize, time_ms: u64) -> Result<usize, Lagged> {
+    /// Encodes the records copied from the in-memory log for the file
+    /// (stamped `time_ms`) and notes them for the history index, straight
+    /// from the records' bytes (no event is decoded), with the state let
+    /// go: changes wait only for the copy. The copy's values are let go
+    /// here too.
+    fn encode_copy(&mut self, time_ms: u64) {
         self.batch.start(self.writer.next_seq(), time_ms);
         let mut keys = self.index.events();
-        for (_, entry) in st.log().read(self.mem_next, max)? {
+        for (_, entry) in self.copy.entries() {
             let seq = self.batch.push(&entry);
             if let Some(k) = keys.as_deref_mut() {
                 k.push_entry(seq, &entry);
             }
         }
-        Ok(self.batch.len())
+        self.copy.clear();
     }
 
-    /// Appends what [`WriterLoop::take`] encoded, committing whenever the
+    /// Appends what [`WriterLoop::encode_copy`] encoded, committing whenever the
     /// group is full, and counts it taken.
     fn append_taken(&mut self, now: Now) -> Result<(), PersistError> {
         let n = self.batch.len();
@@ -745,8 +755,10 @@ impl<H: StateHost> WriterLoop<H> {
         // position, so the snapshot covers exactly up to `covered`.
         let host = self.host.clone();
         let res = host.with_state(|st| -> Result<_, PersistError> {
-            self.take(st, usize::MAX, now.wall_ms)
+            self.copy
+                .fill(st.log(), self.mem_next, usize::MAX)
                 .map_err(PersistError::Dropped)?;
+            self.encode_copy(now.wall_ms);
             self.append_taken(now)?;
             let covered = self.writer.next_seq() - 1;
             let path = dir.join(snapshot_name(covered));
