@@ -5,7 +5,9 @@
 //! event log (local changes to broadcast; with a data directory, once the
 //! writer has put them in the log), on links coming back and on the
 //! protocol's timers; each wake-up handles everything that is waiting under
-//! one short state lock. A change on an idle node is broadcast at once;
+//! one short state lock, and encodes the changes to broadcast (copied out
+//! of the log under it) after letting it go. A change on an idle node is
+//! broadcast at once;
 //! under load, changes are collected for up to a millisecond, so a message
 //! carries many. Fetching a joining node's state
 //! runs in its own task, over TLS when the nodes' client ports use it

@@ -2,7 +2,6 @@
 //! log holds it; and the messages the protocol publishes.
 
 use super::*;
-use distkv_log::LogEntry;
 use serde::Serialize;
 
 impl Core {
@@ -16,60 +15,68 @@ impl Core {
         self.unwritten = next;
     }
 
-    /// Broadcasts the events this node originated since the last call.
-    ///
-    /// Changes of nodes that are not running (restored with `update`,
-    /// loaded from files) are not broadcast: nobody else would send them
-    /// either, so this node tells its ticks soon instead, and the others
-    /// ask for what they lack (repair) — else such a change would stay
-    /// here until this node next happened to tell its ticks.
+    /// Takes the events of the log since the last call for broadcasting:
+    /// copies them (under the state's lock, which the caller holds), to be
+    /// encoded and sent once the lock is let go ([`Core::take_outgoing`]).
     pub(super) fn broadcast_log(&mut self, st: &State, now: u64) {
-        let mut orphans = false;
         loop {
             let room = self.unwritten.saturating_sub(self.next_seq);
-            if room == 0 {
-                break;
-            }
-            let max = self
-                .cfg
-                .batch
-                .min(usize::try_from(room).unwrap_or(usize::MAX));
-            let batch: Vec<LogEntry<'_>> = match st.log().read(self.next_seq, max) {
-                Ok(it) => {
-                    let mut n = 0;
-                    let b = it
-                        .inspect(|_| n += 1)
-                        .filter(|(_, e)| {
-                            let head = e.head_node();
-                            if head == self.me {
-                                return true;
-                            }
-                            orphans |= !self.alive(&head, now);
-                            false
-                        })
-                        .map(|(_, e)| e)
-                        .collect();
-                    self.next_seq += n;
-                    if n == 0 {
-                        break;
-                    }
-                    b
+            let max = usize::try_from(room).unwrap_or(usize::MAX);
+            match self.unsent.extend(st.log(), self.next_seq, max) {
+                Ok(n) => {
+                    self.next_seq += n as Seq;
+                    break;
                 }
                 Err(lag) => {
                     // Others will learn our tick from pings and ask.
                     tracing::warn!(node = %self.me, %lag, "broadcast fell behind the event log");
                     self.next_seq = lag.oldest;
                     self.ticks_at = Some(0);
-                    continue;
                 }
-            };
-            if !batch.is_empty() {
-                self.publish_events(batch);
             }
         }
+        self.unsent_at = now;
+    }
+
+    /// The `update` messages of the events [`Core::broadcast_log`] copied
+    /// that this node originated, at most `batch` events each; the copy is
+    /// emptied.
+    ///
+    /// Changes of nodes that are not running (restored with `update`,
+    /// loaded from files) are not broadcast: nobody else would send them
+    /// either, so this node tells its ticks soon instead, and the others
+    /// ask for what they lack (repair) — else such a change would stay
+    /// here until this node next happened to tell its ticks.
+    pub(super) fn send_unsent(&mut self) -> Vec<(String, Bytes)> {
+        let mut out = Vec::new();
+        let mut orphans = false;
+        let now = self.unsent_at;
+        {
+            let mut own = self
+                .unsent
+                .entries()
+                .map(|(_, e)| e)
+                .filter(|e| {
+                    let head = e.head_node();
+                    if head == self.me {
+                        return true;
+                    }
+                    orphans |= !self.alive(&head, now);
+                    false
+                })
+                .peekable();
+            while own.peek().is_some() {
+                let events = own.by_ref().take(self.cfg.batch.max(1));
+                for m in encode_updates(&self.me, events) {
+                    out.push((self.topics.update.clone(), m));
+                }
+            }
+        }
+        self.unsent.clear();
         if orphans {
             self.ticks_soon(now, self.cfg.ping.gap / 10);
         }
+        out
     }
 
     /// Publishes `events` (each serializing as an [`UpdateEvent`]).

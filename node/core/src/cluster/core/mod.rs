@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use distkv_log::Seq;
+use distkv_log::{LogCopy, Seq};
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec;
 use distkv_model::{NodeName, NodeSet, RangeSet, Value};
@@ -129,6 +129,9 @@ pub struct Core {
     rng: StdRng,
     /// Next event-log record to look at for broadcasting.
     next_seq: Seq,
+    /// The records taken for broadcasting, not sent yet, and when.
+    unsent: LogCopy,
+    unsent_at: u64,
     /// Records from here on are not written to the node's log yet and are
     /// not broadcast ([`Core::allow_broadcast_below`]).
     unwritten: Seq,
@@ -232,6 +235,8 @@ impl Core {
             cfg,
             rng: StdRng::seed_from_u64(seed),
             next_seq: st.log().next_seq(),
+            unsent: LogCopy::default(),
+            unsent_at: 0,
             unwritten: Seq::MAX,
             skipped: (RangeSet::new(), 0),
             out: Vec::new(),
@@ -492,9 +497,13 @@ impl Core {
         .unwrap_or(u64::MAX)
     }
 
-    /// Messages to publish, in order: `(topic, payload)`.
+    /// Messages to publish, in order: `(topic, payload)`. The changes
+    /// taken for broadcasting are encoded here, with the state's lock let
+    /// go, and go first.
     pub fn take_outgoing(&mut self) -> Vec<(String, Bytes)> {
-        std::mem::take(&mut self.out)
+        let mut out = self.send_unsent();
+        out.append(&mut self.out);
+        out
     }
 
     /// Things the caller must do.

@@ -149,6 +149,61 @@ fn only_changes_written_to_the_log_are_broadcast() {
     assert_eq!(broadcast(&mut core), vec![4, 5]);
 }
 
+/// Changes taken by several polls before the messages are taken (a batch
+/// of received messages handled under one lock) go out once each, in
+/// order, with nothing made after the last poll; and when the log dropped
+/// changes before a poll took them, the rest still go out, and the node
+/// tells its ticks at once (the others ask for what they lack).
+#[test]
+fn changes_taken_by_several_polls_go_out_once_in_order() {
+    let mut st = State::new(
+        "n1",
+        LogLimits {
+            max_records: 8,
+            max_bytes: usize::MAX,
+        },
+    );
+    st.make_ready();
+    let mut core = Core::new(&st, ClusterConfig::default(), 7, None);
+    core.start(&mut st, 0);
+    let _ = core.take_outgoing();
+    let change = |st: &mut State, i: u64| {
+        st.local_change(&path![Value::uint(i)], Some(Value::uint(i)))
+            .expect("a change");
+    };
+    for i in 1..=3 {
+        change(&mut st, i);
+    }
+    core.poll(&mut st, 1);
+    for i in 4..=5 {
+        change(&mut st, i);
+    }
+    core.poll(&mut st, 1);
+    change(&mut st, 6);
+    assert_eq!(broadcast(&mut core), vec![1, 2, 3, 4, 5]);
+    assert_eq!(broadcast(&mut core), Vec::<u64>::new());
+    core.poll(&mut st, 2);
+    for i in 7..=20 {
+        change(&mut st, i);
+    }
+    core.poll(&mut st, 3);
+    let out = core.take_outgoing();
+    let topics = core.topics().clone();
+    let sent: Vec<u64> = out
+        .iter()
+        .filter(|(t, _)| *t == topics.update)
+        .flat_map(|(_, p)| Update::decode(p).expect("our own update").events)
+        .map(|e| e.chain.head().tick)
+        .collect();
+    assert_eq!(sent, [vec![6], (13..=20).collect()].concat());
+    let told = out
+        .iter()
+        .filter(|(t, _)| *t == topics.info)
+        .map(|(_, p)| Info::decode(p).expect("our own info"))
+        .any(|i| !i.ticks.is_empty());
+    assert!(told, "ticks told at once");
+}
+
 /// A node that skipped ticks at its start tells the others; they stop
 /// counting them as missing, and one that holds some of them (the
 /// sender's files lost them) sends them back.
