@@ -95,23 +95,33 @@ struct Conn {
     test_users: HashSet<u64>,
     /// The strings of the last value request's path.
     names: PathStrings,
+    /// Value requests read and not yet run: a run of them takes the state
+    /// once ([`Conn::run_values`]).
+    run: Vec<Pending>,
+    /// Their results, kept for the next run.
+    results: Vec<CmdResult<Fields>>,
+}
+
+/// A value request read, its arguments decoded, waiting in a run.
+struct Pending {
+    action: Action,
+    seq: u64,
+    args: ValueArgs,
 }
 
 /// Most requests one connection runs under one lock of the state: the
 /// other connections wait no longer than that.
 const MAX_BATCH: usize = 64;
 
-/// A connection's run of pipelined `get_value`, `set_value` and
-/// `delete_value` requests: one hold of the state for up to [`MAX_BATCH`]
-/// of them, so the state is locked, and the log writer woken, once per run
-/// instead of once per request. A run of reads holds the state shared,
-/// beside other connections' reads; the first change takes it for
-/// changes ([`Tx`]) for the rest of the run. Ended before any other
-/// request, which may lock the state itself.
+/// How a run of pipelined `get_value`, `set_value` and `delete_value`
+/// requests ([`Conn::run_values`]) holds the state: once for up to
+/// [`MAX_BATCH`] of them, so the state is locked, and the log writer woken,
+/// once per run instead of once per request. A run of reads holds the
+/// state shared, beside other connections' reads; the first change takes
+/// it for changes ([`Tx`]) for the rest of the run.
 struct Batch<'a> {
     store: &'a Store,
     held: Held<'a>,
-    count: usize,
 }
 
 /// How a [`Batch`] holds the state.
@@ -126,29 +136,11 @@ impl<'a> Batch<'a> {
         Batch {
             store,
             held: Held::None,
-            count: 0,
         }
-    }
-
-    /// Whether requests of `action` run in the batch.
-    fn takes(action: &str) -> bool {
-        matches!(
-            Action::parse(action),
-            Some(Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. })
-        )
-    }
-
-    /// Counts a request, ending the run when it is full.
-    fn next(&mut self) {
-        if self.count == MAX_BATCH {
-            self.end();
-        }
-        self.count += 1;
     }
 
     /// The state for a read, locked shared if the run holds nothing yet.
     fn read(&mut self) -> &State {
-        self.next();
         if matches!(self.held, Held::None) {
             self.held = Held::Read(self.store.state());
         }
@@ -162,7 +154,6 @@ impl<'a> Batch<'a> {
     /// The open transaction, begun if need be (a shared hold is let go
     /// first: each request stands alone).
     fn tx(&mut self) -> &mut Tx<'a> {
-        self.next();
         if !matches!(self.held, Held::Write(_)) {
             self.held = Held::None;
             self.held = Held::Write(self.store.begin());
@@ -171,12 +162,6 @@ impl<'a> Batch<'a> {
             Held::Write(tx) => tx,
             _ => unreachable!("begun above"),
         }
-    }
-
-    /// Ends the run: releases the lock and announces the changes.
-    fn end(&mut self) {
-        self.held = Held::None;
-        self.count = 0;
     }
 }
 
@@ -225,6 +210,8 @@ pub(super) async fn run(
         login: Login::new(&server2),
         test_users: HashSet::new(),
         names: path_strings(),
+        run: Vec::with_capacity(MAX_BATCH),
+        results: Vec::with_capacity(MAX_BATCH),
     };
     let reason = conn.serve(&mut reader).await;
     tracing::debug!(%peer, %reason, "client disconnected");
@@ -312,15 +299,13 @@ impl Conn {
 
     /// Dispatches every complete message already received. A run of
     /// pipelined `get_value`/`set_value`/`delete_value` requests runs under
-    /// one lock of the state ([`Batch`]); the log writer and watchers hear
-    /// of its changes once, when it ends.
+    /// one lock of the state ([`Conn::run_values`]); the log writer and
+    /// watchers hear of its changes once, when it ends.
     fn drain(
         &mut self,
         reader: &mut MsgReader<ReadHalf>,
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
-        let server = self.server.clone();
-        let mut batch = Batch::new(server.store());
         let limits = reader.limits();
         let mut got = false;
         let res = loop {
@@ -328,7 +313,7 @@ impl Conn {
                 Ok(Some(Next::Read(frame, spans))) => {
                     got = true;
                     let req = Request::new(frame, spans);
-                    if self.dispatch_value(&req, out, &mut batch) {
+                    if self.queue_value(&req, out) {
                         continue;
                     }
                     // Not a plain value request: decoded as a whole.
@@ -344,31 +329,32 @@ impl Conn {
                 Ok(None) => break Ok(()),
                 Err(WireError::Refused { seq, error }) => {
                     got = true;
+                    self.run_values(out);
                     let e = CmdError::Invalid(error.to_string());
                     encode_msg(&self.server, error_fields(seq, &e), out);
                     continue;
                 }
                 Err(e) => break Err(e),
             };
-            self.dispatch(msg, out, &mut batch);
+            // Everything else replies in order, and may lock the state
+            // itself.
+            self.run_values(out);
+            self.dispatch(msg, out);
         };
+        self.run_values(out);
         if got {
             self.last_message = Some(Instant::now());
         }
         res
     }
 
-    /// Runs `req` if it is a plain value request (`get_value`,
-    /// `set_value`, `delete_value`, or an `_internal` form, of a logged-in
-    /// client, not part of a stream) read in place, as [`Conn::dispatch`]
-    /// would run it decoded. Returns whether it did; if not, nothing
-    /// happened, and the request is for [`Conn::dispatch`].
-    fn dispatch_value(
-        &mut self,
-        req: &Request<'_>,
-        out: &mut Vec<u8>,
-        batch: &mut Batch<'_>,
-    ) -> bool {
+    /// Queues `req` for [`Conn::run_values`] if it is a plain value request
+    /// (`get_value`, `set_value`, `delete_value`, or an `_internal` form, of
+    /// a logged-in client, not part of a stream) read in place, as
+    /// [`Conn::dispatch`] would run it decoded. Its arguments are decoded
+    /// here, before the run takes the state. Returns whether it did; if
+    /// not, nothing happened, and the request is for [`Conn::dispatch`].
+    fn queue_value(&mut self, req: &Request<'_>, out: &mut Vec<u8>) -> bool {
         let Some(action) = req.action().and_then(Action::parse) else {
             return false;
         };
@@ -387,10 +373,38 @@ impl Conn {
             return false;
         }
         let args = req.value_args(&mut self.names);
-        self.answer(action, seq, out, |c, out| {
-            c.act_value(action, seq, args, out, batch)
-        });
+        self.run.push(Pending { action, seq, args });
+        if self.run.len() == MAX_BATCH {
+            self.run_values(out);
+        }
         true
+    }
+
+    /// Runs the queued value requests under one hold of the state
+    /// ([`Batch`]), then, with the state let go, replies to them in order.
+    /// The hold covers only what needs the state: the requests were decoded
+    /// before, the replies are encoded (and the arguments dropped) after,
+    /// so other connections wait for the state no longer than that.
+    fn run_values(&mut self, out: &mut Vec<u8>) {
+        if self.run.is_empty() {
+            return;
+        }
+        let mut run = std::mem::take(&mut self.run);
+        let mut results = std::mem::take(&mut self.results);
+        {
+            let server = self.server.clone();
+            let mut batch = Batch::new(server.store());
+            results.extend(
+                run.iter_mut()
+                    .map(|p| self.act_value(p.action, &mut p.args, &mut batch)),
+            );
+            // Dropping `batch` lets the state go and announces the changes.
+        }
+        for (p, res) in run.drain(..).zip(results.drain(..)) {
+            self.answer(p.action, p.seq, out, |c, out| c.reply(p.seq, res, out));
+        }
+        self.run = run;
+        self.results = results;
     }
 
     /// Runs `run`, which replies to request `seq` of `action`. The reply
@@ -606,12 +620,7 @@ impl Conn {
         encode_msg(&self.server, m, out);
     }
 
-    fn dispatch(&mut self, msg: Value, out: &mut Vec<u8>, batch: &mut Batch<'_>) {
-        let action = msg.get("action").and_then(Value::as_str);
-        if msg.get("state").is_some() || !action.is_some_and(Batch::takes) {
-            // Everything else may lock the state itself.
-            batch.end();
-        }
+    fn dispatch(&mut self, msg: Value, out: &mut Vec<u8>) {
         if msg.as_map().is_none() {
             let e = CmdError::Invalid(format!("a request must be a map, not {}", msg.type_name()));
             return encode_msg(&self.server, error_fields(None, &e), out);
@@ -668,26 +677,23 @@ impl Conn {
                 return self.reply(seq, Err(e), out);
             }
         }
-        self.answer(action, seq, out, |c, out| {
-            c.act(action, seq, msg, out, batch)
-        });
+        if let Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. } =
+            action
+        {
+            let args = ValueArgs::from_msg(&msg);
+            self.run.push(Pending { action, seq, args });
+            return self.run_values(out);
+        }
+        self.answer(action, seq, out, |c, out| c.act(action, seq, msg, out));
     }
 
     /// Runs request `seq` and replies.
-    fn act(
-        &mut self,
-        action: Action,
-        seq: u64,
-        msg: Value,
-        out: &mut Vec<u8>,
-        batch: &mut Batch<'_>,
-    ) {
+    fn act(&mut self, action: Action, seq: u64, msg: Value, out: &mut Vec<u8>) {
         let s = &*self.server;
         let res = match action {
-            Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. } => {
-                let args = ValueArgs::from_msg(&msg);
-                return self.act_value(action, seq, args, out, batch);
-            }
+            Action::GetValue { .. } | Action::SetValue { .. } | Action::DeleteValue { .. } => Err(
+                CmdError::Server(format!("{action:?} runs with the value requests")),
+            ),
             Action::Enumerate { meta } => handlers::enumerate(s, &self.view, &msg, meta),
             Action::GetTock => Ok(handlers::get_tock(s)),
             Action::GetState => handlers::get_state(s, &msg),
@@ -714,23 +720,21 @@ impl Conn {
         self.reply(seq, res, out);
     }
 
-    /// Runs the value request `seq` (`get_value`, `set_value`,
-    /// `delete_value`, or an `_internal` form) in the batch, and replies.
+    /// Runs a value request (`get_value`, `set_value`, `delete_value`, or
+    /// an `_internal` form) in `batch`; its value is taken out of `args`.
     fn act_value(
-        &mut self,
+        &self,
         action: Action,
-        seq: u64,
-        mut args: ValueArgs,
-        out: &mut Vec<u8>,
+        args: &mut ValueArgs,
         batch: &mut Batch<'_>,
-    ) {
+    ) -> CmdResult<Fields> {
         let s = &*self.server;
-        let res = match action {
+        match action {
             Action::GetValue { meta } => {
-                handlers::get_value_in(batch.read(), s, &self.view, &args, meta)
+                handlers::get_value_in(batch.read(), s, &self.view, args, meta)
             }
             Action::SetValue { meta } => match args.value.take() {
-                Some(v) => handlers::set_value_in(batch.tx(), s, &self.view, &args, Some(v), meta),
+                Some(v) => handlers::set_value_in(batch.tx(), s, &self.view, args, Some(v), meta),
                 None => Err(CmdError::Client(
                     "Call 'delete_value' if you want to clear the value".into(),
                 )),
@@ -739,13 +743,12 @@ impl Conn {
                 Some(_) => Err(CmdError::Client(
                     "A deleted entry can't have a value".into(),
                 )),
-                None => handlers::set_value_in(batch.tx(), s, &self.view, &args, None, meta),
+                None => handlers::set_value_in(batch.tx(), s, &self.view, args, None, meta),
             },
             _ => Err(CmdError::Server(format!(
                 "{action:?} is not a value request"
             ))),
-        };
-        self.reply(seq, res, out);
+        }
     }
 
     /// `diffie_hellman`: the exponentiations run on a blocking thread
