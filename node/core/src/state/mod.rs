@@ -389,7 +389,6 @@ impl State {
         self.tock.next();
         let id = self.tree.follow_create(path);
         let entry = self.tree.entry(id);
-        let old = entry.data_cloned();
         let chain = Chain::attach(me, tick, entry.chain().as_deref());
         let event = UpdateEvent {
             // The names as the tree holds them (`1` where a client said
@@ -403,9 +402,14 @@ impl State {
             value,
             tock: self.tock.next(),
         };
-        let outcome = match self.merge_at(id, &event, event.value.clone()) {
-            Ok(()) => Applied::Stored(self.log.push(&event)),
-            Err(outcome) => outcome,
+        // The old value is handed out, not cloned: the caller drops it
+        // (after letting the state go), not the tree.
+        let (outcome, old) = match self.swap_at(id, &event, event.value.clone()) {
+            Ok(old) => (
+                Applied::Stored(self.log.push(&event)),
+                old.map(Packed::into_value),
+            ),
+            Err(outcome) => (outcome, self.tree.entry(id).data_cloned()),
         };
         debug_assert!(matches!(outcome, Applied::Stored(_)), "{outcome:?}");
         self.tock.next();
@@ -460,6 +464,18 @@ impl State {
         event: &UpdateEvent,
         value: Option<Value>,
     ) -> Result<(), Applied> {
+        let old = self.swap_at(id, event, value)?;
+        self.retire(old);
+        Ok(())
+    }
+
+    /// [`State::merge_at`], handing back the value the entry held.
+    fn swap_at(
+        &mut self,
+        id: EntryId,
+        event: &UpdateEvent,
+        value: Option<Value>,
+    ) -> Result<Option<Packed>, Applied> {
         self.tock.seen(event.tock);
         for l in event.chain.links() {
             self.node_mut(&l.node).saw_tick(l.tick);
@@ -494,7 +510,6 @@ impl State {
         let entry = self.tree.slot_mut(id);
         let old = std::mem::replace(&mut entry.data, value.map(Packed::new));
         entry.tock = event.tock;
-        self.retire(old);
         let current = self.tree.replace_chain(id, Some(event.chain.clone()));
 
         if let Some(old) = &current {
@@ -526,7 +541,7 @@ impl State {
                 .push(event.path.clone());
         }
         self.applied_count += 1;
-        Ok(())
+        Ok(old)
     }
 
     /// Supersedes every link of `old` that is not identical in `new`.
