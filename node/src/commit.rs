@@ -33,7 +33,10 @@ use std::sync::Arc;
 use distkv_core::admit::{Admit, Refused};
 use distkv_log::Seq;
 use distkv_model::{Path, UpdateEvent, Value};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError, TryLockResult,
+};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::persist::durable::{with_reserved_ticks, Durability, Refusal, StateHost};
@@ -210,13 +213,14 @@ impl Committed {
 /// side by side; a change holds it alone.
 ///
 /// The standard library's lock, not `parking_lot`'s: a waiter for this
-/// busy lock spins a little and then sleeps on the futex, where
-/// `parking_lot`'s gives up its core with `sched_yield` several times
-/// first, which on a machine with as many request threads as cores cost
-/// more than it saved (docs/perf.md, "Reads side by side"). It prefers
-/// writers: a change waits for the reads under way, not for reads that
-/// come after it. As with `parking_lot`'s, a thread that panicked holding
-/// it does not lock the others out: poisoning is ignored.
+/// busy lock keeps trying for a while ([`SPIN`], about one run of changes)
+/// and then sleeps on the futex, where `parking_lot`'s gives up its core
+/// with `sched_yield` several times first, which on a machine with as many
+/// request threads as cores cost more than it saved (docs/perf.md, "Reads
+/// side by side"; the spin: "The state held only for the state's work").
+/// It prefers writers: a change waits for the reads under way, not for
+/// reads that come after it. As with `parking_lot`'s, a thread that
+/// panicked holding it does not lock the others out: poisoning is ignored.
 pub struct SharedState(RwLock<State>);
 
 impl SharedState {
@@ -226,11 +230,43 @@ impl SharedState {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
+        match spin(|| self.0.try_read()) {
+            Some(g) => g,
+            None => self.0.read().unwrap_or_else(PoisonError::into_inner),
+        }
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
+        match spin(|| self.0.try_write()) {
+            Some(g) => g,
+            None => self.0.write().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+/// How long a thread that finds the state locked keeps trying before it
+/// sleeps on the lock: about as long as a connection's run of 16
+/// pipelined changes holds it. Sleeping and being woken cost both threads
+/// system calls and context switches, more than the wait itself when the
+/// holder runs on another core; a holder that is not running (more busy
+/// threads than cores) costs a waiter no more than this.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Tries `try_lock` until it succeeds or [`SPIN`] has passed (then
+/// `None`: the caller sleeps on the lock).
+fn spin<G>(mut try_lock: impl FnMut() -> TryLockResult<G>) -> Option<G> {
+    let mut since = None;
+    loop {
+        for _ in 0..64 {
+            match try_lock() {
+                Ok(g) => return Some(g),
+                Err(TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        if since.get_or_insert_with(Instant::now).elapsed() >= SPIN {
+            return None;
+        }
     }
 }
 
@@ -569,6 +605,29 @@ impl Drop for Tx<'_> {
 mod tests {
     use super::*;
     use distkv_model::{path, Chain};
+
+    /// The spin takes a free lock at once, gives up on a held one after
+    /// [`SPIN`] (the caller then sleeps on it), and takes a poisoned one.
+    #[test]
+    fn the_spin_takes_free_locks_and_gives_up_on_held_ones() {
+        let lock = RwLock::new(1);
+        assert!(spin(|| lock.try_write()).is_some());
+        let held = lock.write().unwrap();
+        let start = Instant::now();
+        assert!(spin(|| lock.try_read()).is_none());
+        assert!(spin(|| lock.try_write()).is_none());
+        assert!(start.elapsed() >= 2 * SPIN);
+        drop(held);
+        let lock = Arc::new(lock);
+        let l = lock.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = l.write().unwrap();
+            panic!("poisons the lock");
+        })
+        .join();
+        assert!(lock.is_poisoned());
+        assert_eq!(spin(|| lock.try_read()).map(|g| *g), Some(1));
+    }
 
     /// Refuses every change below `no`.
     struct NotBelowNo;
