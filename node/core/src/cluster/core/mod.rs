@@ -393,7 +393,8 @@ impl Core {
         }
     }
 
-    /// Runs due timers and broadcasts new local changes.
+    /// Runs due timers and takes new local changes for broadcasting (they
+    /// go out with [`Core::take_outgoing`]).
     pub fn poll(&mut self, st: &mut State, now: u64) {
         self.broadcast_log(st, now);
         self.actor.set_value(ping_value(st));
