@@ -436,8 +436,17 @@ impl LogCopy {
         self.bytes.extend_from_slice(&bytes[start..end]);
     }
 
-    /// Empties the copy (the names are kept for the next one).
+    /// Empties the copy (the names are kept for the next one). Buffers
+    /// grown beyond [`CHUNK_BYTES`] times 16 (a stalled disk's backlog,
+    /// taken at once) are let go.
     pub fn clear(&mut self) {
+        const KEEP: usize = 16 * CHUNK_BYTES;
+        if self.bytes.capacity() > KEEP {
+            self.bytes = Vec::new();
+        }
+        if self.records.capacity() * std::mem::size_of::<(Seq, usize, Option<Value>)>() > KEEP {
+            self.records = Vec::new();
+        }
         self.bytes.clear();
         self.records.clear();
         self.kept.clear();
@@ -1273,6 +1282,26 @@ mod tests {
             .map(|(s, e)| (s, e.event()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// A copy of a backlog larger than what it keeps lets its buffer go
+    /// when emptied.
+    #[test]
+    fn a_copy_lets_a_big_buffer_go() {
+        let mut log = EventLog::new(LogLimits::default());
+        let long = "k".repeat(CHUNK_BYTES);
+        for i in 1..=20 {
+            log.push(&UpdateEvent {
+                path: path![long.as_str(), i],
+                ..ev(i)
+            });
+        }
+        let mut copy = LogCopy::default();
+        assert_eq!(copy_all(&mut copy, &log), read_all(&log));
+        assert!(copy.bytes.capacity() > 16 * CHUNK_BYTES);
+        copy.clear();
+        assert_eq!(copy.bytes.capacity(), 0);
+        assert_eq!(copy_all(&mut copy, &log), read_all(&log));
     }
 
     /// One copy filled from one log, then another: each log's records
