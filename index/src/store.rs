@@ -315,16 +315,12 @@ fn sorted_order(keys: &[u8], entries: &[Entry]) -> Vec<u32> {
         .collect();
     radix_sort(&mut order);
     // Keys with equal words, by the keys (few, next to each other).
-    let mut at = 0;
-    while at < order.len() {
-        let w = order[at].0;
-        let end = at + order[at..].iter().take_while(|(x, _)| *x == w).count();
-        if end - at > 1 {
-            order[at..end].sort_unstable_by(|a, b| {
+    for run in order.chunk_by_mut(|a, b| a.0 == b.0) {
+        if run.len() > 1 {
+            run.sort_unstable_by(|a, b| {
                 key(&entries[a.1 as usize]).cmp(key(&entries[b.1 as usize]))
             });
         }
-        at = end;
     }
     order.into_iter().map(|(_, i)| i).collect()
 }
