@@ -661,8 +661,8 @@ impl<H: StateHost> WriterLoop<H> {
         self.copy.clear();
     }
 
-    /// Appends what [`WriterLoop::encode_copy`] encoded, committing whenever the
-    /// group is full, and counts it taken.
+    /// Appends what [`WriterLoop::encode_copy`] encoded, committing
+    /// whenever the group is full, and counts it taken.
     fn append_taken(&mut self, now: Now) -> Result<(), PersistError> {
         let n = self.batch.len();
         let mut done = self.writer.append_batch(&self.batch, 0)?;

@@ -172,10 +172,7 @@ mod tests {
             set(&mut st, 1, tick, Value::str(&tick.to_string()));
         }
         let kept = st.replaced.as_ref().map_or(0, Vec::len);
-        assert!(
-            (1..=64 * crate::state::REPLACED_BATCH).contains(&kept),
-            "{kept}"
-        );
+        assert!((1..=crate::state::REPLACED_MAX).contains(&kept), "{kept}");
         let last = st.entry(&path![1i64]).and_then(|e| e.data_cloned());
         assert_eq!(last, Some(Value::str("200000")));
     }

@@ -166,7 +166,7 @@ pub struct State {
 pub const REPLACED_BATCH: usize = 1024;
 /// Replaced values kept at most when nobody takes them: beyond, they are
 /// freed at once again.
-const REPLACED_MAX: usize = 16 * REPLACED_BATCH;
+pub(crate) const REPLACED_MAX: usize = 16 * REPLACED_BATCH;
 /// Content bytes of a replaced value kept at most: larger ones (and
 /// containers) are freed at once, so what is kept stays small (16 MiB at
 /// most) and their freeing is not the cost (one call, not a cache miss per
