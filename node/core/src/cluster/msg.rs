@@ -161,33 +161,62 @@ fn foreign_ext(e: &UpdateEvent) -> Option<i8> {
 /// budget always fits a message of its own). Each event is serialized
 /// once, into the message's body.
 pub fn encode_updates<T: Serialize>(node: &str, events: impl IntoIterator<Item = T>) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut body = Vec::new();
-    let mut n = 0;
-    let close = |body: &mut Vec<u8>, n: usize| {
-        // As `UpdateOut { node, ev }` is written.
-        let mut buf = Vec::with_capacity(body.len() + node.len() + 16);
-        codec::write_map_len(&mut buf, 2);
-        codec::write_str(&mut buf, "node");
-        codec::write_str(&mut buf, node);
-        codec::write_str(&mut buf, "ev");
-        codec::write_array_len(&mut buf, n);
-        buf.extend_from_slice(body);
+    UpdateEncoder::default().encode(node, events)
+}
+
+/// [`encode_updates`] with a body buffer kept from one call to the next:
+/// a node broadcasting a steady stream of changes serializes them into
+/// memory it already has, instead of growing a fresh buffer (a copy and
+/// freshly faulted pages at every doubling) for every message.
+#[derive(Debug, Default)]
+pub struct UpdateEncoder {
+    body: Vec<u8>,
+}
+
+/// Body capacity an [`UpdateEncoder`] keeps between calls; a burst that
+/// grew it beyond this (a message of up to [`BATCH_BYTES`]) gives it back.
+const KEEP_BODY: usize = 1 << 20;
+
+impl UpdateEncoder {
+    /// Encodes `events` as [`encode_updates`] does.
+    pub fn encode<T: Serialize>(
+        &mut self,
+        node: &str,
+        events: impl IntoIterator<Item = T>,
+    ) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let body = &mut self.body;
         body.clear();
-        Bytes::from(buf)
-    };
-    for e in events {
-        serial::encode(&e, &mut body);
-        n += 1;
-        if body.len() >= BATCH_BYTES {
-            out.push(close(&mut body, n));
-            n = 0;
+        let mut n = 0;
+        let close = |body: &mut Vec<u8>, n: usize| {
+            // As `UpdateOut { node, ev }` is written: one allocation of the
+            // message's size, the body copied in once.
+            let mut buf = Vec::with_capacity(body.len() + node.len() + 16);
+            codec::write_map_len(&mut buf, 2);
+            codec::write_str(&mut buf, "node");
+            codec::write_str(&mut buf, node);
+            codec::write_str(&mut buf, "ev");
+            codec::write_array_len(&mut buf, n);
+            buf.extend_from_slice(body);
+            body.clear();
+            Bytes::from(buf)
+        };
+        for e in events {
+            serial::encode(&e, body);
+            n += 1;
+            if body.len() >= BATCH_BYTES {
+                out.push(close(body, n));
+                n = 0;
+            }
         }
+        if n > 0 {
+            out.push(close(body, n));
+        }
+        if body.capacity() > KEEP_BODY {
+            *body = Vec::new();
+        }
+        out
     }
-    if n > 0 {
-        out.push(close(&mut body, n));
-    }
-    out
 }
 
 /// An info message as written: every field but `node` is left out when
@@ -559,6 +588,56 @@ mod tests {
             codec::encoded_len(&u.events[0].to_value(-1))
         );
         assert_eq!(Update::decode(&u.encode()).unwrap(), u);
+    }
+
+    /// One encoder used for a few changes, then a burst beyond a message's
+    /// budget, then a few again: every message holds its events in order,
+    /// a message closes once its body reaches [`BATCH_BYTES`], nothing of
+    /// one call shows in the next, and the buffer kept is bounded.
+    #[test]
+    fn an_encoder_kept_between_calls_encodes_as_a_fresh_one() {
+        let small: Vec<_> = (0..5).map(|t| ev("n1", t, Some(Value::uint(t)))).collect();
+        let big: Vec<_> = (10..15)
+            .map(|t| ev("n1", t, Some(Value::Bin(Arc::from(vec![t as u8; 900_000])))))
+            .collect();
+        let events = |msgs: &[Bytes]| -> Vec<UpdateEvent> {
+            msgs.iter()
+                .flat_map(|m| Update::decode(m).unwrap().events)
+                .collect()
+        };
+        let mut enc = UpdateEncoder::default();
+        let first = enc.encode("n1", small.iter());
+        assert_eq!(first, encode_updates("n1", small.iter()));
+        assert_eq!(events(&first), small);
+
+        let burst = enc.encode("n1", big.iter());
+        assert_eq!(burst, encode_updates("n1", big.iter()));
+        // 900 000-byte events: the fifth takes the body past 4 MiB.
+        let counts: Vec<_> = burst
+            .iter()
+            .map(|m| Update::decode(m).unwrap().events.len())
+            .collect();
+        assert_eq!(counts, [5]);
+        assert_eq!(events(&burst), big);
+        let more: Vec<_> = big.iter().chain(&big).cloned().collect();
+        let split = enc.encode("n1", more.iter());
+        let counts: Vec<_> = split
+            .iter()
+            .map(|m| Update::decode(m).unwrap().events.len())
+            .collect();
+        assert_eq!(counts, [5, 5]);
+        assert_eq!(events(&split), more);
+        assert!(enc.body.capacity() <= KEEP_BODY);
+
+        let again = enc.encode("n1", small.iter().rev());
+        assert_eq!(again, encode_updates("n1", small.iter().rev()));
+        assert_eq!(
+            events(&again),
+            small.iter().rev().cloned().collect::<Vec<_>>()
+        );
+        assert!(enc
+            .encode("n1", std::iter::empty::<&UpdateEvent>())
+            .is_empty());
     }
 
     #[test]

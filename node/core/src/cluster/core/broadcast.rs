@@ -51,6 +51,8 @@ impl Core {
         let mut out = Vec::new();
         let mut orphans = false;
         let now = self.unsent_at;
+        // Out while the filter below reads `self`.
+        let mut updates = std::mem::take(&mut self.updates);
         {
             let mut own = self
                 .unsent
@@ -67,11 +69,12 @@ impl Core {
                 .peekable();
             while own.peek().is_some() {
                 let events = own.by_ref().take(self.cfg.batch.max(1));
-                for m in encode_updates(&self.me, events) {
+                for m in updates.encode(&self.me, events) {
                     out.push((self.topics.update.clone(), m));
                 }
             }
         }
+        self.updates = updates;
         self.unsent.clear();
         if orphans {
             self.ticks_soon(now, self.cfg.ping.gap / 10);
@@ -81,7 +84,7 @@ impl Core {
 
     /// Publishes `events` (each serializing as an [`UpdateEvent`]).
     pub(super) fn publish_events<T: Serialize>(&mut self, events: impl IntoIterator<Item = T>) {
-        for m in encode_updates(&self.me, events) {
+        for m in self.updates.encode(&self.me, events) {
             self.out.push((self.topics.update.clone(), m));
         }
     }

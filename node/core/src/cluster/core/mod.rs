@@ -42,7 +42,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
-use super::msg::{encode_updates, peek_sender, Info, Topics, Update, BUS_LIMITS};
+use super::msg::{peek_sender, Info, Topics, Update, UpdateEncoder, BUS_LIMITS};
 use crate::admit::{Admit, Open};
 use crate::state::{Reporter, State};
 use membership::ping_value;
@@ -132,6 +132,8 @@ pub struct Core {
     /// The records taken for broadcasting, not sent yet, and when.
     unsent: LogCopy,
     unsent_at: u64,
+    /// Serializes the `update` messages, its buffer kept between them.
+    updates: UpdateEncoder,
     /// Records from here on are not written to the node's log yet and are
     /// not broadcast ([`Core::allow_broadcast_below`]).
     unwritten: Seq,
@@ -237,6 +239,7 @@ impl Core {
             next_seq: st.log().next_seq(),
             unsent: LogCopy::default(),
             unsent_at: 0,
+            updates: UpdateEncoder::default(),
             unwritten: Seq::MAX,
             skipped: (RangeSet::new(), 0),
             out: Vec::new(),
