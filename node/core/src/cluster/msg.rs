@@ -155,19 +155,10 @@ fn foreign_ext(e: &UpdateEvent) -> Option<i8> {
     None
 }
 
-/// Encodes `events` (each serializing as an [`UpdateEvent`]: the event, or
-/// its record in the event log) as update messages from `node`, each
-/// closed once its events take [`BATCH_BYTES`] (an event within the
-/// budget always fits a message of its own). Each event is serialized
-/// once, into the message's body.
-pub fn encode_updates<T: Serialize>(node: &str, events: impl IntoIterator<Item = T>) -> Vec<Bytes> {
-    UpdateEncoder::default().encode(node, events)
-}
-
-/// [`encode_updates`] with a body buffer kept from one call to the next:
-/// a node broadcasting a steady stream of changes serializes them into
-/// memory it already has, instead of growing a fresh buffer (a copy and
-/// freshly faulted pages at every doubling) for every message.
+/// Encodes `update` messages, its body buffer kept from one call to the
+/// next: a node broadcasting a steady stream of changes serializes them
+/// into memory it already has, instead of growing a fresh buffer (a copy
+/// and freshly faulted pages at every doubling) for every message.
 #[derive(Debug, Default)]
 pub struct UpdateEncoder {
     body: Vec<u8>,
@@ -178,7 +169,11 @@ pub struct UpdateEncoder {
 const KEEP_BODY: usize = 1 << 20;
 
 impl UpdateEncoder {
-    /// Encodes `events` as [`encode_updates`] does.
+    /// Encodes `events` (each serializing as an [`UpdateEvent`]: the
+    /// event, or its record in the event log) as update messages from
+    /// `node`, each closed once its events take [`BATCH_BYTES`] (an event
+    /// within the budget always fits a message of its own). Each event is
+    /// serialized once, into the message's body.
     pub fn encode<T: Serialize>(
         &mut self,
         node: &str,
@@ -534,7 +529,7 @@ mod tests {
         let old = distkv_model::hex::decode("82a46e6f6465a26e31a265769386a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468c70303a16101a576616c756581a17892cb3ff8000000000000c40171a4746f636b4d85a46e6f6465a26e31a47469636b04a470726576c0a470617468d503a162a4746f636b4e86a46e6f6465a26e31a47469636bcf0000010000000000a47072657683a46e6f6465a26e32a47469636b03a470726576c0a470617468d503a163a576616c7565c0a4746f636b4f").expect("hex");
         assert_eq!(Update::decode(&old).unwrap(), u);
         assert_eq!(&u.encode()[..], &old[..]);
-        let batches = encode_updates("n1", u.events.iter());
+        let batches = UpdateEncoder::default().encode("n1", u.events.iter());
         assert_eq!(batches.len(), 1);
         assert_eq!(&batches[0][..], &old[..]);
 
@@ -605,13 +600,14 @@ mod tests {
                 .flat_map(|m| Update::decode(m).unwrap().events)
                 .collect()
         };
+        let fresh = |evs: &[UpdateEvent]| UpdateEncoder::default().encode("n1", evs);
         let mut enc = UpdateEncoder::default();
         let first = enc.encode("n1", small.iter());
-        assert_eq!(first, encode_updates("n1", small.iter()));
+        assert_eq!(first, fresh(&small));
         assert_eq!(events(&first), small);
 
         let burst = enc.encode("n1", big.iter());
-        assert_eq!(burst, encode_updates("n1", big.iter()));
+        assert_eq!(burst, fresh(&big));
         // 900 000-byte events: the fifth takes the body past 4 MiB.
         let counts: Vec<_> = burst
             .iter()
@@ -630,11 +626,9 @@ mod tests {
         assert!(enc.body.capacity() <= KEEP_BODY);
 
         let again = enc.encode("n1", small.iter().rev());
-        assert_eq!(again, encode_updates("n1", small.iter().rev()));
-        assert_eq!(
-            events(&again),
-            small.iter().rev().cloned().collect::<Vec<_>>()
-        );
+        let reversed: Vec<_> = small.iter().rev().cloned().collect();
+        assert_eq!(again, fresh(&reversed));
+        assert_eq!(events(&again), reversed);
         assert!(enc
             .encode("n1", std::iter::empty::<&UpdateEvent>())
             .is_empty());
