@@ -19,7 +19,6 @@
 //! cargo run -p distkv-benches --example memory -- --keys 100000     # quicker
 //! ```
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use distkv_benches::heap;
@@ -47,7 +46,7 @@ fn main() {
     for i in 0..keys {
         // A fresh path and value per request, as decoded from the wire.
         let path = Path::new(vec![Value::str("bench"), Value::uint(i)]);
-        let value = Value::Str(Arc::from(text.as_str()));
+        let value = Value::str(&text);
         if let Err(e) = st.local_change(&path, Some(value)) {
             eprintln!("memory: set {path} refused: {e}");
             std::process::exit(1);
@@ -113,8 +112,9 @@ fn report(f: &Figures) {
         .sum::<u64>()
         + f.keys * VALUE_BYTES as u64;
     let mb = |b: f64| b / 1e6;
-    // An `Arc<str>`'s block: two counters, then the bytes.
-    let values = f.keys as f64 * (16 + VALUE_BYTES) as f64;
+    // A `SharedStr`'s block: its count and length (4 bytes each), then the
+    // bytes.
+    let values = f.keys as f64 * (8 + VALUE_BYTES) as f64;
     println!(
         "{} keys × {VALUE_BYTES} B loaded in {:.2} s ({:.0} sets/s); raw {:.1} MB ({:.1} B per key)",
         f.keys,
@@ -138,7 +138,7 @@ fn report(f: &Figures) {
         f.log as f64,
     );
     row("state: tree and tick bookkeeping", f.state as f64);
-    row("  of which values (Arc<str>, 16 + 100 B)", values);
+    row("  of which values (SharedStr, 8 + 100 B)", values);
     row("  of which the rest (structure)", f.state as f64 - values);
     if let (Some(before), Some(after)) = (f.rss_before, f.rss) {
         println!("resident set size:");

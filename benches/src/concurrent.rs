@@ -138,7 +138,7 @@ fn hot(h: u64) -> Path {
 pub fn write_cluster(dir: &FsPath, spec: &ClusterSpec) -> Result<ClusterFiles, LogError> {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let names: Vec<NodeName> = (0..spec.nodes)
-        .map(|i| Arc::from(format!("n{i}")))
+        .map(|i| NodeName::from(format!("n{i}")))
         .collect();
     let dirs: Vec<PathBuf> = names.iter().map(|n| dir.join(&**n)).collect();
     let mut nodes = Vec::new();

@@ -3,8 +3,6 @@
 pub mod concurrent;
 pub mod heap;
 
-use std::sync::Arc;
-
 /// The same allocator as the `distkv` binary, so the figures match it
 /// (counting live bytes only when a memory example asks).
 #[global_allocator]
@@ -21,7 +19,9 @@ use rand::{Rng, SeedableRng};
 /// for that key, with a Lamport-style tock. Seeded, so every run is equal.
 pub fn remote_events(n: usize, keys: u64, nodes: usize, seed: u64) -> Vec<UpdateEvent> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let names: Vec<NodeName> = (0..nodes).map(|i| Arc::from(format!("node{i}"))).collect();
+    let names: Vec<NodeName> = (0..nodes)
+        .map(|i| NodeName::from(format!("node{i}")))
+        .collect();
     let mut ticks = vec![0u64; nodes];
     let mut chains: Vec<Option<Chain>> = vec![None; keys as usize];
     let paths: Vec<Path> = (0..keys)
@@ -85,7 +85,9 @@ impl Workload {
     pub fn new(nodes: usize, seed: u64) -> Workload {
         Workload {
             rng: StdRng::seed_from_u64(seed),
-            names: (0..nodes).map(|i| Arc::from(format!("node{i}"))).collect(),
+            names: (0..nodes)
+                .map(|i| NodeName::from(format!("node{i}")))
+                .collect(),
             ticks: vec![0; nodes],
             chains: Vec::new(),
             tock: 0,

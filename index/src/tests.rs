@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use distkv_log::{EventLog, FsyncPolicy, LogLimits, LogWriter, Now, WriterConfig};
-use distkv_model::{path, Chain, Path as KvPath, UpdateEvent, Value};
+use distkv_model::{path, Chain, NodeName, Path as KvPath, UpdateEvent, Value};
 
 use crate::{BlockEvents, HistoryIndex, IndexError};
 
@@ -34,7 +34,7 @@ fn events_read_from_the_in_memory_log_give_the_keys_their_paths_give() {
     for (i, p) in paths.iter().enumerate() {
         let ev = UpdateEvent {
             path: p.clone(),
-            chain: Chain::single(Arc::from("n1"), i as u64 + 1),
+            chain: Chain::single(NodeName::from("n1"), i as u64 + 1),
             value: Some(Value::uint(i as u64)),
             tock: 100 + i as u64,
         };
@@ -83,7 +83,7 @@ fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -
     for i in from..=to {
         let ev = UpdateEvent {
             path: key(i),
-            chain: Chain::single(Arc::from("n1"), i),
+            chain: Chain::single(NodeName::from("n1"), i),
             value: Some(Value::uint(i)),
             tock: i,
         };

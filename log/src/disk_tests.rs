@@ -28,7 +28,7 @@ const NODE: &str = "n1";
 fn event(i: u64) -> UpdateEvent {
     UpdateEvent {
         path: path!["test", "key", i % 7],
-        chain: Chain::single(Arc::from(NODE), i),
+        chain: Chain::single(NodeName::from(NODE), i),
         value: Some(Value::str(&format!("value number {i}"))),
         tock: i,
     }
@@ -1553,7 +1553,7 @@ fn the_documented_example_is_byte_exact() -> TestResult {
     let mut w = LogWriter::open(tmp.path(), WriterConfig::new("n1"), Now::at(t0))?;
     let a = UpdateEvent {
         path: path!["a"],
-        chain: Chain::single(Arc::from("n1"), 5),
+        chain: Chain::single(NodeName::from("n1"), 5),
         value: Some(Value::Int(7)),
         tock: 6,
     };

@@ -19,8 +19,6 @@
 //! under that depth, both decoders build the same [`Value`], far inside
 //! every depth limit.
 
-use std::sync::Arc;
-
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec::EXT_PATH;
 use distkv_model::cursor::Cursor;
@@ -77,7 +75,7 @@ impl RecordDecoder {
         if let Some(n) = self.names.iter().find(|n| n.as_bytes() == b) {
             return Some(n.clone());
         }
-        let n: NodeName = Arc::from(std::str::from_utf8(b).ok()?);
+        let n: NodeName = NodeName::from(std::str::from_utf8(b).ok()?);
         if self.names.len() < MAX_NAMES {
             self.names.push(n.clone());
         }
@@ -180,7 +178,7 @@ impl RecordDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::path;
+    use distkv_model::{path, SharedStr};
 
     fn event(chain: Chain, value: Option<Value>) -> LogRecord {
         LogRecord::Event {
@@ -325,7 +323,7 @@ mod tests {
                 _ => None,
             }
         };
-        let strs = |p: &distkv_model::Path| -> Vec<Option<Arc<str>>> {
+        let strs = |p: &distkv_model::Path| -> Vec<Option<SharedStr>> {
             p.iter()
                 .map(|v| match v {
                     Value::Str(s) => Some(s.clone()),
@@ -340,8 +338,8 @@ mod tests {
         assert_eq!(b, path!["bench", 2u64, "k"]);
         assert_eq!(c, path!["other", 2u64, "bench"]);
         let (a, b, c) = (strs(&a), strs(&b), strs(&c));
-        let same = |x: &Option<Arc<str>>, y: &Option<Arc<str>>| match (x, y) {
-            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        let same = |x: &Option<SharedStr>, y: &Option<SharedStr>| match (x, y) {
+            (Some(x), Some(y)) => SharedStr::ptr_eq(x, y),
             _ => false,
         };
         assert!(same(&a[0], &b[0]) && same(&a[2], &b[2]), "shared by place");

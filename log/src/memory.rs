@@ -24,7 +24,8 @@
 //!   tock, the chain (node names as indices into the log's table of names),
 //!   the path;
 //! * its **value** beside them, shared with the tree that holds it (an
-//!   `Arc` behind [`Value`]'s strings and byte strings): copying a value
+//!   reference-counted allocations behind [`Value`]'s strings and byte
+//!   strings): copying a value
 //!   into the log would cost as much memory as the tree's own copy;
 //! * its approximate size ([`approx_size`]), for the byte limit.
 //!
@@ -43,11 +44,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use distkv_model::codec;
 use distkv_model::serial::serialize_path_with;
-use distkv_model::{Chain, Link, NodeName, Path, RecentNames, UpdateEvent, Value};
+use distkv_model::{Chain, Link, NodeName, Path, RecentNames, SharedStr, UpdateEvent, Value};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -833,8 +833,8 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn str(&mut self, len: usize) -> Arc<str> {
-        Arc::from(self.text(len))
+    fn str(&mut self, len: usize) -> SharedStr {
+        SharedStr::from(self.text(len))
     }
 
     fn name(&mut self) -> NodeName {
@@ -967,11 +967,12 @@ mod tests {
     use super::*;
     use distkv_model::path;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     fn ev(i: u64) -> UpdateEvent {
         UpdateEvent {
             path: path!["k", i],
-            chain: Chain::single(Arc::from("n"), i),
+            chain: Chain::single(NodeName::from("n"), i),
             value: Some(Value::uint(i)),
             tock: i,
         }
@@ -1082,7 +1083,7 @@ mod tests {
         let names = ["a", "bb", "ccc"];
         let links = (0..=i % 3)
             .map(|k| Link {
-                node: Arc::from(names[((i + k) % 3) as usize]),
+                node: NodeName::from(names[((i + k) % 3) as usize]),
                 tick: i * 3 + k,
             })
             .collect();
@@ -1152,10 +1153,10 @@ mod tests {
             log.push(&varied(i));
         }
         let outsider = UpdateEvent {
-            chain: Chain::single(Arc::from("n".repeat(300)), 1),
+            chain: Chain::single(NodeName::from("n".repeat(300)), 1),
             ..ev(7)
         };
-        log.names.names.resize(MAX_NAMES, Arc::from("x"));
+        log.names.names.resize(MAX_NAMES, NodeName::from("x"));
         log.push(&outsider);
         let others = [
             Value::Nil,
@@ -1309,7 +1310,7 @@ mod tests {
     #[test]
     fn a_copy_reads_each_log_with_its_own_names() {
         let named = |node: &str, i: u64| UpdateEvent {
-            chain: Chain::single(Arc::from(node), i),
+            chain: Chain::single(NodeName::from(node), i),
             ..ev(i)
         };
         let limits = LogLimits::default();
@@ -1344,7 +1345,7 @@ mod tests {
             max_bytes: usize::MAX,
         });
         let named = |i: u64| UpdateEvent {
-            chain: Chain::single(Arc::from(format!("node{i}")), i),
+            chain: Chain::single(NodeName::from(format!("node{i}")), i),
             ..ev(i)
         };
         let n = MAX_NAMES as u64 + 5;
@@ -1374,9 +1375,9 @@ mod tests {
             let mut e = varied(i);
             if i % 2 == 0 {
                 let mut links = e.chain.links().to_vec();
-                links[0].node = Arc::from(format!("node{i}"));
+                links[0].node = NodeName::from(format!("node{i}"));
                 if let [_, .., last] = &mut links[..] {
-                    last.node = Arc::from(format!("tail{i}"));
+                    last.node = NodeName::from(format!("tail{i}"));
                 }
                 e.chain = Chain::from_links(links).unwrap();
             }

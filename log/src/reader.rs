@@ -676,9 +676,7 @@ impl std::iter::FusedIterator for SegmentReader {}
 
 #[cfg(test)]
 mod segment_reader_tests {
-    use std::sync::Arc;
-
-    use distkv_model::{path, Chain, UpdateEvent, Value};
+    use distkv_model::{path, Chain, NodeName, UpdateEvent, Value};
 
     use super::*;
     use crate::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
@@ -692,7 +690,7 @@ mod segment_reader_tests {
         for i in 1..=6u64 {
             let ev = UpdateEvent {
                 path: path!["k", i],
-                chain: Chain::single(Arc::from("n1"), i),
+                chain: Chain::single(NodeName::from("n1"), i),
                 value: Some(Value::uint(i)),
                 tock: i,
             };

@@ -417,7 +417,7 @@ pub(crate) mod tests {
             .prop_map(|(p, links, value, tock)| {
                 let mut chain: Option<Chain> = None;
                 for (n, t) in links {
-                    chain = Some(Chain::attach(Arc::from(n.as_str()), t, chain.as_ref()));
+                    chain = Some(Chain::attach(NodeName::from(n.as_str()), t, chain.as_ref()));
                 }
                 UpdateEvent {
                     path: Path::new(p.iter().map(|s| Value::str(s)).collect()),
@@ -649,7 +649,7 @@ pub(crate) mod tests {
         };
         let links = (0..MAX_CHAIN_LINKS)
             .map(|i| Link {
-                node: Arc::from(format!("n{i}")),
+                node: NodeName::from(format!("n{i}")),
                 tick: i as u64,
             })
             .collect();
@@ -692,7 +692,7 @@ pub(crate) mod tests {
     fn event_bytes_match_the_record_encoding() -> Result<(), RecordError> {
         let event = UpdateEvent {
             path: path!["a", 1u64],
-            chain: Chain::single(Arc::from("n1"), 7),
+            chain: Chain::single(NodeName::from("n1"), 7),
             value: Some(Value::str("x")),
             tock: 9,
         };

@@ -94,9 +94,7 @@ pub fn read_block_at(path: &Path, offset: u64) -> Result<Vec<LogRecord>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use distkv_model::{path, Chain, UpdateEvent, Value};
+    use distkv_model::{path, Chain, NodeName, UpdateEvent, Value};
 
     use super::*;
     use crate::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
@@ -116,7 +114,7 @@ mod tests {
                 let n = b * 20 + i + 1;
                 let ev = UpdateEvent {
                     path: path!["k", n],
-                    chain: Chain::single(Arc::from("n1"), n),
+                    chain: Chain::single(NodeName::from("n1"), n),
                     value: Some(Value::str(&"x".repeat(40))),
                     tock: n,
                 };

@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::budget::{MAX_CHAIN_LINKS, MAX_NAME_BYTES};
+use crate::shared_str::SharedStr;
 use crate::value::Value;
 
 /// The largest tick or tock accepted from outside. A node would need 146
@@ -29,7 +30,7 @@ use crate::value::Value;
 pub const MAX_COUNTER: u64 = 1 << 62;
 
 /// A server's name. Cheap to clone.
-pub type NodeName = Arc<str>;
+pub type NodeName = SharedStr;
 
 /// One change event: the node that made it and that node's tick.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -278,7 +279,7 @@ impl Chain {
                 return Err(ChainError("node name is longer than 255 bytes"));
             }
             links.push(Link {
-                node: Arc::from(node),
+                node: NodeName::from(node),
                 tick,
             });
             match cur.get("prev") {
@@ -291,8 +292,8 @@ impl Chain {
 }
 
 /// The last few node names looked up, each with a number (an index in
-/// some table of names), found again by the address of their `Arc`: the
-/// same `Arc`s keep coming back (the chains of a tree and of the events on
+/// some table of names), found again by the address of their allocation:
+/// the same names keep coming back (the chains of a tree and of the events on
 /// it share their names), so a hot path need not hash the name. Holding
 /// the names keeps their addresses from being reused.
 #[derive(Debug, Default, Clone)]
@@ -307,7 +308,7 @@ impl RecentNames {
         self.slots
             .iter()
             .flatten()
-            .find(|(known, _)| Arc::ptr_eq(known, name))
+            .find(|(known, _)| SharedStr::ptr_eq(known, name))
             .map(|&(_, n)| n)
     }
 
@@ -371,7 +372,7 @@ mod tests {
             links
                 .iter()
                 .map(|(n, t)| Link {
-                    node: Arc::from(*n),
+                    node: NodeName::from(*n),
                     tick: *t,
                 })
                 .collect(),
@@ -417,7 +418,7 @@ mod tests {
     #[test]
     fn attach_removes_own_old_link() {
         let old = c(&[("b", 3), ("a", 2), ("c", 9)]);
-        let new = Chain::attach(Arc::from("a"), 7, Some(&old));
+        let new = Chain::attach(NodeName::from("a"), 7, Some(&old));
         assert_eq!(new, c(&[("a", 7), ("b", 3), ("c", 9)]));
     }
 
@@ -437,14 +438,14 @@ mod tests {
 
     #[test]
     fn one_link_chains_are_inline_and_equal_to_shared_ones() {
-        let a = Chain::single(Arc::from("a"), 4);
+        let a = Chain::single(NodeName::from("a"), 4);
         assert!(matches!(a.0, Links::One(_)));
         assert_eq!(a, c(&[("a", 4)]));
         // A node changing its own entry again keeps one inline link.
-        let again = Chain::attach(Arc::from("a"), 5, Some(&a));
+        let again = Chain::attach(NodeName::from("a"), 5, Some(&a));
         assert!(matches!(again.0, Links::One(_)));
         assert_eq!(again.links(), c(&[("a", 5)]).links());
-        let two = Chain::attach(Arc::from("b"), 1, Some(&again));
+        let two = Chain::attach(NodeName::from("b"), 1, Some(&again));
         assert!(matches!(two.0, Links::Many(_)));
         assert_eq!(two.head().node.as_ref(), "b");
         assert_eq!(two.without("b"), Some(c(&[("a", 5)])));

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use crate::path::Path;
+use crate::shared_str::SharedStr;
 use crate::value::Value;
 
 /// msgpack extension code of big unsigned integers.
@@ -546,7 +547,8 @@ pub fn decode_prefix(buf: &[u8], limits: Limits) -> Result<(Value, usize), Decod
 }
 
 /// Field names and actions that nearly every message carries: decoding
-/// shares one allocation for each instead of allocating per message.
+/// shares one allocation for each instead of allocating per message, an
+/// immortal one ([`SharedStr::immortal`]): its clones write no count.
 const COMMON: [&str; 16] = [
     "seq",
     "action",
@@ -566,13 +568,13 @@ const COMMON: [&str; 16] = [
     "get_value",
 ];
 
-fn interned(b: &[u8]) -> Option<&'static Arc<str>> {
-    static SHARED: std::sync::OnceLock<Vec<Arc<str>>> = std::sync::OnceLock::new();
+fn interned(b: &[u8]) -> Option<&'static SharedStr> {
+    static SHARED: std::sync::OnceLock<Vec<SharedStr>> = std::sync::OnceLock::new();
     if b.len() > 9 {
         return None;
     }
     let i = COMMON.iter().position(|k| k.as_bytes() == b)?;
-    Some(&SHARED.get_or_init(|| COMMON.iter().map(|k| Arc::from(*k)).collect())[i])
+    Some(&SHARED.get_or_init(|| COMMON.iter().map(|k| SharedStr::immortal(k)).collect())[i])
 }
 
 struct Reader<'a> {
@@ -651,7 +653,7 @@ impl<'a> Reader<'a> {
             return Ok(Value::Str(s.clone()));
         }
         let s = std::str::from_utf8(b).map_err(|_| DecodeError::Invalid("string is not UTF-8"))?;
-        Ok(Value::Str(Arc::from(s)))
+        Ok(Value::Str(SharedStr::new(s)))
     }
 
     fn enter(&self, depth: usize) -> Result<usize, DecodeError> {

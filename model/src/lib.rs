@@ -21,6 +21,7 @@ pub mod pathfmt;
 pub mod ranges;
 pub mod repr;
 pub mod serial;
+pub mod shared_str;
 #[cfg(test)]
 mod testutil;
 pub mod value;
@@ -30,4 +31,5 @@ pub use event::UpdateEvent;
 pub use packed::{Packed, ValueRef};
 pub use path::{Path, PathStrings};
 pub use ranges::{NodeSet, RangeSet};
+pub use shared_str::SharedStr;
 pub use value::Value;

@@ -5,7 +5,8 @@
 //! Layout: a kind byte, the extension type byte, a 32-bit length and one
 //! word. Scalars (nil, booleans, integers that fit 64 bits, floats) live in
 //! the word. Strings, byte strings, big integers, extension values and paths
-//! keep the very `Arc` the `Value` had: the word is its (thin) pointer, the
+//! keep the very allocation the `Value` had (a [`SharedStr`], an `Arc`): the
+//! word is its (thin) pointer, the
 //! length its element count, so packing and unpacking never copy or count
 //! references. Arrays and maps become boxed slices (their `Vec`'s spare
 //! capacity is given back) held the same way. Anything whose length does
@@ -27,6 +28,7 @@ use std::ptr::slice_from_raw_parts;
 use std::sync::Arc;
 
 use crate::path::Path;
+use crate::shared_str::SharedStr;
 use crate::value::Value;
 
 /// Which `Value` variant a [`Packed`] holds, and how.
@@ -117,7 +119,7 @@ impl Packed {
                 Packed::pointer(Kind::BigUint, 0, b.len(), Arc::into_raw(b).cast())
             }
             Value::Str(s) if fits(s.len()) => {
-                Packed::pointer(Kind::Str, 0, s.len(), Arc::into_raw(s).cast())
+                Packed::pointer(Kind::Str, 0, s.len(), SharedStr::into_raw(s))
             }
             Value::Bin(b) if fits(b.len()) => {
                 Packed::pointer(Kind::Bin, 0, b.len(), Arc::into_raw(b).cast())
@@ -169,7 +171,7 @@ impl Packed {
                 Kind::UInt => Value::UInt(self.word.bits),
                 Kind::Float => Value::Float(f64::from_bits(self.word.bits)),
                 Kind::BigUint => Value::BigUint(Arc::from_raw(slice_from_raw_parts(p, n))),
-                Kind::Str => Value::Str(Arc::from_raw(slice_from_raw_parts(p, n) as *const str)),
+                Kind::Str => Value::Str(SharedStr::from_raw(p)),
                 Kind::Bin => Value::Bin(Arc::from_raw(slice_from_raw_parts(p, n))),
                 Kind::Ext => Value::Ext(self.ext, Arc::from_raw(slice_from_raw_parts(p, n))),
                 // A boxed slice of `n` is a `Vec`'s buffer of capacity `n`.
@@ -297,7 +299,7 @@ impl<'a> ValueRef<'a> {
     /// The string, if this is one ([`Value::as_str`], for `'a`).
     #[inline]
     pub fn as_str(&self) -> Option<&'a str> {
-        // The characters are in the `Arc`'s allocation.
+        // The characters are in the `SharedStr`'s allocation.
         self.deref().as_str().map(|s| self.extend(s))
     }
 
@@ -482,18 +484,18 @@ mod tests {
     }
 
     #[test]
-    fn strings_keep_their_arc() {
-        let s: Arc<str> = Arc::from("shared");
+    fn strings_keep_their_allocation() {
+        let s = SharedStr::from("shared");
         let p = Packed::new(Value::Str(s.clone()));
-        assert_eq!(Arc::strong_count(&s), 2);
+        assert_eq!(SharedStr::count(&s), 2);
         match &*p.view() {
-            Value::Str(v) => assert!(Arc::ptr_eq(v, &s)),
+            Value::Str(v) => assert!(SharedStr::ptr_eq(v, &s)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(Arc::strong_count(&s), 2, "a view counts no reference");
+        assert_eq!(SharedStr::count(&s), 2, "a view counts no reference");
         let c = p.clone();
-        assert_eq!(Arc::strong_count(&s), 3);
+        assert_eq!(SharedStr::count(&s), 3);
         drop((p, c));
-        assert_eq!(Arc::strong_count(&s), 1);
+        assert_eq!(SharedStr::count(&s), 1);
     }
 }

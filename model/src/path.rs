@@ -10,6 +10,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::shared_str::SharedStr;
 use crate::value::Value;
 
 /// The string elements of the path a decoder read last, by place, for
@@ -22,7 +23,7 @@ use crate::value::Value;
 #[derive(Debug)]
 pub struct PathStrings {
     /// Per place, the string there (`None`: none kept).
-    places: Vec<Option<Arc<str>>>,
+    places: Vec<Option<SharedStr>>,
     max_places: usize,
     max_bytes: usize,
 }
@@ -41,13 +42,13 @@ impl PathStrings {
     /// The string of UTF-8 bytes `b` at `place` of a path (`None` if they
     /// are not UTF-8): the one kept there if it has these bytes, else a
     /// new one, kept for the next path within the limits.
-    pub fn get(&mut self, place: usize, b: &[u8]) -> Option<Arc<str>> {
+    pub fn get(&mut self, place: usize, b: &[u8]) -> Option<SharedStr> {
         if let Some(Some(s)) = self.places.get(place) {
             if s.as_bytes() == b {
                 return Some(s.clone());
             }
         }
-        let s: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
+        let s = SharedStr::new(std::str::from_utf8(b).ok()?);
         if place < self.max_places && b.len() <= self.max_bytes {
             if self.places.len() <= place {
                 self.places.resize(place + 1, None);

@@ -34,7 +34,7 @@ use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::INTERNAL_LIMITS;
-use crate::chain::{Chain, Link, MAX_COUNTER};
+use crate::chain::{Chain, Link, NodeName, MAX_COUNTER};
 use crate::codec::{EXT_BIGINT, EXT_PATH};
 use crate::event::{check_nesting, EventError};
 use crate::path::Path;
@@ -395,7 +395,7 @@ fn flatten(first: LinkIn<'_>, links: &mut Vec<Link>) {
     while let Some(l) = cur {
         let LinkIn { node, tick, prev } = *l;
         links.push(Link {
-            node: Arc::from(node),
+            node: NodeName::from(node),
             tick: tick.unwrap_or(0),
         });
         cur = prev;
@@ -463,7 +463,7 @@ impl<'de> Deserialize<'de> for UpdateEvent {
             (Some(c), _) => flatten(c, &mut links),
             (None, Some(node)) => {
                 links.push(Link {
-                    node: Arc::from(node),
+                    node: NodeName::from(node),
                     tick: e.tick.unwrap_or(0),
                 });
                 if let Some(p) = e.prev {
@@ -593,7 +593,7 @@ impl<'de> Deserialize<'de> for NodeSet {
                 let mut out = NodeSet::default();
                 while let Some(name) = map.next_key::<Cow<'de, str>>()? {
                     let r: RangeSet = map.next_value()?;
-                    match out.0.entry(Arc::from(name)) {
+                    match out.0.entry(NodeName::from(name)) {
                         Entry::Vacant(v) => {
                             v.insert(r);
                         }

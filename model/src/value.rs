@@ -16,6 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::path::Path;
+use crate::shared_str::SharedStr;
 
 /// A dynamically typed DistKV value.
 #[derive(Clone, Debug)]
@@ -33,7 +34,7 @@ pub enum Value {
     /// A float (always sent as float64).
     Float(f64),
     /// A UTF-8 string.
-    Str(Arc<str>),
+    Str(SharedStr),
     /// A byte string.
     Bin(Arc<[u8]>),
     /// An array (Python tuple or list).
@@ -49,7 +50,7 @@ pub enum Value {
 impl Value {
     /// A string value.
     pub fn str(s: &str) -> Value {
-        Value::Str(Arc::from(s))
+        Value::Str(SharedStr::new(s))
     }
 
     /// An integer value from anything that fits an `i128`-free `u64`.
@@ -306,7 +307,7 @@ impl From<&str> for Value {
 
 impl From<String> for Value {
     fn from(s: String) -> Value {
-        Value::Str(Arc::from(s))
+        Value::Str(SharedStr::new(&s))
     }
 }
 

@@ -8,7 +8,6 @@
 //! the state machine drops).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -131,7 +130,7 @@ fn busy(host: &SharedState, d: &durable::Durability, seed: u64, n: u64) {
                     } else {
                         None
                     };
-                    let other: NodeName = Arc::from(format!("n{}", 2 + rng.below(2)).as_str());
+                    let other: NodeName = NodeName::from(format!("n{}", 2 + rng.below(2)));
                     let ev = UpdateEvent {
                         path: k.clone(),
                         chain: Chain::attach(other, seed * 10_000 + i + 1, base.as_ref()),
@@ -290,9 +289,7 @@ fn write_raw(dir: &Path, events: &[UpdateEvent], group: usize, rotate: usize) ->
 fn stale_losing_and_duplicate_events_of_many_writers_are_dropped_alike() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut rng = Rng(0x5eed);
-    let writers: Vec<NodeName> = (0..4)
-        .map(|i| Arc::from(format!("w{i}").as_str()))
-        .collect();
+    let writers: Vec<NodeName> = (0..4).map(|i| NodeName::from(format!("w{i}"))).collect();
     let mut ticks = [0u64; 4];
     // What each writer last saw of each key (their views differ: conflicts).
     let mut seen: Vec<Vec<Option<Chain>>> = vec![vec![None; 15]; 4];

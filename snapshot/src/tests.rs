@@ -263,7 +263,7 @@ fn ten_thousand_entries_stream_across_many_blocks() -> TestResult {
         panic!("expected a node then an entry");
     };
     let c = e.chain.ok_or("no chain")?;
-    assert!(Arc::ptr_eq(&n1.name, &c.head().node));
+    assert!(NodeName::ptr_eq(&n1.name, &c.head().node));
     Ok(())
 }
 

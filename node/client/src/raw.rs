@@ -20,8 +20,6 @@
 //! here panics on hostile input: every length is checked against the bytes
 //! that are there.
 
-use std::sync::Arc;
-
 use distkv_model::budget::{MAX_CHAIN_LINKS, MAX_NAME_BYTES};
 use distkv_model::chain::{ChainError, MAX_COUNTER};
 use distkv_model::codec::{self, DecodeError, Limits, EXT_BIGINT, EXT_PATH};
@@ -652,7 +650,7 @@ impl NodeNames {
         if let Some(n) = self.0.iter().find(|n| &***n == name) {
             return n.clone();
         }
-        let n: NodeName = Arc::from(name);
+        let n: NodeName = NodeName::from(name);
         if self.0.len() < Self::KEPT {
             self.0.push(n.clone());
         }
@@ -1172,7 +1170,7 @@ pub(crate) mod tests {
         );
         assert_eq!(x, y);
         assert_eq!(x.links()[1].tick, 0);
-        assert!(Arc::ptr_eq(&x.head().node, &y.head().node));
-        assert!(Arc::ptr_eq(&x.links()[1].node, &y.links()[1].node));
+        assert!(NodeName::ptr_eq(&x.head().node, &y.head().node));
+        assert!(NodeName::ptr_eq(&x.links()[1].node, &y.links()[1].node));
     }
 }

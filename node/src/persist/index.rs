@@ -449,7 +449,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use distkv_log::{FsyncPolicy, LogWriter, Now, WriterConfig};
-    use distkv_model::{path, Chain, UpdateEvent, Value};
+    use distkv_model::{path, Chain, NodeName, UpdateEvent, Value};
 
     use super::*;
 
@@ -462,7 +462,7 @@ mod tests {
         for i in from..=to {
             let ev = UpdateEvent {
                 path: path!["k", i % 7],
-                chain: Chain::single(Arc::from("n1"), i),
+                chain: Chain::single(NodeName::from("n1"), i),
                 value: Some(Value::uint(i)),
                 tock: i,
             };

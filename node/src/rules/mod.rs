@@ -33,7 +33,7 @@ pub mod script;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use distkv_model::{Path, Value};
+use distkv_model::{Path, SharedStr, Value};
 use parking_lot::Mutex;
 
 use crate::commit::{CommitHook, Denied, Proposal, Road};
@@ -48,7 +48,7 @@ use script::{Globals, ScriptError};
 const MAX_CACHED: usize = 4096;
 
 /// The event that wrote a record: its chain's head and its tock.
-type Version = (Arc<str>, u64, u64);
+type Version = (SharedStr, u64, u64);
 
 /// A type record, compiled.
 #[derive(Debug)]

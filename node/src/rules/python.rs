@@ -32,7 +32,7 @@ use std::ffi::{c_int, CStr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use distkv_model::{Path, Value};
+use distkv_model::{Path, SharedStr, Value};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -326,7 +326,14 @@ fn from_py(o: &Bound<'_, PyAny>, depth: usize) -> Result<Value, ScriptError> {
         return Ok(Value::Float(f.value()));
     }
     if let Ok(s) = o.cast::<PyString>() {
-        return Ok(Value::str(s.to_str().map_err(py_failed)?));
+        let s = s.to_str().map_err(py_failed)?;
+        if s.len() > SharedStr::MAX_LEN {
+            return Err(failed(format!(
+                "a string of {} bytes: 4 GiB at most",
+                s.len()
+            )));
+        }
+        return Ok(Value::str(s));
     }
     if let Ok(b) = o.cast::<PyBytes>() {
         return Ok(Value::Bin(b.as_bytes().into()));

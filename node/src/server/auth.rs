@@ -24,7 +24,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use distkv_model::{Path, Value};
+use distkv_model::{Path, SharedStr, Value};
 
 use super::handlers::{self, int_field, View};
 use super::reply::{put, CmdError, CmdResult, Fields};
@@ -279,15 +279,15 @@ pub(super) struct Bound {
     /// The user's ACL.
     pub access: Access,
     /// The user's converter group.
-    pub conv: Option<Arc<str>>,
+    pub conv: Option<SharedStr>,
 }
 
 /// The converter group a user is bound to, read at login from its `conv`
 /// link `(None, "auth", METHOD, "user", IDENT, "conv")` = `{key: GROUP}`.
-fn bound_conv(server: &Server, typ: &str, ident: &str) -> Option<Arc<str>> {
+fn bound_conv(server: &Server, typ: &str, ident: &str) -> Option<SharedStr> {
     let st = server.state();
     let link = st.entry(&auth_path(&[typ, "user", ident, "conv"]))?;
-    link.data()?.get("key")?.as_str().map(Arc::from)
+    link.data()?.get("key")?.as_str().map(SharedStr::from)
 }
 
 /// The ACL a user is bound to, read at login from its `acl` link

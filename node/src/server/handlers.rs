@@ -7,10 +7,9 @@
 //! requests fast and in order.
 
 use std::ops::Deref;
-use std::sync::Arc;
 
 use distkv_model::event::path_from_value;
-use distkv_model::{Chain, Path, UpdateEvent, Value, ValueRef};
+use distkv_model::{Chain, Path, SharedStr, UpdateEvent, Value, ValueRef};
 
 use super::reply::{entry_fields, put, CmdError, CmdResult, Fields};
 use super::request::ValueArgs;
@@ -29,7 +28,7 @@ pub struct View {
     pub access: Access,
     /// The converter group its login bound (`(None,"conv",GROUP)`): its
     /// values are decoded on the way in and encoded on the way out.
-    pub conv: Option<Arc<str>>,
+    pub conv: Option<SharedStr>,
 }
 
 /// An entry's value as a connection sees it ([`View::entry_value`]).

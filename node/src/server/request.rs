@@ -357,7 +357,7 @@ impl ValueArgs {
 mod tests {
     use super::{path_strings, Action, Request, ValueArgs, KEPT_BYTES, KEPT_PLACES};
     use distkv_model::codec::{self, Limits};
-    use distkv_model::{path, Path, Value};
+    use distkv_model::{path, Path, SharedStr, Value};
 
     /// A request read in place finds what the decoded message holds:
     /// `seq`, `action`, `state` and every value request field, including
@@ -552,7 +552,7 @@ mod tests {
                 if let (true, Value::Str(g), Some((_, Value::Str(b)))) =
                     (kept, g, last.get(at).filter(|(bytes, _)| bytes == e))
                 {
-                    assert!(std::sync::Arc::ptr_eq(g, b), "{at}: {g:?} not shared");
+                    assert!(SharedStr::ptr_eq(g, b), "{at}: {g:?} not shared");
                     shared += 1;
                 }
             }

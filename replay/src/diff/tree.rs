@@ -44,7 +44,7 @@
 //! come.
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use distkv_core::state::{Digest, SeenBatch, State};
 use distkv_model::chain::Link;
@@ -162,7 +162,7 @@ fn decode_chain(mut b: &[u8]) -> Option<Chain> {
         let (node, n) = codec::decode_prefix(b, REDECODE).ok()?;
         let (tick, m) = codec::decode_prefix(b.get(n..)?, REDECODE).ok()?;
         links.push(Link {
-            node: Arc::from(node.as_str()?),
+            node: NodeName::from(node.as_str()?),
             tick: tick.as_u64()?,
         });
         b = b.get(n + m..)?;

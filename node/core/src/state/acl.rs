@@ -15,9 +15,8 @@
 //! changed ACL entry counts at once.
 
 use std::fmt;
-use std::sync::Arc;
 
-use distkv_model::{Chain, Value};
+use distkv_model::{Chain, SharedStr, Value};
 
 use super::pattern::PatternCursor;
 use super::{Entry, State};
@@ -97,7 +96,7 @@ pub enum Access {
     #[default]
     Full,
     /// Bound to the ACL of this name, `(None,"acl",NAME,…)`.
-    Acl(Arc<str>),
+    Acl(SharedStr),
 }
 
 impl Access {

@@ -182,7 +182,7 @@ impl State {
     /// A new, empty state whose event log is `log` (e.g. one continuing
     /// after recovered records).
     pub fn with_log(me: &str, log: EventLog) -> State {
-        let me: NodeName = Arc::from(me);
+        let me: NodeName = NodeName::from(me);
         let mut nodes = Map::default();
         nodes.insert(me.clone(), NodeInfo::default());
         State {
@@ -337,11 +337,11 @@ impl State {
 
     /// The index of node `name` in `nodes`, which gains it if new.
     fn node_index(&mut self, name: &NodeName) -> usize {
-        // The merge asks two or three times per link, with the same `Arc`s.
+        // The merge asks two or three times per link, with the same names.
         if let Some(i) = self.recent_nodes.get(name) {
             return i as usize;
         }
-        // Look up by &str first so the common case does not clone the Arc.
+        // Look up by &str first so the common case does not clone the name.
         let idx = match self.nodes.get_index_of(&**name) {
             Some(i) => i,
             None => self.nodes.insert_full(name.clone(), NodeInfo::default()).0,
@@ -669,7 +669,7 @@ impl State {
         known: &RangeSet,
         deleted: &RangeSet,
     ) {
-        let name: NodeName = Arc::from(name);
+        let name: NodeName = NodeName::from(name);
         let n = self.node_mut(&name);
         if let Some(t) = tick {
             n.saw_tick(t);

@@ -8,8 +8,6 @@
 //! tick is superseded (`known`) or deleted. A tick seen in any message from
 //! another node is no longer reported: someone else already answered.
 
-use std::sync::Arc;
-
 use distkv_model::{Chain, NodeName, NodeSet, RangeSet, UpdateEvent};
 
 use super::State;
@@ -138,7 +136,7 @@ impl State {
 
     /// Raises `node`'s highest tick to at least `tick` (a ping, `info.ticks`).
     pub fn saw_node_tick(&mut self, node: &str, tick: u64) {
-        let name: NodeName = Arc::from(node);
+        let name: NodeName = NodeName::from(node);
         self.node_mut(&name).saw_tick(tick);
     }
 

@@ -117,13 +117,13 @@ fn concurrent_writes_higher_tock_wins_in_both_orders() {
     let p = path!["k"];
     let low = UpdateEvent {
         path: p.clone(),
-        chain: Chain::single(Arc::from("a"), 1),
+        chain: Chain::single(NodeName::from("a"), 1),
         value: Some(Value::Int(1)),
         tock: 10,
     };
     let high = UpdateEvent {
         path: p.clone(),
-        chain: Chain::single(Arc::from("b"), 1),
+        chain: Chain::single(NodeName::from("b"), 1),
         value: Some(Value::Int(2)),
         tock: 12,
     };
@@ -142,7 +142,7 @@ fn equal_tock_is_broken_by_node_name_not_arrival() {
     let p = path!["k"];
     let mk = |n: &str, v| UpdateEvent {
         path: p.clone(),
-        chain: Chain::single(Arc::from(n), 1),
+        chain: Chain::single(NodeName::from(n), 1),
         value: Some(Value::Int(v)),
         tock: 7,
     };
@@ -161,13 +161,13 @@ fn later_deletion_wins_over_earlier_concurrent_set_in_both_orders() {
     let p = path!["k"];
     let del = UpdateEvent {
         path: p.clone(),
-        chain: Chain::single(Arc::from("a"), 1),
+        chain: Chain::single(NodeName::from("a"), 1),
         value: None,
         tock: 20,
     };
     let set = UpdateEvent {
         path: p.clone(),
-        chain: Chain::single(Arc::from("b"), 1),
+        chain: Chain::single(NodeName::from("b"), 1),
         value: Some(Value::Int(1)),
         tock: 5,
     };
@@ -192,7 +192,7 @@ fn deletion_keeps_a_tombstone_and_marks_ticks_deleted() {
     assert!(e.chain().is_some());
     assert!(s.node("n1").unwrap().deleted().contains(2));
     let pend = s.take_pending_deleted();
-    assert!(pend.0[&Arc::from("n1")].contains(2));
+    assert!(pend.0["n1"].contains(2));
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn missing_ticks_are_reported_per_node() {
     let mut s = state("me");
     s.apply(UpdateEvent {
         path: path!["x"],
-        chain: Chain::single(Arc::from("other"), 5),
+        chain: Chain::single(NodeName::from("other"), 5),
         value: Some(Value::Int(1)),
         tock: 3,
     });
@@ -631,7 +631,7 @@ fn chain(links: &[(&str, u64)]) -> Chain {
         links
             .iter()
             .map(|(n, t)| distkv_model::Link {
-                node: Arc::from(*n),
+                node: NodeName::from(*n),
                 tick: *t,
             })
             .collect(),

@@ -173,7 +173,7 @@ pub struct Tree {
     nodes: Vec<NodeName>,
     node_ids: HashMap<NodeName, u32, foldhash::fast::RandomState>,
     /// The indices of the names stored last, by address: a node's changes
-    /// come in runs, with the same `Arc` for its name.
+    /// come in runs, with the same allocation for its name.
     recent_nodes: RecentNames,
     /// The entries along the path [`Tree::follow_create`] followed last
     /// from the root: `last_path[i]` is at depth `i + 1` (see the module's
@@ -811,7 +811,7 @@ mod tests {
         t.set_chain(ids[3], Some(many.clone()));
         assert_eq!(t.remove_leaf(&[Value::Int(3)]), Some(Some(many.clone())));
         assert_eq!(Arc::strong_count(&shared), count - 1);
-        // A run of one node's changes (the same `Arc` for its name), then
+        // A run of one node's changes (the same allocation for its name), then
         // another node's name, then the first again.
         let b = node("b");
         t.set_chain(ids[0], Some(Chain::single(b.clone(), 1)));
