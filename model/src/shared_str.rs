@@ -9,7 +9,7 @@
 //! takes a 112-byte block instead of a 128-byte one, a 12-byte name 24 bytes
 //! instead of 32). Lengths are limited to 32 bits, as msgpack limits a string.
 //!
-//! The count never wraps: from [`STUCK`] on a string is never freed again
+//! The count never wraps: from 2³¹ on, a string is never freed again
 //! (clones stop counting, drops stop uncounting), so a count that reaches two
 //! thousand million references, or a string made [`SharedStr::immortal`],
 //! costs a leak, never a use after free. The empty string is one such
@@ -119,7 +119,7 @@ impl SharedStr {
         a.ptr == b.ptr
     }
 
-    /// The number of references counted, [`STUCK`] or more once the string
+    /// The number of references counted, 2³¹ or more once the string
     /// is never freed (for tests).
     pub fn count(s: &SharedStr) -> u32 {
         s.header().count.load(Ordering::Relaxed)
