@@ -1,9 +1,11 @@
-//! Merge throughput: applying remote update events to the tree.
+//! Merge throughput: applying remote update events to the tree; and
+//! purging the tombstones of many deleted siblings.
 //!
 //! `cargo bench -p distkv-benches --bench merge`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use distkv_benches::{fresh_state, remote_events};
+use distkv_model::{Path, Value};
 
 fn merge(c: &mut Criterion) {
     let mut g = c.benchmark_group("merge");
@@ -27,5 +29,36 @@ fn merge(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, merge);
+/// `n` keys under one parent, every other one deleted (in the order they
+/// were written), then the tombstones purged: a purge of n / 2 siblings.
+fn purge(c: &mut Criterion) {
+    let mut g = c.benchmark_group("purge");
+    g.sample_size(10);
+    for n in [100_000i64, 1_000_000] {
+        g.throughput(Throughput::Elements(n as u64 / 2));
+        g.bench_function(format!("purge_{}_of_{n}_siblings", n / 2), |b| {
+            b.iter_batched(
+                || {
+                    let mut st = fresh_state();
+                    let key = |i: i64| Path::new(vec![Value::str("many"), Value::Int(i)]);
+                    for i in 0..n {
+                        st.local_change(&key(i), Some(Value::Int(i))).expect("set");
+                    }
+                    for i in (0..n).step_by(2) {
+                        st.local_change(&key(i), None).expect("delete");
+                    }
+                    st
+                },
+                |mut st| {
+                    assert_eq!(st.purge_deleted(u64::MAX), n as usize / 2);
+                    st
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, merge, purge);
 criterion_main!(benches);

@@ -350,26 +350,27 @@ impl State {
     pub fn purge_deleted(&mut self, tock: u64) -> usize {
         let keep = self.tombstones.split_off(&tock);
         let old = std::mem::replace(&mut self.tombstones, keep);
-        let mut purged = 0;
+        let mut chains = Vec::new();
+        let mut removal = self.tree.bulk_removal();
         for (t, paths) in old {
             for path in paths {
-                let Some(e) = self.tree.root().follow(&path) else {
+                let Some(e) = removal.follow(&path) else {
                     continue;
                 };
                 if e.data().is_some() || e.tock() != t || e.has_children() {
                     continue; // rewritten since, or a parent of live data
                 }
-                let Some(chain) = self.tree.remove_leaf(&path) else {
-                    continue;
-                };
-                for l in chain.iter().flat_map(|c| c.links()) {
-                    let n = self.node_mut(&l.node);
-                    n.supersede(l.tick);
-                    n.deleted.remove(l.tick);
+                if let Some(chain) = removal.remove_leaf(&path) {
+                    chains.push(chain);
                 }
-                purged += 1;
             }
         }
-        purged
+        drop(removal);
+        for l in chains.iter().flatten().flat_map(|c| c.links()) {
+            let n = self.node_mut(&l.node);
+            n.supersede(l.tick);
+            n.deleted.remove(l.tick);
+        }
+        chains.len()
     }
 }

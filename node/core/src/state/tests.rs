@@ -592,6 +592,42 @@ fn purging_removes_old_tombstones_and_bare_parents_only() {
 }
 
 #[test]
+fn purging_many_interleaved_siblings_keeps_the_others_in_order() {
+    let mut a = state("a");
+    let key = |i: i64| path!["many", i];
+    for i in 0..3_000 {
+        set(&mut a, &key(i), i);
+    }
+    // Every third deleted, in a shuffled order, two of them rewritten.
+    let gone: Vec<i64> = (0..3_000).filter(|i| i % 3 == 0).collect();
+    let mut ticks = Vec::new();
+    for &i in gone.iter().rev().step_by(2).chain(gone.iter().step_by(2)) {
+        let ev = a.local_change(&key(i), None).unwrap();
+        if i >= 6 {
+            ticks.push(ev.chain.head().tick);
+        }
+    }
+    set(&mut a, &key(0), -1);
+    set(&mut a, &key(3), -3);
+    assert_eq!(a.purge_deleted(u64::MAX), gone.len() - 2);
+    let left: Vec<i64> = a
+        .entry(&path!["many"])
+        .unwrap()
+        .children()
+        .map(|(n, _)| n.as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = (0..3_000).filter(|i| i % 3 != 0 || *i < 6).collect();
+    assert_eq!(left, want);
+    assert_eq!(value_at(&a, &key(3)), Some(Value::Int(-3)));
+    let me = a.node("a").unwrap();
+    assert!(me.missing().is_empty());
+    for t in ticks {
+        assert!(!me.deleted().contains(t), "purged deletions are forgotten");
+        assert!(me.superseded().contains(t));
+    }
+}
+
+#[test]
 fn a_rewritten_tombstone_is_not_purged() {
     let mut a = state("a");
     let p = path!["k"];
