@@ -476,7 +476,8 @@ pub(crate) struct BulkRemoval<'t> {
 }
 
 impl BulkRemoval<'_> {
-    /// The entry at `rel` from the root.
+    /// The entry at `rel` from the root (whose children are not to be
+    /// listed before the removal ends: their order is not yet updated).
     pub(crate) fn follow(&self, rel: &[Value]) -> Option<Entry<'_>> {
         self.tree.root().follow(rel)
     }
