@@ -10,12 +10,12 @@
 //!   prefix scans ([`key`]) followed by the event's seq (8 bytes
 //!   big-endian); value: the file offset of the block holding the event —
 //!   are collected in memory per segment and written as *parts* of up to
-//!   128 Ki events: sorted by key and cut into chunks of about 16 KiB, in
+//!   32 Ki events: sorted by key and cut into chunks of about 16 KiB, in
 //!   a file of their own (`parts/<segment>-<generation>-<part>.part`:
 //!   header, chunks, a chunk directory with each chunk's first key and
 //!   CRC, a footer; module `partfile`). A part is written once and then only
 //!   read; a lookup reads each part's directory and the chunks that may
-//!   hold the path (one or two per part, one part per 128 Ki events).
+//!   hold the path (one or two per part, one part per 32 Ki events).
 //! * **in sled** (one tree, records told apart by their first byte), the
 //!   small records: **part file records** (key: `F`, segment, generation,
 //!   part; value: the file's length and its directory's CRC); **seek

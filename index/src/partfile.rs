@@ -1,7 +1,7 @@
 //! Part files: one immutable file per written part, beside the sled
 //! database (`<index dir>/parts/`).
 //!
-//! A part (up to 128 Ki event entries, sorted by entry key) is the bulk of
+//! A part (up to 32 Ki event entries, sorted by entry key) is the bulk of
 //! the index; it is written once and then only read, so it does not go
 //! through sled (whose I/O buffers, serializing whole tree nodes, were
 //! most of the index's memory: docs/perf.md, "History index"). sled keeps

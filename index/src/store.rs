@@ -27,10 +27,13 @@ const TAG_FILE: u8 = b'F';
 /// generation, part, chunk number.
 const TAG_BLOCKS: u8 = b'B';
 
-/// Events in a part before it is written (bounds the builder's memory).
-const PART_EVENTS: usize = 1 << 17;
-/// Key bytes in a part before it is written.
-const PART_KEY_BYTES: usize = 16 << 20;
+/// Events in a part before it is written: bounds the builder's memory
+/// (its entries, keys and sort), which the node holds for good (parts of
+/// 128 Ki events held about 5 MB more); a lookup costs about 10 µs more per
+/// part (docs/perf.md, "The history index's parts of 32 Ki events").
+const PART_EVENTS: usize = 1 << 15;
+/// Key bytes in a part before it is written (128 bytes an event).
+const PART_KEY_BYTES: usize = 4 << 20;
 /// Bytes of entries per chunk of a part file (one read and CRC per
 /// chunk a lookup touches; the file's directory holds one key per chunk).
 const CHUNK_BYTES: usize = 16 << 10;
