@@ -29,7 +29,7 @@ const TAG_BLOCKS: u8 = b'B';
 
 /// Events in a part before it is written: bounds the builder's memory
 /// (its entries, keys and sort), which the node holds for good (parts of
-/// 128 Ki events held about 5 MB more); a lookup costs about 10 µs more per
+/// 128 Ki events held about 6 MB more); a lookup costs about 10 µs more per
 /// part (docs/perf.md, "The history index's parts of 32 Ki events").
 const PART_EVENTS: usize = 1 << 15;
 /// Key bytes in a part before it is written (128 bytes an event).

@@ -6,9 +6,8 @@
 //! word. Scalars (nil, booleans, integers that fit 64 bits, floats) live in
 //! the word. Strings, byte strings, big integers, extension values and paths
 //! keep the very allocation the `Value` had (a [`SharedStr`], an `Arc`): the
-//! word is its (thin) pointer, the
-//! length its element count, so packing and unpacking never copy or count
-//! references. Arrays and maps become boxed slices (their `Vec`'s spare
+//! word is its (thin) pointer, the length its element count, so packing and
+//! unpacking never copy or count references. Arrays and maps become boxed slices (their `Vec`'s spare
 //! capacity is given back) held the same way. Anything whose length does
 //! not fit 32 bits (never, under the node's budget) is boxed whole.
 //!
