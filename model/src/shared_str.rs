@@ -253,20 +253,8 @@ impl From<String> for SharedStr {
     }
 }
 
-impl From<&String> for SharedStr {
-    fn from(s: &String) -> SharedStr {
-        SharedStr::new(s)
-    }
-}
-
 impl From<std::borrow::Cow<'_, str>> for SharedStr {
     fn from(s: std::borrow::Cow<'_, str>) -> SharedStr {
-        SharedStr::new(&s)
-    }
-}
-
-impl From<Box<str>> for SharedStr {
-    fn from(s: Box<str>) -> SharedStr {
         SharedStr::new(&s)
     }
 }
