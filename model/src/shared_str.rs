@@ -3,7 +3,7 @@
 //! [`NodeName`](crate::NodeName).
 //!
 //! One allocation holds a 4-byte reference count, the 4-byte length and the
-//! bytes. `SharedStr` puts two 8-byte counts in front of the bytes (strong and
+//! bytes. `Arc<str>` puts two 8-byte counts in front of the bytes (strong and
 //! weak) and needs a fat pointer; the 8 bytes saved per string decide the
 //! allocator's size class of the node's typical entries (a 100-byte value
 //! takes a 112-byte block instead of a 128-byte one, a 12-byte name 24 bytes
@@ -52,7 +52,7 @@ pub struct SharedStr {
 }
 
 // SAFETY: the bytes are never written after construction and the count is
-// atomic, as in `SharedStr`.
+// atomic, as in `Arc<str>`.
 unsafe impl Send for SharedStr {}
 // SAFETY: as above.
 unsafe impl Sync for SharedStr {}
@@ -421,9 +421,11 @@ mod tests {
 
     #[test]
     fn strings_take_a_smaller_block_than_arc_str() {
-        // The header is two 4-byte words; `SharedStr`'s two 8-byte counts.
+        // The header is two 4-byte words; `Arc<str>`'s two 8-byte counts,
+        // behind a pointer of two words.
         assert_eq!(HEADER, 8);
         assert_eq!(size_of::<SharedStr>(), 8);
+        assert_eq!(size_of::<std::sync::Arc<str>>(), 16);
         assert_eq!(size_of::<Option<SharedStr>>(), 8);
     }
 }
