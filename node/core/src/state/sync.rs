@@ -136,7 +136,7 @@ impl State {
 
     /// Raises `node`'s highest tick to at least `tick` (a ping, `info.ticks`).
     pub fn saw_node_tick(&mut self, node: &str, tick: u64) {
-        let name: NodeName = NodeName::from(node);
+        let name = NodeName::from(node);
         self.node_mut(&name).saw_tick(tick);
     }
 
@@ -360,7 +360,8 @@ impl State {
                 if e.data().is_some() || e.tock() != t || e.has_children() {
                     continue; // rewritten since, or a parent of live data
                 }
-                if let Some(chain) = removal.remove_leaf(&path) {
+                let id = e.id();
+                if let Some(chain) = removal.remove(id) {
                     chains.push(chain);
                 }
             }

@@ -483,9 +483,17 @@ impl BulkRemoval<'_> {
     }
 
     /// As [`Tree::remove_leaf`].
+    #[cfg(test)]
     pub(crate) fn remove_leaf(&mut self, rel: &[Value]) -> Option<Option<Chain>> {
+        let id = self.tree.root().follow(rel)?.id;
+        self.remove(id)
+    }
+
+    /// Removes entry `id` (found with [`BulkRemoval::follow`]) if it is a
+    /// leaf, then every ancestor left without value, change or children.
+    /// Returns its chain (`None` also when nothing was removed).
+    pub(crate) fn remove(&mut self, id: EntryId) -> Option<Option<Chain>> {
         let tree = &mut *self.tree;
-        let id = tree.root().follow(rel)?.id;
         if id == ROOT || tree.entry(id).has_children() {
             return None;
         }
