@@ -75,7 +75,7 @@ impl RecordDecoder {
         if let Some(n) = self.names.iter().find(|n| n.as_bytes() == b) {
             return Some(n.clone());
         }
-        let n: NodeName = NodeName::from(std::str::from_utf8(b).ok()?);
+        let n = NodeName::from(std::str::from_utf8(b).ok()?);
         if self.names.len() < MAX_NAMES {
             self.names.push(n.clone());
         }

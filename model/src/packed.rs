@@ -117,9 +117,8 @@ impl Packed {
             Value::BigUint(b) if fits(b.len()) => {
                 Packed::pointer(Kind::BigUint, 0, b.len(), Arc::into_raw(b).cast())
             }
-            Value::Str(s) if fits(s.len()) => {
-                Packed::pointer(Kind::Str, 0, s.len(), SharedStr::into_raw(s))
-            }
+            // A `SharedStr`'s length always fits 32 bits.
+            Value::Str(s) => Packed::pointer(Kind::Str, 0, s.len(), SharedStr::into_raw(s)),
             Value::Bin(b) if fits(b.len()) => {
                 Packed::pointer(Kind::Bin, 0, b.len(), Arc::into_raw(b).cast())
             }

@@ -130,7 +130,7 @@ fn busy(host: &SharedState, d: &durable::Durability, seed: u64, n: u64) {
                     } else {
                         None
                     };
-                    let other: NodeName = NodeName::from(format!("n{}", 2 + rng.below(2)));
+                    let other = NodeName::from(format!("n{}", 2 + rng.below(2)));
                     let ev = UpdateEvent {
                         path: k.clone(),
                         chain: Chain::attach(other, seed * 10_000 + i + 1, base.as_ref()),

@@ -650,7 +650,7 @@ impl NodeNames {
         if let Some(n) = self.0.iter().find(|n| &***n == name) {
             return n.clone();
         }
-        let n: NodeName = NodeName::from(name);
+        let n = NodeName::from(name);
         if self.0.len() < Self::KEPT {
             self.0.push(n.clone());
         }

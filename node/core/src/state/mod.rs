@@ -182,7 +182,7 @@ impl State {
     /// A new, empty state whose event log is `log` (e.g. one continuing
     /// after recovered records).
     pub fn with_log(me: &str, log: EventLog) -> State {
-        let me: NodeName = NodeName::from(me);
+        let me = NodeName::from(me);
         let mut nodes = Map::default();
         nodes.insert(me.clone(), NodeInfo::default());
         State {
@@ -669,7 +669,7 @@ impl State {
         known: &RangeSet,
         deleted: &RangeSet,
     ) {
-        let name: NodeName = NodeName::from(name);
+        let name = NodeName::from(name);
         let n = self.node_mut(&name);
         if let Some(t) = tick {
             n.saw_tick(t);
