@@ -21,16 +21,24 @@
 //!    payload or the checksum and the length is intact: the next block
 //!    starts right after the damaged one. The bytes inside the damaged
 //!    block are never searched then, so a stored value that happens to
-//!    contain the bytes of a valid block cannot be taken for one.
+//!    contain the bytes of a valid block cannot be taken for one. Where
+//!    the next block is damaged too (a failing disk damages many), its
+//!    header still looks like one (the cheap tests of method 3): its own
+//!    length is followed in turn, block by block, to the first valid one.
+//!    So a run of damaged neighbours costs about its own length.
 //! 2. **The damaged block's own checksum.** If only the length field is
-//!    damaged, the payload and its CRC are intact: the CRC of the flags
-//!    byte and the bytes after the header is computed in one pass, and the
-//!    first position where it matches the stored CRC and a valid block
-//!    follows is where the damaged block really ends. That block is then
-//!    whole again (the *repaired* block) and nothing is lost. This pass runs
-//!    up to where method 1 found a block, if it did (a damaged length may
-//!    point past valid blocks), else up to the largest block or the end of
-//!    the file.
+//!    damaged, the payload and its CRC are intact, and so is the payload's
+//!    own structure: the record lengths of a records area, the frame and
+//!    block headers of a zstd frame. Followed from the payload's start,
+//!    they give where the block can end (a record boundary, the frame's
+//!    end); the first such end where the CRC of the flags byte and the
+//!    bytes before it matches the stored CRC, the records decode and a
+//!    valid block follows is where the damaged block really ends. That
+//!    block is then whole again (the *repaired* block) and nothing is lost.
+//!    This runs up to where method 1 found a block, if it did (a damaged
+//!    length may point past valid blocks), else up to the largest block or
+//!    the end of the file; but it reads only as far as the structure holds,
+//!    so a block whose payload is damaged too costs little.
 //! 3. **A scan.** When the header of the damaged block is beyond repair,
 //!    every later offset is tried. Cheap tests come first (flags 0 or 1, a
 //!    length that fits, the first record's length and msgpack map marker,
@@ -45,8 +53,10 @@
 //! What remains possible: if a block's length field *and* another part of
 //! its header are damaged, method 3 searches the damaged block's payload,
 //! where a stored value could contain a well-formed block of records that
-//! continue the log. That takes a disk fault hitting exactly such a block
-//! and an operator choosing salvage.
+//! continue the log. So can method 1, if a damaged length leads exactly to
+//! such a block, or to bytes of a stored value that look like the header
+//! of a block and lead to one. That takes a disk fault hitting exactly
+//! such a block and an operator choosing salvage.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -116,8 +126,11 @@ pub(crate) struct Scan<'a> {
     pub(crate) inflater: &'a mut Inflater,
 }
 
-/// Bytes read per step of methods 2 and 3.
+/// Bytes read per step of methods 2 and 3 (at most).
 const CHUNK: usize = 1 << 20;
+
+/// Bytes method 3 reads first; each further read doubles, up to [`CHUNK`].
+const FIRST_SCAN: usize = 4 << 10;
 
 /// The smallest block: a header and one record of one byte with its length.
 const MIN_BLOCK: u64 = BLOCK_HEADER_LEN as u64 + 5;
@@ -164,14 +177,20 @@ impl Scan<'_> {
         } else {
             None
         };
-        // 1. The damaged block's own length.
+        // 1. The damaged block's own length, and those of damaged blocks
+        // after it.
         let mut by_length = None;
         if let Some(h) = head.filter(|h| h.len >= 1 && h.len as usize <= MAX_BLOCK_LEN) {
-            let next = d + (BLOCK_HEADER_LEN as u64) + u64::from(h.len);
-            if next < self.len {
-                by_length = self
-                    .valid_at(next, expected)?
-                    .map(|(resume, _)| (next, resume));
+            let mut next = d + (BLOCK_HEADER_LEN as u64) + u64::from(h.len);
+            while next < self.len {
+                if let Some((resume, _)) = self.valid_at(next, expected)? {
+                    by_length = Some((next, resume));
+                    break;
+                }
+                match self.block_like_at(next)? {
+                    Some(len) => next += BLOCK_HEADER_LEN as u64 + len,
+                    None => break,
+                }
             }
         }
         // 2. The damaged block's own checksum.
@@ -188,10 +207,15 @@ impl Scan<'_> {
         self.scan_from(d + 1, expected)
     }
 
-    /// Method 2: the first position `x ≤ bound` after the header of the
-    /// damaged block at `d` where the CRC of its flags and the bytes up to
-    /// `x` matches its stored CRC, its payload decodes and a valid block
-    /// follows.
+    /// Method 2: where the damaged block at `d` ends if only its length
+    /// field is damaged. Its payload is then intact, so its own structure
+    /// says where it ends: the record lengths of a records area (the end is
+    /// one of its record boundaries), or the block headers of a zstd frame.
+    /// The first such end `x ≤ bound` where the CRC of the flags and the
+    /// bytes up to `x` matches the stored CRC, the payload decodes and a
+    /// valid block follows is the block's end. Reading follows the
+    /// structure only as far as it holds, so a block damaged elsewhere
+    /// costs about its own length.
     fn repair_length(
         &mut self,
         d: u64,
@@ -205,26 +229,100 @@ impl Scan<'_> {
         let limit = bound
             .min(start + MAX_BLOCK_LEN as u64)
             .min(self.len.saturating_sub(MIN_BLOCK));
-        let mut crc = Crc32::new();
-        crc.update(h.flags);
-        let mut buf = vec![0u8; (limit.saturating_sub(start) as usize).min(CHUNK)];
+        let mut crc = Crc::new(h.flags, start);
+        if h.flags & FLAG_ZSTD != 0 {
+            let Some(end) = self.frame_end(start, limit)? else {
+                return Ok(None);
+            };
+            if self.crc_to(&mut crc, end)? != h.crc {
+                return Ok(None);
+            }
+            return self.whole_block(start, end, h.flags, expected);
+        }
         let mut at = start;
-        while at < limit {
-            let n = ((limit - at) as usize).min(CHUNK);
-            self.read_at(at, &mut buf[..n])?;
-            for (i, &b) in buf[..n].iter().enumerate() {
-                crc.update(b);
-                if crc.value() != h.crc {
-                    continue;
-                }
-                let end = at + i as u64 + 1;
-                if let Some(after) = self.whole_block(start, end, h.flags, expected)? {
+        while at + 5 <= limit {
+            let mut head = [0u8; 5];
+            self.read_at(at, &mut head)?;
+            let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+            if len == 0 || !map_marker(head[4]) {
+                break;
+            }
+            at += 4 + len;
+            if at > limit {
+                break;
+            }
+            if self.crc_to(&mut crc, at)? == h.crc {
+                if let Some(after) = self.whole_block(start, at, h.flags, expected)? {
                     return Ok(Some(after));
                 }
             }
-            at += n as u64;
         }
         Ok(None)
+    }
+
+    /// Where the zstd frame of the compressed payload at `start` (after its
+    /// records-area length) ends, if its frame and block headers hold up to
+    /// `limit` (the zstd format, RFC 8878: a frame header, blocks of at most
+    /// 128 KiB each with a 3-byte header, the last one flagged, then an
+    /// optional 4-byte checksum).
+    fn frame_end(&mut self, start: u64, limit: u64) -> Result<Option<u64>, Stop> {
+        let mut p = start + 4;
+        let mut head = [0u8; 5];
+        if p + 5 > limit {
+            return Ok(None);
+        }
+        self.read_at(p, &mut head)?;
+        let fhd = head[4];
+        if head[..4] != ZSTD_MAGIC || fhd & 0x08 != 0 {
+            return Ok(None);
+        }
+        let single_segment = fhd & 0x20 != 0;
+        let window = u64::from(!single_segment);
+        let dict_id = [0, 1, 2, 4][usize::from(fhd & 3)];
+        let content_size = match fhd >> 6 {
+            0 => u64::from(single_segment),
+            1 => 2,
+            2 => 4,
+            _ => 8,
+        };
+        p += 5 + window + dict_id + content_size;
+        loop {
+            if p + 3 > limit {
+                return Ok(None);
+            }
+            let mut b = [0u8; 3];
+            self.read_at(p, &mut b)?;
+            let v = u32::from_le_bytes([b[0], b[1], b[2], 0]);
+            let size = u64::from(v >> 3);
+            let body = match (v >> 1) & 3 {
+                0 | 2 => size,
+                1 => 1,
+                _ => return Ok(None),
+            };
+            if size > 128 << 10 {
+                return Ok(None);
+            }
+            p += 3 + body;
+            if v & 1 != 0 {
+                break;
+            }
+        }
+        if fhd & 0x04 != 0 {
+            p += 4;
+        }
+        Ok((p <= limit).then_some(p))
+    }
+
+    /// Feeds `crc` the bytes up to `end` and returns its value there.
+    fn crc_to(&mut self, crc: &mut Crc, end: u64) -> Result<u32, Stop> {
+        let mut buf = vec![0u8; ((end - crc.at) as usize).min(CHUNK)];
+        while crc.at < end {
+            let n = ((end - crc.at) as usize).min(CHUNK);
+            self.read_at(crc.at, &mut buf[..n])?;
+            crc.hasher.update(&buf[..n]);
+            crc.at += n as u64;
+        }
+        Ok(crc.hasher.clone().finalize())
     }
 
     /// Whether the damaged block's payload `start .. end` (whose CRC
@@ -250,16 +348,30 @@ impl Scan<'_> {
             .map(|_| found(end, Some(raw), resume)))
     }
 
-    /// Method 3: the first offset from `from` on where a valid block starts.
+    /// The payload length of the block header at `p`, if the bytes there
+    /// pass the cheap tests of method 3 (the block itself may be damaged).
+    fn block_like_at(&mut self, p: u64) -> Result<Option<u64>, Stop> {
+        let mut peek = [0u8; PEEK];
+        let n = ((self.len - p) as usize).min(PEEK);
+        self.read_at(p, &mut peek[..n])?;
+        Ok(plausible(&peek[..n], self.len - p)
+            .then(|| u64::from(u32::from_le_bytes([peek[0], peek[1], peek[2], peek[3]]))))
+    }
+
+    /// Method 3: the first offset from `from` on where a valid block
+    /// starts. Reads start small and grow, so a block that is near is
+    /// found for little.
     fn scan_from(&mut self, from: u64, expected: Seq) -> Result<After, Stop> {
-        let mut buf = vec![0u8; (self.len.saturating_sub(from) as usize).min(CHUNK + PEEK)];
+        let mut buf = Vec::new();
+        let mut window = FIRST_SCAN;
         let mut at = from;
         while at + MIN_BLOCK <= self.len {
-            let n = ((self.len - at) as usize).min(CHUNK + PEEK);
-            self.read_at(at, &mut buf[..n])?;
+            let n = ((self.len - at) as usize).min(window + PEEK);
+            buf.resize(n, 0);
+            self.read_at(at, &mut buf)?;
             // Offsets whose peek window is whole in this read, or every
             // offset of the file's last bytes.
-            let offsets = if n == CHUNK + PEEK { CHUNK } else { n };
+            let offsets = if n == window + PEEK { window } else { n };
             for i in 0..offsets {
                 let p = at + i as u64;
                 let peek = &buf[i..n.min(i + PEEK)];
@@ -270,6 +382,7 @@ impl Scan<'_> {
                 }
             }
             at += offsets as u64;
+            window = (window * 2).min(CHUNK);
         }
         Ok(After::Nothing)
     }
@@ -342,11 +455,7 @@ fn plausible(peek: &[u8], avail: u64) -> bool {
         // A records area: the first record's length, then a msgpack map.
         0 => {
             let first = u32_at(9).map_or(0, u64::from);
-            first >= 1
-                && first + 4 <= len
-                && peek
-                    .get(13)
-                    .is_some_and(|&m| (0x80..=0x8f).contains(&m) || m == 0xde || m == 0xdf)
+            first >= 1 && first + 4 <= len && peek.get(13).is_some_and(|&m| map_marker(m))
         }
         // The records area's length, then a zstd frame.
         FLAG_ZSTD => {
@@ -374,66 +483,29 @@ fn check_area(raw: &[u8], expected: Seq) -> Option<(Seq, Seq)> {
     span
 }
 
-/// CRC32 (IEEE, as crc32fast computes it) one byte at a time, so that the
-/// value after every byte can be compared.
-struct Crc32(u32);
+/// Whether `b` starts a msgpack map, as every record does.
+fn map_marker(b: u8) -> bool {
+    (0x80..=0x8f).contains(&b) || b == 0xde || b == 0xdf
+}
 
-/// The byte-at-a-time table of the reflected IEEE polynomial.
-const CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
+/// A block's CRC over its flags and its payload from the start up to
+/// `at`.
+struct Crc {
+    hasher: crc32fast::Hasher,
+    at: u64,
+}
 
-impl Crc32 {
-    fn new() -> Crc32 {
-        Crc32(!0)
-    }
-
-    fn update(&mut self, b: u8) {
-        self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xff) as usize] ^ (self.0 >> 8);
-    }
-
-    fn value(&self) -> u32 {
-        !self.0
+impl Crc {
+    fn new(flags: u8, start: u64) -> Crc {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&[flags]);
+        Crc { hasher, at: start }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bytewise_crc_agrees_with_crc32fast() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let data: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        let mut c = Crc32::new();
-        for (i, &b) in data.iter().enumerate() {
-            c.update(b);
-            assert_eq!(c.value(), crc32fast::hash(&data[..=i]), "after {i} bytes");
-        }
-    }
 
     #[test]
     fn cheap_tests_accept_real_block_starts_only() {
