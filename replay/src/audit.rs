@@ -693,12 +693,22 @@ pub fn audit(inputs: &[PathBuf], quiet: bool) -> Result<AuditReport> {
             obs.chain_reports - MAX_CHAIN_REPORTS
         ));
     }
-    for d in &replay.damage {
-        let p = Problem::Damage(d.clone());
-        if !problems.contains(&p) {
-            problems.push(p);
-        }
-    }
+    // Damage found twice (a snapshot read both here and by the replay) is
+    // reported once.
+    let mut seen: HashSet<&Damage> = problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::Damage(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let fresh: Vec<Problem> = replay
+        .damage
+        .iter()
+        .filter(|d| seen.insert(d))
+        .map(|d| Problem::Damage(d.clone()))
+        .collect();
+    problems.extend(fresh);
     problems.append(&mut obs.problems);
     for (node, ticks) in replay.missing() {
         problems.push(Problem::Missing { node, ticks });

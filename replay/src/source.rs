@@ -17,10 +17,12 @@
 //! A [`HistoryStream`] then yields one history's records in log order as
 //! [`Rec`]s, each with its [`Loc`] (file, seq, block offset). Damage never
 //! stops a stream with an error: it is yielded as a [`Rec::Damage`] and the
-//! stream goes on with the next file where that makes sense. Only I/O
-//! failures are errors. Invariants: within a stream, events come in seq
-//! order; a segment that does not start where the previous one ended is
-//! reported as a [`DamageKind::Gap`].
+//! stream goes on where it can. Segments are read as recovery in salvage
+//! mode reads them: a damaged block with valid blocks after it is reported
+//! and reading goes on at the next valid block, so every intact event is
+//! seen. Only I/O failures are errors. Invariants: within a stream, events
+//! come in seq order; a segment that does not start where the previous one
+//! ended is reported as a [`DamageKind::Gap`].
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -32,7 +34,9 @@ use distkv_core::persist::meta::Meta;
 use distkv_core::persist::recover::list_snapshots;
 use distkv_core::pyfiles::{looks_like_pyfile, PyReader, PyRecord};
 use distkv_log::writer::RecoveryMode;
-use distkv_log::{list_segments, read_segment_header, LogError, LogRecord, SegmentReader, Seq};
+use distkv_log::{
+    list_segments, read_segment_header, LogError, LogRecord, SegmentReader, Seq, Skipped,
+};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 use distkv_snapshot::{
     EntryRecord, Item, NodeRecord, SnapshotError, SnapshotHeader, SnapshotReader,
@@ -106,7 +110,7 @@ pub fn detect(path: &Path) -> Result<Input> {
 }
 
 /// What kind of damage was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DamageKind {
     /// Bytes that are not what the format says (bad magic, CRC, framing,
     /// msgpack, an impossible record).
@@ -137,7 +141,7 @@ impl DamageKind {
 }
 
 /// Damage found in a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Damage {
     /// The file.
     pub file: PathBuf,
@@ -192,6 +196,34 @@ impl Damage {
         })
     }
 
+    /// Damage a segment reader went past (salvage mode): the damaged
+    /// block, what it took, and where reading went on.
+    pub fn from_skip(s: &Skipped, file_len: u64) -> Damage {
+        let lost = match &s.lost {
+            Some(l) if !l.is_empty() => {
+                format!("; events {} to {} are lost with it", l.start, l.end - 1)
+            }
+            None => "; nothing is lost (its records were read whole)".to_string(),
+            Some(_) if s.resumed_at < file_len => "; no event is lost with it".to_string(),
+            Some(_) => String::new(),
+        };
+        let after = if s.resumed_at < file_len {
+            format!(
+                "valid blocks follow from byte {}, so this is not a torn tail: a node refuses to \
+                 start on it, and recovery in salvage mode keeps every valid block after it",
+                s.resumed_at
+            )
+        } else {
+            "the segment is not read past it".to_string()
+        };
+        Damage {
+            file: s.file.clone(),
+            offset: Some(s.offset),
+            kind: DamageKind::Corrupt,
+            reason: format!("{}{lost}; {after}", s.reason),
+        }
+    }
+
     /// The damage a snapshot error describes; I/O failures stay errors.
     pub fn from_snapshot(e: SnapshotError) -> Result<Damage> {
         Ok(match e {
@@ -241,6 +273,37 @@ impl Damage {
                 self.reason
             ),
         }
+    }
+}
+
+/// The damaged end of a segment with nothing valid after it: a torn tail
+/// in the newest segment, corruption in any other (closed segments were
+/// made durable before their successor began).
+fn torn_damage(t: distkv_log::TornTail, newest: bool, next_seq: Seq) -> Damage {
+    if newest {
+        return Damage {
+            file: t.file,
+            offset: Some(t.offset),
+            kind: DamageKind::TornTail,
+            reason: format!(
+                "{} ({} bytes to the end); nothing valid follows: what a crash while writing \
+                 leaves, which recovery cuts off (keeping the bytes in the log's {} directory)",
+                t.reason,
+                t.bytes,
+                distkv_log::DAMAGED_DIR
+            ),
+        };
+    }
+    Damage {
+        file: t.file,
+        offset: Some(t.offset),
+        kind: DamageKind::Corrupt,
+        reason: format!(
+            "{} ({} bytes to the end); nothing valid follows, but this segment is not the newest \
+             (it was made durable before the next one began), so this is no torn tail: what it \
+             held from event {next_seq} on is lost",
+            t.reason, t.bytes
+        ),
     }
 }
 
@@ -653,6 +716,29 @@ struct OpenSeg {
     reader: SegmentReader,
     file: Arc<Path>,
     bytes: u64,
+    /// The newest segment of its history (not one read as closed): it may
+    /// end torn.
+    newest: bool,
+    /// How many of the reader's skipped damages are reported.
+    skips_reported: usize,
+}
+
+impl OpenSeg {
+    /// Queues the damage the reader went past since the last call; true
+    /// if `record` is the lost record the reader made for it (the damage
+    /// says what it lost, so the record is not reported again).
+    fn report_skips(&mut self, record: Option<&LogRecord>, pending: &mut VecDeque<Rec>) -> bool {
+        let new = &self.reader.skipped()[self.skips_reported..];
+        self.skips_reported += new.len();
+        let len = self.reader.file_len();
+        pending.extend(new.iter().map(|s| Rec::Damage(Damage::from_skip(s, len))));
+        match record {
+            Some(LogRecord::Lost { seq, from, .. }) => new
+                .iter()
+                .any(|s| s.lost.as_ref() == Some(&(*from..seq + 1))),
+            _ => false,
+        }
+    }
 }
 
 /// One history's records in order (see the module docs).
@@ -809,6 +895,9 @@ impl HistoryStream {
             };
             match cur.reader.next() {
                 Some(Ok(r)) => {
+                    if cur.report_skips(Some(&r.record), &mut self.pending) {
+                        continue;
+                    }
                     let loc = Loc {
                         file: cur.file.clone(),
                         pos: Pos::Seq {
@@ -816,7 +905,7 @@ impl HistoryStream {
                             offset: r.offset,
                         },
                     };
-                    match r.record {
+                    let rec = match r.record {
                         LogRecord::Event {
                             seq,
                             time_ms,
@@ -831,12 +920,12 @@ impl HistoryStream {
                                 self.cur = None;
                                 continue;
                             }
-                            return Ok(Some(Rec::Event {
+                            Rec::Event {
                                 loc,
                                 time_ms: Some(time_ms),
                                 event,
                                 covered,
-                            }));
+                            }
                         }
                         LogRecord::State {
                             seq,
@@ -849,7 +938,7 @@ impl HistoryStream {
                             if seq < self.from_seq {
                                 continue;
                             }
-                            return Ok(Some(Rec::State {
+                            Rec::State {
                                 loc,
                                 time_ms: Some(time_ms),
                                 state: StateRec {
@@ -859,52 +948,48 @@ impl HistoryStream {
                                     tock: None,
                                     skipped,
                                 },
-                            }));
+                            }
                         }
+                        // A salvage by the node left this: the node lost
+                        // these events to damage.
                         LogRecord::Lost { seq, from, why, .. } => {
                             if seq < self.from_seq {
                                 continue;
                             }
-                            return Ok(Some(Rec::Damage(Damage {
+                            Rec::Damage(Damage {
                                 file: cur.file.to_path_buf(),
                                 offset: Some(r.offset),
                                 kind: DamageKind::Lost,
                                 reason: format!("events {from} to {seq} were lost: {why}"),
-                            })));
+                            })
                         }
+                    };
+                    // After the damage reported just before it, if any.
+                    if self.pending.is_empty() {
+                        return Ok(Some(rec));
                     }
+                    self.pending.push_back(rec);
                 }
                 Some(Err(e)) => {
                     // Where the readable part ends is unknown: no gap report
                     // for the next segment, the damage says it all.
+                    cur.report_skips(None, &mut self.pending);
                     self.bytes_done += cur.bytes;
                     self.cur = None;
                     self.expected = None;
-                    return Ok(Some(Rec::Damage(Damage::from_log(e)?)));
+                    self.pending.push_back(Rec::Damage(Damage::from_log(e)?));
                 }
                 None => {
+                    cur.report_skips(None, &mut self.pending);
                     self.bytes_done += cur.bytes;
                     let torn = cur.reader.torn_tail().cloned();
-                    self.expected = if torn.is_some() {
-                        None
-                    } else {
-                        Some(cur.reader.next_seq())
-                    };
+                    let next_seq = cur.reader.next_seq();
+                    let newest = cur.newest;
+                    self.expected = if torn.is_some() { None } else { Some(next_seq) };
                     self.cur = None;
                     if let Some(t) = torn {
-                        return Ok(Some(Rec::Damage(Damage {
-                            file: t.file,
-                            offset: Some(t.offset),
-                            kind: DamageKind::TornTail,
-                            reason: format!(
-                                "{} ({} bytes to the end); nothing valid follows: what a crash \
-                                 while writing leaves, which recovery cuts off (keeping the \
-                                 bytes in the log's {} directory)",
-                                t.reason,
-                                t.bytes,
-                                distkv_log::DAMAGED_DIR
-                            ),
-                        })));
+                        self.pending
+                            .push_back(Rec::Damage(torn_damage(t, newest, next_seq)));
                     }
                 }
             }
@@ -916,13 +1001,11 @@ impl HistoryStream {
         let Some(seg) = self.segments.get(self.next_seg).cloned() else {
             return Ok(false);
         };
-        let is_last = self.next_seg + 1 == self.segments.len();
+        let newest = self.next_seg + 1 == self.segments.len() && !self.strict;
         self.next_seg += 1;
-        let mode = if is_last && !self.strict {
-            RecoveryMode::TruncateTail
-        } else {
-            RecoveryMode::Strict
-        };
+        // Damage with valid blocks after it is reported and read past; a
+        // torn end is told from corruption by `torn_damage`.
+        let mode = RecoveryMode::Salvage;
         let opened = match self.start_at.take() {
             // The position is checked when the reader opens there; if it
             // does not hold, the segment is read from its start.
@@ -954,6 +1037,8 @@ impl HistoryStream {
                     reader,
                     file: Arc::from(seg.path.as_path()),
                     bytes: seg.bytes,
+                    newest,
+                    skips_reported: 0,
                 });
             }
             Err(e) => {

@@ -337,21 +337,25 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
         .map(|r| r.map(|r| r.offset))
         .collect::<Result<_, _>>()?;
     let good = std::fs::read(&seg)?;
-    let damage = |at: u64| -> Result<Vec<distkv_replay::source::Damage>> {
+    let damage = |at: u64| -> Result<(Vec<distkv_replay::source::Damage>, u64)> {
         let mut bytes = good.clone();
         bytes[at as usize + 12] ^= 0x01;
         std::fs::write(&seg, &bytes)?;
         let r = audit(std::slice::from_ref(&n.dir), true)?;
-        Ok(r.problems
+        let events = r.stats.events;
+        let d = r
+            .problems
             .into_iter()
             .filter_map(|p| match p {
                 Problem::Damage(d) => Some(d),
                 _ => None,
             })
-            .collect())
+            .collect();
+        Ok((d, events))
     };
     // The last block: a torn tail.
-    let d = damage(offsets[9])?;
+    let (d, events) = damage(offsets[9])?;
+    assert_eq!(events, 9);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(
         (d[0].kind, d[0].offset),
@@ -362,8 +366,8 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
         "{}",
         d[0].reason
     );
-    // A block in the middle: not a torn tail.
-    let d = damage(offsets[3])?;
+    // A block in the middle: not a torn tail; what follows it is read.
+    let (d, events) = damage(offsets[3])?;
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(
         (d[0].kind, d[0].offset),
@@ -373,12 +377,23 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
         "not a torn tail",
         &format!("from byte {}", offsets[4]),
         "salvage",
+        "events 4 to 4 are lost",
     ] {
         assert!(
             d[0].reason.contains(want),
             "{want:?} not in {}",
             d[0].reason
         );
+    }
+    assert_eq!(events, 9, "the events after the damaged block are audited");
+    // A restore keeps every change but the damaged one, and says why.
+    let out = tmp.path().join("out.dkvsnap");
+    let r = restore(std::slice::from_ref(&n.dir), &out, Target::All, None, true)?;
+    ensure!(r.has_findings() && r.damage == d, "{}", r.to_text());
+    let (st, _) = snap::load(&out, "n1", LIMITS)?;
+    for i in 0..10i64 {
+        let kept = st.entry(&path!["k", i]).and_then(|e| e.data()).is_some();
+        assert_eq!(kept, i != 3, "k {i} restored: {kept}");
     }
     // Salvaged: the loss stays on record, and nobody has its tick.
     let mut cfg = WriterConfig::new("n1");
@@ -393,6 +408,48 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
         matches!(p, Problem::Missing { node, ticks } if &**node == "n1" && ticks.to_string() == "4")
     });
     ensure!(lost && missing, "{}", r.to_text());
+    Ok(())
+}
+
+#[test]
+fn a_damaged_end_of_a_closed_segment_is_corruption_and_later_segments_are_read() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (n, after) = busy_node(tmp.path())?;
+    let segs = n.segments()?;
+    ensure!(segs.len() >= 3, "want closed segments, got {}", segs.len());
+    let victim = &segs[1];
+    let last = SegmentReader::open(victim, distkv_log::RecoveryMode::Strict)?
+        .last()
+        .ok_or_else(|| anyhow!("an empty segment"))??;
+    let LogRecord::Event { seq, .. } = last.record else {
+        return Err(anyhow!("the segment ends in {:?}", last.record));
+    };
+    let mut bytes = std::fs::read(victim)?;
+    bytes[last.offset as usize + 12] ^= 0x01;
+    std::fs::write(victim, &bytes)?;
+
+    let r = audit(std::slice::from_ref(&n.dir), true)?;
+    let damage: Vec<_> = r
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::Damage(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(damage.len(), 1, "{}", r.to_text());
+    assert_eq!(
+        (&damage[0].file, damage[0].offset, damage[0].kind),
+        (victim, Some(last.offset), DamageKind::Corrupt)
+    );
+    for want in ["not the newest", &format!("from event {seq} on is lost")] {
+        assert!(
+            damage[0].reason.contains(want),
+            "{want:?} not in {}",
+            damage[0].reason
+        );
+    }
+    assert_eq!(r.stats.events, after.len() as u64 - 1, "{}", r.to_text());
     Ok(())
 }
 
