@@ -230,19 +230,19 @@ impl Scan<'_> {
             .min(start + MAX_BLOCK_LEN as u64)
             .min(self.len.saturating_sub(MIN_BLOCK));
         let mut crc = Crc::new(h.flags, start);
+        let mut ahead = Ahead::default();
         if h.flags & FLAG_ZSTD != 0 {
-            let Some(end) = self.frame_end(start, limit)? else {
+            let Some(end) = self.frame_end(&mut ahead, start, limit)? else {
                 return Ok(None);
             };
-            if self.crc_to(&mut crc, end)? != h.crc {
+            if self.crc_to(&mut ahead, &mut crc, end)? != h.crc {
                 return Ok(None);
             }
             return self.whole_block(start, end, h.flags, expected);
         }
         let mut at = start;
         while at + 5 <= limit {
-            let mut head = [0u8; 5];
-            self.read_at(at, &mut head)?;
+            let head = self.ahead(&mut ahead, at, 5)?;
             let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
             if len == 0 || !map_marker(head[4]) {
                 break;
@@ -251,7 +251,7 @@ impl Scan<'_> {
             if at > limit {
                 break;
             }
-            if self.crc_to(&mut crc, at)? == h.crc {
+            if self.crc_to(&mut ahead, &mut crc, at)? == h.crc {
                 if let Some(after) = self.whole_block(start, at, h.flags, expected)? {
                     return Ok(Some(after));
                 }
@@ -265,13 +265,12 @@ impl Scan<'_> {
     /// `limit` (the zstd format, RFC 8878: a frame header, blocks of at most
     /// 128 KiB each with a 3-byte header, the last one flagged, then an
     /// optional 4-byte checksum).
-    fn frame_end(&mut self, start: u64, limit: u64) -> Result<Option<u64>, Stop> {
+    fn frame_end(&mut self, a: &mut Ahead, start: u64, limit: u64) -> Result<Option<u64>, Stop> {
         let mut p = start + 4;
-        let mut head = [0u8; 5];
         if p + 5 > limit {
             return Ok(None);
         }
-        self.read_at(p, &mut head)?;
+        let head = self.ahead(a, p, 5)?;
         let fhd = head[4];
         if head[..4] != ZSTD_MAGIC || fhd & 0x08 != 0 {
             return Ok(None);
@@ -290,8 +289,7 @@ impl Scan<'_> {
             if p + 3 > limit {
                 return Ok(None);
             }
-            let mut b = [0u8; 3];
-            self.read_at(p, &mut b)?;
+            let b = self.ahead(a, p, 3)?;
             let v = u32::from_le_bytes([b[0], b[1], b[2], 0]);
             let size = u64::from(v >> 3);
             let body = match (v >> 1) & 3 {
@@ -314,15 +312,35 @@ impl Scan<'_> {
     }
 
     /// Feeds `crc` the bytes up to `end` and returns its value there.
-    fn crc_to(&mut self, crc: &mut Crc, end: u64) -> Result<u32, Stop> {
-        let mut buf = vec![0u8; ((end - crc.at) as usize).min(CHUNK)];
+    fn crc_to(&mut self, a: &mut Ahead, crc: &mut Crc, end: u64) -> Result<u32, Stop> {
         while crc.at < end {
-            let n = ((end - crc.at) as usize).min(CHUNK);
-            self.read_at(crc.at, &mut buf[..n])?;
-            crc.hasher.update(&buf[..n]);
+            let bytes = self.ahead(a, crc.at, 1)?;
+            let n = bytes.len().min((end - crc.at) as usize);
+            crc.hasher.update(&bytes[..n]);
             crc.at += n as u64;
         }
         Ok(crc.hasher.clone().finalize())
+    }
+
+    /// The bytes from `p` on in `a`'s buffer, at least `n` of them (which
+    /// the file must have). Reads that go on where the last one ended grow
+    /// from 4 KiB to [`CHUNK`]; a jump reads 4 KiB again, so that following
+    /// headers through large bodies does not read the bodies.
+    fn ahead<'b>(&mut self, a: &'b mut Ahead, p: u64, n: usize) -> Result<&'b [u8], Stop> {
+        debug_assert!(p + n as u64 <= self.len, "callers stay within the file");
+        let end = a.at + a.buf.len() as u64;
+        if p < a.at || p + n as u64 > end {
+            a.window = if p == end {
+                (a.window * 2).clamp(FIRST_SCAN, CHUNK)
+            } else {
+                FIRST_SCAN
+            };
+            let len = (a.window.max(n) as u64).min(self.len - p) as usize;
+            a.buf.resize(len, 0);
+            a.at = p;
+            self.read_at(p, &mut a.buf)?;
+        }
+        Ok(&a.buf[(p - a.at) as usize..])
     }
 
     /// Whether the damaged block's payload `start .. end` (whose CRC
@@ -488,6 +506,16 @@ fn map_marker(b: u8) -> bool {
     (0x80..=0x8f).contains(&b) || b == 0xde || b == 0xdf
 }
 
+/// A window of a file for reading it forward ([`Scan::ahead`]).
+#[derive(Default)]
+struct Ahead {
+    /// Where `buf` starts in the file.
+    at: u64,
+    buf: Vec<u8>,
+    /// The size of the last read.
+    window: usize,
+}
+
 /// A block's CRC over its flags and its payload from the start up to
 /// `at`.
 struct Crc {
@@ -506,6 +534,62 @@ impl Crc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `frame_end` finds the end of zstd frames as zstd writes them: one
+    /// block or many, with or without a checksum and the content size,
+    /// compressible or not, followed by other bytes.
+    #[test]
+    fn the_frame_walk_ends_where_zstd_frames_end() -> Result<(), Box<dyn std::error::Error>> {
+        use zstd::zstd_safe::CParameter;
+        let mut x = 88172645463325252u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("frame");
+        for len in [1usize, 100, 5_000, 200_000, 1 << 20] {
+            for random in [false, true] {
+                for (checksum, size) in [(false, true), (true, true), (true, false)] {
+                    let raw = if random { noise(len) } else { vec![b'a'; len] };
+                    let mut c = zstd::bulk::Compressor::new(3)?;
+                    c.set_parameter(CParameter::ChecksumFlag(checksum))?;
+                    c.set_parameter(CParameter::ContentSizeFlag(size))?;
+                    let frame = c.compress(&raw)?;
+                    let mut file = vec![0u8; BLOCK_HEADER_LEN + 4];
+                    file.extend_from_slice(&frame);
+                    let end = file.len() as u64;
+                    file.extend(noise(100));
+                    std::fs::write(&path, &file)?;
+                    let mut f = File::open(&path)?;
+                    let mut budget = u64::MAX;
+                    let mut inflater = Inflater::default();
+                    let mut scan = Scan {
+                        file: &mut f,
+                        path: &path,
+                        len: file.len() as u64,
+                        budget: &mut budget,
+                        inflater: &mut inflater,
+                    };
+                    let mut a = Ahead::default();
+                    let got = scan.frame_end(&mut a, BLOCK_HEADER_LEN as u64, file.len() as u64);
+                    let ctx = format!("{len} bytes, random {random}, checksum {checksum}");
+                    assert_eq!(got.ok().flatten(), Some(end), "{ctx}");
+                    // Cut short, the frame has no end.
+                    let got =
+                        scan.frame_end(&mut Ahead::default(), BLOCK_HEADER_LEN as u64, end - 1);
+                    assert_eq!(got.ok().flatten(), None, "{ctx}, cut");
+                }
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn cheap_tests_accept_real_block_starts_only() {
