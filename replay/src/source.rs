@@ -733,9 +733,10 @@ impl OpenSeg {
         let len = self.reader.file_len();
         pending.extend(new.iter().map(|s| Rec::Damage(Damage::from_skip(s, len))));
         match record {
-            Some(LogRecord::Lost { seq, from, .. }) => new
-                .iter()
-                .any(|s| s.lost.as_ref() == Some(&(*from..seq + 1))),
+            Some(LogRecord::Lost { seq, from, .. }) => {
+                let lost = seq.checked_add(1).map(|end| *from..end);
+                lost.is_some() && new.iter().any(|s| s.lost == lost)
+            }
             _ => false,
         }
     }
