@@ -284,7 +284,7 @@ async fn many_idle_connections_do_not_slow_a_fresh_client() -> Result<()> {
     c.still_works().await?;
     let took = started.elapsed();
     ensure!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(5),
         "a fresh client took {took:?} beside {IDLE} idle ones"
     );
     drop(idle);

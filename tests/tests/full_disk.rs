@@ -559,9 +559,10 @@ async fn a_stop_while_the_disk_is_full_retries_then_reports_what_was_not_written
         !status.success(),
         "a stop that lost events exited with {status}"
     );
-    // server.persist.stop_retry (1 s here, 5 s by default) is what it waits.
+    // server.persist.stop_retry (1 s here, 5 s by default) is what it waits
+    // (the upper bound leaves room for a slow machine, below the default).
     ensure!(
-        t0.elapsed() >= Duration::from_secs(1) && t0.elapsed() < Duration::from_secs(4),
+        t0.elapsed() >= Duration::from_secs(1) && t0.elapsed() < Duration::from_millis(4500),
         "gave up after {:?}, not after server.persist.stop_retry",
         t0.elapsed()
     );

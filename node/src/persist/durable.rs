@@ -1361,7 +1361,11 @@ mod tests {
         d.inject_fault(None);
         wait_for("the writer to resume", || !d.failed());
         wait_for("the pinned events to be written", || pinned().0 == 0);
-        assert!(*d.durable.borrow() >= durable + 10);
+        // The pins are released just before the durable position is
+        // published.
+        wait_for("the durable position", || {
+            *d.durable.borrow() >= durable + 10
+        });
         assert_eq!(d.admits(pinned()), Ok(()));
         d.request_stop();
         h.join().unwrap().unwrap();
