@@ -56,7 +56,10 @@
 //! continue the log. So can method 1, if a damaged length leads exactly to
 //! such a block, or to bytes of a stored value that look like the header
 //! of a block and lead to one. That takes a disk fault hitting exactly
-//! such a block and an operator choosing salvage.
+//! such a block and an operator choosing salvage. And where a block's
+//! length *and* its payload are damaged, and the length leads exactly to
+//! the header of another damaged block, the valid blocks between them are
+//! lost with them (method 2 finds the true end only of an intact payload).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
