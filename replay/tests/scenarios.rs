@@ -15,12 +15,12 @@ use distkv_core::state::{Applied, State};
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
 use distkv_log::{LogLimits, LogRecord, SegmentReader};
 use distkv_model::{path, Chain, NodeName, NodeSet, Path as KvPath, UpdateEvent, Value};
-use distkv_replay::audit::{audit, ConflictKind, Problem};
+use distkv_replay::audit::{audit, AuditReport, ConflictKind, Problem};
 use distkv_replay::diff::{diff_walk, load_side, DiffKind, PathDiff};
 use distkv_replay::engine::{Target, LIMITS};
 use distkv_replay::history::history;
 use distkv_replay::restore::restore;
-use distkv_replay::source::{DamageKind, Pos};
+use distkv_replay::source::{Damage, DamageKind, Pos};
 
 /// A node writing a data directory as the durable node does: every applied
 /// event goes to the log, state records and snapshots on request.
@@ -212,6 +212,17 @@ fn busy_node(root: &Path) -> Result<(NodeFiles, Trace)> {
     Ok((n, after))
 }
 
+/// The damage an audit found.
+fn damage_of(r: &AuditReport) -> Vec<&Damage> {
+    r.problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::Damage(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn dump_shows_headers_events_state_records_and_snapshot_items() -> Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -298,14 +309,7 @@ fn audit_finds_a_flipped_byte_with_file_and_offset() -> Result<()> {
     std::fs::write(victim, &bytes)?;
 
     let r = audit(std::slice::from_ref(&n.dir), true)?;
-    let damage: Vec<_> = r
-        .problems
-        .iter()
-        .filter_map(|p| match p {
-            Problem::Damage(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let damage = damage_of(&r);
     ensure!(!damage.is_empty(), "{}", r.to_text());
     assert_eq!(damage[0].file, *victim);
     assert_eq!(damage[0].offset, Some(block));
@@ -337,21 +341,12 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
         .map(|r| r.map(|r| r.offset))
         .collect::<Result<_, _>>()?;
     let good = std::fs::read(&seg)?;
-    let damage = |at: u64| -> Result<(Vec<distkv_replay::source::Damage>, u64)> {
+    let damage = |at: u64| -> Result<(Vec<Damage>, u64)> {
         let mut bytes = good.clone();
         bytes[at as usize + 12] ^= 0x01;
         std::fs::write(&seg, &bytes)?;
         let r = audit(std::slice::from_ref(&n.dir), true)?;
-        let events = r.stats.events;
-        let d = r
-            .problems
-            .into_iter()
-            .filter_map(|p| match p {
-                Problem::Damage(d) => Some(d),
-                _ => None,
-            })
-            .collect();
-        Ok((d, events))
+        Ok((damage_of(&r).into_iter().cloned().collect(), r.stats.events))
     };
     // The last block: a torn tail.
     let (d, events) = damage(offsets[9])?;
@@ -429,14 +424,7 @@ fn a_damaged_end_of_a_closed_segment_is_corruption_and_later_segments_are_read()
     std::fs::write(victim, &bytes)?;
 
     let r = audit(std::slice::from_ref(&n.dir), true)?;
-    let damage: Vec<_> = r
-        .problems
-        .iter()
-        .filter_map(|p| match p {
-            Problem::Damage(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let damage = damage_of(&r);
     assert_eq!(damage.len(), 1, "{}", r.to_text());
     assert_eq!(
         (&damage[0].file, damage[0].offset, damage[0].kind),
