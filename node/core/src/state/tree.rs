@@ -389,13 +389,32 @@ impl Tree {
             }
         };
         let at = k.get() as usize - 1;
-        // Out of the table while it rehashes from the slots.
+        // Out of the table while it is rebuilt from the slots.
         let mut kids = std::mem::take(&mut self.kids[at]);
+        if kids.index.len() == kids.index.capacity() {
+            kids.index = self.index_of(&kids.order);
+        }
         kids.order.push(id);
         kids.index
             .insert_unique(hash, id, |&c| self.hash(&self.slot(c).name.view()));
         self.kids[at] = kids;
         id
+    }
+
+    /// A table of the children `order`, with room for one more (twice the
+    /// room of a full table, as the table would grow by itself). Growing
+    /// in place rehashes the children in the table's order, each a read of
+    /// its slot at random; built from the insertion order, the slots are
+    /// read in the order they were made, one after another in memory for a
+    /// parent filled in one go (a snapshot's load: a node start spent 5 %
+    /// of its time growing the table of a parent of 1 M children).
+    fn index_of(&self, order: &[EntryId]) -> HashTable<EntryId> {
+        let hasher = |&c: &EntryId| self.hash(&self.slot(c).name.view());
+        let mut index = HashTable::with_capacity(order.len() + 1);
+        for c in order {
+            index.insert_unique(hasher(c), *c, hasher);
+        }
+        index
     }
 
     /// Removes the entry at `rel` (from the root) if it is a leaf, then
@@ -793,6 +812,27 @@ mod tests {
     use super::*;
     use distkv_model::path;
     use proptest::prelude::*;
+
+    /// A children table rebuilt as it fills finds every child and holds
+    /// no more room than one that grew by itself.
+    #[test]
+    fn a_growing_children_table_finds_every_child_and_takes_no_more_room() {
+        let mut t = Tree::default();
+        let mut grown: HashTable<i64> = HashTable::new();
+        let parent = t.follow_create(&path!["p"]);
+        for i in 0..20_000i64 {
+            let id = t.follow_create(&path!["p", i]);
+            let index = &t.kids(parent).expect("children").index;
+            grown.insert_unique(i as u64, i, |&x| x as u64);
+            assert_eq!(index.capacity(), grown.capacity(), "after {i}");
+            assert_eq!(t.find(parent, &Value::Int(i)), Some(id));
+        }
+        for i in 0..20_000i64 {
+            let found = t.find(parent, &Value::Int(i)).map(|c| t.entry(c).path());
+            assert_eq!(found, Some(path!["p", i]));
+        }
+        assert_eq!(t.find(parent, &Value::Int(20_000)), None);
+    }
 
     #[test]
     fn freed_slots_are_reused_and_paths_are_computed() {
