@@ -33,6 +33,19 @@ fn event(node: &str, tick: u64, value: Option<Value>) -> UpdateEvent {
     }
 }
 
+/// Where the blocks of a segment's bytes start (after the header, whose
+/// name length is at bytes 10 and 11).
+fn block_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 32 + usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+    let mut offsets = Vec::new();
+    while at + 9 <= bytes.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        at += 9 + len as usize;
+    }
+    offsets
+}
+
 fn values() -> Vec<Value> {
     vec![
         Value::Nil,
@@ -81,7 +94,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
-    let mut w = LogWriter::open(&tmp, cfg, Now::at(1)).expect("log writer");
+    let mut w = LogWriter::open(&tmp, cfg.clone(), Now::at(1)).expect("log writer");
     for i in 1..=3u64 {
         w.append_event(10, &event("n1", i, Some(Value::Int(i as i64))))
             .expect("append");
@@ -107,6 +120,41 @@ fn main() {
     for f in std::fs::read_dir(&tmp).expect("segments") {
         let f = f.expect("segment").path();
         save(&dir, "segment", &std::fs::read(&f).expect("segment bytes"));
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    // Salvage's paths: a block whose zstd frame has several blocks between
+    // small ones, whole, with its length field damaged, and with runs of
+    // damaged neighbours.
+    let mut w = LogWriter::open(&tmp, cfg.clone(), Now::at(1)).expect("log writer");
+    let commit = |w: &mut LogWriter, from: u64, n: u64| {
+        for i in from..from + n {
+            let text = format!("{i:08} {}", "abcdefghij".repeat((i % 13) as usize));
+            w.append_event(10, &event("n1", i, Some(Value::str(&text))))
+                .expect("append");
+        }
+        w.commit(Now::at(10)).expect("commit");
+    };
+    commit(&mut w, 1, 2);
+    commit(&mut w, 3, 4000);
+    for g in 0..8 {
+        commit(&mut w, 4003 + g * 2, 2);
+    }
+    w.close(Now::at(13)).expect("close");
+    for f in std::fs::read_dir(&tmp).expect("segments") {
+        let bytes = std::fs::read(f.expect("segment").path()).expect("segment bytes");
+        save(&dir, "segment-big", &bytes);
+        let blocks = block_offsets(&bytes);
+        let mut length = bytes.clone();
+        length[blocks[1] + 2] ^= 0x01;
+        save(&dir, "segment-big-length", &length);
+        let mut runs = bytes.clone();
+        for &b in &blocks[2..blocks.len() - 1] {
+            if b % 3 != 0 {
+                runs[b + 12] ^= 0x20;
+            }
+        }
+        runs[blocks[1] + 20] ^= 0x20;
+        save(&dir, "segment-runs", &runs);
     }
     let _ = std::fs::remove_dir_all(&tmp);
     let mut rec = Vec::new();
