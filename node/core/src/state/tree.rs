@@ -340,6 +340,11 @@ impl Tree {
         self.hasher.hash_one(name)
     }
 
+    /// The hash of entry `id`'s name, as its parent's table holds it.
+    fn name_hash(&self, id: EntryId) -> u64 {
+        self.hash(&self.slot(id).name.view())
+    }
+
     /// The child of `parent` named `name`.
     fn find(&self, parent: EntryId, name: &Value) -> Option<EntryId> {
         let kids = self.kids(parent)?;
@@ -395,8 +400,7 @@ impl Tree {
             kids.index = self.index_of(&kids.order);
         }
         kids.order.push(id);
-        kids.index
-            .insert_unique(hash, id, |&c| self.hash(&self.slot(c).name.view()));
+        kids.index.insert_unique(hash, id, |&c| self.name_hash(c));
         self.kids[at] = kids;
         id
     }
@@ -409,10 +413,9 @@ impl Tree {
     /// parent filled in one go (a snapshot's load: a node start spent 5 %
     /// of its time growing the table of a parent of 1 M children).
     fn index_of(&self, order: &[EntryId]) -> HashTable<EntryId> {
-        let hasher = |&c: &EntryId| self.hash(&self.slot(c).name.view());
         let mut index = HashTable::with_capacity(order.len() + 1);
-        for c in order {
-            index.insert_unique(hasher(c), *c, hasher);
+        for &c in order {
+            index.insert_unique(self.name_hash(c), c, |&c| self.name_hash(c));
         }
         index
     }
@@ -441,7 +444,7 @@ impl Tree {
     /// leave the parent's insertion order. Returns its chain.
     fn unlink(&mut self, id: EntryId, left: &mut Vec<(KidsId, EntryId)>) -> Option<Chain> {
         let parent = self.slot(id).parent;
-        let hash = self.hash(&self.slot(id).name.view());
+        let hash = self.name_hash(id);
         if let Some(k) = self.slot(parent).children {
             let kids = &mut self.kids[k.get() as usize - 1];
             if let Ok(e) = kids.index.find_entry(hash, |&c| c == id) {
