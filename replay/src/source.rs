@@ -176,11 +176,7 @@ impl Damage {
                 file,
                 offset: Some(offset),
                 kind: DamageKind::Corrupt,
-                reason: format!(
-                    "{reason}; valid blocks follow from byte {next}, so this is not a torn tail: \
-                     a node refuses to start on it, and recovery in salvage mode keeps every \
-                     valid block after it"
-                ),
+                reason: format!("{reason}; {}", not_a_torn_tail(next)),
             },
             LogError::Gap {
                 file,
@@ -208,11 +204,7 @@ impl Damage {
             Some(_) => String::new(),
         };
         let after = if s.resumed_at < file_len {
-            format!(
-                "valid blocks follow from byte {}, so this is not a torn tail: a node refuses to \
-                 start on it, and recovery in salvage mode keeps every valid block after it",
-                s.resumed_at
-            )
+            not_a_torn_tail(s.resumed_at)
         } else {
             "the segment is not read past it".to_string()
         };
@@ -274,6 +266,14 @@ impl Damage {
             ),
         }
     }
+}
+
+/// What damage with valid blocks after it, the next at byte `next`, is.
+fn not_a_torn_tail(next: u64) -> String {
+    format!(
+        "valid blocks follow from byte {next}, so this is not a torn tail: a node refuses to start \
+         on it, and recovery in salvage mode keeps every valid block after it"
+    )
 }
 
 /// The damaged end of a segment with nothing valid after it: a torn tail
