@@ -212,6 +212,15 @@ fn busy_node(root: &Path) -> Result<(NodeFiles, Trace)> {
     Ok((n, after))
 }
 
+/// Where the blocks of an intact segment start.
+fn block_offsets(seg: &Path) -> Result<Vec<u64>> {
+    let mut offsets: Vec<u64> = SegmentReader::open(seg, distkv_log::RecoveryMode::Strict)?
+        .map(|r| r.map(|r| r.offset))
+        .collect::<Result<_, _>>()?;
+    offsets.dedup();
+    Ok(offsets)
+}
+
 /// The damage an audit found.
 fn damage_of(r: &AuditReport) -> Vec<&Damage> {
     r.problems
@@ -300,9 +309,7 @@ fn audit_finds_a_flipped_byte_with_file_and_offset() -> Result<()> {
     let segs = n.segments()?;
     ensure!(segs.len() >= 3, "want closed segments, got {}", segs.len());
     let victim = &segs[1];
-    let offsets: Vec<u64> = SegmentReader::open(victim, distkv_log::RecoveryMode::Strict)?
-        .map(|r| r.map(|r| r.offset))
-        .collect::<Result<_, _>>()?;
+    let offsets = block_offsets(victim)?;
     let block = offsets[3];
     let mut bytes = std::fs::read(victim)?;
     bytes[block as usize + 20] ^= 0x01;
@@ -337,9 +344,7 @@ fn audit_tells_a_torn_tail_from_damage_with_valid_blocks_after_it() -> Result<()
     }
     n.close()?;
     let seg = n.segments()?.pop().ok_or_else(|| anyhow!("no segment"))?;
-    let offsets: Vec<u64> = SegmentReader::open(&seg, distkv_log::RecoveryMode::Strict)?
-        .map(|r| r.map(|r| r.offset))
-        .collect::<Result<_, _>>()?;
+    let offsets = block_offsets(&seg)?;
     let good = std::fs::read(&seg)?;
     let damage = |at: u64| -> Result<(Vec<Damage>, u64)> {
         let mut bytes = good.clone();
@@ -456,10 +461,7 @@ fn a_restore_of_damaged_files_agrees_with_the_nodes_salvage() -> Result<()> {
     }
     n.close()?;
     let seg = n.segments()?.pop().ok_or_else(|| anyhow!("no segment"))?;
-    let mut offsets: Vec<u64> = SegmentReader::open(&seg, distkv_log::RecoveryMode::Strict)?
-        .map(|r| r.map(|r| r.offset))
-        .collect::<Result<_, _>>()?;
-    offsets.dedup();
+    let offsets = block_offsets(&seg)?;
     let mut bytes = std::fs::read(&seg)?;
     let mut damaged = 0;
     for (i, &at) in offsets.iter().enumerate().take(offsets.len() - 1) {
