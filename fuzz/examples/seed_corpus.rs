@@ -12,7 +12,7 @@ use distkv_core::cluster::actor::ActorMsg;
 use distkv_core::cluster::msg::{Info, Update};
 use distkv_core::state::State;
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
-use distkv_log::LogRecord;
+use distkv_log::{LogRecord, RecoveryMode, SegmentReader};
 use distkv_model::{codec, path, Chain, NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 
 fn save(dir: &Path, name: &str, bytes: &[u8]) {
@@ -31,19 +31,6 @@ fn event(node: &str, tick: u64, value: Option<Value>) -> UpdateEvent {
         value,
         tock: tick * 2,
     }
-}
-
-/// Where the blocks of a segment's bytes start (after the header, whose
-/// name length is at bytes 10 and 11).
-fn block_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut at = 32 + usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
-    let mut offsets = Vec::new();
-    while at + 9 <= bytes.len() {
-        offsets.push(at);
-        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-        at += 9 + len as usize;
-    }
-    offsets
 }
 
 fn values() -> Vec<Value> {
@@ -141,9 +128,14 @@ fn main() {
     }
     w.close(Now::at(13)).expect("close");
     for f in std::fs::read_dir(&tmp).expect("segments") {
-        let bytes = std::fs::read(f.expect("segment").path()).expect("segment bytes");
+        let f = f.expect("segment").path();
+        let bytes = std::fs::read(&f).expect("segment bytes");
         save(&dir, "segment-big", &bytes);
-        let blocks = block_offsets(&bytes);
+        let mut blocks: Vec<usize> = SegmentReader::open(&f, RecoveryMode::Strict)
+            .expect("segment")
+            .map(|r| r.expect("record").offset as usize)
+            .collect();
+        blocks.dedup();
         let mut length = bytes.clone();
         length[blocks[1] + 2] ^= 0x01;
         save(&dir, "segment-big-length", &length);
