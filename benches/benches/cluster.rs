@@ -742,6 +742,7 @@ async fn bench_throughput() -> Result<()> {
 // ---------------------------------------------------------------- main
 
 fn main() -> Result<()> {
+    distkv_benches::heap::tune();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off,rumqttc=error"));
     tracing_subscriber::fmt()

@@ -100,5 +100,10 @@ fn codec_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec_bench);
+criterion_group! {
+    name = benches;
+    // The allocator as every distkv program tunes it.
+    config = { distkv_benches::heap::tune(); Criterion::default() };
+    targets = codec_bench
+}
 criterion_main!(benches);

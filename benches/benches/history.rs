@@ -299,5 +299,10 @@ fn diff(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, log_append, recovery, snapshot, restore, diff);
+criterion_group! {
+    name = benches;
+    // The allocator as every distkv program tunes it.
+    config = { distkv_benches::heap::tune(); Criterion::default() };
+    targets = log_append, recovery, snapshot, restore, diff
+}
 criterion_main!(benches);

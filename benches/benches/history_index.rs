@@ -251,5 +251,10 @@ fn history_key(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append_rate, history_key);
+criterion_group! {
+    name = benches;
+    // The allocator as every distkv program tunes it.
+    config = { distkv_benches::heap::tune(); Criterion::default() };
+    targets = append_rate, history_key
+}
 criterion_main!(benches);

@@ -60,5 +60,10 @@ fn purge(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, merge, purge);
+criterion_group! {
+    name = benches;
+    // The allocator as every distkv program tunes it.
+    config = { distkv_benches::heap::tune(); Criterion::default() };
+    targets = merge, purge
+}
 criterion_main!(benches);

@@ -166,9 +166,15 @@ fn check() -> bool {
     ok
 }
 
-criterion_group!(benches, replay_tools);
+criterion_group! {
+    name = benches;
+    // The allocator as every distkv program tunes it.
+    config = { distkv_benches::heap::tune(); Criterion::default() };
+    targets = replay_tools
+}
 
 fn main() -> ExitCode {
+    distkv_benches::heap::tune();
     if std::env::args().skip(1).any(|a| a == "--check") {
         return if check() {
             ExitCode::SUCCESS

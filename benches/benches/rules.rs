@@ -123,5 +123,10 @@ fn set_value(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, set_value);
+criterion_group! {
+    name = benches;
+    // The allocator as every distkv program tunes it.
+    config = { distkv_benches::heap::tune(); Criterion::default() };
+    targets = set_value
+}
 criterion_main!(benches);

@@ -28,6 +28,7 @@ const KEYS: u64 = 1_000_000;
 const QUERIES: usize = 20;
 
 fn main() -> anyhow::Result<()> {
+    distkv_benches::heap::tune();
     let mut args = std::env::args().skip(1);
     let data = PathBuf::from(args.next().ok_or_else(|| {
         anyhow::anyhow!("usage: history_query DIR [EVENTS] (DIR/log is written if missing)")

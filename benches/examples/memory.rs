@@ -31,6 +31,7 @@ const VALUE_BYTES: usize = 100;
 
 fn main() {
     heap::start_counting();
+    heap::tune();
     let keys = match parse_args() {
         Ok(k) => k,
         Err(e) => {

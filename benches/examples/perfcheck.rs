@@ -91,6 +91,7 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn main() {
+    distkv_benches::heap::tune();
     // Whatever goes wrong, the check only reports it.
     if let Err(e) = run() {
         println!("perf check: skipped: {e}");

@@ -15,6 +15,7 @@ use distkv_node::state::State;
 const EVENTS: usize = 1_000_000;
 
 fn main() {
+    distkv_benches::heap::tune();
     let events = remote_events(EVENTS, 100_000, 3, 42);
     let mut last = None;
     for _ in 0..3 {

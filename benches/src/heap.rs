@@ -1,4 +1,5 @@
 //! The benches' global allocator: mimalloc (as in the `distkv` binary),
+//! tuned the same way by [`tune`] (each benchmark calls it first),
 //! with an optional count of the live heap bytes for memory figures.
 //!
 //! Counting is off until [`start_counting`] is called, so the timed
@@ -10,6 +11,8 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+pub use distkv_alloc::tune;
 
 /// mimalloc, counting live bytes once [`start_counting`] was called.
 pub struct CountingMiMalloc;
@@ -44,7 +47,7 @@ fn sub(bytes: usize) {
 // are only bookkeeping.
 unsafe impl GlobalAlloc for CountingMiMalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = mimalloc::MiMalloc.alloc(layout);
+        let p = distkv_alloc::MiMalloc.alloc(layout);
         if !p.is_null() {
             add(layout.size());
         }
@@ -52,7 +55,7 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = mimalloc::MiMalloc.alloc_zeroed(layout);
+        let p = distkv_alloc::MiMalloc.alloc_zeroed(layout);
         if !p.is_null() {
             add(layout.size());
         }
@@ -60,12 +63,12 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        mimalloc::MiMalloc.dealloc(ptr, layout);
+        distkv_alloc::MiMalloc.dealloc(ptr, layout);
         sub(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = mimalloc::MiMalloc.realloc(ptr, layout, new_size);
+        let p = distkv_alloc::MiMalloc.realloc(ptr, layout, new_size);
         if !p.is_null() {
             sub(layout.size());
             add(new_size);

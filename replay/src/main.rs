@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc, as in the `distkv` binary: a replayed state is millions of
-/// small allocations, where glibc's allocator costs a quarter of the time.
+/// mimalloc, tuned as in the `distkv` binary: a replayed state is millions
+/// of small allocations, where glibc's allocator costs a quarter of the
+/// time.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: distkv_alloc::MiMalloc = distkv_alloc::MiMalloc;
 
 fn main() -> ExitCode {
+    distkv_alloc::tune();
     distkv_replay::cli::main(distkv_replay::cli::Cli::parse())
 }
