@@ -307,6 +307,85 @@ fn rotation_by_age_follows_the_callers_clock() -> TestResult {
     Ok(())
 }
 
+/// A writer under `Interval(1 s)` whose fsyncs run on its own thread.
+fn background_sync_writer(dir: &Path) -> Result<LogWriter, LogError> {
+    let cfg = WriterConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+        sync_in_background: true,
+        ..config()
+    };
+    LogWriter::open(dir, cfg, Now::at(0))
+}
+
+#[test]
+fn a_slow_background_fsync_holds_back_no_commit() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    let hold = w.syncer().ok_or("no fsync thread")?.hold();
+    let disk_busy = hold.lock().map_err(|_| "poisoned")?;
+    assert!(!commit_group(&mut w, 1, 999)?.synced);
+    assert!(
+        commit_group(&mut w, 1, 1_000)?.synced,
+        "an fsync starts on time"
+    );
+    // The fsync cannot finish; commits go on, to the file, and one that
+    // finds an fsync due while it runs leaves it for a moment later.
+    for now in [1_500, 2_000, 2_500] {
+        let info = commit_group(&mut w, 2, now)?;
+        assert_eq!((info.records, info.synced), (2, false), "{info:?}");
+    }
+    assert_eq!(
+        read_all(tmp.path())?.len(),
+        8,
+        "written while the fsync runs"
+    );
+    assert_eq!(w.sync_deadline(), Some(2_500 + SYNC_RETRY_MS));
+    assert_eq!(w.stats().syncs, 1);
+    drop(disk_busy);
+    let syncer = w.syncer().ok_or("no fsync thread")?;
+    assert!(matches!(syncer.wait(), Some(Ok(()))));
+    assert!(
+        w.sync_if_due(Now::at(2_500 + SYNC_RETRY_MS))?,
+        "the due fsync starts"
+    );
+    assert_eq!(w.stats().syncs, 2);
+    assert_eq!(w.sync_deadline(), None, "nothing written since");
+    // An fsync asked for now waits for that one, which covers everything.
+    w.sync(Now::at(2_520))?;
+    assert_eq!(w.stats().syncs, 2);
+    w.close(Now::at(2_600))?;
+    assert_eq!(read_all(tmp.path())?.len(), 8);
+    Ok(())
+}
+
+#[test]
+fn an_error_of_a_background_fsync_fails_the_writer() -> TestResult {
+    for waited in [true, false] {
+        let tmp = tempfile::tempdir()?;
+        let mut w = background_sync_writer(tmp.path())?;
+        w.syncer().ok_or("no fsync thread")?.fail_next();
+        assert!(commit_group(&mut w, 1, 1_000)?.synced);
+        let err = if waited {
+            // An fsync of the writer's own waits for the running one,
+            // and reports what it found.
+            w.sync(Now::at(1_001)).err()
+        } else {
+            // The next call that looks collects it.
+            while w.syncer().ok_or("no fsync thread")?.busy() {
+                std::thread::yield_now();
+            }
+            w.sync_if_due(Now::at(1_001)).err()
+        };
+        let err = err.ok_or("the failed fsync went unreported")?;
+        assert!(err.to_string().contains("injected fsync failure"), "{err}");
+        let again = commit_group(&mut w, 1, 1_002)
+            .err()
+            .ok_or("the writer went on")?;
+        assert!(again.to_string().contains("open the log again"), "{again}");
+    }
+    Ok(())
+}
+
 #[test]
 fn intervals_follow_the_monotonic_clock_when_the_wall_clock_steps() -> TestResult {
     const DAY: u64 = 86_400_000;

@@ -41,6 +41,7 @@ pub mod salvage;
 mod scan;
 pub mod seek;
 pub mod segment;
+mod syncer;
 pub mod writer;
 
 #[cfg(test)]
@@ -58,5 +59,5 @@ pub use seek::{block_crc_at, read_block_at};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
 pub use writer::{
     CommitInfo, EventBatch, FsyncPolicy, LogWriter, Now, RecoveryMode, RecoveryReport,
-    WriterConfig, WriterStats,
+    WriterConfig, WriterStats, SYNC_RETRY_MS,
 };

@@ -60,6 +60,7 @@ use crate::record::{check_sequence, encode_event, LogRecord};
 use crate::retention::{retain, RemovedSegment, RetentionPolicy};
 use crate::salvage::{keep_tail, salvage_segment, SalvageReport};
 use crate::segment::{list_segments, segment_file_name, sync_dir, SegmentHeader};
+use crate::syncer::{Outcome, Syncer};
 use crate::Seq;
 
 /// Event records encoded ahead of their append (say while a lock on what
@@ -179,6 +180,9 @@ impl FsyncPolicy {
     }
 }
 
+/// How often a due fsync looks again while one runs in the background, ms.
+pub const SYNC_RETRY_MS: u64 = 10;
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -231,6 +235,13 @@ pub struct WriterConfig {
     /// The seq of the first record when the directory holds no segment yet
     /// (at least 1; ignored otherwise). Default 1.
     pub first_seq: Seq,
+    /// With [`FsyncPolicy::Interval`]: the policy's fsyncs run on a thread
+    /// of the writer's own, so that a slow fsync holds back no commit (see
+    /// [`crate::syncer`]; at most one runs at a time, and one that is due
+    /// while another runs starts when that one is done). Rotation,
+    /// [`LogWriter::sync`] and [`LogWriter::close`] still fsync themselves,
+    /// after waiting for a running one. Default `false`.
+    pub sync_in_background: bool,
 }
 
 impl WriterConfig {
@@ -246,6 +257,7 @@ impl WriterConfig {
             compress_min_bytes: 512,
             zstd_level: 1,
             first_seq: 1,
+            sync_in_background: false,
         }
     }
 }
@@ -294,7 +306,8 @@ pub struct CommitInfo {
     pub bytes: u64,
     /// Whether the block is zstd-compressed.
     pub compressed: bool,
-    /// Whether the commit fsynced.
+    /// Whether the commit fsynced (with
+    /// [`WriterConfig::sync_in_background`]: started an fsync).
     pub synced: bool,
     /// Whether a new segment was started before writing.
     pub rotated: bool,
@@ -354,8 +367,13 @@ pub struct LogWriter {
     scratch: Vec<u8>,
     /// Whether written bytes await an fsync.
     dirty: bool,
-    /// Monotonic time of the last fsync (or of opening).
+    /// Monotonic time of the last fsync, or of the start of the last one
+    /// in the background (or of opening).
     last_sync_mono: u64,
+    /// The fsync thread ([`WriterConfig::sync_in_background`]).
+    syncer: Option<Syncer>,
+    /// When a due fsync found the thread busy: when to look again.
+    sync_retry_mono: u64,
     rotate_requested: bool,
     failed: Option<String>,
     stats: WriterStats,
@@ -441,6 +459,12 @@ impl LogWriter {
             },
         };
         let next_seq = recovery.next_seq;
+        let syncer = match config.fsync {
+            FsyncPolicy::Interval(_) if config.sync_in_background => {
+                Some(Syncer::spawn().map_err(io_err(&dir))?)
+            }
+            _ => None,
+        };
         Ok(LogWriter {
             encoder: BlockEncoder::new(config.zstd_level, config.compress_min_bytes),
             dir,
@@ -453,6 +477,8 @@ impl LogWriter {
             scratch: Vec::new(),
             dirty: false,
             last_sync_mono: now.mono_ms,
+            syncer,
+            sync_retry_mono: 0,
             rotate_requested: false,
             failed: None,
             stats: WriterStats {
@@ -510,6 +536,12 @@ impl LogWriter {
     /// Counters since the writer was opened.
     pub fn stats(&self) -> WriterStats {
         self.stats
+    }
+
+    /// Test hook: the fsync thread, if any.
+    #[cfg(test)]
+    pub(crate) fn syncer(&self) -> Option<&Syncer> {
+        self.syncer.as_ref()
     }
 
     /// Adds `record` to the pending group. An event's seq must be
@@ -665,18 +697,21 @@ impl LogWriter {
         self.pending.clear();
         self.pending_records = 0;
         self.dirty = true;
-        let synced = if self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
-            self.sync(now)?;
-            true
-        } else {
-            false
-        };
+        let synced = self.sync_if_due(now)?;
         Ok(CommitInfo { synced, ..info })
     }
 
-    /// fsyncs the open segment now, whatever the policy.
+    /// fsyncs the open segment now, whatever the policy. An fsync running
+    /// in the background is waited for first; when nothing was written
+    /// after it started, it is the one asked for.
     pub fn sync(&mut self, now: Now) -> Result<()> {
         self.usable()?;
+        if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::wait) {
+            self.collect(outcome)?;
+            if !self.dirty {
+                return Ok(());
+            }
+        }
         if let Err(e) = self.seg.file.sync_data() {
             return Err(self.fail(&self.seg.path.clone(), e));
         }
@@ -686,27 +721,65 @@ impl LogWriter {
         Ok(())
     }
 
-    /// fsyncs if committed writes await it and the policy's interval is
-    /// due; returns whether it did.
+    /// fsyncs (or, with [`WriterConfig::sync_in_background`], starts an
+    /// fsync) if committed writes await it and the policy's interval is
+    /// due; returns whether it did. An error of an fsync that ran in the
+    /// background since the last call is returned here (and fails the
+    /// writer).
     pub fn sync_if_due(&mut self, now: Now) -> Result<bool> {
         self.usable()?;
-        if self.dirty && self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
+        if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::take_done) {
+            self.collect(outcome)?;
+        }
+        if !self.dirty || !self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
+            return Ok(false);
+        }
+        let Some(syncer) = &self.syncer else {
             self.sync(now)?;
             return Ok(true);
+        };
+        if syncer.busy() {
+            self.sync_retry_mono = now.mono_ms.saturating_add(SYNC_RETRY_MS);
+            return Ok(false);
         }
-        Ok(false)
+        match self.seg.file.try_clone() {
+            Ok(file) => {
+                syncer.start(file, self.seg.path.clone());
+                self.stats.syncs += 1;
+                self.dirty = false;
+                self.last_sync_mono = now.mono_ms;
+            }
+            // No second handle (out of file descriptors): this one.
+            Err(_) => self.sync(now)?,
+        }
+        Ok(true)
+    }
+
+    /// Takes the outcome of an fsync that ran in the background: an error
+    /// fails the writer.
+    fn collect(&mut self, outcome: Outcome) -> Result<()> {
+        outcome.map_err(|(path, e)| self.fail(&path, e))
     }
 
     /// When (monotonic ms) [`sync_if_due`](LogWriter::sync_if_due) must
     /// next be called to honour an `Interval` policy (`None`: nothing awaits
-    /// an fsync, or the policy never fsyncs on its own).
+    /// an fsync, or the policy never fsyncs on its own). While an fsync
+    /// runs in the background, a due one is looked at again every
+    /// [`SYNC_RETRY_MS`].
     pub fn sync_deadline(&self) -> Option<u64> {
         match self.config.fsync {
-            FsyncPolicy::Interval(d) if self.dirty => {
-                Some(self.last_sync_mono.saturating_add(millis(d)))
-            }
+            FsyncPolicy::Interval(d) if self.dirty => Some(
+                self.last_sync_mono
+                    .saturating_add(millis(d))
+                    .max(self.sync_retry_mono),
+            ),
             _ => None,
         }
+    }
+
+    /// Whether the open segment holds writes no finished fsync covers.
+    fn unsynced(&self) -> bool {
+        self.dirty || self.syncer.as_ref().is_some_and(Syncer::busy)
     }
 
     /// Commits what is pending and fsyncs: the clean way to stop. (Dropping
@@ -741,7 +814,7 @@ impl LogWriter {
             self.rotate_requested = false;
             return Ok(false);
         }
-        if self.dirty {
+        if self.unsynced() {
             self.sync(now)?;
         }
         let new = match create_segment(&self.dir, &self.config.node, self.written_seq, now) {

@@ -395,6 +395,8 @@ pub fn recover_at(
     let mut meta = Meta::open(&config.dir, me)?;
     let mut wc = WriterConfig::new(me);
     wc.fsync = config.fsync;
+    // A slow disk's fsync holds back no append (`fsync: interval`).
+    wc.sync_in_background = true;
     wc.max_segment_bytes = config.segment_bytes;
     wc.max_segment_age = config.segment_age;
     wc.recovery = config.recovery;
