@@ -360,23 +360,38 @@ fn a_slow_background_fsync_holds_back_no_commit() -> TestResult {
 
 #[test]
 fn an_error_of_a_background_fsync_fails_the_writer() -> TestResult {
-    for waited in [true, false] {
+    for case in ["waited for", "beside another", "found later"] {
         let tmp = tempfile::tempdir()?;
         let mut w = background_sync_writer(tmp.path())?;
-        w.syncer().ok_or("no fsync thread")?.fail_next();
+        let syncer = w.syncer().ok_or("no fsync thread")?;
+        syncer.fail_next();
+        let hold = syncer.hold();
+        let held = hold.lock().map_err(|_| "poisoned")?;
         assert!(commit_group(&mut w, 1, 1_000)?.synced);
-        let err = if waited {
-            // An fsync of the writer's own waits for the running one,
-            // and reports what it found.
-            w.sync(Now::at(1_001)).err()
-        } else {
-            // The next call that looks collects it.
-            while w.syncer().ok_or("no fsync thread")?.busy() {
-                std::thread::yield_now();
+        let err = match case {
+            // An fsync asked for waits for the running one, and reports
+            // what it found ...
+            "waited for" => {
+                drop(held);
+                w.sync(Now::at(1_001)).err()
             }
-            w.sync_if_due(Now::at(1_001)).err()
+            // ... also when it fsyncs what was written since itself (and
+            // succeeds).
+            "beside another" => {
+                assert!(!commit_group(&mut w, 1, 1_001)?.synced);
+                drop(held);
+                w.sync(Now::at(1_002)).err()
+            }
+            // The next call that looks collects it.
+            _ => {
+                drop(held);
+                while w.syncer().ok_or("no fsync thread")?.busy() {
+                    std::thread::yield_now();
+                }
+                w.sync_if_due(Now::at(1_001)).err()
+            }
         };
-        let err = err.ok_or("the failed fsync went unreported")?;
+        let err = err.ok_or(format!("the failed fsync {case} went unreported"))?;
         assert!(err.to_string().contains("injected fsync failure"), "{err}");
         let again = commit_group(&mut w, 1, 1_002)
             .err()

@@ -239,8 +239,9 @@ pub struct WriterConfig {
     /// of the writer's own, so that a slow fsync holds back no commit (see
     /// [`crate::syncer`]; at most one runs at a time, and one that is due
     /// while another runs starts when that one is done). Rotation,
-    /// [`LogWriter::sync`] and [`LogWriter::close`] still fsync themselves,
-    /// after waiting for a running one. Default `false`.
+    /// [`LogWriter::sync`] and [`LogWriter::close`] still fsync themselves
+    /// (unless a background one started since the last write) and wait for
+    /// a running one. Default `false`.
     pub sync_in_background: bool,
 }
 
@@ -374,6 +375,9 @@ pub struct LogWriter {
     syncer: Option<Syncer>,
     /// When a due fsync found the thread busy: when to look again.
     sync_retry_mono: u64,
+    /// Whether the last fsync started is one in the background (with
+    /// `dirty` clear: it covers everything written).
+    background_covers: bool,
     rotate_requested: bool,
     failed: Option<String>,
     stats: WriterStats,
@@ -479,6 +483,7 @@ impl LogWriter {
             last_sync_mono: now.mono_ms,
             syncer,
             sync_retry_mono: 0,
+            background_covers: false,
             rotate_requested: false,
             failed: None,
             stats: WriterStats {
@@ -701,21 +706,23 @@ impl LogWriter {
         Ok(CommitInfo { synced, ..info })
     }
 
-    /// fsyncs the open segment now, whatever the policy. An fsync running
-    /// in the background is waited for first; when nothing was written
-    /// after it started, it is the one asked for.
+    /// fsyncs the open segment now, whatever the policy. When an fsync was
+    /// started in the background and nothing was written since, that one
+    /// is waited for instead; otherwise this one runs beside it, and then
+    /// waits for it too (an fsync error is reported to one of the two
+    /// handles only, so its outcome is collected either way).
     pub fn sync(&mut self, now: Now) -> Result<()> {
         self.usable()?;
+        if self.dirty || !self.background_covers {
+            if let Err(e) = self.seg.file.sync_data() {
+                return Err(self.fail(&self.seg.path.clone(), e));
+            }
+            self.stats.syncs += 1;
+            self.background_covers = false;
+        }
         if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::wait) {
             self.collect(outcome)?;
-            if !self.dirty {
-                return Ok(());
-            }
         }
-        if let Err(e) = self.seg.file.sync_data() {
-            return Err(self.fail(&self.seg.path.clone(), e));
-        }
-        self.stats.syncs += 1;
         self.dirty = false;
         self.last_sync_mono = now.mono_ms;
         Ok(())
@@ -747,6 +754,7 @@ impl LogWriter {
                 syncer.start(file, self.seg.path.clone());
                 self.stats.syncs += 1;
                 self.dirty = false;
+                self.background_covers = true;
                 self.last_sync_mono = now.mono_ms;
             }
             // No second handle (out of file descriptors): this one.
