@@ -16,8 +16,9 @@
 //! [`record`] (a [`LogRecord`]: an event or a state summary, as msgpack) →
 //! [`block`] (one group commit: length, CRC32, flags, records, zstd where it
 //! pays) → [`segment`] (a file: header, blocks; names and listing) →
-//! [`writer`] ([`LogWriter`]: group commit, [`FsyncPolicy`], rotation,
-//! recovery on open) and [`reader`] ([`LogReader`]: every record in seq
+//! [`writer`] ([`LogWriter`]: group commit, [`FsyncPolicy`] — its fsyncs
+//! optionally on a thread of their own, `syncer` —, rotation, recovery on
+//! open) and [`reader`] ([`LogReader`]: every record in seq
 //! order, checked; damage classified as a torn tail or as corruption with
 //! valid blocks after it, which `scan` finds) → [`salvage`] (keeping
 //! damaged bytes, rewriting a segment without its damage) and

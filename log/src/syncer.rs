@@ -13,7 +13,8 @@
 //! own fsync's would (an fsync error is reported once, to one of the
 //! handles: this thread keeps it until collected). An fsync the writer does
 //! itself ([`LogWriter::sync`](crate::LogWriter::sync), rotation, close)
-//! waits for a running one first, so that its success means what it says.
+//! runs beside a running one and then waits for it too, so that its
+//! success means what it says.
 
 use std::fs::File;
 use std::io;
