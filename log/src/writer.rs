@@ -237,7 +237,7 @@ pub struct WriterConfig {
     pub first_seq: Seq,
     /// With [`FsyncPolicy::Interval`]: the policy's fsyncs run on a thread
     /// of the writer's own, so that a slow fsync holds back no commit (see
-    /// [`crate::syncer`]; at most one runs at a time, and one that is due
+    /// the `syncer` module; at most one runs at a time, and one that is due
     /// while another runs starts when that one is done). Rotation,
     /// [`LogWriter::sync`] and [`LogWriter::close`] still fsync themselves
     /// (unless a background one started since the last write) and wait for
