@@ -146,7 +146,7 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
     for &test in &args.tests {
         let m = run_test(&args, &target, test).await?;
         println!(
-            "{:>4}: {:>10.0} requests/s  ({} requests, {} connections, pipeline {}, {:.2} s; batch latency p50 {:.3} ms, p99 {:.3} ms)",
+            "{:>4}: {:>10.0} requests/s  ({} requests, {} connections, pipeline {}, {:.2} s; batch latency p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms)",
             format!("{test:?}").to_lowercase(),
             m.rate,
             m.requests,
@@ -155,6 +155,7 @@ pub async fn run(args: BenchArgs, cfg: Config) -> anyhow::Result<()> {
             m.secs,
             m.p50_ms,
             m.p99_ms,
+            m.max_ms,
         );
     }
     Ok(())
@@ -169,9 +170,12 @@ pub(crate) struct Measured {
     pub requests: usize,
     /// Wall time.
     pub secs: f64,
-    /// Median and 99th percentile of a batch's round trip.
+    /// Median, 99th percentile and longest of a batch's round trips (a
+    /// stall of the node shows in the longest: it holds up only one batch
+    /// per connection).
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Runs `test` against the node at `addr` (plain TCP) with `args`' load.
@@ -239,6 +243,7 @@ async fn run_test(args: &BenchArgs, target: &Target, test: Test) -> anyhow::Resu
         secs,
         p50_ms: ms(pct(0.5)),
         p99_ms: ms(pct(0.99)),
+        max_ms: ms(lat.last()),
     })
 }
 
