@@ -752,9 +752,11 @@ impl<H: StateHost> WriterLoop<H> {
     fn snapshot(&mut self, now: Now) -> Result<(), PersistError> {
         let dir = self.d.config.snap_dir();
         // Under the lock: write what is pending, then the state as of that
-        // position, so the snapshot covers exactly up to `covered`.
+        // position, so the snapshot covers exactly up to `covered`. Shared:
+        // changes wait, reads go on (unless a change waits too).
         let host = self.host.clone();
-        let res = host.with_state(|st| -> Result<_, PersistError> {
+        let started = Instant::now();
+        let res = host.read_state(|st| -> Result<_, PersistError> {
             self.copy
                 .fill(st.log(), self.mem_next, usize::MAX)
                 .map_err(PersistError::Dropped)?;
@@ -765,6 +767,8 @@ impl<H: StateHost> WriterLoop<H> {
             let pending = snap::write(st, &path, true, now.wall_ms, covered)?;
             Ok((pending, covered))
         });
+        // How long changes waited for it.
+        let locked = started.elapsed();
         let (pending, covered) = res?;
         commit(&mut self.writer, &mut self.index, now)?;
         self.writer.sync(now)?;
@@ -774,6 +778,8 @@ impl<H: StateHost> WriterLoop<H> {
             seq = covered,
             entries = info.entries,
             bytes = info.bytes,
+            locked_ms = locked.as_millis(),
+            ms = started.elapsed().as_millis(),
             "snapshot written"
         );
         self.since_snapshot = 0;
