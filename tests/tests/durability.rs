@@ -203,8 +203,9 @@ async fn acknowledged_writes_survive_kill_9_with_fsync_always() -> Result<()> {
 async fn kill_9_with_fsync_interval_loses_only_what_the_writer_had_not_appended() -> Result<()> {
     const INTERVAL: Duration = Duration::from_millis(200);
     // What the writer had not appended at the kill: normally the last
-    // milliseconds, longer while an fsync stalls it (the writer thread
-    // fsyncs; tests beside this one fsync every write).
+    // milliseconds, longer while an fsync of its own (a snapshot's, a
+    // rotation's) stalls it on a disk that tests beside this one keep busy
+    // with an fsync per write.
     const LAG: Duration = Duration::from_secs(2);
     let dir = tempdir("k9interval")?;
     let launch = Launch::new("k9interval", dir.path())
