@@ -101,7 +101,8 @@ pub(crate) enum Decoded {
 /// need. A rejected item leaves the state unchanged.
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
-    nodes: HashMap<NodeName, u64>,
+    /// Node items by name; looked up for every link of every chain.
+    nodes: NodeIndex,
     prev: Vec<Value>,
     entries: u64,
 }
@@ -388,11 +389,14 @@ impl Decoder {
     }
 }
 
+/// The index of each node item, by name.
+type NodeIndex = HashMap<NodeName, u64, foldhash::fast::RandomState>;
+
 /// An entry's chain as written: nil, or `[node, tick, …]` with each node
 /// by the index of its node item, or by name if it has none.
 struct FlatChain<'a> {
     chain: Option<&'a Chain>,
-    nodes: &'a HashMap<NodeName, u64>,
+    nodes: &'a NodeIndex,
 }
 
 impl Serialize for FlatChain<'_> {

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 use crate::block::{block_crc, encode_block_header, BLOCK_HEADER_LEN};
 use crate::sample::{distkv_save_format, small_entries};
+use crate::writer::BLOCKS_AHEAD;
 use crate::{
     temp_path, EntryRecord, Item, NodeRecord, SnapshotError, SnapshotHeader, SnapshotInfo,
     SnapshotReader, SnapshotWriter, WriteOptions,
@@ -578,6 +579,62 @@ fn dropping_an_unfinished_writer_leaves_no_files() -> TestResult {
         }
         assert!(w.temp_path().metadata()?.len() > 1000);
     }
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}
+
+/// A block write that fails on the writer's thread (here: the temporary
+/// file is a pipe whose reader took the header and left) fails a later
+/// call with that error, poisons the writer, and leaves no file behind.
+#[cfg(unix)]
+#[test]
+fn a_block_write_failing_on_the_writers_thread_is_reported_and_poisons_it() -> TestResult {
+    use std::io::Read;
+
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("snap");
+    let tmp = temp_path(&path);
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&tmp)
+        .status()?
+        .success());
+    // Opening either end of a pipe waits for the other: the reader goes
+    // once it has read from the header, before the first block is written.
+    let reader = std::thread::spawn({
+        let tmp = tmp.clone();
+        move || std::fs::File::open(tmp)?.read(&mut [0; 8])
+    });
+    let options = WriteOptions {
+        level: 1,
+        block_size: 512,
+    };
+    let mut w = SnapshotWriter::create_with(&path, &header(), options)?;
+    assert!(reader.join().map_err(|_| "reader panicked")?? > 0);
+    let mut failed = None;
+    for (i, e) in small_entries(5_000, NodeName::from("n1")).enumerate() {
+        if let Err(err) = w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock) {
+            failed = Some((i, err));
+            break;
+        }
+    }
+    // The thread stops at the first block; the blocks handed over before it
+    // stopped, and the one waited for, go through (an item takes at least 8
+    // bytes of a block, its length prefix included).
+    let (i, err) = failed.ok_or("no call failed")?;
+    assert!(i < (BLOCKS_AHEAD + 3) * 512 / 8, "failed at entry {i}");
+    match err {
+        SnapshotError::Io { file, source } => {
+            assert_eq!(file, tmp);
+            assert_eq!(source.kind(), std::io::ErrorKind::BrokenPipe);
+        }
+        e => panic!("unexpected error {e}"),
+    }
+    let e = small_entries(1, NodeName::from("n1"))
+        .next()
+        .ok_or("no entry")?;
+    let later = w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
+    assert!(matches!(later, Err(SnapshotError::InvalidInput(_))));
+    assert!(matches!(w.finish(), Err(SnapshotError::InvalidInput(_))));
     assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
     Ok(())
 }

@@ -3,17 +3,27 @@
 //! [`SnapshotWriter`] owns the temporary file `<final>.tmp` until
 //! [`SnapshotWriter::finish`] renames it over the final name, so a file
 //! under the final name is always complete: written, fsynced, then renamed,
-//! then the directory fsynced. Memory stays bounded whatever the state's
-//! size: one uncompressed block being filled, its compressed form, and one
-//! encoded item. Items are validated and encoded before anything is
-//! buffered, so a rejected item ([`SnapshotError::InvalidInput`]) leaves the
-//! writer usable; an I/O failure poisons it (every later call fails) and
-//! dropping it removes the temporary file. One writer per final path at a
-//! time: a second one would share the temporary file.
+//! then the directory fsynced.
+//!
+//! Full blocks are compressed, checksummed and written by a thread of the
+//! writer's own, in order, while the caller encodes the next ones: a node
+//! writes its snapshot while changes wait for it, and compressing is a third
+//! of the work. Memory stays bounded whatever the state's size: the block
+//! being filled, [`BLOCKS_AHEAD`] full ones waiting, the one being
+//! compressed and its compressed form, and one encoded item.
+//!
+//! Items are validated and encoded before anything is buffered, so a
+//! rejected item ([`SnapshotError::InvalidInput`]) leaves the writer usable;
+//! an I/O failure poisons it (every later call fails) and dropping it
+//! removes the temporary file. The thread's failure is reported by the
+//! first call after it (at the latest by `finish`). One writer per final
+//! path at a time: a second one would share the temporary file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use distkv_model::{Chain, RangeSet, Value};
 
@@ -66,24 +76,94 @@ pub struct SnapshotInfo {
 pub struct SnapshotWriter {
     final_path: PathBuf,
     tmp_path: PathBuf,
-    /// `None` once finished (or after `finish` failed).
-    file: Option<File>,
+    /// The thread writing the blocks; `None` once finished (or failed).
+    worker: Option<Worker>,
     enc: Encoder,
-    compressor: Compressor,
     block_size: usize,
     /// The block being filled: length-prefixed items.
     block: Vec<u8>,
     /// One encoded item.
     item: Vec<u8>,
+    /// An I/O error happened: the file's contents are unknown.
+    poisoned: bool,
+    /// Renamed to the final name: nothing left to clean up.
+    renamed: bool,
+}
+
+/// Full blocks handed to the writer's thread that it has not taken yet; a
+/// caller ahead of the thread by more waits.
+pub const BLOCKS_AHEAD: usize = 2;
+
+/// The file's end of a snapshot: compresses, checksums and writes blocks.
+#[derive(Debug)]
+struct Sink {
+    file: File,
+    compressor: Compressor,
     /// The compressed block.
     zbuf: Vec<u8>,
     /// Bytes written to the file so far.
     offset: u64,
     blocks: u64,
-    /// An I/O error happened: the file's contents are unknown.
-    poisoned: bool,
-    /// Renamed to the final name: nothing left to clean up.
-    renamed: bool,
+}
+
+impl Sink {
+    fn write_block(&mut self, block: &[u8]) -> io::Result<()> {
+        self.zbuf.clear();
+        self.zbuf
+            .reserve(zstd::zstd_safe::compress_bound(block.len()));
+        self.compressor
+            .0
+            .compress_to_buffer(block, &mut self.zbuf)?;
+        // Both lengths are bounded by MAX_BLOCK_LEN (items by MAX_ITEM_LEN).
+        let (clen, ulen) = (self.zbuf.len() as u32, block.len() as u32);
+        let head = encode_block_header(clen, ulen, block_crc(clen, ulen, &self.zbuf));
+        self.file.write_all(&head)?;
+        self.file.write_all(&self.zbuf)?;
+        self.offset += (head.len() + self.zbuf.len()) as u64;
+        self.blocks += 1;
+        Ok(())
+    }
+}
+
+/// The thread that owns the [`Sink`] while blocks come in. It stops at the
+/// first error, which [`Worker::join`] returns; blocks it is done with come
+/// back empty through `spare`, for the next ones.
+#[derive(Debug)]
+struct Worker {
+    blocks: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    thread: JoinHandle<io::Result<Sink>>,
+}
+
+impl Worker {
+    fn start(mut sink: Sink) -> io::Result<Worker> {
+        let (blocks, todo) = sync_channel::<Vec<u8>>(BLOCKS_AHEAD);
+        let (done, spare) = channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("distkv-snapshot".into())
+            .spawn(move || {
+                for mut block in todo {
+                    sink.write_block(&block)?;
+                    block.clear();
+                    let _ = done.send(block);
+                }
+                Ok(sink)
+            })?;
+        Ok(Worker {
+            blocks,
+            spare,
+            thread,
+        })
+    }
+
+    /// Waits for every block handed over to be written (or for the error
+    /// that stopped the thread), and takes the sink back.
+    fn join(self) -> io::Result<Sink> {
+        drop(self.blocks);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the snapshot writer's thread panicked")))
+    }
 }
 
 /// zstd's compressor lacks `Debug`.
@@ -132,15 +212,11 @@ impl SnapshotWriter {
         let head = header.encode().map_err(SnapshotError::InvalidInput)?;
         let final_path = final_path.as_ref().to_path_buf();
         let tmp_path = temp_path(&final_path);
-        let compressor =
-            zstd::bulk::Compressor::new(options.level).map_err(|e| SnapshotError::Io {
-                file: tmp_path.clone(),
-                source: e,
-            })?;
         let io = |source| SnapshotError::Io {
             file: tmp_path.clone(),
             source,
         };
+        let compressor = zstd::bulk::Compressor::new(options.level).map_err(io)?;
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -152,21 +228,23 @@ impl SnapshotWriter {
         let mut w = SnapshotWriter {
             final_path,
             tmp_path: tmp_path.clone(),
-            file: None,
+            worker: None,
             enc: Encoder::default(),
-            compressor: Compressor(compressor),
             block_size: options.block_size,
             block: Vec::with_capacity(options.block_size.min(DEFAULT_BLOCK_SIZE) + 1024),
             item: Vec::new(),
-            zbuf: Vec::new(),
-            offset: 0,
-            blocks: 0,
             poisoned: false,
             renamed: false,
         };
         file.write_all(&head).map_err(io)?;
-        w.file = Some(file);
-        w.offset = head.len() as u64;
+        let sink = Sink {
+            file,
+            compressor: Compressor(compressor),
+            zbuf: Vec::new(),
+            offset: head.len() as u64,
+            blocks: 0,
+        };
+        w.worker = Some(Worker::start(sink).map_err(io)?);
         Ok(w)
     }
 
@@ -239,26 +317,27 @@ impl SnapshotWriter {
         self.enc.end(&mut self.item);
         self.push_item()?;
         self.flush_block()?;
-        let Some(file) = self.file.take() else {
+        let Some(worker) = self.worker.take() else {
             return Err(SnapshotError::InvalidInput(
                 "writer already finished".into(),
             ));
         };
-        file.sync_all().map_err(|e| self.fail(e))?;
-        drop(file);
+        let sink = worker.join().map_err(|e| self.fail(e))?;
+        sink.file.sync_all().map_err(|e| self.fail(e))?;
+        drop(sink.file);
         fs::rename(&self.tmp_path, &self.final_path).map_err(|e| self.fail(e))?;
         self.renamed = true;
         sync_parent(&self.final_path)?;
         Ok(SnapshotInfo {
-            bytes: self.offset,
+            bytes: sink.offset,
             nodes: self.enc.nodes(),
             entries: self.enc.entries(),
-            blocks: self.blocks,
+            blocks: sink.blocks,
         })
     }
 
     fn usable(&self) -> Result<()> {
-        if self.poisoned || self.file.is_none() {
+        if self.poisoned || self.worker.is_none() {
             return Err(SnapshotError::InvalidInput(
                 "snapshot writer failed earlier; drop it and start again".into(),
             ));
@@ -288,31 +367,29 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Hands the block to the writer's thread (waiting while it is
+    /// [`BLOCKS_AHEAD`] blocks behind) and starts the next in a buffer it
+    /// is done with.
     fn flush_block(&mut self) -> Result<()> {
         if self.block.is_empty() {
             return Ok(());
         }
-        self.zbuf.clear();
-        self.zbuf
-            .reserve(zstd::zstd_safe::compress_bound(self.block.len()));
-        if let Err(e) = self
-            .compressor
-            .0
-            .compress_to_buffer(&self.block, &mut self.zbuf)
-        {
+        let Some(worker) = self.worker.as_mut() else {
+            return self.usable();
+        };
+        let next = worker
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.block.capacity()));
+        let full = std::mem::replace(&mut self.block, next);
+        if worker.blocks.send(full).is_err() {
+            // The thread stopped at an error: that is the one to report.
+            let e = match self.worker.take().map(Worker::join) {
+                Some(Err(e)) => e,
+                _ => io::Error::other("the snapshot writer's thread stopped"),
+            };
             return Err(self.fail(e));
         }
-        // Both lengths are bounded by MAX_BLOCK_LEN (items by MAX_ITEM_LEN).
-        let (clen, ulen) = (self.zbuf.len() as u32, self.block.len() as u32);
-        let head = encode_block_header(clen, ulen, block_crc(clen, ulen, &self.zbuf));
-        let res = match self.file.as_mut() {
-            Some(f) => f.write_all(&head).and_then(|()| f.write_all(&self.zbuf)),
-            None => Ok(()),
-        };
-        res.map_err(|e| self.fail(e))?;
-        self.offset += (head.len() + self.zbuf.len()) as u64;
-        self.blocks += 1;
-        self.block.clear();
         Ok(())
     }
 }
@@ -320,7 +397,10 @@ impl SnapshotWriter {
 impl Drop for SnapshotWriter {
     fn drop(&mut self) {
         if !self.renamed {
-            self.file = None;
+            // Closes the file once the thread is through the blocks it has.
+            if let Some(w) = self.worker.take() {
+                let _ = w.join();
+            }
             // Best effort: the file may never have been created.
             let _ = fs::remove_file(&self.tmp_path);
         }
