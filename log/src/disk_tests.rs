@@ -358,6 +358,64 @@ fn a_slow_background_fsync_holds_back_no_commit() -> TestResult {
     Ok(())
 }
 
+/// `sync_soon` starts an fsync out of the policy's turn without waiting
+/// for it, after a running one if need be; `synced_seq` rises only once
+/// one that covers the records is known to be done.
+#[test]
+fn an_fsync_asked_for_soon_is_known_done_by_the_seq_it_covers() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    let first = w.next_seq();
+    assert_eq!(w.synced_seq(), first);
+    let hold = w.syncer().ok_or("no fsync thread")?.hold();
+    let disk_busy = hold.lock().map_err(|_| "poisoned")?;
+    assert!(!commit_group(&mut w, 2, 10)?.synced, "not due");
+    w.sync_soon(Now::at(20))?;
+    assert_eq!(w.stats().syncs, 1, "started at once");
+    // More records while it runs: the next one waits for it.
+    assert!(!commit_group(&mut w, 3, 30)?.synced);
+    w.sync_soon(Now::at(40))?;
+    assert_eq!(w.stats().syncs, 1);
+    assert_eq!(
+        w.sync_deadline(),
+        Some(40 + SYNC_RETRY_MS),
+        "looked at again soon"
+    );
+    assert_eq!(w.synced_seq(), first, "nothing known done");
+    drop(disk_busy);
+    while w.syncer().ok_or("no fsync thread")?.busy() {
+        std::thread::yield_now();
+    }
+    assert!(
+        w.sync_if_due(Now::at(40 + SYNC_RETRY_MS))?,
+        "the asked-for one starts"
+    );
+    assert_eq!(
+        w.synced_seq(),
+        first + 2,
+        "the first one covers the first group"
+    );
+    assert_eq!(w.sync_deadline(), None);
+    while w.syncer().ok_or("no fsync thread")?.busy() {
+        std::thread::yield_now();
+    }
+    assert!(!w.sync_if_due(Now::at(60))?);
+    assert_eq!(w.synced_seq(), first + 5);
+    assert_eq!(w.synced_seq(), w.next_seq());
+    // Without a thread of its own, the writer fsyncs at once.
+    let tmp = tempfile::tempdir()?;
+    let cfg = WriterConfig {
+        fsync: FsyncPolicy::Never,
+        ..config()
+    };
+    let mut w = LogWriter::open(tmp.path(), cfg, Now::at(0))?;
+    commit_group(&mut w, 2, 10)?;
+    assert_eq!(w.synced_seq(), w.next_seq() - 2);
+    w.sync_soon(Now::at(20))?;
+    assert_eq!((w.synced_seq(), w.stats().syncs), (w.next_seq(), 1));
+    Ok(())
+}
+
 #[test]
 fn an_error_of_a_background_fsync_fails_the_writer() -> TestResult {
     for case in ["waited for", "beside another", "found later"] {

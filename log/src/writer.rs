@@ -378,6 +378,12 @@ pub struct LogWriter {
     /// Whether the last fsync started is one in the background (with
     /// `dirty` clear: it covers everything written).
     background_covers: bool,
+    /// Seq after the last event a finished fsync covers.
+    synced_seq: Seq,
+    /// `written_seq` when the last fsync in the background started.
+    background_upto: Seq,
+    /// [`LogWriter::sync_soon`] asked for an fsync not started yet.
+    sync_wanted: bool,
     rotate_requested: bool,
     failed: Option<String>,
     stats: WriterStats,
@@ -463,6 +469,8 @@ impl LogWriter {
             },
         };
         let next_seq = recovery.next_seq;
+        // Closed segments were fsynced before their successor was made.
+        let synced_seq = seg.header.first_seq;
         let syncer = match config.fsync {
             FsyncPolicy::Interval(_) if config.sync_in_background => {
                 Some(Syncer::spawn().map_err(io_err(&dir))?)
@@ -484,6 +492,9 @@ impl LogWriter {
             syncer,
             sync_retry_mono: 0,
             background_covers: false,
+            synced_seq,
+            background_upto: synced_seq,
+            sync_wanted: false,
             rotate_requested: false,
             failed: None,
             stats: WriterStats {
@@ -724,8 +735,28 @@ impl LogWriter {
             self.collect(outcome)?;
         }
         self.dirty = false;
+        self.sync_wanted = false;
+        self.synced_seq = self.written_seq;
         self.last_sync_mono = now.mono_ms;
         Ok(())
+    }
+
+    /// Asks for an fsync of everything written so far without waiting for
+    /// it, whatever the policy: with [`WriterConfig::sync_in_background`],
+    /// one is started in the background now or, if one is running, as
+    /// soon as it is done (see [`sync_deadline`](LogWriter::sync_deadline));
+    /// without, it is done here. [`synced_seq`](LogWriter::synced_seq) says
+    /// when it is done.
+    pub fn sync_soon(&mut self, now: Now) -> Result<()> {
+        self.sync_wanted = true;
+        self.sync_if_due(now).map(drop)
+    }
+
+    /// Seq after the last event that a finished fsync is known to cover
+    /// (the fsyncs in the background are known once a later call collected
+    /// them).
+    pub fn synced_seq(&self) -> Seq {
+        self.synced_seq
     }
 
     /// fsyncs (or, with [`WriterConfig::sync_in_background`], starts an
@@ -737,8 +768,13 @@ impl LogWriter {
         self.usable()?;
         if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::take_done) {
             self.collect(outcome)?;
+            self.synced_seq = self.synced_seq.max(self.background_upto);
         }
-        if !self.dirty || !self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
+        if !self.dirty {
+            self.sync_wanted = false;
+            return Ok(false);
+        }
+        if !self.sync_wanted && !self.config.fsync.due(self.last_sync_mono, now.mono_ms) {
             return Ok(false);
         }
         let Some(syncer) = &self.syncer else {
@@ -754,6 +790,8 @@ impl LogWriter {
                 syncer.start(file, self.seg.path.clone());
                 self.stats.syncs += 1;
                 self.dirty = false;
+                self.sync_wanted = false;
+                self.background_upto = self.written_seq;
                 self.background_covers = true;
                 self.last_sync_mono = now.mono_ms;
             }
@@ -770,12 +808,14 @@ impl LogWriter {
     }
 
     /// When (monotonic ms) [`sync_if_due`](LogWriter::sync_if_due) must
-    /// next be called to honour an `Interval` policy (`None`: nothing awaits
-    /// an fsync, or the policy never fsyncs on its own). While an fsync
-    /// runs in the background, a due one is looked at again every
+    /// next be called to honour an `Interval` policy or a
+    /// [`sync_soon`](LogWriter::sync_soon) (`None`: nothing awaits an
+    /// fsync, or the policy never fsyncs on its own). While an fsync runs
+    /// in the background, a due one is looked at again every
     /// [`SYNC_RETRY_MS`].
     pub fn sync_deadline(&self) -> Option<u64> {
         match self.config.fsync {
+            _ if self.sync_wanted && self.dirty => Some(self.sync_retry_mono),
             FsyncPolicy::Interval(d) if self.dirty => Some(
                 self.last_sync_mono
                     .saturating_add(millis(d))

@@ -560,6 +560,44 @@ fn nothing_appears_under_the_final_name_before_finish() -> TestResult {
     Ok(())
 }
 
+/// A sealed snapshot takes no more items and appears only on `finish`;
+/// dropped instead, it leaves nothing behind.
+#[test]
+fn a_sealed_snapshot_takes_no_more_and_appears_on_finish() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let entries: Vec<_> = small_entries(3_000, NodeName::from("n1")).collect();
+    let options = WriteOptions {
+        level: 1,
+        block_size: 1024,
+    };
+    for keep in [true, false] {
+        let path = dir.path().join(format!("snap-{keep}"));
+        let mut w = SnapshotWriter::create_with(&path, &header(), options)?;
+        w.write_node("n1", Some(3_000), &RangeSet::new(), &RangeSet::new())?;
+        for e in &entries {
+            w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)?;
+        }
+        w.seal()?;
+        let e = &entries[0];
+        let more = w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
+        assert!(matches!(more, Err(SnapshotError::InvalidInput(_))));
+        assert!(matches!(w.seal(), Err(SnapshotError::InvalidInput(_))));
+        assert!(!path.exists() && temp_path(&path).exists());
+        if keep {
+            let info = w.finish()?;
+            assert_eq!((info.nodes, info.entries), (1, 3_000));
+            assert_eq!(SnapshotReader::verify(&path)?, info);
+            let (_, items) = read_all(&path)?;
+            assert_eq!(items.len(), 3_001);
+        } else {
+            drop(w);
+        }
+        assert!(!temp_path(&path).exists());
+        assert_eq!(path.exists(), keep);
+    }
+    Ok(())
+}
+
 #[test]
 fn dropping_an_unfinished_writer_leaves_no_files() -> TestResult {
     let dir = tempfile::tempdir()?;

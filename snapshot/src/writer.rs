@@ -22,7 +22,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use distkv_model::{Chain, RangeSet, Value};
@@ -86,6 +88,8 @@ pub struct SnapshotWriter {
     item: Vec<u8>,
     /// An I/O error happened: the file's contents are unknown.
     poisoned: bool,
+    /// Every item is written: only [`SnapshotWriter::finish`] is left.
+    sealed: bool,
     /// Renamed to the final name: nothing left to clean up.
     renamed: bool,
 }
@@ -125,13 +129,17 @@ impl Sink {
     }
 }
 
-/// The thread that owns the [`Sink`] while blocks come in. It stops at the
-/// first error, which [`Worker::join`] returns; blocks it is done with come
-/// back empty through `spare`, for the next ones.
+/// The thread that owns the [`Sink`] while blocks come in, and fsyncs the
+/// file after the last one once sealed. It stops at the first error, which
+/// [`Worker::join`] returns; blocks it is done with come back empty through
+/// `spare`, for the next ones.
 #[derive(Debug)]
 struct Worker {
-    blocks: SyncSender<Vec<u8>>,
+    /// `None` once sealed.
+    blocks: Option<SyncSender<Vec<u8>>>,
     spare: Receiver<Vec<u8>>,
+    /// Whether to fsync the file after the last block.
+    sync: Arc<AtomicBool>,
     thread: JoinHandle<io::Result<Sink>>,
 }
 
@@ -139,27 +147,42 @@ impl Worker {
     fn start(mut sink: Sink) -> io::Result<Worker> {
         let (blocks, todo) = sync_channel::<Vec<u8>>(BLOCKS_AHEAD);
         let (done, spare) = channel::<Vec<u8>>();
+        let sync = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("distkv-snapshot".into())
-            .spawn(move || {
-                for mut block in todo {
-                    sink.write_block(&block)?;
-                    block.clear();
-                    let _ = done.send(block);
+            .spawn({
+                let sync = sync.clone();
+                move || {
+                    for mut block in todo {
+                        sink.write_block(&block)?;
+                        block.clear();
+                        let _ = done.send(block);
+                    }
+                    if sync.load(Ordering::Acquire) {
+                        sink.file.sync_all()?;
+                    }
+                    Ok(sink)
                 }
-                Ok(sink)
             })?;
         Ok(Worker {
-            blocks,
+            blocks: Some(blocks),
             spare,
+            sync,
             thread,
         })
     }
 
-    /// Waits for every block handed over to be written (or for the error
-    /// that stopped the thread), and takes the sink back.
-    fn join(self) -> io::Result<Sink> {
-        drop(self.blocks);
+    /// No more blocks: the thread fsyncs the file after the last one.
+    fn seal(&mut self) {
+        self.sync.store(true, Ordering::Release);
+        self.blocks = None;
+    }
+
+    /// Waits for every block handed over to be written (and, once sealed,
+    /// fsynced), or for the error that stopped the thread, and takes the
+    /// sink back.
+    fn join(mut self) -> io::Result<Sink> {
+        self.blocks = None;
         self.thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the snapshot writer's thread panicked")))
@@ -234,6 +257,7 @@ impl SnapshotWriter {
             block: Vec::with_capacity(options.block_size.min(DEFAULT_BLOCK_SIZE) + 1024),
             item: Vec::new(),
             poisoned: false,
+            sealed: false,
             renamed: false,
         };
         file.write_all(&head).map_err(io)?;
@@ -310,20 +334,35 @@ impl SnapshotWriter {
         self.enc.entries()
     }
 
-    /// Writes the `End` item and the last block, fsyncs the file, renames it
-    /// to the final name and fsyncs the directory.
-    pub fn finish(mut self) -> Result<SnapshotInfo> {
+    /// Writes the `End` item and the last block; the writer's thread fsyncs
+    /// the file once it has written them, while the caller goes on.
+    /// Nothing can be added after; [`finish`](Self::finish) completes the
+    /// snapshot.
+    pub fn seal(&mut self) -> Result<()> {
         self.usable()?;
         self.enc.end(&mut self.item);
         self.push_item()?;
         self.flush_block()?;
+        if let Some(w) = self.worker.as_mut() {
+            w.seal();
+        }
+        self.sealed = true;
+        Ok(())
+    }
+
+    /// [Seals](Self::seal) the snapshot if it is not yet, waits until the
+    /// file is written and fsynced, renames it to the final name and
+    /// fsyncs the directory.
+    pub fn finish(mut self) -> Result<SnapshotInfo> {
+        if !self.sealed {
+            self.seal()?;
+        }
         let Some(worker) = self.worker.take() else {
             return Err(SnapshotError::InvalidInput(
-                "writer already finished".into(),
+                "snapshot writer failed earlier; drop it and start again".into(),
             ));
         };
         let sink = worker.join().map_err(|e| self.fail(e))?;
-        sink.file.sync_all().map_err(|e| self.fail(e))?;
         drop(sink.file);
         fs::rename(&self.tmp_path, &self.final_path).map_err(|e| self.fail(e))?;
         self.renamed = true;
@@ -340,6 +379,11 @@ impl SnapshotWriter {
         if self.poisoned || self.worker.is_none() {
             return Err(SnapshotError::InvalidInput(
                 "snapshot writer failed earlier; drop it and start again".into(),
+            ));
+        }
+        if self.sealed {
+            return Err(SnapshotError::InvalidInput(
+                "snapshot sealed: nothing can be added".into(),
             ));
         }
         Ok(())
@@ -382,7 +426,8 @@ impl SnapshotWriter {
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(self.block.capacity()));
         let full = std::mem::replace(&mut self.block, next);
-        if worker.blocks.send(full).is_err() {
+        let sent = worker.blocks.as_ref().is_some_and(|b| b.send(full).is_ok());
+        if !sent {
             // The thread stopped at an error: that is the one to report.
             let e = match self.worker.take().map(Worker::join) {
                 Some(Err(e)) => e,
@@ -397,8 +442,10 @@ impl SnapshotWriter {
 impl Drop for SnapshotWriter {
     fn drop(&mut self) {
         if !self.renamed {
-            // Closes the file once the thread is through the blocks it has.
+            // Closes the file once the thread is through the blocks it has
+            // (no fsync: the file goes).
             if let Some(w) = self.worker.take() {
+                w.sync.store(false, Ordering::Release);
                 let _ = w.join();
             }
             // Best effort: the file may never have been created.

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now};
 use distkv_log::{CommitInfo, EventBatch, LogCopy, LogRecord, RetentionPolicy, Seq};
 use distkv_model::{NodeSet, RangeSet};
+use distkv_snapshot::{SnapshotError, SnapshotInfo};
 use tokio::sync::watch;
 
 use super::index::{IndexKeeper, IndexPlace};
@@ -381,6 +382,7 @@ pub fn start<H: StateHost>(
                 since_snapshot: 0,
                 last_state_mono: 0,
                 last_snapshot_mono: 0,
+                snapshot: None,
             };
             let res = w.run();
             if let Err(e) = &res {
@@ -418,6 +420,29 @@ struct WriterLoop<H> {
     /// Monotonic time of the last state record and snapshot.
     last_state_mono: u64,
     last_snapshot_mono: u64,
+    /// The snapshot written last, until it is in place.
+    snapshot: Option<PendingSnapshot>,
+}
+
+/// A snapshot whose items are written, not yet in place. Its file is
+/// fsynced on the snapshot writer's thread, the log up to `covered` by the
+/// log's; once the log is, a thread of its own waits for the file, renames
+/// it into place and fsyncs the directory. The log writer meanwhile goes
+/// on writing changes: a slow disk holds back no change.
+struct PendingSnapshot {
+    /// The disk log position it covers.
+    covered: Seq,
+    started: Instant,
+    /// How long changes waited for it.
+    locked: Duration,
+    stage: SnapshotStage,
+}
+
+enum SnapshotStage {
+    /// Waiting for the log's fsync.
+    Sealed(Box<snap::SnapshotWriterDone>),
+    /// Being put in place.
+    Installing(std::thread::JoinHandle<Result<SnapshotInfo, SnapshotError>>),
 }
 
 /// Events taken from the in-memory log per lock.
@@ -508,6 +533,7 @@ impl<H: StateHost> WriterLoop<H> {
     /// there until a commit publishes them).
     fn reopen(&mut self) -> Result<(), PersistError> {
         self.d.check_fault()?;
+        self.abandon_snapshot();
         remove_stale_temp_files(&self.d.config.snap_dir())?;
         let wc = self.writer.config().clone();
         let writer = LogWriter::open(self.d.config.log_dir(), wc, self.now())?;
@@ -699,18 +725,19 @@ impl<H: StateHost> WriterLoop<H> {
         {
             self.write_state_record(now)?;
         }
-        if self.since_snapshot > 0
+        self.poll_snapshot(false)?;
+        if self.snapshot.is_none()
+            && self.since_snapshot > 0
             && (self.since_snapshot >= c.snapshot_records
                 || due(self.last_snapshot_mono, c.snapshot_interval))
         {
+            // Tried again at the next snapshot point if it fails.
+            self.since_snapshot = 0;
+            self.last_snapshot_mono = now.mono_ms;
             match self.snapshot(now) {
                 // The log is fine (an unfinished snapshot file removes
-                // itself): try again at the next snapshot point.
-                Err(PersistError::Snapshot(e)) => {
-                    tracing::warn!(error = %e, "cannot write a snapshot; trying again later");
-                    self.since_snapshot = 0;
-                    self.last_snapshot_mono = now.mono_ms;
-                }
+                // itself).
+                Err(PersistError::Snapshot(e)) => snapshot_failed(&e),
                 r => r?,
             }
         }
@@ -747,8 +774,8 @@ impl<H: StateHost> WriterLoop<H> {
         Ok(())
     }
 
-    /// Takes a snapshot at the current log position, then lets retention
-    /// delete what it covers and keeps the two newest snapshots.
+    /// Writes a snapshot at the current log position, to be put in place by
+    /// [`WriterLoop::poll_snapshot`].
     fn snapshot(&mut self, now: Now) -> Result<(), PersistError> {
         let dir = self.d.config.snap_dir();
         // Under the lock: write what is pending, then the state as of that
@@ -767,23 +794,83 @@ impl<H: StateHost> WriterLoop<H> {
             let pending = snap::write(st, &path, true, now.wall_ms, covered)?;
             Ok((pending, covered))
         });
-        // How long changes waited for it.
         let locked = started.elapsed();
-        let (pending, covered) = res?;
+        let (mut pending, covered) = res?;
         commit(&mut self.writer, &mut self.index, now)?;
-        self.writer.sync(now)?;
         self.publish();
-        let info = pending.finish()?;
+        pending.seal()?;
+        self.writer.sync_soon(now)?;
+        self.snapshot = Some(PendingSnapshot {
+            covered,
+            started,
+            locked,
+            stage: SnapshotStage::Sealed(Box::new(pending)),
+        });
+        self.poll_snapshot(false)
+    }
+
+    /// Moves the snapshot written last on: once the log is fsynced up to
+    /// its position, to a thread that puts it in place; once that is done,
+    /// lets retention delete what it covers and keeps the two newest
+    /// snapshots. With `wait` (the log is fsynced), until it is done.
+    fn poll_snapshot(&mut self, wait: bool) -> Result<(), PersistError> {
+        let Some(mut p) = self.snapshot.take() else {
+            return Ok(());
+        };
+        if let SnapshotStage::Sealed(pending) = p.stage {
+            if self.writer.synced_seq() <= p.covered {
+                p.stage = SnapshotStage::Sealed(pending);
+                self.snapshot = Some(p);
+                return Ok(());
+            }
+            let d = self.d.clone();
+            let installing = std::thread::Builder::new()
+                .name("distkv-snapshot-finish".into())
+                .spawn(move || {
+                    let res = pending.finish();
+                    d.wake();
+                    res
+                });
+            match installing {
+                Ok(h) => p.stage = SnapshotStage::Installing(h),
+                Err(source) => {
+                    snapshot_failed(&SnapshotError::Io {
+                        file: self.d.config.snap_dir(),
+                        source,
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        let SnapshotStage::Installing(h) = p.stage else {
+            return Ok(());
+        };
+        if !wait && !h.is_finished() {
+            p.stage = SnapshotStage::Installing(h);
+            self.snapshot = Some(p);
+            return Ok(());
+        }
+        let info = match h.join() {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
+                snapshot_failed(&e);
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::error!("the thread putting a snapshot in place panicked");
+                return Ok(());
+            }
+        };
         tracing::info!(
-            seq = covered,
+            seq = p.covered,
             entries = info.entries,
             bytes = info.bytes,
-            locked_ms = locked.as_millis(),
-            ms = started.elapsed().as_millis(),
+            locked_ms = p.locked.as_millis(),
+            ms = p.started.elapsed().as_millis(),
             "snapshot written"
         );
-        self.since_snapshot = 0;
-        self.last_snapshot_mono = now.mono_ms;
+        let dir = self.d.config.snap_dir();
+        let now = self.now();
         let snaps = list_snapshots(&dir)?;
         for (_, old) in snaps.iter().skip(2) {
             std::fs::remove_file(old).map_err(|source| PersistError::Io {
@@ -804,12 +891,31 @@ impl<H: StateHost> WriterLoop<H> {
         Ok(())
     }
 
+    /// Drops the snapshot written last unless it is being put in place
+    /// (then waits for that): the log it needs may not be on disk.
+    fn abandon_snapshot(&mut self) {
+        if let Some(PendingSnapshot {
+            stage: SnapshotStage::Installing(h),
+            ..
+        }) = self.snapshot.take()
+        {
+            let _ = h.join();
+        }
+    }
+
     fn sleep(&self, now: Now) {
         let deadline = self
             .writer
             .sync_deadline()
             .map(|t| t.saturating_sub(now.mono_ms));
-        let mut timeout = Duration::from_millis(500);
+        // The log's fsync a snapshot waits for ends without a wake-up.
+        let mut timeout = match self.snapshot {
+            Some(PendingSnapshot {
+                stage: SnapshotStage::Sealed(_),
+                ..
+            }) => SNAPSHOT_POLL,
+            _ => Duration::from_millis(500),
+        };
         if let Some(ms) = deadline {
             timeout = timeout.min(Duration::from_millis(ms.max(1)));
         }
@@ -842,6 +948,7 @@ impl<H: StateHost> WriterLoop<H> {
         self.write_state_record(now)?;
         self.writer.sync(now)?;
         self.publish();
+        self.poll_snapshot(true)?;
         self.index.close();
         let tick = self.host.with_state(|st| st.tick().unwrap_or(0));
         let mut m = self.d.meta.lock().unwrap_or_else(|e| e.into_inner());
@@ -852,6 +959,16 @@ impl<H: StateHost> WriterLoop<H> {
         tracing::info!(dir = %self.d.config.dir.display(), "history written and synced");
         Ok(())
     }
+}
+
+/// How often the writer looks whether the log's fsync a snapshot waits
+/// for is done.
+const SNAPSHOT_POLL: Duration = Duration::from_millis(10);
+
+/// A snapshot that could not be written: the log is fine, the next
+/// snapshot point tries again.
+fn snapshot_failed(e: &SnapshotError) {
+    tracing::warn!(error = %e, "cannot write a snapshot; trying again later");
 }
 
 /// Commits the pending group and hands the block to the history index.

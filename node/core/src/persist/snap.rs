@@ -67,6 +67,12 @@ impl SnapshotWriterDone {
         &self.header
     }
 
+    /// Writes the last items; the file is fsynced on the snapshot
+    /// writer's thread meanwhile ([`SnapshotWriter::seal`]).
+    pub fn seal(&mut self) -> Result<(), SnapshotError> {
+        self.writer.seal()
+    }
+
     /// Flushes, fsyncs and renames the snapshot into place.
     pub fn finish(self) -> Result<SnapshotInfo, SnapshotError> {
         self.writer.finish()
