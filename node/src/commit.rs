@@ -541,7 +541,7 @@ impl Tx<'_> {
                 }
             }
         }
-        let d = checks.durability.as_deref();
+        let d = checks.durability.as_ref();
         let local =
             |st: &mut State, f: &mut dyn FnMut(&mut State) -> Result<Committed, StateError>| {
                 match with_reserved_ticks(d, st, f) {

@@ -8,6 +8,7 @@
 //! the state machine drops).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -91,7 +92,7 @@ fn same_answers(dir: &Path) -> Result<(Vec<String>, usize)> {
 }
 
 /// Runs the node's writer thread on `dir` while `f` changes the state.
-fn session(dir: &Path, f: impl FnOnce(&SharedState, &durable::Durability)) -> Result<()> {
+fn session(dir: &Path, f: impl FnOnce(&SharedState, &Arc<durable::Durability>)) -> Result<()> {
     let mut c = DurableConfig::new(dir);
     c.history_index = true;
     c.fsync = FsyncPolicy::Never;
@@ -112,7 +113,7 @@ fn session(dir: &Path, f: impl FnOnce(&SharedState, &durable::Durability)) -> Re
 
 /// Local writes and deletions, and other nodes' changes, some concurrent
 /// with local ones (they win or lose a conflict).
-fn busy(host: &SharedState, d: &durable::Durability, seed: u64, n: u64) {
+fn busy(host: &SharedState, d: &Arc<durable::Durability>, seed: u64, n: u64) {
     let mut rng = Rng(seed);
     for i in 0..n {
         let k = key(rng.below(15));

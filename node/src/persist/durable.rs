@@ -46,7 +46,7 @@ use tokio::sync::watch;
 
 use super::index::{IndexKeeper, IndexPlace};
 use super::lock::DirLock;
-use super::meta::{Meta, MetaError, TICK_BLOCK};
+use super::meta::{Meta, MetaError, RESERVE_AHEAD, TICK_BLOCK};
 use super::snap;
 use crate::state::{State, StateError};
 pub use distkv_core::persist::recover::{
@@ -110,6 +110,12 @@ pub struct Durability {
     /// a healthy writer takes no lock for it).
     fault: Mutex<Option<String>>,
     faulty: AtomicBool,
+    /// A tick reservation made ahead ([`Durability::reserve_ahead`]), for
+    /// the state to take up.
+    reserved_ahead: AtomicU64,
+    /// A reservation ahead is being made (or failed: left to the changes
+    /// that run out).
+    reserving: AtomicBool,
     /// The directory's lock, held while anything may still write to it.
     _lock: DirLock,
 }
@@ -268,6 +274,53 @@ impl Durability {
         m.reserve(&self.config.dir, tick)
     }
 
+    /// Takes up a reservation made ahead into `st`'s tick limit, and has
+    /// the next one made on a thread of its own once fewer than
+    /// [`RESERVE_AHEAD`] ticks are left: storing it fsyncs the meta file
+    /// and its directory, which a slow disk makes take seconds, and the
+    /// changes would wait for it with the state held. Only a change that
+    /// finds every reserved tick used waits for a reservation.
+    fn reserve_ahead(self: &Arc<Self>, st: &mut State) {
+        let Some(mut limit) = st.tick_limit() else {
+            return;
+        };
+        let ahead = self.reserved_ahead.load(Ordering::Acquire);
+        if ahead > limit {
+            st.set_tick_limit(Some(ahead));
+            limit = ahead;
+        }
+        let tick = st.tick().unwrap_or(0);
+        if limit.saturating_sub(tick) >= RESERVE_AHEAD
+            || self.reserving.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let d = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("distkv-reserve".into())
+            .spawn(move || {
+                let mut m = d.meta.lock().unwrap_or_else(|e| e.into_inner());
+                // At the stop the writer shrinks the reservation to the
+                // ticks used: none is made after that.
+                if d.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                match m.reserve(&d.config.dir, tick + 2 * RESERVE_AHEAD) {
+                    Ok(l) => {
+                        d.reserved_ahead.fetch_max(l, Ordering::AcqRel);
+                        d.reserving.store(false, Ordering::Release);
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot reserve ticks ahead; the change that needs them tries again"
+                    ),
+                }
+            });
+        if spawned.is_err() {
+            self.reserving.store(false, Ordering::Release);
+        }
+    }
+
     /// Asks the writer to start a new log segment at its next commit.
     pub fn request_rotate(&self) {
         self.rotate.store(true, Ordering::Release);
@@ -351,6 +404,8 @@ pub fn start<H: StateHost>(
         trouble: Mutex::new(None),
         fault: Mutex::new(None),
         faulty: AtomicBool::new(false),
+        reserved_ahead: AtomicU64::new(0),
+        reserving: AtomicBool::new(false),
         _lock: lock,
     });
     let d2 = d.clone();
@@ -983,12 +1038,16 @@ fn commit(
 }
 
 /// Runs a state change, raising the durable tick reservation when the
-/// change needs ticks beyond it.
+/// change needs ticks beyond it (and ahead of time, see
+/// [`Durability::reserve_ahead`]).
 pub fn with_reserved_ticks<T>(
-    d: Option<&Durability>,
+    d: Option<&Arc<Durability>>,
     st: &mut State,
     mut f: impl FnMut(&mut State) -> Result<T, StateError>,
 ) -> Result<T, StateError> {
+    if let Some(d) = d {
+        d.reserve_ahead(st);
+    }
     for _ in 0..4 {
         match f(st) {
             Err(StateError::TickNotReserved { next }) => {
@@ -996,7 +1055,11 @@ pub fn with_reserved_ticks<T>(
                     return Err(StateError::TickNotReserved { next });
                 };
                 match d.reserve_ticks(next + TICK_BLOCK) {
-                    Ok(limit) => st.set_tick_limit(Some(limit)),
+                    Ok(limit) => {
+                        st.set_tick_limit(Some(limit));
+                        // A reservation ahead that failed may be tried again.
+                        d.reserving.store(false, Ordering::Release);
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot reserve ticks");
                         return Err(StateError::TickNotReserved { next });
@@ -1060,7 +1123,7 @@ mod tests {
     fn session(
         dir: &FsPath,
         cfg: impl Fn(&mut DurableConfig),
-        f: impl FnOnce(&SharedState, &Durability),
+        f: impl FnOnce(&SharedState, &Arc<Durability>),
     ) -> u128 {
         let mut c = DurableConfig::new(dir);
         cfg(&mut c);
@@ -1075,7 +1138,7 @@ mod tests {
         host.with_state(|st| st.digest())
     }
 
-    fn write(host: &SharedState, d: &Durability, p: &distkv_model::Path, v: Option<Value>) {
+    fn write(host: &SharedState, d: &Arc<Durability>, p: &distkv_model::Path, v: Option<Value>) {
         host.with_state(|st| {
             with_reserved_ticks(Some(d), st, |st| st.local_change(p, v.clone())).unwrap();
         });
@@ -1105,6 +1168,39 @@ mod tests {
         );
         assert_eq!(d1, d2);
         assert_eq!(tick, 51, "a clean stop leaves no gap in the ticks");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The next tick reservation is stored on a thread of its own while
+    /// plenty is left, and the change after it takes it up.
+    #[test]
+    fn ticks_are_reserved_ahead_of_the_changes() {
+        let dir = tempdir("ahead");
+        session(
+            &dir,
+            |_| {},
+            |h, d| {
+                let start = h.with_state(|st| st.tick_limit()).unwrap();
+                assert!(start > 2 * RESERVE_AHEAD, "reserved at the start: {start}");
+                write(h, d, &path!["k"], Some(Value::Int(1)));
+                assert_eq!(d.reserved_ahead.load(Ordering::Acquire), 0, "plenty left");
+                // As if the reservation were nearly used up.
+                let first = 10;
+                h.with_state(|st| st.set_tick_limit(Some(first)));
+                write(h, d, &path!["k"], Some(Value::Int(2)));
+                wait_for("a reservation ahead", || {
+                    d.reserved_ahead.load(Ordering::Acquire) > 0
+                });
+                let ahead = d.reserved_ahead.load(Ordering::Acquire);
+                assert!(ahead >= 2 * RESERVE_AHEAD, "{ahead}");
+                assert_eq!(Meta::open(&dir, "n1").unwrap().reserved_tick, ahead);
+                assert_eq!(h.with_state(|st| st.tick_limit()), Some(first));
+                write(h, d, &path!["k"], Some(Value::Int(3)));
+                assert_eq!(h.with_state(|st| st.tick_limit()), Some(ahead));
+            },
+        );
+        // A clean stop gives back what was not used.
+        assert_eq!(Meta::open(&dir, "n1").unwrap().reserved_tick, 3);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -38,7 +38,7 @@ use distkv_model::RangeSet;
 use distkv_snapshot::SnapshotError;
 
 use super::lock::{DirLock, Holder};
-use super::meta::{Meta, MetaError};
+use super::meta::{Meta, MetaError, RESERVE_AHEAD};
 use super::snap;
 use super::FreeBehind;
 use crate::state::{Applied, State};
@@ -462,7 +462,7 @@ pub fn recover_at(
     }
     info.salvaged.extend(hooks.salvaged);
     let tick = state.tick().unwrap_or(0);
-    meta.reserve(&config.dir, tick + 1)?;
+    meta.reserve(&config.dir, tick + 2 * RESERVE_AHEAD)?;
     state.set_tick_limit(Some(meta.reserved_tick));
     if state.tick().is_some_and(|t| t > 0) {
         info.tick = state.tick();

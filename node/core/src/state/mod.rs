@@ -251,6 +251,11 @@ impl State {
         self.nodes.get(&self.me).and_then(|n| n.tick)
     }
 
+    /// The limit of this node's own ticks ([`State::set_tick_limit`]).
+    pub fn tick_limit(&self) -> Option<u64> {
+        self.tick_limit
+    }
+
     /// Limits this node's own ticks to `limit` (the durable reservation);
     /// `None` = no limit (a node without a data directory).
     pub fn set_tick_limit(&mut self, limit: Option<u64>) {
