@@ -3,7 +3,7 @@
 //! A snapshot is exact: it holds the state as it was after log record `seq`
 //! and nothing later, so `distkv-replay` can restore any later point by
 //! replaying the log on top of it. To be exact it is written while the state
-//! is locked (0.13 – 0.15 s per million entries in release builds: walking
+//! is locked (0.10 – 0.14 s per million entries in release builds: walking
 //! and encoding; the blocks are compressed and written beside it); the
 //! final flush, fsync and rename happen after the lock is released.
 //!
