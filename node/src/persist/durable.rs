@@ -668,7 +668,7 @@ impl<H: StateHost> WriterLoop<H> {
         // stop at once.
         if self.drain()? > 0 {
             let now = self.now();
-            commit(&mut self.writer, &mut self.index, now)?;
+            self.commit(now)?;
         }
         self.write_state_record(self.now())?;
         self.publish();
@@ -684,9 +684,8 @@ impl<H: StateHost> WriterLoop<H> {
             let wrote = self.drain()?;
             let now = self.now();
             if wrote > 0 {
-                self.d.check_fault()?;
                 // Under `fsync = always` the commit itself fsyncs.
-                commit(&mut self.writer, &mut self.index, now)?;
+                self.commit(now)?;
                 self.publish();
             }
             self.writer.sync_if_due(now)?;
@@ -700,6 +699,15 @@ impl<H: StateHost> WriterLoop<H> {
                 self.nap();
             }
         }
+    }
+
+    /// Commits the pending group and hands the block to the history index.
+    fn commit(&mut self, now: Now) -> Result<CommitInfo, PersistError> {
+        self.d.check_fault()?;
+        let info = self.writer.commit(now)?;
+        self.index
+            .committed(&info, self.writer.next_seq(), now.wall_ms);
+        Ok(info)
     }
 
     /// Writes every in-memory record not written yet; returns how many.
@@ -748,7 +756,7 @@ impl<H: StateHost> WriterLoop<H> {
         let n = self.batch.len();
         let mut done = self.writer.append_batch(&self.batch, 0)?;
         while done < n {
-            commit(&mut self.writer, &mut self.index, now)?;
+            self.commit(now)?;
             done = self.writer.append_batch(&self.batch, done)?;
         }
         self.mem_next += n as u64;
@@ -821,7 +829,7 @@ impl<H: StateHost> WriterLoop<H> {
             deleted,
             skipped: self.skipped.clone(),
         })?;
-        commit(&mut self.writer, &mut self.index, now)?;
+        self.commit(now)?;
         // Kept until written: a failed attempt writes them again.
         self.skipped = RangeSet::new();
         self.since_state = 0;
@@ -832,6 +840,8 @@ impl<H: StateHost> WriterLoop<H> {
     /// Writes a snapshot at the current log position, to be put in place by
     /// [`WriterLoop::poll_snapshot`].
     fn snapshot(&mut self, now: Now) -> Result<(), PersistError> {
+        // Its commit would fail: not the whole snapshot before it.
+        self.d.check_fault()?;
         let dir = self.d.config.snap_dir();
         // Under the lock: write what is pending, then the state as of that
         // position, so the snapshot covers exactly up to `covered`. Shared:
@@ -851,7 +861,7 @@ impl<H: StateHost> WriterLoop<H> {
         });
         let locked = started.elapsed();
         let (mut pending, covered) = res?;
-        commit(&mut self.writer, &mut self.index, now)?;
+        self.commit(now)?;
         self.publish();
         pending.seal()?;
         self.writer.sync_soon(now)?;
@@ -1024,17 +1034,6 @@ const SNAPSHOT_POLL: Duration = Duration::from_millis(10);
 /// snapshot point tries again.
 fn snapshot_failed(e: &SnapshotError) {
     tracing::warn!(error = %e, "cannot write a snapshot; trying again later");
-}
-
-/// Commits the pending group and hands the block to the history index.
-fn commit(
-    w: &mut LogWriter,
-    index: &mut IndexKeeper,
-    now: Now,
-) -> Result<CommitInfo, PersistError> {
-    let info = w.commit(now)?;
-    index.committed(&info, w.next_seq(), now.wall_ms);
-    Ok(info)
 }
 
 /// Runs a state change, raising the durable tick reservation when the
@@ -1592,6 +1591,64 @@ mod tests {
         drop(d);
         let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
         assert_eq!(rec.state.digest(), digest, "every event reached the log");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Snapshots sealed, waiting for the log's fsync or being put in place
+    /// while the writer fails and reopens the log, again and again: no
+    /// temporary file stays, every snapshot in place reads cleanly, and
+    /// recovery gives the state the node had.
+    #[test]
+    fn snapshots_in_flight_when_the_writer_fails_leave_only_whole_snapshots() {
+        let dir = tempdir("snapfail");
+        let mut c = DurableConfig::new(&dir);
+        c.snapshot_records = 30;
+        c.segment_bytes = 2048;
+        c.retention = RetentionPolicy {
+            max_age: None,
+            max_total_bytes: Some(0),
+        };
+        let rec = once_unlocked(|| recover("n1", c.clone(), LogLimits::default(), 1)).unwrap();
+        let (mut state, _, wr) = rec.split();
+        state.make_ready();
+        let host = SharedState::new(state);
+        let (d, h) = start(host.clone(), wr).unwrap();
+        let mut i = 0i64;
+        for round in 0..12 {
+            for _ in 0..40 {
+                write(&host, &d, &path!["k", i % 17], Some(Value::Int(i)));
+                i += 1;
+            }
+            if round % 2 == 1 {
+                d.inject_fault(Some("no space left on device"));
+                for _ in 0..10 {
+                    write(&host, &d, &path!["k", i % 17], Some(Value::Int(i)));
+                    i += 1;
+                }
+                wait_for("the stall", || d.failed());
+                d.inject_fault(None);
+                wait_for("the writer to resume", || !d.failed());
+            }
+            let target = host.with_state(|st| st.log().next_seq()) - 1;
+            wait_for("the writer", || *d.durable.borrow() >= target);
+        }
+        d.request_stop();
+        h.join().unwrap().unwrap();
+        let digest = host.with_state(|st| st.digest());
+        drop(d);
+        let snap_dir = c.snap_dir();
+        for f in std::fs::read_dir(&snap_dir).unwrap() {
+            let f = f.unwrap().path();
+            assert!(!f.to_string_lossy().ends_with(".tmp"), "left behind: {f:?}");
+        }
+        let snaps = list_snapshots(&snap_dir).unwrap();
+        assert!((1..=2).contains(&snaps.len()), "{snaps:?}");
+        for (_, f) in &snaps {
+            distkv_snapshot::SnapshotReader::verify(f).unwrap();
+        }
+        let rec = recover("n1", c, LogLimits::default(), 1).unwrap();
+        assert!(rec.info.snapshot.is_some());
+        assert_eq!(rec.state.digest(), digest);
         std::fs::remove_dir_all(&dir).ok();
     }
 
