@@ -27,7 +27,7 @@ pub const TICK_BLOCK: u64 = 100_000;
 /// Ticks left in the reservation below which a running node stores the
 /// next one ahead of time (at the start, twice this many are reserved): at
 /// 400 000 changes/s, 2.5 s for a slow disk to store it. A crash skips the
-/// ticks reserved and not used, up to about three times this many (one
+/// ticks reserved and not used, up to about twice this many (one
 /// range in the bookkeeping).
 pub const RESERVE_AHEAD: u64 = 10 * TICK_BLOCK;
 
