@@ -1038,7 +1038,7 @@ fn snapshot_failed(e: &SnapshotError) {
 
 /// Runs a state change, raising the durable tick reservation when the
 /// change needs ticks beyond it (and ahead of time, see
-/// [`Durability::reserve_ahead`]).
+/// `Durability::reserve_ahead`).
 pub fn with_reserved_ticks<T>(
     d: Option<&Arc<Durability>>,
     st: &mut State,
