@@ -375,12 +375,10 @@ pub struct LogWriter {
     syncer: Option<Syncer>,
     /// When a due fsync found the thread busy: when to look again.
     sync_retry_mono: u64,
-    /// Whether the last fsync started is one in the background (with
-    /// `dirty` clear: it covers everything written).
-    background_covers: bool,
     /// Seq after the last event a finished fsync covers.
     synced_seq: Seq,
-    /// `written_seq` when the last fsync in the background started.
+    /// `written_seq` when the last fsync in the background started (0:
+    /// none yet).
     background_upto: Seq,
     /// [`LogWriter::sync_soon`] asked for an fsync not started yet.
     sync_wanted: bool,
@@ -491,9 +489,8 @@ impl LogWriter {
             last_sync_mono: now.mono_ms,
             syncer,
             sync_retry_mono: 0,
-            background_covers: false,
             synced_seq,
-            background_upto: synced_seq,
+            background_upto: 0,
             sync_wanted: false,
             rotate_requested: false,
             failed: None,
@@ -724,12 +721,14 @@ impl LogWriter {
     /// handles only, so its outcome is collected either way).
     pub fn sync(&mut self, now: Now) -> Result<()> {
         self.usable()?;
-        if self.dirty || !self.background_covers {
+        // Nothing written since an fsync in the background started (seqs
+        // start at 1): that one covers everything.
+        let covered = !self.dirty && self.background_upto == self.written_seq;
+        if !covered {
             if let Err(e) = self.seg.file.sync_data() {
                 return Err(self.fail(&self.seg.path.clone(), e));
             }
             self.stats.syncs += 1;
-            self.background_covers = false;
         }
         if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::wait) {
             self.collect(outcome)?;
@@ -792,7 +791,6 @@ impl LogWriter {
                 self.dirty = false;
                 self.sync_wanted = false;
                 self.background_upto = self.written_seq;
-                self.background_covers = true;
                 self.last_sync_mono = now.mono_ms;
             }
             // No second handle (out of file descriptors): this one.
