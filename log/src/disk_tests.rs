@@ -13,7 +13,7 @@ use distkv_model::{path, Chain, NodeName, NodeSet, UpdateEvent, Value};
 use proptest::prelude::*;
 
 use crate::block::{next_record, BlockReader, Next};
-use crate::segment::segment_file_name;
+use crate::segment::{pending_segment_file_name, segment_file_name};
 use crate::*;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -456,6 +456,329 @@ fn an_error_of_a_background_fsync_fails_the_writer() -> TestResult {
             .ok_or("the writer went on")?;
         assert!(again.to_string().contains("open the log again"), "{again}");
     }
+    Ok(())
+}
+
+/// Waits until the writer's fsync thread has nothing queued or running.
+fn until_idle(w: &LogWriter) -> TestResult {
+    while w.syncer().ok_or("no fsync thread")?.busy() {
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
+/// A rotation holds the writer for no fsync: the fsync thread makes the
+/// closed segment durable, then the new one, written to meanwhile under
+/// its pending name, then names it and fsyncs the directory; the new
+/// segment's records count as synced only after all of that.
+#[test]
+fn a_rotation_leaves_its_fsyncs_to_the_fsync_thread() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 3, 10)?;
+    let hold = w.syncer().ok_or("no fsync thread")?.hold();
+    let disk_busy = hold.lock().map_err(|_| "poisoned")?;
+    w.rotate();
+    let info = commit_group(&mut w, 2, 20)?;
+    assert!(info.rotated && !info.synced, "{info:?}");
+    assert_eq!(info.segment, 4);
+    let named = tmp.path().join(segment_file_name(4));
+    let pending = tmp.path().join(pending_segment_file_name(4));
+    assert_eq!(w.segment_path(), named);
+    assert!(pending.is_file() && !named.exists(), "not named yet");
+    assert!(w.syncer().ok_or("no fsync thread")?.busy());
+    assert_eq!(w.synced_seq(), 1, "nothing known synced");
+    // Readers see the closed segment only, meanwhile.
+    assert_eq!(read_all(tmp.path())?.len(), 3);
+    // An fsync asked for now comes after the rotation's; the writer goes
+    // on, to the new file, and no second rotation starts.
+    w.sync_soon(Now::at(30))?;
+    w.rotate();
+    assert!(
+        !commit_group(&mut w, 2, 40)?.rotated,
+        "one rotation at a time"
+    );
+    assert_eq!(w.synced_seq(), 1);
+    assert_eq!(w.syncer().ok_or("no fsync thread")?.fsyncs(), 0);
+    drop(disk_busy);
+    until_idle(&w)?;
+    assert!(named.is_file() && !pending.exists(), "named");
+    assert_eq!(
+        w.syncer().ok_or("no fsync thread")?.fsyncs(),
+        3,
+        "the closed segment, the new one, the directory"
+    );
+    assert_eq!(read_all(tmp.path())?.len(), 7);
+    assert!(w.sync_if_due(Now::at(50))?, "the asked-for fsync starts");
+    assert_eq!(w.synced_seq(), 4, "the closed segment's records");
+    until_idle(&w)?;
+    assert!(!w.sync_if_due(Now::at(60))?);
+    assert_eq!(w.synced_seq(), 8);
+    assert_eq!(
+        w.syncer().ok_or("no fsync thread")?.fsyncs(),
+        4,
+        "data only"
+    );
+    // The rotation asked for meanwhile happens now.
+    assert!(commit_group(&mut w, 1, 70)?.rotated);
+    w.close(Now::at(80))?;
+    assert_eq!(
+        read_all(tmp.path())?,
+        (1..=8).map(record).collect::<Vec<_>>()
+    );
+    assert_eq!(segments(tmp.path())?.len(), 3);
+    Ok(())
+}
+
+/// A rotation's job may wait behind an fsync of the segment it closes; a
+/// failure of either fails the writer and leaves the new segment unnamed,
+/// and opening the log again names it (its predecessor reads whole), so
+/// nothing written is lost.
+#[test]
+fn a_failed_rotation_fails_the_writer_and_opening_finishes_it() -> TestResult {
+    for fail_first in [true, false] {
+        let tmp = tempfile::tempdir()?;
+        let mut w = background_sync_writer(tmp.path())?;
+        let hold = w.syncer().ok_or("no fsync thread")?.hold();
+        let disk_busy = hold.lock().map_err(|_| "poisoned")?;
+        assert!(commit_group(&mut w, 3, 1_000)?.synced, "an fsync runs");
+        // The interval's fsync fails, or the rotation's first one.
+        let nth = if fail_first { 1 } else { 2 };
+        w.syncer().ok_or("no fsync thread")?.fail_in(nth);
+        w.rotate();
+        assert!(commit_group(&mut w, 2, 1_010)?.rotated, "queued behind it");
+        drop(disk_busy);
+        let err = w
+            .sync(Now::at(1_020))
+            .err()
+            .ok_or("the failure went unreported")?;
+        assert!(err.to_string().contains("injected fsync failure"), "{err}");
+        assert!(
+            commit_group(&mut w, 1, 1_030).is_err(),
+            "the writer went on"
+        );
+        drop(w);
+        let pending = tmp.path().join(pending_segment_file_name(4));
+        assert!(pending.is_file(), "fail_first={fail_first}: not named");
+        let w = background_sync_writer(tmp.path())?;
+        let unfinished = &w.recovery().unfinished;
+        assert_eq!(unfinished.len(), 1);
+        assert!(unfinished[0].named, "{unfinished:?}");
+        assert_eq!(w.next_seq(), 6);
+        w.close(Now::at(2_000))?;
+        assert_eq!(
+            read_all(tmp.path())?,
+            (1..=5).map(record).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// After a crash during a rotation, a segment still under its pending
+/// name is named if the segment before reads whole up to where it begins,
+/// and kept aside in `damaged/` if not (that one's torn tail is then cut
+/// as the newest segment's).
+#[test]
+fn an_unfinished_rotation_is_named_or_kept_aside() -> TestResult {
+    // A directory as a crash mid-rotation leaves it: segment 1 holding
+    // records 1–3, segment 4 under its pending name holding 4–5.
+    let crashed = || -> BoxResult<(tempfile::TempDir, PathBuf, PathBuf)> {
+        let tmp = tempfile::tempdir()?;
+        let mut w = background_sync_writer(tmp.path())?;
+        commit_group(&mut w, 3, 10)?;
+        w.rotate();
+        commit_group(&mut w, 2, 20)?;
+        w.close(Now::at(30))?;
+        let first = tmp.path().join(segment_file_name(1));
+        let named = tmp.path().join(segment_file_name(4));
+        let pending = tmp.path().join(pending_segment_file_name(4));
+        fs::rename(&named, &pending)?;
+        Ok((tmp, first, pending))
+    };
+    let all = (1..=5).map(record).collect::<Vec<_>>();
+
+    // The segment before is whole: named, nothing lost.
+    let (tmp, _, _) = crashed()?;
+    assert_eq!(read_all(tmp.path())?, all[..3], "readers ignore it");
+    let report = finish_rotations(tmp.path(), &config(), 99)?;
+    assert_eq!(report.len(), 1);
+    assert!(report[0].named);
+    assert_eq!(report[0].now_at, tmp.path().join(segment_file_name(4)));
+    assert_eq!(read_all(tmp.path())?, all);
+    let w = background_sync_writer(tmp.path())?;
+    assert!(w.recovery().unfinished.is_empty(), "done once");
+    assert_eq!(w.next_seq(), 6);
+    drop(w);
+
+    // The segment before lost its last block: the pending one is kept
+    // aside, the torn tail cut, and the writer goes on from there.
+    let (tmp, first, pending) = crashed()?;
+    let len = fs::metadata(&first)?.len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&first)?
+        .set_len(len - 3)?;
+    let w = background_sync_writer(tmp.path())?;
+    let unfinished = &w.recovery().unfinished;
+    assert_eq!(unfinished.len(), 1);
+    assert!(!unfinished[0].named);
+    assert!(!pending.exists());
+    let kept = &unfinished[0].now_at;
+    assert!(kept.starts_with(tmp.path().join(DAMAGED_DIR)), "{kept:?}");
+    assert!(
+        kept.to_string_lossy().contains(".dkvlog.new.unfinished-0"),
+        "{kept:?}"
+    );
+    assert!(w.recovery().damage.is_some(), "the torn tail is cut");
+    let next = w.next_seq();
+    assert!(next < 4, "{next}");
+    w.close(Now::at(40))?;
+    assert_eq!(read_all(tmp.path())?, all[..next as usize - 1]);
+
+    // A pending segment of another node, or not at the seq its name says,
+    // or whose predecessor ends elsewhere, is never named.
+    for case in ["other node", "other seq", "gap"] {
+        let (tmp, _, pending) = crashed()?;
+        let cfg = match case {
+            "other node" => WriterConfig {
+                node: NodeName::from("n2"),
+                ..config()
+            },
+            _ => config(),
+        };
+        match case {
+            "other seq" => fs::rename(&pending, tmp.path().join(pending_segment_file_name(5)))?,
+            "gap" => {
+                // The predecessor ends at 4; a pending segment 7 would
+                // leave a gap.
+                fs::remove_file(&pending)?;
+                let mut w = LogWriter::open(
+                    tmp.path().join("elsewhere"),
+                    WriterConfig {
+                        first_seq: 7,
+                        ..config()
+                    },
+                    Now::at(0),
+                )?;
+                commit_group(&mut w, 1, 0)?;
+                w.close(Now::at(0))?;
+                fs::rename(
+                    tmp.path().join("elsewhere").join(segment_file_name(7)),
+                    tmp.path().join(pending_segment_file_name(7)),
+                )?;
+            }
+            _ => {}
+        }
+        let report = finish_rotations(tmp.path(), &cfg, 5)?;
+        assert_eq!(report.len(), 1, "{case}");
+        assert!(!report[0].named, "{case}: {report:?}");
+        assert_eq!(read_all(tmp.path())?, all[..3], "{case}");
+    }
+    Ok(())
+}
+
+/// A segment found when opening may have been created by a rotation whose
+/// fsyncs a crash cut short: its first fsync covers its directory entry
+/// too.
+#[test]
+fn the_first_fsync_after_opening_covers_the_segments_name() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 2, 10)?;
+    w.close(Now::at(20))?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 2, 30)?;
+    w.sync_soon(Now::at(40))?;
+    until_idle(&w)?;
+    assert_eq!(
+        w.syncer().ok_or("no fsync thread")?.fsyncs(),
+        2,
+        "file and directory"
+    );
+    commit_group(&mut w, 2, 50)?;
+    w.sync_soon(Now::at(60))?;
+    until_idle(&w)?;
+    assert_eq!(
+        w.syncer().ok_or("no fsync thread")?.fsyncs(),
+        3,
+        "then data only"
+    );
+    assert!(!w.sync_if_due(Now::at(70))?);
+    assert_eq!(w.synced_seq(), 7);
+    Ok(())
+}
+
+/// After a crash in the middle of a rotation, the new segment's name or
+/// header may not be on disk: the closed segment was fsynced before, so
+/// the log is whole up to where it ends, and the writer goes on from there.
+#[test]
+fn a_crash_before_a_new_segment_is_durable_loses_only_that_segment() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 3, 10)?;
+    w.rotate();
+    commit_group(&mut w, 2, 20)?;
+    drop(w);
+    // The name is lost.
+    fs::remove_file(tmp.path().join(segment_file_name(4)))?;
+    let mut w = background_sync_writer(tmp.path())?;
+    assert_eq!(w.next_seq(), 4);
+    commit_group(&mut w, 1, 30)?;
+    w.rotate();
+    commit_group(&mut w, 1, 40)?;
+    assert_eq!(w.segment_path(), tmp.path().join(segment_file_name(5)));
+    w.close(Now::at(50))?;
+    assert_eq!(
+        read_all(tmp.path())?,
+        (1..=5).map(record).collect::<Vec<_>>()
+    );
+    // The name is there, the file empty (its header was not written back).
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 3, 10)?;
+    w.rotate();
+    commit_group(&mut w, 2, 20)?;
+    drop(w);
+    fs::File::create(tmp.path().join(segment_file_name(4)))?;
+    let w = background_sync_writer(tmp.path())?;
+    assert!(w.recovery().header_rewritten);
+    assert_eq!(w.next_seq(), 4);
+    w.close(Now::at(60))?;
+    assert_eq!(
+        read_all(tmp.path())?,
+        (1..=3).map(record).collect::<Vec<_>>()
+    );
+
+    // Blocks written back, but not the first page, header and all: damage
+    // followed by valid blocks, refused; `Salvage` keeps what it can.
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 3, 10)?;
+    w.rotate();
+    for k in 0..200 {
+        commit_group(&mut w, 2, 20 + k)?;
+    }
+    drop(w);
+    let newest = tmp.path().join(segment_file_name(4));
+    let mut bytes = fs::read(&newest)?;
+    assert!(bytes.len() > 8192, "{} bytes", bytes.len());
+    bytes[..4096].fill(0);
+    fs::write(&newest, &bytes)?;
+    assert!(matches!(
+        background_sync_writer(tmp.path()),
+        Err(LogError::Salvageable { .. })
+    ));
+    let salvage = WriterConfig {
+        recovery: RecoveryMode::Salvage,
+        ..config()
+    };
+    let w = LogWriter::open(tmp.path(), salvage, Now::at(500))?;
+    assert_eq!(w.next_seq(), 404);
+    drop(w);
+    let kept = LogReader::open_with(tmp.path(), 0, RecoveryMode::Salvage)?
+        .collect::<Result<Vec<_>, _>>()?;
+    assert!(kept.iter().any(|r| matches!(r, LogRecord::Lost { .. })));
+    assert!(kept.iter().filter(|r| is_event(r)).count() > 3 + 200);
     Ok(())
 }
 

@@ -59,6 +59,6 @@ pub use salvage::{salvage_segment, SalvageReport, DAMAGED_DIR};
 pub use seek::{block_crc_at, read_block_at};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
 pub use writer::{
-    CommitInfo, EventBatch, FsyncPolicy, LogWriter, Now, RecoveryMode, RecoveryReport,
-    WriterConfig, WriterStats, SYNC_RETRY_MS,
+    finish_rotations, CommitInfo, EventBatch, FsyncPolicy, LogWriter, Now, RecoveryMode,
+    RecoveryReport, UnfinishedRotation, WriterConfig, WriterStats, SYNC_RETRY_MS,
 };

@@ -244,6 +244,17 @@ fn create_kept(dir: &Path, path: &Path, tag: &str) -> Result<(PathBuf, File)> {
     }
 }
 
+/// Moves the file `path` of log directory `dir` into `damaged/` as
+/// `<name>.<tag>`, durably; returns where.
+pub(crate) fn keep_aside(dir: &Path, path: &Path, tag: &str) -> Result<PathBuf> {
+    ensure_damaged_dir(dir)?;
+    let kept = unused_name(dir, path, tag);
+    fs::rename(path, &kept).map_err(io_err(path))?;
+    sync_dir(&dir.join(DAMAGED_DIR))?;
+    sync_dir(dir)?;
+    Ok(kept)
+}
+
 /// Creates `damaged/` in log directory `dir` if needed, durably.
 fn ensure_damaged_dir(dir: &Path) -> Result<()> {
     let damaged = dir.join(DAMAGED_DIR);

@@ -9,7 +9,8 @@
 //! repeats the `first_seq` of its name; segments never gap: each segment
 //! starts right after the last record of the one before it; only the newest
 //! segment (the *open* one) is ever written to, every older one is *closed*
-//! and was fsynced before its successor was created.
+//! and was fsynced before its successor was named (a segment being
+//! created is `<name>.new` until then: see the writer).
 //!
 //! Header parsing is a pure function over bytes that tells a header cut
 //! short or failing its checksum (what a crash while creating the file can
@@ -205,12 +206,13 @@ pub fn read_segment_header(path: &Path) -> Result<SegmentHeader> {
     Ok(h)
 }
 
-/// `Corrupt` unless the header's first seq is the one in the file name.
+/// `Corrupt` unless the header's first seq is the one in the file name
+/// (its segment name or its pending one).
 pub(crate) fn check_name(path: &Path, h: &SegmentHeader) -> Result<()> {
     let named = path
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(parse_segment_file_name);
+        .and_then(|n| parse_segment_file_name(n).or_else(|| parse_pending_segment_file_name(n)));
     if named != Some(h.first_seq) {
         return Err(LogError::Corrupt {
             file: path.to_path_buf(),
@@ -236,6 +238,35 @@ pub fn parse_segment_file_name(name: &str) -> Option<Seq> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The name of segment `first_seq` while a rotation makes it durable
+/// (see the writer): `<segment name>.new`.
+pub(crate) fn pending_segment_file_name(first_seq: Seq) -> String {
+    format!("{}.{PENDING_EXTENSION}", segment_file_name(first_seq))
+}
+
+const PENDING_EXTENSION: &str = "new";
+
+/// The first seq named by a pending segment's file name; `None` for other
+/// names.
+fn parse_pending_segment_file_name(name: &str) -> Option<Seq> {
+    parse_segment_file_name(name.strip_suffix(PENDING_EXTENSION)?.strip_suffix('.')?)
+}
+
+/// The segments of `dir` still under their pending names (see
+/// [`pending_segment_file_name`]), lowest first seq first.
+pub(crate) fn list_pending_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        if let Some(first) = name.to_str().and_then(parse_pending_segment_file_name) {
+            out.push((first, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// One segment file found in a directory.

@@ -12,20 +12,72 @@
 //! by the writer at its next call, and an error fails the writer as its
 //! own fsync's would (an fsync error is reported once, to one of the
 //! handles: this thread keeps it until collected). An fsync the writer does
-//! itself ([`LogWriter::sync`](crate::LogWriter::sync), rotation, close)
-//! runs beside a running one and then waits for it too, so that its
-//! success means what it says.
+//! itself ([`LogWriter::sync`](crate::LogWriter::sync), close) runs beside
+//! a running one and then waits for what runs here, so that its success
+//! means what it says.
+//!
+//! A rotation is made durable here too ([`Job::Rotated`]), so that it holds
+//! the writer for no fsync at all: the closed segment's fsync, then the new
+//! segment's (written to meanwhile under a pending name), its rename to its
+//! segment name and the directory's fsync, in that order, so that a
+//! segment is named only once its predecessor is durable (see the writer's
+//! module docs). It may wait behind one fsync of the segment it closes;
+//! jobs run in order, and after a failed one the rest are dropped.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::Seq;
+
 /// The outcome of one fsync: the file's path with the error.
 pub(crate) type Outcome = Result<(), (PathBuf, io::Error)>;
 
-/// The fsync thread; dropping it waits for a running fsync and stops it.
+/// What the thread makes durable; `upto` is the seq after the last event
+/// it covers once done.
+pub(crate) enum Job {
+    /// The data written to the segment `path` (`fdatasync`).
+    Data {
+        file: File,
+        path: PathBuf,
+        upto: Seq,
+    },
+    /// The segment `path`, size and header included (`fsync`), then the
+    /// directory `dir`, which names it: the first fsync of a segment found
+    /// when opening.
+    Created {
+        file: File,
+        path: PathBuf,
+        dir: PathBuf,
+        upto: Seq,
+    },
+    /// A rotation: the closed segment's data (`fdatasync`), then the new
+    /// segment, written so far under its pending name (`fsync`), renamed
+    /// to `path`, then the directory `dir`. Nothing is written to `old`
+    /// any more; the writer goes on writing to `new`.
+    Rotated {
+        old: File,
+        old_path: PathBuf,
+        new: File,
+        pending: PathBuf,
+        path: PathBuf,
+        dir: PathBuf,
+        upto: Seq,
+    },
+}
+
+impl Job {
+    fn upto(&self) -> Seq {
+        match self {
+            Job::Data { upto, .. } | Job::Created { upto, .. } | Job::Rotated { upto, .. } => *upto,
+        }
+    }
+}
+
+/// The fsync thread; dropping it waits for the jobs queued and stops it.
 pub(crate) struct Syncer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -39,25 +91,33 @@ struct Shared {
     /// holding it holds the fsync back.
     #[cfg(test)]
     hold: Arc<Mutex<()>>,
-    /// Test hook: the next fsync fails.
+    /// Test hook: the fsync this many fsyncs from now fails (0: none).
     #[cfg(test)]
-    fail_next: std::sync::atomic::AtomicBool,
+    fail_in: std::sync::atomic::AtomicU64,
+    /// Test hook: the fsyncs run (files and directories).
+    #[cfg(test)]
+    fsyncs: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
 struct Slot {
-    /// The file to fsync next.
-    job: Option<(File, PathBuf)>,
-    /// Whether the thread is fsyncing.
+    /// What to do next, in order.
+    jobs: VecDeque<Job>,
+    /// Whether the thread is at a job.
     running: bool,
-    /// The outcome of the last fsync, until collected.
+    /// Rotations queued or running.
+    rotations: usize,
+    /// The outcome of the jobs done since the last collection: the first
+    /// error, or success.
     done: Option<Outcome>,
+    /// The highest `upto` of a job done.
+    synced_upto: Seq,
     stop: bool,
 }
 
 impl Slot {
     fn busy(&self) -> bool {
-        self.job.is_some() || self.running
+        !self.jobs.is_empty() || self.running
     }
 }
 
@@ -82,16 +142,30 @@ impl Syncer {
         self.shared.lock().busy()
     }
 
-    /// Has `file` fsynced; only when not [`busy`](Syncer::busy) (the one
-    /// writer looks first).
-    pub(crate) fn start(&self, file: File, path: PathBuf) {
+    /// Whether a rotation is queued or running.
+    pub(crate) fn rotating(&self) -> bool {
+        self.shared.lock().rotations > 0
+    }
+
+    /// Queues `job`. The writer starts an fsync of the open segment only
+    /// when not [`busy`](Syncer::busy); a rotation may wait behind one.
+    pub(crate) fn start(&self, job: Job) {
         let mut slot = self.shared.lock();
-        debug_assert!(!slot.busy(), "one fsync at a time");
-        slot.job = Some((file, path));
+        debug_assert!(
+            matches!(job, Job::Rotated { .. }) || !slot.busy(),
+            "one fsync of the open segment at a time"
+        );
+        slot.rotations += matches!(job, Job::Rotated { .. }) as usize;
+        slot.jobs.push_back(job);
         self.shared.changed.notify_all();
     }
 
-    /// The outcome of a finished fsync not collected yet.
+    /// The seq after the last event a finished job covers.
+    pub(crate) fn synced_upto(&self) -> Seq {
+        self.shared.lock().synced_upto
+    }
+
+    /// The outcome of the jobs finished since the last collection.
     pub(crate) fn take_done(&self) -> Option<Outcome> {
         self.shared.lock().done.take()
     }
@@ -116,12 +190,24 @@ impl Syncer {
         self.shared.hold.clone()
     }
 
+    /// Test hook: how many fsyncs ran (files and directories).
+    #[cfg(test)]
+    pub(crate) fn fsyncs(&self) -> u64 {
+        self.shared.fsyncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Test hook: the next fsync fails.
     #[cfg(test)]
     pub(crate) fn fail_next(&self) {
+        self.fail_in(1);
+    }
+
+    /// Test hook: the `n`-th fsync from now fails.
+    #[cfg(test)]
+    pub(crate) fn fail_in(&self, n: u64) {
         self.shared
-            .fail_next
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+            .fail_in
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -143,15 +229,32 @@ impl Shared {
     fn run(&self) {
         let mut slot = self.lock();
         loop {
-            if let Some((file, path)) = slot.job.take() {
+            if let Some(job) = slot.jobs.pop_front() {
                 slot.running = true;
                 drop(slot);
-                let outcome = self.sync(&file).map_err(|e| (path, e));
+                let rotation = matches!(job, Job::Rotated { .. });
+                let upto = job.upto();
+                let outcome = self.run_job(job);
                 slot = self.lock();
                 slot.running = false;
-                // An error not collected yet is never covered up.
-                if !matches!(slot.done, Some(Err(_))) {
-                    slot.done = Some(outcome);
+                slot.rotations -= rotation as usize;
+                match outcome {
+                    Ok(()) => {
+                        slot.synced_upto = slot.synced_upto.max(upto);
+                        // An error not collected yet is never covered up.
+                        slot.done.get_or_insert(Ok(()));
+                    }
+                    Err(e) => {
+                        // What the page cache holds is unknown now: nothing
+                        // queued behind may count on it (a rotation would
+                        // name a segment whose predecessor may not be
+                        // durable). The writer fails at its next call.
+                        slot.rotations = 0;
+                        slot.jobs.clear();
+                        if !matches!(slot.done, Some(Err(_))) {
+                            slot.done = Some(Err(e));
+                        }
+                    }
                 }
                 self.changed.notify_all();
             } else if slot.stop {
@@ -165,17 +268,64 @@ impl Shared {
         }
     }
 
-    fn sync(&self, file: &File) -> io::Result<()> {
+    fn run_job(&self, job: Job) -> Outcome {
+        match job {
+            Job::Data { file, path, .. } => {
+                self.sync(&file, File::sync_data).map_err(|e| (path, e))
+            }
+            Job::Created {
+                file, path, dir, ..
+            } => {
+                self.sync(&file, File::sync_all).map_err(|e| (path, e))?;
+                self.sync_dir(dir)
+            }
+            Job::Rotated {
+                old,
+                old_path,
+                new,
+                pending,
+                path,
+                dir,
+                ..
+            } => {
+                self.sync(&old, File::sync_data)
+                    .map_err(|e| (old_path, e))?;
+                drop(old);
+                self.sync(&new, File::sync_all)
+                    .map_err(|e| (pending.clone(), e))?;
+                std::fs::rename(&pending, &path).map_err(|e| (pending, e))?;
+                self.sync_dir(dir)
+            }
+        }
+    }
+
+    /// fsyncs the directory `dir`.
+    fn sync_dir(&self, dir: PathBuf) -> Outcome {
+        #[cfg(unix)]
+        File::open(&dir)
+            .and_then(|d| self.sync(&d, File::sync_all))
+            .map_err(|e| (dir, e))?;
+        #[cfg(not(unix))]
+        let _ = dir;
+        Ok(())
+    }
+
+    /// Runs one fsync (`how`: data or all) of `file`.
+    fn sync(&self, file: &File, how: fn(&File) -> io::Result<()>) -> io::Result<()> {
         #[cfg(test)]
         {
             let _held = self.hold.lock().unwrap_or_else(PoisonError::into_inner);
-            if self
-                .fail_next
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
-                return Err(io::Error::other("injected fsync failure"));
+            self.fsyncs
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let left = self.fail_in.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.fail_in
+                    .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                if left == 1 {
+                    return Err(io::Error::other("injected fsync failure"));
+                }
             }
         }
-        file.sync_data()
+        how(file)
     }
 }

@@ -20,10 +20,19 @@
 //! * rotation happens only before a commit, and only when the current
 //!   segment holds at least one event (a successor of a segment without
 //!   events would need the same first seq, and so the same file name; state
-//!   records alone keep going to the current segment): the closing segment
-//!   is fsynced, the
-//!   new segment is created with its header and fsynced, the directory is
-//!   fsynced, and only then is the old file closed. The new segment's first
+//!   records alone keep going to the current segment). A segment is named
+//!   only once the one before it is durable, so that only the newest
+//!   segment can ever have a torn tail. Without the fsync thread the
+//!   closing segment is fsynced, the new one created with its header and
+//!   fsynced, then the directory. With it (see
+//!   [`WriterConfig::sync_in_background`]) no fsync holds the writer: the
+//!   new segment is created under a pending name (`<segment name>.new`,
+//!   which readers ignore) and written to at once, and the thread fsyncs
+//!   the closed segment, then the new one, renames it to its segment name
+//!   and fsyncs the directory, in that order; its records count as synced
+//!   only after that (one rotation at a time: while one is under way, the
+//!   open segment grows on). Opening finishes a rotation that a crash or a
+//!   failure interrupted ([`finish_rotations`]). The new segment's first
 //!   seq is the old one's last event seq + 1;
 //! * after any I/O error the writer refuses further work (the state of the
 //!   file and of the page cache is unknown): drop it and open it again,
@@ -58,9 +67,12 @@ use crate::error::{io_err, LogError, Result};
 use crate::reader::{SegmentReader, SegmentScan};
 use crate::record::{check_sequence, encode_event, LogRecord};
 use crate::retention::{retain, RemovedSegment, RetentionPolicy};
-use crate::salvage::{keep_tail, salvage_segment, SalvageReport};
-use crate::segment::{list_segments, segment_file_name, sync_dir, SegmentHeader};
-use crate::syncer::{Outcome, Syncer};
+use crate::salvage::{keep_aside, keep_tail, salvage_segment, SalvageReport};
+use crate::segment::{
+    list_pending_segments, list_segments, pending_segment_file_name, read_segment_header,
+    segment_file_name, sync_dir, SegmentHeader,
+};
+use crate::syncer::{Job, Outcome, Syncer};
 use crate::Seq;
 
 /// Event records encoded ahead of their append (say while a lock on what
@@ -238,10 +250,11 @@ pub struct WriterConfig {
     /// With [`FsyncPolicy::Interval`]: the policy's fsyncs run on a thread
     /// of the writer's own, so that a slow fsync holds back no commit (see
     /// the `syncer` module; at most one runs at a time, and one that is due
-    /// while another runs starts when that one is done). Rotation,
-    /// [`LogWriter::sync`] and [`LogWriter::close`] still fsync themselves
-    /// (unless a background one started since the last write) and wait for
-    /// a running one. Default `false`.
+    /// while another runs starts when that one is done), and so do a
+    /// rotation's (see the module docs). [`LogWriter::sync`] and
+    /// [`LogWriter::close`] still fsync themselves (unless a background one
+    /// started since the last write) and wait for what runs there. Default
+    /// `false`.
     pub sync_in_background: bool,
 }
 
@@ -286,6 +299,116 @@ pub struct RecoveryReport {
     pub salvaged: Option<SalvageReport>,
     /// The seq the next appended event must have.
     pub next_seq: Seq,
+    /// Rotations found unfinished, see [`finish_rotations`].
+    pub unfinished: Vec<UnfinishedRotation>,
+}
+
+/// A segment found under its pending name (`<segment name>.new`): a
+/// rotation that a crash or a failure of the writer interrupted before the
+/// fsync thread had named it (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnfinishedRotation {
+    /// The file under its pending name.
+    pub pending: PathBuf,
+    /// Where it is now: its segment name, or where it was kept in
+    /// `damaged/` (`<segment name>.new.unfinished-<ms>`).
+    pub now_at: PathBuf,
+    /// Whether it was named (it continues the newest segment, which is
+    /// whole up to where it begins); otherwise kept aside.
+    pub named: bool,
+}
+
+/// Finishes the rotations of the log directory `dir` that were under way
+/// when the writer stopped (a crash, a failure, a writer dropped). A
+/// segment under its pending name is named — after the newest segment and
+/// it were fsynced — if that segment reads whole, without damage, up to
+/// exactly where it begins, and both headers are `config`'s node's: then
+/// its records continue the log (after a crash the closed segment's fsync
+/// may not have been done, but what reads whole is what the disk holds).
+/// Otherwise it is kept in `damaged/` and left out: nothing in it was
+/// fsynced, and it follows a torn or damaged segment, which recovery then
+/// cuts or refuses as usual. [`LogWriter::open`] calls this first; so must
+/// whoever reads a directory that a writer will open next, before reading
+/// it (a node's start replays the log before its writer opens it).
+/// Readers ignore pending files.
+pub fn finish_rotations(
+    dir: &Path,
+    config: &WriterConfig,
+    wall_ms: u64,
+) -> Result<Vec<UnfinishedRotation>> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for (first, pending) in list_pending_segments(dir)? {
+        let path = dir.join(segment_file_name(first));
+        let before = match path.exists() {
+            true => None,
+            false => whole_up_to(dir, first, &pending, config)?,
+        };
+        let now_at = match &before {
+            Some(before) => {
+                // In the order the fsync thread keeps: the closed segment
+                // durable before its successor is named.
+                for file in [before, &pending] {
+                    File::open(file)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err(file))?;
+                }
+                fs::rename(&pending, &path).map_err(io_err(&pending))?;
+                sync_dir(dir)?;
+                path
+            }
+            None => keep_aside(dir, &pending, &format!("unfinished-{wall_ms}"))?,
+        };
+        out.push(UnfinishedRotation {
+            pending,
+            now_at,
+            named: before.is_some(),
+        });
+    }
+    Ok(out)
+}
+
+/// The newest segment of `dir`, if it reads whole up to exactly `first`
+/// and both its header and `pending`'s (which must be for `first`) are
+/// `config`'s node's. I/O errors are errors; damage is `None`.
+fn whole_up_to(
+    dir: &Path,
+    first: Seq,
+    pending: &Path,
+    config: &WriterConfig,
+) -> Result<Option<PathBuf>> {
+    let ours = |path: &Path, first: Option<Seq>| match read_segment_header(path) {
+        Ok(h) => Ok(h.node == config.node && first.is_none_or(|f| f == h.first_seq)),
+        Err(e @ LogError::Io { .. }) => Err(e),
+        Err(_) => Ok(false),
+    };
+    if !ours(pending, Some(first))? {
+        return Ok(None);
+    }
+    let Some(newest) = list_segments(dir)?.pop().filter(|s| s.first_seq < first) else {
+        return Ok(None);
+    };
+    if !ours(&newest.path, None)? {
+        return Ok(None);
+    }
+    let mut reader = match SegmentReader::open(&newest.path, RecoveryMode::Strict) {
+        Ok(r) => r,
+        Err(e @ LogError::Io { .. }) => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    for rec in reader.by_ref() {
+        match rec {
+            Ok(_) => {}
+            Err(e @ LogError::Io { .. }) => return Err(e),
+            Err(_) => return Ok(None),
+        }
+    }
+    let whole = reader
+        .finished_scan()
+        .is_some_and(|scan| scan.torn.is_none() && scan.next_seq == first);
+    Ok(whole.then_some(newest.path))
 }
 
 /// What one [`LogWriter::commit`] did.
@@ -382,6 +505,13 @@ pub struct LogWriter {
     background_upto: Seq,
     /// [`LogWriter::sync_soon`] asked for an fsync not started yet.
     sync_wanted: bool,
+    /// Whether the open segment's directory entry is known durable (or an
+    /// fsync that makes it so has started): a segment created by rotation
+    /// is made durable on the fsync thread, which a crash may have cut
+    /// short, so a segment found when opening is not. Until it is, the
+    /// next fsync of the segment is an `fsync` of the file and of the
+    /// directory.
+    name_synced: bool,
     rotate_requested: bool,
     failed: Option<String>,
     stats: WriterStats,
@@ -450,8 +580,10 @@ impl LogWriter {
                 _ => sync_dir(Path::new("."))?,
             }
         }
+        let unfinished = finish_rotations(&dir, &config, now.wall_ms)?;
         let segments = list_segments(&dir)?;
-        let (seg, recovery, written) = match segments.last() {
+        let created = segments.is_empty();
+        let (seg, mut recovery, written) = match segments.last() {
             None => {
                 let seg = create_segment(&dir, &config.node, config.first_seq, now)?;
                 let report = RecoveryReport {
@@ -466,8 +598,9 @@ impl LogWriter {
                 None => recover(&dir, &last.path, &config, now)?,
             },
         };
+        recovery.unfinished = unfinished;
         let next_seq = recovery.next_seq;
-        // Closed segments were fsynced before their successor was made.
+        // Closed segments were fsynced before their successor was named.
         let synced_seq = seg.header.first_seq;
         let syncer = match config.fsync {
             FsyncPolicy::Interval(_) if config.sync_in_background => {
@@ -492,6 +625,7 @@ impl LogWriter {
             synced_seq,
             background_upto: 0,
             sync_wanted: false,
+            name_synced: created,
             rotate_requested: false,
             failed: None,
             stats: WriterStats {
@@ -725,14 +859,21 @@ impl LogWriter {
         // start at 1): that one covers everything.
         let covered = !self.dirty && self.background_upto == self.written_seq;
         if !covered {
-            if let Err(e) = self.seg.file.sync_data() {
-                return Err(self.fail(&self.seg.path.clone(), e));
+            if self.name_synced {
+                if let Err(e) = self.seg.file.sync_data() {
+                    return Err(self.fail(&self.seg.path.clone(), e));
+                }
+            } else if let Err(e) = sync_created(&self.dir, &self.seg) {
+                self.failed = Some(e.to_string());
+                return Err(e);
             }
+            self.name_synced = true;
             self.stats.syncs += 1;
         }
         if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::wait) {
             self.collect(outcome)?;
         }
+        // Everything written is durable now, a rotation's segment named.
         self.dirty = false;
         self.sync_wanted = false;
         self.synced_seq = self.written_seq;
@@ -765,10 +906,7 @@ impl LogWriter {
     /// writer).
     pub fn sync_if_due(&mut self, now: Now) -> Result<bool> {
         self.usable()?;
-        if let Some(outcome) = self.syncer.as_ref().and_then(Syncer::take_done) {
-            self.collect(outcome)?;
-            self.synced_seq = self.synced_seq.max(self.background_upto);
-        }
+        self.collect_done()?;
         if !self.dirty {
             self.sync_wanted = false;
             return Ok(false);
@@ -786,7 +924,17 @@ impl LogWriter {
         }
         match self.seg.file.try_clone() {
             Ok(file) => {
-                syncer.start(file, self.seg.path.clone());
+                let (path, upto) = (self.seg.path.clone(), self.written_seq);
+                syncer.start(match self.name_synced {
+                    true => Job::Data { file, path, upto },
+                    false => Job::Created {
+                        file,
+                        path,
+                        dir: self.dir.clone(),
+                        upto,
+                    },
+                });
+                self.name_synced = true;
                 self.stats.syncs += 1;
                 self.dirty = false;
                 self.sync_wanted = false;
@@ -803,6 +951,21 @@ impl LogWriter {
     /// fails the writer.
     fn collect(&mut self, outcome: Outcome) -> Result<()> {
         outcome.map_err(|(path, e)| self.fail(&path, e))
+    }
+
+    /// Collects what the fsync thread finished since the last call: an
+    /// error fails the writer, success raises `synced_seq`.
+    fn collect_done(&mut self) -> Result<()> {
+        let Some(syncer) = &self.syncer else {
+            return Ok(());
+        };
+        if let Some(outcome) = syncer.take_done() {
+            // Raised only by jobs that succeeded.
+            let upto = syncer.synced_upto();
+            self.collect(outcome)?;
+            self.synced_seq = self.synced_seq.max(upto);
+        }
+        Ok(())
     }
 
     /// When (monotonic ms) [`sync_if_due`](LogWriter::sync_if_due) must
@@ -860,6 +1023,11 @@ impl LogWriter {
             self.rotate_requested = false;
             return Ok(false);
         }
+        if self.syncer.is_some() {
+            return self.rotate_in_background(now);
+        }
+        // Only the newest segment may have a torn tail: the closing one is
+        // durable before its successor is named.
         if self.unsynced() {
             self.sync(now)?;
         }
@@ -874,6 +1042,59 @@ impl LogWriter {
         self.stats.syncs += 1;
         // The old file is closed here, after its successor is durable.
         self.seg = new;
+        self.rotate_requested = false;
+        self.stats.rotations += 1;
+        Ok(true)
+    }
+
+    /// Rotation with the fsync thread: the new segment is created under
+    /// its pending name and written to at once; the thread fsyncs the
+    /// closed segment, then the new one, names it, and fsyncs the
+    /// directory ([`Job::Rotated`]), so no fsync holds the writer and a
+    /// segment is named only once its predecessor is durable. One rotation
+    /// at a time: while one is under way the open segment grows on.
+    fn rotate_in_background(&mut self, now: Now) -> Result<bool> {
+        self.collect_done()?;
+        let Some(syncer) = &self.syncer else {
+            return Ok(false);
+        };
+        if syncer.rotating() {
+            return Ok(false);
+        }
+        let first = self.written_seq;
+        let pending = self.dir.join(pending_segment_file_name(first));
+        let new = create_segment_file(&pending, &self.config.node, first, now)
+            .and_then(|new| Ok((new.file.try_clone().map_err(io_err(&pending))?, new)));
+        let (handle, new) = match new {
+            Ok(n) => n,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        let path = self.dir.join(segment_file_name(first));
+        let old = std::mem::replace(
+            &mut self.seg,
+            OpenSegment {
+                path: path.clone(),
+                ..new
+            },
+        );
+        syncer.start(Job::Rotated {
+            old: old.file,
+            old_path: old.path,
+            new: handle,
+            pending,
+            path,
+            dir: self.dir.clone(),
+            upto: first,
+        });
+        // That job covers all that was written, and the new name.
+        self.dirty = false;
+        self.background_upto = first;
+        self.name_synced = true;
+        self.stats.bytes += self.seg.len;
+        self.stats.syncs += 1;
         self.rotate_requested = false;
         self.stats.rotations += 1;
         Ok(true)
@@ -907,23 +1128,40 @@ fn write_block(file: &mut File, block: &[u8], fail_after: Option<usize>) -> std:
 /// Creates segment `first_seq` in `dir`: new file, header, fsync of file and
 /// directory.
 fn create_segment(dir: &Path, node: &NodeName, first_seq: Seq, now: Now) -> Result<OpenSegment> {
+    let path = dir.join(segment_file_name(first_seq));
+    let seg = create_segment_file(&path, node, first_seq, now)?;
+    sync_created(dir, &seg)?;
+    Ok(seg)
+}
+
+/// fsyncs a segment just created, then the directory that names it.
+fn sync_created(dir: &Path, seg: &OpenSegment) -> Result<()> {
+    seg.file.sync_all().map_err(io_err(&seg.path))?;
+    sync_dir(dir)
+}
+
+/// Creates segment `first_seq` as the file `path` with its header, not
+/// yet durable.
+fn create_segment_file(
+    path: &Path,
+    node: &NodeName,
+    first_seq: Seq,
+    now: Now,
+) -> Result<OpenSegment> {
     let header = SegmentHeader {
         node: node.clone(),
         first_seq,
         created_ms: now.wall_ms,
     };
     let bytes = header.encode()?;
-    let path = dir.join(segment_file_name(first_seq));
     let mut file = OpenOptions::new()
         .append(true)
         .create_new(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    file.write_all(&bytes).map_err(io_err(&path))?;
-    file.sync_all().map_err(io_err(&path))?;
-    sync_dir(dir)?;
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(&bytes).map_err(io_err(path))?;
     Ok(OpenSegment {
-        path,
+        path: path.to_path_buf(),
         file,
         header,
         len: bytes.len() as u64,

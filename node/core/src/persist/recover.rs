@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use distkv_log::reader::SegmentScan;
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, RecoveryMode, WriterConfig};
 use distkv_log::{
-    list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord, RetentionPolicy,
-    SalvageReport, Seq, DAMAGED_DIR,
+    finish_rotations, list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord,
+    RetentionPolicy, SalvageReport, Seq, DAMAGED_DIR,
 };
 use distkv_model::RangeSet;
 use distkv_snapshot::SnapshotError;
@@ -412,6 +412,20 @@ pub fn recover_at(
     // the same mode) and the writer takes over what it found: each segment
     // is read once.
     let salvage = config.recovery == RecoveryMode::Salvage;
+    // A rotation a crash interrupted is finished (or its segment kept
+    // aside) before anything reads the log.
+    for r in finish_rotations(&config.log_dir(), &wc, now.wall_ms)? {
+        tracing::warn!(
+            pending = %r.pending.display(),
+            now_at = %r.now_at.display(),
+            named = r.named,
+            "found a log rotation a stop interrupted: {}",
+            match r.named {
+                true => "named its segment",
+                false => "kept its segment aside (the one before is not whole)",
+            }
+        );
+    }
     let early = if salvage {
         Some(LogWriter::open(config.log_dir(), wc.clone(), now).map_err(damaged)?)
     } else {
