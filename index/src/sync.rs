@@ -76,8 +76,9 @@ impl HistoryIndex {
 
     /// Brings segment `first` (the file `path`) up to date in the index.
     /// A segment that is gone when it is read (retention removed it; a
-    /// node's index thread runs beside, and behind, its writer) is
-    /// forgotten: there is nothing to index.
+    /// node's index thread runs beside, and behind, its writer), or not
+    /// there yet (a rotation's new segment, until its writer names it), is
+    /// forgotten: there is nothing to index (yet).
     pub(crate) fn sync_segment(
         &mut self,
         first: Seq,
@@ -91,12 +92,22 @@ impl HistoryIndex {
     }
 
     fn sync_file(&mut self, first: Seq, path: &Path, report: &mut SyncReport) -> Result<()> {
-        let len = std::fs::metadata(path)
-            .map_err(|source| crate::IndexError::Io {
-                file: path.to_path_buf(),
-                source,
-            })?
-            .len();
+        let len = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            // Not there (yet): retired, or a rotation's new segment not
+            // named yet (the writer names it once the one before is
+            // durable; its blocks are read then). Looked at once, so that
+            // a name that appears meanwhile is no error.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.forget(first).map(drop)
+            }
+            Err(source) => {
+                return Err(crate::IndexError::Io {
+                    file: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
         let header = match read_segment_header(path) {
             Ok(h) => h,
             Err(e) => {

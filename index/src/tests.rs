@@ -74,9 +74,20 @@ fn the_events_before_a_seq_are_taken_and_the_rest_kept() {
 
 /// Writes events `from ..= to` (key `k.<i % 7>`, value `i`) in blocks of
 /// five, rotating every 20 events; reports each block to `index` if given.
-fn write(log: &Path, from: u64, to: u64, mut index: Option<&mut HistoryIndex>) -> TestResult {
+fn write(log: &Path, from: u64, to: u64, index: Option<&mut HistoryIndex>) -> TestResult {
     let mut cfg = WriterConfig::new("n1");
     cfg.fsync = FsyncPolicy::Never;
+    write_with(log, from, to, index, cfg)
+}
+
+/// As [`write`], with the writer configured by `cfg`.
+fn write_with(
+    log: &Path,
+    from: u64,
+    to: u64,
+    mut index: Option<&mut HistoryIndex>,
+    mut cfg: WriterConfig,
+) -> TestResult {
     cfg.first_seq = from;
     let mut w = LogWriter::open(log, cfg, Now::at(from))?;
     let mut block = BlockEvents::default();
@@ -140,6 +151,40 @@ fn an_index_kept_by_the_writer_finds_every_change_and_needs_no_repair() -> TestR
     // The seek table finds the block holding a seq.
     let b = ix.block_before(43)?.ok_or("no block")?;
     assert_eq!((b.segment, b.first_seq), (41, 41));
+    Ok(())
+}
+
+/// A writer with an fsync thread names a rotation's new segment only once
+/// the one before is durable, so the index may be told of blocks of a
+/// segment whose file is not there yet: it skips them and reads them from
+/// the file once it is.
+#[test]
+fn blocks_of_a_segment_not_named_yet_are_read_once_it_is() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let log = tmp.path().join("log");
+    let (mut ix, _) = HistoryIndex::open(&tmp.path().join("index"), &log, "n1")?;
+    let mut cfg = WriterConfig::new("n1");
+    cfg.fsync = FsyncPolicy::Interval(std::time::Duration::from_secs(1));
+    cfg.sync_in_background = true;
+    write_with(&log, 1, 100, Some(&mut ix), cfg)?;
+    // A block of a segment that does not exist: nothing to index, no
+    // error.
+    let mut block = BlockEvents::default();
+    block.push(101, 101, &key(101));
+    let info = distkv_log::CommitInfo {
+        records: 1,
+        first_seq: 101,
+        segment: 101,
+        offset: 60,
+        bytes: 40,
+        ..Default::default()
+    };
+    ix.record_commit(&info, 102, 2000, &block)?;
+    let r = ix.sync()?;
+    assert!(r.complete(), "{:?}", r.incomplete);
+    for k in 0..7 {
+        assert_eq!(values(&ix, k)?, expected(k, 1, 100));
+    }
     Ok(())
 }
 
