@@ -574,6 +574,49 @@ fn a_failed_rotation_fails_the_writer_and_opening_finishes_it() -> TestResult {
     Ok(())
 }
 
+/// A failed writer's fsync thread finishes what it was given — a rotation
+/// names its segment — before `settle` returns, so a writer that opens the
+/// directory while the failed one is still around finds no rotation under
+/// way (a node's writer reopens the log that way after a failure).
+#[test]
+fn a_failed_writer_settles_its_rotation_before_the_log_is_opened_again() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut w = background_sync_writer(tmp.path())?;
+    commit_group(&mut w, 3, 10)?;
+    // The disk is held busy from another thread until told otherwise.
+    let hold = w.syncer().ok_or("no fsync thread")?.hold();
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let busy = hold.lock();
+        let _ = locked_tx.send(());
+        let _ = release_rx.recv();
+        drop(busy);
+    });
+    locked.recv()?;
+    w.rotate();
+    assert!(commit_group(&mut w, 2, 20)?.rotated);
+    w.fail_next_write_after = Some(3);
+    assert!(commit_group(&mut w, 1, 30).is_err(), "the write fails");
+    let pending = tmp.path().join(pending_segment_file_name(4));
+    assert!(pending.is_file(), "the rotation waits on the disk");
+    release.send(())?;
+    w.settle();
+    assert!(!pending.exists());
+    assert!(tmp.path().join(segment_file_name(4)).is_file(), "named");
+    let again = background_sync_writer(tmp.path())?;
+    assert!(again.recovery().unfinished.is_empty());
+    assert_eq!(again.next_seq(), 6, "the partial block cut");
+    drop(w);
+    again.close(Now::at(40))?;
+    holder.join().map_err(|_| "the holder panicked")?;
+    assert_eq!(
+        read_all(tmp.path())?,
+        (1..=5).map(record).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 /// After a crash during a rotation, a segment still under its pending
 /// name is named if the segment before reads whole up to where it begins,
 /// and kept aside in `damaged/` if not (that one's torn tail is then cut

@@ -173,6 +173,13 @@ impl Syncer {
     /// Waits until no fsync is queued or running, then collects the
     /// outcome of the last one (if not collected yet).
     pub(crate) fn wait(&self) -> Option<Outcome> {
+        self.settle();
+        self.shared.lock().done.take()
+    }
+
+    /// Waits until no job is queued or running; leaves the outcome to be
+    /// collected.
+    pub(crate) fn settle(&self) {
         let mut slot = self.shared.lock();
         while slot.busy() {
             slot = self
@@ -181,7 +188,6 @@ impl Syncer {
                 .wait(slot)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        slot.done.take()
     }
 
     /// Test hook: hold this lock to hold the fsyncs back.

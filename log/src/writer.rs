@@ -991,6 +991,16 @@ impl LogWriter {
         self.dirty || self.syncer.as_ref().is_some_and(Syncer::busy)
     }
 
+    /// Waits until the fsync thread has done what was queued (a rotation
+    /// it names, say), whatever became of the writer, without collecting
+    /// the outcome: so that another writer may open the directory while
+    /// this one, failed, is still around.
+    pub fn settle(&self) {
+        if let Some(syncer) = &self.syncer {
+            syncer.settle();
+        }
+    }
+
     /// Commits what is pending and fsyncs: the clean way to stop. (Dropping
     /// a writer loses its pending records and does not fsync.)
     pub fn close(mut self, now: Now) -> Result<()> {

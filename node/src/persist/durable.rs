@@ -591,6 +591,9 @@ impl<H: StateHost> WriterLoop<H> {
         self.abandon_snapshot();
         remove_stale_temp_files(&self.d.config.snap_dir())?;
         let wc = self.writer.config().clone();
+        // The failed writer's fsync thread may still be at a rotation,
+        // which the new writer's opening would otherwise find unfinished.
+        self.writer.settle();
         let writer = LogWriter::open(self.d.config.log_dir(), wc, self.now())?;
         let mem_next = writer.next_seq().wrapping_sub(self.offset);
         self.writer = writer;
