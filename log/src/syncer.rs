@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -69,12 +69,69 @@ pub(crate) enum Job {
     },
 }
 
+/// One fsync of a file, `how` being [`File::sync_data`] or
+/// [`File::sync_all`]: on the thread, through its test hooks; elsewhere
+/// [`plain_fsync`].
+pub(crate) type Fsync<'a> = &'a dyn Fn(&File, fn(&File) -> io::Result<()>) -> io::Result<()>;
+
+/// An fsync done at once, by the caller.
+pub(crate) fn plain_fsync(file: &File, how: fn(&File) -> io::Result<()>) -> io::Result<()> {
+    how(file)
+}
+
 impl Job {
     fn upto(&self) -> Seq {
         match self {
             Job::Data { upto, .. } | Job::Created { upto, .. } | Job::Rotated { upto, .. } => *upto,
         }
     }
+
+    /// Does the job, each fsync with `fsync`: the thread's way, and the
+    /// way of whoever must do the same without it (finishing an
+    /// interrupted rotation when the log is opened), so that the order
+    /// that keeps a segment unnamed until its predecessor is durable is
+    /// written once.
+    pub(crate) fn run(self, fsync: Fsync) -> Outcome {
+        match self {
+            Job::Data { file, path, .. } => fsync(&file, File::sync_data).map_err(|e| (path, e)),
+            Job::Created {
+                file, path, dir, ..
+            } => sync_created(&file, &path, &dir, fsync),
+            Job::Rotated {
+                old,
+                old_path,
+                new,
+                pending,
+                path,
+                dir,
+                ..
+            } => {
+                fsync(&old, File::sync_data).map_err(|e| (old_path, e))?;
+                drop(old);
+                fsync(&new, File::sync_all).map_err(|e| (pending.clone(), e))?;
+                std::fs::rename(&pending, &path).map_err(|e| (pending, e))?;
+                sync_dir(&dir, fsync)
+            }
+        }
+    }
+}
+
+/// Makes a segment just created durable: the file `path`, size and header
+/// included, then the directory `dir`, which names it.
+pub(crate) fn sync_created(file: &File, path: &Path, dir: &Path, fsync: Fsync) -> Outcome {
+    fsync(file, File::sync_all).map_err(|e| (path.to_path_buf(), e))?;
+    sync_dir(dir, fsync)
+}
+
+/// fsyncs the directory `dir`.
+fn sync_dir(dir: &Path, fsync: Fsync) -> Outcome {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| fsync(&d, File::sync_all))
+        .map_err(|e| (dir.to_path_buf(), e))?;
+    #[cfg(not(unix))]
+    let _ = (dir, fsync);
+    Ok(())
 }
 
 /// The fsync thread; dropping it waits for the jobs queued and stops it.
@@ -240,7 +297,7 @@ impl Shared {
                 drop(slot);
                 let rotation = matches!(job, Job::Rotated { .. });
                 let upto = job.upto();
-                let outcome = self.run_job(job);
+                let outcome = job.run(&|file, how| self.sync(file, how));
                 slot = self.lock();
                 slot.running = false;
                 slot.rotations -= rotation as usize;
@@ -272,48 +329,6 @@ impl Shared {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
-    }
-
-    fn run_job(&self, job: Job) -> Outcome {
-        match job {
-            Job::Data { file, path, .. } => {
-                self.sync(&file, File::sync_data).map_err(|e| (path, e))
-            }
-            Job::Created {
-                file, path, dir, ..
-            } => {
-                self.sync(&file, File::sync_all).map_err(|e| (path, e))?;
-                self.sync_dir(dir)
-            }
-            Job::Rotated {
-                old,
-                old_path,
-                new,
-                pending,
-                path,
-                dir,
-                ..
-            } => {
-                self.sync(&old, File::sync_data)
-                    .map_err(|e| (old_path, e))?;
-                drop(old);
-                self.sync(&new, File::sync_all)
-                    .map_err(|e| (pending.clone(), e))?;
-                std::fs::rename(&pending, &path).map_err(|e| (pending, e))?;
-                self.sync_dir(dir)
-            }
-        }
-    }
-
-    /// fsyncs the directory `dir`.
-    fn sync_dir(&self, dir: PathBuf) -> Outcome {
-        #[cfg(unix)]
-        File::open(&dir)
-            .and_then(|d| self.sync(&d, File::sync_all))
-            .map_err(|e| (dir, e))?;
-        #[cfg(not(unix))]
-        let _ = dir;
-        Ok(())
     }
 
     /// Runs one fsync (`how`: data or all) of `file`.

@@ -72,7 +72,7 @@ use crate::segment::{
     list_pending_segments, list_segments, pending_segment_file_name, read_segment_header,
     segment_file_name, sync_dir, SegmentHeader,
 };
-use crate::syncer::{Job, Outcome, Syncer};
+use crate::syncer::{self, plain_fsync, Job, Outcome, Syncer};
 use crate::Seq;
 
 /// Event records encoded ahead of their append (say while a lock on what
@@ -348,15 +348,19 @@ pub fn finish_rotations(
         };
         let now_at = match &before {
             Some(before) => {
-                // In the order the fsync thread keeps: the closed segment
-                // durable before its successor is named.
-                for file in [before, &pending] {
-                    File::open(file)
-                        .and_then(|f| f.sync_all())
-                        .map_err(io_err(file))?;
+                // What the fsync thread would have done.
+                let open = |p: &Path| File::open(p).map_err(io_err(p));
+                Job::Rotated {
+                    old: open(before)?,
+                    old_path: before.clone(),
+                    new: open(&pending)?,
+                    pending: pending.clone(),
+                    path: path.clone(),
+                    dir: dir.to_path_buf(),
+                    upto: first,
                 }
-                fs::rename(&pending, &path).map_err(io_err(&pending))?;
-                sync_dir(dir)?;
+                .run(&plain_fsync)
+                .map_err(log_error)?;
                 path
             }
             None => keep_aside(dir, &pending, &format!("unfinished-{wall_ms}"))?,
@@ -864,8 +868,7 @@ impl LogWriter {
                     return Err(self.fail(&self.seg.path.clone(), e));
                 }
             } else if let Err(e) = sync_created(&self.dir, &self.seg) {
-                self.failed = Some(e.to_string());
-                return Err(e);
+                return Err(self.failed(e));
             }
             self.name_synced = true;
             self.stats.syncs += 1;
@@ -1041,13 +1044,8 @@ impl LogWriter {
         if self.unsynced() {
             self.sync(now)?;
         }
-        let new = match create_segment(&self.dir, &self.config.node, self.written_seq, now) {
-            Ok(s) => s,
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                return Err(e);
-            }
-        };
+        let new = create_segment(&self.dir, &self.config.node, self.written_seq, now);
+        let new = new.map_err(|e| self.failed(e))?;
         self.stats.bytes += new.len;
         self.stats.syncs += 1;
         // The old file is closed here, after its successor is durable.
@@ -1065,23 +1063,14 @@ impl LogWriter {
     /// at a time: while one is under way the open segment grows on.
     fn rotate_in_background(&mut self, now: Now) -> Result<bool> {
         self.collect_done()?;
-        let Some(syncer) = &self.syncer else {
-            return Ok(false);
-        };
-        if syncer.rotating() {
+        if self.syncer.as_ref().is_none_or(Syncer::rotating) {
             return Ok(false);
         }
         let first = self.written_seq;
         let pending = self.dir.join(pending_segment_file_name(first));
         let new = create_segment_file(&pending, &self.config.node, first, now)
             .and_then(|new| Ok((new.file.try_clone().map_err(io_err(&pending))?, new)));
-        let (handle, new) = match new {
-            Ok(n) => n,
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                return Err(e);
-            }
-        };
+        let (handle, new) = new.map_err(|e| self.failed(e))?;
         let path = self.dir.join(segment_file_name(first));
         let old = std::mem::replace(
             &mut self.seg,
@@ -1090,7 +1079,7 @@ impl LogWriter {
                 ..new
             },
         );
-        syncer.start(Job::Rotated {
+        let job = Job::Rotated {
             old: old.file,
             old_path: old.path,
             new: handle,
@@ -1098,7 +1087,10 @@ impl LogWriter {
             path,
             dir: self.dir.clone(),
             upto: first,
-        });
+        };
+        if let Some(syncer) = &self.syncer {
+            syncer.start(job);
+        }
         // That job covers all that was written, and the new name.
         self.dirty = false;
         self.background_upto = first;
@@ -1120,7 +1112,11 @@ impl LogWriter {
     }
 
     fn fail(&mut self, file: &Path, e: std::io::Error) -> LogError {
-        let err = io_err(file)(e);
+        self.failed(io_err(file)(e))
+    }
+
+    /// Fails the writer with `err` (see [`LogWriter::usable`]).
+    fn failed(&mut self, err: LogError) -> LogError {
         self.failed = Some(err.to_string());
         err
     }
@@ -1146,8 +1142,12 @@ fn create_segment(dir: &Path, node: &NodeName, first_seq: Seq, now: Now) -> Resu
 
 /// fsyncs a segment just created, then the directory that names it.
 fn sync_created(dir: &Path, seg: &OpenSegment) -> Result<()> {
-    seg.file.sync_all().map_err(io_err(&seg.path))?;
-    sync_dir(dir)
+    syncer::sync_created(&seg.file, &seg.path, dir, &plain_fsync).map_err(log_error)
+}
+
+/// The error of an [`Outcome`] as a [`LogError`].
+fn log_error((path, e): (PathBuf, std::io::Error)) -> LogError {
+    io_err(&path)(e)
 }
 
 /// Creates segment `first_seq` as the file `path` with its header, not
