@@ -1,11 +1,13 @@
-//! Merge throughput: applying remote update events to the tree; and
-//! purging the tombstones of many deleted siblings.
+//! Merge throughput: applying remote update events to the tree, and
+//! merging them as a node does (`update` messages decoded, then their
+//! events applied); and purging the tombstones of many deleted siblings.
 //!
 //! `cargo bench -p distkv-benches --bench merge`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use distkv_benches::{fresh_state, remote_events};
 use distkv_model::{Path, Value};
+use distkv_node::cluster::msg::{Update, UpdateEncoder};
 
 fn merge(c: &mut Criterion) {
     let mut g = c.benchmark_group("merge");
@@ -26,6 +28,25 @@ fn merge(c: &mut Criterion) {
             )
         });
     }
+    // As a node merges a peer's changes: the broadcast's messages, each
+    // decoded, then its events applied.
+    let (n, keys) = (1_000_000usize, 100_000u64);
+    let msgs = UpdateEncoder::default().encode("node0", remote_events(n, keys, 3, 42).iter());
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(format!("decode_apply_{n}_events_{keys}_keys"), |b| {
+        b.iter_batched(
+            fresh_state,
+            |mut st| {
+                for m in &msgs {
+                    for e in Update::decode(m).expect("our own message").events {
+                        st.apply(e);
+                    }
+                }
+                st
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 

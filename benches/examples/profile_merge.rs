@@ -1,7 +1,9 @@
 //! Applies 1 M seeded remote events three times, for profilers
-//! (`perf record target/release/examples/profile_merge`), then reads the
-//! in-memory event log back the way its readers do (the file writer
-//! decodes every record, the broadcaster looks at every record's head).
+//! (`perf record target/release/examples/profile_merge`); then three times
+//! the way a node merges them: `update` messages as the broadcast writes
+//! them, each decoded, then its events applied; then reads the in-memory
+//! event log back the way its readers do (the file writer decodes every
+//! record, the broadcaster looks at every record's head).
 //!
 //! Each figure is given by the wall clock and by the CPU time of the
 //! thread (`/proc/thread-self/stat`, in 10 ms ticks): on a busy machine
@@ -10,6 +12,7 @@
 use std::time::Instant;
 
 use distkv_benches::{fresh_state, remote_events};
+use distkv_node::cluster::msg::{Update, UpdateEncoder};
 use distkv_node::state::State;
 
 const EVENTS: usize = 1_000_000;
@@ -32,6 +35,31 @@ fn main() {
             EVENTS as f64 / cpu
         );
         // Freeing the state is not what is measured.
+        if let Some(old) = last.replace(st) {
+            std::mem::forget(old);
+        }
+    }
+    let msgs = UpdateEncoder::default().encode("node0", events.iter());
+    for _ in 0..3 {
+        let (wall, cpu) = (Instant::now(), cpu_secs());
+        let mut decode = 0.0;
+        let mut st = fresh_state();
+        for m in &msgs {
+            let at = cpu_secs();
+            let u = Update::decode(m).expect("our own message");
+            decode += cpu_secs() - at;
+            for e in u.events {
+                st.apply(e);
+            }
+        }
+        let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
+        println!(
+            "decode {} messages and apply: {:.0} events/s (wall), {:.0} events/s (cpu; decoding {:.0} ns/event)",
+            msgs.len(),
+            EVENTS as f64 / wall,
+            EVENTS as f64 / cpu,
+            decode * 1e9 / EVENTS as f64,
+        );
         if let Some(old) = last.replace(st) {
             std::mem::forget(old);
         }

@@ -1,58 +1,28 @@
 //! The fast road for decoding event records, the bulk of every log.
 //!
 //! The writer lays every event record out the same way
-//! ([`crate::record::encode_event`]): `{t: "e", seq, ms, ev: {node, tick,
-//! prev, path, value?, tock}}`, keys in that order, counters as unsigned
-//! integers, `prev` as nested `{node, tick, prev}` maps ending in nil, the
-//! path as ext 3. [`RecordDecoder::decode`] reads exactly that layout with
-//! a cursor over the bytes — the path and the value with the hand-written
-//! codec (`distkv_model::codec::decode_prefix`, by a [`Cursor`]), node names shared between records, and a
-//! path's strings shared with the same place of the record before — and
-//! hands anything else to the general serde decoder
+//! ([`crate::record::encode_event`]): `{t: "e", seq, ms, ev: EVENT}`, keys
+//! in that order, counters as unsigned integers, the event in our writers'
+//! layout ([`distkv_model::fast`]). [`RecordDecoder::decode`] reads exactly
+//! that layout with a cursor over the bytes — the event by an
+//! [`EventDecoder`], node names and path strings shared between records —
+//! and hands anything else to the general serde decoder
 //! ([`LogRecord::decode_general`]): other key orders, other integer forms,
 //! deep values, invalid UTF-8, every error. So both roads give the same
 //! record or the same error for the same bytes; the fast one only takes
 //! the bytes the writer writes, and makes the same checks on them (chain,
 //! counters, nesting).
-//!
-//! Values nesting deeper than [`FAST_DEPTH`] levels go the general way:
-//! under that depth, both decoders build the same [`Value`], far inside
-//! every depth limit.
 
-use distkv_model::chain::MAX_COUNTER;
-use distkv_model::codec::EXT_PATH;
 use distkv_model::cursor::Cursor;
-use distkv_model::event::check_nesting;
-use distkv_model::{Chain, Link, NodeName, Path, PathStrings, UpdateEvent, Value};
+use distkv_model::fast::EventDecoder;
 
 use crate::record::{LogRecord, RecordError};
 
-/// Deepest value (or path element) the fast road decodes.
-const FAST_DEPTH: usize = 16;
-
-/// Node names kept for sharing: a cluster has a handful.
-const MAX_NAMES: usize = 64;
-
-/// Decodes log records, sharing node names between them; see the module
-/// docs.
-#[derive(Debug)]
+/// Decodes log records, sharing node names and path strings between them;
+/// see the module docs.
+#[derive(Debug, Default)]
 pub struct RecordDecoder {
-    names: Vec<NodeName>,
-    /// The string elements of the last path decoded, for sharing with the
-    /// next path.
-    path_strs: PathStrings,
-    /// The elements of the path being decoded.
-    elems: Vec<Value>,
-}
-
-impl Default for RecordDecoder {
-    fn default() -> RecordDecoder {
-        RecordDecoder {
-            names: Vec::new(),
-            path_strs: PathStrings::new(FAST_DEPTH, usize::MAX),
-            elems: Vec::new(),
-        }
-    }
+    events: EventDecoder,
 }
 
 impl RecordDecoder {
@@ -70,62 +40,6 @@ impl RecordDecoder {
         }
     }
 
-    /// The node name `b`, shared with earlier records where it can be.
-    fn name(&mut self, b: &[u8]) -> Option<NodeName> {
-        if let Some(n) = self.names.iter().find(|n| n.as_bytes() == b) {
-            return Some(n.clone());
-        }
-        let n = NodeName::from(std::str::from_utf8(b).ok()?);
-        if self.names.len() < MAX_NAMES {
-            self.names.push(n.clone());
-        }
-        Some(n)
-    }
-
-    /// The path (msgpack ext 3) at the cursor. Keys come in runs under
-    /// one parent (`bench.1`, `bench.2`, …): a string element with the
-    /// same bytes as the one at the same place of the last path decoded is
-    /// that string, shared (no allocation, no UTF-8 check again; the tree
-    /// then finds the parent it followed last by the string's address).
-    /// Unsigned integers are read here too, anything else by the codec.
-    /// `None` for anything the codec would not make into this path.
-    fn path(&mut self, c: &mut Cursor<'_>) -> Option<Path> {
-        let n = match c.byte()? {
-            m @ 0xd4..=0xd8 => 1 << (m - 0xd4),
-            0xc7 => usize::from(c.byte()?),
-            0xc8 => usize::from(u16::from_be_bytes(c.take(2)?.try_into().ok()?)),
-            0xc9 => usize::try_from(u32::from_be_bytes(c.take(4)?.try_into().ok()?)).ok()?,
-            _ => return None,
-        };
-        if c.byte()? != EXT_PATH as u8 {
-            return None;
-        }
-        let mut p = Cursor::new(c.take(n)?);
-        self.elems.clear();
-        while !p.at_end() {
-            let place = self.elems.len();
-            let v = match p.peek()? {
-                0xa0..=0xbf | 0xd9..=0xdb => Value::Str(self.path_strs.get(place, p.str()?)?),
-                0x00..=0x7f | 0xcc..=0xcf => Value::uint(p.uint()?),
-                // Elements nest one level below the path.
-                _ => p.value(FAST_DEPTH - 1)?,
-            };
-            self.elems.push(v);
-        }
-        // One allocation: the drained elements go straight into the path.
-        Some(self.elems.drain(..).collect())
-    }
-
-    /// A link's node name and tick, then the `prev` key (the cursor is
-    /// past the `node` key).
-    fn link(&mut self, c: &mut Cursor<'_>) -> Option<Link> {
-        let node = self.name(c.str()?)?;
-        c.expect(&[0xa4, b't', b'i', b'c', b'k'])?;
-        let tick = c.uint()?;
-        c.expect(&[0xa4, b'p', b'r', b'e', b'v'])?;
-        Some(Link { node, tick })
-    }
-
     /// An event record in the writer's layout, or `None`.
     fn event(&mut self, bytes: &[u8]) -> Option<LogRecord> {
         let mut c = Cursor::new(bytes);
@@ -134,43 +48,11 @@ impl RecordDecoder {
         c.expect(&[0xa2, b'm', b's'])?;
         let time_ms = c.uint()?;
         c.expect(&[0xa2, b'e', b'v'])?;
-        let with_value = match c.byte()? {
-            0x85 => false,
-            0x86 => true,
-            _ => return None,
-        };
-        let mut links = Vec::with_capacity(1);
-        c.expect(&[0xa4, b'n', b'o', b'd', b'e'])?;
-        links.push(self.link(&mut c)?);
-        // `{node, tick, prev}` maps down to a nil `prev`.
-        while c.peek()? == 0x83 {
-            c.expect(&[0x83, 0xa4, b'n', b'o', b'd', b'e'])?;
-            links.push(self.link(&mut c)?);
-        }
-        c.expect(&[0xc0, 0xa4, b'p', b'a', b't', b'h'])?;
-        let path = self.path(&mut c)?;
-        let value = if with_value {
-            c.expect(&[0xa5, b'v', b'a', b'l', b'u', b'e'])?;
-            Some(c.value(FAST_DEPTH)?)
-        } else {
-            None
-        };
-        c.expect(&[0xa4, b't', b'o', b'c', b'k'])?;
-        let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
-        if !c.at_end() {
-            return None;
-        }
-        let chain = Chain::from_checked_links(links).ok()?;
-        check_nesting(&path, value.as_ref()).ok()?;
-        Some(LogRecord::Event {
+        let event = self.events.event(&mut c)?;
+        c.at_end().then_some(LogRecord::Event {
             seq,
             time_ms,
-            event: UpdateEvent {
-                path,
-                chain,
-                value,
-                tock,
-            },
+            event,
         })
     }
 }
@@ -178,7 +60,8 @@ impl RecordDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distkv_model::{path, SharedStr};
+    use distkv_model::fast::FAST_DEPTH;
+    use distkv_model::{path, Chain, SharedStr, UpdateEvent, Value};
 
     fn event(chain: Chain, value: Option<Value>) -> LogRecord {
         LogRecord::Event {

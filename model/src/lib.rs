@@ -14,6 +14,7 @@ pub mod chain;
 pub mod codec;
 pub mod cursor;
 pub mod event;
+pub mod fast;
 pub mod hex;
 pub mod packed;
 pub mod path;

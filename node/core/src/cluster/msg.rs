@@ -6,7 +6,8 @@
 //! how a node recognises its own messages coming back from the bus.
 //! Both are serde-derived maps written and read by rmp-serde
 //! ([`distkv_model::serial`]), the bytes the hand-written codec wrote
-//! before.
+//! before; an `update` in our writers' layout, the bulk of the traffic, is
+//! read by a cursor instead ([`distkv_model::fast`]), to the same message.
 //!
 //! * `update`: `{node, ev: [UpdateEvent…]}` — events with full chains.
 //! * `info`: `{node, tick?, addr?, ticks?, missing?, known?, deleted?, node_drop?}`
@@ -15,8 +16,10 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use distkv_model::budget::{check_event_size, INTERNAL_LIMITS};
+use distkv_model::budget::{check_event_size, INTERNAL_LIMITS, MAX_EVENT_BYTES};
 use distkv_model::codec::{self, Limits};
+use distkv_model::cursor::Cursor;
+use distkv_model::fast::EventDecoder;
 use distkv_model::serial::{self, FormatError};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent, Value};
 use serde::de::{MapAccess, Visitor};
@@ -119,8 +122,53 @@ impl Update {
         out.into()
     }
 
-    /// Decodes the wire form.
+    /// Decodes the wire form: a message in our writers' layout by the fast
+    /// road ([`Update::decode_fast`]), anything else by the general serde
+    /// decoder, to the same message or its error.
     pub fn decode(buf: &[u8]) -> Result<Update, MsgError> {
+        match Update::decode_fast(buf) {
+            Some(u) => Ok(u),
+            None => Update::decode_general(buf),
+        }
+    }
+
+    /// A message as [`UpdateEncoder`] writes it — `{node, ev: [EVENT…]}`,
+    /// each event in our writers' layout ([`distkv_model::fast`]) — with
+    /// the general road's checks passed, or `None`. Node names and path
+    /// strings are shared between the message's events: the state finds a
+    /// link's node by its name's address.
+    fn decode_fast(buf: &[u8]) -> Option<Update> {
+        let mut c = Cursor::new(buf);
+        c.expect(&[0x82, 0xa4, b'n', b'o', b'd', b'e'])?;
+        let mut d = EventDecoder::new();
+        let node = d.name(c.str()?)?;
+        c.expect(&[0xa2, b'e', b'v'])?;
+        let n = c.array_len()?;
+        // Room for no more events than the bytes can hold (an event
+        // takes at least 30 of them).
+        let mut events = Vec::with_capacity(n.min(c.remaining() / 30));
+        for _ in 0..n {
+            let before = c.remaining();
+            let e = d.event(&mut c)?;
+            // An event re-encodes to at most 9 bytes per byte read (every
+            // msgpack item takes at least one byte, and our encoding of one
+            // takes at most 9 besides the string, binary and extension
+            // bytes it carries, which it writes as read or fewer): only
+            // an event that large is counted (serially) for its size.
+            let read = before - c.remaining();
+            if read > MAX_EVENT_BYTES / 9 && check_event_size(serial::encoded_len(&e)).is_err() {
+                return None;
+            }
+            if foreign_ext(&e).is_some() {
+                return None;
+            }
+            events.push(e);
+        }
+        c.at_end().then_some(Update { node, events })
+    }
+
+    /// [`Update::decode`] by serde, for every layout.
+    fn decode_general(buf: &[u8]) -> Result<Update, MsgError> {
         let u: UpdateIn<'_> = serial::from_slice(buf)?;
         let bad = |why: &str| MsgError::Shape("update", why.to_string());
         for e in &u.ev {
@@ -553,6 +601,134 @@ mod tests {
             Info::decode(&distkv_model::hex::decode("81a46e6f6465a26e33").expect("hex")).unwrap(),
             min
         );
+    }
+
+    /// Events of every kind the codec reads: chains of one to three links
+    /// from a few names, paths and values of mixed elements, with or
+    /// without a value.
+    fn any_update() -> impl proptest::strategy::Strategy<Value = Update> {
+        use proptest::prelude::*;
+        let scalar = prop_oneof![
+            "[ab]{0,2}".prop_map(|s| Value::str(&s)),
+            "x{31,33}".prop_map(|s| Value::str(&s)),
+            any::<u64>().prop_map(Value::uint),
+            (0u64..200).prop_map(Value::uint),
+            any::<i64>().prop_map(Value::Int),
+            Just(Value::Nil),
+            Just(Value::Bool(true)),
+            any::<f64>().prop_map(Value::Float),
+            Just(Value::from(&b"ab"[..])),
+        ];
+        let value = scalar.clone().prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::vec(("[kl]", inner), 0..3).prop_map(|kv| {
+                    Value::Map(kv.into_iter().map(|(k, v)| (Value::str(&k), v)).collect())
+                }),
+            ]
+        });
+        let chain = proptest::collection::vec((0usize..4, 0u64..1 << 40), 1..4).prop_map(|links| {
+            let mut chain: Option<Chain> = None;
+            for (n, tick) in links {
+                let node = NodeName::from(format!("n{n}"));
+                if chain.as_ref().is_some_and(|c| c.find(&node).is_some()) {
+                    continue;
+                }
+                chain = Some(Chain::attach(node, tick, chain.as_ref()));
+            }
+            chain.expect("at least one link")
+        });
+        let event = (
+            proptest::collection::vec(scalar, 0..4),
+            chain,
+            proptest::option::of(value),
+            any::<u32>(),
+        )
+            .prop_map(|(path, chain, value, tock)| UpdateEvent {
+                path: distkv_model::Path::new(path),
+                chain,
+                value,
+                tock: u64::from(tock),
+            });
+        proptest::collection::vec(event, 0..6).prop_map(|events| Update {
+            node: "n1".into(),
+            events,
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x75_7064),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Our writers' messages take the fast road to the message written;
+        /// whatever byte is changed, the fast road accepts only what the
+        /// general one decodes, to the same message.
+        #[test]
+        fn update_messages_decode_alike_by_both_roads(
+            u in any_update(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut bytes = UpdateEncoder::default().encode("n1", u.events.iter()).concat();
+            if u.events.is_empty() {
+                bytes = u.encode().to_vec();
+            }
+            proptest::prop_assert_eq!(Update::decode_fast(&bytes), Some(u.clone()));
+            proptest::prop_assert_eq!(Update::decode_general(&bytes).ok(), Some(u));
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let general = Update::decode_general(&bytes).ok();
+            if let Some(fast) = Update::decode_fast(&bytes) {
+                proptest::prop_assert_eq!(Some(fast), general.clone());
+            }
+            proptest::prop_assert_eq!(Update::decode(&bytes).ok(), general);
+        }
+    }
+
+    #[test]
+    fn the_fast_road_shares_node_names_and_refuses_what_the_general_one_refuses() {
+        let u = Update {
+            node: "n1".into(),
+            events: vec![ev("n1", 5, Some(Value::Int(1))), ev("n1", 6, None)],
+        };
+        let d = Update::decode_fast(&u.encode()).expect("fast road");
+        assert_eq!(d, u);
+        let head = |i: usize| d.events[i].chain.head().node.clone();
+        assert!(NodeName::ptr_eq(&head(0), &head(1)));
+        assert!(NodeName::ptr_eq(&head(0), &d.node));
+
+        // A foreign extension type, trailing bytes: refused by both.
+        let foreign = Update {
+            node: "n1".into(),
+            events: vec![ev("n1", 5, Some(Value::Ext(9, Arc::from(&b"x"[..]))))],
+        };
+        let mut longer = u.encode().to_vec();
+        longer.push(0xc0);
+        for bad in [foreign.encode().to_vec(), longer] {
+            assert_eq!(Update::decode_fast(&bad), None);
+            assert!(Update::decode(&bad).is_err());
+        }
+
+        // An event beyond the budget is counted, and refused.
+        let big = Update {
+            node: "n1".into(),
+            events: vec![ev("n1", 5, Some(Value::str(&"x".repeat(MAX_EVENT_BYTES))))],
+        };
+        let bytes = big.encode();
+        assert_eq!(Update::decode_fast(&bytes), None);
+        assert!(Update::decode(&bytes).is_err());
+        // One within it but large enough to be counted takes the fast road.
+        let large = Update {
+            node: "n1".into(),
+            events: vec![ev(
+                "n1",
+                5,
+                Some(Value::str(&"x".repeat(MAX_EVENT_BYTES / 8))),
+            )],
+        };
+        assert_eq!(Update::decode_fast(&large.encode()), Some(large));
     }
 
     fn hex_of(b: &[u8]) -> String {
