@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Core, Notice};
+use super::msg::BATCH_BYTES;
 use crate::addr::HostPort;
 use crate::bus::Bus;
 use crate::client::{Client, ConnectOptions};
@@ -37,6 +38,10 @@ use distkv_client::fetch::{FetchError as Read, StateReader};
 
 /// Most bus messages handled under one lock.
 const RECEIVE_BATCH: usize = 64;
+/// No more bus messages are read ahead to be handled under one lock once
+/// they take this many bytes (a full `update` batch: its decoded events
+/// wait in memory until the lock is taken).
+const RECEIVE_BYTES: usize = BATCH_BYTES;
 /// Under load, the node's own changes are broadcast at most this often.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// A state transfer waiting for the writer to catch up looks again at
@@ -140,15 +145,22 @@ pub async fn run(
                     tracing::error!("the bus closed our subscription: replication stopped");
                     break;
                 };
+                // The messages waiting, read (decoded) before the state is
+                // taken, then handled under one lock.
+                let mut msgs = vec![first];
+                let mut bytes = msgs[0].payload.len();
+                while msgs.len() < RECEIVE_BATCH && bytes < RECEIVE_BYTES {
+                    let Ok(m) = rx.try_recv() else { break };
+                    bytes += m.payload.len();
+                    msgs.push(m);
+                }
+                let read: Vec<_> = msgs.iter().map(|m| core.read(&m.topic, &m.payload)).collect();
                 {
                     let mut tx = store.begin();
                     let st = tx.state_mut();
                     let t = now();
-                    core.receive(st, t, &first.topic, &first.payload);
-                    core.poll(st, t);
-                    for _ in 1..RECEIVE_BATCH {
-                        let Ok(m) = rx.try_recv() else { break };
-                        core.receive(st, t, &m.topic, &m.payload);
+                    for m in read {
+                        core.take(st, t, m);
                         // Broadcast as we go: a big batch of received
                         // events must not push ours out of the event log.
                         core.poll(st, t);

@@ -42,7 +42,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
-use super::msg::{peek_sender, Info, Topics, Update, UpdateEncoder, BUS_LIMITS};
+use super::msg::{peek_sender, Info, MsgError, Topics, Update, UpdateEncoder, BUS_LIMITS};
 use crate::admit::{Admit, Open};
 use crate::state::{Reporter, State};
 use membership::ping_value;
@@ -118,6 +118,24 @@ pub enum Notice {
     Bootstrap,
     /// Another node uses our name.
     NameCollision,
+}
+
+/// A bus message read before the state is taken ([`Core::read`]).
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    /// An `update` message, or why it is not one (with its topic).
+    Update(Result<Update, (&'a str, MsgError)>),
+    /// An `info` message, or why it is not one.
+    Info(Result<Info, (&'a str, MsgError)>),
+    /// One of our own `update` messages coming back from the bus.
+    Own,
+    /// Any other message, as it came.
+    Other {
+        /// Where it came from.
+        topic: &'a str,
+        /// Its bytes.
+        payload: &'a [u8],
+    },
 }
 
 /// The replication protocol of one node.
@@ -371,27 +389,48 @@ impl Core {
         }
     }
 
-    /// Takes a message off the bus.
+    /// Takes a message off the bus: [`Core::read`], then [`Core::take`].
     pub fn receive(&mut self, st: &mut State, now: u64, topic: &str, payload: &[u8]) {
+        let m = self.read(topic, payload);
+        self.take(st, now, m);
+    }
+
+    /// Reads a bus message without the state: an `update` or `info`
+    /// message is decoded here (a full batch of events takes milliseconds
+    /// to decode, which a driver does before it takes the state, not while
+    /// every client waits for it), our own batches are recognised, any
+    /// other message is passed on as it came.
+    pub fn read<'a>(&self, topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
+        if topic == self.topics.update {
+            if peek_sender(payload) == Some(&*self.me) {
+                return Incoming::Own;
+            }
+            Incoming::Update(Update::decode(payload).map_err(|e| (topic, e)))
+        } else if topic == self.topics.info {
+            Incoming::Info(Info::decode(payload).map_err(|e| (topic, e)))
+        } else {
+            Incoming::Other { topic, payload }
+        }
+    }
+
+    /// Handles a message [`Core::read`] read.
+    pub fn take(&mut self, st: &mut State, now: u64, m: Incoming<'_>) {
         let taking = self.admit.batch(st);
         self.refuse_events(taking.err().map(|e| e.to_string()));
-        if topic == self.topics.update && peek_sender(payload) == Some(&*self.me) {
-            return; // our own batch coming back
-        }
-        let result = if topic == self.topics.update {
-            Update::decode(payload).map(|u| self.on_update(st, now, u))
-        } else if topic == self.topics.info {
-            Info::decode(payload).map(|i| self.on_info(st, now, i))
-        } else if topic == self.topics.ping {
-            self.on_ping(st, now, payload);
-            Ok(())
-        } else if topic == self.topics.del {
-            self.on_del(st, now, payload);
-            Ok(())
-        } else {
-            Ok(()) // anything else under the root is not ours
+        let result = match m {
+            Incoming::Own => Ok(()), // our own batch coming back
+            Incoming::Update(u) => u.map(|u| self.on_update(st, now, u)),
+            Incoming::Info(i) => i.map(|i| self.on_info(st, now, i)),
+            Incoming::Other { topic, payload } => {
+                if topic == self.topics.ping {
+                    self.on_ping(st, now, payload);
+                } else if topic == self.topics.del {
+                    self.on_del(st, now, payload);
+                } // anything else under the root is not ours
+                Ok(())
+            }
         };
-        if let Err(e) = result {
+        if let Err((topic, e)) = result {
             tracing::warn!(%topic, error = %e, "ignoring a bad cluster message");
         }
     }

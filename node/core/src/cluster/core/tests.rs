@@ -57,6 +57,50 @@ fn ready(name: &str) -> (State, Core) {
     (st, core)
 }
 
+/// Messages are read (decoded) without the state, then taken: another
+/// node's update is applied only when taken, our own is recognised,
+/// garbage is an error with its topic, other topics pass as they came.
+#[test]
+fn messages_are_read_without_the_state_then_taken() {
+    let (mut st, mut core) = ready("a");
+    core.start(&mut st, 0);
+    let topics = core.topics().clone();
+    let ev = |node: &str| UpdateEvent {
+        path: path!["x"],
+        chain: Chain::single(node.into(), 1),
+        value: Some(Value::Int(1)),
+        tock: 1,
+    };
+    let update = |node: &str| {
+        Update {
+            node: node.into(),
+            events: vec![ev(node)],
+        }
+        .encode()
+    };
+    let (theirs, ours) = (update("b"), update("a"));
+    let m = core.read(&topics.update, &theirs);
+    assert!(matches!(&m, Incoming::Update(Ok(u)) if u.events == [ev("b")]));
+    assert!(
+        st.root().follow(&path!["x"]).is_none(),
+        "not applied when read"
+    );
+    core.take(&mut st, 1, m);
+    assert_eq!(
+        st.root().follow(&path!["x"]).and_then(|e| e.data_cloned()),
+        Some(Value::Int(1))
+    );
+    assert!(matches!(core.read(&topics.update, &ours), Incoming::Own));
+    assert!(matches!(
+        core.read(&topics.info, b"\xc1"),
+        Incoming::Info(Err((t, _))) if t == topics.info
+    ));
+    assert!(matches!(
+        core.read(&topics.ping, b"x"),
+        Incoming::Other { topic, payload: b"x" } if topic == topics.ping
+    ));
+}
+
 /// The info messages `core` published so far.
 fn infos(core: &mut Core) -> Vec<Info> {
     let topic = core.topics().info.clone();
