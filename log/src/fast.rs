@@ -130,25 +130,6 @@ mod tests {
         }
     }
 
-    /// A path of elements of every kind the codec reads, strings from a
-    /// few so that records share them.
-    fn mixed_path() -> impl proptest::strategy::Strategy<Value = distkv_model::Path> {
-        use proptest::prelude::*;
-        let elem = prop_oneof![
-            "[ab]{0,2}".prop_map(|s| Value::str(&s)),
-            "x{31,33}".prop_map(|s| Value::str(&s)),
-            any::<u64>().prop_map(Value::uint),
-            (0u64..200).prop_map(Value::uint),
-            any::<i64>().prop_map(Value::Int),
-            Just(Value::Nil),
-            Just(Value::Bool(true)),
-            any::<f64>().prop_map(Value::Float),
-            Just(Value::from(&b"ab"[..])),
-            Just(Value::Array(vec![Value::str("a"), Value::Int(-1)])),
-        ];
-        proptest::collection::vec(elem, 0..5).prop_map(distkv_model::Path::new)
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config {
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x7061_7468),
@@ -161,7 +142,7 @@ mod tests {
         #[test]
         fn paths_decode_alike_after_any_paths_before(
             recs in proptest::collection::vec(
-                (mixed_path(), proptest::option::of((
+                (distkv_model::strategies::path(), proptest::option::of((
                     proptest::prelude::any::<proptest::sample::Index>(),
                     proptest::prelude::any::<u8>(),
                 ))),

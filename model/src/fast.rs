@@ -152,3 +152,51 @@ impl EventDecoder {
         Some(Link { node, tick })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serial;
+
+    /// The fast road over exactly `bytes`.
+    fn fast(d: &mut EventDecoder, bytes: &[u8]) -> Option<UpdateEvent> {
+        let mut c = Cursor::new(bytes);
+        d.event(&mut c).filter(|_| c.at_end())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6576_656e),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// One decoder, many events: each written by us takes the fast road
+        /// to itself, whatever the events before it shared; with any byte
+        /// changed, the fast road accepts only what serde decodes, to the
+        /// same event.
+        #[test]
+        fn events_decode_alike_by_both_roads(
+            evs in proptest::collection::vec(
+                (
+                    crate::strategies::event(),
+                    proptest::prelude::any::<proptest::sample::Index>(),
+                    proptest::prelude::any::<u8>(),
+                ),
+                1..8,
+            ),
+        ) {
+            let mut d = EventDecoder::new();
+            for (ev, at, byte) in evs {
+                let mut bytes = Vec::new();
+                serial::encode(&ev, &mut bytes);
+                proptest::prop_assert_eq!(fast(&mut d, &bytes), Some(ev));
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+                let general = serial::from_slice::<UpdateEvent>(&bytes).ok();
+                if let Some(f) = fast(&mut d, &bytes) {
+                    proptest::prop_assert_eq!(Some(f), general);
+                }
+            }
+        }
+    }
+}

@@ -23,6 +23,8 @@ pub mod ranges;
 pub mod repr;
 pub mod serial;
 pub mod shared_str;
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;
 #[cfg(test)]
 mod testutil;
 pub mod value;

@@ -603,56 +603,14 @@ mod tests {
         );
     }
 
-    /// Events of every kind the codec reads: chains of one to three links
-    /// from a few names, paths and values of mixed elements, with or
-    /// without a value.
+    /// A message of up to five events of every kind the codec reads.
     fn any_update() -> impl proptest::strategy::Strategy<Value = Update> {
-        use proptest::prelude::*;
-        let scalar = prop_oneof![
-            "[ab]{0,2}".prop_map(|s| Value::str(&s)),
-            "x{31,33}".prop_map(|s| Value::str(&s)),
-            any::<u64>().prop_map(Value::uint),
-            (0u64..200).prop_map(Value::uint),
-            any::<i64>().prop_map(Value::Int),
-            Just(Value::Nil),
-            Just(Value::Bool(true)),
-            any::<f64>().prop_map(Value::Float),
-            Just(Value::from(&b"ab"[..])),
-        ];
-        let value = scalar.clone().prop_recursive(3, 12, 3, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-                proptest::collection::vec(("[kl]", inner), 0..3).prop_map(|kv| {
-                    Value::Map(kv.into_iter().map(|(k, v)| (Value::str(&k), v)).collect())
-                }),
-            ]
-        });
-        let chain = proptest::collection::vec((0usize..4, 0u64..1 << 40), 1..4).prop_map(|links| {
-            let mut chain: Option<Chain> = None;
-            for (n, tick) in links {
-                let node = NodeName::from(format!("n{n}"));
-                if chain.as_ref().is_some_and(|c| c.find(&node).is_some()) {
-                    continue;
-                }
-                chain = Some(Chain::attach(node, tick, chain.as_ref()));
+        use proptest::strategy::Strategy;
+        proptest::collection::vec(distkv_model::strategies::event(), 0..6).prop_map(|events| {
+            Update {
+                node: "n1".into(),
+                events,
             }
-            chain.expect("at least one link")
-        });
-        let event = (
-            proptest::collection::vec(scalar, 0..4),
-            chain,
-            proptest::option::of(value),
-            any::<u32>(),
-        )
-            .prop_map(|(path, chain, value, tock)| UpdateEvent {
-                path: distkv_model::Path::new(path),
-                chain,
-                value,
-                tock: u64::from(tock),
-            });
-        proptest::collection::vec(event, 0..6).prop_map(|events| Update {
-            node: "n1".into(),
-            events,
         })
     }
 
