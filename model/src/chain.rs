@@ -220,7 +220,15 @@ impl Chain {
     /// checks [`Chain::from_value`] makes: at least one and at most
     /// [`MAX_CHAIN_LINKS`] links, each node once with a name of at most
     /// [`MAX_NAME_BYTES`] bytes and a tick of at most [`MAX_COUNTER`].
-    pub fn from_checked_links(links: Vec<Link>) -> Result<Chain, ChainError> {
+    pub fn from_checked_links(mut links: Vec<Link>) -> Result<Chain, ChainError> {
+        Chain::from_checked_drain(&mut links)
+    }
+
+    /// [`Chain::from_checked_links`] of the links in `links`, taken out of
+    /// it (a decoder keeps the buffer for the next chain): no allocation
+    /// for a chain of one link, one for a longer one. On an error the
+    /// links are left in `links`.
+    pub fn from_checked_drain(links: &mut Vec<Link>) -> Result<Chain, ChainError> {
         if links.len() > MAX_CHAIN_LINKS {
             return Err(ChainError("chain has more links than the limit of 256"));
         }
@@ -235,7 +243,15 @@ impl Chain {
                 return Err(ChainError("node appears twice"));
             }
         }
-        Chain::from_links(links).ok_or(ChainError("link without node"))
+        match links.len() {
+            0 => Err(ChainError("link without node")),
+            1 => links
+                .pop()
+                .map(|l| Chain(Links::One(l)))
+                .ok_or(ChainError("link without node")),
+            // One allocation: the drained links go straight into the slice.
+            _ => Ok(Chain(Links::Many(links.drain(..).collect()))),
+        }
     }
 
     /// Decodes the wire form. `Ok(None)` for nil or a map without `node`.

@@ -20,6 +20,7 @@
 //! under that depth, both decoders build the same [`Value`], far inside
 //! every depth limit.
 
+use crate::budget::MAX_CHAIN_LINKS;
 use crate::chain::MAX_COUNTER;
 use crate::codec::EXT_PATH;
 use crate::cursor::Cursor;
@@ -42,6 +43,8 @@ pub struct EventDecoder {
     path_strs: PathStrings,
     /// The elements of the path being decoded.
     elems: Vec<Value>,
+    /// The links of the chain being decoded.
+    links: Vec<Link>,
 }
 
 impl Default for EventDecoder {
@@ -50,6 +53,7 @@ impl Default for EventDecoder {
             names: Vec::new(),
             path_strs: PathStrings::new(FAST_DEPTH, usize::MAX),
             elems: Vec::new(),
+            links: Vec::new(),
         }
     }
 }
@@ -68,13 +72,16 @@ impl EventDecoder {
             0x86 => true,
             _ => return None,
         };
-        let mut links = Vec::with_capacity(1);
+        self.links.clear();
         c.expect(&[0xa4, b'n', b'o', b'd', b'e'])?;
-        links.push(self.link(c)?);
+        self.link(c)?;
         // `{node, tick, prev}` maps down to a nil `prev`.
         while c.peek()? == 0x83 {
+            if self.links.len() == MAX_CHAIN_LINKS {
+                return None; // too long: the general road says so
+            }
             c.expect(&[0x83, 0xa4, b'n', b'o', b'd', b'e'])?;
-            links.push(self.link(c)?);
+            self.link(c)?;
         }
         c.expect(&[0xc0, 0xa4, b'p', b'a', b't', b'h'])?;
         let path = self.path(c)?;
@@ -86,7 +93,7 @@ impl EventDecoder {
         };
         c.expect(&[0xa4, b't', b'o', b'c', b'k'])?;
         let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
-        let chain = Chain::from_checked_links(links).ok()?;
+        let chain = Chain::from_checked_drain(&mut self.links).ok()?;
         check_nesting(&path, value.as_ref()).ok()?;
         Some(UpdateEvent {
             path,
@@ -143,13 +150,14 @@ impl EventDecoder {
     }
 
     /// A link's node name and tick, then the `prev` key (the cursor is
-    /// past the `node` key).
-    fn link(&mut self, c: &mut Cursor<'_>) -> Option<Link> {
+    /// past the `node` key): the link joins the chain being decoded.
+    fn link(&mut self, c: &mut Cursor<'_>) -> Option<()> {
         let node = self.name(c.str()?)?;
         c.expect(&[0xa4, b't', b'i', b'c', b'k'])?;
         let tick = c.uint()?;
         c.expect(&[0xa4, b'p', b'r', b'e', b'v'])?;
-        Some(Link { node, tick })
+        self.links.push(Link { node, tick });
+        Some(())
     }
 }
 
@@ -162,6 +170,36 @@ mod tests {
     fn fast(d: &mut EventDecoder, bytes: &[u8]) -> Option<UpdateEvent> {
         let mut c = Cursor::new(bytes);
         d.event(&mut c).filter(|_| c.at_end())
+    }
+
+    /// A chain of the most links allowed takes the fast road; one link
+    /// more is refused by both roads (the fast one stops reading there).
+    #[test]
+    fn chains_beyond_the_limit_are_refused_by_both_roads() {
+        let mut d = EventDecoder::new();
+        for n in [MAX_CHAIN_LINKS, MAX_CHAIN_LINKS + 1] {
+            let links = (0..n)
+                .map(|i| Link {
+                    node: NodeName::from(format!("n{i}")),
+                    tick: i as u64,
+                })
+                .collect();
+            let ev = UpdateEvent {
+                path: crate::path!["a"],
+                chain: Chain::from_links(links).expect("links"),
+                value: None,
+                tock: 1,
+            };
+            let mut bytes = Vec::new();
+            serial::encode(&ev, &mut bytes);
+            let general = serial::from_slice::<UpdateEvent>(&bytes).ok();
+            if n == MAX_CHAIN_LINKS {
+                assert_eq!(fast(&mut d, &bytes), Some(ev.clone()));
+                assert_eq!(general, Some(ev));
+            } else {
+                assert_eq!((fast(&mut d, &bytes), general), (None, None));
+            }
+        }
     }
 
     proptest::proptest! {
