@@ -154,7 +154,8 @@ impl Update {
             // msgpack item takes at least one byte, and our encoding of one
             // takes at most 9 besides the string, binary and extension
             // bytes it carries, which it writes as read or fewer): only
-            // an event that large is counted (serially) for its size.
+            // an event read from more bytes than the budget's ninth is
+            // measured by encoding it.
             let read = before - c.remaining();
             if read > MAX_EVENT_BYTES / 9 && check_event_size(serial::encoded_len(&e)).is_err() {
                 return None;

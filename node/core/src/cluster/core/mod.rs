@@ -123,12 +123,19 @@ pub enum Notice {
 /// A bus message read before the state is taken ([`Core::read`]).
 #[derive(Debug)]
 pub enum Incoming<'a> {
-    /// An `update` message, or why it is not one (with its topic).
-    Update(Result<Update, (&'a str, MsgError)>),
-    /// An `info` message, or why it is not one.
-    Info(Result<Info, (&'a str, MsgError)>),
+    /// Another node's batch of changes.
+    Update(Update),
+    /// A node's tick bookkeeping.
+    Info(Info),
     /// One of our own `update` messages coming back from the bus.
     Own,
+    /// An `update` or `info` message that does not decode.
+    Bad {
+        /// Where it came from.
+        topic: &'a str,
+        /// Why it does not decode.
+        error: MsgError,
+    },
     /// Any other message, as it came.
     Other {
         /// Where it came from.
@@ -401,37 +408,37 @@ impl Core {
     /// every client waits for it), our own batches are recognised, any
     /// other message is passed on as it came.
     pub fn read<'a>(&self, topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
-        if topic == self.topics.update {
+        let decoded = if topic == self.topics.update {
             if peek_sender(payload) == Some(&*self.me) {
                 return Incoming::Own;
             }
-            Incoming::Update(Update::decode(payload).map_err(|e| (topic, e)))
+            Update::decode(payload).map(Incoming::Update)
         } else if topic == self.topics.info {
-            Incoming::Info(Info::decode(payload).map_err(|e| (topic, e)))
+            Info::decode(payload).map(Incoming::Info)
         } else {
-            Incoming::Other { topic, payload }
-        }
+            return Incoming::Other { topic, payload };
+        };
+        decoded.unwrap_or_else(|error| Incoming::Bad { topic, error })
     }
 
     /// Handles a message [`Core::read`] read.
     pub fn take(&mut self, st: &mut State, now: u64, m: Incoming<'_>) {
         let taking = self.admit.batch(st);
         self.refuse_events(taking.err().map(|e| e.to_string()));
-        let result = match m {
-            Incoming::Own => Ok(()), // our own batch coming back
-            Incoming::Update(u) => u.map(|u| self.on_update(st, now, u)),
-            Incoming::Info(i) => i.map(|i| self.on_info(st, now, i)),
+        match m {
+            Incoming::Own => {} // our own batch coming back
+            Incoming::Update(u) => self.on_update(st, now, u),
+            Incoming::Info(i) => self.on_info(st, now, i),
+            Incoming::Bad { topic, error } => {
+                tracing::warn!(%topic, %error, "ignoring a bad cluster message");
+            }
             Incoming::Other { topic, payload } => {
                 if topic == self.topics.ping {
                     self.on_ping(st, now, payload);
                 } else if topic == self.topics.del {
                     self.on_del(st, now, payload);
                 } // anything else under the root is not ours
-                Ok(())
             }
-        };
-        if let Err((topic, e)) = result {
-            tracing::warn!(%topic, error = %e, "ignoring a bad cluster message");
         }
     }
 

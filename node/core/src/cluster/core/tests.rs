@@ -80,7 +80,7 @@ fn messages_are_read_without_the_state_then_taken() {
     };
     let (theirs, ours) = (update("b"), update("a"));
     let m = core.read(&topics.update, &theirs);
-    assert!(matches!(&m, Incoming::Update(Ok(u)) if u.events == [ev("b")]));
+    assert!(matches!(&m, Incoming::Update(u) if u.events == [ev("b")]));
     assert!(
         st.root().follow(&path!["x"]).is_none(),
         "not applied when read"
@@ -93,7 +93,7 @@ fn messages_are_read_without_the_state_then_taken() {
     assert!(matches!(core.read(&topics.update, &ours), Incoming::Own));
     assert!(matches!(
         core.read(&topics.info, b"\xc1"),
-        Incoming::Info(Err((t, _))) if t == topics.info
+        Incoming::Bad { topic, .. } if topic == topics.info
     ));
     assert!(matches!(
         core.read(&topics.ping, b"x"),
