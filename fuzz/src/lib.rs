@@ -124,9 +124,15 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// An event-log segment file, read strictly and with tail recovery, and
-/// the bytes as one log record.
+/// the bytes as one log record (by both roads, to the same record).
 pub fn log_segment(data: &[u8]) {
-    if let Ok(r) = LogRecord::decode(data) {
+    let record = LogRecord::decode(data);
+    assert_eq!(
+        record.as_ref().ok(),
+        LogRecord::decode_general(data).as_ref().ok(),
+        "the fast road decodes a record as the general one"
+    );
+    if let Ok(r) = record {
         let mut out = Vec::new();
         r.encode(&mut out);
         assert_eq!(
@@ -167,12 +173,17 @@ pub fn snapshot_file(data: &[u8]) {
 }
 
 /// A cluster message. The first byte picks the topic; a node's core
-/// handles the rest as that topic's payload, then runs its timers.
+/// handles the rest as that topic's payload, then runs its timers. An
+/// update decodes the same by both roads.
 pub fn bus_message(data: &[u8]) {
     let Some((&which, payload)) = data.split_first() else {
         return;
     };
-    let _ = Update::decode(payload);
+    assert_eq!(
+        Update::decode(payload).ok(),
+        Update::decode_general(payload).ok(),
+        "the fast road decodes an update as the general one"
+    );
     let _ = Info::decode(payload);
     let _ = codec::decode_with(payload, BUS_LIMITS);
     let mut st = State::new("fuzz", Default::default());

@@ -299,8 +299,9 @@ impl LogRecord {
 
     /// [`LogRecord::decode`] by the general serde decoder, which takes
     /// every layout (the fast road takes the writer's own event layout
-    /// only, see [`crate::RecordDecoder`]).
-    pub(crate) fn decode_general(bytes: &[u8]) -> Result<LogRecord, RecordError> {
+    /// only, see [`crate::RecordDecoder`]): the reference the fast road is
+    /// held to, by the tests and the fuzz targets.
+    pub fn decode_general(bytes: &[u8]) -> Result<LogRecord, RecordError> {
         let r: RecordIn<'_> = serial::from_slice(bytes).map_err(|e| RecordError(e.to_string()))?;
         let (seq, time_ms) = (r.seq, r.ms);
         match r.t {

@@ -168,8 +168,9 @@ impl Update {
         c.at_end().then_some(Update { node, events })
     }
 
-    /// [`Update::decode`] by serde, for every layout.
-    fn decode_general(buf: &[u8]) -> Result<Update, MsgError> {
+    /// [`Update::decode`] by serde, for every layout: the reference the
+    /// fast road is held to, by the tests and the fuzz targets.
+    pub fn decode_general(buf: &[u8]) -> Result<Update, MsgError> {
         let u: UpdateIn<'_> = serial::from_slice(buf)?;
         let bad = |why: &str| MsgError::Shape("update", why.to_string());
         for e in &u.ev {
