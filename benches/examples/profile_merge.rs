@@ -36,10 +36,7 @@ fn main() {
             EVENTS as f64 / wall,
             EVENTS as f64 / cpu
         );
-        // Freeing the state is not what is measured.
-        if let Some(old) = last.replace(st) {
-            std::mem::forget(old);
-        }
+        keep(&mut last, st);
     }
     let msgs = UpdateEncoder::default().encode("node0", events.iter());
     for _ in 0..3 {
@@ -62,9 +59,7 @@ fn main() {
             EVENTS as f64 / cpu,
             decode * 1e9 / EVENTS as f64,
         );
-        if let Some(old) = last.replace(st) {
-            std::mem::forget(old);
-        }
+        keep(&mut last, st);
     }
     // As the cluster task takes them: the protocol's checks (forged ticks,
     // the node's admission), then the apply.
@@ -84,12 +79,18 @@ fn main() {
             "the cluster core taking the messages: {:.0} events/s (cpu)",
             EVENTS as f64 / cpu
         );
-        if let Some(old) = last.replace(st) {
-            std::mem::forget(old);
-        }
+        keep(&mut last, st);
     }
     if let Some(st) = last {
         read_log(&st);
+    }
+}
+
+/// Keeps `st` as the last state, the one before it never freed: freeing
+/// a state is not what is measured.
+fn keep(last: &mut Option<State>, st: State) {
+    if let Some(old) = last.replace(st) {
+        std::mem::forget(old);
     }
 }
 

@@ -59,6 +59,11 @@ fn record(seq: Seq) -> LogRecord {
     }
 }
 
+/// The records of seqs 1 to `n`, as [`commit_group`] writes them.
+fn records(n: Seq) -> Vec<LogRecord> {
+    (1..=n).map(record).collect()
+}
+
 fn is_event(r: &LogRecord) -> bool {
     matches!(r, LogRecord::Event { .. })
 }
@@ -192,10 +197,7 @@ fn big_groups_are_compressed_and_small_ones_stay_raw() -> TestResult {
     assert!(big.compressed);
     assert_eq!(w.stats().compressed_blocks, 1);
     w.close(Now::at(0))?;
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=41).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(41));
     Ok(())
 }
 
@@ -522,10 +524,7 @@ fn a_rotation_leaves_its_fsyncs_to_the_fsync_thread() -> TestResult {
     // The rotation asked for meanwhile happens now.
     assert!(commit_group(&mut w, 1, 70)?.rotated);
     w.close(Now::at(80))?;
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=8).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(8));
     assert_eq!(segments(tmp.path())?.len(), 3);
     Ok(())
 }
@@ -566,10 +565,7 @@ fn a_failed_rotation_fails_the_writer_and_opening_finishes_it() -> TestResult {
         assert!(unfinished[0].named, "{unfinished:?}");
         assert_eq!(w.next_seq(), 6);
         w.close(Now::at(2_000))?;
-        assert_eq!(
-            read_all(tmp.path())?,
-            (1..=5).map(record).collect::<Vec<_>>()
-        );
+        assert_eq!(read_all(tmp.path())?, records(5));
     }
     Ok(())
 }
@@ -610,10 +606,7 @@ fn a_failed_writer_settles_its_rotation_before_the_log_is_opened_again() -> Test
     drop(w);
     again.close(Now::at(40))?;
     holder.join().map_err(|_| "the holder panicked")?;
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=5).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(5));
     Ok(())
 }
 
@@ -638,7 +631,7 @@ fn an_unfinished_rotation_is_named_or_kept_aside() -> TestResult {
         fs::rename(&named, &pending)?;
         Ok((tmp, first, pending))
     };
-    let all = (1..=5).map(record).collect::<Vec<_>>();
+    let all = records(5);
 
     // The segment before is whole: named, nothing lost.
     let (tmp, _, _) = crashed()?;
@@ -771,10 +764,7 @@ fn a_crash_before_a_new_segment_is_durable_loses_only_that_segment() -> TestResu
     commit_group(&mut w, 1, 40)?;
     assert_eq!(w.segment_path(), tmp.path().join(segment_file_name(5)));
     w.close(Now::at(50))?;
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=5).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(5));
     // The name is there, the file empty (its header was not written back).
     let tmp = tempfile::tempdir()?;
     let mut w = background_sync_writer(tmp.path())?;
@@ -787,10 +777,7 @@ fn a_crash_before_a_new_segment_is_durable_loses_only_that_segment() -> TestResu
     assert!(w.recovery().header_rewritten);
     assert_eq!(w.next_seq(), 4);
     w.close(Now::at(60))?;
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=3).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(3));
 
     // Blocks written back, but not the first page, header and all: damage
     // followed by valid blocks, refused; `Salvage` keeps what it can.
@@ -1715,7 +1702,7 @@ fn the_search_for_valid_blocks_is_bounded() -> TestResult {
     }
     assert_eq!(
         blank_lost(read_strict(tmp.path())?),
-        without(&(1..=2).map(record).collect::<Vec<_>>(), 2..2)
+        without(&records(2), 2..2)
     );
     Ok(())
 }
@@ -1766,10 +1753,7 @@ fn a_reopened_writer_continues_after_the_last_record() -> TestResult {
         1,
         "reopening appends to the segment"
     );
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=8).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(8));
     Ok(())
 }
 
@@ -1952,10 +1936,7 @@ fn a_failed_write_stops_the_writer_and_reopening_recovers() -> TestResult {
     let w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
     assert_eq!(w.recovery().next_seq, 4);
     drop(w);
-    assert_eq!(
-        read_all(tmp.path())?,
-        (1..=3).map(record).collect::<Vec<_>>()
-    );
+    assert_eq!(read_all(tmp.path())?, records(3));
     Ok(())
 }
 
