@@ -755,6 +755,22 @@ impl State {
         }
     }
 
+    /// Starts a restore whose entries come in a snapshot's order (depth
+    /// first, parents before children, each subtree whole), which the tree
+    /// fills without looking up each new child (see `state::tree`); ends
+    /// with [`State::end_in_order_restore`].
+    pub(crate) fn begin_in_order_restore(&mut self) {
+        self.tree.begin_in_order();
+    }
+
+    /// Ends a restore begun by [`State::begin_in_order_restore`]. False if
+    /// its entries broke the order (a path came twice, or a subtree in
+    /// parts): the state is then only fit to be dropped.
+    #[must_use]
+    pub(crate) fn end_in_order_restore(&mut self) -> bool {
+        self.tree.end_in_order()
+    }
+
     /// Merges the ticks collected by [`State::restore_entry_batched`].
     pub fn finish_restore(&mut self, batch: SeenBatch) {
         for (name, mut ticks) in batch.0.into_iter().flatten() {

@@ -33,6 +33,16 @@
 //! get borrowed views that deref to `&Value` / `&Chain` ([`ValueRef`],
 //! [`ChainRef`]), made without copying or counting references.
 //!
+//! A snapshot's load adds its entries in the order a snapshot holds them:
+//! depth first, parents before children, each subtree whole. In that order
+//! a child added below a parent whose children all came with the load is
+//! a new one, so [`Tree::begin_in_order`] skips the look-up and leaves the
+//! parent's hash table empty; [`Tree::end_in_order`] builds each such
+//! table from the insertion order in one pass (no look-up missing the
+//! cache per entry, no growing) and says whether the order was kept, i.e.
+//! whether no parent got the same name twice. A load that breaks the order
+//! is done again the usual way (`persist::snap::load`).
+//!
 //! [`Entry`] is a cheap, copyable view of one slot and the tree around it;
 //! reading goes through it. Changes go through [`Tree`]'s crate-private
 //! methods.
@@ -156,6 +166,9 @@ type KidsId = std::num::NonZeroU32;
 struct Children {
     order: Vec<EntryId>,
     index: HashTable<EntryId>,
+    /// Made during an in-order load: `index` is empty until
+    /// [`Tree::end_in_order`] builds it.
+    in_order: bool,
 }
 
 /// The arena of entries; slot [`ROOT`] is the root.
@@ -179,6 +192,9 @@ pub struct Tree {
     /// from the root: `last_path[i]` is at depth `i + 1` (see the module's
     /// text). Emptied whenever a slot is freed.
     last_path: Vec<EntryId>,
+    /// During an in-order load ([`Tree::begin_in_order`]): the children
+    /// whose tables wait for its end.
+    in_order: Option<Vec<KidsId>>,
 }
 
 impl Default for Tree {
@@ -193,6 +209,7 @@ impl Default for Tree {
             node_ids: HashMap::default(),
             recent_nodes: RecentNames::default(),
             last_path: Vec::new(),
+            in_order: None,
         };
         t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
@@ -348,6 +365,15 @@ impl Tree {
     /// The child of `parent` named `name`.
     fn find(&self, parent: EntryId, name: &Value) -> Option<EntryId> {
         let kids = self.kids(parent)?;
+        if kids.in_order {
+            // Nothing looks children up during a load; should anything,
+            // it finds them in their order (slowly).
+            return kids
+                .order
+                .iter()
+                .copied()
+                .find(|&c| self.slot(c).name.view() == *name);
+        }
         kids.index
             .find(self.hash(name), |&c| self.slot(c).name.view() == *name)
             .copied()
@@ -367,31 +393,96 @@ impl Tree {
         }
         self.last_path.truncate(depth);
         for name in &rel[depth..] {
-            at = match self.find(at, name) {
-                Some(c) => c,
-                None => self.add_child(at, name),
+            let in_order = self.in_order.is_some() && self.kids(at).is_none_or(|k| k.in_order);
+            at = match in_order {
+                // New: see the module's text.
+                true => self.add_in_order(at, name),
+                false => match self.find(at, name) {
+                    Some(c) => c,
+                    None => self.add_child(at, name),
+                },
             };
             self.last_path.push(at);
         }
         at
     }
 
-    fn add_child(&mut self, parent: EntryId, name: &Value) -> EntryId {
-        let tock = self.slot(parent).tock;
-        let id = self.alloc(Slot::new(Packed::new(name.clone()), parent, tock));
-        let hash = self.hash(name);
+    /// Starts an in-order load (see the module's text): until
+    /// [`Tree::end_in_order`], [`Tree::follow_create`] takes a child
+    /// below a parent whose children all came since to be new.
+    pub(crate) fn begin_in_order(&mut self) {
+        self.in_order.get_or_insert_with(Vec::new);
+    }
+
+    /// Ends an in-order load: builds the tables it left empty. False if
+    /// the order was broken (a parent got the same name twice: the tree
+    /// holds both, one of them not in the table, and is only fit to be
+    /// dropped).
+    pub(crate) fn end_in_order(&mut self) -> bool {
+        let mut kept = true;
+        for k in self.in_order.take().unwrap_or_default() {
+            let at = k.get() as usize - 1;
+            let mut kids = std::mem::take(&mut self.kids[at]);
+            // The room a table that grew by itself would have.
+            let mut index = HashTable::with_capacity(kids.order.len());
+            for &c in &kids.order {
+                let name = self.slot(c).name.view();
+                let same = |&o: &EntryId| self.slot(o).name.view() == name;
+                match index.entry(self.hash(&name), same, |&o| self.name_hash(o)) {
+                    hashbrown::hash_table::Entry::Vacant(v) => {
+                        v.insert(c);
+                    }
+                    hashbrown::hash_table::Entry::Occupied(_) => kept = false,
+                }
+            }
+            kids.index = index;
+            kids.in_order = false;
+            self.kids[at] = kids;
+        }
+        kept
+    }
+
+    fn add_in_order(&mut self, parent: EntryId, name: &Value) -> EntryId {
+        let id = self.new_child(parent, name);
         let k = match self.slot(parent).children {
             Some(k) => k,
             None => {
-                let k = self.free_kids.pop().unwrap_or_else(|| {
-                    self.kids.push(Children::default());
-                    // Fewer parents than entries, which are fewer than 2^32.
-                    KidsId::new(u32::try_from(self.kids.len()).expect("fewer than 2^32 parents"))
-                        .expect("at least one")
-                });
-                self.slot_mut(parent).children = Some(k);
+                let k = self.new_children(parent);
+                self.kids[k.get() as usize - 1].in_order = true;
+                if let Some(waiting) = &mut self.in_order {
+                    waiting.push(k);
+                }
                 k
             }
+        };
+        self.kids[k.get() as usize - 1].order.push(id);
+        id
+    }
+
+    /// A new slot for child `name` of `parent`, which inherits its tock.
+    fn new_child(&mut self, parent: EntryId, name: &Value) -> EntryId {
+        let tock = self.slot(parent).tock;
+        self.alloc(Slot::new(Packed::new(name.clone()), parent, tock))
+    }
+
+    /// New (empty) children for `parent`, which has none.
+    fn new_children(&mut self, parent: EntryId) -> KidsId {
+        let k = self.free_kids.pop().unwrap_or_else(|| {
+            self.kids.push(Children::default());
+            // Fewer parents than entries, which are fewer than 2^32.
+            KidsId::new(u32::try_from(self.kids.len()).expect("fewer than 2^32 parents"))
+                .expect("at least one")
+        });
+        self.slot_mut(parent).children = Some(k);
+        k
+    }
+
+    fn add_child(&mut self, parent: EntryId, name: &Value) -> EntryId {
+        let id = self.new_child(parent, name);
+        let hash = self.hash(name);
+        let k = match self.slot(parent).children {
+            Some(k) => k,
+            None => self.new_children(parent),
         };
         let at = k.get() as usize - 1;
         // Out of the table while it is rebuilt from the slots.
@@ -433,6 +524,7 @@ impl Tree {
 
     /// Removes leaves in bulk: see [`BulkRemoval`].
     pub(crate) fn bulk_removal(&mut self) -> BulkRemoval<'_> {
+        debug_assert!(self.in_order.is_none(), "no removal during a load");
         BulkRemoval {
             tree: self,
             left: Vec::new(),
@@ -661,7 +753,9 @@ impl<'a> Entry<'a> {
 
     /// Whether the entry has children.
     pub fn has_children(self) -> bool {
-        self.tree.kids(self.id).is_some_and(|k| !k.index.is_empty())
+        self.tree
+            .kids(self.id)
+            .is_some_and(|k| !k.index.is_empty() || k.in_order && !k.order.is_empty())
     }
 
     /// A child by name.
@@ -835,6 +929,115 @@ mod tests {
             assert_eq!(found, Some(path!["p", i]));
         }
         assert_eq!(t.find(parent, &Value::Int(20_000)), None);
+    }
+
+    /// Paths in a snapshot's order (depth first, parents before children,
+    /// each subtree whole): a parent of 3 000 children; levels without an
+    /// entry of their own (`p`, `x`: only below them are there entries);
+    /// names of several kinds.
+    fn in_snapshot_order() -> Vec<Path> {
+        let mut paths = Vec::new();
+        for (a, children) in [("a", 7i64), ("big", 3_000), ("c", 2)] {
+            if a != "big" {
+                paths.push(path![a]);
+            }
+            for b in 0..children {
+                paths.push(path![a, "p", b]);
+                if b % 5 == 0 {
+                    paths.push(path![a, "p", b, "x", Value::Bin(vec![1, 2].into())]);
+                    paths.push(path![a, "p", b, "x", "y"]);
+                }
+            }
+        }
+        paths.push(path![Value::Nil, "meta"]);
+        paths
+    }
+
+    /// Every parent's children in `t` below `id`, depth first: names, and
+    /// the room of their table.
+    fn shape(t: &Tree, id: EntryId, out: &mut Vec<(Path, Vec<Value>, usize)>) {
+        let Some(kids) = t.kids(id) else { return };
+        let names = kids
+            .order
+            .iter()
+            .map(|&c| t.entry(c).name().to_owned())
+            .collect();
+        out.push((t.entry(id).path(), names, kids.index.capacity()));
+        for &c in &kids.order {
+            shape(t, c, out);
+        }
+    }
+
+    #[test]
+    fn an_in_order_load_builds_the_tree_a_load_by_look_ups_builds() {
+        let paths = in_snapshot_order();
+        let mut looked_up = Tree::default();
+        // A tree not empty before the load: its root's children and
+        // `a`'s are looked up as before.
+        looked_up.follow_create(&path!["a", "first"]);
+        let mut in_order = Tree::default();
+        in_order.follow_create(&path!["a", "first"]);
+        in_order.begin_in_order();
+        for p in &paths {
+            let (l, o) = (looked_up.follow_create(p), in_order.follow_create(p));
+            assert_eq!(l, o, "{p}");
+        }
+        // While it lasts, look-ups are still right (the slow way).
+        let big = in_order.root().follow(&path!["big", "p"]).map(|e| e.id());
+        assert!(big.is_some_and(|b| in_order.kids(b).is_some_and(|k| k.in_order)));
+        assert!(in_order
+            .root()
+            .follow(&path!["big", "p", 2_999i64])
+            .is_some());
+        assert!(in_order
+            .root()
+            .follow(&path!["big", "p"])
+            .is_some_and(Entry::has_children));
+        assert!(in_order.end_in_order(), "the order was kept");
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        shape(&looked_up, ROOT, &mut want);
+        shape(&in_order, ROOT, &mut got);
+        assert_eq!(got, want, "the same children, order and room");
+        for p in &paths {
+            let e = in_order.root().follow(p).map(|e| e.path());
+            assert_eq!(e.as_ref(), Some(p));
+        }
+        assert!(in_order.in_order.is_none() && in_order.kids.iter().all(|k| !k.in_order));
+    }
+
+    #[test]
+    fn an_in_order_load_that_breaks_the_order_says_so() {
+        let subtree_in_parts = [
+            path!["a", "x", 1i64],
+            path!["a", "y"],
+            path!["a", "x", 2i64],
+        ];
+        let twice = [path!["b", 1i64], path!["b", 2i64], path!["b", 1i64]];
+        for paths in [&subtree_in_parts[..], &twice[..]] {
+            let mut t = Tree::default();
+            t.begin_in_order();
+            for p in paths {
+                t.follow_create(p);
+            }
+            assert!(!t.end_in_order(), "{paths:?}");
+        }
+        // Kept: the same name below different parents, and a name met
+        // again at the start of a new in-order load.
+        let mut t = Tree::default();
+        t.begin_in_order();
+        for p in [path!["a", 1i64], path!["b", 1i64], path!["b", 2i64, 1i64]] {
+            t.follow_create(&p);
+        }
+        assert!(t.end_in_order());
+        t.begin_in_order();
+        t.follow_create(&path!["a", 1i64]);
+        let again = t.follow_create(&path!["b", 2i64, 1i64]);
+        assert!(t.end_in_order());
+        assert_eq!(t.len(), 7, "nothing made twice");
+        assert_eq!(
+            t.root().follow(&path!["b", 2i64, 1i64]).map(|e| e.id()),
+            Some(again)
+        );
     }
 
     #[test]
