@@ -69,7 +69,11 @@ const BROKER_SEGMENT_BYTES: usize = 2 << 20;
 /// topic + payload + 4; a segment overflows by its last message, up to
 /// [`MAX_PACKET`]; the messages' own structs come on top) and
 /// *always* that much once that much passed through — traffic a link read
-/// long ago stays in memory until it is rotated out. A subscriber whose
+/// long ago stays in memory until it is rotated out. In memory it is
+/// nearly twice that: rumqttd keeps each message in the read buffer it
+/// arrived in, which grows by doubling (≈ 3.9 MB of RSS per segment under
+/// a node's fill, ≈ 31 MB for the log: docs/perf.md, "A snapshot loaded in
+/// its own order"). A subscriber whose
 /// cursor is in a dropped segment jumps to the oldest one still there: it
 /// loses what it had not read, as the `Bus` contract allows.
 ///
