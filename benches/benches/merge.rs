@@ -1,13 +1,16 @@
 //! Merge throughput: applying remote update events to the tree, and
 //! merging them as a node does (`update` messages decoded, then their
-//! events applied); and purging the tombstones of many deleted siblings.
+//! events applied); purging the tombstones of many deleted siblings; and
+//! loading a snapshot, the first part of a node's start.
 //!
 //! `cargo bench -p distkv-benches --bench merge`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use distkv_benches::{fresh_state, remote_events};
+use distkv_benches::{fresh_state, key_path, remote_events};
+use distkv_log::LogLimits;
 use distkv_model::{Path, Value};
 use distkv_node::cluster::msg::{Update, UpdateEncoder};
+use distkv_node::persist::snap;
 
 fn merge(c: &mut Criterion) {
     let mut g = c.benchmark_group("merge");
@@ -81,10 +84,47 @@ fn purge(c: &mut Criterion) {
     g.finish();
 }
 
+/// A snapshot of 1 M keys with 100-byte values loaded into a new state
+/// (`snap::load`, what a node's start and `distkv-replay` do): the keys
+/// of `distkv bench` (one parent), and the keys of the merge above (a
+/// thousand parents). The state's drop is not timed.
+fn load(c: &mut Criterion) {
+    let mut g = c.benchmark_group("load");
+    g.sample_size(10);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let n = 1_000_000u64;
+    let one_parent = |k: u64| Path::new(vec![Value::str("bench"), Value::uint(k)]);
+    let shapes: [(&str, &dyn Fn(u64) -> Path); 2] =
+        [("one_parent", &one_parent), ("1000_parents", &key_path)];
+    for (shape, path_of) in shapes {
+        let file = dir.path().join(format!("{shape}.dkvsnap"));
+        {
+            let mut st = fresh_state();
+            let value = Value::str(&"x".repeat(100));
+            for k in 0..n {
+                st.local_change(&path_of(k), Some(value.clone()))
+                    .expect("set");
+            }
+            snap::write(&st, &file, true, 0, n)
+                .and_then(|w| w.finish())
+                .expect("the snapshot written");
+        }
+        g.throughput(Throughput::Elements(n));
+        g.bench_function(format!("snapshot_{n}_keys_{shape}"), |b| {
+            b.iter_with_large_drop(|| {
+                snap::load(&file, "observer", LogLimits::default())
+                    .expect("the snapshot loads")
+                    .0
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // The allocator as every distkv program tunes it.
     config = { distkv_benches::heap::tune(); Criterion::default() };
-    targets = merge, purge
+    targets = merge, purge, load
 }
 criterion_main!(benches);
