@@ -640,7 +640,6 @@ pub(crate) mod tests {
     #[test]
     fn records_at_the_budget_round_trip_and_beyond_it_are_refused() -> Result<(), RecordError> {
         use distkv_model::budget::{MAX_CHAIN_LINKS, MAX_NESTING};
-        use distkv_model::Link;
         let nested = |depth: usize| {
             let mut v = Value::Int(1);
             for _ in 0..depth {
@@ -648,15 +647,9 @@ pub(crate) mod tests {
             }
             v
         };
-        let links = (0..MAX_CHAIN_LINKS)
-            .map(|i| Link {
-                node: NodeName::from(format!("n{i}")),
-                tick: i as u64,
-            })
-            .collect();
         let event = UpdateEvent {
             path: Path::new(vec![Value::str("a"), nested(MAX_NESTING - 1)]),
-            chain: Chain::from_links(links).expect("links"),
+            chain: distkv_model::strategies::chain_of(MAX_CHAIN_LINKS),
             value: Some(nested(MAX_NESTING)),
             tock: 9,
         };

@@ -178,15 +178,9 @@ mod tests {
     fn chains_beyond_the_limit_are_refused_by_both_roads() {
         let mut d = EventDecoder::new();
         for n in [MAX_CHAIN_LINKS, MAX_CHAIN_LINKS + 1] {
-            let links = (0..n)
-                .map(|i| Link {
-                    node: NodeName::from(format!("n{i}")),
-                    tick: i as u64,
-                })
-                .collect();
             let ev = UpdateEvent {
                 path: crate::path!["a"],
-                chain: Chain::from_links(links).expect("links"),
+                chain: crate::strategies::chain_of(n),
                 value: None,
                 tock: 1,
             };

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::{Chain, NodeName, Path, UpdateEvent, Value};
+use crate::{Chain, Link, NodeName, Path, UpdateEvent, Value};
 
 /// A value of every scalar kind the codec reads: short strings from a few
 /// (so that paths share them), strings at the edge of msgpack's short
@@ -58,6 +58,18 @@ pub fn chain() -> impl Strategy<Value = Chain> {
         }
         chain.expect("at least one link")
     })
+}
+
+/// A chain of `n` links (at least one): nodes `n0`, `n1`, … with ticks 0,
+/// 1, … — for chains at the budget's limit and beyond it.
+pub fn chain_of(n: usize) -> Chain {
+    let links = (0..n)
+        .map(|i| Link {
+            node: NodeName::from(format!("n{i}")),
+            tick: i as u64,
+        })
+        .collect();
+    Chain::from_links(links).expect("at least one link")
 }
 
 /// An event with any of the above, with or without a value.
