@@ -34,7 +34,7 @@ use std::collections::HashSet;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use distkv_core::state::{Applied, State};
+use distkv_core::state::{hash128, Applied, State};
 use distkv_model::chain::precedes;
 use distkv_model::{codec, Chain, NodeName, Path as KvPath, RangeSet, UpdateEvent, Value};
 use distkv_snapshot::{Item, SnapshotReader};
@@ -338,8 +338,8 @@ impl AuditReport {
     }
 }
 
-/// FNV-1a over the bytes of an event's path, value and tock (`buf` is
-/// scratch space).
+/// A hash of the bytes of an event's path, value and tock (`buf` is
+/// scratch space): half of the state digest's content hash.
 fn content_hash(ev: &UpdateEvent, buf: &mut Vec<u8>) -> u64 {
     buf.clear();
     codec::write_path(buf, &ev.path);
@@ -348,9 +348,7 @@ fn content_hash(ev: &UpdateEvent, buf: &mut Vec<u8>) -> u64 {
         None => buf.push(0xc1),
     }
     codec::write_uint(buf, ev.tock);
-    buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    hash128(buf) as u64
 }
 
 /// The first sighting of every event (`node:tick`): its content hash and

@@ -104,23 +104,96 @@ fn write_chain(out: &mut Vec<u8>, chain: &Chain) {
     out.push(0xc0);
 }
 
-/// FNV-1a, twice with different offsets, for a 128-bit content hash.
-fn hash128(bytes: &[u8]) -> u128 {
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut b: u64 = 0x6c62_272e_07bb_0142;
-    for &x in bytes {
-        a = (a ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ x as u64)
-            .wrapping_mul(0x0000_0100_0000_01b3)
-            .rotate_left(5);
+/// A 128-bit content hash of `bytes`: two lanes of 64 bits take the bytes
+/// eight at a time (little-endian words, the last one padded with zeros),
+/// each word through a multiply and a shift that, for a given word, map a
+/// lane's states one to one (no two histories merge), lane `b` with the
+/// word's halves swapped and its own odd constant; each lane then takes
+/// the length and ends with MurmurHash3's finalizer, so every input bit
+/// moves about half of the output's. A word's worth of dependent
+/// operations per eight bytes where a byte-wise FNV-1a took one per byte:
+/// the digests of a restore or a `diff` of 1 M entries hash 60 MB each.
+/// Not keyed, so not for data chosen to collide, which no state digest
+/// can stop anyway. Digests are compared within one version of distkv
+/// (a state's against a file's or a live node's entries, both hashed
+/// here); they are not stored.
+pub fn hash128(bytes: &[u8]) -> u128 {
+    const KA: u64 = 0x9e37_79b9_7f4a_7c15;
+    const KB: u64 = 0xc2b2_ae3d_27d4_eb4f;
+    fn step(lane: u64, k: u64) -> u64 {
+        let x = lane.wrapping_mul(k);
+        x ^ (x >> 29)
     }
-    ((a as u128) << 64) | b as u128
+    fn fmix(mut x: u64) -> u64 {
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+    let (mut a, mut b) = (0x243f_6a88_85a3_08d3u64, 0x1319_8a2e_0370_7344u64);
+    let mut words = bytes.chunks_exact(8);
+    let mut take = |w: u64| {
+        a = step(a ^ w, KA);
+        b = step(b ^ w.rotate_left(32), KB);
+    };
+    for w in &mut words {
+        take(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        take(u64::from_le_bytes(w));
+    }
+    let n = bytes.len() as u64;
+    (u128::from(fmix(a ^ n)) << 64) | u128::from(fmix(step(b ^ n, KB)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use distkv_model::path;
+
+    #[test]
+    fn every_byte_and_the_length_count() {
+        // Inputs one word and a bit long, trailing zeros that pad the
+        // last word, each single bit flipped: no two hash alike, and each
+        // flip moves about half of the 128 bits (what the finalizer
+        // gives; a lane that lost a flip would move none of its 64).
+        let base: Vec<u8> = (0..150u32).map(|i| (i * 37 + 11) as u8).collect();
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..=base.len() {
+            assert!(seen.insert(hash128(&base[..n])), "prefix of {n} bytes");
+        }
+        let mut padded = base[..13].to_vec();
+        for _ in 0..4 {
+            padded.push(0);
+            assert!(seen.insert(hash128(&padded)), "{} bytes", padded.len());
+        }
+        let h = hash128(&base);
+        let mut moved = [0u32; 2];
+        for bit in 0..base.len() * 8 {
+            let mut flipped = base.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let g = hash128(&flipped);
+            assert!(seen.insert(g), "bit {bit}");
+            let d = h ^ g;
+            for (lane, d) in [(d >> 64) as u64, d as u64].into_iter().enumerate() {
+                assert!(
+                    d.count_ones() >= 10,
+                    "bit {bit} moved {d:#x} of lane {lane}"
+                );
+                moved[lane] += d.count_ones();
+            }
+        }
+        // 32 bits of 64 on average, ± 0.12 (a flip's count has a spread
+        // of 4 bits, over 1 200 flips).
+        for m in moved {
+            let mean = f64::from(m) / (base.len() * 8) as f64;
+            assert!((31.0..33.0).contains(&mean), "{mean} bits moved on average");
+        }
+    }
 
     #[test]
     fn entries_are_hashed_as_their_values_encode() {

@@ -42,7 +42,7 @@ use distkv_model::{
     Chain, NodeName, NodeSet, Packed, Path, RangeSet, RecentNames, UpdateEvent, Value,
 };
 
-pub use digest::Digest;
+pub use digest::{hash128, Digest};
 pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
 pub use tree::{ChainRef, Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
