@@ -1,4 +1,5 @@
-//! The fast road for decoding entry items, the bulk of every snapshot.
+//! The fast roads for decoding entry items, the bulk of every snapshot,
+//! and node items, whose sets of ticks can be as long.
 //!
 //! The writer lays every entry item out the same way ([`crate::item`]):
 //! a fixarray of 5 or 6 — tag `1`, the depth as an unsigned integer, the
@@ -14,11 +15,13 @@
 //! takes, it makes the general decoder's checks (depth within the previous
 //! path, counters, chain) and gives the same fields.
 
+use std::borrow::Cow;
+
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::cursor::Cursor;
-use distkv_model::{Chain, Link, NodeName};
+use distkv_model::{serial, Chain, Link, NodeName, RangeSet};
 
-use crate::item::{check_chain, EntryParts};
+use crate::item::{check_chain, EntryParts, NodeParts};
 
 /// Deepest value (or path element) the fast road decodes: under it, the
 /// codec and serde build the same [`Value`], far inside every limit.
@@ -64,6 +67,30 @@ pub(crate) fn entry(bytes: &[u8], names: &[NodeName], prev_len: usize) -> Option
         chain,
         tock,
         value,
+    })
+}
+
+/// The node item `bytes` in the writer's layout — a fixarray of 5: tag
+/// `0`, the name as a string, the tick as nil or a counter, the two tick
+/// sets — decoded by serde into its fields (the sets built as they come)
+/// rather than into values first; `None` for anything else, which the
+/// general decoder then names.
+pub(crate) fn node(bytes: &[u8]) -> Option<NodeParts> {
+    // A name in any other form (bytes, a number) is the general
+    // decoder's to refuse.
+    let [0x95, 0x00, 0xa0..=0xbf | 0xd9..=0xdb, ..] = bytes else {
+        return None;
+    };
+    let (_, name, tick, known, deleted): (u8, Cow<'_, str>, Option<u64>, RangeSet, RangeSet) =
+        serial::from_slice(bytes).ok()?;
+    if tick.is_some_and(|t| t > MAX_COUNTER) {
+        return None;
+    }
+    Some(NodeParts {
+        name: NodeName::from(&*name),
+        tick,
+        known,
+        deleted,
     })
 }
 
@@ -210,6 +237,99 @@ mod tests {
                         .iter()
                         .flat_map(|c| c.links())
                         .any(|l| &*l.node == "stranger"), "item {} went the general way", n);
+                }
+            }
+        }
+    }
+
+    /// Node items: the fast road against the general one.
+    mod nodes {
+        use super::super::node;
+        use distkv_model::chain::MAX_COUNTER;
+        use distkv_model::{RangeSet, Value};
+        use proptest::prelude::*;
+
+        #[test]
+        fn a_name_in_bytes_is_left_to_the_general_decoder() {
+            let item = Value::Array(vec![
+                Value::uint(0),
+                Value::Bin(b"n1"[..].into()),
+                Value::Nil,
+                Value::Array(vec![]),
+                Value::Array(vec![]),
+            ]);
+            let bytes = distkv_model::codec::to_vec(&item);
+            assert!(node(&bytes).is_none());
+            let general = crate::item::Decoder::default().decode_general(&bytes);
+            assert_eq!(general.err().as_deref(), Some("node name is not a string"));
+        }
+
+        /// A node item's tick set in the wire form, as any writer may give
+        /// it: ticks and pairs in any order, overlapping, empty, reversed.
+        fn wire_ranges() -> impl Strategy<Value = Value> {
+            let item = prop_oneof![
+                (0u64..40).prop_map(Value::uint),
+                (0u64..40, 0u64..40)
+                    .prop_map(|(a, b)| Value::Array(vec![Value::uint(a), Value::uint(b)])),
+            ];
+            proptest::collection::vec(item, 0..8).prop_map(Value::Array)
+        }
+
+        proptest! {
+            #![proptest_config(proptest::test_runner::Config {
+                rng_seed: proptest::test_runner::RngSeed::Fixed(0x5a50),
+                ..proptest::test_runner::Config::default()
+            })]
+
+            /// On every node item, and on every one with a byte changed, the
+            /// fast road takes only what the general decoder decodes, to the
+            /// same node; it takes every item the writer makes.
+            #[test]
+            fn both_roads_decode_node_items_alike(
+                name in "[a-z]{0,4}",
+                tick in proptest::option::of(prop_oneof![0..9u64, MAX_COUNTER - 1..=MAX_COUNTER + 1]),
+                known in wire_ranges(),
+                deleted in wire_ranges(),
+                at in any::<proptest::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let item = Value::Array(vec![
+                    Value::uint(0),
+                    Value::str(&name),
+                    tick.map_or(Value::Nil, Value::uint),
+                    known.clone(),
+                    deleted.clone(),
+                ]);
+                let bytes = distkv_model::codec::to_vec(&item);
+                let mut changed = bytes.clone();
+                let i = at.index(changed.len());
+                changed[i] = byte;
+                for (n, b) in [bytes, changed].iter().enumerate() {
+                    let fast = node(b);
+                    let general = crate::item::Decoder::default().decode_general(b);
+                    match (fast, general) {
+                        (Some(p), Ok(crate::item::Decoded::Item(crate::Item::Node(r)))) => {
+                            prop_assert_eq!(
+                                (p.name, p.tick, p.known, p.deleted),
+                                (r.name, r.tick, r.known, r.deleted)
+                            );
+                        }
+                        (Some(p), other) => prop_assert!(false, "fast {:?}, general {:?}", p, other),
+                        (None, general) => prop_assert!(
+                            n == 1 || general.is_err(),
+                            "the item as made went the general way"
+                        ),
+                    }
+                }
+                // What the writer makes from the sets goes the fast way.
+                if tick.is_none_or(|t| t <= MAX_COUNTER) {
+                    let known = RangeSet::from_value(&known).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let deleted = RangeSet::from_value(&deleted).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let mut out = Vec::new();
+                    crate::item::Encoder::default()
+                        .node(&mut out, &name, tick, &known, &deleted)
+                        .map_err(TestCaseError::fail)?;
+                    prop_assert!(node(&out).is_some());
                 }
             }
         }

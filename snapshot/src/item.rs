@@ -201,6 +201,15 @@ pub(crate) struct EntryParts {
     pub(crate) value: Option<Value>,
 }
 
+/// The fields of a node item.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NodeParts {
+    pub(crate) name: NodeName,
+    pub(crate) tick: Option<u64>,
+    pub(crate) known: RangeSet,
+    pub(crate) deleted: RangeSet,
+}
+
 /// Decodes items in file order, checking the order and the `End` counts.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
@@ -223,12 +232,15 @@ impl Decoder {
         self.entries
     }
 
-    /// Decodes one item. `Err` says what is wrong with it. Entry items in
-    /// the writer's layout take the fast road ([`crate::fast`]), anything
-    /// else the general one; both give the same result.
+    /// Decodes one item. `Err` says what is wrong with it. Entry and node
+    /// items in the writer's layout take a fast road ([`crate::fast`]),
+    /// anything else the general one; both give the same result.
     pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
-        match crate::fast::entry(bytes, &self.names, self.prev.len()) {
-            Some(parts) => Ok(self.push_entry(parts)),
+        if let Some(parts) = crate::fast::entry(bytes, &self.names, self.prev.len()) {
+            return Ok(self.push_entry(parts));
+        }
+        match crate::fast::node(bytes) {
+            Some(parts) => self.push_node(parts),
             None => self.decode_general(bytes),
         }
     }
@@ -257,18 +269,34 @@ impl Decoder {
         let Value::Str(name) = name else {
             return Err("node name is not a string".into());
         };
-        if self.entries > 0 {
-            return Err(format!("node {name:?} after the first entry"));
-        }
-        if !self.seen.insert(name.clone()) {
-            return Err(format!("node {name:?} appears twice"));
-        }
         let tick = match tick {
             Value::Nil => None,
             t => Some(counter(&t).ok_or("node tick is not a counter")?),
         };
         let known = RangeSet::from_value(&known).map_err(|e| format!("known: {e}"))?;
         let deleted = RangeSet::from_value(&deleted).map_err(|e| format!("deleted: {e}"))?;
+        self.push_node(NodeParts {
+            name,
+            tick,
+            known,
+            deleted,
+        })
+    }
+
+    /// The node `parts` describe, if it may come here.
+    fn push_node(&mut self, parts: NodeParts) -> Result<Decoded, String> {
+        let NodeParts {
+            name,
+            tick,
+            known,
+            deleted,
+        } = parts;
+        if self.entries > 0 {
+            return Err(format!("node {name:?} after the first entry"));
+        }
+        if !self.seen.insert(name.clone()) {
+            return Err(format!("node {name:?} appears twice"));
+        }
         self.names.push(name.clone());
         Ok(Decoded::Item(Item::Node(NodeRecord {
             name,
