@@ -9,7 +9,8 @@
 //! ([`distkv_core::persist::snap::load`]); snapshots chosen for other
 //! histories are merged in as ordinary changes.
 //!
-//! [`Replay::run`] then merges the streams: records other than events
+//! [`Replay::run`] then merges the streams, each read on a thread of its
+//! own (the `ahead` module): records other than events
 //! (state records, snapshot items, damage) are handled as soon as they come
 //! up; among the streams' next events the one with the lowest tock goes
 //! first (ties: the stream given first), so each stream keeps its own
@@ -33,6 +34,7 @@ use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
 use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
 
+use crate::ahead::Ahead;
 use crate::error::{Error, Result};
 use crate::progress::{on_file, Progress};
 use crate::source::{
@@ -227,7 +229,8 @@ pub struct Replay {
     pub last_seq: Vec<Option<Seq>>,
     /// Whether the target event was reached.
     pub target_reached: bool,
-    streams: Vec<HistoryStream>,
+    /// The streams, each read on a thread of its own.
+    streams: Vec<Ahead>,
     target: Target,
     applied: FastMap<NodeName, RangeSet>,
     total_bytes: u64,
@@ -363,7 +366,7 @@ impl Replay {
                 _ => {}
             }
             starts.push(chosen.map(|s| s.path));
-            streams.push(HistoryStream::new(
+            streams.push(Ahead::start(HistoryStream::new(
                 h,
                 StreamSpec {
                     snapshot: stream_snap,
@@ -375,7 +378,7 @@ impl Replay {
                     // block the history index names, where it can.
                     seek: start == Start::Latest,
                 },
-            )?);
+            )?));
         }
         let n = streams.len();
         Ok(Replay {
@@ -450,13 +453,13 @@ impl Replay {
 
     /// Bytes of input read so far, of [`Replay::total_bytes`].
     pub fn position(&self) -> u64 {
-        self.streams.iter().map(HistoryStream::position).sum()
+        self.streams.iter().map(Ahead::position).sum()
     }
 
     /// Per stream, the byte offset reading started at inside its first
     /// segment when the history index let it skip that segment's start.
     pub fn seeks(&self) -> Vec<Option<u64>> {
-        self.streams.iter().map(HistoryStream::seeked).collect()
+        self.streams.iter().map(Ahead::seeked).collect()
     }
 
     /// Bytes of all segments and DistKV-py files.
@@ -511,6 +514,9 @@ impl Replay {
             }
         }
         behind.finish(&mut self.state);
+        for s in &mut self.streams {
+            s.stop();
+        }
         progress.finish();
         if let Target::Event(n, t) = &self.target {
             if !self.target_reached {

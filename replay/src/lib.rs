@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod ahead;
 pub mod audit;
 pub mod cli;
 pub mod diff;

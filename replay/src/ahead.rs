@@ -1,0 +1,306 @@
+//! Reading a history on a thread of its own, ahead of the replay.
+//!
+//! A replay is two jobs of about the same size: reading its inputs (each
+//! block's checksum and decompression, each record's decoding) and applying
+//! the records to a state, one event after the other. [`Ahead`] runs a
+//! [`HistoryStream`] on a thread of its own and hands its records over in
+//! batches, so that reading takes a core of its own (docs/perf.md, "A
+//! restore reads on a thread of its own").
+//!
+//! What waits is bounded: a batch closes at [`BATCH_RECORDS`] records or
+//! once its records took [`BATCH_BYTES`] of input, and at most [`QUEUED`]
+//! batches wait, besides the one being filled and the one being replayed.
+//! The records come in the stream's order; after an error, none: the
+//! thread stops there, as the replay does. A panic of the reading thread
+//! is resumed on the replaying one, never taken for the end of the
+//! stream. Dropping an [`Ahead`] stops its thread at its next batch.
+//!
+//! Only the replay's tools read ahead. A node's start replays its log on
+//! its own thread: values decoded on another thread would live in that
+//! thread's heap, and a node that went on would hold more memory for it.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use crate::error::Result;
+use crate::source::{HistoryStream, Rec};
+
+/// Records in a batch at most.
+const BATCH_RECORDS: usize = 1024;
+
+/// A batch closes once its records took this many bytes of input.
+const BATCH_BYTES: u64 = 256 << 10;
+
+/// Batches waiting for the replay at most.
+const QUEUED: usize = 4;
+
+/// Records read on the thread, and where the stream was after them.
+struct Batch {
+    recs: Vec<Result<Rec>>,
+    position: u64,
+    seeked: Option<u64>,
+}
+
+/// A [`HistoryStream`] read on a thread of its own (see the module docs):
+/// an iterator over the same records.
+pub(crate) struct Ahead {
+    way: Way,
+    /// The stream's position after the records handed over so far.
+    position: u64,
+    seeked: Option<u64>,
+}
+
+enum Way {
+    /// No thread (the system gave none): read here.
+    Here(Box<HistoryStream>),
+    There {
+        /// `None` once closed: the thread stops at its next batch.
+        batches: Option<Receiver<Batch>>,
+        batch: std::vec::IntoIter<Result<Rec>>,
+        thread: Option<JoinHandle<()>>,
+    },
+}
+
+impl Ahead {
+    /// Starts reading `stream` on a thread of its own (here, if the system
+    /// gives no thread).
+    pub(crate) fn start(stream: HistoryStream) -> Ahead {
+        let position = stream.position();
+        let seeked = stream.seeked();
+        let (tx, rx) = sync_channel::<Batch>(QUEUED);
+        // The stream goes over once the thread runs, so that a refused
+        // thread leaves it here.
+        let (give, take) = sync_channel::<HistoryStream>(1);
+        let spawned = std::thread::Builder::new()
+            .name("distkv-read".into())
+            .spawn(move || {
+                let Ok(mut stream) = take.recv() else { return };
+                loop {
+                    let from = stream.position();
+                    let mut recs = Vec::with_capacity(BATCH_RECORDS);
+                    let mut last = false;
+                    while recs.len() < BATCH_RECORDS
+                        && stream.position().saturating_sub(from) < BATCH_BYTES
+                    {
+                        match stream.next() {
+                            Some(r) => {
+                                last = r.is_err();
+                                recs.push(r);
+                                if last {
+                                    break;
+                                }
+                            }
+                            None => {
+                                last = true;
+                                break;
+                            }
+                        }
+                    }
+                    let batch = Batch {
+                        recs,
+                        position: stream.position(),
+                        seeked: stream.seeked(),
+                    };
+                    // An error from `send`: nobody replays any more.
+                    if tx.send(batch).is_err() || last {
+                        return;
+                    }
+                }
+            });
+        let Ok(thread) = spawned else {
+            return Ahead::here(stream, position, seeked);
+        };
+        match give.send(stream) {
+            Ok(()) => Ahead {
+                way: Way::There {
+                    batches: Some(rx),
+                    batch: Vec::new().into_iter(),
+                    thread: Some(thread),
+                },
+                position,
+                seeked,
+            },
+            // The thread is gone before it took the stream: read here.
+            Err(e) => Ahead::here(e.0, position, seeked),
+        }
+    }
+
+    fn here(stream: HistoryStream, position: u64, seeked: Option<u64>) -> Ahead {
+        Ahead {
+            way: Way::Here(Box::new(stream)),
+            position,
+            seeked,
+        }
+    }
+
+    /// Bytes of input read so far ([`HistoryStream::position`]), up to the
+    /// records handed over.
+    pub(crate) fn position(&self) -> u64 {
+        match &self.way {
+            Way::Here(s) => HistoryStream::position(s),
+            Way::There { .. } => self.position,
+        }
+    }
+
+    /// [`HistoryStream::seeked`].
+    pub(crate) fn seeked(&self) -> Option<u64> {
+        match &self.way {
+            Way::Here(s) => s.seeked(),
+            Way::There { .. } => self.seeked,
+        }
+    }
+
+    /// Stops the thread (at its next batch) and waits for it; the records
+    /// not yet taken are dropped, and none come after.
+    pub(crate) fn stop(&mut self) {
+        if let Way::There {
+            batches,
+            batch,
+            thread,
+        } = &mut self.way
+        {
+            *batches = None;
+            *batch = Vec::new().into_iter();
+            if let Some(Err(panic)) = thread.take().map(JoinHandle::join) {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Way::There {
+            batches, thread, ..
+        } = &mut self.way
+        {
+            // A panic of the reader is for `next` or `stop` to resume, not
+            // for a replay that already ended.
+            *batches = None;
+            let _ = thread.take().map(JoinHandle::join);
+        }
+    }
+}
+
+impl Iterator for Ahead {
+    type Item = Result<Rec>;
+
+    fn next(&mut self) -> Option<Result<Rec>> {
+        loop {
+            let got = match &mut self.way {
+                Way::Here(s) => return s.next(),
+                Way::There { batches, batch, .. } => {
+                    if let Some(r) = batch.next() {
+                        return Some(r);
+                    }
+                    batches.as_ref()?.recv()
+                }
+            };
+            match (got, &mut self.way) {
+                (Ok(b), Way::There { batch, .. }) => {
+                    self.position = b.position;
+                    self.seeked = b.seeked;
+                    *batch = b.recs.into_iter();
+                }
+                // The thread ended: after its last batch, or in a panic,
+                // which `stop` resumes here.
+                _ => {
+                    self.stop();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{inventory, Cut, StreamSpec};
+    use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
+    use distkv_model::{path, Chain, NodeName, UpdateEvent, Value};
+
+    /// A log of `n` events in blocks of 100, its newest block torn (a
+    /// crash's leftover: the stream ends with a damage record instead).
+    fn log(dir: &std::path::Path, n: u64) -> anyhow::Result<()> {
+        let mut cfg = WriterConfig::new("n1");
+        cfg.fsync = FsyncPolicy::Never;
+        let mut w = LogWriter::open(dir, cfg, Now::at(1))?;
+        for t in 1..=n {
+            let ev = UpdateEvent {
+                path: path!["k", t % 97],
+                chain: Chain::single(NodeName::from("n1"), t),
+                value: Some(Value::str(&"v".repeat(t as usize % 300))),
+                tock: t,
+            };
+            w.append_event(t, &ev)?;
+            if t % 100 == 0 {
+                w.commit(Now::at(t))?;
+            }
+        }
+        w.close(Now::at(n + 1))?;
+        let seg = std::fs::read_dir(dir)?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no segment"))??
+            .path();
+        let len = std::fs::metadata(&seg)?.len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)?
+            .set_len(len - 7)?;
+        Ok(())
+    }
+
+    fn stream(dir: &std::path::Path) -> anyhow::Result<HistoryStream> {
+        let inv = inventory(&[dir.to_path_buf()])?;
+        let spec = StreamSpec {
+            snapshot: None,
+            from_seq: 0,
+            verify_all: false,
+            cut: Cut::None,
+            strict: false,
+            seek: false,
+        };
+        Ok(HistoryStream::new(&inv.histories[0], spec)?)
+    }
+
+    #[test]
+    fn records_come_as_the_stream_gives_them() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        log(tmp.path(), 5_000)?;
+        let mut here = stream(tmp.path())?;
+        let mut ahead = Ahead::start(stream(tmp.path())?);
+        assert!(matches!(ahead.way, Way::There { .. }));
+        let mut n = 0;
+        loop {
+            let (a, b) = (here.next(), ahead.next());
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "record {n}");
+            // Never ahead of what the stream had read by then by more than
+            // the batches that may wait.
+            assert!(ahead.position() >= here.position() || a.is_none());
+            if a.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        // The events before the torn block, and the damage.
+        assert_eq!(n, 4_901);
+        assert_eq!(ahead.position(), here.position());
+        assert_eq!(ahead.next().map(|r| r.is_ok()), None);
+        Ok(())
+    }
+
+    #[test]
+    fn dropped_early_it_stops() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        log(tmp.path(), 20_000)?;
+        let mut ahead = Ahead::start(stream(tmp.path())?);
+        assert!(ahead.next().is_some_and(|r| r.is_ok()));
+        // The thread waits on a full queue: dropping (or stopping) must
+        // not wait for it to read the rest.
+        ahead.stop();
+        assert!(ahead.next().is_none());
+        drop(Ahead::start(stream(tmp.path())?));
+        Ok(())
+    }
+}
