@@ -208,12 +208,12 @@ mod tests {
                         tock: p.tock,
                     })
                 });
-                let got = general.decode_general(bytes);
+                let got = general.decode_general_item(bytes);
                 if let Some(want) = want {
                     match got {
                         // Compared by their debug forms: the same variants
                         // (`1` is not `1.0`), not merely equal values.
-                        Ok(crate::item::Decoded::Item(item)) => proptest::prop_assert_eq!(
+                        Ok(Some(item)) => proptest::prop_assert_eq!(
                             format!("{item:?}"),
                             format!("{want:?}"),
                             "item {}",
@@ -260,7 +260,7 @@ mod tests {
             ]);
             let bytes = distkv_model::codec::to_vec(&item);
             assert!(node(&bytes).is_none());
-            let general = crate::item::Decoder::default().decode_general(&bytes);
+            let general = crate::item::Decoder::default().decode_general_item(&bytes);
             assert_eq!(general.err().as_deref(), Some("node name is not a string"));
         }
 
@@ -306,9 +306,9 @@ mod tests {
                 changed[i] = byte;
                 for (n, b) in [bytes, changed].iter().enumerate() {
                     let fast = node(b);
-                    let general = crate::item::Decoder::default().decode_general(b);
+                    let general = crate::item::Decoder::default().decode_general_item(b);
                     match (fast, general) {
-                        (Some(p), Ok(crate::item::Decoded::Item(crate::Item::Node(r)))) => {
+                        (Some(p), Ok(Some(crate::Item::Node(r)))) => {
                             prop_assert_eq!(
                                 (p.name, p.tick, p.known, p.deleted),
                                 (r.name, r.tick, r.known, r.deleted)

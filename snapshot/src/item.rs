@@ -88,11 +88,56 @@ pub enum Item {
     Entry(EntryRecord),
 }
 
+/// One entry, borrowed from the reader that decoded it: its path is the
+/// reader's ([`crate::SnapshotReader::next_ref`]), not a copy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryRef<'a> {
+    /// The full path.
+    pub path: &'a [Value],
+    /// The value; `None` for a tombstone or a data-less node.
+    pub value: Option<Value>,
+    /// The full chain (uncut), if the entry has one.
+    pub chain: Option<Chain>,
+    /// The entry's tock.
+    pub tock: u64,
+}
+
+/// One record read from a snapshot, an entry's path borrowed from the
+/// reader.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ItemRef<'a> {
+    /// A node (all of them come before the first entry).
+    Node(NodeRecord),
+    /// A tree entry.
+    Entry(EntryRef<'a>),
+}
+
+impl ItemRef<'_> {
+    /// The item with a path of its own.
+    pub fn to_item(self) -> Item {
+        match self {
+            ItemRef::Node(n) => Item::Node(n),
+            ItemRef::Entry(e) => Item::Entry(EntryRecord {
+                path: Path::new(e.path.to_vec()),
+                value: e.value,
+                chain: e.chain,
+                tock: e.tock,
+            }),
+        }
+    }
+}
+
 /// What one decoded item is.
 #[derive(Debug)]
 pub(crate) enum Decoded {
-    /// A node or an entry.
-    Item(Item),
+    /// A node.
+    Node(NodeRecord),
+    /// An entry, its path in [`Decoder::prev`].
+    Entry {
+        value: Option<Value>,
+        chain: Option<Chain>,
+        tock: u64,
+    },
     /// The `End` item, whose counts matched.
     End,
 }
@@ -298,12 +343,12 @@ impl Decoder {
             return Err(format!("node {name:?} appears twice"));
         }
         self.names.push(name.clone());
-        Ok(Decoded::Item(Item::Node(NodeRecord {
+        Ok(Decoded::Node(NodeRecord {
             name,
             tick,
             known,
             deleted,
-        })))
+        }))
     }
 
     fn entry(&mut self, a: Vec<Value>) -> Result<Decoded, String> {
@@ -354,12 +399,22 @@ impl Decoder {
         self.prev.truncate(depth);
         self.prev.extend(rest);
         self.entries += 1;
-        Decoded::Item(Item::Entry(EntryRecord {
-            path: Path::new(self.prev.clone()),
-            value,
-            chain,
-            tock,
-        }))
+        Decoded::Entry { value, chain, tock }
+    }
+
+    /// `d`, decoded last, as an item borrowing the entry's path (`None`
+    /// for the end).
+    pub(crate) fn item_ref(&self, d: Decoded) -> Option<ItemRef<'_>> {
+        match d {
+            Decoded::Node(n) => Some(ItemRef::Node(n)),
+            Decoded::Entry { value, chain, tock } => Some(ItemRef::Entry(EntryRef {
+                path: &self.prev,
+                value,
+                chain,
+                tock,
+            })),
+            Decoded::End => None,
+        }
     }
 
     fn chain(&self, flat: Vec<Value>) -> Result<Chain, String> {
@@ -534,6 +589,21 @@ fn identical(a: &Value, b: &Value) -> bool {
 }
 
 #[cfg(test)]
+impl Decoder {
+    /// [`Decoder::decode`], the item owned (`None` for the end).
+    pub(crate) fn decode_item(&mut self, bytes: &[u8]) -> Result<Option<Item>, String> {
+        let d = self.decode(bytes)?;
+        Ok(self.item_ref(d).map(ItemRef::to_item))
+    }
+
+    /// [`Decoder::decode_general`], the item owned (`None` for the end).
+    pub(crate) fn decode_general_item(&mut self, bytes: &[u8]) -> Result<Option<Item>, String> {
+        let d = self.decode_general(bytes)?;
+        Ok(self.item_ref(d).map(ItemRef::to_item))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use distkv_model::{codec, path};
@@ -635,7 +705,7 @@ mod tests {
             distkv_model::hex::encode(&out),
             "95 00 a26e31 05 91920104 90".replace(' ', "")
         );
-        assert!(matches!(dec.decode(&out)?, Decoded::Item(Item::Node(_))));
+        assert!(matches!(dec.decode_item(&out)?, Some(Item::Node(_))));
         let c = Chain::single(NodeName::from("n1"), 5);
         enc.entry(
             &mut out,
@@ -656,7 +726,7 @@ mod tests {
             distkv_model::hex::encode(&out),
             "95 01 01 91a163 920005 06".replace(' ', "")
         );
-        let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
+        let Some(Item::Entry(e)) = dec.decode_item(&out)? else {
             return Err("not an entry".into());
         };
         assert_eq!(e.path, path!["a", "c"]);
@@ -668,13 +738,13 @@ mod tests {
             distkv_model::hex::encode(&out),
             "96 01 01 90 92a27a7a01 07 c0".replace(' ', "")
         );
-        let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
+        let Some(Item::Entry(e)) = dec.decode_item(&out)? else {
             return Err("not an entry".into());
         };
         assert_eq!((e.path, e.value), (path!["a"], Some(Value::Nil)));
         enc.end(&mut out);
         assert_eq!(distkv_model::hex::encode(&out), "93020103");
-        assert!(matches!(dec.decode(&out)?, Decoded::End));
+        assert!(dec.decode_item(&out)?.is_none());
         Ok(())
     }
 
@@ -694,19 +764,19 @@ mod tests {
         let mut enc = Encoder::default();
         let mut dec = Decoder::default();
         let mut out = Vec::new();
-        let mut check = |out: &[u8], i: usize| -> Result<Decoded, String> {
+        let mut check = |out: &[u8], i: usize| -> Result<Option<Item>, String> {
             assert_eq!(distkv_model::hex::encode(out), golden[i], "item {i}");
-            dec.decode(&distkv_model::hex::decode(golden[i]).expect("hex"))
+            dec.decode_item(&distkv_model::hex::decode(golden[i]).expect("hex"))
         };
         let k: RangeSet = [1u64, 2, 3, 9, 1 << 40].into_iter().collect();
         enc.node(&mut out, "n1", Some(1 << 40), &k, &RangeSet::new())?;
-        let Decoded::Item(Item::Node(n)) = check(&out, 0)? else {
+        let Some(Item::Node(n)) = check(&out, 0)? else {
             return Err("not a node".into());
         };
         assert_eq!((n.tick, n.known), (Some(1 << 40), k));
         let d: RangeSet = [4u64].into_iter().collect();
         enc.node(&mut out, "n2", None, &RangeSet::new(), &d)?;
-        let Decoded::Item(Item::Node(n)) = check(&out, 1)? else {
+        let Some(Item::Node(n)) = check(&out, 1)? else {
             return Err("not a node".into());
         };
         assert_eq!((&*n.name, n.tick, n.deleted), ("n2", None, d));
@@ -748,7 +818,7 @@ mod tests {
         ];
         for (i, (p, v, tock)) in entries.into_iter().enumerate() {
             enc.entry(&mut out, &p, v.as_ref(), Some(&c), tock)?;
-            let Decoded::Item(Item::Entry(e)) = check(&out, 2 + i)? else {
+            let Some(Item::Entry(e)) = check(&out, 2 + i)? else {
                 return Err("not an entry".into());
             };
             assert_eq!(
@@ -762,7 +832,7 @@ mod tests {
             assert_eq!((e.chain.as_ref(), e.tock), (Some(&c), tock));
         }
         enc.entry(&mut out, &path!["b"], Some(&Value::Nil), None, 0)?;
-        let Decoded::Item(Item::Entry(e)) = check(&out, 4)? else {
+        let Some(Item::Entry(e)) = check(&out, 4)? else {
             return Err("not an entry".into());
         };
         assert_eq!(
@@ -770,7 +840,7 @@ mod tests {
             (path!["b"], Some(Value::Nil), None)
         );
         enc.end(&mut out);
-        assert!(matches!(check(&out, 5)?, Decoded::End));
+        assert!(check(&out, 5)?.is_none());
         Ok(())
     }
 
@@ -787,7 +857,7 @@ mod tests {
         ] {
             let p = Path::new(vec![el.clone(), Value::str("x")]);
             enc.entry(&mut out, &p, None, None, 1)?;
-            let Decoded::Item(Item::Entry(e)) = dec.decode(&out)? else {
+            let Some(Item::Entry(e)) = dec.decode_item(&out)? else {
                 return Err("not an entry".into());
             };
             assert!(

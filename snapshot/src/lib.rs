@@ -37,7 +37,7 @@ pub mod writer;
 pub use block::{DEFAULT_BLOCK_SIZE, MAX_BLOCK_LEN, MAX_ITEM_LEN};
 pub use error::{Result, SnapshotError};
 pub use header::{SnapshotHeader, FORMAT_VERSION, MAGIC};
-pub use item::{EntryRecord, Item, NodeRecord, MAX_NESTING};
+pub use item::{EntryRecord, EntryRef, Item, ItemRef, NodeRecord, MAX_NESTING};
 pub use reader::SnapshotReader;
 pub use writer::{temp_path, SnapshotInfo, SnapshotWriter, WriteOptions};
 

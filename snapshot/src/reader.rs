@@ -22,7 +22,7 @@ use std::path::{Path as FsPath, PathBuf};
 use crate::block::{block_crc, decode_block_header, BLOCK_HEADER_LEN, MAX_BLOCK_LEN};
 use crate::error::{Result, SnapshotError};
 use crate::header::{HeaderError, SnapshotHeader, MAX_HEADER_LEN};
-use crate::item::{Decoded, Decoder, Item};
+use crate::item::{Decoded, Decoder, Item, ItemRef};
 use crate::writer::SnapshotInfo;
 
 /// Reads a snapshot file item by item.
@@ -122,10 +122,32 @@ impl SnapshotReader {
     /// Reads a whole snapshot, checking every block, item and count.
     pub fn verify(path: impl AsRef<FsPath>) -> Result<SnapshotInfo> {
         let mut r = SnapshotReader::open(path)?;
-        for item in r.by_ref() {
+        while let Some(item) = r.next_ref() {
             item?;
         }
         Ok(r.info())
+    }
+
+    /// The next item, as [`Iterator::next`] gives it but with an entry's
+    /// path borrowed from the reader instead of copied: for loading and
+    /// checking, which need each path only while they handle its entry.
+    pub fn next_ref(&mut self) -> Option<Result<ItemRef<'_>>> {
+        if self.state != State::Reading {
+            return None;
+        }
+        match self.next_item() {
+            Ok(Some(d)) => self.dec.item_ref(d).map(Ok),
+            Ok(None) => {
+                self.state = State::Done;
+                self.block = Vec::new();
+                self.zbuf = Vec::new();
+                None
+            }
+            Err(e) => {
+                self.state = State::Failed;
+                Some(Err(e))
+            }
+        }
     }
 
     /// The snapshot's header.
@@ -253,8 +275,9 @@ impl SnapshotReader {
         }
     }
 
-    /// The next item of the current block, loading blocks as needed.
-    fn next_item(&mut self) -> Result<Option<Item>> {
+    /// The next item of the current block, loading blocks as needed
+    /// (`None` at the end item).
+    fn next_item(&mut self) -> Result<Option<Decoded>> {
         if self.pos >= self.block.len() {
             self.load_block()?;
         }
@@ -270,13 +293,13 @@ impl SnapshotReader {
         let decoded = self.dec.decode(bytes);
         self.pos += 4 + n;
         match decoded {
-            Ok(Decoded::Item(item)) => Ok(Some(item)),
             Ok(Decoded::End) => {
                 if self.pos != self.block.len() || self.next_block != self.file_len {
                     return Err(self.corrupt(at, "data after the end item"));
                 }
                 Ok(None)
             }
+            Ok(d) => Ok(Some(d)),
             Err(reason) => Err(self.corrupt(at, reason)),
         }
     }
@@ -286,22 +309,7 @@ impl Iterator for SnapshotReader {
     type Item = Result<Item>;
 
     fn next(&mut self) -> Option<Result<Item>> {
-        if self.state != State::Reading {
-            return None;
-        }
-        match self.next_item() {
-            Ok(Some(item)) => Some(Ok(item)),
-            Ok(None) => {
-                self.state = State::Done;
-                self.block = Vec::new();
-                self.zbuf = Vec::new();
-                None
-            }
-            Err(e) => {
-                self.state = State::Failed;
-                Some(Err(e))
-            }
-        }
+        self.next_ref().map(|r| r.map(ItemRef::to_item))
     }
 }
 

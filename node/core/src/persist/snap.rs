@@ -17,7 +17,7 @@ use std::path::Path as FsPath;
 use distkv_log::LogLimits;
 use distkv_model::NodeName;
 use distkv_snapshot::{
-    Item, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
+    ItemRef, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
 };
 
 use crate::state::{Digest, State};
@@ -140,21 +140,23 @@ pub fn digest(
     let mut d = Digest::new();
     let mut ticks: HashMap<NodeName, Option<u64>> = HashMap::new();
     ticks.insert(NodeName::from(me), None);
-    let mut saw = |name: &NodeName, tick: Option<u64>| {
-        let t = ticks.entry(name.clone()).or_default();
-        *t = (*t).max(tick);
+    let mut saw = |name: &NodeName, tick: Option<u64>| match ticks.get_mut(name) {
+        Some(t) => *t = (*t).max(tick),
+        None => {
+            ticks.insert(name.clone(), tick);
+        }
     };
     let total = reader.info().bytes;
     let mut at = reader.bytes_read();
-    while let Some(item) = reader.next() {
+    while let Some(item) = reader.next_ref() {
         match item? {
-            Item::Node(n) => saw(&n.name, n.tick),
-            Item::Entry(e) => {
+            ItemRef::Node(n) => saw(&n.name, n.tick),
+            ItemRef::Entry(e) => {
                 for l in e.chain.iter().flat_map(|c| c.links()) {
                     saw(&l.node, Some(l.tick));
                 }
                 if e.value.is_some() || e.chain.is_some() {
-                    d.add_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
+                    d.add_entry(e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
                 }
             }
         }
@@ -182,11 +184,11 @@ fn apply_items_with_progress(
     let total = reader.info().bytes;
     let mut at = reader.bytes_read();
     let mut batch = crate::state::SeenBatch::default();
-    while let Some(item) = reader.next() {
+    while let Some(item) = reader.next_ref() {
         match item? {
-            Item::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
-            Item::Entry(e) => {
-                st.restore_entry_batched(&e.path, e.value, e.chain, e.tock, &mut batch)
+            ItemRef::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
+            ItemRef::Entry(e) => {
+                st.restore_entry_batched(e.path, e.value, e.chain, e.tock, &mut batch)
             }
         }
         if reader.bytes_read() != at {
