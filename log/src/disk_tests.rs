@@ -2150,6 +2150,11 @@ fn records_out_of_place_in_a_valid_block_are_a_gap() -> TestResult {
             LogReader::open(tmp.path(), 0)?
                 .collect::<Result<Vec<_>, _>>()
                 .map(|_| ()),
+            // Records before the reader's start are passed over, their
+            // place still checked.
+            LogReader::open(tmp.path(), 100)?
+                .collect::<Result<Vec<_>, _>>()
+                .map(|_| ()),
         ] {
             match res {
                 Err(LogError::Gap {
@@ -2305,4 +2310,44 @@ fn with_seq(r: LogRecord, next: Seq) -> LogRecord {
             why,
         },
     }
+}
+
+#[test]
+fn a_reader_from_a_seq_passes_over_what_comes_before_it() -> TestResult {
+    use crate::block::BlockHeader;
+    let tmp = tempfile::tempdir()?;
+    let mut w = LogWriter::open(tmp.path(), config(), Now::at(0))?;
+    for i in 0..6 {
+        commit_mixed(&mut w, 7, i)?;
+    }
+    let path = w.segment_path().to_path_buf();
+    w.close(Now::at(9))?;
+    let all = read_all(tmp.path())?;
+    for from in [1, 2, 7, 8, 20, 42, 43, 100] {
+        let got: Vec<LogRecord> = LogReader::open(tmp.path(), from)?.collect::<Result<_, _>>()?;
+        let want: Vec<LogRecord> = all.iter().filter(|r| r.seq() >= from).cloned().collect();
+        assert_eq!(got, want, "from {from}");
+    }
+    // An event whose head is right and whose body is not a record: passed
+    // over before the reader's start, corrupt from it on.
+    let good = fs::read(&path)?;
+    let mut bytes = Vec::new();
+    record(43).encode(&mut bytes);
+    let cut = bytes.len() - 3;
+    bytes.truncate(cut);
+    let mut area = Vec::new();
+    crate::block::push_record(&mut area, &bytes);
+    let mut file = good;
+    file.extend_from_slice(&BlockHeader::of(0, &area).encode());
+    file.extend_from_slice(&area);
+    fs::write(&path, &file)?;
+    let past: Vec<LogRecord> = LogReader::open(tmp.path(), 44)?.collect::<Result<_, _>>()?;
+    assert!(past.is_empty());
+    for from in [0, 43] {
+        match LogReader::open(tmp.path(), from)?.collect::<Result<Vec<_>, _>>() {
+            Err(LogError::Corrupt { .. }) => {}
+            other => return Err(format!("from {from}: {other:?}").into()),
+        }
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@
 use distkv_model::cursor::Cursor;
 use distkv_model::fast::EventDecoder;
 
-use crate::record::{LogRecord, RecordError};
+use crate::record::{LogRecord, Place, RecordError};
 
 /// Decodes log records, sharing node names and path strings between them;
 /// see the module docs.
@@ -54,6 +54,27 @@ impl RecordDecoder {
             time_ms,
             event,
         })
+    }
+}
+
+/// The place and time of an event or state record in the writer's layout,
+/// read from its first fields — `{t: "e" | "s", seq, ms, …}` — without
+/// decoding the rest; `None` for anything else (lost records among them).
+pub(crate) fn head(bytes: &[u8]) -> Option<(Place, u64)> {
+    let mut c = Cursor::new(bytes);
+    if !matches!(c.byte()?, 0x81..=0x8f) {
+        return None;
+    }
+    c.expect(&[0xa1, b't', 0xa1])?;
+    let kind = c.byte()?;
+    c.expect(&[0xa3, b's', b'e', b'q'])?;
+    let seq = c.uint()?;
+    c.expect(&[0xa2, b'm', b's'])?;
+    let ms = c.uint()?;
+    match kind {
+        b'e' => Some((Place::Event(seq), ms)),
+        b's' => Some((Place::State(seq), ms)),
+        _ => None,
     }
 }
 
@@ -126,6 +147,27 @@ mod tests {
             let general = LogRecord::decode_general(&bytes).ok();
             if let Some(fast) = RecordDecoder::new().event(&bytes) {
                 proptest::prop_assert_eq!(Some(fast), general);
+            }
+        }
+
+        /// A record's head, read alone, is the place and time of the
+        /// record: of every event and state record the writer makes (and
+        /// of no lost record), and of every one with a byte changed that
+        /// still decodes.
+        #[test]
+        fn heads_are_the_records_place_and_time(
+            rec in crate::record::tests::record(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut bytes = Vec::new();
+            rec.encode(&mut bytes);
+            let want = (!matches!(rec, LogRecord::Lost { .. })).then(|| (rec.place(), rec.time_ms()));
+            proptest::prop_assert_eq!(head(&bytes), want);
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            if let (Some(h), Ok(r)) = (head(&bytes), LogRecord::decode_general(&bytes)) {
+                proptest::prop_assert_eq!(h, (r.place(), r.time_ms()));
             }
         }
     }

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use crate::block::{next_record, BlockReader, Damage, Next};
 use crate::error::{LogError, Result};
 use crate::fast::RecordDecoder;
-use crate::record::{check_sequence, LogRecord};
+use crate::record::{check_sequence, LogRecord, Place};
 use crate::scan::After;
 use crate::segment::{list_segments, parse_segment_file_name, SegmentInfo};
 use crate::writer::RecoveryMode;
@@ -260,7 +260,9 @@ impl LogReader {
             None => Tail::Open,
         };
         self.next_segment += 1;
-        let reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
+        let mut reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
+        // What comes before `from_seq` is dropped here anyway.
+        reader.pass_over(self.from_seq);
         let first = reader.next_seq();
         if let Some(expected) = self.expected.filter(|&e| e != first) {
             return Err(LogError::Gap {
@@ -326,8 +328,12 @@ pub struct SegmentReader {
     ends_after_lost: bool,
     torn: Option<TornTail>,
     skipped: Vec<Skipped>,
-    /// Records yielded.
+    /// Records read (yielded or passed over).
     records: u64,
+    /// Event and state records before this seq are checked for their
+    /// place in the sequence only, and not yielded
+    /// ([`SegmentReader::pass_over`]).
+    pass_below: Seq,
     /// Whether reading began at the header (not at an index's offset).
     from_front: bool,
     /// Whether the iteration ended without an error.
@@ -426,10 +432,22 @@ impl SegmentReader {
             torn: None,
             skipped: Vec::new(),
             records: 0,
+            pass_below: 0,
             from_front: true,
             ended: false,
             done: false,
         })
+    }
+
+    /// Passes over the event and state records before `seq` in the
+    /// writer's layout: their place in the sequence (and their time) is
+    /// checked from their first fields, the rest is not decoded, and they
+    /// are not yielded. For a reader that would drop them anyway (a node
+    /// replaying its log after a snapshot): a CRC-valid record there whose
+    /// body cannot be decoded is then not reported. Other records, and
+    /// records in any other layout, are read as always.
+    pub(crate) fn pass_over(&mut self, seq: Seq) {
+        self.pass_below = seq;
     }
 
     /// The segment's header (`None` if it is damaged).
@@ -496,9 +514,18 @@ impl SegmentReader {
                     offset: self.block_offset,
                     reason,
                 };
+                let bytes = bytes.map_err(corrupt)?;
+                let passed = crate::fast::head(bytes).filter(|&(place, _)| match place {
+                    Place::Event(seq) | Place::State(seq) => seq < self.pass_below,
+                    Place::Lost { .. } => false,
+                });
+                if let Some((place, time_ms)) = passed {
+                    self.follow(place, time_ms)?;
+                    continue;
+                }
                 let record = self
                     .decoder
-                    .decode(bytes.map_err(corrupt)?)
+                    .decode(bytes)
                     .map_err(|e| corrupt(e.to_string()))?;
                 return self.checked(record).map(Some);
             }
@@ -522,19 +549,26 @@ impl SegmentReader {
 
     /// `record` if it continues the log.
     fn checked(&mut self, record: LogRecord) -> Result<SegmentRecord> {
-        if let Err((expected, found)) = check_sequence(&record, &mut self.expected) {
+        self.follow(record.place(), record.time_ms())?;
+        Ok(SegmentRecord {
+            offset: self.block_offset,
+            record,
+        })
+    }
+
+    /// Takes a record at `place`, written at `time_ms`, if it continues
+    /// the log.
+    fn follow(&mut self, place: Place, time_ms: u64) -> Result<()> {
+        if let Err((expected, found)) = check_sequence(place, &mut self.expected) {
             return Err(LogError::Gap {
                 file: self.reader.path().to_path_buf(),
                 expected,
                 found,
             });
         }
-        self.last_ms = self.last_ms.max(record.time_ms());
+        self.last_ms = self.last_ms.max(time_ms);
         self.records += 1;
-        Ok(SegmentRecord {
-            offset: self.block_offset,
-            record,
-        })
+        Ok(())
     }
 
     /// Handles damage (see the module docs): false when reading ends

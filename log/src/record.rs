@@ -336,30 +336,55 @@ impl LogRecord {
     }
 }
 
-/// Checks that `rec` continues a log whose next event must have seq
-/// `*next`, and advances `*next` past an event or a lost record.
+/// A record's place in the log's sequence: what [`check_sequence`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// An event at this seq.
+    Event(Seq),
+    /// A state record after the event at this seq.
+    State(Seq),
+    /// A lost record for the events `from ..= seq`.
+    Lost { from: Seq, seq: Seq },
+}
+
+impl LogRecord {
+    /// The record's place in the log's sequence.
+    pub(crate) fn place(&self) -> Place {
+        match self {
+            LogRecord::Event { seq, .. } => Place::Event(*seq),
+            LogRecord::State { seq, .. } => Place::State(*seq),
+            LogRecord::Lost { seq, from, .. } => Place::Lost {
+                from: *from,
+                seq: *seq,
+            },
+        }
+    }
+}
+
+/// Checks that a record at `place` continues a log whose next event must
+/// have seq `*next`, and advances `*next` past an event or a lost record.
 /// `Err((expected, found))` otherwise: an event must have seq `*next`, a
 /// state record `*next − 1`, a lost record must start at `*next`.
-pub(crate) fn check_sequence(rec: &LogRecord, next: &mut Seq) -> Result<(), (Seq, Seq)> {
-    match rec {
-        LogRecord::Event { seq, .. } => {
-            if *seq != *next {
-                return Err((*next, *seq));
+pub(crate) fn check_sequence(place: Place, next: &mut Seq) -> Result<(), (Seq, Seq)> {
+    match place {
+        Place::Event(seq) => {
+            if seq != *next {
+                return Err((*next, seq));
             }
             // An event at u64::MAX leaves no position for the next one.
-            *next = next.checked_add(1).ok_or((*next, *seq))?;
+            *next = next.checked_add(1).ok_or((*next, seq))?;
         }
-        LogRecord::State { seq, .. } => {
-            if next.checked_sub(1) != Some(*seq) {
-                return Err((next.saturating_sub(1), *seq));
+        Place::State(seq) => {
+            if next.checked_sub(1) != Some(seq) {
+                return Err((next.saturating_sub(1), seq));
             }
         }
-        LogRecord::Lost { seq, from, .. } => {
-            if *from != *next {
-                return Err((*next, *from));
+        Place::Lost { from, seq } => {
+            if from != *next {
+                return Err((*next, from));
             }
             // Decoding guarantees `from ≤ seq + 1`.
-            *next = seq.checked_add(1).ok_or((*next, *seq))?;
+            *next = seq.checked_add(1).ok_or((*next, seq))?;
         }
     }
     Ok(())

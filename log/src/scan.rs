@@ -499,7 +499,7 @@ fn check_area(raw: &[u8], expected: Seq) -> Option<(Seq, Seq)> {
         if *resume < expected {
             return None;
         }
-        check_sequence(&rec, next).ok()?;
+        check_sequence(rec.place(), next).ok()?;
     }
     span
 }

@@ -703,7 +703,7 @@ impl LogWriter {
     pub fn append(&mut self, record: &LogRecord) -> Result<()> {
         self.usable()?;
         let mut next = self.next_seq;
-        if let Err((expected, found)) = check_sequence(record, &mut next) {
+        if let Err((expected, found)) = check_sequence(record.place(), &mut next) {
             return Err(LogError::InvalidInput(format!(
                 "record {found} is out of sequence: expected {expected}"
             )));
