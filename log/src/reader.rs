@@ -6,7 +6,10 @@
 //! checked: each header and block CRC, that each segment starts where the
 //! previous one ended, that events follow each other without a gap, that
 //! each state record carries the seq of the event before it and each lost
-//! record starts where the log stood. Nothing here writes.
+//! record starts where the log stood — except that a [`LogReader`] from a
+//! seq checks the event and state records before it for their place only
+//! (`SegmentReader::pass_over`), not decoding what it drops. Nothing here
+//! writes.
 //!
 //! **Damage** is handled by the [`RecoveryMode`]:
 //! * damage that passes its checksum but cannot be decoded, or a header
