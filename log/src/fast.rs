@@ -1,4 +1,5 @@
-//! The fast road for decoding event records, the bulk of every log.
+//! The fast roads for decoding event records, the bulk of every log, and
+//! state records, whose sets of ticks grow with the log.
 //!
 //! The writer lays every event record out the same way
 //! ([`crate::record::encode_event`]): `{t: "e", seq, ms, ev: EVENT}`, keys
@@ -12,9 +13,17 @@
 //! record or the same error for the same bytes; the fast one only takes
 //! the bytes the writer writes, and makes the same checks on them (chain,
 //! counters, nesting).
+//!
+//! State records (`{t: "s", seq, ms, nodes, known, deleted[, skipped]}`,
+//! names as strings, ticks and ranges as unsigned integers and pairs of
+//! them) are read the same way, their tick sets built as the ranges come
+//! with room for all of them made first.
+
+use std::collections::btree_map::Entry;
 
 use distkv_model::cursor::Cursor;
 use distkv_model::fast::EventDecoder;
+use distkv_model::{NodeName, NodeSet, RangeSet};
 
 use crate::record::{LogRecord, Place, RecordError};
 
@@ -34,7 +43,7 @@ impl RecordDecoder {
     /// Decodes one record from exactly `bytes`: the same result as
     /// [`LogRecord::decode`].
     pub fn decode(&mut self, bytes: &[u8]) -> Result<LogRecord, RecordError> {
-        match self.event(bytes) {
+        match self.event(bytes).or_else(|| state(bytes)) {
             Some(rec) => Ok(rec),
             None => LogRecord::decode_general(bytes),
         }
@@ -54,6 +63,118 @@ impl RecordDecoder {
             time_ms,
             event,
         })
+    }
+}
+
+/// A state record in the writer's layout, or `None`.
+fn state(bytes: &[u8]) -> Option<LogRecord> {
+    let mut c = Cursor::new(bytes);
+    let with_skipped = match c.byte()? {
+        0x86 => false,
+        0x87 => true,
+        _ => return None,
+    };
+    c.expect(&[0xa1, b't', 0xa1, b's', 0xa3, b's', b'e', b'q'])?;
+    let seq = c.uint()?;
+    c.expect(&[0xa2, b'm', b's'])?;
+    let time_ms = c.uint()?;
+    c.expect(&[0xa5, b'n', b'o', b'd', b'e', b's'])?;
+    // Each entry takes two bytes at least: a count beyond the bytes left
+    // is damage, for the general decoder to name.
+    let n = c.map_len().filter(|&n| n <= c.remaining())?;
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = name(&mut c)?;
+        let tick = match c.peek()? {
+            0xc0 => c.byte().map(|_| None)?,
+            _ => Some(c.uint()?),
+        };
+        nodes.push((name, tick));
+    }
+    c.expect(&[0xa5, b'k', b'n', b'o', b'w', b'n'])?;
+    let known = node_set(&mut c)?;
+    c.expect(&[0xa7, b'd', b'e', b'l', b'e', b't', b'e', b'd'])?;
+    let deleted = node_set(&mut c)?;
+    let skipped = match with_skipped {
+        true => {
+            c.expect(&[0xa7, b's', b'k', b'i', b'p', b'p', b'e', b'd'])?;
+            ranges(&mut c)?
+        }
+        false => RangeSet::new(),
+    };
+    c.at_end().then_some(LogRecord::State {
+        seq,
+        time_ms,
+        nodes,
+        known,
+        deleted,
+        skipped,
+    })
+}
+
+/// A node name, as a string.
+fn name(c: &mut Cursor<'_>) -> Option<NodeName> {
+    std::str::from_utf8(c.str()?).ok().map(NodeName::from)
+}
+
+/// `{name: ranges}`; a name twice gets the union, as serde's reading has it.
+fn node_set(c: &mut Cursor<'_>) -> Option<NodeSet> {
+    let n = c.map_len().filter(|&n| n <= c.remaining())?;
+    let mut out = NodeSet::default();
+    for _ in 0..n {
+        let name = name(c)?;
+        let r = ranges(c)?;
+        match out.0.entry(name) {
+            Entry::Vacant(v) => {
+                v.insert(r);
+            }
+            Entry::Occupied(mut o) => o.get_mut().union_with(&r),
+        }
+    }
+    Some(out)
+}
+
+/// A tick set's wire form: ticks and `[start, end)` pairs.
+fn ranges(c: &mut Cursor<'_>) -> Option<RangeSet> {
+    let n = c.array_len().filter(|&n| n <= c.remaining())?;
+    let mut items = Ranges {
+        c,
+        left: n,
+        failed: false,
+    };
+    let set = RangeSet::from_ranges(&mut items);
+    (!items.failed).then_some(set)
+}
+
+/// The items of a tick set as ranges, as many as announced (which the
+/// set makes room for) unless one is not a tick or a pair.
+struct Ranges<'c, 'a> {
+    c: &'c mut Cursor<'a>,
+    left: usize,
+    failed: bool,
+}
+
+impl Iterator for Ranges<'_, '_> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        if self.left == 0 || self.failed {
+            return None;
+        }
+        self.left -= 1;
+        let item = match self.c.peek() {
+            Some(0x92) => self
+                .c
+                .byte()
+                .and_then(|_| Some((self.c.uint()?, self.c.uint()?))),
+            _ => self.c.uint().map(|t| (t, t.saturating_add(1))),
+        };
+        self.failed = item.is_none();
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
 
@@ -147,6 +268,26 @@ mod tests {
             let general = LogRecord::decode_general(&bytes).ok();
             if let Some(fast) = RecordDecoder::new().event(&bytes) {
                 proptest::prop_assert_eq!(Some(fast), general);
+            }
+        }
+
+        /// State records as the writer lays them out take the fast road,
+        /// to the record written; with any byte changed, the fast road
+        /// accepts only what the general one decodes, to the same record.
+        #[test]
+        fn state_records_decode_alike(
+            rec in crate::record::tests::record(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut bytes = Vec::new();
+            rec.encode(&mut bytes);
+            let want = matches!(rec, LogRecord::State { .. }).then_some(rec);
+            proptest::prop_assert_eq!(state(&bytes), want);
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            if let Some(fast) = state(&bytes) {
+                proptest::prop_assert_eq!(Some(fast), LogRecord::decode_general(&bytes).ok());
             }
         }
 
@@ -255,6 +396,47 @@ mod tests {
             "the same bytes at another place are not looked for"
         );
         Ok(())
+    }
+
+    #[test]
+    fn every_byte_of_a_state_record_is_checked_as_the_general_decoder_does() {
+        let set = |ticks: &[(u64, u64)]| RangeSet::from_ranges(ticks.iter().copied());
+        let mut known = NodeSet::default();
+        known
+            .0
+            .insert("n1".into(), set(&[(1, 5), (7, 8), (10, 300)]));
+        known
+            .0
+            .insert("n2".into(), set(&[(1 << 40, (1 << 40) + 2)]));
+        let mut deleted = NodeSet::default();
+        deleted.0.insert("n2".into(), set(&[(3, 4)]));
+        let rec = LogRecord::State {
+            seq: 70_000,
+            time_ms: 1_700_000_000_000,
+            nodes: vec![("n1".into(), Some(299)), ("n3".into(), None)],
+            known,
+            deleted,
+            skipped: set(&[(300, 310)]),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        assert_eq!(state(&bytes).as_ref(), Some(&rec));
+        for n in 0..bytes.len() {
+            assert_eq!(state(&bytes[..n]), None, "cut at {n}");
+        }
+        for i in 0..bytes.len() {
+            for b in 0..=u8::MAX {
+                let mut changed = bytes.clone();
+                changed[i] = b;
+                if let Some(fast) = state(&changed) {
+                    assert_eq!(
+                        Ok(fast),
+                        LogRecord::decode_general(&changed),
+                        "byte {i} = {b:#x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -92,6 +92,16 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A map header's length (entries, not elements).
+    pub fn map_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            m @ 0x80..=0x8f => Some((m & 0x0f) as usize),
+            0xde => Some(self.be(2)? as usize),
+            0xdf => Some(self.be(4)? as usize),
+            _ => None,
+        }
+    }
+
     /// Any value nesting at most `max_depth` levels, by the hand-written
     /// codec (foreign extension types kept as [`Value::Ext`]).
     pub fn value(&mut self, max_depth: usize) -> Option<Value> {
@@ -119,6 +129,11 @@ mod tests {
         assert_eq!(c.str(), Some(&b"hi"[..]));
         assert_eq!(c.array_len(), Some(2));
         assert!(c.at_end());
+        let mut m = Cursor::new(&[0x82, 0xde, 0x01, 0x00, 0xdf, 0, 1, 0, 0, 0x92]);
+        assert_eq!(
+            (m.map_len(), m.map_len(), m.map_len(), m.map_len()),
+            (Some(2), Some(256), Some(65536), None)
+        );
         assert_eq!((c.byte(), c.peek(), c.take(1)), (None, None, None));
         // Lengths beyond the bytes.
         assert_eq!(Cursor::new(&[0xcf, 1, 2]).uint(), None);
