@@ -518,10 +518,17 @@ impl SegmentReader {
                     reason,
                 };
                 let bytes = bytes.map_err(corrupt)?;
-                let passed = crate::fast::head(bytes).filter(|&(place, _)| match place {
-                    Place::Event(seq) | Place::State(seq) => seq < self.pass_below,
-                    Place::Lost { .. } => false,
-                });
+                // Only while the log is not past `pass_below` (a state
+                // record has the seq of the event before it).
+                let passing = self.expected <= self.pass_below;
+                let passed =
+                    passing
+                        .then(|| crate::fast::head(bytes))
+                        .flatten()
+                        .filter(|&(place, _)| match place {
+                            Place::Event(seq) | Place::State(seq) => seq < self.pass_below,
+                            Place::Lost { .. } => false,
+                        });
                 if let Some((place, time_ms)) = passed {
                     self.follow(place, time_ms)?;
                     continue;
