@@ -12,7 +12,7 @@ use crate::block::{block_crc, encode_block_header, BLOCK_HEADER_LEN};
 use crate::sample::{distkv_save_format, small_entries};
 use crate::writer::BLOCKS_AHEAD;
 use crate::{
-    temp_path, EntryRecord, Item, NodeRecord, SnapshotError, SnapshotHeader, SnapshotInfo,
+    temp_path, EntryRecord, Item, ItemRef, NodeRecord, SnapshotError, SnapshotHeader, SnapshotInfo,
     SnapshotReader, SnapshotWriter, WriteOptions,
 };
 
@@ -211,6 +211,17 @@ fn round_trip_keeps_nodes_entries_tombstones_and_long_chains() -> TestResult {
     assert_eq!(h, header());
     assert_round_trip(&items, &nodes, &entries);
     assert_eq!(SnapshotReader::verify(&path)?, info);
+    // Lent, each path is the one written.
+    let mut r = SnapshotReader::open(&path)?;
+    let mut lent = 0;
+    while let Some(item) = r.next_ref() {
+        if let ItemRef::Entry(e) = item? {
+            assert_same_entry(&ItemRef::Entry(e).to_item(), &entries[lent]);
+            lent += 1;
+        }
+    }
+    assert_eq!(lent, entries.len());
+    assert!(r.is_complete());
     Ok(())
 }
 
