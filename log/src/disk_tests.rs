@@ -562,7 +562,10 @@ fn a_failed_rotation_fails_the_writer_and_opening_finishes_it() -> TestResult {
         let w = background_sync_writer(tmp.path())?;
         let unfinished = &w.recovery().unfinished;
         assert_eq!(unfinished.len(), 1);
-        assert!(unfinished[0].named, "{unfinished:?}");
+        assert!(
+            matches!(unfinished[0].outcome, Unfinished::Named(_)),
+            "{unfinished:?}"
+        );
         assert_eq!(w.next_seq(), 6);
         w.close(Now::at(2_000))?;
         assert_eq!(read_all(tmp.path())?, records(5));
@@ -613,9 +616,9 @@ fn a_failed_writer_settles_its_rotation_before_the_log_is_opened_again() -> Test
 /// After a crash during a rotation, a segment still under its pending
 /// name is named if the segment before reads whole up to where it begins,
 /// and kept aside in `damaged/` if not (that one's torn tail is then cut
-/// as the newest segment's).
+/// as the newest segment's); an empty one is removed.
 #[test]
-fn an_unfinished_rotation_is_named_or_kept_aside() -> TestResult {
+fn an_unfinished_rotation_is_named_kept_aside_or_removed() -> TestResult {
     // A directory as a crash mid-rotation leaves it: segment 1 holding
     // records 1–3, segment 4 under its pending name holding 4–5.
     let crashed = || -> BoxResult<(tempfile::TempDir, PathBuf, PathBuf)> {
@@ -638,8 +641,10 @@ fn an_unfinished_rotation_is_named_or_kept_aside() -> TestResult {
     assert_eq!(read_all(tmp.path())?, all[..3], "readers ignore it");
     let report = finish_rotations(tmp.path(), &config(), 99)?;
     assert_eq!(report.len(), 1);
-    assert!(report[0].named);
-    assert_eq!(report[0].now_at, tmp.path().join(segment_file_name(4)));
+    assert_eq!(
+        report[0].outcome,
+        Unfinished::Named(tmp.path().join(segment_file_name(4)))
+    );
     assert_eq!(read_all(tmp.path())?, all);
     let w = background_sync_writer(tmp.path())?;
     assert!(w.recovery().unfinished.is_empty(), "done once");
@@ -657,9 +662,10 @@ fn an_unfinished_rotation_is_named_or_kept_aside() -> TestResult {
     let w = background_sync_writer(tmp.path())?;
     let unfinished = &w.recovery().unfinished;
     assert_eq!(unfinished.len(), 1);
-    assert!(!unfinished[0].named);
     assert!(!pending.exists());
-    let kept = &unfinished[0].now_at;
+    let Unfinished::KeptAside(kept) = &unfinished[0].outcome else {
+        return Err(format!("{unfinished:?}").into());
+    };
     assert!(kept.starts_with(tmp.path().join(DAMAGED_DIR)), "{kept:?}");
     assert!(
         kept.to_string_lossy().contains(".dkvlog.new.unfinished-0"),
@@ -707,8 +713,35 @@ fn an_unfinished_rotation_is_named_or_kept_aside() -> TestResult {
         }
         let report = finish_rotations(tmp.path(), &cfg, 5)?;
         assert_eq!(report.len(), 1, "{case}");
-        assert!(!report[0].named, "{case}: {report:?}");
+        assert!(
+            matches!(report[0].outcome, Unfinished::KeptAside(_)),
+            "{case}: {report:?}"
+        );
         assert_eq!(read_all(tmp.path())?, all[..3], "{case}");
+    }
+
+    // Stopped between its creation and its header: empty, it held nothing
+    // and is removed, whether the segment before is whole or not.
+    for torn_before in [false, true] {
+        let (tmp, first, pending) = crashed()?;
+        fs::write(&pending, b"")?;
+        if torn_before {
+            let len = fs::metadata(&first)?.len();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&first)?
+                .set_len(len - 3)?;
+        }
+        let w = background_sync_writer(tmp.path())?;
+        let unfinished = &w.recovery().unfinished;
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].outcome, Unfinished::Removed, "{torn_before}");
+        assert!(!pending.exists());
+        assert!(!tmp.path().join(DAMAGED_DIR).exists() || torn_before);
+        let next = w.next_seq();
+        w.close(Now::at(40))?;
+        assert_eq!(read_all(tmp.path())?, all[..next as usize - 1]);
+        assert_eq!(next == 4, !torn_before, "{next}");
     }
     Ok(())
 }

@@ -60,5 +60,5 @@ pub use seek::{block_crc_at, read_block_at};
 pub use segment::{list_segments, read_segment_header, SegmentHeader, SegmentInfo};
 pub use writer::{
     finish_rotations, CommitInfo, EventBatch, FsyncPolicy, LogWriter, Now, RecoveryMode,
-    RecoveryReport, UnfinishedRotation, WriterConfig, WriterStats, SYNC_RETRY_MS,
+    RecoveryReport, Unfinished, UnfinishedRotation, WriterConfig, WriterStats, SYNC_RETRY_MS,
 };

@@ -310,12 +310,22 @@ pub struct RecoveryReport {
 pub struct UnfinishedRotation {
     /// The file under its pending name.
     pub pending: PathBuf,
-    /// Where it is now: its segment name, or where it was kept in
-    /// `damaged/` (`<segment name>.new.unfinished-<ms>`).
-    pub now_at: PathBuf,
-    /// Whether it was named (it continues the newest segment, which is
-    /// whole up to where it begins); otherwise kept aside.
-    pub named: bool,
+    /// What became of it.
+    pub outcome: Unfinished,
+}
+
+/// What [`finish_rotations`] did with a segment under its pending name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Named, at this path: it continues the newest segment, which is
+    /// whole up to where it begins.
+    Named(PathBuf),
+    /// Kept in `damaged/`, at this path (`<segment name>.new.unfinished-<ms>`)
+    /// and left out of the log.
+    KeptAside(PathBuf),
+    /// Removed: it was empty (the stop came before its header was
+    /// written), so it held nothing.
+    Removed,
 }
 
 /// Finishes the rotations of the log directory `dir` that were under way
@@ -325,9 +335,10 @@ pub struct UnfinishedRotation {
 /// exactly where it begins, and both headers are `config`'s node's: then
 /// its records continue the log (after a crash the closed segment's fsync
 /// may not have been done, but what reads whole is what the disk holds).
-/// Otherwise it is kept in `damaged/` and left out: nothing in it was
-/// fsynced, and it follows a torn or damaged segment, which recovery then
-/// cuts or refuses as usual. [`LogWriter::open`] calls this first; so must
+/// An empty one (the stop came between its creation and its header) holds
+/// nothing and is removed. Otherwise it is kept in `damaged/` and left
+/// out: nothing in it was fsynced, and it follows a torn or damaged
+/// segment, which recovery then cuts or refuses as usual. [`LogWriter::open`] calls this first; so must
 /// whoever reads a directory that a writer will open next, before reading
 /// it (a node's start replays the log before its writer opens it).
 /// Readers ignore pending files.
@@ -341,12 +352,22 @@ pub fn finish_rotations(
         return Ok(out);
     }
     for (first, pending) in list_pending_segments(dir)? {
+        let empty = std::fs::metadata(&pending).map_err(io_err(&pending))?.len() == 0;
+        if empty {
+            std::fs::remove_file(&pending).map_err(io_err(&pending))?;
+            sync_dir(dir)?;
+            out.push(UnfinishedRotation {
+                pending,
+                outcome: Unfinished::Removed,
+            });
+            continue;
+        }
         let path = dir.join(segment_file_name(first));
         let before = match path.exists() {
             true => None,
             false => whole_up_to(dir, first, &pending, config)?,
         };
-        let now_at = match &before {
+        let outcome = match &before {
             Some(before) => {
                 // What the fsync thread would have done.
                 let open = |p: &Path| File::open(p).map_err(io_err(p));
@@ -361,15 +382,13 @@ pub fn finish_rotations(
                 }
                 .run(&plain_fsync)
                 .map_err(log_error)?;
-                path
+                Unfinished::Named(path)
             }
-            None => keep_aside(dir, &pending, &format!("unfinished-{wall_ms}"))?,
+            None => {
+                Unfinished::KeptAside(keep_aside(dir, &pending, &format!("unfinished-{wall_ms}"))?)
+            }
         };
-        out.push(UnfinishedRotation {
-            pending,
-            now_at,
-            named: before.is_some(),
-        });
+        out.push(UnfinishedRotation { pending, outcome });
     }
     Ok(out)
 }

@@ -32,7 +32,7 @@ use distkv_log::reader::SegmentScan;
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, RecoveryMode, WriterConfig};
 use distkv_log::{
     finish_rotations, list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord,
-    RetentionPolicy, SalvageReport, Seq, DAMAGED_DIR,
+    RetentionPolicy, SalvageReport, Seq, Unfinished, DAMAGED_DIR,
 };
 use distkv_model::RangeSet;
 use distkv_snapshot::SnapshotError;
@@ -415,16 +415,25 @@ pub fn recover_at(
     // A rotation a crash interrupted is finished (or its segment kept
     // aside) before anything reads the log.
     for r in finish_rotations(&config.log_dir(), &wc, now.wall_ms)? {
-        tracing::warn!(
-            pending = %r.pending.display(),
-            now_at = %r.now_at.display(),
-            named = r.named,
-            "found a log rotation a stop interrupted: {}",
-            match r.named {
-                true => "named its segment",
-                false => "kept its segment aside (the one before is not whole)",
-            }
-        );
+        let pending = r.pending.display();
+        match r.outcome {
+            Unfinished::Named(at) => tracing::warn!(
+                %pending,
+                now_at = %at.display(),
+                "found a log rotation a stop interrupted: named its segment"
+            ),
+            Unfinished::KeptAside(at) => tracing::warn!(
+                %pending,
+                now_at = %at.display(),
+                "found a log rotation a stop interrupted: kept its segment aside (the one before \
+                 is not whole)"
+            ),
+            Unfinished::Removed => tracing::warn!(
+                %pending,
+                "found a log rotation a stop interrupted: removed its segment, empty (the stop \
+                 came before its header)"
+            ),
+        }
     }
     let early = if salvage {
         Some(LogWriter::open(config.log_dir(), wc.clone(), now).map_err(damaged)?)
