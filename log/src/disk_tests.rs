@@ -635,6 +635,15 @@ fn an_unfinished_rotation_is_named_kept_aside_or_removed() -> TestResult {
         Ok((tmp, first, pending))
     };
     let all = records(5);
+    // Tears the last block of the segment before.
+    let tear = |first: &Path| -> BoxResult<()> {
+        let len = fs::metadata(first)?.len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(first)?
+            .set_len(len - 3)?;
+        Ok(())
+    };
 
     // The segment before is whole: named, nothing lost.
     let (tmp, _, _) = crashed()?;
@@ -654,11 +663,7 @@ fn an_unfinished_rotation_is_named_kept_aside_or_removed() -> TestResult {
     // The segment before lost its last block: the pending one is kept
     // aside, the torn tail cut, and the writer goes on from there.
     let (tmp, first, pending) = crashed()?;
-    let len = fs::metadata(&first)?.len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&first)?
-        .set_len(len - 3)?;
+    tear(&first)?;
     let w = background_sync_writer(tmp.path())?;
     let unfinished = &w.recovery().unfinished;
     assert_eq!(unfinished.len(), 1);
@@ -726,11 +731,7 @@ fn an_unfinished_rotation_is_named_kept_aside_or_removed() -> TestResult {
         let (tmp, first, pending) = crashed()?;
         fs::write(&pending, b"")?;
         if torn_before {
-            let len = fs::metadata(&first)?.len();
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&first)?
-                .set_len(len - 3)?;
+            tear(&first)?;
         }
         let w = background_sync_writer(tmp.path())?;
         let unfinished = &w.recovery().unfinished;
