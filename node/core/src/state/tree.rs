@@ -501,8 +501,10 @@ impl Tree {
     /// in place rehashes the children in the table's order, each a read of
     /// its slot at random; built from the insertion order, the slots are
     /// read in the order they were made, one after another in memory for a
-    /// parent filled in one go (a snapshot's load: a node start spent 5 %
-    /// of its time growing the table of a parent of 1 M children).
+    /// parent filled in one go (a node's start spent 5 % of its time
+    /// growing the table of a parent of 1 M children when snapshots were
+    /// loaded by look-ups; an in-order load builds its tables once, in
+    /// [`Tree::end_in_order`], checking each name as it goes).
     fn index_of(&self, order: &[EntryId]) -> HashTable<EntryId> {
         let mut index = HashTable::with_capacity(order.len() + 1);
         for &c in order {
