@@ -151,18 +151,27 @@ impl Ahead {
     }
 
     /// Stops the thread (at its next batch) and waits for it; the records
-    /// not yet taken are dropped, and none come after.
+    /// not yet taken are dropped, and none come after. A panic of the
+    /// reading thread is resumed here.
     pub(crate) fn stop(&mut self) {
-        if let Way::There {
-            batches,
-            batch,
-            thread,
-        } = &mut self.way
-        {
-            *batches = None;
-            *batch = Vec::new().into_iter();
-            if let Some(Err(panic)) = thread.take().map(JoinHandle::join) {
-                std::panic::resume_unwind(panic);
+        if let Err(panic) = self.close() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// Closes the channel (the thread stops at its next batch), drops what
+    /// was not taken and waits for the thread: how it ended.
+    fn close(&mut self) -> std::thread::Result<()> {
+        match &mut self.way {
+            Way::Here(_) => Ok(()),
+            Way::There {
+                batches,
+                batch,
+                thread,
+            } => {
+                *batches = None;
+                *batch = Vec::new().into_iter();
+                thread.take().map_or(Ok(()), JoinHandle::join)
             }
         }
     }
@@ -170,15 +179,9 @@ impl Ahead {
 
 impl Drop for Ahead {
     fn drop(&mut self) {
-        if let Way::There {
-            batches, thread, ..
-        } = &mut self.way
-        {
-            // A panic of the reader is for `next` or `stop` to resume, not
-            // for a replay that already ended.
-            *batches = None;
-            let _ = thread.take().map(JoinHandle::join);
-        }
+        // A panic of the reader is for `next` or `stop` to resume, not
+        // for a replay that already ended.
+        let _ = self.close();
     }
 }
 
