@@ -1,12 +1,12 @@
-//! Merge throughput: applying remote update events to the tree, and
-//! merging them as a node does (`update` messages decoded, then their
-//! events applied); purging the tombstones of many deleted siblings; and
+//! Merge throughput: applying remote update events to the tree, one by
+//! one and looked ahead of, and merging them as a node does (`update`
+//! messages decoded, then their events applied, looked ahead of); purging the tombstones of many deleted siblings; and
 //! loading a snapshot, the first part of a node's start.
 //!
 //! `cargo bench -p distkv-benches --bench merge`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use distkv_benches::{fresh_state, key_path, remote_events};
+use distkv_benches::{apply_ahead, fresh_state, key_path, remote_events};
 use distkv_log::LogLimits;
 use distkv_model::{Path, Value};
 use distkv_node::cluster::msg::{Update, UpdateEncoder};
@@ -30,9 +30,19 @@ fn merge(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        g.bench_function(format!("apply_ahead_{n}_events_{keys}_keys"), |b| {
+            b.iter_batched(
+                || (fresh_state(), events.clone()),
+                |(mut st, evs)| {
+                    apply_ahead(&mut st, evs);
+                    st
+                },
+                BatchSize::PerIteration,
+            )
+        });
     }
     // As a node merges a peer's changes: the broadcast's messages, each
-    // decoded, then its events applied.
+    // decoded, then its events applied, each looked ahead of.
     let (n, keys) = (1_000_000usize, 100_000u64);
     let msgs = UpdateEncoder::default().encode("node0", remote_events(n, keys, 3, 42).iter());
     g.throughput(Throughput::Elements(n as u64));
@@ -41,9 +51,7 @@ fn merge(c: &mut Criterion) {
             fresh_state,
             |mut st| {
                 for m in &msgs {
-                    for e in Update::decode(m).expect("our own message").events {
-                        st.apply(e);
-                    }
+                    apply_ahead(&mut st, Update::decode(m).expect("our own message").events);
                 }
                 st
             },

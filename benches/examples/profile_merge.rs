@@ -1,7 +1,9 @@
-//! Applies 1 M seeded remote events three times, for profilers
-//! (`perf record target/release/examples/profile_merge`); then three times
-//! the way a node merges them: `update` messages as the broadcast writes
-//! them, each decoded, then its events applied; then three times as the
+//! Applies 1 M seeded remote events six times, for profilers
+//! (`perf record target/release/examples/profile_merge`), by turns one by
+//! one and looked ahead of (`Lookahead`); then six times the way a node
+//! merges them: `update` messages as the broadcast writes them, each
+//! decoded, then its events applied (by turns without and with the
+//! look-ahead); then three times as the
 //! cluster task takes them (its checks, then the apply); then reads the in-memory
 //! event log back the way its readers do (the file writer decodes every
 //! record, the broadcaster looks at every record's head).
@@ -12,7 +14,7 @@
 
 use std::time::Instant;
 
-use distkv_benches::{fresh_state, remote_events};
+use distkv_benches::{apply_ahead, fresh_state, remote_events};
 use distkv_node::cluster::core::{ClusterConfig, Core};
 use distkv_node::cluster::msg::{Update, UpdateEncoder};
 use distkv_node::state::State;
@@ -23,23 +25,29 @@ fn main() {
     distkv_benches::heap::tune();
     let events = remote_events(EVENTS, 100_000, 3, 42);
     let mut last = None;
-    for _ in 0..3 {
+    for pass in 0..6 {
+        let ahead = pass % 2 == 1;
         let evs = events.clone();
         let (wall, cpu) = (Instant::now(), cpu_secs());
         let mut st = fresh_state();
-        for e in evs {
-            st.apply(e);
+        match ahead {
+            true => apply_ahead(&mut st, evs),
+            false => evs.into_iter().for_each(|e| {
+                st.apply(e);
+            }),
         }
         let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
         println!(
-            "apply: {:.0} events/s (wall), {:.0} events/s (cpu)",
+            "apply{}: {:.0} events/s (wall), {:.0} events/s (cpu)",
+            if ahead { ", looked ahead of" } else { "" },
             EVENTS as f64 / wall,
             EVENTS as f64 / cpu
         );
         keep(&mut last, st);
     }
     let msgs = UpdateEncoder::default().encode("node0", events.iter());
-    for _ in 0..3 {
+    for pass in 0..6 {
+        let ahead = pass % 2 == 1;
         let (wall, cpu) = (Instant::now(), cpu_secs());
         let mut decode = 0.0;
         let mut st = fresh_state();
@@ -47,14 +55,18 @@ fn main() {
             let at = cpu_secs();
             let u = Update::decode(m).expect("our own message");
             decode += cpu_secs() - at;
-            for e in u.events {
-                st.apply(e);
+            match ahead {
+                true => apply_ahead(&mut st, u.events),
+                false => u.events.into_iter().for_each(|e| {
+                    st.apply(e);
+                }),
             }
         }
         let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
         println!(
-            "decode {} messages and apply: {:.0} events/s (wall), {:.0} events/s (cpu; decoding {:.0} ns/event)",
+            "decode {} messages and apply{}: {:.0} events/s (wall), {:.0} events/s (cpu; decoding {:.0} ns/event)",
             msgs.len(),
+            if ahead { ", looked ahead of" } else { "" },
             EVENTS as f64 / wall,
             EVENTS as f64 / cpu,
             decode * 1e9 / EVENTS as f64,

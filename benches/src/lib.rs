@@ -52,6 +52,17 @@ pub fn remote_events(n: usize, keys: u64, nodes: usize, seed: u64) -> Vec<Update
         .collect()
 }
 
+/// Applies `events` in order as a node merges a peer's message: each
+/// apply looked ahead of ([`distkv_node::state::Lookahead`]).
+pub fn apply_ahead(st: &mut State, events: Vec<UpdateEvent>) {
+    let mut ahead = distkv_node::state::Lookahead::default();
+    let mut events = events.into_iter();
+    while let Some(e) = events.next() {
+        ahead.step(st, events.as_slice());
+        st.apply(e);
+    }
+}
+
 /// A fresh node state that is ready.
 pub fn fresh_state() -> State {
     let mut s = State::new("observer", LogLimits::default());

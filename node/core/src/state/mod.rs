@@ -26,6 +26,7 @@
 //! "missing" forever.
 
 pub mod acl;
+mod ahead;
 mod digest;
 pub mod meta;
 mod nodes;
@@ -42,6 +43,7 @@ use distkv_model::{
     Chain, NodeName, NodeSet, Packed, Path, RangeSet, RecentNames, UpdateEvent, Value,
 };
 
+pub use ahead::Lookahead;
 pub use digest::{hash128, Digest};
 pub use nodes::NodeInfo;
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};

@@ -63,6 +63,12 @@ impl NodeInfo {
         self.seen.insert(t);
     }
 
+    /// Asks for the word of the tick bookkeeping that holds tick `t`
+    /// (`state::ahead`).
+    pub(crate) fn prefetch(&self, t: u64) {
+        self.entries.prefetch(t);
+    }
+
     /// Tick `t` left every chain.
     pub(crate) fn supersede(&mut self, t: u64) {
         // A present tick is seen already.
@@ -263,6 +269,13 @@ impl TickMap {
                     }
                 }
             }
+        }
+    }
+
+    /// Asks for the word of tick `t`'s page, if it is in one.
+    fn prefetch(&self, t: u64) {
+        if let Some(Slot::Dense(pg)) = self.slot_of(t >> PAGE_BITS).map(|i| &self.slots[i]) {
+            super::ahead::prefetch(&pg.ids[(t & MASK) as usize]);
         }
     }
 

@@ -452,6 +452,45 @@ proptest! {
         }
     }
 
+    /// A look-ahead is a hint: applying with one ends in the state applying
+    /// without one does, also when it is shown other events than those
+    /// applied and when purges free (and new entries reuse) the slots it
+    /// found.
+    #[test]
+    fn a_look_ahead_changes_nothing_even_when_it_guesses_wrong(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..60),
+        seed in any::<u64>(),
+    ) {
+        let events = history(&ops);
+        let mut wrong = events.clone();
+        wrong.reverse();
+        let run = |ahead: Option<&mut Lookahead>| {
+            let mut s = state("observer");
+            let mut x = seed | 1;
+            let mut ahead = ahead;
+            for (i, e) in events.iter().enumerate() {
+                // Drawn in both runs, so that both purge at the same points.
+                let guess = xorshift(&mut x) % 3;
+                if let Some(a) = ahead.as_deref_mut() {
+                    let next = match guess {
+                        0 => &wrong[i % wrong.len()..],
+                        _ => &events[i + 1..],
+                    };
+                    a.step(&s, next);
+                }
+                s.apply(e.clone());
+                if xorshift(&mut x) % 5 == 0 {
+                    s.purge_deleted(u64::MAX);
+                }
+            }
+            s
+        };
+        let plain = run(None);
+        let ahead = run(Some(&mut Lookahead::default()));
+        prop_assert_eq!(ahead.digest(), plain.digest());
+        prop_assert_eq!(snapshot(&ahead), snapshot(&plain));
+    }
+
     #[test]
     fn replay_ends_in_the_same_state_as_apply_without_logging(
         ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<Option<i8>>()), 1..40),

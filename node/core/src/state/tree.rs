@@ -43,6 +43,14 @@
 //! whether no parent got the same name twice. A load that breaks the order
 //! is done again the usual way (`persist::snap::load`).
 //!
+//! A run of events being applied is looked ahead of (`state::ahead`): the
+//! tree hands out, without changing anything, where a child's look-up will
+//! read — the part of its parent's table where its name's hash starts
+//! probing, then the slot of the first id whose hash tag fits, then its
+//! chain — so that those loads are asked for early. The table's address
+//! comes from hashbrown's layout (buckets below the control bytes), kept in
+//! [`Children`] whenever a table is built; a test holds the layout to it.
+//!
 //! [`Entry`] is a cheap, copyable view of one slot and the tree around it;
 //! reading goes through it. Changes go through [`Tree`]'s crate-private
 //! methods.
@@ -67,6 +75,8 @@ use std::sync::Arc;
 use distkv_model::{Chain, Link, NodeName, Packed, Path, RecentNames, Value, ValueRef};
 use hashbrown::HashTable;
 use indexmap::IndexMap;
+
+use super::ahead;
 
 /// Insertion-ordered map with a fast, randomly seeded hasher (keys come from
 /// the network, so the seed matters).
@@ -157,6 +167,15 @@ impl Slot {
     }
 }
 
+/// A slot's chain, borrowed as the slot holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SlotLinks<'t> {
+    None,
+    /// One link, its node's name from the tree's table.
+    One(&'t NodeName, u64),
+    Many(&'t [Link]),
+}
+
 /// 1 + the index of a parent's [`Children`] in [`Tree`]'s table.
 type KidsId = std::num::NonZeroU32;
 
@@ -169,6 +188,13 @@ struct Children {
     /// Made during an in-order load: `index` is empty until
     /// [`Tree::end_in_order`] builds it.
     in_order: bool,
+    /// Where `index` keeps its control bytes, as hashbrown lays a table
+    /// out: the buckets of ids below, bucket `i` at `end - 4 (i + 1)`, the
+    /// control bytes from `end` on (`Tree::table_end`; a test holds the
+    /// layout to it); 0 while unknown. Only ever used to prefetch
+    /// (`state::ahead`): a stale or wrong address costs time, not
+    /// correctness.
+    end: usize,
 }
 
 /// The arena of entries; slot [`ROOT`] is the root.
@@ -379,6 +405,75 @@ impl Tree {
             .copied()
     }
 
+    /// Slot `id`, if the arena has it.
+    fn get_slot(&self, id: EntryId) -> Option<&Slot> {
+        self.chunks
+            .get(id as usize >> CHUNK_BITS)?
+            .get(id as usize & (CHUNK - 1))
+    }
+
+    /// For a look-ahead (`state::ahead`): looks up the parent of the entry
+    /// at `rel` and asks for the part of its table where the entry's name
+    /// starts probing. The parent and the name's hash, for
+    /// [`Tree::prefetch_slot`].
+    pub(crate) fn prefetch_table(&self, rel: &[Value]) -> Option<(EntryId, u64)> {
+        let (name, up) = rel.split_last()?;
+        let parent = self.root().follow(up)?.id;
+        let hash = self.hash(name);
+        if let Some(kids) = self.kids(parent).filter(|k| k.end != 0) {
+            // The layout `Children::end` describes: the probe starts at the
+            // group of control bytes at `end + pos` and bucket `pos`.
+            let pos = hash as usize & (kids.index.num_buckets() - 1);
+            let end = kids.end as *const u8;
+            ahead::prefetch(end.wrapping_add(pos));
+            ahead::prefetch(end.wrapping_sub(size_of::<EntryId>() * (pos + 1)));
+        }
+        Some((parent, hash))
+    }
+
+    /// For a look-ahead: the first child of `parent` whose name `hash` may
+    /// be (its name is not compared: its slot is asked for), after
+    /// [`Tree::prefetch_table`].
+    pub(crate) fn prefetch_slot(&self, parent: EntryId, hash: u64) -> Option<EntryId> {
+        let id = *self.kids(parent)?.index.iter_hash(hash).next()?;
+        let slot: *const Slot = self.get_slot(id)?;
+        ahead::prefetch(slot);
+        ahead::prefetch(slot.cast::<u8>().wrapping_add(size_of::<Slot>() - 1));
+        Some(id)
+    }
+
+    /// For a look-ahead: entry `id`'s chain, if its name is `name`; a
+    /// longer chain's links are asked for.
+    pub(crate) fn prefetch_links(&self, id: EntryId, name: Option<&Value>) -> SlotLinks<'_> {
+        let Some(slot) = self.get_slot(id) else {
+            return SlotLinks::None;
+        };
+        if name.is_none_or(|n| slot.name.view() != *n) {
+            return SlotLinks::None;
+        }
+        let links = self.links(id);
+        if let SlotLinks::Many(l) = links {
+            ahead::prefetch(l.as_ptr());
+        }
+        links
+    }
+
+    /// Entry `id`'s chain as its slot holds it.
+    pub(crate) fn links(&self, id: EntryId) -> SlotLinks<'_> {
+        match self.get_slot(id).map(|s| &s.chain) {
+            None | Some(SlotChain::None) => SlotLinks::None,
+            Some(&SlotChain::One { node, tick }) => match self.nodes.get(node as usize) {
+                Some(name) => SlotLinks::One(name, tick),
+                None => SlotLinks::None,
+            },
+            // SAFETY: `ptr`/`len` are the slot's `Arc<[Link]>` (`many`),
+            // which lives while the tree is borrowed.
+            Some(&SlotChain::Many { len, ptr }) => {
+                SlotLinks::Many(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len as usize) })
+            }
+        }
+    }
+
     /// Follows `rel` from the root, creating missing entries. The levels
     /// it shares with the path followed last are taken from `last_path`.
     pub(crate) fn follow_create(&mut self, rel: &[Value]) -> EntryId {
@@ -435,6 +530,7 @@ impl Tree {
                     hashbrown::hash_table::Entry::Occupied(_) => kept = false,
                 }
             }
+            kids.end = kids.order.first().map_or(0, |&c| self.table_end(&index, c));
             kids.index = index;
             kids.in_order = false;
             self.kids[at] = kids;
@@ -487,11 +583,15 @@ impl Tree {
         let at = k.get() as usize - 1;
         // Out of the table while it is rebuilt from the slots.
         let mut kids = std::mem::take(&mut self.kids[at]);
-        if kids.index.len() == kids.index.capacity() {
+        let rebuilt = kids.index.len() == kids.index.capacity();
+        if rebuilt {
             kids.index = self.index_of(&kids.order);
         }
         kids.order.push(id);
         kids.index.insert_unique(hash, id, |&c| self.name_hash(c));
+        if rebuilt {
+            kids.end = self.table_end(&kids.index, id);
+        }
         self.kids[at] = kids;
         id
     }
@@ -511,6 +611,18 @@ impl Tree {
             index.insert_unique(self.name_hash(c), c, |&c| self.name_hash(c));
         }
         index
+    }
+
+    /// The address [`Children::end`] of `index`, found from the bucket of
+    /// one of its ids, `member`: hashbrown keeps bucket `i` just below the
+    /// control bytes, at `end - size_of::<EntryId>() * (i + 1)`.
+    fn table_end(&self, index: &HashTable<EntryId>, member: EntryId) -> usize {
+        let Some(i) = index.find_bucket_index(self.name_hash(member), |&c| c == member) else {
+            return 0;
+        };
+        index.get_bucket(i).map_or(0, |b| {
+            std::ptr::from_ref(b) as usize + size_of::<EntryId>() * (i + 1)
+        })
     }
 
     /// Removes the entry at `rel` (from the root) if it is a leaf, then
@@ -931,6 +1043,79 @@ mod tests {
             assert_eq!(found, Some(path!["p", i]));
         }
         assert_eq!(t.find(parent, &Value::Int(20_000)), None);
+    }
+
+    /// Every table's `end` is where hashbrown keeps its control bytes: each
+    /// id's bucket `i` lies at `end - 4 (i + 1)`, in tables grown one child
+    /// at a time and in tables an in-order load built. And the look-ahead
+    /// finds what a look-up finds: the parent, the child's slot (for all
+    /// but the few whose hash tag an earlier bucket shares), its chain
+    /// (only under its own name).
+    #[test]
+    fn the_look_ahead_asks_for_the_tables_slots_and_chains_a_look_up_reads() {
+        fn check_layout(t: &Tree, parent: EntryId) {
+            let kids = t.kids(parent).expect("children");
+            assert_ne!(kids.end, 0);
+            for &c in &kids.order {
+                let i = kids
+                    .index
+                    .find_bucket_index(t.name_hash(c), |&x| x == c)
+                    .expect("in its table");
+                let at = std::ptr::from_ref(kids.index.get_bucket(i).expect("full")) as usize;
+                assert_eq!(at, kids.end - 4 * (i + 1), "bucket {i} of child {c}");
+            }
+        }
+        let mut t = Tree::default();
+        let parent = t.follow_create(&path!["p"]);
+        let mut buckets = 0;
+        for i in 0..3_000i64 {
+            let id = t.follow_create(&path!["p", i]);
+            t.set_chain(id, Some(Chain::single(NodeName::from("n"), i as u64 + 1)));
+            let kids = t.kids(parent).expect("children");
+            if kids.index.num_buckets() != buckets {
+                buckets = kids.index.num_buckets();
+                check_layout(&t, parent);
+            }
+        }
+        assert!(buckets >= 4096, "the table grew: {buckets} buckets");
+        let mut hits = 0;
+        for i in 0..3_000i64 {
+            let p = path!["p", i];
+            let (up, hash) = t.prefetch_table(&p).expect("its parent");
+            assert_eq!((up, hash), (parent, t.hash(&Value::Int(i))));
+            let want = t.root().follow(&p).expect("there").id();
+            let Some(id) = t.prefetch_slot(up, hash) else {
+                panic!("no candidate for {i}");
+            };
+            if id != want {
+                continue;
+            }
+            hits += 1;
+            match t.prefetch_links(id, Some(&Value::Int(i))) {
+                SlotLinks::One(node, tick) => assert_eq!((&**node, tick), ("n", i as u64 + 1)),
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(
+                t.prefetch_links(id, Some(&Value::Int(-1))),
+                SlotLinks::None
+            ));
+        }
+        assert!(
+            hits >= 2_700,
+            "{hits} of 3 000 slots found by their hash alone"
+        );
+        assert!(
+            t.prefetch_table(&path!["q", 1i64]).is_none(),
+            "no such parent"
+        );
+
+        let mut t = Tree::default();
+        t.begin_in_order();
+        for i in 0..3_000i64 {
+            t.follow_create(&path!["p", i]);
+        }
+        assert!(t.end_in_order());
+        check_layout(&t, t.root().follow(&path!["p"]).expect("p").id());
     }
 
     /// Paths in a snapshot's order (depth first, parents before children,

@@ -44,7 +44,7 @@ use rand::{Rng, SeedableRng};
 use super::actor::{Actor, ActorConfig, ActorEvent, ActorMsg, PingValue};
 use super::msg::{peek_sender, Info, MsgError, Topics, Update, UpdateEncoder, BUS_LIMITS};
 use crate::admit::{Admit, Open};
-use crate::state::{Reporter, State};
+use crate::state::{Lookahead, Reporter, State};
 use membership::ping_value;
 
 /// How many heartbeats repeat the ticks a node skipped at its start.

@@ -21,7 +21,12 @@ impl Core {
         self.heard.insert(u.node.clone(), now);
         let mut forged = None;
         let mut denied = None;
-        for ev in u.events {
+        // The memory of the events after each is asked for ahead of its
+        // apply (`state::Lookahead`).
+        let mut ahead = Lookahead::default();
+        let mut events = u.events.into_iter();
+        while let Some(ev) = events.next() {
+            ahead.step(st, events.as_slice());
             if let Err(why) = st.vet(&ev.chain, Reporter::Peer(&u.node)) {
                 forged.get_or_insert((why, 0)).1 += 1;
                 continue;

@@ -1,0 +1,165 @@
+//! Looking ahead of a run of events being applied: the memory their
+//! applies will read is asked for a few events early, so that its loads
+//! overlap instead of each stalling the apply in turn.
+//!
+//! An event's apply misses the cache several times, each load waiting for
+//! the one before: its parent's table of children (control bytes, then the
+//! bucket of ids), the entry's slot, the links of a longer chain (behind a
+//! pointer in the slot), the page of each tick the new chain supersedes
+//! (behind the links), and the event's own memory when its message was
+//! decoded a while ago. A [`Lookahead`] walks the same steps for the events
+//! after the one being applied, a stage per step, each at a distance from
+//! the apply at which what the stage before asked for has arrived:
+//!
+//! * [`TABLE`] events ahead it finds the parent (a plain look-up: parents
+//!   are few and shared by runs of keys) and asks for the part of its table
+//!   where the name's hash starts probing;
+//! * [`SLOT`] ahead it takes the first id there that the hash fits and asks
+//!   for that slot, and for the event's own memory;
+//! * [`LINKS`] ahead it checks the slot's name, reads its chain and asks for
+//!   a longer chain's links (or, for the one link a slot holds, for its
+//!   tick's page);
+//! * [`TICKS`] ahead it reads those links and asks for their ticks' pages.
+//!
+//! Nothing here changes the state or decides anything: a look-ahead is a
+//! hint. An entry that an apply in between removed, a chain that changed, a
+//! table that grew: each only asks for memory that is not needed (every
+//! address it reads from is of something that exists when it reads it; a
+//! prefetch of any address neither faults nor changes anything), and the
+//! apply reads what is there as always.
+
+use distkv_model::{Link, NodeName, RecentNames, UpdateEvent};
+
+use super::tree::{EntryId, SlotLinks};
+use super::State;
+
+/// Events ahead of the apply at which the parent's table is asked for.
+const TABLE: usize = 12;
+/// … the entry's slot.
+const SLOT: usize = 8;
+/// … a longer chain's links.
+const LINKS: usize = 4;
+/// … the pages of the chain's ticks.
+const TICKS: usize = 2;
+/// Events the stages keep what they found for (a power of two above
+/// [`TABLE`]).
+const RING: usize = 16;
+
+/// What the stages found for one event.
+#[derive(Debug, Default, Clone, Copy)]
+struct Found {
+    /// The event's number (`Lookahead::at` when it is applied).
+    n: u64,
+    parent: EntryId,
+    hash: u64,
+    /// The entry, once [`SLOT`] found one.
+    id: Option<EntryId>,
+}
+
+/// The look-ahead of one run of applies (see the module's text).
+#[derive(Debug)]
+pub struct Lookahead {
+    /// Events applied so far, this one included.
+    at: u64,
+    found: [Found; RING],
+    /// Indices of node names in the state's table, by address.
+    nodes: RecentNames,
+}
+
+impl Default for Lookahead {
+    fn default() -> Lookahead {
+        Lookahead {
+            at: 0,
+            // Event 0 is never looked ahead of: these hold nothing.
+            found: [Found::default(); RING],
+            nodes: RecentNames::default(),
+        }
+    }
+}
+
+impl Lookahead {
+    /// Looks ahead of the apply of one event: `next` are the events after
+    /// it, in the order they will be applied. Call it once per event, just
+    /// before its apply (skipping a call, or applying events not in `next`,
+    /// makes it ask for the wrong memory, which only costs time).
+    pub fn step(&mut self, st: &State, next: &[UpdateEvent]) {
+        self.at += 1;
+        let tree = &st.tree;
+        if let Some(e) = next.get(TABLE - 1) {
+            let n = self.at + TABLE as u64;
+            let slot = &mut self.found[n as usize % RING];
+            *slot = Found::default();
+            if let Some((parent, hash)) = tree.prefetch_table(&e.path) {
+                *slot = Found {
+                    n,
+                    parent,
+                    hash,
+                    id: None,
+                };
+            }
+        }
+        if let Some(e) = next.get(SLOT - 1) {
+            let f = &mut self.found[(self.at + SLOT as u64) as usize % RING];
+            if f.n == self.at + SLOT as u64 {
+                f.id = tree.prefetch_slot(f.parent, f.hash);
+            }
+            let e: *const UpdateEvent = e;
+            prefetch(e);
+            prefetch(e.cast::<u8>().wrapping_add(size_of::<UpdateEvent>() - 1));
+        }
+        if let Some(e) = next.get(LINKS - 1) {
+            prefetch(e.chain.links().as_ptr());
+            if let Some(id) = self.entry(self.at + LINKS as u64) {
+                if let SlotLinks::One(node, tick) = tree.prefetch_links(id, e.path.last()) {
+                    self.prefetch_tick(st, node, tick);
+                }
+            }
+        }
+        if let Some(id) = self.entry(self.at + TICKS as u64) {
+            if let SlotLinks::Many(links) = tree.links(id) {
+                for Link { node, tick } in links {
+                    self.prefetch_tick(st, node, *tick);
+                }
+            }
+        }
+    }
+
+    /// The entry [`SLOT`] found for event `n`.
+    fn entry(&self, n: u64) -> Option<EntryId> {
+        let f = &self.found[n as usize % RING];
+        f.id.filter(|_| f.n == n)
+    }
+
+    /// Asks for the word of `node`'s tick bookkeeping that holds `tick`.
+    fn prefetch_tick(&mut self, st: &State, node: &NodeName, tick: u64) {
+        let i = match self.nodes.get(node) {
+            Some(i) => i as usize,
+            None => {
+                let Some(i) = st.nodes.get_index_of(&**node) else {
+                    return;
+                };
+                // A state has fewer nodes than 2^32.
+                self.nodes.put(node, i as u32);
+                i
+            }
+        };
+        if let Some((_, info)) = st.nodes.get_index(i) {
+            info.prefetch(tick);
+        }
+    }
+}
+
+/// Asks the processor to start loading the cache line at `p` without
+/// waiting for it (nothing where the target has no such hint).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of every x86-64 processor, and a prefetch
+        // neither faults nor reads into the program, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
