@@ -34,14 +34,14 @@ use distkv_log::{
     finish_rotations, list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord,
     RetentionPolicy, SalvageReport, Seq, Unfinished, DAMAGED_DIR,
 };
-use distkv_model::RangeSet;
+use distkv_model::{RangeSet, UpdateEvent};
 use distkv_snapshot::SnapshotError;
 
 use super::lock::{DirLock, Holder};
 use super::meta::{Meta, MetaError, RESERVE_AHEAD};
 use super::snap;
 use super::FreeBehind;
-use crate::state::{Applied, State};
+use crate::state::{Applied, Lookahead, State};
 
 /// How a data directory is kept.
 #[derive(Debug, Clone)]
@@ -530,6 +530,25 @@ pub trait RebuildHooks {
     fn replayed(&mut self, _seq: Seq) {}
 }
 
+/// Events of the log replayed as one run ([`replay_run`]).
+const RUN: usize = 256;
+
+/// Replays the events of `run` (emptying it), each looked ahead of
+/// ([`Lookahead`]); the number stored.
+fn replay_run(state: &mut State, run: &mut Vec<UpdateEvent>, behind: &FreeBehind) -> u64 {
+    let mut ahead = Lookahead::default();
+    let mut stored = 0;
+    let mut events = run.drain(..);
+    while let Some(event) = events.next() {
+        ahead.step(state, events.as_slice());
+        if state.replay(event) == Applied::Replayed {
+            stored += 1;
+        }
+        behind.collect(state);
+    }
+    stored
+}
+
 /// What [`rebuild`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Files<'a> {
@@ -642,15 +661,17 @@ fn replay_files(
     if log_dir.is_dir() {
         let mut reader = LogReader::open_with(&log_dir, covered + 1, mode)?;
         let behind = FreeBehind::start(&mut state);
+        // Events are replayed in runs, each looked ahead of.
+        let mut run = Vec::with_capacity(RUN);
         for rec in reader.by_ref() {
             let rec = rec.map_err(|e| hooks.log_error(e))?;
             hooks.replayed(rec.seq());
             match rec {
                 LogRecord::Event { event, .. } => {
-                    if state.replay(event) == Applied::Replayed {
-                        info.events += 1;
+                    run.push(event);
+                    if run.len() == RUN {
+                        info.events += replay_run(&mut state, &mut run, &behind);
                     }
-                    behind.collect(&mut state);
                 }
                 LogRecord::State {
                     nodes,
@@ -658,6 +679,7 @@ fn replay_files(
                     deleted,
                     ..
                 } => {
+                    info.events += replay_run(&mut state, &mut run, &behind);
                     state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
                     info.states += 1;
                 }
@@ -667,6 +689,7 @@ fn replay_files(
                 }
             }
         }
+        info.events += replay_run(&mut state, &mut run, &behind);
         behind.finish(&mut state);
         end = reader.next_seq().unwrap_or(end);
         info.newest_segment = reader.take_newest_scan();
