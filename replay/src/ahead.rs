@@ -177,6 +177,17 @@ impl Ahead {
     }
 }
 
+impl Ahead {
+    /// Records read and not yet handed out, as far as they are at hand
+    /// (the rest of the current batch; none when read here).
+    pub(crate) fn upcoming(&self) -> &[Result<Rec>] {
+        match &self.way {
+            Way::Here(_) => &[],
+            Way::There { batch, .. } => batch.as_slice(),
+        }
+    }
+}
+
 impl Drop for Ahead {
     fn drop(&mut self) {
         // A panic of the reader is for `next` or `stop` to resume, not

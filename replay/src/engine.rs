@@ -29,7 +29,7 @@
 use std::path::{Path, PathBuf};
 
 use distkv_core::persist::{snap, FreeBehind};
-use distkv_core::state::{Applied, State};
+use distkv_core::state::{Applied, Lookahead, State};
 use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
 use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
@@ -476,6 +476,7 @@ impl Replay {
             heads.push(s.next().transpose()?);
         }
         let behind = FreeBehind::start(&mut self.state);
+        let mut ahead = Lookahead::default();
         let mut handled = 0u64;
         loop {
             let mut urgent = None;
@@ -502,6 +503,21 @@ impl Replay {
             };
             let Some(rec) = heads[i].take() else { break };
             heads[i] = self.streams[i].next().transpose()?;
+            if let Rec::Event { covered: false, .. } = rec {
+                // What follows in the same stream is what the apply most
+                // likely meets next (a hint: see `Lookahead`).
+                let (head, rest) = (&heads[i], self.streams[i].upcoming());
+                ahead.step_by(&self.state, |k| {
+                    let rec = match k {
+                        0 => head.as_ref(),
+                        k => rest.get(k - 1).and_then(|r| r.as_ref().ok()),
+                    };
+                    match rec {
+                        Some(Rec::Event { event, .. }) => Some(event),
+                        _ => None,
+                    }
+                });
+            }
             let reached = self.handle(i, rec, obs);
             behind.collect(&mut self.state);
             handled += 1;

@@ -83,9 +83,15 @@ impl Lookahead {
     /// before its apply (skipping a call, or applying events not in `next`,
     /// makes it ask for the wrong memory, which only costs time).
     pub fn step(&mut self, st: &State, next: &[UpdateEvent]) {
+        self.step_by(st, |k| next.get(k));
+    }
+
+    /// [`Lookahead::step`] with the events after the one applied next
+    /// handed out by `next` (the `k`-th after it, if known).
+    pub fn step_by<'e>(&mut self, st: &State, next: impl Fn(usize) -> Option<&'e UpdateEvent>) {
         self.at += 1;
         let tree = &st.tree;
-        if let Some(e) = next.get(TABLE - 1) {
+        if let Some(e) = next(TABLE - 1) {
             let n = self.at + TABLE as u64;
             let slot = &mut self.found[n as usize % RING];
             *slot = Found::default();
@@ -98,7 +104,7 @@ impl Lookahead {
                 };
             }
         }
-        if let Some(e) = next.get(SLOT - 1) {
+        if let Some(e) = next(SLOT - 1) {
             let f = &mut self.found[(self.at + SLOT as u64) as usize % RING];
             if f.n == self.at + SLOT as u64 {
                 f.id = tree.prefetch_slot(f.parent, f.hash);
@@ -107,7 +113,7 @@ impl Lookahead {
             prefetch(e);
             prefetch(e.cast::<u8>().wrapping_add(size_of::<UpdateEvent>() - 1));
         }
-        if let Some(e) = next.get(LINKS - 1) {
+        if let Some(e) = next(LINKS - 1) {
             prefetch(e.chain.links().as_ptr());
             if let Some(id) = self.entry(self.at + LINKS as u64) {
                 if let SlotLinks::One(node, tick) = tree.prefetch_links(id, e.path.last()) {
