@@ -15,10 +15,10 @@
 //!   are few and shared by runs of keys) and asks for the part of its table
 //!   where the name's hash starts probing;
 //! * [`SLOT`] ahead it takes the first id there that the hash fits and asks
-//!   for that slot, and for the event's own memory;
+//!   for that slot, and for the event itself;
 //! * [`LINKS`] ahead it checks the slot's name, reads its chain and asks for
 //!   a longer chain's links (or, for the one link a slot holds, for its
-//!   tick's page);
+//!   tick's page), and for the event's chain's links;
 //! * [`TICKS`] ahead it reads those links and asks for their ticks' pages.
 //!
 //! Nothing here changes the state or decides anything: a look-ahead is a
@@ -93,16 +93,15 @@ impl Lookahead {
         let tree = &st.tree;
         if let Some(e) = next(TABLE - 1) {
             let n = self.at + TABLE as u64;
-            let slot = &mut self.found[n as usize % RING];
-            *slot = Found::default();
-            if let Some((parent, hash)) = tree.prefetch_table(&e.path) {
-                *slot = Found {
+            self.found[n as usize % RING] = match tree.prefetch_table(&e.path) {
+                Some((parent, hash)) => Found {
                     n,
                     parent,
                     hash,
                     id: None,
-                };
-            }
+                },
+                None => Found::default(),
+            };
         }
         if let Some(e) = next(SLOT - 1) {
             let f = &mut self.found[(self.at + SLOT as u64) as usize % RING];
