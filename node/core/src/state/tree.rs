@@ -413,12 +413,15 @@ impl Tree {
     }
 
     /// For a look-ahead (`state::ahead`): looks up the parent of the entry
-    /// at `rel` and asks for the part of its table where the entry's name
-    /// starts probing. The parent and the name's hash, for
+    /// at `rel` (the levels it shares with the path followed last taken
+    /// from there) and asks for the part of its table where the entry's
+    /// name starts probing. The parent and the name's hash, for
     /// [`Tree::prefetch_slot`].
     pub(crate) fn prefetch_table(&self, rel: &[Value]) -> Option<(EntryId, u64)> {
         let (name, up) = rel.split_last()?;
-        let parent = self.root().follow(up)?.id;
+        // Runs of keys share their parents: mostly the apply's last one.
+        let (at, depth) = self.along_last_path(up);
+        let parent = self.entry(at).follow(&up[depth..])?.id;
         let hash = self.hash(name);
         if let Some(kids) = self.kids(parent).filter(|k| k.end != 0) {
             // The layout `Children::end` describes: the probe starts at the
@@ -477,15 +480,7 @@ impl Tree {
     /// Follows `rel` from the root, creating missing entries. The levels
     /// it shares with the path followed last are taken from `last_path`.
     pub(crate) fn follow_create(&mut self, rel: &[Value]) -> EntryId {
-        let mut at = ROOT;
-        let mut depth = 0;
-        while let (Some(name), Some(&id)) = (rel.get(depth), self.last_path.get(depth)) {
-            if !plain_eq(&self.slot(id).name.view(), name) {
-                break;
-            }
-            at = id;
-            depth += 1;
-        }
+        let (mut at, depth) = self.along_last_path(rel);
         self.last_path.truncate(depth);
         for name in &rel[depth..] {
             let in_order = self.in_order.is_some() && self.kids(at).is_none_or(|k| k.in_order);
@@ -500,6 +495,21 @@ impl Tree {
             self.last_path.push(at);
         }
         at
+    }
+
+    /// How far `rel` goes along the path followed last: the entry there
+    /// (the root if nowhere) and the number of names of `rel` it took.
+    fn along_last_path(&self, rel: &[Value]) -> (EntryId, usize) {
+        let mut at = ROOT;
+        let mut depth = 0;
+        while let (Some(name), Some(&id)) = (rel.get(depth), self.last_path.get(depth)) {
+            if !plain_eq(&self.slot(id).name.view(), name) {
+                break;
+            }
+            at = id;
+            depth += 1;
+        }
+        (at, depth)
     }
 
     /// Starts an in-order load (see the module's text): until
@@ -673,6 +683,13 @@ impl Tree {
         self.last_path.clear();
         *self.slot_mut(id) = Slot::new(Packed::new(Value::Nil), NO_PARENT, 0);
         self.free.push(id);
+    }
+
+    /// Slots of the arena, in use or free (the root's included).
+    pub(crate) fn slots(&self) -> usize {
+        self.chunks
+            .last()
+            .map_or(0, |c| (self.chunks.len() - 1) * CHUNK + c.len())
     }
 
     /// Entries in use (the root included).
