@@ -2,10 +2,12 @@
 //! state is small and hot as well as where it is large: 1 M seeded remote
 //! events over `KEYS` keys (1 000 by default) six names deep
 //! (`a.b.c.d.e.<k>`, the names shared as a decoded message shares them),
-//! applied by turns one by one and looked ahead of.
+//! applied by turns one by one and looked ahead of; with `FILL=n`, to a
+//! state that holds `n` other entries first (a few hot keys in a large
+//! state).
 //!
 //! `cargo run --release -p distkv-benches --example lookahead` (and with
-//! `KEYS=10000`, `KEYS=100000`)
+//! `KEYS=10000`, `KEYS=100000`, `FILL=1000000`)
 
 use std::time::Instant;
 
@@ -14,10 +16,13 @@ use distkv_model::{Path, UpdateEvent, Value};
 
 fn main() {
     distkv_benches::heap::tune();
-    let keys = std::env::var("KEYS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(1000);
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(default)
+    };
+    let (keys, fill) = (var("KEYS", 1000), var("FILL", 0));
     let up: Vec<Value> = ["a", "b", "c", "d", "e"].map(Value::str).into();
     let events: Vec<UpdateEvent> = remote_events(1_000_000, keys, 3, 42)
         .into_iter()
@@ -31,6 +36,11 @@ fn main() {
         let ahead = pass % 2 == 1;
         let evs = events.clone();
         let mut st = fresh_state();
+        for k in 0..fill {
+            let path = Path::new(vec![Value::str("other"), Value::uint(k)]);
+            st.local_change(&path, Some(Value::uint(k)))
+                .expect("a ready state");
+        }
         let t = Instant::now();
         match ahead {
             true => apply_ahead(&mut st, evs),
@@ -39,7 +49,7 @@ fn main() {
             }),
         }
         println!(
-            "{keys} keys, {}: {:.0} ns an event",
+            "{keys} keys ({fill} others), {}: {:.0} ns an event",
             if ahead {
                 "looked ahead of"
             } else {
