@@ -11,9 +11,10 @@
 //! after the one being applied, a stage per step, each at a distance from
 //! the apply at which what the stage before asked for has arrived:
 //!
-//! * [`TABLE`] events ahead it finds the parent (a plain look-up: parents
-//!   are few and shared by runs of keys) and asks for the part of its table
-//!   where the name's hash starts probing;
+//! * [`TABLE`] events ahead it finds the parent (along the path the apply
+//!   followed last, then by plain look-ups: parents are few and shared by
+//!   runs of keys) and asks for the part of its table where the name's hash
+//!   starts probing;
 //! * [`SLOT`] ahead it takes the first id there that the hash fits and asks
 //!   for that slot, and for the event itself;
 //! * [`LINKS`] ahead it checks the slot's name, reads its chain and asks for
@@ -68,7 +69,8 @@ pub struct Lookahead {
     /// Events applied so far, this one included.
     at: u64,
     found: [Found; RING],
-    /// Indices of node names in the state's table, by address.
+    /// Indices of node names in the state's table, by address (one made
+    /// stale by a node's removal asks for another node's page).
     nodes: RecentNames,
 }
 
