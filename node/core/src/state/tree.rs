@@ -426,7 +426,7 @@ impl Tree {
         if let Some(kids) = self.kids(parent).filter(|k| k.end != 0) {
             // The layout `Children::end` describes: the probe starts at the
             // group of control bytes at `end + pos` and bucket `pos`.
-            let pos = hash as usize & (kids.index.num_buckets() - 1);
+            let pos = hash as usize & kids.index.num_buckets().saturating_sub(1);
             let end = kids.end as *const u8;
             ahead::prefetch(end.wrapping_add(pos));
             ahead::prefetch(end.wrapping_sub(size_of::<EntryId>() * (pos + 1)));
