@@ -19,8 +19,6 @@
 //! them) are read the same way, their tick sets built as the ranges come
 //! with room for all of them made first.
 
-use std::collections::btree_map::Entry;
-
 use distkv_model::cursor::Cursor;
 use distkv_model::fast::EventDecoder;
 use distkv_model::{NodeName, NodeSet, RangeSet};
@@ -123,13 +121,7 @@ fn node_set(c: &mut Cursor<'_>) -> Option<NodeSet> {
     let mut out = NodeSet::default();
     for _ in 0..n {
         let name = name(c)?;
-        let r = ranges(c)?;
-        match out.0.entry(name) {
-            Entry::Vacant(v) => {
-                v.insert(r);
-            }
-            Entry::Occupied(mut o) => o.get_mut().union_with(&r),
-        }
+        out.add(name, ranges(c)?);
     }
     Some(out)
 }

@@ -17,6 +17,7 @@
 //! {1,2,3,5,7,8} is `[[1,4],5,[7,9]]`. Decoding accepts unsorted and
 //! overlapping input and merges it.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::Bound::Excluded;
 
@@ -442,6 +443,17 @@ impl NodeSet {
         self.0.entry(node.clone()).or_default().insert(tick);
     }
 
+    /// Adds `ticks` for `node`: the union with those it has (a name given
+    /// twice, as a decoded map may give it, keeps both sets).
+    pub fn add(&mut self, node: NodeName, ticks: RangeSet) {
+        match self.0.entry(node) {
+            Entry::Vacant(v) => {
+                v.insert(ticks);
+            }
+            Entry::Occupied(mut o) => o.get_mut().union_with(&ticks),
+        }
+    }
+
     /// Wire form: `{name: ranges}`, nodes with empty sets left out.
     pub fn to_value(&self) -> Value {
         Value::Map(
@@ -459,10 +471,7 @@ impl NodeSet {
         let mut out = NodeSet::default();
         for (k, r) in m {
             let name = k.as_str().ok_or(RangeError("node name is not a string"))?;
-            out.0
-                .entry(NodeName::from(name))
-                .or_default()
-                .union_with(&RangeSet::from_value(r)?);
+            out.add(NodeName::from(name), RangeSet::from_value(r)?);
         }
         Ok(out)
     }
@@ -474,6 +483,25 @@ mod tests {
 
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    /// A node given twice keeps the union of its sets, by every decoder.
+    #[test]
+    fn a_node_named_twice_keeps_both_sets() {
+        let mut s = NodeSet::default();
+        s.add("n1".into(), [1, 2].into_iter().collect());
+        s.add("n2".into(), [9].into_iter().collect());
+        s.add("n1".into(), [2, 5].into_iter().collect());
+        let want: RangeSet = [1, 2, 5].into_iter().collect();
+        assert_eq!(s.0.get("n1"), Some(&want));
+        let twice = Value::Map(vec![
+            (Value::str("n1"), RangeSet::from_iter([1, 2]).to_value()),
+            (Value::str("n2"), Value::Array(vec![Value::Int(9)])),
+            (Value::str("n1"), RangeSet::from_iter([2, 5]).to_value()),
+        ]);
+        assert_eq!(NodeSet::from_value(&twice), Ok(s.clone()));
+        let bytes = crate::codec::to_vec(&twice);
+        assert_eq!(crate::serial::from_slice::<NodeSet>(&bytes).ok(), Some(s));
+    }
 
     #[test]
     fn wire_form_matches_distkv_example() {

@@ -24,7 +24,6 @@
 //! does.
 
 use std::borrow::Cow;
-use std::collections::btree_map::Entry;
 use std::fmt;
 use std::io::Cursor;
 use std::sync::Arc;
@@ -592,13 +591,7 @@ impl<'de> Deserialize<'de> for NodeSet {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeSet, A::Error> {
                 let mut out = NodeSet::default();
                 while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-                    let r: RangeSet = map.next_value()?;
-                    match out.0.entry(NodeName::from(name)) {
-                        Entry::Vacant(v) => {
-                            v.insert(r);
-                        }
-                        Entry::Occupied(mut o) => o.get_mut().union_with(&r),
-                    }
+                    out.add(NodeName::from(name), map.next_value()?);
                 }
                 Ok(out)
             }

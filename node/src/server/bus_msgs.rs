@@ -158,7 +158,7 @@ pub(super) fn fake_info(server: &Server, msg: &Value, send: bool) -> CmdResult<F
                     let s = NodeSet::from_value(v)
                         .map_err(|e| CmdError::Invalid(format!("'{k}': {e}")))?;
                     for (n, r) in s.0 {
-                        out.0.entry(n).or_default().union_with(&r);
+                        out.add(n, r);
                     }
                 }
             }
