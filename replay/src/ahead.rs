@@ -159,6 +159,15 @@ impl Ahead {
         }
     }
 
+    /// Records read and not yet handed out, as far as they are at hand
+    /// (the rest of the current batch; none when read here).
+    pub(crate) fn upcoming(&self) -> &[Result<Rec>] {
+        match &self.way {
+            Way::Here(_) => &[],
+            Way::There { batch, .. } => batch.as_slice(),
+        }
+    }
+
     /// Closes the channel (the thread stops at its next batch), drops what
     /// was not taken and waits for the thread: how it ended.
     fn close(&mut self) -> std::thread::Result<()> {
@@ -173,17 +182,6 @@ impl Ahead {
                 *batch = Vec::new().into_iter();
                 thread.take().map_or(Ok(()), JoinHandle::join)
             }
-        }
-    }
-}
-
-impl Ahead {
-    /// Records read and not yet handed out, as far as they are at hand
-    /// (the rest of the current batch; none when read here).
-    pub(crate) fn upcoming(&self) -> &[Result<Rec>] {
-        match &self.way {
-            Way::Here(_) => &[],
-            Way::There { batch, .. } => batch.as_slice(),
         }
     }
 }
