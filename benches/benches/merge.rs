@@ -6,7 +6,7 @@
 //! `cargo bench -p distkv-benches --bench merge`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use distkv_benches::{apply_ahead, fresh_state, key_path, remote_events};
+use distkv_benches::{apply_run, fresh_state, key_path, remote_events};
 use distkv_log::LogLimits;
 use distkv_model::{Path, Value};
 use distkv_node::cluster::msg::{Update, UpdateEncoder};
@@ -22,9 +22,7 @@ fn merge(c: &mut Criterion) {
             b.iter_batched(
                 || (fresh_state(), events.clone()),
                 |(mut st, evs)| {
-                    for e in evs {
-                        st.apply(e);
-                    }
+                    apply_run(&mut st, evs, false);
                     st
                 },
                 BatchSize::PerIteration,
@@ -34,7 +32,7 @@ fn merge(c: &mut Criterion) {
             b.iter_batched(
                 || (fresh_state(), events.clone()),
                 |(mut st, evs)| {
-                    apply_ahead(&mut st, evs);
+                    apply_run(&mut st, evs, true);
                     st
                 },
                 BatchSize::PerIteration,
@@ -51,7 +49,11 @@ fn merge(c: &mut Criterion) {
             fresh_state,
             |mut st| {
                 for m in &msgs {
-                    apply_ahead(&mut st, Update::decode(m).expect("our own message").events);
+                    apply_run(
+                        &mut st,
+                        Update::decode(m).expect("our own message").events,
+                        true,
+                    );
                 }
                 st
             },

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use distkv_benches::{apply_ahead, fresh_state, remote_events};
+use distkv_benches::{apply_run, fresh_state, remote_events};
 use distkv_model::{Path, UpdateEvent, Value};
 
 fn main() {
@@ -42,12 +42,7 @@ fn main() {
                 .expect("a ready state");
         }
         let t = Instant::now();
-        match ahead {
-            true => apply_ahead(&mut st, evs),
-            false => evs.into_iter().for_each(|e| {
-                st.apply(e);
-            }),
-        }
+        apply_run(&mut st, evs, ahead);
         println!(
             "{keys} keys ({fill} others), {}: {:.0} ns an event",
             if ahead {

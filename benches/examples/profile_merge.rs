@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use distkv_benches::{apply_ahead, fresh_state, remote_events};
+use distkv_benches::{apply_run, fresh_state, remote_events};
 use distkv_node::cluster::core::{ClusterConfig, Core};
 use distkv_node::cluster::msg::{Update, UpdateEncoder};
 use distkv_node::state::State;
@@ -30,12 +30,7 @@ fn main() {
         let evs = events.clone();
         let (wall, cpu) = (Instant::now(), cpu_secs());
         let mut st = fresh_state();
-        match ahead {
-            true => apply_ahead(&mut st, evs),
-            false => evs.into_iter().for_each(|e| {
-                st.apply(e);
-            }),
-        }
+        apply_run(&mut st, evs, ahead);
         let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
         println!(
             "apply{}: {:.0} events/s (wall), {:.0} events/s (cpu)",
@@ -55,12 +50,7 @@ fn main() {
             let at = cpu_secs();
             let u = Update::decode(m).expect("our own message");
             decode += cpu_secs() - at;
-            match ahead {
-                true => apply_ahead(&mut st, u.events),
-                false => u.events.into_iter().for_each(|e| {
-                    st.apply(e);
-                }),
-            }
+            apply_run(&mut st, u.events, ahead);
         }
         let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
         println!(

@@ -52,13 +52,16 @@ pub fn remote_events(n: usize, keys: u64, nodes: usize, seed: u64) -> Vec<Update
         .collect()
 }
 
-/// Applies `events` in order as a node merges a peer's message: each
-/// apply looked ahead of ([`distkv_node::state::Lookahead`]).
-pub fn apply_ahead(st: &mut State, events: Vec<UpdateEvent>) {
-    let mut ahead = distkv_node::state::Lookahead::default();
+/// Applies `events` in order: looked ahead of
+/// ([`distkv_node::state::Lookahead`]), as a node merges a peer's message,
+/// if `ahead`, else one by one.
+pub fn apply_run(st: &mut State, events: Vec<UpdateEvent>, ahead: bool) {
+    let mut look = ahead.then(distkv_node::state::Lookahead::default);
     let mut events = events.into_iter();
     while let Some(e) = events.next() {
-        ahead.step(st, events.as_slice());
+        if let Some(look) = &mut look {
+            look.step(st, events.as_slice());
+        }
         st.apply(e);
     }
 }
