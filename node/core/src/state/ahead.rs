@@ -24,6 +24,11 @@
 //!
 //! A small tree (fewer than [`SMALL`] slots) is not looked ahead of.
 //!
+//! A short run of look-ups known at once (a connection's pipelined
+//! requests, [`Lookahead::group`]) takes the same steps a step at a time
+//! for all of them: each step's loads are asked for side by side, and
+//! have arrived when the next step reads them.
+//!
 //! Nothing here changes the state or decides anything: a look-ahead is a
 //! hint. An entry that an apply in between removed, a chain that changed, a
 //! table that grew: each only asks for memory that is not needed (every
@@ -31,7 +36,7 @@
 //! prefetch of any address neither faults nor changes anything), and the
 //! apply reads what is there as always.
 
-use distkv_model::{Link, NodeName, RecentNames, UpdateEvent};
+use distkv_model::{Link, NodeName, Path, RecentNames, UpdateEvent};
 
 use super::tree::{EntryId, SlotLinks};
 use super::State;
@@ -135,6 +140,43 @@ impl Lookahead {
             if let SlotLinks::Many(links) = tree.links(id) {
                 for Link { node, tick } in links {
                     self.prefetch_tick(st, node, *tick);
+                }
+            }
+        }
+    }
+
+    /// Asks for what looking up each of `paths` (from the tree's root)
+    /// will read, in [`RING`]s: every path's parent table, then every
+    /// path's slot, then their chains' links or tick pages, then the
+    /// links' tick pages. For a few look-ups made one after the other
+    /// right after it, as a connection's run of pipelined requests is.
+    pub fn group(&mut self, st: &State, paths: &[Path]) {
+        let tree = &st.tree;
+        if tree.slots() < SMALL {
+            return;
+        }
+        for paths in paths.chunks(RING) {
+            let mut ids = [None; RING];
+            let tables: [_; RING] =
+                std::array::from_fn(|i| paths.get(i).and_then(|p| tree.prefetch_table(p)));
+            for (id, table) in ids.iter_mut().zip(&tables) {
+                *id = table.and_then(|(parent, hash)| tree.prefetch_slot(parent, hash));
+            }
+            for (id, path) in ids.iter_mut().zip(paths) {
+                let Some(found) = *id else { continue };
+                match tree.prefetch_links(found, path.last()) {
+                    SlotLinks::One(node, tick) => self.prefetch_tick(st, node, tick),
+                    SlotLinks::Many(_) => continue,
+                    SlotLinks::None => {}
+                }
+                // Done with: not a longer chain.
+                *id = None;
+            }
+            for id in ids.into_iter().flatten() {
+                if let SlotLinks::Many(links) = tree.links(id) {
+                    for Link { node, tick } in links {
+                        self.prefetch_tick(st, node, *tick);
+                    }
                 }
             }
         }
