@@ -296,6 +296,11 @@ impl EventLog {
             return;
         };
         self.bytes -= r.size as usize;
+        // The next record to drop is dropped at the next push, its value's
+        // count asked for now (its last use was long ago).
+        if let Some(v) = self.records.front().and_then(|r| r.value.as_ref()) {
+            v.prefetch();
+        }
         if self.exotic.front().is_some_and(|(s, _)| *s == self.first) {
             self.exotic.pop_front();
         }

@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod event;
 pub mod fast;
 pub mod hex;
+pub mod hint;
 pub mod packed;
 pub mod path;
 pub mod pathfmt;

@@ -112,6 +112,12 @@ impl SharedStr {
         unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(bytes(self.ptr), len)) }
     }
 
+    /// Asks for the count (and the first bytes): see [`crate::hint`].
+    #[inline]
+    pub fn prefetch(&self) {
+        crate::hint::prefetch(self.ptr.as_ptr());
+    }
+
     /// Whether `a` and `b` are the same allocation (equal strings need not
     /// be).
     #[inline]

@@ -36,6 +36,7 @@
 //! prefetch of any address neither faults nor changes anything), and the
 //! apply reads what is there as always.
 
+pub(crate) use distkv_model::hint::prefetch;
 use distkv_model::{Link, NodeName, Path, RecentNames, UpdateEvent};
 
 use super::tree::{EntryId, SlotLinks};
@@ -205,19 +206,4 @@ impl Lookahead {
             info.prefetch(tick);
         }
     }
-}
-
-/// Asks the processor to start loading the cache line at `p` without
-/// waiting for it (nothing where the target has no such hint).
-#[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: SSE is part of every x86-64 processor, and a prefetch
-        // neither faults nor reads into the program, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
