@@ -148,8 +148,8 @@ impl Lookahead {
 
     /// Asks for what looking up each of `paths` (from the tree's root)
     /// will read, in [`RING`]s: every path's parent table, then every
-    /// path's slot, then their chains' links or tick pages, then the
-    /// links' tick pages. For a few look-ups made one after the other
+    /// path's slot, then their values and their chains' links or tick
+    /// pages, then the links' tick pages. For a few look-ups made one after the other
     /// right after it, as a connection's run of pipelined requests is.
     pub fn group(&mut self, st: &State, paths: &[Path]) {
         let tree = &st.tree;
@@ -165,7 +165,11 @@ impl Lookahead {
             }
             for (id, path) in ids.iter_mut().zip(paths) {
                 let Some(found) = *id else { continue };
-                match tree.prefetch_links(found, path.last()) {
+                let links = tree.prefetch_links(found, path.last());
+                if !matches!(links, SlotLinks::None) {
+                    tree.prefetch_data(found);
+                }
+                match links {
                     SlotLinks::One(node, tick) => self.prefetch_tick(st, node, tick),
                     SlotLinks::Many(_) => continue,
                     SlotLinks::None => {}

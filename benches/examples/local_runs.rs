@@ -1,0 +1,84 @@
+//! A connection's runs of pipelined `set`s as the node makes them under one
+//! hold of its state: `KEYS` keys (100 000 by default) of 100-byte values
+//! below one parent (`bench.<k>`, as `distkv bench` writes), then 2 M
+//! local changes of seeded random keys in runs of `RUN` (16), each new
+//! value compared with the one it replaced (the reply's `changed`), by
+//! turns with and without the run's entries asked for first
+//! (`Lookahead::group`); `AHEAD=1` or `AHEAD=0` runs one way only (for a
+//! profile).
+//!
+//! `cargo run --release -p distkv-benches --example local_runs` (and with
+//! `KEYS=1000000`, `RUN=64`)
+
+use std::time::Instant;
+
+use distkv_benches::fresh_state;
+use distkv_model::{Path, Value};
+use distkv_node::state::Lookahead;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn main() {
+    distkv_benches::heap::tune();
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(default)
+    };
+    let (keys, run) = (var("KEYS", 100_000), var("RUN", 16).max(1));
+    let changes = 2_000_000 / run * run;
+    let paths: Vec<Path> = (0..keys)
+        .map(|k| Path::new(vec![Value::str("bench"), Value::uint(k as u64)]))
+        .collect();
+    let value = |i: usize| Value::str(&format!("{i:0100}"));
+    let mut st = fresh_state();
+    for (k, p) in paths.iter().enumerate() {
+        st.local_change(p, Some(value(k))).expect("a ready state");
+    }
+    let mut rng = StdRng::seed_from_u64(7);
+    for pass in 0..8 {
+        let ahead = match std::env::var("AHEAD").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => pass % 2 == 1,
+        };
+        // Made before the clock starts, as a connection decodes its run
+        // before it takes the state.
+        let runs: Vec<Vec<(Path, Value)>> = (0..changes / run)
+            .map(|r| {
+                (0..run)
+                    .map(|i| {
+                        let k = rng.gen_range(0..keys);
+                        (paths[k].clone(), value(r * run + i))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut changed = 0usize;
+        let t = Instant::now();
+        for run in runs {
+            let (hints, values): (Vec<Path>, Vec<Value>) = run.into_iter().unzip();
+            if ahead {
+                Lookahead::default().group(&st, &hints);
+            }
+            let mut old = Vec::with_capacity(values.len());
+            for (p, v) in hints.iter().zip(values) {
+                let (ev, was) = st.local_replace(p, Some(v)).expect("a ready state");
+                changed += usize::from(ev.value.as_ref() != was.as_ref());
+                old.push(was);
+            }
+            // Replies are answered, and old values dropped, after the hold.
+            drop(old);
+        }
+        println!(
+            "{keys} keys, runs of {run}, {}: {:.0} ns a change ({changed} changed)",
+            if ahead {
+                "asked for first"
+            } else {
+                "one by one"
+            },
+            t.elapsed().as_secs_f64() * 1e9 / changes as f64
+        );
+    }
+}
