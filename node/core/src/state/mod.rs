@@ -399,8 +399,8 @@ impl State {
         let chain = Chain::attach(me, tick, entry.chain().as_deref());
         let event = UpdateEvent {
             // The names as the tree holds them (`1` where a client said
-            // `1.0`); a string is only ever equal to the same string.
-            path: if path.iter().all(|e| matches!(e, Value::Str(_))) {
+            // `1.0`): the client's own where they are the same.
+            path: if self.tree.followed_as_named(path) {
                 path.clone()
             } else {
                 entry.path()

@@ -787,3 +787,50 @@ proptest! {
         prop_assert_eq!(snapshot(&ahead), snapshot(&plain));
     }
 }
+
+/// A local change's event names its entry as the tree does: a name the
+/// client gave as another type the tree's equal (`1.0` for `1`, `2` for
+/// `2.0`) becomes the tree's own, in the event and so in the log and on
+/// the wire, also below and beside names of the same type.
+#[test]
+fn a_local_change_names_its_entry_as_the_tree_does() {
+    let mut s = state("me");
+    let int = |i: i64| Value::Int(i);
+    let float = |f: f64| Value::Float(f);
+    let mut change = |p: Vec<Value>| {
+        let e = s.local_change(&Path::new(p), Some(Value::Int(0))).unwrap();
+        e.path.to_vec()
+    };
+    assert_eq!(
+        change(vec![Value::str("a"), int(1)]),
+        [Value::str("a"), int(1)]
+    );
+    assert!(matches!(
+        change(vec![Value::str("a"), float(1.0)])[..],
+        [_, Value::Int(1)]
+    ));
+    assert!(matches!(
+        change(vec![Value::str("a"), float(2.0)])[..],
+        [_, Value::Float(_)]
+    ));
+    assert!(matches!(
+        change(vec![Value::str("a"), int(2)])[..],
+        [_, Value::Float(_)]
+    ));
+    assert!(matches!(
+        change(vec![Value::str("a"), int(2), int(3)])[..],
+        [_, Value::Float(_), Value::Int(3)]
+    ));
+    assert!(matches!(
+        change(vec![Value::str("a"), float(2.0), int(3)])[..],
+        [_, Value::Float(_), Value::Int(3)]
+    ));
+    assert!(matches!(
+        change(vec![Value::str("a"), int(1), float(3.0)])[..],
+        [_, Value::Int(1), Value::Float(_)]
+    ));
+    assert!(matches!(
+        change(vec![Value::Bool(true), int(1)])[..],
+        [Value::Bool(true), Value::Int(1)]
+    ));
+}

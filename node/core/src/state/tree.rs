@@ -461,6 +461,15 @@ impl Tree {
         links
     }
 
+    /// For a look-ahead: asks for what entry `id`'s value owns (a
+    /// string's count and first bytes), which a change compares with the
+    /// new value and a read encodes.
+    pub(crate) fn prefetch_data(&self, id: EntryId) {
+        if let Some(data) = self.get_slot(id).and_then(|s| s.data.as_ref()) {
+            data.view().prefetch();
+        }
+    }
+
     /// Entry `id`'s chain as its slot holds it.
     pub(crate) fn links(&self, id: EntryId) -> SlotLinks<'_> {
         match self.get_slot(id).map(|s| &s.chain) {
@@ -495,6 +504,13 @@ impl Tree {
             self.last_path.push(at);
         }
         at
+    }
+
+    /// Right after [`Tree::follow_create`] of `rel`: whether each of its
+    /// names is of the same type and value as the tree's own (see
+    /// [`plain_eq`]), so that `rel` names its entry as the tree does.
+    pub(crate) fn followed_as_named(&self, rel: &[Value]) -> bool {
+        self.along_last_path(rel).1 == rel.len()
     }
 
     /// How far `rel` goes along the path followed last: the entry there
