@@ -412,7 +412,9 @@ impl Conn {
         let mut run = std::mem::take(&mut self.run);
         let mut results = std::mem::take(&mut self.results);
         let mut hints = std::mem::take(&mut self.hints);
-        hints.extend(run.iter().filter_map(|p| self.hint(p)));
+        if run.len() > 1 {
+            hints.extend(run.iter().filter_map(|p| self.hint(p)));
+        }
         {
             let server = self.server.clone();
             let mut batch = Batch::new(server.store(), &hints);

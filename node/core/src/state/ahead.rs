@@ -153,7 +153,8 @@ impl Lookahead {
     /// right after it, as a connection's run of pipelined requests is.
     pub fn group(&mut self, st: &State, paths: &[Path]) {
         let tree = &st.tree;
-        if tree.slots() < SMALL {
+        // One look-up's steps wait for each other with or without this.
+        if tree.slots() < SMALL || paths.len() < 2 {
             return;
         }
         for paths in paths.chunks(RING) {
