@@ -424,12 +424,7 @@ impl Tree {
         let parent = self.entry(at).follow(&up[depth..])?.id;
         let hash = self.hash(name);
         if let Some(kids) = self.kids(parent).filter(|k| k.end != 0) {
-            // The layout `Children::end` describes: the probe starts at the
-            // group of control bytes at `end + pos` and bucket `pos`.
-            let pos = hash as usize & kids.index.num_buckets().saturating_sub(1);
-            let end = kids.end as *const u8;
-            ahead::prefetch(end.wrapping_add(pos));
-            ahead::prefetch(end.wrapping_sub(size_of::<EntryId>() * (pos + 1)));
+            prefetch_bucket(&kids.index, kids.end, hash);
         }
         Some((parent, hash))
     }
@@ -546,17 +541,37 @@ impl Tree {
             let mut kids = std::mem::take(&mut self.kids[at]);
             // The room a table that grew by itself would have.
             let mut index = HashTable::with_capacity(kids.order.len());
-            for &c in &kids.order {
+            // The table never grows, so its buckets stay where the first
+            // child's bucket shows them: each child's place there is asked
+            // for `BUILD_AHEAD` children before it is inserted (in a table
+            // of a million children, every insert would miss the cache).
+            let mut end = 0;
+            let mut hashes = [0; BUILD_AHEAD];
+            for (i, &c) in kids.order.iter().take(BUILD_AHEAD).enumerate() {
+                hashes[i] = self.name_hash(c);
+            }
+            for (i, &c) in kids.order.iter().enumerate() {
+                let hash = hashes[i % BUILD_AHEAD];
+                if let Some(&next) = kids.order.get(i + BUILD_AHEAD) {
+                    let h = self.name_hash(next);
+                    hashes[i % BUILD_AHEAD] = h;
+                    if end != 0 {
+                        prefetch_bucket(&index, end, h);
+                    }
+                }
                 let name = self.slot(c).name.view();
                 let same = |&o: &EntryId| self.slot(o).name.view() == name;
-                match index.entry(self.hash(&name), same, |&o| self.name_hash(o)) {
+                match index.entry(hash, same, |&o| self.name_hash(o)) {
                     hashbrown::hash_table::Entry::Vacant(v) => {
                         v.insert(c);
                     }
                     hashbrown::hash_table::Entry::Occupied(_) => kept = false,
                 }
+                if i == 0 {
+                    end = self.table_end(&index, c);
+                }
             }
-            kids.end = kids.order.first().map_or(0, |&c| self.table_end(&index, c));
+            kids.end = end;
             kids.index = index;
             kids.in_order = false;
             self.kids[at] = kids;
@@ -790,6 +805,20 @@ impl Drop for BulkRemoval<'_> {
                 .retain(|c| run.binary_search_by_key(c, |&(_, id)| id).is_err());
         }
     }
+}
+
+/// Children an in-order load's table asks for its places ahead of its
+/// inserts ([`Tree::end_in_order`]).
+const BUILD_AHEAD: usize = 16;
+
+/// Asks for the place in `index` (whose control bytes start at `end`, see
+/// [`Children::end`]) where a probe for `hash` starts: the group of
+/// control bytes at `end + pos` and bucket `pos`.
+fn prefetch_bucket(index: &HashTable<EntryId>, end: usize, hash: u64) {
+    let pos = hash as usize & index.num_buckets().saturating_sub(1);
+    let end = end as *const u8;
+    ahead::prefetch(end.wrapping_add(pos));
+    ahead::prefetch(end.wrapping_sub(size_of::<EntryId>() * (pos + 1)));
 }
 
 /// Whether `stored` (a child's name) equals `name` for a kind of name
