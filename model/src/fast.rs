@@ -109,9 +109,12 @@ impl EventDecoder {
             return Some(n.clone());
         }
         let n = NodeName::from(std::str::from_utf8(b).ok()?);
-        if self.names.len() < MAX_NAMES {
-            self.names.push(n.clone());
+        if self.names.len() == MAX_NAMES {
+            // A decoder kept for long (a node's, between messages) starts
+            // over rather than keep the first names it met for ever.
+            self.names.clear();
         }
+        self.names.push(n.clone());
         Some(n)
     }
 

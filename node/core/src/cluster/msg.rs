@@ -126,7 +126,15 @@ impl Update {
     /// road ([`Update::decode_fast`]), anything else by the general serde
     /// decoder, to the same message or its error.
     pub fn decode(buf: &[u8]) -> Result<Update, MsgError> {
-        match Update::decode_fast(buf) {
+        Update::decode_with(buf, &mut EventDecoder::new())
+    }
+
+    /// [`Update::decode`] with a decoder kept between messages, whose node
+    /// names (and path strings) the events share with those of the
+    /// messages before: the state finds a link's node by its name's
+    /// address, and the names a cluster's chains hold are then few.
+    pub fn decode_with(buf: &[u8], d: &mut EventDecoder) -> Result<Update, MsgError> {
+        match Update::decode_fast(buf, d) {
             Some(u) => Ok(u),
             None => Update::decode_general(buf),
         }
@@ -135,12 +143,11 @@ impl Update {
     /// A message as [`UpdateEncoder`] writes it — `{node, ev: [EVENT…]}`,
     /// each event in our writers' layout ([`distkv_model::fast`]) — with
     /// the general road's checks passed, or `None`. Node names and path
-    /// strings are shared between the message's events: the state finds a
-    /// link's node by its name's address.
-    fn decode_fast(buf: &[u8]) -> Option<Update> {
+    /// strings are shared between the message's events (and those `d`
+    /// decoded before).
+    fn decode_fast(buf: &[u8], d: &mut EventDecoder) -> Option<Update> {
         let mut c = Cursor::new(buf);
         c.expect(&[0x82, 0xa4, b'n', b'o', b'd', b'e'])?;
-        let mut d = EventDecoder::new();
         let node = d.name(c.str()?)?;
         c.expect(&[0xa2, b'e', b'v'])?;
         let n = c.array_len()?;
@@ -616,6 +623,11 @@ mod tests {
         })
     }
 
+    /// The fast road with a decoder of its own.
+    fn fast(bytes: &[u8]) -> Option<Update> {
+        Update::decode_fast(bytes, &mut EventDecoder::new())
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config {
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x75_7064),
@@ -635,15 +647,19 @@ mod tests {
             if u.events.is_empty() {
                 bytes = u.encode().to_vec();
             }
-            proptest::prop_assert_eq!(Update::decode_fast(&bytes), Some(u.clone()));
+            // A decoder kept between messages (a node's) reads the same.
+            let mut kept = EventDecoder::new();
+            proptest::prop_assert_eq!(Update::decode_fast(&bytes, &mut kept), Some(u.clone()));
+            proptest::prop_assert_eq!(fast(&bytes), Some(u.clone()));
             proptest::prop_assert_eq!(Update::decode_general(&bytes).ok(), Some(u));
             let i = at.index(bytes.len());
             bytes[i] = byte;
             let general = Update::decode_general(&bytes).ok();
-            if let Some(fast) = Update::decode_fast(&bytes) {
+            if let Some(fast) = fast(&bytes) {
                 proptest::prop_assert_eq!(Some(fast), general.clone());
             }
-            proptest::prop_assert_eq!(Update::decode(&bytes).ok(), general);
+            proptest::prop_assert_eq!(Update::decode(&bytes).ok(), general.clone());
+            proptest::prop_assert_eq!(Update::decode_with(&bytes, &mut kept).ok(), general);
         }
     }
 
@@ -653,11 +669,35 @@ mod tests {
             node: "n1".into(),
             events: vec![ev("n1", 5, Some(Value::Int(1))), ev("n1", 6, None)],
         };
-        let d = Update::decode_fast(&u.encode()).expect("fast road");
+        let mut kept = EventDecoder::new();
+        let d = Update::decode_fast(&u.encode(), &mut kept).expect("fast road");
         assert_eq!(d, u);
         let head = |i: usize| d.events[i].chain.head().node.clone();
         assert!(NodeName::ptr_eq(&head(0), &head(1)));
         assert!(NodeName::ptr_eq(&head(0), &d.node));
+        // A kept decoder shares them with the next messages too…
+        let again = Update::decode_with(&u.encode(), &mut kept).expect("decodes");
+        assert!(NodeName::ptr_eq(
+            &again.events[0].chain.head().node,
+            &head(0)
+        ));
+        // … and, met with more names than it keeps, starts over.
+        for i in 0..200 {
+            let other = Update {
+                node: format!("m{i}").as_str().into(),
+                events: vec![ev(&format!("m{i}"), 1, None)],
+            };
+            assert_eq!(
+                Update::decode_with(&other.encode(), &mut kept).ok(),
+                Some(other)
+            );
+        }
+        let later = Update::decode_with(&u.encode(), &mut kept).expect("decodes");
+        assert_eq!(later, u);
+        assert!(NodeName::ptr_eq(
+            &later.events[0].chain.head().node,
+            &later.node
+        ));
 
         // A foreign extension type, trailing bytes: refused by both.
         let foreign = Update {
@@ -667,7 +707,7 @@ mod tests {
         let mut longer = u.encode().to_vec();
         longer.push(0xc0);
         for bad in [foreign.encode().to_vec(), longer] {
-            assert_eq!(Update::decode_fast(&bad), None);
+            assert_eq!(fast(&bad), None);
             assert!(Update::decode(&bad).is_err());
         }
 
@@ -677,7 +717,7 @@ mod tests {
             events: vec![ev("n1", 5, Some(Value::str(&"x".repeat(MAX_EVENT_BYTES))))],
         };
         let bytes = big.encode();
-        assert_eq!(Update::decode_fast(&bytes), None);
+        assert_eq!(fast(&bytes), None);
         assert!(Update::decode(&bytes).is_err());
         // One within it but large enough to be counted takes the fast road.
         let large = Update {
@@ -688,7 +728,7 @@ mod tests {
                 Some(Value::str(&"x".repeat(MAX_EVENT_BYTES / 8))),
             )],
         };
-        assert_eq!(Update::decode_fast(&large.encode()), Some(large));
+        assert_eq!(fast(&large.encode()), Some(large));
     }
 
     fn hex_of(b: &[u8]) -> String {

@@ -342,6 +342,23 @@ impl State {
         &mut self.nodes[i]
     }
 
+    /// Node `name`'s bookkeeping, found by its name's address where that
+    /// was met lately (see [`State::node_index`]).
+    fn node_info(&self, name: &NodeName) -> Option<&NodeInfo> {
+        match self.recent_nodes.get(name) {
+            Some(i) => self.nodes.get_index(i as usize).map(|(_, n)| n),
+            None => self.nodes.get(&**name),
+        }
+    }
+
+    /// [`State::node_info`], to change.
+    fn node_info_mut(&mut self, name: &NodeName) -> Option<&mut NodeInfo> {
+        match self.recent_nodes.get(name) {
+            Some(i) => self.nodes.get_index_mut(i as usize).map(|(_, n)| n),
+            None => self.nodes.get_mut(&**name),
+        }
+    }
+
     /// The index of node `name` in `nodes`, which gains it if new.
     fn node_index(&mut self, name: &NodeName) -> usize {
         // The merge asks two or three times per link, with the same names.

@@ -85,23 +85,30 @@ impl State {
     /// * no link names a tick more than [`MAX_TICK_LEAP`] beyond what is
     ///   known of its node, except a peer speaking for itself.
     pub fn vet(&self, chain: &Chain, by: Reporter<'_>) -> Result<(), Forged> {
-        chain
-            .links()
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, l)| self.vet_link(&l.node, l.tick, i == 0, by))
+        chain.links().iter().enumerate().try_for_each(|(i, l)| {
+            let known = self.node_info(&l.node).and_then(|n| n.tick);
+            self.vet_link(&l.node, known, l.tick, i == 0, by)
+        })
     }
 
     /// Whether another node (`sender`) may raise `node`'s known tick to
     /// `tick` (`info.ticks`, `known`, `deleted`): [`State::vet`]'s rules
     /// for a link that heads no change.
     pub fn believable_tick(&self, node: &str, tick: u64, sender: &str) -> bool {
-        self.vet_link(node, tick, false, Reporter::Peer(sender))
+        let known = self.nodes.get(node).and_then(|i| i.tick);
+        self.vet_link(node, known, tick, false, Reporter::Peer(sender))
             .is_ok()
     }
 
-    fn vet_link(&self, node: &str, tick: u64, head: bool, by: Reporter<'_>) -> Result<(), Forged> {
-        let known = self.nodes.get(node).and_then(|i| i.tick);
+    /// A link naming `node` (whose tick here is `known`) at `tick`.
+    fn vet_link(
+        &self,
+        node: &str,
+        known: Option<u64>,
+        tick: u64,
+        head: bool,
+        by: Reporter<'_>,
+    ) -> Result<(), Forged> {
         let client = matches!(by, Reporter::Client { .. });
         if node == &*self.me {
             let Some(ours) = known else {
@@ -196,7 +203,7 @@ impl State {
     /// answered any more.
     pub fn sighted(&mut self, chain: &Chain) {
         for l in chain.links() {
-            if let Some(i) = self.nodes.get_mut(&*l.node) {
+            if let Some(i) = self.node_info_mut(&l.node) {
                 i.reported.remove(l.tick);
             }
         }

@@ -37,6 +37,7 @@ use bytes::Bytes;
 use distkv_log::{LogCopy, Seq};
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::codec;
+use distkv_model::fast::EventDecoder;
 use distkv_model::{NodeName, NodeSet, RangeSet, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -159,6 +160,8 @@ pub struct Core {
     unsent_at: u64,
     /// Serializes the `update` messages, its buffer kept between them.
     updates: UpdateEncoder,
+    /// Reads the `update` messages, its node names kept between them.
+    decoder: EventDecoder,
     /// Records from here on are not written to the node's log yet and are
     /// not broadcast ([`Core::allow_broadcast_below`]).
     unwritten: Seq,
@@ -265,6 +268,7 @@ impl Core {
             unsent: LogCopy::default(),
             unsent_at: 0,
             updates: UpdateEncoder::default(),
+            decoder: EventDecoder::new(),
             unwritten: Seq::MAX,
             skipped: (RangeSet::new(), 0),
             out: Vec::new(),
@@ -407,12 +411,12 @@ impl Core {
     /// to decode, which a driver does before it takes the state, not while
     /// every client waits for it), our own batches are recognised, any
     /// other message is passed on as it came.
-    pub fn read<'a>(&self, topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
+    pub fn read<'a>(&mut self, topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
         let decoded = if topic == self.topics.update {
             if peek_sender(payload) == Some(&*self.me) {
                 return Incoming::Own;
             }
-            Update::decode(payload).map(Incoming::Update)
+            Update::decode_with(payload, &mut self.decoder).map(Incoming::Update)
         } else if topic == self.topics.info {
             Info::decode(payload).map(Incoming::Info)
         } else {
