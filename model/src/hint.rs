@@ -22,10 +22,10 @@ pub fn prefetch<T>(p: *const T) {
 impl Value {
     /// Asks for what dropping, cloning or comparing this value reads
     /// first: the reference count (and a string's first bytes) of a
-    /// string, a byte string or a path (the count
-    /// sits just before an `Arc`'s data, as `std` lays it out today: a
-    /// different layout only makes the hint miss), the elements of an
-    /// array or a map. Nothing for the values held inline.
+    /// string, a byte string or a path (the count sits just before an
+    /// `Arc`'s data, as `std` lays it out today: a different layout only
+    /// makes the hint miss), the elements of an array or a map. Nothing
+    /// for the values held inline.
     #[inline]
     pub fn prefetch(&self) {
         const ARC_COUNTS: usize = 2 * size_of::<usize>();

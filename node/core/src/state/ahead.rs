@@ -149,8 +149,9 @@ impl Lookahead {
     /// Asks for what looking up each of `paths` (from the tree's root)
     /// will read, in [`RING`]s: every path's parent table, then every
     /// path's slot, then their values and their chains' links or tick
-    /// pages, then the links' tick pages. For a few look-ups made one after the other
-    /// right after it, as a connection's run of pipelined requests is.
+    /// pages, then the links' tick pages. For a few look-ups made one
+    /// after the other right after it, as a connection's run of pipelined
+    /// requests is.
     pub fn group(&mut self, st: &State, paths: &[Path]) {
         let tree = &st.tree;
         // One look-up's steps wait for each other with or without this.
