@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use distkv_benches::fresh_state;
+use distkv_benches::{env_number, fresh_state};
 use distkv_model::{Path, Value};
 use distkv_node::state::Lookahead;
 use rand::rngs::StdRng;
@@ -21,13 +21,7 @@ use rand::{Rng, SeedableRng};
 
 fn main() {
     distkv_benches::heap::tune();
-    let var = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|k| k.parse().ok())
-            .unwrap_or(default)
-    };
-    let (keys, run) = (var("KEYS", 100_000), var("RUN", 16).max(1));
+    let (keys, run) = (env_number("KEYS", 100_000), env_number("RUN", 16).max(1));
     let changes = 2_000_000 / run * run;
     let paths: Vec<Path> = (0..keys)
         .map(|k| Path::new(vec![Value::str("bench"), Value::uint(k as u64)]))

@@ -11,18 +11,12 @@
 
 use std::time::Instant;
 
-use distkv_benches::{apply_run, fresh_state, remote_events};
+use distkv_benches::{apply_run, env_number, fresh_state, remote_events};
 use distkv_model::{Path, UpdateEvent, Value};
 
 fn main() {
     distkv_benches::heap::tune();
-    let var = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|k| k.parse().ok())
-            .unwrap_or(default)
-    };
-    let (keys, fill) = (var("KEYS", 1000), var("FILL", 0));
+    let (keys, fill) = (env_number("KEYS", 1000), env_number("FILL", 0));
     let up: Vec<Value> = ["a", "b", "c", "d", "e"].map(Value::str).into();
     let events: Vec<UpdateEvent> = remote_events(1_000_000, keys, 3, 42)
         .into_iter()

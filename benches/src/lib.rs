@@ -66,6 +66,15 @@ pub fn apply_run(st: &mut State, events: Vec<UpdateEvent>, ahead: bool) {
     }
 }
 
+/// The number in environment variable `name` (the examples' knobs), or
+/// `default` if it is not set to one.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A fresh node state that is ready.
 pub fn fresh_state() -> State {
     let mut s = State::new("observer", LogLimits::default());
