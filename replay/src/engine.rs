@@ -574,19 +574,25 @@ impl Replay {
                 if let Some(seq) = loc.seq() {
                     self.last_seq[stream] = Some(seq);
                 }
-                let head = event.chain.head().clone();
-                let dup = self
-                    .applied
-                    .get(&head.node)
-                    .is_some_and(|r| r.contains(head.tick));
+                // Borrowed, not cloned: the reading thread counts the same
+                // names' references as it decodes.
+                let head = event.chain.head();
+                let dup = match self.applied.get_mut(&head.node) {
+                    Some(ticks) if ticks.contains(head.tick) => true,
+                    Some(ticks) => {
+                        ticks.insert(head.tick);
+                        false
+                    }
+                    None => {
+                        let ticks = self.applied.entry(head.node.clone()).or_default();
+                        ticks.insert(head.tick);
+                        false
+                    }
+                };
                 let outcome = if dup {
                     self.stats.duplicates += 1;
                     Outcome::Duplicate
                 } else {
-                    self.applied
-                        .entry(head.node.clone())
-                        .or_default()
-                        .insert(head.tick);
                     let known_before = self
                         .state
                         .node(&head.node)
