@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use distkv_core::persist::{snap, FreeBehind};
 use distkv_core::state::{Applied, Lookahead, State};
 use distkv_log::{LogLimits, Seq};
-use distkv_model::{Chain, NodeName, RangeSet, UpdateEvent, Value};
+use distkv_model::{Chain, NodeName, RangeSet, RecentNames, UpdateEvent, Value};
 use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
 
 use crate::ahead::Ahead;
@@ -232,9 +232,40 @@ pub struct Replay {
     /// The streams, each read on a thread of its own.
     streams: Vec<Ahead>,
     target: Target,
-    applied: FastMap<NodeName, RangeSet>,
+    applied: AppliedTicks,
     total_bytes: u64,
     quiet: bool,
+}
+
+/// The ticks of each node whose events were applied (to skip another
+/// input's copy of one), a node's found by its name's address where that
+/// was met lately: the events of one input share their names.
+#[derive(Default)]
+struct AppliedTicks {
+    index: FastMap<NodeName, usize>,
+    ticks: Vec<RangeSet>,
+    recent: RecentNames,
+}
+
+impl AppliedTicks {
+    /// Node `name`'s applied ticks.
+    fn of(&mut self, name: &NodeName) -> &mut RangeSet {
+        let i = match self.recent.get(name) {
+            Some(i) => i as usize,
+            None => {
+                let next = self.ticks.len();
+                let i = *self.index.entry(name.clone()).or_insert(next);
+                if i == next {
+                    self.ticks.push(RangeSet::new());
+                }
+                if let Ok(n) = u32::try_from(i) {
+                    self.recent.put(name, n);
+                }
+                i
+            }
+        };
+        &mut self.ticks[i]
+    }
 }
 
 impl std::fmt::Debug for Replay {
@@ -393,7 +424,7 @@ impl Replay {
             target_reached: false,
             streams,
             target,
-            applied: FastMap::default(),
+            applied: AppliedTicks::default(),
             total_bytes: inv.histories.iter().map(History::log_bytes).sum(),
             quiet,
         })
@@ -577,18 +608,11 @@ impl Replay {
                 // Borrowed, not cloned: the reading thread counts the same
                 // names' references as it decodes.
                 let head = event.chain.head();
-                let dup = match self.applied.get_mut(&head.node) {
-                    Some(ticks) if ticks.contains(head.tick) => true,
-                    Some(ticks) => {
-                        ticks.insert(head.tick);
-                        false
-                    }
-                    None => {
-                        let ticks = self.applied.entry(head.node.clone()).or_default();
-                        ticks.insert(head.tick);
-                        false
-                    }
-                };
+                let ticks = self.applied.of(&head.node);
+                let dup = ticks.contains(head.tick);
+                if !dup {
+                    ticks.insert(head.tick);
+                }
                 let outcome = if dup {
                     self.stats.duplicates += 1;
                     Outcome::Duplicate
