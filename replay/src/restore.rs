@@ -233,14 +233,20 @@ pub fn restore(
         .map(|b| (b.path.clone(), b.header.seq, b.header.tock));
     let stats = replay.stats.clone();
     let damage = replay.damage.clone();
-    // Read the file back with the replayed state gone: the digest of the
-    // state it loads into, streamed from its items.
-    drop(replay);
-    let verified = {
-        let size = std::fs::metadata(out).map_or(0, |m| m.len());
-        let bar = Progress::bytes(size, &on_file("checking", out), quiet);
-        snap::digest(out, &me, &mut |at, _| bar.set(at)).is_ok_and(|d| d == digest)
-    };
+    // Read the file back: the digest of the state it loads into, streamed
+    // from its items (no second state), on a thread of its own while the
+    // replayed state is freed here, where it was allocated.
+    let verified = std::thread::scope(|s| {
+        let check = s.spawn(|| {
+            let size = std::fs::metadata(out).map_or(0, |m| m.len());
+            let bar = Progress::bytes(size, &on_file("checking", out), quiet);
+            snap::digest(out, &me, &mut |at, _| bar.set(at)).is_ok_and(|d| d == digest)
+        });
+        drop(replay);
+        check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
     Ok(RestoreReport {
         target: target_text,
         base,
