@@ -17,6 +17,7 @@
 //! share one `Arc<[Link]>`. Equality, hashing and every format see only
 //! the links.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -340,6 +341,34 @@ impl RecentNames {
     }
 }
 
+/// Node names numbered in the order they are first met (0, 1, …), for a
+/// table of something per node kept beside: a name is found by its
+/// address where it was met lately ([`RecentNames`]), by its hash
+/// otherwise.
+#[derive(Debug, Default, Clone)]
+pub struct NameNumbers {
+    numbers: HashMap<NodeName, u32>,
+    recent: RecentNames,
+}
+
+impl NameNumbers {
+    /// `name`'s number: a name not met before gets the next one, the
+    /// number of names met before it.
+    ///
+    /// # Panics
+    /// At the 2³²nd name (which would take far more memory than a
+    /// process has).
+    pub fn number(&mut self, name: &NodeName) -> u32 {
+        if let Some(n) = self.recent.get(name) {
+            return n;
+        }
+        let next = u32::try_from(self.numbers.len()).expect("fewer than 2^32 node names");
+        let n = *self.numbers.entry(name.clone()).or_insert(next);
+        self.recent.put(name, n);
+        n
+    }
+}
+
 /// `a > b` with DistKV's treatment of missing chains: `a` supersedes `b`
 /// (an entry whose chain is `a` ignores an update carrying `b`).
 pub fn supersedes(a: Option<&Chain>, b: Option<&Chain>) -> bool {
@@ -382,6 +411,23 @@ impl fmt::Display for Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names are numbered in the order first met, an equal name in
+    /// another allocation getting the same number, more than the recent
+    /// ones remember included.
+    #[test]
+    fn names_are_numbered_in_the_order_first_met() {
+        let mut n = NameNumbers::default();
+        let names: Vec<NodeName> = (0..10).map(|i| NodeName::from(format!("n{i}"))).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(n.number(name), i as u32);
+        }
+        for (i, name) in names.iter().enumerate().rev() {
+            assert_eq!(n.number(name), i as u32);
+            assert_eq!(n.number(&NodeName::from(name.as_str())), i as u32);
+        }
+        assert_eq!(n.number(&NodeName::from("new")), 10);
+    }
 
     fn c(links: &[(&str, u64)]) -> Chain {
         Chain::from_links(

@@ -30,7 +30,7 @@ pub mod strategies;
 mod testutil;
 pub mod value;
 
-pub use chain::{Chain, Link, NodeName, RecentNames};
+pub use chain::{Chain, Link, NameNumbers, NodeName, RecentNames};
 pub use event::UpdateEvent;
 pub use packed::{Packed, ValueRef};
 pub use path::{Path, PathStrings};

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use distkv_core::persist::{snap, FreeBehind};
 use distkv_core::state::{Applied, Lookahead, State};
 use distkv_log::{LogLimits, Seq};
-use distkv_model::{Chain, NodeName, RangeSet, RecentNames, UpdateEvent, Value};
+use distkv_model::{Chain, NameNumbers, NodeName, RangeSet, UpdateEvent, Value};
 use distkv_snapshot::{Item, SnapshotError, SnapshotHeader, SnapshotReader};
 
 use crate::ahead::Ahead;
@@ -242,28 +242,17 @@ pub struct Replay {
 /// was met lately: the events of one input share their names.
 #[derive(Default)]
 struct AppliedTicks {
-    index: FastMap<NodeName, usize>,
+    nodes: NameNumbers,
     ticks: Vec<RangeSet>,
-    recent: RecentNames,
 }
 
 impl AppliedTicks {
     /// Node `name`'s applied ticks.
     fn of(&mut self, name: &NodeName) -> &mut RangeSet {
-        let i = match self.recent.get(name) {
-            Some(i) => i as usize,
-            None => {
-                let next = self.ticks.len();
-                let i = *self.index.entry(name.clone()).or_insert(next);
-                if i == next {
-                    self.ticks.push(RangeSet::new());
-                }
-                if let Ok(n) = u32::try_from(i) {
-                    self.recent.put(name, n);
-                }
-                i
-            }
-        };
+        let i = self.nodes.number(name) as usize;
+        if i == self.ticks.len() {
+            self.ticks.push(RangeSet::new());
+        }
         &mut self.ticks[i]
     }
 }

@@ -64,7 +64,6 @@
 //! resumes) and hands each visited entry its path relative to the start:
 //! a walk never computes paths entry by entry.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
@@ -72,7 +71,7 @@ use std::ops::Deref;
 use std::ptr::{slice_from_raw_parts, NonNull};
 use std::sync::Arc;
 
-use distkv_model::{Chain, Link, NodeName, Packed, Path, RecentNames, Value, ValueRef};
+use distkv_model::{Chain, Link, NameNumbers, NodeName, Packed, Path, Value, ValueRef};
 use hashbrown::HashTable;
 use indexmap::IndexMap;
 
@@ -210,10 +209,9 @@ pub struct Tree {
     /// The node names of single-link chains, by index; only ever grows
     /// (a cluster has few nodes: every name a chain ever held).
     nodes: Vec<NodeName>,
-    node_ids: HashMap<NodeName, u32, foldhash::fast::RandomState>,
-    /// The indices of the names stored last, by address: a node's changes
-    /// come in runs, with the same allocation for its name.
-    recent_nodes: RecentNames,
+    /// Their indices (a node's changes come in runs, with the same
+    /// allocation for its name: found by its address).
+    node_ids: NameNumbers,
     /// The entries along the path [`Tree::follow_create`] followed last
     /// from the root: `last_path[i]` is at depth `i + 1` (see the module's
     /// text). Emptied whenever a slot is freed.
@@ -232,8 +230,7 @@ impl Default for Tree {
             kids: Vec::new(),
             free_kids: Vec::new(),
             nodes: Vec::new(),
-            node_ids: HashMap::default(),
-            recent_nodes: RecentNames::default(),
+            node_ids: NameNumbers::default(),
             last_path: Vec::new(),
             in_order: None,
         };
@@ -312,20 +309,10 @@ impl Tree {
     /// The index of `node` in the table of node names, which gains it if
     /// new.
     fn node_index(&mut self, node: NodeName) -> u32 {
-        if let Some(n) = self.recent_nodes.get(&node) {
-            return n;
+        let n = self.node_ids.number(&node);
+        if n as usize == self.nodes.len() {
+            self.nodes.push(node);
         }
-        let n = match self.node_ids.get(&node) {
-            Some(&n) => n,
-            None => {
-                // 4 G names would need far more memory than a node has.
-                let n = u32::try_from(self.nodes.len()).expect("fewer than 2^32 node names");
-                self.nodes.push(node.clone());
-                self.node_ids.insert(node.clone(), n);
-                n
-            }
-        };
-        self.recent_nodes.put(&node, n);
         n
     }
 
