@@ -23,6 +23,7 @@
 //! O(n log n), for reports, state records and snapshots.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 
 use distkv_model::RangeSet;
 
@@ -94,25 +95,26 @@ impl NodeInfo {
 
     /// Ticks currently in some chain.
     pub fn present(&self) -> RangeSet {
-        // Sorted first, the ticks are collected in one pass.
-        self.present_ticks().into_iter().collect()
+        RangeSet::from_ranges(self.entries.runs())
     }
 
     /// Present ticks, ascending.
     pub fn present_ticks(&self) -> Vec<u64> {
-        let mut t: Vec<u64> = self.entries.ticks().collect();
-        t.sort_unstable();
-        t
+        self.entries.runs().flat_map(|(a, b)| a..b).collect()
     }
 
     /// Ticks known to be gone from every chain: seen but not present.
+    ///
+    /// One pass over the seen ranges and the present ticks in their pages'
+    /// order: a state record and a snapshot ask for it under the state's
+    /// lock, for a million present ticks and more.
     pub fn superseded(&self) -> RangeSet {
         // Every present tick is seen: as many of each, nothing is superseded
-        // (the common case of keys written once, without sorting them).
+        // (the common case of keys written once).
         if self.seen.count() == self.entries.len() as u64 {
             return RangeSet::new();
         }
-        self.seen.difference(&self.present())
+        self.seen.difference_ascending(self.entries.runs())
     }
 
     /// Ticks of deleted entries awaiting purge.
@@ -213,6 +215,32 @@ impl Page {
             len: 0,
             ids: [ABSENT; PAGE],
         })
+    }
+
+    /// The ticks held, a bit each (no branch per tick).
+    fn held(&self) -> [u64; PAGE / 64] {
+        let mut held = [0u64; PAGE / 64];
+        for (w, ids) in held.iter_mut().zip(self.ids.chunks_exact(64)) {
+            *w = ids
+                .iter()
+                .enumerate()
+                .fold(0, |w, (k, &id)| w | u64::from(id != ABSENT) << k);
+        }
+        held
+    }
+}
+
+/// The first bit at or after `from` that is set (`clear`: clear), if any.
+fn next_bit(words: &[u64], from: usize, clear: bool) -> Option<usize> {
+    let mut i = from / 64;
+    let flip = if clear { u64::MAX } else { 0 };
+    let mut w = (*words.get(i)? ^ flip) & (u64::MAX << (from % 64));
+    loop {
+        if w != 0 {
+            return Some(i * 64 + w.trailing_zeros() as usize);
+        }
+        i += 1;
+        w = *words.get(i)? ^ flip;
     }
 }
 
@@ -343,7 +371,13 @@ impl TickMap {
     /// The ticks and their entries: pages ascending, then the rest in no
     /// order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, EntryId)> + '_ {
-        let paged = self.slots.iter().enumerate().flat_map(move |(i, s)| {
+        let rest = self.sparse.iter().chain(&self.far);
+        self.paged().chain(rest.map(|(&t, &id)| (t, id)))
+    }
+
+    /// The ticks of the dense pages and their entries, ascending.
+    fn paged(&self) -> impl Iterator<Item = (u64, EntryId)> + '_ {
+        self.slots.iter().enumerate().flat_map(move |(i, s)| {
             let first = (self.base + i as u64) << PAGE_BITS;
             let ids = match s {
                 Slot::Dense(pg) => &pg.ids[..],
@@ -353,9 +387,58 @@ impl TickMap {
                 .enumerate()
                 .filter(|(_, &id)| id != ABSENT)
                 .map(move |(j, &id)| (first + j as u64, id))
+        })
+    }
+
+    /// The ticks as ascending, disjoint `[a, b)` runs (not merged across
+    /// pages), sorting only the sparse ones: the far ticks below the
+    /// window, the window's page by page, then the far ticks above it.
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let one = |(&t, _): (&u64, _)| (t, t.saturating_add(1));
+        let mut sparse: Vec<u64> = self.sparse.keys().copied().collect();
+        sparse.sort_unstable();
+        let (mut slot, mut j, mut sp) = (0, 0, 0);
+        // The dense page at `slot`: which ticks it holds, found once.
+        let mut held = [0u64; PAGE / 64];
+        let window = std::iter::from_fn(move || {
+            while let Some(s) = self.slots.get(slot) {
+                let page = self.base + slot as u64;
+                let first = page << PAGE_BITS;
+                match s {
+                    Slot::Dense(pg) => {
+                        if j == 0 {
+                            held = pg.held();
+                        }
+                        if let Some(a) = next_bit(&held, j, false) {
+                            j = next_bit(&held, a, true).unwrap_or(PAGE);
+                            return Some((first + a as u64, first.saturating_add(j as u64)));
+                        }
+                    }
+                    Slot::Sparse(_) => {
+                        if let Some(&t) = sparse.get(sp).filter(|&&t| t >> PAGE_BITS == page) {
+                            sp += 1;
+                            return Some((t, t.saturating_add(1)));
+                        }
+                    }
+                    Slot::Empty => {}
+                }
+                slot += 1;
+                j = 0;
+            }
+            None
         });
-        let rest = self.sparse.iter().chain(&self.far);
-        paged.chain(rest.map(|(&t, &id)| (t, id)))
+        // Far ticks are outside the window: below its first page or above
+        // its last (or anywhere, when it holds no page).
+        let (below, above) = match self.slots.len() as u64 {
+            0 => (u64::MAX, u64::MAX),
+            n => (
+                self.base << PAGE_BITS,
+                (self.base + n - 1) << PAGE_BITS | MASK,
+            ),
+        };
+        let low = self.far.range(..below).map(one);
+        let high = self.far.range((Excluded(above), Unbounded)).map(one);
+        low.chain(window).chain(high)
     }
 
     /// The ticks, in no order.
@@ -595,6 +678,7 @@ mod tests {
             all,
             model.iter().map(|(&t, &id)| (t, id)).collect::<Vec<_>>()
         );
+        prop_assert!(m.runs().flat_map(|(a, b)| a..b).eq(model.keys().copied()));
         for (&t, &id) in model {
             prop_assert_eq!(m.get(t), Some(id));
             prop_assert_eq!(m.get(t + 1), model.get(&(t + 1)).copied());
