@@ -627,7 +627,7 @@ impl<H: StateHost> WriterLoop<H> {
     /// (how many, and which ticks of which node).
     fn report_unwritten(&self, err: &PersistError) {
         let from = self.writer.written_seq().wrapping_sub(self.offset);
-        let (count, ticks) = self.host.with_state(|st| {
+        let (count, ticks) = self.host.read_state(|st| {
             let mut by_node: std::collections::BTreeMap<String, RangeSet> = Default::default();
             let mut count = 0u64;
             if let Ok(it) = st.log().read(from, usize::MAX) {
@@ -811,17 +811,24 @@ impl<H: StateHost> WriterLoop<H> {
     }
 
     fn write_state_record(&mut self, now: Now) -> Result<(), PersistError> {
-        let (nodes, known, deleted) = self.host.with_state(|st| {
-            let mut known = NodeSet::default();
+        // The ticks are copied out (a bit per tick) with the state read
+        // locked, and the sets of superseded ones made after.
+        let (nodes, ticks, deleted) = self.host.read_state(|st| {
             let mut deleted = NodeSet::default();
-            let mut nodes = Vec::new();
+            let (mut nodes, mut ticks) = (Vec::new(), Vec::new());
             for (n, i) in st.nodes() {
                 nodes.push((n.clone(), i.tick()));
-                known.0.insert(n.clone(), i.superseded());
+                ticks.push((n.clone(), i.ticks_now()));
                 deleted.0.insert(n.clone(), i.deleted().clone());
             }
-            (nodes, known, deleted)
+            (nodes, ticks, deleted)
         });
+        let known = NodeSet(
+            ticks
+                .into_iter()
+                .map(|(n, t)| (n, t.superseded()))
+                .collect(),
+        );
         // A state record carries the position of the last event before it.
         let seq = self.writer.next_seq() - 1;
         self.writer.append(&LogRecord::State {
@@ -1018,7 +1025,7 @@ impl<H: StateHost> WriterLoop<H> {
         self.publish();
         self.poll_snapshot(true)?;
         self.index.close();
-        let tick = self.host.with_state(|st| st.tick().unwrap_or(0));
+        let tick = self.host.read_state(|st| st.tick().unwrap_or(0));
         let mut m = self.d.meta.lock().unwrap_or_else(|e| e.into_inner());
         if m.reserved_tick > tick {
             m.reserved_tick = tick;

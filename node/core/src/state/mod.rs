@@ -45,7 +45,7 @@ use distkv_model::{
 
 pub use ahead::Lookahead;
 pub use digest::{hash128, Digest};
-pub use nodes::NodeInfo;
+pub use nodes::{NodeInfo, TicksNow};
 pub use sync::{Answers, Forged, Reporter, MAX_TICK_LEAP};
 pub use tree::{ChainRef, Entry, EntryId, Map, Tree, WalkCursor, WalkOpts};
 

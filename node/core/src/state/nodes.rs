@@ -19,11 +19,11 @@
 //! [`NodeInfo::is_superseded`], [`NodeInfo::entry_id`]) is O(log n) at
 //! most, which is what per-event callers (recovery, `distkv-replay`) use;
 //! the whole sets ([`NodeInfo::superseded`], [`NodeInfo::present`],
-//! [`NodeInfo::missing`]) are built in one sort and merge pass,
-//! O(n log n), for reports, state records and snapshots.
+//! [`NodeInfo::missing`]) are built in one merge pass over the tick pages
+//! in their order and the seen ranges, O(n) (only ticks outside the
+//! pages are sorted), for reports, state records and snapshots.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::Bound::{Excluded, Unbounded};
 
 use distkv_model::RangeSet;
 
@@ -95,26 +95,34 @@ impl NodeInfo {
 
     /// Ticks currently in some chain.
     pub fn present(&self) -> RangeSet {
-        RangeSet::from_ranges(self.entries.runs())
+        RangeSet::from_ranges(self.entries.held().runs())
     }
 
     /// Present ticks, ascending.
     pub fn present_ticks(&self) -> Vec<u64> {
-        self.entries.runs().flat_map(|(a, b)| a..b).collect()
+        self.entries.held().runs().flat_map(|(a, b)| a..b).collect()
     }
 
     /// Ticks known to be gone from every chain: seen but not present.
-    ///
-    /// One pass over the seen ranges and the present ticks in their pages'
-    /// order: a state record and a snapshot ask for it under the state's
-    /// lock, for a million present ticks and more.
     pub fn superseded(&self) -> RangeSet {
+        self.ticks_now().superseded()
+    }
+
+    /// What [`NodeInfo::superseded`] is made of, copied out in one pass
+    /// over the tick pages (a bit per tick), so that a caller holding the
+    /// state's lock (a state record's writer) can make the set after it
+    /// let the lock go.
+    pub fn ticks_now(&self) -> TicksNow {
         // Every present tick is seen: as many of each, nothing is superseded
         // (the common case of keys written once).
-        if self.seen.count() == self.entries.len() as u64 {
-            return RangeSet::new();
+        let present = (self.seen.count() != self.entries.len() as u64).then(|| self.entries.held());
+        TicksNow {
+            seen: present
+                .as_ref()
+                .map(|_| self.seen.clone())
+                .unwrap_or_default(),
+            present,
         }
-        self.seen.difference_ascending(self.entries.runs())
     }
 
     /// Ticks of deleted entries awaiting purge.
@@ -390,55 +398,24 @@ impl TickMap {
         })
     }
 
-    /// The ticks as ascending, disjoint `[a, b)` runs (not merged across
-    /// pages), sorting only the sparse ones: the far ticks below the
-    /// window, the window's page by page, then the far ticks above it.
-    pub(crate) fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let one = |(&t, _): (&u64, _)| (t, t.saturating_add(1));
-        let mut sparse: Vec<u64> = self.sparse.keys().copied().collect();
-        sparse.sort_unstable();
-        let (mut slot, mut j, mut sp) = (0, 0, 0);
-        // The dense page at `slot`: which ticks it holds, found once.
-        let mut held = [0u64; PAGE / 64];
-        let window = std::iter::from_fn(move || {
-            while let Some(s) = self.slots.get(slot) {
-                let page = self.base + slot as u64;
-                let first = page << PAGE_BITS;
-                match s {
-                    Slot::Dense(pg) => {
-                        if j == 0 {
-                            held = pg.held();
-                        }
-                        if let Some(a) = next_bit(&held, j, false) {
-                            j = next_bit(&held, a, true).unwrap_or(PAGE);
-                            return Some((first + a as u64, first.saturating_add(j as u64)));
-                        }
-                    }
-                    Slot::Sparse(_) => {
-                        if let Some(&t) = sparse.get(sp).filter(|&&t| t >> PAGE_BITS == page) {
-                            sp += 1;
-                            return Some((t, t.saturating_add(1)));
-                        }
-                    }
-                    Slot::Empty => {}
-                }
-                slot += 1;
-                j = 0;
-            }
-            None
-        });
-        // Far ticks are outside the window: below its first page or above
-        // its last (or anywhere, when it holds no page).
-        let (below, above) = match self.slots.len() as u64 {
-            0 => (u64::MAX, u64::MAX),
-            n => (
-                self.base << PAGE_BITS,
-                (self.base + n - 1) << PAGE_BITS | MASK,
-            ),
-        };
-        let low = self.far.range(..below).map(one);
-        let high = self.far.range((Excluded(above), Unbounded)).map(one);
-        low.chain(window).chain(high)
+    /// The ticks as they are now, copied out for [`Held::runs`]: a bit per
+    /// tick of the window's dense pages, the others' ticks sorted (few).
+    fn held(&self) -> Held {
+        let mut others: Vec<u64> = self.sparse.keys().chain(self.far.keys()).copied().collect();
+        others.sort_unstable();
+        let pages = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Dense(pg) => pg.held(),
+                _ => [0; PAGE / 64],
+            })
+            .collect();
+        Held {
+            base: self.base,
+            pages,
+            others,
+        }
     }
 
     /// The ticks, in no order.
@@ -535,6 +512,62 @@ impl TickMap {
         while matches!(self.slots.back(), Some(Slot::Empty)) {
             self.slots.pop_back();
         }
+    }
+}
+
+/// A node's seen and present ticks as they were ([`NodeInfo::ticks_now`]).
+pub struct TicksNow {
+    seen: RangeSet,
+    /// `None`: every seen tick is present.
+    present: Option<Held>,
+}
+
+impl TicksNow {
+    /// The ticks seen but not present: one pass over both, ascending.
+    pub fn superseded(&self) -> RangeSet {
+        match &self.present {
+            Some(p) => self.seen.difference_ascending(p.runs()),
+            None => RangeSet::new(),
+        }
+    }
+}
+
+/// A node's present ticks as they were when copied out of its
+/// [`TickMap`] ([`TickMap::held`]): a bit per tick of each page of the
+/// window (zero for a page that is not dense) and every other tick (the
+/// sparse pages' and those outside the window), ascending.
+struct Held {
+    /// Page number of `pages[0]`.
+    base: u64,
+    pages: Vec<[u64; PAGE / 64]>,
+    others: Vec<u64>,
+}
+
+impl Held {
+    /// The ticks as ascending, disjoint `[a, b)` runs (not merged across
+    /// pages): the pages' runs found a word at a time, the other ticks
+    /// one by one in their places.
+    fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (mut page, mut j, mut other) = (0, 0, 0);
+        std::iter::from_fn(move || loop {
+            // The next other tick, unless it comes after this page.
+            let t = self.others.get(other).copied();
+            let in_window = page < self.pages.len();
+            let p = self.base + page as u64;
+            if let Some(t) = t.filter(|&t| !in_window || t >> PAGE_BITS <= p) {
+                other += 1;
+                return Some((t, t.saturating_add(1)));
+            }
+            let bits = self.pages.get(page)?;
+            if let Some(a) = next_bit(bits, j, false) {
+                // No other tick is in a page with bits set.
+                j = next_bit(bits, a, true).unwrap_or(PAGE);
+                let first = p << PAGE_BITS;
+                return Some((first + a as u64, first.saturating_add(j as u64)));
+            }
+            page += 1;
+            j = 0;
+        })
     }
 }
 
@@ -678,7 +711,11 @@ mod tests {
             all,
             model.iter().map(|(&t, &id)| (t, id)).collect::<Vec<_>>()
         );
-        prop_assert!(m.runs().flat_map(|(a, b)| a..b).eq(model.keys().copied()));
+        prop_assert!(m
+            .held()
+            .runs()
+            .flat_map(|(a, b)| a..b)
+            .eq(model.keys().copied()));
         for (&t, &id) in model {
             prop_assert_eq!(m.get(t), Some(id));
             prop_assert_eq!(m.get(t + 1), model.get(&(t + 1)).copied());
