@@ -421,10 +421,17 @@ impl Tree {
     /// [`Tree::prefetch_table`].
     pub(crate) fn prefetch_slot(&self, parent: EntryId, hash: u64) -> Option<EntryId> {
         let id = *self.kids(parent)?.index.iter_hash(hash).next()?;
-        let slot: *const Slot = self.get_slot(id)?;
-        ahead::prefetch(slot);
-        ahead::prefetch(slot.cast::<u8>().wrapping_add(size_of::<Slot>() - 1));
+        self.prefetch_slot_of(id);
         Some(id)
+    }
+
+    /// Asks for entry `id`'s slot (both lines, should it straddle two).
+    fn prefetch_slot_of(&self, id: EntryId) {
+        if let Some(slot) = self.get_slot(id) {
+            let slot: *const Slot = slot;
+            ahead::prefetch(slot);
+            ahead::prefetch(slot.cast::<u8>().wrapping_add(size_of::<Slot>() - 1));
+        }
     }
 
     /// For a look-ahead: entry `id`'s chain, if its name is `name`; a
@@ -940,7 +947,28 @@ impl<'a> Entry<'a> {
         let c = *self.tree.kids(self.id)?.order.get(idx)?;
         Some(self.tree.entry(c))
     }
+
+    /// For a walk at the `idx`-th child: asks for the slot of the child
+    /// [`WALK_AHEAD`] further on, and for the value and chain links of the
+    /// one half as far (whose slot was asked for before), so that the
+    /// walk's visits do not wait for them one after the other (a snapshot
+    /// encodes every value while it holds the state).
+    fn prefetch_children(self, idx: usize) {
+        let Some(kids) = self.tree.kids(self.id) else {
+            return;
+        };
+        if let Some(&c) = kids.order.get(idx + WALK_AHEAD) {
+            self.tree.prefetch_slot_of(c);
+        }
+        if let Some(&c) = kids.order.get(idx + WALK_AHEAD / 2) {
+            self.tree.prefetch_data(c);
+            self.tree.prefetch_links(c, None);
+        }
+    }
 }
+
+/// How many children ahead of its visit a walk asks for a child's slot.
+const WALK_AHEAD: usize = 16;
 
 /// What a walk visits.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1047,6 +1075,9 @@ impl WalkCursor {
                 continue;
             };
             used += 1;
+            if let Some(p) = parent {
+                p.prefetch_children(idx);
+            }
             if depth == 1 && child.name().is_nil() && !opts.meta {
                 *self.stack.last_mut().expect("non-empty") += 1;
                 continue;
