@@ -1154,6 +1154,53 @@ mod tests {
         d.wake();
     }
 
+    /// A state record names every node's tick, superseded ticks (here
+    /// scattered: keys rewritten out of order, a page's worth and more)
+    /// and deleted ones as the state has them.
+    #[test]
+    fn a_state_record_holds_the_ticks_the_state_has() {
+        let dir = tempdir("state-record");
+        let mut want = None;
+        session(
+            &dir,
+            |_| {},
+            |h, d| {
+                for i in 0..3_000i64 {
+                    // Keys drawn in a scrambled order: each key's last
+                    // write falls anywhere.
+                    let k = ((i * 2_654_435_761) >> 7) % 1_100;
+                    write(h, d, &path!["k", k], Some(Value::Int(i)));
+                }
+                write(h, d, &path!["k", 5i64], None);
+                want = Some(h.with_state(|st| {
+                    let n = st.node("n1").expect("the node");
+                    (n.tick(), n.superseded(), n.deleted().clone())
+                }));
+            },
+        );
+        let (tick, superseded, deleted) = want.expect("written");
+        assert!(superseded.ranges().count() > 100, "{superseded}");
+        assert!(!deleted.is_empty());
+        let last = LogReader::open(&dir.join("log"), 0)
+            .unwrap()
+            .filter_map(|r| match r.unwrap() {
+                LogRecord::State {
+                    nodes,
+                    known,
+                    deleted,
+                    ..
+                } => Some((nodes, known, deleted)),
+                _ => None,
+            })
+            .last()
+            .expect("a state record at the stop");
+        let n1 = distkv_model::NodeName::from("n1");
+        assert_eq!(last.0, vec![(n1.clone(), tick)]);
+        assert_eq!(last.1 .0.get(&n1), Some(&superseded));
+        assert_eq!(last.2 .0.get(&n1), Some(&deleted));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn clean_stop_and_restart_reproduces_the_state_and_continues_ticks() {
         let dir = tempdir("restart");
