@@ -418,11 +418,6 @@ impl TickMap {
         }
     }
 
-    /// The ticks, in no order.
-    pub(crate) fn ticks(&self) -> impl Iterator<Item = u64> + '_ {
-        self.iter().map(|(t, _)| t)
-    }
-
     /// The entries, in no order.
     pub(crate) fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
         self.iter().map(|(_, id)| id)

@@ -309,13 +309,7 @@ impl State {
         if ticks.count() <= info.entries.len() as u64 {
             ticks.iter().filter(|&t| info.entries.contains(t)).collect()
         } else {
-            let mut held: Vec<u64> = info
-                .entries
-                .ticks()
-                .filter(|&t| ticks.contains(t))
-                .collect();
-            held.sort_unstable();
-            held.into_iter().collect()
+            info.present().intersection(ticks)
         }
     }
 

@@ -662,6 +662,25 @@ fn answers_to_a_huge_missing_report_cover_only_what_is_known_here() {
     assert!(a.has_reported(), "the ticks nobody knows stay reported");
 }
 
+#[test]
+fn the_ticks_present_within_a_set_are_found_either_way() {
+    // Keys rewritten: of ticks 1 ..= 300 only each key's last one stays.
+    let mut a = state("a");
+    for t in 0..300i64 {
+        set(&mut a, &path!["k", (t * 7) % 40], t);
+    }
+    let present = a.node("a").unwrap().present();
+    assert_eq!(present.count(), 40);
+    // A set smaller than the present ticks is looked up tick by tick, a
+    // larger one intersected with them.
+    for (lo, hi) in [(270, 290), (1, 280)] {
+        let mut ticks = RangeSet::new();
+        ticks.insert_range(lo, hi);
+        let want: RangeSet = present.iter().filter(|t| (lo..hi).contains(t)).collect();
+        assert_eq!(a.present_within("a", &ticks), want, "{lo}..{hi}");
+    }
+}
+
 fn chain(links: &[(&str, u64)]) -> Chain {
     Chain::from_links(
         links
