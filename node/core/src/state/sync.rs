@@ -209,12 +209,20 @@ impl State {
         }
     }
 
-    /// Takes up to `max` reported ticks that this node can answer: the
-    /// entries holding present ones, and which are superseded or deleted.
-    /// Answered ticks are no longer reported; ticks this node lacks too
-    /// stay reported until someone else answers. Only ticks for which
-    /// `now(node, tick)` holds are answered; the others stay reported.
-    pub fn answers(&mut self, max: usize, now: impl Fn(&NodeName, u64) -> bool) -> Answers {
+    /// Answers reported ticks that this node can answer: up to `max`
+    /// entries holding present ones (as events), and which are superseded
+    /// or deleted — as ranges, every such tick below the first present one
+    /// the budget leaves out. Answered ticks are no longer reported; ticks
+    /// this node lacks too stay reported until someone else answers. Of a
+    /// node's ticks only those in `only(node)` are answered (`None`: all);
+    /// the others stay reported.
+    ///
+    /// Costs a look-up in the tick pages per answerable tick up to the
+    /// first present one left out, and the entries answered: a report of
+    /// millions of ticks long superseded (a node back from a partition,
+    /// keys rewritten meanwhile) is answered with a few ranges, and no set
+    /// is changed tick by tick.
+    pub fn answers(&mut self, max: usize, only: impl Fn(&NodeName) -> Option<RangeSet>) -> Answers {
         let mut out = Answers::default();
         let mut budget = max;
         let names: Vec<NodeName> = self.nodes.keys().cloned().collect();
@@ -225,22 +233,31 @@ impl State {
             if info.reported.is_empty() {
                 continue;
             }
-            let mut done = RangeSet::new();
-            let mut entries = Vec::new();
             // Only ticks seen here can be answered: never walk a reported
-            // range tick by tick beyond what we know (it may be huge).
-            let answerable = info.reported.intersection(&info.seen);
-            for t in answerable.iter() {
-                if budget == 0 {
-                    break;
-                }
-                if !now(&name, t) {
-                    continue;
-                }
-                if let Some(id) = info.entries.get(t) {
+            // range tick by tick (it may be huge).
+            let mut answerable = info.reported.intersection(&info.seen);
+            if let Some(only) = only(&name) {
+                answerable = answerable.intersection(&only);
+            }
+            if answerable.is_empty() {
+                continue;
+            }
+            // The present ticks, ascending, up to the budget's: a look-up
+            // in the tick pages each, no set change per tick.
+            let (mut present, mut upto) = (Vec::new(), None);
+            'walk: for (a, b) in answerable.ranges() {
+                for t in a..b {
+                    let Some(id) = info.entries.get(t) else {
+                        continue;
+                    };
+                    if budget == 0 {
+                        upto = Some(t);
+                        break 'walk;
+                    }
+                    present.push(t);
                     let e = self.tree.entry(id);
                     if let Some(chain) = e.chain() {
-                        entries.push(UpdateEvent {
+                        out.entries.push(UpdateEvent {
                             path: e.path(),
                             chain: chain.clone(),
                             value: e.data_cloned(),
@@ -248,14 +265,26 @@ impl State {
                         });
                         budget -= 1;
                     }
-                } else if info.deleted.contains(t) {
-                    out.deleted.insert(&name, t);
-                } else {
-                    out.known.insert(&name, t);
                 }
-                done.insert(t);
             }
-            out.entries.extend(entries);
+            let present: RangeSet = present.into_iter().collect();
+            let done = match upto {
+                Some(t) => {
+                    let mut below = RangeSet::new();
+                    below.insert_range(0, t);
+                    answerable.intersection(&below)
+                }
+                None => answerable,
+            };
+            // A present tick is answered by its entry, whatever else.
+            let rest = done.difference(&present);
+            let deleted = rest.intersection(&info.deleted);
+            let known = rest.difference(&info.deleted);
+            for (set, ticks) in [(&mut out.deleted, deleted), (&mut out.known, known)] {
+                if !ticks.is_empty() {
+                    set.add(name.clone(), ticks);
+                }
+            }
             if let Some(i) = self.nodes.get_mut(&name) {
                 i.reported.subtract(&done);
             }

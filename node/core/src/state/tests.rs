@@ -651,7 +651,7 @@ fn answers_to_a_huge_missing_report_cover_only_what_is_known_here() {
         r
     });
     a.report_missing(&huge);
-    let ans = a.answers(100, |_, _| true);
+    let ans = a.answers(100, |_| None);
     assert_eq!(ans.entries.len(), 1, "the entry holding tick 2");
     assert!(ans.known.0["a"].contains(1), "tick 1 was superseded");
     assert_eq!(
@@ -660,6 +660,52 @@ fn answers_to_a_huge_missing_report_cover_only_what_is_known_here() {
         "a report raises no tick"
     );
     assert!(a.has_reported(), "the ticks nobody knows stay reported");
+}
+
+#[test]
+fn a_report_of_ticks_long_superseded_is_answered_as_ranges_and_the_budget_counts_entries() {
+    // 10 keys rewritten: of ticks 1 ..= 5 000 the last 10 stay present;
+    // then one of them deleted (tick 5 001).
+    let mut a = state("a");
+    for t in 0..5_000i64 {
+        set(&mut a, &path!["k", t % 10], t);
+    }
+    a.local_change(&path!["k", 9i64], None).unwrap();
+    let present = a.node("a").unwrap().present_ticks();
+    assert_eq!(
+        present,
+        (4_991..=5_001).filter(|&t| t != 5_000).collect::<Vec<_>>()
+    );
+    let mut all = NodeSet::default();
+    all.0.insert("a".into(), (1..=5_001).collect());
+
+    // Ticks outside what `only` allows stay reported.
+    a.report_missing(&all);
+    let few: RangeSet = (1..=100).collect();
+    let ans = a.answers(4, |_| Some(few.clone()));
+    assert!(ans.entries.is_empty());
+    assert_eq!(ans.known.0["a"], few);
+    let left = a.node("a").unwrap().reported().clone();
+    assert_eq!(left.ranges().collect::<Vec<_>>(), vec![(101, 5_002)]);
+
+    // Four entries; every superseded tick below the fifth present one in
+    // one range; the rest stays reported.
+    let ans = a.answers(4, |_| None);
+    assert_eq!(ans.entries.len(), 4);
+    let known: Vec<_> = ans.known.0["a"].ranges().collect();
+    assert_eq!(known, vec![(101, present[0])]);
+    assert!(a.has_reported());
+    // Then the rest: six entries (the deleted one's too, as its entry with
+    // its chain, not as a deleted tick) and the superseded tick 5 000.
+    let ans = a.answers(100, |_| None);
+    assert_eq!(ans.entries.len(), 6);
+    assert!(ans
+        .entries
+        .iter()
+        .any(|e| e.chain.head().tick == 5_001 && e.value.is_none()));
+    assert_eq!(ans.known.0["a"].iter().collect::<Vec<_>>(), vec![5_000]);
+    assert!(ans.deleted.is_empty());
+    assert!(!a.has_reported());
 }
 
 #[test]

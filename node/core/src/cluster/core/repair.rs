@@ -271,8 +271,8 @@ impl Core {
             .cloned()
             .collect();
         let (me, second) = (&self.me, &self.second);
-        let a = st.answers(self.cfg.resend_max, |n, t| {
-            n == me || !live.contains(n) || second.0.get(n).is_some_and(|r| r.contains(t))
+        let a = st.answers(self.cfg.resend_max, |n| {
+            (n != me && live.contains(n)).then(|| second.0.get(n).cloned().unwrap_or_default())
         });
         if !a.entries.is_empty() || !a.known.is_empty() || !a.deleted.is_empty() {
             tracing::info!(
