@@ -115,14 +115,8 @@ impl NodeInfo {
     pub fn ticks_now(&self) -> TicksNow {
         // Every present tick is seen: as many of each, nothing is superseded
         // (the common case of keys written once).
-        let present = (self.seen.count() != self.entries.len() as u64).then(|| self.entries.held());
-        TicksNow {
-            seen: present
-                .as_ref()
-                .map(|_| self.seen.clone())
-                .unwrap_or_default(),
-            present,
-        }
+        let some = self.seen.count() != self.entries.len() as u64;
+        TicksNow(some.then(|| (self.seen.clone(), self.entries.held())))
     }
 
     /// Ticks of deleted entries awaiting purge.
@@ -379,13 +373,7 @@ impl TickMap {
     /// The ticks and their entries: pages ascending, then the rest in no
     /// order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, EntryId)> + '_ {
-        let rest = self.sparse.iter().chain(&self.far);
-        self.paged().chain(rest.map(|(&t, &id)| (t, id)))
-    }
-
-    /// The ticks of the dense pages and their entries, ascending.
-    fn paged(&self) -> impl Iterator<Item = (u64, EntryId)> + '_ {
-        self.slots.iter().enumerate().flat_map(move |(i, s)| {
+        let paged = self.slots.iter().enumerate().flat_map(move |(i, s)| {
             let first = (self.base + i as u64) << PAGE_BITS;
             let ids = match s {
                 Slot::Dense(pg) => &pg.ids[..],
@@ -395,7 +383,9 @@ impl TickMap {
                 .enumerate()
                 .filter(|(_, &id)| id != ABSENT)
                 .map(move |(j, &id)| (first + j as u64, id))
-        })
+        });
+        let rest = self.sparse.iter().chain(&self.far);
+        paged.chain(rest.map(|(&t, &id)| (t, id)))
     }
 
     /// The ticks as they are now, copied out for [`Held::runs`]: a bit per
@@ -510,18 +500,15 @@ impl TickMap {
     }
 }
 
-/// A node's seen and present ticks as they were ([`NodeInfo::ticks_now`]).
-pub struct TicksNow {
-    seen: RangeSet,
-    /// `None`: every seen tick is present.
-    present: Option<Held>,
-}
+/// A node's seen and present ticks as they were ([`NodeInfo::ticks_now`]);
+/// `None` when every seen tick was present.
+pub struct TicksNow(Option<(RangeSet, Held)>);
 
 impl TicksNow {
     /// The ticks seen but not present: one pass over both, ascending.
     pub fn superseded(&self) -> RangeSet {
-        match &self.present {
-            Some(p) => self.seen.difference_ascending(p.runs()),
+        match &self.0 {
+            Some((seen, present)) => seen.difference_ascending(present.runs()),
             None => RangeSet::new(),
         }
     }

@@ -234,7 +234,7 @@ impl State {
                 continue;
             }
             // Only ticks seen here can be answered: never walk a reported
-            // range tick by tick (it may be huge).
+            // range tick by tick beyond what we know (it may be huge).
             let mut answerable = info.reported.intersection(&info.seen);
             if let Some(only) = only(&name) {
                 answerable = answerable.intersection(&only);
@@ -268,14 +268,10 @@ impl State {
                 }
             }
             let present: RangeSet = present.into_iter().collect();
-            let done = match upto {
-                Some(t) => {
-                    let mut below = RangeSet::new();
-                    below.insert_range(0, t);
-                    answerable.intersection(&below)
-                }
-                None => answerable,
-            };
+            let mut done = answerable;
+            if let Some(t) = upto {
+                done.remove_range(t, u64::MAX);
+            }
             // A present tick is answered by its entry, whatever else.
             let rest = done.difference(&present);
             let deleted = rest.intersection(&info.deleted);
