@@ -1,16 +1,53 @@
-//! The embedded broker: rumqttd on an internal loopback port, and the
-//! relay that accepts the public connections for it (see the module
-//! docs for why).
+//! The embedded broker: rumqttd's router with this node's in-process link
+//! into it, its MQTT server on an internal loopback port, and the relay
+//! that accepts the public connections for it (see the module docs for
+//! why).
+
+use rumqttd::local::{LinkRx, LinkTx};
 
 use super::*;
 
-/// Starts rumqttd on a free loopback port and waits until it accepts
-/// connections. Returns that internal address.
+/// This node's own link to the embedded broker: in-process, no socket.
+pub(super) struct LocalLink {
+    pub(super) tx: LinkTx,
+    pub(super) rx: LinkRx,
+}
+
+/// Starts rumqttd: its router, a link into it for this node (`client_id`),
+/// and its MQTT server on a free loopback port, once that accepts
+/// connections. Returns that internal address and the link.
 ///
-/// rumqttd binds the port itself, so a free one is found by binding and
-/// releasing it first: another socket could take it in between; if rumqttd
-/// then fails to bind, the start is retried on a new port.
-pub(super) async fn start_broker() -> Result<SocketAddr, MqttError> {
+/// The node's own link is rumqttd's in-process one: the messages it
+/// publishes reach the router as the very buffers the node encoded, and
+/// the broker's log keeps those, not the read buffers of a connection
+/// they would have arrived in (each keeping a neighbour's bytes alive:
+/// ≈ 15 MB more at the log's bound), and neither side encodes, sends or
+/// parses them as MQTT packets.
+///
+/// rumqttd binds the server's port itself, so a free one is found by
+/// binding and releasing it first: another socket could take it in
+/// between; if rumqttd then fails to bind, the server is started again on
+/// a new port.
+pub(super) async fn start_broker(client_id: &str) -> Result<(SocketAddr, LocalLink), MqttError> {
+    let (router, connections) = broker_config();
+    let router_tx = rumqttd::Router::new(0, router).spawn();
+    let (id, to_router) = (client_id.to_owned(), router_tx.clone());
+    // As for the network clients: a message on a topic nobody subscribed
+    // to yet is kept, not refused (which would end the link).
+    let dynamic = connections.dynamic_filters;
+    // Building the link waits for the router's acknowledgement.
+    let built = tokio::task::spawn_blocking(move || {
+        rumqttd::local::LinkBuilder::new(&id, to_router)
+            .dynamic_filters(dynamic)
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|built| built);
+    let (tx, rx, _ack) =
+        built.map_err(|e| MqttError::Broker(format!("no link to the router: {e}")))?;
+    let link = LocalLink { tx, rx };
     let mut last_error = String::new();
     for _ in 0..3 {
         // A random loopback address (Linux routes all of 127/8 to the
@@ -26,12 +63,24 @@ pub(super) async fn start_broker() -> Result<SocketAddr, MqttError> {
             .or_else(|_| StdTcpListener::bind(("127.0.0.1", 0)))
             .and_then(|l| l.local_addr())
             .map_err(|e| MqttError::Broker(format!("no free loopback port: {e}")))?;
-        let config = broker_config(addr);
+        let mut server = rumqttd::Server::new(
+            server_settings(addr, connections.clone()),
+            router_tx.clone(),
+            rumqttd::protocol::v4::V4,
+        );
         let thread = std::thread::Builder::new()
-            .name("mqtt-broker".to_owned())
+            .name("distkv-v4".to_owned())
             .spawn(move || {
-                let mut broker = rumqttd::Broker::new(config);
-                if let Err(e) = broker.start() {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let served = match runtime {
+                    Ok(runtime) => runtime
+                        .block_on(server.start(rumqttd::LinkType::Remote))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = served {
                     warn!(error = %e, "embedded MQTT broker stopped");
                 }
             })
@@ -43,7 +92,7 @@ pub(super) async fn start_broker() -> Result<SocketAddr, MqttError> {
                 break;
             }
             if TcpStream::connect(addr).await.is_ok() {
-                return Ok(addr);
+                return Ok((addr, link));
             }
             if Instant::now() >= deadline {
                 return Err(MqttError::Broker(format!(
@@ -69,11 +118,12 @@ const BROKER_SEGMENT_BYTES: usize = 2 << 20;
 /// topic + payload + 4; a segment overflows by its last message, up to
 /// [`MAX_PACKET`]; the messages' own structs come on top) and
 /// *always* that much once that much passed through — traffic a link read
-/// long ago stays in memory until it is rotated out. In memory it is
-/// nearly twice that: rumqttd keeps each message in the read buffer it
-/// arrived in, which grows by doubling (≈ 3.9 MB of RSS per segment under
-/// a node's fill, ≈ 31 MB for the log: docs/perf.md, "A snapshot loaded in
-/// its own order"). A subscriber whose
+/// long ago stays in memory until it is rotated out. The node's own
+/// messages are kept as the buffers it encoded them in (its in-process
+/// link); a message that came over a connection keeps the connection's
+/// whole read buffer alive, which grows by doubling (when the node's own
+/// messages came that way: ≈ 3.9 MB of RSS per segment under a node's
+/// fill, ≈ 31 MB for the log, docs/perf.md). A subscriber whose
 /// cursor is in a dropped segment jumps to the oldest one still there: it
 /// loses what it had not read, as the `Bus` contract allows.
 ///
@@ -89,8 +139,8 @@ const BROKER_SEGMENT_BYTES: usize = 2 << 20;
 /// fixed cost in memory on every node.
 const BROKER_SEGMENTS: usize = 8;
 
-/// The embedded broker's settings.
-pub(super) fn broker_config(listen: SocketAddr) -> rumqttd::Config {
+/// The embedded broker's settings: its router's, and its connections'.
+fn broker_config() -> (rumqttd::RouterConfig, rumqttd::ConnectionSettings) {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5_000,
         max_payload_size: MAX_PACKET,
@@ -99,24 +149,28 @@ pub(super) fn broker_config(listen: SocketAddr) -> rumqttd::Config {
         external_auth: None,
         dynamic_filters: true,
     };
-    let server = rumqttd::ServerSettings {
+    let router = rumqttd::RouterConfig {
+        max_connections: 10_000,
+        // QoS 0 messages handed to a connection per router pass.
+        max_outgoing_packet_count: 1_000,
+        max_segment_size: BROKER_SEGMENT_BYTES,
+        max_segment_count: BROKER_SEGMENTS,
+        ..Default::default()
+    };
+    (router, connections)
+}
+
+/// The MQTT server of the embedded broker, on `listen`.
+fn server_settings(
+    listen: SocketAddr,
+    connections: rumqttd::ConnectionSettings,
+) -> rumqttd::ServerSettings {
+    rumqttd::ServerSettings {
         name: "distkv-v4".to_owned(),
         listen,
         tls: None,
         next_connection_delay_ms: 0,
         connections,
-    };
-    rumqttd::Config {
-        router: rumqttd::RouterConfig {
-            max_connections: 10_000,
-            // QoS 0 messages handed to a connection per router pass.
-            max_outgoing_packet_count: 1_000,
-            max_segment_size: BROKER_SEGMENT_BYTES,
-            max_segment_count: BROKER_SEGMENTS,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("distkv".to_owned(), server)])),
-        ..Default::default()
     }
 }
 

@@ -23,8 +23,8 @@ impl Shared {
         opts.set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        // The link to this node's own broker stays on loopback, plain.
-        if let Some(config) = self.link_tls.as_ref().filter(|_| !(self.mesh && own)) {
+        // (A mesh node's own broker is reached in-process: `add_local_link`.)
+        if let Some(config) = self.link_tls.as_ref() {
             opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 config.clone(),
             )));
@@ -34,6 +34,28 @@ impl Shared {
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
         eventloop.set_network_options(net);
+        let link = self.new_link(st, key, Client::Net(client), own);
+        tokio::spawn(run_link(self.clone(), link, eventloop));
+    }
+
+    /// Makes `local`, the in-process link to this node's own embedded
+    /// broker (known as `key`, its advertised address), the publisher and
+    /// starts delivering what it forwards. Its "connection" is then to be
+    /// completed by the caller ([`Shared::on_connack`], which takes the
+    /// state's lock).
+    pub(super) fn add_local_link(
+        self: &Arc<Self>,
+        st: &mut State,
+        key: String,
+        local: LocalLink,
+    ) -> Arc<Link> {
+        let client = Client::Local(Arc::new(Mutex::new(local.tx)));
+        let link = self.new_link(st, key, client, true);
+        tokio::spawn(client::run_local(self.clone(), link.clone(), local.rx));
+        link
+    }
+
+    fn new_link(&self, st: &mut State, key: String, client: Client, own: bool) -> Arc<Link> {
         let link = Arc::new(Link {
             key: key.clone(),
             client: client.clone(),
@@ -48,7 +70,7 @@ impl Shared {
         debug!(node = self.node, broker = key, "new MQTT client");
         st.known.insert(key.clone());
         st.links.insert(key, link.clone());
-        tokio::spawn(run_link(self.clone(), link, eventloop));
+        link
     }
 
     /// Removes `link` from the active clients, if it still is one.

@@ -4,7 +4,8 @@
 //!
 //! * **Mesh** — every node embeds a broker (rumqttd). A node publishes only
 //!   to its own broker, and subscribes on its own broker *and* on every peer
-//!   broker, with one client per broker. A message therefore travels exactly
+//!   broker, with one client per broker; the client of its own broker is
+//!   the broker's in-process link (no socket, no MQTT encoding). A message therefore travels exactly
 //!   one hop (publisher's broker → subscriber's client), reaches every node
 //!   once, and no broker is a single point of failure: when a node dies, only
 //!   that node's messages stop.
@@ -35,7 +36,7 @@
 //! plain, on loopback) and requires the connecting node's certificate;
 //! the links to other nodes' brokers run the client side, presenting this
 //! node's certificate and checking theirs against the cluster's CA. The
-//! link to the node's own broker stays on loopback, plain. An external
+//! link to the node's own broker is in-process. An external
 //! broker is reached with TLS when its URL says `mqtts://`.
 //!
 //! **Limitation:** rumqttd has no way to stop a broker. [`MqttBus`] puts
@@ -221,7 +222,7 @@ struct Link {
     /// The broker address as advertised or configured; key of
     /// [`State::links`].
     key: String,
-    client: AsyncClient,
+    client: Client,
     /// The client on this node's own broker (mesh) or on the external
     /// broker: it publishes, and its messages are always delivered.
     own: bool,
@@ -265,7 +266,7 @@ struct Shared {
     link_tls: Option<Arc<ClientConfig>>,
     subs: Mutex<Vec<Sub>>,
     state: Mutex<State>,
-    publisher: RwLock<Option<AsyncClient>>,
+    publisher: RwLock<Option<Client>>,
     links_tx: watch::Sender<u64>,
     dropped: AtomicU64,
     stop: CancellationToken,
@@ -365,7 +366,7 @@ impl MqttBus {
                     Some(a) => Some(parse_host_port(a)?.0),
                     None => None,
                 };
-                let internal = start_broker().await?;
+                let (internal, local) = start_broker(&client_id(&node, "embedded")).await?;
                 let (public, listener) = match listener {
                     Some(l) => (
                         l.local_addr().map_err(|source| MqttError::Listen {
@@ -392,22 +393,18 @@ impl MqttBus {
                     cover,
                     tls.map(|t| t.client),
                 ));
-                {
+                let own = {
                     let mut st = shared.state.lock();
-                    st.known.insert(advertise.clone());
-                    shared.add_link(
-                        &mut st,
-                        advertise,
-                        internal.ip().to_string(),
-                        internal.port(),
-                        true,
-                    );
+                    let own = shared.add_local_link(&mut st, advertise, local);
                     for (key, host, port) in peers {
                         if !st.known.contains(&key) {
                             shared.add_link(&mut st, key, host, port, false);
                         }
                     }
-                }
+                    own
+                };
+                // The in-process link is connected from the start.
+                shared.on_connack(&own);
                 Ok(Arc::new(MqttBus { shared }))
             }
         }
@@ -453,9 +450,7 @@ impl Bus for MqttBus {
     fn publish(&self, topic: &str, payload: Bytes) {
         let publisher = self.shared.publisher.read();
         let sent = match publisher.as_ref() {
-            Some(client) => client
-                .try_publish(topic, QoS::AtMostOnce, false, Vec::from(payload))
-                .is_ok(),
+            Some(client) => client.publish(topic, false, payload).is_ok(),
             None => false,
         };
         if !sent {
@@ -503,18 +498,13 @@ impl Shared {
         info!(node = self.node, broker = link.key, "MQTT link up");
         if let Some(advertise) = self.advertise.as_ref().filter(|_| self.mesh) {
             let topic = format!("{}{}", self.peer_prefix, self.node);
-            if let Err(e) =
-                link.client
-                    .try_publish(topic, QoS::AtMostOnce, true, advertise.as_bytes().to_vec())
-            {
+            let announce = Bytes::copy_from_slice(advertise.as_bytes());
+            if let Err(e) = link.client.publish(&topic, true, announce) {
                 warn!(broker = link.key, error = %e, "cannot announce this node");
             }
             if link.own {
-                let identity = self.identity.as_bytes().to_vec();
-                if let Err(e) =
-                    link.client
-                        .try_publish(&self.broker_topic, QoS::AtMostOnce, true, identity)
-                {
+                let identity = Bytes::copy_from_slice(self.identity.as_bytes());
+                if let Err(e) = link.client.publish(&self.broker_topic, true, identity) {
                     warn!(error = %e, "cannot name this broker's owner");
                 }
             }
@@ -523,11 +513,7 @@ impl Shared {
         // undone by this re-subscription.
         let st = self.state.lock();
         if !st.cover.is_empty() {
-            let filters = st
-                .cover
-                .iter()
-                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce));
-            if let Err(e) = link.client.try_subscribe_many(filters) {
+            if let Err(e) = link.client.subscribe(&st.cover) {
                 warn!(broker = link.key, error = %e, "cannot subscribe");
             }
         }
@@ -587,11 +573,14 @@ impl Shared {
         st.cover.push(filter.to_owned());
         for link in st.links.values() {
             // Subscribe first: a short overlap beats a short gap.
-            if let Err(e) = link.client.try_subscribe(filter, QoS::AtMostOnce) {
+            if let Err(e) = link
+                .client
+                .subscribe(std::slice::from_ref(&filter.to_owned()))
+            {
                 warn!(broker = link.key, filter, error = %e, "cannot subscribe");
             }
             for old in &narrower {
-                if let Err(e) = link.client.try_unsubscribe(old.as_str()) {
+                if let Err(e) = link.client.unsubscribe(old) {
                     debug!(broker = link.key, filter = old, error = %e, "cannot unsubscribe");
                 }
             }
@@ -613,11 +602,9 @@ impl Shared {
                 // Withdraw the announcement, so that nobody keeps trying
                 // to reach a broker that is gone for good.
                 let topic = format!("{}{}", self.peer_prefix, self.node);
-                let _ = link
-                    .client
-                    .try_publish(topic, QoS::AtMostOnce, true, Vec::new());
+                let _ = link.client.publish(&topic, true, Bytes::new());
             }
-            let _ = link.client.try_disconnect();
+            link.client.disconnect();
         }
         self.stop.cancel();
     }
@@ -741,10 +728,12 @@ fn filter_covers(a: &str, b: &str) -> bool {
 }
 
 mod broker;
+mod client;
 mod discovery;
 
-use broker::{bind_public, relay, start_broker};
-use discovery::default_advertise;
+use broker::{bind_public, relay, start_broker, LocalLink};
+use client::Client;
+use discovery::{client_id, default_advertise};
 
 #[cfg(test)]
 mod tests {
@@ -753,7 +742,6 @@ mod tests {
 
     use tokio::time::timeout;
 
-    use super::discovery::client_id;
     use super::*;
 
     const PATIENCE: Duration = Duration::from_secs(20);
@@ -976,6 +964,31 @@ mod tests {
             let got = collect_exactly(rx, ":distkv/big", 1).await;
             assert_eq!(got.get(":distkv/big"), Some(&big));
         }
+    }
+
+    /// One thread: the burst is published before the node's own link reads
+    /// anything, so the broker hands it over in parts, pausing the link
+    /// between them (its buffer holds 200 messages) until the link says it
+    /// is ready again. All of it arrives, in order, once — and a peer's
+    /// client gets the same.
+    #[tokio::test]
+    async fn a_burst_larger_than_the_own_links_buffer_arrives_whole() {
+        let a = mesh("a", vec![]).await;
+        let b = mesh("b", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
+        const BURST: usize = 2_000;
+        for i in 0..BURST {
+            a.publish(&format!(":distkv/burst/{i:05}"), Bytes::from(i.to_string()));
+        }
+        for rx in &mut rxs {
+            let got = collect_exactly(rx, ":distkv/burst/", BURST).await;
+            let want: BTreeMap<String, Bytes> = (0..BURST)
+                .map(|i| (format!(":distkv/burst/{i:05}"), Bytes::from(i.to_string())))
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(a.dropped(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
