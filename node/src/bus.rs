@@ -60,6 +60,49 @@ pub trait Bus: Send + Sync + 'static {
     }
 }
 
+/// Why `filter` is not an MQTT topic filter a broker serves, if it is not
+/// one: empty, a NUL, `#` other than as the last level, `+` or `#` within a
+/// level, or a leading `$` (reserved for the broker's own topics; rumqttd
+/// drops a client that asks for one).
+pub fn filter_error(filter: &str) -> Option<&'static str> {
+    let levels = filter.split('/').count();
+    for (i, level) in filter.split('/').enumerate() {
+        match level {
+            "+" => {}
+            "#" if i + 1 < levels => return Some("'#' is only allowed as the last level"),
+            "#" => {}
+            _ if level.contains(['+', '#']) => {
+                return Some("'+' and '#' are only allowed as whole levels")
+            }
+            _ => {}
+        }
+    }
+    shared_topic_error(filter)
+}
+
+/// Why `topic` is not an MQTT topic one may publish on, if it is not one:
+/// empty, a NUL, a wildcard (`+`, `#`) or a leading `$` (the broker's).
+pub fn topic_error(topic: &str) -> Option<&'static str> {
+    if topic.contains(['+', '#']) {
+        return Some("wildcards ('+', '#') are only allowed in filters");
+    }
+    shared_topic_error(topic)
+}
+
+fn shared_topic_error(t: &str) -> Option<&'static str> {
+    if t.is_empty() {
+        Some("empty")
+    } else if t.contains('\0') {
+        Some("NUL is not allowed")
+    } else if t.starts_with('$') {
+        Some("topics starting with '$' are the broker's")
+    } else if t.len() > usize::from(u16::MAX) {
+        Some("longer than 65 535 bytes")
+    } else {
+        None
+    }
+}
+
 /// Whether `topic` matches the MQTT topic filter `filter`.
 pub fn topic_matches(filter: &str, topic: &str) -> bool {
     let mut f = filter.split('/');
@@ -77,7 +120,22 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    use super::{filter_error, topic_error, topic_matches};
+
+    #[test]
+    fn filters_and_topics_a_broker_serves() {
+        for ok in ["#", "+", "a/+/b", "a/#", ":distkv/update", "a//b", "/"] {
+            assert_eq!(filter_error(ok), None, "{ok:?}");
+        }
+        for bad in ["", "a/#/b", "a+/b", "a/b#", "$SYS/#", "$share/g/a", "a\0b"] {
+            assert!(filter_error(bad).is_some(), "{bad:?}");
+        }
+        assert!(filter_error(&"a".repeat(65_536)).is_some());
+        assert_eq!(topic_error(":distkv/x/y"), None);
+        for bad in ["", "a/+", "#", "a/b#", "$SYS/x", "a\0"] {
+            assert!(topic_error(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn filters_match_like_mqtt() {

@@ -106,6 +106,36 @@ async fn messages_sent_through_one_node_reach_monitors_on_another() -> Result<()
         c1.request("msg_send", nothing).await,
         Err(ClientError::Server(_))
     ));
+    // A filter the broker would refuse (and drop the node's own link for)
+    // is refused here, and the node's messages still go out.
+    let broker_s = vec![("topic", Value::str("$SYS/#"))];
+    let refused = match c1.stream("msg_monitor", broker_s).await {
+        Err(ClientError::Server(e)) => e,
+        Ok(mut s) => match s.next().await {
+            Err(ClientError::Server(e)) => e,
+            other => bail!("a monitor of $SYS/#: {other:?}"),
+        },
+        Err(e) => bail!("a monitor of $SYS/#: {e}"),
+    };
+    ensure!(refused.contains("starting with"), "{refused}");
+    let after = Value::str("after");
+    let send = vec![("topic", Value::str("app/three")), ("data", after.clone())];
+    c1.request("msg_send", send).await?;
+    within("a message sent after the refused monitor", async {
+        loop {
+            match raw.next().await? {
+                Some(StreamItem::Data(m))
+                    if m.get("topic")
+                        .is_some_and(|t| t.to_string().contains("three")) =>
+                {
+                    return anyhow::Ok(())
+                }
+                Some(_) => continue,
+                None => bail!("raw monitor ended"),
+            }
+        }
+    })
+    .await??;
     Ok(())
 }
 

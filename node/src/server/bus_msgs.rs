@@ -10,6 +10,7 @@ use super::handlers::{acl_err, View};
 use super::reply::{CmdError, CmdResult, Fields};
 use super::stream::{Body, StreamOut};
 use super::Server;
+use crate::bus::{filter_error, topic_error};
 use crate::state::acl::{AclDenied, Mode};
 use distkv_core::cluster::msg::{Info, BUS_LIMITS};
 
@@ -27,10 +28,15 @@ fn topic(msg: &Value, wild: bool) -> CmdResult<String> {
         Value::Path(p) => join(p).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
-    if t.is_empty() || (!wild && t.contains(['+', '#'])) {
-        return Err(CmdError::Invalid(format!("bad topic {t:?}")));
+    let why = if wild {
+        filter_error(&t)
+    } else {
+        topic_error(&t)
+    };
+    match why {
+        Some(why) => Err(CmdError::Invalid(format!("bad topic {t:?}: {why}"))),
+        None => Ok(t),
     }
-    Ok(t)
 }
 
 fn join(parts: &[Value]) -> Option<String> {

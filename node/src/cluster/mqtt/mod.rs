@@ -68,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::addr::{self, HostPort};
-use crate::bus::{topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
+use crate::bus::{filter_error, topic_matches, Bus, Delivery, SUBSCRIPTION_QUEUE};
 
 /// The default topic root of a cluster.
 pub const DEFAULT_ROOT: &str = ":distkv";
@@ -460,6 +460,12 @@ impl Bus for MqttBus {
 
     fn subscribe(&self, filter: &str) -> mpsc::Receiver<Delivery> {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        if let Some(why) = filter_error(filter) {
+            // Asking a broker for it would cost the link (rumqttd drops the
+            // client): the subscription ends at once instead.
+            warn!(filter, why, "not an MQTT topic filter; not subscribing");
+            return rx;
+        }
         self.shared.subs.lock().push(Sub {
             filter: filter.to_owned(),
             tx,
@@ -963,6 +969,22 @@ mod tests {
         for rx in &mut rxs {
             let got = collect_exactly(rx, ":distkv/big", 1).await;
             assert_eq!(got.get(":distkv/big"), Some(&big));
+        }
+    }
+
+    /// rumqttd drops a client that subscribes to a filter starting with `$`;
+    /// a monitor asking for one must not cost the node its links.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filter_the_broker_refuses_cuts_no_link() {
+        let a = mesh("a", vec![]).await;
+        let b = mesh("b", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
+        let refused = ["$SYS/#", "a/#/b", "a+/b", ""].map(|bad| (bad, a.subscribe(bad)));
+        exchange(&[("a", &a), ("b", &b)], &mut rxs, ":distkv/after/").await;
+        for (bad, mut rx) in refused {
+            let closed = rx.try_recv() == Err(mpsc::error::TryRecvError::Disconnected);
+            assert!(closed, "{bad:?} is not served");
         }
     }
 
