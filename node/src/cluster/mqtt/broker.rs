@@ -11,11 +11,17 @@ use super::*;
 pub(super) struct LocalLink {
     pub(super) tx: LinkTx,
     pub(super) rx: LinkRx,
+    /// Makes a new link, for when the router dropped this one.
+    pub(super) relink: Relink,
 }
 
-/// Starts rumqttd: its router, a link into it for this node (`client_id`),
-/// and its MQTT server on a free loopback port, once that accepts
-/// connections. Returns that internal address and the link.
+/// Makes a link into the embedded broker's router, under a client id of
+/// its own. Blocks until the router acknowledges it (microseconds).
+pub(super) type Relink = Arc<dyn Fn() -> Result<(LinkTx, LinkRx), String> + Send + Sync>;
+
+/// Starts rumqttd: its router, a link into it for node `node`, and its
+/// MQTT server on a free loopback port, once that accepts connections.
+/// Returns that internal address and the link.
 ///
 /// The node's own link is rumqttd's in-process one: the messages it
 /// publishes reach the router as the very buffers the node encoded, and
@@ -28,26 +34,27 @@ pub(super) struct LocalLink {
 /// binding and releasing it first: another socket could take it in
 /// between; if rumqttd then fails to bind, the server is started again on
 /// a new port.
-pub(super) async fn start_broker(client_id: &str) -> Result<(SocketAddr, LocalLink), MqttError> {
+pub(super) async fn start_broker(node: &str) -> Result<(SocketAddr, LocalLink), MqttError> {
     let (router, connections) = broker_config();
     let router_tx = rumqttd::Router::new(0, router).spawn();
-    let (id, to_router) = (client_id.to_owned(), router_tx.clone());
+    let (node, to_router) = (node.to_owned(), router_tx.clone());
     // As for the network clients: a message on a topic nobody subscribed
     // to yet is kept, not refused (which would end the link).
     let dynamic = connections.dynamic_filters;
-    // Building the link waits for the router's acknowledgement.
-    let built = tokio::task::spawn_blocking(move || {
-        rumqttd::local::LinkBuilder::new(&id, to_router)
+    let relink: Relink = Arc::new(move || {
+        // A client id nobody can know: a network client connecting under
+        // this link's id would make the router drop the link.
+        let id = client_id(&node, &format!("embedded.{:016x}", rand::random::<u64>()));
+        let (tx, rx, _ack) = rumqttd::local::LinkBuilder::new(&id, to_router.clone())
             .dynamic_filters(dynamic)
             .build()
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|built| built);
-    let (tx, rx, _ack) =
-        built.map_err(|e| MqttError::Broker(format!("no link to the router: {e}")))?;
-    let link = LocalLink { tx, rx };
+            .map_err(|e| e.to_string())?;
+        Ok((tx, rx))
+    });
+    let (tx, rx) = build_link(&relink)
+        .await
+        .map_err(|e| MqttError::Broker(format!("no link to the router: {e}")))?;
+    let link = LocalLink { tx, rx, relink };
     let mut last_error = String::new();
     for _ in 0..3 {
         // A random loopback address (Linux routes all of 127/8 to the
@@ -138,6 +145,14 @@ const BROKER_SEGMENT_BYTES: usize = 2 << 20;
 /// after a partition. A larger log (it was 64 MiB) only delays that, at a
 /// fixed cost in memory on every node.
 const BROKER_SEGMENTS: usize = 8;
+
+/// Runs `relink` off the async threads.
+pub(super) async fn build_link(relink: &Relink) -> Result<(LinkTx, LinkRx), String> {
+    let relink = relink.clone();
+    tokio::task::spawn_blocking(move || relink())
+        .await
+        .map_err(|e| e.to_string())?
+}
 
 /// The embedded broker's settings: its router's, and its connections'.
 fn broker_config() -> (rumqttd::RouterConfig, rumqttd::ConnectionSettings) {

@@ -10,6 +10,7 @@ use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::Notification;
 
+use super::broker::{build_link, Relink};
 use super::*;
 
 /// One broker's client, of either kind.
@@ -115,29 +116,59 @@ fn local<T>(request: impl Future<Output = Result<T, LinkError>>) -> Result<T, Cl
 }
 
 /// Delivers what the embedded broker forwards on this node's own link
-/// until the bus stops or the router is gone.
-pub(super) async fn run_local(shared: Arc<Shared>, link: Arc<Link>, mut rx: LinkRx) {
+/// until the bus stops or the router is gone. Should the router drop the
+/// link (it ends the link's channel, with a `Disconnect` first if it gives
+/// a reason), a new one takes its place in `tx` under a new client id and
+/// is set up like a reconnected client; if none can be made, the router is
+/// gone.
+pub(super) async fn run_local(
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    tx: Arc<Mutex<LinkTx>>,
+    mut rx: LinkRx,
+    relink: Relink,
+) {
+    let mut backoff = MIN_BACKOFF;
     loop {
         let next = tokio::select! {
             biased;
             () = shared.stop.cancelled() => break,
             next = rx.next() => next,
         };
-        match next {
+        let dropped = match next {
             Ok(Some(Notification::Forward(f))) => {
-                let Ok(topic) = String::from_utf8(f.publish.topic.to_vec()) else {
-                    continue;
-                };
-                shared.on_publish(&link, topic, f.publish.payload);
+                backoff = MIN_BACKOFF;
+                if let Ok(topic) = String::from_utf8(f.publish.topic.to_vec()) {
+                    shared.on_publish(&link, topic, f.publish.payload);
+                }
+                continue;
             }
             // The router stops forwarding when the link's buffer is full,
             // until it is told the link is ready again.
-            Ok(Some(Notification::Unschedule)) => {
-                if rx.wake().await.is_err() {
-                    break;
-                }
+            Ok(Some(Notification::Unschedule)) => match rx.wake().await {
+                Ok(()) => continue,
+                Err(e) => e.to_string(),
+            },
+            Ok(Some(Notification::Disconnect(d, _))) => format!("{:?}", d.reason_code),
+            Ok(_) => continue,
+            Err(e) => e.to_string(),
+        };
+        warn!(
+            node = shared.node,
+            reason = dropped,
+            "the embedded MQTT broker dropped this node's link; making a new one"
+        );
+        tokio::select! {
+            () = shared.stop.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        match build_link(&relink).await {
+            Ok((new_tx, new_rx)) => {
+                *tx.lock() = new_tx;
+                rx = new_rx;
+                shared.on_connack(&link);
             }
-            Ok(_) => {}
             Err(e) => {
                 warn!(node = shared.node, error = %e, "embedded MQTT broker gone");
                 break;

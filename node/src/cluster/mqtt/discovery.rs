@@ -49,9 +49,10 @@ impl Shared {
         key: String,
         local: LocalLink,
     ) -> Arc<Link> {
-        let client = Client::Local(Arc::new(Mutex::new(local.tx)));
-        let link = self.new_link(st, key, client, true);
-        tokio::spawn(client::run_local(self.clone(), link.clone(), local.rx));
+        let tx = Arc::new(Mutex::new(local.tx));
+        let link = self.new_link(st, key, Client::Local(tx.clone()), true);
+        let run = client::run_local(self.clone(), link.clone(), tx, local.rx, local.relink);
+        tokio::spawn(run);
         link
     }
 

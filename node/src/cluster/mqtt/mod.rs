@@ -366,7 +366,7 @@ impl MqttBus {
                     Some(a) => Some(parse_host_port(a)?.0),
                     None => None,
                 };
-                let (internal, local) = start_broker(&client_id(&node, "embedded")).await?;
+                let (internal, local) = start_broker(&node).await?;
                 let (public, listener) = match listener {
                     Some(l) => (
                         l.local_addr().map_err(|source| MqttError::Listen {
@@ -986,6 +986,27 @@ mod tests {
             let closed = rx.try_recv() == Err(mpsc::error::TryRecvError::Disconnected);
             assert!(closed, "{bad:?} is not served");
         }
+    }
+
+    /// Should the router drop the node's own link anyway, the node makes a
+    /// new one, announces itself and subscribes again, as after a reconnect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_own_link_is_made_anew() {
+        let a = mesh("a", vec![]).await;
+        let b = mesh("b", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
+        let mut links = a.links();
+        let own = a.shared.publisher.read().clone().expect("a publisher");
+        // Past the bus's check: rumqttd drops a client asking for this.
+        own.subscribe(&["$SYS/#".to_owned()]).expect("handed over");
+        timeout(PATIENCE, links.changed())
+            .await
+            .expect("a new own link")
+            .expect("the bus runs");
+        // Its subscriptions follow the count's bump.
+        until_connected(&[&a, &b], &mut rxs).await;
+        exchange(&[("a", &a), ("b", &b)], &mut rxs, ":distkv/after/").await;
     }
 
     /// One thread: the burst is published before the node's own link reads
