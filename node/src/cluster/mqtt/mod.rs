@@ -4,11 +4,11 @@
 //!
 //! * **Mesh** — every node embeds a broker (rumqttd). A node publishes only
 //!   to its own broker, and subscribes on its own broker *and* on every peer
-//!   broker, with one client per broker; the client of its own broker is
-//!   the broker's in-process link (no socket, no MQTT encoding). A message therefore travels exactly
-//!   one hop (publisher's broker → subscriber's client), reaches every node
-//!   once, and no broker is a single point of failure: when a node dies, only
-//!   that node's messages stop.
+//!   broker, with one client per broker (on its own broker, the broker's
+//!   in-process link: no socket, no MQTT encoding). A message therefore
+//!   travels exactly one hop (publisher's broker → subscriber's client),
+//!   reaches every node once, and no broker is a single point of failure:
+//!   when a node dies, only that node's messages stop.
 //! * **External** — all nodes use one ordinary broker (e.g. mosquitto).
 //!
 //! **Peer discovery (mesh):** on every broker it is connected to, a node
@@ -858,6 +858,16 @@ mod tests {
         }
     }
 
+    /// Two meshed buses, b told about a, each subscribed to the whole
+    /// root and hearing both.
+    async fn connected_pair() -> (Arc<MqttBus>, Arc<MqttBus>, [mpsc::Receiver<Delivery>; 2]) {
+        let a = mesh("a", vec![]).await;
+        let b = mesh("b", vec![addr(&a)]).await;
+        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
+        until_connected(&[&a, &b], &mut rxs).await;
+        (a, b, rxs)
+    }
+
     async fn until<F: FnMut() -> bool>(what: &str, mut cond: F) {
         let deadline = Instant::now() + PATIENCE;
         while !cond() {
@@ -960,10 +970,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mesh_carries_large_payloads() {
-        let a = mesh("a", vec![]).await;
-        let b = mesh("b", vec![addr(&a)]).await;
-        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
-        until_connected(&[&a, &b], &mut rxs).await;
+        let (a, _b, mut rxs) = connected_pair().await;
         let big: Bytes = (0..2 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
         a.publish(":distkv/big", big.clone());
         for rx in &mut rxs {
@@ -976,10 +983,7 @@ mod tests {
     /// a monitor asking for one must not cost the node its links.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_filter_the_broker_refuses_cuts_no_link() {
-        let a = mesh("a", vec![]).await;
-        let b = mesh("b", vec![addr(&a)]).await;
-        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
-        until_connected(&[&a, &b], &mut rxs).await;
+        let (a, b, mut rxs) = connected_pair().await;
         let refused = ["$SYS/#", "a/#/b", "a+/b", ""].map(|bad| (bad, a.subscribe(bad)));
         exchange(&[("a", &a), ("b", &b)], &mut rxs, ":distkv/after/").await;
         for (bad, mut rx) in refused {
@@ -992,10 +996,7 @@ mod tests {
     /// new one, announces itself and subscribes again, as after a reconnect.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_own_link_is_made_anew() {
-        let a = mesh("a", vec![]).await;
-        let b = mesh("b", vec![addr(&a)]).await;
-        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
-        until_connected(&[&a, &b], &mut rxs).await;
+        let (a, b, mut rxs) = connected_pair().await;
         let mut links = a.links();
         let own = a.shared.publisher.read().clone().expect("a publisher");
         // Past the bus's check: rumqttd drops a client asking for this.
@@ -1016,10 +1017,7 @@ mod tests {
     /// client gets the same.
     #[tokio::test]
     async fn a_burst_larger_than_the_own_links_buffer_arrives_whole() {
-        let a = mesh("a", vec![]).await;
-        let b = mesh("b", vec![addr(&a)]).await;
-        let mut rxs = [&a, &b].map(|bus| bus.subscribe(":distkv/#"));
-        until_connected(&[&a, &b], &mut rxs).await;
+        let (a, _b, mut rxs) = connected_pair().await;
         const BURST: usize = 2_000;
         for i in 0..BURST {
             a.publish(&format!(":distkv/burst/{i:05}"), Bytes::from(i.to_string()));
