@@ -198,15 +198,6 @@ impl Packed {
         ))
     }
 
-    /// Whether dropping the value frees one block of at most `max` bytes
-    /// of content: a string, byte string, extension value or big integer
-    /// that short (not a scalar, which frees nothing, nor a container).
-    #[inline]
-    pub fn frees_one_block_within(&self, max: usize) -> bool {
-        matches!(self.kind, Kind::Str | Kind::Bin | Kind::Ext | Kind::BigUint)
-            && self.len as usize <= max
-    }
-
     /// The value, owned.
     #[inline]
     pub fn into_value(self) -> Value {

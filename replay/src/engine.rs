@@ -28,7 +28,7 @@
 
 use std::path::{Path, PathBuf};
 
-use distkv_core::persist::{snap, FreeBehind};
+use distkv_core::persist::snap;
 use distkv_core::state::{Applied, Lookahead, State};
 use distkv_log::{LogLimits, Seq};
 use distkv_model::{Chain, NameNumbers, NodeName, RangeSet, UpdateEvent, Value};
@@ -495,7 +495,6 @@ impl Replay {
         for s in &mut self.streams {
             heads.push(s.next().transpose()?);
         }
-        let behind = FreeBehind::start(&mut self.state);
         let mut ahead = Lookahead::default();
         let mut handled = 0u64;
         loop {
@@ -539,7 +538,6 @@ impl Replay {
                 });
             }
             let reached = self.handle(i, rec, obs);
-            behind.collect(&mut self.state);
             handled += 1;
             if handled % 4096 == 0 {
                 progress.set(self.position());
@@ -549,7 +547,6 @@ impl Replay {
                 break;
             }
         }
-        behind.finish(&mut self.state);
         for s in &mut self.streams {
             s.stop();
         }

@@ -5,16 +5,12 @@
 //! * [`snap`] — snapshots of the state.
 //! * [`load`] — loading files before serving (`-l`).
 //! * [`recover`] — rebuilding the state from the files at start.
-//! * [`FreeBehind`] — freeing what a replay replaced on a thread of its own.
 //!
 //! The node's writer thread, which keeps the files up to date while it
 //! runs, is `distkv_node::persist::durable`.
 
-mod free;
 pub mod load;
 pub mod lock;
 pub mod meta;
 pub mod recover;
 pub mod snap;
-
-pub use free::FreeBehind;

@@ -40,7 +40,6 @@ use distkv_snapshot::SnapshotError;
 use super::lock::{DirLock, Holder};
 use super::meta::{Meta, MetaError, RESERVE_AHEAD};
 use super::snap;
-use super::FreeBehind;
 use crate::state::{Applied, Lookahead, State};
 
 /// How a data directory is kept.
@@ -535,7 +534,7 @@ const RUN: usize = 256;
 
 /// Replays the events of `run` (emptying it), each looked ahead of
 /// ([`Lookahead`]); the number stored.
-fn replay_run(state: &mut State, run: &mut Vec<UpdateEvent>, behind: &FreeBehind) -> u64 {
+fn replay_run(state: &mut State, run: &mut Vec<UpdateEvent>) -> u64 {
     let mut ahead = Lookahead::default();
     let mut stored = 0;
     let mut events = run.drain(..);
@@ -544,7 +543,6 @@ fn replay_run(state: &mut State, run: &mut Vec<UpdateEvent>, behind: &FreeBehind
         if state.replay(event) == Applied::Replayed {
             stored += 1;
         }
-        behind.collect(state);
     }
     stored
 }
@@ -660,7 +658,6 @@ fn replay_files(
     let mut end = 1;
     if log_dir.is_dir() {
         let mut reader = LogReader::open_with(&log_dir, covered + 1, mode)?;
-        let behind = FreeBehind::start(&mut state);
         // Events are replayed in runs, each looked ahead of.
         let mut run = Vec::with_capacity(RUN);
         for rec in reader.by_ref() {
@@ -670,7 +667,7 @@ fn replay_files(
                 LogRecord::Event { event, .. } => {
                     run.push(event);
                     if run.len() == RUN {
-                        info.events += replay_run(&mut state, &mut run, &behind);
+                        info.events += replay_run(&mut state, &mut run);
                     }
                 }
                 LogRecord::State {
@@ -679,7 +676,7 @@ fn replay_files(
                     deleted,
                     ..
                 } => {
-                    info.events += replay_run(&mut state, &mut run, &behind);
+                    info.events += replay_run(&mut state, &mut run);
                     state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
                     info.states += 1;
                 }
@@ -689,8 +686,7 @@ fn replay_files(
                 }
             }
         }
-        info.events += replay_run(&mut state, &mut run, &behind);
-        behind.finish(&mut state);
+        info.events += replay_run(&mut state, &mut run);
         end = reader.next_seq().unwrap_or(end);
         info.newest_segment = reader.take_newest_scan();
     }

@@ -132,6 +132,8 @@ impl Lookahead {
         if let Some(e) = next(LINKS - 1) {
             prefetch(e.chain.links().as_ptr());
             if let Some(id) = self.entry(self.at + LINKS as u64) {
+                // The value the apply replaces: freeing it reads its count.
+                tree.prefetch_data(id);
                 if let SlotLinks::One(node, tick) = tree.prefetch_links(id, e.path.last()) {
                     self.prefetch_tick(st, node, tick);
                 }

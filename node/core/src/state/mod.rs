@@ -159,21 +159,7 @@ pub struct State {
     skipped: RangeSet,
     /// Deletion tombstones by the tock of their deletion, for purging.
     tombstones: std::collections::BTreeMap<u64, Vec<Path>>,
-    /// Values the apply replaced, while the caller frees them elsewhere
-    /// ([`State::defer_frees`]); `None`: they are freed at once.
-    pub(crate) replaced: Option<Vec<Packed>>,
 }
-
-/// Replaced values [`State::take_replaced`] hands over at a time.
-pub const REPLACED_BATCH: usize = 1024;
-/// Replaced values kept at most when nobody takes them: beyond, they are
-/// freed at once again.
-pub(crate) const REPLACED_MAX: usize = 16 * REPLACED_BATCH;
-/// Content bytes of a replaced value kept at most: larger ones (and
-/// containers) are freed at once, so what is kept stays small (16 MiB at
-/// most) and their freeing is not the cost (one call, not a cache miss per
-/// byte).
-const REPLACED_VALUE_MAX: usize = 1024;
 
 impl State {
     /// A new, empty state for the node `me`.
@@ -200,41 +186,6 @@ impl State {
             tombstones: Default::default(),
             dropped: Vec::new(),
             skipped: RangeSet::new(),
-            replaced: None,
-        }
-    }
-
-    /// Whether the values the apply replaces are kept for the caller to
-    /// free ([`State::take_replaced`]) instead of freed at once. Freeing an
-    /// old value reads memory nothing else has touched for a while (its
-    /// reference count): a replay of random keys spends a sixth of its
-    /// time there, which a thread of its own can take over (see
-    /// [`crate::persist::FreeBehind`]). Turned off, what is kept is freed.
-    pub fn defer_frees(&mut self, on: bool) {
-        if on {
-            self.replaced
-                .get_or_insert_with(|| Vec::with_capacity(REPLACED_BATCH));
-        } else {
-            self.replaced = None;
-        }
-    }
-
-    /// The replaced values kept, once there are [`REPLACED_BATCH`] of them.
-    pub fn take_replaced(&mut self) -> Option<Vec<Packed>> {
-        let kept = self.replaced.as_mut()?;
-        (kept.len() >= REPLACED_BATCH)
-            .then(|| std::mem::replace(kept, Vec::with_capacity(REPLACED_BATCH)))
-    }
-
-    /// Frees `old`, or keeps it (see [`State::defer_frees`]).
-    fn retire(&mut self, old: Option<Packed>) {
-        if let (Some(kept), Some(old)) = (self.replaced.as_mut(), old) {
-            if old.frees_one_block_within(REPLACED_VALUE_MAX) {
-                if kept.len() >= REPLACED_MAX {
-                    kept.clear();
-                }
-                kept.push(old);
-            }
         }
     }
 
@@ -488,9 +439,7 @@ impl State {
         event: &UpdateEvent,
         value: Option<Value>,
     ) -> Result<(), Applied> {
-        let old = self.swap_at(id, event, value)?;
-        self.retire(old);
-        Ok(())
+        self.swap_at(id, event, value).map(drop)
     }
 
     /// [`State::merge_at`], handing back the value the entry held.
