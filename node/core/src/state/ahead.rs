@@ -6,8 +6,8 @@
 //! the one before: its parent's table of children (control bytes, then the
 //! bucket of ids), the entry's slot, the links of a longer chain (behind a
 //! pointer in the slot), the page of each tick the new chain supersedes
-//! (behind the links), and the event's own memory when its message was
-//! decoded a while ago. A [`Lookahead`] walks the same steps for the events
+//! (behind the links), the value it replaces (freeing it reads its count),
+//! and the event's own memory when its message was decoded a while ago. A [`Lookahead`] walks the same steps for the events
 //! after the one being applied, a stage per step, each at a distance from
 //! the apply at which what the stage before asked for has arrived:
 //!
@@ -19,7 +19,7 @@
 //!   for that slot, and for the event itself;
 //! * [`LINKS`] ahead it checks the slot's name, reads its chain and asks for
 //!   a longer chain's links (or, for the one link a slot holds, for its
-//!   tick's page), and for the event's chain's links;
+//!   tick's page), for the slot's value, and for the event's chain's links;
 //! * [`TICKS`] ahead it reads those links and asks for their ticks' pages.
 //!
 //! A small tree (fewer than [`SMALL`] slots) is not looked ahead of.
@@ -46,7 +46,7 @@ use super::State;
 const TABLE: usize = 12;
 /// … the entry's slot.
 const SLOT: usize = 8;
-/// … a longer chain's links.
+/// … a longer chain's links and the value.
 const LINKS: usize = 4;
 /// … the pages of the chain's ticks.
 const TICKS: usize = 2;
@@ -132,7 +132,6 @@ impl Lookahead {
         if let Some(e) = next(LINKS - 1) {
             prefetch(e.chain.links().as_ptr());
             if let Some(id) = self.entry(self.at + LINKS as u64) {
-                // The value the apply replaces: freeing it reads its count.
                 tree.prefetch_data(id);
                 if let SlotLinks::One(node, tick) = tree.prefetch_links(id, e.path.last()) {
                     self.prefetch_tick(st, node, tick);
