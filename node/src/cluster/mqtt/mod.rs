@@ -576,13 +576,11 @@ impl Shared {
             .into_iter()
             .partition(|c| filter_covers(filter, c));
         st.cover = kept;
+        let added = [filter.to_owned()];
         st.cover.push(filter.to_owned());
         for link in st.links.values() {
             // Subscribe first: a short overlap beats a short gap.
-            if let Err(e) = link
-                .client
-                .subscribe(std::slice::from_ref(&filter.to_owned()))
-            {
+            if let Err(e) = link.client.subscribe(&added) {
                 warn!(broker = link.key, filter, error = %e, "cannot subscribe");
             }
             for old in &narrower {
