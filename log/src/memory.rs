@@ -651,7 +651,7 @@ impl std::fmt::Debug for LogEntry<'_> {
 #[derive(Debug, Default)]
 struct Names {
     names: Vec<NodeName>,
-    index: HashMap<NodeName, u32, foldhash::fast::RandomState>,
+    index: HashMap<NodeName, u32, foldhash::quality::RandomState>,
     recent: RecentNames,
 }
 

@@ -42,8 +42,9 @@ use crate::source::{
     StreamSpec,
 };
 
-/// A hash map with a fast hasher (keys come from local files).
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash map with foldhash's quality hasher: fast, and unlike its fast
+/// variant it spreads consecutive integers (ticks) well under every seed.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Limits of the replayed state's in-memory event log: nobody reads it,
 /// so it keeps next to nothing.

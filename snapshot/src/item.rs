@@ -465,7 +465,7 @@ impl Decoder {
 }
 
 /// The index of each node item, by name.
-type NodeIndex = HashMap<NodeName, u64, foldhash::fast::RandomState>;
+type NodeIndex = HashMap<NodeName, u64, foldhash::quality::RandomState>;
 
 /// Appends the entry item `[1, depth, rest, chain | nil, tock, value?]`,
 /// the chain as [`FlatChain`] writes it: the bytes serde writes for the

@@ -144,7 +144,7 @@ const REDECODE: Limits = Limits {
 /// every tree of the process (lookups go from one tree to the other);
 /// randomly seeded, as names come from files and the network.
 fn name_hash(v: &Value) -> u64 {
-    static HASHER: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    static HASHER: OnceLock<foldhash::quality::RandomState> = OnceLock::new();
     HASHER.get_or_init(Default::default).hash_one(v)
 }
 

@@ -186,7 +186,7 @@ pub(crate) struct TickMap {
     base: u64,
     slots: VecDeque<Slot>,
     /// Ticks of [`Slot::Sparse`] pages.
-    sparse: HashMap<u64, EntryId, foldhash::fast::RandomState>,
+    sparse: HashMap<u64, EntryId, foldhash::quality::RandomState>,
     /// Ticks outside the window.
     far: BTreeMap<u64, EntryId>,
     /// Ticks held.

@@ -78,8 +78,15 @@ use indexmap::IndexMap;
 use super::ahead;
 
 /// Insertion-ordered map with a fast, randomly seeded hasher (keys come from
-/// the network, so the seed matters).
-pub type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
+/// the network, so the seed matters; the quality variant for the reason
+/// [`NameHasher`] gives).
+pub type Map<K, V> = IndexMap<K, V, foldhash::quality::RandomState>;
+
+/// How a [`Tree`] hashes its children's names: seeded at random (names come
+/// from the network), and mixed once more than foldhash's fast variant, whose
+/// hashes of consecutive integers share their top bits under some seeds —
+/// the bits hashbrown tells a table's entries apart by (docs/perf.md).
+type NameHasher = foldhash::quality::SeedableRandomState;
 
 /// The index of an entry's slot in its [`Tree`].
 pub type EntryId = u32;
@@ -201,7 +208,7 @@ struct Children {
 pub struct Tree {
     chunks: Vec<Vec<Slot>>,
     free: Vec<EntryId>,
-    hasher: foldhash::fast::RandomState,
+    hasher: NameHasher,
     /// Every parent's children, by [`KidsId`]; freed ones (empty) are
     /// reused.
     kids: Vec<Children>,
@@ -223,10 +230,17 @@ pub struct Tree {
 
 impl Default for Tree {
     fn default() -> Tree {
+        Tree::with_hasher(NameHasher::default())
+    }
+}
+
+impl Tree {
+    /// An empty tree whose tables hash names with `hasher`.
+    fn with_hasher(hasher: NameHasher) -> Tree {
         let mut t = Tree {
             chunks: Vec::new(),
             free: Vec::new(),
-            hasher: Default::default(),
+            hasher,
             kids: Vec::new(),
             free_kids: Vec::new(),
             nodes: Vec::new(),
@@ -237,9 +251,7 @@ impl Default for Tree {
         t.alloc(Slot::new(Packed::new(Value::Nil), NO_PARENT, 0));
         t
     }
-}
 
-impl Tree {
     /// Bytes of one entry's slot in the arena (its value's, its chain's
     /// and its children's allocations come on top).
     pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
@@ -1133,6 +1145,7 @@ mod tests {
     /// (only under its own name).
     #[test]
     fn the_look_ahead_asks_for_the_tables_slots_and_chains_a_look_up_reads() {
+        const SEEDS: u64 = 200;
         fn check_layout(t: &Tree, parent: EntryId) {
             let kids = t.kids(parent).expect("children");
             assert_ne!(kids.end, 0);
@@ -1145,48 +1158,55 @@ mod tests {
                 assert_eq!(at, kids.end - 4 * (i + 1), "bucket {i} of child {c}");
             }
         }
-        let mut t = Tree::default();
-        let parent = t.follow_create(&path!["p"]);
-        let mut buckets = 0;
-        for i in 0..3_000i64 {
-            let id = t.follow_create(&path!["p", i]);
-            t.set_chain(id, Some(Chain::single(NodeName::from("n"), i as u64 + 1)));
-            let kids = t.kids(parent).expect("children");
-            if kids.index.num_buckets() != buckets {
-                buckets = kids.index.num_buckets();
-                check_layout(&t, parent);
+        // Seeded, as a node's are at random: the few seeds that would leave
+        // many look-ups with a wrong first candidate are among these.
+        let mut fewest = usize::MAX;
+        for seed in 0..SEEDS {
+            let shared = Box::leak(Box::new(foldhash::SharedSeed::from_u64(seed)));
+            let mut t = Tree::with_hasher(NameHasher::with_seed(seed, shared));
+            let parent = t.follow_create(&path!["p"]);
+            let mut buckets = 0;
+            for i in 0..3_000i64 {
+                let id = t.follow_create(&path!["p", i]);
+                t.set_chain(id, Some(Chain::single(NodeName::from("n"), i as u64 + 1)));
+                let kids = t.kids(parent).expect("children");
+                if kids.index.num_buckets() != buckets {
+                    buckets = kids.index.num_buckets();
+                    check_layout(&t, parent);
+                }
             }
-        }
-        assert!(buckets >= 4096, "the table grew: {buckets} buckets");
-        let mut hits = 0;
-        for i in 0..3_000i64 {
-            let p = path!["p", i];
-            let (up, hash) = t.prefetch_table(&p).expect("its parent");
-            assert_eq!((up, hash), (parent, t.hash(&Value::Int(i))));
-            let want = t.root().follow(&p).expect("there").id();
-            let Some(id) = t.prefetch_slot(up, hash) else {
-                panic!("no candidate for {i}");
-            };
-            if id != want {
-                continue;
+            assert!(buckets >= 4096, "the table grew: {buckets} buckets");
+            let mut hits = 0;
+            for i in 0..3_000i64 {
+                let p = path!["p", i];
+                let (up, hash) = t.prefetch_table(&p).expect("its parent");
+                assert_eq!((up, hash), (parent, t.hash(&Value::Int(i))));
+                let want = t.root().follow(&p).expect("there").id();
+                let Some(id) = t.prefetch_slot(up, hash) else {
+                    panic!("no candidate for {i}");
+                };
+                if id != want {
+                    continue;
+                }
+                hits += 1;
+                match t.prefetch_links(id, Some(&Value::Int(i))) {
+                    SlotLinks::One(node, tick) => assert_eq!((&**node, tick), ("n", i as u64 + 1)),
+                    other => panic!("{other:?}"),
+                }
+                assert!(matches!(
+                    t.prefetch_links(id, Some(&Value::Int(-1))),
+                    SlotLinks::None
+                ));
             }
-            hits += 1;
-            match t.prefetch_links(id, Some(&Value::Int(i))) {
-                SlotLinks::One(node, tick) => assert_eq!((&**node, tick), ("n", i as u64 + 1)),
-                other => panic!("{other:?}"),
-            }
-            assert!(matches!(
-                t.prefetch_links(id, Some(&Value::Int(-1))),
-                SlotLinks::None
-            ));
+            fewest = fewest.min(hits);
+            assert!(
+                t.prefetch_table(&path!["q", 1i64]).is_none(),
+                "no such parent"
+            );
         }
         assert!(
-            hits >= 2_700,
-            "{hits} of 3 000 slots found by their hash alone"
-        );
-        assert!(
-            t.prefetch_table(&path!["q", 1i64]).is_none(),
-            "no such parent"
+            fewest >= 2_850,
+            "{fewest} of 3 000 slots found by their hash alone"
         );
 
         let mut t = Tree::default();
