@@ -89,21 +89,33 @@ pub enum BudgetError {
 /// is exact up to `limit` and `limit + 1` for anything deeper. Iterative:
 /// never recurses on the stack.
 pub fn nesting(v: &Value, limit: usize) -> usize {
+    /// A container's parts: a sequence's elements, or a map's keys and
+    /// values.
+    fn parts(v: &Value) -> Option<impl Iterator<Item = &Value>> {
+        let (seq, map): (&[Value], &[(Value, Value)]) = match v {
+            Value::Array(a) => (a, &[]),
+            Value::Path(p) => (p, &[]),
+            Value::Map(m) => (&[], m),
+            _ => return None,
+        };
+        Some(seq.iter().chain(map.iter().flat_map(|(k, x)| [k, x])))
+    }
+    // Most values and path elements are scalars: no stack for them.
+    if parts(v).is_none() {
+        return 0;
+    }
     let mut deepest = 0;
     let mut todo: Vec<(&Value, usize)> = vec![(v, 0)];
     while let Some((v, d)) = todo.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Path(p) => Box::new(p.iter()),
-            Value::Map(m) => Box::new(m.iter().flat_map(|(k, x)| [k, x])),
-            _ => continue,
+        let Some(kids) = parts(v) else {
+            continue;
         };
         let d = d + 1;
         deepest = deepest.max(d);
         if d > limit {
             return limit + 1;
         }
-        todo.extend(children.map(|c| (c, d)));
+        todo.extend(kids.filter(|c| parts(c).is_some()).map(|c| (c, d)));
     }
     deepest
 }
@@ -149,6 +161,26 @@ mod tests {
         assert!(crate::codec::decode_with(&bytes, limits).is_ok());
         let bytes = crate::codec::to_vec(&nested(11));
         assert!(crate::codec::decode_with(&bytes, limits).is_err());
+    }
+
+    proptest::proptest! {
+        /// The walk agrees with the definition, depth by depth, at
+        /// every limit: a container is one deeper than its deepest part.
+        #[test]
+        fn nesting_is_the_depth_of_the_deepest_container(
+            v in crate::strategies::value(),
+            limit in 0usize..5,
+        ) {
+            fn depth(v: &Value) -> usize {
+                let parts: Vec<&Value> = match v {
+                    Value::Array(a) => a.iter().collect(),
+                    Value::Map(m) => m.iter().flat_map(|(k, x)| [k, x]).collect(),
+                    _ => return 0,
+                };
+                1 + parts.into_iter().map(depth).max().unwrap_or(0)
+            }
+            proptest::prop_assert_eq!(nesting(&v, limit), depth(&v).min(limit + 1));
+        }
     }
 
     #[test]
