@@ -198,6 +198,12 @@ pub trait Observer {
     fn wants_before(&self, _event: &UpdateEvent) -> bool {
         false
     }
+    /// Whether [`Observer::event`] reads the events' values; if not, each
+    /// value moves into the state instead of being shared with the event
+    /// (the event is handed over without it).
+    fn wants_values(&self) -> bool {
+        true
+    }
     /// Every record, before it is handled.
     fn record(&mut self, _state: &State, _stream: usize, _rec: &Rec) {}
     /// Every event, after it was handled.
@@ -208,7 +214,11 @@ pub trait Observer {
 #[derive(Debug, Default)]
 pub struct NoObserver;
 
-impl Observer for NoObserver {}
+impl Observer for NoObserver {
+    fn wants_values(&self) -> bool {
+        false
+    }
+}
 
 /// A replay in progress (see the module docs).
 pub struct Replay {
@@ -573,7 +583,7 @@ impl Replay {
             Rec::Event {
                 loc,
                 time_ms,
-                event,
+                mut event,
                 covered,
             } => {
                 self.stats.events += 1;
@@ -587,6 +597,7 @@ impl Replay {
                         outcome: &Outcome::Covered,
                     };
                     obs.event(&self.state, &ctx);
+                    self.streams[stream].spent(event);
                     return false;
                 }
                 if let Some(seq) = loc.seq() {
@@ -617,7 +628,12 @@ impl Replay {
                     } else {
                         None
                     };
-                    let applied = self.state.replay_ref(&event);
+                    let value = if obs.wants_values() {
+                        event.value.clone()
+                    } else {
+                        event.value.take()
+                    };
+                    let applied = self.state.replay_with(&event, value);
                     match applied {
                         Applied::Stored(_) | Applied::Replayed => self.stats.stored += 1,
                         Applied::Same => self.stats.same += 1,
@@ -638,7 +654,9 @@ impl Replay {
                     outcome: &outcome,
                 };
                 obs.event(&self.state, &ctx);
-                matches!(&self.target, Target::Event(n, t) if *n == head.node && *t == head.tick)
+                let reached = matches!(&self.target, Target::Event(n, t) if *n == head.node && *t == head.tick);
+                self.streams[stream].spent(event);
+                reached
             }
             Rec::State { loc, state, .. } => {
                 if let Some(seq) = loc.seq() {

@@ -7,7 +7,8 @@
 //! bucket of ids), the entry's slot, the links of a longer chain (behind a
 //! pointer in the slot), the page of each tick the new chain supersedes
 //! (behind the links), the value it replaces (freeing it reads its count),
-//! and the event's own memory when its message was decoded a while ago. A
+//! and the event's own memory when its message was decoded a while ago (or
+//! on another core). A
 //! [`Lookahead`] walks the same steps for the events after the one being
 //! applied, a stage per step, each at a distance from the apply at which
 //! what the stage before asked for has arrived:
@@ -20,7 +21,8 @@
 //!   for that slot, and for the event itself;
 //! * [`LINKS`] ahead it checks the slot's name, reads its chain and asks for
 //!   a longer chain's links (or, for the one link a slot holds, for its
-//!   tick's page), for the slot's value, and for the event's chain's links;
+//!   tick's page), for the slot's value, and for the event's chain's links
+//!   and new value;
 //! * [`TICKS`] ahead it reads those links and asks for their ticks' pages.
 //!
 //! A small tree (fewer than [`SMALL`] slots) is not looked ahead of.
@@ -132,6 +134,12 @@ impl Lookahead {
         }
         if let Some(e) = next(LINKS - 1) {
             prefetch(e.chain.links().as_ptr());
+            // The new value's count and length, which storing it reads
+            // (written by another thread where the events are decoded
+            // there: `distkv-replay`).
+            if let Some(v) = &e.value {
+                v.prefetch();
+            }
             if let Some(id) = self.entry(self.at + LINKS as u64) {
                 tree.prefetch_data(id);
                 if let SlotLinks::One(node, tick) = tree.prefetch_links(id, e.path.last()) {

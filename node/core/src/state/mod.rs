@@ -407,10 +407,11 @@ impl State {
         }
     }
 
-    /// [`State::replay`] of an event the caller still needs: only its value
-    /// is cloned (strings and bytes are shared), not its path and chain.
-    pub fn replay_ref(&mut self, event: &UpdateEvent) -> Applied {
-        match self.merge(event, event.value.clone()) {
+    /// [`State::replay`] of an event the caller still needs, with `value`
+    /// for its value (a clone of it, which shares strings and bytes, or
+    /// the value itself, taken out of it).
+    pub fn replay_with(&mut self, event: &UpdateEvent, value: Option<Value>) -> Applied {
+        match self.merge(event, value) {
             Ok(()) => Applied::Replayed,
             Err(outcome) => outcome,
         }
