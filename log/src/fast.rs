@@ -17,7 +17,11 @@
 //! State records (`{t: "s", seq, ms, nodes, known, deleted[, skipped]}`,
 //! names as strings, ticks and ranges as unsigned integers and pairs of
 //! them) are read the same way, their tick sets built as the ranges come
-//! with room for all of them made first.
+//! with room for all of them made first — but for the ticks of a node's
+//! `known` set that a replay has seen, checked and left out
+//! ([`RecordDecoder::leave_out_known_within`]).
+
+use std::ops::Range;
 
 use distkv_model::cursor::Cursor;
 use distkv_model::fast::EventDecoder;
@@ -30,6 +34,9 @@ use crate::record::{LogRecord, Place, RecordError};
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
     events: EventDecoder,
+    /// Nodes whose `known` sets within these ticks state records leave
+    /// out ([`RecordDecoder::leave_out_known_within`]).
+    known_within: Vec<(NodeName, Range<u64>)>,
 }
 
 impl RecordDecoder {
@@ -38,10 +45,27 @@ impl RecordDecoder {
         RecordDecoder::default()
     }
 
+    /// From now on, a state record in the writer's layout leaves out of its
+    /// `known` tick sets the ticks of each node named in `within` that lie
+    /// in the range given there (its items are checked all the same), and
+    /// a set left empty. For a replay whose state has seen those ticks
+    /// already: to it they add nothing, and building such a set takes a
+    /// state record of a log of random overwrites most of its reading
+    /// (hundreds of thousands of ranges, docs/perf.md). Other records, and
+    /// state records in other layouts, are decoded whole.
+    pub fn leave_out_known_within(&mut self, within: &[(NodeName, Range<u64>)]) {
+        self.known_within.clear();
+        self.known_within.extend_from_slice(within);
+    }
+
     /// Decodes one record from exactly `bytes`: the same result as
-    /// [`LogRecord::decode`].
+    /// [`LogRecord::decode`] (but for what
+    /// [`RecordDecoder::leave_out_known_within`] leaves out).
     pub fn decode(&mut self, bytes: &[u8]) -> Result<LogRecord, RecordError> {
-        match self.event(bytes).or_else(|| state(bytes)) {
+        match self
+            .event(bytes)
+            .or_else(|| state(bytes, &self.known_within))
+        {
             Some(rec) => Ok(rec),
             None => LogRecord::decode_general(bytes),
         }
@@ -64,8 +88,9 @@ impl RecordDecoder {
     }
 }
 
-/// A state record in the writer's layout, or `None`.
-fn state(bytes: &[u8]) -> Option<LogRecord> {
+/// A state record in the writer's layout, or `None`; the `known` ticks
+/// `within` covers left out.
+fn state(bytes: &[u8], within: &[(NodeName, Range<u64>)]) -> Option<LogRecord> {
     let mut c = Cursor::new(bytes);
     let with_skipped = match c.byte()? {
         0x86 => false,
@@ -90,9 +115,9 @@ fn state(bytes: &[u8]) -> Option<LogRecord> {
         nodes.push((name, tick));
     }
     c.expect(&[0xa5, b'k', b'n', b'o', b'w', b'n'])?;
-    let known = node_set(&mut c)?;
+    let known = node_set(&mut c, within)?;
     c.expect(&[0xa7, b'd', b'e', b'l', b'e', b't', b'e', b'd'])?;
-    let deleted = node_set(&mut c)?;
+    let deleted = node_set(&mut c, &[])?;
     let skipped = match with_skipped {
         true => {
             c.expect(&[0xa7, b's', b'k', b'i', b'p', b'p', b'e', b'd'])?;
@@ -116,14 +141,42 @@ fn name(c: &mut Cursor<'_>) -> Option<NodeName> {
 }
 
 /// `{name: ranges}`; a name twice gets the union, as serde's reading has it.
-fn node_set(c: &mut Cursor<'_>) -> Option<NodeSet> {
+/// The ticks of a node named in `within` that lie in the range given there
+/// are left out (checked, not kept), and a set left empty by that too.
+fn node_set(c: &mut Cursor<'_>, within: &[(NodeName, Range<u64>)]) -> Option<NodeSet> {
     let n = c.map_len().filter(|&n| n <= c.remaining())?;
     let mut out = NodeSet::default();
     for _ in 0..n {
         let name = name(c)?;
-        out.add(name, ranges(c)?);
+        match within.iter().find(|(w, _)| *w == name) {
+            Some((_, r)) => {
+                let rest = ranges_outside(c, r)?;
+                if !rest.is_empty() {
+                    out.add(name, rest);
+                }
+            }
+            None => out.add(name, ranges(c)?),
+        }
     }
     Some(out)
+}
+
+/// A tick set's wire form, read as [`ranges`] reads it, but only the
+/// ticks outside `r` kept (a set left out of a state record: no room made
+/// for what it announces).
+fn ranges_outside(c: &mut Cursor<'_>, r: &Range<u64>) -> Option<RangeSet> {
+    let n = c.array_len().filter(|&n| n <= c.remaining())?;
+    let mut items = Ranges {
+        c,
+        left: n,
+        failed: false,
+    };
+    let set = RangeSet::from_ranges(
+        items
+            .by_ref()
+            .flat_map(|(a, b)| [(a, b.min(r.start)), (a.max(r.end), b)]),
+    );
+    (!items.failed).then_some(set)
 }
 
 /// A tick set's wire form: ticks and `[start, end)` pairs.
@@ -262,14 +315,14 @@ mod tests {
             let want_head = (!matches!(rec, LogRecord::Lost { .. })).then(|| (rec.place(), rec.time_ms()));
             proptest::prop_assert_eq!(head(&bytes), want_head);
             let want_state = matches!(rec, LogRecord::State { .. }).then_some(rec);
-            proptest::prop_assert_eq!(state(&bytes), want_state);
+            proptest::prop_assert_eq!(state(&bytes, &[]), want_state);
             let i = at.index(bytes.len());
             bytes[i] = byte;
             let general = LogRecord::decode_general(&bytes).ok();
             if let Some(fast) = RecordDecoder::new().event(&bytes) {
                 proptest::prop_assert_eq!(Some(fast), general.clone());
             }
-            if let Some(fast) = state(&bytes) {
+            if let Some(fast) = state(&bytes, &[]) {
                 proptest::prop_assert_eq!(Some(fast), general.clone());
             }
             if let (Some(h), Some(r)) = (head(&bytes), &general) {
@@ -385,23 +438,126 @@ mod tests {
         };
         let mut bytes = Vec::new();
         rec.encode(&mut bytes);
-        assert_eq!(state(&bytes).as_ref(), Some(&rec));
+        assert_eq!(state(&bytes, &[]).as_ref(), Some(&rec));
+        let within = [
+            (NodeName::from("n1"), 1..300),
+            (NodeName::from("n2"), 1..(1 << 41)),
+        ];
         for n in 0..bytes.len() {
-            assert_eq!(state(&bytes[..n]), None, "cut at {n}");
+            assert_eq!(state(&bytes[..n], &[]), None, "cut at {n}");
+            assert_eq!(state(&bytes[..n], &within), None, "cut at {n}");
         }
         for i in 0..bytes.len() {
             for b in 0..=u8::MAX {
                 let mut changed = bytes.clone();
                 changed[i] = b;
-                if let Some(fast) = state(&changed) {
+                let fast = state(&changed, &[]);
+                if let Some(fast) = &fast {
                     assert_eq!(
                         Ok(fast),
-                        LogRecord::decode_general(&changed),
+                        LogRecord::decode_general(&changed).as_ref(),
                         "byte {i} = {b:#x}"
                     );
                 }
+                // Leaving sets out accepts the same bytes, and leaves out
+                // no more than it may.
+                match (&fast, state(&changed, &within)) {
+                    (None, None) => {}
+                    (Some(full), Some(got)) => {
+                        assert!(left_out_of(full, &got, &within), "byte {i} = {b:#x}")
+                    }
+                    (full, got) => panic!("byte {i} = {b:#x}: {full:?} against {got:?}"),
+                }
             }
         }
+    }
+
+    /// What [`RecordDecoder::leave_out_known_within`] may leave out of
+    /// `full`'s `known` sets to give `got`: every other field as it is,
+    /// and each node's set only less ticks that lie in its range `within`.
+    fn left_out_of(full: &LogRecord, got: &LogRecord, within: &[(NodeName, Range<u64>)]) -> bool {
+        let (
+            LogRecord::State {
+                known: full_known, ..
+            },
+            LogRecord::State { known, .. },
+        ) = (full, got)
+        else {
+            return full == got;
+        };
+        let mut rest = got.clone();
+        if let LogRecord::State { known: k, .. } = &mut rest {
+            k.clone_from(full_known);
+        }
+        let empty = RangeSet::new();
+        rest == *full
+            && known.0.keys().all(|n| full_known.0.contains_key(n))
+            && full_known.0.iter().all(|(n, full_set)| {
+                let set = known.0.get(n).unwrap_or(&empty);
+                let gone = full_set.difference(set);
+                set.difference(full_set).is_empty()
+                    && (gone.is_empty()
+                        || within.iter().any(|(w, r)| {
+                            w == n && gone.ranges().all(|(a, b)| r.start <= a && b <= r.end)
+                        }))
+            })
+    }
+
+    /// A node's `known` ticks within its range are left out (checked all
+    /// the same): a set within it goes, one reaching past it keeps what
+    /// lies past; a node not named is read whole, and `deleted` sets always
+    /// are.
+    #[test]
+    fn known_sets_a_replay_has_seen_are_left_out() -> Result<(), RecordError> {
+        let set = |ticks: &[(u64, u64)]| RangeSet::from_ranges(ticks.iter().copied());
+        let mut known = NodeSet::default();
+        known
+            .0
+            .insert("n1".into(), set(&[(1, 5), (7, 8), (10, 300)]));
+        known.0.insert("n2".into(), set(&[(2, 3), (400, 401)]));
+        known.0.insert("n3".into(), set(&[(9, 12)]));
+        let mut deleted = NodeSet::default();
+        deleted.0.insert("n1".into(), set(&[(3, 4)]));
+        let rec = LogRecord::State {
+            seq: 7,
+            time_ms: 1,
+            nodes: vec![("n1".into(), Some(299))],
+            known,
+            deleted,
+            skipped: RangeSet::new(),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        let within = [
+            (NodeName::from("n1"), 1..300),
+            (NodeName::from("n2"), 1..400),
+        ];
+        let mut d = RecordDecoder::new();
+        d.leave_out_known_within(&within);
+        let got = d.decode(&bytes)?;
+        let LogRecord::State { known, deleted, .. } = &got else {
+            panic!("{got:?}");
+        };
+        let names: Vec<&str> = known.0.keys().map(|n| &**n).collect();
+        assert_eq!(names, ["n2", "n3"], "n1 left out, n2 reaches 400");
+        assert_eq!(known.0[&NodeName::from("n2")], set(&[(400, 401)]));
+        assert_eq!(known.0[&NodeName::from("n3")], set(&[(9, 12)]));
+        assert_eq!(deleted.0.len(), 1, "deleted sets are all read");
+        assert!(left_out_of(&rec, &got, &within));
+        // Leaving out nothing again reads it whole.
+        d.leave_out_known_within(&[]);
+        assert_eq!(d.decode(&bytes)?, rec);
+        // A damaged item in a set that would be left out is damage still.
+        let at = bytes
+            .windows(3)
+            .position(|w| w == [0x92, 0x01, 0x05])
+            .expect("n1's first range");
+        let mut bad = bytes.clone();
+        bad[at + 1] = 0xc1;
+        d.leave_out_known_within(&within);
+        assert_eq!(state(&bad, &within), None);
+        assert!(d.decode(&bad).is_err());
+        Ok(())
     }
 
     #[test]

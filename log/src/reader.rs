@@ -36,6 +36,8 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use distkv_model::NodeName;
+
 use crate::block::{next_record, BlockReader, Damage, Next};
 use crate::error::{LogError, Result};
 use crate::fast::RecordDecoder;
@@ -137,6 +139,9 @@ pub struct LogReader {
     skipped: Vec<Skipped>,
     /// The newest segment's scan, once read to its end cleanly.
     newest: Option<SegmentScan>,
+    /// What state records leave out of their `known` sets
+    /// ([`LogReader::leave_out_known_within`]).
+    known_within: Vec<(NodeName, Range<Seq>)>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -188,7 +193,21 @@ impl LogReader {
             torn: None,
             skipped: Vec::new(),
             newest: None,
+            known_within: Vec::new(),
         })
+    }
+
+    /// From the next record on, state records leave out of their `known`
+    /// sets the ticks of each node named in `within` that lie in the range
+    /// given there: for a replay whose state has seen those ticks, to which
+    /// they add nothing
+    /// ([`RecordDecoder::leave_out_known_within`](crate::RecordDecoder::leave_out_known_within)).
+    pub fn leave_out_known_within(&mut self, within: &[(NodeName, Range<Seq>)]) {
+        self.known_within.clear();
+        self.known_within.extend_from_slice(within);
+        if let Some(cur) = &mut self.current {
+            cur.decoder.leave_out_known_within(within);
+        }
     }
 
     /// The newest segment as this reader read it, once the iteration has
@@ -266,6 +285,7 @@ impl LogReader {
         let mut reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
         // What comes before `from_seq` is dropped here anyway.
         reader.pass_over(self.from_seq);
+        reader.decoder.leave_out_known_within(&self.known_within);
         let first = reader.next_seq();
         if let Some(expected) = self.expected.filter(|&e| e != first) {
             return Err(LogError::Gap {

@@ -263,6 +263,18 @@ impl State {
         self.nodes.iter()
     }
 
+    /// Each node's first run of ticks seen (present or superseded): the
+    /// ticks within it that a state record's set of a node's superseded
+    /// ones holds add nothing ([`State::restore_state`] unions them in), so
+    /// that a replay's reader may leave them out
+    /// (`LogReader::leave_out_known_within`).
+    pub fn seen_first_runs(&self) -> Vec<(NodeName, std::ops::Range<u64>)> {
+        self.nodes
+            .iter()
+            .filter_map(|(n, i)| i.seen.ranges().next().map(|(a, b)| (n.clone(), a..b)))
+            .collect()
+    }
+
     /// One node's bookkeeping.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.get(name)
