@@ -34,8 +34,8 @@ use crate::record::{LogRecord, Place, RecordError};
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
     events: EventDecoder,
-    /// Nodes whose `known` sets within these ticks state records leave
-    /// out ([`RecordDecoder::leave_out_known_within`]).
+    /// The ticks of each node that state records leave out of their
+    /// `known` sets ([`RecordDecoder::leave_out_known_within`]).
     known_within: Vec<(NodeName, Range<u64>)>,
 }
 
