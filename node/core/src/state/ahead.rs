@@ -8,10 +8,9 @@
 //! pointer in the slot), the page of each tick the new chain supersedes
 //! (behind the links), the value it replaces (freeing it reads its count),
 //! and the event's own memory when its message was decoded a while ago (or
-//! on another core). A
-//! [`Lookahead`] walks the same steps for the events after the one being
-//! applied, a stage per step, each at a distance from the apply at which
-//! what the stage before asked for has arrived:
+//! on another core). A [`Lookahead`] walks the same steps for the events
+//! after the one being applied, a stage per step, each at a distance from
+//! the apply at which what the stage before asked for has arrived:
 //!
 //! * [`TABLE`] events ahead it finds the parent (along the path the apply
 //!   followed last, then by plain look-ups: parents are few and shared by

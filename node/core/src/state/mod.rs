@@ -413,10 +413,7 @@ impl State {
     /// (recovery, offline replay). Same rules as [`State::apply`].
     pub fn replay(&mut self, mut event: UpdateEvent) -> Applied {
         let value = event.value.take();
-        match self.merge(&event, value) {
-            Ok(()) => Applied::Replayed,
-            Err(outcome) => outcome,
-        }
+        self.replay_with(&event, value)
     }
 
     /// [`State::replay`] of an event the caller still needs, with `value`
