@@ -12,13 +12,19 @@
 //! and encodes it; it decodes to a `Value` under the internal limits and
 //! reads the event with `UpdateEvent::from_value`. docs/perf.md records
 //! the figures, before and after the move.
+//!
+//! Two more encode the same events from the records of an in-memory event
+//! log, as a node's file writer (`encode/from_the_event_log`) and its
+//! broadcast (`encode/update_messages_from_the_event_log`) do: each record
+//! writes its event's bytes by hand (`LogEntry::encode`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use distkv_benches::remote_events;
 use distkv_log::record::encode_event;
-use distkv_log::LogRecord;
+use distkv_log::{EventLog, LogLimits, LogRecord};
 use distkv_model::budget::INTERNAL_LIMITS;
 use distkv_model::{codec, UpdateEvent, Value};
+use distkv_node::cluster::msg::UpdateEncoder;
 
 /// The record as a value tree: `{t: "e", seq, ms, ev}`.
 fn record_value(seq: u64, ms: u64, ev: &UpdateEvent) -> Value {
@@ -67,6 +73,30 @@ fn codec_bench(c: &mut Criterion) {
             }
             buf.len()
         })
+    });
+    // As the node's file writer and broadcast write them: from the
+    // in-memory event log's records.
+    let mut log = EventLog::new(LogLimits {
+        max_records: N,
+        max_bytes: usize::MAX,
+    });
+    for e in &events {
+        log.push(e);
+    }
+    let entries = || log.read(1, N).expect("the log holds them");
+    g.bench_function("encode/from_the_event_log", |b| {
+        let mut buf = Vec::with_capacity(64 << 20);
+        b.iter(|| {
+            buf.clear();
+            for (seq, e) in entries() {
+                encode_event(seq, ms(seq as usize), &e, &mut buf);
+            }
+            buf.len()
+        })
+    });
+    g.bench_function("encode/update_messages_from_the_event_log", |b| {
+        let mut enc = UpdateEncoder::default();
+        b.iter(|| enc.encode("node0", entries().map(|(_, e)| e)).len())
     });
     g.bench_function("encode/value-tree", |b| {
         let mut buf = Vec::with_capacity(64 << 20);

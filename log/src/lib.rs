@@ -53,7 +53,7 @@ pub use error::LogError;
 pub use fast::RecordDecoder;
 pub use memory::{approx_size, EventLog, Lagged, LogCopy, LogEntry, LogLimits, PathElement, Seq};
 pub use reader::{LogReader, SegmentReader, SegmentRecord, Skipped, TornTail};
-pub use record::{LogRecord, RecordError};
+pub use record::{EventForm, LogRecord, RecordError};
 pub use retention::{retain, RemovedSegment, RetentionPolicy};
 pub use salvage::{salvage_segment, SalvageReport, DAMAGED_DIR};
 pub use seek::{block_crc_at, read_block_at};

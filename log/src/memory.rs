@@ -46,10 +46,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use distkv_model::codec;
-use distkv_model::serial::serialize_path_with;
 use distkv_model::{Chain, Link, NodeName, Path, RecentNames, SharedStr, UpdateEvent, Value};
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 
 /// Sequence number of a log record; the first record is 1.
 pub type Seq = u64;
@@ -875,80 +872,58 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// A record serializes as its event does ([`UpdateEvent`]'s serialization,
-/// the wire form), read from the record's bytes: no event is decoded.
-impl Serialize for LogEntry<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl LogEntry<'_> {
+    /// Appends the event's msgpack form to `out`: the bytes
+    /// [`UpdateEvent`]'s serialization writes (the wire form,
+    /// `{node, tick, prev, path, value?, tock}` with the chain's links as
+    /// nested `{node, tick, prev}` maps), written from the record's bytes:
+    /// no event is decoded.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         let mut d = self.decoder();
         let tock = d.varint();
         let n = d.varint() as usize;
-        let node = d.name_str();
-        let tick = d.varint();
-        let prev = Links { d, n: n - 1 };
-        d.skip_links(n - 1);
-        let value = self.value;
-        let mut m = s.serialize_map(Some(5 + usize::from(value.is_some())))?;
-        m.serialize_entry("node", node)?;
-        m.serialize_entry("tick", &tick)?;
-        m.serialize_entry("prev", &prev)?;
-        match d.varint() {
-            0 => m.serialize_entry("path", self.kept_path())?,
-            k => m.serialize_entry(
-                "path",
-                &Elements {
-                    d,
-                    n: k as usize - 1,
-                },
-            )?,
-        }
-        if let Some(v) = value {
-            m.serialize_entry("value", v)?;
-        }
-        m.serialize_entry("tock", &tock)?;
-        m.end()
-    }
-}
-
-/// The `n` chain links at `d`, serialized as nested `{node, tick, prev}`
-/// maps (nil for none), as a chain is.
-struct Links<'a> {
-    d: Decoder<'a>,
-    n: usize,
-}
-
-impl Serialize for Links<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.n == 0 {
-            return s.serialize_unit();
-        }
-        let mut d = self.d;
-        let node = d.name_str();
-        let tick = d.varint();
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("node", node)?;
-        m.serialize_entry("tick", &tick)?;
-        m.serialize_entry("prev", &Links { d, n: self.n - 1 })?;
-        m.end()
-    }
-}
-
-/// The `n` path elements at `d`, serialized as a path is.
-struct Elements<'a> {
-    d: Decoder<'a>,
-    n: usize,
-}
-
-impl Serialize for Elements<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut d = self.d;
-        serialize_path_with(s, |out| {
-            for _ in 0..self.n {
-                d.element_msgpack(out);
+        codec::write_map_len(out, 5 + usize::from(self.value.is_some()));
+        // The head's fields, then each older link as a map in the `prev`
+        // of the one before.
+        for i in 0..n {
+            if i > 0 {
+                codec::write_map_len(out, 3);
             }
-            Ok(())
-        })
+            out.extend_from_slice(KEY_NODE);
+            codec::write_str(out, d.name_str());
+            out.extend_from_slice(KEY_TICK);
+            codec::write_uint(out, d.varint());
+            out.extend_from_slice(KEY_PREV);
+        }
+        out.push(MSGPACK_NIL);
+        out.extend_from_slice(KEY_PATH);
+        match d.varint() {
+            0 => codec::write_path(out, self.kept_path().elements()),
+            k => codec::write_path_with(out, |out| {
+                for _ in 1..k {
+                    d.element_msgpack(out);
+                }
+            }),
+        }
+        if let Some(v) = self.value {
+            out.extend_from_slice(KEY_VALUE);
+            codec::encode(v, out);
+        }
+        out.extend_from_slice(KEY_TOCK);
+        codec::write_uint(out, tock);
     }
 }
+
+/// The keys of an event's msgpack form ([`LogEntry::encode`]), as fixstr.
+const KEY_NODE: &[u8] = b"\xa4node";
+const KEY_TICK: &[u8] = b"\xa4tick";
+const KEY_PREV: &[u8] = b"\xa4prev";
+const KEY_PATH: &[u8] = b"\xa4path";
+const KEY_VALUE: &[u8] = b"\xa5value";
+const KEY_TOCK: &[u8] = b"\xa4tock";
+
+/// msgpack's nil.
+const MSGPACK_NIL: u8 = 0xc0;
 
 /// A cheap estimate of the memory an event holds.
 pub fn approx_size(e: &UpdateEvent) -> usize {
@@ -1109,7 +1084,7 @@ mod tests {
 
     fn encoded(e: &LogEntry<'_>) -> Vec<u8> {
         let mut out = Vec::new();
-        distkv_model::serial::encode(e, &mut out);
+        e.encode(&mut out);
         out
     }
 
@@ -1363,12 +1338,12 @@ mod tests {
         assert!(got.iter().all(|(s, e)| *e == named(*s)));
     }
 
-    /// A record serializes exactly as its decoded event does, and its tock
+    /// A record encodes exactly as its decoded event serializes, and its tock
     /// and path elements read in place are the decoded event's: every kind
     /// of path element (those kept beside the records too), chains of one
     /// to three links, node names in the log's table and written out.
     #[test]
-    fn a_record_serializes_as_its_event() {
+    fn a_record_encodes_as_its_event() {
         let mut log = EventLog::new(LogLimits {
             max_records: 1000,
             max_bytes: usize::MAX,
@@ -1395,12 +1370,12 @@ mod tests {
         let mut count = 0;
         for (seq, entry) in log.read(log.oldest_seq(), usize::MAX).unwrap() {
             let (mut got, mut want) = (Vec::new(), Vec::new());
-            distkv_model::serial::encode(&entry, &mut got);
+            entry.encode(&mut got);
             distkv_model::serial::encode(&entry.event(), &mut want);
             assert_eq!(got, want, "{:?}", entry.event());
             let (copied_seq, copied) = copied.next().unwrap();
             let mut from_copy = Vec::new();
-            distkv_model::serial::encode(&copied, &mut from_copy);
+            copied.encode(&mut from_copy);
             assert_eq!((copied_seq, from_copy), (seq, want));
             let event = entry.event();
             assert_eq!(entry.tock(), event.tock);
@@ -1480,6 +1455,25 @@ mod tests {
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x10c),
             ..ProptestConfig::default()
         })]
+
+        /// A record writes the bytes serde writes for its event, for any
+        /// event (values and path elements of every kind, chains of every
+        /// length, names in the log's table and written out).
+        #[test]
+        fn a_record_encodes_as_serde_writes_its_event(
+            events in proptest::collection::vec(distkv_model::strategies::event(), 1..40),
+        ) {
+            let mut log = EventLog::new(LogLimits::default());
+            for e in &events {
+                log.push(e);
+            }
+            let entries = log.read(log.oldest_seq(), usize::MAX).unwrap();
+            for ((_, entry), e) in entries.zip(&events) {
+                let mut want = Vec::new();
+                distkv_model::serial::encode(e, &mut want);
+                prop_assert_eq!(encoded(&entry), want, "{:?}", e);
+            }
+        }
 
         #[test]
         fn the_ring_behaves_like_a_queue_of_events(

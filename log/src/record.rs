@@ -37,7 +37,7 @@
 
 use std::borrow::Cow;
 
-use distkv_model::serial;
+use distkv_model::{codec, serial};
 use distkv_model::{NodeName, NodeSet, RangeSet, UpdateEvent};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -122,16 +122,6 @@ enum Kind {
     State,
     #[serde(rename = "l")]
     Lost,
-}
-
-/// An event record as written (`ev`: an [`UpdateEvent`], or anything that
-/// serializes as one).
-#[derive(Serialize)]
-struct EventOut<'a, E: ?Sized> {
-    t: Kind,
-    seq: Seq,
-    ms: u64,
-    ev: &'a E,
 }
 
 /// A state record as written.
@@ -390,20 +380,44 @@ pub(crate) fn check_sequence(place: Place, next: &mut Seq) -> Result<(), (Seq, S
     Ok(())
 }
 
+/// An event as the log and the broadcast write it: an [`UpdateEvent`], or
+/// an in-memory log's record of one ([`crate::LogEntry`]), which writes the
+/// same bytes from its own.
+pub trait EventForm {
+    /// Appends the event's msgpack form to `out`: the bytes
+    /// [`UpdateEvent`]'s serialization writes.
+    fn encode_form(&self, out: &mut Vec<u8>);
+}
+
+impl EventForm for UpdateEvent {
+    fn encode_form(&self, out: &mut Vec<u8>) {
+        serial::encode(self, out);
+    }
+}
+
+impl EventForm for crate::LogEntry<'_> {
+    fn encode_form(&self, out: &mut Vec<u8>) {
+        self.encode(out);
+    }
+}
+
+impl<E: EventForm + ?Sized> EventForm for &E {
+    fn encode_form(&self, out: &mut Vec<u8>) {
+        (**self).encode_form(out);
+    }
+}
+
 /// Appends the bytes of an event record to `out` (same bytes as
 /// [`LogRecord::encode`] of the equivalent record, without cloning the
-/// event). `event` is an [`UpdateEvent`] or what serializes exactly as one
-/// (an in-memory log's [`crate::LogEntry`]).
-pub fn encode_event<E: Serialize + ?Sized>(seq: Seq, time_ms: u64, event: &E, out: &mut Vec<u8>) {
-    serial::encode(
-        &EventOut {
-            t: Kind::Event,
-            seq,
-            ms: time_ms,
-            ev: event,
-        },
-        out,
-    );
+/// event).
+pub fn encode_event<E: EventForm + ?Sized>(seq: Seq, time_ms: u64, event: &E, out: &mut Vec<u8>) {
+    // As `EventOut` serializes: `{t: "e", seq, ms, ev}`.
+    out.extend_from_slice(&[0x84, 0xa1, b't', 0xa1, b'e', 0xa3, b's', b'e', b'q']);
+    codec::write_uint(out, seq);
+    out.extend_from_slice(&[0xa2, b'm', b's']);
+    codec::write_uint(out, time_ms);
+    out.extend_from_slice(&[0xa2, b'e', b'v']);
+    event.encode_form(out);
 }
 
 #[cfg(test)]
@@ -707,26 +721,34 @@ pub(crate) mod tests {
         Ok(())
     }
 
-    #[test]
-    fn event_bytes_match_the_record_encoding() -> Result<(), RecordError> {
-        let event = UpdateEvent {
-            path: path!["a", 1u64],
-            chain: Chain::single(NodeName::from("n1"), 7),
-            value: Some(Value::str("x")),
-            tock: 9,
-        };
-        let mut direct = Vec::new();
-        encode_event(5, 1000, &event, &mut direct);
-        let r = LogRecord::Event {
-            seq: 5,
-            time_ms: 1000,
-            event,
-        };
-        let mut via = Vec::new();
-        r.encode(&mut via);
-        assert_eq!(direct, via);
-        assert_eq!(LogRecord::decode(&direct)?, r);
-        Ok(())
+    /// An event record as serde writes it, the form [`encode_event`]
+    /// writes by hand.
+    #[derive(Serialize)]
+    struct EventOut<'a> {
+        t: Kind,
+        seq: Seq,
+        ms: u64,
+        ev: &'a UpdateEvent,
+    }
+
+    proptest! {
+        /// [`encode_event`] writes what serde writes for the record, for
+        /// every event and seq and time of every size, and it decodes to
+        /// the record.
+        #[test]
+        fn event_bytes_are_what_serde_writes(
+            event in distkv_model::strategies::event(),
+            seq in prop_oneof![0u64..300, any::<u64>()],
+            ms in prop_oneof![0u64..70_000, any::<u64>()],
+        ) {
+            let mut direct = Vec::new();
+            encode_event(seq, ms, &event, &mut direct);
+            let mut serde = Vec::new();
+            serial::encode(&EventOut { t: Kind::Event, seq, ms, ev: &event }, &mut serde);
+            prop_assert_eq!(&direct, &serde);
+            let r = LogRecord::Event { seq, time_ms: ms, event };
+            prop_assert_eq!(LogRecord::decode(&direct), Ok(r));
+        }
     }
 
     #[test]

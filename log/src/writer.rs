@@ -65,7 +65,7 @@ use distkv_model::{NodeName, UpdateEvent};
 use crate::block::{push_record, BlockEncoder, MAX_BLOCK_LEN};
 use crate::error::{io_err, LogError, Result};
 use crate::reader::{SegmentReader, SegmentScan};
-use crate::record::{check_sequence, encode_event, LogRecord};
+use crate::record::{check_sequence, encode_event, EventForm, LogRecord};
 use crate::retention::{retain, RemovedSegment, RetentionPolicy};
 use crate::salvage::{keep_aside, keep_tail, salvage_segment, SalvageReport};
 use crate::segment::{
@@ -109,10 +109,9 @@ impl EventBatch {
     /// Most bytes of buffer a batch keeps between uses.
     pub const KEPT_BYTES: usize = 4 << 20;
 
-    /// Encodes the next event record: `event` is an [`UpdateEvent`] or
-    /// what serializes exactly as one (an in-memory log's
-    /// [`crate::LogEntry`]). Returns its seq.
-    pub fn push<E: serde::Serialize + ?Sized>(&mut self, event: &E) -> Seq {
+    /// Encodes the next event record: `event` is an [`UpdateEvent`] or an
+    /// in-memory log's record of one ([`crate::LogEntry`]). Returns its seq.
+    pub fn push<E: EventForm + ?Sized>(&mut self, event: &E) -> Seq {
         let seq = self.first_seq.wrapping_add(self.ends.len() as Seq);
         encode_event(seq, self.time_ms, event, &mut self.bytes);
         self.ends.push(self.bytes.len());

@@ -187,10 +187,18 @@ pub fn to_vec(v: &Value) -> Vec<u8> {
 /// header, whose size depends on their length, is put before them
 /// afterwards: no buffer of their own.
 pub fn write_path(out: &mut Vec<u8>, p: &[Value]) {
+    write_path_with(out, |out| {
+        for e in p {
+            encode(e, out);
+        }
+    });
+}
+
+/// Writes a path as ext 3 whose elements `elements` encodes ([`write_path`]
+/// of elements not held as values).
+pub fn write_path_with(out: &mut Vec<u8>, elements: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
-    for e in p {
-        encode(e, out);
-    }
+    elements(out);
     let mut head = [0u8; EXT_HEADER_MAX];
     let len = ext_header(&mut head, EXT_PATH, out.len() - start);
     out.splice(start..start, head[..len].iter().copied());

@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use distkv_log::EventForm;
 use distkv_model::budget::{check_event_size, INTERNAL_LIMITS, MAX_EVENT_BYTES};
 use distkv_model::codec::{self, Limits};
 use distkv_model::cursor::Cursor;
@@ -226,12 +227,12 @@ pub struct UpdateEncoder {
 const KEEP_BODY: usize = 1 << 20;
 
 impl UpdateEncoder {
-    /// Encodes `events` (each serializing as an [`UpdateEvent`]: the
-    /// event, or its record in the event log) as update messages from
+    /// Encodes `events` (each an [`UpdateEvent`] or its record in the
+    /// event log, written in the event's form: [`EventForm`]) as update messages from
     /// `node`, each closed once its events take [`BATCH_BYTES`] (an event
     /// within the budget always fits a message of its own). Each event is
     /// serialized once, into the message's body.
-    pub fn encode<T: Serialize>(
+    pub fn encode<T: EventForm>(
         &mut self,
         node: &str,
         events: impl IntoIterator<Item = T>,
@@ -254,7 +255,7 @@ impl UpdateEncoder {
             Bytes::from(buf)
         };
         for e in events {
-            serial::encode(&e, body);
+            e.encode_form(body);
             n += 1;
             if body.len() >= BATCH_BYTES {
                 out.push(close(body, n));

@@ -2,7 +2,6 @@
 //! log holds it; and the messages the protocol publishes.
 
 use super::*;
-use serde::Serialize;
 
 impl Core {
     /// Limits broadcasting to the event-log records below `next`: a node
@@ -82,8 +81,12 @@ impl Core {
         out
     }
 
-    /// Publishes `events` (each serializing as an [`UpdateEvent`]).
-    pub(super) fn publish_events<T: Serialize>(&mut self, events: impl IntoIterator<Item = T>) {
+    /// Publishes `events` (each an [`UpdateEvent`] or its record in the
+    /// event log).
+    pub(super) fn publish_events<T: distkv_log::EventForm>(
+        &mut self,
+        events: impl IntoIterator<Item = T>,
+    ) {
         for m in self.updates.encode(&self.me, events) {
             self.out.push((self.topics.update.clone(), m));
         }
