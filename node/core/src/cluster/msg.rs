@@ -228,10 +228,10 @@ const KEEP_BODY: usize = 1 << 20;
 
 impl UpdateEncoder {
     /// Encodes `events` (each an [`UpdateEvent`] or its record in the
-    /// event log, written in the event's form: [`EventForm`]) as update messages from
-    /// `node`, each closed once its events take [`BATCH_BYTES`] (an event
-    /// within the budget always fits a message of its own). Each event is
-    /// serialized once, into the message's body.
+    /// event log: [`EventForm`]) as update messages from `node`, each
+    /// closed once its events take [`BATCH_BYTES`] (an event within the
+    /// budget always fits a message of its own). Each event is encoded
+    /// once, into the message's body.
     pub fn encode<T: EventForm>(
         &mut self,
         node: &str,
