@@ -199,9 +199,13 @@ pub fn write_path(out: &mut Vec<u8>, p: &[Value]) {
 pub fn write_path_with(out: &mut Vec<u8>, elements: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     elements(out);
+    let n = out.len() - start;
     let mut head = [0u8; EXT_HEADER_MAX];
-    let len = ext_header(&mut head, EXT_PATH, out.len() - start);
-    out.splice(start..start, head[..len].iter().copied());
+    let len = ext_header(&mut head, EXT_PATH, n);
+    // The elements move up by the header's length, which goes before them.
+    out.resize(start + len + n, 0);
+    out.copy_within(start..start + n, start + len);
+    out[start..start + len].copy_from_slice(&head[..len]);
 }
 
 /// Writes a signed integer in its smallest form.
