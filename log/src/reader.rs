@@ -206,7 +206,7 @@ impl LogReader {
         self.known_within.clear();
         self.known_within.extend_from_slice(within);
         if let Some(cur) = &mut self.current {
-            cur.decoder.leave_out_known_within(within);
+            cur.leave_out_known_within(within);
         }
     }
 
@@ -285,7 +285,7 @@ impl LogReader {
         let mut reader = SegmentReader::open_in_log(&info.path, self.mode, tail)?;
         // What comes before `from_seq` is dropped here anyway.
         reader.pass_over(self.from_seq);
-        reader.decoder.leave_out_known_within(&self.known_within);
+        reader.leave_out_known_within(&self.known_within);
         let first = reader.next_seq();
         if let Some(expected) = self.expected.filter(|&e| e != first) {
             return Err(LogError::Gap {
@@ -375,6 +375,13 @@ impl std::fmt::Debug for SegmentReader {
 }
 
 impl SegmentReader {
+    /// From the next record on, state records leave out of their `known`
+    /// sets the ticks of each node named in `within` that lie in the range
+    /// given there ([`LogReader::leave_out_known_within`]).
+    pub fn leave_out_known_within(&mut self, within: &[(NodeName, Range<Seq>)]) {
+        self.decoder.leave_out_known_within(within);
+    }
+
     /// Opens the segment at `path` and checks its header. A header that is
     /// not a segment header of this version, or whose first seq disagrees
     /// with the file name, is `Corrupt`; a torn header is handled like other

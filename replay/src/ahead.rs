@@ -19,16 +19,23 @@
 //! dropped ([`Ahead::spent`]), in batches as they came: their paths and
 //! names were allocated and counted there, and freeing them there frees
 //! them into the heap the next records are decoded into, with no count's
-//! cache line passed between the cores.
+//! cache line passed between the cores. So do the state's first runs of
+//! seen ticks ([`Ahead::seen`]), which the stream's state records then
+//! leave out of their sets of superseded ticks.
 //!
 //! Only the replay's tools read ahead. A node's start replays its log on
 //! its own thread: values decoded on another thread would live in that
-//! thread's heap, and a node that went on would hold more memory for it.
+//! thread's heap, and a node that went on would hold more memory for it;
+//! copied into the replaying thread's heap, they cost what the second
+//! thread saved (docs/perf.md, "a node start's log read on a thread of
+//! its own again, tried").
 
+use std::ops::Range;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use distkv_model::UpdateEvent;
+use distkv_log::Seq;
+use distkv_model::{NodeName, UpdateEvent};
 
 use crate::error::Result;
 use crate::source::{HistoryStream, Rec};
@@ -41,6 +48,14 @@ const BATCH_BYTES: u64 = 256 << 10;
 
 /// Batches waiting for the replay at most.
 const QUEUED: usize = 4;
+
+/// What the replay sends back to the reading thread.
+enum Back {
+    /// Events to drop there.
+    Spent(Vec<UpdateEvent>),
+    /// The state's first runs of seen ticks ([`Ahead::seen`]).
+    Seen(Vec<(NodeName, Range<Seq>)>),
+}
 
 /// Records read on the thread, and where the stream was after them.
 struct Batch {
@@ -67,8 +82,8 @@ enum Way {
         /// `None` once closed: the thread stops at its next batch.
         batches: Option<Receiver<Batch>>,
         batch: std::vec::IntoIter<Result<Rec>>,
-        /// Where spent events go to be dropped.
-        drop_there: Sender<Vec<UpdateEvent>>,
+        /// Where spent events go to be dropped, and the seen ticks.
+        drop_there: Sender<Back>,
         thread: Option<JoinHandle<()>>,
     },
 }
@@ -83,14 +98,17 @@ impl Ahead {
         // The stream goes over once the thread runs, so that a refused
         // thread leaves it here.
         let (give, take) = sync_channel::<HistoryStream>(1);
-        let (drop_there, spent) = channel::<Vec<UpdateEvent>>();
+        let (drop_there, back) = channel::<Back>();
         let spawned = std::thread::Builder::new()
             .name("distkv-read".into())
             .spawn(move || {
                 let Ok(mut stream) = take.recv() else { return };
                 loop {
-                    while let Ok(events) = spent.try_recv() {
-                        drop(events);
+                    while let Ok(msg) = back.try_recv() {
+                        match msg {
+                            Back::Spent(events) => drop(events),
+                            Back::Seen(runs) => stream.leave_out_known_within(&runs),
+                        }
                     }
                     let from = stream.position();
                     let mut recs = Vec::with_capacity(BATCH_RECORDS);
@@ -165,7 +183,21 @@ impl Ahead {
         self.spent.push(event);
         if self.spent.len() == BATCH_RECORDS {
             // A thread that has ended leaves them to be dropped here.
-            let _ = drop_there.send(std::mem::take(&mut self.spent));
+            let _ = drop_there.send(Back::Spent(std::mem::take(&mut self.spent)));
+        }
+    }
+
+    /// Tells the stream the replayed state's first runs of seen ticks,
+    /// which its state records may leave out
+    /// ([`HistoryStream::leave_out_known_within`]); on the reading thread
+    /// from its next batch on, which is never more than the state has seen
+    /// when the records come.
+    pub(crate) fn seen(&mut self, runs: Vec<(NodeName, Range<Seq>)>) {
+        match &mut self.way {
+            Way::Here(s) => s.leave_out_known_within(&runs),
+            Way::There { drop_there, .. } => {
+                let _ = drop_there.send(Back::Seen(runs));
+            }
         }
     }
 

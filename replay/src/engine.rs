@@ -204,6 +204,13 @@ pub trait Observer {
     fn wants_values(&self) -> bool {
         true
     }
+    /// Whether [`Observer::record`] reads the `known` sets of state
+    /// records; if not, the streams leave out of them the ticks the state
+    /// has seen, to which they add nothing
+    /// ([`HistoryStream::leave_out_known_within`]).
+    fn reads_known_sets(&self) -> bool {
+        true
+    }
     /// Every record, before it is handled.
     fn record(&mut self, _state: &State, _stream: usize, _rec: &Rec) {}
     /// Every event, after it was handled.
@@ -218,7 +225,14 @@ impl Observer for NoObserver {
     fn wants_values(&self) -> bool {
         false
     }
+    fn reads_known_sets(&self) -> bool {
+        false
+    }
 }
+
+/// Records handled between two [`Replay::tell_seen`]s (and after each
+/// state record).
+const SEEN_EVERY: u64 = 1024;
 
 /// A replay in progress (see the module docs).
 pub struct Replay {
@@ -508,6 +522,10 @@ impl Replay {
         }
         let mut ahead = Lookahead::default();
         let mut handled = 0u64;
+        let leave_out = !obs.reads_known_sets();
+        if leave_out {
+            self.tell_seen();
+        }
         loop {
             let mut urgent = None;
             let mut best: Option<(u64, usize)> = None;
@@ -548,8 +566,12 @@ impl Replay {
                     }
                 });
             }
+            let state_record = matches!(rec, Rec::State { .. });
             let reached = self.handle(i, rec, obs);
             handled += 1;
+            if leave_out && (state_record || handled % SEEN_EVERY == 0) {
+                self.tell_seen();
+            }
             if handled % 4096 == 0 {
                 progress.set(self.position());
             }
@@ -570,6 +592,16 @@ impl Replay {
             }
         }
         Ok(())
+    }
+
+    /// Tells every stream the state's first runs of seen ticks, which
+    /// their state records then leave out ([`Ahead::seen`]): exact, as
+    /// the state only sees more ticks as the replay goes on.
+    fn tell_seen(&mut self) {
+        let runs = self.state.seen_first_runs();
+        for s in &mut self.streams {
+            s.seen(runs.clone());
+        }
     }
 
     /// Handles one record; true when it was the target event.
@@ -726,4 +758,137 @@ pub fn chain_text(c: &Chain) -> String {
         .map(|l| format!("{}:{}", l.node, l.tick))
         .collect();
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::inventory;
+    use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
+    use distkv_log::LogRecord;
+    use distkv_model::{path, NodeSet};
+
+    /// Each node's books: tick, superseded, missing and deleted ticks.
+    fn books(st: &State) -> Vec<String> {
+        st.nodes()
+            .map(|(n, i)| {
+                format!(
+                    "{n}: tick {:?} superseded {} missing {} deleted {}",
+                    i.tick(),
+                    i.superseded(),
+                    i.missing(),
+                    i.deleted()
+                )
+            })
+            .collect()
+    }
+
+    /// Watches the `known` sets of the state records, reading them or not.
+    struct KnownSets {
+        reads: bool,
+        seen: Vec<NodeSet>,
+    }
+
+    impl Observer for KnownSets {
+        fn reads_known_sets(&self) -> bool {
+            self.reads
+        }
+        fn record(&mut self, _state: &State, _stream: usize, rec: &Rec) {
+            if let Rec::State { state, .. } = rec {
+                self.seen.push(state.known.clone());
+            }
+        }
+    }
+
+    /// A replay whose streams leave out of the state records' sets of
+    /// superseded ticks those the state has seen (its observer does not
+    /// read them) comes to the state of one that reads every set whole:
+    /// with sets it has seen all of, sets reaching past what it has seen,
+    /// and a node it never saw an event of (it fails when the runs told
+    /// claim the ticks no event shows). An observer that reads the sets
+    /// gets them as written.
+    #[test]
+    fn leaving_out_known_sets_the_state_has_seen_replays_the_same() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let mut cfg = WriterConfig::new("n1");
+        cfg.fsync = FsyncPolicy::Never;
+        let mut w = LogWriter::open(tmp.path(), cfg, Now::at(1))?;
+        let mut want = State::new("n1", LIMITS);
+        let n1 = NodeName::from("n1");
+        let mut written = Vec::new();
+        for t in 1..=20_000u64 {
+            let ev = UpdateEvent {
+                // Keys in a scrambled order: the superseded ticks are
+                // scattered.
+                path: path!["k", ((t * 2_654_435_761) >> 7) % 500],
+                chain: Chain::single(n1.clone(), t),
+                value: (t % 17 != 0).then_some(Value::Int(t as i64)),
+                tock: t,
+            };
+            w.append_event(t, &ev)?;
+            want.replay(ev);
+            // State records early (read before the replay tells the reader
+            // what it has seen: it reads a few thousand records ahead) and
+            // late, one with ticks no event shows.
+            if [700, 3_000, 12_100, 16_000, 20_000].contains(&t) {
+                let info = want.node("n1").expect("n1");
+                let mut superseded = info.superseded();
+                if t == 12_100 {
+                    superseded.insert_range(30_000, 30_002);
+                }
+                let mut known = NodeSet::default();
+                known.0.insert(n1.clone(), superseded);
+                known.0.insert("n2".into(), RangeSet::from_ranges([(5, 9)]));
+                let mut deleted = NodeSet::default();
+                deleted.0.insert(n1.clone(), info.deleted().clone());
+                let nodes = vec![(n1.clone(), info.tick())];
+                want.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
+                written.push(known.clone());
+                w.append(&LogRecord::State {
+                    seq: t,
+                    time_ms: t,
+                    nodes,
+                    known,
+                    deleted,
+                    skipped: RangeSet::new(),
+                })?;
+            }
+            if t % 100 == 0 {
+                w.commit(Now::at(t))?;
+            }
+        }
+        w.close(Now::at(30_000))?;
+
+        let inv = inventory(&[tmp.path().to_path_buf()])?;
+        let mut states = Vec::new();
+        let mut watched = Vec::new();
+        for reads in [true, false] {
+            let mut replay = Replay::prepare(&inv, Target::All, Start::Latest, false, None, true)?;
+            let mut obs = KnownSets {
+                reads,
+                seen: Vec::new(),
+            };
+            replay.run(&mut obs, "test")?;
+            states.push(replay.state);
+            watched.push(obs.seen);
+        }
+        let (whole, left_out) = (&states[0], &states[1]);
+        assert_eq!(whole.digest(), want.digest());
+        assert_eq!(books(whole), books(&want));
+        assert_eq!(left_out.digest(), want.digest());
+        assert_eq!(books(left_out), books(&want));
+        let scattered = want.node("n1").expect("n1").superseded().ranges().count();
+        assert!(scattered > 20, "{scattered} ranges");
+        // Read whole when the observer reads them; left out otherwise.
+        assert_eq!(watched[0], written);
+        let ticks = |sets: &[NodeSet]| -> u64 {
+            sets.iter()
+                .flat_map(|s| s.0.values())
+                .map(RangeSet::count)
+                .sum()
+        };
+        let (read, all) = (ticks(&watched[1]), ticks(&written));
+        assert!(read < all / 2, "{read} of {all} ticks read");
+        Ok(())
+    }
 }

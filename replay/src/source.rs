@@ -27,6 +27,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -763,6 +764,8 @@ pub struct HistoryStream {
     start_at: Option<(u64, Seq)>,
     /// The offset reading started at, when it did so.
     seeked: Option<u64>,
+    /// What state records leave out ([`HistoryStream::leave_out_known_within`]).
+    known_within: Vec<(NodeName, Range<Seq>)>,
 }
 
 impl std::fmt::Debug for HistoryStream {
@@ -835,6 +838,7 @@ impl HistoryStream {
             bytes_done: skipped,
             start_at,
             seeked: None,
+            known_within: Vec::new(),
         })
     }
 
@@ -842,6 +846,20 @@ impl HistoryStream {
     /// history index let it skip the segment's start.
     pub fn seeked(&self) -> Option<u64> {
         self.seeked
+    }
+
+    /// From the next record on, the segments' state records leave out of
+    /// their `known` sets the ticks of each node named in `within` that lie
+    /// in the range given there
+    /// ([`distkv_log::LogReader::leave_out_known_within`]): for a replay
+    /// whose state has seen them, and whose observer does not read the
+    /// sets.
+    pub fn leave_out_known_within(&mut self, within: &[(NodeName, Range<Seq>)]) {
+        self.known_within.clear();
+        self.known_within.extend_from_slice(within);
+        if let Some(cur) = &mut self.cur {
+            cur.reader.leave_out_known_within(within);
+        }
     }
 
     /// Bytes of this history's segments and DistKV-py file read so far.
@@ -1020,7 +1038,8 @@ impl HistoryStream {
             None => SegmentReader::open(&seg.path, mode),
         };
         match opened {
-            Ok(reader) => {
+            Ok(mut reader) => {
+                reader.leave_out_known_within(&self.known_within);
                 let first = reader.header().map_or(seg.first_seq, |h| h.first_seq);
                 if let Some(e) = self.expected.filter(|&e| e != first) {
                     self.pending.push_back(Rec::Damage(Damage {
