@@ -764,24 +764,8 @@ pub fn chain_text(c: &Chain) -> String {
 mod tests {
     use super::*;
     use crate::source::inventory;
-    use distkv_log::writer::{FsyncPolicy, LogWriter, Now, WriterConfig};
-    use distkv_log::LogRecord;
-    use distkv_model::{path, NodeSet};
-
-    /// Each node's books: tick, superseded, missing and deleted ticks.
-    fn books(st: &State) -> Vec<String> {
-        st.nodes()
-            .map(|(n, i)| {
-                format!(
-                    "{n}: tick {:?} superseded {} missing {} deleted {}",
-                    i.tick(),
-                    i.superseded(),
-                    i.missing(),
-                    i.deleted()
-                )
-            })
-            .collect()
-    }
+    use distkv_core::persist::recover::testing::{books, scattered_log};
+    use distkv_model::NodeSet;
 
     /// Watches the `known` sets of the state records, reading them or not.
     struct KnownSets {
@@ -810,57 +794,16 @@ mod tests {
     #[test]
     fn leaving_out_known_sets_the_state_has_seen_replays_the_same() -> anyhow::Result<()> {
         let tmp = tempfile::tempdir()?;
-        let mut cfg = WriterConfig::new("n1");
-        cfg.fsync = FsyncPolicy::Never;
-        let mut w = LogWriter::open(tmp.path(), cfg, Now::at(1))?;
-        let mut want = State::new("n1", LIMITS);
-        let n1 = NodeName::from("n1");
-        let mut written = Vec::new();
-        for t in 1..=20_000u64 {
-            let ev = UpdateEvent {
-                // Keys in a scrambled order: the superseded ticks are
-                // scattered.
-                path: path!["k", ((t * 2_654_435_761) >> 7) % 500],
-                chain: Chain::single(n1.clone(), t),
-                value: (t % 17 != 0).then_some(Value::Int(t as i64)),
-                tock: t,
-            };
-            w.append_event(t, &ev)?;
-            want.replay(ev);
-            // State records early (read before the replay tells the reader
-            // what it has seen: it reads a few thousand records ahead) and
-            // late, one with ticks no event shows.
-            if [700, 3_000, 12_100, 16_000, 20_000].contains(&t) {
-                let info = want.node("n1").expect("n1");
-                let mut superseded = info.superseded();
-                if t == 12_100 {
-                    superseded.insert_range(30_000, 30_002);
-                }
-                let mut known = NodeSet::default();
-                known.0.insert(n1.clone(), superseded);
-                known.0.insert("n2".into(), RangeSet::from_ranges([(5, 9)]));
-                let mut deleted = NodeSet::default();
-                deleted.0.insert(n1.clone(), info.deleted().clone());
-                let nodes = vec![(n1.clone(), info.tick())];
-                want.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
-                written.push(known.clone());
-                w.append(&LogRecord::State {
-                    seq: t,
-                    time_ms: t,
-                    nodes,
-                    known,
-                    deleted,
-                    skipped: RangeSet::new(),
-                })?;
-            }
-            if t % 100 == 0 {
-                w.commit(Now::at(t))?;
-            }
-        }
-        w.close(Now::at(30_000))?;
-
+        // State records early (read before the replay tells the reader
+        // what it has seen: it reads a few thousand records ahead) and
+        // late, one with ticks no event shows.
+        let (want, written) = scattered_log(
+            tmp.path(),
+            20_000,
+            &[700, 3_000, 12_100, 16_000, 20_000],
+            (12_100, 30_000),
+        )?;
         let inv = inventory(&[tmp.path().to_path_buf()])?;
-        let mut states = Vec::new();
         let mut watched = Vec::new();
         for reads in [true, false] {
             let mut replay = Replay::prepare(&inv, Target::All, Start::Latest, false, None, true)?;
@@ -869,14 +812,10 @@ mod tests {
                 seen: Vec::new(),
             };
             replay.run(&mut obs, "test")?;
-            states.push(replay.state);
+            assert_eq!(replay.state.digest(), want.digest());
+            assert_eq!(books(&replay.state), books(&want));
             watched.push(obs.seen);
         }
-        let (whole, left_out) = (&states[0], &states[1]);
-        assert_eq!(whole.digest(), want.digest());
-        assert_eq!(books(whole), books(&want));
-        assert_eq!(left_out.digest(), want.digest());
-        assert_eq!(books(left_out), books(&want));
         let scattered = want.node("n1").expect("n1").superseded().ranges().count();
         assert!(scattered > 20, "{scattered} ranges");
         // Read whole when the observer reads them; left out otherwise.

@@ -774,17 +774,15 @@ impl Recovered {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// What the tests of a rebuild (here and in the replay tools) share.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use super::*;
     use distkv_model::{path, Chain, NodeName, NodeSet, Value};
 
-    /// The plain rebuild: no hooks.
-    struct Plain;
-    impl RebuildHooks for Plain {}
-
-    /// A node's bookkeeping as one comparable value.
-    fn books(st: &State) -> Vec<String> {
+    /// Each node's bookkeeping as one comparable value: tick, superseded,
+    /// missing and deleted ticks.
+    pub fn books(st: &State) -> Vec<String> {
         st.nodes()
             .map(|(n, i)| {
                 format!(
@@ -797,6 +795,76 @@ mod tests {
             })
             .collect()
     }
+
+    /// Writes node `n0`'s log into `dir`: `events` changes by node `n1` to
+    /// 300 keys in a scrambled order (each key's last write falls anywhere,
+    /// and the superseded ticks are scattered), and after the events
+    /// numbered in `records_at` a state record of what `n1` has then seen,
+    /// with a node `n2` no event names (ticks 5 to 8); the record after
+    /// event `beyond_at` also claims ticks `beyond` and `beyond + 1`, which
+    /// no event shows. Returns the state a replay of every record whole comes
+    /// to, and the records' sets of superseded ticks as written.
+    pub fn scattered_log(
+        dir: &FsPath,
+        events: u64,
+        records_at: &[u64],
+        (beyond_at, beyond): (u64, u64),
+    ) -> Result<(State, Vec<NodeSet>), PersistError> {
+        let mut cfg = WriterConfig::new("n0");
+        cfg.fsync = FsyncPolicy::Never;
+        let mut w = LogWriter::open(dir, cfg, Now::at(1))?;
+        let mut want = State::new("n0", LogLimits::default());
+        let n1 = NodeName::from("n1");
+        let mut written = Vec::new();
+        for t in 1..=events {
+            let ev = UpdateEvent {
+                path: path!["k", ((t * 2_654_435_761) >> 7) % 300],
+                chain: Chain::single(n1.clone(), t),
+                value: (t % 17 != 0).then_some(Value::Int(t as i64)),
+                tock: t,
+            };
+            w.append_event(t, &ev)?;
+            want.replay(ev);
+            if records_at.contains(&t) {
+                let info = want.node("n1").expect("n1 made the events");
+                let mut known = NodeSet::default();
+                let mut superseded = info.superseded();
+                if t == beyond_at {
+                    superseded.insert_range(beyond, beyond + 2);
+                }
+                known.0.insert(n1.clone(), superseded);
+                known.0.insert("n2".into(), RangeSet::from_ranges([(5, 9)]));
+                let mut deleted = NodeSet::default();
+                deleted.0.insert(n1.clone(), info.deleted().clone());
+                let nodes = vec![(n1.clone(), info.tick())];
+                want.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
+                written.push(known.clone());
+                w.append(&LogRecord::State {
+                    seq: t,
+                    time_ms: t,
+                    nodes,
+                    known,
+                    deleted,
+                    skipped: RangeSet::new(),
+                })?;
+            }
+            if t % 100 == 0 {
+                w.commit(Now::at(t))?;
+            }
+        }
+        w.close(Now::at(events + 1))?;
+        Ok((want, written))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{books, scattered_log};
+    use super::*;
+
+    /// The plain rebuild: no hooks.
+    struct Plain;
+    impl RebuildHooks for Plain {}
 
     /// A rebuild whose reader leaves out of the state records' sets of
     /// superseded ticks those the state has seen
@@ -811,52 +879,13 @@ mod tests {
         for d in ["log", "snap"] {
             std::fs::create_dir_all(tmp.join(d)).map_err(io(&tmp))?;
         }
-        let mut cfg = WriterConfig::new("n0");
-        cfg.fsync = FsyncPolicy::Never;
-        let mut w = LogWriter::open(tmp.join("log"), cfg, Now::at(1))?;
-        let limits = LogLimits::default();
-        let mut want = State::new("n0", limits);
-        let n1 = NodeName::from("n1");
-        for t in 1..=1_300u64 {
-            let ev = UpdateEvent {
-                // Keys in a scrambled order: each key's last write falls
-                // anywhere, and the superseded ticks are scattered.
-                path: path!["k", ((t * 2_654_435_761) >> 7) % 300],
-                chain: Chain::single(n1.clone(), t),
-                value: (t % 17 != 0).then_some(Value::Int(t as i64)),
-                tock: t,
-            };
-            w.append_event(t, &ev)?;
-            want.replay(ev);
-            // State records after whole runs of the replay and within one.
-            if [512, 700, 1_024, 1_300].contains(&t) {
-                let info = want.node("n1").expect("n1");
-                let mut known = NodeSet::default();
-                let mut superseded = info.superseded();
-                if t == 1_024 {
-                    // Ticks no event shows (beyond the last).
-                    superseded.insert_range(1_400, 1_402);
-                }
-                known.0.insert(n1.clone(), superseded);
-                known.0.insert("n2".into(), RangeSet::from_ranges([(5, 9)]));
-                let mut deleted = NodeSet::default();
-                deleted.0.insert(n1.clone(), info.deleted().clone());
-                let nodes = vec![(n1.clone(), info.tick())];
-                want.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
-                w.append(&LogRecord::State {
-                    seq: t,
-                    time_ms: t,
-                    nodes,
-                    known,
-                    deleted,
-                    skipped: RangeSet::new(),
-                })?;
-            }
-            if t % 100 == 0 {
-                w.commit(Now::at(t))?;
-            }
-        }
-        w.close(Now::at(2_000))?;
+        // State records after whole runs of the replay and within one.
+        let (mut want, _) = scattered_log(
+            &tmp.join("log"),
+            1_300,
+            &[512, 700, 1_024, 1_300],
+            (1_024, 1_400),
+        )?;
         resume_above_reservation(&mut want, 0);
 
         let files = Files {
@@ -864,7 +893,7 @@ mod tests {
             me: "n0",
             reserved_tick: 0,
             log_end: None,
-            limits,
+            limits: LogLimits::default(),
             mode: RecoveryMode::TruncateTail,
         };
         let mut info = RecoveryInfo::default();
