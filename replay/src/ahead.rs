@@ -83,7 +83,7 @@ enum Way {
         batches: Option<Receiver<Batch>>,
         batch: std::vec::IntoIter<Result<Rec>>,
         /// Where spent events go to be dropped, and the seen ticks.
-        drop_there: Sender<Back>,
+        back: Sender<Back>,
         thread: Option<JoinHandle<()>>,
     },
 }
@@ -98,13 +98,13 @@ impl Ahead {
         // The stream goes over once the thread runs, so that a refused
         // thread leaves it here.
         let (give, take) = sync_channel::<HistoryStream>(1);
-        let (drop_there, back) = channel::<Back>();
+        let (back, from_replay) = channel::<Back>();
         let spawned = std::thread::Builder::new()
             .name("distkv-read".into())
             .spawn(move || {
                 let Ok(mut stream) = take.recv() else { return };
                 loop {
-                    while let Ok(msg) = back.try_recv() {
+                    while let Ok(msg) = from_replay.try_recv() {
                         match msg {
                             Back::Spent(events) => drop(events),
                             Back::Seen(runs) => stream.leave_out_known_within(&runs),
@@ -149,7 +149,7 @@ impl Ahead {
                 way: Way::There {
                     batches: Some(rx),
                     batch: Vec::new().into_iter(),
-                    drop_there,
+                    back,
                     thread: Some(thread),
                 },
                 spent: Vec::new(),
@@ -174,7 +174,7 @@ impl Ahead {
     /// dropped on the reading thread, with the next [`BATCH_RECORDS`]
     /// (here at once, when read here).
     pub(crate) fn spent(&mut self, event: UpdateEvent) {
-        let Way::There { drop_there, .. } = &self.way else {
+        let Way::There { back, .. } = &self.way else {
             return;
         };
         if self.spent.capacity() == 0 {
@@ -183,7 +183,7 @@ impl Ahead {
         self.spent.push(event);
         if self.spent.len() == BATCH_RECORDS {
             // A thread that has ended leaves them to be dropped here.
-            let _ = drop_there.send(Back::Spent(std::mem::take(&mut self.spent)));
+            let _ = back.send(Back::Spent(std::mem::take(&mut self.spent)));
         }
     }
 
@@ -195,8 +195,8 @@ impl Ahead {
     pub(crate) fn seen(&mut self, runs: Vec<(NodeName, Range<Seq>)>) {
         match &mut self.way {
             Way::Here(s) => s.leave_out_known_within(&runs),
-            Way::There { drop_there, .. } => {
-                let _ = drop_there.send(Back::Seen(runs));
+            Way::There { back, .. } => {
+                let _ = back.send(Back::Seen(runs));
             }
         }
     }
