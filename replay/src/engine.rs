@@ -335,21 +335,17 @@ pub fn load_snapshot(
     snap::load_with_progress(path, me, LIMITS, &mut |at, _| bar.set(at))
 }
 
-/// Applies a state record's bookkeeping, as node recovery does.
+/// Applies a state record's bookkeeping, as node recovery does
+/// ([`State::restore_state`]), and its tock if it has one.
 pub fn restore_state_record(st: &mut State, rec: &StateRec) {
-    let empty = RangeSet::new();
     if let Some(t) = rec.tock {
         st.tock().seen(t);
     }
-    for (n, t) in &rec.nodes {
-        st.restore_node(n, *t, &empty, &empty);
-    }
-    for (n, r) in &rec.known.0 {
-        st.restore_node(n, None, r, &empty);
-    }
-    for (n, r) in &rec.deleted.0 {
-        st.restore_node(n, None, &empty, r);
-    }
+    st.restore_state(
+        rec.nodes.iter().map(|(n, t)| (&**n, *t)),
+        &rec.known,
+        &rec.deleted,
+    );
 }
 
 impl Replay {
