@@ -58,6 +58,11 @@ impl RecordDecoder {
         self.known_within.extend_from_slice(within);
     }
 
+    /// [`EventDecoder::share_anew`].
+    pub fn share_anew(&mut self) {
+        self.events.share_anew();
+    }
+
     /// Decodes one record from exactly `bytes`: the same result as
     /// [`LogRecord::decode`] (but for what
     /// [`RecordDecoder::leave_out_known_within`] leaves out).
@@ -414,6 +419,37 @@ mod tests {
             "the same bytes at another place are not looked for"
         );
         Ok(())
+    }
+
+    #[test]
+    fn after_share_anew_names_and_strings_are_new_ones_shared_again() {
+        let rec = event(Chain::single("n1".into(), 1), Some(Value::Int(1)));
+        let LogRecord::Event { event: want, .. } = &rec else {
+            unreachable!("an event")
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        // The path's first string and the chain's node name of a decoding.
+        let read = |d: &mut RecordDecoder| match d.event(&bytes) {
+            Some(LogRecord::Event { event, .. }) => {
+                assert_eq!(&event, want);
+                match event.path.first() {
+                    Some(Value::Str(s)) => (s.clone(), event.chain.head().node.clone()),
+                    _ => panic!("a string first: {event:?}"),
+                }
+            }
+            other => panic!("not the fast road: {other:?}"),
+        };
+        let same = |x: &(SharedStr, SharedStr), y: &(SharedStr, SharedStr)| {
+            (SharedStr::ptr_eq(&x.0, &y.0), SharedStr::ptr_eq(&x.1, &y.1))
+        };
+        let mut d = RecordDecoder::new();
+        let (a, b) = (read(&mut d), read(&mut d));
+        d.share_anew();
+        let (c, e) = (read(&mut d), read(&mut d));
+        assert_eq!(same(&a, &b), (true, true), "shared");
+        assert_eq!(same(&b, &c), (false, false), "anew");
+        assert_eq!(same(&c, &e), (true, true), "shared again");
     }
 
     #[test]

@@ -210,6 +210,14 @@ impl LogReader {
         }
     }
 
+    /// The records read from now on share no node name or path string
+    /// with those read before ([`SegmentReader::share_anew`]).
+    pub fn share_anew(&mut self) {
+        if let Some(cur) = &mut self.current {
+            cur.share_anew();
+        }
+    }
+
     /// The newest segment as this reader read it, once the iteration has
     /// ended cleanly with nothing skipped (`None` otherwise, or if the
     /// directory held no segment): hand it to
@@ -380,6 +388,12 @@ impl SegmentReader {
     /// given there ([`LogReader::leave_out_known_within`]).
     pub fn leave_out_known_within(&mut self, within: &[(NodeName, Range<Seq>)]) {
         self.decoder.leave_out_known_within(within);
+    }
+
+    /// The records read from now on share no node name or path string
+    /// with those read before ([`distkv_model::fast::EventDecoder::share_anew`]).
+    pub fn share_anew(&mut self) {
+        self.decoder.share_anew();
     }
 
     /// Opens the segment at `path` and checks its header. A header that is

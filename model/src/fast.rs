@@ -103,6 +103,17 @@ impl EventDecoder {
         })
     }
 
+    /// Shares nothing decoded from now on with what was decoded before:
+    /// the next node names and path strings are allocated anew (once, then
+    /// shared by the events after them). For events handed to another
+    /// thread in batches: the two threads then do not both count
+    /// references to one name or string, whose cache line would pass
+    /// between their cores at every event.
+    pub fn share_anew(&mut self) {
+        self.names.clear();
+        self.path_strs.forget();
+    }
+
     /// The node name `b`, shared with earlier events where it can be.
     pub fn name(&mut self, b: &[u8]) -> Option<NodeName> {
         if let Some(n) = self.names.iter().find(|n| n.as_bytes() == b) {

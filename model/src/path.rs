@@ -57,6 +57,11 @@ impl PathStrings {
         }
         Some(s)
     }
+
+    /// Forgets the strings kept: the next paths' strings are new ones.
+    pub fn forget(&mut self) {
+        self.places.clear();
+    }
 }
 
 /// A path into the tree. The empty path is the root.
