@@ -23,12 +23,9 @@
 //! seen ticks ([`Ahead::seen`]), which the stream's state records then
 //! leave out of their sets of superseded ticks.
 //!
-//! Only the replay's tools read ahead. A node's start replays its log on
-//! its own thread: values decoded on another thread would live in that
-//! thread's heap, and a node that went on would hold more memory for it;
-//! copied into the replaying thread's heap, they cost what the second
-//! thread saved (docs/perf.md, "a node start's log read on a thread of
-//! its own again, tried").
+//! A node's start reads ahead too, its snapshot as well as its log
+//! (`distkv_core::persist::recover`, docs/perf.md, "A node's start reads
+//! on a thread of its own").
 
 use std::ops::Range;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};

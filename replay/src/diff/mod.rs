@@ -37,11 +37,11 @@ use distkv_core::persist::recover::{rebuild, Files, PersistError, RebuildHooks, 
 use distkv_core::pyfiles::PyState;
 use distkv_core::state::State;
 use distkv_log::writer::RecoveryMode;
-use distkv_log::{LogLimits, Seq};
+use distkv_log::Seq;
 use distkv_model::{Chain, NodeName, Path as KvPath, Value};
-use distkv_snapshot::{Item, SnapshotError, SnapshotReader};
+use distkv_snapshot::{Item, SnapshotReader};
 
-use crate::engine::{chain_text, digest_text, load_snapshot, FastMap, LIMITS};
+use crate::engine::{chain_text, digest_text, FastMap, LIMITS};
 use crate::error::{Error, Result};
 use crate::output::Doc;
 use crate::progress::{on_file, Progress};
@@ -76,6 +76,7 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
     let mut hooks = Hooks {
         quiet,
         bar: None,
+        loading: None,
         covered: 0,
         log_dir: &log_dir,
     };
@@ -118,18 +119,25 @@ pub fn recover_read_only(dir: &Path, quiet: bool) -> Result<(State, Vec<String>)
 struct Hooks<'a> {
     quiet: bool,
     bar: Option<Progress>,
+    /// The snapshot the bar shows the loading of.
+    loading: Option<std::path::PathBuf>,
     covered: Seq,
     log_dir: &'a Path,
 }
 
 impl RebuildHooks for Hooks<'_> {
-    fn load_snapshot(
-        &mut self,
-        path: &Path,
-        me: &str,
-        _limits: LogLimits,
-    ) -> std::result::Result<State, SnapshotError> {
-        load_snapshot(path, me, self.quiet).map(|(st, _)| st)
+    fn loading(&mut self, path: &Path, read: u64, total: u64) {
+        if self.loading.as_deref() != Some(path) {
+            self.loading = Some(path.to_path_buf());
+            self.bar = Some(Progress::bytes(
+                total,
+                &on_file("loading", path),
+                self.quiet,
+            ));
+        }
+        if let Some(bar) = &self.bar {
+            bar.set(read);
+        }
     }
 
     fn before_replay(

@@ -4,11 +4,13 @@
 //! * [`meta`] — identity and tick reservation.
 //! * [`snap`] — snapshots of the state.
 //! * [`load`] — loading files before serving (`-l`).
-//! * [`recover`] — rebuilding the state from the files at start.
+//! * [`recover`] — rebuilding the state from the files at start (the
+//!   files read on a thread of their own, `ahead`).
 //!
 //! The node's writer thread, which keeps the files up to date while it
 //! runs, is `distkv_node::persist::durable`.
 
+mod ahead;
 pub mod load;
 pub mod lock;
 pub mod meta;

@@ -31,16 +31,16 @@ use std::time::{Duration, Instant};
 use distkv_log::reader::SegmentScan;
 use distkv_log::writer::{FsyncPolicy, LogWriter, Now, RecoveryMode, WriterConfig};
 use distkv_log::{
-    finish_rotations, list_segments, salvage_segment, LogError, LogLimits, LogReader, LogRecord,
+    finish_rotations, list_segments, salvage_segment, LogError, LogLimits, LogRecord,
     RetentionPolicy, SalvageReport, Seq, Unfinished, DAMAGED_DIR,
 };
 use distkv_model::{RangeSet, UpdateEvent};
 use distkv_snapshot::SnapshotError;
 
+use super::ahead::Ahead;
 use super::lock::{DirLock, Holder};
 use super::meta::{Meta, MetaError, RESERVE_AHEAD};
-use super::snap;
-use crate::state::{Applied, Lookahead, State};
+use crate::state::{Lookahead, State};
 
 /// How a data directory is kept.
 #[derive(Debug, Clone)]
@@ -499,18 +499,12 @@ pub fn recover_at(
     })
 }
 
-/// What a caller of [`rebuild`] adds to it: how snapshots are loaded,
-/// what happens before the log is replayed, and progress.
+/// What a caller of [`rebuild`] adds to it: what happens before the log
+/// is replayed, and progress.
 pub trait RebuildHooks {
-    /// Loads the snapshot at `path` for node `me`.
-    fn load_snapshot(
-        &mut self,
-        path: &FsPath,
-        me: &str,
-        limits: LogLimits,
-    ) -> Result<State, SnapshotError> {
-        snap::load(path, me, limits).map(|(st, _)| st)
-    }
+    /// Loading the snapshot at `path` has read `read` of its `total`
+    /// bytes (told as its blocks are read).
+    fn loading(&mut self, _path: &FsPath, _read: u64, _total: u64) {}
 
     /// The start point is chosen: the log is replayed from `from` up to
     /// `end` (exclusive; `None`: its end is not known yet) next. The node
@@ -532,17 +526,27 @@ pub trait RebuildHooks {
 /// Events of the log replayed as one run ([`replay_run`]).
 const RUN: usize = 256;
 
+/// The state's first runs of seen ticks go to the log's reader after
+/// this many runs ([`Ahead::seen`]).
+const RUNS_PER_SEEN: u32 = 4;
+
 /// Replays the events of `run` (emptying it), each looked ahead of
-/// ([`Lookahead`]); the number stored.
-fn replay_run(state: &mut State, run: &mut Vec<UpdateEvent>) -> u64 {
-    let mut ahead = Lookahead::default();
+/// ([`Lookahead`]) and handed back to `ahead` after; the number stored.
+fn replay_run(state: &mut State, run: &mut Vec<UpdateEvent>, ahead: &mut Ahead) -> u64 {
+    let mut look = Lookahead::default();
     let mut stored = 0;
     let mut events = run.drain(..);
-    while let Some(event) = events.next() {
-        ahead.step(state, events.as_slice());
-        if state.replay(event) == Applied::Replayed {
-            stored += 1;
-        }
+    while let Some(mut event) = events.next() {
+        look.step(state, events.as_slice());
+        let value = event.value.take();
+        let old = match state.replay_swap(&event, value) {
+            Ok(old) => {
+                stored += 1;
+                old
+            }
+            Err(_) => None,
+        };
+        ahead.spent(event, old);
     }
     stored
 }
@@ -630,7 +634,9 @@ fn replay_files(
         ..
     } = *files;
     let log_dir = dir.join("log");
-    let mut start: Option<(State, Seq)> = None;
+    // The snapshot and the log are read on a thread of their own, ahead
+    // of this one's replay ([`Ahead`]).
+    let mut start: Option<(State, Seq, Ahead)> = None;
     for (seq, path) in list_snapshots(&dir.join("snap"))? {
         if let Some(end) = log_end.filter(|&end| seq >= end) {
             info.bad_snapshots.push((
@@ -639,10 +645,13 @@ fn replay_files(
             ));
             continue;
         }
-        match hooks.load_snapshot(&path, me, limits) {
+        let mut ahead = Ahead::start(Some(&path), &log_dir, mode);
+        match ahead.load_snapshot(me, limits, &mut |read, total| {
+            hooks.loading(&path, read, total);
+        }) {
             Ok(st) => {
                 info.snapshot = Some(path);
-                start = Some((st, seq));
+                start = Some((st, seq, ahead));
                 break;
             }
             Err(e) => {
@@ -651,28 +660,37 @@ fn replay_files(
             }
         }
     }
-    let (mut state, covered) = start.unwrap_or_else(|| (State::new(me, limits), 0));
+    let (mut state, covered, mut ahead) = start.unwrap_or_else(|| {
+        (
+            State::new(me, limits),
+            0,
+            Ahead::start(None, &log_dir, mode),
+        )
+    });
 
     hooks.before_replay(covered + 1, log_end)?;
     // A directory without segments: the writer starts the log at 1.
     let mut end = 1;
     if log_dir.is_dir() {
-        let mut reader = LogReader::open_with(&log_dir, covered + 1, mode)?;
         // The ticks of a state record's sets of superseded ones that the
         // state has seen add nothing to it: the reader leaves them out, as
         // far as the state has got (it only sees more ticks as it goes).
-        reader.leave_out_known_within(&state.seen_first_runs());
+        ahead.read_log(covered + 1, state.seen_first_runs());
         // Events are replayed in runs, each looked ahead of.
         let mut run = Vec::with_capacity(RUN);
-        while let Some(rec) = reader.next() {
+        let mut runs = 0;
+        while let Some(rec) = ahead.next_record() {
             let rec = rec.map_err(|e| hooks.log_error(e))?;
             hooks.replayed(rec.seq());
             match rec {
                 LogRecord::Event { event, .. } => {
                     run.push(event);
                     if run.len() == RUN {
-                        info.events += replay_run(&mut state, &mut run);
-                        reader.leave_out_known_within(&state.seen_first_runs());
+                        info.events += replay_run(&mut state, &mut run, &mut ahead);
+                        runs += 1;
+                        if runs % RUNS_PER_SEEN == 0 {
+                            ahead.seen(state.seen_first_runs());
+                        }
                     }
                 }
                 LogRecord::State {
@@ -681,9 +699,9 @@ fn replay_files(
                     deleted,
                     ..
                 } => {
-                    info.events += replay_run(&mut state, &mut run);
+                    info.events += replay_run(&mut state, &mut run, &mut ahead);
                     state.restore_state(nodes.iter().map(|(n, t)| (&**n, *t)), &known, &deleted);
-                    reader.leave_out_known_within(&state.seen_first_runs());
+                    ahead.seen(state.seen_first_runs());
                     info.states += 1;
                 }
                 LogRecord::Lost { from, seq, why, .. } => {
@@ -692,9 +710,11 @@ fn replay_files(
                 }
             }
         }
-        info.events += replay_run(&mut state, &mut run);
-        end = reader.next_seq().unwrap_or(end);
-        info.newest_segment = reader.take_newest_scan();
+        info.events += replay_run(&mut state, &mut run, &mut ahead);
+        if let Some(reader) = ahead.log_reader() {
+            end = reader.next_seq().unwrap_or(end);
+            info.newest_segment = reader.take_newest_scan();
+        }
     }
     if log_end.is_none() && covered >= end {
         return Ok(Replayed::BeyondEnd(end));

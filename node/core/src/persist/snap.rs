@@ -21,7 +21,7 @@ use distkv_snapshot::{
     ItemRef, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
 };
 
-use crate::state::{Digest, State};
+use crate::state::{Digest, SeenBatch, State};
 
 /// Writes `state` as a snapshot to `path`. `full = false` leaves out the
 /// meta tree (the root's `None` child), like DistKV's client `save`.
@@ -104,19 +104,49 @@ pub fn load_with_progress(
     let mut st = State::new(me, limits);
     st.begin_in_order_restore();
     apply_items_with_progress(&mut st, &mut reader, progress)?;
-    if !st.end_in_order_restore() {
-        // Not a file our writers make (a path twice, a subtree in parts):
-        // loaded again entry by entry, as any order loads.
-        tracing::warn!(
-            file = %path.display(),
-            "snapshot entries out of order (a path twice, or a subtree in parts): loading it again the slow way"
-        );
-        st = State::new(me, limits);
-        reader = SnapshotReader::open(path)?;
-        apply_items_with_progress(&mut st, &mut reader, &mut |_, _| {})?;
-    }
+    let st = match end_in_order(st, path) {
+        Some(st) => st,
+        None => load_in_any_order(path, me, limits)?,
+    };
     st.tock().seen(header.tock);
     Ok((st, header))
+}
+
+/// Ends a load begun in the snapshot's order
+/// ([`State::begin_in_order_restore`]): the state, or `None` (with a
+/// warning) if its entries broke the order — not a file our writers make
+/// (a path twice, a subtree in parts); it is then loaded again entry by
+/// entry ([`load_in_any_order`]).
+pub(crate) fn end_in_order(mut st: State, path: &FsPath) -> Option<State> {
+    if st.end_in_order_restore() {
+        return Some(st);
+    }
+    tracing::warn!(
+        file = %path.display(),
+        "snapshot entries out of order (a path twice, or a subtree in parts): loading it again the slow way"
+    );
+    None
+}
+
+/// Loads the snapshot at `path` entry by entry, as any order loads (its
+/// tock not seen yet).
+pub(crate) fn load_in_any_order(
+    path: &FsPath,
+    me: &str,
+    limits: LogLimits,
+) -> Result<State, SnapshotError> {
+    let mut st = State::new(me, limits);
+    apply_items(&mut st, &mut SnapshotReader::open(path)?)?;
+    Ok(st)
+}
+
+/// Restores one item of a snapshot; [`State::finish_restore`] with
+/// `batch` follows the last.
+pub(crate) fn restore_item(st: &mut State, item: ItemRef<'_>, batch: &mut SeenBatch) {
+    match item {
+        ItemRef::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
+        ItemRef::Entry(e) => st.restore_entry_batched(e.path, e.value, e.chain, e.tock, batch),
+    }
 }
 
 /// The digest ([`State::digest`]) of the state [`load`] would build from
@@ -184,14 +214,9 @@ fn apply_items_with_progress(
 ) -> Result<(), SnapshotError> {
     let total = reader.info().bytes;
     let mut at = reader.bytes_read();
-    let mut batch = crate::state::SeenBatch::default();
+    let mut batch = SeenBatch::default();
     while let Some(item) = reader.next_ref() {
-        match item? {
-            ItemRef::Node(n) => st.restore_node(&n.name, n.tick, &n.known, &n.deleted),
-            ItemRef::Entry(e) => {
-                st.restore_entry_batched(e.path, e.value, e.chain, e.tock, &mut batch)
-            }
-        }
+        restore_item(st, item?, &mut batch);
         if reader.bytes_read() != at {
             at = reader.bytes_read();
             progress(at, total);

@@ -426,6 +426,19 @@ impl State {
         }
     }
 
+    /// [`State::replay_with`], handing back the value the entry held
+    /// before (`Ok(None)`: none) instead of dropping it: for a replay that
+    /// frees it elsewhere (a node's start frees the values on the thread
+    /// that decoded them).
+    pub fn replay_swap(
+        &mut self,
+        event: &UpdateEvent,
+        value: Option<Value>,
+    ) -> Result<Option<Packed>, Applied> {
+        let id = self.tree.follow_create(&event.path);
+        self.swap_at(id, event, value)
+    }
+
     /// Applies `event` and appends it to the log (which keeps a compact
     /// copy of it).
     fn apply_ref(&mut self, event: &UpdateEvent) -> Applied {
