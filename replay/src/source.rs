@@ -862,6 +862,15 @@ impl HistoryStream {
         }
     }
 
+    /// The records read from now on share no node name or path string
+    /// with those read before ([`SegmentReader::share_anew`]): for records
+    /// handed to another thread in batches.
+    pub fn share_anew(&mut self) {
+        if let Some(cur) = &mut self.cur {
+            cur.reader.share_anew();
+        }
+    }
+
     /// Bytes of this history's segments and DistKV-py file read so far.
     pub fn position(&self) -> u64 {
         self.bytes_done + self.cur.as_ref().map_or(0, |c| c.reader.position())
