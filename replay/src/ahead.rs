@@ -15,9 +15,10 @@
 //! is resumed on the replaying one, never taken for the end of the
 //! stream. Dropping an [`Ahead`] stops its thread at its next batch.
 //!
-//! The events the replay is done with go back to the reading thread to be
-//! dropped ([`Ahead::spent`]), in batches as they came: their paths and
-//! names were allocated and counted there, and freeing them there frees
+//! The events the replay is done with, and the values they replaced
+//! (`State::replay_swap`), go back to the reading thread to be dropped
+//! ([`Ahead::spent`]), in batches as they came: their paths, names and
+//! values were allocated and counted there, and freeing them there frees
 //! them into the heap the next records are decoded into, with no count's
 //! cache line passed between the cores. So do the state's first runs of
 //! seen ticks ([`Ahead::seen`]), which the stream's state records then
@@ -35,7 +36,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use distkv_log::Seq;
-use distkv_model::{NodeName, UpdateEvent};
+use distkv_model::{NodeName, Packed, UpdateEvent};
 
 use crate::error::Result;
 use crate::source::{HistoryStream, Rec};
@@ -51,8 +52,8 @@ const QUEUED: usize = 4;
 
 /// What the replay sends back to the reading thread.
 enum Back {
-    /// Events to drop there.
-    Spent(Vec<UpdateEvent>),
+    /// Events, and values they replaced, to drop there.
+    Spent(Vec<UpdateEvent>, Vec<Packed>),
     /// The state's first runs of seen ticks ([`Ahead::seen`]).
     Seen(Vec<(NodeName, Range<Seq>)>),
 }
@@ -68,8 +69,10 @@ struct Batch {
 /// an iterator over the same records.
 pub(crate) struct Ahead {
     way: Way,
-    /// Events the replay is done with, for the reading thread to drop.
+    /// Events the replay is done with, and the values they replaced, for
+    /// the reading thread to drop.
     spent: Vec<UpdateEvent>,
+    replaced: Vec<Packed>,
     /// The stream's position after the records handed over so far.
     position: u64,
     seeked: Option<u64>,
@@ -106,7 +109,7 @@ impl Ahead {
                 loop {
                     while let Ok(msg) = from_replay.try_recv() {
                         match msg {
-                            Back::Spent(events) => drop(events),
+                            Back::Spent(events, values) => drop((values, events)),
                             Back::Seen(runs) => stream.leave_out_known_within(&runs),
                         }
                     }
@@ -156,6 +159,7 @@ impl Ahead {
                     thread: Some(thread),
                 },
                 spent: Vec::new(),
+                replaced: Vec::new(),
                 position,
                 seeked,
             },
@@ -168,6 +172,7 @@ impl Ahead {
         Ahead {
             way: Way::Here(Box::new(stream)),
             spent: Vec::new(),
+            replaced: Vec::new(),
             position,
             seeked,
         }
@@ -176,17 +181,20 @@ impl Ahead {
     /// Takes back an event of this stream the replay is done with: it is
     /// dropped on the reading thread, with the next [`BATCH_RECORDS`]
     /// (here at once, when read here).
-    pub(crate) fn spent(&mut self, event: UpdateEvent) {
+    pub(crate) fn spent(&mut self, event: UpdateEvent, replaced: Option<Packed>) {
         let Way::There { back, .. } = &self.way else {
             return;
         };
         if self.spent.capacity() == 0 {
             self.spent.reserve_exact(BATCH_RECORDS);
+            self.replaced.reserve_exact(BATCH_RECORDS);
         }
         self.spent.push(event);
+        self.replaced.extend(replaced);
         if self.spent.len() == BATCH_RECORDS {
             // A thread that has ended leaves them to be dropped here.
-            let _ = back.send(Back::Spent(std::mem::take(&mut self.spent)));
+            let events = std::mem::take(&mut self.spent);
+            let _ = back.send(Back::Spent(events, std::mem::take(&mut self.replaced)));
         }
     }
 
@@ -359,9 +367,11 @@ mod tests {
         loop {
             let (a, b) = (here.next(), ahead.next());
             assert_eq!(format!("{a:?}"), format!("{b:?}"), "record {n}");
-            // Events handed back (to be dropped there) change nothing.
+            // Events and replaced values handed back (to be dropped there)
+            // change nothing.
             if let Some(Ok(Rec::Event { event, .. })) = b {
-                ahead.spent(event);
+                let replaced = Packed::new(distkv_model::Value::str(&format!("old {n}")));
+                ahead.spent(event, Some(replaced));
             }
             // Never ahead of what the stream had read by then by more than
             // the batches that may wait.

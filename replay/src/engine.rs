@@ -625,7 +625,7 @@ impl Replay {
                         outcome: &Outcome::Covered,
                     };
                     obs.event(&self.state, &ctx);
-                    self.streams[stream].spent(event);
+                    self.streams[stream].spent(event, None);
                     return false;
                 }
                 if let Some(seq) = loc.seq() {
@@ -639,6 +639,8 @@ impl Replay {
                 if !dup {
                     ticks.insert(head.tick);
                 }
+                // The value the event replaced, dropped with the event.
+                let mut replaced = None;
                 let outcome = if dup {
                     self.stats.duplicates += 1;
                     Outcome::Duplicate
@@ -661,7 +663,13 @@ impl Replay {
                     } else {
                         event.value.take()
                     };
-                    let applied = self.state.replay_with(&event, value);
+                    let applied = match self.state.replay_swap(&event, value) {
+                        Ok(old) => {
+                            replaced = old;
+                            Applied::Replayed
+                        }
+                        Err(outcome) => outcome,
+                    };
                     match applied {
                         Applied::Stored(_) | Applied::Replayed => self.stats.stored += 1,
                         Applied::Same => self.stats.same += 1,
@@ -683,7 +691,7 @@ impl Replay {
                 };
                 obs.event(&self.state, &ctx);
                 let reached = matches!(&self.target, Target::Event(n, t) if *n == head.node && *t == head.tick);
-                self.streams[stream].spent(event);
+                self.streams[stream].spent(event, replaced);
                 reached
             }
             Rec::State { loc, state, .. } => {
