@@ -35,6 +35,7 @@ use std::ops::Range;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
+use distkv_core::persist::Spent;
 use distkv_log::Seq;
 use distkv_model::{NodeName, Packed, UpdateEvent};
 
@@ -53,7 +54,7 @@ const QUEUED: usize = 4;
 /// What the replay sends back to the reading thread.
 enum Back {
     /// Events, and values they replaced, to drop there.
-    Spent(Vec<UpdateEvent>, Vec<Packed>),
+    Spent(Spent),
     /// The state's first runs of seen ticks ([`Ahead::seen`]).
     Seen(Vec<(NodeName, Range<Seq>)>),
 }
@@ -71,8 +72,7 @@ pub(crate) struct Ahead {
     way: Way,
     /// Events the replay is done with, and the values they replaced, for
     /// the reading thread to drop.
-    spent: Vec<UpdateEvent>,
-    replaced: Vec<Packed>,
+    spent: Spent,
     /// The stream's position after the records handed over so far.
     position: u64,
     seeked: Option<u64>,
@@ -109,7 +109,7 @@ impl Ahead {
                 loop {
                     while let Ok(msg) = from_replay.try_recv() {
                         match msg {
-                            Back::Spent(events, values) => drop((values, events)),
+                            Back::Spent(spent) => spent.drop_here(),
                             Back::Seen(runs) => stream.leave_out_known_within(&runs),
                         }
                     }
@@ -158,8 +158,7 @@ impl Ahead {
                     back,
                     thread: Some(thread),
                 },
-                spent: Vec::new(),
-                replaced: Vec::new(),
+                spent: Spent::default(),
                 position,
                 seeked,
             },
@@ -171,8 +170,7 @@ impl Ahead {
     fn here(stream: HistoryStream, position: u64, seeked: Option<u64>) -> Ahead {
         Ahead {
             way: Way::Here(Box::new(stream)),
-            spent: Vec::new(),
-            replaced: Vec::new(),
+            spent: Spent::default(),
             position,
             seeked,
         }
@@ -185,16 +183,9 @@ impl Ahead {
         let Way::There { back, .. } = &self.way else {
             return;
         };
-        if self.spent.capacity() == 0 {
-            self.spent.reserve_exact(BATCH_RECORDS);
-            self.replaced.reserve_exact(BATCH_RECORDS);
-        }
-        self.spent.push(event);
-        self.replaced.extend(replaced);
-        if self.spent.len() == BATCH_RECORDS {
+        if let Some(batch) = self.spent.push(event, replaced, BATCH_RECORDS) {
             // A thread that has ended leaves them to be dropped here.
-            let events = std::mem::take(&mut self.spent);
-            let _ = back.send(Back::Spent(events, std::mem::take(&mut self.replaced)));
+            let _ = back.send(Back::Spent(batch));
         }
     }
 

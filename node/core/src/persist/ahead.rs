@@ -86,7 +86,7 @@ enum Back {
     /// A snapshot batch's paths, to drop there.
     Paths(Vec<Value>),
     /// Events, and values they replaced, to drop there.
-    Spent(Vec<UpdateEvent>, Vec<Packed>),
+    Spent(Spent),
     /// Read the log from this seq, leaving out of its state records the
     /// ticks of these first runs of seen ticks.
     ReadLog {
@@ -213,12 +213,7 @@ impl Reader {
                 paths.clear();
                 self.spare = paths;
             }
-            Back::Spent(events, values) => {
-                drop_asking_ahead(values, |v| v.view().prefetch());
-                drop_asking_ahead(events, |e| {
-                    distkv_model::hint::prefetch(e.path.elements().as_ptr());
-                });
-            }
+            Back::Spent(spent) => spent.drop_here(),
             Back::ReadLog { from, seen } => {
                 self.log = match LogReader::open_with(&self.log_dir, from, self.mode) {
                     Ok(mut log) => {
@@ -266,9 +261,46 @@ impl Reader {
     }
 }
 
-/// Drops `items` in order, each asked for (`ask`) a few drops ahead: what
-/// the replay hands back was last touched long ago (a replaced value) or
-/// on the other core (a spent event), and its drop begins with a miss.
+/// Events a replay is done with, and the values they replaced, gathered
+/// in batches for the thread that decoded them to drop: into the heap its
+/// next records are decoded into, with no count's cache line passed
+/// between the cores.
+#[derive(Default)]
+pub struct Spent {
+    events: Vec<UpdateEvent>,
+    values: Vec<Packed>,
+}
+
+impl Spent {
+    /// Adds `event` and the value it replaced; a batch of `batch` events,
+    /// once there is one.
+    pub fn push(
+        &mut self,
+        event: UpdateEvent,
+        replaced: Option<Packed>,
+        batch: usize,
+    ) -> Option<Spent> {
+        if self.events.capacity() == 0 {
+            self.events.reserve_exact(batch);
+            self.values.reserve_exact(batch);
+        }
+        self.events.push(event);
+        self.values.extend(replaced);
+        (self.events.len() >= batch).then(|| std::mem::take(self))
+    }
+
+    /// Drops the values and the events, each asked for a few drops ahead:
+    /// a replaced value was last touched long ago and a spent event on the
+    /// other core, and the drop of each begins with a miss.
+    pub fn drop_here(self) {
+        drop_asking_ahead(self.values, |v| v.view().prefetch());
+        drop_asking_ahead(self.events, |e| {
+            distkv_model::hint::prefetch(e.path.elements().as_ptr());
+        });
+    }
+}
+
+/// Drops `items` in order, each asked for (`ask`) a few drops ahead.
 fn drop_asking_ahead<T>(items: Vec<T>, ask: impl Fn(&T)) {
     const AHEAD: usize = 8;
     let mut items = items.into_iter();
@@ -291,8 +323,7 @@ pub(crate) struct Ahead {
     batch: std::vec::IntoIter<Result<LogRecord, LogError>>,
     /// Events the replay is done with, and the values they replaced, for
     /// the reading thread to drop.
-    spent: Vec<UpdateEvent>,
-    replaced: Vec<Packed>,
+    spent: Spent,
     /// The log's reader, once read to its end.
     ended: Option<Box<LogReader>>,
     /// The log's end or an error was given.
@@ -361,8 +392,7 @@ impl Ahead {
             snapshot: snapshot.map(FsPath::to_path_buf),
             log_dir: log_dir.to_path_buf(),
             batch: Vec::new().into_iter(),
-            spent: Vec::new(),
-            replaced: Vec::new(),
+            spent: Spent::default(),
             ended: None,
             log_over: false,
         }
@@ -510,16 +540,8 @@ impl Ahead {
         if matches!(self.way, Way::Here(_)) {
             return;
         }
-        if self.spent.capacity() == 0 {
-            self.spent.reserve_exact(BATCH);
-            self.replaced.reserve_exact(BATCH);
-        }
-        self.spent.push(event);
-        self.replaced.extend(replaced);
-        if self.spent.len() == BATCH {
-            let events = std::mem::take(&mut self.spent);
-            let values = std::mem::take(&mut self.replaced);
-            self.tell(Back::Spent(events, values));
+        if let Some(batch) = self.spent.push(event, replaced, BATCH) {
+            self.tell(Back::Spent(batch));
         }
     }
 }

@@ -16,3 +16,5 @@ pub mod lock;
 pub mod meta;
 pub mod recover;
 pub mod snap;
+
+pub use ahead::Spent;
