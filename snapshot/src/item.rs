@@ -272,6 +272,14 @@ impl Decoder {
         self.names.len() as u64
     }
 
+    /// The entries decoded from now on share no node name with those
+    /// before: the names their chains refer to are copied anew.
+    pub(crate) fn share_anew(&mut self) {
+        for n in &mut self.names {
+            *n = NodeName::from(&**n);
+        }
+    }
+
     /// Number of entry items decoded.
     pub(crate) fn entries(&self) -> u64 {
         self.entries

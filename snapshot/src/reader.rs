@@ -150,6 +150,15 @@ impl SnapshotReader {
         }
     }
 
+    /// The entries read from now on share no node name with those read
+    /// before (each name their chains refer to is a new copy): for entries
+    /// handed to another thread in batches, so that the two threads do
+    /// not both count references to one name, whose cache line would pass
+    /// between their cores at every entry.
+    pub fn share_anew(&mut self) {
+        self.dec.share_anew();
+    }
+
     /// The snapshot's header.
     pub fn header(&self) -> &SnapshotHeader {
         &self.header

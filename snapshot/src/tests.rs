@@ -5,7 +5,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use distkv_model::chain::MAX_COUNTER;
-use distkv_model::{codec, Chain, Link, NodeName, Path, RangeSet, Value};
+use distkv_model::{codec, Chain, Link, NodeName, Path, RangeSet, SharedStr, Value};
 use proptest::prelude::*;
 
 use crate::block::{block_crc, encode_block_header, BLOCK_HEADER_LEN};
@@ -222,6 +222,44 @@ fn round_trip_keeps_nodes_entries_tombstones_and_long_chains() -> TestResult {
     }
     assert_eq!(lent, entries.len());
     assert!(r.is_complete());
+    Ok(())
+}
+
+#[test]
+fn after_share_anew_chains_name_their_nodes_by_new_copies() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("snap");
+    let (nodes, entries) = sample_state();
+    write(&path, &nodes, &entries, WriteOptions::default())?;
+    // Each entry's chain's first name, and whether it is the one before.
+    let mut r = SnapshotReader::open(&path)?;
+    let mut names: Vec<NodeName> = Vec::new();
+    let mut read = 0;
+    while let Some(item) = r.next_ref() {
+        let ItemRef::Entry(e) = item? else { continue };
+        assert_same_entry(&ItemRef::Entry(e.clone()).to_item(), &entries[read]);
+        read += 1;
+        if let Some(c) = &e.chain {
+            names.push(c.head().node.clone());
+        }
+        if names.len() == 2 {
+            r.share_anew();
+        }
+    }
+    assert_eq!(read, entries.len());
+    let same = |a: &NodeName, b: &NodeName| SharedStr::ptr_eq(a, b);
+    let first = &names[0];
+    let again = names
+        .iter()
+        .skip(2)
+        .find(|n| **n == *first)
+        .expect("a name again");
+    assert!(!same(first, again), "a new copy after share_anew");
+    assert!(names
+        .iter()
+        .skip(2)
+        .filter(|n| **n == *again)
+        .all(|n| same(n, again)));
     Ok(())
 }
 

@@ -139,6 +139,9 @@ impl Reader {
         let Snap::Open(r) = &mut self.snapshot else {
             return None;
         };
+        // The replaying thread counts references to the names of this
+        // batch while this one decodes the next.
+        r.share_anew();
         let mut paths = std::mem::take(&mut self.spare);
         let mut items = Vec::with_capacity(BATCH);
         while items.len() < BATCH {
