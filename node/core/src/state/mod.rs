@@ -421,7 +421,7 @@ impl State {
     /// the value itself, taken out of it).
     pub fn replay_with(&mut self, event: &UpdateEvent, value: Option<Value>) -> Applied {
         match self.merge(event, value) {
-            Ok(()) => Applied::Replayed,
+            Ok(_) => Applied::Replayed,
             Err(outcome) => outcome,
         }
     }
@@ -435,37 +435,31 @@ impl State {
         event: &UpdateEvent,
         value: Option<Value>,
     ) -> Result<Option<Packed>, Applied> {
-        let id = self.tree.follow_create(&event.path);
-        self.swap_at(id, event, value)
+        self.merge(event, value)
     }
 
     /// Applies `event` and appends it to the log (which keeps a compact
     /// copy of it).
     fn apply_ref(&mut self, event: &UpdateEvent) -> Applied {
         match self.merge(event, event.value.clone()) {
-            Ok(()) => Applied::Stored(self.log.push(event)),
+            Ok(_) => Applied::Stored(self.log.push(event)),
             Err(outcome) => outcome,
         }
     }
 
     /// The apply rules: stores `value` (the event's value) with the event's
-    /// chain and tock, or says why not.
-    fn merge(&mut self, event: &UpdateEvent, value: Option<Value>) -> Result<(), Applied> {
+    /// chain and tock and hands back the value the entry held, or says why
+    /// not.
+    fn merge(
+        &mut self,
+        event: &UpdateEvent,
+        value: Option<Value>,
+    ) -> Result<Option<Packed>, Applied> {
         let id = self.tree.follow_create(&event.path);
-        self.merge_at(id, event, value)
+        self.swap_at(id, event, value)
     }
 
     /// [`State::merge`] at the entry `id`, the one at the event's path.
-    fn merge_at(
-        &mut self,
-        id: EntryId,
-        event: &UpdateEvent,
-        value: Option<Value>,
-    ) -> Result<(), Applied> {
-        self.swap_at(id, event, value).map(drop)
-    }
-
-    /// [`State::merge_at`], handing back the value the entry held.
     fn swap_at(
         &mut self,
         id: EntryId,
