@@ -35,7 +35,7 @@ use std::ops::Range;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use distkv_core::persist::Spent;
+use distkv_core::persist::{spawn_with, Spent};
 use distkv_log::Seq;
 use distkv_model::{NodeName, Packed, UpdateEvent};
 
@@ -98,60 +98,51 @@ impl Ahead {
         let position = stream.position();
         let seeked = stream.seeked();
         let (tx, rx) = sync_channel::<Batch>(QUEUED);
-        // The stream goes over once the thread runs, so that a refused
-        // thread leaves it here.
-        let (give, take) = sync_channel::<HistoryStream>(1);
         let (back, from_replay) = channel::<Back>();
-        let spawned = std::thread::Builder::new()
-            .name("distkv-read".into())
-            .spawn(move || {
-                let Ok(mut stream) = take.recv() else { return };
-                loop {
-                    while let Ok(msg) = from_replay.try_recv() {
-                        match msg {
-                            Back::Spent(spent) => spent.drop_here(),
-                            Back::Seen(runs) => stream.leave_out_known_within(&runs),
-                        }
+        let spawned = spawn_with("distkv-read", stream, move |mut stream: HistoryStream| {
+            loop {
+                while let Ok(msg) = from_replay.try_recv() {
+                    match msg {
+                        Back::Spent(spent) => spent.drop_here(),
+                        Back::Seen(runs) => stream.leave_out_known_within(&runs),
                     }
-                    // The replay counts references to the names and
-                    // strings of the batch before while this one is read.
-                    stream.share_anew();
-                    let from = stream.position();
-                    let mut recs = Vec::with_capacity(BATCH_RECORDS);
-                    let mut last = false;
-                    while recs.len() < BATCH_RECORDS
-                        && stream.position().saturating_sub(from) < BATCH_BYTES
-                    {
-                        match stream.next() {
-                            Some(r) => {
-                                last = r.is_err();
-                                recs.push(r);
-                                if last {
-                                    break;
-                                }
-                            }
-                            None => {
-                                last = true;
+                }
+                // The replay counts references to the names and
+                // strings of the batch before while this one is read.
+                stream.share_anew();
+                let from = stream.position();
+                let mut recs = Vec::with_capacity(BATCH_RECORDS);
+                let mut last = false;
+                while recs.len() < BATCH_RECORDS
+                    && stream.position().saturating_sub(from) < BATCH_BYTES
+                {
+                    match stream.next() {
+                        Some(r) => {
+                            last = r.is_err();
+                            recs.push(r);
+                            if last {
                                 break;
                             }
                         }
-                    }
-                    let batch = Batch {
-                        recs,
-                        position: stream.position(),
-                        seeked: stream.seeked(),
-                    };
-                    // An error from `send`: nobody replays any more.
-                    if tx.send(batch).is_err() || last {
-                        return;
+                        None => {
+                            last = true;
+                            break;
+                        }
                     }
                 }
-            });
-        let Ok(thread) = spawned else {
-            return Ahead::here(stream, position, seeked);
-        };
-        match give.send(stream) {
-            Ok(()) => Ahead {
+                let batch = Batch {
+                    recs,
+                    position: stream.position(),
+                    seeked: stream.seeked(),
+                };
+                // An error from `send`: nobody replays any more.
+                if tx.send(batch).is_err() || last {
+                    return;
+                }
+            }
+        });
+        match spawned {
+            Ok(thread) => Ahead {
                 way: Way::There {
                     batches: Some(rx),
                     batch: Vec::new().into_iter(),
@@ -162,8 +153,8 @@ impl Ahead {
                 position,
                 seeked,
             },
-            // The thread is gone before it took the stream: read here.
-            Err(e) => Ahead::here(e.0, position, seeked),
+            // No thread: read here.
+            Err(stream) => Ahead::here(stream, position, seeked),
         }
     }
 

@@ -303,6 +303,29 @@ impl Spent {
     }
 }
 
+/// Runs `run(value)` on a new thread named `name`; `Err(value)` if the
+/// system gives no thread, for the caller to do the work itself. The value
+/// goes over only once the thread runs, so that a thread refused, or gone
+/// before it took it, leaves it here.
+pub fn spawn_with<T: Send + 'static>(
+    name: &str,
+    value: T,
+    run: impl FnOnce(T) + Send + 'static,
+) -> Result<JoinHandle<()>, T> {
+    let (give, take) = sync_channel::<T>(1);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Ok(value) = take.recv() {
+                run(value);
+            }
+        });
+    let Ok(thread) = spawned else {
+        return Err(value);
+    };
+    give.send(value).map(|()| thread).map_err(|e| e.0)
+}
+
 /// Drops `items` in order, each asked for (`ask`) a few drops ahead.
 fn drop_asking_ahead<T>(items: Vec<T>, ask: impl Fn(&T)) {
     const AHEAD: usize = 8;
@@ -367,28 +390,20 @@ impl Ahead {
         };
         let (tx, parts) = sync_channel::<Part>(QUEUED);
         let (back, from_replay) = channel::<Back>();
-        // The reader goes over once the thread runs, so that a refused
-        // thread leaves it here.
-        let (give, take) = sync_channel::<Reader>(1);
-        let spawned = std::thread::Builder::new()
-            .name("distkv-start".into())
-            .spawn(move || {
-                if let Ok(reader) = take.recv() {
-                    reader.run(tx, from_replay);
-                }
+        let spawned = if thread {
+            spawn_with("distkv-start", reader, move |r: Reader| {
+                r.run(tx, from_replay)
             })
-            .map_err(drop)
-            .and_then(|t| if thread { Ok(t) } else { Err(()) });
+        } else {
+            Err(reader)
+        };
         let way = match spawned {
-            Ok(thread) => match give.send(reader) {
-                Ok(()) => Way::There {
-                    parts,
-                    back,
-                    thread: Some(thread),
-                },
-                Err(e) => Way::Here(Box::new(e.0)),
+            Ok(thread) => Way::There {
+                parts,
+                back,
+                thread: Some(thread),
             },
-            Err(_) => Way::Here(Box::new(reader)),
+            Err(reader) => Way::Here(Box::new(reader)),
         };
         Ahead {
             way,

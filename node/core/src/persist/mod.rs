@@ -17,4 +17,4 @@ pub mod meta;
 pub mod recover;
 pub mod snap;
 
-pub use ahead::Spent;
+pub use ahead::{spawn_with, Spent};
