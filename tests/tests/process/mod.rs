@@ -20,7 +20,8 @@
 //! again with a new port. The embedded MQTT broker gets `--bus-port 0`
 //! (any free port) unless the launch chose one with [`Launch::with_bus`]
 //! (other nodes' `--peer` need it); a chosen bus port is kept, so its being
-//! taken fails the start. A server we reached must greet with our node
+//! taken fails the start — never by another node of the same test binary:
+//! [`free_port_on`] hands out each number once. A server we reached must greet with our node
 //! name, and every test uses its own name, so a test never talks to another
 //! test's node.
 //!
@@ -32,6 +33,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -39,7 +41,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -127,12 +129,23 @@ pub fn free_port() -> Result<u16> {
     free_port_on(LOOPBACK)
 }
 
-/// A free TCP port of the address `ip` (e.g. `::1`).
+/// A free TCP port of the address `ip` (e.g. `::1`), never one this test
+/// binary handed out before: a port reserved for one node (a bus port
+/// kept for its peers) is released until that node starts, and the system
+/// may give the same number to the next probe, for another node.
 pub fn free_port_on(ip: &str) -> Result<u16> {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let ip: std::net::IpAddr = ip
         .parse()
         .with_context(|| format!("not an address: {ip}"))?;
-    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind((ip, 0))?.local_addr()?.port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {ip} that this test binary has not handed out already")
 }
 
 /// Where nodes listen unless a launch says otherwise.
