@@ -14,16 +14,22 @@
 //! commit anything before the iterator has ended cleanly.
 //!
 //! Memory: one compressed and one decompressed block at a time.
+//!
+//! A reader can also follow a file while its writer writes it
+//! ([`SnapshotWriter::follow`](crate::SnapshotWriter::follow)): it then
+//! waits for each block to be written before it reads it, and for the
+//! writer to be done before it takes the `End` item as the end.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 
 use crate::block::{block_crc, decode_block_header, BLOCK_HEADER_LEN, MAX_BLOCK_LEN};
 use crate::error::{Result, SnapshotError};
 use crate::header::{HeaderError, SnapshotHeader, MAX_HEADER_LEN};
 use crate::item::{Decoded, Decoder, Item, ItemRef};
-use crate::writer::SnapshotInfo;
+use crate::writer::{SnapshotInfo, Written};
 
 /// Reads a snapshot file item by item.
 ///
@@ -32,7 +38,10 @@ use crate::writer::SnapshotInfo;
 pub struct SnapshotReader {
     path: PathBuf,
     file: File,
+    /// The file's length; for a file being written, what is written of it.
     file_len: u64,
+    /// How much of the file its writer has written, if it is writing it.
+    writing: Option<Arc<Written>>,
     header: SnapshotHeader,
     /// File offset of the next block.
     next_block: u64,
@@ -72,13 +81,27 @@ impl std::fmt::Debug for SnapshotReader {
 impl SnapshotReader {
     /// Opens a snapshot and checks its header.
     pub fn open(path: impl AsRef<FsPath>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_as(path.as_ref(), None)
+    }
+
+    /// Opens the snapshot at `path` that is being written, as far as
+    /// `written` tells (its header is written before the writer's thread
+    /// starts).
+    pub(crate) fn follow(path: &FsPath, written: Arc<Written>) -> Result<Self> {
+        Self::open_as(path, Some(written))
+    }
+
+    fn open_as(path: &FsPath, writing: Option<Arc<Written>>) -> Result<Self> {
+        let path = path.to_path_buf();
         let io = |source| SnapshotError::Io {
             file: path.clone(),
             source,
         };
         let mut file = File::open(&path).map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len();
+        let file_len = match &writing {
+            Some(w) => w.wait_beyond(0, false),
+            None => file.metadata().map_err(io)?.len(),
+        };
         let want = file_len.min(MAX_HEADER_LEN as u64) as usize;
         let mut buf = vec![0u8; want];
         file.read_exact(&mut buf).map_err(io)?;
@@ -104,6 +127,7 @@ impl SnapshotReader {
             path,
             file,
             file_len,
+            writing,
             header,
             next_block: header_len as u64,
             block_offset: header_len as u64,
@@ -219,6 +243,9 @@ impl SnapshotReader {
     /// Reads, checks and decompresses the block at `next_block`.
     fn load_block(&mut self) -> Result<()> {
         let at = self.next_block;
+        if let Some(w) = &self.writing {
+            self.file_len = w.wait_beyond(at, false);
+        }
         let left = self.file_len - at;
         if left < BLOCK_HEADER_LEN as u64 {
             // Nothing or a partial block header where `End` was still due.
@@ -303,6 +330,9 @@ impl SnapshotReader {
         self.pos += 4 + n;
         match decoded {
             Ok(Decoded::End) => {
+                if let Some(w) = self.writing.take() {
+                    self.file_len = w.wait_beyond(self.next_block, true);
+                }
                 if self.pos != self.block.len() || self.next_block != self.file_len {
                     return Err(self.corrupt(at, "data after the end item"));
                 }

@@ -670,6 +670,100 @@ fn dropping_an_unfinished_writer_leaves_no_files() -> TestResult {
     Ok(())
 }
 
+/// What a reader read, its counts, and whether it ended cleanly.
+type ReadAll = (Vec<Item>, SnapshotInfo, bool);
+
+/// Reads all of `r` on a thread of its own, telling `read` how many
+/// items it has as it goes; what it read, its counts and whether it ended
+/// cleanly, or the error it ended with.
+fn read_on_a_thread(
+    mut r: SnapshotReader,
+    read: std::sync::mpsc::Sender<usize>,
+) -> std::thread::JoinHandle<Result<ReadAll, SnapshotError>> {
+    std::thread::spawn(move || {
+        let mut items = Vec::new();
+        for item in r.by_ref() {
+            items.push(item?);
+            let _ = read.send(items.len());
+        }
+        Ok((items, r.info(), r.is_complete()))
+    })
+}
+
+/// A reader that follows a snapshot as it is written reads blocks before
+/// the writer is done, waits for the next ones, and ends as a reader of
+/// the finished file does: same items, same counts, cleanly.
+#[test]
+fn a_follower_reads_the_file_while_it_is_written() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("snap");
+    let nodes = [node("n1", Some(4_000), &[(1, 3_000)], &[7])];
+    let entries: Vec<EntryRecord> = small_entries(4_000, NodeName::from("n1")).collect();
+    let options = WriteOptions {
+        level: 1,
+        block_size: 1 << 10,
+    };
+    let mut w = SnapshotWriter::create_with(&path, &header(), options)?;
+    let (told, read) = std::sync::mpsc::channel();
+    let follower = read_on_a_thread(w.follow()?, told);
+    w.write_item(&Item::Node(nodes[0].clone()))?;
+    let (first, rest) = entries.split_at(2_000);
+    for e in first {
+        w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)?;
+    }
+    // The follower reads what is written before the rest comes (at most
+    // the block being filled and those queued are not written yet).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut got = 0;
+    while got < 1_000 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        got = read.recv_timeout(left)?;
+    }
+    for e in rest {
+        w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)?;
+    }
+    let info = w.finish()?;
+    let (items, followed, complete) = follower.join().map_err(|_| "follower panicked")??;
+    assert!(complete);
+    assert_eq!(followed, info);
+    assert!(info.blocks > 20, "only {} blocks", info.blocks);
+    assert_round_trip(&items, &nodes, &entries);
+    assert_eq!(read_all(&path)?.1, items);
+    Ok(())
+}
+
+/// A follower of a writer dropped (or failed) before its `End` item ends
+/// with the truncation a reader of that file would meet, not waiting on.
+#[test]
+fn a_follower_of_an_abandoned_writer_ends_truncated() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("snap");
+    let options = WriteOptions {
+        level: 1,
+        block_size: 512,
+    };
+    let mut w = SnapshotWriter::create_with(&path, &header(), options)?;
+    let (told, read) = std::sync::mpsc::channel();
+    let follower = read_on_a_thread(w.follow()?, told);
+    w.write_node("n1", Some(1), &RangeSet::new(), &RangeSet::new())?;
+    for e in small_entries(2_000, NodeName::from("n1")) {
+        w.write_entry(&e.path, e.value.as_ref(), e.chain.as_ref(), e.tock)?;
+    }
+    let written = w.temp_path().metadata()?.len();
+    drop(w);
+    // It read up to the last block written, and no further.
+    let items = read.iter().last().unwrap_or(0);
+    assert!(items > 100, "read {items} items");
+    match follower.join().map_err(|_| "follower panicked")? {
+        Err(SnapshotError::Truncated { file, offset }) => {
+            assert_eq!(file, temp_path(&path));
+            assert!(offset >= written, "truncated at {offset} of {written}");
+        }
+        other => panic!("expected a truncation, got {other:?}"),
+    }
+    Ok(())
+}
+
 /// A block write that fails on the writer's thread (here: the temporary
 /// file is a pipe whose reader took the header and left) fails a later
 /// call with that error, poisons the writer, and leaves no file behind.

@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use distkv_model::{Chain, RangeSet, Value};
@@ -33,6 +33,7 @@ use crate::block::{block_crc, encode_block_header, DEFAULT_BLOCK_SIZE, MAX_BLOCK
 use crate::error::{Result, SnapshotError};
 use crate::header::SnapshotHeader;
 use crate::item::{Encoder, Item};
+use crate::reader::SnapshotReader;
 
 /// How a snapshot is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +109,8 @@ struct Sink {
     /// Bytes written to the file so far.
     offset: u64,
     blocks: u64,
+    /// `offset`, told to the file's followers.
+    written: Arc<Written>,
 }
 
 impl Sink {
@@ -125,7 +128,60 @@ impl Sink {
         self.file.write_all(&self.zbuf)?;
         self.offset += (head.len() + self.zbuf.len()) as u64;
         self.blocks += 1;
+        self.written.grew(self.offset);
         Ok(())
+    }
+}
+
+/// How much of a snapshot's file is written, for the readers that follow
+/// it ([`SnapshotWriter::follow`]): only whole blocks are counted, once
+/// written, and the count ends when the writer's thread does (all blocks
+/// written, or an error, or the writer dropped).
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// Bytes written, and whether that is all.
+    at: Mutex<(u64, bool)>,
+    grown: Condvar,
+}
+
+impl Written {
+    fn new(offset: u64) -> Written {
+        Written {
+            at: Mutex::new((offset, false)),
+            grown: Condvar::new(),
+        }
+    }
+
+    fn grew(&self, offset: u64) {
+        self.at.lock().unwrap_or_else(PoisonError::into_inner).0 = offset;
+        self.grown.notify_all();
+    }
+
+    fn ended(&self) {
+        self.at.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
+        self.grown.notify_all();
+    }
+
+    /// The bytes written once there are more than `offset` or no more
+    /// will come (`all`: wait for the end in any case).
+    pub(crate) fn wait_beyond(&self, offset: u64, all: bool) -> u64 {
+        let at = self.at.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = self
+            .grown
+            .wait_while(at, |&mut (written, ended)| {
+                !ended && (all || written <= offset)
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        at.0
+    }
+}
+
+/// Ends a [`Written`] count however the writer's thread ends.
+struct EndsWritten(Arc<Written>);
+
+impl Drop for EndsWritten {
+    fn drop(&mut self) {
+        self.0.ended();
     }
 }
 
@@ -137,6 +193,8 @@ impl Sink {
 struct Worker {
     /// `None` once sealed.
     blocks: Option<SyncSender<Vec<u8>>>,
+    /// How much of the file the thread has written.
+    written: Arc<Written>,
     spare: Receiver<Vec<u8>>,
     /// Whether to fsync the file after the last block.
     sync: Arc<AtomicBool>,
@@ -145,6 +203,7 @@ struct Worker {
 
 impl Worker {
     fn start(mut sink: Sink) -> io::Result<Worker> {
+        let written = sink.written.clone();
         let (blocks, todo) = sync_channel::<Vec<u8>>(BLOCKS_AHEAD);
         let (done, spare) = channel::<Vec<u8>>();
         let sync = Arc::new(AtomicBool::new(false));
@@ -153,11 +212,14 @@ impl Worker {
             .spawn({
                 let sync = sync.clone();
                 move || {
+                    let ends = EndsWritten(sink.written.clone());
                     for mut block in todo {
                         sink.write_block(&block)?;
                         block.clear();
                         let _ = done.send(block);
                     }
+                    // Followers need not wait for the fsync.
+                    drop(ends);
                     if sync.load(Ordering::Acquire) {
                         sink.file.sync_all()?;
                     }
@@ -166,6 +228,7 @@ impl Worker {
             })?;
         Ok(Worker {
             blocks: Some(blocks),
+            written,
             spare,
             sync,
             thread,
@@ -267,6 +330,7 @@ impl SnapshotWriter {
             zbuf: Vec::new(),
             offset: head.len() as u64,
             blocks: 0,
+            written: Arc::new(Written::new(head.len() as u64)),
         };
         w.worker = Some(Worker::start(sink).map_err(io)?);
         Ok(w)
@@ -280,6 +344,21 @@ impl SnapshotWriter {
     /// The temporary file being written.
     pub fn temp_path(&self) -> &FsPath {
         &self.tmp_path
+    }
+
+    /// A reader of the file as it is being written, for checking it on
+    /// another thread meanwhile: it reads each block once this writer's
+    /// thread has written it, waits for the next, and ends as a reader of
+    /// the finished file does — after the `End` item, once the last block
+    /// is written (not fsynced), or with an error: a writer dropped or
+    /// failed before `End` leaves it a truncated file. It keeps the file
+    /// open, so it reads on past the rename of
+    /// [`finish`](Self::finish).
+    pub fn follow(&self) -> Result<SnapshotReader> {
+        match &self.worker {
+            Some(w) if !self.poisoned => SnapshotReader::follow(&self.tmp_path, w.written.clone()),
+            _ => Err(failed_earlier()),
+        }
     }
 
     /// Adds a node. All nodes must be written before the first entry, each
@@ -358,9 +437,7 @@ impl SnapshotWriter {
             self.seal()?;
         }
         let Some(worker) = self.worker.take() else {
-            return Err(SnapshotError::InvalidInput(
-                "snapshot writer failed earlier; drop it and start again".into(),
-            ));
+            return Err(failed_earlier());
         };
         let sink = worker.join().map_err(|e| self.fail(e))?;
         drop(sink.file);
@@ -377,9 +454,7 @@ impl SnapshotWriter {
 
     fn usable(&self) -> Result<()> {
         if self.poisoned || self.worker.is_none() {
-            return Err(SnapshotError::InvalidInput(
-                "snapshot writer failed earlier; drop it and start again".into(),
-            ));
+            return Err(failed_earlier());
         }
         if self.sealed {
             return Err(SnapshotError::InvalidInput(
@@ -452,6 +527,10 @@ impl Drop for SnapshotWriter {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
+}
+
+fn failed_earlier() -> SnapshotError {
+    SnapshotError::InvalidInput("snapshot writer failed earlier; drop it and start again".into())
 }
 
 /// fsyncs the directory holding `path`, so a rename into it is durable.
