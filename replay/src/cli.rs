@@ -242,7 +242,15 @@ pub fn run(cli: Cli, w: impl Write) -> Result<Status> {
             } else {
                 Target::All
             };
-            let r = crate::restore::restore(&a.paths, &a.out, target, a.node.as_deref(), quiet)?;
+            // The process ends once the report is out.
+            let r = crate::restore::restore_with(
+                &a.paths,
+                &a.out,
+                target,
+                a.node.as_deref(),
+                quiet,
+                crate::restore::Leftover::Exit,
+            )?;
             out.doc(&r.to_value(), &r.to_text())
                 .map_err(Error::Output)?;
             status(r.has_findings())

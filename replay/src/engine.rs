@@ -739,6 +739,14 @@ impl Replay {
             .iter()
             .filter(|d| d.kind != DamageKind::TornTail)
     }
+
+    /// Ends the replay without freeing its state, whose memory goes back
+    /// to the system with the process's: for a process that ends right
+    /// after (see [`crate::restore::Leftover::Exit`]).
+    pub fn end_leaving_state(self) {
+        let Replay { state, .. } = self;
+        std::mem::forget(state);
+    }
 }
 
 /// Each node's missing ticks, where there are any.

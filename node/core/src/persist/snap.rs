@@ -35,6 +35,23 @@ pub fn write(
     created_ms: u64,
     seq: u64,
 ) -> Result<SnapshotWriterDone, SnapshotError> {
+    write_with(state, path, full, created_ms, seq, None, |_| Ok(()))
+}
+
+/// [`write`], adding what it writes to `digest` if given (with `full`,
+/// the state's digest: [`State::digest`], taken in the same walk), and
+/// handing the writer to `begun` once the file has its header and before
+/// any item: to [follow](SnapshotWriter::follow) the file as it is
+/// written. An error of `begun` ends the write (the file is removed).
+pub fn write_with(
+    state: &State,
+    path: &FsPath,
+    full: bool,
+    created_ms: u64,
+    seq: u64,
+    mut digest: Option<&mut Digest>,
+    begun: impl FnOnce(&SnapshotWriter) -> Result<(), SnapshotError>,
+) -> Result<SnapshotWriterDone, SnapshotError> {
     let header = SnapshotHeader {
         node: state.me().clone(),
         seq,
@@ -42,13 +59,21 @@ pub fn write(
         tock: state.tock().peek(),
     };
     let mut w = SnapshotWriter::create(path, &header)?;
+    begun(&w)?;
     for (name, info) in state.nodes() {
         w.write_node(name, info.tick(), &info.superseded(), info.deleted())?;
+        if let Some(d) = digest.as_deref_mut() {
+            d.add_node(name, info.tick());
+        }
     }
     let mut res = Ok(());
     state.for_each_entry(full, |e, path| {
         if res.is_ok() {
-            res = w.write_entry(path, e.data().as_deref(), e.chain().as_deref(), e.tock());
+            let (value, chain) = (e.data(), e.chain());
+            res = w.write_entry(path, value.as_deref(), chain.as_deref(), e.tock());
+            if let Some(d) = digest.as_deref_mut() {
+                d.add_entry(path, value.as_deref(), chain.as_deref(), e.tock());
+            }
         }
     });
     res?;
@@ -167,7 +192,16 @@ pub fn digest(
     me: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u128, SnapshotError> {
-    let mut reader = SnapshotReader::open(path)?;
+    digest_read(SnapshotReader::open(path)?, me, progress)
+}
+
+/// [`digest`] of what `reader` reads: of a file being written too
+/// ([`SnapshotWriter::follow`]).
+pub fn digest_read(
+    mut reader: SnapshotReader,
+    me: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u128, SnapshotError> {
     let mut d = Digest::new();
     let mut ticks: HashMap<NodeName, Option<u64>> = HashMap::new();
     ticks.insert(NodeName::from(me), None);
@@ -275,6 +309,18 @@ mod tests {
         st.local_change(&path![Value::Nil, "meta"], Some(Value::Int(1)))?;
         write(&st, &file, true, 0, 302)?.finish()?;
         assert_eq!(digest(&file, "n1", &mut |_, _| {})?, st.digest());
+        // Taken in the walk that writes it, and by a reader that follows
+        // the file as it is written: the same.
+        let mut walked = Digest::new();
+        let mut followed = None;
+        write_with(&st, &file, true, 0, 302, Some(&mut walked), |w| {
+            followed = Some(w.follow()?);
+            Ok(())
+        })?
+        .finish()?;
+        let followed = followed.ok_or("no follower")?;
+        assert_eq!(walked.value(), st.digest());
+        assert_eq!(digest_read(followed, "n1", &mut |_, _| {})?, st.digest());
         // Written by hand: a node whose chain ticks exceed its item's, one
         // named by chains only, an entry with neither value nor chain,
         // and a reader that is not the writer.
