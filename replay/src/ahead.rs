@@ -22,8 +22,8 @@
 //! them into the heap the next records are decoded into, with no count's
 //! cache line passed between the cores. So do the state's first runs of
 //! seen ticks ([`Ahead::seen`]), which the stream's state records then
-//! leave out of their sets of superseded ticks. Each batch's node names
-//! and path strings are its own (`HistoryStream::share_anew`): the
+//! leave out of their sets of superseded ticks. Each batch's node names,
+//! path strings and file names are its own (`HistoryStream::share_anew`): the
 //! replay counts references to one batch's while the thread decodes the
 //! next one's, never to the same at once.
 //!
@@ -107,8 +107,9 @@ impl Ahead {
                         Back::Seen(runs) => stream.leave_out_known_within(&runs),
                     }
                 }
-                // The replay counts references to the names and
-                // strings of the batch before while this one is read.
+                // The replay counts references to the names, strings
+                // and file names of the batch before while this one is
+                // read.
                 stream.share_anew();
                 let from = stream.position();
                 let mut recs = Vec::with_capacity(BATCH_RECORDS);

@@ -862,12 +862,19 @@ impl HistoryStream {
         }
     }
 
-    /// The records read from now on share no node name or path string
-    /// with those read before ([`SegmentReader::share_anew`]): for records
-    /// handed to another thread in batches.
+    /// The records read from now on share no node name, path string or
+    /// file name ([`Loc::file`]) with those read before
+    /// ([`SegmentReader::share_anew`], [`SnapshotReader::share_anew`]):
+    /// for records handed to another thread in batches, so that the two
+    /// threads do not both count references to one of them.
     pub fn share_anew(&mut self) {
+        if let Some((reader, file)) = &mut self.snap {
+            reader.share_anew();
+            *file = Arc::from(&**file);
+        }
         if let Some(cur) = &mut self.cur {
             cur.reader.share_anew();
+            cur.file = Arc::from(&*cur.file);
         }
     }
 
