@@ -7,7 +7,7 @@
 //! deduplicated by `node:tick`. The result is written with the node's own
 //! snapshot writer ([`distkv_core::persist::snap::write`], meta tree
 //! included), read back as it is written and checked against the replayed
-//! state's digest (streamed from the file's items: [`snap::digest_read`]),
+//! state's digest (streamed from the file's items: [`snap::digest_written`]),
 //! so `distkv server -l SNAPSHOT` loads exactly what was replayed.
 //!
 //! The snapshot's header names the first input's node (or `--node`) and
@@ -193,7 +193,7 @@ impl Check {
         let me = me.clone();
         std::thread::Builder::new()
             .name("distkv-check".into())
-            .spawn(move || snap::digest_read(reader, &me, &mut |_, _| {}).ok())
+            .spawn(move || snap::digest_written(reader, &me, &mut |_, _| {}).ok())
             .map_or(Check::After, Check::Reading)
     }
 

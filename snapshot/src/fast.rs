@@ -30,7 +30,19 @@ const FAST_DEPTH: usize = 16;
 /// The entry item `bytes` in the writer's layout, for a decoder that knows
 /// the node items `names` and whose previous path has `prev_len` elements;
 /// `None` for anything else (see the module docs).
+#[cfg(test)]
 pub(crate) fn entry(bytes: &[u8], names: &[NodeName], prev_len: usize) -> Option<EntryParts> {
+    entry_as(bytes, names, prev_len, false)
+}
+
+/// [`entry`], its value, with `encoded`, left as the rest of the item's
+/// bytes ([`EntryParts::encoded`]), not decoded nor checked.
+pub(crate) fn entry_as(
+    bytes: &[u8],
+    names: &[NodeName],
+    prev_len: usize,
+    encoded: bool,
+) -> Option<EntryParts> {
     let mut c = Cursor::new(bytes);
     let with_value = match c.byte()? {
         0x95 => false,
@@ -57,9 +69,14 @@ pub(crate) fn entry(bytes: &[u8], names: &[NodeName], prev_len: usize) -> Option
         _ => Some(chain(&mut c, names)?),
     };
     let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
-    let value = match with_value {
-        true => Some(c.value(FAST_DEPTH)?),
-        false => None,
+    let at = bytes.len() - c.remaining();
+    let (value, encoded) = match (with_value, encoded) {
+        (false, _) => (None, None),
+        (true, false) => (Some(c.value(FAST_DEPTH)?), None),
+        (true, true) => {
+            c.take(c.remaining()).filter(|v| !v.is_empty())?;
+            (None, Some(at..bytes.len()))
+        }
     };
     c.at_end().then_some(EntryParts {
         depth,
@@ -67,6 +84,7 @@ pub(crate) fn entry(bytes: &[u8], names: &[NodeName], prev_len: usize) -> Option
         chain,
         tock,
         value,
+        encoded,
     })
 }
 

@@ -40,6 +40,7 @@
 //! [`crate::MAX_ITEM_LEN`] bytes.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use distkv_model::chain::MAX_COUNTER;
 use distkv_model::{codec, serial};
@@ -94,8 +95,13 @@ pub enum Item {
 pub struct EntryRef<'a> {
     /// The full path.
     pub path: &'a [Value],
-    /// The value; `None` for a tombstone or a data-less node.
+    /// The value; `None` for a tombstone or a data-less node, and for a
+    /// value given as `encoded`.
     pub value: Option<Value>,
+    /// The value's bytes as the file holds them, not decoded nor checked:
+    /// only from [`crate::SnapshotReader::next_encoded`], for an entry in
+    /// the writer's layout.
+    pub encoded: Option<&'a [u8]>,
     /// The full chain (uncut), if the entry has one.
     pub chain: Option<Chain>,
     /// The entry's tock.
@@ -113,13 +119,22 @@ pub enum ItemRef<'a> {
 }
 
 impl ItemRef<'_> {
-    /// The item with a path of its own.
+    /// The item with a path of its own (and a value of its own: one given
+    /// `encoded` is decoded, and left out if it does not decode, which
+    /// [`crate::SnapshotReader::next_ref`] would have reported).
     pub fn to_item(self) -> Item {
         match self {
             ItemRef::Node(n) => Item::Node(n),
             ItemRef::Entry(e) => Item::Entry(EntryRecord {
                 path: Path::new(e.path.to_vec()),
-                value: e.value,
+                value: e.value.or_else(|| {
+                    let limits = codec::Limits {
+                        max_frame: usize::MAX,
+                        max_depth: MAX_NESTING,
+                        foreign_ext: true,
+                    };
+                    codec::decode_with(e.encoded?, limits).ok()
+                }),
                 chain: e.chain,
                 tock: e.tock,
             }),
@@ -132,9 +147,11 @@ impl ItemRef<'_> {
 pub(crate) enum Decoded {
     /// A node.
     Node(NodeRecord),
-    /// An entry, its path in [`Decoder::prev`].
+    /// An entry, its path in [`Decoder::prev`], its value's bytes (if
+    /// left encoded) at `encoded` in the item's.
     Entry {
         value: Option<Value>,
+        encoded: Option<Range<usize>>,
         chain: Option<Chain>,
         tock: u64,
     },
@@ -242,8 +259,11 @@ pub(crate) struct EntryParts {
     pub(crate) chain: Option<Chain>,
     /// The tock.
     pub(crate) tock: u64,
-    /// The value, if the entry has one.
+    /// The value, if the entry has one and it is decoded.
     pub(crate) value: Option<Value>,
+    /// Where the value's bytes are in the item's, if the entry has one and
+    /// it is left encoded.
+    pub(crate) encoded: Option<Range<usize>>,
 }
 
 /// The fields of a node item.
@@ -288,8 +308,10 @@ impl Decoder {
     /// Decodes one item. `Err` says what is wrong with it. Entry and node
     /// items in the writer's layout take a fast road ([`crate::fast`]),
     /// anything else the general one; both give the same result.
-    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, String> {
-        if let Some(parts) = crate::fast::entry(bytes, &self.names, self.prev.len()) {
+    /// With `encoded`, an entry in the writer's layout keeps its value
+    /// encoded ([`EntryParts::encoded`]).
+    pub(crate) fn decode(&mut self, bytes: &[u8], encoded: bool) -> Result<Decoded, String> {
+        if let Some(parts) = crate::fast::entry_as(bytes, &self.names, self.prev.len(), encoded) {
             return Ok(self.push_entry(parts));
         }
         match crate::fast::node(bytes) {
@@ -391,6 +413,7 @@ impl Decoder {
             chain,
             tock,
             value,
+            encoded: None,
         }))
     }
 
@@ -403,21 +426,34 @@ impl Decoder {
             chain,
             tock,
             value,
+            encoded,
         } = parts;
         self.prev.truncate(depth);
         self.prev.extend(rest);
         self.entries += 1;
-        Decoded::Entry { value, chain, tock }
+        Decoded::Entry {
+            value,
+            encoded,
+            chain,
+            tock,
+        }
     }
 
-    /// `d`, decoded last, as an item borrowing the entry's path (`None`
-    /// for the end).
-    pub(crate) fn item_ref(&self, d: Decoded) -> Option<ItemRef<'_>> {
+    /// `d`, decoded last from the item `bytes`, as an item borrowing the
+    /// entry's path, and its value's bytes if left encoded (`None` for the
+    /// end).
+    pub(crate) fn item_ref<'a>(&'a self, d: Decoded, bytes: &'a [u8]) -> Option<ItemRef<'a>> {
         match d {
             Decoded::Node(n) => Some(ItemRef::Node(n)),
-            Decoded::Entry { value, chain, tock } => Some(ItemRef::Entry(EntryRef {
+            Decoded::Entry {
+                value,
+                encoded,
+                chain,
+                tock,
+            } => Some(ItemRef::Entry(EntryRef {
                 path: &self.prev,
                 value,
+                encoded: encoded.and_then(|r| bytes.get(r)),
                 chain,
                 tock,
             })),
@@ -600,14 +636,14 @@ fn identical(a: &Value, b: &Value) -> bool {
 impl Decoder {
     /// [`Decoder::decode`], the item owned (`None` for the end).
     pub(crate) fn decode_item(&mut self, bytes: &[u8]) -> Result<Option<Item>, String> {
-        let d = self.decode(bytes)?;
-        Ok(self.item_ref(d).map(ItemRef::to_item))
+        let d = self.decode(bytes, false)?;
+        Ok(self.item_ref(d, bytes).map(ItemRef::to_item))
     }
 
     /// [`Decoder::decode_general`], the item owned (`None` for the end).
     pub(crate) fn decode_general_item(&mut self, bytes: &[u8]) -> Result<Option<Item>, String> {
         let d = self.decode_general(bytes)?;
-        Ok(self.item_ref(d).map(ItemRef::to_item))
+        Ok(self.item_ref(d, bytes).map(ItemRef::to_item))
     }
 }
 
@@ -727,7 +763,7 @@ mod tests {
             distkv_model::hex::encode(&out),
             "96 01 00 92a161a162 920005 06 07".replace(' ', "")
         );
-        dec.decode(&out)?;
+        dec.decode(&out, false)?;
         enc.entry(&mut out, &path!["a", "c"], None, Some(&c), 6)?;
         // [1, 1, ["c"], [0, 5], 6]: one element shared, no value.
         assert_eq!(

@@ -156,11 +156,28 @@ impl SnapshotReader {
     /// path borrowed from the reader instead of copied: for loading and
     /// checking, which need each path only while they handle its entry.
     pub fn next_ref(&mut self) -> Option<Result<ItemRef<'_>>> {
+        self.next_as(false)
+    }
+
+    /// [`SnapshotReader::next_ref`], but an entry in the writer's layout
+    /// gives its value as the bytes the file holds ([`EntryRef::encoded`],
+    /// `value` `None`), neither decoded nor checked: for a check that
+    /// hashes them, which is cheaper than decoding them first.
+    ///
+    /// [`EntryRef::encoded`]: crate::EntryRef::encoded
+    pub fn next_encoded(&mut self) -> Option<Result<ItemRef<'_>>> {
+        self.next_as(true)
+    }
+
+    fn next_as(&mut self, encoded: bool) -> Option<Result<ItemRef<'_>>> {
         if self.state != State::Reading {
             return None;
         }
-        match self.next_item() {
-            Ok(Some(d)) => self.dec.item_ref(d).map(Ok),
+        match self.next_item(encoded) {
+            Ok(Some((d, at))) => {
+                let bytes = self.block.get(at..).unwrap_or_default();
+                self.dec.item_ref(d, bytes).map(Ok)
+            }
             Ok(None) => {
                 self.state = State::Done;
                 self.block = Vec::new();
@@ -311,9 +328,9 @@ impl SnapshotReader {
         }
     }
 
-    /// The next item of the current block, loading blocks as needed
-    /// (`None` at the end item).
-    fn next_item(&mut self) -> Result<Option<Decoded>> {
+    /// The next item of the current block, loading blocks as needed, and
+    /// where its bytes start in the block (`None` at the end item).
+    fn next_item(&mut self, encoded: bool) -> Result<Option<(Decoded, usize)>> {
         if self.pos >= self.block.len() {
             self.load_block()?;
         }
@@ -326,8 +343,9 @@ impl SnapshotReader {
         let Some(bytes) = rest.get(4..4 + n) else {
             return Err(self.corrupt(at, format!("item of {n} bytes runs past the block's end")));
         };
-        let decoded = self.dec.decode(bytes);
-        self.pos += 4 + n;
+        let decoded = self.dec.decode(bytes, encoded);
+        let item_at = self.pos + 4;
+        self.pos = item_at + n;
         match decoded {
             Ok(Decoded::End) => {
                 if let Some(w) = self.writing.take() {
@@ -338,7 +356,7 @@ impl SnapshotReader {
                 }
                 Ok(None)
             }
-            Ok(d) => Ok(Some(d)),
+            Ok(d) => Ok(Some((d, item_at))),
             Err(reason) => Err(self.corrupt(at, reason)),
         }
     }

@@ -225,6 +225,63 @@ fn round_trip_keeps_nodes_entries_tombstones_and_long_chains() -> TestResult {
     Ok(())
 }
 
+/// Read with their values left encoded, entries give each value as the
+/// bytes the file holds — the writer's are the codec's — which `to_item`
+/// decodes again; an entry off the writer's layout (a chain naming nodes
+/// without node items) comes decoded. Bytes in another encoding than the
+/// codec's stay as they are.
+#[test]
+fn values_left_encoded_are_the_bytes_the_file_holds() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("snap");
+    let (nodes, entries) = sample_state();
+    write(&path, &nodes, &entries, WriteOptions::default())?;
+    let mut r = SnapshotReader::open(&path)?;
+    let (mut n, mut encoded, mut decoded) = (0, 0, 0);
+    while let Some(item) = r.next_encoded() {
+        let ItemRef::Entry(e) = item? else { continue };
+        let want = &entries[n];
+        n += 1;
+        match (e.encoded, &e.value, &want.value) {
+            (Some(b), None, Some(v)) => {
+                assert_eq!(b, codec::to_vec(v), "{want:?}");
+                encoded += 1;
+            }
+            (None, Some(_), Some(_)) => decoded += 1,
+            (None, None, None) => {}
+            (b, v, _) => panic!("{b:?} and {v:?} for {want:?}"),
+        }
+        assert_same_entry(&ItemRef::Entry(e).to_item(), want);
+    }
+    assert!(r.is_complete());
+    assert_eq!(n, entries.len());
+    // Only the long chain's entry names nodes without node items.
+    assert_eq!((encoded, decoded), (entries.len() - 3, 1));
+    // 5 written as a signed byte, where the codec writes a fixint.
+    let node = codec::to_vec(&Value::Array(vec![
+        Value::Int(0),
+        Value::str("n1"),
+        Value::Nil,
+        Value::Array(vec![]),
+        Value::Array(vec![]),
+    ]));
+    let entry = vec![0x96, 0x01, 0x00, 0x91, 0xa1, b'a', 0xc0, 0x03, 0xd0, 0x05];
+    let end = codec::to_vec(&ints(&[2, 1, 1]));
+    craft_bytes(&path, &[node, entry, end], None)?;
+    let mut r = SnapshotReader::open(&path)?;
+    let entry = |item: Option<Result<ItemRef<'_>, SnapshotError>>| match item {
+        Some(Ok(ItemRef::Entry(e))) => Ok((e.value, e.encoded.map(<[u8]>::to_vec))),
+        other => Err(format!("expected an entry, got {other:?}")),
+    };
+    assert!(matches!(r.next_encoded(), Some(Ok(ItemRef::Node(_)))));
+    assert_eq!(entry(r.next_encoded())?, (None, Some(vec![0xd0, 0x05])));
+    assert!(r.next_encoded().is_none() && r.is_complete());
+    let mut r = SnapshotReader::open(&path)?;
+    r.next_ref();
+    assert_eq!(entry(r.next_ref())?, (Some(Value::Int(5)), None));
+    Ok(())
+}
+
 #[test]
 fn after_share_anew_chains_name_their_nodes_by_new_copies() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -427,11 +484,16 @@ fn trailing_bytes_after_the_end_are_corruption() -> TestResult {
 
 /// A file with `header()` and one block holding `items` (raw msgpack).
 fn craft(path: &FsPath, items: &[Value], clen_override: Option<u32>) -> TestResult {
+    let items: Vec<Vec<u8>> = items.iter().map(codec::to_vec).collect();
+    craft_bytes(path, &items, clen_override)
+}
+
+/// [`craft`] of items given as their bytes.
+fn craft_bytes(path: &FsPath, items: &[Vec<u8>], clen_override: Option<u32>) -> TestResult {
     let mut payload = Vec::new();
-    for it in items {
-        let b = codec::to_vec(it);
+    for b in items {
         payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&b);
+        payload.extend_from_slice(b);
     }
     let z = zstd::bulk::compress(&payload, 3)?;
     let (clen, ulen) = (

@@ -474,6 +474,7 @@ impl Ahead {
                             } => ItemRef::Entry(EntryRef {
                                 path: &b.paths[path],
                                 value,
+                                encoded: None,
                                 chain,
                                 tock,
                             }),

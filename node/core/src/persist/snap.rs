@@ -192,14 +192,31 @@ pub fn digest(
     me: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u128, SnapshotError> {
-    digest_read(SnapshotReader::open(path)?, me, progress)
+    digest_of(SnapshotReader::open(path)?, me, false, progress)
 }
 
-/// [`digest`] of what `reader` reads: of a file being written too
-/// ([`SnapshotWriter::follow`]).
-pub fn digest_read(
+/// [`digest`] of a file [`write`] writes, as `reader` reads it (one that
+/// [follows](SnapshotWriter::follow) it as it is written too), its values
+/// hashed as the file holds them ([`SnapshotReader::next_encoded`]) rather
+/// than decoded first: the same digest where each value is encoded as
+/// [`codec::encode`](distkv_model::codec::encode) encodes it, as `write`
+/// does it and as a state's digest hashes it; another one for a value
+/// encoded otherwise (by another writer), whether it would load or not.
+/// For checking a file just written against the state it was written
+/// from.
+pub fn digest_written(
+    reader: SnapshotReader,
+    me: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u128, SnapshotError> {
+    digest_of(reader, me, true, progress)
+}
+
+/// [`digest`] of what `reader` reads, values left `encoded` or not.
+fn digest_of(
     mut reader: SnapshotReader,
     me: &str,
+    encoded: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u128, SnapshotError> {
     let mut d = Digest::new();
@@ -213,14 +230,21 @@ pub fn digest_read(
     };
     let total = reader.info().bytes;
     let mut at = reader.bytes_read();
-    while let Some(item) = reader.next_ref() {
+    loop {
+        let item = match encoded {
+            true => reader.next_encoded(),
+            false => reader.next_ref(),
+        };
+        let Some(item) = item else { break };
         match item? {
             ItemRef::Node(n) => saw(&n.name, n.tick),
             ItemRef::Entry(e) => {
                 for l in e.chain.iter().flat_map(|c| c.links()) {
                     saw(&l.node, Some(l.tick));
                 }
-                if e.value.is_some() || e.chain.is_some() {
+                if let Some(v) = e.encoded {
+                    d.add_encoded_entry(e.path, Some(v), e.chain.as_ref(), e.tock);
+                } else if e.value.is_some() || e.chain.is_some() {
                     d.add_entry(e.path, e.value.as_ref(), e.chain.as_ref(), e.tock);
                 }
             }
@@ -320,7 +344,7 @@ mod tests {
         .finish()?;
         let followed = followed.ok_or("no follower")?;
         assert_eq!(walked.value(), st.digest());
-        assert_eq!(digest_read(followed, "n1", &mut |_, _| {})?, st.digest());
+        assert_eq!(digest_written(followed, "n1", &mut |_, _| {})?, st.digest());
         // Written by hand: a node whose chain ticks exceed its item's, one
         // named by chains only, an entry with neither value nor chain,
         // and a reader that is not the writer.
@@ -351,6 +375,8 @@ mod tests {
         for me in ["n1", "n2"] {
             let (back, _) = load(&file, me, LogLimits::default())?;
             assert_eq!(digest(&file, me, &mut |_, _| {})?, back.digest(), "{me}");
+            let written = digest_written(SnapshotReader::open(&file)?, me, &mut |_, _| {})?;
+            assert_eq!(written, back.digest(), "{me}");
         }
         // Damage anywhere fails it, as it fails loading.
         let mut bytes = std::fs::read(&file)?;
