@@ -93,13 +93,16 @@ impl Digest {
 /// The bytes of `codec::encode(&chain.to_value(-1))` — nested `{node,
 /// tick, prev}` maps, the last `prev` nil — without building the value.
 fn write_chain(out: &mut Vec<u8>, chain: &Chain) {
+    // A map of three, then "node"; "tick"; "prev" (fixstrs).
+    const NODE: &[u8] = b"\x83\xa4node";
+    const TICK: &[u8] = b"\xa4tick";
+    const PREV: &[u8] = b"\xa4prev";
     for l in chain.links() {
-        codec::write_map_len(out, 3);
-        codec::write_str(out, "node");
+        out.extend_from_slice(NODE);
         codec::write_str(out, &l.node);
-        codec::write_str(out, "tick");
+        out.extend_from_slice(TICK);
         codec::write_uint(out, l.tick);
-        codec::write_str(out, "prev");
+        out.extend_from_slice(PREV);
     }
     out.push(0xc0);
 }
