@@ -12,10 +12,10 @@
 //! fresh state, which the caller only adopts when the whole file was read and
 //! verified.
 
-use std::collections::HashMap;
 use std::path::Path as FsPath;
 
 use distkv_log::LogLimits;
+use distkv_model::chain::NameNumbers;
 use distkv_model::NodeName;
 use distkv_snapshot::{
     ItemRef, SnapshotError, SnapshotHeader, SnapshotInfo, SnapshotReader, SnapshotWriter,
@@ -220,14 +220,18 @@ fn digest_of(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u128, SnapshotError> {
     let mut d = Digest::new();
-    let mut ticks: HashMap<NodeName, Option<u64>> = HashMap::new();
-    ticks.insert(NodeName::from(me), None);
-    let mut saw = |name: &NodeName, tick: Option<u64>| match ticks.get_mut(name) {
-        Some(t) => *t = (*t).max(tick),
-        None => {
-            ticks.insert(name.clone(), tick);
+    // Each node's tick by its number; a chain's names are found by their
+    // address, the reader's names shared by its entries.
+    let mut numbers = NameNumbers::default();
+    let mut ticks: Vec<(NodeName, Option<u64>)> = Vec::new();
+    let mut saw = |name: &NodeName, tick: Option<u64>| {
+        let i = numbers.number(name) as usize;
+        match ticks.get_mut(i) {
+            Some((_, t)) => *t = (*t).max(tick),
+            None => ticks.push((name.clone(), tick)),
         }
     };
+    saw(&NodeName::from(me), None);
     let total = reader.info().bytes;
     let mut at = reader.bytes_read();
     loop {
