@@ -35,7 +35,7 @@ pub(crate) fn entry(bytes: &[u8], names: &[NodeName], prev_len: usize) -> Option
     entry_as(bytes, names, prev_len, false)
 }
 
-/// [`entry`], its value, with `encoded`, left as the rest of the item's
+/// [`entry`], its value, if `encoded`, left as the rest of the item's
 /// bytes ([`EntryParts::encoded`]), not decoded nor checked.
 pub(crate) fn entry_as(
     bytes: &[u8],
@@ -109,6 +109,40 @@ pub(crate) fn node(bytes: &[u8]) -> Option<NodeParts> {
         tick,
         known,
         deleted,
+    })
+}
+
+/// [`node`], its tick sets checked as `node` reads them (ticks, and
+/// pairs of them) but not built: left empty. For a reader that needs a
+/// node's name and tick only ([`crate::SnapshotReader::next_skimmed`]); a
+/// node's superseded ticks can run to a million ranges.
+pub(crate) fn node_skimmed(bytes: &[u8]) -> Option<NodeParts> {
+    let mut c = Cursor::new(bytes);
+    c.expect(&[0x95, 0x00])?;
+    let name = std::str::from_utf8(c.str()?).ok()?;
+    let tick = match c.peek()? {
+        0xc0 => {
+            c.byte()?;
+            None
+        }
+        _ => Some(c.uint().filter(|&t| t <= MAX_COUNTER)?),
+    };
+    for _ in 0..2 {
+        let n = c.array_len().filter(|&n| n <= c.remaining())?;
+        for _ in 0..n {
+            // A tick, or a pair of them.
+            if matches!(c.peek()?, 0x90..=0x9f | 0xdc | 0xdd) {
+                (c.array_len()? == 2).then_some(())?;
+                c.uint()?;
+            }
+            c.uint()?;
+        }
+    }
+    c.at_end().then(|| NodeParts {
+        name: NodeName::from(name),
+        tick,
+        known: RangeSet::new(),
+        deleted: RangeSet::new(),
     })
 }
 
@@ -262,7 +296,7 @@ mod tests {
 
     /// Node items: the fast road against the general one.
     mod nodes {
-        use super::super::node;
+        use super::super::{node, node_skimmed};
         use distkv_model::chain::MAX_COUNTER;
         use distkv_model::{RangeSet, Value};
         use proptest::prelude::*;
@@ -325,6 +359,19 @@ mod tests {
                 for (n, b) in [bytes, changed].iter().enumerate() {
                     let fast = node(b);
                     let general = crate::item::Decoder::default().decode_general_item(b);
+                    // Skimmed, only what the general decoder decodes, to
+                    // the same name and tick; every item as made.
+                    match (node_skimmed(b), &general) {
+                        (Some(s), Ok(Some(crate::Item::Node(r)))) => {
+                            prop_assert_eq!((&s.name, s.tick), (&r.name, r.tick));
+                            prop_assert!(s.known.is_empty() && s.deleted.is_empty());
+                        }
+                        (Some(s), other) => prop_assert!(false, "skimmed {:?}, general {:?}", s, other),
+                        (None, general) => prop_assert!(
+                            n == 1 || general.is_err(),
+                            "the item as made was not skimmed"
+                        ),
+                    }
                     match (fast, general) {
                         (Some(p), Ok(Some(crate::Item::Node(r)))) => {
                             prop_assert_eq!(

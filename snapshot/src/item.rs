@@ -99,7 +99,7 @@ pub struct EntryRef<'a> {
     /// value given as `encoded`.
     pub value: Option<Value>,
     /// The value's bytes as the file holds them, not decoded nor checked:
-    /// only from [`crate::SnapshotReader::next_encoded`], for an entry in
+    /// only from [`crate::SnapshotReader::next_skimmed`], for an entry in
     /// the writer's layout.
     pub encoded: Option<&'a [u8]>,
     /// The full chain (uncut), if the entry has one.
@@ -308,13 +308,18 @@ impl Decoder {
     /// Decodes one item. `Err` says what is wrong with it. Entry and node
     /// items in the writer's layout take a fast road ([`crate::fast`]),
     /// anything else the general one; both give the same result.
-    /// With `encoded`, an entry in the writer's layout keeps its value
-    /// encoded ([`EntryParts::encoded`]).
-    pub(crate) fn decode(&mut self, bytes: &[u8], encoded: bool) -> Result<Decoded, String> {
-        if let Some(parts) = crate::fast::entry_as(bytes, &self.names, self.prev.len(), encoded) {
+    /// With `skimmed`, an entry in the writer's layout keeps its value
+    /// encoded ([`EntryParts::encoded`]) and a node item its tick sets
+    /// unbuilt ([`crate::fast::node_skimmed`]).
+    pub(crate) fn decode(&mut self, bytes: &[u8], skimmed: bool) -> Result<Decoded, String> {
+        if let Some(parts) = crate::fast::entry_as(bytes, &self.names, self.prev.len(), skimmed) {
             return Ok(self.push_entry(parts));
         }
-        match crate::fast::node(bytes) {
+        let node = match skimmed {
+            true => crate::fast::node_skimmed(bytes),
+            false => crate::fast::node(bytes),
+        };
+        match node {
             Some(parts) => self.push_node(parts),
             None => self.decode_general(bytes),
         }

@@ -159,21 +159,24 @@ impl SnapshotReader {
         self.next_as(false)
     }
 
-    /// [`SnapshotReader::next_ref`], but an entry in the writer's layout
-    /// gives its value as the bytes the file holds ([`EntryRef::encoded`],
-    /// `value` `None`), neither decoded nor checked: for a check that
-    /// hashes them, which is cheaper than decoding them first.
+    /// [`SnapshotReader::next_ref`], skimmed for a digest: an entry in the
+    /// writer's layout gives its value as the bytes the file holds
+    /// ([`EntryRef::encoded`], `value` `None`), neither decoded nor
+    /// checked, and a node item its name and tick, its tick sets checked
+    /// but left empty. For a check that hashes the values, which is
+    /// cheaper than decoding them first, and needs no node's superseded
+    /// ticks, which can run to a million ranges.
     ///
     /// [`EntryRef::encoded`]: crate::EntryRef::encoded
-    pub fn next_encoded(&mut self) -> Option<Result<ItemRef<'_>>> {
+    pub fn next_skimmed(&mut self) -> Option<Result<ItemRef<'_>>> {
         self.next_as(true)
     }
 
-    fn next_as(&mut self, encoded: bool) -> Option<Result<ItemRef<'_>>> {
+    fn next_as(&mut self, skimmed: bool) -> Option<Result<ItemRef<'_>>> {
         if self.state != State::Reading {
             return None;
         }
-        match self.next_item(encoded) {
+        match self.next_item(skimmed) {
             Ok(Some((d, at))) => {
                 let bytes = self.block.get(at..).unwrap_or_default();
                 self.dec.item_ref(d, bytes).map(Ok)
@@ -330,7 +333,7 @@ impl SnapshotReader {
 
     /// The next item of the current block, loading blocks as needed, and
     /// where its bytes start in the block (`None` at the end item).
-    fn next_item(&mut self, encoded: bool) -> Result<Option<(Decoded, usize)>> {
+    fn next_item(&mut self, skimmed: bool) -> Result<Option<(Decoded, usize)>> {
         if self.pos >= self.block.len() {
             self.load_block()?;
         }
@@ -343,7 +346,7 @@ impl SnapshotReader {
         let Some(bytes) = rest.get(4..4 + n) else {
             return Err(self.corrupt(at, format!("item of {n} bytes runs past the block's end")));
         };
-        let decoded = self.dec.decode(bytes, encoded);
+        let decoded = self.dec.decode(bytes, skimmed);
         let item_at = self.pos + 4;
         self.pos = item_at + n;
         match decoded {

@@ -197,7 +197,7 @@ pub fn digest(
 
 /// [`digest`] of a file [`write`] writes, as `reader` reads it (one that
 /// [follows](SnapshotWriter::follow) it as it is written too), its values
-/// hashed as the file holds them ([`SnapshotReader::next_encoded`]) rather
+/// hashed as the file holds them ([`SnapshotReader::next_skimmed`]) rather
 /// than decoded first: the same digest where each value is encoded as
 /// [`codec::encode`](distkv_model::codec::encode) encodes it, as `write`
 /// does it and as a state's digest hashes it; another one for a value
@@ -212,11 +212,11 @@ pub fn digest_written(
     digest_of(reader, me, true, progress)
 }
 
-/// [`digest`] of what `reader` reads, values left `encoded` or not.
+/// [`digest`] of what `reader` reads, `skimmed` or not.
 fn digest_of(
     mut reader: SnapshotReader,
     me: &str,
-    encoded: bool,
+    skimmed: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u128, SnapshotError> {
     let mut d = Digest::new();
@@ -235,8 +235,8 @@ fn digest_of(
     let total = reader.info().bytes;
     let mut at = reader.bytes_read();
     loop {
-        let item = match encoded {
-            true => reader.next_encoded(),
+        let item = match skimmed {
+            true => reader.next_skimmed(),
             false => reader.next_ref(),
         };
         let Some(item) = item else { break };
