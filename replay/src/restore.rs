@@ -204,7 +204,9 @@ impl Check {
             Check::Reading(thread) => thread
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Check::After => snap::digest(out, me, &mut |_, _| {}).ok(),
+            Check::After => SnapshotReader::open(out)
+                .and_then(|reader| snap::digest_written(reader, me, &mut |_, _| {}))
+                .ok(),
         }
     }
 }

@@ -119,9 +119,10 @@ pub enum ItemRef<'a> {
 }
 
 impl ItemRef<'_> {
-    /// The item with a path of its own (and a value of its own: one given
-    /// `encoded` is decoded, and left out if it does not decode, which
-    /// [`crate::SnapshotReader::next_ref`] would have reported).
+    /// The item with a path of its own. Of a skimmed item
+    /// ([`crate::SnapshotReader::next_skimmed`]), a value given `encoded`
+    /// is decoded (and left out if it does not decode, which `next_ref`
+    /// would have reported); a node's tick sets stay empty.
     pub fn to_item(self) -> Item {
         match self {
             ItemRef::Node(n) => Item::Node(n),

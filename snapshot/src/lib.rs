@@ -17,7 +17,9 @@
 //!   complete; dropping an unfinished writer removes the temporary file.
 //! * [`SnapshotReader`] checks the header on open and then yields
 //!   `Result<Item, SnapshotError>` holding at most one decompressed block.
-//!   It ends cleanly only after the `End` item matched what was read.
+//!   It ends cleanly only after the `End` item matched what was read. A
+//!   reader can follow a file as its writer writes it
+//!   ([`SnapshotWriter::follow`]), to check it meanwhile.
 //!
 //! This crate knows bytes and files only: walking a node's state into a
 //! writer and rebuilding it from a reader belong to the node. The byte
