@@ -13,18 +13,17 @@
 //! every error. The caller then hands the bytes to its general serde
 //! decoder, which decides what they are; so both roads give the same event
 //! or the same error for the same bytes. The fast one only takes the bytes
-//! our writers write, and makes the same checks on them (chain, counters,
-//! nesting).
+//! our writers write, and makes the same checks on them (chain, counters;
+//! the nesting budget holds for everything it takes, see below).
 //!
 //! Values nesting deeper than [`FAST_DEPTH`] levels go the general way:
 //! under that depth, both decoders build the same [`Value`], far inside
 //! every depth limit.
 
-use crate::budget::MAX_CHAIN_LINKS;
+use crate::budget::{MAX_CHAIN_LINKS, MAX_NESTING};
 use crate::chain::MAX_COUNTER;
 use crate::codec::EXT_PATH;
 use crate::cursor::Cursor;
-use crate::event::check_nesting;
 use crate::{Chain, Link, NodeName, Path, PathStrings, UpdateEvent, Value};
 
 /// Deepest value (or path element) the fast road decodes.
@@ -94,7 +93,9 @@ impl EventDecoder {
         c.expect(&[0xa4, b't', b'o', b'c', b'k'])?;
         let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
         let chain = Chain::from_checked_drain(&mut self.links).ok()?;
-        check_nesting(&path, value.as_ref()).ok()?;
+        // No `check_nesting`: what this road decodes nests at most
+        // `FAST_DEPTH` levels, far inside the budget it checks.
+        const _: () = assert!(FAST_DEPTH < MAX_NESTING);
         Some(UpdateEvent {
             path,
             chain,
