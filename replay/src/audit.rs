@@ -358,9 +358,12 @@ fn content_hash(ev: &UpdateEvent, buf: &mut Vec<u8>) -> u64 {
 struct Sightings {
     nodes: FastMap<NodeName, FastMap<u64, Sighting>>,
     files: Vec<Arc<FsPath>>,
-    /// File numbers by the address of the file's name: every record of a
-    /// file shares that name, and `files` keeps it alive.
-    file_ids: FastMap<usize, u32>,
+    /// File numbers by name.
+    file_ids: FastMap<Arc<FsPath>, u32>,
+    /// The last file's name and number: the records of a read-ahead batch
+    /// share one copy of their file's name, found again by its address
+    /// (the copy kept here keeps the address from being reused).
+    last_file: Option<(Arc<FsPath>, u32)>,
 }
 
 struct Sighting {
@@ -376,15 +379,7 @@ impl Sightings {
         if let Some(s) = self.nodes.get(&**node).and_then(|m| m.get(&tick)) {
             return Some((s.hash, self.loc(s)?));
         }
-        let files = &mut self.files;
-        let file = *self
-            .file_ids
-            .entry(Arc::as_ptr(&loc.file) as *const u8 as usize)
-            .or_insert_with(|| {
-                files.push(loc.file.clone());
-                // Never more files than fit in memory, let alone 2^32.
-                u32::try_from(files.len() - 1).unwrap_or(u32::MAX)
-            });
+        let file = self.file_id(&loc.file);
         let sighting = Sighting {
             hash,
             file,
@@ -399,6 +394,23 @@ impl Sightings {
                 .insert(tick, sighting),
         };
         None
+    }
+
+    /// The number of the file named `name`.
+    fn file_id(&mut self, name: &Arc<FsPath>) -> u32 {
+        if let Some((last, id)) = &self.last_file {
+            if Arc::ptr_eq(last, name) {
+                return *id;
+            }
+        }
+        let files = &mut self.files;
+        let id = *self.file_ids.entry(name.clone()).or_insert_with(|| {
+            files.push(name.clone());
+            // Never more files than fit in memory, let alone 2^32.
+            u32::try_from(files.len() - 1).unwrap_or(u32::MAX)
+        });
+        self.last_file = Some((name.clone(), id));
+        id
     }
 
     /// Where `node:tick` was first seen.

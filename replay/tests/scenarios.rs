@@ -536,6 +536,13 @@ fn audit_finds_one_event_with_two_contents() -> Result<()> {
     };
     let mut n1 = NodeFiles::new(tmp.path(), "n1")?;
     let mut n2 = NodeFiles::new(tmp.path(), "n2")?;
+    // Each behind more records than a read-ahead batch holds: the places
+    // are told across batches, whose records share a file name each.
+    for (n, node) in [&mut n1, &mut n2].into_iter().enumerate() {
+        for i in 0..3_000i64 {
+            node.set(&path!["filler", n as i64, i], v(i))?;
+        }
+    }
     n1.receive(&forged("one"))?;
     n2.receive(&forged("other"))?;
     n1.close()?;
