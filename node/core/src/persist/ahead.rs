@@ -495,12 +495,7 @@ impl Ahead {
             }
         };
         st.finish_restore(seen);
-        let st = match snap::end_in_order(st, &path) {
-            Some(st) => st,
-            None => snap::load_in_any_order(&path, me, limits)?,
-        };
-        st.tock().seen(tock);
-        Ok(st)
+        snap::end_load(st, &path, me, limits, tock)
     }
 
     /// Reads the log from `from` on, leaving out of its state records the

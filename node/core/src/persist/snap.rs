@@ -129,39 +129,32 @@ pub fn load_with_progress(
     let mut st = State::new(me, limits);
     st.begin_in_order_restore();
     apply_items_with_progress(&mut st, &mut reader, progress)?;
-    let st = match end_in_order(st, path) {
-        Some(st) => st,
-        None => load_in_any_order(path, me, limits)?,
-    };
-    st.tock().seen(header.tock);
+    let st = end_load(st, path, me, limits, header.tock)?;
     Ok((st, header))
 }
 
-/// Ends a load begun in the snapshot's order
-/// ([`State::begin_in_order_restore`]): the state, or `None` (with a
-/// warning) if its entries broke the order — not a file our writers make
-/// (a path twice, a subtree in parts); it is then loaded again entry by
-/// entry ([`load_in_any_order`]).
-pub(crate) fn end_in_order(mut st: State, path: &FsPath) -> Option<State> {
-    if st.end_in_order_restore() {
-        return Some(st);
-    }
-    tracing::warn!(
-        file = %path.display(),
-        "snapshot entries out of order (a path twice, or a subtree in parts): loading it again the slow way"
-    );
-    None
-}
-
-/// Loads the snapshot at `path` entry by entry, as any order loads (its
-/// tock not seen yet).
-pub(crate) fn load_in_any_order(
+/// Ends the load, begun in the snapshot's order
+/// ([`State::begin_in_order_restore`]), of the snapshot at `path` for node
+/// `me`, whose tock is `tock`: the state, or, if its entries broke the
+/// order — not a file our writers make (a path twice, a subtree in
+/// parts) — the snapshot loaded again entry by entry, as any order loads,
+/// with a warning.
+pub(crate) fn end_load(
+    mut st: State,
     path: &FsPath,
     me: &str,
     limits: LogLimits,
+    tock: u64,
 ) -> Result<State, SnapshotError> {
-    let mut st = State::new(me, limits);
-    apply_items(&mut st, &mut SnapshotReader::open(path)?)?;
+    if !st.end_in_order_restore() {
+        tracing::warn!(
+            file = %path.display(),
+            "snapshot entries out of order (a path twice, or a subtree in parts): loading it again the slow way"
+        );
+        st = State::new(me, limits);
+        apply_items(&mut st, &mut SnapshotReader::open(path)?)?;
+    }
+    st.tock().seen(tock);
     Ok(st)
 }
 
