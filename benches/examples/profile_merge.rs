@@ -8,13 +8,16 @@
 //! event log back the way its readers do (the file writer decodes every
 //! record, the broadcaster looks at every record's head).
 //!
+//! The events change 100 000 keys, or as many as environment variable
+//! `KEYS` says.
+//!
 //! Each figure is given by the wall clock and by the CPU time of the
 //! thread (`/proc/thread-self/stat`, in 10 ms ticks): on a busy machine
 //! the CPU time is the steadier one.
 
 use std::time::Instant;
 
-use distkv_benches::{apply_run, fresh_state, remote_events};
+use distkv_benches::{apply_run, env_number, fresh_state, remote_events};
 use distkv_node::cluster::core::{ClusterConfig, Core};
 use distkv_node::cluster::msg::{Update, UpdateEncoder};
 use distkv_node::state::State;
@@ -23,7 +26,7 @@ const EVENTS: usize = 1_000_000;
 
 fn main() {
     distkv_benches::heap::tune();
-    let events = remote_events(EVENTS, 100_000, 3, 42);
+    let events = remote_events(EVENTS, env_number("KEYS", 100_000), 3, 42);
     let mut last = None;
     for pass in 0..6 {
         let ahead = pass % 2 == 1;
