@@ -546,37 +546,8 @@ impl Tree {
             let at = k.get() as usize - 1;
             let mut kids = std::mem::take(&mut self.kids[at]);
             // The room a table that grew by itself would have.
-            let mut index = HashTable::with_capacity(kids.order.len());
-            // The table never grows, so its buckets stay where the first
-            // child's bucket shows them: each child's place there is asked
-            // for `BUILD_AHEAD` children before it is inserted (in a table
-            // of a million children, every insert would miss the cache).
-            let mut end = 0;
-            let mut hashes = [0; BUILD_AHEAD];
-            for (i, &c) in kids.order.iter().take(BUILD_AHEAD).enumerate() {
-                hashes[i] = self.name_hash(c);
-            }
-            for (i, &c) in kids.order.iter().enumerate() {
-                let hash = hashes[i % BUILD_AHEAD];
-                if let Some(&next) = kids.order.get(i + BUILD_AHEAD) {
-                    let h = self.name_hash(next);
-                    hashes[i % BUILD_AHEAD] = h;
-                    if end != 0 {
-                        prefetch_bucket(&index, end, h);
-                    }
-                }
-                let name = self.slot(c).name.view();
-                let same = |&o: &EntryId| self.slot(o).name.view() == name;
-                match index.entry(hash, same, |&o| self.name_hash(o)) {
-                    hashbrown::hash_table::Entry::Vacant(v) => {
-                        v.insert(c);
-                    }
-                    hashbrown::hash_table::Entry::Occupied(_) => kept = false,
-                }
-                if i == 0 {
-                    end = self.table_end(&index, c);
-                }
-            }
+            let (index, end, unique) = self.index_of(&kids.order, kids.order.len());
+            kept &= unique;
             kids.end = end;
             kids.index = index;
             kids.in_order = false;
@@ -630,34 +601,80 @@ impl Tree {
         let at = k.get() as usize - 1;
         // Out of the table while it is rebuilt from the slots.
         let mut kids = std::mem::take(&mut self.kids[at]);
-        let rebuilt = kids.index.len() == kids.index.capacity();
-        if rebuilt {
-            kids.index = self.index_of(&kids.order);
+        if kids.index.len() == kids.index.capacity() {
+            // Room for one more is twice the buckets, as the table would
+            // grow by itself; its children are unique (it held them).
+            (kids.index, kids.end, _) = self.index_of(&kids.order, kids.order.len() + 1);
         }
         kids.order.push(id);
         kids.index.insert_unique(hash, id, |&c| self.name_hash(c));
-        if rebuilt {
+        if kids.end == 0 {
             kids.end = self.table_end(&kids.index, id);
         }
         self.kids[at] = kids;
         id
     }
 
-    /// A table of the children `order`, with room for one more (twice the
-    /// room of a full table, as the table would grow by itself). Growing
-    /// in place rehashes the children in the table's order, each a read of
-    /// its slot at random; built from the insertion order, the slots are
-    /// read in the order they were made, one after another in memory for a
-    /// parent filled in one go (a node's start spent 5 % of its time
-    /// growing the table of a parent of 1 M children when snapshots were
-    /// loaded by look-ups; an in-order load builds its tables once, in
-    /// [`Tree::end_in_order`], checking each name as it goes).
-    fn index_of(&self, order: &[EntryId]) -> HashTable<EntryId> {
-        let mut index = HashTable::with_capacity(order.len() + 1);
-        for &c in order {
-            index.insert_unique(self.name_hash(c), c, |&c| self.name_hash(c));
+    /// A table of the children `order` with room for `room` of them, the
+    /// address of its control bytes ([`Children::end`], 0 if empty), and
+    /// whether no two of them had the same name (a table holds one of
+    /// each; an in-order load's names are not known to be unique).
+    ///
+    /// Built from the insertion order, not grown in place (which rehashes
+    /// the children in the table's order): a parent filled in one go has
+    /// its slots one after another in memory (a node's start spent 5 % of
+    /// its time growing the table of a parent of 1 M children when
+    /// snapshots were loaded by look-ups). Children that came one by one
+    /// between other changes are scattered over the arena, every slot a
+    /// miss of the cache (a tenth of a merge's time over 1 M keys): so
+    /// each child's slot, then its name's bytes, then its place in the
+    /// table (which never grows here, so its buckets stay where the first
+    /// child's shows them) are asked for `BUILD_AHEAD` children apart
+    /// before its insert.
+    fn index_of(&self, order: &[EntryId], room: usize) -> (HashTable<EntryId>, usize, bool) {
+        const SLOT: usize = 3 * BUILD_AHEAD;
+        const NAME: usize = 2 * BUILD_AHEAD;
+        let mut index = HashTable::with_capacity(room);
+        let mut end = 0;
+        let mut unique = true;
+        for &c in order.iter().take(SLOT) {
+            self.prefetch_slot_of(c);
         }
-        index
+        for &c in order.iter().take(NAME) {
+            self.slot(c).name.view().prefetch();
+        }
+        let mut hashes = [0; BUILD_AHEAD];
+        for (i, &c) in order.iter().take(BUILD_AHEAD).enumerate() {
+            hashes[i] = self.name_hash(c);
+        }
+        for (i, &c) in order.iter().enumerate() {
+            if let Some(&next) = order.get(i + SLOT) {
+                self.prefetch_slot_of(next);
+            }
+            if let Some(&next) = order.get(i + NAME) {
+                self.slot(next).name.view().prefetch();
+            }
+            let hash = hashes[i % BUILD_AHEAD];
+            if let Some(&next) = order.get(i + BUILD_AHEAD) {
+                let h = self.name_hash(next);
+                hashes[i % BUILD_AHEAD] = h;
+                if end != 0 {
+                    prefetch_bucket(&index, end, h);
+                }
+            }
+            let name = self.slot(c).name.view();
+            let same = |&o: &EntryId| self.slot(o).name.view() == name;
+            match index.entry(hash, same, |&o| self.name_hash(o)) {
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(c);
+                }
+                hashbrown::hash_table::Entry::Occupied(_) => unique = false,
+            }
+            if i == 0 {
+                end = self.table_end(&index, c);
+            }
+        }
+        (index, end, unique)
     }
 
     /// The address [`Children::end`] of `index`, found from the bucket of
@@ -813,8 +830,9 @@ impl Drop for BulkRemoval<'_> {
     }
 }
 
-/// Children an in-order load's table asks for its places ahead of its
-/// inserts ([`Tree::end_in_order`]).
+/// Children a table being built asks for its places ahead of their
+/// inserts, and twice and three times as many for their names' bytes
+/// and their slots ([`Tree::index_of`]).
 const BUILD_AHEAD: usize = 16;
 
 /// Asks for the place in `index` (whose control bytes start at `end`, see
