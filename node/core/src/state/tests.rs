@@ -899,3 +899,19 @@ fn a_local_change_names_its_entry_as_the_tree_does() {
         [Value::Bool(true), Value::Int(1)]
     ));
 }
+
+/// The tock only grows: a value seen raises it, a smaller or equal one
+/// leaves it, each `next` takes one more.
+#[test]
+fn the_tock_takes_the_largest_value_seen() {
+    let t = Tock::default();
+    t.seen(5);
+    assert_eq!(t.peek(), 5);
+    t.seen(3);
+    assert_eq!(t.peek(), 5);
+    assert_eq!(t.next(), 6);
+    t.seen(6);
+    assert_eq!(t.next(), 7);
+    t.seen(10);
+    assert_eq!(t.peek(), 10);
+}
