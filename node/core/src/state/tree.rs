@@ -1155,6 +1155,34 @@ mod tests {
         assert_eq!(t.find(parent, &Value::Int(20_000)), None);
     }
 
+    /// Children made between other entries (their slots scattered over
+    /// the arena, as a cluster's changes make them) are all found after
+    /// each rebuild of their tables, named by integers or by strings, and
+    /// each table's `end` is where its control bytes are.
+    #[test]
+    fn children_made_between_others_are_found_after_every_rebuild() {
+        let mut t = Tree::default();
+        let name = |p: usize, i: i64| match p {
+            0 => Value::Int(i),
+            _ => Value::str(&format!("{p}-child-{i}")),
+        };
+        let parents: Vec<EntryId> = (0..3i64).map(|p| t.follow_create(&path![p])).collect();
+        let mut ids = vec![Vec::new(); parents.len()];
+        for i in 0..12_000i64 {
+            for (p, ids) in ids.iter_mut().enumerate() {
+                ids.push(t.follow_create(&[Value::Int(p as i64), name(p, i)]));
+            }
+        }
+        for (p, (&parent, ids)) in parents.iter().zip(&ids).enumerate() {
+            for (i, &id) in ids.iter().enumerate() {
+                assert_eq!(t.find(parent, &name(p, i as i64)), Some(id), "{p}/{i}");
+            }
+            assert_eq!(t.find(parent, &name(p, 12_000)), None);
+            let kids = t.kids(parent).expect("children");
+            assert_eq!(kids.end, t.table_end(&kids.index, ids[0]));
+        }
+    }
+
     /// Every table's `end` is where hashbrown keeps its control bytes: each
     /// id's bucket `i` lies at `end - 4 (i + 1)`, in tables grown one child
     /// at a time and in tables an in-order load built. And the look-ahead
