@@ -200,14 +200,24 @@ impl Update {
 /// path or value: DistKV's clients cannot read them, so nodes refuse them
 /// from each other as from clients ([`BUS_LIMITS`]).
 fn foreign_ext(e: &UpdateEvent) -> Option<i8> {
-    let mut todo: Vec<&Value> = e.path.iter().chain(&e.value).collect();
-    while let Some(v) = todo.pop() {
-        match v {
-            Value::Ext(t, _) => return Some(*t),
-            Value::Array(a) => todo.extend(a),
-            Value::Path(p) => todo.extend(p.iter()),
-            Value::Map(m) => todo.extend(m.iter().flat_map(|(k, x)| [k, x])),
-            _ => {}
+    // A stack of what is still to look at inside nested values only: most
+    // events' paths and values are scalars and strings, looked at without
+    // allocating.
+    let mut todo: Vec<&Value> = Vec::new();
+    for top in e.path.iter().chain(&e.value) {
+        let mut v = top;
+        loop {
+            match v {
+                Value::Ext(t, _) => return Some(*t),
+                Value::Array(a) => todo.extend(a),
+                Value::Path(p) => todo.extend(p.iter()),
+                Value::Map(m) => todo.extend(m.iter().flat_map(|(k, x)| [k, x])),
+                _ => {}
+            }
+            match todo.pop() {
+                Some(next) => v = next,
+                None => break,
+            }
         }
     }
     None
@@ -746,6 +756,36 @@ mod tests {
             Update::decode(&u.encode()),
             Err(MsgError::Shape("update", _))
         ));
+        // Deep inside the value or the path, after scalars and nested
+        // values without one: refused too; the same without it: taken.
+        let ext = Value::Ext(7, Arc::from(&b"z"[..]));
+        let nested = |last: Value| {
+            Value::Map(vec![
+                (
+                    Value::str("k"),
+                    Value::Array(vec![Value::Int(1), Value::str("s")]),
+                ),
+                (Value::Int(2), Value::Array(vec![Value::Nil, last])),
+            ])
+        };
+        for (path, value) in [
+            (path!["a", "b"], nested(ext.clone())),
+            (
+                distkv_model::Path::new(vec![Value::str("a"), nested(ext.clone())]),
+                Value::Int(1),
+            ),
+        ] {
+            u.events[0].path = path;
+            u.events[0].value = Some(value);
+            assert!(matches!(
+                Update::decode(&u.encode()),
+                Err(MsgError::Shape("update", _))
+            ));
+        }
+        u.events[0].path = distkv_model::Path::new(vec![Value::str("a"), nested(Value::Int(3))]);
+        u.events[0].value = Some(nested(Value::str("no extension")));
+        assert_eq!(Update::decode(&u.encode()).unwrap(), u);
+        u.events[0].path = path!["a", "b"];
         u.events[0].value = Some(Value::Bin(Arc::from(vec![
             0u8;
             distkv_model::budget::MAX_EVENT_BYTES
