@@ -113,9 +113,9 @@ fn state(bytes: &[u8], within: &[(NodeName, Range<u64>)]) -> Option<LogRecord> {
     let mut nodes = Vec::with_capacity(n);
     for _ in 0..n {
         let name = name(&mut c)?;
-        let tick = match c.peek()? {
-            0xc0 => c.byte().map(|_| None)?,
-            _ => Some(c.uint()?),
+        let tick = match c.nil() {
+            true => None,
+            false => Some(c.uint()?),
         };
         nodes.push((name, tick));
     }

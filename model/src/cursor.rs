@@ -45,6 +45,14 @@ impl<'a> Cursor<'a> {
         self.b.get(self.pos).copied()
     }
 
+    /// Consumes a nil if one comes next: whether one did (an optional
+    /// field's `None`).
+    pub fn nil(&mut self) -> bool {
+        let nil = self.peek() == Some(0xc0);
+        self.pos += usize::from(nil);
+        nil
+    }
+
     /// The next byte.
     pub fn byte(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
@@ -135,6 +143,12 @@ mod tests {
             (Some(2), Some(256), Some(65536), None)
         );
         assert_eq!((c.byte(), c.peek(), c.take(1)), (None, None, None));
+        assert!(!c.nil(), "no nil at the end");
+        // A nil is taken, anything else left.
+        let mut n = Cursor::new(&[0xc0, 0x07]);
+        assert!(n.nil());
+        assert!(!n.nil());
+        assert_eq!(n.uint(), Some(7));
         // Lengths beyond the bytes.
         assert_eq!(Cursor::new(&[0xcf, 1, 2]).uint(), None);
         assert_eq!(Cursor::new(&[0xa5, b'a']).str(), None);

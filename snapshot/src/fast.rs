@@ -61,12 +61,9 @@ pub(crate) fn entry_as(
     for _ in 0..n {
         rest.push(c.value(FAST_DEPTH)?);
     }
-    let chain = match c.peek()? {
-        0xc0 => {
-            c.byte()?;
-            None
-        }
-        _ => Some(chain(&mut c, names)?),
+    let chain = match c.nil() {
+        true => None,
+        false => Some(chain(&mut c, names)?),
     };
     let tock = c.uint().filter(|&t| t <= MAX_COUNTER)?;
     let at = bytes.len() - c.remaining();
@@ -120,12 +117,9 @@ pub(crate) fn node_skimmed(bytes: &[u8]) -> Option<NodeParts> {
     let mut c = Cursor::new(bytes);
     c.expect(&[0x95, 0x00])?;
     let name = std::str::from_utf8(c.str()?).ok()?;
-    let tick = match c.peek()? {
-        0xc0 => {
-            c.byte()?;
-            None
-        }
-        _ => Some(c.uint().filter(|&t| t <= MAX_COUNTER)?),
+    let tick = match c.nil() {
+        true => None,
+        false => Some(c.uint().filter(|&t| t <= MAX_COUNTER)?),
     };
     for _ in 0..2 {
         let n = c.array_len().filter(|&n| n <= c.remaining())?;
